@@ -1,0 +1,106 @@
+/* Checkpoints: the on-disk format (manifest.json + chunked, checksummed,
+ * optionally compressed shard files), the asynchronous writer, commit and
+ * rotation, and the paranoid reader used by resume, inspect and verify. */
+#ifndef SPOTRAIN_CKPT_H
+#define SPOTRAIN_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "../train/model.h"
+
+enum { CKPT_PARAMS = 0, CKPT_ADAM_M = 1, CKPT_ADAM_V = 2, CKPT_N_ARRAYS = 3 };
+enum { CKPT_CODEC_NONE = 0, CKPT_CODEC_ZSTD = 1, CKPT_CODEC_SHUFFLE_ZSTD = 2 };
+
+typedef struct {
+    int codec;               /* CKPT_CODEC_* */
+    int level;               /* zstd level */
+    size_t chunk_bytes;      /* raw bytes per chunk (a multiple of 4) */
+    int threads;             /* compression threads for the background writer */
+    int64_t keep_last, keep_every;
+    int busy_wait;           /* 1: submit waits for the previous save; 0: skip */
+    char on_save[1024];      /* shell command run after a commit; "" = none */
+} ckpt_opts;
+
+/* What a save records besides the arrays. */
+typedef struct {
+    int64_t step;
+    uint64_t tokens;
+    double elapsed_seconds;   /* training time so far, restarts excluded */
+    double loss_scale;        /* 1.0 for fp32 */
+    double lr;                /* learning rate at this step (schedule position) */
+    int world_size, rank;
+    const char *config_text;  /* resolved INI text */
+    const model_layout *layout;
+    size_t lo, hi;            /* this rank's range of the flat vector */
+    const float *arrays[CKPT_N_ARRAYS]; /* each points at element lo of its array */
+} ckpt_meta;
+
+typedef struct {
+    int64_t step;
+    double stall_ms, write_ms;
+    uint64_t raw_bytes, stored_bytes;
+    char path[1024];
+} ckpt_result;
+
+typedef struct ckpt_writer ckpt_writer;
+
+int ckpt_writer_open(ckpt_writer **w, const char *ckpt_dir, const ckpt_opts *o, int rank, int world);
+/* Snapshots the arrays (the only stall) and queues the shard write. Returns
+ * ST_OK when queued, 1 when skipped because a save is in flight and
+ * busy_wait is 0, or an error. */
+int ckpt_writer_submit(ckpt_writer *w, const ckpt_meta *m);
+/* Non-blocking: step of the newest shard this rank finished writing (-1 none),
+ * and whether the writer failed (then *err holds the status). */
+int64_t ckpt_writer_written(ckpt_writer *w, int *err);
+int ckpt_writer_busy(ckpt_writer *w);
+/* Rank 0, once every rank's shard for step is written: writes the manifest,
+ * renames step-N.tmp to step-N, fsyncs, rotates, runs on_save. Queued on the
+ * writer thread; ckpt_writer_committed reports completion. */
+int ckpt_writer_commit(ckpt_writer *w, int64_t step);
+int64_t ckpt_writer_committed(ckpt_writer *w, ckpt_result *res);
+/* Blocks until the queue is empty (or timeout_s passes: returns ST_TEMPFAIL). */
+int ckpt_writer_drain(ckpt_writer *w, double timeout_s);
+void ckpt_writer_close(ckpt_writer *w);
+
+/* Reading. */
+typedef struct ckpt_reader ckpt_reader;
+typedef struct {
+    int format_version;
+    char spotrain_version[32];
+    int64_t step;
+    uint64_t tokens;
+    double elapsed_seconds, loss_scale, lr;
+    int world_size;
+    uint64_t n_floats;
+    model_shape shape;
+    char *config_text;
+    int codec, level;
+    uint64_t raw_bytes, stored_bytes;
+    double saved_at;          /* wall clock seconds of the commit */
+} ckpt_info;
+
+/* Parses and validates manifest.json of one step directory; ST_DATA naming
+ * the file and field on anything inconsistent. */
+int ckpt_open(ckpt_reader **r, const char *step_dir);
+const ckpt_info *ckpt_get_info(const ckpt_reader *r);
+/* Reads [lo,hi) of one array, verifying every chunk it touches. */
+int ckpt_read_range(ckpt_reader *r, int array, size_t lo, size_t hi, float *out);
+/* Reads every chunk of every shard; ST_DATA naming checkpoint and chunk. */
+int ckpt_verify(ckpt_reader *r);
+/* xxh3-64 of the array's flat fp32 bytes, in flat order: the same whatever
+ * the world size or codec that saved it. out gets 16 hex digits. */
+int ckpt_digest(ckpt_reader *r, int array, char out[17]);
+void ckpt_close(ckpt_reader *r);
+
+/* Newest committed checkpoint under ckpt_dir that verifies; logs each one it
+ * skipped and why. Returns ST_OK with path filled, ST_NOINPUT when none. */
+int ckpt_find_latest(const char *ckpt_dir, char *path, size_t cap);
+/* Count of committed step-* directories (for `train` refusing a used dir). */
+int ckpt_count(const char *ckpt_dir);
+
+/* CLI: spotrain ckpt inspect|verify|export ... (argv[0] is the verb). */
+int ckpt_cli(int argc, char **argv);
+
+int ckpt_codec_from_name(const char *name);
+
+#endif

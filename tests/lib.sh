@@ -1,0 +1,30 @@
+# Shared helpers for the CLI test scripts: a scratch directory, expectations
+# on exit codes and output, and the closing "N passed, N failed" line.
+BUILD=${BUILD:-build}
+SPOTRAIN=${SPOTRAIN:-$PWD/$BUILD/spotrain}
+T_PASS=0
+T_FAIL=0
+T_TMP=$(mktemp -d /tmp/spotrain-test.XXXXXX)
+trap 't_cleanup' EXIT
+t_cleanup() { rm -rf "$T_TMP"; }
+
+t_ok() { T_PASS=$((T_PASS + 1)); echo "ok   $1"; }
+t_bad() { T_FAIL=$((T_FAIL + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && echo "    $2"; return 0; }
+
+# t_exit NAME CODE PATTERN CMD...: CMD must exit CODE and stderr+stdout must
+# match the extended regex PATTERN (empty: any).
+t_exit() {
+    name=$1 want=$2 pat=$3
+    shift 3
+    out=$("$@" 2>&1)
+    got=$?
+    if [ "$got" -ne "$want" ]; then
+        t_bad "$name" "exit $got, wanted $want; output: $(echo "$out" | tail -n 3)"
+    elif [ -n "$pat" ] && ! echo "$out" | grep -Eq -- "$pat"; then
+        t_bad "$name" "output does not match /$pat/: $(echo "$out" | tail -n 3)"
+    else
+        t_ok "$name"
+    fi
+}
+
+t_end() { echo "$T_PASS passed, $T_FAIL failed"; [ "$T_FAIL" -eq 0 ]; }

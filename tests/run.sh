@@ -1,0 +1,37 @@
+#!/bin/sh
+# Runs every unit-test binary and every CLI test script, adds up their
+# "N passed, N failed" lines and ends with the total in the same form.
+BUILD=${BUILD:-build}
+export BUILD
+pass=0
+fail=0
+log=$(mktemp)
+for t in "$BUILD"/tests/test_* tests/cli_*.sh; do
+    [ -e "$t" ] || continue
+    case "$t" in *.d) continue ;; esac
+    echo "== $t"
+    case "$t" in
+        *.sh) sh "$t" >"$log" 2>&1 ;;
+        *) "$t" >"$log" 2>&1 ;;
+    esac
+    rc=$?
+    grep -E '^(ok|FAIL|SKIP) ' "$log"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "FAIL $t: exited $rc without a summary line; its output:"
+        tail -n 30 "$log"
+        fail=$((fail + 1))
+        continue
+    fi
+    p=$(echo "$line" | sed 's/ passed.*//')
+    f=$(echo "$line" | sed 's/.*passed, \([0-9]*\) failed.*/\1/')
+    if [ "$f" -gt 0 ] || [ "$rc" -ne 0 ]; then
+        grep -v -E '^(ok|SKIP) ' "$log" | tail -n 40
+    fi
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    pass=$((pass + p))
+    fail=$((fail + f))
+done
+rm -f "$log"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

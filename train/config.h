@@ -1,0 +1,86 @@
+/* The resolved run configuration: one plain struct filled from the embedded
+ * sample.ini defaults, then the user's INI file, then --set overrides. The key
+ * table in config.c is the single list of every key, its type and range. */
+#ifndef SPOTRAIN_CONFIG_H
+#define SPOTRAIN_CONFIG_H
+
+#include <stdint.h>
+
+#define CFG_STR 1024
+#define CFG_MAX_PRICES 16
+
+typedef struct {
+    char name[64];      /* the NAME of a [price.NAME] section */
+    double ondemand;    /* $ per node-hour */
+    double spot;
+} cfg_price;
+
+typedef struct cfg {
+    char path[CFG_STR];             /* the INI file the user gave */
+
+    /* [model] */
+    char preset[32];                /* tiny | small | deepseek-7b | deepseek-67b | custom */
+    int64_t dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, seq_len;
+    double rope_theta, norm_eps, init_std;
+
+    /* [data] */
+    char source[16];                /* synthetic | text | shards */
+    char train_path[CFG_STR];       /* file (text) or glob (shards) */
+    char val_path[CFG_STR];         /* optional held-out glob/file */
+    double val_fraction;            /* held out from train when val_path empty */
+    int64_t synthetic_digits, synthetic_samples;
+
+    /* [train] */
+    char run_dir[CFG_STR];
+    char backend[16];               /* cpu | cuda */
+    int64_t seed, max_steps, global_batch, micro_batch, threads;
+    double lr, min_lr, warmup_steps, weight_decay, beta1, beta2, adam_eps, grad_clip;
+    int64_t val_every, val_batches, log_every;
+
+    /* [checkpoint] */
+    int64_t ckpt_interval_steps, ckpt_keep_last, ckpt_keep_every, ckpt_level, ckpt_chunk_kib;
+    double ckpt_interval_seconds;
+    char ckpt_codec[16];            /* none | zstd | shuffle-zstd */
+    char ckpt_busy[8];              /* skip | wait */
+    char ckpt_on_save[CFG_STR];
+    int64_t ckpt_required, ckpt_threads;
+
+    /* [spot] */
+    char provider[16];              /* auto | aws | gcp | azure | alibaba | file | none */
+    double poll_seconds, grace_seconds, watchdog_seconds;
+    char metadata_url[CFG_STR];
+    char notice_file[CFG_STR];
+    char vm_name[256];              /* azure: this VM's name; empty = ask IMDS */
+
+    /* [cost] */
+    int64_t nodes, ondemand_nodes, gpus_per_node;
+    char gpu[32];                   /* a100 | h100 | h200 | custom */
+    double peak_tflops, mfu, tokens, ondemand_hours, spot_hours, throughput_ratio;
+    double interruptions_per_hour, restart_minutes, ckpt_stall_seconds, ckpt_interval_minutes;
+    double gpu_memory_gib;
+
+    /* [price.NAME] */
+    cfg_price prices[CFG_MAX_PRICES];
+    int n_prices;
+
+    /* [metrics] */
+    char textfile[CFG_STR];
+    int64_t metrics_every;
+} cfg;
+
+/* Loads defaults + path (may be NULL: defaults only) + overrides ("sec.key=v").
+ * Errors print one line naming file:line and key; returns ST_CONFIG,
+ * ST_NOINPUT, or ST_OK. Model shape keys left at 0 are filled from the preset. */
+int cfg_load(cfg *c, const char *path, char **overrides, int n_overrides);
+
+/* Canonical INI text of every key (malloc'd): the resolved config that goes
+ * into checkpoints and --dry-run output. */
+char *cfg_render(const cfg *c);
+
+/* Section + key lookup for code that needs to print or compare one value. */
+int cfg_value_string(const cfg *c, const char *section, const char *key, char *out, int cap);
+
+/* The text of sample.ini compiled into the binary (the defaults). */
+extern const char cfg_sample_ini[];
+
+#endif

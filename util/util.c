@@ -1,0 +1,221 @@
+/* Shared helpers: error/log lines, clocks, strict number parsing, file
+ * reading and atomic replacement. */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int util_quiet = 0;
+
+int util_fail(int code, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "spotrain: %s\n", line);
+    return code;
+}
+
+void util_log(const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    if (util_quiet)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "spotrain: %s\n", line);
+}
+
+double util_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double util_wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void util_iso8601(double wall, char out[48])
+{
+    time_t t = (time_t)floor(wall);
+    int ms = (int)((wall - (double)t) * 1000.0);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, 48, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             ms < 0 ? 0 : ms > 999 ? 999 : ms);
+}
+
+int util_fmt(char *dst, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(dst, cap, fmt, ap);
+    va_end(ap);
+    return (n < 0 || (size_t)n >= cap) ? -1 : n;
+}
+
+int util_read_file(const char *path, char **out, size_t *len)
+{
+    int rc = ST_OK;
+    char *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return util_fail(errno == ENOENT ? ST_NOINPUT : ST_IOERR, "cannot open %s: %s",
+                         path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0) {
+        rc = util_fail(ST_IOERR, "cannot seek %s: %s", path, strerror(errno));
+        goto out;
+    }
+    long n = ftell(f);
+    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        rc = util_fail(ST_IOERR, "cannot size %s: not a regular file?", path);
+        goto out;
+    }
+    buf = malloc((size_t)n + 1);
+    if (!buf) {
+        rc = util_fail(ST_SOFTWARE, "out of memory reading %s (%ld bytes)", path, n);
+        goto out;
+    }
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        rc = util_fail(ST_IOERR, "short read on %s", path);
+        goto out;
+    }
+    buf[n] = 0;
+    *out = buf;
+    buf = NULL;
+    if (len)
+        *len = (size_t)n;
+out:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+int util_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return util_fail(ST_IOERR, "cannot open directory %s: %s", dir, strerror(errno));
+    int rc = fsync(fd) == 0 || errno == EINVAL ? ST_OK
+             : util_fail(ST_IOERR, "fsync %s: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+static void util_dirname(const char *path, char *dir, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, cap, ".");
+    else if (slash == path)
+        snprintf(dir, cap, "/");
+    else
+        snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+}
+
+int util_write_atomic(const char *path, const void *buf, size_t len)
+{
+    char tmp[4096], dir[4096];
+    if (util_fmt(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+        return util_fail(ST_IOERR, "path too long: %s", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return util_fail(ST_IOERR, "cannot create %s: %s", tmp, strerror(errno));
+    const char *p = buf;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return util_fail(ST_IOERR, "cannot write %s: %s", tmp, strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return util_fail(ST_IOERR, "cannot flush %s: %s", tmp, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return util_fail(ST_IOERR, "cannot rename %s to %s: %s", tmp, path, strerror(e));
+    }
+    util_dirname(path, dir, sizeof dir);
+    return util_fsync_dir(dir);
+}
+
+int util_mkdirs(const char *path)
+{
+    char buf[4096];
+    if (util_fmt(buf, sizeof buf, "%s", path) < 0)
+        return util_fail(ST_IOERR, "path too long: %s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return util_fail(ST_IOERR, "cannot create directory %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return util_fail(ST_IOERR, "cannot create directory %s: %s", buf, strerror(errno));
+    return ST_OK;
+}
+
+int util_parse_i64(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (!*s)
+        return -1;
+    long long v = strtoll(s, &end, 10);
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int util_parse_f64(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (!*s)
+        return -1;
+    double v = strtod(s, &end);
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (errno || *end || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}

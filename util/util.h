@@ -1,0 +1,52 @@
+/* Shared helpers every module may use: status codes (sysexits), the one-line
+ * error reporter, wall clocks, small string and file helpers. Nothing here
+ * knows about models, checkpoints or clouds. */
+#ifndef SPOTRAIN_UTIL_H
+#define SPOTRAIN_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPOTRAIN_VERSION "0.1.0"
+
+/* Status codes are sysexits.h values so main.c can exit with them as-is. */
+enum {
+    ST_OK = 0,
+    ST_ALERT = 3,      /* bid --alert-above crossed */
+    ST_USAGE = 64,
+    ST_DATA = 65,      /* corrupt shard, checkpoint failing verification */
+    ST_NOINPUT = 66,
+    ST_UNAVAILABLE = 69,
+    ST_SOFTWARE = 70,
+    ST_IOERR = 74,
+    ST_TEMPFAIL = 75,  /* stopped after a durable checkpoint: restart me */
+    ST_CONFIG = 78,
+    ST_WATCHDOG = 86   /* no progress: a peer vanished; restart the job */
+};
+
+/* Prints "spotrain: <message>" as one line on stderr and returns code, so
+ * callers can write `return util_fail(ST_DATA, "...")`. */
+int util_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Informational line on stderr ("spotrain: ..."), silenced by util_quiet. */
+void util_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+extern int util_quiet;
+
+double util_now(void);        /* CLOCK_MONOTONIC seconds */
+double util_wall(void);       /* CLOCK_REALTIME seconds since the epoch */
+void util_iso8601(double wall, char out[48]);  /* 2026-11-28T08:24:48.123Z */
+
+/* snprintf that reports truncation as -1 instead of a silent cut. */
+int util_fmt(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Whole file into a NUL-terminated heap buffer; ST_NOINPUT / ST_IOERR. */
+int util_read_file(const char *path, char **out, size_t *len);
+/* Write, fsync, rename over path, fsync parent dir. */
+int util_write_atomic(const char *path, const void *buf, size_t len);
+int util_fsync_dir(const char *dir);
+int util_mkdirs(const char *path);   /* mkdir -p */
+
+/* Strict number parsing: whole string, no overflow, finite. 0 on success. */
+int util_parse_i64(const char *s, int64_t *out);
+int util_parse_f64(const char *s, double *out);
+
+#endif
