@@ -4,6 +4,7 @@
 #ifndef SPOTRAIN_COST_H
 #define SPOTRAIN_COST_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct cfg;
@@ -66,6 +67,29 @@ typedef struct {
 
 /* Pure computation from a loaded config. ST_OK or ST_CONFIG (one line). */
 int cost_estimate(const struct cfg *c, cost_plan *p);
+
+/* What a run has cost, from its events.jsonl (report.c). */
+typedef struct {
+    int segments, finished, killed, exits_75, notices, restarts, bad_lines, partial_last;
+    int interruptions;            /* segments ended by exit 75 or with no exit record */
+    double first_ts, last_ts;
+    double run_hours, node_hours, downtime_hours;
+    int64_t nodes;                /* of the newest segment */
+    int64_t first_step, step, max_steps, tokens_per_step;
+    int64_t lost_steps;
+    double lost_hours, stall_hours;
+    int checkpoints;
+    double train_seconds;         /* newest cumulative training seconds */
+    double steps_per_hour;        /* net progress per running hour, all overheads included */
+    double hours_left;            /* at steps_per_hour; 0 when finished, INFINITY unknown */
+    int have_prices;
+    double spend, cost_left, projected_total;
+    double ondemand_so_far, ondemand_total;  /* same progress on on-demand nodes, no overheads */
+} cost_report;
+
+/* Parses a ledger's text (a torn last line is ignored) and prices it with c
+ * (NULL: hours only). ST_OK, or ST_DATA when there is no start record. */
+int cost_report_compute(const char *text, size_t len, const struct cfg *c, cost_report *r);
 
 /* `spotrain cost estimate|report ...`: argv[0] is "estimate" or "report". */
 int cost_cli(int argc, char **argv);
