@@ -47,7 +47,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 
-.PHONY: all test bench demo fuzz chaos install clean help
+.PHONY: all test test-build bench demo fuzz chaos install clean help
 all: $(BUILD)/spotrain
 
 help:
@@ -87,8 +87,12 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libspotrain.a tests/harness.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 
-test: $(BUILD)/spotrain $(TEST_BIN)
+test:
+	@sh tests/deps.sh test
+	@$(MAKE) --no-print-directory test-build
 	@BUILD=$(BUILD) sh tests/run.sh
+
+test-build: $(BUILD)/spotrain $(TEST_BIN)
 
 bench: $(BUILD)/spotrain
 	@BUILD=$(BUILD) sh bench/run.sh

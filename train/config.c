@@ -251,9 +251,9 @@ static int cfg_apply(cfg_parse *ps, const char *section, const char *key, const 
     const cfg_key *k = cfg_find(section, key);
     if (!k) {
         if (!cfg_section_known(section))
-            snprintf(ps->err, sizeof ps->err, "unknown section [%s] (key %s)", section, key);
+            snprintf(ps->err, sizeof ps->err, "unknown section [%s] (key %s); sections are model, data, train, checkpoint, spot, cost, price.NAME, metrics", section, key);
         else
-            snprintf(ps->err, sizeof ps->err, "unknown key '%s' in [%s]", key, section);
+            snprintf(ps->err, sizeof ps->err, "unknown key '%s' in [%s]; sample.ini lists every key", key, section);
         return -1;
     }
     size_t idx = (size_t)(k - cfg_keys);
@@ -385,34 +385,54 @@ static int cfg_check_relations(const cfg *c)
     return ST_OK;
 }
 
-int cfg_load(cfg *c, const char *path, char **overrides, int n_overrides)
+static int cfg_finish(cfg *c, char **overrides, int n_overrides)
 {
-    char *text = NULL;
-    int rc;
-    memset(c, 0, sizeof *c);
-    rc = cfg_parse_text(c, "sample.ini (built in)", cfg_sample_ini);
-    if (rc != ST_OK)
-        return rc;
-    /* Prices are examples in sample.ini, not defaults a user inherits. */
-    c->n_prices = 0;
-    if (path) {
-        if (util_fmt(c->path, sizeof c->path, "%s", path) < 0)
-            return util_fail(ST_CONFIG, "config path too long: %s", path);
-        rc = util_read_file(path, &text, NULL);
-        if (rc != ST_OK)
-            return rc == ST_NOINPUT ? util_fail(ST_NOINPUT, "config file %s not found; "
-                                                "start from sample.ini", path) : rc;
-        rc = cfg_parse_text(c, path, text);
-        free(text);
-        if (rc != ST_OK)
-            return rc;
-    }
+    int rc = ST_OK;
     for (int i = 0; i < n_overrides && rc == ST_OK; i++)
         rc = cfg_apply_override(c, overrides[i]);
     if (rc != ST_OK)
         return rc;
     cfg_apply_preset(c);
     return cfg_check_relations(c);
+}
+
+static int cfg_defaults(cfg *c)
+{
+    memset(c, 0, sizeof *c);
+    int rc = cfg_parse_text(c, "sample.ini (built in)", cfg_sample_ini);
+    /* Prices are examples in sample.ini, not defaults a user inherits. */
+    c->n_prices = 0;
+    return rc;
+}
+
+int cfg_load(cfg *c, const char *path, char **overrides, int n_overrides)
+{
+    char *text = NULL;
+    int rc = cfg_defaults(c);
+    if (rc != ST_OK)
+        return rc;
+    if (path) {
+        if (util_fmt(c->path, sizeof c->path, "%s", path) < 0)
+            return util_fail(ST_CONFIG, "config path too long: %s", path);
+        rc = util_read_file(path, &text, NULL);
+        if (rc != ST_OK)
+            return rc;
+        rc = cfg_parse_text(c, path, text);
+        free(text);
+        if (rc != ST_OK)
+            return rc;
+    }
+    return cfg_finish(c, overrides, n_overrides);
+}
+
+int cfg_load_text(cfg *c, const char *name, const char *text, char **overrides, int n_overrides)
+{
+    int rc = cfg_defaults(c);
+    if (rc == ST_OK)
+        rc = cfg_parse_text(c, name, text);
+    if (rc == ST_OK)
+        util_fmt(c->path, sizeof c->path, "%s", name);
+    return rc == ST_OK ? cfg_finish(c, overrides, n_overrides) : rc;
 }
 
 static void cfg_format_value(const cfg *c, const cfg_key *k, char *out, int cap)

@@ -73,6 +73,10 @@ typedef struct cfg {
  * ST_NOINPUT, or ST_OK. Model shape keys left at 0 are filled from the preset. */
 int cfg_load(cfg *c, const char *path, char **overrides, int n_overrides);
 
+/* Same, from INI text in memory (a checkpoint's resolved config); name is
+ * used in messages. */
+int cfg_load_text(cfg *c, const char *name, const char *text, char **overrides, int n_overrides);
+
 /* Canonical INI text of every key (malloc'd): the resolved config that goes
  * into checkpoints and --dry-run output. */
 char *cfg_render(const cfg *c);

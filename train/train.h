@@ -1,0 +1,28 @@
+/* The training loop: the one place that ties config, model, data, backend,
+ * optimizer, comm, checkpoints and spot handling together. */
+#ifndef SPOTRAIN_TRAIN_H
+#define SPOTRAIN_TRAIN_H
+
+#include "config.h"
+#include "model.h"
+
+enum { TRAIN_FRESH = 0, TRAIN_RESUME = 1 };
+
+/* Runs training. Returns ST_OK when max_steps is reached, ST_TEMPFAIL after
+ * a stop on a signal or notice (with the newest state durable), or an
+ * error status. force: start fresh even if run_dir holds checkpoints. */
+int train_run(const cfg *c, int mode, int force);
+
+/* --dry-run: resolved config, parameter count and per-process memory plan. */
+int train_plan(const cfg *c, int world);
+
+/* spotrain sample CONFIG|CKPT [--prompt S] [--tokens N] ... */
+int train_sample_cli(int argc, char **argv);
+
+/* Memory plan of one process (bytes), shared with `cost estimate`. */
+typedef struct {
+    double params, grads, adam, snapshot, activations, total;
+} train_memory;
+void train_memory_plan(const model_shape *s, int64_t micro_batch, int world, train_memory *m);
+
+#endif
