@@ -35,18 +35,32 @@ typedef struct {
     double *rowloss;        /* [N] */
     /* backward scratch */
     float *dres, *dxn, *dqkv, *dao, *dgu, *dh;
-    float *dp;              /* per-thread [seq_len] */
+    float *scratch;         /* per thread: attention's k, v copies and dk, dv */
+    int64_t scratch_per_thread;
 } cpu_impl;
 
-static int cpu_last_blas_threads = -1;
+/* Every matrix product runs as fixed row chunks, each a single-threaded
+ * OpenBLAS call inside our own OpenMP loop: one thread pool instead of two
+ * fighting over the cores, and chunk boundaries that depend on the shape
+ * only, so results are bitwise the same for any thread count (OpenBLAS's own
+ * threading changes the rounding with the thread count). */
+enum { CPU_GEMM_CHUNKS = 8, CPU_GEMM_MIN_ROWS = 64 };
 
-static void cpu_blas_threads(int nt)
+/* C[M,N] = op(A) op(B) + beta C, row-major; ta: A is stored [K,M]. */
+static void cpu_gemm(const cpu_impl *c, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    /* OpenBLAS keeps one global pool; only touch it when another backend
-     * (a test with a different thread count) changed it. */
-    if (cpu_last_blas_threads != nt) {
-        openblas_set_num_threads(nt);
-        cpu_last_blas_threads = nt;
+    int64_t rows = (M + CPU_GEMM_CHUNKS - 1) / CPU_GEMM_CHUNKS;
+    rows = (rows + 15) / 16 * 16;
+    if (rows < CPU_GEMM_MIN_ROWS)
+        rows = CPU_GEMM_MIN_ROWS;
+    int64_t nch = (M + rows - 1) / rows;
+#pragma omp parallel for schedule(static) num_threads(c->nt)
+    for (int64_t i = 0; i < nch; i++) {
+        int64_t r0 = i * rows, m = M - r0 < rows ? M - r0 : rows;
+        const float *a = ta ? A + r0 : A + r0 * lda;
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m,
+                    (int)N, (int)K, 1.0f, a, (int)lda, B, (int)ldb, beta, C + r0 * ldc, (int)ldc);
     }
 }
 
@@ -68,8 +82,8 @@ static void cpu_free_acts(cpu_impl *c)
     c->ly = NULL;
     free(c->rsf); free(c->xnf); free(c->logits); free(c->rowloss);
     free(c->dres); free(c->dxn); free(c->dqkv); free(c->dao); free(c->dgu); free(c->dh);
-    free(c->dp);
-    c->rsf = c->xnf = c->logits = c->dres = c->dxn = c->dqkv = c->dao = c->dgu = c->dh = c->dp = NULL;
+    free(c->scratch);
+    c->rsf = c->xnf = c->logits = c->dres = c->dxn = c->dqkv = c->dao = c->dgu = c->dh = c->scratch = NULL;
     c->rowloss = NULL;
     c->cap_b = 0;
 }
@@ -126,7 +140,8 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
     c->dao = cpu_alloc(N * (size_t)c->qd, &ok);
     c->dgu = cpu_alloc(N * 2 * F, &ok);
     c->dh = cpu_alloc(N * F, &ok);
-    c->dp = cpu_alloc((size_t)c->nt * T, &ok);
+    c->scratch_per_thread = 4 * s->head_dim * s->seq_len + s->seq_len + 16;
+    c->scratch = cpu_alloc((size_t)c->nt * (size_t)c->scratch_per_thread, &ok);
     if (!ok) {
         cpu_free_acts(c);
         return util_fail(ST_SOFTWARE, "cpu backend: out of memory for activations (micro-batch %lld); "
@@ -138,6 +153,73 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
 
 /* ---- elementwise pieces ------------------------------------------------ */
 
+/* exp for x <= 88 (Cephes range reduction and polynomial, ~1 ulp), in plain
+ * C so the loops around it vectorise; libm's expf would not. */
+static inline float cpu_exp(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float n = floorf(fmaf(x, 1.44269504088896341f, 0.5f));
+    float r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r + 1.0f);
+    int32_t e = ((int32_t)n + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &e, sizeof two_n);
+    return p * two_n;
+}
+
+/* Eight interleaved partial sums in a fixed order: vectorisable and the
+ * same result on every run. */
+static float cpu_dot(const float *a, const float *b, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] = fmaf(a[i + k], b[i + k], acc[k]);
+    for (; i < n; i++)
+        acc[0] = fmaf(a[i], b[i], acc[0]);
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* y += a * x; restrict lets the compiler vectorise it. */
+static inline void cpu_axpy(float *restrict y, float a, const float *restrict x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = fmaf(a, x[i], y[i]);
+}
+
+static float cpu_sum(const float *a, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += a[i + k];
+    for (; i < n; i++)
+        acc[0] += a[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static double cpu_dot64(const float *a, const float *b, int64_t n)
+{
+    double acc[4] = {0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++)
+            acc[k] += (double)a[i + k] * (double)b[i + k];
+    for (; i < n; i++)
+        acc[0] += (double)a[i] * (double)b[i];
+    return (acc[0] + acc[2]) + (acc[1] + acc[3]);
+}
+
 static void cpu_rmsnorm_fwd(const cpu_impl *c, float *out, float *rs, const float *x, const float *w,
                             int64_t N)
 {
@@ -147,9 +229,7 @@ static void cpu_rmsnorm_fwd(const cpu_impl *c, float *out, float *rs, const floa
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D;
         float *o = out + n * D;
-        double ss = 0.0;
-        for (int64_t j = 0; j < D; j++)
-            ss += (double)xr[j] * (double)xr[j];
+        double ss = cpu_dot64(xr, xr, D);
         float r = (float)(1.0 / sqrt(ss / (double)D + eps));
         rs[n] = r;
         for (int64_t j = 0; j < D; j++)
@@ -167,8 +247,16 @@ static void cpu_rmsnorm_bwd(const cpu_impl *c, float *dx, float *dw, const float
         const float *xr = x + n * D, *g = dy + n * D;
         float *d = dx + n * D;
         double dot = 0.0;
-        for (int64_t j = 0; j < D; j++)
-            dot += (double)(g[j] * w[j]) * (double)xr[j];
+        {
+            double acc[4] = {0};
+            int64_t j = 0;
+            for (; j + 4 <= D; j += 4)
+                for (int k = 0; k < 4; k++)
+                    acc[k] += (double)(g[j + k] * w[j + k]) * (double)xr[j + k];
+            for (; j < D; j++)
+                acc[0] += (double)(g[j] * w[j]) * (double)xr[j];
+            dot = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+        }
         float r = rs[n];
         float k = (float)((double)r * r * r * dot / (double)D);
         for (int64_t j = 0; j < D; j++)
@@ -221,7 +309,7 @@ static void cpu_swiglu_fwd(const cpu_impl *c, float *h, const float *gu, int64_t
         const float *g = gu + n * 2 * F, *u = g + F;
         float *o = h + n * F;
         for (int64_t j = 0; j < F; j++)
-            o[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+            o[j] = g[j] / (1.0f + cpu_exp(-g[j])) * u[j];
     }
 }
 
@@ -233,7 +321,7 @@ static void cpu_swiglu_bwd(const cpu_impl *c, float *dgu, const float *dh, const
         const float *g = gu + n * 2 * F, *u = g + F, *d = dh + n * F;
         float *dg = dgu + n * 2 * F, *du = dg + F;
         for (int64_t j = 0; j < F; j++) {
-            float s = 1.0f / (1.0f + expf(-g[j]));
+            float s = 1.0f / (1.0f + cpu_exp(-g[j]));
             du[j] = d[j] * g[j] * s;
             dg[j] = d[j] * u[j] * (s * (1.0f + g[j] * (1.0f - s)));
         }
@@ -242,44 +330,56 @@ static void cpu_swiglu_bwd(const cpu_impl *c, float *dgu, const float *dh, const
 
 /* ---- attention --------------------------------------------------------- */
 
-/* Causal softmax attention for one (sequence, kv head): every q head of the
- * group reads the same k and v. */
+/* Each (sequence, kv head) task copies its k and v into contiguous scratch
+ * (rows and transposed) so every inner loop is a unit-stride axpy the
+ * compiler vectorises, with no floating-point reduction to reorder. */
+static float *cpu_scratch(const cpu_impl *c)
+{
+    return c->scratch + (size_t)omp_get_thread_num() * (size_t)c->scratch_per_thread;
+}
+
+static void cpu_gather(const cpu_impl *c, const float *src, int64_t T, float *rows, float *cols)
+{
+    int64_t hd = c->s.head_dim, ld = c->qkvd;
+    for (int64_t s = 0; s < T; s++)
+        for (int64_t i = 0; i < hd; i++) {
+            float x = src[s * ld + i];
+            if (rows)
+                rows[s * hd + i] = x;
+            if (cols)
+                cols[i * T + s] = x;
+        }
+}
+
 static void cpu_attn_fwd_one(const cpu_impl *c, cpu_layer *y, int64_t b, int64_t kh, int64_t T)
 {
     int64_t hd = c->s.head_dim, H = c->s.n_heads, grp = H / c->s.n_kv_heads, ld = c->qkvd;
     float scale = (float)(1.0 / sqrt((double)hd));
-    const float *kb = y->qkv + b * T * ld + c->qd + kh * hd;
-    const float *vb = kb + c->kvd;
+    float *kt = cpu_scratch(c), *vc = kt + hd * T;
+    cpu_gather(c, y->qkv + b * T * ld + c->qd + kh * hd, T, NULL, kt);
+    cpu_gather(c, y->qkv + b * T * ld + c->qd + c->kvd + kh * hd, T, vc, NULL);
     for (int64_t h = kh * grp; h < (kh + 1) * grp; h++) {
         for (int64_t t = 0; t < T; t++) {
             const float *q = y->qkv + (b * T + t) * ld + h * hd;
             float *p = y->att + ((b * H + h) * T + t) * T;
-            float mx = -INFINITY;
-            for (int64_t s = 0; s <= t; s++) {
-                const float *k = kb + s * ld;
-                float dot = 0.0f;
-                for (int64_t i = 0; i < hd; i++)
-                    dot += q[i] * k[i];
-                p[s] = dot * scale;
+            int64_t n = t + 1;
+            for (int64_t s = 0; s < n; s++)
+                p[s] = 0.0f;
+            for (int64_t i = 0; i < hd; i++)
+                cpu_axpy(p, q[i] * scale, kt + i * T, n);
+            float mx = p[0];
+            for (int64_t s = 1; s < n; s++)
                 mx = p[s] > mx ? p[s] : mx;
-            }
-            float sum = 0.0f;
-            for (int64_t s = 0; s <= t; s++) {
-                p[s] = expf(p[s] - mx);
-                sum += p[s];
-            }
-            float inv = 1.0f / sum;
-            for (int64_t s = 0; s <= t; s++)
+            for (int64_t s = 0; s < n; s++)
+                p[s] = cpu_exp(p[s] - mx);
+            float inv = 1.0f / cpu_sum(p, n);
+            for (int64_t s = 0; s < n; s++)
                 p[s] *= inv;
             float *o = y->ao + (b * T + t) * c->qd + h * hd;
             for (int64_t i = 0; i < hd; i++)
                 o[i] = 0.0f;
-            for (int64_t s = 0; s <= t; s++) {
-                const float *v = vb + s * ld;
-                float ps = p[s];
-                for (int64_t i = 0; i < hd; i++)
-                    o[i] += ps * v[i];
-            }
+            for (int64_t s = 0; s < n; s++)
+                cpu_axpy(o, p[s], vc + s * hd, hd);
         }
     }
 }
@@ -294,56 +394,50 @@ static void cpu_attn_fwd(const cpu_impl *c, cpu_layer *y, int64_t B, int64_t T)
 
 /* Backward of one (sequence, kv head): writes dq of the group's heads and
  * the whole dk, dv of the kv head (summed over the group in head order). */
-static void cpu_attn_bwd_one(const cpu_impl *c, const cpu_layer *y, int64_t b, int64_t kh, int64_t T,
-                             float *dp)
+static void cpu_attn_bwd_one(const cpu_impl *c, const cpu_layer *y, int64_t b, int64_t kh, int64_t T)
 {
     int64_t hd = c->s.head_dim, H = c->s.n_heads, grp = H / c->s.n_kv_heads, ld = c->qkvd;
     float scale = (float)(1.0 / sqrt((double)hd));
-    const float *kb = y->qkv + b * T * ld + c->qd + kh * hd;
-    const float *vb = kb + c->kvd;
-    float *dkb = c->dqkv + b * T * ld + c->qd + kh * hd;
-    float *dvb = dkb + c->kvd;
-    for (int64_t s = 0; s < T; s++)
-        for (int64_t i = 0; i < hd; i++)
-            dkb[s * ld + i] = dvb[s * ld + i] = 0.0f;
+    float *kc = cpu_scratch(c), *vt = kc + hd * T, *dk = vt + hd * T, *dv = dk + hd * T, *dp = dv + hd * T;
+    cpu_gather(c, y->qkv + b * T * ld + c->qd + kh * hd, T, kc, NULL);
+    cpu_gather(c, y->qkv + b * T * ld + c->qd + c->kvd + kh * hd, T, NULL, vt);
+    memset(dk, 0, (size_t)(2 * hd * T) * sizeof(float));
     for (int64_t h = kh * grp; h < (kh + 1) * grp; h++) {
         for (int64_t t = 0; t < T; t++) {
             const float *q = y->qkv + (b * T + t) * ld + h * hd;
             const float *p = y->att + ((b * H + h) * T + t) * T;
             const float *dout = c->dao + (b * T + t) * c->qd + h * hd;
             float *dq = c->dqkv + (b * T + t) * ld + h * hd;
-            float sum = 0.0f;
-            for (int64_t s = 0; s <= t; s++) {
-                const float *v = vb + s * ld;
-                float dot = 0.0f;
-                for (int64_t i = 0; i < hd; i++)
-                    dot += dout[i] * v[i];
-                dp[s] = dot;
-                sum += p[s] * dot;
-            }
+            int64_t n = t + 1;
+            for (int64_t s = 0; s < n; s++)
+                dp[s] = 0.0f;
+            for (int64_t i = 0; i < hd; i++)
+                cpu_axpy(dp, dout[i], vt + i * T, n);
+            float sum = cpu_dot(p, dp, n);
+            for (int64_t s = 0; s < n; s++)
+                dp[s] = p[s] * (dp[s] - sum) * scale;
             for (int64_t i = 0; i < hd; i++)
                 dq[i] = 0.0f;
-            for (int64_t s = 0; s <= t; s++) {
-                float ds = p[s] * (dp[s] - sum) * scale;
-                const float *k = kb + s * ld;
-                float *dk = dkb + s * ld, *dv = dvb + s * ld;
-                float ps = p[s];
-                for (int64_t i = 0; i < hd; i++) {
-                    dq[i] += ds * k[i];
-                    dk[i] += ds * q[i];
-                    dv[i] += ps * dout[i];
-                }
+            for (int64_t s = 0; s < n; s++) {
+                cpu_axpy(dq, dp[s], kc + s * hd, hd);
+                cpu_axpy(dk + s * hd, dp[s], q, hd);
+                cpu_axpy(dv + s * hd, p[s], dout, hd);
             }
         }
+    }
+    float *dkb = c->dqkv + b * T * ld + c->qd + kh * hd, *dvb = dkb + c->kvd;
+    for (int64_t s = 0; s < T; s++) {
+        memcpy(dkb + s * ld, dk + s * hd, (size_t)hd * sizeof(float));
+        memcpy(dvb + s * ld, dv + s * hd, (size_t)hd * sizeof(float));
     }
 }
 
 static void cpu_attn_bwd(const cpu_impl *c, const cpu_layer *y, int64_t B, int64_t T)
 {
-    int64_t KV = c->s.n_kv_heads, Tcap = c->s.seq_len;
+    int64_t KV = c->s.n_kv_heads;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t task = 0; task < B * KV; task++)
-        cpu_attn_bwd_one(c, y, task / KV, task % KV, T, c->dp + omp_get_thread_num() * Tcap);
+        cpu_attn_bwd_one(c, y, task / KV, task % KV, T);
 }
 
 /* ---- forward / backward ------------------------------------------------ */
@@ -367,21 +461,18 @@ static void cpu_trunk_fwd(backend *be, const int32_t *tokens, int64_t B, int64_t
         const float *x = c->res[l];
         cpu_rmsnorm_fwd(c, y->xn1, y->rs1, x, cpu_w(be, model_layer(L, l, MODEL_LN1)), N);
         /* q, k and v weights are adjacent in the flat vector: one GEMM. */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)c->qkvd, (int)D, 1.0f, y->xn1,
-                    (int)D, cpu_w(be, model_layer(L, l, MODEL_Q)), (int)D, 0.0f, y->qkv, (int)c->qkvd);
+        cpu_gemm(c, 0, 1, N, c->qkvd, D, y->xn1, D, cpu_w(be, model_layer(L, l, MODEL_Q)), D, 0.0f, y->qkv,
+                 c->qkvd);
         cpu_rope(c, y->qkv, c->qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, 1);
         cpu_attn_fwd(c, y, B, T);
         memcpy(y->mid, x, (size_t)(N * D) * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)D, (int)c->qd, 1.0f, y->ao,
-                    (int)c->qd, cpu_w(be, model_layer(L, l, MODEL_O)), (int)c->qd, 1.0f, y->mid, (int)D);
+        cpu_gemm(c, 0, 1, N, D, c->qd, y->ao, c->qd, cpu_w(be, model_layer(L, l, MODEL_O)), c->qd, 1.0f, y->mid, D);
         cpu_rmsnorm_fwd(c, y->xn2, y->rs2, y->mid, cpu_w(be, model_layer(L, l, MODEL_LN2)), N);
         /* gate and up are adjacent too. */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(2 * F), (int)D, 1.0f, y->xn2,
-                    (int)D, cpu_w(be, model_layer(L, l, MODEL_GATE)), (int)D, 0.0f, y->gu, (int)(2 * F));
+        cpu_gemm(c, 0, 1, N, 2 * F, D, y->xn2, D, cpu_w(be, model_layer(L, l, MODEL_GATE)), D, 0.0f, y->gu, 2 * F);
         cpu_swiglu_fwd(c, y->h, y->gu, N);
         memcpy(c->res[l + 1], y->mid, (size_t)(N * D) * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)D, (int)F, 1.0f, y->h, (int)F,
-                    cpu_w(be, model_layer(L, l, MODEL_DOWN)), (int)F, 1.0f, c->res[l + 1], (int)D);
+        cpu_gemm(c, 0, 1, N, D, F, y->h, F, cpu_w(be, model_layer(L, l, MODEL_DOWN)), F, 1.0f, c->res[l + 1], D);
     }
     cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(L)), N);
 }
@@ -392,8 +483,7 @@ static double cpu_head(backend *be, const int32_t *tokens, int64_t B, int grad, 
 {
     cpu_impl *c = be->impl;
     int64_t D = c->s.dim, V = c->s.vocab, T = c->s.seq_len, N = B * T;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)V, (int)D, 1.0f, c->xnf, (int)D,
-                cpu_w(be, model_lm_head(be->L)), (int)D, 0.0f, c->logits, (int)V);
+    cpu_gemm(c, 0, 1, N, V, D, c->xnf, D, cpu_w(be, model_lm_head(be->L)), D, 0.0f, c->logits, V);
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t n = 0; n < N; n++) {
         float *z = c->logits + n * V;
@@ -401,15 +491,25 @@ static double cpu_head(backend *be, const int32_t *tokens, int64_t B, int grad, 
         float mx = z[0];
         for (int64_t j = 1; j < V; j++)
             mx = z[j] > mx ? z[j] : mx;
-        double sum = 0.0;
+        float zt = z[tgt];
         for (int64_t j = 0; j < V; j++)
-            sum += (double)expf(z[j] - mx);
-        double lse = (double)mx + log(sum);
-        c->rowloss[n] = lse - (double)z[tgt];
+            z[j] = cpu_exp(z[j] - mx);
+        double sum = 0.0;
+        {
+            double acc[4] = {0};
+            int64_t j = 0;
+            for (; j + 4 <= V; j += 4)
+                for (int k = 0; k < 4; k++)
+                    acc[k] += (double)z[j + k];
+            for (; j < V; j++)
+                acc[0] += (double)z[j];
+            sum = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+        }
+        c->rowloss[n] = (double)mx + log(sum) - (double)zt;
         if (grad) {
-            float flse = (float)lse;
+            float k = (float)(1.0 / sum) * grad_scale;
             for (int64_t j = 0; j < V; j++)
-                z[j] = expf(z[j] - flse) * grad_scale;
+                z[j] *= k;
             z[tgt] -= grad_scale;
         }
     }
@@ -426,10 +526,8 @@ static void cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
     int64_t D = c->s.dim, F = c->s.ffn_dim, V = c->s.vocab, T = c->s.seq_len, N = B * T;
     int64_t qd = c->qd, qkvd = c->qkvd;
     const model_param *lm = model_lm_head(L);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)V, (int)D, (int)N, 1.0f, c->logits, (int)V,
-                c->xnf, (int)D, 1.0f, cpu_g(be, lm), (int)D);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)D, (int)V, 1.0f, c->logits, (int)V,
-                cpu_w(be, lm), (int)D, 0.0f, c->dxn, (int)D);
+    cpu_gemm(c, 1, 0, V, D, N, c->logits, V, c->xnf, D, 1.0f, cpu_g(be, lm), D);
+    cpu_gemm(c, 0, 0, N, D, V, c->logits, V, cpu_w(be, lm), D, 0.0f, c->dxn, D);
     memset(c->dres, 0, (size_t)(N * D) * sizeof(float));
     const model_param *fn = model_final_norm(L);
     cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, fn), c->dxn, c->res[c->s.n_layers], c->rsf, cpu_w(be, fn), N);
@@ -439,27 +537,19 @@ static void cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
         const model_param *po = model_layer(L, l, MODEL_O), *pq = model_layer(L, l, MODEL_Q);
         const model_param *n1 = model_layer(L, l, MODEL_LN1), *n2 = model_layer(L, l, MODEL_LN2);
         /* MLP */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)F, (int)D, 1.0f, c->dres, (int)D,
-                    cpu_w(be, pd), (int)F, 0.0f, c->dh, (int)F);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)D, (int)F, (int)N, 1.0f, c->dres, (int)D,
-                    y->h, (int)F, 1.0f, cpu_g(be, pd), (int)F);
+        cpu_gemm(c, 0, 0, N, F, D, c->dres, D, cpu_w(be, pd), F, 0.0f, c->dh, F);
+        cpu_gemm(c, 1, 0, D, F, N, c->dres, D, y->h, F, 1.0f, cpu_g(be, pd), F);
         cpu_swiglu_bwd(c, c->dgu, c->dh, y->gu, N);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(2 * F), (int)D, (int)N, 1.0f, c->dgu,
-                    (int)(2 * F), y->xn2, (int)D, 1.0f, cpu_g(be, pg), (int)D);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)D, (int)(2 * F), 1.0f, c->dgu,
-                    (int)(2 * F), cpu_w(be, pg), (int)D, 0.0f, c->dxn, (int)D);
+        cpu_gemm(c, 1, 0, 2 * F, D, N, c->dgu, 2 * F, y->xn2, D, 1.0f, cpu_g(be, pg), D);
+        cpu_gemm(c, 0, 0, N, D, 2 * F, c->dgu, 2 * F, cpu_w(be, pg), D, 0.0f, c->dxn, D);
         cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n2), c->dxn, y->mid, y->rs2, cpu_w(be, n2), N);
         /* attention */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)qd, (int)D, 1.0f, c->dres, (int)D,
-                    cpu_w(be, po), (int)qd, 0.0f, c->dao, (int)qd);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)D, (int)qd, (int)N, 1.0f, c->dres, (int)D,
-                    y->ao, (int)qd, 1.0f, cpu_g(be, po), (int)qd);
+        cpu_gemm(c, 0, 0, N, qd, D, c->dres, D, cpu_w(be, po), qd, 0.0f, c->dao, qd);
+        cpu_gemm(c, 1, 0, D, qd, N, c->dres, D, y->ao, qd, 1.0f, cpu_g(be, po), qd);
         cpu_attn_bwd(c, y, B, T);
         cpu_rope(c, c->dqkv, qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, -1);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)qkvd, (int)D, (int)N, 1.0f, c->dqkv,
-                    (int)qkvd, y->xn1, (int)D, 1.0f, cpu_g(be, pq), (int)D);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)D, (int)qkvd, 1.0f, c->dqkv,
-                    (int)qkvd, cpu_w(be, pq), (int)D, 0.0f, c->dxn, (int)D);
+        cpu_gemm(c, 1, 0, qkvd, D, N, c->dqkv, qkvd, y->xn1, D, 1.0f, cpu_g(be, pq), D);
+        cpu_gemm(c, 0, 0, N, D, qkvd, c->dqkv, qkvd, cpu_w(be, pq), D, 0.0f, c->dxn, D);
         cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n1), c->dxn, c->res[l], y->rs1, cpu_w(be, n1), N);
     }
     /* Embedding rows in token order: repeated tokens add up deterministically. */
@@ -497,7 +587,6 @@ static int cpu_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float grad
         rc = cpu_reserve(c, B);
     if (rc != ST_OK)
         return rc;
-    cpu_blas_threads(c->nt);
     cpu_trunk_fwd(be, tokens, B, T, T + 1);
     *loss_sum += cpu_head(be, tokens, B, 1, grad_scale);
     cpu_trunk_bwd(be, tokens, B);
@@ -513,7 +602,6 @@ static int cpu_eval(backend *be, const int32_t *tokens, int64_t B, double *loss_
         rc = cpu_reserve(c, B);
     if (rc != ST_OK)
         return rc;
-    cpu_blas_threads(c->nt);
     cpu_trunk_fwd(be, tokens, B, T, T + 1);
     *loss_sum += cpu_head(be, tokens, B, 0, 0.0f);
     return ST_OK;
@@ -530,7 +618,6 @@ static int cpu_logits(backend *be, const int32_t *tokens, int64_t T, float *out)
         rc = cpu_reserve(c, 1);
     if (rc != ST_OK)
         return rc;
-    cpu_blas_threads(c->nt);
     cpu_trunk_fwd(be, tokens, 1, T, T);
     int64_t D = c->s.dim;
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)c->s.vocab, (int)D, 1.0f, cpu_w(be, model_lm_head(be->L)),
@@ -573,6 +660,7 @@ int backend_cpu_create(backend **out, const model_layout *L, int threads)
     be->L = L;
     c->s = L->s;
     c->nt = threads > 0 ? threads : omp_get_num_procs();
+    openblas_set_num_threads(1);
     c->qd = c->s.n_heads * c->s.head_dim;
     c->kvd = c->s.n_kv_heads * c->s.head_dim;
     c->qkvd = c->qd + 2 * c->kvd;
