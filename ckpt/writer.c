@@ -363,7 +363,11 @@ int ckpt_writer_open(ckpt_writer **out, const char *ckpt_dir, const ckpt_opts *o
         rc = util_fail(ST_IOERR, "another writer holds %s: two runs must not share a checkpoint directory", lock);
         goto out;
     }
-    w->n_slots = 2 * (size_t)(o->threads < 1 ? 1 : o->threads) + 1;
+    if (w->o.threads < 1) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);   /* threads = 0: all cores */
+        w->o.threads = cores < 1 ? 1 : cores > 64 ? 64 : (int)cores;
+    }
+    w->n_slots = 2 * (size_t)w->o.threads + 1;
     w->slot_cap = ckpt_codec_bound(o->codec, o->chunk_bytes);
     if (w->slot_cap < o->chunk_bytes)
         w->slot_cap = o->chunk_bytes;
