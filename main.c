@@ -4,6 +4,7 @@
 #include "train/config.h"
 #include "train/train.h"
 #include "ckpt/ckpt.h"
+#include "spot/bid.h"
 #include "spot/cost.h"
 #include "util/util.h"
 

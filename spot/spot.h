@@ -26,6 +26,31 @@ void spot_stop(void);
  * notice, else 0. Also reports a rebalance recommendation once via
  * *early_warning (may be NULL). */
 int spot_poll(spot_notice *n, int *early_warning);
+/* Azure only: acknowledges this VM's pending Scheduled Event (POST
+ * StartRequests) so the platform may go ahead at once instead of waiting for
+ * NotBefore; call after the final checkpoint. ST_OK when there is nothing to
+ * acknowledge. */
+int spot_azure_ack(void);
+/* The provider the poller settled on ("none" before or without one). */
+const char *spot_provider_name(void);
+
+/* Within spot/ (and tests): a poller reports a stop notice or an early
+ * warning; thread-safe. A notice latches: spot_poll keeps reporting the
+ * first source, with the earliest deadline seen. deadline 0 = unknown. */
+void spot_notice_post(const char *source, const char *detail, double deadline);
+void spot_warning_post(const char *source, const char *detail);
+/* Appends one `notice` line to RUN_DIR/events.jsonl with a single write on
+ * an O_APPEND descriptor. */
+int spot_events_append_notice(const char *run_dir, const spot_notice *n);
+/* Where latched notices are recorded (NULL or "": nowhere); spot_start sets it. */
+void spot_events_dir(const char *run_dir);
+/* Forgets latched signals, notices and warnings (tests, and a loop that
+ * handles a notice without stopping). */
+void spot_reset(void);
+/* "2015-01-05T18:02:00Z" (fraction and +hh:mm offsets accepted) and the
+ * HTTP-date "Mon, 19 Sep 2016 18:29:47 GMT" to epoch seconds; 0 or -1. */
+int spot_parse_iso8601(const char *s, double *out);
+int spot_parse_http_date(const char *s, double *out);
 
 /* Watchdog: the loop calls spot_watchdog_kick() every step; if no kick
  * arrives for watchdog_seconds the process logs it and _exits ST_WATCHDOG. */
