@@ -174,7 +174,7 @@ static int ckpt_cli_inspect(int argc, char **argv)
     if (json) {
         json_object *out = n == 1 && ckpt_name_step(strrchr(dirs[0], '/') ? strrchr(dirs[0], '/') + 1 : dirs[0], &(int64_t){0}) == 0 &&
                            strcmp(dirs[0], path) == 0 ? json_object_array_get_idx(all, 0) : all;
-        printf("%s\n", json_object_to_json_string_ext(out, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
+        printf("%s\n", json_object_to_json_string_ext(out, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
     }
     json_object_put(all);
     ckpt_cli_free(dirs, n);
