@@ -181,7 +181,7 @@ static int ckpt_load_chunk(ckpt_reader *r, ckpt_shard *sh, size_t ci)
     return ST_OK;
 }
 
-static int ckpt_read_range_quiet(ckpt_reader *r, int array, size_t lo, size_t hi, float *out)
+int ckpt_read_range_quiet(ckpt_reader *r, int array, size_t lo, size_t hi, float *out)
 {
     if (array < 0 || array >= CKPT_N_ARRAYS || lo > hi || hi > r->info.n_floats)
         return ckpt_rfail(r, ST_USAGE, "read of array %d range [%zu,%zu) outside [0,%" PRIu64 ")", array, lo, hi,
