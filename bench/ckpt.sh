@@ -19,7 +19,7 @@ echo "training $STEPS steps of a 0.5M-parameter model for a trained state..."
     --set model.n_kv_heads=4 --set model.ffn_dim=384 --set model.seq_len=64 --set train.global_batch=8 \
     --set train.micro_batch=8 --set train.val_every=0 --set train.max_steps="$STEPS" \
     --set checkpoint.interval_steps=0 --set checkpoint.codec=none --set train.run_dir=run --quiet) || exit 1
-state=$(ls -d "$DIR"/run/ckpt/step-* | tail -n 1)
+for d in "$DIR"/run/ckpt/step-*; do state=$d; done
 "$DIR/bench_ckpt" "$DIR/w" "$state" || exit 1
 echo "synthetic 45M-parameter state (larger, to measure the disk):"
 "$DIR/bench_ckpt" "$DIR/w" || exit 1
