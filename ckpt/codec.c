@@ -155,7 +155,7 @@ int ckpt_codec_encode(ckpt_codec_ws *ws, int codec, int level, const void *raw, 
 {
     int rc = -1;
     size_t n = 0;
-    if (raw_len % 4 != 0 || raw_len > CKPT_MAX_CHUNK)
+    if (raw_len == 0 || raw_len % 4 != 0 || raw_len > CKPT_MAX_CHUNK)
         return -1;
     switch (codec) {
     case CKPT_CODEC_NONE:
@@ -255,7 +255,7 @@ static int ckpt_decode_planes(ckpt_codec_ws *ws, const uint8_t *in, size_t in_le
 int ckpt_codec_decode(ckpt_codec_ws *ws, int codec, const void *in, size_t in_len, void *raw,
                       size_t raw_len, char *err, size_t errcap)
 {
-    if (raw_len % 4 != 0 || raw_len > CKPT_MAX_CHUNK) {
+    if (raw_len == 0 || raw_len % 4 != 0 || raw_len > CKPT_MAX_CHUNK) {
         snprintf(err, errcap, "raw size %zu is not a whole number of floats within the chunk limit", raw_len);
         return -1;
     }
