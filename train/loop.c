@@ -69,19 +69,12 @@ static void trainer_log(const trainer *t, const char *fmt, ...)
     fprintf(stderr, "%s%s\n", t->tty ? "\r\033[K" : "", line);
 }
 
-static int trainer_codec(const char *name)
-{
-    if (!strcmp(name, "none"))
-        return CKPT_CODEC_NONE;
-    return strcmp(name, "zstd") ? CKPT_CODEC_SHUFFLE_ZSTD : CKPT_CODEC_ZSTD;
-}
-
 static void trainer_hparams(trainer *t)
 {
     const cfg *c = t->c;
     t->h = (optim_hparams){c->lr, c->min_lr, c->warmup_steps, c->weight_decay, c->beta1,
                            c->beta2, c->adam_eps, c->grad_clip, c->max_steps};
-    t->copts.codec = trainer_codec(c->ckpt_codec);
+    t->copts.codec = ckpt_codec_from_name(c->ckpt_codec);   /* the key table admits only known names */
     t->copts.level = (int)c->ckpt_level;
     t->copts.chunk_bytes = (size_t)c->ckpt_chunk_kib * 1024;
     t->copts.threads = (int)c->ckpt_threads;
@@ -201,7 +194,7 @@ static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_
             snprintf(aside, sizeof aside, "%s.old-%lld", t->ckpt_dir, (long long)util_wall());
             if (rename(t->ckpt_dir, aside) != 0)
                 st[0] = util_fail(ST_IOERR, "cannot move %s aside to %s", t->ckpt_dir, aside);
-            else
+            else if ((st[0] = util_mkdirs(t->ckpt_dir)) == ST_OK)
                 trainer_log(t, "--force: moved the old checkpoints to %s", aside);
         } else if (mode == TRAIN_RESUME) {
             int rc = ckpt_find_latest(t->ckpt_dir, path, cap);
