@@ -682,8 +682,7 @@ int train_run(const cfg *c, int mode, int force)
     int spot_on = 0;
     if (rc == ST_OK)
         rc = trainer_begin(&t, mode, force);
-    if (rc == ST_OK && (rc = spot_signals_install(c->grace_seconds)) == ST_OK &&
-        (rc = spot_start(c, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
+    if (rc == ST_OK && (rc = spot_start(c, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
         spot_on = 1;
         rc = spot_watchdog_start(c->watchdog_seconds);
     }
