@@ -46,8 +46,10 @@ LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(BUILD)/sample_ini.o $(CU_OB
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 FUZZ_SRC := $(wildcard tests/fuzz_*.c)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test bench demo fuzz chaos install clean help
+.PHONY: all test test-build bench demo fuzz chaos install clean help
 all: $(BUILD)/spotrain
 
 help:
@@ -87,10 +89,18 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libspotrain.a tests/harness.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 
-test: $(BUILD)/spotrain $(TEST_BIN)
+test:
+	@sh tests/deps.sh test
+	@$(MAKE) --no-print-directory test-build
 	@BUILD=$(BUILD) sh tests/run.sh
 
-bench: $(BUILD)/spotrain
+test-build: $(BUILD)/spotrain $(TEST_BIN)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libspotrain.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
+
+bench: $(BUILD)/spotrain $(BENCH_BIN)
 	@BUILD=$(BUILD) sh bench/run.sh
 
 demo:

@@ -9,7 +9,11 @@
 #include "../train/model.h"
 
 enum { CKPT_PARAMS = 0, CKPT_ADAM_M = 1, CKPT_ADAM_V = 2, CKPT_N_ARRAYS = 3 };
-enum { CKPT_CODEC_NONE = 0, CKPT_CODEC_ZSTD = 1, CKPT_CODEC_SHUFFLE_ZSTD = 2 };
+/* PLANES_ZSTD: rotate each fp32 word left by one bit so the 8 exponent bits
+ * fill one byte, split into 4 byte planes, zstd each plane on its own and
+ * keep a plane raw when zstd does not shrink it. */
+enum { CKPT_CODEC_NONE = 0, CKPT_CODEC_ZSTD = 1, CKPT_CODEC_SHUFFLE_ZSTD = 2, CKPT_CODEC_PLANES_ZSTD = 3,
+       CKPT_N_CODECS = 4 };
 
 typedef struct {
     int codec;               /* CKPT_CODEC_* */
@@ -100,6 +104,8 @@ int ckpt_count(const char *ckpt_dir);
 
 /* CLI: spotrain ckpt inspect|verify|export ... (argv[0] is the verb). */
 int ckpt_cli(int argc, char **argv);
+/* Hugging Face LlamaForCausalLM: out_dir/model.safetensors + config.json. */
+int ckpt_export(const char *step_dir, const char *out_dir);
 
 int ckpt_codec_from_name(const char *name);
 

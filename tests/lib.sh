@@ -28,3 +28,22 @@ t_exit() {
 }
 
 t_end() { echo "$T_PASS passed, $T_FAIL failed"; [ "$T_FAIL" -eq 0 ]; }
+
+# mpirun as root in containers and CI.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+
+# t_json_field FILE EVENT FIELD: values of FIELD in EVENT records, one a line.
+t_events() {
+    /usr/bin/python3 - "$@" <<'PY'
+import json, sys
+path, event, field = sys.argv[1:4]
+for line in open(path):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    if r.get("event") == event and field in r:
+        print(r[field])
+PY
+}

@@ -69,6 +69,7 @@ int comm_init(int *argc, char ***argv)
 }
 
 void comm_finalize(void) { MPI_Finalize(); }
+void comm_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
 
 int comm_reduce_scatter(float *g, size_t n)
 {
@@ -182,6 +183,7 @@ int comm_barrier(void)
 
 int comm_init(int *argc, char ***argv) { return ST_OK; }
 void comm_finalize(void) {}
+void comm_abort(int code) {}
 int comm_reduce_scatter(float *g, size_t n) { return ST_OK; }
 int comm_allgather(float *p, size_t n) { return ST_OK; }
 int comm_sum(double *v, int k) { return ST_OK; }

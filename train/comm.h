@@ -9,6 +9,9 @@
 
 int comm_init(int *argc, char ***argv);
 void comm_finalize(void);
+/* Ends every rank with code (MPI_Abort): for errors that leave peers
+ * blocked in a collective. Only main.c calls it. */
+void comm_abort(int code);
 int comm_rank(void);
 int comm_size(void);
 int comm_nodes(void);            /* distinct host names among the ranks */

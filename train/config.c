@@ -251,9 +251,9 @@ static int cfg_apply(cfg_parse *ps, const char *section, const char *key, const 
     const cfg_key *k = cfg_find(section, key);
     if (!k) {
         if (!cfg_section_known(section))
-            snprintf(ps->err, sizeof ps->err, "unknown section [%s] (key %s)", section, key);
+            snprintf(ps->err, sizeof ps->err, "unknown section [%s] (key %s); sections are model, data, train, checkpoint, spot, cost, price.NAME, metrics", section, key);
         else
-            snprintf(ps->err, sizeof ps->err, "unknown key '%s' in [%s]", key, section);
+            snprintf(ps->err, sizeof ps->err, "unknown key '%s' in [%s]; sample.ini lists every key", key, section);
         return -1;
     }
     size_t idx = (size_t)(k - cfg_keys);

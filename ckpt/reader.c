@@ -1,0 +1,284 @@
+/* The paranoid checkpoint reader: opens a step directory through its
+ * manifest, reads any flat range of an array across shards, verifies every
+ * chunk's checksums, and digests arrays in flat order. */
+#include "ckpt_int.h"
+#include "../util/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+static int ckpt_rfail(ckpt_reader *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int ckpt_rfail(ckpt_reader *r, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(r->err, sizeof r->err, "checkpoint %.400s: %s", r->dir, msg);
+    return code;
+}
+
+static int ckpt_read_manifest(ckpt_reader *r, char **text, size_t *len)
+{
+    char path[4200];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/manifest.json", r->dir);
+    if (stat(r->dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return ckpt_rfail(r, ST_NOINPUT, "no such checkpoint directory");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return ckpt_rfail(r, errno == ENOENT ? ST_DATA : ST_IOERR,
+                          "manifest.json: %s (not committed, or damaged); use an older checkpoint", strerror(errno));
+    int rc = ST_OK;
+    char *buf = NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 30)) {
+        rc = ckpt_rfail(r, ST_DATA, "manifest.json is not a regular file under 1 GiB");
+        goto out;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        rc = ckpt_rfail(r, ST_SOFTWARE, "out of memory for manifest.json");
+        goto out;
+    }
+    ssize_t got = 0, n;
+    while (got < st.st_size && (n = pread(fd, buf + got, (size_t)(st.st_size - got), got)) > 0)
+        got += n;
+    if (got != st.st_size) {
+        rc = ckpt_rfail(r, ST_IOERR, "short read on manifest.json");
+        goto out;
+    }
+    buf[got] = 0;
+    *text = buf;
+    *len = (size_t)got;
+    buf = NULL;
+out:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+int ckpt_open_quiet(ckpt_reader **out, const char *step_dir, char *err, size_t errcap)
+{
+    ckpt_reader *r = calloc(1, sizeof *r);
+    char *text = NULL;
+    size_t len = 0;
+    int rc;
+    *out = NULL;
+    if (!r) {
+        snprintf(err, errcap, "out of memory opening %s", step_dir);
+        return ST_SOFTWARE;
+    }
+    if (util_fmt(r->dir, sizeof r->dir, "%s", step_dir) < 0) {
+        snprintf(err, errcap, "checkpoint path too long: %.200s...", step_dir);
+        free(r);
+        return ST_USAGE;
+    }
+    size_t dl = strlen(r->dir);
+    while (dl > 1 && r->dir[dl - 1] == '/')
+        r->dir[--dl] = 0;
+    rc = ckpt_read_manifest(r, &text, &len);
+    if (rc == ST_OK)
+        rc = ckpt_manifest_parse(r, text, len);
+    free(text);
+    if (rc != ST_OK) {
+        snprintf(err, errcap, "%s", r->err);
+        ckpt_close(r);
+        return rc;
+    }
+    *out = r;
+    return ST_OK;
+}
+
+int ckpt_open(ckpt_reader **r, const char *step_dir)
+{
+    char err[CKPT_ERR];
+    int rc = ckpt_open_quiet(r, step_dir, err, sizeof err);
+    return rc == ST_OK ? rc : util_fail(rc, "%s", err);
+}
+
+const ckpt_info *ckpt_get_info(const ckpt_reader *r) { return &r->info; }
+
+void ckpt_close(ckpt_reader *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; r->shards && i < r->n_shards; i++)
+        if (r->shards[i].fd >= 0)
+            close(r->shards[i].fd);
+    ckpt_reader_reset(r);
+    ckpt_codec_ws ws = {.dctx = r->dctx, .tmp = r->tmp, .tmp_cap = r->tcap};
+    ckpt_codec_ws_free(&ws);
+    free(r->sbuf);
+    free(r->rbuf);
+    free(r);
+}
+
+static int ckpt_shard_fd(ckpt_reader *r, ckpt_shard *sh)
+{
+    char path[4200];
+    if (sh->fd >= 0)
+        return ST_OK;
+    snprintf(path, sizeof path, "%s/shard-%05d.bin", r->dir, sh->rank);
+    sh->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (sh->fd < 0)
+        return ckpt_rfail(r, ST_DATA, "shard-%05d.bin: %s; use an older checkpoint", sh->rank, strerror(errno));
+    return ST_OK;
+}
+
+/* Reads, checks and decodes one chunk into r->rbuf. */
+static int ckpt_load_chunk(ckpt_reader *r, ckpt_shard *sh, size_t ci)
+{
+    ckpt_chunk *c = &sh->chunks[ci];
+    size_t raw = (size_t)c->n * 4;
+    char why[256];
+    int rc = ckpt_shard_fd(r, sh);
+    if (rc != ST_OK)
+        return rc;
+    if (!r->sbuf) {
+        r->scap = ckpt_codec_bound(CKPT_CODEC_ZSTD, r->chunk_bytes) + 64;
+        r->rcap = r->chunk_bytes;
+        r->sbuf = malloc(r->scap);
+        r->rbuf = malloc(r->rcap);
+        if (!r->sbuf || !r->rbuf)
+            return ckpt_rfail(r, ST_SOFTWARE, "out of memory for chunk buffers");
+    }
+#define CKPT_WHERE "shard-%05d.bin chunk %zu (%s floats [%" PRIu64 ",%" PRIu64 "))"
+#define CKPT_WHERE_ARGS sh->rank, ci, ckpt_array_name(c->array), c->lo, c->lo + c->n
+    if (c->stored > r->scap || raw > r->rcap)
+        return ckpt_rfail(r, ST_DATA, CKPT_WHERE ": sizes exceed the chunk limit", CKPT_WHERE_ARGS);
+    size_t got = 0;
+    while (got < c->stored) {
+        ssize_t n = pread(sh->fd, r->sbuf + got, c->stored - got, (off_t)(c->off + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return ckpt_rfail(r, ST_IOERR, CKPT_WHERE ": read error: %s", CKPT_WHERE_ARGS, strerror(errno));
+        if (n == 0)
+            return ckpt_rfail(r, ST_DATA, CKPT_WHERE ": file ends early (truncated); use an older checkpoint",
+                              CKPT_WHERE_ARGS);
+        got += (size_t)n;
+    }
+    if (ckpt_hash(r->sbuf, c->stored) != c->h_stored)
+        return ckpt_rfail(r, ST_DATA, CKPT_WHERE ": stored checksum mismatch (damaged); use an older checkpoint",
+                          CKPT_WHERE_ARGS);
+    ckpt_codec_ws ws = {.dctx = r->dctx, .tmp = r->tmp, .tmp_cap = r->tcap};
+    int d = ckpt_codec_decode(&ws, c->codec, r->sbuf, c->stored, r->rbuf, raw, why, sizeof why);
+    r->dctx = ws.dctx, r->tmp = ws.tmp, r->tcap = ws.tmp_cap;
+    if (d != 0)
+        return ckpt_rfail(r, ST_DATA, CKPT_WHERE ": cannot decode: %s", CKPT_WHERE_ARGS, why);
+    if (ckpt_hash(r->rbuf, raw) != c->h_raw)
+        return ckpt_rfail(r, ST_DATA, CKPT_WHERE ": decoded checksum mismatch; use an older checkpoint",
+                          CKPT_WHERE_ARGS);
+    return ST_OK;
+}
+
+int ckpt_read_range_quiet(ckpt_reader *r, int array, size_t lo, size_t hi, float *out)
+{
+    if (array < 0 || array >= CKPT_N_ARRAYS || lo > hi || hi > r->info.n_floats)
+        return ckpt_rfail(r, ST_USAGE, "read of array %d range [%zu,%zu) outside [0,%" PRIu64 ")", array, lo, hi,
+                          r->info.n_floats);
+    for (int s = 0; s < r->n_shards && lo < hi; s++) {
+        ckpt_shard *sh = &r->shards[s];
+        if (sh->hi <= lo || sh->lo >= hi)
+            continue;
+        for (size_t ci = 0; ci < sh->n_chunks; ci++) {
+            ckpt_chunk *c = &sh->chunks[ci];
+            if (c->array != array || c->lo + c->n <= lo || c->lo >= hi)
+                continue;
+            int rc = ckpt_load_chunk(r, sh, ci);
+            if (rc != ST_OK)
+                return rc;
+            uint64_t a = c->lo > lo ? c->lo : lo, b = c->lo + c->n < hi ? c->lo + c->n : hi;
+            memcpy(out + (a - lo), r->rbuf + (a - c->lo) * 4, (size_t)(b - a) * 4);
+        }
+    }
+    return ST_OK;
+}
+
+int ckpt_read_range(ckpt_reader *r, int array, size_t lo, size_t hi, float *out)
+{
+    int rc = ckpt_read_range_quiet(r, array, lo, hi, out);
+    return rc == ST_OK ? rc : util_fail(rc, "%s", r->err);
+}
+
+/* One pass over every chunk in file order; with dig, also the per-array
+ * digests (chunks of an array come in flat order within and across shards). */
+int ckpt_verify_digest(ckpt_reader *r, char dig[CKPT_N_ARRAYS][17])
+{
+    XXH3_state_t *st[CKPT_N_ARRAYS] = {0};
+    int rc = ST_OK;
+    for (int a = 0; dig && a < CKPT_N_ARRAYS; a++)
+        if (!(st[a] = XXH3_createState()) || XXH3_64bits_reset(st[a]) != XXH_OK)
+            rc = ckpt_rfail(r, ST_SOFTWARE, "out of memory");
+    for (int s = 0; s < r->n_shards && rc == ST_OK; s++) {
+        ckpt_shard *sh = &r->shards[s];
+        struct stat fs;
+        for (size_t ci = 0; ci < sh->n_chunks && rc == ST_OK; ci++) {
+            rc = ckpt_load_chunk(r, sh, ci);
+            if (rc == ST_OK && dig)
+                XXH3_64bits_update(st[sh->chunks[ci].array], r->rbuf, (size_t)sh->chunks[ci].n * 4);
+        }
+        if (rc == ST_OK)
+            rc = ckpt_shard_fd(r, sh);
+        if (rc == ST_OK && (fstat(sh->fd, &fs) != 0 || (uint64_t)fs.st_size != sh->file_bytes))
+            rc = ckpt_rfail(r, ST_DATA, "shard-%05d.bin: %lld bytes on disk, manifest says %" PRIu64,
+                            sh->rank, (long long)fs.st_size, sh->file_bytes);
+    }
+    for (int a = 0; dig && a < CKPT_N_ARRAYS; a++) {
+        if (rc == ST_OK)
+            snprintf(dig[a], 17, "%016" PRIx64, (uint64_t)XXH3_64bits_digest(st[a]));
+        XXH3_freeState(st[a]);
+    }
+    return rc;
+}
+
+int ckpt_verify_quiet(ckpt_reader *r) { return ckpt_verify_digest(r, NULL); }
+
+int ckpt_verify(ckpt_reader *r)
+{
+    int rc = ckpt_verify_quiet(r);
+    return rc == ST_OK ? rc : util_fail(rc, "%s", r->err);
+}
+
+static int ckpt_digest_quiet(ckpt_reader *r, int array, char out[17])
+{
+    XXH3_state_t *st = XXH3_createState();
+    int rc = ST_OK;
+    if (!st)
+        return ckpt_rfail(r, ST_SOFTWARE, "out of memory");
+    if (array < 0 || array >= CKPT_N_ARRAYS) {
+        rc = ckpt_rfail(r, ST_USAGE, "no array %d", array);
+        goto out;
+    }
+    XXH3_64bits_reset(st);
+    for (int s = 0; s < r->n_shards && rc == ST_OK; s++) {
+        ckpt_shard *sh = &r->shards[s];
+        for (size_t ci = 0; ci < sh->n_chunks && rc == ST_OK; ci++) {
+            if (sh->chunks[ci].array != array)
+                continue;
+            rc = ckpt_load_chunk(r, sh, ci);
+            if (rc == ST_OK)
+                XXH3_64bits_update(st, r->rbuf, (size_t)sh->chunks[ci].n * 4);
+        }
+    }
+    if (rc == ST_OK)
+        snprintf(out, 17, "%016" PRIx64, (uint64_t)XXH3_64bits_digest(st));
+out:
+    XXH3_freeState(st);
+    return rc;
+}
+
+int ckpt_digest(ckpt_reader *r, int array, char out[17])
+{
+    int rc = ckpt_digest_quiet(r, array, out);
+    return rc == ST_OK ? rc : util_fail(rc, "%s", r->err);
+}

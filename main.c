@@ -1,0 +1,164 @@
+/* spotrain's entry point: the subcommand table, --help and --version, and
+ * the one place where a status becomes the process's exit code. */
+#include "train/comm.h"
+#include "train/config.h"
+#include "train/train.h"
+#include "ckpt/ckpt.h"
+#include "spot/bid.h"
+#include "spot/cost.h"
+#include "util/util.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char main_usage[] =
+    "usage: spotrain COMMAND [ARGS]\n"
+    "Train DeepSeek-architecture language models on interruptible (spot) machines.\n"
+    "\n"
+    "  train  CONFIG [--set k=v]... [--force] [--dry-run]   start a run\n"
+    "  resume CONFIG [--set k=v]...                         continue from the newest good checkpoint\n"
+    "  ckpt inspect PATH [--json]                            describe checkpoints\n"
+    "  ckpt verify  PATH                                     re-read every byte; exit 0 or 65\n"
+    "  ckpt export  PATH -o DIR                              Hugging Face safetensors + config.json\n"
+    "  cost estimate CONFIG [--json|--csv]                   spot vs on-demand cost of a plan\n"
+    "  cost report RUN_DIR [--json|--csv [--header]]         spend so far, from events.jsonl\n"
+    "  bid --history FILE... [--json]                        spot price history -> zone and cap\n"
+    "  sample CONFIG|RUN_DIR|CKPT [--prompt S] [--tokens N]  continue a prompt\n"
+    "\n"
+    "  --help, --version; `spotrain COMMAND --help` for each command.\n"
+    "Exit codes: 0 done, 64 usage, 65 bad data, 66 missing input, 69 backend unavailable,\n"
+    "70 internal error, 74 I/O error, 75 stopped after a durable checkpoint (restart me),\n"
+    "78 bad config, 86 watchdog (no progress), 3 bid --alert-above crossed.\n";
+
+static const char main_train_usage[] =
+    "usage: spotrain train CONFIG [--set section.key=value]... [--force] [--dry-run [--world N]] [--quiet]\n"
+    "       spotrain resume CONFIG [--set section.key=value]... [--quiet]\n"
+    "  train starts fresh and refuses a run_dir that holds checkpoints unless --force\n"
+    "  (which moves them aside to RUN_DIR/ckpt.old-TIME). resume continues from the newest\n"
+    "  checkpoint that verifies, or starts fresh when there is none. Under mpirun every\n"
+    "  rank runs the same command. Exits 75 after a signal or provider notice once the\n"
+    "  newest state is durable.\n"
+    "  --set k=v   override any INI key (repeatable), e.g. --set train.max_steps=100\n"
+    "  --dry-run   print the resolved config, parameter count and per-process memory\n"
+    "              plan (for --world N ranks, default 1) and exit\n"
+    "  --quiet     no log lines on stderr (errors still print)\n";
+
+static int main_version(void)
+{
+    printf("spotrain %s\n", SPOTRAIN_VERSION);
+    printf("backends: cpu (OpenBLAS %s)%s\n", openblas_get_corename(),
+#ifdef SPOTRAIN_CUDA
+           ", cuda"
+#else
+           ""
+#endif
+    );
+#ifdef SPOTRAIN_MPI
+    printf("mpi: yes\n");
+#else
+    printf("mpi: no (single process)\n");
+#endif
+    return ST_OK;
+}
+
+typedef struct {
+    const char *config;
+    char **sets;
+    int nsets, force, dry_run, world;
+} main_train_args;
+
+static int main_parse_train(int argc, char **argv, int resume, main_train_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->world = 1;
+    a->sets = calloc((size_t)argc, sizeof *a->sets);
+    if (!a->sets)
+        return util_fail(ST_SOFTWARE, "out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "--set") && i + 1 < argc)
+            a->sets[a->nsets++] = argv[++i];
+        else if (!strncmp(s, "--set=", 6))
+            a->sets[a->nsets++] = argv[i] + 6;
+        else if (!strcmp(s, "--force") && !resume)
+            a->force = 1;
+        else if (!strcmp(s, "--dry-run"))
+            a->dry_run = 1;
+        else if (!strcmp(s, "--quiet") || !strcmp(s, "-q"))
+            util_quiet = 1;
+        else if (!strcmp(s, "--world") && i + 1 < argc) {
+            int64_t w;
+            if (util_parse_i64(argv[++i], &w) || w < 1 || w > 1000000)
+                return util_fail(ST_USAGE, "--world: '%s' is not a rank count", argv[i]);
+            a->world = (int)w;
+        } else if (s[0] == '-' || a->config)
+            return util_fail(ST_USAGE, "%s: unexpected argument '%s' (see spotrain %s --help)", argv[0], s, argv[0]);
+        else
+            a->config = s;
+    }
+    if (!a->config)
+        return util_fail(ST_USAGE, "%s: which config? spotrain %s CONFIG (sample.ini is a start)", argv[0], argv[0]);
+    return ST_OK;
+}
+
+static int main_train(int argc, char **argv, int resume)
+{
+    main_train_args a;
+    cfg *c = malloc(sizeof *c);
+    int rc = c ? main_parse_train(argc, argv, resume, &a) : util_fail(ST_SOFTWARE, "out of memory");
+    if (rc == ST_OK)
+        rc = cfg_load(c, a.config, a.sets, a.nsets);
+    if (rc == ST_OK && a.dry_run) {
+        rc = train_plan(c, a.world);
+    } else if (rc == ST_OK) {
+        rc = comm_init(&argc, &argv);
+        if (rc == ST_OK) {
+            rc = train_run(c, resume ? TRAIN_RESUME : TRAIN_FRESH, a.force);
+            /* Peers may be blocked in a collective; only a clean end or the
+             * agreed stop can finalize together. */
+            if (rc != ST_OK && rc != ST_TEMPFAIL && comm_is_mpi())
+                comm_abort(rc);
+            comm_finalize();
+        }
+    }
+    free(a.sets);
+    free(c);
+    return rc;
+}
+
+static int main_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return fputs(main_usage, stderr), ST_USAGE;
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help"))
+        return fputs(main_usage, stdout), ST_OK;
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version"))
+        return main_version();
+    if (!strcmp(cmd, "train") || !strcmp(cmd, "resume")) {
+        if (main_wants_help(argc - 1, argv + 1))
+            return fputs(main_train_usage, stdout), ST_OK;
+        return main_train(argc - 1, argv + 1, !strcmp(cmd, "resume"));
+    }
+    if (!strcmp(cmd, "ckpt") || !strcmp(cmd, "cost")) {
+        if (argc < 3)
+            return util_fail(ST_USAGE, "%s: which one? spotrain %s %s (see spotrain --help)", cmd, cmd,
+                             !strcmp(cmd, "ckpt") ? "inspect|verify|export" : "estimate|report");
+        return !strcmp(cmd, "ckpt") ? ckpt_cli(argc - 2, argv + 2) : cost_cli(argc - 2, argv + 2);
+    }
+    if (!strcmp(cmd, "bid"))
+        return bid_cli(argc - 1, argv + 1);
+    if (!strcmp(cmd, "sample"))
+        return train_sample_cli(argc - 1, argv + 1);
+    return util_fail(ST_USAGE, "unknown command '%s' (see spotrain --help)", cmd);
+}

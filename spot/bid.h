@@ -1,0 +1,88 @@
+/* Spot price history -> where and how much: parsers for AWS and Alibaba
+ * price-history JSON and CSV, per zone/instance-type statistics, and the
+ * persistent-request bid model. The `spotrain bid` command lives in bid.c. */
+#ifndef SPOTRAIN_BID_H
+#define SPOTRAIN_BID_H
+
+#include <stddef.h>
+
+/* Larger inputs are refused (ST_DATA) rather than read into memory. */
+#define BID_MAX_FILE_BYTES (256u << 20)
+#define BID_MAX_SERIES 4096
+
+typedef struct {
+    double ts;          /* epoch seconds */
+    double price;       /* $ per instance-hour */
+    double origin;      /* on-demand price from the file (Alibaba OriginPrice), 0 = none */
+    long seq;           /* input order, so equal timestamps keep the later record */
+} bid_point;
+
+typedef struct {
+    char zone[64];
+    char type[64];
+    char product[64];   /* AWS ProductDescription; empty for CSV and Alibaba */
+    bid_point *pts;
+    int n, cap;
+} bid_series;
+
+typedef struct {
+    bid_series *s;
+    int n, cap;
+    long seq;
+} bid_history;
+
+/* Parses one file's text (format detected: AWS JSON, Alibaba JSON or CSV)
+ * and adds its records to h. name is used in error lines. ST_OK or ST_DATA. */
+int bid_parse(bid_history *h, const char *name, const char *buf, size_t len);
+/* Sorts every series by time and drops records superseded at the same
+ * timestamp. ST_DATA when h holds no records at all. */
+int bid_finish(bid_history *h);
+void bid_history_free(bid_history *h);
+
+/* ISO 8601 (2024-05-01T12:00:00Z, fractional seconds, +hh:mm offsets, a
+ * space instead of T) or plain epoch seconds. 0 on success. */
+int bid_parse_time(const char *s, double *out);
+
+typedef struct {
+    int samples;
+    double t0, t1;          /* first record, end of the observed window */
+    double hours;           /* t1 - t0 */
+    double mean;            /* time-weighted */
+    double p50, p95, max, min;  /* time-weighted quantiles */
+    double last;            /* price in effect at the end */
+    double trend_per_day;   /* least-squares slope over the trend window */
+    int trend_points;
+    double origin;          /* newest on-demand price seen in the file, 0 = none */
+} bid_stats;
+
+/* The series as a step function on [first record, end]: each price holds
+ * until the next record; the last holds until end. ST_OK or ST_SOFTWARE. */
+int bid_series_stats(const bid_series *s, double end, double trend_days, bid_stats *st);
+/* Fraction of time in [first record, end] the price was above cap. */
+double bid_frac_above(const bid_series *s, double end, double cap);
+
+typedef struct {
+    double cap;
+    double avail;           /* F(cap): fraction of time price <= cap */
+    double upcross_per_hour;/* up-crossings of cap per hour of history */
+    double int_per_run_hour;/* interruptions per hour of running */
+    double mean_paid;       /* E[price | price <= cap] */
+    double run_hours;       /* billed hours incl. recovery; INFINITY if never finishes */
+    double wall_hours;      /* run_hours / avail */
+    double interruptions;   /* expected count */
+    double cost;            /* mean_paid * run_hours */
+} bid_eval;
+
+/* Evaluates a persistent request with max price cap for a job needing hours
+ * of work and restart_hours of recovery per interruption. */
+void bid_eval_cap(const bid_series *s, double end, double cap, double hours,
+                  double restart_hours, bid_eval *e);
+/* Cheapest cap among the observed prices (the cost is a step function of the
+ * cap, so an optimum is always at one of them). deadline_hours > 0 drops caps
+ * whose expected wall time exceeds it. Returns 0, or -1 when none qualifies. */
+int bid_best_cap(const bid_series *s, double end, double hours, double restart_hours,
+                 double deadline_hours, bid_eval *best);
+
+int bid_cli(int argc, char **argv);
+
+#endif

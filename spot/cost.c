@@ -1,0 +1,475 @@
+/* `spotrain cost estimate`: on-demand vs spot hours and dollars for a planned
+ * run from [cost] and [price.*], the Young/Daly checkpoint interval, a
+ * plausibility check of the budget, and whether the training state fits. */
+#include "cost.h"
+
+#include <json-c/json.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../train/config.h"
+#include "../train/model.h"
+#include "../util/util.h"
+
+#define COST_GIB 1073741824.0
+
+double cost_gpu_peak_tflops(const char *gpu)
+{
+    if (!strcmp(gpu, "a100"))
+        return 312;
+    if (!strcmp(gpu, "h100") || !strcmp(gpu, "h200"))
+        return 989;
+    return 0;
+}
+
+double cost_gpu_memory_gib(const char *gpu)
+{
+    if (!strcmp(gpu, "a100") || !strcmp(gpu, "h100"))
+        return 80;
+    if (!strcmp(gpu, "h200"))
+        return 140;
+    return 0;
+}
+
+double cost_young_daly(double ckpt_cost, double mtbf)
+{
+    if (isinf(mtbf))
+        return INFINITY;
+    return sqrt(2.0 * ckpt_cost * mtbf);
+}
+
+void cost_fleet_hourly(const cfg *c, int64_t nodes, double *ondemand, double *spot)
+{
+    double od = 0, sp = 0;
+    if (nodes <= 0)
+        nodes = c->nodes;
+    int64_t odn = c->ondemand_nodes < nodes ? c->ondemand_nodes : nodes;
+    for (int i = 0; i < c->n_prices; i++) {
+        od += c->prices[i].ondemand;
+        sp += c->prices[i].spot;
+    }
+    *ondemand = od * (double)nodes;
+    *spot = od * (double)odn + sp * (double)(nodes - odn);
+}
+
+void cost_memory(uint64_t params, int64_t gpus, double gpu_gib, cost_memfit *m)
+{
+    double n = (double)params, g = gpus > 0 ? (double)gpus : 1;
+    memset(m, 0, sizeof *m);
+    m->bytes_per_param = 16;
+    m->gpus = gpus;
+    m->gpu_gib = gpu_gib;
+    m->total_gib = n * 16 / COST_GIB;
+    /* weights 2 + grads 2 stay whole until a stage shards them; the 12
+     * bytes of fp32 master, m and v are what ZeRO-1 splits first. */
+    m->per_gpu_gib[COST_DP] = m->total_gib;
+    m->per_gpu_gib[COST_ZERO1] = n * (4 + 12 / g) / COST_GIB;
+    m->per_gpu_gib[COST_ZERO2] = n * (2 + 14 / g) / COST_GIB;
+    m->per_gpu_gib[COST_ZERO3] = n * 16 / g / COST_GIB;
+    m->stage = -1;
+    for (int s = 0; s < COST_NSTAGES && gpu_gib > 0; s++)
+        if (m->per_gpu_gib[s] <= gpu_gib) {
+            m->stage = s;
+            break;
+        }
+    m->zero3_min_gpus = gpu_gib > 0 ? (int64_t)ceil(m->total_gib / gpu_gib) : 0;
+}
+
+static void cost_overheads(const cfg *c, cost_plan *p)
+{
+    p->stall_h = c->ckpt_stall_seconds / 3600.0;
+    p->restart_h = c->restart_minutes / 60.0;
+    /* Losing any spot node stops the data-parallel job, so the job's rate is
+     * the per-node rate times the spot nodes. */
+    p->int_rate = c->interruptions_per_hour * (double)p->spot_nodes;
+    p->young_daly_h = cost_young_daly(p->stall_h, p->int_rate > 0 ? 1 / p->int_rate : INFINITY);
+    p->interval_optimal = !(c->ckpt_interval_minutes > 0);
+    p->interval_h = p->interval_optimal ? p->young_daly_h : c->ckpt_interval_minutes / 60.0;
+    int finite = isfinite(p->interval_h);
+    double stall_frac = finite && p->interval_h > 0 ? p->stall_h / p->interval_h : 0;
+    double half = finite ? p->interval_h / 2 : 0;
+
+    if (p->spot_nodes == 0) {
+        p->spot_method = "no spot nodes";
+        p->spot_hours = p->od_hours;
+    } else if (c->spot_hours > 0) {
+        p->spot_method = "given";
+        p->spot_hours = c->spot_hours;
+    } else if (c->throughput_ratio > 0) {
+        p->spot_method = "throughput_ratio";
+        p->spot_hours = p->od_hours / c->throughput_ratio;
+    } else {
+        /* Each hour of spot wall time loses int_rate * (restart + half an
+         * interval of redone work); each interval of work adds one stall:
+         * T_spot = T_od (1 + stall/interval) / (1 - rate (restart + interval/2)). */
+        double lossfrac = p->int_rate * (p->restart_h + half);
+        p->spot_method = "model";
+        if (lossfrac >= 1) {
+            p->never_finishes = 1;
+            p->spot_hours = INFINITY;
+        } else {
+            p->spot_hours = p->od_hours * (1 + stall_frac) / (1 - lossfrac);
+        }
+    }
+    p->interruptions = p->int_rate * p->spot_hours;
+    p->lost_h = p->interruptions * half;
+    p->restart_total_h = p->interruptions * p->restart_h;
+    p->stall_total_h = p->od_hours * stall_frac;
+}
+
+int cost_estimate(const cfg *c, cost_plan *p)
+{
+    const char *f = c->path[0] ? c->path : "config";
+    model_shape s;
+    memset(p, 0, sizeof *p);
+    if (c->n_prices == 0)
+        return util_fail(ST_CONFIG, "%s: no [price.NAME] sections; add e.g. [price.node] ondemand = 32.77, spot = 9.83 ($ per node-hour)", f);
+    p->nodes = c->nodes;
+    p->spot_nodes = c->nodes - (c->ondemand_nodes < c->nodes ? c->ondemand_nodes : c->nodes);
+    p->gpus = c->nodes * c->gpus_per_node;
+    p->peak_tflops = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
+    p->mfu = c->mfu;
+    for (int i = 0; i < c->n_prices; i++) {
+        p->node_od += c->prices[i].ondemand;
+        p->node_spot += c->prices[i].spot;
+    }
+    cost_fleet_hourly(c, c->nodes, &p->fleet_od, &p->fleet_spot);
+
+    int rc = model_shape_from_cfg(&s, c);
+    if (rc)
+        return rc;
+    p->have_model = 1;
+    p->params = model_count_params(&s);
+    p->flops_per_token = model_flops_per_token(&s);
+    double flops_per_hour = (double)p->gpus * p->peak_tflops * 1e12 * p->mfu * 3600.0;
+
+    if (c->ondemand_hours > 0) {
+        p->od_hours = c->ondemand_hours;
+    } else if (c->tokens > 0) {
+        if (!(flops_per_hour > 0))
+            return util_fail(ST_CONFIG, "%s: deriving hours from cost.tokens needs cost.mfu > 0 and a known cost.gpu or cost.peak_tflops", f);
+        p->hours_derived = 1;
+        p->od_hours = c->tokens * p->flops_per_token / flops_per_hour;
+    } else {
+        return util_fail(ST_CONFIG, "%s: set cost.ondemand_hours (wall hours) or cost.tokens (work from the model)", f);
+    }
+    if (flops_per_hour > 0) {
+        p->budget_tokens = p->od_hours * flops_per_hour / p->flops_per_token;
+        if (c->tokens > 0 && !p->hours_derived)
+            p->needed_mfu = c->tokens * p->flops_per_token /
+                            (p->od_hours * 3600.0 * (double)p->gpus * p->peak_tflops * 1e12);
+        /* Best published large-scale MFUs are around 0.5-0.6; a budget
+         * that cannot show the model even one token per parameter is not a
+         * training run either. */
+        p->implausible = p->needed_mfu > 0.75 ||
+                         (c->tokens <= 0 && p->budget_tokens < (double)p->params);
+    }
+    cost_overheads(c, p);
+    p->od_cost = p->od_hours * p->fleet_od;
+    p->spot_cost = p->spot_hours * p->fleet_spot;
+    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
+    cost_memory(p->params, p->gpus, gib, &p->mem);
+    return ST_OK;
+}
+
+/* ---- output ---- */
+
+/* 337920 -> "337,920"; cents when decimals is 2. */
+static void cost_money(char *out, size_t cap, double v, int decimals)
+{
+    char digits[64], tmp[96];
+    if (!isfinite(v)) {
+        snprintf(out, cap, "never");
+        return;
+    }
+    snprintf(digits, sizeof digits, "%.*f", decimals, fabs(v));
+    char *dot = strchr(digits, '.');
+    size_t ilen = dot ? (size_t)(dot - digits) : strlen(digits), o = 0;
+    if (v < 0 && strspn(digits, "0.") != strlen(digits))
+        tmp[o++] = '-';
+    for (size_t i = 0; i < ilen; i++) {
+        if (i > 0 && (ilen - i) % 3 == 0)
+            tmp[o++] = ',';
+        tmp[o++] = digits[i];
+    }
+    snprintf(tmp + o, sizeof tmp - o, "%s", dot ? dot : "");
+    snprintf(out, cap, "%s", tmp);
+}
+
+static void cost_hours(char *out, size_t cap, double h)
+{
+    if (!isfinite(h))
+        snprintf(out, cap, "never");
+    else if (h >= 100)
+        snprintf(out, cap, "%.0f", h);
+    else
+        snprintf(out, cap, "%.1f", h);
+}
+
+static double cost_saving(double od, double sp)
+{
+    return od > 0 ? 100.0 * (1 - sp / od) : 0;
+}
+
+static const char *cost_stage_name[COST_NSTAGES] = {"no sharding", "ZeRO-1", "ZeRO-2", "ZeRO-3"};
+
+static void cost_print_table(const cfg *c, const cost_plan *p)
+{
+    char a[64], b[64];
+    printf("cost estimate: %s\n", c->path[0] ? c->path : "(defaults)");
+    printf("fleet: %lld node%s (%lld spot, %lld on-demand) x %lld %s GPUs = %lld GPUs\n\n",
+           (long long)p->nodes, p->nodes == 1 ? "" : "s", (long long)p->spot_nodes,
+           (long long)(p->nodes - p->spot_nodes), (long long)c->gpus_per_node, c->gpu, (long long)p->gpus);
+    printf("per node-hour            on-demand -> spot       saving\n");
+    for (int i = 0; i < c->n_prices; i++) {
+        cost_money(a, sizeof a, c->prices[i].ondemand, 2);
+        cost_money(b, sizeof b, c->prices[i].spot, 2);
+        printf("  %-20s %10s -> %-10s %5.1f%%\n", c->prices[i].name, a, b,
+               cost_saving(c->prices[i].ondemand, c->prices[i].spot));
+    }
+    cost_money(a, sizeof a, p->node_od, 2);
+    cost_money(b, sizeof b, p->node_spot, 2);
+    printf("  %-20s %10s -> %-10s saving %.1f%%\n", "total", a, b, cost_saving(p->node_od, p->node_spot));
+    if (p->nodes != 1 || p->spot_nodes != p->nodes) {
+        cost_money(a, sizeof a, p->fleet_od, 2);
+        cost_money(b, sizeof b, p->fleet_spot, 2);
+        printf("  %-20s %10s -> %-10s saving %.1f%%\n", "fleet per hour", a, b,
+               cost_saving(p->fleet_od, p->fleet_spot));
+    }
+    printf("\n");
+    cost_hours(a, sizeof a, p->od_hours);
+    cost_hours(b, sizeof b, p->spot_hours);
+    printf("run hours   %s -> %s", a, b);
+    if (isfinite(p->spot_hours))
+        printf("   time %+.1f%%", 100.0 * (p->spot_hours / p->od_hours - 1));
+    printf("   (on-demand %s; spot %s)\n", p->hours_derived ? "from cost.tokens" : "given",
+           !strcmp(p->spot_method, "model") ? "from the overhead model" : p->spot_method);
+    cost_money(a, sizeof a, p->od_cost, p->od_cost >= 1000 ? 0 : 2);
+    cost_money(b, sizeof b, p->spot_cost, p->spot_cost >= 1000 ? 0 : 2);
+    printf("run cost    %s -> %s", a, b);
+    if (isfinite(p->spot_cost))
+        printf("   saving %.1f%%", cost_saving(p->od_cost, p->spot_cost));
+    printf("\n");
+    if (p->never_finishes)
+        printf("  the spot run never finishes: %.3f interruptions/hour x (restart %.2f h + half an interval %.2f h) "
+               "loses more than an hour per hour; checkpoint more often or use on-demand nodes\n",
+               p->int_rate, p->restart_h, p->interval_h / 2);
+    printf("\n");
+
+    printf("spot overheads (%.3f interruptions per spot node-hour x %lld spot node%s = %.3f/h)%s:\n",
+           c->interruptions_per_hour, (long long)p->spot_nodes, p->spot_nodes == 1 ? "" : "s", p->int_rate,
+           strcmp(p->spot_method, "model") ? ";\n  spot hours were given, so these are the model's figures for the same inputs" : "");
+    printf("  expected interruptions %.1f\n", p->interruptions);
+    printf("  lost work              %.1f h (half a checkpoint interval redone per interruption)\n", p->lost_h);
+    printf("  restarts               %.1f h (%.0f min each)\n", p->restart_total_h, c->restart_minutes);
+    printf("  checkpoint stalls      %.1f h (%.0f s each)\n", p->stall_total_h, c->ckpt_stall_seconds);
+    if (isfinite(p->young_daly_h))
+        printf("  Young/Daly interval    sqrt(2 x %.0f s x %.1f h MTBF) = %.1f min%s\n", c->ckpt_stall_seconds,
+               1 / p->int_rate, p->young_daly_h * 60,
+               p->interval_optimal ? " (used)" : "");
+    else
+        printf("  Young/Daly interval    none needed (no spot interruptions expected)\n");
+    if (!p->interval_optimal)
+        printf("  checkpoint interval    %.1f min (configured)\n", c->ckpt_interval_minutes);
+    printf("\n");
+
+    cost_money(a, sizeof a, (double)p->params, 0);
+    printf("model: %s, %s parameters, %.3g FLOPs/token (6N + attention)\n", c->preset, a,
+           p->flops_per_token);
+    if (p->budget_tokens > 0) {
+        cost_hours(a, sizeof a, p->od_hours);
+        printf("work: %s h x %lld GPUs x %.0f TFLOP/s x MFU %.2f = %.3g tokens (%.1f per parameter)\n",
+               a, (long long)p->gpus, p->peak_tflops,
+               p->mfu, p->budget_tokens, p->budget_tokens / (double)p->params);
+        if (p->needed_mfu > 0)
+            printf("  %.3g tokens in %s h needs MFU %.2f\n", c->tokens, a, p->needed_mfu);
+        if (p->implausible)
+            printf("  IMPLAUSIBLE: %s; at MFU %.2f this budget trains %.3g tokens\n",
+                   p->needed_mfu > 1 ? "that MFU exceeds the GPUs' peak"
+                   : p->needed_mfu > 0.75 ? "that MFU is beyond what large runs achieve (~0.4-0.6)"
+                                           : "fewer tokens than parameters (compute-optimal is ~20 per parameter)",
+                   p->mfu, p->budget_tokens);
+    } else {
+        printf("work: unknown peak for gpu '%s'; set cost.peak_tflops to check the plan\n", c->gpu);
+    }
+    const cost_memfit *m = &p->mem;
+    printf("memory: training state 16 B/param (bf16 weights 2 + bf16 grads 2 + fp32 master 4 +\n"
+           "  Adam m 4 + v 4) = %.1f GiB; activations not counted. Per GPU over %lld GPUs:\n",
+           m->total_gib, (long long)m->gpus);
+    for (int s = 0; s < COST_NSTAGES; s++)
+        printf("  %-12s %9.1f GiB%s\n", cost_stage_name[s], m->per_gpu_gib[s],
+               m->gpu_gib <= 0 ? "" : m->per_gpu_gib[s] <= m->gpu_gib ? "  fits" : "");
+    if (m->gpu_gib <= 0)
+        printf("  unknown GPU memory; set cost.gpu_memory_gib\n");
+    else if (m->stage >= 0)
+        printf("  fits in %.0f GiB with %s across %lld GPUs (%.1f GiB left for activations)\n", m->gpu_gib,
+               cost_stage_name[m->stage], (long long)m->gpus, m->gpu_gib - m->per_gpu_gib[m->stage]);
+    else
+        printf("  does NOT fit in %.0f GiB per GPU: needs ZeRO-3 across at least %lld GPUs\n", m->gpu_gib,
+               (long long)m->zero3_min_gpus);
+}
+
+static json_object *cost_jnum(double v)
+{
+    return isfinite(v) ? json_object_new_double(v) : NULL;
+}
+
+static void cost_print_json(const cfg *c, const cost_plan *p)
+{
+    json_object *r = json_object_new_object(), *items = json_object_new_array();
+    for (int i = 0; i < c->n_prices; i++) {
+        json_object *it = json_object_new_object();
+        json_object_object_add(it, "name", json_object_new_string(c->prices[i].name));
+        json_object_object_add(it, "ondemand", cost_jnum(c->prices[i].ondemand));
+        json_object_object_add(it, "spot", cost_jnum(c->prices[i].spot));
+        json_object_array_add(items, it);
+    }
+    json_object_object_add(r, "config", json_object_new_string(c->path));
+    json_object_object_add(r, "nodes", json_object_new_int64(p->nodes));
+    json_object_object_add(r, "spot_nodes", json_object_new_int64(p->spot_nodes));
+    json_object_object_add(r, "gpus", json_object_new_int64(p->gpus));
+    json_object_object_add(r, "price_items", items);
+    json_object_object_add(r, "node_hour_ondemand", cost_jnum(p->node_od));
+    json_object_object_add(r, "node_hour_spot", cost_jnum(p->node_spot));
+    json_object_object_add(r, "fleet_hour_ondemand", cost_jnum(p->fleet_od));
+    json_object_object_add(r, "fleet_hour_spot", cost_jnum(p->fleet_spot));
+    json_object_object_add(r, "ondemand_hours", cost_jnum(p->od_hours));
+    json_object_object_add(r, "spot_hours", cost_jnum(p->spot_hours));
+    json_object_object_add(r, "spot_hours_method", json_object_new_string(p->spot_method));
+    json_object_object_add(r, "ondemand_cost", cost_jnum(p->od_cost));
+    json_object_object_add(r, "spot_cost", cost_jnum(p->spot_cost));
+    json_object_object_add(r, "saving", cost_jnum(p->od_cost > 0 ? 1 - p->spot_cost / p->od_cost : NAN));
+    json_object_object_add(r, "interruptions_per_hour", cost_jnum(p->int_rate));
+    json_object_object_add(r, "expected_interruptions", cost_jnum(p->interruptions));
+    json_object_object_add(r, "lost_work_hours", cost_jnum(p->lost_h));
+    json_object_object_add(r, "restart_hours", cost_jnum(p->restart_total_h));
+    json_object_object_add(r, "checkpoint_stall_hours", cost_jnum(p->stall_total_h));
+    json_object_object_add(r, "young_daly_minutes", cost_jnum(p->young_daly_h * 60));
+    json_object_object_add(r, "checkpoint_interval_minutes", cost_jnum(p->interval_h * 60));
+    json_object_object_add(r, "params", json_object_new_int64((int64_t)p->params));
+    json_object_object_add(r, "flops_per_token", cost_jnum(p->flops_per_token));
+    json_object_object_add(r, "budget_tokens", cost_jnum(p->budget_tokens));
+    if (p->needed_mfu > 0)
+        json_object_object_add(r, "needed_mfu", cost_jnum(p->needed_mfu));
+    json_object_object_add(r, "implausible", json_object_new_boolean(p->implausible));
+    json_object *m = json_object_new_object();
+    json_object_object_add(m, "bytes_per_param", cost_jnum(p->mem.bytes_per_param));
+    json_object_object_add(m, "total_gib", cost_jnum(p->mem.total_gib));
+    json_object_object_add(m, "gpu_gib", cost_jnum(p->mem.gpu_gib));
+    for (int s = 0; s < COST_NSTAGES; s++) {
+        static const char *k[COST_NSTAGES] = {"per_gpu_gib_dp", "per_gpu_gib_zero1", "per_gpu_gib_zero2",
+                                             "per_gpu_gib_zero3"};
+        json_object_object_add(m, k[s], cost_jnum(p->mem.per_gpu_gib[s]));
+    }
+    json_object_object_add(m, "fits_with", p->mem.stage >= 0 ? json_object_new_string(cost_stage_name[p->mem.stage]) : NULL);
+    json_object_object_add(m, "zero3_min_gpus", json_object_new_int64(p->mem.zero3_min_gpus));
+    json_object_object_add(r, "memory", m);
+    printf("%s\n", json_object_to_json_string_ext(r, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(r);
+}
+
+static void cost_print_csv(const cfg *c, const cost_plan *p)
+{
+    printf("item,ondemand,spot,unit\n");
+    for (int i = 0; i < c->n_prices; i++)
+        printf("price.%s,%.6g,%.6g,$/node-hour\n", c->prices[i].name, c->prices[i].ondemand, c->prices[i].spot);
+    printf("node_hour,%.6g,%.6g,$/node-hour\n", p->node_od, p->node_spot);
+    printf("fleet_hour,%.6g,%.6g,$/hour\n", p->fleet_od, p->fleet_spot);
+    printf("run_hours,%.6g,%.6g,hours\n", p->od_hours, p->spot_hours);
+    printf("run_cost,%.2f,%.2f,$\n", p->od_cost, p->spot_cost);
+    printf("interruptions,0,%.6g,count\n", p->interruptions);
+    printf("lost_work,0,%.6g,hours\n", p->lost_h);
+}
+
+static int cost_estimate_cli(int argc, char **argv)
+{
+    const char *path = NULL;
+    int json = 0, csv = 0, rc;
+    char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    int n_sets = 0;
+    cfg *c = calloc(1, sizeof *c);
+    cost_plan p;
+    if (!sets || !c) {
+        rc = util_fail(ST_SOFTWARE, "out of memory");
+        goto out;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (!strcmp(argv[i], "--csv")) {
+            csv = 1;
+        } else if (!strcmp(argv[i], "--set")) {
+            if (i + 1 >= argc) {
+                rc = util_fail(ST_USAGE, "--set needs section.key=value");
+                goto out;
+            }
+            sets[n_sets++] = argv[++i];
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            rc = util_fail(ST_USAGE, "cost estimate: unknown option %s; see spotrain cost --help", argv[i]);
+            goto out;
+        } else if (!path) {
+            path = argv[i];
+        } else {
+            rc = util_fail(ST_USAGE, "cost estimate: one CONFIG only (got %s and %s)", path, argv[i]);
+            goto out;
+        }
+    }
+    if (!path) {
+        rc = util_fail(ST_USAGE, "cost estimate: missing CONFIG; usage: spotrain cost estimate CONFIG [--json|--csv]");
+        goto out;
+    }
+    if (json && csv) {
+        rc = util_fail(ST_USAGE, "cost estimate: --json and --csv exclude each other");
+        goto out;
+    }
+    rc = cfg_load(c, path, sets, n_sets);
+    if (rc)
+        goto out;
+    rc = cost_estimate(c, &p);
+    if (rc)
+        goto out;
+    if (json)
+        cost_print_json(c, &p);
+    else if (csv)
+        cost_print_csv(c, &p);
+    else
+        cost_print_table(c, &p);
+out:
+    free(sets);
+    free(c);
+    return rc;
+}
+
+static void cost_usage(void)
+{
+    printf("usage: spotrain cost estimate CONFIG [--set k=v]... [--json|--csv]\n"
+           "       spotrain cost report RUN_DIR [--config FILE] [--json|--csv [--header]]\n"
+           "estimate: on-demand vs spot hours and cost of a planned run from [cost] and\n"
+           "  [price.NAME] ($ per node-hour), expected interruptions, lost work, the\n"
+           "  Young/Daly checkpoint interval, whether the plan is plausible, and whether\n"
+           "  the training state fits per GPU (and with which ZeRO stage).\n"
+           "report: what a run has cost so far from RUN_DIR/events.jsonl and the\n"
+           "  prices in RUN_DIR/config.ini (or --config), and what finishing will cost.\n"
+           "  Safe from cron while training writes; --csv --header prints the header.\n"
+           "Exit: 0 ok, 64 usage, 65 bad data, 66 missing input, 78 bad config.\n");
+}
+
+int cost_cli(int argc, char **argv)
+{
+    if (argc < 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h") || !strcmp(argv[0], "help")) {
+        cost_usage();
+        return argc < 1 ? ST_USAGE : ST_OK;
+    }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            cost_usage();
+            return ST_OK;
+        }
+    if (!strcmp(argv[0], "estimate"))
+        return cost_estimate_cli(argc, argv);
+    if (!strcmp(argv[0], "report"))
+        return cost_report_cli(argc, argv);
+    return util_fail(ST_USAGE, "cost: unknown subcommand '%s' (estimate | report)", argv[0]);
+}

@@ -1,0 +1,75 @@
+#!/bin/sh
+# CLI tests of train/resume: help and usage, bad configs and bad shards with
+# their exit codes and messages, --dry-run plans, refusing a used run_dir,
+# and the demo configuration actually learning.
+. tests/lib.sh
+S=$SPOTRAIN
+cd "$T_TMP" || exit 1
+# Small and fast: what every training test here uses.
+FAST="--set train.max_steps=6 --set model.dim=32 --set model.n_layers=1 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=4 --set train.micro_batch=4 --set train.val_every=0 --set checkpoint.interval_steps=0 --quiet"
+
+t_exit "--help" 0 "usage: spotrain" "$S" --help
+t_exit "--version names backends" 0 "backends: cpu" "$S" --version
+t_exit "no command" 64 "" "$S"
+t_exit "unknown command" 64 "unknown command 'frobnicate'" "$S" frobnicate
+t_exit "train --help" 0 "--dry-run" "$S" train --help
+t_exit "train without config" 64 "which config" "$S" train
+
+printf '[train]\nmax_stepz = 3\n' > unknown.ini
+t_exit "unknown key: file:line and key, exit 78" 78 "unknown.ini:2: unknown key 'max_stepz' in \[train\]" "$S" train unknown.ini
+printf '[train]\nlr = fast\n' > badval.ini
+t_exit "bad value, exit 78" 78 "badval.ini:2: train.lr = 'fast' is not a number" "$S" train badval.ini
+printf '[train]\nmax_steps = -4\n' > range.ini
+t_exit "out of range, exit 78" 78 "range.ini:2: train.max_steps = -4 is out of range" "$S" train range.ini
+{ printf '[train]\nrun_dir = '; head -c 300 /dev/zero | tr '\0' 'a'; printf '\n'; } > long.ini
+t_exit "long line refused, exit 78" 78 "long.ini:2: line is [0-9]+ bytes long" "$S" train long.ini
+t_exit "missing config, exit 66" 66 "nope.ini" "$S" train nope.ini
+t_exit "bad --set, exit 78" 78 "--set train.bogus" "$S" train /dev/null --set train.bogus=1
+
+# llm.c shards: header magic/version, size, token range.
+/usr/bin/python3 - <<'PY'
+import struct
+def shard(name, magic, ver, count, width, ntok, top):
+    with open(name, "wb") as f:
+        f.write(struct.pack("<256i", magic, ver, count, *([0] * 253)))
+        fmt = "<H" if width == 2 else "<I"
+        for i in range(ntok):
+            f.write(struct.pack(fmt, top if i == ntok - 1 else i % 200))
+shard("good.bin", 20240520, 1, 4000, 2, 4000, 255)
+shard("badmagic.bin", 20240521, 1, 4000, 2, 4000, 255)
+shard("trunc.bin", 20240520, 1, 4000, 2, 3000, 255)
+shard("bigtok.bin", 20240801, 7, 4000, 4, 4000, 300)
+PY
+SH="--set data.source=shards --set model.vocab_size=256"
+t_exit "bad shard magic, exit 65" 65 "badmagic.bin: bad header" "$S" train /dev/null $SH --set data.train_path=badmagic.bin $FAST
+t_exit "truncated shard, exit 65" 65 "trunc.bin: size .* truncated" "$S" train /dev/null $SH --set data.train_path=trunc.bin $FAST
+t_exit "token >= vocab, exit 65" 65 "bigtok.bin: token 3999 is id 300" "$S" train /dev/null $SH --set data.train_path=bigtok.bin $FAST
+t_exit "no shard matches, exit 66" 66 "no data shards match" "$S" train /dev/null $SH --set "data.train_path=zz*.bin" $FAST
+t_exit "good shard trains" 0 "" "$S" train /dev/null $SH --set data.train_path=good.bin --set train.run_dir=r-shard $FAST
+
+t_exit "dry-run 7B: exact parameter count" 0 "parameters: 6910365696 " "$S" train /dev/null --set model.preset=deepseek-7b --dry-run
+t_exit "dry-run 67B over 64 ranks" 0 "parameters: 674[0-9]{7} " "$S" train /dev/null --set model.preset=deepseek-67b --dry-run --world 64
+t_exit "cuda backend unavailable, exit 69" 69 "cuda" "$S" train /dev/null --set train.backend=cuda --set train.run_dir=r-cuda $FAST
+
+t_exit "train writes a run" 0 "" "$S" train /dev/null --set train.run_dir=r1 $FAST
+t_exit "train refuses a run_dir with checkpoints" 64 "already holds 1 checkpoint" "$S" train /dev/null --set train.run_dir=r1 $FAST
+t_exit "train --force moves them aside" 0 "" "$S" train /dev/null --set train.run_dir=r1 --force $FAST
+if ls -d r1/ckpt.old-* >/dev/null 2>&1; then t_ok "old checkpoints kept aside"; else t_bad "old checkpoints kept aside"; fi
+if grep -q '"event":"start"' r1/events.jsonl && grep -q '"event":"exit"' r1/events.jsonl; then
+    t_ok "events.jsonl has start and exit"
+else
+    t_bad "events.jsonl has start and exit"
+fi
+
+# The demo configuration learns: validation loss falls well below its start.
+"$S" train "$OLDPWD/sample.ini" --set train.run_dir=demo --set train.max_steps=150 --set train.val_every=50 --quiet >demo.log 2>&1
+vals=$(t_events demo/events.jsonl eval val_loss | tr '\n' ' ')
+first=$(echo "$vals" | cut -d' ' -f1)
+last=$(echo "$vals" | awk '{print $NF}')
+if [ -n "$first" ] && awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.5 * a) }'; then
+    t_ok "demo learns: val loss $first -> $last"
+else
+    t_bad "demo learns" "val losses: $vals; $(tail -n 3 demo.log)"
+fi
+t_exit "sample continues a prompt" 0 "^12\+34=" "$S" sample demo --prompt "12+34=" --tokens 3
+t_end
