@@ -5,7 +5,7 @@
 #include "backend.h"
 #include "comm.h"
 #include "data.h"
-#include "events.h"
+#include "../util/events.h"
 #include "optim.h"
 #include "../ckpt/ckpt.h"
 #include "../spot/cost.h"
