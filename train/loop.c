@@ -191,7 +191,13 @@ static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_
                               "aside)", t->ckpt_dir, n, n == 1 ? "" : "s");
         } else if (mode == TRAIN_FRESH && n > 0) {
             char aside[CFG_STR + 64];
-            snprintf(aside, sizeof aside, "%s.old-%lld", t->ckpt_dir, (long long)util_wall());
+            /* A unique name: two --force starts can fall in one second. */
+            for (int k = 0; k < 1000; k++) {
+                snprintf(aside, sizeof aside, "%s.old-%lld%s%.0d", t->ckpt_dir, (long long)util_wall(),
+                         k ? "." : "", k);
+                if (access(aside, F_OK) != 0)
+                    break;
+            }
             if (rename(t->ckpt_dir, aside) != 0)
                 st[0] = util_fail(ST_IOERR, "cannot move %s aside to %s", t->ckpt_dir, aside);
             else if ((st[0] = util_mkdirs(t->ckpt_dir)) == ST_OK)
