@@ -17,7 +17,7 @@ RUN="env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for m in A B; do
     # The header lines (kernel, ceiling, torch version) once, before model A.
-    if [ "$m" = A ]; then keep="cat"; else keep="grep -v -e ceiling.(2048 -e ^pytorch...torch"; fi
+    if [ "$m" = A ]; then keep="cat"; else keep="grep -v -e OpenBLAS.core -e ^pytorch...torch"; fi
     $RUN "$BIN" --model "$m" --scale "$SCALE" | $keep
     if $RUN "$PY" -c 'import torch' >/dev/null 2>&1; then
         $RUN "$PY" bench/bench_torch.py "$SCALE" "$m" | $keep
