@@ -104,6 +104,8 @@ int ckpt_count(const char *ckpt_dir);
 
 /* CLI: spotrain ckpt inspect|verify|export ... (argv[0] is the verb). */
 int ckpt_cli(int argc, char **argv);
+/* Hugging Face LlamaForCausalLM: out_dir/model.safetensors + config.json. */
+int ckpt_export(const char *step_dir, const char *out_dir);
 
 int ckpt_codec_from_name(const char *name);
 

@@ -74,6 +74,8 @@ void ckpt_reader_reset(ckpt_reader *r);
 /* Opening and checking without printing: the message lands in err. */
 int ckpt_open_quiet(ckpt_reader **r, const char *step_dir, char *err, size_t errcap);
 int ckpt_verify_quiet(ckpt_reader *r);
+int ckpt_read_range_quiet(ckpt_reader *r, int array, size_t lo, size_t hi, float *out);
+int ckpt_verify_digest(ckpt_reader *r, char dig[CKPT_N_ARRAYS][17]);
 
 /* Directory helpers. */
 /* "step-00000012" -> 12 (kind 0), "step-00000012.tmp"/"step-...*.tmp" -> kind 1; -1 if neither. */

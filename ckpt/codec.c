@@ -35,6 +35,7 @@ uint64_t ckpt_hash(const void *p, size_t n) { return XXH3_64bits(p, n); }
 /* planes-zstd stores a 4 x u32 header: plane length, top bit = kept raw. */
 #define CKPT_PLANE_RAW 0x80000000u
 #define CKPT_PLANE_HDR 16
+#define CKPT_PLANE_PROBE ((size_t)64 << 10)
 
 size_t ckpt_codec_bound(int codec, size_t raw_len)
 {
@@ -127,11 +128,17 @@ static int ckpt_encode_planes(ckpt_codec_ws *ws, int level, const void *raw, siz
     uint8_t *planes = ws->tmp, *z = ws->tmp + raw_len;
     ckpt_shuffle(raw, planes, nw, 1);
     for (int p = 0; p < 4; p++) {
-        size_t zn = 0;
+        size_t zn = nw;
         const uint8_t *src = planes + (size_t)p * nw;
-        if (ckpt_zstd(ws, level, src, nw, z, ZSTD_compressBound(nw), &zn) != 0)
+        /* Low mantissa planes are noise: a 64 KiB probe that gains under 2%
+         * keeps the plane raw without paying for zstd on all of it. */
+        size_t probe = nw < CKPT_PLANE_PROBE ? nw : CKPT_PLANE_PROBE;
+        if (ckpt_zstd(ws, level, src, probe, z, ZSTD_compressBound(nw), &zn) != 0)
             return -1;
-        int keep_raw = zn >= nw;
+        int worth = zn * 50 < probe * 49;
+        if (probe < nw && worth && ckpt_zstd(ws, level, src, nw, z, ZSTD_compressBound(nw), &zn) != 0)
+            return -1;
+        int keep_raw = !worth || zn >= nw;
         size_t len = keep_raw ? nw : zn;
         if (pos + len > cap)
             return -1;
@@ -148,7 +155,7 @@ int ckpt_codec_encode(ckpt_codec_ws *ws, int codec, int level, const void *raw, 
 {
     int rc = -1;
     size_t n = 0;
-    if (raw_len % 4 != 0 || raw_len > CKPT_MAX_CHUNK)
+    if (raw_len == 0 || raw_len % 4 != 0 || raw_len > CKPT_MAX_CHUNK)
         return -1;
     switch (codec) {
     case CKPT_CODEC_NONE:
@@ -248,7 +255,7 @@ static int ckpt_decode_planes(ckpt_codec_ws *ws, const uint8_t *in, size_t in_le
 int ckpt_codec_decode(ckpt_codec_ws *ws, int codec, const void *in, size_t in_len, void *raw,
                       size_t raw_len, char *err, size_t errcap)
 {
-    if (raw_len % 4 != 0 || raw_len > CKPT_MAX_CHUNK) {
+    if (raw_len == 0 || raw_len % 4 != 0 || raw_len > CKPT_MAX_CHUNK) {
         snprintf(err, errcap, "raw size %zu is not a whole number of floats within the chunk limit", raw_len);
         return -1;
     }

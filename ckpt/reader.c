@@ -181,7 +181,7 @@ static int ckpt_load_chunk(ckpt_reader *r, ckpt_shard *sh, size_t ci)
     return ST_OK;
 }
 
-static int ckpt_read_range_quiet(ckpt_reader *r, int array, size_t lo, size_t hi, float *out)
+int ckpt_read_range_quiet(ckpt_reader *r, int array, size_t lo, size_t hi, float *out)
 {
     if (array < 0 || array >= CKPT_N_ARRAYS || lo > hi || hi > r->info.n_floats)
         return ckpt_rfail(r, ST_USAGE, "read of array %d range [%zu,%zu) outside [0,%" PRIu64 ")", array, lo, hi,
@@ -210,25 +210,38 @@ int ckpt_read_range(ckpt_reader *r, int array, size_t lo, size_t hi, float *out)
     return rc == ST_OK ? rc : util_fail(rc, "%s", r->err);
 }
 
-int ckpt_verify_quiet(ckpt_reader *r)
+/* One pass over every chunk in file order; with dig, also the per-array
+ * digests (chunks of an array come in flat order within and across shards). */
+int ckpt_verify_digest(ckpt_reader *r, char dig[CKPT_N_ARRAYS][17])
 {
-    for (int s = 0; s < r->n_shards; s++) {
+    XXH3_state_t *st[CKPT_N_ARRAYS] = {0};
+    int rc = ST_OK;
+    for (int a = 0; dig && a < CKPT_N_ARRAYS; a++)
+        if (!(st[a] = XXH3_createState()) || XXH3_64bits_reset(st[a]) != XXH_OK)
+            rc = ckpt_rfail(r, ST_SOFTWARE, "out of memory");
+    for (int s = 0; s < r->n_shards && rc == ST_OK; s++) {
         ckpt_shard *sh = &r->shards[s];
-        struct stat st;
-        for (size_t ci = 0; ci < sh->n_chunks; ci++) {
-            int rc = ckpt_load_chunk(r, sh, ci);
-            if (rc != ST_OK)
-                return rc;
+        struct stat fs;
+        for (size_t ci = 0; ci < sh->n_chunks && rc == ST_OK; ci++) {
+            rc = ckpt_load_chunk(r, sh, ci);
+            if (rc == ST_OK && dig)
+                XXH3_64bits_update(st[sh->chunks[ci].array], r->rbuf, (size_t)sh->chunks[ci].n * 4);
         }
-        int rc = ckpt_shard_fd(r, sh);
-        if (rc != ST_OK)
-            return rc;
-        if (fstat(sh->fd, &st) != 0 || (uint64_t)st.st_size != sh->file_bytes)
-            return ckpt_rfail(r, ST_DATA, "shard-%05d.bin: %lld bytes on disk, manifest says %" PRIu64,
-                              sh->rank, (long long)st.st_size, sh->file_bytes);
+        if (rc == ST_OK)
+            rc = ckpt_shard_fd(r, sh);
+        if (rc == ST_OK && (fstat(sh->fd, &fs) != 0 || (uint64_t)fs.st_size != sh->file_bytes))
+            rc = ckpt_rfail(r, ST_DATA, "shard-%05d.bin: %lld bytes on disk, manifest says %" PRIu64,
+                            sh->rank, (long long)fs.st_size, sh->file_bytes);
     }
-    return ST_OK;
+    for (int a = 0; dig && a < CKPT_N_ARRAYS; a++) {
+        if (rc == ST_OK)
+            snprintf(dig[a], 17, "%016" PRIx64, (uint64_t)XXH3_64bits_digest(st[a]));
+        XXH3_freeState(st[a]);
+    }
+    return rc;
 }
+
+int ckpt_verify_quiet(ckpt_reader *r) { return ckpt_verify_digest(r, NULL); }
 
 int ckpt_verify(ckpt_reader *r)
 {

@@ -85,7 +85,8 @@ int ckpt_list_steps(const char *ckpt_dir, int64_t **steps, int *n)
         v[cnt++] = s;
     }
     closedir(d);
-    qsort(v, (size_t)cnt, sizeof *v, ckpt_cmp_i64);
+    if (cnt)
+        qsort(v, (size_t)cnt, sizeof *v, ckpt_cmp_i64);
     *steps = v;
     *n = cnt;
     return ST_OK;
@@ -267,11 +268,20 @@ int ckpt_store_commit(const char *ckpt_dir, int64_t step, int world, ckpt_result
         return ST_USAGE;
     }
     if (stat(final, &st) == 0) {
-        /* Same config and step give the same bytes; the durable one stays. */
-        util_log("%s is already committed; discarding the duplicate save", final);
-        ckpt_rm_rf(tmp);
-        rc = ST_OK;
-        goto done;
+        /* Same config and step give the same bytes: a good durable copy
+         * stays; a damaged one (why we resumed from an older step) goes. */
+        if (ckpt_good(ckpt_dir, step, err, errcap) == ST_OK) {
+            util_log("%s is already committed; discarding the duplicate save", final);
+            ckpt_rm_rf(tmp);
+            rc = ST_OK;
+            goto done;
+        }
+        util_log("replacing %s, which does not verify: %s", final, err);
+        if (ckpt_delete_step(ckpt_dir, step) != 0) {
+            snprintf(err, errcap, "cannot remove the damaged %.800s: %.100s", final, strerror(errno));
+            rc = ST_IOERR;
+            goto fail;
+        }
     }
     rc = ckpt_manifest_assemble(tmp, world, &text, err, errcap);
     if (rc != ST_OK)

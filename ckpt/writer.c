@@ -49,6 +49,7 @@ typedef struct {
     ckpt_chunk *chunks;
     size_t n, next, written;
     size_t *len;
+    const uint8_t **ptr;         /* what to write for a slot: it, or the snapshot itself */
     int *done;
     int abort, fail;
     pthread_mutex_t mu;
@@ -80,7 +81,11 @@ static void *ckpt_worker(void *arg)
         size_t slot = i % w->n_slots, out = 0;
         const float *src = ckpt_chunk_src(w, c);
         int used = 0;
-        int bad = ckpt_codec_encode(&ws, w->desc.codec, w->desc.level, src, (size_t)c->n * 4, w->slots[slot],
+        int bad = 0;
+        if (w->desc.codec == CKPT_CODEC_NONE)
+            out = (size_t)c->n * 4, used = CKPT_CODEC_NONE;  /* written straight from the snapshot */
+        else
+            bad = ckpt_codec_encode(&ws, w->desc.codec, w->desc.level, src, (size_t)c->n * 4, w->slots[slot],
                                     w->slot_cap, &out, &used);
         if (!bad) {
             c->codec = used;
@@ -91,6 +96,7 @@ static void *ckpt_worker(void *arg)
         pthread_mutex_lock(&j->mu);
         j->fail |= bad;
         j->len[slot] = out;
+        j->ptr[slot] = used == CKPT_CODEC_NONE ? (const uint8_t *)src : w->slots[slot];
         j->done[slot] = 1;
         pthread_cond_broadcast(&j->cv);
         pthread_mutex_unlock(&j->mu);
@@ -152,7 +158,8 @@ static int ckpt_write_shard(ckpt_writer *w, const char *tmp, char *err, size_t e
     pthread_cond_init(&j.cv, NULL);
     j.len = calloc(w->n_slots, sizeof *j.len);
     j.done = calloc(w->n_slots, sizeof *j.done);
-    if (!j.len || !j.done || ckpt_make_chunks(&w->desc, &j.chunks, &j.n) != 0) {
+    j.ptr = calloc(w->n_slots, sizeof *j.ptr);
+    if (!j.len || !j.done || !j.ptr || ckpt_make_chunks(&w->desc, &j.chunks, &j.n) != 0) {
         snprintf(err, errcap, "out of memory for the chunk index of %.800s", bin);
         rc = ST_SOFTWARE;
         goto out;
@@ -178,7 +185,7 @@ static int ckpt_write_shard(ckpt_writer *w, const char *tmp, char *err, size_t e
             break;
         }
         j.chunks[i].off = pos;
-        if (ckpt_pwrite_all(fd, w->slots[slot], j.len[slot], pos) != 0) {
+        if (ckpt_pwrite_all(fd, j.ptr[slot], j.len[slot], pos) != 0) {
             snprintf(err, errcap, "cannot write %.800s: %.100s", bin, strerror(errno));
             rc = ST_IOERR;
             break;
@@ -223,6 +230,7 @@ out:
     free(j.chunks);
     free(j.len);
     free(j.done);
+    free(j.ptr);
     pthread_mutex_destroy(&j.mu);
     pthread_cond_destroy(&j.cv);
     return rc;
@@ -363,7 +371,11 @@ int ckpt_writer_open(ckpt_writer **out, const char *ckpt_dir, const ckpt_opts *o
         rc = util_fail(ST_IOERR, "another writer holds %s: two runs must not share a checkpoint directory", lock);
         goto out;
     }
-    w->n_slots = 2 * (size_t)(o->threads < 1 ? 1 : o->threads) + 1;
+    if (w->o.threads < 1) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);   /* threads = 0: all cores */
+        w->o.threads = cores < 1 ? 1 : cores > 64 ? 64 : (int)cores;
+    }
+    w->n_slots = 2 * (size_t)w->o.threads + 1;
     w->slot_cap = ckpt_codec_bound(o->codec, o->chunk_bytes);
     if (w->slot_cap < o->chunk_bytes)
         w->slot_cap = o->chunk_bytes;

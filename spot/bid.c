@@ -375,6 +375,8 @@ static int bid_parse_csv(bid_history *h, const char *name, const char *buf, size
         int nf = 0;
         for (char *p = l; nf < 4;) {
             f[nf++] = p;
+            if (nf == 4)
+                break;
             char *c = strchr(p, ',');
             if (!c)
                 break;

@@ -62,13 +62,11 @@ static int http_parse_status_line(const char *p, size_t n, int *status)
     return (*status >= 100 && *status <= 599) ? 0 : -1;
 }
 
-/* Case-insensitive: does the comma-separated list end with "chunked"? */
+/* Only "chunked" alone: a body also gzip'd or otherwise coded is refused,
+ * since nothing here could decode it. */
 static int http_te_is_chunked(const char *v, size_t n)
 {
-    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-        n--;
-    return n >= 7 && strncasecmp(v + n - 7, "chunked", 7) == 0 &&
-           (n == 7 || v[n - 8] == ',' || v[n - 8] == ' ' || v[n - 8] == '\t');
+    return n == 7 && strncasecmp(v, "chunked", 7) == 0;
 }
 
 typedef struct {

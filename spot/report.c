@@ -335,6 +335,8 @@ int cost_report_cli(int argc, char **argv)
             header = 1;
         else if (!strcmp(argv[i], "--config") && i + 1 < argc)
             cfgpath = argv[++i];
+        else if (!strcmp(argv[i], "--config"))
+            return util_fail(ST_USAGE, "cost report: --config needs a FILE");
         else if (argv[i][0] == '-' && argv[i][1])
             return util_fail(ST_USAGE, "cost report: unknown option %s; see spotrain cost --help", argv[i]);
         else if (!dir)

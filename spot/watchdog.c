@@ -38,7 +38,7 @@ static void spot_wd_fire(double idle)
 {
     char msg[200];
     int n = snprintf(msg, sizeof msg,
-                     "spotrain: watchdog: no training progress for %.0f s (limit %.0f s; a peer "
+                     "spotrain: watchdog: no training progress for %.1f s (limit %.1f s; a peer "
                      "may have vanished); exiting %d so the job is restarted\n",
                      idle, spot_wd_limit, ST_WATCHDOG);
     ssize_t w = write(STDERR_FILENO, msg, n > 0 ? (size_t)n : 0);

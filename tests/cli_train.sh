@@ -48,7 +48,7 @@ t_exit "no shard matches, exit 66" 66 "no data shards match" "$S" train /dev/nul
 t_exit "good shard trains" 0 "" "$S" train /dev/null $SH --set data.train_path=good.bin --set train.run_dir=r-shard $FAST
 
 t_exit "dry-run 7B: exact parameter count" 0 "parameters: 6910365696 " "$S" train /dev/null --set model.preset=deepseek-7b --dry-run
-t_exit "dry-run 67B over 64 ranks" 0 "parameters: 674[0-9]{7} " "$S" train /dev/null --set model.preset=deepseek-67b --dry-run --world 64
+t_exit "dry-run 67B over 64 ranks" 0 "parameters: 674[0-9]{8} " "$S" train /dev/null --set model.preset=deepseek-67b --dry-run --world 64
 t_exit "cuda backend unavailable, exit 69" 69 "cuda" "$S" train /dev/null --set train.backend=cuda --set train.run_dir=r-cuda $FAST
 
 t_exit "train writes a run" 0 "" "$S" train /dev/null --set train.run_dir=r1 $FAST

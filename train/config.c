@@ -68,7 +68,7 @@ static const cfg_key cfg_keys[] = {
     KF("checkpoint", "interval_seconds", ckpt_interval_seconds, 0, 1e9),
     KI("checkpoint", "keep_last", ckpt_keep_last, 1, 1 << 20),
     KI("checkpoint", "keep_every", ckpt_keep_every, 0, 1e15),
-    KS("checkpoint", "codec", ckpt_codec, "none|zstd|shuffle-zstd"),
+    KS("checkpoint", "codec", ckpt_codec, "none|zstd|shuffle-zstd|planes-zstd"),
     KI("checkpoint", "level", ckpt_level, 1, 19),
     KI("checkpoint", "chunk_kib", ckpt_chunk_kib, 4, 1 << 20),
     KS("checkpoint", "busy", ckpt_busy, "skip|wait"),

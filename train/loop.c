@@ -5,9 +5,11 @@
 #include "backend.h"
 #include "comm.h"
 #include "data.h"
-#include "events.h"
+#include "../util/events.h"
 #include "optim.h"
 #include "../ckpt/ckpt.h"
+#include "../spot/cost.h"
+#include "../spot/metrics.h"
 #include "../spot/spot.h"
 #include "../util/util.h"
 
@@ -42,6 +44,11 @@ typedef struct {
     char ckpt_dir[CFG_STR + 16];
     char *config_text;
     char resumed_from[CFG_STR + 64];
+    /* Prometheus textfile inputs (rank 0, metrics.textfile set). */
+    ckpt_result last_ckpt;
+    uint64_t checkpoints, notices;
+    int interruptions;
+    double spend_before, fleet_spot, segment_wall, last_loss;
 } trainer;
 
 /* Flags every rank contributes to the per-step agreement (element-wise max). */
@@ -62,19 +69,12 @@ static void trainer_log(const trainer *t, const char *fmt, ...)
     fprintf(stderr, "%s%s\n", t->tty ? "\r\033[K" : "", line);
 }
 
-static int trainer_codec(const char *name)
-{
-    if (!strcmp(name, "none"))
-        return CKPT_CODEC_NONE;
-    return strcmp(name, "zstd") ? CKPT_CODEC_SHUFFLE_ZSTD : CKPT_CODEC_ZSTD;
-}
-
 static void trainer_hparams(trainer *t)
 {
     const cfg *c = t->c;
     t->h = (optim_hparams){c->lr, c->min_lr, c->warmup_steps, c->weight_decay, c->beta1,
                            c->beta2, c->adam_eps, c->grad_clip, c->max_steps};
-    t->copts.codec = trainer_codec(c->ckpt_codec);
+    t->copts.codec = ckpt_codec_from_name(c->ckpt_codec);   /* the key table admits only known names */
     t->copts.level = (int)c->ckpt_level;
     t->copts.chunk_bytes = (size_t)c->ckpt_chunk_kib * 1024;
     t->copts.threads = (int)c->ckpt_threads;
@@ -194,7 +194,7 @@ static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_
             snprintf(aside, sizeof aside, "%s.old-%lld", t->ckpt_dir, (long long)util_wall());
             if (rename(t->ckpt_dir, aside) != 0)
                 st[0] = util_fail(ST_IOERR, "cannot move %s aside to %s", t->ckpt_dir, aside);
-            else
+            else if ((st[0] = util_mkdirs(t->ckpt_dir)) == ST_OK)
                 trainer_log(t, "--force: moved the old checkpoints to %s", aside);
         } else if (mode == TRAIN_RESUME) {
             int rc = ckpt_find_latest(t->ckpt_dir, path, cap);
@@ -311,6 +311,8 @@ static int trainer_collect_commit(trainer *t)
         char q[CFG_STR + 64];
         t->durable = s;
         t->last_write_s = res.write_ms / 1000.0;
+        t->last_ckpt = res;
+        t->checkpoints++;
         events_quote(res.path, q, sizeof q);
         events_write(&t->ev, "checkpoint", "\"step\":%lld,\"path\":%s,\"raw_bytes\":%llu,"
                      "\"stored_bytes\":%llu,\"stall_ms\":%.3f,\"write_ms\":%.3f", (long long)s, q,
@@ -468,6 +470,50 @@ static int trainer_validate(trainer *t)
     return ST_OK;
 }
 
+/* What earlier segments cost, read once from the ledger at start, so the
+ * textfile's spend and interruption counters cover the whole run. */
+static void trainer_metrics_init(trainer *t)
+{
+    char path[CFG_STR + 32], *text = NULL;
+    size_t len = 0;
+    cost_report r;
+    double od;
+    t->segment_wall = util_wall();
+    cost_fleet_hourly(t->c, t->c->nodes, &od, &t->fleet_spot);
+    snprintf(path, sizeof path, "%s/events.jsonl", t->c->run_dir);
+    if (util_read_file(path, &text, &len) == ST_OK && cost_report_compute(text, len, t->c, &r) == ST_OK) {
+        /* This segment's own start record is already in the ledger. */
+        t->interruptions = r.interruptions > 0 ? r.interruptions - 1 : 0;
+        t->spend_before = r.spend;
+    }
+    free(text);
+}
+
+static void trainer_metrics(trainer *t, double loss, double tps)
+{
+    const cfg *c = t->c;
+    if (!trainer_is_root(t) || !c->textfile[0] || (t->step % c->metrics_every && t->step != c->max_steps))
+        return;
+    metrics_sample m = {0};
+    m.run = c->run_dir;
+    m.step = t->step;
+    m.max_steps = c->max_steps;
+    m.loss = loss;
+    m.tokens_per_second = tps;
+    m.tokens_total = (double)t->tokens;
+    m.train_seconds = t->train_seconds;
+    m.ckpt_seconds = (t->last_ckpt.stall_ms + t->last_ckpt.write_ms) / 1000.0;
+    m.ckpt_stall_seconds = t->last_ckpt.stall_ms / 1000.0;
+    m.ckpt_bytes = (double)t->last_ckpt.stored_bytes;
+    m.checkpoints_total = t->checkpoints;
+    m.notices_total = t->notices;
+    m.interruptions_total = (uint64_t)t->interruptions;
+    m.price_per_hour = t->fleet_spot;
+    m.spend_dollars = t->spend_before + (util_wall() - t->segment_wall) / 3600.0 * t->fleet_spot;
+    if (metrics_write(c->textfile, &m) != ST_OK)
+        trainer_log(t, "metrics textfile %s not written; training goes on", c->textfile);
+}
+
 /* Agreement after each step: stop?, checkpoint due?, shards written? */
 static int trainer_agree(trainer *t, spot_notice *n, int64_t flags[AGREE_N])
 {
@@ -514,9 +560,15 @@ static int trainer_loop(trainer *t)
             return rc;
         double ms = (util_now() - t0) * 1000.0;
         t->train_seconds += ms / 1000.0;
+        t->last_loss = loss;
         trainer_progress(t, loss, gnorm, lr, ms);
-        if (flags[AGREE_STOP])
-            return trainer_stop(t, &n);
+        trainer_metrics(t, loss, (double)c->global_batch * (double)c->seq_len / (ms / 1000.0));
+        if (flags[AGREE_STOP]) {
+            t->notices++;
+            rc = trainer_stop(t, &n);
+            trainer_metrics(t, loss, 0);
+            return rc;
+        }
         if (flags[AGREE_DUE] && t->step < c->max_steps) {
             t->last_ckpt_wall = util_now();
             if (t->inflight >= 0 && t->copts.busy_wait)
@@ -527,7 +579,9 @@ static int trainer_loop(trainer *t)
                 return rc;
         }
     }
-    return trainer_save_now(t, 1e9);
+    rc = trainer_save_now(t, 1e9);
+    trainer_metrics(t, t->last_loss, 0);
+    return rc;
 }
 
 /* --- setup and teardown ---------------------------------------------------- */
@@ -613,6 +667,8 @@ static int trainer_begin(trainer *t, int mode, int force)
                  "\"params\":%zu", (long long)t->step, t->world, comm_nodes(),
                  t->resumed_from[0] ? q : "null", (long long)(t->c->global_batch * t->c->seq_len),
                  (long long)t->c->max_steps, cq, t->b->name, t->L.n_floats);
+    if (trainer_is_root(t) && t->c->textfile[0])
+        trainer_metrics_init(t);
     trainer_log(t, "%s %zu parameters on %d rank%s (%s backend), step %lld of %lld",
                 t->resumed_from[0] ? "resumed" : "training", t->L.n_floats, t->world,
                 t->world == 1 ? "" : "s", t->b->name, (long long)t->step, (long long)t->c->max_steps);
@@ -626,8 +682,7 @@ int train_run(const cfg *c, int mode, int force)
     int spot_on = 0;
     if (rc == ST_OK)
         rc = trainer_begin(&t, mode, force);
-    if (rc == ST_OK && (rc = spot_signals_install(c->grace_seconds)) == ST_OK &&
-        (rc = spot_start(c, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
+    if (rc == ST_OK && (rc = spot_start(c, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
         spot_on = 1;
         rc = spot_watchdog_start(c->watchdog_seconds);
     }

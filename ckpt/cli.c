@@ -1,0 +1,273 @@
+/* `spotrain ckpt inspect|verify|export`: finds the checkpoints a path names
+ * (a step directory, a checkpoint directory or a run directory), describes
+ * or verifies them, and exports one as Hugging Face safetensors. */
+#include "ckpt_int.h"
+#include "../util/util.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char ckpt_usage_inspect[] =
+    "usage: spotrain ckpt inspect PATH [--json]\n"
+    "  PATH is one checkpoint (RUN_DIR/ckpt/step-NNNNNNNN), a checkpoint directory or a run\n"
+    "  directory (its ckpt/ is used). Prints step, tokens, training time, world size, sizes,\n"
+    "  ratio, codec, validity (every chunk is re-read) and an xxh3-64 digest of params, adam_m\n"
+    "  and adam_v in flat order (the same whatever world size or codec saved them).\n"
+    "  Exit 0 when every checkpoint verifies, 65 when one does not, 66 when none is there.\n";
+static const char ckpt_usage_verify[] =
+    "usage: spotrain ckpt verify PATH\n"
+    "  Re-reads every chunk of every shard and checks sizes and checksums. PATH as for\n"
+    "  inspect. Exit 0 when all verify; 65 with one line naming checkpoint and chunk if not.\n";
+static const char ckpt_usage_export[] =
+    "usage: spotrain ckpt export PATH -o DIR\n"
+    "  Writes DIR/model.safetensors (fp32) and DIR/config.json for transformers'\n"
+    "  LlamaForCausalLM from one checkpoint (or the newest that verifies under PATH).\n";
+
+/* The step directories PATH names, oldest first. */
+static int ckpt_cli_resolve(const char *path, char ***dirs, int *n)
+{
+    struct stat st;
+    char probe[4200], base[4200];
+    int64_t step, *steps = NULL;
+    int cnt = 0;
+    *dirs = NULL;
+    *n = 0;
+    if (stat(path, &st) != 0)
+        return util_fail(ST_NOINPUT, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return util_fail(ST_NOINPUT, "%s is not a directory; give a checkpoint, checkpoint dir or run dir", path);
+    snprintf(probe, sizeof probe, "%s/manifest.json", path);
+    const char *slash = strrchr(path, '/');
+    snprintf(base, sizeof base, "%s", slash && slash[1] ? slash + 1 : path);
+    if (stat(probe, &st) == 0 || ckpt_name_step(base, &step) == 0) {
+        *dirs = calloc(1, sizeof **dirs);
+        if (!*dirs || !((*dirs)[0] = strdup(path)))
+            return util_fail(ST_SOFTWARE, "out of memory");
+        *n = 1;
+        return ST_OK;
+    }
+    snprintf(probe, sizeof probe, "%s/ckpt", path);
+    const char *dir = stat(probe, &st) == 0 && S_ISDIR(st.st_mode) ? probe : path;
+    if (ckpt_list_steps(dir, &steps, &cnt) != ST_OK || cnt == 0) {
+        free(steps);
+        return util_fail(ST_NOINPUT, "no checkpoints under %s", dir);
+    }
+    *dirs = calloc((size_t)cnt, sizeof **dirs);
+    for (int i = 0; *dirs && i < cnt; i++) {
+        char p[4300];
+        snprintf(p, sizeof p, "%s/step-%08" PRId64, dir, steps[i]);
+        (*dirs)[i] = strdup(p);
+    }
+    free(steps);
+    *n = cnt;
+    return *dirs ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
+}
+
+static void ckpt_cli_free(char **dirs, int n)
+{
+    for (int i = 0; dirs && i < n; i++)
+        free(dirs[i]);
+    free(dirs);
+}
+
+static json_object *ckpt_cli_json(const char *dir, const ckpt_reader *r, int rc, const char *err,
+                                   char dig[CKPT_N_ARRAYS][17])
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "path", json_object_new_string(dir));
+    json_object_object_add(o, "valid", json_object_new_boolean(rc == ST_OK));
+    json_object_object_add(o, "error", rc == ST_OK ? NULL : json_object_new_string(err));
+    if (!r)
+        return o;
+    const ckpt_info *in = &r->info;
+    json_object_object_add(o, "step", json_object_new_int64(in->step));
+    json_object_object_add(o, "tokens", json_object_new_int64((int64_t)in->tokens));
+    json_object_object_add(o, "elapsed_seconds", json_object_new_double(in->elapsed_seconds));
+    json_object_object_add(o, "saved_at", json_object_new_double(in->saved_at));
+    json_object_object_add(o, "world_size", json_object_new_int(in->world_size));
+    json_object_object_add(o, "format_version", json_object_new_int(in->format_version));
+    json_object_object_add(o, "spotrain_version", json_object_new_string(in->spotrain_version));
+    json_object_object_add(o, "codec", json_object_new_string(ckpt_codec_name(in->codec)));
+    json_object_object_add(o, "level", json_object_new_int(in->level));
+    json_object_object_add(o, "chunk_bytes", json_object_new_int64((int64_t)r->chunk_bytes));
+    json_object_object_add(o, "n_floats", json_object_new_int64((int64_t)in->n_floats));
+    json_object_object_add(o, "raw_bytes", json_object_new_int64((int64_t)in->raw_bytes));
+    json_object_object_add(o, "stored_bytes", json_object_new_int64((int64_t)in->stored_bytes));
+    json_object_object_add(o, "ratio", json_object_new_double(in->stored_bytes ? (double)in->raw_bytes / (double)in->stored_bytes : 0));
+    json_object_object_add(o, "lr", json_object_new_double(in->lr));
+    json_object_object_add(o, "loss_scale", json_object_new_double(in->loss_scale));
+    json_object *m = json_object_new_object();
+    json_object_object_add(m, "dim", json_object_new_int64(in->shape.dim));
+    json_object_object_add(m, "n_layers", json_object_new_int64(in->shape.n_layers));
+    json_object_object_add(m, "n_heads", json_object_new_int64(in->shape.n_heads));
+    json_object_object_add(m, "n_kv_heads", json_object_new_int64(in->shape.n_kv_heads));
+    json_object_object_add(m, "ffn_dim", json_object_new_int64(in->shape.ffn_dim));
+    json_object_object_add(m, "vocab", json_object_new_int64(in->shape.vocab));
+    json_object_object_add(m, "seq_len", json_object_new_int64(in->shape.seq_len));
+    json_object_object_add(o, "model", m);
+    json_object *d = json_object_new_object();
+    for (int a = 0; a < CKPT_N_ARRAYS; a++)
+        json_object_object_add(d, ckpt_array_name(a), rc == ST_OK ? json_object_new_string(dig[a]) : NULL);
+    json_object_object_add(o, "digest", d);
+    return o;
+}
+
+static void ckpt_cli_text(const char *dir, const ckpt_reader *r, int rc, const char *err,
+                          char dig[CKPT_N_ARRAYS][17])
+{
+    if (!r) {
+        printf("%s\n  INVALID: %s\n", dir, err);
+        return;
+    }
+    const ckpt_info *in = &r->info;
+    char when[48];
+    util_iso8601(in->saved_at, when);
+    printf("%s\n  step %" PRId64 ", %" PRIu64 " tokens, %.1f s trained, world %d, saved %s\n", dir, in->step,
+           in->tokens, in->elapsed_seconds, in->world_size, when);
+    printf("  %" PRIu64 " params x 3 arrays: raw %.2f MiB, stored %.2f MiB, ratio %.3fx, codec %s level %d\n",
+           in->n_floats, (double)in->raw_bytes / 1048576.0, (double)in->stored_bytes / 1048576.0,
+           in->stored_bytes ? (double)in->raw_bytes / (double)in->stored_bytes : 0.0, ckpt_codec_name(in->codec),
+           in->level);
+    if (rc == ST_OK)
+        printf("  valid; digest params %s adam_m %s adam_v %s\n", dig[0], dig[1], dig[2]);
+    else
+        printf("  INVALID: %s\n", err);
+}
+
+static int ckpt_cli_inspect(int argc, char **argv)
+{
+    const char *path = NULL;
+    int json = 0, rc = ST_OK, n = 0;
+    char **dirs = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (argv[i][0] == '-' || path)
+            return util_fail(ST_USAGE, "ckpt inspect: unexpected argument '%s' (see spotrain ckpt inspect --help)", argv[i]);
+        else
+            path = argv[i];
+    }
+    if (!path)
+        return util_fail(ST_USAGE, "ckpt inspect: which checkpoint? spotrain ckpt inspect PATH [--json]");
+    if ((rc = ckpt_cli_resolve(path, &dirs, &n)) != ST_OK)
+        return rc;
+    json_object *all = json_object_new_array();
+    for (int i = 0; i < n; i++) {
+        char err[CKPT_ERR] = "", dig[CKPT_N_ARRAYS][17];
+        ckpt_reader *r = NULL;
+        int one = ckpt_open_quiet(&r, dirs[i], err, sizeof err);
+        if (one == ST_OK && (one = ckpt_verify_digest(r, dig)) != ST_OK)
+            snprintf(err, sizeof err, "%s", r->err);
+        if (json)
+            json_object_array_add(all, ckpt_cli_json(dirs[i], r, one, err, dig));
+        else
+            ckpt_cli_text(dirs[i], r, one, err, dig);
+        if (one != ST_OK && rc == ST_OK)
+            rc = one == ST_NOINPUT || one == ST_IOERR ? one : ST_DATA;
+        ckpt_close(r);
+    }
+    if (json) {
+        json_object *out = n == 1 && ckpt_name_step(strrchr(dirs[0], '/') ? strrchr(dirs[0], '/') + 1 : dirs[0], &(int64_t){0}) == 0 &&
+                           strcmp(dirs[0], path) == 0 ? json_object_array_get_idx(all, 0) : all;
+        printf("%s\n", json_object_to_json_string_ext(out, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
+    }
+    json_object_put(all);
+    ckpt_cli_free(dirs, n);
+    return rc;
+}
+
+static int ckpt_cli_verify(int argc, char **argv)
+{
+    const char *path = NULL;
+    int rc = ST_OK, n = 0;
+    char **dirs = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-' || path)
+            return util_fail(ST_USAGE, "ckpt verify: unexpected argument '%s' (see spotrain ckpt verify --help)", argv[i]);
+        path = argv[i];
+    }
+    if (!path)
+        return util_fail(ST_USAGE, "ckpt verify: which checkpoint? spotrain ckpt verify PATH");
+    if ((rc = ckpt_cli_resolve(path, &dirs, &n)) != ST_OK)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        char err[CKPT_ERR];
+        ckpt_reader *r = NULL;
+        int one = ckpt_open_quiet(&r, dirs[i], err, sizeof err);
+        if (one == ST_OK && (one = ckpt_verify_quiet(r)) != ST_OK)
+            snprintf(err, sizeof err, "%s", r->err);
+        if (one == ST_OK) {
+            size_t chunks = 0;
+            for (int s = 0; s < r->n_shards; s++)
+                chunks += r->shards[s].n_chunks;
+            printf("%s: ok (%d shard%s, %zu chunks, %" PRIu64 " bytes)\n", dirs[i], r->n_shards,
+                   r->n_shards == 1 ? "" : "s", chunks, r->info.stored_bytes);
+        } else {
+            util_fail(one, "%s", err);
+            if (rc == ST_OK)
+                rc = one == ST_NOINPUT || one == ST_IOERR ? one : ST_DATA;
+        }
+        ckpt_close(r);
+    }
+    ckpt_cli_free(dirs, n);
+    return rc;
+}
+
+
+static int ckpt_cli_export(int argc, char **argv)
+{
+    const char *path = NULL, *out = NULL;
+    char latest[4300];
+    struct stat st;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc)
+            out = argv[++i];
+        else if (argv[i][0] == '-' || path)
+            return util_fail(ST_USAGE, "ckpt export: unexpected argument '%s' (see spotrain ckpt export --help)", argv[i]);
+        else
+            path = argv[i];
+    }
+    if (!path || !out)
+        return util_fail(ST_USAGE, "ckpt export: spotrain ckpt export PATH -o DIR");
+    if (stat(path, &st) != 0)
+        return util_fail(ST_NOINPUT, "%s: %s", path, strerror(errno));
+    char probe[4300];
+    snprintf(probe, sizeof probe, "%s/manifest.json", path);
+    if (stat(probe, &st) != 0) {
+        /* A checkpoint or run directory: the newest that verifies. */
+        snprintf(probe, sizeof probe, "%s/ckpt", path);
+        const char *dir = stat(probe, &st) == 0 && S_ISDIR(st.st_mode) ? probe : path;
+        int64_t s;
+        const char *slash = strrchr(path, '/');
+        if (ckpt_name_step(slash ? slash + 1 : path, &s) != 0) {
+            if (ckpt_find_latest(dir, latest, sizeof latest) != ST_OK)
+                return util_fail(ST_NOINPUT, "no checkpoint that verifies under %s", dir);
+            path = latest;
+        }
+    }
+    return ckpt_export(path, out);
+}
+
+int ckpt_cli(int argc, char **argv)
+{
+    static const struct { const char *verb, *usage; int (*fn)(int, char **); } verbs[] = {
+        {"inspect", ckpt_usage_inspect, ckpt_cli_inspect},
+        {"verify", ckpt_usage_verify, ckpt_cli_verify},
+        {"export", ckpt_usage_export, ckpt_cli_export}};
+    if (argc < 1)
+        return util_fail(ST_USAGE, "ckpt: which one? spotrain ckpt inspect|verify|export (see spotrain --help)");
+    for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++) {
+        if (strcmp(argv[0], verbs[v].verb) != 0)
+            continue;
+        for (int i = 1; i < argc; i++)
+            if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+                return fputs(verbs[v].usage, stdout), ST_OK;
+        return verbs[v].fn(argc, argv);
+    }
+    return util_fail(ST_USAGE, "ckpt: unknown verb '%s'; use inspect, verify or export", argv[0]);
+}

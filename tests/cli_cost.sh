@@ -1,0 +1,116 @@
+#!/bin/sh
+# CLI tests of `cost estimate`, `cost report` and `bid`: the published
+# example's exact figures, the cron-friendly report (torn last line,
+# --csv --header), bid's recommendation and alert, and bad inputs.
+. tests/lib.sh
+
+S=$SPOTRAIN
+EX=examples/spot-8xa100.ini
+
+# t_has NAME STRING FILE: FILE contains STRING verbatim.
+t_has() {
+    if grep -qF -- "$2" "$3"; then t_ok "$1"; else t_bad "$1" "missing '$2' in: $(head -c 600 "$3")"; fi
+}
+
+# --- cost estimate: the published example, to the cent -------------------
+"$S" cost estimate "$EX" >"$T_TMP/est.txt" 2>&1
+t_exit "estimate exits 0" 0 "" "$S" cost estimate "$EX"
+for s in "node                      48.00 -> 19.20" "interconnect              12.00 -> 4.80" \
+    "storage                    6.00 -> 6.00" "66.00 -> 30.00" "saving 54.5%" "5120 -> 5420" \
+    "337,920 -> 162,600" "saving 51.9%" "time +5.9%" "ZeRO-1 across 8 GPUs"; do
+    t_has "estimate prints '$s'" "$s" "$T_TMP/est.txt"
+done
+"$S" cost estimate "$EX" --json >"$T_TMP/est.json"
+t_exit "estimate --json is JSON with the run costs" 0 "" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["ondemand_cost"] == 337920 and d["spot_cost"] == 162600, d
+assert d["params"] == 6910365696' "$T_TMP/est.json"
+"$S" cost estimate "$EX" --csv >"$T_TMP/est.csv"
+t_has "estimate --csv run_cost row" "run_cost,337920.00,162600.00,\$" "$T_TMP/est.csv"
+t_exit "implausible 67B plan is flagged" 0 "IMPLAUSIBLE.*5.37e\+09 tokens" "$S" cost estimate examples/implausible-67b.ini
+t_exit "--set overrides a key" 0 "run hours   100 -> " "$S" cost estimate "$EX" --set cost.ondemand_hours=100 --set cost.spot_hours=0
+t_exit "estimate without CONFIG is usage" 64 "missing CONFIG" "$S" cost estimate
+t_exit "estimate unknown option is usage" 64 "unknown option" "$S" cost estimate "$EX" --bogus
+t_exit "estimate of a missing file" 66 "" "$S" cost estimate "$T_TMP/nope.ini"
+printf '[cost]\nondemand_hours = 10\n' >"$T_TMP/noprice.ini"
+t_exit "estimate without prices is a config error" 78 "price" "$S" cost estimate "$T_TMP/noprice.ini"
+t_exit "cost --help" 0 "usage: spotrain cost estimate" "$S" cost --help
+
+# --- cost report -----------------------------------------------------------
+R=$T_TMP/run
+mkdir -p "$R"
+cat >"$R/events.jsonl" <<'EOT'
+{"ts":1000.0,"event":"start","step":0,"world":2,"nodes":2,"resumed_from":null,"tokens_per_step":1000,"max_steps":1000,"config":"x.ini","backend":"cpu","params":100}
+{"ts":1360.0,"event":"step","step":100,"loss":2.0,"lr":0.001,"grad_norm":1,"tokens":100000,"tok_per_s":300,"ms":3600,"train_seconds":360}
+{"ts":1361.0,"event":"checkpoint","step":100,"path":"ckpt/step-00000100","raw_bytes":10,"stored_bytes":5,"stall_ms":1800,"write_ms":100}
+{"ts":1720.0,"event":"step","step":200,"loss":1.5,"lr":0.001,"grad_norm":1,"tokens":200000,"tok_per_s":300,"ms":3600,"train_seconds":720}
+{"ts":1750.0,"event":"notice","source":"aws","detail":"terminate","deadline":1870}
+{"ts":4600.0,"event":"start","step":100,"world":2,"nodes":2,"resumed_from":"ckpt/step-00000100","tokens_per_step":1000,"max_steps":1000,"config":"x.ini","backend":"cpu","params":100}
+{"ts":4960.0,"event":"step","step":200,"loss":1.5,"lr":0.001,"grad_norm":1,"tokens":200000,"tok_per_s":300,"ms":3600,"train_seconds":720}
+{"ts":4961.0,"event":"checkpoint","step":200,"path":"ckpt/step-00000200","raw_bytes":10,"stored_bytes":5,"stall_ms":1800,"write_ms":100}
+{"ts":5320.0,"event":"step","step":300,"loss":1.2,"lr":0.001,"grad_norm":1,"tokens":300000,"tok_per_s":300,"ms":3600,"train_seconds":1080}
+{"ts":5330.0,"event":"exit","step":300,"code":75,"reason":"notice"}
+{"ts":8200.0,"event":"start","step":300,"world":2,"nodes":2,"resumed_from":"ckpt/step-00000300","tokens_per_step":1000,"max_steps":1000,"config":"x.ini","backend":"cpu","params":100}
+{"ts":8560.0,"event":"step","step":400,"loss":1.1,"lr":0.001,"grad_norm":1,"tokens":400000,"tok_per_s":300,"ms":3600,"train_seconds":1440}
+EOT
+printf '{"ts":8600.0,"event":"step","step":41' >>"$R/events.jsonl"
+printf '[price.node]\nondemand = 10\nspot = 4\n[price.disk]\nondemand = 1\nspot = 1\n' >"$R/config.ini"
+"$S" cost report "$R" >"$T_TMP/rep.txt" 2>"$T_TMP/rep.err"
+t_exit "report exits 0 on a torn last line" 0 "" "$S" cost report "$R"
+if [ -s "$T_TMP/rep.err" ]; then t_bad "report is quiet on stderr" "$(cat "$T_TMP/rep.err")"; else t_ok "report is quiet on stderr"; fi
+t_has "report counts interruptions" "3 (2 interruptions: 1 preempted exits, 1 killed; 1 notices" "$T_TMP/rep.txt"
+t_has "report lost work" "100 steps redone (0.10 h)" "$T_TMP/rep.txt"
+t_has "report spend" "spend so far        5.11" "$T_TMP/rep.txt"
+t_has "report projection" "to finish           7.67; projected total 12.78" "$T_TMP/rep.txt"
+t_has "report on-demand counterfactual" "8.80 so far, 22.00 for the whole run" "$T_TMP/rep.txt"
+"$S" cost report "$R" --csv >>"$T_TMP/spend.csv"
+"$S" cost report "$R" --csv >>"$T_TMP/spend.csv"
+t_exit "--csv without --header: one row per call" 0 "" test "$(wc -l <"$T_TMP/spend.csv")" -eq 2
+t_exit "--csv rows carry no header" 1 "" grep -q '^time,' "$T_TMP/spend.csv"
+"$S" cost report "$R" --csv --header >"$T_TMP/h.csv"
+t_exit "--csv --header: header plus one row" 0 "" test "$(wc -l <"$T_TMP/h.csv")" -eq 2
+t_has "--csv header names the columns" "time,run_dir,segments,interruptions,notices,run_hours" "$T_TMP/h.csv"
+t_exit "--csv row values" 0 ",3,2,1,0.5111,1.0222,400,1000,100,0.0010,5.11,8.80,0.7667,7.67,12.78,22.00" cat "$T_TMP/h.csv"
+t_exit "report --json" 0 '"lost_steps":100' sh -c "'$S' cost report '$R' --json | tr -d ' \n'"
+t_exit "report --config overrides RUN_DIR/config.ini" 0 "spend so far        30.67" "$S" cost report "$R" --config "$EX"
+t_exit "report of a missing run dir" 66 "" "$S" cost report "$T_TMP/none"
+: >"$T_TMP/empty.jsonl"
+mkdir -p "$T_TMP/empty" && : >"$T_TMP/empty/events.jsonl"
+t_exit "report without a start record" 65 "no start record" "$S" cost report "$T_TMP/empty"
+t_exit "--header without --csv is usage" 64 "" "$S" cost report "$R" --header
+
+# --- bid -------------------------------------------------------------------
+H=$T_TMP/h1.csv
+{
+    echo "timestamp,zone,instance_type,price"
+    k=0
+    while [ $k -lt 10 ]; do
+        echo "$((1714521600 + k * 36000)),z1,p5,1.0"
+        echo "$((1714521600 + k * 36000 + 32400)),z1,p5,3.0"
+        k=$((k + 1))
+    done
+    echo "$((1714521600 + 360000)),z1,p5,1.0"
+    echo "1714521600,z2,p5,1.5"
+} >"$H"
+t_exit "bid recommends the cheaper zone and cap" 0 "recommendation: z1 p5, max price 1.0000/h" "$S" bid --history "$H" --hours 10 --restart-minutes 30 --ondemand 4
+t_exit "bid says bids no longer set AWS prices" 0 "since 2017" "$S" bid --history "$H"
+t_exit "bid long recovery takes the never-interrupted cap" 0 "z1 p5, max price 3.0000/h" "$S" bid --history "$H" --hours 10 --restart-minutes 300
+t_exit "bid --json" 0 '"zone":"z1"' sh -c "'$S' bid --history '$H' --hours 10 --restart-minutes 30 --json | tr -d ' \n'"
+t_exit "bid --alert-above crossing exits 3" 3 "alert" "$S" bid --history "$H" --hours 10 --restart-minutes 30 --alert-above 0.5
+t_exit "bid --alert-above not crossed exits 0" 0 "" "$S" bid --history "$H" --hours 10 --restart-minutes 30 --alert-above 2
+t_exit "bid several files" 0 "z1 p5" "$S" bid --history "$H" "$H"
+printf '{"SpotPriceHistory": [' >"$T_TMP/trunc.json"
+t_exit "bid truncated JSON" 65 "not valid JSON" "$S" bid --history "$T_TMP/trunc.json"
+printf '{"SpotPriceHistory": []}' >"$T_TMP/empty.json"
+t_exit "bid empty history" 65 "no price records" "$S" bid --history "$T_TMP/empty.json"
+printf '2024-05-01T00:00:00Z,z,t,-1\n' >"$T_TMP/neg.csv"
+t_exit "bid negative price" 65 "neg.csv:1" "$S" bid --history "$T_TMP/neg.csv"
+truncate -s 300M "$T_TMP/huge.csv"
+t_exit "bid huge file refused" 65 "MiB" "$S" bid --history "$T_TMP/huge.csv"
+rm -f "$T_TMP/huge.csv"
+t_exit "bid missing file" 66 "" "$S" bid --history "$T_TMP/missing.json"
+t_exit "bid without files" 64 "" "$S" bid
+t_exit "bid bad number" 64 "" "$S" bid --history "$H" --hours x
+t_exit "bid --help" 0 "usage: spotrain bid" "$S" bid --help
+t_end
