@@ -1,6 +1,7 @@
 /* The CPU compute backend: forward and backward of the Llama / DeepSeek-LLM
- * decoder over the flat parameter vector, with OpenBLAS for every matrix
- * product and OpenMP loops (static schedules, fixed reduction orders) for the rest. */
+ * decoder over the flat parameter vector: OpenBLAS for the matrix products,
+ * OpenMP loops with fixed chunking and reduction orders for the rest, so
+ * results are bitwise reproducible whatever the thread count. */
 #include "backend.h"
 #include "../util/util.h"
 
@@ -14,7 +15,7 @@
 typedef struct {
     float *xn1, *rs1;   /* input_layernorm output and its 1/rms per row */
     float *qkv;         /* [N, qd+2kvd]: q | k | v, rope applied to q and k */
-    float *att;         /* [B, H, T, T] softmax probabilities (lower triangle) */
+    float *att;         /* [B, H, T, T] softmax probabilities, upper triangle 0 */
     float *ao;          /* [N, qd] attention output before o_proj */
     float *mid;         /* [N, D] residual after attention */
     float *xn2, *rs2;   /* post_attention_layernorm output, 1/rms */
