@@ -1,6 +1,7 @@
 /* The CPU compute backend: forward and backward of the Llama / DeepSeek-LLM
- * decoder over the flat parameter vector, with OpenBLAS for every matrix
- * product and OpenMP loops (static schedules, fixed reduction orders) for the rest. */
+ * decoder over the flat parameter vector: OpenBLAS for the matrix products,
+ * OpenMP loops with fixed chunking and reduction orders for the rest, so
+ * results are bitwise reproducible whatever the thread count. */
 #include "backend.h"
 #include "../util/util.h"
 
@@ -14,7 +15,7 @@
 typedef struct {
     float *xn1, *rs1;   /* input_layernorm output and its 1/rms per row */
     float *qkv;         /* [N, qd+2kvd]: q | k | v, rope applied to q and k */
-    float *att;         /* [B, H, T, T] softmax probabilities (lower triangle) */
+    float *att;         /* [B, H, T, T] softmax probabilities, upper triangle 0 */
     float *ao;          /* [N, qd] attention output before o_proj */
     float *mid;         /* [N, D] residual after attention */
     float *xn2, *rs2;   /* post_attention_layernorm output, 1/rms */
@@ -35,7 +36,7 @@ typedef struct {
     double *rowloss;        /* [N] */
     /* backward scratch */
     float *dres, *dxn, *dqkv, *dao, *dgu, *dh;
-    float *scratch;         /* per thread: attention's k, v copies and dk, dv */
+    float *scratch;         /* per thread: attention's [T, T] dscores */
     int64_t scratch_per_thread;
 } cpu_impl;
 
@@ -55,7 +56,9 @@ static void cpu_gemm(const cpu_impl *c, int ta, int tb, int64_t M, int64_t N, in
     if (rows < CPU_GEMM_MIN_ROWS)
         rows = CPU_GEMM_MIN_ROWS;
     int64_t nch = (M + rows - 1) / rows;
-#pragma omp parallel for schedule(static) num_threads(c->nt)
+    /* Dynamic: a chunk's result does not depend on which thread runs it, and
+     * a core shared with another process then slows only its own chunks. */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nt)
     for (int64_t i = 0; i < nch; i++) {
         int64_t r0 = i * rows, m = M - r0 < rows ? M - r0 : rows;
         const float *a = ta ? A + r0 : A + r0 * lda;
@@ -140,7 +143,7 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
     c->dao = cpu_alloc(N * (size_t)c->qd, &ok);
     c->dgu = cpu_alloc(N * 2 * F, &ok);
     c->dh = cpu_alloc(N * F, &ok);
-    c->scratch_per_thread = 4 * s->head_dim * s->seq_len + s->seq_len + 16;
+    c->scratch_per_thread = s->seq_len * s->seq_len + 16;
     c->scratch = cpu_alloc((size_t)c->nt * (size_t)c->scratch_per_thread, &ok);
     if (!ok) {
         cpu_free_acts(c);
@@ -330,43 +333,28 @@ static void cpu_swiglu_bwd(const cpu_impl *c, float *dgu, const float *dh, const
 
 /* ---- attention --------------------------------------------------------- */
 
-/* Each (sequence, kv head) task copies its k and v into contiguous scratch
- * (rows and transposed) so every inner loop is a unit-stride axpy the
- * compiler vectorises, with no floating-point reduction to reorder. */
+/* Per (sequence, kv head) task, every product is a small single-threaded
+ * sgemm over the strided q/k/v columns of the fused qkv rows: the full T x T
+ * square (twice the causal work, at GEMM speed, far faster than loops), with
+ * the upper triangle of the probabilities held at exactly zero. */
 static float *cpu_scratch(const cpu_impl *c)
 {
     return c->scratch + (size_t)omp_get_thread_num() * (size_t)c->scratch_per_thread;
-}
-
-static void cpu_gather(const cpu_impl *c, const float *src, int64_t T, float *rows, float *cols)
-{
-    int64_t hd = c->s.head_dim, ld = c->qkvd;
-    for (int64_t s = 0; s < T; s++)
-        for (int64_t i = 0; i < hd; i++) {
-            float x = src[s * ld + i];
-            if (rows)
-                rows[s * hd + i] = x;
-            if (cols)
-                cols[i * T + s] = x;
-        }
 }
 
 static void cpu_attn_fwd_one(const cpu_impl *c, cpu_layer *y, int64_t b, int64_t kh, int64_t T)
 {
     int64_t hd = c->s.head_dim, H = c->s.n_heads, grp = H / c->s.n_kv_heads, ld = c->qkvd;
     float scale = (float)(1.0 / sqrt((double)hd));
-    float *kt = cpu_scratch(c), *vc = kt + hd * T;
-    cpu_gather(c, y->qkv + b * T * ld + c->qd + kh * hd, T, NULL, kt);
-    cpu_gather(c, y->qkv + b * T * ld + c->qd + c->kvd + kh * hd, T, vc, NULL);
+    const float *kb = y->qkv + b * T * ld + c->qd + kh * hd, *vb = kb + c->kvd;
     for (int64_t h = kh * grp; h < (kh + 1) * grp; h++) {
+        const float *qb = y->qkv + b * T * ld + h * hd;
+        float *P = y->att + (b * H + h) * T * T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, scale, qb, (int)ld, kb,
+                    (int)ld, 0.0f, P, (int)T);
         for (int64_t t = 0; t < T; t++) {
-            const float *q = y->qkv + (b * T + t) * ld + h * hd;
-            float *p = y->att + ((b * H + h) * T + t) * T;
+            float *p = P + t * T;
             int64_t n = t + 1;
-            for (int64_t s = 0; s < n; s++)
-                p[s] = 0.0f;
-            for (int64_t i = 0; i < hd; i++)
-                cpu_axpy(p, q[i] * scale, kt + i * T, n);
             float mx = p[0];
             for (int64_t s = 1; s < n; s++)
                 mx = p[s] > mx ? p[s] : mx;
@@ -375,67 +363,61 @@ static void cpu_attn_fwd_one(const cpu_impl *c, cpu_layer *y, int64_t b, int64_t
             float inv = 1.0f / cpu_sum(p, n);
             for (int64_t s = 0; s < n; s++)
                 p[s] *= inv;
-            float *o = y->ao + (b * T + t) * c->qd + h * hd;
-            for (int64_t i = 0; i < hd; i++)
-                o[i] = 0.0f;
-            for (int64_t s = 0; s < n; s++)
-                cpu_axpy(o, p[s], vc + s * hd, hd);
+            for (int64_t s = n; s < T; s++)
+                p[s] = 0.0f;
         }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, P, (int)T, vb,
+                    (int)ld, 0.0f, y->ao + b * T * c->qd + h * hd, (int)c->qd);
     }
 }
 
 static void cpu_attn_fwd(const cpu_impl *c, cpu_layer *y, int64_t B, int64_t T)
 {
     int64_t KV = c->s.n_kv_heads;
-#pragma omp parallel for schedule(static) num_threads(c->nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nt)
     for (int64_t task = 0; task < B * KV; task++)
         cpu_attn_fwd_one(c, y, task / KV, task % KV, T);
 }
 
 /* Backward of one (sequence, kv head): writes dq of the group's heads and
- * the whole dk, dv of the kv head (summed over the group in head order). */
+ * dk, dv of the kv head (summed over the group in head order). */
 static void cpu_attn_bwd_one(const cpu_impl *c, const cpu_layer *y, int64_t b, int64_t kh, int64_t T)
 {
-    int64_t hd = c->s.head_dim, H = c->s.n_heads, grp = H / c->s.n_kv_heads, ld = c->qkvd;
+    int64_t hd = c->s.head_dim, H = c->s.n_heads, grp = H / c->s.n_kv_heads, ld = c->qkvd, qd = c->qd;
     float scale = (float)(1.0 / sqrt((double)hd));
-    float *kc = cpu_scratch(c), *vt = kc + hd * T, *dk = vt + hd * T, *dv = dk + hd * T, *dp = dv + hd * T;
-    cpu_gather(c, y->qkv + b * T * ld + c->qd + kh * hd, T, kc, NULL);
-    cpu_gather(c, y->qkv + b * T * ld + c->qd + c->kvd + kh * hd, T, NULL, vt);
-    memset(dk, 0, (size_t)(2 * hd * T) * sizeof(float));
+    const float *kb = y->qkv + b * T * ld + qd + kh * hd, *vb = kb + c->kvd;
+    float *dkb = c->dqkv + b * T * ld + qd + kh * hd, *dvb = dkb + c->kvd;
+    float *dS = cpu_scratch(c);
     for (int64_t h = kh * grp; h < (kh + 1) * grp; h++) {
+        const float *qb = y->qkv + b * T * ld + h * hd;
+        const float *P = y->att + (b * H + h) * T * T;
+        const float *dO = c->dao + b * T * qd + h * hd;
+        float beta = h == kh * grp ? 0.0f : 1.0f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f, dO, (int)qd, vb,
+                    (int)ld, 0.0f, dS, (int)T);
         for (int64_t t = 0; t < T; t++) {
-            const float *q = y->qkv + (b * T + t) * ld + h * hd;
-            const float *p = y->att + ((b * H + h) * T + t) * T;
-            const float *dout = c->dao + (b * T + t) * c->qd + h * hd;
-            float *dq = c->dqkv + (b * T + t) * ld + h * hd;
+            const float *p = P + t * T;
+            float *d = dS + t * T;
             int64_t n = t + 1;
+            float sum = cpu_dot(p, d, n);
             for (int64_t s = 0; s < n; s++)
-                dp[s] = 0.0f;
-            for (int64_t i = 0; i < hd; i++)
-                cpu_axpy(dp, dout[i], vt + i * T, n);
-            float sum = cpu_dot(p, dp, n);
-            for (int64_t s = 0; s < n; s++)
-                dp[s] = p[s] * (dp[s] - sum) * scale;
-            for (int64_t i = 0; i < hd; i++)
-                dq[i] = 0.0f;
-            for (int64_t s = 0; s < n; s++) {
-                cpu_axpy(dq, dp[s], kc + s * hd, hd);
-                cpu_axpy(dk + s * hd, dp[s], q, hd);
-                cpu_axpy(dv + s * hd, p[s], dout, hd);
-            }
+                d[s] = p[s] * (d[s] - sum) * scale;
+            for (int64_t s = n; s < T; s++)
+                d[s] = 0.0f;
         }
-    }
-    float *dkb = c->dqkv + b * T * ld + c->qd + kh * hd, *dvb = dkb + c->kvd;
-    for (int64_t s = 0; s < T; s++) {
-        memcpy(dkb + s * ld, dk + s * hd, (size_t)hd * sizeof(float));
-        memcpy(dvb + s * ld, dv + s * hd, (size_t)hd * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, dS, (int)T, kb,
+                    (int)ld, 0.0f, c->dqkv + b * T * ld + h * hd, (int)ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, dS, (int)T, qb,
+                    (int)ld, beta, dkb, (int)ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, P, (int)T, dO,
+                    (int)qd, beta, dvb, (int)ld);
     }
 }
 
 static void cpu_attn_bwd(const cpu_impl *c, const cpu_layer *y, int64_t B, int64_t T)
 {
     int64_t KV = c->s.n_kv_heads;
-#pragma omp parallel for schedule(static) num_threads(c->nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nt)
     for (int64_t task = 0; task < B * KV; task++)
         cpu_attn_bwd_one(c, y, task / KV, task % KV, T);
 }

@@ -1,0 +1,133 @@
+#!/usr/bin/python3
+# PyTorch eager equivalent of bench/bench_step.c: the same two models, the
+# same step (fwd + bwd + global-norm clip + AdamW, one micro-batch of 8 x 256),
+# best over torch thread settings. Prints the same fields for side by side.
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads, kv, ffn):
+        super().__init__()
+        self.h, self.kv, self.hd = heads, kv, dim // heads
+        self.q = nn.Linear(dim, heads * self.hd, bias=False)
+        self.k = nn.Linear(dim, kv * self.hd, bias=False)
+        self.v = nn.Linear(dim, kv * self.hd, bias=False)
+        self.o = nn.Linear(heads * self.hd, dim, bias=False)
+        self.gate = nn.Linear(dim, ffn, bias=False)
+        self.up = nn.Linear(dim, ffn, bias=False)
+        self.down = nn.Linear(ffn, dim, bias=False)
+        self.n1 = nn.Parameter(torch.ones(dim))
+        self.n2 = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x, cos, sin, mask):
+        B, T, _ = x.shape
+        h = norm(x, self.n1)
+        q = self.q(h).view(B, T, self.h, self.hd).transpose(1, 2)
+        k = self.k(h).view(B, T, self.kv, self.hd).transpose(1, 2)
+        v = self.v(h).view(B, T, self.kv, self.hd).transpose(1, 2)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
+        k = k.repeat_interleave(self.h // self.kv, dim=1)
+        v = v.repeat_interleave(self.h // self.kv, dim=1)
+        s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.hd)) + mask
+        o = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B, T, -1)
+        x = x + self.o(o)
+        h = norm(x, self.n2)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+def norm(x, w, eps=1e-6):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rope(x, cos, sin):
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class Model(nn.Module):
+    def __init__(self, dim, layers, heads, kv, ffn, vocab, seq):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, kv, ffn) for _ in range(layers))
+        self.nf = nn.Parameter(torch.ones(dim))
+        self.head = nn.Linear(dim, vocab, bias=False)
+        hd = dim // heads
+        inv = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+        ang = torch.outer(torch.arange(seq).float(), inv)
+        ang = torch.cat((ang, ang), dim=-1)
+        self.register_buffer("cos", ang.cos())
+        self.register_buffer("sin", ang.sin())
+        self.register_buffer("mask", torch.full((seq, seq), float("-inf")).triu(1))
+
+    def forward(self, inp, tgt):
+        x = self.emb(inp)
+        for b in self.blocks:
+            x = b(x, self.cos, self.sin, self.mask)
+        logits = self.head(norm(x, self.nf))
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.reshape(-1))
+
+
+def flops_per_token(dim, layers, heads, kv, ffn, vocab, seq):
+    hd = dim // heads
+    per_layer = dim * heads * hd * 2 + 2 * dim * kv * hd + 3 * dim * ffn
+    n = layers * per_layer + vocab * dim
+    return 6.0 * n + 6.0 * layers * seq * heads * hd
+
+
+def run(name, shape, batch, steps, threads):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    dim, layers, heads, kv, ffn, vocab, seq = shape
+    model = Model(*shape)
+    decay = [p for p in model.parameters() if p.dim() == 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
+                            lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
+    g = torch.Generator().manual_seed(1)
+    t0 = None
+    for s in range(2 + steps):
+        if s == 2:
+            t0, c0 = time.perf_counter(), time.process_time()
+        tok = torch.randint(0, vocab, (batch, seq + 1), generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss = model(tok[:, :-1], tok[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    dt = (time.perf_counter() - t0) / steps
+    cpu = (time.process_time() - c0) / steps
+    tps = batch * seq / dt
+    return tps, dt, flops_per_token(*shape) * tps / 1e9, batch * seq / cpu, float(loss)
+
+
+def main():
+    scale = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    only = sys.argv[2] if len(sys.argv) > 2 else None
+    cores = os.cpu_count() or 1
+    settings = sorted({1, cores})
+    models = [("A", (256, 4, 8, 4, 704, 256, 256), 8, 10 * scale),
+              ("B", (512, 8, 8, 4, 1408, 8192, 256), 8, 4 * scale)]
+    print("pytorch   torch %s, threads tried %s" % (torch.__version__, settings), flush=True)
+    for name, shape, batch, steps in models:
+        if only and name != only:
+            continue
+        best = None
+        for t in settings:
+            r = run(name, shape, batch, steps, t)
+            if best is None or r[0] > best[0][0]:
+                best = (r, t)
+        (tps, dt, gf, tcpu, loss), t = best
+        print("pytorch   model %s: micro-batch %d x %d: %8.0f tokens/s  %7.1f ms/step  %6.1f GFLOP/s  "
+              "%6.0f tokens/cpu-s  (best with %d threads, last loss %.3f)"
+              % (name, batch, shape[6], tps, dt * 1e3, gf, tcpu, t, loss), flush=True)
+
+
+if __name__ == "__main__":
+    main()
