@@ -15,103 +15,6 @@
 
 #include "../util/util.h"
 
-/* ---- time ---- */
-
-static int bid_digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (no timegm: no TZ). */
-static long bid_days_from_civil(int y, int m, int d)
-{
-    y -= m <= 2;
-    long era = (y >= 0 ? y : y - 399) / 400;
-    long yoe = y - era * 400;
-    long doy = (153L * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int bid_month_days(int y, int m)
-{
-    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    return m == 2 && leap ? 29 : days[m - 1];
-}
-
-int bid_parse_time(const char *s, double *out)
-{
-    int y, mo, d, h = 0, mi = 0, sec = 0;
-    size_t n = strlen(s);
-    if (n < 10 || s[4] != '-') {
-        double v;
-        if (util_parse_f64(s, &v) != 0 || v < 0 || v > 253402300799.0)
-            return -1;
-        *out = v;
-        return 0;
-    }
-    if (bid_digits(s, 4, &y) || s[4] != '-' || bid_digits(s + 5, 2, &mo) || s[7] != '-' ||
-        bid_digits(s + 8, 2, &d))
-        return -1;
-    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > bid_month_days(y, mo))
-        return -1;
-    const char *p = s + 10;
-    double frac = 0;
-    if (*p == 'T' || *p == 't' || *p == ' ') {
-        p++;
-        if (bid_digits(p, 2, &h) || p[2] != ':' || bid_digits(p + 3, 2, &mi))
-            return -1;
-        p += 5;
-        if (*p == ':') {
-            if (bid_digits(p + 1, 2, &sec))
-                return -1;
-            p += 3;
-            if (*p == '.' || *p == ',') {
-                double scale = 0.1;
-                p++;
-                if (!isdigit((unsigned char)*p))
-                    return -1;
-                for (; isdigit((unsigned char)*p); p++, scale *= 0.1)
-                    frac += (*p - '0') * scale;
-            }
-        }
-        if (h > 23 || mi > 59 || sec > 60)
-            return -1;
-    }
-    long off = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om;
-        int sign = *p == '-' ? -1 : 1;
-        p++;
-        if (bid_digits(p, 2, &oh))
-            return -1;
-        p += 2;
-        if (*p == ':')
-            p++;
-        if (bid_digits(p, 2, &om))
-            return -1;
-        p += 2;
-        if (oh > 23 || om > 59)
-            return -1;
-        off = sign * (oh * 3600L + om * 60L);
-    }
-    if (*p)
-        return -1;
-    *out = (double)bid_days_from_civil(y, mo, d) * 86400.0 + h * 3600.0 + mi * 60.0 + sec + frac -
-           (double)off;
-    return *out < 0 ? -1 : 0;
-}
-
 /* ---- history ---- */
 
 static int bid_add(bid_history *h, const char *zone, const char *type, const char *product,
@@ -270,7 +173,7 @@ static int bid_json_records(bid_history *h, const char *name, json_object *arr, 
             bid_json_str(r, "InstanceType", &type))
             return util_fail(ST_DATA, "%s: missing or non-string %s/InstanceType (at most 63 characters)",
                              where, alibaba ? "ZoneId" : "AvailabilityZone");
-        if (bid_json_str(r, "Timestamp", &stamp) || bid_parse_time(stamp, &ts))
+        if (bid_json_str(r, "Timestamp", &stamp) || util_parse_time(stamp, &ts))
             return util_fail(ST_DATA, "%s: Timestamp missing or not ISO 8601 (e.g. 2024-05-01T12:00:00Z)", where);
         if (bid_json_price(r, "SpotPrice", &price))
             return util_fail(ST_DATA, "%s: SpotPrice missing, not a number, negative or not finite", where);
@@ -392,7 +295,7 @@ static int bid_parse_csv(bid_history *h, const char *name, const char *buf, size
         double ts, price;
         int first = !seen_line;
         seen_line = 1;
-        if (bid_parse_time(f[0], &ts) != 0) {
+        if (util_parse_time(f[0], &ts) != 0) {
             if (first && util_parse_f64(f[3], &price) != 0)
                 continue;   /* the optional header line */
             rc = util_fail(ST_DATA, "%s:%ld: timestamp '%.40s' is not ISO 8601 or epoch seconds", name, lineno, f[0]);

@@ -39,9 +39,6 @@ int bid_parse(bid_history *h, const char *name, const char *buf, size_t len);
 int bid_finish(bid_history *h);
 void bid_history_free(bid_history *h);
 
-/* ISO 8601 (2024-05-01T12:00:00Z, fractional seconds, +hh:mm offsets, a
- * space instead of T) or plain epoch seconds. 0 on success. */
-int bid_parse_time(const char *s, double *out);
 
 typedef struct {
     int samples;

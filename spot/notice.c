@@ -122,18 +122,6 @@ static int spot_trimmed(const http_response *r, char *out, size_t cap)
 
 /* ---- time formats ---- */
 
-static int spot_digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
 /* timegm with a round trip, so 31 February is refused rather than rolled over. */
 static int spot_timegm(int y, int mo, int d, int h, int mi, int s, double *out)
 {
@@ -156,45 +144,13 @@ static int spot_timegm(int y, int mo, int d, int h, int mi, int s, double *out)
 
 int spot_parse_iso8601(const char *s, double *out)
 {
-    int y, mo, d, h, mi, sec;
-    if (strlen(s) < 20 || spot_digits(s, 4, &y) || s[4] != '-' || spot_digits(s + 5, 2, &mo) ||
-        s[7] != '-' || spot_digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-        spot_digits(s + 11, 2, &h) || s[13] != ':' || spot_digits(s + 14, 2, &mi) ||
-        s[16] != ':' || spot_digits(s + 17, 2, &sec))
+    /* Provider deadlines are full date-times with a zone; anything less is
+     * a malformed answer, not a local time to guess at. */
+    size_t n = strlen(s);
+    if (n < 20 || (s[10] != 'T' && s[10] != 't') ||
+        !(s[n - 1] == 'Z' || s[n - 1] == 'z' || (n >= 25 && (s[n - 6] == '+' || s[n - 6] == '-'))))
         return -1;
-    const char *p = s + 19;
-    double frac = 0, scale = 0.1;
-    if (*p == '.') {
-        p++;
-        if (!isdigit((unsigned char)*p))
-            return -1;
-        for (int i = 0; isdigit((unsigned char)*p); p++, i++) {
-            if (i > 9)
-                return -1;
-            frac += (*p - '0') * scale;
-            scale /= 10;
-        }
-    }
-    int offset = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om;
-        if (spot_digits(p + 1, 2, &oh) || p[3] != ':' || spot_digits(p + 4, 2, &om) || oh > 23 ||
-            om > 59)
-            return -1;
-        offset = (oh * 3600 + om * 60) * (*p == '-' ? -1 : 1);
-        p += 6;
-    } else {
-        return -1;
-    }
-    if (*p)
-        return -1;
-    double t;
-    if (spot_timegm(y, mo, d, h, mi, sec, &t))
-        return -1;
-    *out = t + frac - offset;
-    return 0;
+    return util_parse_time(s, out);
 }
 
 int spot_parse_http_date(const char *s, double *out)
@@ -203,10 +159,10 @@ int spot_parse_http_date(const char *s, double *out)
     int d, y, h, mi, sec, mo = 0;
     /* "Mon, 19 Sep 2016 18:29:47 GMT" */
     if (strlen(s) != 29 || !isalpha((unsigned char)s[0]) || !isalpha((unsigned char)s[1]) ||
-        !isalpha((unsigned char)s[2]) || s[3] != ',' || s[4] != ' ' || spot_digits(s + 5, 2, &d) ||
-        s[7] != ' ' || s[11] != ' ' || spot_digits(s + 12, 4, &y) || s[16] != ' ' ||
-        spot_digits(s + 17, 2, &h) || s[19] != ':' || spot_digits(s + 20, 2, &mi) ||
-        s[22] != ':' || spot_digits(s + 23, 2, &sec) || strcmp(s + 25, " GMT") != 0)
+        !isalpha((unsigned char)s[2]) || s[3] != ',' || s[4] != ' ' || util_digits(s + 5, 2, &d) ||
+        s[7] != ' ' || s[11] != ' ' || util_digits(s + 12, 4, &y) || s[16] != ' ' ||
+        util_digits(s + 17, 2, &h) || s[19] != ':' || util_digits(s + 20, 2, &mi) ||
+        s[22] != ':' || util_digits(s + 23, 2, &sec) || strcmp(s + 25, " GMT") != 0)
         return -1;
     for (int i = 0; i < 12; i++)
         if (strncmp(s + 8, months + 3 * i, 3) == 0)

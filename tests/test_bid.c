@@ -23,19 +23,19 @@ static int parse(bid_history *h, const char *text)
 static void test_time(void)
 {
     double t;
-    EXPECT(bid_parse_time("2024-05-01T12:00:00Z", &t) == 0 && t == 1714564800.0);
-    EXPECT(bid_parse_time("2024-05-01T12:00:00.500Z", &t) == 0 && t == 1714564800.5);
-    EXPECT(bid_parse_time("2024-05-01T14:00:00+02:00", &t) == 0 && t == 1714564800.0);
-    EXPECT(bid_parse_time("2024-05-01 12:00:00", &t) == 0 && t == 1714564800.0);
-    EXPECT(bid_parse_time("2024-02-29T00:00:00Z", &t) == 0 && t == 1709164800.0);
-    EXPECT(bid_parse_time("1714564800", &t) == 0 && t == 1714564800.0);
-    EXPECT(bid_parse_time("2023-02-29T00:00:00Z", &t) != 0);
-    EXPECT(bid_parse_time("2024-13-01T00:00:00Z", &t) != 0);
-    EXPECT(bid_parse_time("2024-05-01T25:00:00Z", &t) != 0);
-    EXPECT(bid_parse_time("2024-05-01T12:00:00Zjunk", &t) != 0);
-    EXPECT(bid_parse_time("yesterday", &t) != 0);
-    EXPECT(bid_parse_time("-5", &t) != 0);
-    EXPECT(bid_parse_time("", &t) != 0);
+    EXPECT(util_parse_time("2024-05-01T12:00:00Z", &t) == 0 && t == 1714564800.0);
+    EXPECT(util_parse_time("2024-05-01T12:00:00.500Z", &t) == 0 && t == 1714564800.5);
+    EXPECT(util_parse_time("2024-05-01T14:00:00+02:00", &t) == 0 && t == 1714564800.0);
+    EXPECT(util_parse_time("2024-05-01 12:00:00", &t) == 0 && t == 1714564800.0);
+    EXPECT(util_parse_time("2024-02-29T00:00:00Z", &t) == 0 && t == 1709164800.0);
+    EXPECT(util_parse_time("1714564800", &t) == 0 && t == 1714564800.0);
+    EXPECT(util_parse_time("2023-02-29T00:00:00Z", &t) != 0);
+    EXPECT(util_parse_time("2024-13-01T00:00:00Z", &t) != 0);
+    EXPECT(util_parse_time("2024-05-01T25:00:00Z", &t) != 0);
+    EXPECT(util_parse_time("2024-05-01T12:00:00Zjunk", &t) != 0);
+    EXPECT(util_parse_time("yesterday", &t) != 0);
+    EXPECT(util_parse_time("-5", &t) != 0);
+    EXPECT(util_parse_time("", &t) != 0);
 }
 
 /* 1.0 for 9 h then 3.0 for 1 h, ten times (100 h), closed by a record. */

@@ -2,6 +2,7 @@
  * reading and atomic replacement. */
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -218,4 +219,102 @@ int util_parse_f64(const char *s, double *out)
         return -1;
     *out = v;
     return 0;
+}
+
+/* --- time stamps: ISO 8601 (lenient) or epoch seconds ------------------- */
+
+
+int util_digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (no timegm: no TZ). */
+static long util_days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    long era = (y >= 0 ? y : y - 399) / 400;
+    long yoe = y - era * 400;
+    long doy = (153L * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int util_month_days(int y, int m)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return m == 2 && leap ? 29 : days[m - 1];
+}
+
+int util_parse_time(const char *s, double *out)
+{
+    int y, mo, d, h = 0, mi = 0, sec = 0;
+    size_t n = strlen(s);
+    if (n < 10 || s[4] != '-') {
+        double v;
+        if (util_parse_f64(s, &v) != 0 || v < 0 || v > 253402300799.0)
+            return -1;
+        *out = v;
+        return 0;
+    }
+    if (util_digits(s, 4, &y) || s[4] != '-' || util_digits(s + 5, 2, &mo) || s[7] != '-' ||
+        util_digits(s + 8, 2, &d))
+        return -1;
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > util_month_days(y, mo))
+        return -1;
+    const char *p = s + 10;
+    double frac = 0;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        p++;
+        if (util_digits(p, 2, &h) || p[2] != ':' || util_digits(p + 3, 2, &mi))
+            return -1;
+        p += 5;
+        if (*p == ':') {
+            if (util_digits(p + 1, 2, &sec))
+                return -1;
+            p += 3;
+            if (*p == '.' || *p == ',') {
+                double scale = 0.1;
+                p++;
+                if (!isdigit((unsigned char)*p))
+                    return -1;
+                for (; isdigit((unsigned char)*p); p++, scale *= 0.1)
+                    frac += (*p - '0') * scale;
+            }
+        }
+        if (h > 23 || mi > 59 || sec > 60)
+            return -1;
+    }
+    long off = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        int sign = *p == '-' ? -1 : 1;
+        p++;
+        if (util_digits(p, 2, &oh))
+            return -1;
+        p += 2;
+        if (*p == ':')
+            p++;
+        if (util_digits(p, 2, &om))
+            return -1;
+        p += 2;
+        if (oh > 23 || om > 59)
+            return -1;
+        off = sign * (oh * 3600L + om * 60L);
+    }
+    if (*p)
+        return -1;
+    *out = (double)util_days_from_civil(y, mo, d) * 86400.0 + h * 3600.0 + mi * 60.0 + sec + frac -
+           (double)off;
+    return *out < 0 ? -1 : 0;
 }

@@ -49,4 +49,10 @@ int util_mkdirs(const char *path);   /* mkdir -p */
 int util_parse_i64(const char *s, int64_t *out);
 int util_parse_f64(const char *s, double *out);
 
+/* Time stamp -> epoch seconds: ISO 8601 (date, optional time with
+ * fraction, optional Z or +hh:mm offset) or plain epoch seconds. 0 or -1. */
+int util_parse_time(const char *s, double *out);
+/* Exactly n decimal digits at s -> *out; -1 if any is not a digit. */
+int util_digits(const char *s, int n, int *out);
+
 #endif
