@@ -86,7 +86,10 @@ int ckpt_list_steps(const char *ckpt_dir, int64_t **steps, int *n);
 /* Removes leftover *.tmp directories whose step is below below (all when
  * below < 0) and those left by an interrupted delete. */
 void ckpt_clean_tmp(const char *ckpt_dir, int64_t below);
-int ckpt_rotate(const char *ckpt_dir, int64_t keep_last, int64_t keep_every);
+/* Deletes what keep_last/keep_every drop, never the only checkpoint that
+ * verifies. fresh: the step this process just committed (trusted while its
+ * manifest parses and file sizes match), or -1 to verify everything. */
+int ckpt_rotate(const char *ckpt_dir, int64_t keep_last, int64_t keep_every, int64_t fresh);
 int ckpt_write_file(const char *path, const void *buf, size_t len, char *err, size_t errcap);
 
 

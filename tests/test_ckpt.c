@@ -396,7 +396,7 @@ static void test_rotation(void)
     snprintf(p, sizeof p, "%s/shard-00000.bin", s9);
     test_flip_byte(p, 1);
     EXPECT(test_check(s9, err, sizeof err) == ST_DATA);
-    EXPECT(ckpt_rotate(dir, 1, 0) == ST_OK);
+    EXPECT(ckpt_rotate(dir, 1, 0, -1) == ST_OK);
     EXPECT(test_exists(dir, 9, "") && test_exists(dir, 8, "") && !test_exists(dir, 4, ""));
 }
 
