@@ -116,12 +116,16 @@ static int ckpt_step_path(char *out, size_t cap, const char *dir, int64_t step, 
     return util_fmt(out, cap, "%s/step-%08" PRId64 "%s", dir, step, suffix) < 0 ? -1 : 0;
 }
 
-static int ckpt_good(const char *ckpt_dir, int64_t step, char *err, size_t errcap)
+/* threads > 1 only in the foreground: in the background it would take
+ * cores from training. */
+static int ckpt_good(const char *ckpt_dir, int64_t step, int threads, char *err, size_t errcap)
 {
     char path[4200];
     ckpt_reader *r = NULL;
     ckpt_step_path(path, sizeof path, ckpt_dir, step, "");
     int rc = ckpt_open_quiet(&r, path, err, errcap);
+    if (rc == ST_OK)
+        r->threads = threads;
     if (rc == ST_OK && (rc = ckpt_verify_quiet(r)) != ST_OK)
         snprintf(err, errcap, "%.800s", r->err);
     ckpt_close(r);
@@ -202,9 +206,9 @@ int ckpt_rotate(const char *ckpt_dir, int64_t keep_last, int64_t keep_every, int
     for (int i = n - 1; i >= 0 && n_drop > 0 && !safe; i--)
         if (keep[i])
             safe = (steps[i] == fresh && ckpt_good_fresh(ckpt_dir, steps[i], err, sizeof err) == ST_OK) ||
-                   ckpt_good(ckpt_dir, steps[i], err, sizeof err) == ST_OK;
+                   ckpt_good(ckpt_dir, steps[i], 1, err, sizeof err) == ST_OK;
     for (int i = n - 1; i >= 0 && n_drop > 0 && !safe; i--)
-        if (!keep[i] && ckpt_good(ckpt_dir, steps[i], err, sizeof err) == ST_OK) {
+        if (!keep[i] && ckpt_good(ckpt_dir, steps[i], 1, err, sizeof err) == ST_OK) {
             keep[i] = 1;
             safe = 1;
             util_log("rotation keeps step %" PRId64 ": it is the only checkpoint that verifies", steps[i]);
@@ -230,7 +234,7 @@ int ckpt_find_latest(const char *ckpt_dir, char *path, size_t cap)
         return util_fail(rc, "cannot list checkpoints in %s: %s", ckpt_dir, strerror(errno));
     rc = ST_NOINPUT;
     for (int i = n - 1; i >= 0; i--) {
-        if (ckpt_good(ckpt_dir, steps[i], err, sizeof err) == ST_OK) {
+        if (ckpt_good(ckpt_dir, steps[i], ckpt_threads_all(), err, sizeof err) == ST_OK) {
             rc = ckpt_step_path(path, cap, ckpt_dir, steps[i], "") == 0 ? ST_OK
                  : util_fail(ST_USAGE, "checkpoint path under %s too long", ckpt_dir);
             break;
@@ -306,7 +310,7 @@ int ckpt_store_commit(const char *ckpt_dir, int64_t step, int world, ckpt_result
     if (stat(final, &st) == 0) {
         /* Same config and step give the same bytes: a good durable copy
          * stays; a damaged one (why we resumed from an older step) goes. */
-        if (ckpt_good(ckpt_dir, step, err, errcap) == ST_OK) {
+        if (ckpt_good(ckpt_dir, step, 1, err, errcap) == ST_OK) {
             util_log("%s is already committed; discarding the duplicate save", final);
             ckpt_rm_rf(tmp);
             rc = ST_OK;
