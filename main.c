@@ -6,6 +6,7 @@
 #include "ckpt/ckpt.h"
 #include "spot/bid.h"
 #include "spot/cost.h"
+#include "spot/spot.h"
 #include "util/util.h"
 
 #include <cblas.h>
@@ -113,7 +114,11 @@ static int main_train(int argc, char **argv, int resume)
     if (rc == ST_OK && a.dry_run) {
         rc = train_plan(c, a.world);
     } else if (rc == ST_OK) {
-        rc = comm_init(&argc, &argv);
+        /* As early as possible: a reclaim notice can come during start-up,
+         * and an unhandled SIGUSR1 would kill the rank with nothing saved. */
+        rc = spot_signals_install(c->grace_seconds);
+        if (rc == ST_OK)
+            rc = comm_init(&argc, &argv);
         if (rc == ST_OK) {
             rc = train_run(c, resume ? TRAIN_RESUME : TRAIN_FRESH, a.force);
             /* Peers may be blocked in a collective; only a clean end or the

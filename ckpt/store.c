@@ -85,7 +85,8 @@ int ckpt_list_steps(const char *ckpt_dir, int64_t **steps, int *n)
         v[cnt++] = s;
     }
     closedir(d);
-    qsort(v, (size_t)cnt, sizeof *v, ckpt_cmp_i64);
+    if (cnt)
+        qsort(v, (size_t)cnt, sizeof *v, ckpt_cmp_i64);
     *steps = v;
     *n = cnt;
     return ST_OK;

@@ -2,6 +2,7 @@
  * latched notice that pollers post into, spot_poll for the loop, and the
  * one-line `notice` record appended to RUN_DIR/events.jsonl. */
 #include "spot.h"
+#include "../util/events.h"
 
 #include "../util/util.h"
 
@@ -79,49 +80,19 @@ static const char *spot_signal_name(int sig)
     }
 }
 
-/* Writes s as a JSON string body: quotes, backslashes and control bytes are
- * escaped, and bytes outside ASCII become '?' so a hostile metadata answer
- * cannot make the line invalid UTF-8. */
-static size_t spot_json_escape(char *out, size_t cap, const char *s)
-{
-    size_t o = 0;
-    for (; *s && o + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c < 0x20) {
-            o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
-        } else {
-            out[o++] = c < 0x7f ? (char)c : '?';
-        }
-    }
-    out[o] = '\0';
-    return o;
-}
-
 int spot_events_append_notice(const char *run_dir, const spot_notice *n)
 {
-    char path[1200], src[80], det[1600], line[2048];
+    char src[80], det[600];
+    events_log ev;
     if (!run_dir || !run_dir[0])
         return ST_OK;
-    if (util_fmt(path, sizeof path, "%s/events.jsonl", run_dir) < 0)
-        return util_fail(ST_IOERR, "run directory path too long: %s", run_dir);
-    spot_json_escape(src, sizeof src, n->source);
-    spot_json_escape(det, sizeof det, n->detail);
-    int len = snprintf(line, sizeof line,
-                       "{\"ts\":%.3f,\"event\":\"notice\",\"source\":\"%s\",\"detail\":\"%s\","
-                       "\"deadline\":%.3f}\n",
-                       util_wall(), src, det, n->deadline);
-    if (len < 0 || (size_t)len >= sizeof line)
-        return util_fail(ST_SOFTWARE, "notice record too long");
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return util_fail(ST_IOERR, "cannot append to %s: %s; check the run directory", path,
-                         strerror(errno));
-    ssize_t w = write(fd, line, (size_t)len);
-    int rc = (w == len) ? ST_OK : util_fail(ST_IOERR, "short write to %s", path);
-    close(fd);
+    int rc = events_open(&ev, run_dir);
+    if (rc != ST_OK)
+        return rc;
+    events_quote(n->source, src, sizeof src);
+    events_quote(n->detail, det, sizeof det);
+    rc = events_write(&ev, "notice", "\"source\":%s,\"detail\":%s,\"deadline\":%.3f", src, det, n->deadline);
+    events_close(&ev);
     return rc;
 }
 

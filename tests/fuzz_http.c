@@ -1,6 +1,8 @@
 /* libFuzzer target for the metadata HTTP response parser: any byte string,
  * whole or cut short, with or without end-of-stream, must parse or be refused
- * without a crash, a leak or a read outside the buffer. */
+ * without a crash, a leak or a read outside the buffer.
+ * fuzz-sources: spot/http.c util/util.c
+ */
 #include "../spot/http.h"
 
 #include <stdint.h>

@@ -3,6 +3,13 @@
 # "N passed, N failed" lines and ends with the total in the same form.
 BUILD=${BUILD:-build}
 export BUILD
+# Sanitizer builds: Open MPI's own leaks are not ours; fail on the first UB.
+LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
+UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# Full unwinding so suppressions can see the Open MPI frames.
+ASAN_OPTIONS="fast_unwind_on_malloc=0"
+export ASAN_OPTIONS
+export LSAN_OPTIONS UBSAN_OPTIONS
 pass=0
 fail=0
 log=$(mktemp)

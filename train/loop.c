@@ -5,7 +5,7 @@
 #include "backend.h"
 #include "comm.h"
 #include "data.h"
-#include "events.h"
+#include "../util/events.h"
 #include "optim.h"
 #include "../ckpt/ckpt.h"
 #include "../spot/cost.h"
@@ -191,7 +191,13 @@ static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_
                               "aside)", t->ckpt_dir, n, n == 1 ? "" : "s");
         } else if (mode == TRAIN_FRESH && n > 0) {
             char aside[CFG_STR + 64];
-            snprintf(aside, sizeof aside, "%s.old-%lld", t->ckpt_dir, (long long)util_wall());
+            /* A unique name: two --force starts can fall in one second. */
+            for (int k = 0; k < 1000; k++) {
+                snprintf(aside, sizeof aside, "%s.old-%lld%s%.0d", t->ckpt_dir, (long long)util_wall(),
+                         k ? "." : "", k);
+                if (access(aside, F_OK) != 0)
+                    break;
+            }
             if (rename(t->ckpt_dir, aside) != 0)
                 st[0] = util_fail(ST_IOERR, "cannot move %s aside to %s", t->ckpt_dir, aside);
             else if ((st[0] = util_mkdirs(t->ckpt_dir)) == ST_OK)
@@ -682,8 +688,7 @@ int train_run(const cfg *c, int mode, int force)
     int spot_on = 0;
     if (rc == ST_OK)
         rc = trainer_begin(&t, mode, force);
-    if (rc == ST_OK && (rc = spot_signals_install(c->grace_seconds)) == ST_OK &&
-        (rc = spot_start(c, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
+    if (rc == ST_OK && (rc = spot_start(c, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
         spot_on = 1;
         rc = spot_watchdog_start(c->watchdog_seconds);
     }

@@ -8,7 +8,7 @@
 
 enum { TRAIN_FRESH = 0, TRAIN_RESUME = 1 };
 
-/* Runs training. Returns ST_OK when max_steps is reached, ST_TEMPFAIL after
+/* Runs training (the caller has installed the signal handlers). Returns ST_OK when max_steps is reached, ST_TEMPFAIL after
  * a stop on a signal or notice (with the newest state durable), or an
  * error status. force: start fresh even if run_dir holds checkpoints. */
 int train_run(const cfg *c, int mode, int force);

@@ -1,7 +1,7 @@
 /* The events.jsonl ledger writer: O_APPEND, one write(2) per record, and a
  * JSON string quoting helper for paths and reasons. */
 #include "events.h"
-#include "../util/util.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -70,7 +70,9 @@ void events_quote(const char *s, char *out, size_t cap)
         } else if (ch < 0x20) {
             o += (size_t)snprintf(out + o, cap - o, "\\u%04x", ch);
         } else {
-            out[o++] = (char)ch;
+            /* Bytes outside ASCII (a hostile metadata answer, say) become
+             * '?' so the ledger stays valid UTF-8. */
+            out[o++] = ch < 0x7f ? (char)ch : '?';
         }
     }
     out[o++] = '"';

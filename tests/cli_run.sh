@@ -1,0 +1,135 @@
+# spotrain-run's exit-code policy, restart budget, backoff, events records,
+# hostfile regeneration and signal forwarding, driven by a fake command that
+# follows a plan of exit codes (one per launch).
+. tests/lib.sh
+RUN=$PWD/spot/spotrain-run
+FAKE=$T_TMP/fake.sh
+cat >"$FAKE" <<'EOF'
+#!/bin/sh
+n=$(cat "$FAKE_COUNT" 2>/dev/null || echo 0)
+echo $((n + 1)) >"$FAKE_COUNT"
+echo "$OMPI_MCA_odls_base_sigkill_timeout attempt=$SPOTRAIN_ATTEMPT" >"$FAKE_ENV"
+code=$(sed -n "$((n + 1))p" "$FAKE_PLAN")
+case $code in
+    KILL) kill -KILL $$ ;;
+    TERM) kill -TERM $$ ;;
+    WAITUSR1)
+        trap 'echo usr1 >>"$FAKE_LOG"; exit 75' USR1
+        touch "$FAKE_READY"
+        while :; do sleep 0.05; done ;;
+    '') exit 99 ;;
+    *) exit "$code" ;;
+esac
+EOF
+chmod +x "$FAKE"
+export FAKE_COUNT="$T_TMP/count" FAKE_PLAN="$T_TMP/plan" FAKE_ENV="$T_TMP/env" FAKE_LOG="$T_TMP/log"
+export FAKE_READY="$T_TMP/ready"
+EV=$T_TMP/events.jsonl
+
+# plan CODES...: the fake command's exit codes, one launch each.
+plan() { rm -f "$FAKE_COUNT" "$EV" "$FAKE_LOG" "$FAKE_READY"; printf '%s\n' "$@" >"$FAKE_PLAN"; }
+launches() { cat "$FAKE_COUNT" 2>/dev/null || echo 0; }
+expect_launches() {
+    if [ "$(launches)" -eq "$2" ]; then t_ok "$1"; else t_bad "$1" "launched $(launches) times, wanted $2"; fi
+}
+
+plan 0
+t_exit "exit 0 ends the loop" 0 "finished" "$RUN" --backoff 0 -- "$FAKE"
+expect_launches "exit 0 runs once" 1
+
+plan 75 75 0
+t_exit "75 restarts until 0" 0 "restart 2 of 100" "$RUN" --backoff 0 --events "$EV" -- "$FAKE"
+expect_launches "75 75 0 launches three times" 3
+if [ "$(grep -c '"event":"restart"' "$EV")" -eq 2 ] && grep -q '"attempt":2,"exit_code":75,"signal":null' "$EV" &&
+    python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$EV"; then
+    t_ok "restart records are valid JSON lines"
+else
+    t_bad "restart records are valid JSON lines" "$(cat "$EV")"
+fi
+
+for code in 64 65 66 69 70 74 78 130; do
+    plan "$code" 0
+    t_exit "exit $code is not restarted" "$code" "cannot fix" "$RUN" --backoff 0 -- "$FAKE"
+    expect_launches "exit $code runs once" 1
+done
+
+plan KILL TERM 86 1 0
+t_exit "SIGKILL, SIGTERM, watchdog 86 and unknown codes restart" 0 "killed by SIGKILL" \
+    "$RUN" --backoff 0 --events "$EV" -- "$FAKE"
+expect_launches "four failures then success" 5
+if grep -q '"exit_code":137,"signal":"SIGKILL"' "$EV" && grep -q '"exit_code":143,"signal":"SIGTERM"' "$EV"; then
+    t_ok "signal deaths recorded with the signal's name"
+else
+    t_bad "signal deaths recorded with the signal's name" "$(cat "$EV")"
+fi
+
+plan 75 75 75 75
+t_exit "restart budget" 75 "budget of 2 used up" "$RUN" --backoff 0 --max-restarts 2 -- "$FAKE"
+expect_launches "budget 2 means three launches" 3
+
+plan 74 0
+t_exit "--retry-on adds codes" 0 "" "$RUN" --backoff 0 --retry-on 70,74 -- "$FAKE"
+
+plan 75 75 0
+SPOTRAIN_EVENTS=$EV t_exit "backoff doubles" 0 "" "$RUN" --backoff 1 --backoff-max 2 -- "$FAKE"
+if grep -q '"attempt":1,.*"backoff_seconds":1}' "$EV" && grep -q '"attempt":2,.*"backoff_seconds":2}' "$EV"; then
+    t_ok "backoff 1 then 2 s, events file from SPOTRAIN_EVENTS"
+else
+    t_bad "backoff 1 then 2 s, events file from SPOTRAIN_EVENTS" "$(cat "$EV" 2>/dev/null)"
+fi
+
+plan 75 0
+rm -f "$T_TMP/hosts"
+t_exit "--hosts-cmd runs before each launch" 0 "" \
+    "$RUN" --backoff 0 --hosts-cmd "echo node >>$T_TMP/hosts" -- "$FAKE"
+if [ "$(wc -l <"$T_TMP/hosts")" -eq 2 ]; then t_ok "hostfile written twice"; else t_bad "hostfile written twice"; fi
+plan 0
+t_exit "failing --hosts-cmd counts as a failed attempt" 69 "hosts-cmd failed" \
+    "$RUN" --backoff 0 --max-restarts 1 --hosts-cmd "false" -- "$FAKE"
+expect_launches "no launch without a hostfile" 0
+
+plan 0
+t_exit "grace exported to mpirun" 0 "" "$RUN" --grace 77 -- "$FAKE"
+if grep -q '^77 attempt=0' "$FAKE_ENV"; then t_ok "OMPI_MCA_odls_base_sigkill_timeout=77"; else t_bad "OMPI_MCA_odls_base_sigkill_timeout=77" "$(cat "$FAKE_ENV")"; fi
+
+t_exit "no command is a usage error" 64 "no command" "$RUN" --backoff 0
+t_exit "unknown option" 64 "unknown option" "$RUN" --frobnicate -- true
+t_exit "bad number" 64 "whole seconds" "$RUN" --backoff soon -- true
+
+# SIGTERM to the wrapper: the command gets SIGUSR1, exits 75, and the wrapper
+# passes 75 on without restarting. (Not SIGINT here: sh starts background
+# jobs with SIGINT ignored, and a shell cannot trap what it inherited ignored.)
+for sig in TERM USR1 USR2; do
+    plan WAITUSR1 0
+    "$RUN" --backoff 0 -- "$FAKE" >"$T_TMP/out" 2>&1 &
+    wpid=$!
+    i=0
+    while [ ! -e "$FAKE_READY" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    kill -"$sig" "$wpid"
+    wait "$wpid"
+    rc=$?
+    if [ "$rc" -eq 75 ] && [ "$(launches)" -eq 1 ] && grep -q usr1 "$FAKE_LOG" 2>/dev/null; then
+        t_ok "SIG$sig to the wrapper: USR1 forwarded, exit 75, no restart"
+    else
+        t_bad "SIG$sig to the wrapper: USR1 forwarded, exit 75, no restart" \
+            "rc=$rc launches=$(launches) $(tail -n 2 "$T_TMP/out")"
+    fi
+done
+
+# SIGTERM to the command (not the wrapper) is a preemption to restart from.
+plan WAITUSR1 0
+"$RUN" --backoff 0 -- "$FAKE" >"$T_TMP/out" 2>&1 &
+wpid=$!
+i=0
+while [ ! -e "$FAKE_READY" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+cpid=$(pgrep -P "$wpid" | head -n 1)
+kill -USR1 "$cpid"
+wait "$wpid"
+rc=$?
+if [ "$rc" -eq 0 ] && [ "$(launches)" -eq 2 ]; then
+    t_ok "a stop signal to the command itself is restarted"
+else
+    t_bad "a stop signal to the command itself is restarted" "rc=$rc launches=$(launches)"
+fi
+
+t_end
