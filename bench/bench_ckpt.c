@@ -5,11 +5,13 @@
 #include "../ckpt/ckpt_int.h"
 #include "../util/util.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static model_layout bc_L;
 static float *bc_arr[CKPT_N_ARRAYS];
@@ -83,18 +85,45 @@ static void bc_ratios(void)
     free(out);
 }
 
-static int bc_save_series(const char *dir, int codec, int threads, int saves, double *stall_ms, double *write_s)
+/* The disk's own speed for these bytes, measured like `dd bs=1M
+ * conv=fdatasync` but from the same memory and into the same directory, right
+ * before each save so both see the same moment of a shared, noisy disk. */
+static double bc_raw_write(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/raw.bin", dir);
+    double t0 = util_now();
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644), ok = fd >= 0;
+    for (int a = 0; a < CKPT_N_ARRAYS && ok; a++)
+        for (size_t off = 0; off < bc_L.n_floats * 4 && ok; off += 1 << 20) {
+            size_t n = bc_L.n_floats * 4 - off < (1 << 20) ? bc_L.n_floats * 4 - off : (1 << 20);
+            ok = write(fd, (const char *)bc_arr[a] + off, n) == (ssize_t)n;
+        }
+    ok = ok && fdatasync(fd) == 0;
+    double dt = util_now() - t0;
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    return ok ? dt : -1;
+}
+
+static int bc_save_series(const char *dir, int codec, int threads, int saves, double *stall_ms, double *write_s,
+                          double *raw_s)
 {
     ckpt_opts o = {.codec = codec, .level = 3, .chunk_bytes = 4 << 20, .threads = threads, .keep_last = 1, .busy_wait = 1};
     ckpt_writer *w = NULL;
     ckpt_rm_rf(dir);
     int rc = ckpt_writer_open(&w, dir, &o, 0, 1);
-    *stall_ms = *write_s = 0;
+    *stall_ms = *write_s = *raw_s = 0;
     for (int s = 1; s <= saves && rc == ST_OK; s++) {
         ckpt_meta m = {.step = s, .world_size = 1, .layout = &bc_L, .lo = 0, .hi = bc_L.n_floats, .loss_scale = 1,
                        .config_text = "", .arrays = {bc_arr[0], bc_arr[1], bc_arr[2]}};
+        double raw = bc_raw_write(dir);
+        if (raw < 0)
+            rc = ST_IOERR;
         double t0 = util_now();
-        rc = ckpt_writer_submit(w, &m);
+        if (rc == ST_OK)
+            rc = ckpt_writer_submit(w, &m);
         double t1 = util_now();
         if (rc == ST_OK)
             rc = ckpt_writer_drain(w, 600);
@@ -107,6 +136,7 @@ static int bc_save_series(const char *dir, int codec, int threads, int saves, do
         if (s > 1) {  /* the first save also pays for faulting in the buffer */
             *stall_ms += (t1 - t0) * 1e3 / (saves - 1);
             *write_s += (t2 - t1) / (saves - 1);
+            *raw_s += raw / (saves - 1);
         }
     }
     ckpt_writer_close(w);
@@ -124,7 +154,8 @@ int main(int argc, char **argv)
     printf("state: %s, %zu parameters, %.1f MiB (params + adam m + v)\n",
            state ? state : "synthetic (N(0,0.02) weights, N(0,1e-3) m, (1e-3 N)^2 v)", bc_L.n_floats,
            (double)bytes / 1048576.0);
-    bc_ratios();
+    if (!getenv("BENCH_CKPT_RATIOS") || atoi(getenv("BENCH_CKPT_RATIOS")))
+        bc_ratios();
     /* memcpy of the same bytes into a warm buffer: the floor for the stall. */
     float *dst = malloc(bytes);
     double best = 1e9;
@@ -139,13 +170,20 @@ int main(int argc, char **argv)
     printf("memcpy of the state: %.2f ms (%.2f GB/s)\n", best * 1e3, (double)bytes / best / 1e9);
     free(dst);
     int codecs[] = {CKPT_CODEC_NONE, CKPT_CODEC_SHUFFLE_ZSTD, CKPT_CODEC_PLANES_ZSTD};
+    int saves = getenv("BENCH_CKPT_SAVES") ? atoi(getenv("BENCH_CKPT_SAVES")) : 4;
+    saves = saves < 2 ? 2 : saves;
+    const char *only = getenv("BENCH_CKPT_CODECS");   /* e.g. "none": just these save series */
     for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++) {
-        double stall, wr;
+        double stall, wr, raw;
+        if (only && !strstr(only, ckpt_codec_name(codecs[i])))
+            continue;
         int threads = 2;
-        if ((rc = bc_save_series(dir, codecs[i], threads, 4, &stall, &wr)) != ST_OK)
+        if ((rc = bc_save_series(dir, codecs[i], threads, saves, &stall, &wr, &raw)) != ST_OK)
             return rc;
-        printf("%-13s threads %d: stall %.2f ms = %.2fx memcpy; background write %.2f s = %.0f MB/s of raw state\n",
-               ckpt_codec_name(codecs[i]), threads, stall, stall / (best * 1e3), wr, (double)bytes / wr / 1e6);
+        printf("%-13s threads %d: stall %.2f ms = %.2fx memcpy; background write %.2f s = %.0f MB/s of raw state"
+               " = %.0f%% of a raw 1 MiB write+fdatasync of the same bytes (%.0f MB/s), mean of %d saves\n",
+               ckpt_codec_name(codecs[i]), threads, stall, stall / (best * 1e3), wr, (double)bytes / wr / 1e6,
+               100 * raw / wr, (double)bytes / raw / 1e6, saves - 1);
     }
     for (int a = 0; a < CKPT_N_ARRAYS; a++)
         free(bc_arr[a]);

@@ -2,7 +2,8 @@
 # Checkpoint costs: trains a small model for BENCH_CKPT_STEPS steps (a real
 # trained AdamW state), then measures compression per array and codec, the
 # submit stall against memcpy, and background write throughput against a raw
-# sequential write of the same size (dd conv=fdatasync) on the same disk.
+# sequential write of the same bytes (in process, before each save, and dd
+# conv=fdatasync from /dev/zero at the end) on the same disk.
 BUILD=${BUILD:-build}
 DIR=${BENCH_DIR:-/tmp}/spotrain-bench-ckpt.$$
 STEPS=${BENCH_CKPT_STEPS:-200}

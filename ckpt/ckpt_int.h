@@ -25,6 +25,20 @@ typedef struct {
     uint64_t h_stored, h_raw;
 } ckpt_chunk;
 
+/* Codec work space, one per thread. */
+typedef struct {
+    void *cctx, *dctx;
+    uint8_t *tmp;
+    size_t tmp_cap;
+} ckpt_codec_ws;
+
+/* What reading one chunk needs: its stored bytes, decoded bytes, codec scratch. */
+typedef struct {
+    uint8_t *sbuf, *rbuf;
+    size_t scap, rcap;
+    ckpt_codec_ws ws;
+} ckpt_cbuf;
+
 typedef struct {
     int rank;
     uint64_t lo, hi, file_bytes;
@@ -41,18 +55,10 @@ struct ckpt_reader {
     int n_params;
     ckpt_shard *shards;
     int n_shards;
-    uint8_t *sbuf, *rbuf, *tmp;   /* stored chunk, decoded chunk, codec scratch */
-    size_t scap, rcap, tcap;
-    void *dctx;
+    ckpt_cbuf cb;                 /* buffers of the serial reads */
+    int threads;                  /* chunk verification threads; <= 1: serial */
     char err[CKPT_ERR];
 };
-
-/* Codec work space, one per thread. */
-typedef struct {
-    void *cctx, *dctx;
-    uint8_t *tmp;
-    size_t tmp_cap;
-} ckpt_codec_ws;
 
 const char *ckpt_codec_name(int codec);
 const char *ckpt_array_name(int array);
@@ -76,6 +82,9 @@ int ckpt_open_quiet(ckpt_reader **r, const char *step_dir, char *err, size_t err
 int ckpt_verify_quiet(ckpt_reader *r);
 int ckpt_read_range_quiet(ckpt_reader *r, int array, size_t lo, size_t hi, float *out);
 int ckpt_verify_digest(ckpt_reader *r, char dig[CKPT_N_ARRAYS][17]);
+/* Threads for a foreground verify (inspect, verify, resume): OpenMP's
+ * default, i.e. OMP_NUM_THREADS or every core. */
+int ckpt_threads_all(void);
 
 /* Directory helpers. */
 /* "step-00000012" -> 12 (kind 0), "step-00000012.tmp"/"step-...*.tmp" -> kind 1; -1 if neither. */
@@ -86,7 +95,10 @@ int ckpt_list_steps(const char *ckpt_dir, int64_t **steps, int *n);
 /* Removes leftover *.tmp directories whose step is below below (all when
  * below < 0) and those left by an interrupted delete. */
 void ckpt_clean_tmp(const char *ckpt_dir, int64_t below);
-int ckpt_rotate(const char *ckpt_dir, int64_t keep_last, int64_t keep_every);
+/* Deletes what keep_last/keep_every drop, never the only checkpoint that
+ * verifies. fresh: the step this process just committed (trusted while its
+ * manifest parses and file sizes match), or -1 to verify everything. */
+int ckpt_rotate(const char *ckpt_dir, int64_t keep_last, int64_t keep_every, int64_t fresh);
 int ckpt_write_file(const char *path, const void *buf, size_t len, char *err, size_t errcap);
 
 

@@ -161,6 +161,8 @@ static int ckpt_cli_inspect(int argc, char **argv)
         char err[CKPT_ERR] = "", dig[CKPT_N_ARRAYS][17];
         ckpt_reader *r = NULL;
         int one = ckpt_open_quiet(&r, dirs[i], err, sizeof err);
+        if (one == ST_OK)
+            r->threads = ckpt_threads_all();
         if (one == ST_OK && (one = ckpt_verify_digest(r, dig)) != ST_OK)
             snprintf(err, sizeof err, "%s", r->err);
         if (json)
@@ -199,6 +201,8 @@ static int ckpt_cli_verify(int argc, char **argv)
         char err[CKPT_ERR];
         ckpt_reader *r = NULL;
         int one = ckpt_open_quiet(&r, dirs[i], err, sizeof err);
+        if (one == ST_OK)
+            r->threads = ckpt_threads_all();
         if (one == ST_OK && (one = ckpt_verify_quiet(r)) != ST_OK)
             snprintf(err, sizeof err, "%s", r->err);
         if (one == ST_OK) {

@@ -14,6 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static int ckpt_rfail(ckpt_reader *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int ckpt_rfail(ckpt_reader *r, int code, const char *fmt, ...)
@@ -107,6 +110,14 @@ int ckpt_open(ckpt_reader **r, const char *step_dir)
 
 const ckpt_info *ckpt_get_info(const ckpt_reader *r) { return &r->info; }
 
+static void ckpt_cbuf_free(ckpt_cbuf *b)
+{
+    ckpt_codec_ws_free(&b->ws);
+    free(b->sbuf);
+    free(b->rbuf);
+    *b = (ckpt_cbuf){0};
+}
+
 void ckpt_close(ckpt_reader *r)
 {
     if (!r)
@@ -115,10 +126,7 @@ void ckpt_close(ckpt_reader *r)
         if (r->shards[i].fd >= 0)
             close(r->shards[i].fd);
     ckpt_reader_reset(r);
-    ckpt_codec_ws ws = {.dctx = r->dctx, .tmp = r->tmp, .tmp_cap = r->tcap};
-    ckpt_codec_ws_free(&ws);
-    free(r->sbuf);
-    free(r->rbuf);
+    ckpt_cbuf_free(&r->cb);
     free(r);
 }
 
@@ -134,51 +142,70 @@ static int ckpt_shard_fd(ckpt_reader *r, ckpt_shard *sh)
     return ST_OK;
 }
 
-/* Reads, checks and decodes one chunk into r->rbuf. */
-static int ckpt_load_chunk(ckpt_reader *r, ckpt_shard *sh, size_t ci)
+/* Reads, checks and decodes one chunk of a shard whose file is open into
+ * b->rbuf; on failure why says which chunk and what. Touches nothing shared,
+ * so chunks load in parallel with one ckpt_cbuf each. */
+static int ckpt_chunk_load(const ckpt_shard *sh, size_t ci, uint64_t chunk_bytes, ckpt_cbuf *b, char *why,
+                           size_t cap)
 {
-    ckpt_chunk *c = &sh->chunks[ci];
+    const ckpt_chunk *c = &sh->chunks[ci];
     size_t raw = (size_t)c->n * 4;
-    char why[256];
-    int rc = ckpt_shard_fd(r, sh);
-    if (rc != ST_OK)
-        return rc;
-    if (!r->sbuf) {
-        r->scap = ckpt_codec_bound(CKPT_CODEC_ZSTD, r->chunk_bytes) + 64;
-        r->rcap = r->chunk_bytes;
-        r->sbuf = malloc(r->scap);
-        r->rbuf = malloc(r->rcap);
-        if (!r->sbuf || !r->rbuf)
-            return ckpt_rfail(r, ST_SOFTWARE, "out of memory for chunk buffers");
+    char what[256];
+    if (!b->sbuf) {
+        b->scap = ckpt_codec_bound(CKPT_CODEC_ZSTD, chunk_bytes) + 64;
+        b->rcap = chunk_bytes;
+        b->sbuf = malloc(b->scap);
+        b->rbuf = malloc(b->rcap);
+        if (!b->sbuf || !b->rbuf) {
+            ckpt_cbuf_free(b);
+            snprintf(why, cap, "out of memory for chunk buffers");
+            return ST_SOFTWARE;
+        }
     }
 #define CKPT_WHERE "shard-%05d.bin chunk %zu (%s floats [%" PRIu64 ",%" PRIu64 "))"
 #define CKPT_WHERE_ARGS sh->rank, ci, ckpt_array_name(c->array), c->lo, c->lo + c->n
-    if (c->stored > r->scap || raw > r->rcap)
-        return ckpt_rfail(r, ST_DATA, CKPT_WHERE ": sizes exceed the chunk limit", CKPT_WHERE_ARGS);
+    if (c->stored > b->scap || raw > b->rcap) {
+        snprintf(why, cap, CKPT_WHERE ": sizes exceed the chunk limit", CKPT_WHERE_ARGS);
+        return ST_DATA;
+    }
     size_t got = 0;
     while (got < c->stored) {
-        ssize_t n = pread(sh->fd, r->sbuf + got, c->stored - got, (off_t)(c->off + got));
+        ssize_t n = pread(sh->fd, b->sbuf + got, c->stored - got, (off_t)(c->off + got));
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0)
-            return ckpt_rfail(r, ST_IOERR, CKPT_WHERE ": read error: %s", CKPT_WHERE_ARGS, strerror(errno));
-        if (n == 0)
-            return ckpt_rfail(r, ST_DATA, CKPT_WHERE ": file ends early (truncated); use an older checkpoint",
-                              CKPT_WHERE_ARGS);
+        if (n < 0) {
+            snprintf(why, cap, CKPT_WHERE ": read error: %s", CKPT_WHERE_ARGS, strerror(errno));
+            return ST_IOERR;
+        }
+        if (n == 0) {
+            snprintf(why, cap, CKPT_WHERE ": file ends early (truncated); use an older checkpoint", CKPT_WHERE_ARGS);
+            return ST_DATA;
+        }
         got += (size_t)n;
     }
-    if (ckpt_hash(r->sbuf, c->stored) != c->h_stored)
-        return ckpt_rfail(r, ST_DATA, CKPT_WHERE ": stored checksum mismatch (damaged); use an older checkpoint",
-                          CKPT_WHERE_ARGS);
-    ckpt_codec_ws ws = {.dctx = r->dctx, .tmp = r->tmp, .tmp_cap = r->tcap};
-    int d = ckpt_codec_decode(&ws, c->codec, r->sbuf, c->stored, r->rbuf, raw, why, sizeof why);
-    r->dctx = ws.dctx, r->tmp = ws.tmp, r->tcap = ws.tmp_cap;
-    if (d != 0)
-        return ckpt_rfail(r, ST_DATA, CKPT_WHERE ": cannot decode: %s", CKPT_WHERE_ARGS, why);
-    if (ckpt_hash(r->rbuf, raw) != c->h_raw)
-        return ckpt_rfail(r, ST_DATA, CKPT_WHERE ": decoded checksum mismatch; use an older checkpoint",
-                          CKPT_WHERE_ARGS);
+    if (ckpt_hash(b->sbuf, c->stored) != c->h_stored) {
+        snprintf(why, cap, CKPT_WHERE ": stored checksum mismatch (damaged); use an older checkpoint", CKPT_WHERE_ARGS);
+        return ST_DATA;
+    }
+    if (ckpt_codec_decode(&b->ws, c->codec, b->sbuf, c->stored, b->rbuf, raw, what, sizeof what) != 0) {
+        snprintf(why, cap, CKPT_WHERE ": cannot decode: %s", CKPT_WHERE_ARGS, what);
+        return ST_DATA;
+    }
+    if (ckpt_hash(b->rbuf, raw) != c->h_raw) {
+        snprintf(why, cap, CKPT_WHERE ": decoded checksum mismatch; use an older checkpoint", CKPT_WHERE_ARGS);
+        return ST_DATA;
+    }
     return ST_OK;
+}
+
+/* One chunk into r->cb.rbuf, the error in r->err. */
+static int ckpt_load_chunk(ckpt_reader *r, ckpt_shard *sh, size_t ci)
+{
+    char why[400];
+    int rc = ckpt_shard_fd(r, sh);
+    if (rc == ST_OK && (rc = ckpt_chunk_load(sh, ci, r->chunk_bytes, &r->cb, why, sizeof why)) != ST_OK)
+        ckpt_rfail(r, rc, "%s", why);
+    return rc;
 }
 
 int ckpt_read_range_quiet(ckpt_reader *r, int array, size_t lo, size_t hi, float *out)
@@ -198,7 +225,7 @@ int ckpt_read_range_quiet(ckpt_reader *r, int array, size_t lo, size_t hi, float
             if (rc != ST_OK)
                 return rc;
             uint64_t a = c->lo > lo ? c->lo : lo, b = c->lo + c->n < hi ? c->lo + c->n : hi;
-            memcpy(out + (a - lo), r->rbuf + (a - c->lo) * 4, (size_t)(b - a) * 4);
+            memcpy(out + (a - lo), r->cb.rbuf + (a - c->lo) * 4, (size_t)(b - a) * 4);
         }
     }
     return ST_OK;
@@ -211,24 +238,42 @@ int ckpt_read_range(ckpt_reader *r, int array, size_t lo, size_t hi, float *out)
 }
 
 /* One pass over every chunk in file order; with dig, also the per-array
- * digests (chunks of an array come in flat order within and across shards). */
+ * digests (chunks of an array come in flat order within and across shards).
+ * With r->threads > 1, batches of that many chunks load in parallel and are
+ * then taken in file order, so the digests and the error reported (the
+ * first bad chunk in file order) are those of a serial pass. */
 int ckpt_verify_digest(ckpt_reader *r, char dig[CKPT_N_ARRAYS][17])
 {
     XXH3_state_t *st[CKPT_N_ARRAYS] = {0};
-    int rc = ST_OK;
-    for (int a = 0; dig && a < CKPT_N_ARRAYS; a++)
+    /* Each parallel chunk holds about three chunks of memory: keep it all under 1 GiB. */
+    uint64_t fit = ((uint64_t)1 << 30) / (3 * (r->chunk_bytes ? r->chunk_bytes : 1));
+    int rc = ST_OK, nb = r->threads > 1 ? r->threads : 1;
+    nb = (uint64_t)nb > fit ? (fit ? (int)fit : 1) : nb;
+    ckpt_cbuf *bufs = calloc((size_t)nb, sizeof *bufs);
+    int *codes = calloc((size_t)nb, sizeof *codes);
+    char (*why)[400] = calloc((size_t)nb, sizeof *why);
+    if (!bufs || !codes || !why)
+        rc = ckpt_rfail(r, ST_SOFTWARE, "out of memory");
+    for (int a = 0; dig && a < CKPT_N_ARRAYS && rc == ST_OK; a++)
         if (!(st[a] = XXH3_createState()) || XXH3_64bits_reset(st[a]) != XXH_OK)
             rc = ckpt_rfail(r, ST_SOFTWARE, "out of memory");
     for (int s = 0; s < r->n_shards && rc == ST_OK; s++) {
         ckpt_shard *sh = &r->shards[s];
         struct stat fs;
-        for (size_t ci = 0; ci < sh->n_chunks && rc == ST_OK; ci++) {
-            rc = ckpt_load_chunk(r, sh, ci);
-            if (rc == ST_OK && dig)
-                XXH3_64bits_update(st[sh->chunks[ci].array], r->rbuf, (size_t)sh->chunks[ci].n * 4);
+        rc = ckpt_shard_fd(r, sh);
+        for (size_t base = 0; base < sh->n_chunks && rc == ST_OK; base += (size_t)nb) {
+            int m = sh->n_chunks - base < (size_t)nb ? (int)(sh->n_chunks - base) : nb;
+#pragma omp parallel for num_threads(nb) schedule(dynamic, 1) if (m > 1)
+            for (int k = 0; k < m; k++)
+                codes[k] = ckpt_chunk_load(sh, base + (size_t)k, r->chunk_bytes, &bufs[k], why[k], sizeof why[k]);
+            for (int k = 0; k < m && rc == ST_OK; k++) {
+                if (codes[k] != ST_OK)
+                    rc = ckpt_rfail(r, codes[k], "%s", why[k]);
+                else if (dig)
+                    XXH3_64bits_update(st[sh->chunks[base + (size_t)k].array], bufs[k].rbuf,
+                                       (size_t)sh->chunks[base + (size_t)k].n * 4);
+            }
         }
-        if (rc == ST_OK)
-            rc = ckpt_shard_fd(r, sh);
         if (rc == ST_OK && (fstat(sh->fd, &fs) != 0 || (uint64_t)fs.st_size != sh->file_bytes))
             rc = ckpt_rfail(r, ST_DATA, "shard-%05d.bin: %lld bytes on disk, manifest says %" PRIu64,
                             sh->rank, (long long)fs.st_size, sh->file_bytes);
@@ -238,7 +283,21 @@ int ckpt_verify_digest(ckpt_reader *r, char dig[CKPT_N_ARRAYS][17])
             snprintf(dig[a], 17, "%016" PRIx64, (uint64_t)XXH3_64bits_digest(st[a]));
         XXH3_freeState(st[a]);
     }
+    for (int k = 0; bufs && k < nb; k++)
+        ckpt_cbuf_free(&bufs[k]);
+    free(bufs);
+    free(codes);
+    free(why);
     return rc;
+}
+
+int ckpt_threads_all(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
 }
 
 int ckpt_verify_quiet(ckpt_reader *r) { return ckpt_verify_digest(r, NULL); }
@@ -267,7 +326,7 @@ static int ckpt_digest_quiet(ckpt_reader *r, int array, char out[17])
                 continue;
             rc = ckpt_load_chunk(r, sh, ci);
             if (rc == ST_OK)
-                XXH3_64bits_update(st, r->rbuf, (size_t)sh->chunks[ci].n * 4);
+                XXH3_64bits_update(st, r->cb.rbuf, (size_t)sh->chunks[ci].n * 4);
         }
     }
     if (rc == ST_OK)

@@ -117,14 +117,52 @@ static int ckpt_step_path(char *out, size_t cap, const char *dir, int64_t step, 
     return util_fmt(out, cap, "%s/step-%08" PRId64 "%s", dir, step, suffix) < 0 ? -1 : 0;
 }
 
-static int ckpt_good(const char *ckpt_dir, int64_t step, char *err, size_t errcap)
+/* threads > 1 only in the foreground: in the background it would take
+ * cores from training. */
+static int ckpt_good(const char *ckpt_dir, int64_t step, int threads, char *err, size_t errcap)
 {
     char path[4200];
     ckpt_reader *r = NULL;
     ckpt_step_path(path, sizeof path, ckpt_dir, step, "");
     int rc = ckpt_open_quiet(&r, path, err, errcap);
+    if (rc == ST_OK)
+        r->threads = threads;
     if (rc == ST_OK && (rc = ckpt_verify_quiet(r)) != ST_OK)
         snprintf(err, errcap, "%.800s", r->err);
+    ckpt_close(r);
+    return rc;
+}
+
+/* Every shard file the manifest names exists with the size it records. */
+static int ckpt_sizes_match(const ckpt_reader *r, char *err, size_t errcap)
+{
+    for (int i = 0; i < r->n_shards; i++) {
+        char path[4200];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/shard-%05d.bin", r->dir, r->shards[i].rank);
+        int e = stat(path, &st) != 0 ? errno : 0;
+        if (e || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != r->shards[i].file_bytes) {
+            snprintf(err, errcap, "%.800s: %s, manifest says %" PRIu64 " bytes", path,
+                     e ? strerror(e) : "not a file of that size", r->shards[i].file_bytes);
+            return ST_DATA;
+        }
+    }
+    return ST_OK;
+}
+
+/* For the step this writer just committed: every chunk was checksummed in
+ * memory as it was written and fsynced, and the manifest passed the reader's
+ * checks and the size check at commit, so re-reading it all would only
+ * re-prove that; the manifest and the file sizes are checked again in case
+ * something touched it since. */
+static int ckpt_good_fresh(const char *ckpt_dir, int64_t step, char *err, size_t errcap)
+{
+    char path[4200];
+    ckpt_reader *r = NULL;
+    ckpt_step_path(path, sizeof path, ckpt_dir, step, "");
+    int rc = ckpt_open_quiet(&r, path, err, errcap);
+    if (rc == ST_OK)
+        rc = ckpt_sizes_match(r, err, errcap);
     ckpt_close(r);
     return rc;
 }
@@ -142,7 +180,7 @@ static int ckpt_delete_step(const char *ckpt_dir, int64_t step)
     return ckpt_rm_rf(to);
 }
 
-int ckpt_rotate(const char *ckpt_dir, int64_t keep_last, int64_t keep_every)
+int ckpt_rotate(const char *ckpt_dir, int64_t keep_last, int64_t keep_every, int64_t fresh)
 {
     int64_t *steps = NULL;
     int n = 0, rc = ckpt_list_steps(ckpt_dir, &steps, &n);
@@ -162,13 +200,16 @@ int ckpt_rotate(const char *ckpt_dir, int64_t keep_last, int64_t keep_every)
         n_drop += !keep[i];
     }
     /* Deleting is only safe while some kept checkpoint verifies; otherwise
-     * spare the newest droppable one that does. */
+     * spare the newest droppable one that does. The one just committed here
+     * counts as verified while its manifest parses and its sizes hold; if
+     * they do not, it is fully verified like any other. */
     int safe = 0;
     for (int i = n - 1; i >= 0 && n_drop > 0 && !safe; i--)
         if (keep[i])
-            safe = ckpt_good(ckpt_dir, steps[i], err, sizeof err) == ST_OK;
+            safe = (steps[i] == fresh && ckpt_good_fresh(ckpt_dir, steps[i], err, sizeof err) == ST_OK) ||
+                   ckpt_good(ckpt_dir, steps[i], 1, err, sizeof err) == ST_OK;
     for (int i = n - 1; i >= 0 && n_drop > 0 && !safe; i--)
-        if (!keep[i] && ckpt_good(ckpt_dir, steps[i], err, sizeof err) == ST_OK) {
+        if (!keep[i] && ckpt_good(ckpt_dir, steps[i], 1, err, sizeof err) == ST_OK) {
             keep[i] = 1;
             safe = 1;
             util_log("rotation keeps step %" PRId64 ": it is the only checkpoint that verifies", steps[i]);
@@ -194,7 +235,7 @@ int ckpt_find_latest(const char *ckpt_dir, char *path, size_t cap)
         return util_fail(rc, "cannot list checkpoints in %s: %s", ckpt_dir, strerror(errno));
     rc = ST_NOINPUT;
     for (int i = n - 1; i >= 0; i--) {
-        if (ckpt_good(ckpt_dir, steps[i], err, sizeof err) == ST_OK) {
+        if (ckpt_good(ckpt_dir, steps[i], ckpt_threads_all(), err, sizeof err) == ST_OK) {
             rc = ckpt_step_path(path, cap, ckpt_dir, steps[i], "") == 0 ? ST_OK
                  : util_fail(ST_USAGE, "checkpoint path under %s too long", ckpt_dir);
             break;
@@ -270,7 +311,7 @@ int ckpt_store_commit(const char *ckpt_dir, int64_t step, int world, ckpt_result
     if (stat(final, &st) == 0) {
         /* Same config and step give the same bytes: a good durable copy
          * stays; a damaged one (why we resumed from an older step) goes. */
-        if (ckpt_good(ckpt_dir, step, err, errcap) == ST_OK) {
+        if (ckpt_good(ckpt_dir, step, 1, err, errcap) == ST_OK) {
             util_log("%s is already committed; discarding the duplicate save", final);
             ckpt_rm_rf(tmp);
             rc = ST_OK;
@@ -292,6 +333,8 @@ int ckpt_store_commit(const char *ckpt_dir, int64_t step, int world, ckpt_result
         snprintf(err, errcap, "%.800s", check.err);
         goto fail;
     }
+    if ((rc = ckpt_sizes_match(&check, err, errcap)) != ST_OK)
+        goto fail;
     res->raw_bytes = check.info.raw_bytes;
     res->stored_bytes = check.info.stored_bytes;
     snprintf(mpath, sizeof mpath, "%s/manifest.json", tmp);

@@ -121,6 +121,124 @@ static int ckpt_pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
     return 0;
 }
 
+/* Streaming writeback. A shard written into the page cache and fsynced at
+ * the end costs copy time plus disk time, one after the other, and leaves
+ * gigabytes dirty (throttling every other writer on the node). Instead the
+ * writer hands each written stretch to the disk at once and, a fixed lag
+ * behind, waits for it and drops it from the cache; a helper thread
+ * fdatasyncs every CKPT_FLUSH_BYTES settled, because under a VM (and on disks
+ * with a volatile cache) the device only drains on a flush: left to the
+ * final fsync that is a second, serial pass over the whole shard. */
+#define CKPT_WRITE_MAX ((size_t)16 << 20)     /* largest single pwrite of contiguous raw chunks */
+#define CKPT_KICK_BYTES ((uint64_t)8 << 20)   /* start writeback every this much */
+#define CKPT_LAG_BYTES ((uint64_t)64 << 20)   /* in flight before the writer waits for the oldest */
+#define CKPT_FLUSH_BYTES ((uint64_t)64 << 20) /* settled bytes between background flushes */
+
+typedef struct {
+    int fd, hints;               /* hints: 0 once the file system refuses sync_file_range */
+    uint64_t kicked, settled;    /* writeback started below kicked; finished and dropped below settled */
+    pthread_t th;
+    int live, th_started, stop, flush_err;
+    uint64_t flush_to, flushed;  /* the flusher's target and progress */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} ckpt_stream;
+
+static void *ckpt_flusher(void *arg)
+{
+    ckpt_stream *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->stop && s->flush_to <= s->flushed)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->stop)
+            break;
+        uint64_t to = s->flush_to;
+        pthread_mutex_unlock(&s->mu);
+        int e = fdatasync(s->fd) != 0 && errno != EINVAL ? errno : 0;
+        pthread_mutex_lock(&s->mu);
+        if (e && !s->flush_err)
+            s->flush_err = e;
+        s->flushed = to;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void ckpt_stream_start(ckpt_stream *s, int fd)
+{
+    *s = (ckpt_stream){.fd = fd, .hints = 1, .live = 1};
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->th_started = pthread_create(&s->th, NULL, ckpt_flusher, s) == 0;  /* without it, the final fsync does it all */
+}
+
+/* Stops the flusher; -1 with errno set when one of its flushes failed. */
+static int ckpt_stream_stop(ckpt_stream *s)
+{
+    if (!s->live)
+        return s->flush_err ? (errno = s->flush_err, -1) : 0;
+    if (s->th_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = 1;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->th, NULL);
+        s->th_started = 0;
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    s->live = 0;
+    errno = s->flush_err;
+    return s->flush_err ? -1 : 0;
+}
+
+/* sync_file_range's and fdatasync's waits consume a write error that a later
+ * fsync on the same descriptor would no longer report, so their failures are
+ * write failures. */
+static int ckpt_stream_advance(ckpt_stream *s, uint64_t pos, int final)
+{
+    if (!s->hints)
+        return 0;
+    if (pos - s->kicked >= CKPT_KICK_BYTES || (final && pos > s->kicked)) {
+        if (sync_file_range(s->fd, (off_t)s->kicked, (off_t)(pos - s->kicked), SYNC_FILE_RANGE_WRITE) != 0)
+            goto refused;
+        s->kicked = pos;
+    }
+    uint64_t upto = final ? s->kicked : s->kicked > CKPT_LAG_BYTES ? s->kicked - CKPT_LAG_BYTES : 0;
+    if (upto > s->settled && (final || upto - s->settled >= CKPT_KICK_BYTES)) {
+        if (sync_file_range(s->fd, (off_t)s->settled, (off_t)(upto - s->settled),
+                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+            goto refused;
+        posix_fadvise(s->fd, (off_t)s->settled, (off_t)(upto - s->settled), POSIX_FADV_DONTNEED);
+        s->settled = upto;
+    }
+    pthread_mutex_lock(&s->mu);
+    int e = s->flush_err;
+    if (!final && s->th_started && s->settled >= s->flush_to + CKPT_FLUSH_BYTES) {
+        s->flush_to = s->settled;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    errno = e;
+    return e ? -1 : 0;
+refused:
+    if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP || errno == ESPIPE) {
+        s->hints = 0;            /* not supported here: the final fsync does all the work */
+        return 0;
+    }
+    return -1;
+}
+
+/* Writes len bytes at *pos, advances it, and moves the writeback along. */
+static int ckpt_stream_write(ckpt_stream *s, const uint8_t *p, size_t len, uint64_t *pos)
+{
+    if (ckpt_pwrite_all(s->fd, p, len, *pos) != 0)
+        return -1;
+    *pos += len;
+    return ckpt_stream_advance(s, *pos, 0);
+}
+
 static int ckpt_make_chunks(const ckpt_save_desc *d, ckpt_chunk **out, size_t *n)
 {
     uint64_t span = d->hi - d->lo, per = d->chunk_bytes / 4;
@@ -146,6 +264,8 @@ static int ckpt_write_shard(ckpt_writer *w, const char *tmp, char *err, size_t e
     pthread_t th[64];
     int nth = w->o.threads < 1 ? 1 : w->o.threads > 64 ? 64 : w->o.threads, started = 0, rc = ST_OK;
     uint64_t pos = 0;
+    const uint8_t *run = NULL;   /* raw bytes not yet written, contiguous in the snapshot */
+    size_t run_len = 0;
     char *text = NULL;
     snprintf(bin, sizeof bin, "%s/shard-%05d.bin", tmp, w->rank);
     snprintf(idx, sizeof idx, "%s/shard-%05d.json", tmp, w->rank);
@@ -154,6 +274,8 @@ static int ckpt_write_shard(ckpt_writer *w, const char *tmp, char *err, size_t e
         snprintf(err, errcap, "cannot create %.800s: %.100s", bin, strerror(errno));
         return ST_IOERR;
     }
+    ckpt_stream st;
+    ckpt_stream_start(&st, fd);
     pthread_mutex_init(&j.mu, NULL);
     pthread_cond_init(&j.cv, NULL);
     j.len = calloc(w->n_slots, sizeof *j.len);
@@ -172,6 +294,9 @@ static int ckpt_write_shard(ckpt_writer *w, const char *tmp, char *err, size_t e
         rc = ST_SOFTWARE;
         goto out;
     }
+    /* Raw chunks lie back to back in the snapshot, as in the file, so runs
+     * of them go out as one large write; a compressed chunk is written on
+     * its own because its slot is reused as soon as it is released. */
     for (size_t i = 0; i < j.n; i++) {
         size_t slot = i % w->n_slots;
         pthread_mutex_lock(&j.mu);
@@ -184,18 +309,34 @@ static int ckpt_write_shard(ckpt_writer *w, const char *tmp, char *err, size_t e
             rc = ST_SOFTWARE;
             break;
         }
-        j.chunks[i].off = pos;
-        if (ckpt_pwrite_all(fd, j.ptr[slot], j.len[slot], pos) != 0) {
+        const uint8_t *p = j.ptr[slot];
+        size_t len = j.len[slot];
+        int raw = p != w->slots[slot], bad = 0;
+        if (run_len > 0 && (!raw || p != run + run_len || run_len + len > CKPT_WRITE_MAX)) {
+            bad = ckpt_stream_write(&st, run, run_len, &pos);
+            run_len = 0;
+        }
+        j.chunks[i].off = pos + run_len;
+        if (!bad && raw) {
+            run = run_len ? run : p;
+            run_len += len;
+        } else if (!bad) {
+            bad = ckpt_stream_write(&st, p, len, &pos);
+        }
+        if (bad) {
             snprintf(err, errcap, "cannot write %.800s: %.100s", bin, strerror(errno));
             rc = ST_IOERR;
             break;
         }
-        pos += j.len[slot];
         pthread_mutex_lock(&j.mu);
         j.done[slot] = 0;
         j.written++;
         pthread_cond_broadcast(&j.cv);
         pthread_mutex_unlock(&j.mu);
+    }
+    if (rc == ST_OK && run_len > 0 && ckpt_stream_write(&st, run, run_len, &pos) != 0) {
+        snprintf(err, errcap, "cannot write %.800s: %.100s", bin, strerror(errno));
+        rc = ST_IOERR;
     }
     pthread_mutex_lock(&j.mu);
     j.abort = rc != ST_OK;
@@ -205,7 +346,7 @@ static int ckpt_write_shard(ckpt_writer *w, const char *tmp, char *err, size_t e
         pthread_join(th[t], NULL);
     if (rc != ST_OK)
         goto out;
-    if (fsync(fd) != 0) {
+    if (ckpt_stream_advance(&st, pos, 1) != 0 || ckpt_stream_stop(&st) != 0 || fsync(fd) != 0) {
         snprintf(err, errcap, "cannot sync %.800s: %.100s", bin, strerror(errno));
         rc = ST_IOERR;
         goto out;
@@ -218,6 +359,7 @@ static int ckpt_write_shard(ckpt_writer *w, const char *tmp, char *err, size_t e
     }
     rc = ckpt_write_file(idx, text, strlen(text), err, errcap);
 out:
+    ckpt_stream_stop(&st);
     if (close(fd) != 0 && rc == ST_OK) {
         snprintf(err, errcap, "cannot close %.800s: %.100s", bin, strerror(errno));
         rc = ST_IOERR;
@@ -274,7 +416,7 @@ static void ckpt_do_commit(ckpt_writer *w, int64_t step)
         pthread_mutex_unlock(&w->mu);
         return;
     }
-    ckpt_rotate(w->dir, w->o.keep_last, w->o.keep_every);
+    ckpt_rotate(w->dir, w->o.keep_last, w->o.keep_every, step);
     ckpt_clean_tmp(w->dir, step);
     pthread_mutex_lock(&w->mu);
     if (w->last_step == step) {

@@ -396,8 +396,109 @@ static void test_rotation(void)
     snprintf(p, sizeof p, "%s/shard-00000.bin", s9);
     test_flip_byte(p, 1);
     EXPECT(test_check(s9, err, sizeof err) == ST_DATA);
-    EXPECT(ckpt_rotate(dir, 1, 0) == ST_OK);
+    EXPECT(ckpt_rotate(dir, 1, 0, -1) == ST_OK);
     EXPECT(test_exists(dir, 9, "") && test_exists(dir, 8, "") && !test_exists(dir, 4, ""));
+}
+
+/* The step a writer just committed is trusted without a re-read while its
+ * manifest parses and its files keep their sizes; anything else is read. */
+static void test_rotation_fresh(void)
+{
+    char dir[300], p[400], s2[340];
+    struct stat st;
+    test_path(dir, sizeof dir, "rotate-fresh");
+    ckpt_opts o = test_opts(CKPT_CODEC_NONE, 4 * 64);
+    EXPECT(test_save(dir, &o, 1, NULL, 0) == ST_OK);
+    EXPECT(test_save(dir, &o, 2, NULL, 0) == ST_OK);
+    test_step_dir(s2, sizeof s2, dir, 2);
+    snprintf(p, sizeof p, "%s/shard-00000.bin", s2);
+    test_flip_byte(p, 3);                               /* damage the size cannot show */
+    EXPECT(ckpt_rotate(dir, 1, 0, -1) == ST_OK);        /* verified: 1 is the only good one */
+    EXPECT(test_exists(dir, 1, "") && test_exists(dir, 2, ""));
+    EXPECT(ckpt_rotate(dir, 1, 0, 2) == ST_OK);         /* trusted as just committed: 1 goes */
+    EXPECT(!test_exists(dir, 1, "") && test_exists(dir, 2, ""));
+    o.keep_last = 1;
+    EXPECT(test_save(dir, &o, 3, NULL, 0) == ST_OK);    /* the writer's rotation trusts 3 and drops 2 */
+    EXPECT(!test_exists(dir, 2, "") && test_exists(dir, 3, ""));
+    o.keep_last = 100;
+    EXPECT(test_save(dir, &o, 4, NULL, 0) == ST_OK);
+    test_step_dir(s2, sizeof s2, dir, 4);
+    snprintf(p, sizeof p, "%s/shard-00000.bin", s2);
+    EXPECT(stat(p, &st) == 0 && truncate(p, st.st_size - 4) == 0);  /* a size change: fully verified */
+    EXPECT(ckpt_rotate(dir, 1, 0, 4) == ST_OK);
+    EXPECT(test_exists(dir, 3, "") && test_exists(dir, 4, ""));
+    snprintf(p, sizeof p, "%s/manifest.json", s2);
+    EXPECT(truncate(p, 10) == 0);                       /* a broken manifest: not trusted either */
+    EXPECT(ckpt_rotate(dir, 1, 0, 4) == ST_OK);
+    EXPECT(test_exists(dir, 3, "") && test_exists(dir, 4, ""));
+}
+
+/* Parallel verify: same digests and, with damage, the same first bad chunk
+ * as a serial pass. */
+static void test_parallel_verify(void)
+{
+    char dir[300], step[340], p[400], e1[CKPT_ERR], e4[CKPT_ERR], d1[CKPT_N_ARRAYS][17], d4[CKPT_N_ARRAYS][17];
+    test_path(dir, sizeof dir, "parverify");
+    ckpt_opts o = test_opts(CKPT_CODEC_SHUFFLE_ZSTD, 4 * 16);
+    size_t cuts[] = {200};
+    EXPECT(test_save(dir, &o, 1, cuts, 1) == ST_OK);
+    test_step_dir(step, sizeof step, dir, 1);
+    for (int damaged = 0; damaged < 2; damaged++) {
+        ckpt_reader *r1 = NULL, *r4 = NULL;
+        EXPECT(ckpt_open_quiet(&r1, step, e1, sizeof e1) == ST_OK && ckpt_open_quiet(&r4, step, e4, sizeof e4) == ST_OK);
+        if (!r1 || !r4) {
+            ckpt_close(r1);
+            ckpt_close(r4);
+            return;
+        }
+        r1->threads = 1;
+        r4->threads = 4;
+        int c1 = ckpt_verify_digest(r1, d1), c4 = ckpt_verify_digest(r4, d4);
+        EXPECT(c1 == (damaged ? ST_DATA : ST_OK) && c4 == c1);
+        EXPECT(strcmp(r1->err, r4->err) == 0);
+        for (int a = 0; !damaged && a < CKPT_N_ARRAYS; a++) {
+            char want[17];
+            snprintf(want, sizeof want, "%016llx", (unsigned long long)XXH3_64bits(arr[a], L.n_floats * sizeof(float)));
+            EXPECT(strcmp(d1[a], want) == 0 && strcmp(d4[a], want) == 0);
+        }
+        if (damaged)
+            EXPECT(strstr(r4->err, "shard-00001.bin chunk 5 ") != NULL);
+        ckpt_close(r1);
+        ckpt_close(r4);
+        /* Two bad chunks in rank 1's shard, 5 and 9: both passes name 5. */
+        snprintf(p, sizeof p, "%s/shard-00001.bin", step);
+        ckpt_reader *r = NULL;
+        if (!damaged && ckpt_open_quiet(&r, step, e1, sizeof e1) == ST_OK) {
+            test_flip_byte(p, (long)r->shards[1].chunks[9].off);
+            test_flip_byte(p, (long)r->shards[1].chunks[5].off + 1);
+        }
+        ckpt_close(r);
+    }
+}
+
+/* A shard far above the writeback window (and its 16 MiB write runs), with
+ * raw and compressed chunks interleaved, reads back bitwise. */
+static void test_large_stream(void)
+{
+    char dir[300], step[340];
+    test_setup_layout(32000, 128);                      /* ~8.4M floats: 100 MB of state */
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    size_t run = (1 << 20) / 4;
+    for (size_t lo = 0; lo < L.n_floats; lo += 2 * run)  /* v: 1 MiB of noise, 1 MiB of zeros, ... */
+        for (size_t i = lo; i < L.n_floats && i < lo + 2 * run; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            uint32_t bits = i < lo + run ? (uint32_t)x : 0;
+            memcpy(&arr[2][i], &bits, 4);
+        }
+    const int codecs[] = {CKPT_CODEC_NONE, CKPT_CODEC_SHUFFLE_ZSTD};
+    for (int k = 0; k < 2; k++) {
+        snprintf(dir, sizeof dir, "%s/large-%d", root, k);
+        ckpt_opts o = test_opts(codecs[k], 1 << 20);
+        EXPECT(test_save(dir, &o, 1, NULL, 0) == ST_OK);
+        test_step_dir(step, sizeof step, dir, 1);
+        EXPECT(test_matches(step, 2));
+    }
+    test_setup_layout(11, 8);
 }
 
 static void test_leftover_tmp(void)
@@ -502,6 +603,9 @@ int main(void)
     harness_run("corruption -> ST_DATA, fallback", test_corruption);
     harness_run("hostile manifests rejected", test_hostile_manifest);
     harness_run("rotation keep_last/keep_every", test_rotation);
+    harness_run("rotation trusts the step just committed", test_rotation_fresh);
+    harness_run("parallel verify = serial verify", test_parallel_verify);
+    harness_run("large streamed saves", test_large_stream);
     harness_run("leftover .tmp ignored and cleaned", test_leftover_tmp);
     harness_run("on_save hook", test_on_save);
     harness_run("disk full abandons cleanly", test_disk_full);
