@@ -1,6 +1,8 @@
 /* libFuzzer target for the spot price-history parsers (AWS JSON, Alibaba
  * JSON, CSV) and everything bid computes from what they accept: any input
- * must give ST_OK or ST_DATA, never a crash or a sanitizer report. */
+ * must give ST_OK or ST_DATA, never a crash or a sanitizer report.
+ * fuzz-sources: spot/bid.c util/util.c
+ */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
