@@ -7,6 +7,11 @@ make --no-print-directory -j2 >/dev/null
 bin=build/spotrain
 echo "== training sample.ini (tiny model, synthetic arithmetic) into runs/sample"
 $bin train sample.ini --force
+# events.jsonl accumulates over runs: this run's first eval is the last step-0 one.
+first=$(sed -n 's/.*"event":"eval","step":0,"val_loss":\([0-9.]*\).*/\1/p' runs/sample/events.jsonl | tail -n 1)
+last=$(sed -n 's/.*"event":"eval".*"val_loss":\([0-9.]*\).*/\1/p' runs/sample/events.jsonl | tail -n 1)
+echo
+echo "== validation loss on held-out problems (nats per byte): $first at step 0 -> $last at the end"
 echo
 echo "== held-out sums (never in the training data), greedy decoding:"
 right=0
@@ -29,4 +34,4 @@ for p in $pairs; do
     if [ "$out" = "$want" ]; then right=$((right + 1)); mark=ok; else mark="wrong (want $want)"; fi
     echo "  $out   $mark"
 done
-echo "$right of $total correct"
+echo "$right of $total exactly right (train longer for more: --set train.max_steps=N)"
