@@ -35,6 +35,9 @@ LIBS    += $(shell mpicc -showme:link)
 endif
 
 ifeq ($(CUDA),1)
+ifeq ($(wildcard cuda/*.cu),)
+$(error CUDA=1: this tree has no CUDA backend yet (cuda/ holds no .cu files); build with CUDA=0)
+endif
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
 CFLAGS  += -DSPOTRAIN_CUDA=1 -I$(CUDA_HOME)/include
 LIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lnccl -ldl -lrt -lstdc++
