@@ -10,8 +10,9 @@ RUN=$PWD/spot/spotrain-run
 cd "$T_TMP" || exit 1
 ROUNDS=${CHAOS_ROUNDS:-6}
 SEED=${CHAOS_SEED:-1}
-STEPS=$((60 * ROUNDS + 150))
-F="--set model.dim=32 --set model.n_layers=1 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=4 --set train.micro_batch=4 --set train.val_every=0 --set train.log_every=5 --set checkpoint.interval_steps=25 --set checkpoint.keep_last=1000 --set train.max_steps=$STEPS --quiet"
+# About 5 ms a step here: the run outlasts the driver (0.2-1.4 s per round).
+STEPS=$((300 * ROUNDS + 300))
+F="--set model.dim=64 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=128 --set model.seq_len=32 --set train.global_batch=8 --set train.micro_batch=8 --set train.val_every=0 --set train.log_every=5 --set checkpoint.interval_steps=100 --set checkpoint.keep_last=1000 --set train.max_steps=$STEPS --quiet"
 
 # shellcheck disable=SC2086
 t_exit "uninterrupted reference run ($STEPS steps)" 0 "" "$S" train /dev/null $F --set train.run_dir=ref

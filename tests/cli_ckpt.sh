@@ -8,22 +8,26 @@
 . tests/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1
-cat > run.ini <<'INI'
+# N steps of about 5 ms: long enough that the signals and kills below land
+# mid-run (a run that finished first would make those checks vacuous).
+N=600
+NDIR=$(printf 'step-%08d' $N)
+cat > run.ini <<INI
 [model]
-dim = 32
-n_layers = 1
+dim = 64
+n_layers = 2
 n_heads = 2
 n_kv_heads = 1
-ffn_dim = 64
-seq_len = 16
+ffn_dim = 128
+seq_len = 32
 [train]
-max_steps = 16
-global_batch = 4
-micro_batch = 4
+max_steps = $N
+global_batch = 8
+micro_batch = 8
 val_every = 0
 log_every = 1
 [checkpoint]
-interval_steps = 2
+interval_steps = 20
 keep_last = 3
 INI
 STEADY="--quiet"
@@ -50,20 +54,22 @@ losses() {
 
 "$S" train run.ini --set train.run_dir=straight $STEADY >straight.log 2>&1
 rc=$?
-ref=$(digest straight 16)
-if [ $rc -eq 0 ] && [ -n "$ref" ]; then t_ok "straight run: 16 steps, digest $ref"; else t_bad "straight run" "exit $rc, digest '$ref'"; fi
+ref=$(digest straight $N)
+if [ $rc -eq 0 ] && [ -n "$ref" ]; then t_ok "straight run: $N steps, digest $ref"; else t_bad "straight run" "exit $rc, digest '$ref'"; fi
 
 # Stops at several moments (SIGUSR1 -> durable checkpoint -> 75), resume
 # until done: same digests, same losses.
 "$S" train run.ini --set train.run_dir=stopped $STEADY >stopped.log 2>&1 &
 pid=$!
 rounds=0
+stops=0
 while :; do
     sleep "0.$(( (rounds * 37 + 3) % 9 + 1 ))"
     kill -USR1 $pid 2>/dev/null
     wait $pid
     rc=$?
     rounds=$((rounds + 1))
+    [ $rc -eq 75 ] && stops=$((stops + 1))
     [ $rc -eq 0 ] && break
     # 75: stopped after a durable checkpoint; >128: the signal came before
     # the handler was installed (spotrain-run restarts both).
@@ -71,22 +77,24 @@ while :; do
     "$S" resume run.ini --set train.run_dir=stopped $STEADY >>stopped.log 2>&1 &
     pid=$!
 done
-got=$(digest stopped 16)
-if [ $rc -eq 0 ] && [ "$got" = "$ref" ]; then t_ok "stopped $rounds times and resumed: identical digests"
+got=$(digest stopped $N)
+if [ $stops -ge 3 ]; then t_ok "$stops stops with exit 75 mid-run"; else t_bad "at least 3 stops mid-run" "only $stops of $rounds rounds"; fi
+if [ $rc -eq 0 ] && [ "$got" = "$ref" ]; then t_ok "stopped $stops times and resumed: identical digests"
 else t_bad "stop/resume bitwise" "exit $rc after $rounds rounds; digest '$got' vs '$ref'"; fi
-if [ "$(losses stopped)" = "$(losses straight)" ] && [ "$(losses straight | wc -l)" -eq 16 ]; then
+if [ "$(losses stopped)" = "$(losses straight)" ] && [ "$(losses straight | wc -l)" -eq $N ]; then
     t_ok "stop/resume: identical losses at every step"
 else t_bad "stop/resume losses" "$(diff "$(losses stopped)" "$(losses straight)" 2>&1 | head -n 3)"; fi
 
 # kill -9 at assorted moments: every committed checkpoint verifies, and the
 # run still ends with the straight run's state.
-i=0 bad=0
+i=0 bad=0 killed=0
 while [ $i -lt "${CKPT_CRASH_ROUNDS:-8}" ]; do
     "$S" resume run.ini --set train.run_dir=crash --set checkpoint.interval_steps=1 $STEADY >>crash.log 2>&1 &
     pid=$!
     sleep "0.$(( (i * 53 + 7) % 9 + 1 ))"
     kill -9 $pid 2>/dev/null
     wait $pid 2>/dev/null
+    [ $? -eq 137 ] && killed=$((killed + 1))
     for d in crash/ckpt/step-*; do
         case "$d" in *.tmp|*'*') continue ;; esac
         "$S" ckpt verify "$d" >>crash.log 2>&1 || bad=$((bad + 1))
@@ -95,27 +103,28 @@ while [ $i -lt "${CKPT_CRASH_ROUNDS:-8}" ]; do
 done
 "$S" resume run.ini --set train.run_dir=crash --set checkpoint.interval_steps=1 $STEADY >>crash.log 2>&1
 rc=$?
-got=$(digest crash 16)
-if [ $bad -eq 0 ] && [ $rc -eq 0 ] && [ "$got" = "$ref" ]; then t_ok "kill -9 x$i: committed checkpoints verify, resume reaches the same state"
+got=$(digest crash $N)
+if [ $killed -ge 4 ]; then t_ok "$killed of $i kill -9 landed mid-run"; else t_bad "at least 4 kill -9 mid-run" "only $killed of $i"; fi
+if [ $bad -eq 0 ] && [ $rc -eq 0 ] && [ "$got" = "$ref" ]; then t_ok "kill -9 x$killed: committed checkpoints verify, resume reaches the same state"
 else t_bad "kill -9 crash safety" "$bad failed verifies, exit $rc, digest '$got' vs '$ref'"; fi
 
 # Corruption through the CLI: flip a byte in the newest shard.
-newest=straight/ckpt/step-00000016
+newest=straight/ckpt/$NDIR
 size=$(wc -c <"$newest/shard-00000.bin")
 printf 'X' | dd of="$newest/shard-00000.bin" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
-t_exit "verify corrupted: exit 65 naming the chunk" 65 "step-00000016: shard-00000.bin chunk [0-9]+" "$S" ckpt verify "$newest"
+t_exit "verify corrupted: exit 65 naming the chunk" 65 "$NDIR: shard-00000.bin chunk [0-9]+" "$S" ckpt verify "$newest"
 t_exit "inspect dir with a bad one: exit 65" 65 "INVALID" "$S" ckpt inspect straight
-"$S" resume run.ini --set train.run_dir=straight --set train.max_steps=16 >fallback.log 2>&1
+"$S" resume run.ini --set train.run_dir=straight --set train.max_steps=$N >fallback.log 2>&1
 rc=$?
-if [ $rc -eq 0 ] && grep -q "skipping step 16" fallback.log && [ "$(digest straight 16)" = "$ref" ]; then
-    t_ok "resume skips the corrupt step 16, falls back, recomputes the same state"
-else t_bad "resume fallback" "exit $rc, digest '$(digest straight 16)' vs '$ref': $(grep -c 'skipping step 16' fallback.log) skip lines"; fi
+if [ $rc -eq 0 ] && grep -q "skipping step $N" fallback.log && [ "$(digest straight $N)" = "$ref" ]; then
+    t_ok "resume skips the corrupt step $N, falls back, recomputes the same state"
+else t_bad "resume fallback" "exit $rc, digest '$(digest straight $N)' vs '$ref': $(grep -c "skipping step $N" fallback.log) skip lines"; fi
 for oldest in straight/ckpt/step-*; do break; done
 rm -f "$oldest/manifest.json"
 t_exit "verify without manifest: exit 65" 65 "$oldest: manifest.json" "$S" ckpt verify "$oldest"
 
 # Export: safetensors header and config.json.
-t_exit "export" 0 "exported step 16" "$S" ckpt export straight -o hf
+t_exit "export" 0 "exported step $N" "$S" ckpt export straight -o hf
 if [ -s hf/model.safetensors ] && grep -q '"LlamaForCausalLM"' hf/config.json; then t_ok "export wrote model.safetensors and config.json"
 else t_bad "export files"; fi
 t_end
