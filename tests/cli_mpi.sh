@@ -2,6 +2,8 @@
 # Data-parallel runs under mpirun: two ranks agree with themselves bitwise
 # when interrupted and resumed, a 2-rank checkpoint resumes on 1 and 3
 # ranks (elastic), and a 2-rank run learns like a 1-rank one.
+# Option strings like $F are word-split on purpose.
+# shellcheck disable=SC2086
 . tests/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1
@@ -41,6 +43,29 @@ if awk -v a="$l1" -v b="$l3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1
     t_ok "1 vs 3 ranks from one checkpoint: loss $l1 vs $l3"
 else
     t_bad "1 vs 3 ranks from one checkpoint" "loss $l1 vs $l3"
+fi
+# A stop seen by one rank only (rank 1 gets SIGUSR1): both ranks agree on
+# the step, rank 0 commits a checkpoint of it, and the job exits 75.
+$M "$S" train /dev/null $F --set train.max_steps=100000 --set train.log_every=1000 --set train.run_dir=peer \
+    --set checkpoint.interval_steps=0 >peer.log 2>&1 &
+mp=$!
+r1=""
+for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    sleep 0.2
+    for p in $(pgrep -f "run_dir=peer"); do
+        if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then r1=$p; fi
+    done
+    [ -n "$r1" ] && [ -d peer/ckpt ] && break
+done
+sleep 1
+[ -n "$r1" ] && kill -USR1 "$r1"
+wait $mp
+rc=$?
+step=$(sed -n 's/.*"event":"stop","step":\([0-9]*\).*/\1/p' peer/events.jsonl | tail -n 1)
+if [ "$rc" -eq 75 ] && [ -n "$step" ] && "$S" ckpt verify "peer/ckpt/$(printf 'step-%08d' "$step")" >/dev/null 2>&1; then
+    t_ok "stop seen by rank 1 only: exit 75, checkpoint of step $step verifies"
+else
+    t_bad "stop seen by rank 1 only" "exit $rc, stop step '$step', rank-1 pid '$r1': $(tail -n 3 peer.log)"
 fi
 t_exit "global_batch not divisible by ranks: exit 78" 78 "multiple of the 4 ranks" mpirun -np 4 --oversubscribe "$S" train /dev/null $F --set train.max_steps=2 --set train.run_dir=four
 t_end

@@ -2,6 +2,8 @@
 # CLI tests of train/resume: help and usage, bad configs and bad shards with
 # their exit codes and messages, --dry-run plans, refusing a used run_dir,
 # and the demo configuration actually learning.
+# Option strings like $F are word-split on purpose.
+# shellcheck disable=SC2086
 . tests/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1

@@ -371,6 +371,17 @@ static int trainer_commit_step(trainer *t, int64_t step, double timeout_s)
     return (int)st;
 }
 
+/* Only rank 0 learns about commits; before a collective decision that
+ * depends on them, every rank takes rank 0's view. */
+static int trainer_sync_durable(trainer *t)
+{
+    double v[2] = {(double)t->durable, t->last_write_s};
+    int rc = comm_bcast(v, sizeof v, 0);
+    t->durable = (int64_t)v[0];
+    t->last_write_s = v[1];
+    return rc;
+}
+
 /* Blocking save of the current step (last step, stop, busy = wait): a save
  * still in flight is committed first, then this step is written. */
 static int trainer_save_now(trainer *t, double timeout_s)
@@ -382,6 +393,8 @@ static int trainer_save_now(trainer *t, double timeout_s)
      * new save; otherwise busy = skip would drop this one. */
     if (rc == ST_OK && (rc = ckpt_writer_drain(t->w, timeout_s)) == ST_OK && trainer_is_root(t))
         trainer_collect_commit(t);
+    if (rc == ST_OK)
+        rc = trainer_sync_durable(t);
     if (rc == ST_OK && t->durable != t->step && t->inflight != t->step)
         rc = trainer_submit(t);
     if (rc == ST_OK && t->durable != t->step)
@@ -414,10 +427,16 @@ static int trainer_stop(trainer *t, const spot_notice *n)
     spot_watchdog_kick();
     if (t->inflight >= 0)
         rc = trainer_commit_step(t, t->inflight, fmax(deadline - util_wall(), 1));
+    if (trainer_is_root(t))
+        trainer_collect_commit(t);
+    trainer_sync_durable(t);
+    /* Rank 0 decides, so no rank can start a save the others skip. */
     double need = t->last_write_s > 0 ? 1.5 * t->last_write_s + 1 : 5;
-    if (t->durable >= t->step) {
+    int64_t plan = t->durable >= t->step ? 0 : util_wall() + need < deadline ? 1 : 2;
+    comm_bcast(&plan, sizeof plan, 0);
+    if (plan == 0) {
         snprintf(why, sizeof why, "state of step %lld is durable", (long long)t->step);
-    } else if (util_wall() + need < deadline) {
+    } else if (plan == 1) {
         rc = trainer_save_now(t, deadline - util_wall());
         snprintf(why, sizeof why, rc == ST_OK ? "final checkpoint at step %lld" :
                  "final checkpoint at step %lld failed", (long long)t->step);
