@@ -63,6 +63,21 @@ else
     t_bad "events.jsonl has start and exit"
 fi
 
+# Disk full under a running trainer: a 700 KiB tmpfs holds one checkpoint of
+# this model (about 300 KiB) but not the next one beside it.
+mkdir full
+if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=700k tmpfs full 2>/dev/null; then
+    FULL="--set train.run_dir=full/run --set train.max_steps=40 --set checkpoint.interval_steps=10 --set checkpoint.codec=none"
+    t_exit "disk full, checkpoint.required=1: exit 74" 74 "checkpoint.required = 1" "$S" train /dev/null $FAST $FULL --set checkpoint.required=1
+    t_exit "disk full: the earlier checkpoint still verifies" 0 "" "$S" ckpt verify full/run/ckpt/step-00000010
+    rm -rf full/run
+    t_exit "disk full, required=0: training goes on, the end reports 74" 74 "" "$S" train /dev/null $FAST $FULL
+    if grep -q '"event":"step","step":40' full/run/events.jsonl; then t_ok "disk full, required=0: all 40 steps trained"; else t_bad "disk full, required=0: all 40 steps trained"; fi
+    umount full
+else
+    echo "SKIP disk-full tests: not root or tmpfs mounts not permitted"
+fi
+
 # The demo configuration learns: validation loss falls well below its start.
 "$S" train "$OLDPWD/sample.ini" --set train.run_dir=demo --set train.max_steps=150 --set train.val_every=50 --quiet >demo.log 2>&1
 vals=$(t_events demo/events.jsonl eval val_loss | tr '\n' ' ')
