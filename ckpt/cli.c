@@ -265,6 +265,11 @@ int ckpt_cli(int argc, char **argv)
         {"export", ckpt_usage_export, ckpt_cli_export}};
     if (argc < 1)
         return util_fail(ST_USAGE, "ckpt: which one? spotrain ckpt inspect|verify|export (see spotrain --help)");
+    if (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
+        for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++)
+            fputs(verbs[v].usage, stdout);
+        return ST_OK;
+    }
     for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++) {
         if (strcmp(argv[0], verbs[v].verb) != 0)
             continue;

@@ -36,6 +36,7 @@ t_exit "ckpt inspect --help" 0 "usage: spotrain ckpt inspect" "$S" ckpt inspect 
 t_exit "ckpt verify --help" 0 "usage: spotrain ckpt verify" "$S" ckpt verify --help
 t_exit "ckpt export --help" 0 "usage: spotrain ckpt export" "$S" ckpt export --help
 t_exit "ckpt unknown verb" 64 "unknown verb" "$S" ckpt frob
+t_exit "ckpt --help lists the verbs" 0 "spotrain ckpt export" "$S" ckpt --help
 t_exit "ckpt verify without path" 64 "which checkpoint" "$S" ckpt verify
 t_exit "ckpt inspect bad flag" 64 "unexpected argument" "$S" ckpt inspect x --yaml
 t_exit "ckpt verify missing path" 66 "nope" "$S" ckpt verify nope
