@@ -57,6 +57,8 @@ t_exit "train writes a run" 0 "" "$S" train /dev/null --set train.run_dir=r1 $FA
 t_exit "train refuses a run_dir with checkpoints" 64 "already holds 1 checkpoint" "$S" train /dev/null --set train.run_dir=r1 $FAST
 t_exit "train --force moves them aside" 0 "" "$S" train /dev/null --set train.run_dir=r1 --force $FAST
 if ls -d r1/ckpt.old-* >/dev/null 2>&1; then t_ok "old checkpoints kept aside"; else t_bad "old checkpoints kept aside"; fi
+t_exit "resume reports a safe change" 0 "train.max_steps changed from '6' to '8'" "$S" resume /dev/null $(echo "$FAST" | sed 's/--quiet//') --set train.run_dir=r1 --set train.max_steps=8
+t_exit "resume with another model shape: exit 78" 78 "holds a model of dim 32.*asks for 48" "$S" resume /dev/null $FAST --set train.run_dir=r1 --set model.dim=48 --set train.max_steps=10
 if grep -q '"event":"start"' r1/events.jsonl && grep -q '"event":"exit"' r1/events.jsonl; then
     t_ok "events.jsonl has start and exit"
 else
@@ -68,7 +70,7 @@ fi
 mkdir full
 if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=700k tmpfs full 2>/dev/null; then
     FULL="--set train.run_dir=full/run --set train.max_steps=40 --set checkpoint.interval_steps=10 --set checkpoint.codec=none"
-    t_exit "disk full, checkpoint.required=1: exit 74" 74 "checkpoint.required = 1" "$S" train /dev/null $FAST $FULL --set checkpoint.required=1
+    t_exit "disk full, checkpoint.required=1: exit 74" 74 "No space left on device" "$S" train /dev/null $FAST $FULL --set checkpoint.required=1
     t_exit "disk full: the earlier checkpoint still verifies" 0 "" "$S" ckpt verify full/run/ckpt/step-00000010
     rm -rf full/run
     t_exit "disk full, required=0: training goes on, the end reports 74" 74 "" "$S" train /dev/null $FAST $FULL

@@ -355,7 +355,8 @@ static int trainer_commit_step(trainer *t, int64_t step, double timeout_s)
         return ST_IOERR;
     t->inflight = -1;
     if (flags[AGREE_NOT_WRITTEN])
-        return rc != ST_OK ? rc : util_fail(ST_IOERR, "checkpoint of step %lld was not written by every rank",
+        return rc != ST_OK ? rc : util_fail(ST_IOERR, "checkpoint of step %lld was not written (see above); "
+                                             "the newest durable one is kept",
                                              (long long)step);
     if (trainer_is_root(t)) {
         rc = ckpt_writer_commit(t->w, step);
