@@ -5,7 +5,7 @@
 set -u
 want="build-essential libopenmpi-dev openmpi-bin libzstd-dev libinih-dev libjson-c-dev libxxhash-dev libopenblas-dev python3"
 if [ "${1:-build}" = test ]; then
-    want="$want python3-torch python3-numpy clang shellcheck"
+    want="$want python3-torch python3-numpy clang shellcheck procps"
 fi
 missing=""
 for p in $want; do
