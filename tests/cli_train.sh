@@ -91,4 +91,10 @@ else
     t_bad "demo learns" "val losses: $vals; $(tail -n 3 demo.log)"
 fi
 t_exit "sample continues a prompt" 0 "^12\+34=" "$S" sample demo --prompt "12+34=" --tokens 3
+# Export, read back independently: the float64 reference model built from
+# model.safetensors + config.json continues a prompt as spotrain does.
+t_exit "ckpt export of the demo run" 0 "exported step 150" "$S" ckpt export demo -o hf
+a=$("$S" sample demo --prompt "47+25=" --tokens 12 2>&1)
+b=$(/usr/bin/python3 "$OLDPWD/tests/export_check.py" hf "47+25=" 12 2>&1)
+if [ -n "$a" ] && [ "$a" = "$b" ]; then t_ok "exported weights continue '47+25=' as spotrain does"; else t_bad "export read back" "spotrain '$a' vs reference '$b'"; fi
 t_end
