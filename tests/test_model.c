@@ -21,6 +21,12 @@ typedef struct {
     optim_hparams h;
     double init_std;
     int expect_clip;      /* 1: clipping must be active in every step */
+    /* 1: check loss, gradients and logits only. Measured at the tiny preset:
+     * gradients agree to 7e-7 but the weights after 3 steps to 5e-5. Adam
+     * divides each entry by its own magnitude, so entries whose gradient
+     * nearly cancels (largest fp32 relative error) move by about lr either
+     * way. The short cases above hold the optimizer path to 1e-5. */
+    int grads_only;
 } tm_case;
 
 static const char *tm_python(void)
@@ -265,8 +271,10 @@ static void tm_run_case(const tm_case *tc)
     EXPECT(worst_loss <= 1e-6);
     EXPECT(worst_norm <= 1e-5);
     EXPECT(worst_g <= 1e-5);
-    EXPECT(worst_p <= 1e-5);
-    EXPECT(worst_d <= 1e-4);
+    if (!tc->grads_only) {
+        EXPECT(worst_p <= 1e-5);
+        EXPECT(worst_d <= 1e-4);
+    }
     EXPECT(el <= 1e-5);
 out:
     if (harness_failed_now)
@@ -301,6 +309,18 @@ static void test_torch_clip(void)
                         .vocab = 50, .seq_len = 11, .rope_theta = 500.0, .norm_eps = 1e-5},
                   .batch = 3, .steps = 3, .logits_t = 11, .h = tm_hparams(0.05), .init_std = 0.2,
                   .expect_clip = 1};
+    tm_run_case(&tc);
+}
+
+/* The demo's own shape (the tiny preset) at its full sequence length:
+ * longer sequences than the cases above, several attention row blocks. */
+static void test_torch_tiny_preset(void)
+{
+    tm_case tc = {.name = "tiny preset, T=64",
+                  .s = {.dim = 128, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .head_dim = 32, .ffn_dim = 352,
+                        .vocab = 256, .seq_len = 64, .rope_theta = 10000.0, .norm_eps = 1e-6},
+                  .batch = 8, .steps = 3, .logits_t = 64, .h = tm_hparams(100.0), .init_std = 0.02,
+                  .grads_only = 1};
     tm_run_case(&tc);
 }
 
@@ -496,5 +516,6 @@ int main(void)
     harness_run("finite_differences", test_finite_differences);
     harness_run("torch_gqa_3_adamw_steps", test_torch_gqa);
     harness_run("torch_mqa_clipping", test_torch_clip);
+    harness_run("torch_tiny_preset_T64", test_torch_tiny_preset);
     return harness_end();
 }
