@@ -95,6 +95,9 @@ for p in aws gcp azure alibaba; do
     ctl "mode=$p&notice=0&time=&notbefore=&event_vm=vm-test"
     stop_case "$p" "$p" "ctl notice=1" --set spot.provider=$p --set spot.metadata_url="$URL"
 done
+acks=$(python3 -c 'import json, sys, urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))["acks"])' "$URL/_state")
+if [ "${acks:-0}" -ge 1 ]; then t_ok "azure: the event was acknowledged (StartRequests) after the final checkpoint"
+else t_bad "azure: event acknowledged after the final checkpoint" "acks=$acks"; fi
 ctl "mode=gcp&notice=0"
 stop_case auto gcp "ctl notice=1" --set spot.provider=auto --set spot.metadata_url="$URL"
 stop_case file file "echo preStop >$T_TMP/notice" --set spot.provider=file --set spot.notice_file="$T_TMP/notice"

@@ -331,14 +331,14 @@ static int trainer_collect_commit(trainer *t)
     return ST_OK;
 }
 
-static int trainer_writer_failed(trainer *t, int err)
+static int trainer_writer_failed(trainer *t)
 {
     if (t->c->ckpt_required)
         return util_fail(ST_IOERR, "checkpoint of step %lld failed and checkpoint.required = 1; stopping "
                          "(the newest durable checkpoint is step %lld)", (long long)t->inflight,
                          (long long)t->durable);
-    trainer_log(t, "checkpoint of step %lld abandoned (status %d); training goes on, the newest durable "
-                "checkpoint is step %lld", (long long)t->inflight, err, (long long)t->durable);
+    trainer_log(t, "checkpoint of step %lld abandoned; training goes on, the newest durable "
+                "checkpoint is step %lld", (long long)t->inflight, (long long)t->durable);
     t->inflight = -1;
     return ST_OK;
 }
@@ -448,6 +448,9 @@ static int trainer_stop(trainer *t, const spot_notice *n)
     if (rc != ST_OK || t->durable < t->step)
         snprintf(why + strlen(why), sizeof why - strlen(why), "; the newest durable checkpoint is step %lld",
                  (long long)t->durable);
+    /* Azure ends the VM early once told we are done; only after durable state. */
+    if (trainer_is_root(t) && rc == ST_OK && spot_azure_ack() != ST_OK)
+        trainer_log(t, "azure: acknowledgement failed; the VM goes at the event's NotBefore instead");
     trainer_log(t, "%s; exiting 75 so a wrapper restarts the run", why);
     events_quote(why, q, sizeof q);
     events_write(&t->ev, "stop", "\"step\":%lld,\"source\":%s,\"reason\":%s", (long long)t->step, src, q);
@@ -572,7 +575,7 @@ static int trainer_loop(trainer *t)
         spot_watchdog_kick();
         if ((rc = trainer_agree(t, &n, flags)) != ST_OK)
             return rc;
-        if (flags[AGREE_FAILED] && (rc = trainer_writer_failed(t, ST_IOERR)) != ST_OK)
+        if (flags[AGREE_FAILED] && (rc = trainer_writer_failed(t)) != ST_OK)
             return rc;
         if (t->inflight >= 0 && !flags[AGREE_NOT_WRITTEN] && !flags[AGREE_FAILED]) {
             if (trainer_is_root(t) && (rc = ckpt_writer_commit(t->w, t->inflight)) != ST_OK)
