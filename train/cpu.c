@@ -560,16 +560,25 @@ static int cpu_check_tokens(const backend *be, const int32_t *tokens, int64_t n)
     return ST_OK;
 }
 
-static int cpu_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float grad_scale, double *loss_sum)
+/* Checks the ids, sizes the buffers and runs the trunk: shared by training
+ * and evaluation. */
+static int cpu_forward(backend *be, const int32_t *tokens, int64_t B)
 {
     cpu_impl *c = be->impl;
     int64_t T = c->s.seq_len;
     int rc = cpu_check_tokens(be, tokens, B * (T + 1));
     if (rc == ST_OK)
         rc = cpu_reserve(c, B);
+    if (rc == ST_OK)
+        cpu_trunk_fwd(be, tokens, B, T, T + 1);
+    return rc;
+}
+
+static int cpu_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float grad_scale, double *loss_sum)
+{
+    int rc = cpu_forward(be, tokens, B);
     if (rc != ST_OK)
         return rc;
-    cpu_trunk_fwd(be, tokens, B, T, T + 1);
     *loss_sum += cpu_head(be, tokens, B, 1, grad_scale);
     cpu_trunk_bwd(be, tokens, B);
     return ST_OK;
@@ -577,14 +586,9 @@ static int cpu_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float grad
 
 static int cpu_eval(backend *be, const int32_t *tokens, int64_t B, double *loss_sum)
 {
-    cpu_impl *c = be->impl;
-    int64_t T = c->s.seq_len;
-    int rc = cpu_check_tokens(be, tokens, B * (T + 1));
-    if (rc == ST_OK)
-        rc = cpu_reserve(c, B);
+    int rc = cpu_forward(be, tokens, B);
     if (rc != ST_OK)
         return rc;
-    cpu_trunk_fwd(be, tokens, B, T, T + 1);
     *loss_sum += cpu_head(be, tokens, B, 0, 0.0f);
     return ST_OK;
 }

@@ -7,7 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-void train_memory_plan(const model_shape *s, int64_t micro_batch, int world, train_memory *m)
+typedef struct {
+    double params, grads, adam, snapshot, activations, total;
+} train_memory;
+
+static void train_memory_plan(const model_shape *s, int64_t micro_batch, int world, train_memory *m)
 {
     double n = (double)model_count_params(s), W = world > 0 ? world : 1;
     double B = (double)micro_batch, T = (double)s->seq_len, L = (double)s->n_layers;

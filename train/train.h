@@ -19,10 +19,4 @@ int train_plan(const cfg *c, int world);
 /* spotrain sample CONFIG|CKPT [--prompt S] [--tokens N] ... */
 int train_sample_cli(int argc, char **argv);
 
-/* Memory plan of one process (bytes), shared with `cost estimate`. */
-typedef struct {
-    double params, grads, adam, snapshot, activations, total;
-} train_memory;
-void train_memory_plan(const model_shape *s, int64_t micro_batch, int world, train_memory *m);
-
 #endif
