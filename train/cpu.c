@@ -3,6 +3,7 @@
  * OpenMP loops with fixed chunking and reduction orders for the rest, so
  * results are bitwise reproducible whatever the thread count. */
 #include "backend.h"
+#include "elem.h"
 #include "../util/util.h"
 
 #include <cblas.h>
@@ -156,28 +157,6 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
 
 /* ---- elementwise pieces ------------------------------------------------ */
 
-/* exp for x <= 88 (Cephes range reduction and polynomial, ~1 ulp), in plain
- * C so the loops around it vectorise; libm's expf would not. */
-static inline float cpu_exp(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float n = floorf(fmaf(x, 1.44269504088896341f, 0.5f));
-    float r = fmaf(n, -0.693359375f, x);
-    r = fmaf(n, 2.12194440e-4f, r);
-    float p = 1.9875691500e-4f;
-    p = fmaf(p, r, 1.3981999507e-3f);
-    p = fmaf(p, r, 8.3334519073e-3f);
-    p = fmaf(p, r, 4.1665795894e-2f);
-    p = fmaf(p, r, 1.6666665459e-1f);
-    p = fmaf(p, r, 5.0000001201e-1f);
-    p = fmaf(p, r * r, r + 1.0f);
-    int32_t e = ((int32_t)n + 127) << 23;
-    float two_n;
-    memcpy(&two_n, &e, sizeof two_n);
-    return p * two_n;
-}
-
 /* Eight interleaved partial sums in a fixed order: vectorisable and the
  * same result on every run. */
 static float cpu_dot(const float *a, const float *b, int64_t n)
@@ -233,7 +212,7 @@ static void cpu_rmsnorm_fwd(const cpu_impl *c, float *out, float *rs, const floa
         const float *xr = x + n * D;
         float *o = out + n * D;
         double ss = cpu_dot64(xr, xr, D);
-        float r = (float)(1.0 / sqrt(ss / (double)D + eps));
+        float r = elem_rms_scale(ss, D, eps);
         rs[n] = r;
         for (int64_t j = 0; j < D; j++)
             o[j] = (xr[j] * r) * w[j];
@@ -295,11 +274,8 @@ static void cpu_rope(const cpu_impl *c, float *base, int64_t ld, int64_t nh, int
         const float *cs = c->rope_cos + t * half, *sn = c->rope_sin + t * half;
         for (int64_t h = 0; h < nh; h++) {
             float *x = base + n * ld + h * hd;
-            for (int64_t i = 0; i < half; i++) {
-                float a = x[i], b2 = x[i + half], s = dir > 0 ? sn[i] : -sn[i];
-                x[i] = a * cs[i] - b2 * s;
-                x[i + half] = b2 * cs[i] + a * s;
-            }
+            for (int64_t i = 0; i < half; i++)
+                elem_rope(&x[i], &x[i + half], cs[i], dir > 0 ? sn[i] : -sn[i]);
         }
     }
 }
@@ -312,7 +288,7 @@ static void cpu_swiglu_fwd(const cpu_impl *c, float *h, const float *gu, int64_t
         const float *g = gu + n * 2 * F, *u = g + F;
         float *o = h + n * F;
         for (int64_t j = 0; j < F; j++)
-            o[j] = g[j] / (1.0f + cpu_exp(-g[j])) * u[j];
+            o[j] = elem_swiglu(g[j], u[j]);
     }
 }
 
@@ -323,11 +299,8 @@ static void cpu_swiglu_bwd(const cpu_impl *c, float *dgu, const float *dh, const
     for (int64_t n = 0; n < N; n++) {
         const float *g = gu + n * 2 * F, *u = g + F, *d = dh + n * F;
         float *dg = dgu + n * 2 * F, *du = dg + F;
-        for (int64_t j = 0; j < F; j++) {
-            float s = 1.0f / (1.0f + cpu_exp(-g[j]));
-            du[j] = d[j] * g[j] * s;
-            dg[j] = d[j] * u[j] * (s * (1.0f + g[j] * (1.0f - s)));
-        }
+        for (int64_t j = 0; j < F; j++)
+            elem_swiglu_bwd(g[j], u[j], d[j], &dg[j], &du[j]);
     }
 }
 
@@ -359,7 +332,7 @@ static void cpu_attn_fwd_one(const cpu_impl *c, cpu_layer *y, int64_t b, int64_t
             for (int64_t s = 1; s < n; s++)
                 mx = p[s] > mx ? p[s] : mx;
             for (int64_t s = 0; s < n; s++)
-                p[s] = cpu_exp(p[s] - mx);
+                p[s] = elem_exp(p[s] - mx);
             float inv = 1.0f / cpu_sum(p, n);
             for (int64_t s = 0; s < n; s++)
                 p[s] *= inv;
@@ -475,7 +448,7 @@ static double cpu_head(backend *be, const int32_t *tokens, int64_t B, int grad, 
             mx = z[j] > mx ? z[j] : mx;
         float zt = z[tgt];
         for (int64_t j = 0; j < V; j++)
-            z[j] = cpu_exp(z[j] - mx);
+            z[j] = elem_exp(z[j] - mx);
         double sum = 0.0;
         {
             double acc[4] = {0};

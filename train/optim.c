@@ -2,6 +2,7 @@
  * correction, eps outside the square root), the warmup + cosine schedule and
  * a deterministic blocked sum of squares for global-norm clipping. */
 #include "optim.h"
+#include "elem.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -70,27 +71,25 @@ double optim_clip_scale(const optim_hparams *h, double global_norm)
     return s < 1.0 ? s : 1.0;
 }
 
-static void optim_adamw_span(const optim_hparams *h, float *p, const float *g, float *m, float *v, size_t n,
-                             double lr, double clip, double decay, double bc1, double bc2)
+static void optim_adamw_span(const elem_adamw_k *k, float *p, const float *g, float *m, float *v, size_t n,
+                             double keep)
 {
-    double b1 = h->beta1, b2 = h->beta2, eps = h->eps;
-    double step_size = lr / bc1, sbc2 = sqrt(bc2), keep = 1.0 - lr * decay;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        double gi = (double)g[i] * clip;
-        double mi = b1 * (double)m[i] + (1.0 - b1) * gi;
-        double vi = b2 * (double)v[i] + (1.0 - b2) * gi * gi;
-        m[i] = (float)mi;
-        v[i] = (float)vi;
-        double pi = (double)p[i] * keep;
-        p[i] = (float)(pi - step_size * mi / (sqrt(vi) / sbc2 + eps));
-    }
+    for (size_t i = 0; i < n; i++)
+        elem_adamw(k, keep, &p[i], g[i], &m[i], &v[i]);
+}
+
+elem_adamw_k optim_adamw_consts(const optim_hparams *h, double lr, double clip_scale, int64_t step)
+{
+    double bc1 = 1.0 - pow(h->beta1, (double)step), bc2 = 1.0 - pow(h->beta2, (double)step);
+    elem_adamw_k k = {h->beta1, h->beta2, h->eps, lr / bc1, sqrt(bc2), clip_scale};
+    return k;
 }
 
 void optim_adamw(const optim_hparams *h, const model_layout *L, size_t lo, size_t hi, float *p,
                  const float *g, float *m, float *v, double lr, double clip_scale, int64_t step)
 {
-    double bc1 = 1.0 - pow(h->beta1, (double)step), bc2 = 1.0 - pow(h->beta2, (double)step);
+    elem_adamw_k k = optim_adamw_consts(h, lr, clip_scale, step);
     /* Walk the parameter table so each piece of [lo,hi) gets its tensor's
      * decay: none for the 1-D norm weights. */
     for (int i = 0; i < L->n_params; i++) {
@@ -100,7 +99,6 @@ void optim_adamw(const optim_hparams *h, const model_layout *L, size_t lo, size_
         if (a >= b)
             continue;
         double decay = t->ndim == 2 ? h->weight_decay : 0.0;
-        optim_adamw_span(h, p + (a - lo), g + (a - lo), m + (a - lo), v + (a - lo), b - a, lr, clip_scale,
-                         decay, bc1, bc2);
+        optim_adamw_span(&k, p + (a - lo), g + (a - lo), m + (a - lo), v + (a - lo), b - a, 1.0 - lr * decay);
     }
 }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "model.h"
+#include "elem.h"
 
 typedef struct {
     double lr, min_lr, warmup_steps, weight_decay, beta1, beta2, eps, grad_clip;
@@ -24,6 +25,9 @@ double optim_sumsq(const float *g, size_t n);
 /* Clip factor for a global norm: min(1, grad_clip / (norm + 1e-6)); 1 when
  * grad_clip <= 0. */
 double optim_clip_scale(const optim_hparams *h, double global_norm);
+
+/* The per-step constants of elem_adamw (bias corrections, step size). */
+elem_adamw_k optim_adamw_consts(const optim_hparams *h, double lr, double clip_scale, int64_t step);
 
 /* One AdamW update of the range [lo,hi) of the flat vector: p, g point at
  * element lo; m, v hold the range's moments. step is 1-based (bias
