@@ -1,44 +1,84 @@
-/* The narrow interface every compute backend implements: forward/backward on
- * a batch of token rows, host-visible gradients for the reduction, and the
- * live parameters. The optimizer, comm and checkpoints work on host arrays. */
+/* The compute backend interface. The backend owns the training state: the
+ * full fp32 parameter vector (the master copy, Hugging Face order), the
+ * gradients, and Adam m/v of this rank's ZeRO-1 range [lo, hi). The loop
+ * holds scalars and the protocol and calls the operations below; nothing
+ * outside a backend touches its memory, so a device backend keeps the
+ * state on the device and syncs with the host once per step (the loss). */
 #ifndef SPOTRAIN_BACKEND_H
 #define SPOTRAIN_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "model.h"
+#include "optim.h"
 
-struct cfg;
+/* The arrays a backend holds; the numbering matches CKPT_PARAMS/ADAM_M/V. */
+enum { BK_PARAMS = 0, BK_ADAM_M = 1, BK_ADAM_V = 2, BK_GRADS = 3 };
+
+typedef struct {
+    const char *name;       /* "auto" | "cpu" | "cuda" */
+    const char *precision;  /* "fp32" | "tf32" | "bf16" | "fp16"; NULL = the backend's default */
+    int threads;            /* CPU compute threads; <= 0 = all cores */
+    int rank, world;        /* data-parallel position; the backend's range is comm_range's */
+} backend_opts;
 
 typedef struct backend backend;
 struct backend {
-    const char *name;
+    const char *name;       /* "cpu", "cuda" */
+    const char *precision;  /* compute precision in use */
+    char device[128];       /* e.g. "cpu", "NVIDIA H200" (recorded in checkpoints) */
     const model_layout *L;
-    float *params;   /* full flat vector, host memory, L->n_floats */
-    float *grads;    /* full flat vector, host memory, accumulated */
+    size_t lo, hi;          /* this rank's range of the flat vector */
+    int rank, world;
     void *impl;
 
-    /* tokens: B rows of seq_len+1 ids (inputs are row[0..T), targets
-     * row[1..T]). Adds grad_scale * d(sum of token losses)/dparams to grads
-     * and the summed loss (nats, before scaling) to *loss_sum. */
-    int (*fwd_bwd)(backend *b, const int32_t *tokens, int64_t B, float grad_scale,
-                   double *loss_sum);
-    /* Same rows, loss only (validation). */
+    /* B rows of seq_len+1 ids (inputs row[0..T), targets row[1..T]). Adds
+     * grad_scale * d(sum of token losses)/dparams to the gradients and the
+     * summed loss (nats, unscaled) to an accumulator inside the backend. */
+    int (*fwd_bwd)(backend *b, const int32_t *tokens, int64_t B, float grad_scale);
+    /* The loss accumulated since the last call, then resets it: the one
+     * device-to-host sync of a step. */
+    int (*take_loss)(backend *b, double *loss_sum);
+    /* Same rows, loss only (validation); adds to *loss_sum. */
     int (*eval)(backend *b, const int32_t *tokens, int64_t B, double *loss_sum);
-    /* One sequence of T <= seq_len ids; writes the vocab logits of the last
-     * position (sampling). */
+    /* One sequence of 1 <= T <= seq_len ids; the vocab logits of its last
+     * position into out (host). */
     int (*logits)(backend *b, const int32_t *tokens, int64_t T, float *out);
-    void (*zero_grads)(backend *b);
-    /* Called after the host params were changed (optimizer step, restore):
-     * a device backend uploads them. */
-    int (*sync_params)(backend *b);
+    int (*zero_grads)(backend *b);
+    /* After it, grads[lo,hi) holds the sum over ranks, added in rank order. */
+    int (*reduce_grads)(backend *b);
+    /* Sum of squares of grads[lo,hi), in a fixed order (double). */
+    int (*grad_sumsq)(backend *b, double *out);
+    /* AdamW on [lo,hi): params, m, v (and any working copy). step is
+     * 1-based; clip_scale multiplies the gradients first. */
+    int (*adamw)(backend *b, const optim_hparams *h, double lr, double clip_scale, int64_t step);
+    /* Every rank's range of the parameters to every rank. */
+    int (*gather_params)(backend *b);
+    /* Host -> backend: n floats of array at flat offset off. BK_PARAMS takes
+     * any range of the full vector; BK_ADAM_M/V only inside [lo,hi). Used at
+     * start (fresh init, resume, init_from). */
+    int (*load)(backend *b, int array, size_t off, size_t n, const float *src);
+    /* Backend -> host, same ranges as load (BK_GRADS too): read-back for
+     * tests, sampling and export. Synchronous. */
+    int (*read)(backend *b, int array, size_t off, size_t n, float *dst);
+    /* params | m | v of [lo,hi) back to back into dst (3 * (hi-lo) floats),
+     * for the checkpoint writer. May only start the copy; snapshot_wait is
+     * the fence the writer waits on before reading dst. The next adamw
+     * waits for the copy to finish. */
+    int (*snapshot)(backend *b, float *dst);
+    int (*snapshot_wait)(backend *b);
+    /* Optional (may be NULL): page-locks a host buffer the backend copies
+     * into (the writer's snapshot buffer), once at start. */
+    int (*pin)(backend *b, void *host, size_t bytes);
     void (*destroy)(backend *b);
 };
 
-/* CPU backend (OpenBLAS + OpenMP). threads <= 0 means all cores. */
-int backend_cpu_create(backend **out, const model_layout *L, int threads);
+/* CPU backend (OpenBLAS + OpenMP). */
+int backend_cpu_create(backend **out, const model_layout *L, const backend_opts *o);
 
-/* Picks by name ("cpu", "cuda"); ST_UNAVAILABLE with a clear line when the
- * backend was not compiled in or no device is present. */
-int backend_create(backend **out, const char *name, const model_layout *L, int threads);
+/* Picks by o->name: "cpu", "cuda", or "auto" (CUDA when compiled in and a
+ * device is present, else CPU). ST_UNAVAILABLE with one line naming what is
+ * missing when "cuda" cannot start. */
+int backend_create(backend **out, const model_layout *L, const backend_opts *o);
 
 #endif
