@@ -51,6 +51,10 @@ t_exit "good shard trains" 0 "" "$S" train /dev/null $SH --set data.train_path=g
 
 t_exit "dry-run 7B: exact parameter count" 0 "parameters: 6910365696 " "$S" train /dev/null --set model.preset=deepseek-7b --dry-run
 t_exit "dry-run 67B over 64 ranks" 0 "parameters: 674[0-9]{8} " "$S" train /dev/null --set model.preset=deepseek-67b --dry-run --world 64
+t_exit "dry-run 7B over 8 ranks: per-rank range and buffers" 0 "this rank's range: 863795712 parameters" "$S" train /dev/null --set model.preset=deepseek-7b --dry-run --world 8
+t_exit "dry-run 7B: says it does not fit this machine" 0 "warning: .* GiB per process does not fit this machine" "$S" train /dev/null --set model.preset=deepseek-7b --dry-run
+t_exit "dry-run tiny: fits" 0 "fits this machine" "$S" train /dev/null --dry-run
+t_exit "dry-run: a data glob that matches nothing is an error" 66 "no data shards match" "$S" train /dev/null --dry-run --set data.source=shards --set "data.train_path=$T_TMP/none/*.bin"
 t_exit "cuda backend unavailable, exit 69" 69 "cuda" "$S" train /dev/null --set train.backend=cuda --set train.run_dir=r-cuda $FAST
 
 t_exit "train writes a run" 0 "" "$S" train /dev/null --set train.run_dir=r1 $FAST

@@ -1,19 +1,28 @@
 /* --dry-run: the resolved configuration, the parameter count and what one
  * process will hold in memory, computed from the shape alone so 7B/67B plans
- * print on a laptop. */
+ * print on a laptop; then what can be checked without training (the data
+ * opens, the plan fits this machine). */
 #include "train.h"
+#include "comm.h"
+#include "data.h"
 #include "../util/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 typedef struct {
-    double params, grads, adam, snapshot, activations, total;
+    double params, grads, adam, snapshot, comm, activations, total;
+    size_t range;      /* the largest rank's share of the flat vector */
 } train_memory;
 
 static void train_memory_plan(const model_shape *s, int64_t micro_batch, int world, train_memory *m)
 {
     double n = (double)model_count_params(s), W = world > 0 ? world : 1;
+    /* Ranks own 64-aligned ranges; the first ranks' are the largest. */
+    size_t lo, hi;
+    comm_range((size_t)model_count_params(s), 0, world > 0 ? world : 1, &lo, &hi);
+    m->range = hi - lo;
     double B = (double)micro_batch, T = (double)s->seq_len, L = (double)s->n_layers;
     double q = (double)(s->n_heads * s->head_dim), kv = (double)(s->n_kv_heads * s->head_dim);
     /* Saved for backward per token and layer: block input, two norm outputs,
@@ -22,15 +31,38 @@ static void train_memory_plan(const model_shape *s, int64_t micro_batch, int wor
     double per_tok_layer = 6 * (double)s->dim + q + 2 * kv + 3 * (double)s->ffn_dim + (double)s->n_heads * T;
     m->params = 4 * n;
     m->grads = 4 * n;                     /* full vector: reduce-scatter input */
-    m->adam = 2 * 4 * n / W;              /* m and v of this rank's range */
-    m->snapshot = 3 * 4 * n / W;          /* checkpoint host buffer */
+    m->adam = 2 * 4 * (double)m->range;   /* m and v of this rank's range */
+    m->snapshot = 3 * 4 * (double)m->range;   /* checkpoint host buffer */
+    /* Chunked collectives: one chunk from every peer, never the vector. */
+    m->comm = W > 1 ? 4 * W * (double)comm_get_chunk() : 0;
     m->activations = 4 * B * T * (L * per_tok_layer + 2 * (double)s->vocab);
-    m->total = m->params + m->grads + m->adam + m->snapshot + m->activations;
+    m->total = m->params + m->grads + m->adam + m->snapshot + m->comm + m->activations;
 }
 
 static void plan_line(const char *what, double bytes)
 {
     printf("  %-28s %12.3f GiB\n", what, bytes / (1024.0 * 1024.0 * 1024.0));
+}
+
+/* What a dry run can check here: the data opens (a glob that matches
+ * nothing is an error on any machine), and the plan fits this machine's
+ * memory (a warning: the plan may be for other machines). */
+static int train_plan_checks(const cfg *c, const train_memory *m)
+{
+    data *d = NULL;
+    int rc = data_open(&d, c);
+    data_close(d);
+    if (rc != ST_OK)
+        return rc;
+    printf("data: %s opens\n", c->source);
+    double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (mem > 0 && m->total > mem)
+        printf("warning: %.1f GiB per process does not fit this machine's %.1f GiB; on the CPU backend lower "
+               "train.micro_batch or model size, or spread over more ranks (adam and snapshot shrink with "
+               "the world size, parameters and gradients do not)\n", m->total / 1073741824.0, mem / 1073741824.0);
+    else if (mem > 0)
+        printf("fits this machine's %.1f GiB of memory\n", mem / 1073741824.0);
+    return ST_OK;
 }
 
 int train_plan(const cfg *c, int world)
@@ -53,11 +85,14 @@ int train_plan(const cfg *c, int world)
            world == 1 ? "" : "s");
     plan_line("parameters (fp32)", m.params);
     plan_line("gradients (fp32)", m.grads);
-    plan_line("adam m+v (this rank's 1/W)", m.adam);
-    plan_line("checkpoint snapshot (1/W)", m.snapshot);
+    printf("  this rank's range: %zu parameters (64-aligned; %.1f%% of the vector)\n", m.range,
+           100.0 * (double)m.range / (double)(n ? n : 1));
+    plan_line("adam m+v (this rank's range)", m.adam);
+    plan_line("checkpoint snapshot (range)", m.snapshot);
+    plan_line("gradient exchange buffers", m.comm);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     plan_line(act, m.activations);
     plan_line("total", m.total);
-    return ST_OK;
+    return train_plan_checks(c, &m);
 }
