@@ -103,6 +103,7 @@ static const cfg_key cfg_keys[] = {
     KF("cost", "ckpt_stall_seconds", ckpt_stall_seconds, 0, 1e6),
     KF("cost", "ckpt_interval_minutes", ckpt_interval_minutes, 0, 1e6),
     KF("cost", "gpu_memory_gib", gpu_memory_gib, 0, 1e6),
+    KF("cost", "network_gbps", network_gbps, 0, 1e6),
 
     KS("metrics", "textfile", textfile, NULL),
     KI("metrics", "every", metrics_every, 1, 1e15),

@@ -61,6 +61,7 @@ typedef struct cfg {
     double peak_tflops, mfu, tokens, ondemand_hours, spot_hours, throughput_ratio;
     double interruptions_per_hour, restart_minutes, ckpt_stall_seconds, ckpt_interval_minutes;
     double gpu_memory_gib;
+    double network_gbps;            /* per node, for the communication share of a step; 0 = unknown */
 
     /* [price.NAME] */
     cfg_price prices[CFG_MAX_PRICES];

@@ -5,6 +5,8 @@
 #include "train.h"
 #include "comm.h"
 #include "data.h"
+#include "../spot/commcost.h"
+#include "../spot/cost.h"
 #include "../util/util.h"
 
 #include <stdio.h>
@@ -42,6 +44,30 @@ static void train_memory_plan(const model_shape *s, int64_t micro_batch, int wor
 static void plan_line(const char *what, double bytes)
 {
     printf("  %-28s %12.3f GiB\n", what, bytes / (1024.0 * 1024.0 * 1024.0));
+}
+
+/* The network side of a step on [cost]'s GPUs: the volume of the chunked
+ * reduce-scatter and all-gather and, with network_gbps, its share of a step
+ * (no overlap with compute). */
+static void train_plan_comm(const cfg *c, const model_shape *s, int world)
+{
+    double peak = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
+    double tokens = (double)c->global_batch * (double)s->seq_len;
+    cost_comm_in in = {model_count_params(s), world, c->gpus_per_node, 2.0, c->network_gbps, 0};
+    if (peak > 0 && c->mfu > 0)
+        in.compute_seconds = tokens * model_flops_per_token(s) / ((double)world * peak * 1e12 * c->mfu);
+    cost_comm_out out;
+    cost_comm(&in, &out);
+    printf("communication per step (%d rank%s, %lld per node; fp32 gradients, bf16 gather on GPUs):\n", world,
+           world == 1 ? "" : "s", (long long)c->gpus_per_node);
+    printf("  each rank sends and receives  %12.3f GiB\n", out.rank_bytes / 1073741824.0);
+    printf("  leaving each node             %12.3f GiB\n", out.node_bytes / 1073741824.0);
+    if (c->network_gbps > 0 && in.compute_seconds > 0)
+        printf("  at %g Gbit/s per node: %.2f s of network per step against %.2f s of compute (%s %g TFLOP/s x "
+               "MFU %g): %.0f%% of a step when not overlapped\n", c->network_gbps, out.seconds, in.compute_seconds,
+               c->gpu, peak, c->mfu, 100 * out.share);
+    else
+        printf("  set [cost] network_gbps (and gpu, mfu) for the communication share of a step\n");
 }
 
 /* What a dry run can check here: the data opens (a glob that matches
@@ -94,5 +120,6 @@ int train_plan(const cfg *c, int world)
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     plan_line(act, m.activations);
     plan_line("total", m.total);
+    train_plan_comm(c, &s, world);
     return train_plan_checks(c, &m);
 }
