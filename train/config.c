@@ -37,6 +37,7 @@ static const cfg_key cfg_keys[] = {
     KF("model", "rope_theta", rope_theta, 1, 1e12),
     KF("model", "norm_eps", norm_eps, 1e-12, 1),
     KF("model", "init_std", init_std, 0, 10),
+    KS("model", "init_from", init_from, NULL),
 
     KS("data", "source", source, "synthetic|text|shards"),
     KS("data", "train_path", train_path, NULL),
@@ -44,6 +45,7 @@ static const cfg_key cfg_keys[] = {
     KF("data", "val_fraction", val_fraction, 0, 0.5),
     KI("data", "synthetic_digits", synthetic_digits, 1, 9),
     KI("data", "synthetic_samples", synthetic_samples, 16, 100000000),
+    KS("data", "tokenizer", tokenizer, NULL),
 
     KS("train", "run_dir", run_dir, NULL),
     KS("train", "backend", backend, "cpu|cuda"),

@@ -19,4 +19,7 @@ int train_plan(const cfg *c, int world);
 /* spotrain sample CONFIG|CKPT [--prompt S] [--tokens N] ... */
 int train_sample_cli(int argc, char **argv);
 
+/* spotrain data tokenize ... (argv[0] is "data"). */
+int data_cli(int argc, char **argv);
+
 #endif
