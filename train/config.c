@@ -2,6 +2,7 @@
  * loading defaults from the embedded sample.ini, the user's file and --set
  * overrides, with one-line errors naming file:line and key. */
 #include "config.h"
+#include "hf.h"
 #include "../util/util.h"
 
 #include <ini.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum { K_INT, K_F64, K_STR };
 
@@ -387,11 +389,46 @@ static int cfg_check_relations(const cfg *c)
     return ST_OK;
 }
 
+/* model.init_from: the shape comes from its config.json; a shape key that is
+ * set must agree. A checkpoint's resolved config names the directory but
+ * carries the whole shape, so a directory gone since is no error there. */
+static int cfg_from_hf(cfg *c)
+{
+    const char *f = c->path[0] ? c->path : "config";
+    char probe[CFG_STR + 16];
+    model_shape s;
+    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size};
+    const char *names[] = {"dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size"};
+    int all = 1;
+    for (int i = 0; i < 6; i++)
+        all &= *keys[i] != 0;
+    snprintf(probe, sizeof probe, "%s/config.json", c->init_from);
+    if (all && access(probe, F_OK) != 0)
+        return ST_OK;
+    int rc = hf_read_shape(c->init_from, &s);
+    if (rc != ST_OK)
+        return rc;
+    int64_t hf[] = {s.dim, s.n_layers, s.n_heads, s.n_kv_heads, s.ffn_dim, s.vocab};
+    for (int i = 0; i < 6; i++) {
+        if (*keys[i] && *keys[i] != hf[i])
+            return util_fail(ST_CONFIG, "%s: model.%s = %lld disagrees with %s (%lld); drop the key, the shape "
+                             "comes from model.init_from", f, names[i], (long long)*keys[i], probe, (long long)hf[i]);
+        *keys[i] = hf[i];
+    }
+    if (!c->seq_len)
+        c->seq_len = s.seq_len;
+    c->rope_theta = s.rope_theta;
+    c->norm_eps = s.norm_eps;
+    return ST_OK;
+}
+
 static int cfg_finish(cfg *c, char **overrides, int n_overrides)
 {
     int rc = ST_OK;
     for (int i = 0; i < n_overrides && rc == ST_OK; i++)
         rc = cfg_apply_override(c, overrides[i]);
+    if (rc == ST_OK && c->init_from[0])
+        rc = cfg_from_hf(c);
     if (rc != ST_OK)
         return rc;
     cfg_apply_preset(c);

@@ -5,6 +5,7 @@
 #include "backend.h"
 #include "comm.h"
 #include "data.h"
+#include "hf.h"
 #include "../util/events.h"
 #include "optim.h"
 #include "../ckpt/ckpt.h"
@@ -217,10 +218,20 @@ static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_
     return st[1] ? trainer_restore(t, path) : (int)st[0] == ST_OK ? 1 : (int)st[0];
 }
 
+static int trainer_hf_sink(void *arg, size_t offset, size_t n, const float *src)
+{
+    memcpy((float *)arg + offset, src, n * sizeof *src);
+    return ST_OK;
+}
+
 static int trainer_fresh(trainer *t)
 {
-    model_init_weights(&t->L, t->b->params, (uint64_t)t->c->seed, t->c->init_std);
-    return t->b->sync_params(t->b);
+    int rc = ST_OK;
+    if (t->c->init_from[0])   /* fine-tuning: step 0, fresh optimizer state */
+        rc = hf_load(t->c->init_from, &t->L, trainer_hf_sink, t->b->params);
+    else
+        model_init_weights(&t->L, t->b->params, (uint64_t)t->c->seed, t->c->init_std);
+    return rc == ST_OK ? t->b->sync_params(t->b) : rc;
 }
 
 /* --- one optimizer step ------------------------------------------------ */
