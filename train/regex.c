@@ -145,11 +145,20 @@ typedef struct {
     int32_t x, y;
 } rx_inst;
 
+/* Bytes that can come first from a program position on (256 = the end of
+ * the text); assertions and MATCH accept anything. SPLIT skips a branch
+ * that cannot start with the next byte, and search skips start positions,
+ * without changing which match is found. */
+typedef struct {
+    uint64_t b[5];
+} rx_first;
+
 struct rx {
     rx_set *sets;
     int nsets;
     rx_inst *prog;
     int nprog;
+    rx_first *first;
 };
 
 typedef struct {
@@ -680,10 +689,49 @@ static int rx_gen(rx_parser *ps, int *cap, int n)
     }
 }
 
+static inline int rx_first_has(const rx_first *f, int c) { return (f->b[c >> 6] >> (c & 63)) & 1; }
+
+static int rx_first_compute(rx *r)
+{
+    r->first = calloc((size_t)r->nprog, sizeof *r->first);
+    if (!r->first)
+        return -1;
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int pc = r->nprog - 1; pc >= 0; pc--) {
+            const rx_inst *in = &r->prog[pc];
+            rx_first f = {{0}};
+            if (in->op == OP_SET) {
+                const rx_set *set = &r->sets[in->x];
+                for (int c = 0; c < 128; c++)
+                    if ((set->ascii[c >> 3] >> (c & 7)) & 1)
+                        f.b[c >> 6] |= 1ULL << (c & 63);
+                f.b[2] = f.b[3] = ~0ULL;   /* any lead or stray byte */
+            } else if (in->op == OP_ANY) {
+                f.b[0] = ~0ULL & ~(1ULL << '\n');
+                f.b[1] = f.b[2] = f.b[3] = ~0ULL;
+            } else if (in->op == OP_SPLIT || in->op == OP_JMP) {
+                for (int k = 0; k < 5; k++)
+                    f.b[k] = r->first[in->x].b[k] | (in->op == OP_SPLIT ? r->first[in->y].b[k] : 0);
+            } else {
+                for (int k = 0; k < 5; k++)
+                    f.b[k] = ~0ULL;
+            }
+            for (int k = 0; k < 5; k++)
+                if ((r->first[pc].b[k] | f.b[k]) != r->first[pc].b[k]) {
+                    r->first[pc].b[k] |= f.b[k];
+                    changed = 1;
+                }
+        }
+    }
+    return 0;
+}
+
 void rx_free(rx *r)
 {
     if (!r)
         return;
+    free(r->first);
     for (int i = 0; i < r->nsets; i++)
         free(r->sets[i].items);
     free(r->sets);
@@ -719,6 +767,11 @@ int rx_compile(rx **out, const char *pattern, size_t n, char *err, size_t cap)
         for (uint32_t c = 0; c < 128; c++)
             if (rx_items_match(&ps.r->sets[s], c))
                 ps.r->sets[s].ascii[c >> 3] |= (uint8_t)(1u << (c & 7));
+    if (rx_first_compute(ps.r)) {
+        snprintf(err, cap, "out of memory");
+        rx_free(ps.r);
+        return -1;
+    }
     *out = ps.r;
     return 0;
 }
@@ -779,11 +832,20 @@ static int rx_run(const rx *r, rx_stack *s, size_t base, uint32_t pc, const uint
                 sp += (size_t)len;
                 pc++;
                 continue;
-            case OP_SPLIT:
-                if (rx_push(s, &top, (uint32_t)in->y, sp))
+            case OP_SPLIT: {
+                int nb = sp < n ? t[sp] : 256;
+                int okx = rx_first_has(&r->first[in->x], nb), oky = rx_first_has(&r->first[in->y], nb);
+                if (!okx && !oky)
+                    goto fail;
+                if (!okx) {
+                    pc = (uint32_t)in->y;
+                    continue;
+                }
+                if (oky && rx_push(s, &top, (uint32_t)in->y, sp))
                     return -1;
                 pc = (uint32_t)in->x;
                 continue;
+            }
             case OP_JMP:
                 pc = (uint32_t)in->x;
                 continue;
@@ -833,7 +895,7 @@ int rx_search(const rx *r, rx_stack *s, const uint8_t *text, size_t n, size_t fr
     if (n > UINT32_MAX)
         return -1;
     for (size_t i = from; i <= n;) {
-        int m = rx_run(r, s, 0, 0, text, n, i, me);
+        int m = rx_first_has(&r->first[0], i < n ? text[i] : 256) ? rx_run(r, s, 0, 0, text, n, i, me) : 0;
         if (m != 0) {
             *ms = i;
             return m;
