@@ -91,6 +91,11 @@ interval_steps = 3
 EOF
 t_exit "shards train (source = shards)" 0 "" "$S" train tr.ini --quiet
 t_exit "sample encodes a text prompt and decodes text" 0 "^the theme" "$S" sample tr.ini --prompt "the theme" --tokens 4
+# Without a tokenizer a shard model prints ids in the same shape: prompt, then continuation.
+sed -e 's/^tokenizer = .*//' -e 's/^run_dir = run/run_dir = run2/' tr.ini > tr2.ini
+"$S" train tr2.ini --quiet || t_bad "train without a tokenizer"
+t_exit "sample of a shard model without a tokenizer: prompt ids, then continuation ids" 0 "^5 6 7( [0-9]+){3}$" \
+    "$S" sample tr2.ini --prompt "5 6 7" --tokens 3
 
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import tokenizers" 2>/dev/null; then
     echo "SKIP tokenizers oracle: $VENV lacks the tokenizers package (tests/deps.sh test creates it)"
