@@ -27,6 +27,7 @@ static const char main_usage[] =
     "  cost report RUN_DIR [--json|--csv [--header]]         spend so far, from events.jsonl\n"
     "  bid --history FILE... [--json]                        spot price history -> zone and cap\n"
     "  sample CONFIG|RUN_DIR|CKPT [--prompt S] [--tokens N]  continue a prompt\n"
+    "  data tokenize --tokenizer tokenizer.json -o DIR FILE... text -> llm.c token shards\n"
     "  selftest comm CONFIG [--set k=v]...                   data plane over all ranks: bitwise + bandwidth\n"
     "\n"
     "  --help, --version; `spotrain COMMAND --help` for each command.\n"
@@ -192,6 +193,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "bid"))
         return bid_cli(argc - 1, argv + 1);
+    if (!strcmp(cmd, "data"))
+        return data_cli(argc - 1, argv + 1);
     if (!strcmp(cmd, "sample"))
         return train_sample_cli(argc - 1, argv + 1);
     if (!strcmp(cmd, "selftest")) {

@@ -2,6 +2,7 @@
  * loading defaults from the embedded sample.ini, the user's file and --set
  * overrides, with one-line errors naming file:line and key. */
 #include "config.h"
+#include "hf.h"
 #include "../util/util.h"
 
 #include <ini.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* K_AUTO: a number, or the word auto (stored as CFG_AUTO). */
 enum { K_INT, K_F64, K_STR, K_AUTO };
@@ -39,6 +41,7 @@ static const cfg_key cfg_keys[] = {
     KF("model", "rope_theta", rope_theta, 1, 1e12),
     KF("model", "norm_eps", norm_eps, 1e-12, 1),
     KF("model", "init_std", init_std, 0, 10),
+    KS("model", "init_from", init_from, NULL),
 
     KS("data", "source", source, "synthetic|text|shards"),
     KS("data", "train_path", train_path, NULL),
@@ -46,6 +49,7 @@ static const cfg_key cfg_keys[] = {
     KF("data", "val_fraction", val_fraction, 0, 0.5),
     KI("data", "synthetic_digits", synthetic_digits, 1, 9),
     KI("data", "synthetic_samples", synthetic_samples, 16, 100000000),
+    KS("data", "tokenizer", tokenizer, NULL),
 
     KS("train", "run_dir", run_dir, NULL),
     KS("train", "backend", backend, "cpu|cuda"),
@@ -396,11 +400,46 @@ static int cfg_check_relations(const cfg *c)
     return ST_OK;
 }
 
+/* model.init_from: the shape comes from its config.json; a shape key that is
+ * set must agree. A checkpoint's resolved config names the directory but
+ * carries the whole shape, so a directory gone since is no error there. */
+static int cfg_from_hf(cfg *c)
+{
+    const char *f = c->path[0] ? c->path : "config";
+    char probe[CFG_STR + 16];
+    model_shape s;
+    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size};
+    const char *names[] = {"dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size"};
+    int all = 1;
+    for (int i = 0; i < 6; i++)
+        all &= *keys[i] != 0;
+    snprintf(probe, sizeof probe, "%s/config.json", c->init_from);
+    if (all && access(probe, F_OK) != 0)
+        return ST_OK;
+    int rc = hf_read_shape(c->init_from, &s);
+    if (rc != ST_OK)
+        return rc;
+    int64_t hf[] = {s.dim, s.n_layers, s.n_heads, s.n_kv_heads, s.ffn_dim, s.vocab};
+    for (int i = 0; i < 6; i++) {
+        if (*keys[i] && *keys[i] != hf[i])
+            return util_fail(ST_CONFIG, "%s: model.%s = %lld disagrees with %s (%lld); drop the key, the shape "
+                             "comes from model.init_from", f, names[i], (long long)*keys[i], probe, (long long)hf[i]);
+        *keys[i] = hf[i];
+    }
+    if (!c->seq_len)
+        c->seq_len = s.seq_len;
+    c->rope_theta = s.rope_theta;
+    c->norm_eps = s.norm_eps;
+    return ST_OK;
+}
+
 static int cfg_finish(cfg *c, char **overrides, int n_overrides)
 {
     int rc = ST_OK;
     for (int i = 0; i < n_overrides && rc == ST_OK; i++)
         rc = cfg_apply_override(c, overrides[i]);
+    if (rc == ST_OK && c->init_from[0])
+        rc = cfg_from_hf(c);
     if (rc != ST_OK)
         return rc;
     cfg_apply_preset(c);

@@ -24,6 +24,7 @@ typedef struct cfg {
     char preset[32];                /* tiny | small | deepseek-7b | deepseek-67b */
     int64_t dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, seq_len;
     double rope_theta, norm_eps, init_std;
+    char init_from[CFG_STR];        /* Hugging Face model directory to start from, or empty */
 
     /* [data] */
     char source[16];                /* synthetic | text | shards */
@@ -31,6 +32,7 @@ typedef struct cfg {
     char val_path[CFG_STR];         /* optional held-out glob/file */
     double val_fraction;            /* held out from train when val_path empty */
     int64_t synthetic_digits, synthetic_samples;
+    char tokenizer[CFG_STR];        /* tokenizer.json for sample and export, or empty */
 
     /* [train] */
     char run_dir[CFG_STR];

@@ -7,6 +7,7 @@
 #include "backend.h"
 #include "comm.h"
 #include "data.h"
+#include "hf.h"
 #include "interval.h"
 #include "ledger.h"
 #include "optim.h"
@@ -217,10 +218,19 @@ static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_
     return (int)st[0];
 }
 
-/* Fresh weights streamed into the backend in bounded pieces; Adam m and v
- * start at zero (the backend's own initial state). */
+static int trainer_hf_sink(void *arg, size_t offset, size_t n, const float *src)
+{
+    backend *b = arg;
+    return b->load(b, BK_PARAMS, offset, n, src);
+}
+
+/* Fresh weights streamed into the backend in bounded pieces (generated, or
+ * a Hugging Face model's for fine-tuning); Adam m and v start at zero (the
+ * backend's own initial state) and the step at 0. */
 static int trainer_fresh(trainer *t)
 {
+    if (t->c->init_from[0])
+        return hf_load(t->c->init_from, &t->L, trainer_hf_sink, t->b);
     float *buf = malloc(TRAINER_IO_FLOATS * sizeof(float));
     int rc = buf ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
     for (size_t off = 0; off < t->L.n_floats && rc == ST_OK; off += TRAINER_IO_FLOATS) {
