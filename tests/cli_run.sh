@@ -117,6 +117,23 @@ for sig in TERM USR1 USR2; do
     fi
 done
 
+# While the command runs it is the wrapper's only child: scripts (make demo,
+# the chaos test) find the trainer with `pgrep -P`.
+plan WAITUSR1 0
+"$RUN" --backoff 0 -- "$FAKE" >"$T_TMP/out" 2>&1 &
+wpid=$!
+i=0
+while [ ! -e "$FAKE_READY" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+most=0
+for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    n=$(pgrep -P "$wpid" | wc -l)
+    [ "$n" -le "$most" ] || most=$n
+    sleep 0.1
+done
+kill -TERM "$wpid"
+wait "$wpid"
+if [ "$most" -eq 1 ]; then t_ok "the command is the wrapper's only child"; else t_bad "the command is the wrapper's only child" "up to $most children"; fi
+
 # SIGTERM to the command (not the wrapper) is a preemption to restart from.
 plan WAITUSR1 0
 "$RUN" --backoff 0 -- "$FAKE" >"$T_TMP/out" 2>&1 &
