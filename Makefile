@@ -59,7 +59,7 @@ help:
 	@echo "make [CUDA=0|1] [MPI=0|1] [SAN=1]   build $(BUILD)/spotrain"
 	@echo "make test     unit, numerics (PyTorch reference) and CLI tests"
 	@echo "make bench    throughput, checkpoint and goodput benchmarks"
-	@echo "make demo     install missing packages (as root), build, train sample.ini, sample"
+	@echo "make demo     install missing packages (as root), build, train through a reclaim notice and a kill -9, compare with a straight run"
 	@echo "make fuzz     build libFuzzer targets and run each for FUZZ_SECONDS (default 20)"
 	@echo "make chaos    long preemption soak with spotrain-run"
 	@echo "make install PREFIX=/usr/local"

@@ -698,9 +698,11 @@ int train_run(const cfg *c, int mode, int force)
         spot_watchdog_stop();
         spot_stop();
     }
+    /* A start that failed says why in its own record; the exit record
+     * after it carries the code for the wrapper, as after any segment. */
     if (!started && t.lg.ev.fd >= 0)
         ledger_start_failed(&t.lg, rc, util_last_error());
-    else if (t.lg.ev.fd >= 0)
+    if (t.lg.ev.fd >= 0)
         ledger_exit(&t.lg, t.step, rc);
     if (rc == ST_OK)
         trainer_log(&t, "done: %lld steps, %.1f s of training", (long long)t.step, t.train_seconds);
