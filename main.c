@@ -6,6 +6,7 @@
 #include "ckpt/ckpt.h"
 #include "spot/bid.h"
 #include "spot/cost.h"
+#include "train/cli_cost.h"
 #include "spot/spot.h"
 #include "util/util.h"
 
@@ -100,7 +101,7 @@ static int main_parse_train(int argc, char **argv, int resume, main_train_args *
             a->config = s;
     }
     if (!a->config)
-        return util_fail(ST_USAGE, "%s: which config? spotrain %s CONFIG (sample.ini is a start)", argv[0], argv[0]);
+        return util_fail(ST_USAGE, "%s: which config? spotrain %s CONFIG (`spotrain init run.ini` writes a commented one)", argv[0], argv[0]);
     return ST_OK;
 }
 
@@ -159,7 +160,7 @@ int main(int argc, char **argv)
         if (argc < 3)
             return util_fail(ST_USAGE, "%s: which one? spotrain %s %s (see spotrain --help)", cmd, cmd,
                              !strcmp(cmd, "ckpt") ? "inspect|verify|export" : "estimate|report");
-        return !strcmp(cmd, "ckpt") ? ckpt_cli(argc - 2, argv + 2) : cost_cli(argc - 2, argv + 2);
+        return !strcmp(cmd, "ckpt") ? ckpt_cli(argc - 2, argv + 2) : cost_cli_main(argc - 2, argv + 2);
     }
     if (!strcmp(cmd, "bid"))
         return bid_cli(argc - 1, argv + 1);

@@ -37,6 +37,41 @@ printf '[cost]\nondemand_hours = 10\n' >"$T_TMP/noprice.ini"
 t_exit "estimate without prices is a config error" 78 "price" "$S" cost estimate "$T_TMP/noprice.ini"
 t_exit "cost --help" 0 "usage: spotrain cost estimate" "$S" cost --help
 
+# --- cost estimate prints only what its input determines ------------------
+printf '[price.gpu]\nondemand = 98.32\nspot = 19.2\n' >"$T_TMP/prices.ini"
+"$S" cost estimate "$T_TMP/prices.ini" >"$T_TMP/p.txt" 2>&1
+t_exit "prices only: exit 0" 0 "" "$S" cost estimate "$T_TMP/prices.ini"
+t_has "prices only: the per-hour prices" "98.32 -> 19.20" "$T_TMP/p.txt"
+t_has "prices only: says what to add for the run" "add cost.ondemand_hours" "$T_TMP/p.txt"
+t_exit "prices only: no default GPUs, model or tokens" 1 "" grep -Eq "h100|tiny|tokens \(|per parameter|ZeRO" "$T_TMP/p.txt"
+"$S" cost estimate "$T_TMP/prices.ini" --set cost.ondemand_hours=10 >"$T_TMP/p10.txt" 2>&1
+t_has "hours without a model: the run cost" "run cost    983.20 -> " "$T_TMP/p10.txt"
+t_has "hours without a model: says what work and memory need" "add the model" "$T_TMP/p10.txt"
+t_exit "hours without a model: no token budget" 1 "" grep -Eq "per parameter|8 GPUs|h100" "$T_TMP/p10.txt"
+t_exit "prices only --json: no invented figures" 0 '"have_work":false' sh -c "'$S' cost estimate '$T_TMP/prices.ini' --json | tr -d ' \n'"
+t_exit "prices only --json: shortest numbers" 0 '"spot":19.2}' sh -c "'$S' cost estimate '$T_TMP/prices.ini' --json | tr -d ' \n'"
+t_exit "tokens without a model is a config error" 78 "cost.tokens needs the model" "$S" cost estimate "$T_TMP/prices.ini" --set cost.tokens=1e12
+t_exit "cost estimate --help is its own usage" 0 "^usage: spotrain cost estimate CONFIG" sh -c "'$S' cost estimate --help | head -1"
+t_exit "cost estimate --help omits report" 1 "" sh -c "'$S' cost estimate --help | grep -q report"
+
+# --- cost report of train, then train --force in the same run_dir ---------
+F="--set train.max_steps=6 --set model.dim=32 --set model.n_layers=1 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=4 --set train.micro_batch=4 --set train.val_every=0 --set checkpoint.interval_steps=3 --set spot.provider=none --set price.n.ondemand=10 --set price.n.spot=4 --quiet"
+RF=$T_TMP/forced
+# shellcheck disable=SC2086
+"$S" train /dev/null --set train.run_dir="$RF" $F >/dev/null 2>&1
+# shellcheck disable=SC2086
+"$S" train /dev/null --set train.run_dir="$RF" $F --set train.max_steps=4 --force >/dev/null 2>&1
+t_exit "train --force: the ledger holds both runs" 0 "" test "$(grep -c '"event":"start"' "$RF/events.jsonl")" -eq 2
+"$S" cost report "$RF" --json >"$T_TMP/forced.json"
+t_exit "train --force: report counts only the new run" 0 "" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["segments"] == 1 and d["lost_steps"] == 0 and d["interruptions"] == 0, d
+assert d["step"] == 4 and d["max_steps"] == 4 and d["finished"], d
+assert d["earlier_runs_ignored"] == 1, d
+assert d["ondemand_so_far"] >= 0 and d["spend"] >= 0, d' "$T_TMP/forced.json"
+t_exit "train --force: the table says the earlier run was ignored" 0 "1 earlier run in events.jsonl ignored" "$S" cost report "$RF"
+
 # --- cost report -----------------------------------------------------------
 R=$T_TMP/run
 mkdir -p "$R"

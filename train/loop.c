@@ -7,6 +7,7 @@
 #include "data.h"
 #include "../util/events.h"
 #include "optim.h"
+#include "cli_cost.h"
 #include "../ckpt/ckpt.h"
 #include "../spot/cost.h"
 #include "../spot/metrics.h"
@@ -506,11 +507,14 @@ static void trainer_metrics_init(trainer *t)
     char path[CFG_STR + 32], *text = NULL;
     size_t len = 0;
     cost_report r;
+    cost_opts co;
     double od;
     t->segment_wall = util_wall();
-    cost_fleet_hourly(t->c, t->c->nodes, &od, &t->fleet_spot);
+    if (cfg_cost_opts(t->c, &co) != ST_OK)
+        return;
+    cost_fleet_hourly(&co, t->c->nodes, &od, &t->fleet_spot);
     snprintf(path, sizeof path, "%s/events.jsonl", t->c->run_dir);
-    if (util_read_file(path, &text, &len) == ST_OK && cost_report_compute(text, len, t->c, &r) == ST_OK) {
+    if (util_read_file(path, &text, &len) == ST_OK && cost_report_compute(text, len, &co, &r) == ST_OK) {
         /* This segment's own start record is already in the ledger. */
         t->interruptions = r.interruptions > 0 ? r.interruptions - 1 : 0;
         t->spend_before = r.spend;
@@ -709,9 +713,11 @@ int train_run(const cfg *c, int mode, int force)
     trainer t;
     int rc = trainer_open(&t, c);
     int spot_on = 0;
+    spot_opts so;
+    cfg_spot_opts(c, &so);
     if (rc == ST_OK)
         rc = trainer_begin(&t, mode, force);
-    if (rc == ST_OK && (rc = spot_start(c, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
+    if (rc == ST_OK && (rc = spot_start(&so, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
         spot_on = 1;
         rc = spot_watchdog_start(c->watchdog_seconds);
     }
