@@ -7,6 +7,7 @@
 #include "spot/bid.h"
 #include "spot/cost.h"
 #include "train/cli_cost.h"
+#include "train/cli_init.h"
 #include "spot/spot.h"
 #include "util/util.h"
 
@@ -166,5 +167,7 @@ int main(int argc, char **argv)
         return bid_cli(argc - 1, argv + 1);
     if (!strcmp(cmd, "sample"))
         return train_sample_cli(argc - 1, argv + 1);
+    if (!strcmp(cmd, "init"))
+        return cfg_init_cli(argc - 1, argv + 1);
     return util_fail(ST_USAGE, "unknown command '%s' (see spotrain --help)", cmd);
 }

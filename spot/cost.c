@@ -284,6 +284,9 @@ static void cost_print_table(const cost_opts *o, const cost_plan *p)
         printf("  Young/Daly interval    none needed (no spot interruptions expected)\n");
     if (!p->interval_optimal)
         printf("  checkpoint interval    %.1f min (configured)\n", o->ckpt_interval_minutes);
+    if (!o->overheads_given)
+        printf("  (built-in defaults: set cost.interruptions_per_hour, cost.restart_minutes and\n"
+               "  cost.ckpt_stall_seconds for your fleet)\n");
     printf("\n");
 
     if (!p->have_model) {

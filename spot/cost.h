@@ -15,7 +15,7 @@ typedef struct {
     double spot;
 } cost_price;
 
-/* Everything cost needs, filled by the config code in train/ (cost has no
+/* Everything cost needs, filled by the config code (cost has no
  * idea what an INI file or a model is). */
 typedef struct {
     char source[1024];            /* where these came from, for messages; "" = defaults */
@@ -29,7 +29,9 @@ typedef struct {
     /* 0 when gpu and gpus_per_node are built-in defaults rather than the
      * user's: the estimate then says nothing about GPUs, work or memory. */
     int hardware_given;
-    /* The model, as train/ computes it; params 0 = the input names no model. */
+    /* 0 when the interruption rate, restart time and stall are all defaults. */
+    int overheads_given;
+    /* The model, as the trainer computes it; params 0 = the input names no model. */
     char model[32];
     uint64_t params;
     double flops_per_token;

@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-/* What the poller needs, filled by the config code (train/). */
+/* What the poller needs, filled by the config code. */
 typedef struct {
     char provider[16];        /* auto | aws | gcp | azure | alibaba | file | none */
     double poll_seconds;

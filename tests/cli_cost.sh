@@ -47,6 +47,8 @@ t_exit "prices only: no default GPUs, model or tokens" 1 "" grep -Eq "h100|tiny|
 "$S" cost estimate "$T_TMP/prices.ini" --set cost.ondemand_hours=10 >"$T_TMP/p10.txt" 2>&1
 t_has "hours without a model: the run cost" "run cost    983.20 -> " "$T_TMP/p10.txt"
 t_has "hours without a model: says what work and memory need" "add the model" "$T_TMP/p10.txt"
+t_has "default overheads are labelled as such" "built-in defaults: set cost.interruptions_per_hour" "$T_TMP/p10.txt"
+t_exit "spot/ includes nothing from train/" 1 "" grep -l 'train/' spot/*.c spot/*.h
 t_exit "hours without a model: no token budget" 1 "" grep -Eq "per parameter|8 GPUs|h100" "$T_TMP/p10.txt"
 t_exit "prices only --json: no invented figures" 0 '"have_work":false' sh -c "'$S' cost estimate '$T_TMP/prices.ini' --json | tr -d ' \n'"
 t_exit "prices only --json: shortest numbers" 0 '"spot":19.2}' sh -c "'$S' cost estimate '$T_TMP/prices.ini' --json | tr -d ' \n'"
@@ -129,7 +131,45 @@ H=$T_TMP/h1.csv
     echo "1714521600,z2,p5,1.5"
 } >"$H"
 t_exit "bid recommends the cheaper zone and cap" 0 "recommendation: z1 p5, max price 1.0000/h" "$S" bid --history "$H" --hours 10 --restart-minutes 30 --ondemand 4
-t_exit "bid says bids no longer set AWS prices" 0 "since 2017" "$S" bid --history "$H"
+t_exit "bid: no AWS note for a CSV history" 1 "" sh -c "'$S' bid --history '$H' | grep -q 'since 2017'"
+cat >"$T_TMP/aws.json" <<'EOT'
+{"SpotPriceHistory": [
+ {"AvailabilityZone":"us-east-1a","InstanceType":"p4d.24xlarge","ProductDescription":"Linux/UNIX","SpotPrice":"12.000000","Timestamp":"2024-05-01T00:00:00.000Z"},
+ {"AvailabilityZone":"us-east-1a","InstanceType":"p4d.24xlarge","ProductDescription":"Linux/UNIX","SpotPrice":"12.500000","Timestamp":"2024-05-02T00:00:00.000Z"},
+ {"AvailabilityZone":"us-east-1b","InstanceType":"p4d.24xlarge","ProductDescription":"Linux/UNIX","SpotPrice":"13.000000","Timestamp":"2024-05-01T00:00:00.000Z"}
+]}
+EOT
+cat >"$T_TMP/ali.json" <<'EOT'
+{"RequestId":"x","Currency":"CNY","SpotPrices":{"SpotPriceType":[
+ {"ZoneId":"cn-hangzhou-i","InstanceType":"ecs.gn7i-c8g1.2xlarge","SpotPrice":3.1,"OriginPrice":12.0,"Timestamp":"2024-05-01T00:00:00Z"},
+ {"ZoneId":"cn-hangzhou-i","InstanceType":"ecs.gn7i-c8g1.2xlarge","SpotPrice":3.3,"OriginPrice":12.0,"Timestamp":"2024-05-02T00:00:00Z"}
+]}}
+EOT
+t_exit "bid says bids no longer set AWS prices (AWS history)" 0 "since 2017" "$S" bid --history "$T_TMP/aws.json"
+t_exit "bid: no AWS note for an Alibaba history" 1 "" sh -c "'$S' bid --history '$T_TMP/ali.json' | grep -q 'since 2017'"
+t_exit "bid: Alibaba prices carry their currency" 0 "max price 3.3000 CNY/h" "$S" bid --history "$T_TMP/ali.json"
+t_exit "bid: Alibaba on-demand in the same currency" 0 "on-demand 12.0000 CNY/h" "$S" bid --history "$T_TMP/ali.json"
+"$S" bid --history "$T_TMP/aws.json" "$T_TMP/ali.json" >"$T_TMP/mixed.txt" 2>&1
+t_has "bid: two providers are ranked apart" "2 groups are ranked apart" "$T_TMP/mixed.txt"
+t_has "bid: one recommendation for the AWS type in USD" "recommendation for p4d.24xlarge USD: us-east-1a p4d.24xlarge" "$T_TMP/mixed.txt"
+t_has "bid: one recommendation for the Alibaba type in CNY" "recommendation for ecs.gn7i-c8g1.2xlarge CNY: cn-hangzhou-i" "$T_TMP/mixed.txt"
+t_exit "bid --json: one recommendation per group, no single winner" 0 "" sh -c "'$S' bid --history '$T_TMP/aws.json' '$T_TMP/ali.json' --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert \"recommendation\" not in d, d.keys()
+r = {x[\"currency\"]: x[\"instance_type\"] for x in d[\"recommendations\"]}
+assert r == {\"USD\": \"p4d.24xlarge\", \"CNY\": \"ecs.gn7i-c8g1.2xlarge\"}, r'"
+t_exit "bid --per-gpu still never mixes currencies" 0 "2 groups are ranked apart \(one per currency\)" "$S" bid --history "$T_TMP/aws.json" "$T_TMP/ali.json" --per-gpu
+t_exit "bid --alert-above refuses two currencies" 64 "CNY and USD|USD and CNY" "$S" bid --history "$T_TMP/aws.json" "$T_TMP/ali.json" --alert-above 5
+printf '2024-05-01T00:00:00Z,z1,big,16.0,USD\n2024-05-02T00:00:00Z,z1,big,16.0,USD\n2024-05-01T00:00:00Z,z1,small,3.0,USD\n2024-05-02T00:00:00Z,z1,small,3.0,USD\n' >"$T_TMP/types.csv"
+t_exit "bid: two instance types get one recommendation each" 0 "recommendation for small USD: z1 small" "$S" bid --history "$T_TMP/types.csv"
+t_exit "bid --per-gpu needs GPU counts" 64 "GPUs of instance type big unknown; pass --gpus big=N" "$S" bid --history "$T_TMP/types.csv" --per-gpu
+t_exit "bid --per-gpu ranks by cost per GPU" 0 "recommendation: z1 big, max price 16.0000 USD/h" "$S" bid --history "$T_TMP/types.csv" --per-gpu --gpus big=8 --gpus small=1
+printf '0,z,t,1.0\n3600000,z,t,3.0\n3603600,z,t,3.0\n' >"$T_TMP/spike.csv"
+t_exit "bid warns when the cap is below the current price" 0 "WARNING: the cap 1.0000 is below the current price 3.0000: the request would not run now" "$S" bid --history "$T_TMP/spike.csv" --hours 1
+printf '0,z,t,3.0\n342000,z,t,1.0\n360000,z,t,1.0\n' >"$T_TMP/rare.csv"
+t_exit "bid warns about single-digit availability" 0 "WARNING: at this cap the price was low enough only 5.0% of the time" "$S" bid --history "$T_TMP/rare.csv" --hours 1 --restart-minutes 0
+t_exit "bid: one group keeps the plain recommendation line" 1 "" sh -c "'$S' bid --history '$H' | grep -q 'WARNING\\|ranked apart'"
 t_exit "bid long recovery takes the never-interrupted cap" 0 "z1 p5, max price 3.0000/h" "$S" bid --history "$H" --hours 10 --restart-minutes 300
 t_exit "bid --json" 0 '"zone":"z1"' sh -c "'$S' bid --history '$H' --hours 10 --restart-minutes 30 --json | tr -d ' \n'"
 t_exit "bid --alert-above crossing exits 3" 3 "alert" "$S" bid --history "$H" --hours 10 --restart-minutes 30 --alert-above 0.5

@@ -51,6 +51,9 @@ int cfg_cost_opts(const cfg *c, cost_opts *o)
     /* The defaults (8 h100, the tiny preset) describe no one's plan. */
     o->hardware_given = cfg_is_given(c, "cost", "gpu") || cfg_is_given(c, "cost", "gpus_per_node") ||
                         cfg_is_given(c, "cost", "peak_tflops");
+    o->overheads_given = cfg_is_given(c, "cost", "interruptions_per_hour") ||
+                         cfg_is_given(c, "cost", "restart_minutes") ||
+                         cfg_is_given(c, "cost", "ckpt_stall_seconds");
     if (cfg_is_given(c, "model", NULL)) {
         model_shape s;
         int rc = model_shape_from_cfg(&s, c);
