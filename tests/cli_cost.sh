@@ -74,6 +74,17 @@ assert d["earlier_runs_ignored"] == 1, d
 assert d["ondemand_so_far"] >= 0 and d["spend"] >= 0, d' "$T_TMP/forced.json"
 t_exit "train --force: the table says the earlier run was ignored" 0 "1 earlier run in events.jsonl ignored" "$S" cost report "$RF"
 
+# --- the Prometheus textfile of a real run --------------------------------
+# shellcheck disable=SC2086
+"$S" train /dev/null --set train.run_dir="$T_TMP/prom" $F --set metrics.textfile="$T_TMP/spotrain.prom" --set metrics.every=2 >/dev/null 2>&1
+t_exit "the run wrote its textfile" 0 "" grep -q "^spotrain_max_steps{run=" "$T_TMP/spotrain.prom"
+t_exit "textfile prices carry no float noise" 0 "^spotrain_price_dollars_per_hour\{[^}]*\} 4$" cat "$T_TMP/spotrain.prom"
+if command -v promtool >/dev/null 2>&1; then
+    t_exit "promtool check metrics accepts the textfile" 0 "" sh -c "promtool check metrics <'$T_TMP/spotrain.prom'"
+else
+    echo "SKIP promtool check metrics: promtool not installed (apt-get install prometheus)"
+fi
+
 # --- cost report -----------------------------------------------------------
 R=$T_TMP/run
 mkdir -p "$R"

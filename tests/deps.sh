@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages spotrain needs to build and test, when they
 # are missing and we are root; otherwise says which apt-get line to run.
-# Usage: sh tests/deps.sh [build|test]   (test adds PyTorch, clang, shellcheck)
+# Usage: sh tests/deps.sh [build|test]   (test adds PyTorch, clang, shellcheck, promtool)
 #        sh tests/deps.sh check          (make runs this: the compiler finds every
 #                                         header, or one line names the packages)
 set -u
@@ -18,7 +18,7 @@ if [ "${1:-build}" = check ]; then
     exit 69
 fi
 if [ "${1:-build}" = test ]; then
-    want="$want python3-torch python3-numpy clang shellcheck procps"
+    want="$want python3-torch python3-numpy clang shellcheck procps prometheus"
 fi
 missing=""
 for p in $want; do
