@@ -4,11 +4,24 @@
 # `test` also makes build/venv, a Python virtual environment with the PyPI
 # oracles of tests/requirements.txt (tokenizers, safetensors); tests that need
 # it print SKIP when it is missing.
-# Usage: sh tests/deps.sh [build|test]   (test adds PyTorch, clang, shellcheck)
+# Usage: sh tests/deps.sh [build|test]   (test adds PyTorch, clang, shellcheck, promtool)
+#        sh tests/deps.sh check          (make runs this: the compiler finds every
+#                                         header, or one line names the packages)
 set -u
 want="build-essential libopenmpi-dev openmpi-bin libzstd-dev libinih-dev libjson-c-dev libxxhash-dev libopenblas-dev python3"
+if [ "${1:-build}" = check ]; then
+    # Headers, not dpkg: this also holds on a system that is not Debian.
+    missing=""
+    for hp in zstd.h:libzstd-dev ini.h:libinih-dev json-c/json.h:libjson-c-dev xxhash.h:libxxhash-dev \
+        cblas.h:libopenblas-dev; do
+        printf '#include <%s>\n' "${hp%%:*}" | ${CC:-cc} -E -x c - >/dev/null 2>&1 || missing="$missing ${hp#*:}"
+    done
+    [ -z "$missing" ] && exit 0
+    echo "spotrain: cannot build: missing headers of the Debian packages$missing; install them with: sudo apt-get install$missing (or as root: sh tests/deps.sh)" >&2
+    exit 69
+fi
 if [ "${1:-build}" = test ]; then
-    want="$want python3-torch python3-numpy python3-venv clang shellcheck procps"
+    want="$want python3-torch python3-numpy python3-venv clang shellcheck procps prometheus"
 fi
 deps_venv() {
     [ "${1:-build}" = test ] || return 0

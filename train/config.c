@@ -16,6 +16,8 @@
 /* K_AUTO: a number, or the word auto (stored as CFG_AUTO). */
 enum { K_INT, K_F64, K_STR, K_AUTO };
 
+#define CFG_MAX_FILE_BYTES (1 << 20)
+
 typedef struct {
     const char *section, *key;
     int type;
@@ -113,6 +115,7 @@ static const cfg_key cfg_keys[] = {
     KI("metrics", "every", metrics_every, 1, 1e15),
 };
 #define CFG_NKEYS (sizeof cfg_keys / sizeof cfg_keys[0])
+_Static_assert(CFG_NKEYS <= CFG_MAX_KEYS, "raise CFG_MAX_KEYS");
 
 /* Shapes of the presets; a shape key left at 0 takes the preset's value. */
 typedef struct {
@@ -268,7 +271,7 @@ static int cfg_apply(cfg_parse *ps, const char *section, const char *key, const 
         if (!cfg_section_known(section))
             snprintf(ps->err, sizeof ps->err, "unknown section [%s] (key %s); sections are model, data, train, checkpoint, spot, cost, price.NAME, metrics", section, key);
         else
-            snprintf(ps->err, sizeof ps->err, "unknown key '%s' in [%s]; sample.ini lists every key", key, section);
+            snprintf(ps->err, sizeof ps->err, "unknown key '%s' in [%s]; `spotrain init` writes every key with its meaning", key, section);
         return -1;
     }
     size_t idx = (size_t)(k - cfg_keys);
@@ -278,6 +281,7 @@ static int cfg_apply(cfg_parse *ps, const char *section, const char *key, const 
         return -1;
     }
     ps->seen[idx] = 1;
+    ps->c->given[idx] = 1;
     return cfg_set_key(ps->c, k, v, ps->err, sizeof ps->err);
 }
 
@@ -351,8 +355,9 @@ static int cfg_apply_override(cfg *c, const char *ov)
     } else {
         const cfg_key *k = cfg_find(section, key);
         if (!k)
-            return util_fail(ST_CONFIG, "--set %s.%s: unknown key (see sample.ini for every key)", section, key);
+            return util_fail(ST_CONFIG, "--set %s.%s: unknown key (`spotrain init` lists every key)", section, key);
         bad = cfg_set_key(c, k, val, err, sizeof err);
+        c->given[k - cfg_keys] = 1;
     }
     return bad ? util_fail(ST_CONFIG, "--set: %s", err) : ST_OK;
 }
@@ -452,6 +457,7 @@ static int cfg_defaults(cfg *c)
     int rc = cfg_parse_text(c, "sample.ini (built in)", cfg_sample_ini);
     /* Prices are examples in sample.ini, not defaults a user inherits. */
     c->n_prices = 0;
+    memset(c->given, 0, sizeof c->given);
     return rc;
 }
 
@@ -464,10 +470,21 @@ int cfg_load(cfg *c, const char *path, char **overrides, int n_overrides)
     if (path) {
         if (util_fmt(c->path, sizeof c->path, "%s", path) < 0)
             return util_fail(ST_CONFIG, "config path too long: %s", path);
-        rc = util_read_file(path, &text, NULL);
+        /* Bounded, so /dev/zero or a wrong huge file is refused, not read. */
+        size_t len = 0;
+        int more = 0;
+        rc = util_read_prefix(path, CFG_MAX_FILE_BYTES, &text, &len, &more);
         if (rc != ST_OK)
             return rc;
-        rc = cfg_parse_text(c, path, text);
+        const char *nul = memchr(text, 0, len);
+        if (nul)
+            rc = util_fail(ST_CONFIG, "%s is not a text file (a NUL byte at offset %zu); give an INI file "
+                           "(spotrain init writes a commented one)", path, (size_t)(nul - text));
+        else if (more)
+            rc = util_fail(ST_CONFIG, "%s is larger than %d KiB; a config is a small INI file", path,
+                           CFG_MAX_FILE_BYTES >> 10);
+        else
+            rc = cfg_parse_text(c, path, text);
         free(text);
         if (rc != ST_OK)
             return rc;
@@ -496,12 +513,21 @@ static void cfg_format_value(const cfg *c, const cfg_key *k, char *out, int cap)
         snprintf(out, (size_t)cap, "%lld", (long long)x);
     } else {
         double d;
+        char num[32];
         memcpy(&d, base, sizeof d);
         if (k->type == K_AUTO && d == CFG_AUTO)
             snprintf(out, (size_t)cap, "auto");
         else
-            snprintf(out, (size_t)cap, "%.17g", d);
+            snprintf(out, (size_t)cap, "%s", util_dtoa(d, num));
     }
+}
+
+int cfg_is_given(const cfg *c, const char *section, const char *key)
+{
+    for (size_t i = 0; i < CFG_NKEYS; i++)
+        if (c->given[i] && !strcmp(cfg_keys[i].section, section) && (!key || !strcmp(cfg_keys[i].key, key)))
+            return 1;
+    return 0;
 }
 
 int cfg_value_string(const cfg *c, const char *section, const char *key, char *out, int cap)
@@ -530,8 +556,11 @@ char *cfg_render(const cfg *c)
         cfg_format_value(c, k, val, sizeof val);
         len += (size_t)snprintf(s + len, cap - len, "%s = %s\n", k->key, val);
     }
-    for (int i = 0; i < c->n_prices; i++)
-        len += (size_t)snprintf(s + len, cap - len, "\n[price.%s]\nondemand = %.17g\nspot = %.17g\n",
-                                c->prices[i].name, c->prices[i].ondemand, c->prices[i].spot);
+    for (int i = 0; i < c->n_prices; i++) {
+        char od[32], sp[32];
+        len += (size_t)snprintf(s + len, cap - len, "\n[price.%s]\nondemand = %s\nspot = %s\n",
+                                c->prices[i].name, util_dtoa(c->prices[i].ondemand, od),
+                                util_dtoa(c->prices[i].spot, sp));
+    }
     return s;
 }

@@ -10,6 +10,7 @@
 #define CFG_MAX_PRICES 16
 /* The stored value of a number key set to auto. */
 #define CFG_AUTO (-1.0)
+#define CFG_MAX_KEYS 128
 
 typedef struct {
     char name[64];      /* the NAME of a [price.NAME] section */
@@ -72,6 +73,9 @@ typedef struct cfg {
     /* [metrics] */
     char textfile[CFG_STR];
     int64_t metrics_every;
+
+    /* 1 per key of the table that the file or --set gave (not a default). */
+    unsigned char given[CFG_MAX_KEYS];
 } cfg;
 
 /* Loads defaults + path (may be NULL: defaults only) + overrides ("sec.key=v").
@@ -89,6 +93,10 @@ char *cfg_render(const cfg *c);
 
 /* Section + key lookup for code that needs to print or compare one value. */
 int cfg_value_string(const cfg *c, const char *section, const char *key, char *out, int cap);
+
+/* 1 when the user's file or --set gave section.key; key NULL: any key of
+ * the section. Lets a command print only what its input determines. */
+int cfg_is_given(const cfg *c, const char *section, const char *key);
 
 /* The text of sample.ini compiled into the binary (the defaults). */
 extern const char cfg_sample_ini[];

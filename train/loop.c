@@ -11,6 +11,7 @@
 #include "interval.h"
 #include "ledger.h"
 #include "optim.h"
+#include "cli_cost.h"
 #include "protocol.h"
 #include "../ckpt/ckpt.h"
 #include "../spot/spot.h"
@@ -685,10 +686,12 @@ int train_run(const cfg *c, int mode, int force)
     trainer t;
     int rc = trainer_open(&t, c);
     int spot_on = 0, started = 0;
+    spot_opts so;
+    cfg_spot_opts(c, &so);
     if (rc == ST_OK)
         rc = trainer_begin(&t, mode, force);
     started = rc == ST_OK;
-    if (rc == ST_OK && (rc = spot_start(c, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
+    if (rc == ST_OK && (rc = spot_start(&so, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
         spot_on = 1;
         rc = spot_watchdog_start(c->watchdog_seconds);
     }
