@@ -1,5 +1,6 @@
 /* `spotrain ckpt export`: one checkpoint's parameters as a Hugging Face
- * LlamaForCausalLM directory (model.safetensors, fp32, plus config.json). */
+ * LlamaForCausalLM directory (model.safetensors, fp32, plus config.json),
+ * named and shaped by the tensor table its manifest records. */
 #include "ckpt_int.h"
 #include "../util/util.h"
 
@@ -19,8 +20,8 @@ static char *ckpt_st_header(const ckpt_reader *r, size_t *len)
     json_object *h = json_object_new_object(), *meta = json_object_new_object();
     json_object_object_add(meta, "format", json_object_new_string("pt"));
     json_object_object_add(h, "__metadata__", meta);
-    for (int i = 0; i < r->n_params; i++) {
-        const model_param *p = &r->params[i];
+    for (int i = 0; i < r->n_tensors; i++) {
+        const ckpt_tensor *p = &r->tensors[i];
         json_object *t = json_object_new_object(), *shape = json_object_new_array(), *off = json_object_new_array();
         for (int d = 0; d < p->ndim; d++)
             json_object_array_add(shape, json_object_new_int64(p->shape[d]));
@@ -48,7 +49,7 @@ static char *ckpt_st_header(const ckpt_reader *r, size_t *len)
 
 static char *ckpt_hf_config(const ckpt_info *in)
 {
-    const model_shape *s = &in->shape;
+    const ckpt_model *s = &in->model;
     json_object *c = json_object_new_object(), *arch = json_object_new_array();
     json_object_array_add(arch, json_object_new_string("LlamaForCausalLM"));
     json_object_object_add(c, "architectures", arch);
@@ -99,12 +100,12 @@ int ckpt_export(const char *step_dir, const char *out_dir)
      * leaves a plausible-looking partial model.safetensors. */
     snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = ckpt_os->open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = util_fail(ST_IOERR, "cannot create %s: %s", tmp, strerror(errno));
         goto out;
     }
-    if (write(fd, hdr, hlen) != (ssize_t)hlen) {
+    if (ckpt_os->write(fd, hdr, hlen) != (ssize_t)hlen) {
         rc = util_fail(ST_IOERR, "cannot write %s: %s", tmp, strerror(errno));
         goto out;
     }
@@ -112,18 +113,18 @@ int ckpt_export(const char *step_dir, const char *out_dir)
         size_t n = r->info.n_floats - lo < step ? (size_t)(r->info.n_floats - lo) : step;
         if ((rc = ckpt_read_range(r, CKPT_PARAMS, (size_t)lo, (size_t)lo + n, buf)) != ST_OK)
             goto out;
-        if (write(fd, buf, n * 4) != (ssize_t)(n * 4)) {
+        if (ckpt_os->write(fd, buf, n * 4) != (ssize_t)(n * 4)) {
             rc = util_fail(ST_IOERR, "cannot write %s: %s", tmp, strerror(errno));
             goto out;
         }
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
+    if (ckpt_os->fsync(fd) != 0 || ckpt_os->close(fd) != 0) {
         fd = -1;
         rc = util_fail(ST_IOERR, "cannot sync %s: %s", tmp, strerror(errno));
         goto out;
     }
     fd = -1;
-    if (rename(tmp, path) != 0) {
+    if (ckpt_os->rename(tmp, path) != 0) {
         rc = util_fail(ST_IOERR, "cannot rename %s: %s", tmp, strerror(errno));
         goto out;
     }
@@ -135,8 +136,8 @@ int ckpt_export(const char *step_dir, const char *out_dir)
     printf("exported step %" PRId64 " (%" PRIu64 " parameters) to %s\n", r->info.step, r->info.n_floats, out_dir);
 out:
     if (fd >= 0) {
-        close(fd);
-        unlink(tmp);
+        ckpt_os->close(fd);
+        ckpt_os->unlink(tmp);
     }
     free(hdr);
     free(cfg);

@@ -130,7 +130,8 @@ static void trainer_report_changes(const trainer *t, const char *old_text)
 
 static int trainer_check_shape(const trainer *t, const ckpt_info *in, const char *path)
 {
-    const model_shape *a = &in->shape, *b = &t->L.s;
+    const ckpt_model *a = &in->model;
+    const model_shape *b = &t->L.s;
     if (a->dim != b->dim || a->n_layers != b->n_layers || a->n_heads != b->n_heads ||
         a->n_kv_heads != b->n_kv_heads || a->ffn_dim != b->ffn_dim || a->vocab != b->vocab ||
         in->n_floats != t->L.n_floats)
@@ -154,7 +155,13 @@ static int trainer_restore(trainer *t, const char *path)
     if (rc != ST_OK)
         return rc;
     const ckpt_info *in = ckpt_get_info(r);
+    int n_tensors = 0;
+    const ckpt_tensor *tensors = ckpt_get_tensors(r, &n_tensors);
     rc = trainer_check_shape(t, in, path);
+    if (rc == ST_OK && !model_ckpt_table_same(&t->L, tensors, n_tensors))
+        rc = util_fail(ST_CONFIG, "%s: its tensor table (names, shapes, offsets) is not the one this spotrain lays "
+                       "out for the same dims; export it with the spotrain that wrote it, or train into a new run_dir",
+                       path);
     if (rc == ST_OK)
         rc = ckpt_read_range(r, CKPT_PARAMS, 0, t->L.n_floats, t->b->params);
     if (rc == ST_OK)
@@ -285,6 +292,11 @@ static int trainer_eval(trainer *t, double *val)
 static int trainer_submit(trainer *t)
 {
     ckpt_meta m = {0};
+    ckpt_table table;
+    ckpt_host_arrays host = {{t->b->params + t->lo, t->m, t->v}, t->lo};
+    int skipped = 0, rc = model_to_ckpt_table(&t->L, &table);
+    if (rc != ST_OK)
+        return rc;
     m.step = t->step;
     m.tokens = t->tokens;
     m.elapsed_seconds = t->train_seconds;
@@ -293,19 +305,18 @@ static int trainer_submit(trainer *t)
     m.world_size = t->world;
     m.rank = t->rank;
     m.config_text = t->config_text;
-    m.layout = &t->L;
+    m.table = &table;
     m.lo = t->lo;
     m.hi = t->hi;
-    m.arrays[CKPT_PARAMS] = t->b->params + t->lo;
-    m.arrays[CKPT_ADAM_M] = t->m;
-    m.arrays[CKPT_ADAM_V] = t->v;
-    int rc = ckpt_writer_submit(t->w, &m);
-    if (rc == ST_OK)
+    m.src = (ckpt_source){.fill = ckpt_host_fill, .arg = &host};
+    rc = ckpt_writer_submit(t->w, &m, &skipped);
+    model_ckpt_table_free(&table);
+    if (rc == ST_OK && !skipped)
         t->inflight = t->step;
-    else if (rc == 1)
+    else if (rc == ST_OK)
         trainer_log(t, "step %lld: checkpoint skipped, the previous one is still being written "
                     "(checkpoint.busy = skip)", (long long)t->step);
-    return rc == 1 ? ST_OK : rc;
+    return rc;
 }
 
 /* Rank 0 records a finished commit; returns the writer's error if any. */
@@ -660,7 +671,7 @@ static int trainer_open(trainer *t, const cfg *c)
         return rc;
     if ((rc = data_open(&t->d, c)) != ST_OK)
         return rc;
-    return ckpt_writer_open(&t->w, t->ckpt_dir, &t->copts, t->rank, t->world);
+    return ckpt_writer_open(&t->w, t->ckpt_dir, &t->copts, t->rank, t->world, t->lo, t->hi);
 }
 
 static void trainer_close(trainer *t)
