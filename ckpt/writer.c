@@ -1,6 +1,8 @@
-/* The asynchronous checkpoint writer: submit snapshots this rank's range into
- * a reused host buffer (the only stall); a background thread compresses the
- * chunks in parallel, checksums and writes them, and on rank 0 commits. */
+/* The asynchronous checkpoint writer: submit fills the snapshot buffer
+ * reserved at open through the caller's source (the only stall); the writer
+ * thread waits for the source's fence, feeds the chunks to a persistent
+ * compression pool, checksums them, appends them to the writeback stream,
+ * and on rank 0 commits. */
 #include "ckpt_int.h"
 #include "../util/util.h"
 
