@@ -400,8 +400,8 @@ static int ckpt_writer_buffers(ckpt_writer *w)
         return util_fail(ST_SOFTWARE, "checkpoint writer: range of %zu floats is too large", span);
     w->buf_bytes = span * CKPT_N_ARRAYS * sizeof(float);
     if (!(w->buf = ckpt_reserve(w->buf_bytes)))
-        return util_fail(ST_SOFTWARE, "out of memory for the checkpoint snapshot (%zu bytes); lower the world "
-                         "size's share per rank or free host memory", w->buf_bytes);
+        return util_fail(ST_SOFTWARE, "out of memory for the checkpoint snapshot buffer (%zu bytes); free host "
+                         "memory or run more ranks so each saves a smaller range", w->buf_bytes);
     w->n_slots = 2 * (size_t)w->o.threads + 1;
     w->slot_cap = ckpt_codec_bound(w->o.codec, w->o.chunk_bytes);
     if (w->slot_cap < w->o.chunk_bytes)
