@@ -6,7 +6,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "../train/model.h"
 
 enum { CKPT_PARAMS = 0, CKPT_ADAM_M = 1, CKPT_ADAM_V = 2, CKPT_N_ARRAYS = 3 };
 /* PLANES_ZSTD: rotate each fp32 word left by one bit so the 8 exponent bits
@@ -25,6 +24,48 @@ typedef struct {
     char on_save[1024];      /* shell command run after a commit; "" = none */
 } ckpt_opts;
 
+/* The model a checkpoint holds: the dims export and resume need. */
+typedef struct {
+    int64_t dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab, seq_len;
+    double rope_theta, norm_eps;
+} ckpt_model;
+
+/* One named array of the flat vector (Hugging Face name and shape). */
+typedef struct {
+    char name[96];
+    int ndim;                 /* 1 or 2 */
+    int64_t shape[2];         /* shape[1] is 1 when ndim is 1 */
+    uint64_t offset, numel;   /* in floats */
+} ckpt_tensor;
+
+/* What the flat vector holds: tensors back to back from offset 0 in order,
+ * n_floats in all. The caller owns tensors. */
+typedef struct {
+    ckpt_model model;
+    const ckpt_tensor *tensors;
+    int n;
+    uint64_t n_floats;
+} ckpt_table;
+
+/* Where a save's bytes come from. fill runs on the caller's thread inside
+ * submit (the stall) and writes params | m | v of [lo,hi) back to back into
+ * dst (3*(hi-lo) floats); a device backend may only start an asynchronous
+ * copy there. fence (may be NULL) runs on the writer thread before the first
+ * byte of dst is read, and waits for such a copy. Both return ST_*. */
+typedef struct {
+    int (*fill)(void *arg, float *dst, size_t lo, size_t hi);
+    int (*fence)(void *arg);
+    void *arg;
+} ckpt_source;
+
+/* The common source: three host arrays, each pointing at element base of
+ * its flat array. fill = ckpt_host_fill, arg = a ckpt_host_arrays. */
+typedef struct {
+    const float *arrays[CKPT_N_ARRAYS];
+    size_t base;
+} ckpt_host_arrays;
+int ckpt_host_fill(void *arg, float *dst, size_t lo, size_t hi);
+
 /* What a save records besides the arrays. */
 typedef struct {
     int64_t step;
@@ -34,9 +75,9 @@ typedef struct {
     double lr;                /* learning rate at this step (schedule position) */
     int world_size, rank;
     const char *config_text;  /* resolved INI text */
-    const model_layout *layout;
-    size_t lo, hi;            /* this rank's range of the flat vector */
-    const float *arrays[CKPT_N_ARRAYS]; /* each points at element lo of its array */
+    const ckpt_table *table;  /* copied at submit */
+    size_t lo, hi;            /* this rank's range: the one the writer was opened with */
+    ckpt_source src;
 } ckpt_meta;
 
 typedef struct {
@@ -48,11 +89,19 @@ typedef struct {
 
 typedef struct ckpt_writer ckpt_writer;
 
-int ckpt_writer_open(ckpt_writer **w, const char *ckpt_dir, const ckpt_opts *o, int rank, int world);
-/* Snapshots the arrays (the only stall) and queues the shard write. Returns
- * ST_OK when queued, 1 when skipped because a save is in flight and
- * busy_wait is 0, or an error. */
-int ckpt_writer_submit(ckpt_writer *w, const ckpt_meta *m);
+/* One writer per rank and checkpoint directory, for this rank's range
+ * [lo,hi) of the flat vector. Reserves the snapshot buffer (params | m | v,
+ * 3*(hi-lo) floats) and touches every page of it now, so the first save
+ * stalls no longer than later ones, and starts the writer thread and the
+ * compression workers. */
+int ckpt_writer_open(ckpt_writer **w, const char *ckpt_dir, const ckpt_opts *o, int rank, int world, size_t lo,
+                     size_t hi);
+/* The snapshot buffer, so a device backend can page-lock it once. */
+float *ckpt_writer_buffer(ckpt_writer *w, size_t *bytes);
+/* Snapshots the arrays through m->src.fill (the only stall) and queues the
+ * shard write. With a save in flight: waits for it when busy_wait is 1;
+ * otherwise returns ST_OK at once with *skipped = 1 (else *skipped = 0). */
+int ckpt_writer_submit(ckpt_writer *w, const ckpt_meta *m, int *skipped);
 /* Non-blocking: step of the newest shard this rank finished writing (-1 none),
  * and whether the writer failed (then *err holds the status). */
 int64_t ckpt_writer_written(ckpt_writer *w, int *err);
@@ -70,13 +119,14 @@ void ckpt_writer_close(ckpt_writer *w);
 typedef struct ckpt_reader ckpt_reader;
 typedef struct {
     int format_version;
+    int unsealed;             /* 1: an older format without the manifest checksum */
     char spotrain_version[32];
     int64_t step;
     uint64_t tokens;
     double elapsed_seconds, loss_scale, lr;
     int world_size;
     uint64_t n_floats;
-    model_shape shape;
+    ckpt_model model;
     char *config_text;
     int codec, level;
     uint64_t raw_bytes, stored_bytes;
@@ -87,6 +137,8 @@ typedef struct {
  * the file and field on anything inconsistent. */
 int ckpt_open(ckpt_reader **r, const char *step_dir);
 const ckpt_info *ckpt_get_info(const ckpt_reader *r);
+/* The tensor table the manifest records (checked to tile [0, n_floats)). */
+const ckpt_tensor *ckpt_get_tensors(const ckpt_reader *r, int *n);
 /* Reads [lo,hi) of one array, verifying every chunk it touches. */
 int ckpt_read_range(ckpt_reader *r, int array, size_t lo, size_t hi, float *out);
 /* Reads every chunk of every shard; ST_DATA naming checkpoint and chunk. */

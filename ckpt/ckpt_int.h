@@ -1,5 +1,6 @@
 /* Private to ckpt/: the parsed manifest (chunk index per shard), the chunk
- * codecs, limits a hostile manifest is checked against, and small file
+ * codecs, limits a hostile manifest is checked against, the replaceable
+ * file-system calls, the writeback stream, the worker pool, and small file
  * helpers shared by the writer, reader, store and CLI. */
 #ifndef SPOTRAIN_CKPT_INT_H
 #define SPOTRAIN_CKPT_INT_H
@@ -8,8 +9,14 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <sys/types.h>
 
-#define CKPT_FORMAT_VERSION 1
+/* 2: manifest.json ends with its own checksum (see manifest.c). 1 is still
+ * read, with a note that its manifest is unprotected. */
+#define CKPT_FORMAT_VERSION 2
+#define CKPT_FORMAT_UNSEALED 1
 #define CKPT_MAX_CHUNK ((uint64_t)64 << 20)   /* raw bytes per chunk */
 #define CKPT_MIN_CHUNK 4
 #define CKPT_MAX_FLOATS ((uint64_t)1 << 40)   /* 4 TiB per array: far above 67B */
@@ -51,8 +58,8 @@ struct ckpt_reader {
     char dir[4096];
     ckpt_info info;
     uint64_t chunk_bytes;
-    model_param *params;
-    int n_params;
+    ckpt_tensor *tensors;
+    int n_tensors;
     ckpt_shard *shards;
     int n_shards;
     ckpt_cbuf cb;                 /* buffers of the serial reads */
@@ -74,8 +81,16 @@ int ckpt_codec_decode(ckpt_codec_ws *ws, int codec, const void *in, size_t in_le
 void ckpt_codec_ws_free(ckpt_codec_ws *ws);
 uint64_t ckpt_hash(const void *p, size_t n);
 
-/* Manifest: parse and validate from memory (fills r, or r->err + ST_DATA). */
+/* Manifest: parse and validate from memory (fills r, or r->err + ST_DATA).
+ * A directory name of the form step-N(.tmp) must agree with the step. */
 int ckpt_manifest_parse(ckpt_reader *r, const char *text, size_t len);
+/* body (a JSON object, no trailing newline) -> the sealed manifest text:
+ * body with its checksum appended as the last field, then "\n". Caller frees. */
+char *ckpt_manifest_seal(const char *body, size_t len);
+/* The table is usable: names unique, non-empty and [A-Za-z0-9._-]; shapes
+ * positive with numel their product; offsets contiguous from 0; the sum is
+ * n_floats. 0, or -1 with why in err. */
+int ckpt_table_check(const ckpt_tensor *t, int n, uint64_t n_floats, char *err, size_t errcap);
 void ckpt_reader_reset(ckpt_reader *r);
 /* Opening and checking without printing: the message lands in err. */
 int ckpt_open_quiet(ckpt_reader **r, const char *step_dir, char *err, size_t errcap);
@@ -109,7 +124,9 @@ typedef struct {
     double elapsed_seconds, loss_scale, lr;
     int world, rank;
     char *config_text;
-    model_shape shape;
+    ckpt_model model;
+    ckpt_tensor *tensors;
+    int n_tensors;
     uint64_t n_floats, lo, hi;
     int codec, level;
     uint64_t chunk_bytes;
@@ -122,5 +139,65 @@ int ckpt_manifest_assemble(const char *tmp_dir, int world, char **text, char *er
 /* Commit protocol on rank 0: manifest, fsyncs, rename. Fills res. */
 int ckpt_store_commit(const char *ckpt_dir, int64_t step, int world, ckpt_result *res, char *err, size_t errcap);
 void ckpt_run_on_save(const char *cmd, const char *path, int64_t step);
+int ckpt_sync_dir(const char *dir, char *err, size_t errcap);
+
+/* Every file-system call the checkpoint code makes goes through ckpt_os, so
+ * tests inject ENOSPC, EIO or a failing rename without root or a special
+ * file system (the idea of SQLite's os_unix.c aSyscall[]). */
+typedef struct {
+    int (*open)(const char *path, int flags, mode_t mode);
+    int (*close)(int fd);
+    ssize_t (*write)(int fd, const void *buf, size_t n);
+    ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
+    int (*fsync)(int fd);
+    int (*fdatasync)(int fd);
+    int (*sync_file_range)(int fd, off_t off, off_t n, unsigned int flags);
+    int (*rename)(const char *from, const char *to);
+    int (*unlink)(const char *path);
+    int (*mkdir)(const char *path, mode_t mode);
+    int (*rmdir)(const char *path);
+    DIR *(*opendir)(const char *path);
+} ckpt_sys;
+extern const ckpt_sys *ckpt_os;
+/* Tests only: replaces the table (NULL: the real calls again); *with must
+ * outlive its use. Call it while no writer thread is inside a save. */
+void ckpt_sys_replace(const ckpt_sys *with);
+/* The real calls, for a test's fake to forward to. */
+extern const ckpt_sys ckpt_sys_real;
+
+/* Writeback (writeback.c): streams a file to disk while it is written, so a
+ * shard never sits in the page cache as gigabytes of dirty data and the
+ * final fsync finds little left to do. Policy lives here, not in the writer
+ * that produces the bytes. */
+typedef struct {
+    int fd, hints;               /* hints: 0 once the file system refuses sync_file_range */
+    uint64_t pos;                /* bytes written so far */
+    uint64_t kicked, settled;    /* writeback started below kicked; finished and dropped below settled */
+    pthread_t th;
+    int live, th_started, stop, flush_err;
+    uint64_t flush_to, flushed;  /* the flusher's target and progress */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} ckpt_wb;
+/* Starts streaming into fd (opened for writing, at offset 0). */
+void ckpt_wb_open(ckpt_wb *s, int fd);
+/* Appends len bytes and moves the writeback along; -1 with errno set. */
+int ckpt_wb_write(ckpt_wb *s, const void *p, size_t len);
+/* The rest to disk, background flusher stopped, fsync; -1 with errno set. */
+int ckpt_wb_finish(ckpt_wb *s);
+/* Stops the flusher without syncing (after a failure). Idempotent. */
+void ckpt_wb_close(ckpt_wb *s);
+
+/* A small pool of persistent workers fed jobs (the idea of zstd's
+ * lib/common/pool.c): the compression threads live as long as the writer. */
+typedef struct ckpt_pool ckpt_pool;
+/* n threads; NULL when not even one could start. */
+ckpt_pool *ckpt_pool_create(int n);
+int ckpt_pool_size(const ckpt_pool *p);
+/* Queues fn(arg) for the next idle worker; -1 when out of memory. */
+int ckpt_pool_add(ckpt_pool *p, void (*fn)(void *arg), void *arg);
+/* Waits until every queued job has finished. */
+void ckpt_pool_wait(ckpt_pool *p);
+void ckpt_pool_free(ckpt_pool *p);
 
 #endif

@@ -115,6 +115,7 @@ static json_object *ckpt_cli_json(const char *dir, const ckpt_reader *r, int rc,
     json_object_object_add(o, "saved_at", json_object_new_double(in->saved_at));
     json_object_object_add(o, "world_size", json_object_new_int(in->world_size));
     json_object_object_add(o, "format_version", json_object_new_int(in->format_version));
+    json_object_object_add(o, "manifest_sealed", json_object_new_boolean(!in->unsealed));
     json_object_object_add(o, "spotrain_version", json_object_new_string(in->spotrain_version));
     json_object_object_add(o, "codec", json_object_new_string(ckpt_codec_name(in->codec)));
     json_object_object_add(o, "level", json_object_new_int(in->level));
@@ -126,13 +127,13 @@ static json_object *ckpt_cli_json(const char *dir, const ckpt_reader *r, int rc,
     json_object_object_add(o, "lr", json_object_new_double(in->lr));
     json_object_object_add(o, "loss_scale", json_object_new_double(in->loss_scale));
     json_object *m = json_object_new_object();
-    json_object_object_add(m, "dim", json_object_new_int64(in->shape.dim));
-    json_object_object_add(m, "n_layers", json_object_new_int64(in->shape.n_layers));
-    json_object_object_add(m, "n_heads", json_object_new_int64(in->shape.n_heads));
-    json_object_object_add(m, "n_kv_heads", json_object_new_int64(in->shape.n_kv_heads));
-    json_object_object_add(m, "ffn_dim", json_object_new_int64(in->shape.ffn_dim));
-    json_object_object_add(m, "vocab", json_object_new_int64(in->shape.vocab));
-    json_object_object_add(m, "seq_len", json_object_new_int64(in->shape.seq_len));
+    json_object_object_add(m, "dim", json_object_new_int64(in->model.dim));
+    json_object_object_add(m, "n_layers", json_object_new_int64(in->model.n_layers));
+    json_object_object_add(m, "n_heads", json_object_new_int64(in->model.n_heads));
+    json_object_object_add(m, "n_kv_heads", json_object_new_int64(in->model.n_kv_heads));
+    json_object_object_add(m, "ffn_dim", json_object_new_int64(in->model.ffn_dim));
+    json_object_object_add(m, "vocab", json_object_new_int64(in->model.vocab));
+    json_object_object_add(m, "seq_len", json_object_new_int64(in->model.seq_len));
     json_object_object_add(o, "model", m);
     json_object *d = json_object_new_object();
     for (int a = 0; a < CKPT_N_ARRAYS; a++)
@@ -233,8 +234,9 @@ static int ckpt_cli_verify(int argc, char **argv)
             size_t chunks = 0;
             for (int s = 0; s < r->n_shards; s++)
                 chunks += r->shards[s].n_chunks;
-            printf("%s: ok (%d shard%s, %zu chunks, %" PRIu64 " bytes)\n", dirs[i], r->n_shards,
-                   r->n_shards == 1 ? "" : "s", chunks, r->info.stored_bytes);
+            printf("%s: ok (%d shard%s, %zu chunks, %" PRIu64 " bytes)%s\n", dirs[i], r->n_shards,
+                   r->n_shards == 1 ? "" : "s", chunks, r->info.stored_bytes,
+                   r->info.unsealed ? "; note: format 1 manifest without a checksum, edits to it cannot be detected" : "");
         } else {
             util_fail(one, "%s", err);
             if (rc == ST_OK)

@@ -21,9 +21,9 @@ static char *ckpt_st_header(const ckpt_reader *r, int p0, int p1, int es, size_t
     json_object *h = json_object_new_object(), *meta = json_object_new_object();
     json_object_object_add(meta, "format", json_object_new_string("pt"));
     json_object_object_add(h, "__metadata__", meta);
-    size_t base = r->params[p0].offset;
+    size_t base = r->tensors[p0].offset;
     for (int i = p0; i < p1; i++) {
-        const model_param *p = &r->params[i];
+        const ckpt_tensor *p = &r->tensors[i];
         json_object *t = json_object_new_object(), *shape = json_object_new_array(), *off = json_object_new_array();
         for (int d = 0; d < p->ndim; d++)
             json_object_array_add(shape, json_object_new_int64(p->shape[d]));
@@ -51,7 +51,7 @@ static char *ckpt_st_header(const ckpt_reader *r, int p0, int p1, int es, size_t
 
 static char *ckpt_hf_config(const ckpt_info *in, int bf16)
 {
-    const model_shape *s = &in->shape;
+    const ckpt_model *s = &in->model;
     json_object *c = json_object_new_object(), *arch = json_object_new_array();
     json_object_array_add(arch, json_object_new_string("LlamaForCausalLM"));
     json_object_object_add(c, "architectures", arch);
@@ -105,12 +105,12 @@ static int ckpt_export_file(ckpt_reader *r, const char *path, int p0, int p1, in
         rc = util_fail(ST_IOERR, "cannot create %s: %s", tmp, strerror(errno));
         goto out;
     }
-    if (write(fd, hdr, hlen) != (ssize_t)hlen) {
+    if (ckpt_os->write(fd, hdr, hlen) != (ssize_t)hlen) {
         rc = util_fail(ST_IOERR, "cannot write %s: %s", tmp, strerror(errno));
         goto out;
     }
-    size_t end = r->params[p1 - 1].offset + r->params[p1 - 1].numel;
-    for (size_t lo = r->params[p0].offset; lo < end; lo += step) {
+    size_t end = r->tensors[p1 - 1].offset + r->tensors[p1 - 1].numel;
+    for (size_t lo = r->tensors[p0].offset; lo < end; lo += step) {
         size_t n = end - lo < step ? end - lo : step;
         if ((rc = ckpt_read_range(r, CKPT_PARAMS, lo, lo + n, buf)) != ST_OK)
             goto out;
@@ -122,7 +122,7 @@ static int ckpt_export_file(ckpt_reader *r, const char *path, int p0, int p1, in
             goto out;
         }
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
+    if (ckpt_os->fsync(fd) != 0 || ckpt_os->close(fd) != 0) {
         fd = -1;
         rc = util_fail(ST_IOERR, "cannot sync %s: %s", tmp, strerror(errno));
         goto out;
@@ -213,23 +213,23 @@ int ckpt_export_ex(const char *step_dir, const char *out_dir, const ckpt_export_
     cfg = ckpt_hf_config(&r->info, es == 2);
     size_t step = r->chunk_bytes / 4 ? (size_t)(r->chunk_bytes / 4) : 1;
     buf = malloc(step * sizeof(float));
-    first = malloc((size_t)(r->n_params + 1) * sizeof *first);
-    if (!cfg || !buf || !first || r->n_params < 1) {
+    first = malloc((size_t)(r->n_tensors + 1) * sizeof *first);
+    if (!cfg || !buf || !first || r->n_tensors < 1) {
         rc = util_fail(ST_SOFTWARE, "out of memory exporting %s", step_dir);
         goto out;
     }
     /* Shards break between tensors; a tensor larger than the limit gets one
      * of its own, as transformers' save_pretrained does. */
     uint64_t cur = 0;
-    for (int i = 0; i < r->n_params; i++) {
-        uint64_t b = (uint64_t)r->params[i].numel * (uint64_t)es;
+    for (int i = 0; i < r->n_tensors; i++) {
+        uint64_t b = (uint64_t)r->tensors[i].numel * (uint64_t)es;
         if (i == 0 || (o->max_shard_bytes && cur && cur + b > o->max_shard_bytes)) {
             first[nshards++] = i;
             cur = 0;
         }
         cur += b;
     }
-    first[nshards] = r->n_params;
+    first[nshards] = r->n_tensors;
     if (nshards > 1) {
         index = json_object_new_object();
         json_object *meta = json_object_new_object(), *wm = json_object_new_object();
@@ -240,7 +240,7 @@ int ckpt_export_ex(const char *step_dir, const char *out_dir, const ckpt_export_
             char name[64];
             snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k + 1, nshards);
             for (int i = first[k]; i < first[k + 1]; i++)
-                json_object_object_add(wm, r->params[i].name, json_object_new_string(name));
+                json_object_object_add(wm, r->tensors[i].name, json_object_new_string(name));
         }
     }
     for (int k = 0; k < nshards && rc == ST_OK; k++) {

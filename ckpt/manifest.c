@@ -1,11 +1,21 @@
 /* manifest.json: the commit record of a checkpoint. Builds the per-shard
- * index each rank writes and assembles them into the manifest at commit;
- * parses a manifest from memory and rejects anything inconsistent. */
+ * index each rank writes and assembles them into the manifest at commit,
+ * sealed with a checksum over its own bytes; parses a manifest from memory
+ * and rejects anything inconsistent, edited or damaged.
+ *
+ * The seal (format 2): the file is one JSON object on one line whose last
+ * field is "manifest_xxh3", then "\n":
+ *     {...,"manifest_xxh3":"<16 lowercase hex>"}\n
+ * The hex is xxh3-64 of every byte before ,"manifest_xxh3" -- the rest of
+ * the file, exactly as stored. Any edit of the hashed bytes changes the hash;
+ * any edit of the fixed-shape tail breaks its shape, and a manifest without
+ * the tail must say format 1 (written before the seal existed). */
 #include "ckpt_int.h"
 #include "../util/util.h"
 
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -98,7 +108,7 @@ static int ckpt_hex64(const char *s, uint64_t *out)
 static int ckpt_parse_model(ckpt_reader *r, json_object *root)
 {
     json_object *m = ckpt_field(root, "model", json_type_object);
-    model_shape *s = &r->info.shape;
+    ckpt_model *s = &r->info.model;
     struct { const char *key; int64_t *dst; int64_t lo, hi; } dims[] = {
         {"dim", &s->dim, 1, 1 << 20},         {"n_layers", &s->n_layers, 1, 4096},
         {"n_heads", &s->n_heads, 1, 1 << 16}, {"n_kv_heads", &s->n_kv_heads, 1, 1 << 16},
@@ -111,55 +121,121 @@ static int ckpt_parse_model(ckpt_reader *r, json_object *root)
             return ST_DATA;
     if (ckpt_get_f64(r, m, "rope_theta", &s->rope_theta) || ckpt_get_f64(r, m, "norm_eps", &s->norm_eps))
         return ST_DATA;
+    /* What export writes into config.json must describe one attention layout. */
     if (s->n_heads * s->head_dim != s->dim || s->n_heads % s->n_kv_heads != 0 || s->head_dim % 2)
         return ckpt_bad(r, "model dims disagree (dim %" PRId64 ", heads %" PRId64 "/%" PRId64 ", head_dim %" PRId64 ")",
                         s->dim, s->n_heads, s->n_kv_heads, s->head_dim);
-    if (model_count_params(s) != r->info.n_floats)
-        return ckpt_bad(r, "model dims give %" PRIu64 " parameters but n_floats is %" PRIu64,
-                        model_count_params(s), r->info.n_floats);
     return ST_OK;
 }
 
-/* The table must be exactly the canonical layout of the recorded dims. */
+static int ckpt_cmp_name(const void *a, const void *b)
+{
+    return strcmp((*(const ckpt_tensor *const *)a)->name, (*(const ckpt_tensor *const *)b)->name);
+}
+
+/* Names go into safetensors headers and log lines: a narrow alphabet keeps
+ * both unsurprising. */
+static int ckpt_name_ok(const char *s)
+{
+    if (!s[0])
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
+            return 0;
+    return 1;
+}
+
+int ckpt_table_check(const ckpt_tensor *t, int n, uint64_t n_floats, char *err, size_t errcap)
+{
+    uint64_t off = 0;
+    int rc = 0;
+    if (n < 1 || n > CKPT_MAX_PARAMS) {
+        snprintf(err, errcap, "%d tensors (1 to %d allowed)", n, CKPT_MAX_PARAMS);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        const ckpt_tensor *p = &t[i];
+        uint64_t d0 = (uint64_t)p->shape[0], d1 = (uint64_t)p->shape[1];
+        if (!memchr(p->name, 0, sizeof p->name) || !ckpt_name_ok(p->name)) {
+            snprintf(err, errcap, "tensor %d: name empty, too long or not [A-Za-z0-9._-]", i);
+            return -1;
+        }
+        if ((p->ndim != 1 && p->ndim != 2) || p->shape[0] < 1 || p->shape[1] < 1 || (p->ndim == 1 && d1 != 1) ||
+            d0 > CKPT_MAX_FLOATS || d1 > CKPT_MAX_FLOATS / d0 || d0 * d1 != p->numel) {
+            snprintf(err, errcap, "tensor %d (%.96s): shape does not give its %" PRIu64 " elements", i, p->name, p->numel);
+            return -1;
+        }
+        if (p->offset != off || p->numel > n_floats - off) {
+            snprintf(err, errcap, "tensor %d (%.96s): offset %" PRIu64 " (+%" PRIu64 "), expected %" PRIu64
+                     " within %" PRIu64 " floats", i, p->name, p->offset, p->numel, off, n_floats);
+            return -1;
+        }
+        off += p->numel;
+    }
+    if (off != n_floats) {
+        snprintf(err, errcap, "the tensors hold %" PRIu64 " floats but n_floats is %" PRIu64, off, n_floats);
+        return -1;
+    }
+    const ckpt_tensor **by = malloc((size_t)n * sizeof *by);
+    if (!by) {
+        snprintf(err, errcap, "out of memory checking %d tensor names", n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        by[i] = &t[i];
+    qsort(by, (size_t)n, sizeof *by, ckpt_cmp_name);
+    for (int i = 1; i < n && !rc; i++)
+        if (strcmp(by[i - 1]->name, by[i]->name) == 0) {
+            snprintf(err, errcap, "tensor name %.96s appears twice", by[i]->name);
+            rc = -1;
+        }
+    free(by);
+    return rc;
+}
+
+static int ckpt_parse_tensor(ckpt_reader *r, json_object *p, size_t i, ckpt_tensor *out)
+{
+    json_object *shape = ckpt_field(p, "shape", json_type_array);
+    const char *name = ckpt_get_str(r, p, "name");
+    uint64_t off = 0;
+    size_t nd = shape ? json_object_array_length(shape) : 0;
+    if (!name || !shape || ckpt_get_u64(r, p, "offset", CKPT_MAX_FLOATS, &off) != ST_OK || nd < 1 || nd > 2 ||
+        util_fmt(out->name, sizeof out->name, "%s", name) < 0)
+        return ckpt_bad(r, "params[%zu]: needs a name (under 96 bytes), a shape of 1 or 2 dims and an offset", i);
+    out->ndim = (int)nd;
+    out->shape[1] = 1;
+    for (size_t d = 0; d < nd; d++) {
+        json_object *x = json_object_array_get_idx(shape, d);
+        int64_t v = json_object_is_type(x, json_type_int) ? json_object_get_int64(x) : 0;
+        if (v < 1 || (uint64_t)v > CKPT_MAX_FLOATS)
+            return ckpt_bad(r, "params[%zu] (%.96s): shape[%zu] is not a positive integer", i, name, d);
+        out->shape[d] = v;
+    }
+    out->offset = off;
+    out->numel = (uint64_t)out->shape[0] * (uint64_t)out->shape[1];
+    return ST_OK;
+}
+
+/* The table must tile the flat vector exactly; which names and shapes a
+ * model needs is the caller's business (resume compares it to its own). */
 static int ckpt_parse_params(ckpt_reader *r, json_object *root)
 {
     json_object *a = ckpt_field(root, "params", json_type_array);
-    model_layout L;
-    int rc = ST_OK;
+    char why[256];
     if (!a)
         return ckpt_bad(r, "field \"params\" missing or not an array");
     size_t n = json_object_array_length(a);
-    if (n != (size_t)(3 + r->info.shape.n_layers * MODEL_PER_LAYER))
-        return ckpt_bad(r, "params: %zu entries, the model needs %" PRId64, n,
-                        3 + r->info.shape.n_layers * MODEL_PER_LAYER);
-    if (model_layout_init(&L, &r->info.shape) != ST_OK)
-        return ckpt_bad(r, "model dims cannot be laid out");
-    for (size_t i = 0; i < n && rc == ST_OK; i++) {
-        json_object *p = json_object_array_get_idx(a, i), *shape = ckpt_field(p, "shape", json_type_array);
-        const char *name = ckpt_get_str(r, p, "name");
-        uint64_t off = 0;
-        if (!name || !shape || ckpt_get_u64(r, p, "offset", CKPT_MAX_FLOATS, &off) != ST_OK) {
-            rc = ckpt_bad(r, "params[%zu]: needs name, shape and offset", i);
-            break;
-        }
-        const model_param *want = &L.params[i];
-        int same = strcmp(name, want->name) == 0 && off == want->offset &&
-                   json_object_array_length(shape) == (size_t)want->ndim;
-        for (int d = 0; same && d < want->ndim; d++) {
-            json_object *x = json_object_array_get_idx(shape, (size_t)d);
-            same = json_object_is_type(x, json_type_int) && json_object_get_int64(x) == want->shape[d];
-        }
-        if (!same)
-            rc = ckpt_bad(r, "params[%zu] (%.96s) does not match the layout of the model dims (want %s at %zu)",
-                          i, name, want->name, want->offset);
-    }
-    if (rc == ST_OK) {
-        r->params = L.params;
-        r->n_params = L.n_params;
-    } else {
-        model_layout_free(&L);
-    }
-    return rc;
+    if (n < 1 || n > CKPT_MAX_PARAMS)
+        return ckpt_bad(r, "params: %zu entries (1 to %d allowed)", n, CKPT_MAX_PARAMS);
+    if (!(r->tensors = calloc(n, sizeof *r->tensors)))
+        return ckpt_bad(r, "params: out of memory for %zu entries", n);
+    r->n_tensors = (int)n;
+    for (size_t i = 0; i < n; i++)
+        if (ckpt_parse_tensor(r, json_object_array_get_idx(a, i), i, &r->tensors[i]) != ST_OK)
+            return ST_DATA;
+    if (ckpt_table_check(r->tensors, r->n_tensors, r->info.n_floats, why, sizeof why) != 0)
+        return ckpt_bad(r, "params: %s", why);
+    return ST_OK;
 }
 
 static int ckpt_parse_chunk(ckpt_reader *r, json_object *c, int si, size_t ci, ckpt_chunk *out)
@@ -256,12 +332,24 @@ void ckpt_reader_reset(ckpt_reader *r)
     for (int i = 0; r->shards && i < r->n_shards; i++)
         free(r->shards[i].chunks);
     free(r->shards);
-    free(r->params);
+    free(r->tensors);
     free(r->info.config_text);
     r->shards = NULL;
-    r->params = NULL;
+    r->tensors = NULL;
     r->info.config_text = NULL;
-    r->n_shards = r->n_params = 0;
+    r->n_shards = r->n_tensors = 0;
+}
+
+/* A step directory's name is part of the record: a manifest copied or
+ * renamed into another step's place must not pass as that step. */
+static int ckpt_check_dir_step(ckpt_reader *r)
+{
+    const char *slash = strrchr(r->dir, '/');
+    int64_t named = 0;
+    if (ckpt_name_step(slash ? slash + 1 : r->dir, &named) < 0 || named == r->info.step)
+        return ST_OK;
+    return ckpt_bad(r, "step %" PRId64 " disagrees with the directory name (step %" PRId64 "); the manifest was "
+                    "edited or moved, use another checkpoint", r->info.step, named);
 }
 
 static int ckpt_parse_root(ckpt_reader *r, json_object *root)
@@ -276,8 +364,14 @@ static int ckpt_parse_root(ckpt_reader *r, json_object *root)
         return ckpt_bad(r, "field \"format\" is not \"spotrain-checkpoint\"");
     if (ckpt_get_i64(r, root, "format_version", 1, 1000, &i64))
         return ST_DATA;
-    if (i64 != CKPT_FORMAT_VERSION)
-        return ckpt_bad(r, "format_version %" PRId64 " is not %d (written by another spotrain version)", i64,
+    if (i64 > CKPT_FORMAT_VERSION)
+        return ckpt_bad(r, "format_version %" PRId64 " is newer than %d (written by a later spotrain); upgrade "
+                        "spotrain to read it", i64, CKPT_FORMAT_VERSION);
+    if (in->unsealed && i64 != CKPT_FORMAT_UNSEALED)
+        return ckpt_bad(r, "format_version %" PRId64 " but no checksum at the end of the file (truncated or "
+                        "edited); use an older checkpoint", i64);
+    if (!in->unsealed && i64 != CKPT_FORMAT_VERSION)
+        return ckpt_bad(r, "format_version %" PRId64 " is not %d, yet the file carries a checksum", i64,
                         CKPT_FORMAT_VERSION);
     in->format_version = (int)i64;
     if (!(s = ckpt_get_str(r, root, "spotrain_version")))
@@ -291,6 +385,8 @@ static int ckpt_parse_root(ckpt_reader *r, json_object *root)
         ckpt_get_i64(r, root, "world_size", 1, CKPT_MAX_WORLD, &i64))
         return ST_DATA;
     in->world_size = (int)i64;
+    if (ckpt_check_dir_step(r) != ST_OK)
+        return ST_DATA;
     if (!(s = ckpt_get_str(r, root, "codec")))
         return ST_DATA;
     if ((in->codec = ckpt_codec_from_name(s)) < 0)
@@ -336,15 +432,54 @@ static int ckpt_parse_root(ckpt_reader *r, json_object *root)
     return ST_OK;
 }
 
+#define CKPT_SEAL_KEY ",\"manifest_xxh3\":\""
+#define CKPT_SEAL_LEN (sizeof CKPT_SEAL_KEY - 1 + 16 + 3)   /* key, hex, "}\n */
+
+/* 1 when text ends with a well-formed seal (hash in *h), else 0. */
+static int ckpt_seal_tail(const char *text, size_t len, uint64_t *h)
+{
+    char hex[17];
+    size_t k = sizeof CKPT_SEAL_KEY - 1;
+    if (len < CKPT_SEAL_LEN + 1)
+        return 0;
+    const char *t = text + len - CKPT_SEAL_LEN;
+    if (memcmp(t, CKPT_SEAL_KEY, k) != 0 || memcmp(t + k + 16, "\"}\n", 3) != 0)
+        return 0;
+    memcpy(hex, t + k, 16);
+    hex[16] = 0;
+    return ckpt_hex64(hex, h) == 0;
+}
+
+char *ckpt_manifest_seal(const char *body, size_t len)
+{
+    if (len < 2 || body[len - 1] != '}')
+        return NULL;
+    char *out = malloc(len - 1 + CKPT_SEAL_LEN + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, body, len - 1);
+    uint64_t h = ckpt_hash(out, len - 1);
+    snprintf(out + len - 1, CKPT_SEAL_LEN + 1, CKPT_SEAL_KEY "%016" PRIx64 "\"}\n", h);
+    return out;
+}
+
 int ckpt_manifest_parse(ckpt_reader *r, const char *text, size_t len)
 {
     json_tokener *tok = json_tokener_new_ex(64);
     json_object *root = NULL;
     int rc = ST_DATA;
+    uint64_t want = 0;
     if (!tok)
         return ckpt_bad(r, "out of memory");
     if (len > ((size_t)1 << 31) || memchr(text, 0, len)) {
         rc = ckpt_bad(r, "not a JSON text (NUL byte or over 2 GiB)");
+        goto out;
+    }
+    /* The seal first: nothing of an edited manifest is worth parsing. */
+    r->info.unsealed = !ckpt_seal_tail(text, len, &want);
+    if (!r->info.unsealed && ckpt_hash(text, len - CKPT_SEAL_LEN) != want) {
+        rc = ckpt_bad(r, "checksum mismatch: the manifest was edited or damaged after its commit; use an "
+                      "older checkpoint");
         goto out;
     }
     root = json_tokener_parse_ex(tok, text, (int)len);
@@ -377,7 +512,7 @@ static json_object *ckpt_json_hex(uint64_t v)
     return json_object_new_string(s);
 }
 
-static json_object *ckpt_model_json(const model_shape *s)
+static json_object *ckpt_model_json(const ckpt_model *s)
 {
     json_object *m = json_object_new_object();
     json_object_object_add(m, "dim", json_object_new_int64(s->dim));
@@ -391,6 +526,22 @@ static json_object *ckpt_model_json(const model_shape *s)
     json_object_object_add(m, "rope_theta", json_object_new_double(s->rope_theta));
     json_object_object_add(m, "norm_eps", json_object_new_double(s->norm_eps));
     return m;
+}
+
+static json_object *ckpt_params_json(const ckpt_tensor *t, int n)
+{
+    json_object *a = json_object_new_array_ext(n);
+    for (int i = 0; i < n; i++) {
+        const ckpt_tensor *p = &t[i];
+        json_object *e = json_object_new_object(), *shape = json_object_new_array_ext(p->ndim);
+        for (int d = 0; d < p->ndim; d++)
+            json_object_array_add(shape, json_object_new_int64(p->shape[d]));
+        json_object_object_add(e, "name", json_object_new_string(p->name));
+        json_object_object_add(e, "shape", shape);
+        json_object_object_add(e, "offset", ckpt_json_u64(p->offset));
+        json_object_array_add(a, e);
+    }
+    return a;
 }
 
 char *ckpt_shard_index_text(const ckpt_save_desc *d, const ckpt_chunk *chunks, size_t n, uint64_t file_bytes)
@@ -409,7 +560,8 @@ char *ckpt_shard_index_text(const ckpt_save_desc *d, const ckpt_chunk *chunks, s
     json_object_object_add(o, "level", json_object_new_int(d->level));
     json_object_object_add(o, "chunk_bytes", ckpt_json_u64(d->chunk_bytes));
     json_object_object_add(o, "n_floats", ckpt_json_u64(d->n_floats));
-    json_object_object_add(o, "model", ckpt_model_json(&d->shape));
+    json_object_object_add(o, "model", ckpt_model_json(&d->model));
+    json_object_object_add(o, "params", ckpt_params_json(d->tensors, d->n_tensors));
     json_object_object_add(o, "config", json_object_new_string(d->config_text ? d->config_text : ""));
     json_object_object_add(o, "file", json_object_new_string(file));
     json_object_object_add(o, "lo", ckpt_json_u64(d->lo));
@@ -435,49 +587,6 @@ char *ckpt_shard_index_text(const ckpt_save_desc *d, const ckpt_chunk *chunks, s
     return out;
 }
 
-static json_object *ckpt_params_json(const model_shape *s)
-{
-    model_layout L;
-    if (model_layout_init(&L, s) != ST_OK)
-        return NULL;
-    json_object *a = json_object_new_array_ext(L.n_params);
-    for (int i = 0; i < L.n_params; i++) {
-        const model_param *p = &L.params[i];
-        json_object *e = json_object_new_object(), *shape = json_object_new_array_ext(p->ndim);
-        for (int d = 0; d < p->ndim; d++)
-            json_object_array_add(shape, json_object_new_int64(p->shape[d]));
-        json_object_object_add(e, "name", json_object_new_string(p->name));
-        json_object_object_add(e, "shape", shape);
-        json_object_object_add(e, "offset", ckpt_json_u64(p->offset));
-        json_object_array_add(a, e);
-    }
-    model_layout_free(&L);
-    return a;
-}
-
-/* Shape back from a shard index written by this code; the full checks run
- * when the assembled manifest is parsed. */
-static int ckpt_shape_from_json(json_object *m, model_shape *s)
-{
-    json_object *v;
-    const char *keys[8] = {"dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab", "seq_len"};
-    int64_t *dst[8] = {&s->dim, &s->n_layers, &s->n_heads, &s->n_kv_heads, &s->head_dim, &s->ffn_dim, &s->vocab, &s->seq_len};
-    for (int i = 0; i < 8; i++) {
-        if (!(v = ckpt_field(m, keys[i], json_type_int)))
-            return -1;
-        *dst[i] = json_object_get_int64(v);
-        if (*dst[i] < 1 || *dst[i] > ((int64_t)1 << 24) || (i == 1 && *dst[i] > 4096))
-            return -1;
-    }
-    if (!json_object_object_get_ex(m, "rope_theta", &v))
-        return -1;
-    s->rope_theta = json_object_get_double(v);
-    if (!json_object_object_get_ex(m, "norm_eps", &v))
-        return -1;
-    s->norm_eps = json_object_get_double(v);
-    return 0;
-}
-
 static int ckpt_same(json_object *a, json_object *b, const char *key)
 {
     json_object *x = NULL, *y = NULL;
@@ -491,7 +600,6 @@ int ckpt_manifest_assemble(const char *tmp_dir, int world, char **text, char *er
     json_object **idx = calloc((size_t)world, sizeof *idx), *man = NULL, *shards = NULL;
     int rc = ST_DATA;
     uint64_t stored = 0;
-    model_shape shape;
     *text = NULL;
     if (!idx) {
         snprintf(err, errcap, "out of memory assembling %s/manifest.json", tmp_dir);
@@ -506,7 +614,7 @@ int ckpt_manifest_assemble(const char *tmp_dir, int world, char **text, char *er
             snprintf(err, errcap, "%s: missing or unreadable shard index (did rank %d finish?)", path, r);
             goto out;
         }
-        static const char *same[] = {"world_size", "step", "codec", "level", "chunk_bytes", "n_floats", "model"};
+        static const char *same[] = {"world_size", "step", "codec", "level", "chunk_bytes", "n_floats", "model", "params"};
         for (size_t k = 0; r > 0 && k < sizeof same / sizeof same[0]; k++)
             if (!ckpt_same(idx[0], idx[r], same[k])) {
                 snprintf(err, errcap, "%s: \"%s\" differs from rank 0's (a stale shard from another save?)", path, same[k]);
@@ -514,10 +622,6 @@ int ckpt_manifest_assemble(const char *tmp_dir, int world, char **text, char *er
             }
         json_object *fb = ckpt_field(idx[r], "file_bytes", json_type_int);
         stored += fb ? (uint64_t)json_object_get_int64(fb) : 0;
-    }
-    if (ckpt_shape_from_json(ckpt_field(idx[0], "model", json_type_object), &shape) != 0) {
-        snprintf(err, errcap, "%s/shard-00000.json: bad model dims", tmp_dir);
-        goto out;
     }
     json_object *nf = ckpt_field(idx[0], "n_floats", json_type_int);
     uint64_t n_floats = nf ? (uint64_t)json_object_get_int64(nf) : 0;
@@ -535,17 +639,12 @@ int ckpt_manifest_assemble(const char *tmp_dir, int world, char **text, char *er
     json_object_object_add(man, "saved_at", json_object_new_double(util_wall()));
     json_object_object_add(man, "raw_bytes", ckpt_json_u64(n_floats * 4 * CKPT_N_ARRAYS));
     json_object_object_add(man, "stored_bytes", ckpt_json_u64(stored));
-    json_object *model = NULL, *config = NULL;
-    json_object_object_get_ex(idx[0], "model", &model);
-    json_object_object_get_ex(idx[0], "config", &config);
-    json_object_object_add(man, "model", json_object_get(model));
-    json_object *params = ckpt_params_json(&shape);
-    if (!params) {
-        snprintf(err, errcap, "%s/shard-00000.json: model dims cannot be laid out", tmp_dir);
-        goto out;
+    static const char *whole[] = {"model", "params", "config"};
+    for (size_t k = 0; k < sizeof whole / sizeof whole[0]; k++) {
+        json_object *v = NULL;
+        json_object_object_get_ex(idx[0], whole[k], &v);
+        json_object_object_add(man, whole[k], json_object_get(v));
     }
-    json_object_object_add(man, "params", params);
-    json_object_object_add(man, "config", json_object_get(config));
     shards = json_object_new_array_ext(world);
     json_object_object_add(man, "shards", shards);
     for (int r = 0; r < world; r++) {
@@ -559,12 +658,11 @@ int ckpt_manifest_assemble(const char *tmp_dir, int world, char **text, char *er
         json_object_array_add(shards, s);
     }
     const char *s = json_object_to_json_string_ext(man, JSON_C_TO_STRING_PLAIN);
-    if (!s || !(*text = malloc(strlen(s) + 2))) {
+    if (!s || !(*text = ckpt_manifest_seal(s, strlen(s)))) {
         snprintf(err, errcap, "out of memory assembling %s/manifest.json", tmp_dir);
         rc = ST_SOFTWARE;
         goto out;
     }
-    sprintf(*text, "%s\n", s);
     rc = ST_OK;
 out:
     for (int r = 0; r < world; r++)

@@ -37,7 +37,7 @@ static int ckpt_read_manifest(ckpt_reader *r, char **text, size_t *len)
     snprintf(path, sizeof path, "%s/manifest.json", r->dir);
     if (stat(r->dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return ckpt_rfail(r, ST_NOINPUT, "no such checkpoint directory");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = ckpt_os->open(path, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return ckpt_rfail(r, errno == ENOENT ? ST_DATA : ST_IOERR,
                           "manifest.json: %s (not committed, or damaged); use an older checkpoint", strerror(errno));
@@ -65,7 +65,7 @@ static int ckpt_read_manifest(ckpt_reader *r, char **text, size_t *len)
     buf = NULL;
 out:
     free(buf);
-    close(fd);
+    ckpt_os->close(fd);
     return rc;
 }
 
@@ -110,6 +110,12 @@ int ckpt_open(ckpt_reader **r, const char *step_dir)
 
 const ckpt_info *ckpt_get_info(const ckpt_reader *r) { return &r->info; }
 
+const ckpt_tensor *ckpt_get_tensors(const ckpt_reader *r, int *n)
+{
+    *n = r->n_tensors;
+    return r->tensors;
+}
+
 static void ckpt_cbuf_free(ckpt_cbuf *b)
 {
     ckpt_codec_ws_free(&b->ws);
@@ -124,7 +130,7 @@ void ckpt_close(ckpt_reader *r)
         return;
     for (int i = 0; r->shards && i < r->n_shards; i++)
         if (r->shards[i].fd >= 0)
-            close(r->shards[i].fd);
+            ckpt_os->close(r->shards[i].fd);
     ckpt_reader_reset(r);
     ckpt_cbuf_free(&r->cb);
     free(r);
@@ -136,7 +142,7 @@ static int ckpt_shard_fd(ckpt_reader *r, ckpt_shard *sh)
     if (sh->fd >= 0)
         return ST_OK;
     snprintf(path, sizeof path, "%s/shard-%05d.bin", r->dir, sh->rank);
-    sh->fd = open(path, O_RDONLY | O_CLOEXEC);
+    sh->fd = ckpt_os->open(path, O_RDONLY | O_CLOEXEC, 0);
     if (sh->fd < 0)
         return ckpt_rfail(r, ST_DATA, "shard-%05d.bin: %s; use an older checkpoint", sh->rank, strerror(errno));
     return ST_OK;

@@ -41,8 +41,9 @@ int ckpt_name_step(const char *name, int64_t *step)
 
 static int ckpt_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+    (void)st, (void)ftw;
+    int bad = flag == FTW_DP ? ckpt_os->rmdir(path) : ckpt_os->unlink(path);
+    return bad != 0 && errno != ENOENT ? -1 : 0;
 }
 
 int ckpt_rm_rf(const char *path)
@@ -61,7 +62,7 @@ static int ckpt_cmp_i64(const void *a, const void *b)
 
 int ckpt_list_steps(const char *ckpt_dir, int64_t **steps, int *n)
 {
-    DIR *d = opendir(ckpt_dir);
+    DIR *d = ckpt_os->opendir(ckpt_dir);
     int64_t *v = NULL, s;
     int cnt = 0, cap = 0;
     struct dirent *e;
@@ -94,7 +95,7 @@ int ckpt_list_steps(const char *ckpt_dir, int64_t **steps, int *n)
 
 void ckpt_clean_tmp(const char *ckpt_dir, int64_t below)
 {
-    DIR *d = opendir(ckpt_dir);
+    DIR *d = ckpt_os->opendir(ckpt_dir);
     struct dirent *e;
     int64_t s;
     char path[4200];
@@ -119,7 +120,7 @@ static int ckpt_step_path(char *out, size_t cap, const char *dir, int64_t step, 
 
 /* threads > 1 only in the foreground: in the background it would take
  * cores from training. */
-static int ckpt_good(const char *ckpt_dir, int64_t step, int threads, char *err, size_t errcap)
+static int ckpt_good_ex(const char *ckpt_dir, int64_t step, int threads, int *unsealed, char *err, size_t errcap)
 {
     char path[4200];
     ckpt_reader *r = NULL;
@@ -129,8 +130,15 @@ static int ckpt_good(const char *ckpt_dir, int64_t step, int threads, char *err,
         r->threads = threads;
     if (rc == ST_OK && (rc = ckpt_verify_quiet(r)) != ST_OK)
         snprintf(err, errcap, "%.800s", r->err);
+    *unsealed = rc == ST_OK && r->info.unsealed;
     ckpt_close(r);
     return rc;
+}
+
+static int ckpt_good(const char *ckpt_dir, int64_t step, int threads, char *err, size_t errcap)
+{
+    int unsealed = 0;
+    return ckpt_good_ex(ckpt_dir, step, threads, &unsealed, err, errcap);
 }
 
 /* Every shard file the manifest names exists with the size it records. */
@@ -174,9 +182,10 @@ static int ckpt_delete_step(const char *ckpt_dir, int64_t step)
     char from[4200], to[4200];
     if (ckpt_step_path(from, sizeof from, ckpt_dir, step, "") || ckpt_step_path(to, sizeof to, ckpt_dir, step, ".del.tmp"))
         return -1;
-    if (rename(from, to) != 0)
+    char err[CKPT_ERR];
+    if (ckpt_os->rename(from, to) != 0)
         return -1;
-    util_fsync_dir(ckpt_dir);
+    ckpt_sync_dir(ckpt_dir, err, sizeof err);   /* a crash before it is harmless: the old name was good */
     return ckpt_rm_rf(to);
 }
 
@@ -235,9 +244,13 @@ int ckpt_find_latest(const char *ckpt_dir, char *path, size_t cap)
         return util_fail(rc, "cannot list checkpoints in %s: %s", ckpt_dir, strerror(errno));
     rc = ST_NOINPUT;
     for (int i = n - 1; i >= 0; i--) {
-        if (ckpt_good(ckpt_dir, steps[i], ckpt_threads_all(), err, sizeof err) == ST_OK) {
+        int unsealed = 0;
+        if (ckpt_good_ex(ckpt_dir, steps[i], ckpt_threads_all(), &unsealed, err, sizeof err) == ST_OK) {
             rc = ckpt_step_path(path, cap, ckpt_dir, steps[i], "") == 0 ? ST_OK
                  : util_fail(ST_USAGE, "checkpoint path under %s too long", ckpt_dir);
+            if (rc == ST_OK && unsealed)
+                util_log("note: %s has a format %d manifest without a checksum, so edits to it cannot be "
+                         "detected; the next save writes format %d", path, CKPT_FORMAT_UNSEALED, CKPT_FORMAT_VERSION);
             break;
         }
         util_log("skipping step %" PRId64 ": %s", steps[i], err);
@@ -259,41 +272,46 @@ int ckpt_count(const char *ckpt_dir)
 
 int ckpt_write_file(const char *path, const void *buf, size_t len, char *err, size_t errcap)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = ckpt_os->open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     const char *p = buf;
     if (fd < 0) {
         snprintf(err, errcap, "cannot create %.800s: %.100s", path, strerror(errno));
         return ST_IOERR;
     }
     while (len > 0) {
-        ssize_t w = write(fd, p, len);
+        ssize_t w = ckpt_os->write(fd, p, len);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
             snprintf(err, errcap, "cannot write %.800s: %.100s", path, w < 0 ? strerror(errno) : "no progress");
-            close(fd);
+            ckpt_os->close(fd);
             return ST_IOERR;
         }
         p += w;
         len -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
+    if (ckpt_os->fsync(fd) != 0) {
         snprintf(err, errcap, "cannot sync %.800s: %.100s", path, strerror(errno));
+        ckpt_os->close(fd);
+        return ST_IOERR;
+    }
+    if (ckpt_os->close(fd) != 0) {
+        snprintf(err, errcap, "cannot close %.800s: %.100s", path, strerror(errno));
         return ST_IOERR;
     }
     return ST_OK;
 }
 
-static int ckpt_sync_dir(const char *dir, char *err, size_t errcap)
+int ckpt_sync_dir(const char *dir, char *err, size_t errcap)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL)) {
+    int fd = ckpt_os->open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0 || (ckpt_os->fsync(fd) != 0 && errno != EINVAL)) {
         snprintf(err, errcap, "cannot sync directory %.800s: %.100s", dir, strerror(errno));
         if (fd >= 0)
-            close(fd);
+            ckpt_os->close(fd);
         return ST_IOERR;
     }
-    close(fd);
+    ckpt_os->close(fd);
     return ST_OK;
 }
 
@@ -341,13 +359,15 @@ int ckpt_store_commit(const char *ckpt_dir, int64_t step, int world, ckpt_result
     if ((rc = ckpt_write_file(mpath, text, strlen(text), err, errcap)) != ST_OK ||
         (rc = ckpt_sync_dir(tmp, err, errcap)) != ST_OK)
         goto fail;
-    if (rename(tmp, final) != 0) {
+    if (ckpt_os->rename(tmp, final) != 0) {
         snprintf(err, errcap, "cannot rename %.800s to %.800s: %.100s", tmp, final, strerror(errno));
         rc = ST_IOERR;
         goto fail;
     }
-    if ((rc = ckpt_sync_dir(ckpt_dir, err, errcap)) != ST_OK)
-        goto done;  /* renamed: the checkpoint exists even if the sync failed */
+    /* Renamed but not known durable: taken back, so that a failed commit is
+     * never left looking committed. */
+    if ((rc = ckpt_sync_dir(ckpt_dir, err, errcap)) != ST_OK && ckpt_delete_step(ckpt_dir, step) != 0)
+        util_log("could not take back %s after the failed sync: %s", final, strerror(errno));
     goto done;
 fail:
     ckpt_rm_rf(tmp);

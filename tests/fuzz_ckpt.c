@@ -1,9 +1,12 @@
 /* libFuzzer target for the checkpoint reader: manifest text parsed from
  * memory, a valid checkpoint with fuzzed edits and truncations opened and
- * verified from disk, and every chunk codec's decoder on raw bytes.
+ * verified from disk (any change to the sealed manifest must be refused:
+ * the fuzzer aborts if one opens), and every chunk codec's decoder on raw
+ * bytes.
  * fuzz-sources: ckpt/*.c util/util.c train/model.c train/rng.c
  * fuzz-max-len: 4096 */
 #include "../ckpt/ckpt_int.h"
+#include "../train/model.h"
 #include "../util/util.h"
 
 #include <stdio.h>
@@ -30,6 +33,7 @@ static void fz_cleanup(void) { ckpt_rm_rf(fz_dir); }
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     model_layout L;
+    ckpt_table tab;
     model_shape s = {.dim = 8, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 4, .ffn_dim = 16,
                      .vocab = 11, .seq_len = 8, .rope_theta = 10000, .norm_eps = 1e-6};
     ckpt_opts o = {.codec = CKPT_CODEC_PLANES_ZSTD, .level = 1, .chunk_bytes = 4 * 200, .threads = 1, .keep_last = 0,
@@ -40,17 +44,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     util_quiet = 1;
     snprintf(fz_dir, sizeof fz_dir, "/tmp/spotrain-fuzz-ckpt.%d", (int)getpid());
     atexit(fz_cleanup);
-    if (model_layout_init(&L, &s) != ST_OK)
+    if (model_layout_init(&L, &s) != ST_OK || model_to_ckpt_table(&L, &tab) != ST_OK)
         abort();
     float *a = malloc(L.n_floats * sizeof(float));
     for (size_t i = 0; i < L.n_floats; i++)
         a[i] = (float)((double)(i % 37) * 0.001 - 0.01);
     for (int r = 0; r < 2; r++) {
         size_t lo = r ? 300 : 0, hi = r ? L.n_floats : 300;
-        ckpt_meta m = {.step = 1, .world_size = 2, .rank = r, .config_text = "x", .layout = &L, .lo = lo, .hi = hi,
-                       .arrays = {a + lo, a + lo, a + lo}};
-        if (ckpt_writer_open(&w[r], fz_dir, &o, r, 2) != ST_OK || ckpt_writer_submit(w[r], &m) != ST_OK ||
-            ckpt_writer_drain(w[r], 30) != ST_OK)
+        ckpt_host_arrays host = {{a + lo, a + lo, a + lo}, lo};
+        ckpt_meta m = {.step = 1, .world_size = 2, .rank = r, .config_text = "x", .table = &tab, .lo = lo, .hi = hi,
+                       .src = {ckpt_host_fill, NULL, &host}};
+        int skipped = 0;
+        if (ckpt_writer_open(&w[r], fz_dir, &o, r, 2, lo, hi) != ST_OK ||
+            ckpt_writer_submit(w[r], &m, &skipped) != ST_OK || skipped || ckpt_writer_drain(w[r], 30) != ST_OK)
             abort();
     }
     if (ckpt_writer_commit(w[0], 1) != ST_OK || ckpt_writer_drain(w[0], 30) != ST_OK)
@@ -58,6 +64,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     ckpt_writer_close(w[0]);
     ckpt_writer_close(w[1]);
     free(a);
+    model_ckpt_table_free(&tab);
     model_layout_free(&L);
     snprintf(fz_step, sizeof fz_step, "%s/step-00000001", fz_dir);
     snprintf(path, sizeof path, "%s/manifest.json", fz_step);
@@ -104,7 +111,10 @@ static void fz_edited(const uint8_t *d, size_t n)
     fz_write("shard-00001.bin", s, sl);
     ckpt_reader *r = NULL;
     char err[CKPT_ERR], dig[CKPT_N_ARRAYS][17];
+    int changed = ml != fz_manifest_len || memcmp(m, fz_manifest, ml) != 0;
     if (ckpt_open_quiet(&r, fz_step, err, sizeof err) == ST_OK) {
+        if (changed)
+            abort();   /* an edited manifest got past its seal */
         float *out = malloc(r->info.n_floats * sizeof(float) + 4);
         ckpt_verify_digest(r, dig);
         ckpt_read_range_quiet(r, CKPT_ADAM_V, 250, (size_t)r->info.n_floats, out);

@@ -2,11 +2,16 @@
  * rank saves read back with other splits, corruption and fallback, hostile
  * manifests, rotation, leftover .tmp, disk full, on_save. */
 #include "../ckpt/ckpt_int.h"
+#include "../train/model.h"
 #include "../util/util.h"
 #include "harness.h"
 
 #include <errno.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -15,6 +20,7 @@
 #include <xxhash.h>
 
 static model_layout L;
+static ckpt_table tab;
 static float *arr[CKPT_N_ARRAYS];
 static char root[256];
 
@@ -34,9 +40,11 @@ static void test_setup_layout(int64_t vocab, int64_t dim)
     model_shape s = {.dim = dim, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = dim / 2,
                      .ffn_dim = 2 * dim, .vocab = vocab, .seq_len = 8, .rope_theta = 10000, .norm_eps = 1e-6};
     model_layout_free(&L);
+    model_ckpt_table_free(&tab);
     for (int a = 0; a < CKPT_N_ARRAYS; a++)
         free(arr[a]);
     EXPECT(model_layout_init(&L, &s) == ST_OK);
+    EXPECT(model_to_ckpt_table(&L, &tab) == ST_OK);
     for (int a = 0; a < CKPT_N_ARRAYS; a++) {
         arr[a] = malloc(L.n_floats * sizeof(float));
         for (size_t i = 0; i < L.n_floats; i++) {
@@ -58,16 +66,22 @@ static int test_save(const char *dir, const ckpt_opts *o, int64_t step, const si
 {
     int world = n_cuts + 1, rc = ST_OK;
     ckpt_writer *w[8] = {0};
-    for (int r = 0; r < world && rc == ST_OK; r++)
-        rc = ckpt_writer_open(&w[r], dir, o, r, world);
+    ckpt_host_arrays host[8];
     for (int r = 0; r < world && rc == ST_OK; r++) {
         size_t lo = r ? cuts[r - 1] : 0, hi = r < n_cuts ? cuts[r] : L.n_floats;
+        rc = ckpt_writer_open(&w[r], dir, o, r, world, lo, hi);
+    }
+    for (int r = 0; r < world && rc == ST_OK; r++) {
+        size_t lo = r ? cuts[r - 1] : 0, hi = r < n_cuts ? cuts[r] : L.n_floats;
+        int skipped = 1;
         ckpt_meta m = {.step = step, .tokens = (uint64_t)step * 64, .elapsed_seconds = 1.5 * (double)step,
                        .loss_scale = 1, .lr = 3e-4, .world_size = world, .rank = r,
-                       .config_text = "[train]\nlr = 3e-4\n", .layout = &L, .lo = lo, .hi = hi};
-        for (int a = 0; a < CKPT_N_ARRAYS; a++)
-            m.arrays[a] = arr[a] + lo;
-        rc = ckpt_writer_submit(w[r], &m);
+                       .config_text = "[train]\nlr = 3e-4\n", .table = &tab, .lo = lo, .hi = hi};
+        host[r] = (ckpt_host_arrays){{arr[0] + lo, arr[1] + lo, arr[2] + lo}, lo};
+        m.src = (ckpt_source){.fill = ckpt_host_fill, .arg = &host[r]};
+        rc = ckpt_writer_submit(w[r], &m, &skipped);
+        if (rc == ST_OK && skipped)
+            rc = ST_SOFTWARE;
     }
     for (int r = 0; r < world && rc == ST_OK; r++) {
         int err = 0;
@@ -142,7 +156,7 @@ static void test_roundtrip_codecs(void)
             EXPECT(in->step == 7 && in->tokens == 7 * 64 && in->world_size == 1 && in->codec == c);
             EXPECT(in->n_floats == L.n_floats && in->raw_bytes == 12 * L.n_floats);
             EXPECT(strcmp(in->config_text, "[train]\nlr = 3e-4\n") == 0 && in->elapsed_seconds == 10.5);
-            EXPECT(in->shape.dim == L.s.dim && in->shape.vocab == L.s.vocab);
+            EXPECT(in->model.dim == L.s.dim && in->model.vocab == L.s.vocab && in->format_version == 2 && !in->unsealed);
             if (c >= CKPT_CODEC_SHUFFLE_ZSTD)
                 EXPECT(in->stored_bytes < in->raw_bytes);
             else if (c == CKPT_CODEC_NONE)
@@ -168,7 +182,7 @@ static void test_odd_chunks(void)
     ckpt_opts bad = test_opts(CKPT_CODEC_ZSTD, 6);
     char dir[300];
     test_path(dir, sizeof dir, "chunk-bad");
-    EXPECT(ckpt_writer_open(&w, dir, &bad, 0, 1) == ST_CONFIG);
+    EXPECT(ckpt_writer_open(&w, dir, &bad, 0, 1, 0, L.n_floats) == ST_CONFIG);
 }
 
 static void test_multi_shard(void)
@@ -289,25 +303,49 @@ static void test_corruption(void)
     EXPECT(ckpt_count(p) == 0);
 }
 
-/* Replaces the first occurrence of from by to and parses the result. */
-static int test_parse_edit(const char *text, const char *from, const char *to, char *err, size_t cap)
+/* The manifest's JSON without its seal: the text up to ,"manifest_xxh3"
+ * and a closing brace. Caller frees. */
+static char *test_unseal(const char *text)
+{
+    const char *at = strstr(text, ",\"manifest_xxh3\":");
+    size_t n = at ? (size_t)(at - text) : 0;
+    char *out = malloc(n + 2);
+    if (out && at)
+        snprintf(out, n + 2, "%.*s}", (int)n, text);
+    else if (out)
+        out[0] = 0;
+    return out;
+}
+
+/* Replaces the first occurrence of from by to in the sealed manifest text,
+ * seals the result again when reseal is set (so the checks behind the seal
+ * are what is tested), and parses it. */
+static int test_parse_edit_ex(const char *text, const char *from, const char *to, int reseal, char *err, size_t cap)
 {
     ckpt_reader r = {0};
-    size_t n = strlen(text) + strlen(to) + 1;
-    char *buf = malloc(n);
-    const char *at = strstr(text, from);
-    if (!at) {
-        free(buf);
-        snprintf(err, cap, "pattern %s not found", from);
-        return -1;
+    char *body = reseal ? test_unseal(text) : strdup(text);
+    size_t n = strlen(body) + strlen(to) + 1;
+    char *buf = malloc(n), *sealed = NULL;
+    const char *at = strstr(body, from);
+    int rc = -1;
+    snprintf(err, cap, "pattern %s not found", from);
+    if (at) {
+        snprintf(buf, n, "%.*s%s%s", (int)(at - body), body, to, at + strlen(from));
+        sealed = reseal ? ckpt_manifest_seal(buf, strlen(buf)) : strdup(buf);
+        snprintf(r.dir, sizeof r.dir, "edited");
+        rc = sealed ? ckpt_manifest_parse(&r, sealed, strlen(sealed)) : -1;
+        snprintf(err, cap, "%s", sealed ? r.err : "cannot seal");
+        ckpt_reader_reset(&r);
     }
-    snprintf(buf, n, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-    snprintf(r.dir, sizeof r.dir, "edited");
-    int rc = ckpt_manifest_parse(&r, buf, strlen(buf));
-    snprintf(err, cap, "%s", r.err);
-    ckpt_reader_reset(&r);
+    free(body);
     free(buf);
+    free(sealed);
     return rc;
+}
+
+static int test_parse_edit(const char *text, const char *from, const char *to, char *err, size_t cap)
+{
+    return test_parse_edit_ex(text, from, to, 1, err, cap);
 }
 
 static void test_hostile_manifest(void)
@@ -334,8 +372,16 @@ static void test_hostile_manifest(void)
         {"\"chunk_bytes\":400", "\"chunk_bytes\":0", "chunk_bytes"},
         {"\"chunk_bytes\":400", "\"chunk_bytes\":4", "floats exceed chunk_bytes"},
         {"\"chunk_bytes\":400", "\"chunk_bytes\":1073741824", "chunk_bytes"},
-        {"\"format_version\":1", "\"format_version\":2", "format_version"},
-        {"\"format_version\":1", "\"format_version\":\"1\"", "format_version"},
+        {"\"format_version\":2", "\"format_version\":3", "format_version"},
+        {"\"format_version\":2", "\"format_version\":1", "format_version"},
+        {"\"format_version\":2", "\"format_version\":\"2\"", "format_version"},
+        {"\"name\":\"lm_head.weight\"", "\"name\":\"model.norm.weight\"", "twice"},
+        {"\"name\":\"lm_head.weight\"", "\"name\":\"\"", "params"},
+        {"\"offset\":0", "\"offset\":1", "offset"},
+        {"\"shape\":[11,8]", "\"shape\":[11,9]", "offset"},
+        {"\"shape\":[11,8]", "\"shape\":[11,0]", "params"},
+        {"\"shape\":[11,8]", "\"shape\":[11,8,1]", "params"},
+        {"\"params\":[", "\"params\":[{\"name\":\"x\",\"shape\":[1],\"offset\":0},", "params"},
         {"\"codec\":\"zstd\"", "\"codec\":\"lz9\"", "codec"},
         {"\"lo\":200", "\"lo\":199", "overlaps"},
         {"\"lo\":200", "\"lo\":201", "hole"},
@@ -516,10 +562,10 @@ static void test_leftover_tmp(void)
     EXPECT(ckpt_count(dir) == 1);
     EXPECT(ckpt_find_latest(dir, latest, sizeof latest) == ST_OK && strstr(latest, "step-00000005"));
     ckpt_writer *w = NULL;
-    EXPECT(ckpt_writer_open(&w, dir, &o, 0, 1) == ST_OK);
+    EXPECT(ckpt_writer_open(&w, dir, &o, 0, 1, 0, L.n_floats) == ST_OK);
     EXPECT(!test_exists(dir, 6, ".tmp"));
     ckpt_writer *w2 = NULL;
-    EXPECT(ckpt_writer_open(&w2, dir, &o, 0, 1) == ST_IOERR); /* one writer per rank and dir */
+    EXPECT(ckpt_writer_open(&w2, dir, &o, 0, 1, 0, L.n_floats) == ST_IOERR); /* one writer per rank and dir */
     ckpt_writer_close(w);
 }
 
@@ -572,7 +618,7 @@ static void test_unwritable(void)
     fclose(f);
     snprintf(dir, sizeof dir, "%s/ckpt", file);
     ckpt_opts o = test_opts(CKPT_CODEC_ZSTD, 4 * 256);
-    EXPECT(ckpt_writer_open(&w, dir, &o, 0, 1) != ST_OK);
+    EXPECT(ckpt_writer_open(&w, dir, &o, 0, 1, 0, L.n_floats) != ST_OK);
     ckpt_writer_close(w);
     /* /dev/full gives ENOSPC on every write: the shard writer's error path. */
     EXPECT(ckpt_write_file("/dev/full", "x", 1, dir, sizeof dir) == ST_IOERR);
@@ -588,6 +634,402 @@ static void test_names(void)
     EXPECT(ckpt_name_step("step-0012", &s) == -1);
     EXPECT(ckpt_name_step("step-00000012x", &s) == -1);
     EXPECT(ckpt_name_step("manifest.json", &s) == -1);
+}
+
+/* ---- the manifest seal ---- */
+
+static int test_write_text(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t n = fwrite(text, 1, len, f);
+    return fclose(f) == 0 && n == len ? 0 : -1;
+}
+
+/* Every single-byte change of a real manifest is refused: 200 random
+ * offsets and values, each alone, through open + verify from disk. */
+static void test_seal_flips(void)
+{
+    char dir[300], step[340], p[400], err[CKPT_ERR], latest[400];
+    char *text = NULL;
+    size_t len = 0, cuts[] = {300};
+    test_path(dir, sizeof dir, "seal-flips");
+    ckpt_opts o = test_opts(CKPT_CODEC_ZSTD, 4 * 100);
+    EXPECT(test_save(dir, &o, 3, cuts, 1) == ST_OK);
+    EXPECT(test_save(dir, &o, 4, cuts, 1) == ST_OK);
+    test_step_dir(step, sizeof step, dir, 4);
+    snprintf(p, sizeof p, "%s/manifest.json", step);
+    EXPECT(util_read_file(p, &text, &len) == ST_OK);
+    if (!text)
+        return;
+    int missed = 0;
+    for (int i = 0; i < 200; i++) {
+        size_t off = (size_t)(test_uniform() * (double)len);
+        char was = text[off], now = (char)(1 + (int)(test_uniform() * 255.0));
+        if (now == was)
+            now = (char)(was ^ 0x20);
+        text[off] = now;
+        EXPECT(test_write_text(p, text, len) == 0);
+        int rc = test_check(step, err, sizeof err);
+        if (rc != ST_DATA || !strstr(err, "step-00000004")) {
+            missed++;
+            fprintf(stderr, "    byte %zu: 0x%02x -> 0x%02x not detected (rc %d: %s)\n", off, (unsigned char)was,
+                    (unsigned char)now, rc, err);
+        }
+        text[off] = was;
+    }
+    EXPECT(missed == 0);
+    /* The last bytes of the file (the seal itself) one by one, too. */
+    for (size_t off = len - 40; off < len; off++) {
+        char was = text[off];
+        text[off] = (char)(was == '0' ? '1' : '0');
+        EXPECT(test_write_text(p, text, len) == 0);
+        EXPECT(test_check(step, err, sizeof err) == ST_DATA);
+        text[off] = was;
+    }
+    EXPECT(test_write_text(p, text, len) == 0);
+    EXPECT(test_check(step, err, sizeof err) == ST_OK);
+    EXPECT(test_write_text(p, text, len - 1) == 0);      /* the final newline gone */
+    EXPECT(test_check(step, err, sizeof err) == ST_DATA);
+    EXPECT(ckpt_find_latest(dir, latest, sizeof latest) == ST_OK && strstr(latest, "step-00000003"));
+    free(text);
+}
+
+/* Edits a user might make by hand: each is refused with the checksum named;
+ * with the checksum recomputed, a step that disagrees with the directory
+ * name still is. */
+static void test_seal_edits(void)
+{
+    char dir[300], step[340], p[400], err[CKPT_ERR];
+    char *text = NULL;
+    size_t len = 0;
+    test_path(dir, sizeof dir, "seal-edits");
+    ckpt_opts o = test_opts(CKPT_CODEC_NONE, 4 * 100);
+    EXPECT(test_save(dir, &o, 6, NULL, 0) == ST_OK);
+    test_step_dir(step, sizeof step, dir, 6);
+    snprintf(p, sizeof p, "%s/manifest.json", step);
+    EXPECT(util_read_file(p, &text, &len) == ST_OK);
+    if (!text)
+        return;
+    struct { const char *from, *to; } edits[] = {
+        {"\"step\":6", "\"step\":7"}, {"\"tokens\":384", "\"tokens\":385"}, {"\"lr\":", "\"lr\":1"},
+        {"lr = 3e-4", "lr = 3e-3"}, {"\"elapsed_seconds\":9", "\"elapsed_seconds\":8"}};
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        int rc = test_parse_edit_ex(text, edits[i].from, edits[i].to, 0, err, sizeof err);
+        EXPECT(rc == ST_DATA && strstr(err, "checksum mismatch"));
+        if (rc != ST_DATA || !strstr(err, "checksum mismatch"))
+            fprintf(stderr, "    edit %s: rc %d: %s\n", edits[i].to, rc, err);
+    }
+    /* Resealed: the seal passes, the directory name does not. */
+    ckpt_reader r = {0};
+    char *body = test_unseal(text), *at = strstr(body, "\"step\":6");
+    EXPECT(at != NULL);
+    if (at) {
+        at[7] = '7';
+        char *sealed = ckpt_manifest_seal(body, strlen(body));
+        snprintf(r.dir, sizeof r.dir, "%s", step);
+        EXPECT(sealed && ckpt_manifest_parse(&r, sealed, strlen(sealed)) == ST_DATA);
+        EXPECT(strstr(r.err, "directory name") != NULL);
+        ckpt_reader_reset(&r);
+        snprintf(r.dir, sizeof r.dir, "%s/step-00000007.tmp", dir);   /* the name of its own step: fine */
+        EXPECT(sealed && ckpt_manifest_parse(&r, sealed, strlen(sealed)) == ST_OK);
+        ckpt_reader_reset(&r);
+        free(sealed);
+    }
+    free(body);
+    /* A checkpoint copied under another step's name is refused. */
+    char copy[400], cmd[900];
+    snprintf(copy, sizeof copy, "%s/step-00000009", dir);
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", step, copy);
+    EXPECT(system(cmd) == 0);
+    EXPECT(test_check(copy, err, sizeof err) == ST_DATA && strstr(err, "directory name"));
+    free(text);
+}
+
+/* A format 1 manifest (no seal) still opens, marked unsealed, so a run that
+ * upgrades spotrain mid-way resumes; a seal on format 1, or format 2 without
+ * one, is refused. */
+static void test_seal_format1(void)
+{
+    char dir[300], step[340], p[400], err[CKPT_ERR], latest[400];
+    char *text = NULL;
+    size_t len = 0;
+    test_path(dir, sizeof dir, "format1");
+    ckpt_opts o = test_opts(CKPT_CODEC_SHUFFLE_ZSTD, 4 * 100);
+    EXPECT(test_save(dir, &o, 2, NULL, 0) == ST_OK);
+    test_step_dir(step, sizeof step, dir, 2);
+    snprintf(p, sizeof p, "%s/manifest.json", step);
+    EXPECT(util_read_file(p, &text, &len) == ST_OK);
+    if (!text)
+        return;
+    char *body = test_unseal(text), *v = strstr(body, "\"format_version\":2");
+    EXPECT(v != NULL);
+    if (v) {
+        v[17] = '1';
+        size_t n = strlen(body);
+        body[n] = '\n';                                 /* the format 1 writer ended with a newline */
+        EXPECT(test_write_text(p, body, n + 1) == 0);
+        body[n] = 0;
+        ckpt_reader *r = NULL;
+        EXPECT(ckpt_open_quiet(&r, step, err, sizeof err) == ST_OK);
+        EXPECT(r && r->info.unsealed && r->info.format_version == 1 && r->info.step == 2);
+        EXPECT(r && ckpt_verify_quiet(r) == ST_OK);
+        ckpt_close(r);
+        EXPECT(ckpt_find_latest(dir, latest, sizeof latest) == ST_OK && strcmp(latest, step) == 0);
+        char *sealed = ckpt_manifest_seal(body, n);      /* sealed but saying 1 */
+        EXPECT(sealed && test_write_text(p, sealed, strlen(sealed)) == 0);
+        EXPECT(test_check(step, err, sizeof err) == ST_DATA && strstr(err, "format_version"));
+        free(sealed);
+        v[17] = '2';                                    /* 2 without the seal */
+        EXPECT(test_write_text(p, body, strlen(body)) == 0);
+        EXPECT(test_check(step, err, sizeof err) == ST_DATA && strstr(err, "no checksum"));
+    }
+    free(body);
+    free(text);
+}
+
+/* ---- fault injection through ckpt_os ---- */
+
+static atomic_int fault_pwrite_at, fault_fsync_at, fault_rename_at;
+static atomic_int fault_fsync_calls;
+
+/* Counts down; the call that reaches zero fails. */
+static int test_fault_now(atomic_int *at)
+{
+    return atomic_load(at) > 0 && atomic_fetch_sub(at, 1) == 1;
+}
+
+static ssize_t test_fake_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    if (test_fault_now(&fault_pwrite_at)) {
+        /* Half the bytes land first, as when a disk fills mid-write. */
+        if (n > 1)
+            ckpt_sys_real.pwrite(fd, buf, n / 2, off);
+        errno = ENOSPC;
+        return -1;
+    }
+    return ckpt_sys_real.pwrite(fd, buf, n, off);
+}
+
+static int test_fake_fsync(int fd)
+{
+    atomic_fetch_add(&fault_fsync_calls, 1);
+    if (test_fault_now(&fault_fsync_at)) {
+        errno = EIO;
+        return -1;
+    }
+    return ckpt_sys_real.fsync(fd);
+}
+
+static int test_fake_rename(const char *from, const char *to)
+{
+    if (test_fault_now(&fault_rename_at)) {
+        errno = EIO;
+        return -1;
+    }
+    return ckpt_sys_real.rename(from, to);
+}
+
+static ckpt_sys test_faulty;
+
+/* stderr into a file while a fault runs, so its message can be checked. */
+static int test_stderr_to(FILE *f)
+{
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fileno(f), 2);
+    return saved;
+}
+
+static void test_stderr_back(int saved, FILE *f, char *out, size_t cap)
+{
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(f);
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = 0;
+    fclose(f);
+}
+
+static int test_count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static int test_any_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int any = 0;
+    while (d && (e = readdir(d)))
+        any |= strstr(e->d_name, ".tmp") != NULL;
+    if (d)
+        closedir(d);
+    return any;
+}
+
+/* One save of step under a fault: ST_IOERR, one line naming what failed,
+ * step not committed, and the previous one is what resume would take. */
+static void test_fault_save(const char *dir, int64_t good, int64_t step, const size_t *cuts, int n_cuts,
+                            const char *want, int *failed)
+{
+    char msg[4096], latest[400], prev[340], err[CKPT_ERR];
+    ckpt_opts o = test_opts(CKPT_CODEC_ZSTD, 4 * 64);
+    FILE *f = tmpfile();
+    int saved = test_stderr_to(f);
+    ckpt_sys_replace(&test_faulty);
+    int rc = test_save(dir, &o, step, cuts, n_cuts);
+    ckpt_sys_replace(NULL);
+    test_stderr_back(saved, f, msg, sizeof msg);
+    *failed = rc != ST_OK;
+    if (rc == ST_OK)
+        return;
+    EXPECT(rc == ST_IOERR);
+    EXPECT(test_count_lines(msg) == 1 && strstr(msg, "abandoned") && strstr(msg, want));
+    if (rc != ST_IOERR || test_count_lines(msg) != 1 || !strstr(msg, want))
+        fprintf(stderr, "    rc %d, wanted one line with '%s': %s", rc, want, msg);
+    EXPECT(!test_exists(dir, step, ""));
+    test_step_dir(prev, sizeof prev, dir, good);
+    EXPECT(test_check(prev, err, sizeof err) == ST_OK);
+    EXPECT(ckpt_find_latest(dir, latest, sizeof latest) == ST_OK && strcmp(latest, prev) == 0);
+}
+
+static void test_faults(void)
+{
+    char dir[300];
+    size_t cuts[] = {400};
+    int failed = 0, points = 0;
+    test_faulty = ckpt_sys_real;
+    test_faulty.pwrite = test_fake_pwrite;
+    test_faulty.fsync = test_fake_fsync;
+    test_faulty.rename = test_fake_rename;
+    test_path(dir, sizeof dir, "faults");
+    ckpt_opts o = test_opts(CKPT_CODEC_ZSTD, 4 * 64);
+    EXPECT(test_save(dir, &o, 1, cuts, 1) == ST_OK);
+    /* ENOSPC on a shard write, after half its bytes landed. */
+    atomic_store(&fault_pwrite_at, 1);
+    test_fault_save(dir, 1, 2, NULL, 0, "No space left on device", &failed);
+    EXPECT(failed && !test_exists(dir, 2, ".tmp"));
+    atomic_store(&fault_pwrite_at, 0);
+    /* A failing rename: the commit is torn between two names. */
+    atomic_store(&fault_rename_at, 1);
+    test_fault_save(dir, 1, 2, cuts, 1, "cannot rename", &failed);
+    EXPECT(failed && !test_exists(dir, 2, ".tmp"));
+    atomic_store(&fault_rename_at, 0);
+    /* EIO from each fsync of a two-rank save in turn (shards, indexes,
+     * directories, manifest), until a save makes it through. */
+    for (int k = 1; k <= 40; k++) {
+        atomic_store(&fault_fsync_at, k);
+        test_fault_save(dir, 1, 2, cuts, 1, "Input/output error", &failed);
+        atomic_store(&fault_fsync_at, 0);
+        if (!failed)
+            break;
+        points++;
+    }
+    EXPECT(points >= 7 && !failed);
+    EXPECT(test_exists(dir, 2, ""));
+    /* Whatever a failure left behind goes with the next commit. */
+    EXPECT(test_save(dir, &o, 3, cuts, 1) == ST_OK);
+    EXPECT(!test_any_tmp(dir));
+}
+
+/* fill only starts a copy; fence finishes it on the writer thread before
+ * anything is read; with busy = skip a second submit is skipped, not an error. */
+typedef struct {
+    ckpt_writer *w;
+    size_t lo, hi;
+    pthread_t submitter;
+    atomic_int fenced_elsewhere;
+} test_device;
+
+static int test_dev_fill(void *arg, float *dst, size_t lo, size_t hi)
+{
+    (void)arg, (void)lo, (void)hi;
+    memset(dst, 0xff, (hi - lo) * 3 * sizeof *dst);   /* what the host sees before the copy lands */
+    return ST_OK;
+}
+
+static int test_dev_fence(void *arg)
+{
+    test_device *d = arg;
+    size_t bytes = 0, n = d->hi - d->lo;
+    float *buf = ckpt_writer_buffer(d->w, &bytes);
+    usleep(100 * 1000);
+    for (int a = 0; a < CKPT_N_ARRAYS; a++)
+        memcpy(buf + (size_t)a * n, arr[a] + d->lo, n * sizeof *buf);
+    atomic_store(&d->fenced_elsewhere, !pthread_equal(pthread_self(), d->submitter));
+    return bytes == n * 3 * sizeof *buf ? ST_OK : ST_SOFTWARE;
+}
+
+static void test_source_fence(void)
+{
+    char dir[300], step[340];
+    test_device d = {.lo = 0, .hi = L.n_floats, .submitter = pthread_self()};
+    ckpt_opts o = test_opts(CKPT_CODEC_PLANES_ZSTD, 4 * 128);
+    o.busy_wait = 0;
+    test_path(dir, sizeof dir, "fence");
+    EXPECT(ckpt_writer_open(&d.w, dir, &o, 0, 1, d.lo, d.hi) == ST_OK);
+    if (!d.w)
+        return;
+    ckpt_meta m = {.step = 5, .loss_scale = 1, .world_size = 1, .config_text = "", .table = &tab, .lo = d.lo,
+                   .hi = d.hi, .src = {test_dev_fill, test_dev_fence, &d}};
+    int skipped = 1, err = 0;
+    EXPECT(ckpt_writer_submit(d.w, &m, &skipped) == ST_OK && skipped == 0);
+    m.step = 6;
+    EXPECT(ckpt_writer_submit(d.w, &m, &skipped) == ST_OK && skipped == 1);
+    m.lo = 1;                                            /* not the range it was opened for */
+    EXPECT(ckpt_writer_submit(d.w, &m, &skipped) == ST_SOFTWARE);
+    EXPECT(ckpt_writer_drain(d.w, 60) == ST_OK && ckpt_writer_written(d.w, &err) == 5 && err == 0);
+    EXPECT(ckpt_writer_commit(d.w, 5) == ST_OK && ckpt_writer_drain(d.w, 60) == ST_OK);
+    EXPECT(atomic_load(&d.fenced_elsewhere) == 1);
+    ckpt_writer_close(d.w);
+    test_step_dir(step, sizeof step, dir, 5);
+    EXPECT(test_matches(step, 1));
+}
+
+static atomic_int pool_count;
+static void test_pool_job(void *arg)
+{
+    atomic_fetch_add(&pool_count, *(int *)arg);
+}
+
+/* The same workers run job after job: wait is a barrier each time. */
+static void test_pool(void)
+{
+    ckpt_pool *p = ckpt_pool_create(3);
+    int one = 1;
+    EXPECT(p != NULL && ckpt_pool_size(p) == 3);
+    for (int round = 1; p && round <= 3; round++) {
+        for (int i = 0; i < 1000; i++)
+            EXPECT(ckpt_pool_add(p, test_pool_job, &one) == 0);
+        ckpt_pool_wait(p);
+        EXPECT(atomic_load(&pool_count) == 1000 * round);
+    }
+    ckpt_pool_free(p);
+}
+
+/* The train side's table passes the checkpoint's checks and compares equal
+ * to its own layout only. */
+static void test_table(void)
+{
+    char why[256];
+    EXPECT(ckpt_table_check(tab.tensors, tab.n, tab.n_floats, why, sizeof why) == 0);
+    EXPECT(model_ckpt_table_same(&L, tab.tensors, tab.n));
+    EXPECT(!model_ckpt_table_same(&L, tab.tensors, tab.n - 1));
+    ckpt_tensor *t = malloc((size_t)tab.n * sizeof *t);
+    memcpy(t, tab.tensors, (size_t)tab.n * sizeof *t);
+    t[1].name[0] = 'X';
+    EXPECT(!model_ckpt_table_same(&L, t, tab.n));
+    EXPECT(ckpt_table_check(t, tab.n, tab.n_floats, why, sizeof why) == 0);
+    memcpy(t[1].name, t[2].name, sizeof t[1].name);
+    EXPECT(ckpt_table_check(t, tab.n, tab.n_floats, why, sizeof why) != 0 && strstr(why, "twice"));
+    EXPECT(ckpt_table_check(tab.tensors, tab.n, tab.n_floats + 1, why, sizeof why) != 0);
+    free(t);
 }
 
 int main(void)
@@ -610,7 +1052,15 @@ int main(void)
     harness_run("on_save hook", test_on_save);
     harness_run("disk full abandons cleanly", test_disk_full);
     harness_run("unwritable directory", test_unwritable);
+    harness_run("tensor table: train side vs checks", test_table);
+    harness_run("worker pool reused across rounds", test_pool);
+    harness_run("source: fill starts, fence finishes; busy skip", test_source_fence);
+    harness_run("manifest: 200 random byte flips all detected", test_seal_flips);
+    harness_run("manifest: edits of step/tokens/lr/config refused", test_seal_edits);
+    harness_run("manifest: format 1 opens unsealed", test_seal_format1);
+    harness_run("faults: ENOSPC, EIO on every fsync, failing rename", test_faults);
     model_layout_free(&L);
+    model_ckpt_table_free(&tab);
     for (int a = 0; a < CKPT_N_ARRAYS; a++)
         free(arr[a]);
     ckpt_rm_rf(root);

@@ -3,6 +3,7 @@
  * state machine, what a stop decides with and without time, and the
  * invariants. The multi-rank agreement is covered by tests/cli_mpi.sh. */
 #include "harness.h"
+#include "../train/model.h"
 #include "../train/protocol.h"
 #include "../util/util.h"
 
@@ -12,7 +13,9 @@
 #include <unistd.h>
 
 static model_layout L;
+static ckpt_table table;
 static float *state;                 /* params | m | v, world 1: the whole vector */
+static ckpt_host_arrays host;
 static int64_t commits[16];
 static int n_commits;
 
@@ -27,12 +30,14 @@ static ckpt_meta tp_meta(int64_t step)
 {
     size_t n = L.n_floats;
     ckpt_meta m = {.step = step, .tokens = (uint64_t)step * 64, .elapsed_seconds = (double)step, .loss_scale = 1,
-                   .lr = 1e-3, .world_size = 1, .rank = 0, .config_text = "[train]\nseed = 1\n", .layout = &L,
+                   .lr = 1e-3, .world_size = 1, .rank = 0, .config_text = "[train]\nseed = 1\n", .table = &table,
                    .lo = 0, .hi = n};
     for (int a = 0; a < CKPT_N_ARRAYS; a++) {
         state[(size_t)a * n] = (float)step;   /* each step's snapshot differs */
-        m.arrays[a] = state + (size_t)a * n;
+        host.arrays[a] = state + (size_t)a * n;
     }
+    host.base = 0;
+    m.src = (ckpt_source){.fill = ckpt_host_fill, .arg = &host};
     return m;
 }
 
@@ -43,7 +48,7 @@ static int tp_open(proto *p, ckpt_writer **w, char *dir, size_t cap)
         return -1;
     ckpt_opts o = {.codec = CKPT_CODEC_ZSTD, .level = 1, .chunk_bytes = 1 << 16, .threads = 1, .keep_last = 10,
                    .busy_wait = 0};
-    if (ckpt_writer_open(w, dir, &o, 0, 1) != ST_OK)
+    if (ckpt_writer_open(w, dir, &o, 0, 1, 0, L.n_floats) != ST_OK)
         return -1;
     proto_init(p, *w, 0, 1, 0, -1);
     p->on_commit = tp_on_commit;
@@ -174,7 +179,8 @@ int main(void)
 {
     model_shape s = {.dim = 16, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 8, .ffn_dim = 32,
                      .vocab = 64, .seq_len = 8, .rope_theta = 10000, .norm_eps = 1e-6};
-    if (model_layout_init(&L, &s) != ST_OK || !(state = calloc(3 * L.n_floats, sizeof(float))))
+    if (model_layout_init(&L, &s) != ST_OK || !(state = calloc(3 * L.n_floats, sizeof(float))) ||
+        model_to_ckpt_table(&L, &table) != ST_OK)
         return 1;
     util_quiet = 1;
     harness_run("transitions IDLE..DURABLE", test_transitions);
@@ -183,6 +189,7 @@ int main(void)
     harness_run("stop decisions", test_stop);
     harness_run("invariants", test_invariants);
     free(state);
+    model_ckpt_table_free(&table);
     model_layout_free(&L);
     return harness_end();
 }

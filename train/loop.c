@@ -35,7 +35,7 @@ typedef struct {
     proto pr;
     optim_hparams h;
     int32_t *rows;           /* micro_batch rows of seq_len+1 tokens */
-    float *snap;             /* params | m | v of [lo,hi) for the writer */
+    ckpt_table table;        /* the checkpoint's view of the layout */
     size_t lo, hi;
     int rank, world, tty;
     int64_t step;            /* optimizer steps completed */
@@ -84,16 +84,14 @@ static void trainer_hparams(trainer *t)
 
 /* --- start: fresh or from the newest checkpoint that verifies ------------ */
 
-/* Host buffers the loop itself needs: one micro-batch of token rows, and
- * the staging copy of this rank's state a checkpoint is taken from. */
+/* The host buffer the loop itself needs: one micro-batch of token rows
+ * (the snapshot buffer belongs to the writer). */
 static int trainer_alloc(trainer *t)
 {
-    size_t mine = t->hi - t->lo;
     t->rows = malloc((size_t)t->c->micro_batch * (size_t)(t->c->seq_len + 1) * sizeof(int32_t));
-    t->snap = malloc(3 * (mine ? mine : 1) * sizeof(float));
-    if (!t->rows || !t->snap)
-        return util_fail(ST_SOFTWARE, "out of memory for the checkpoint snapshot (%zu floats)", 3 * mine);
-    return ST_OK;
+    if (!t->rows)
+        return util_fail(ST_SOFTWARE, "out of memory for %lld token rows", (long long)t->c->micro_batch);
+    return model_to_ckpt_table(&t->L, &t->table);
 }
 
 /* Lists keys whose value differs between the checkpoint's config and ours. */
@@ -129,7 +127,8 @@ static void trainer_report_changes(const trainer *t, const char *old_text)
 
 static int trainer_check_shape(const trainer *t, const ckpt_info *in, const char *path)
 {
-    const model_shape *a = &in->shape, *b = &t->L.s;
+    const ckpt_model *a = &in->model;
+    const model_shape *b = &t->L.s;
     if (a->dim != b->dim || a->n_layers != b->n_layers || a->n_heads != b->n_heads ||
         a->n_kv_heads != b->n_kv_heads || a->ffn_dim != b->ffn_dim || a->vocab != b->vocab ||
         in->n_floats != t->L.n_floats)
@@ -156,7 +155,13 @@ static int trainer_restore(trainer *t, const char *path)
     if (rc != ST_OK)
         goto out;
     const ckpt_info *in = ckpt_get_info(r);
+    int n_tensors = 0;
+    const ckpt_tensor *tensors = ckpt_get_tensors(r, &n_tensors);
     rc = trainer_check_shape(t, in, path);
+    if (rc == ST_OK && !model_ckpt_table_same(&t->L, tensors, n_tensors))
+        rc = util_fail(ST_CONFIG, "%s: its tensor table (names, shapes, offsets) is not the one this spotrain lays "
+                       "out for the same dims; export it with the spotrain that wrote it, or train into a new run_dir",
+                       path);
     if (rc == ST_OK)
         rc = backend_load_ckpt(t->b, r, CKPT_PARAMS, 0, t->L.n_floats);
     if (rc == ST_OK)
@@ -300,14 +305,26 @@ static int trainer_eval(trainer *t, double *val)
 
 /* --- checkpoints ---------------------------------------------------------- */
 
-/* What a save of the current step records. The arrays point into the
- * staging snapshot the backend just filled. */
-static int trainer_meta(trainer *t, ckpt_meta *m)
+/* The writer's view of the backend: fill runs inside submit (the stall;
+ * a device backend only starts its copy there), fence on the writer thread
+ * before it reads the buffer. */
+static int trainer_fill(void *arg, float *dst, size_t lo, size_t hi)
 {
-    size_t n = t->hi - t->lo;
-    int rc = t->b->snapshot(t->b, t->snap);
-    if (rc == ST_OK)
-        rc = t->b->snapshot_wait(t->b);
+    backend *b = arg;
+    return lo == b->lo && hi == b->hi ? b->snapshot(b, dst)
+                                      : util_fail(ST_SOFTWARE, "checkpoint range [%zu, %zu) is not the backend's "
+                                                  "[%zu, %zu)", lo, hi, b->lo, b->hi);
+}
+
+static int trainer_fence(void *arg)
+{
+    backend *b = arg;
+    return b->snapshot_wait(b);
+}
+
+/* What a save of the current step records. */
+static void trainer_meta(trainer *t, ckpt_meta *m)
+{
     memset(m, 0, sizeof *m);
     m->step = t->step;
     m->tokens = t->tokens;
@@ -317,21 +334,18 @@ static int trainer_meta(trainer *t, ckpt_meta *m)
     m->world_size = t->world;
     m->rank = t->rank;
     m->config_text = t->config_text;
-    m->layout = &t->L;
+    m->table = &t->table;
     m->lo = t->lo;
     m->hi = t->hi;
-    m->arrays[CKPT_PARAMS] = t->snap;
-    m->arrays[CKPT_ADAM_M] = t->snap + n;
-    m->arrays[CKPT_ADAM_V] = t->snap + 2 * n;
-    return rc;
+    m->src = (ckpt_source){.fill = trainer_fill, .fence = trainer_fence, .arg = t->b};
 }
 
 static int trainer_submit(trainer *t)
 {
     ckpt_meta m;
-    int skipped = 0, rc = trainer_meta(t, &m);
-    if (rc == ST_OK)
-        rc = proto_submit(&t->pr, &m, &skipped);
+    int skipped = 0;
+    trainer_meta(t, &m);
+    int rc = proto_submit(&t->pr, &m, &skipped);
     if (rc == ST_OK && skipped)
         trainer_log(t, "step %lld: checkpoint skipped, the previous one is still being written "
                     "(checkpoint.busy = skip)", (long long)t->step);
@@ -341,8 +355,8 @@ static int trainer_submit(trainer *t)
 static int trainer_save_now(trainer *t, double timeout_s)
 {
     ckpt_meta m;
-    int rc = trainer_meta(t, &m);
-    return rc == ST_OK ? proto_save_now(&t->pr, &m, timeout_s) : rc;
+    trainer_meta(t, &m);
+    return proto_save_now(&t->pr, &m, timeout_s);
 }
 
 /* Rank 0: re-evaluates the automatic interval; a change (or the first
@@ -437,11 +451,8 @@ static int trainer_stop(trainer *t, const spot_notice *n)
         trainer_log(t, "stop requested by %s at step %lld; %.0f s until the deadline",
                     n->pending ? n->source : "another rank", (long long)t->step, deadline - util_wall());
     spot_watchdog_kick();
-    int rc = trainer_meta(t, &m);
-    if (rc == ST_OK)
-        rc = proto_stop(&t->pr, &m, deadline, &final, why, sizeof why);
-    else
-        snprintf(why, sizeof why, "the snapshot for a final checkpoint failed"), final = PROTO_FINAL_FAILED;
+    trainer_meta(t, &m);
+    proto_stop(&t->pr, &m, deadline, &final, why, sizeof why);
     /* Azure ends the VM early once told we are done; only after durable state. */
     if (trainer_is_root(t) && t->pr.durable >= t->step && spot_azure_ack() != ST_OK)
         trainer_log(t, "azure: acknowledgement failed; the VM goes at the event's NotBefore instead");
@@ -636,8 +647,14 @@ static int trainer_open(trainer *t, const cfg *c)
         return rc;
     if ((rc = data_open(&t->d, c)) != ST_OK)
         return rc;
-    if ((rc = ckpt_writer_open(&t->w, t->ckpt_dir, &t->copts, t->rank, t->world)) != ST_OK)
+    if ((rc = ckpt_writer_open(&t->w, t->ckpt_dir, &t->copts, t->rank, t->world, t->lo, t->hi)) != ST_OK)
         return rc;
+    if (t->b->pin) {   /* a device backend copies straight into the writer's buffer */
+        size_t bytes = 0;
+        float *buf = ckpt_writer_buffer(t->w, &bytes);
+        if ((rc = t->b->pin(t->b, buf, bytes)) != ST_OK)
+            return rc;
+    }
     proto_init(&t->pr, t->w, t->rank, t->world, (int)c->ckpt_required, -1);
     t->pr.on_commit = trainer_on_commit;
     t->pr.arg = t;
@@ -654,7 +671,7 @@ static void trainer_close(trainer *t)
     ledger_close(&t->lg);
     model_layout_free(&t->L);
     free(t->rows);
-    free(t->snap);
+    model_ckpt_table_free(&t->table);
     free(t->config_text);
 }
 

@@ -1,5 +1,6 @@
 /* Model shapes, the canonical flat parameter layout with Hugging Face names,
- * parameter and FLOP counts, and deterministic weight initialisation. */
+ * its translation to the checkpoint's tensor table, parameter and FLOP
+ * counts, and deterministic weight initialisation. */
 #include "model.h"
 #include "config.h"
 #include "../util/util.h"
@@ -146,4 +147,49 @@ void model_init_range(const model_layout *L, uint64_t seed, double init_std, siz
 void model_init_weights(const model_layout *L, float *params, uint64_t seed, double init_std)
 {
     model_init_range(L, seed, init_std, 0, L->n_floats, params);
+}
+
+int model_to_ckpt_table(const model_layout *L, ckpt_table *t)
+{
+    const model_shape *s = &L->s;
+    ckpt_tensor *v = calloc((size_t)(L->n_params ? L->n_params : 1), sizeof *v);
+    *t = (ckpt_table){0};
+    if (!v)
+        return util_fail(ST_SOFTWARE, "out of memory for the checkpoint's tensor table (%d tensors)", L->n_params);
+    for (int i = 0; i < L->n_params; i++) {
+        const model_param *p = &L->params[i];
+        memcpy(v[i].name, p->name, sizeof v[i].name);
+        v[i].ndim = p->ndim;
+        v[i].shape[0] = p->shape[0];
+        v[i].shape[1] = p->shape[1];
+        v[i].offset = p->offset;
+        v[i].numel = p->numel;
+    }
+    t->model = (ckpt_model){.dim = s->dim, .n_layers = s->n_layers, .n_heads = s->n_heads,
+                            .n_kv_heads = s->n_kv_heads, .head_dim = s->head_dim, .ffn_dim = s->ffn_dim,
+                            .vocab = s->vocab, .seq_len = s->seq_len, .rope_theta = s->rope_theta,
+                            .norm_eps = s->norm_eps};
+    t->tensors = v;
+    t->n = L->n_params;
+    t->n_floats = L->n_floats;
+    return ST_OK;
+}
+
+void model_ckpt_table_free(ckpt_table *t)
+{
+    free((void *)t->tensors);
+    *t = (ckpt_table){0};
+}
+
+int model_ckpt_table_same(const model_layout *L, const ckpt_tensor *t, int n)
+{
+    if (n != L->n_params)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        const model_param *p = &L->params[i];
+        if (strcmp(p->name, t[i].name) != 0 || p->ndim != t[i].ndim || p->shape[0] != t[i].shape[0] ||
+            p->shape[1] != t[i].shape[1] || p->offset != t[i].offset)
+            return 0;
+    }
+    return 1;
 }

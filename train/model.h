@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "../ckpt/ckpt.h"
 
 struct cfg;
 
@@ -52,6 +53,14 @@ const model_param *model_lm_head(const model_layout *L);
 uint64_t model_count_params(const model_shape *s);
 /* FLOPs per token for forward+backward: 6*N (matmul weights) + attention. */
 double model_flops_per_token(const model_shape *s);
+
+/* The checkpoint's view of a layout: its dims and tensor table. Allocates
+ * t->tensors; free it with model_ckpt_table_free. ST_OK or ST_SOFTWARE. */
+int model_to_ckpt_table(const model_layout *L, ckpt_table *t);
+void model_ckpt_table_free(ckpt_table *t);
+/* 1 when a checkpoint's table is exactly this layout's (names, shapes and
+ * offsets, in order), else 0. */
+int model_ckpt_table_same(const model_layout *L, const ckpt_tensor *t, int n);
 
 /* Initialises weights deterministically from seed: normals with std init_std
  * (output projections scaled by 1/sqrt(2*n_layers)), norms to 1. */

@@ -69,13 +69,8 @@ const char *proto_final_name(proto_final f)
 
 int proto_submit(proto *p, const ckpt_meta *m, int *skipped)
 {
-    *skipped = 0;
-    int rc = ckpt_writer_submit(p->w, m);
-    if (rc == 1) {
-        *skipped = 1;
-        return ST_OK;
-    }
-    if (rc == ST_OK)
+    int rc = ckpt_writer_submit(p->w, m, skipped);
+    if (rc == ST_OK && !*skipped)
         p->inflight = m->step;
     return rc;
 }
