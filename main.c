@@ -8,6 +8,7 @@
 #include "spot/cost.h"
 #include "spot/spot.h"
 #include "util/util.h"
+#include "cuda/cuda.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -56,6 +57,11 @@ static int main_version(void)
            ""
 #endif
     );
+#ifdef SPOTRAIN_CUDA
+    cuda_describe(stdout);
+#else
+    printf("cuda: not compiled in (built without nvcc)\n");
+#endif
 #ifdef SPOTRAIN_MPI
     printf("mpi: yes\n");
 #else

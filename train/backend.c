@@ -1,23 +1,31 @@
-/* Backend selection by name: the CPU backend is always built in; a CUDA
- * backend answers only in builds made with CUDA=1 (and not yet at all). */
+/* Backend selection by name: "cpu" always, "cuda" in builds made with CUDA=1
+ * when a device, its driver and cuBLASLt are present, and "auto" (the
+ * default) picking CUDA when it can start and the CPU otherwise. */
 #include "backend.h"
+#include "../cuda/cuda.h"
 #include "../util/util.h"
 
 #include <string.h>
 
-int backend_create(backend **out, const char *name, const model_layout *L, int threads)
+int backend_create(backend **out, const model_layout *L, const backend_opts *o)
 {
     *out = NULL;
-    if (!name || strcmp(name, "cpu") == 0)
-        return backend_cpu_create(out, L, threads);
-    if (strcmp(name, "cuda") == 0) {
+    const char *name = o && o->name ? o->name : "auto";
+    if (strcmp(name, "cpu") == 0)
+        return backend_cpu_create(out, L, o);
+    if (strcmp(name, "cuda") != 0 && strcmp(name, "auto") != 0)
+        return util_fail(ST_CONFIG, "unknown backend '%s': use auto, cpu or cuda", name);
 #ifdef SPOTRAIN_CUDA
-        return util_fail(ST_UNAVAILABLE, "backend cuda: this build has CUDA enabled but no CUDA backend "
-                         "is implemented yet; use backend = cpu");
+    char why[256];
+    if (cuda_available(why, sizeof why))
+        return backend_cuda_create(out, L, o);
+    if (strcmp(name, "cuda") == 0)
+        return util_fail(ST_UNAVAILABLE, "backend cuda: %s; use backend = cpu or auto", why);
+    util_log("backend auto: CPU (%s)", why);
 #else
+    if (strcmp(name, "cuda") == 0)
         return util_fail(ST_UNAVAILABLE, "backend cuda: this spotrain was built without CUDA support "
-                         "(rebuild with CUDA=1 on a machine with nvcc)");
+                         "(rebuild with nvcc on the PATH, or CUDA=1); use backend = cpu or auto");
 #endif
-    }
-    return util_fail(ST_CONFIG, "unknown backend '%s': use cpu or cuda", name);
+    return backend_cpu_create(out, L, o);
 }
