@@ -64,22 +64,19 @@ static int bench_run(const bench_model *bm, int threads, int warmup)
     model_layout L;
     backend *be = NULL;
     int32_t *tok = NULL;
-    float *m = NULL, *v = NULL;
     int rc = model_layout_init(&L, &bm->s);
     if (rc != ST_OK)
         return rc;
-    rc = backend_cpu_create(&be, &L, threads);
+    rc = backend_cpu_create(&be, &L, &(backend_opts){"cpu", NULL, threads, 0, 1});
     if (rc != ST_OK)
         goto out;
-    size_t nf = L.n_floats, ntok = (size_t)(bm->batch * (bm->s.seq_len + 1));
+    size_t ntok = (size_t)(bm->batch * (bm->s.seq_len + 1));
     tok = malloc(ntok * sizeof *tok);
-    m = calloc(nf, sizeof *m);
-    v = calloc(nf, sizeof *v);
-    if (!tok || !m || !v) {
+    if (!tok) {
         rc = util_fail(ST_SOFTWARE, "bench: out of memory");
         goto out;
     }
-    model_init_weights(&L, be->params, 1, 0.02);
+    model_init_weights(&L, backend_cpu_host(be, BK_PARAMS), 1, 0.02);
     optim_hparams h = {.lr = 3e-4, .min_lr = 3e-5, .warmup_steps = 10, .weight_decay = 0.1, .beta1 = 0.9,
                        .beta2 = 0.95, .eps = 1e-8, .grad_clip = 1.0, .max_steps = 1000};
     double t0 = 0, c0 = 0, loss = 0;
@@ -93,14 +90,22 @@ static int bench_run(const bench_model *bm, int threads, int warmup)
             tok[i] = (int32_t)(rng_u64(7, (uint64_t)s, i) % (uint64_t)bm->s.vocab);
         be->zero_grads(be);
         loss = 0;
-        rc = be->fwd_bwd(be, tok, bm->batch, (float)(1.0 / (double)(bm->batch * bm->s.seq_len)), &loss);
+        /* The loop's sequence of backend operations for one rank. */
+        double ss = 0;
+        rc = be->fwd_bwd(be, tok, bm->batch, (float)(1.0 / (double)(bm->batch * bm->s.seq_len)));
+        if (rc == ST_OK)
+            rc = be->take_loss(be, &loss);
+        if (rc == ST_OK)
+            rc = be->reduce_grads(be);
+        if (rc == ST_OK)
+            rc = be->grad_sumsq(be, &ss);
+        if (rc == ST_OK)
+            rc = be->adamw(be, &h, optim_lr(&h, s), optim_clip_scale(&h, sqrt(ss)), s + 1);
+        if (rc == ST_OK)
+            rc = be->gather_params(be);
         if (rc != ST_OK)
             goto out;
-        double norm = sqrt(optim_sumsq(be->grads, nf));
-        optim_adamw(&h, &L, 0, nf, be->params, be->grads, m, v, optim_lr(&h, s), optim_clip_scale(&h, norm),
-                    s + 1);
-        be->sync_params(be);
-    }
+            }
     double dt = (util_now() - t0) / (double)bm->steps;
     double cpu = (bench_cpu_seconds() - c0) / (double)bm->steps;
     double tps = (double)(bm->batch * bm->s.seq_len) / dt;
@@ -113,8 +118,6 @@ static int bench_run(const bench_model *bm, int threads, int warmup)
     fflush(stdout);
 out:
     free(tok);
-    free(m);
-    free(v);
     if (be)
         be->destroy(be);
     model_layout_free(&L);

@@ -35,22 +35,33 @@ static const char *tm_python(void)
     return p && *p ? p : "/usr/bin/python3";
 }
 
+/* One micro-batch: gradients accumulate, its loss is added to *loss. */
+static int tm_fwd_bwd(backend *be, const int32_t *tok, int64_t B, float scale, double *loss)
+{
+    double l = 0;
+    int rc = be->fwd_bwd(be, tok, B, scale);
+    if (rc == ST_OK)
+        rc = be->take_loss(be, &l);
+    *loss += l;
+    return rc;
+}
+
 /* Builds the layout and a backend holding deterministic weights; norm
  * weights are moved off 1.0 so their gradients and the 1-D paths matter. */
 static int tm_model(const model_shape *s, int threads, double init_std, model_layout *L, backend **be)
 {
     if (model_layout_init(L, s) != ST_OK)
         return -1;
-    if (backend_cpu_create(be, L, threads) != ST_OK) {
+    if (backend_cpu_create(be, L, &(backend_opts){"cpu", NULL, threads, 0, 1}) != ST_OK) {
         model_layout_free(L);
         return -1;
     }
-    model_init_weights(L, (*be)->params, 1234, init_std);
+    model_init_weights(L, backend_cpu_host(*be, BK_PARAMS), 1234, init_std);
     for (int i = 0; i < L->n_params; i++) {
         const model_param *p = &L->params[i];
         if (p->ndim == 1)
             for (size_t j = 0; j < p->numel; j++)
-                (*be)->params[p->offset + j] = (float)(1.0 + 0.2 * (rng_unit(99, (uint64_t)i, j) - 0.5));
+                backend_cpu_host(*be, BK_PARAMS)[p->offset + j] = (float)(1.0 + 0.2 * (rng_unit(99, (uint64_t)i, j) - 0.5));
     }
     (*be)->zero_grads(*be);
     return 0;
@@ -194,8 +205,8 @@ static void tm_run_case(const tm_case *tc)
         goto out;
     }
     tm_tokens(tok, ntok, tc->s.vocab, 42);
-    memcpy(p0, be->params, nf * sizeof *p0);
-    EXPECT(tm_write_case(dir, tc, &L, be->params, tok, ntok) == 0);
+    memcpy(p0, backend_cpu_host(be, BK_PARAMS), nf * sizeof *p0);
+    EXPECT(tm_write_case(dir, tc, &L, backend_cpu_host(be, BK_PARAMS), tok, ntok) == 0);
     EXPECT(be->logits(be, tok, tc->logits_t, lg) == ST_OK);
 
     for (int64_t s = 0; s < tc->steps; s++) {
@@ -204,17 +215,17 @@ static void tm_run_case(const tm_case *tc)
         int64_t half = B / 2;
         const int32_t *rows = tok + (size_t)(s * B * (T + 1));
         float scale = (float)(1.0 / (double)(B * T));
-        EXPECT(be->fwd_bwd(be, rows, half, scale, &loss[s]) == ST_OK);
-        EXPECT(be->fwd_bwd(be, rows + half * (T + 1), B - half, scale, &loss[s]) == ST_OK);
+        EXPECT(tm_fwd_bwd(be, rows, half, scale, &loss[s]) == ST_OK);
+        EXPECT(tm_fwd_bwd(be, rows + half * (T + 1), B - half, scale, &loss[s]) == ST_OK);
         if (s == 0)
-            memcpy(g0, be->grads, nf * sizeof *g0);
-        norm[s] = sqrt(optim_sumsq(be->grads, nf));
+            memcpy(g0, backend_cpu_host(be, BK_GRADS), nf * sizeof *g0);
+        norm[s] = sqrt(optim_sumsq(backend_cpu_host(be, BK_GRADS), nf));
         double clip = optim_clip_scale(&tc->h, norm[s]);
         double lr = optim_lr(&tc->h, s);
         /* Two ranges split inside a tensor, as ranks' shards would be. */
         size_t cut = nf / 2 + 3;
-        optim_adamw(&tc->h, &L, 0, cut, be->params, be->grads, m, v, lr, clip, s + 1);
-        optim_adamw(&tc->h, &L, cut, nf, be->params + cut, be->grads + cut, m + cut, v + cut, lr, clip, s + 1);
+        optim_adamw(&tc->h, &L, 0, cut, backend_cpu_host(be, BK_PARAMS), backend_cpu_host(be, BK_GRADS), m, v, lr, clip, s + 1);
+        optim_adamw(&tc->h, &L, cut, nf, backend_cpu_host(be, BK_PARAMS) + cut, backend_cpu_host(be, BK_GRADS) + cut, m + cut, v + cut, lr, clip, s + 1);
     }
 
     char cmd[1200];
@@ -251,11 +262,11 @@ static void tm_run_case(const tm_case *tc)
     for (int i = 0; i < L.n_params; i++) {
         const model_param *p = &L.params[i];
         double eg = tm_rel(g0 + p->offset, rg + p->offset, p->numel);
-        double ep = tm_rel(be->params + p->offset, rp + p->offset, p->numel);
+        double ep = tm_rel(backend_cpu_host(be, BK_PARAMS) + p->offset, rp + p->offset, p->numel);
         /* The update alone (p - p0), so the check is not drowned by the weights. */
         double num = 0, den = 0;
         for (size_t j = p->offset; j < p->offset + p->numel; j++) {
-            double dc = (double)be->params[j] - p0[j], dr = rp[j] - p0[j];
+            double dc = (double)backend_cpu_host(be, BK_PARAMS)[j] - p0[j], dr = rp[j] - p0[j];
             num += (dc - dr) * (dc - dr);
             den += dr * dr;
         }
@@ -328,12 +339,12 @@ static void test_torch_tiny_preset(void)
 
 static double tm_loss_at(backend *be, const int32_t *tok, int64_t B, size_t idx, float val)
 {
-    float keep = be->params[idx];
+    float keep = backend_cpu_host(be, BK_PARAMS)[idx];
     double l = 0;
-    be->params[idx] = val;
+    backend_cpu_host(be, BK_PARAMS)[idx] = val;
     if (be->eval(be, tok, B, &l) != ST_OK)
         l = NAN;
-    be->params[idx] = keep;
+    backend_cpu_host(be, BK_PARAMS)[idx] = keep;
     return l;
 }
 
@@ -355,7 +366,7 @@ static void test_finite_differences(void)
     int32_t tok[2 * 8];
     tm_tokens(tok, 16, s.vocab, 5);
     double loss = 0;
-    EXPECT(be->fwd_bwd(be, tok, B, 1.0f, &loss) == ST_OK);
+    EXPECT(tm_fwd_bwd(be, tok, B, 1.0f, &loss) == ST_OK);
     const double h = 1.0 / 32;
     double worst = 0;
     int checked = 0;
@@ -366,23 +377,23 @@ static void test_finite_differences(void)
             cand[k] = p->offset + rng_u64(77, (uint64_t)i, (uint64_t)k) % p->numel;
         int best = 0, second = -1;
         for (int k = 1; k < 16; k++)
-            if (fabsf(be->grads[cand[k]]) > fabsf(be->grads[cand[best]]))
+            if (fabsf(backend_cpu_host(be, BK_GRADS)[cand[k]]) > fabsf(backend_cpu_host(be, BK_GRADS)[cand[best]]))
                 best = k;
         for (int k = 0; k < 16; k++)
             if (cand[k] != cand[best] &&
-                (second < 0 || fabsf(be->grads[cand[k]]) > fabsf(be->grads[cand[second]])))
+                (second < 0 || fabsf(backend_cpu_host(be, BK_GRADS)[cand[k]]) > fabsf(backend_cpu_host(be, BK_GRADS)[cand[second]])))
                 second = k;
         pick[0] = cand[best];
         pick[1] = cand[second < 0 ? best : second];
         pick[2] = p->offset + rng_u64(78, (uint64_t)i, 0) % p->numel;
         for (int a = 0; a < 3; a++) {
             size_t j = pick[a];
-            float x = be->params[j];
+            float x = backend_cpu_host(be, BK_PARAMS)[j];
             double fp1 = tm_loss_at(be, tok, B, j, x + (float)h), fm1 = tm_loss_at(be, tok, B, j, x - (float)h);
             double fp2 = tm_loss_at(be, tok, B, j, x + (float)(2 * h));
             double fm2 = tm_loss_at(be, tok, B, j, x - (float)(2 * h));
             double fd = (fm2 - 8 * fm1 + 8 * fp1 - fp2) / (12 * h);
-            double g = be->grads[j], err = fabs(fd - g) / (fabs(g) + 1e-3);
+            double g = backend_cpu_host(be, BK_GRADS)[j], err = fabs(fd - g) / (fabs(g) + 1e-3);
             if (err > worst)
                 worst = err;
             if (err > 2e-3)
@@ -410,9 +421,9 @@ static int tm_grads_of(int threads, const model_shape *s, const int32_t *tok, in
     for (int r = 0; r < repeat && rc == 0; r++) {
         be->zero_grads(be);
         *loss = 0;
-        rc = be->fwd_bwd(be, tok, B, 0.01f, loss) == ST_OK ? 0 : -1;
+        rc = tm_fwd_bwd(be, tok, B, 0.01f, loss) == ST_OK ? 0 : -1;
     }
-    memcpy(grads, be->grads, L.n_floats * sizeof *grads);
+    memcpy(grads, backend_cpu_host(be, BK_GRADS), L.n_floats * sizeof *grads);
     be->destroy(be);
     model_layout_free(&L);
     return rc;
@@ -464,20 +475,20 @@ static void test_eval_and_bad_tokens(void)
     int32_t tok[3 * 10];
     tm_tokens(tok, 30, s.vocab, 3);
     double l1 = 0, l2 = 0, l3 = 0;
-    EXPECT(be->fwd_bwd(be, tok, 3, 1.0f, &l1) == ST_OK);
+    EXPECT(tm_fwd_bwd(be, tok, 3, 1.0f, &l1) == ST_OK);
     EXPECT(be->eval(be, tok, 3, &l2) == ST_OK);
     EXPECT(l1 == l2 && l1 > 0);
     /* Uniform prediction would give log(vocab) per token; small init is near it. */
     EXPECT(fabs(l1 / 27 - log(40.0)) < 0.5);
     float *keep = malloc(L.n_floats * sizeof *keep);
     if (keep) {
-        memcpy(keep, be->grads, L.n_floats * sizeof *keep);
+        memcpy(keep, backend_cpu_host(be, BK_GRADS), L.n_floats * sizeof *keep);
         tok[12] = 40;
-        EXPECT(be->fwd_bwd(be, tok, 3, 1.0f, &l3) == ST_DATA);
+        EXPECT(tm_fwd_bwd(be, tok, 3, 1.0f, &l3) == ST_DATA);
         tok[12] = -1;
         EXPECT(be->eval(be, tok, 3, &l3) == ST_DATA);
         EXPECT(l3 == 0);
-        EXPECT(memcmp(keep, be->grads, L.n_floats * sizeof *keep) == 0);
+        EXPECT(memcmp(keep, backend_cpu_host(be, BK_GRADS), L.n_floats * sizeof *keep) == 0);
         float out[40];
         EXPECT(be->logits(be, tok, 0, out) == ST_CONFIG);
         EXPECT(be->logits(be, tok, 10, out) == ST_CONFIG);
@@ -499,18 +510,71 @@ static void test_backend_create(void)
     model_layout L;
     backend *be = NULL;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
-    EXPECT(backend_create(&be, "cpu", &L, 1) == ST_OK && be && strcmp(be->name, "cpu") == 0);
+    EXPECT(backend_create(&be, &L, &(backend_opts){"cpu", NULL, 1, 0, 1}) == ST_OK && be && strcmp(be->name, "cpu") == 0);
     if (be)
         be->destroy(be);
     be = NULL;
-    EXPECT(backend_create(&be, "cuda", &L, 1) == ST_UNAVAILABLE && !be);
-    EXPECT(backend_create(&be, "tpu", &L, 1) == ST_CONFIG && !be);
+    EXPECT(backend_create(&be, &L, &(backend_opts){"cuda", NULL, 1, 0, 1}) == ST_UNAVAILABLE && !be);
+    EXPECT(backend_create(&be, &L, &(backend_opts){"tpu", NULL, 1, 0, 1}) == ST_CONFIG && !be);
+    model_layout_free(&L);
+}
+
+/* The state operations of the interface on the CPU backend as rank 1 of 3:
+ * load/read round trips, moments only inside the rank's range, the
+ * snapshot is params|m|v of the range, and AdamW through the interface is
+ * optim_adamw on the range, bitwise. */
+static void test_backend_state(void)
+{
+    model_shape s = {.dim = 16, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 8, .ffn_dim = 24,
+                     .vocab = 32, .seq_len = 4, .rope_theta = 10000.0, .norm_eps = 1e-6};
+    model_layout L;
+    backend *be = NULL;
+    EXPECT(model_layout_init(&L, &s) == ST_OK);
+    EXPECT(backend_cpu_create(&be, &L, &(backend_opts){"cpu", NULL, 1, 1, 3}) == ST_OK);
+    if (!be)
+        return;
+    size_t n = L.n_floats, lo = be->lo, hi = be->hi, k = hi - lo;
+    EXPECT(lo % 64 == 0 && hi % 64 == 0 && lo < hi && hi < n);
+    float *p = malloc(n * sizeof *p), *g = malloc(n * sizeof *g), *m = calloc(k, sizeof *m),
+          *v = calloc(k, sizeof *v), *snap = malloc(3 * k * sizeof *snap), *back = malloc(n * sizeof *back);
+    if (!p || !g || !m || !v || !snap || !back) {
+        EXPECT(0);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        p[i] = (float)(rng_unit(5, 0, i) - 0.5);
+        g[i] = (float)(rng_unit(5, 1, i) - 0.5);
+    }
+    for (size_t i = 0; i < k; i++)
+        m[i] = (float)(rng_unit(5, 2, i) * 0.1), v[i] = (float)(rng_unit(5, 3, i) * 0.01);
+    EXPECT(be->load(be, BK_PARAMS, 0, n, p) == ST_OK);
+    EXPECT(be->load(be, BK_GRADS, 0, n, g) == ST_OK);
+    EXPECT(be->load(be, BK_ADAM_M, lo, k, m) == ST_OK);
+    EXPECT(be->load(be, BK_ADAM_V, lo, k, v) == ST_OK);
+    EXPECT(be->load(be, BK_ADAM_M, 0, k, m) == ST_SOFTWARE);           /* outside the range */
+    EXPECT(be->read(be, BK_PARAMS, n - 3, 4, back) == ST_SOFTWARE);    /* past the end */
+    EXPECT(be->read(be, BK_PARAMS, 0, n, back) == ST_OK && memcmp(back, p, n * sizeof *p) == 0);
+    EXPECT(be->snapshot(be, snap) == ST_OK && be->snapshot_wait(be) == ST_OK);
+    EXPECT(memcmp(snap, p + lo, k * sizeof *p) == 0 && memcmp(snap + k, m, k * sizeof *m) == 0 &&
+           memcmp(snap + 2 * k, v, k * sizeof *v) == 0);
+    optim_hparams h = {.lr = 1e-2, .min_lr = 1e-3, .warmup_steps = 0, .weight_decay = 0.1, .beta1 = 0.9,
+                       .beta2 = 0.95, .eps = 1e-8, .grad_clip = 1.0, .max_steps = 10};
+    double ss = 0;
+    EXPECT(be->grad_sumsq(be, &ss) == ST_OK && ss == optim_sumsq(g + lo, k));
+    EXPECT(be->adamw(be, &h, 1e-2, 0.5, 3) == ST_OK);
+    optim_adamw(&h, &L, lo, hi, p + lo, g + lo, m, v, 1e-2, 0.5, 3);
+    EXPECT(be->read(be, BK_PARAMS, 0, n, back) == ST_OK && memcmp(back, p, n * sizeof *p) == 0);
+    EXPECT(be->read(be, BK_ADAM_V, lo, k, back) == ST_OK && memcmp(back, v, k * sizeof *v) == 0);
+out:
+    free(p); free(g); free(m); free(v); free(snap); free(back);
+    be->destroy(be);
     model_layout_free(&L);
 }
 
 int main(void)
 {
     harness_run("backend_create", test_backend_create);
+    harness_run("backend_state", test_backend_state);
     harness_run("eval_and_bad_tokens", test_eval_and_bad_tokens);
     harness_run("determinism_bitwise_and_threads", test_determinism);
     harness_run("finite_differences", test_finite_differences);

@@ -1,10 +1,13 @@
 /* Backend selection by name: "cpu" always, "cuda" in builds made with CUDA=1
  * when a device, its driver and cuBLASLt are present, and "auto" (the
- * default) picking CUDA when it can start and the CPU otherwise. */
+ * default) picking CUDA when it can start and the CPU otherwise. Also the
+ * bounded checkpoint -> backend loader every backend shares. */
 #include "backend.h"
+#include "../ckpt/ckpt.h"
 #include "../cuda/cuda.h"
 #include "../util/util.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int backend_create(backend **out, const model_layout *L, const backend_opts *o)
@@ -21,11 +24,29 @@ int backend_create(backend **out, const model_layout *L, const backend_opts *o)
         return backend_cuda_create(out, L, o);
     if (strcmp(name, "cuda") == 0)
         return util_fail(ST_UNAVAILABLE, "backend cuda: %s; use backend = cpu or auto", why);
-    util_log("backend auto: CPU (%s)", why);
 #else
     if (strcmp(name, "cuda") == 0)
         return util_fail(ST_UNAVAILABLE, "backend cuda: this spotrain was built without CUDA support "
                          "(rebuild with nvcc on the PATH, or CUDA=1); use backend = cpu or auto");
 #endif
     return backend_cpu_create(out, L, o);
+}
+
+/* Bounded host staging between the checkpoint reader and a backend:
+ * loading never needs a second copy of the model in host memory. */
+enum { BACKEND_IO_FLOATS = 1 << 20 };
+
+int backend_load_ckpt(backend *b, ckpt_reader *r, int array, size_t lo, size_t hi)
+{
+    size_t cap = hi - lo < BACKEND_IO_FLOATS ? hi - lo : BACKEND_IO_FLOATS;
+    float *buf = malloc((cap ? cap : 1) * sizeof(float));
+    int rc = buf ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
+    for (size_t off = lo; off < hi && rc == ST_OK; off += cap) {
+        size_t n = hi - off < cap ? hi - off : cap;
+        rc = ckpt_read_range(r, array, off, off + n, buf);
+        if (rc == ST_OK)
+            rc = b->load(b, array, off, n, buf);
+    }
+    free(buf);
+    return rc;
 }

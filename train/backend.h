@@ -75,10 +75,18 @@ struct backend {
 
 /* CPU backend (OpenBLAS + OpenMP). */
 int backend_cpu_create(backend **out, const model_layout *L, const backend_opts *o);
+/* The CPU backend's host array (BK_*; m and v hold [lo,hi) only): for the
+ * numerics tests and benchmarks of this backend, never for the loop. */
+float *backend_cpu_host(backend *b, int array);
 
 /* Picks by o->name: "cpu", "cuda", or "auto" (CUDA when compiled in and a
  * device is present, else CPU). ST_UNAVAILABLE with one line naming what is
  * missing when "cuda" cannot start. */
 int backend_create(backend **out, const model_layout *L, const backend_opts *o);
+
+struct ckpt_reader;
+/* Reads [lo,hi) of a checkpoint array (CKPT_PARAMS/ADAM_M/ADAM_V, equal to
+ * BK_*) into the backend through a bounded host buffer. */
+int backend_load_ckpt(backend *b, struct ckpt_reader *r, int array, size_t lo, size_t hi);
 
 #endif

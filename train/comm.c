@@ -13,10 +13,42 @@
 
 static int comm_world = 1, comm_me = 0, comm_hosts = 1;
 
+/* Ranges are whole 64-element units (aligned vector loads, device GEMMs);
+ * the last rank's range ends at n. */
 void comm_range(size_t n, int r, int world, size_t *lo, size_t *hi)
 {
-    *lo = (size_t)((unsigned __int128)n * (unsigned)r / (unsigned)world);
-    *hi = (size_t)((unsigned __int128)n * (unsigned)(r + 1) / (unsigned)world);
+    size_t units = (n + COMM_ALIGN - 1) / COMM_ALIGN;
+    size_t a = (size_t)((unsigned __int128)units * (unsigned)r / (unsigned)world) * COMM_ALIGN;
+    size_t b = (size_t)((unsigned __int128)units * (unsigned)(r + 1) / (unsigned)world) * COMM_ALIGN;
+    *lo = a < n ? a : n;
+    *hi = b < n ? b : n;
+}
+
+/* Floats per message of the chunked collectives: bounds the receive buffer
+ * to (world - 1) chunks and keeps every MPI count far below 2^31. */
+static size_t comm_chunk = COMM_CHUNK_DEFAULT;
+
+void comm_set_chunk(size_t floats) { comm_chunk = floats >= COMM_ALIGN ? floats / COMM_ALIGN * COMM_ALIGN : COMM_ALIGN; }
+size_t comm_get_chunk(void) { return comm_chunk; }
+
+size_t comm_rounds(size_t n, int world, size_t chunk)
+{
+    size_t most = 0;
+    for (int r = 0; r < world; r++) {
+        size_t a, b;
+        comm_range(n, r, world, &a, &b);
+        most = b - a > most ? b - a : most;
+    }
+    return (most + chunk - 1) / chunk;
+}
+
+void comm_piece(size_t n, int r, int world, size_t chunk, size_t round, size_t *off, size_t *count)
+{
+    size_t a, b;
+    comm_range(n, r, world, &a, &b);
+    size_t start = a + round * chunk;
+    *off = start < b ? start : b;
+    *count = start < b ? (b - start < chunk ? b - start : chunk) : 0;
 }
 
 int comm_rank(void) { return comm_me; }
@@ -77,6 +109,9 @@ int comm_init(int *argc, char ***argv)
     if (!comm_launched())
         return ST_OK;
     comm_mpi_on = 1;
+    const char *ch = getenv("SPOTRAIN_COMM_CHUNK");
+    if (ch && *ch)
+        comm_set_chunk((size_t)strtoull(ch, NULL, 10));
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return util_fail(ST_UNAVAILABLE, "MPI_Init failed; run under mpirun or build with MPI=0");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -97,72 +132,81 @@ void comm_abort(int code)
         MPI_Abort(MPI_COMM_WORLD, code);
 }
 
+static int comm_waitall(MPI_Request *req, int n, const char *what)
+{
+    return comm_check(MPI_Waitall(n, req, MPI_STATUSES_IGNORE), what);
+}
+
+/* In rounds of at most comm_chunk floats per rank: every rank sends each
+ * peer that peer's piece of g and receives its own piece from every peer,
+ * then sums the pieces in rank order (its own value in its rank's place).
+ * Point-to-point with pointers, so no count or displacement nears 2^31. */
 int comm_reduce_scatter(float *g, size_t n)
 {
     if (comm_world == 1)
         return ST_OK;
-    int W = comm_world, rc;
-    size_t lo, hi;
-    comm_range(n, comm_me, W, &lo, &hi);
-    size_t mine = hi - lo;
-    int *scount = malloc(4 * (size_t)W * sizeof(int)), *sdisp = scount + W, *rcount = sdisp + W,
-        *rdisp = rcount + W;
-    float *recv = malloc((mine ? mine : 1) * (size_t)W * sizeof(float));
-    if (!scount || !recv) {
-        rc = util_fail(ST_SOFTWARE, "out of memory in gradient reduction");
+    int W = comm_world, me = comm_me, rc = ST_OK;
+    size_t C = comm_chunk, rounds = comm_rounds(n, W, C);
+    float *recv = malloc(C * (size_t)W * sizeof(float));
+    MPI_Request *req = malloc(2 * (size_t)W * sizeof *req);
+    if (!recv || !req) {
+        rc = util_fail(ST_SOFTWARE, "out of memory in gradient reduction (%zu floats)", C * (size_t)W);
         goto out;
     }
-    /* MPI counts and displacements are int: one message per step caps the
-     * flat vector at 2^31 floats per collective. */
-    if (n > (size_t)2147483647) {
-        rc = util_fail(ST_SOFTWARE, "%zu parameters exceed the 2^31 limit of one MPI collective", n);
-        goto out;
-    }
-    for (int r = 0; r < W; r++) {
-        size_t a, b;
-        comm_range(n, r, W, &a, &b);
-        scount[r] = (int)(b - a);
-        sdisp[r] = (int)a;
-        rcount[r] = (int)mine;
-        rdisp[r] = (int)(mine * (size_t)r);
-    }
-    rc = comm_check(MPI_Alltoallv(g, scount, sdisp, MPI_FLOAT, recv, rcount, rdisp, MPI_FLOAT,
-                                  MPI_COMM_WORLD), "gradient all-to-all");
-    if (rc != ST_OK)
-        goto out;
-    for (size_t i = 0; i < mine; i++) {
-        float s = recv[i];
-        for (int r = 1; r < W; r++)
-            s += recv[(size_t)r * mine + i];
-        g[lo + i] = s;
+    for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
+        size_t off, cnt;
+        int nr = 0;
+        comm_piece(n, me, W, C, k, &off, &cnt);
+        for (int r = 0; r < W; r++) {
+            size_t po, pc;
+            comm_piece(n, r, W, C, k, &po, &pc);
+            if (r != me && cnt > 0)
+                MPI_Irecv(recv + (size_t)r * C, (int)cnt, MPI_FLOAT, r, 71, MPI_COMM_WORLD, &req[nr++]);
+            if (r != me && pc > 0)
+                MPI_Isend(g + po, (int)pc, MPI_FLOAT, r, 71, MPI_COMM_WORLD, &req[nr++]);
+        }
+        if ((rc = comm_waitall(req, nr, "gradient exchange")) != ST_OK || cnt == 0)
+            continue;
+        memcpy(recv + (size_t)me * C, g + off, cnt * sizeof(float));
+        for (size_t i = 0; i < cnt; i++) {
+            float s = recv[i];
+            for (int r = 1; r < W; r++)
+                s += recv[(size_t)r * C + i];
+            g[off + i] = s;
+        }
     }
 out:
-    free(scount);
     free(recv);
+    free(req);
     return rc;
 }
 
+/* In the same rounds: each rank sends its piece to every peer and receives
+ * every peer's piece straight into place. */
 int comm_allgather(float *p, size_t n)
 {
     if (comm_world == 1)
         return ST_OK;
-    int W = comm_world, rc;
-    int *count = malloc(2 * (size_t)W * sizeof(int)), *disp = count ? count + W : NULL;
-    if (!count)
+    int W = comm_world, me = comm_me, rc = ST_OK;
+    size_t C = comm_chunk, rounds = comm_rounds(n, W, C);
+    MPI_Request *req = malloc(2 * (size_t)W * sizeof *req);
+    if (!req)
         return util_fail(ST_SOFTWARE, "out of memory in parameter gather");
-    if (n > (size_t)2147483647) {
-        free(count);
-        return util_fail(ST_SOFTWARE, "%zu parameters exceed the 2^31 limit of one MPI collective", n);
+    for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
+        size_t off, cnt;
+        int nr = 0;
+        comm_piece(n, me, W, C, k, &off, &cnt);
+        for (int r = 0; r < W; r++) {
+            size_t po, pc;
+            comm_piece(n, r, W, C, k, &po, &pc);
+            if (r != me && pc > 0)
+                MPI_Irecv(p + po, (int)pc, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
+            if (r != me && cnt > 0)
+                MPI_Isend(p + off, (int)cnt, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
+        }
+        rc = comm_waitall(req, nr, "parameter gather");
     }
-    for (int r = 0; r < W; r++) {
-        size_t a, b;
-        comm_range(n, r, W, &a, &b);
-        count[r] = (int)(b - a);
-        disp[r] = (int)a;
-    }
-    rc = comm_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, p, count, disp, MPI_FLOAT,
-                                   MPI_COMM_WORLD), "parameter all-gather");
-    free(count);
+    free(req);
     return rc;
 }
 

@@ -17,11 +17,30 @@ int comm_size(void);
 int comm_nodes(void);            /* distinct host names among the ranks */
 int comm_is_mpi(void);           /* launched with more than one rank */
 
-/* The contiguous range of n elements that rank r owns. */
+/* Range boundaries are multiples of this many elements. */
+#define COMM_ALIGN 64
+/* Default floats per rank per message round (16 MiB). */
+#define COMM_CHUNK_DEFAULT ((size_t)4 << 20)
+
+/* The contiguous range of n elements that rank r owns: boundaries are
+ * multiples of COMM_ALIGN, the last range ends at n. */
 void comm_range(size_t n, int r, int world, size_t *lo, size_t *hi);
 
+/* The transfer plan of the chunked collectives: how many rounds a vector of
+ * n floats takes at `chunk` floats per rank per round, and rank r's piece of
+ * round k (offset into the flat vector, count; count 0 once r's range is
+ * exhausted). Pure functions, so tests check them for any W in-process. */
+size_t comm_rounds(size_t n, int world, size_t chunk);
+void comm_piece(size_t n, int r, int world, size_t chunk, size_t round, size_t *off, size_t *count);
+/* Chunk size in floats (rounded down to COMM_ALIGN, at least COMM_ALIGN).
+ * The environment variable SPOTRAIN_COMM_CHUNK sets it at comm_init, so a
+ * test can run many rounds over a small model. */
+void comm_set_chunk(size_t floats);
+size_t comm_get_chunk(void);
+
 /* Reduce-scatter: after it, g[lo..hi) of this rank holds the sum over ranks
- * (added in rank order); the rest of g is unspecified. */
+ * (added in rank order); the rest of g is unspecified. Chunked: no buffer
+ * of the vector's size, no 2^31 limit. */
 int comm_reduce_scatter(float *g, size_t n);
 /* All-gather: every rank's owned range of p is copied to all ranks. */
 int comm_allgather(float *p, size_t n);

@@ -3,12 +3,14 @@
  * OpenMP loops with fixed chunking and reduction orders for the rest, so
  * results are bitwise reproducible whatever the thread count. */
 #include "backend.h"
+#include "comm.h"
 #include "elem.h"
 #include "../util/util.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +29,9 @@ typedef struct {
 typedef struct {
     model_shape s;
     int nt;
+    float *params, *grads;  /* full flat vectors */
+    float *m, *v;           /* Adam moments of [lo,hi) */
+    double loss_acc;        /* summed loss since the last take_loss */
     int64_t cap_b;          /* rows of seq_len tokens the buffers hold */
     int64_t qd, kvd, qkvd;  /* widths of q, of k (= of v), and of the fused qkv */
     float *rope_cos, *rope_sin;  /* [seq_len, head_dim/2] */
@@ -397,8 +402,11 @@ static void cpu_attn_bwd(const cpu_impl *c, const cpu_layer *y, int64_t B, int64
 
 /* ---- forward / backward ------------------------------------------------ */
 
-static const float *cpu_w(const backend *b, const model_param *p) { return b->params + p->offset; }
-static float *cpu_g(const backend *b, const model_param *p) { return b->grads + p->offset; }
+static const float *cpu_w(const backend *b, const model_param *p)
+{
+    return ((const cpu_impl *)b->impl)->params + p->offset;
+}
+static float *cpu_g(const backend *b, const model_param *p) { return ((cpu_impl *)b->impl)->grads + p->offset; }
 
 /* Runs the decoder stack on B rows of T tokens (row b starts at
  * tokens + b*stride) and leaves the final normed states in c->xnf. */
@@ -547,13 +555,22 @@ static int cpu_forward(backend *be, const int32_t *tokens, int64_t B)
     return rc;
 }
 
-static int cpu_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float grad_scale, double *loss_sum)
+static int cpu_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float grad_scale)
 {
+    cpu_impl *c = be->impl;
     int rc = cpu_forward(be, tokens, B);
     if (rc != ST_OK)
         return rc;
-    *loss_sum += cpu_head(be, tokens, B, 1, grad_scale);
+    c->loss_acc += cpu_head(be, tokens, B, 1, grad_scale);
     cpu_trunk_bwd(be, tokens, B);
+    return ST_OK;
+}
+
+static int cpu_take_loss(backend *be, double *loss_sum)
+{
+    cpu_impl *c = be->impl;
+    *loss_sum = c->loss_acc;
+    c->loss_acc = 0.0;
     return ST_OK;
 }
 
@@ -584,9 +601,81 @@ static int cpu_logits(backend *be, const int32_t *tokens, int64_t T, float *out)
     return ST_OK;
 }
 
-static void cpu_zero_grads(backend *be) { memset(be->grads, 0, be->L->n_floats * sizeof(float)); }
+static int cpu_zero_grads(backend *be)
+{
+    memset(((cpu_impl *)be->impl)->grads, 0, be->L->n_floats * sizeof(float));
+    return ST_OK;
+}
 
-static int cpu_sync_params(backend *be) { return ST_OK; }
+static int cpu_reduce_grads(backend *be) { return comm_reduce_scatter(((cpu_impl *)be->impl)->grads, be->L->n_floats); }
+
+static int cpu_grad_sumsq(backend *be, double *out)
+{
+    *out = optim_sumsq(((cpu_impl *)be->impl)->grads + be->lo, be->hi - be->lo);
+    return ST_OK;
+}
+
+static int cpu_adamw(backend *be, const optim_hparams *h, double lr, double clip_scale, int64_t step)
+{
+    cpu_impl *c = be->impl;
+    optim_adamw(h, be->L, be->lo, be->hi, c->params + be->lo, c->grads + be->lo, c->m, c->v, lr, clip_scale, step);
+    return ST_OK;
+}
+
+static int cpu_gather_params(backend *be) { return comm_allgather(((cpu_impl *)be->impl)->params, be->L->n_floats); }
+
+/* The host array behind a load/read of n floats at flat offset off, or NULL
+ * when the range is outside what this rank holds. */
+static float *cpu_array(backend *be, int array, size_t off, size_t n)
+{
+    cpu_impl *c = be->impl;
+    size_t full = be->L->n_floats;
+    if (array == BK_PARAMS || array == BK_GRADS)
+        return off <= full && n <= full - off ? (array == BK_PARAMS ? c->params : c->grads) + off : NULL;
+    if ((array != BK_ADAM_M && array != BK_ADAM_V) || off < be->lo || off > be->hi || n > be->hi - off)
+        return NULL;
+    return (array == BK_ADAM_M ? c->m : c->v) + (off - be->lo);
+}
+
+float *backend_cpu_host(backend *be, int array)
+{
+    cpu_impl *c = be->impl;
+    float *a[] = {c->params, c->m, c->v, c->grads};
+    return array >= 0 && array < 4 ? a[array] : NULL;
+}
+
+static int cpu_load(backend *be, int array, size_t off, size_t n, const float *src)
+{
+    float *dst = cpu_array(be, array, off, n);
+    if (!dst)
+        return util_fail(ST_SOFTWARE, "cpu backend: load of array %d [%zu, %zu) is outside this rank's state",
+                         array, off, off + n);
+    memcpy(dst, src, n * sizeof(float));
+    return ST_OK;
+}
+
+static int cpu_read(backend *be, int array, size_t off, size_t n, float *dst)
+{
+    const float *src = cpu_array(be, array, off, n);
+    if (!src)
+        return util_fail(ST_SOFTWARE, "cpu backend: read of array %d [%zu, %zu) is outside this rank's state",
+                         array, off, off + n);
+    memcpy(dst, src, n * sizeof(float));
+    return ST_OK;
+}
+
+/* The snapshot is a plain copy, complete on return: the fence is empty. */
+static int cpu_snapshot(backend *be, float *dst)
+{
+    cpu_impl *c = be->impl;
+    size_t n = be->hi - be->lo;
+    memcpy(dst, c->params + be->lo, n * sizeof(float));
+    memcpy(dst + n, c->m, n * sizeof(float));
+    memcpy(dst + 2 * n, c->v, n * sizeof(float));
+    return ST_OK;
+}
+
+static int cpu_snapshot_wait(backend *be) { return ST_OK; }
 
 static void cpu_destroy(backend *be)
 {
@@ -597,14 +686,16 @@ static void cpu_destroy(backend *be)
         cpu_free_acts(c);
         free(c->rope_cos);
         free(c->rope_sin);
+        free(c->params);
+        free(c->grads);
+        free(c->m);
+        free(c->v);
         free(c);
     }
-    free(be->params);
-    free(be->grads);
     free(be);
 }
 
-int backend_cpu_create(backend **out, const model_layout *L, int threads)
+int backend_cpu_create(backend **out, const model_layout *L, const backend_opts *o)
 {
     *out = NULL;
     backend *be = calloc(1, sizeof *be);
@@ -616,21 +707,30 @@ int backend_cpu_create(backend **out, const model_layout *L, int threads)
     }
     be->impl = c;
     be->name = "cpu";
+    be->precision = "fp32";
+    snprintf(be->device, sizeof be->device, "cpu");
     be->L = L;
+    be->rank = o->rank;
+    be->world = o->world > 0 ? o->world : 1;
+    comm_range(L->n_floats, be->rank, be->world, &be->lo, &be->hi);
     c->s = L->s;
-    c->nt = threads > 0 ? threads : omp_get_num_procs();
+    c->nt = o->threads > 0 ? o->threads : omp_get_num_procs();
     openblas_set_num_threads(1);
     c->qd = c->s.n_heads * c->s.head_dim;
     c->kvd = c->s.n_kv_heads * c->s.head_dim;
     c->qkvd = c->qd + 2 * c->kvd;
     int64_t half = c->s.head_dim / 2, T = c->s.seq_len;
-    be->params = calloc(L->n_floats ? L->n_floats : 1, sizeof(float));
-    be->grads = calloc(L->n_floats ? L->n_floats : 1, sizeof(float));
+    size_t mine = be->hi - be->lo;
+    c->params = calloc(L->n_floats ? L->n_floats : 1, sizeof(float));
+    c->grads = calloc(L->n_floats ? L->n_floats : 1, sizeof(float));
+    c->m = calloc(mine ? mine : 1, sizeof(float));
+    c->v = calloc(mine ? mine : 1, sizeof(float));
     c->rope_cos = malloc((size_t)(T * half + 1) * sizeof(float));
     c->rope_sin = malloc((size_t)(T * half + 1) * sizeof(float));
-    if (!be->params || !be->grads || !c->rope_cos || !c->rope_sin) {
+    if (!c->params || !c->grads || !c->m || !c->v || !c->rope_cos || !c->rope_sin) {
         cpu_destroy(be);
-        return util_fail(ST_SOFTWARE, "cpu backend: out of memory for %zu parameters", L->n_floats);
+        return util_fail(ST_SOFTWARE, "cpu backend: out of memory for %zu parameters and their state",
+                         L->n_floats);
     }
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < half; i++) {
@@ -639,10 +739,19 @@ int backend_cpu_create(backend **out, const model_layout *L, int threads)
             c->rope_sin[t * half + i] = (float)sin((double)t * inv);
         }
     be->fwd_bwd = cpu_fwd_bwd;
+    be->take_loss = cpu_take_loss;
     be->eval = cpu_eval;
     be->logits = cpu_logits;
     be->zero_grads = cpu_zero_grads;
-    be->sync_params = cpu_sync_params;
+    be->reduce_grads = cpu_reduce_grads;
+    be->grad_sumsq = cpu_grad_sumsq;
+    be->adamw = cpu_adamw;
+    be->gather_params = cpu_gather_params;
+    be->load = cpu_load;
+    be->read = cpu_read;
+    be->snapshot = cpu_snapshot;
+    be->snapshot_wait = cpu_snapshot_wait;
+    be->pin = NULL;
     be->destroy = cpu_destroy;
     *out = be;
     return ST_OK;

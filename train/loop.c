@@ -1,15 +1,16 @@
-/* The training loop: start or resume, the data-parallel step (forward/
- * backward, deterministic gradient reduction, clipping, sharded AdamW),
- * validation, checkpoint agreement and commit, and the collective stop. */
+/* The training loop: start (fresh, or from the newest checkpoint that
+ * verifies), the data-parallel step driven through the backend (forward/
+ * backward, rank-order gradient reduction, clipping, sharded AdamW, gather),
+ * validation, and the calls into the checkpoint/stop protocol (protocol.c)
+ * and the ledger (ledger.c). */
 #include "train.h"
 #include "backend.h"
 #include "comm.h"
 #include "data.h"
-#include "../util/events.h"
+#include "ledger.h"
 #include "optim.h"
+#include "protocol.h"
 #include "../ckpt/ckpt.h"
-#include "../spot/cost.h"
-#include "../spot/metrics.h"
 #include "../spot/spot.h"
 #include "../util/util.h"
 
@@ -25,12 +26,13 @@ typedef struct {
     model_layout L;
     backend *b;
     data *d;
-    events_log ev;
+    ledger lg;
     ckpt_writer *w;
     ckpt_opts copts;
+    proto pr;
     optim_hparams h;
-    float *m, *v;            /* Adam moments of this rank's range */
     int32_t *rows;           /* micro_batch rows of seq_len+1 tokens */
+    float *snap;             /* params | m | v of [lo,hi) for the writer */
     size_t lo, hi;
     int rank, world, tty;
     int64_t step;            /* optimizer steps completed */
@@ -38,21 +40,11 @@ typedef struct {
     uint64_t tokens;
     double train_seconds;    /* over all segments of the run */
     double last_ckpt_wall;   /* rank 0's clock of the last checkpoint trigger */
-    double last_write_s;     /* duration of the newest background write */
-    int64_t durable;         /* step of the newest committed checkpoint, -1 none */
-    int64_t inflight;        /* step being written, -1 none */
     char ckpt_dir[CFG_STR + 16];
     char *config_text;
     char resumed_from[CFG_STR + 64];
-    /* Prometheus textfile inputs (rank 0, metrics.textfile set). */
-    ckpt_result last_ckpt;
-    uint64_t checkpoints, notices;
-    int interruptions;
-    double spend_before, fleet_spot, segment_wall, last_loss;
+    double last_loss;
 } trainer;
-
-/* Flags every rank contributes to the per-step agreement (element-wise max). */
-enum { AGREE_STOP, AGREE_DUE, AGREE_NOT_WRITTEN, AGREE_FAILED, AGREE_N };
 
 static int trainer_is_root(const trainer *t) { return t->rank == 0; }
 
@@ -86,14 +78,15 @@ static void trainer_hparams(trainer *t)
 
 /* --- start: fresh or from the newest checkpoint that verifies ------------ */
 
+/* Host buffers the loop itself needs: one micro-batch of token rows, and
+ * the staging copy of this rank's state a checkpoint is taken from. */
 static int trainer_alloc(trainer *t)
 {
     size_t mine = t->hi - t->lo;
-    t->m = calloc(mine ? mine : 1, sizeof(float));
-    t->v = calloc(mine ? mine : 1, sizeof(float));
     t->rows = malloc((size_t)t->c->micro_batch * (size_t)(t->c->seq_len + 1) * sizeof(int32_t));
-    if (!t->m || !t->v || !t->rows)
-        return util_fail(ST_SOFTWARE, "out of memory for optimizer state (%zu floats)", 2 * mine);
+    t->snap = malloc(3 * (mine ? mine : 1) * sizeof(float));
+    if (!t->rows || !t->snap)
+        return util_fail(ST_SOFTWARE, "out of memory for the checkpoint snapshot (%zu floats)", 3 * mine);
     return ST_OK;
 }
 
@@ -147,39 +140,41 @@ static int trainer_check_shape(const trainer *t, const ckpt_info *in, const char
     return ST_OK;
 }
 
+/* Host staging of a fresh start: bounded, never a second model copy. */
+enum { TRAINER_IO_FLOATS = 1 << 20 };
+
 static int trainer_restore(trainer *t, const char *path)
 {
     ckpt_reader *r = NULL;
     int rc = ckpt_open(&r, path);
     if (rc != ST_OK)
-        return rc;
+        goto out;
     const ckpt_info *in = ckpt_get_info(r);
     rc = trainer_check_shape(t, in, path);
     if (rc == ST_OK)
-        rc = ckpt_read_range(r, CKPT_PARAMS, 0, t->L.n_floats, t->b->params);
+        rc = backend_load_ckpt(t->b, r, CKPT_PARAMS, 0, t->L.n_floats);
     if (rc == ST_OK)
-        rc = ckpt_read_range(r, CKPT_ADAM_M, t->lo, t->hi, t->m);
+        rc = backend_load_ckpt(t->b, r, CKPT_ADAM_M, t->lo, t->hi);
     if (rc == ST_OK)
-        rc = ckpt_read_range(r, CKPT_ADAM_V, t->lo, t->hi, t->v);
+        rc = backend_load_ckpt(t->b, r, CKPT_ADAM_V, t->lo, t->hi);
     if (rc == ST_OK) {
         t->step = in->step;
         t->tokens = in->tokens;
         t->train_seconds = in->elapsed_seconds;
-        t->durable = in->step;
+        t->pr.durable = in->step;
         if (trainer_is_root(t)) {
             trainer_log(t, "resuming from %s (step %lld, saved by %d rank%s)", path, (long long)in->step,
                         in->world_size, in->world_size == 1 ? "" : "s");
             trainer_report_changes(t, in->config_text);
         }
     }
+out:
     ckpt_close(r);
-    if (rc == ST_OK)
-        rc = t->b->sync_params(t->b);
     return rc;
 }
 
 /* Rank 0 decides fresh/resume and what to resume from; everyone follows. */
-static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_t cap)
+static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_t cap, int *resume)
 {
     int64_t st[2] = {ST_OK, 0};   /* status, 1 = resume from path */
     path[0] = 0;
@@ -214,13 +209,23 @@ static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_
     }
     if (comm_bcast(st, sizeof st, 0) != ST_OK || comm_bcast(path, cap, 0) != ST_OK)
         return ST_IOERR;
-    return st[1] ? trainer_restore(t, path) : (int)st[0] == ST_OK ? 1 : (int)st[0];
+    *resume = st[1] != 0;
+    return (int)st[0];
 }
 
+/* Fresh weights streamed into the backend in bounded pieces; Adam m and v
+ * start at zero (the backend's own initial state). */
 static int trainer_fresh(trainer *t)
 {
-    model_init_weights(&t->L, t->b->params, (uint64_t)t->c->seed, t->c->init_std);
-    return t->b->sync_params(t->b);
+    float *buf = malloc(TRAINER_IO_FLOATS * sizeof(float));
+    int rc = buf ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
+    for (size_t off = 0; off < t->L.n_floats && rc == ST_OK; off += TRAINER_IO_FLOATS) {
+        size_t n = t->L.n_floats - off < TRAINER_IO_FLOATS ? t->L.n_floats - off : TRAINER_IO_FLOATS;
+        model_init_range(&t->L, (uint64_t)t->c->seed, t->c->init_std, off, n, buf);
+        rc = t->b->load(t->b, BK_PARAMS, off, n, buf);
+    }
+    free(buf);
+    return rc;
 }
 
 /* --- one optimizer step ------------------------------------------------ */
@@ -228,22 +233,23 @@ static int trainer_fresh(trainer *t)
 static int trainer_step(trainer *t, double *loss, double *gnorm, double *lr)
 {
     const cfg *c = t->c;
+    backend *b = t->b;
     int64_t T = c->seq_len, row0 = (int64_t)t->rank * t->rows_per_rank;
     float scale = (float)(1.0 / ((double)c->global_batch * (double)T));
     double sums[2] = {0, 0};   /* loss sum, then squared-gradient sum */
-    int rc = ST_OK;
-    t->b->zero_grads(t->b);
+    int rc = b->zero_grads(b);
     for (int64_t r = 0; r < t->rows_per_rank && rc == ST_OK; r += c->micro_batch) {
         int64_t n = t->rows_per_rank - r < c->micro_batch ? t->rows_per_rank - r : c->micro_batch;
         data_train_rows(t->d, (uint64_t)c->seed, t->step, c->global_batch, row0 + r, n, t->rows);
-        rc = t->b->fwd_bwd(t->b, t->rows, n, scale, &sums[0]);
+        rc = b->fwd_bwd(b, t->rows, n, scale);
     }
     if (rc == ST_OK)
-        rc = comm_reduce_scatter(t->b->grads, t->L.n_floats);
-    if (rc != ST_OK)
-        return rc;
-    sums[1] = optim_sumsq(t->b->grads + t->lo, t->hi - t->lo);
-    if ((rc = comm_sum(sums, 2)) != ST_OK)
+        rc = b->take_loss(b, &sums[0]);
+    if (rc == ST_OK)
+        rc = b->reduce_grads(b);
+    if (rc == ST_OK)
+        rc = b->grad_sumsq(b, &sums[1]);
+    if (rc != ST_OK || (rc = comm_sum(sums, 2)) != ST_OK)
         return rc;
     *loss = sums[0] / ((double)c->global_batch * (double)T);
     *gnorm = sqrt(sums[1]);
@@ -251,11 +257,8 @@ static int trainer_step(trainer *t, double *loss, double *gnorm, double *lr)
         return util_fail(ST_DATA, "step %lld: loss %g, gradient norm %g are not finite; lower train.lr "
                          "or resume from an earlier checkpoint", (long long)t->step + 1, *loss, *gnorm);
     *lr = optim_lr(&t->h, t->step);
-    optim_adamw(&t->h, &t->L, t->lo, t->hi, t->b->params + t->lo, t->b->grads + t->lo, t->m, t->v,
-                *lr, optim_clip_scale(&t->h, *gnorm), t->step + 1);
-    if ((rc = comm_allgather(t->b->params, t->L.n_floats)) != ST_OK)
-        return rc;
-    return t->b->sync_params(t->b);
+    rc = b->adamw(b, &t->h, *lr, optim_clip_scale(&t->h, *gnorm), t->step + 1);
+    return rc == ST_OK ? b->gather_params(b) : rc;
 }
 
 /* Validation loss over val_batches * global_batch held-out rows, split over
@@ -282,178 +285,116 @@ static int trainer_eval(trainer *t, double *val)
 
 /* --- checkpoints ---------------------------------------------------------- */
 
+/* What a save of the current step records. The arrays point into the
+ * staging snapshot the backend just filled. */
+static int trainer_meta(trainer *t, ckpt_meta *m)
+{
+    size_t n = t->hi - t->lo;
+    int rc = t->b->snapshot(t->b, t->snap);
+    if (rc == ST_OK)
+        rc = t->b->snapshot_wait(t->b);
+    memset(m, 0, sizeof *m);
+    m->step = t->step;
+    m->tokens = t->tokens;
+    m->elapsed_seconds = t->train_seconds;
+    m->loss_scale = 1.0;
+    m->lr = optim_lr(&t->h, t->step);
+    m->world_size = t->world;
+    m->rank = t->rank;
+    m->config_text = t->config_text;
+    m->layout = &t->L;
+    m->lo = t->lo;
+    m->hi = t->hi;
+    m->arrays[CKPT_PARAMS] = t->snap;
+    m->arrays[CKPT_ADAM_M] = t->snap + n;
+    m->arrays[CKPT_ADAM_V] = t->snap + 2 * n;
+    return rc;
+}
+
 static int trainer_submit(trainer *t)
 {
-    ckpt_meta m = {0};
-    m.step = t->step;
-    m.tokens = t->tokens;
-    m.elapsed_seconds = t->train_seconds;
-    m.loss_scale = 1.0;
-    m.lr = optim_lr(&t->h, t->step);
-    m.world_size = t->world;
-    m.rank = t->rank;
-    m.config_text = t->config_text;
-    m.layout = &t->L;
-    m.lo = t->lo;
-    m.hi = t->hi;
-    m.arrays[CKPT_PARAMS] = t->b->params + t->lo;
-    m.arrays[CKPT_ADAM_M] = t->m;
-    m.arrays[CKPT_ADAM_V] = t->v;
-    int rc = ckpt_writer_submit(t->w, &m);
+    ckpt_meta m;
+    int skipped = 0, rc = trainer_meta(t, &m);
     if (rc == ST_OK)
-        t->inflight = t->step;
-    else if (rc == 1)
+        rc = proto_submit(&t->pr, &m, &skipped);
+    if (rc == ST_OK && skipped)
         trainer_log(t, "step %lld: checkpoint skipped, the previous one is still being written "
                     "(checkpoint.busy = skip)", (long long)t->step);
-    return rc == 1 ? ST_OK : rc;
-}
-
-/* Rank 0 records a finished commit; returns the writer's error if any. */
-static int trainer_collect_commit(trainer *t)
-{
-    ckpt_result res;
-    int64_t s = ckpt_writer_committed(t->w, &res);
-    if (s > t->durable) {
-        char q[CFG_STR + 64];
-        t->durable = s;
-        t->last_write_s = res.write_ms / 1000.0;
-        t->last_ckpt = res;
-        t->checkpoints++;
-        events_quote(res.path, q, sizeof q);
-        events_write(&t->ev, "checkpoint", "\"step\":%lld,\"path\":%s,\"raw_bytes\":%llu,"
-                     "\"stored_bytes\":%llu,\"stall_ms\":%.3f,\"write_ms\":%.3f", (long long)s, q,
-                     (unsigned long long)res.raw_bytes, (unsigned long long)res.stored_bytes,
-                     res.stall_ms, res.write_ms);
-        trainer_log(t, "checkpoint step %lld committed: %.1f MiB -> %.1f MiB, stall %.1f ms, write %.0f ms",
-                    (long long)s, res.raw_bytes / 1048576.0, res.stored_bytes / 1048576.0, res.stall_ms,
-                    res.write_ms);
-    }
-    return ST_OK;
-}
-
-static int trainer_writer_failed(trainer *t)
-{
-    if (t->c->ckpt_required)
-        return util_fail(ST_IOERR, "checkpoint of step %lld failed and checkpoint.required = 1; stopping "
-                         "(the newest durable checkpoint is step %lld)", (long long)t->inflight,
-                         (long long)t->durable);
-    trainer_log(t, "checkpoint of step %lld abandoned; training goes on, the newest durable "
-                "checkpoint is step %lld", (long long)t->inflight, (long long)t->durable);
-    t->inflight = -1;
-    return ST_OK;
-}
-
-/* Drains this rank's writer, agrees that every rank wrote `step`, and has
- * rank 0 commit it and wait for the commit. Collective. */
-static int trainer_commit_step(trainer *t, int64_t step, double timeout_s)
-{
-    int rc = ckpt_writer_drain(t->w, timeout_s), err = 0;
-    int64_t flags[AGREE_N] = {0};
-    int64_t written = ckpt_writer_written(t->w, &err);
-    flags[AGREE_NOT_WRITTEN] = rc != ST_OK || err || written != step;
-    if (comm_max(flags, AGREE_N) != ST_OK)
-        return ST_IOERR;
-    t->inflight = -1;
-    if (flags[AGREE_NOT_WRITTEN])
-        return rc != ST_OK ? rc : util_fail(ST_IOERR, "checkpoint of step %lld was not written (see above); "
-                                             "the newest durable one is kept",
-                                             (long long)step);
-    if (trainer_is_root(t)) {
-        rc = ckpt_writer_commit(t->w, step);
-        if (rc == ST_OK)
-            rc = ckpt_writer_drain(t->w, timeout_s);
-        if (rc == ST_OK)
-            rc = trainer_collect_commit(t);
-        if (rc == ST_OK && t->durable != step)
-            rc = util_fail(ST_IOERR, "commit of checkpoint step %lld did not complete", (long long)step);
-    }
-    int64_t st = rc;
-    comm_max(&st, 1);
-    return (int)st;
-}
-
-/* Only rank 0 learns about commits; before a collective decision that
- * depends on them, every rank takes rank 0's view. */
-static int trainer_sync_durable(trainer *t)
-{
-    double v[2] = {(double)t->durable, t->last_write_s};
-    int rc = comm_bcast(v, sizeof v, 0);
-    t->durable = (int64_t)v[0];
-    t->last_write_s = v[1];
     return rc;
 }
 
-/* Blocking save of the current step (last step, stop, busy = wait): a save
- * still in flight is committed first, then this step is written. */
 static int trainer_save_now(trainer *t, double timeout_s)
 {
-    int rc = ST_OK;
-    if (t->inflight >= 0 && t->inflight != t->step)
-        rc = trainer_commit_step(t, t->inflight, timeout_s);
-    /* A commit rank 0 queued earlier must finish before the writer takes a
-     * new save; otherwise busy = skip would drop this one. */
-    if (rc == ST_OK && (rc = ckpt_writer_drain(t->w, timeout_s)) == ST_OK && trainer_is_root(t))
-        trainer_collect_commit(t);
-    if (rc == ST_OK)
-        rc = trainer_sync_durable(t);
-    if (rc == ST_OK && t->durable != t->step && t->inflight != t->step)
-        rc = trainer_submit(t);
-    if (rc == ST_OK && t->durable != t->step)
-        rc = trainer_commit_step(t, t->step, timeout_s);
-    return rc;
+    ckpt_meta m;
+    int rc = trainer_meta(t, &m);
+    return rc == ST_OK ? proto_save_now(&t->pr, &m, timeout_s) : rc;
+}
+
+/* Rank 0, from the protocol: a checkpoint became durable. */
+static void trainer_on_commit(void *arg, const ckpt_result *res)
+{
+    trainer *t = arg;
+    ledger_checkpoint(&t->lg, res);
+    trainer_log(t, "checkpoint step %lld committed: %.1f MiB -> %.1f MiB, stall %.1f ms, write %.0f ms",
+                (long long)res->step, res->raw_bytes / 1048576.0, res->stored_bytes / 1048576.0, res->stall_ms,
+                res->write_ms);
 }
 
 /* --- the stop ------------------------------------------------------------ */
 
+/* The shortest notice each provider gives; a notice whose time is already
+ * past (a late poll, a skewed clock) still gets this long for a final
+ * save: the instance is usually there, and trying costs nothing. */
+static double trainer_min_window(const trainer *t, const char *source)
+{
+    static const struct { const char *name; double s; } w[] = {
+        {"aws", 120}, {"gcp", 30}, {"azure", 30}, {"alibaba", 300}};
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+        if (!strcmp(source, w[i].name))
+            return w[i].s < t->c->grace_seconds ? w[i].s : t->c->grace_seconds;
+    return t->c->grace_seconds;
+}
+
 static double trainer_deadline(const trainer *t, const spot_notice *n)
 {
-    double d = n->pending && n->deadline > 0 ? n->deadline : util_wall() + t->c->grace_seconds;
+    double now = util_wall(), d = n->pending && n->deadline > 0 ? n->deadline : now + t->c->grace_seconds;
+    if (n->pending && d <= now)
+        d = now + trainer_min_window(t, n->source);
     int64_t ms = -(int64_t)(d * 1000.0);
     comm_max(&ms, 1);   /* the earliest deadline of any rank */
     return -(double)ms / 1000.0;
 }
 
 /* Every rank gets here at the same step. Whatever happens, the answer is
- * 75: the newest durable checkpoint (possibly an older one) is the restart
- * point. */
+ * 75; the ledger's stop record says what is durable. */
 static int trainer_stop(trainer *t, const spot_notice *n)
 {
-    char src[96], why[512], q[600];
+    char why[512], d[32];
     double deadline = trainer_deadline(t, n);
-    int rc = ST_OK;
-    events_quote(n->pending ? n->source : "peer", src, sizeof src);
-    trainer_log(t, "stop requested (%s%s%s) at step %lld; %.0f s until the deadline",
-                n->pending ? n->source : "another rank", n->detail[0] ? ": " : "", n->detail,
-                (long long)t->step, deadline - util_wall());
+    proto_final final;
+    ckpt_meta m;
+    const char *source = n->pending ? n->source : "peer";
+    if (n->pending && n->detail[0] && strncmp(n->detail, n->source, strlen(n->source)))
+        trainer_log(t, "stop requested by %s (%s) at step %lld; %.0f s until the deadline", n->source, n->detail,
+                    (long long)t->step, deadline - util_wall());
+    else
+        trainer_log(t, "stop requested by %s at step %lld; %.0f s until the deadline",
+                    n->pending ? n->source : "another rank", (long long)t->step, deadline - util_wall());
     spot_watchdog_kick();
-    if (t->inflight >= 0)
-        rc = trainer_commit_step(t, t->inflight, fmax(deadline - util_wall(), 1));
-    if (trainer_is_root(t))
-        trainer_collect_commit(t);
-    trainer_sync_durable(t);
-    /* Rank 0 decides, so no rank can start a save the others skip. */
-    double need = t->last_write_s > 0 ? 1.5 * t->last_write_s + 1 : 5;
-    int64_t plan = t->durable >= t->step ? 0 : util_wall() + need < deadline ? 1 : 2;
-    comm_bcast(&plan, sizeof plan, 0);
-    if (plan == 0) {
-        snprintf(why, sizeof why, "state of step %lld is durable", (long long)t->step);
-    } else if (plan == 1) {
-        rc = trainer_save_now(t, deadline - util_wall());
-        snprintf(why, sizeof why, rc == ST_OK ? "final checkpoint at step %lld" :
-                 "final checkpoint at step %lld failed", (long long)t->step);
-    } else {
-        snprintf(why, sizeof why, "no time for a final checkpoint (%.0f s left, a write takes ~%.0f s)",
-                 deadline - util_wall(), need);
-    }
-    if (rc != ST_OK || t->durable < t->step)
-        snprintf(why + strlen(why), sizeof why - strlen(why), "; the newest durable checkpoint is step %lld",
-                 (long long)t->durable);
+    int rc = trainer_meta(t, &m);
+    if (rc == ST_OK)
+        rc = proto_stop(&t->pr, &m, deadline, &final, why, sizeof why);
+    else
+        snprintf(why, sizeof why, "the snapshot for a final checkpoint failed"), final = PROTO_FINAL_FAILED;
     /* Azure ends the VM early once told we are done; only after durable state. */
-    if (trainer_is_root(t) && rc == ST_OK && spot_azure_ack() != ST_OK)
+    if (trainer_is_root(t) && t->pr.durable >= t->step && spot_azure_ack() != ST_OK)
         trainer_log(t, "azure: acknowledgement failed; the VM goes at the event's NotBefore instead");
-    trainer_log(t, "%s; exiting 75 so a wrapper restarts the run", why);
-    events_quote(why, q, sizeof q);
-    events_write(&t->ev, "stop", "\"step\":%lld,\"source\":%s,\"reason\":%s", (long long)t->step, src, q);
+    if (t->pr.durable >= 0)
+        snprintf(d, sizeof d, "step %lld", (long long)t->pr.durable);
+    else
+        snprintf(d, sizeof d, "none");
+    trainer_log(t, "%s; exiting 75 so a wrapper restarts the run from the newest durable checkpoint (%s)", why, d);
+    ledger_stop(&t->lg, t->step, t->pr.durable, proto_final_name(final), source, why);
     return ST_TEMPFAIL;
 }
 
@@ -478,10 +419,7 @@ static void trainer_progress(trainer *t, double loss, double gnorm, double lr, d
     if (t->step % t->c->log_every == 0 || t->step == t->c->max_steps) {
         trainer_log(t, "step %lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | %.1f ms",
                     (long long)t->step, (long long)t->c->max_steps, loss, lr, gnorm, tps, ms);
-        events_write(&t->ev, "step", "\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,"
-                     "\"tokens\":%llu,\"tok_per_s\":%.1f,\"ms\":%.3f,\"train_seconds\":%.3f",
-                     (long long)t->step, loss, lr, gnorm, (unsigned long long)t->tokens, tps, ms,
-                     t->train_seconds);
+        ledger_step(&t->lg, t->step, loss, lr, gnorm, t->tokens, tps, ms, t->train_seconds);
     } else if (t->tty && trainer_is_root(t) && !util_quiet) {
         fprintf(stderr, "\r\033[Kstep %lld/%lld | loss %.4f | %.0f tok/s", (long long)t->step,
                 (long long)t->c->max_steps, loss, tps);
@@ -495,67 +433,44 @@ static int trainer_validate(trainer *t)
     if (rc != ST_OK)
         return rc;
     trainer_log(t, "step %lld | val loss %.4f", (long long)t->step, val);
-    events_write(&t->ev, "eval", "\"step\":%lld,\"val_loss\":%.6f", (long long)t->step, val);
+    ledger_eval(&t->lg, t->step, val);
     return ST_OK;
 }
 
-/* What earlier segments cost, read once from the ledger at start, so the
- * textfile's spend and interruption counters cover the whole run. */
-static void trainer_metrics_init(trainer *t)
+static void trainer_metrics(trainer *t, double tps, int force)
 {
-    char path[CFG_STR + 32], *text = NULL;
-    size_t len = 0;
-    cost_report r;
-    double od;
-    t->segment_wall = util_wall();
-    cost_fleet_hourly(t->c, t->c->nodes, &od, &t->fleet_spot);
-    snprintf(path, sizeof path, "%s/events.jsonl", t->c->run_dir);
-    if (util_read_file(path, &text, &len) == ST_OK && cost_report_compute(text, len, t->c, &r) == ST_OK) {
-        /* This segment's own start record is already in the ledger. */
-        t->interruptions = r.interruptions > 0 ? r.interruptions - 1 : 0;
-        t->spend_before = r.spend;
-    }
-    free(text);
-}
-
-static void trainer_metrics(trainer *t, double loss, double tps)
-{
-    const cfg *c = t->c;
-    if (!trainer_is_root(t) || !c->textfile[0] || (t->step % c->metrics_every && t->step != c->max_steps))
-        return;
-    metrics_sample m = {0};
-    m.run = c->run_dir;
-    m.step = t->step;
-    m.max_steps = c->max_steps;
-    m.loss = loss;
-    m.tokens_per_second = tps;
-    m.tokens_total = (double)t->tokens;
-    m.train_seconds = t->train_seconds;
-    m.ckpt_seconds = (t->last_ckpt.stall_ms + t->last_ckpt.write_ms) / 1000.0;
-    m.ckpt_stall_seconds = t->last_ckpt.stall_ms / 1000.0;
-    m.ckpt_bytes = (double)t->last_ckpt.stored_bytes;
-    m.checkpoints_total = t->checkpoints;
-    m.notices_total = t->notices;
-    m.interruptions_total = (uint64_t)t->interruptions;
-    m.price_per_hour = t->fleet_spot;
-    m.spend_dollars = t->spend_before + (util_wall() - t->segment_wall) / 3600.0 * t->fleet_spot;
-    if (metrics_write(c->textfile, &m) != ST_OK)
-        trainer_log(t, "metrics textfile %s not written; training goes on", c->textfile);
+    ledger_progress p = {t->step, t->c->max_steps, t->last_loss, tps, t->train_seconds, t->tokens};
+    ledger_metrics(&t->lg, &p, force);
 }
 
 /* Agreement after each step: stop?, checkpoint due?, shards written? */
-static int trainer_agree(trainer *t, spot_notice *n, int64_t flags[AGREE_N])
+static int trainer_agree(trainer *t, spot_notice *n, int64_t flags[PROTO_N])
 {
-    int early = 0, err = 0;
+    int early = 0;
     memset(n, 0, sizeof *n);
-    flags[AGREE_STOP] = spot_poll(n, &early);
-    flags[AGREE_DUE] = trainer_ckpt_due(t, early);
-    int64_t written = ckpt_writer_written(t->w, &err);
-    flags[AGREE_NOT_WRITTEN] = t->inflight >= 0 && written != t->inflight;
-    flags[AGREE_FAILED] = err != 0;
+    flags[PROTO_STOP] = spot_poll(n, &early);
+    flags[PROTO_DUE] = trainer_ckpt_due(t, early);
+    proto_flags(&t->pr, flags);
     if (early)
         trainer_log(t, "rebalance recommendation: checkpointing early");
-    return comm_max(flags, AGREE_N);
+    return comm_max(flags, PROTO_N);
+}
+
+/* The agreed flags move the checkpoint in flight along. */
+static int trainer_advance(trainer *t, const int64_t flags[PROTO_N])
+{
+    char d[32];
+    int64_t failed = -1;
+    int rc = proto_advance(&t->pr, flags, &failed);
+    if (rc == ST_OK && failed >= 0) {
+        if (t->pr.durable >= 0)
+            snprintf(d, sizeof d, "step %lld", (long long)t->pr.durable);
+        else
+            snprintf(d, sizeof d, "none");
+        trainer_log(t, "checkpoint of step %lld abandoned; training goes on, the newest durable checkpoint: %s",
+                    (long long)failed, d);
+    }
+    return rc == ST_OK ? proto_check(&t->pr) : rc;
 }
 
 static int trainer_loop(trainer *t)
@@ -563,7 +478,7 @@ static int trainer_loop(trainer *t)
     const cfg *c = t->c;
     int rc = ST_OK;
     spot_notice n;
-    int64_t flags[AGREE_N];
+    int64_t flags[PROTO_N];
     if (c->val_every > 0 && t->step == 0 && (rc = trainer_validate(t)) != ST_OK)
         return rc;
     while (t->step < c->max_steps) {
@@ -573,17 +488,8 @@ static int trainer_loop(trainer *t)
         t->step++;
         t->tokens += (uint64_t)(c->global_batch * c->seq_len);
         spot_watchdog_kick();
-        if ((rc = trainer_agree(t, &n, flags)) != ST_OK)
+        if ((rc = trainer_agree(t, &n, flags)) != ST_OK || (rc = trainer_advance(t, flags)) != ST_OK)
             return rc;
-        if (flags[AGREE_FAILED] && (rc = trainer_writer_failed(t)) != ST_OK)
-            return rc;
-        if (t->inflight >= 0 && !flags[AGREE_NOT_WRITTEN] && !flags[AGREE_FAILED]) {
-            if (trainer_is_root(t) && (rc = ckpt_writer_commit(t->w, t->inflight)) != ST_OK)
-                return rc;
-            t->inflight = -1;
-        }
-        if (trainer_is_root(t))
-            trainer_collect_commit(t);
         if (c->val_every > 0 && (t->step % c->val_every == 0 || t->step == c->max_steps) &&
             (rc = trainer_validate(t)) != ST_OK)
             return rc;
@@ -591,17 +497,16 @@ static int trainer_loop(trainer *t)
         t->train_seconds += ms / 1000.0;
         t->last_loss = loss;
         trainer_progress(t, loss, gnorm, lr, ms);
-        trainer_metrics(t, loss, (double)c->global_batch * (double)c->seq_len / (ms / 1000.0));
-        if (flags[AGREE_STOP]) {
-            t->notices++;
+        trainer_metrics(t, (double)c->global_batch * (double)c->seq_len / (ms / 1000.0), 0);
+        if (flags[PROTO_STOP]) {
             rc = trainer_stop(t, &n);
-            trainer_metrics(t, loss, 0);
+            trainer_metrics(t, 0, 1);
             return rc;
         }
-        if (flags[AGREE_DUE] && t->step < c->max_steps) {
+        if (flags[PROTO_DUE] && t->step < c->max_steps) {
             t->last_ckpt_wall = util_now();
-            if (t->inflight >= 0 && t->copts.busy_wait)
-                rc = trainer_commit_step(t, t->inflight, 1e9);
+            if (t->pr.inflight >= 0 && t->copts.busy_wait)
+                rc = proto_commit_step(&t->pr, t->pr.inflight, 1e9);
             if (rc == ST_OK)
                 rc = trainer_submit(t);
             if (rc != ST_OK)
@@ -609,11 +514,32 @@ static int trainer_loop(trainer *t)
         }
     }
     rc = trainer_save_now(t, 1e9);
-    trainer_metrics(t, t->last_loss, 0);
+    trainer_metrics(t, 0, 1);
     return rc;
 }
 
 /* --- setup and teardown ---------------------------------------------------- */
+
+/* Rank 0 prepares the run directory. config.ini (what `cost report` prices
+ * from) is written only once the start is decided, never by a refused one. */
+static int trainer_prepare_dir(trainer *t)
+{
+    int rc = trainer_is_root(t) ? util_mkdirs(t->ckpt_dir) : ST_OK;
+    if (rc == ST_OK)
+        rc = ledger_open(&t->lg, t->c, trainer_is_root(t));
+    int64_t st = rc;
+    comm_max(&st, 1);   /* ranks > 0 must not race ahead of a failed rank 0 */
+    return (int)st;
+}
+
+static int trainer_write_config(trainer *t)
+{
+    char path[CFG_STR + 32];
+    if (!trainer_is_root(t))
+        return ST_OK;
+    snprintf(path, sizeof path, "%s/config.ini", t->c->run_dir);
+    return util_write_atomic(path, t->config_text, strlen(t->config_text));
+}
 
 static int trainer_open(trainer *t, const cfg *c)
 {
@@ -621,8 +547,7 @@ static int trainer_open(trainer *t, const cfg *c)
     int rc;
     memset(t, 0, sizeof *t);
     t->c = c;
-    t->ev.fd = -1;
-    t->durable = t->inflight = -1;
+    t->lg.ev.fd = -1;
     t->rank = comm_rank();
     t->world = comm_size();
     t->tty = isatty(2);
@@ -640,27 +565,21 @@ static int trainer_open(trainer *t, const cfg *c)
     comm_range(t->L.n_floats, t->rank, t->world, &t->lo, &t->hi);
     if (!(t->config_text = cfg_render(c)))
         return util_fail(ST_SOFTWARE, "out of memory");
-    if (trainer_is_root(t)) {
-        char path[CFG_STR + 32];
-        if ((rc = util_mkdirs(t->ckpt_dir)) != ST_OK)
-            return rc;
-        snprintf(path, sizeof path, "%s/config.ini", c->run_dir);
-        if ((rc = util_write_atomic(path, t->config_text, strlen(t->config_text))) != ST_OK)
-            return rc;
-        if ((rc = events_open(&t->ev, c->run_dir)) != ST_OK)
-            return rc;
-    }
-    int64_t st = rc;
-    comm_max(&st, 1);   /* ranks > 0 must not race ahead of a failed rank 0 */
-    if (st != ST_OK)
-        return (int)st;
-    if ((rc = backend_create(&t->b, c->backend, &t->L, (int)c->threads)) != ST_OK)
+    if ((rc = trainer_prepare_dir(t)) != ST_OK)
+        return rc;
+    backend_opts bo = {c->backend, NULL, (int)c->threads, t->rank, t->world};
+    if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
     if ((rc = trainer_alloc(t)) != ST_OK)
         return rc;
     if ((rc = data_open(&t->d, c)) != ST_OK)
         return rc;
-    return ckpt_writer_open(&t->w, t->ckpt_dir, &t->copts, t->rank, t->world);
+    if ((rc = ckpt_writer_open(&t->w, t->ckpt_dir, &t->copts, t->rank, t->world)) != ST_OK)
+        return rc;
+    proto_init(&t->pr, t->w, t->rank, t->world, (int)c->ckpt_required, -1);
+    t->pr.on_commit = trainer_on_commit;
+    t->pr.arg = t;
+    return ST_OK;
 }
 
 static void trainer_close(trainer *t)
@@ -670,34 +589,29 @@ static void trainer_close(trainer *t)
     if (t->b)
         t->b->destroy(t->b);
     data_close(t->d);
-    events_close(&t->ev);
+    ledger_close(&t->lg);
     model_layout_free(&t->L);
-    free(t->m);
-    free(t->v);
     free(t->rows);
+    free(t->snap);
     free(t->config_text);
 }
 
 static int trainer_begin(trainer *t, int mode, int force)
 {
     char path[CFG_STR + 64];
-    int rc = trainer_pick_start(t, mode, force, path, sizeof path);
-    if (rc == 1)
-        rc = trainer_fresh(t);
-    else if (rc == ST_OK)
+    int resume = 0;
+    int rc = trainer_pick_start(t, mode, force, path, sizeof path, &resume);
+    if (rc == ST_OK)
+        rc = resume ? trainer_restore(t, path) : trainer_fresh(t);
+    if (rc == ST_OK && resume)
         snprintf(t->resumed_from, sizeof t->resumed_from, "%s", path);
+    if (rc == ST_OK)
+        rc = trainer_write_config(t);
     if (rc != ST_OK)
         return rc;
-    char q[CFG_STR + 128], cq[CFG_STR + 64];
-    events_quote(t->resumed_from, q, sizeof q);
-    events_quote(t->c->path, cq, sizeof cq);
-    events_write(&t->ev, "start", "\"step\":%lld,\"world\":%d,\"nodes\":%d,\"resumed_from\":%s,"
-                 "\"tokens_per_step\":%lld,\"max_steps\":%lld,\"config\":%s,\"backend\":\"%s\","
-                 "\"params\":%zu", (long long)t->step, t->world, comm_nodes(),
-                 t->resumed_from[0] ? q : "null", (long long)(t->c->global_batch * t->c->seq_len),
-                 (long long)t->c->max_steps, cq, t->b->name, t->L.n_floats);
-    if (trainer_is_root(t) && t->c->textfile[0])
-        trainer_metrics_init(t);
+    ledger_start(&t->lg, t->step, t->world, comm_nodes(), t->resumed_from, t->b->name, t->b->device,
+                 t->b->precision, t->L.n_floats);
+    ledger_resume_counts(&t->lg, comm_nodes());
     trainer_log(t, "%s %zu parameters on %d rank%s (%s backend), step %lld of %lld",
                 t->resumed_from[0] ? "resumed" : "training", t->L.n_floats, t->world,
                 t->world == 1 ? "" : "s", t->b->name, (long long)t->step, (long long)t->c->max_steps);
@@ -708,9 +622,10 @@ int train_run(const cfg *c, int mode, int force)
 {
     trainer t;
     int rc = trainer_open(&t, c);
-    int spot_on = 0;
+    int spot_on = 0, started = 0;
     if (rc == ST_OK)
         rc = trainer_begin(&t, mode, force);
+    started = rc == ST_OK;
     if (rc == ST_OK && (rc = spot_start(c, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
         spot_on = 1;
         rc = spot_watchdog_start(c->watchdog_seconds);
@@ -721,10 +636,10 @@ int train_run(const cfg *c, int mode, int force)
         spot_watchdog_stop();
         spot_stop();
     }
-    if (t.ev.fd >= 0) {
-        const char *why = rc == ST_OK ? "done" : rc == ST_TEMPFAIL ? "stopped; restart to continue" : "error";
-        events_write(&t.ev, "exit", "\"step\":%lld,\"code\":%d,\"reason\":\"%s\"", (long long)t.step, rc, why);
-    }
+    if (!started && t.lg.ev.fd >= 0)
+        ledger_start_failed(&t.lg, rc, util_last_error());
+    else if (t.lg.ev.fd >= 0)
+        ledger_exit(&t.lg, t.step, rc);
     if (rc == ST_OK)
         trainer_log(&t, "done: %lld steps, %.1f s of training", (long long)t.step, t.train_seconds);
     trainer_close(&t);

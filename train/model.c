@@ -123,18 +123,27 @@ double model_flops_per_token(const model_shape *s)
     return 6.0 * n + attn;
 }
 
-void model_init_weights(const model_layout *L, float *params, uint64_t seed, double init_std)
+void model_init_range(const model_layout *L, uint64_t seed, double init_std, size_t off, size_t n, float *out)
 {
     double out_std = init_std / sqrt(2.0 * (double)(L->s.n_layers > 0 ? L->s.n_layers : 1));
     for (int i = 0; i < L->n_params; i++) {
         const model_param *p = &L->params[i];
-        float *w = params + p->offset;
+        size_t a = p->offset > off ? p->offset : off;
+        size_t b = p->offset + p->numel < off + n ? p->offset + p->numel : off + n;
+        if (a >= b)
+            continue;
+        float *w = out + (a - off);
         if (p->ndim == 1) {
-            for (size_t j = 0; j < p->numel; j++)
+            for (size_t j = 0; j < b - a; j++)
                 w[j] = 1.0f;
             continue;
         }
         int is_out = strstr(p->name, "o_proj") || strstr(p->name, "down_proj");
-        rng_fill_normal(w, p->numel, seed, (uint64_t)i, is_out ? out_std : init_std);
+        rng_fill_normal_at(w, a - p->offset, b - a, seed, (uint64_t)i, is_out ? out_std : init_std);
     }
+}
+
+void model_init_weights(const model_layout *L, float *params, uint64_t seed, double init_std)
+{
+    model_init_range(L, seed, init_std, 0, L->n_floats, params);
 }

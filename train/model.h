@@ -56,5 +56,8 @@ double model_flops_per_token(const model_shape *s);
 /* Initialises weights deterministically from seed: normals with std init_std
  * (output projections scaled by 1/sqrt(2*n_layers)), norms to 1. */
 void model_init_weights(const model_layout *L, float *params, uint64_t seed, double init_std);
+/* The same weights' elements [off, off+n) of the flat vector into out: a
+ * fresh start streams into a backend in bounded pieces. */
+void model_init_range(const model_layout *L, uint64_t seed, double init_std, size_t off, size_t n, float *out);
 
 #endif

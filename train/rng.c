@@ -22,15 +22,21 @@ double rng_unit(uint64_t seed, uint64_t stream, uint64_t index)
     return (double)(rng_u64(seed, stream, index) >> 11) * (1.0 / 9007199254740992.0);
 }
 
-void rng_fill_normal(float *out, size_t n, uint64_t seed, uint64_t stream, double std)
+void rng_fill_normal_at(float *out, size_t first, size_t n, uint64_t seed, uint64_t stream, double std)
 {
-    for (size_t i = 0; i < n; i += 2) {
+    /* Element j comes from the Box-Muller pair at j & ~1: any sub-range of
+     * the stream is the same numbers as the whole stream's. */
+    for (size_t k = 0; k < n; k++) {
+        size_t j = first + k, i = j & ~(size_t)1;
         double u1 = rng_unit(seed, stream, i), u2 = rng_unit(seed, stream, i + 1);
         double r = sqrt(-2.0 * log(1.0 - u1)), a = 6.283185307179586 * u2;
-        out[i] = (float)(std * r * cos(a));
-        if (i + 1 < n)
-            out[i + 1] = (float)(std * r * sin(a));
+        out[k] = (float)(std * r * ((j & 1) ? sin(a) : cos(a)));
     }
+}
+
+void rng_fill_normal(float *out, size_t n, uint64_t seed, uint64_t stream, double std)
+{
+    rng_fill_normal_at(out, 0, n, seed, stream, std);
 }
 
 uint64_t rng_permute(uint64_t i, uint64_t n, uint64_t seed, uint64_t round)

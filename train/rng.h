@@ -11,6 +11,8 @@ uint64_t rng_mix(uint64_t x);                      /* splitmix64 finaliser */
 uint64_t rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 double rng_unit(uint64_t seed, uint64_t stream, uint64_t index);  /* [0,1) */
 void rng_fill_normal(float *out, size_t n, uint64_t seed, uint64_t stream, double std);
+/* Elements [first, first+n) of the same stream. */
+void rng_fill_normal_at(float *out, size_t first, size_t n, uint64_t seed, uint64_t stream, double std);
 
 /* A bijection on [0, n) keyed by (seed, round): a Feistel network over the
  * next power of four, cycle-walking until the value lands below n. */

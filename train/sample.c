@@ -172,12 +172,11 @@ int train_sample_cli(int argc, char **argv)
     rc = cfg_load_text(&c, ckpt, ckpt_get_info(r)->config_text, NULL, 0);
     if (rc == ST_OK && (rc = model_shape_from_cfg(&s, &c)) == ST_OK)
         rc = model_layout_init(&L, &s);
+    backend_opts bo = {"cpu", NULL, (int)c.threads, 0, 1};
     if (rc == ST_OK)
-        rc = backend_create(&b, "cpu", &L, (int)c.threads);
+        rc = backend_create(&b, &L, &bo);
     if (rc == ST_OK)
-        rc = ckpt_read_range(r, CKPT_PARAMS, 0, L.n_floats, b->params);
-    if (rc == ST_OK)
-        rc = b->sync_params(b);
+        rc = backend_load_ckpt(b, r, CKPT_PARAMS, 0, L.n_floats);
     if (rc == ST_OK) {
         if (!prompt)
             prompt = !strcmp(c.source, "synthetic") ? "12+34=" : !strcmp(c.source, "shards") ? "0" : "\n";

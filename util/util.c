@@ -16,6 +16,10 @@
 
 int util_quiet = 0;
 
+/* The newest failure line, per thread: the ledger records why a start
+ * failed without every caller passing the text along. */
+static _Thread_local char util_last[1024];
+
 int util_fail(int code, const char *fmt, ...)
 {
     char line[2048];
@@ -24,8 +28,11 @@ int util_fail(int code, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     fprintf(stderr, "spotrain: %s\n", line);
+    memcpy(util_last, line, sizeof util_last - 1);
     return code;
 }
+
+const char *util_last_error(void) { return util_last; }
 
 void util_log(const char *fmt, ...)
 {

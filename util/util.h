@@ -27,6 +27,8 @@ enum {
 /* Prints "spotrain: <message>" as one line on stderr and returns code, so
  * callers can write `return util_fail(ST_DATA, "...")`. */
 int util_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The text of this thread's newest util_fail ("" if none). */
+const char *util_last_error(void);
 /* Informational line on stderr ("spotrain: ..."), silenced by util_quiet. */
 void util_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 extern int util_quiet;

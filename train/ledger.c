@@ -1,0 +1,151 @@
+/* events.jsonl records and the Prometheus textfile, moved out of the loop:
+ * the loop says what happened, this file decides how it is written down. */
+#include "ledger.h"
+#include "../spot/cost.h"
+#include "../spot/metrics.h"
+#include "../util/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ledger_open(ledger *g, const cfg *c, int root)
+{
+    memset(g, 0, sizeof *g);
+    g->c = c;
+    g->root = root;
+    g->ev.fd = -1;
+    g->segment_wall = util_wall();
+    return root ? events_open(&g->ev, c->run_dir) : ST_OK;
+}
+
+void ledger_close(ledger *g) { events_close(&g->ev); }
+
+static uint64_t ledger_count(const char *text, const char *needle)
+{
+    uint64_t n = 0;
+    for (const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+void ledger_resume_counts(ledger *g, int nodes)
+{
+    char path[CFG_STR + 32], *text = NULL;
+    size_t len = 0;
+    cost_report r;
+    double od;
+    if (!g->root)
+        return;
+    cost_fleet_hourly(g->c, nodes, &od, &g->fleet_spot);
+    snprintf(path, sizeof path, "%s/events.jsonl", g->c->run_dir);
+    if (util_read_file(path, &text, &len) != ST_OK)
+        return;
+    /* This segment's own start record is already there and is neither an
+     * interruption nor a stop. */
+    if (cost_report_compute(text, len, g->c, &r) == ST_OK) {
+        g->interruptions = (uint64_t)r.interruptions;
+        g->spend_before = r.spend;
+    }
+    g->notices = ledger_count(text, "\"event\":\"stop\"");
+    g->checkpoints = ledger_count(text, "\"event\":\"checkpoint\"");
+    free(text);
+}
+
+void ledger_start(ledger *g, int64_t step, int world, int nodes, const char *resumed_from,
+                  const char *backend, const char *device, const char *precision, size_t params)
+{
+    char q[CFG_STR + 128], cq[CFG_STR + 64], dq[300];
+    events_quote(resumed_from ? resumed_from : "", q, sizeof q);
+    events_quote(g->c->path, cq, sizeof cq);
+    events_quote(device, dq, sizeof dq);
+    events_write(&g->ev, "start", "\"step\":%lld,\"world\":%d,\"nodes\":%d,\"resumed_from\":%s,"
+                 "\"tokens_per_step\":%lld,\"max_steps\":%lld,\"config\":%s,\"backend\":\"%s\","
+                 "\"device\":%s,\"precision\":\"%s\",\"params\":%zu", (long long)step, world, nodes,
+                 resumed_from && resumed_from[0] ? q : "null",
+                 (long long)(g->c->global_batch * g->c->seq_len), (long long)g->c->max_steps, cq, backend, dq,
+                 precision, params);
+}
+
+void ledger_start_failed(ledger *g, int code, const char *reason)
+{
+    char q[1100], cq[CFG_STR + 64];
+    events_quote(reason, q, sizeof q);
+    events_quote(g->c->path, cq, sizeof cq);
+    events_write(&g->ev, "start", "\"step\":null,\"failed\":true,\"code\":%d,\"reason\":%s,\"config\":%s", code, q,
+                 cq);
+}
+
+void ledger_step(ledger *g, int64_t step, double loss, double lr, double gnorm, uint64_t tokens, double tps,
+                 double ms, double train_seconds)
+{
+    events_write(&g->ev, "step", "\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,"
+                 "\"tokens\":%llu,\"tok_per_s\":%.1f,\"ms\":%.3f,\"train_seconds\":%.3f",
+                 (long long)step, loss, lr, gnorm, (unsigned long long)tokens, tps, ms, train_seconds);
+}
+
+void ledger_eval(ledger *g, int64_t step, double val_loss)
+{
+    events_write(&g->ev, "eval", "\"step\":%lld,\"val_loss\":%.6f", (long long)step, val_loss);
+}
+
+void ledger_checkpoint(ledger *g, const ckpt_result *r)
+{
+    char q[CFG_STR + 64];
+    g->checkpoints++;
+    g->last_ckpt = *r;
+    events_quote(r->path, q, sizeof q);
+    events_write(&g->ev, "checkpoint", "\"step\":%lld,\"path\":%s,\"raw_bytes\":%llu,"
+                 "\"stored_bytes\":%llu,\"stall_ms\":%.3f,\"write_ms\":%.3f", (long long)r->step, q,
+                 (unsigned long long)r->raw_bytes, (unsigned long long)r->stored_bytes, r->stall_ms, r->write_ms);
+}
+
+void ledger_stop(ledger *g, int64_t step, int64_t durable, const char *final, const char *source,
+                 const char *reason)
+{
+    char src[96], q[700], d[32];
+    g->notices++;
+    g->interruptions++;
+    events_quote(source, src, sizeof src);
+    events_quote(reason, q, sizeof q);
+    if (durable >= 0)
+        snprintf(d, sizeof d, "%lld", (long long)durable);
+    else
+        snprintf(d, sizeof d, "null");
+    events_write(&g->ev, "stop", "\"step\":%lld,\"durable_step\":%s,\"final_checkpoint\":\"%s\",\"source\":%s,"
+                 "\"reason\":%s", (long long)step, d, final, src, q);
+}
+
+void ledger_exit(ledger *g, int64_t step, int code)
+{
+    const char *why = code == ST_OK ? "done" : code == ST_TEMPFAIL ? "stopped; restart to continue" : "error";
+    events_write(&g->ev, "exit", "\"step\":%lld,\"code\":%d,\"reason\":\"%s\"", (long long)step, code, why);
+}
+
+void ledger_metrics(ledger *g, const ledger_progress *p, int force)
+{
+    const cfg *c = g->c;
+    if (!g->root || !c->textfile[0])
+        return;
+    if (!force && p->step % c->metrics_every && p->step != c->max_steps)
+        return;
+    metrics_sample m = {0};
+    m.run = c->run_dir;
+    m.step = p->step;
+    m.max_steps = c->max_steps;
+    m.loss = p->loss;
+    m.tokens_per_second = p->tokens_per_second;
+    m.tokens_total = (double)p->tokens;
+    m.train_seconds = p->train_seconds;
+    m.ckpt_seconds = (g->last_ckpt.stall_ms + g->last_ckpt.write_ms) / 1000.0;
+    m.ckpt_stall_seconds = g->last_ckpt.stall_ms / 1000.0;
+    m.ckpt_bytes = (double)g->last_ckpt.stored_bytes;
+    m.checkpoints_total = g->checkpoints;
+    m.notices_total = g->notices;
+    m.interruptions_total = g->interruptions;
+    m.price_per_hour = g->fleet_spot;
+    m.spend_dollars = g->spend_before + (util_wall() - g->segment_wall) / 3600.0 * g->fleet_spot;
+    if (metrics_write(c->textfile, &m) != ST_OK && !util_quiet)
+        fprintf(stderr, "metrics textfile %s not written; training goes on\n", c->textfile);
+}

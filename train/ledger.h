@@ -1,0 +1,58 @@
+/* The run's records: events.jsonl (the ledger people and `cost report`
+ * read) and the Prometheus textfile. Written by rank 0; every counter is
+ * whole-run, continued from the ledger of earlier segments. */
+#ifndef SPOTRAIN_LEDGER_H
+#define SPOTRAIN_LEDGER_H
+
+#include <stdint.h>
+#include "../ckpt/ckpt.h"
+#include "../util/events.h"
+#include "config.h"
+
+typedef struct {
+    const cfg *c;
+    int root;                 /* only rank 0 writes */
+    events_log ev;
+    /* textfile state */
+    uint64_t checkpoints, notices, interruptions;   /* whole run */
+    double spend_before;      /* $ of earlier segments */
+    double fleet_spot;        /* $ per hour of the fleet actually running */
+    double segment_wall;      /* this segment's start, wall clock */
+    ckpt_result last_ckpt;
+} ledger;
+
+/* Opens RUN_DIR/events.jsonl on rank 0 (ranks > 0 write nothing). */
+int ledger_open(ledger *g, const cfg *c, int root);
+void ledger_close(ledger *g);
+
+/* Reads what earlier segments recorded (spend, interruptions, notices,
+ * checkpoints) so the textfile's counters cover the whole run; nodes is the
+ * number of hosts this segment actually runs on. */
+void ledger_resume_counts(ledger *g, int nodes);
+
+void ledger_start(ledger *g, int64_t step, int world, int nodes, const char *resumed_from,
+                  const char *backend, const char *device, const char *precision, size_t params);
+/* A start that failed: the record carries the reason, so the ledger shows
+ * why a segment did not train. */
+void ledger_start_failed(ledger *g, int code, const char *reason);
+void ledger_step(ledger *g, int64_t step, double loss, double lr, double gnorm, uint64_t tokens, double tps,
+                 double ms, double train_seconds);
+void ledger_eval(ledger *g, int64_t step, double val_loss);
+void ledger_checkpoint(ledger *g, const ckpt_result *r);
+/* durable < 0 is written as null. final: "ok", "failed", "skipped" (no time)
+ * or "not_needed" (the stop step was already durable). */
+void ledger_stop(ledger *g, int64_t step, int64_t durable, const char *final, const char *source,
+                 const char *reason);
+void ledger_exit(ledger *g, int64_t step, int code);
+
+typedef struct {
+    int64_t step, max_steps;
+    double loss, tokens_per_second, train_seconds;
+    uint64_t tokens;
+} ledger_progress;
+
+/* Rewrites the textfile when it is due (every metrics.every steps, the last
+ * step) or when force is set (a stop). */
+void ledger_metrics(ledger *g, const ledger_progress *p, int force);
+
+#endif

@@ -1,0 +1,57 @@
+/* The checkpoint and stop protocol shared by all ranks: when a snapshot is
+ * taken, when it counts as written, committed and durable, and how a stop
+ * agreed by every rank ends with the newest state durable. The states and
+ * their transitions are documented at the top of protocol.c. */
+#ifndef SPOTRAIN_PROTOCOL_H
+#define SPOTRAIN_PROTOCOL_H
+
+#include <stdint.h>
+#include "../ckpt/ckpt.h"
+
+/* Flags every rank contributes to the per-step agreement (element-wise max). */
+enum { PROTO_STOP, PROTO_DUE, PROTO_NOT_WRITTEN, PROTO_FAILED, PROTO_N };
+
+typedef struct {
+    ckpt_writer *w;
+    int rank, world;
+    int required;            /* checkpoint.required: a failed save stops the run */
+    int64_t durable;         /* newest committed step every rank knows of, -1 none */
+    int64_t inflight;        /* step submitted and not yet committed, -1 none */
+    double last_write_s;     /* duration of the newest background write (rank 0's) */
+    /* Rank 0: told of each new durable checkpoint (the ledger, the log). */
+    void (*on_commit)(void *arg, const ckpt_result *r);
+    void *arg;
+} proto;
+
+/* What the stop did: the outcome recorded in the ledger. */
+typedef enum { PROTO_FINAL_NOT_NEEDED, PROTO_FINAL_OK, PROTO_FINAL_FAILED, PROTO_FINAL_SKIPPED } proto_final;
+
+void proto_init(proto *p, ckpt_writer *w, int rank, int world, int required, int64_t durable);
+/* Checks the invariants (tests; and cheap enough to call every step). */
+int proto_check(const proto *p);
+
+/* IDLE -> SNAPSHOT: takes the snapshot (the stall) and queues the write. */
+int proto_submit(proto *p, const ckpt_meta *m, int *skipped);
+/* This rank's part of the per-step agreement. */
+void proto_flags(proto *p, int64_t flags[PROTO_N]);
+/* After the agreement: WRITTEN -> COMMITTING on rank 0 when every rank wrote
+ * the in-flight step; a failure drops it (or, when required, fails). */
+int proto_advance(proto *p, const int64_t flags[PROTO_N], int64_t *failed_step);
+/* Rank 0: COMMITTING -> DURABLE once the writer reports the commit; calls
+ * on_commit for it. */
+void proto_collect(proto *p);
+/* Every rank takes rank 0's view of durable (before a collective decision). */
+int proto_sync_durable(proto *p);
+/* Collective: waits for this rank's shard of step, agrees every rank wrote
+ * it, has rank 0 commit it and waits for the commit. */
+int proto_commit_step(proto *p, int64_t step, double timeout_s);
+/* Collective, blocking: makes m->step durable (the last step, a stop, busy = wait). */
+int proto_save_now(proto *p, const ckpt_meta *m, double timeout_s);
+/* Collective: the stop at m->step with the agreed deadline (wall clock).
+ * Rank 0 decides whether a final save fits; everyone follows. Fills
+ * *final, and why (one line for the log and the ledger). */
+int proto_stop(proto *p, const ckpt_meta *m, double deadline, proto_final *final, char *why, size_t cap);
+
+const char *proto_final_name(proto_final f);
+
+#endif
