@@ -87,6 +87,10 @@ static int trainer_alloc(trainer *t)
     t->snap = malloc(3 * (mine ? mine : 1) * sizeof(float));
     if (!t->rows || !t->snap)
         return util_fail(ST_SOFTWARE, "out of memory for the checkpoint snapshot (%zu floats)", 3 * mine);
+    /* cuda: a page-locked snapshot buffer lets the device->host copy run
+     * asynchronously at full bandwidth. */
+    if (t->b->pin)
+        return t->b->pin(t->b, t->snap, 3 * (mine ? mine : 1) * sizeof(float));
     return ST_OK;
 }
 
@@ -567,7 +571,9 @@ static int trainer_open(trainer *t, const cfg *c)
         return util_fail(ST_SOFTWARE, "out of memory");
     if ((rc = trainer_prepare_dir(t)) != ST_OK)
         return rc;
-    backend_opts bo = {c->backend, NULL, (int)c->threads, t->rank, t->world};
+    /* cuda: train.precision picks the compute type ("auto": the backend's default). */
+    backend_opts bo = {c->backend, strcmp(c->precision, "auto") ? c->precision : NULL, (int)c->threads, t->rank,
+                       t->world};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
     if ((rc = trainer_alloc(t)) != ST_OK)
