@@ -9,7 +9,7 @@
 #include "common.cuh"
 
 template <typename T>
-__global__ void cuda_adamw_k(float *p, T *work, const float *g, float *m, float *v, const cuda_adamw_seg *seg,
+static __global__ void cuda_adamw_k(float *p, T *work, const float *g, float *m, float *v, const cuda_adamw_seg *seg,
                              int nseg, int64_t n, elem_adamw_k k, double lr, double wd)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -35,7 +35,7 @@ __global__ void cuda_adamw_k(float *p, T *work, const float *g, float *m, float 
 
 enum { CUDA_SUMSQ_BLOCK = 8192, CUDA_SUMSQ_THREADS = 256 };
 
-__global__ void cuda_sumsq_part_k(double *part, const float *g, int64_t n)
+static __global__ void cuda_sumsq_part_k(double *part, const float *g, int64_t n)
 {
     __shared__ double sh[32];
     int64_t lo = (int64_t)blockIdx.x * CUDA_SUMSQ_BLOCK, hi = lo + CUDA_SUMSQ_BLOCK < n ? lo + CUDA_SUMSQ_BLOCK : n;
@@ -47,7 +47,7 @@ __global__ void cuda_sumsq_part_k(double *part, const float *g, int64_t n)
         part[blockIdx.x] = s;
 }
 
-__global__ void cuda_sumsq_total_k(double *out, const double *part, int64_t nparts)
+static __global__ void cuda_sumsq_total_k(double *out, const double *part, int64_t nparts)
 {
     __shared__ double sh[32];
     double s = 0.0;

@@ -16,7 +16,7 @@ enum { CUDA_SOFTMAX_THREADS = 256 };
  * masked. P = exp(s - max) * (1/sum), as the CPU backend computes it;
  * recompute = 1 takes max and 1/sum from the forward instead of reducing. */
 template <typename T>
-__global__ void cuda_softmax_forward_k(T *P, float *smax, float *sinv, const float *S, int64_t T_, int recompute)
+static __global__ void cuda_softmax_forward_k(T *P, float *smax, float *sinv, const float *S, int64_t T_, int recompute)
 {
     __shared__ float shf[32];
     int64_t r = blockIdx.x, t = r % T_;

@@ -12,7 +12,7 @@
 enum { CUDA_CE_THREADS = 1024 };
 
 template <typename T>
-__global__ void cuda_crossentropy_k(double *rowloss, T *dz, const float *z, const int32_t *tokens, int64_t row0,
+static __global__ void cuda_crossentropy_k(double *rowloss, T *dz, const float *z, const int32_t *tokens, int64_t row0,
                                     int64_t T_, int64_t V, float grad_scale, int grad)
 {
     __shared__ float shf[32];
@@ -42,7 +42,7 @@ __global__ void cuda_crossentropy_k(double *rowloss, T *dz, const float *z, cons
 }
 
 /* acc[0] += sum of rowloss[0..N), one block, fixed order. */
-__global__ void cuda_loss_sum_k(double *acc, const double *rowloss, int64_t N)
+static __global__ void cuda_loss_sum_k(double *acc, const double *rowloss, int64_t N)
 {
     __shared__ double sh[32];
     double s = 0.0;

@@ -13,7 +13,7 @@ __device__ __forceinline__ int64_t cuda_tok(const int32_t *tokens, int64_t n, in
     return (int64_t)tokens[(n / T) * stride + n % T + shift];
 }
 
-__global__ void cuda_encoder_forward_k(float *out, const float *emb, const int32_t *tokens, int64_t T,
+static __global__ void cuda_encoder_forward_k(float *out, const float *emb, const int32_t *tokens, int64_t T,
                                        int64_t stride, int64_t D)
 {
     int64_t n = blockIdx.y, j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -21,7 +21,7 @@ __global__ void cuda_encoder_forward_k(float *out, const float *emb, const int32
         out[n * D + j] = emb[cuda_tok(tokens, n, T, stride, 0) * D + j];
 }
 
-__global__ void cuda_encoder_backward_k(float *gemb, const float *dres, const int32_t *tokens, int64_t N,
+static __global__ void cuda_encoder_backward_k(float *gemb, const float *dres, const int32_t *tokens, int64_t N,
                                         int64_t T, int64_t stride, int64_t D)
 {
     int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;

@@ -55,7 +55,7 @@ static int cuda_lt_open(cuda_lt_api *a, char *why, size_t cap)
     do {                                                                                               \
         *(void **)&a->field = dlsym(a->so, name);                                                      \
         if (!a->field) {                                                                               \
-            snprintf(why, cap, "cuBLASLt at %s lacks %s (too old?)", a->path, name);                   \
+            snprintf(why, cap, "cuBLASLt at %.150s lacks %s (too old?)", a->path, name);              \
             dlclose(a->so);                                                                            \
             a->so = NULL;                                                                              \
             return -1;                                                                                 \

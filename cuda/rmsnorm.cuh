@@ -10,7 +10,7 @@
 enum { CUDA_NORM_THREADS = 256 };
 
 template <typename T>
-__global__ void cuda_rmsnorm_forward_k(T *out, float *rs, const float *x, const float *w, int64_t D, double eps)
+static __global__ void cuda_rmsnorm_forward_k(T *out, float *rs, const float *x, const float *w, int64_t D, double eps)
 {
     __shared__ double sh[32];
     int64_t n = blockIdx.x;
@@ -29,7 +29,7 @@ __global__ void cuda_rmsnorm_forward_k(T *out, float *rs, const float *x, const 
 /* dx (+)= r (dy w) - x k with k = r^3 (sum dy w x) / D; also the compute
  * type copy of dx (the next products' operand). */
 template <typename T>
-__global__ void cuda_rmsnorm_backward_k(float *dx, T *dx_ct, const float *dy, const float *x, const float *rs,
+static __global__ void cuda_rmsnorm_backward_k(float *dx, T *dx_ct, const float *dy, const float *x, const float *rs,
                                         const float *w, int64_t D, int accumulate)
 {
     __shared__ double sh[32];
@@ -51,7 +51,7 @@ __global__ void cuda_rmsnorm_backward_k(float *dx, T *dx_ct, const float *dy, co
 }
 
 /* part[p][j] = sum over rows [p*rows, ...) of (dy x)(r), in row order. */
-__global__ void cuda_rmsnorm_dw_part_k(double *part, const float *dy, const float *x, const float *rs, int64_t N,
+static __global__ void cuda_rmsnorm_dw_part_k(double *part, const float *dy, const float *x, const float *rs, int64_t N,
                                        int64_t D, int64_t rows)
 {
     int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, p = blockIdx.y;
@@ -64,7 +64,7 @@ __global__ void cuda_rmsnorm_dw_part_k(double *part, const float *dy, const floa
     part[p * D + j] = acc;
 }
 
-__global__ void cuda_rmsnorm_dw_sum_k(float *dw, const double *part, int64_t nparts, int64_t D)
+static __global__ void cuda_rmsnorm_dw_sum_k(float *dw, const double *part, int64_t nparts, int64_t D)
 {
     int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= D)

@@ -10,7 +10,7 @@
 
 /* One thread per (row, head of q|k|v, pair i < hd/2). */
 template <typename T>
-__global__ void cuda_rope_forward_k(T *q, T *k, T *v, const T *qkv, const float *cs, const float *sn, int64_t N,
+static __global__ void cuda_rope_forward_k(T *q, T *k, T *v, const T *qkv, const float *cs, const float *sn, int64_t N,
                                     int64_t T_, int64_t H, int64_t KV, int64_t hd)
 {
     int64_t half = hd / 2, heads = H + 2 * KV;
@@ -38,7 +38,7 @@ __global__ void cuda_rope_forward_k(T *q, T *k, T *v, const T *qkv, const float 
 }
 
 template <typename T>
-__global__ void cuda_rope_backward_k(T *dqkv, const T *dq, const T *dk, const T *dv, const float *cs,
+static __global__ void cuda_rope_backward_k(T *dqkv, const T *dq, const T *dk, const T *dv, const float *cs,
                                      const float *sn, int64_t N, int64_t T_, int64_t H, int64_t KV, int64_t hd)
 {
     int64_t half = hd / 2, heads = H + 2 * KV;
@@ -67,7 +67,7 @@ __global__ void cuda_rope_backward_k(T *dqkv, const T *dq, const T *dk, const T 
 
 /* to_heads: rows [N, nh*hd] -> [B, nh, T, hd]; else the reverse. */
 template <typename T>
-__global__ void cuda_permute_k(T *dst, const T *src, int64_t N, int64_t T_, int64_t nh, int64_t hd, int to_heads)
+static __global__ void cuda_permute_k(T *dst, const T *src, int64_t N, int64_t T_, int64_t nh, int64_t hd, int to_heads)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * nh * hd)
