@@ -45,7 +45,26 @@ typedef struct {
     double snap_bytes, snap_ms, stall_ms;
     void *pinned[CUDA_MAX_PINNED];
     int npinned;
+    /* SPOTRAIN_CUDA_PROFILE=1: events around the phases of a step, read
+     * back after each (a sync per phase: for benchmarks, not training). */
+    int profile;
+    cudaEvent_t ev_ph[6];
+    double ph_ms[4];
+    int64_t ph_steps;
 } cuda_impl;
+
+static void cuda_prof_mark(cuda_impl *c, int i)
+{
+    if (c->profile)
+        cudaEventRecord(c->ev_ph[i], c->stream);
+}
+
+static double cuda_prof_ms(cuda_impl *c, int a, int b)
+{
+    float ms = 0;
+    cudaEventSynchronize(c->ev_ph[b]);
+    return cudaEventElapsedTime(&ms, c->ev_ph[a], c->ev_ph[b]) == cudaSuccess ? ms : 0.0;
+}
 
 /* ---- probing ----------------------------------------------------------- */
 
@@ -362,7 +381,18 @@ static int cuda_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float gra
     CU_OK(cuda_reserve(c, B));
     CU_OK(cuda_upload_tokens(c, tokens, B * (T + 1)));
     cuda_dims_init(&d, &c->s, B);
-    CU_OK(CUDA_DISPATCH(c, cuda_step, be, &d, T + 1, 1, grad_scale, c->loss_acc));
+    cuda_prof_mark(c, 0);
+    CU_OK(CUDA_DISPATCH(c, cuda_trunk_forward, be, &d, T + 1));
+    cuda_prof_mark(c, 1);
+    CU_OK(CUDA_DISPATCH(c, cuda_head, be, &d, 1, grad_scale, c->loss_acc));
+    cuda_prof_mark(c, 2);
+    CU_OK(CUDA_DISPATCH(c, cuda_trunk_backward, be, &d));
+    cuda_prof_mark(c, 3);
+    if (c->profile) {
+        c->ph_ms[0] += cuda_prof_ms(c, 0, 1);
+        c->ph_ms[1] += cuda_prof_ms(c, 1, 2);
+        c->ph_ms[2] += cuda_prof_ms(c, 2, 3);
+    }
 exit:
     return rc;
 }
@@ -456,6 +486,7 @@ static int cuda_grad_sumsq(backend *be, double *out)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     int rc = ST_OK;
+    cuda_prof_mark(c, 4);
     CU_OK(cuda_sumsq(c->stream, c->sumsq, c->sumsq_part, c->grads + be->lo, (int64_t)(be->hi - be->lo)));
     CU_TRY(cudaMemcpyAsync(c->h_scalar, c->sumsq, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
     CU_TRY(cudaStreamSynchronize(c->stream));
@@ -492,6 +523,11 @@ static int cuda_adamw_op(backend *be, const optim_hparams *h, double lr, double 
     else
         rc = cuda_adamw<float>(c->stream, c->master + lo, (float *)NULL, c->grads + lo, c->m, c->v, c->seg, c->nseg,
                                (int64_t)n, &k, lr, h->weight_decay);
+    cuda_prof_mark(c, 5);
+    if (c->profile && rc == ST_OK) {
+        c->ph_ms[3] += cuda_prof_ms(c, 4, 5);
+        c->ph_steps++;
+    }
 exit:
     return rc;
 }
@@ -605,6 +641,18 @@ static void cuda_destroy(backend *be)
             cudaStreamSynchronize(c->stream);
         if (c->copy)
             cudaStreamSynchronize(c->copy);
+        size_t fr = 0, tot = 0;
+        if (c->profile && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+            util_log("backend cuda: device memory in use %.2f GiB of %.2f (arena %.2f GiB)",
+                     (double)(tot - fr) / (1 << 30), (double)tot / (1 << 30), (double)c->plan.total / (1 << 30));
+        if (c->profile && c->ph_steps > 0) {
+            double all = c->ph_ms[0] + c->ph_ms[1] + c->ph_ms[2] + c->ph_ms[3];
+            util_log("backend cuda: step time split over %lld steps: forward %.1f ms (%.0f%%), classifier+loss "
+                     "%.1f ms (%.0f%%), backward %.1f ms (%.0f%%), optimizer %.1f ms (%.0f%%)", (long long)c->ph_steps,
+                     c->ph_ms[0] / c->ph_steps, 100 * c->ph_ms[0] / all, c->ph_ms[1] / c->ph_steps,
+                     100 * c->ph_ms[1] / all, c->ph_ms[2] / c->ph_steps, 100 * c->ph_ms[2] / all,
+                     c->ph_ms[3] / c->ph_steps, 100 * c->ph_ms[3] / all);
+        }
         if (c->snaps > 0)
             util_log("backend cuda: %d checkpoint snapshot%s of %.1f MiB: device->host %.1f ms each (%.2f GB/s), "
                      "compute stalled %.1f ms in all", c->snaps, c->snaps == 1 ? "" : "s", c->snap_bytes / (1 << 20),
@@ -622,7 +670,8 @@ static void cuda_destroy(backend *be)
             cudaFreeHost(c->h_scalar);
         if (c->h_tokens)
             cudaFreeHost(c->h_tokens);
-        cudaEvent_t ev[] = {c->ev_ready, c->ev_snap0, c->ev_snap, c->ev_stall0, c->ev_stall1, c->ev_tokens};
+        cudaEvent_t ev[] = {c->ev_ready, c->ev_snap0, c->ev_snap, c->ev_stall0, c->ev_stall1, c->ev_tokens,
+                            c->ev_ph[0], c->ev_ph[1], c->ev_ph[2], c->ev_ph[3], c->ev_ph[4], c->ev_ph[5]};
         for (size_t i = 0; i < sizeof ev / sizeof ev[0]; i++)
             if (ev[i])
                 cudaEventDestroy(ev[i]);
@@ -692,6 +741,9 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     CU_TRY(cudaEventCreate(&c->ev_stall0));
     CU_TRY(cudaEventCreate(&c->ev_stall1));
     CU_TRY(cudaEventCreateWithFlags(&c->ev_tokens, cudaEventDisableTiming));
+    c->profile = getenv("SPOTRAIN_CUDA_PROFILE") && atoi(getenv("SPOTRAIN_CUDA_PROFILE")) > 0;
+    for (int i = 0; i < 6; i++)
+        CU_TRY(cudaEventCreate(&c->ev_ph[i]));
     if ((rc = cuda_gemm_init(&c->gemm, c->stream, prec, why, sizeof why)) != ST_OK) {
         rc = util_fail(rc, "backend cuda: %s", why);
         goto exit;
