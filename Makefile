@@ -142,7 +142,8 @@ demo:
 # What tests/device_check.sh needs on the GPU machine: the trainer and the
 # CUDA kernel-check program, both built with DEVICE=1.
 device-build:
-	@$(MAKE) --no-print-directory DEVICE=1 build/device/spotrain build/device/tests/test_cuda_kernels
+	@$(MAKE) --no-print-directory DEVICE=1 build/device/spotrain build/device/tests/test_cuda_kernels \
+	    build/device/tests/test_cuda_parity
 
 FUZZ_SECONDS ?= 20
 fuzz:

@@ -332,7 +332,7 @@ int main(void)
 #ifdef SPOTRAIN_CUDA
     char why[256];
     if (!cuda_available(why, sizeof why)) {
-        printf("skipped: %s\n", why);
+        printf("SKIP test_cuda_kernels: %s\n", why);
         return harness_end();
     }
     int precs[] = {CUDA_FP32, CUDA_BF16};
@@ -350,7 +350,7 @@ int main(void)
         harness_run("gemms", test_gemms);
     }
 #else
-    printf("skipped: built without CUDA\n");
+    printf("SKIP test_cuda_kernels: built without CUDA\n");
 #endif
     return harness_end();
 }

@@ -101,9 +101,9 @@ static int cp_have_gpu(void)
     char why[256];
     if (cuda_available(why, sizeof why))
         return 1;
-    printf("skipped: %s\n", why);
+    printf("SKIP test_cuda_parity: %s\n", why);
 #else
-    printf("skipped: built without CUDA\n");
+    printf("SKIP test_cuda_parity: built without CUDA\n");
 #endif
     return 0;
 }
