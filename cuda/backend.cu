@@ -36,8 +36,10 @@ typedef struct {
     int nseg;
     double *loss_acc, *eval_acc, *sumsq, *sumsq_part;
     double *h_scalar;                /* pinned: one double read back */
-    int32_t *h_tokens;               /* pinned staging of a micro-batch's ids */
+    int32_t *h_tokens;               /* pinned staging: a micro-batch's ids, then its embedding index */
     int64_t h_tokens_cap;
+    int32_t *h_cnt;                  /* [vocab] scratch of cuda_embed_index */
+    int64_t emb_u;                   /* distinct tokens of the micro-batch in flight */
     char *arena;
     cuda_arena plan;
     int64_t cap_b;
@@ -174,12 +176,17 @@ static int cuda_reserve(cuda_impl *c, int64_t B)
                        (double)tot / (1 << 30));
         goto exit;
     }
-    if ((int64_t)B * (c->s.seq_len + 1) > c->h_tokens_cap) {
-        if (c->h_tokens)
-            cudaFreeHost(c->h_tokens);
-        c->h_tokens = NULL;
-        CU_TRY(cudaMallocHost((void **)&c->h_tokens, (size_t)(B * (c->s.seq_len + 1)) * sizeof(int32_t)));
-        c->h_tokens_cap = B * (c->s.seq_len + 1);
+    {
+        int64_t need = B * (c->s.seq_len + 1) + 3 * B * c->s.seq_len + 2;
+        if (need > c->h_tokens_cap) {
+            CU_TRY(cudaEventSynchronize(c->ev_tokens));
+            if (c->h_tokens)
+                cudaFreeHost(c->h_tokens);
+            c->h_tokens = NULL;
+            c->h_tokens_cap = 0;
+            CU_TRY(cudaMallocHost((void **)&c->h_tokens, (size_t)need * sizeof(int32_t)));
+            c->h_tokens_cap = need;
+        }
     }
     c->cap_b = B;
 exit:
@@ -198,14 +205,22 @@ static int cuda_check_tokens(const backend *be, const int32_t *tokens, int64_t n
 }
 
 /* Host ids -> the arena, through the pinned staging buffer (waits for the
- * previous upload from it to finish before overwriting it). */
-static int cuda_upload_tokens(cuda_impl *c, const int32_t *tokens, int64_t n)
+ * previous upload from it to finish before overwriting it). Training also
+ * uploads the embedding backward's index of the B rows of T (+1) ids. */
+static int cuda_upload_tokens(cuda_impl *c, const int32_t *tokens, int64_t B, int64_t T, int64_t stride, int index)
 {
     int rc = ST_OK;
+    size_t n = (size_t)(B * stride);
     CU_TRY(cudaEventSynchronize(c->ev_tokens));
-    memcpy(c->h_tokens, tokens, (size_t)n * sizeof *tokens);
-    CU_TRY(cudaMemcpyAsync(CUDA_GBUF(c, CA_TOKENS), c->h_tokens, (size_t)n * sizeof *tokens,
-                           cudaMemcpyHostToDevice, c->stream));
+    memcpy(c->h_tokens, tokens, n * sizeof *tokens);
+    CU_TRY(cudaMemcpyAsync(CUDA_GBUF(c, CA_TOKENS), c->h_tokens, n * sizeof *tokens, cudaMemcpyHostToDevice,
+                           c->stream));
+    if (index) {
+        int32_t *idx = c->h_tokens + n;
+        c->emb_u = cuda_embed_index(tokens, B, T, stride, c->s.vocab, c->h_cnt, idx);
+        size_t len = (size_t)(1 + 2 * c->emb_u + 1 + B * T);
+        CU_TRY(cudaMemcpyAsync(CUDA_GBUF(c, CA_EMBIDX), idx, len * sizeof *idx, cudaMemcpyHostToDevice, c->stream));
+    }
     CU_TRY(cudaEventRecord(c->ev_tokens, c->stream));
 exit:
     return rc;
@@ -347,7 +362,8 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
         CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + o1, part, dxn, (float *)CUDA_ABUF(c, CA_RES, l),
                                        (float *)CUDA_ABUF(c, CA_RS1, l), M + o1, d->N, d->D, d->norm_rows, 1));
     }
-    CU_OK(cuda_encoder_backward(s, G + model_embed(L)->offset, dres, tok, d->N, d->T, d->T + 1, d->D));
+    CU_OK(cuda_encoder_backward(s, G + model_embed(L)->offset, dres, (const int32_t *)CUDA_GBUF(c, CA_EMBIDX),
+                                c->emb_u, d->D));
 exit:
     return rc;
 }
@@ -379,7 +395,7 @@ static int cuda_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float gra
     int rc = ST_OK;
     CU_OK(cuda_check_tokens(be, tokens, B * (T + 1)));
     CU_OK(cuda_reserve(c, B));
-    CU_OK(cuda_upload_tokens(c, tokens, B * (T + 1)));
+    CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 1));
     cuda_dims_init(&d, &c->s, B);
     cuda_prof_mark(c, 0);
     CU_OK(CUDA_DISPATCH(c, cuda_trunk_forward, be, &d, T + 1));
@@ -423,7 +439,7 @@ static int cuda_eval(backend *be, const int32_t *tokens, int64_t B, double *loss
     int rc = ST_OK;
     CU_OK(cuda_check_tokens(be, tokens, B * (T + 1)));
     CU_OK(cuda_reserve(c, B));
-    CU_OK(cuda_upload_tokens(c, tokens, B * (T + 1)));
+    CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 0));
     cuda_dims_init(&d, &c->s, B);
     CU_TRY(cudaMemsetAsync(c->eval_acc, 0, sizeof(double), c->stream));
     CU_OK(CUDA_DISPATCH(c, cuda_step, be, &d, T + 1, 0, 0.0f, c->eval_acc));
@@ -454,7 +470,7 @@ static int cuda_logits(backend *be, const int32_t *tokens, int64_t T, float *out
                          (long long)T, (long long)c->s.seq_len);
     CU_OK(cuda_check_tokens(be, tokens, T));
     CU_OK(cuda_reserve(c, 1));
-    CU_OK(cuda_upload_tokens(c, tokens, T));
+    CU_OK(cuda_upload_tokens(c, tokens, 1, T, T, 0));
     {
         model_shape s = c->s;
         s.seq_len = T;
@@ -670,6 +686,7 @@ static void cuda_destroy(backend *be)
             cudaFreeHost(c->h_scalar);
         if (c->h_tokens)
             cudaFreeHost(c->h_tokens);
+        free(c->h_cnt);
         cudaEvent_t ev[] = {c->ev_ready, c->ev_snap0, c->ev_snap, c->ev_stall0, c->ev_stall1, c->ev_tokens,
                             c->ev_ph[0], c->ev_ph[1], c->ev_ph[2], c->ev_ph[3], c->ev_ph[4], c->ev_ph[5]};
         for (size_t i = 0; i < sizeof ev / sizeof ev[0]; i++)
@@ -764,6 +781,11 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
         CU_OK(cuda_alloc((void **)&c->sumsq, 8, "the norm", &oom));
         CU_OK(cuda_alloc((void **)&c->sumsq_part, (r / CUDA_SUMSQ_BLOCK + 1) * 8, "the norm", &oom));
         CU_TRY(cudaMallocHost((void **)&c->h_scalar, sizeof(double)));
+        c->h_cnt = (int32_t *)malloc((size_t)(c->s.vocab > 0 ? c->s.vocab : 1) * sizeof(int32_t));
+        if (!c->h_cnt) {
+            rc = util_fail(ST_SOFTWARE, "backend cuda: out of host memory");
+            goto exit;
+        }
         CU_TRY(cudaMemsetAsync(c->master, 0, n * 4, c->stream));
         CU_TRY(cudaMemsetAsync(c->grads, 0, n * 4, c->stream));
         CU_TRY(cudaMemsetAsync(c->m, 0, r * 4, c->stream));

@@ -273,13 +273,20 @@ extern "C" int cuda_check_encoder(int64_t B, int64_t T, int64_t D, int64_t V, co
     float *dg = (float *)cuda_chk_up(&c, 0, gemb, (size_t)(V * D), 1);
     float *dout = (float *)cuda_chk_alloc(&c, N * (size_t)D * 4);
     int32_t *dtok = (int32_t *)cuda_chk_alloc(&c, (size_t)(B * (T + 1)) * 4);
-    CUDA_CHK_NN(demb && dres_ && dg && dout && dtok);
+    int32_t *didx = (int32_t *)cuda_chk_alloc(&c, (3 * N + 2) * 4);
+    int32_t *idx = (int32_t *)malloc((3 * N + 2) * 4), *cnt = (int32_t *)malloc((size_t)V * 4);
+    int64_t U = 0;
+    CUDA_CHK_NN(demb && dres_ && dg && dout && dtok && didx && idx && cnt);
+    U = cuda_embed_index(tokens, B, T, T + 1, V, cnt, idx);
     CU_TRY(cudaMemcpy(dtok, tokens, (size_t)(B * (T + 1)) * 4, cudaMemcpyHostToDevice));
+    CU_TRY(cudaMemcpy(didx, idx, (3 * N + 2) * 4, cudaMemcpyHostToDevice));
     CU_OK(cuda_encoder_forward(0, dout, demb, dtok, (int64_t)N, T, T + 1, D));
-    CU_OK(cuda_encoder_backward(0, dg, dres_, dtok, (int64_t)N, T, T + 1, D));
+    CU_OK(cuda_encoder_backward(0, dg, dres_, didx, U, D));
     CU_TRY(cudaMemcpy(out, dout, N * (size_t)D * 4, cudaMemcpyDeviceToHost));
     CU_TRY(cudaMemcpy(gemb, dg, (size_t)(V * D) * 4, cudaMemcpyDeviceToHost));
 exit:
+    free(idx);
+    free(cnt);
     cuda_chk_free(&c);
     return rc;
 }

@@ -165,7 +165,7 @@ int cuda_arena_plan(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p)
         [CA_DXN] = f * N * D,      [CA_DH] = f * N * F,      [CA_DGU] = ct * N * 2 * F,
         [CA_DAO] = ct * qn,        [CA_LOGITS] = f * R,      [CA_DLOGITS] = ct * R,
         [CA_ROWLOSS] = 8 * N,      [CA_NORMPART] = 8 * nparts * D,
-        [CA_TOKENS] = 4 * (size_t)d->B * (size_t)(d->T + 1)};
+        [CA_TOKENS] = 4 * (size_t)d->B * (size_t)(d->T + 1), [CA_EMBIDX] = 4 * (3 * N + 2)};
     size_t off = 0;
     for (size_t i = 0; i < a->n; i++) {
         size_t li = (size_t)d->L * CA_PER_LAYER;
@@ -184,6 +184,36 @@ void cuda_arena_free(cuda_arena *a)
     free(a->bytes);
     a->off = a->bytes = NULL;
     a->n = 0;
+}
+
+/* ---- embedding backward index ------------------------------------------ */
+
+int64_t cuda_embed_index(const int32_t *tokens, int64_t B, int64_t T, int64_t stride, int64_t V, int32_t *cnt,
+                         int32_t *out)
+{
+    int64_t N = B * T, U = 0;
+    memset(cnt, 0, (size_t)V * sizeof *cnt);
+    for (int64_t n = 0; n < N; n++)
+        cnt[tokens[(n / T) * stride + n % T]]++;
+    for (int64_t v = 0; v < V; v++)
+        if (cnt[v])
+            U++;
+    int32_t *tok = out + 1, *start = tok + U, *rows = start + U + 1;
+    int64_t u = 0, pos = 0;
+    for (int64_t v = 0; v < V; v++) {
+        if (!cnt[v])
+            continue;
+        tok[u] = (int32_t)v;
+        start[u] = (int32_t)pos;
+        pos += cnt[v];
+        cnt[v] = start[u];   /* now the token's write cursor */
+        u++;
+    }
+    start[U] = (int32_t)N;
+    for (int64_t n = 0; n < N; n++)
+        rows[cnt[tokens[(n / T) * stride + n % T]]++] = (int32_t)n;
+    out[0] = (int32_t)U;
+    return U;
 }
 
 /* ---- AdamW segments ---------------------------------------------------- */

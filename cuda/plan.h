@@ -133,6 +133,7 @@ enum {
     CA_ROWLOSS,    /* f64 [N]                                               */
     CA_NORMPART,   /* f64 [ceil(N/norm_rows), D] norm-gradient partials     */
     CA_TOKENS,     /* i32 [B,T+1]                                           */
+    CA_EMBIDX,     /* i32 [3N+2] the embedding backward's index (below)     */
     CA_GLOBAL_COUNT
 };
 
@@ -148,6 +149,15 @@ int cuda_arena_plan(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p)
 void cuda_arena_free(cuda_arena *a);
 size_t cuda_arena_layer(const cuda_arena *a, int64_t layer, int kind);  /* entry index */
 size_t cuda_arena_global(const cuda_arena *a, int kind);
+
+/* The embedding backward's index for N = B*T rows (row n reads token
+ * tokens[(n / T) * stride + n % T]): the distinct tokens in increasing order
+ * and, per token, its rows in increasing order (a stable counting sort), so
+ * one block per token adds its gradient rows in the CPU backend's order
+ * without atomics. out: [U, tok[U], start[U+1], rows[N]], at most 3N+2
+ * ints; cnt: V ints of scratch. Returns U. */
+int64_t cuda_embed_index(const int32_t *tokens, int64_t B, int64_t T, int64_t stride, int64_t V, int32_t *cnt,
+                         int32_t *out);
 
 /* AdamW over [lo,hi): pieces with their tensor's weight decay (2-D weights
  * decay, norms do not), neighbours with the same decay merged. off is

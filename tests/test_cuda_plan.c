@@ -379,6 +379,34 @@ static void test_memory_plan(void)
     EXPECT(m.total > 80 * GiB);
 }
 
+/* The embedding index lists each distinct token once, in order, with its
+ * rows in increasing order, and covers every row exactly once. */
+static void test_embed_index(void)
+{
+    int64_t B = 3, T = 11, V = 9, N = B * T;
+    int32_t tok[3 * 12], cnt[9], out[3 * 33 + 2];
+    for (int i = 0; i < 36; i++)
+        tok[i] = (int32_t)((i * 5 + i / 7) % 7);   /* 0..6: tokens 7, 8 unused */
+    int64_t U = cuda_embed_index(tok, B, T, T + 1, V, cnt, out);
+    EXPECT(U == out[0] && U == 7);
+    const int32_t *u = out + 1, *start = u + U, *rows = start + U + 1;
+    EXPECT(start[0] == 0 && start[U] == N);
+    int seen[33] = {0};
+    for (int64_t k = 0; k < U; k++) {
+        if (k > 0)
+            EXPECT(u[k] > u[k - 1]);
+        EXPECT(start[k + 1] > start[k]);
+        for (int32_t r = start[k]; r < start[k + 1]; r++) {
+            EXPECT(tok[(rows[r] / T) * (T + 1) + rows[r] % T] == u[k]);
+            if (r > start[k])
+                EXPECT(rows[r] > rows[r - 1]);
+            seen[rows[r]]++;
+        }
+    }
+    for (int n = 0; n < N; n++)
+        EXPECT(seen[n] == 1);
+}
+
 static void test_precision_names(void)
 {
     cuda_prec p;
@@ -403,6 +431,7 @@ int main(void)
     harness_run("classifier_chunks", test_chunks);
     harness_run("adamw_segments", test_adamw_segments);
     harness_run("memory_plan", test_memory_plan);
+    harness_run("embed_index", test_embed_index);
     harness_run("precision_names", test_precision_names);
     return harness_end();
 }
