@@ -26,9 +26,14 @@ static const cp_case cp_cases[] = {
     {"gqa3", {192, 2, 6, 2, 32, 512, 1000, 48, 500000.0, 1e-6}, 2},
 };
 
+/* A small learning rate: Adam divides each entry by its own gradient's
+ * magnitude, so entries whose gradient nearly cancels move by about lr
+ * whatever tiny rounding difference decided their sign (tests/test_model.c
+ * measured 5e-5 at lr 3e-3 between fp32 and float64). At 3e-4 that
+ * amplification stays below the 1e-5 the backends must agree to. */
 static optim_hparams cp_h(void)
 {
-    optim_hparams h = {.lr = 3e-3, .min_lr = 3e-4, .warmup_steps = 1, .weight_decay = 0.1, .beta1 = 0.9,
+    optim_hparams h = {.lr = 3e-4, .min_lr = 3e-5, .warmup_steps = 1, .weight_decay = 0.1, .beta1 = 0.9,
                        .beta2 = 0.95, .eps = 1e-8, .grad_clip = 1.0, .max_steps = 10};
     return h;
 }
@@ -81,18 +86,19 @@ static int cp_run(backend *be, const int32_t *tok, int64_t B, int64_t T, int ste
     return rc;
 }
 
-/* max |a - b| over a tensor, relative to the largest |b| in it. */
+/* ||a - b|| / ||b|| over a tensor (as tests/test_model.c measures); any
+ * NaN in a (an output a kernel left unwritten) is infinitely far. */
 static double cp_rel(const float *a, const float *b, size_t n)
 {
-    double d = 0, m = 1e-30;
+    double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
         double x = a[i], y = b[i];
         if (x != x)
-            return INFINITY;   /* NaN: a kernel left an output unwritten */
-        d = fmax(d, fabs(x - y));
-        m = fmax(m, fabs(y));
+            return INFINITY;
+        num += (x - y) * (x - y);
+        den += y * y;
     }
-    return d / m;
+    return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 static int cp_have_gpu(void)
