@@ -148,6 +148,21 @@ extern "C" void cuda_describe(FILE *f)
     }
 }
 
+extern "C" void cuda_library_versions(char *out, size_t cap)
+{
+    int dv = 0;
+    char why[256];
+    size_t lt = 0;
+    cuda_lt_api a;
+    cudaDriverGetVersion(&dv);
+    if (cuda_lt_open(&a, why, sizeof why) == 0) {
+        lt = a.version;
+        cuda_lt_close(&a);
+    }
+    snprintf(out, cap, "cuda runtime %d.%d (static), driver %d.%d, cublasLt %zu", CUDART_VERSION / 1000,
+             CUDART_VERSION % 1000 / 10, dv / 1000, dv % 1000 / 10, lt);
+}
+
 /* ---- buffers ----------------------------------------------------------- */
 
 #define CUDA_ABUF(c, kind, layer) ((void *)((c)->arena + (c)->plan.off[cuda_arena_layer(&(c)->plan, layer, kind)]))

@@ -21,6 +21,10 @@ int cuda_available(char *why, size_t cap);
  * and NCCL versions found, and every device. */
 void cuda_describe(FILE *f);
 
+/* One line for checkpoint manifests: "cuda runtime 13.0 (static), driver
+ * 13.0, cublasLt 130100". */
+void cuda_library_versions(char *out, size_t cap);
+
 /* The CUDA backend (device-resident state; train/backend.h). */
 int backend_cuda_create(backend **out, const model_layout *L, const backend_opts *o);
 
