@@ -9,7 +9,13 @@
 # CPU vs CUDA parity; determinism; SIGTERM -> 75 -> resume; cross-backend
 # resume; compute-sanitizer; the ~1.2B benchmark beside PyTorch eager.
 # Exit 0 when every check passed, 1 otherwise.
+# DC_CPU_DRYRUN=1 rehearses the script's own logic on a machine without a
+# GPU: the training checks on the CPU backend with a small model, the
+# device-only checks skipped (it proves the script, not the GPU code).
 cd "$(dirname "$0")/.." || exit 1
+DRY=${DC_CPU_DRYRUN:-0}
+GB=cuda
+[ "$DRY" = 1 ] && GB=cpu
 ROOT=$PWD
 BIN=${SPOTRAIN_BIN:-$ROOT/build/device/spotrain}
 TB=${SPOTRAIN_TESTS:-$ROOT/build/device/tests}
@@ -23,6 +29,7 @@ res() { SUMMARY="$SUMMARY$1
 fail() { FAILED=1; res "FAIL $*"; }
 pass() { res "ok   $*"; }
 
+[ "$DRY" = 1 ] && BIN=${SPOTRAIN_BIN:-$ROOT/build/spotrain}
 [ -x "$BIN" ] || { echo "device_check: $BIN missing: run 'make device-build' and copy build/device" >&2; exit 1; }
 
 # --- libraries ---------------------------------------------------------------
@@ -60,7 +67,7 @@ res "gpu: ${GPU:-unknown (nvidia-smi failed)}"
 res "cuBLASLt dir: ${LT_DIR:-NOT FOUND}; NCCL dir: ${NCCL_DIR:-not found}"
 "$BIN" --version >"$W/version.txt" 2>&1
 while IFS= read -r l; do res "  $l"; done <"$W/version.txt"
-if ! grep -q "^devices: [1-9]" "$W/version.txt"; then
+if [ "$DRY" != 1 ] && ! grep -q "^devices: [1-9]" "$W/version.txt"; then
     fail "no CUDA device visible to spotrain; stopping"
     printf '\n===== device_check summary =====\n%s' "$SUMMARY"
     exit 1
@@ -80,8 +87,10 @@ run_test() {   # name binary
         fail "$1: $last (exit $rc; $out)"
     fi
 }
-run_test kernels "$TB/test_cuda_kernels"
-run_test parity "$TB/test_cuda_parity"
+if [ "$DRY" != 1 ]; then
+    run_test kernels "$TB/test_cuda_kernels"
+    run_test parity "$TB/test_cuda_parity"
+fi
 
 # --- training runs -------------------------------------------------------------
 # A model large enough that a step takes a few milliseconds on an H200, so
@@ -89,7 +98,9 @@ run_test parity "$TB/test_cuda_parity"
 MED="--set model.dim=1024 --set model.n_layers=8 --set model.n_heads=8 --set model.n_kv_heads=4 \
 --set model.ffn_dim=2816 --set model.vocab_size=32000 --set model.seq_len=512 --set train.global_batch=16 \
 --set train.micro_batch=8 --set train.val_every=0 --set train.log_every=1 --set checkpoint.interval_steps=10 \
---set data.synthetic_samples=100000 --set spot.provider=none --set train.backend=cuda --quiet"
+--set data.synthetic_samples=100000 --set spot.provider=none --set train.backend=$GB --quiet"
+[ "$DRY" = 1 ] && MED="$MED --set model.dim=64 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=2 \
+--set model.ffn_dim=128 --set model.vocab_size=256 --set model.seq_len=64 --set train.threads=2"
 TINY="--set model.preset=tiny --set train.global_batch=8 --set train.micro_batch=4 --set train.val_every=0 \
 --set checkpoint.interval_steps=10 --set spot.provider=none --set train.log_every=1 --quiet"
 digest() {
@@ -115,7 +126,7 @@ r2=$?
 d1=$(digest det1/ckpt/step-00000030)
 d2=$(digest det2/ckpt/step-00000030)
 if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ -n "$d1" ] && [ "$d1" = "$d2" ]; then
-    pass "determinism: two 30-step bf16 runs, digests equal ($d1)"
+    pass "determinism: two 30-step $GB runs (bf16 on cuda), digests equal ($d1)"
 else
     fail "determinism: exits $r1 $r2, digests '$d1' vs '$d2' (det1.err, det2.err in $W)"
 fi
@@ -125,7 +136,7 @@ fi
 pid=$!
 i=0
 while [ $i -lt 3000 ]; do
-    n=$(grep -c '"event":"step"' sig/events.jsonl 2>/dev/null || echo 0)
+    n=$(grep -c '"event":"step"' sig/events.jsonl 2>/dev/null)
     [ "${n:-0}" -ge 6 ] && break
     kill -0 $pid 2>/dev/null || break
     sleep 0.01
@@ -147,14 +158,14 @@ else
 fi
 
 # Cross-backend resume (tiny preset, fp32 on both so losses are comparable).
-timeout 120 "$BIN" train /dev/null $TINY --set train.backend=cuda --set train.precision=fp32 \
+timeout 120 "$BIN" train /dev/null $TINY --set train.backend=$GB --set train.precision=fp32 \
     --set train.max_steps=10 --set train.run_dir=g2c 2>g2c.err &&
     timeout 120 "$BIN" resume /dev/null $TINY --set train.backend=cpu --set train.max_steps=20 \
         --set train.run_dir=g2c 2>>g2c.err
 rg=$?
 timeout 120 "$BIN" train /dev/null $TINY --set train.backend=cpu --set train.max_steps=10 \
     --set train.run_dir=c2g 2>c2g.err &&
-    timeout 120 "$BIN" resume /dev/null $TINY --set train.backend=cuda --set train.precision=fp32 \
+    timeout 120 "$BIN" resume /dev/null $TINY --set train.backend=$GB --set train.precision=fp32 \
         --set train.max_steps=20 --set train.run_dir=c2g 2>>c2g.err
 rc2=$?
 timeout 120 "$BIN" train /dev/null $TINY --set train.backend=cpu --set train.max_steps=20 \
@@ -167,7 +178,9 @@ else
 fi
 
 # compute-sanitizer memcheck on one tiny step (bf16, then fp32).
-if [ -n "$SAN" ]; then
+if [ "$DRY" = 1 ]; then
+    res "skip compute-sanitizer and the benchmark (DC_CPU_DRYRUN)"
+elif [ -n "$SAN" ]; then
     ok=1
     for p in bf16 fp32; do
         timeout 240 "$SAN" --tool memcheck --error-exitcode 99 "$BIN" train /dev/null $TINY --set train.backend=cuda \
@@ -181,6 +194,8 @@ else
 fi
 
 # --- benchmark: ~1.2B deepseek-shaped, bf16, beside PyTorch eager --------------
+[ "$DRY" = 1 ] && { printf '\n===== device_check summary (dry run on the CPU, %ss, work dir %s) =====\n%s' \
+    "$(( $(date +%s) - T_START ))" "$W" "$SUMMARY"; exit $FAILED; }
 BD=2048 BL=16 BH=16 BKV=16 BF=5504 BV=102400 BT=2048 BB=${BENCH_MICRO:-8} BS=${BENCH_STEPS:-14}
 BIG="--set model.dim=$BD --set model.n_layers=$BL --set model.n_heads=$BH --set model.n_kv_heads=$BKV \
 --set model.ffn_dim=$BF --set model.vocab_size=$BV --set model.seq_len=$BT --set train.global_batch=$BB \
