@@ -1,29 +1,37 @@
 #!/bin/sh
 # Goodput under preemption: useful training time / wall time for a run kept
 # alive by spotrain-run while (a) a notice (SIGTERM to the trainer) arrives
-# every PERIOD seconds, and (b) the trainer is SIGKILLed every PERIOD seconds
-# with a checkpoint every PERIOD/6 seconds. "Useful" = the train_seconds an
-# uninterrupted run of the same steps needs. Scaled down by SCALE (default 10):
-# PERIOD = 60/SCALE s, checkpoint every 10/SCALE s, reference run ~60 s.
+# every PERIOD seconds, or (b) the trainer is SIGKILLed every PERIOD seconds;
+# each for fixed checkpoint intervals (a sweep) and for
+# checkpoint.interval_seconds = auto. "Useful" = the train_seconds an
+# uninterrupted run of the same steps needs. Full scale by default: the 3.1M
+# model A of bench_step (dim 256, 4 layers, seq 256, batch 8), a signal every
+# 60 s. SCALE=k divides every time by k (and the steps), for a quick look.
+# GOODPUT_FIXED lists the fixed intervals swept (seconds, before scaling).
+# At full scale this takes about an hour on 2 cores.
 BUILD=${BUILD:-build}
 S=${SPOTRAIN:-$PWD/$BUILD/spotrain}
 RUN=$PWD/spot/spotrain-run
-SCALE=${SCALE:-10}
-STEPS=${GOODPUT_STEPS:-120000}
+SCALE=${SCALE:-1}
+STEPS=${GOODPUT_STEPS:-$(awk -v s="$SCALE" 'BEGIN { printf "%d", 600 / s }')}
+FIXED=${GOODPUT_FIXED:-5 10 20 40}
 TMP=$(mktemp -d /tmp/spotrain-goodput.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 cd "$TMP" || exit 1
 PERIOD=$(awk -v s="$SCALE" 'BEGIN { printf "%.2f", 60 / s }')
-CKPT=$(awk -v s="$SCALE" 'BEGIN { printf "%.2f", 10 / s }')
-F="--set model.dim=32 --set model.n_layers=1 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=4 --set train.micro_batch=4 --set train.val_every=0 --set train.log_every=50 --set train.max_steps=$STEPS --quiet"
+MINS=$(awk -v s="$SCALE" 'BEGIN { printf "%.2f", 1 / s }')
+F="--set model.dim=256 --set model.n_layers=4 --set model.n_heads=8 --set model.n_kv_heads=4 --set model.ffn_dim=704 \
+--set model.vocab_size=256 --set model.seq_len=256 --set train.global_batch=8 --set train.micro_batch=8 \
+--set train.val_every=0 --set train.log_every=10 --set train.max_steps=$STEPS --set spot.grace_seconds=30 --quiet"
 now() { date +%s.%N; }
 
+echo "goodput: model A (3.1M), $STEPS steps, a signal every $PERIOD s (SCALE=$SCALE), OpenBLAS $("$S" --version | sed -n 's/.*OpenBLAS \([^)]*\)).*/\1/p')"
 t0=$(now)
 # shellcheck disable=SC2086
-"$S" train /dev/null $F --set checkpoint.interval_steps=0 --set train.run_dir=ref || exit 1
+"$S" train /dev/null $F --set checkpoint.interval_steps=0 --set checkpoint.interval_seconds=0 --set train.run_dir=ref || exit 1
 t1=$(now)
 useful=$(python3 -c 'import json,sys; print(max(json.loads(l).get("train_seconds",0) for l in open(sys.argv[1])))' ref/events.jsonl)
-echo "reference: $STEPS steps, wall $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s, training $useful s"
+echo "reference: wall $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s, training $useful s"
 
 # scenario NAME SIGNAL CKPT-SETTINGS...: a background driver signals the
 # trainer every PERIOD seconds while the wrapper keeps it going; the wall
@@ -49,8 +57,18 @@ scenario() {
     kill "$driver" 2>/dev/null
     wait "$driver" 2>/dev/null
     n=$(($(grep -c '"event":"start"' "$name/events.jsonl") - 1))
-    awk -v a="$t0" -v b="$t1" -v u="$useful" -v n="$n" -v name="$name" -v rc="$rc" -v p="$PERIOD" \
-        'BEGIN { printf "%s: exit %d, %d interruptions (every %s s), wall %.1f s, goodput %.1f%%\n", name, rc, n, p, b - a, 100 * u / (b - a) }'
+    last=$(python3 -c 'import json,sys
+r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+i=[x for x in r if x.get("event")=="interval"]
+print("auto interval %.1f s (C %.3f s, M %s s)" % (i[-1]["seconds"], i[-1]["cost_s"], i[-1]["mtbf_s"]) if i else "")' "$name/events.jsonl")
+    awk -v a="$t0" -v b="$t1" -v u="$useful" -v n="$n" -v name="$name" -v rc="$rc" -v x="$last" \
+        'BEGIN { printf "%-16s exit %d, %3d interruptions, wall %7.1f s, goodput %5.1f%%  %s\n", name, rc, n, b - a, 100 * u / (b - a), x }'
 }
-scenario notice TERM --set checkpoint.interval_steps=0
-scenario sigkill KILL --set checkpoint.interval_steps=0 --set checkpoint.interval_seconds="$CKPT"
+for sig in TERM KILL; do
+    for iv in $FIXED; do
+        s=$(awk -v s="$SCALE" -v i="$iv" 'BEGIN { printf "%.2f", i / s }')
+        scenario "$sig-fixed-$iv" "$sig" --set checkpoint.interval_steps=0 --set checkpoint.interval_seconds="$s"
+    done
+    scenario "$sig-auto" "$sig" --set checkpoint.interval_steps=0 --set checkpoint.interval_seconds=auto \
+        --set checkpoint.min_seconds="$MINS"
+done

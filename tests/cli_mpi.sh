@@ -68,4 +68,14 @@ else
     t_bad "stop seen by rank 1 only" "exit $rc, stop step '$step', rank-1 pid '$r1': $(tail -n 3 peer.log)"
 fi
 t_exit "global_batch not divisible by ranks: exit 78" 78 "multiple of the 4 ranks" mpirun -np 4 --oversubscribe "$S" train /dev/null $F --set train.max_steps=2 --set train.run_dir=four
+# selftest comm: the data plane over the ranks, every size bitwise right;
+# a flipped element on one rank is caught and fails the test.
+t_exit "selftest comm on 3 ranks: every size bitwise right" 0 "every size bitwise right on 3 ranks" \
+    mpirun -np 3 --oversubscribe "$S" selftest comm /dev/null $F
+t_exit "selftest comm in 256-float rounds" 0 "256-float message rounds" \
+    env SPOTRAIN_COMM_CHUNK=256 mpirun -np 2 -x SPOTRAIN_COMM_CHUNK "$S" selftest comm /dev/null $F
+t_exit "selftest comm: a wrong bit is caught (exit 70)" 70 "REDUCE-SCATTER WRONG" \
+    mpirun -np 2 -x SPOTRAIN_SELFTEST_FAULT=1 "$S" selftest comm /dev/null $F
+t_exit "selftest comm on one process" 0 "every size bitwise right on 1 rank" "$S" selftest comm /dev/null $F
+t_exit "selftest: which one?" 64 "selftest comm CONFIG" "$S" selftest
 t_end

@@ -147,4 +147,55 @@ else
     echo "SKIP mpirun stop test: no mpirun or built with MPI=0"
 fi
 
+# A notice whose time is already past (a late poll, a skewed clock) still
+# gets a final save in the provider's minimum window; the ledger's stop
+# record says what is durable, and the stop line names its source once.
+ctl "mode=aws&notice=0&time=2020-01-01T00:00:00Z"
+FL=$(echo "$F" | sed 's/ --quiet//')
+# shellcheck disable=SC2086
+"$S" train /dev/null $FL --set train.max_steps=100000 --set checkpoint.interval_steps=0 --set train.log_every=100000 \
+    --set train.run_dir=run-past --set spot.poll_seconds=$POLL --set spot.provider=aws --set spot.metadata_url="$URL" \
+    --set metrics.textfile="$T_TMP/past.prom" --set metrics.every=1 >run-past.log 2>&1 &
+pid=$!
+wait_steps run-past
+ctl notice=1
+wait "$pid"
+rc=$?
+step=$(jget run-past/events.jsonl stop step)
+durable=$(jget run-past/events.jsonl stop durable_step)
+final=$(jget run-past/events.jsonl stop final_checkpoint)
+if [ "$rc" -eq 75 ] && [ -n "$step" ] && [ "$durable" = "$step" ] && [ "$final" = ok ]; then
+    t_ok "notice time already past: final checkpoint of step $step anyway, durable_step $durable"
+else
+    t_bad "notice time already past: final checkpoint anyway" "rc=$rc step=$step durable=$durable final=$final: $(tail -n 2 run-past.log)"
+fi
+if grep -q "stop requested by aws (" run-past.log && ! grep -q "aws: aws" run-past.log; then
+    t_ok "the stop line names its source once"
+else
+    t_bad "the stop line names its source once" "$(grep 'stop requested' run-past.log)"
+fi
+# The textfile is rewritten at the stop and counts this interruption.
+ms=$(sed -n 's/^spotrain_step{[^}]*} //p' "$T_TMP/past.prom")
+mi=$(sed -n 's/^spotrain_interruptions_total{[^}]*} //p' "$T_TMP/past.prom")
+if [ "$ms" = "$step" ] && [ "$mi" = 1 ]; then
+    t_ok "metrics textfile rewritten at the stop: step $ms, interruptions 1"
+else
+    t_bad "metrics textfile rewritten at the stop" "step '$ms' (stop $step), interruptions '$mi'"
+fi
+# Whole-run counters after a resume: one interruption (not zero), every
+# checkpoint of the run.
+# shellcheck disable=SC2086
+"$S" resume /dev/null $F --set train.max_steps=$((step + 4)) --set checkpoint.interval_steps=2 \
+    --set train.run_dir=run-past --set metrics.textfile="$T_TMP/past.prom" --set metrics.every=1 >/dev/null 2>&1
+mi=$(sed -n 's/^spotrain_interruptions_total{[^}]*} //p' "$T_TMP/past.prom")
+mc=$(sed -n 's/^spotrain_checkpoints_total{[^}]*} //p' "$T_TMP/past.prom")
+mn=$(sed -n 's/^spotrain_notices_total{[^}]*} //p' "$T_TMP/past.prom")
+nc=$(grep -c '"event":"checkpoint"' run-past/events.jsonl)
+if [ "$mi" = 1 ] && [ "$mn" = 1 ] && [ "$mc" = "$nc" ] && [ "$nc" -ge 3 ]; then
+    t_ok "metrics after resume count the whole run: 1 interruption, 1 notice, $mc checkpoints"
+else
+    t_bad "metrics after resume count the whole run" "interruptions '$mi', notices '$mn', checkpoints '$mc' (ledger $nc)"
+fi
+ctl "notice=0&time="
+
 t_end

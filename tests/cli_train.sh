@@ -51,6 +51,13 @@ t_exit "good shard trains" 0 "" "$S" train /dev/null $SH --set data.train_path=g
 
 t_exit "dry-run 7B: exact parameter count" 0 "parameters: 6910365696 " "$S" train /dev/null --set model.preset=deepseek-7b --dry-run
 t_exit "dry-run 67B over 64 ranks" 0 "parameters: 674[0-9]{8} " "$S" train /dev/null --set model.preset=deepseek-67b --dry-run --world 64
+t_exit "dry-run 7B over 8 ranks: per-rank range and buffers" 0 "this rank's range: 863795712 parameters" "$S" train /dev/null --set model.preset=deepseek-7b --dry-run --world 8
+t_exit "dry-run 7B: says it does not fit this machine" 0 "warning: .* GiB per process does not fit this machine" "$S" train /dev/null --set model.preset=deepseek-7b --dry-run
+t_exit "dry-run tiny: fits" 0 "fits this machine" "$S" train /dev/null --dry-run
+t_exit "dry-run: communication share of a step on 8 x A100 nodes at 200 Gbit/s" 0 \
+    "11.61 s of network per step against 49.58 s of compute .*: 19% of a step" \
+    "$S" train "$OLDPWD/examples/spot-8xa100.ini" --dry-run --world 64 --set cost.network_gbps=200 --set train.global_batch=2304
+t_exit "dry-run: a data glob that matches nothing is an error" 66 "no data shards match" "$S" train /dev/null --dry-run --set data.source=shards --set "data.train_path=$T_TMP/none/*.bin"
 t_exit "cuda backend unavailable, exit 69" 69 "cuda" "$S" train /dev/null --set train.backend=cuda --set train.run_dir=r-cuda $FAST
 
 t_exit "train writes a run" 0 "" "$S" train /dev/null --set train.run_dir=r1 $FAST
@@ -58,7 +65,21 @@ t_exit "train refuses a run_dir with checkpoints" 64 "already holds 1 checkpoint
 t_exit "train --force moves them aside" 0 "" "$S" train /dev/null --set train.run_dir=r1 --force $FAST
 if ls -d r1/ckpt.old-* >/dev/null 2>&1; then t_ok "old checkpoints kept aside"; else t_bad "old checkpoints kept aside"; fi
 t_exit "resume reports a safe change" 0 "train.max_steps changed from '6' to '8'" "$S" resume /dev/null $(echo "$FAST" | sed 's/--quiet//') --set train.run_dir=r1 --set train.max_steps=8
+cp r1/config.ini r1-config.before
 t_exit "resume with another model shape: exit 78" 78 "holds a model of dim 32.*asks for 48" "$S" resume /dev/null $FAST --set train.run_dir=r1 --set model.dim=48 --set train.max_steps=10
+if cmp -s r1/config.ini r1-config.before; then t_ok "a refused resume leaves config.ini as it was"
+else t_bad "a refused resume leaves config.ini as it was" "$(diff r1-config.before r1/config.ini | head -n 4)"; fi
+t_exit "train into a used run_dir without --force: refused" 64 "already holds" "$S" train /dev/null $FAST --set train.run_dir=r1 --set model.dim=48
+if cmp -s r1/config.ini r1-config.before; then t_ok "a refused train leaves config.ini as it was"
+else t_bad "a refused train leaves config.ini as it was" "$(diff r1-config.before r1/config.ini | head -n 4)"; fi
+reason=$(/usr/bin/python3 -c 'import json,sys
+r=[json.loads(l) for l in open(sys.argv[1])]
+s=[x for x in r if x.get("event")=="start"]
+print(s[-1].get("failed"), s[-1].get("code"), s[-1].get("reason",""))' r1/events.jsonl)
+case "$reason" in
+    "True 64 "*"already holds"*) t_ok "a start that failed is in the ledger with its reason" ;;
+    *) t_bad "a start that failed is in the ledger with its reason" "last start record: $reason" ;;
+esac
 if grep -q '"event":"start"' r1/events.jsonl && grep -q '"event":"exit"' r1/events.jsonl; then
     t_ok "events.jsonl has start and exit"
 else
@@ -97,4 +118,45 @@ t_exit "ckpt export of the demo run" 0 "exported step 150" "$S" ckpt export demo
 a=$("$S" sample demo --prompt "47+25=" --tokens 12 2>&1)
 b=$(/usr/bin/python3 "$OLDPWD/tests/export_check.py" hf "47+25=" 12 2>&1)
 if [ -n "$a" ] && [ "$a" = "$b" ]; then t_ok "exported weights continue '47+25=' as spotrain does"; else t_bad "export read back" "spotrain '$a' vs reference '$b'"; fi
+# checkpoint.interval_seconds = auto (the default with no step interval):
+# the first interval comes from the priors, each save's measured cost moves
+# it, every change is an "interval" ledger line; bounds hold.
+AUTO=$(echo "$FAST" | sed 's/train.max_steps=6/train.max_steps=100000/')
+# shellcheck disable=SC2086
+"$S" train /dev/null $AUTO --set train.run_dir=auto --set checkpoint.min_seconds=0.3 \
+    --set checkpoint.max_seconds=0.3 >auto.log 2>&1 &
+apid=$!
+i=0
+while [ "$(find auto/ckpt -maxdepth 1 -name 'step-*' ! -name '*.tmp' 2>/dev/null | wc -l)" -lt 2 ] && [ $i -lt 300 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+kill -KILL "$apid"
+wait "$apid" 2>/dev/null
+iv=$(/usr/bin/python3 -c 'import json,sys
+r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+i=[x for x in r if x.get("event")=="interval"]
+print(len(i), i[0]["seconds"], i[0]["cost_s"], i[0]["mtbf_s"], i[0]["hard_failures"])' auto/events.jsonl 2>&1)
+case "$iv" in
+    "1 0.3 5.0 72000.0 0") t_ok "auto interval: first value from the priors, clamped to max_seconds, in the ledger" ;;
+    *) t_bad "auto interval: first value from the priors" "interval records: $iv" ;;
+esac
+n=$(find auto/ckpt -maxdepth 1 -name 'step-*' ! -name '*.tmp' | wc -l)
+if [ "$n" -ge 2 ]; then t_ok "auto interval: checkpoints every 0.3 s ($n before the kill)"; else t_bad "auto interval: checkpoints taken" "$n"; fi
+# The kill is a hard failure the next segment counts, and it lowers M.
+# shellcheck disable=SC2086
+"$S" resume /dev/null $FAST --set train.run_dir=auto --set train.max_steps=100000 \
+    --set checkpoint.min_seconds=0.3 --set checkpoint.max_seconds=0.3 >auto2.log 2>&1 &
+apid=$!
+sleep 2
+kill -TERM "$apid"
+wait "$apid"
+hf=$(/usr/bin/python3 -c 'import json,sys
+r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+i=[x for x in r if x.get("event")=="interval"]
+print(i[-1]["hard_failures"], i[-1]["mtbf_s"] < 72000)' auto/events.jsonl 2>&1)
+if [ "$hf" = "1 True" ]; then t_ok "auto interval: the kill counts as a hard failure after resume, M below the prior"
+else t_bad "auto interval: the kill counts as a hard failure" "$hf"; fi
+t_exit "auto interval: min_seconds above max_seconds is a config error" 78 "min_seconds" "$S" train /dev/null $FAST \
+    --set train.run_dir=autobad --set checkpoint.min_seconds=10 --set checkpoint.max_seconds=5
 t_end

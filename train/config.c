@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { K_INT, K_F64, K_STR };
+/* K_AUTO: a number, or the word auto (stored as CFG_AUTO). */
+enum { K_INT, K_F64, K_STR, K_AUTO };
 
 typedef struct {
     const char *section, *key;
@@ -23,6 +24,7 @@ typedef struct {
 
 #define KI(s, k, f, lo, hi) {s, k, K_INT, offsetof(cfg, f), 0, lo, hi, NULL}
 #define KF(s, k, f, lo, hi) {s, k, K_F64, offsetof(cfg, f), 0, lo, hi, NULL}
+#define KA(s, k, f, lo, hi) {s, k, K_AUTO, offsetof(cfg, f), 0, lo, hi, NULL}
 #define KS(s, k, f, ch) {s, k, K_STR, offsetof(cfg, f), sizeof(((cfg *)0)->f), 0, 0, ch}
 
 static const cfg_key cfg_keys[] = {
@@ -67,7 +69,9 @@ static const cfg_key cfg_keys[] = {
     KI("train", "log_every", log_every, 1, 1e15),
 
     KI("checkpoint", "interval_steps", ckpt_interval_steps, 0, 1e15),
-    KF("checkpoint", "interval_seconds", ckpt_interval_seconds, 0, 1e9),
+    KA("checkpoint", "interval_seconds", ckpt_interval_seconds, 0, 1e9),
+    KF("checkpoint", "min_seconds", ckpt_min_seconds, 0.1, 1e9),
+    KF("checkpoint", "max_seconds", ckpt_max_seconds, 0.1, 1e9),
     KI("checkpoint", "keep_last", ckpt_keep_last, 1, 1 << 20),
     KI("checkpoint", "keep_every", ckpt_keep_every, 0, 1e15),
     KS("checkpoint", "codec", ckpt_codec, "none|zstd|shuffle-zstd|planes-zstd"),
@@ -101,6 +105,7 @@ static const cfg_key cfg_keys[] = {
     KF("cost", "ckpt_stall_seconds", ckpt_stall_seconds, 0, 1e6),
     KF("cost", "ckpt_interval_minutes", ckpt_interval_minutes, 0, 1e6),
     KF("cost", "gpu_memory_gib", gpu_memory_gib, 0, 1e6),
+    KF("cost", "network_gbps", network_gbps, 0, 1e6),
 
     KS("metrics", "textfile", textfile, NULL),
     KI("metrics", "every", metrics_every, 1, 1e15),
@@ -190,8 +195,14 @@ static int cfg_set_key(cfg *c, const cfg_key *k, const char *v, char *err, size_
         return 0;
     }
     double d;
+    if (k->type == K_AUTO && !strcmp(v, "auto")) {
+        d = CFG_AUTO;
+        memcpy(base, &d, sizeof d);
+        return 0;
+    }
     if (util_parse_f64(v, &d) != 0) {
-        snprintf(err, cap, "%s.%s = '%s' is not a number", k->section, k->key, v);
+        snprintf(err, cap, "%s.%s = '%s' is not a number%s", k->section, k->key, v,
+                 k->type == K_AUTO ? " or auto" : "");
         return -1;
     }
     if (d < k->lo || d > k->hi) {
@@ -449,7 +460,10 @@ static void cfg_format_value(const cfg *c, const cfg_key *k, char *out, int cap)
     } else {
         double d;
         memcpy(&d, base, sizeof d);
-        snprintf(out, (size_t)cap, "%.17g", d);
+        if (k->type == K_AUTO && d == CFG_AUTO)
+            snprintf(out, (size_t)cap, "auto");
+        else
+            snprintf(out, (size_t)cap, "%.17g", d);
     }
 }
 

@@ -8,6 +8,8 @@
 
 #define CFG_STR 1024
 #define CFG_MAX_PRICES 16
+/* The stored value of a number key set to auto. */
+#define CFG_AUTO (-1.0)
 
 typedef struct {
     char name[64];      /* the NAME of a [price.NAME] section */
@@ -19,7 +21,7 @@ typedef struct cfg {
     char path[CFG_STR];             /* the INI file the user gave */
 
     /* [model] */
-    char preset[32];                /* tiny | small | deepseek-7b | deepseek-67b | custom */
+    char preset[32];                /* tiny | small | deepseek-7b | deepseek-67b */
     int64_t dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, seq_len;
     double rope_theta, norm_eps, init_std;
 
@@ -41,8 +43,9 @@ typedef struct cfg {
 
     /* [checkpoint] */
     int64_t ckpt_interval_steps, ckpt_keep_last, ckpt_keep_every, ckpt_level, ckpt_chunk_kib;
-    double ckpt_interval_seconds;
-    char ckpt_codec[16];            /* none | zstd | shuffle-zstd */
+    double ckpt_interval_seconds;   /* CFG_AUTO: Young/Daly from what the run observes */
+    double ckpt_min_seconds, ckpt_max_seconds;   /* bounds of auto */
+    char ckpt_codec[16];            /* none | zstd | shuffle-zstd | planes-zstd */
     char ckpt_busy[8];              /* skip | wait */
     char ckpt_on_save[CFG_STR];
     int64_t ckpt_required, ckpt_threads;
@@ -60,6 +63,7 @@ typedef struct cfg {
     double peak_tflops, mfu, tokens, ondemand_hours, spot_hours, throughput_ratio;
     double interruptions_per_hour, restart_minutes, ckpt_stall_seconds, ckpt_interval_minutes;
     double gpu_memory_gib;
+    double network_gbps;            /* per node, for the communication share of a step; 0 = unknown */
 
     /* [price.NAME] */
     cfg_price prices[CFG_MAX_PRICES];

@@ -117,6 +117,24 @@ void ledger_stop(ledger *g, int64_t step, int64_t durable, const char *final, co
                  "\"reason\":%s", (long long)step, d, final, src, q);
 }
 
+void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, double mtbf_s, int hard_failures,
+                     double hours)
+{
+    char m[32];
+    if (isfinite(mtbf_s))
+        snprintf(m, sizeof m, "%.1f", mtbf_s);
+    else
+        snprintf(m, sizeof m, "null");
+    events_write(&g->ev, "interval", "\"step\":%lld,\"seconds\":%.3f,\"cost_s\":%.4f,\"mtbf_s\":%s,"
+                 "\"hard_failures\":%d,\"hours\":%.4f", (long long)step, seconds, cost_s, m, hard_failures, hours);
+}
+
+double ledger_run_hours(const ledger *g, const char *text, size_t len)
+{
+    cost_report r;
+    return cost_report_compute(text, len, g->c, &r) == ST_OK ? r.run_hours : 0.0;
+}
+
 void ledger_exit(ledger *g, int64_t step, int code)
 {
     const char *why = code == ST_OK ? "done" : code == ST_TEMPFAIL ? "stopped; restart to continue" : "error";

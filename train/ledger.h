@@ -44,6 +44,11 @@ void ledger_checkpoint(ledger *g, const ckpt_result *r);
 void ledger_stop(ledger *g, int64_t step, int64_t durable, const char *final, const char *source,
                  const char *reason);
 void ledger_exit(ledger *g, int64_t step, int code);
+/* checkpoint.interval_seconds = auto chose a new interval, and why. */
+void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, double mtbf_s, int hard_failures,
+                     double hours);
+/* Training hours of the segments recorded in an events.jsonl text. */
+double ledger_run_hours(const ledger *g, const char *text, size_t len);
 
 typedef struct {
     int64_t step, max_steps;

@@ -7,6 +7,7 @@
 #include "backend.h"
 #include "comm.h"
 #include "data.h"
+#include "interval.h"
 #include "ledger.h"
 #include "optim.h"
 #include "protocol.h"
@@ -44,6 +45,9 @@ typedef struct {
     char *config_text;
     char resumed_from[CFG_STR + 64];
     double last_loss;
+    int auto_interval;       /* checkpoint.interval_seconds = auto is in force */
+    interval_auto ia;        /* rank 0's estimate */
+    double segment_start;    /* util_now() at the start of this segment */
 } trainer;
 
 static int trainer_is_root(const trainer *t) { return t->rank == 0; }
@@ -334,11 +338,52 @@ static int trainer_save_now(trainer *t, double timeout_s)
     return rc == ST_OK ? proto_save_now(&t->pr, &m, timeout_s) : rc;
 }
 
+/* Rank 0: re-evaluates the automatic interval; a change (or the first
+ * value, with force) is a ledger line with the figures behind it. */
+static void trainer_interval(trainer *t, int force)
+{
+    double cost, mtbf;
+    if (!trainer_is_root(t) || !t->auto_interval)
+        return;
+    int moved = interval_update(&t->ia, (util_now() - t->segment_start) / 3600.0, &cost, &mtbf);
+    if (!moved && !force)
+        return;
+    ledger_interval(&t->lg, t->step, t->ia.interval_s, cost, mtbf, t->ia.hard_failures,
+                    t->ia.hours_before + (util_now() - t->segment_start) / 3600.0);
+    trainer_log(t, "checkpoint interval %.0f s (auto: save cost %.3f s, %.1f h between hard failures)",
+                t->ia.interval_s, cost, mtbf / 3600.0);
+}
+
+/* Rank 0, at start: what earlier segments of the run saw. */
+static void trainer_interval_start(trainer *t)
+{
+    const cfg *c = t->c;
+    char path[CFG_STR + 32], *text = NULL;
+    size_t len = 0;
+    t->segment_start = util_now();
+    t->auto_interval = c->ckpt_interval_seconds == CFG_AUTO && c->ckpt_interval_steps == 0;
+    if (!t->auto_interval || !trainer_is_root(t))
+        return;
+    interval_init(&t->ia, c->ckpt_min_seconds, c->ckpt_max_seconds, c->interruptions_per_hour,
+                  c->ckpt_stall_seconds);
+    snprintf(path, sizeof path, "%s/events.jsonl", c->run_dir);
+    if (util_read_file(path, &text, &len) == ST_OK) {
+        t->ia.hard_failures = interval_ledger_failures(text, len);
+        t->ia.hours_before = ledger_run_hours(&t->lg, text, len);
+    }
+    free(text);
+    trainer_interval(t, 1);
+}
+
 /* Rank 0, from the protocol: a checkpoint became durable. */
 static void trainer_on_commit(void *arg, const ckpt_result *res)
 {
     trainer *t = arg;
     ledger_checkpoint(&t->lg, res);
+    if (t->auto_interval) {
+        interval_saved(&t->ia, res->stall_ms / 1000.0, res->write_ms / 1000.0);
+        trainer_interval(t, 0);
+    }
     trainer_log(t, "checkpoint step %lld committed: %.1f MiB -> %.1f MiB, stall %.1f ms, write %.0f ms",
                 (long long)res->step, res->raw_bytes / 1048576.0, res->stored_bytes / 1048576.0, res->stall_ms,
                 res->write_ms);
@@ -407,12 +452,12 @@ static int trainer_stop(trainer *t, const spot_notice *n)
 static int trainer_ckpt_due(trainer *t, int early_warning)
 {
     const cfg *c = t->c;
+    double every = t->auto_interval ? t->ia.interval_s : c->ckpt_interval_seconds;
     if (early_warning)
         return 1;
     if (c->ckpt_interval_steps > 0 && t->step % c->ckpt_interval_steps == 0)
         return 1;
-    if (trainer_is_root(t) && c->ckpt_interval_seconds > 0 &&
-        util_now() - t->last_ckpt_wall >= c->ckpt_interval_seconds)
+    if (trainer_is_root(t) && every > 0 && util_now() - t->last_ckpt_wall >= every)
         return 1;
     return 0;
 }
@@ -487,8 +532,11 @@ static int trainer_loop(trainer *t)
         return rc;
     while (t->step < c->max_steps) {
         double t0 = util_now(), loss = 0, gnorm = 0, lr = 0;
+        int busy = ckpt_writer_busy(t->w);
         if ((rc = trainer_step(t, &loss, &gnorm, &lr)) != ST_OK)
             return rc;
+        if (t->auto_interval && trainer_is_root(t))
+            interval_step(&t->ia, (util_now() - t0) * 1000.0, busy || ckpt_writer_busy(t->w));
         t->step++;
         t->tokens += (uint64_t)(c->global_batch * c->seq_len);
         spot_watchdog_kick();
@@ -562,6 +610,9 @@ static int trainer_open(trainer *t, const cfg *c)
                          "pick a global_batch divisible by every world size you resume on",
                          c->path, (long long)c->global_batch, t->world);
     t->rows_per_rank = c->global_batch / t->world;
+    if (c->ckpt_min_seconds > c->ckpt_max_seconds)
+        return util_fail(ST_CONFIG, "%s: checkpoint.min_seconds (%g) is above checkpoint.max_seconds (%g)",
+                         c->path, c->ckpt_min_seconds, c->ckpt_max_seconds);
     if (util_fmt(t->ckpt_dir, sizeof t->ckpt_dir, "%s/ckpt", c->run_dir) < 0)
         return util_fail(ST_CONFIG, "train.run_dir is too long");
     if ((rc = model_shape_from_cfg(&s, c)) != ST_OK || (rc = model_layout_init(&t->L, &s)) != ST_OK)
@@ -618,6 +669,7 @@ static int trainer_begin(trainer *t, int mode, int force)
     ledger_start(&t->lg, t->step, t->world, comm_nodes(), t->resumed_from, t->b->name, t->b->device,
                  t->b->precision, t->L.n_floats);
     ledger_resume_counts(&t->lg, comm_nodes());
+    trainer_interval_start(t);
     trainer_log(t, "%s %zu parameters on %d rank%s (%s backend), step %lld of %lld",
                 t->resumed_from[0] ? "resumed" : "training", t->L.n_floats, t->world,
                 t->world == 1 ? "" : "s", t->b->name, (long long)t->step, (long long)t->c->max_steps);
