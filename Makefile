@@ -48,7 +48,7 @@ STDCXX  := -lstdc++
 ifeq ($(DEVICE),1)
 override MPI := 0
 BUILD   := build/device
-LDFLAGS := $(filter-out -fopenmp,$(LDFLAGS)) -static-libgcc
+LDFLAGS := $(filter-out -fopenmp,$(LDFLAGS)) -static-libgcc -s
 LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgfortran -lquadmath -lgomp -lstdc++ -Wl,-Bdynamic -lpthread -lm -ldl
 STDCXX  :=
 endif
