@@ -47,7 +47,7 @@ static __global__ void cuda_sumsq_part_k(double *part, const float *g, int64_t n
         part[blockIdx.x] = s;
 }
 
-static __global__ void cuda_sumsq_total_k(double *out, const double *part, int64_t nparts)
+static __global__ void __launch_bounds__(1024) cuda_sumsq_total_k(double *out, const double *part, int64_t nparts)
 {
     __shared__ double sh[32];
     double s = 0.0;

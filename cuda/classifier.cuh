@@ -42,7 +42,7 @@ static __global__ void cuda_crossentropy_k(double *rowloss, T *dz, const float *
 }
 
 /* acc[0] += sum of rowloss[0..N), one block, fixed order. */
-static __global__ void cuda_loss_sum_k(double *acc, const double *rowloss, int64_t N)
+static __global__ void __launch_bounds__(1024) cuda_loss_sum_k(double *acc, const double *rowloss, int64_t N)
 {
     __shared__ double sh[32];
     double s = 0.0;
