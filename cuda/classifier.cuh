@@ -12,8 +12,9 @@
 enum { CUDA_CE_THREADS = 1024 };
 
 template <typename T>
-static __global__ void __launch_bounds__(CUDA_CE_THREADS) cuda_crossentropy_k(double *rowloss, T *dz, const float *z, const int32_t *tokens, int64_t row0,
-                                    int64_t T_, int64_t V, float grad_scale, int grad)
+static __global__ void __launch_bounds__(CUDA_CE_THREADS)
+    cuda_crossentropy_k(double *rowloss, T *dz, const float *z, const int32_t *tokens, int64_t row0, int64_t T_,
+                        int64_t V, float grad_scale, int grad)
 {
     __shared__ float shf[32];
     __shared__ double shd[32];
