@@ -35,9 +35,11 @@ LDFLAGS += $(SANFLAGS) -fopenmp
 STATIC_LIBS := -lzstd -linih -ljson-c -lxxhash -lopenblas
 ifeq ($(SAN),1)
 # ASan wants to see every allocation; link the libraries dynamically there.
-LIBS    := $(STATIC_LIBS) -lgfortran -lpthread -lm
+LIBS    := $(STATIC_LIBS) -lpthread -lm
 else
-LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -Wl,-Bdynamic -lgfortran -lpthread -lm
+# libgomp too, so the binary needs only libc, libm and MPI at run time
+# (OpenBLAS's static archive references no Fortran runtime).
+LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgomp -Wl,-Bdynamic -lpthread -lm
 endif
 
 # DEVICE=1: the binary to copy to a GPU test machine, which has the NVIDIA
@@ -85,10 +87,10 @@ help:
 	@echo "make [CUDA=0|1] [MPI=0|1] [SAN=1]   build $(BUILD)/spotrain"
 	@echo "make test     unit, numerics (PyTorch reference) and CLI tests"
 	@echo "make bench    throughput, checkpoint and goodput benchmarks"
-	@echo "make demo     install missing packages (as root), build, train sample.ini, sample"
+	@echo "make demo     install missing packages (as root), build, train through a reclaim notice and a kill -9, compare with a straight run"
 	@echo "make fuzz     build libFuzzer targets and run each for FUZZ_SECONDS (default 20)"
 	@echo "make chaos    long preemption soak with spotrain-run"
-	@echo "make install PREFIX=/usr/local"
+	@echo "make install [PREFIX=/usr/local] [DESTDIR=]   stripped spotrain, spotrain-run, share/spotrain/sample.ini"
 	@echo "make device-build   build/device/spotrain + tests for a GPU machine (MPI=0, static libs);"
 	@echo "                    copy the tree there and run tests/device_check.sh"
 
@@ -100,7 +102,13 @@ $(BUILD)/libspotrain.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.c
+# Before the first compile: name the missing packages and the command that
+# installs them, instead of "fatal error: ini.h: No such file or directory".
+$(BUILD)/.deps-ok: tests/deps.sh
+	@CC="$(CC)" sh tests/deps.sh check
+	@mkdir -p $(dir $@) && touch $@
+
+$(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -115,7 +123,7 @@ $(BUILD)/sample_ini.c: sample.ini
 	@mkdir -p $(dir $@)
 	@{ echo '/* generated from sample.ini */'; echo 'const char cfg_sample_ini[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
-$(BUILD)/sample_ini.o: $(BUILD)/sample_ini.c
+$(BUILD)/sample_ini.o: $(BUILD)/sample_ini.c | $(BUILD)/.deps-ok
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libspotrain.a tests/harness.h
@@ -152,10 +160,13 @@ fuzz:
 chaos: $(BUILD)/spotrain
 	@BUILD=$(BUILD) CHAOS_ROUNDS=$${CHAOS_ROUNDS:-40} sh tests/cli_chaos.sh
 
+# A stripped binary, the restart wrapper, and the sample configuration
+# (also what `spotrain init` writes).
 install: $(BUILD)/spotrain
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 $(BUILD)/spotrain $(DESTDIR)$(PREFIX)/bin/spotrain
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/spotrain
+	install -s -m 755 $(BUILD)/spotrain $(DESTDIR)$(PREFIX)/bin/spotrain
 	install -m 755 spot/spotrain-run $(DESTDIR)$(PREFIX)/bin/spotrain-run
+	install -m 644 sample.ini $(DESTDIR)$(PREFIX)/share/spotrain/sample.ini
 
 clean:
 	rm -rf build

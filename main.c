@@ -6,6 +6,8 @@
 #include "ckpt/ckpt.h"
 #include "spot/bid.h"
 #include "spot/cost.h"
+#include "train/cli_cost.h"
+#include "train/cli_init.h"
 #include "spot/spot.h"
 #include "util/util.h"
 #include "cuda/cuda.h"
@@ -19,18 +21,30 @@ static const char main_usage[] =
     "usage: spotrain COMMAND [ARGS]\n"
     "Train DeepSeek-architecture language models on interruptible (spot) machines.\n"
     "\n"
-    "  train  CONFIG [--set k=v]... [--force] [--dry-run]   start a run\n"
-    "  resume CONFIG [--set k=v]...                         continue from the newest good checkpoint\n"
-    "  ckpt inspect PATH [--json]                            describe checkpoints\n"
-    "  ckpt verify  PATH                                     re-read every byte; exit 0 or 65\n"
-    "  ckpt export  PATH -o DIR                              Hugging Face safetensors + config.json\n"
-    "  cost estimate CONFIG [--json|--csv]                   spot vs on-demand cost of a plan\n"
-    "  cost report RUN_DIR [--json|--csv [--header]]         spend so far, from events.jsonl\n"
-    "  bid --history FILE... [--json]                        spot price history -> zone and cap\n"
-    "  sample CONFIG|RUN_DIR|CKPT [--prompt S] [--tokens N]  continue a prompt\n"
-    "  selftest comm CONFIG [--set k=v]...                   data plane over all ranks: bitwise + bandwidth\n"
+    "  train  CONFIG [--set k=v]... [--force] [--dry-run [--world N]] [--quiet]\n"
+    "                                start a run (--force: move old checkpoints aside)\n"
+    "  resume CONFIG [--set k=v]... [--quiet]\n"
+    "                                continue from the newest good checkpoint\n"
+    "  ckpt inspect PATH [--json]    describe checkpoints\n"
+    "  ckpt verify  PATH             re-read every byte; exit 0 or 65\n"
+    "  ckpt export  PATH -o DIR      Hugging Face safetensors + config.json\n"
+    "  cost estimate CONFIG [--set k=v]... [--json|--csv]\n"
+    "                                spot vs on-demand cost of a plan\n"
+    "  cost report RUN_DIR [--config FILE] [--json|--csv [--header]]\n"
+    "                                spend so far, from events.jsonl\n"
+    "  bid --history FILE... [--hours H] [--restart-minutes M] [--ondemand PRICE]\n"
+    "      [--instance-type T] [--per-gpu] [--gpus TYPE=N]... [--trend-days D]\n"
+    "      [--deadline H] [--alert-above PRICE] [--json]\n"
+    "                                spot price history -> zone and cap\n"
+    "  sample CONFIG|RUN_DIR|CKPT [--prompt S] [--tokens N] [--temperature T] [--seed N]\n"
+    "                                continue a prompt\n"
+    "  init [FILE] [--force]         the commented sample configuration (stdout without FILE)\n"
+    "  data tokenize --tokenizer tokenizer.json -o DIR FILE... [--eos ID] [--val-fraction F] [--force]\n"
+    "                                text -> llm.c token shards\n"
+    "  selftest comm CONFIG [--set k=v]...\n"
+    "                                data plane over all ranks: bitwise check + bandwidth\n"
     "\n"
-    "  --help, --version; `spotrain COMMAND --help` for each command.\n"
+    "  --help, --version; `spotrain COMMAND --help` explains each command's options.\n"
     "Exit codes: 0 done, 64 usage, 65 bad data, 66 missing input, 69 backend unavailable,\n"
     "70 internal error, 74 I/O error, 75 stopped after a durable checkpoint (restart me),\n"
     "78 bad config, 86 watchdog (no progress), 3 bid --alert-above crossed.\n";
@@ -112,7 +126,7 @@ static int main_parse_train(int argc, char **argv, int resume, main_train_args *
             a->config = s;
     }
     if (!a->config)
-        return util_fail(ST_USAGE, "%s: which config? spotrain %s CONFIG (sample.ini is a start)", argv[0], argv[0]);
+        return util_fail(ST_USAGE, "%s: which config? spotrain %s CONFIG (`spotrain init run.ini` writes a commented one)", argv[0], argv[0]);
     return ST_OK;
 }
 
@@ -201,10 +215,12 @@ int main(int argc, char **argv)
         if (argc < 3)
             return util_fail(ST_USAGE, "%s: which one? spotrain %s %s (see spotrain --help)", cmd, cmd,
                              !strcmp(cmd, "ckpt") ? "inspect|verify|export" : "estimate|report");
-        return !strcmp(cmd, "ckpt") ? ckpt_cli(argc - 2, argv + 2) : cost_cli(argc - 2, argv + 2);
+        return !strcmp(cmd, "ckpt") ? ckpt_cli(argc - 2, argv + 2) : cost_cli_main(argc - 2, argv + 2);
     }
     if (!strcmp(cmd, "bid"))
         return bid_cli(argc - 1, argv + 1);
+    if (!strcmp(cmd, "data"))
+        return data_cli(argc - 1, argv + 1);
     if (!strcmp(cmd, "sample"))
         return train_sample_cli(argc - 1, argv + 1);
     if (!strcmp(cmd, "selftest")) {
@@ -212,5 +228,7 @@ int main(int argc, char **argv)
             return fputs(main_selftest_usage, stdout), ST_OK;
         return main_selftest(argc - 1, argv + 1);
     }
+    if (!strcmp(cmd, "init"))
+        return cfg_init_cli(argc - 1, argv + 1);
     return util_fail(ST_USAGE, "unknown command '%s' (see spotrain --help)", cmd);
 }

@@ -107,6 +107,17 @@ int ckpt_cli(int argc, char **argv);
 /* Hugging Face LlamaForCausalLM: out_dir/model.safetensors + config.json. */
 int ckpt_export(const char *step_dir, const char *out_dir);
 
+/* Export options: dtype of the weights (bf16: round to nearest even),
+ * shards of at most max_shard_bytes (0: one file) with
+ * model.safetensors.index.json, and the tokenizer named by the checkpoint's
+ * [data] tokenizer copied beside them (with its tokenizer_config.json). */
+enum { CKPT_EXPORT_F32 = 0, CKPT_EXPORT_BF16 = 1 };
+typedef struct {
+    int dtype;
+    uint64_t max_shard_bytes;
+} ckpt_export_opts;
+int ckpt_export_ex(const char *step_dir, const char *out_dir, const ckpt_export_opts *o);
+
 int ckpt_codec_from_name(const char *name);
 
 #endif

@@ -24,9 +24,33 @@ static const char ckpt_usage_verify[] =
     "  Re-reads every chunk of every shard and checks sizes and checksums. PATH as for\n"
     "  inspect. Exit 0 when all verify; 65 with one line naming checkpoint and chunk if not.\n";
 static const char ckpt_usage_export[] =
-    "usage: spotrain ckpt export PATH -o DIR\n"
-    "  Writes DIR/model.safetensors (fp32) and DIR/config.json for transformers'\n"
-    "  LlamaForCausalLM from one checkpoint (or the newest that verifies under PATH).\n";
+    "usage: spotrain ckpt export PATH -o DIR [--dtype f32|bf16] [--max-shard-size SIZE]\n"
+    "  Writes DIR/model.safetensors and DIR/config.json for transformers'\n"
+    "  LlamaForCausalLM from one checkpoint (or the newest that verifies under PATH),\n"
+    "  and copies the tokenizer of the run's [data] tokenizer (tokenizer.json and a\n"
+    "  tokenizer_config.json beside it), so DIR is a complete model directory.\n"
+    "  --dtype f32|bf16        weight type (default f32; bf16 rounds to nearest even)\n"
+    "  --max-shard-size SIZE   split into model-0000K-of-0000N.safetensors files of at most\n"
+    "                          SIZE bytes (suffix K, M, G: powers of 1000; KiB, MiB, GiB)\n"
+    "                          plus model.safetensors.index.json (default: one file)\n";
+
+/* "5GB", "500MiB", "1000000" -> bytes; 0 on success. */
+static int ckpt_cli_size(const char *s, uint64_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    static const struct { const char *suf; double mul; } sufs[] = {
+        {"", 1}, {"B", 1}, {"K", 1e3}, {"KB", 1e3}, {"M", 1e6}, {"MB", 1e6}, {"G", 1e9}, {"GB", 1e9},
+        {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}};
+    if (end == s || !(v > 0))
+        return -1;
+    for (size_t i = 0; i < sizeof sufs / sizeof sufs[0]; i++)
+        if (!strcmp(end, sufs[i].suf) && v * sufs[i].mul < 1e18) {
+            *out = (uint64_t)(v * sufs[i].mul);
+            return *out ? 0 : -1;
+        }
+    return -1;
+}
 
 /* The step directories PATH names, oldest first. */
 static int ckpt_cli_resolve(const char *path, char ***dirs, int *n)
@@ -228,10 +252,19 @@ static int ckpt_cli_export(int argc, char **argv)
     const char *path = NULL, *out = NULL;
     char latest[4300];
     struct stat st;
+    ckpt_export_opts o = {CKPT_EXPORT_F32, 0};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc)
             out = argv[++i];
-        else if (argv[i][0] == '-' || path)
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            i++;
+            if (strcmp(argv[i], "f32") && strcmp(argv[i], "bf16"))
+                return util_fail(ST_USAGE, "ckpt export: --dtype '%s' is not f32 or bf16", argv[i]);
+            o.dtype = !strcmp(argv[i], "bf16") ? CKPT_EXPORT_BF16 : CKPT_EXPORT_F32;
+        } else if (!strcmp(argv[i], "--max-shard-size") && i + 1 < argc) {
+            if (ckpt_cli_size(argv[++i], &o.max_shard_bytes))
+                return util_fail(ST_USAGE, "ckpt export: --max-shard-size '%s' is not a size like 5GB", argv[i]);
+        } else if (argv[i][0] == '-' || path)
             return util_fail(ST_USAGE, "ckpt export: unexpected argument '%s' (see spotrain ckpt export --help)", argv[i]);
         else
             path = argv[i];
@@ -254,7 +287,7 @@ static int ckpt_cli_export(int argc, char **argv)
             path = latest;
         }
     }
-    return ckpt_export(path, out);
+    return ckpt_export_ex(path, out, &o);
 }
 
 int ckpt_cli(int argc, char **argv)

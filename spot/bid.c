@@ -23,7 +23,8 @@ static int bid_add(bid_history *h, const char *zone, const char *type, const cha
     int i;
     for (i = h->n - 1; i >= 0; i--) {
         bid_series *s = &h->s[i];
-        if (!strcmp(s->zone, zone) && !strcmp(s->type, type) && !strcmp(s->product, product))
+        if (!strcmp(s->zone, zone) && !strcmp(s->type, type) && !strcmp(s->product, product) &&
+            !strcmp(s->currency, h->currency))
             break;
     }
     if (i < 0) {
@@ -43,6 +44,8 @@ static int bid_add(bid_history *h, const char *zone, const char *type, const cha
         snprintf(s->zone, sizeof s->zone, "%s", zone);
         snprintf(s->type, sizeof s->type, "%s", type);
         snprintf(s->product, sizeof s->product, "%s", product);
+        snprintf(s->currency, sizeof s->currency, "%s", h->currency);
+        snprintf(s->source, sizeof s->source, "%s", h->source);
     }
     /* Most files are grouped by series: move the hit to the end so the next
      * lookup (which scans from the end) finds it at once. */
@@ -99,7 +102,9 @@ static int bid_series_cmp(const void *a, const void *b)
     int c = strcmp(x->zone, y->zone);
     if (!c)
         c = strcmp(x->type, y->type);
-    return c ? c : strcmp(x->product, y->product);
+    if (!c)
+        c = strcmp(x->product, y->product);
+    return c ? c : strcmp(x->currency, y->currency);
 }
 
 int bid_finish(bid_history *h)
@@ -127,6 +132,20 @@ int bid_finish(bid_history *h)
 }
 
 /* ---- JSON ---- */
+
+/* Sets the currency of the records that follow: "" or three letters. */
+static int bid_currency(bid_history *h, const char *where, const char *cur)
+{
+    size_t n = strlen(cur);
+    int ok = n == 0 || n == 3;
+    for (size_t i = 0; i < n && ok; i++)
+        ok = isalpha((unsigned char)cur[i]);
+    if (!ok)
+        return util_fail(ST_DATA, "%s: currency '%.20s' is not a three-letter code such as USD or CNY", where, cur);
+    for (size_t i = 0; i <= n; i++)
+        h->currency[i] = (char)toupper((unsigned char)cur[i]);
+    return ST_OK;
+}
 
 static int bid_json_str(json_object *o, const char *key, const char **out)
 {
@@ -221,6 +240,8 @@ static int bid_parse_json(bid_history *h, const char *name, const char *buf, siz
             rc = util_fail(ST_DATA, "%s: SpotPriceHistory is not an array", name);
             goto out;
         }
+        snprintf(h->source, sizeof h->source, "aws");
+        snprintf(h->currency, sizeof h->currency, "USD");   /* AWS prices only in USD */
         rc = bid_json_records(h, name, arr, "SpotPriceHistory", 0);
     } else if (json_object_is_type(root, json_type_object) &&
                json_object_object_get_ex(root, "SpotPrices", &sp)) {
@@ -230,6 +251,17 @@ static int bid_parse_json(bid_history *h, const char *name, const char *buf, siz
             rc = util_fail(ST_DATA, "%s: SpotPrices.SpotPriceType is not an array", name);
             goto out;
         }
+        json_object *cur;
+        const char *cs = "";
+        /* The response says its currency (CNY on the China site, USD on the
+         * international one); without it the prices compare with nothing. */
+        if (json_object_object_get_ex(root, "Currency", &cur) && json_object_is_type(cur, json_type_string))
+            cs = json_object_get_string(cur);
+        if (bid_currency(h, name, cs) != ST_OK) {
+            rc = ST_DATA;
+            goto out;
+        }
+        snprintf(h->source, sizeof h->source, "alibaba");
         rc = bid_json_records(h, name, arr, "SpotPrices.SpotPriceType", 1);
     } else {
         rc = util_fail(ST_DATA, "%s: JSON without SpotPriceHistory (AWS describe-spot-price-history) "
@@ -260,6 +292,7 @@ static char *bid_trim(char *s)
 static int bid_parse_csv(bid_history *h, const char *name, const char *buf, size_t len)
 {
     int rc = ST_OK, records = 0, seen_line = 0;
+    snprintf(h->source, sizeof h->source, "csv");
     char line[1024];
     size_t pos = 0;
     for (long lineno = 1; pos < len; lineno++) {
@@ -274,11 +307,11 @@ static int bid_parse_csv(bid_history *h, const char *name, const char *buf, size
         char *l = bid_trim(line);
         if (!*l || *l == '#')
             continue;
-        char *f[4];
+        char *f[5];
         int nf = 0;
-        for (char *p = l; nf < 4;) {
+        for (char *p = l; nf < 5;) {
             f[nf++] = p;
-            if (nf == 4)
+            if (nf == 5)
                 break;
             char *c = strchr(p, ',');
             if (!c)
@@ -286,11 +319,12 @@ static int bid_parse_csv(bid_history *h, const char *name, const char *buf, size
             *c = 0;
             p = c + 1;
         }
-        if (nf != 4 || strchr(f[3], ',')) {
-            rc = util_fail(ST_DATA, "%s:%ld: expected 4 fields timestamp,zone,instance_type,price", name, lineno);
+        if (nf < 4 || strchr(f[nf - 1], ',')) {
+            rc = util_fail(ST_DATA, "%s:%ld: expected 4 or 5 fields timestamp,zone,instance_type,price[,currency]",
+                           name, lineno);
             goto out;
         }
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < nf; i++)
             f[i] = bid_trim(f[i]);
         double ts, price;
         int first = !seen_line;
@@ -311,6 +345,9 @@ static int bid_parse_csv(bid_history *h, const char *name, const char *buf, size
         }
         char where[512];
         snprintf(where, sizeof where, "%s:%ld", name, lineno);
+        rc = bid_currency(h, where, nf == 5 ? f[4] : "");
+        if (rc)
+            goto out;
         rc = bid_add_checked(h, where, f[1], f[2], "", ts, price, 0);
         if (rc)
             goto out;
@@ -613,13 +650,44 @@ out:
 
 /* ---- the command ---- */
 
+#define BID_MAX_GPU_ARGS 64
+
 typedef struct {
     const char **files;
     int n_files;
     double hours, restart_minutes, ondemand, trend_days, deadline, alert_above;
     const char *type;
-    int json, have_alert;
+    int json, have_alert, per_gpu;
+    const char *gpu_type[BID_MAX_GPU_ARGS];   /* --gpus TYPE=N */
+    int gpu_count[BID_MAX_GPU_ARGS];
+    int n_gpu;
 } bid_opts;
+
+/* GPU counts we are sure of; --gpus TYPE=N names the others. */
+static const struct {
+    const char *type;
+    int gpus;
+} bid_gpu_table[] = {
+    {"p3.2xlarge", 1},      {"p3.8xlarge", 4},    {"p3.16xlarge", 8},   {"p4d.24xlarge", 8},
+    {"p4de.24xlarge", 8},   {"p5.48xlarge", 8},   {"g5.xlarge", 1},     {"g5.48xlarge", 8},
+    {"ecs.gn7i-c8g1.2xlarge", 1},
+};
+
+int bid_type_gpus(const char *type)
+{
+    for (size_t i = 0; i < sizeof bid_gpu_table / sizeof bid_gpu_table[0]; i++)
+        if (!strcmp(bid_gpu_table[i].type, type))
+            return bid_gpu_table[i].gpus;
+    return 0;
+}
+
+static int bid_gpus(const bid_opts *o, const char *type)
+{
+    for (int i = o->n_gpu - 1; i >= 0; i--)
+        if (!strcmp(o->gpu_type[i], type))
+            return o->gpu_count[i];
+    return bid_type_gpus(type);
+}
 
 static void bid_usage(FILE *f)
 {
@@ -628,18 +696,24 @@ static void bid_usage(FILE *f)
             "Reads spot price histories and says which zone to use and what max price to set.\n"
             "  --history FILE...     AWS describe-spot-price-history JSON, Alibaba\n"
             "                        DescribeSpotPriceHistory JSON, or CSV lines\n"
-            "                        timestamp,zone,instance_type,price (optional header)\n"
+            "                        timestamp,zone,instance_type,price[,currency] (optional header)\n"
             "  --hours H             work the job needs, in running hours (default 24)\n"
             "  --restart-minutes M   recovery time per interruption (default 10)\n"
-            "  --ondemand PRICE      on-demand $/hour to compare with (default: Alibaba\n"
+            "  --ondemand PRICE      on-demand price per hour to compare with (default: Alibaba\n"
             "                        OriginPrice from the file, when present)\n"
             "  --instance-type T     only consider this instance type\n"
+            "  --per-gpu             rank different instance types by cost per GPU (GPU counts\n"
+            "                        of well-known types are built in; --gpus names the others)\n"
+            "  --gpus TYPE=N         instance type TYPE has N GPUs (repeatable)\n"
             "  --trend-days D        window of the least-squares trend (default 7)\n"
             "  --deadline H          drop caps whose expected wall time exceeds H hours\n"
-            "  --alert-above PRICE   exit 3 when the recommended zone's current price exceeds PRICE\n"
+            "  --alert-above PRICE   exit 3 when a recommended zone's current price exceeds PRICE\n"
             "  --json                machine-readable output\n"
-            "Records are sorted by time per zone/type; where two share a timestamp the one\n"
-            "read last wins. Exit: 0 ok, 3 alert, 64 usage, 65 bad history, 66 missing file.\n");
+            "Only like is compared with like: one recommendation per instance type (or, with\n"
+            "--per-gpu, per GPU) and per currency; prices in different currencies are never\n"
+            "ranked together. Records are sorted by time per zone/type; where two share a\n"
+            "timestamp the one read last wins.\n"
+            "Exit: 0 ok, 3 alert, 64 usage, 65 bad history, 66 missing file.\n");
 }
 
 static int bid_num_arg(const char *opt, const char *v, double lo, double *out)
@@ -647,6 +721,21 @@ static int bid_num_arg(const char *opt, const char *v, double lo, double *out)
     if (!v || util_parse_f64(v, out) != 0 || *out < lo)
         return util_fail(ST_USAGE, "%s needs a number >= %g (got %s); see spotrain bid --help", opt,
                          lo, v ? v : "nothing");
+    return ST_OK;
+}
+
+static int bid_gpus_arg(const char *v, bid_opts *o)
+{
+    const char *eq = v ? strrchr(v, '=') : NULL;
+    int64_t n;
+    if (!eq || eq == v || util_parse_i64(eq + 1, &n) != 0 || n < 1 || n > 1024)
+        return util_fail(ST_USAGE, "--gpus needs TYPE=N with N in 1..1024 (got %s); e.g. --gpus p4d.24xlarge=8",
+                         v ? v : "nothing");
+    if (o->n_gpu >= BID_MAX_GPU_ARGS)
+        return util_fail(ST_USAGE, "--gpus: at most %d instance types", BID_MAX_GPU_ARGS);
+    /* The type is the argument up to '='; keep it in argv, cut at '=' later. */
+    o->gpu_type[o->n_gpu] = v;
+    o->gpu_count[o->n_gpu++] = (int)n;
     return ST_OK;
 }
 
@@ -667,14 +756,18 @@ static int bid_parse_args(int argc, char **argv, bid_opts *o)
                 o->files[o->n_files++] = argv[++i];
             continue;
         }
-        if (!strcmp(a, "--json")) {
-            o->json = 1;
+        if (!strcmp(a, "--json") || !strcmp(a, "--per-gpu")) {
+            *(a[2] == 'j' ? &o->json : &o->per_gpu) = 1;
             continue;
         }
         if (!strcmp(a, "--instance-type")) {
             if (!v)
                 return util_fail(ST_USAGE, "--instance-type needs a value; see spotrain bid --help");
             o->type = v;
+        } else if (!strcmp(a, "--gpus")) {
+            rc = bid_gpus_arg(v, o);
+            if (rc == ST_OK)
+                *strrchr(argv[i + 1], '=') = 0;
         } else if (!strcmp(a, "--hours")) {
             rc = bid_num_arg(a, v, 1e-6, &o->hours);
         } else if (!strcmp(a, "--restart-minutes")) {
@@ -733,14 +826,27 @@ typedef struct {
     bid_eval nocap;     /* cap at the highest price seen: never price-interrupted */
     int ok;             /* best is valid */
     double ondemand;
+    int gpus;           /* of the instance type; 0 unknown */
+    int group;          /* index into the groups that are ranked apart */
+    double rank;        /* expected cost, per GPU with --per-gpu */
 } bid_row;
+
+/* Series that may be ranked against each other: one currency, and one
+ * instance type unless --per-gpu. best is the cheapest row of the group. */
+typedef struct {
+    const char *type;       /* NULL with --per-gpu */
+    const char *currency;
+    int best;
+} bid_group;
 
 static const double bid_mults[] = {1.1, 1.25, 1.5, 2.0};
 #define BID_NMULT 4
+/* Availability under this at the recommended cap is worth a warning. */
+#define BID_LOW_AVAIL 0.10
 
 static json_object *bid_jnum(double v)
 {
-    return isfinite(v) ? json_object_new_double(v) : NULL;
+    return util_json_num(v);
 }
 
 static void bid_jeval(json_object *o, const bid_eval *e, double last, double ondemand, double hours)
@@ -758,13 +864,42 @@ static void bid_jeval(json_object *o, const bid_eval *e, double last, double ond
         json_object_object_add(o, "saving_vs_ondemand", bid_jnum(1 - e->cost / (ondemand * hours)));
 }
 
-static const char bid_note[] =
+static const char bid_note_aws[] =
     "On AWS since 2017 the spot price no longer depends on bids and interruptions are mostly "
     "capacity-driven: the cap bounds what you spend, it does not buy availability.";
 
-static void bid_print_json(const bid_history *h, const bid_row *rows, int best, const bid_opts *o)
+static int bid_has_aws(const bid_history *h)
+{
+    for (int i = 0; i < h->n; i++)
+        if (!strcmp(h->s[i].source, "aws"))
+            return 1;
+    return 0;
+}
+
+/* " USD" or "" (unknown currency, as CSV without the column). */
+static const char *bid_cur(const char *c, char buf[16])
+{
+    snprintf(buf, 16, "%s%s", *c ? " " : "", c);
+    return buf;
+}
+
+/* Why the recommended cap may not do what one expects; "" when fine. */
+static void bid_warning(const bid_row *r, char *out, size_t cap, int which)
+{
+    out[0] = 0;
+    if (which == 0 && r->best.cap < r->st.last)
+        snprintf(out, cap, "the cap %.4f is below the current price %.4f: the request would not run now, "
+                 "only once the price falls to the cap", r->best.cap, r->st.last);
+    else if (which == 1 && r->best.avail < BID_LOW_AVAIL)
+        snprintf(out, cap, "at this cap the price was low enough only %.1f%% of the time: expect to wait "
+                 "%.1f wall hours", 100 * r->best.avail, r->best.wall_hours);
+}
+
+static void bid_print_json(const bid_history *h, const bid_row *rows, const bid_group *g, int ng,
+                           const bid_opts *o)
 {
     json_object *root = json_object_new_object(), *arr = json_object_new_array();
+    json_object *recs = json_object_new_array();
     for (int i = 0; i < h->n; i++) {
         const bid_series *s = &h->s[i];
         const bid_row *r = &rows[i];
@@ -778,6 +913,9 @@ static void bid_print_json(const bid_history *h, const bid_row *rows, int best, 
         json_object_object_add(z, "instance_type", json_object_new_string(s->type));
         if (s->product[0])
             json_object_object_add(z, "product", json_object_new_string(s->product));
+        json_object_object_add(z, "currency", s->currency[0] ? json_object_new_string(s->currency) : NULL);
+        if (r->gpus > 0)
+            json_object_object_add(z, "gpus", json_object_new_int(r->gpus));
         json_object_object_add(z, "samples", json_object_new_int(r->st.samples));
         json_object_object_add(z, "from", json_object_new_string(t0));
         json_object_object_add(z, "to", json_object_new_string(t1));
@@ -810,19 +948,40 @@ static void bid_print_json(const bid_history *h, const bid_row *rows, int best, 
     }
     json_object_object_add(root, "hours", bid_jnum(o->hours));
     json_object_object_add(root, "restart_minutes", bid_jnum(o->restart_minutes));
+    json_object_object_add(root, "per_gpu", json_object_new_boolean(o->per_gpu));
     json_object_object_add(root, "series", arr);
-    if (best >= 0) {
-        json_object *rec = json_object_new_object();
-        json_object_object_add(rec, "zone", json_object_new_string(h->s[best].zone));
-        json_object_object_add(rec, "instance_type", json_object_new_string(h->s[best].type));
-        bid_jeval(rec, &rows[best].best, rows[best].st.last, rows[best].ondemand, o->hours);
-        json_object_object_add(rec, "current_price", bid_jnum(rows[best].st.last));
-        json_object_object_add(root, "recommendation", rec);
+    for (int k = 0; k < ng; k++) {
+        int b = g[k].best;
+        if (b < 0)
+            continue;
+        const bid_row *r = &rows[b];
+        json_object *rec = json_object_new_object(), *warn = json_object_new_array();
+        json_object_object_add(rec, "zone", json_object_new_string(h->s[b].zone));
+        json_object_object_add(rec, "instance_type", json_object_new_string(h->s[b].type));
+        json_object_object_add(rec, "currency", h->s[b].currency[0] ? json_object_new_string(h->s[b].currency) : NULL);
+        bid_jeval(rec, &r->best, r->st.last, r->ondemand, o->hours);
+        json_object_object_add(rec, "current_price", bid_jnum(r->st.last));
+        if (o->per_gpu)
+            json_object_object_add(rec, "expected_cost_per_gpu", bid_jnum(r->rank));
+        for (int w = 0; w < 2; w++) {
+            char line[512];
+            bid_warning(r, line, sizeof line, w);
+            if (line[0])
+                json_object_array_add(warn, json_object_new_string(line));
+        }
+        json_object_object_add(rec, "warnings", warn);
+        json_object_array_add(recs, rec);
     }
+    /* One comparable group keeps the single "recommendation" older
+     * consumers read; "recommendations" has one per group always. */
+    if (json_object_array_length(recs) == 1 && ng == 1)
+        json_object_object_add(root, "recommendation", json_object_get(json_object_array_get_idx(recs, 0)));
+    json_object_object_add(root, "recommendations", recs);
     json_object_object_add(root, "model", json_object_new_string(
         "persistent request (Zheng et al., How to Bid the Cloud, SIGCOMM 2015) on the empirical "
         "price distribution: cost(cap) = E[price | price <= cap] * T / (1 - r * u(cap) / F(cap))"));
-    json_object_object_add(root, "note", json_object_new_string(bid_note));
+    if (bid_has_aws(h))
+        json_object_object_add(root, "note", json_object_new_string(bid_note_aws));
     printf("%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(root);
 }
@@ -835,9 +994,10 @@ static void bid_fmt_h(char *b, size_t n, double v)
         snprintf(b, n, "never");
 }
 
-static void bid_print_table(const bid_history *h, const bid_row *rows, int best, const bid_opts *o)
+static void bid_print_table(const bid_history *h, const bid_row *rows, const bid_group *g, int ng,
+                            const bid_opts *o)
 {
-    char t0[48], t1[48];
+    char t0[48], t1[48], cb[16];
     double lo = INFINITY, hi = 0;
     for (int i = 0; i < h->n; i++)
         if (rows[i].st.samples) {
@@ -852,9 +1012,9 @@ static void bid_print_table(const bid_history *h, const bid_row *rows, int best,
     for (int i = 0; i < h->n; i++) {
         const bid_series *s = &h->s[i];
         const bid_row *r = &rows[i];
-        char name[200];
-        snprintf(name, sizeof name, "%s %s%s%s%s", s->zone, s->type, s->product[0] ? " [" : "",
-                 s->product, s->product[0] ? "]" : "");
+        char name[256];
+        snprintf(name, sizeof name, "%s %s%s%s%s%s", s->zone, s->type, s->product[0] ? " [" : "",
+                 s->product, s->product[0] ? "]" : "", bid_cur(s->currency, cb));
         printf("%-36s %7d %8.1f %9.4f %9.4f %9.4f %9.4f %9.4f %+10.4f ", name, r->st.samples,
                r->st.hours, r->st.mean, r->st.p50, r->st.p95, r->st.max, r->st.last, r->st.trend_per_day);
         for (int k = 0; k < BID_NMULT; k++)
@@ -878,28 +1038,84 @@ static void bid_print_table(const bid_history *h, const bid_row *rows, int best,
         bid_fmt_h(wh, sizeof wh, r->best.wall_hours);
         if (r->ondemand > 0)
             snprintf(sv, sizeof sv, "%.1f%%", 100 * (1 - r->best.cost / (r->ondemand * o->hours)));
-        printf("%-36s %9.4f %6.2f %5.1f%% %8.4f %9s %9s %12.2f %8s\n", name, r->best.cap,
+        printf("%-36s %9.4f %6.2f %5.1f%% %8.4f %9s %9s %12.2f %8s", name, r->best.cap,
                r->st.last > 0 ? r->best.cap / r->st.last : 0, 100 * r->best.avail,
                r->best.int_per_run_hour, rh, wh, r->best.cost, sv);
+        if (o->per_gpu)
+            printf("  %.2f per GPU (%d GPUs)", r->rank, r->gpus);
+        printf("\n");
     }
     printf("\n");
-    if (best < 0) {
-        printf("recommendation: none; no zone finishes the job under the model (raise --deadline or\n"
-               "lower --restart-minutes)\n");
-    } else {
-        const bid_row *r = &rows[best];
-        printf("recommendation: %s %s, max price %.4f/h (%.2fx the current %.4f); expected %.2f\n"
-               "interruptions, %.1f running hours, %.1f wall hours, cost %.2f",
-               h->s[best].zone, h->s[best].type, r->best.cap,
+    if (ng > 1)
+        printf("%d groups are ranked apart (%s): no recommendation compares them.\n",
+               ng, o->per_gpu ? "one per currency" : "one per instance type and currency; --per-gpu ranks instance types by cost per GPU");
+    for (int k = 0; k < ng; k++) {
+        int b = g[k].best;
+        char gname[96];
+        if (ng > 1)
+            snprintf(gname, sizeof gname, " for %s%s", g[k].type ? g[k].type : "any type",
+                     bid_cur(g[k].currency, cb));
+        else
+            gname[0] = 0;
+        if (b < 0) {
+            printf("recommendation%s: none; no zone finishes the job under the model (raise --deadline or\n"
+                   "lower --restart-minutes)\n", gname);
+            continue;
+        }
+        const bid_row *r = &rows[b];
+        const char *cur = bid_cur(h->s[b].currency, cb);
+        printf("recommendation%s: %s %s, max price %.4f%s/h (%.2fx the current %.4f); expected %.2f\n"
+               "interruptions, %.1f running hours, %.1f wall hours, cost %.2f%s",
+               gname, h->s[b].zone, h->s[b].type, r->best.cap, cur,
                r->st.last > 0 ? r->best.cap / r->st.last : 0, r->st.last, r->best.interruptions,
-               r->best.run_hours, r->best.wall_hours, r->best.cost);
+               r->best.run_hours, r->best.wall_hours, r->best.cost, cur);
+        if (o->per_gpu)
+            printf(" (%.2f per GPU of %d)", r->rank, r->gpus);
         if (r->ondemand > 0)
-            printf(" (saving %.1f%% against on-demand %.4f/h = %.2f)",
-                   100 * (1 - r->best.cost / (r->ondemand * o->hours)), r->ondemand, r->ondemand * o->hours);
+            printf(" (saving %.1f%% against on-demand %.4f%s/h = %.2f)",
+                   100 * (1 - r->best.cost / (r->ondemand * o->hours)), r->ondemand, cur, r->ondemand * o->hours);
         printf(".\nWith the cap at the highest price seen (%.4f) the job is never price-interrupted:\n"
                "cost %.2f.\n", r->nocap.cap, r->nocap.cost);
+        for (int w = 0; w < 2; w++) {
+            char line[512];
+            bid_warning(r, line, sizeof line, w);
+            if (line[0])
+                printf("WARNING: %s\n", line);
+        }
     }
-    printf("note: %s\n", bid_note);
+    if (bid_has_aws(h))
+        printf("note: %s\n", bid_note_aws);
+}
+
+/* Puts each kept row into its group (same currency, and same instance type
+ * unless per_gpu) and finds each group's cheapest. ST_USAGE when --per-gpu
+ * meets a type whose GPU count is unknown. */
+static int bid_group_rows(const bid_history *h, bid_row *rows, const bid_opts *o, bid_group *g, int *ng)
+{
+    *ng = 0;
+    for (int i = 0; i < h->n; i++) {
+        bid_row *r = &rows[i];
+        const bid_series *s = &h->s[i];
+        r->gpus = bid_gpus(o, s->type);
+        if (o->per_gpu && r->gpus <= 0)
+            return util_fail(ST_USAGE, "bid --per-gpu: GPUs of instance type %s unknown; pass --gpus %s=N",
+                             s->type, s->type);
+        r->rank = r->best.cost / (o->per_gpu ? r->gpus : 1);
+        int k;
+        for (k = 0; k < *ng; k++)
+            if (!strcmp(g[k].currency, s->currency) && (o->per_gpu || !strcmp(g[k].type, s->type)))
+                break;
+        if (k == *ng) {
+            g[k].type = o->per_gpu ? NULL : s->type;
+            g[k].currency = s->currency;
+            g[k].best = -1;
+            (*ng)++;
+        }
+        r->group = k;
+        if (r->ok && (g[k].best < 0 || r->rank < rows[g[k].best].rank))
+            g[k].best = i;
+    }
+    return ST_OK;
 }
 
 int bid_cli(int argc, char **argv)
@@ -907,7 +1123,8 @@ int bid_cli(int argc, char **argv)
     bid_opts o;
     bid_history h = {0};
     bid_row *rows = NULL;
-    int rc, best = -1;
+    bid_group *groups = NULL;
+    int rc, ng = 0;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             bid_usage(stdout);
@@ -919,8 +1136,23 @@ int bid_cli(int argc, char **argv)
     rc = bid_load(&h, &o);
     if (rc)
         goto out;
+    if (o.type) {   /* drop the other types from the listing */
+        int k = 0;
+        for (int i = 0; i < h.n; i++) {
+            if (strcmp(h.s[i].type, o.type) != 0)
+                free(h.s[i].pts);
+            else
+                h.s[k++] = h.s[i];
+        }
+        h.n = k;
+        if (!k) {
+            rc = util_fail(ST_DATA, "no records for instance type %s in the history files", o.type);
+            goto out;
+        }
+    }
     rows = calloc((size_t)h.n, sizeof *rows);
-    if (!rows) {
+    groups = calloc((size_t)h.n, sizeof *groups);
+    if (!rows || !groups) {
         rc = util_fail(ST_SOFTWARE, "out of memory");
         goto out;
     }
@@ -928,52 +1160,44 @@ int bid_cli(int argc, char **argv)
     for (int i = 0; i < h.n; i++)
         if (h.s[i].n)
             end = fmax(end, h.s[i].pts[h.s[i].n - 1].ts);
-    int kept = 0;
     for (int i = 0; i < h.n; i++) {
         bid_series *s = &h.s[i];
         bid_row *r = &rows[i];
-        if (o.type && strcmp(s->type, o.type) != 0)
-            continue;
         /* Every series is measured up to the newest record of any file, so
          * zones are compared over the same window. */
         rc = bid_series_stats(s, end, o.trend_days, &r->st);
         if (rc)
             goto out;
-        kept++;
         r->ondemand = o.ondemand > 0 ? o.ondemand : r->st.origin;
         bid_eval_cap(s, end, r->st.max, o.hours, o.restart_minutes / 60.0, &r->nocap);
         r->ok = bid_best_cap(s, end, o.hours, o.restart_minutes / 60.0, o.deadline, &r->best) == 0;
-        if (r->ok && (best < 0 || r->best.cost < rows[best].best.cost))
-            best = i;
     }
-    if (!kept) {
-        rc = util_fail(ST_DATA, "no records for instance type %s in the history files", o.type);
+    rc = bid_group_rows(&h, rows, &o, groups, &ng);
+    if (rc)
         goto out;
-    }
-    if (o.type) {   /* drop the others from the listing */
-        int k = 0;
-        for (int i = 0; i < h.n; i++) {
-            if (strcmp(h.s[i].type, o.type) != 0) {
-                free(h.s[i].pts);
-                continue;
+    if (o.have_alert) {
+        for (int k = 1; k < ng; k++)
+            if (strcmp(groups[k].currency, groups[0].currency)) {
+                rc = util_fail(ST_USAGE, "bid --alert-above: the histories hold prices in %s and %s; "
+                               "alert on one currency (--instance-type)", *groups[0].currency ? groups[0].currency : "an unknown currency",
+                               *groups[k].currency ? groups[k].currency : "an unknown currency");
+                goto out;
             }
-            if (best == i)
-                best = k;
-            h.s[k] = h.s[i];
-            rows[k++] = rows[i];
-        }
-        h.n = k;
     }
     if (o.json)
-        bid_print_json(&h, rows, best, &o);
+        bid_print_json(&h, rows, groups, ng, &o);
     else
-        bid_print_table(&h, rows, best, &o);
+        bid_print_table(&h, rows, groups, ng, &o);
     fflush(stdout);
-    if (o.have_alert && best >= 0 && rows[best].st.last > o.alert_above)
-        rc = util_fail(ST_ALERT, "alert: current price %.4f of %s %s is above %.4f", rows[best].st.last,
-                       h.s[best].zone, h.s[best].type, o.alert_above);
+    for (int k = 0; k < ng && o.have_alert && rc == ST_OK; k++) {
+        int b = groups[k].best;
+        if (b >= 0 && rows[b].st.last > o.alert_above)
+            rc = util_fail(ST_ALERT, "alert: current price %.4f of %s %s is above %.4f", rows[b].st.last,
+                           h.s[b].zone, h.s[b].type, o.alert_above);
+    }
 out:
     free(rows);
+    free(groups);
     free(o.files);
     bid_history_free(&h);
     return rc;

@@ -21,6 +21,8 @@ typedef struct {
     char zone[64];
     char type[64];
     char product[64];   /* AWS ProductDescription; empty for CSV and Alibaba */
+    char currency[8];   /* AWS USD; Alibaba the response's Currency; CSV its 5th column; "" unknown */
+    char source[8];     /* aws | alibaba | csv: what the file was */
     bid_point *pts;
     int n, cap;
 } bid_series;
@@ -29,6 +31,8 @@ typedef struct {
     bid_series *s;
     int n, cap;
     long seq;
+    char currency[8];   /* while parsing: the file's currency */
+    char source[8];     /* while parsing: the file's format */
 } bid_history;
 
 /* Parses one file's text (format detected: AWS JSON, Alibaba JSON or CSV)
@@ -79,6 +83,9 @@ void bid_eval_cap(const bid_series *s, double end, double cap, double hours,
  * whose expected wall time exceeds it. Returns 0, or -1 when none qualifies. */
 int bid_best_cap(const bid_series *s, double end, double hours, double restart_hours,
                  double deadline_hours, bid_eval *best);
+
+/* GPUs of a well-known instance type (p4d.24xlarge 8, ...); 0 unknown. */
+int bid_type_gpus(const char *type);
 
 int bid_cli(int argc, char **argv);
 

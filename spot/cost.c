@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../train/config.h"
-#include "../train/model.h"
 #include "../util/util.h"
 
 #define COST_GIB 1073741824.0
@@ -40,15 +38,15 @@ double cost_young_daly(double ckpt_cost, double mtbf)
     return sqrt(2.0 * ckpt_cost * mtbf);
 }
 
-void cost_fleet_hourly(const cfg *c, int64_t nodes, double *ondemand, double *spot)
+void cost_fleet_hourly(const cost_opts *o, int64_t nodes, double *ondemand, double *spot)
 {
     double od = 0, sp = 0;
     if (nodes <= 0)
-        nodes = c->nodes;
-    int64_t odn = c->ondemand_nodes < nodes ? c->ondemand_nodes : nodes;
-    for (int i = 0; i < c->n_prices; i++) {
-        od += c->prices[i].ondemand;
-        sp += c->prices[i].spot;
+        nodes = o->nodes;
+    int64_t odn = o->ondemand_nodes < nodes ? o->ondemand_nodes : nodes;
+    for (int i = 0; i < o->n_prices; i++) {
+        od += o->prices[i].ondemand;
+        sp += o->prices[i].spot;
     }
     *ondemand = od * (double)nodes;
     *spot = od * (double)odn + sp * (double)(nodes - odn);
@@ -77,16 +75,16 @@ void cost_memory(uint64_t params, int64_t gpus, double gpu_gib, cost_memfit *m)
     m->zero3_min_gpus = gpu_gib > 0 ? (int64_t)ceil(m->total_gib / gpu_gib) : 0;
 }
 
-static void cost_overheads(const cfg *c, cost_plan *p)
+static void cost_overheads(const cost_opts *o, cost_plan *p)
 {
-    p->stall_h = c->ckpt_stall_seconds / 3600.0;
-    p->restart_h = c->restart_minutes / 60.0;
+    p->stall_h = o->ckpt_stall_seconds / 3600.0;
+    p->restart_h = o->restart_minutes / 60.0;
     /* Losing any spot node stops the data-parallel job, so the job's rate is
      * the per-node rate times the spot nodes. */
-    p->int_rate = c->interruptions_per_hour * (double)p->spot_nodes;
+    p->int_rate = o->interruptions_per_hour * (double)p->spot_nodes;
     p->young_daly_h = cost_young_daly(p->stall_h, p->int_rate > 0 ? 1 / p->int_rate : INFINITY);
-    p->interval_optimal = !(c->ckpt_interval_minutes > 0);
-    p->interval_h = p->interval_optimal ? p->young_daly_h : c->ckpt_interval_minutes / 60.0;
+    p->interval_optimal = !(o->ckpt_interval_minutes > 0);
+    p->interval_h = p->interval_optimal ? p->young_daly_h : o->ckpt_interval_minutes / 60.0;
     int finite = isfinite(p->interval_h);
     double stall_frac = finite && p->interval_h > 0 ? p->stall_h / p->interval_h : 0;
     double half = finite ? p->interval_h / 2 : 0;
@@ -94,12 +92,12 @@ static void cost_overheads(const cfg *c, cost_plan *p)
     if (p->spot_nodes == 0) {
         p->spot_method = "no spot nodes";
         p->spot_hours = p->od_hours;
-    } else if (c->spot_hours > 0) {
+    } else if (o->spot_hours > 0) {
         p->spot_method = "given";
-        p->spot_hours = c->spot_hours;
-    } else if (c->throughput_ratio > 0) {
+        p->spot_hours = o->spot_hours;
+    } else if (o->throughput_ratio > 0) {
         p->spot_method = "throughput_ratio";
-        p->spot_hours = p->od_hours / c->throughput_ratio;
+        p->spot_hours = p->od_hours / o->throughput_ratio;
     } else {
         /* Each hour of spot wall time loses int_rate * (restart + half an
          * interval of redone work); each interval of work adds one stall:
@@ -119,58 +117,64 @@ static void cost_overheads(const cfg *c, cost_plan *p)
     p->stall_total_h = p->od_hours * stall_frac;
 }
 
-int cost_estimate(const cfg *c, cost_plan *p)
+int cost_estimate(const cost_opts *o, cost_plan *p)
 {
-    const char *f = c->path[0] ? c->path : "config";
-    model_shape s;
+    const char *f = o->source[0] ? o->source : "config";
     memset(p, 0, sizeof *p);
-    if (c->n_prices == 0)
+    if (o->n_prices == 0)
         return util_fail(ST_CONFIG, "%s: no [price.NAME] sections; add e.g. [price.node] ondemand = 32.77, spot = 9.83 ($ per node-hour)", f);
-    p->nodes = c->nodes;
-    p->spot_nodes = c->nodes - (c->ondemand_nodes < c->nodes ? c->ondemand_nodes : c->nodes);
-    p->gpus = c->nodes * c->gpus_per_node;
-    p->peak_tflops = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
-    p->mfu = c->mfu;
-    for (int i = 0; i < c->n_prices; i++) {
-        p->node_od += c->prices[i].ondemand;
-        p->node_spot += c->prices[i].spot;
+    p->nodes = o->nodes;
+    p->spot_nodes = o->nodes - (o->ondemand_nodes < o->nodes ? o->ondemand_nodes : o->nodes);
+    p->gpus = o->nodes * o->gpus_per_node;
+    p->peak_tflops = o->peak_tflops > 0 ? o->peak_tflops : cost_gpu_peak_tflops(o->gpu);
+    p->mfu = o->mfu;
+    for (int i = 0; i < o->n_prices; i++) {
+        p->node_od += o->prices[i].ondemand;
+        p->node_spot += o->prices[i].spot;
     }
-    cost_fleet_hourly(c, c->nodes, &p->fleet_od, &p->fleet_spot);
-
-    int rc = model_shape_from_cfg(&s, c);
-    if (rc)
-        return rc;
-    p->have_model = 1;
-    p->params = model_count_params(&s);
-    p->flops_per_token = model_flops_per_token(&s);
+    cost_fleet_hourly(o, o->nodes, &p->fleet_od, &p->fleet_spot);
+    p->spot_method = "none";
+    p->have_model = o->params > 0;
+    p->have_hardware = o->hardware_given;
+    p->params = o->params;
+    p->flops_per_token = o->flops_per_token;
+    /* Work from tokens means FLOPs of a model on GPUs the user named;
+     * built-in defaults would price some other run. */
+    if (o->tokens > 0 && o->ondemand_hours <= 0 && !(p->have_model && p->have_hardware))
+        return util_fail(ST_CONFIG, "%s: cost.tokens needs the model and the GPUs: add [model] preset (or its shape) and cost.gpu, cost.gpus_per_node; or give cost.ondemand_hours", f);
+    if (o->ondemand_hours <= 0 && o->tokens <= 0)
+        return ST_OK;   /* prices only: the printer says what to add */
+    p->have_work = 1;
+    if (!(p->have_model && p->have_hardware))
+        p->have_model = p->have_hardware = 0;
     double flops_per_hour = (double)p->gpus * p->peak_tflops * 1e12 * p->mfu * 3600.0;
 
-    if (c->ondemand_hours > 0) {
-        p->od_hours = c->ondemand_hours;
-    } else if (c->tokens > 0) {
+    if (o->ondemand_hours > 0) {
+        p->od_hours = o->ondemand_hours;
+    } else if (o->tokens > 0) {
         if (!(flops_per_hour > 0))
             return util_fail(ST_CONFIG, "%s: deriving hours from cost.tokens needs cost.mfu > 0 and a known cost.gpu or cost.peak_tflops", f);
         p->hours_derived = 1;
-        p->od_hours = c->tokens * p->flops_per_token / flops_per_hour;
-    } else {
-        return util_fail(ST_CONFIG, "%s: set cost.ondemand_hours (wall hours) or cost.tokens (work from the model)", f);
+        p->od_hours = o->tokens * p->flops_per_token / flops_per_hour;
     }
-    if (flops_per_hour > 0) {
+    if (p->have_model && flops_per_hour > 0) {
         p->budget_tokens = p->od_hours * flops_per_hour / p->flops_per_token;
-        if (c->tokens > 0 && !p->hours_derived)
-            p->needed_mfu = c->tokens * p->flops_per_token /
+        if (o->tokens > 0 && !p->hours_derived)
+            p->needed_mfu = o->tokens * p->flops_per_token /
                             (p->od_hours * 3600.0 * (double)p->gpus * p->peak_tflops * 1e12);
         /* Best published large-scale MFUs are around 0.5-0.6; a budget
          * that cannot show the model even one token per parameter is not a
          * training run either. */
         p->implausible = p->needed_mfu > 0.75 ||
-                         (c->tokens <= 0 && p->budget_tokens < (double)p->params);
+                         (o->tokens <= 0 && p->budget_tokens < (double)p->params);
     }
-    cost_overheads(c, p);
+    cost_overheads(o, p);
     p->od_cost = p->od_hours * p->fleet_od;
     p->spot_cost = p->spot_hours * p->fleet_spot;
-    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
-    cost_memory(p->params, p->gpus, gib, &p->mem);
+    if (p->have_model) {
+        double gib = o->gpu_memory_gib > 0 ? o->gpu_memory_gib : cost_gpu_memory_gib(o->gpu);
+        cost_memory(p->params, p->gpus, gib, &p->mem);
+    }
     return ST_OK;
 }
 
@@ -215,19 +219,21 @@ static double cost_saving(double od, double sp)
 
 static const char *cost_stage_name[COST_NSTAGES] = {"no sharding", "ZeRO-1", "ZeRO-2", "ZeRO-3"};
 
-static void cost_print_table(const cfg *c, const cost_plan *p)
+static void cost_print_table(const cost_opts *o, const cost_plan *p)
 {
     char a[64], b[64];
-    printf("cost estimate: %s\n", c->path[0] ? c->path : "(defaults)");
-    printf("fleet: %lld node%s (%lld spot, %lld on-demand) x %lld %s GPUs = %lld GPUs\n\n",
-           (long long)p->nodes, p->nodes == 1 ? "" : "s", (long long)p->spot_nodes,
-           (long long)(p->nodes - p->spot_nodes), (long long)c->gpus_per_node, c->gpu, (long long)p->gpus);
+    printf("cost estimate: %s\n", o->source[0] ? o->source : "(defaults)");
+    printf("fleet: %lld node%s (%lld spot, %lld on-demand)", (long long)p->nodes, p->nodes == 1 ? "" : "s",
+           (long long)p->spot_nodes, (long long)(p->nodes - p->spot_nodes));
+    if (p->have_hardware)
+        printf(" x %lld %s GPUs = %lld GPUs", (long long)o->gpus_per_node, o->gpu, (long long)p->gpus);
+    printf("\n\n");
     printf("per node-hour            on-demand -> spot       saving\n");
-    for (int i = 0; i < c->n_prices; i++) {
-        cost_money(a, sizeof a, c->prices[i].ondemand, 2);
-        cost_money(b, sizeof b, c->prices[i].spot, 2);
-        printf("  %-20s %10s -> %-10s %5.1f%%\n", c->prices[i].name, a, b,
-               cost_saving(c->prices[i].ondemand, c->prices[i].spot));
+    for (int i = 0; i < o->n_prices; i++) {
+        cost_money(a, sizeof a, o->prices[i].ondemand, 2);
+        cost_money(b, sizeof b, o->prices[i].spot, 2);
+        printf("  %-20s %10s -> %-10s %5.1f%%\n", o->prices[i].name, a, b,
+               cost_saving(o->prices[i].ondemand, o->prices[i].spot));
     }
     cost_money(a, sizeof a, p->node_od, 2);
     cost_money(b, sizeof b, p->node_spot, 2);
@@ -239,6 +245,11 @@ static void cost_print_table(const cfg *c, const cost_plan *p)
                cost_saving(p->fleet_od, p->fleet_spot));
     }
     printf("\n");
+    if (!p->have_work) {
+        printf("run hours and cost: add cost.ondemand_hours (wall hours on on-demand nodes), or cost.tokens\n"
+               "  with the model ([model] preset) and the GPUs (cost.gpu, cost.gpus_per_node)\n");
+        return;
+    }
     cost_hours(a, sizeof a, p->od_hours);
     cost_hours(b, sizeof b, p->spot_hours);
     printf("run hours   %s -> %s", a, b);
@@ -259,24 +270,32 @@ static void cost_print_table(const cfg *c, const cost_plan *p)
     printf("\n");
 
     printf("spot overheads (%.3f interruptions per spot node-hour x %lld spot node%s = %.3f/h)%s:\n",
-           c->interruptions_per_hour, (long long)p->spot_nodes, p->spot_nodes == 1 ? "" : "s", p->int_rate,
+           o->interruptions_per_hour, (long long)p->spot_nodes, p->spot_nodes == 1 ? "" : "s", p->int_rate,
            strcmp(p->spot_method, "model") ? ";\n  spot hours were given, so these are the model's figures for the same inputs" : "");
     printf("  expected interruptions %.1f\n", p->interruptions);
     printf("  lost work              %.1f h (half a checkpoint interval redone per interruption)\n", p->lost_h);
-    printf("  restarts               %.1f h (%.0f min each)\n", p->restart_total_h, c->restart_minutes);
-    printf("  checkpoint stalls      %.1f h (%.0f s each)\n", p->stall_total_h, c->ckpt_stall_seconds);
+    printf("  restarts               %.1f h (%.0f min each)\n", p->restart_total_h, o->restart_minutes);
+    printf("  checkpoint stalls      %.1f h (%.0f s each)\n", p->stall_total_h, o->ckpt_stall_seconds);
     if (isfinite(p->young_daly_h))
-        printf("  Young/Daly interval    sqrt(2 x %.0f s x %.1f h MTBF) = %.1f min%s\n", c->ckpt_stall_seconds,
+        printf("  Young/Daly interval    sqrt(2 x %.0f s x %.1f h MTBF) = %.1f min%s\n", o->ckpt_stall_seconds,
                1 / p->int_rate, p->young_daly_h * 60,
                p->interval_optimal ? " (used)" : "");
     else
         printf("  Young/Daly interval    none needed (no spot interruptions expected)\n");
     if (!p->interval_optimal)
-        printf("  checkpoint interval    %.1f min (configured)\n", c->ckpt_interval_minutes);
+        printf("  checkpoint interval    %.1f min (configured)\n", o->ckpt_interval_minutes);
+    if (!o->overheads_given)
+        printf("  (built-in defaults: set cost.interruptions_per_hour, cost.restart_minutes and\n"
+               "  cost.ckpt_stall_seconds for your fleet)\n");
     printf("\n");
 
+    if (!p->have_model) {
+        printf("work and memory: add the model ([model] preset or its shape) and the GPUs (cost.gpu,\n"
+               "  cost.gpus_per_node) to check the plan's tokens and whether it fits\n");
+        return;
+    }
     cost_money(a, sizeof a, (double)p->params, 0);
-    printf("model: %s, %s parameters, %.3g FLOPs/token (6N + attention)\n", c->preset, a,
+    printf("model: %s, %s parameters, %.3g FLOPs/token (6N + attention)\n", o->model, a,
            p->flops_per_token);
     if (p->budget_tokens > 0) {
         cost_hours(a, sizeof a, p->od_hours);
@@ -284,7 +303,7 @@ static void cost_print_table(const cfg *c, const cost_plan *p)
                a, (long long)p->gpus, p->peak_tflops,
                p->mfu, p->budget_tokens, p->budget_tokens / (double)p->params);
         if (p->needed_mfu > 0)
-            printf("  %.3g tokens in %s h needs MFU %.2f\n", c->tokens, a, p->needed_mfu);
+            printf("  %.3g tokens in %s h needs MFU %.2f\n", o->tokens, a, p->needed_mfu);
         if (p->implausible)
             printf("  IMPLAUSIBLE: %s; at MFU %.2f this budget trains %.3g tokens\n",
                    p->needed_mfu > 1 ? "that MFU exceeds the GPUs' peak"
@@ -292,7 +311,7 @@ static void cost_print_table(const cfg *c, const cost_plan *p)
                                            : "fewer tokens than parameters (compute-optimal is ~20 per parameter)",
                    p->mfu, p->budget_tokens);
     } else {
-        printf("work: unknown peak for gpu '%s'; set cost.peak_tflops to check the plan\n", c->gpu);
+        printf("work: unknown peak for gpu '%s'; set cost.peak_tflops to check the plan\n", o->gpu);
     }
     const cost_memfit *m = &p->mem;
     printf("memory: training state 16 B/param (bf16 weights 2 + bf16 grads 2 + fp32 master 4 +\n"
@@ -313,28 +332,32 @@ static void cost_print_table(const cfg *c, const cost_plan *p)
 
 static json_object *cost_jnum(double v)
 {
-    return isfinite(v) ? json_object_new_double(v) : NULL;
+    return util_json_num(v);
 }
 
-static void cost_print_json(const cfg *c, const cost_plan *p)
+static void cost_print_json(const cost_opts *o, const cost_plan *p)
 {
     json_object *r = json_object_new_object(), *items = json_object_new_array();
-    for (int i = 0; i < c->n_prices; i++) {
+    for (int i = 0; i < o->n_prices; i++) {
         json_object *it = json_object_new_object();
-        json_object_object_add(it, "name", json_object_new_string(c->prices[i].name));
-        json_object_object_add(it, "ondemand", cost_jnum(c->prices[i].ondemand));
-        json_object_object_add(it, "spot", cost_jnum(c->prices[i].spot));
+        json_object_object_add(it, "name", json_object_new_string(o->prices[i].name));
+        json_object_object_add(it, "ondemand", cost_jnum(o->prices[i].ondemand));
+        json_object_object_add(it, "spot", cost_jnum(o->prices[i].spot));
         json_object_array_add(items, it);
     }
-    json_object_object_add(r, "config", json_object_new_string(c->path));
+    json_object_object_add(r, "config", json_object_new_string(o->source));
+    json_object_object_add(r, "have_work", json_object_new_boolean(p->have_work));
     json_object_object_add(r, "nodes", json_object_new_int64(p->nodes));
     json_object_object_add(r, "spot_nodes", json_object_new_int64(p->spot_nodes));
-    json_object_object_add(r, "gpus", json_object_new_int64(p->gpus));
+    if (p->have_hardware)
+        json_object_object_add(r, "gpus", json_object_new_int64(p->gpus));
     json_object_object_add(r, "price_items", items);
     json_object_object_add(r, "node_hour_ondemand", cost_jnum(p->node_od));
     json_object_object_add(r, "node_hour_spot", cost_jnum(p->node_spot));
     json_object_object_add(r, "fleet_hour_ondemand", cost_jnum(p->fleet_od));
     json_object_object_add(r, "fleet_hour_spot", cost_jnum(p->fleet_spot));
+    if (!p->have_work)
+        goto print;
     json_object_object_add(r, "ondemand_hours", cost_jnum(p->od_hours));
     json_object_object_add(r, "spot_hours", cost_jnum(p->spot_hours));
     json_object_object_add(r, "spot_hours_method", json_object_new_string(p->spot_method));
@@ -348,6 +371,9 @@ static void cost_print_json(const cfg *c, const cost_plan *p)
     json_object_object_add(r, "checkpoint_stall_hours", cost_jnum(p->stall_total_h));
     json_object_object_add(r, "young_daly_minutes", cost_jnum(p->young_daly_h * 60));
     json_object_object_add(r, "checkpoint_interval_minutes", cost_jnum(p->interval_h * 60));
+    if (!p->have_model)
+        goto print;
+    json_object_object_add(r, "model", json_object_new_string(o->model));
     json_object_object_add(r, "params", json_object_new_int64((int64_t)p->params));
     json_object_object_add(r, "flops_per_token", cost_jnum(p->flops_per_token));
     json_object_object_add(r, "budget_tokens", cost_jnum(p->budget_tokens));
@@ -366,110 +392,34 @@ static void cost_print_json(const cfg *c, const cost_plan *p)
     json_object_object_add(m, "fits_with", p->mem.stage >= 0 ? json_object_new_string(cost_stage_name[p->mem.stage]) : NULL);
     json_object_object_add(m, "zero3_min_gpus", json_object_new_int64(p->mem.zero3_min_gpus));
     json_object_object_add(r, "memory", m);
+print:
     printf("%s\n", json_object_to_json_string_ext(r, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(r);
 }
 
-static void cost_print_csv(const cfg *c, const cost_plan *p)
+static void cost_print_csv(const cost_opts *o, const cost_plan *p)
 {
+    char x[32], y[32];
     printf("item,ondemand,spot,unit\n");
-    for (int i = 0; i < c->n_prices; i++)
-        printf("price.%s,%.6g,%.6g,$/node-hour\n", c->prices[i].name, c->prices[i].ondemand, c->prices[i].spot);
-    printf("node_hour,%.6g,%.6g,$/node-hour\n", p->node_od, p->node_spot);
-    printf("fleet_hour,%.6g,%.6g,$/hour\n", p->fleet_od, p->fleet_spot);
-    printf("run_hours,%.6g,%.6g,hours\n", p->od_hours, p->spot_hours);
+    for (int i = 0; i < o->n_prices; i++)
+        printf("price.%s,%s,%s,$/node-hour\n", o->prices[i].name, util_dtoa(o->prices[i].ondemand, x),
+               util_dtoa(o->prices[i].spot, y));
+    printf("node_hour,%s,%s,$/node-hour\n", util_dtoa(p->node_od, x), util_dtoa(p->node_spot, y));
+    printf("fleet_hour,%s,%s,$/hour\n", util_dtoa(p->fleet_od, x), util_dtoa(p->fleet_spot, y));
+    if (!p->have_work)
+        return;
+    printf("run_hours,%s,%s,hours\n", util_dtoa(p->od_hours, x), util_dtoa(p->spot_hours, y));
     printf("run_cost,%.2f,%.2f,$\n", p->od_cost, p->spot_cost);
-    printf("interruptions,0,%.6g,count\n", p->interruptions);
-    printf("lost_work,0,%.6g,hours\n", p->lost_h);
+    printf("interruptions,0,%s,count\n", util_dtoa(p->interruptions, x));
+    printf("lost_work,0,%s,hours\n", util_dtoa(p->lost_h, x));
 }
 
-static int cost_estimate_cli(int argc, char **argv)
+void cost_estimate_print(const cost_opts *o, const cost_plan *p, int format)
 {
-    const char *path = NULL;
-    int json = 0, csv = 0, rc;
-    char **sets = calloc((size_t)argc + 1, sizeof *sets);
-    int n_sets = 0;
-    cfg *c = calloc(1, sizeof *c);
-    cost_plan p;
-    if (!sets || !c) {
-        rc = util_fail(ST_SOFTWARE, "out of memory");
-        goto out;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (!strcmp(argv[i], "--csv")) {
-            csv = 1;
-        } else if (!strcmp(argv[i], "--set")) {
-            if (i + 1 >= argc) {
-                rc = util_fail(ST_USAGE, "--set needs section.key=value");
-                goto out;
-            }
-            sets[n_sets++] = argv[++i];
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            rc = util_fail(ST_USAGE, "cost estimate: unknown option %s; see spotrain cost --help", argv[i]);
-            goto out;
-        } else if (!path) {
-            path = argv[i];
-        } else {
-            rc = util_fail(ST_USAGE, "cost estimate: one CONFIG only (got %s and %s)", path, argv[i]);
-            goto out;
-        }
-    }
-    if (!path) {
-        rc = util_fail(ST_USAGE, "cost estimate: missing CONFIG; usage: spotrain cost estimate CONFIG [--json|--csv]");
-        goto out;
-    }
-    if (json && csv) {
-        rc = util_fail(ST_USAGE, "cost estimate: --json and --csv exclude each other");
-        goto out;
-    }
-    rc = cfg_load(c, path, sets, n_sets);
-    if (rc)
-        goto out;
-    rc = cost_estimate(c, &p);
-    if (rc)
-        goto out;
-    if (json)
-        cost_print_json(c, &p);
-    else if (csv)
-        cost_print_csv(c, &p);
+    if (format == COST_JSON)
+        cost_print_json(o, p);
+    else if (format == COST_CSV)
+        cost_print_csv(o, p);
     else
-        cost_print_table(c, &p);
-out:
-    free(sets);
-    free(c);
-    return rc;
-}
-
-static void cost_usage(void)
-{
-    printf("usage: spotrain cost estimate CONFIG [--set k=v]... [--json|--csv]\n"
-           "       spotrain cost report RUN_DIR [--config FILE] [--json|--csv [--header]]\n"
-           "estimate: on-demand vs spot hours and cost of a planned run from [cost] and\n"
-           "  [price.NAME] ($ per node-hour), expected interruptions, lost work, the\n"
-           "  Young/Daly checkpoint interval, whether the plan is plausible, and whether\n"
-           "  the training state fits per GPU (and with which ZeRO stage).\n"
-           "report: what a run has cost so far from RUN_DIR/events.jsonl and the\n"
-           "  prices in RUN_DIR/config.ini (or --config), and what finishing will cost.\n"
-           "  Safe from cron while training writes; --csv --header prints the header.\n"
-           "Exit: 0 ok, 64 usage, 65 bad data, 66 missing input, 78 bad config.\n");
-}
-
-int cost_cli(int argc, char **argv)
-{
-    if (argc < 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h") || !strcmp(argv[0], "help")) {
-        cost_usage();
-        return argc < 1 ? ST_USAGE : ST_OK;
-    }
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            cost_usage();
-            return ST_OK;
-        }
-    if (!strcmp(argv[0], "estimate"))
-        return cost_estimate_cli(argc, argv);
-    if (!strcmp(argv[0], "report"))
-        return cost_report_cli(argc, argv);
-    return util_fail(ST_USAGE, "cost: unknown subcommand '%s' (estimate | report)", argv[0]);
+        cost_print_table(o, p);
 }

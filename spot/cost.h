@@ -1,13 +1,41 @@
-/* The money side seen from outside: `cost estimate` (plan a run from the
- * [cost] and [price.*] config), `cost report` (what a run cost, from its
- * events.jsonl) and the helpers the training loop uses to price its spend. */
+/* The money side seen from outside: `cost estimate` (plan a run from
+ * cost_opts), `cost report` (what a run cost, from its events.jsonl), their
+ * printers, and the helpers the training loop uses to price its spend. */
 #ifndef SPOTRAIN_COST_H
 #define SPOTRAIN_COST_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-struct cfg;
+#define COST_MAX_PRICES 16
+
+typedef struct {
+    char name[64];      /* the NAME of a [price.NAME] section */
+    double ondemand;    /* $ per node-hour */
+    double spot;
+} cost_price;
+
+/* Everything cost needs, filled by the config code (cost has no
+ * idea what an INI file or a model is). */
+typedef struct {
+    char source[1024];            /* where these came from, for messages; "" = defaults */
+    int64_t nodes, ondemand_nodes, gpus_per_node;
+    char gpu[32];                 /* a100 | h100 | h200 | custom */
+    double peak_tflops, mfu, tokens, ondemand_hours, spot_hours, throughput_ratio;
+    double interruptions_per_hour, restart_minutes, ckpt_stall_seconds, ckpt_interval_minutes;
+    double gpu_memory_gib;
+    cost_price prices[COST_MAX_PRICES];
+    int n_prices;
+    /* 0 when gpu and gpus_per_node are built-in defaults rather than the
+     * user's: the estimate then says nothing about GPUs, work or memory. */
+    int hardware_given;
+    /* 0 when the interruption rate, restart time and stall are all defaults. */
+    int overheads_given;
+    /* The model, as the trainer computes it; params 0 = the input names no model. */
+    char model[32];
+    uint64_t params;
+    double flops_per_token;
+} cost_opts;
 
 /* Dense bf16 peak TFLOP/s of a GPU name (a100 312, h100/h200 989); 0 unknown. */
 double cost_gpu_peak_tflops(const char *gpu);
@@ -20,7 +48,7 @@ double cost_young_daly(double ckpt_cost, double mtbf);
 
 /* $ per hour of the whole fleet: all nodes on-demand, and the mixed fleet
  * (ondemand_nodes on-demand, the rest spot). nodes <= 0 takes cost.nodes. */
-void cost_fleet_hourly(const struct cfg *c, int64_t nodes, double *ondemand, double *spot);
+void cost_fleet_hourly(const cost_opts *o, int64_t nodes, double *ondemand, double *spot);
 
 /* Training-state memory per GPU: bf16 weights 2 + bf16 grads 2 + fp32
  * master 4 + Adam m 4 + Adam v 4 = 16 bytes per parameter (the ZeRO paper's
@@ -43,7 +71,9 @@ typedef struct {
     double node_od, node_spot;    /* sums of the price items per node-hour */
     double fleet_od, fleet_spot;  /* $ per hour of the whole fleet */
 
-    int have_model;
+    int have_model;               /* the input names a model */
+    int have_hardware;            /* ... and the GPUs (else no work or memory figures) */
+    int have_work;                /* ondemand_hours or tokens given (else prices only) */
     uint64_t params;
     double flops_per_token;
 
@@ -65,13 +95,20 @@ typedef struct {
     cost_memfit mem;
 } cost_plan;
 
-/* Pure computation from a loaded config. ST_OK or ST_CONFIG (one line). */
-int cost_estimate(const struct cfg *c, cost_plan *p);
+/* Pure computation. ST_OK (with have_work 0 when only prices are known) or
+ * ST_CONFIG (one line). */
+int cost_estimate(const cost_opts *o, cost_plan *p);
+
+enum { COST_TABLE, COST_JSON, COST_CSV };
+/* The estimate as a table (with what to add for the figures it cannot
+ * give), JSON or CSV on stdout. */
+void cost_estimate_print(const cost_opts *o, const cost_plan *p, int format);
 
 /* What a run has cost, from its events.jsonl (report.c). */
 typedef struct {
     int segments, finished, killed, exits_75, notices, restarts, bad_lines, partial_last;
     int interruptions;            /* segments ended by exit 75 or with no exit record */
+    int earlier_runs;             /* fresh starts before the newest one, ignored */
     double first_ts, last_ts;
     double run_hours, node_hours, downtime_hours;
     int64_t nodes;                /* of the newest segment */
@@ -87,13 +124,14 @@ typedef struct {
     double ondemand_so_far, ondemand_total;  /* same progress on on-demand nodes, no overheads */
 } cost_report;
 
-/* Parses a ledger's text (a torn last line is ignored) and prices it with c
- * (NULL: hours only). ST_OK, or ST_DATA when there is no start record. */
-int cost_report_compute(const char *text, size_t len, const struct cfg *c, cost_report *r);
-
-/* `spotrain cost estimate|report ...`: argv[0] is "estimate" or "report". */
-int cost_cli(int argc, char **argv);
-/* `spotrain cost report` (report.c). */
-int cost_report_cli(int argc, char **argv);
+/* Parses a ledger's text (a torn last line is ignored) and prices it with o
+ * (NULL: hours only). The run starts at the newest fresh start (a start
+ * record with "resumed_from":null): records of an earlier run the same
+ * run_dir held (train --force) are not this run's. ST_OK, or ST_DATA when
+ * there is no start record. */
+int cost_report_compute(const char *text, size_t len, const cost_opts *o, cost_report *r);
+/* prices_from names where the prices came from (table output). */
+void cost_report_print(const char *run_dir, const char *prices_from, const cost_report *r, int format,
+                       int csv_header);
 
 #endif

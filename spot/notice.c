@@ -3,7 +3,6 @@
  * a notice file every poll_seconds, and posts what it finds to the stop flag. */
 #include "spot.h"
 
-#include "../train/config.h"
 #include "../util/util.h"
 #include "http.h"
 
@@ -38,10 +37,10 @@ static const char *const spot_kind_names[] = {"none", "aws", "gcp", "azure", "al
 
 typedef struct {
     int kind;
-    char url[CFG_STR];          /* metadata_url; "" = the provider's default */
+    char url[1024];             /* metadata_url; "" = the provider's default */
     double poll, grace;
     char vm_name[256];
-    char notice_file[CFG_STR];
+    char notice_file[1024];
     char token[512];            /* AWS IMDSv2 / Alibaba hardened-mode token */
     double token_until;         /* monotonic seconds */
     int warned_rebalance, warned_maint, warned_noname;
@@ -85,7 +84,7 @@ static const char *spot_base(int kind)
 static int spot_http(int kind, const char *method, const char *path, const char *headers,
                      const char *body, double timeout, http_response *r)
 {
-    char url[CFG_STR + 256];
+    char url[1024 + 256];
     const char *base = spot_base(kind);
     size_t bl = strlen(base);
     while (bl && base[bl - 1] == '/')
@@ -601,35 +600,35 @@ static void *spot_thread(void *arg)
     return NULL;
 }
 
-int spot_start(const struct cfg *c, const char *run_dir)
+int spot_start(const spot_opts *o, const char *run_dir)
 {
     int kind = -1;
-    char host[256], path[CFG_STR];
+    char host[256], path[sizeof o->metadata_url];
     int port;
     spot_events_dir(run_dir);
     for (int i = 0; i < (int)(sizeof spot_kind_names / sizeof spot_kind_names[0]); i++)
-        if (!strcmp(c->provider, spot_kind_names[i]))
+        if (!strcmp(o->provider, spot_kind_names[i]))
             kind = i;
     if (kind < 0)
         return util_fail(ST_CONFIG, "spot.provider = %s is not one of auto, aws, gcp, azure, alibaba, file, none",
-                         c->provider);
+                         o->provider);
     if (sp.running)
         spot_stop();
     if (kind == SK_NONE)
         return ST_OK;
-    if (kind == SK_FILE && !c->notice_file[0])
+    if (kind == SK_FILE && !o->notice_file[0])
         return util_fail(ST_CONFIG, "spot.provider = file needs spot.notice_file (the path whose appearance means stop)");
-    if (c->metadata_url[0] &&
-        http_parse_url(c->metadata_url, host, sizeof host, &port, path, sizeof path) != 0)
+    if (o->metadata_url[0] &&
+        http_parse_url(o->metadata_url, host, sizeof host, &port, path, sizeof path) != 0)
         return util_fail(ST_CONFIG, "spot.metadata_url = %s is not http://host[:port][/path]",
-                         c->metadata_url);
+                         o->metadata_url);
     /* Reset everything but the thread primitives. */
     sp.kind = kind;
-    snprintf(sp.url, sizeof sp.url, "%s", c->metadata_url);
-    sp.poll = c->poll_seconds > 0.01 ? c->poll_seconds : 0.01;
-    sp.grace = c->grace_seconds > 0 ? c->grace_seconds : 120.0;
-    snprintf(sp.vm_name, sizeof sp.vm_name, "%s", c->vm_name);
-    snprintf(sp.notice_file, sizeof sp.notice_file, "%s", c->notice_file);
+    snprintf(sp.url, sizeof sp.url, "%s", o->metadata_url);
+    sp.poll = o->poll_seconds > 0.01 ? o->poll_seconds : 0.01;
+    sp.grace = o->grace_seconds > 0 ? o->grace_seconds : 120.0;
+    snprintf(sp.vm_name, sizeof sp.vm_name, "%s", o->vm_name);
+    snprintf(sp.notice_file, sizeof sp.notice_file, "%s", o->notice_file);
     sp.token[0] = '\0';
     sp.token_until = 0;
     sp.warned_rebalance = sp.warned_maint = sp.warned_noname = 0;

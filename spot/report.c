@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../train/config.h"
 #include "../util/util.h"
 
 typedef struct {
@@ -47,6 +46,17 @@ static int report_record(json_object *o, report_seg **segs, int *n, int *cap, co
     if (ts > r->last_ts)
         r->last_ts = ts;
     if (!strcmp(e, "start")) {
+        json_object *from;
+        if (json_object_object_get_ex(o, "resumed_from", &from) && from == NULL && *n > 0) {
+            /* A fresh start (train --force, or a new run in an old run_dir):
+             * what came before belongs to another run. */
+            int bad = r->bad_lines, earlier = r->earlier_runs + 1;
+            memset(r, 0, sizeof *r);
+            r->bad_lines = bad;
+            r->earlier_runs = earlier;
+            r->first_ts = r->last_ts = ts;
+            *n = 0;
+        }
         if (*n == *cap) {
             int nc = *cap ? *cap * 2 : 16;
             report_seg *ns = realloc(*segs, (size_t)nc * sizeof *ns);
@@ -129,7 +139,7 @@ static int report_parse(const char *text, size_t len, report_seg **segs, int *n,
     return ST_OK;
 }
 
-int cost_report_compute(const char *text, size_t len, const cfg *c, cost_report *r)
+int cost_report_compute(const char *text, size_t len, const cost_opts *o, cost_report *r)
 {
     report_seg *segs = NULL;
     int n = 0, rc;
@@ -149,7 +159,7 @@ int cost_report_compute(const char *text, size_t len, const cfg *c, cost_report 
     r->max_steps = last->max_steps;
     r->tokens_per_step = last->tokens_per_step;
     double od = 0, sp = 0;
-    r->have_prices = c && c->n_prices > 0;
+    r->have_prices = o && o->n_prices > 0;
     for (int i = 0; i < n; i++) {
         const report_seg *s = &segs[i];
         double h = (s->t1 - s->t0) / 3600.0;
@@ -174,7 +184,7 @@ int cost_report_compute(const char *text, size_t len, const cfg *c, cost_report 
             }
         }
         if (r->have_prices) {
-            cost_fleet_hourly(c, s->nodes, &od, &sp);
+            cost_fleet_hourly(o, s->nodes, &od, &sp);
             r->spend += h * sp;
         }
     }
@@ -187,7 +197,7 @@ int cost_report_compute(const char *text, size_t len, const cfg *c, cost_report 
     else
         r->hours_left = r->steps_per_hour > 0 ? (double)left / r->steps_per_hour : INFINITY;
     if (r->have_prices) {
-        cost_fleet_hourly(c, r->nodes, &od, &sp);
+        cost_fleet_hourly(o, r->nodes, &od, &sp);
         r->cost_left = r->hours_left * sp;
         r->projected_total = r->spend + r->cost_left;
         /* train_seconds counts only steps that were kept, so it is what the
@@ -206,7 +216,7 @@ out:
 
 static json_object *report_jnum(double v)
 {
-    return isfinite(v) ? json_object_new_double(v) : NULL;
+    return util_json_num(v);
 }
 
 static void report_print_json(const char *dir, const cost_report *r)
@@ -214,6 +224,7 @@ static void report_print_json(const char *dir, const cost_report *r)
     json_object *o = json_object_new_object();
     json_object_object_add(o, "run_dir", json_object_new_string(dir));
     json_object_object_add(o, "segments", json_object_new_int(r->segments));
+    json_object_object_add(o, "earlier_runs_ignored", json_object_new_int(r->earlier_runs));
     json_object_object_add(o, "finished", json_object_new_boolean(r->finished));
     json_object_object_add(o, "interruptions", json_object_new_int(r->interruptions));
     json_object_object_add(o, "killed", json_object_new_int(r->killed));
@@ -313,74 +324,20 @@ static void report_print_table(const char *dir, const char *cfgpath, const cost_
     } else {
         printf("  spend               unknown: no [price.*] in %s (pass --config FILE)\n", cfgpath);
     }
+    if (r->earlier_runs)
+        printf("  note: counted from the newest fresh start; %d earlier run%s in events.jsonl ignored\n",
+               r->earlier_runs, r->earlier_runs == 1 ? "" : "s");
     if (r->bad_lines)
         printf("  note: %d unreadable line%s in events.jsonl skipped\n", r->bad_lines, r->bad_lines == 1 ? "" : "s");
 }
 
-int cost_report_cli(int argc, char **argv)
+void cost_report_print(const char *run_dir, const char *prices_from, const cost_report *r, int format,
+                       int csv_header)
 {
-    const char *dir = NULL, *cfgpath = NULL;
-    int json = 0, csv = 0, header = 0, rc;
-    char path[4096], cfgbuf[4096];
-    char *text = NULL;
-    size_t len = 0;
-    cfg *c = NULL;
-    cost_report r;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (!strcmp(argv[i], "--csv"))
-            csv = 1;
-        else if (!strcmp(argv[i], "--header"))
-            header = 1;
-        else if (!strcmp(argv[i], "--config") && i + 1 < argc)
-            cfgpath = argv[++i];
-        else if (!strcmp(argv[i], "--config"))
-            return util_fail(ST_USAGE, "cost report: --config needs a FILE");
-        else if (argv[i][0] == '-' && argv[i][1])
-            return util_fail(ST_USAGE, "cost report: unknown option %s; see spotrain cost --help", argv[i]);
-        else if (!dir)
-            dir = argv[i];
-        else
-            return util_fail(ST_USAGE, "cost report: one RUN_DIR only (got %s and %s)", dir, argv[i]);
-    }
-    if (!dir)
-        return util_fail(ST_USAGE, "cost report: missing RUN_DIR; usage: spotrain cost report RUN_DIR [--config FILE] [--json|--csv [--header]]");
-    if (json && csv)
-        return util_fail(ST_USAGE, "cost report: --json and --csv exclude each other");
-    if (header && !csv)
-        return util_fail(ST_USAGE, "cost report: --header goes with --csv");
-    if (util_fmt(path, sizeof path, "%s/events.jsonl", dir) < 0)
-        return util_fail(ST_USAGE, "cost report: path too long: %s", dir);
-    if (!cfgpath) {
-        struct stat st;
-        if (util_fmt(cfgbuf, sizeof cfgbuf, "%s/config.ini", dir) >= 0 && stat(cfgbuf, &st) == 0)
-            cfgpath = cfgbuf;
-    }
-    rc = util_read_file(path, &text, &len);
-    if (rc)
-        goto out;
-    if (cfgpath) {
-        c = calloc(1, sizeof *c);
-        if (!c) {
-            rc = util_fail(ST_SOFTWARE, "out of memory");
-            goto out;
-        }
-        rc = cfg_load(c, cfgpath, NULL, 0);
-        if (rc)
-            goto out;
-    }
-    rc = cost_report_compute(text, len, c, &r);
-    if (rc)
-        goto out;
-    if (json)
-        report_print_json(dir, &r);
-    else if (csv)
-        report_print_csv(dir, &r, header);
+    if (format == COST_JSON)
+        report_print_json(run_dir, r);
+    else if (format == COST_CSV)
+        report_print_csv(run_dir, r, csv_header);
     else
-        report_print_table(dir, cfgpath ? cfgpath : "RUN_DIR/config.ini", &r);
-out:
-    free(text);
-    free(c);
-    return rc;
+        report_print_table(run_dir, prices_from, r);
 }

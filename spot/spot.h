@@ -6,7 +6,15 @@
 
 #include <stdint.h>
 
-struct cfg;
+/* What the poller needs, filled by the config code. */
+typedef struct {
+    char provider[16];        /* auto | aws | gcp | azure | alibaba | file | none */
+    double poll_seconds;
+    double grace_seconds;     /* deadline of a signal-initiated stop */
+    char metadata_url[1024];  /* base URL override (tests: a fake on 127.0.0.1); "" = the provider's */
+    char notice_file[1024];   /* provider file: the path whose appearance means stop */
+    char vm_name[256];        /* azure: this VM's name; "" = ask IMDS */
+} spot_opts;
 
 typedef struct {
     int pending;              /* a stop was requested */
@@ -18,9 +26,9 @@ typedef struct {
 /* Installs SIGTERM/SIGINT/SIGUSR1/SIGUSR2 handlers (a second SIGINT exits 130
  * at once). Safe to call once per process. */
 int spot_signals_install(double grace_seconds);
-/* Starts the provider poller thread per [spot]; provider none starts nothing.
+/* Starts the provider poller thread; provider none starts nothing.
  * run_dir is where `notice` events are appended (may be NULL). */
-int spot_start(const struct cfg *c, const char *run_dir);
+int spot_start(const spot_opts *o, const char *run_dir);
 void spot_stop(void);
 /* Non-blocking: 1 and fills n when a stop was requested by a signal or a
  * notice, else 0. Also reports a rebalance recommendation once via

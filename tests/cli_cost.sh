@@ -37,6 +37,54 @@ printf '[cost]\nondemand_hours = 10\n' >"$T_TMP/noprice.ini"
 t_exit "estimate without prices is a config error" 78 "price" "$S" cost estimate "$T_TMP/noprice.ini"
 t_exit "cost --help" 0 "usage: spotrain cost estimate" "$S" cost --help
 
+# --- cost estimate prints only what its input determines ------------------
+printf '[price.gpu]\nondemand = 98.32\nspot = 19.2\n' >"$T_TMP/prices.ini"
+"$S" cost estimate "$T_TMP/prices.ini" >"$T_TMP/p.txt" 2>&1
+t_exit "prices only: exit 0" 0 "" "$S" cost estimate "$T_TMP/prices.ini"
+t_has "prices only: the per-hour prices" "98.32 -> 19.20" "$T_TMP/p.txt"
+t_has "prices only: says what to add for the run" "add cost.ondemand_hours" "$T_TMP/p.txt"
+t_exit "prices only: no default GPUs, model or tokens" 1 "" grep -Eq "h100|tiny|tokens \(|per parameter|ZeRO" "$T_TMP/p.txt"
+"$S" cost estimate "$T_TMP/prices.ini" --set cost.ondemand_hours=10 >"$T_TMP/p10.txt" 2>&1
+t_has "hours without a model: the run cost" "run cost    983.20 -> " "$T_TMP/p10.txt"
+t_has "hours without a model: says what work and memory need" "add the model" "$T_TMP/p10.txt"
+t_has "default overheads are labelled as such" "built-in defaults: set cost.interruptions_per_hour" "$T_TMP/p10.txt"
+t_exit "spot/ includes nothing from train/" 1 "" grep -l 'train/' spot/*.c spot/*.h
+t_exit "hours without a model: no token budget" 1 "" grep -Eq "per parameter|8 GPUs|h100" "$T_TMP/p10.txt"
+t_exit "prices only --json: no invented figures" 0 '"have_work":false' sh -c "'$S' cost estimate '$T_TMP/prices.ini' --json | tr -d ' \n'"
+t_exit "prices only --json: shortest numbers" 0 '"spot":19.2}' sh -c "'$S' cost estimate '$T_TMP/prices.ini' --json | tr -d ' \n'"
+t_exit "tokens without a model is a config error" 78 "cost.tokens needs the model" "$S" cost estimate "$T_TMP/prices.ini" --set cost.tokens=1e12
+t_exit "cost estimate --help is its own usage" 0 "^usage: spotrain cost estimate CONFIG" sh -c "'$S' cost estimate --help | head -1"
+t_exit "cost estimate --help omits report" 1 "" sh -c "'$S' cost estimate --help | grep -q report"
+
+# --- cost report of train, then train --force in the same run_dir ---------
+F="--set train.max_steps=6 --set model.dim=32 --set model.n_layers=1 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=4 --set train.micro_batch=4 --set train.val_every=0 --set checkpoint.interval_steps=3 --set spot.provider=none --set price.n.ondemand=10 --set price.n.spot=4 --quiet"
+RF=$T_TMP/forced
+# shellcheck disable=SC2086
+"$S" train /dev/null --set train.run_dir="$RF" $F >/dev/null 2>&1
+# shellcheck disable=SC2086
+"$S" train /dev/null --set train.run_dir="$RF" $F --set train.max_steps=4 --force >/dev/null 2>&1
+t_exit "train --force: the ledger holds both runs" 0 "" test "$(grep -c '"event":"start"' "$RF/events.jsonl")" -eq 2
+"$S" cost report "$RF" --json >"$T_TMP/forced.json"
+t_exit "train --force: report counts only the new run" 0 "" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["segments"] == 1 and d["lost_steps"] == 0 and d["interruptions"] == 0, d
+assert d["step"] == 4 and d["max_steps"] == 4 and d["finished"], d
+assert d["earlier_runs_ignored"] == 1, d
+assert d["ondemand_so_far"] >= 0 and d["spend"] >= 0, d' "$T_TMP/forced.json"
+t_exit "train --force: the table says the earlier run was ignored" 0 "1 earlier run in events.jsonl ignored" "$S" cost report "$RF"
+
+# --- the Prometheus textfile of a real run --------------------------------
+# shellcheck disable=SC2086
+"$S" train /dev/null --set train.run_dir="$T_TMP/prom" $F --set metrics.textfile="$T_TMP/spotrain.prom" --set metrics.every=2 >/dev/null 2>&1
+t_exit "the run wrote its textfile" 0 "" grep -q "^spotrain_max_steps{run=" "$T_TMP/spotrain.prom"
+t_exit "textfile prices carry no float noise" 0 "^spotrain_price_dollars_per_hour\{[^}]*\} 4$" cat "$T_TMP/spotrain.prom"
+if command -v promtool >/dev/null 2>&1; then
+    t_exit "promtool check metrics accepts the textfile" 0 "" sh -c "promtool check metrics <'$T_TMP/spotrain.prom'"
+else
+    echo "SKIP promtool check metrics: promtool not installed (apt-get install prometheus)"
+fi
+
 # --- cost report -----------------------------------------------------------
 R=$T_TMP/run
 mkdir -p "$R"
@@ -94,7 +142,45 @@ H=$T_TMP/h1.csv
     echo "1714521600,z2,p5,1.5"
 } >"$H"
 t_exit "bid recommends the cheaper zone and cap" 0 "recommendation: z1 p5, max price 1.0000/h" "$S" bid --history "$H" --hours 10 --restart-minutes 30 --ondemand 4
-t_exit "bid says bids no longer set AWS prices" 0 "since 2017" "$S" bid --history "$H"
+t_exit "bid: no AWS note for a CSV history" 1 "" sh -c "'$S' bid --history '$H' | grep -q 'since 2017'"
+cat >"$T_TMP/aws.json" <<'EOT'
+{"SpotPriceHistory": [
+ {"AvailabilityZone":"us-east-1a","InstanceType":"p4d.24xlarge","ProductDescription":"Linux/UNIX","SpotPrice":"12.000000","Timestamp":"2024-05-01T00:00:00.000Z"},
+ {"AvailabilityZone":"us-east-1a","InstanceType":"p4d.24xlarge","ProductDescription":"Linux/UNIX","SpotPrice":"12.500000","Timestamp":"2024-05-02T00:00:00.000Z"},
+ {"AvailabilityZone":"us-east-1b","InstanceType":"p4d.24xlarge","ProductDescription":"Linux/UNIX","SpotPrice":"13.000000","Timestamp":"2024-05-01T00:00:00.000Z"}
+]}
+EOT
+cat >"$T_TMP/ali.json" <<'EOT'
+{"RequestId":"x","Currency":"CNY","SpotPrices":{"SpotPriceType":[
+ {"ZoneId":"cn-hangzhou-i","InstanceType":"ecs.gn7i-c8g1.2xlarge","SpotPrice":3.1,"OriginPrice":12.0,"Timestamp":"2024-05-01T00:00:00Z"},
+ {"ZoneId":"cn-hangzhou-i","InstanceType":"ecs.gn7i-c8g1.2xlarge","SpotPrice":3.3,"OriginPrice":12.0,"Timestamp":"2024-05-02T00:00:00Z"}
+]}}
+EOT
+t_exit "bid says bids no longer set AWS prices (AWS history)" 0 "since 2017" "$S" bid --history "$T_TMP/aws.json"
+t_exit "bid: no AWS note for an Alibaba history" 1 "" sh -c "'$S' bid --history '$T_TMP/ali.json' | grep -q 'since 2017'"
+t_exit "bid: Alibaba prices carry their currency" 0 "max price 3.3000 CNY/h" "$S" bid --history "$T_TMP/ali.json"
+t_exit "bid: Alibaba on-demand in the same currency" 0 "on-demand 12.0000 CNY/h" "$S" bid --history "$T_TMP/ali.json"
+"$S" bid --history "$T_TMP/aws.json" "$T_TMP/ali.json" >"$T_TMP/mixed.txt" 2>&1
+t_has "bid: two providers are ranked apart" "2 groups are ranked apart" "$T_TMP/mixed.txt"
+t_has "bid: one recommendation for the AWS type in USD" "recommendation for p4d.24xlarge USD: us-east-1a p4d.24xlarge" "$T_TMP/mixed.txt"
+t_has "bid: one recommendation for the Alibaba type in CNY" "recommendation for ecs.gn7i-c8g1.2xlarge CNY: cn-hangzhou-i" "$T_TMP/mixed.txt"
+t_exit "bid --json: one recommendation per group, no single winner" 0 "" sh -c "'$S' bid --history '$T_TMP/aws.json' '$T_TMP/ali.json' --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert \"recommendation\" not in d, d.keys()
+r = {x[\"currency\"]: x[\"instance_type\"] for x in d[\"recommendations\"]}
+assert r == {\"USD\": \"p4d.24xlarge\", \"CNY\": \"ecs.gn7i-c8g1.2xlarge\"}, r'"
+t_exit "bid --per-gpu still never mixes currencies" 0 "2 groups are ranked apart \(one per currency\)" "$S" bid --history "$T_TMP/aws.json" "$T_TMP/ali.json" --per-gpu
+t_exit "bid --alert-above refuses two currencies" 64 "CNY and USD|USD and CNY" "$S" bid --history "$T_TMP/aws.json" "$T_TMP/ali.json" --alert-above 5
+printf '2024-05-01T00:00:00Z,z1,big,16.0,USD\n2024-05-02T00:00:00Z,z1,big,16.0,USD\n2024-05-01T00:00:00Z,z1,small,3.0,USD\n2024-05-02T00:00:00Z,z1,small,3.0,USD\n' >"$T_TMP/types.csv"
+t_exit "bid: two instance types get one recommendation each" 0 "recommendation for small USD: z1 small" "$S" bid --history "$T_TMP/types.csv"
+t_exit "bid --per-gpu needs GPU counts" 64 "GPUs of instance type big unknown; pass --gpus big=N" "$S" bid --history "$T_TMP/types.csv" --per-gpu
+t_exit "bid --per-gpu ranks by cost per GPU" 0 "recommendation: z1 big, max price 16.0000 USD/h" "$S" bid --history "$T_TMP/types.csv" --per-gpu --gpus big=8 --gpus small=1
+printf '0,z,t,1.0\n3600000,z,t,3.0\n3603600,z,t,3.0\n' >"$T_TMP/spike.csv"
+t_exit "bid warns when the cap is below the current price" 0 "WARNING: the cap 1.0000 is below the current price 3.0000: the request would not run now" "$S" bid --history "$T_TMP/spike.csv" --hours 1
+printf '0,z,t,3.0\n342000,z,t,1.0\n360000,z,t,1.0\n' >"$T_TMP/rare.csv"
+t_exit "bid warns about single-digit availability" 0 "WARNING: at this cap the price was low enough only 5.0% of the time" "$S" bid --history "$T_TMP/rare.csv" --hours 1 --restart-minutes 0
+t_exit "bid: one group keeps the plain recommendation line" 1 "" sh -c "'$S' bid --history '$H' | grep -q 'WARNING\\|ranked apart'"
 t_exit "bid long recovery takes the never-interrupted cap" 0 "z1 p5, max price 3.0000/h" "$S" bid --history "$H" --hours 10 --restart-minutes 300
 t_exit "bid --json" 0 '"zone":"z1"' sh -c "'$S' bid --history '$H' --hours 10 --restart-minutes 30 --json | tr -d ' \n'"
 t_exit "bid --alert-above crossing exits 3" 3 "alert" "$S" bid --history "$H" --hours 10 --restart-minutes 30 --alert-above 0.5

@@ -54,8 +54,9 @@ for code in 64 65 66 69 70 74 78 130; do
 done
 
 plan KILL TERM 86 1 0
+# --max-stalls 0: this fake writes no ledger, so no attempt shows progress.
 t_exit "SIGKILL, SIGTERM, watchdog 86 and unknown codes restart" 0 "killed by SIGKILL" \
-    "$RUN" --backoff 0 --events "$EV" -- "$FAKE"
+    "$RUN" --backoff 0 --max-stalls 0 --events "$EV" -- "$FAKE"
 expect_launches "four failures then success" 5
 if grep -q '"exit_code":137,"signal":"SIGKILL"' "$EV" && grep -q '"exit_code":143,"signal":"SIGTERM"' "$EV"; then
     t_ok "signal deaths recorded with the signal's name"
@@ -116,6 +117,23 @@ for sig in TERM USR1 USR2; do
     fi
 done
 
+# While the command runs it is the wrapper's only child: scripts (make demo,
+# the chaos test) find the trainer with `pgrep -P`.
+plan WAITUSR1 0
+"$RUN" --backoff 0 -- "$FAKE" >"$T_TMP/out" 2>&1 &
+wpid=$!
+i=0
+while [ ! -e "$FAKE_READY" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+most=0
+for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    n=$(pgrep -P "$wpid" | wc -l)
+    [ "$n" -le "$most" ] || most=$n
+    sleep 0.1
+done
+kill -TERM "$wpid"
+wait "$wpid"
+if [ "$most" -eq 1 ]; then t_ok "the command is the wrapper's only child"; else t_bad "the command is the wrapper's only child" "up to $most children"; fi
+
 # SIGTERM to the command (not the wrapper) is a preemption to restart from.
 plan WAITUSR1 0
 "$RUN" --backoff 0 -- "$FAKE" >"$T_TMP/out" 2>&1 &
@@ -130,6 +148,103 @@ if [ "$rc" -eq 0 ] && [ "$(launches)" -eq 2 ]; then
     t_ok "a stop signal to the command itself is restarted"
 else
     t_bad "a stop signal to the command itself is restarted" "rc=$rc launches=$(launches)"
+fi
+
+# --- the ledger ---------------------------------------------------------------
+# A fake trainer that appends ledger records the way rank 0 does, then exits
+# with another code (as mpirun does: 1 after its own SIGTERM). Plan lines:
+# "BEGIN CKPT STOP DURABLE FINAL RECORDED EXIT [SLEEP]"; "-" leaves a record or
+# field out, BEGIN "new" is a fresh start, DURABLE "null" is no durable state.
+LFAKE=$T_TMP/lfake.sh
+cat >"$LFAKE" <<'EOF'
+#!/bin/sh
+n=$(cat "$FAKE_COUNT" 2>/dev/null || echo 0)
+echo $((n + 1)) >"$FAKE_COUNT"
+set -- $(sed -n "$((n + 1))p" "$FAKE_PLAN")
+[ $# -ge 7 ] || exit 99
+now() { date +%s.%N; }
+case $1 in
+    -) ;;
+    new) echo "{\"ts\":$(now),\"event\":\"start\",\"step\":0,\"world\":2,\"resumed_from\":null}" >>"$LEDGER" ;;
+    *) echo "{\"ts\":$(now),\"event\":\"start\",\"step\":$1,\"world\":2,\"resumed_from\":\"ck/step-$1\"}" >>"$LEDGER" ;;
+esac
+[ "$2" = - ] || echo "{\"ts\":$(now),\"event\":\"checkpoint\",\"step\":$2,\"path\":\"ck/step-$2\"}" >>"$LEDGER"
+if [ "$3" != - ]; then
+    extra=
+    [ "$4" = - ] || extra="$extra,\"durable_step\":$4"
+    [ "$5" = - ] || extra="$extra,\"final_checkpoint\":\"$5\""
+    echo "{\"ts\":$(now),\"event\":\"stop\",\"step\":$3$extra,\"source\":\"SIGTERM\",\"reason\":\"r \\\"step\\\":9\"}" >>"$LEDGER"
+fi
+[ "$6" = - ] || echo "{\"ts\":$(now),\"event\":\"exit\",\"step\":$3,\"code\":$6,\"reason\":\"x\"}" >>"$LEDGER"
+touch "$FAKE_READY"
+[ $# -lt 8 ] || sleep "$8"
+exit "$7"
+EOF
+chmod +x "$LFAKE"
+export LEDGER=$T_TMP/run/events.jsonl
+lplan() { rm -rf "$T_TMP/run" "$FAKE_COUNT" "$FAKE_READY"; mkdir -p "$T_TMP/run"; printf '%s\n' "$@" >"$FAKE_PLAN"; }
+
+# mpirun exits 1 (it got SIGTERM itself); the trainer recorded 75.
+lplan "10 - 20 20 ok 75 1" "20 - - - - 0 0"
+t_exit "ledger's exit 75 counts over the command's 1" 0 "the trainer's ledger says 75" \
+    "$RUN" --backoff 0 --events "$LEDGER" -- "$LFAKE"
+expect_launches "ledger 75 then 0: two launches" 2
+lplan "10 - 20 20 ok 75 1 30"
+"$RUN" --backoff 0 --events "$LEDGER" -- "$LFAKE" >"$T_TMP/out" 2>&1 &
+wpid=$!
+i=0
+while [ ! -e "$FAKE_READY" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+kill -TERM "$wpid"
+wait "$wpid"
+rc=$?
+if [ "$rc" -eq 75 ] && grep -q "stopped at step 20 (SIGTERM); its state is durable" "$T_TMP/out"; then
+    t_ok "SIGTERM to the wrapper, command exits 1, ledger says 75: wrapper exits 75"
+else
+    t_bad "SIGTERM to the wrapper, command exits 1, ledger says 75: wrapper exits 75" "rc=$rc $(tail -n 2 "$T_TMP/out")"
+fi
+
+# mpirun lingers 2 x odls_base_sigkill_timeout after the ranks exit 75.
+lplan "10 - 20 20 ok 75 75 60"
+t0=$(date +%s)
+t_exit "--linger: a command still running after the trainer's exit record is ended" 75 "recorded exit 75 1s ago" \
+    "$RUN" --backoff 0 --linger 1 --max-restarts 0 --events "$LEDGER" -- "$LFAKE"
+el=$(($(date +%s) - t0))
+if [ "$el" -le 10 ]; then t_ok "--linger 1: done in ${el}s, not 60"; else t_bad "--linger 1: done in ${el}s, not 60"; fi
+
+# What the 75 means comes from the stop record (and checkpoints without it).
+lplan "10 - 20 null failed 75 75"
+t_exit "75 without durable state is reported as such" 75 "stopped at step 20 \(SIGTERM\); newest durable checkpoint: none \(final checkpoint failed\)" \
+    "$RUN" --backoff 0 --max-restarts 0 --events "$LEDGER" -- "$LFAKE"
+lplan "10 - 20 10 skipped 75 75"
+t_exit "75 with an older durable checkpoint names it" 75 "newest durable checkpoint: step 10, steps 11..20 will be redone \(final checkpoint skipped\)" \
+    "$RUN" --backoff 0 --max-restarts 0 --events "$LEDGER" -- "$LFAKE"
+lplan "10 18 20 - - 75 75"
+t_exit "75 from a trainer without durable_step: newest checkpoint record" 75 "newest durable checkpoint: step 18, steps 19..20" \
+    "$RUN" --backoff 0 --max-restarts 0 --events "$LEDGER" -- "$LFAKE"
+lplan "10 - - - - - 75"
+t_exit "75 without a stop record: durable state unknown" 75 "what is durable is unknown" \
+    "$RUN" --backoff 0 --max-restarts 0 --events "$LEDGER" -- "$LFAKE"
+if ! grep -q "after a durable checkpoint" "$RUN"; then t_ok "no unconditional 'after a durable checkpoint'"; else t_bad "no unconditional 'after a durable checkpoint'"; fi
+
+# Restarts without progress: same durable step three attempts in a row.
+lplan "10 - 20 10 skipped 75 75" "10 - 20 10 skipped 75 75" "10 - 20 10 skipped 75 75" "10 - - - - 0 0"
+t_exit "no progress in 3 attempts: give up with 87" 87 "3 attempts in a row ended without a newer durable checkpoint \(newest: step 10\); giving up with 87" \
+    "$RUN" --backoff 0 --events "$LEDGER" -- "$LFAKE"
+expect_launches "gave up after 3 launches" 3
+lplan "new - 5 null failed 75 75" "new - 5 null failed 75 75" "10 - - - - 0 0"
+t_exit "--max-stalls 2" 87 "2 attempts in a row.*newest: none" \
+    "$RUN" --backoff 0 --max-stalls 2 --events "$LEDGER" -- "$LFAKE"
+lplan "10 - 20 20 ok 75 75" "20 - 30 30 ok 75 75" "30 40 - - - - 137" "40 - 50 50 ok 75 75" "50 - - - - 0 0"
+t_exit "progress every attempt: no give-up" 0 "finished" \
+    "$RUN" --backoff 0 --max-stalls 1 --events "$LEDGER" -- "$LFAKE"
+expect_launches "five launches with progress" 5
+lplan "10 - 20 10 skipped 75 75" "10 - 20 10 skipped 75 75" "10 - - - - 0 0"
+t_exit "--max-stalls 0 never gives up" 0 "" "$RUN" --backoff 0 --max-stalls 0 --events "$LEDGER" -- "$LFAKE"
+
+if command -v shellcheck >/dev/null 2>&1; then
+    t_exit "spotrain-run is shellcheck-clean" 0 "" shellcheck "$RUN"
+else
+    echo "SKIP shellcheck: not installed"
 fi
 
 t_end

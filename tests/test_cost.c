@@ -8,6 +8,7 @@
 
 #include "../spot/cost.h"
 #include "../spot/metrics.h"
+#include "../train/cli_cost.h"
 #include "../train/config.h"
 #include "../train/model.h"
 #include "../util/util.h"
@@ -16,18 +17,21 @@
 #define NEAR(a, b, tol) (fabs((a) - (b)) <= (tol))
 
 static cfg C;
+static cost_opts O;
 
+/* Loads a config the way the cost commands do: cfg, then cost_opts. */
 static int load(const char *path, char **sets, int n)
 {
     memset(&C, 0, sizeof C);
-    return cfg_load(&C, path, sets, n);
+    int rc = cfg_load(&C, path, sets, n);
+    return rc ? rc : cfg_cost_opts(&C, &O);
 }
 
 static void test_published_example(void)
 {
     cost_plan p;
     EXPECT(load("examples/spot-8xa100.ini", NULL, 0) == ST_OK);
-    EXPECT(cost_estimate(&C, &p) == ST_OK);
+    EXPECT(cost_estimate(&O, &p) == ST_OK);
     EXPECT(C.n_prices == 3);
     EXPECT(NEAR(p.node_od, 66.0, 1e-9) && NEAR(p.node_spot, 30.0, 1e-9));
     EXPECT(NEAR(p.od_hours, 5120, 1e-9) && NEAR(p.spot_hours, 5420, 1e-9));
@@ -52,7 +56,7 @@ static void test_params_and_6nd(void)
                     "cost.gpus_per_node=8", "cost.nodes=1", "price.node.ondemand=1", "price.node.spot=0.5"};
     cost_plan p;
     EXPECT(load(NULL, sets, 8) == ST_OK);
-    EXPECT(cost_estimate(&C, &p) == ST_OK);
+    EXPECT(cost_estimate(&O, &p) == ST_OK);
     EXPECT(p.params == 6910365696ull);
     /* 6 (N - V d) + 6 L T (heads * head_dim) by hand:
      * 6 * 6,490,935,296 + 6 * 30 * 4096 * 4096 = 41,965,510,656 */
@@ -68,7 +72,7 @@ static void test_overhead_model(void)
                     "price.n.spot=4"};
     cost_plan p;
     EXPECT(load(NULL, sets, 7) == ST_OK);
-    EXPECT(cost_estimate(&C, &p) == ST_OK);
+    EXPECT(cost_estimate(&O, &p) == ST_OK);
     /* 100 h x (1 + 0.01/1) / (1 - 0.1 x (0.1 + 0.5)) = 101 / 0.94 */
     EXPECT(NEAR(p.spot_hours, 107.44681, 1e-4));
     EXPECT(NEAR(p.interruptions, 10.744681, 1e-5));
@@ -80,7 +84,7 @@ static void test_overhead_model(void)
     char *never[] = {"cost.ondemand_hours=100", "cost.interruptions_per_hour=2", "cost.restart_minutes=30",
                      "price.n.ondemand=10", "price.n.spot=4"};
     EXPECT(load(NULL, never, 5) == ST_OK);
-    EXPECT(cost_estimate(&C, &p) == ST_OK);
+    EXPECT(cost_estimate(&O, &p) == ST_OK);
     EXPECT(p.never_finishes && isinf(p.spot_hours));
 }
 
@@ -91,10 +95,10 @@ static void test_mixed_fleet(void)
     cost_plan p;
     double od, sp;
     EXPECT(load(NULL, sets, 6) == ST_OK);
-    EXPECT(cost_estimate(&C, &p) == ST_OK);
+    EXPECT(cost_estimate(&O, &p) == ST_OK);
     EXPECT(NEAR(p.fleet_od, 40, 1e-12) && NEAR(p.fleet_spot, 22, 1e-12));
     EXPECT(p.spot_nodes == 3 && NEAR(p.int_rate, 0.03, 1e-12));
-    cost_fleet_hourly(&C, 2, &od, &sp);
+    cost_fleet_hourly(&O, 2, &od, &sp);
     EXPECT(NEAR(od, 20, 1e-12) && NEAR(sp, 14, 1e-12));
 }
 
@@ -117,7 +121,7 @@ static void test_implausible(void)
 {
     cost_plan p;
     EXPECT(load("examples/implausible-67b.ini", NULL, 0) == ST_OK);
-    EXPECT(cost_estimate(&C, &p) == ST_OK);
+    EXPECT(cost_estimate(&O, &p) == ST_OK);
     EXPECT(p.implausible);
     /* 625 h x 8 x 312e12 x 0.4 x 3600 / FLOPs per token */
     EXPECT(NEAR(p.budget_tokens, 625.0 * 8 * 312e12 * 0.4 * 3600 / p.flops_per_token, 1));
@@ -125,7 +129,7 @@ static void test_implausible(void)
     EXPECT(p.mem.stage == -1 && p.mem.zero3_min_gpus == 13);
     char *sets[] = {"cost.tokens=2e12"};
     EXPECT(load("examples/implausible-67b.ini", sets, 1) == ST_OK);
-    EXPECT(cost_estimate(&C, &p) == ST_OK);
+    EXPECT(cost_estimate(&O, &p) == ST_OK);
     EXPECT(p.needed_mfu > 100 && p.implausible);
 }
 
@@ -134,10 +138,42 @@ static void test_estimate_errors(void)
     cost_plan p;
     char *noprice[] = {"cost.ondemand_hours=10"};
     EXPECT(load(NULL, noprice, 1) == ST_OK);
-    EXPECT(cost_estimate(&C, &p) == ST_CONFIG);
-    char *nowork[] = {"price.n.ondemand=1", "price.n.spot=1"};
-    EXPECT(load(NULL, nowork, 2) == ST_OK);
-    EXPECT(cost_estimate(&C, &p) == ST_CONFIG);
+    EXPECT(cost_estimate(&O, &p) == ST_CONFIG);
+    /* work from tokens without a model or GPUs the user named */
+    char *tokens[] = {"price.n.ondemand=1", "price.n.spot=1", "cost.tokens=1e12"};
+    EXPECT(load(NULL, tokens, 3) == ST_OK);
+    EXPECT(cost_estimate(&O, &p) == ST_CONFIG);
+}
+
+/* Only what the input determines: prices alone give per-hour figures and no
+ * run, no model, no GPUs (the defaults 8 x h100 and the tiny preset are
+ * nobody's plan). */
+static void test_estimate_partial(void)
+{
+    cost_plan p;
+    char *prices[] = {"price.gpu.ondemand=98.32", "price.gpu.spot=19.2"};
+    EXPECT(load(NULL, prices, 2) == ST_OK);
+    EXPECT(!O.hardware_given && O.params == 0);
+    EXPECT(cost_estimate(&O, &p) == ST_OK);
+    EXPECT(!p.have_work && !p.have_model && !p.have_hardware);
+    EXPECT(NEAR(p.fleet_od, 98.32, 1e-12) && NEAR(p.fleet_spot, 19.2, 1e-12));
+    EXPECT(p.budget_tokens == 0 && p.od_cost == 0);
+
+    char *hours[] = {"price.gpu.ondemand=98.32", "price.gpu.spot=19.2", "cost.ondemand_hours=10"};
+    EXPECT(load(NULL, hours, 3) == ST_OK);
+    EXPECT(cost_estimate(&O, &p) == ST_OK);
+    EXPECT(p.have_work && !p.have_model && NEAR(p.od_cost, 983.2, 1e-9));
+    EXPECT(p.budget_tokens == 0 && p.mem.total_gib == 0);
+
+    /* a model without GPUs still says nothing about tokens */
+    char *model[] = {"price.gpu.ondemand=98.32", "price.gpu.spot=19.2", "cost.ondemand_hours=10",
+                     "model.preset=small"};
+    EXPECT(load(NULL, model, 4) == ST_OK);
+    EXPECT(O.params > 0 && cost_estimate(&O, &p) == ST_OK && !p.have_model && p.budget_tokens == 0);
+    char *all[] = {"price.gpu.ondemand=98.32", "price.gpu.spot=19.2", "cost.ondemand_hours=10",
+                   "model.preset=small", "cost.gpu=a100"};
+    EXPECT(load(NULL, all, 5) == ST_OK);
+    EXPECT(cost_estimate(&O, &p) == ST_OK && p.have_model && p.budget_tokens > 0);
 }
 
 /* Three segments: killed after a notice at step 200 (resumed from 100),
@@ -163,7 +199,7 @@ static void test_report(void)
     cost_report r;
     char *sets[] = {"price.node.ondemand=10", "price.node.spot=4", "price.disk.ondemand=1", "price.disk.spot=1"};
     EXPECT(load(NULL, sets, 4) == ST_OK);
-    EXPECT(cost_report_compute(ledger, strlen(ledger), &C, &r) == ST_OK);
+    EXPECT(cost_report_compute(ledger, strlen(ledger), &O, &r) == ST_OK);
     EXPECT(r.segments == 3 && r.killed == 1 && r.exits_75 == 1 && r.interruptions == 2);
     EXPECT(r.notices == 1 && r.restarts == 1 && r.partial_last == 1 && r.bad_lines == 0);
     /* 750 + 730 + 360 s of running on 2 nodes */
@@ -186,6 +222,28 @@ static void test_report(void)
     const char *garbage = "{\"ts\":1,\"event\":\"start\",\"step\":0,\"max_steps\":10}\nnot json\n[1,2]\n{\"ts\":\"x\"}\n";
     EXPECT(cost_report_compute(garbage, strlen(garbage), NULL, &r) == ST_OK && r.bad_lines == 3);
     EXPECT(isinf(r.hours_left));
+}
+
+/* train --force in the same run_dir: the old run's segments, notices and
+ * steps are not the new run's. */
+static void test_report_fresh(void)
+{
+    cost_report r;
+    char *sets[] = {"price.node.ondemand=10", "price.node.spot=4"};
+    static const char old_then_new[] =
+        "{\"ts\":0,\"event\":\"start\",\"step\":0,\"nodes\":1,\"resumed_from\":null,\"tokens_per_step\":10,\"max_steps\":100}\n"
+        "{\"ts\":360,\"event\":\"step\",\"step\":55,\"train_seconds\":360}\n"
+        "{\"ts\":361,\"event\":\"notice\",\"source\":\"aws\"}\n"
+        "{\"ts\":362,\"event\":\"checkpoint\",\"step\":55,\"stall_ms\":3600}\n"
+        "{\"ts\":1000,\"event\":\"start\",\"step\":0,\"nodes\":1,\"resumed_from\":null,\"tokens_per_step\":10,\"max_steps\":100}\n"
+        "{\"ts\":1360,\"event\":\"step\",\"step\":50,\"train_seconds\":360}\n";
+    EXPECT(load(NULL, sets, 2) == ST_OK);
+    EXPECT(cost_report_compute(old_then_new, strlen(old_then_new), &O, &r) == ST_OK);
+    EXPECT(r.segments == 1 && r.earlier_runs == 1);
+    EXPECT(r.lost_steps == 0 && r.interruptions == 0 && r.notices == 0 && r.checkpoints == 0);
+    EXPECT(r.step == 50 && NEAR(r.run_hours, 0.1, 1e-12) && NEAR(r.spend, 0.4, 1e-12));
+    /* on-demand for the same progress is never below the spot spend here */
+    EXPECT(NEAR(r.ondemand_so_far, 1.0, 1e-12));
 }
 
 static void test_metrics(void)
@@ -225,6 +283,8 @@ int main(void)
     harness_run("ZeRO memory accounting", test_memory);
     harness_run("implausible 67B plan", test_implausible);
     harness_run("estimate config errors", test_estimate_errors);
+    harness_run("estimate prints only what the input determines", test_estimate_partial);
+    harness_run("report starts at the newest fresh start", test_report_fresh);
     harness_run("cost report on a hand-written ledger", test_report);
     harness_run("Prometheus textfile", test_metrics);
     return harness_end();

@@ -38,6 +38,7 @@ static void test_ledger(void)
         "{\"ts\":1,\"event\":\"start\",\"step\":0}\n"
         "{\"ts\":2,\"event\":\"step\",\"step\":5}\n"                          /* killed: no exit */
         "{\"ts\":3,\"event\":\"start\",\"step\":0,\"failed\":true,\"code\":64}\n"
+        "{\"ts\":3,\"event\":\"exit\",\"step\":0,\"code\":64}\n"
         "{\"ts\":4,\"event\":\"start\",\"step\":4}\n"
         "{\"ts\":5,\"event\":\"stop\",\"step\":9,\"durable_step\":9,\"final_checkpoint\":\"ok\"}\n"
         "{\"ts\":6,\"event\":\"exit\",\"step\":9,\"code\":75}\n"

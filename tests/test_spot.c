@@ -3,7 +3,6 @@
  * misbehaving answers), the file provider, signals and the watchdog. */
 #include "../spot/http.h"
 #include "../spot/spot.h"
-#include "../train/config.h"
 #include "../util/util.h"
 #include "harness.h"
 
@@ -252,9 +251,9 @@ static void reset_server(const char *mode)
     ctl(q);
 }
 
-static cfg test_cfg(const char *provider)
+static spot_opts test_cfg(const char *provider)
 {
-    cfg c;
+    spot_opts c;
     memset(&c, 0, sizeof c);
     snprintf(c.provider, sizeof c.provider, "%s", provider);
     snprintf(c.metadata_url, sizeof c.metadata_url, "http://127.0.0.1:%d", srv_port);
@@ -280,7 +279,7 @@ static int wait_notice(double secs, spot_notice *n, int *early)
     return 0;
 }
 
-static void start(const cfg *c, const char *run_dir)
+static void start(const spot_opts *c, const char *run_dir)
 {
     spot_reset();
     EXPECT(spot_start(c, run_dir) == ST_OK);
@@ -292,7 +291,7 @@ static void test_aws(void)
     int early = 0;
     reset_server("aws");
     ctl("rebalance=1");
-    cfg c = test_cfg("aws");
+    spot_opts c = test_cfg("aws");
     start(&c, NULL);
     EXPECT(!wait_notice(0.4, &n, &early));
     EXPECT(early == 1);                          /* the rebalance recommendation, once */
@@ -311,7 +310,7 @@ static void test_aws_token_renewal(void)
 {
     spot_notice n;
     reset_server("aws");
-    cfg c = test_cfg("aws");
+    spot_opts c = test_cfg("aws");
     start(&c, NULL);
     EXPECT(!wait_notice(0.3, &n, NULL));
     int puts = srv_count("token_puts");
@@ -339,7 +338,7 @@ static void test_hostile(void)
         ctl("notice=1");
         snprintf(q, sizeof q, "garbage=%s", kinds[i]);
         ctl(q);
-        cfg c = test_cfg(i % 2 ? "gcp" : "aws");
+        spot_opts c = test_cfg(i % 2 ? "gcp" : "aws");
         start(&c, NULL);
         int stopped = wait_notice(0.3, &n, NULL);
         EXPECT(!stopped);
@@ -352,7 +351,7 @@ static void test_hostile(void)
     /* a well-formed answer that is not a notice either */
     reset_server("aws");
     ctl("notice=1&action=reboot");
-    cfg c = test_cfg("aws");
+    spot_opts c = test_cfg("aws");
     start(&c, NULL);
     EXPECT(!wait_notice(0.3, &n, NULL));
     spot_stop();
@@ -363,7 +362,7 @@ static void test_slow(void)
     spot_notice n;
     reset_server("gcp");
     ctl("notice=1&slow=2.5");
-    cfg c = test_cfg("gcp");
+    spot_opts c = test_cfg("gcp");
     start(&c, NULL);
     EXPECT(!wait_notice(1.5, &n, NULL));
     double t0 = util_now();
@@ -377,7 +376,7 @@ static void test_chunked(void)
     spot_notice n;
     reset_server("aws");
     ctl("chunked=1&notice=1");
-    cfg c = test_cfg("aws");
+    spot_opts c = test_cfg("aws");
     start(&c, NULL);
     EXPECT(wait_notice(2, &n, NULL) && !strcmp(n.source, "aws"));
     spot_stop();
@@ -389,7 +388,7 @@ static void test_gcp(void)
     int early = 0;
     reset_server("gcp");
     ctl("maint=MIGRATE_ON_HOST_MAINTENANCE");
-    cfg c = test_cfg("gcp");
+    spot_opts c = test_cfg("gcp");
     start(&c, NULL);
     EXPECT(!wait_notice(0.3, &n, &early) && early);
     ctl("notice=1");
@@ -409,7 +408,7 @@ static void test_azure(void)
     spot_notice n;
     reset_server("azure");
     ctl("notice=1&event_vm=someone-else");
-    cfg c = test_cfg("azure");
+    spot_opts c = test_cfg("azure");
     start(&c, NULL);
     EXPECT(!wait_notice(0.4, &n, NULL));         /* another VM's event must not stop us */
     EXPECT(ctl("event_vm=VM-TEST&notbefore=Mon,%2019%20Sep%202016%2018:29:47%20GMT") == 0);
@@ -439,7 +438,7 @@ static void test_alibaba(void)
 {
     spot_notice n;
     reset_server("alibaba");
-    cfg c = test_cfg("alibaba");
+    spot_opts c = test_cfg("alibaba");
     start(&c, NULL);
     EXPECT(!wait_notice(0.3, &n, NULL));
     ctl("notice=1&time=2099-01-02T03:04:05Z");
@@ -469,14 +468,14 @@ static void test_auto(void)
     for (int i = 0; i < 4; i++) {
         reset_server(modes[i]);
         ctl("notice=1");
-        cfg c = test_cfg("auto");
+        spot_opts c = test_cfg("auto");
         start(&c, NULL);
         EXPECT(wait_notice(3, &n, NULL) && !strcmp(n.source, modes[i]));
         spot_stop();
         EXPECT(!strcmp(spot_provider_name(), modes[i]));
     }
     /* nothing answers: not an error, no notice */
-    cfg c = test_cfg("auto");
+    spot_opts c = test_cfg("auto");
     snprintf(c.metadata_url, sizeof c.metadata_url, "http://127.0.0.1:1");
     start(&c, NULL);
     EXPECT(!wait_notice(0.3, &n, NULL));
@@ -500,7 +499,7 @@ static void test_file_and_events(void)
     snprintf(run, sizeof run, "%s/run", tmp_dir);
     snprintf(ev, sizeof ev, "%s/events.jsonl", run);
     mkdir(run, 0755);
-    cfg c = test_cfg("file");
+    spot_opts c = test_cfg("file");
     snprintf(c.notice_file, sizeof c.notice_file, "%s", path);
     start(&c, run);
     EXPECT(!wait_notice(0.2, &n, NULL));

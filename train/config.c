@@ -2,6 +2,7 @@
  * loading defaults from the embedded sample.ini, the user's file and --set
  * overrides, with one-line errors naming file:line and key. */
 #include "config.h"
+#include "hf.h"
 #include "../util/util.h"
 
 #include <ini.h>
@@ -10,9 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* K_AUTO: a number, or the word auto (stored as CFG_AUTO). */
 enum { K_INT, K_F64, K_STR, K_AUTO };
+
+#define CFG_MAX_FILE_BYTES (1 << 20)
 
 typedef struct {
     const char *section, *key;
@@ -39,6 +43,7 @@ static const cfg_key cfg_keys[] = {
     KF("model", "rope_theta", rope_theta, 1, 1e12),
     KF("model", "norm_eps", norm_eps, 1e-12, 1),
     KF("model", "init_std", init_std, 0, 10),
+    KS("model", "init_from", init_from, NULL),
 
     KS("data", "source", source, "synthetic|text|shards"),
     KS("data", "train_path", train_path, NULL),
@@ -46,6 +51,7 @@ static const cfg_key cfg_keys[] = {
     KF("data", "val_fraction", val_fraction, 0, 0.5),
     KI("data", "synthetic_digits", synthetic_digits, 1, 9),
     KI("data", "synthetic_samples", synthetic_samples, 16, 100000000),
+    KS("data", "tokenizer", tokenizer, NULL),
 
     KS("train", "run_dir", run_dir, NULL),
     KS("train", "backend", backend, "auto|cpu|cuda"),
@@ -111,6 +117,7 @@ static const cfg_key cfg_keys[] = {
     KI("metrics", "every", metrics_every, 1, 1e15),
 };
 #define CFG_NKEYS (sizeof cfg_keys / sizeof cfg_keys[0])
+_Static_assert(CFG_NKEYS <= CFG_MAX_KEYS, "raise CFG_MAX_KEYS");
 
 /* Shapes of the presets; a shape key left at 0 takes the preset's value. */
 typedef struct {
@@ -266,7 +273,7 @@ static int cfg_apply(cfg_parse *ps, const char *section, const char *key, const 
         if (!cfg_section_known(section))
             snprintf(ps->err, sizeof ps->err, "unknown section [%s] (key %s); sections are model, data, train, checkpoint, spot, cost, price.NAME, metrics", section, key);
         else
-            snprintf(ps->err, sizeof ps->err, "unknown key '%s' in [%s]; sample.ini lists every key", key, section);
+            snprintf(ps->err, sizeof ps->err, "unknown key '%s' in [%s]; `spotrain init` writes every key with its meaning", key, section);
         return -1;
     }
     size_t idx = (size_t)(k - cfg_keys);
@@ -276,6 +283,7 @@ static int cfg_apply(cfg_parse *ps, const char *section, const char *key, const 
         return -1;
     }
     ps->seen[idx] = 1;
+    ps->c->given[idx] = 1;
     return cfg_set_key(ps->c, k, v, ps->err, sizeof ps->err);
 }
 
@@ -349,8 +357,9 @@ static int cfg_apply_override(cfg *c, const char *ov)
     } else {
         const cfg_key *k = cfg_find(section, key);
         if (!k)
-            return util_fail(ST_CONFIG, "--set %s.%s: unknown key (see sample.ini for every key)", section, key);
+            return util_fail(ST_CONFIG, "--set %s.%s: unknown key (`spotrain init` lists every key)", section, key);
         bad = cfg_set_key(c, k, val, err, sizeof err);
+        c->given[k - cfg_keys] = 1;
     }
     return bad ? util_fail(ST_CONFIG, "--set: %s", err) : ST_OK;
 }
@@ -398,11 +407,46 @@ static int cfg_check_relations(const cfg *c)
     return ST_OK;
 }
 
+/* model.init_from: the shape comes from its config.json; a shape key that is
+ * set must agree. A checkpoint's resolved config names the directory but
+ * carries the whole shape, so a directory gone since is no error there. */
+static int cfg_from_hf(cfg *c)
+{
+    const char *f = c->path[0] ? c->path : "config";
+    char probe[CFG_STR + 16];
+    model_shape s;
+    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size};
+    const char *names[] = {"dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size"};
+    int all = 1;
+    for (int i = 0; i < 6; i++)
+        all &= *keys[i] != 0;
+    snprintf(probe, sizeof probe, "%s/config.json", c->init_from);
+    if (all && access(probe, F_OK) != 0)
+        return ST_OK;
+    int rc = hf_read_shape(c->init_from, &s);
+    if (rc != ST_OK)
+        return rc;
+    int64_t hf[] = {s.dim, s.n_layers, s.n_heads, s.n_kv_heads, s.ffn_dim, s.vocab};
+    for (int i = 0; i < 6; i++) {
+        if (*keys[i] && *keys[i] != hf[i])
+            return util_fail(ST_CONFIG, "%s: model.%s = %lld disagrees with %s (%lld); drop the key, the shape "
+                             "comes from model.init_from", f, names[i], (long long)*keys[i], probe, (long long)hf[i]);
+        *keys[i] = hf[i];
+    }
+    if (!c->seq_len)
+        c->seq_len = s.seq_len;
+    c->rope_theta = s.rope_theta;
+    c->norm_eps = s.norm_eps;
+    return ST_OK;
+}
+
 static int cfg_finish(cfg *c, char **overrides, int n_overrides)
 {
     int rc = ST_OK;
     for (int i = 0; i < n_overrides && rc == ST_OK; i++)
         rc = cfg_apply_override(c, overrides[i]);
+    if (rc == ST_OK && c->init_from[0])
+        rc = cfg_from_hf(c);
     if (rc != ST_OK)
         return rc;
     cfg_apply_preset(c);
@@ -415,6 +459,7 @@ static int cfg_defaults(cfg *c)
     int rc = cfg_parse_text(c, "sample.ini (built in)", cfg_sample_ini);
     /* Prices are examples in sample.ini, not defaults a user inherits. */
     c->n_prices = 0;
+    memset(c->given, 0, sizeof c->given);
     return rc;
 }
 
@@ -427,10 +472,21 @@ int cfg_load(cfg *c, const char *path, char **overrides, int n_overrides)
     if (path) {
         if (util_fmt(c->path, sizeof c->path, "%s", path) < 0)
             return util_fail(ST_CONFIG, "config path too long: %s", path);
-        rc = util_read_file(path, &text, NULL);
+        /* Bounded, so /dev/zero or a wrong huge file is refused, not read. */
+        size_t len = 0;
+        int more = 0;
+        rc = util_read_prefix(path, CFG_MAX_FILE_BYTES, &text, &len, &more);
         if (rc != ST_OK)
             return rc;
-        rc = cfg_parse_text(c, path, text);
+        const char *nul = memchr(text, 0, len);
+        if (nul)
+            rc = util_fail(ST_CONFIG, "%s is not a text file (a NUL byte at offset %zu); give an INI file "
+                           "(spotrain init writes a commented one)", path, (size_t)(nul - text));
+        else if (more)
+            rc = util_fail(ST_CONFIG, "%s is larger than %d KiB; a config is a small INI file", path,
+                           CFG_MAX_FILE_BYTES >> 10);
+        else
+            rc = cfg_parse_text(c, path, text);
         free(text);
         if (rc != ST_OK)
             return rc;
@@ -459,12 +515,21 @@ static void cfg_format_value(const cfg *c, const cfg_key *k, char *out, int cap)
         snprintf(out, (size_t)cap, "%lld", (long long)x);
     } else {
         double d;
+        char num[32];
         memcpy(&d, base, sizeof d);
         if (k->type == K_AUTO && d == CFG_AUTO)
             snprintf(out, (size_t)cap, "auto");
         else
-            snprintf(out, (size_t)cap, "%.17g", d);
+            snprintf(out, (size_t)cap, "%s", util_dtoa(d, num));
     }
+}
+
+int cfg_is_given(const cfg *c, const char *section, const char *key)
+{
+    for (size_t i = 0; i < CFG_NKEYS; i++)
+        if (c->given[i] && !strcmp(cfg_keys[i].section, section) && (!key || !strcmp(cfg_keys[i].key, key)))
+            return 1;
+    return 0;
 }
 
 int cfg_value_string(const cfg *c, const char *section, const char *key, char *out, int cap)
@@ -493,8 +558,11 @@ char *cfg_render(const cfg *c)
         cfg_format_value(c, k, val, sizeof val);
         len += (size_t)snprintf(s + len, cap - len, "%s = %s\n", k->key, val);
     }
-    for (int i = 0; i < c->n_prices; i++)
-        len += (size_t)snprintf(s + len, cap - len, "\n[price.%s]\nondemand = %.17g\nspot = %.17g\n",
-                                c->prices[i].name, c->prices[i].ondemand, c->prices[i].spot);
+    for (int i = 0; i < c->n_prices; i++) {
+        char od[32], sp[32];
+        len += (size_t)snprintf(s + len, cap - len, "\n[price.%s]\nondemand = %s\nspot = %s\n",
+                                c->prices[i].name, util_dtoa(c->prices[i].ondemand, od),
+                                util_dtoa(c->prices[i].spot, sp));
+    }
     return s;
 }

@@ -10,6 +10,7 @@
 #define CFG_MAX_PRICES 16
 /* The stored value of a number key set to auto. */
 #define CFG_AUTO (-1.0)
+#define CFG_MAX_KEYS 128
 
 typedef struct {
     char name[64];      /* the NAME of a [price.NAME] section */
@@ -24,6 +25,7 @@ typedef struct cfg {
     char preset[32];                /* tiny | small | deepseek-7b | deepseek-67b */
     int64_t dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, seq_len;
     double rope_theta, norm_eps, init_std;
+    char init_from[CFG_STR];        /* Hugging Face model directory to start from, or empty */
 
     /* [data] */
     char source[16];                /* synthetic | text | shards */
@@ -31,6 +33,7 @@ typedef struct cfg {
     char val_path[CFG_STR];         /* optional held-out glob/file */
     double val_fraction;            /* held out from train when val_path empty */
     int64_t synthetic_digits, synthetic_samples;
+    char tokenizer[CFG_STR];        /* tokenizer.json for sample and export, or empty */
 
     /* [train] */
     char run_dir[CFG_STR];
@@ -72,6 +75,9 @@ typedef struct cfg {
     /* [metrics] */
     char textfile[CFG_STR];
     int64_t metrics_every;
+
+    /* 1 per key of the table that the file or --set gave (not a default). */
+    unsigned char given[CFG_MAX_KEYS];
 } cfg;
 
 /* Loads defaults + path (may be NULL: defaults only) + overrides ("sec.key=v").
@@ -89,6 +95,10 @@ char *cfg_render(const cfg *c);
 
 /* Section + key lookup for code that needs to print or compare one value. */
 int cfg_value_string(const cfg *c, const char *section, const char *key, char *out, int cap);
+
+/* 1 when the user's file or --set gave section.key; key NULL: any key of
+ * the section. Lets a command print only what its input determines. */
+int cfg_is_given(const cfg *c, const char *section, const char *key);
 
 /* The text of sample.ini compiled into the binary (the defaults). */
 extern const char cfg_sample_ini[];

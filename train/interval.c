@@ -42,7 +42,9 @@ int interval_ledger_failures(const char *text, size_t len)
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *e = nl ? nl : end;
-        if (interval_field(p, e, "\"event\":\"start\"") && !interval_field(p, e, "\"failed\":true")) {
+        /* A start that failed is followed by its exit record like any
+         * segment, so it opens and closes like one. */
+        if (interval_field(p, e, "\"event\":\"start\"")) {
             n += open;     /* the previous segment never wrote its exit */
             open = 1;
         } else if (interval_field(p, e, "\"event\":\"exit\"")) {

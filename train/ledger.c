@@ -1,6 +1,7 @@
 /* events.jsonl records and the Prometheus textfile, moved out of the loop:
  * the loop says what happened, this file decides how it is written down. */
 #include "ledger.h"
+#include "cli_cost.h"
 #include "../spot/cost.h"
 #include "../spot/metrics.h"
 #include "../util/util.h"
@@ -35,16 +36,17 @@ void ledger_resume_counts(ledger *g, int nodes)
     char path[CFG_STR + 32], *text = NULL;
     size_t len = 0;
     cost_report r;
+    cost_opts co;
     double od;
-    if (!g->root)
+    if (!g->root || cfg_cost_opts(g->c, &co) != ST_OK)
         return;
-    cost_fleet_hourly(g->c, nodes, &od, &g->fleet_spot);
+    cost_fleet_hourly(&co, nodes, &od, &g->fleet_spot);
     snprintf(path, sizeof path, "%s/events.jsonl", g->c->run_dir);
     if (util_read_file(path, &text, &len) != ST_OK)
         return;
     /* This segment's own start record is already there and is neither an
      * interruption nor a stop. */
-    if (cost_report_compute(text, len, g->c, &r) == ST_OK) {
+    if (cost_report_compute(text, len, &co, &r) == ST_OK) {
         g->interruptions = (uint64_t)r.interruptions;
         g->spend_before = r.spend;
     }
@@ -132,7 +134,10 @@ void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, dou
 double ledger_run_hours(const ledger *g, const char *text, size_t len)
 {
     cost_report r;
-    return cost_report_compute(text, len, g->c, &r) == ST_OK ? r.run_hours : 0.0;
+    cost_opts co;
+    if (cfg_cost_opts(g->c, &co) != ST_OK)
+        return 0.0;
+    return cost_report_compute(text, len, &co, &r) == ST_OK ? r.run_hours : 0.0;
 }
 
 void ledger_exit(ledger *g, int64_t step, int code)

@@ -7,9 +7,11 @@
 #include "backend.h"
 #include "comm.h"
 #include "data.h"
+#include "hf.h"
 #include "interval.h"
 #include "ledger.h"
 #include "optim.h"
+#include "cli_cost.h"
 #include "protocol.h"
 #include "../ckpt/ckpt.h"
 #include "../spot/spot.h"
@@ -221,10 +223,19 @@ static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_
     return (int)st[0];
 }
 
-/* Fresh weights streamed into the backend in bounded pieces; Adam m and v
- * start at zero (the backend's own initial state). */
+static int trainer_hf_sink(void *arg, size_t offset, size_t n, const float *src)
+{
+    backend *b = arg;
+    return b->load(b, BK_PARAMS, offset, n, src);
+}
+
+/* Fresh weights streamed into the backend in bounded pieces (generated, or
+ * a Hugging Face model's for fine-tuning); Adam m and v start at zero (the
+ * backend's own initial state) and the step at 0. */
 static int trainer_fresh(trainer *t)
 {
+    if (t->c->init_from[0])
+        return hf_load(t->c->init_from, &t->L, trainer_hf_sink, t->b);
     float *buf = malloc(TRAINER_IO_FLOATS * sizeof(float));
     int rc = buf ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
     for (size_t off = 0; off < t->L.n_floats && rc == ST_OK; off += TRAINER_IO_FLOATS) {
@@ -681,10 +692,12 @@ int train_run(const cfg *c, int mode, int force)
     trainer t;
     int rc = trainer_open(&t, c);
     int spot_on = 0, started = 0;
+    spot_opts so;
+    cfg_spot_opts(c, &so);
     if (rc == ST_OK)
         rc = trainer_begin(&t, mode, force);
     started = rc == ST_OK;
-    if (rc == ST_OK && (rc = spot_start(c, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
+    if (rc == ST_OK && (rc = spot_start(&so, trainer_is_root(&t) ? c->run_dir : NULL)) == ST_OK) {
         spot_on = 1;
         rc = spot_watchdog_start(c->watchdog_seconds);
     }
@@ -694,9 +707,11 @@ int train_run(const cfg *c, int mode, int force)
         spot_watchdog_stop();
         spot_stop();
     }
+    /* A start that failed says why in its own record; the exit record
+     * after it carries the code for the wrapper, as after any segment. */
     if (!started && t.lg.ev.fd >= 0)
         ledger_start_failed(&t.lg, rc, util_last_error());
-    else if (t.lg.ev.fd >= 0)
+    if (t.lg.ev.fd >= 0)
         ledger_exit(&t.lg, t.step, rc);
     if (rc == ST_OK)
         trainer_log(&t, "done: %lld steps, %.1f s of training", (long long)t.step, t.train_seconds);

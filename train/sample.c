@@ -3,6 +3,7 @@
 #include "train.h"
 #include "backend.h"
 #include "rng.h"
+#include "tokenizer.h"
 #include "../ckpt/ckpt.h"
 #include "../util/util.h"
 
@@ -15,11 +16,15 @@
 static const char sample_usage[] =
     "usage: spotrain sample CONFIG|RUN_DIR|CKPT_DIR [--prompt S] [--tokens N] [--temperature T] [--seed N]\n"
     "  Continues a prompt with the newest checkpoint that verifies (or the one given).\n"
-    "  --prompt S        text for byte-level models; token ids (\"1 2 3\") for shard models\n"
+    "  --prompt S        text for byte-level models and for models with [data] tokenizer;\n"
+    "                    token ids (\"1 2 3\") for shard models without a tokenizer\n"
     "                    (default: \"12+34=\" for the synthetic corpus, a newline otherwise)\n"
     "  --tokens N        tokens to generate (default 32)\n"
     "  --temperature T   0 = greedy (default), else sample from softmax(logits / T)\n"
-    "  --seed N          seed for sampling (default 1)\n";
+    "  --seed N          seed for sampling (default 1)\n"
+    "  Output (stdout): the prompt followed by the continuation, then a newline unless the\n"
+    "  continuation ended with one. As text for byte-level models and models with a\n"
+    "  tokenizer; as space-separated token ids for shard models without one.\n";
 
 static int sample_is_dir(const char *p, const char *child)
 {
@@ -71,9 +76,28 @@ static int sample_pick(const float *logits, int64_t vocab, double temp, uint64_t
     return (int)best;
 }
 
-static int sample_encode(const cfg *c, const char *prompt, int32_t *ids, int64_t cap, int64_t *n)
+static int sample_encode(const cfg *c, const tok *tk, const char *prompt, int32_t *ids, int64_t cap, int64_t *n)
 {
     *n = 0;
+    if (tk) {
+        uint32_t *v = NULL;
+        size_t len = 0, vcap = 0;
+        tok_enc *e = NULL;
+        int rc = tok_enc_new(&e, tk);
+        if (rc == ST_OK)
+            rc = tok_encode(e, (const uint8_t *)prompt, strlen(prompt), &v, &len, &vcap);
+        /* The model sees the last seq_len tokens of a long prompt. */
+        size_t skip = len > (size_t)cap ? len - (size_t)cap : 0;
+        for (size_t i = skip; i < len && rc == ST_OK; i++) {
+            if (v[i] >= c->vocab_size)
+                rc = util_fail(ST_CONFIG, "%s: token id %u of the prompt is outside model.vocab_size %lld; "
+                               "is data.tokenizer the model's tokenizer?", c->tokenizer, v[i], (long long)c->vocab_size);
+            ids[(*n)++] = (int32_t)v[i];
+        }
+        free(v);
+        tok_enc_free(e);
+        return rc;
+    }
     if (strcmp(c->source, "shards")) {
         for (const char *p = prompt; *p && *n < cap; p++)
             ids[(*n)++] = (unsigned char)*p;
@@ -93,33 +117,47 @@ static int sample_encode(const cfg *c, const char *prompt, int32_t *ids, int64_t
     return ST_OK;
 }
 
-static int sample_generate(const cfg *c, backend *b, const char *prompt, int64_t ntok, double temp,
-                           uint64_t seed)
+static int sample_generate(const cfg *c, const tok *tk, backend *b, const char *prompt, int64_t ntok,
+                           double temp, uint64_t seed)
 {
     int64_t T = c->seq_len, cap = T + ntok, n = 0;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     int rc = !ids || !logits ? util_fail(ST_SOFTWARE, "out of memory") : ST_OK;
-    int bytes = strcmp(c->source, "shards") != 0;
+    int bytes = strcmp(c->source, "shards") != 0 && !tk, last_nl = 0;
     if (rc == ST_OK)
-        rc = sample_encode(c, prompt, ids, T, &n);
+        rc = sample_encode(c, tk, prompt, ids, T, &n);
     if (rc == ST_OK && n == 0)
         rc = util_fail(ST_USAGE, "--prompt is empty");
-    if (rc == ST_OK)
-        fputs(bytes ? prompt : "", stdout);
+    if (rc == ST_OK && (bytes || tk)) {
+        fputs(prompt, stdout);
+        last_nl = prompt[0] && prompt[strlen(prompt) - 1] == '\n';
+    } else if (rc == ST_OK) {
+        for (int64_t i = 0; i < n; i++)
+            printf("%s%d", i ? " " : "", ids[i]);
+    }
     for (int64_t i = 0; i < ntok && rc == ST_OK; i++) {
         int64_t ctx = n < T ? n : T;
         rc = b->logits(b, ids + n - ctx, ctx, logits);
         if (rc != ST_OK)
             break;
         ids[n] = sample_pick(logits, c->vocab_size, temp, seed, (uint64_t)i);
-        if (bytes)
+        size_t bl = 0;
+        const uint8_t *bs = tk ? tok_bytes(tk, (uint32_t)ids[n], &bl) : NULL;
+        if (bytes) {
             putchar(ids[n]);
-        else
-            printf("%s%d", i ? " " : "", ids[n]);
+            last_nl = ids[n] == '\n';
+        } else if (tk) {
+            /* An id the tokenizer lacks (the model's vocabulary may be
+             * larger) decodes to nothing, as the library's decode does. */
+            if (bs && bl)
+                fwrite(bs, 1, bl, stdout), last_nl = bs[bl - 1] == '\n';
+        } else {
+            printf(" %d", ids[n]);
+        }
         n++;
     }
-    if (rc == ST_OK && (!bytes || ids[n - 1] != '\n'))
+    if (rc == ST_OK && !last_nl)
         putchar('\n');
     free(ids);
     free(logits);
@@ -167,9 +205,12 @@ int train_sample_cli(int argc, char **argv)
     model_layout L = {0};
     model_shape s;
     cfg c;
+    tok *tk = NULL;
     if ((rc = ckpt_open(&r, ckpt)) != ST_OK)
         return rc;
     rc = cfg_load_text(&c, ckpt, ckpt_get_info(r)->config_text, NULL, 0);
+    if (rc == ST_OK && c.tokenizer[0])
+        rc = tok_load(&tk, c.tokenizer);
     if (rc == ST_OK && (rc = model_shape_from_cfg(&s, &c)) == ST_OK)
         rc = model_layout_init(&L, &s);
     backend_opts bo = {"cpu", NULL, (int)c.threads, 0, 1};
@@ -180,8 +221,9 @@ int train_sample_cli(int argc, char **argv)
     if (rc == ST_OK) {
         if (!prompt)
             prompt = !strcmp(c.source, "synthetic") ? "12+34=" : !strcmp(c.source, "shards") ? "0" : "\n";
-        rc = sample_generate(&c, b, prompt, ntok, temp, (uint64_t)seed);
+        rc = sample_generate(&c, tk, b, prompt, ntok, temp, (uint64_t)seed);
     }
+    tok_free(tk);
     if (b)
         b->destroy(b);
     model_layout_free(&L);

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 int util_quiet = 0;
 
 /* The newest failure line, per thread: the ledger records why a start
@@ -80,40 +82,81 @@ int util_fmt(char *dst, size_t cap, const char *fmt, ...)
     return (n < 0 || (size_t)n >= cap) ? -1 : n;
 }
 
-int util_read_file(const char *path, char **out, size_t *len)
+int util_read_prefix(const char *path, size_t max, char **out, size_t *len, int *more)
 {
     int rc = ST_OK;
     char *buf = NULL;
+    size_t n = 0, cap;
+    struct stat st;
+    *more = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
         return util_fail(errno == ENOENT ? ST_NOINPUT : ST_IOERR, "cannot open %s: %s",
                          path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0) {
-        rc = util_fail(ST_IOERR, "cannot seek %s: %s", path, strerror(errno));
+    if (fstat(fileno(f), &st) != 0) {
+        rc = util_fail(ST_IOERR, "cannot stat %s: %s", path, strerror(errno));
         goto out;
     }
-    long n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        rc = util_fail(ST_IOERR, "cannot size %s: not a regular file?", path);
+    if (S_ISDIR(st.st_mode)) {
+        rc = util_fail(ST_NOINPUT, "%s is a directory; give the path of a file", path);
         goto out;
     }
-    buf = malloc((size_t)n + 1);
+    /* Devices and pipes have no size: read until EOF, never past max. */
+    cap = S_ISREG(st.st_mode) && (uint64_t)st.st_size < max ? (size_t)st.st_size : 65536;
+    if (cap > max)
+        cap = max;
+    buf = malloc(cap + 1);
     if (!buf) {
-        rc = util_fail(ST_SOFTWARE, "out of memory reading %s (%ld bytes)", path, n);
+        rc = util_fail(ST_SOFTWARE, "out of memory reading %s (%zu bytes)", path, cap);
         goto out;
     }
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        rc = util_fail(ST_IOERR, "short read on %s", path);
+    for (;;) {
+        if (n == cap) {
+            if (cap >= max)
+                break;
+            size_t nc = cap > max / 2 ? max : cap * 2;
+            char *nb = realloc(buf, nc + 1);
+            if (!nb) {
+                rc = util_fail(ST_SOFTWARE, "out of memory reading %s (%zu bytes)", path, nc);
+                goto out;
+            }
+            buf = nb;
+            cap = nc;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        rc = util_fail(ST_IOERR, "cannot read %s: %s", path, strerror(errno));
         goto out;
+    }
+    if (n == max && !feof(f)) {
+        int c = fgetc(f);
+        *more = c != EOF;
     }
     buf[n] = 0;
     *out = buf;
     buf = NULL;
     if (len)
-        *len = (size_t)n;
+        *len = n;
 out:
     free(buf);
     fclose(f);
+    return rc;
+}
+
+int util_read_file(const char *path, char **out, size_t *len)
+{
+    int more;
+    /* ftell's long is the bound a regular file can have here anyway. */
+    int rc = util_read_prefix(path, (size_t)1 << 40, out, len, &more);
+    if (rc == ST_OK && more) {
+        free(*out);
+        *out = NULL;
+        return util_fail(ST_DATA, "%s: more than 1 TiB; not a file spotrain reads", path);
+    }
     return rc;
 }
 
@@ -324,4 +367,39 @@ int util_parse_time(const char *s, double *out)
     *out = (double)util_days_from_civil(y, mo, d) * 86400.0 + h * 3600.0 + mi * 60.0 + sec + frac -
            (double)off;
     return *out < 0 ? -1 : 0;
+}
+
+char *util_dtoa(double v, char out[32])
+{
+    if (!isfinite(v)) {
+        snprintf(out, 32, "%s", isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf");
+        return out;
+    }
+    /* 17 significant digits always round-trip; fewer usually do, and the
+     * shortest that does is the number a person wrote ("19.2", not
+     * "19.199999999999999"). */
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, 32, "%.*g", prec, v);
+        if (strtod(out, NULL) == v)
+            break;
+    }
+    /* %g writes 337920 as 3.3792e+05 at the shortest precision; below 1e17
+     * the plain digits are as exact and what a reader expects. */
+    const char *e = strchr(out, 'e');
+    if (e && e[1] == '+') {
+        int exp10 = atoi(e + 2);
+        if (exp10 < 17)
+            snprintf(out, 32, "%.*g", exp10 + 1, v);
+    }
+    return out;
+}
+
+struct json_object *util_json_num(double v)
+{
+    char s[32];
+    if (!isfinite(v))
+        return NULL;
+    if (v == floor(v) && fabs(v) < 9e15)
+        return json_object_new_int64((int64_t)v);
+    return json_object_new_double_s(v, util_dtoa(v, s));
 }

@@ -40,8 +40,12 @@ void util_iso8601(double wall, char out[48]);  /* 2026-11-28T08:24:48.123Z */
 /* snprintf that reports truncation as -1 instead of a silent cut. */
 int util_fmt(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Whole file into a NUL-terminated heap buffer; ST_NOINPUT / ST_IOERR. */
+/* Whole file into a NUL-terminated heap buffer; ST_NOINPUT (missing, or a
+ * directory) / ST_IOERR. Devices and pipes are read until EOF. */
 int util_read_file(const char *path, char **out, size_t *len);
+/* At most max bytes of it; *more is 1 when the file holds more (so a caller
+ * can refuse /dev/zero or a huge file without reading it all). */
+int util_read_prefix(const char *path, size_t max, char **out, size_t *len, int *more);
 /* Write, fsync, rename over path, fsync parent dir. */
 int util_write_atomic(const char *path, const void *buf, size_t len);
 int util_fsync_dir(const char *dir);
@@ -50,6 +54,14 @@ int util_mkdirs(const char *path);   /* mkdir -p */
 /* Strict number parsing: whole string, no overflow, finite. 0 on success. */
 int util_parse_i64(const char *s, int64_t *out);
 int util_parse_f64(const char *s, double *out);
+
+/* The shortest decimal that strtod reads back to exactly v ("19.2",
+ * "1e-06"); NaN, +Inf, -Inf as Prometheus spells them. Returns out. */
+char *util_dtoa(double v, char out[32]);
+/* A JSON number printed by util_dtoa (integral values as integers); NULL,
+ * which json-c writes as null, when v is not finite. */
+struct json_object;
+struct json_object *util_json_num(double v);
 
 /* Time stamp -> epoch seconds: ISO 8601 (date, optional time with
  * fraction, optional Z or +hh:mm offset) or plain epoch seconds. 0 or -1. */

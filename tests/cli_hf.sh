@@ -1,0 +1,162 @@
+#!/bin/sh
+# ckpt export (f32, bf16, sharded, tokenizer copy) and [model] init_from:
+# export -> import is bitwise in f32, a bf16 export imports as the rounded
+# weights (PyTorch's bf16 rounding is the oracle), F16 imports, the
+# safetensors library reads our shards, and mismatches are one clear line.
+. "$(dirname "$0")/lib.sh"
+S=$SPOTRAIN
+VENV=${SPOTRAIN_VENV:-$PWD/build/venv}
+cd "$T_TMP" || exit 1
+
+printf '{"eos_token": "<|endoftext|>"}' > tokenizer_config.json
+/usr/bin/python3 - <<'PY'
+import json
+m, n = {}, 0
+for b in range(256):
+    keep = 33 <= b <= 126 or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF
+    m[b] = chr(b) if keep else chr(256 + n)
+    n += 0 if keep else 1
+vocab = {m[b]: b for b in range(256)}
+j = {"added_tokens": [], "normalizer": None, "decoder": {"type": "ByteLevel"},
+     "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+     "model": {"type": "BPE", "vocab": vocab, "merges": []}}
+json.dump(j, open("tokenizer.json", "w"))
+PY
+cat > a.ini <<EOF
+[data]
+tokenizer = tokenizer.json
+[train]
+run_dir = a
+max_steps = 3
+global_batch = 4
+micro_batch = 4
+val_every = 0
+[checkpoint]
+interval_steps = 3
+EOF
+# lr = 0 and no decay: a run that starts from imported weights saves them unchanged.
+cat > b.ini <<EOF
+[model]
+init_from = e32
+[train]
+run_dir = b
+max_steps = 1
+lr = 0
+min_lr = 0
+weight_decay = 0
+global_batch = 4
+micro_batch = 4
+val_every = 0
+[checkpoint]
+interval_steps = 1
+EOF
+digest() { "$S" ckpt inspect "$1" --json 2>/dev/null | /usr/bin/python3 -c "
+import json,sys; d=json.load(sys.stdin); d=d[-1] if isinstance(d,list) else d
+print(d['digest']['params'])"; }
+
+"$S" train a.ini --quiet || t_bad "train the source run"
+t_exit "export f32" 0 "exported step 3 .*f32, 1 file" "$S" ckpt export a -o e32
+[ -s e32/tokenizer.json ] && [ -s e32/tokenizer_config.json ] && t_ok "export copies tokenizer.json and tokenizer_config.json" || t_bad "tokenizer copy" "$(ls e32)"
+da=$(digest a/ckpt)
+t_exit "fine-tune from the f32 export" 0 "" "$S" train b.ini --quiet
+db=$(digest b/ckpt)
+[ -n "$da" ] && [ "$da" = "$db" ] && t_ok "f32 export -> import is bitwise ($da)" || t_bad "f32 round trip" "$da vs $db"
+"$S" ckpt inspect b/ckpt 2>/dev/null | grep -q "step-00000001" && t_ok "the fine-tune starts at step 0" || t_bad "fine-tune step"
+
+t_exit "export bf16" 0 "bf16" "$S" ckpt export a -o e16 --dtype bf16
+"$S" train b.ini --quiet --force --set model.init_from=e16 --set train.run_dir=c || t_bad "import bf16"
+"$S" ckpt export c -o c32 >/dev/null || t_bad "re-export"
+out=$(/usr/bin/python3 - <<'PY'
+import json, struct, numpy as np, torch
+def load(path):
+    raw = open(path, "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n]); out = {}
+    for k, v in h.items():
+        if k == "__metadata__": continue
+        b, e = v["data_offsets"]; dt = {"F32": np.float32, "BF16": np.uint16, "F16": np.float16}[v["dtype"]]
+        out[k] = np.frombuffer(raw[8 + n + b:8 + n + e], dtype=dt).reshape(v["shape"])
+    return h, out
+_, a = load("e32/model.safetensors")
+h16, b16 = load("e16/model.safetensors")
+_, c = load("c32/model.safetensors")
+bad = 0
+for k, v in a.items():
+    want = torch.from_numpy(v.copy()).to(torch.bfloat16)
+    bad += not np.array_equal(b16[k], want.view(torch.int16).numpy().view(np.uint16))
+    bad += not np.array_equal(c[k], want.to(torch.float32).numpy())
+print("ok" if bad == 0 and h16["__metadata__"]["format"] == "pt" else "bad %d" % bad)
+PY
+)
+[ "$out" = ok ] && t_ok "bf16 export rounds to nearest even (PyTorch) and imports exactly" || t_bad "bf16 export/import" "$out"
+
+t_exit "sharded export" 0 "f32, [0-9]+ files" "$S" ckpt export a -o esh --max-shard-size 200KB
+nsh=$(ls esh/model-*-of-*.safetensors 2>/dev/null | wc -l)
+[ "$nsh" -gt 1 ] && [ -s esh/model.safetensors.index.json ] && [ ! -e esh/model.safetensors ] &&
+    t_ok "shards of at most 200KB plus model.safetensors.index.json ($nsh files)" || t_bad "shards" "$(ls esh)"
+big=$(find esh -name 'model-*' -size +205k | wc -l)
+[ "$big" -eq 0 ] && t_ok "no shard exceeds the limit" || t_bad "shard size"
+"$S" train b.ini --quiet --force --set model.init_from=esh --set train.run_dir=d || t_bad "import shards"
+dd=$(digest d/ckpt)
+[ "$da" = "$dd" ] && t_ok "sharded export -> import is bitwise" || t_bad "sharded round trip" "$da vs $dd"
+
+# F16 weights import as their exact f32 values.
+/usr/bin/python3 - <<'PY'
+import json, os, shutil, struct, numpy as np
+raw = open("e32/model.safetensors", "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n])
+os.makedirs("f16", exist_ok=True); shutil.copy("e32/config.json", "f16/config.json")
+hdr, data, off = {"__metadata__": {"format": "pt"}}, b"", 0
+for k, v in h.items():
+    if k == "__metadata__": continue
+    b, e = v["data_offsets"]; x = np.frombuffer(raw[8 + n + b:8 + n + e], np.float32).astype(np.float16).tobytes()
+    hdr[k] = {"dtype": "F16", "shape": v["shape"], "data_offsets": [off, off + len(x)]}; data += x; off += len(x)
+j = json.dumps(hdr).encode(); j += b" " * (-len(j) % 8)
+open("f16/model.safetensors", "wb").write(struct.pack("<Q", len(j)) + j + data)
+PY
+"$S" train b.ini --quiet --force --set model.init_from=f16 --set train.run_dir=f || t_bad "import f16"
+"$S" ckpt export f -o f32 >/dev/null
+out=$(/usr/bin/python3 -c "
+import json,struct,numpy as np
+def ld(p):
+    raw=open(p,'rb').read(); n=struct.unpack('<Q',raw[:8])[0]; return raw[8+n:]
+a=np.frombuffer(ld('e32/model.safetensors'),np.float32).astype(np.float16).astype(np.float32)
+b=np.frombuffer(ld('f32/model.safetensors'),np.float32)
+print('ok' if np.array_equal(a,b) else 'bad')")
+[ "$out" = ok ] && t_ok "F16 weights import exactly" || t_bad "f16 import" "$out"
+
+t_exit "a shape key that disagrees with config.json" 78 "model.dim = 64 disagrees with e32/config.json" \
+    "$S" train b.ini --force --set model.dim=64 --set train.run_dir=x
+t_exit "a shape key that agrees is fine" 0 "" "$S" train b.ini --quiet --force --set model.dim=128 --set train.run_dir=y
+mkdir -p miss && cp e32/config.json miss/ && /usr/bin/python3 - <<'PY'
+import json, struct
+raw = open("e32/model.safetensors", "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n])
+del h["model.norm.weight"]
+j = json.dumps(h).encode(); j += b" " * (-len(j) % 8)
+open("miss/model.safetensors", "wb").write(struct.pack("<Q", len(j)) + j + raw[8 + n:])
+PY
+t_exit "a missing tensor is named" 65 "tensor model.norm.weight is missing" "$S" train b.ini --force --set model.init_from=miss --set train.run_dir=m
+sed 's/"intermediate_size": 352/"intermediate_size": 350/' e32/config.json > miss/config.json
+cp e32/model.safetensors miss/
+t_exit "a wrong shape is named" 65 "gate_proj.weight has shape \[352, 128\], the model wants \[350, 128\]" \
+    "$S" train b.ini --force --set model.init_from=miss --set train.run_dir=m
+t_exit "a missing directory" 66 "init_from|config.json" "$S" train b.ini --force --set model.init_from=nowhere --set train.run_dir=m
+sed 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' e32/config.json > miss/config.json
+t_exit "tied embeddings are refused" 78 "tie_word_embeddings" "$S" train b.ini --force --set model.init_from=miss --set train.run_dir=m
+
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import safetensors" 2>/dev/null; then
+    out=$("$VENV/bin/python" - <<'PY'
+import json, numpy as np
+from safetensors.numpy import load_file
+idx = json.load(open("esh/model.safetensors.index.json"))
+full = load_file("e32/model.safetensors")
+got = {}
+for f in sorted(set(idx["weight_map"].values())):
+    got.update(load_file("esh/" + f))
+ok = set(got) == set(full) and all(np.array_equal(got[k], full[k]) for k in full)
+ok = ok and idx["metadata"]["total_size"] == sum(v.nbytes for v in full.values())
+print("ok" if ok else "bad")
+PY
+)
+    [ "$out" = ok ] && t_ok "the safetensors library reads our files and index" || t_bad "safetensors library" "$out"
+else
+    echo "SKIP safetensors library check: $VENV lacks safetensors (tests/deps.sh test creates it)"
+fi
+t_end
