@@ -46,7 +46,7 @@ endif
 # driver and libraries but none of our Debian ones: no MPI, and the small
 # libraries, OpenMP, gfortran and libstdc++ linked statically.
 DEVICE  ?= 0
-STDCXX  := -lstdc++
+STDCXX  := -Wl,-Bstatic -lstdc++ -Wl,-Bdynamic -static-libgcc
 ifeq ($(DEVICE),1)
 override MPI := 0
 BUILD   := build/device
