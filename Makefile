@@ -6,7 +6,18 @@ PREFIX  ?= /usr/local
 SAN     ?= 0
 MPI     ?= $(shell command -v mpicc >/dev/null 2>&1 && echo 1 || echo 0)
 NVCC    ?= nvcc
-CUDA    ?= $(shell command -v $(NVCC) >/dev/null 2>&1 && test -n "$(wildcard cuda/*.cu)" && echo 1 || echo 0)
+# CUDA defaults on when nvcc is found, except in the sanitizer build (ASan's
+# shadow memory and the CUDA runtime's address-space reservations conflict;
+# SAN=1 tests the host code, which is the same with or without CUDA).
+ifeq ($(SAN),1)
+CUDA    ?= 0
+else
+CUDA    ?= $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1 || echo 0)
+endif
+# Real builds: sm_80 (A100) and sm_90 (H100/H200) code plus PTX for newer
+# GPUs. While iterating: make CUDA_GENCODE=-arch=sm_90
+CUDA_GENCODE ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+                -gencode arch=compute_90,code=compute_90
 
 ifeq ($(SAN),1)
 BUILD   := build/san
@@ -31,22 +42,37 @@ else
 LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgomp -Wl,-Bdynamic -lpthread -lm
 endif
 
+# DEVICE=1: the binary to copy to a GPU test machine, which has the NVIDIA
+# driver and libraries but none of our Debian ones: no MPI, and the small
+# libraries, OpenMP, gfortran and libstdc++ linked statically.
+DEVICE  ?= 0
+STDCXX  := -Wl,-Bstatic -lstdc++ -Wl,-Bdynamic -static-libgcc
+ifeq ($(DEVICE),1)
+override MPI := 0
+BUILD   := build/device
+LDFLAGS := $(filter-out -fopenmp,$(LDFLAGS)) -static-libgcc -s
+LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgfortran -lquadmath -lgomp -lstdc++ -Wl,-Bdynamic -lpthread -lm -ldl
+STDCXX  :=
+endif
+
 ifeq ($(MPI),1)
 CFLAGS  += -DSPOTRAIN_MPI=1 $(shell mpicc -showme:compile)
 LIBS    += $(shell mpicc -showme:link)
 endif
 
+# The CUDA runtime is linked statically; cuBLASLt (and later NCCL) are
+# opened with dlopen at run time, so the binary starts on machines without a
+# GPU or CUDA libraries (backend = auto falls back to the CPU).
 ifeq ($(CUDA),1)
-ifeq ($(wildcard cuda/*.cu),)
-$(error CUDA=1: this tree has no CUDA backend yet (cuda/ holds no .cu files); build with CUDA=0)
-endif
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
-CFLAGS  += -DSPOTRAIN_CUDA=1 -I$(CUDA_HOME)/include
-LIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lnccl -ldl -lrt -lstdc++
+CFLAGS  += -DSPOTRAIN_CUDA=1
+NVFLAGS := -std=c++17 -O3 $(CUDA_GENCODE) -fmad=false -DSPOTRAIN_CUDA=1 -MMD -MP \
+           -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter,-fPIC -Werror all-warnings
+LIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread $(STDCXX)
 CU_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*.cu))
 endif
 
-LIB_SRC := $(wildcard util/*.c train/*.c ckpt/*.c spot/*.c)
+LIB_SRC := $(wildcard util/*.c train/*.c ckpt/*.c spot/*.c cuda/*.c)
 LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(BUILD)/sample_ini.o $(CU_OBJ)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -54,7 +80,7 @@ FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test test-build bench demo fuzz chaos install clean help
+.PHONY: all test test-build bench demo fuzz chaos install clean help device-build
 all: $(BUILD)/spotrain
 
 help:
@@ -65,6 +91,8 @@ help:
 	@echo "make fuzz     build libFuzzer targets and run each for FUZZ_SECONDS (default 20)"
 	@echo "make chaos    long preemption soak with spotrain-run"
 	@echo "make install [PREFIX=/usr/local] [DESTDIR=]   stripped spotrain, spotrain-run, share/spotrain/sample.ini"
+	@echo "make device-build   build/device/spotrain + tests for a GPU machine (MPI=0, static libs);"
+	@echo "                    copy the tree there and run tests/device_check.sh"
 
 $(BUILD)/spotrain: $(BUILD)/main.o $(BUILD)/libspotrain.a
 	$(CC) -o $@ $^ $(LDFLAGS) $(LIBS)
@@ -84,9 +112,11 @@ $(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# -fmad=false: no contraction the C side would not do, so the shared
+# per-element math (train/elem.h) rounds the same on both backends.
 $(BUILD)/cuda/%.o: cuda/%.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) -O3 -std=c++17 -arch=sm_90 -Xcompiler -Wall,-Werror -c -o $@ $<
+	$(NVCC) $(NVFLAGS) -c -o $@ $<
 
 # sample.ini is the embedded default configuration.
 $(BUILD)/sample_ini.c: sample.ini
@@ -116,6 +146,12 @@ bench: $(BUILD)/spotrain $(BENCH_BIN)
 
 demo:
 	@sh tests/demo.sh
+
+# What tests/device_check.sh needs on the GPU machine: the trainer and the
+# CUDA kernel-check program, both built with DEVICE=1.
+device-build:
+	@$(MAKE) --no-print-directory DEVICE=1 build/device/spotrain build/device/tests/test_cuda_kernels \
+	    build/device/tests/test_cuda_parity
 
 FUZZ_SECONDS ?= 20
 fuzz:

@@ -10,6 +10,7 @@
 #include "train/cli_init.h"
 #include "spot/spot.h"
 #include "util/util.h"
+#include "cuda/cuda.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -49,7 +50,7 @@ static const char main_usage[] =
     "78 bad config, 86 watchdog (no progress), 3 bid --alert-above crossed.\n";
 
 static const char main_train_usage[] =
-    "usage: spotrain train CONFIG [--set section.key=value]... [--force] [--dry-run [--world N]] [--quiet]\n"
+    "usage: spotrain train CONFIG [--set section.key=value]... [--force] [--dry-run [--world N] [--gpu-memory GiB]] [--quiet]\n"
     "       spotrain resume CONFIG [--set section.key=value]... [--quiet]\n"
     "  train starts fresh and refuses a run_dir that holds checkpoints unless --force\n"
     "  (which moves them aside to RUN_DIR/ckpt.old-TIME). resume continues from the newest\n"
@@ -58,7 +59,8 @@ static const char main_train_usage[] =
     "  newest state is durable.\n"
     "  --set k=v   override any INI key (repeatable), e.g. --set train.max_steps=100\n"
     "  --dry-run   print the resolved config, parameter count and per-process memory\n"
-    "              plan (for --world N ranks, default 1) and exit\n"
+    "              plan (for --world N ranks, default 1) and exit; with backend auto or cuda\n"
+    "              also the per-GPU plan and whether it fits --gpu-memory GiB (default: cost.gpu)\n"
     "  --quiet     no log lines on stderr (errors still print)\n";
 
 static int main_version(void)
@@ -71,6 +73,11 @@ static int main_version(void)
            ""
 #endif
     );
+#ifdef SPOTRAIN_CUDA
+    cuda_describe(stdout);
+#else
+    printf("cuda: not compiled in (built without nvcc)\n");
+#endif
 #ifdef SPOTRAIN_MPI
     printf("mpi: yes\n");
 #else
@@ -83,6 +90,7 @@ typedef struct {
     const char *config;
     char **sets;
     int nsets, force, dry_run, world;
+    double gpu_memory;      /* --gpu-memory GiB for the --dry-run fit check; 0: from the config */
 } main_train_args;
 
 static int main_parse_train(int argc, char **argv, int resume, main_train_args *a)
@@ -109,6 +117,9 @@ static int main_parse_train(int argc, char **argv, int resume, main_train_args *
             if (util_parse_i64(argv[++i], &w) || w < 1 || w > 1000000)
                 return util_fail(ST_USAGE, "--world: '%s' is not a rank count", argv[i]);
             a->world = (int)w;
+        } else if (!strcmp(s, "--gpu-memory") && i + 1 < argc) {
+            if (util_parse_f64(argv[++i], &a->gpu_memory) || a->gpu_memory <= 0 || a->gpu_memory > 1e6)
+                return util_fail(ST_USAGE, "--gpu-memory: '%s' is not a size in GiB", argv[i]);
         } else if (s[0] == '-' || a->config)
             return util_fail(ST_USAGE, "%s: unexpected argument '%s' (see spotrain %s --help)", argv[0], s, argv[0]);
         else
@@ -127,6 +138,8 @@ static int main_train(int argc, char **argv, int resume)
     if (rc == ST_OK)
         rc = cfg_load(c, a.config, a.sets, a.nsets);
     if (rc == ST_OK && a.dry_run) {
+        if (a.gpu_memory > 0)
+            c->gpu_memory_gib = a.gpu_memory;
         rc = train_plan(c, a.world);
     } else if (rc == ST_OK) {
         /* As early as possible: a reclaim notice can come during start-up,

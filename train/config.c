@@ -54,7 +54,9 @@ static const cfg_key cfg_keys[] = {
     KS("data", "tokenizer", tokenizer, NULL),
 
     KS("train", "run_dir", run_dir, NULL),
-    KS("train", "backend", backend, "cpu|cuda"),
+    KS("train", "backend", backend, "auto|cpu|cuda"),
+    KS("train", "precision", precision, "auto|fp32|tf32|bf16|fp16"),
+    KF("train", "loss_scale", loss_scale, 0, 1e30),
     KI("train", "seed", seed, 0, 9.0e15),
     KI("train", "max_steps", max_steps, 1, 1e15),
     KI("train", "global_batch", global_batch, 1, 1 << 24),

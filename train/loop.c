@@ -640,7 +640,9 @@ static int trainer_open(trainer *t, const cfg *c)
         return util_fail(ST_SOFTWARE, "out of memory");
     if ((rc = trainer_prepare_dir(t)) != ST_OK)
         return rc;
-    backend_opts bo = {c->backend, NULL, (int)c->threads, t->rank, t->world};
+    /* cuda: train.precision picks the compute type ("auto": the backend's default). */
+    backend_opts bo = {c->backend, strcmp(c->precision, "auto") ? c->precision : NULL, (int)c->threads, t->rank,
+                       t->world};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
     if ((rc = trainer_alloc(t)) != ST_OK)

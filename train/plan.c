@@ -6,11 +6,13 @@
 #include "comm.h"
 #include "data.h"
 #include "../spot/commcost.h"
+#include "../cuda/plan.h"
 #include "../spot/cost.h"
 #include "../util/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 typedef struct {
@@ -44,6 +46,39 @@ static void train_memory_plan(const model_shape *s, int64_t micro_batch, int wor
 static void plan_line(const char *what, double bytes)
 {
     printf("  %-28s %12.3f GiB\n", what, bytes / (1024.0 * 1024.0 * 1024.0));
+}
+
+/* backend cuda (cuda/plan.c): what one GPU holds at the configured
+ * precision, and whether that fits the GPU memory given by --gpu-memory or
+ * the cost section (cost.gpu_memory_gib, else cost.gpu's size). */
+static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
+{
+    cuda_prec p;
+    cuda_memplan g;
+    if (cuda_prec_parse(c->precision, &p))
+        p = CUDA_BF16;
+    cuda_memory_plan(s, c->micro_batch, world, p, &g);
+    printf("per-GPU memory with backend cuda, precision %s, %d rank%s:\n", cuda_prec_name(p), world,
+           world == 1 ? "" : "s");
+    plan_line("weights (fp32 master)", g.master);
+    plan_line(p == CUDA_BF16 || p == CUDA_FP16 ? "weights (working copy)" : "weights (no working copy)", g.working);
+    plan_line("gradients (fp32)", g.grads);
+    plan_line("adam m+v (this rank's 1/W)", g.adam);
+    char act[64];
+    snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
+    plan_line(act, g.activations);
+    plan_line("cuBLASLt workspace", g.workspace);
+    plan_line("CUDA context (estimate)", g.context);
+    plan_line("total", g.total);
+    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
+    double need = g.total / (1024.0 * 1024.0 * 1024.0);
+    if (gib <= 0)
+        printf("GPU memory unknown: pass --gpu-memory GiB or set cost.gpu to check the fit\n");
+    else if (need <= gib)
+        printf("fits a %.0f GiB GPU (%.1f GiB needed, %.1f GiB spare)\n", gib, need, gib - need);
+    else
+        printf("DOES NOT FIT a %.0f GiB GPU: %.1f GiB needed; lower train.micro_batch (activations), or use "
+               "more ranks (Adam m and v are split over the ranks)\n", gib, need);
 }
 
 /* The network side of a step on [cost]'s GPUs: the volume of the chunked
@@ -121,5 +156,7 @@ int train_plan(const cfg *c, int world)
     plan_line(act, m.activations);
     plan_line("total", m.total);
     train_plan_comm(c, &s, world);
+    if (strcmp(c->backend, "cpu") != 0)
+        train_plan_gpu(c, &s, world);
     return train_plan_checks(c, &m);
 }

@@ -1,0 +1,864 @@
+/* The CUDA backend: device-resident training state (fp32 master, gradients,
+ * Adam m/v, the compute-precision working copy), the forward and backward
+ * of the decoder over the layer files in cuda/ (one .cuh per layer), the optimizer, and
+ * the checkpoint snapshot on a copy stream. Also what --version and
+ * backend = auto ask: is a device usable here, and which libraries. */
+#include "common.cuh"
+#include "gemm.cuh"
+#include "encoder.cuh"
+#include "rmsnorm.cuh"
+#include "rope.cuh"
+#include "attention.cuh"
+#include "swiglu.cuh"
+#include "classifier.cuh"
+#include "adamw.cuh"
+
+#include <dlfcn.h>
+#include <stdlib.h>
+
+extern "C" {
+#include "../train/comm.h"
+}
+
+enum { CUDA_MAX_PINNED = 8 };
+
+typedef struct {
+    cuda_prec prec;
+    int dev;
+    model_shape s;
+    cudaStream_t stream, copy;
+    cudaEvent_t ev_ready, ev_snap0, ev_snap, ev_stall0, ev_stall1, ev_tokens;
+    cuda_gemm_ctx gemm;
+    float *master, *grads, *m, *v;   /* master and grads: the full vector; m, v: [lo,hi) */
+    void *work;                      /* compute-precision copy (2-byte types); NULL: GEMMs read master */
+    float *rope_cos, *rope_sin;      /* [seq_len, head_dim/2] */
+    cuda_adamw_seg *seg;
+    int nseg;
+    double *loss_acc, *eval_acc, *sumsq, *sumsq_part;
+    double *h_scalar;                /* pinned: one double read back */
+    int32_t *h_tokens;               /* pinned staging: a micro-batch's ids, then its embedding index */
+    int64_t h_tokens_cap;
+    int32_t *h_cnt;                  /* [vocab] scratch of cuda_embed_index */
+    int64_t emb_u;                   /* distinct tokens of the micro-batch in flight */
+    char *arena;
+    cuda_arena plan;
+    int64_t cap_b;
+    int snap_recorded, stall_armed, stall_pending, snaps;
+    double snap_bytes, snap_ms, stall_ms;
+    void *pinned[CUDA_MAX_PINNED];
+    int npinned;
+    /* SPOTRAIN_CUDA_PROFILE=1: events around the phases of a step, read
+     * back after each (a sync per phase: for benchmarks, not training). */
+    int profile;
+    cudaEvent_t ev_ph[6];
+    double ph_ms[4];
+    int64_t ph_steps;
+} cuda_impl;
+
+static void cuda_prof_mark(cuda_impl *c, int i)
+{
+    if (c->profile)
+        cudaEventRecord(c->ev_ph[i], c->stream);
+}
+
+static double cuda_prof_ms(cuda_impl *c, int a, int b)
+{
+    float ms = 0;
+    cudaEventSynchronize(c->ev_ph[b]);
+    return cudaEventElapsedTime(&ms, c->ev_ph[a], c->ev_ph[b]) == cudaSuccess ? ms : 0.0;
+}
+
+/* ---- probing ----------------------------------------------------------- */
+
+static int cuda_driver_present(char *why, size_t cap)
+{
+    void *so = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!so) {
+        snprintf(why, cap, "no NVIDIA driver (libcuda.so.1 not found)");
+        return 0;
+    }
+    dlclose(so);
+    return 1;
+}
+
+extern "C" int cuda_available(char *why, size_t cap)
+{
+    int n = 0;
+    if (!cuda_driver_present(why, cap))
+        return 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        snprintf(why, cap, "no usable GPU (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
+        return 0;
+    }
+    if (n < 1) {
+        snprintf(why, cap, "no CUDA device found");
+        return 0;
+    }
+    cuda_lt_api a;
+    if (cuda_lt_open(&a, why, cap))
+        return 0;
+    cuda_lt_close(&a);
+    return 1;
+}
+
+extern "C" void cuda_describe(FILE *f)
+{
+    static const int archs[] = {__CUDA_ARCH_LIST__};
+    char why[256];
+    fprintf(f, "cuda: compiled for");
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+        fprintf(f, " sm_%d", archs[i] / 10);
+    fprintf(f, " (+PTX); CUDA runtime %d.%d, static\n", CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+    if (!cuda_driver_present(why, sizeof why)) {
+        fprintf(f, "cuda driver: %s\ndevices: none\n", why);
+        return;
+    }
+    int dv = 0, n = 0;
+    cudaDriverGetVersion(&dv);
+    fprintf(f, "cuda driver: %d.%d\n", dv / 1000, dv % 1000 / 10);
+    cuda_lt_api a;
+    if (cuda_lt_open(&a, why, sizeof why) == 0) {
+        fprintf(f, "cublasLt: %zu (%s)\n", a.version, a.path);
+        cuda_lt_close(&a);
+    } else {
+        fprintf(f, "cublasLt: %s\n", why);
+    }
+    void *nccl = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (nccl) {
+        int (*ver)(int *) = (int (*)(int *))dlsym(nccl, "ncclGetVersion");
+        int v = 0;
+        if (ver && ver(&v) == 0)
+            fprintf(f, "nccl: %d.%d.%d (libnccl.so.2)\n", v / 10000, v / 100 % 100, v % 100);
+        dlclose(nccl);
+    } else {
+        fprintf(f, "nccl: not found (libnccl.so.2; needed only for more than one GPU per job)\n");
+    }
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        fprintf(f, "devices: none (%s)\n", cudaGetErrorString(e));
+        return;
+    }
+    fprintf(f, "devices: %d\n", n);
+    for (int i = 0; i < n; i++) {
+        cudaDeviceProp p;
+        if (cudaGetDeviceProperties(&p, i) == cudaSuccess)
+            fprintf(f, "  %d: %s, %.1f GiB, sm_%d%d\n", i, p.name, (double)p.totalGlobalMem / (1 << 30), p.major,
+                    p.minor);
+    }
+}
+
+extern "C" void cuda_library_versions(char *out, size_t cap)
+{
+    int dv = 0;
+    char why[256];
+    size_t lt = 0;
+    cuda_lt_api a;
+    cudaDriverGetVersion(&dv);
+    if (cuda_lt_open(&a, why, sizeof why) == 0) {
+        lt = a.version;
+        cuda_lt_close(&a);
+    }
+    snprintf(out, cap, "cuda runtime %d.%d (static), driver %d.%d, cublasLt %zu", CUDART_VERSION / 1000,
+             CUDART_VERSION % 1000 / 10, dv / 1000, dv % 1000 / 10, lt);
+}
+
+/* ---- buffers ----------------------------------------------------------- */
+
+#define CUDA_ABUF(c, kind, layer) ((void *)((c)->arena + (c)->plan.off[cuda_arena_layer(&(c)->plan, layer, kind)]))
+#define CUDA_GBUF(c, kind) ((void *)((c)->arena + (c)->plan.off[cuda_arena_global(&(c)->plan, kind)]))
+
+static int cuda_reserve(cuda_impl *c, int64_t B)
+{
+    int rc = ST_OK;
+    if (B <= c->cap_b)
+        return ST_OK;
+    if (c->arena) {
+        CU_TRY(cudaStreamSynchronize(c->stream));
+        cudaFree(c->arena);
+        c->arena = NULL;
+    }
+    cuda_arena_free(&c->plan);
+    c->cap_b = 0;
+    CU_OK(cuda_arena_plan(&c->plan, &c->s, B, c->prec));
+    if (cudaMalloc((void **)&c->arena, c->plan.total) != cudaSuccess) {
+        size_t fr = 0, tot = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&fr, &tot);
+        rc = util_fail(ST_SOFTWARE, "backend cuda: %.2f GiB of activations for micro-batch %lld do not fit "
+                       "(%.2f GiB free of %.2f); lower train.micro_batch (spotrain train --dry-run shows the plan)",
+                       (double)c->plan.total / (1 << 30), (long long)B, (double)fr / (1 << 30),
+                       (double)tot / (1 << 30));
+        goto exit;
+    }
+    {
+        int64_t need = B * (c->s.seq_len + 1) + 3 * B * c->s.seq_len + 2;
+        if (need > c->h_tokens_cap) {
+            CU_TRY(cudaEventSynchronize(c->ev_tokens));
+            if (c->h_tokens)
+                cudaFreeHost(c->h_tokens);
+            c->h_tokens = NULL;
+            c->h_tokens_cap = 0;
+            CU_TRY(cudaMallocHost((void **)&c->h_tokens, (size_t)need * sizeof(int32_t)));
+            c->h_tokens_cap = need;
+        }
+    }
+    c->cap_b = B;
+exit:
+    return rc;
+}
+
+static int cuda_check_tokens(const backend *be, const int32_t *tokens, int64_t n)
+{
+    int64_t V = be->L->s.vocab;
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return util_fail(ST_DATA, "token id %lld at position %lld is outside the vocabulary [0, %lld); "
+                             "check model.vocab_size against the tokenizer of the data",
+                             (long long)tokens[i], (long long)i, (long long)V);
+    return ST_OK;
+}
+
+/* Host ids -> the arena, through the pinned staging buffer (waits for the
+ * previous upload from it to finish before overwriting it). Training also
+ * uploads the embedding backward's index of the B rows of T (+1) ids. */
+static int cuda_upload_tokens(cuda_impl *c, const int32_t *tokens, int64_t B, int64_t T, int64_t stride, int index)
+{
+    int rc = ST_OK;
+    size_t n = (size_t)(B * stride);
+    CU_TRY(cudaEventSynchronize(c->ev_tokens));
+    memcpy(c->h_tokens, tokens, n * sizeof *tokens);
+    CU_TRY(cudaMemcpyAsync(CUDA_GBUF(c, CA_TOKENS), c->h_tokens, n * sizeof *tokens, cudaMemcpyHostToDevice,
+                           c->stream));
+    if (index) {
+        int32_t *idx = c->h_tokens + n;
+        c->emb_u = cuda_embed_index(tokens, B, T, stride, c->s.vocab, c->h_cnt, idx);
+        size_t len = (size_t)(1 + 2 * c->emb_u + 1 + B * T);
+        CU_TRY(cudaMemcpyAsync(CUDA_GBUF(c, CA_EMBIDX), idx, len * sizeof *idx, cudaMemcpyHostToDevice, c->stream));
+    }
+    CU_TRY(cudaEventRecord(c->ev_tokens, c->stream));
+exit:
+    return rc;
+}
+
+/* ---- the model --------------------------------------------------------- */
+
+static size_t cuda_off(const backend *be, int64_t l, int kind) { return model_layer(be->L, l, kind)->offset; }
+
+template <typename T> static T *cuda_w(cuda_impl *c) { return c->work ? (T *)c->work : (T *)(void *)c->master; }
+
+template <typename T>
+static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    const model_layout *L = be->L;
+    cudaStream_t s = c->stream;
+    cuda_gemm_ctx *x = &c->gemm;
+    T *W = cuda_w<T>(c);
+    const int32_t *tok = (const int32_t *)CUDA_GBUF(c, CA_TOKENS);
+    cuda_attn_scratch as = {(float *)CUDA_GBUF(c, CA_S), CUDA_GBUF(c, CA_P), CUDA_GBUF(c, CA_OP),
+                            CUDA_GBUF(c, CA_DQ), CUDA_GBUF(c, CA_DK), CUDA_GBUF(c, CA_DV)};
+    T *qkv = (T *)CUDA_GBUF(c, CA_QKV);
+    cuda_gemm g;
+    int rc = ST_OK;
+    CU_OK(cuda_encoder_forward(s, (float *)CUDA_ABUF(c, CA_RES, 0), c->master + model_embed(L)->offset, tok, d->N,
+                               d->T, stride, d->D));
+    for (int64_t l = 0; l < d->L; l++) {
+        float *res = (float *)CUDA_ABUF(c, CA_RES, l), *mid = (float *)CUDA_ABUF(c, CA_MID, l);
+        float *next = l + 1 < d->L ? (float *)CUDA_ABUF(c, CA_RES, l + 1) : (float *)CUDA_GBUF(c, CA_FINAL_RES);
+        T *xn1 = (T *)CUDA_ABUF(c, CA_XN1, l), *xn2 = (T *)CUDA_ABUF(c, CA_XN2, l), *ao = (T *)CUDA_ABUF(c, CA_AO, l);
+        T *q = (T *)CUDA_ABUF(c, CA_Q, l), *k = (T *)CUDA_ABUF(c, CA_K, l), *v = (T *)CUDA_ABUF(c, CA_V, l);
+        T *gu = (T *)CUDA_ABUF(c, CA_GU, l), *h = (T *)CUDA_ABUF(c, CA_H, l);
+        CU_OK(cuda_rmsnorm_forward<T>(s, xn1, (float *)CUDA_ABUF(c, CA_RS1, l), res, c->master + cuda_off(be, l, MODEL_LN1),
+                                      d->N, d->D, c->s.norm_eps));
+        g = cuda_gemm_plan(d, CUDA_G_QKV, 0);
+        CU_OK(cuda_gemm_run(x, &g, xn1, W + cuda_off(be, l, MODEL_Q), NULL, qkv));
+        CU_OK(cuda_rope_forward<T>(s, q, k, v, qkv, c->rope_cos, c->rope_sin, d));
+        CU_OK(cuda_attention_forward<T>(x, d, &as, ao, (float *)CUDA_ABUF(c, CA_SMAX, l),
+                                        (float *)CUDA_ABUF(c, CA_SINV, l), q, k, v));
+        g = cuda_gemm_plan(d, CUDA_G_O, 0);
+        CU_OK(cuda_gemm_run(x, &g, ao, W + cuda_off(be, l, MODEL_O), res, mid));
+        CU_OK(cuda_rmsnorm_forward<T>(s, xn2, (float *)CUDA_ABUF(c, CA_RS2, l), mid, c->master + cuda_off(be, l, MODEL_LN2),
+                                      d->N, d->D, c->s.norm_eps));
+        g = cuda_gemm_plan(d, CUDA_G_GU, 0);
+        CU_OK(cuda_gemm_run(x, &g, xn2, W + cuda_off(be, l, MODEL_GATE), NULL, gu));
+        CU_OK(cuda_swiglu_forward<T>(s, h, gu, d->N, d->F));
+        g = cuda_gemm_plan(d, CUDA_G_DOWN, 0);
+        CU_OK(cuda_gemm_run(x, &g, h, W + cuda_off(be, l, MODEL_DOWN), mid, next));
+    }
+    CU_OK(cuda_rmsnorm_forward<T>(s, (T *)CUDA_GBUF(c, CA_XNF), (float *)CUDA_GBUF(c, CA_RSF),
+                                  (float *)CUDA_GBUF(c, CA_FINAL_RES), c->master + model_final_norm(L)->offset, d->N,
+                                  d->D, c->s.norm_eps));
+exit:
+    return rc;
+}
+
+/* Classifier + cross-entropy by row chunks; with grad, dlogits feed the
+ * lm_head gradient and dxn (the final norm's output gradient) per chunk.
+ * The summed loss is added to acc on the device. */
+template <typename T>
+static int cuda_head(backend *be, const cuda_dims *d, int grad, float grad_scale, double *acc)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    cuda_gemm_ctx *x = &c->gemm;
+    size_t lm = model_lm_head(be->L)->offset;
+    T *W = cuda_w<T>(c), *xnf = (T *)CUDA_GBUF(c, CA_XNF), *dz = (T *)CUDA_GBUF(c, CA_DLOGITS);
+    float *z = (float *)CUDA_GBUF(c, CA_LOGITS), *dxn = (float *)CUDA_GBUF(c, CA_DXN);
+    double *rowloss = (double *)CUDA_GBUF(c, CA_ROWLOSS);
+    const int32_t *tok = (const int32_t *)CUDA_GBUF(c, CA_TOKENS);
+    int rc = ST_OK;
+    for (int64_t r0 = 0; r0 < d->N; r0 += d->chunk_rows) {
+        int64_t rows = d->N - r0 < d->chunk_rows ? d->N - r0 : d->chunk_rows;
+        cuda_gemm g = cuda_gemm_plan(d, CUDA_G_LOGITS, rows);
+        CU_OK(cuda_gemm_run(x, &g, xnf + r0 * d->D, W + lm, NULL, z));
+        CU_OK(cuda_crossentropy<T>(c->stream, rowloss, dz, z, tok, r0, rows, d->T, d->V, grad_scale, grad));
+        if (!grad)
+            continue;
+        g = cuda_gemm_plan(d, CUDA_G_DWLM, rows);
+        CU_OK(cuda_gemm_run(x, &g, dz, xnf + r0 * d->D, c->grads + lm, c->grads + lm));
+        g = cuda_gemm_plan(d, CUDA_G_DXNF, rows);
+        CU_OK(cuda_gemm_run(x, &g, dz, W + lm, NULL, dxn + r0 * d->D));
+    }
+    CU_OK(cuda_loss_sum(c->stream, acc, rowloss, d->N));
+exit:
+    return rc;
+}
+
+template <typename T>
+static int cuda_trunk_backward(backend *be, const cuda_dims *d)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    const model_layout *L = be->L;
+    cudaStream_t s = c->stream;
+    cuda_gemm_ctx *x = &c->gemm;
+    T *W = cuda_w<T>(c);
+    float *G = c->grads, *M = c->master;
+    float *dres = (float *)CUDA_GBUF(c, CA_DRES), *dxn = (float *)CUDA_GBUF(c, CA_DXN), *dh = (float *)CUDA_GBUF(c, CA_DH);
+    T *dres_ct = (T *)CUDA_GBUF(c, CA_DRES_CT), *dgu = (T *)CUDA_GBUF(c, CA_DGU), *dao = (T *)CUDA_GBUF(c, CA_DAO);
+    T *dqkv = (T *)CUDA_GBUF(c, CA_QKV);
+    double *part = (double *)CUDA_GBUF(c, CA_NORMPART);
+    cuda_attn_scratch as = {(float *)CUDA_GBUF(c, CA_S), CUDA_GBUF(c, CA_P), CUDA_GBUF(c, CA_OP),
+                            CUDA_GBUF(c, CA_DQ), CUDA_GBUF(c, CA_DK), CUDA_GBUF(c, CA_DV)};
+    const int32_t *tok = (const int32_t *)CUDA_GBUF(c, CA_TOKENS);
+    size_t fn = model_final_norm(L)->offset;
+    cuda_gemm g;
+    int rc = ST_OK;
+    CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + fn, part, dxn, (float *)CUDA_GBUF(c, CA_FINAL_RES),
+                                   (float *)CUDA_GBUF(c, CA_RSF), M + fn, d->N, d->D, d->norm_rows, 0));
+    for (int64_t l = d->L - 1; l >= 0; l--) {
+        size_t od = cuda_off(be, l, MODEL_DOWN), og = cuda_off(be, l, MODEL_GATE), oo = cuda_off(be, l, MODEL_O);
+        size_t oq = cuda_off(be, l, MODEL_Q), o1 = cuda_off(be, l, MODEL_LN1), o2 = cuda_off(be, l, MODEL_LN2);
+        /* MLP */
+        g = cuda_gemm_plan(d, CUDA_G_DH, 0);
+        CU_OK(cuda_gemm_run(x, &g, dres_ct, W + od, NULL, dh));
+        g = cuda_gemm_plan(d, CUDA_G_DWD, 0);
+        CU_OK(cuda_gemm_run(x, &g, dres_ct, CUDA_ABUF(c, CA_H, l), G + od, G + od));
+        CU_OK(cuda_swiglu_backward<T>(s, dgu, dh, (const T *)CUDA_ABUF(c, CA_GU, l), d->N, d->F));
+        g = cuda_gemm_plan(d, CUDA_G_DWGU, 0);
+        CU_OK(cuda_gemm_run(x, &g, dgu, CUDA_ABUF(c, CA_XN2, l), G + og, G + og));
+        g = cuda_gemm_plan(d, CUDA_G_DXN2, 0);
+        CU_OK(cuda_gemm_run(x, &g, dgu, W + og, NULL, dxn));
+        CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + o2, part, dxn, (float *)CUDA_ABUF(c, CA_MID, l),
+                                       (float *)CUDA_ABUF(c, CA_RS2, l), M + o2, d->N, d->D, d->norm_rows, 1));
+        /* attention */
+        g = cuda_gemm_plan(d, CUDA_G_DAO, 0);
+        CU_OK(cuda_gemm_run(x, &g, dres_ct, W + oo, NULL, dao));
+        g = cuda_gemm_plan(d, CUDA_G_DWO, 0);
+        CU_OK(cuda_gemm_run(x, &g, dres_ct, CUDA_ABUF(c, CA_AO, l), G + oo, G + oo));
+        CU_OK(cuda_attention_backward<T>(x, d, &as, dao, (const float *)CUDA_ABUF(c, CA_SMAX, l),
+                                         (const float *)CUDA_ABUF(c, CA_SINV, l), (const T *)CUDA_ABUF(c, CA_Q, l),
+                                         (const T *)CUDA_ABUF(c, CA_K, l), (const T *)CUDA_ABUF(c, CA_V, l)));
+        CU_OK(cuda_rope_backward<T>(s, dqkv, (const T *)as.dq, (const T *)as.dk, (const T *)as.dv, c->rope_cos,
+                                    c->rope_sin, d));
+        g = cuda_gemm_plan(d, CUDA_G_DWQKV, 0);
+        CU_OK(cuda_gemm_run(x, &g, dqkv, CUDA_ABUF(c, CA_XN1, l), G + oq, G + oq));
+        g = cuda_gemm_plan(d, CUDA_G_DXN1, 0);
+        CU_OK(cuda_gemm_run(x, &g, dqkv, W + oq, NULL, dxn));
+        CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + o1, part, dxn, (float *)CUDA_ABUF(c, CA_RES, l),
+                                       (float *)CUDA_ABUF(c, CA_RS1, l), M + o1, d->N, d->D, d->norm_rows, 1));
+    }
+    CU_OK(cuda_encoder_backward(s, G + model_embed(L)->offset, dres, (const int32_t *)CUDA_GBUF(c, CA_EMBIDX),
+                                c->emb_u, d->D));
+exit:
+    return rc;
+}
+
+/* Runs f<T> for the backend's compute type. */
+#define CUDA_DISPATCH(c, f, ...)                                                                       \
+    ((c)->prec == CUDA_BF16   ? f<__nv_bfloat16>(__VA_ARGS__)                                          \
+     : (c)->prec == CUDA_FP16 ? f<__half>(__VA_ARGS__)                                                 \
+                              : f<float>(__VA_ARGS__))
+
+template <typename T>
+static int cuda_step(backend *be, const cuda_dims *d, int64_t stride, int grad, float grad_scale, double *acc)
+{
+    int rc = cuda_trunk_forward<T>(be, d, stride);
+    if (rc == ST_OK)
+        rc = cuda_head<T>(be, d, grad, grad_scale, acc);
+    if (rc == ST_OK && grad)
+        rc = cuda_trunk_backward<T>(be, d);
+    return rc;
+}
+
+/* ---- the backend operations ---------------------------------------------- */
+
+static int cuda_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float grad_scale)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    int64_t T = c->s.seq_len;
+    cuda_dims d;
+    int rc = ST_OK;
+    CU_OK(cuda_check_tokens(be, tokens, B * (T + 1)));
+    CU_OK(cuda_reserve(c, B));
+    CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 1));
+    cuda_dims_init(&d, &c->s, B);
+    cuda_prof_mark(c, 0);
+    CU_OK(CUDA_DISPATCH(c, cuda_trunk_forward, be, &d, T + 1));
+    cuda_prof_mark(c, 1);
+    CU_OK(CUDA_DISPATCH(c, cuda_head, be, &d, 1, grad_scale, c->loss_acc));
+    cuda_prof_mark(c, 2);
+    CU_OK(CUDA_DISPATCH(c, cuda_trunk_backward, be, &d));
+    cuda_prof_mark(c, 3);
+    if (c->profile) {
+        c->ph_ms[0] += cuda_prof_ms(c, 0, 1);
+        c->ph_ms[1] += cuda_prof_ms(c, 1, 2);
+        c->ph_ms[2] += cuda_prof_ms(c, 2, 3);
+    }
+exit:
+    return rc;
+}
+
+static int cuda_take_loss(backend *be, double *loss_sum)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    int rc = ST_OK;
+    CU_TRY(cudaMemcpyAsync(c->h_scalar, c->loss_acc, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    CU_TRY(cudaMemsetAsync(c->loss_acc, 0, sizeof(double), c->stream));
+    CU_TRY(cudaStreamSynchronize(c->stream));
+    *loss_sum = *c->h_scalar;
+    if (c->stall_pending) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, c->ev_stall0, c->ev_stall1) == cudaSuccess)
+            c->stall_ms += ms;
+        c->stall_pending = 0;
+    }
+exit:
+    return rc;
+}
+
+static int cuda_eval(backend *be, const int32_t *tokens, int64_t B, double *loss_sum)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    int64_t T = c->s.seq_len;
+    cuda_dims d;
+    int rc = ST_OK;
+    CU_OK(cuda_check_tokens(be, tokens, B * (T + 1)));
+    CU_OK(cuda_reserve(c, B));
+    CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 0));
+    cuda_dims_init(&d, &c->s, B);
+    CU_TRY(cudaMemsetAsync(c->eval_acc, 0, sizeof(double), c->stream));
+    CU_OK(CUDA_DISPATCH(c, cuda_step, be, &d, T + 1, 0, 0.0f, c->eval_acc));
+    CU_TRY(cudaMemcpyAsync(c->h_scalar, c->eval_acc, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    CU_TRY(cudaStreamSynchronize(c->stream));
+    *loss_sum += *c->h_scalar;
+exit:
+    return rc;
+}
+
+template <typename T> static int cuda_last_logits(backend *be, const cuda_dims *d, int64_t T_)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    int rc = cuda_trunk_forward<T>(be, d, T_);
+    if (rc != ST_OK)
+        return rc;
+    cuda_gemm g = cuda_gemm_plan(d, CUDA_G_LOGITS, 1);
+    return cuda_gemm_run(&c->gemm, &g, (T *)CUDA_GBUF(c, CA_XNF) + (T_ - 1) * d->D,
+                         cuda_w<T>(c) + model_lm_head(be->L)->offset, NULL, CUDA_GBUF(c, CA_LOGITS));
+}
+
+static int cuda_logits(backend *be, const int32_t *tokens, int64_t T, float *out)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    int rc = ST_OK;
+    if (T < 1 || T > c->s.seq_len)
+        return util_fail(ST_CONFIG, "sampling context of %lld tokens is outside 1..model.seq_len (%lld)",
+                         (long long)T, (long long)c->s.seq_len);
+    CU_OK(cuda_check_tokens(be, tokens, T));
+    CU_OK(cuda_reserve(c, 1));
+    CU_OK(cuda_upload_tokens(c, tokens, 1, T, T, 0));
+    {
+        model_shape s = c->s;
+        s.seq_len = T;
+        cuda_dims d;
+        cuda_dims_init(&d, &s, 1);
+        CU_OK(CUDA_DISPATCH(c, cuda_last_logits, be, &d, T));
+    }
+    CU_TRY(cudaMemcpyAsync(out, CUDA_GBUF(c, CA_LOGITS), (size_t)c->s.vocab * sizeof(float), cudaMemcpyDeviceToHost,
+                           c->stream));
+    CU_TRY(cudaStreamSynchronize(c->stream));
+exit:
+    return rc;
+}
+
+static int cuda_zero_grads(backend *be)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    int rc = ST_OK;
+    CU_TRY(cudaMemsetAsync(c->grads, 0, be->L->n_floats * sizeof(float), c->stream));
+exit:
+    return rc;
+}
+
+/* One rank per job in this version: the range is the whole vector. */
+static int cuda_reduce_grads(backend *be) { return ST_OK; }
+static int cuda_gather_params(backend *be) { return ST_OK; }
+
+static int cuda_grad_sumsq(backend *be, double *out)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    int rc = ST_OK;
+    cuda_prof_mark(c, 4);
+    CU_OK(cuda_sumsq(c->stream, c->sumsq, c->sumsq_part, c->grads + be->lo, (int64_t)(be->hi - be->lo)));
+    CU_TRY(cudaMemcpyAsync(c->h_scalar, c->sumsq, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    CU_TRY(cudaStreamSynchronize(c->stream));
+    *out = *c->h_scalar;
+exit:
+    return rc;
+}
+
+static int cuda_adamw_op(backend *be, const optim_hparams *h, double lr, double clip_scale, int64_t step)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    elem_adamw_k k = optim_adamw_consts(h, lr, clip_scale, step);
+    size_t lo = be->lo, n = be->hi - be->lo;
+    int rc = ST_OK;
+    /* The snapshot copy of the previous state must finish before the
+     * update overwrites it; the events time that wait (the compute stall). */
+    if (c->snap_recorded) {
+        int timed = c->stall_armed;
+        if (timed)
+            CU_TRY(cudaEventRecord(c->ev_stall0, c->stream));
+        CU_TRY(cudaStreamWaitEvent(c->stream, c->ev_snap, 0));
+        if (timed) {
+            CU_TRY(cudaEventRecord(c->ev_stall1, c->stream));
+            c->stall_armed = 0;
+            c->stall_pending = 1;
+        }
+    }
+    if (c->prec == CUDA_BF16)
+        rc = cuda_adamw<__nv_bfloat16>(c->stream, c->master + lo, (__nv_bfloat16 *)c->work + lo, c->grads + lo, c->m,
+                                       c->v, c->seg, c->nseg, (int64_t)n, &k, lr, h->weight_decay);
+    else if (c->prec == CUDA_FP16)
+        rc = cuda_adamw<__half>(c->stream, c->master + lo, (__half *)c->work + lo, c->grads + lo, c->m, c->v, c->seg,
+                                c->nseg, (int64_t)n, &k, lr, h->weight_decay);
+    else
+        rc = cuda_adamw<float>(c->stream, c->master + lo, (float *)NULL, c->grads + lo, c->m, c->v, c->seg, c->nseg,
+                               (int64_t)n, &k, lr, h->weight_decay);
+    cuda_prof_mark(c, 5);
+    if (c->profile && rc == ST_OK) {
+        c->ph_ms[3] += cuda_prof_ms(c, 4, 5);
+        c->ph_steps++;
+    }
+exit:
+    return rc;
+}
+
+static int cuda_range_ok(const backend *be, int array, size_t off, size_t n, float **base)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    size_t N = be->L->n_floats;
+    if (array == BK_PARAMS || array == BK_GRADS) {
+        if (off > N || n > N - off)
+            return util_fail(ST_SOFTWARE, "backend cuda: range [%zu, +%zu) outside the %zu parameters", off, n, N);
+        *base = (array == BK_PARAMS ? c->master : c->grads) + off;
+        return ST_OK;
+    }
+    if ((array != BK_ADAM_M && array != BK_ADAM_V) || off < be->lo || off > be->hi || n > be->hi - off)
+        return util_fail(ST_SOFTWARE, "backend cuda: array %d range [%zu, +%zu) outside this rank's [%zu, %zu)",
+                         array, off, n, be->lo, be->hi);
+    *base = (array == BK_ADAM_M ? c->m : c->v) + (off - be->lo);
+    return ST_OK;
+}
+
+static int cuda_load(backend *be, int array, size_t off, size_t n, const float *src)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    float *dst = NULL;
+    int rc = ST_OK;
+    CU_OK(cuda_range_ok(be, array, off, n, &dst));
+    CU_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+    if (array == BK_PARAMS && c->work) {
+        if (c->prec == CUDA_BF16)
+            CU_OK(cuda_convert<__nv_bfloat16>(c->stream, (__nv_bfloat16 *)c->work + off, dst, (int64_t)n));
+        else
+            CU_OK(cuda_convert<__half>(c->stream, (__half *)c->work + off, dst, (int64_t)n));
+    }
+    CU_TRY(cudaStreamSynchronize(c->stream));
+exit:
+    return rc;
+}
+
+static int cuda_read(backend *be, int array, size_t off, size_t n, float *dst)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    float *src = NULL;
+    int rc = ST_OK;
+    CU_OK(cuda_range_ok(be, array, off, n, &src));
+    CU_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
+    CU_TRY(cudaStreamSynchronize(c->stream));
+exit:
+    return rc;
+}
+
+/* The copy stream waits for everything queued on the compute stream so far
+ * (the optimizer step), then copies params, m, v of the range into dst. */
+static int cuda_snapshot(backend *be, float *dst)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    size_t n = be->hi - be->lo, bytes = n * sizeof(float);
+    int rc = ST_OK;
+    CU_TRY(cudaEventRecord(c->ev_ready, c->stream));
+    CU_TRY(cudaStreamWaitEvent(c->copy, c->ev_ready, 0));
+    CU_TRY(cudaEventRecord(c->ev_snap0, c->copy));
+    CU_TRY(cudaMemcpyAsync(dst, c->master + be->lo, bytes, cudaMemcpyDeviceToHost, c->copy));
+    CU_TRY(cudaMemcpyAsync(dst + n, c->m, bytes, cudaMemcpyDeviceToHost, c->copy));
+    CU_TRY(cudaMemcpyAsync(dst + 2 * n, c->v, bytes, cudaMemcpyDeviceToHost, c->copy));
+    CU_TRY(cudaEventRecord(c->ev_snap, c->copy));
+    c->snap_recorded = 1;
+    c->stall_armed = 1;
+    c->snaps++;
+    c->snap_bytes = 3.0 * (double)bytes;
+exit:
+    return rc;
+}
+
+static int cuda_snapshot_wait(backend *be)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    int rc = ST_OK;
+    float ms = 0;
+    if (!c->snap_recorded)
+        return ST_OK;
+    CU_TRY(cudaEventSynchronize(c->ev_snap));
+    if (cudaEventElapsedTime(&ms, c->ev_snap0, c->ev_snap) == cudaSuccess)
+        c->snap_ms += ms;
+exit:
+    return rc;
+}
+
+static int cuda_pin(backend *be, void *host, size_t bytes)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    if (c->npinned == CUDA_MAX_PINNED)
+        return ST_OK;
+    cudaError_t e = cudaHostRegister(host, bytes, cudaHostRegisterDefault);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        util_log("backend cuda: could not page-lock the %.1f MiB snapshot buffer (%s); checkpoints copy slower",
+                 (double)bytes / (1 << 20), cudaGetErrorString(e));
+        return ST_OK;
+    }
+    c->pinned[c->npinned++] = host;
+    return ST_OK;
+}
+
+static void cuda_destroy(backend *be)
+{
+    if (!be)
+        return;
+    cuda_impl *c = (cuda_impl *)be->impl;
+    if (c) {
+        if (c->stream)
+            cudaStreamSynchronize(c->stream);
+        if (c->copy)
+            cudaStreamSynchronize(c->copy);
+        size_t fr = 0, tot = 0;
+        if (c->profile && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+            util_log("backend cuda: device memory in use %.2f GiB of %.2f (arena %.2f GiB)",
+                     (double)(tot - fr) / (1 << 30), (double)tot / (1 << 30), (double)c->plan.total / (1 << 30));
+        if (c->profile && c->ph_steps > 0) {
+            double all = c->ph_ms[0] + c->ph_ms[1] + c->ph_ms[2] + c->ph_ms[3];
+            util_log("backend cuda: step time split over %lld steps: forward %.1f ms (%.0f%%), classifier+loss "
+                     "%.1f ms (%.0f%%), backward %.1f ms (%.0f%%), optimizer %.1f ms (%.0f%%)", (long long)c->ph_steps,
+                     c->ph_ms[0] / c->ph_steps, 100 * c->ph_ms[0] / all, c->ph_ms[1] / c->ph_steps,
+                     100 * c->ph_ms[1] / all, c->ph_ms[2] / c->ph_steps, 100 * c->ph_ms[2] / all,
+                     c->ph_ms[3] / c->ph_steps, 100 * c->ph_ms[3] / all);
+        }
+        if (c->snaps > 0)
+            util_log("backend cuda: %d checkpoint snapshot%s of %.1f MiB: device->host %.1f ms each (%.2f GB/s), "
+                     "compute stalled %.1f ms in all", c->snaps, c->snaps == 1 ? "" : "s", c->snap_bytes / (1 << 20),
+                     c->snap_ms / c->snaps, c->snap_ms > 0 ? c->snap_bytes * c->snaps / (c->snap_ms * 1e6) : 0.0,
+                     c->stall_ms);
+        for (int i = 0; i < c->npinned; i++)
+            cudaHostUnregister(c->pinned[i]);
+        cuda_gemm_destroy(&c->gemm);
+        void *dev[] = {c->master, c->grads, c->m, c->v, c->work, c->rope_cos, c->rope_sin, c->seg, c->loss_acc,
+                       c->eval_acc, c->sumsq, c->sumsq_part, c->arena};
+        for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+            if (dev[i])
+                cudaFree(dev[i]);
+        if (c->h_scalar)
+            cudaFreeHost(c->h_scalar);
+        if (c->h_tokens)
+            cudaFreeHost(c->h_tokens);
+        free(c->h_cnt);
+        cudaEvent_t ev[] = {c->ev_ready, c->ev_snap0, c->ev_snap, c->ev_stall0, c->ev_stall1, c->ev_tokens,
+                            c->ev_ph[0], c->ev_ph[1], c->ev_ph[2], c->ev_ph[3], c->ev_ph[4], c->ev_ph[5]};
+        for (size_t i = 0; i < sizeof ev / sizeof ev[0]; i++)
+            if (ev[i])
+                cudaEventDestroy(ev[i]);
+        if (c->stream)
+            cudaStreamDestroy(c->stream);
+        if (c->copy)
+            cudaStreamDestroy(c->copy);
+        cuda_arena_free(&c->plan);
+        free(c);
+    }
+    free(be);
+}
+
+static int cuda_alloc(void **p, size_t bytes, const char *what, int *oom)
+{
+    if (*oom)
+        return ST_OK;
+    if (cudaMalloc(p, bytes ? bytes : 16) != cudaSuccess) {
+        cudaGetLastError();
+        *oom = 1;
+        *p = NULL;
+        return util_fail(ST_SOFTWARE, "backend cuda: out of device memory for %s (%.2f GiB); a smaller model, "
+                         "or spotrain train --dry-run for the memory plan", what, (double)bytes / (1 << 30));
+    }
+    return ST_OK;
+}
+
+extern "C" int backend_cuda_create(backend **out, const model_layout *L, const backend_opts *o)
+{
+    *out = NULL;
+    cuda_prec prec;
+    if (cuda_prec_parse(o ? o->precision : NULL, &prec))
+        return util_fail(ST_CONFIG, "train.precision = %s: use auto, fp32, tf32, bf16 or fp16", o->precision);
+    int world = o && o->world > 0 ? o->world : 1, rank = o ? o->rank : 0;
+    if (world > 1)
+        return util_fail(ST_UNAVAILABLE, "backend cuda: %d ranks: this version trains on one GPU per job (the NCCL "
+                         "data plane comes next); run one rank, or backend = cpu", world);
+    backend *be = (backend *)calloc(1, sizeof *be);
+    cuda_impl *c = (cuda_impl *)calloc(1, sizeof *c);
+    char why[256] = "";
+    int rc = ST_OK, oom = 0;
+    size_t n = L->n_floats, ct = cuda_prec_bytes(prec);
+    cudaDeviceProp prop;
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return util_fail(ST_SOFTWARE, "backend cuda: out of host memory");
+    }
+    be->impl = c;
+    be->name = "cuda";
+    be->precision = cuda_prec_name(prec);
+    be->L = L;
+    be->rank = rank;
+    be->world = world;
+    comm_range(n, rank, world, &be->lo, &be->hi);
+    c->prec = prec;
+    c->s = L->s;
+    c->dev = 0;
+    CU_TRY(cudaSetDevice(c->dev));
+    CU_TRY(cudaGetDeviceProperties(&prop, c->dev));
+    snprintf(be->device, sizeof be->device, "%.127s", prop.name);
+    CU_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    CU_TRY(cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking));
+    CU_TRY(cudaEventCreate(&c->ev_ready));
+    CU_TRY(cudaEventCreate(&c->ev_snap0));
+    CU_TRY(cudaEventCreate(&c->ev_snap));
+    CU_TRY(cudaEventCreate(&c->ev_stall0));
+    CU_TRY(cudaEventCreate(&c->ev_stall1));
+    CU_TRY(cudaEventCreateWithFlags(&c->ev_tokens, cudaEventDisableTiming));
+    c->profile = getenv("SPOTRAIN_CUDA_PROFILE") && atoi(getenv("SPOTRAIN_CUDA_PROFILE")) > 0;
+    for (int i = 0; i < 6; i++)
+        CU_TRY(cudaEventCreate(&c->ev_ph[i]));
+    if ((rc = cuda_gemm_init(&c->gemm, c->stream, prec, why, sizeof why)) != ST_OK) {
+        rc = util_fail(rc, "backend cuda: %s", why);
+        goto exit;
+    }
+    {
+        size_t r = be->hi - be->lo;
+        int64_t half = c->s.head_dim / 2, T = c->s.seq_len;
+        CU_OK(cuda_alloc((void **)&c->master, n * 4, "the fp32 parameters", &oom));
+        CU_OK(cuda_alloc((void **)&c->grads, n * 4, "the fp32 gradients", &oom));
+        CU_OK(cuda_alloc((void **)&c->m, r * 4, "Adam m", &oom));
+        CU_OK(cuda_alloc((void **)&c->v, r * 4, "Adam v", &oom));
+        if (ct == 2)
+            CU_OK(cuda_alloc(&c->work, n * 2, "the working copy of the weights", &oom));
+        CU_OK(cuda_alloc((void **)&c->rope_cos, (size_t)(T * half) * 4, "RoPE tables", &oom));
+        CU_OK(cuda_alloc((void **)&c->rope_sin, (size_t)(T * half) * 4, "RoPE tables", &oom));
+        CU_OK(cuda_alloc((void **)&c->loss_acc, 8, "the loss", &oom));
+        CU_OK(cuda_alloc((void **)&c->eval_acc, 8, "the loss", &oom));
+        CU_OK(cuda_alloc((void **)&c->sumsq, 8, "the norm", &oom));
+        CU_OK(cuda_alloc((void **)&c->sumsq_part, (r / CUDA_SUMSQ_BLOCK + 1) * 8, "the norm", &oom));
+        CU_TRY(cudaMallocHost((void **)&c->h_scalar, sizeof(double)));
+        c->h_cnt = (int32_t *)malloc((size_t)(c->s.vocab > 0 ? c->s.vocab : 1) * sizeof(int32_t));
+        if (!c->h_cnt) {
+            rc = util_fail(ST_SOFTWARE, "backend cuda: out of host memory");
+            goto exit;
+        }
+        CU_TRY(cudaMemsetAsync(c->master, 0, n * 4, c->stream));
+        CU_TRY(cudaMemsetAsync(c->grads, 0, n * 4, c->stream));
+        CU_TRY(cudaMemsetAsync(c->m, 0, r * 4, c->stream));
+        CU_TRY(cudaMemsetAsync(c->v, 0, r * 4, c->stream));
+        if (c->work)
+            CU_TRY(cudaMemsetAsync(c->work, 0, n * 2, c->stream));
+        CU_TRY(cudaMemsetAsync(c->loss_acc, 0, 8, c->stream));
+        /* The CPU backend's tables, computed the same way on the host. */
+        float *cs = (float *)malloc((size_t)(T * half + 1) * 4), *sn = (float *)malloc((size_t)(T * half + 1) * 4);
+        cuda_adamw_seg *seg = (cuda_adamw_seg *)malloc((size_t)(L->n_params + 1) * sizeof *seg);
+        if (!cs || !sn || !seg) {
+            free(cs);
+            free(sn);
+            free(seg);
+            rc = util_fail(ST_SOFTWARE, "backend cuda: out of host memory");
+            goto exit;
+        }
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t i = 0; i < half; i++) {
+                double inv = pow(c->s.rope_theta, -(double)(2 * i) / (double)c->s.head_dim);
+                cs[t * half + i] = (float)cos((double)t * inv);
+                sn[t * half + i] = (float)sin((double)t * inv);
+            }
+        c->nseg = cuda_adamw_segments(L, be->lo, be->hi, seg, L->n_params + 1);
+        cudaError_t e1 = cudaMemcpy(c->rope_cos, cs, (size_t)(T * half) * 4, cudaMemcpyHostToDevice);
+        cudaError_t e2 = cudaMemcpy(c->rope_sin, sn, (size_t)(T * half) * 4, cudaMemcpyHostToDevice);
+        cudaError_t e3 = cudaSuccess;
+        if (c->nseg > 0) {
+            e3 = cudaMalloc((void **)&c->seg, (size_t)c->nseg * sizeof *seg);
+            if (e3 == cudaSuccess)
+                e3 = cudaMemcpy(c->seg, seg, (size_t)c->nseg * sizeof *seg, cudaMemcpyHostToDevice);
+        }
+        free(cs);
+        free(sn);
+        free(seg);
+        CU_TRY(e1);
+        CU_TRY(e2);
+        CU_TRY(e3);
+        CU_TRY(cudaStreamSynchronize(c->stream));
+    }
+    be->fwd_bwd = cuda_fwd_bwd;
+    be->take_loss = cuda_take_loss;
+    be->eval = cuda_eval;
+    be->logits = cuda_logits;
+    be->zero_grads = cuda_zero_grads;
+    be->reduce_grads = cuda_reduce_grads;
+    be->grad_sumsq = cuda_grad_sumsq;
+    be->adamw = cuda_adamw_op;
+    be->gather_params = cuda_gather_params;
+    be->load = cuda_load;
+    be->read = cuda_read;
+    be->snapshot = cuda_snapshot;
+    be->snapshot_wait = cuda_snapshot_wait;
+    be->pin = cuda_pin;
+    be->destroy = cuda_destroy;
+    *out = be;
+    return ST_OK;
+exit:
+    cuda_destroy(be);
+    return rc;
+}

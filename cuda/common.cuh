@@ -1,0 +1,102 @@
+/* What every CUDA file of the backend shares: the C headers it includes,
+ * the one-line error check (a status and a goto exit, never an abort), the
+ * compute-type loads and round-to-nearest-even stores, and deterministic
+ * block reductions (fixed tree for a fixed block size: same bits every run). */
+#ifndef SPOTRAIN_CUDA_COMMON_CUH
+#define SPOTRAIN_CUDA_COMMON_CUH
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+extern "C" {
+#include "../util/util.h"
+#include "../train/backend.h"
+#include "../train/elem.h"
+#include "../train/optim.h"
+#include "plan.h"
+#include "cuda.h"
+}
+
+/* Checks a CUDA runtime call inside a function with `int rc` and an `exit:`
+ * label: one line naming the call, the file and line, and the error. */
+#define CU_TRY(call)                                                                                   \
+    do {                                                                                               \
+        cudaError_t cu_e_ = (call);                                                                    \
+        if (cu_e_ != cudaSuccess) {                                                                    \
+            rc = util_fail(ST_SOFTWARE, "cuda: %s failed at %s:%d: %s; check the GPU (nvidia-smi) and " \
+                           "the driver", #call, __FILE__, __LINE__, cudaGetErrorString(cu_e_));         \
+            goto exit;                                                                                 \
+        }                                                                                              \
+    } while (0)
+
+/* After a kernel launch: launch errors (bad configuration) surface here. */
+#define CU_LAUNCHED() CU_TRY(cudaGetLastError())
+
+#define CU_OK(expr)                                                                                    \
+    do {                                                                                               \
+        rc = (expr);                                                                                   \
+        if (rc != ST_OK)                                                                               \
+            goto exit;                                                                                 \
+    } while (0)
+
+/* Grid size from a shape: ceil(n / per_block). Never from the SM count. */
+static inline unsigned cuda_blocks(int64_t n, int64_t per_block)
+{
+    return (unsigned)((n + per_block - 1) / per_block);
+}
+
+__device__ __forceinline__ float cuda_f(float x) { return x; }
+__device__ __forceinline__ float cuda_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float cuda_f(__half x) { return __half2float(x); }
+
+template <typename T> __device__ __forceinline__ T cuda_st(float x);
+template <> __device__ __forceinline__ float cuda_st<float>(float x) { return x; }
+/* elem_bf16: the same rounding the CPU tests check (ties to even). */
+template <> __device__ __forceinline__ __nv_bfloat16 cuda_st<__nv_bfloat16>(float x)
+{
+    __nv_bfloat16_raw r;
+    r.x = elem_bf16(x);
+    return __nv_bfloat16(r);
+}
+template <> __device__ __forceinline__ __half cuda_st<__half>(float x) { return __float2half_rn(x); }
+
+/* Sum over the block; every thread gets the total. The xor butterfly adds
+ * a+b in one lane and b+a in its partner (the same bits), so all lanes
+ * agree, and the shape of the tree depends on blockDim only. sh holds 32. */
+template <typename A> __device__ A cuda_block_sum(A v, A *sh)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = (int)threadIdx.x / 32, l = (int)threadIdx.x % 32, nw = (int)blockDim.x / 32;
+    __syncthreads();
+    if (l == 0)
+        sh[w] = v;
+    __syncthreads();
+    v = l < nw ? sh[l] : (A)0;
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float cuda_block_max(float v, float *sh)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int w = (int)threadIdx.x / 32, l = (int)threadIdx.x % 32, nw = (int)blockDim.x / 32;
+    __syncthreads();
+    if (l == 0)
+        sh[w] = v;
+    __syncthreads();
+    v = l < nw ? sh[l] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+#endif

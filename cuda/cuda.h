@@ -1,0 +1,57 @@
+/* The CUDA backend's C entry points: what train/backend.c and main.c call.
+ * Plain C (no CUDA headers), so every file of the tree can include it; the
+ * functions exist only in builds made with CUDA=1 (SPOTRAIN_CUDA). */
+#ifndef SPOTRAIN_CUDA_H
+#define SPOTRAIN_CUDA_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include "../train/backend.h"
+#include "../train/optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 1 when a CUDA backend can start here: the driver loads, a device is
+ * present, cuBLASLt opens. Otherwise 0 and why[] names what is missing. */
+int cuda_available(char *why, size_t cap);
+
+/* --version lines: compiled architectures, CUDA runtime, driver, cuBLASLt
+ * and NCCL versions found, and every device. */
+void cuda_describe(FILE *f);
+
+/* One line for checkpoint manifests: "cuda runtime 13.0 (static), driver
+ * 13.0, cublasLt 130100". */
+void cuda_library_versions(char *out, size_t cap);
+
+/* The CUDA backend (device-resident state; train/backend.h). */
+int backend_cuda_create(backend **out, const model_layout *L, const backend_opts *o);
+
+/* Kernel checks for tests/test_cuda_kernels.c: each runs one layer's
+ * kernels on host arrays (fp32 on the host; the compute type on the device,
+ * inputs rounded to nearest even on upload), with every output first
+ * poisoned with NaN, and copies the outputs back as fp32. In/out arrays
+ * (gradients that accumulate) are read first. ST_* status. */
+int cuda_check_rmsnorm(int prec, int64_t N, int64_t D, double eps, const float *x, const float *w, const float *dy,
+                       float *out, float *rs, float *dx, float *dw);
+int cuda_check_rope(int prec, const model_shape *s, int64_t B, const float *qkv, float *q, float *k, float *v,
+                    float *back);
+int cuda_check_softmax(int prec, int64_t rows, int64_t T, const float *S, const float *dP, float scale, float *P,
+                       float *P2, float *dS);
+int cuda_check_swiglu(int prec, int64_t N, int64_t F, const float *gu, const float *dh, float *h, float *dgu);
+int cuda_check_crossentropy(int prec, int64_t B, int64_t T, int64_t V, const float *z, const int32_t *tokens,
+                            float grad_scale, double *rowloss, double *loss_sum, float *dz);
+int cuda_check_encoder(int64_t B, int64_t T, int64_t D, int64_t V, const float *emb, const int32_t *tokens,
+                       const float *dres, float *out, float *gemb);
+int cuda_check_adamw(int prec, const model_layout *L, const optim_hparams *h, double lr, double clip, int64_t step,
+                     float *params, const float *g, float *m, float *v, float *work);
+int cuda_check_sumsq(const float *g, int64_t n, double *out);
+int cuda_check_gemm(int prec, const model_shape *s, int64_t B, int id, int64_t rows, const float *A, size_t na,
+                    const float *Bm, size_t nb, float *C, size_t nc);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

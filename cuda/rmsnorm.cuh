@@ -1,0 +1,106 @@
+/* RMSNorm forward and backward, one block per row, with the CPU backend's
+ * formulas (train/cpu.c) and elem_rms_scale: sums of squares in double.
+ * The weight gradient sums rows in fixed chunks, then the chunks in order:
+ * no atomics, the same bits every run. */
+#ifndef SPOTRAIN_CUDA_RMSNORM_CUH
+#define SPOTRAIN_CUDA_RMSNORM_CUH
+
+#include "common.cuh"
+
+enum { CUDA_NORM_THREADS = 256 };
+
+template <typename T>
+static __global__ void cuda_rmsnorm_forward_k(T *out, float *rs, const float *x, const float *w, int64_t D, double eps)
+{
+    __shared__ double sh[32];
+    int64_t n = blockIdx.x;
+    const float *xr = x + n * D;
+    double ss = 0.0;
+    for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
+        ss += (double)xr[j] * (double)xr[j];
+    ss = cuda_block_sum(ss, sh);
+    float r = elem_rms_scale(ss, D, eps);
+    if (threadIdx.x == 0)
+        rs[n] = r;
+    for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
+        out[n * D + j] = cuda_st<T>((xr[j] * r) * w[j]);
+}
+
+/* dx (+)= r (dy w) - x k with k = r^3 (sum dy w x) / D; also the compute
+ * type copy of dx (the next products' operand). */
+template <typename T>
+static __global__ void cuda_rmsnorm_backward_k(float *dx, T *dx_ct, const float *dy, const float *x, const float *rs,
+                                        const float *w, int64_t D, int accumulate)
+{
+    __shared__ double sh[32];
+    int64_t n = blockIdx.x;
+    const float *xr = x + n * D, *g = dy + n * D;
+    double dot = 0.0;
+    for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
+        dot += (double)(g[j] * w[j]) * (double)xr[j];
+    dot = cuda_block_sum(dot, sh);
+    float r = rs[n];
+    float k = (float)((double)r * r * r * dot / (double)D);
+    for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+        float d = r * (g[j] * w[j]) - xr[j] * k;
+        if (accumulate)
+            d = dx[n * D + j] + d;
+        dx[n * D + j] = d;
+        dx_ct[n * D + j] = cuda_st<T>(d);
+    }
+}
+
+/* part[p][j] = sum over rows [p*rows, ...) of (dy x)(r), in row order. */
+static __global__ void cuda_rmsnorm_dw_part_k(double *part, const float *dy, const float *x, const float *rs, int64_t N,
+                                       int64_t D, int64_t rows)
+{
+    int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, p = blockIdx.y;
+    if (j >= D)
+        return;
+    int64_t n0 = p * rows, n1 = n0 + rows < N ? n0 + rows : N;
+    double acc = 0.0;
+    for (int64_t n = n0; n < n1; n++)
+        acc += (double)(dy[n * D + j] * x[n * D + j]) * (double)rs[n];
+    part[p * D + j] = acc;
+}
+
+static __global__ void cuda_rmsnorm_dw_sum_k(float *dw, const double *part, int64_t nparts, int64_t D)
+{
+    int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= D)
+        return;
+    double acc = 0.0;
+    for (int64_t p = 0; p < nparts; p++)
+        acc += part[p * D + j];
+    dw[j] += (float)acc;
+}
+
+template <typename T>
+static int cuda_rmsnorm_forward(cudaStream_t s, T *out, float *rs, const float *x, const float *w, int64_t N,
+                                int64_t D, double eps)
+{
+    int rc = ST_OK;
+    cuda_rmsnorm_forward_k<T><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(out, rs, x, w, D, eps);
+    CU_LAUNCHED();
+exit:
+    return rc;
+}
+
+template <typename T>
+static int cuda_rmsnorm_backward(cudaStream_t s, float *dx, T *dx_ct, float *dw, double *part, const float *dy,
+                                 const float *x, const float *rs, const float *w, int64_t N, int64_t D,
+                                 int64_t rows, int accumulate)
+{
+    int rc = ST_OK;
+    unsigned nparts = cuda_blocks(N, rows);
+    cuda_rmsnorm_dw_part_k<<<dim3(cuda_blocks(D, 128), nparts), 128, 0, s>>>(part, dy, x, rs, N, D, rows);
+    CU_LAUNCHED();
+    cuda_rmsnorm_dw_sum_k<<<cuda_blocks(D, 128), 128, 0, s>>>(dw, part, nparts, D);
+    CU_LAUNCHED();
+    cuda_rmsnorm_backward_k<T><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(dx, dx_ct, dy, x, rs, w, D, accumulate);
+    CU_LAUNCHED();
+exit:
+    return rc;
+}
+
+#endif

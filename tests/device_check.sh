@@ -1,0 +1,241 @@
+#!/bin/bash
+# The one prepared command for a machine with one GPU (budget: 6 minutes on
+# an H200). Build on the development machine with `make device-build`
+# (MPI=0, small libraries static), copy the tree with build/device, then
+#   bash tests/device_check.sh
+# It finds cuBLASLt and NCCL where the machine keeps them (LD_LIBRARY_PATH,
+# CUDA directories, python site-packages nvidia/*/lib), runs every check
+# below and ends with one summary: GPU, driver, libraries; kernels vs CPU;
+# CPU vs CUDA parity; determinism; SIGTERM -> 75 -> resume; cross-backend
+# resume; compute-sanitizer; the ~1.2B benchmark beside PyTorch eager.
+# Exit 0 when every check passed, 1 otherwise.
+# DC_CPU_DRYRUN=1 rehearses the script's own logic on a machine without a
+# GPU: the training checks on the CPU backend with a small model, the
+# device-only checks skipped (it proves the script, not the GPU code).
+cd "$(dirname "$0")/.." || exit 1
+DRY=${DC_CPU_DRYRUN:-0}
+GB=cuda
+[ "$DRY" = 1 ] && GB=cpu
+ROOT=$PWD
+BIN=${SPOTRAIN_BIN:-$ROOT/build/device/spotrain}
+TB=${SPOTRAIN_TESTS:-$ROOT/build/device/tests}
+W=$(mktemp -d "${TMPDIR:-/tmp}/spotrain-dc.XXXXXX")
+T_START=$(date +%s)
+SUMMARY=""
+FAILED=0
+note() { printf '%s\n' "$*" >&2; }
+res() { SUMMARY="$SUMMARY$1
+"; note "== $1"; }
+fail() { FAILED=1; res "FAIL $*"; }
+pass() { res "ok   $*"; }
+
+[ "$DRY" = 1 ] && BIN=${SPOTRAIN_BIN:-$ROOT/build/spotrain}
+[ -x "$BIN" ] || { echo "device_check: $BIN missing: run 'make device-build' and copy build/device" >&2; exit 1; }
+
+# --- libraries ---------------------------------------------------------------
+lib_dirs() {
+    echo "$LD_LIBRARY_PATH" | tr ':' '\n'
+    echo /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu /usr/lib64 \
+        /usr/local/lib /opt/conda/lib | tr ' ' '\n'
+    ls -d /usr/local/cuda-*/lib64 2>/dev/null
+    for py in python3 /usr/bin/python3; do
+        command -v "$py" >/dev/null 2>&1 || continue
+        "$py" - <<'PY' 2>/dev/null
+import glob, site, sys
+roots = list(getattr(site, "getsitepackages", lambda: [])()) + [site.getusersitepackages()] + sys.path
+for r in roots:
+    for d in glob.glob(r + "/nvidia/*/lib"):
+        print(d)
+PY
+    done
+}
+find_lib() {
+    for d in $(lib_dirs); do
+        for n in "$@"; do
+            [ -e "$d/$n" ] && { echo "$d"; return 0; }
+        done
+    done
+    return 1
+}
+LT_DIR=$(find_lib libcublasLt.so.13 libcublasLt.so.12)
+NCCL_DIR=$(find_lib libnccl.so.2)
+export LD_LIBRARY_PATH="${LT_DIR:+$LT_DIR:}${NCCL_DIR:+$NCCL_DIR:}$LD_LIBRARY_PATH"
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
+
+GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+res "gpu: ${GPU:-unknown (nvidia-smi failed)}"
+res "cuBLASLt dir: ${LT_DIR:-NOT FOUND}; NCCL dir: ${NCCL_DIR:-not found}"
+"$BIN" --version >"$W/version.txt" 2>&1
+while IFS= read -r l; do res "  $l"; done <"$W/version.txt"
+if [ "$DRY" != 1 ] && ! grep -q "^devices: [1-9]" "$W/version.txt"; then
+    fail "no CUDA device visible to spotrain; stopping"
+    printf '\n===== device_check summary =====\n%s' "$SUMMARY"
+    exit 1
+fi
+
+# --- unit checks on the device ------------------------------------------------
+run_test() {   # name binary
+    local out="$W/$1.txt"
+    timeout 240 "$2" >"$out" 2>&1
+    local rc=$? last
+    last=$(tail -1 "$out")
+    grep -E "^    " "$out" | head -40 >&2
+    if [ $rc -eq 0 ] && echo "$last" | grep -q " 0 failed" && ! echo "$last" | grep -q "^0 passed"; then
+        pass "$1: $last"
+    else
+        grep -E "^FAIL|expected|differ" "$out" | head -20 >&2
+        fail "$1: $last (exit $rc; $out)"
+    fi
+}
+if [ "$DRY" != 1 ]; then
+    run_test kernels "$TB/test_cuda_kernels"
+    run_test parity "$TB/test_cuda_parity"
+fi
+
+# --- training runs -------------------------------------------------------------
+# A model large enough that a step takes a few milliseconds on an H200, so
+# a signal lands mid-run; 2 micro-steps per step (gradient accumulation).
+MED="--set model.dim=1024 --set model.n_layers=8 --set model.n_heads=8 --set model.n_kv_heads=4 \
+--set model.ffn_dim=2816 --set model.vocab_size=32000 --set model.seq_len=512 --set train.global_batch=16 \
+--set train.micro_batch=8 --set train.val_every=0 --set train.log_every=1 --set checkpoint.interval_steps=10 \
+--set data.synthetic_samples=100000 --set spot.provider=none --set train.backend=$GB --quiet"
+[ "$DRY" = 1 ] && MED="$MED --set model.dim=64 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=2 \
+--set model.ffn_dim=128 --set model.vocab_size=256 --set model.seq_len=64 --set train.threads=2"
+TINY="--set model.preset=tiny --set train.global_batch=8 --set train.micro_batch=4 --set train.val_every=0 \
+--set checkpoint.interval_steps=10 --set spot.provider=none --set train.log_every=1 --quiet"
+digest() {
+    "$BIN" ckpt inspect "$1" --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])' 2>/dev/null
+}
+lastloss() {
+    python3 - "$1" <<'PY' 2>/dev/null
+import json, sys
+v = None
+for line in open(sys.argv[1]):
+    o = json.loads(line)
+    if o.get("event") == "step":
+        v = o["loss"]
+print(v)
+PY
+}
+cd "$W" || exit 1
+
+timeout 120 "$BIN" train /dev/null $MED --set train.max_steps=30 --set train.run_dir=det1 2>det1.err
+r1=$?
+timeout 120 "$BIN" train /dev/null $MED --set train.max_steps=30 --set train.run_dir=det2 2>det2.err
+r2=$?
+d1=$(digest det1/ckpt/step-00000030)
+d2=$(digest det2/ckpt/step-00000030)
+if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ -n "$d1" ] && [ "$d1" = "$d2" ]; then
+    pass "determinism: two 30-step $GB runs (bf16 on cuda), digests equal ($d1)"
+else
+    fail "determinism: exits $r1 $r2, digests '$d1' vs '$d2' (det1.err, det2.err in $W)"
+fi
+
+# SIGTERM mid-run -> 75 with a durable checkpoint -> resume -> same digests.
+"$BIN" train /dev/null $MED --set train.max_steps=30 --set train.run_dir=sig 2>sig.err &
+pid=$!
+i=0
+while [ $i -lt 3000 ]; do
+    n=$(grep -c '"event":"step"' sig/events.jsonl 2>/dev/null)
+    [ "${n:-0}" -ge 6 ] && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.01
+    i=$((i + 1))
+done
+kill -TERM $pid 2>/dev/null
+wait $pid
+rs=$?
+stop=""; for f in sig/ckpt/step-*; do case $f in *.tmp) ;; *) [ -e "$f" ] && stop=${f##*/} ;; esac; done
+timeout 120 "$BIN" resume /dev/null $MED --set train.max_steps=30 --set train.run_dir=sig 2>>sig.err
+rr=$?
+ds=$(digest sig/ckpt/step-00000030)
+if [ $rs -eq 75 ] && [ $rr -eq 0 ] && [ "$ds" = "$d1" ]; then
+    pass "SIGTERM: exit 75 at $stop, resume to 30, digests equal to the uninterrupted run"
+elif [ $rs -eq 0 ]; then
+    fail "SIGTERM: the run finished before the signal landed (exit 0); raise MED's size"
+else
+    fail "SIGTERM: exit $rs (want 75) at '$stop', resume exit $rr, digest '$ds' vs '$d1' (sig.err)"
+fi
+
+# Cross-backend resume (tiny preset, fp32 on both so losses are comparable).
+timeout 120 "$BIN" train /dev/null $TINY --set train.backend=$GB --set train.precision=fp32 \
+    --set train.max_steps=10 --set train.run_dir=g2c 2>g2c.err &&
+    timeout 120 "$BIN" resume /dev/null $TINY --set train.backend=cpu --set train.max_steps=20 \
+        --set train.run_dir=g2c 2>>g2c.err
+rg=$?
+timeout 120 "$BIN" train /dev/null $TINY --set train.backend=cpu --set train.max_steps=10 \
+    --set train.run_dir=c2g 2>c2g.err &&
+    timeout 120 "$BIN" resume /dev/null $TINY --set train.backend=$GB --set train.precision=fp32 \
+        --set train.max_steps=20 --set train.run_dir=c2g 2>>c2g.err
+rc2=$?
+timeout 120 "$BIN" train /dev/null $TINY --set train.backend=cpu --set train.max_steps=20 \
+    --set train.run_dir=cpu20 2>cpu20.err
+lg=$(lastloss g2c/events.jsonl) lc=$(lastloss c2g/events.jsonl) l0=$(lastloss cpu20/events.jsonl)
+if [ $rg -eq 0 ] && [ $rc2 -eq 0 ] && python3 -c "import sys; a,b,c=map(float,sys.argv[1:]); sys.exit(0 if abs(a-c)<=1e-3*abs(c) and abs(b-c)<=1e-3*abs(c) else 1)" "$lg" "$lc" "$l0"; then
+    pass "cross-backend resume: GPU->CPU loss $lg, CPU->GPU loss $lc, CPU only $l0 (step 20)"
+else
+    fail "cross-backend resume: exits $rg $rc2, losses GPU->CPU '$lg' CPU->GPU '$lc' CPU only '$l0' (g2c.err c2g.err)"
+fi
+
+# compute-sanitizer memcheck on one tiny step (bf16, then fp32).
+if [ "$DRY" = 1 ]; then
+    res "skip compute-sanitizer and the benchmark (DC_CPU_DRYRUN)"
+elif [ -n "$SAN" ]; then
+    ok=1
+    for p in bf16 fp32; do
+        timeout 240 "$SAN" --tool memcheck --error-exitcode 99 "$BIN" train /dev/null $TINY --set train.backend=cuda \
+            --set train.precision=$p --set train.max_steps=1 --set train.global_batch=4 --set train.run_dir=san-$p \
+            >san-$p.txt 2>&1 || ok=0
+    done
+    if [ $ok = 1 ]; then pass "compute-sanitizer memcheck: one tiny step, bf16 and fp32: $(grep -h 'ERROR SUMMARY' san-*.txt | tr '\n' ' ')"
+    else fail "compute-sanitizer: $(grep -h 'ERROR SUMMARY' san-*.txt | tr '\n' ' ') (san-*.txt in $W)"; grep -m5 -h "Invalid\|Error" san-*.txt >&2; fi
+else
+    fail "compute-sanitizer not found"
+fi
+
+# --- benchmark: ~1.2B deepseek-shaped, bf16, beside PyTorch eager --------------
+[ "$DRY" = 1 ] && { printf '\n===== device_check summary (dry run on the CPU, %ss, work dir %s) =====\n%s' \
+    "$(( $(date +%s) - T_START ))" "$W" "$SUMMARY"; exit $FAILED; }
+BD=2048 BL=16 BH=16 BKV=16 BF=5504 BV=102400 BT=2048 BB=${BENCH_MICRO:-8} BS=${BENCH_STEPS:-14}
+BIG="--set model.dim=$BD --set model.n_layers=$BL --set model.n_heads=$BH --set model.n_kv_heads=$BKV \
+--set model.ffn_dim=$BF --set model.vocab_size=$BV --set model.seq_len=$BT --set train.global_batch=$BB \
+--set train.micro_batch=$BB --set train.val_every=0 --set train.log_every=1 --set train.max_steps=$BS \
+--set checkpoint.interval_steps=10 --set checkpoint.codec=none --set data.synthetic_samples=200000 \
+--set spot.provider=none --set train.backend=cuda --set train.precision=bf16"
+fpt=$("$BIN" train /dev/null $BIG --dry-run 2>/dev/null | sed -n 's/^flops per token (fwd+bwd): //p')
+SPOTRAIN_CUDA_PROFILE=1 timeout 300 "$BIN" train /dev/null $BIG --set train.run_dir=bench 2>bench.err
+rb=$?
+tps=$(python3 - bench/events.jsonl <<'PY' 2>/dev/null
+import json, statistics, sys
+v = [o["tok_per_s"] for o in map(json.loads, open(sys.argv[1])) if o.get("event") == "step" and o["step"] > 2 and o["step"] % 10]
+print("%.0f" % statistics.median(v) if v else "")
+PY
+)
+stall=$(python3 -c 'import json,sys; v=[o["stall_ms"] for o in map(json.loads, open(sys.argv[1])) if o.get("event")=="checkpoint"]; print("%.1f" % v[-1] if v else "?")' bench/events.jsonl 2>/dev/null)
+ceil=$(timeout 120 python3 "$ROOT/bench/torch_gpu.py" gemm 2>/dev/null | sed -n 's/^gemm_bf16_tflops //p')
+timeout 300 python3 "$ROOT/bench/torch_gpu.py" train $BD $BL $BH $BKV $BF $BV $BT $BB 8 >torch.txt 2>torch.err
+ttps=$(sed -n 's/^torch_tokens_per_s //p' torch.txt)
+tpeak=$(sed -n 's/^torch_peak_gib //p' torch.txt)
+tver=$(sed -n 's/^torch_version //p' torch.txt)
+split=$(grep -o "step time split.*" bench.err | tail -1)
+mem=$(grep -o "device memory in use.*" bench.err | tail -1)
+snap=$(grep -o "checkpoint snapshot.*" bench.err | tail -1)
+if [ $rb -eq 0 ] && [ -n "$tps" ] && [ -n "$fpt" ]; then
+    read -r mfu_spec mfu_meas <<EOF2
+$(python3 -c "import sys; t,f=float(sys.argv[1]),float(sys.argv[2]); c=float(sys.argv[3] or 0); print('%.1f' % (100*t*f/989e12), '%.1f' % (100*t*f/(c*1e12)) if c else '?')" "$tps" "$fpt" "${ceil:-0}")
+EOF2
+    res "bench 1.2B bf16 (micro-batch $BB x $BT): spotrain $tps tok/s, MFU $mfu_spec% of 989 TFLOP/s spec, $mfu_meas% of the measured GEMM ceiling ${ceil:-?} TFLOP/s"
+    res "  $split"
+    res "  $mem; checkpoint stall $stall ms; $snap"
+    res "  pytorch $tver eager (SDPA, bf16 autocast): ${ttps:-?} tok/s, peak ${tpeak:-?} GiB"
+    python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2] or 1e30) else 1)" "$tps" "${ttps:-}" &&
+        pass "bench target: tokens/s >= PyTorch eager" || fail "bench target: $tps tok/s < PyTorch eager ${ttps:-?}"
+    python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 35 else 1)" "$mfu_spec" &&
+        pass "bench target: MFU >= 35% of spec" || fail "bench target: MFU $mfu_spec% < 35% of spec"
+else
+    fail "bench: spotrain exit $rb, tok/s '$tps' (bench.err in $W)"
+    tail -3 bench.err >&2
+fi
+
+printf '\n===== device_check summary (%ss, work dir %s) =====\n%s' "$(( $(date +%s) - T_START ))" "$W" "$SUMMARY"
+exit $FAILED
