@@ -24,9 +24,11 @@ LDFLAGS += $(SANFLAGS) -fopenmp
 STATIC_LIBS := -lzstd -linih -ljson-c -lxxhash -lopenblas
 ifeq ($(SAN),1)
 # ASan wants to see every allocation; link the libraries dynamically there.
-LIBS    := $(STATIC_LIBS) -lgfortran -lpthread -lm
+LIBS    := $(STATIC_LIBS) -lcurl -lgfortran -lpthread -lm
 else
-LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -Wl,-Bdynamic -lgfortran -lpthread -lm
+# libcurl stays dynamic: Debian's libcurl.a needs OpenSSL, nghttp2, libssh2,
+# LDAP, Kerberos and more linked statically, which Debian does not all ship.
+LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -Wl,-Bdynamic -lcurl -lgfortran -lpthread -lm
 endif
 
 ifeq ($(MPI),1)
