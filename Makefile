@@ -99,7 +99,12 @@ test:
 	@$(MAKE) --no-print-directory test-build
 	@BUILD=$(BUILD) sh tests/run.sh
 
-test-build: $(BUILD)/spotrain $(TEST_BIN)
+test-build: $(BUILD)/spotrain $(TEST_BIN) $(BUILD)/tests/s3tool
+
+# The S3 client's driver for tests/cli_s3.sh and bench/s3.sh (not installed).
+$(BUILD)/tests/s3tool: tests/s3tool.c $(BUILD)/libspotrain.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libspotrain.a
 	@mkdir -p $(dir $@)

@@ -448,6 +448,10 @@ static CURLcode attempt(s3_client *c, s3_req *r, const char *url, const s3_creds
         snprintf(tokhdr, sizeof tokhdr, "x-amz-security-token: %s", cr->token);
         hl = curl_slist_append(hl, tokhdr);
     }
+    /* curl would label a POST body a form, and some servers then parse it
+     * as one and lose the XML. */
+    if (strcmp(r->method, "POST") == 0)
+        hl = curl_slist_append(hl, "Content-Type: application/xml");
     if (r->range) {
         snprintf(rangehdr, sizeof rangehdr, "Range: %s", r->range);
         hl = curl_slist_append(hl, rangehdr);
@@ -539,6 +543,7 @@ static int s3_do(s3_client *c, s3_req *r)
         if (rc != ST_OK)
             goto out;
         CURLcode cc = attempt(c, r, url, &cr);
+        int had_token = cr.token[0] != 0;
         memset(&cr, 0, sizeof cr);
         char code[128] = "", msg[256] = "";
         if (cc == CURLE_OK && r->status >= 200 && r->status < 300) {
@@ -563,7 +568,10 @@ static int s3_do(s3_client *c, s3_req *r)
             s3_xml_text(r->xml.buf, r->xml.len, "Message", msg, sizeof msg);
         }
         int status = cc == CURLE_OK ? (int)r->status : 0;
-        if ((status == 400 || status == 403) && is_token_problem(code) && refreshed == 0) {
+        /* A HEAD answer has no body to name the cause: with temporary
+         * credentials a refused HEAD is worth one refresh too. */
+        int token_refused = is_token_problem(code) || (!code[0] && strcmp(r->method, "HEAD") == 0 && had_token);
+        if ((status == 400 || status == 403) && token_refused && refreshed == 0) {
             refreshed = 1;
             pthread_mutex_lock(&c->mu);
             c->st.retries++;
