@@ -98,4 +98,27 @@ ctl "expired_token=OLD"
 AWS_SESSION_TOKEN=OLD t_exit "s3 expired token: one refresh, then a clear failure" 78 "ExpiredToken.*after 2 attempts.*credentials" "$TOOL" get run/f1 0 10 "$T_TMP/x"
 AWS_SESSION_TOKEN=OLD t_exit "s3 HEAD refused with a session token: one refresh" 78 "HTTP 403.*after 2 attempts" "$TOOL" head run/f1
 ctl "expired_token="
+
+# Instance role credentials from IMDSv2 (tests/fake_metadata.py's IAM block).
+python3 tests/fake_metadata.py --mode aws --port-file "$T_TMP/md.port" &
+MD_PID=$!
+t_cleanup() { kill "$MOTO_PID" "$PROXY_PID" "$MD_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$T_TMP"; }
+i=0
+until [ -s "$T_TMP/md.port" ]; do i=$((i + 1)); [ $i -gt 50 ] && break; sleep 0.1; done
+MD=http://127.0.0.1:$(tr -d '\n' <"$T_TMP/md.port")
+mdctl() { "$PY" -c "import urllib.request as u; print(u.urlopen('$MD/$1').read().decode())"; }
+issued() { mdctl _state | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["iam_issued"])'; }
+imds() { env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_SHARED_CREDENTIALS_FILE=$T_TMP/none S3_METADATA_URL=$MD "$@"; }
+t_exit "s3 credentials from IMDSv2 instance role" 0 "refreshes=0" imds "$TOOL" put run/imds1 "$T_TMP/small"
+n=$(issued)
+ctl "expired_token=iamtok$((n + 1))"
+t_exit "s3 expired role token: refreshed from IMDS, then retried" 0 "refreshes=1" imds "$TOOL" get run/imds1 0 1000 "$T_TMP/x"
+ctl "expired_token="
+mdctl "_control?iam_ttl=60" >/dev/null
+n0=$(issued)
+t_exit "s3 role credentials renewed before they expire" 0 "refreshes=[1-9]" imds "$TOOL" put run/imds2 "$T_TMP/big"
+if [ "$(issued)" -gt $((n0 + 1)) ]; then t_ok "s3 renewal fetched new role keys"; else t_bad "s3 renewal fetched new role keys"; fi
+t_exit "s3 no credentials anywhere: one clear line" 78 "no S3 credentials" env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_SHARED_CREDENTIALS_FILE=$T_TMP/none S3_METADATA_URL=off "$TOOL" head run/x
+printf '[ci]\naws_access_key_id = FILEKEY\naws_secret_access_key = FILESECRET\n' >"$T_TMP/credfile"
+t_exit "s3 credentials file profile" 0 "" env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_SHARED_CREDENTIALS_FILE=$T_TMP/credfile AWS_PROFILE=ci "$TOOL" head run/imds1
 t_end
