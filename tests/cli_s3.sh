@@ -2,6 +2,7 @@
 # The S3 client (ckpt/s3.c through build/tests/s3tool) against a real
 # S3-compatible server: moto_server from build/venv on 127.0.0.1, checked
 # with boto3 independently; faults from tests/s3_fault_proxy.py in between.
+# shellcheck source=tests/lib.sh
 . tests/lib.sh
 VENV=${VENV:-build/venv}
 TOOL=$PWD/$BUILD/tests/s3tool

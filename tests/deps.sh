@@ -16,7 +16,8 @@ done
 # than the venv. Tests that need it print SKIP without it.
 venv() {
     [ "${1:-build}" = test ] || return 0
-    [ -x build/venv/bin/python ] && [ build/venv/.stamp -nt tests/requirements.txt ] && return 0
+    [ -x build/venv/bin/python ] && [ -n "$(find build/venv/.stamp -newer tests/requirements.txt 2>/dev/null)" ] &&
+        return 0
     echo "spotrain: installing tests/requirements.txt into build/venv" >&2
     { [ -x build/venv/bin/python ] || /usr/bin/python3 -m venv build/venv; } &&
         build/venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt &&
