@@ -35,11 +35,14 @@ LDFLAGS += $(SANFLAGS) -fopenmp
 STATIC_LIBS := -lzstd -linih -ljson-c -lxxhash -lopenblas
 ifeq ($(SAN),1)
 # ASan wants to see every allocation; link the libraries dynamically there.
-LIBS    := $(STATIC_LIBS) -lpthread -lm
+LIBS    := $(STATIC_LIBS) -lcurl -lpthread -lm
 else
 # libgomp too, so the binary needs only libc, libm and MPI at run time
 # (OpenBLAS's static archive references no Fortran runtime).
-LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgomp -Wl,-Bdynamic -lpthread -lm
+# libcurl stays dynamic: Debian's libcurl.a needs OpenSSL, nghttp2, libssh2,
+# LDAP, Kerberos and more linked statically, which Debian does not all ship;
+# as-needed, so a binary that does not reach the S3 client does not load it.
+LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgomp -Wl,-Bdynamic -Wl,--as-needed -lcurl -Wl,--no-as-needed -lpthread -lm
 endif
 
 # DEVICE=1: the binary to copy to a GPU test machine, which has the NVIDIA
@@ -135,7 +138,12 @@ test:
 	@$(MAKE) --no-print-directory test-build
 	@BUILD=$(BUILD) sh tests/run.sh
 
-test-build: $(BUILD)/spotrain $(TEST_BIN)
+test-build: $(BUILD)/spotrain $(TEST_BIN) $(BUILD)/tests/s3tool
+
+# The S3 client's driver for tests/cli_s3.sh and bench/s3.sh (not installed).
+$(BUILD)/tests/s3tool: tests/s3tool.c $(BUILD)/libspotrain.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libspotrain.a
 	@mkdir -p $(dir $@)

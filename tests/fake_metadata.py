@@ -34,9 +34,12 @@ STATE = {
     "event_type": "Preempt",
     "notbefore": "",
     "hardened": 0,
+    "iam_ttl": 3600,       # IAM block: seconds from now to the role credentials' Expiration
 }
-COUNT = {"token_puts": 0, "requests": 0, "unauthorized": 0, "acks": 0, "ack_body": ""}
+COUNT = {"iam_issued": 0, "token_puts": 0, "requests": 0, "unauthorized": 0, "acks": 0, "ack_body": ""}
 TOKENS = set()
+IAM_PREFIX = "/latest/meta-data/iam/security-credentials/"
+IAM_ROLE = "spotrain-test-role"
 NEXT_TOKEN = [0]
 
 
@@ -193,6 +196,27 @@ class Handler(BaseHTTPRequestHandler):
                 self.send(404, "not found")
         elif path == "/latest/meta-data/instance-id":
             self.send(200, "i-0123456789")
+        elif path.startswith(IAM_PREFIX):
+            self.get_aws_iam(path)
+        else:
+            self.send(404, "not found")
+
+    # ---- IAM instance role (for the S3 client's credentials; separate from
+    # the notice paths above). Each credentials read issues new keys
+    # ASIAFAKE<n> / iamtok<n>, expiring iam_ttl seconds from now.
+    def get_aws_iam(self, path):
+        role = path[len(IAM_PREFIX):]
+        if role == "":
+            self.send(200, IAM_ROLE)
+        elif role == IAM_ROLE:
+            with LOCK:
+                COUNT["iam_issued"] += 1
+                n = COUNT["iam_issued"]
+                ttl = STATE["iam_ttl"]
+            self.send(200, json.dumps({
+                "Code": "Success", "LastUpdated": iso(time.time()), "Type": "AWS-HMAC",
+                "AccessKeyId": "ASIAFAKE%d" % n, "SecretAccessKey": "secret%d" % n,
+                "Token": "iamtok%d" % n, "Expiration": iso(time.time() + ttl)}), "application/json")
         else:
             self.send(404, "not found")
 

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+# A fault-injecting HTTP proxy on 127.0.0.1 in front of an S3 server (moto)
+# for tests/cli_s3.sh: forwards requests unchanged, except that it can fail
+# the next N with 500/503, drop the connection, answer slowly, or refuse a
+# session token with 403 ExpiredToken.
+#   python3 tests/s3_fault_proxy.py --upstream PORT --port-file FILE
+# Control: GET /_control?fail=N&status=503&drop=N&slow=SECONDS&expired_token=T
+#          GET /_state -> JSON counters.
+import argparse, http.client, json, sys, threading, time, urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOCK = threading.Lock()
+STATE = {"fail": 0, "status": 503, "drop": 0, "slow": 0.0, "expired_token": ""}
+COUNT = {"requests": 0, "failed": 0, "dropped": 0, "expired": 0}
+UPSTREAM = [0]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def reply(self, status, body, ctype="application/xml"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        u = urllib.parse.urlsplit(self.path)
+        if u.path == "/_control":
+            with LOCK:
+                for k, v in urllib.parse.parse_qsl(u.query):
+                    STATE[k] = type(STATE[k])(v)
+            return self.reply(200, b"ok", "text/plain")
+        if u.path == "/_state":
+            with LOCK:
+                return self.reply(200, json.dumps(COUNT).encode(), "application/json")
+        with LOCK:
+            COUNT["requests"] += 1
+            action = None
+            tok = self.headers.get("x-amz-security-token", "")
+            if STATE["expired_token"] and tok == STATE["expired_token"]:
+                action = "expired"
+                COUNT["expired"] += 1
+            elif STATE["drop"] > 0:
+                STATE["drop"] -= 1
+                action = "drop"
+                COUNT["dropped"] += 1
+            elif STATE["fail"] > 0:
+                STATE["fail"] -= 1
+                action = "fail"
+                COUNT["failed"] += 1
+            slow = STATE["slow"]
+        if action == "drop":
+            # No answer at all: the client sees the connection close.
+            self.close_connection = True
+            return
+        if action == "fail":
+            code = STATE["status"]
+            return self.reply(code, b"<Error><Code>%s</Code><Message>injected</Message></Error>"
+                              % (b"SlowDown" if code == 503 else b"InternalError"))
+        if action == "expired":
+            return self.reply(403, b"<Error><Code>ExpiredToken</Code><Message>The provided token has expired."
+                              b"</Message></Error>")
+        if slow:
+            time.sleep(slow)
+        conn = http.client.HTTPConnection("127.0.0.1", UPSTREAM[0], timeout=120)
+        hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "expect")}
+        conn.request(self.command, self.path, body=body, headers=hdrs)
+        r = conn.getresponse()
+        data = r.read()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data) if self.command != "HEAD"
+                                               else int(r.getheader("Content-Length") or 0)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        conn.close()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_any
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--upstream", type=int, required=True)
+    ap.add_argument("--port-file", required=True)
+    a = ap.parse_args()
+    UPSTREAM[0] = a.upstream
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    with open(a.port_file + ".tmp", "w") as f:
+        f.write(str(srv.server_address[1]))
+    import os
+    os.rename(a.port_file + ".tmp", a.port_file)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
