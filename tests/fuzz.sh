@@ -26,7 +26,7 @@ for src in "$@"; do
     # shellcheck disable=SC2086
     if ! "$CC" -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined \
         -fno-sanitize-recover=undefined -fno-omit-frame-pointer -Wall -Wno-unused-parameter \
-        -o "$bin" "$src" $srcs -lzstd -ljson-c -lxxhash -linih -lm -lpthread >"$BUILD/$name.build.log" 2>&1; then
+        -o "$bin" "$src" $srcs -lzstd -ljson-c -lxxhash -linih -lcurl -lm -lpthread >"$BUILD/$name.build.log" 2>&1; then
         echo "FAIL $name: build failed"
         tail -n 20 "$BUILD/$name.build.log"
         fail=$((fail + 1))
