@@ -186,6 +186,8 @@ int s3_creds_load(const s3_opts *o, s3_creds *out)
 /* Copies the current credentials, renewing them first when they expire
  * within S3_REFRESH_AHEAD or when force_gen still names the generation a
  * request was refused with. */
+/* Holds c->mu across a reload (an IMDS round trip of at most a few seconds)
+ * on purpose: the other part threads would need the new keys anyway. */
 static int creds_current(s3_client *c, unsigned force_gen, int force, s3_creds *out, unsigned *gen)
 {
     int rc = ST_OK;
@@ -216,8 +218,9 @@ int s3_open(s3_client **cp, const s3_opts *o)
     if (curl_init_rc != 0)
         return util_fail(ST_UNAVAILABLE, "libcurl failed to initialise; check the libcurl4 installation");
     curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
-    if (vi->version_num < 0x074b00)
-        return util_fail(ST_UNAVAILABLE, "libcurl %s lacks AWS SigV4 signing; install libcurl 7.75 or newer",
+    /* 7.75 brought CURLOPT_AWS_SIGV4, 7.85 CURLOPT_PROTOCOLS_STR; Debian 12 has 7.88. */
+    if (vi->version_num < 0x075500)
+        return util_fail(ST_UNAVAILABLE, "libcurl %s is too old (no SigV4 signing); install libcurl 7.85 or newer",
                          vi->version);
     if (o->part_bytes < 1 || o->parallel < 1 || o->retries < 0)
         return util_fail(ST_CONFIG, "s3: part size and parallel parts must be positive, retries not negative");
