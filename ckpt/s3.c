@@ -411,15 +411,16 @@ static int on_seek(void *ud, curl_off_t off, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
-/* Percent-encodes a key for the URL path: everything but RFC 3986 unreserved
- * characters and '/', which is what SigV4's canonical URI expects for S3. */
-static int encode_key(const char *key, char *out, size_t cap)
+/* Percent-encodes everything but RFC 3986 unreserved characters, and '/'
+ * when keep_slash: keys in the URL path keep their slashes (what SigV4's
+ * canonical URI expects for S3); query values encode them too. */
+static int s3_pct_encode(const char *v, int keep_slash, char *out, size_t cap)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
         int keep = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-                   *p == '_' || *p == '.' || *p == '~' || *p == '/';
+                   *p == '_' || *p == '.' || *p == '~' || (keep_slash && *p == '/');
         if (o + 4 >= cap)
             return -1;
         if (keep) {
@@ -533,7 +534,7 @@ static int s3_do(s3_client *c, s3_req *r)
         r->xml.buf = local;
         r->xml.cap = sizeof local;
     }
-    if (encode_key(r->key, ek, sizeof ek) < 0 ||
+    if (s3_pct_encode(r->key, 1, ek, sizeof ek) < 0 ||
         util_fmt(url, sizeof url, "%s/%s%s%s", c->base, ek, r->query ? "?" : "", r->query ? r->query : "") < 0)
         return util_fail(ST_USAGE, "s3: key '%.200s' or its query is too long", r->key);
     int refreshed = 0;
@@ -583,7 +584,7 @@ static int s3_do(s3_client *c, s3_req *r)
         }
         if (!s3_retryable(status) || att >= c->o.retries) {
             const char *what = cc != CURLE_OK ? curl_easy_strerror(cc) : "";
-            const char *todo = status == 403   ? "check the credentials and the bucket policy"
+            const char *hint = status == 403   ? "check the credentials and the bucket policy"
                                : status == 404 ? "check the bucket name and the key"
                                : status == 0   ? "check the endpoint and the network"
                                                : "retry later or check the service's status";
@@ -592,7 +593,7 @@ static int s3_do(s3_client *c, s3_req *r)
                 goto out;
             util_fail(rc, "s3: %s s3://%s/%s: %s%s%d %s%s%s after %d attempt%s; %s", r->method, c->u.bucket, r->key,
                       what, *what ? ", HTTP " : "HTTP ", status, code, *msg ? ": " : "", msg, att + 1,
-                      att ? "s" : "", todo);
+                      att ? "s" : "", hint);
             goto out;
         }
         double wait = s3_backoff(att, c->o.backoff_base, c->o.backoff_max, rng_unit(c));
@@ -661,28 +662,6 @@ int s3_delete_object(s3_client *c, const char *key)
     return s3_do(c, &r);
 }
 
-/* Query-string value encoding: like keys, but '/' too. */
-static int encode_q(const char *v, char *out, size_t cap)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        int keep = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-                   *p == '_' || *p == '.' || *p == '~';
-        if (o + 4 >= cap)
-            return -1;
-        if (keep) {
-            out[o++] = (char)*p;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[*p >> 4];
-            out[o++] = hex[*p & 15];
-        }
-    }
-    out[o] = 0;
-    return 0;
-}
-
 int s3_list_objects(s3_client *c, const char *prefix, s3_list_fn fn, void *ctx)
 {
     int rc = ST_OK;
@@ -690,12 +669,12 @@ int s3_list_objects(s3_client *c, const char *prefix, s3_list_fn fn, void *ctx)
     char tok[1024] = "", etok[3200], epre[3200], q[6600];
     if (!buf)
         return util_fail(ST_SOFTWARE, "s3: out of memory for a list page");
-    if (encode_q(prefix, epre, sizeof epre) < 0) {
+    if (s3_pct_encode(prefix, 0, epre, sizeof epre) < 0) {
         rc = util_fail(ST_USAGE, "s3: list prefix too long");
         goto out;
     }
     for (;;) {
-        if (encode_q(tok, etok, sizeof etok) < 0) {
+        if (s3_pct_encode(tok, 0, etok, sizeof etok) < 0) {
             rc = util_fail(ST_DATA, "s3: continuation token too long");
             goto out;
         }
@@ -735,7 +714,7 @@ int s3_mpu_part(s3_client *c, const char *key, const char *upload_id, int part_n
                 char *etag, size_t cap)
 {
     char q[1200], eid[1100];
-    if (encode_q(upload_id, eid, sizeof eid) < 0)
+    if (s3_pct_encode(upload_id, 0, eid, sizeof eid) < 0)
         return util_fail(ST_DATA, "s3: upload id too long");
     snprintf(q, sizeof q, "partNumber=%d&uploadId=%s", part_no, eid);
     s3_req r = {.method = "PUT", .key = key, .query = q, .body = buf, .body_len = len};
@@ -759,7 +738,7 @@ int s3_mpu_complete(s3_client *c, const char *key, const char *upload_id, char (
         o += (size_t)snprintf(body + o, cap - o, "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>", i + 1,
                               etags[i]);
     o += (size_t)snprintf(body + o, cap - o, "</CompleteMultipartUpload>");
-    if (encode_q(upload_id, eid, sizeof eid) < 0) {
+    if (s3_pct_encode(upload_id, 0, eid, sizeof eid) < 0) {
         rc = util_fail(ST_DATA, "s3: upload id too long");
         goto out;
     }
@@ -774,7 +753,7 @@ out:
 int s3_mpu_abort(s3_client *c, const char *key, const char *upload_id)
 {
     char q[1200], eid[1100];
-    if (encode_q(upload_id, eid, sizeof eid) < 0)
+    if (s3_pct_encode(upload_id, 0, eid, sizeof eid) < 0)
         return util_fail(ST_DATA, "s3: upload id too long");
     snprintf(q, sizeof q, "uploadId=%s", eid);
     s3_req r = {.method = "DELETE", .key = key, .query = q};

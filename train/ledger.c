@@ -2,6 +2,7 @@
  * the loop says what happened, this file decides how it is written down. */
 #include "ledger.h"
 #include "cli_cost.h"
+#include "interval.h"
 #include "../spot/cost.h"
 #include "../spot/metrics.h"
 #include "../util/util.h"
@@ -49,7 +50,9 @@ void ledger_resume_counts(ledger *g, int nodes)
     if (cost_report_compute(text, len, &co, &r) == ST_OK) {
         g->interruptions = (uint64_t)r.interruptions;
         g->spend_before = r.spend;
+        g->hours_before = r.run_hours;
     }
+    g->hard_failures = interval_ledger_failures(text, len);
     g->notices = ledger_count(text, "\"event\":\"stop\"");
     g->checkpoints = ledger_count(text, "\"event\":\"checkpoint\"");
     free(text);
@@ -129,15 +132,6 @@ void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, dou
         snprintf(m, sizeof m, "null");
     events_write(&g->ev, "interval", "\"step\":%lld,\"seconds\":%.3f,\"cost_s\":%.4f,\"mtbf_s\":%s,"
                  "\"hard_failures\":%d,\"hours\":%.4f", (long long)step, seconds, cost_s, m, hard_failures, hours);
-}
-
-double ledger_run_hours(const ledger *g, const char *text, size_t len)
-{
-    cost_report r;
-    cost_opts co;
-    if (cfg_cost_opts(g->c, &co) != ST_OK)
-        return 0.0;
-    return cost_report_compute(text, len, &co, &r) == ST_OK ? r.run_hours : 0.0;
 }
 
 void ledger_exit(ledger *g, int64_t step, int code)

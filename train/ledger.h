@@ -16,6 +16,8 @@ typedef struct {
     /* textfile state */
     uint64_t checkpoints, notices, interruptions;   /* whole run */
     double spend_before;      /* $ of earlier segments */
+    double hours_before;      /* training hours of earlier segments */
+    int hard_failures;        /* kills and failed final saves of earlier segments */
     double fleet_spot;        /* $ per hour of the fleet actually running */
     double segment_wall;      /* this segment's start, wall clock */
     ckpt_result last_ckpt;
@@ -26,8 +28,9 @@ int ledger_open(ledger *g, const cfg *c, int root);
 void ledger_close(ledger *g);
 
 /* Reads what earlier segments recorded (spend, interruptions, notices,
- * checkpoints) so the textfile's counters cover the whole run; nodes is the
- * number of hosts this segment actually runs on. */
+ * checkpoints, hours, hard failures) so the textfile's counters and the
+ * automatic interval cover the whole run; nodes is the number of hosts this
+ * segment actually runs on. Rank 0 only. */
 void ledger_resume_counts(ledger *g, int nodes);
 
 void ledger_start(ledger *g, int64_t step, int world, int nodes, const char *resumed_from,
@@ -47,8 +50,6 @@ void ledger_exit(ledger *g, int64_t step, int code);
 /* checkpoint.interval_seconds = auto chose a new interval, and why. */
 void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, double mtbf_s, int hard_failures,
                      double hours);
-/* Training hours of the segments recorded in an events.jsonl text. */
-double ledger_run_hours(const ledger *g, const char *text, size_t len);
 
 typedef struct {
     int64_t step, max_steps;

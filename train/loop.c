@@ -379,20 +379,14 @@ static void trainer_interval(trainer *t, int force)
 static void trainer_interval_start(trainer *t)
 {
     const cfg *c = t->c;
-    char path[CFG_STR + 32], *text = NULL;
-    size_t len = 0;
     t->segment_start = util_now();
     t->auto_interval = c->ckpt_interval_seconds == CFG_AUTO && c->ckpt_interval_steps == 0;
     if (!t->auto_interval || !trainer_is_root(t))
         return;
     interval_init(&t->ia, c->ckpt_min_seconds, c->ckpt_max_seconds, c->interruptions_per_hour,
                   c->ckpt_stall_seconds);
-    snprintf(path, sizeof path, "%s/events.jsonl", c->run_dir);
-    if (util_read_file(path, &text, &len) == ST_OK) {
-        t->ia.hard_failures = interval_ledger_failures(text, len);
-        t->ia.hours_before = ledger_run_hours(&t->lg, text, len);
-    }
-    free(text);
+    t->ia.hard_failures = t->lg.hard_failures;   /* read once, by ledger_resume_counts */
+    t->ia.hours_before = t->lg.hours_before;
     trainer_interval(t, 1);
 }
 
