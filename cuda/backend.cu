@@ -208,17 +208,6 @@ exit:
     return rc;
 }
 
-static int cuda_check_tokens(const backend *be, const int32_t *tokens, int64_t n)
-{
-    int64_t V = be->L->s.vocab;
-    for (int64_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= V)
-            return util_fail(ST_DATA, "token id %lld at position %lld is outside the vocabulary [0, %lld); "
-                             "check model.vocab_size against the tokenizer of the data",
-                             (long long)tokens[i], (long long)i, (long long)V);
-    return ST_OK;
-}
-
 /* Host ids -> the arena, through the pinned staging buffer (waits for the
  * previous upload from it to finish before overwriting it). Training also
  * uploads the embedding backward's index of the B rows of T (+1) ids. */
@@ -408,7 +397,7 @@ static int cuda_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float gra
     int64_t T = c->s.seq_len;
     cuda_dims d;
     int rc = ST_OK;
-    CU_OK(cuda_check_tokens(be, tokens, B * (T + 1)));
+    CU_OK(backend_check_tokens(be, tokens, B * (T + 1)));
     CU_OK(cuda_reserve(c, B));
     CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 1));
     cuda_dims_init(&d, &c->s, B);
@@ -452,7 +441,7 @@ static int cuda_eval(backend *be, const int32_t *tokens, int64_t B, double *loss
     int64_t T = c->s.seq_len;
     cuda_dims d;
     int rc = ST_OK;
-    CU_OK(cuda_check_tokens(be, tokens, B * (T + 1)));
+    CU_OK(backend_check_tokens(be, tokens, B * (T + 1)));
     CU_OK(cuda_reserve(c, B));
     CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 0));
     cuda_dims_init(&d, &c->s, B);
@@ -483,7 +472,7 @@ static int cuda_logits(backend *be, const int32_t *tokens, int64_t T, float *out
     if (T < 1 || T > c->s.seq_len)
         return util_fail(ST_CONFIG, "sampling context of %lld tokens is outside 1..model.seq_len (%lld)",
                          (long long)T, (long long)c->s.seq_len);
-    CU_OK(cuda_check_tokens(be, tokens, T));
+    CU_OK(backend_check_tokens(be, tokens, T));
     CU_OK(cuda_reserve(c, 1));
     CU_OK(cuda_upload_tokens(c, tokens, 1, T, T, 0));
     {

@@ -32,6 +32,17 @@ int backend_create(backend **out, const model_layout *L, const backend_opts *o)
     return backend_cpu_create(out, L, o);
 }
 
+int backend_check_tokens(const backend *b, const int32_t *tokens, int64_t n)
+{
+    int64_t V = b->L->s.vocab;
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return util_fail(ST_DATA, "token id %lld at position %lld is outside the vocabulary [0, %lld); "
+                             "check model.vocab_size against the tokenizer of the data",
+                             (long long)tokens[i], (long long)i, (long long)V);
+    return ST_OK;
+}
+
 /* Bounded host staging between the checkpoint reader and a backend:
  * loading never needs a second copy of the model in host memory. */
 enum { BACKEND_IO_FLOATS = 1 << 20 };

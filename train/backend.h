@@ -84,6 +84,10 @@ float *backend_cpu_host(backend *b, int array);
  * missing when "cuda" cannot start. */
 int backend_create(backend **out, const model_layout *L, const backend_opts *o);
 
+/* Every id in [0, vocab), or ST_DATA naming the first one that is not:
+ * every backend checks its host rows before they reach a kernel. */
+int backend_check_tokens(const backend *b, const int32_t *tokens, int64_t n);
+
 struct ckpt_reader;
 /* Reads [lo,hi) of a checkpoint array (CKPT_PARAMS/ADAM_M/ADAM_V, equal to
  * BK_*) into the backend through a bounded host buffer. */

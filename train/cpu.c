@@ -530,24 +530,13 @@ static void cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
     }
 }
 
-static int cpu_check_tokens(const backend *be, const int32_t *tokens, int64_t n)
-{
-    int64_t V = be->L->s.vocab;
-    for (int64_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= V)
-            return util_fail(ST_DATA, "token id %lld at position %lld is outside the vocabulary [0, %lld); "
-                             "check model.vocab_size against the tokenizer of the data",
-                             (long long)tokens[i], (long long)i, (long long)V);
-    return ST_OK;
-}
-
 /* Checks the ids, sizes the buffers and runs the trunk: shared by training
  * and evaluation. */
 static int cpu_forward(backend *be, const int32_t *tokens, int64_t B)
 {
     cpu_impl *c = be->impl;
     int64_t T = c->s.seq_len;
-    int rc = cpu_check_tokens(be, tokens, B * (T + 1));
+    int rc = backend_check_tokens(be, tokens, B * (T + 1));
     if (rc == ST_OK)
         rc = cpu_reserve(c, B);
     if (rc == ST_OK)
@@ -589,7 +578,7 @@ static int cpu_logits(backend *be, const int32_t *tokens, int64_t T, float *out)
     if (T < 1 || T > c->s.seq_len)
         return util_fail(ST_CONFIG, "sampling context of %lld tokens is outside 1..model.seq_len (%lld)",
                          (long long)T, (long long)c->s.seq_len);
-    int rc = cpu_check_tokens(be, tokens, T);
+    int rc = backend_check_tokens(be, tokens, T);
     if (rc == ST_OK)
         rc = cpu_reserve(c, 1);
     if (rc != ST_OK)
