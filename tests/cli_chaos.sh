@@ -10,7 +10,7 @@ RUN=$PWD/spot/spotrain-run
 cd "$T_TMP" || exit 1
 ROUNDS=${CHAOS_ROUNDS:-6}
 SEED=${CHAOS_SEED:-1}
-# About 5 ms a step here: the run outlasts the driver (0.2-1.4 s per round).
+# The driver uses at most about 200 steps a round (below), so the run outlasts it.
 STEPS=$((300 * ROUNDS + 300))
 F="--set model.dim=64 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=128 --set model.seq_len=32 --set train.global_batch=8 --set train.micro_batch=8 --set train.val_every=0 --set train.log_every=5 --set checkpoint.interval_steps=100 --set checkpoint.keep_last=1000 --set train.max_steps=$STEPS --quiet"
 
@@ -27,8 +27,18 @@ n_term=0
 n_kill=0
 r=0
 while [ $r -lt "$ROUNDS" ] && kill -0 "$wpid" 2>/dev/null; do
-    # 0.2 .. 1.4 s: some land in start-up, some mid-step, some mid-checkpoint.
-    sleep "$(awk -v s=$((SEED * 1000 + r)) 'BEGIN { srand(s); printf "%.2f", 0.2 + rand() * 1.2 }')"
+    # A quarter of the rounds strike after a short sleep (often in start-up);
+    # the rest wait for up to 200 more trained steps (40 ledger records), then
+    # strike 0-0.1 s later: mid-step or mid-checkpoint. Waiting on progress
+    # rather than the clock keeps the run longer than the driver on any
+    # machine speed.
+    set -- $(awk -v s=$((SEED * 1000 + r)) 'BEGIN { srand(s); u = rand(); printf "%d %.2f %.2f", (u < 0.25) ? 0 : int(rand() * 40) + 1, rand() * 0.1, 0.05 + rand() * 0.25 }')
+    if [ "$1" -eq 0 ]; then
+        sleep "$3"
+    else
+        t_wait_steps chaos $(($(t_steps chaos) + $1)) "$wpid"
+        sleep "$2"
+    fi
     cpid=$(pgrep -P "$wpid" | head -n 1)
     [ -n "$cpid" ] || continue
     if [ $((r % 5)) -eq 4 ]; then

@@ -144,11 +144,12 @@ esac
 n=$(find auto/ckpt -maxdepth 1 -name 'step-*' ! -name '*.tmp' | wc -l)
 if [ "$n" -ge 2 ]; then t_ok "auto interval: checkpoints every 0.3 s ($n before the kill)"; else t_bad "auto interval: checkpoints taken" "$n"; fi
 # The kill is a hard failure the next segment counts, and it lowers M.
+seen=$(t_steps auto)
 # shellcheck disable=SC2086
 "$S" resume /dev/null $FAST --set train.run_dir=auto --set train.max_steps=100000 \
     --set checkpoint.min_seconds=0.3 --set checkpoint.max_seconds=0.3 >auto2.log 2>&1 &
 apid=$!
-sleep 2
+t_wait_steps auto $((seen + 1)) $apid
 kill -TERM "$apid"
 wait "$apid"
 hf=$(/usr/bin/python3 -c 'import json,sys

@@ -47,3 +47,18 @@ for line in open(path):
         print(r[field])
 PY
 }
+
+# t_steps RUN_DIR: how many "step" records the run's ledger holds (re-run
+# steps count again, so the number only grows).
+t_steps() { cat "$1/events.jsonl" 2>/dev/null | grep -c '"event":"step"'; }
+
+# t_wait_steps RUN_DIR N PID: wait until the ledger holds N step records, or
+# PID has exited, or 60 s have passed. Signals sent after it land mid-run on
+# any machine speed, which a fixed sleep cannot promise.
+t_wait_steps() {
+    _w=0
+    while [ "$(t_steps "$1")" -lt "$2" ] && kill -0 "$3" 2>/dev/null && [ $_w -lt 3000 ]; do
+        sleep 0.02
+        _w=$((_w + 1))
+    done
+}
