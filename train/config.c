@@ -3,6 +3,7 @@
  * overrides, with one-line errors naming file:line and key. */
 #include "config.h"
 #include "hf.h"
+#include "../ckpt/s3.h"
 #include "../util/util.h"
 
 #include <ini.h>
@@ -87,6 +88,9 @@ static const cfg_key cfg_keys[] = {
     KS("checkpoint", "on_save", ckpt_on_save, NULL),
     KI("checkpoint", "required", ckpt_required, 0, 1),
     KI("checkpoint", "threads", ckpt_threads, 0, 256),
+    KS("checkpoint", "remote", ckpt_remote, NULL),
+    KS("checkpoint", "endpoint", ckpt_endpoint, NULL),
+    KS("checkpoint", "region", ckpt_region, NULL),
 
     KS("spot", "provider", provider, "auto|aws|gcp|azure|alibaba|file|none"),
     KF("spot", "poll_seconds", poll_seconds, 0.05, 3600),
@@ -400,6 +404,12 @@ static int cfg_check_relations(const cfg *c)
                          (long long)c->ondemand_nodes, (long long)c->nodes);
     if (!c->run_dir[0])
         return util_fail(ST_CONFIG, "%s: train.run_dir must not be empty", f);
+    if (c->ckpt_remote[0]) {
+        s3_url u;
+        int rc = s3_url_parse(c->ckpt_remote, &u);
+        if (rc != ST_OK)
+            return rc;
+    }
     for (int i = 0; i < c->n_prices; i++)
         if (c->prices[i].ondemand < 0 || c->prices[i].spot < 0)
             return util_fail(ST_CONFIG, "%s: [price.%s] needs both ondemand and spot ($ per node-hour)", f,

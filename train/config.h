@@ -52,6 +52,9 @@ typedef struct cfg {
     char ckpt_busy[8];              /* skip | wait */
     char ckpt_on_save[CFG_STR];
     int64_t ckpt_required, ckpt_threads;
+    char ckpt_remote[CFG_STR];      /* s3://bucket/prefix; empty = local only */
+    char ckpt_endpoint[CFG_STR];    /* S3-compatible service (path-style); empty = AWS */
+    char ckpt_region[64];           /* empty = AWS_REGION, AWS_DEFAULT_REGION, else us-east-1 */
 
     /* [spot] */
     char provider[16];              /* auto | aws | gcp | azure | alibaba | file | none */
