@@ -3,7 +3,6 @@
  * overrides, with one-line errors naming file:line and key. */
 #include "config.h"
 #include "hf.h"
-#include "../ckpt/s3.h"
 #include "../util/util.h"
 
 #include <ini.h>
@@ -575,4 +574,16 @@ char *cfg_render(const cfg *c)
                                 util_dtoa(c->prices[i].spot, sp));
     }
     return s;
+}
+
+void cfg_s3_opts(const cfg *c, s3_opts *o)
+{
+    s3_opts_default(o);
+    snprintf(o->remote, sizeof o->remote, "%s", c->ckpt_remote);
+    snprintf(o->endpoint, sizeof o->endpoint, "%s", c->ckpt_endpoint);
+    snprintf(o->region, sizeof o->region, "%s", c->ckpt_region);
+    /* The poller's metadata service is the machine's IMDS: the instance role
+     * comes from the same place (tests point both at a local fake). */
+    if (!strcmp(c->provider, "aws") || !strcmp(c->provider, "auto"))
+        snprintf(o->metadata_url, sizeof o->metadata_url, "%s", c->metadata_url);
 }

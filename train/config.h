@@ -6,6 +6,8 @@
 
 #include <stdint.h>
 
+#include "../ckpt/s3.h"
+
 #define CFG_STR 1024
 #define CFG_MAX_PRICES 16
 /* The stored value of a number key set to auto. */
@@ -102,6 +104,9 @@ int cfg_value_string(const cfg *c, const char *section, const char *key, char *o
 /* 1 when the user's file or --set gave section.key; key NULL: any key of
  * the section. Lets a command print only what its input determines. */
 int cfg_is_given(const cfg *c, const char *section, const char *key);
+/* The S3 client's options for [checkpoint] remote (endpoint, region; the
+ * instance role from spot.metadata_url when that is set). */
+void cfg_s3_opts(const cfg *c, s3_opts *o);
 
 /* The text of sample.ini compiled into the binary (the defaults). */
 extern const char cfg_sample_ini[];
