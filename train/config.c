@@ -408,6 +408,9 @@ static int cfg_check_relations(const cfg *c)
         int rc = s3_url_parse(c->ckpt_remote, &u);
         if (rc != ST_OK)
             return rc;
+        if (strlen(c->ckpt_endpoint) >= sizeof((s3_opts *)0)->endpoint)
+            return util_fail(ST_CONFIG, "%s: checkpoint.endpoint is longer than %zu characters", f,
+                             sizeof((s3_opts *)0)->endpoint - 1);
     }
     for (int i = 0; i < c->n_prices; i++)
         if (c->prices[i].ondemand < 0 || c->prices[i].spot < 0)
@@ -580,10 +583,10 @@ void cfg_s3_opts(const cfg *c, s3_opts *o)
 {
     s3_opts_default(o);
     snprintf(o->remote, sizeof o->remote, "%s", c->ckpt_remote);
-    snprintf(o->endpoint, sizeof o->endpoint, "%s", c->ckpt_endpoint);
+    snprintf(o->endpoint, sizeof o->endpoint, "%.*s", (int)sizeof o->endpoint - 1, c->ckpt_endpoint);
     snprintf(o->region, sizeof o->region, "%s", c->ckpt_region);
     /* The poller's metadata service is the machine's IMDS: the instance role
      * comes from the same place (tests point both at a local fake). */
     if (!strcmp(c->provider, "aws") || !strcmp(c->provider, "auto"))
-        snprintf(o->metadata_url, sizeof o->metadata_url, "%s", c->metadata_url);
+        snprintf(o->metadata_url, sizeof o->metadata_url, "%.*s", (int)sizeof o->metadata_url - 1, c->metadata_url);
 }
