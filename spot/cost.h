@@ -109,6 +109,7 @@ typedef struct {
     int segments, finished, killed, exits_75, notices, restarts, bad_lines, partial_last;
     int interruptions;            /* segments ended by exit 75 or with no exit record */
     int earlier_runs;             /* fresh starts before the newest one, ignored */
+    int failed_starts;            /* refused starts (ledger "failed": true): not segments */
     double first_ts, last_ts;
     double run_hours, node_hours, downtime_hours;
     int64_t nodes;                /* of the newest segment */

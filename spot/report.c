@@ -30,8 +30,11 @@ static double report_num(json_object *o, const char *key, double dflt)
     return isfinite(d) ? d : dflt;
 }
 
-/* Applies one record; returns 0, or -1 when it is not a ledger record. */
-static int report_record(json_object *o, report_seg **segs, int *n, int *cap, cost_report *r)
+/* Applies one record; returns 0, or -1 when it is not a ledger record.
+ * *refused is set by a start that failed (a refused resume, a bad config)
+ * and cleared by the next start: that attempt trained nothing, so neither
+ * it nor its exit record is a segment of the run. */
+static int report_record(json_object *o, report_seg **segs, int *n, int *cap, cost_report *r, int *refused)
 {
     json_object *ev;
     if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "event", &ev) ||
@@ -46,14 +49,20 @@ static int report_record(json_object *o, report_seg **segs, int *n, int *cap, co
     if (ts > r->last_ts)
         r->last_ts = ts;
     if (!strcmp(e, "start")) {
-        json_object *from;
+        json_object *from, *failed;
+        *refused = json_object_object_get_ex(o, "failed", &failed) && json_object_get_boolean(failed);
+        if (*refused) {
+            r->failed_starts++;
+            return 0;
+        }
         if (json_object_object_get_ex(o, "resumed_from", &from) && from == NULL && *n > 0) {
             /* A fresh start (train --force, or a new run in an old run_dir):
              * what came before belongs to another run. */
-            int bad = r->bad_lines, earlier = r->earlier_runs + 1;
+            int bad = r->bad_lines, earlier = r->earlier_runs + 1, refusals = r->failed_starts;
             memset(r, 0, sizeof *r);
             r->bad_lines = bad;
             r->earlier_runs = earlier;
+            r->failed_starts = refusals;
             r->first_ts = r->last_ts = ts;
             *n = 0;
         }
@@ -76,6 +85,8 @@ static int report_record(json_object *o, report_seg **segs, int *n, int *cap, co
         s->tokens_per_step = (int64_t)report_num(o, "tokens_per_step", 0);
         return 0;
     }
+    if (*refused)
+        return 0;
     if (!strcmp(e, "notice")) {
         r->notices++;
     } else if (!strcmp(e, "restart")) {
@@ -106,7 +117,7 @@ static int report_record(json_object *o, report_seg **segs, int *n, int *cap, co
 
 static int report_parse(const char *text, size_t len, report_seg **segs, int *n, cost_report *r)
 {
-    int cap = 0;
+    int cap = 0, refused = 0;
     size_t pos = 0;
     while (pos < len) {
         const char *nl = memchr(text + pos, '\n', len - pos);
@@ -123,7 +134,7 @@ static int report_parse(const char *text, size_t len, report_seg **segs, int *n,
         json_object *o = ll < (size_t)1 << 30 ? json_tokener_parse_ex(tok, line, (int)ll) : NULL;
         int good = o && json_tokener_get_error(tok) == json_tokener_success &&
                    json_tokener_get_parse_end(tok) == ll;
-        int rc = good ? report_record(o, segs, n, &cap, r) : -1;
+        int rc = good ? report_record(o, segs, n, &cap, r, &refused) : -1;
         json_object_put(o);
         json_tokener_free(tok);
         if (rc == -2)
@@ -148,7 +159,10 @@ int cost_report_compute(const char *text, size_t len, const cost_opts *o, cost_r
     if (rc)
         goto out;
     if (n == 0) {
-        rc = util_fail(ST_DATA, "events.jsonl has no start record; is this a spotrain run directory?");
+        rc = r->failed_starts
+                 ? util_fail(ST_DATA, "events.jsonl holds only refused starts (%d): nothing has trained yet; "
+                             "see their reasons there", r->failed_starts)
+                 : util_fail(ST_DATA, "events.jsonl has no start record; is this a spotrain run directory?");
         goto out;
     }
     r->segments = n;
@@ -251,6 +265,7 @@ static void report_print_json(const char *dir, const cost_report *r)
         json_object_object_add(o, "ondemand_so_far", report_jnum(r->ondemand_so_far));
         json_object_object_add(o, "ondemand_total", report_jnum(r->ondemand_total));
     }
+    json_object_object_add(o, "failed_starts", json_object_new_int(r->failed_starts));
     json_object_object_add(o, "unreadable_lines", json_object_new_int(r->bad_lines));
     json_object_object_add(o, "partial_last_line", json_object_new_boolean(r->partial_last));
     printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
@@ -327,6 +342,9 @@ static void report_print_table(const char *dir, const char *cfgpath, const cost_
     if (r->earlier_runs)
         printf("  note: counted from the newest fresh start; %d earlier run%s in events.jsonl ignored\n",
                r->earlier_runs, r->earlier_runs == 1 ? "" : "s");
+    if (r->failed_starts)
+        printf("  note: %d start%s refused (bad config or checkpoint) not counted as segments\n",
+               r->failed_starts, r->failed_starts == 1 ? "" : "s");
     if (r->bad_lines)
         printf("  note: %d unreadable line%s in events.jsonl skipped\n", r->bad_lines, r->bad_lines == 1 ? "" : "s");
 }

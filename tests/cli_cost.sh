@@ -73,6 +73,17 @@ assert d["step"] == 4 and d["max_steps"] == 4 and d["finished"], d
 assert d["earlier_runs_ignored"] == 1, d
 assert d["ondemand_so_far"] >= 0 and d["spend"] >= 0, d' "$T_TMP/forced.json"
 t_exit "train --force: the table says the earlier run was ignored" 0 "1 earlier run in events.jsonl ignored" "$S" cost report "$RF"
+# A refused resume (another model shape) trained nothing: it is no segment,
+# and it does not make the steps before it look redone.
+# shellcheck disable=SC2086
+"$S" resume /dev/null --set train.run_dir="$RF" $F --set train.max_steps=8 --set model.dim=64 >/dev/null 2>&1
+"$S" cost report "$RF" --json >"$T_TMP/refused.json"
+t_exit "refused resume: not a segment, no steps counted as redone" 0 "" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["segments"] == 1 and d["lost_steps"] == 0 and d["interruptions"] == 0, d
+assert d["step"] == 4 and d["max_steps"] == 4 and d["failed_starts"] == 1, d' "$T_TMP/refused.json"
+t_exit "refused resume: the table says so" 0 "1 start refused" "$S" cost report "$RF"
 
 # --- the Prometheus textfile of a real run --------------------------------
 # shellcheck disable=SC2086
