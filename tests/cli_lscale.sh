@@ -25,6 +25,8 @@ for p in bf16 fp16 tf32; do
 done
 t_exit "cpu takes precision fp32" 0 "" "$S" train /dev/null $FAST --set train.backend=cpu --set train.precision=fp32 \
     --set train.max_steps=2 --set train.run_dir=p-fp32
+t_exit "train.loss_scale on fp32 is said to be unused" 0 "train.loss_scale = 128 applies to fp16 only" \
+    "$S" train /dev/null $FAST --set train.loss_scale=128 --set train.max_steps=1 --set train.run_dir=unused
 t_exit "loss_scale_init must be a power of two, exit 78" 78 "train.loss_scale_init = 1000 must be 0 or a power of two" \
     "$S" train /dev/null $FAST --set train.loss_scale_init=1000 --set train.run_dir=bad1
 t_exit "loss_scale with loss_scale_init, exit 78" 78 "set one of them" \

@@ -315,7 +315,7 @@ static int trainer_step(trainer *t, double *loss, double *gnorm, double *lr, int
     if (verdict == LSCALE_FATAL)
         return util_fail(ST_DATA, "step %lld: loss %g, gradient norm %g are not finite%s; lower train.lr "
                          "or resume from an earlier checkpoint", (long long)t->step + 1, *loss, *gnorm,
-                         t->ls.mode == LSCALE_DYNAMIC ? " at loss scale 1" : "");
+                         isfinite(*loss) && t->ls.mode == LSCALE_DYNAMIC ? " at loss scale 1" : "");
     if (verdict == LSCALE_SKIP) {
         *skipped = 1;
         return ST_OK;
@@ -668,6 +668,9 @@ static int trainer_scaler(trainer *t)
         mode = LSCALE_DYNAMIC;
         scale = c->loss_scale_init > 0 ? c->loss_scale_init : LSCALE_DEFAULT_INIT;
     }
+    if (!fp16 && c->loss_scale > 0)
+        trainer_log(t, "train.loss_scale = %g applies to fp16 only; this run computes in %s and does not use it",
+                    c->loss_scale, t->b->precision);
     if (lscale_init(&t->ls, mode, scale, c->loss_scale_window) != 0)
         return util_fail(ST_CONFIG, "%s: loss scale %g does not fit %s loss scaling", c->path, scale,
                          lscale_mode_name(mode));
