@@ -45,7 +45,7 @@ ins $c | field libraries | grep -q '^OpenBLAS [0-9]' && t_ok "manifest: OpenBLAS
     || t_bad "manifest: OpenBLAS version" "$(ins $c | field libraries)"
 [ "$(ins $c | field loss_scaling)" = off ] && t_ok "fp32 without loss_scale_init: no loss scaling" \
     || t_bad "fp32 without loss_scale_init: no loss scaling"
-"$S" ckpt inspect $c | grep -q "computed by cpu fp32 on $want; OpenBLAS" && t_ok "inspect prints backend, precision, device" \
+"$S" ckpt inspect $c | grep -qF "computed by cpu fp32 on $want; OpenBLAS" && t_ok "inspect prints backend, precision, device" \
     || t_bad "inspect prints backend, precision, device" "$("$S" ckpt inspect $c)"
 
 # --- a scale that never overflows changes no bit --------------------------------
