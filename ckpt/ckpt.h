@@ -14,6 +14,10 @@ enum { CKPT_PARAMS = 0, CKPT_ADAM_M = 1, CKPT_ADAM_V = 2, CKPT_N_ARRAYS = 3 };
 enum { CKPT_CODEC_NONE = 0, CKPT_CODEC_ZSTD = 1, CKPT_CODEC_SHUFFLE_ZSTD = 2, CKPT_CODEC_PLANES_ZSTD = 3,
        CKPT_N_CODECS = 4 };
 
+/* Loss scaling a checkpoint records (manifest "loss_scaling"); an older
+ * manifest without the field reads as OFF. */
+enum { CKPT_SCALING_OFF = 0, CKPT_SCALING_FIXED = 1, CKPT_SCALING_DYNAMIC = 2 };
+
 typedef struct {
     int codec;               /* CKPT_CODEC_* */
     int level;               /* zstd level */
@@ -71,9 +75,14 @@ typedef struct {
     int64_t step;
     uint64_t tokens;
     double elapsed_seconds;   /* training time so far, restarts excluded */
-    double loss_scale;        /* 1.0 for fp32 */
+    double loss_scale;        /* 1.0 when no loss scaling runs */
+    int loss_scaling;         /* CKPT_SCALING_*: how loss_scale moves */
+    int64_t loss_scale_clean; /* dynamic: consecutive clean steps toward the next doubling */
     double lr;                /* learning rate at this step (schedule position) */
     int world_size, rank;
+    /* What computed the state, for the continuity check on resume (NULL:
+     * not recorded): backend, precision, device model, library versions. */
+    const char *backend, *precision, *device, *libraries;
     const char *config_text;  /* resolved INI text */
     const ckpt_table *table;  /* copied at submit */
     size_t lo, hi;            /* this rank's range: the one the writer was opened with */
@@ -124,7 +133,11 @@ typedef struct {
     int64_t step;
     uint64_t tokens;
     double elapsed_seconds, loss_scale, lr;
+    int loss_scaling;         /* CKPT_SCALING_* */
+    int64_t loss_scale_clean;
     int world_size;
+    /* "" when the manifest predates them */
+    char backend[16], precision[16], device[128], libraries[256];
     uint64_t n_floats;
     ckpt_model model;
     char *config_text;

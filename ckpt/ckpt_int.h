@@ -122,7 +122,10 @@ typedef struct {
     int64_t step;
     uint64_t tokens;
     double elapsed_seconds, loss_scale, lr;
+    int loss_scaling;
+    int64_t loss_scale_clean;
     int world, rank;
+    char backend[16], precision[16], device[128], libraries[256];
     char *config_text;
     ckpt_model model;
     ckpt_tensor *tensors;
@@ -132,6 +135,7 @@ typedef struct {
     uint64_t chunk_bytes;
 } ckpt_save_desc;
 
+const char *ckpt_scaling_name(int s);
 /* Per-shard index (shard-RRRRR.json) text; caller frees. */
 char *ckpt_shard_index_text(const ckpt_save_desc *d, const ckpt_chunk *chunks, size_t n, uint64_t file_bytes);
 /* Assembles manifest.json text from the world shard indexes in tmp_dir. */

@@ -126,6 +126,14 @@ static json_object *ckpt_cli_json(const char *dir, const ckpt_reader *r, int rc,
     json_object_object_add(o, "ratio", json_object_new_double(in->stored_bytes ? (double)in->raw_bytes / (double)in->stored_bytes : 0));
     json_object_object_add(o, "lr", json_object_new_double(in->lr));
     json_object_object_add(o, "loss_scale", json_object_new_double(in->loss_scale));
+    json_object_object_add(o, "loss_scaling", json_object_new_string(ckpt_scaling_name(in->loss_scaling)));
+    if (in->loss_scaling == CKPT_SCALING_DYNAMIC)
+        json_object_object_add(o, "loss_scale_clean", json_object_new_int64(in->loss_scale_clean));
+    /* null when the manifest predates the fields */
+    const char *who[][2] = {{"backend", in->backend}, {"precision", in->precision}, {"device", in->device},
+                            {"libraries", in->libraries}};
+    for (size_t k = 0; k < sizeof who / sizeof who[0]; k++)
+        json_object_object_add(o, who[k][0], who[k][1][0] ? json_object_new_string(who[k][1]) : NULL);
     json_object *m = json_object_new_object();
     json_object_object_add(m, "dim", json_object_new_int64(in->model.dim));
     json_object_object_add(m, "n_layers", json_object_new_int64(in->model.n_layers));
@@ -158,6 +166,17 @@ static void ckpt_cli_text(const char *dir, const ckpt_reader *r, int rc, const c
            in->n_floats, (double)in->raw_bytes / 1048576.0, (double)in->stored_bytes / 1048576.0,
            in->stored_bytes ? (double)in->raw_bytes / (double)in->stored_bytes : 0.0, ckpt_codec_name(in->codec),
            in->level);
+    if (in->backend[0] || in->device[0])
+        printf("  computed by %s %s on %s%s%s\n", in->backend[0] ? in->backend : "?",
+               in->precision[0] ? in->precision : "?", in->device[0] ? in->device : "?",
+               in->libraries[0] ? "; " : "", in->libraries);
+    else
+        printf("  backend, precision and device not recorded (written before spotrain recorded them)\n");
+    if (in->loss_scaling == CKPT_SCALING_DYNAMIC)
+        printf("  loss scale %g (dynamic, %" PRId64 " clean steps toward the next doubling)\n", in->loss_scale,
+               in->loss_scale_clean);
+    else if (in->loss_scaling == CKPT_SCALING_FIXED)
+        printf("  loss scale %g (fixed)\n", in->loss_scale);
     if (rc == ST_OK)
         printf("  valid; digest params %s adam_m %s adam_v %s\n", dig[0], dig[1], dig[2]);
     else

@@ -17,6 +17,7 @@
 #include <json-c/json.h>
 #include <ctype.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,6 +353,57 @@ static int ckpt_check_dir_step(ckpt_reader *r)
                     "edited or moved, use another checkpoint", r->info.step, named);
 }
 
+const char *ckpt_scaling_name(int s)
+{
+    return s == CKPT_SCALING_FIXED ? "fixed" : s == CKPT_SCALING_DYNAMIC ? "dynamic" : "off";
+}
+
+/* Optional since the fields came after format 2: absent = no scaling. */
+static int ckpt_parse_scaling(ckpt_reader *r, json_object *root)
+{
+    ckpt_info *in = &r->info;
+    json_object *v = NULL;
+    in->loss_scaling = CKPT_SCALING_OFF;
+    in->loss_scale_clean = 0;
+    if (!json_object_object_get_ex(root, "loss_scaling", &v))
+        return ST_OK;
+    const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+    if (!strcmp(s, "dynamic"))
+        in->loss_scaling = CKPT_SCALING_DYNAMIC;
+    else if (!strcmp(s, "fixed"))
+        in->loss_scaling = CKPT_SCALING_FIXED;
+    else if (strcmp(s, "off"))
+        return ckpt_bad(r, "field \"loss_scaling\" is not \"off\", \"fixed\" or \"dynamic\"");
+    if (in->loss_scaling == CKPT_SCALING_DYNAMIC &&
+        ckpt_get_i64(r, root, "loss_scale_clean", 0, INT64_MAX / 2, &in->loss_scale_clean) != ST_OK)
+        return ST_DATA;
+    if (in->loss_scaling != CKPT_SCALING_OFF && !(in->loss_scale > 0))
+        return ckpt_bad(r, "loss_scale %g is not positive", in->loss_scale);
+    return ST_OK;
+}
+
+/* Optional strings naming what computed the state; absent = "". */
+static int ckpt_parse_who(ckpt_reader *r, json_object *root)
+{
+    ckpt_info *in = &r->info;
+    struct { const char *key; char *dst; size_t cap; } who[] = {
+        {"backend", in->backend, sizeof in->backend}, {"precision", in->precision, sizeof in->precision},
+        {"device", in->device, sizeof in->device}, {"libraries", in->libraries, sizeof in->libraries}};
+    for (size_t k = 0; k < sizeof who / sizeof who[0]; k++) {
+        json_object *v = NULL;
+        who[k].dst[0] = 0;
+        if (!json_object_object_get_ex(root, who[k].key, &v))
+            continue;
+        if (!json_object_is_type(v, json_type_string) ||
+            util_fmt(who[k].dst, who[k].cap, "%s", json_object_get_string(v)) < 0)
+            return ckpt_bad(r, "field \"%s\" is not a string under %zu bytes", who[k].key, who[k].cap);
+        for (char *p = who[k].dst; *p; p++)
+            if ((unsigned char)*p < 0x20)
+                return ckpt_bad(r, "field \"%s\" holds a control character", who[k].key);
+    }
+    return ST_OK;
+}
+
 static int ckpt_parse_root(ckpt_reader *r, json_object *root)
 {
     ckpt_info *in = &r->info;
@@ -385,6 +437,8 @@ static int ckpt_parse_root(ckpt_reader *r, json_object *root)
         ckpt_get_i64(r, root, "world_size", 1, CKPT_MAX_WORLD, &i64))
         return ST_DATA;
     in->world_size = (int)i64;
+    if (ckpt_parse_scaling(r, root) != ST_OK || ckpt_parse_who(r, root) != ST_OK)
+        return ST_DATA;
     if (ckpt_check_dir_step(r) != ST_OK)
         return ST_DATA;
     if (!(s = ckpt_get_str(r, root, "codec")))
@@ -556,6 +610,17 @@ char *ckpt_shard_index_text(const ckpt_save_desc *d, const ckpt_chunk *chunks, s
     json_object_object_add(o, "elapsed_seconds", json_object_new_double(d->elapsed_seconds));
     json_object_object_add(o, "loss_scale", json_object_new_double(d->loss_scale));
     json_object_object_add(o, "lr", json_object_new_double(d->lr));
+    json_object_object_add(o, "loss_scaling", json_object_new_string(ckpt_scaling_name(d->loss_scaling)));
+    if (d->loss_scaling == CKPT_SCALING_DYNAMIC)
+        json_object_object_add(o, "loss_scale_clean", json_object_new_int64(d->loss_scale_clean));
+    static const struct { const char *key; size_t off; } who[] = {
+        {"backend", offsetof(ckpt_save_desc, backend)}, {"precision", offsetof(ckpt_save_desc, precision)},
+        {"device", offsetof(ckpt_save_desc, device)}, {"libraries", offsetof(ckpt_save_desc, libraries)}};
+    for (size_t k = 0; k < sizeof who / sizeof who[0]; k++) {
+        const char *v = (const char *)d + who[k].off;
+        if (v[0])
+            json_object_object_add(o, who[k].key, json_object_new_string(v));
+    }
     json_object_object_add(o, "codec", json_object_new_string(ckpt_codec_name(d->codec)));
     json_object_object_add(o, "level", json_object_new_int(d->level));
     json_object_object_add(o, "chunk_bytes", ckpt_json_u64(d->chunk_bytes));
@@ -635,6 +700,13 @@ int ckpt_manifest_assemble(const char *tmp_dir, int world, char **text, char *er
         json_object *v = NULL;
         json_object_object_get_ex(idx[0], copy[k], &v);
         json_object_object_add(man, copy[k], json_object_get(v));
+    }
+    /* Optional: rank 0's view (every rank computes with the same backend). */
+    static const char *maybe[] = {"loss_scaling", "loss_scale_clean", "backend", "precision", "device", "libraries"};
+    for (size_t k = 0; k < sizeof maybe / sizeof maybe[0]; k++) {
+        json_object *v = NULL;
+        if (json_object_object_get_ex(idx[0], maybe[k], &v))
+            json_object_object_add(man, maybe[k], json_object_get(v));
     }
     json_object_object_add(man, "saved_at", json_object_new_double(util_wall()));
     json_object_object_add(man, "raw_bytes", ckpt_json_u64(n_floats * 4 * CKPT_N_ARRAYS));

@@ -511,7 +511,12 @@ static int ckpt_describe(ckpt_writer *w, const ckpt_meta *m, ckpt_save_desc *d)
     *d = (ckpt_save_desc){.step = m->step, .tokens = m->tokens, .elapsed_seconds = m->elapsed_seconds,
                           .loss_scale = m->loss_scale, .lr = m->lr, .world = w->world, .rank = w->rank,
                           .model = t->model, .n_tensors = t->n, .n_floats = t->n_floats, .lo = m->lo, .hi = m->hi,
-                          .codec = w->o.codec, .level = w->o.level, .chunk_bytes = w->o.chunk_bytes};
+                          .codec = w->o.codec, .level = w->o.level, .chunk_bytes = w->o.chunk_bytes,
+                          .loss_scaling = m->loss_scaling, .loss_scale_clean = m->loss_scale_clean};
+    snprintf(d->backend, sizeof d->backend, "%s", m->backend ? m->backend : "");
+    snprintf(d->precision, sizeof d->precision, "%s", m->precision ? m->precision : "");
+    snprintf(d->device, sizeof d->device, "%s", m->device ? m->device : "");
+    snprintf(d->libraries, sizeof d->libraries, "%s", m->libraries ? m->libraries : "");
     d->config_text = strdup(m->config_text ? m->config_text : "");
     d->tensors = malloc((size_t)t->n * sizeof *d->tensors);
     if (!d->config_text || !d->tensors) {

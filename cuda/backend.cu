@@ -102,6 +102,21 @@ extern "C" int cuda_available(char *why, size_t cap)
     return 1;
 }
 
+/* NCCL's version code (e.g. 22605 for 2.26.5), 0 when libnccl.so.2 does
+ * not load. */
+static int cuda_nccl_version(void)
+{
+    void *nccl = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    int v = 0;
+    if (!nccl)
+        return 0;
+    int (*ver)(int *) = (int (*)(int *))dlsym(nccl, "ncclGetVersion");
+    if (!ver || ver(&v) != 0)
+        v = 0;
+    dlclose(nccl);
+    return v;
+}
+
 extern "C" void cuda_describe(FILE *f)
 {
     static const int archs[] = {__CUDA_ARCH_LIST__};
@@ -124,13 +139,9 @@ extern "C" void cuda_describe(FILE *f)
     } else {
         fprintf(f, "cublasLt: %s\n", why);
     }
-    void *nccl = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
-    if (nccl) {
-        int (*ver)(int *) = (int (*)(int *))dlsym(nccl, "ncclGetVersion");
-        int v = 0;
-        if (ver && ver(&v) == 0)
-            fprintf(f, "nccl: %d.%d.%d (libnccl.so.2)\n", v / 10000, v / 100 % 100, v % 100);
-        dlclose(nccl);
+    int nv = cuda_nccl_version();
+    if (nv > 0) {
+        fprintf(f, "nccl: %d.%d.%d (libnccl.so.2)\n", nv / 10000, nv / 100 % 100, nv % 100);
     } else {
         fprintf(f, "nccl: not found (libnccl.so.2; needed only for more than one GPU per job)\n");
     }
@@ -159,8 +170,12 @@ extern "C" void cuda_library_versions(char *out, size_t cap)
         lt = a.version;
         cuda_lt_close(&a);
     }
-    snprintf(out, cap, "cuda runtime %d.%d (static), driver %d.%d, cublasLt %zu", CUDART_VERSION / 1000,
-             CUDART_VERSION % 1000 / 10, dv / 1000, dv % 1000 / 10, lt);
+    int nv = cuda_nccl_version();
+    char nccl[32] = "none";
+    if (nv > 0)
+        snprintf(nccl, sizeof nccl, "%d.%d.%d", nv / 10000, nv / 100 % 100, nv % 100);
+    snprintf(out, cap, "cuda runtime %d.%d (static), driver %d.%d, cublasLt %zu, nccl %s", CUDART_VERSION / 1000,
+             CUDART_VERSION % 1000 / 10, dv / 1000, dv % 1000 / 10, lt, nccl);
 }
 
 /* ---- buffers ----------------------------------------------------------- */
@@ -754,6 +769,7 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     CU_TRY(cudaSetDevice(c->dev));
     CU_TRY(cudaGetDeviceProperties(&prop, c->dev));
     snprintf(be->device, sizeof be->device, "%.127s", prop.name);
+    cuda_library_versions(be->libraries, sizeof be->libraries);
     CU_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CU_TRY(cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking));
     CU_TRY(cudaEventCreate(&c->ev_ready));

@@ -22,7 +22,7 @@ int cuda_available(char *why, size_t cap);
 void cuda_describe(FILE *f);
 
 /* One line for checkpoint manifests: "cuda runtime 13.0 (static), driver
- * 13.0, cublasLt 130100". */
+ * 13.0, cublasLt 130100, nccl 2.26.5" ("nccl none" when it does not load). */
 void cuda_library_versions(char *out, size_t cap);
 
 /* The CUDA backend (device-resident state; train/backend.h). */

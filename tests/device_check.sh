@@ -7,7 +7,9 @@
 # CUDA directories, python site-packages nvidia/*/lib), runs every check
 # below and ends with one summary: GPU, driver, libraries; kernels vs CPU;
 # CPU vs CUDA parity; determinism; SIGTERM -> 75 -> resume; cross-backend
-# resume; compute-sanitizer; the ~1.2B benchmark beside PyTorch eager.
+# resume; fp16 dynamic loss scaling (overflow skips, bitwise resume, the
+# manifest, the continuity warning); compute-sanitizer; the ~1.2B
+# benchmark beside PyTorch eager.
 # Exit 0 when every check passed, 1 otherwise.
 # DC_CPU_DRYRUN=1 rehearses the script's own logic on a machine without a
 # GPU: the training checks on the CPU backend with a small model, the
@@ -175,6 +177,86 @@ if [ $rg -eq 0 ] && [ $rc2 -eq 0 ] && python3 -c "import sys; a,b,c=map(float,sy
     pass "cross-backend resume: GPU->CPU loss $lg, CPU->GPU loss $lc, CPU only $l0 (step 20)"
 else
     fail "cross-backend resume: exits $rg $rc2, losses GPU->CPU '$lg' CPU->GPU '$lc' CPU only '$l0' (g2c.err c2g.err)"
+fi
+
+# fp16 with dynamic loss scaling. A first scale of 2^30 overflows fp16 for
+# certain (the loss seed alone exceeds 65504), so the run must skip steps,
+# halve down to a scale that fits, train on, and double after 5 clean
+# steps; resumed from its step-10 checkpoint it must reach the same bits;
+# its manifest records fp16, the scaler, the GPU and the libraries; resumed
+# in bf16 it must warn once that bitwise continuity is lost. The dry run
+# does the same in fp32 on the CPU (huge scale, large weights).
+if [ "$DRY" = 1 ]; then
+    FP="--set train.precision=fp32 --set train.loss_scale_init=0x1p127 --set model.init_std=1"
+    FP_FIRST=170141183460469231731687303715884105728 FP_PREC=fp32 FP_OTHER=""
+else
+    FP="--set train.precision=fp16 --set train.loss_scale_init=0x1p30" FP_FIRST=1073741824 FP_PREC=fp16
+    FP_OTHER=bf16
+fi
+FP="$FP --set train.loss_scale_window=5 --set checkpoint.keep_last=10"
+timeout 120 "$BIN" train /dev/null $MED $FP --set train.max_steps=30 --set train.run_dir=fp16 2>fp16.err
+rf=$?
+fpcheck=$(python3 - fp16/events.jsonl "$FP_FIRST" <<'PY' 2>&1
+import json, math, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+over = [e for e in ev if e["event"] == "overflow"]
+steps = [e for e in ev if e["event"] == "step"]
+bad = []
+if not over:
+    bad.append("no overflow record")
+elif over[0]["loss_scale"] != float(sys.argv[2]):
+    bad.append("first overflow at scale %g" % over[0]["loss_scale"])
+if any(e["next_loss_scale"] != e["loss_scale"] / 2 for e in over):
+    bad.append("an overflow did not halve the scale")
+skipped = {e["step"] for e in over}
+applied = [s for s in steps if s["step"] not in skipped]
+if not applied:
+    bad.append("no step applied")
+if any(s["grad_norm"] is None for s in applied) or any(not math.isfinite(s["loss"]) for s in steps):
+    bad.append("an applied step without a finite norm or loss")
+scales = [s["loss_scale"] for s in steps]
+grew = any(b == 2 * a for a, b in zip(scales, scales[1:]))
+print("%s: %d skipped, %d applied, final scale %g, %s; loss %.3f -> %.3f" % (
+    "; ".join(bad) if bad else "OK", len(over), len(applied), scales[-1] if scales else 0,
+    "doubled after 5 clean steps" if grew else "no doubling seen", steps[0]["loss"] if steps else 0,
+    applied[-1]["loss"] if applied else 0))
+PY
+)
+if [ $rf -eq 0 ] && echo "$fpcheck" | grep -q "^OK:"; then
+    pass "$FP_PREC dynamic loss scaling: $fpcheck"
+else
+    fail "$FP_PREC dynamic loss scaling: exit $rf: $fpcheck (fp16.err)"
+fi
+mkdir -p fp16-aside && mv fp16/ckpt/step-00000020 fp16/ckpt/step-00000030 fp16-aside/ 2>/dev/null
+timeout 120 "$BIN" resume /dev/null $MED $FP --set train.max_steps=30 --set train.run_dir=fp16 2>>fp16.err
+rr=$?
+da=$(digest fp16-aside/step-00000030) db=$(digest fp16/ckpt/step-00000030)
+if [ $rr -eq 0 ] && [ -n "$da" ] && [ "$da" = "$db" ]; then
+    pass "$FP_PREC loss scaling: resumed at step 10 == uninterrupted ($da)"
+else
+    fail "$FP_PREC loss scaling: resume exit $rr, digest '$db' vs uninterrupted '$da' (fp16.err)"
+fi
+man=$("$BIN" ckpt inspect fp16/ckpt/step-00000030 --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["backend"], d["precision"], d["loss_scaling"], d["loss_scale"], "|", d["device"], "|", d["libraries"])' 2>&1)
+if echo "$man" | grep -q "^$GB $FP_PREC dynamic "; then
+    pass "manifest: $man"
+else
+    fail "manifest: '$man' (want $GB $FP_PREC dynamic ...)"
+fi
+if [ -n "$FP_OTHER" ]; then
+    timeout 120 "$BIN" resume /dev/null $MED --set train.precision=$FP_OTHER --set train.max_steps=32 \
+        --set train.run_dir=fp16 --set train.log_every=1 2>fp16-bf16.err
+    rw=$?
+    nw=$(grep -c "not bitwise continuous: precision fp16 -> $FP_OTHER" fp16-bf16.err)
+    if [ $rw -eq 0 ] && [ "$nw" = 1 ]; then
+        pass "fp16 checkpoint resumed in $FP_OTHER: one continuity warning"
+    else
+        fail "fp16 checkpoint resumed in $FP_OTHER: exit $rw, $nw warning lines (fp16-bf16.err)"
+    fi
+    timeout 120 "$BIN" train /dev/null $MED --set train.precision=fp16 --set train.loss_scale=128 \
+        --set train.max_steps=3 --set train.run_dir=fp16-fixed 2>fp16-fixed.err
+    fx=$("$BIN" ckpt inspect fp16-fixed/ckpt/step-00000003 --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["loss_scaling"], d["loss_scale"])' 2>&1)
+    [ "$fx" = "fixed 128.0" ] && pass "fp16 train.loss_scale = 128: fixed scale recorded" \
+        || fail "fp16 train.loss_scale = 128: manifest says '$fx' (fp16-fixed.err)"
 fi
 
 # compute-sanitizer memcheck on one tiny step (bf16, then fp32).

@@ -53,7 +53,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         size_t lo = r ? 300 : 0, hi = r ? L.n_floats : 300;
         ckpt_host_arrays host = {{a + lo, a + lo, a + lo}, lo};
         ckpt_meta m = {.step = 1, .world_size = 2, .rank = r, .config_text = "x", .table = &tab, .lo = lo, .hi = hi,
-                       .src = {ckpt_host_fill, NULL, &host}};
+                       .src = {ckpt_host_fill, NULL, &host}, .loss_scale = 1024,
+                       .loss_scaling = CKPT_SCALING_DYNAMIC, .loss_scale_clean = 7, .backend = "cpu",
+                       .precision = "fp32", .device = "d", .libraries = "l"};
         int skipped = 0;
         if (ckpt_writer_open(&w[r], fz_dir, &o, r, 2, lo, hi) != ST_OK ||
             ckpt_writer_submit(w[r], &m, &skipped) != ST_OK || skipped || ckpt_writer_drain(w[r], 30) != ST_OK)

@@ -61,6 +61,10 @@ static ckpt_opts test_opts(int codec, size_t chunk)
     return o;
 }
 
+/* When set, test_save records these (backend, precision, device,
+ * libraries, loss scaling) in every rank's meta. */
+static const ckpt_meta *test_who;
+
 /* Saves step with world = n_cuts+1 ranks split at cuts, in one process. */
 static int test_save(const char *dir, const ckpt_opts *o, int64_t step, const size_t *cuts, int n_cuts)
 {
@@ -79,6 +83,15 @@ static int test_save(const char *dir, const ckpt_opts *o, int64_t step, const si
                        .config_text = "[train]\nlr = 3e-4\n", .table = &tab, .lo = lo, .hi = hi};
         host[r] = (ckpt_host_arrays){{arr[0] + lo, arr[1] + lo, arr[2] + lo}, lo};
         m.src = (ckpt_source){.fill = ckpt_host_fill, .arg = &host[r]};
+        if (test_who) {
+            m.backend = test_who->backend;
+            m.precision = test_who->precision;
+            m.device = test_who->device;
+            m.libraries = test_who->libraries;
+            m.loss_scale = test_who->loss_scale;
+            m.loss_scaling = test_who->loss_scaling;
+            m.loss_scale_clean = test_who->loss_scale_clean;
+        }
         rc = ckpt_writer_submit(w[r], &m, &skipped);
         if (rc == ST_OK && skipped)
             rc = ST_SOFTWARE;
@@ -699,6 +712,63 @@ static void test_seal_flips(void)
 /* Edits a user might make by hand: each is refused with the checksum named;
  * with the checksum recomputed, a step that disagrees with the directory
  * name still is. */
+/* Backend, precision, device, libraries and the scaler round-trip; a
+ * manifest without them (every earlier checkpoint) reads as not recorded;
+ * a bad loss_scaling behind a valid seal is refused. */
+static void test_who_fields(void)
+{
+    char dir[300], step[340], p[400], err[CKPT_ERR];
+    ckpt_opts o = test_opts(CKPT_CODEC_NONE, 4 * 100);
+    ckpt_meta who = {.backend = "cuda", .precision = "fp16", .device = "NVIDIA H200",
+                     .libraries = "cuda runtime 12.8 (static), driver 12.8, cublasLt 120804, nccl none",
+                     .loss_scale = 0x1p20, .loss_scaling = CKPT_SCALING_DYNAMIC, .loss_scale_clean = 1234};
+    size_t cuts[1];
+    test_path(dir, sizeof dir, "who");
+    cuts[0] = L.n_floats / 2;
+    test_who = &who;
+    EXPECT(test_save(dir, &o, 3, cuts, 1) == ST_OK);
+    test_who = NULL;
+    test_step_dir(step, sizeof step, dir, 3);
+    ckpt_reader *r = NULL;
+    EXPECT(ckpt_open(&r, step) == ST_OK);
+    if (r) {
+        const ckpt_info *in = ckpt_get_info(r);
+        EXPECT(!strcmp(in->backend, "cuda") && !strcmp(in->precision, "fp16") && !strcmp(in->device, "NVIDIA H200"));
+        EXPECT(!strcmp(in->libraries, who.libraries));
+        EXPECT(in->loss_scale == 0x1p20 && in->loss_scaling == CKPT_SCALING_DYNAMIC && in->loss_scale_clean == 1234);
+        ckpt_close(r);
+        r = NULL;
+    }
+    EXPECT(test_save(dir, &o, 4, NULL, 0) == ST_OK);
+    test_step_dir(step, sizeof step, dir, 4);
+    EXPECT(ckpt_open(&r, step) == ST_OK);
+    if (r) {
+        const ckpt_info *in = ckpt_get_info(r);
+        EXPECT(!in->backend[0] && !in->precision[0] && !in->device[0] && !in->libraries[0]);
+        EXPECT(in->loss_scaling == CKPT_SCALING_OFF && in->loss_scale == 1);
+        ckpt_close(r);
+    }
+    char *text = NULL;
+    size_t len = 0;
+    test_step_dir(step, sizeof step, dir, 3);
+    snprintf(p, sizeof p, "%s/manifest.json", step);
+    EXPECT(util_read_file(p, &text, &len) == ST_OK);
+    if (!text)
+        return;
+    EXPECT(test_parse_edit_ex(text, "\"dynamic\"", "\"sometimes\"", 1, err, sizeof err) == ST_DATA &&
+           strstr(err, "loss_scaling"));
+    EXPECT(test_parse_edit_ex(text, "\"loss_scale_clean\":1234", "\"loss_scale_clean\":-1", 1, err, sizeof err) ==
+           ST_DATA);
+    EXPECT(test_parse_edit_ex(text, "\"device\":\"NVIDIA H200\"", "\"device\":7", 1, err, sizeof err) == ST_DATA &&
+           strstr(err, "device"));
+    EXPECT(test_parse_edit_ex(text, "\"device\":\"NVIDIA H200\"", "\"device\":\"a\\nb\"", 1, err, sizeof err) ==
+           ST_DATA);
+    /* Resealed and still well-formed: parses. */
+    EXPECT(test_parse_edit_ex(text, "\"device\":\"NVIDIA H200\"", "\"device\":\"NVIDIA H100\"", 1, err, sizeof err) ==
+           ST_OK);
+    free(text);
+}
+
 static void test_seal_edits(void)
 {
     char dir[300], step[340], p[400], err[CKPT_ERR];
@@ -1058,6 +1128,7 @@ int main(void)
     harness_run("manifest: 200 random byte flips all detected", test_seal_flips);
     harness_run("manifest: edits of step/tokens/lr/config refused", test_seal_edits);
     harness_run("manifest: format 1 opens unsealed", test_seal_format1);
+    harness_run("manifest: backend, precision, device, scaler; absent = not recorded", test_who_fields);
     harness_run("faults: ENOSPC, EIO on every fsync, failing rename", test_faults);
     model_layout_free(&L);
     model_ckpt_table_free(&tab);

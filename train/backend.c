@@ -7,10 +7,21 @@
 #include "../cuda/cuda.h"
 #include "../util/util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+static int backend_create_named(backend **out, const model_layout *L, const backend_opts *o);
+
 int backend_create(backend **out, const model_layout *L, const backend_opts *o)
+{
+    int rc = backend_create_named(out, L, o);
+    if (rc == ST_OK)
+        backend_device_override(*out);
+    return rc;
+}
+
+static int backend_create_named(backend **out, const model_layout *L, const backend_opts *o)
 {
     *out = NULL;
     const char *name = o && o->name ? o->name : "auto";
@@ -30,6 +41,35 @@ int backend_create(backend **out, const model_layout *L, const backend_opts *o)
                          "(rebuild with nvcc on the PATH, or CUDA=1); use backend = cpu or auto");
 #endif
     return backend_cpu_create(out, L, o);
+}
+
+void backend_device_override(backend *b)
+{
+    const char *e = getenv("SPOTRAIN_DEVICE_NAME");
+    if (e && e[0])
+        snprintf(b->device, sizeof b->device, "%s", e);
+}
+
+int backend_continuity(const backend *b, const char *backend_was, const char *precision_was,
+                       const char *device_was, char *why, size_t cap)
+{
+    const char *what[3] = {"backend", "precision", "device"};
+    const char *was[3] = {backend_was, precision_was, device_was};
+    const char *now[3] = {b->name, b->precision, b->device};
+    int n = 0;
+    size_t len = 0;
+    if (cap)
+        why[0] = 0;
+    for (int k = 0; k < 3; k++) {
+        if (!was[k] || !was[k][0] || !strcmp(was[k], now[k]))
+            continue;
+        int w = snprintf(why + len, cap > len ? cap - len : 0, "%s%s %s -> %s", n ? ", " : "", what[k], was[k],
+                         now[k]);
+        if (w > 0)
+            len = len + (size_t)w < cap ? len + (size_t)w : cap;
+        n++;
+    }
+    return n;
 }
 
 int backend_check_tokens(const backend *b, const int32_t *tokens, int64_t n)

@@ -26,7 +26,8 @@ typedef struct backend backend;
 struct backend {
     const char *name;       /* "cpu", "cuda" */
     const char *precision;  /* compute precision in use */
-    char device[128];       /* e.g. "cpu", "NVIDIA H200" (recorded in checkpoints) */
+    char device[128];       /* the model: a CPU's model name, "NVIDIA H200" (recorded in checkpoints) */
+    char libraries[256];    /* versions of the numeric libraries in use (recorded in checkpoints) */
     const model_layout *L;
     size_t lo, hi;          /* this rank's range of the flat vector */
     int rank, world;
@@ -34,7 +35,12 @@ struct backend {
 
     /* B rows of seq_len+1 ids (inputs row[0..T), targets row[1..T]). Adds
      * grad_scale * d(sum of token losses)/dparams to the gradients and the
-     * summed loss (nats, unscaled) to an accumulator inside the backend. */
+     * summed loss (nats, unscaled) to an accumulator inside the backend.
+     * grad_scale carries the loss scale (lscale.h): it seeds the backward
+     * at the loss, before anything is stored in 16 bits, and gradients
+     * that overflow must come out non-finite (never saturated), so that
+     * grad_sumsq sees the overflow; the loop then skips adamw and divides
+     * the scale out through its clip_scale. */
     int (*fwd_bwd)(backend *b, const int32_t *tokens, int64_t B, float grad_scale);
     /* The loss accumulated since the last call, then resets it: the one
      * device-to-host sync of a step. */
@@ -83,6 +89,17 @@ float *backend_cpu_host(backend *b, int array);
  * device is present, else CPU). ST_UNAVAILABLE with one line naming what is
  * missing when "cuda" cannot start. */
 int backend_create(backend **out, const model_layout *L, const backend_opts *o);
+
+/* Bitwise continuity of a resume: compares what a checkpoint recorded
+ * (backend, precision, device model; "" = not recorded, not compared) with
+ * b. Returns the number of differences and describes them in why, e.g.
+ * "precision fp32 -> bf16, device NVIDIA A100-SXM4-80GB -> NVIDIA H200". */
+int backend_continuity(const backend *b, const char *backend_was, const char *precision_was,
+                       const char *device_was, char *why, size_t cap);
+/* SPOTRAIN_DEVICE_NAME, when set and not empty, replaces the device name a
+ * backend reports (ledger, checkpoints, the continuity check); it changes
+ * nothing the backend computes. */
+void backend_device_override(backend *b);
 
 /* Every id in [0, vocab), or ST_DATA naming the first one that is not:
  * every backend checks its host rows before they reach a kernel. */

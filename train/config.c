@@ -3,6 +3,7 @@
  * overrides, with one-line errors naming file:line and key. */
 #include "config.h"
 #include "hf.h"
+#include "lscale.h"
 #include "../util/util.h"
 
 #include <ini.h>
@@ -57,6 +58,8 @@ static const cfg_key cfg_keys[] = {
     KS("train", "backend", backend, "auto|cpu|cuda"),
     KS("train", "precision", precision, "auto|fp32|tf32|bf16|fp16"),
     KF("train", "loss_scale", loss_scale, 0, 1e30),
+    KF("train", "loss_scale_init", loss_scale_init, 0, LSCALE_MAX),
+    KI("train", "loss_scale_window", loss_scale_window, 1, 1e9),
     KI("train", "seed", seed, 0, 9.0e15),
     KI("train", "max_steps", max_steps, 1, 1e15),
     KI("train", "global_batch", global_batch, 1, 1 << 24),
@@ -403,6 +406,12 @@ static int cfg_check_relations(const cfg *c)
                          (long long)c->ondemand_nodes, (long long)c->nodes);
     if (!c->run_dir[0])
         return util_fail(ST_CONFIG, "%s: train.run_dir must not be empty", f);
+    if (c->loss_scale_init != 0 && (!lscale_pow2(c->loss_scale_init) || c->loss_scale_init < LSCALE_MIN))
+        return util_fail(ST_CONFIG, "%s: train.loss_scale_init = %g must be 0 or a power of two from 1 to 2^127 "
+                         "(e.g. 65536)", f, c->loss_scale_init);
+    if (c->loss_scale_init != 0 && c->loss_scale != 0)
+        return util_fail(ST_CONFIG, "%s: train.loss_scale = %g fixes the scale, so train.loss_scale_init = %g has "
+                         "nothing to start; set one of them", f, c->loss_scale, c->loss_scale_init);
     if (c->ckpt_remote[0]) {
         s3_url u;
         int rc = s3_url_parse(c->ckpt_remote, &u);

@@ -42,6 +42,8 @@ typedef struct cfg {
     char backend[16];               /* auto | cpu | cuda */
     char precision[8];              /* auto | fp32 | tf32 | bf16 | fp16 (auto: fp32 on cpu, bf16 on cuda) */
     double loss_scale;              /* fp16: 0 = dynamic, N = fixed */
+    double loss_scale_init;         /* dynamic scaler's first scale; 0 = 65536 under fp16, no scaling otherwise */
+    int64_t loss_scale_window;      /* clean steps that double a dynamic scale */
     int64_t seed, max_steps, global_batch, micro_batch, threads;
     double lr, min_lr, warmup_steps, weight_decay, beta1, beta2, adam_eps, grad_clip;
     int64_t val_every, val_batches, log_every;

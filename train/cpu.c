@@ -684,9 +684,35 @@ static void cpu_destroy(backend *be)
     free(be);
 }
 
+/* The CPU's model name from /proc/cpuinfo ("model name" on x86, else
+ * "cpu"): what a checkpoint records as its device. */
+static void cpu_model_name(char *out, size_t cap)
+{
+    char line[512];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    snprintf(out, cap, "cpu");
+    while (f && fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (!colon || strncmp(line, "model name", 10))
+            continue;
+        char *v = colon + 1 + strspn(colon + 1, " \t");
+        v[strcspn(v, "\n")] = 0;
+        if (v[0])
+            snprintf(out, cap, "%s", v);
+        break;
+    }
+    if (f)
+        fclose(f);
+}
+
 int backend_cpu_create(backend **out, const model_layout *L, const backend_opts *o)
 {
     *out = NULL;
+    /* The CPU computes in fp32 only: accepting a 16-bit precision would
+     * record a precision that never ran. */
+    if (o && o->precision && strcmp(o->precision, "fp32"))
+        return util_fail(ST_CONFIG, "train.precision = %s: the cpu backend computes in fp32 only; use precision = "
+                         "auto or fp32 (tf32, bf16 and fp16 need backend = cuda)", o->precision);
     backend *be = calloc(1, sizeof *be);
     cpu_impl *c = calloc(1, sizeof *c);
     if (!be || !c) {
@@ -697,7 +723,8 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     be->impl = c;
     be->name = "cpu";
     be->precision = "fp32";
-    snprintf(be->device, sizeof be->device, "cpu");
+    cpu_model_name(be->device, sizeof be->device);
+    snprintf(be->libraries, sizeof be->libraries, "%s", openblas_get_config());
     be->L = L;
     be->rank = o->rank;
     be->world = o->world > 0 ? o->world : 1;

@@ -59,18 +59,20 @@ void ledger_resume_counts(ledger *g, int nodes)
 }
 
 void ledger_start(ledger *g, int64_t step, int world, int nodes, const char *resumed_from,
-                  const char *backend, const char *device, const char *precision, size_t params)
+                  const char *backend, const char *device, const char *precision, const char *libraries,
+                  size_t params)
 {
-    char q[CFG_STR + 128], cq[CFG_STR + 64], dq[300];
+    char q[CFG_STR + 128], cq[CFG_STR + 64], dq[300], lq[600];
     events_quote(resumed_from ? resumed_from : "", q, sizeof q);
     events_quote(g->c->path, cq, sizeof cq);
     events_quote(device, dq, sizeof dq);
+    events_quote(libraries ? libraries : "", lq, sizeof lq);
     events_write(&g->ev, "start", "\"step\":%lld,\"world\":%d,\"nodes\":%d,\"resumed_from\":%s,"
                  "\"tokens_per_step\":%lld,\"max_steps\":%lld,\"config\":%s,\"backend\":\"%s\","
-                 "\"device\":%s,\"precision\":\"%s\",\"params\":%zu", (long long)step, world, nodes,
-                 resumed_from && resumed_from[0] ? q : "null",
+                 "\"device\":%s,\"precision\":\"%s\",\"libraries\":%s,\"params\":%zu", (long long)step, world,
+                 nodes, resumed_from && resumed_from[0] ? q : "null",
                  (long long)(g->c->global_batch * g->c->seq_len), (long long)g->c->max_steps, cq, backend, dq,
-                 precision, params);
+                 precision, lq, params);
 }
 
 void ledger_start_failed(ledger *g, int code, const char *reason)
@@ -83,11 +85,27 @@ void ledger_start_failed(ledger *g, int code, const char *reason)
 }
 
 void ledger_step(ledger *g, int64_t step, double loss, double lr, double gnorm, uint64_t tokens, double tps,
-                 double ms, double train_seconds)
+                 double ms, double train_seconds, double loss_scale)
 {
-    events_write(&g->ev, "step", "\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,"
-                 "\"tokens\":%llu,\"tok_per_s\":%.1f,\"ms\":%.3f,\"train_seconds\":%.3f",
-                 (long long)step, loss, lr, gnorm, (unsigned long long)tokens, tps, ms, train_seconds);
+    char gn[32] = "null";   /* JSON has no inf or NaN */
+    if (isfinite(gnorm))
+        snprintf(gn, sizeof gn, "%.6g", gnorm);
+    events_write(&g->ev, "step", "\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%s,"
+                 "\"tokens\":%llu,\"tok_per_s\":%.1f,\"ms\":%.3f,\"train_seconds\":%.3f,\"loss_scale\":%.17g",
+                 (long long)step, loss, lr, gn, (unsigned long long)tokens, tps, ms, train_seconds, loss_scale);
+}
+
+void ledger_overflow(ledger *g, int64_t step, double loss, double loss_scale, double next_scale)
+{
+    events_write(&g->ev, "overflow", "\"step\":%lld,\"loss\":%.6f,\"loss_scale\":%.17g,\"next_loss_scale\":%.17g,"
+                 "\"skipped\":true", (long long)step, loss, loss_scale, next_scale);
+}
+
+void ledger_continuity(ledger *g, int64_t step, const char *why)
+{
+    char q[600];
+    events_quote(why, q, sizeof q);
+    events_write(&g->ev, "continuity", "\"step\":%lld,\"bitwise\":false,\"changed\":%s", (long long)step, q);
 }
 
 void ledger_eval(ledger *g, int64_t step, double val_loss)

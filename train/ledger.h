@@ -34,12 +34,21 @@ void ledger_close(ledger *g);
 void ledger_resume_counts(ledger *g, int nodes);
 
 void ledger_start(ledger *g, int64_t step, int world, int nodes, const char *resumed_from,
-                  const char *backend, const char *device, const char *precision, size_t params);
+                  const char *backend, const char *device, const char *precision, const char *libraries,
+                  size_t params);
 /* A start that failed: the record carries the reason, so the ledger shows
  * why a segment did not train. */
 void ledger_start_failed(ledger *g, int code, const char *reason);
+/* gnorm is the unscaled gradient norm (null when it overflowed);
+ * loss_scale the scale that step ran with (1 without loss scaling). */
 void ledger_step(ledger *g, int64_t step, double loss, double lr, double gnorm, uint64_t tokens, double tps,
-                 double ms, double train_seconds);
+                 double ms, double train_seconds, double loss_scale);
+/* A step whose scaled gradients overflowed: no optimizer update; the scale
+ * it ran with and the one the next step uses. */
+void ledger_overflow(ledger *g, int64_t step, double loss, double loss_scale, double next_scale);
+/* Resume from a checkpoint another backend, precision or device model
+ * wrote: why says what changed. */
+void ledger_continuity(ledger *g, int64_t step, const char *why);
 void ledger_eval(ledger *g, int64_t step, double val_loss);
 void ledger_checkpoint(ledger *g, const ckpt_result *r);
 /* durable < 0 is written as null. final: "ok", "failed", "skipped" (no time)

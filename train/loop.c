@@ -10,6 +10,7 @@
 #include "hf.h"
 #include "interval.h"
 #include "ledger.h"
+#include "lscale.h"
 #include "optim.h"
 #include "cli_cost.h"
 #include "protocol.h"
@@ -50,6 +51,8 @@ typedef struct {
     int auto_interval;       /* checkpoint.interval_seconds = auto is in force */
     interval_auto ia;        /* rank 0's estimate */
     double segment_start;    /* util_now() at the start of this segment */
+    lscale ls;               /* loss scaling (off unless fp16 or train.loss_scale_init) */
+    char continuity[512];    /* what changed since the checkpoint we resumed from ("" = nothing) */
 } trainer;
 
 static int trainer_is_root(const trainer *t) { return t->rank == 0; }
@@ -148,6 +151,25 @@ static int trainer_check_shape(const trainer *t, const ckpt_info *in, const char
 /* Host staging of a fresh start: bounded, never a second model copy. */
 enum { TRAINER_IO_FLOATS = 1 << 20 };
 
+/* A dynamic scaler continues from the checkpoint's scale and clean-step
+ * count, which keeps an interrupted fp16 run bitwise equal to an
+ * uninterrupted one. */
+static void trainer_restore_scaler(trainer *t, const ckpt_info *in)
+{
+    if (t->ls.mode != LSCALE_DYNAMIC)
+        return;
+    if (in->loss_scaling != CKPT_SCALING_DYNAMIC) {
+        trainer_log(t, "resume: the checkpoint ran without dynamic loss scaling; the scale starts at %g",
+                    t->ls.scale);
+        return;
+    }
+    /* A smaller loss_scale_window than the checkpoint's: double at once. */
+    int64_t clean = in->loss_scale_clean < t->ls.window ? in->loss_scale_clean : t->ls.window - 1;
+    if (lscale_restore(&t->ls, in->loss_scale, clean) != 0)
+        trainer_log(t, "resume: the checkpoint's loss scale %g is not a power of two from 1 to 2^127; the "
+                    "scale starts at %g", in->loss_scale, t->ls.scale);
+}
+
 static int trainer_restore(trainer *t, const char *path)
 {
     ckpt_reader *r = NULL;
@@ -173,10 +195,17 @@ static int trainer_restore(trainer *t, const char *path)
         t->tokens = in->tokens;
         t->train_seconds = in->elapsed_seconds;
         t->pr.durable = in->step;
+        trainer_restore_scaler(t, in);
+        if (backend_continuity(t->b, in->backend, in->precision, in->device, t->continuity,
+                               sizeof t->continuity) == 0)
+            t->continuity[0] = 0;
         if (trainer_is_root(t)) {
             trainer_log(t, "resuming from %s (step %lld, saved by %d rank%s)", path, (long long)in->step,
                         in->world_size, in->world_size == 1 ? "" : "s");
             trainer_report_changes(t, in->config_text);
+            if (t->continuity[0])
+                trainer_log(t, "warning: resume is not bitwise continuous: %s since the checkpoint; training "
+                            "goes on, but its numbers will differ from an uninterrupted run", t->continuity);
         }
     }
 out:
@@ -250,12 +279,18 @@ static int trainer_fresh(trainer *t)
 
 /* --- one optimizer step ------------------------------------------------ */
 
-static int trainer_step(trainer *t, double *loss, double *gnorm, double *lr)
+/* One step; *skipped is set when the scaled gradients overflowed and no
+ * update ran (the step still counts: its batch is consumed, the schedule
+ * moves on, so the data order stays a function of the step). */
+static int trainer_step(trainer *t, double *loss, double *gnorm, double *lr, int *skipped)
 {
     const cfg *c = t->c;
     backend *b = t->b;
     int64_t T = c->seq_len, row0 = (int64_t)t->rank * t->rows_per_rank;
-    float scale = (float)(1.0 / ((double)c->global_batch * (double)T));
+    /* With a power-of-two loss scale the seed, the norm and the update
+     * multiplier are all exact rescalings: unscaled bits unless overflow. */
+    double used = t->ls.scale;
+    float scale = lscale_seed(&t->ls, (float)(1.0 / ((double)c->global_batch * (double)T)));
     double sums[2] = {0, 0};   /* loss sum, then squared-gradient sum */
     int rc = b->zero_grads(b);
     for (int64_t r = 0; r < t->rows_per_rank && rc == ST_OK; r += c->micro_batch) {
@@ -272,12 +307,23 @@ static int trainer_step(trainer *t, double *loss, double *gnorm, double *lr)
     if (rc != ST_OK || (rc = comm_sum(sums, 2)) != ST_OK)
         return rc;
     *loss = sums[0] / ((double)c->global_batch * (double)T);
-    *gnorm = sqrt(sums[1]);
-    if (!isfinite(*loss) || !isfinite(*gnorm))
-        return util_fail(ST_DATA, "step %lld: loss %g, gradient norm %g are not finite; lower train.lr "
-                         "or resume from an earlier checkpoint", (long long)t->step + 1, *loss, *gnorm);
+    *gnorm = t->ls.mode == LSCALE_OFF ? sqrt(sums[1]) : sqrt(sums[1]) / used;
     *lr = optim_lr(&t->h, t->step);
-    rc = b->adamw(b, &t->h, *lr, optim_clip_scale(&t->h, *gnorm), t->step + 1);
+    *skipped = 0;
+    /* Every rank holds the same sums, so every rank decides the same. */
+    int verdict = isfinite(*loss) ? lscale_update(&t->ls, isfinite(*gnorm)) : LSCALE_FATAL;
+    if (verdict == LSCALE_FATAL)
+        return util_fail(ST_DATA, "step %lld: loss %g, gradient norm %g are not finite%s; lower train.lr "
+                         "or resume from an earlier checkpoint", (long long)t->step + 1, *loss, *gnorm,
+                         isfinite(*loss) && t->ls.mode == LSCALE_DYNAMIC ? " at loss scale 1" : "");
+    if (verdict == LSCALE_SKIP) {
+        *skipped = 1;
+        return ST_OK;
+    }
+    double clip = optim_clip_scale(&t->h, *gnorm);
+    if (t->ls.mode != LSCALE_OFF)
+        clip /= used;
+    rc = b->adamw(b, &t->h, *lr, clip, t->step + 1);
     return rc == ST_OK ? b->gather_params(b) : rc;
 }
 
@@ -329,7 +375,14 @@ static void trainer_meta(trainer *t, ckpt_meta *m)
     m->step = t->step;
     m->tokens = t->tokens;
     m->elapsed_seconds = t->train_seconds;
-    m->loss_scale = 1.0;
+    m->loss_scale = t->ls.scale;
+    m->loss_scaling = t->ls.mode == LSCALE_DYNAMIC ? CKPT_SCALING_DYNAMIC
+                      : t->ls.mode == LSCALE_FIXED ? CKPT_SCALING_FIXED : CKPT_SCALING_OFF;
+    m->loss_scale_clean = t->ls.clean;
+    m->backend = t->b->name;
+    m->precision = t->b->precision;
+    m->device = t->b->device;
+    m->libraries = t->b->libraries;
     m->lr = optim_lr(&t->h, t->step);
     m->world_size = t->world;
     m->rank = t->rank;
@@ -474,17 +527,31 @@ static int trainer_ckpt_due(trainer *t, int early_warning)
     return 0;
 }
 
-static void trainer_progress(trainer *t, double loss, double gnorm, double lr, double ms)
+/* scale: the loss scale the step ran with. */
+static void trainer_progress(trainer *t, double loss, double gnorm, double lr, double ms, double scale)
 {
     double tps = (double)t->c->global_batch * (double)t->c->seq_len / (ms / 1000.0);
     if (t->step % t->c->log_every == 0 || t->step == t->c->max_steps) {
-        trainer_log(t, "step %lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | %.1f ms",
-                    (long long)t->step, (long long)t->c->max_steps, loss, lr, gnorm, tps, ms);
-        ledger_step(&t->lg, t->step, loss, lr, gnorm, t->tokens, tps, ms, t->train_seconds);
+        char sc[48] = "";
+        if (t->ls.mode != LSCALE_OFF)
+            snprintf(sc, sizeof sc, " | scale %g", scale);
+        trainer_log(t, "step %lld/%lld | loss %.4f | lr %.2e | norm %.3f%s | %.0f tok/s | %.1f ms",
+                    (long long)t->step, (long long)t->c->max_steps, loss, lr, gnorm, sc, tps, ms);
+        ledger_step(&t->lg, t->step, loss, lr, gnorm, t->tokens, tps, ms, t->train_seconds, scale);
     } else if (t->tty && trainer_is_root(t) && !util_quiet) {
         fprintf(stderr, "\r\033[Kstep %lld/%lld | loss %.4f | %.0f tok/s", (long long)t->step,
                 (long long)t->c->max_steps, loss, tps);
     }
+}
+
+/* Rank 0: a step skipped because its scaled gradients overflowed. */
+static void trainer_overflow(trainer *t, double loss, double scale)
+{
+    if (!trainer_is_root(t))
+        return;
+    trainer_log(t, "step %lld: gradients overflowed at loss scale %g; step skipped (no update), scale now %g",
+                (long long)t->step + 1, scale, t->ls.scale);
+    ledger_overflow(&t->lg, t->step + 1, loss, scale, t->ls.scale);
 }
 
 static int trainer_validate(trainer *t)
@@ -543,10 +610,12 @@ static int trainer_loop(trainer *t)
     if (c->val_every > 0 && t->step == 0 && (rc = trainer_validate(t)) != ST_OK)
         return rc;
     while (t->step < c->max_steps) {
-        double t0 = util_now(), loss = 0, gnorm = 0, lr = 0;
-        int busy = ckpt_writer_busy(t->w);
-        if ((rc = trainer_step(t, &loss, &gnorm, &lr)) != ST_OK)
+        double t0 = util_now(), loss = 0, gnorm = 0, lr = 0, scale = t->ls.scale;
+        int busy = ckpt_writer_busy(t->w), skipped = 0;
+        if ((rc = trainer_step(t, &loss, &gnorm, &lr, &skipped)) != ST_OK)
             return rc;
+        if (skipped)
+            trainer_overflow(t, loss, scale);
         if (t->auto_interval && trainer_is_root(t))
             interval_step(&t->ia, (util_now() - t0) * 1000.0, busy || ckpt_writer_busy(t->w));
         t->step++;
@@ -560,7 +629,7 @@ static int trainer_loop(trainer *t)
         double ms = (util_now() - t0) * 1000.0;
         t->train_seconds += ms / 1000.0;
         t->last_loss = loss;
-        trainer_progress(t, loss, gnorm, lr, ms);
+        trainer_progress(t, loss, gnorm, lr, ms, scale);
         trainer_metrics(t, (double)c->global_batch * (double)c->seq_len / (ms / 1000.0), 0);
         if (flags[PROTO_STOP]) {
             rc = trainer_stop(t, &n);
@@ -583,6 +652,30 @@ static int trainer_loop(trainer *t)
 }
 
 /* --- setup and teardown ---------------------------------------------------- */
+
+/* fp16 scales the loss (train.loss_scale: 0 dynamic, N fixed); any other
+ * precision only when train.loss_scale_init asks for a dynamic scaler. */
+static int trainer_scaler(trainer *t)
+{
+    const cfg *c = t->c;
+    int fp16 = !strcmp(t->b->precision, "fp16");
+    int mode = LSCALE_OFF;
+    double scale = 1.0;
+    if (fp16 && c->loss_scale > 0) {
+        mode = LSCALE_FIXED;
+        scale = c->loss_scale;
+    } else if (fp16 || c->loss_scale_init > 0) {
+        mode = LSCALE_DYNAMIC;
+        scale = c->loss_scale_init > 0 ? c->loss_scale_init : LSCALE_DEFAULT_INIT;
+    }
+    if (!fp16 && c->loss_scale > 0)
+        trainer_log(t, "train.loss_scale = %g applies to fp16 only; this run computes in %s and does not use it",
+                    c->loss_scale, t->b->precision);
+    if (lscale_init(&t->ls, mode, scale, c->loss_scale_window) != 0)
+        return util_fail(ST_CONFIG, "%s: loss scale %g does not fit %s loss scaling", c->path, scale,
+                         lscale_mode_name(mode));
+    return ST_OK;
+}
 
 /* Rank 0 prepares the run directory. config.ini (what `cost report` prices
  * from) is written only once the start is decided, never by a refused one. */
@@ -639,6 +732,8 @@ static int trainer_open(trainer *t, const cfg *c)
                        t->world};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
+    if ((rc = trainer_scaler(t)) != ST_OK)
+        return rc;
     if ((rc = trainer_alloc(t)) != ST_OK)
         return rc;
     if ((rc = data_open(&t->d, c)) != ST_OK)
@@ -685,7 +780,9 @@ static int trainer_begin(trainer *t, int mode, int force)
     if (rc != ST_OK)
         return rc;
     ledger_start(&t->lg, t->step, t->world, comm_nodes(), t->resumed_from, t->b->name, t->b->device,
-                 t->b->precision, t->L.n_floats);
+                 t->b->precision, t->b->libraries, t->L.n_floats);
+    if (t->continuity[0] && trainer_is_root(t))
+        ledger_continuity(&t->lg, t->step, t->continuity);
     ledger_resume_counts(&t->lg, comm_nodes());
     trainer_interval_start(t);
     trainer_log(t, "%s %zu parameters on %d rank%s (%s backend), step %lld of %lld",

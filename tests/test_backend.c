@@ -1,0 +1,88 @@
+/* The backend-neutral helpers: the continuity comparison behind the
+ * resume warning, the device-name override, and the CPU backend being
+ * truthful about its precision and device. */
+#include "harness.h"
+#include "../train/backend.h"
+#include "../util/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static backend test_be(const char *name, const char *prec, const char *dev)
+{
+    backend b;
+    memset(&b, 0, sizeof b);
+    b.name = name;
+    b.precision = prec;
+    snprintf(b.device, sizeof b.device, "%s", dev);
+    return b;
+}
+
+static void test_continuity(void)
+{
+    backend b = test_be("cuda", "bf16", "NVIDIA H200");
+    char why[256];
+    EXPECT(backend_continuity(&b, "cuda", "bf16", "NVIDIA H200", why, sizeof why) == 0 && !why[0]);
+    EXPECT(backend_continuity(&b, "cuda", "fp16", "NVIDIA H200", why, sizeof why) == 1);
+    EXPECT(!strcmp(why, "precision fp16 -> bf16"));
+    EXPECT(backend_continuity(&b, "cpu", "fp32", "AMD EPYC 7R13 Processor", why, sizeof why) == 3);
+    EXPECT(!strcmp(why, "backend cpu -> cuda, precision fp32 -> bf16, device AMD EPYC 7R13 Processor -> NVIDIA H200"));
+    /* Not recorded (a checkpoint older than the fields): nothing to compare. */
+    EXPECT(backend_continuity(&b, "", "", "", why, sizeof why) == 0);
+    EXPECT(backend_continuity(&b, NULL, NULL, "NVIDIA A100-SXM4-80GB", why, sizeof why) == 1);
+    EXPECT(!strcmp(why, "device NVIDIA A100-SXM4-80GB -> NVIDIA H200"));
+    /* A short buffer truncates, never overruns. */
+    char small[12];
+    memset(small, 'x', sizeof small);
+    EXPECT(backend_continuity(&b, "cpu", "fp32", "other", small, sizeof small) == 3);
+    EXPECT(memchr(small, 0, sizeof small) != NULL);
+}
+
+static void test_override(void)
+{
+    backend b = test_be("cpu", "fp32", "Intel Xeon");
+    unsetenv("SPOTRAIN_DEVICE_NAME");
+    backend_device_override(&b);
+    EXPECT(!strcmp(b.device, "Intel Xeon"));
+    setenv("SPOTRAIN_DEVICE_NAME", "", 1);
+    backend_device_override(&b);
+    EXPECT(!strcmp(b.device, "Intel Xeon"));
+    setenv("SPOTRAIN_DEVICE_NAME", "Frobnicator 9000", 1);
+    backend_device_override(&b);
+    EXPECT(!strcmp(b.device, "Frobnicator 9000"));
+    unsetenv("SPOTRAIN_DEVICE_NAME");
+}
+
+static void test_cpu_precision(void)
+{
+    model_shape s = {.dim = 8, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 4, .ffn_dim = 16,
+                     .vocab = 16, .seq_len = 4, .rope_theta = 10000, .norm_eps = 1e-6};
+    model_layout L;
+    EXPECT(model_layout_init(&L, &s) == ST_OK);
+    const char *refused[] = {"bf16", "fp16", "tf32"};
+    for (size_t i = 0; i < 3; i++) {
+        backend *b = NULL;
+        backend_opts o = {"cpu", refused[i], 1, 0, 1};
+        EXPECT(backend_create(&b, &L, &o) == ST_CONFIG && b == NULL);
+        EXPECT(strstr(util_last_error(), "fp32 only") != NULL);
+    }
+    const char *taken[] = {NULL, "fp32"};
+    for (size_t i = 0; i < 2; i++) {
+        backend *b = NULL;
+        backend_opts o = {"cpu", taken[i], 1, 0, 1};
+        EXPECT(backend_create(&b, &L, &o) == ST_OK && b);
+        if (!b)
+            continue;
+        EXPECT(!strcmp(b->precision, "fp32") && b->device[0] && !strncmp(b->libraries, "OpenBLAS", 8));
+        b->destroy(b);
+    }
+    model_layout_free(&L);
+}
+
+int main(void)
+{
+    harness_run("continuity compares backend, precision, device", test_continuity);
+    harness_run("SPOTRAIN_DEVICE_NAME overrides the reported device", test_override);
+    harness_run("cpu: fp32 only, device and libraries named", test_cpu_precision);
+    return harness_end();
+}
