@@ -414,7 +414,7 @@ static void trainer_on_upload(void *arg, const proto_upload *u)
     ckpt_uploader_url(t->up, u->step, url, sizeof url);
     ledger_upload(&t->lg, url, u->step, u->rank, u->ranks, u->status, u->bytes, u->seconds, u->why);
     if (u->rank < 0)
-        trainer_log(t, "checkpoint step %lld uploaded to %s: %.1f MiB in %.1f s (%.1f MB/s over %d rank%s)",
+        trainer_log(t, "checkpoint step %lld uploaded to %s: %.1f MiB in %.2f s (%.1f MB/s over %d rank%s)",
                     (long long)u->step, url, u->bytes / 1048576.0, u->seconds,
                     u->seconds > 0 ? u->bytes / u->seconds / 1e6 : 0.0, u->ranks, u->ranks == 1 ? "" : "s");
     else if (!strcmp(u->status, "failed")) {
@@ -580,9 +580,11 @@ static int trainer_final_upload(trainer *t)
     if (rc != ST_TEMPFAIL)
         return rc;
     ckpt_uploader_url(t->up, t->pr.durable, url, sizeof url);
-    trainer_log(t, "training finished at step %lld and is saved locally, but its upload to %s did not complete "
-                "(%s); exiting 75: `spotrain resume` with the same run_dir uploads it", (long long)t->pr.durable,
-                url, t->pr.up_why);
+    /* Not silenced by --quiet: the exit code alone would not say why. */
+    if (trainer_is_root(t))
+        return util_fail(ST_TEMPFAIL, "training finished at step %lld and is saved locally, but its upload to %s "
+                         "did not complete (%s); exiting 75: `spotrain resume` with the same run_dir uploads it",
+                         (long long)t->pr.durable, url, t->pr.up_why);
     return ST_TEMPFAIL;
 }
 
