@@ -139,10 +139,21 @@ if [ "$(rb uploads)" = 0 ]; then t_ok "remote: no multipart upload left open"; e
 ROT="--set checkpoint.keep_last=1 --set checkpoint.keep_every=4"
 "$S" train /dev/null $F $ROT --set train.max_steps=2 $(R rot rot "$MOTO") 2>/dev/null
 "$S" resume /dev/null $F $ROT --set train.max_steps=4 $(R rot rot "$MOTO") 2>/dev/null
+# Left-overs the rotation clears (an abandoned step's shard) or must not
+# touch (an object that is no step's).
+echo x >orphan
+"$PY" -c "import boto3; c = boto3.client('s3', endpoint_url='$MOTO', region_name='us-east-1')
+c.upload_file('orphan', 'spotrain-ckpt', 'rot/step-00000003/shard-00000.bin')
+c.upload_file('orphan', 'spotrain-ckpt', 'rot/notes.txt')"
 t_exit "remote: resume of a run with a remote exits 0" 0 "" "$S" resume /dev/null $F $ROT --set train.max_steps=6 $(R rot rot "$MOTO")
 if [ "$(rb steps rot)" = "4 6" ]; then t_ok "remote: rotation removed step 2 (every object), kept 4 (keep_every) and 6"
 else t_bad "remote: rotation removed step 2 (every object), kept 4 (keep_every) and 6" "steps: $(rb steps rot)"; fi
 check_same "remote: the rotated remote matches the rotated local copy" rot rot 6
+if "$PY" -c "import boto3; c = boto3.client('s3', endpoint_url='$MOTO', region_name='us-east-1'); c.head_object(Bucket='spotrain-ckpt', Key='rot/notes.txt')" 2>/dev/null; then
+    t_ok "remote: rotation leaves objects outside step directories alone"
+else
+    t_bad "remote: rotation leaves objects outside step directories alone"
+fi
 if field rot upload status | grep -q already; then t_ok "remote: a resumed run does not upload its starting checkpoint again"
 else t_bad "remote: a resumed run does not upload its starting checkpoint again" "$(field rot upload status)"; fi
 
@@ -166,6 +177,27 @@ fi
 if grep -q "step $d is complete on the remote.*step $d, remote)" term.err; then t_ok "remote: the stop line names the remote copy"
 else t_bad "remote: the stop line names the remote copy" "$(tail -n 2 term.err)"; fi
 check_verify "remote: every complete checkpoint after the stop verifies" term
+
+# A stop whose upload cannot finish before the deadline (every request
+# answered 5 s late, 2 s of grace): 75 at the deadline, the upload
+# cancelled, and the stop record says only the local copy is durable.
+ctl "slow=5"
+"$S" train /dev/null $(echo $F | sed 's/--quiet//') --set train.max_steps=100000000 --set checkpoint.interval_steps=5 \
+    --set spot.grace_seconds=2 $(R late late "$PROXY") 2>late.err &
+pid=$!
+t_wait_steps late 12 "$pid"
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+ctl "slow=0"
+if [ "$rc" = 75 ] && [ "$(field late stop durable_copy)" = local ] && grep -q "deadline passed.*local only" late.err; then
+    t_ok "remote: an upload that misses the deadline: exit 75, the durable copy is local only"
+else
+    t_bad "remote: an upload that misses the deadline: exit 75, the durable copy is local only" \
+        "rc $rc copy $(field late stop durable_copy); $(grep -v '^step' late.err | tail -n 2)"
+fi
+if [ -z "$(rb complete late)" ]; then t_ok "remote: the cancelled upload left nothing listed complete"
+else t_bad "remote: the cancelled upload left nothing listed complete" "$(rb complete late)"; fi
 
 # Faults through the proxy: the run goes on and finishes with its final
 # checkpoint remote; nothing incomplete is listed.
