@@ -366,15 +366,41 @@ typedef struct {
     int n, cap;
 } up_listing;
 
+int ckpt_remote_key_step(const char *rest, int64_t *step, int *manifest)
+{
+    const char *q = rest;
+    int64_t v = 0;
+    while (*q >= '0' && *q <= '9' && q - rest < 18)
+        v = v * 10 + (*q++ - '0');
+    if (q - rest < 8 || *q != '/' || !q[1])
+        return -1;
+    *step = v;
+    *manifest = strcmp(q + 1, "manifest.json") == 0;
+    return 0;
+}
+
+void ckpt_remote_plan(const int64_t *steps, const int *complete, int n, int64_t keep_last, int64_t keep_every,
+                      int64_t fresh, char *drop)
+{
+    int seen = 0;
+    for (int i = n - 1; i >= 0; i--) {
+        int64_t s = steps[i];
+        int keep = s >= fresh;   /* never the new one, nor anything newer than it */
+        if (complete[i]) {
+            seen++;
+            keep = keep || seen <= keep_last || (keep_every > 0 && s % keep_every == 0);
+        }
+        drop[i] = keep_last > 0 && !keep;
+    }
+}
+
 static int up_collect(void *ctx, const s3_object *o)
 {
     up_listing *l = ctx;
-    const char *p = o->key + l->plen, *q = p;
-    int64_t s = 0;
-    while (*q >= '0' && *q <= '9' && q - p < 18)
-        s = s * 10 + (*q++ - '0');
-    if (q - p < 8 || *q != '/')   /* not an object of a step directory: not ours to touch */
-        return 0;
+    int64_t s;
+    int manifest;
+    if (strlen(o->key) < l->plen || ckpt_remote_key_step(o->key + l->plen, &s, &manifest) != 0)
+        return 0;   /* not an object of a step directory: not ours to touch */
     if (l->n == l->cap) {
         int nc = l->cap ? l->cap * 2 : 64;
         up_obj *nv = realloc(l->v, (size_t)nc * sizeof *nv);
@@ -386,7 +412,7 @@ static int up_collect(void *ctx, const s3_object *o)
     char *k = strdup(o->key);
     if (!k)
         return util_fail(ST_SOFTWARE, "remote rotation: out of memory");
-    l->v[l->n++] = (up_obj){s, strcmp(q + 1, "manifest.json") == 0, k};
+    l->v[l->n++] = (up_obj){s, manifest, k};
     return 0;
 }
 
@@ -403,41 +429,48 @@ int ckpt_remote_rotate(s3_client *c, int64_t keep_last, int64_t keep_every, int6
     const s3_url *url = s3_client_url(c);
     char prefix[1100];
     up_listing l = {0};
-    int rc = ST_OK;
+    int64_t *steps = NULL;
+    int *complete = NULL, n = 0, rc = ST_OK;
+    char *drop = NULL;
     *deleted = 0;
     if (keep_last <= 0)
         return ST_OK;
     snprintf(prefix, sizeof prefix, "%s%sstep-", url->prefix, url->prefix[0] ? "/" : "");
     l.plen = strlen(prefix);
-    if ((rc = s3_list_objects(c, prefix, up_collect, &l)) != ST_OK)
+    if ((rc = s3_list_objects(c, prefix, up_collect, &l)) != ST_OK || l.n == 0)
         goto out;
-    if (l.n)
-        qsort(l.v, (size_t)l.n, sizeof *l.v, up_cmp_step);
-    /* Walk complete steps newest first: the first keep_last stay. */
-    int seen = 0;
-    for (int i = l.n - 1; i >= 0; i--) {
-        int64_t s = l.v[i].step;
-        int j = i;
-        while (j > 0 && l.v[j - 1].step == s)
-            j--;
-        int complete = l.v[j].manifest;   /* sorted: a step's manifest comes first */
-        int keep = s == fresh || s > fresh;   /* never the new one, nor anything newer than it */
-        if (complete) {
-            seen++;
-            keep = keep || seen <= keep_last || (keep_every > 0 && s % keep_every == 0);
+    qsort(l.v, (size_t)l.n, sizeof *l.v, up_cmp_step);
+    steps = malloc((size_t)l.n * sizeof *steps);
+    complete = malloc((size_t)l.n * sizeof *complete);
+    drop = malloc((size_t)l.n);
+    if (!steps || !complete || !drop) {
+        rc = util_fail(ST_SOFTWARE, "remote rotation: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < l.n; i++) {
+        if (n == 0 || steps[n - 1] != l.v[i].step) {
+            steps[n] = l.v[i].step;
+            complete[n++] = l.v[i].manifest;   /* sorted: a step's manifest comes first */
         }
-        if (!keep) {
-            /* Manifest first: from here on no listing shows the step complete. */
-            for (int k = j; k <= i && rc == ST_OK; k++)
-                rc = s3_delete_object(c, l.v[k].key);
-            if (rc == ST_OK && complete)
-                (*deleted)++;
-        }
-        i = j;
+    }
+    ckpt_remote_plan(steps, complete, n, keep_last, keep_every, fresh, drop);
+    /* Objects in order, a step's manifest first: from its deletion on, no
+     * listing shows the step complete. */
+    for (int i = 0, k = 0; i < l.n && rc == ST_OK; i++) {
+        while (steps[k] != l.v[i].step)
+            k++;
+        if (!drop[k])
+            continue;
+        rc = s3_delete_object(c, l.v[i].key);
+        if (rc == ST_OK && l.v[i].manifest)
+            (*deleted)++;
     }
 out:
     for (int i = 0; i < l.n; i++)
         free(l.v[i].key);
     free(l.v);
+    free(steps);
+    free(complete);
+    free(drop);
     return rc;
 }
