@@ -402,6 +402,10 @@ int proto_upload_flush(proto *p, double deadline)
     if ((rc = proto_sync_durable(p)) != ST_OK)
         return rc;
     int64_t want = p->durable;
+    /* An earlier attempt at this step failed while training went on: the
+     * exit is worth one more. */
+    if (want >= 0 && p->remote < want && p->up_target < 0 && p->up_started >= want)
+        p->up_started = want - 1;
     while (want >= 0 && p->remote < want) {
         double left = deadline - util_wall();
         ckpt_uploader_wait(p->up, left < 0.05 ? (left > 0 ? left : 0) : 0.05);
