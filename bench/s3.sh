@@ -4,6 +4,8 @@
 # 256) MiB, with S3_PARALLEL parts of S3_PART_BYTES in flight. moto is one
 # Python process that keeps objects in memory and hashes every part, so the
 # figure bounds moto's request handling, not the client or a real S3.
+# Then the trainer's own upload of a ~47 MiB checkpoint (1 rank, and 2 under
+# mpirun), from its events ledger: MB/s per rank and for the checkpoint.
 BUILD=${BUILD:-build}
 VENV=${VENV:-build/venv}
 MB=${S3_BENCH_MB:-256}
@@ -31,3 +33,31 @@ echo "s3 bench: ${MB} MiB, parts of $S3_PART_BYTES bytes, $S3_PARALLEL in flight
 "$TOOL" put run/big "$tmp/big" 2>&1 | sed -n 's/^s3tool: /upload:   /p'
 "$TOOL" get run/big 0 $((MB * 1048576)) "$tmp/back" 2>&1 | sed -n 's/^s3tool: /download: /p'
 cmp -s "$tmp/big" "$tmp/back" && echo "s3 bench: bytes round-trip intact" || echo "s3 bench: BYTES DIFFER"
+
+# The trainer's own upload: a run with checkpoint.remote to the same moto,
+# one rank and (with mpirun) two; the ledger's "upload" records give each
+# rank's MB/s and the whole checkpoint's (until its manifest landed).
+S=$PWD/$BUILD/spotrain
+M=${S3_BENCH_MODEL:-"--set model.dim=256 --set model.n_layers=4 --set model.n_heads=4 --set model.n_kv_heads=2 --set model.ffn_dim=1024"}
+# shellcheck disable=SC2086
+train() {
+    run=$tmp/$1
+    shift
+    "$@" "$S" train /dev/null $M --set model.seq_len=16 --set train.global_batch=4 --set train.micro_batch=2 \
+        --set train.val_every=0 --set train.max_steps=2 --set checkpoint.interval_steps=0 --set checkpoint.codec=none \
+        --set train.run_dir="$run" --set checkpoint.remote="s3://spotrain-bench/$(basename "$run")" \
+        --set checkpoint.endpoint="http://127.0.0.1:$port" --set checkpoint.remote_part_mib=$((S3_PART_BYTES / 1048576)) \
+        --set checkpoint.remote_parallel="$S3_PARALLEL" --quiet || { echo "s3 bench: train run failed"; return; }
+    /usr/bin/python3 - "$run/events.jsonl" <<'PY'
+import json, sys
+for r in map(json.loads, open(sys.argv[1])):
+    if r.get("event") == "upload":
+        who = "total (%d ranks)" % r["ranks"] if r["rank"] == "all" else "rank %d" % r["rank"]
+        print("trainer upload %-16s %7.1f MiB in %6.2f s = %7.1f MB/s (%s)" % (who, r["bytes"] / 1048576, r["seconds"], r["mb_s"], r["status"]))
+PY
+}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+train one env
+if command -v mpirun >/dev/null 2>&1 && "$S" --version | grep -q "mpi: yes"; then
+    train two mpirun -np 2 --oversubscribe -x AWS_ACCESS_KEY_ID -x AWS_SECRET_ACCESS_KEY -x no_proxy
+fi

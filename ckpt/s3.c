@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ struct s3_client {
     unsigned gen;        /* bumped on each credential refresh */
     s3_stats st;
     uint64_t rng;
+    atomic_int cancelled; /* s3_cancel: every request ends at its next check */
 };
 
 void s3_opts_default(s3_opts *o)
@@ -436,6 +438,15 @@ static int s3_pct_encode(const char *v, int keep_slash, char *out, size_t cap)
 }
 
 /* One attempt. Returns the CURLcode; r->status holds the HTTP status. */
+/* libcurl asks this during a transfer; non-zero ends it (s3_cancel). */
+static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    return atomic_load(&((s3_client *)p)->cancelled) != 0;
+}
+
+void s3_cancel(s3_client *c) { atomic_store(&c->cancelled, 1); }
+
 static CURLcode attempt(s3_client *c, s3_req *r, const char *url, const s3_creds *cr)
 {
     CURL *h = curl_easy_init();
@@ -481,6 +492,9 @@ static CURLcode attempt(s3_client *c, s3_req *r, const char *url, const s3_creds
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(c->o.low_speed_seconds < 1 ? 1 : c->o.low_speed_seconds));
     if (c->o.request_timeout > 0)
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(c->o.request_timeout * 1000));
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -541,6 +555,10 @@ static int s3_do(s3_client *c, s3_req *r)
     unsigned gen = 0;
     for (int att = 0;; att++) {
         s3_creds cr;
+        if (atomic_load(&c->cancelled)) {
+            rc = util_fail(ST_TEMPFAIL, "s3: %s s3://%s/%s cancelled: the run is exiting", r->method, c->u.bucket, r->key);
+            goto out;
+        }
         rc = creds_current(c, gen, refreshed == 1, &cr, &gen);
         if (refreshed == 1)
             refreshed = 2;
@@ -600,8 +618,12 @@ static int s3_do(s3_client *c, s3_req *r)
         pthread_mutex_lock(&c->mu);
         c->st.retries++;
         pthread_mutex_unlock(&c->mu);
-        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        /* In slices, so a cancel does not wait out a long backoff. */
+        for (double left = wait; left > 0 && !atomic_load(&c->cancelled); left -= 0.1) {
+            double d = left < 0.1 ? left : 0.1;
+            struct timespec ts = {0, (long)(d * 1e9)};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+            }
         }
     }
 out:

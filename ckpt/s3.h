@@ -1,7 +1,7 @@
 /* A self-contained S3 client for checkpoints: s3:// URLs, credentials (env,
  * credentials file, IMDSv2 instance role), signed requests through libcurl's
  * own SigV4, retries with backoff, parallel multipart upload, ranged GETs,
- * list/head/delete. Not yet wired into the checkpoint writer or reader. */
+ * list/head/delete. The uploader (ckpt/upload.c) drives it after each commit. */
 #ifndef SPOTRAIN_S3_H
 #define SPOTRAIN_S3_H
 
@@ -112,5 +112,8 @@ int s3_mpu_abort(s3_client *c, const char *key, const char *upload_id);
  * part_bytes buffer (that is all the memory it takes). On failure the
  * multipart upload is aborted; nothing else is touched. */
 int s3_upload_fd(s3_client *c, const char *key, int fd, uint64_t off, uint64_t len);
+/* Any thread: requests in flight end at once and later ones fail at the
+ * start with ST_TEMPFAIL (a run exiting at its deadline). Not undone. */
+void s3_cancel(s3_client *c);
 
 #endif

@@ -93,6 +93,9 @@ static const cfg_key cfg_keys[] = {
     KS("checkpoint", "remote", ckpt_remote, NULL),
     KS("checkpoint", "endpoint", ckpt_endpoint, NULL),
     KS("checkpoint", "region", ckpt_region, NULL),
+    KI("checkpoint", "remote_retries", ckpt_remote_retries, 0, 100),
+    KI("checkpoint", "remote_part_mib", ckpt_remote_part_mib, 5, 5120),
+    KI("checkpoint", "remote_parallel", ckpt_remote_parallel, 1, 64),
 
     KS("spot", "provider", provider, "auto|aws|gcp|azure|alibaba|file|none"),
     KF("spot", "poll_seconds", poll_seconds, 0.05, 3600),
@@ -594,6 +597,9 @@ void cfg_s3_opts(const cfg *c, s3_opts *o)
     snprintf(o->remote, sizeof o->remote, "%s", c->ckpt_remote);
     snprintf(o->endpoint, sizeof o->endpoint, "%.*s", (int)sizeof o->endpoint - 1, c->ckpt_endpoint);
     snprintf(o->region, sizeof o->region, "%s", c->ckpt_region);
+    o->retries = (int)c->ckpt_remote_retries;
+    o->part_bytes = (size_t)c->ckpt_remote_part_mib << 20;
+    o->parallel = (int)c->ckpt_remote_parallel;
     /* The poller's metadata service is the machine's IMDS: the instance role
      * comes from the same place (tests point both at a local fake). */
     if (!strcmp(c->provider, "aws") || !strcmp(c->provider, "auto"))

@@ -124,10 +124,10 @@ void ledger_checkpoint(ledger *g, const ckpt_result *r)
                  (unsigned long long)r->raw_bytes, (unsigned long long)r->stored_bytes, r->stall_ms, r->write_ms);
 }
 
-void ledger_stop(ledger *g, int64_t step, int64_t durable, const char *final, const char *source,
+void ledger_stop(ledger *g, int64_t step, int64_t durable, int64_t remote, const char *final, const char *source,
                  const char *reason)
 {
-    char src[96], q[700], d[32];
+    char src[96], q[700], d[32], r[96] = "";
     g->notices++;
     g->interruptions++;
     events_quote(source, src, sizeof src);
@@ -136,8 +136,35 @@ void ledger_stop(ledger *g, int64_t step, int64_t durable, const char *final, co
         snprintf(d, sizeof d, "%lld", (long long)durable);
     else
         snprintf(d, sizeof d, "null");
+    /* Which copy a restart can count on: the remote one once it holds the
+     * durable step, else only the local disk (gone with the node). */
+    if (remote >= 0)
+        snprintf(r, sizeof r, ",\"remote_step\":%lld,\"durable_copy\":\"%s\"", (long long)remote,
+                 remote >= durable ? "remote" : "local");
+    else if (remote == -1)
+        snprintf(r, sizeof r, ",\"remote_step\":null,\"durable_copy\":%s", durable >= 0 ? "\"local\"" : "null");
     events_write(&g->ev, "stop", "\"step\":%lld,\"durable_step\":%s,\"final_checkpoint\":\"%s\",\"source\":%s,"
-                 "\"reason\":%s", (long long)step, d, final, src, q);
+                 "\"reason\":%s%s", (long long)step, d, final, src, q, r);
+}
+
+void ledger_upload(ledger *g, const char *url, int64_t step, int rank, int ranks, const char *status, uint64_t bytes,
+                   double seconds, const char *why)
+{
+    char u[1200], w[700] = "", who[48];
+    double mbs = seconds > 0 ? (double)bytes / seconds / 1e6 : 0;
+    events_quote(url, u, sizeof u);
+    if (why) {
+        char qw[640];
+        events_quote(why, qw, sizeof qw);
+        snprintf(w, sizeof w, ",\"reason\":%s", qw);
+    }
+    if (rank >= 0)
+        snprintf(who, sizeof who, "\"rank\":%d", rank);
+    else
+        snprintf(who, sizeof who, "\"rank\":\"all\",\"ranks\":%d", ranks);
+    events_write(&g->ev, "upload", "\"step\":%lld,%s,\"url\":%s,\"status\":\"%s\",\"bytes\":%llu,"
+                 "\"seconds\":%.3f,\"mb_s\":%.2f%s", (long long)step, who, u, status, (unsigned long long)bytes,
+                 seconds, mbs, w);
 }
 
 void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, double mtbf_s, int hard_failures,

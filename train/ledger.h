@@ -52,9 +52,16 @@ void ledger_continuity(ledger *g, int64_t step, const char *why);
 void ledger_eval(ledger *g, int64_t step, double val_loss);
 void ledger_checkpoint(ledger *g, const ckpt_result *r);
 /* durable < 0 is written as null. final: "ok", "failed", "skipped" (no time)
- * or "not_needed" (the stop step was already durable). */
-void ledger_stop(ledger *g, int64_t step, int64_t durable, const char *final, const char *source,
+ * or "not_needed" (the stop step was already durable). remote: the newest
+ * step complete on the remote (-1 none), or -2 when no remote is configured
+ * (then the record has no remote fields). */
+void ledger_stop(ledger *g, int64_t step, int64_t durable, int64_t remote, const char *final, const char *source,
                  const char *reason);
+/* An "upload" record: one rank's shard objects (rank >= 0), or the whole
+ * checkpoint once its manifest landed (rank < 0, ranks taking part); mb_s
+ * is bytes / seconds in 10^6 bytes per second. why: a failure's reason or NULL. */
+void ledger_upload(ledger *g, const char *url, int64_t step, int rank, int ranks, const char *status, uint64_t bytes,
+                   double seconds, const char *why);
 void ledger_exit(ledger *g, int64_t step, int code);
 /* checkpoint.interval_seconds = auto chose a new interval, and why. */
 void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, double mtbf_s, int hard_failures,

@@ -32,6 +32,7 @@ typedef struct {
     data *d;
     ledger lg;
     ckpt_writer *w;
+    ckpt_uploader *up;       /* NULL: no checkpoint.remote */
     ckpt_opts copts;
     proto pr;
     optim_hparams h;
@@ -457,6 +458,31 @@ static void trainer_on_commit(void *arg, const ckpt_result *res)
                 res->write_ms);
 }
 
+/* Rank 0, from the protocol: one upload record (a rank's shards, or the
+ * whole checkpoint once its manifest landed). */
+static void trainer_on_upload(void *arg, const proto_upload *u)
+{
+    trainer *t = arg;
+    char url[1200], d[32];
+    ckpt_uploader_url(t->up, u->step, url, sizeof url);
+    ledger_upload(&t->lg, url, u->step, u->rank, u->ranks, u->status, u->bytes, u->seconds, u->why);
+    if (u->rank < 0)
+        trainer_log(t, "checkpoint step %lld uploaded to %s: %.1f MiB in %.2f s (%.1f MB/s over %d rank%s)",
+                    (long long)u->step, url, u->bytes / 1048576.0, u->seconds,
+                    u->seconds > 0 ? u->bytes / u->seconds / 1e6 : 0.0, u->ranks, u->ranks == 1 ? "" : "s");
+    else if (!strcmp(u->status, "failed")) {
+        if (t->pr.remote >= 0)
+            snprintf(d, sizeof d, "step %lld", (long long)t->pr.remote);
+        else
+            snprintf(d, sizeof d, "none");
+        trainer_log(t, "upload of checkpoint step %lld to %s failed (%s); %s, the newest remote checkpoint: %s",
+                    (long long)u->step, url, u->why ? u->why : "see above",
+                    t->c->ckpt_required ? "stopping (checkpoint.required = 1)" : "training goes on", d);
+    } else if (!strcmp(u->status, "skipped") && u->rank == 0)
+        trainer_log(t, "checkpoint step %lld not uploaded: rotated away locally before its upload started",
+                    (long long)u->step);
+}
+
 /* --- the stop ------------------------------------------------------------ */
 
 /* The shortest notice each provider gives; a notice whose time is already
@@ -486,7 +512,7 @@ static double trainer_deadline(const trainer *t, const spot_notice *n)
  * 75; the ledger's stop record says what is durable. */
 static int trainer_stop(trainer *t, const spot_notice *n)
 {
-    char why[512], d[32];
+    char why[1024], d[48];
     double deadline = trainer_deadline(t, n);
     proto_final final;
     ckpt_meta m;
@@ -507,8 +533,10 @@ static int trainer_stop(trainer *t, const spot_notice *n)
         snprintf(d, sizeof d, "step %lld", (long long)t->pr.durable);
     else
         snprintf(d, sizeof d, "none");
+    if (t->up && t->pr.durable >= 0)
+        snprintf(d + strlen(d), sizeof d - strlen(d), ", %s", t->pr.remote >= t->pr.durable ? "remote" : "local only");
     trainer_log(t, "%s; exiting 75 so a wrapper restarts the run from the newest durable checkpoint (%s)", why, d);
-    ledger_stop(&t->lg, t->step, t->pr.durable, proto_final_name(final), source, why);
+    ledger_stop(&t->lg, t->step, t->pr.durable, t->up ? t->pr.remote : -2, proto_final_name(final), source, why);
     return ST_TEMPFAIL;
 }
 
@@ -589,7 +617,12 @@ static int trainer_advance(trainer *t, const int64_t flags[PROTO_N])
 {
     char d[32];
     int64_t failed = -1;
-    int rc = proto_advance(&t->pr, flags, &failed);
+    /* Before proto_advance: a commit it queues may rotate away local files
+     * an upload starting now has to open first. */
+    int rc = proto_upload_advance(&t->pr, flags[PROTO_COMMITTED], (int)flags[PROTO_UP_BUSY]);
+    if (rc != ST_OK)
+        return rc;
+    rc = proto_advance(&t->pr, flags, &failed);
     if (rc == ST_OK && failed >= 0) {
         if (t->pr.durable >= 0)
             snprintf(d, sizeof d, "step %lld", (long long)t->pr.durable);
@@ -599,6 +632,27 @@ static int trainer_advance(trainer *t, const int64_t flags[PROTO_N])
                     (long long)failed, d);
     }
     return rc == ST_OK ? proto_check(&t->pr) : rc;
+}
+
+/* A finished run exits 0 only with its final checkpoint complete on the
+ * remote. If the upload fails: 74 when checkpoint.required = 1, else 75, so
+ * a wrapper restarts it; the resumed run, already at max_steps, trains
+ * nothing and only uploads. */
+static int trainer_final_upload(trainer *t)
+{
+    char url[1200];
+    if (!t->up)
+        return ST_OK;
+    int rc = proto_upload_flush(&t->pr, INFINITY);
+    if (rc != ST_TEMPFAIL)
+        return rc;
+    ckpt_uploader_url(t->up, t->pr.durable, url, sizeof url);
+    /* Not silenced by --quiet: the exit code alone would not say why. */
+    if (trainer_is_root(t))
+        return util_fail(ST_TEMPFAIL, "training finished at step %lld and is saved locally, but its upload to %s "
+                         "did not complete (%s); exiting 75: `spotrain resume` with the same run_dir uploads it",
+                         (long long)t->pr.durable, url, t->pr.up_why);
+    return ST_TEMPFAIL;
 }
 
 static int trainer_loop(trainer *t)
@@ -647,6 +701,8 @@ static int trainer_loop(trainer *t)
         }
     }
     rc = trainer_save_now(t, 1e9);
+    if (rc == ST_OK)
+        rc = trainer_final_upload(t);
     trainer_metrics(t, 0, 1);
     return rc;
 }
@@ -696,6 +752,24 @@ static int trainer_write_config(trainer *t)
         return ST_OK;
     snprintf(path, sizeof path, "%s/config.ini", t->c->run_dir);
     return util_write_atomic(path, t->config_text, strlen(t->config_text));
+}
+
+/* Every rank's uploader, or none: credentials are found now or the start
+ * fails with the reason. */
+static int trainer_open_remote(trainer *t)
+{
+    s3_opts o;
+    if (!t->c->ckpt_remote[0])
+        return ST_OK;
+    cfg_s3_opts(t->c, &o);
+    int64_t st = ckpt_uploader_open(&t->up, &o, t->ckpt_dir, t->rank);
+    if (comm_max(&st, 1) != ST_OK)
+        return ST_IOERR;
+    t->pr.up = t->up;
+    t->pr.keep_last = t->c->ckpt_keep_last;
+    t->pr.keep_every = t->c->ckpt_keep_every;
+    t->pr.on_upload = trainer_on_upload;
+    return (int)st;
 }
 
 static int trainer_open(trainer *t, const cfg *c)
@@ -749,11 +823,12 @@ static int trainer_open(trainer *t, const cfg *c)
     proto_init(&t->pr, t->w, t->rank, t->world, (int)c->ckpt_required, -1);
     t->pr.on_commit = trainer_on_commit;
     t->pr.arg = t;
-    return ST_OK;
+    return trainer_open_remote(t);
 }
 
 static void trainer_close(trainer *t)
 {
+    ckpt_uploader_close(t->up);
     if (t->w)
         ckpt_writer_close(t->w);
     if (t->b)

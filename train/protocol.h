@@ -7,9 +7,23 @@
 
 #include <stdint.h>
 #include "../ckpt/ckpt.h"
+#include "../ckpt/upload.h"
 
 /* Flags every rank contributes to the per-step agreement (element-wise max). */
-enum { PROTO_STOP, PROTO_DUE, PROTO_NOT_WRITTEN, PROTO_FAILED, PROTO_N };
+enum { PROTO_STOP, PROTO_DUE, PROTO_NOT_WRITTEN, PROTO_FAILED, PROTO_COMMITTED, PROTO_UP_BUSY, PROTO_N };
+
+/* One line of the upload record: a rank's shard phase (rank >= 0) or the
+ * whole checkpoint once its manifest landed (rank -1). status: "ok",
+ * "already" (the remote held the same checkpoint), "skipped" (rotated away
+ * locally first), "failed". */
+typedef struct {
+    int64_t step;
+    int rank, ranks;
+    const char *status;
+    uint64_t bytes;
+    double seconds;
+    const char *why;
+} proto_upload;
 
 typedef struct {
     ckpt_writer *w;
@@ -21,6 +35,19 @@ typedef struct {
     /* Rank 0: told of each new durable checkpoint (the ledger, the log). */
     void (*on_commit)(void *arg, const ckpt_result *r);
     void *arg;
+    /* The remote copy (upload.c does the transfers; up NULL: none). */
+    ckpt_uploader *up;
+    int64_t keep_last, keep_every;
+    int64_t remote;          /* newest step complete on the remote (every rank agrees), -1 none */
+    int64_t up_target;       /* step being uploaded, -1 none */
+    int up_phase;            /* 0: every rank's shards; 1: rank 0's manifest */
+    int64_t up_started;      /* newest step whose upload started, -1 none */
+    double up_t0;            /* util_now() when up_target started */
+    uint64_t up_bytes;       /* up_target's shard bytes over all ranks */
+    double up_last_s;        /* how long the newest complete upload took (0: none yet) */
+    char up_why[512];        /* the newest upload failure */
+    /* Rank 0: each upload record (the ledger, the log). */
+    void (*on_upload)(void *arg, const proto_upload *u);
 } proto;
 
 /* What the stop did: the outcome recorded in the ledger. */
@@ -53,5 +80,18 @@ int proto_save_now(proto *p, const ckpt_meta *m, double timeout_s);
 int proto_stop(proto *p, const ckpt_meta *m, double deadline, proto_final *final, char *why, size_t cap);
 
 const char *proto_final_name(proto_final f);
+
+/* The remote copy, driven by the agreed flags PROTO_COMMITTED (rank 0's
+ * durable step) and PROTO_UP_BUSY (a rank's uploader is working). Every
+ * rank runs the same transitions. ST_IOERR when an upload failed and
+ * checkpoint.required = 1. */
+int proto_upload_advance(proto *p, int64_t committed, int busy);
+/* Collective, blocking until the newest durable step (rank 0's) is complete
+ * on the remote or the deadline (wall clock) passes: ST_OK; ST_TEMPFAIL
+ * when it did not complete (why in p->up_why); ST_IOERR when it failed and
+ * checkpoint.required = 1. ST_OK at once without a remote. */
+int proto_upload_flush(proto *p, double deadline);
+/* Seconds a checkpoint's upload is expected to take (0 without a remote). */
+double proto_upload_need(const proto *p);
 
 #endif
