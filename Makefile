@@ -76,6 +76,12 @@ CU_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*.cu))
 endif
 
 LIB_SRC := $(wildcard util/*.c train/*.c ckpt/*.c spot/*.c cuda/*.c)
+# The device binary has no libcurl: its S3 client refuses with one line.
+ifeq ($(DEVICE),1)
+LIB_SRC := $(filter-out ckpt/s3.c,$(LIB_SRC))
+else
+LIB_SRC := $(filter-out ckpt/s3_off.c,$(LIB_SRC))
+endif
 LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(BUILD)/sample_ini.o $(CU_OBJ)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))

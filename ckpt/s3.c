@@ -36,19 +36,6 @@ struct s3_client {
     atomic_int cancelled; /* s3_cancel: every request ends at its next check */
 };
 
-void s3_opts_default(s3_opts *o)
-{
-    memset(o, 0, sizeof *o);
-    o->connect_timeout = 10;
-    o->low_speed_seconds = 30;
-    o->request_timeout = 0;
-    o->retries = 8;
-    o->backoff_base = 0.2;
-    o->backoff_max = 20;
-    o->part_bytes = 16u << 20;
-    o->parallel = 4;
-}
-
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static int curl_init_rc;
 static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1; }

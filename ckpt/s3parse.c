@@ -1,4 +1,4 @@
-/* The S3 client's pure parts, with no network: s3:// URLs, checkpoint object
+/* The S3 client's pure parts, with no network: default options, s3:// URLs, checkpoint object
  * keys, the credentials file and IMDS JSON, the retry schedule, and the XML
  * answers (error, multipart, ListObjectsV2). Kept apart so it can be fuzzed. */
 #include "s3.h"
@@ -12,6 +12,19 @@
 #include <string.h>
 
 #include "../util/util.h"
+
+void s3_opts_default(s3_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->connect_timeout = 10;
+    o->low_speed_seconds = 30;
+    o->request_timeout = 0;
+    o->retries = 8;
+    o->backoff_base = 0.2;
+    o->backoff_max = 20;
+    o->part_bytes = 16u << 20;
+    o->parallel = 4;
+}
 
 int s3_url_parse(const char *url, s3_url *out)
 {
