@@ -118,6 +118,7 @@ int train_selftest_comm(const cfg *c)
         return util_fail(ST_UNAVAILABLE, "selftest comm: the CUDA data plane (NCCL) is not built yet; run with "
                          "--set train.backend=cpu to test the MPI data plane");
     }
+    comm_set_timeout(c->comm_timeout_seconds);
     /* Sizes up to the model's vector, capped so the test takes seconds. */
     size_t top = L.n_floats < ((size_t)64 << 20) ? L.n_floats : ((size_t)64 << 20);
     model_layout_free(&L);
