@@ -114,6 +114,19 @@ static int comm_launched(void)
 
 static int comm_mpi_on;
 
+int comm_local_rank(void)
+{
+    MPI_Comm node;
+    int local = 0;
+    if (comm_world == 1)
+        return 0;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm_me, MPI_INFO_NULL, &node) != MPI_SUCCESS)
+        return 0;
+    MPI_Comm_rank(node, &local);
+    MPI_Comm_free(&node);
+    return local;
+}
+
 int comm_init(int *argc, char ***argv)
 {
     int provided;
@@ -296,6 +309,7 @@ int comm_barrier(void)
 #else /* single process */
 
 int comm_init(int *argc, char ***argv) { return ST_OK; }
+int comm_local_rank(void) { return 0; }
 void comm_finalize(void) {}
 void comm_abort(int code) {}
 int comm_reduce_scatter(float *g, size_t n) { return ST_OK; }

@@ -16,6 +16,9 @@ int comm_rank(void);
 int comm_size(void);
 int comm_nodes(void);            /* distinct host names among the ranks */
 int comm_is_mpi(void);           /* launched with more than one rank */
+/* This rank's index among the ranks on its host (MPI's shared-memory
+ * split; 0 without MPI). A collective: every rank calls it. */
+int comm_local_rank(void);
 
 /* Range boundaries are multiples of this many elements. */
 #define COMM_ALIGN 64
