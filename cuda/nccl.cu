@@ -24,9 +24,10 @@ static_assert((int)ncclSuccess == CUDA_NCCL_SUCCESS && (int)ncclUnhandledCudaErr
                   (int)ncclInProgress == CUDA_NCCL_IN_PROGRESS,
               "xfer.h's NCCL result numbers match nccl.h");
 
-/* A communicator's start-up and shutdown: every rank has already passed
- * the MPI broadcast of the id, so this is generous. */
+/* A communicator's start-up: every rank has already passed the MPI
+ * broadcast of the id, so this is generous. */
 #define CUDA_NCCL_SETUP_TIMEOUT 600.0
+#define CUDA_NCCL_FINALIZE_TIMEOUT 30.0
 
 typedef struct {
     void *so;
@@ -275,9 +276,15 @@ void cuda_nccl_close(cuda_nccl *x)
 {
     if (!x)
         return;
-    if (x->comm && x->api.finalize(x->comm) != ncclSuccess)
-        cuda_nccl_abort(x);
-    if (x->comm && cuda_nccl_wait(x, NULL, CUDA_NCCL_SETUP_TIMEOUT, "communicator finalize") != ST_OK)
+    /* Non-blocking: finalize answers "in progress" and completes in the
+     * background. Nothing is in flight at a clean end, so a finalize that
+     * takes long means a peer is gone (an error path): abort it. */
+    if (x->comm) {
+        ncclResult_t r = x->api.finalize(x->comm);
+        if (r != ncclSuccess && r != ncclInProgress)
+            cuda_nccl_abort(x);
+    }
+    if (x->comm && cuda_nccl_wait(x, NULL, CUDA_NCCL_FINALIZE_TIMEOUT, "communicator finalize") != ST_OK)
         util_log("%s", util_last_error());
     if (x->comm)
         x->api.destroy(x->comm);
