@@ -65,8 +65,8 @@ static int cuda_nccl_load(cuda_nccl_api *a, char *version, size_t cap)
     memset(a, 0, sizeof *a);
     a->so = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
     if (!a->so)
-        return util_fail(ST_UNAVAILABLE, "backend cuda: more than one rank needs NCCL, and libnccl.so.2 was not "
-                         "found (%s); install NCCL 2.18 or newer or add its directory to LD_LIBRARY_PATH",
+        return util_fail(ST_UNAVAILABLE, "the NCCL data plane (more than one rank, or SPOTRAIN_NCCL=1) needs libnccl.so.2, which was not "
+                         "found (%s); install NCCL 2.14 or newer or add its directory to LD_LIBRARY_PATH",
                          dlerror());
 #define CUDA_NCCL_SYM(field, name)                                                                     \
     do {                                                                                               \
@@ -75,7 +75,7 @@ static int cuda_nccl_load(cuda_nccl_api *a, char *version, size_t cap)
             dlclose(a->so);                                                                            \
             a->so = NULL;                                                                              \
             return util_fail(ST_UNAVAILABLE, "backend cuda: libnccl.so.2 lacks %s: NCCL is too old; "  \
-                             "install 2.18 or newer", name);                                           \
+                             "install 2.14 or newer", name);                                           \
         }                                                                                              \
     } while (0)
     CUDA_NCCL_SYM(get_version, "ncclGetVersion");
