@@ -21,9 +21,16 @@ fi
 M="mpirun -np 2 --oversubscribe"
 F="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=6 --set train.micro_batch=3 --set train.val_every=0 --set train.threads=1 --set train.log_every=1 --set train.max_steps=10000000 --set checkpoint.interval_steps=0 --set spot.provider=none --quiet"
 
-# The pid of MPI rank R among mpirun PID's children (from its environment).
+# Every process under PID (mpirun, and under Open MPI 5 its prte daemon).
+tree() {
+    ps -e -o pid=,ppid= | awk -v root="$1" '{ p[$1] = $2 } END {
+        n = 1; want[root] = 1
+        while (n) { n = 0; for (k in p) if (!(k in want) && (p[k] in want)) { want[k] = 1; n = 1 } }
+        for (k in want) if (k != root) print k }'
+}
+# The pid of MPI rank R under mpirun PID (from its environment).
 rank_pid() {
-    for p in $(ps -o pid= --ppid "$1"); do
+    for p in $(tree "$1"); do
         if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
             echo "$p"
             return 0
@@ -31,13 +38,13 @@ rank_pid() {
     done
     return 1
 }
-# Waits up to $2 s for pid $1 (in steps of 0.1 s); on timeout kills mpirun's
-# ranks and mpirun and returns 124.
+# Waits up to $2 s for pid $1 (in steps of 0.1 s); on timeout kills the
+# job's whole tree and returns 124.
 wait_for() {
     _i=0
     while kill -0 "$1" 2>/dev/null && [ $_i -lt $(($2 * 10)) ]; do sleep 0.1; _i=$((_i + 1)); done
     if kill -0 "$1" 2>/dev/null; then
-        for p in $(ps -o pid= --ppid "$1"); do kill -KILL "$p" 2>/dev/null; done
+        for p in $(tree "$1"); do kill -KILL "$p" 2>/dev/null; done
         kill -KILL "$1" 2>/dev/null
         wait "$1" 2>/dev/null
         return 124
