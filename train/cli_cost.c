@@ -89,6 +89,8 @@ static void cost_cli_estimate_usage(void)
     printf("usage: spotrain cost estimate CONFIG [--set k=v]... [--json|--csv]\n"
            "  on-demand vs spot hours and cost of a planned run from [cost] and [price.NAME]\n"
            "  ($ per node-hour); prints only what CONFIG determines and says what to add.\n"
+           "  With the model and GPUs: the communication per step, and with\n"
+           "  cost.network_gbps its share of a step.\n"
            "  --set k=v   override any INI key (repeatable)\n"
            "  --json, --csv   machine-readable output\n"
            "Exit: 0 ok, 64 usage, 66 missing input, 78 bad config.\n");
