@@ -178,7 +178,14 @@ static void selftest_cuda_close(selftest_plane *pl, int cuda)
     if (cuda)
         cuda_dp_close(pl->ctx);
 }
+
+static int selftest_cuda_present(void)
+{
+    char why[256];
+    return cuda_available(why, sizeof why);
+}
 #else
+static int selftest_cuda_present(void) { return 0; }
 static int selftest_cuda_open(selftest_plane *pl, size_t top)
 {
     return util_fail(ST_UNAVAILABLE, "selftest comm: this spotrain was built without CUDA (make CUDA=1); "
@@ -200,7 +207,8 @@ int train_selftest_comm(const cfg *c)
     size_t top = L.n_floats < ((size_t)64 << 20) ? L.n_floats : ((size_t)64 << 20);
     model_layout_free(&L);
     selftest_plane pl = {selftest_mpi_rs, selftest_mpi_ag, NULL};
-    int cuda = strcmp(c->backend, "cuda") == 0;
+    /* The plane training would use: auto takes the GPU when there is one. */
+    int cuda = strcmp(c->backend, "cuda") == 0 || (strcmp(c->backend, "auto") == 0 && selftest_cuda_present());
     if (cuda && (rc = selftest_cuda_open(&pl, top)) != ST_OK)
         return rc;
     float *v = malloc((top ? top : 1) * sizeof(float));
