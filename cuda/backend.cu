@@ -12,6 +12,7 @@
 #include "swiglu.cuh"
 #include "classifier.cuh"
 #include "adamw.cuh"
+#include "nccl.cuh"
 
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -34,6 +35,11 @@ typedef struct {
     float *rope_cos, *rope_sin;      /* [seq_len, head_dim/2] */
     cuda_adamw_seg *seg;
     int nseg;
+    /* More than one rank (or SPOTRAIN_NCCL=1): the NCCL data plane. With a
+     * 2-byte working copy only that is gathered, so the fp32 master is
+     * current on this rank's range only (master_partial). */
+    cuda_nccl *nccl;
+    int master_partial;
     double *loss_acc, *eval_acc, *sumsq, *sumsq_part;
     double *h_scalar;                /* pinned: one double read back */
     int32_t *h_tokens;               /* pinned staging: a micro-batch's ids, then its embedding index */
@@ -513,9 +519,27 @@ exit:
     return rc;
 }
 
-/* One rank per job in this version: the range is the whole vector. */
-static int cuda_reduce_grads(backend *be) { return ST_OK; }
-static int cuda_gather_params(backend *be) { return ST_OK; }
+/* NCCL moves the bytes, the rank-order sum kernel adds (nccl.cu): the CPU
+ * rule. One rank without SPOTRAIN_NCCL: its range is the whole vector. */
+static int cuda_reduce_grads(backend *be)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    return c->nccl ? cuda_nccl_reduce_scatter(c->nccl, c->grads, be->L->n_floats, c->stream) : ST_OK;
+}
+
+/* What the next forward reads: the working copy under bf16/fp16 (half the
+ * bytes of fp32), the master otherwise. */
+static int cuda_gather_params(backend *be)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    if (!c->nccl)
+        return ST_OK;
+    if (c->work) {
+        c->master_partial = be->world > 1;
+        return cuda_nccl_allgather(c->nccl, c->work, be->L->n_floats, cuda_prec_bytes(c->prec), c->stream);
+    }
+    return cuda_nccl_allgather(c->nccl, c->master, be->L->n_floats, sizeof(float), c->stream);
+}
 
 static int cuda_grad_sumsq(backend *be, double *out)
 {
@@ -574,6 +598,11 @@ static int cuda_range_ok(const backend *be, int array, size_t off, size_t n, flo
     if (array == BK_PARAMS || array == BK_GRADS) {
         if (off > N || n > N - off)
             return util_fail(ST_SOFTWARE, "backend cuda: range [%zu, +%zu) outside the %zu parameters", off, n, N);
+        if (array == BK_PARAMS && c->master_partial && n > 0 && (off < be->lo || off + n > be->hi))
+            return util_fail(ST_SOFTWARE, "backend cuda: fp32 parameters [%zu, +%zu) asked for, but with %d ranks "
+                             "under %s only this rank's [%zu, %zu) is current (the working copy is what is "
+                             "gathered); read a checkpoint instead", off, n, be->world, cuda_prec_name(c->prec),
+                             be->lo, be->hi);
         *base = (array == BK_PARAMS ? c->master : c->grads) + off;
         return ST_OK;
     }
@@ -672,6 +701,9 @@ static void cuda_destroy(backend *be)
         return;
     cuda_impl *c = (cuda_impl *)be->impl;
     if (c) {
+        /* First: finalizing (or aborting) the communicator frees any NCCL
+         * kernel the stream syncs below would otherwise wait on. */
+        cuda_nccl_close(c->nccl);
         if (c->stream)
             cudaStreamSynchronize(c->stream);
         if (c->copy)
@@ -742,9 +774,8 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     if (cuda_prec_parse(o ? o->precision : NULL, &prec))
         return util_fail(ST_CONFIG, "train.precision = %s: use auto, fp32, tf32, bf16 or fp16", o->precision);
     int world = o && o->world > 0 ? o->world : 1, rank = o ? o->rank : 0;
-    if (world > 1)
-        return util_fail(ST_UNAVAILABLE, "backend cuda: %d ranks: this version trains on one GPU per job (the NCCL "
-                         "data plane comes next); run one rank, or backend = cpu", world);
+    const char *force = getenv("SPOTRAIN_NCCL");
+    char dev_desc[160] = "";
     backend *be = (backend *)calloc(1, sizeof *be);
     cuda_impl *c = (cuda_impl *)calloc(1, sizeof *c);
     char why[256] = "";
@@ -765,7 +796,7 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     comm_range(n, rank, world, &be->lo, &be->hi);
     c->prec = prec;
     c->s = L->s;
-    c->dev = 0;
+    CU_OK(cuda_nccl_pick_device(world, &c->dev, dev_desc, sizeof dev_desc));
     CU_TRY(cudaSetDevice(c->dev));
     CU_TRY(cudaGetDeviceProperties(&prop, c->dev));
     snprintf(be->device, sizeof be->device, "%.127s", prop.name);
@@ -845,6 +876,13 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
         CU_TRY(e2);
         CU_TRY(e3);
         CU_TRY(cudaStreamSynchronize(c->stream));
+    }
+    /* After the state exists: NCCL's own buffers come out of what is left. */
+    if (world > 1 || (force && !strcmp(force, "1"))) {
+        CU_OK(cuda_nccl_open(&c->nccl, rank, world, 0));
+        if (rank == 0 || world == 1)
+            util_log("backend cuda: rank %d of %d on %s; data plane %s", rank, world, dev_desc,
+                     cuda_nccl_version(c->nccl));
     }
     be->fwd_bwd = cuda_fwd_bwd;
     be->take_loss = cuda_take_loss;

@@ -3,6 +3,7 @@
  * functions of the model shape, micro-batch and precision, compiled by cc
  * so tests/test_cuda_plan.c checks them without a GPU. */
 #include "plan.h"
+#include "../train/comm.h"
 #include "../util/util.h"
 
 #include <stdlib.h>
@@ -262,5 +263,6 @@ void cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda
     /* CUDA context, cuBLASLt handles and kernels: measured contexts take
      * 0.5-1 GiB; plan for the upper end. */
     m->context = 1024.0 * 1024.0 * 1024.0;
-    m->total = m->master + m->working + m->grads + m->adam + m->activations + m->workspace + m->context;
+    m->comm = W > 1 ? 4 * W * (double)comm_get_chunk() : 0;
+    m->total = m->master + m->working + m->grads + m->adam + m->activations + m->workspace + m->context + m->comm;
 }

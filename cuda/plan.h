@@ -172,6 +172,7 @@ int cuda_adamw_segments(const model_layout *L, size_t lo, size_t hi, cuda_adamw_
 /* What one GPU holds, in bytes. */
 typedef struct {
     double master, working, grads, adam, activations, workspace, context, total;
+    double comm;    /* NCCL receive buffer: one chunk per rank when world > 1 */
 } cuda_memplan;
 
 /* world: data-parallel ranks (Adam m/v of 1/world). */

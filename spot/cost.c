@@ -117,6 +117,19 @@ static void cost_overheads(const cost_opts *o, cost_plan *p)
     p->stall_total_h = p->od_hours * stall_frac;
 }
 
+/* The same model as --dry-run (commcost.h): one rank per GPU, bf16
+ * parameter gather, a step's compute at the planned MFU. */
+static void cost_step_comm(const cost_opts *o, cost_plan *p)
+{
+    double rate = (double)p->gpus * p->peak_tflops * 1e12 * p->mfu;
+    cost_comm_in in = {p->params, p->gpus, o->gpus_per_node, 2.0, o->network_gbps, 0};
+    if (rate > 0 && o->tokens_per_step > 0)
+        in.compute_seconds = o->tokens_per_step * p->flops_per_token / rate;
+    cost_comm(&in, &p->comm);
+    p->step_compute_s = in.compute_seconds;
+    p->have_comm = o->network_gbps > 0 && in.compute_seconds > 0;
+}
+
 int cost_estimate(const cost_opts *o, cost_plan *p)
 {
     const char *f = o->source[0] ? o->source : "config";
@@ -174,6 +187,7 @@ int cost_estimate(const cost_opts *o, cost_plan *p)
     if (p->have_model) {
         double gib = o->gpu_memory_gib > 0 ? o->gpu_memory_gib : cost_gpu_memory_gib(o->gpu);
         cost_memory(p->params, p->gpus, gib, &p->mem);
+        cost_step_comm(o, p);
     }
     return ST_OK;
 }
@@ -218,6 +232,23 @@ static double cost_saving(double od, double sp)
 }
 
 static const char *cost_stage_name[COST_NSTAGES] = {"no sharding", "ZeRO-1", "ZeRO-2", "ZeRO-3"};
+
+static void cost_print_comm(const cost_opts *o, const cost_plan *p)
+{
+    printf("communication per step over %lld GPUs (fp32 gradient reduce-scatter, bf16 all-gather):\n"
+           "  each GPU sends and receives %.3f GiB; %.3f GiB leave each node\n", (long long)p->gpus,
+           p->comm.rank_bytes / COST_GIB, p->comm.node_bytes / COST_GIB);
+    if (p->gpus <= 1)
+        printf("  one GPU: nothing to exchange\n");
+    else if (p->comm.node_bytes == 0)
+        printf("  all of it stays inside the node (NVLink, taken as free): 0%% of a step\n");
+    else if (p->have_comm)
+        printf("  at %g Gbit/s per node: %.2f s of network against %.2f s of compute per step (%.0f tokens):\n"
+               "  %.1f%% of a step when not overlapped\n", o->network_gbps, p->comm.seconds, p->step_compute_s,
+               o->tokens_per_step, 100 * p->comm.share);
+    else if (o->network_gbps <= 0)
+        printf("  set cost.network_gbps (per node) for the communication share of a step\n");
+}
 
 static void cost_print_table(const cost_opts *o, const cost_plan *p)
 {
@@ -313,6 +344,7 @@ static void cost_print_table(const cost_opts *o, const cost_plan *p)
     } else {
         printf("work: unknown peak for gpu '%s'; set cost.peak_tflops to check the plan\n", o->gpu);
     }
+    cost_print_comm(o, p);
     const cost_memfit *m = &p->mem;
     printf("memory: training state 16 B/param (bf16 weights 2 + bf16 grads 2 + fp32 master 4 +\n"
            "  Adam m 4 + v 4) = %.1f GiB; activations not counted. Per GPU over %lld GPUs:\n",
@@ -392,6 +424,16 @@ static void cost_print_json(const cost_opts *o, const cost_plan *p)
     json_object_object_add(m, "fits_with", p->mem.stage >= 0 ? json_object_new_string(cost_stage_name[p->mem.stage]) : NULL);
     json_object_object_add(m, "zero3_min_gpus", json_object_new_int64(p->mem.zero3_min_gpus));
     json_object_object_add(r, "memory", m);
+    json_object *cm = json_object_new_object();
+    json_object_object_add(cm, "rank_bytes", cost_jnum(p->comm.rank_bytes));
+    json_object_object_add(cm, "node_bytes", cost_jnum(p->comm.node_bytes));
+    if (p->have_comm) {
+        json_object_object_add(cm, "network_gbps", cost_jnum(o->network_gbps));
+        json_object_object_add(cm, "network_seconds", cost_jnum(p->comm.seconds));
+        json_object_object_add(cm, "compute_seconds", cost_jnum(p->step_compute_s));
+        json_object_object_add(cm, "share", cost_jnum(p->comm.share));
+    }
+    json_object_object_add(r, "comm_per_step", cm);
 print:
     printf("%s\n", json_object_to_json_string_ext(r, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(r);
@@ -412,6 +454,8 @@ static void cost_print_csv(const cost_opts *o, const cost_plan *p)
     printf("run_cost,%.2f,%.2f,$\n", p->od_cost, p->spot_cost);
     printf("interruptions,0,%s,count\n", util_dtoa(p->interruptions, x));
     printf("lost_work,0,%s,hours\n", util_dtoa(p->lost_h, x));
+    if (p->have_comm)
+        printf("comm_share,%s,%s,fraction of a step\n", util_dtoa(p->comm.share, x), util_dtoa(p->comm.share, y));
 }
 
 void cost_estimate_print(const cost_opts *o, const cost_plan *p, int format)

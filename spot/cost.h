@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "commcost.h"
+
 #define COST_MAX_PRICES 16
 
 typedef struct {
@@ -24,6 +26,7 @@ typedef struct {
     double peak_tflops, mfu, tokens, ondemand_hours, spot_hours, throughput_ratio;
     double interruptions_per_hour, restart_minutes, ckpt_stall_seconds, ckpt_interval_minutes;
     double gpu_memory_gib;
+    double network_gbps;          /* per node; 0 = unknown (no communication share) */
     cost_price prices[COST_MAX_PRICES];
     int n_prices;
     /* 0 when gpu and gpus_per_node are built-in defaults rather than the
@@ -35,6 +38,7 @@ typedef struct {
     char model[32];
     uint64_t params;
     double flops_per_token;
+    double tokens_per_step;       /* global batch x sequence length */
 } cost_opts;
 
 /* Dense bf16 peak TFLOP/s of a GPU name (a100 312, h100/h200 989); 0 unknown. */
@@ -93,6 +97,13 @@ typedef struct {
     int implausible;
 
     cost_memfit mem;
+
+    /* One step's gradient reduce-scatter and parameter all-gather over
+     * gpus ranks (commcost.h, bf16 gather); comm.share only with
+     * network_gbps and a step's compute known. */
+    int have_comm;
+    double step_compute_s;
+    cost_comm_out comm;
 } cost_plan;
 
 /* Pure computation. ST_OK (with have_work 0 when only prices are known) or

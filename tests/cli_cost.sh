@@ -37,6 +37,38 @@ printf '[cost]\nondemand_hours = 10\n' >"$T_TMP/noprice.ini"
 t_exit "estimate without prices is a config error" 78 "price" "$S" cost estimate "$T_TMP/noprice.ini"
 t_exit "cost --help" 0 "usage: spotrain cost estimate" "$S" cost --help
 
+# --- cost estimate: communication share of a step ------------------------
+# 8 nodes x 8 A100 at 200 Gbit/s, DeepSeek's batch: the figures are derived
+# here independently (fp32 reduce-scatter + bf16 gather, 6 bytes a
+# parameter; 56 of a rank's 63 peers are off-node) and must agree with the
+# estimate's JSON and with --dry-run's share for the same plan.
+CS="--set cost.nodes=8 --set cost.network_gbps=200 --set train.global_batch=2304"
+# shellcheck disable=SC2086
+"$S" cost estimate "$EX" $CS --json >"$T_TMP/comm.json"
+t_exit "estimate comm share: JSON figures follow the volume model" 0 "" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1])); c = d["comm_per_step"]; n = d["params"]
+W, g = 64, 8
+rank = (W - 1) / W * n * 6
+node = g * rank * (W - g) / (W - 1)
+sec = node / (200e9 / 8)
+comp = 2304 * 4096 * d["flops_per_token"] / (W * 312e12 * 0.4)
+for k, v in (("rank_bytes", rank), ("node_bytes", node), ("network_seconds", sec), ("compute_seconds", comp),
+             ("share", sec / (sec + comp))):
+    assert abs(c[k] - v) <= 1e-9 * v, (k, c[k], v)
+assert 0.18 < c["share"] < 0.20, c' "$T_TMP/comm.json"
+# shellcheck disable=SC2086
+"$S" cost estimate "$EX" $CS >"$T_TMP/comm.txt"
+t_has "estimate comm share: the table line" "19.0% of a step when not overlapped" "$T_TMP/comm.txt"
+# shellcheck disable=SC2086
+"$S" train "$EX" --dry-run --world 64 $CS >"$T_TMP/comm_dry.txt" 2>&1
+t_has "dry-run states the same share" "19% of a step when not overlapped" "$T_TMP/comm_dry.txt"
+# shellcheck disable=SC2086
+t_exit "estimate comm share: CSV row" 0 "^comm_share,0.1897" "$S" cost estimate "$EX" $CS --csv
+t_exit "estimate one node: nothing leaves it" 0 "all of it stays inside the node" "$S" cost estimate "$EX" --set cost.network_gbps=200
+t_exit "estimate without network_gbps says what to set" 0 "set cost.network_gbps" "$S" cost estimate "$EX" --set cost.nodes=2
+t_exit "estimate without network_gbps: no share in JSON" 1 "" sh -c "'$S' cost estimate '$EX' --set cost.nodes=2 --json | grep -q share"
+
 # --- cost estimate prints only what its input determines ------------------
 printf '[price.gpu]\nondemand = 98.32\nspot = 19.2\n' >"$T_TMP/prices.ini"
 "$S" cost estimate "$T_TMP/prices.ini" >"$T_TMP/p.txt" 2>&1

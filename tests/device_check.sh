@@ -8,8 +8,9 @@
 # below and ends with one summary: GPU, driver, libraries; kernels vs CPU;
 # CPU vs CUDA parity; determinism; SIGTERM -> 75 -> resume; cross-backend
 # resume; fp16 dynamic loss scaling (overflow skips, bitwise resume, the
-# manifest, the continuity warning); compute-sanitizer; the ~1.2B
-# benchmark beside PyTorch eager.
+# manifest, the continuity warning); the NCCL data plane at world size 1 and
+# `selftest comm` on it; compute-sanitizer; the ~1.2B benchmark beside
+# PyTorch eager.
 # Exit 0 when every check passed, 1 otherwise.
 # DC_CPU_DRYRUN=1 rehearses the script's own logic on a machine without a
 # GPU: the training checks on the CPU backend with a small model, the
@@ -257,6 +258,37 @@ if [ -n "$FP_OTHER" ]; then
     fx=$("$BIN" ckpt inspect fp16-fixed/ckpt/step-00000003 --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["loss_scaling"], d["loss_scale"])' 2>&1)
     [ "$fx" = "fixed 128.0" ] && pass "fp16 train.loss_scale = 128: fixed scale recorded" \
         || fail "fp16 train.loss_scale = 128: manifest says '$fx' (fp16-fixed.err)"
+fi
+
+# The NCCL data plane at world size 1 (one GPU cannot hold two NCCL ranks):
+# SPOTRAIN_NCCL=1 sends the same 30 steps through the communicator, the
+# send/receive rounds and the rank-order sum kernel; with one rank that is
+# the identity, so the digests must equal the run without it. Then
+# `selftest comm` on the cuda backend: bitwise checks, bandwidth, transport.
+if [ "$DRY" != 1 ] && [ -z "$NCCL_DIR" ]; then
+    fail "NCCL: libnccl.so.2 not found; the data plane checks did not run"
+else
+    if [ "$DRY" != 1 ]; then
+        # Not --quiet: the backend's log line names the data plane it opened.
+        SPOTRAIN_NCCL=1 timeout 120 "$BIN" train /dev/null $(echo "$MED" | sed 's/--quiet//') --set train.max_steps=30 \
+            --set train.run_dir=nccl1 2>nccl1.err
+        rn=$?
+        dn=$(digest nccl1/ckpt/step-00000030)
+        if [ $rn -eq 0 ] && [ -n "$dn" ] && [ "$dn" = "$d1" ] && grep -q "data plane NCCL" nccl1.err; then
+            pass "NCCL path at world 1: 30 steps through the communicator, digests equal to the run without it; $(grep -o 'on GPU.*' nccl1.err | head -1)"
+        else
+            fail "NCCL path at world 1: exit $rn, digest '$dn' vs '$d1' (nccl1.err: $(tail -1 nccl1.err))"
+        fi
+    fi
+    timeout 120 "$BIN" selftest comm /dev/null $TINY --set train.backend=$GB >selftest.txt 2>selftest.err
+    rst=$?
+    if [ $rst -eq 0 ] && grep -q "every size bitwise right" selftest.txt &&
+        { [ "$DRY" = 1 ] || grep -q "^data plane: NCCL" selftest.txt; }; then
+        pass "selftest comm on $GB: $(grep -c ' ok$' selftest.txt) sizes bitwise right; $(grep '^data plane' selftest.txt)"
+        while IFS= read -r l; do res "  $l"; done <selftest.txt
+    else
+        fail "selftest comm on $GB: exit $rst: $(tail -2 selftest.err) (selftest.txt in $W)"
+    fi
 fi
 
 # compute-sanitizer memcheck on one tiny step (bf16, then fp32).

@@ -42,6 +42,7 @@ int cfg_cost_opts(const cfg *c, cost_opts *o)
     o->ckpt_stall_seconds = c->ckpt_stall_seconds;
     o->ckpt_interval_minutes = c->ckpt_interval_minutes;
     o->gpu_memory_gib = c->gpu_memory_gib;
+    o->network_gbps = c->network_gbps;
     for (int i = 0; i < c->n_prices; i++) {
         snprintf(o->prices[i].name, sizeof o->prices[i].name, "%s", c->prices[i].name);
         o->prices[i].ondemand = c->prices[i].ondemand;
@@ -62,6 +63,7 @@ int cfg_cost_opts(const cfg *c, cost_opts *o)
         snprintf(o->model, sizeof o->model, "%s", c->preset);
         o->params = model_count_params(&s);
         o->flops_per_token = model_flops_per_token(&s);
+        o->tokens_per_step = (double)c->global_batch * (double)s.seq_len;
     }
     return ST_OK;
 }
@@ -87,6 +89,8 @@ static void cost_cli_estimate_usage(void)
     printf("usage: spotrain cost estimate CONFIG [--set k=v]... [--json|--csv]\n"
            "  on-demand vs spot hours and cost of a planned run from [cost] and [price.NAME]\n"
            "  ($ per node-hour); prints only what CONFIG determines and says what to add.\n"
+           "  With the model and GPUs: the communication per step, and with\n"
+           "  cost.network_gbps its share of a step.\n"
            "  --set k=v   override any INI key (repeatable)\n"
            "  --json, --csv   machine-readable output\n"
            "Exit: 0 ok, 64 usage, 66 missing input, 78 bad config.\n");

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef SPOTRAIN_MPI
@@ -50,6 +51,16 @@ void comm_piece(size_t n, int r, int world, size_t chunk, size_t round, size_t *
     *off = start < b ? start : b;
     *count = start < b ? (b - start < chunk ? b - start : chunk) : 0;
 }
+
+static double comm_timeout;
+
+double comm_set_timeout(double seconds)
+{
+    double old = comm_timeout;
+    comm_timeout = seconds > 0 ? seconds : 0;
+    return old;
+}
+double comm_get_timeout(void) { return comm_timeout; }
 
 int comm_rank(void) { return comm_me; }
 int comm_size(void) { return comm_world; }
@@ -103,6 +114,19 @@ static int comm_launched(void)
 
 static int comm_mpi_on;
 
+int comm_local_rank(void)
+{
+    MPI_Comm node;
+    int local = 0;
+    if (comm_world == 1)
+        return 0;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm_me, MPI_INFO_NULL, &node) != MPI_SUCCESS)
+        return 0;
+    MPI_Comm_rank(node, &local);
+    MPI_Comm_free(&node);
+    return local;
+}
+
 int comm_init(int *argc, char ***argv)
 {
     int provided;
@@ -132,9 +156,35 @@ void comm_abort(int code)
         MPI_Abort(MPI_COMM_WORLD, code);
 }
 
+/* MPI_Waitall blocks forever on a peer that froze or whose node dropped off
+ * the network without a TCP reset; with a timeout, test and back off (up to
+ * 1 ms between polls, so a live exchange loses little latency) until the
+ * deadline. The requests are left pending: the caller's error path ends in
+ * MPI_Abort, which is the only way out of a collective a peer never joins. */
 static int comm_waitall(MPI_Request *req, int n, const char *what)
 {
-    return comm_check(MPI_Waitall(n, req, MPI_STATUSES_IGNORE), what);
+    if (comm_timeout <= 0)
+        return comm_check(MPI_Waitall(n, req, MPI_STATUSES_IGNORE), what);
+    double t0 = util_now();
+    long pause_ns = 0;
+    for (;;) {
+        int done = 0;
+        int rc = comm_check(MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE), what);
+        if (rc != ST_OK || done)
+            return rc;
+        double waited = util_now() - t0;
+        if (waited > comm_timeout)
+            return util_fail(ST_WATCHDOG, "%s: rank %d of %d waited %.0f s for a peer (spot.comm_timeout_seconds = "
+                             "%g); a peer vanished or hung; exiting %d so the job is restarted", what, comm_me,
+                             comm_world, waited, comm_timeout, ST_WATCHDOG);
+        if (pause_ns > 0) {
+            struct timespec ts = {0, pause_ns};
+            nanosleep(&ts, NULL);
+        }
+        pause_ns = pause_ns < 1000 ? pause_ns + 50 : pause_ns * 2;
+        if (pause_ns > 1000000)
+            pause_ns = 1000000;
+    }
 }
 
 /* In rounds of at most comm_chunk floats per rank: every rank sends each
@@ -217,7 +267,10 @@ int comm_sum(double *v, int k)
     double *all = malloc((size_t)k * (size_t)comm_world * sizeof *all);
     if (!all)
         return util_fail(ST_SOFTWARE, "out of memory");
-    int rc = comm_check(MPI_Allgather(v, k, MPI_DOUBLE, all, k, MPI_DOUBLE, MPI_COMM_WORLD), "allgather");
+    MPI_Request req;
+    int rc = comm_check(MPI_Iallgather(v, k, MPI_DOUBLE, all, k, MPI_DOUBLE, MPI_COMM_WORLD, &req), "allgather");
+    if (rc == ST_OK)
+        rc = comm_waitall(&req, 1, "loss and norm sum");
     for (int i = 0; i < k && rc == ST_OK; i++) {
         double s = 0;
         for (int r = 0; r < comm_world; r++)
@@ -232,7 +285,9 @@ int comm_max(int64_t *v, int k)
 {
     if (comm_world == 1)
         return ST_OK;
-    return comm_check(MPI_Allreduce(MPI_IN_PLACE, v, k, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD), "allreduce");
+    MPI_Request req;
+    int rc = comm_check(MPI_Iallreduce(MPI_IN_PLACE, v, k, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD, &req), "allreduce");
+    return rc == ST_OK ? comm_waitall(&req, 1, "flag agreement") : rc;
 }
 
 int comm_bcast(void *buf, size_t bytes, int root)
@@ -246,12 +301,15 @@ int comm_barrier(void)
 {
     if (comm_world == 1)
         return ST_OK;
-    return comm_check(MPI_Barrier(MPI_COMM_WORLD), "barrier");
+    MPI_Request req;
+    int rc = comm_check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "barrier");
+    return rc == ST_OK ? comm_waitall(&req, 1, "barrier") : rc;
 }
 
 #else /* single process */
 
 int comm_init(int *argc, char ***argv) { return ST_OK; }
+int comm_local_rank(void) { return 0; }
 void comm_finalize(void) {}
 void comm_abort(int code) {}
 int comm_reduce_scatter(float *g, size_t n) { return ST_OK; }

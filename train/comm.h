@@ -16,6 +16,9 @@ int comm_rank(void);
 int comm_size(void);
 int comm_nodes(void);            /* distinct host names among the ranks */
 int comm_is_mpi(void);           /* launched with more than one rank */
+/* This rank's index among the ranks on its host (MPI's shared-memory
+ * split; 0 without MPI). A collective: every rank calls it. */
+int comm_local_rank(void);
 
 /* Range boundaries are multiples of this many elements. */
 #define COMM_ALIGN 64
@@ -37,6 +40,15 @@ void comm_piece(size_t n, int r, int world, size_t chunk, size_t round, size_t *
  * test can run many rounds over a small model. */
 void comm_set_chunk(size_t floats);
 size_t comm_get_chunk(void);
+
+/* A collective (all but comm_bcast) still waiting on a peer after this
+ * many seconds gives up with ST_WATCHDOG: a peer vanished or hung, and
+ * main's MPI_Abort(86) ends the job instead of a hang. 0 waits forever:
+ * the default, and what the loop sets around stops and checkpoint commits
+ * (peers may wait on rank 0's disk); it arms spot.comm_timeout_seconds for
+ * the step itself. Returns the previous value. */
+double comm_set_timeout(double seconds);
+double comm_get_timeout(void);
 
 /* Reduce-scatter: after it, g[lo..hi) of this rank holds the sum over ranks
  * (added in rank order); the rest of g is unspecified. Chunked: no buffer

@@ -101,6 +101,7 @@ static const cfg_key cfg_keys[] = {
     KF("spot", "poll_seconds", poll_seconds, 0.05, 3600),
     KF("spot", "grace_seconds", grace_seconds, 0, 86400),
     KF("spot", "watchdog_seconds", watchdog_seconds, 0, 1e7),
+    KF("spot", "comm_timeout_seconds", comm_timeout_seconds, 0, 1e7),
     KS("spot", "metadata_url", metadata_url, NULL),
     KS("spot", "notice_file", notice_file, NULL),
     KS("spot", "vm_name", vm_name, NULL),

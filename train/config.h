@@ -64,6 +64,7 @@ typedef struct cfg {
     /* [spot] */
     char provider[16];              /* auto | aws | gcp | azure | alibaba | file | none */
     double poll_seconds, grace_seconds, watchdog_seconds;
+    double comm_timeout_seconds;    /* a collective waiting longer on a peer exits 86; 0 = forever */
     char metadata_url[CFG_STR];
     char notice_file[CFG_STR];
     char vm_name[256];              /* azure: this VM's name; empty = ask IMDS */

@@ -181,7 +181,8 @@ void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, dou
 
 void ledger_exit(ledger *g, int64_t step, int code)
 {
-    const char *why = code == ST_OK ? "done" : code == ST_TEMPFAIL ? "stopped; restart to continue" : "error";
+    const char *why = code == ST_OK ? "done" : code == ST_TEMPFAIL ? "stopped; restart to continue"
+                      : code == ST_WATCHDOG ? "a peer stopped answering; restart the job" : "error";
     events_write(&g->ev, "exit", "\"step\":%lld,\"code\":%d,\"reason\":\"%s\"", (long long)step, code, why);
 }
 

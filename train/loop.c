@@ -666,6 +666,10 @@ static int trainer_loop(trainer *t)
     while (t->step < c->max_steps) {
         double t0 = util_now(), loss = 0, gnorm = 0, lr = 0, scale = t->ls.scale;
         int busy = ckpt_writer_busy(t->w), skipped = 0;
+        /* Within a step ranks wait on each other only for compute skew;
+         * stops and checkpoint commits below (disarmed) may wait on rank
+         * 0's disk or on_save for much longer. */
+        comm_set_timeout(c->comm_timeout_seconds);
         if ((rc = trainer_step(t, &loss, &gnorm, &lr, &skipped)) != ST_OK)
             return rc;
         if (skipped)
@@ -680,6 +684,7 @@ static int trainer_loop(trainer *t)
         if (c->val_every > 0 && (t->step % c->val_every == 0 || t->step == c->max_steps) &&
             (rc = trainer_validate(t)) != ST_OK)
             return rc;
+        comm_set_timeout(0);
         double ms = (util_now() - t0) * 1000.0;
         t->train_seconds += ms / 1000.0;
         t->last_loss = loss;

@@ -68,6 +68,8 @@ static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     plan_line(act, g.activations);
     plan_line("cuBLASLt workspace", g.workspace);
+    if (g.comm > 0)
+        plan_line("NCCL receive buffer", g.comm);
     plan_line("CUDA context (estimate)", g.context);
     plan_line("total", g.total);
     double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);

@@ -1,0 +1,493 @@
+/* The NCCL data plane (nccl.cuh): libnccl opened with dlopen, a
+ * non-blocking communicator bootstrapped over MPI, grouped send/receive
+ * rounds from xfer.c's schedule, the rank-order sum kernel, and waits that
+ * poll the communicator so a vanished peer aborts it (exit 86) instead of
+ * hanging. Also the device data plane `selftest comm` drives (cuda.h). */
+#include "common.cuh"
+#include "nccl.cuh"
+
+#include <dlfcn.h>
+#include <nccl.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+extern "C" {
+#include "xfer.h"
+#include "../train/comm.h"
+}
+
+static_assert((int)ncclSuccess == CUDA_NCCL_SUCCESS && (int)ncclUnhandledCudaError == CUDA_NCCL_UNHANDLED_CUDA &&
+                  (int)ncclSystemError == CUDA_NCCL_SYSTEM && (int)ncclInternalError == CUDA_NCCL_INTERNAL &&
+                  (int)ncclInvalidArgument == CUDA_NCCL_INVALID_ARGUMENT &&
+                  (int)ncclInvalidUsage == CUDA_NCCL_INVALID_USAGE && (int)ncclRemoteError == CUDA_NCCL_REMOTE &&
+                  (int)ncclInProgress == CUDA_NCCL_IN_PROGRESS,
+              "xfer.h's NCCL result numbers match nccl.h");
+
+/* A communicator's start-up: every rank has already passed the MPI
+ * broadcast of the id, so this is generous. */
+#define CUDA_NCCL_SETUP_TIMEOUT 600.0
+#define CUDA_NCCL_FINALIZE_TIMEOUT 30.0
+
+typedef struct {
+    void *so;
+    decltype(&ncclGetVersion) get_version;
+    decltype(&ncclGetUniqueId) get_unique_id;
+    decltype(&ncclCommInitRankConfig) init_rank_config;
+    decltype(&ncclCommGetAsyncError) async_error;
+    decltype(&ncclCommFinalize) finalize;
+    decltype(&ncclCommDestroy) destroy;
+    decltype(&ncclCommAbort) abort;
+    decltype(&ncclGetErrorString) error_string;
+    decltype(&ncclGetLastError) last_error;
+    decltype(&ncclGroupStart) group_start;
+    decltype(&ncclGroupEnd) group_end;
+    decltype(&ncclSend) send;
+    decltype(&ncclRecv) recv;
+} cuda_nccl_api;
+
+struct cuda_nccl {
+    cuda_nccl_api api;
+    ncclComm_t comm;
+    int rank, world;
+    size_t chunk;            /* elements per rank per round (comm_get_chunk) */
+    float *recv;             /* world x chunk floats: one receive slot per rank */
+    cuda_xfer_op *ops;       /* world - 1 */
+    cudaEvent_t done;
+    char version[64];
+    char log_path[128];      /* NCCL's INFO log while log_transport; "" otherwise */
+};
+
+/* ---- library ----------------------------------------------------------- */
+
+static int cuda_nccl_load(cuda_nccl_api *a, char *version, size_t cap)
+{
+    memset(a, 0, sizeof *a);
+    a->so = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!a->so)
+        return util_fail(ST_UNAVAILABLE, "the NCCL data plane (more than one rank, or SPOTRAIN_NCCL=1) needs libnccl.so.2, which was not "
+                         "found (%s); install NCCL 2.14 or newer or add its directory to LD_LIBRARY_PATH",
+                         dlerror());
+#define CUDA_NCCL_SYM(field, name)                                                                     \
+    do {                                                                                               \
+        *(void **)&a->field = dlsym(a->so, name);                                                      \
+        if (!a->field) {                                                                               \
+            dlclose(a->so);                                                                            \
+            a->so = NULL;                                                                              \
+            return util_fail(ST_UNAVAILABLE, "backend cuda: libnccl.so.2 lacks %s: NCCL is too old; "  \
+                             "install 2.14 or newer", name);                                           \
+        }                                                                                              \
+    } while (0)
+    CUDA_NCCL_SYM(get_version, "ncclGetVersion");
+    CUDA_NCCL_SYM(get_unique_id, "ncclGetUniqueId");
+    CUDA_NCCL_SYM(init_rank_config, "ncclCommInitRankConfig");
+    CUDA_NCCL_SYM(async_error, "ncclCommGetAsyncError");
+    CUDA_NCCL_SYM(finalize, "ncclCommFinalize");
+    CUDA_NCCL_SYM(destroy, "ncclCommDestroy");
+    CUDA_NCCL_SYM(abort, "ncclCommAbort");
+    CUDA_NCCL_SYM(error_string, "ncclGetErrorString");
+    CUDA_NCCL_SYM(last_error, "ncclGetLastError");
+    CUDA_NCCL_SYM(group_start, "ncclGroupStart");
+    CUDA_NCCL_SYM(group_end, "ncclGroupEnd");
+    CUDA_NCCL_SYM(send, "ncclSend");
+    CUDA_NCCL_SYM(recv, "ncclRecv");
+#undef CUDA_NCCL_SYM
+    int v = 0;
+    a->get_version(&v);
+    snprintf(version, cap, "NCCL %d.%d.%d (libnccl.so.2)", v / 10000, v / 100 % 100, v % 100);
+    return ST_OK;
+}
+
+/* ---- failing loudly ---------------------------------------------------- */
+
+/* Aborting frees the communicator and ends its kernels, so the streams
+ * the backend later synchronises cannot hang on a dead peer. */
+static void cuda_nccl_abort(cuda_nccl *x)
+{
+    if (x->comm) {
+        x->api.abort(x->comm);
+        x->comm = NULL;
+    }
+}
+
+static int cuda_nccl_fail(cuda_nccl *x, const char *what, ncclResult_t r)
+{
+    char last[256];
+    snprintf(last, sizeof last, "%s", x->comm ? x->api.last_error(x->comm) : "");
+    cuda_nccl_abort(x);
+    return util_fail(cuda_xfer_status(r), "NCCL %s failed on rank %d of %d: %s%s%s%s; %s", what, x->rank, x->world,
+                     x->api.error_string(r), last[0] ? " (" : "", last, last[0] ? ")" : "", cuda_xfer_advice(r));
+}
+
+static int cuda_nccl_call(cuda_nccl *x, ncclResult_t r, const char *what)
+{
+    return r == ncclSuccess || r == ncclInProgress ? ST_OK : cuda_nccl_fail(x, what, r);
+}
+
+/* Polls until the communicator is idle (ev NULL: after init, group end,
+ * finalize) or the event has completed, through xfer.c's state machine. */
+static int cuda_nccl_wait(cuda_nccl *x, cudaEvent_t ev, double timeout, const char *what)
+{
+    cuda_xfer_wait w;
+    long pause_ns = 0;
+    cuda_xfer_wait_begin(&w, util_now(), timeout);
+    for (;;) {
+        ncclResult_t a = ncclSuccess;
+        if (!x->comm)
+            return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
+        ncclResult_t q = x->api.async_error(x->comm, &a);
+        if (q != ncclSuccess)
+            a = q;
+        int done = a == ncclSuccess;
+        if (ev) {
+            cudaError_t e = cudaEventQuery(ev);
+            if (e != cudaSuccess && e != cudaErrorNotReady) {
+                cuda_nccl_abort(x);
+                return util_fail(ST_SOFTWARE, "NCCL %s: cuda: %s; check the GPU (nvidia-smi) and the driver", what,
+                                 cudaGetErrorString(e));
+            }
+            done = e == cudaSuccess;
+        }
+        switch (cuda_xfer_wait_poll(&w, util_now(), (int)a, done)) {
+        case CUDA_XW_DONE:
+            return ST_OK;
+        case CUDA_XW_FAILED:
+            return cuda_nccl_fail(x, what, (ncclResult_t)w.err);
+        case CUDA_XW_TIMED_OUT:
+            cuda_nccl_abort(x);
+            return util_fail(ST_WATCHDOG, "NCCL %s: rank %d of %d waited %.0f s for a peer (spot.comm_timeout_seconds "
+                             "= %g); a peer vanished or hung; communicator aborted, exiting %d so the job is "
+                             "restarted", what, x->rank, x->world, util_now() - w.start, timeout, ST_WATCHDOG);
+        default:
+            break;
+        }
+        if (pause_ns > 0) {
+            struct timespec ts = {0, pause_ns};
+            nanosleep(&ts, NULL);
+        }
+        pause_ns = pause_ns < 1000 ? pause_ns + 50 : pause_ns * 2;
+        if (pause_ns > 1000000)
+            pause_ns = 1000000;
+    }
+}
+
+/* ---- bootstrap --------------------------------------------------------- */
+
+static const char *cuda_nccl_getenv(const char *k) { return getenv(k); }
+
+int cuda_nccl_pick_device(int world, int *dev, char *desc, size_t cap)
+{
+    int local = 0, ndev = 0;
+    const char *from = NULL;
+    char why[256] = "";
+    int got = cuda_xfer_local_rank(cuda_nccl_getenv, &local, &from, why, sizeof why);
+    if (got < 0)
+        return util_fail(ST_CONFIG, "backend cuda: %s", why);
+    if (got == 0) {
+        local = comm_local_rank();
+        from = world > 1 ? "MPI shared-memory split" : "one process";
+    }
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess)
+        return util_fail(ST_UNAVAILABLE, "backend cuda: no usable GPU (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
+    *dev = cuda_xfer_pick_device(local, ndev, why, sizeof why);
+    if (*dev < 0)
+        return util_fail(ST_UNAVAILABLE, "backend cuda: %s", why);
+    snprintf(desc, cap, "GPU %d of %d (local rank %d from %s)", *dev, ndev, local, from);
+    return ST_OK;
+}
+
+/* NCCL reads its debug settings at its first call: set them before. */
+static void cuda_nccl_log_to_file(cuda_nccl *x)
+{
+    if (getenv("NCCL_DEBUG"))
+        return;   /* the user's own settings win; their log says the same */
+    snprintf(x->log_path, sizeof x->log_path, "/tmp/spotrain-nccl-%d.log", (int)getpid());
+    unlink(x->log_path);
+    setenv("NCCL_DEBUG", "INFO", 1);
+    setenv("NCCL_DEBUG_SUBSYS", "INIT,P2P,NET", 1);
+    setenv("NCCL_DEBUG_FILE", x->log_path, 1);
+}
+
+int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
+{
+    *out = NULL;
+    cuda_nccl *x = (cuda_nccl *)calloc(1, sizeof *x);
+    ncclUniqueId id;
+    int rc = ST_OK;
+    if (!x)
+        return util_fail(ST_SOFTWARE, "backend cuda: out of host memory");
+    x->rank = rank;
+    x->world = world;
+    x->chunk = comm_get_chunk();
+    if (log_transport)
+        cuda_nccl_log_to_file(x);
+    CU_OK(cuda_nccl_load(&x->api, x->version, sizeof x->version));
+    memset(&id, 0, sizeof id);
+    /* Every rank reaches the broadcast, so a failed id is broadcast too
+     * (all zeros) and every rank fails the same way instead of waiting. */
+    if (rank == 0 && x->api.get_unique_id(&id) != ncclSuccess)
+        memset(&id, 0, sizeof id);
+    CU_OK(comm_bcast(&id, sizeof id, 0));
+    {
+        static const ncclUniqueId zero = {};
+        if (!memcmp(&id, &zero, sizeof id)) {
+            rc = util_fail(ST_UNAVAILABLE, "NCCL: rank 0 could not create the communicator id (ncclGetUniqueId); "
+                           "run with NCCL_DEBUG=INFO to see why");
+            goto exit;
+        }
+    }
+    {
+        ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+        cfg.blocking = 0;   /* every wait is ours to bound */
+        ncclResult_t r = x->api.init_rank_config(&x->comm, world, id, rank, &cfg);
+        if (r != ncclSuccess && r != ncclInProgress) {
+            x->comm = NULL;
+            rc = util_fail(cuda_xfer_status(r), "NCCL communicator init failed on rank %d of %d: %s; %s", rank, world,
+                           x->api.error_string(r), cuda_xfer_advice(r));
+            goto exit;
+        }
+        CU_OK(cuda_nccl_wait(x, NULL, CUDA_NCCL_SETUP_TIMEOUT, "communicator init"));
+    }
+    if (world > 1) {
+        if (cudaMalloc((void **)&x->recv, (size_t)world * x->chunk * sizeof(float)) != cudaSuccess) {
+            cudaGetLastError();
+            rc = util_fail(ST_SOFTWARE, "backend cuda: out of device memory for the gradient receive buffer (%d x "
+                           "%zu floats); lower SPOTRAIN_COMM_CHUNK", world, x->chunk);
+            goto exit;
+        }
+        x->ops = (cuda_xfer_op *)malloc((size_t)(world - 1) * sizeof *x->ops);
+        if (!x->ops) {
+            rc = util_fail(ST_SOFTWARE, "backend cuda: out of host memory");
+            goto exit;
+        }
+    }
+    CU_TRY(cudaEventCreateWithFlags(&x->done, cudaEventDisableTiming));
+    *out = x;
+    return ST_OK;
+exit:
+    cuda_nccl_close(x);
+    return rc;
+}
+
+const char *cuda_nccl_version(const cuda_nccl *x) { return x->version; }
+
+void cuda_nccl_close(cuda_nccl *x)
+{
+    if (!x)
+        return;
+    /* Non-blocking: finalize answers "in progress" and completes in the
+     * background. Nothing is in flight at a clean end, so a finalize that
+     * takes long means a peer is gone (an error path): abort it. */
+    if (x->comm) {
+        ncclResult_t r = x->api.finalize(x->comm);
+        if (r != ncclSuccess && r != ncclInProgress)
+            cuda_nccl_abort(x);
+    }
+    if (x->comm && cuda_nccl_wait(x, NULL, CUDA_NCCL_FINALIZE_TIMEOUT, "communicator finalize") != ST_OK)
+        util_log("%s", util_last_error());
+    if (x->comm)
+        x->api.destroy(x->comm);
+    if (x->recv)
+        cudaFree(x->recv);
+    if (x->done)
+        cudaEventDestroy(x->done);
+    if (x->log_path[0])
+        unlink(x->log_path);
+    if (x->api.so)
+        dlclose(x->api.so);
+    free(x->ops);
+    free(x);
+}
+
+/* ---- the collectives --------------------------------------------------- */
+
+/* own[i] = slot 0 + slot 1 + ... + slot W-1, left to right, where slot r
+ * is recv + r * stride and this rank's own slot is `own` itself: the CPU
+ * rule (train/comm.c), so a fixed world size gives the same bits whatever
+ * path the bytes took. Grid from the count, one element per thread. */
+__global__ void cuda_rank_sum_kernel(float *own, const float *recv, size_t stride, int W, int me, size_t cnt)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= cnt)
+        return;
+    float s = me == 0 ? own[i] : recv[i];
+    for (int r = 1; r < W; r++)
+        s += r == me ? own[i] : recv[(size_t)r * stride + i];
+    own[i] = s;
+}
+
+/* One round's sends and receives as a group, then wait until NCCL has
+ * taken them (non-blocking group end), so the next call is legal. */
+static int cuda_nccl_round(cuda_nccl *x, const char *src, char *dst, size_t esize, int nops, cudaStream_t s,
+                           double timeout, const char *what)
+{
+    int rc = cuda_nccl_call(x, x->api.group_start(), what);
+    for (int i = 0; i < nops && rc == ST_OK; i++) {
+        const cuda_xfer_op *o = &x->ops[i];
+        if (o->send_count)
+            rc = cuda_nccl_call(x, x->api.send(src + o->send_off * esize, o->send_count * esize, ncclUint8, o->peer,
+                                               x->comm, s), what);
+        if (rc == ST_OK && o->recv_count)
+            rc = cuda_nccl_call(x, x->api.recv(dst + o->recv_off * esize, o->recv_count * esize, ncclUint8, o->peer,
+                                               x->comm, s), what);
+    }
+    /* A group once started must end, even after a failed call inside. */
+    if (x->comm) {
+        ncclResult_t r = x->api.group_end();
+        if (rc == ST_OK)
+            rc = cuda_nccl_call(x, r, what);
+    }
+    return rc == ST_OK ? cuda_nccl_wait(x, NULL, timeout, what) : rc;
+}
+
+static int cuda_nccl_finish(cuda_nccl *x, cudaStream_t s, double timeout, const char *what)
+{
+    int rc = ST_OK;
+    CU_TRY(cudaEventRecord(x->done, s));
+    rc = cuda_nccl_wait(x, x->done, timeout, what);
+exit:
+    return rc;
+}
+
+int cuda_nccl_reduce_scatter(cuda_nccl *x, float *g, size_t n, cudaStream_t s)
+{
+    const char *what = "gradient reduce-scatter";
+    double timeout = comm_get_timeout();
+    size_t rounds = comm_rounds(n, x->world, x->chunk);
+    int rc = ST_OK;
+    if (!x->comm)
+        return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
+    for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
+        size_t off, cnt;
+        int nops = x->world > 1 ? cuda_xfer_rs_round(n, x->rank, x->world, x->chunk, k, x->ops, &off, &cnt) : 0;
+        if (x->world == 1)
+            comm_piece(n, 0, 1, x->chunk, k, &off, &cnt);
+        if (nops > 0)
+            CU_OK(cuda_nccl_round(x, (const char *)g, (char *)x->recv, sizeof(float), nops, s, timeout, what));
+        if (cnt > 0) {
+            cuda_rank_sum_kernel<<<cuda_blocks((int64_t)cnt, 256), 256, 0, s>>>(g + off, x->recv, x->chunk, x->world,
+                                                                               x->rank, cnt);
+            CU_LAUNCHED();
+        }
+    }
+    rc = cuda_nccl_finish(x, s, timeout, what);
+exit:
+    return rc;
+}
+
+int cuda_nccl_allgather(cuda_nccl *x, void *p, size_t n, size_t esize, cudaStream_t s)
+{
+    const char *what = esize == 4 ? "parameter all-gather" : "parameter all-gather (working copy)";
+    double timeout = comm_get_timeout();
+    size_t rounds = x->world > 1 ? comm_rounds(n, x->world, x->chunk) : 0;
+    int rc = ST_OK;
+    if (!x->comm)
+        return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
+    for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
+        int nops = cuda_xfer_ag_round(n, x->rank, x->world, x->chunk, k, x->ops);
+        if (nops > 0)
+            rc = cuda_nccl_round(x, (const char *)p, (char *)p, esize, nops, s, timeout, what);
+    }
+    return rc == ST_OK ? cuda_nccl_finish(x, s, timeout, what) : rc;
+}
+
+int cuda_nccl_transport(cuda_nccl *x, char *out, size_t cap)
+{
+    char *text = NULL;
+    size_t len = 0;
+    cuda_xfer_transports t;
+    if (!x->log_path[0]) {
+        snprintf(out, cap, "not logged (NCCL_DEBUG is set: see NCCL's own \"via\" lines)");
+        return 0;
+    }
+    if (util_read_file(x->log_path, &text, &len) != ST_OK) {
+        snprintf(out, cap, "unknown (NCCL wrote no log to %s)", x->log_path);
+        return 0;
+    }
+    cuda_xfer_transport_scan(text, len, &t);
+    free(text);
+    return cuda_xfer_transport_line(&t, out, cap);
+}
+
+/* ---- the device data plane of `selftest comm` (cuda.h) ---------------- */
+
+struct cuda_dp {
+    cuda_nccl *x;
+    float *buf;
+    size_t cap;
+    cudaStream_t s;
+};
+
+extern "C" int cuda_dp_open(cuda_dp **out, size_t max_floats, char *where, size_t cap)
+{
+    cuda_dp *d = (cuda_dp *)calloc(1, sizeof *d);
+    char dev_desc[160] = "";
+    int dev = 0, rc = ST_OK;
+    *out = NULL;
+    if (!d)
+        return util_fail(ST_SOFTWARE, "selftest comm: out of host memory");
+    CU_OK(cuda_nccl_pick_device(comm_size(), &dev, dev_desc, sizeof dev_desc));
+    CU_TRY(cudaSetDevice(dev));
+    CU_TRY(cudaStreamCreateWithFlags(&d->s, cudaStreamNonBlocking));
+    if (cudaMalloc((void **)&d->buf, (max_floats ? max_floats : 1) * sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        rc = util_fail(ST_SOFTWARE, "selftest comm: out of device memory for %zu floats", max_floats);
+        goto exit;
+    }
+    d->cap = max_floats;
+    CU_OK(cuda_nccl_open(&d->x, comm_rank(), comm_size(), 1));
+    snprintf(where, cap, "%s, %s", dev_desc, cuda_nccl_version(d->x));
+    *out = d;
+    return ST_OK;
+exit:
+    cuda_dp_close(d);
+    return rc;
+}
+
+/* Host -> device, the collective (timed: it returns once the device is
+ * done), device -> host. */
+static int cuda_dp_run(cuda_dp *d, float *v, size_t n, double *seconds, int gather)
+{
+    int rc = ST_OK;
+    if (n > d->cap)
+        return util_fail(ST_SOFTWARE, "selftest comm: %zu floats exceed the %zu allocated", n, d->cap);
+    CU_TRY(cudaMemcpyAsync(d->buf, v, n * sizeof(float), cudaMemcpyHostToDevice, d->s));
+    CU_TRY(cudaStreamSynchronize(d->s));
+    {
+        double t0 = util_now();
+        CU_OK(gather ? cuda_nccl_allgather(d->x, d->buf, n, sizeof(float), d->s)
+                     : cuda_nccl_reduce_scatter(d->x, d->buf, n, d->s));
+        *seconds = util_now() - t0;
+    }
+    CU_TRY(cudaMemcpyAsync(v, d->buf, n * sizeof(float), cudaMemcpyDeviceToHost, d->s));
+    CU_TRY(cudaStreamSynchronize(d->s));
+exit:
+    return rc;
+}
+
+extern "C" int cuda_dp_reduce_scatter(cuda_dp *d, float *v, size_t n, double *seconds)
+{
+    return cuda_dp_run(d, v, n, seconds, 0);
+}
+
+extern "C" int cuda_dp_allgather(cuda_dp *d, float *v, size_t n, double *seconds)
+{
+    return cuda_dp_run(d, v, n, seconds, 1);
+}
+
+extern "C" int cuda_dp_transport(cuda_dp *d, char *out, size_t cap) { return cuda_nccl_transport(d->x, out, cap); }
+
+extern "C" void cuda_dp_close(cuda_dp *d)
+{
+    if (!d)
+        return;
+    if (d->s)
+        cudaStreamSynchronize(d->s);
+    cuda_nccl_close(d->x);
+    if (d->buf)
+        cudaFree(d->buf);
+    if (d->s)
+        cudaStreamDestroy(d->s);
+    free(d);
+}
