@@ -14,6 +14,7 @@
 #include "cli_cost.h"
 #include "protocol.h"
 #include "../ckpt/ckpt.h"
+#include "../ckpt/s3.h"
 #include "../spot/spot.h"
 #include "../util/util.h"
 
@@ -148,10 +149,23 @@ static int trainer_check_shape(const trainer *t, const ckpt_info *in, const char
 /* Host staging of a fresh start: bounded, never a second model copy. */
 enum { TRAINER_IO_FLOATS = 1 << 20 };
 
-static int trainer_restore(trainer *t, const char *path)
+/* Reads the checkpoint at path (a step directory, or an s3:// URL read
+ * through s3) into the backend: all of params, this rank's range of Adam m
+ * and v. *bytes: what the reader read. */
+static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t *bytes)
 {
     ckpt_reader *r = NULL;
-    int rc = ckpt_open(&r, path);
+    char err[1024], run[CFG_STR + 64];
+    int64_t step = -1;
+    int rc;
+    if (!strncmp(path, "s3://", 5)) {
+        rc = !s3 || ckpt_s3_split(path, run, sizeof run, &step) != 0 || step < 0
+                 ? util_fail(ST_SOFTWARE, "resume: %s is not a remote step this run can read", path)
+             : (rc = ckpt_open_remote(&r, s3, step, err, sizeof err)) != ST_OK ? util_fail(rc, "%s", err)
+                                                                             : ST_OK;
+    } else {
+        rc = ckpt_open(&r, path);
+    }
     if (rc != ST_OK)
         goto out;
     const ckpt_info *in = ckpt_get_info(r);
@@ -180,17 +194,57 @@ static int trainer_restore(trainer *t, const char *path)
         }
     }
 out:
+    *bytes = r ? ckpt_bytes_read(r) : 0;
     ckpt_close(r);
     return rc;
 }
 
+/* Where resume looks: rank 0's candidates, newest first, local and (with
+ * checkpoint.remote) remote; every rank's client for the remote. */
+typedef struct {
+    s3_client *s3;
+    ckpt_cand *cands;
+    int n, next, listed;
+    int tried;                /* a restore failed part way: the moments hold junk */
+} trainer_resume_src;
+
+/* Rank 0: the next candidate that passes its check, logging each skipped
+ * one; *found 0 when none is left. */
+static int trainer_next_candidate(trainer *t, trainer_resume_src *rs, char *path, size_t cap, int64_t *found)
+{
+    char err[1024];
+    int rc = ST_OK;
+    *found = 0;
+    if (!rs->listed) {
+        rs->listed = 1;
+        if ((rc = ckpt_candidates(t->ckpt_dir, rs->s3, &rs->cands, &rs->n)) != ST_OK)
+            return rc;
+    }
+    while (rs->next < rs->n) {
+        const ckpt_cand *k = &rs->cands[rs->next++];
+        err[0] = 0;
+        rc = ckpt_candidate_check(t->ckpt_dir, rs->s3, k, path, cap, err, sizeof err);
+        if (rc == ST_OK) {
+            *found = 1;
+            return ST_OK;
+        }
+        if (rc != ST_DATA)   /* an unreachable remote or refused credentials: no guessing */
+            return util_fail(rc, "resume: %s; fix it and resume again", err[0] ? err : util_last_error());
+        util_log("skipping step %lld: %s", (long long)k->step, err);
+    }
+    trainer_log(t, "no checkpoint under %s%s%s that verifies: starting fresh", t->ckpt_dir,
+                rs->s3 ? " or " : "", rs->s3 ? t->c->ckpt_remote : "");
+    return ST_OK;
+}
+
 /* Rank 0 decides fresh/resume and what to resume from; everyone follows. */
-static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_t cap, int *resume)
+static int trainer_pick_start(trainer *t, int mode, int force, trainer_resume_src *rs, char *path, size_t cap,
+                              int *resume)
 {
     int64_t st[2] = {ST_OK, 0};   /* status, 1 = resume from path */
     path[0] = 0;
     if (trainer_is_root(t)) {
-        int n = ckpt_count(t->ckpt_dir);
+        int n = mode == TRAIN_FRESH ? ckpt_count(t->ckpt_dir) : 0;
         if (mode == TRAIN_FRESH && n > 0 && !force) {
             st[0] = util_fail(ST_USAGE, "%s already holds %d checkpoint%s; use `spotrain resume` to "
                               "continue, or `train --force` to start over (old checkpoints are moved "
@@ -209,13 +263,7 @@ static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_
             else if ((st[0] = util_mkdirs(t->ckpt_dir)) == ST_OK)
                 trainer_log(t, "--force: moved the old checkpoints to %s", aside);
         } else if (mode == TRAIN_RESUME) {
-            int rc = ckpt_find_latest(t->ckpt_dir, path, cap);
-            if (rc == ST_OK)
-                st[1] = 1;
-            else if (rc == ST_NOINPUT)
-                trainer_log(t, "no checkpoint under %s that verifies: starting fresh", t->ckpt_dir);
-            else
-                st[0] = rc;
+            st[0] = trainer_next_candidate(t, rs, path, cap, &st[1]);
         }
     }
     if (comm_bcast(st, sizeof st, 0) != ST_OK || comm_bcast(path, cap, 0) != ST_OK)
@@ -671,13 +719,88 @@ static void trainer_close(trainer *t)
     free(t->config_text);
 }
 
+/* Adam m and v of this rank back to zero after a restore that failed part
+ * way, before a fresh start. */
+static int trainer_zero_moments(trainer *t)
+{
+    float *zero = calloc(TRAINER_IO_FLOATS, sizeof(float));
+    int rc = zero ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
+    for (int a = BK_ADAM_M; a <= BK_ADAM_V; a++)
+        for (size_t off = t->lo; off < t->hi && rc == ST_OK; off += TRAINER_IO_FLOATS)
+            rc = t->b->load(t->b, a, off, t->hi - off < TRAINER_IO_FLOATS ? t->hi - off : TRAINER_IO_FLOATS, zero);
+    free(zero);
+    return rc;
+}
+
+/* Picks and reads the checkpoint to start from. A remote candidate is only
+ * fully verified as the ranks download it: when any rank finds a damaged
+ * chunk, every rank moves on to the next candidate together. */
+static int trainer_start_from(trainer *t, int mode, int force, trainer_resume_src *rs, char *path, size_t cap,
+                              int *resume, double *dl)
+{
+    for (;;) {
+        uint64_t bytes = 0;
+        int rc = trainer_pick_start(t, mode, force, rs, path, cap, resume);
+        if (rc != ST_OK)
+            return rc;
+        if (!*resume) {
+            rc = rs->tried ? trainer_zero_moments(t) : ST_OK;
+            return rc == ST_OK ? trainer_fresh(t) : rc;
+        }
+        double t0 = util_now();
+        int one = trainer_restore(t, path, rs->s3, &bytes);
+        dl[0] = (double)bytes;
+        dl[1] = util_now() - t0;
+        int64_t v[2] = {one != ST_OK && one != ST_DATA ? one : 0, one == ST_DATA};
+        if (comm_max(v, 2) != ST_OK)
+            return ST_IOERR;
+        if (v[0])
+            return (int)v[0];
+        if (!v[1])
+            return ST_OK;
+        rs->tried = 1;
+        if (trainer_is_root(t))
+            util_log("skipping %s: a rank could not read it (its line above says why); trying the next newest", path);
+    }
+}
+
+/* The download record: bytes and seconds of every rank (rank 0 writes it). */
+static void trainer_download_record(trainer *t, const char *from, const double dl[2])
+{
+    double *v = calloc((size_t)t->world * 2, sizeof *v);
+    if (!v)
+        return;
+    v[2 * t->rank] = dl[0];
+    v[2 * t->rank + 1] = dl[1];
+    if (comm_sum(v, 2 * t->world) == ST_OK && trainer_is_root(t)) {
+        ledger_download(&t->lg, t->step, from, v, t->world);
+        double bytes = 0, secs = 0;
+        for (int r = 0; r < t->world; r++) {
+            bytes += v[2 * r];
+            secs = v[2 * r + 1] > secs ? v[2 * r + 1] : secs;
+        }
+        trainer_log(t, "downloaded %.1f MiB from %s in %.2f s: %.1f MB/s over %d rank%s (rank 0: %.1f MB/s)",
+                    bytes / 1048576.0, from, secs, secs > 0 ? bytes / secs / 1e6 : 0.0, t->world,
+                    t->world == 1 ? "" : "s", v[1] > 0 ? v[0] / v[1] / 1e6 : 0.0);
+    }
+    free(v);
+}
+
 static int trainer_begin(trainer *t, int mode, int force)
 {
     char path[CFG_STR + 64];
-    int resume = 0;
-    int rc = trainer_pick_start(t, mode, force, path, sizeof path, &resume);
+    int resume = 0, rc = ST_OK;
+    double dl[2] = {0, 0};
+    trainer_resume_src rs = {0};
+    if (mode == TRAIN_RESUME && t->c->ckpt_remote[0]) {
+        s3_opts so;
+        cfg_s3_opts(t->c, &so);
+        rc = s3_open(&rs.s3, &so);
+    }
     if (rc == ST_OK)
-        rc = resume ? trainer_restore(t, path) : trainer_fresh(t);
+        rc = trainer_start_from(t, mode, force, &rs, path, sizeof path, &resume, dl);
+    free(rs.cands);
+    s3_close(rs.s3);
     if (rc == ST_OK && resume)
         snprintf(t->resumed_from, sizeof t->resumed_from, "%s", path);
     if (rc == ST_OK)
@@ -686,6 +809,8 @@ static int trainer_begin(trainer *t, int mode, int force)
         return rc;
     ledger_start(&t->lg, t->step, t->world, comm_nodes(), t->resumed_from, t->b->name, t->b->device,
                  t->b->precision, t->L.n_floats);
+    if (resume && !strncmp(path, "s3://", 5))
+        trainer_download_record(t, path, dl);
     ledger_resume_counts(&t->lg, comm_nodes());
     trainer_interval_start(t);
     trainer_log(t, "%s %zu parameters on %d rank%s (%s backend), step %lld of %lld",
