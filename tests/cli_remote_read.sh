@@ -165,7 +165,7 @@ t_exit "ckpt verify s3://prefix lists only steps with a manifest" 0 "nomf/$s4: o
 R newn nomf >newn.log 2>&1
 if grep -q "resuming from s3://$B/nomf/$s4" newn.log && ! grep -q "skipping step 8" newn.log; then t_ok "step without manifest is not a candidate: step 4 used"; else t_bad "no-manifest step ignored" "$(grep -E 'skipping|resuming' newn.log | head -n 3)"; fi
 # Every remote copy damaged: a fresh start, as with local checkpoints.
-b3 up straight/ckpt/$s8 alldmg && b3 flip alldmg/$s8/shard-00000.bin 20000
+b3 up straight/ckpt/$s8 alldmg && b3 flip alldmg/$s8/shard-00000.bin -100
 R newd alldmg --set train.max_steps=4 >newd.log 2>&1
 rc=$?
 if [ $rc -eq 0 ] && grep -q "starting fresh" newd.log && [ "$(digest newd/ckpt/$s4)" = "$(digest straight/ckpt/$s4)" ]; then

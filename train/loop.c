@@ -150,38 +150,43 @@ static int trainer_check_shape(const trainer *t, const ckpt_info *in, const char
 enum { TRAINER_IO_FLOATS = 1 << 20 };
 
 /* Reads the checkpoint at path (a step directory, or an s3:// URL read
- * through s3) into the backend: all of params, this rank's range of Adam m
- * and v. *bytes: what the reader read. */
+ * through s3) into the backend, on every rank together: each rank reads
+ * only its own range of params, m and v (every chunk verified as it
+ * arrives), then the ranks agree and gather the parameters. Returns ST_DATA
+ * on every rank when any rank found damage (that rank said where), another
+ * code when any rank met something worse. *bytes: what this rank read. */
 static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t *bytes)
 {
     ckpt_reader *r = NULL;
+    const ckpt_info *in = NULL;
     char err[1024], run[CFG_STR + 64];
     int64_t step = -1;
-    int rc;
-    if (!strncmp(path, "s3://", 5)) {
-        rc = !s3 || ckpt_s3_split(path, run, sizeof run, &step) != 0 || step < 0
-                 ? util_fail(ST_SOFTWARE, "resume: %s is not a remote step this run can read", path)
-             : (rc = ckpt_open_remote(&r, s3, step, err, sizeof err)) != ST_OK ? util_fail(rc, "%s", err)
-                                                                             : ST_OK;
-    } else {
+    int rc = ST_OK, n_tensors = 0;
+    if (strncmp(path, "s3://", 5) != 0)
         rc = ckpt_open(&r, path);
+    else if (!s3 || ckpt_s3_split(path, run, sizeof run, &step) != 0 || step < 0)
+        rc = util_fail(ST_SOFTWARE, "resume: %s is not a remote step this run can read", path);
+    else if ((rc = ckpt_open_remote(&r, s3, step, err, sizeof err)) != ST_OK)
+        util_fail(rc, "%s", err);
+    if (rc == ST_OK) {
+        in = ckpt_get_info(r);
+        const ckpt_tensor *tensors = ckpt_get_tensors(r, &n_tensors);
+        rc = trainer_check_shape(t, in, path);
+        if (rc == ST_OK && !model_ckpt_table_same(&t->L, tensors, n_tensors))
+            rc = util_fail(ST_CONFIG, "%s: its tensor table (names, shapes, offsets) is not the one this spotrain "
+                           "lays out for the same dims; export it with the spotrain that wrote it, or train into a "
+                           "new run_dir", path);
     }
-    if (rc != ST_OK)
-        goto out;
-    const ckpt_info *in = ckpt_get_info(r);
-    int n_tensors = 0;
-    const ckpt_tensor *tensors = ckpt_get_tensors(r, &n_tensors);
-    rc = trainer_check_shape(t, in, path);
-    if (rc == ST_OK && !model_ckpt_table_same(&t->L, tensors, n_tensors))
-        rc = util_fail(ST_CONFIG, "%s: its tensor table (names, shapes, offsets) is not the one this spotrain lays "
-                       "out for the same dims; export it with the spotrain that wrote it, or train into a new run_dir",
-                       path);
+    for (int a = CKPT_PARAMS; a <= CKPT_ADAM_V && rc == ST_OK; a++)
+        rc = backend_load_ckpt(t->b, r, a, t->lo, t->hi);
+    *bytes = r ? ckpt_bytes_read(r) : 0;
+    int64_t v[2] = {rc != ST_OK && rc != ST_DATA ? rc : 0, rc == ST_DATA};
+    if (comm_max(v, 2) != ST_OK)
+        rc = ST_IOERR;
+    else
+        rc = v[0] ? (int)v[0] : v[1] ? ST_DATA : ST_OK;
     if (rc == ST_OK)
-        rc = backend_load_ckpt(t->b, r, CKPT_PARAMS, 0, t->L.n_floats);
-    if (rc == ST_OK)
-        rc = backend_load_ckpt(t->b, r, CKPT_ADAM_M, t->lo, t->hi);
-    if (rc == ST_OK)
-        rc = backend_load_ckpt(t->b, r, CKPT_ADAM_V, t->lo, t->hi);
+        rc = t->b->gather_params(t->b);
     if (rc == ST_OK) {
         t->step = in->step;
         t->tokens = in->tokens;
@@ -193,8 +198,6 @@ static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t
             trainer_report_changes(t, in->config_text);
         }
     }
-out:
-    *bytes = r ? ckpt_bytes_read(r) : 0;
     ckpt_close(r);
     return rc;
 }
@@ -748,16 +751,11 @@ static int trainer_start_from(trainer *t, int mode, int force, trainer_resume_sr
             return rc == ST_OK ? trainer_fresh(t) : rc;
         }
         double t0 = util_now();
-        int one = trainer_restore(t, path, rs->s3, &bytes);
+        rc = trainer_restore(t, path, rs->s3, &bytes);
         dl[0] = (double)bytes;
         dl[1] = util_now() - t0;
-        int64_t v[2] = {one != ST_OK && one != ST_DATA ? one : 0, one == ST_DATA};
-        if (comm_max(v, 2) != ST_OK)
-            return ST_IOERR;
-        if (v[0])
-            return (int)v[0];
-        if (!v[1])
-            return ST_OK;
+        if (rc != ST_DATA)
+            return rc;
         rs->tried = 1;
         if (trainer_is_root(t))
             util_log("skipping %s: a rank could not read it (its line above says why); trying the next newest", path);
