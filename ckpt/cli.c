@@ -355,6 +355,9 @@ static int ckpt_cli_verify(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         char err[CKPT_ERR];
         ckpt_reader *r = NULL;
+        s3_stats before = {0};
+        if (rm.c)
+            s3_get_stats(rm.c, &before);
         int one = ckpt_cli_open(&rm, dirs[i], &r, err, sizeof err);
         if (one == ST_OK)
             ckpt_cli_threads(r);
@@ -371,7 +374,7 @@ static int ckpt_cli_verify(int argc, char **argv)
                 s3_stats st;
                 s3_get_stats(rm.c, &st);
                 printf("  downloaded %" PRIu64 " bytes in %" PRIu64 " requests (%" PRIu64 " retried)\n",
-                       ckpt_bytes_read(r), st.requests, st.retries);
+                       ckpt_bytes_read(r), st.requests - before.requests, st.retries - before.retries);
             }
         } else if (rm.c && (one == ST_UNAVAILABLE || one == ST_CONFIG)) {
             /* The service, not the checkpoint: the client's line said why,
