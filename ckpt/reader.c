@@ -273,7 +273,10 @@ int ckpt_read_each_quiet(ckpt_reader *r, int array, size_t lo, size_t hi, ckpt_s
     ckpt_pick *list = NULL;
     int *codes = calloc((size_t)nb, sizeof *codes);
     char (*why)[400] = calloc((size_t)nb, sizeof *why);
-    if (nb > 1 && !r->par) {
+    if (nb > 1 && r->n_par < nb) {   /* first parallel read, or r->threads grew */
+        for (int k = 0; k < r->n_par; k++)
+            ckpt_cbuf_free(&r->par[k]);
+        free(r->par);
         r->par = calloc((size_t)nb, sizeof *r->par);
         r->n_par = r->par ? nb : 0;
     }

@@ -793,7 +793,9 @@ static int trainer_begin(trainer *t, int mode, int force)
     if (mode == TRAIN_RESUME && t->c->ckpt_remote[0]) {
         s3_opts so;
         cfg_s3_opts(t->c, &so);
-        rc = s3_open(&rs.s3, &so);
+        int64_t st = s3_open(&rs.s3, &so);
+        /* Credentials can fail on one node only (its instance role): all stop. */
+        rc = comm_max(&st, 1) == ST_OK ? (int)st : ST_IOERR;
     }
     if (rc == ST_OK)
         rc = trainer_start_from(t, mode, force, &rs, path, sizeof path, &resume, dl);
