@@ -54,7 +54,9 @@ ifeq ($(DEVICE),1)
 override MPI := 0
 BUILD   := build/device
 LDFLAGS := $(filter-out -fopenmp,$(LDFLAGS)) -static-libgcc -s
-LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgfortran -lquadmath -lgomp -lstdc++ -Wl,-Bdynamic -lpthread -lm -ldl
+# libcurl stays dynamic there too (resume reads s3:// checkpoints through it).
+LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgfortran -lquadmath -lgomp -lstdc++ -Wl,-Bdynamic \
+           -Wl,--as-needed -lcurl -Wl,--no-as-needed -lpthread -lm -ldl
 STDCXX  :=
 endif
 

@@ -221,6 +221,20 @@ if [ $have_mpi -eq 1 ]; then
     else t_bad "1 -> 2 from remote" "$a vs $b: $(tail -n 2 new12.log)"; fi
     n=$(t_events new12/events.jsonl download rank | wc -l)
     if [ "$n" -eq 2 ]; then t_ok "2 ranks: a download record for each rank ($(t_events new12/events.jsonl download mb_s | tr '\n' ' ')MB/s)"; else t_bad "2-rank download records" "$n"; fi
+    # Node-local disks: rank 0's run_dir still holds step 8, rank 1's (a
+    # replaced node) is empty. Rank 1 cannot read the local copy, so every
+    # rank takes the remote copy of the same step. (max_steps 8: no new
+    # checkpoint, whose shards would land in two run_dirs.)
+    # Each rank runs in its own directory, so the same relative run_dir is
+    # two different places, as on two machines.
+    mkdir -p nodeA/run/ckpt nodeB && cp -r straight2/ckpt/$s8 nodeA/run/ckpt/
+    RA="resume /dev/null $F --set train.max_steps=8 --set train.run_dir=run --set checkpoint.remote=s3://$B/r2 --set checkpoint.endpoint=$MOTO"
+    mpirun -np 1 -wdir "$T_TMP/nodeA" "$S" $RA : -np 1 -wdir "$T_TMP/nodeB" "$S" $RA >mpmd.log 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && grep -q "run/ckpt/$s8: no such checkpoint directory" mpmd.log && grep -q "skipping run/ckpt/$s8: a rank could not read it" mpmd.log &&
+        grep -q "resuming from s3://$B/r2/$s8" mpmd.log; then
+        t_ok "local copy missing on one node: all ranks take the remote copy of the same step"
+    else t_bad "node-local fallback to the remote copy" "exit $rc: $(grep -E 'skipping|resuming|no such' mpmd.log | head -n 3)"; fi
     # 2 ranks resume 2 ranks' checkpoint whose damage only rank 1 reads
     # (Adam v at the end of shard 1): every rank moves to step 4 together.
     b3 up straight2/ckpt/$s4 r2d && b3 up straight2/ckpt/$s8 r2d

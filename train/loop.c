@@ -180,6 +180,11 @@ static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t
     for (int a = CKPT_PARAMS; a <= CKPT_ADAM_V && rc == ST_OK; a++)
         rc = backend_load_ckpt(t->b, r, a, t->lo, t->hi);
     *bytes = r ? ckpt_bytes_read(r) : 0;
+    /* Missing on this rank counts as damaged: on node-local disks a
+     * replaced node lacks what rank 0 verified, and the remote copy of the
+     * same step is the next candidate. */
+    if (rc == ST_NOINPUT)
+        rc = ST_DATA;
     int64_t v[2] = {rc != ST_OK && rc != ST_DATA ? rc : 0, rc == ST_DATA};
     if (comm_max(v, 2) != ST_OK)
         rc = ST_IOERR;
