@@ -61,3 +61,47 @@ train one env
 if command -v mpirun >/dev/null 2>&1 && "$S" --version | grep -q "mpi: yes"; then
     train two mpirun -np 2 --oversubscribe -x AWS_ACCESS_KEY_ID -x AWS_SECRET_ACCESS_KEY -x no_proxy
 fi
+
+# Resume downloads: a checkpoint of S3_BENCH_LAYERS (default 4) layers at
+# dim 512 (~150 MB raw) uploaded as spotrain lays it out, then resumed on an
+# empty run_dir by 1 rank and, with MPI, 2 ranks; MB/s from each run's
+# "download" ledger records (per rank: its own bytes over its own seconds;
+# total: every rank's bytes over the slowest rank's seconds). Seconds cover
+# the whole restore: GETs, checksums, decoding, loading. moto answers each
+# ranged GET by reading the whole object (a 100-byte range of a 130 MB
+# object takes ~0.2 s here), so these figures bound moto, not the reader.
+S=$PWD/$BUILD/spotrain
+PYB=$PWD/$VENV/bin/python
+RF="--set model.dim=512 --set model.n_layers=${S3_BENCH_LAYERS:-4} --set model.n_heads=8 --set model.n_kv_heads=8 --set model.ffn_dim=1376 --set model.seq_len=64 --set train.global_batch=2 --set train.micro_batch=1 --set train.max_steps=1 --set train.val_every=0 --set checkpoint.interval_steps=1"
+if [ -x "$S" ] && (cd "$tmp" && "$S" train /dev/null $RF --set train.run_dir=src --quiet >train.log 2>&1); then
+    for f in "$tmp"/src/ckpt/step-00000001/shard-*.bin "$tmp"/src/ckpt/step-00000001/manifest.json; do
+        "$TOOL" put "ckptrun/step-00000001/$(basename "$f")" "$f" 2>/dev/null || echo "s3 bench: upload of $f failed"
+    done
+    echo "resume download: $("$S" ckpt inspect "$tmp/src/ckpt/step-00000001" --json | "$VENV/bin/python" -c 'import json,sys; d=json.load(sys.stdin); print("%.1f MB stored in %d-byte chunks" % (d["stored_bytes"]/1e6, d["chunk_bytes"]))'), $("$S" --version | head -n 1)"
+    report() {
+        "$PYB" - "$1" "$2" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if '"event":"download"' in l]
+per = ", ".join("rank %d %.1f MB/s (%.1f MB in %.2f s)" % (r["rank"], r["mb_s"], r["bytes"] / 1e6, r["seconds"])
+                for r in recs if "rank" in r)
+tot = [r for r in recs if "ranks" in r]
+if tot:
+    t = tot[-1]
+    print("  %s: total %.1f MB/s (%.1f MB in %.2f s); %s" % (sys.argv[2], t["mb_s"], t["bytes"] / 1e6, t["seconds"], per))
+else:
+    print("  %s: no download record (see the run's log)" % sys.argv[2])
+PY
+    }
+    cd "$tmp" || exit 0
+    "$S" resume /dev/null $RF --set train.run_dir=r1 --set checkpoint.remote=s3://spotrain-bench/ckptrun \
+        --set checkpoint.endpoint="$S3_ENDPOINT" --quiet >r1.log 2>&1
+    report r1/events.jsonl "1 rank "
+    if command -v mpirun >/dev/null 2>&1 && "$S" --version | grep -q "mpi: yes"; then
+        OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --oversubscribe "$S" resume /dev/null $RF \
+            --set train.run_dir=r2 --set checkpoint.remote=s3://spotrain-bench/ckptrun \
+            --set checkpoint.endpoint="$S3_ENDPOINT" --quiet >r2.log 2>&1
+        report r2/events.jsonl "2 ranks"
+    fi
+else
+    echo "s3 bench: resume download skipped (no $S, or the source run failed)"
+fi

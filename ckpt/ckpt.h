@@ -154,6 +154,15 @@ const ckpt_info *ckpt_get_info(const ckpt_reader *r);
 const ckpt_tensor *ckpt_get_tensors(const ckpt_reader *r, int *n);
 /* Reads [lo,hi) of one array, verifying every chunk it touches. */
 int ckpt_read_range(ckpt_reader *r, int array, size_t lo, size_t hi, float *out);
+/* Hands [lo,hi) of one array to fn piece by piece (each piece within one
+ * chunk, in flat order), verifying every chunk as it arrives. Chunks load
+ * r's threads at a time (remote readers: CKPT_REMOTE_GETS ranged GETs in
+ * flight), so memory stays a few chunks whatever the range. fn returns ST_*;
+ * its failure stops the read and is returned (fn says why itself). */
+typedef int (*ckpt_sink)(void *arg, size_t off, size_t n, const float *src);
+int ckpt_read_each(ckpt_reader *r, int array, size_t lo, size_t hi, ckpt_sink fn, void *arg);
+/* Stored bytes this reader has read so far (for a remote one: downloaded). */
+uint64_t ckpt_bytes_read(const ckpt_reader *r);
 /* Reads every chunk of every shard; ST_DATA naming checkpoint and chunk. */
 int ckpt_verify(ckpt_reader *r);
 /* xxh3-64 of the array's flat fp32 bytes, in flat order: the same whatever
@@ -166,6 +175,43 @@ void ckpt_close(ckpt_reader *r);
 int ckpt_find_latest(const char *ckpt_dir, char *path, size_t cap);
 /* Count of committed step-* directories (for `train` refusing a used dir). */
 int ckpt_count(const char *ckpt_dir);
+
+/* Remote checkpoints (remote.c): the objects of a step are the files of its
+ * directory under PREFIX/step-%08d/ (s3_ckpt_key), manifest.json uploaded
+ * last, so a step exists remotely iff its manifest object does. */
+typedef struct s3_client s3_client;
+#define CKPT_REMOTE_GETS 8   /* ranged GETs in flight per remote reader */
+/* Step `step` under the client's prefix; the reader borrows c (keep it open
+ * until ckpt_close). ST_NOINPUT when its manifest.json does not exist. */
+int ckpt_open_remote(ckpt_reader **r, s3_client *c, int64_t step, char *err, size_t errcap);
+/* Steps under the client's prefix whose manifest.json exists, ascending. */
+int ckpt_remote_steps(s3_client *c, int64_t **steps, int *n);
+/* "s3://bucket/prefix/step-00000040" -> run "s3://bucket/prefix" and step 40;
+ * a URL without a step component -> itself and -1. 0, or -1 when out is too
+ * small or url is not s3://. Trailing slashes are ignored. */
+int ckpt_s3_split(const char *url, char *run, size_t cap, int64_t *step);
+/* An object key -> step when key is PREFIX/step-N/manifest.json (prefix ""
+ * means no leading "PREFIX/"): 0, else -1. */
+int ckpt_remote_key_step(const char *prefix, const char *key, int64_t *step);
+
+/* Where resume looks, newest first: local steps under ckpt_dir and, with a
+ * client, remote ones; a step held in both places comes local first (no
+ * download). */
+typedef struct {
+    int64_t step;
+    int remote;
+} ckpt_cand;
+/* Two ascending step lists -> candidates newest first (caller frees). */
+int ckpt_cands_merge(const int64_t *local, int nl, const int64_t *remote, int nr, ckpt_cand **out, int *n);
+int ckpt_candidates(const char *ckpt_dir, s3_client *c, ckpt_cand **out, int *n);
+/* Whether candidate k is worth reading, its path or URL in path: a local
+ * step is verified in full (as ckpt_find_latest does); a remote one has its
+ * manifest checked and every shard object's size compared with it (each
+ * rank then verifies the chunks it downloads). ST_OK; ST_DATA (skip it: err
+ * says why); anything else (an unreachable service, refused credentials)
+ * is a reason to stop, not to guess. */
+int ckpt_candidate_check(const char *ckpt_dir, s3_client *c, const ckpt_cand *k, char *path, size_t cap, char *err,
+                         size_t errcap);
 
 /* CLI: spotrain ckpt inspect|verify|export ... (argv[0] is the verb). */
 int ckpt_cli(int argc, char **argv);
@@ -182,6 +228,8 @@ typedef struct {
     uint64_t max_shard_bytes;
 } ckpt_export_opts;
 int ckpt_export_ex(const char *step_dir, const char *out_dir, const ckpt_export_opts *o);
+/* The same from a reader already open (local or remote); r stays open. */
+int ckpt_export_reader(ckpt_reader *r, const char *out_dir, const ckpt_export_opts *o);
 
 int ckpt_codec_from_name(const char *name);
 

@@ -6,6 +6,7 @@
 #define SPOTRAIN_CKPT_INT_H
 
 #include "ckpt.h"
+#include "s3.h"
 
 #include <stdint.h>
 #include <stddef.h>
@@ -65,6 +66,13 @@ struct ckpt_reader {
     ckpt_cbuf cb;                 /* buffers of the serial reads */
     int threads;                  /* chunk verification threads; <= 1: serial */
     char err[CKPT_ERR];
+    /* A remote step (remote.c): read through a borrowed client, objects
+     * under key (the step's key prefix, ending in '/'); NULL: a directory. */
+    s3_client *s3;
+    char key[1100];
+    ckpt_cbuf *par;               /* one per chunk in flight in ckpt_read_each */
+    int n_par;
+    uint64_t fetched;             /* stored bytes read so far, manifest included */
 };
 
 const char *ckpt_codec_name(int codec);
@@ -92,6 +100,20 @@ char *ckpt_manifest_seal(const char *body, size_t len);
  * n_floats. 0, or -1 with why in err. */
 int ckpt_table_check(const ckpt_tensor *t, int n, uint64_t n_floats, char *err, size_t errcap);
 void ckpt_reader_reset(ckpt_reader *r);
+/* A fresh reader named dir ("s3://..." for a remote one); ST_USAGE when too long. */
+int ckpt_reader_new(ckpt_reader **out, const char *dir, char *err, size_t errcap);
+/* Reads and parses the manifest of a new reader's source; on failure closes
+ * it (*rp = NULL) with why in err. */
+int ckpt_reader_load(ckpt_reader **rp, char *err, size_t errcap);
+/* Remote sources (remote.c): manifest.json's text (caller frees), and exactly
+ * len bytes of shard rank's object from off; both ST_DATA with why in
+ * r->err / why when the object is missing or shorter than the manifest. */
+int ckpt_remote_manifest(ckpt_reader *r, char **text, size_t *len);
+int ckpt_remote_fetch(const ckpt_reader *r, int rank, uint64_t off, size_t len, void *buf, char *why, size_t cap);
+/* Every shard object exists with the size the manifest records (HEAD each). */
+int ckpt_remote_sizes(ckpt_reader *r);
+/* Full verify of a local step (threads > 1 only in the foreground); why in err. */
+int ckpt_good_ex(const char *ckpt_dir, int64_t step, int threads, int *unsealed, char *err, size_t errcap);
 /* Opening and checking without printing: the message lands in err. */
 int ckpt_open_quiet(ckpt_reader **r, const char *step_dir, char *err, size_t errcap);
 int ckpt_verify_quiet(ckpt_reader *r);

@@ -200,18 +200,29 @@ int ckpt_export(const char *step_dir, const char *out_dir)
 int ckpt_export_ex(const char *step_dir, const char *out_dir, const ckpt_export_opts *o)
 {
     ckpt_reader *r = NULL;
+    int rc = ckpt_open(&r, step_dir);
+    if (rc == ST_OK)
+        rc = ckpt_export_reader(r, out_dir, o);
+    ckpt_close(r);
+    return rc;
+}
+
+int ckpt_export_reader(ckpt_reader *r, const char *out_dir, const ckpt_export_opts *o)
+{
+    const char *step_dir = r->dir;
     char path[4300], err[CKPT_ERR];
     char *cfg = NULL;
     float *buf = NULL;
     int *first = NULL, nshards = 0, es = o->dtype == CKPT_EXPORT_BF16 ? 2 : 4;
     json_object *index = NULL;
-    int rc = ckpt_open(&r, step_dir);
-    if (rc != ST_OK)
-        return rc;
+    int rc;
     if ((rc = util_mkdirs(out_dir)) != ST_OK)
         goto out;
     cfg = ckpt_hf_config(&r->info, es == 2);
     size_t step = r->chunk_bytes / 4 ? (size_t)(r->chunk_bytes / 4) : 1;
+    /* A remote reader fetches a range's chunks in parallel: give it several. */
+    if (r->s3)
+        step *= CKPT_REMOTE_GETS;
     buf = malloc(step * sizeof(float));
     first = malloc((size_t)(r->n_tensors + 1) * sizeof *first);
     if (!cfg || !buf || !first || r->n_tensors < 1) {
@@ -277,6 +288,5 @@ out:
     free(cfg);
     free(buf);
     free(first);
-    ckpt_close(r);
     return rc;
 }

@@ -1,7 +1,8 @@
 /* A self-contained S3 client for checkpoints: s3:// URLs, credentials (env,
  * credentials file, IMDSv2 instance role), signed requests through libcurl's
  * own SigV4, retries with backoff, parallel multipart upload, ranged GETs,
- * list/head/delete. The uploader (ckpt/upload.c) drives it after each commit. */
+ * list/head/delete. The uploader (ckpt/upload.c) drives it after each commit;
+ * the reader (ckpt/remote.c) for resume and ckpt commands on s3:// paths. */
 #ifndef SPOTRAIN_S3_H
 #define SPOTRAIN_S3_H
 

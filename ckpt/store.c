@@ -120,7 +120,7 @@ static int ckpt_step_path(char *out, size_t cap, const char *dir, int64_t step, 
 
 /* threads > 1 only in the foreground: in the background it would take
  * cores from training. */
-static int ckpt_good_ex(const char *ckpt_dir, int64_t step, int threads, int *unsealed, char *err, size_t errcap)
+int ckpt_good_ex(const char *ckpt_dir, int64_t step, int threads, int *unsealed, char *err, size_t errcap)
 {
     char path[4200];
     ckpt_reader *r = NULL;

@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 # A fault-injecting HTTP proxy on 127.0.0.1 in front of an S3 server (moto)
 # for tests/cli_s3.sh: forwards requests unchanged, except that it can fail
-# the next N with 500/503, drop the connection, answer slowly, or refuse a
-# session token with 403 ExpiredToken.
+# the next N with 500/503, drop the connection, cut the next N GET answers
+# half way through their body, answer slowly, or refuse a session token
+# with 403 ExpiredToken.
 #   python3 tests/s3_fault_proxy.py --upstream PORT --port-file FILE
-# Control: GET /_control?fail=N&status=503&drop=N&slow=SECONDS&expired_token=T
+# Control: GET /_control?fail=N&status=503&drop=N&cut=N&slow=SECONDS&expired_token=T
 #          GET /_state -> JSON counters.
 import argparse, http.client, json, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-STATE = {"fail": 0, "status": 503, "drop": 0, "slow": 0.0, "expired_token": ""}
-COUNT = {"requests": 0, "failed": 0, "dropped": 0, "expired": 0}
+STATE = {"fail": 0, "status": 503, "drop": 0, "cut": 0, "slow": 0.0, "expired_token": ""}
+COUNT = {"requests": 0, "failed": 0, "dropped": 0, "cut": 0, "expired": 0}
 UPSTREAM = [0]
 
 
@@ -52,6 +53,10 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["drop"] -= 1
                 action = "drop"
                 COUNT["dropped"] += 1
+            elif STATE["cut"] > 0 and self.command == "GET" and "Range" in self.headers:
+                STATE["cut"] -= 1
+                action = "cut"
+                COUNT["cut"] += 1
             elif STATE["fail"] > 0:
                 STATE["fail"] -= 1
                 action = "fail"
@@ -82,7 +87,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data) if self.command != "HEAD"
                                                else int(r.getheader("Content-Length") or 0)))
         self.end_headers()
-        if self.command != "HEAD":
+        if action == "cut":
+            # The full length announced, half the body sent, then the
+            # connection closed: a download dropped mid-transfer.
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif self.command != "HEAD":
             self.wfile.write(data)
         conn.close()
 

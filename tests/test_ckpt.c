@@ -535,6 +535,92 @@ static void test_parallel_verify(void)
     }
 }
 
+/* ckpt_read_each: chunks loaded several at a time hand over the same
+ * floats, in flat order, as one at a time; the first bad chunk in flat
+ * order is the one named; a failing sink stops the read. */
+typedef struct {
+    float *out;
+    size_t lo, next, calls, stop_after;
+} test_sink_state;
+
+static int test_sink(void *arg, size_t off, size_t n, const float *src)
+{
+    test_sink_state *s = arg;
+    if (off != s->next || n == 0)
+        return ST_SOFTWARE;
+    memcpy(s->out + (off - s->lo), src, n * sizeof(float));
+    s->next = off + n;
+    return ++s->calls == s->stop_after ? ST_IOERR : ST_OK;
+}
+
+static void test_parallel_read(void)
+{
+    char dir[300], step[340], p[400], err[CKPT_ERR];
+    test_path(dir, sizeof dir, "parread");
+    ckpt_opts o = test_opts(CKPT_CODEC_PLANES_ZSTD, 4 * 16);
+    size_t cuts[] = {97, 301};
+    EXPECT(test_save(dir, &o, 1, cuts, 2) == ST_OK);
+    test_step_dir(step, sizeof step, dir, 1);
+    float *buf = malloc(L.n_floats * sizeof(float));
+    static const size_t ranges[][2] = {{0, 0}, {0, 1}, {5, 300}, {96, 302}, {0, 0}};
+    for (int threads = 1; threads <= 5; threads += 4) {
+        ckpt_reader *r = NULL;
+        EXPECT(ckpt_open_quiet(&r, step, err, sizeof err) == ST_OK);
+        if (!r)
+            break;
+        r->threads = threads;
+        for (int a = 0; a < CKPT_N_ARRAYS; a++)
+            for (size_t k = 0; k < sizeof ranges / sizeof ranges[0]; k++) {
+                size_t lo = ranges[k][0], hi = k == 4 ? L.n_floats : ranges[k][1];
+                test_sink_state st = {buf, lo, lo, 0, 0};
+                memset(buf, 0xff, L.n_floats * sizeof(float));
+                EXPECT(ckpt_read_each(r, a, lo, hi, test_sink, &st) == ST_OK);
+                EXPECT(st.next == hi && memcmp(buf, arr[a] + lo, (hi - lo) * sizeof(float)) == 0);
+                EXPECT(hi - lo < 64 || st.calls > 3);
+            }
+        test_sink_state st = {buf, 0, 0, 0, 3};
+        EXPECT(ckpt_read_each(r, CKPT_ADAM_M, 0, L.n_floats, test_sink, &st) == ST_IOERR && st.calls == 3);
+        EXPECT(ckpt_bytes_read(r) > 0);
+        ckpt_close(r);
+    }
+    /* Damage two chunks of adam_v in shard 1: serial and parallel name the first. */
+    ckpt_reader *r = NULL;
+    size_t bad = 0;
+    char e1[CKPT_ERR] = "", e5[CKPT_ERR] = "";
+    if (ckpt_open_quiet(&r, step, err, sizeof err) == ST_OK) {
+        ckpt_shard *sh = &r->shards[1];
+        size_t first = sh->n_chunks, second = sh->n_chunks;
+        for (size_t ci = 0; ci < sh->n_chunks; ci++)
+            if (sh->chunks[ci].array == CKPT_ADAM_V) {
+                if (first == sh->n_chunks)
+                    first = ci;
+                second = ci;
+            }
+        snprintf(p, sizeof p, "%s/shard-00001.bin", step);
+        EXPECT(first + 2 <= second);
+        test_flip_byte(p, (long)sh->chunks[second].off);
+        test_flip_byte(p, (long)sh->chunks[first + 1].off + 1);
+        bad = first + 1;
+    }
+    ckpt_close(r);
+    for (int threads = 1; threads <= 5; threads += 4) {
+        r = NULL;
+        EXPECT(ckpt_open_quiet(&r, step, err, sizeof err) == ST_OK);
+        if (!r)
+            break;
+        r->threads = threads;
+        EXPECT(ckpt_read_range_quiet(r, CKPT_ADAM_V, 0, L.n_floats, buf) == ST_DATA);
+        snprintf(threads == 1 ? e1 : e5, CKPT_ERR, "%s", r->err);
+        EXPECT(ckpt_read_range_quiet(r, CKPT_ADAM_M, 0, L.n_floats, buf) == ST_OK);
+        EXPECT(memcmp(buf, arr[CKPT_ADAM_M], L.n_floats * sizeof(float)) == 0);
+        ckpt_close(r);
+    }
+    char want[64];
+    snprintf(want, sizeof want, "shard-00001.bin chunk %zu ", bad);
+    EXPECT(strstr(e1, want) != NULL && strcmp(e1, e5) == 0);
+    free(buf);
+}
+
 /* A shard far above the writeback window (and its 16 MiB write runs), with
  * raw and compressed chunks interleaved, reads back bitwise. */
 static void test_large_stream(void)
@@ -1117,6 +1203,7 @@ int main(void)
     harness_run("rotation keep_last/keep_every", test_rotation);
     harness_run("rotation trusts the step just committed", test_rotation_fresh);
     harness_run("parallel verify = serial verify", test_parallel_verify);
+    harness_run("read_each: parallel chunk loads = serial, in flat order", test_parallel_read);
     harness_run("large streamed saves", test_large_stream);
     harness_run("leftover .tmp ignored and cleaned", test_leftover_tmp);
     harness_run("on_save hook", test_on_save);

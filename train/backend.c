@@ -83,21 +83,21 @@ int backend_check_tokens(const backend *b, const int32_t *tokens, int64_t n)
     return ST_OK;
 }
 
-/* Bounded host staging between the checkpoint reader and a backend:
- * loading never needs a second copy of the model in host memory. */
-enum { BACKEND_IO_FLOATS = 1 << 20 };
+typedef struct {
+    backend *b;
+    int array;
+} backend_sink_arg;
 
+static int backend_sink(void *arg, size_t off, size_t n, const float *src)
+{
+    backend_sink_arg *a = arg;
+    return a->b->load(a->b, a->array, off, n, src);
+}
+
+/* The reader hands over one verified chunk at a time from its own buffers:
+ * loading never needs a second copy of the model in host memory. */
 int backend_load_ckpt(backend *b, ckpt_reader *r, int array, size_t lo, size_t hi)
 {
-    size_t cap = hi - lo < BACKEND_IO_FLOATS ? hi - lo : BACKEND_IO_FLOATS;
-    float *buf = malloc((cap ? cap : 1) * sizeof(float));
-    int rc = buf ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
-    for (size_t off = lo; off < hi && rc == ST_OK; off += cap) {
-        size_t n = hi - off < cap ? hi - off : cap;
-        rc = ckpt_read_range(r, array, off, off + n, buf);
-        if (rc == ST_OK)
-            rc = b->load(b, array, off, n, buf);
-    }
-    free(buf);
-    return rc;
+    backend_sink_arg a = {b, array};
+    return ckpt_read_each(r, array, lo, hi, backend_sink, &a);
 }

@@ -75,6 +75,21 @@ void ledger_start(ledger *g, int64_t step, int world, int nodes, const char *res
                  precision, lq, params);
 }
 
+void ledger_download(ledger *g, int64_t step, const char *from, const double *v, int world)
+{
+    char q[CFG_STR + 128];
+    double bytes = 0, secs = 0;
+    events_quote(from, q, sizeof q);
+    for (int r = 0; r < world; r++) {
+        events_write(&g->ev, "download", "\"step\":%lld,\"rank\":%d,\"bytes\":%.0f,\"seconds\":%.3f,\"mb_s\":%.1f",
+                     (long long)step, r, v[2 * r], v[2 * r + 1], v[2 * r + 1] > 0 ? v[2 * r] / v[2 * r + 1] / 1e6 : 0.0);
+        bytes += v[2 * r];
+        secs = v[2 * r + 1] > secs ? v[2 * r + 1] : secs;
+    }
+    events_write(&g->ev, "download", "\"step\":%lld,\"from\":%s,\"ranks\":%d,\"bytes\":%.0f,\"seconds\":%.3f,"
+                 "\"mb_s\":%.1f", (long long)step, q, world, bytes, secs, secs > 0 ? bytes / secs / 1e6 : 0.0);
+}
+
 void ledger_start_failed(ledger *g, int code, const char *reason)
 {
     char q[1100], cq[CFG_STR + 64];

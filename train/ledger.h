@@ -36,6 +36,10 @@ void ledger_resume_counts(ledger *g, int nodes);
 void ledger_start(ledger *g, int64_t step, int world, int nodes, const char *resumed_from,
                   const char *backend, const char *device, const char *precision, const char *libraries,
                   size_t params);
+/* A resume read from object storage: one record per rank (bytes, seconds,
+ * MB/s) and one for the whole download (bytes of all ranks over the slowest
+ * rank's seconds). v holds bytes and seconds of each rank, interleaved. */
+void ledger_download(ledger *g, int64_t step, const char *from, const double *v, int world);
 /* A start that failed: the record carries the reason, so the ledger shows
  * why a segment did not train. */
 void ledger_start_failed(ledger *g, int code, const char *reason);

@@ -15,6 +15,7 @@
 #include "cli_cost.h"
 #include "protocol.h"
 #include "../ckpt/ckpt.h"
+#include "../ckpt/s3.h"
 #include "../spot/spot.h"
 #include "../util/util.h"
 
@@ -171,26 +172,49 @@ static void trainer_restore_scaler(trainer *t, const ckpt_info *in)
                     "scale starts at %g", in->loss_scale, t->ls.scale);
 }
 
-static int trainer_restore(trainer *t, const char *path)
+/* Reads the checkpoint at path (a step directory, or an s3:// URL read
+ * through s3) into the backend, on every rank together: each rank reads
+ * only its own range of params, m and v (every chunk verified as it
+ * arrives), then the ranks agree and gather the parameters. Returns ST_DATA
+ * on every rank when any rank found damage (that rank said where), another
+ * code when any rank met something worse. *bytes: what this rank read. */
+static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t *bytes)
 {
     ckpt_reader *r = NULL;
-    int rc = ckpt_open(&r, path);
-    if (rc != ST_OK)
-        goto out;
-    const ckpt_info *in = ckpt_get_info(r);
-    int n_tensors = 0;
-    const ckpt_tensor *tensors = ckpt_get_tensors(r, &n_tensors);
-    rc = trainer_check_shape(t, in, path);
-    if (rc == ST_OK && !model_ckpt_table_same(&t->L, tensors, n_tensors))
-        rc = util_fail(ST_CONFIG, "%s: its tensor table (names, shapes, offsets) is not the one this spotrain lays "
-                       "out for the same dims; export it with the spotrain that wrote it, or train into a new run_dir",
-                       path);
+    const ckpt_info *in = NULL;
+    char err[1024], run[CFG_STR + 64];
+    int64_t step = -1;
+    int rc = ST_OK, n_tensors = 0;
+    if (strncmp(path, "s3://", 5) != 0)
+        rc = ckpt_open(&r, path);
+    else if (!s3 || ckpt_s3_split(path, run, sizeof run, &step) != 0 || step < 0)
+        rc = util_fail(ST_SOFTWARE, "resume: %s is not a remote step this run can read", path);
+    else if ((rc = ckpt_open_remote(&r, s3, step, err, sizeof err)) != ST_OK)
+        util_fail(rc, "%s", err);
+    if (rc == ST_OK) {
+        in = ckpt_get_info(r);
+        const ckpt_tensor *tensors = ckpt_get_tensors(r, &n_tensors);
+        rc = trainer_check_shape(t, in, path);
+        if (rc == ST_OK && !model_ckpt_table_same(&t->L, tensors, n_tensors))
+            rc = util_fail(ST_CONFIG, "%s: its tensor table (names, shapes, offsets) is not the one this spotrain "
+                           "lays out for the same dims; export it with the spotrain that wrote it, or train into a "
+                           "new run_dir", path);
+    }
+    for (int a = CKPT_PARAMS; a <= CKPT_ADAM_V && rc == ST_OK; a++)
+        rc = backend_load_ckpt(t->b, r, a, t->lo, t->hi);
+    *bytes = r ? ckpt_bytes_read(r) : 0;
+    /* Missing on this rank counts as damaged: on node-local disks a
+     * replaced node lacks what rank 0 verified, and the remote copy of the
+     * same step is the next candidate. */
+    if (rc == ST_NOINPUT)
+        rc = ST_DATA;
+    int64_t v[2] = {rc != ST_OK && rc != ST_DATA ? rc : 0, rc == ST_DATA};
+    if (comm_max(v, 2) != ST_OK)
+        rc = ST_IOERR;
+    else
+        rc = v[0] ? (int)v[0] : v[1] ? ST_DATA : ST_OK;
     if (rc == ST_OK)
-        rc = backend_load_ckpt(t->b, r, CKPT_PARAMS, 0, t->L.n_floats);
-    if (rc == ST_OK)
-        rc = backend_load_ckpt(t->b, r, CKPT_ADAM_M, t->lo, t->hi);
-    if (rc == ST_OK)
-        rc = backend_load_ckpt(t->b, r, CKPT_ADAM_V, t->lo, t->hi);
+        rc = t->b->gather_params(t->b);
     if (rc == ST_OK) {
         t->step = in->step;
         t->tokens = in->tokens;
@@ -209,18 +233,56 @@ static int trainer_restore(trainer *t, const char *path)
                             "goes on, but its numbers will differ from an uninterrupted run", t->continuity);
         }
     }
-out:
     ckpt_close(r);
     return rc;
 }
 
+/* Where resume looks: rank 0's candidates, newest first, local and (with
+ * checkpoint.remote) remote; every rank's client for the remote. */
+typedef struct {
+    s3_client *s3;
+    ckpt_cand *cands;
+    int n, next, listed;
+    int tried;                /* a restore failed part way: the moments hold junk */
+} trainer_resume_src;
+
+/* Rank 0: the next candidate that passes its check, logging each skipped
+ * one; *found 0 when none is left. */
+static int trainer_next_candidate(trainer *t, trainer_resume_src *rs, char *path, size_t cap, int64_t *found)
+{
+    char err[1024];
+    int rc = ST_OK;
+    *found = 0;
+    if (!rs->listed) {
+        rs->listed = 1;
+        if ((rc = ckpt_candidates(t->ckpt_dir, rs->s3, &rs->cands, &rs->n)) != ST_OK)
+            return rc;
+    }
+    while (rs->next < rs->n) {
+        const ckpt_cand *k = &rs->cands[rs->next++];
+        err[0] = 0;
+        rc = ckpt_candidate_check(t->ckpt_dir, rs->s3, k, path, cap, err, sizeof err);
+        if (rc == ST_OK) {
+            *found = 1;
+            return ST_OK;
+        }
+        if (rc != ST_DATA)   /* an unreachable remote or refused credentials: no guessing */
+            return util_fail(rc, "resume: %s; fix it and resume again", err[0] ? err : util_last_error());
+        util_log("skipping step %lld: %s", (long long)k->step, err);
+    }
+    trainer_log(t, "no checkpoint under %s%s%s that verifies: starting fresh", t->ckpt_dir,
+                rs->s3 ? " or " : "", rs->s3 ? t->c->ckpt_remote : "");
+    return ST_OK;
+}
+
 /* Rank 0 decides fresh/resume and what to resume from; everyone follows. */
-static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_t cap, int *resume)
+static int trainer_pick_start(trainer *t, int mode, int force, trainer_resume_src *rs, char *path, size_t cap,
+                              int *resume)
 {
     int64_t st[2] = {ST_OK, 0};   /* status, 1 = resume from path */
     path[0] = 0;
     if (trainer_is_root(t)) {
-        int n = ckpt_count(t->ckpt_dir);
+        int n = mode == TRAIN_FRESH ? ckpt_count(t->ckpt_dir) : 0;
         if (mode == TRAIN_FRESH && n > 0 && !force) {
             st[0] = util_fail(ST_USAGE, "%s already holds %d checkpoint%s; use `spotrain resume` to "
                               "continue, or `train --force` to start over (old checkpoints are moved "
@@ -239,13 +301,7 @@ static int trainer_pick_start(trainer *t, int mode, int force, char *path, size_
             else if ((st[0] = util_mkdirs(t->ckpt_dir)) == ST_OK)
                 trainer_log(t, "--force: moved the old checkpoints to %s", aside);
         } else if (mode == TRAIN_RESUME) {
-            int rc = ckpt_find_latest(t->ckpt_dir, path, cap);
-            if (rc == ST_OK)
-                st[1] = 1;
-            else if (rc == ST_NOINPUT)
-                trainer_log(t, "no checkpoint under %s that verifies: starting fresh", t->ckpt_dir);
-            else
-                st[0] = rc;
+            st[0] = trainer_next_candidate(t, rs, path, cap, &st[1]);
         }
     }
     if (comm_bcast(st, sizeof st, 0) != ST_OK || comm_bcast(path, cap, 0) != ST_OK)
@@ -846,13 +902,85 @@ static void trainer_close(trainer *t)
     free(t->config_text);
 }
 
+/* Adam m and v of this rank back to zero after a restore that failed part
+ * way, before a fresh start. */
+static int trainer_zero_moments(trainer *t)
+{
+    float *zero = calloc(TRAINER_IO_FLOATS, sizeof(float));
+    int rc = zero ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
+    for (int a = BK_ADAM_M; a <= BK_ADAM_V; a++)
+        for (size_t off = t->lo; off < t->hi && rc == ST_OK; off += TRAINER_IO_FLOATS)
+            rc = t->b->load(t->b, a, off, t->hi - off < TRAINER_IO_FLOATS ? t->hi - off : TRAINER_IO_FLOATS, zero);
+    free(zero);
+    return rc;
+}
+
+/* Picks and reads the checkpoint to start from. A remote candidate is only
+ * fully verified as the ranks download it: when any rank finds a damaged
+ * chunk, every rank moves on to the next candidate together. */
+static int trainer_start_from(trainer *t, int mode, int force, trainer_resume_src *rs, char *path, size_t cap,
+                              int *resume, double *dl)
+{
+    for (;;) {
+        uint64_t bytes = 0;
+        int rc = trainer_pick_start(t, mode, force, rs, path, cap, resume);
+        if (rc != ST_OK)
+            return rc;
+        if (!*resume) {
+            rc = rs->tried ? trainer_zero_moments(t) : ST_OK;
+            return rc == ST_OK ? trainer_fresh(t) : rc;
+        }
+        double t0 = util_now();
+        rc = trainer_restore(t, path, rs->s3, &bytes);
+        dl[0] = (double)bytes;
+        dl[1] = util_now() - t0;
+        if (rc != ST_DATA)
+            return rc;
+        rs->tried = 1;
+        if (trainer_is_root(t))
+            util_log("skipping %s: a rank could not read it (its line above says why); trying the next newest", path);
+    }
+}
+
+/* The download record: bytes and seconds of every rank (rank 0 writes it). */
+static void trainer_download_record(trainer *t, const char *from, const double dl[2])
+{
+    double *v = calloc((size_t)t->world * 2, sizeof *v);
+    if (!v)
+        return;
+    v[2 * t->rank] = dl[0];
+    v[2 * t->rank + 1] = dl[1];
+    if (comm_sum(v, 2 * t->world) == ST_OK && trainer_is_root(t)) {
+        ledger_download(&t->lg, t->step, from, v, t->world);
+        double bytes = 0, secs = 0;
+        for (int r = 0; r < t->world; r++) {
+            bytes += v[2 * r];
+            secs = v[2 * r + 1] > secs ? v[2 * r + 1] : secs;
+        }
+        trainer_log(t, "downloaded %.1f MiB from %s in %.2f s: %.1f MB/s over %d rank%s (rank 0: %.1f MB/s)",
+                    bytes / 1048576.0, from, secs, secs > 0 ? bytes / secs / 1e6 : 0.0, t->world,
+                    t->world == 1 ? "" : "s", v[1] > 0 ? v[0] / v[1] / 1e6 : 0.0);
+    }
+    free(v);
+}
+
 static int trainer_begin(trainer *t, int mode, int force)
 {
     char path[CFG_STR + 64];
-    int resume = 0;
-    int rc = trainer_pick_start(t, mode, force, path, sizeof path, &resume);
+    int resume = 0, rc = ST_OK;
+    double dl[2] = {0, 0};
+    trainer_resume_src rs = {0};
+    if (mode == TRAIN_RESUME && t->c->ckpt_remote[0]) {
+        s3_opts so;
+        cfg_s3_opts(t->c, &so);
+        int64_t st = s3_open(&rs.s3, &so);
+        /* Credentials can fail on one node only (its instance role): all stop. */
+        rc = comm_max(&st, 1) == ST_OK ? (int)st : ST_IOERR;
+    }
     if (rc == ST_OK)
-        rc = resume ? trainer_restore(t, path) : trainer_fresh(t);
+        rc = trainer_start_from(t, mode, force, &rs, path, sizeof path, &resume, dl);
+    free(rs.cands);
+    s3_close(rs.s3);
     if (rc == ST_OK && resume)
         snprintf(t->resumed_from, sizeof t->resumed_from, "%s", path);
     if (rc == ST_OK)
@@ -863,6 +991,8 @@ static int trainer_begin(trainer *t, int mode, int force)
                  t->b->precision, t->b->libraries, t->L.n_floats);
     if (t->continuity[0] && trainer_is_root(t))
         ledger_continuity(&t->lg, t->step, t->continuity);
+    if (resume && !strncmp(path, "s3://", 5))
+        trainer_download_record(t, path, dl);
     ledger_resume_counts(&t->lg, comm_nodes());
     trainer_interval_start(t);
     trainer_log(t, "%s %zu parameters on %d rank%s (%s backend), step %lld of %lld",
