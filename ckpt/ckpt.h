@@ -190,9 +190,13 @@ int ckpt_remote_steps(s3_client *c, int64_t **steps, int *n);
  * a URL without a step component -> itself and -1. 0, or -1 when out is too
  * small or url is not s3://. Trailing slashes are ignored. */
 int ckpt_s3_split(const char *url, char *run, size_t cap, int64_t *step);
+/* A listed key after the "PREFIX/step-" it was listed under -> its step and
+ * whether it is the manifest; -1 when the key is no step directory's object
+ * (not ours). */
+int ckpt_remote_key_step(const char *rest, int64_t *step, int *manifest);
 /* An object key -> step when key is PREFIX/step-N/manifest.json (prefix ""
  * means no leading "PREFIX/"): 0, else -1. */
-int ckpt_remote_key_step(const char *prefix, const char *key, int64_t *step);
+int ckpt_remote_manifest_step(const char *prefix, const char *key, int64_t *step);
 
 /* Where resume looks, newest first: local steps under ckpt_dir and, with a
  * client, remote ones; a step held in both places comes local first (no

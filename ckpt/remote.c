@@ -55,21 +55,31 @@ int ckpt_s3_split(const char *url, char *run, size_t cap, int64_t *step)
     return 0;
 }
 
-int ckpt_remote_key_step(const char *prefix, const char *key, int64_t *step)
+int ckpt_remote_key_step(const char *rest, int64_t *step, int *manifest)
+{
+    const char *q = rest;
+    int64_t v = 0;
+    while (*q >= '0' && *q <= '9' && q - rest < 18)
+        v = v * 10 + (*q++ - '0');
+    if (q - rest < 8 || *q != '/' || !q[1])
+        return -1;
+    *step = v;
+    *manifest = strcmp(q + 1, "manifest.json") == 0;
+    return 0;
+}
+
+int ckpt_remote_manifest_step(const char *prefix, const char *key, int64_t *step)
 {
     size_t pl = strlen(prefix);
-    char comp[32];
+    int manifest = 0;
     if (pl) {
         if (strncmp(key, prefix, pl) != 0 || key[pl] != '/')
             return -1;
         key += pl + 1;
     }
-    const char *slash = strchr(key, '/');
-    if (!slash || strcmp(slash, "/manifest.json") != 0 || (size_t)(slash - key) >= sizeof comp)
+    if (strncmp(key, "step-", 5) != 0 || ckpt_remote_key_step(key + 5, step, &manifest) != 0 || !manifest)
         return -1;
-    memcpy(comp, key, (size_t)(slash - key));
-    comp[slash - key] = 0;
-    return ckpt_name_step(comp, step) == 0 ? 0 : -1;
+    return 0;
 }
 
 typedef struct {
@@ -82,7 +92,7 @@ static int ckpt_on_key(void *ctx, const s3_object *o)
 {
     ckpt_steps_acc *a = ctx;
     int64_t s;
-    if (ckpt_remote_key_step(a->prefix, o->key, &s) != 0)
+    if (ckpt_remote_manifest_step(a->prefix, o->key, &s) != 0)
         return 0;
     if (a->n == a->cap) {
         int64_t *nv = realloc(a->v, (size_t)(a->cap = a->cap ? 2 * a->cap : 16) * sizeof *nv);

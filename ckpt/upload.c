@@ -2,6 +2,7 @@
  * committed step directory to object storage byte for byte, rank 0's
  * manifest last, and the rotation of the remote copy (manifest first). */
 #include "upload.h"
+#include "ckpt.h"
 #include "../util/util.h"
 
 #include <errno.h>
@@ -365,19 +366,6 @@ typedef struct {
     up_obj *v;
     int n, cap;
 } up_listing;
-
-int ckpt_remote_key_step(const char *rest, int64_t *step, int *manifest)
-{
-    const char *q = rest;
-    int64_t v = 0;
-    while (*q >= '0' && *q <= '9' && q - rest < 18)
-        v = v * 10 + (*q++ - '0');
-    if (q - rest < 8 || *q != '/' || !q[1])
-        return -1;
-    *step = v;
-    *manifest = strcmp(q + 1, "manifest.json") == 0;
-    return 0;
-}
 
 void ckpt_remote_plan(const int64_t *steps, const int *complete, int n, int64_t keep_last, int64_t keep_every,
                       int64_t fresh, char *drop)

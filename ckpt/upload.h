@@ -53,10 +53,7 @@ void ckpt_uploader_url(const ckpt_uploader *u, int64_t step, char *out, size_t c
  * checkpoints removed. */
 int ckpt_remote_rotate(s3_client *c, int64_t keep_last, int64_t keep_every, int64_t fresh, int *deleted);
 
-/* The pure parts, for tests and the fuzzer. A listed key after the
- * "PREFIX/step-" it was listed under -> its step and whether it is the
- * manifest; -1 when the key is no step directory's object (not ours). */
-int ckpt_remote_key_step(const char *rest, int64_t *step, int *manifest);
+/* The pure part, for tests (ckpt_remote_key_step, in ckpt.h, parses keys). */
 /* steps ascending and distinct, complete[i]: it has a manifest. Sets
  * drop[i] for each step the rotation deletes. */
 void ckpt_remote_plan(const int64_t *steps, const int *complete, int n, int64_t keep_last, int64_t keep_every,

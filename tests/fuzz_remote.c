@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (nl) {
         *nl = 0;
         s3_url u;
-        if (ckpt_remote_key_step(z, nl + 1, &step) == 0 && strlen(z) < sizeof u.prefix) {
+        if (ckpt_remote_manifest_step(z, nl + 1, &step) == 0 && strlen(z) < sizeof u.prefix) {
             char key[2200];
             memset(&u, 0, sizeof u);
             memcpy(u.prefix, z, strlen(z));

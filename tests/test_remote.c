@@ -31,16 +31,16 @@ static void test_split(void)
 static void test_key_step(void)
 {
     int64_t s = 0;
-    EXPECT(ckpt_remote_key_step("run", "run/step-00000040/manifest.json", &s) == 0 && s == 40);
-    EXPECT(ckpt_remote_key_step("", "step-00000002/manifest.json", &s) == 0 && s == 2);
-    EXPECT(ckpt_remote_key_step("a/b", "a/b/step-00000003/manifest.json", &s) == 0 && s == 3);
-    EXPECT(ckpt_remote_key_step("run", "run/step-00000040/shard-00000.bin", &s) == -1);
-    EXPECT(ckpt_remote_key_step("run", "run/step-00000040/manifest.json.tmp", &s) == -1);
-    EXPECT(ckpt_remote_key_step("run", "run/step-00000040.tmp/manifest.json", &s) == -1);
-    EXPECT(ckpt_remote_key_step("run", "run/x/step-00000040/manifest.json", &s) == -1);
-    EXPECT(ckpt_remote_key_step("run", "runner/step-00000040/manifest.json", &s) == -1);
-    EXPECT(ckpt_remote_key_step("run", "run2/step-00000040/manifest.json", &s) == -1);
-    EXPECT(ckpt_remote_key_step("", "run/step-00000040/manifest.json", &s) == -1);
+    EXPECT(ckpt_remote_manifest_step("run", "run/step-00000040/manifest.json", &s) == 0 && s == 40);
+    EXPECT(ckpt_remote_manifest_step("", "step-00000002/manifest.json", &s) == 0 && s == 2);
+    EXPECT(ckpt_remote_manifest_step("a/b", "a/b/step-00000003/manifest.json", &s) == 0 && s == 3);
+    EXPECT(ckpt_remote_manifest_step("run", "run/step-00000040/shard-00000.bin", &s) == -1);
+    EXPECT(ckpt_remote_manifest_step("run", "run/step-00000040/manifest.json.tmp", &s) == -1);
+    EXPECT(ckpt_remote_manifest_step("run", "run/step-00000040.tmp/manifest.json", &s) == -1);
+    EXPECT(ckpt_remote_manifest_step("run", "run/x/step-00000040/manifest.json", &s) == -1);
+    EXPECT(ckpt_remote_manifest_step("run", "runner/step-00000040/manifest.json", &s) == -1);
+    EXPECT(ckpt_remote_manifest_step("run", "run2/step-00000040/manifest.json", &s) == -1);
+    EXPECT(ckpt_remote_manifest_step("", "run/step-00000040/manifest.json", &s) == -1);
 }
 
 static void test_merge(void)

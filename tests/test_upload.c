@@ -3,6 +3,7 @@
  * transfers themselves are tested against moto in tests/cli_remote.sh. */
 #include <string.h>
 
+#include "../ckpt/ckpt.h"
 #include "../ckpt/upload.h"
 #include "../util/util.h"
 #include "harness.h"
