@@ -44,6 +44,7 @@ B=spotrain-read
 ctl() { "$PY" -c "import urllib.request as u; u.urlopen('$PROXY/_control?$1').read()"; }
 # b3 OP ARGS: boto3 against moto, independent of spotrain.
 #   mb | up STEP_DIR PREFIX [skip NAME] | flip KEY OFFSET | trunc KEY BYTES | rm KEY | sum KEY
+#   | keys PREFIX (one a line) | keep PREFIX FILE (delete what FILE does not list)
 b3() {
     "$PY" - "$MOTO" "$B" "$@" <<'PY'
 import boto3, hashlib, os, sys
@@ -69,6 +70,17 @@ elif op == "trunc":
     s3.put_object(Bucket=bucket, Key=args[0], Body=b[:int(args[1])])
 elif op == "rm":
     s3.delete_object(Bucket=bucket, Key=args[0])
+elif op in ("keys", "keep"):
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=args[0] + "/"):
+        found += [o["Key"] for o in page.get("Contents", [])]
+    if op == "keys":
+        print("\n".join(found))
+    else:
+        kept = set(open(args[1]).read().split())
+        for k in found:
+            if k not in kept:
+                s3.delete_object(Bucket=bucket, Key=k)
 elif op == "sum":
     print(hashlib.sha256(s3.get_object(Bucket=bucket, Key=args[0])["Body"].read()).hexdigest())
 PY
@@ -81,7 +93,17 @@ digest() {
 s4=step-00000004 s8=step-00000008 s12=step-00000012
 F="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=6 --set train.micro_batch=3 --set train.val_every=0 --set train.threads=1 --set train.log_every=1 --set checkpoint.interval_steps=4 --set checkpoint.keep_last=10 --set checkpoint.chunk_kib=16 --set checkpoint.busy=wait"
 # A resume from s3://$B/PREFIX on a machine whose run_dir is DIR.
-R() { dir=$1 prefix=$2; shift 2; "$S" resume /dev/null $F --set train.max_steps=12 --set train.run_dir="$dir" --set checkpoint.remote="s3://$B/$prefix" --set checkpoint.endpoint="${EP:-$MOTO}" "$@"; }
+# The run uploads its own checkpoints there too (steps 8 to 12); they are
+# deleted afterwards, so every resume from a prefix sees the same fixture.
+R() {
+    dir=$1 prefix=$2
+    shift 2
+    b3 keys "$prefix" >"$T_TMP/keys.$dir"
+    "$S" resume /dev/null $F --set train.max_steps=12 --set train.run_dir="$dir" --set checkpoint.remote="s3://$B/$prefix" --set checkpoint.endpoint="${EP:-$MOTO}" "$@"
+    _rc=$?
+    b3 keep "$prefix" "$T_TMP/keys.$dir"
+    return $_rc
+}
 M="mpirun -np 2 --oversubscribe"
 have_mpi=0
 if command -v mpirun >/dev/null 2>&1 && "$S" --version | grep -q "mpi: yes"; then have_mpi=1; fi
@@ -214,7 +236,9 @@ if [ $have_mpi -eq 1 ]; then
     # 1 rank's checkpoint, 2 ranks continue.
     mkdir -p loc12/ckpt && cp -r straight/ckpt/$s8 loc12/ckpt/
     $M "$S" resume /dev/null $F --set train.max_steps=12 --set train.run_dir=loc12 >loc12.log 2>&1
+    b3 keys r1 >"$T_TMP/keys.new12"
     $M "$S" resume /dev/null $F --set train.max_steps=12 --set train.run_dir=new12 --set checkpoint.remote="s3://$B/r1" --set checkpoint.endpoint="$MOTO" >new12.log 2>&1
+    b3 keep r1 "$T_TMP/keys.new12"
     a=$(digest loc12/ckpt/$s12) b=$(digest new12/ckpt/$s12)
     if grep -q "resuming from s3://$B/r1/$s8 (step 8, saved by 1 rank)" new12.log && [ -n "$a" ] && [ "$a" = "$b" ]; then
         t_ok "1 rank -> 2 ranks from the remote: bitwise equal to the same continuation from local"
@@ -240,7 +264,9 @@ if [ $have_mpi -eq 1 ]; then
     b3 up straight2/ckpt/$s4 r2d && b3 up straight2/ckpt/$s8 r2d
     sz=$(stat -c %s straight2/ckpt/$s8/shard-00001.bin)
     b3 flip r2d/$s8/shard-00001.bin $((sz - 100))
+    b3 keys r2d >"$T_TMP/keys.new22"
     $M "$S" resume /dev/null $F --set train.max_steps=12 --set train.run_dir=new22 --set checkpoint.remote="s3://$B/r2d" --set checkpoint.endpoint="$MOTO" >new22.log 2>&1
+    b3 keep r2d "$T_TMP/keys.new22"
     rc=$?
     if [ $rc -eq 0 ] && grep -q "shard-00001.bin chunk .*adam_v.*mismatch" new22.log && grep -q "skipping s3://$B/r2d/$s8" new22.log &&
         grep -q "resuming from s3://$B/r2d/$s4" new22.log && [ "$(digest new22/ckpt/$s12)" = "$ref2" ]; then
