@@ -4,18 +4,32 @@
 #include "interval.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+/* The rate is unknown and matters only through its mean (the loss per
+ * hour, C/T + T·rate/2, is linear in it, so Young/Daly with the posterior
+ * mean minimises the expected loss). A Gamma prior of mean p worth w
+ * failures is w pseudo-failures in w/p pseudo-hours, and after n failures
+ * in h hours the mean is (w + n) / (w/p + h). w is small on purpose: a
+ * provider's typical rate says little about this run, so one kill counts a
+ * hundred times the prior (a kill in the first minute of a run with a
+ * 20 h prior puts M near 13 min, not near 20 h), yet without failures the
+ * prior still sets M, growing as failure-free hours accumulate. */
 double interval_rate(int n, double hours, double prior_rate)
 {
-    if (n <= 0 || hours <= 0)
-        return prior_rate;
-    return ((double)n * ((double)n / hours) + prior_rate) / ((double)n + 1.0);
+    const double w = INTERVAL_PRIOR_WEIGHT;
+    if (hours < 0)
+        hours = 0;
+    if (prior_rate <= 0)
+        return n > 0 && hours > 0 ? (double)n / hours : 0;
+    return (w + (double)(n > 0 ? n : 0)) / (w / prior_rate + hours);
 }
 
 double interval_young_daly(double cost_s, double mtbf_s, double lo, double hi)
 {
-    double t = cost_s > 0 && mtbf_s > 0 && isfinite(mtbf_s) ? sqrt(2.0 * cost_s * mtbf_s) : hi;
+    /* No failures expected: as rarely as allowed; a free save: as often. */
+    double t = mtbf_s > 0 && isfinite(mtbf_s) ? sqrt(2.0 * (cost_s > 0 ? cost_s : 0) * mtbf_s) : hi;
     return t < lo ? lo : t > hi ? hi : t;
 }
 
@@ -59,6 +73,33 @@ int interval_ledger_failures(const char *text, size_t len)
     return n;
 }
 
+double interval_ledger_cost(const char *text, size_t len)
+{
+    double c = -1;
+    const char *p = text, *end = text + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        const char *f;
+        if (interval_field(p, e, "\"event\":\"interval\"") && interval_field(p, e, "\"cost_measured\":true") &&
+            (f = interval_field(p, e, "\"cost_s\":"))) {
+            /* The line is not NUL-terminated: copy the number out. */
+            char num[32];
+            size_t k = 0;
+            while (f + k < e && k + 1 < sizeof num && strchr("0123456789.eE+-", f[k]))
+                k++;
+            memcpy(num, f, k);
+            num[k] = 0;
+            char *stop;
+            double v = strtod(num, &stop);
+            if (stop != num && isfinite(v) && v >= 0)
+                c = v;
+        }
+        p = e + 1;
+    }
+    return c;
+}
+
 void interval_init(interval_auto *a, double lo, double hi, double prior_rate, double prior_cost_s)
 {
     memset(a, 0, sizeof *a);
@@ -86,21 +127,40 @@ void interval_step(interval_auto *a, double ms, int writer_busy)
         interval_ewma(&a->idle_ms, &a->n_idle, ms);
 }
 
+/* Without a measured C the first interval rests on the prior C, often far
+ * off (5 s assumed, milliseconds real on a small model, so an interval of
+ * many minutes, and a kill before it loses them all). One save a few steps
+ * in measures it: it costs one C and turns the guess into a figure. */
+int interval_due(interval_auto *a, double since_s)
+{
+    if (a->cost_s < 0 && !a->probed && a->n_idle + a->n_busy >= INTERVAL_PROBE_STEPS) {
+        a->probed = 1;
+        return 1;
+    }
+    return since_s >= a->interval_s;
+}
+
 void interval_saved(interval_auto *a, double stall_s, double write_s)
 {
     a->cost_s = interval_save_cost(stall_s, write_s, a->idle_ms, a->busy_ms);
 }
 
-int interval_update(interval_auto *a, double hours_now, double *cost_s, double *mtbf_s)
+int interval_update(interval_auto *a, double hours_now, double *cost_s, double *mtbf_s, int *measured)
 {
     double c = a->cost_s >= 0 ? a->cost_s : a->prior_cost_s;
     double rate = interval_rate(a->hard_failures, a->hours_before + hours_now, a->prior_rate);
     double m = rate > 0 ? 3600.0 / rate : INFINITY;
     double t = interval_young_daly(c, m, a->lo, a->hi);
     int moved = fabs(t - a->interval_s) > 0.1 * a->interval_s;
+    /* The first measured C is logged even when the interval barely moves:
+     * the next segment starts from it instead of the prior. */
+    int first = a->cost_s >= 0 && !a->cost_logged;
     *cost_s = c;
     *mtbf_s = m;
+    *measured = a->cost_s >= 0;
+    if (*measured)
+        a->cost_logged = 1;
     if (moved || a->interval_s <= 0)
         a->interval_s = t;
-    return moved;
+    return moved || first;
 }
