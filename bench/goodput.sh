@@ -7,14 +7,16 @@
 # uninterrupted run of the same steps needs. Full scale by default: the 3.1M
 # model A of bench_step (dim 256, 4 layers, seq 256, batch 8), a signal every
 # 60 s. SCALE=k divides every time by k (and the steps), for a quick look.
-# GOODPUT_FIXED lists the fixed intervals swept (seconds, before scaling).
+# GOODPUT_FIXED lists the fixed intervals swept (seconds, before scaling);
+# GOODPUT_SIGNALS the signals (TERM KILL), e.g. KILL alone for a shorter run.
 # At full scale this takes about an hour on 2 cores.
 BUILD=${BUILD:-build}
 S=${SPOTRAIN:-$PWD/$BUILD/spotrain}
 RUN=$PWD/spot/spotrain-run
 SCALE=${SCALE:-1}
 STEPS=${GOODPUT_STEPS:-$(awk -v s="$SCALE" 'BEGIN { printf "%d", 600 / s }')}
-FIXED=${GOODPUT_FIXED:-5 10 20 40}
+FIXED=${GOODPUT_FIXED:-2 5 10 20}
+SIGNALS=${GOODPUT_SIGNALS:-TERM KILL}
 TMP=$(mktemp -d /tmp/spotrain-goodput.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 cd "$TMP" || exit 1
@@ -57,14 +59,15 @@ scenario() {
     kill "$driver" 2>/dev/null
     wait "$driver" 2>/dev/null
     n=$(($(grep -c '"event":"start"' "$name/events.jsonl") - 1))
+    k=$(grep -c '"event":"checkpoint"' "$name/events.jsonl")
     last=$(python3 -c 'import json,sys
 r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 i=[x for x in r if x.get("event")=="interval"]
 print("auto interval %.1f s (C %.3f s, M %s s)" % (i[-1]["seconds"], i[-1]["cost_s"], i[-1]["mtbf_s"]) if i else "")' "$name/events.jsonl")
-    awk -v a="$t0" -v b="$t1" -v u="$useful" -v n="$n" -v name="$name" -v rc="$rc" -v x="$last" \
-        'BEGIN { printf "%-16s exit %d, %3d interruptions, wall %7.1f s, goodput %5.1f%%  %s\n", name, rc, n, b - a, 100 * u / (b - a), x }'
+    awk -v a="$t0" -v b="$t1" -v u="$useful" -v n="$n" -v k="$k" -v name="$name" -v rc="$rc" -v x="$last" \
+        'BEGIN { printf "%-16s exit %d, %3d interruptions, %4d checkpoints, wall %7.1f s, goodput %5.1f%%  %s\n", name, rc, n, k, b - a, 100 * u / (b - a), x }'
 }
-for sig in TERM KILL; do
+for sig in $SIGNALS; do
     for iv in $FIXED; do
         s=$(awk -v s="$SCALE" -v i="$iv" 'BEGIN { printf "%.2f", i / s }')
         scenario "$sig-fixed-$iv" "$sig" --set checkpoint.interval_steps=0 --set checkpoint.interval_seconds="$s"
