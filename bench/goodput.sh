@@ -9,6 +9,9 @@
 # 60 s. SCALE=k divides every time by k (and the steps), for a quick look.
 # GOODPUT_FIXED lists the fixed intervals swept (seconds, before scaling);
 # GOODPUT_SIGNALS the signals (TERM KILL), e.g. KILL alone for a shorter run.
+# GOODPUT_PRIOR=R adds an auto run told the rate: [cost]
+# interruptions_per_hour = R (per hour, before scaling), which shows what
+# the first minutes cost auto when it starts from the default prior.
 # At full scale this takes about an hour on 2 cores.
 BUILD=${BUILD:-build}
 S=${SPOTRAIN:-$PWD/$BUILD/spotrain}
@@ -74,4 +77,9 @@ for sig in $SIGNALS; do
     done
     scenario "$sig-auto" "$sig" --set checkpoint.interval_steps=0 --set checkpoint.interval_seconds=auto \
         --set checkpoint.min_seconds="$MINS"
+    if [ -n "${GOODPUT_PRIOR:-}" ]; then
+        scenario "$sig-auto-prior" "$sig" --set checkpoint.interval_steps=0 --set checkpoint.interval_seconds=auto \
+            --set checkpoint.min_seconds="$MINS" \
+            --set cost.interruptions_per_hour="$(awk -v s="$SCALE" -v r="$GOODPUT_PRIOR" 'BEGIN { print r * s }')"
+    fi
 done

@@ -86,7 +86,7 @@ double interval_ledger_cost(const char *text, size_t len)
             /* The line is not NUL-terminated: copy the number out. */
             char num[32];
             size_t k = 0;
-            while (f + k < e && k + 1 < sizeof num && strchr("0123456789.eE+-", f[k]))
+            while (f + k < e && k + 1 < sizeof num && f[k] && strchr("0123456789.eE+-", f[k]))
                 k++;
             memcpy(num, f, k);
             num[k] = 0;
