@@ -151,11 +151,11 @@ case "$iv" in
     *) t_bad "auto interval: first value from the priors" "$iv" ;;
 esac
 case "$iv" in
-    *" 3 True True") t_ok "auto interval: the save at step 3 measures C; the interval follows sqrt(2 C M)" ;;
+    *" 4 True True") t_ok "auto interval: the save at step 4 measures C; the interval follows sqrt(2 C M)" ;;
     *) t_bad "auto interval: early save measures C" "(first checkpoint step, 0 < C < 5, interval matches) $iv" ;;
 esac
 # The restarted segment: one hard failure in seconds of training moves M
-# from 20 h to minutes, (0.01 · 20 h + hours) / 1.01; C is the measured one.
+# from 20 h to minutes, (0.001 · 20 h + hours) / 1.001; C is the measured one.
 seen=$(lines auto '"event":"checkpoint"')
 "$S" resume /dev/null $AUTO --set train.run_dir=auto --set checkpoint.min_seconds=0.3 \
     --set checkpoint.max_seconds=0.3 >auto2.log 2>&1 &
@@ -168,7 +168,7 @@ r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 s=max(k for k, x in enumerate(r) if x.get("event")=="start")
 m=[x for x in r[:s] if x.get("event")=="interval" and x["cost_measured"]][-1]
 i=[x for x in r[s:] if x.get("event")=="interval"][0]
-want=3600 * (0.01 * 20 + i["hours"]) / 1.01
+want=3600 * (0.001 * 20 + i["hours"]) / 1.001
 print(i["hard_failures"], i["cost_measured"], i["cost_s"] == m["cost_s"], i["mtbf_s"] < 3600, abs(i["mtbf_s"] - want) < 1,
       i["seconds"])' auto/events.jsonl 2>&1)
 if [ "$hf" = "1 True True True True 0.3" ]; then

@@ -17,12 +17,12 @@ static void test_rate(void)
     EXPECT(near(interval_rate(0, 0.2, 0.05), w / (w / 0.05 + 0.2)));
     EXPECT(interval_rate(0, 0.2, 0.05) < 0.05);
     /* One kill in the first minute against a 20 h prior: (w + 1)/(w/p + h),
-     * M between 10 and 15 minutes, not hours. */
+     * M between 2 and 2.5 minutes, not hours. */
     double r1 = interval_rate(1, 1.0 / 60, 0.05);
     EXPECT(near(r1, (w + 1) / (w / 0.05 + 1.0 / 60)));
-    EXPECT(60.0 / r1 > 10 && 60.0 / r1 < 15);
+    EXPECT(60.0 / r1 > 2 && 60.0 / r1 < 2.5);
     /* A second kill moves it again, and many converge on n / hours. */
-    EXPECT(interval_rate(2, 2.0 / 60, 0.05) > 1.5 * r1);
+    EXPECT(interval_rate(2, 2.0 / 60, 0.05) > 1.3 * r1);
     double r100 = interval_rate(100, 100.0 / 60, 0.05);
     EXPECT(r100 > 0.85 * 60 && r100 < 60);
     /* Failures after long quiet hours: the observation, not the prior. */
@@ -96,16 +96,19 @@ static void test_probe(void)
     interval_auto a;
     interval_init(&a, 1, 3600, 0.05, 5);
     EXPECT(interval_due(&a, 0.5) == 0);
+    interval_step(&a, 900, 0);                             /* warm-up: not in the mean */
     for (int i = 0; i < INTERVAL_PROBE_STEPS - 1; i++)
         interval_step(&a, 100, 0);
     EXPECT(interval_due(&a, 0.5) == 0);                    /* too few steps to compare against */
     interval_step(&a, 100, 0);
+    EXPECT(near(a.idle_ms, 100));
     EXPECT(interval_due(&a, 0.5) == 1);                    /* C unknown: save now to measure it */
     EXPECT(interval_due(&a, 0.6) == 0);                    /* once */
     EXPECT(interval_due(&a, a.interval_s) == 1);           /* then by the interval */
     /* A C carried over from the ledger needs no probe. */
     interval_init(&a, 1, 3600, 0.05, 5);
-    a.cost_s = 0.02;
+    interval_resume(&a, 1, 0.5, 0.02);
+    EXPECT(a.cost_s == 0.02 && a.hard_failures == 1 && a.hours_before == 0.5);
     for (int i = 0; i < 10; i++)
         interval_step(&a, 100, 0);
     EXPECT(interval_due(&a, 0.5) == 0);
@@ -124,11 +127,20 @@ static void test_update(void)
     for (int i = 0; i < 30; i++)
         interval_step(&a, 110, 1);
     interval_saved(&a, 0.05, 1.0);
-    EXPECT(fabs(a.cost_s - (0.05 + 1.0 * (1 - 100.0 / 110))) < 1e-9);
+    double x1 = 0.05 + 1.0 * (1 - 100.0 / 110);
+    EXPECT(fabs(a.cost_s - x1) < 1e-9);
     EXPECT(interval_update(&a, 0, &c, &m, &measured) == 1 && measured);   /* a measured C moves it */
     EXPECT(a.interval_s >= 5 && a.interval_s < 1000);
     double before = a.interval_s;
     EXPECT(interval_update(&a, 0, &c, &m, &measured) == 0 && a.interval_s == before);
+    /* C is the mean of the newest four saves' figures. */
+    interval_saved(&a, 0.01, 0);
+    EXPECT(fabs(a.cost_s - (x1 + 0.01) / 2) < 1e-9);
+    for (int i = 0; i < 40; i++)
+        interval_saved(&a, 0.01, 0);
+    EXPECT(fabs(a.cost_s - 0.01) < 1e-6);
+    interval_saved(&a, 0.05, 0);
+    EXPECT(fabs(a.cost_s - (0.01 + 0.04 / 4)) < 1e-6);
     a.hard_failures = 30;
     a.hours_before = 0.5;                                 /* a kill a minute for half an hour */
     EXPECT(interval_update(&a, 0, &c, &m, &measured) == 1 && m > 60 && m < 90 && a.interval_s == 5);
@@ -146,7 +158,8 @@ static void test_update(void)
 /* The case the priors alone got wrong: a 20 h prior, a measured C of 10 ms,
  * then a kill a minute into the run. Before the kill the interval is the
  * prior's (sqrt(2 · 0.01 · 72000) = 38 s); the restarted segment, which
- * reads one failure in one minute from the ledger, saves every few seconds. */
+ * reads one failure in one minute from the ledger (M about 2 min), saves
+ * every second or two. */
 static void test_first_kill(void)
 {
     interval_auto a;
@@ -161,11 +174,11 @@ static void test_first_kill(void)
     a.hard_failures = 1;
     a.hours_before = 1.0 / 60;
     interval_update(&a, 0, &c, &m, &measured);
-    EXPECT(a.interval_s > 3 && a.interval_s < 5 && m > 600 && m < 900);
+    EXPECT(a.interval_s > 1.4 && a.interval_s < 1.9 && m > 120 && m < 150);
     a.hard_failures = 2;
     a.hours_before = 2.0 / 60;
     interval_update(&a, 0, &c, &m, &measured);
-    EXPECT(a.interval_s > 2 && a.interval_s < 3.5);
+    EXPECT(a.interval_s > 1.2 && a.interval_s < 1.5);
 }
 
 int main(void)

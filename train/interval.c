@@ -12,10 +12,11 @@
  * mean minimises the expected loss). A Gamma prior of mean p worth w
  * failures is w pseudo-failures in w/p pseudo-hours, and after n failures
  * in h hours the mean is (w + n) / (w/p + h). w is small on purpose: a
- * provider's typical rate says little about this run, so one kill counts a
- * hundred times the prior (a kill in the first minute of a run with a
- * 20 h prior puts M near 13 min, not near 20 h), yet without failures the
- * prior still sets M, growing as failure-free hours accumulate. */
+ * provider's typical rate is an average over very different pools and
+ * says little about this run, so one kill counts a thousand times the
+ * prior (a kill in the first minute of a run with a 20 h prior puts M near
+ * 2 min, not near 20 h). Before any failure the prior sets M, which grows
+ * as failure-free time accumulates, up to max_seconds of interval. */
 double interval_rate(int n, double hours, double prior_rate)
 {
     const double w = INTERVAL_PRIOR_WEIGHT;
@@ -119,8 +120,21 @@ static void interval_ewma(double *mean, int *n, double x)
     (*n)++;
 }
 
+void interval_resume(interval_auto *a, int hard_failures, double hours_before, double cost_s)
+{
+    a->hard_failures = hard_failures;
+    a->hours_before = hours_before;
+    if (cost_s >= 0) {
+        a->cost_s = cost_s;
+        a->n_saves = 1;
+        a->cost_logged = 1;
+    }
+}
+
 void interval_step(interval_auto *a, double ms, int writer_busy)
 {
+    if (a->steps++ == 0)
+        return;
     if (writer_busy)
         interval_ewma(&a->busy_ms, &a->n_busy, ms);
     else
@@ -140,9 +154,14 @@ int interval_due(interval_auto *a, double since_s)
     return since_s >= a->interval_s;
 }
 
+/* One save's figure swings with the few step times it is compared with
+ * (a noisy neighbour, a slow step during the write): the mean of the
+ * newest few is the steadier estimate of what a save costs. */
 void interval_saved(interval_auto *a, double stall_s, double write_s)
 {
-    a->cost_s = interval_save_cost(stall_s, write_s, a->idle_ms, a->busy_ms);
+    double x = interval_save_cost(stall_s, write_s, a->idle_ms, a->busy_ms);
+    a->cost_s = a->n_saves == 0 ? x : a->cost_s + (x - a->cost_s) / (a->n_saves < 4 ? a->n_saves + 1 : 4);
+    a->n_saves++;
 }
 
 int interval_update(interval_auto *a, double hours_now, double *cost_s, double *mtbf_s, int *measured)

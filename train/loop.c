@@ -386,12 +386,8 @@ static void trainer_interval_start(trainer *t)
         return;
     interval_init(&t->ia, c->ckpt_min_seconds, c->ckpt_max_seconds, c->interruptions_per_hour,
                   c->ckpt_stall_seconds);
-    t->ia.hard_failures = t->lg.hard_failures;   /* read once, by ledger_resume_counts */
-    t->ia.hours_before = t->lg.hours_before;
-    if (t->lg.cost_s >= 0) {   /* measured by an earlier segment: no need to guess or probe */
-        t->ia.cost_s = t->lg.cost_s;
-        t->ia.cost_logged = 1;
-    }
+    /* read once, by ledger_resume_counts */
+    interval_resume(&t->ia, t->lg.hard_failures, t->lg.hours_before, t->lg.cost_s);
     trainer_interval(t, 1);
 }
 
