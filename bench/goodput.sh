@@ -4,7 +4,9 @@
 # every PERIOD seconds, or (b) the trainer is SIGKILLed every PERIOD seconds;
 # each for fixed checkpoint intervals (a sweep) and for
 # checkpoint.interval_seconds = auto. "Useful" = the train_seconds an
-# uninterrupted run of the same steps needs. Full scale by default: the 3.1M
+# uninterrupted run of the same steps needs; "own steps" is the same
+# ratio with the scenario's own median step time instead of the reference's,
+# for a shared machine whose load drifts between runs. Full scale by default: the 3.1M
 # model A of bench_step (dim 256, 4 layers, seq 256, batch 8), a signal every
 # 60 s. SCALE=k divides every time by k (and the steps), for a quick look.
 # GOODPUT_FIXED lists the fixed intervals swept (seconds, before scaling);
@@ -67,8 +69,11 @@ scenario() {
 r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 i=[x for x in r if x.get("event")=="interval"]
 print("auto interval %.1f s (C %.3f s, M %s s)" % (i[-1]["seconds"], i[-1]["cost_s"], i[-1]["mtbf_s"]) if i else "")' "$name/events.jsonl")
+    med=$(python3 -c 'import json,sys,statistics
+print(statistics.median(json.loads(l)["ms"] for l in open(sys.argv[1]) if "\"event\":\"step\"" in l))' "$name/events.jsonl")
     awk -v a="$t0" -v b="$t1" -v u="$useful" -v n="$n" -v k="$k" -v name="$name" -v rc="$rc" -v x="$last" \
-        'BEGIN { printf "%-16s exit %d, %3d interruptions, %4d checkpoints, wall %7.1f s, goodput %5.1f%%  %s\n", name, rc, n, k, b - a, 100 * u / (b - a), x }'
+        -v own="$(awk -v m="$med" -v s="$STEPS" 'BEGIN { print m * s / 1000 }')" \
+        'BEGIN { printf "%-16s exit %d, %3d interruptions, %4d checkpoints, wall %7.1f s, goodput %5.1f%% (own steps %5.1f%%)  %s\n", name, rc, n, k, b - a, 100 * u / (b - a), 100 * own / (b - a), x }'
 }
 for sig in $SIGNALS; do
     for iv in $FIXED; do
