@@ -6,7 +6,9 @@
 # checkpoint.interval_seconds = auto. "Useful" = the train_seconds an
 # uninterrupted run of the same steps needs; "own steps" is the same
 # ratio with the scenario's own median step time instead of the reference's,
-# for a shared machine whose load drifts between runs. Full scale by default: the 3.1M
+# for a shared machine whose load drifts between runs; "redone" counts the
+# steps trained again after kills (every step is logged), the work lost,
+# which no load changes. Full scale by default: the 3.1M
 # model A of bench_step (dim 256, 4 layers, seq 256, batch 8), a signal every
 # 60 s. SCALE=k divides every time by k (and the steps), for a quick look.
 # GOODPUT_FIXED lists the fixed intervals swept (seconds, before scaling);
@@ -29,7 +31,7 @@ PERIOD=$(awk -v s="$SCALE" 'BEGIN { printf "%.2f", 60 / s }')
 MINS=$(awk -v s="$SCALE" 'BEGIN { printf "%.2f", 1 / s }')
 F="--set model.dim=256 --set model.n_layers=4 --set model.n_heads=8 --set model.n_kv_heads=4 --set model.ffn_dim=704 \
 --set model.vocab_size=256 --set model.seq_len=256 --set train.global_batch=8 --set train.micro_batch=8 \
---set train.val_every=0 --set train.log_every=10 --set train.max_steps=$STEPS --set spot.grace_seconds=30 --quiet"
+--set train.val_every=0 --set train.log_every=1 --set train.max_steps=$STEPS --set spot.grace_seconds=30 --quiet"
 now() { date +%s.%N; }
 
 echo "goodput: model A (3.1M), $STEPS steps, a signal every $PERIOD s (SCALE=$SCALE), OpenBLAS $("$S" --version | sed -n 's/.*OpenBLAS \([^)]*\)).*/\1/p')"
@@ -65,15 +67,16 @@ scenario() {
     wait "$driver" 2>/dev/null
     n=$(($(grep -c '"event":"start"' "$name/events.jsonl") - 1))
     k=$(grep -c '"event":"checkpoint"' "$name/events.jsonl")
+    redone=$(($(grep -c '"event":"step"' "$name/events.jsonl") - STEPS))
     last=$(python3 -c 'import json,sys
 r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 i=[x for x in r if x.get("event")=="interval"]
 print("auto interval %.1f s (C %.3f s, M %s s)" % (i[-1]["seconds"], i[-1]["cost_s"], i[-1]["mtbf_s"]) if i else "")' "$name/events.jsonl")
     med=$(python3 -c 'import json,sys,statistics
 print(statistics.median(json.loads(l)["ms"] for l in open(sys.argv[1]) if "\"event\":\"step\"" in l))' "$name/events.jsonl")
-    awk -v a="$t0" -v b="$t1" -v u="$useful" -v n="$n" -v k="$k" -v name="$name" -v rc="$rc" -v x="$last" \
+    awk -v a="$t0" -v b="$t1" -v u="$useful" -v n="$n" -v k="$k" -v d="$redone" -v name="$name" -v rc="$rc" -v x="$last" \
         -v own="$(awk -v m="$med" -v s="$STEPS" 'BEGIN { print m * s / 1000 }')" \
-        'BEGIN { printf "%-16s exit %d, %3d interruptions, %4d checkpoints, wall %7.1f s, goodput %5.1f%% (own steps %5.1f%%)  %s\n", name, rc, n, k, b - a, 100 * u / (b - a), 100 * own / (b - a), x }'
+        'BEGIN { printf "%-16s exit %d, %3d interruptions, %4d checkpoints, %4d steps redone, wall %7.1f s, goodput %5.1f%% (own steps %5.1f%%)  %s\n", name, rc, n, k, d, b - a, 100 * u / (b - a), 100 * own / (b - a), x }'
 }
 for sig in $SIGNALS; do
     for iv in $FIXED; do
