@@ -15,8 +15,9 @@
  * provider's typical rate is an average over very different pools and
  * says little about this run, so one kill counts a thousand times the
  * prior (a kill in the first minute of a run with a 20 h prior puts M near
- * 2 min, not near 20 h). Before any failure the prior sets M, which grows
- * as failure-free time accumulates, up to max_seconds of interval. */
+ * 2 min, not near 20 h). Before any failure M = 1/p + h/w: the prior
+ * sets the start, and failure-free time soon outweighs it, a high p as
+ * fast as a low one (the price of a prior this light). */
 double interval_rate(int n, double hours, double prior_rate)
 {
     const double w = INTERVAL_PRIOR_WEIGHT;
