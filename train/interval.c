@@ -67,7 +67,8 @@ int interval_ledger_failures(const char *text, size_t len)
             open = 0;
         } else if (interval_field(p, e, "\"event\":\"stop\"")) {
             const char *f = interval_field(p, e, "\"final_checkpoint\":\"");
-            if (f && (!strncmp(f, "failed", 6) || !strncmp(f, "skipped", 7)))
+            /* The ledger in memory is not NUL-terminated: compare within the line. */
+            if (f && ((e - f >= 6 && !memcmp(f, "failed", 6)) || (e - f >= 7 && !memcmp(f, "skipped", 7))))
                 n++;
         }
         p = e + 1;
