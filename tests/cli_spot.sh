@@ -123,12 +123,14 @@ ctl "garbage=&notice=0"
 # Under mpirun via spotrain-run: SIGTERM to the wrapper becomes SIGUSR1 to
 # mpirun, which passes it to both ranks without killing them. --grace 3:
 # once a rank exits non-zero, mpirun 4.1 waits twice odls_base_sigkill_timeout
-# before it exits itself (even when every rank is gone already).
+# before it exits itself (even when every rank is gone already). No
+# periodic saves (auto's probing save at step 3 included): the one
+# checkpoint is the stop's.
 if command -v mpirun >/dev/null 2>&1 && "$S" --version | grep -q "mpi: yes"; then
     # shellcheck disable=SC2086
     "$RUN" --backoff 0 --grace 3 --events run-mpi/events.jsonl -- mpirun -np 2 --allow-run-as-root --oversubscribe \
         "$S" train /dev/null $F --set train.max_steps=100000 --set checkpoint.interval_steps=0 \
-        --set train.run_dir=run-mpi >run-mpi.log 2>&1 &
+        --set checkpoint.interval_seconds=0 --set train.run_dir=run-mpi >run-mpi.log 2>&1 &
     wpid=$!
     wait_steps run-mpi
     kill -TERM "$wpid"

@@ -61,7 +61,7 @@ t_exit "dry-run: a data glob that matches nothing is an error" 66 "no data shard
 t_exit "cuda backend unavailable, exit 69" 69 "cuda" "$S" train /dev/null --set train.backend=cuda --set train.run_dir=r-cuda $FAST
 
 t_exit "train writes a run" 0 "" "$S" train /dev/null --set train.run_dir=r1 $FAST
-t_exit "train refuses a run_dir with checkpoints" 64 "already holds 1 checkpoint" "$S" train /dev/null --set train.run_dir=r1 $FAST
+t_exit "train refuses a run_dir with checkpoints" 64 "already holds 2 checkpoints" "$S" train /dev/null --set train.run_dir=r1 $FAST
 t_exit "train --force moves them aside" 0 "" "$S" train /dev/null --set train.run_dir=r1 --force $FAST
 if ls -d r1/ckpt.old-* >/dev/null 2>&1; then t_ok "old checkpoints kept aside"; else t_bad "old checkpoints kept aside"; fi
 t_exit "resume reports a safe change" 0 "train.max_steps changed from '6' to '8'" "$S" resume /dev/null $(echo "$FAST" | sed 's/--quiet//') --set train.run_dir=r1 --set train.max_steps=8
@@ -119,45 +119,64 @@ a=$("$S" sample demo --prompt "47+25=" --tokens 12 2>&1)
 b=$(/usr/bin/python3 "$OLDPWD/tests/export_check.py" hf "47+25=" 12 2>&1)
 if [ -n "$a" ] && [ "$a" = "$b" ]; then t_ok "exported weights continue '47+25=' as spotrain does"; else t_bad "export read back" "spotrain '$a' vs reference '$b'"; fi
 # checkpoint.interval_seconds = auto (the default with no step interval):
-# the first interval comes from the priors, each save's measured cost moves
-# it, every change is an "interval" ledger line; bounds hold.
+# the first interval comes from the priors, one save a few steps in
+# measures C, every change is an "interval" ledger line; a kill is a hard
+# failure the next segment counts, and it starts from the measured C.
+# lines RUN_DIR PATTERN: how many ledger lines match.
+lines() { cat "$1/events.jsonl" 2>/dev/null | grep -c -- "$2"; }
+# wait_lines RUN_DIR PATTERN N PID: progress-gated, like t_wait_steps.
+wait_lines() {
+    _w=0
+    while [ "$(lines "$1" "$2")" -lt "$3" ] && kill -0 "$4" 2>/dev/null && [ $_w -lt 3000 ]; do
+        sleep 0.02
+        _w=$((_w + 1))
+    done
+}
 AUTO=$(echo "$FAST" | sed 's/train.max_steps=6/train.max_steps=100000/')
-# shellcheck disable=SC2086
-"$S" train /dev/null $AUTO --set train.run_dir=auto --set checkpoint.min_seconds=0.3 \
-    --set checkpoint.max_seconds=0.3 >auto.log 2>&1 &
+"$S" train /dev/null $AUTO --set train.run_dir=auto >auto.log 2>&1 &
 apid=$!
-i=0
-while [ "$(find auto/ckpt -maxdepth 1 -name 'step-*' ! -name '*.tmp' 2>/dev/null | wc -l)" -lt 2 ] && [ $i -lt 300 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+wait_lines auto '"cost_measured":true' 1 $apid
 kill -KILL "$apid"
 wait "$apid" 2>/dev/null
-iv=$(/usr/bin/python3 -c 'import json,sys
+iv=$(/usr/bin/python3 -c 'import json,sys,math
 r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 i=[x for x in r if x.get("event")=="interval"]
-print(len(i), i[0]["seconds"], i[0]["cost_s"], i[0]["mtbf_s"], i[0]["hard_failures"])' auto/events.jsonl 2>&1)
+c=[x for x in r if x.get("event")=="checkpoint"]
+m=[x for x in i if x["cost_measured"]][0]
+want=min(3600, max(10, math.sqrt(2 * m["cost_s"] * m["mtbf_s"])))
+print(i[0]["seconds"], i[0]["cost_s"], i[0]["cost_measured"], i[0]["mtbf_s"], i[0]["hard_failures"],
+      c[0]["step"], 0 < m["cost_s"] < 5 and m["mtbf_s"] >= 72000, abs(m["seconds"] - want) < 0.01)' auto/events.jsonl 2>&1)
 case "$iv" in
-    "1 0.3 5.0 72000.0 0") t_ok "auto interval: first value from the priors, clamped to max_seconds, in the ledger" ;;
-    *) t_bad "auto interval: first value from the priors" "interval records: $iv" ;;
+    "848.528 5.0 False 72000.0 0 "*) t_ok "auto interval: first value from the priors (C 5 s, M 20 h), in the ledger" ;;
+    *) t_bad "auto interval: first value from the priors" "$iv" ;;
 esac
-n=$(find auto/ckpt -maxdepth 1 -name 'step-*' ! -name '*.tmp' | wc -l)
-if [ "$n" -ge 2 ]; then t_ok "auto interval: checkpoints every 0.3 s ($n before the kill)"; else t_bad "auto interval: checkpoints taken" "$n"; fi
-# The kill is a hard failure the next segment counts, and it lowers M.
-seen=$(t_steps auto)
-# shellcheck disable=SC2086
-"$S" resume /dev/null $FAST --set train.run_dir=auto --set train.max_steps=100000 \
-    --set checkpoint.min_seconds=0.3 --set checkpoint.max_seconds=0.3 >auto2.log 2>&1 &
+case "$iv" in
+    *" 4 True True") t_ok "auto interval: the save at step 4 measures C; the interval follows sqrt(2 C M)" ;;
+    *) t_bad "auto interval: early save measures C" "(first checkpoint step, 0 < C < 5 and M >= the prior's, interval matches) $iv" ;;
+esac
+# The restarted segment: one hard failure in seconds of training moves M
+# from 20 h to minutes, (0.001 · 20 h + hours) / 1.001; C is the measured one.
+seen=$(lines auto '"event":"checkpoint"')
+"$S" resume /dev/null $AUTO --set train.run_dir=auto --set checkpoint.min_seconds=0.3 \
+    --set checkpoint.max_seconds=0.3 >auto2.log 2>&1 &
 apid=$!
-t_wait_steps auto $((seen + 1)) $apid
+wait_lines auto '"event":"checkpoint"' $((seen + 2)) $apid
 kill -TERM "$apid"
 wait "$apid"
 hf=$(/usr/bin/python3 -c 'import json,sys
 r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-i=[x for x in r if x.get("event")=="interval"]
-print(i[-1]["hard_failures"], i[-1]["mtbf_s"] < 72000)' auto/events.jsonl 2>&1)
-if [ "$hf" = "1 True" ]; then t_ok "auto interval: the kill counts as a hard failure after resume, M below the prior"
-else t_bad "auto interval: the kill counts as a hard failure" "$hf"; fi
+s=max(k for k, x in enumerate(r) if x.get("event")=="start")
+m=[x for x in r[:s] if x.get("event")=="interval" and x["cost_measured"]][-1]
+i=[x for x in r[s:] if x.get("event")=="interval"][0]
+want=3600 * (0.001 * 20 + i["hours"]) / 1.001
+print(i["hard_failures"], i["cost_measured"], i["cost_s"] == m["cost_s"], i["mtbf_s"] < 3600, abs(i["mtbf_s"] - want) < 1,
+      i["seconds"])' auto/events.jsonl 2>&1)
+if [ "$hf" = "1 True True True True 0.3" ]; then
+    t_ok "auto interval: after the kill, 1 hard failure, M under an hour, C carried over from the ledger"
+else t_bad "auto interval: after the kill" "(failures, measured, same C, M < 1 h, M formula, interval) $hf"; fi
+n=$(($(lines auto '"event":"checkpoint"') - seen))
+if [ "$n" -ge 2 ]; then t_ok "auto interval: bounds hold, checkpoints every 0.3 s ($n before the stop)"
+else t_bad "auto interval: checkpoints within the bounds" "$n"; fi
 t_exit "auto interval: min_seconds above max_seconds is a config error" 78 "min_seconds" "$S" train /dev/null $FAST \
     --set train.run_dir=autobad --set checkpoint.min_seconds=10 --set checkpoint.max_seconds=5
 t_end

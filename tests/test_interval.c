@@ -10,11 +10,26 @@ static int near(double a, double b) { return fabs(a - b) <= 1e-9 * (fabs(b) + 1)
 
 static void test_rate(void)
 {
-    EXPECT(near(interval_rate(0, 5, 0.05), 0.05));        /* nothing seen: the prior */
-    EXPECT(near(interval_rate(1, 10, 0.05), (0.1 + 0.05) / 2));
-    /* Five kills in five minutes outweigh a prior of one per 20 hours. */
-    double r = interval_rate(5, 5.0 / 60, 0.05);
-    EXPECT(r > 40 && r < 60);
+    const double w = INTERVAL_PRIOR_WEIGHT;
+    EXPECT(near(interval_rate(0, 0, 0.05), 0.05));         /* nothing seen yet: the prior */
+    EXPECT(near(interval_rate(0, -1, 0.05), 0.05));        /* a clock gone backwards is no time */
+    /* Failure-free hours lower the rate: w / (w/p + h). */
+    EXPECT(near(interval_rate(0, 0.2, 0.05), w / (w / 0.05 + 0.2)));
+    EXPECT(interval_rate(0, 0.2, 0.05) < 0.05);
+    /* One kill in the first minute against a 20 h prior: (w + 1)/(w/p + h),
+     * M between 2 and 2.5 minutes, not hours. */
+    double r1 = interval_rate(1, 1.0 / 60, 0.05);
+    EXPECT(near(r1, (w + 1) / (w / 0.05 + 1.0 / 60)));
+    EXPECT(60.0 / r1 > 2 && 60.0 / r1 < 2.5);
+    /* A second kill moves it again, and many converge on n / hours. */
+    EXPECT(interval_rate(2, 2.0 / 60, 0.05) > 1.3 * r1);
+    double r100 = interval_rate(100, 100.0 / 60, 0.05);
+    EXPECT(r100 > 0.85 * 60 && r100 < 60);
+    /* Failures after long quiet hours: the observation, not the prior. */
+    EXPECT(fabs(interval_rate(1, 30, 0.05) - 1.0 / 30) < 0.01 / 30 + 1e-12);
+    /* No prior: the observed rate alone, and no failures means none. */
+    EXPECT(near(interval_rate(3, 1.5, 0), 2));
+    EXPECT(interval_rate(0, 1.5, 0) == 0);
 }
 
 static void test_young_daly(void)
@@ -23,6 +38,7 @@ static void test_young_daly(void)
     EXPECT(near(interval_young_daly(2, 100, 30, 1000), 30));   /* clamped up */
     EXPECT(near(interval_young_daly(2, 1e9, 1, 600), 600));    /* clamped down */
     EXPECT(near(interval_young_daly(2, INFINITY, 1, 600), 600));
+    EXPECT(near(interval_young_daly(0, 100, 1, 600), 1));      /* a free save: as often as allowed */
 }
 
 static void test_save_cost(void)
@@ -53,34 +69,127 @@ static void test_ledger(void)
     EXPECT(interval_ledger_failures("", 0) == 0);
 }
 
+static void test_ledger_cost(void)
+{
+    const char *text =
+        "{\"ts\":1,\"event\":\"start\",\"step\":0}\n"
+        "{\"ts\":1,\"event\":\"interval\",\"step\":0,\"seconds\":848.5,\"cost_s\":5.000000,"
+        "\"cost_measured\":false,\"mtbf_s\":72000.0,\"hard_failures\":0,\"hours\":0.0}\n"
+        "{\"ts\":2,\"event\":\"interval\",\"step\":3,\"seconds\":37.9,\"cost_s\":0.012300,"
+        "\"cost_measured\":true,\"mtbf_s\":72000.0,\"hard_failures\":0,\"hours\":0.0}\n"
+        "{\"ts\":3,\"event\":\"start\",\"step\":3}\n"
+        "{\"ts\":3,\"event\":\"interval\",\"step\":3,\"seconds\":4.1,\"cost_s\":0.045600,"
+        "\"cost_measured\":true,\"mtbf_s\":780.0,\"hard_failures\":1,\"hours\":0.01}\n"
+        "{\"ts\":4,\"event\":\"interval\",\"step\":9,\"seconds\":4.1,\"cost_s\":\"x\","
+        "\"cost_measured\":true}\n"                                       /* unreadable: ignored */
+        "{\"ts\":5,\"event\":\"step\",\"step\":10,\"cost_s\":9,\"cost_measured\":true}\n";  /* not an interval line */
+    EXPECT(near(interval_ledger_cost(text, strlen(text)), 0.0456));
+    const char *prior_only =
+        "{\"ts\":1,\"event\":\"interval\",\"step\":0,\"seconds\":848.5,\"cost_s\":5.000000,"
+        "\"cost_measured\":false,\"mtbf_s\":72000.0,\"hard_failures\":0,\"hours\":0.0}";   /* no newline */
+    EXPECT(interval_ledger_cost(prior_only, strlen(prior_only)) == -1);
+    EXPECT(interval_ledger_cost("", 0) == -1);
+}
+
+static void test_probe(void)
+{
+    interval_auto a;
+    interval_init(&a, 1, 3600, 0.05, 5);
+    EXPECT(interval_due(&a, 0.5) == 0);
+    interval_step(&a, 900, 0);                             /* warm-up: not in the mean */
+    for (int i = 0; i < INTERVAL_PROBE_STEPS - 1; i++)
+        interval_step(&a, 100, 0);
+    EXPECT(interval_due(&a, 0.5) == 0);                    /* too few steps to compare against */
+    interval_step(&a, 100, 0);
+    EXPECT(near(a.idle_ms, 100));
+    EXPECT(interval_due(&a, 0.5) == 1);                    /* C unknown: save now to measure it */
+    EXPECT(interval_due(&a, 0.6) == 0);                    /* once */
+    EXPECT(interval_due(&a, a.interval_s) == 1);           /* then by the interval */
+    /* A C carried over from the ledger needs no probe. */
+    interval_init(&a, 1, 3600, 0.05, 5);
+    interval_resume(&a, 1, 0.5, 0.02);
+    EXPECT(a.cost_s == 0.02 && a.hard_failures == 1 && a.hours_before == 0.5);
+    for (int i = 0; i < 10; i++)
+        interval_step(&a, 100, 0);
+    EXPECT(interval_due(&a, 0.5) == 0);
+}
+
 static void test_update(void)
 {
     interval_auto a;
     double c, m;
+    int measured;
     interval_init(&a, 5, 3600, 0.05, 5);
-    interval_update(&a, 0, &c, &m);
-    EXPECT(near(c, 5) && near(m, 72000) && near(a.interval_s, sqrt(2 * 5 * 72000.0)));
+    interval_update(&a, 0, &c, &m, &measured);
+    EXPECT(near(c, 5) && !measured && near(m, 72000) && near(a.interval_s, sqrt(2 * 5 * 72000.0)));
     for (int i = 0; i < 30; i++)
         interval_step(&a, 100, 0);
     for (int i = 0; i < 30; i++)
         interval_step(&a, 110, 1);
     interval_saved(&a, 0.05, 1.0);
-    EXPECT(fabs(a.cost_s - (0.05 + 1.0 * (1 - 100.0 / 110))) < 1e-9);
-    EXPECT(interval_update(&a, 0, &c, &m) == 1);           /* a measured C moves it */
+    double x1 = 0.05 + 1.0 * (1 - 100.0 / 110);
+    EXPECT(fabs(a.cost_s - x1) < 1e-9);
+    EXPECT(interval_update(&a, 0, &c, &m, &measured) == 1 && measured);   /* a measured C moves it */
     EXPECT(a.interval_s >= 5 && a.interval_s < 1000);
     double before = a.interval_s;
-    EXPECT(interval_update(&a, 0, &c, &m) == 0 && a.interval_s == before);
-    a.hard_failures = 6;
-    a.hours_before = 0.1;                                 /* a kill a minute */
-    EXPECT(interval_update(&a, 0, &c, &m) == 1 && m < 120 && a.interval_s == 5);
+    EXPECT(interval_update(&a, 0, &c, &m, &measured) == 0 && a.interval_s == before);
+    /* C is the mean of the newest four saves' figures. */
+    interval_saved(&a, 0.01, 0);
+    EXPECT(fabs(a.cost_s - (x1 + 0.01) / 2) < 1e-9);
+    for (int i = 0; i < 40; i++)
+        interval_saved(&a, 0.01, 0);
+    EXPECT(fabs(a.cost_s - 0.01) < 1e-6);
+    interval_saved(&a, 0.05, 0);
+    EXPECT(fabs(a.cost_s - (0.01 + 0.04 / 4)) < 1e-6);
+    a.hard_failures = 30;
+    a.hours_before = 0.5;                                 /* a kill a minute for half an hour */
+    EXPECT(interval_update(&a, 0, &c, &m, &measured) == 1 && m > 60 && m < 90 && a.interval_s == 5);
+
+    /* The first measured C is worth a ledger line even when the bounds
+     * keep the interval where it was, so the next segment starts from it. */
+    interval_init(&a, 1, 10, 0.05, 5);
+    interval_update(&a, 0, &c, &m, &measured);
+    EXPECT(a.interval_s == 10);
+    interval_saved(&a, 0.05, 0);
+    EXPECT(interval_update(&a, 0, &c, &m, &measured) == 1 && measured && near(c, 0.05) && a.interval_s == 10);
+    EXPECT(interval_update(&a, 0, &c, &m, &measured) == 0);
+}
+
+/* The case the priors alone got wrong: a 20 h prior, a measured C of 10 ms,
+ * then a kill a minute into the run. Before the kill the interval is the
+ * prior's (sqrt(2 · 0.01 · 72000) = 38 s); the restarted segment, which
+ * reads one failure in one minute from the ledger (M about 2 min), saves
+ * every second or two. */
+static void test_first_kill(void)
+{
+    interval_auto a;
+    double c, m;
+    int measured;
+    interval_init(&a, 1, 3600, 0.05, 5);
+    a.cost_s = 0.01;
+    interval_update(&a, 0, &c, &m, &measured);
+    EXPECT(fabs(a.interval_s - sqrt(2 * 0.01 * 72000)) < 1e-9);
+    interval_init(&a, 1, 3600, 0.05, 5);
+    a.cost_s = 0.01;
+    a.hard_failures = 1;
+    a.hours_before = 1.0 / 60;
+    interval_update(&a, 0, &c, &m, &measured);
+    EXPECT(a.interval_s > 1.4 && a.interval_s < 1.9 && m > 120 && m < 150);
+    a.hard_failures = 2;
+    a.hours_before = 2.0 / 60;
+    interval_update(&a, 0, &c, &m, &measured);
+    EXPECT(a.interval_s > 1.2 && a.interval_s < 1.5);
 }
 
 int main(void)
 {
-    harness_run("rate: prior blended by failures seen", test_rate);
+    harness_run("rate: Gamma posterior mean, one kill outweighs the prior", test_rate);
     harness_run("young/daly within bounds", test_young_daly);
     harness_run("save cost: stall plus measured slowdown", test_save_cost);
     harness_run("hard failures from a ledger", test_ledger);
+    harness_run("measured C from a ledger", test_ledger_cost);
+    harness_run("probe: one early save measures C", test_probe);
     harness_run("update", test_update);
+    harness_run("a kill in the first minute moves the interval", test_first_kill);
     return harness_end();
 }

@@ -4,18 +4,34 @@
 #include "interval.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+/* The rate is unknown and matters only through its mean (the loss per
+ * hour, C/T + T·rate/2, is linear in it, so Young/Daly with the posterior
+ * mean minimises the expected loss). A Gamma prior of mean p worth w
+ * failures is w pseudo-failures in w/p pseudo-hours, and after n failures
+ * in h hours the mean is (w + n) / (w/p + h). w is small on purpose: a
+ * provider's typical rate is an average over very different pools and
+ * says little about this run, so one kill counts a thousand times the
+ * prior (a kill in the first minute of a run with a 20 h prior puts M near
+ * 2 min, not near 20 h). Before any failure M = 1/p + h/w: the prior
+ * sets the start, and failure-free time soon outweighs it, a high p as
+ * fast as a low one (the price of a prior this light). */
 double interval_rate(int n, double hours, double prior_rate)
 {
-    if (n <= 0 || hours <= 0)
-        return prior_rate;
-    return ((double)n * ((double)n / hours) + prior_rate) / ((double)n + 1.0);
+    const double w = INTERVAL_PRIOR_WEIGHT;
+    if (hours < 0)
+        hours = 0;
+    if (prior_rate <= 0)
+        return n > 0 && hours > 0 ? (double)n / hours : 0;
+    return (w + (double)(n > 0 ? n : 0)) / (w / prior_rate + hours);
 }
 
 double interval_young_daly(double cost_s, double mtbf_s, double lo, double hi)
 {
-    double t = cost_s > 0 && mtbf_s > 0 && isfinite(mtbf_s) ? sqrt(2.0 * cost_s * mtbf_s) : hi;
+    /* No failures expected: as rarely as allowed; a free save: as often. */
+    double t = mtbf_s > 0 && isfinite(mtbf_s) ? sqrt(2.0 * (cost_s > 0 ? cost_s : 0) * mtbf_s) : hi;
     return t < lo ? lo : t > hi ? hi : t;
 }
 
@@ -51,12 +67,40 @@ int interval_ledger_failures(const char *text, size_t len)
             open = 0;
         } else if (interval_field(p, e, "\"event\":\"stop\"")) {
             const char *f = interval_field(p, e, "\"final_checkpoint\":\"");
-            if (f && (!strncmp(f, "failed", 6) || !strncmp(f, "skipped", 7)))
+            /* The ledger in memory is not NUL-terminated: compare within the line. */
+            if (f && ((e - f >= 6 && !memcmp(f, "failed", 6)) || (e - f >= 7 && !memcmp(f, "skipped", 7))))
                 n++;
         }
         p = e + 1;
     }
     return n;
+}
+
+double interval_ledger_cost(const char *text, size_t len)
+{
+    double c = -1;
+    const char *p = text, *end = text + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        const char *f;
+        if (interval_field(p, e, "\"event\":\"interval\"") && interval_field(p, e, "\"cost_measured\":true") &&
+            (f = interval_field(p, e, "\"cost_s\":"))) {
+            /* The line is not NUL-terminated: copy the number out. */
+            char num[32];
+            size_t k = 0;
+            while (f + k < e && k + 1 < sizeof num && f[k] && strchr("0123456789.eE+-", f[k]))
+                k++;
+            memcpy(num, f, k);
+            num[k] = 0;
+            char *stop;
+            double v = strtod(num, &stop);
+            if (stop != num && isfinite(v) && v >= 0)
+                c = v;
+        }
+        p = e + 1;
+    }
+    return c;
 }
 
 void interval_init(interval_auto *a, double lo, double hi, double prior_rate, double prior_cost_s)
@@ -78,29 +122,66 @@ static void interval_ewma(double *mean, int *n, double x)
     (*n)++;
 }
 
+void interval_resume(interval_auto *a, int hard_failures, double hours_before, double cost_s)
+{
+    a->hard_failures = hard_failures;
+    a->hours_before = hours_before;
+    if (cost_s >= 0) {
+        a->cost_s = cost_s;
+        a->n_saves = 1;
+        a->cost_logged = 1;
+    }
+}
+
 void interval_step(interval_auto *a, double ms, int writer_busy)
 {
+    if (a->steps++ == 0)
+        return;
     if (writer_busy)
         interval_ewma(&a->busy_ms, &a->n_busy, ms);
     else
         interval_ewma(&a->idle_ms, &a->n_idle, ms);
 }
 
-void interval_saved(interval_auto *a, double stall_s, double write_s)
+/* Without a measured C the first interval rests on the prior C, often far
+ * off (5 s assumed, milliseconds real on a small model, so an interval of
+ * many minutes, and a kill before it loses them all). One save a few steps
+ * in measures it: it costs one C and turns the guess into a figure. */
+int interval_due(interval_auto *a, double since_s)
 {
-    a->cost_s = interval_save_cost(stall_s, write_s, a->idle_ms, a->busy_ms);
+    if (a->cost_s < 0 && !a->probed && a->n_idle + a->n_busy >= INTERVAL_PROBE_STEPS) {
+        a->probed = 1;
+        return 1;
+    }
+    return since_s >= a->interval_s;
 }
 
-int interval_update(interval_auto *a, double hours_now, double *cost_s, double *mtbf_s)
+/* One save's figure swings with the few step times it is compared with
+ * (a noisy neighbour, a slow step during the write): the mean of the
+ * newest few is the steadier estimate of what a save costs. */
+void interval_saved(interval_auto *a, double stall_s, double write_s)
+{
+    double x = interval_save_cost(stall_s, write_s, a->idle_ms, a->busy_ms);
+    a->cost_s = a->n_saves == 0 ? x : a->cost_s + (x - a->cost_s) / (a->n_saves < 4 ? a->n_saves + 1 : 4);
+    a->n_saves++;
+}
+
+int interval_update(interval_auto *a, double hours_now, double *cost_s, double *mtbf_s, int *measured)
 {
     double c = a->cost_s >= 0 ? a->cost_s : a->prior_cost_s;
     double rate = interval_rate(a->hard_failures, a->hours_before + hours_now, a->prior_rate);
     double m = rate > 0 ? 3600.0 / rate : INFINITY;
     double t = interval_young_daly(c, m, a->lo, a->hi);
     int moved = fabs(t - a->interval_s) > 0.1 * a->interval_s;
+    /* The first measured C is logged even when the interval barely moves:
+     * the next segment starts from it instead of the prior. */
+    int first = a->cost_s >= 0 && !a->cost_logged;
     *cost_s = c;
     *mtbf_s = m;
+    *measured = a->cost_s >= 0;
+    if (*measured)
+        a->cost_logged = 1;
     if (moved || a->interval_s <= 0)
         a->interval_s = t;
-    return moved;
+    return moved || first;
 }

@@ -9,22 +9,34 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* How many hard failures the prior rate counts as (see interval_rate). */
+#define INTERVAL_PRIOR_WEIGHT 0.001
+/* Steps of a segment, after its first (warm-up) step, before the save that
+ * measures C when no measured C is known: enough for the step-time mean
+ * the slowdown is compared with. */
+#define INTERVAL_PROBE_STEPS 3
+
 typedef struct {
     double lo, hi;            /* checkpoint.min_seconds / max_seconds */
     double prior_rate;        /* hard failures per hour assumed before any are seen */
     /* what the ledger of earlier segments showed */
     int hard_failures;
     double hours_before;      /* training hours of earlier segments */
-    /* measured in this segment */
-    double cost_s;            /* C: newest measured cost of one save, seconds (< 0: none yet) */
+    /* measured in this segment, or in an earlier one (from the ledger) */
+    double cost_s;            /* C: mean measured cost of the newest saves, seconds (< 0: none yet) */
+    int n_saves;              /* measurements in cost_s */
     double prior_cost_s;      /* C before the first measurement ([cost] ckpt_stall_seconds) */
+    int cost_logged;          /* a measured C is in the ledger already */
     double idle_ms, busy_ms;  /* mean step time with the writer idle / busy (EWMA) */
     int n_idle, n_busy;
+    int steps;                /* in this segment, the warm-up step included */
+    int probed;               /* the save that measures C was asked for */
     double interval_s;        /* in force */
 } interval_auto;
 
-/* Hard failures per hour: the observed rate n / hours and the prior,
- * weighted by the number of failures seen (n = 0: the prior alone). */
+/* Hard failures per hour: the mean of the posterior of a Poisson rate
+ * after n failures in `hours`, from a Gamma prior of mean prior_rate worth
+ * INTERVAL_PRIOR_WEIGHT failures. prior_rate 0: the observed n / hours. */
 double interval_rate(int n, double hours, double prior_rate);
 /* sqrt(2 C M) clamped to [lo, hi]. */
 double interval_young_daly(double cost_s, double mtbf_s, double lo, double hi);
@@ -34,15 +46,28 @@ double interval_save_cost(double stall_s, double write_s, double idle_ms, double
 /* Hard failures in an events.jsonl text: segments that ended without an
  * exit record (killed) and stops whose final save failed or was skipped. */
 int interval_ledger_failures(const char *text, size_t len);
+/* The newest measured C in an events.jsonl text (an interval record with
+ * "cost_measured":true), or -1 when there is none. */
+double interval_ledger_cost(const char *text, size_t len);
 
 void interval_init(interval_auto *a, double lo, double hi, double prior_rate, double prior_cost_s);
-/* One step's time, and whether a background save ran during it. */
+/* What earlier segments' ledger showed: hard failures, training hours and
+ * the newest measured C (< 0: none; otherwise no probing save). */
+void interval_resume(interval_auto *a, int hard_failures, double hours_before, double cost_s);
+/* One step's time, and whether a background save ran during it. The
+ * segment's first step (allocation, page faults, cold caches) is left out. */
 void interval_step(interval_auto *a, double ms, int writer_busy);
-/* A save finished: its stall and write time. */
+/* Whether a save is due `since_s` after the last one: the interval has
+ * passed, or C is unknown and this segment has run INTERVAL_PROBE_STEPS
+ * steps (asked once). */
+int interval_due(interval_auto *a, double since_s);
+/* A save finished: its stall and write time. C is the mean over the newest
+ * four saves. */
 void interval_saved(interval_auto *a, double stall_s, double write_s);
 /* Recomputes the interval at `hours_now` of training in this segment;
- * returns 1 when it moved by more than 10% (worth a ledger line), and
- * fills C and M (seconds) for that line. */
-int interval_update(interval_auto *a, double hours_now, double *cost_s, double *mtbf_s);
+ * returns 1 when it moved by more than 10% or C was measured for the
+ * first time (worth a ledger line), and fills C and M (seconds) and
+ * whether C is measured, for that line. */
+int interval_update(interval_auto *a, double hours_now, double *cost_s, double *mtbf_s, int *measured);
 
 #endif

@@ -18,6 +18,7 @@ int ledger_open(ledger *g, const cfg *c, int root)
     g->c = c;
     g->root = root;
     g->ev.fd = -1;
+    g->cost_s = -1;
     g->segment_wall = util_wall();
     return root ? events_open(&g->ev, c->run_dir) : ST_OK;
 }
@@ -53,6 +54,7 @@ void ledger_resume_counts(ledger *g, int nodes)
         g->hours_before = r.run_hours;
     }
     g->hard_failures = interval_ledger_failures(text, len);
+    g->cost_s = interval_ledger_cost(text, len);
     g->notices = ledger_count(text, "\"event\":\"stop\"");
     g->checkpoints = ledger_count(text, "\"event\":\"checkpoint\"");
     free(text);
@@ -182,16 +184,17 @@ void ledger_upload(ledger *g, const char *url, int64_t step, int rank, int ranks
                  seconds, mbs, w);
 }
 
-void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, double mtbf_s, int hard_failures,
-                     double hours)
+void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, int measured, double mtbf_s,
+                     int hard_failures, double hours)
 {
     char m[32];
     if (isfinite(mtbf_s))
         snprintf(m, sizeof m, "%.1f", mtbf_s);
     else
         snprintf(m, sizeof m, "null");
-    events_write(&g->ev, "interval", "\"step\":%lld,\"seconds\":%.3f,\"cost_s\":%.4f,\"mtbf_s\":%s,"
-                 "\"hard_failures\":%d,\"hours\":%.4f", (long long)step, seconds, cost_s, m, hard_failures, hours);
+    events_write(&g->ev, "interval", "\"step\":%lld,\"seconds\":%.3f,\"cost_s\":%.6f,\"cost_measured\":%s,"
+                 "\"mtbf_s\":%s,\"hard_failures\":%d,\"hours\":%.4f", (long long)step, seconds, cost_s,
+                 measured ? "true" : "false", m, hard_failures, hours);
 }
 
 void ledger_exit(ledger *g, int64_t step, int code)

@@ -18,6 +18,7 @@ typedef struct {
     double spend_before;      /* $ of earlier segments */
     double hours_before;      /* training hours of earlier segments */
     int hard_failures;        /* kills and failed final saves of earlier segments */
+    double cost_s;            /* newest measured cost of one save of earlier segments; < 0: none */
     double fleet_spot;        /* $ per hour of the fleet actually running */
     double segment_wall;      /* this segment's start, wall clock */
     ckpt_result last_ckpt;
@@ -67,9 +68,11 @@ void ledger_stop(ledger *g, int64_t step, int64_t durable, int64_t remote, const
 void ledger_upload(ledger *g, const char *url, int64_t step, int rank, int ranks, const char *status, uint64_t bytes,
                    double seconds, const char *why);
 void ledger_exit(ledger *g, int64_t step, int code);
-/* checkpoint.interval_seconds = auto chose a new interval, and why. */
-void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, double mtbf_s, int hard_failures,
-                     double hours);
+/* checkpoint.interval_seconds = auto chose a new interval, and why;
+ * measured: cost_s is a measurement, not the prior (a later segment
+ * starts from it). */
+void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, int measured, double mtbf_s,
+                     int hard_failures, double hours);
 
 typedef struct {
     int64_t step, max_steps;

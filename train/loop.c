@@ -478,15 +478,16 @@ static int trainer_save_now(trainer *t, double timeout_s)
 static void trainer_interval(trainer *t, int force)
 {
     double cost, mtbf;
+    int measured;
     if (!trainer_is_root(t) || !t->auto_interval)
         return;
-    int moved = interval_update(&t->ia, (util_now() - t->segment_start) / 3600.0, &cost, &mtbf);
+    int moved = interval_update(&t->ia, (util_now() - t->segment_start) / 3600.0, &cost, &mtbf, &measured);
     if (!moved && !force)
         return;
-    ledger_interval(&t->lg, t->step, t->ia.interval_s, cost, mtbf, t->ia.hard_failures,
+    ledger_interval(&t->lg, t->step, t->ia.interval_s, cost, measured, mtbf, t->ia.hard_failures,
                     t->ia.hours_before + (util_now() - t->segment_start) / 3600.0);
-    trainer_log(t, "checkpoint interval %.0f s (auto: save cost %.3f s, %.1f h between hard failures)",
-                t->ia.interval_s, cost, mtbf / 3600.0);
+    trainer_log(t, "checkpoint interval %.1f s (auto: save cost %.3f s %s, %.2f h between hard failures)",
+                t->ia.interval_s, cost, measured ? "measured" : "assumed", mtbf / 3600.0);
 }
 
 /* Rank 0, at start: what earlier segments of the run saw. */
@@ -499,8 +500,8 @@ static void trainer_interval_start(trainer *t)
         return;
     interval_init(&t->ia, c->ckpt_min_seconds, c->ckpt_max_seconds, c->interruptions_per_hour,
                   c->ckpt_stall_seconds);
-    t->ia.hard_failures = t->lg.hard_failures;   /* read once, by ledger_resume_counts */
-    t->ia.hours_before = t->lg.hours_before;
+    /* read once, by ledger_resume_counts */
+    interval_resume(&t->ia, t->lg.hard_failures, t->lg.hours_before, t->lg.cost_s);
     trainer_interval(t, 1);
 }
 
@@ -605,11 +606,13 @@ static int trainer_stop(trainer *t, const spot_notice *n)
 static int trainer_ckpt_due(trainer *t, int early_warning)
 {
     const cfg *c = t->c;
-    double every = t->auto_interval ? t->ia.interval_s : c->ckpt_interval_seconds;
+    double every = c->ckpt_interval_seconds;
     if (early_warning)
         return 1;
     if (c->ckpt_interval_steps > 0 && t->step % c->ckpt_interval_steps == 0)
         return 1;
+    if (trainer_is_root(t) && t->auto_interval)
+        return interval_due(&t->ia, util_now() - t->last_ckpt_wall);
     if (trainer_is_root(t) && every > 0 && util_now() - t->last_ckpt_wall >= every)
         return 1;
     return 0;
