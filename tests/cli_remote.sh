@@ -263,6 +263,32 @@ t_exit "remote: no credentials at all is a config error at start" 78 "no S3 cred
     env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$S" train /dev/null $F --set train.max_steps=2 \
     --set spot.provider=none $(R nocred nocred "$MOTO")
 
+# End to end on "a new machine": a run with a remote is stopped by SIGTERM
+# mid-run (gated on logged steps), its whole run_dir is deleted, and a
+# resume into an empty run_dir continues from the remote copy to the end,
+# bitwise identical to an uninterrupted run without a remote.
+E2E="--set model.dim=64 --set model.n_layers=2 --set train.max_steps=1500 --set checkpoint.interval_steps=50"
+e2e_digest() { "$S" ckpt inspect --json "$1" 2>/dev/null | "$PY" -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])' 2>/dev/null; }
+"$S" train /dev/null $F $E2E --set train.run_dir="$T_TMP/e2e-ref" >e2e-ref.log 2>&1
+"$S" train /dev/null $F $E2E $(R e2e e2e "$MOTO") >e2e.log 2>&1 &
+pid=$!
+t_wait_steps e2e 30 "$pid"
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+stop=$(field e2e stop durable_step)
+rm -rf "$T_TMP/e2e"
+"$S" resume /dev/null $F $E2E $(R e2e e2e "$MOTO") >e2e2.log 2>&1
+rc2=$?
+a=$(e2e_digest e2e-ref/ckpt/step-00001500) b=$(e2e_digest e2e/ckpt/step-00001500)
+if [ "$rc" = 75 ] && [ "$rc2" = 0 ] && [ -n "$stop" ] && [ "$stop" != 1500 ] &&
+   [ "$(t_events e2e/events.jsonl start resumed_from | tail -n 1)" = "s3://spotrain-ckpt/e2e/step-$(printf %08d "$stop")" ] &&
+   [ -n "$a" ] && [ "$a" = "$b" ]; then
+    t_ok "remote: SIGTERM at step $stop, run_dir deleted, resumed from the remote on an empty run_dir: bitwise equal to the uninterrupted run"
+else
+    t_bad "remote: new-machine resume bitwise" "exit $rc then $rc2, stop step '$stop', digest '$b' vs '$a': $(grep -E "resum|skipping" e2e2.log | head -n 3)"
+fi
+
 # Under mpirun: each rank uploads its own shard; SIGUSR1 (forwarded by
 # mpirun) stops with the final checkpoint on the remote.
 if command -v mpirun >/dev/null 2>&1 && "$S" --version | grep -q "mpi: yes"; then
