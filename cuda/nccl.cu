@@ -161,13 +161,7 @@ static int cuda_nccl_wait(cuda_nccl *x, cudaEvent_t ev, double timeout, const ch
         default:
             break;
         }
-        if (pause_ns > 0) {
-            struct timespec ts = {0, pause_ns};
-            nanosleep(&ts, NULL);
-        }
-        pause_ns = pause_ns < 1000 ? pause_ns + 50 : pause_ns * 2;
-        if (pause_ns > 1000000)
-            pause_ns = 1000000;
+        util_poll_pause(&pause_ns);
     }
 }
 

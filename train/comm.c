@@ -177,13 +177,7 @@ static int comm_waitall(MPI_Request *req, int n, const char *what)
             return util_fail(ST_WATCHDOG, "%s: rank %d of %d waited %.0f s for a peer (spot.comm_timeout_seconds = "
                              "%g); a peer vanished or hung; exiting %d so the job is restarted", what, comm_me,
                              comm_world, waited, comm_timeout, ST_WATCHDOG);
-        if (pause_ns > 0) {
-            struct timespec ts = {0, pause_ns};
-            nanosleep(&ts, NULL);
-        }
-        pause_ns = pause_ns < 1000 ? pause_ns + 50 : pause_ns * 2;
-        if (pause_ns > 1000000)
-            pause_ns = 1000000;
+        util_poll_pause(&pause_ns);
     }
 }
 

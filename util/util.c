@@ -55,6 +55,17 @@ double util_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+void util_poll_pause(long *pause_ns)
+{
+    if (*pause_ns > 0) {
+        struct timespec ts = {0, *pause_ns};
+        nanosleep(&ts, NULL);
+    }
+    *pause_ns = *pause_ns < 1000 ? *pause_ns + 50 : *pause_ns * 2;
+    if (*pause_ns > 1000000)
+        *pause_ns = 1000000;
+}
+
 double util_wall(void)
 {
     struct timespec ts;

@@ -35,6 +35,10 @@ extern int util_quiet;
 
 double util_now(void);        /* CLOCK_MONOTONIC seconds */
 double util_wall(void);       /* CLOCK_REALTIME seconds since the epoch */
+/* One wait of a polling loop: nothing at first, then a pause that grows to
+ * 1 ms, so a quick answer costs no sleep and a long wait no busy core.
+ * *pause_ns starts at 0. */
+void util_poll_pause(long *pause_ns);
 void util_iso8601(double wall, char out[48]);  /* 2026-11-28T08:24:48.123Z */
 
 /* snprintf that reports truncation as -1 instead of a silent cut. */
