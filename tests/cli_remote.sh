@@ -7,33 +7,9 @@
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
 . tests/lib.sh
-VENV=${VENV:-build/venv}
 S=$SPOTRAIN
-if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
-    echo "SKIP cli_remote: $VENV lacks moto_server or boto3 (sh tests/deps.sh test creates it)"
-    t_end
-    exit 0
-fi
-PY=$PWD/$VENV/bin/python
-PROXY_PY=$PWD/tests/s3_fault_proxy.py
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOTO_PORT=$(free_port)
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$T_TMP/moto.log" 2>&1 &
-MOTO_PID=$!
-"$PY" "$PROXY_PY" --upstream "$MOTO_PORT" --port-file "$T_TMP/proxy.port" &
-PROXY_PID=$!
-t_cleanup() { kill "$MOTO_PID" "$PROXY_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$T_TMP"; }
-i=0
-until [ -s "$T_TMP/proxy.port" ] && "$PY" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$MOTO_PORT/')" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 100 ] && break; sleep 0.2
-done
+t_s3_servers cli_remote
 cd "$T_TMP" || exit 1
-MOTO=http://127.0.0.1:$MOTO_PORT
-PROXY=http://127.0.0.1:$(cat "$T_TMP/proxy.port")
-# Only 127.0.0.1, never a proxy from the environment, never real AWS keys.
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY AWS_PROFILE AWS_SESSION_TOKEN
-export no_proxy=127.0.0.1 NO_PROXY=127.0.0.1
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 export AWS_SHARED_CREDENTIALS_FILE=$T_TMP/no-credentials
 ctl() { "$PY" -c "import urllib.request as u; u.urlopen('$PROXY/_control?$1').read()"; }
 pstate() { "$PY" -c "import json,urllib.request as u; print(json.load(u.urlopen('$PROXY/_state'))['$1'])"; }

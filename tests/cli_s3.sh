@@ -4,30 +4,8 @@
 # with boto3 independently; faults from tests/s3_fault_proxy.py in between.
 # shellcheck source=tests/lib.sh
 . tests/lib.sh
-VENV=${VENV:-build/venv}
 TOOL=$PWD/$BUILD/tests/s3tool
-if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
-    echo "SKIP cli_s3: $VENV lacks moto_server or boto3 (sh tests/deps.sh test creates it)"
-    t_end
-    exit 0
-fi
-PY=$VENV/bin/python
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOTO_PORT=$(free_port)
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$T_TMP/moto.log" 2>&1 &
-MOTO_PID=$!
-"$PY" tests/s3_fault_proxy.py --upstream "$MOTO_PORT" --port-file "$T_TMP/proxy.port" &
-PROXY_PID=$!
-t_cleanup() { kill "$MOTO_PID" "$PROXY_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$T_TMP"; }
-i=0
-until [ -s "$T_TMP/proxy.port" ] && "$PY" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$MOTO_PORT/')" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 100 ] && break; sleep 0.2
-done
-PROXY=http://127.0.0.1:$(cat "$T_TMP/proxy.port")
-# Only 127.0.0.1, never a proxy from the environment, never real AWS keys.
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY AWS_PROFILE AWS_SESSION_TOKEN
-export no_proxy=127.0.0.1 NO_PROXY=127.0.0.1
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+t_s3_servers cli_s3
 export S3_REMOTE=s3://spotrain-test/run S3_ENDPOINT=http://127.0.0.1:$MOTO_PORT S3_PART_BYTES=5242880 S3_PARALLEL=3
 ctl() { "$PY" -c "import urllib.request as u; u.urlopen('$PROXY/_control?$1').read()"; }
 # boto3 KEY -> sha256 and size of the object, read independently of spotrain.

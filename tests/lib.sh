@@ -62,3 +62,33 @@ t_wait_steps() {
         _w=$((_w + 1))
     done
 }
+
+# t_s3_servers NAME: moto's S3 server from $VENV (build/venv) and the fault
+# proxy (tests/s3_fault_proxy.py) in front of it, both on 127.0.0.1, stopped
+# by t_cleanup. Sets PY, MOTO_PORT, MOTO and PROXY; unsets every proxy and
+# AWS setting from the environment and exports test-only keys, so nothing
+# leaves this machine. Without moto or boto3 in the venv: SKIP and exit 0.
+t_s3_servers() {
+    VENV=${VENV:-build/venv}
+    if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
+        echo "SKIP $1: $VENV lacks moto_server or boto3 (sh tests/deps.sh test creates it)"
+        t_end
+        exit 0
+    fi
+    PY=$PWD/$VENV/bin/python
+    MOTO_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$T_TMP/moto.log" 2>&1 &
+    MOTO_PID=$!
+    "$PY" "$PWD/tests/s3_fault_proxy.py" --upstream "$MOTO_PORT" --port-file "$T_TMP/proxy.port" &
+    PROXY_PID=$!
+    t_cleanup() { kill "$MOTO_PID" "$PROXY_PID" 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T_TMP"; }
+    _i=0
+    until [ -s "$T_TMP/proxy.port" ] && "$PY" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$MOTO_PORT/')" 2>/dev/null; do
+        _i=$((_i + 1)); [ $_i -gt 100 ] && break; sleep 0.2
+    done
+    MOTO=http://127.0.0.1:$MOTO_PORT
+    PROXY=http://127.0.0.1:$(cat "$T_TMP/proxy.port")
+    unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3
+    export no_proxy=127.0.0.1 NO_PROXY=127.0.0.1
+    export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+}
