@@ -220,10 +220,8 @@ static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t
         t->tokens = in->tokens;
         t->train_seconds = in->elapsed_seconds;
         t->pr.durable = in->step;
-        /* Read from this run's remote: that copy is complete there, and the
-         * local run_dir may not hold it (a new machine); nothing to upload. */
         if (!strncmp(path, "s3://", 5))
-            t->pr.remote = t->pr.up_started = in->step;
+            proto_remote_known(&t->pr, in->step);
         trainer_restore_scaler(t, in);
         if (backend_continuity(t->b, in->backend, in->precision, in->device, t->continuity,
                                sizeof t->continuity) == 0)

@@ -83,6 +83,11 @@ void proto_init(proto *p, ckpt_writer *w, int rank, int world, int required, int
     p->up_started = -1;
 }
 
+void proto_remote_known(proto *p, int64_t step)
+{
+    p->remote = p->up_started = step;
+}
+
 int proto_check(const proto *p)
 {
     if (p->durable < -1 || (p->inflight != -1 && p->inflight <= p->durable))

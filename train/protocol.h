@@ -54,6 +54,9 @@ typedef struct {
 typedef enum { PROTO_FINAL_NOT_NEEDED, PROTO_FINAL_OK, PROTO_FINAL_FAILED, PROTO_FINAL_SKIPPED } proto_final;
 
 void proto_init(proto *p, ckpt_writer *w, int rank, int world, int required, int64_t durable);
+/* Resumed from this run's remote copy of step: that copy is complete there,
+ * and nothing of it needs uploading (the local run_dir may not hold it). */
+void proto_remote_known(proto *p, int64_t step);
 /* Checks the invariants (tests; and cheap enough to call every step). */
 int proto_check(const proto *p);
 
