@@ -9,23 +9,46 @@
 
 /* The rate is unknown and matters only through its mean (the loss per
  * hour, C/T + T·rate/2, is linear in it, so Young/Daly with the posterior
- * mean minimises the expected loss). A Gamma prior of mean p worth w
- * failures is w pseudo-failures in w/p pseudo-hours, and after n failures
- * in h hours the mean is (w + n) / (w/p + h). w is small on purpose: a
- * provider's typical rate is an average over very different pools and
- * says little about this run, so one kill counts a thousand times the
- * prior (a kill in the first minute of a run with a 20 h prior puts M near
- * 2 min, not near 20 h). Before any failure M = 1/p + h/w: the prior
- * sets the start, and failure-free time soon outweighs it, a high p as
- * fast as a low one (the price of a prior this light). */
+ * mean minimises the expected loss). The prior is log-normal around p, of
+ * mean p and spread INTERVAL_PRIOR_SPREAD (ln units): a provider's typical
+ * rate is right for a pool only to within an order of magnitude or so, and
+ * a heavy tail lets the run's own record override a prior it contradicts
+ * (two kills in two minutes against a 20 h prior give M ≈ 3 min) while a
+ * prior that nothing contradicts keeps its weight (a told 60/h is still
+ * M ≈ 6 min after 30 s without a kill; a Gamma prior light enough to give
+ * way to one kill forgets it in a tenth of a second). After n failures in
+ * h hours the likelihood is r^n e^(-r h); the posterior has no closed form,
+ * so its mean is a sum over a grid in ln r wide enough to hold the prior
+ * and the likelihood's peak. */
 double interval_rate(int n, double hours, double prior_rate)
 {
-    const double w = INTERVAL_PRIOR_WEIGHT;
+    if (n < 0)
+        n = 0;
     if (hours < 0)
         hours = 0;
     if (prior_rate <= 0)
         return n > 0 && hours > 0 ? (double)n / hours : 0;
-    return (w + (double)(n > 0 ? n : 0)) / (w / prior_rate + hours);
+    /* Kills before any training time: as if after a second of it, so the
+     * likelihood still bounds the rate within the grid. */
+    double h = n > 0 && hours < 1.0 / 3600 ? 1.0 / 3600 : hours;
+    const double s = INTERVAL_PRIOR_SPREAD;
+    double mu = log(prior_rate) - s * s / 2, peak = h > 0 ? log((n + 1.0) / h) : mu;
+    double lo = fmin(mu - 8 * s, peak - 12), hi = fmax(mu + 8 * s, peak + 12);
+    enum { K = 2048 };
+    double top = -INFINITY;
+    for (int k = 0; k < K; k++) {
+        double x = lo + (hi - lo) * k / (K - 1);
+        double lw = n * x - exp(x) * h - (x - mu) * (x - mu) / (2 * s * s);
+        top = lw > top ? lw : top;
+    }
+    double num = 0, den = 0;
+    for (int k = 0; k < K; k++) {
+        double x = lo + (hi - lo) * k / (K - 1);
+        double w = exp(n * x - exp(x) * h - (x - mu) * (x - mu) / (2 * s * s) - top);
+        num += w * exp(x);
+        den += w;
+    }
+    return num / den;
 }
 
 double interval_young_daly(double cost_s, double mtbf_s, double lo, double hi)

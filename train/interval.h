@@ -9,8 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* How many hard failures the prior rate counts as (see interval_rate). */
-#define INTERVAL_PRIOR_WEIGHT 0.001
+/* The spread of the log-normal prior on the rate, in ln units (see
+ * interval_rate): one standard deviation is a factor of 12. */
+#define INTERVAL_PRIOR_SPREAD 2.5
 /* Steps of a segment, after its first (warm-up) step, before the save that
  * measures C when no measured C is known: enough for the step-time mean
  * the slowdown is compared with. */
@@ -35,8 +36,8 @@ typedef struct {
 } interval_auto;
 
 /* Hard failures per hour: the mean of the posterior of a Poisson rate
- * after n failures in `hours`, from a Gamma prior of mean prior_rate worth
- * INTERVAL_PRIOR_WEIGHT failures. prior_rate 0: the observed n / hours. */
+ * after n failures in `hours`, from a log-normal prior of mean prior_rate
+ * and spread INTERVAL_PRIOR_SPREAD. prior_rate 0: the observed n / hours. */
 double interval_rate(int n, double hours, double prior_rate);
 /* sqrt(2 C M) clamped to [lo, hi]. */
 double interval_young_daly(double cost_s, double mtbf_s, double lo, double hi);
