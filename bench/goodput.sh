@@ -25,7 +25,12 @@ STEPS=${GOODPUT_STEPS:-$(awk -v s="$SCALE" 'BEGIN { printf "%d", 600 / s }')}
 FIXED=${GOODPUT_FIXED:-2 5 10 20}
 SIGNALS=${GOODPUT_SIGNALS:-TERM KILL}
 TMP=$(mktemp -d /tmp/spotrain-goodput.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
+# GOODPUT_KEEP=1 keeps the run directories (their ledgers) and says where.
+if [ -n "${GOODPUT_KEEP:-}" ]; then
+    echo "run directories kept in $TMP"
+else
+    trap 'rm -rf "$TMP"' EXIT
+fi
 cd "$TMP" || exit 1
 PERIOD=$(awk -v s="$SCALE" 'BEGIN { printf "%.2f", 60 / s }')
 MINS=$(awk -v s="$SCALE" 'BEGIN { printf "%.2f", 1 / s }')
@@ -71,7 +76,16 @@ scenario() {
     last=$(python3 -c 'import json,sys
 r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 i=[x for x in r if x.get("event")=="interval"]
-print("auto interval %.1f s (C %.3f s, M %s s)" % (i[-1]["seconds"], i[-1]["cost_s"], i[-1]["mtbf_s"]) if i else "")' "$name/events.jsonl")
+# the interval in force when each segment ended, then the last C and M
+seg, cur = [], None
+for x in r:
+    if x.get("event") == "start" and cur is not None:
+        seg.append(cur)
+    if x.get("event") == "interval":
+        cur = x["seconds"]
+if cur is not None:
+    seg.append(cur)
+print("auto interval per segment %s s (last C %.3f s, M %.0f s)" % (" ".join("%.1f" % v for v in seg), i[-1]["cost_s"], i[-1]["mtbf_s"]) if i else "")' "$name/events.jsonl")
     med=$(python3 -c 'import json,sys,statistics
 print(statistics.median(json.loads(l)["ms"] for l in open(sys.argv[1]) if "\"event\":\"step\"" in l))' "$name/events.jsonl")
     awk -v a="$t0" -v b="$t1" -v u="$useful" -v n="$n" -v k="$k" -v d="$redone" -v name="$name" -v rc="$rc" -v x="$last" \
