@@ -152,7 +152,9 @@ int s3_creds_load(const s3_opts *o, s3_creds *out)
         profile = "default";
     char *text = NULL;
     size_t len;
-    if (util_read_file(path, &text, &len) == ST_OK) {
+    /* No file is the usual case with an instance role: not worth a line on
+     * every start and every refresh. */
+    if (access(path, F_OK) == 0 && util_read_file(path, &text, &len) == ST_OK) {
         int rc = s3_creds_parse_file(text, profile, out);
         free(text);
         if (rc == ST_OK)
