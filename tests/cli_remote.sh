@@ -175,6 +175,42 @@ fi
 if [ -z "$(rb complete late)" ]; then t_ok "remote: the cancelled upload left nothing listed complete"
 else t_bad "remote: the cancelled upload left nothing listed complete" "$(rb complete late)"; fi
 
+# The same stop with multipart shards whose parts are answered 20 s late
+# (their CreateMultipartUpload is not): the upload cancelled at the
+# deadline is aborted, so boto3 finds no multipart upload left open.
+ctl "match=partNumber&slow=20"
+a0=$(pstate aborts)
+"$S" train /dev/null $(echo $F | sed 's/--quiet//') $BIG --set train.max_steps=100000000 --set checkpoint.interval_steps=5 \
+    --set spot.grace_seconds=2 $(R mlate mlate "$PROXY") 2>mlate.err &
+pid=$!
+t_wait_steps mlate 12 "$pid"
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+ctl "match=&slow=0"
+aborts=$(($(pstate aborts) - a0))
+if [ "$rc" = 75 ] && [ "$(field mlate stop durable_copy)" = local ] && [ "$aborts" -ge 1 ] && [ "$(rb uploads)" = 0 ]; then
+    t_ok "remote: a multipart upload cancelled at the deadline is aborted ($aborts abort), none left open"
+else
+    t_bad "remote: a multipart upload cancelled at the deadline is aborted" \
+        "rc $rc copy $(field mlate stop durable_copy), $aborts aborts, $(rb uploads) open; $(grep -v '^step' mlate.err | tail -n 2)"
+fi
+
+# Parts that keep failing (the upload's creation does not): given up after
+# the retries, aborted, and the ledger and the exit line carry the part's
+# own failure, which a part thread saw.
+ctl "match=partNumber&fail=100000&status=500"
+a0=$(pstate aborts)
+t_exit "remote: multipart parts that keep failing: exit 75 naming the part's HTTP 500" 75 "did not complete \(rank 0: s3: PUT .*HTTP 500" \
+    "$S" train /dev/null $F $BIG --set train.max_steps=2 --set checkpoint.remote_retries=1 $(R mfail mfail "$PROXY")
+ctl "match=&fail=0"
+aborts=$(($(pstate aborts) - a0))
+if [ "$aborts" -ge 1 ] && [ "$(rb uploads)" = 0 ] && t_events mfail/events.jsonl upload reason | grep -q "HTTP 500"; then
+    t_ok "remote: the failed multipart upload was aborted ($aborts aborts, none open); the ledger has the part's reason"
+else
+    t_bad "remote: the failed multipart upload was aborted" "$aborts aborts, $(rb uploads) open; $(t_events mfail/events.jsonl upload reason | head -n 2)"
+fi
+
 # Faults through the proxy: the run goes on and finishes with its final
 # checkpoint remote; nothing incomplete is listed.
 ctl "fail=4&status=503"
