@@ -133,6 +133,23 @@ fi
 if field rot upload status | grep -q already; then t_ok "remote: a resumed run does not upload its starting checkpoint again"
 else t_bad "remote: a resumed run does not upload its starting checkpoint again" "$(field rot upload status)"; fi
 
+# A fresh `train` into a prefix that holds checkpoints (steps 4 and 6 of
+# the run above) is refused like a used run_dir (64), and so is --force,
+# which moves local checkpoints aside but never deletes remote objects:
+# nothing moves, locally or remotely.
+t_exit "remote: train into a prefix holding checkpoints: refused (64) naming it and what to do" 64 \
+    "s3://spotrain-ckpt/rot already holds 2 checkpoints \(newest: step 6\); use .spotrain resume.*another checkpoint.remote prefix.*aws s3 rm --recursive s3://spotrain-ckpt/rot/" \
+    "$S" train /dev/null $F $ROT --set train.max_steps=2 $(R fresh rot "$MOTO")
+t_exit "remote: train --force into that prefix: refused too, --force never deletes remote objects" 64 \
+    "already holds 2 checkpoints.*--force never deletes remote objects" \
+    "$S" train /dev/null $F $ROT --set train.max_steps=2 --force $(R rot rot "$MOTO")
+if [ "$(rb steps rot)" = "4 6" ] && [ -z "$(ls -d rot/ckpt.old-* 2>/dev/null)" ] && [ -d rot/ckpt/step-00000006 ] &&
+   [ ! -d fresh/ckpt/step-00000002 ]; then
+    t_ok "remote: the refused starts changed nothing (remote steps 4 6, local checkpoints in place, none written)"
+else
+    t_bad "remote: the refused starts changed nothing" "remote $(rb steps rot); $(ls rot fresh/ckpt 2>&1 | tr '\n' ' ')"
+fi
+
 # SIGTERM mid-run, gated on logged steps: 75 only once the final checkpoint
 # is complete on the remote, and the stop record says the remote copy is durable.
 "$S" train /dev/null $(echo $F | sed 's/--quiet//') --set train.max_steps=100000000 --set checkpoint.interval_steps=5 \
