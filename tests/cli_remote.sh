@@ -9,6 +9,7 @@
 . tests/lib.sh
 S=$SPOTRAIN
 t_s3_servers cli_remote
+ROOT=$PWD
 cd "$T_TMP" || exit 1
 export AWS_SHARED_CREDENTIALS_FILE=$T_TMP/no-credentials
 ctl() { "$PY" -c "import urllib.request as u; u.urlopen('$PROXY/_control?$1').read()"; }
@@ -291,6 +292,24 @@ fi
 t_exit "remote: no credentials at all is a config error at start" 78 "no S3 credentials" \
     env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$S" train /dev/null $F --set train.max_steps=2 \
     --set spot.provider=none $(R nocred nocred "$MOTO")
+
+# spotrain-run around a run whose final upload keeps failing (every PUT
+# answered 500): each attempt finishes, saves locally and exits 75 with a
+# stop record of source "remote"; the wrapper gives up with 87 once
+# --max-stalls attempts in a row brought no newer checkpoint, local or
+# remote, and names the remote as the cause.
+ctl "match=PUT&fail=100000&status=500"
+t_exit "remote: spotrain-run gives up with 87 when the final upload keeps failing, naming the remote" 87 \
+    "the remote upload keeps failing: 2 attempts in a row ended with step 4 saved locally" \
+    "$ROOT/spot/spotrain-run" --backoff 0 --max-stalls 2 --events "$T_TMP/wrap/events.jsonl" -- \
+    "$S" resume /dev/null $F --set train.max_steps=4 --set checkpoint.remote_retries=0 $(R wrap wrap "$PROXY")
+ctl "match=&fail=0"
+if [ "$(field wrap stop source)" = "remote remote remote" ] && [ "$(field wrap stop durable_copy)" = "local local local" ] &&
+   [ "$(field wrap stop durable_step)" = "4 4 4" ] && [ "$(grep -c '"event":"restart"' wrap/events.jsonl)" = 2 ]; then
+    t_ok "remote: each of the 3 attempts left a stop record: durable step 4, local copy only"
+else
+    t_bad "remote: each attempt left a stop record" "$(grep -E '"(stop|restart)"' wrap/events.jsonl | cut -c 1-200)"
+fi
 
 # End to end on "a new machine": a run with a remote is stopped by SIGTERM
 # mid-run (gated on logged steps), its whole run_dir is deleted, and a

@@ -732,18 +732,21 @@ static int trainer_advance(trainer *t, const int64_t flags[PROTO_N])
  * nothing and only uploads. */
 static int trainer_final_upload(trainer *t)
 {
-    char url[1200];
+    char url[1200], why[2048];
     if (!t->up)
         return ST_OK;
     int rc = proto_upload_flush(&t->pr, INFINITY);
     if (rc != ST_TEMPFAIL)
         return rc;
     ckpt_uploader_url(t->up, t->pr.durable, url, sizeof url);
+    snprintf(why, sizeof why, "training finished at step %lld and is saved locally, but its upload to %s did not "
+             "complete (%s)", (long long)t->pr.durable, url, t->pr.up_why);
+    /* A stop record like a notice's, source "remote": a wrapper sees what is
+     * durable where, and that restarts wait on the remote, not on training. */
+    ledger_stop(&t->lg, t->step, t->pr.durable, t->pr.remote, proto_final_name(PROTO_FINAL_OK), "remote", why);
     /* Not silenced by --quiet: the exit code alone would not say why. */
     if (trainer_is_root(t))
-        return util_fail(ST_TEMPFAIL, "training finished at step %lld and is saved locally, but its upload to %s "
-                         "did not complete (%s); exiting 75: `spotrain resume` with the same run_dir uploads it",
-                         (long long)t->pr.durable, url, t->pr.up_why);
+        return util_fail(ST_TEMPFAIL, "%s; exiting 75: `spotrain resume` with the same run_dir uploads it", why);
     return ST_TEMPFAIL;
 }
 
