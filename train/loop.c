@@ -291,11 +291,12 @@ static int trainer_remote_unused(trainer *t, s3_client *s3, int force)
         util_log("could not check whether %s already holds checkpoints (see above); starting anyway",
                  t->c->ckpt_remote);
         rc = ST_OK;
-    } else if (n > 0)
+    } else if (n > 0) {
         rc = util_fail(ST_USAGE, "%s already holds %d checkpoint%s (newest: step %lld)%s; use `spotrain resume` to "
                        "continue that run, another checkpoint.remote prefix, or remove the old objects (e.g. `aws s3 "
                        "rm --recursive %s/`)", t->c->ckpt_remote, n, n == 1 ? "" : "s", (long long)steps[n - 1],
                        force ? ", and --force never deletes remote objects" : "", t->c->ckpt_remote);
+    }
     free(steps);
     return rc;
 }
