@@ -247,6 +247,9 @@ if [ $rc -eq 0 ] && [ "$refused" -ge 1 ] && [ "$renewed" -ge 3 ] && grep -q "res
     [ "$(digest newx/ckpt/$s12)" = "$ref" ]; then
     t_ok "role credentials expiring mid-download ($refused ranged GETs refused): renewed from IMDS, bitwise result"
 else t_bad "credential expiring mid-download" "exit $rc, $refused refused, $renewed keys issued: $(grep -E 'resum|ExpiredToken|spotrain:' newx.log | head -n 3)"; fi
+# AWS_SHARED_CREDENTIALS_FILE names no file here: with an instance role that
+# is normal, not worth an error line at each credentials lookup.
+if ! grep -q "cannot open" newx.log; then t_ok "an absent credentials file is no error line"; else t_bad "an absent credentials file is no error line" "$(grep "cannot open" newx.log | head -n 1)"; fi
 
 # --- elastic, under mpirun ---
 if [ $have_mpi -eq 1 ]; then
