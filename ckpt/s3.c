@@ -20,6 +20,7 @@
 #define S3_MAX_XML (16u << 20)   /* error and list answers; a list page is ~1 MB */
 #define S3_MAX_PARTS 10000       /* S3's limit on parts per upload */
 #define S3_REFRESH_AHEAD 300.0   /* renew temporary credentials this long before expiry */
+#define S3_CLEANUP_MS 3000L      /* a clean-up request after s3_cancel: one attempt this long */
 
 struct s3_client {
     s3_opts o;
@@ -152,7 +153,9 @@ int s3_creds_load(const s3_opts *o, s3_creds *out)
         profile = "default";
     char *text = NULL;
     size_t len;
-    if (util_read_file(path, &text, &len) == ST_OK) {
+    /* No file is the usual case with an instance role: not worth a line on
+     * every start and every refresh. */
+    if (access(path, F_OK) == 0 && util_read_file(path, &text, &len) == ST_OK) {
         int rc = s3_creds_parse_file(text, profile, out);
         free(text);
         if (rc == ST_OK)
@@ -324,11 +327,15 @@ typedef struct {
     char etag[128];
     int64_t length;       /* Content-Length of the answer, -1 unknown */
     int overflow;
+    /* A clean-up (AbortMultipartUpload) that still runs after s3_cancel, as
+     * one short attempt: it frees what the cancelled transfer left behind. */
+    int cleanup;
 } s3_req;
 
 typedef struct {
     s3_req *r;
     CURL *h;
+    s3_client *c;
     size_t body_pos;
     int decided, to_dst;
 } xfer;
@@ -428,8 +435,9 @@ static int s3_pct_encode(const char *v, int keep_slash, char *out, size_t cap)
 /* libcurl asks this during a transfer; non-zero ends it (s3_cancel). */
 static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
+    xfer *x = p;
     (void)dt, (void)dn, (void)ut, (void)un;
-    return atomic_load(&((s3_client *)p)->cancelled) != 0;
+    return !x->r->cleanup && atomic_load(&x->c->cancelled) != 0;
 }
 
 void s3_cancel(s3_client *c) { atomic_store(&c->cancelled, 1); }
@@ -439,7 +447,7 @@ static CURLcode attempt(s3_client *c, s3_req *r, const char *url, const s3_creds
     CURL *h = curl_easy_init();
     if (!h)
         return CURLE_OUT_OF_MEMORY;
-    xfer x = {r, h, 0, 0, 0};
+    xfer x = {r, h, c, 0, 0, 0};
     struct curl_slist *hl = NULL;
     char tokhdr[sizeof cr->token + 32], rangehdr[96];
     /* The payload is not hashed: TLS protects it in flight and the
@@ -477,11 +485,13 @@ static CURLcode attempt(s3_client *c, s3_req *r, const char *url, const s3_creds
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->o.connect_timeout * 1000));
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(c->o.low_speed_seconds < 1 ? 1 : c->o.low_speed_seconds));
-    if (c->o.request_timeout > 0)
+    if (r->cleanup && atomic_load(&c->cancelled))
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, S3_CLEANUP_MS);
+    else if (c->o.request_timeout > 0)
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(c->o.request_timeout * 1000));
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &x);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -542,7 +552,8 @@ static int s3_do(s3_client *c, s3_req *r)
     unsigned gen = 0;
     for (int att = 0;; att++) {
         s3_creds cr;
-        if (atomic_load(&c->cancelled)) {
+        int cancelled = atomic_load(&c->cancelled);
+        if (cancelled && !r->cleanup) {
             rc = util_fail(ST_TEMPFAIL, "s3: %s s3://%s/%s cancelled: the run is exiting", r->method, c->u.bucket, r->key);
             goto out;
         }
@@ -587,7 +598,7 @@ static int s3_do(s3_client *c, s3_req *r)
             pthread_mutex_unlock(&c->mu);
             continue;
         }
-        if (!s3_retryable(status) || att >= c->o.retries) {
+        if (!s3_retryable(status) || att >= c->o.retries || (r->cleanup && atomic_load(&c->cancelled))) {
             const char *what = cc != CURLE_OK ? curl_easy_strerror(cc) : "";
             const char *hint = status == 403   ? "check the credentials and the bucket policy"
                                : status == 404 ? "check the bucket name and the key"
@@ -765,8 +776,23 @@ int s3_mpu_abort(s3_client *c, const char *key, const char *upload_id)
     if (s3_pct_encode(upload_id, 0, eid, sizeof eid) < 0)
         return util_fail(ST_DATA, "s3: upload id too long");
     snprintf(q, sizeof q, "uploadId=%s", eid);
-    s3_req r = {.method = "DELETE", .key = key, .query = q};
+    s3_req r = {.method = "DELETE", .key = key, .query = q, .cleanup = 1};
     return s3_do(c, &r);
+}
+
+/* After a failed or cancelled multipart upload: aborts it, which frees its
+ * parts; no object existed under this upload, so nothing a reader could use
+ * is removed. Best effort: a failed abort is logged (the parts then wait for
+ * the bucket's lifecycle rule), and the upload's own failure stays the
+ * thread's last error for the caller to report. */
+static void s3_mpu_cleanup(s3_client *c, const char *key, const char *upload_id)
+{
+    char why[1024];
+    snprintf(why, sizeof why, "%s", util_last_error());
+    if (s3_mpu_abort(c, key, upload_id) != ST_OK)
+        util_log("the unfinished multipart upload of s3://%s/%s stays open (its parts are billed until a lifecycle "
+                 "rule for incomplete multipart uploads removes them)", c->u.bucket, key);
+    util_keep_error(why);
 }
 
 /* Reads exactly len bytes at off; ST_IOERR naming the cause otherwise. */
@@ -793,6 +819,7 @@ typedef struct {
     uint64_t off, len;
     int n_parts, next, rc;
     char (*etags)[128];
+    char why[1024];      /* the first failing worker's line (util_last_error is per thread) */
     pthread_mutex_t mu;
 } mpu_job;
 
@@ -818,8 +845,10 @@ static void *mpu_worker(void *p)
             rc = s3_mpu_part(j->c, j->key, j->upload_id, part, buf, pl, j->etags[part - 1], sizeof j->etags[0]);
         if (rc != ST_OK) {
             pthread_mutex_lock(&j->mu);
-            if (j->rc == ST_OK)
+            if (j->rc == ST_OK) {
                 j->rc = rc;
+                snprintf(j->why, sizeof j->why, "%s", util_last_error());
+            }
             pthread_mutex_unlock(&j->mu);
             break;
         }
@@ -867,15 +896,12 @@ int s3_upload_fd(s3_client *c, const char *key, int fd, uint64_t off, uint64_t l
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
     rc = j.rc;
+    if (rc != ST_OK)
+        util_keep_error(j.why[0] ? j.why : util_last_error());
     if (rc == ST_OK)
         rc = s3_mpu_complete(c, key, j.upload_id, j.etags, j.n_parts);
-    if (rc != ST_OK) {
-        /* Frees the uploaded parts; no object existed under this upload, so
-         * nothing a reader could use is removed. */
-        int saved = rc;
-        s3_mpu_abort(c, key, j.upload_id);
-        rc = saved;
-    }
+    if (rc != ST_OK)
+        s3_mpu_cleanup(c, key, j.upload_id);
 out:
     free(j.etags);
     pthread_mutex_destroy(&j.mu);

@@ -9,6 +9,7 @@
 . tests/lib.sh
 S=$SPOTRAIN
 t_s3_servers cli_remote
+ROOT=$PWD
 cd "$T_TMP" || exit 1
 export AWS_SHARED_CREDENTIALS_FILE=$T_TMP/no-credentials
 ctl() { "$PY" -c "import urllib.request as u; u.urlopen('$PROXY/_control?$1').read()"; }
@@ -133,6 +134,23 @@ fi
 if field rot upload status | grep -q already; then t_ok "remote: a resumed run does not upload its starting checkpoint again"
 else t_bad "remote: a resumed run does not upload its starting checkpoint again" "$(field rot upload status)"; fi
 
+# A fresh `train` into a prefix that holds checkpoints (steps 4 and 6 of
+# the run above) is refused like a used run_dir (64), and so is --force,
+# which moves local checkpoints aside but never deletes remote objects:
+# nothing moves, locally or remotely.
+t_exit "remote: train into a prefix holding checkpoints: refused (64) naming it and what to do" 64 \
+    "s3://spotrain-ckpt/rot already holds 2 checkpoints \(newest: step 6\); use .spotrain resume.*another checkpoint.remote prefix.*aws s3 rm --recursive s3://spotrain-ckpt/rot/" \
+    "$S" train /dev/null $F $ROT --set train.max_steps=2 $(R fresh rot "$MOTO")
+t_exit "remote: train --force into that prefix: refused too, --force never deletes remote objects" 64 \
+    "already holds 2 checkpoints.*--force never deletes remote objects" \
+    "$S" train /dev/null $F $ROT --set train.max_steps=2 --force $(R rot rot "$MOTO")
+if [ "$(rb steps rot)" = "4 6" ] && [ -z "$(ls -d rot/ckpt.old-* 2>/dev/null)" ] && [ -d rot/ckpt/step-00000006 ] &&
+   [ ! -d fresh/ckpt/step-00000002 ]; then
+    t_ok "remote: the refused starts changed nothing (remote steps 4 6, local checkpoints in place, none written)"
+else
+    t_bad "remote: the refused starts changed nothing" "remote $(rb steps rot); $(ls rot fresh/ckpt 2>&1 | tr '\n' ' ')"
+fi
+
 # SIGTERM mid-run, gated on logged steps: 75 only once the final checkpoint
 # is complete on the remote, and the stop record says the remote copy is durable.
 "$S" train /dev/null $(echo $F | sed 's/--quiet//') --set train.max_steps=100000000 --set checkpoint.interval_steps=5 \
@@ -174,6 +192,42 @@ else
 fi
 if [ -z "$(rb complete late)" ]; then t_ok "remote: the cancelled upload left nothing listed complete"
 else t_bad "remote: the cancelled upload left nothing listed complete" "$(rb complete late)"; fi
+
+# The same stop with multipart shards whose parts are answered 20 s late
+# (their CreateMultipartUpload is not): the upload cancelled at the
+# deadline is aborted, so boto3 finds no multipart upload left open.
+ctl "match=partNumber&slow=20"
+a0=$(pstate aborts)
+"$S" train /dev/null $(echo $F | sed 's/--quiet//') $BIG --set train.max_steps=100000000 --set checkpoint.interval_steps=5 \
+    --set spot.grace_seconds=2 $(R mlate mlate "$PROXY") 2>mlate.err &
+pid=$!
+t_wait_steps mlate 12 "$pid"
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+ctl "match=&slow=0"
+aborts=$(($(pstate aborts) - a0))
+if [ "$rc" = 75 ] && [ "$(field mlate stop durable_copy)" = local ] && [ "$aborts" -ge 1 ] && [ "$(rb uploads)" = 0 ]; then
+    t_ok "remote: a multipart upload cancelled at the deadline is aborted ($aborts abort), none left open"
+else
+    t_bad "remote: a multipart upload cancelled at the deadline is aborted" \
+        "rc $rc copy $(field mlate stop durable_copy), $aborts aborts, $(rb uploads) open; $(grep -v '^step' mlate.err | tail -n 2)"
+fi
+
+# Parts that keep failing (the upload's creation does not): given up after
+# the retries, aborted, and the ledger and the exit line carry the part's
+# own failure, which a part thread saw.
+ctl "match=partNumber&fail=100000&status=500"
+a0=$(pstate aborts)
+t_exit "remote: multipart parts that keep failing: exit 75 naming the part's HTTP 500" 75 "did not complete \(rank 0: s3: PUT .*HTTP 500" \
+    "$S" train /dev/null $F $BIG --set train.max_steps=2 --set checkpoint.remote_retries=1 $(R mfail mfail "$PROXY")
+ctl "match=&fail=0"
+aborts=$(($(pstate aborts) - a0))
+if [ "$aborts" -ge 1 ] && [ "$(rb uploads)" = 0 ] && t_events mfail/events.jsonl upload reason | grep -q "HTTP 500"; then
+    t_ok "remote: the failed multipart upload was aborted ($aborts aborts, none open); the ledger has the part's reason"
+else
+    t_bad "remote: the failed multipart upload was aborted" "$aborts aborts, $(rb uploads) open; $(t_events mfail/events.jsonl upload reason | head -n 2)"
+fi
 
 # Faults through the proxy: the run goes on and finishes with its final
 # checkpoint remote; nothing incomplete is listed.
@@ -238,6 +292,24 @@ fi
 t_exit "remote: no credentials at all is a config error at start" 78 "no S3 credentials" \
     env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$S" train /dev/null $F --set train.max_steps=2 \
     --set spot.provider=none $(R nocred nocred "$MOTO")
+
+# spotrain-run around a run whose final upload keeps failing (every PUT
+# answered 500): each attempt finishes, saves locally and exits 75 with a
+# stop record of source "remote"; the wrapper gives up with 87 once
+# --max-stalls attempts in a row brought no newer checkpoint, local or
+# remote, and names the remote as the cause.
+ctl "match=PUT&fail=100000&status=500"
+t_exit "remote: spotrain-run gives up with 87 when the final upload keeps failing, naming the remote" 87 \
+    "the remote upload keeps failing: 2 attempts in a row ended with step 4 saved locally" \
+    "$ROOT/spot/spotrain-run" --backoff 0 --max-stalls 2 --events "$T_TMP/wrap/events.jsonl" -- \
+    "$S" resume /dev/null $F --set train.max_steps=4 --set checkpoint.remote_retries=0 $(R wrap wrap "$PROXY")
+ctl "match=&fail=0"
+if [ "$(field wrap stop source)" = "remote remote remote" ] && [ "$(field wrap stop durable_copy)" = "local local local" ] &&
+   [ "$(field wrap stop durable_step)" = "4 4 4" ] && [ "$(grep -c '"event":"restart"' wrap/events.jsonl)" = 2 ]; then
+    t_ok "remote: each of the 3 attempts left a stop record: durable step 4, local copy only"
+else
+    t_bad "remote: each attempt left a stop record" "$(grep -E '"(stop|restart)"' wrap/events.jsonl | cut -c 1-200)"
+fi
 
 # End to end on "a new machine": a run with a remote is stopped by SIGTERM
 # mid-run (gated on logged steps), its whole run_dir is deleted, and a

@@ -7,17 +7,20 @@
 # ranks to 1 and 1 to 2; the newest of local and remote wins; damaged
 # remote copies (flipped byte, truncated or missing object, no manifest)
 # are skipped for the previous one; ckpt inspect|verify|export on s3://;
-# faults from tests/s3_fault_proxy.py are retried; download MB/s recorded.
+# faults from tests/s3_fault_proxy.py are retried (slow answers and a
+# credential expiring mid-download too); download MB/s recorded.
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
 # shellcheck source=tests/lib.sh
 . tests/lib.sh
 S=$SPOTRAIN
 t_s3_servers cli_remote_read
+ROOT=$PWD
 cd "$T_TMP" || exit 1
 export AWS_SHARED_CREDENTIALS_FILE=$T_TMP/none
 B=spotrain-read
 ctl() { "$PY" -c "import urllib.request as u; u.urlopen('$PROXY/_control?$1').read()"; }
+pstate() { "$PY" -c "import json,urllib.request as u; print(json.load(u.urlopen('$PROXY/_state'))['$1'])"; }
 # b3 OP ARGS: boto3 against moto, independent of spotrain.
 #   mb | up STEP_DIR PREFIX [skip NAME] | flip KEY OFFSET | trunc KEY BYTES | rm KEY | sum KEY
 #   | keys PREFIX (one a line) | keep PREFIX FILE (delete what FILE does not list)
@@ -195,6 +198,58 @@ ctl "expired_token=OLD"
 t_exit "resume with refused credentials stops (78) instead of starting fresh" 78 "ExpiredToken.*credentials" env AWS_SESSION_TOKEN=OLD "$S" resume /dev/null $F --set train.max_steps=12 --set train.run_dir=newc --set checkpoint.remote="s3://$B/r1" --set checkpoint.endpoint="$PROXY"
 ctl "expired_token="
 if [ ! -e newc/ckpt/$s4 ]; then t_ok "no training after the refused resume"; else t_bad "no training after the refused resume"; fi
+
+# Slow answers in the middle of the download. Every ranged GET of the shard
+# answered 0.3 s late: the resume only takes longer. Then the first two
+# answered 4 s late, past checkpoint.remote_stall_seconds = 1: each is
+# abandoned and asked again (two GETs more than the download needs), and the
+# resume is still bitwise.
+SHARD_GET="GET+/$B/r1/$s8/shard-00000.bin"
+ctl "match=$SHARD_GET&slow=0.3&slow_count=-1"
+m0=$(pstate matched) w0=$(pstate slowed)
+EP=$PROXY R news1 r1 >news1.log 2>&1
+rc=$?
+gets=$(($(pstate matched) - m0)) slowed=$(($(pstate slowed) - w0))
+if [ $rc -eq 0 ] && [ "$gets" -ge 3 ] && [ "$slowed" = "$gets" ] && [ "$(digest news1/ckpt/$s12)" = "$ref" ]; then
+    t_ok "slow answers to all $gets ranged GETs of the resume: bitwise result"
+else t_bad "slow answers mid-download" "exit $rc, $gets GETs, $slowed slowed: $(tail -n 2 news1.log)"; fi
+ctl "slow=4&slow_count=2"
+m0=$(pstate matched) w0=$(pstate slowed)
+EP=$PROXY R news2 r1 --set checkpoint.remote_stall_seconds=1 >news2.log 2>&1
+rc=$?
+gets2=$(($(pstate matched) - m0)) slowed=$(($(pstate slowed) - w0))
+ctl "match=&slow=0&slow_count=-1"
+if [ $rc -eq 0 ] && [ "$slowed" = 2 ] && [ "$gets2" = $((gets + 2)) ] && [ "$(digest news2/ckpt/$s12)" = "$ref" ]; then
+    t_ok "two ranged GETs slower than remote_stall_seconds: abandoned, asked again ($gets2 GETs for $gets chunks' worth), bitwise result"
+else t_bad "GETs past the stall timeout are retried" "exit $rc, $gets2 GETs (want $((gets + 2))), $slowed slowed: $(tail -n 2 news2.log)"; fi
+
+# A credential that expires in the middle of the download: the instance
+# role's keys (tests/fake_metadata.py, IMDSv2) are refused with 403
+# ExpiredToken from the 6th ranged GET on; the reader renews them from the
+# metadata service and the resume ends bitwise like the straight run.
+python3 "$ROOT/tests/fake_metadata.py" --mode aws --port-file "$T_TMP/md.port" &
+MD_PID=$!
+t_cleanup() { kill "$MOTO_PID" "$PROXY_PID" "$MD_PID" 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T_TMP"; }
+i=0
+until [ -s "$T_TMP/md.port" ]; do i=$((i + 1)); [ $i -gt 50 ] && break; sleep 0.1; done
+MD=http://127.0.0.1:$(tr -d '\n' <"$T_TMP/md.port")
+issued() { "$PY" -c "import json,urllib.request as u; print(json.load(u.urlopen('$MD/_state'))['iam_issued'])"; }
+b3 keys r1 >"$T_TMP/keys.newx"
+ctl "expire_after=5"
+e0=$(pstate expired_ranged) n0=$(issued)
+env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$S" resume /dev/null $F --set train.max_steps=12 --set train.run_dir=newx \
+    --set checkpoint.remote="s3://$B/r1" --set checkpoint.endpoint="$PROXY" --set spot.provider=aws --set spot.metadata_url="$MD" >newx.log 2>&1
+rc=$?
+ctl "expire_after=-1"
+b3 keep r1 "$T_TMP/keys.newx"
+refused=$(($(pstate expired_ranged) - e0)) renewed=$(($(issued) - n0))
+if [ $rc -eq 0 ] && [ "$refused" -ge 1 ] && [ "$renewed" -ge 3 ] && grep -q "resuming from s3://$B/r1/$s8" newx.log &&
+    [ "$(digest newx/ckpt/$s12)" = "$ref" ]; then
+    t_ok "role credentials expiring mid-download ($refused ranged GETs refused): renewed from IMDS, bitwise result"
+else t_bad "credential expiring mid-download" "exit $rc, $refused refused, $renewed keys issued: $(grep -E 'resum|ExpiredToken|spotrain:' newx.log | head -n 3)"; fi
+# AWS_SHARED_CREDENTIALS_FILE names no file here: with an instance role that
+# is normal, not worth an error line at each credentials lookup.
+if ! grep -q "cannot open" newx.log; then t_ok "an absent credentials file is no error line"; else t_bad "an absent credentials file is no error line" "$(grep "cannot open" newx.log | head -n 1)"; fi
 
 # --- elastic, under mpirun ---
 if [ $have_mpi -eq 1 ]; then

@@ -173,11 +173,13 @@ if [ "$3" != - ]; then
     extra=
     [ "$4" = - ] || extra="$extra,\"durable_step\":$4"
     [ "$5" = - ] || extra="$extra,\"final_checkpoint\":\"$5\""
-    echo "{\"ts\":$(now),\"event\":\"stop\",\"step\":$3$extra,\"source\":\"SIGTERM\",\"reason\":\"r \\\"step\\\":9\"}" >>"$LEDGER"
+    # Field 9: the stop's remote_step (a run with checkpoint.remote); 10: its source.
+    [ $# -lt 9 ] || extra="$extra,\"remote_step\":$9"
+    echo "{\"ts\":$(now),\"event\":\"stop\",\"step\":$3$extra,\"source\":\"${10:-SIGTERM}\",\"reason\":\"r \\\"step\\\":9\"}" >>"$LEDGER"
 fi
 [ "$6" = - ] || echo "{\"ts\":$(now),\"event\":\"exit\",\"step\":$3,\"code\":$6,\"reason\":\"x\"}" >>"$LEDGER"
 touch "$FAKE_READY"
-[ $# -lt 8 ] || sleep "$8"
+[ $# -lt 8 ] || [ "$8" = 0 ] || sleep "$8"
 exit "$7"
 EOF
 chmod +x "$LFAKE"
@@ -240,6 +242,25 @@ t_exit "progress every attempt: no give-up" 0 "finished" \
 expect_launches "five launches with progress" 5
 lplan "10 - 20 10 skipped 75 75" "10 - 20 10 skipped 75 75" "10 - - - - 0 0"
 t_exit "--max-stalls 0 never gives up" 0 "" "$RUN" --backoff 0 --max-stalls 0 --events "$LEDGER" -- "$LFAKE"
+
+# With checkpoint.remote: a finished run whose final upload keeps failing
+# exits 75 with a stop record of source "remote" every time; the wrapper
+# gives up with 87 and says it is the remote.
+lplan "new - 6 6 ok 75 75 0 null remote" "6 - 6 6 not_needed 75 75 0 null remote" "6 - 6 6 not_needed 75 75 0 null remote" "6 - - - - 0 0"
+t_exit "the remote upload keeps failing: 87 after --max-stalls restarts, saying so" 87 \
+    "exit 75: the remote upload keeps failing: 2 attempts in a row ended with step 6 saved locally and no newer checkpoint complete on the remote \(newest there: none\); giving up with 87" \
+    "$RUN" --backoff 0 --max-stalls 2 --events "$LEDGER" -- "$LFAKE"
+expect_launches "remote failing: gave up after 3 launches (the first made progress)" 3
+lplan "new - 6 6 ok 75 75 0 null remote" "6 - - - - 0 0"
+t_exit "a remote stop is described as such" 0 "training finished at step 6 and is saved locally, but its copy on the remote is not complete \(newest remote copy: none\)" \
+    "$RUN" --backoff 0 --events "$LEDGER" -- "$LFAKE"
+# A newer checkpoint complete on the remote is progress too (the durable
+# step stays 20 while its upload catches up).
+lplan "20 - 25 20 skipped 75 75 0 10" "20 - 25 20 skipped 75 75 0 20" "20 - - - - 0 0"
+t_exit "a newer remote copy counts as progress" 0 "finished" "$RUN" --backoff 0 --max-stalls 1 --events "$LEDGER" -- "$LFAKE"
+lplan "20 - 25 20 skipped 75 75 0 20" "20 - 25 20 skipped 75 75 0 20" "20 - 25 20 skipped 75 75 0 20" "20 - - - - 0 0"
+t_exit "the same remote copy again is no progress" 87 "2 attempts in a row ended without a newer durable checkpoint \(newest: step 20\)" \
+    "$RUN" --backoff 0 --max-stalls 2 --events "$LEDGER" -- "$LFAKE"
 
 if command -v shellcheck >/dev/null 2>&1; then
     t_exit "spotrain-run is shellcheck-clean" 0 "" shellcheck "$RUN"

@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
 # A fault-injecting HTTP proxy on 127.0.0.1 in front of an S3 server (moto)
-# for tests/cli_s3.sh: forwards requests unchanged, except that it can fail
+# for tests/cli_s3.sh, cli_remote.sh and cli_remote_read.sh: forwards requests unchanged, except that it can fail
 # the next N with 500/503, drop the connection, cut the next N GET answers
 # half way through their body, answer slowly, or refuse a session token
 # with 403 ExpiredToken.
 #   python3 tests/s3_fault_proxy.py --upstream PORT --port-file FILE
 # Control: GET /_control?fail=N&status=503&drop=N&cut=N&slow=SECONDS&expired_token=T
+#          &match=TEXT       faults hit only requests whose "METHOD /path?query"
+#                            contains TEXT ("" = every request)
+#          &slow_count=N     only the next N matching requests are slow (-1 = all)
+#          &expire_after=N   after N more ranged GETs that carry a session token,
+#                            every token seen so far is refused with 403
+#                            ExpiredToken (a credential expiring mid-transfer;
+#                            tokens issued later pass)
 #          GET /_state -> JSON counters.
 import argparse, http.client, json, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-STATE = {"fail": 0, "status": 503, "drop": 0, "cut": 0, "slow": 0.0, "expired_token": ""}
-COUNT = {"requests": 0, "failed": 0, "dropped": 0, "cut": 0, "expired": 0}
+STATE = {"fail": 0, "status": 503, "drop": 0, "cut": 0, "slow": 0.0, "expired_token": "", "match": "",
+         "slow_count": -1, "expire_after": -1}
+COUNT = {"requests": 0, "failed": 0, "dropped": 0, "cut": 0, "expired": 0, "slowed": 0, "aborts": 0,
+         "matched": 0, "expired_ranged": 0}
+SEEN_TOKENS = set()
+EXPIRED_TOKENS = set()
 UPSTREAM = [0]
 
 
@@ -36,8 +47,11 @@ class Handler(BaseHTTPRequestHandler):
         u = urllib.parse.urlsplit(self.path)
         if u.path == "/_control":
             with LOCK:
-                for k, v in urllib.parse.parse_qsl(u.query):
+                for k, v in urllib.parse.parse_qsl(u.query, keep_blank_values=True):
                     STATE[k] = type(STATE[k])(v)
+                if "expire_after" in u.query:
+                    SEEN_TOKENS.clear()
+                    EXPIRED_TOKENS.clear()
             return self.reply(200, b"ok", "text/plain")
         if u.path == "/_state":
             with LOCK:
@@ -46,9 +60,23 @@ class Handler(BaseHTTPRequestHandler):
             COUNT["requests"] += 1
             action = None
             tok = self.headers.get("x-amz-security-token", "")
-            if STATE["expired_token"] and tok == STATE["expired_token"]:
+            if self.command == "DELETE" and "uploadId=" in u.query:
+                COUNT["aborts"] += 1
+            ranged = self.command == "GET" and "Range" in self.headers
+            if tok and tok not in EXPIRED_TOKENS:
+                SEEN_TOKENS.add(tok)
+                if STATE["expire_after"] > 0 and ranged:
+                    STATE["expire_after"] -= 1
+                    if STATE["expire_after"] == 0:
+                        EXPIRED_TOKENS.update(SEEN_TOKENS)
+            hit = STATE["match"] in "%s %s" % (self.command, self.path)
+            COUNT["matched"] += hit and STATE["match"] != ""
+            if (STATE["expired_token"] and tok == STATE["expired_token"]) or tok in EXPIRED_TOKENS:
                 action = "expired"
                 COUNT["expired"] += 1
+                COUNT["expired_ranged"] += ranged
+            elif not hit:
+                pass
             elif STATE["drop"] > 0:
                 STATE["drop"] -= 1
                 action = "drop"
@@ -61,7 +89,11 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["fail"] -= 1
                 action = "fail"
                 COUNT["failed"] += 1
-            slow = STATE["slow"]
+            slow = STATE["slow"] if hit and action is None and STATE["slow_count"] != 0 else 0
+            if slow:
+                COUNT["slowed"] += 1
+                if STATE["slow_count"] > 0:
+                    STATE["slow_count"] -= 1
         if action == "drop":
             # No answer at all: the client sees the connection close.
             self.close_connection = True
@@ -100,13 +132,21 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_any
 
 
+class QuietServer(ThreadingHTTPServer):
+    # A client that gave up on a slow answer closes its end first: expected
+    # here, so no traceback in the test's output.
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--upstream", type=int, required=True)
     ap.add_argument("--port-file", required=True)
     a = ap.parse_args()
     UPSTREAM[0] = a.upstream
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv = QuietServer(("127.0.0.1", 0), Handler)
     srv.daemon_threads = True
     with open(a.port_file + ".tmp", "w") as f:
         f.write(str(srv.server_address[1]))

@@ -96,6 +96,7 @@ static const cfg_key cfg_keys[] = {
     KI("checkpoint", "remote_retries", ckpt_remote_retries, 0, 100),
     KI("checkpoint", "remote_part_mib", ckpt_remote_part_mib, 5, 5120),
     KI("checkpoint", "remote_parallel", ckpt_remote_parallel, 1, 64),
+    KF("checkpoint", "remote_stall_seconds", ckpt_remote_stall_seconds, 1, 3600),
 
     KS("spot", "provider", provider, "auto|aws|gcp|azure|alibaba|file|none"),
     KF("spot", "poll_seconds", poll_seconds, 0.05, 3600),
@@ -601,6 +602,7 @@ void cfg_s3_opts(const cfg *c, s3_opts *o)
     o->retries = (int)c->ckpt_remote_retries;
     o->part_bytes = (size_t)c->ckpt_remote_part_mib << 20;
     o->parallel = (int)c->ckpt_remote_parallel;
+    o->low_speed_seconds = c->ckpt_remote_stall_seconds;
     /* The poller's metadata service is the machine's IMDS: the instance role
      * comes from the same place (tests point both at a local fake). */
     if (!strcmp(c->provider, "aws") || !strcmp(c->provider, "auto"))

@@ -59,6 +59,7 @@ typedef struct cfg {
     char ckpt_remote[CFG_STR];      /* s3://bucket/prefix; empty = local only */
     char ckpt_endpoint[CFG_STR];    /* S3-compatible service (path-style); empty = AWS */
     int64_t ckpt_remote_retries, ckpt_remote_part_mib, ckpt_remote_parallel;
+    double ckpt_remote_stall_seconds; /* a request moving < 1 KiB/s this long is retried */
     char ckpt_region[64];           /* empty = AWS_REGION, AWS_DEFAULT_REGION, else us-east-1 */
 
     /* [spot] */

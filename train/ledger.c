@@ -145,7 +145,8 @@ void ledger_stop(ledger *g, int64_t step, int64_t durable, int64_t remote, const
                  const char *reason)
 {
     char src[96], q[700], d[32], r[96] = "";
-    g->notices++;
+    if (strcmp(source, "remote") != 0)   /* the remote copy lagging is no provider notice */
+        g->notices++;
     g->interruptions++;
     events_quote(source, src, sizeof src);
     events_quote(reason, q, sizeof q);

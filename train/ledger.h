@@ -59,7 +59,8 @@ void ledger_checkpoint(ledger *g, const ckpt_result *r);
 /* durable < 0 is written as null. final: "ok", "failed", "skipped" (no time)
  * or "not_needed" (the stop step was already durable). remote: the newest
  * step complete on the remote (-1 none), or -2 when no remote is configured
- * (then the record has no remote fields). */
+ * (then the record has no remote fields). source: the notice's provider,
+ * "peer", or "remote" (a finished run whose final upload did not complete). */
 void ledger_stop(ledger *g, int64_t step, int64_t durable, int64_t remote, const char *final, const char *source,
                  const char *reason);
 /* An "upload" record: one rank's shard objects (rank >= 0), or the whole

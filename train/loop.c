@@ -277,35 +277,67 @@ static int trainer_next_candidate(trainer *t, trainer_resume_src *rs, char *path
     return ST_OK;
 }
 
+/* Rank 0, fresh start with a remote: the prefix must hold no checkpoint. A
+ * fresh run there would upload over another run's steps, its rotation would
+ * delete them, and a later resume could take the other run's newest one.
+ * Nothing remote is ever deleted, --force included: the user decides. A
+ * remote that cannot be listed now is only a warning: a failing remote
+ * never stops training (checkpoint.required governs the uploads). */
+static int trainer_remote_unused(trainer *t, s3_client *s3, int force)
+{
+    int64_t *steps = NULL;
+    int n = 0, rc = ckpt_remote_steps(s3, &steps, &n);
+    if (rc != ST_OK) {
+        util_log("could not check whether %s already holds checkpoints (see above); starting anyway",
+                 t->c->ckpt_remote);
+        rc = ST_OK;
+    } else if (n > 0) {
+        rc = util_fail(ST_USAGE, "%s already holds %d checkpoint%s (newest: step %lld)%s; use `spotrain resume` to "
+                       "continue that run, another checkpoint.remote prefix, or remove the old objects (e.g. `aws s3 "
+                       "rm --recursive %s/`)", t->c->ckpt_remote, n, n == 1 ? "" : "s", (long long)steps[n - 1],
+                       force ? ", and --force never deletes remote objects" : "", t->c->ckpt_remote);
+    }
+    free(steps);
+    return rc;
+}
+
+/* Rank 0, fresh start: refuses a run_dir or remote that already holds
+ * checkpoints; --force moves the local ones aside. */
+static int trainer_fresh_dir(trainer *t, s3_client *s3, int force)
+{
+    char aside[CFG_STR + 64];
+    int n = ckpt_count(t->ckpt_dir);
+    /* The remote first: a refused --force must not have moved anything. */
+    int rc = s3 ? trainer_remote_unused(t, s3, force) : ST_OK;
+    if (rc != ST_OK || n == 0)
+        return rc;
+    if (!force)
+        return util_fail(ST_USAGE, "%s already holds %d checkpoint%s; use `spotrain resume` to "
+                         "continue, or `train --force` to start over (old checkpoints are moved "
+                         "aside)", t->ckpt_dir, n, n == 1 ? "" : "s");
+    /* A unique name: two --force starts can fall in one second. */
+    for (int k = 0; k < 1000; k++) {
+        snprintf(aside, sizeof aside, "%s.old-%lld%s%.0d", t->ckpt_dir, (long long)util_wall(),
+                 k ? "." : "", k);
+        if (access(aside, F_OK) != 0)
+            break;
+    }
+    if (rename(t->ckpt_dir, aside) != 0)
+        return util_fail(ST_IOERR, "cannot move %s aside to %s", t->ckpt_dir, aside);
+    if ((rc = util_mkdirs(t->ckpt_dir)) == ST_OK)
+        trainer_log(t, "--force: moved the old checkpoints to %s", aside);
+    return rc;
+}
+
 /* Rank 0 decides fresh/resume and what to resume from; everyone follows. */
 static int trainer_pick_start(trainer *t, int mode, int force, trainer_resume_src *rs, char *path, size_t cap,
                               int *resume)
 {
     int64_t st[2] = {ST_OK, 0};   /* status, 1 = resume from path */
     path[0] = 0;
-    if (trainer_is_root(t)) {
-        int n = mode == TRAIN_FRESH ? ckpt_count(t->ckpt_dir) : 0;
-        if (mode == TRAIN_FRESH && n > 0 && !force) {
-            st[0] = util_fail(ST_USAGE, "%s already holds %d checkpoint%s; use `spotrain resume` to "
-                              "continue, or `train --force` to start over (old checkpoints are moved "
-                              "aside)", t->ckpt_dir, n, n == 1 ? "" : "s");
-        } else if (mode == TRAIN_FRESH && n > 0) {
-            char aside[CFG_STR + 64];
-            /* A unique name: two --force starts can fall in one second. */
-            for (int k = 0; k < 1000; k++) {
-                snprintf(aside, sizeof aside, "%s.old-%lld%s%.0d", t->ckpt_dir, (long long)util_wall(),
-                         k ? "." : "", k);
-                if (access(aside, F_OK) != 0)
-                    break;
-            }
-            if (rename(t->ckpt_dir, aside) != 0)
-                st[0] = util_fail(ST_IOERR, "cannot move %s aside to %s", t->ckpt_dir, aside);
-            else if ((st[0] = util_mkdirs(t->ckpt_dir)) == ST_OK)
-                trainer_log(t, "--force: moved the old checkpoints to %s", aside);
-        } else if (mode == TRAIN_RESUME) {
-            st[0] = trainer_next_candidate(t, rs, path, cap, &st[1]);
-        }
-    }
+    if (trainer_is_root(t))
+        st[0] = mode == TRAIN_FRESH ? trainer_fresh_dir(t, rs->s3, force)
+                                    : trainer_next_candidate(t, rs, path, cap, &st[1]);
     if (comm_bcast(st, sizeof st, 0) != ST_OK || comm_bcast(path, cap, 0) != ST_OK)
         return ST_IOERR;
     *resume = st[1] != 0;
@@ -701,18 +733,21 @@ static int trainer_advance(trainer *t, const int64_t flags[PROTO_N])
  * nothing and only uploads. */
 static int trainer_final_upload(trainer *t)
 {
-    char url[1200];
+    char url[1200], why[2048];
     if (!t->up)
         return ST_OK;
     int rc = proto_upload_flush(&t->pr, INFINITY);
     if (rc != ST_TEMPFAIL)
         return rc;
     ckpt_uploader_url(t->up, t->pr.durable, url, sizeof url);
+    snprintf(why, sizeof why, "training finished at step %lld and is saved locally, but its upload to %s did not "
+             "complete (%s)", (long long)t->pr.durable, url, t->pr.up_why);
+    /* A stop record like a notice's, source "remote": a wrapper sees what is
+     * durable where, and that restarts wait on the remote, not on training. */
+    ledger_stop(&t->lg, t->step, t->pr.durable, t->pr.remote, proto_final_name(PROTO_FINAL_OK), "remote", why);
     /* Not silenced by --quiet: the exit code alone would not say why. */
     if (trainer_is_root(t))
-        return util_fail(ST_TEMPFAIL, "training finished at step %lld and is saved locally, but its upload to %s "
-                         "did not complete (%s); exiting 75: `spotrain resume` with the same run_dir uploads it",
-                         (long long)t->pr.durable, url, t->pr.up_why);
+        return util_fail(ST_TEMPFAIL, "%s; exiting 75: `spotrain resume` with the same run_dir uploads it", why);
     return ST_TEMPFAIL;
 }
 
@@ -975,7 +1010,7 @@ static int trainer_begin(trainer *t, int mode, int force)
     int resume = 0, rc = ST_OK;
     double dl[2] = {0, 0};
     trainer_resume_src rs = {0};
-    if (mode == TRAIN_RESUME && t->c->ckpt_remote[0]) {
+    if (t->c->ckpt_remote[0]) {
         s3_opts so;
         cfg_s3_opts(t->c, &so);
         int64_t st = s3_open(&rs.s3, &so);
