@@ -1,7 +1,9 @@
 /* A test and bench driver for ckpt/s3.c (not installed): one operation per
  * run against S3_REMOTE at S3_ENDPOINT, so scripts can check what the client
  * did with an independent client (boto3).
- *   s3tool mb | put KEY FILE | get KEY OFF LEN OUT | head KEY | ls PREFIX | rm KEY */
+ *   s3tool mb | put KEY FILE | get KEY OFF LEN OUT | head KEY | ls PREFIX | rm KEY
+ * get's OUT "-" keeps the bytes in memory only (the bench's transport
+ * figure); any other OUT is replaced by rename, so never name a device. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -64,7 +66,7 @@ int main(int argc, char **argv)
         size_t len = (size_t)atoll(argv[4]);
         buf = malloc(len ? len : 1);
         rc = buf ? s3_get_range(c, argv[2], (uint64_t)atoll(argv[3]), len, buf) : ST_SOFTWARE;
-        if (rc == ST_OK)
+        if (rc == ST_OK && strcmp(argv[5], "-") != 0)
             rc = util_write_atomic(argv[5], buf, len);
         moved = len;
     } else if (strcmp(op, "head") == 0 && argc == 3) {
