@@ -74,6 +74,8 @@ for sp, b3, name in (("sp_up", "b3_up", "upload"), ("sp_down", "b3_down", "downl
     r = m[sp]["mb_s"] / m[b3]["mb_s"]
     print("verdict  %-23s on moto spotrain/boto3 = %.2fx: %s" % (name, r, "level with (within 5%) or above the reference client: the server is the limit"
           if r >= 0.95 else "within 20% of the reference client" if r >= 0.8 else "below the reference client on the same server"))
+print("note     moto reads the whole object for every ranged GET, so its time grows with the number of GETs: the reader"
+      " sends one per stored chunk, boto3 one per 8 MiB part by default")
 print("ceiling  CPU-bound rate of our process against the sink (bytes / its CPU seconds), per busy core:")
 for k, what in (("sp_up", "upload (s3_upload_fd: read file, send parts)"),
                 ("sp_get", "download transport (one ranged GET into memory)"),
