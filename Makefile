@@ -155,7 +155,7 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libspotrain.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 
-bench: $(BUILD)/spotrain $(BENCH_BIN)
+bench: $(BUILD)/spotrain $(BENCH_BIN) $(BUILD)/tests/s3tool
 	@BUILD=$(BUILD) sh bench/run.sh
 
 demo:

@@ -318,6 +318,9 @@ typedef struct {
     const char *range;    /* "bytes=a-b" or NULL */
     const void *body;
     size_t body_len;
+    int from_fd;          /* PUT body read from src_fd at src_off instead of body */
+    int src_fd;
+    uint64_t src_off;
     void *dst;            /* GET: successful body goes here, at most dst_cap bytes */
     size_t dst_cap;
     /* results */
@@ -330,6 +333,8 @@ typedef struct {
     /* A clean-up (AbortMultipartUpload) that still runs after s3_cancel, as
      * one short attempt: it frees what the cancelled transfer left behind. */
     int cleanup;
+    int read_errno;       /* from_fd: the source file failed (-1: it ended early) */
+    uint64_t read_at;
 } s3_req;
 
 typedef struct {
@@ -387,15 +392,34 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud)
     return k;
 }
 
+/* A body from a file is read straight into curl's send buffer: no part
+ * buffer to fill first, so each byte is copied once less (bench/s3.sh's
+ * CPU per GB) and a part in flight costs no memory of its own. */
 static size_t on_read(char *p, size_t sz, size_t n, void *ud)
 {
     xfer *x = ud;
-    size_t k = sz * n, left = x->r->body_len - x->body_pos;
+    s3_req *r = x->r;
+    size_t k = sz * n, left = r->body_len - x->body_pos;
     if (k > left)
         k = left;
-    memcpy(p, (const char *)x->r->body + x->body_pos, k);
-    x->body_pos += k;
-    return k;
+    if (!r->from_fd) {
+        memcpy(p, (const char *)r->body + x->body_pos, k);
+        x->body_pos += k;
+        return k;
+    }
+    if (k == 0)
+        return 0;
+    ssize_t got;
+    do
+        got = pread(r->src_fd, p, k, (off_t)(r->src_off + x->body_pos));
+    while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+        r->read_errno = got < 0 ? errno : -1;
+        r->read_at = r->src_off + x->body_pos;
+        return CURL_READFUNC_ABORT;
+    }
+    x->body_pos += (size_t)got;
+    return (size_t)got;
 }
 
 static int on_seek(void *ud, curl_off_t off, int origin)
@@ -474,6 +498,7 @@ static CURLcode attempt(s3_client *c, s3_req *r, const char *url, const s3_creds
     r->etag[0] = 0;
     r->length = -1;
     r->overflow = 0;
+    r->read_errno = 0;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_SHARE, c->share);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -576,6 +601,12 @@ static int s3_do(s3_client *c, s3_req *r)
                 goto out;
             }
             r->status = 500;
+        }
+        if (r->read_errno) {
+            /* The local file, not the network: retrying cannot help. */
+            rc = util_fail(ST_IOERR, "s3 upload: reading the source file at byte %" PRIu64 ": %s", r->read_at,
+                           r->read_errno > 0 ? strerror(r->read_errno) : "file ends early");
+            goto out;
         }
         if (r->overflow) {
             rc = util_fail(ST_DATA, "s3: GET s3://%s/%s returned more bytes than the %zu asked for; the object "
@@ -730,20 +761,30 @@ int s3_mpu_create(s3_client *c, const char *key, char *upload_id, size_t cap)
     return ST_OK;
 }
 
-int s3_mpu_part(s3_client *c, const char *key, const char *upload_id, int part_no, const void *buf, size_t len,
-                char *etag, size_t cap)
+/* One UploadPart whose body is r's (a buffer or a file range). */
+static int s3_part_do(s3_client *c, s3_req *src, const char *upload_id, int part_no, char *etag, size_t cap)
 {
     char q[1200], eid[1100];
+    const char *key = src->key;
     if (s3_pct_encode(upload_id, 0, eid, sizeof eid) < 0)
         return util_fail(ST_DATA, "s3: upload id too long");
     snprintf(q, sizeof q, "partNumber=%d&uploadId=%s", part_no, eid);
-    s3_req r = {.method = "PUT", .key = key, .query = q, .body = buf, .body_len = len};
+    s3_req r = *src;
+    r.method = "PUT";
+    r.query = q;
     int rc = s3_do(c, &r);
     if (rc != ST_OK)
         return rc;
     if (!r.etag[0] || util_fmt(etag, cap, "%s", r.etag) < 0)
         return util_fail(ST_DATA, "s3: UploadPart %d of s3://%s/%s: answer without an ETag", part_no, c->u.bucket, key);
     return ST_OK;
+}
+
+int s3_mpu_part(s3_client *c, const char *key, const char *upload_id, int part_no, const void *buf, size_t len,
+                char *etag, size_t cap)
+{
+    s3_req r = {.key = key, .body = buf, .body_len = len};
+    return s3_part_do(c, &r, upload_id, part_no, etag, cap);
 }
 
 int s3_mpu_complete(s3_client *c, const char *key, const char *upload_id, char (*etags)[128], int n_parts)
@@ -795,22 +836,6 @@ static void s3_mpu_cleanup(s3_client *c, const char *key, const char *upload_id)
     util_keep_error(why);
 }
 
-/* Reads exactly len bytes at off; ST_IOERR naming the cause otherwise. */
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t k = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return util_fail(ST_IOERR, "s3 upload: reading the source file at byte %" PRIu64 ": %s", off + done,
-                             k < 0 ? strerror(errno) : "file ends early");
-        done += (size_t)k;
-    }
-    return ST_OK;
-}
-
 typedef struct {
     s3_client *c;
     const char *key;
@@ -823,26 +848,22 @@ typedef struct {
     pthread_mutex_t mu;
 } mpu_job;
 
-/* A part worker: owns one part-sized buffer, takes the next part number
- * until none is left or another worker failed. */
+/* A part worker: takes the next part number until none is left or another
+ * worker failed, and sends it from the file. */
 static void *mpu_worker(void *p)
 {
     mpu_job *j = p;
     size_t pb = j->c->o.part_bytes;
-    char *buf = malloc(pb);
     for (;;) {
         pthread_mutex_lock(&j->mu);
-        if (!buf && j->rc == ST_OK)
-            j->rc = util_fail(ST_SOFTWARE, "s3 upload: out of memory for a %zu-byte part buffer", pb);
         int part = j->rc == ST_OK && j->next < j->n_parts ? ++j->next : 0;
         pthread_mutex_unlock(&j->mu);
         if (!part)
             break;
         uint64_t po = (uint64_t)(part - 1) * pb;
-        size_t pl = (size_t)(j->len - po < pb ? j->len - po : pb);
-        int rc = pread_full(j->fd, buf, pl, j->off + po);
-        if (rc == ST_OK)
-            rc = s3_mpu_part(j->c, j->key, j->upload_id, part, buf, pl, j->etags[part - 1], sizeof j->etags[0]);
+        s3_req r = {.key = j->key, .from_fd = 1, .src_fd = j->fd, .src_off = j->off + po,
+                    .body_len = (size_t)(j->len - po < pb ? j->len - po : pb)};
+        int rc = s3_part_do(j->c, &r, j->upload_id, part, j->etags[part - 1], sizeof j->etags[0]);
         if (rc != ST_OK) {
             pthread_mutex_lock(&j->mu);
             if (j->rc == ST_OK) {
@@ -853,7 +874,6 @@ static void *mpu_worker(void *p)
             break;
         }
     }
-    free(buf);
     return NULL;
 }
 
@@ -862,14 +882,8 @@ int s3_upload_fd(s3_client *c, const char *key, int fd, uint64_t off, uint64_t l
     int rc = ST_OK;
     size_t pb = c->o.part_bytes;
     if (len <= pb) {
-        char *buf = malloc(len ? len : 1);
-        if (!buf)
-            return util_fail(ST_SOFTWARE, "s3 upload: out of memory");
-        rc = pread_full(fd, buf, (size_t)len, off);
-        if (rc == ST_OK)
-            rc = s3_put_object(c, key, buf, (size_t)len);
-        free(buf);
-        return rc;
+        s3_req r = {.method = "PUT", .key = key, .from_fd = 1, .src_fd = fd, .src_off = off, .body_len = (size_t)len};
+        return s3_do(c, &r);
     }
     uint64_t n = (len + pb - 1) / pb;
     if (n > S3_MAX_PARTS)

@@ -109,8 +109,9 @@ int s3_mpu_complete(s3_client *c, const char *key, const char *upload_id, char (
                     int n_parts);
 int s3_mpu_abort(s3_client *c, const char *key, const char *upload_id);
 /* [off, off+len) of fd as one object: a single PUT when it fits one part,
- * else multipart with opts.parallel parts in flight, each in its own
- * part_bytes buffer (that is all the memory it takes). On failure the
+ * else multipart with opts.parallel parts in flight, each read from the
+ * file straight into its request's send buffer (no part-sized buffers).
+ * A read error fails at once (ST_IOERR), without retries. On failure the
  * multipart upload is aborted; nothing else is touched. */
 int s3_upload_fd(s3_client *c, const char *key, int fd, uint64_t off, uint64_t len);
 /* Any thread: requests in flight end at once and later ones fail at the

@@ -35,6 +35,15 @@ t_exit "s3 multipart upload (5 parts, 3 in flight)" 0 "requests=7 retries=0" "$T
 if [ "$(b3 sum run/step-00000001/shard-00000.bin)" = "$(fsum "$T_TMP/big")" ]; then t_ok "s3 boto3 reads the multipart object bytes back"; else t_bad "s3 boto3 reads the multipart object bytes back"; fi
 t_exit "s3 small put" 0 "requests=1 " "$TOOL" put run/step-00000001/manifest.json "$T_TMP/small"
 if [ "$(b3 sum run/step-00000001/manifest.json)" = "$(fsum "$T_TMP/small")" ]; then t_ok "s3 boto3 reads the small object back"; else t_bad "s3 boto3 reads the small object back"; fi
+# A source file shorter than the length asked for: the file, not the
+# network, so one I/O error at once (no retries), and no object left behind.
+t_exit "s3 a source file that ends early: single PUT fails at once" 74 "source file at byte 1000: file ends early" \
+    "$TOOL" put run/short1 "$T_TMP/small" 4000
+t_exit "s3 a source file that ends early: multipart fails without retries" 74 "put rc=74 requests=[0-9]+ retries=0 " \
+    "$TOOL" put run/short2 "$T_TMP/big" 30000000
+t_exit "s3 a source file that ends early leaves no object" 66 "" "$TOOL" head run/short2
+if [ "$(b3 uploads)" = 0 ]; then t_ok "s3 a source file that ends early: the multipart upload was aborted"
+else t_bad "s3 a source file that ends early: the multipart upload was aborted" "$(b3 uploads) left"; fi
 b3 put run/other.bin "$T_TMP/small"
 t_exit "s3 ranged get" 0 "" "$TOOL" get run/step-00000001/shard-00000.bin 7000000 3000000 "$T_TMP/range"
 tail -c +7000001 "$T_TMP/big" | head -c 3000000 >"$T_TMP/range.want"

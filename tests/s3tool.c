@@ -1,7 +1,11 @@
 /* A test and bench driver for ckpt/s3.c (not installed): one operation per
  * run against S3_REMOTE at S3_ENDPOINT, so scripts can check what the client
  * did with an independent client (boto3).
- *   s3tool mb | put KEY FILE | get KEY OFF LEN OUT | head KEY | ls PREFIX | rm KEY */
+ *   s3tool mb | put KEY FILE [LEN] | get KEY OFF LEN OUT | head KEY | ls PREFIX | rm KEY
+ * put's LEN (default: the file's size) may exceed the file, to test a source
+ * that ends early.
+ * get's OUT "-" keeps the bytes in memory only (the bench's transport
+ * figure); any other OUT is replaced by rename, so never name a device. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -41,7 +45,7 @@ int main(int argc, char **argv)
     o.backoff_base = atof(env("S3_BACKOFF", "0.05"));
     o.low_speed_seconds = atof(env("S3_LOW_SPEED_SECONDS", "30"));
     if (argc < 2) {
-        fprintf(stderr, "usage: s3tool mb | put KEY FILE | get KEY OFF LEN OUT | head KEY | ls PREFIX | rm KEY\n");
+        fprintf(stderr, "usage: s3tool mb | put KEY FILE [LEN] | get KEY OFF LEN OUT | head KEY | ls PREFIX | rm KEY\n");
         return ST_USAGE;
     }
     if ((rc = s3_open(&c, &o)) != ST_OK)
@@ -51,20 +55,20 @@ int main(int argc, char **argv)
     uint64_t moved = 0;
     if (strcmp(op, "mb") == 0) {
         rc = s3_create_bucket(c);
-    } else if (strcmp(op, "put") == 0 && argc == 4) {
+    } else if (strcmp(op, "put") == 0 && (argc == 4 || argc == 5)) {
         struct stat st;
         fd = open(argv[3], O_RDONLY);
         if (fd < 0 || fstat(fd, &st) != 0) {
             rc = util_fail(ST_NOINPUT, "%s: cannot open", argv[3]);
             goto out;
         }
-        rc = s3_upload_fd(c, argv[2], fd, 0, (uint64_t)st.st_size);
-        moved = (uint64_t)st.st_size;
+        moved = argc == 5 ? (uint64_t)atoll(argv[4]) : (uint64_t)st.st_size;
+        rc = s3_upload_fd(c, argv[2], fd, 0, moved);
     } else if (strcmp(op, "get") == 0 && argc == 6) {
         size_t len = (size_t)atoll(argv[4]);
         buf = malloc(len ? len : 1);
         rc = buf ? s3_get_range(c, argv[2], (uint64_t)atoll(argv[3]), len, buf) : ST_SOFTWARE;
-        if (rc == ST_OK)
+        if (rc == ST_OK && strcmp(argv[5], "-") != 0)
             rc = util_write_atomic(argv[5], buf, len);
         moved = len;
     } else if (strcmp(op, "head") == 0 && argc == 3) {
