@@ -115,14 +115,17 @@ else
     wait_for "$JOB" 1
 fi
 
-# A peer frozen at POINT (outside the step): rank 0 exits 86 after the 2 s
-# timeout. NAME, POINT, the agreement's name (a regex), then the job: the
-# verb and extra options; FREEZE_THEN (optional) runs once the job started.
+# A peer frozen at POINT@RANK (outside the step): the other rank exits 86
+# after the 2 s timeout. NAME, POINT@RANK, the agreement's name (a regex),
+# the verb, extra options; FREEZE_THEN (optional) runs once the job started.
+# Only rank 0 writes the ledger, so it is checked when rank 1 froze.
 frozen_at() {
     fz=$1 point=$2 agreement=$3 verb=$4
     shift 4
-    dir=fz-$point
-    SPOTRAIN_TEST_FREEZE=$point@1 $M "$S" "$verb" empty.ini $F --set train.run_dir="$PWD/$dir" \
+    dir=fz-${point%@*}-${point#*@}
+    frozen=${point#*@}
+    survivor=$((1 - frozen))
+    SPOTRAIN_TEST_FREEZE=$point $M "$S" "$verb" empty.ini $F --set train.run_dir="$PWD/$dir" \
         --set spot.comm_timeout_seconds=2 "$@" >"$dir.log" 2>&1 &
     JOB=$!
     [ -z "${FREEZE_THEN:-}" ] || $FREEZE_THEN "$dir" "$JOB"
@@ -130,9 +133,9 @@ frozen_at() {
     rc=$?
     t_exit "$fz: mpirun exits 86 (rc $rc; 124: still running after 60 s)" 0 "" test "$rc" -eq 86
     t_exit "$fz: one line names the agreement and the peer" 0 \
-        "^spotrain: $agreement \([a-z ]+\): rank 0 of 2 waited 2 s for rank 1 \(spot.comm_timeout_seconds = 2\); a peer vanished or hung; exiting 86 so the job is restarted$" \
+        "^spotrain: $agreement \([a-z ]+\): rank $survivor of 2 waited 2 s for rank $frozen \(spot.comm_timeout_seconds = 2\); a peer vanished or hung; exiting 86 so the job is restarted$" \
         grep -v "^ *$" "$dir.log"
-    t_exit "$fz: the ledger's comm_timeout record names it, waited under 2 s + 3 s" 0 "" /usr/bin/python3 -c '
+    [ "$survivor" -ne 0 ] || t_exit "$fz: the ledger's comm_timeout record names it, waited under 2 s + 3 s" 0 "" /usr/bin/python3 -c '
 import json, re, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
 t = [r for r in recs if r["event"] == "comm_timeout"]
@@ -147,13 +150,17 @@ sys.exit(not (len(t) == 1 and re.match(sys.argv[2], t[0]["agreement"]) and t[0][
 }
 
 # Start-up: rank 1 freezes before the first agreement (run directory).
-frozen_at "frozen at start-up" start "start-up agreement: run directory" train --set train.max_steps=3
+frozen_at "frozen at start-up" start@1 "start-up agreement: run directory" train --set train.max_steps=3
+# Rank 0 freezes before it broadcasts the start (fresh or which checkpoint):
+# rank 1 waits on the broadcast's root, the one wait only a non-root has.
+frozen_at "root frozen at the start decision" pick@0 "start agreement: fresh or which checkpoint" train \
+    --set train.max_steps=3
 # Resume: rank 1 freezes after reading its range of the checkpoint.
-$M "$S" train empty.ini $F --set train.run_dir="$PWD/fz-resume" --set train.max_steps=3 >fz-resume.log 2>&1 &
+$M "$S" train empty.ini $F --set train.run_dir="$PWD/fz-resume-1" --set train.max_steps=3 >fz-resume.log 2>&1 &
 wait_for $! 60 || t_bad "resume: the run to resume from finished" "$(tail -n 3 fz-resume.log)"
-frozen_at "frozen on resume" resume "resume agreement: every rank read its range" resume --set train.max_steps=6
+frozen_at "frozen on resume" resume@1 "resume agreement: every rank read its range" resume --set train.max_steps=6
 # The final checkpoint's commit.
-frozen_at "frozen in a commit" commit "final checkpoint commit" train --set train.max_steps=3
+frozen_at "frozen in a commit" commit@1 "final checkpoint commit" train --set train.max_steps=3
 # The stop: SIGTERM to rank 0 once 3 steps are logged; rank 1 freezes as
 # it enters the stop (rank 0 would otherwise exit 75).
 term_rank0() {
@@ -161,10 +168,20 @@ term_rank0() {
     kill -TERM "$(rank_pid "$2" 0)"
 }
 FREEZE_THEN=term_rank0
-frozen_at "frozen in the stop" stop "stop agreement" train --set train.max_steps=10000000
+frozen_at "frozen in the stop" stop@1 "stop agreement" train --set train.max_steps=10000000
 FREEZE_THEN=
 # After the last step and its checkpoint: the barrier before MPI_Finalize.
-frozen_at "frozen at exit" exit "exit agreement" train --set train.max_steps=3
+frozen_at "frozen at exit" exit@1 "exit agreement" train --set train.max_steps=3
+
+# A slow commit is not a vanished peer: rank 0's on_save takes twice the
+# timeout inside the final commit, and rank 1, waiting in short agreements,
+# sees rank 0 answer throughout (exit 0, no comm_timeout record).
+$M "$S" train empty.ini $F --set train.run_dir="$PWD/slow" --set spot.comm_timeout_seconds=2 \
+    --set train.max_steps=3 --set checkpoint.on_save="sleep 4" >slow.log 2>&1 &
+wait_for $! 60
+rc=$?
+t_exit "slow commit (on_save 4 s, timeout 2 s): exit 0 (rc $rc)" 0 "" test "$rc" -eq 0
+t_exit "slow commit: no comm_timeout record" 1 "" grep -q comm_timeout slow/events.jsonl
 
 t_exit "comm_timeout_seconds is in the sample configuration" 0 "^comm_timeout_seconds = 600" cat "$OLDPWD/sample.ini"
 t_end

@@ -310,7 +310,8 @@ static int trainer_pick_start(trainer *t, int mode, int force, trainer_resume_sr
             st[0] = trainer_next_candidate(t, rs, path, cap, &st[1]);
         }
     }
-    comm_phase("resume agreement: which checkpoint");
+    comm_test_freeze("pick");
+    comm_phase("start agreement: fresh or which checkpoint");
     int rc = comm_bcast(st, sizeof st, 0);
     if (rc != ST_OK || (rc = comm_bcast(path, cap, 0)) != ST_OK)
         return rc;
