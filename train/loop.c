@@ -738,6 +738,7 @@ static int trainer_loop(trainer *t)
     int rc = ST_OK;
     spot_notice n;
     int64_t flags[PROTO_N];
+    comm_phase(NULL);
     if (c->val_every > 0 && t->step == 0 && (rc = trainer_validate(t)) != ST_OK)
         return rc;
     while (t->step < c->max_steps) {
