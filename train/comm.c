@@ -217,9 +217,9 @@ int comm_local_rank(void)
     int local = 0;
     if (comm_world == 1)
         return 0;
-    /* Blocking and not boundable (MPI has no non-blocking communicator
-     * split); only the CUDA backend calls it, when the launcher set no
-     * local rank, and spot.watchdog_seconds is then the only bound. */
+    /* Blocking and not boundable (MPI has no non-blocking form of the
+     * split): a peer frozen here hangs the start. Only the CUDA backend
+     * calls it, and only when the launcher set no local rank. */
     if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm_me, MPI_INFO_NULL, &node) != MPI_SUCCESS)
         return 0;
     MPI_Comm_rank(node, &local);
@@ -236,8 +236,8 @@ int comm_init(int *argc, char ***argv)
     const char *ch = getenv("SPOTRAIN_COMM_CHUNK");
     if (ch && *ch)
         comm_set_chunk((size_t)strtoull(ch, NULL, 10));
-    /* Blocking and not boundable: the launcher's start-up exchange. A peer
-     * that never starts is the launcher's to report (mpirun times out). */
+    /* Blocking and not boundable: the launcher's start-up exchange, before
+     * any wait of ours can apply spot.comm_timeout_seconds. */
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return util_fail(ST_UNAVAILABLE, "MPI_Init failed; run under mpirun or build with MPI=0");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

@@ -20,6 +20,10 @@
  * unchanged (checkpoint.required turns it into an error instead).
  * proto_commit_step drives SNAPSHOT -> DURABLE synchronously (stop, last
  * step, busy = wait); proto_save_now adds the SNAPSHOT of the current step.
+ * Their waits for WRITTEN and DURABLE are rounds of a tiny agreement every
+ * 50 ms (proto_drain_all), not one long collective, so a rank waiting on a
+ * peer's slow disk still hears from it and spot.comm_timeout_seconds can
+ * bound them without mistaking a slow disk for a vanished peer.
  *
  * The stop:
  *
