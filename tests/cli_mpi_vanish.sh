@@ -10,7 +10,8 @@
 #   a peer frozen outside the step -- at start-up, on resume, in a
 #   checkpoint commit, in the stop after SIGTERM, at the exit barrier -> the
 #   same 86 within the timeout, the agreement named on stderr and in the
-#   ledger's comm_timeout record. Rank 1 freezes itself at the named point
+#   ledger's comm_timeout record; a slow commit or start decision is not
+#   mistaken for a vanished peer. Rank 1 freezes itself at the named point
 #   (SPOTRAIN_TEST_FREEZE=POINT@1, train/comm.c), which no signal sent from
 #   outside could hit reliably; rank 0 survives and writes the ledger.
 # Every wait is bounded: a job still alive after its bound is killed and the
@@ -182,6 +183,15 @@ wait_for $! 60
 rc=$?
 t_exit "slow commit (on_save 4 s, timeout 2 s): exit 0 (rc $rc)" 0 "" test "$rc" -eq 0
 t_exit "slow commit: no comm_timeout record" 1 "" grep -q comm_timeout slow/events.jsonl
+# A slow start decision is not a vanished rank 0 either: rank 0 takes 4 s
+# longer to decide (as when it reads a large checkpoint in full) while
+# rank 1 waits with a 2 s timeout (SPOTRAIN_TEST_SLOW, train/comm.c).
+SPOTRAIN_TEST_SLOW=pick@0:4 $M "$S" train empty.ini $F --set train.run_dir="$PWD/slowpick" \
+    --set spot.comm_timeout_seconds=2 --set train.max_steps=3 >slowpick.log 2>&1 &
+wait_for $! 60
+rc=$?
+t_exit "slow start decision (4 s, timeout 2 s): exit 0 (rc $rc)" 0 "" test "$rc" -eq 0
+t_exit "slow start decision: no comm_timeout record" 1 "" grep -q comm_timeout slowpick/events.jsonl
 
 t_exit "comm_timeout_seconds is in the sample configuration" 0 "^comm_timeout_seconds = 600" cat "$OLDPWD/sample.ini"
 t_end

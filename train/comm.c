@@ -101,6 +101,21 @@ void comm_test_freeze(const char *point)
         raise(SIGSTOP);
 }
 
+/* Test hook, as above: SPOTRAIN_TEST_SLOW=POINT@RANK:SECONDS makes that
+ * rank take SECONDS longer at the point (a slow disk, not a silent peer). */
+void comm_test_slow(const char *point)
+{
+    const char *e = getenv("SPOTRAIN_TEST_SLOW");
+    char want[64];
+    size_t n = (size_t)snprintf(want, sizeof want, "%s@%d:", point, comm_me);
+    if (!e || strncmp(e, want, n))
+        return;
+    double s = strtod(e + n, NULL);
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    if (s > 0)
+        nanosleep(&ts, NULL);
+}
+
 int comm_rank(void) { return comm_me; }
 int comm_size(void) { return comm_world; }
 int comm_nodes(void) { return comm_hosts; }

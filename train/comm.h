@@ -68,6 +68,8 @@ int comm_failed(const comm_failure **why);
 /* Test hook: SPOTRAIN_TEST_FREEZE=POINT@RANK stops rank RANK (SIGSTOP) at
  * the named point, so tests/cli_mpi_vanish.sh freezes a peer exactly there. */
 void comm_test_freeze(const char *point);
+/* Test hook: SPOTRAIN_TEST_SLOW=POINT@RANK:SECONDS delays that rank there. */
+void comm_test_slow(const char *point);
 
 /* Reduce-scatter: after it, g[lo..hi) of this rank holds the sum over ranks
  * (added in rank order); the rest of g is unspecified. Chunked: no buffer

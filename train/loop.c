@@ -20,7 +20,9 @@
 #include "../util/util.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,42 +283,87 @@ static int trainer_next_candidate(trainer *t, trainer_resume_src *rs, char *path
     return ST_OK;
 }
 
-/* Rank 0 decides fresh/resume and what to resume from; everyone follows. */
+/* Rank 0's start decision: fresh, fresh over moved-aside checkpoints
+ * (--force), or the newest resume candidate that passes its check. */
+typedef struct {
+    trainer *t;
+    trainer_resume_src *rs;
+    int mode, force;
+    char *path;
+    size_t cap;
+    int64_t st[2];            /* status, 1 = resume from path */
+    char why[1024];           /* the failure line, for the main thread's ledger */
+    atomic_int done;
+} trainer_pick_job;
+
+static void *trainer_pick_decide(void *arg)
+{
+    trainer_pick_job *j = arg;
+    trainer *t = j->t;
+    int mode = j->mode, force = j->force;
+    int64_t *st = j->st;
+    comm_test_slow("pick");
+    int n = mode == TRAIN_FRESH ? ckpt_count(t->ckpt_dir) : 0;
+    if (mode == TRAIN_FRESH && n > 0 && !force) {
+        st[0] = util_fail(ST_USAGE, "%s already holds %d checkpoint%s; use `spotrain resume` to "
+                          "continue, or `train --force` to start over (old checkpoints are moved "
+                          "aside)", t->ckpt_dir, n, n == 1 ? "" : "s");
+    } else if (mode == TRAIN_FRESH && n > 0) {
+        char aside[CFG_STR + 64];
+        /* A unique name: two --force starts can fall in one second. */
+        for (int k = 0; k < 1000; k++) {
+            snprintf(aside, sizeof aside, "%s.old-%lld%s%.0d", t->ckpt_dir, (long long)util_wall(),
+                     k ? "." : "", k);
+            if (access(aside, F_OK) != 0)
+                break;
+        }
+        if (rename(t->ckpt_dir, aside) != 0)
+            st[0] = util_fail(ST_IOERR, "cannot move %s aside to %s", t->ckpt_dir, aside);
+        else if ((st[0] = util_mkdirs(t->ckpt_dir)) == ST_OK)
+            trainer_log(t, "--force: moved the old checkpoints to %s", aside);
+    } else if (mode == TRAIN_RESUME) {
+        st[0] = trainer_next_candidate(t, j->rs, j->path, j->cap, &st[1]);
+    }
+    snprintf(j->why, sizeof j->why, "%s", st[0] != ST_OK ? util_last_error() : "");
+    atomic_store(&j->done, 1);
+    return NULL;
+}
+
+/* Rank 0 decides fresh/resume and what to resume from; everyone follows.
+ * The decision can take minutes (a local candidate is read in full), so
+ * rank 0 makes it on a thread while every rank exchanges a tiny agreement
+ * every 50 ms: the others hear from rank 0 throughout, and
+ * spot.comm_timeout_seconds bounds only its silence, not its disk. */
 static int trainer_pick_start(trainer *t, int mode, int force, trainer_resume_src *rs, char *path, size_t cap,
                               int *resume)
 {
-    int64_t st[2] = {ST_OK, 0};   /* status, 1 = resume from path */
+    trainer_pick_job j = {.t = t, .rs = rs, .mode = mode, .force = force, .path = path, .cap = cap,
+                          .st = {ST_OK, 0}};
+    pthread_t th;
+    int started = 0, rc = ST_OK;
     path[0] = 0;
-    if (trainer_is_root(t)) {
-        int n = mode == TRAIN_FRESH ? ckpt_count(t->ckpt_dir) : 0;
-        if (mode == TRAIN_FRESH && n > 0 && !force) {
-            st[0] = util_fail(ST_USAGE, "%s already holds %d checkpoint%s; use `spotrain resume` to "
-                              "continue, or `train --force` to start over (old checkpoints are moved "
-                              "aside)", t->ckpt_dir, n, n == 1 ? "" : "s");
-        } else if (mode == TRAIN_FRESH && n > 0) {
-            char aside[CFG_STR + 64];
-            /* A unique name: two --force starts can fall in one second. */
-            for (int k = 0; k < 1000; k++) {
-                snprintf(aside, sizeof aside, "%s.old-%lld%s%.0d", t->ckpt_dir, (long long)util_wall(),
-                         k ? "." : "", k);
-                if (access(aside, F_OK) != 0)
-                    break;
-            }
-            if (rename(t->ckpt_dir, aside) != 0)
-                st[0] = util_fail(ST_IOERR, "cannot move %s aside to %s", t->ckpt_dir, aside);
-            else if ((st[0] = util_mkdirs(t->ckpt_dir)) == ST_OK)
-                trainer_log(t, "--force: moved the old checkpoints to %s", aside);
-        } else if (mode == TRAIN_RESUME) {
-            st[0] = trainer_next_candidate(t, rs, path, cap, &st[1]);
-        }
-    }
+    atomic_init(&j.done, 0);
+    if (trainer_is_root(t) && !(started = pthread_create(&th, NULL, trainer_pick_decide, &j) == 0))
+        trainer_pick_decide(&j);   /* no thread to spare: decide here, unpolled */
     comm_test_freeze("pick");
     comm_phase("start agreement: fresh or which checkpoint");
-    int rc = comm_bcast(st, sizeof st, 0);
-    if (rc != ST_OK || (rc = comm_bcast(path, cap, 0)) != ST_OK)
+    for (int64_t busy = 1; busy && rc == ST_OK;) {
+        double t0 = util_now();
+        long pause_ns = 0;
+        while (started && !atomic_load(&j.done) && util_now() - t0 < 0.05)
+            util_poll_pause(&pause_ns);
+        busy = started && !atomic_load(&j.done);
+        rc = comm_max(&busy, 1);
+    }
+    /* Even on a timeout: the thread uses rs and path, which the caller frees. */
+    if (started)
+        pthread_join(th, NULL);
+    if (trainer_is_root(t) && j.st[0] != ST_OK)
+        util_adopt_error(j.why);
+    if (rc != ST_OK || (rc = comm_bcast(j.st, sizeof j.st, 0)) != ST_OK || (rc = comm_bcast(path, cap, 0)) != ST_OK)
         return rc;
-    *resume = st[1] != 0;
-    return (int)st[0];
+    *resume = j.st[1] != 0;
+    return (int)j.st[0];
 }
 
 static int trainer_hf_sink(void *arg, size_t offset, size_t n, const float *src)

@@ -36,6 +36,8 @@ int util_fail(int code, const char *fmt, ...)
 
 const char *util_last_error(void) { return util_last; }
 
+void util_adopt_error(const char *line) { snprintf(util_last, sizeof util_last, "%s", line); }
+
 void util_log(const char *fmt, ...)
 {
     char line[2048];

@@ -29,6 +29,10 @@ enum {
 int util_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The text of this thread's newest util_fail ("" if none). */
 const char *util_last_error(void);
+/* Makes line this thread's newest failure without printing it: a worker
+ * thread's failure, already printed there, handed to the thread that
+ * reports it. */
+void util_adopt_error(const char *line);
 /* Informational line on stderr ("spotrain: ..."), silenced by util_quiet. */
 void util_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 extern int util_quiet;
