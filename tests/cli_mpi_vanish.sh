@@ -150,6 +150,9 @@ sys.exit(not (len(t) == 1 and re.match(sys.argv[2], t[0]["agreement"]) and t[0][
     fi
 }
 
+# MPI start-up: rank 0 freezes right after MPI_Init, before the host count
+# (no ledger yet: rank 1 says why and exits 86, and mpirun ends the job).
+frozen_at "frozen after MPI_Init" init@0 "start-up: host count" train --set train.max_steps=3
 # Start-up: rank 1 freezes before the first agreement (run directory).
 frozen_at "frozen at start-up" start@1 "start-up agreement: run directory" train --set train.max_steps=3
 # Rank 0 freezes before it broadcasts the start (fresh or which checkpoint):

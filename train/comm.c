@@ -258,6 +258,7 @@ int comm_init(int *argc, char ***argv)
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_size(MPI_COMM_WORLD, &comm_world);
     MPI_Comm_rank(MPI_COMM_WORLD, &comm_me);
+    comm_test_freeze("init");
     return comm_count_hosts();
 }
 
