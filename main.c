@@ -147,6 +147,7 @@ static int main_train(int argc, char **argv, int resume)
         /* As early as possible: a reclaim notice can come during start-up,
          * and an unhandled SIGUSR1 would kill the rank with nothing saved. */
         rc = spot_signals_install(c->grace_seconds);
+        comm_set_timeout(c->comm_timeout_seconds);   /* from the first wait for a peer to the last */
         if (rc == ST_OK)
             rc = comm_init(&argc, &argv);
         if (rc == ST_OK) {

@@ -5,6 +5,7 @@
 #include "harness.h"
 #include "../train/comm.h"
 #include "../train/rng.h"
+#include "../util/util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -112,11 +113,30 @@ static void test_chunk_setting(void)
     EXPECT(comm_get_chunk() == keep);
 }
 
+/* One process: agreements need no peer, so nothing fails, and the phase
+ * a timeout would name round-trips (NULL is the training step). */
+static void test_phase_and_failure(void)
+{
+    int64_t v[2] = {3, 7};
+    double d = 1.5;
+    const char *was = comm_phase("exit agreement");
+    EXPECT(!strcmp(comm_phase(NULL), "exit agreement"));
+    EXPECT(!strcmp(comm_phase(was), "training step"));
+    double keep = comm_set_timeout(0.001);
+    EXPECT(comm_max(v, 2) == ST_OK && v[0] == 3 && v[1] == 7);
+    EXPECT(comm_sum(&d, 1) == ST_OK && d == 1.5);
+    EXPECT(comm_bcast(v, sizeof v, 0) == ST_OK && comm_barrier() == ST_OK);
+    const comm_failure *f = NULL;
+    EXPECT(comm_failed(&f) == 0 && f != NULL);
+    comm_set_timeout(keep);
+}
+
 int main(void)
 {
     harness_run("ranges aligned and tiling", test_ranges_aligned);
     harness_run("plan covers every element once", test_plan_covers);
     harness_run("fake W-rank reduce-scatter sums in rank order", test_fake_reduce_scatter);
     harness_run("chunk setting", test_chunk_setting);
+    harness_run("one process: no failure, the phase round-trips", test_phase_and_failure);
     return harness_end();
 }

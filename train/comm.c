@@ -3,6 +3,8 @@
 #include "comm.h"
 #include "../util/util.h"
 
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -62,6 +64,58 @@ double comm_set_timeout(double seconds)
 }
 double comm_get_timeout(void) { return comm_timeout; }
 
+/* The agreement the ranks are in, for the one line a timeout prints. */
+static const char *comm_agreement = "training step";
+
+const char *comm_phase(const char *agreement)
+{
+    const char *old = comm_agreement;
+    comm_agreement = agreement ? agreement : "training step";
+    return old;
+}
+
+/* The first failed wait: every later one fails at once with its code, and
+ * comm_finalize will not join peers that stopped answering. */
+static int comm_broken;
+static comm_failure comm_why = {"", -1, 0, 0};
+
+int comm_failed(const comm_failure **why)
+{
+    if (why)
+        *why = &comm_why;
+    return comm_broken;
+}
+
+/* Test hook, for tests/cli_mpi_vanish.sh only: SPOTRAIN_TEST_FREEZE=POINT@RANK
+ * makes that rank stop itself (SIGSTOP, as a hung node would) when it reaches
+ * the named protocol point, so a test can freeze a peer at a place no
+ * signal sent from outside could hit reliably. */
+void comm_test_freeze(const char *point)
+{
+    const char *e = getenv("SPOTRAIN_TEST_FREEZE");
+    char want[64];
+    if (!e || !*e)
+        return;
+    snprintf(want, sizeof want, "%s@%d", point, comm_me);
+    if (!strcmp(e, want))
+        raise(SIGSTOP);
+}
+
+/* Test hook, as above: SPOTRAIN_TEST_SLOW=POINT@RANK:SECONDS makes that
+ * rank take SECONDS longer at the point (a slow disk, not a silent peer). */
+void comm_test_slow(const char *point)
+{
+    const char *e = getenv("SPOTRAIN_TEST_SLOW");
+    char want[64];
+    size_t n = (size_t)snprintf(want, sizeof want, "%s@%d:", point, comm_me);
+    if (!e || strncmp(e, want, n))
+        return;
+    double s = strtod(e + n, NULL);
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    if (s > 0)
+        nanosleep(&ts, NULL);
+}
+
 int comm_rank(void) { return comm_me; }
 int comm_size(void) { return comm_world; }
 int comm_nodes(void) { return comm_hosts; }
@@ -79,16 +133,74 @@ static int comm_check(int err, const char *what)
     return util_fail(ST_IOERR, "MPI %s failed on rank %d: %s", what, comm_me, msg);
 }
 
+/* The first peer whose request is still pending: one that did not answer. */
+static int comm_timed_out(MPI_Request *req, const int *peer, int n, const char *what, double waited)
+{
+    char who[64] = "a peer";
+    comm_why.peer = -1;
+    for (int i = 0; peer && i < n && comm_why.peer < 0; i++) {
+        int flag = 1;
+        if (peer[i] >= 0 && MPI_Request_get_status(req[i], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && !flag)
+            comm_why.peer = peer[i];
+    }
+    if (comm_why.peer < 0 && comm_world == 2)   /* a collective of two: the other one */
+        comm_why.peer = 1 - comm_me;
+    if (comm_why.peer >= 0)
+        snprintf(who, sizeof who, "rank %d", comm_why.peer);
+    snprintf(comm_why.agreement, sizeof comm_why.agreement, "%s (%s)", comm_agreement, what);
+    comm_why.waited = waited;
+    comm_why.timeout = comm_timeout;
+    comm_broken = ST_WATCHDOG;
+    return util_fail(ST_WATCHDOG, "%s: rank %d of %d waited %.0f s for %s (spot.comm_timeout_seconds = %g); a peer "
+                     "vanished or hung; exiting %d so the job is restarted", comm_why.agreement, comm_me, comm_world,
+                     waited, who, comm_timeout, ST_WATCHDOG);
+}
+
+/* MPI_Waitall blocks forever on a peer that froze or whose node dropped off
+ * the network without a TCP reset; with a timeout, test and back off (up to
+ * 1 ms between polls, so a live exchange loses little latency) until the
+ * deadline. peer[i] (NULL: none known, as in a collective) is the rank
+ * request i waits on, so the line can name a peer that did not answer. The
+ * requests are left pending: the caller's error path ends in MPI_Abort,
+ * which is the only way out of a collective a peer never joins. */
+static int comm_waitall(MPI_Request *req, const int *peer, int n, const char *what)
+{
+    if (comm_broken)   /* said once already; the requests stay pending for MPI_Abort */
+        return comm_broken;
+    if (comm_timeout <= 0) {
+        int rc = comm_check(MPI_Waitall(n, req, MPI_STATUSES_IGNORE), what);
+        comm_broken = rc;
+        return rc;
+    }
+    double t0 = util_now();
+    long pause_ns = 0;
+    for (;;) {
+        int done = 0;
+        int rc = comm_check(MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE), what);
+        if (rc != ST_OK || done)
+            return comm_broken = rc;
+        double waited = util_now() - t0;
+        if (waited > comm_timeout)
+            return comm_timed_out(req, peer, n, what, waited);
+        util_poll_pause(&pause_ns);
+    }
+}
+
 static int comm_count_hosts(void)
 {
     char name[MPI_MAX_PROCESSOR_NAME] = {0};
     int len = 0;
     MPI_Get_processor_name(name, &len);
     char *all = calloc((size_t)comm_world, MPI_MAX_PROCESSOR_NAME);
+    MPI_Request req;
     if (!all)
         return util_fail(ST_SOFTWARE, "out of memory");
-    int rc = comm_check(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all,
-                                      MPI_MAX_PROCESSOR_NAME, MPI_CHAR, MPI_COMM_WORLD), "allgather");
+    const char *was = comm_phase("start-up: host count");
+    int rc = comm_check(MPI_Iallgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all, MPI_MAX_PROCESSOR_NAME,
+                                       MPI_CHAR, MPI_COMM_WORLD, &req), "allgather");
+    if (rc == ST_OK)
+        rc = comm_waitall(&req, NULL, 1, "allgather");
+    comm_phase(was);
     comm_hosts = 0;
     for (int i = 0; i < comm_world && rc == ST_OK; i++) {
         int seen = 0;
@@ -120,6 +232,9 @@ int comm_local_rank(void)
     int local = 0;
     if (comm_world == 1)
         return 0;
+    /* Blocking and not boundable (MPI has no non-blocking form of the
+     * split): a peer frozen here hangs the start. Only the CUDA backend
+     * calls it, and only when the launcher set no local rank. */
     if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm_me, MPI_INFO_NULL, &node) != MPI_SUCCESS)
         return 0;
     MPI_Comm_rank(node, &local);
@@ -136,16 +251,26 @@ int comm_init(int *argc, char ***argv)
     const char *ch = getenv("SPOTRAIN_COMM_CHUNK");
     if (ch && *ch)
         comm_set_chunk((size_t)strtoull(ch, NULL, 10));
+    /* Blocking and not boundable: the launcher's start-up exchange, before
+     * any wait of ours can apply spot.comm_timeout_seconds. */
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return util_fail(ST_UNAVAILABLE, "MPI_Init failed; run under mpirun or build with MPI=0");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_size(MPI_COMM_WORLD, &comm_world);
     MPI_Comm_rank(MPI_COMM_WORLD, &comm_me);
+    comm_test_freeze("init");
     return comm_count_hosts();
 }
 
+/* MPI_Finalize synchronizes with every peer and cannot be bounded: after a
+ * failed wait it would hang on the peer that stopped answering, so the job
+ * is aborted instead. Callers reach it otherwise only after a bounded exit
+ * barrier (train_run), which leaves a peer vanishing in between the only
+ * unbounded moment. */
 void comm_finalize(void)
 {
+    if (comm_mpi_on && comm_broken && comm_world > 1)
+        MPI_Abort(MPI_COMM_WORLD, ST_WATCHDOG);
     if (comm_mpi_on)
         MPI_Finalize();
 }
@@ -154,31 +279,6 @@ void comm_abort(int code)
 {
     if (comm_mpi_on)
         MPI_Abort(MPI_COMM_WORLD, code);
-}
-
-/* MPI_Waitall blocks forever on a peer that froze or whose node dropped off
- * the network without a TCP reset; with a timeout, test and back off (up to
- * 1 ms between polls, so a live exchange loses little latency) until the
- * deadline. The requests are left pending: the caller's error path ends in
- * MPI_Abort, which is the only way out of a collective a peer never joins. */
-static int comm_waitall(MPI_Request *req, int n, const char *what)
-{
-    if (comm_timeout <= 0)
-        return comm_check(MPI_Waitall(n, req, MPI_STATUSES_IGNORE), what);
-    double t0 = util_now();
-    long pause_ns = 0;
-    for (;;) {
-        int done = 0;
-        int rc = comm_check(MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE), what);
-        if (rc != ST_OK || done)
-            return rc;
-        double waited = util_now() - t0;
-        if (waited > comm_timeout)
-            return util_fail(ST_WATCHDOG, "%s: rank %d of %d waited %.0f s for a peer (spot.comm_timeout_seconds = "
-                             "%g); a peer vanished or hung; exiting %d so the job is restarted", what, comm_me,
-                             comm_world, waited, comm_timeout, ST_WATCHDOG);
-        util_poll_pause(&pause_ns);
-    }
 }
 
 /* In rounds of at most comm_chunk floats per rank: every rank sends each
@@ -193,7 +293,8 @@ int comm_reduce_scatter(float *g, size_t n)
     size_t C = comm_chunk, rounds = comm_rounds(n, W, C);
     float *recv = malloc(C * (size_t)W * sizeof(float));
     MPI_Request *req = malloc(2 * (size_t)W * sizeof *req);
-    if (!recv || !req) {
+    int *peer = malloc(2 * (size_t)W * sizeof *peer);
+    if (!recv || !req || !peer) {
         rc = util_fail(ST_SOFTWARE, "out of memory in gradient reduction (%zu floats)", C * (size_t)W);
         goto out;
     }
@@ -204,12 +305,16 @@ int comm_reduce_scatter(float *g, size_t n)
         for (int r = 0; r < W; r++) {
             size_t po, pc;
             comm_piece(n, r, W, C, k, &po, &pc);
-            if (r != me && cnt > 0)
+            if (r != me && cnt > 0) {
+                peer[nr] = r;
                 MPI_Irecv(recv + (size_t)r * C, (int)cnt, MPI_FLOAT, r, 71, MPI_COMM_WORLD, &req[nr++]);
-            if (r != me && pc > 0)
+            }
+            if (r != me && pc > 0) {
+                peer[nr] = r;
                 MPI_Isend(g + po, (int)pc, MPI_FLOAT, r, 71, MPI_COMM_WORLD, &req[nr++]);
+            }
         }
-        if ((rc = comm_waitall(req, nr, "gradient exchange")) != ST_OK || cnt == 0)
+        if ((rc = comm_waitall(req, peer, nr, "gradient exchange")) != ST_OK || cnt == 0)
             continue;
         memcpy(recv + (size_t)me * C, g + off, cnt * sizeof(float));
         for (size_t i = 0; i < cnt; i++) {
@@ -222,6 +327,7 @@ int comm_reduce_scatter(float *g, size_t n)
 out:
     free(recv);
     free(req);
+    free(peer);
     return rc;
 }
 
@@ -234,8 +340,12 @@ int comm_allgather(float *p, size_t n)
     int W = comm_world, me = comm_me, rc = ST_OK;
     size_t C = comm_chunk, rounds = comm_rounds(n, W, C);
     MPI_Request *req = malloc(2 * (size_t)W * sizeof *req);
-    if (!req)
+    int *peer = malloc(2 * (size_t)W * sizeof *peer);
+    if (!req || !peer) {
+        free(req);
+        free(peer);
         return util_fail(ST_SOFTWARE, "out of memory in parameter gather");
+    }
     for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
         size_t off, cnt;
         int nr = 0;
@@ -243,14 +353,19 @@ int comm_allgather(float *p, size_t n)
         for (int r = 0; r < W; r++) {
             size_t po, pc;
             comm_piece(n, r, W, C, k, &po, &pc);
-            if (r != me && pc > 0)
+            if (r != me && pc > 0) {
+                peer[nr] = r;
                 MPI_Irecv(p + po, (int)pc, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
-            if (r != me && cnt > 0)
+            }
+            if (r != me && cnt > 0) {
+                peer[nr] = r;
                 MPI_Isend(p + off, (int)cnt, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
+            }
         }
-        rc = comm_waitall(req, nr, "parameter gather");
+        rc = comm_waitall(req, peer, nr, "parameter gather");
     }
     free(req);
+    free(peer);
     return rc;
 }
 
@@ -264,7 +379,7 @@ int comm_sum(double *v, int k)
     MPI_Request req;
     int rc = comm_check(MPI_Iallgather(v, k, MPI_DOUBLE, all, k, MPI_DOUBLE, MPI_COMM_WORLD, &req), "allgather");
     if (rc == ST_OK)
-        rc = comm_waitall(&req, 1, "loss and norm sum");
+        rc = comm_waitall(&req, NULL, 1, "sum");
     for (int i = 0; i < k && rc == ST_OK; i++) {
         double s = 0;
         for (int r = 0; r < comm_world; r++)
@@ -281,14 +396,18 @@ int comm_max(int64_t *v, int k)
         return ST_OK;
     MPI_Request req;
     int rc = comm_check(MPI_Iallreduce(MPI_IN_PLACE, v, k, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD, &req), "allreduce");
-    return rc == ST_OK ? comm_waitall(&req, 1, "flag agreement") : rc;
+    return rc == ST_OK ? comm_waitall(&req, NULL, 1, "allreduce") : rc;
 }
 
 int comm_bcast(void *buf, size_t bytes, int root)
 {
     if (comm_world == 1)
         return ST_OK;
-    return comm_check(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD), "broadcast");
+    MPI_Request req;
+    int peer = root;
+    int rc = comm_check(MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &req), "broadcast");
+    /* Only a waiting non-root knows whom it waits on. */
+    return rc == ST_OK ? comm_waitall(&req, comm_me != root ? &peer : NULL, 1, "broadcast") : rc;
 }
 
 int comm_barrier(void)
@@ -297,7 +416,7 @@ int comm_barrier(void)
         return ST_OK;
     MPI_Request req;
     int rc = comm_check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "barrier");
-    return rc == ST_OK ? comm_waitall(&req, 1, "barrier") : rc;
+    return rc == ST_OK ? comm_waitall(&req, NULL, 1, "barrier") : rc;
 }
 
 #else /* single process */

@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 int comm_init(int *argc, char ***argv);
+/* After a failed wait for a peer: MPI_Abort(86), since MPI_Finalize would
+ * wait for that peer. */
 void comm_finalize(void);
 /* Ends every rank with code (MPI_Abort): for errors that leave peers
  * blocked in a collective. Only main.c calls it. */
@@ -41,14 +43,33 @@ void comm_piece(size_t n, int r, int world, size_t chunk, size_t round, size_t *
 void comm_set_chunk(size_t floats);
 size_t comm_get_chunk(void);
 
-/* A collective (all but comm_bcast) still waiting on a peer after this
- * many seconds gives up with ST_WATCHDOG: a peer vanished or hung, and
- * main's MPI_Abort(86) ends the job instead of a hang. 0 waits forever:
- * the default, and what the loop sets around stops and checkpoint commits
- * (peers may wait on rank 0's disk); it arms spot.comm_timeout_seconds for
- * the step itself. Returns the previous value. */
+/* A wait for peers (every collective below) still waiting after this many
+ * seconds gives up with ST_WATCHDOG: a peer vanished or hung, and main's
+ * MPI_Abort(86) ends the job instead of a hang. 0 waits forever (the
+ * default). Training arms spot.comm_timeout_seconds from start-up to exit;
+ * waits on a peer's disk are series of short agreements (protocol.c), so
+ * the bound measures a peer's silence, not its disk. Returns the previous
+ * value. */
 double comm_set_timeout(double seconds);
 double comm_get_timeout(void);
+/* Names the agreement the following waits belong to ("resume agreement"),
+ * for the line a timeout prints; NULL: the training step. Returns the
+ * previous name (a static string). */
+const char *comm_phase(const char *agreement);
+
+/* Why the first failed wait failed; later waits fail at once. */
+typedef struct {
+    char agreement[128];     /* comm_phase's name and the collective */
+    int peer;                /* the rank that did not answer, -1 unknown (a collective) */
+    double waited, timeout;  /* seconds; timeout 0: an MPI error, not a timeout */
+} comm_failure;
+/* 0, or the code of the first failed wait (ST_WATCHDOG for a timeout). */
+int comm_failed(const comm_failure **why);
+/* Test hook: SPOTRAIN_TEST_FREEZE=POINT@RANK stops rank RANK (SIGSTOP) at
+ * the named point, so tests/cli_mpi_vanish.sh freezes a peer exactly there. */
+void comm_test_freeze(const char *point);
+/* Test hook: SPOTRAIN_TEST_SLOW=POINT@RANK:SECONDS delays that rank there. */
+void comm_test_slow(const char *point);
 
 /* Reduce-scatter: after it, g[lo..hi) of this rank holds the sum over ranks
  * (added in rank order); the rest of g is unspecified. Chunked: no buffer

@@ -205,6 +205,16 @@ void ledger_exit(ledger *g, int64_t step, int code)
     events_write(&g->ev, "exit", "\"step\":%lld,\"code\":%d,\"reason\":\"%s\"", (long long)step, code, why);
 }
 
+void ledger_peer_timeout(ledger *g, int64_t step, const char *agreement, int peer, double waited, double timeout)
+{
+    char q[512], who[16] = "null";
+    events_quote(agreement, q, sizeof q);
+    if (peer >= 0)
+        snprintf(who, sizeof who, "%d", peer);
+    events_write(&g->ev, "comm_timeout", "\"step\":%lld,\"agreement\":%s,\"peer\":%s,\"waited_s\":%.1f,"
+                 "\"timeout_s\":%g", (long long)step, q, who, waited, timeout);
+}
+
 void ledger_metrics(ledger *g, const ledger_progress *p, int force)
 {
     const cfg *c = g->c;

@@ -69,6 +69,9 @@ void ledger_stop(ledger *g, int64_t step, int64_t durable, int64_t remote, const
 void ledger_upload(ledger *g, const char *url, int64_t step, int rank, int ranks, const char *status, uint64_t bytes,
                    double seconds, const char *why);
 void ledger_exit(ledger *g, int64_t step, int code);
+/* A wait for peers timed out (spot.comm_timeout_seconds): which agreement,
+ * the rank that did not answer (-1: not known, a collective), seconds. */
+void ledger_peer_timeout(ledger *g, int64_t step, const char *agreement, int peer, double waited, double timeout);
 /* checkpoint.interval_seconds = auto chose a new interval, and why;
  * measured: cost_s is a measurement, not the prior (a later segment
  * starts from it). */

@@ -20,7 +20,9 @@
 #include "../util/util.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,10 +211,14 @@ static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t
     if (rc == ST_NOINPUT)
         rc = ST_DATA;
     int64_t v[2] = {rc != ST_OK && rc != ST_DATA ? rc : 0, rc == ST_DATA};
-    if (comm_max(v, 2) != ST_OK)
-        rc = ST_IOERR;
+    comm_test_freeze("resume");
+    comm_phase("resume agreement: every rank read its range");
+    int crc = comm_max(v, 2);
+    if (crc != ST_OK)
+        rc = crc;
     else
         rc = v[0] ? (int)v[0] : v[1] ? ST_DATA : ST_OK;
+    comm_phase("resume: parameter gather");
     if (rc == ST_OK)
         rc = t->b->gather_params(t->b);
     if (rc == ST_OK) {
@@ -329,19 +335,70 @@ static int trainer_fresh_dir(trainer *t, s3_client *s3, int force)
     return rc;
 }
 
-/* Rank 0 decides fresh/resume and what to resume from; everyone follows. */
+/* Rank 0's start decision: fresh (trainer_fresh_dir), or the newest resume
+ * candidate that passes its check. */
+typedef struct {
+    trainer *t;
+    trainer_resume_src *rs;
+    int mode, force;
+    char *path;
+    size_t cap;
+    int64_t st[2];            /* status, 1 = resume from path */
+    char why[1024];           /* the failure line, for the main thread's ledger */
+    atomic_int done;
+} trainer_pick_job;
+
+static void *trainer_pick_decide(void *arg)
+{
+    trainer_pick_job *j = arg;
+    trainer *t = j->t;
+    int mode = j->mode, force = j->force;
+    int64_t *st = j->st;
+    comm_test_slow("pick");
+    if (mode == TRAIN_FRESH)
+        st[0] = trainer_fresh_dir(t, j->rs->s3, force);
+    else
+        st[0] = trainer_next_candidate(t, j->rs, j->path, j->cap, &st[1]);
+    snprintf(j->why, sizeof j->why, "%s", st[0] != ST_OK ? util_last_error() : "");
+    atomic_store(&j->done, 1);
+    return NULL;
+}
+
+/* Rank 0 decides fresh/resume and what to resume from; everyone follows.
+ * The decision can take minutes (a local candidate is read in full), so
+ * rank 0 makes it on a thread while every rank exchanges a tiny agreement
+ * every 50 ms: the others hear from rank 0 throughout, and
+ * spot.comm_timeout_seconds bounds only its silence, not its disk. */
 static int trainer_pick_start(trainer *t, int mode, int force, trainer_resume_src *rs, char *path, size_t cap,
                               int *resume)
 {
-    int64_t st[2] = {ST_OK, 0};   /* status, 1 = resume from path */
+    trainer_pick_job j = {.t = t, .rs = rs, .mode = mode, .force = force, .path = path, .cap = cap,
+                          .st = {ST_OK, 0}};
+    pthread_t th;
+    int started = 0, rc = ST_OK;
     path[0] = 0;
-    if (trainer_is_root(t))
-        st[0] = mode == TRAIN_FRESH ? trainer_fresh_dir(t, rs->s3, force)
-                                    : trainer_next_candidate(t, rs, path, cap, &st[1]);
-    if (comm_bcast(st, sizeof st, 0) != ST_OK || comm_bcast(path, cap, 0) != ST_OK)
-        return ST_IOERR;
-    *resume = st[1] != 0;
-    return (int)st[0];
+    atomic_init(&j.done, 0);
+    if (trainer_is_root(t) && !(started = pthread_create(&th, NULL, trainer_pick_decide, &j) == 0))
+        trainer_pick_decide(&j);   /* no thread to spare: decide here, unpolled */
+    comm_test_freeze("pick");
+    comm_phase("start agreement: fresh or which checkpoint");
+    for (int64_t busy = 1; busy && rc == ST_OK;) {
+        double t0 = util_now();
+        long pause_ns = 0;
+        while (started && !atomic_load(&j.done) && util_now() - t0 < 0.05)
+            util_poll_pause(&pause_ns);
+        busy = started && !atomic_load(&j.done);
+        rc = comm_max(&busy, 1);
+    }
+    /* Even on a timeout: the thread uses rs and path, which the caller frees. */
+    if (started)
+        pthread_join(th, NULL);
+    if (trainer_is_root(t) && j.st[0] != ST_OK)
+        util_keep_error(j.why);
+    if (rc != ST_OK || (rc = comm_bcast(j.st, sizeof j.st, 0)) != ST_OK || (rc = comm_bcast(path, cap, 0)) != ST_OK)
+        return rc;
+    *resume = j.st[1] != 0;
+    return (int)j.st[0];
 }
 
 static int trainer_hf_sink(void *arg, size_t offset, size_t n, const float *src)
@@ -589,14 +646,15 @@ static double trainer_min_window(const trainer *t, const char *source)
     return t->c->grace_seconds;
 }
 
-static double trainer_deadline(const trainer *t, const spot_notice *n)
+static int trainer_deadline(const trainer *t, const spot_notice *n, double *deadline)
 {
     double now = util_wall(), d = n->pending && n->deadline > 0 ? n->deadline : now + t->c->grace_seconds;
     if (n->pending && d <= now)
         d = now + trainer_min_window(t, n->source);
     int64_t ms = -(int64_t)(d * 1000.0);
-    comm_max(&ms, 1);   /* the earliest deadline of any rank */
-    return -(double)ms / 1000.0;
+    int rc = comm_max(&ms, 1);   /* the earliest deadline of any rank */
+    *deadline = -(double)ms / 1000.0;
+    return rc;
 }
 
 /* Every rank gets here at the same step. Whatever happens, the answer is
@@ -604,10 +662,15 @@ static double trainer_deadline(const trainer *t, const spot_notice *n)
 static int trainer_stop(trainer *t, const spot_notice *n)
 {
     char why[1024], d[48];
-    double deadline = trainer_deadline(t, n);
+    double deadline;
     proto_final final;
     ckpt_meta m;
     const char *source = n->pending ? n->source : "peer";
+    comm_test_freeze("stop");
+    comm_phase("stop agreement");
+    int rc = trainer_deadline(t, n, &deadline);
+    if (rc != ST_OK)
+        return rc;
     if (n->pending && n->detail[0] && strncmp(n->detail, n->source, strlen(n->source)))
         trainer_log(t, "stop requested by %s (%s) at step %lld; %.0f s until the deadline", n->source, n->detail,
                     (long long)t->step, deadline - util_wall());
@@ -616,7 +679,10 @@ static int trainer_stop(trainer *t, const spot_notice *n)
                     n->pending ? n->source : "another rank", (long long)t->step, deadline - util_wall());
     spot_watchdog_kick();
     trainer_meta(t, &m);
-    proto_stop(&t->pr, &m, deadline, &final, why, sizeof why);
+    /* A peer that stopped answering is 86, not 75: nothing says the stop
+     * finished on every rank. */
+    if (proto_stop(&t->pr, &m, deadline, &final, why, sizeof why) != ST_OK && comm_failed(NULL))
+        return comm_failed(NULL);
     /* Azure ends the VM early once told we are done; only after durable state. */
     if (trainer_is_root(t) && t->pr.durable >= t->step && spot_azure_ack() != ST_OK)
         trainer_log(t, "azure: acknowledgement failed; the VM goes at the event's NotBefore instead");
@@ -757,15 +823,13 @@ static int trainer_loop(trainer *t)
     int rc = ST_OK;
     spot_notice n;
     int64_t flags[PROTO_N];
+    comm_phase(NULL);
     if (c->val_every > 0 && t->step == 0 && (rc = trainer_validate(t)) != ST_OK)
         return rc;
     while (t->step < c->max_steps) {
         double t0 = util_now(), loss = 0, gnorm = 0, lr = 0, scale = t->ls.scale;
         int busy = ckpt_writer_busy(t->w), skipped = 0;
-        /* Within a step ranks wait on each other only for compute skew;
-         * stops and checkpoint commits below (disarmed) may wait on rank
-         * 0's disk or on_save for much longer. */
-        comm_set_timeout(c->comm_timeout_seconds);
+        comm_phase(NULL);
         if ((rc = trainer_step(t, &loss, &gnorm, &lr, &skipped)) != ST_OK)
             return rc;
         if (skipped)
@@ -780,7 +844,6 @@ static int trainer_loop(trainer *t)
         if (c->val_every > 0 && (t->step % c->val_every == 0 || t->step == c->max_steps) &&
             (rc = trainer_validate(t)) != ST_OK)
             return rc;
-        comm_set_timeout(0);
         double ms = (util_now() - t0) * 1000.0;
         t->train_seconds += ms / 1000.0;
         t->last_loss = loss;
@@ -793,6 +856,7 @@ static int trainer_loop(trainer *t)
         }
         if (flags[PROTO_DUE] && t->step < c->max_steps) {
             t->last_ckpt_wall = util_now();
+            comm_phase("checkpoint commit (busy = wait)");
             if (t->pr.inflight >= 0 && t->copts.busy_wait)
                 rc = proto_commit_step(&t->pr, t->pr.inflight, 1e9);
             if (rc == ST_OK)
@@ -801,7 +865,9 @@ static int trainer_loop(trainer *t)
                 return rc;
         }
     }
+    comm_phase("final checkpoint commit");
     rc = trainer_save_now(t, 1e9);
+    comm_phase("final upload agreement");
     if (rc == ST_OK)
         rc = trainer_final_upload(t);
     trainer_metrics(t, 0, 1);
@@ -842,7 +908,11 @@ static int trainer_prepare_dir(trainer *t)
     if (rc == ST_OK)
         rc = ledger_open(&t->lg, t->c, trainer_is_root(t));
     int64_t st = rc;
-    comm_max(&st, 1);   /* ranks > 0 must not race ahead of a failed rank 0 */
+    comm_test_freeze("start");
+    comm_phase("start-up agreement: run directory");
+    /* ranks > 0 must not race ahead of a failed rank 0 */
+    if ((rc = comm_max(&st, 1)) != ST_OK)
+        return rc;
     return (int)st;
 }
 
@@ -864,8 +934,10 @@ static int trainer_open_remote(trainer *t)
         return ST_OK;
     cfg_s3_opts(t->c, &o);
     int64_t st = ckpt_uploader_open(&t->up, &o, t->ckpt_dir, t->rank);
-    if (comm_max(&st, 1) != ST_OK)
-        return ST_IOERR;
+    comm_phase("start-up agreement: remote credentials");
+    int rc = comm_max(&st, 1);
+    if (rc != ST_OK)
+        return rc;
     t->pr.up = t->up;
     t->pr.keep_last = t->c->ckpt_keep_last;
     t->pr.keep_every = t->c->ckpt_keep_every;
@@ -903,6 +975,7 @@ static int trainer_open(trainer *t, const cfg *c)
     if ((rc = trainer_prepare_dir(t)) != ST_OK)
         return rc;
     /* cuda: train.precision picks the compute type ("auto": the backend's default). */
+    comm_phase("start-up: backend");
     backend_opts bo = {c->backend, strcmp(c->precision, "auto") ? c->precision : NULL, (int)c->threads, t->rank,
                        t->world};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
@@ -990,6 +1063,7 @@ static void trainer_download_record(trainer *t, const char *from, const double d
         return;
     v[2 * t->rank] = dl[0];
     v[2 * t->rank + 1] = dl[1];
+    comm_phase("start-up: download record");
     if (comm_sum(v, 2 * t->world) == ST_OK && trainer_is_root(t)) {
         ledger_download(&t->lg, t->step, from, v, t->world);
         double bytes = 0, secs = 0;
@@ -1014,8 +1088,10 @@ static int trainer_begin(trainer *t, int mode, int force)
         s3_opts so;
         cfg_s3_opts(t->c, &so);
         int64_t st = s3_open(&rs.s3, &so);
+        comm_phase("start-up agreement: remote credentials");
         /* Credentials can fail on one node only (its instance role): all stop. */
-        rc = comm_max(&st, 1) == ST_OK ? (int)st : ST_IOERR;
+        rc = comm_max(&st, 1);
+        rc = rc == ST_OK ? (int)st : rc;
     }
     if (rc == ST_OK)
         rc = trainer_start_from(t, mode, force, &rs, path, sizeof path, &resume, dl);
@@ -1047,6 +1123,7 @@ int train_run(const cfg *c, int mode, int force)
     int rc = trainer_open(&t, c);
     int spot_on = 0, started = 0;
     spot_opts so;
+    const comm_failure *cf;
     cfg_spot_opts(c, &so);
     if (rc == ST_OK)
         rc = trainer_begin(&t, mode, force);
@@ -1057,9 +1134,24 @@ int train_run(const cfg *c, int mode, int force)
     }
     if (rc == ST_OK)
         rc = trainer_loop(&t);
+    /* Bounded, so MPI_Finalize (which cannot be) only ever joins peers
+     * that are known to have reached the end too. */
+    if ((rc == ST_OK || rc == ST_TEMPFAIL) && !comm_failed(NULL)) {
+        comm_test_freeze("exit");
+        comm_phase("exit agreement");
+        int brc = comm_barrier();
+        rc = brc != ST_OK ? brc : rc;
+    }
     if (spot_on) {
         spot_watchdog_stop();
         spot_stop();
+    }
+    /* A failed wait for a peer decides the exit code (86 for a timeout),
+     * whatever a caller turned it into on the way up. */
+    if (comm_failed(&cf)) {
+        rc = comm_failed(NULL);
+        if (t.lg.ev.fd >= 0 && cf->timeout > 0)
+            ledger_peer_timeout(&t.lg, t.step, cf->agreement, cf->peer, cf->waited, cf->timeout);
     }
     /* A start that failed says why in its own record; the exit record
      * after it carries the code for the wrapper, as after any segment. */

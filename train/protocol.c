@@ -20,6 +20,10 @@
  * unchanged (checkpoint.required turns it into an error instead).
  * proto_commit_step drives SNAPSHOT -> DURABLE synchronously (stop, last
  * step, busy = wait); proto_save_now adds the SNAPSHOT of the current step.
+ * Their waits for WRITTEN and DURABLE are rounds of a tiny agreement every
+ * 50 ms (proto_drain_all), not one long collective, so a rank waiting on a
+ * peer's slow disk still hears from it and spot.comm_timeout_seconds can
+ * bound them without mistaking a slow disk for a vanished peer.
  *
  * The stop:
  *
@@ -173,29 +177,60 @@ int proto_sync_durable(proto *p)
     return rc;
 }
 
+/* Waits with every rank until every rank's writer queue is empty (ST_OK)
+ * or the deadline passed on some rank (ST_TEMPFAIL on all). The wait for a
+ * peer's disk or on_save is a series of short agreements, one per 50 ms,
+ * so spot.comm_timeout_seconds measures a peer's silence, never its disk. */
+static int proto_drain_all(proto *p, double timeout_s)
+{
+    double end = util_now() + timeout_s;
+    for (;;) {
+        double left = end - util_now();
+        int64_t f[2];
+        f[0] = ckpt_writer_drain(p->w, left < 0.05 ? (left > 0 ? left : 0) : 0.05) != ST_OK;
+        f[1] = util_now() >= end;
+        int rc = comm_max(f, 2);
+        if (rc != ST_OK)
+            return rc;
+        if (!f[0])
+            return ST_OK;
+        if (f[1])
+            return ST_TEMPFAIL;
+    }
+}
+
 int proto_commit_step(proto *p, int64_t step, double timeout_s)
 {
-    int rc = ckpt_writer_drain(p->w, timeout_s), err = 0;
+    comm_test_freeze("commit");
+    int rc = proto_drain_all(p, timeout_s), err = 0, crc;
+    if (comm_failed(NULL))
+        return rc;
     int64_t flags[PROTO_N] = {0};
     int64_t written = ckpt_writer_written(p->w, &err);
     flags[PROTO_NOT_WRITTEN] = rc != ST_OK || err || written != step;
-    if (comm_max(flags, PROTO_N) != ST_OK)
-        return ST_IOERR;
+    if ((crc = comm_max(flags, PROTO_N)) != ST_OK)
+        return crc;
     p->inflight = -1;
     if (flags[PROTO_NOT_WRITTEN])
         return rc != ST_OK ? rc : util_fail(ST_IOERR, "checkpoint of step %lld was not written (see above); "
                                              "the newest durable one is kept", (long long)step);
-    if (p->rank == 0) {
+    if (p->rank == 0)
         rc = ckpt_writer_commit(p->w, step);
-        if (rc == ST_OK)
-            rc = ckpt_writer_drain(p->w, timeout_s);
+    /* Every rank waits for rank 0's commit in the same short rounds. */
+    crc = proto_drain_all(p, timeout_s);
+    if (comm_failed(NULL))
+        return crc;
+    if (rc == ST_OK)
+        rc = crc;
+    if (p->rank == 0) {
         if (rc == ST_OK)
             proto_collect(p);
         if (rc == ST_OK && p->durable != step)
             rc = util_fail(ST_IOERR, "commit of checkpoint step %lld did not complete", (long long)step);
     }
     int64_t st = rc;
-    comm_max(&st, 1);
+    if ((crc = comm_max(&st, 1)) != ST_OK)
+        return crc;
     return (int)st;
 }
 
@@ -206,7 +241,7 @@ int proto_save_now(proto *p, const ckpt_meta *m, double timeout_s)
         rc = proto_commit_step(p, p->inflight, timeout_s);
     /* A commit rank 0 queued earlier must finish before the writer takes a
      * new save; otherwise busy = skip would drop this one. */
-    if (rc == ST_OK && (rc = ckpt_writer_drain(p->w, timeout_s)) == ST_OK)
+    if (rc == ST_OK && (rc = proto_drain_all(p, timeout_s)) == ST_OK)
         proto_collect(p);
     if (rc == ST_OK)
         rc = proto_sync_durable(p);
@@ -237,11 +272,14 @@ static void proto_stop_remote(proto *p, double deadline, char *why, size_t cap)
 int proto_stop(proto *p, const ckpt_meta *m, double deadline, proto_final *final, char *why, size_t cap)
 {
     char d[32];
-    int rc = ST_OK;
+    int rc = ST_OK, crc;
     if (p->inflight >= 0)
         rc = proto_commit_step(p, p->inflight, fmax(deadline - util_wall(), 1));
+    if (comm_failed(NULL))
+        return rc;
     proto_collect(p);
-    proto_sync_durable(p);
+    if ((crc = proto_sync_durable(p)) != ST_OK)
+        return crc;
     /* Rank 0 decides, so no rank can start a save the others skip. A write
      * takes about as long as the last one did, with a margin. */
     double need = p->last_write_s > 0 ? 1.5 * p->last_write_s + 1 : 5;
@@ -250,12 +288,15 @@ int proto_stop(proto *p, const ckpt_meta *m, double deadline, proto_final *final
     need += proto_upload_need(p) * (p->up_target >= 0 ? 2 : 1);
     int64_t plan = p->durable >= m->step ? PROTO_FINAL_NOT_NEEDED
                    : util_wall() + need < deadline ? PROTO_FINAL_OK : PROTO_FINAL_SKIPPED;
-    comm_bcast(&plan, sizeof plan, 0);
+    if ((crc = comm_bcast(&plan, sizeof plan, 0)) != ST_OK)
+        return crc;
     *final = (proto_final)plan;
     if (plan == PROTO_FINAL_NOT_NEEDED) {
         snprintf(why, cap, "state of step %lld is durable", (long long)m->step);
     } else if (plan == PROTO_FINAL_OK) {
         rc = proto_save_now(p, m, deadline - util_wall());
+        if (comm_failed(NULL))
+            return rc;
         if (rc != ST_OK)
             *final = PROTO_FINAL_FAILED;
         snprintf(why, cap, rc == ST_OK ? "final checkpoint at step %lld" : "final checkpoint at step %lld failed",
@@ -266,6 +307,8 @@ int proto_stop(proto *p, const ckpt_meta *m, double deadline, proto_final *final
     }
     if (p->up)
         proto_stop_remote(p, deadline, why, cap);
+    if (comm_failed(NULL))
+        return comm_failed(NULL);
     if (p->durable < m->step)
         snprintf(why + strlen(why), cap - strlen(why), "; the newest durable checkpoint: %s",
                  proto_step_name(p->durable, d, sizeof d));
@@ -387,8 +430,8 @@ int proto_upload_advance(proto *p, int64_t committed, int busy)
     /* Rank 0 may commit (and rotate locally) right after this agreement;
      * every rank holds its files open before that can happen. */
     int64_t st = rc;
-    if (comm_max(&st, 1) != ST_OK)
-        return ST_IOERR;
+    if ((rc = comm_max(&st, 1)) != ST_OK)
+        return rc;
     return (int)st;
 }
 

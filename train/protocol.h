@@ -73,13 +73,16 @@ void proto_collect(proto *p);
 /* Every rank takes rank 0's view of durable (before a collective decision). */
 int proto_sync_durable(proto *p);
 /* Collective: waits for this rank's shard of step, agrees every rank wrote
- * it, has rank 0 commit it and waits for the commit. */
+ * it, has rank 0 commit it and waits for the commit. The waits are short
+ * agreements in a loop, so a peer that stops answering ends it within
+ * spot.comm_timeout_seconds (comm_failed's code) however slow a disk is. */
 int proto_commit_step(proto *p, int64_t step, double timeout_s);
 /* Collective, blocking: makes m->step durable (the last step, a stop, busy = wait). */
 int proto_save_now(proto *p, const ckpt_meta *m, double timeout_s);
 /* Collective: the stop at m->step with the agreed deadline (wall clock).
  * Rank 0 decides whether a final save fits; everyone follows. Fills
- * *final, and why (one line for the log and the ledger). */
+ * *final, and why (one line for the log and the ledger). When a peer
+ * stopped answering it returns at once with comm_failed's code. */
 int proto_stop(proto *p, const ckpt_meta *m, double deadline, proto_final *final, char *why, size_t cap);
 
 const char *proto_final_name(proto_final f);
