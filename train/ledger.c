@@ -194,7 +194,7 @@ void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, int
     else
         snprintf(m, sizeof m, "null");
     events_write(&g->ev, "interval", "\"step\":%lld,\"seconds\":%.3f,\"cost_s\":%.6f,\"cost_measured\":%s,"
-                 "\"mtbf_s\":%s,\"hard_failures\":%d,\"hours\":%.4f", (long long)step, seconds, cost_s,
+                 "\"mtbf_s\":%s,\"hard_failures\":%d,\"hours\":%.6f", (long long)step, seconds, cost_s,
                  measured ? "true" : "false", m, hard_failures, hours);
 }
 
