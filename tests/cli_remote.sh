@@ -175,14 +175,21 @@ check_verify "remote: every complete checkpoint after the stop verifies" term
 # A stop whose upload cannot finish before the deadline (every request
 # answered 5 s late, 2 s of grace): 75 at the deadline, the upload
 # cancelled, and the stop record says only the local copy is durable.
+# late_stop NAME [ARGS]: a run on the proxy with 2 s of grace, SIGTERMed
+# after 12 logged steps; its exit status in rc, stderr in NAME.err.
+late_stop() {
+    n=$1
+    shift
+    "$S" train /dev/null $(echo $F | sed 's/--quiet//') "$@" --set train.max_steps=100000000 \
+        --set checkpoint.interval_steps=5 --set spot.grace_seconds=2 $(R "$n" "$n" "$PROXY") 2>"$n.err" &
+    pid=$!
+    t_wait_steps "$n" 12 "$pid"
+    kill -TERM "$pid"
+    wait "$pid"
+    rc=$?
+}
 ctl "slow=5"
-"$S" train /dev/null $(echo $F | sed 's/--quiet//') --set train.max_steps=100000000 --set checkpoint.interval_steps=5 \
-    --set spot.grace_seconds=2 $(R late late "$PROXY") 2>late.err &
-pid=$!
-t_wait_steps late 12 "$pid"
-kill -TERM "$pid"
-wait "$pid"
-rc=$?
+late_stop late
 ctl "slow=0"
 if [ "$rc" = 75 ] && [ "$(field late stop durable_copy)" = local ] && grep -q "deadline passed.*local only" late.err; then
     t_ok "remote: an upload that misses the deadline: exit 75, the durable copy is local only"
@@ -198,13 +205,7 @@ else t_bad "remote: the cancelled upload left nothing listed complete" "$(rb com
 # deadline is aborted, so boto3 finds no multipart upload left open.
 ctl "match=partNumber&slow=20"
 a0=$(pstate aborts)
-"$S" train /dev/null $(echo $F | sed 's/--quiet//') $BIG --set train.max_steps=100000000 --set checkpoint.interval_steps=5 \
-    --set spot.grace_seconds=2 $(R mlate mlate "$PROXY") 2>mlate.err &
-pid=$!
-t_wait_steps mlate 12 "$pid"
-kill -TERM "$pid"
-wait "$pid"
-rc=$?
+late_stop mlate $BIG
 ctl "match=&slow=0"
 aborts=$(($(pstate aborts) - a0))
 if [ "$rc" = 75 ] && [ "$(field mlate stop durable_copy)" = local ] && [ "$aborts" -ge 1 ] && [ "$(rb uploads)" = 0 ]; then
