@@ -145,15 +145,17 @@ r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 i=[x for x in r if x.get("event")=="interval"]
 c=[x for x in r if x.get("event")=="checkpoint"]
 m=[x for x in i if x["cost_measured"]][0]
-want=min(3600, max(10, math.sqrt(2 * m["cost_s"] * m["mtbf_s"])))
-print(i[0]["seconds"], i[0]["cost_s"], i[0]["cost_measured"], i[0]["mtbf_s"], i[0]["hard_failures"],
-      c[0]["step"], 0 < m["cost_s"] < 5 and m["mtbf_s"] >= 72000 * 0.999, abs(m["seconds"] - want) < 0.01)' auto/events.jsonl 2>&1)
+yd, cap = math.sqrt(2 * m["cost_s"] * m["mtbf_s"]), m["cost_s"] / 0.005   # the default overhead_percent 0.5
+t, by = (yd, "young_daly") if yd <= cap else (cap, "overhead")
+t, by = (10, "min_seconds") if t < 10 else (3600, "max_seconds") if t > 3600 else (t, by)
+print(i[0]["seconds"], i[0]["by"], i[0]["cost_s"], i[0]["cost_measured"], i[0]["mtbf_s"], i[0]["hard_failures"],
+      c[0]["step"], 0 < m["cost_s"] < 5 and m["mtbf_s"] >= 72000 * 0.999, abs(m["seconds"] - t) < 0.01 and m["by"] == by)' auto/events.jsonl 2>&1)
 case "$iv" in
-    "848.528 5.0 False 72000.0 0 "*) t_ok "auto interval: first value from the priors (C 5 s, M 20 h), in the ledger" ;;
+    "848.528 young_daly 5.0 False 72000.0 0 "*) t_ok "auto interval: first value from the priors (C 5 s, M 20 h), in the ledger" ;;
     *) t_bad "auto interval: first value from the priors" "$iv" ;;
 esac
 case "$iv" in
-    *" 4 True True") t_ok "auto interval: the save at step 4 measures C; the interval follows sqrt(2 C M)" ;;
+    *" 4 True True") t_ok "auto interval: the save at step 4 measures C; the interval follows min(sqrt(2 C M), C / 0.5%)" ;;
     *) t_bad "auto interval: early save measures C" "(first checkpoint step, 0 < C < 5 and M >= the prior's, interval matches) $iv" ;;
 esac
 # The restarted segment: one hard failure in seconds of training moves M

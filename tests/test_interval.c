@@ -36,13 +36,51 @@ static void test_rate(void)
     EXPECT(interval_rate(0, 1.5, 0) == 0);
 }
 
+static double yd(double c, double m, double lo, double hi)
+{
+    interval_by by;
+    return interval_choose(c, m, 0, lo, hi, &by);
+}
+
 static void test_young_daly(void)
 {
-    EXPECT(near(interval_young_daly(2, 100, 1, 1000), 20));
-    EXPECT(near(interval_young_daly(2, 100, 30, 1000), 30));   /* clamped up */
-    EXPECT(near(interval_young_daly(2, 1e9, 1, 600), 600));    /* clamped down */
-    EXPECT(near(interval_young_daly(2, INFINITY, 1, 600), 600));
-    EXPECT(near(interval_young_daly(0, 100, 1, 600), 1));      /* a free save: as often as allowed */
+    EXPECT(near(yd(2, 100, 1, 1000), 20));
+    EXPECT(near(yd(2, 100, 30, 1000), 30));   /* clamped up */
+    EXPECT(near(yd(2, 1e9, 1, 600), 600));    /* clamped down */
+    EXPECT(near(yd(2, INFINITY, 1, 600), 600));
+    EXPECT(near(yd(0, 100, 1, 600), 1));      /* a free save: as often as allowed */
+}
+
+/* The overhead cap: C / b where that is shorter than Young/Daly, and what
+ * set the interval, named for the ledger. */
+static void test_overhead(void)
+{
+    interval_by by;
+    /* C 12 ms against a 20 h M: Young/Daly 41.6 s, the 0.5% cap 2.4 s. */
+    EXPECT(near(interval_choose(0.012, 72000, 0.005, 1, 3600, &by), 2.4) && by == INTERVAL_BY_OVERHEAD);
+    EXPECT(near(interval_choose(0.012, 72000, 0, 1, 3600, &by), sqrt(2 * 0.012 * 72000)) &&
+           by == INTERVAL_BY_YOUNG_DALY);
+    /* Kills a minute apart: Young/Daly (1.2 s) is shorter than the cap. */
+    EXPECT(near(interval_choose(0.012, 60, 0.005, 0.1, 3600, &by), 1.2) && by == INTERVAL_BY_YOUNG_DALY);
+    /* A 7B-sized save (5 s) against 20 h: Young/Daly 849 s, the cap 1000 s. */
+    EXPECT(near(interval_choose(5, 72000, 0.005, 10, 3600, &by), sqrt(2 * 5 * 72000)) &&
+           by == INTERVAL_BY_YOUNG_DALY);
+    /* No failures expected: the cap alone, then the bounds. */
+    EXPECT(near(interval_choose(5, INFINITY, 0.005, 10, 3600, &by), 1000) && by == INTERVAL_BY_OVERHEAD);
+    EXPECT(near(interval_choose(5, INFINITY, 0, 10, 3600, &by), 3600) && by == INTERVAL_BY_MAX);
+    EXPECT(near(interval_choose(0.001, 72000, 0.005, 10, 3600, &by), 10) && by == INTERVAL_BY_MIN);
+    EXPECT(!strcmp(interval_by_name(INTERVAL_BY_OVERHEAD), "overhead") &&
+           !strcmp(interval_by_name(INTERVAL_BY_YOUNG_DALY), "young_daly") &&
+           !strcmp(interval_by_name(INTERVAL_BY_MIN), "min_seconds") &&
+           !strcmp(interval_by_name(INTERVAL_BY_MAX), "max_seconds"));
+    /* Where the cap binds, the loss per hour C/T + T/(2M) is at most b
+     * above Young/Daly's own: the insurance is bounded. */
+    double c = 0.012, m = 72000, b = 0.005;
+    double t = interval_choose(c, m, b, 0.1, 3600, &by), t0 = sqrt(2 * c * m);
+    EXPECT(c / t + t / (2 * m) - (c / t0 + t0 / (2 * m)) <= b);
+    /* ...and against a kill a minute, it loses far less than Young/Daly
+     * for the wrong M: a kill costs at most T of work. */
+    EXPECT(c / t + t / 120 < 0.5 * (c / t0 + t0 / 120));
 }
 
 static void test_save_cost(void)
@@ -98,7 +136,7 @@ static void test_ledger_cost(void)
 static void test_probe(void)
 {
     interval_auto a;
-    interval_init(&a, 1, 3600, 0.05, 5);
+    interval_init(&a, 1, 3600, 0, 0.05, 5);
     EXPECT(interval_due(&a, 0.5) == 0);
     interval_step(&a, 900, 0);                             /* warm-up: not in the mean */
     for (int i = 0; i < INTERVAL_PROBE_STEPS - 1; i++)
@@ -110,7 +148,7 @@ static void test_probe(void)
     EXPECT(interval_due(&a, 0.6) == 0);                    /* once */
     EXPECT(interval_due(&a, a.interval_s) == 1);           /* then by the interval */
     /* A C carried over from the ledger needs no probe. */
-    interval_init(&a, 1, 3600, 0.05, 5);
+    interval_init(&a, 1, 3600, 0, 0.05, 5);
     interval_resume(&a, 1, 0.5, 0.02);
     EXPECT(a.cost_s == 0.02 && a.hard_failures == 1 && a.hours_before == 0.5);
     for (int i = 0; i < 10; i++)
@@ -123,7 +161,7 @@ static void test_update(void)
     interval_auto a;
     double c, m;
     int measured;
-    interval_init(&a, 5, 3600, 0.05, 5);
+    interval_init(&a, 5, 3600, 0, 0.05, 5);
     interval_update(&a, 0, &c, &m, &measured);
     EXPECT(near(c, 5) && !measured && fabs(m - 72000) < 72 && near(a.interval_s, sqrt(2 * 5 * m)));
     for (int i = 0; i < 30; i++)
@@ -151,7 +189,7 @@ static void test_update(void)
 
     /* The first measured C is worth a ledger line even when the bounds
      * keep the interval where it was, so the next segment starts from it. */
-    interval_init(&a, 1, 10, 0.05, 5);
+    interval_init(&a, 1, 10, 0, 0.05, 5);
     interval_update(&a, 0, &c, &m, &measured);
     EXPECT(a.interval_s == 10);
     interval_saved(&a, 0.05, 0);
@@ -169,11 +207,11 @@ static void test_first_kill(void)
     interval_auto a;
     double c, m;
     int measured;
-    interval_init(&a, 1, 3600, 0.05, 5);
+    interval_init(&a, 1, 3600, 0, 0.05, 5);
     a.cost_s = 0.01;
     interval_update(&a, 0, &c, &m, &measured);
     EXPECT(fabs(a.interval_s - sqrt(2 * 0.01 * 72000)) < 0.05);
-    interval_init(&a, 1, 3600, 0.05, 5);
+    interval_init(&a, 1, 3600, 0, 0.05, 5);
     a.cost_s = 0.01;
     a.hard_failures = 1;
     a.hours_before = 1.0 / 60;
@@ -183,16 +221,28 @@ static void test_first_kill(void)
     a.hours_before = 2.0 / 60;
     interval_update(&a, 0, &c, &m, &measured);
     EXPECT(fabs(m - 3.08631 * 60) < 1 && a.interval_s > 1.8 && a.interval_s < 2.0);
-    interval_init(&a, 1, 3600, 60, 5);
+    interval_init(&a, 1, 3600, 0, 60, 5);
     a.cost_s = 0.01;
     interval_update(&a, 0, &c, &m, &measured);
     EXPECT(fabs(m - 60) < 0.1 && a.interval_s > 1.05 && a.interval_s < 1.15);
+    /* With the default 0.5% overhead cap the uninformed run saves every
+     * 2 s (C / 0.005) before its first kill, not every 38 s; after four
+     * kills in four minutes Young/Daly is shorter and takes over. */
+    interval_init(&a, 1, 3600, 0.005, 0.05, 5);
+    a.cost_s = 0.01;
+    interval_update(&a, 0, &c, &m, &measured);
+    EXPECT(near(a.interval_s, 2) && a.by == INTERVAL_BY_OVERHEAD);
+    a.hard_failures = 4;
+    a.hours_before = 4.0 / 60;
+    interval_update(&a, 0, &c, &m, &measured);
+    EXPECT(a.interval_s < 1.5 && near(a.interval_s, sqrt(2 * 0.01 * m)) && a.by == INTERVAL_BY_YOUNG_DALY);
 }
 
 int main(void)
 {
     harness_run("rate: log-normal prior, posterior mean against an independent sum", test_rate);
     harness_run("young/daly within bounds", test_young_daly);
+    harness_run("overhead cap: cheap saves taken more often, what set the interval", test_overhead);
     harness_run("save cost: stall plus measured slowdown", test_save_cost);
     harness_run("hard failures from a ledger", test_ledger);
     harness_run("measured C from a ledger", test_ledger_cost);

@@ -81,6 +81,7 @@ static const cfg_key cfg_keys[] = {
     KA("checkpoint", "interval_seconds", ckpt_interval_seconds, 0, 1e9),
     KF("checkpoint", "min_seconds", ckpt_min_seconds, 0.1, 1e9),
     KF("checkpoint", "max_seconds", ckpt_max_seconds, 0.1, 1e9),
+    KF("checkpoint", "overhead_percent", ckpt_overhead_percent, 0, 50),
     KI("checkpoint", "keep_last", ckpt_keep_last, 1, 1 << 20),
     KI("checkpoint", "keep_every", ckpt_keep_every, 0, 1e15),
     KS("checkpoint", "codec", ckpt_codec, "none|zstd|shuffle-zstd|planes-zstd"),

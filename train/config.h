@@ -52,6 +52,7 @@ typedef struct cfg {
     int64_t ckpt_interval_steps, ckpt_keep_last, ckpt_keep_every, ckpt_level, ckpt_chunk_kib;
     double ckpt_interval_seconds;   /* CFG_AUTO: Young/Daly from what the run observes */
     double ckpt_min_seconds, ckpt_max_seconds;   /* bounds of auto */
+    double ckpt_overhead_percent;                /* auto: saves this cheap are taken anyway */
     char ckpt_codec[16];            /* none | zstd | shuffle-zstd | planes-zstd */
     char ckpt_busy[8];              /* skip | wait */
     char ckpt_on_save[CFG_STR];

@@ -51,11 +51,43 @@ double interval_rate(int n, double hours, double prior_rate)
     return num / den;
 }
 
-double interval_young_daly(double cost_s, double mtbf_s, double lo, double hi)
+/* Young/Daly minimises the expected loss for the M it is given, and before
+ * a run has seen its first kill that M is only the prior, which can be off
+ * by orders of magnitude (20 h assumed, a kill a minute real). Where saves
+ * are cheap, insurance against that costs little: saving every C / b
+ * spends a fraction b of training on saves and bounds what any kill loses
+ * to that interval, whatever M really is. The cap binds only where
+ * Young/Daly's own save share C / T is below b, that is where its total
+ * loss 2 C / T is below 2 b, so it never costs more than b over the
+ * optimum for the M believed; where kills are frequent Young/Daly is
+ * shorter and wins. */
+double interval_choose(double cost_s, double mtbf_s, double overhead, double lo, double hi, interval_by *by)
 {
-    /* No failures expected: as rarely as allowed; a free save: as often. */
-    double t = mtbf_s > 0 && isfinite(mtbf_s) ? sqrt(2.0 * (cost_s > 0 ? cost_s : 0) * mtbf_s) : hi;
-    return t < lo ? lo : t > hi ? hi : t;
+    double c = cost_s > 0 ? cost_s : 0;
+    double t = mtbf_s > 0 && isfinite(mtbf_s) ? sqrt(2.0 * c * mtbf_s) : INFINITY;
+    *by = INTERVAL_BY_YOUNG_DALY;
+    if (overhead > 0 && c / overhead < t) {
+        t = c / overhead;
+        *by = INTERVAL_BY_OVERHEAD;
+    }
+    if (t < lo) {
+        t = lo;
+        *by = INTERVAL_BY_MIN;
+    } else if (t > hi) {
+        t = hi;
+        *by = INTERVAL_BY_MAX;
+    }
+    return t;
+}
+
+const char *interval_by_name(interval_by by)
+{
+    switch (by) {
+    case INTERVAL_BY_OVERHEAD: return "overhead";
+    case INTERVAL_BY_MIN: return "min_seconds";
+    case INTERVAL_BY_MAX: return "max_seconds";
+    default: return "young_daly";
+    }
 }
 
 double interval_save_cost(double stall_s, double write_s, double idle_ms, double busy_ms)
@@ -126,15 +158,17 @@ double interval_ledger_cost(const char *text, size_t len)
     return c;
 }
 
-void interval_init(interval_auto *a, double lo, double hi, double prior_rate, double prior_cost_s)
+void interval_init(interval_auto *a, double lo, double hi, double overhead, double prior_rate, double prior_cost_s)
 {
     memset(a, 0, sizeof *a);
     a->lo = lo;
     a->hi = hi;
+    a->overhead = overhead;
     a->prior_rate = prior_rate;
     a->prior_cost_s = prior_cost_s;
     a->cost_s = -1;
     a->interval_s = hi;
+    a->by = INTERVAL_BY_MAX;
 }
 
 /* Exponentially weighted means over the newest ~20 steps of each kind: step
@@ -194,7 +228,8 @@ int interval_update(interval_auto *a, double hours_now, double *cost_s, double *
     double c = a->cost_s >= 0 ? a->cost_s : a->prior_cost_s;
     double rate = interval_rate(a->hard_failures, a->hours_before + hours_now, a->prior_rate);
     double m = rate > 0 ? 3600.0 / rate : INFINITY;
-    double t = interval_young_daly(c, m, a->lo, a->hi);
+    interval_by by;
+    double t = interval_choose(c, m, a->overhead, a->lo, a->hi, &by);
     int moved = fabs(t - a->interval_s) > 0.1 * a->interval_s;
     /* The first measured C is logged even when the interval barely moves:
      * the next segment starts from it instead of the prior. */
@@ -204,7 +239,9 @@ int interval_update(interval_auto *a, double hours_now, double *cost_s, double *
     *measured = a->cost_s >= 0;
     if (*measured)
         a->cost_logged = 1;
-    if (moved || a->interval_s <= 0)
+    if (moved || a->interval_s <= 0) {
         a->interval_s = t;
+        a->by = by;
+    }
     return moved || first;
 }

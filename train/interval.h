@@ -17,8 +17,17 @@
  * the slowdown is compared with. */
 #define INTERVAL_PROBE_STEPS 3
 
+/* What set the interval in force (the ledger's "by"). */
+typedef enum {
+    INTERVAL_BY_YOUNG_DALY,   /* sqrt(2 C M) */
+    INTERVAL_BY_OVERHEAD,     /* C / overhead: saves cheap enough to take more often */
+    INTERVAL_BY_MIN,          /* checkpoint.min_seconds */
+    INTERVAL_BY_MAX           /* checkpoint.max_seconds */
+} interval_by;
+
 typedef struct {
     double lo, hi;            /* checkpoint.min_seconds / max_seconds */
+    double overhead;          /* checkpoint.overhead_percent / 100 */
     double prior_rate;        /* hard failures per hour assumed before any are seen */
     /* what the ledger of earlier segments showed */
     int hard_failures;
@@ -33,14 +42,19 @@ typedef struct {
     int steps;                /* in this segment, the warm-up step included */
     int probed;               /* the save that measures C was asked for */
     double interval_s;        /* in force */
+    interval_by by;           /* what set it */
 } interval_auto;
 
 /* Hard failures per hour: the mean of the posterior of a Poisson rate
  * after n failures in `hours`, from a log-normal prior of mean prior_rate
  * and spread INTERVAL_PRIOR_SPREAD. prior_rate 0: the observed n / hours. */
 double interval_rate(int n, double hours, double prior_rate);
-/* sqrt(2 C M) clamped to [lo, hi]. */
-double interval_young_daly(double cost_s, double mtbf_s, double lo, double hi);
+/* The interval auto keeps: sqrt(2 C M), or C / overhead where that is
+ * shorter (overhead a fraction; 0: never), clamped to [lo, hi]; *by says
+ * which of the four set it. */
+double interval_choose(double cost_s, double mtbf_s, double overhead, double lo, double hi, interval_by *by);
+/* The ledger's name for it: "young_daly", "overhead", "min_seconds", "max_seconds". */
+const char *interval_by_name(interval_by by);
 /* C of one save: its stall plus the write time scaled by how much slower
  * steps run while the writer works (idle_ms, busy_ms mean step times). */
 double interval_save_cost(double stall_s, double write_s, double idle_ms, double busy_ms);
@@ -51,7 +65,7 @@ int interval_ledger_failures(const char *text, size_t len);
  * "cost_measured":true), or -1 when there is none. */
 double interval_ledger_cost(const char *text, size_t len);
 
-void interval_init(interval_auto *a, double lo, double hi, double prior_rate, double prior_cost_s);
+void interval_init(interval_auto *a, double lo, double hi, double overhead, double prior_rate, double prior_cost_s);
 /* What earlier segments' ledger showed: hard failures, training hours and
  * the newest measured C (< 0: none; otherwise no probing save). */
 void interval_resume(interval_auto *a, int hard_failures, double hours_before, double cost_s);

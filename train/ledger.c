@@ -185,17 +185,17 @@ void ledger_upload(ledger *g, const char *url, int64_t step, int rank, int ranks
                  seconds, mbs, w);
 }
 
-void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, int measured, double mtbf_s,
-                     int hard_failures, double hours)
+void ledger_interval(ledger *g, int64_t step, double seconds, const char *by, double cost_s, int measured,
+                     double mtbf_s, int hard_failures, double hours)
 {
     char m[32];
     if (isfinite(mtbf_s))
         snprintf(m, sizeof m, "%.1f", mtbf_s);
     else
         snprintf(m, sizeof m, "null");
-    events_write(&g->ev, "interval", "\"step\":%lld,\"seconds\":%.3f,\"cost_s\":%.6f,\"cost_measured\":%s,"
-                 "\"mtbf_s\":%s,\"hard_failures\":%d,\"hours\":%.6f", (long long)step, seconds, cost_s,
-                 measured ? "true" : "false", m, hard_failures, hours);
+    events_write(&g->ev, "interval", "\"step\":%lld,\"seconds\":%.3f,\"by\":\"%s\",\"cost_s\":%.6f,"
+                 "\"cost_measured\":%s,\"mtbf_s\":%s,\"hard_failures\":%d,\"hours\":%.6f", (long long)step,
+                 seconds, by, cost_s, measured ? "true" : "false", m, hard_failures, hours);
 }
 
 void ledger_exit(ledger *g, int64_t step, int code)

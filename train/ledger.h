@@ -75,8 +75,8 @@ void ledger_peer_timeout(ledger *g, int64_t step, const char *agreement, int pee
 /* checkpoint.interval_seconds = auto chose a new interval, and why;
  * measured: cost_s is a measurement, not the prior (a later segment
  * starts from it). */
-void ledger_interval(ledger *g, int64_t step, double seconds, double cost_s, int measured, double mtbf_s,
-                     int hard_failures, double hours);
+void ledger_interval(ledger *g, int64_t step, double seconds, const char *by, double cost_s, int measured,
+                     double mtbf_s, int hard_failures, double hours);
 
 typedef struct {
     int64_t step, max_steps;

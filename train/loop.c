@@ -571,10 +571,11 @@ static void trainer_interval(trainer *t, int force)
     int moved = interval_update(&t->ia, (util_now() - t->segment_start) / 3600.0, &cost, &mtbf, &measured);
     if (!moved && !force)
         return;
-    ledger_interval(&t->lg, t->step, t->ia.interval_s, cost, measured, mtbf, t->ia.hard_failures,
+    const char *by = interval_by_name(t->ia.by);
+    ledger_interval(&t->lg, t->step, t->ia.interval_s, by, cost, measured, mtbf, t->ia.hard_failures,
                     t->ia.hours_before + (util_now() - t->segment_start) / 3600.0);
-    trainer_log(t, "checkpoint interval %.1f s (auto: save cost %.3f s %s, %.2f h between hard failures)",
-                t->ia.interval_s, cost, measured ? "measured" : "assumed", mtbf / 3600.0);
+    trainer_log(t, "checkpoint interval %.1f s (auto, set by %s: save cost %.3f s %s, %.2f h between hard failures)",
+                t->ia.interval_s, by, cost, measured ? "measured" : "assumed", mtbf / 3600.0);
 }
 
 /* Rank 0, at start: what earlier segments of the run saw. */
@@ -585,8 +586,8 @@ static void trainer_interval_start(trainer *t)
     t->auto_interval = c->ckpt_interval_seconds == CFG_AUTO && c->ckpt_interval_steps == 0;
     if (!t->auto_interval || !trainer_is_root(t))
         return;
-    interval_init(&t->ia, c->ckpt_min_seconds, c->ckpt_max_seconds, c->interruptions_per_hour,
-                  c->ckpt_stall_seconds);
+    interval_init(&t->ia, c->ckpt_min_seconds, c->ckpt_max_seconds, c->ckpt_overhead_percent / 100.0,
+                  c->interruptions_per_hour, c->ckpt_stall_seconds);
     /* read once, by ledger_resume_counts */
     interval_resume(&t->ia, t->lg.hard_failures, t->lg.hours_before, t->lg.cost_s);
     trainer_interval(t, 1);
