@@ -180,8 +180,13 @@ static int main_selftest(int argc, char **argv)
         return util_fail(ST_USAGE, "selftest: which one? spotrain selftest comm CONFIG (see --help)");
     }
     int rc = c ? main_parse_train(argc - 1, argv + 1, 1, &a) : util_fail(ST_SOFTWARE, "out of memory");
-    if (rc == ST_OK && (rc = cfg_load(c, a.config, a.sets, a.nsets)) == ST_OK &&
-        (rc = comm_init(&argc, &argv)) == ST_OK) {
+    if (rc == ST_OK)
+        rc = cfg_load(c, a.config, a.sets, a.nsets);
+    if (rc == ST_OK) {
+        comm_set_timeout(c->comm_timeout_seconds);   /* comm_init's host count waits for peers too */
+        rc = comm_init(&argc, &argv);
+    }
+    if (rc == ST_OK) {
         rc = train_selftest_comm(c);
         if (rc != ST_OK && comm_is_mpi())
             comm_abort(rc);

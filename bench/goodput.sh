@@ -12,7 +12,9 @@
 # model A of bench_step (dim 256, 4 layers, seq 256, batch 8), a signal every
 # 60 s. SCALE=k divides every time by k (and the steps), for a quick look.
 # GOODPUT_FIXED lists the fixed intervals swept (seconds, before scaling);
-# GOODPUT_SIGNALS the signals (TERM KILL), e.g. KILL alone for a shorter run.
+# GOODPUT_SIGNALS the signals (TERM KILL), e.g. KILL alone for a shorter run;
+# GOODPUT_FIXED_TERM, when set, the fixed intervals swept under SIGTERM
+# (a notice loses nothing whatever the interval, so one is enough there).
 # GOODPUT_PRIOR=R adds an auto run told the rate: [cost]
 # interruptions_per_hour = R (per hour, before scaling), which shows what
 # the first minutes cost auto when it starts from the default prior.
@@ -93,7 +95,9 @@ print(statistics.median(json.loads(l)["ms"] for l in open(sys.argv[1]) if "\"eve
         'BEGIN { printf "%-16s exit %d, %3d interruptions, %4d checkpoints, %4d steps redone, wall %7.1f s, goodput %5.1f%% (own steps %5.1f%%)  %s\n", name, rc, n, k, d, b - a, 100 * u / (b - a), 100 * own / (b - a), x }'
 }
 for sig in $SIGNALS; do
-    for iv in $FIXED; do
+    sweep=$FIXED
+    [ "$sig" = TERM ] && [ -n "${GOODPUT_FIXED_TERM:-}" ] && sweep=$GOODPUT_FIXED_TERM
+    for iv in $sweep; do
         s=$(awk -v s="$SCALE" -v i="$iv" 'BEGIN { printf "%.2f", i / s }')
         scenario "$sig-fixed-$iv" "$sig" --set checkpoint.interval_steps=0 --set checkpoint.interval_seconds="$s"
     done

@@ -153,11 +153,17 @@ static int cuda_nccl_wait(cuda_nccl *x, cudaEvent_t ev, double timeout, const ch
             return ST_OK;
         case CUDA_XW_FAILED:
             return cuda_nccl_fail(x, what, (ncclResult_t)w.err);
-        case CUDA_XW_TIMED_OUT:
+        case CUDA_XW_TIMED_OUT: {
             cuda_nccl_abort(x);
-            return util_fail(ST_WATCHDOG, "NCCL %s: rank %d of %d waited %.0f s for a peer (spot.comm_timeout_seconds "
+            char op[96];
+            snprintf(op, sizeof op, "NCCL %s", what);
+            double waited = util_now() - w.start;
+            /* As an MPI wait's timeout: the ledger's comm_timeout record, and MPI_Abort at the exit. */
+            const char *agreement = comm_note_timeout(op, -1, waited);
+            return util_fail(ST_WATCHDOG, "%s: rank %d of %d waited %.0f s for a peer (spot.comm_timeout_seconds "
                              "= %g); a peer vanished or hung; communicator aborted, exiting %d so the job is "
-                             "restarted", what, x->rank, x->world, util_now() - w.start, timeout, ST_WATCHDOG);
+                             "restarted", agreement, x->rank, x->world, waited, timeout, ST_WATCHDOG);
+        }
         default:
             break;
         }

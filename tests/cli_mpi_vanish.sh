@@ -153,6 +153,19 @@ sys.exit(not (len(t) == 1 and re.match(sys.argv[2], t[0]["agreement"]) and t[0][
 # MPI start-up: rank 0 freezes right after MPI_Init, before the host count
 # (no ledger yet: rank 1 says why and exits 86, and mpirun ends the job).
 frozen_at "frozen after MPI_Init" init@0 "start-up: host count" train --set train.max_steps=3
+# selftest comm bounds its start-up the same way (a first run on a new
+# cluster is where a node hangs at start).
+SPOTRAIN_TEST_FREEZE=init@0 $M "$S" selftest comm empty.ini $F --set spot.comm_timeout_seconds=2 >fz-selftest.log 2>&1 &
+JOB=$!
+wait_for "$JOB" 60
+rc=$?
+t_exit "selftest comm, rank 0 frozen after MPI_Init: mpirun exits 86 (rc $rc; 124: still running after 60 s)" 0 "" \
+    test "$rc" -eq 86
+t_exit "selftest comm, frozen: one line names the host count and the peer" 0 \
+    "^spotrain: start-up: host count \([a-z ]+\): rank 1 of 2 waited 2 s for rank 0" cat fz-selftest.log
+if pgrep -f -- "selftest comm empty.ini" >/dev/null; then
+    t_bad "selftest comm, frozen: no rank is left behind" "$(pgrep -a -f -- "selftest comm empty.ini")"
+else t_ok "selftest comm, frozen: no rank is left behind"; fi
 # Start-up: rank 1 freezes before the first agreement (run directory).
 frozen_at "frozen at start-up" start@1 "start-up agreement: run directory" train --set train.max_steps=3
 # Rank 0 freezes before it broadcasts the start (fresh or which checkpoint):

@@ -198,6 +198,24 @@ ctl "expired_token=OLD"
 t_exit "resume with refused credentials stops (78) instead of starting fresh" 78 "ExpiredToken.*credentials" env AWS_SESSION_TOKEN=OLD "$S" resume /dev/null $F --set train.max_steps=12 --set train.run_dir=newc --set checkpoint.remote="s3://$B/r1" --set checkpoint.endpoint="$PROXY"
 ctl "expired_token="
 if [ ! -e newc/ckpt/$s4 ]; then t_ok "no training after the refused resume"; else t_bad "no training after the refused resume"; fi
+# A remote that stays down through the client's retries is an outage, not
+# a verdict on the checkpoints: no guessing, nothing trained, exit 75 so a
+# restart tries again; spotrain-run gives up with 87 after --max-stalls
+# such attempts, naming the cause.
+DOWN="--set train.max_steps=12 --set checkpoint.remote=s3://$B/r1 --set checkpoint.endpoint=$PROXY --set checkpoint.remote_retries=1"
+ctl "fail=100000&status=503"
+"$S" resume /dev/null $F $DOWN --set train.run_dir=downrun >down.log 2>&1
+rc=$?
+if [ $rc -eq 75 ] && grep -q "looks unreachable.*exiting 75 so that a restart tries again" down.log && [ ! -e downrun/ckpt/$s4 ] &&
+    grep '"event":"start"' downrun/events.jsonl | tail -n 1 | grep -q '"failed":true,"code":75,"reason":".*503.*looks unreachable' &&
+    tail -n 1 downrun/events.jsonl | grep -q '"event":"exit".*"code":75'; then
+    t_ok "resume with the remote down: exit 75, nothing trained, the ledger says why"
+else t_bad "resume with the remote down" "exit $rc: $(tail -n 3 down.log) / $(tail -n 2 downrun/events.jsonl 2>&1)"; fi
+t_exit "spotrain-run: a remote down at every restart gives up with 87 after --max-stalls, naming the cause" 87 \
+    "2 attempts in a row could not start \\(the last: resume: .*503.*looks unreachable" \
+    "$ROOT/spot/spotrain-run" --backoff 0 --max-stalls 2 --events "$T_TMP/downrun/events.jsonl" -- \
+    "$S" resume /dev/null $F $DOWN --set train.run_dir=downrun
+ctl "fail=0"
 
 # Slow answers in the middle of the download. Every ranged GET of the shard
 # answered 0.3 s late: the resume only takes longer. Then the first two

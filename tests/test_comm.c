@@ -131,6 +131,22 @@ static void test_phase_and_failure(void)
     comm_set_timeout(keep);
 }
 
+/* A timeout seen by a data plane outside comm.c (NCCL) is recorded like
+ * one of comm.c's own: later waits fail at once with 86, and the record
+ * the ledger's comm_timeout line is made from names the agreement. Last:
+ * it breaks the process's communicator for good. */
+static void test_note_timeout(void)
+{
+    comm_set_timeout(5);
+    comm_phase("final checkpoint commit");
+    const char *a = comm_note_timeout("NCCL reduce-scatter", -1, 5.25);
+    const comm_failure *f = NULL;
+    EXPECT(!strcmp(a, "final checkpoint commit (NCCL reduce-scatter)"));
+    EXPECT(comm_failed(&f) == ST_WATCHDOG && f->peer == -1 && f->waited == 5.25 && f->timeout == 5 &&
+           !strcmp(f->agreement, a));
+    comm_phase(NULL);
+}
+
 int main(void)
 {
     harness_run("ranges aligned and tiling", test_ranges_aligned);
@@ -138,5 +154,6 @@ int main(void)
     harness_run("fake W-rank reduce-scatter sums in rank order", test_fake_reduce_scatter);
     harness_run("chunk setting", test_chunk_setting);
     harness_run("one process: no failure, the phase round-trips", test_phase_and_failure);
+    harness_run("a data plane's timeout is recorded as comm.c's own", test_note_timeout);
     return harness_end();
 }

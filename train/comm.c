@@ -86,6 +86,16 @@ int comm_failed(const comm_failure **why)
     return comm_broken;
 }
 
+const char *comm_note_timeout(const char *what, int peer, double waited)
+{
+    comm_why.peer = peer < 0 && comm_world == 2 ? 1 - comm_me : peer;   /* of two, the other one */
+    snprintf(comm_why.agreement, sizeof comm_why.agreement, "%s (%s)", comm_agreement, what);
+    comm_why.waited = waited;
+    comm_why.timeout = comm_timeout;
+    comm_broken = ST_WATCHDOG;
+    return comm_why.agreement;
+}
+
 /* Test hook, for tests/cli_mpi_vanish.sh only: SPOTRAIN_TEST_FREEZE=POINT@RANK
  * makes that rank stop itself (SIGSTOP, as a hung node would) when it reaches
  * the named protocol point, so a test can freeze a peer at a place no
@@ -137,22 +147,17 @@ static int comm_check(int err, const char *what)
 static int comm_timed_out(MPI_Request *req, const int *peer, int n, const char *what, double waited)
 {
     char who[64] = "a peer";
-    comm_why.peer = -1;
-    for (int i = 0; peer && i < n && comm_why.peer < 0; i++) {
+    int silent = -1;
+    for (int i = 0; peer && i < n && silent < 0; i++) {
         int flag = 1;
         if (peer[i] >= 0 && MPI_Request_get_status(req[i], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && !flag)
-            comm_why.peer = peer[i];
+            silent = peer[i];
     }
-    if (comm_why.peer < 0 && comm_world == 2)   /* a collective of two: the other one */
-        comm_why.peer = 1 - comm_me;
+    const char *agreement = comm_note_timeout(what, silent, waited);
     if (comm_why.peer >= 0)
         snprintf(who, sizeof who, "rank %d", comm_why.peer);
-    snprintf(comm_why.agreement, sizeof comm_why.agreement, "%s (%s)", comm_agreement, what);
-    comm_why.waited = waited;
-    comm_why.timeout = comm_timeout;
-    comm_broken = ST_WATCHDOG;
     return util_fail(ST_WATCHDOG, "%s: rank %d of %d waited %.0f s for %s (spot.comm_timeout_seconds = %g); a peer "
-                     "vanished or hung; exiting %d so the job is restarted", comm_why.agreement, comm_me, comm_world,
+                     "vanished or hung; exiting %d so the job is restarted", agreement, comm_me, comm_world,
                      waited, who, comm_timeout, ST_WATCHDOG);
 }
 

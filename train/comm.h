@@ -65,6 +65,11 @@ typedef struct {
 } comm_failure;
 /* 0, or the code of the first failed wait (ST_WATCHDOG for a timeout). */
 int comm_failed(const comm_failure **why);
+/* Records a wait for a peer that ran out (`what`: the collective; peer -1
+ * unknown), for a data plane outside this file (NCCL): later waits fail at
+ * once, comm_finalize aborts, and the ledger gets its comm_timeout record.
+ * Prints nothing; returns the agreement's name for the caller's line. */
+const char *comm_note_timeout(const char *what, int peer, double waited);
 /* Test hook: SPOTRAIN_TEST_FREEZE=POINT@RANK stops rank RANK (SIGSTOP) at
  * the named point, so tests/cli_mpi_vanish.sh freezes a peer exactly there. */
 void comm_test_freeze(const char *point);

@@ -254,6 +254,28 @@ typedef struct {
     int tried;                /* a restore failed part way: the moments hold junk */
 } trainer_resume_src;
 
+/* A remote that stays unreachable through the client's retries is an
+ * outage, not a verdict on the checkpoints: no guessing (a newer one may
+ * be there) and nothing trained, so the run exits 75 and a wrapper tries
+ * again later (spotrain-run's --max-stalls bounds how often). Other codes
+ * pass through. `why` was already printed when `printed`; the ledger's
+ * start record gets it either way. */
+static int trainer_outage(trainer *t, int rc, const char *why, int printed)
+{
+    if (rc != ST_UNAVAILABLE || !t->c->ckpt_remote[0])
+        return rc;
+    char line[2048 + CFG_STR];
+    /* Composed before util_fail: `why` may be util_last_error()'s text. */
+    snprintf(line, sizeof line, "resume: %s; %s looks unreachable: nothing was trained, exiting 75 so that a "
+             "restart tries again", why, t->c->ckpt_remote);
+    if (!printed)
+        return util_fail(ST_TEMPFAIL, "%s", line);
+    util_fail(ST_TEMPFAIL, "resume: %s looks unreachable (the line above says why): nothing was trained, exiting "
+              "75 so that a restart tries again", t->c->ckpt_remote);
+    util_keep_error(line);
+    return ST_TEMPFAIL;
+}
+
 /* Rank 0: the next candidate that passes its check, logging each skipped
  * one; *found 0 when none is left. */
 static int trainer_next_candidate(trainer *t, trainer_resume_src *rs, char *path, size_t cap, int64_t *found)
@@ -264,7 +286,7 @@ static int trainer_next_candidate(trainer *t, trainer_resume_src *rs, char *path
     if (!rs->listed) {
         rs->listed = 1;
         if ((rc = ckpt_candidates(t->ckpt_dir, rs->s3, &rs->cands, &rs->n)) != ST_OK)
-            return rc;
+            return trainer_outage(t, rc, util_last_error(), 1);
     }
     while (rs->next < rs->n) {
         const ckpt_cand *k = &rs->cands[rs->next++];
@@ -274,7 +296,9 @@ static int trainer_next_candidate(trainer *t, trainer_resume_src *rs, char *path
             *found = 1;
             return ST_OK;
         }
-        if (rc != ST_DATA)   /* an unreachable remote or refused credentials: no guessing */
+        if (rc == ST_UNAVAILABLE)
+            return trainer_outage(t, rc, err[0] ? err : util_last_error(), !err[0]);
+        if (rc != ST_DATA)   /* refused credentials and the like: no guessing */
             return util_fail(rc, "resume: %s; fix it and resume again", err[0] ? err : util_last_error());
         util_log("skipping step %lld: %s", (long long)k->step, err);
     }
@@ -1048,6 +1072,11 @@ static int trainer_start_from(trainer *t, int mode, int force, trainer_resume_sr
         rc = trainer_restore(t, path, rs->s3, &bytes);
         dl[0] = (double)bytes;
         dl[1] = util_now() - t0;
+        if (rc == ST_UNAVAILABLE && rs->s3) {
+            char why[CFG_STR + 128];
+            snprintf(why, sizeof why, "a rank could not download %s", path);
+            return trainer_outage(t, rc, why, 1);
+        }
         if (rc != ST_DATA)
             return rc;
         rs->tried = 1;
