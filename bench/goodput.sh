@@ -5,8 +5,11 @@
 # each for fixed checkpoint intervals (a sweep) and for
 # checkpoint.interval_seconds = auto. "Useful" = the train_seconds an
 # uninterrupted run of the same steps needs; "own steps" is the same
-# ratio with the scenario's own median step time instead of the reference's,
-# for a shared machine whose load drifts between runs; "redone" counts the
+# ratio with the scenario's own mean step time instead of the reference's,
+# for a shared machine whose speed drifts between runs (the mean, not the
+# median: step times here are bimodal, and the wall time is their sum, so
+# only the mean makes "own steps" the share of the wall spent on steps
+# that count); "redone" counts the
 # steps trained again after kills (every step is logged), the work lost,
 # which no load changes. Full scale by default: the 3.1M
 # model A of bench_step (dim 256, 4 layers, seq 256, batch 8), a signal every
@@ -88,10 +91,10 @@ for x in r:
 if cur is not None:
     seg.append(cur)
 print("auto interval per segment %s s (last C %.3f s, M %.0f s)" % (" ".join("%.1f" % v for v in seg), i[-1]["cost_s"], i[-1]["mtbf_s"]) if i else "")' "$name/events.jsonl")
-    med=$(python3 -c 'import json,sys,statistics
-print(statistics.median(json.loads(l)["ms"] for l in open(sys.argv[1]) if "\"event\":\"step\"" in l))' "$name/events.jsonl")
+    mean=$(python3 -c 'import json,sys,statistics
+print(statistics.mean(json.loads(l)["ms"] for l in open(sys.argv[1]) if "\"event\":\"step\"" in l))' "$name/events.jsonl")
     awk -v a="$t0" -v b="$t1" -v u="$useful" -v n="$n" -v k="$k" -v d="$redone" -v name="$name" -v rc="$rc" -v x="$last" \
-        -v own="$(awk -v m="$med" -v s="$STEPS" 'BEGIN { print m * s / 1000 }')" \
+        -v own="$(awk -v m="$mean" -v s="$STEPS" 'BEGIN { print m * s / 1000 }')" \
         'BEGIN { printf "%-16s exit %d, %3d interruptions, %4d checkpoints, %4d steps redone, wall %7.1f s, goodput %5.1f%% (own steps %5.1f%%)  %s\n", name, rc, n, k, d, b - a, 100 * u / (b - a), 100 * own / (b - a), x }'
 }
 for sig in $SIGNALS; do

@@ -5,6 +5,7 @@
 #include "../train/backend.h"
 #include "../util/util.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,14 +63,14 @@ static void test_cpu_precision(void)
     const char *refused[] = {"bf16", "fp16", "tf32"};
     for (size_t i = 0; i < 3; i++) {
         backend *b = NULL;
-        backend_opts o = {"cpu", refused[i], 1, 0, 1};
+        backend_opts o = {"cpu", refused[i], 1, 0, 1, 0};
         EXPECT(backend_create(&b, &L, &o) == ST_CONFIG && b == NULL);
         EXPECT(strstr(util_last_error(), "fp32 only") != NULL);
     }
     const char *taken[] = {NULL, "fp32"};
     for (size_t i = 0; i < 2; i++) {
         backend *b = NULL;
-        backend_opts o = {"cpu", taken[i], 1, 0, 1};
+        backend_opts o = {"cpu", taken[i], 1, 0, 1, 0};
         EXPECT(backend_create(&b, &L, &o) == ST_OK && b);
         if (!b)
             continue;
@@ -79,10 +80,48 @@ static void test_cpu_precision(void)
     model_layout_free(&L);
 }
 
+/* Whether a product below FLT_MIN comes out as zero in every thread of a
+ * 2-thread OpenMP team (volatile: computed at run time, under the mode). */
+static int test_flushed_everywhere(void)
+{
+    int zeros = 0;
+#pragma omp parallel num_threads(2) reduction(+ : zeros)
+    {
+        volatile float tiny = 1e-30f, scale = 1e-10f;
+        zeros += tiny * scale == 0.0f;
+    }
+    return zeros;
+}
+
+/* train.flush_denormals: off, subnormals are kept (IEEE, as PyTorch); on,
+ * the backend puts its compute threads in FTZ/DAZ. Last: the mode stays
+ * set in this process's threads. */
+static void test_cpu_flush(void)
+{
+    model_shape s = {.dim = 8, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 4, .ffn_dim = 16,
+                     .vocab = 16, .seq_len = 4, .rope_theta = 10000, .norm_eps = 1e-6};
+    model_layout L;
+    backend *b = NULL;
+    EXPECT(model_layout_init(&L, &s) == ST_OK);
+    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 2, 0, 1, 0}) == ST_OK && b);
+    EXPECT(test_flushed_everywhere() == 0);
+    if (b)
+        b->destroy(b);
+    b = NULL;
+    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 2, 0, 1, 1}) == ST_OK && b);
+#if defined(__x86_64__) || defined(__i386__)
+    EXPECT(test_flushed_everywhere() == 2);
+#endif
+    if (b)
+        b->destroy(b);
+    model_layout_free(&L);
+}
+
 int main(void)
 {
     harness_run("continuity compares backend, precision, device", test_continuity);
     harness_run("SPOTRAIN_DEVICE_NAME overrides the reported device", test_override);
     harness_run("cpu: fp32 only, device and libraries named", test_cpu_precision);
+    harness_run("cpu: flush_denormals puts every compute thread in FTZ/DAZ", test_cpu_flush);
     return harness_end();
 }

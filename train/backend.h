@@ -20,6 +20,7 @@ typedef struct {
     const char *precision;  /* "fp32" | "tf32" | "bf16" | "fp16"; NULL = the backend's default */
     int threads;            /* CPU compute threads; <= 0 = all cores */
     int rank, world;        /* data-parallel position; the backend's range is comm_range's */
+    int flush_denormals;    /* cpu: subnormal floats as zero in every compute thread (FTZ/DAZ) */
 } backend_opts;
 
 typedef struct backend backend;

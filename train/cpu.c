@@ -8,6 +8,10 @@
 #include "../util/util.h"
 
 #include <cblas.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <pmmintrin.h>
+#include <xmmintrin.h>
+#endif
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -705,6 +709,28 @@ static void cpu_model_name(char *out, size_t cap)
         fclose(f);
 }
 
+/* Subnormal floats cost an x86 core ~100 cycles per operation, and a model
+ * in training makes them: attention probabilities of tokens it has learned
+ * to ignore, and their products. Steps of a 3.1M model ran at 0.35 s fresh
+ * and 0.68 s by step 600; with FTZ/DAZ they stay at 0.35 s and the loss
+ * agrees to 6 decimals. The mode is per thread: set it in the calling
+ * thread (threads created later inherit it) and in every thread of the
+ * OpenMP pool the compute loops run on. */
+static void cpu_flush_denormals(int nt)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+    _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+#pragma omp parallel num_threads(nt)
+    {
+        _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+        _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+    }
+#else
+    (void)nt;
+#endif
+}
+
 int backend_cpu_create(backend **out, const model_layout *L, const backend_opts *o)
 {
     *out = NULL;
@@ -732,6 +758,8 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     c->s = L->s;
     c->nt = o->threads > 0 ? o->threads : omp_get_num_procs();
     openblas_set_num_threads(1);
+    if (o->flush_denormals)
+        cpu_flush_denormals(c->nt);
     c->qd = c->s.n_heads * c->s.head_dim;
     c->kvd = c->s.n_kv_heads * c->s.head_dim;
     c->qkvd = c->qd + 2 * c->kvd;

@@ -1002,7 +1002,7 @@ static int trainer_open(trainer *t, const cfg *c)
     /* cuda: train.precision picks the compute type ("auto": the backend's default). */
     comm_phase("start-up: backend");
     backend_opts bo = {c->backend, strcmp(c->precision, "auto") ? c->precision : NULL, (int)c->threads, t->rank,
-                       t->world};
+                       t->world, (int)c->flush_denormals};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
     if ((rc = trainer_scaler(t)) != ST_OK)
