@@ -54,10 +54,15 @@ static void test_override(void)
     unsetenv("SPOTRAIN_DEVICE_NAME");
 }
 
+static model_shape test_tiny_shape(void)
+{
+    return (model_shape){.dim = 8, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 4, .ffn_dim = 16,
+                         .vocab = 16, .seq_len = 4, .rope_theta = 10000, .norm_eps = 1e-6};
+}
+
 static void test_cpu_precision(void)
 {
-    model_shape s = {.dim = 8, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 4, .ffn_dim = 16,
-                     .vocab = 16, .seq_len = 4, .rope_theta = 10000, .norm_eps = 1e-6};
+    model_shape s = test_tiny_shape();
     model_layout L;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
     const char *refused[] = {"bf16", "fp16", "tf32"};
@@ -98,8 +103,7 @@ static int test_flushed_everywhere(void)
  * set in this process's threads. */
 static void test_cpu_flush(void)
 {
-    model_shape s = {.dim = 8, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 4, .ffn_dim = 16,
-                     .vocab = 16, .seq_len = 4, .rope_theta = 10000, .norm_eps = 1e-6};
+    model_shape s = test_tiny_shape();
     model_layout L;
     backend *b = NULL;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
