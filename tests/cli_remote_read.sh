@@ -216,6 +216,17 @@ t_exit "spotrain-run: a remote down at every restart gives up with 87 after --ma
     "$ROOT/spot/spotrain-run" --backoff 0 --max-stalls 2 --events "$T_TMP/downrun/events.jsonl" -- \
     "$S" resume /dev/null $F $DOWN --set train.run_dir=downrun
 ctl "fail=0"
+# The same outage in the middle of the download: the listing and the
+# manifest answer, every GET of the shard fails.
+ctl "match=GET+/$B/r1/$s8/shard-00000.bin&fail=100000&status=503"
+"$S" resume /dev/null $F $DOWN --set train.run_dir=downdl >downdl.log 2>&1
+rc=$?
+ctl "match=&fail=0"
+if [ $rc -eq 75 ] && grep -q "looks unreachable (the line above says why): nothing was trained" downdl.log &&
+    [ ! -e downdl/ckpt/$s12 ] &&
+    grep '"event":"start"' downdl/events.jsonl | tail -n 1 | grep -q '"code":75,"reason":"resume: a rank could not download s3://'; then
+    t_ok "resume with the remote down mid-download: exit 75, nothing trained, the ledger says why"
+else t_bad "resume with the remote down mid-download" "exit $rc: $(tail -n 3 downdl.log) / $(tail -n 2 downdl/events.jsonl 2>&1)"; fi
 
 # Slow answers in the middle of the download. Every ranged GET of the shard
 # answered 0.3 s late: the resume only takes longer. Then the first two

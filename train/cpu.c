@@ -714,14 +714,12 @@ static void cpu_model_name(char *out, size_t cap)
  * to ignore, and their products. Steps of a 3.1M model ran at 0.35 s fresh
  * and 0.68 s by step 600; with FTZ/DAZ they stay near 0.4 s, and there the
  * weights came out bitwise the same (the subnormals were absorbed by larger
- * terms). The mode is per thread: set it in the calling
- * thread (threads created later inherit it) and in every thread of the
- * OpenMP pool the compute loops run on. */
+ * terms). The mode is per thread: set it in every thread of the OpenMP
+ * team the compute loops run on, the calling thread included (threads
+ * created later inherit it from there). */
 static void cpu_flush_denormals(int nt)
 {
 #if defined(__x86_64__) || defined(__i386__)
-    _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
-    _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
 #pragma omp parallel num_threads(nt)
     {
         _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);

@@ -259,11 +259,14 @@ typedef struct {
  * be there) and nothing trained, so the run exits 75 and a wrapper tries
  * again later (spotrain-run's --max-stalls bounds how often). Other codes
  * pass through. `why` was already printed when `printed`; the ledger's
- * start record gets it either way. */
+ * start record gets it either way. Every rank meets a failed download;
+ * rank 0 alone says so. */
 static int trainer_outage(trainer *t, int rc, const char *why, int printed)
 {
     if (rc != ST_UNAVAILABLE || !t->c->ckpt_remote[0])
         return rc;
+    if (!trainer_is_root(t))
+        return ST_TEMPFAIL;
     char line[2048 + CFG_STR];
     /* Composed before util_fail: `why` may be util_last_error()'s text. */
     snprintf(line, sizeof line, "resume: %s; %s looks unreachable: nothing was trained, exiting 75 so that a "
@@ -1072,7 +1075,7 @@ static int trainer_start_from(trainer *t, int mode, int force, trainer_resume_sr
         rc = trainer_restore(t, path, rs->s3, &bytes);
         dl[0] = (double)bytes;
         dl[1] = util_now() - t0;
-        if (rc == ST_UNAVAILABLE && rs->s3) {
+        if (rc == ST_UNAVAILABLE) {
             char why[CFG_STR + 128];
             snprintf(why, sizeof why, "a rank could not download %s", path);
             return trainer_outage(t, rc, why, 1);
