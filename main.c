@@ -46,7 +46,8 @@ static const char main_usage[] =
     "\n"
     "  --help, --version; `spotrain COMMAND --help` explains each command's options.\n"
     "Exit codes: 0 done, 64 usage, 65 bad data, 66 missing input, 69 backend unavailable,\n"
-    "70 internal error, 74 I/O error, 75 stopped after a durable checkpoint (restart me),\n"
+    "70 internal error, 74 I/O error, 75 stopped after a durable checkpoint (restart me;\n"
+    "also a resume whose checkpoint.remote stayed unreachable, nothing trained),\n"
     "78 bad config, 86 watchdog (no progress), 3 bid --alert-above crossed.\n";
 
 static const char main_train_usage[] =
