@@ -157,7 +157,7 @@ static int main_train(int argc, char **argv, int resume)
              * agreed stop can finalize together. */
             if (rc != ST_OK && rc != ST_TEMPFAIL && comm_is_mpi())
                 comm_abort(rc);
-            comm_finalize();
+            comm_finalize(rc);
         }
     }
     free(a.sets);
@@ -191,7 +191,7 @@ static int main_selftest(int argc, char **argv)
         rc = train_selftest_comm(c);
         if (rc != ST_OK && comm_is_mpi())
             comm_abort(rc);
-        comm_finalize();
+        comm_finalize(rc);
     }
     free(a.sets);
     free(c);

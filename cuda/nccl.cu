@@ -24,9 +24,6 @@ static_assert((int)ncclSuccess == CUDA_NCCL_SUCCESS && (int)ncclUnhandledCudaErr
                   (int)ncclInProgress == CUDA_NCCL_IN_PROGRESS,
               "xfer.h's NCCL result numbers match nccl.h");
 
-/* A communicator's start-up: every rank has already passed the MPI
- * broadcast of the id, so this is generous. */
-#define CUDA_NCCL_SETUP_TIMEOUT 600.0
 #define CUDA_NCCL_FINALIZE_TIMEOUT 30.0
 
 typedef struct {
@@ -247,7 +244,8 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
                            x->api.error_string(r), cuda_xfer_advice(r));
             goto exit;
         }
-        CU_OK(cuda_nccl_wait(x, NULL, CUDA_NCCL_SETUP_TIMEOUT, "communicator init"));
+        /* Bounded like every other wait for peers (0: forever, as they are). */
+        CU_OK(cuda_nccl_wait(x, NULL, comm_get_timeout(), "communicator init"));
     }
     if (world > 1) {
         if (cudaMalloc((void **)&x->recv, (size_t)world * x->chunk * sizeof(float)) != cudaSuccess) {

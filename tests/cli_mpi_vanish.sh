@@ -190,6 +190,49 @@ FREEZE_THEN=
 # After the last step and its checkpoint: the barrier before MPI_Finalize.
 frozen_at "frozen at exit" exit@1 "exit agreement" train --set train.max_steps=3
 
+# The MPI calls no wait of ours can poll (train/comm.c's guard): a peer that
+# never reaches MPI_Init, or vanishes between the exit barrier and
+# MPI_Finalize, ends the survivor after the timeout instead of a hang.
+# NAME, POINT@RANK, the call's name as the line gives it, the exit code
+# wanted, extra options.
+guarded_at() {
+    gz=$1 point=$2 call=$3 gcode=$4
+    shift 4
+    dir=gd-${point%@*}-$gcode
+    frozen=${point#*@}
+    survivor=$((1 - frozen))
+    SPOTRAIN_TEST_FREEZE=$point $M "$S" train empty.ini $F --set train.run_dir="$PWD/$dir" \
+        --set spot.comm_timeout_seconds=2 "$@" >"$dir.log" 2>&1 &
+    JOB=$!
+    [ -z "${FREEZE_THEN:-}" ] || $FREEZE_THEN "$dir" "$JOB"
+    wait_for "$JOB" 60
+    rc=$?
+    t_exit "$gz: mpirun exits $gcode (rc $rc; 124: still running after 60 s)" 0 "" test "$rc" -eq "$gcode"
+    t_exit "$gz: one line names the call and the timeout" 0 \
+        "^spotrain: $call: rank $survivor of 2 waited 2 s for the other ranks \(spot.comm_timeout_seconds = 2\); a peer vanished or hung; exiting $gcode so the job is restarted$" \
+        cat "$dir.log"
+    if pgrep -f -- "run_dir=$PWD/$dir " >/dev/null; then
+        t_bad "$gz: no rank is left behind" "$(pgrep -a -f -- "run_dir=$PWD/$dir ")"
+    else
+        t_ok "$gz: no rank is left behind"
+    fi
+}
+guarded_at "frozen before MPI_Init" preinit@1 "start-up \(MPI_Init\)" 86 --set train.max_steps=3
+t_exit "frozen before MPI_Init: nothing was started (no ledger)" 1 "" test -e gd-preinit-86/events.jsonl
+guarded_at "frozen before MPI_Finalize" finalize@1 "exit \(MPI_Finalize\)" 86 --set train.max_steps=3
+t_exit "frozen before MPI_Finalize: the run itself ended cleanly (exit record 0 at step 3)" 0 "" \
+    test "$(t_events gd-finalize-86/events.jsonl exit code | tail -n 1)" = 0 -a "$(t_steps gd-finalize-86)" -eq 3
+# What the wrapper's restart then does: the resume finds the run complete.
+$M "$S" resume empty.ini $F --set train.run_dir="$PWD/gd-finalize-86" --set train.max_steps=3 >gd-again.log 2>&1 &
+wait_for $! 60
+rc=$?
+t_exit "frozen before MPI_Finalize: the restart finds the run complete and exits 0 (rc $rc)" 0 "" test "$rc" -eq 0
+# A stop keeps its 75 past a peer lost at MPI_Finalize.
+FREEZE_THEN=term_rank0
+guarded_at "stopped, then frozen before MPI_Finalize" finalize@1 "exit \(MPI_Finalize\)" 75 \
+    --set train.max_steps=10000000
+FREEZE_THEN=
+
 # A slow commit is not a vanished peer: rank 0's on_save takes twice the
 # timeout inside the final commit, and rank 1, waiting in short agreements,
 # sees rank 0 answer throughout (exit 0, no comm_timeout record).

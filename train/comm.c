@@ -3,6 +3,8 @@
 #include "comm.h"
 #include "../util/util.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +135,105 @@ int comm_is_mpi(void) { return comm_world > 1; }
 
 #ifdef SPOTRAIN_MPI
 
+/* ---- the guard of blocking MPI calls ------------------------------------
+ * MPI_Init_thread, MPI_Comm_split_type and MPI_Finalize wait for every peer
+ * and have no form that can be polled or cancelled. A thread watches the
+ * one in progress; past spot.comm_timeout_seconds it prints the timeout
+ * line and ends the process (the main thread is inside MPI, and no MPI
+ * call may be made from here), and mpirun then ends the other ranks. */
+static pthread_mutex_t comm_guard_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t comm_guard_cv = PTHREAD_COND_INITIALIZER;
+static int comm_guard_started;
+static long comm_guard_armed;   /* generation of the armed call; 0 = none */
+static const char *comm_guard_what;
+static int comm_guard_code;
+static double comm_guard_t0, comm_guard_limit;
+static pthread_t comm_guard_th;
+
+static void comm_guard_fire(double waited)
+{
+    char msg[400];
+    int n = snprintf(msg, sizeof msg,
+                     "spotrain: %s: rank %d of %d waited %.0f s for the other ranks (spot.comm_timeout_seconds "
+                     "= %g); a peer vanished or hung; exiting %d so the job is restarted\n",
+                     comm_guard_what, comm_me, comm_world, waited, comm_guard_limit, comm_guard_code);
+    ssize_t w = write(STDERR_FILENO, msg, n > 0 ? (size_t)n : 0);
+    (void)w;
+    _exit(comm_guard_code);   /* exit() would run atexit handlers that call into MPI */
+}
+
+static void *comm_guard_thread(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&comm_guard_mu);
+    for (;;) {
+        while (!comm_guard_armed)
+            pthread_cond_wait(&comm_guard_cv, &comm_guard_mu);
+        long gen = comm_guard_armed;
+        double end = comm_guard_t0 + comm_guard_limit;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);   /* the condition variable's clock */
+        double at = (double)ts.tv_sec + ts.tv_nsec * 1e-9 + (end - util_now());
+        ts.tv_sec = (time_t)at;
+        ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
+        int e = 0;
+        while (comm_guard_armed == gen && e != ETIMEDOUT)
+            e = pthread_cond_timedwait(&comm_guard_cv, &comm_guard_mu, &ts);
+        double waited = util_now() - comm_guard_t0;
+        if (comm_guard_armed == gen && waited >= comm_guard_limit)
+            comm_guard_fire(waited);
+    }
+    return NULL;
+}
+
+/* Starts watching a blocking call (with no timeout set, nothing). A guard
+ * that cannot start leaves the call unbounded, as it was: not an error. */
+static void comm_guard_arm(const char *what, int code)
+{
+    static long generation;
+    if (comm_timeout <= 0)
+        return;
+    pthread_mutex_lock(&comm_guard_mu);
+    if (!comm_guard_started) {
+        sigset_t all, old;
+        sigfillset(&all);   /* signals stay with the main thread (spot's handlers) */
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        comm_guard_started = pthread_create(&comm_guard_th, NULL, comm_guard_thread, NULL) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (comm_guard_started)
+            pthread_detach(comm_guard_th);
+    }
+    comm_guard_what = what;
+    comm_guard_code = code;
+    comm_guard_limit = comm_timeout;
+    comm_guard_t0 = util_now();
+    comm_guard_armed = ++generation;
+    pthread_cond_signal(&comm_guard_cv);
+    pthread_mutex_unlock(&comm_guard_mu);
+}
+
+static void comm_guard_disarm(void)
+{
+    pthread_mutex_lock(&comm_guard_mu);
+    comm_guard_armed = 0;
+    pthread_cond_signal(&comm_guard_cv);
+    pthread_mutex_unlock(&comm_guard_mu);
+}
+
+/* The launcher's rank and size before MPI_Init (first variable set). */
+static const char *const comm_rank_vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID", NULL};
+static const char *const comm_size_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS", NULL};
+
+static int comm_launcher_int(const char *const *vars, int fallback)
+{
+    for (int i = 0; vars[i]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return atoi(v);
+    }
+    return fallback;
+}
+
 static int comm_check(int err, const char *what)
 {
     if (err == MPI_SUCCESS)
@@ -237,10 +338,12 @@ int comm_local_rank(void)
     int local = 0;
     if (comm_world == 1)
         return 0;
-    /* Blocking and not boundable (MPI has no non-blocking form of the
-     * split): a peer frozen here hangs the start. Only the CUDA backend
-     * calls it, and only when the launcher set no local rank. */
-    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm_me, MPI_INFO_NULL, &node) != MPI_SUCCESS)
+    /* MPI has no non-blocking split: the guard bounds it. Only the CUDA
+     * backend calls it, and only when the launcher set no local rank. */
+    comm_guard_arm("start-up: local rank (MPI_Comm_split_type)", ST_WATCHDOG);
+    int err = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm_me, MPI_INFO_NULL, &node);
+    comm_guard_disarm();
+    if (err != MPI_SUCCESS)
         return 0;
     MPI_Comm_rank(node, &local);
     MPI_Comm_free(&node);
@@ -256,10 +359,18 @@ int comm_init(int *argc, char ***argv)
     const char *ch = getenv("SPOTRAIN_COMM_CHUNK");
     if (ch && *ch)
         comm_set_chunk((size_t)strtoull(ch, NULL, 10));
-    /* Blocking and not boundable: the launcher's start-up exchange, before
-     * any wait of ours can apply spot.comm_timeout_seconds. */
-    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    comm_me = comm_launcher_int(comm_rank_vars, 0);   /* for the guard's line and the test hook, until MPI says */
+    comm_world = comm_launcher_int(comm_size_vars, 1);
+    comm_test_freeze("preinit");
+    /* The launcher's start-up exchange waits for every peer to reach it. */
+    comm_guard_arm("start-up (MPI_Init)", ST_WATCHDOG);
+    int err = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    comm_guard_disarm();
+    if (err != MPI_SUCCESS) {
+        comm_me = 0;
+        comm_world = 1;
         return util_fail(ST_UNAVAILABLE, "MPI_Init failed; run under mpirun or build with MPI=0");
+    }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_size(MPI_COMM_WORLD, &comm_world);
     MPI_Comm_rank(MPI_COMM_WORLD, &comm_me);
@@ -267,17 +378,23 @@ int comm_init(int *argc, char ***argv)
     return comm_count_hosts();
 }
 
-/* MPI_Finalize synchronizes with every peer and cannot be bounded: after a
- * failed wait it would hang on the peer that stopped answering, so the job
- * is aborted instead. Callers reach it otherwise only after a bounded exit
- * barrier (train_run), which leaves a peer vanishing in between the only
- * unbounded moment. */
-void comm_finalize(void)
+/* MPI_Finalize synchronizes with every peer: after a failed wait it would
+ * hang on the peer that stopped answering, so the job is aborted instead.
+ * Otherwise callers reach it after a bounded exit barrier (train_run), and
+ * the guard bounds the moment after it. A run that ended cleanly has
+ * nothing left to lose, but mpirun counts a rank that leaves without
+ * finishing MPI_Finalize as failed whatever its code, so the guard's code
+ * is 86 (restart: the resume finds the run complete); a stop keeps its 75. */
+void comm_finalize(int rc)
 {
     if (comm_mpi_on && comm_broken && comm_world > 1)
         MPI_Abort(MPI_COMM_WORLD, ST_WATCHDOG);
-    if (comm_mpi_on)
-        MPI_Finalize();
+    if (!comm_mpi_on)
+        return;
+    comm_test_freeze("finalize");
+    comm_guard_arm("exit (MPI_Finalize)", rc != ST_OK ? rc : ST_WATCHDOG);
+    MPI_Finalize();
+    comm_guard_disarm();
 }
 
 void comm_abort(int code)
@@ -428,7 +545,7 @@ int comm_barrier(void)
 
 int comm_init(int *argc, char ***argv) { return ST_OK; }
 int comm_local_rank(void) { return 0; }
-void comm_finalize(void) {}
+void comm_finalize(int rc) { (void)rc; }
 void comm_abort(int code) {}
 int comm_reduce_scatter(float *g, size_t n) { return ST_OK; }
 int comm_allgather(float *p, size_t n) { return ST_OK; }

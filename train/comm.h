@@ -9,8 +9,10 @@
 
 int comm_init(int *argc, char ***argv);
 /* After a failed wait for a peer: MPI_Abort(86), since MPI_Finalize would
- * wait for that peer. */
-void comm_finalize(void);
+ * wait for that peer. Otherwise MPI_Finalize, bounded by
+ * spot.comm_timeout_seconds: past it the process ends with rc (86 when rc
+ * is 0: mpirun fails a rank that did not finish MPI_Finalize anyway). */
+void comm_finalize(int rc);
 /* Ends every rank with code (MPI_Abort): for errors that leave peers
  * blocked in a collective. Only main.c calls it. */
 void comm_abort(int code);
