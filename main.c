@@ -76,6 +76,9 @@ static int main_version(void)
            ""
 #endif
     );
+    char advice[320];
+    if (backend_cpu_blas_check(advice, sizeof advice))
+        printf("warning: %s\n", advice);
 #ifdef SPOTRAIN_CUDA
     cuda_describe(stdout);
 #else

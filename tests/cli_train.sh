@@ -184,4 +184,15 @@ if [ "$n" -ge 2 ]; then t_ok "auto interval: bounds hold, checkpoints every 0.3 
 else t_bad "auto interval: checkpoints within the bounds" "$n"; fi
 t_exit "auto interval: min_seconds above max_seconds is a config error" 78 "min_seconds" "$S" train /dev/null $FAST \
     --set train.run_dir=autobad --set checkpoint.min_seconds=10 --set checkpoint.max_seconds=5
+# OpenBLAS kernels older than the CPU (a CPU model OpenBLAS does not know):
+# the training log warns exactly when --version does, and a forced
+# OPENBLAS_CORETYPE silences both.
+want=$("$S" --version | grep "^warning: OpenBLAS chose")
+got=$("$S" train /dev/null ${FAST% --quiet} --set train.run_dir=blaswarn --set train.max_steps=1 2>&1 | grep "^warning: OpenBLAS chose")
+said=silent
+[ -z "$want" ] || said=warned
+if [ "$want" = "$got" ]; then t_ok "OpenBLAS kernel warning: the log agrees with --version ($said here)"
+else t_bad "OpenBLAS kernel warning: the log agrees with --version" "version: '$want' log: '$got'"; fi
+t_exit "OpenBLAS kernel warning: silent with OPENBLAS_CORETYPE set" 1 "" \
+    sh -c 'OPENBLAS_CORETYPE=Prescott "$1" --version | grep -q "^warning: OpenBLAS"' sh "$S"
 t_end

@@ -121,8 +121,37 @@ static void test_cpu_flush(void)
     model_layout_free(&L);
 }
 
+/* The start-up warning when OpenBLAS runs kernels older than the CPU. */
+static void test_blas_advice(void)
+{
+    char out[320];
+    EXPECT(backend_cpu_blas_advice("Prescott", 1, 1, 0, out, sizeof out) == 1);
+    EXPECT(strstr(out, "Prescott") && strstr(out, "AVX-512") && strstr(out, "OPENBLAS_CORETYPE=SkylakeX"));
+    EXPECT(backend_cpu_blas_advice("Sandybridge", 1, 0, 0, out, sizeof out) == 1);
+    EXPECT(strstr(out, "OPENBLAS_CORETYPE=Haswell") && !strstr(out, "SkylakeX") && !strstr(out, "AVX-512"));
+    EXPECT(backend_cpu_blas_advice("prescott", 1, 0, 0, out, sizeof out) == 1);   /* names vary in case */
+    /* Kernels that match the CPU, a CPU that has no AVX2, the user's own choice: silent. */
+    EXPECT(backend_cpu_blas_advice("Haswell", 1, 0, 0, out, sizeof out) == 0 && out[0] == 0);
+    EXPECT(backend_cpu_blas_advice("SkylakeX", 1, 1, 0, out, sizeof out) == 0 && out[0] == 0);
+    EXPECT(backend_cpu_blas_advice("Zen", 1, 0, 0, out, sizeof out) == 0 && out[0] == 0);
+    EXPECT(backend_cpu_blas_advice("Prescott", 0, 0, 0, out, sizeof out) == 0 && out[0] == 0);
+    EXPECT(backend_cpu_blas_advice("Prescott", 1, 1, 1, out, sizeof out) == 0 && out[0] == 0);
+    EXPECT(backend_cpu_blas_advice(NULL, 1, 1, 0, out, sizeof out) == 0 && out[0] == 0);
+    /* The backend carries this process's answer for the trainer to log. */
+    model_shape s = test_tiny_shape();
+    model_layout L;
+    backend *b = NULL;
+    EXPECT(model_layout_init(&L, &s) == ST_OK);
+    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 1, 0, 1, 0}) == ST_OK && b);
+    EXPECT(b && backend_cpu_blas_check(out, sizeof out) == (b->warning[0] != 0) && !strcmp(out, b->warning));
+    if (b)
+        b->destroy(b);
+    model_layout_free(&L);
+}
+
 int main(void)
 {
+    harness_run("cpu: a warning when OpenBLAS's kernels are older than the CPU", test_blas_advice);
     harness_run("continuity compares backend, precision, device", test_continuity);
     harness_run("SPOTRAIN_DEVICE_NAME overrides the reported device", test_override);
     harness_run("cpu: fp32 only, device and libraries named", test_cpu_precision);

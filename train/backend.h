@@ -29,6 +29,7 @@ struct backend {
     const char *precision;  /* compute precision in use */
     char device[128];       /* the model: a CPU's model name, "NVIDIA H200" (recorded in checkpoints) */
     char libraries[256];    /* versions of the numeric libraries in use (recorded in checkpoints) */
+    char warning[320];      /* one line the trainer logs at start ("" = none): a slow set-up */
     const model_layout *L;
     size_t lo, hi;          /* this rank's range of the flat vector */
     int rank, world;
@@ -85,6 +86,17 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
 /* The CPU backend's host array (BK_*; m and v hold [lo,hi) only): for the
  * numerics tests and benchmarks of this backend, never for the loop. */
 float *backend_cpu_host(backend *b, int array);
+
+/* What to tell a user whose OpenBLAS runs kernels older than the CPU:
+ * OpenBLAS picks its kernels by CPU model, and a model it does not know
+ * (e.g. a cloud's "Intel(R) Xeon(R) Processor") gets Prescott's, SSE3 only,
+ * on a CPU with AVX2 or AVX-512. core: openblas_get_corename(); avx2,
+ * avx512: what the CPU has; forced: OPENBLAS_CORETYPE is set (the user's
+ * choice stands). Writes one line into out and returns 1 when the kernels
+ * are older than the CPU, else writes "" and returns 0. */
+int backend_cpu_blas_advice(const char *core, int avx2, int avx512, int forced, char *out, size_t cap);
+/* The same for this process: its OpenBLAS, its CPU, its environment. */
+int backend_cpu_blas_check(char *out, size_t cap);
 
 /* Picks by o->name: "cpu", "cuda", or "auto" (CUDA when compiled in and a
  * device is present, else CPU). ST_UNAVAILABLE with one line naming what is

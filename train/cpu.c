@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Activations one layer keeps for its backward pass. */
 typedef struct {
@@ -730,6 +731,33 @@ static void cpu_flush_denormals(int nt)
 #endif
 }
 
+int backend_cpu_blas_advice(const char *core, int avx2, int avx512, int forced, char *out, size_t cap)
+{
+    /* OpenBLAS's x86-64 kernel sets without AVX2 and FMA. */
+    static const char *const old[] = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "opteron",
+                                      "opteron(sse3)", "barcelona", "bobcat", "sandybridge", "bulldozer",
+                                      "piledriver", "katmai", "coppermine", "northwood", "banias", NULL};
+    int slow = 0;
+    snprintf(out, cap, "%s", "");
+    for (int i = 0; core && old[i] && !slow; i++)
+        slow = !strcasecmp(core, old[i]);
+    if (!slow || !avx2 || forced)
+        return 0;
+    snprintf(out, cap,
+             "OpenBLAS chose its %s kernels, but this CPU has %s; matrix products may run several times slower "
+             "(3.6x measured on one such machine); set OPENBLAS_CORETYPE=%s in the environment",
+             core, avx512 ? "AVX2 and AVX-512" : "AVX2", avx512 ? "SkylakeX (or Haswell)" : "Haswell");
+    return 1;
+}
+
+int backend_cpu_blas_check(char *out, size_t cap)
+{
+    __builtin_cpu_init();
+    return backend_cpu_blas_advice(openblas_get_corename(),
+                                   __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
+                                   __builtin_cpu_supports("avx512f"), getenv("OPENBLAS_CORETYPE") != NULL, out, cap);
+}
+
 int backend_cpu_create(backend **out, const model_layout *L, const backend_opts *o)
 {
     *out = NULL;
@@ -750,6 +778,7 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     be->precision = "fp32";
     cpu_model_name(be->device, sizeof be->device);
     snprintf(be->libraries, sizeof be->libraries, "%s", openblas_get_config());
+    backend_cpu_blas_check(be->warning, sizeof be->warning);
     be->L = L;
     be->rank = o->rank;
     be->world = o->world > 0 ? o->world : 1;

@@ -1008,6 +1008,8 @@ static int trainer_open(trainer *t, const cfg *c)
                        t->world, (int)c->flush_denormals};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
+    if (t->b->warning[0])
+        trainer_log(t, "warning: %s", t->b->warning);
     if ((rc = trainer_scaler(t)) != ST_OK)
         return rc;
     if ((rc = trainer_alloc(t)) != ST_OK)
