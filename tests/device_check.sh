@@ -157,7 +157,7 @@ run_test() {   # name binary
         pass "$1: $last"
     else
         grep -E "^FAIL|expected|differ" "$out" | head -20 >&2
-        fail "$1: $last (exit $rc; $out)"
+        fail "$1: $last (exit $rc; $out)$(grep -m1 "^SKIP" "$out" | sed "s/^/: /")"
     fi
 }
 if [ "$DRY" != 1 ]; then
