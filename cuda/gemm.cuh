@@ -38,17 +38,22 @@ static int cuda_lt_open(cuda_lt_api *a, char *why, size_t cap)
     static const char *names[] = {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"};
     memset(a, 0, sizeof *a);
     const char *env = getenv("SPOTRAIN_CUBLASLT");
+    char first[160] = "";   /* the first failure's reason: later tries overwrite dlerror() */
     if (env && *env) {
         a->so = dlopen(env, RTLD_NOW | RTLD_LOCAL);
         snprintf(a->path, sizeof a->path, "%s", env);
+        if (!a->so)
+            snprintf(first, sizeof first, "%s", dlerror());
     }
     for (size_t i = 0; !a->so && i < sizeof names / sizeof names[0]; i++) {
         a->so = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
         snprintf(a->path, sizeof a->path, "%s", names[i]);
+        if (!a->so && !first[0])
+            snprintf(first, sizeof first, "%s", dlerror());
     }
     if (!a->so) {
-        snprintf(why, cap, "cuBLASLt not found (libcublasLt.so.13: %s); add its directory to LD_LIBRARY_PATH "
-                 "or set SPOTRAIN_CUBLASLT", dlerror());
+        snprintf(why, cap, "cuBLASLt not found (%.160s); add its directory to LD_LIBRARY_PATH or set "
+                 "SPOTRAIN_CUBLASLT", first);
         return -1;
     }
 #define CUDA_LT_SYM(field, name)                                                                       \
