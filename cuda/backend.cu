@@ -35,11 +35,8 @@ typedef struct {
     float *rope_cos, *rope_sin;      /* [seq_len, head_dim/2] */
     cuda_adamw_seg *seg;
     int nseg;
-    /* More than one rank (or SPOTRAIN_NCCL=1): the NCCL data plane. With a
-     * 2-byte working copy only that is gathered, so the fp32 master is
-     * current on this rank's range only (master_partial). */
+    /* More than one rank (or SPOTRAIN_NCCL=1): the NCCL data plane. */
     cuda_nccl *nccl;
-    int master_partial;
     double *loss_acc, *eval_acc, *sumsq, *sumsq_part;
     double *h_scalar;                /* pinned: one double read back */
     int32_t *h_tokens;               /* pinned staging: a micro-batch's ids, then its embedding index */
@@ -527,18 +524,31 @@ static int cuda_reduce_grads(backend *be)
     return c->nccl ? cuda_nccl_reduce_scatter(c->nccl, c->grads, be->L->n_floats, c->stream) : ST_OK;
 }
 
-/* What the next forward reads: the working copy under bf16/fp16 (half the
- * bytes of fp32), the master otherwise. */
+/* The fp32 master is gathered under bf16/fp16 too: the embedding and the
+ * norm weights are read from the master (cuda_encoder_forward,
+ * cuda_rmsnorm_*), so gathering only the 2-byte working copy left them
+ * stale on every rank that does not own them (after a resume, which loads
+ * only [lo,hi): zero). The other ranks' ranges of the working copy are
+ * then the gathered master rounded here, the same cuda_st<T> bits adamw
+ * wrote on their owners. Twice the bytes of gathering the working copy;
+ * gathering only the embedding and norm ranges in fp32 would be cheaper. */
 static int cuda_gather_params(backend *be)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
+    size_t n = be->L->n_floats, lo = be->lo, hi = be->hi;
+    int rc = ST_OK;
     if (!c->nccl)
         return ST_OK;
-    if (c->work) {
-        c->master_partial = be->world > 1;
-        return cuda_nccl_allgather(c->nccl, c->work, be->L->n_floats, cuda_prec_bytes(c->prec), c->stream);
+    CU_OK(cuda_nccl_allgather(c->nccl, c->master, n, sizeof(float), c->stream));
+    if (c->prec == CUDA_BF16) {
+        CU_OK(cuda_convert<__nv_bfloat16>(c->stream, (__nv_bfloat16 *)c->work, c->master, (int64_t)lo));
+        CU_OK(cuda_convert<__nv_bfloat16>(c->stream, (__nv_bfloat16 *)c->work + hi, c->master + hi, (int64_t)(n - hi)));
+    } else if (c->prec == CUDA_FP16) {
+        CU_OK(cuda_convert<__half>(c->stream, (__half *)c->work, c->master, (int64_t)lo));
+        CU_OK(cuda_convert<__half>(c->stream, (__half *)c->work + hi, c->master + hi, (int64_t)(n - hi)));
     }
-    return cuda_nccl_allgather(c->nccl, c->master, be->L->n_floats, sizeof(float), c->stream);
+exit:
+    return rc;
 }
 
 static int cuda_grad_sumsq(backend *be, double *out)
@@ -598,11 +608,6 @@ static int cuda_range_ok(const backend *be, int array, size_t off, size_t n, flo
     if (array == BK_PARAMS || array == BK_GRADS) {
         if (off > N || n > N - off)
             return util_fail(ST_SOFTWARE, "backend cuda: range [%zu, +%zu) outside the %zu parameters", off, n, N);
-        if (array == BK_PARAMS && c->master_partial && n > 0 && (off < be->lo || off + n > be->hi))
-            return util_fail(ST_SOFTWARE, "backend cuda: fp32 parameters [%zu, +%zu) asked for, but with %d ranks "
-                             "under %s only this rank's [%zu, %zu) is current (the working copy is what is "
-                             "gathered); read a checkpoint instead", off, n, be->world, cuda_prec_name(c->prec),
-                             be->lo, be->hi);
         *base = (array == BK_PARAMS ? c->master : c->grads) + off;
         return ST_OK;
     }
@@ -672,6 +677,11 @@ static int cuda_snapshot_wait(backend *be)
     float ms = 0;
     if (!c->snap_recorded)
         return ST_OK;
+    /* The checkpoint writer's thread calls this: the current device is per
+     * host thread and starts at 0, and the first runtime call would make
+     * GPU 0's primary context current there (its memory taken on GPU 0 by
+     * every rank of a node). Cheap when already set. */
+    CU_TRY(cudaSetDevice(c->dev));
     CU_TRY(cudaEventSynchronize(c->ev_snap));
     if (cudaEventElapsedTime(&ms, c->ev_snap0, c->ev_snap) == cudaSuccess)
         c->snap_ms += ms;

@@ -38,17 +38,22 @@ static int cuda_lt_open(cuda_lt_api *a, char *why, size_t cap)
     static const char *names[] = {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"};
     memset(a, 0, sizeof *a);
     const char *env = getenv("SPOTRAIN_CUBLASLT");
+    char first[160] = "";   /* the first failure's reason: later tries overwrite dlerror() */
     if (env && *env) {
         a->so = dlopen(env, RTLD_NOW | RTLD_LOCAL);
         snprintf(a->path, sizeof a->path, "%s", env);
+        if (!a->so)
+            snprintf(first, sizeof first, "%s", dlerror());
     }
     for (size_t i = 0; !a->so && i < sizeof names / sizeof names[0]; i++) {
         a->so = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
         snprintf(a->path, sizeof a->path, "%s", names[i]);
+        if (!a->so && !first[0])
+            snprintf(first, sizeof first, "%s", dlerror());
     }
     if (!a->so) {
-        snprintf(why, cap, "cuBLASLt not found (libcublasLt.so.13: %s); add its directory to LD_LIBRARY_PATH "
-                 "or set SPOTRAIN_CUBLASLT", dlerror());
+        snprintf(why, cap, "cuBLASLt not found (%.160s); add its directory to LD_LIBRARY_PATH or set "
+                 "SPOTRAIN_CUBLASLT", first);
         return -1;
     }
 #define CUDA_LT_SYM(field, name)                                                                       \
@@ -180,17 +185,22 @@ static int cuda_gemm_prepare(cuda_gemm_ctx *x, cuda_gemm_entry *e, const char *n
                          c->ldb, c->batch, c->stride_b) ||
         cuda_gemm_layout(x, &e->c, (cudaDataType_t)k->c_type, c->m, c->n, c->ldc, c->batch, c->stride_c))
         goto fail;
-    if (x->api.pref_create(&pref) != CUBLAS_STATUS_SUCCESS)
+    /* Checked: a library that ignored the reduction mask could pick an
+     * in-place (atomic) split-K, and determinism would be lost silently. */
+    if (x->api.pref_create(&pref) != CUBLAS_STATUS_SUCCESS ||
+        x->api.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws) != CUBLAS_STATUS_SUCCESS ||
+        x->api.pref_set(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &scheme, sizeof scheme) !=
+            CUBLAS_STATUS_SUCCESS)
         goto fail;
-    x->api.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-    x->api.pref_set(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &scheme, sizeof scheme);
     for (int i = 0; i < 4; i++) {
         uint32_t al = (uint32_t)k->align[i];
-        x->api.pref_set(pref, (cublasLtMatmulPreferenceAttributes_t)(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES + i),
-                        &al, sizeof al);
+        if (x->api.pref_set(pref, (cublasLtMatmulPreferenceAttributes_t)(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES + i),
+                            &al, sizeof al) != CUBLAS_STATUS_SUCCESS)
+            goto fail;
     }
+    /* A returned result is usable only when its own state says so. */
     if (x->api.heuristic(x->h, e->op, e->a, e->b, e->c, e->c, pref, 1, &res, &found) != CUBLAS_STATUS_SUCCESS ||
-        found < 1)
+        found < 1 || res.state != CUBLAS_STATUS_SUCCESS || res.workspaceSize > ws)
         goto fail;
     e->algo = res.algo;
     x->api.pref_destroy(pref);

@@ -1,17 +1,25 @@
 #!/bin/bash
-# The one prepared command for a machine with one GPU (budget: 6 minutes on
-# an H200). Build on the development machine with `make device-build`
-# (MPI=0, small libraries static), copy the tree with build/device, then
-#   bash tests/device_check.sh
-# It finds cuBLASLt and NCCL where the machine keeps them (LD_LIBRARY_PATH,
-# CUDA directories, python site-packages nvidia/*/lib), runs every check
-# below and ends with one summary: GPU, driver, libraries; kernels vs CPU;
-# CPU vs CUDA parity; determinism; SIGTERM -> 75 -> resume; cross-backend
-# resume; fp16 dynamic loss scaling (overflow skips, bitwise resume, the
-# manifest, the continuity warning); the NCCL data plane at world size 1 and
-# `selftest comm` on it; compute-sanitizer; the ~1.2B benchmark beside
-# PyTorch eager.
-# Exit 0 when every check passed, 1 otherwise.
+# The one prepared command for a machine with one GPU (budget: DC_BUDGET
+# seconds of script time, 330 by default, so that the call with the
+# machine's start stays near 6 minutes). Here: `make device-bundle` (the
+# DEVICE=1 build, MPI=0, small libraries static, packed into
+# build/device.tar.xz, ~7 MB: the three binaries unpacked are ~85 MB, over
+# the 64 MiB a device call may carry); there, from the repository root:
+#   bash tests/device_check.sh            (device tool: carry build/device.tar.xz)
+# It unpacks the bundle when build/device/spotrain is missing or older, finds
+# cuBLASLt and NCCL where the machine keeps them (LD_LIBRARY_PATH, CUDA
+# directories, ldconfig, python site-packages nvidia/*/lib), runs every
+# check below and ends with one summary: GPU, driver, libraries; kernels vs
+# CPU; CPU vs CUDA parity; determinism; SIGTERM -> 75 -> resume;
+# cross-backend resume; fp16 dynamic loss scaling (overflow skips, bitwise
+# resume, the manifest, the continuity warning); the NCCL data plane at
+# world size 1 and `selftest comm` on it; compute-sanitizer; the ~1.2B
+# benchmark beside PyTorch eager. A section that fails does not stop the
+# later ones; a section the time budget cannot fit is reported as SKIP.
+# With $OUT set (the device tool sets it) the summary is rewritten to
+# $OUT/summary.txt after every line, so a call cut off at its limit still
+# returns what ran, and the logs go to $OUT/logs.tar.gz at the end.
+# Exit 0 when every check passed, 1 otherwise (2 when only skips).
 # DC_CPU_DRYRUN=1 rehearses the script's own logic on a machine without a
 # GPU: the training checks on the CPU backend with a small model, the
 # device-only checks skipped (it proves the script, not the GPU code).
@@ -24,23 +32,74 @@ BIN=${SPOTRAIN_BIN:-$ROOT/build/device/spotrain}
 TB=${SPOTRAIN_TESTS:-$ROOT/build/device/tests}
 W=$(mktemp -d "${TMPDIR:-/tmp}/spotrain-dc.XXXXXX")
 T_START=$(date +%s)
+BUDGET=${DC_BUDGET:-330}
+DEADLINE=$((T_START + BUDGET))
 SUMMARY=""
 FAILED=0
+SKIPPED=0
+O=${OUT:-}
+[ -n "$O" ] && { mkdir -p "$O" 2>/dev/null || O=""; }
 note() { printf '%s\n' "$*" >&2; }
-res() { SUMMARY="$SUMMARY$1
-"; note "== $1"; }
+# Each line also rewrites $OUT/summary.txt: a call killed at its limit
+# still brings back every line written so far.
+res() {
+    SUMMARY="$SUMMARY$1
+"
+    note "== $1"
+    [ -n "$O" ] && printf '%s(running: %ss of %ss)\n' "$SUMMARY" "$(( $(date +%s) - T_START ))" "$BUDGET" \
+        >"$O/summary.txt" 2>/dev/null
+    return 0   # callers chain "check && pass || fail"
+}
 fail() { FAILED=1; res "FAIL $*"; }
 pass() { res "ok   $*"; }
+skip() { SKIPPED=1; res "SKIP $* (DC_BUDGET=$BUDGET s spent; raise it to run this)"; }
+# cap WANT [RESERVE]: the seconds a command may run: WANT, or less when the
+# budget left after RESERVE (kept for the sections after it) is smaller;
+# 0 when under 10 s would be left (the caller skips).
+cap() {
+    local l=$((DEADLINE - $(date +%s) - ${2:-0}))
+    [ "$l" -gt "$1" ] && l=$1
+    [ "$l" -lt 10 ] && l=0
+    echo "$l"
+}
+# Seconds kept for the benchmark while the earlier sections run.
+R_BENCH=100
+[ "$DRY" = 1 ] && R_BENCH=0
+finish() {
+    local how="$1"
+    printf '\n===== device_check summary (%s%ss of %ss, work dir %s) =====\n%s' "$how" \
+        "$(( $(date +%s) - T_START ))" "$BUDGET" "$W" "$SUMMARY"
+    if [ -n "$O" ]; then
+        printf '%s(finished in %ss; exit %s)\n' "$SUMMARY" "$(( $(date +%s) - T_START ))" "$2" >"$O/summary.txt"
+        (cd "$W" 2>/dev/null && find . -maxdepth 2 -type f \( -name '*.err' -o -name '*.txt' -o -name events.jsonl \) \
+            -size -20M -print0 | tar -czf "$O/logs.tar.gz" --null -T - 2>/dev/null)
+    fi
+    exit "$2"
+}
+dc_exit() { if [ $FAILED = 1 ]; then echo 1; elif [ $SKIPPED = 1 ]; then echo 2; else echo 0; fi; }
 
 [ "$DRY" = 1 ] && BIN=${SPOTRAIN_BIN:-$ROOT/build/spotrain}
-[ -x "$BIN" ] || { echo "device_check: $BIN missing: run 'make device-build' and copy build/device" >&2; exit 1; }
+# The bundle `make device-bundle` packs; python's tarfile where tar lacks
+# xz. Also when it is newer than what an earlier call on the same (warm)
+# machine unpacked: the binaries keep their build times, the bundle is newer.
+if [ -z "${SPOTRAIN_BIN:-}" ] && [ -f "$ROOT/build/device.tar.xz" ] &&
+    { [ ! -x "$BIN" ] || [ "$ROOT/build/device.tar.xz" -nt "$BIN" ]; }; then
+    mkdir -p "$ROOT/build/device" &&
+        { tar -C "$ROOT/build/device" -xJf "$ROOT/build/device.tar.xz" 2>/dev/null ||
+          python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+              "$ROOT/build/device.tar.xz" "$ROOT/build/device"; }
+fi
+[ -x "$BIN" ] || { res "FAIL $BIN missing: run 'make device-bundle' here and carry build/device.tar.xz"; FAILED=1; finish "" 1; }
+res "cpu: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, avx2 $(grep -qw avx2 /proc/cpuinfo && echo yes || echo NO: the x86-64-v3 binary will die with SIGILL)"
 
 # --- libraries ---------------------------------------------------------------
 lib_dirs() {
     echo "$LD_LIBRARY_PATH" | tr ':' '\n'
-    echo /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu /usr/lib64 \
-        /usr/local/lib /opt/conda/lib | tr ' ' '\n'
-    ls -d /usr/local/cuda-*/lib64 2>/dev/null
+    echo /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
+        /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/lib /opt/conda/lib | tr ' ' '\n'
+    # Toolkits assembled from pip wheels keep them in lib, not lib64.
+    ls -d /usr/local/cuda-*/lib64 /usr/local/cuda-*/lib /usr/local/cuda-*/targets/x86_64-linux/lib 2>/dev/null
+    ldconfig -p 2>/dev/null | sed -n 's/.*libcublasLt\.so\.1[23] .*=> \(.*\)\/[^/]*$/\1/p; s/.*libnccl\.so\.2 .*=> \(.*\)\/[^/]*$/\1/p'
     for py in python3 /usr/bin/python3; do
         command -v "$py" >/dev/null 2>&1 || continue
         "$py" - <<'PY' 2>/dev/null
@@ -62,32 +121,43 @@ find_lib() {
 }
 LT_DIR=$(find_lib libcublasLt.so.13 libcublasLt.so.12)
 NCCL_DIR=$(find_lib libnccl.so.2)
+# Last resort: a bounded search of the usual roots.
+[ -z "$LT_DIR" ] && LT_DIR=$(timeout 20 find /usr /opt -name 'libcublasLt.so.1[23]' -print -quit 2>/dev/null | xargs -r dirname)
+[ -z "$NCCL_DIR" ] && NCCL_DIR=$(timeout 20 find /usr /opt -name 'libnccl.so.2' -print -quit 2>/dev/null | xargs -r dirname)
 export LD_LIBRARY_PATH="${LT_DIR:+$LT_DIR:}${NCCL_DIR:+$NCCL_DIR:}$LD_LIBRARY_PATH"
-SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer \
+    /usr/local/cuda*/compute-sanitizer/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -1)
 
 GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
 res "gpu: ${GPU:-unknown (nvidia-smi failed)}"
 res "cuBLASLt dir: ${LT_DIR:-NOT FOUND}; NCCL dir: ${NCCL_DIR:-not found}"
-"$BIN" --version >"$W/version.txt" 2>&1
+timeout 60 "$BIN" --version >"$W/version.txt" 2>&1
 while IFS= read -r l; do res "  $l"; done <"$W/version.txt"
 if [ "$DRY" != 1 ] && ! grep -q "^devices: [1-9]" "$W/version.txt"; then
     fail "no CUDA device visible to spotrain; stopping"
-    printf '\n===== device_check summary =====\n%s' "$SUMMARY"
-    exit 1
+    finish "" 1
+fi
+if [ "$DRY" != 1 ] && ! grep -q "^cublasLt: [0-9]" "$W/version.txt"; then
+    fail "spotrain cannot open cuBLASLt (see the cublasLt line above); stopping"
+    finish "" 1
 fi
 
 # --- unit checks on the device ------------------------------------------------
 run_test() {   # name binary
-    local out="$W/$1.txt"
-    timeout 240 "$2" >"$out" 2>&1
+    local out="$W/$1.txt" t
+    t=$(cap 90 "$R_BENCH")   # seconds on an H200 when the kernels are right
+    [ "$t" = 0 ] && { skip "$1"; return; }
+    timeout -k 5 "$t" "$2" >"$out" 2>&1
     local rc=$? last
-    last=$(tail -1 "$out")
+    # The harness's "N passed, N failed" line (stderr may come after it).
+    last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -1)
+    [ -z "$last" ] && last="no summary line: $(tail -1 "$out")"
     grep -E "^    " "$out" | head -40 >&2
     if [ $rc -eq 0 ] && echo "$last" | grep -q " 0 failed" && ! echo "$last" | grep -q "^0 passed"; then
         pass "$1: $last"
     else
         grep -E "^FAIL|expected|differ" "$out" | head -20 >&2
-        fail "$1: $last (exit $rc; $out)"
+        fail "$1: $last (exit $rc; $out)$(grep -m1 "^SKIP" "$out" | sed "s/^/: /")"
     fi
 }
 if [ "$DRY" != 1 ]; then
@@ -107,7 +177,7 @@ MED="--set model.dim=1024 --set model.n_layers=8 --set model.n_heads=8 --set mod
 TINY="--set model.preset=tiny --set train.global_batch=8 --set train.micro_batch=4 --set train.val_every=0 \
 --set checkpoint.interval_steps=10 --set spot.provider=none --set train.log_every=1 --quiet"
 digest() {
-    "$BIN" ckpt inspect "$1" --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])' 2>/dev/null
+    timeout 60 "$BIN" ckpt inspect "$1" --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])' 2>/dev/null
 }
 lastloss() {
     python3 - "$1" <<'PY' 2>/dev/null
@@ -120,11 +190,28 @@ for line in open(sys.argv[1]):
 print(v)
 PY
 }
-cd "$W" || exit 1
+# T WANT CMD...: CMD under timeout, capped by the budget left after the
+# current reserve R; exit 124 at once when nothing is left.
+R=$R_BENCH
+T() {
+    local t
+    t=$(cap "$1" "$R")
+    shift
+    [ "$t" = 0 ] && { note "device_check: no time left for: $*"; return 124; }
+    timeout -k 5 "$t" "$@"
+}
+# section NAME MIN: false (and a SKIP line) when under MIN seconds are left.
+section() {
+    [ "$(cap "$2" "$R")" -ge "$2" ] 2>/dev/null && return 0
+    skip "$1"
+    return 1
+}
+cd "$W" || finish "" 1
 
-timeout 120 "$BIN" train /dev/null $MED --set train.max_steps=30 --set train.run_dir=det1 2>det1.err
+if section determinism 60; then
+T 120 "$BIN" train /dev/null $MED --set train.max_steps=30 --set train.run_dir=det1 2>det1.err
 r1=$?
-timeout 120 "$BIN" train /dev/null $MED --set train.max_steps=30 --set train.run_dir=det2 2>det2.err
+T 120 "$BIN" train /dev/null $MED --set train.max_steps=30 --set train.run_dir=det2 2>det2.err
 r2=$?
 d1=$(digest det1/ckpt/step-00000030)
 d2=$(digest det2/ckpt/step-00000030)
@@ -133,12 +220,15 @@ if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ -n "$d1" ] && [ "$d1" = "$d2" ]; then
 else
     fail "determinism: exits $r1 $r2, digests '$d1' vs '$d2' (det1.err, det2.err in $W)"
 fi
+rm -rf det1/ckpt det2/ckpt   # ~2 GB each; only the digests are needed later
+fi
 
+if section SIGTERM 60; then
 # SIGTERM mid-run -> 75 with a durable checkpoint -> resume -> same digests.
 "$BIN" train /dev/null $MED --set train.max_steps=30 --set train.run_dir=sig 2>sig.err &
 pid=$!
 i=0
-while [ $i -lt 3000 ]; do
+while [ $i -lt 6000 ] && [ "$(date +%s)" -lt $((DEADLINE - R)) ]; do
     n=$(grep -c '"event":"step"' sig/events.jsonl 2>/dev/null)
     [ "${n:-0}" -ge 6 ] && break
     kill -0 $pid 2>/dev/null || break
@@ -146,10 +236,15 @@ while [ $i -lt 3000 ]; do
     i=$((i + 1))
 done
 kill -TERM $pid 2>/dev/null
+# Bounded: a trainer that hangs after the signal is killed (exit 137).
+wt=$(cap 90 "$R"); [ "$wt" -lt 20 ] && wt=20
+( sleep "$wt"; kill -KILL $pid 2>/dev/null ) &
+wd=$!
 wait $pid
 rs=$?
+kill $wd 2>/dev/null
 stop=""; for f in sig/ckpt/step-*; do case $f in *.tmp) ;; *) [ -e "$f" ] && stop=${f##*/} ;; esac; done
-timeout 120 "$BIN" resume /dev/null $MED --set train.max_steps=30 --set train.run_dir=sig 2>>sig.err
+T 120 "$BIN" resume /dev/null $MED --set train.max_steps=30 --set train.run_dir=sig 2>>sig.err
 rr=$?
 ds=$(digest sig/ckpt/step-00000030)
 if [ $rs -eq 75 ] && [ $rr -eq 0 ] && [ "$ds" = "$d1" ]; then
@@ -159,25 +254,30 @@ elif [ $rs -eq 0 ]; then
 else
     fail "SIGTERM: exit $rs (want 75) at '$stop', resume exit $rr, digest '$ds' vs '$d1' (sig.err)"
 fi
+rm -rf sig/ckpt
+fi
 
+if section cross-backend 40; then
 # Cross-backend resume (tiny preset, fp32 on both so losses are comparable).
-timeout 120 "$BIN" train /dev/null $TINY --set train.backend=$GB --set train.precision=fp32 \
+T 120 "$BIN" train /dev/null $TINY --set train.backend=$GB --set train.precision=fp32 \
     --set train.max_steps=10 --set train.run_dir=g2c 2>g2c.err &&
-    timeout 120 "$BIN" resume /dev/null $TINY --set train.backend=cpu --set train.max_steps=20 \
+    T 120 "$BIN" resume /dev/null $TINY --set train.backend=cpu --set train.max_steps=20 \
         --set train.run_dir=g2c 2>>g2c.err
 rg=$?
-timeout 120 "$BIN" train /dev/null $TINY --set train.backend=cpu --set train.max_steps=10 \
+T 120 "$BIN" train /dev/null $TINY --set train.backend=cpu --set train.max_steps=10 \
     --set train.run_dir=c2g 2>c2g.err &&
-    timeout 120 "$BIN" resume /dev/null $TINY --set train.backend=$GB --set train.precision=fp32 \
+    T 120 "$BIN" resume /dev/null $TINY --set train.backend=$GB --set train.precision=fp32 \
         --set train.max_steps=20 --set train.run_dir=c2g 2>>c2g.err
 rc2=$?
-timeout 120 "$BIN" train /dev/null $TINY --set train.backend=cpu --set train.max_steps=20 \
+T 120 "$BIN" train /dev/null $TINY --set train.backend=cpu --set train.max_steps=20 \
     --set train.run_dir=cpu20 2>cpu20.err
 lg=$(lastloss g2c/events.jsonl) lc=$(lastloss c2g/events.jsonl) l0=$(lastloss cpu20/events.jsonl)
 if [ $rg -eq 0 ] && [ $rc2 -eq 0 ] && python3 -c "import sys; a,b,c=map(float,sys.argv[1:]); sys.exit(0 if abs(a-c)<=1e-3*abs(c) and abs(b-c)<=1e-3*abs(c) else 1)" "$lg" "$lc" "$l0"; then
     pass "cross-backend resume: GPU->CPU loss $lg, CPU->GPU loss $lc, CPU only $l0 (step 20)"
 else
     fail "cross-backend resume: exits $rg $rc2, losses GPU->CPU '$lg' CPU->GPU '$lc' CPU only '$l0' (g2c.err c2g.err)"
+fi
+rm -rf g2c/ckpt c2g/ckpt cpu20/ckpt
 fi
 
 # fp16 with dynamic loss scaling. A first scale of 2^30 overflows fp16 for
@@ -195,7 +295,8 @@ else
     FP_OTHER=bf16
 fi
 FP="$FP --set train.loss_scale_window=5 --set checkpoint.keep_last=10"
-timeout 120 "$BIN" train /dev/null $MED $FP --set train.max_steps=30 --set train.run_dir=fp16 2>fp16.err
+if section "fp16 loss scaling" 60; then
+T 120 "$BIN" train /dev/null $MED $FP --set train.max_steps=30 --set train.run_dir=fp16 2>fp16.err
 rf=$?
 fpcheck=$(python3 - fp16/events.jsonl "$FP_FIRST" <<'PY' 2>&1
 import json, math, sys
@@ -229,7 +330,7 @@ else
     fail "$FP_PREC dynamic loss scaling: exit $rf: $fpcheck (fp16.err)"
 fi
 mkdir -p fp16-aside && mv fp16/ckpt/step-00000020 fp16/ckpt/step-00000030 fp16-aside/ 2>/dev/null
-timeout 120 "$BIN" resume /dev/null $MED $FP --set train.max_steps=30 --set train.run_dir=fp16 2>>fp16.err
+T 120 "$BIN" resume /dev/null $MED $FP --set train.max_steps=30 --set train.run_dir=fp16 2>>fp16.err
 rr=$?
 da=$(digest fp16-aside/step-00000030) db=$(digest fp16/ckpt/step-00000030)
 if [ $rr -eq 0 ] && [ -n "$da" ] && [ "$da" = "$db" ]; then
@@ -237,14 +338,14 @@ if [ $rr -eq 0 ] && [ -n "$da" ] && [ "$da" = "$db" ]; then
 else
     fail "$FP_PREC loss scaling: resume exit $rr, digest '$db' vs uninterrupted '$da' (fp16.err)"
 fi
-man=$("$BIN" ckpt inspect fp16/ckpt/step-00000030 --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["backend"], d["precision"], d["loss_scaling"], d["loss_scale"], "|", d["device"], "|", d["libraries"])' 2>&1)
+man=$(timeout 60 "$BIN" ckpt inspect fp16/ckpt/step-00000030 --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["backend"], d["precision"], d["loss_scaling"], d["loss_scale"], "|", d["device"], "|", d["libraries"])' 2>&1)
 if echo "$man" | grep -q "^$GB $FP_PREC dynamic "; then
     pass "manifest: $man"
 else
     fail "manifest: '$man' (want $GB $FP_PREC dynamic ...)"
 fi
 if [ -n "$FP_OTHER" ]; then
-    timeout 120 "$BIN" resume /dev/null $MED --set train.precision=$FP_OTHER --set train.max_steps=32 \
+    T 120 "$BIN" resume /dev/null $MED --set train.precision=$FP_OTHER --set train.max_steps=32 \
         --set train.run_dir=fp16 --set train.log_every=1 2>fp16-bf16.err
     rw=$?
     nw=$(grep -c "not bitwise continuous: precision fp16 -> $FP_OTHER" fp16-bf16.err)
@@ -253,11 +354,13 @@ if [ -n "$FP_OTHER" ]; then
     else
         fail "fp16 checkpoint resumed in $FP_OTHER: exit $rw, $nw warning lines (fp16-bf16.err)"
     fi
-    timeout 120 "$BIN" train /dev/null $MED --set train.precision=fp16 --set train.loss_scale=128 \
+    T 120 "$BIN" train /dev/null $MED --set train.precision=fp16 --set train.loss_scale=128 \
         --set train.max_steps=3 --set train.run_dir=fp16-fixed 2>fp16-fixed.err
-    fx=$("$BIN" ckpt inspect fp16-fixed/ckpt/step-00000003 --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["loss_scaling"], d["loss_scale"])' 2>&1)
+    fx=$(timeout 60 "$BIN" ckpt inspect fp16-fixed/ckpt/step-00000003 --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["loss_scaling"], d["loss_scale"])' 2>&1)
     [ "$fx" = "fixed 128.0" ] && pass "fp16 train.loss_scale = 128: fixed scale recorded" \
         || fail "fp16 train.loss_scale = 128: manifest says '$fx' (fp16-fixed.err)"
+fi
+rm -rf fp16/ckpt fp16-aside fp16-fixed/ckpt
 fi
 
 # The NCCL data plane at world size 1 (one GPU cannot hold two NCCL ranks):
@@ -267,10 +370,10 @@ fi
 # `selftest comm` on the cuda backend: bitwise checks, bandwidth, transport.
 if [ "$DRY" != 1 ] && [ -z "$NCCL_DIR" ]; then
     fail "NCCL: libnccl.so.2 not found; the data plane checks did not run"
-else
+elif section NCCL 40; then
     if [ "$DRY" != 1 ]; then
         # Not --quiet: the backend's log line names the data plane it opened.
-        SPOTRAIN_NCCL=1 timeout 120 "$BIN" train /dev/null $(echo "$MED" | sed 's/--quiet//') --set train.max_steps=30 \
+        T 120 env SPOTRAIN_NCCL=1 "$BIN" train /dev/null $(echo "$MED" | sed 's/--quiet//') --set train.max_steps=30 \
             --set train.run_dir=nccl1 2>nccl1.err
         rn=$?
         dn=$(digest nccl1/ckpt/step-00000030)
@@ -279,8 +382,9 @@ else
         else
             fail "NCCL path at world 1: exit $rn, digest '$dn' vs '$d1' (nccl1.err: $(tail -1 nccl1.err))"
         fi
+        rm -rf nccl1/ckpt
     fi
-    timeout 120 "$BIN" selftest comm /dev/null $TINY --set train.backend=$GB >selftest.txt 2>selftest.err
+    T 120 "$BIN" selftest comm /dev/null $TINY --set train.backend=$GB >selftest.txt 2>selftest.err
     rst=$?
     if [ $rst -eq 0 ] && grep -q "every size bitwise right" selftest.txt &&
         { [ "$DRY" = 1 ] || grep -q "^data plane: NCCL" selftest.txt; }; then
@@ -294,30 +398,33 @@ fi
 # compute-sanitizer memcheck on one tiny step (bf16, then fp32).
 if [ "$DRY" = 1 ]; then
     res "skip compute-sanitizer and the benchmark (DC_CPU_DRYRUN)"
-elif [ -n "$SAN" ]; then
+elif [ -z "$SAN" ]; then
+    fail "compute-sanitizer not found"
+elif section compute-sanitizer 40; then
     ok=1
     for p in bf16 fp32; do
-        timeout 240 "$SAN" --tool memcheck --error-exitcode 99 "$BIN" train /dev/null $TINY --set train.backend=cuda \
+        T 120 "$SAN" --tool memcheck --error-exitcode 99 "$BIN" train /dev/null $TINY --set train.backend=cuda \
             --set train.precision=$p --set train.max_steps=1 --set train.global_batch=4 --set train.run_dir=san-$p \
             >san-$p.txt 2>&1 || ok=0
     done
     if [ $ok = 1 ]; then pass "compute-sanitizer memcheck: one tiny step, bf16 and fp32: $(grep -h 'ERROR SUMMARY' san-*.txt | tr '\n' ' ')"
     else fail "compute-sanitizer: $(grep -h 'ERROR SUMMARY' san-*.txt | tr '\n' ' ') (san-*.txt in $W)"; grep -m5 -h "Invalid\|Error" san-*.txt >&2; fi
-else
-    fail "compute-sanitizer not found"
 fi
 
 # --- benchmark: ~1.2B deepseek-shaped, bf16, beside PyTorch eager --------------
-[ "$DRY" = 1 ] && { printf '\n===== device_check summary (dry run on the CPU, %ss, work dir %s) =====\n%s' \
-    "$(( $(date +%s) - T_START ))" "$W" "$SUMMARY"; exit $FAILED; }
+[ "$DRY" = 1 ] && finish "dry run on the CPU, " "$(dc_exit)"
+R=0
+section benchmark 60 || finish "" "$(dc_exit)"
 BD=2048 BL=16 BH=16 BKV=16 BF=5504 BV=102400 BT=2048 BB=${BENCH_MICRO:-8} BS=${BENCH_STEPS:-14}
 BIG="--set model.dim=$BD --set model.n_layers=$BL --set model.n_heads=$BH --set model.n_kv_heads=$BKV \
 --set model.ffn_dim=$BF --set model.vocab_size=$BV --set model.seq_len=$BT --set train.global_batch=$BB \
 --set train.micro_batch=$BB --set train.val_every=0 --set train.log_every=1 --set train.max_steps=$BS \
 --set checkpoint.interval_steps=10 --set checkpoint.codec=none --set data.synthetic_samples=200000 \
 --set spot.provider=none --set train.backend=cuda --set train.precision=bf16"
-fpt=$("$BIN" train /dev/null $BIG --dry-run 2>/dev/null | sed -n 's/^flops per token (fwd+bwd): //p')
-SPOTRAIN_CUDA_PROFILE=1 timeout 300 "$BIN" train /dev/null $BIG --set train.run_dir=bench 2>bench.err
+fpt=$(timeout 60 "$BIN" train /dev/null $BIG --dry-run 2>/dev/null | sed -n 's/^flops per token (fwd+bwd): //p')
+# What is left goes to spotrain first, then PyTorch (its GEMM ceiling, then
+# its training steps): each gets about half of the rest.
+T $(( $(cap 600) / 2 + 30 )) env SPOTRAIN_CUDA_PROFILE=1 "$BIN" train /dev/null $BIG --set train.run_dir=bench 2>bench.err
 rb=$?
 tps=$(python3 - bench/events.jsonl <<'PY' 2>/dev/null
 import json, statistics, sys
@@ -326,15 +433,18 @@ print("%.0f" % statistics.median(v) if v else "")
 PY
 )
 stall=$(python3 -c 'import json,sys; v=[o["stall_ms"] for o in map(json.loads, open(sys.argv[1])) if o.get("event")=="checkpoint"]; print("%.1f" % v[-1] if v else "?")' bench/events.jsonl 2>/dev/null)
-ceil=$(timeout 120 python3 "$ROOT/bench/torch_gpu.py" gemm 2>/dev/null | sed -n 's/^gemm_bf16_tflops //p')
-timeout 300 python3 "$ROOT/bench/torch_gpu.py" train $BD $BL $BH $BKV $BF $BV $BT $BB 8 >torch.txt 2>torch.err
+ceil=$(T 45 python3 "$ROOT/bench/torch_gpu.py" gemm 2>/dev/null | sed -n 's/^gemm_bf16_tflops //p')
+T 300 python3 "$ROOT/bench/torch_gpu.py" train $BD $BL $BH $BKV $BF $BV $BT $BB 8 >torch.txt 2>torch.err
 ttps=$(sed -n 's/^torch_tokens_per_s //p' torch.txt)
 tpeak=$(sed -n 's/^torch_peak_gib //p' torch.txt)
 tver=$(sed -n 's/^torch_version //p' torch.txt)
 split=$(grep -o "step time split.*" bench.err | tail -1)
 mem=$(grep -o "device memory in use.*" bench.err | tail -1)
 snap=$(grep -o "checkpoint snapshot.*" bench.err | tail -1)
-if [ $rb -eq 0 ] && [ -n "$tps" ] && [ -n "$fpt" ]; then
+rm -rf bench/ckpt
+# Steps that ran count even when the final save did not finish in time.
+[ $rb -ne 0 ] && [ -n "$tps" ] && fail "bench: spotrain exit $rb after its steps (bench.err: $(tail -1 bench.err))"
+if [ -n "$tps" ] && [ -n "$fpt" ]; then
     read -r mfu_spec mfu_meas <<EOF2
 $(python3 -c "import sys; t,f=float(sys.argv[1]),float(sys.argv[2]); c=float(sys.argv[3] or 0); print('%.1f' % (100*t*f/989e12), '%.1f' % (100*t*f/(c*1e12)) if c else '?')" "$tps" "$fpt" "${ceil:-0}")
 EOF2
@@ -351,5 +461,4 @@ else
     tail -3 bench.err >&2
 fi
 
-printf '\n===== device_check summary (%ss, work dir %s) =====\n%s' "$(( $(date +%s) - T_START ))" "$W" "$SUMMARY"
-exit $FAILED
+finish "" "$(dc_exit)"
