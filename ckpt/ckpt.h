@@ -122,6 +122,9 @@ int ckpt_writer_commit(ckpt_writer *w, int64_t step);
 int64_t ckpt_writer_committed(ckpt_writer *w, ckpt_result *res);
 /* Blocks until the queue is empty (or timeout_s passes: returns ST_TEMPFAIL). */
 int ckpt_writer_drain(ckpt_writer *w, double timeout_s);
+/* Ends the writer's thread (after what it is doing), keeping its buffer:
+ * a backend that page-locked the buffer unpins it before it is freed. */
+void ckpt_writer_stop(ckpt_writer *w);
 void ckpt_writer_close(ckpt_writer *w);
 
 /* Reading. */

@@ -643,17 +643,23 @@ int ckpt_writer_drain(ckpt_writer *w, double timeout_s)
     return rc;
 }
 
+void ckpt_writer_stop(ckpt_writer *w)
+{
+    if (!w || !w->th_started)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->th, NULL);
+    w->th_started = 0;
+}
+
 void ckpt_writer_close(ckpt_writer *w)
 {
     if (!w)
         return;
-    if (w->th_started) {
-        pthread_mutex_lock(&w->mu);
-        w->stop = 1;
-        pthread_cond_broadcast(&w->cv);
-        pthread_mutex_unlock(&w->mu);
-        pthread_join(w->th, NULL);
-    }
+    ckpt_writer_stop(w);
     ckpt_pool_free(w->pool);
     for (int i = 0; w->ws && i < w->o.threads; i++)
         ckpt_codec_ws_free(&w->ws[i]);

@@ -1033,10 +1033,13 @@ static int trainer_open(trainer *t, const cfg *c)
 static void trainer_close(trainer *t)
 {
     ckpt_uploader_close(t->up);
-    if (t->w)
-        ckpt_writer_close(t->w);
+    /* The writer's thread may still wait on the backend's snapshot; the
+     * backend unpins the writer's buffer; then the buffer can go. */
+    ckpt_writer_stop(t->w);
     if (t->b)
         t->b->destroy(t->b);
+    if (t->w)
+        ckpt_writer_close(t->w);
     data_close(t->d);
     ledger_close(&t->lg);
     model_layout_free(&t->L);
