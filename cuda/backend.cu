@@ -35,8 +35,11 @@ typedef struct {
     float *rope_cos, *rope_sin;      /* [seq_len, head_dim/2] */
     cuda_adamw_seg *seg;
     int nseg;
-    /* More than one rank (or SPOTRAIN_NCCL=1): the NCCL data plane. */
+    /* More than one rank (or SPOTRAIN_NCCL=1): the NCCL data plane. With a
+     * 2-byte working copy only that is gathered, so the fp32 master is
+     * current on this rank's range only (master_partial). */
     cuda_nccl *nccl;
+    int master_partial;
     double *loss_acc, *eval_acc, *sumsq, *sumsq_part;
     double *h_scalar;                /* pinned: one double read back */
     int32_t *h_tokens;               /* pinned staging: a micro-batch's ids, then its embedding index */
@@ -268,7 +271,7 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
     T *qkv = (T *)CUDA_GBUF(c, CA_QKV);
     cuda_gemm g;
     int rc = ST_OK;
-    CU_OK(cuda_encoder_forward(s, (float *)CUDA_ABUF(c, CA_RES, 0), c->master + model_embed(L)->offset, tok, d->N,
+    CU_OK(cuda_encoder_forward(s, (float *)CUDA_ABUF(c, CA_RES, 0), W + model_embed(L)->offset, tok, d->N,
                                d->T, stride, d->D));
     for (int64_t l = 0; l < d->L; l++) {
         float *res = (float *)CUDA_ABUF(c, CA_RES, l), *mid = (float *)CUDA_ABUF(c, CA_MID, l);
@@ -276,7 +279,7 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
         T *xn1 = (T *)CUDA_ABUF(c, CA_XN1, l), *xn2 = (T *)CUDA_ABUF(c, CA_XN2, l), *ao = (T *)CUDA_ABUF(c, CA_AO, l);
         T *q = (T *)CUDA_ABUF(c, CA_Q, l), *k = (T *)CUDA_ABUF(c, CA_K, l), *v = (T *)CUDA_ABUF(c, CA_V, l);
         T *gu = (T *)CUDA_ABUF(c, CA_GU, l), *h = (T *)CUDA_ABUF(c, CA_H, l);
-        CU_OK(cuda_rmsnorm_forward<T>(s, xn1, (float *)CUDA_ABUF(c, CA_RS1, l), res, c->master + cuda_off(be, l, MODEL_LN1),
+        CU_OK(cuda_rmsnorm_forward<T>(s, xn1, (float *)CUDA_ABUF(c, CA_RS1, l), res, W + cuda_off(be, l, MODEL_LN1),
                                       d->N, d->D, c->s.norm_eps));
         g = cuda_gemm_plan(d, CUDA_G_QKV, 0);
         CU_OK(cuda_gemm_run(x, &g, xn1, W + cuda_off(be, l, MODEL_Q), NULL, qkv));
@@ -285,7 +288,7 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
                                         (float *)CUDA_ABUF(c, CA_SINV, l), q, k, v));
         g = cuda_gemm_plan(d, CUDA_G_O, 0);
         CU_OK(cuda_gemm_run(x, &g, ao, W + cuda_off(be, l, MODEL_O), res, mid));
-        CU_OK(cuda_rmsnorm_forward<T>(s, xn2, (float *)CUDA_ABUF(c, CA_RS2, l), mid, c->master + cuda_off(be, l, MODEL_LN2),
+        CU_OK(cuda_rmsnorm_forward<T>(s, xn2, (float *)CUDA_ABUF(c, CA_RS2, l), mid, W + cuda_off(be, l, MODEL_LN2),
                                       d->N, d->D, c->s.norm_eps));
         g = cuda_gemm_plan(d, CUDA_G_GU, 0);
         CU_OK(cuda_gemm_run(x, &g, xn2, W + cuda_off(be, l, MODEL_GATE), NULL, gu));
@@ -294,7 +297,7 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
         CU_OK(cuda_gemm_run(x, &g, h, W + cuda_off(be, l, MODEL_DOWN), mid, next));
     }
     CU_OK(cuda_rmsnorm_forward<T>(s, (T *)CUDA_GBUF(c, CA_XNF), (float *)CUDA_GBUF(c, CA_RSF),
-                                  (float *)CUDA_GBUF(c, CA_FINAL_RES), c->master + model_final_norm(L)->offset, d->N,
+                                  (float *)CUDA_GBUF(c, CA_FINAL_RES), W + model_final_norm(L)->offset, d->N,
                                   d->D, c->s.norm_eps));
 exit:
     return rc;
@@ -339,7 +342,7 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     cudaStream_t s = c->stream;
     cuda_gemm_ctx *x = &c->gemm;
     T *W = cuda_w<T>(c);
-    float *G = c->grads, *M = c->master;
+    float *G = c->grads;
     float *dres = (float *)CUDA_GBUF(c, CA_DRES), *dxn = (float *)CUDA_GBUF(c, CA_DXN), *dh = (float *)CUDA_GBUF(c, CA_DH);
     T *dres_ct = (T *)CUDA_GBUF(c, CA_DRES_CT), *dgu = (T *)CUDA_GBUF(c, CA_DGU), *dao = (T *)CUDA_GBUF(c, CA_DAO);
     T *dqkv = (T *)CUDA_GBUF(c, CA_QKV);
@@ -351,7 +354,7 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     cuda_gemm g;
     int rc = ST_OK;
     CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + fn, part, dxn, (float *)CUDA_GBUF(c, CA_FINAL_RES),
-                                   (float *)CUDA_GBUF(c, CA_RSF), M + fn, d->N, d->D, d->norm_rows, 0));
+                                   (float *)CUDA_GBUF(c, CA_RSF), W + fn, d->N, d->D, d->norm_rows, 0));
     for (int64_t l = d->L - 1; l >= 0; l--) {
         size_t od = cuda_off(be, l, MODEL_DOWN), og = cuda_off(be, l, MODEL_GATE), oo = cuda_off(be, l, MODEL_O);
         size_t oq = cuda_off(be, l, MODEL_Q), o1 = cuda_off(be, l, MODEL_LN1), o2 = cuda_off(be, l, MODEL_LN2);
@@ -366,7 +369,7 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
         g = cuda_gemm_plan(d, CUDA_G_DXN2, 0);
         CU_OK(cuda_gemm_run(x, &g, dgu, W + og, NULL, dxn));
         CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + o2, part, dxn, (float *)CUDA_ABUF(c, CA_MID, l),
-                                       (float *)CUDA_ABUF(c, CA_RS2, l), M + o2, d->N, d->D, d->norm_rows, 1));
+                                       (float *)CUDA_ABUF(c, CA_RS2, l), W + o2, d->N, d->D, d->norm_rows, 1));
         /* attention */
         g = cuda_gemm_plan(d, CUDA_G_DAO, 0);
         CU_OK(cuda_gemm_run(x, &g, dres_ct, W + oo, NULL, dao));
@@ -382,7 +385,7 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
         g = cuda_gemm_plan(d, CUDA_G_DXN1, 0);
         CU_OK(cuda_gemm_run(x, &g, dqkv, W + oq, NULL, dxn));
         CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + o1, part, dxn, (float *)CUDA_ABUF(c, CA_RES, l),
-                                       (float *)CUDA_ABUF(c, CA_RS1, l), M + o1, d->N, d->D, d->norm_rows, 1));
+                                       (float *)CUDA_ABUF(c, CA_RS1, l), W + o1, d->N, d->D, d->norm_rows, 1));
     }
     CU_OK(cuda_encoder_backward(s, G + model_embed(L)->offset, dres, (const int32_t *)CUDA_GBUF(c, CA_EMBIDX),
                                 c->emb_u, d->D));
@@ -524,31 +527,20 @@ static int cuda_reduce_grads(backend *be)
     return c->nccl ? cuda_nccl_reduce_scatter(c->nccl, c->grads, be->L->n_floats, c->stream) : ST_OK;
 }
 
-/* The fp32 master is gathered under bf16/fp16 too: the embedding and the
- * norm weights are read from the master (cuda_encoder_forward,
- * cuda_rmsnorm_*), so gathering only the 2-byte working copy left them
- * stale on every rank that does not own them (after a resume, which loads
- * only [lo,hi): zero). The other ranks' ranges of the working copy are
- * then the gathered master rounded here, the same cuda_st<T> bits adamw
- * wrote on their owners. Twice the bytes of gathering the working copy;
- * gathering only the embedding and norm ranges in fp32 would be cheaper. */
+/* What the next forward reads, whole on every rank: the working copy under
+ * bf16/fp16 (half the bytes of fp32; the embedding and norm kernels read
+ * it too), the master otherwise. So the fp32 master is current on this
+ * rank's range only (master_partial). */
 static int cuda_gather_params(backend *be)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
-    size_t n = be->L->n_floats, lo = be->lo, hi = be->hi;
-    int rc = ST_OK;
     if (!c->nccl)
         return ST_OK;
-    CU_OK(cuda_nccl_allgather(c->nccl, c->master, n, sizeof(float), c->stream));
-    if (c->prec == CUDA_BF16) {
-        CU_OK(cuda_convert<__nv_bfloat16>(c->stream, (__nv_bfloat16 *)c->work, c->master, (int64_t)lo));
-        CU_OK(cuda_convert<__nv_bfloat16>(c->stream, (__nv_bfloat16 *)c->work + hi, c->master + hi, (int64_t)(n - hi)));
-    } else if (c->prec == CUDA_FP16) {
-        CU_OK(cuda_convert<__half>(c->stream, (__half *)c->work, c->master, (int64_t)lo));
-        CU_OK(cuda_convert<__half>(c->stream, (__half *)c->work + hi, c->master + hi, (int64_t)(n - hi)));
+    if (c->work) {
+        c->master_partial = be->world > 1;
+        return cuda_nccl_allgather(c->nccl, c->work, be->L->n_floats, cuda_prec_bytes(c->prec), c->stream);
     }
-exit:
-    return rc;
+    return cuda_nccl_allgather(c->nccl, c->master, be->L->n_floats, sizeof(float), c->stream);
 }
 
 static int cuda_grad_sumsq(backend *be, double *out)
@@ -608,6 +600,11 @@ static int cuda_range_ok(const backend *be, int array, size_t off, size_t n, flo
     if (array == BK_PARAMS || array == BK_GRADS) {
         if (off > N || n > N - off)
             return util_fail(ST_SOFTWARE, "backend cuda: range [%zu, +%zu) outside the %zu parameters", off, n, N);
+        if (array == BK_PARAMS && c->master_partial && n > 0 && (off < be->lo || off + n > be->hi))
+            return util_fail(ST_SOFTWARE, "backend cuda: fp32 parameters [%zu, +%zu) asked for, but with %d ranks "
+                             "under %s only this rank's [%zu, %zu) is current (the working copy is what is "
+                             "gathered); read a checkpoint instead", off, n, be->world, cuda_prec_name(c->prec),
+                             be->lo, be->hi);
         *base = (array == BK_PARAMS ? c->master : c->grads) + off;
         return ST_OK;
     }

@@ -1,5 +1,6 @@
-/* Token embedding: forward gathers rows of the fp32 master table into the
- * residual stream; backward adds gradient rows into the table's gradient
+/* Token embedding: forward gathers rows of the table (the fp32 master, or
+ * the 2-byte working copy under bf16/fp16: what every rank holds whole
+ * after the parameter all-gather) into the fp32 residual stream; backward adds gradient rows into the table's gradient
  * per distinct token (the host-built index of cuda_embed_index), each
  * token's rows in order: the CPU backend's sums, bit for bit, no atomics. */
 #ifndef SPOTRAIN_CUDA_ENCODER_CUH
@@ -13,14 +14,15 @@ __device__ __forceinline__ int64_t cuda_tok(const int32_t *tokens, int64_t n, in
     return (int64_t)tokens[(n / T) * stride + n % T + shift];
 }
 
-static __global__ void cuda_encoder_forward_k(float *out, const float *emb, const int32_t *tokens, int64_t N,
+template <typename W>
+static __global__ void cuda_encoder_forward_k(float *out, const W *emb, const int32_t *tokens, int64_t N,
                                               int64_t T, int64_t stride, int64_t D)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * D)
         return;
     int64_t n = i / D, j = i % D;
-    out[i] = emb[cuda_tok(tokens, n, T, stride, 0) * D + j];
+    out[i] = cuda_f(emb[cuda_tok(tokens, n, T, stride, 0) * D + j]);
 }
 
 /* idx: [U, tok[U], start[U+1], rows[N]]; block b: token b / nbj, columns
@@ -39,11 +41,12 @@ static __global__ void cuda_encoder_backward_k(float *__restrict__ gemb, const f
     *g = acc;
 }
 
-static int cuda_encoder_forward(cudaStream_t s, float *out, const float *emb, const int32_t *tokens, int64_t N,
+template <typename W>
+static int cuda_encoder_forward(cudaStream_t s, float *out, const W *emb, const int32_t *tokens, int64_t N,
                                 int64_t T, int64_t stride, int64_t D)
 {
     int rc = ST_OK;
-    cuda_encoder_forward_k<<<cuda_blocks(N * D, 256), 256, 0, s>>>(out, emb, tokens, N, T, stride, D);
+    cuda_encoder_forward_k<W><<<cuda_blocks(N * D, 256), 256, 0, s>>>(out, emb, tokens, N, T, stride, D);
     CU_LAUNCHED();
 exit:
     return rc;

@@ -1,5 +1,6 @@
 /* RMSNorm forward and backward, one block per row, with the CPU backend's
  * formulas (train/cpu.c) and elem_rms_scale: sums of squares in double.
+ * The weight w is W: fp32, or the 2-byte working copy under bf16/fp16.
  * The weight gradient sums rows in fixed chunks, then the chunks in order:
  * no atomics, the same bits every run. */
 #ifndef SPOTRAIN_CUDA_RMSNORM_CUH
@@ -9,8 +10,8 @@
 
 enum { CUDA_NORM_THREADS = 256 };
 
-template <typename T>
-static __global__ void cuda_rmsnorm_forward_k(T *out, float *rs, const float *x, const float *w, int64_t D, double eps)
+template <typename T, typename W>
+static __global__ void cuda_rmsnorm_forward_k(T *out, float *rs, const float *x, const W *w, int64_t D, double eps)
 {
     __shared__ double sh[32];
     int64_t n = blockIdx.x;
@@ -23,26 +24,26 @@ static __global__ void cuda_rmsnorm_forward_k(T *out, float *rs, const float *x,
     if (threadIdx.x == 0)
         rs[n] = r;
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
-        out[n * D + j] = cuda_st<T>((xr[j] * r) * w[j]);
+        out[n * D + j] = cuda_st<T>((xr[j] * r) * cuda_f(w[j]));
 }
 
 /* dx (+)= r (dy w) - x k with k = r^3 (sum dy w x) / D; also the compute
  * type copy of dx (the next products' operand). */
-template <typename T>
+template <typename T, typename W>
 static __global__ void cuda_rmsnorm_backward_k(float *dx, T *dx_ct, const float *dy, const float *x, const float *rs,
-                                        const float *w, int64_t D, int accumulate)
+                                        const W *w, int64_t D, int accumulate)
 {
     __shared__ double sh[32];
     int64_t n = blockIdx.x;
     const float *xr = x + n * D, *g = dy + n * D;
     double dot = 0.0;
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
-        dot += (double)(g[j] * w[j]) * (double)xr[j];
+        dot += (double)(g[j] * cuda_f(w[j])) * (double)xr[j];
     dot = cuda_block_sum(dot, sh);
     float r = rs[n];
     float k = (float)((double)r * r * r * dot / (double)D);
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
-        float d = r * (g[j] * w[j]) - xr[j] * k;
+        float d = r * (g[j] * cuda_f(w[j])) - xr[j] * k;
         if (accumulate)
             d = dx[n * D + j] + d;
         dx[n * D + j] = d;
@@ -75,20 +76,20 @@ static __global__ void cuda_rmsnorm_dw_sum_k(float *dw, const double *part, int6
     dw[j] += (float)acc;
 }
 
-template <typename T>
-static int cuda_rmsnorm_forward(cudaStream_t s, T *out, float *rs, const float *x, const float *w, int64_t N,
+template <typename T, typename W>
+static int cuda_rmsnorm_forward(cudaStream_t s, T *out, float *rs, const float *x, const W *w, int64_t N,
                                 int64_t D, double eps)
 {
     int rc = ST_OK;
-    cuda_rmsnorm_forward_k<T><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(out, rs, x, w, D, eps);
+    cuda_rmsnorm_forward_k<T, W><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(out, rs, x, w, D, eps);
     CU_LAUNCHED();
 exit:
     return rc;
 }
 
-template <typename T>
+template <typename T, typename W>
 static int cuda_rmsnorm_backward(cudaStream_t s, float *dx, T *dx_ct, float *dw, double *part, const float *dy,
-                                 const float *x, const float *rs, const float *w, int64_t N, int64_t D,
+                                 const float *x, const float *rs, const W *w, int64_t N, int64_t D,
                                  int64_t rows, int accumulate)
 {
     int rc = ST_OK;
@@ -97,7 +98,7 @@ static int cuda_rmsnorm_backward(cudaStream_t s, float *dx, T *dx_ct, float *dw,
     CU_LAUNCHED();
     cuda_rmsnorm_dw_sum_k<<<cuda_blocks(D, 128), 128, 0, s>>>(dw, part, nparts, D);
     CU_LAUNCHED();
-    cuda_rmsnorm_backward_k<T><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(dx, dx_ct, dy, x, rs, w, D, accumulate);
+    cuda_rmsnorm_backward_k<T, W><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(dx, dx_ct, dy, x, rs, w, D, accumulate);
     CU_LAUNCHED();
 exit:
     return rc;
