@@ -227,6 +227,18 @@ if [ $rc -eq 75 ] && grep -q "looks unreachable (the line above says why): nothi
     grep '"event":"start"' downdl/events.jsonl | tail -n 1 | grep -q '"code":75,"reason":"resume: a rank could not download s3://'; then
     t_ok "resume with the remote down mid-download: exit 75, nothing trained, the ledger says why"
 else t_bad "resume with the remote down mid-download" "exit $rc: $(tail -n 3 downdl.log) / $(tail -n 2 downdl/events.jsonl 2>&1)"; fi
+# The same outage at the newest remote candidate's check: the listing
+# answers, its manifest never does. An outage, not a damaged checkpoint:
+# the check does not skip it for an older one or start fresh.
+ctl "match=GET+/$B/r1/$s8/manifest.json&fail=100000&status=503"
+"$S" resume /dev/null $F $DOWN --set train.run_dir=downck >downck.log 2>&1
+rc=$?
+ctl "match=&fail=0"
+if [ $rc -eq 75 ] && grep -q "looks unreachable: nothing was trained" downck.log && ! grep -q "skipping step" downck.log &&
+    [ ! -e downck/ckpt/$s12 ] &&
+    grep '"event":"start"' downck/events.jsonl | tail -n 1 | grep -q '"code":75,"reason":"resume: .*503.*looks unreachable'; then
+    t_ok "resume with the remote down at a candidate's check: exit 75, no older candidate, nothing trained"
+else t_bad "resume with the remote down at a candidate's check" "exit $rc: $(tail -n 3 downck.log) / $(tail -n 2 downck/events.jsonl 2>&1)"; fi
 
 # Slow answers in the middle of the download. Every ranged GET of the shard
 # answered 0.3 s late: the resume only takes longer. Then the first two
