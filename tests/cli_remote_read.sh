@@ -344,6 +344,18 @@ if [ $have_mpi -eq 1 ]; then
         grep -q "resuming from s3://$B/r2d/$s4" new22.log && [ "$(digest new22/ckpt/$s12)" = "$ref2" ]; then
         t_ok "2 ranks, damage seen by rank 1 only: both fall back to step 4, bitwise equal to the straight 2-rank run"
     else t_bad "collective fallback" "exit $rc: $(grep -E 'skipping|resuming|mismatch' new22.log | head -n 4)"; fi
+    # 2 ranks, the remote down for rank 1's shard only: an outage on one
+    # rank is an outage for the job (exit 75 on every rank, rank 0 says it
+    # once), not damage to fall back from.
+    ctl "match=GET+/$B/r2/$s8/shard-00001.bin&fail=100000&status=503"
+    $M "$S" resume /dev/null $F --set train.max_steps=12 --set train.run_dir=down2 --set checkpoint.remote="s3://$B/r2" \
+        --set checkpoint.endpoint="$PROXY" --set checkpoint.remote_retries=1 >down2.log 2>&1
+    rc=$?
+    ctl "match=&fail=0"
+    if [ $rc -eq 75 ] && [ "$(grep -c "looks unreachable" down2.log)" -eq 1 ] && ! grep -q "resuming from s3://$B/r2/$s4" down2.log &&
+        [ ! -e down2/ckpt/$s12 ] && grep '"event":"start"' down2/events.jsonl | tail -n 1 | grep -q '"code":75'; then
+        t_ok "2 ranks, the remote down for rank 1's shard: exit 75 on every rank, said once, no fallback, nothing trained"
+    else t_bad "2-rank outage" "exit $rc: $(grep -E 'unreachable|resuming|skipping' down2.log | head -n 4)"; fi
 else
     echo "SKIP elastic remote resume: no mpirun or built with MPI=0"
 fi
