@@ -36,7 +36,8 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 # t_json_field FILE EVENT FIELD: values of FIELD in EVENT records, one a line.
 t_events() {
     /usr/bin/python3 - "$@" <<'PY'
-import json, sys
+import json, signal, sys
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # a reader that stops early (grep -q) is not an error
 path, event, field = sys.argv[1:4]
 for line in open(path):
     try:
