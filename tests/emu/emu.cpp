@@ -1,0 +1,712 @@
+/* The CPU emulation of the CUDA runtime (tests/emu/emu.h): device memory
+ * is malloc'd host memory, tracked so that copies, memsets and frees of a
+ * pointer that is not device memory fail as they would on a GPU; streams
+ * and events are synchronous. A kernel launch runs its blocks one after
+ * another; the threads of a block are ucontext fibers scheduled on this
+ * one OS thread. A fiber runs until it reaches __syncthreads (waits for
+ * every thread of the block), a shuffle (waits for the 32 lanes of its
+ * warp), or returns. When no fiber can run and some still wait, that is a
+ * launch failure with a message saying which barrier and which threads:
+ * threads of the block that return while others wait at __syncthreads,
+ * a shuffle with a lane missing (exited, or a partial warp), or threads
+ * stuck at different barriers. Launch failures are sticky, as on a GPU. */
+#include "emu.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+#include <map>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
+#endif
+#endif
+#ifdef EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+/* gemm.cuh opens $SPOTRAIN_CUBLASLT first: the reference cuBLASLt of
+ * tests/emu/cublaslt.cpp, never a real one the loader might find. */
+#ifdef EMU_CUBLASLT
+__attribute__((constructor)) static void emu_use_reference_cublaslt(void)
+{
+    setenv("SPOTRAIN_CUBLASLT", EMU_CUBLASLT, 1);
+}
+#endif
+
+/* ---- errors ---------------------------------------------------------------- */
+
+static cudaError_t emu_last = cudaSuccess;     /* cudaGetLastError's */
+static cudaError_t emu_sticky = cudaSuccess;   /* a failed kernel: every later call */
+
+static cudaError_t emu_err(cudaError_t e)
+{
+    if (e != cudaSuccess && emu_last == cudaSuccess)
+        emu_last = e;
+    return e;
+}
+
+static void emu_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void emu_say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("cuda emulator: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+cudaError_t cudaGetLastError(void)
+{
+    cudaError_t e = emu_sticky != cudaSuccess ? emu_sticky : emu_last;
+    emu_last = cudaSuccess;
+    return e;
+}
+
+cudaError_t cudaPeekAtLastError(void) { return emu_sticky != cudaSuccess ? emu_sticky : emu_last; }
+
+const char *cudaGetErrorString(cudaError_t e)
+{
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorHostMemoryAlreadyRegistered: return "part or all of the requested memory range is already mapped";
+    case cudaErrorHostMemoryNotRegistered: return "pointer does not correspond to a registered memory region";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    }
+    return "unknown error";
+}
+
+/* Every API call but cudaGetLastError: a failed kernel poisons the context. */
+#define EMU_STICKY()                                                                                   \
+    do {                                                                                               \
+        if (emu_sticky != cudaSuccess)                                                                 \
+            return emu_sticky;                                                                         \
+    } while (0)
+
+/* ---- device, memory --------------------------------------------------------- */
+
+static const size_t emu_total = (size_t)80 << 30;
+static std::map<uintptr_t, size_t> emu_dev, emu_pinned, emu_registered;
+static size_t emu_in_use;
+
+static int emu_inside(const std::map<uintptr_t, size_t> &m, const void *p, size_t bytes)
+{
+    uintptr_t u = (uintptr_t)p;
+    auto it = m.upper_bound(u);
+    if (it == m.begin())
+        return 0;
+    --it;
+    return u >= it->first && bytes <= it->second && u - it->first <= it->second - bytes;
+}
+
+extern "C" int emu_is_device(const void *p, size_t bytes) { return emu_inside(emu_dev, p, bytes); }
+
+static int emu_is_host(const void *p, size_t bytes)
+{
+    return !emu_inside(emu_dev, p, bytes ? bytes : 1);
+}
+
+cudaError_t cudaGetDeviceCount(int *n)
+{
+    *n = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int dev)
+{
+    EMU_STICKY();
+    return emu_err(dev == 0 ? cudaSuccess : cudaErrorInvalidDevice);
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
+{
+    if (dev != 0)
+        return emu_err(cudaErrorInvalidDevice);
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "spotrain CPU emulator");
+    p->totalGlobalMem = emu_total;
+    p->major = 9;
+    p->minor = 0;
+    p->multiProcessorCount = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int *v)
+{
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *v)
+{
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void)
+{
+    EMU_STICKY();
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total)
+{
+    EMU_STICKY();
+    *free_bytes = emu_total - emu_in_use;
+    *total = emu_total;
+    return cudaSuccess;
+}
+
+/* 256-byte aligned like the device allocator; malloc, so ASan sees every
+ * byte past the end of an allocation. */
+static void *emu_alloc(size_t bytes)
+{
+    size_t n = (bytes + 255) / 256 * 256;
+    return aligned_alloc(256, n ? n : 256);
+}
+
+cudaError_t cudaMalloc(void **p, size_t bytes)
+{
+    EMU_STICKY();
+    *p = NULL;
+    if (bytes > emu_total - emu_in_use)
+        return emu_err(cudaErrorMemoryAllocation);
+    void *q = emu_alloc(bytes);
+    if (!q)
+        return emu_err(cudaErrorMemoryAllocation);
+    emu_dev[(uintptr_t)q] = bytes;
+    emu_in_use += bytes;
+    *p = q;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *p)
+{
+    EMU_STICKY();
+    if (!p)
+        return cudaSuccess;
+    auto it = emu_dev.find((uintptr_t)p);
+    if (it == emu_dev.end()) {
+        emu_say("cudaFree of %p, which is not a device allocation", p);
+        return emu_err(cudaErrorInvalidValue);
+    }
+    emu_in_use -= it->second;
+    emu_dev.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void **p, size_t bytes)
+{
+    EMU_STICKY();
+    *p = emu_alloc(bytes);
+    if (!*p)
+        return emu_err(cudaErrorMemoryAllocation);
+    emu_pinned[(uintptr_t)*p] = bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void *p)
+{
+    EMU_STICKY();
+    if (!p)
+        return cudaSuccess;
+    auto it = emu_pinned.find((uintptr_t)p);
+    if (it == emu_pinned.end()) {
+        emu_say("cudaFreeHost of %p, which cudaMallocHost did not return", p);
+        return emu_err(cudaErrorInvalidValue);
+    }
+    emu_pinned.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned flags)
+{
+    EMU_STICKY();
+    (void)flags;
+    if (!p || !bytes || !emu_is_host(p, bytes))
+        return emu_err(cudaErrorInvalidValue);
+    if (emu_registered.count((uintptr_t)p))
+        return emu_err(cudaErrorHostMemoryAlreadyRegistered);
+    emu_registered[(uintptr_t)p] = bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostUnregister(void *p)
+{
+    EMU_STICKY();
+    if (!emu_registered.erase((uintptr_t)p))
+        return emu_err(cudaErrorHostMemoryNotRegistered);
+    return cudaSuccess;
+}
+
+/* The direction must match where the pointers live (the emulator knows
+ * every device allocation): a host pointer handed over as device memory,
+ * or a range running past its allocation, fails as on a GPU. */
+static cudaError_t emu_copy_check(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, const char *what)
+{
+    int dst_dev = emu_is_device(dst, bytes), src_dev = emu_is_device(src, bytes);
+    int ok;
+    switch (kind) {
+    case cudaMemcpyHostToDevice: ok = dst_dev && emu_is_host(src, bytes); break;
+    case cudaMemcpyDeviceToHost: ok = src_dev && emu_is_host(dst, bytes); break;
+    case cudaMemcpyDeviceToDevice: ok = dst_dev && src_dev; break;
+    case cudaMemcpyHostToHost: ok = emu_is_host(dst, bytes) && emu_is_host(src, bytes); break;
+    case cudaMemcpyDefault: ok = (dst_dev || emu_is_host(dst, bytes)) && (src_dev || emu_is_host(src, bytes)); break;
+    default: ok = 0;
+    }
+    if (!ok) {
+        emu_say("%s of %zu bytes %p -> %p (kind %d): a pointer is not where the kind says, or the range runs past "
+                "its device allocation", what, bytes, src, dst, (int)kind);
+        return emu_err(cudaErrorInvalidValue);
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+{
+    EMU_STICKY();
+    if (bytes == 0)
+        return cudaSuccess;
+    cudaError_t e = emu_copy_check(dst, src, bytes, kind, "cudaMemcpy");
+    if (e == cudaSuccess)
+        memmove(dst, src, bytes);
+    return e;
+}
+
+static cudaError_t emu_stream_ok(cudaStream_t s);
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s)
+{
+    EMU_STICKY();
+    if (emu_stream_ok(s) != cudaSuccess)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    if (bytes == 0)
+        return cudaSuccess;
+    cudaError_t e = emu_copy_check(dst, src, bytes, kind, "cudaMemcpyAsync");
+    if (e == cudaSuccess)
+        memmove(dst, src, bytes);
+    return e;
+}
+
+cudaError_t cudaMemset(void *p, int value, size_t bytes)
+{
+    EMU_STICKY();
+    if (bytes == 0)
+        return cudaSuccess;
+    if (!emu_is_device(p, bytes)) {
+        emu_say("cudaMemset of %zu bytes at %p: not inside one device allocation", bytes, p);
+        return emu_err(cudaErrorInvalidValue);
+    }
+    memset(p, value, bytes);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
+{
+    EMU_STICKY();
+    if (emu_stream_ok(s) != cudaSuccess)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    return cudaMemset(p, value, bytes);
+}
+
+/* ---- streams and events (synchronous) ------------------------------------------ */
+
+struct emu_stream {
+    unsigned magic;
+};
+struct emu_event {
+    unsigned magic, flags;
+    int recorded;
+    double t;
+};
+enum { EMU_STREAM_MAGIC = 0x5354524du, EMU_EVENT_MAGIC = 0x45564e54u };
+
+static cudaError_t emu_stream_ok(cudaStream_t s)
+{
+    return !s || s->magic == EMU_STREAM_MAGIC ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+
+static double emu_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
+{
+    EMU_STICKY();
+    (void)flags;
+    *s = (cudaStream_t)calloc(1, sizeof **s);
+    if (!*s)
+        return emu_err(cudaErrorMemoryAllocation);
+    (*s)->magic = EMU_STREAM_MAGIC;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s)
+{
+    if (!s || s->magic != EMU_STREAM_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    s->magic = 0;
+    free(s);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+    EMU_STICKY();
+    return emu_err(emu_stream_ok(s));
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
+{
+    EMU_STICKY();
+    (void)flags;
+    if (emu_stream_ok(s) != cudaSuccess || !e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
+{
+    EMU_STICKY();
+    *e = (cudaEvent_t)calloc(1, sizeof **e);
+    if (!*e)
+        return emu_err(cudaErrorMemoryAllocation);
+    (*e)->magic = EMU_EVENT_MAGIC;
+    (*e)->flags = flags;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e)
+{
+    if (!e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    e->magic = 0;
+    free(e);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
+{
+    EMU_STICKY();
+    if (!e || e->magic != EMU_EVENT_MAGIC || emu_stream_ok(s) != cudaSuccess)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    e->recorded = 1;
+    e->t = emu_now_ms();
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e)
+{
+    EMU_STICKY();
+    if (!e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t e)
+{
+    EMU_STICKY();
+    if (!e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    return cudaSuccess;
+}
+
+/* As documented: both events recorded, neither created with
+ * cudaEventDisableTiming; otherwise an invalid handle. */
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
+{
+    EMU_STICKY();
+    if (!a || !b || a->magic != EMU_EVENT_MAGIC || b->magic != EMU_EVENT_MAGIC ||
+        ((a->flags | b->flags) & cudaEventDisableTiming) || !a->recorded || !b->recorded)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    *ms = (float)(b->t - a->t);
+    return cudaSuccess;
+}
+
+/* ---- kernels: blocks in turn, threads as fibers ------------------------------ */
+
+enum { EMU_RUN, EMU_SYNC, EMU_SHFL, EMU_DONE };
+
+/* Kernels here use a few hundred bytes of stack; ASan's redzones and an
+ * unoptimised build take more. A guard page below each stack. */
+enum { EMU_STACK = 256 << 10, EMU_MAX_THREADS = 1024 };
+
+struct emu_thread {
+    ucontext_t ctx;
+    uint3 tid;
+    int state;
+    unsigned nshfl;      /* shuffles done: which of the two slot sets */
+    int src;             /* shuffle: the lane read */
+    void *out;
+    size_t size;
+    unsigned mask;
+};
+
+struct emu_block {
+    ucontext_t sched;
+    emu_thread *t;
+    unsigned n;
+    unsigned char slot[2][EMU_MAX_THREADS][8];   /* shuffle deposits by (generation, thread) */
+    void (*body)(void *);
+    void *arg;
+    emu_thread *cur;
+    char *stacks;
+    size_t stride;
+#ifdef EMU_ASAN
+    const void *sched_bottom;
+    size_t sched_size;
+#endif
+};
+
+static emu_block emu_b;
+
+static void emu_to_sched(int exiting)
+{
+    emu_thread *me = emu_b.cur;
+#ifdef EMU_ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(exiting ? NULL : &fake, emu_b.sched_bottom, emu_b.sched_size);
+#endif
+    (void)exiting;
+    swapcontext(&me->ctx, &emu_b.sched);
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+}
+
+static void emu_fiber(void)
+{
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(NULL, &emu_b.sched_bottom, &emu_b.sched_size);
+#endif
+    emu_b.body(emu_b.arg);
+    emu_b.cur->state = EMU_DONE;
+    emu_to_sched(1);
+    abort();   /* a finished fiber is never resumed */
+}
+
+void __syncthreads(void)
+{
+    emu_b.cur->state = EMU_SYNC;
+    emu_to_sched(0);
+}
+
+void emu_shfl(unsigned mask, const void *v, void *out, size_t size, int src_lane)
+{
+    emu_thread *me = emu_b.cur;
+    unsigned i = (unsigned)(me - emu_b.t);
+    memcpy(emu_b.slot[me->nshfl & 1][i], v, size);
+    me->state = EMU_SHFL;
+    me->mask = mask;
+    me->src = src_lane;
+    me->out = out;
+    me->size = size;
+    emu_to_sched(0);
+    unsigned partner = i / 32 * 32 + (unsigned)src_lane;
+    memcpy(out, emu_b.slot[me->nshfl & 1][partner], size);
+    me->nshfl++;
+}
+
+static const char *emu_state_name(int s)
+{
+    return s == EMU_RUN ? "running" : s == EMU_SYNC ? "__syncthreads" : s == EMU_SHFL ? "a shuffle" : "returned";
+}
+
+/* After every fiber has stopped: release a warp whose 32 lanes all wait at
+ * a shuffle, or the block when all its threads wait at __syncthreads.
+ * 1: something released; 0: all done; -1: stuck (message printed). */
+static int emu_release(const char *kernel)
+{
+    unsigned n = emu_b.n, done = 0, sync = 0;
+    int released = 0;
+    for (unsigned i = 0; i < n; i++) {
+        done += emu_b.t[i].state == EMU_DONE;
+        sync += emu_b.t[i].state == EMU_SYNC;
+    }
+    if (done == n)
+        return 0;
+    for (unsigned w = 0; w < (n + 31) / 32; w++) {
+        unsigned lo = w * 32, hi = lo + 32 < n ? lo + 32 : n, waiting = 0;
+        for (unsigned i = lo; i < hi; i++)
+            waiting += emu_b.t[i].state == EMU_SHFL;
+        if (!waiting)
+            continue;
+        if (hi - lo < 32) {
+            emu_say("%s: block (%u,%u,%u): warp %u has %u lanes (blockDim.x %u not a multiple of 32) and shuffles "
+                    "with mask 0x%08x", kernel, blockIdx.x, blockIdx.y, blockIdx.z, w, hi - lo, blockDim.x,
+                    emu_b.t[lo].mask);
+            return -1;
+        }
+        if (waiting < 32)
+            continue;
+        for (unsigned i = lo; i < hi; i++) {
+            emu_thread *t = &emu_b.t[i];
+            if (t->mask != 0xffffffffu || t->nshfl != emu_b.t[lo].nshfl || t->size != emu_b.t[lo].size ||
+                t->src < 0 || t->src >= 32) {
+                emu_say("%s: block (%u,%u,%u) warp %u: lane %u shuffles with mask 0x%08x, source lane %d, %zu bytes "
+                        "(lane 0: mask 0x%08x, %zu bytes): the emulator supports full-warp shuffles only",
+                        kernel, blockIdx.x, blockIdx.y, blockIdx.z, w, i - lo, t->mask, t->src, t->size,
+                        emu_b.t[lo].mask, emu_b.t[lo].size);
+                return -1;
+            }
+        }
+        for (unsigned i = lo; i < hi; i++)
+            emu_b.t[i].state = EMU_RUN;
+        released = 1;
+    }
+    if (released)
+        return 1;
+    if (sync == n - done && done > 0) {
+        emu_say("%s: block (%u,%u,%u): %u threads wait at __syncthreads while %u returned (undefined on a GPU: a "
+                "barrier in divergent code)", kernel, blockIdx.x, blockIdx.y, blockIdx.z, sync, done);
+        return -1;
+    }
+    if (sync == n) {
+        for (unsigned i = 0; i < n; i++)
+            emu_b.t[i].state = EMU_RUN;
+        return 1;
+    }
+    /* stuck: name the first thread at each kind of wait */
+    emu_say("%s: block (%u,%u,%u) deadlocked: %u of %u threads returned, %u wait at __syncthreads, the rest at "
+            "shuffles whose warp does not arrive", kernel, blockIdx.x, blockIdx.y, blockIdx.z, done, n, sync);
+    for (unsigned i = 0, shown = 0; i < n && shown < 8; i++)
+        if (i == 0 || emu_b.t[i].state != emu_b.t[i - 1].state) {
+            emu_say("  thread (%u,%u,%u): %s", emu_b.t[i].tid.x, emu_b.t[i].tid.y, emu_b.t[i].tid.z,
+                    emu_state_name(emu_b.t[i].state));
+            shown++;
+        }
+    return -1;
+}
+
+static int emu_stacks(unsigned n)
+{
+    static char *base;
+    static unsigned have;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    emu_b.stride = EMU_STACK + page;
+    if (n <= have) {
+        emu_b.stacks = base;
+        return 0;
+    }
+    if (base)
+        munmap(base, emu_b.stride * have);
+    base = (char *)mmap(NULL, emu_b.stride * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                        -1, 0);
+    if (base == MAP_FAILED) {
+        base = NULL;
+        have = 0;
+        return -1;
+    }
+    for (unsigned i = 0; i < n; i++)
+        mprotect(base + emu_b.stride * i, page, PROT_NONE);   /* the guard below stack i */
+    have = n;
+    emu_b.stacks = base;
+    return 0;
+}
+
+void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kernel)
+{
+    static emu_thread threads[EMU_MAX_THREADS];
+    if (emu_sticky != cudaSuccess)
+        return;
+    dim3 g = c->grid, b = c->block;
+    unsigned long long nt = (unsigned long long)b.x * b.y * b.z;
+    if (emu_stream_ok(c->stream) != cudaSuccess) {
+        emu_say("%s: launched on an invalid stream", kernel);
+        emu_err(cudaErrorInvalidResourceHandle);
+        return;
+    }
+    /* the limits of every GPU since sm_30 */
+    if (!g.x || !g.y || !g.z || !nt || nt > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 || g.x > 2147483647u ||
+        g.y > 65535 || g.z > 65535 || c->shmem > 48 * 1024) {
+        emu_say("%s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u) shared %zu", kernel, g.x, g.y,
+                g.z, b.x, b.y, b.z, c->shmem);
+        emu_err(cudaErrorInvalidConfiguration);
+        return;
+    }
+    unsigned n = (unsigned)nt;
+    if (emu_stacks(n)) {
+        emu_say("%s: no memory for %u fiber stacks", kernel, n);
+        emu_err(cudaErrorMemoryAllocation);
+        return;
+    }
+    emu_b.t = threads;
+    emu_b.n = n;
+    emu_b.body = body;
+    emu_b.arg = arg;
+    gridDim = g;
+    blockDim = b;
+    for (unsigned bz = 0; bz < g.z; bz++)
+        for (unsigned by = 0; by < g.y; by++)
+            for (unsigned bx = 0; bx < g.x; bx++) {
+                blockIdx = uint3{bx, by, bz};
+                for (unsigned i = 0; i < n; i++) {
+                    emu_thread *t = &threads[i];
+                    memset(t, 0, sizeof *t);
+                    t->tid = uint3{i % b.x, i / b.x % b.y, i / (b.x * b.y)};
+                    t->state = EMU_RUN;
+                    getcontext(&t->ctx);
+                    t->ctx.uc_stack.ss_sp = emu_b.stacks + emu_b.stride * i + emu_b.stride - EMU_STACK;
+                    t->ctx.uc_stack.ss_size = EMU_STACK;
+                    t->ctx.uc_link = NULL;
+                    makecontext(&t->ctx, emu_fiber, 0);
+                }
+                for (;;) {
+                    for (unsigned i = 0; i < n; i++) {
+                        emu_thread *t = &threads[i];
+                        if (t->state != EMU_RUN)
+                            continue;
+                        emu_b.cur = t;
+                        threadIdx = t->tid;
+#ifdef EMU_ASAN
+                        void *fake = NULL;
+                        __sanitizer_start_switch_fiber(&fake, t->ctx.uc_stack.ss_sp, EMU_STACK);
+#endif
+                        swapcontext(&emu_b.sched, &t->ctx);
+#ifdef EMU_ASAN
+                        __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+                    }
+                    int r = emu_release(kernel);
+                    if (r == 0)
+                        break;
+                    if (r < 0) {
+                        /* the stuck fibers are abandoned: their stacks are reused */
+#ifdef EMU_ASAN
+                        ASAN_UNPOISON_MEMORY_REGION(emu_b.stacks, emu_b.stride * n);
+#endif
+                        emu_sticky = cudaErrorLaunchFailure;
+                        emu_err(cudaErrorLaunchFailure);
+                        return;
+                    }
+                }
+            }
+}
