@@ -422,23 +422,39 @@ extern "C" cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_
     if (C && C != D && be != 0.0f && lt_overlap(D, ed, C, ec))
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "D partly overlaps C (only C == D is in place)");
     int tf32 = op->compute == CUBLAS_COMPUTE_32F_FAST_TF32;
+    /* op(A) as m rows of k and op(B) as n columns of k, in fp32 (TF32
+     * rounded), then every D element is one dot product in k order */
+    float *ra = (float *)malloc((s.m * s.k + 1) * sizeof(float)), *rb = (float *)malloc((s.n * s.k + 1) * sizeof(float));
+    if (!ra || !rb) {
+        free(ra);
+        free(rb);
+        return CUBLAS_STATUS_ALLOC_FAILED;
+    }
     for (int32_t bi = 0; bi < s.batch; bi++) {
         int64_t oa = bi * a->stride, ob = bi * b->stride, oc = bi * c->stride, od = bi * d->stride;
+        for (uint64_t i = 0; i < s.m; i++)
+            for (uint64_t p = 0; p < s.k; p++)
+                ra[i * s.k + p] = lt_load(A, a->type, oa + (int64_t)(op->ta == CUBLAS_OP_N ? i + p * (uint64_t)a->ld
+                                                                                         : p + i * (uint64_t)a->ld),
+                                          tf32);
+        for (uint64_t j = 0; j < s.n; j++)
+            for (uint64_t p = 0; p < s.k; p++)
+                rb[j * s.k + p] = lt_load(B, b->type, ob + (int64_t)(op->tb == CUBLAS_OP_N ? p + j * (uint64_t)b->ld
+                                                                                         : j + p * (uint64_t)b->ld),
+                                          tf32);
         for (uint64_t j = 0; j < s.n; j++)
             for (uint64_t i = 0; i < s.m; i++) {
+                const float *x = ra + i * s.k, *y = rb + j * s.k;
                 float acc = 0.0f;
-                for (uint64_t p = 0; p < s.k; p++) {
-                    int64_t ia = op->ta == CUBLAS_OP_N ? (int64_t)(i + p * (uint64_t)a->ld)
-                                                       : (int64_t)(p + i * (uint64_t)a->ld);
-                    int64_t ib = op->tb == CUBLAS_OP_N ? (int64_t)(p + j * (uint64_t)b->ld)
-                                                       : (int64_t)(j + p * (uint64_t)b->ld);
-                    acc += lt_load(A, a->type, oa + ia, tf32) * lt_load(B, b->type, ob + ib, tf32);
-                }
+                for (uint64_t p = 0; p < s.k; p++)
+                    acc += x[p] * y[p];
                 float v = al * acc;
                 if (be != 0.0f)
                     v += be * lt_load(C, c->type, oc + (int64_t)(i + j * (uint64_t)c->ld), 0);
                 lt_store(D, d->type, od + (int64_t)(i + j * (uint64_t)d->ld), v);
             }
     }
+    free(ra);
+    free(rb);
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -2,7 +2,7 @@
  * is malloc'd host memory, tracked so that copies, memsets and frees of a
  * pointer that is not device memory fail as they would on a GPU; streams
  * and events are synchronous. A kernel launch runs its blocks one after
- * another; the threads of a block are ucontext fibers scheduled on this
+ * another; the threads of a block are fibers scheduled on this
  * one OS thread. A fiber runs until it reaches __syncthreads (waits for
  * every thread of the block), a shuffle (waits for the 32 lanes of its
  * warp), or returns. When no fiber can run and some still wait, that is a
@@ -455,12 +455,51 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 
 enum { EMU_RUN, EMU_SYNC, EMU_SHFL, EMU_DONE };
 
-/* Kernels here use a few hundred bytes of stack; ASan's redzones and an
- * unoptimised build take more. A guard page below each stack. */
-enum { EMU_STACK = 256 << 10, EMU_MAX_THREADS = 1024 };
+/* Kernels here use a few hundred bytes of stack; ASan's redzones take
+ * more. A guard page below each stack. */
+#ifdef EMU_ASAN
+enum { EMU_STACK = 256 << 10 };
+#else
+enum { EMU_STACK = 64 << 10 };
+#endif
+enum { EMU_MAX_THREADS = 1024 };
+
+/* Switching fibers: on x86-64 a few instructions that save the
+ * callee-saved registers and the stack pointer (swapcontext also saves
+ * the signal mask, a system call per switch: several times slower);
+ * elsewhere ucontext. emu_swap(from, to): stores the running stack
+ * pointer in *from and continues at to. */
+#if defined(__x86_64__) && !defined(EMU_UCONTEXT)
+#define EMU_FAST_SWITCH 1
+extern "C" void emu_swap(void **from, void *to);
+__asm__(".text\n"
+        ".globl emu_swap\n"
+        ".type emu_swap, @function\n"
+        "emu_swap:\n"
+        "    pushq %rbp\n"
+        "    pushq %rbx\n"
+        "    pushq %r12\n"
+        "    pushq %r13\n"
+        "    pushq %r14\n"
+        "    pushq %r15\n"
+        "    movq %rsp, (%rdi)\n"
+        "    movq %rsi, %rsp\n"
+        "    popq %r15\n"
+        "    popq %r14\n"
+        "    popq %r13\n"
+        "    popq %r12\n"
+        "    popq %rbx\n"
+        "    popq %rbp\n"
+        "    ret\n"
+        ".size emu_swap, .-emu_swap\n");
+#endif
 
 struct emu_thread {
+#ifdef EMU_FAST_SWITCH
+    void *sp;
+#else
     ucontext_t ctx;
+#endif
     uint3 tid;
     int state;
     unsigned nshfl;      /* shuffles done: which of the two slot sets */
@@ -471,7 +510,11 @@ struct emu_thread {
 };
 
 struct emu_block {
+#ifdef EMU_FAST_SWITCH
+    void *sched;
+#else
     ucontext_t sched;
+#endif
     emu_thread *t;
     unsigned n;
     unsigned char slot[2][EMU_MAX_THREADS][8];   /* shuffle deposits by (generation, thread) */
@@ -496,7 +539,11 @@ static void emu_to_sched(int exiting)
     __sanitizer_start_switch_fiber(exiting ? NULL : &fake, emu_b.sched_bottom, emu_b.sched_size);
 #endif
     (void)exiting;
+#ifdef EMU_FAST_SWITCH
+    emu_swap(&me->sp, emu_b.sched);
+#else
     swapcontext(&me->ctx, &emu_b.sched);
+#endif
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
@@ -673,11 +720,23 @@ void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kern
                     memset(t, 0, sizeof *t);
                     t->tid = uint3{i % b.x, i / b.x % b.y, i / (b.x * b.y)};
                     t->state = EMU_RUN;
+                    char *lo = emu_b.stacks + emu_b.stride * i + emu_b.stride - EMU_STACK;
+#ifdef EMU_FAST_SWITCH
+                    /* what emu_swap pops: six registers, then emu_fiber as
+                     * the return address, entered as if called */
+                    void **top = (void **)(lo + EMU_STACK);
+                    top[-1] = NULL;
+                    top[-2] = (void *)emu_fiber;
+                    for (int r = 3; r <= 8; r++)
+                        top[-r] = NULL;
+                    t->sp = top - 8;
+#else
                     getcontext(&t->ctx);
-                    t->ctx.uc_stack.ss_sp = emu_b.stacks + emu_b.stride * i + emu_b.stride - EMU_STACK;
+                    t->ctx.uc_stack.ss_sp = lo;
                     t->ctx.uc_stack.ss_size = EMU_STACK;
                     t->ctx.uc_link = NULL;
                     makecontext(&t->ctx, emu_fiber, 0);
+#endif
                 }
                 for (;;) {
                     for (unsigned i = 0; i < n; i++) {
@@ -688,9 +747,14 @@ void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kern
                         threadIdx = t->tid;
 #ifdef EMU_ASAN
                         void *fake = NULL;
-                        __sanitizer_start_switch_fiber(&fake, t->ctx.uc_stack.ss_sp, EMU_STACK);
+                        __sanitizer_start_switch_fiber(&fake, emu_b.stacks + emu_b.stride * i + emu_b.stride -
+                                                                  EMU_STACK, EMU_STACK);
 #endif
+#ifdef EMU_FAST_SWITCH
+                        emu_swap(&emu_b.sched, t->sp);
+#else
                         swapcontext(&emu_b.sched, &t->ctx);
+#endif
 #ifdef EMU_ASAN
                         __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
