@@ -504,7 +504,6 @@ struct emu_thread {
     int state;
     unsigned nshfl;      /* shuffles done: which of the two slot sets */
     int src;             /* shuffle: the lane read */
-    void *out;
     size_t size;
     unsigned mask;
 };
@@ -517,7 +516,7 @@ struct emu_block {
 #endif
     emu_thread *t;
     unsigned n;
-    unsigned char slot[2][EMU_MAX_THREADS][8];   /* shuffle deposits by (generation, thread) */
+    uint64_t slot[2][EMU_MAX_THREADS];   /* shuffle deposits by (generation, thread) */
     void (*body)(void *);
     void *arg;
     emu_thread *cur;
@@ -566,25 +565,40 @@ void __syncthreads(void)
     emu_to_sched(0);
 }
 
-void emu_shfl(unsigned mask, const void *v, void *out, size_t size, int src_lane)
+uint64_t emu_shfl(unsigned mask, uint64_t v, size_t size, int src_lane)
 {
     emu_thread *me = emu_b.cur;
     unsigned i = (unsigned)(me - emu_b.t);
-    memcpy(emu_b.slot[me->nshfl & 1][i], v, size);
+    emu_b.slot[me->nshfl & 1][i] = v;
     me->state = EMU_SHFL;
     me->mask = mask;
     me->src = src_lane;
-    me->out = out;
     me->size = size;
     emu_to_sched(0);
     unsigned partner = i / 32 * 32 + (unsigned)src_lane;
-    memcpy(out, emu_b.slot[me->nshfl & 1][partner], size);
-    me->nshfl++;
+    return emu_b.slot[me->nshfl++ & 1][partner];
 }
 
 static const char *emu_state_name(int s)
 {
     return s == EMU_RUN ? "running" : s == EMU_SYNC ? "__syncthreads" : s == EMU_SHFL ? "a shuffle" : "returned";
+}
+
+/* 1 when the 32 lanes of warp w all wait at the same full-warp shuffle
+ * (emu_release reports the other cases). */
+static int emu_warp_ready(unsigned w)
+{
+    unsigned lo = w * 32;
+    if (lo + 32 > emu_b.n)
+        return 0;
+    const emu_thread *t0 = &emu_b.t[lo];
+    for (unsigned i = lo; i < lo + 32; i++) {
+        const emu_thread *t = &emu_b.t[i];
+        if (t->state != EMU_SHFL || t->mask != 0xffffffffu || t->nshfl != t0->nshfl || t->size != t0->size ||
+            t->src < 0 || t->src >= 32)
+            return 0;
+    }
+    return 1;
 }
 
 /* After every fiber has stopped: release a warp whose 32 lanes all wait at
@@ -739,25 +753,36 @@ void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kern
 #endif
                 }
                 for (;;) {
-                    for (unsigned i = 0; i < n; i++) {
-                        emu_thread *t = &threads[i];
-                        if (t->state != EMU_RUN)
-                            continue;
-                        emu_b.cur = t;
-                        threadIdx = t->tid;
+                    /* a warp at a time, its shuffles released at once: the
+                     * fibers that run together stay in the cache */
+                    for (unsigned lo = 0; lo < n; lo += 32) {
+                        unsigned hi = lo + 32 < n ? lo + 32 : n;
+                        for (;;) {
+                            for (unsigned i = lo; i < hi; i++) {
+                                emu_thread *t = &threads[i];
+                                if (t->state != EMU_RUN)
+                                    continue;
+                                emu_b.cur = t;
+                                threadIdx = t->tid;
 #ifdef EMU_ASAN
-                        void *fake = NULL;
-                        __sanitizer_start_switch_fiber(&fake, emu_b.stacks + emu_b.stride * i + emu_b.stride -
-                                                                  EMU_STACK, EMU_STACK);
+                                void *fake = NULL;
+                                __sanitizer_start_switch_fiber(&fake, emu_b.stacks + emu_b.stride * i + emu_b.stride -
+                                                                          EMU_STACK, EMU_STACK);
 #endif
 #ifdef EMU_FAST_SWITCH
-                        emu_swap(&emu_b.sched, t->sp);
+                                emu_swap(&emu_b.sched, t->sp);
 #else
-                        swapcontext(&emu_b.sched, &t->ctx);
+                                swapcontext(&emu_b.sched, &t->ctx);
 #endif
 #ifdef EMU_ASAN
-                        __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+                                __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
+                            }
+                            if (!emu_warp_ready(lo / 32))
+                                break;
+                            for (unsigned i = lo; i < hi; i++)
+                                threads[i].state = EMU_RUN;
+                        }
                     }
                     int r = emu_release(kernel);
                     if (r == 0)

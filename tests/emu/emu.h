@@ -45,17 +45,20 @@ enum { warpSize = 32 };
 void __syncthreads(void);
 
 /* Warp exchange of up to 8 bytes: deposit v, wait for the 32 lanes of the
- * warp, read lane src's deposit into out. */
-void emu_shfl(unsigned mask, const void *v, void *out, size_t size, int src_lane);
+ * warp, return lane src_lane's deposit. */
+uint64_t emu_shfl(unsigned mask, uint64_t v, size_t size, int src_lane);
 
 static inline unsigned emu_lane(void) { return threadIdx.x % 32u; }
 
 template <typename T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32)
 {
     static_assert(sizeof(T) <= 8, "emulated shuffles move at most 8 bytes");
+    uint64_t bits = 0;
     T out;
     (void)width;
-    emu_shfl(mask, &v, &out, sizeof v, (int)(emu_lane() ^ (unsigned)lane_mask));
+    memcpy(&bits, &v, sizeof v);
+    bits = emu_shfl(mask, bits, sizeof v, (int)(emu_lane() ^ (unsigned)lane_mask));
+    memcpy(&out, &bits, sizeof out);
     return out;
 }
 
