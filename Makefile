@@ -71,9 +71,8 @@ EMU_LIB := $(BUILD)/emu-lib
 CFLAGS  += -DSPOTRAIN_CUDA=1
 EMUFLAGS := -std=c++17 -D_GNU_SOURCE $(OPT) -ffp-contract=off $(WARN) $(SANFLAGS) -DSPOTRAIN_CUDA=1 -Itests/emu
 CU_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*.cu)) $(BUILD)/tests/emu/emu.o
-# the driver and cuBLASLt the emulated backend opens (dlopen) are ours;
 # -rdynamic: the reference cuBLASLt checks operands against the allocations
-LIBS    += -rdynamic -Wl,-rpath,$(abspath $(EMU_LIB)) -ldl -lstdc++
+LIBS    += -rdynamic -ldl -lstdc++
 endif
 
 ifeq ($(MPI),1)
@@ -151,9 +150,9 @@ $(BUILD)/cuda/%.o: cuda/%.cu $(BUILD)/tests/emu/launch
 
 # -fcf-protection=none: fibers switch stacks by `ret` (emu.cpp), which a
 # CET shadow stack would refuse; without the note no shadow stack is used.
-$(BUILD)/tests/emu/emu.o: tests/emu/emu.cpp
+$(BUILD)/tests/emu/emu.o: tests/emu/emu.cpp | $(EMU_LIB)/libcuda.so.1 $(EMU_LIB)/libcublasLt.so.13
 	@mkdir -p $(dir $@)
-	$(EMU_CXX) $(EMUFLAGS) -fcf-protection=none -MMD -MP \
+	$(EMU_CXX) $(EMUFLAGS) -fcf-protection=none -MMD -MP -DEMU_DRIVER='"$(abspath $(EMU_LIB))/libcuda.so.1"' \
 	    -DEMU_CUBLASLT='"$(abspath $(EMU_LIB))/libcublasLt.so.13"' -c -o $@ $<
 
 # The emulator's own checks, through the same rewriting.
@@ -171,7 +170,7 @@ $(BUILD)/tests/emu/launch: tests/emu/launch.c
 # the reference cuBLASLt.
 $(EMU_LIB)/libcuda.so.1:
 	@mkdir -p $(dir $@)
-	echo 'int spotrain_emu_driver;' | $(CC) -x c -shared -fPIC -o $@ -
+	echo 'int spotrain_emu_driver;' | $(CC) -x c -shared -fPIC -Wl,-soname,libcuda.so.1 -o $@ -
 $(EMU_LIB)/libcublasLt.so.13: tests/emu/cublaslt.cpp tests/emu/cublasLt.h tests/emu/emu.h
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMUFLAGS) -fPIC -shared -o $@ $< $(SANFLAGS)

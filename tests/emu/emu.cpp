@@ -12,6 +12,7 @@
  * stuck at different barriers. Launch failures are sticky, as on a GPU. */
 #include "emu.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,14 +38,21 @@
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 
-/* gemm.cuh opens $SPOTRAIN_CUBLASLT first: the reference cuBLASLt of
- * tests/emu/cublaslt.cpp, never a real one the loader might find. */
-#ifdef EMU_CUBLASLT
-__attribute__((constructor)) static void emu_use_reference_cublaslt(void)
+/* Before main: gemm.cuh opens $SPOTRAIN_CUBLASLT first, so the reference
+ * cuBLASLt of tests/emu/cublaslt.cpp, never a real one the loader might
+ * find; and cuda_available() dlopens libcuda.so.1, which then finds our
+ * empty library of that soname already loaded (a search path would not
+ * do: under ASan the dlopen comes from the sanitizer's library). */
+__attribute__((constructor)) static void emu_libraries(void)
 {
+#ifdef EMU_CUBLASLT
     setenv("SPOTRAIN_CUBLASLT", EMU_CUBLASLT, 1);
-}
 #endif
+#ifdef EMU_DRIVER
+    if (!dlopen(EMU_DRIVER, RTLD_NOW | RTLD_GLOBAL))
+        fprintf(stderr, "cuda emulator: %s\n", dlerror());
+#endif
+}
 
 /* ---- errors ---------------------------------------------------------------- */
 
@@ -120,6 +128,21 @@ static int emu_inside(const std::map<uintptr_t, size_t> &m, const void *p, size_
 
 extern "C" int emu_is_device(const void *p, size_t bytes) { return emu_inside(emu_dev, p, bytes); }
 
+static int emu_pending_bad_arg;
+
+void emu_check_pointer(const void *p, const char *kernel, int arg)
+{
+    uintptr_t u = (uintptr_t)p;
+    if (!p || emu_is_device(p, 1) || emu_inside(emu_pinned, p, 1))
+        return;
+    /* one past the end of an allocation (an empty range) is fine too */
+    auto it = emu_dev.lower_bound(u);
+    if (it != emu_dev.begin() && (--it, it->first + it->second == u))
+        return;
+    emu_say("%s: argument %d (%p) is neither device memory nor page-locked host memory", kernel, arg, p);
+    emu_pending_bad_arg = 1;
+}
+
 static int emu_is_host(const void *p, size_t bytes)
 {
     return !emu_inside(emu_dev, p, bytes ? bytes : 1);
@@ -177,11 +200,16 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total)
 }
 
 /* 256-byte aligned like the device allocator; malloc, so ASan sees every
- * byte past the end of an allocation. */
+ * byte past the end of an allocation (the rounding up is left unused).
+ * Filled with 0xff: NaN in fp32, bf16 and fp16, so a kernel that reads
+ * memory nothing wrote (garbage on a GPU) shows up. */
 static void *emu_alloc(size_t bytes)
 {
     size_t n = (bytes + 255) / 256 * 256;
-    return aligned_alloc(256, n ? n : 256);
+    void *p = aligned_alloc(256, n ? n : 256);
+    if (p)
+        memset(p, 0xff, bytes);
+    return p;
 }
 
 cudaError_t cudaMalloc(void **p, size_t bytes)
@@ -199,11 +227,12 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
     return cudaSuccess;
 }
 
+/* After a failed kernel the frees still free (the context's memory goes
+ * with it on a GPU) and report the error. */
 cudaError_t cudaFree(void *p)
 {
-    EMU_STICKY();
     if (!p)
-        return cudaSuccess;
+        return emu_sticky;
     auto it = emu_dev.find((uintptr_t)p);
     if (it == emu_dev.end()) {
         emu_say("cudaFree of %p, which is not a device allocation", p);
@@ -212,7 +241,7 @@ cudaError_t cudaFree(void *p)
     emu_in_use -= it->second;
     emu_dev.erase(it);
     free(p);
-    return cudaSuccess;
+    return emu_sticky;
 }
 
 cudaError_t cudaMallocHost(void **p, size_t bytes)
@@ -227,9 +256,8 @@ cudaError_t cudaMallocHost(void **p, size_t bytes)
 
 cudaError_t cudaFreeHost(void *p)
 {
-    EMU_STICKY();
     if (!p)
-        return cudaSuccess;
+        return emu_sticky;
     auto it = emu_pinned.find((uintptr_t)p);
     if (it == emu_pinned.end()) {
         emu_say("cudaFreeHost of %p, which cudaMallocHost did not return", p);
@@ -237,7 +265,7 @@ cudaError_t cudaFreeHost(void *p)
     }
     emu_pinned.erase(it);
     free(p);
-    return cudaSuccess;
+    return emu_sticky;
 }
 
 cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned flags)
@@ -698,6 +726,12 @@ void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kern
     static emu_thread threads[EMU_MAX_THREADS];
     if (emu_sticky != cudaSuccess)
         return;
+    if (emu_pending_bad_arg) {   /* a GPU would fault at the first access */
+        emu_pending_bad_arg = 0;
+        emu_sticky = cudaErrorLaunchFailure;
+        emu_err(cudaErrorLaunchFailure);
+        return;
+    }
     dim3 g = c->grid, b = c->block;
     unsigned long long nt = (unsigned long long)b.x * b.y * b.z;
     if (emu_stream_ok(c->stream) != cudaSuccess) {

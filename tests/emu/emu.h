@@ -161,6 +161,16 @@ inline emu_cfg emu_config(dim3 grid, dim3 block, size_t shmem = 0, cudaStream_t 
 /* Runs body(arg) once per thread of every block of c (emu.cpp). */
 void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kernel);
 
+/* A pointer argument of a launch must be NULL or point into device memory
+ * (or page-locked host memory, which the device can reach): a host
+ * pointer would fault on a GPU. Records a launch failure otherwise. */
+void emu_check_pointer(const void *p, const char *kernel, int arg);
+template <typename T> inline void emu_check_arg(const T &, const char *, int) {}
+template <typename T> inline void emu_check_arg(T *const &p, const char *kernel, int arg)
+{
+    emu_check_pointer((const void *)p, kernel, arg);
+}
+
 template <typename... P> struct emu_launcher {
     void (*kernel)(P...);
     emu_cfg cfg;
@@ -168,6 +178,8 @@ template <typename... P> struct emu_launcher {
     /* The kernel's parameter types: arguments convert as in a launch. */
     void operator()(P... a) const
     {
+        int arg = 0;
+        (emu_check_arg(a, name, arg++), ...);
         struct call {
             void (*k)(P...);
             std::tuple<P...> args;

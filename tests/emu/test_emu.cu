@@ -2,7 +2,8 @@
  * rewriter must handle, block-wide reductions over several warps and 2-D
  * blocks, the fp16 conversion's edge cases, and each misuse it must turn
  * into a launch failure (deadlock, a barrier some threads skip, a shuffle
- * in a partial warp, a bad configuration, a copy in the wrong direction),
+ * in a partial warp, a host pointer as a kernel argument, a bad
+ * configuration, a copy in the wrong direction),
  * the last one sticky as on a GPU. */
 #include <math.h>
 #include <stdio.h>
@@ -202,11 +203,16 @@ static int run_failure(const char *which)
         emu_t_partial_warp_k<<<1, 48>>>((float *)d);
     else if (!strcmp(which, "split"))
         emu_t_split_k<<<1, 64>>>();
+    else if (!strcmp(which, "host_pointer")) {
+        static int host[16];
+        emu_t_index_k<<<1, 16>>>(host, 16);
+    }
     else
         return 2;
     cudaError_t e = cudaGetLastError();
     /* sticky: later calls fail too */
     cudaError_t later = cudaMemset(d, 0, 4);
+    cudaFree(d);
     return e == cudaErrorLaunchFailure && later == cudaErrorLaunchFailure ? 0 : 1;
 }
 
@@ -214,7 +220,7 @@ static const char *emu_t_self;
 
 static void test_failures(void)
 {
-    const char *cases[] = {"extra_sync", "divergent_sync", "partial_warp", "split"};
+    const char *cases[] = {"extra_sync", "divergent_sync", "partial_warp", "split", "host_pointer"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", emu_t_self, cases[i]);
