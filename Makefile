@@ -227,9 +227,8 @@ device-build:
 EMU_DIR := $(BUILD)/emu
 EMU_TESTS := $(EMU_DIR)/tests/test_emu $(EMU_DIR)/tests/test_cuda_kernels $(EMU_DIR)/tests/test_cuda_parity
 test-emu:
-	@$(MAKE) --no-print-directory EMU=1 $(EMU_TESTS) $(EMU_DIR)/emu-lib/libcuda.so.1 \
-	    $(EMU_DIR)/emu-lib/libcublasLt.so.13
-	@BUILD=$(EMU_DIR) RUN_ONLY="$(EMU_TESTS)" sh tests/run.sh
+	@$(MAKE) --no-print-directory EMU=1 $(EMU_TESTS) $(EMU_DIR)/spotrain
+	@BUILD=$(EMU_DIR) OMP_WAIT_POLICY=passive RUN_ONLY="$(EMU_TESTS) tests/emu/cli_train_emu.sh" sh tests/run.sh
 
 FUZZ_SECONDS ?= 20
 fuzz:
