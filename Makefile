@@ -228,7 +228,8 @@ EMU_DIR := $(BUILD)/emu
 EMU_TESTS := $(EMU_DIR)/tests/test_emu $(EMU_DIR)/tests/test_cuda_kernels $(EMU_DIR)/tests/test_cuda_parity
 test-emu:
 	@$(MAKE) --no-print-directory EMU=1 $(EMU_TESTS) $(EMU_DIR)/spotrain
-	@BUILD=$(EMU_DIR) OMP_WAIT_POLICY=passive RUN_ONLY="$(EMU_TESTS) tests/emu/cli_train_emu.sh" sh tests/run.sh
+	@BUILD=$(EMU_DIR) OMP_WAIT_POLICY=passive \
+	    RUN_ONLY="$(EMU_TESTS) tests/emu/cli_reverse_emu.sh tests/emu/cli_train_emu.sh" sh tests/run.sh
 
 FUZZ_SECONDS ?= 20
 fuzz:

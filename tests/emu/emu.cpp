@@ -38,6 +38,15 @@
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 
+/* Every __shared__ variable (emu.h), between the linker's bounds. */
+extern "C" char __start_emu_shared[] __attribute__((weak));
+extern "C" char __stop_emu_shared[] __attribute__((weak));
+
+/* SPOTRAIN_EMU_ORDER=reverse runs blocks, warps and lanes in descending
+ * order: a kernel that depends on the order (a missing __syncthreads, a
+ * block reading what another block writes) then computes something else. */
+static int emu_reverse = -1;
+
 /* Before main: gemm.cuh opens $SPOTRAIN_CUBLASLT first, so the reference
  * cuBLASLt of tests/emu/cublaslt.cpp, never a real one the loader might
  * find; and cuda_available() dlopens libcuda.so.1, which then finds our
@@ -721,6 +730,83 @@ static int emu_stacks(unsigned n)
     return 0;
 }
 
+/* Runs one block (blockIdx set) to its end: 0, or -1 after a message. */
+static int emu_run_block(unsigned n, dim3 b, const char *kernel)
+{
+    emu_thread *threads = emu_b.t;
+    char *sh0 = __start_emu_shared, *sh1 = __stop_emu_shared;
+    if (sh0 && sh1 > sh0)
+        memset(sh0, 0xff, (size_t)(sh1 - sh0));
+    for (unsigned i = 0; i < n; i++) {
+        emu_thread *t = &threads[i];
+        memset(t, 0, sizeof *t);
+        t->tid = uint3{i % b.x, i / b.x % b.y, i / (b.x * b.y)};
+        t->state = EMU_RUN;
+        char *lo = emu_b.stacks + emu_b.stride * i + emu_b.stride - EMU_STACK;
+#ifdef EMU_FAST_SWITCH
+        /* what emu_swap pops: six registers, then emu_fiber as the return
+         * address, entered as if called */
+        void **top = (void **)(lo + EMU_STACK);
+        top[-1] = NULL;
+        top[-2] = (void *)emu_fiber;
+        for (int r = 3; r <= 8; r++)
+            top[-r] = NULL;
+        t->sp = top - 8;
+#else
+        getcontext(&t->ctx);
+        t->ctx.uc_stack.ss_sp = lo;
+        t->ctx.uc_stack.ss_size = EMU_STACK;
+        t->ctx.uc_link = NULL;
+        makecontext(&t->ctx, emu_fiber, 0);
+#endif
+    }
+    for (;;) {
+        /* a warp at a time, its shuffles released at once: the fibers that
+         * run together stay in the cache */
+        unsigned nw = (n + 31) / 32;
+        for (unsigned wi = 0; wi < nw; wi++) {
+            unsigned lo = (emu_reverse ? nw - 1 - wi : wi) * 32, hi = lo + 32 < n ? lo + 32 : n;
+            for (;;) {
+                for (unsigned li = lo; li < hi; li++) {
+                    unsigned i = emu_reverse ? hi - 1 - (li - lo) : li;
+                    emu_thread *t = &threads[i];
+                    if (t->state != EMU_RUN)
+                        continue;
+                    emu_b.cur = t;
+                    threadIdx = t->tid;
+#ifdef EMU_ASAN
+                    void *fake = NULL;
+                    __sanitizer_start_switch_fiber(&fake, emu_b.stacks + emu_b.stride * i + emu_b.stride - EMU_STACK,
+                                                   EMU_STACK);
+#endif
+#ifdef EMU_FAST_SWITCH
+                    emu_swap(&emu_b.sched, t->sp);
+#else
+                    swapcontext(&emu_b.sched, &t->ctx);
+#endif
+#ifdef EMU_ASAN
+                    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+                }
+                if (!emu_warp_ready(lo / 32))
+                    break;
+                for (unsigned i = lo; i < hi; i++)
+                    threads[i].state = EMU_RUN;
+            }
+        }
+        int r = emu_release(kernel);
+        if (r == 0)
+            return 0;
+        if (r < 0) {
+            /* the stuck fibers are abandoned: their stacks are reused */
+#ifdef EMU_ASAN
+            ASAN_UNPOISON_MEMORY_REGION(emu_b.stacks, emu_b.stride * n);
+#endif
+            return -1;
+        }
+    }
+}
+
 void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kernel)
 {
     static emu_thread threads[EMU_MAX_THREADS];
@@ -759,77 +845,18 @@ void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kern
     emu_b.arg = arg;
     gridDim = g;
     blockDim = b;
-    for (unsigned bz = 0; bz < g.z; bz++)
-        for (unsigned by = 0; by < g.y; by++)
-            for (unsigned bx = 0; bx < g.x; bx++) {
-                blockIdx = uint3{bx, by, bz};
-                for (unsigned i = 0; i < n; i++) {
-                    emu_thread *t = &threads[i];
-                    memset(t, 0, sizeof *t);
-                    t->tid = uint3{i % b.x, i / b.x % b.y, i / (b.x * b.y)};
-                    t->state = EMU_RUN;
-                    char *lo = emu_b.stacks + emu_b.stride * i + emu_b.stride - EMU_STACK;
-#ifdef EMU_FAST_SWITCH
-                    /* what emu_swap pops: six registers, then emu_fiber as
-                     * the return address, entered as if called */
-                    void **top = (void **)(lo + EMU_STACK);
-                    top[-1] = NULL;
-                    top[-2] = (void *)emu_fiber;
-                    for (int r = 3; r <= 8; r++)
-                        top[-r] = NULL;
-                    t->sp = top - 8;
-#else
-                    getcontext(&t->ctx);
-                    t->ctx.uc_stack.ss_sp = lo;
-                    t->ctx.uc_stack.ss_size = EMU_STACK;
-                    t->ctx.uc_link = NULL;
-                    makecontext(&t->ctx, emu_fiber, 0);
-#endif
-                }
-                for (;;) {
-                    /* a warp at a time, its shuffles released at once: the
-                     * fibers that run together stay in the cache */
-                    for (unsigned lo = 0; lo < n; lo += 32) {
-                        unsigned hi = lo + 32 < n ? lo + 32 : n;
-                        for (;;) {
-                            for (unsigned i = lo; i < hi; i++) {
-                                emu_thread *t = &threads[i];
-                                if (t->state != EMU_RUN)
-                                    continue;
-                                emu_b.cur = t;
-                                threadIdx = t->tid;
-#ifdef EMU_ASAN
-                                void *fake = NULL;
-                                __sanitizer_start_switch_fiber(&fake, emu_b.stacks + emu_b.stride * i + emu_b.stride -
-                                                                          EMU_STACK, EMU_STACK);
-#endif
-#ifdef EMU_FAST_SWITCH
-                                emu_swap(&emu_b.sched, t->sp);
-#else
-                                swapcontext(&emu_b.sched, &t->ctx);
-#endif
-#ifdef EMU_ASAN
-                                __sanitizer_finish_switch_fiber(fake, NULL, NULL);
-#endif
-                            }
-                            if (!emu_warp_ready(lo / 32))
-                                break;
-                            for (unsigned i = lo; i < hi; i++)
-                                threads[i].state = EMU_RUN;
-                        }
-                    }
-                    int r = emu_release(kernel);
-                    if (r == 0)
-                        break;
-                    if (r < 0) {
-                        /* the stuck fibers are abandoned: their stacks are reused */
-#ifdef EMU_ASAN
-                        ASAN_UNPOISON_MEMORY_REGION(emu_b.stacks, emu_b.stride * n);
-#endif
-                        emu_sticky = cudaErrorLaunchFailure;
-                        emu_err(cudaErrorLaunchFailure);
-                        return;
-                    }
-                }
-            }
+    if (emu_reverse < 0) {
+        const char *o = getenv("SPOTRAIN_EMU_ORDER");
+        emu_reverse = o && !strcmp(o, "reverse");
+    }
+    unsigned long long nb = (unsigned long long)g.x * g.y * g.z;
+    for (unsigned long long k = 0; k < nb; k++) {
+        unsigned long long bi = emu_reverse ? nb - 1 - k : k;
+        blockIdx = uint3{(unsigned)(bi % g.x), (unsigned)(bi / g.x % g.y), (unsigned)(bi / g.x / g.y)};
+        if (emu_run_block(n, b, kernel)) {
+            emu_sticky = cudaErrorLaunchFailure;
+            emu_err(cudaErrorLaunchFailure);
+            return;
+        }
+    }
 }

@@ -23,8 +23,11 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 /* Shared memory: a static local is shared by every thread of the kernel's
- * one running block (blocks run one at a time). */
-#define __shared__ static
+ * one running block (blocks run one at a time). All of them live in one
+ * section, which the emulator fills with 0xff (NaN) before every block:
+ * shared memory nothing in this block wrote reads as NaN, as garbage would
+ * on a GPU. */
+#define __shared__ static __attribute__((section("emu_shared")))
 
 struct uint3 {
     unsigned x, y, z;

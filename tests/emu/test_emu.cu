@@ -1,6 +1,7 @@
 /* The emulator's own checks (tests/emu): launches in every form the
  * rewriter must handle, block-wide reductions over several warps and 2-D
- * blocks, the fp16 conversion's edge cases, and each misuse it must turn
+ * blocks, the fp16 conversion's edge cases, a missing barrier showing as
+ * NaN (shared memory is poisoned per block), and each misuse it must turn
  * into a launch failure (deadlock, a barrier some threads skip, a shuffle
  * in a partial warp, a host pointer as a kernel argument, a bad
  * configuration, a copy in the wrong direction),
@@ -140,6 +141,33 @@ static void test_half(void)
     EXPECT(same);
 }
 
+/* A missing barrier: each thread reads its neighbour's shared slot. Shared
+ * memory is NaN before a block writes it, and the thread that writes the
+ * slot runs after the reader (forward order for i + 1, reverse for i - 1),
+ * so the race shows as NaN. */
+__global__ void emu_t_no_barrier_k(float *out, int step)
+{
+    __shared__ float sh[64];
+    unsigned i = threadIdx.x;
+    sh[i] = (float)i;
+    out[i] = sh[(i + (unsigned)step) % 64];
+}
+
+static void test_shared_poison(void)
+{
+    float *d = NULL, h[64];
+    EXPECT(cudaMalloc((void **)&d, sizeof h) == cudaSuccess);
+    const char *o = getenv("SPOTRAIN_EMU_ORDER");
+    int step = o && !strcmp(o, "reverse") ? 63 : 1;   /* reads i - 1, or i + 1 */
+    emu_t_no_barrier_k<<<1, 64>>>(d, step);
+    EXPECT(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost) == cudaSuccess);
+    int nan = 0;
+    for (int i = 0; i < 64; i++)
+        nan += h[i] != h[i];
+    EXPECT(nan >= 63);
+    cudaFree(d);
+}
+
 /* ---- misuse: each must fail the launch ---------------------------------- */
 
 __global__ void emu_t_extra_sync_k(void)
@@ -239,6 +267,7 @@ int main(int argc, char **argv)
     harness_run("emu_reduce", test_reduce);
     harness_run("emu_launch_forms", test_launch_forms);
     harness_run("emu_half", test_half);
+    harness_run("emu_shared_poison", test_shared_poison);
     harness_run("emu_misuse", test_misuse);
     harness_run("emu_failures", test_failures);
     return harness_end();
