@@ -20,8 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The emulator's allocation table, when the program exports it. */
+/* The emulator's allocation table and stream queue, when the program
+ * exports them (the emulated build does): products run in stream order. */
 extern "C" int emu_is_device(const void *p, size_t bytes) __attribute__((weak));
+extern "C" void emu_enqueue(cudaStream_t s, void (*fn)(void *), void *arg) __attribute__((weak));
 
 enum : unsigned { LT_HANDLE = 0x4c544831u, LT_DESC = 0x4c544432u, LT_LAYOUT = 0x4c544c33u, LT_PREF = 0x4c545034u,
                   LT_ALGO = 0x4c544135u };
@@ -376,6 +378,63 @@ static int lt_overlap(const void *p, size_t np, const void *q, size_t nq)
     return np && nq && a < b + nq && b < a + np;
 }
 
+/* One product, its descriptors copied (the caller may destroy them
+ * before the stream runs it). */
+struct lt_job {
+    lt_shape s;
+    int32_t ta, tb;
+    int tf32;
+    emu_lt_layout a, b, c, d;
+    const void *A, *B, *C;
+    void *D;
+    float al, be;
+};
+
+static void lt_run(void *p)
+{
+    lt_job *j = (lt_job *)p;
+    const lt_shape s = j->s;
+    const emu_lt_layout *a = &j->a, *b = &j->b, *c = &j->c, *d = &j->d;
+    const void *A = j->A, *B = j->B, *C = j->C;
+    void *D = j->D;
+    float al = j->al, be = j->be;
+    int tf32 = j->tf32;
+    /* op(A) as m rows of k and op(B) as n columns of k, in fp32 (TF32
+     * rounded), then every D element is one dot product in k order */
+    float *ra = (float *)malloc((s.m * s.k + 1) * sizeof(float)), *rb = (float *)malloc((s.n * s.k + 1) * sizeof(float));
+    if (!ra || !rb) {
+        fprintf(stderr, "emulated cuBLASLt: out of memory for a product\n");
+        abort();
+    }
+    for (int32_t bi = 0; bi < s.batch; bi++) {
+        int64_t oa = bi * a->stride, ob = bi * b->stride, oc = bi * c->stride, od = bi * d->stride;
+        for (uint64_t i = 0; i < s.m; i++)
+            for (uint64_t p2 = 0; p2 < s.k; p2++)
+                ra[i * s.k + p2] = lt_load(A, a->type, oa + (int64_t)(j->ta == CUBLAS_OP_N ? i + p2 * (uint64_t)a->ld
+                                                                                           : p2 + i * (uint64_t)a->ld),
+                                           tf32);
+        for (uint64_t jj = 0; jj < s.n; jj++)
+            for (uint64_t p2 = 0; p2 < s.k; p2++)
+                rb[jj * s.k + p2] = lt_load(B, b->type, ob + (int64_t)(j->tb == CUBLAS_OP_N ? p2 + jj * (uint64_t)b->ld
+                                                                                            : jj + p2 * (uint64_t)b->ld),
+                                            tf32);
+        for (uint64_t jj = 0; jj < s.n; jj++)
+            for (uint64_t i = 0; i < s.m; i++) {
+                const float *x = ra + i * s.k, *y = rb + jj * s.k;
+                float acc = 0.0f;
+                for (uint64_t p2 = 0; p2 < s.k; p2++)
+                    acc += x[p2] * y[p2];
+                float v = al * acc;
+                if (be != 0.0f)
+                    v += be * lt_load(C, c->type, oc + (int64_t)(i + jj * (uint64_t)c->ld), 0);
+                lt_store(D, d->type, od + (int64_t)(i + jj * (uint64_t)d->ld), v);
+            }
+    }
+    free(ra);
+    free(rb);
+    free(j);
+}
+
 extern "C" cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const void *alpha,
                                          const void *A, cublasLtMatrixLayout_t a, const void *B,
                                          cublasLtMatrixLayout_t b, const void *beta, const void *C,
@@ -384,7 +443,6 @@ extern "C" cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_
                                          cudaStream_t stream)
 {
     lt_shape s;
-    (void)stream;
     if (!h || h->magic != LT_HANDLE)
         return CUBLAS_STATUS_NOT_INITIALIZED;
     cublasStatus_t st = lt_check(op, a, b, c, d, &s);
@@ -421,40 +479,13 @@ extern "C" cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "D overlaps an input (A or B)");
     if (C && C != D && be != 0.0f && lt_overlap(D, ed, C, ec))
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "D partly overlaps C (only C == D is in place)");
-    int tf32 = op->compute == CUBLAS_COMPUTE_32F_FAST_TF32;
-    /* op(A) as m rows of k and op(B) as n columns of k, in fp32 (TF32
-     * rounded), then every D element is one dot product in k order */
-    float *ra = (float *)malloc((s.m * s.k + 1) * sizeof(float)), *rb = (float *)malloc((s.n * s.k + 1) * sizeof(float));
-    if (!ra || !rb) {
-        free(ra);
-        free(rb);
+    lt_job *j = (lt_job *)malloc(sizeof *j);
+    if (!j)
         return CUBLAS_STATUS_ALLOC_FAILED;
-    }
-    for (int32_t bi = 0; bi < s.batch; bi++) {
-        int64_t oa = bi * a->stride, ob = bi * b->stride, oc = bi * c->stride, od = bi * d->stride;
-        for (uint64_t i = 0; i < s.m; i++)
-            for (uint64_t p = 0; p < s.k; p++)
-                ra[i * s.k + p] = lt_load(A, a->type, oa + (int64_t)(op->ta == CUBLAS_OP_N ? i + p * (uint64_t)a->ld
-                                                                                         : p + i * (uint64_t)a->ld),
-                                          tf32);
-        for (uint64_t j = 0; j < s.n; j++)
-            for (uint64_t p = 0; p < s.k; p++)
-                rb[j * s.k + p] = lt_load(B, b->type, ob + (int64_t)(op->tb == CUBLAS_OP_N ? p + j * (uint64_t)b->ld
-                                                                                         : j + p * (uint64_t)b->ld),
-                                          tf32);
-        for (uint64_t j = 0; j < s.n; j++)
-            for (uint64_t i = 0; i < s.m; i++) {
-                const float *x = ra + i * s.k, *y = rb + j * s.k;
-                float acc = 0.0f;
-                for (uint64_t p = 0; p < s.k; p++)
-                    acc += x[p] * y[p];
-                float v = al * acc;
-                if (be != 0.0f)
-                    v += be * lt_load(C, c->type, oc + (int64_t)(i + j * (uint64_t)c->ld), 0);
-                lt_store(D, d->type, od + (int64_t)(i + j * (uint64_t)d->ld), v);
-            }
-    }
-    free(ra);
-    free(rb);
+    *j = lt_job{s, op->ta, op->tb, op->compute == CUBLAS_COMPUTE_32F_FAST_TF32, *a, *b, *c, *d, A, B, C, D, al, be};
+    if (emu_enqueue)
+        emu_enqueue(stream, lt_run, j);   /* when the stream gets there */
+    else
+        lt_run(j);
     return CUBLAS_STATUS_SUCCESS;
 }

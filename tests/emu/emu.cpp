@@ -21,7 +21,12 @@
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
+#include <deque>
+#include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define EMU_ASAN 1
@@ -65,8 +70,14 @@ __attribute__((constructor)) static void emu_libraries(void)
 
 /* ---- errors ---------------------------------------------------------------- */
 
-static cudaError_t emu_last = cudaSuccess;     /* cudaGetLastError's */
-static cudaError_t emu_sticky = cudaSuccess;   /* a failed kernel: every later call */
+static thread_local cudaError_t emu_last = cudaSuccess;   /* cudaGetLastError's, per host thread */
+static cudaError_t emu_sticky = cudaSuccess;                /* a failed kernel: every later call */
+
+/* The runtime is called from several host threads (the checkpoint writer
+ * waits for the snapshot's event): one lock around every call, held while
+ * the queued work it waits for runs on the caller's thread. */
+static std::recursive_mutex emu_mu;
+#define EMU_LOCK() std::lock_guard<std::recursive_mutex> emu_lock_(emu_mu)
 
 static cudaError_t emu_err(cudaError_t e)
 {
@@ -88,6 +99,7 @@ static void emu_say(const char *fmt, ...)
 
 cudaError_t cudaGetLastError(void)
 {
+    EMU_LOCK();
     cudaError_t e = emu_sticky != cudaSuccess ? emu_sticky : emu_last;
     emu_last = cudaSuccess;
     return e;
@@ -135,12 +147,17 @@ static int emu_inside(const std::map<uintptr_t, size_t> &m, const void *p, size_
     return u >= it->first && bytes <= it->second && u - it->first <= it->second - bytes;
 }
 
-extern "C" int emu_is_device(const void *p, size_t bytes) { return emu_inside(emu_dev, p, bytes); }
+extern "C" int emu_is_device(const void *p, size_t bytes)
+{
+    EMU_LOCK();
+    return emu_inside(emu_dev, p, bytes);
+}
 
 static int emu_pending_bad_arg;
 
 void emu_check_pointer(const void *p, const char *kernel, int arg)
 {
+    EMU_LOCK();
     uintptr_t u = (uintptr_t)p;
     if (!p || emu_is_device(p, 1) || emu_inside(emu_pinned, p, 1))
         return;
@@ -159,18 +176,21 @@ static int emu_is_host(const void *p, size_t bytes)
 
 cudaError_t cudaGetDeviceCount(int *n)
 {
+    EMU_LOCK();
     *n = 1;
     return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int dev)
 {
+    EMU_LOCK();
     EMU_STICKY();
     return emu_err(dev == 0 ? cudaSuccess : cudaErrorInvalidDevice);
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
 {
+    EMU_LOCK();
     if (dev != 0)
         return emu_err(cudaErrorInvalidDevice);
     memset(p, 0, sizeof *p);
@@ -184,24 +204,270 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
 
 cudaError_t cudaDriverGetVersion(int *v)
 {
+    EMU_LOCK();
     *v = CUDART_VERSION;
     return cudaSuccess;
 }
 
 cudaError_t cudaRuntimeGetVersion(int *v)
 {
+    EMU_LOCK();
     *v = CUDART_VERSION;
     return cudaSuccess;
 }
 
+/* ---- streams and events ------------------------------------------------------
+ * Work on a stream is queued and runs only when the host waits for it
+ * (stream, event or device synchronize; a free; a blocking copy; a copy
+ * to pageable memory), in stream order; a stream waiting on an event
+ * first runs the recording stream up to it. So a result the host reads
+ * before waiting for it is not there yet, as on a GPU that is slow.
+ * SPOTRAIN_EMU_STREAMS=sync runs everything at once instead. The legacy
+ * default stream (0) waits for blocking streams and they for it; streams
+ * made with cudaStreamNonBlocking do not. */
+struct emu_stream {
+    unsigned magic, flags;
+    std::deque<std::function<void()>> q;
+    uint64_t pushed, done;
+    int draining;
+};
+struct emu_event {
+    unsigned magic, flags;
+    emu_stream *s;       /* where it was last recorded (NULL: never) */
+    uint64_t target;     /* done when s->done reaches it */
+    uint64_t gen;
+    int timed;
+    double t;
+};
+enum { EMU_STREAM_MAGIC = 0x5354524du, EMU_EVENT_MAGIC = 0x45564e54u };
+
+static emu_stream emu_legacy = {EMU_STREAM_MAGIC, 0, {}, 0, 0, 0};
+static std::vector<emu_stream *> emu_all_streams;   /* created ones */
+static int emu_lazy = -1;
+
+static emu_stream *emu_s(cudaStream_t s) { return s ? s : &emu_legacy; }
+
+static cudaError_t emu_stream_ok(cudaStream_t s)
+{
+    return !s || s->magic == EMU_STREAM_MAGIC ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+
+static double emu_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Runs s's queue until upto operations have run. */
+static void emu_drain(emu_stream *s, uint64_t upto)
+{
+    if (s->done >= upto)
+        return;
+    if (s->draining) {
+        /* s waits (through events) on work queued after the wait itself */
+        emu_say("streams wait on each other in a cycle: a GPU would hang");
+        emu_sticky = cudaErrorLaunchFailure;
+        return;
+    }
+    s->draining = 1;
+    while (s->done < upto && !s->q.empty()) {
+        std::function<void()> op = std::move(s->q.front());
+        s->q.pop_front();
+        op();
+        s->done++;
+    }
+    s->draining = 0;
+}
+
+static void emu_drain_all(void)
+{
+    emu_drain(&emu_legacy, emu_legacy.pushed);
+    for (size_t i = 0; i < emu_all_streams.size(); i++)
+        emu_drain(emu_all_streams[i], emu_all_streams[i]->pushed);
+}
+
+/* always: run op even after a fault (it frees what it owns); otherwise
+ * nothing more runs after a fault, as on a GPU. */
+static void emu_push(emu_stream *s, std::function<void()> op, int always = 0)
+{
+    if (emu_lazy < 0) {
+        const char *m = getenv("SPOTRAIN_EMU_STREAMS");
+        emu_lazy = !(m && !strcmp(m, "sync"));
+    }
+    if (!always) {
+        std::function<void()> inner = std::move(op);
+        op = [inner] {
+            if (emu_sticky == cudaSuccess)
+                inner();
+        };
+    }
+    if (!emu_lazy) {
+        op();
+        return;
+    }
+    /* the legacy stream and the blocking streams order each other */
+    if (s == &emu_legacy) {
+        for (size_t i = 0; i < emu_all_streams.size(); i++) {
+            emu_stream *o = emu_all_streams[i];
+            if (!(o->flags & cudaStreamNonBlocking) && o->pushed > o->done) {
+                uint64_t upto = o->pushed;
+                s->q.push_back([o, upto] { emu_drain(o, upto); });
+                s->pushed++;
+            }
+        }
+    } else if (!(s->flags & cudaStreamNonBlocking) && emu_legacy.pushed > emu_legacy.done) {
+        uint64_t upto = emu_legacy.pushed;
+        s->q.push_back([upto] { emu_drain(&emu_legacy, upto); });
+        s->pushed++;
+    }
+    s->q.push_back(std::move(op));
+    s->pushed++;
+}
+
+/* For the reference cuBLASLt: a product queued on its stream. */
+extern "C" void emu_enqueue(cudaStream_t s, void (*fn)(void *), void *arg)
+{
+    EMU_LOCK();
+    emu_push(emu_s(s), [fn, arg] { fn(arg); }, 1);
+}
+
 cudaError_t cudaDeviceSynchronize(void)
 {
+    EMU_LOCK();
     EMU_STICKY();
+    emu_drain_all();
+    return emu_sticky;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    *s = new emu_stream{EMU_STREAM_MAGIC, flags, {}, 0, 0, 0};
+    emu_all_streams.push_back(*s);
     return cudaSuccess;
 }
 
+cudaError_t cudaStreamDestroy(cudaStream_t s)
+{
+    EMU_LOCK();
+    if (!s || s->magic != EMU_STREAM_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    emu_drain(s, s->pushed);   /* queued work still completes */
+    for (size_t i = 0; i < emu_all_streams.size(); i++)
+        if (emu_all_streams[i] == s)
+            emu_all_streams.erase(emu_all_streams.begin() + (long)i);
+    s->magic = 0;
+    delete s;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (emu_stream_ok(s) != cudaSuccess)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    emu_stream *x = emu_s(s);
+    emu_drain(x, x->pushed);
+    return emu_sticky;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    (void)flags;
+    if (emu_stream_ok(s) != cudaSuccess || !e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    if (e->s) {   /* waiting on an event never recorded waits for nothing */
+        emu_stream *o = e->s;
+        uint64_t upto = e->target;
+        emu_push(emu_s(s), [o, upto] { emu_drain(o, upto); });
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    *e = new emu_event{EMU_EVENT_MAGIC, flags, NULL, 0, 0, 0, 0.0};
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e)
+{
+    EMU_LOCK();
+    if (!e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    /* a queued record of it may still run: keep the memory, mark it dead */
+    e->magic = 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (!e || e->magic != EMU_EVENT_MAGIC || emu_stream_ok(s) != cudaSuccess)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    emu_stream *x = emu_s(s);
+    uint64_t gen = ++e->gen;
+    e->timed = 0;
+    emu_push(x, [e, gen] {
+        if (e->gen == gen) {
+            e->t = emu_now_ms();
+            e->timed = 1;
+        }
+    });
+    e->s = x;
+    e->target = x->pushed;
+    return cudaSuccess;
+}
+
+static int emu_event_done(cudaEvent_t e) { return !e->s || e->s->done >= e->target || !emu_lazy; }
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (!e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    if (e->s)
+        emu_drain(e->s, e->target);
+    return emu_sticky;
+}
+
+/* A query runs the work up to the event (a GPU that is done by now): a
+ * polling loop ends. */
+cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
+
+/* As documented: both events recorded and complete, neither created with
+ * cudaEventDisableTiming; NotReady while one has not completed. */
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (!a || !b || a->magic != EMU_EVENT_MAGIC || b->magic != EMU_EVENT_MAGIC ||
+        ((a->flags | b->flags) & cudaEventDisableTiming) || !a->s || !b->s)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    if (!emu_event_done(a) || !emu_event_done(b) || !a->timed || !b->timed)
+        return emu_err(cudaErrorNotReady);
+    *ms = (float)(b->t - a->t);
+    return cudaSuccess;
+}
+
+/* ---- device, memory (continued) ---------------------------------------------- */
+
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total)
 {
+    EMU_LOCK();
     EMU_STICKY();
     *free_bytes = emu_total - emu_in_use;
     *total = emu_total;
@@ -223,6 +489,7 @@ static void *emu_alloc(size_t bytes)
 
 cudaError_t cudaMalloc(void **p, size_t bytes)
 {
+    EMU_LOCK();
     EMU_STICKY();
     *p = NULL;
     if (bytes > emu_total - emu_in_use)
@@ -240,8 +507,10 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
  * with it on a GPU) and report the error. */
 cudaError_t cudaFree(void *p)
 {
+    EMU_LOCK();
     if (!p)
         return emu_sticky;
+    emu_drain_all();   /* cudaFree waits for the device */
     auto it = emu_dev.find((uintptr_t)p);
     if (it == emu_dev.end()) {
         emu_say("cudaFree of %p, which is not a device allocation", p);
@@ -255,6 +524,7 @@ cudaError_t cudaFree(void *p)
 
 cudaError_t cudaMallocHost(void **p, size_t bytes)
 {
+    EMU_LOCK();
     EMU_STICKY();
     *p = emu_alloc(bytes);
     if (!*p)
@@ -265,8 +535,10 @@ cudaError_t cudaMallocHost(void **p, size_t bytes)
 
 cudaError_t cudaFreeHost(void *p)
 {
+    EMU_LOCK();
     if (!p)
         return emu_sticky;
+    emu_drain_all();
     auto it = emu_pinned.find((uintptr_t)p);
     if (it == emu_pinned.end()) {
         emu_say("cudaFreeHost of %p, which cudaMallocHost did not return", p);
@@ -279,6 +551,7 @@ cudaError_t cudaFreeHost(void *p)
 
 cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned flags)
 {
+    EMU_LOCK();
     EMU_STICKY();
     (void)flags;
     if (!p || !bytes || !emu_is_host(p, bytes))
@@ -291,7 +564,9 @@ cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned flags)
 
 cudaError_t cudaHostUnregister(void *p)
 {
+    EMU_LOCK();
     EMU_STICKY();
+    emu_drain_all();
     if (!emu_registered.erase((uintptr_t)p))
         return emu_err(cudaErrorHostMemoryNotRegistered);
     return cudaSuccess;
@@ -320,173 +595,76 @@ static cudaError_t emu_copy_check(void *dst, const void *src, size_t bytes, cuda
     return cudaSuccess;
 }
 
+
+static int emu_is_pinned(const void *p, size_t bytes)
+{
+    return emu_inside(emu_pinned, p, bytes ? bytes : 1) || emu_inside(emu_registered, p, bytes ? bytes : 1);
+}
+
+/* Queues a checked copy on x. Pageable host memory behaves as the
+ * documentation says: a source is read at the call (staged), a
+ * destination is written before the call returns. */
+static cudaError_t emu_copy(emu_stream *x, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+{
+    int dst_dev = emu_is_device(dst, bytes), src_dev = emu_is_device(src, bytes);
+    if (!src_dev && !emu_is_pinned(src, bytes)) {
+        std::shared_ptr<std::vector<char>> staged(new std::vector<char>((const char *)src, (const char *)src + bytes));
+        emu_push(x, [dst, staged] { memcpy(dst, staged->data(), staged->size()); });
+    } else {
+        emu_push(x, [dst, src, bytes] { memmove(dst, src, bytes); });
+    }
+    if (!dst_dev && !emu_is_pinned(dst, bytes))
+        emu_drain(x, x->pushed);
+    (void)kind;
+    return emu_sticky;
+}
+
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
+    EMU_LOCK();
     EMU_STICKY();
     if (bytes == 0)
         return cudaSuccess;
     cudaError_t e = emu_copy_check(dst, src, bytes, kind, "cudaMemcpy");
-    if (e == cudaSuccess)
-        memmove(dst, src, bytes);
-    return e;
+    if (e != cudaSuccess)
+        return e;
+    emu_copy(&emu_legacy, dst, src, bytes, kind);
+    emu_drain(&emu_legacy, emu_legacy.pushed);   /* synchronous */
+    return emu_sticky;
 }
-
-static cudaError_t emu_stream_ok(cudaStream_t s);
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s)
 {
+    EMU_LOCK();
     EMU_STICKY();
     if (emu_stream_ok(s) != cudaSuccess)
         return emu_err(cudaErrorInvalidResourceHandle);
     if (bytes == 0)
         return cudaSuccess;
     cudaError_t e = emu_copy_check(dst, src, bytes, kind, "cudaMemcpyAsync");
-    if (e == cudaSuccess)
-        memmove(dst, src, bytes);
-    return e;
+    if (e != cudaSuccess)
+        return e;
+    return emu_copy(emu_s(s), dst, src, bytes, kind);
 }
 
-cudaError_t cudaMemset(void *p, int value, size_t bytes)
+/* Device memory: asynchronous to the host, in the stream's order. */
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
 {
+    EMU_LOCK();
     EMU_STICKY();
+    if (emu_stream_ok(s) != cudaSuccess)
+        return emu_err(cudaErrorInvalidResourceHandle);
     if (bytes == 0)
         return cudaSuccess;
     if (!emu_is_device(p, bytes)) {
         emu_say("cudaMemset of %zu bytes at %p: not inside one device allocation", bytes, p);
         return emu_err(cudaErrorInvalidValue);
     }
-    memset(p, value, bytes);
+    emu_push(emu_s(s), [p, value, bytes] { memset(p, value, bytes); });
     return cudaSuccess;
 }
 
-cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
-{
-    EMU_STICKY();
-    if (emu_stream_ok(s) != cudaSuccess)
-        return emu_err(cudaErrorInvalidResourceHandle);
-    return cudaMemset(p, value, bytes);
-}
-
-/* ---- streams and events (synchronous) ------------------------------------------ */
-
-struct emu_stream {
-    unsigned magic;
-};
-struct emu_event {
-    unsigned magic, flags;
-    int recorded;
-    double t;
-};
-enum { EMU_STREAM_MAGIC = 0x5354524du, EMU_EVENT_MAGIC = 0x45564e54u };
-
-static cudaError_t emu_stream_ok(cudaStream_t s)
-{
-    return !s || s->magic == EMU_STREAM_MAGIC ? cudaSuccess : cudaErrorInvalidResourceHandle;
-}
-
-static double emu_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
-
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
-{
-    EMU_STICKY();
-    (void)flags;
-    *s = (cudaStream_t)calloc(1, sizeof **s);
-    if (!*s)
-        return emu_err(cudaErrorMemoryAllocation);
-    (*s)->magic = EMU_STREAM_MAGIC;
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamDestroy(cudaStream_t s)
-{
-    if (!s || s->magic != EMU_STREAM_MAGIC)
-        return emu_err(cudaErrorInvalidResourceHandle);
-    s->magic = 0;
-    free(s);
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamSynchronize(cudaStream_t s)
-{
-    EMU_STICKY();
-    return emu_err(emu_stream_ok(s));
-}
-
-cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
-{
-    EMU_STICKY();
-    (void)flags;
-    if (emu_stream_ok(s) != cudaSuccess || !e || e->magic != EMU_EVENT_MAGIC)
-        return emu_err(cudaErrorInvalidResourceHandle);
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
-
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
-{
-    EMU_STICKY();
-    *e = (cudaEvent_t)calloc(1, sizeof **e);
-    if (!*e)
-        return emu_err(cudaErrorMemoryAllocation);
-    (*e)->magic = EMU_EVENT_MAGIC;
-    (*e)->flags = flags;
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventDestroy(cudaEvent_t e)
-{
-    if (!e || e->magic != EMU_EVENT_MAGIC)
-        return emu_err(cudaErrorInvalidResourceHandle);
-    e->magic = 0;
-    free(e);
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
-{
-    EMU_STICKY();
-    if (!e || e->magic != EMU_EVENT_MAGIC || emu_stream_ok(s) != cudaSuccess)
-        return emu_err(cudaErrorInvalidResourceHandle);
-    e->recorded = 1;
-    e->t = emu_now_ms();
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventSynchronize(cudaEvent_t e)
-{
-    EMU_STICKY();
-    if (!e || e->magic != EMU_EVENT_MAGIC)
-        return emu_err(cudaErrorInvalidResourceHandle);
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventQuery(cudaEvent_t e)
-{
-    EMU_STICKY();
-    if (!e || e->magic != EMU_EVENT_MAGIC)
-        return emu_err(cudaErrorInvalidResourceHandle);
-    return cudaSuccess;
-}
-
-/* As documented: both events recorded, neither created with
- * cudaEventDisableTiming; otherwise an invalid handle. */
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
-{
-    EMU_STICKY();
-    if (!a || !b || a->magic != EMU_EVENT_MAGIC || b->magic != EMU_EVENT_MAGIC ||
-        ((a->flags | b->flags) & cudaEventDisableTiming) || !a->recorded || !b->recorded)
-        return emu_err(cudaErrorInvalidResourceHandle);
-    *ms = (float)(b->t - a->t);
-    return cudaSuccess;
-}
+cudaError_t cudaMemset(void *p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, 0); }
 
 /* ---- kernels: blocks in turn, threads as fibers ------------------------------ */
 
@@ -807,36 +985,14 @@ static int emu_run_block(unsigned n, dim3 b, const char *kernel)
     }
 }
 
-void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kernel)
+/* Runs a launch (checked by emu_run) on the host now: blocks in turn. */
+static void emu_exec(dim3 g, dim3 b, void (*body)(void *), void *arg, const char *kernel)
 {
     static emu_thread threads[EMU_MAX_THREADS];
-    if (emu_sticky != cudaSuccess)
-        return;
-    if (emu_pending_bad_arg) {   /* a GPU would fault at the first access */
-        emu_pending_bad_arg = 0;
-        emu_sticky = cudaErrorLaunchFailure;
-        emu_err(cudaErrorLaunchFailure);
-        return;
-    }
-    dim3 g = c->grid, b = c->block;
-    unsigned long long nt = (unsigned long long)b.x * b.y * b.z;
-    if (emu_stream_ok(c->stream) != cudaSuccess) {
-        emu_say("%s: launched on an invalid stream", kernel);
-        emu_err(cudaErrorInvalidResourceHandle);
-        return;
-    }
-    /* the limits of every GPU since sm_30 */
-    if (!g.x || !g.y || !g.z || !nt || nt > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 || g.x > 2147483647u ||
-        g.y > 65535 || g.z > 65535 || c->shmem > 48 * 1024) {
-        emu_say("%s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u) shared %zu", kernel, g.x, g.y,
-                g.z, b.x, b.y, b.z, c->shmem);
-        emu_err(cudaErrorInvalidConfiguration);
-        return;
-    }
-    unsigned n = (unsigned)nt;
+    unsigned n = b.x * b.y * b.z;
     if (emu_stacks(n)) {
         emu_say("%s: no memory for %u fiber stacks", kernel, n);
-        emu_err(cudaErrorMemoryAllocation);
+        emu_sticky = cudaErrorMemoryAllocation;
         return;
     }
     emu_b.t = threads;
@@ -855,8 +1011,45 @@ void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kern
         blockIdx = uint3{(unsigned)(bi % g.x), (unsigned)(bi / g.x % g.y), (unsigned)(bi / g.x / g.y)};
         if (emu_run_block(n, b, kernel)) {
             emu_sticky = cudaErrorLaunchFailure;
-            emu_err(cudaErrorLaunchFailure);
             return;
         }
     }
+}
+
+void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(void *), const char *kernel)
+{
+    EMU_LOCK();
+    if (emu_sticky != cudaSuccess) {
+        release(arg);
+        return;
+    }
+    if (emu_pending_bad_arg) {   /* a GPU would fault at the first access */
+        emu_pending_bad_arg = 0;
+        emu_sticky = cudaErrorLaunchFailure;
+        emu_err(cudaErrorLaunchFailure);
+        release(arg);
+        return;
+    }
+    dim3 g = c->grid, b = c->block;
+    unsigned long long nt = (unsigned long long)b.x * b.y * b.z;
+    if (emu_stream_ok(c->stream) != cudaSuccess) {
+        emu_say("%s: launched on an invalid stream", kernel);
+        emu_err(cudaErrorInvalidResourceHandle);
+        release(arg);
+        return;
+    }
+    /* the limits of every GPU since sm_30 */
+    if (!g.x || !g.y || !g.z || !nt || nt > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 || g.x > 2147483647u ||
+        g.y > 65535 || g.z > 65535 || c->shmem > 48 * 1024) {
+        emu_say("%s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u) shared %zu", kernel, g.x, g.y,
+                g.z, b.x, b.y, b.z, c->shmem);
+        emu_err(cudaErrorInvalidConfiguration);
+        release(arg);
+        return;
+    }
+    emu_push(emu_s(c->stream), [g, b, body, arg, release, kernel] {
+        if (emu_sticky == cudaSuccess)
+            emu_exec(g, b, body, arg, kernel);
+        release(arg);
+    }, 1);
 }

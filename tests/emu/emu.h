@@ -161,8 +161,9 @@ inline emu_cfg emu_config(dim3 grid, dim3 block, size_t shmem = 0, cudaStream_t 
     return c;
 }
 
-/* Runs body(arg) once per thread of every block of c (emu.cpp). */
-void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, const char *kernel);
+/* Queues body(arg) once per thread of every block of c on c's stream
+ * (emu.cpp), then release(arg); a bad configuration fails at once. */
+void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(void *), const char *kernel);
 
 /* A pointer argument of a launch must be NULL or point into device memory
  * (or page-locked host memory, which the device can reach): a host
@@ -183,11 +184,14 @@ template <typename... P> struct emu_launcher {
     {
         int arg = 0;
         (emu_check_arg(a, name, arg++), ...);
+        /* the arguments are copied at the launch, as a GPU's are */
         struct call {
             void (*k)(P...);
             std::tuple<P...> args;
-        } x = {kernel, std::tuple<P...>(a...)};
-        emu_run(&cfg, [](void *p) { std::apply(((call *)p)->k, ((call *)p)->args); }, &x, name);
+        };
+        call *x = new call{kernel, std::tuple<P...>(a...)};
+        emu_run(&cfg, [](void *p) { std::apply(((call *)p)->k, ((call *)p)->args); }, x,
+                [](void *p) { delete (call *)p; }, name);
     }
 };
 

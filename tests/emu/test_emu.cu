@@ -168,6 +168,49 @@ static void test_shared_poison(void)
     cudaFree(d);
 }
 
+/* Streams run when the host waits: a result read before the wait is not
+ * there yet (as on a slow GPU), and an event's time is not ready. */
+static void test_streams_lazy(void)
+{
+    int *d = NULL, *h = NULL;
+    cudaStream_t s;
+    cudaEvent_t a, b;
+    float ms = 0;
+    EXPECT(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+    EXPECT(cudaEventCreate(&a) == cudaSuccess && cudaEventCreate(&b) == cudaSuccess);
+    EXPECT(cudaMalloc((void **)&d, 64 * sizeof(int)) == cudaSuccess);
+    EXPECT(cudaMallocHost((void **)&h, 64 * sizeof(int)) == cudaSuccess);
+    memset(h, 0, 64 * sizeof(int));
+    EXPECT(cudaEventRecord(a, s) == cudaSuccess);
+    emu_t_index_k<<<1, 64, 0, s>>>(d, 64);
+    EXPECT(cudaMemcpyAsync(h, d, 64 * sizeof(int), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    EXPECT(cudaEventRecord(b, s) == cudaSuccess);
+    int lazy = !(getenv("SPOTRAIN_EMU_STREAMS") && !strcmp(getenv("SPOTRAIN_EMU_STREAMS"), "sync"));
+    if (lazy) {
+        EXPECT(h[63] == 0);   /* not yet */
+        EXPECT(cudaEventElapsedTime(&ms, a, b) == cudaErrorNotReady);
+        cudaGetLastError();
+    }
+    EXPECT(cudaEventSynchronize(b) == cudaSuccess);
+    EXPECT(h[63] == 63);
+    EXPECT(cudaEventElapsedTime(&ms, a, b) == cudaSuccess && ms >= 0);
+    /* a second stream waits for the first through an event */
+    cudaStream_t s2;
+    EXPECT(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking) == cudaSuccess);
+    EXPECT(cudaMemsetAsync(d, 0, 64 * sizeof(int), s) == cudaSuccess);
+    EXPECT(cudaEventRecord(a, s) == cudaSuccess);
+    EXPECT(cudaStreamWaitEvent(s2, a, 0) == cudaSuccess);
+    EXPECT(cudaMemcpyAsync(h, d, 64 * sizeof(int), cudaMemcpyDeviceToHost, s2) == cudaSuccess);
+    EXPECT(cudaStreamSynchronize(s2) == cudaSuccess);
+    EXPECT(h[63] == 0);
+    cudaFreeHost(h);
+    cudaFree(d);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaStreamDestroy(s);
+    cudaStreamDestroy(s2);
+}
+
 /* ---- misuse: each must fail the launch ---------------------------------- */
 
 __global__ void emu_t_extra_sync_k(void)
@@ -237,7 +280,7 @@ static int run_failure(const char *which)
     }
     else
         return 2;
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = cudaDeviceSynchronize();   /* the kernel ran: its error */
     /* sticky: later calls fail too */
     cudaError_t later = cudaMemset(d, 0, 4);
     cudaFree(d);
@@ -268,6 +311,7 @@ int main(int argc, char **argv)
     harness_run("emu_launch_forms", test_launch_forms);
     harness_run("emu_half", test_half);
     harness_run("emu_shared_poison", test_shared_poison);
+    harness_run("emu_streams_lazy", test_streams_lazy);
     harness_run("emu_misuse", test_misuse);
     harness_run("emu_failures", test_failures);
     return harness_end();
