@@ -236,7 +236,7 @@ struct emu_event {
     emu_stream *s;       /* where it was last recorded (NULL: never) */
     uint64_t target;     /* done when s->done reaches it */
     uint64_t gen;
-    int timed;
+    int timed, pending;  /* pending: queued records of it, which free it once destroyed */
     double t;
 };
 enum { EMU_STREAM_MAGIC = 0x5354524du, EMU_EVENT_MAGIC = 0x45564e54u };
@@ -397,7 +397,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
 {
     EMU_LOCK();
     EMU_STICKY();
-    *e = new emu_event{EMU_EVENT_MAGIC, flags, NULL, 0, 0, 0, 0.0};
+    *e = new emu_event{EMU_EVENT_MAGIC, flags, NULL, 0, 0, 0, 0, 0.0};
     return cudaSuccess;
 }
 
@@ -406,8 +406,10 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
     EMU_LOCK();
     if (!e || e->magic != EMU_EVENT_MAGIC)
         return emu_err(cudaErrorInvalidResourceHandle);
-    /* a queued record of it may still run: keep the memory, mark it dead */
+    /* a queued record of it may still run: then that frees it */
     e->magic = 0;
+    if (!e->pending)
+        delete e;
     return cudaSuccess;
 }
 
@@ -420,12 +422,17 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
     emu_stream *x = emu_s(s);
     uint64_t gen = ++e->gen;
     e->timed = 0;
+    e->pending++;
     emu_push(x, [e, gen] {
-        if (e->gen == gen) {
+        e->pending--;
+        if (e->magic != EMU_EVENT_MAGIC) {
+            if (!e->pending)
+                delete e;
+        } else if (e->gen == gen) {
             e->t = emu_now_ms();
             e->timed = 1;
         }
-    });
+    }, 1);
     e->s = x;
     e->target = x->pushed;
     return cudaSuccess;
