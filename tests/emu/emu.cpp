@@ -1,9 +1,10 @@
 /* The CPU emulation of the CUDA runtime (tests/emu/emu.h): device memory
- * is malloc'd host memory, tracked so that copies, memsets and frees of a
- * pointer that is not device memory fail as they would on a GPU; streams
- * and events are synchronous. A kernel launch runs its blocks one after
- * another; the threads of a block are fibers scheduled on this
- * one OS thread. A fiber runs until it reaches __syncthreads (waits for
+ * is malloc'd host memory, tracked so that copies, memsets, frees and
+ * kernel pointer arguments that are not device memory fail as they would
+ * on a GPU; work queued on a stream runs when the host waits for it (see
+ * "streams and events"). A kernel launch runs its blocks one after
+ * another; the threads of a block are fibers scheduled on the OS thread
+ * that runs the launch. A fiber runs until it reaches __syncthreads (waits for
  * every thread of the block), a shuffle (waits for the 32 lanes of its
  * warp), or returns. When no fiber can run and some still wait, that is a
  * launch failure with a message saying which barrier and which threads:

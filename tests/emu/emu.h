@@ -1,9 +1,10 @@
 /* The CPU emulation of the CUDA runtime and device language that the
  * kernels in cuda/ use (and nothing more): built only for the emulated
  * test programs (make test-emu), never for the production binary. Device
- * memory is host memory; every call is synchronous; a kernel's blocks run
- * one after another and the threads of a block run as fibers on one OS
- * thread, switching only at __syncthreads and warp shuffles, where
+ * memory is host memory; work queued on a stream runs when the host waits
+ * for it; a kernel's blocks run one after another and the threads of a
+ * block run as fibers on one OS thread, switching only at __syncthreads
+ * and warp shuffles, where
  * tests/emu/emu.cpp checks that the whole block (or warp) arrives. See
  * cuda/README.md, "Running the kernels on the CPU". */
 #ifndef SPOTRAIN_EMU_H
