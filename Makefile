@@ -58,6 +58,23 @@ LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgfortran -lquadmath -lgomp -lstdc++ -Wl
 STDCXX  :=
 endif
 
+# EMU=1: the CUDA backend (cuda/*.cu, kernels included) compiled by the
+# host C++ compiler against tests/emu, a CPU emulation of the CUDA runtime
+# and of cuBLASLt, for `make test-emu`; never the production binary.
+EMU     ?= 0
+EMU_CXX ?= g++
+ifeq ($(EMU),1)
+override CUDA := 0
+override DEVICE := 0
+BUILD   := $(BUILD)/emu
+EMU_LIB := $(BUILD)/emu-lib
+CFLAGS  += -DSPOTRAIN_CUDA=1
+EMUFLAGS := -std=c++17 -D_GNU_SOURCE $(OPT) -ffp-contract=off $(WARN) $(SANFLAGS) -DSPOTRAIN_CUDA=1 -Itests/emu
+CU_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*.cu)) $(BUILD)/tests/emu/emu.o
+# -rdynamic: the reference cuBLASLt checks operands against the allocations
+LIBS    += -rdynamic -ldl -lstdc++
+endif
+
 ifeq ($(MPI),1)
 CFLAGS  += -DSPOTRAIN_MPI=1 $(shell mpicc -showme:compile)
 LIBS    += $(shell mpicc -showme:link)
@@ -89,12 +106,13 @@ FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test test-build bench demo fuzz chaos install clean help device-build device-bundle
+.PHONY: all test test-build test-emu bench demo fuzz chaos install clean help device-build device-bundle
 all: $(BUILD)/spotrain
 
 help:
 	@echo "make [CUDA=0|1] [MPI=0|1] [SAN=1]   build $(BUILD)/spotrain"
 	@echo "make test     unit, numerics (PyTorch reference) and CLI tests"
+	@echo "make test-emu the CUDA kernels and backend run on the CPU through tests/emu (also SAN=1)"
 	@echo "make bench    throughput, checkpoint and goodput benchmarks"
 	@echo "make demo     install missing packages (as root), build, train through a reclaim notice and a kill -9, compare with a straight run"
 	@echo "make fuzz     build libFuzzer targets and run each for FUZZ_SECONDS (default 20)"
@@ -122,11 +140,48 @@ $(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+ifeq ($(EMU),1)
+# Preprocess, rewrite the <<<...>>> launches (tests/emu/launch.c), compile
+# as C++; -ffp-contract=off is the host's -fmad=false.
+$(BUILD)/cuda/%.o: cuda/%.cu $(BUILD)/tests/emu/launch
+	@mkdir -p $(dir $@)
+	$(EMU_CXX) $(EMUFLAGS) -x c++ -E -MMD -MP -MT $@ -MF $(@:.o=.d) -o $(@:.o=.ii) $<
+	$(BUILD)/tests/emu/launch $(@:.o=.ii) $(@:.o=.emu.ii)
+	$(EMU_CXX) $(EMUFLAGS) -x c++ -fpreprocessed -c -o $@ $(@:.o=.emu.ii)
+
+# -fcf-protection=none: fibers switch stacks by `ret` (emu.cpp), which a
+# CET shadow stack would refuse; without the note no shadow stack is used.
+$(BUILD)/tests/emu/emu.o: tests/emu/emu.cpp | $(EMU_LIB)/libcuda.so.1 $(EMU_LIB)/libcublasLt.so.13
+	@mkdir -p $(dir $@)
+	$(EMU_CXX) $(EMUFLAGS) -fcf-protection=none -MMD -MP -DEMU_DRIVER='"$(abspath $(EMU_LIB))/libcuda.so.1"' \
+	    -DEMU_CUBLASLT='"$(abspath $(EMU_LIB))/libcublasLt.so.13"' -c -o $@ $<
+
+# The emulator's own checks, through the same rewriting.
+$(BUILD)/tests/test_emu: tests/emu/test_emu.cu $(BUILD)/tests/emu/launch $(BUILD)/tests/emu/emu.o tests/harness.h
+	@mkdir -p $(dir $@)
+	$(EMU_CXX) $(EMUFLAGS) -x c++ -E -MMD -MP -MT $@ -MF $@.d -o $@.ii $<
+	$(BUILD)/tests/emu/launch $@.ii $@.emu.ii
+	$(EMU_CXX) $(EMUFLAGS) -x c++ -fpreprocessed $@.emu.ii -x none -o $@ $(BUILD)/tests/emu/emu.o $(SANFLAGS) -ldl
+
+$(BUILD)/tests/emu/launch: tests/emu/launch.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O1 $(WARN) -o $@ $<
+
+# A driver that is only there (cuda_available opens libcuda.so.1), and
+# the reference cuBLASLt.
+$(EMU_LIB)/libcuda.so.1:
+	@mkdir -p $(dir $@)
+	echo 'int spotrain_emu_driver;' | $(CC) -x c -shared -fPIC -Wl,-soname,libcuda.so.1 -o $@ -
+$(EMU_LIB)/libcublasLt.so.13: tests/emu/cublaslt.cpp tests/emu/cublasLt.h tests/emu/emu.h
+	@mkdir -p $(dir $@)
+	$(EMU_CXX) $(EMUFLAGS) -fPIC -shared -o $@ $< $(SANFLAGS)
+else
 # -fmad=false: no contraction the C side would not do, so the shared
 # per-element math (train/elem.h) rounds the same on both backends.
 $(BUILD)/cuda/%.o: cuda/%.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
+endif
 
 # sample.ini is the embedded default configuration.
 $(BUILD)/sample_ini.c: sample.ini
@@ -173,6 +228,15 @@ device-build:
 # packs them into ~7 MB, which tests/device_check.sh unpacks there.
 device-bundle: device-build
 	tar -C build/device -cJf build/device.tar.xz spotrain tests/test_cuda_kernels tests/test_cuda_parity
+
+# The CUDA kernels and backend on the CPU through tests/emu (SAN=1 too:
+# ASan then catches a kernel indexing past its buffers).
+EMU_DIR := $(BUILD)/emu
+EMU_TESTS := $(EMU_DIR)/tests/test_emu $(EMU_DIR)/tests/test_cuda_kernels $(EMU_DIR)/tests/test_cuda_parity
+test-emu:
+	@$(MAKE) --no-print-directory EMU=1 $(EMU_TESTS) $(EMU_DIR)/spotrain
+	@BUILD=$(EMU_DIR) OMP_WAIT_POLICY=passive \
+	    RUN_ONLY="$(EMU_TESTS) tests/emu/cli_reverse_emu.sh tests/emu/cli_train_emu.sh" sh tests/run.sh
 
 FUZZ_SECONDS ?= 20
 fuzz:

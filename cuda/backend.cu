@@ -349,7 +349,6 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     double *part = (double *)CUDA_GBUF(c, CA_NORMPART);
     cuda_attn_scratch as = {(float *)CUDA_GBUF(c, CA_S), CUDA_GBUF(c, CA_P), CUDA_GBUF(c, CA_OP),
                             CUDA_GBUF(c, CA_DQ), CUDA_GBUF(c, CA_DK), CUDA_GBUF(c, CA_DV)};
-    const int32_t *tok = (const int32_t *)CUDA_GBUF(c, CA_TOKENS);
     size_t fn = model_final_norm(L)->offset;
     cuda_gemm g;
     int rc = ST_OK;

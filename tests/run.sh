@@ -17,7 +17,13 @@ case "$BUILD" in */san*) OPENBLAS_NUM_THREADS=1; export OPENBLAS_NUM_THREADS ;; 
 pass=0
 fail=0
 log=$(mktemp)
-for t in "$BUILD"/tests/test_* tests/cli_*.sh; do
+# RUN_ONLY: these programs instead of every test (make test-emu).
+if [ -n "$RUN_ONLY" ]; then
+    set -- $RUN_ONLY
+else
+    set -- "$BUILD"/tests/test_* tests/cli_*.sh
+fi
+for t in "$@"; do
     [ -e "$t" ] || continue
     case "$t" in *.d) continue ;; esac
     echo "== $t"

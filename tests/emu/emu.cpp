@@ -1,0 +1,1063 @@
+/* The CPU emulation of the CUDA runtime (tests/emu/emu.h): device memory
+ * is malloc'd host memory, tracked so that copies, memsets, frees and
+ * kernel pointer arguments that are not device memory fail as they would
+ * on a GPU; work queued on a stream runs when the host waits for it (see
+ * "streams and events"). A kernel launch runs its blocks one after
+ * another; the threads of a block are fibers scheduled on the OS thread
+ * that runs the launch. A fiber runs until it reaches __syncthreads (waits for
+ * every thread of the block), a shuffle (waits for the 32 lanes of its
+ * warp), or returns. When no fiber can run and some still wait, that is a
+ * launch failure with a message saying which barrier and which threads:
+ * threads of the block that return while others wait at __syncthreads,
+ * a shuffle with a lane missing (exited, or a partial warp), or threads
+ * stuck at different barriers. Launch failures are sticky, as on a GPU. */
+#include "emu.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
+#endif
+#endif
+#ifdef EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+/* Every __shared__ variable (emu.h), between the linker's bounds. */
+extern "C" char __start_emu_shared[] __attribute__((weak));
+extern "C" char __stop_emu_shared[] __attribute__((weak));
+
+/* SPOTRAIN_EMU_ORDER=reverse runs blocks, warps and lanes in descending
+ * order: a kernel that depends on the order (a missing __syncthreads, a
+ * block reading what another block writes) then computes something else. */
+static int emu_reverse = -1;
+
+/* Before main: gemm.cuh opens $SPOTRAIN_CUBLASLT first, so the reference
+ * cuBLASLt of tests/emu/cublaslt.cpp, never a real one the loader might
+ * find; and cuda_available() dlopens libcuda.so.1, which then finds our
+ * empty library of that soname already loaded (a search path would not
+ * do: under ASan the dlopen comes from the sanitizer's library). */
+__attribute__((constructor)) static void emu_libraries(void)
+{
+#ifdef EMU_CUBLASLT
+    setenv("SPOTRAIN_CUBLASLT", EMU_CUBLASLT, 1);
+#endif
+#ifdef EMU_DRIVER
+    if (!dlopen(EMU_DRIVER, RTLD_NOW | RTLD_GLOBAL))
+        fprintf(stderr, "cuda emulator: %s\n", dlerror());
+#endif
+}
+
+/* ---- errors ---------------------------------------------------------------- */
+
+static thread_local cudaError_t emu_last = cudaSuccess;   /* cudaGetLastError's, per host thread */
+static cudaError_t emu_sticky = cudaSuccess;                /* a failed kernel: every later call */
+
+/* The runtime is called from several host threads (the checkpoint writer
+ * waits for the snapshot's event): one lock around every call, held while
+ * the queued work it waits for runs on the caller's thread. */
+static std::recursive_mutex emu_mu;
+#define EMU_LOCK() std::lock_guard<std::recursive_mutex> emu_lock_(emu_mu)
+
+static cudaError_t emu_err(cudaError_t e)
+{
+    if (e != cudaSuccess && emu_last == cudaSuccess)
+        emu_last = e;
+    return e;
+}
+
+static void emu_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void emu_say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("cuda emulator: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+cudaError_t cudaGetLastError(void)
+{
+    EMU_LOCK();
+    cudaError_t e = emu_sticky != cudaSuccess ? emu_sticky : emu_last;
+    emu_last = cudaSuccess;
+    return e;
+}
+
+cudaError_t cudaPeekAtLastError(void) { return emu_sticky != cudaSuccess ? emu_sticky : emu_last; }
+
+const char *cudaGetErrorString(cudaError_t e)
+{
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorHostMemoryAlreadyRegistered: return "part or all of the requested memory range is already mapped";
+    case cudaErrorHostMemoryNotRegistered: return "pointer does not correspond to a registered memory region";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    }
+    return "unknown error";
+}
+
+/* Every API call but cudaGetLastError: a failed kernel poisons the context. */
+#define EMU_STICKY()                                                                                   \
+    do {                                                                                               \
+        if (emu_sticky != cudaSuccess)                                                                 \
+            return emu_sticky;                                                                         \
+    } while (0)
+
+/* ---- device, memory --------------------------------------------------------- */
+
+static const size_t emu_total = (size_t)80 << 30;
+static std::map<uintptr_t, size_t> emu_dev, emu_pinned, emu_registered;
+static size_t emu_in_use;
+
+static int emu_inside(const std::map<uintptr_t, size_t> &m, const void *p, size_t bytes)
+{
+    uintptr_t u = (uintptr_t)p;
+    auto it = m.upper_bound(u);
+    if (it == m.begin())
+        return 0;
+    --it;
+    return u >= it->first && bytes <= it->second && u - it->first <= it->second - bytes;
+}
+
+extern "C" int emu_is_device(const void *p, size_t bytes)
+{
+    EMU_LOCK();
+    return emu_inside(emu_dev, p, bytes);
+}
+
+static int emu_pending_bad_arg;
+
+void emu_check_pointer(const void *p, const char *kernel, int arg)
+{
+    EMU_LOCK();
+    uintptr_t u = (uintptr_t)p;
+    if (!p || emu_is_device(p, 1) || emu_inside(emu_pinned, p, 1))
+        return;
+    /* one past the end of an allocation (an empty range) is fine too */
+    auto it = emu_dev.lower_bound(u);
+    if (it != emu_dev.begin() && (--it, it->first + it->second == u))
+        return;
+    emu_say("%s: argument %d (%p) is neither device memory nor page-locked host memory", kernel, arg, p);
+    emu_pending_bad_arg = 1;
+}
+
+static int emu_is_host(const void *p, size_t bytes)
+{
+    return !emu_inside(emu_dev, p, bytes ? bytes : 1);
+}
+
+cudaError_t cudaGetDeviceCount(int *n)
+{
+    EMU_LOCK();
+    *n = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int dev)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    return emu_err(dev == 0 ? cudaSuccess : cudaErrorInvalidDevice);
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
+{
+    EMU_LOCK();
+    if (dev != 0)
+        return emu_err(cudaErrorInvalidDevice);
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "spotrain CPU emulator");
+    p->totalGlobalMem = emu_total;
+    p->major = 9;
+    p->minor = 0;
+    p->multiProcessorCount = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int *v)
+{
+    EMU_LOCK();
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *v)
+{
+    EMU_LOCK();
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+/* ---- streams and events ------------------------------------------------------
+ * Work on a stream is queued and runs only when the host waits for it
+ * (stream, event or device synchronize; a free; a blocking copy; a copy
+ * to pageable memory), in stream order; a stream waiting on an event
+ * first runs the recording stream up to it. So a result the host reads
+ * before waiting for it is not there yet, as on a GPU that is slow.
+ * SPOTRAIN_EMU_STREAMS=sync runs everything at once instead. The legacy
+ * default stream (0) waits for blocking streams and they for it; streams
+ * made with cudaStreamNonBlocking do not. */
+struct emu_stream {
+    unsigned magic, flags;
+    std::deque<std::function<void()>> q;
+    uint64_t pushed, done;
+    int draining;
+};
+struct emu_event {
+    unsigned magic, flags;
+    emu_stream *s;       /* where it was last recorded (NULL: never) */
+    uint64_t target;     /* done when s->done reaches it */
+    uint64_t gen;
+    int timed, pending;  /* pending: queued records of it, which free it once destroyed */
+    double t;
+};
+enum { EMU_STREAM_MAGIC = 0x5354524du, EMU_EVENT_MAGIC = 0x45564e54u };
+
+static emu_stream emu_legacy = {EMU_STREAM_MAGIC, 0, {}, 0, 0, 0};
+static std::vector<emu_stream *> emu_all_streams;   /* created ones */
+static int emu_lazy = -1;
+
+static emu_stream *emu_s(cudaStream_t s) { return s ? s : &emu_legacy; }
+
+static cudaError_t emu_stream_ok(cudaStream_t s)
+{
+    return !s || s->magic == EMU_STREAM_MAGIC ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+
+static double emu_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Runs s's queue until upto operations have run. */
+static void emu_drain(emu_stream *s, uint64_t upto)
+{
+    if (s->done >= upto)
+        return;
+    if (s->draining) {
+        /* s waits (through events) on work queued after the wait itself */
+        emu_say("streams wait on each other in a cycle: a GPU would hang");
+        emu_sticky = cudaErrorLaunchFailure;
+        return;
+    }
+    s->draining = 1;
+    while (s->done < upto && !s->q.empty()) {
+        std::function<void()> op = std::move(s->q.front());
+        s->q.pop_front();
+        op();
+        s->done++;
+    }
+    s->draining = 0;
+}
+
+static void emu_drain_all(void)
+{
+    emu_drain(&emu_legacy, emu_legacy.pushed);
+    for (size_t i = 0; i < emu_all_streams.size(); i++)
+        emu_drain(emu_all_streams[i], emu_all_streams[i]->pushed);
+}
+
+/* always: run op even after a fault (it frees what it owns); otherwise
+ * nothing more runs after a fault, as on a GPU. */
+static void emu_push(emu_stream *s, std::function<void()> op, int always = 0)
+{
+    if (emu_lazy < 0) {
+        const char *m = getenv("SPOTRAIN_EMU_STREAMS");
+        emu_lazy = !(m && !strcmp(m, "sync"));
+    }
+    if (!always) {
+        std::function<void()> inner = std::move(op);
+        op = [inner] {
+            if (emu_sticky == cudaSuccess)
+                inner();
+        };
+    }
+    if (!emu_lazy) {
+        op();
+        return;
+    }
+    /* the legacy stream and the blocking streams order each other */
+    if (s == &emu_legacy) {
+        for (size_t i = 0; i < emu_all_streams.size(); i++) {
+            emu_stream *o = emu_all_streams[i];
+            if (!(o->flags & cudaStreamNonBlocking) && o->pushed > o->done) {
+                uint64_t upto = o->pushed;
+                s->q.push_back([o, upto] { emu_drain(o, upto); });
+                s->pushed++;
+            }
+        }
+    } else if (!(s->flags & cudaStreamNonBlocking) && emu_legacy.pushed > emu_legacy.done) {
+        uint64_t upto = emu_legacy.pushed;
+        s->q.push_back([upto] { emu_drain(&emu_legacy, upto); });
+        s->pushed++;
+    }
+    s->q.push_back(std::move(op));
+    s->pushed++;
+}
+
+/* For the reference cuBLASLt: a product queued on its stream. */
+extern "C" void emu_enqueue(cudaStream_t s, void (*fn)(void *), void *arg)
+{
+    EMU_LOCK();
+    emu_push(emu_s(s), [fn, arg] { fn(arg); }, 1);
+}
+
+cudaError_t cudaDeviceSynchronize(void)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    emu_drain_all();
+    return emu_sticky;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    *s = new emu_stream{EMU_STREAM_MAGIC, flags, {}, 0, 0, 0};
+    emu_all_streams.push_back(*s);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s)
+{
+    EMU_LOCK();
+    if (!s || s->magic != EMU_STREAM_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    emu_drain(s, s->pushed);   /* queued work still completes */
+    for (size_t i = 0; i < emu_all_streams.size(); i++)
+        if (emu_all_streams[i] == s)
+            emu_all_streams.erase(emu_all_streams.begin() + (long)i);
+    s->magic = 0;
+    delete s;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (emu_stream_ok(s) != cudaSuccess)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    emu_stream *x = emu_s(s);
+    emu_drain(x, x->pushed);
+    return emu_sticky;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    (void)flags;
+    if (emu_stream_ok(s) != cudaSuccess || !e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    if (e->s) {   /* waiting on an event never recorded waits for nothing */
+        emu_stream *o = e->s;
+        uint64_t upto = e->target;
+        emu_push(emu_s(s), [o, upto] { emu_drain(o, upto); });
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    *e = new emu_event{EMU_EVENT_MAGIC, flags, NULL, 0, 0, 0, 0, 0.0};
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e)
+{
+    EMU_LOCK();
+    if (!e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    /* a queued record of it may still run: then that frees it */
+    e->magic = 0;
+    if (!e->pending)
+        delete e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (!e || e->magic != EMU_EVENT_MAGIC || emu_stream_ok(s) != cudaSuccess)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    emu_stream *x = emu_s(s);
+    uint64_t gen = ++e->gen;
+    e->timed = 0;
+    e->pending++;
+    emu_push(x, [e, gen] {
+        e->pending--;
+        if (e->magic != EMU_EVENT_MAGIC) {
+            if (!e->pending)
+                delete e;
+        } else if (e->gen == gen) {
+            e->t = emu_now_ms();
+            e->timed = 1;
+        }
+    }, 1);
+    e->s = x;
+    e->target = x->pushed;
+    return cudaSuccess;
+}
+
+static int emu_event_done(cudaEvent_t e) { return !e->s || e->s->done >= e->target || !emu_lazy; }
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (!e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    if (e->s)
+        emu_drain(e->s, e->target);
+    return emu_sticky;
+}
+
+/* A query runs the work up to the event (a GPU that is done by now): a
+ * polling loop ends. */
+cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
+
+/* As documented: both events recorded and complete, neither created with
+ * cudaEventDisableTiming; NotReady while one has not completed. */
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (!a || !b || a->magic != EMU_EVENT_MAGIC || b->magic != EMU_EVENT_MAGIC ||
+        ((a->flags | b->flags) & cudaEventDisableTiming) || !a->s || !b->s)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    if (!emu_event_done(a) || !emu_event_done(b) || !a->timed || !b->timed)
+        return emu_err(cudaErrorNotReady);
+    *ms = (float)(b->t - a->t);
+    return cudaSuccess;
+}
+
+/* ---- device, memory (continued) ---------------------------------------------- */
+
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    *free_bytes = emu_total - emu_in_use;
+    *total = emu_total;
+    return cudaSuccess;
+}
+
+/* 256-byte aligned like the device allocator; malloc, so ASan sees every
+ * byte past the end of an allocation (the rounding up is left unused).
+ * Filled with 0xff: NaN in fp32, bf16 and fp16, so a kernel that reads
+ * memory nothing wrote (garbage on a GPU) shows up. */
+static void *emu_alloc(size_t bytes)
+{
+    size_t n = (bytes + 255) / 256 * 256;
+    void *p = aligned_alloc(256, n ? n : 256);
+    if (p)
+        memset(p, 0xff, bytes);
+    return p;
+}
+
+cudaError_t cudaMalloc(void **p, size_t bytes)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    *p = NULL;
+    if (bytes > emu_total - emu_in_use)
+        return emu_err(cudaErrorMemoryAllocation);
+    void *q = emu_alloc(bytes);
+    if (!q)
+        return emu_err(cudaErrorMemoryAllocation);
+    emu_dev[(uintptr_t)q] = bytes;
+    emu_in_use += bytes;
+    *p = q;
+    return cudaSuccess;
+}
+
+/* After a failed kernel the frees still free (the context's memory goes
+ * with it on a GPU) and report the error. */
+cudaError_t cudaFree(void *p)
+{
+    EMU_LOCK();
+    if (!p)
+        return emu_sticky;
+    emu_drain_all();   /* cudaFree waits for the device */
+    auto it = emu_dev.find((uintptr_t)p);
+    if (it == emu_dev.end()) {
+        emu_say("cudaFree of %p, which is not a device allocation", p);
+        return emu_err(cudaErrorInvalidValue);
+    }
+    emu_in_use -= it->second;
+    emu_dev.erase(it);
+    free(p);
+    return emu_sticky;
+}
+
+cudaError_t cudaMallocHost(void **p, size_t bytes)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    *p = emu_alloc(bytes);
+    if (!*p)
+        return emu_err(cudaErrorMemoryAllocation);
+    emu_pinned[(uintptr_t)*p] = bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void *p)
+{
+    EMU_LOCK();
+    if (!p)
+        return emu_sticky;
+    emu_drain_all();
+    auto it = emu_pinned.find((uintptr_t)p);
+    if (it == emu_pinned.end()) {
+        emu_say("cudaFreeHost of %p, which cudaMallocHost did not return", p);
+        return emu_err(cudaErrorInvalidValue);
+    }
+    emu_pinned.erase(it);
+    free(p);
+    return emu_sticky;
+}
+
+cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned flags)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    (void)flags;
+    if (!p || !bytes || !emu_is_host(p, bytes))
+        return emu_err(cudaErrorInvalidValue);
+    if (emu_registered.count((uintptr_t)p))
+        return emu_err(cudaErrorHostMemoryAlreadyRegistered);
+    emu_registered[(uintptr_t)p] = bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostUnregister(void *p)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    emu_drain_all();
+    if (!emu_registered.erase((uintptr_t)p))
+        return emu_err(cudaErrorHostMemoryNotRegistered);
+    return cudaSuccess;
+}
+
+/* The direction must match where the pointers live (the emulator knows
+ * every device allocation): a host pointer handed over as device memory,
+ * or a range running past its allocation, fails as on a GPU. */
+static cudaError_t emu_copy_check(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, const char *what)
+{
+    int dst_dev = emu_is_device(dst, bytes), src_dev = emu_is_device(src, bytes);
+    int ok;
+    switch (kind) {
+    case cudaMemcpyHostToDevice: ok = dst_dev && emu_is_host(src, bytes); break;
+    case cudaMemcpyDeviceToHost: ok = src_dev && emu_is_host(dst, bytes); break;
+    case cudaMemcpyDeviceToDevice: ok = dst_dev && src_dev; break;
+    case cudaMemcpyHostToHost: ok = emu_is_host(dst, bytes) && emu_is_host(src, bytes); break;
+    case cudaMemcpyDefault: ok = (dst_dev || emu_is_host(dst, bytes)) && (src_dev || emu_is_host(src, bytes)); break;
+    default: ok = 0;
+    }
+    if (!ok) {
+        emu_say("%s of %zu bytes %p -> %p (kind %d): a pointer is not where the kind says, or the range runs past "
+                "its device allocation", what, bytes, src, dst, (int)kind);
+        return emu_err(cudaErrorInvalidValue);
+    }
+    return cudaSuccess;
+}
+
+
+static int emu_is_pinned(const void *p, size_t bytes)
+{
+    return emu_inside(emu_pinned, p, bytes ? bytes : 1) || emu_inside(emu_registered, p, bytes ? bytes : 1);
+}
+
+/* Queues a checked copy on x. Pageable host memory behaves as the
+ * documentation says: a source is read at the call (staged), a
+ * destination is written before the call returns. */
+static cudaError_t emu_copy(emu_stream *x, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+{
+    int dst_dev = emu_is_device(dst, bytes), src_dev = emu_is_device(src, bytes);
+    if (!src_dev && !emu_is_pinned(src, bytes)) {
+        std::shared_ptr<std::vector<char>> staged(new std::vector<char>((const char *)src, (const char *)src + bytes));
+        emu_push(x, [dst, staged] { memcpy(dst, staged->data(), staged->size()); });
+    } else {
+        emu_push(x, [dst, src, bytes] { memmove(dst, src, bytes); });
+    }
+    if (!dst_dev && !emu_is_pinned(dst, bytes))
+        emu_drain(x, x->pushed);
+    (void)kind;
+    return emu_sticky;
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (bytes == 0)
+        return cudaSuccess;
+    cudaError_t e = emu_copy_check(dst, src, bytes, kind, "cudaMemcpy");
+    if (e != cudaSuccess)
+        return e;
+    emu_copy(&emu_legacy, dst, src, bytes, kind);
+    emu_drain(&emu_legacy, emu_legacy.pushed);   /* synchronous */
+    return emu_sticky;
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (emu_stream_ok(s) != cudaSuccess)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    if (bytes == 0)
+        return cudaSuccess;
+    cudaError_t e = emu_copy_check(dst, src, bytes, kind, "cudaMemcpyAsync");
+    if (e != cudaSuccess)
+        return e;
+    return emu_copy(emu_s(s), dst, src, bytes, kind);
+}
+
+/* Device memory: asynchronous to the host, in the stream's order. */
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (emu_stream_ok(s) != cudaSuccess)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    if (bytes == 0)
+        return cudaSuccess;
+    if (!emu_is_device(p, bytes)) {
+        emu_say("cudaMemset of %zu bytes at %p: not inside one device allocation", bytes, p);
+        return emu_err(cudaErrorInvalidValue);
+    }
+    emu_push(emu_s(s), [p, value, bytes] { memset(p, value, bytes); });
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemset(void *p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, 0); }
+
+/* ---- kernels: blocks in turn, threads as fibers ------------------------------ */
+
+enum { EMU_RUN, EMU_SYNC, EMU_SHFL, EMU_DONE };
+
+/* Kernels here use a few hundred bytes of stack; ASan's redzones take
+ * more. A guard page below each stack. */
+#ifdef EMU_ASAN
+enum { EMU_STACK = 256 << 10 };
+#else
+enum { EMU_STACK = 64 << 10 };
+#endif
+enum { EMU_MAX_THREADS = 1024 };
+
+/* Switching fibers: on x86-64 a few instructions that save the
+ * callee-saved registers and the stack pointer (swapcontext also saves
+ * the signal mask, a system call per switch: several times slower);
+ * elsewhere ucontext. emu_swap(from, to): stores the running stack
+ * pointer in *from and continues at to. */
+#if defined(__x86_64__) && !defined(EMU_UCONTEXT)
+#define EMU_FAST_SWITCH 1
+extern "C" void emu_swap(void **from, void *to);
+__asm__(".text\n"
+        ".globl emu_swap\n"
+        ".type emu_swap, @function\n"
+        "emu_swap:\n"
+        "    pushq %rbp\n"
+        "    pushq %rbx\n"
+        "    pushq %r12\n"
+        "    pushq %r13\n"
+        "    pushq %r14\n"
+        "    pushq %r15\n"
+        "    movq %rsp, (%rdi)\n"
+        "    movq %rsi, %rsp\n"
+        "    popq %r15\n"
+        "    popq %r14\n"
+        "    popq %r13\n"
+        "    popq %r12\n"
+        "    popq %rbx\n"
+        "    popq %rbp\n"
+        "    ret\n"
+        ".size emu_swap, .-emu_swap\n");
+#endif
+
+struct emu_thread {
+#ifdef EMU_FAST_SWITCH
+    void *sp;
+#else
+    ucontext_t ctx;
+#endif
+    uint3 tid;
+    int state;
+    unsigned nshfl;      /* shuffles done: which of the two slot sets */
+    int src;             /* shuffle: the lane read */
+    size_t size;
+    unsigned mask;
+};
+
+struct emu_block {
+#ifdef EMU_FAST_SWITCH
+    void *sched;
+#else
+    ucontext_t sched;
+#endif
+    emu_thread *t;
+    unsigned n;
+    uint64_t slot[2][EMU_MAX_THREADS];   /* shuffle deposits by (generation, thread) */
+    void (*body)(void *);
+    void *arg;
+    emu_thread *cur;
+    char *stacks;
+    size_t stride;
+#ifdef EMU_ASAN
+    const void *sched_bottom;
+    size_t sched_size;
+#endif
+};
+
+static emu_block emu_b;
+
+static void emu_to_sched(int exiting)
+{
+    emu_thread *me = emu_b.cur;
+#ifdef EMU_ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(exiting ? NULL : &fake, emu_b.sched_bottom, emu_b.sched_size);
+#endif
+    (void)exiting;
+#ifdef EMU_FAST_SWITCH
+    emu_swap(&me->sp, emu_b.sched);
+#else
+    swapcontext(&me->ctx, &emu_b.sched);
+#endif
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+}
+
+static void emu_fiber(void)
+{
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(NULL, &emu_b.sched_bottom, &emu_b.sched_size);
+#endif
+    emu_b.body(emu_b.arg);
+    emu_b.cur->state = EMU_DONE;
+    emu_to_sched(1);
+    abort();   /* a finished fiber is never resumed */
+}
+
+void __syncthreads(void)
+{
+    emu_b.cur->state = EMU_SYNC;
+    emu_to_sched(0);
+}
+
+uint64_t emu_shfl(unsigned mask, uint64_t v, size_t size, int src_lane)
+{
+    emu_thread *me = emu_b.cur;
+    unsigned i = (unsigned)(me - emu_b.t);
+    emu_b.slot[me->nshfl & 1][i] = v;
+    me->state = EMU_SHFL;
+    me->mask = mask;
+    me->src = src_lane;
+    me->size = size;
+    emu_to_sched(0);
+    unsigned partner = i / 32 * 32 + (unsigned)src_lane;
+    return emu_b.slot[me->nshfl++ & 1][partner];
+}
+
+static const char *emu_state_name(int s)
+{
+    return s == EMU_RUN ? "running" : s == EMU_SYNC ? "__syncthreads" : s == EMU_SHFL ? "a shuffle" : "returned";
+}
+
+/* 1 when the 32 lanes of warp w all wait at the same full-warp shuffle
+ * (emu_release reports the other cases). */
+static int emu_warp_ready(unsigned w)
+{
+    unsigned lo = w * 32;
+    if (lo + 32 > emu_b.n)
+        return 0;
+    const emu_thread *t0 = &emu_b.t[lo];
+    for (unsigned i = lo; i < lo + 32; i++) {
+        const emu_thread *t = &emu_b.t[i];
+        if (t->state != EMU_SHFL || t->mask != 0xffffffffu || t->nshfl != t0->nshfl || t->size != t0->size ||
+            t->src < 0 || t->src >= 32)
+            return 0;
+    }
+    return 1;
+}
+
+/* After every fiber has stopped: release a warp whose 32 lanes all wait at
+ * a shuffle, or the block when all its threads wait at __syncthreads.
+ * 1: something released; 0: all done; -1: stuck (message printed). */
+static int emu_release(const char *kernel)
+{
+    unsigned n = emu_b.n, done = 0, sync = 0;
+    int released = 0;
+    for (unsigned i = 0; i < n; i++) {
+        done += emu_b.t[i].state == EMU_DONE;
+        sync += emu_b.t[i].state == EMU_SYNC;
+    }
+    if (done == n)
+        return 0;
+    for (unsigned w = 0; w < (n + 31) / 32; w++) {
+        unsigned lo = w * 32, hi = lo + 32 < n ? lo + 32 : n, waiting = 0;
+        for (unsigned i = lo; i < hi; i++)
+            waiting += emu_b.t[i].state == EMU_SHFL;
+        if (!waiting)
+            continue;
+        if (hi - lo < 32) {
+            emu_say("%s: block (%u,%u,%u): warp %u has %u lanes (blockDim.x %u not a multiple of 32) and shuffles "
+                    "with mask 0x%08x", kernel, blockIdx.x, blockIdx.y, blockIdx.z, w, hi - lo, blockDim.x,
+                    emu_b.t[lo].mask);
+            return -1;
+        }
+        if (waiting < 32)
+            continue;
+        for (unsigned i = lo; i < hi; i++) {
+            emu_thread *t = &emu_b.t[i];
+            if (t->mask != 0xffffffffu || t->nshfl != emu_b.t[lo].nshfl || t->size != emu_b.t[lo].size ||
+                t->src < 0 || t->src >= 32) {
+                emu_say("%s: block (%u,%u,%u) warp %u: lane %u shuffles with mask 0x%08x, source lane %d, %zu bytes "
+                        "(lane 0: mask 0x%08x, %zu bytes): the emulator supports full-warp shuffles only",
+                        kernel, blockIdx.x, blockIdx.y, blockIdx.z, w, i - lo, t->mask, t->src, t->size,
+                        emu_b.t[lo].mask, emu_b.t[lo].size);
+                return -1;
+            }
+        }
+        for (unsigned i = lo; i < hi; i++)
+            emu_b.t[i].state = EMU_RUN;
+        released = 1;
+    }
+    if (released)
+        return 1;
+    if (sync == n - done && done > 0) {
+        emu_say("%s: block (%u,%u,%u): %u threads wait at __syncthreads while %u returned (undefined on a GPU: a "
+                "barrier in divergent code)", kernel, blockIdx.x, blockIdx.y, blockIdx.z, sync, done);
+        return -1;
+    }
+    if (sync == n) {
+        for (unsigned i = 0; i < n; i++)
+            emu_b.t[i].state = EMU_RUN;
+        return 1;
+    }
+    /* stuck: name the first thread at each kind of wait */
+    emu_say("%s: block (%u,%u,%u) deadlocked: %u of %u threads returned, %u wait at __syncthreads, the rest at "
+            "shuffles whose warp does not arrive", kernel, blockIdx.x, blockIdx.y, blockIdx.z, done, n, sync);
+    for (unsigned i = 0, shown = 0; i < n && shown < 8; i++)
+        if (i == 0 || emu_b.t[i].state != emu_b.t[i - 1].state) {
+            emu_say("  thread (%u,%u,%u): %s", emu_b.t[i].tid.x, emu_b.t[i].tid.y, emu_b.t[i].tid.z,
+                    emu_state_name(emu_b.t[i].state));
+            shown++;
+        }
+    return -1;
+}
+
+static int emu_stacks(unsigned n)
+{
+    static char *base;
+    static unsigned have;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    emu_b.stride = EMU_STACK + page;
+    if (n <= have) {
+        emu_b.stacks = base;
+        return 0;
+    }
+    if (base)
+        munmap(base, emu_b.stride * have);
+    base = (char *)mmap(NULL, emu_b.stride * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                        -1, 0);
+    if (base == MAP_FAILED) {
+        base = NULL;
+        have = 0;
+        return -1;
+    }
+    for (unsigned i = 0; i < n; i++)
+        mprotect(base + emu_b.stride * i, page, PROT_NONE);   /* the guard below stack i */
+    have = n;
+    emu_b.stacks = base;
+    return 0;
+}
+
+/* Runs one block (blockIdx set) to its end: 0, or -1 after a message. */
+static int emu_run_block(unsigned n, dim3 b, const char *kernel)
+{
+    emu_thread *threads = emu_b.t;
+    char *sh0 = __start_emu_shared, *sh1 = __stop_emu_shared;
+    if (sh0 && sh1 > sh0)
+        memset(sh0, 0xff, (size_t)(sh1 - sh0));
+    for (unsigned i = 0; i < n; i++) {
+        emu_thread *t = &threads[i];
+        memset(t, 0, sizeof *t);
+        t->tid = uint3{i % b.x, i / b.x % b.y, i / (b.x * b.y)};
+        t->state = EMU_RUN;
+        char *lo = emu_b.stacks + emu_b.stride * i + emu_b.stride - EMU_STACK;
+#ifdef EMU_FAST_SWITCH
+        /* what emu_swap pops: six registers, then emu_fiber as the return
+         * address, entered as if called */
+        void **top = (void **)(lo + EMU_STACK);
+        top[-1] = NULL;
+        top[-2] = (void *)emu_fiber;
+        for (int r = 3; r <= 8; r++)
+            top[-r] = NULL;
+        t->sp = top - 8;
+#else
+        getcontext(&t->ctx);
+        t->ctx.uc_stack.ss_sp = lo;
+        t->ctx.uc_stack.ss_size = EMU_STACK;
+        t->ctx.uc_link = NULL;
+        makecontext(&t->ctx, emu_fiber, 0);
+#endif
+    }
+    for (;;) {
+        /* a warp at a time, its shuffles released at once: the fibers that
+         * run together stay in the cache */
+        unsigned nw = (n + 31) / 32;
+        for (unsigned wi = 0; wi < nw; wi++) {
+            unsigned lo = (emu_reverse ? nw - 1 - wi : wi) * 32, hi = lo + 32 < n ? lo + 32 : n;
+            for (;;) {
+                for (unsigned li = lo; li < hi; li++) {
+                    unsigned i = emu_reverse ? hi - 1 - (li - lo) : li;
+                    emu_thread *t = &threads[i];
+                    if (t->state != EMU_RUN)
+                        continue;
+                    emu_b.cur = t;
+                    threadIdx = t->tid;
+#ifdef EMU_ASAN
+                    void *fake = NULL;
+                    __sanitizer_start_switch_fiber(&fake, emu_b.stacks + emu_b.stride * i + emu_b.stride - EMU_STACK,
+                                                   EMU_STACK);
+#endif
+#ifdef EMU_FAST_SWITCH
+                    emu_swap(&emu_b.sched, t->sp);
+#else
+                    swapcontext(&emu_b.sched, &t->ctx);
+#endif
+#ifdef EMU_ASAN
+                    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+                }
+                if (!emu_warp_ready(lo / 32))
+                    break;
+                for (unsigned i = lo; i < hi; i++)
+                    threads[i].state = EMU_RUN;
+            }
+        }
+        int r = emu_release(kernel);
+        if (r == 0)
+            return 0;
+        if (r < 0) {
+            /* the stuck fibers are abandoned: their stacks are reused */
+#ifdef EMU_ASAN
+            ASAN_UNPOISON_MEMORY_REGION(emu_b.stacks, emu_b.stride * n);
+#endif
+            return -1;
+        }
+    }
+}
+
+/* Runs a launch (checked by emu_run) on the host now: blocks in turn. */
+static void emu_exec(dim3 g, dim3 b, void (*body)(void *), void *arg, const char *kernel)
+{
+    static emu_thread threads[EMU_MAX_THREADS];
+    unsigned n = b.x * b.y * b.z;
+    if (emu_stacks(n)) {
+        emu_say("%s: no memory for %u fiber stacks", kernel, n);
+        emu_sticky = cudaErrorMemoryAllocation;
+        return;
+    }
+    emu_b.t = threads;
+    emu_b.n = n;
+    emu_b.body = body;
+    emu_b.arg = arg;
+    gridDim = g;
+    blockDim = b;
+    if (emu_reverse < 0) {
+        const char *o = getenv("SPOTRAIN_EMU_ORDER");
+        emu_reverse = o && !strcmp(o, "reverse");
+    }
+    unsigned long long nb = (unsigned long long)g.x * g.y * g.z;
+    for (unsigned long long k = 0; k < nb; k++) {
+        unsigned long long bi = emu_reverse ? nb - 1 - k : k;
+        blockIdx = uint3{(unsigned)(bi % g.x), (unsigned)(bi / g.x % g.y), (unsigned)(bi / g.x / g.y)};
+        if (emu_run_block(n, b, kernel)) {
+            emu_sticky = cudaErrorLaunchFailure;
+            return;
+        }
+    }
+}
+
+void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(void *), const char *kernel)
+{
+    EMU_LOCK();
+    if (emu_sticky != cudaSuccess) {
+        release(arg);
+        return;
+    }
+    if (emu_pending_bad_arg) {   /* a GPU would fault at the first access */
+        emu_pending_bad_arg = 0;
+        emu_sticky = cudaErrorLaunchFailure;
+        emu_err(cudaErrorLaunchFailure);
+        release(arg);
+        return;
+    }
+    dim3 g = c->grid, b = c->block;
+    unsigned long long nt = (unsigned long long)b.x * b.y * b.z;
+    if (emu_stream_ok(c->stream) != cudaSuccess) {
+        emu_say("%s: launched on an invalid stream", kernel);
+        emu_err(cudaErrorInvalidResourceHandle);
+        release(arg);
+        return;
+    }
+    /* the limits of every GPU since sm_30 */
+    if (!g.x || !g.y || !g.z || !nt || nt > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 || g.x > 2147483647u ||
+        g.y > 65535 || g.z > 65535 || c->shmem > 48 * 1024) {
+        emu_say("%s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u) shared %zu", kernel, g.x, g.y,
+                g.z, b.x, b.y, b.z, c->shmem);
+        emu_err(cudaErrorInvalidConfiguration);
+        release(arg);
+        return;
+    }
+    emu_push(emu_s(c->stream), [g, b, body, arg, release, kernel] {
+        if (emu_sticky == cudaSuccess)
+            emu_exec(g, b, body, arg, kernel);
+        release(arg);
+    }, 1);
+}

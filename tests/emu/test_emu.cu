@@ -1,0 +1,318 @@
+/* The emulator's own checks (tests/emu): launches in every form the
+ * rewriter must handle, block-wide reductions over several warps and 2-D
+ * blocks, the fp16 conversion's edge cases, a missing barrier showing as
+ * NaN (shared memory is poisoned per block), and each misuse it must turn
+ * into a launch failure (deadlock, a barrier some threads skip, a shuffle
+ * in a partial warp, a host pointer as a kernel argument, a bad
+ * configuration, a copy in the wrong direction),
+ * the last one sticky as on a GPU. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+extern "C" {
+#include "../harness.h"
+}
+
+template <typename A> __device__ A emu_t_block_sum(A v, A *sh)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = (int)(threadIdx.x + threadIdx.y * blockDim.x) / 32, l = (int)(threadIdx.x + threadIdx.y * blockDim.x) % 32;
+    int nw = (int)(blockDim.x * blockDim.y) / 32;
+    __syncthreads();
+    if (l == 0)
+        sh[w] = v;
+    __syncthreads();
+    v = l < nw ? sh[l] : (A)0;
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* out[block] = sum of (block, thread) ids over a 2-D block; every thread
+ * checks it got the same total. */
+template <typename A> __global__ void emu_t_sum_k(A *out, int *disagree)
+{
+    __shared__ A sh[32];
+    unsigned t = threadIdx.x + threadIdx.y * blockDim.x;
+    A v = (A)(blockIdx.x * 1000 + t);
+    A s = emu_t_block_sum(v, sh);
+    __shared__ A first;
+    if (t == 0)
+        first = s;
+    __syncthreads();
+    if (s != first)
+        *disagree += 1;   /* one OS thread: no race in the emulator */
+    if (t == 0)
+        out[blockIdx.x] = s;
+}
+
+static void test_reduce(void)
+{
+    double *d = NULL;
+    int *dis = NULL, h_dis = -1;
+    double h[3];
+    EXPECT(cudaMalloc((void **)&d, 3 * sizeof(double)) == cudaSuccess);
+    EXPECT(cudaMalloc((void **)&dis, sizeof(int)) == cudaSuccess);
+    EXPECT(cudaMemset(dis, 0, sizeof(int)) == cudaSuccess);
+    emu_t_sum_k<double>
+        <<<3, dim3(32, 8)>>>(d, dis);
+    EXPECT(cudaGetLastError() == cudaSuccess);
+    EXPECT(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost) == cudaSuccess);
+    EXPECT(cudaMemcpy(&h_dis, dis, sizeof h_dis, cudaMemcpyDeviceToHost) == cudaSuccess);
+    for (int b = 0; b < 3; b++)
+        EXPECT(h[b] == 256.0 * 1000 * b + 255.0 * 256 / 2);
+    EXPECT(h_dis == 0);
+    cudaFree(d);
+    cudaFree(dis);
+}
+
+__global__ void emu_t_index_k(int *out, int n)
+{
+    int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i < n)
+        out[i] = i;
+}
+
+static void test_launch_forms(void)
+{
+    int *d = NULL, h[300];
+    cudaStream_t s;
+    EXPECT(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+    EXPECT(cudaMalloc((void **)&d, sizeof h) == cudaSuccess);
+    emu_t_index_k<<<3, 128, 0>>>(d, 300);
+    EXPECT(cudaGetLastError() == cudaSuccess);
+    emu_t_index_k<<<dim3(2, 1, 1), 256, 0, s>>>(
+        d,
+        300);
+    EXPECT(cudaGetLastError() == cudaSuccess);
+    EXPECT(cudaMemcpyAsync(h, d, sizeof h, cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    EXPECT(cudaStreamSynchronize(s) == cudaSuccess);
+    int ok = 1;
+    for (int i = 0; i < 300; i++)
+        ok &= h[i] == i;
+    EXPECT(ok);
+    cudaFree(d);
+    cudaStreamDestroy(s);
+}
+
+static void test_half(void)
+{
+    struct {
+        float in;
+        unsigned short want;
+    } c[] = {{0.0f, 0x0000}, {-0.0f, 0x8000}, {1.0f, 0x3c00}, {65504.0f, 0x7bff}, {65519.0f, 0x7bff},
+             {65520.0f, 0x7c00}, {1e9f, 0x7c00}, {-1e9f, 0xfc00}, {INFINITY, 0x7c00},
+             {5.9604644775390625e-8f, 0x0001},   /* 2^-24, the smallest subnormal */
+             {2.98023223876953125e-8f, 0x0000},  /* 2^-25: a tie, to even (0) */
+             {8.940696716308594e-8f, 0x0002},    /* 1.5 * 2^-24: a tie, to even (2) */
+             {4.4703483581542969e-8f, 0x0001},   /* 0.75 * 2^-24: up to 1 */
+             {6.103515625e-5f, 0x0400},          /* 2^-14, the smallest normal */
+             {1.0009765625f, 0x3c01}, {1.00048828125f, 0x3c00} /* a tie between 0x3c00 and 0x3c01 */};
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        __half h = __float2half_rn(c[i].in);
+        if (h.__x != c[i].want)
+            fprintf(stderr, "    half(%g) = 0x%04x, want 0x%04x\n", (double)c[i].in, h.__x, c[i].want);
+        EXPECT(h.__x == c[i].want);
+    }
+    struct {
+        unsigned short in;
+        float want;
+    } r[] = {{0x7bff, 65504.0f}, {0x0001, 5.9604644775390625e-8f}, {0x3555, 0.333251953125f}, {0xfc00, -INFINITY},
+             {0x8400, -6.103515625e-5f}, {0x03ff, 6.0975551605224609e-5f}};
+    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
+        __half_raw raw = {r[i].in};
+        EXPECT(__half2float(__half(raw)) == r[i].want);
+    }
+    EXPECT(isnan(__half2float(__float2half_rn(NAN))));
+    /* every half survives the round trip */
+    int same = 1;
+    for (unsigned u = 0; u < 0x10000u; u++) {
+        __half_raw raw = {(unsigned short)u};
+        float f = __half2float(__half(raw));
+        if (f == f)
+            same &= __float2half_rn(f).__x == u;
+    }
+    EXPECT(same);
+}
+
+/* A missing barrier: each thread reads its neighbour's shared slot. Shared
+ * memory is NaN before a block writes it, and the thread that writes the
+ * slot runs after the reader (forward order for i + 1, reverse for i - 1),
+ * so the race shows as NaN. */
+__global__ void emu_t_no_barrier_k(float *out, int step)
+{
+    __shared__ float sh[64];
+    unsigned i = threadIdx.x;
+    sh[i] = (float)i;
+    out[i] = sh[(i + (unsigned)step) % 64];
+}
+
+static void test_shared_poison(void)
+{
+    float *d = NULL, h[64];
+    EXPECT(cudaMalloc((void **)&d, sizeof h) == cudaSuccess);
+    const char *o = getenv("SPOTRAIN_EMU_ORDER");
+    int step = o && !strcmp(o, "reverse") ? 63 : 1;   /* reads i - 1, or i + 1 */
+    emu_t_no_barrier_k<<<1, 64>>>(d, step);
+    EXPECT(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost) == cudaSuccess);
+    int nan = 0;
+    for (int i = 0; i < 64; i++)
+        nan += h[i] != h[i];
+    EXPECT(nan >= 63);
+    cudaFree(d);
+}
+
+/* Streams run when the host waits: a result read before the wait is not
+ * there yet (as on a slow GPU), and an event's time is not ready. */
+static void test_streams_lazy(void)
+{
+    int *d = NULL, *h = NULL;
+    cudaStream_t s;
+    cudaEvent_t a, b;
+    float ms = 0;
+    EXPECT(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+    EXPECT(cudaEventCreate(&a) == cudaSuccess && cudaEventCreate(&b) == cudaSuccess);
+    EXPECT(cudaMalloc((void **)&d, 64 * sizeof(int)) == cudaSuccess);
+    EXPECT(cudaMallocHost((void **)&h, 64 * sizeof(int)) == cudaSuccess);
+    memset(h, 0, 64 * sizeof(int));
+    EXPECT(cudaEventRecord(a, s) == cudaSuccess);
+    emu_t_index_k<<<1, 64, 0, s>>>(d, 64);
+    EXPECT(cudaMemcpyAsync(h, d, 64 * sizeof(int), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    EXPECT(cudaEventRecord(b, s) == cudaSuccess);
+    int lazy = !(getenv("SPOTRAIN_EMU_STREAMS") && !strcmp(getenv("SPOTRAIN_EMU_STREAMS"), "sync"));
+    if (lazy) {
+        EXPECT(h[63] == 0);   /* not yet */
+        EXPECT(cudaEventElapsedTime(&ms, a, b) == cudaErrorNotReady);
+        cudaGetLastError();
+    }
+    EXPECT(cudaEventSynchronize(b) == cudaSuccess);
+    EXPECT(h[63] == 63);
+    EXPECT(cudaEventElapsedTime(&ms, a, b) == cudaSuccess && ms >= 0);
+    /* a second stream waits for the first through an event */
+    cudaStream_t s2;
+    EXPECT(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking) == cudaSuccess);
+    EXPECT(cudaMemsetAsync(d, 0, 64 * sizeof(int), s) == cudaSuccess);
+    EXPECT(cudaEventRecord(a, s) == cudaSuccess);
+    EXPECT(cudaStreamWaitEvent(s2, a, 0) == cudaSuccess);
+    EXPECT(cudaMemcpyAsync(h, d, 64 * sizeof(int), cudaMemcpyDeviceToHost, s2) == cudaSuccess);
+    EXPECT(cudaStreamSynchronize(s2) == cudaSuccess);
+    EXPECT(h[63] == 0);
+    cudaFreeHost(h);
+    cudaFree(d);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaStreamDestroy(s);
+    cudaStreamDestroy(s2);
+}
+
+/* ---- misuse: each must fail the launch ---------------------------------- */
+
+__global__ void emu_t_extra_sync_k(void)
+{
+    if (threadIdx.x == 0)
+        __syncthreads();
+}
+
+__global__ void emu_t_divergent_sync_k(int *p)
+{
+    if (threadIdx.x >= 64)
+        return;
+    __syncthreads();
+    p[threadIdx.x] = 1;
+}
+
+__global__ void emu_t_partial_warp_k(float *p)
+{
+    p[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (float)threadIdx.x, 1);
+}
+
+/* half of warp 0 at a barrier, the other half at a shuffle: deadlock */
+__global__ void emu_t_split_k(void)
+{
+    if (threadIdx.x < 16)
+        __syncthreads();
+    else
+        (void)__shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+
+static void test_misuse(void)
+{
+    int *d = NULL, h = 0;
+    EXPECT(cudaMalloc((void **)&d, 1024 * sizeof(int)) == cudaSuccess);
+    emu_t_index_k<<<0, 128>>>(d, 1);
+    EXPECT(cudaGetLastError() == cudaErrorInvalidConfiguration);
+    emu_t_index_k<<<1, 2048>>>(d, 1);
+    EXPECT(cudaGetLastError() == cudaErrorInvalidConfiguration);
+    EXPECT(cudaGetLastError() == cudaSuccess);   /* not sticky */
+    EXPECT(cudaMemcpy(d, &h, 4, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+    EXPECT(cudaMemcpy(&h, d + 1023, 8, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+    EXPECT(cudaMemset(&h, 0, 4) == cudaErrorInvalidValue);
+    EXPECT(cudaFree(&h) == cudaErrorInvalidValue);
+    cudaGetLastError();
+    EXPECT(cudaMemcpy(&h, d, 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+    cudaFree(d);
+}
+
+/* Each launch failure is sticky, so one per process: run as
+ * `test_emu deadlock` etc. by test_failures below. */
+static int run_failure(const char *which)
+{
+    int *d = NULL;
+    if (cudaMalloc((void **)&d, 1024 * sizeof(int)) != cudaSuccess)
+        return 2;
+    if (!strcmp(which, "extra_sync"))
+        emu_t_extra_sync_k<<<1, 64>>>();
+    else if (!strcmp(which, "divergent_sync"))
+        emu_t_divergent_sync_k<<<2, 128>>>(d);
+    else if (!strcmp(which, "partial_warp"))
+        emu_t_partial_warp_k<<<1, 48>>>((float *)d);
+    else if (!strcmp(which, "split"))
+        emu_t_split_k<<<1, 64>>>();
+    else if (!strcmp(which, "host_pointer")) {
+        static int host[16];
+        emu_t_index_k<<<1, 16>>>(host, 16);
+    }
+    else
+        return 2;
+    cudaError_t e = cudaDeviceSynchronize();   /* the kernel ran: its error */
+    /* sticky: later calls fail too */
+    cudaError_t later = cudaMemset(d, 0, 4);
+    cudaFree(d);
+    return e == cudaErrorLaunchFailure && later == cudaErrorLaunchFailure ? 0 : 1;
+}
+
+static const char *emu_t_self;
+
+static void test_failures(void)
+{
+    const char *cases[] = {"extra_sync", "divergent_sync", "partial_warp", "split", "host_pointer"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", emu_t_self, cases[i]);
+        int rc = system(cmd);
+        if (rc != 0)
+            fprintf(stderr, "    %s: not reported as a launch failure (%d)\n", cases[i], rc);
+        EXPECT(rc == 0);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2)
+        return run_failure(argv[1]);
+    emu_t_self = argv[0];
+    harness_run("emu_reduce", test_reduce);
+    harness_run("emu_launch_forms", test_launch_forms);
+    harness_run("emu_half", test_half);
+    harness_run("emu_shared_poison", test_shared_poison);
+    harness_run("emu_streams_lazy", test_streams_lazy);
+    harness_run("emu_misuse", test_misuse);
+    harness_run("emu_failures", test_failures);
+    return harness_end();
+}
