@@ -151,10 +151,12 @@ $(BUILD)/cuda/%.o: cuda/%.cu $(BUILD)/tests/emu/launch
 
 # -fcf-protection=none: fibers switch stacks by `ret` (emu.cpp), which a
 # CET shadow stack would refuse; without the note no shadow stack is used.
-$(BUILD)/tests/emu/emu.o: tests/emu/emu.cpp | $(EMU_LIB)/libcuda.so.1 $(EMU_LIB)/libcublasLt.so.13
+$(BUILD)/tests/emu/emu.o: tests/emu/emu.cpp | $(EMU_LIB)/libcuda.so.1 $(EMU_LIB)/libcublasLt.so.13 \
+                         $(EMU_LIB)/libnccl.so.2
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMUFLAGS) -fcf-protection=none -MMD -MP -DEMU_DRIVER='"$(abspath $(EMU_LIB))/libcuda.so.1"' \
-	    -DEMU_CUBLASLT='"$(abspath $(EMU_LIB))/libcublasLt.so.13"' -c -o $@ $<
+	    -DEMU_CUBLASLT='"$(abspath $(EMU_LIB))/libcublasLt.so.13"' \
+	    -DEMU_NCCL='"$(abspath $(EMU_LIB))/libnccl.so.2"' -c -o $@ $<
 
 # The emulator's own checks, through the same rewriting.
 $(BUILD)/tests/test_emu: tests/emu/test_emu.cu $(BUILD)/tests/emu/launch $(BUILD)/tests/emu/emu.o tests/harness.h
@@ -172,6 +174,14 @@ $(BUILD)/tests/emu/launch: tests/emu/launch.c
 $(EMU_LIB)/libcuda.so.1:
 	@mkdir -p $(dir $@)
 	echo 'int spotrain_emu_driver;' | $(CC) -x c -shared -fPIC -Wl,-soname,libcuda.so.1 -o $@ -
+# The emulated NCCL over MPI point-to-point (one rank without MPI).
+ifeq ($(MPI),1)
+EMU_NCCL_MPI := -DEMU_NCCL_MPI=1 -DOMPI_SKIP_MPICXX=1 -DMPICH_SKIP_MPICXX=1 $(shell mpicc -showme:compile)
+EMU_NCCL_LIBS := $(shell mpicc -showme:link)
+endif
+$(EMU_LIB)/libnccl.so.2: tests/emu/nccl.cpp tests/emu/nccl.h tests/emu/emu.h
+	@mkdir -p $(dir $@)
+	$(EMU_CXX) $(EMUFLAGS) $(EMU_NCCL_MPI) -fPIC -shared -Wl,-soname,libnccl.so.2 -o $@ $< $(EMU_NCCL_LIBS) $(SANFLAGS)
 $(EMU_LIB)/libcublasLt.so.13: tests/emu/cublaslt.cpp tests/emu/cublasLt.h tests/emu/emu.h
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMUFLAGS) -fPIC -shared -o $@ $< $(SANFLAGS)
@@ -236,7 +246,8 @@ EMU_TESTS := $(EMU_DIR)/tests/test_emu $(EMU_DIR)/tests/test_cuda_kernels $(EMU_
 test-emu:
 	@$(MAKE) --no-print-directory EMU=1 $(EMU_TESTS) $(EMU_DIR)/spotrain
 	@BUILD=$(EMU_DIR) OMP_WAIT_POLICY=passive \
-	    RUN_ONLY="$(EMU_TESTS) tests/emu/cli_reverse_emu.sh tests/emu/cli_train_emu.sh" sh tests/run.sh
+	    RUN_ONLY="$(EMU_TESTS) tests/emu/cli_reverse_emu.sh tests/emu/cli_train_emu.sh tests/emu/cli_nccl2_emu.sh" \
+	    sh tests/run.sh
 
 FUZZ_SECONDS ?= 20
 fuzz:

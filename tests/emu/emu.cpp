@@ -53,6 +53,8 @@ extern "C" char __stop_emu_shared[] __attribute__((weak));
  * block reading what another block writes) then computes something else. */
 static int emu_reverse = -1;
 
+extern "C" int emu_stream_flush(cudaStream_t s);
+
 /* Before main: gemm.cuh opens $SPOTRAIN_CUBLASLT first, so the reference
  * cuBLASLt of tests/emu/cublaslt.cpp, never a real one the loader might
  * find; and cuda_available() dlopens libcuda.so.1, which then finds our
@@ -65,6 +67,18 @@ __attribute__((constructor)) static void emu_libraries(void)
 #endif
 #ifdef EMU_DRIVER
     if (!dlopen(EMU_DRIVER, RTLD_NOW | RTLD_GLOBAL))
+        fprintf(stderr, "cuda emulator: %s\n", dlerror());
+#endif
+#ifdef EMU_NCCL
+    /* nccl.cu's dlopen("libnccl.so.2") finds the emulated NCCL
+     * (tests/emu/nccl.cpp) the same way, which gets the stream drain. */
+    void *nccl = dlopen(EMU_NCCL, RTLD_NOW | RTLD_GLOBAL);
+    void (*bind)(int (*)(cudaStream_t), int (*)(const void *, size_t)) = NULL;
+    if (nccl)
+        *(void **)&bind = dlsym(nccl, "emu_nccl_bind");
+    if (bind)
+        bind(emu_stream_flush, emu_is_device);
+    else
         fprintf(stderr, "cuda emulator: %s\n", dlerror());
 #endif
 }
@@ -324,6 +338,20 @@ static void emu_push(emu_stream *s, std::function<void()> op, int always = 0)
     }
     s->q.push_back(std::move(op));
     s->pushed++;
+}
+
+/* For the emulated NCCL (nccl.cpp), which runs a group at ncclGroupEnd on
+ * the calling thread: s's queued work first (and what it waits for), so
+ * the group runs where a GPU would run it in s's order. Nonzero after a
+ * fault. */
+extern "C" int emu_stream_flush(cudaStream_t s)
+{
+    EMU_LOCK();
+    if (emu_stream_ok(s) != cudaSuccess)
+        return 1;
+    emu_stream *x = emu_s(s);
+    emu_drain(x, x->pushed);
+    return emu_sticky != cudaSuccess;
 }
 
 /* For the reference cuBLASLt: a product queued on its stream. */

@@ -1,5 +1,6 @@
 /* Emulation shim (tests/emu): the NCCL declarations cuda/nccl.cu names,
- * so it compiles; the emulated tests run one rank and never open NCCL. */
+ * so it compiles; tests/emu/nccl.cpp implements them over MPI as the
+ * emulated libnccl.so.2. */
 #ifndef SPOTRAIN_EMU_NCCL_H
 #define SPOTRAIN_EMU_NCCL_H
 

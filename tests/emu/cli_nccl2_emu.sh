@@ -1,0 +1,103 @@
+#!/bin/sh
+# The CUDA backend's NCCL data plane (cuda/nccl.cu) on 2 ranks under
+# mpirun, on the emulated backend (make test-emu; BUILD=build/emu): the
+# emulated libnccl.so.2 (tests/emu/nccl.cpp) moves the bytes over MPI.
+# fp32: the losses of the CPU backend's 2-rank run within 1e-5, and two
+# identical runs end on the same digests; bf16: a 2-rank run resumed from
+# its middle checkpoint (each rank loads only its range of the master, the
+# all-gather makes the working copy whole) ends on the bits of an
+# uninterrupted one; a 2-rank fp32 checkpoint continued on 1 rank of the
+# CPU backend learns like the 2-rank emulated continuation.
+# Option strings like $S are word-split on purpose.
+# shellcheck disable=SC2086
+. tests/lib.sh
+B=$SPOTRAIN
+cd "$T_TMP" || exit 1
+if ! command -v mpirun >/dev/null 2>&1 || ! "$B" --version | grep -q "mpi: yes"; then
+    echo "SKIP nccl emulation tests: no mpirun or built with MPI=0"
+    t_end
+    exit $?
+fi
+M="mpirun -np 2 --oversubscribe"
+S="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 \
+--set model.vocab_size=256 --set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=2 \
+--set checkpoint.interval_steps=3 --set spot.provider=none --set train.log_every=1 --set data.synthetic_samples=500 \
+--set train.threads=1 --quiet"
+digest() {
+    "$B" ckpt inspect "$1" --json 2>/dev/null | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])' 2>/dev/null
+}
+# losses A B TOL: step and validation losses of two runs, equal within TOL (relative)
+losses() {
+    /usr/bin/python3 - "$1" "$2" "$3" <<'PY' 2>&1
+import json, sys
+def losses(p):
+    return [(o["event"], o["step"], o.get("loss", o.get("val_loss"))) for o in map(json.loads, open(p))
+            if o["event"] in ("step", "eval")]
+g, c, tol = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3])
+bad = [(a, b) for a, b in zip(g, c) if a[:2] != b[:2] or abs(a[2] - b[2]) > tol * abs(b[2])]
+print("OK %d losses, %d of them validation" % (len(g), sum(e == "eval" for e, _, _ in g))
+      if len(g) == len(c) and len(g) >= 6 and not bad else "differ: %s" % (bad or (len(g), len(c))))
+PY
+}
+world() { sed -n 's/.*"event":"start".*"world":\([0-9]*\).*"libraries":"[^"]*nccl \([0-9.]*\).*/\1 \2/p' "$1" | head -n 1; }
+
+# --- fp32: the CPU backend's losses; two runs, the same bits -----------------
+$M "$B" train /dev/null $S --set train.val_every=3 --set train.backend=cuda --set train.precision=fp32 \
+    --set train.max_steps=6 --set train.run_dir=g32 2>g32.err
+rg=$?
+$M "$B" train /dev/null $S --set train.val_every=3 --set train.backend=cpu --set train.max_steps=6 \
+    --set train.run_dir=c32 2>c32.err
+rc=$?
+cmp=$(losses g32/events.jsonl c32/events.jsonl 1e-5)
+w=$(world g32/events.jsonl)
+if [ $rg -eq 0 ] && [ $rc -eq 0 ] && [ "$w" = "2 2.26.5" ] && echo "$cmp" | grep -q "^OK"; then
+    t_ok "fp32 2 ranks, cuda (emulated NCCL) = cpu within 1e-5: $cmp"
+else
+    t_bad "fp32 2 ranks, cuda (emulated NCCL) = cpu within 1e-5" \
+        "exits $rg $rc, world/nccl '$w': $cmp $(tail -n 3 g32.err)"
+fi
+$M "$B" train /dev/null $S --set train.val_every=3 --set train.backend=cuda --set train.precision=fp32 \
+    --set train.max_steps=6 --set train.run_dir=g32b 2>g32b.err
+rb=$?
+da=$(digest g32/ckpt/step-00000006)
+db=$(digest g32b/ckpt/step-00000006)
+if [ $rg -eq 0 ] && [ $rb -eq 0 ] && [ -n "$da" ] && [ "$da" = "$db" ]; then
+    t_ok "fp32 2 ranks: two runs end on the same digests ($da)"
+else
+    t_bad "fp32 2 ranks: two runs end on the same digests" "exits $rg $rb, '$da' vs '$db'"
+fi
+
+# --- bf16: resumed from step 3 on 2 ranks, the same bits ---------------------
+$M "$B" train /dev/null $S --set train.val_every=0 --set train.backend=cuda --set train.max_steps=6 \
+    --set train.run_dir=b1 2>b1.err
+r1=$?
+d1=$(digest b1/ckpt/step-00000006)
+mkdir b2 && cp -r b1/config.ini b1/ckpt b2/ 2>/dev/null && rm -rf b2/ckpt/step-00000006
+$M "$B" resume /dev/null $S --set train.val_every=0 --set train.backend=cuda --set train.max_steps=6 \
+    --set train.run_dir=b2 2>b2.err
+r2=$?
+d2=$(digest b2/ckpt/step-00000006)
+if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ -n "$d1" ] && [ "$d1" = "$d2" ]; then
+    t_ok "bf16 2 ranks: resumed at step 3 = uninterrupted ($d1)"
+else
+    t_bad "bf16 2 ranks: resumed at step 3 = uninterrupted" "exits $r1 $r2, digests '$d1' vs '$d2' $(tail -n 2 b2.err)"
+fi
+
+# --- fp32: the 2-rank checkpoint of step 3, continued on 1 CPU rank ----------
+# The same weights and data order: the step losses of the 1-rank CPU
+# continuation match the 2-rank emulated run's (summation order only).
+mkdir one && cp -r g32/config.ini g32/ckpt one/ 2>/dev/null && rm -rf one/ckpt/step-00000006
+"$B" resume /dev/null $S --set train.val_every=0 --set train.backend=cpu --set train.max_steps=6 \
+    --set train.run_dir=one 2>one.err
+ro=$?
+l2=$(t_events g32/events.jsonl step loss | tail -n 3 | tr '\n' ' ')
+l1=$(t_events one/events.jsonl step loss | tail -n 3 | tr '\n' ' ')
+if [ $ro -eq 0 ] && [ -n "$l1" ] && /usr/bin/python3 -c '
+import sys
+a, b = [list(map(float, s.split())) for s in sys.argv[1:3]]
+sys.exit(not (len(a) == len(b) == 3 and all(abs(x - y) <= 1e-5 * abs(y) for x, y in zip(a, b))))' "$l2" "$l1"; then
+    t_ok "fp32 2-rank checkpoint on 1 CPU rank: losses $l1"
+else
+    t_bad "fp32 2-rank checkpoint on 1 CPU rank" "exit $ro, losses '$l1' vs 2 ranks '$l2' $(tail -n 2 one.err)"
+fi
+t_end
