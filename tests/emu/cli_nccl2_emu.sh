@@ -3,11 +3,12 @@
 # mpirun, on the emulated backend (make test-emu; BUILD=build/emu): the
 # emulated libnccl.so.2 (tests/emu/nccl.cpp) moves the bytes over MPI.
 # fp32: the losses of the CPU backend's 2-rank run within 1e-5, and two
-# identical runs end on the same digests; bf16: a 2-rank run resumed from
-# its middle checkpoint (each rank loads only its range of the master, the
-# all-gather makes the working copy whole) ends on the bits of an
-# uninterrupted one; a 2-rank fp32 checkpoint continued on 1 rank of the
-# CPU backend learns like the 2-rank emulated continuation.
+# runs (one in 256-float message rounds) end on the same digests; bf16: a
+# 2-rank run resumed from its middle checkpoint (each rank loads only its
+# range of the master, the all-gather makes the working copy whole) ends
+# on the bits of an uninterrupted one; a 2-rank fp32 checkpoint continued
+# on 1 rank of the CPU backend learns like the 2-rank emulated run;
+# selftest comm over the device data plane in many rounds, bitwise.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
 . tests/lib.sh
@@ -56,15 +57,16 @@ else
     t_bad "fp32 2 ranks, cuda (emulated NCCL) = cpu within 1e-5" \
         "exits $rg $rc, world/nccl '$w': $cmp $(tail -n 3 g32.err)"
 fi
-$M "$B" train /dev/null $S --set train.val_every=3 --set train.backend=cuda --set train.precision=fp32 \
-    --set train.max_steps=6 --set train.run_dir=g32b 2>g32b.err
+# the second in 256-float rounds (~70 per collective): the same bits
+SPOTRAIN_COMM_CHUNK=256 $M -x SPOTRAIN_COMM_CHUNK "$B" train /dev/null $S --set train.val_every=3 \
+    --set train.backend=cuda --set train.precision=fp32 --set train.max_steps=6 --set train.run_dir=g32b 2>g32b.err
 rb=$?
 da=$(digest g32/ckpt/step-00000006)
 db=$(digest g32b/ckpt/step-00000006)
 if [ $rg -eq 0 ] && [ $rb -eq 0 ] && [ -n "$da" ] && [ "$da" = "$db" ]; then
-    t_ok "fp32 2 ranks: two runs end on the same digests ($da)"
+    t_ok "fp32 2 ranks: two runs (one in 256-float rounds) end on the same digests ($da)"
 else
-    t_bad "fp32 2 ranks: two runs end on the same digests" "exits $rg $rb, '$da' vs '$db'"
+    t_bad "fp32 2 ranks: two runs (one in 256-float rounds) end on the same digests" "exits $rg $rb, '$da' vs '$db'"
 fi
 
 # --- bf16: resumed from step 3 on 2 ranks, the same bits ---------------------
@@ -100,4 +102,13 @@ sys.exit(not (len(a) == len(b) == 3 and all(abs(x - y) <= 1e-5 * abs(y) for x, y
 else
     t_bad "fp32 2-rank checkpoint on 1 CPU rank" "exit $ro, losses '$l1' vs 2 ranks '$l2' $(tail -n 2 one.err)"
 fi
+
+# --- selftest comm: the device data plane (cuda_dp) in 256-float rounds -----
+# Many rounds per collective (training above moves each in one), every size
+# bitwise right; a flipped element on one rank is caught (exit 70).
+t_exit "selftest comm, cuda data plane, 256-float rounds: bitwise right" 0 \
+    "NCCL send/receive.*256-float message rounds" \
+    env SPOTRAIN_COMM_CHUNK=256 $M -x SPOTRAIN_COMM_CHUNK "$B" selftest comm /dev/null $S --set train.backend=cuda
+t_exit "selftest comm, cuda data plane: a wrong bit is caught (exit 70)" 70 "REDUCE-SCATTER WRONG" \
+    $M -x SPOTRAIN_SELFTEST_FAULT=1 "$B" selftest comm /dev/null $S --set train.backend=cuda
 t_end
