@@ -109,6 +109,8 @@ fi
 t_exit "selftest comm, cuda data plane, 256-float rounds: bitwise right" 0 \
     "NCCL send/receive.*256-float message rounds" \
     env SPOTRAIN_COMM_CHUNK=256 $M -x SPOTRAIN_COMM_CHUNK "$B" selftest comm /dev/null $S --set train.backend=cuda
+t_exit "selftest comm, cuda data plane: the transport line from NCCL's INFO log" 0 "transport.*NET/emulated-MPI" \
+    $M "$B" selftest comm /dev/null $S --set train.backend=cuda
 t_exit "selftest comm, cuda data plane: a wrong bit is caught (exit 70)" 70 "REDUCE-SCATTER WRONG" \
     $M -x SPOTRAIN_SELFTEST_FAULT=1 "$B" selftest comm /dev/null $S --set train.backend=cuda
 t_end

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <vector>
@@ -134,6 +135,24 @@ const char *ncclGetErrorString(ncclResult_t r)
 
 const char *ncclGetLastError(ncclComm_t comm) { return comm && comm->last[0] ? comm->last : emu_last; }
 
+/* NCCL_DEBUG=INFO with NCCL_DEBUG_FILE (what `selftest comm` sets to
+ * name the transports): the connection lines NCCL writes, saying MPI. */
+static void emu_log_connections(const emu_nccl_comm *c)
+{
+    const char *dbg = getenv("NCCL_DEBUG"), *path = getenv("NCCL_DEBUG_FILE");
+    if (!dbg || strcasecmp(dbg, "INFO") || !path || !*path)
+        return;
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return;
+    fprintf(f, "emu:%d:%d [0] NCCL INFO Using network MPI (emulated NCCL)\n", (int)getpid(), (int)getpid());
+    for (int p = 0; p < c->world; p++)
+        if (p != c->rank)
+            fprintf(f, "emu:%d:%d [0] NCCL INFO Channel 00/0 : %d[0] -> %d[0] via NET/emulated-MPI/0\n", (int)getpid(),
+                    (int)getpid(), c->rank, p);
+    fclose(f);
+}
+
 /* Collective over all ranks, as NCCL's: the id every rank passes must be
  * the one rank 0 made (the trainer broadcast it), checked here. */
 ncclResult_t ncclCommInitRankConfig(ncclComm_t *out, int nranks, ncclUniqueId id, int rank, ncclConfig_t *config)
@@ -178,6 +197,7 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *out, int nranks, ncclUniqueId id
         return emu_fail(NULL, ncclSystemError, "ncclCommInitRankConfig: %d ranks need MPI (run under mpirun with an "
                         "MPI build)", nranks);
     }
+    emu_log_connections(c);
     *out = c;
     return ncclSuccess;
 }
