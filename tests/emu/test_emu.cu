@@ -87,6 +87,8 @@ static void test_launch_forms(void)
     EXPECT(cudaMalloc((void **)&d, sizeof h) == cudaSuccess);
     emu_t_index_k<<<3, 128, 0>>>(d, 300);
     EXPECT(cudaGetLastError() == cudaSuccess);
+    /* both launches write d, from two streams the host must order */
+    EXPECT(cudaDeviceSynchronize() == cudaSuccess);
     emu_t_index_k<<<dim3(2, 1, 1), 256, 0, s>>>(
         d,
         300);
