@@ -10,7 +10,9 @@
  * launch failure with a message saying which barrier and which threads:
  * threads of the block that return while others wait at __syncthreads,
  * a shuffle with a lane missing (exited, or a partial warp), or threads
- * stuck at different barriers. Launch failures are sticky, as on a GPU. */
+ * stuck at different barriers. Launch failures are sticky, as on a GPU.
+ * So is a stream hazard: two streams touching one allocation, one of them
+ * writing, with nothing ordering them (see "stream hazards"). */
 #include "emu.h"
 
 #include <dlfcn.h>
