@@ -315,7 +315,8 @@ static void test_misuse(void)
  * `test_emu deadlock` etc. by test_failures below. */
 static int run_failure(const char *which)
 {
-    int *d = NULL;
+    int *d = NULL, *out = NULL;
+    cudaStream_t s1 = NULL, s2 = NULL;
     if (cudaMalloc((void **)&d, 1024 * sizeof(int)) != cudaSuccess)
         return 2;
     if (!strcmp(which, "extra_sync"))
@@ -334,12 +335,10 @@ static int run_failure(const char *which)
         /* one stream writes what another reads, nothing between them: read
          * after write (a kernel) and write after read (a memset, the
          * optimizer overwriting what the snapshot copies) */
-        cudaStream_t s1, s2;
         if (cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking) != cudaSuccess ||
             cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking) != cudaSuccess)
             return 2;
         if (which[7] == 'r') {
-            int *out = NULL;
             if (cudaMalloc((void **)&out, 64 * sizeof(int)) != cudaSuccess)
                 return 2;
             emu_t_index_k<<<1, 64, 0, s1>>>(d, 64);
@@ -358,6 +357,11 @@ static int run_failure(const char *which)
     /* sticky: later calls fail too */
     cudaError_t later = cudaMemset(d, 0, 4);
     cudaFree(d);
+    cudaFree(out);
+    if (s1)
+        cudaStreamDestroy(s1);
+    if (s2)
+        cudaStreamDestroy(s2);
     return e == cudaErrorLaunchFailure && later == cudaErrorLaunchFailure ? 0 : 1;
 }
 
