@@ -23,7 +23,10 @@
 /* The emulator's allocation table and stream queue, when the program
  * exports them (the emulated build does): products run in stream order. */
 extern "C" int emu_is_device(const void *p, size_t bytes) __attribute__((weak));
-extern "C" void emu_enqueue(cudaStream_t s, void (*fn)(void *), void *arg) __attribute__((weak));
+/* ptrs[i]: what the product touches, written when writes[i] (the stream
+ * hazard check). */
+extern "C" void emu_enqueue(cudaStream_t s, void (*fn)(void *), void *arg, const void *const *ptrs, const int *writes,
+                            int n) __attribute__((weak));
 
 enum : unsigned { LT_HANDLE = 0x4c544831u, LT_DESC = 0x4c544432u, LT_LAYOUT = 0x4c544c33u, LT_PREF = 0x4c545034u,
                   LT_ALGO = 0x4c544135u };
@@ -483,9 +486,14 @@ extern "C" cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_
     if (!j)
         return CUBLAS_STATUS_ALLOC_FAILED;
     *j = lt_job{s, op->ta, op->tb, op->compute == CUBLAS_COMPUTE_32F_FAST_TF32, *a, *b, *c, *d, A, B, C, D, al, be};
-    if (emu_enqueue)
-        emu_enqueue(stream, lt_run, j);   /* when the stream gets there */
-    else
+    if (emu_enqueue) {
+        /* C is read only at beta != 0; a real cuBLASLt may write its
+         * workspace (this one does not use it) */
+        const void *ptrs[5] = {A, B, D, be != 0.0f ? C : NULL, workspace_bytes ? workspace : NULL};
+        int writes[5] = {0, 0, 1, 0, 1};
+        emu_enqueue(stream, lt_run, j, ptrs, writes, 5);   /* when the stream gets there */
+    } else {
         lt_run(j);
+    }
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -10,7 +10,9 @@
  * launch failure with a message saying which barrier and which threads:
  * threads of the block that return while others wait at __syncthreads,
  * a shuffle with a lane missing (exited, or a partial warp), or threads
- * stuck at different barriers. Launch failures are sticky, as on a GPU. */
+ * stuck at different barriers. Launch failures are sticky, as on a GPU.
+ * So is a stream hazard: two streams touching one allocation, one of them
+ * writing, with nothing ordering them (see "stream hazards"). */
 #include "emu.h"
 
 #include <dlfcn.h>
@@ -149,7 +151,7 @@ const char *cudaGetErrorString(cudaError_t e)
 /* ---- device, memory --------------------------------------------------------- */
 
 static const size_t emu_total = (size_t)80 << 30;
-static std::map<uintptr_t, size_t> emu_dev, emu_pinned, emu_registered;
+static std::map<uintptr_t, size_t> emu_dev, emu_pinned, emu_registered;   /* base -> bytes */
 static size_t emu_in_use;
 
 static int emu_inside(const std::map<uintptr_t, size_t> &m, const void *p, size_t bytes)
@@ -240,11 +242,17 @@ cudaError_t cudaRuntimeGetVersion(int *v)
  * SPOTRAIN_EMU_STREAMS=sync runs everything at once instead. The legacy
  * default stream (0) waits for blocking streams and they for it; streams
  * made with cudaStreamNonBlocking do not. */
+/* A vector clock (see "stream hazards"): entry i is how many operations
+ * of stream i are known to come before. */
+typedef std::vector<uint64_t> emu_vc;
+
 struct emu_stream {
     unsigned magic, flags;
     std::deque<std::function<void()>> q;
     uint64_t pushed, done;
     int draining;
+    int id;              /* its entry in the clocks: 0 the legacy stream, then in creation order */
+    emu_vc vc;           /* what its next operation comes after */
 };
 struct emu_event {
     unsigned magic, flags;
@@ -253,12 +261,145 @@ struct emu_event {
     uint64_t gen;
     int timed, pending;  /* pending: queued records of it, which free it once destroyed */
     double t;
+    emu_vc vc;           /* the recording stream's clock at the record */
 };
 enum { EMU_STREAM_MAGIC = 0x5354524du, EMU_EVENT_MAGIC = 0x45564e54u };
 
-static emu_stream emu_legacy = {EMU_STREAM_MAGIC, 0, {}, 0, 0, 0};
+static emu_stream emu_legacy = {EMU_STREAM_MAGIC, 0, {}, 0, 0, 0, 0, {}};
 static std::vector<emu_stream *> emu_all_streams;   /* created ones */
 static int emu_lazy = -1;
+static int emu_next_stream_id = 1;
+
+/* ---- stream hazards -----------------------------------------------------------
+ * Queued work runs when the host waits, in an order that may hide a stream
+ * reading what another stream writes with nothing ordering the two. So
+ * happens-before is tracked as the program queues work, independent of
+ * when it runs: every stream has a vector clock, ticked by each operation
+ * queued on it; an event record copies the stream's clock, a
+ * cudaStreamWaitEvent joins it into the waiting stream's; a host wait
+ * (stream, event, device synchronize, a blocking copy, a free) joins into
+ * the calling host thread's clock, which every operation that thread
+ * queues afterwards joins (per thread: the checkpoint writer's wait for
+ * the snapshot does not order the training thread's work). The legacy
+ * stream and the blocking streams join each other's clocks.
+ * Each allocation (device, cudaMallocHost'd, registered) keeps its last
+ * writer and the readers since, as (stream, clock, operation); an access
+ * from another stream not ordered after a conflicting one is a hazard, a
+ * sticky launch failure naming both operations. Granularity: the whole
+ * allocation, so two streams touching disjoint parts of one allocation
+ * would be reported; host loads and stores are not seen. */
+struct emu_acc {
+    int stream;        /* -1: none */
+    uint64_t t;
+    const char *what;
+};
+struct emu_mem {
+    emu_acc w;
+    std::vector<emu_acc> r;   /* at most one per stream */
+};
+static std::map<uintptr_t, emu_mem> emu_mems;   /* by allocation base */
+static thread_local emu_vc emu_host_vc;
+
+static void emu_vc_join(emu_vc &a, const emu_vc &b)
+{
+    if (a.size() < b.size())
+        a.resize(b.size(), 0);
+    for (size_t i = 0; i < b.size(); i++)
+        if (b[i] > a[i])
+            a[i] = b[i];
+}
+
+static int emu_ordered(const emu_stream *s, const emu_acc &a)
+{
+    return a.stream < 0 || a.stream == s->id || ((size_t)a.stream < s->vc.size() && s->vc[a.stream] >= a.t);
+}
+
+/* The host thread now knows what s has queued (it waited for it). */
+static void emu_host_knows(const emu_stream *s) { emu_vc_join(emu_host_vc, s->vc); }
+
+static void emu_host_knows_all(void)
+{
+    emu_host_knows(&emu_legacy);
+    for (size_t i = 0; i < emu_all_streams.size(); i++)
+        emu_host_knows(emu_all_streams[i]);
+}
+
+/* The next operation on s: after what the host thread has seen, after the
+ * implicit order of the legacy stream, one tick later in s. */
+static void emu_tick(emu_stream *s)
+{
+    if (!emu_host_vc.empty())
+        emu_vc_join(s->vc, emu_host_vc);
+    if (s == &emu_legacy) {
+        for (size_t i = 0; i < emu_all_streams.size(); i++)
+            if (!(emu_all_streams[i]->flags & cudaStreamNonBlocking))
+                emu_vc_join(s->vc, emu_all_streams[i]->vc);
+    } else if (!(s->flags & cudaStreamNonBlocking)) {
+        emu_vc_join(s->vc, emu_legacy.vc);
+    }
+    if (s->vc.size() <= (size_t)s->id)
+        s->vc.resize((size_t)s->id + 1, 0);
+    s->vc[s->id]++;
+}
+
+static uintptr_t emu_base_in(const std::map<uintptr_t, size_t> &m, uintptr_t u, size_t *bytes)
+{
+    auto it = m.upper_bound(u);
+    if (it == m.begin())
+        return 0;
+    --it;
+    if (u - it->first >= it->second)
+        return 0;
+    *bytes = it->second;
+    return it->first;
+}
+
+static void emu_hazard(const emu_stream *s, const char *what, int write, uintptr_t base, size_t bytes,
+                       const emu_acc &prev, int prev_write)
+{
+    emu_say("stream hazard: %s on stream %d %s the allocation at %p (%zu bytes) that %s on stream %d %s, with "
+            "no event or host wait ordering the two (a cudaStreamWaitEvent missing?)", what, s->id,
+            write ? "writes" : "reads", (void *)base, bytes, prev.what, prev.stream, prev_write ? "wrote" : "read");
+    emu_sticky = cudaErrorLaunchFailure;
+    emu_err(cudaErrorLaunchFailure);
+}
+
+/* An operation queued on s (ticked) touches the allocation holding p. */
+static void emu_touch(const emu_stream *s, const void *p, int write, const char *what)
+{
+    uintptr_t u = (uintptr_t)p, base = 0;
+    size_t bytes = 0;
+    if (!p || emu_sticky != cudaSuccess)
+        return;
+    if (!(base = emu_base_in(emu_dev, u, &bytes)) && !(base = emu_base_in(emu_pinned, u, &bytes)) &&
+        !(base = emu_base_in(emu_registered, u, &bytes)))
+        return;
+    emu_mem &m = emu_mems.emplace(base, emu_mem{{-1, 0, NULL}, {}}).first->second;
+    if (!emu_ordered(s, m.w)) {
+        emu_hazard(s, what, write, base, bytes, m.w, 1);
+        return;
+    }
+    emu_acc me = {s->id, s->vc[s->id], what};
+    if (write) {
+        for (size_t i = 0; i < m.r.size(); i++)
+            if (!emu_ordered(s, m.r[i])) {
+                emu_hazard(s, what, write, base, bytes, m.r[i], 0);
+                return;
+            }
+        /* later accesses ordered after this write are after those reads */
+        m.w = me;
+        m.r.clear();
+        return;
+    }
+    for (size_t i = 0; i < m.r.size(); i++)
+        if (m.r[i].stream == s->id) {
+            m.r[i] = me;
+            return;
+        }
+    m.r.push_back(me);
+}
+
+static void emu_forget(uintptr_t base) { emu_mems.erase(base); }
 
 static emu_stream *emu_s(cudaStream_t s) { return s ? s : &emu_legacy; }
 
@@ -303,9 +444,14 @@ static void emu_drain_all(void)
 }
 
 /* always: run op even after a fault (it frees what it owns); otherwise
- * nothing more runs after a fault, as on a GPU. */
-static void emu_push(emu_stream *s, std::function<void()> op, int always = 0)
+ * nothing more runs after a fault, as on a GPU. acc: what op touches,
+ * checked against the other streams (what names op in a report). */
+static void emu_push(emu_stream *s, std::function<void()> op, int always = 0, const char *what = NULL,
+                     const emu_access *acc = NULL, int nacc = 0)
 {
+    emu_tick(s);
+    for (int i = 0; i < nacc; i++)
+        emu_touch(s, acc[i].p, acc[i].write, what);
     if (emu_lazy < 0) {
         const char *m = getenv("SPOTRAIN_EMU_STREAMS");
         emu_lazy = !(m && !strcmp(m, "sync"));
@@ -354,11 +500,17 @@ extern "C" int emu_stream_flush(cudaStream_t s)
     return emu_sticky != cudaSuccess;
 }
 
-/* For the reference cuBLASLt: a product queued on its stream. */
-extern "C" void emu_enqueue(cudaStream_t s, void (*fn)(void *), void *arg)
+/* For the reference cuBLASLt: a product queued on its stream, touching
+ * ptrs[i] (written when writes[i]). */
+extern "C" void emu_enqueue(cudaStream_t s, void (*fn)(void *), void *arg, const void *const *ptrs, const int *writes,
+                            int n)
 {
     EMU_LOCK();
-    emu_push(emu_s(s), [fn, arg] { fn(arg); }, 1);
+    emu_access acc[8];
+    int k = 0;
+    for (int i = 0; i < n && k < 8; i++)
+        acc[k++] = emu_access{ptrs[i], writes[i]};
+    emu_push(emu_s(s), [fn, arg] { fn(arg); }, 1, "cublasLtMatmul", acc, k);
 }
 
 cudaError_t cudaDeviceSynchronize(void)
@@ -366,6 +518,7 @@ cudaError_t cudaDeviceSynchronize(void)
     EMU_LOCK();
     EMU_STICKY();
     emu_drain_all();
+    emu_host_knows_all();
     return emu_sticky;
 }
 
@@ -375,7 +528,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
     EMU_LOCK();
     EMU_STICKY();
-    *s = new emu_stream{EMU_STREAM_MAGIC, flags, {}, 0, 0, 0};
+    *s = new emu_stream{EMU_STREAM_MAGIC, flags, {}, 0, 0, 0, emu_next_stream_id++, {}};
     emu_all_streams.push_back(*s);
     return cudaSuccess;
 }
@@ -402,6 +555,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
         return emu_err(cudaErrorInvalidResourceHandle);
     emu_stream *x = emu_s(s);
     emu_drain(x, x->pushed);
+    emu_host_knows(x);
     return emu_sticky;
 }
 
@@ -416,6 +570,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
         emu_stream *o = e->s;
         uint64_t upto = e->target;
         emu_push(emu_s(s), [o, upto] { emu_drain(o, upto); });
+        emu_vc_join(emu_s(s)->vc, e->vc);
     }
     return cudaSuccess;
 }
@@ -426,7 +581,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
 {
     EMU_LOCK();
     EMU_STICKY();
-    *e = new emu_event{EMU_EVENT_MAGIC, flags, NULL, 0, 0, 0, 0, 0.0};
+    *e = new emu_event{EMU_EVENT_MAGIC, flags, NULL, 0, 0, 0, 0, 0.0, {}};
     return cudaSuccess;
 }
 
@@ -464,6 +619,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
     }, 1);
     e->s = x;
     e->target = x->pushed;
+    e->vc = x->vc;
     return cudaSuccess;
 }
 
@@ -475,8 +631,10 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e)
     EMU_STICKY();
     if (!e || e->magic != EMU_EVENT_MAGIC)
         return emu_err(cudaErrorInvalidResourceHandle);
-    if (e->s)
+    if (e->s) {
         emu_drain(e->s, e->target);
+        emu_vc_join(emu_host_vc, e->vc);
+    }
     return emu_sticky;
 }
 
@@ -547,6 +705,7 @@ cudaError_t cudaFree(void *p)
     if (!p)
         return emu_sticky;
     emu_drain_all();   /* cudaFree waits for the device */
+    emu_host_knows_all();
     auto it = emu_dev.find((uintptr_t)p);
     if (it == emu_dev.end()) {
         emu_say("cudaFree of %p, which is not a device allocation", p);
@@ -554,6 +713,7 @@ cudaError_t cudaFree(void *p)
     }
     emu_in_use -= it->second;
     emu_dev.erase(it);
+    emu_forget((uintptr_t)p);
     free(p);
     return emu_sticky;
 }
@@ -575,12 +735,14 @@ cudaError_t cudaFreeHost(void *p)
     if (!p)
         return emu_sticky;
     emu_drain_all();
+    emu_host_knows_all();
     auto it = emu_pinned.find((uintptr_t)p);
     if (it == emu_pinned.end()) {
         emu_say("cudaFreeHost of %p, which cudaMallocHost did not return", p);
         return emu_err(cudaErrorInvalidValue);
     }
     emu_pinned.erase(it);
+    emu_forget((uintptr_t)p);
     free(p);
     return emu_sticky;
 }
@@ -603,8 +765,10 @@ cudaError_t cudaHostUnregister(void *p)
     EMU_LOCK();
     EMU_STICKY();
     emu_drain_all();
+    emu_host_knows_all();
     if (!emu_registered.erase((uintptr_t)p))
         return emu_err(cudaErrorHostMemoryNotRegistered);
+    emu_forget((uintptr_t)p);
     return cudaSuccess;
 }
 
@@ -640,17 +804,21 @@ static int emu_is_pinned(const void *p, size_t bytes)
 /* Queues a checked copy on x. Pageable host memory behaves as the
  * documentation says: a source is read at the call (staged), a
  * destination is written before the call returns. */
-static cudaError_t emu_copy(emu_stream *x, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+static cudaError_t emu_copy(emu_stream *x, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                            const char *what)
 {
     int dst_dev = emu_is_device(dst, bytes), src_dev = emu_is_device(src, bytes);
+    emu_access acc[2] = {{src, 0}, {dst, 1}};
     if (!src_dev && !emu_is_pinned(src, bytes)) {
         std::shared_ptr<std::vector<char>> staged(new std::vector<char>((const char *)src, (const char *)src + bytes));
-        emu_push(x, [dst, staged] { memcpy(dst, staged->data(), staged->size()); });
+        emu_push(x, [dst, staged] { memcpy(dst, staged->data(), staged->size()); }, 0, what, acc, 2);
     } else {
-        emu_push(x, [dst, src, bytes] { memmove(dst, src, bytes); });
+        emu_push(x, [dst, src, bytes] { memmove(dst, src, bytes); }, 0, what, acc, 2);
     }
-    if (!dst_dev && !emu_is_pinned(dst, bytes))
+    if (!dst_dev && !emu_is_pinned(dst, bytes)) {
         emu_drain(x, x->pushed);
+        emu_host_knows(x);
+    }
     (void)kind;
     return emu_sticky;
 }
@@ -664,8 +832,9 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
     cudaError_t e = emu_copy_check(dst, src, bytes, kind, "cudaMemcpy");
     if (e != cudaSuccess)
         return e;
-    emu_copy(&emu_legacy, dst, src, bytes, kind);
+    emu_copy(&emu_legacy, dst, src, bytes, kind, "cudaMemcpy");
     emu_drain(&emu_legacy, emu_legacy.pushed);   /* synchronous */
+    emu_host_knows(&emu_legacy);
     return emu_sticky;
 }
 
@@ -680,7 +849,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
     cudaError_t e = emu_copy_check(dst, src, bytes, kind, "cudaMemcpyAsync");
     if (e != cudaSuccess)
         return e;
-    return emu_copy(emu_s(s), dst, src, bytes, kind);
+    return emu_copy(emu_s(s), dst, src, bytes, kind, "cudaMemcpyAsync");
 }
 
 /* Device memory: asynchronous to the host, in the stream's order. */
@@ -696,7 +865,8 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
         emu_say("cudaMemset of %zu bytes at %p: not inside one device allocation", bytes, p);
         return emu_err(cudaErrorInvalidValue);
     }
-    emu_push(emu_s(s), [p, value, bytes] { memset(p, value, bytes); });
+    emu_access acc[1] = {{p, 1}};
+    emu_push(emu_s(s), [p, value, bytes] { memset(p, value, bytes); }, 0, "cudaMemsetAsync", acc, 1);
     return cudaSuccess;
 }
 
@@ -1052,7 +1222,8 @@ static void emu_exec(dim3 g, dim3 b, void (*body)(void *), void *arg, const char
     }
 }
 
-void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(void *), const char *kernel)
+void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(void *), const char *kernel,
+             const emu_access *acc, int nacc)
 {
     EMU_LOCK();
     if (emu_sticky != cudaSuccess) {
@@ -1087,5 +1258,5 @@ void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(
         if (emu_sticky == cudaSuccess)
             emu_exec(g, b, body, arg, kernel);
         release(arg);
-    }, 1);
+    }, 1, kernel, acc, nacc);
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 /* ---- the language ------------------------------------------------------ */
@@ -162,18 +163,32 @@ inline emu_cfg emu_config(dim3 grid, dim3 block, size_t shmem = 0, cudaStream_t 
     return c;
 }
 
+/* What a queued operation touches, for the stream hazard check (emu.cpp,
+ * "stream hazards"): the allocation holding p, whole; write 0 reads it. */
+struct emu_access {
+    const void *p;
+    int write;
+};
+
 /* Queues body(arg) once per thread of every block of c on c's stream
- * (emu.cpp), then release(arg); a bad configuration fails at once. */
-void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(void *), const char *kernel);
+ * (emu.cpp), then release(arg); a bad configuration fails at once. acc:
+ * the launch's pointer arguments. */
+void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(void *), const char *kernel,
+             const emu_access *acc, int nacc);
 
 /* A pointer argument of a launch must be NULL or point into device memory
  * (or page-locked host memory, which the device can reach): a host
  * pointer would fault on a GPU. Records a launch failure otherwise. */
 void emu_check_pointer(const void *p, const char *kernel, int arg);
-template <typename T> inline void emu_check_arg(const T &, const char *, int) {}
-template <typename T> inline void emu_check_arg(T *const &p, const char *kernel, int arg)
+template <typename T> inline void emu_check_arg(const T &, const char *, int, emu_access *, int &) {}
+/* A launch does not say what a kernel reads or writes: a pointer to const
+ * is taken as read, any other pointer as written (a kernel may write
+ * through it), so two streams sharing an input through plain pointers
+ * would be a false report, and one through a struct member is not seen. */
+template <typename T> inline void emu_check_arg(T *const &p, const char *kernel, int arg, emu_access *acc, int &n)
 {
     emu_check_pointer((const void *)p, kernel, arg);
+    acc[n++] = emu_access{(const void *)p, !std::is_const<T>::value};
 }
 
 template <typename... P> struct emu_launcher {
@@ -183,8 +198,9 @@ template <typename... P> struct emu_launcher {
     /* The kernel's parameter types: arguments convert as in a launch. */
     void operator()(P... a) const
     {
-        int arg = 0;
-        (emu_check_arg(a, name, arg++), ...);
+        int arg = 0, nacc = 0;
+        emu_access acc[sizeof...(P) + 1];
+        (emu_check_arg(a, name, arg++, acc, nacc), ...);
         /* the arguments are copied at the launch, as a GPU's are */
         struct call {
             void (*k)(P...);
@@ -192,7 +208,7 @@ template <typename... P> struct emu_launcher {
         };
         call *x = new call{kernel, std::tuple<P...>(a...)};
         emu_run(&cfg, [](void *p) { std::apply(((call *)p)->k, ((call *)p)->args); }, x,
-                [](void *p) { delete (call *)p; }, name);
+                [](void *p) { delete (call *)p; }, name, acc, nacc);
     }
 };
 

@@ -4,8 +4,9 @@
  * NaN (shared memory is poisoned per block), and each misuse it must turn
  * into a launch failure (deadlock, a barrier some threads skip, a shuffle
  * in a partial warp, a host pointer as a kernel argument, a bad
- * configuration, a copy in the wrong direction),
- * the last one sticky as on a GPU. */
+ * configuration, a copy in the wrong direction, two streams touching the
+ * same memory unordered), the last one sticky as on a GPU; and what
+ * orders two streams (events, host waits) not reported as a hazard. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,8 @@ static void test_launch_forms(void)
     EXPECT(cudaMalloc((void **)&d, sizeof h) == cudaSuccess);
     emu_t_index_k<<<3, 128, 0>>>(d, 300);
     EXPECT(cudaGetLastError() == cudaSuccess);
+    /* both launches write d, from two streams the host must order */
+    EXPECT(cudaDeviceSynchronize() == cudaSuccess);
     emu_t_index_k<<<dim3(2, 1, 1), 256, 0, s>>>(
         d,
         300);
@@ -211,6 +214,55 @@ static void test_streams_lazy(void)
     cudaStreamDestroy(s2);
 }
 
+/* dst[i] = src[i] + 1: reads src (a pointer to const), writes dst */
+__global__ void emu_t_inc_k(int *dst, const int *src, int n)
+{
+    int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i < n)
+        dst[i] = src[i] + 1;
+}
+
+/* Two streams sharing memory with what orders them: an event, the host's
+ * wait, or only reads; none of it is a hazard (run_failure has the
+ * unordered ones). */
+static void test_stream_hazards(void)
+{
+    int *d = NULL, *d2 = NULL, *d3 = NULL, h[64];
+    cudaStream_t s1, s2;
+    cudaEvent_t a, b;
+    EXPECT(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking) == cudaSuccess);
+    EXPECT(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking) == cudaSuccess);
+    EXPECT(cudaEventCreate(&a) == cudaSuccess && cudaEventCreate(&b) == cudaSuccess);
+    EXPECT(cudaMalloc((void **)&d, sizeof h) == cudaSuccess);
+    EXPECT(cudaMalloc((void **)&d2, sizeof h) == cudaSuccess);
+    EXPECT(cudaMalloc((void **)&d3, sizeof h) == cudaSuccess);
+    /* write on s1, read on s2 after an event */
+    emu_t_index_k<<<1, 64, 0, s1>>>(d, 64);
+    EXPECT(cudaEventRecord(a, s1) == cudaSuccess);
+    EXPECT(cudaStreamWaitEvent(s2, a, 0) == cudaSuccess);
+    emu_t_inc_k<<<1, 64, 0, s2>>>(d2, d, 64);
+    /* both read d at once: no conflict */
+    emu_t_inc_k<<<1, 64, 0, s1>>>(d3, d, 64);
+    /* s1 overwrites d only after s2's read, through an event */
+    EXPECT(cudaEventRecord(b, s2) == cudaSuccess);
+    EXPECT(cudaStreamWaitEvent(s1, b, 0) == cudaSuccess);
+    EXPECT(cudaMemsetAsync(d, 0, sizeof h, s1) == cudaSuccess);
+    /* the host waits for s1, so what it queues on s2 comes after */
+    EXPECT(cudaStreamSynchronize(s1) == cudaSuccess);
+    EXPECT(cudaMemcpyAsync(d3, d, sizeof h, cudaMemcpyDeviceToDevice, s2) == cudaSuccess);
+    EXPECT(cudaMemcpyAsync(h, d2, sizeof h, cudaMemcpyDeviceToHost, s2) == cudaSuccess);
+    EXPECT(cudaStreamSynchronize(s2) == cudaSuccess);
+    EXPECT(cudaGetLastError() == cudaSuccess);
+    EXPECT(h[0] == 1 && h[63] == 64);
+    cudaFree(d);
+    cudaFree(d2);
+    cudaFree(d3);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaStreamDestroy(s1);
+    cudaStreamDestroy(s2);
+}
+
 /* ---- misuse: each must fail the launch ---------------------------------- */
 
 __global__ void emu_t_extra_sync_k(void)
@@ -263,7 +315,8 @@ static void test_misuse(void)
  * `test_emu deadlock` etc. by test_failures below. */
 static int run_failure(const char *which)
 {
-    int *d = NULL;
+    int *d = NULL, *out = NULL;
+    cudaStream_t s1 = NULL, s2 = NULL;
     if (cudaMalloc((void **)&d, 1024 * sizeof(int)) != cudaSuccess)
         return 2;
     if (!strcmp(which, "extra_sync"))
@@ -278,12 +331,37 @@ static int run_failure(const char *which)
         static int host[16];
         emu_t_index_k<<<1, 16>>>(host, 16);
     }
+    else if (!strcmp(which, "hazard_read") || !strcmp(which, "hazard_write")) {
+        /* one stream writes what another reads, nothing between them: read
+         * after write (a kernel) and write after read (a memset, the
+         * optimizer overwriting what the snapshot copies) */
+        if (cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking) != cudaSuccess ||
+            cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking) != cudaSuccess)
+            return 2;
+        if (which[7] == 'r') {
+            if (cudaMalloc((void **)&out, 64 * sizeof(int)) != cudaSuccess)
+                return 2;
+            emu_t_index_k<<<1, 64, 0, s1>>>(d, 64);
+            emu_t_inc_k<<<1, 64, 0, s2>>>(out, d, 64);
+        } else {
+            static int pinned_host[64];
+            if (cudaHostRegister(pinned_host, sizeof pinned_host, cudaHostRegisterDefault) != cudaSuccess ||
+                cudaMemcpyAsync(pinned_host, d, sizeof pinned_host, cudaMemcpyDeviceToHost, s2) != cudaSuccess)
+                return 2;
+            cudaMemsetAsync(d, 0, 64, s1);
+        }
+    }
     else
         return 2;
     cudaError_t e = cudaDeviceSynchronize();   /* the kernel ran: its error */
     /* sticky: later calls fail too */
     cudaError_t later = cudaMemset(d, 0, 4);
     cudaFree(d);
+    cudaFree(out);
+    if (s1)
+        cudaStreamDestroy(s1);
+    if (s2)
+        cudaStreamDestroy(s2);
     return e == cudaErrorLaunchFailure && later == cudaErrorLaunchFailure ? 0 : 1;
 }
 
@@ -291,7 +369,8 @@ static const char *emu_t_self;
 
 static void test_failures(void)
 {
-    const char *cases[] = {"extra_sync", "divergent_sync", "partial_warp", "split", "host_pointer"};
+    const char *cases[] = {"extra_sync", "divergent_sync", "partial_warp", "split", "host_pointer", "hazard_read",
+                           "hazard_write"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", emu_t_self, cases[i]);
@@ -312,6 +391,7 @@ int main(int argc, char **argv)
     harness_run("emu_half", test_half);
     harness_run("emu_shared_poison", test_shared_poison);
     harness_run("emu_streams_lazy", test_streams_lazy);
+    harness_run("emu_stream_hazards", test_stream_hazards);
     harness_run("emu_misuse", test_misuse);
     harness_run("emu_failures", test_failures);
     return harness_end();
