@@ -1,7 +1,7 @@
 /* Token embedding: forward gathers rows of the table (the fp32 master, or
  * the 2-byte working copy under bf16/fp16: what every rank holds whole
- * after the parameter all-gather) into the fp32 residual stream; backward adds gradient rows into the table's gradient
- * per distinct token (the host-built index of cuda_embed_index), each
+ * after the parameter all-gather) into the fp32 residual stream; backward
+ * adds gradient rows into the table's gradient per distinct token (the host-built index of cuda_embed_index), each
  * token's rows in order: the CPU backend's sums, bit for bit, no atomics. */
 #ifndef SPOTRAIN_CUDA_ENCODER_CUH
 #define SPOTRAIN_CUDA_ENCODER_CUH

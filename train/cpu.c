@@ -752,10 +752,14 @@ int backend_cpu_blas_advice(const char *core, int avx2, int avx512, int forced, 
 
 int backend_cpu_blas_check(char *out, size_t cap)
 {
+    int avx2 = 0, avx512 = 0;
+#if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    return backend_cpu_blas_advice(openblas_get_corename(),
-                                   __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
-                                   __builtin_cpu_supports("avx512f"), getenv("OPENBLAS_CORETYPE") != NULL, out, cap);
+    avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    avx512 = __builtin_cpu_supports("avx512f");
+#endif
+    return backend_cpu_blas_advice(openblas_get_corename(), avx2, avx512, getenv("OPENBLAS_CORETYPE") != NULL, out,
+                                   cap);
 }
 
 int backend_cpu_create(backend **out, const model_layout *L, const backend_opts *o)
