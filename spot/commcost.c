@@ -15,4 +15,17 @@ void cost_comm(const cost_comm_in *in, cost_comm_out *out)
     out->seconds = in->network_gbps > 0 ? out->node_bytes / (in->network_gbps * 1e9 / 8) : 0;
     double total = out->seconds + in->compute_seconds;
     out->share = total > 0 ? out->seconds / total : 0;
+    out->rs_seconds = out->seconds * 4.0 / (4.0 + in->gather_bytes);
+    double f = in->last_micro_fraction > 0 && in->last_micro_fraction < 1 ? in->last_micro_fraction : 1;
+    double bwd = in->compute_seconds * f * 2.0 / 3.0;
+    out->overlap_max = bwd < out->rs_seconds ? bwd : out->rs_seconds;
+}
+
+double cost_last_micro_fraction(int64_t global_batch, int64_t world, int64_t micro_batch)
+{
+    int64_t per = world > 0 ? global_batch / world : global_batch;
+    if (per <= 0 || micro_batch <= 0)
+        return 1;
+    int64_t last = per % micro_batch ? per % micro_batch : micro_batch;
+    return last >= per ? 1 : (double)last / (double)per;
 }

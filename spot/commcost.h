@@ -13,6 +13,7 @@ typedef struct {
     double gather_bytes;        /* bytes per parameter in the all-gather: 4 fp32, 2 bf16 */
     double network_gbps;        /* per node, each direction */
     double compute_seconds;     /* one step's compute at the planned throughput */
+    double last_micro_fraction; /* of a rank's step, its last micro-batch (1: no accumulation) */
 } cost_comm_in;
 
 typedef struct {
@@ -20,12 +21,22 @@ typedef struct {
     double node_bytes;          /* of which leave the node, per node */
     double seconds;             /* node_bytes at network_gbps */
     double share;               /* seconds / (seconds + compute), no overlap */
+    double rs_seconds;          /* of seconds, the gradient reduce-scatter */
+    double overlap_max;         /* of rs_seconds, what the last micro-batch's backward could hide */
 } cost_comm_out;
 
 /* Reduce-scatter: every rank sends (W-1)/W of its fp32 gradient; all-gather:
  * (W-1)/W of the parameters at gather_bytes each. Of a rank's peers,
  * (W - ranks_per_node) are on other nodes; traffic inside a node is taken
  * as free (NVLink is an order of magnitude faster than the NIC). */
+/* overlap_max bounds an overlap of the reduction with the backward pass
+ * (not built): only the last micro-batch's backward (2/3 of its compute)
+ * runs after some gradients are final, and the all-gather needs the
+ * optimizer's result. */
 void cost_comm(const cost_comm_in *in, cost_comm_out *out);
+
+/* The last micro-batch's share of a rank's rows, as the training loop cuts
+ * them: global_batch / world rows in micro_batch pieces, the rest last. */
+double cost_last_micro_fraction(int64_t global_batch, int64_t world, int64_t micro_batch);
 
 #endif

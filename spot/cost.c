@@ -122,9 +122,11 @@ static void cost_overheads(const cost_opts *o, cost_plan *p)
 static void cost_step_comm(const cost_opts *o, cost_plan *p)
 {
     double rate = (double)p->gpus * p->peak_tflops * 1e12 * p->mfu;
-    cost_comm_in in = {p->params, p->gpus, o->gpus_per_node, 2.0, o->network_gbps, 0};
-    if (rate > 0 && o->tokens_per_step > 0)
+    cost_comm_in in = {p->params, p->gpus, o->gpus_per_node, 2.0, o->network_gbps, 0, 1};
+    if (rate > 0 && o->tokens_per_step > 0) {
         in.compute_seconds = o->tokens_per_step * p->flops_per_token / rate;
+        in.last_micro_fraction = cost_last_micro_fraction(o->global_batch, p->gpus, o->micro_batch);
+    }
     cost_comm(&in, &p->comm);
     p->step_compute_s = in.compute_seconds;
     p->have_comm = o->network_gbps > 0 && in.compute_seconds > 0;
@@ -248,6 +250,10 @@ static void cost_print_comm(const cost_opts *o, const cost_plan *p)
                o->tokens_per_step, 100 * p->comm.share);
     else if (o->network_gbps <= 0)
         printf("  set cost.network_gbps (per node) for the communication share of a step\n");
+    if (p->have_comm && p->gpus > 1 && p->comm.node_bytes > 0)
+        printf("  an overlap with the last micro-batch's backward (not built) could hide at most %.2f s of the\n"
+               "  %.2f s reduce-scatter: %.1f%% of a step\n", p->comm.overlap_max, p->comm.rs_seconds,
+               100 * p->comm.overlap_max / (p->comm.seconds + p->step_compute_s));
 }
 
 static void cost_print_table(const cost_opts *o, const cost_plan *p)
@@ -432,6 +438,8 @@ static void cost_print_json(const cost_opts *o, const cost_plan *p)
         json_object_object_add(cm, "network_seconds", cost_jnum(p->comm.seconds));
         json_object_object_add(cm, "compute_seconds", cost_jnum(p->step_compute_s));
         json_object_object_add(cm, "share", cost_jnum(p->comm.share));
+        json_object_object_add(cm, "reduce_scatter_seconds", cost_jnum(p->comm.rs_seconds));
+        json_object_object_add(cm, "overlap_max_seconds", cost_jnum(p->comm.overlap_max));
     }
     json_object_object_add(r, "comm_per_step", cm);
 print:

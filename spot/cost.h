@@ -39,6 +39,7 @@ typedef struct {
     uint64_t params;
     double flops_per_token;
     double tokens_per_step;       /* global batch x sequence length */
+    int64_t global_batch, micro_batch; /* sequences per step, and per piece of a rank's share */
 } cost_opts;
 
 /* Dense bf16 peak TFLOP/s of a GPU name (a100 312, h100/h200 989); 0 unknown. */

@@ -57,12 +57,34 @@ for k, v in (("rank_bytes", rank), ("node_bytes", node), ("network_seconds", sec
              ("share", sec / (sec + comp))):
     assert abs(c[k] - v) <= 1e-9 * v, (k, c[k], v)
 assert 0.18 < c["share"] < 0.20, c' "$T_TMP/comm.json"
+# The bound on an overlap of the reduce-scatter with the backward pass (not
+# built): the last micro-batch's backward, 2/3 of its compute, at most the
+# whole reduce-scatter (4 of the 6 bytes). 36 rows a rank: micro-batches of
+# 2 leave 2 rows last, of 16 leave 4 (16 + 16 + 4); on 2 nodes 144 rows in
+# 16s leave 16, whose backward outlasts the reduce-scatter.
+for case in "8 2 2/36" "8 16 4/36" "2 16 16/144"; do
+    nodes=${case%% *} rest=${case#* }
+    mb=${rest%% *} frac=${rest#* }
+    "$S" cost estimate "$EX" --set cost.nodes="$nodes" --set cost.network_gbps=200 --set train.global_batch=2304 \
+        --set train.micro_batch="$mb" --json >"$T_TMP/ovl.json"
+    t_exit "estimate overlap bound: $nodes nodes, micro-batch $mb (last piece $frac of a rank's rows)" 0 "" python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))["comm_per_step"]; f = eval(sys.argv[2])
+rs = c["network_seconds"] * 4 / 6
+bwd = c["compute_seconds"] * f * 2 / 3
+want = min(rs, bwd)
+assert abs(c["reduce_scatter_seconds"] - rs) <= 1e-9 * rs, (c, rs)
+assert abs(c["overlap_max_seconds"] - want) <= 1e-9 * want, (c, want)' "$T_TMP/ovl.json" "$frac"
+done
+t_has "estimate overlap bound: 2 nodes hide the whole reduce-scatter" '"overlap_max_seconds":4.4' "$T_TMP/ovl.json"
 # shellcheck disable=SC2086
 "$S" cost estimate "$EX" $CS >"$T_TMP/comm.txt"
 t_has "estimate comm share: the table line" "19.0% of a step when not overlapped" "$T_TMP/comm.txt"
 # shellcheck disable=SC2086
 "$S" train "$EX" --dry-run --world 64 $CS >"$T_TMP/comm_dry.txt" 2>&1
 t_has "dry-run states the same share" "19% of a step when not overlapped" "$T_TMP/comm_dry.txt"
+t_has "dry-run states the overlap bound (not built)" "last micro-batch's backward (not built) could hide at most 3.67 s of the 7.74 s reduce-scatter: 6.0% of a step" "$T_TMP/comm_dry.txt"
+t_has "estimate states the same overlap bound" "could hide at most 3.67 s of the" "$T_TMP/comm.txt"
 # shellcheck disable=SC2086
 t_exit "estimate comm share: CSV row" 0 "^comm_share,0.1897" "$S" cost estimate "$EX" $CS --csv
 t_exit "estimate one node: nothing leaves it" 0 "all of it stays inside the node" "$S" cost estimate "$EX" --set cost.network_gbps=200

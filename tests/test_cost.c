@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../spot/commcost.h"
 #include "../spot/cost.h"
 #include "../spot/metrics.h"
 #include "../train/cli_cost.h"
@@ -272,6 +273,29 @@ static void test_metrics(void)
     EXPECT(metrics_write("/nonexistent-dir/x.prom", &s) == ST_IOERR);
 }
 
+/* The pieces the training loop cuts a rank's rows into, and the bound on
+ * an overlap that follows from them. */
+static void test_overlap_bound(void)
+{
+    EXPECT(NEAR(cost_last_micro_fraction(2304, 64, 2), 2.0 / 36, 1e-15));
+    EXPECT(NEAR(cost_last_micro_fraction(2304, 64, 16), 4.0 / 36, 1e-15));   /* 16 + 16 + 4 */
+    EXPECT(cost_last_micro_fraction(2304, 64, 36) == 1);                       /* no accumulation */
+    EXPECT(cost_last_micro_fraction(2304, 64, 64) == 1);                       /* piece larger than the share */
+    EXPECT(cost_last_micro_fraction(2304, 0, 2) == 2.0 / 2304);
+    EXPECT(cost_last_micro_fraction(0, 64, 2) == 1);
+    cost_comm_in in = {1000000, 16, 8, 2.0, 100, 30, 0.25};
+    cost_comm_out out;
+    cost_comm(&in, &out);
+    EXPECT(NEAR(out.rs_seconds, out.seconds * 4 / 6, 1e-12));
+    EXPECT(NEAR(out.overlap_max, out.rs_seconds, 1e-12));   /* 5 s of backward outlasts it */
+    in.params = 100000000000ULL;
+    cost_comm(&in, &out);
+    EXPECT(out.rs_seconds > 5 && NEAR(out.overlap_max, 30 * 0.25 * 2 / 3, 1e-12));
+    in.last_micro_fraction = 0;   /* unknown: taken as no accumulation */
+    cost_comm(&in, &out);
+    EXPECT(NEAR(out.overlap_max, 20, 1e-12));
+}
+
 int main(void)
 {
     util_quiet = 1;
@@ -287,5 +311,6 @@ int main(void)
     harness_run("report starts at the newest fresh start", test_report_fresh);
     harness_run("cost report on a hand-written ledger", test_report);
     harness_run("Prometheus textfile", test_metrics);
+    harness_run("overlap bound", test_overlap_bound);
     return harness_end();
 }

@@ -64,6 +64,8 @@ int cfg_cost_opts(const cfg *c, cost_opts *o)
         o->params = model_count_params(&s);
         o->flops_per_token = model_flops_per_token(&s);
         o->tokens_per_step = (double)c->global_batch * (double)s.seq_len;
+        o->global_batch = c->global_batch;
+        o->micro_batch = c->micro_batch;
     }
     return ST_OK;
 }

@@ -90,9 +90,10 @@ static void train_plan_comm(const cfg *c, const model_shape *s, int world)
 {
     double peak = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
     double tokens = (double)c->global_batch * (double)s->seq_len;
-    cost_comm_in in = {model_count_params(s), world, c->gpus_per_node, 2.0, c->network_gbps, 0};
+    cost_comm_in in = {model_count_params(s), world, c->gpus_per_node, 2.0, c->network_gbps, 0, 1};
     if (peak > 0 && c->mfu > 0)
         in.compute_seconds = tokens * model_flops_per_token(s) / ((double)world * peak * 1e12 * c->mfu);
+    in.last_micro_fraction = cost_last_micro_fraction(c->global_batch, world, c->micro_batch);
     cost_comm_out out;
     cost_comm(&in, &out);
     printf("communication per step (%d rank%s, %lld per node; fp32 gradients, bf16 gather on GPUs):\n", world,
@@ -105,6 +106,10 @@ static void train_plan_comm(const cfg *c, const model_shape *s, int world)
                c->gpu, peak, c->mfu, 100 * out.share);
     else
         printf("  set [cost] network_gbps (and gpu, mfu) for the communication share of a step\n");
+    if (c->network_gbps > 0 && in.compute_seconds > 0 && out.node_bytes > 0)
+        printf("  an overlap with the last micro-batch's backward (not built) could hide at most %.2f s of the "
+               "%.2f s reduce-scatter: %.1f%% of a step\n", out.overlap_max, out.rs_seconds,
+               100 * out.overlap_max / (out.seconds + in.compute_seconds));
 }
 
 /* What a dry run can check here: the data opens (a glob that matches
