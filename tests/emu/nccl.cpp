@@ -133,7 +133,8 @@ static thread_local int emu_depth;                      /* ncclGroupStart nestin
 static thread_local std::vector<emu_nccl_op> emu_ops;   /* the open group's */
 static thread_local char emu_last[256];
 static thread_local ncclResult_t emu_group_err;         /* a call inside the open group failed */
-static std::vector<ncclComm_t> emu_gone;                /* aborted and destroyed handles, kept */
+/* aborted and destroyed handles, kept (never destroyed: reachable at exit) */
+static std::vector<ncclComm_t> *emu_gone = new std::vector<ncclComm_t>;
 static pthread_t emu_mpi_thread;                        /* where MPI may be called */
 static int emu_mpi_thread_set;
 
@@ -365,7 +366,7 @@ extern "C" ncclResult_t ncclCommInitRankConfig(ncclComm_t *out, int nranks, nccl
         ncclResult_t r = c->async;
         *out = NULL;
         c->dead = 1;
-        emu_gone.push_back(c);
+        emu_gone->push_back(c);
         return r;
     }
     return c->init == 0 && c->async == ncclSuccess ? ncclSuccess : ncclInProgress;
@@ -565,7 +566,7 @@ static void emu_comm_bury(ncclComm_t c)
     c->groups.clear();
     c->groups.shrink_to_fit();
     c->dead = 1;
-    emu_gone.push_back(c);
+    emu_gone->push_back(c);
 }
 
 extern "C" {
