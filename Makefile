@@ -165,6 +165,15 @@ $(BUILD)/tests/test_emu: tests/emu/test_emu.cu $(BUILD)/tests/emu/launch $(BUILD
 	$(BUILD)/tests/emu/launch $@.ii $@.emu.ii
 	$(EMU_CXX) $(EMUFLAGS) -x c++ -fpreprocessed $@.emu.ii -x none -o $@ $(BUILD)/tests/emu/emu.o $(SANFLAGS) -ldl
 
+# The emulated NCCL's own checks: MPI, and the library linked in.
+$(BUILD)/tests/test_nccl_emu: tests/emu/test_nccl_emu.cu $(BUILD)/tests/emu/launch $(BUILD)/tests/emu/emu.o \
+                              tests/harness.h $(EMU_LIB)/libnccl.so.2
+	@mkdir -p $(dir $@)
+	$(EMU_CXX) $(EMUFLAGS) $(EMU_NCCL_MPI) -x c++ -E -MMD -MP -MT $@ -MF $@.d -o $@.ii $<
+	$(BUILD)/tests/emu/launch $@.ii $@.emu.ii
+	$(EMU_CXX) $(EMUFLAGS) -x c++ -fpreprocessed $@.emu.ii -x none -o $@ $(BUILD)/tests/emu/emu.o \
+	    -L$(EMU_LIB) -l:libnccl.so.2 -Wl,-rpath,$(abspath $(EMU_LIB)) $(EMU_NCCL_LIBS) $(SANFLAGS) -ldl
+
 $(BUILD)/tests/emu/launch: tests/emu/launch.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -O1 $(WARN) -o $@ $<
@@ -242,11 +251,13 @@ device-bundle: device-build
 # The CUDA kernels and backend on the CPU through tests/emu (SAN=1 too:
 # ASan then catches a kernel indexing past its buffers).
 EMU_DIR := $(BUILD)/emu
-EMU_TESTS := $(EMU_DIR)/tests/test_emu $(EMU_DIR)/tests/test_cuda_kernels $(EMU_DIR)/tests/test_cuda_parity
+EMU_TESTS := $(EMU_DIR)/tests/test_emu $(EMU_DIR)/tests/test_cuda_kernels $(EMU_DIR)/tests/test_cuda_parity \
+             $(EMU_DIR)/tests/test_nccl_emu
 test-emu:
 	@$(MAKE) --no-print-directory EMU=1 $(EMU_TESTS) $(EMU_DIR)/spotrain
 	@BUILD=$(EMU_DIR) OMP_WAIT_POLICY=passive \
-	    RUN_ONLY="$(EMU_TESTS) tests/emu/cli_reverse_emu.sh tests/emu/cli_train_emu.sh tests/emu/cli_nccl2_emu.sh" \
+	    RUN_ONLY="$(EMU_TESTS) tests/emu/cli_reverse_emu.sh tests/emu/cli_train_emu.sh tests/emu/cli_nccl2_emu.sh \
+	        tests/emu/cli_nccl_fail_emu.sh" \
 	    sh tests/run.sh
 
 FUZZ_SECONDS ?= 20

@@ -116,11 +116,6 @@ static int cuda_nccl_fail(cuda_nccl *x, const char *what, ncclResult_t r)
                      x->api.error_string(r), last[0] ? " (" : "", last, last[0] ? ")" : "", cuda_xfer_advice(r));
 }
 
-static int cuda_nccl_call(cuda_nccl *x, ncclResult_t r, const char *what)
-{
-    return r == ncclSuccess || r == ncclInProgress ? ST_OK : cuda_nccl_fail(x, what, r);
-}
-
 /* Polls until the communicator is idle (ev NULL: after init, group end,
  * finalize) or the event has completed, through xfer.c's state machine. */
 static int cuda_nccl_wait(cuda_nccl *x, cudaEvent_t ev, double timeout, const char *what)
@@ -237,6 +232,7 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
     {
         ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
         cfg.blocking = 0;   /* every wait is ours to bound */
+        comm_test_freeze("nccl-init");
         ncclResult_t r = x->api.init_rank_config(&x->comm, world, id, rank, &cfg);
         if (r != ncclSuccess && r != ncclInProgress) {
             x->comm = NULL;
@@ -316,27 +312,29 @@ __global__ void cuda_rank_sum_kernel(float *own, const float *recv, size_t strid
 }
 
 /* One round's sends and receives as a group, then wait until NCCL has
- * taken them (non-blocking group end), so the next call is legal. */
+ * taken them (non-blocking group end), so the next call is legal. A group
+ * once started must end, even after a failed call inside, and before the
+ * communicator is aborted: abort frees it, and a group left open would
+ * hold the thread's next NCCL call. */
 static int cuda_nccl_round(cuda_nccl *x, const char *src, char *dst, size_t esize, int nops, cudaStream_t s,
                            double timeout, const char *what)
 {
-    int rc = cuda_nccl_call(x, x->api.group_start(), what);
-    for (int i = 0; i < nops && rc == ST_OK; i++) {
+    ncclResult_t bad = x->api.group_start();
+    if (bad != ncclSuccess)
+        return cuda_nccl_fail(x, what, bad);
+    for (int i = 0; i < nops && (bad == ncclSuccess || bad == ncclInProgress); i++) {
         const cuda_xfer_op *o = &x->ops[i];
         if (o->send_count)
-            rc = cuda_nccl_call(x, x->api.send(src + o->send_off * esize, o->send_count * esize, ncclUint8, o->peer,
-                                               x->comm, s), what);
-        if (rc == ST_OK && o->recv_count)
-            rc = cuda_nccl_call(x, x->api.recv(dst + o->recv_off * esize, o->recv_count * esize, ncclUint8, o->peer,
-                                               x->comm, s), what);
+            bad = x->api.send(src + o->send_off * esize, o->send_count * esize, ncclUint8, o->peer, x->comm, s);
+        if ((bad == ncclSuccess || bad == ncclInProgress) && o->recv_count)
+            bad = x->api.recv(dst + o->recv_off * esize, o->recv_count * esize, ncclUint8, o->peer, x->comm, s);
     }
-    /* A group once started must end, even after a failed call inside. */
-    if (x->comm) {
-        ncclResult_t r = x->api.group_end();
-        if (rc == ST_OK)
-            rc = cuda_nccl_call(x, r, what);
-    }
-    return rc == ST_OK ? cuda_nccl_wait(x, NULL, timeout, what) : rc;
+    ncclResult_t r = x->api.group_end();
+    if (bad == ncclSuccess || bad == ncclInProgress)
+        bad = r;
+    if (bad != ncclSuccess && bad != ncclInProgress)
+        return cuda_nccl_fail(x, what, bad);
+    return cuda_nccl_wait(x, NULL, timeout, what);
 }
 
 static int cuda_nccl_finish(cuda_nccl *x, cudaStream_t s, double timeout, const char *what)
@@ -361,6 +359,8 @@ int cuda_nccl_reduce_scatter(cuda_nccl *x, float *g, size_t n, cudaStream_t s)
         int nops = x->world > 1 ? cuda_xfer_rs_round(n, x->rank, x->world, x->chunk, k, x->ops, &off, &cnt) : 0;
         if (x->world == 1)
             comm_piece(n, 0, 1, x->chunk, k, &off, &cnt);
+        if (k == rounds / 2)
+            comm_test_freeze("nccl-reduce");   /* mid-reduction: the peers have started it */
         if (nops > 0)
             CU_OK(cuda_nccl_round(x, (const char *)g, (char *)x->recv, sizeof(float), nops, s, timeout, what));
         if (cnt > 0) {
@@ -384,6 +384,8 @@ int cuda_nccl_allgather(cuda_nccl *x, void *p, size_t n, size_t esize, cudaStrea
         return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
     for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
         int nops = cuda_xfer_ag_round(n, x->rank, x->world, x->chunk, k, x->ops);
+        if (k == rounds / 2)
+            comm_test_freeze("nccl-gather");
         if (nops > 0)
             rc = cuda_nccl_round(x, (const char *)p, (char *)p, esize, nops, s, timeout, what);
     }

@@ -98,7 +98,8 @@ const char *comm_note_timeout(const char *what, int peer, double waited)
     return comm_why.agreement;
 }
 
-/* Test hook, for tests/cli_mpi_vanish.sh only: SPOTRAIN_TEST_FREEZE=POINT@RANK
+/* Test hook, for tests/cli_mpi_vanish.sh and tests/emu/cli_nccl_fail_emu.sh
+ * only: SPOTRAIN_TEST_FREEZE=POINT@RANK
  * makes that rank stop itself (SIGSTOP, as a hung node would) when it reaches
  * the named protocol point, so a test can freeze a peer at a place no
  * signal sent from outside could hit reliably. */

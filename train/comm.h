@@ -73,7 +73,9 @@ int comm_failed(const comm_failure **why);
  * Prints nothing; returns the agreement's name for the caller's line. */
 const char *comm_note_timeout(const char *what, int peer, double waited);
 /* Test hook: SPOTRAIN_TEST_FREEZE=POINT@RANK stops rank RANK (SIGSTOP) at
- * the named point, so tests/cli_mpi_vanish.sh freezes a peer exactly there. */
+ * the named point, so tests/cli_mpi_vanish.sh freezes a peer exactly there
+ * (tests/emu/cli_nccl_fail_emu.sh: nccl-init, nccl-reduce, nccl-gather in
+ * cuda/nccl.cu). */
 void comm_test_freeze(const char *point);
 /* Test hook: SPOTRAIN_TEST_SLOW=POINT@RANK:SECONDS delays that rank there. */
 void comm_test_slow(const char *point);

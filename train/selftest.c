@@ -203,6 +203,7 @@ int train_selftest_comm(const cfg *c)
     if (rc != ST_OK || (rc = model_layout_init(&L, &s)) != ST_OK)
         return rc;
     comm_set_timeout(c->comm_timeout_seconds);
+    comm_phase("selftest comm");   /* a timeout's line names this, not a training step */
     /* Sizes up to the model's vector, capped so the test takes seconds. */
     size_t top = L.n_floats < ((size_t)64 << 20) ? L.n_floats : ((size_t)64 << 20);
     model_layout_free(&L);

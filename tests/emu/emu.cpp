@@ -56,6 +56,8 @@ extern "C" char __stop_emu_shared[] __attribute__((weak));
 static int emu_reverse = -1;
 
 extern "C" int emu_stream_flush(cudaStream_t s);
+extern "C" void emu_stream_gate(cudaStream_t s, int (*open)(void *), void *arg, void (*release)(void *),
+                                const void *const *ptrs, const int *writes, int n);
 
 /* Before main: gemm.cuh opens $SPOTRAIN_CUBLASLT first, so the reference
  * cuBLASLt of tests/emu/cublaslt.cpp, never a real one the loader might
@@ -75,11 +77,13 @@ __attribute__((constructor)) static void emu_libraries(void)
     /* nccl.cu's dlopen("libnccl.so.2") finds the emulated NCCL
      * (tests/emu/nccl.cpp) the same way, which gets the stream drain. */
     void *nccl = dlopen(EMU_NCCL, RTLD_NOW | RTLD_GLOBAL);
-    void (*bind)(int (*)(cudaStream_t), int (*)(const void *, size_t)) = NULL;
+    void (*bind)(int (*)(cudaStream_t), int (*)(const void *, size_t),
+                 void (*)(cudaStream_t, int (*)(void *), void *, void (*)(void *), const void *const *, const int *,
+                          int)) = NULL;
     if (nccl)
         *(void **)&bind = dlsym(nccl, "emu_nccl_bind");
     if (bind)
-        bind(emu_stream_flush, emu_is_device);
+        bind(emu_stream_flush, emu_is_device, emu_stream_gate);
     else
         fprintf(stderr, "cuda emulator: %s\n", dlerror());
 #endif
@@ -92,9 +96,24 @@ static cudaError_t emu_sticky = cudaSuccess;                /* a failed kernel: 
 
 /* The runtime is called from several host threads (the checkpoint writer
  * waits for the snapshot's event): one lock around every call, held while
- * the queued work it waits for runs on the caller's thread. */
+ * the queued work it waits for runs on the caller's thread. A wait that
+ * reaches a closed gate (emu_stream_gate) lets go of it between polls, so
+ * the thread that opens the gate can get in. */
 static std::recursive_mutex emu_mu;
-#define EMU_LOCK() std::lock_guard<std::recursive_mutex> emu_lock_(emu_mu)
+static thread_local int emu_held;   /* this thread's depth in emu_mu */
+struct emu_guard {
+    emu_guard()
+    {
+        emu_mu.lock();
+        emu_held++;
+    }
+    ~emu_guard()
+    {
+        emu_held--;
+        emu_mu.unlock();
+    }
+};
+#define EMU_LOCK() emu_guard emu_lock_
 
 static cudaError_t emu_err(cudaError_t e)
 {
@@ -248,7 +267,7 @@ typedef std::vector<uint64_t> emu_vc;
 
 struct emu_stream {
     unsigned magic, flags;
-    std::deque<std::function<void()>> q;
+    std::deque<std::function<int()>> q;   /* an operation returns 0 while it cannot complete yet (a gate) */
     uint64_t pushed, done;
     int draining;
     int id;              /* its entry in the clocks: 0 the legacy stream, then in creation order */
@@ -415,7 +434,8 @@ static double emu_now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Runs s's queue until upto operations have run. */
+/* Runs s's queue until upto operations have run, or up to a closed gate
+ * (then s->done < upto: emu_wait polls). */
 static void emu_drain(emu_stream *s, uint64_t upto)
 {
     if (s->done >= upto)
@@ -428,26 +448,93 @@ static void emu_drain(emu_stream *s, uint64_t upto)
     }
     s->draining = 1;
     while (s->done < upto && !s->q.empty()) {
-        std::function<void()> op = std::move(s->q.front());
+        if (!s->q.front()())
+            break;   /* a closed gate: it stays at the head and is asked again */
         s->q.pop_front();
-        op();
         s->done++;
     }
     s->draining = 0;
 }
 
+/* Runs o up to upto from inside another stream's operation: done once o
+ * got there (a closed gate on o holds the waiting stream too). */
+static int emu_reach(emu_stream *o, uint64_t upto)
+{
+    emu_drain(o, upto);
+    return o->done >= upto || emu_sticky != cudaSuccess;
+}
+
+/* Between polls of a closed gate: the lock is let go when this thread
+ * holds it once (at an API call's top, no iterator live), so the thread
+ * that opens the gate (the emulated NCCL's, MPI's only thread) gets in. */
+static void emu_pause(void)
+{
+    struct timespec ts = {0, 200000};
+    int held = emu_held;
+    if (held == 1)
+        emu_mu.unlock();
+    nanosleep(&ts, NULL);
+    if (held == 1)
+        emu_mu.lock();
+}
+
+/* Until s has run upto operations: a host wait. */
+static void emu_wait(emu_stream *s, uint64_t upto)
+{
+    for (;;) {
+        emu_drain(s, upto);
+        if (s->done >= upto || emu_sticky != cudaSuccess)
+            return;
+        emu_pause();
+    }
+}
+
+/* Until every stream has run what was queued before the call (a stream
+ * destroyed meanwhile ran its work at the destroy). */
 static void emu_drain_all(void)
 {
-    emu_drain(&emu_legacy, emu_legacy.pushed);
+    std::map<int, uint64_t> want;
+    want[emu_legacy.id] = emu_legacy.pushed;
     for (size_t i = 0; i < emu_all_streams.size(); i++)
-        emu_drain(emu_all_streams[i], emu_all_streams[i]->pushed);
+        want[emu_all_streams[i]->id] = emu_all_streams[i]->pushed;
+    for (;;) {
+        int left = 0;
+        emu_drain(&emu_legacy, want[emu_legacy.id]);
+        left |= emu_legacy.done < want[emu_legacy.id];
+        for (size_t i = 0; i < emu_all_streams.size(); i++) {
+            emu_stream *s = emu_all_streams[i];
+            auto w = want.find(s->id);
+            if (w == want.end())
+                continue;
+            emu_drain(s, w->second);
+            left |= s->done < w->second;
+        }
+        if (!left || emu_sticky != cudaSuccess)
+            return;
+        emu_pause();
+    }
 }
 
 /* always: run op even after a fault (it frees what it owns); otherwise
  * nothing more runs after a fault, as on a GPU. acc: what op touches,
  * checked against the other streams (what names op in a report). */
+static void emu_push_op(emu_stream *s, std::function<int()> op, const char *what, const emu_access *acc, int nacc);
+
 static void emu_push(emu_stream *s, std::function<void()> op, int always = 0, const char *what = NULL,
                      const emu_access *acc = NULL, int nacc = 0)
+{
+    if (!always) {
+        std::function<void()> inner = std::move(op);
+        op = [inner] {
+            if (emu_sticky == cudaSuccess)
+                inner();
+        };
+    }
+    emu_push_op(s, [op] { op(); return 1; }, what, acc, nacc);
+}
+
+/* Queues op (which may answer 0: not yet) after what s has queued. */
+static void emu_push_op(emu_stream *s, std::function<int()> op, const char *what, const emu_access *acc, int nacc)
 {
     emu_tick(s);
     for (int i = 0; i < nacc; i++)
@@ -456,15 +543,9 @@ static void emu_push(emu_stream *s, std::function<void()> op, int always = 0, co
         const char *m = getenv("SPOTRAIN_EMU_STREAMS");
         emu_lazy = !(m && !strcmp(m, "sync"));
     }
-    if (!always) {
-        std::function<void()> inner = std::move(op);
-        op = [inner] {
-            if (emu_sticky == cudaSuccess)
-                inner();
-        };
-    }
     if (!emu_lazy) {
-        op();
+        while (!op())   /* at once: a gate is waited for here */
+            emu_pause();
         return;
     }
     /* the legacy stream and the blocking streams order each other */
@@ -473,31 +554,51 @@ static void emu_push(emu_stream *s, std::function<void()> op, int always = 0, co
             emu_stream *o = emu_all_streams[i];
             if (!(o->flags & cudaStreamNonBlocking) && o->pushed > o->done) {
                 uint64_t upto = o->pushed;
-                s->q.push_back([o, upto] { emu_drain(o, upto); });
+                s->q.push_back([o, upto] { return emu_reach(o, upto); });
                 s->pushed++;
             }
         }
     } else if (!(s->flags & cudaStreamNonBlocking) && emu_legacy.pushed > emu_legacy.done) {
         uint64_t upto = emu_legacy.pushed;
-        s->q.push_back([upto] { emu_drain(&emu_legacy, upto); });
+        s->q.push_back([upto] { return emu_reach(&emu_legacy, upto); });
         s->pushed++;
     }
     s->q.push_back(std::move(op));
     s->pushed++;
 }
 
-/* For the emulated NCCL (nccl.cpp), which runs a group at ncclGroupEnd on
- * the calling thread: s's queued work first (and what it waits for), so
- * the group runs where a GPU would run it in s's order. Nonzero after a
- * fault. */
+/* For the emulated NCCL (nccl.cpp): runs s's queued work as far as it can
+ * (up to a closed gate), as a GPU runs a stream without being waited
+ * for; the NCCL group's gate is reached that way. Nonzero after a fault. */
 extern "C" int emu_stream_flush(cudaStream_t s)
 {
     EMU_LOCK();
     if (emu_stream_ok(s) != cudaSuccess)
         return 1;
     emu_stream *x = emu_s(s);
-    emu_drain(x, x->pushed);
+    if (!x->draining)   /* asked from inside a drain of s: it is being run already */
+        emu_drain(x, x->pushed);
     return emu_sticky != cudaSuccess;
+}
+
+/* For the emulated NCCL: an operation on s that lets the stream pass only
+ * once open(arg) answers 1 (a group's transfers done, or its communicator
+ * aborted), as an NCCL kernel holds its stream until it ends. open is asked
+ * on whichever thread drains s; release(arg) when the operation is
+ * dropped. It accesses ptrs[i] (written when writes[i]) for the hazard
+ * checker. After a fault it passes: nothing after it runs anyway. */
+extern "C" void emu_stream_gate(cudaStream_t s, int (*open)(void *), void *arg, void (*release)(void *),
+                                const void *const *ptrs, const int *writes, int n)
+{
+    EMU_LOCK();
+    std::shared_ptr<void> hold(arg, release);
+    std::vector<emu_access> acc;
+    for (int i = 0; i < n; i++)
+        acc.push_back(emu_access{ptrs[i], writes[i]});
+    if (emu_stream_ok(s) != cudaSuccess)
+        return;
+    emu_push_op(emu_s(s), [open, hold] { return emu_sticky != cudaSuccess || open(hold.get()); },
+                "ncclSend/ncclRecv", acc.data(), (int)acc.size());
 }
 
 /* For the reference cuBLASLt: a product queued on its stream, touching
@@ -538,7 +639,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
     EMU_LOCK();
     if (!s || s->magic != EMU_STREAM_MAGIC)
         return emu_err(cudaErrorInvalidResourceHandle);
-    emu_drain(s, s->pushed);   /* queued work still completes */
+    emu_wait(s, s->pushed);   /* queued work still completes */
     for (size_t i = 0; i < emu_all_streams.size(); i++)
         if (emu_all_streams[i] == s)
             emu_all_streams.erase(emu_all_streams.begin() + (long)i);
@@ -554,7 +655,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
     if (emu_stream_ok(s) != cudaSuccess)
         return emu_err(cudaErrorInvalidResourceHandle);
     emu_stream *x = emu_s(s);
-    emu_drain(x, x->pushed);
+    emu_wait(x, x->pushed);
     emu_host_knows(x);
     return emu_sticky;
 }
@@ -569,7 +670,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
     if (e->s) {   /* waiting on an event never recorded waits for nothing */
         emu_stream *o = e->s;
         uint64_t upto = e->target;
-        emu_push(emu_s(s), [o, upto] { emu_drain(o, upto); });
+        emu_push_op(emu_s(s), [o, upto] { return emu_reach(o, upto); }, NULL, NULL, 0);
         emu_vc_join(emu_s(s)->vc, e->vc);
     }
     return cudaSuccess;
@@ -632,15 +733,29 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e)
     if (!e || e->magic != EMU_EVENT_MAGIC)
         return emu_err(cudaErrorInvalidResourceHandle);
     if (e->s) {
-        emu_drain(e->s, e->target);
+        emu_wait(e->s, e->target);
         emu_vc_join(emu_host_vc, e->vc);
     }
     return emu_sticky;
 }
 
 /* A query runs the work up to the event (a GPU that is done by now): a
- * polling loop ends. */
-cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
+ * polling loop ends, unless a closed gate (NCCL transfers still under
+ * way) comes first: NotReady then, not an error (no last error set). */
+cudaError_t cudaEventQuery(cudaEvent_t e)
+{
+    EMU_LOCK();
+    EMU_STICKY();
+    if (!e || e->magic != EMU_EVENT_MAGIC)
+        return emu_err(cudaErrorInvalidResourceHandle);
+    if (e->s) {
+        emu_drain(e->s, e->target);
+        if (e->s->done < e->target && emu_sticky == cudaSuccess)
+            return cudaErrorNotReady;
+        emu_vc_join(emu_host_vc, e->vc);
+    }
+    return emu_sticky;
+}
 
 /* As documented: both events recorded and complete, neither created with
  * cudaEventDisableTiming; NotReady while one has not completed. */
@@ -816,7 +931,7 @@ static cudaError_t emu_copy(emu_stream *x, void *dst, const void *src, size_t by
         emu_push(x, [dst, src, bytes] { memmove(dst, src, bytes); }, 0, what, acc, 2);
     }
     if (!dst_dev && !emu_is_pinned(dst, bytes)) {
-        emu_drain(x, x->pushed);
+        emu_wait(x, x->pushed);
         emu_host_knows(x);
     }
     (void)kind;
@@ -833,7 +948,7 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
     if (e != cudaSuccess)
         return e;
     emu_copy(&emu_legacy, dst, src, bytes, kind, "cudaMemcpy");
-    emu_drain(&emu_legacy, emu_legacy.pushed);   /* synchronous */
+    emu_wait(&emu_legacy, emu_legacy.pushed);   /* synchronous */
     emu_host_knows(&emu_legacy);
     return emu_sticky;
 }

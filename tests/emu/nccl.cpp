@@ -2,28 +2,52 @@
  * makes, over MPI point-to-point in the same processes (the trainer has
  * called MPI_Init, mpirun started them). Built as a shared library with
  * the soname libnccl.so.2, which emu.cpp preloads, so nccl.cu's
- * dlopen("libnccl.so.2") finds it.
+ * dlopen("libnccl.so.2") finds it. Also the faults tests inject
+ * (SPOTRAIN_EMU_NCCL_FAULT, below).
  *
  * Streams: NCCL queues a group's sends and receives on their stream, to
  * run after the work queued there before and before the work queued
- * after. The emulator runs queued work on whichever host thread waits for
- * it, and a drain of every stream (a cudaFree, cudaFreeHost or
- * cudaHostUnregister on the checkpoint writer's thread) would then run
- * MPI on a thread other than the one that initialised it, which
- * MPI_THREAD_FUNNELED forbids. So a group runs eagerly at ncclGroupEnd on
- * the calling thread: first the emulator drains each stream the group
- * names up to its last queued operation (emu_stream_flush), then all of
- * the group's MPI_Irecv and MPI_Isend are posted and waited for together
- * (matching rounds on two ranks cannot deadlock). For one stream that is
- * the same order as a GPU's: everything queued before the group has run,
- * nothing queued after it has. What differs is only when: the bytes are
- * there when ncclGroupEnd returns, earlier than on a GPU. Every MPI call
- * checks MPI_Is_thread_main and fails with ncclInvalidUsage otherwise.
+ * after. Here ncclGroupEnd queues a gate on each stream the group names
+ * (emu_stream_gate): when the stream reaches it, everything queued before
+ * has run and the group's MPI_Irecv/MPI_Isend are posted; the stream
+ * passes it only once they completed (or the communicator was aborted),
+ * so a kernel queued after the group sees the bytes and an event recorded
+ * after it is not ready before. MPI_THREAD_FUNNELED allows MPI only on the
+ * thread that initialised it, while the emulator runs queued work on
+ * whichever host thread waits (the checkpoint writer's cudaFree drains
+ * every stream): so only that thread posts and tests requests (in
+ * ncclGroupEnd, ncclCommGetAsyncError, and at a gate it reaches itself);
+ * on another thread a gate only reads the group's state, and the wait
+ * polls until the NCCL thread has made progress.
+ *
+ * Blocking communicators (config->blocking != 0, or no config) finish
+ * init and every group before the call returns. Non-blocking ones
+ * (blocking = 0) answer ncclInProgress from ncclCommInitRankConfig,
+ * ncclGroupEnd and ncclCommFinalize, and ncclCommGetAsyncError says
+ * ncclInProgress until the operation has completed (real NCCL: until it
+ * was launched; this is stricter), then ncclSuccess or the error. Init is
+ * nonblocking MPI too (MPI_Comm_idup, Ibcast, Iallreduce), so a peer that
+ * never joins leaves it in progress, not blocked. A call on a communicator
+ * while it is in progress is ncclInvalidUsage, as is any use after
+ * ncclCommAbort or ncclCommDestroy (the handle stays valid memory here so
+ * that is caught). ncclCommAbort returns at once: pending receives are
+ * cancelled, requests freed, the gates opened (the kernels ended).
  *
  * Without MPI (EMU_NCCL_MPI unset, or MPI not initialised) one rank
- * works: a send to itself is a copy. */
+ * works: a send to itself is a copy.
+ *
+ * Faults, for tests only: SPOTRAIN_EMU_NCCL_FAULT=KIND@RANK:N makes the
+ * N-th group (1-based, counted per communicator) on NCCL rank RANK fail
+ * asynchronously once its transfers completed, with KIND remote
+ * (ncclRemoteError), system (ncclSystemError) or internal
+ * (ncclInternalError), or never complete (hang: nothing is posted), or
+ * have its first ncclSend or ncclRecv fail at the call (call:
+ * ncclInternalError; the group then ends with that error and moves
+ * nothing, as any group holding a failed call). N = init does the same to
+ * the communicator's init (not call). */
 #include "nccl.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,33 +56,32 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <atomic>
 #include <vector>
 
 #ifdef EMU_NCCL_MPI
 #include <mpi.h>
 #endif
 
-/* emu.cpp hands over its stream drain and its device-memory check after
- * loading this library (a test program is not linked -rdynamic). */
+/* emu.cpp hands over its stream drain, its device-memory check and its
+ * gates after loading this library (a test program is not linked
+ * -rdynamic). */
 typedef int (*emu_flush_fn)(cudaStream_t s);
 typedef int (*emu_is_device_fn)(const void *p, size_t bytes);
+typedef void (*emu_gate_fn)(cudaStream_t s, int (*open)(void *), void *arg, void (*release)(void *),
+                            const void *const *ptrs, const int *writes, int n);
 static emu_flush_fn emu_flush;
 static emu_is_device_fn emu_dev_check;
-extern "C" void emu_nccl_bind(emu_flush_fn f, emu_is_device_fn d)
+static emu_gate_fn emu_gate;
+extern "C" void emu_nccl_bind(emu_flush_fn f, emu_is_device_fn d, emu_gate_fn g)
 {
     emu_flush = f;
     emu_dev_check = d;
+    emu_gate = g;
 }
 
-struct emu_nccl_comm {
-    int rank, world;
-    int aborted;
-    ncclResult_t async;
-    char last[256];
-#ifdef EMU_NCCL_MPI
-    MPI_Comm mc;
-#endif
-};
+enum { EMU_MAX_STREAMS = 4 };                      /* distinct streams in one group */
+enum { G_QUEUED, G_POSTED, G_DONE, G_FAILED, G_HUNG, G_ABORTED };
 
 struct emu_nccl_op {
     int send;
@@ -69,9 +92,51 @@ struct emu_nccl_op {
     cudaStream_t s;
 };
 
+/* One ncclGroupEnd's transfers. Held by its communicator's list and by
+ * each gate; state and reached are read by gates on any thread. */
+struct emu_group {
+    std::atomic<int> refs, state;
+    std::atomic<int> reached[EMU_MAX_STREAMS];
+    cudaStream_t streams[EMU_MAX_STREAMS];
+    int nstreams;
+    ncclComm_t comm;              /* NULL once the communicator is gone */
+    std::vector<emu_nccl_op> ops;
+#ifdef EMU_NCCL_MPI
+    std::vector<MPI_Request> req;
+#endif
+    ncclResult_t fault;           /* an injected failure at completion */
+    char fault_msg[160];
+};
+
+struct emu_gate_arg {
+    emu_group *g;
+    int i;                        /* which of g's streams */
+};
+
+struct emu_nccl_comm {
+    int rank, world, blocking;
+    int dead;                     /* aborted or destroyed: the handle stays, any use is an error */
+    int init;                     /* init steps left to complete (0: ready) */
+    int init_hang, finalizing, groups_ended;
+    ncclResult_t async;
+    char last[256];
+    std::vector<emu_group *> groups;   /* not yet completed, in order */
+    ncclUniqueId id, root;
+    int same, all;
+#ifdef EMU_NCCL_MPI
+    MPI_Comm mc;
+    MPI_Request init_req;
+#endif
+};
+
 static thread_local int emu_depth;                      /* ncclGroupStart nesting */
 static thread_local std::vector<emu_nccl_op> emu_ops;   /* the open group's */
 static thread_local char emu_last[256];
+static thread_local ncclResult_t emu_group_err;         /* a call inside the open group failed */
+/* aborted and destroyed handles, kept (never destroyed: reachable at exit) */
+static std::vector<ncclComm_t> *emu_gone = new std::vector<ncclComm_t>;
+static pthread_t emu_mpi_thread;                        /* where MPI may be called */
+static int emu_mpi_thread_set;
 
 static ncclResult_t emu_fail(ncclComm_t c, ncclResult_t r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static ncclResult_t emu_fail(ncclComm_t c, ncclResult_t r, const char *fmt, ...)
@@ -81,7 +146,7 @@ static ncclResult_t emu_fail(ncclComm_t c, ncclResult_t r, const char *fmt, ...)
     vsnprintf(emu_last, sizeof emu_last, fmt, ap);
     va_end(ap);
     fprintf(stderr, "nccl emulator: %s\n", emu_last);
-    if (c) {
+    if (c && !c->dead) {
         snprintf(c->last, sizeof c->last, "%s", emu_last);
         c->async = r;
     }
@@ -98,6 +163,48 @@ static int emu_mpi_on(void)
 #else
     return 0;
 #endif
+}
+
+/* May this thread call MPI (or, without MPI, make progress at all)? */
+static int emu_on_nccl_thread(void)
+{
+    return !emu_mpi_thread_set || pthread_equal(pthread_self(), emu_mpi_thread);
+}
+
+static void emu_pause(void)
+{
+    struct timespec ts = {0, 200000};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- injected faults ---------------------------------------------------- */
+
+/* SPOTRAIN_EMU_NCCL_FAULT=KIND@RANK:N for this rank's N-th group (n >= 1)
+ * or its init (n == 0): the result to fail with (ncclInProgress: hang),
+ * or ncclSuccess when none applies. */
+static ncclResult_t emu_fault(int rank, int n, char *msg, size_t cap)
+{
+    const char *e = getenv("SPOTRAIN_EMU_NCCL_FAULT");
+    char kind[16], at[16];
+    int r = -1;
+    if (!e || sscanf(e, "%15[a-z]@%d:%15s", kind, &r, at) != 3 || r != rank)
+        return ncclSuccess;
+    if (n == 0 ? strcmp(at, "init") != 0 : atoi(at) != n)
+        return ncclSuccess;
+    snprintf(msg, cap, "emulated fault SPOTRAIN_EMU_NCCL_FAULT=%s (%s %s on rank %d)", e,
+             !strcmp(kind, "hang") ? "never completes" : "fails", n == 0 ? "init" : "this group", rank);
+    if (!strcmp(kind, "remote"))
+        return ncclRemoteError;
+    if (!strcmp(kind, "system"))
+        return ncclSystemError;
+    if (!strcmp(kind, "internal"))
+        return ncclInternalError;
+    if (!strcmp(kind, "hang"))
+        return ncclInProgress;
+    if (!strcmp(kind, "call") && n > 0)
+        return ncclUnhandledCudaError;   /* a marker: emu_p2p fails the call with ncclInternalError */
+    fprintf(stderr, "nccl emulator: SPOTRAIN_EMU_NCCL_FAULT=%s: KIND is remote, system, internal or hang\n", e);
+    return ncclSuccess;
 }
 
 extern "C" {
@@ -135,6 +242,8 @@ const char *ncclGetErrorString(ncclResult_t r)
 
 const char *ncclGetLastError(ncclComm_t comm) { return comm && comm->last[0] ? comm->last : emu_last; }
 
+}   /* extern "C" */
+
 /* NCCL_DEBUG=INFO with NCCL_DEBUG_FILE (what `selftest comm` sets to
  * name the transports): the connection lines NCCL writes, saying MPI. */
 static void emu_log_connections(const emu_nccl_comm *c)
@@ -153,91 +262,373 @@ static void emu_log_connections(const emu_nccl_comm *c)
     fclose(f);
 }
 
-/* Collective over all ranks, as NCCL's: the id every rank passes must be
- * the one rank 0 made (the trainer broadcast it), checked here. */
-ncclResult_t ncclCommInitRankConfig(ncclComm_t *out, int nranks, ncclUniqueId id, int rank, ncclConfig_t *config)
+/* ---- init --------------------------------------------------------------- */
+
+/* One step of init on the NCCL thread: a duplicate of MPI_COMM_WORLD
+ * (NCCL ranks are MPI's), rank 0's id broadcast, then an agreement that
+ * every rank passed that id. Each step is a nonblocking collective,
+ * tested, never waited for. */
+static void emu_init_progress(ncclComm_t c)
 {
-    (void)config;   /* blocking or not: init is done when this returns (ncclSuccess) */
+    if (c->init == 0 || c->init_hang || c->async != ncclSuccess)
+        return;
+#ifdef EMU_NCCL_MPI
+    int flag = 0;
+    if (c->init_req != MPI_REQUEST_NULL && MPI_Test(&c->init_req, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+        emu_fail(c, ncclSystemError, "ncclCommInitRankConfig: MPI_Test failed");
+        return;
+    }
+    if (c->init_req != MPI_REQUEST_NULL)
+        return;
+    switch (c->init) {
+    case 3:
+        c->root = c->id;
+        MPI_Ibcast(&c->root, (int)sizeof c->root, MPI_BYTE, 0, c->mc, &c->init_req);
+        c->init = 2;
+        break;
+    case 2:
+        c->same = !memcmp(&c->root, &c->id, sizeof c->id);
+        MPI_Iallreduce(&c->same, &c->all, 1, MPI_INT, MPI_LAND, c->mc, &c->init_req);
+        c->init = 1;
+        break;
+    case 1:
+        c->init = 0;
+        if (!c->all)
+            emu_fail(c, ncclInvalidUsage, "ncclCommInitRankConfig: the ranks passed different ids");
+        else
+            emu_log_connections(c);
+        break;
+    }
+#endif
+}
+
+extern "C" ncclResult_t ncclCommInitRankConfig(ncclComm_t *out, int nranks, ncclUniqueId id, int rank,
+                                               ncclConfig_t *config)
+{
     *out = NULL;
     if (nranks < 1 || rank < 0 || rank >= nranks)
         return emu_fail(NULL, ncclInvalidArgument, "ncclCommInitRankConfig: rank %d of %d", rank, nranks);
-    emu_nccl_comm *c = (emu_nccl_comm *)calloc(1, sizeof *c);
-    if (!c)
-        return emu_fail(NULL, ncclSystemError, "out of host memory");
+    emu_nccl_comm *c = new emu_nccl_comm();
     c->rank = rank;
     c->world = nranks;
+    c->blocking = !config || config->blocking != 0;
+    c->id = id;
+    c->async = ncclSuccess;
+    char msg[160];
+    ncclResult_t f = emu_fault(rank, 0, msg, sizeof msg);
     if (emu_mpi_on()) {
 #ifdef EMU_NCCL_MPI
-        int size = 0, main = 0;
+        int size = 0, main = 0, me = -1;
         MPI_Is_thread_main(&main);
         if (!main) {
-            free(c);
+            delete c;
             return emu_fail(NULL, ncclInvalidUsage, "ncclCommInitRankConfig off the thread that initialised MPI");
         }
+        emu_mpi_thread = pthread_self();
+        emu_mpi_thread_set = 1;
         MPI_Comm_size(MPI_COMM_WORLD, &size);
-        if (size != nranks) {
-            free(c);
-            return emu_fail(NULL, ncclInvalidArgument, "ncclCommInitRankConfig: %d ranks, but MPI has %d", nranks,
-                            size);
+        MPI_Comm_rank(MPI_COMM_WORLD, &me);
+        if (size != nranks || me != rank) {
+            delete c;
+            return emu_fail(NULL, ncclInvalidArgument, "ncclCommInitRankConfig: rank %d of %d, but MPI says %d of "
+                            "%d (the emulator needs NCCL's ranks to be MPI_COMM_WORLD's)", rank, nranks, me, size);
         }
-        /* ranks in NCCL's order, on a communicator of their own */
-        MPI_Comm_split(MPI_COMM_WORLD, 0, rank, &c->mc);
-        ncclUniqueId root = id;
-        MPI_Bcast(&root, (int)sizeof root, MPI_BYTE, 0, c->mc);
-        int same = !memcmp(&root, &id, sizeof id), all = 0;
-        MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_LAND, c->mc);
-        if (!all) {
-            MPI_Comm_free(&c->mc);
-            free(c);
-            return emu_fail(NULL, ncclInvalidUsage, "ncclCommInitRankConfig: the ranks passed different ids");
-        }
+        c->init_req = MPI_REQUEST_NULL;
+        c->init = 3;
+        if (f == ncclInProgress)
+            c->init_hang = 1;
+        else
+            MPI_Comm_idup(MPI_COMM_WORLD, &c->mc, &c->init_req);
 #endif
     } else if (nranks != 1) {
-        free(c);
+        delete c;
         return emu_fail(NULL, ncclSystemError, "ncclCommInitRankConfig: %d ranks need MPI (run under mpirun with an "
                         "MPI build)", nranks);
+    } else {
+        c->init = f == ncclInProgress ? 1 : 0;
+        c->init_hang = f == ncclInProgress;
+        if (!c->init_hang)
+            emu_log_connections(c);
     }
-    emu_log_connections(c);
+    if (f != ncclSuccess && f != ncclInProgress) {
+        /* fails asynchronously: the peers' init still completes or waits */
+        snprintf(c->last, sizeof c->last, "%s", msg);
+        c->async = f;
+    }
     *out = c;
+    for (;;) {
+        emu_init_progress(c);
+        if (c->init == 0 || c->async != ncclSuccess || !c->blocking)
+            break;
+        emu_pause();
+    }
+    if (c->blocking && c->async != ncclSuccess) {
+        ncclResult_t r = c->async;
+        *out = NULL;
+        c->dead = 1;
+        emu_gone->push_back(c);
+        return r;
+    }
+    return c->init == 0 && c->async == ncclSuccess ? ncclSuccess : ncclInProgress;
+}
+
+/* ---- groups ------------------------------------------------------------- */
+
+static void emu_group_unref(emu_group *g)
+{
+    if (--g->refs == 0)
+        delete g;
+}
+
+static void emu_gate_release(void *arg)
+{
+    emu_gate_arg *a = (emu_gate_arg *)arg;
+    emu_group_unref(a->g);
+    delete a;
+}
+
+/* Posts the group's receives, then its sends (per (peer, direction) in
+ * call order, as NCCL's); one rank without MPI: copies, done at once. */
+static void emu_group_post(emu_group *g)
+{
+    ncclComm_t c = g->comm;
+    if (g->fault == ncclInProgress) {
+        g->state = G_HUNG;
+        return;
+    }
+#ifdef EMU_NCCL_MPI
+    if (emu_mpi_on()) {
+        g->req.assign(g->ops.size(), MPI_REQUEST_NULL);
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t i = 0; i < g->ops.size(); i++) {
+                emu_nccl_op *o = &g->ops[i];
+                if (o->send != pass)
+                    continue;
+                int e = o->send ? MPI_Isend(o->buf, (int)o->bytes, MPI_BYTE, o->peer, 0, c->mc, &g->req[i])
+                                : MPI_Irecv(o->buf, (int)o->bytes, MPI_BYTE, o->peer, 0, c->mc, &g->req[i]);
+                if (e != MPI_SUCCESS) {
+                    emu_fail(c, ncclSystemError, "MPI_%s to/from %d failed", o->send ? "Isend" : "Irecv", o->peer);
+                    g->state = G_FAILED;
+                    return;
+                }
+            }
+        g->state = G_POSTED;
+        return;
+    }
+#endif
+    /* one rank: a send to itself meets the receive in order */
+    std::vector<emu_nccl_op *> sends;
+    for (size_t i = 0; i < g->ops.size(); i++)
+        if (g->ops[i].send)
+            sends.push_back(&g->ops[i]);
+    size_t k = 0;
+    for (size_t i = 0; i < g->ops.size(); i++) {
+        if (g->ops[i].send)
+            continue;
+        if (k == sends.size() || sends[k]->bytes != g->ops[i].bytes) {
+            emu_fail(c, ncclInvalidUsage, "a receive with no matching send of the same size");
+            g->state = G_FAILED;
+            return;
+        }
+        memmove(g->ops[i].buf, sends[k++]->buf, g->ops[i].bytes);
+    }
+    if (k != sends.size()) {
+        emu_fail(c, ncclInvalidUsage, "a send with no matching receive");
+        g->state = G_FAILED;
+        return;
+    }
+    g->state = G_POSTED;
+}
+
+/* On the NCCL thread: post once every stream reached its gate, then test. */
+static void emu_group_progress(emu_group *g)
+{
+    if (g->state == G_QUEUED) {
+        for (int i = 0; i < g->nstreams; i++)
+            if (!g->reached[i])
+                return;
+        emu_group_post(g);
+    }
+    if (g->state != G_POSTED)
+        return;
+    int done = 1;
+#ifdef EMU_NCCL_MPI
+    if (!g->req.empty() &&
+        MPI_Testall((int)g->req.size(), g->req.data(), &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) {
+        emu_fail(g->comm, ncclRemoteError, "MPI_Testall failed");
+        g->state = G_FAILED;
+        return;
+    }
+#endif
+    if (!done)
+        return;
+    if (g->fault != ncclSuccess) {
+        snprintf(g->comm->last, sizeof g->comm->last, "%s", g->fault_msg);
+        g->comm->async = g->fault;
+        g->state = G_FAILED;
+        return;
+    }
+    g->state = G_DONE;
+}
+
+/* At the gate on stream i: reached; open once done or aborted (failed or
+ * hung: closed until the communicator is aborted, as an NCCL kernel). */
+static int emu_gate_open(void *arg)
+{
+    emu_gate_arg *a = (emu_gate_arg *)arg;
+    emu_group *g = a->g;
+    g->reached[a->i] = 1;
+    if (emu_on_nccl_thread() && g->comm && (g->state == G_QUEUED || g->state == G_POSTED))
+        emu_group_progress(g);
+    return g->state == G_DONE || g->state == G_ABORTED;
+}
+
+/* On the NCCL thread: every pending group forward (its streams run up to
+ * their gates first), completed ones dropped. */
+static void emu_comm_progress(ncclComm_t c)
+{
+    emu_init_progress(c);
+    for (size_t k = 0; k < c->groups.size(); k++) {
+        emu_group *g = c->groups[k];
+        for (int i = 0; i < g->nstreams && g->state == G_QUEUED; i++)
+            if (!g->reached[i] && emu_flush)
+                emu_flush(g->streams[i]);
+        if (g->state == G_QUEUED || g->state == G_POSTED)
+            emu_group_progress(g);
+    }
+    size_t w = 0;
+    for (size_t k = 0; k < c->groups.size(); k++) {
+        if (c->groups[k]->state == G_DONE)
+            emu_group_unref(c->groups[k]);
+        else
+            c->groups[w++] = c->groups[k];
+    }
+    c->groups.resize(w);
+}
+
+/* ncclInProgress while init or a group is under way, then the first error
+ * or ncclSuccess. */
+static ncclResult_t emu_comm_state(ncclComm_t c)
+{
+    if (c->async != ncclSuccess)
+        return c->async;
+    return c->init || !c->groups.empty() ? ncclInProgress : ncclSuccess;
+}
+
+/* Whether a new call may use c: alive, initialised, idle. */
+static ncclResult_t emu_comm_usable(ncclComm_t c, const char *what)
+{
+    if (!c)
+        return emu_fail(NULL, ncclInvalidArgument, "%s on no communicator", what);
+    if (c->dead)
+        return emu_fail(NULL, ncclInvalidUsage, "%s on a communicator that was aborted or destroyed", what);
+    if (c->async != ncclSuccess)
+        return emu_fail(c, ncclInvalidUsage, "%s: the communicator failed earlier (%s)", what, c->last);
+    if (c->init || !c->groups.empty())
+        return emu_fail(NULL, ncclInvalidUsage, "%s while the communicator is still in progress (poll "
+                        "ncclCommGetAsyncError until ncclSuccess first)", what);
     return ncclSuccess;
 }
+
+/* Ends the group's requests without waiting for a peer: receives
+ * cancelled (completed within ~50 ms, else freed), sends freed. */
+static void emu_group_cancel(emu_group *g)
+{
+#ifdef EMU_NCCL_MPI
+    if (emu_mpi_on())
+        for (size_t i = 0; i < g->req.size(); i++) {
+            if (g->req[i] == MPI_REQUEST_NULL)
+                continue;
+            if (!g->ops[i].send) {
+                int flag = 0;
+                MPI_Cancel(&g->req[i]);
+                for (int t = 0; t < 250 && !flag; t++) {
+                    MPI_Test(&g->req[i], &flag, MPI_STATUS_IGNORE);
+                    if (!flag)
+                        emu_pause();
+                }
+            }
+            if (g->req[i] != MPI_REQUEST_NULL)
+                MPI_Request_free(&g->req[i]);
+        }
+#endif
+    g->state = G_ABORTED;
+    g->comm = NULL;
+}
+
+/* The handle stays (so later use is caught), emptied. */
+static void emu_comm_bury(ncclComm_t c)
+{
+    for (size_t k = 0; k < c->groups.size(); k++) {
+        emu_group_cancel(c->groups[k]);
+        emu_group_unref(c->groups[k]);
+    }
+    c->groups.clear();
+    c->groups.shrink_to_fit();
+    c->dead = 1;
+    emu_gone->push_back(c);
+}
+
+extern "C" {
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *async_error)
 {
     if (!comm)
         return ncclInvalidArgument;
-    *async_error = comm->async;
+    if (comm->dead)
+        return emu_fail(NULL, ncclInvalidUsage, "ncclCommGetAsyncError on a communicator that was aborted or "
+                        "destroyed");
+    if (!emu_on_nccl_thread())
+        return emu_fail(NULL, ncclInvalidUsage, "ncclCommGetAsyncError off the thread that initialised MPI "
+                        "(MPI_THREAD_FUNNELED)");
+    emu_comm_progress(comm);
+    *async_error = emu_comm_state(comm);
     return ncclSuccess;
 }
 
-/* Every group completed at its ncclGroupEnd: nothing is left to flush. */
-ncclResult_t ncclCommFinalize(ncclComm_t comm) { return comm ? ncclSuccess : ncclInvalidArgument; }
-
-static void emu_comm_free(ncclComm_t comm, int collective)
+/* Completes what is pending: non-blocking, in progress until then. */
+ncclResult_t ncclCommFinalize(ncclComm_t comm)
 {
-#ifdef EMU_NCCL_MPI
-    if (comm->world > 1 && emu_mpi_on()) {
-        if (collective)
-            MPI_Comm_free(&comm->mc);
-        /* an abort leaves it: its peer may be gone */
+    if (!comm || comm->dead)
+        return emu_fail(NULL, ncclInvalidUsage, "ncclCommFinalize on no, an aborted or a destroyed communicator");
+    comm->finalizing = 1;
+    for (;;) {
+        emu_comm_progress(comm);
+        ncclResult_t r = emu_comm_state(comm);
+        if (r != ncclInProgress)
+            return r;
+        if (!comm->blocking)
+            return ncclInProgress;
+        emu_pause();
     }
-#endif
-    (void)collective;
-    free(comm);
 }
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm)
 {
-    if (!comm)
-        return ncclInvalidArgument;
-    emu_comm_free(comm, 1);
+    if (!comm || comm->dead)
+        return emu_fail(NULL, ncclInvalidUsage, "ncclCommDestroy on no, an aborted or a destroyed communicator");
+#ifdef EMU_NCCL_MPI
+    /* MPI_Comm_free completes locally; an init still under way keeps it */
+    if (comm->world > 1 && emu_mpi_on() && comm->init == 0)
+        MPI_Comm_free(&comm->mc);
+#endif
+    emu_comm_bury(comm);
     return ncclSuccess;
 }
 
+/* Never waits for a peer: the communicator (its MPI duplicate and an init
+ * collective a peer never joined included) is left to MPI_Abort. */
 ncclResult_t ncclCommAbort(ncclComm_t comm)
 {
-    if (comm)
-        emu_comm_free(comm, 0);
+    if (!comm || comm->dead)
+        return emu_fail(NULL, ncclInvalidUsage, "ncclCommAbort on no, an aborted or a destroyed communicator");
+    if (!emu_on_nccl_thread())
+        return emu_fail(NULL, ncclInvalidUsage, "ncclCommAbort off the thread that initialised MPI");
+    /* the group would stay open and swallow this thread's next NCCL calls */
+    if (emu_depth > 0)
+        fprintf(stderr, "nccl emulator: ncclCommAbort inside an open group (ncclGroupStart without its "
+                "ncclGroupEnd)\n");
+    emu_comm_bury(comm);
     return ncclSuccess;
 }
 
@@ -247,64 +638,74 @@ ncclResult_t ncclGroupStart(void)
     return ncclSuccess;
 }
 
-/* Runs the group's operations: each stream drained, then all receives and
- * sends posted, then waited for together. */
+}   /* extern "C" */
+
+/* Queues the group: one gate per stream it names, then as far forward as
+ * it goes now (a blocking communicator: to the end). */
 static ncclResult_t emu_run_ops(std::vector<emu_nccl_op> &ops)
 {
-    ncclResult_t rc = ncclSuccess;
+    ncclComm_t c = ops[0].comm;
+    for (size_t i = 1; i < ops.size(); i++)
+        if (ops[i].comm != c)
+            return emu_fail(c, ncclInvalidUsage, "a group over two communicators (the emulator takes one)");
+    ncclResult_t u = emu_comm_usable(c, "ncclGroupEnd");
+    if (u != ncclSuccess)
+        return u;
+    if (emu_mpi_on() && !emu_on_nccl_thread())
+        return emu_fail(c, ncclInvalidUsage, "a group ended off the thread that initialised MPI (MPI_THREAD_FUNNELED)");
+    emu_group *g = new emu_group();
+    g->refs = 1;
+    g->state = G_QUEUED;
+    g->comm = c;
+    g->ops = ops;
+    g->nstreams = 0;
     for (size_t i = 0; i < ops.size(); i++) {
         int seen = 0;
-        for (size_t j = 0; j < i; j++)
-            seen |= ops[j].s == ops[i].s;
-        if (!seen && emu_flush && emu_flush(ops[i].s) != 0)
-            return emu_fail(ops[i].comm, ncclUnhandledCudaError, "the stream's earlier work failed");
-    }
-    for (size_t i = 0; i < ops.size(); i++)
-        if (ops[i].comm->aborted || ops[i].comm->async != ncclSuccess)
-            return emu_fail(ops[i].comm, ncclInvalidUsage, "the communicator failed earlier");
-#ifdef EMU_NCCL_MPI
-    if (emu_mpi_on()) {
-        int main = 0;
-        MPI_Is_thread_main(&main);
-        if (!main)
-            return emu_fail(ops.empty() ? NULL : ops[0].comm, ncclInvalidUsage,
-                            "a group ran off the thread that initialised MPI (MPI_THREAD_FUNNELED)");
-        std::vector<MPI_Request> req(ops.size(), MPI_REQUEST_NULL);
-        /* receives first, then sends: per (peer, direction) in call order, as NCCL's */
-        for (int pass = 0; pass < 2; pass++)
-            for (size_t i = 0; i < ops.size(); i++) {
-                emu_nccl_op *o = &ops[i];
-                if (o->send != pass)
-                    continue;
-                if (o->bytes > (size_t)INT32_MAX)
-                    return emu_fail(o->comm, ncclInvalidArgument, "a message of %zu bytes (the emulator's limit is "
-                                    "2^31 - 1)", o->bytes);
-                int e = o->send ? MPI_Isend(o->buf, (int)o->bytes, MPI_BYTE, o->peer, 0, o->comm->mc, &req[i])
-                                : MPI_Irecv(o->buf, (int)o->bytes, MPI_BYTE, o->peer, 0, o->comm->mc, &req[i]);
-                if (e != MPI_SUCCESS)
-                    rc = emu_fail(o->comm, ncclSystemError, "MPI_%s to/from %d failed", o->send ? "Isend" : "Irecv",
-                                  o->peer);
-            }
-        if (MPI_Waitall((int)req.size(), req.data(), MPI_STATUSES_IGNORE) != MPI_SUCCESS)
-            rc = emu_fail(ops[0].comm, ncclRemoteError, "MPI_Waitall failed");
-        return rc;
-    }
-#endif
-    /* one rank: a send to itself meets the receive in order */
-    std::vector<emu_nccl_op *> sends;
-    for (size_t i = 0; i < ops.size(); i++)
-        if (ops[i].send)
-            sends.push_back(&ops[i]);
-    size_t k = 0;
-    for (size_t i = 0; i < ops.size(); i++) {
-        if (ops[i].send)
+        for (int j = 0; j < g->nstreams; j++)
+            seen |= g->streams[j] == ops[i].s;
+        if (seen)
             continue;
-        if (k == sends.size() || sends[k]->bytes != ops[i].bytes)
-            return emu_fail(ops[i].comm, ncclInvalidUsage, "a receive with no matching send of the same size");
-        memmove(ops[i].buf, sends[k++]->buf, ops[i].bytes);
+        if (g->nstreams == EMU_MAX_STREAMS) {
+            delete g;
+            return emu_fail(c, ncclInvalidUsage, "a group on more than %d streams (the emulator's limit)",
+                            EMU_MAX_STREAMS);
+        }
+        g->reached[g->nstreams] = 0;
+        g->streams[g->nstreams++] = ops[i].s;
     }
-    return k == sends.size() ? rc : emu_fail(ops[0].comm, ncclInvalidUsage, "a send with no matching receive");
+    g->fault = emu_fault(c->rank, ++c->groups_ended, g->fault_msg, sizeof g->fault_msg);
+    if (g->fault == ncclUnhandledCudaError)
+        g->fault = ncclSuccess;   /* "call" fails a call, not the group (emu_p2p_check) */
+    c->groups.push_back(g);
+    for (int j = 0; j < g->nstreams; j++) {
+        std::vector<const void *> ptrs;
+        std::vector<int> writes;
+        for (size_t i = 0; i < ops.size(); i++)
+            if (ops[i].s == g->streams[j]) {
+                ptrs.push_back(ops[i].buf);
+                writes.push_back(!ops[i].send);
+            }
+        g->refs++;
+        emu_gate_arg *a = new emu_gate_arg{g, j};
+        if (emu_gate)
+            emu_gate(g->streams[j], emu_gate_open, a, emu_gate_release, ptrs.data(), writes.data(), (int)ptrs.size());
+        else {
+            g->reached[j] = 1;   /* no emulator: nothing queued to wait for */
+            emu_gate_release(a);
+        }
+    }
+    for (;;) {
+        emu_comm_progress(c);
+        ncclResult_t r = emu_comm_state(c);
+        if (r != ncclInProgress)
+            return r;
+        if (!c->blocking)
+            return ncclInProgress;
+        emu_pause();
+    }
 }
+
+extern "C" {
 
 ncclResult_t ncclGroupEnd(void)
 {
@@ -314,14 +715,25 @@ ncclResult_t ncclGroupEnd(void)
         return ncclSuccess;
     std::vector<emu_nccl_op> ops;
     ops.swap(emu_ops);
+    ncclResult_t bad = emu_group_err;
+    emu_group_err = ncclSuccess;
+    if (bad != ncclSuccess)
+        return bad;   /* the failed call said why; nothing of the group moves */
     return ops.empty() ? ncclSuccess : emu_run_ops(ops);
 }
 
-static ncclResult_t emu_p2p(int send, void *buf, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
-                            cudaStream_t s)
+}   /* extern "C" */
+
+static ncclResult_t emu_p2p_check(int send, void *buf, size_t count, ncclDataType_t type, int peer,
+                                  ncclComm_t comm)
 {
-    if (!comm || comm->aborted)
-        return emu_fail(comm, ncclInvalidArgument, "a send or receive on no communicator");
+    ncclResult_t u = emu_comm_usable(comm, send ? "ncclSend" : "ncclRecv");
+    if (u != ncclSuccess)
+        return u;
+    char msg[160];
+    if (emu_depth > 0 && emu_ops.empty() &&
+        emu_fault(comm->rank, comm->groups_ended + 1, msg, sizeof msg) == ncclUnhandledCudaError)
+        return emu_fail(comm, ncclInternalError, "%s", msg);
     if (type != ncclUint8 && type != ncclInt8)
         return emu_fail(comm, ncclInvalidArgument, "data type %d (the emulator moves bytes only)", (int)type);
     if (peer < 0 || peer >= comm->world)
@@ -329,6 +741,20 @@ static ncclResult_t emu_p2p(int send, void *buf, size_t count, ncclDataType_t ty
     if (count && emu_dev_check && !emu_dev_check(buf, count))
         return emu_fail(comm, ncclInvalidArgument, "%s buffer %p (%zu bytes) is not device memory",
                         send ? "send" : "receive", buf, count);
+    if (count > (size_t)INT32_MAX)
+        return emu_fail(comm, ncclInvalidArgument, "a message of %zu bytes (the emulator's limit is 2^31 - 1)", count);
+    return ncclSuccess;
+}
+
+static ncclResult_t emu_p2p(int send, void *buf, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
+                            cudaStream_t s)
+{
+    ncclResult_t r = emu_p2p_check(send, buf, count, type, peer, comm);
+    if (r != ncclSuccess) {
+        if (emu_depth > 0 && emu_group_err == ncclSuccess)
+            emu_group_err = r;
+        return r;
+    }
     emu_nccl_op o = {send, buf, count, peer, comm, s};
     if (count == 0)
         return ncclSuccess;
@@ -339,6 +765,8 @@ static ncclResult_t emu_p2p(int send, void *buf, size_t count, ncclDataType_t ty
     std::vector<emu_nccl_op> one(1, o);
     return emu_run_ops(one);
 }
+
+extern "C" {
 
 ncclResult_t ncclSend(const void *buf, size_t count, ncclDataType_t type, int peer, ncclComm_t comm, cudaStream_t s)
 {
