@@ -165,7 +165,9 @@ if [ "$EMU" = 1 ]; then res "gpu: rehearsal, no GPU (nvidia-smi: ${GPU:-failed})
 else res "gpu: ${GPU:-unknown (nvidia-smi failed)}"; fi
 res "cuBLASLt dir: ${LT_DIR:-NOT FOUND}; NCCL dir: ${NCCL_DIR:-not found}"
 timeout 60 "$BIN" --version >"$W/version.txt" 2>&1
-while IFS= read -r l; do res "  $l"; done <"$W/version.txt"
+VPRE=""
+[ "$EMU" = 1 ] && VPRE="(rehearsal, the emulator's) "
+while IFS= read -r l; do res "  $VPRE$l"; done <"$W/version.txt"
 if [ "$DRY" != 1 ] && ! grep -q "^devices: [1-9]" "$W/version.txt"; then
     fail "no CUDA device visible to spotrain; stopping"
     finish "" 1
@@ -476,10 +478,12 @@ BNAME="bench 1.2B bf16" TDEV="" GEMM_N=""
 # the CPU. Every number it prints measures nothing.
 [ "$EMU" = 1 ] && BD=32 BL=2 BH=2 BKV=2 BF=64 BV=256 BT=8 BB=${BENCH_MICRO:-1} \
     BNAME="REHEARSAL, not a measurement: bench (emulator vs PyTorch on the CPU) toy bf16" TDEV="--device cpu" GEMM_N=256
-# The python that has torch (the first on PATH may not).
-TPY=python3
+# The python whose torch sees the GPU (the first on PATH may have none,
+# or a CPU-only one); the rehearsal needs only torch.
+TPY=python3 TWANT='import sys, torch; sys.exit(not torch.cuda.is_available())'
+[ "$EMU" = 1 ] && TWANT='import torch'
 for py in python3 /usr/bin/python3; do
-    timeout 60 "$py" -c 'import torch' 2>/dev/null && { TPY=$py; break; }
+    timeout 60 "$py" -c "$TWANT" 2>/dev/null && { TPY=$py; break; }
 done
 BIG="--set model.dim=$BD --set model.n_layers=$BL --set model.n_heads=$BH --set model.n_kv_heads=$BKV \
 --set model.ffn_dim=$BF --set model.vocab_size=$BV --set model.seq_len=$BT --set train.global_batch=$BB \

@@ -6,6 +6,8 @@
 # the library search, every GB=cuda section, $OUT and the summary run for
 # real. Proves the script and the CUDA code paths on the emulator, nothing
 # about a GPU. Usage: tests/device_rehearsal.sh EMU_BUILD_DIR
+# ok and bad return 0, so "check && ok || bad" is an if-then-else.
+# shellcheck disable=SC2015
 cd "$(dirname "$0")/.." || exit 1
 E=${1:-build/emu-device}
 PASS=0
@@ -20,8 +22,11 @@ for f in spotrain tests/test_cuda_kernels tests/test_cuda_parity emu-lib/libcubl
 done
 # The tree as the device tool copies it; no build/ of ours goes along.
 mkdir -p "$D/tree/build" "$D/stage/tests" "$D/out"
-git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - 2>/dev/null |
-    tar -C "$D/tree" -xf - || { echo "device_rehearsal: could not copy the tree" >&2; exit 1; }
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - 2>/dev/null
+else   # an unpacked source tarball: everything but build outputs
+    tar --exclude=./build --exclude=./.git -cf - .
+fi | tar -C "$D/tree" -xf - || { echo "device_rehearsal: could not copy the tree" >&2; exit 1; }
 # The bundle, laid out as `make device-bundle` lays it out; xz -0 because
 # speed matters here and the unpack does not care about the level.
 cp "$E/spotrain" "$D/stage/" && cp "$E/tests/test_cuda_kernels" "$E/tests/test_cuda_parity" "$D/stage/tests/" &&
@@ -48,8 +53,8 @@ echo "(device_check.sh: exit $rc after $(( $(date +%s) - t0 )) s)"
 want_lt=$("$E/spotrain" --version 2>/dev/null | sed -n 's/^cublasLt: \([0-9]*\) .*/\1/p')
 want_nccl=$("$E/spotrain" --version 2>/dev/null | sed -n 's/^nccl: \([0-9.]*\) .*/\1/p')
 grep -q "cuBLASLt dir: $D/spotrain-dc\.[^/]*/site/nvidia/cublas/lib; NCCL dir: $D/spotrain-dc\.[^/]*/site/nvidia/nccl/lib$" \
-    "$D/stdout.txt" && grep -q "^  cublasLt: $want_lt (libcublasLt.so.13)$" "$D/stdout.txt" &&
-    grep -q "^  nccl: $want_nccl (libnccl.so.2)$" "$D/stdout.txt" &&
+    "$D/stdout.txt" && grep -q "^  (rehearsal, the emulator's) cublasLt: $want_lt (libcublasLt.so.13)$" "$D/stdout.txt" &&
+    grep -q "^  (rehearsal, the emulator's) nccl: $want_nccl (libnccl.so.2)$" "$D/stdout.txt" &&
     ok "the emulated cuBLASLt $want_lt and NCCL $want_nccl found in the python site-packages tree, opened by soname" ||
     bad "library search: $(grep -m1 'cuBLASLt dir' "$D/stdout.txt"); $(grep -m2 '  cublasLt:\|  nccl:' "$D/stdout.txt" | tr '\n' ' ')"
 # Each section said something: none may be missing from the summary.
