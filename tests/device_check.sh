@@ -168,6 +168,10 @@ timeout 60 "$BIN" --version >"$W/version.txt" 2>&1
 VPRE=""
 [ "$EMU" = 1 ] && VPRE="(rehearsal, the emulator's) "
 while IFS= read -r l; do res "  $VPRE$l"; done <"$W/version.txt"
+if [ "$EMU" = 1 ] && ! grep -q "CPU emulator" "$W/version.txt"; then
+    fail "rehearsal: $BIN is not an emulator build; run 'make device-rehearsal', which bundles one"
+    finish "" 1
+fi
 if [ "$DRY" != 1 ] && ! grep -q "^devices: [1-9]" "$W/version.txt"; then
     fail "no CUDA device visible to spotrain; stopping"
     finish "" 1
