@@ -25,11 +25,11 @@
 # device-only checks skipped (it proves the script, not the GPU code).
 # DC_EMU=1 (`make device-rehearsal`) runs every section with GB=cuda on
 # the CUDA emulator (tests/emu): build/device/ then holds the emulator's
-# binaries (a bundle of them is unpacked like the real one), cuBLASLt and
-# NCCL are the emulated ones, laid out in a python site-packages tree
-# under DC_EMU_LIB's copies for the library search to find; the shapes are
-# small and the benchmark's PyTorch side runs on the CPU. It proves the
-# script and the CUDA code paths on the emulator, nothing about a GPU.
+# binaries (a bundle of them is unpacked like the real one); cuBLASLt and
+# NCCL are the emulated ones, copied from DC_EMU_LIB into a python
+# site-packages tree for the library search to find; the shapes are small
+# and the benchmark's PyTorch side runs on the CPU. It proves the script
+# and the CUDA code paths on the emulator, nothing about a GPU.
 cd "$(dirname "$0")/.." || exit 1
 DRY=${DC_CPU_DRYRUN:-0}
 EMU=${DC_EMU:-0}
@@ -161,7 +161,7 @@ SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 
     /usr/local/cuda*/compute-sanitizer/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -1)
 
 GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
-if [ "$EMU" = 1 ]; then res "gpu: rehearsal, no GPU (nvidia-smi: ${GPU:-failed}); driver and device lines below are the emulator's"
+if [ "$EMU" = 1 ]; then res "gpu: rehearsal, the emulator stands in for one (nvidia-smi: ${GPU:-failed}); the driver and device lines below are the emulator's"
 else res "gpu: ${GPU:-unknown (nvidia-smi failed)}"; fi
 res "cuBLASLt dir: ${LT_DIR:-NOT FOUND}; NCCL dir: ${NCCL_DIR:-not found}"
 timeout 60 "$BIN" --version >"$W/version.txt" 2>&1
