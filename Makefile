@@ -106,7 +106,8 @@ FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test test-build test-emu bench demo fuzz chaos install clean help device-build device-bundle
+.PHONY: all test test-build test-emu bench demo fuzz chaos install clean help device-build device-bundle \
+        device-rehearsal
 all: $(BUILD)/spotrain
 
 help:
@@ -121,6 +122,7 @@ help:
 	@echo "make device-build   build/device/spotrain + tests for a GPU machine (MPI=0, static libs);"
 	@echo "                    copy the tree there and run tests/device_check.sh"
 	@echo "make device-bundle  the same packed into build/device.tar.xz (~7 MB) for the device tool's carry"
+	@echo "make device-rehearsal  tests/device_check.sh with DC_EMU=1: every cuda section on the CPU emulator"
 
 $(BUILD)/spotrain: $(BUILD)/main.o $(BUILD)/libspotrain.a
 	$(CC) -o $@ $^ $(LDFLAGS) $(LIBS)
@@ -259,6 +261,16 @@ test-emu:
 	    RUN_ONLY="$(EMU_TESTS) tests/emu/cli_reverse_emu.sh tests/emu/cli_train_emu.sh tests/emu/cli_nccl2_emu.sh \
 	        tests/emu/cli_nccl_fail_emu.sh" \
 	    sh tests/run.sh
+
+# tests/device_check.sh rehearsed on the emulator (DC_EMU=1): the trainer
+# and the two test programs built as the device build is (MPI=0) but on
+# tests/emu, in their own directory (BUILD on the command line beats the
+# EMU=1 default), bundled and unpacked like the real ones.
+REHEARSAL_DIR := build/emu-device
+device-rehearsal:
+	@$(MAKE) --no-print-directory EMU=1 MPI=0 BUILD=$(REHEARSAL_DIR) $(REHEARSAL_DIR)/spotrain \
+	    $(REHEARSAL_DIR)/tests/test_cuda_kernels $(REHEARSAL_DIR)/tests/test_cuda_parity
+	@bash tests/device_rehearsal.sh $(REHEARSAL_DIR)
 
 FUZZ_SECONDS ?= 20
 fuzz:

@@ -23,8 +23,16 @@
 # DC_CPU_DRYRUN=1 rehearses the script's own logic on a machine without a
 # GPU: the training checks on the CPU backend with a small model, the
 # device-only checks skipped (it proves the script, not the GPU code).
+# DC_EMU=1 (`make device-rehearsal`) runs every section with GB=cuda on
+# the CUDA emulator (tests/emu): build/device/ then holds the emulator's
+# binaries (a bundle of them is unpacked like the real one); cuBLASLt and
+# NCCL are the emulated ones, copied from DC_EMU_LIB into a python
+# site-packages tree for the library search to find; the shapes are small
+# and the benchmark's PyTorch side runs on the CPU. It proves the script
+# and the CUDA code paths on the emulator, nothing about a GPU.
 cd "$(dirname "$0")/.." || exit 1
 DRY=${DC_CPU_DRYRUN:-0}
+EMU=${DC_EMU:-0}
 GB=cuda
 [ "$DRY" = 1 ] && GB=cpu
 ROOT=$PWD
@@ -33,6 +41,7 @@ TB=${SPOTRAIN_TESTS:-$ROOT/build/device/tests}
 W=$(mktemp -d "${TMPDIR:-/tmp}/spotrain-dc.XXXXXX")
 T_START=$(date +%s)
 BUDGET=${DC_BUDGET:-330}
+[ "$EMU" = 1 ] && BUDGET=${DC_BUDGET:-900}
 DEADLINE=$((T_START + BUDGET))
 SUMMARY=""
 FAILED=0
@@ -89,17 +98,31 @@ if [ -z "${SPOTRAIN_BIN:-}" ] && [ -f "$ROOT/build/device.tar.xz" ] &&
           python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
               "$ROOT/build/device.tar.xz" "$ROOT/build/device"; }
 fi
+[ "$EMU" = 1 ] && res "REHEARSAL (DC_EMU=1): GB=cuda on the CUDA emulator, small shapes; proves the script and the emulated CUDA paths, nothing about a GPU"
 [ -x "$BIN" ] || { res "FAIL $BIN missing: run 'make device-bundle' here and carry build/device.tar.xz"; FAILED=1; finish "" 1; }
 res "cpu: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, avx2 $(grep -qw avx2 /proc/cpuinfo && echo yes || echo NO: the x86-64-v3 binary will die with SIGILL)"
 
 # --- libraries ---------------------------------------------------------------
+if [ "$EMU" = 1 ]; then
+    # The emulated libraries where a pip-installed PyTorch keeps NVIDIA's,
+    # for the python site-packages search below to find (the emulator then
+    # opens them by soname, SPOTRAIN_EMU_LIBS=search); the system's own
+    # directories are not searched: real CUDA libraries there need a GPU.
+    EL=${DC_EMU_LIB:-$ROOT/build/emu-device/emu-lib}
+    mkdir -p "$W/site/nvidia/cublas/lib" "$W/site/nvidia/nccl/lib" &&
+        cp "$EL/libcublasLt.so.13" "$W/site/nvidia/cublas/lib/" && cp "$EL/libnccl.so.2" "$W/site/nvidia/nccl/lib/" ||
+        { fail "rehearsal: the emulated libraries are not in $EL (DC_EMU_LIB)"; finish "" 1; }
+    export PYTHONPATH="$W/site${PYTHONPATH:+:$PYTHONPATH}" LD_LIBRARY_PATH="" SPOTRAIN_EMU_LIBS=search
+fi
 lib_dirs() {
     echo "$LD_LIBRARY_PATH" | tr ':' '\n'
+    if [ "$EMU" != 1 ]; then
     echo /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
         /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/lib /opt/conda/lib | tr ' ' '\n'
     # Toolkits assembled from pip wheels keep them in lib, not lib64.
     ls -d /usr/local/cuda-*/lib64 /usr/local/cuda-*/lib /usr/local/cuda-*/targets/x86_64-linux/lib 2>/dev/null
     ldconfig -p 2>/dev/null | sed -n 's/.*libcublasLt\.so\.1[23] .*=> \(.*\)\/[^/]*$/\1/p; s/.*libnccl\.so\.2 .*=> \(.*\)\/[^/]*$/\1/p'
+    fi
     for py in python3 /usr/bin/python3; do
         command -v "$py" >/dev/null 2>&1 || continue
         "$py" - <<'PY' 2>/dev/null
@@ -111,9 +134,14 @@ for r in roots:
 PY
     done
 }
+# The first name anywhere before the next: the binary is built against
+# CUDA 13's cublasLt.h, so a libcublasLt.so.13 a python wheel holds wins
+# over a toolkit's .so.12 that comes earlier in the search.
 find_lib() {
-    for d in $(lib_dirs); do
-        for n in "$@"; do
+    local dirs n d
+    dirs=$(lib_dirs)
+    for n in "$@"; do
+        for d in $dirs; do
             [ -e "$d/$n" ] && { echo "$d"; return 0; }
         done
     done
@@ -122,17 +150,28 @@ find_lib() {
 LT_DIR=$(find_lib libcublasLt.so.13 libcublasLt.so.12)
 NCCL_DIR=$(find_lib libnccl.so.2)
 # Last resort: a bounded search of the usual roots.
+[ "$EMU" = 1 ] || {
 [ -z "$LT_DIR" ] && LT_DIR=$(timeout 20 find /usr /opt -name 'libcublasLt.so.1[23]' -print -quit 2>/dev/null | xargs -r dirname)
 [ -z "$NCCL_DIR" ] && NCCL_DIR=$(timeout 20 find /usr /opt -name 'libnccl.so.2' -print -quit 2>/dev/null | xargs -r dirname)
-export LD_LIBRARY_PATH="${LT_DIR:+$LT_DIR:}${NCCL_DIR:+$NCCL_DIR:}$LD_LIBRARY_PATH"
+}
+# No empty entry (a trailing ':' would search the working directory).
+LD_LIBRARY_PATH="${LT_DIR:+$LT_DIR:}${NCCL_DIR:+$NCCL_DIR:}$LD_LIBRARY_PATH"
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH%:}"
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer \
     /usr/local/cuda*/compute-sanitizer/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -1)
 
 GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
-res "gpu: ${GPU:-unknown (nvidia-smi failed)}"
+if [ "$EMU" = 1 ]; then res "gpu: rehearsal, the emulator stands in for one (nvidia-smi: ${GPU:-failed}); the driver and device lines below are the emulator's"
+else res "gpu: ${GPU:-unknown (nvidia-smi failed)}"; fi
 res "cuBLASLt dir: ${LT_DIR:-NOT FOUND}; NCCL dir: ${NCCL_DIR:-not found}"
 timeout 60 "$BIN" --version >"$W/version.txt" 2>&1
-while IFS= read -r l; do res "  $l"; done <"$W/version.txt"
+VPRE=""
+[ "$EMU" = 1 ] && VPRE="(rehearsal, the emulator's) "
+while IFS= read -r l; do res "  $VPRE$l"; done <"$W/version.txt"
+if [ "$EMU" = 1 ] && ! grep -q "CPU emulator" "$W/version.txt"; then
+    fail "rehearsal: $BIN is not an emulator build; run 'make device-rehearsal', which bundles one"
+    finish "" 1
+fi
 if [ "$DRY" != 1 ] && ! grep -q "^devices: [1-9]" "$W/version.txt"; then
     fail "no CUDA device visible to spotrain; stopping"
     finish "" 1
@@ -160,6 +199,8 @@ run_test() {   # name binary
         fail "$1: $last (exit $rc; $out)$(grep -m1 "^SKIP" "$out" | sed "s/^/: /")"
     fi
 }
+# The rehearsal's parity shapes: seconds on the emulator, not minutes.
+[ "$EMU" = 1 ] && export SPOTRAIN_PARITY_SHAPES=small
 if [ "$DRY" != 1 ]; then
     run_test kernels "$TB/test_cuda_kernels"
     run_test parity "$TB/test_cuda_parity"
@@ -174,8 +215,17 @@ MED="--set model.dim=1024 --set model.n_layers=8 --set model.n_heads=8 --set mod
 --set data.synthetic_samples=100000 --set spot.provider=none --set train.backend=$GB --quiet"
 [ "$DRY" = 1 ] && MED="$MED --set model.dim=64 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=2 \
 --set model.ffn_dim=128 --set model.vocab_size=256 --set model.seq_len=64 --set train.threads=2"
+# The emulator runs a block's threads one at a time: rows (batch x seq)
+# cost most, so few of them, still 2 micro-steps and GQA.
+[ "$EMU" = 1 ] && MED="$MED --set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 \
+--set model.ffn_dim=64 --set model.vocab_size=256 --set model.seq_len=8 --set train.global_batch=2 \
+--set train.micro_batch=1 --set train.threads=1"
+# MED with its log lines: checks that read them.
+LOUD=$(echo "$MED" | sed 's/--quiet//')
 TINY="--set model.preset=tiny --set train.global_batch=8 --set train.micro_batch=4 --set train.val_every=0 \
 --set checkpoint.interval_steps=10 --set spot.provider=none --set train.log_every=1 --quiet"
+[ "$EMU" = 1 ] && TINY="$TINY --set model.n_layers=2 --set model.seq_len=8 --set train.global_batch=2 \
+--set train.micro_batch=1 --set train.threads=1"
 digest() {
     timeout 60 "$BIN" ckpt inspect "$1" --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])' 2>/dev/null
 }
@@ -345,7 +395,8 @@ else
     fail "manifest: '$man' (want $GB $FP_PREC dynamic ...)"
 fi
 if [ -n "$FP_OTHER" ]; then
-    T 120 "$BIN" resume /dev/null $MED --set train.precision=$FP_OTHER --set train.max_steps=32 \
+    # Not --quiet: it would silence the warning this counts.
+    T 120 "$BIN" resume /dev/null $LOUD --set train.precision=$FP_OTHER --set train.max_steps=32 \
         --set train.run_dir=fp16 --set train.log_every=1 2>fp16-bf16.err
     rw=$?
     nw=$(grep -c "not bitwise continuous: precision fp16 -> $FP_OTHER" fp16-bf16.err)
@@ -373,7 +424,7 @@ if [ "$DRY" != 1 ] && [ -z "$NCCL_DIR" ]; then
 elif section NCCL 40; then
     if [ "$DRY" != 1 ]; then
         # Not --quiet: the backend's log line names the data plane it opened.
-        T 120 env SPOTRAIN_NCCL=1 "$BIN" train /dev/null $(echo "$MED" | sed 's/--quiet//') --set train.max_steps=30 \
+        T 120 env SPOTRAIN_NCCL=1 "$BIN" train /dev/null $LOUD --set train.max_steps=30 \
             --set train.run_dir=nccl1 2>nccl1.err
         rn=$?
         dn=$(digest nccl1/ckpt/step-00000030)
@@ -398,6 +449,9 @@ fi
 # compute-sanitizer memcheck on one tiny step (bf16, then fp32).
 if [ "$DRY" = 1 ]; then
     res "skip compute-sanitizer and the benchmark (DC_CPU_DRYRUN)"
+elif [ "$EMU" = 1 ]; then
+    # Not a SKIP that makes the exit 2: no rehearsal can run it.
+    res "SKIP compute-sanitizer (rehearsal: it checks a real GPU's memory accesses; $([ -n "$SAN" ] && echo "$SAN not used" || echo "not installed here"))"
 elif [ -z "$SAN" ]; then
     fail "compute-sanitizer not found"
 elif section compute-sanitizer 40; then
@@ -413,9 +467,28 @@ fi
 
 # --- benchmark: ~1.2B deepseek-shaped, bf16, beside PyTorch eager --------------
 [ "$DRY" = 1 ] && finish "dry run on the CPU, " "$(dc_exit)"
+HOW=""
+[ "$EMU" = 1 ] && HOW="rehearsal on the CUDA emulator, "
+# target pass|fail LINE: the benchmark's verdicts; a rehearsal's numbers
+# compare nothing, so there they are lines, neither pass nor fail.
+target() {
+    if [ "$EMU" = 1 ]; then res "rehearsal, no verdict: would be $1: $2"; else "$@"; fi
+}
 R=0
-section benchmark 60 || finish "" "$(dc_exit)"
+section benchmark 60 || finish "$HOW" "$(dc_exit)"
 BD=2048 BL=16 BH=16 BKV=16 BF=5504 BV=102400 BT=2048 BB=${BENCH_MICRO:-8} BS=${BENCH_STEPS:-14}
+BNAME="bench 1.2B bf16" TDEV="" GEMM_N=""
+# The rehearsal: the same commands and parsing on a toy model; PyTorch on
+# the CPU. Every number it prints measures nothing.
+[ "$EMU" = 1 ] && BD=32 BL=2 BH=2 BKV=2 BF=64 BV=256 BT=8 BB=${BENCH_MICRO:-1} \
+    BNAME="REHEARSAL, not a measurement: bench (emulator vs PyTorch on the CPU) toy bf16" TDEV="--device cpu" GEMM_N=256
+# The python whose torch sees the GPU (the first on PATH may have none,
+# or a CPU-only one); the rehearsal needs only torch.
+TPY=python3 TWANT='import sys, torch; sys.exit(not torch.cuda.is_available())'
+[ "$EMU" = 1 ] && TWANT='import torch'
+for py in python3 /usr/bin/python3; do
+    timeout 60 "$py" -c "$TWANT" 2>/dev/null && { TPY=$py; break; }
+done
 BIG="--set model.dim=$BD --set model.n_layers=$BL --set model.n_heads=$BH --set model.n_kv_heads=$BKV \
 --set model.ffn_dim=$BF --set model.vocab_size=$BV --set model.seq_len=$BT --set train.global_batch=$BB \
 --set train.micro_batch=$BB --set train.val_every=0 --set train.log_every=1 --set train.max_steps=$BS \
@@ -433,11 +506,12 @@ print("%.0f" % statistics.median(v) if v else "")
 PY
 )
 stall=$(python3 -c 'import json,sys; v=[o["stall_ms"] for o in map(json.loads, open(sys.argv[1])) if o.get("event")=="checkpoint"]; print("%.1f" % v[-1] if v else "?")' bench/events.jsonl 2>/dev/null)
-ceil=$(T 45 python3 "$ROOT/bench/torch_gpu.py" gemm 2>/dev/null | sed -n 's/^gemm_bf16_tflops //p')
-T 300 python3 "$ROOT/bench/torch_gpu.py" train $BD $BL $BH $BKV $BF $BV $BT $BB 8 >torch.txt 2>torch.err
+ceil=$(T 45 "$TPY" "$ROOT/bench/torch_gpu.py" gemm $GEMM_N $TDEV 2>/dev/null | sed -n 's/^gemm_bf16_tflops //p')
+T 300 "$TPY" "$ROOT/bench/torch_gpu.py" train $BD $BL $BH $BKV $BF $BV $BT $BB 8 $TDEV >torch.txt 2>torch.err
 ttps=$(sed -n 's/^torch_tokens_per_s //p' torch.txt)
 tpeak=$(sed -n 's/^torch_peak_gib //p' torch.txt)
 tver=$(sed -n 's/^torch_version //p' torch.txt)
+tattn=$(sed -n 's/^torch_attention //p' torch.txt)
 split=$(grep -o "step time split.*" bench.err | tail -1)
 mem=$(grep -o "device memory in use.*" bench.err | tail -1)
 snap=$(grep -o "checkpoint snapshot.*" bench.err | tail -1)
@@ -448,17 +522,17 @@ if [ -n "$tps" ] && [ -n "$fpt" ]; then
     read -r mfu_spec mfu_meas <<EOF2
 $(python3 -c "import sys; t,f=float(sys.argv[1]),float(sys.argv[2]); c=float(sys.argv[3] or 0); print('%.1f' % (100*t*f/989e12), '%.1f' % (100*t*f/(c*1e12)) if c else '?')" "$tps" "$fpt" "${ceil:-0}")
 EOF2
-    res "bench 1.2B bf16 (micro-batch $BB x $BT): spotrain $tps tok/s, MFU $mfu_spec% of 989 TFLOP/s spec, $mfu_meas% of the measured GEMM ceiling ${ceil:-?} TFLOP/s"
+    res "$BNAME (micro-batch $BB x $BT): spotrain $tps tok/s, MFU $mfu_spec% of 989 TFLOP/s spec, $mfu_meas% of the measured GEMM ceiling ${ceil:-?} TFLOP/s"
     res "  $split"
     res "  $mem; checkpoint stall $stall ms; $snap"
-    res "  pytorch $tver eager (SDPA, bf16 autocast): ${ttps:-?} tok/s, peak ${tpeak:-?} GiB"
+    res "  pytorch $tver eager (${tattn:-?} attention, bf16 autocast): ${ttps:-?} tok/s, peak ${tpeak:-?} GiB"
     python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2] or 1e30) else 1)" "$tps" "${ttps:-}" &&
-        pass "bench target: tokens/s >= PyTorch eager" || fail "bench target: $tps tok/s < PyTorch eager ${ttps:-?}"
+        target pass "bench target: tokens/s >= PyTorch eager" || target fail "bench target: $tps tok/s < PyTorch eager ${ttps:-?}"
     python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 35 else 1)" "$mfu_spec" &&
-        pass "bench target: MFU >= 35% of spec" || fail "bench target: MFU $mfu_spec% < 35% of spec"
+        target pass "bench target: MFU >= 35% of spec" || target fail "bench target: MFU $mfu_spec% < 35% of spec"
 else
     fail "bench: spotrain exit $rb, tok/s '$tps' (bench.err in $W)"
     tail -3 bench.err >&2
 fi
 
-finish "" "$(dc_exit)"
+finish "$HOW" "$(dc_exit)"

@@ -66,8 +66,17 @@ extern "C" void emu_stream_gate(cudaStream_t s, int (*open)(void *), void *arg, 
  * do: under ASan the dlopen comes from the sanitizer's library). */
 __attribute__((constructor)) static void emu_libraries(void)
 {
+    /* SPOTRAIN_EMU_LIBS=search (the DC_EMU=1 rehearsal of
+     * tests/device_check.sh): cuBLASLt and NCCL by soname through the
+     * loader's search path, as on a GPU machine, so the directories the
+     * script found and put on LD_LIBRARY_PATH are the ones that count; a
+     * library it did not find is missing here too. */
+    const char *libs = getenv("SPOTRAIN_EMU_LIBS");
+    int search = libs && !strcmp(libs, "search");
+    (void)search;
 #ifdef EMU_CUBLASLT
-    setenv("SPOTRAIN_CUBLASLT", EMU_CUBLASLT, 1);
+    if (!search)
+        setenv("SPOTRAIN_CUBLASLT", EMU_CUBLASLT, 1);
 #endif
 #ifdef EMU_DRIVER
     if (!dlopen(EMU_DRIVER, RTLD_NOW | RTLD_GLOBAL))
@@ -76,7 +85,7 @@ __attribute__((constructor)) static void emu_libraries(void)
 #ifdef EMU_NCCL
     /* nccl.cu's dlopen("libnccl.so.2") finds the emulated NCCL
      * (tests/emu/nccl.cpp) the same way, which gets the stream drain. */
-    void *nccl = dlopen(EMU_NCCL, RTLD_NOW | RTLD_GLOBAL);
+    void *nccl = dlopen(search ? "libnccl.so.2" : EMU_NCCL, RTLD_NOW | RTLD_GLOBAL);
     void (*bind)(int (*)(cudaStream_t), int (*)(const void *, size_t),
                  void (*)(cudaStream_t, int (*)(void *), void *, void (*)(void *), const void *const *, const int *,
                           int)) = NULL;
