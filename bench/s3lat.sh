@@ -61,12 +61,12 @@ echo "$PROFILES" | tr ',' '\n' | while read -r delay jitter every tail; do
     i=0
     until [ -s "$tmp/sink.port" ]; do i=$((i + 1)); [ $i -gt 50 ] && break; sleep 0.1; done
     EP=http://127.0.0.1:$(cat "$tmp/sink.port")
-    export S3_ENDPOINT=$EP S3_REMOTE=s3://spotrain-lat/x
+    export S3_ENDPOINT="$EP" S3_REMOTE=s3://spotrain-lat/x
     "$TOOL" mb >/dev/null 2>&1
     for f in "$STEP"/shard-*.bin "$STEP"/manifest.json; do
         "$TOOL" put "ckpt/step-00000001/$(basename "$f")" "$f" >/dev/null 2>&1 || echo "s3lat bench: upload of $f failed"
     done
-    new= old=
+    new="" old=""
     r=0
     while [ $r -lt "$REPS" ]; do
         new="$new $(secs "$S" ckpt verify s3://spotrain-lat/ckpt/step-00000001 --endpoint "$EP")"
