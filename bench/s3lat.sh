@@ -38,7 +38,7 @@ fi
 STEP=$tmp/raw/ckpt/step-00000001
 BYTES=$(du -cb "$STEP"/* | tail -n 1 | cut -f1)
 echo "s3lat bench: $(awk -v b="$BYTES" 'BEGIN {printf "%.0f MB", b / 1e6}') checkpoint," \
-    "$("$S" ckpt verify "$STEP" | sed -n 's/.*(\(.*\))/\1/p'); $REPS runs per figure (median), binaries alternating"
+    "$("$S" ckpt verify "$STEP" | sed -n 's/.*(\(.*\))/\1/p'); $REPS runs per figure (median)${OLD:+, binaries alternating}"
 
 # secs CMD...: wall seconds of CMD, or "fail".
 secs() {
