@@ -2,7 +2,11 @@
  * own cost is measured rather than moto's: PUT bucket/object/part, multipart
  * create/complete/abort, HEAD, ranged GET, DELETE, ListObjectsV2 (one page).
  * No auth, no checksums, one thread per connection; not for real data.
- *   s3sink [PORT]   prints the port it listens on, then serves until killed */
+ * Optionally a real object store's first-byte latency (bench/s3lat.sh):
+ * every request waits DELAY ms plus up to JITTER ms (a fixed pseudo-random
+ * sequence), and every TAIL_EVERY-th request TAIL ms instead (the long tail).
+ *   s3sink [PORT [DELAY JITTER [TAIL_EVERY TAIL]]]
+ * prints the port it listens on, then serves until killed. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SINK_HDR_MAX 16384
@@ -38,6 +43,8 @@ static pthread_mutex_t sink_mu = PTHREAD_MUTEX_INITIALIZER;
 static sink_obj *sink_objs;
 static sink_upload *sink_ups;
 static unsigned sink_next_id = 1;
+static long sink_delay_ms, sink_jitter_ms, sink_tail_every, sink_tail_ms;
+static uint64_t sink_served;   /* requests so far, under sink_mu: picks the delay */
 
 typedef struct {
     char method[16];
@@ -433,6 +440,26 @@ static int sink_delete(int fd, const sink_req *r)
     return sink_reply(fd, 204, NULL, NULL, 0);
 }
 
+/* Sleeps as the request number's latency says: the same sequence on every
+ * run, so an A/B of two clients sees the same tail. */
+static void sink_latency(void)
+{
+    pthread_mutex_lock(&sink_mu);
+    uint64_t k = ++sink_served;
+    pthread_mutex_unlock(&sink_mu);
+    long ms = sink_delay_ms;
+    if (sink_jitter_ms > 0) {
+        uint64_t x = k * 0x9E3779B97F4A7C15ull;
+        x ^= x >> 31;
+        ms += (long)((x * 0xBF58476D1CE4E5B9ull) >> 33) % (sink_jitter_ms + 1);
+    }
+    if (sink_tail_every > 0 && k % (uint64_t)sink_tail_every == 0)
+        ms = sink_tail_ms;
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (ms > 0 && nanosleep(&ts, &ts) != 0) {
+    }
+}
+
 static void *sink_conn(void *p)
 {
     int fd = (int)(intptr_t)p;
@@ -454,6 +481,7 @@ static void *sink_conn(void *p)
         memmove(buf, buf + used, have - used);
         have -= used;
         used = 0;
+        sink_latency();
         int rc;
         char bucket[4096];
         snprintf(bucket, sizeof bucket, "%s", r.path);
@@ -490,6 +518,14 @@ int main(int argc, char **argv)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(argc > 1 ? (uint16_t)atoi(argv[1]) : 0)};
     socklen_t al = sizeof a;
+    if (argc > 3) {
+        sink_delay_ms = atol(argv[2]);
+        sink_jitter_ms = atol(argv[3]);
+    }
+    if (argc > 5) {
+        sink_tail_every = atol(argv[4]);
+        sink_tail_ms = atol(argv[5]);
+    }
     int one = 1, ls = socket(AF_INET, SOCK_STREAM, 0);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     signal(SIGPIPE, SIG_IGN);

@@ -158,10 +158,11 @@ const ckpt_tensor *ckpt_get_tensors(const ckpt_reader *r, int *n);
 /* Reads [lo,hi) of one array, verifying every chunk it touches. */
 int ckpt_read_range(ckpt_reader *r, int array, size_t lo, size_t hi, float *out);
 /* Hands [lo,hi) of one array to fn piece by piece (each piece within one
- * chunk, in flat order), verifying every chunk as it arrives. Chunks load
- * r's threads at a time (remote readers: CKPT_REMOTE_GETS ranged GETs in
- * flight), so memory stays a few chunks whatever the range. fn returns ST_*;
- * its failure stops the read and is returned (fn says why itself). */
+ * chunk, in flat order, on the caller's thread), verifying every chunk as it
+ * arrives. Chunks load on r's threads through a sliding window (remote
+ * readers: CKPT_REMOTE_GETS ranged GETs in flight, CKPT_REMOTE_WINDOW chunks
+ * held), so memory stays a few dozen chunks whatever the range. fn returns
+ * ST_*; its failure stops the read and is returned (fn says why itself). */
 typedef int (*ckpt_sink)(void *arg, size_t off, size_t n, const float *src);
 int ckpt_read_each(ckpt_reader *r, int array, size_t lo, size_t hi, ckpt_sink fn, void *arg);
 /* Stored bytes this reader has read so far (for a remote one: downloaded). */
@@ -184,6 +185,10 @@ int ckpt_count(const char *ckpt_dir);
  * last, so a step exists remotely iff its manifest object does. */
 typedef struct s3_client s3_client;
 #define CKPT_REMOTE_GETS 8   /* ranged GETs in flight per remote reader */
+/* Chunks a remote reader holds, in flight or loaded and waiting their turn:
+ * more than the GETs, so that one slow answer does not stop the GETs
+ * behind it at once (bench/s3lat.sh). */
+#define CKPT_REMOTE_WINDOW 32
 /* Step `step` under the client's prefix; the reader borrows c (keep it open
  * until ckpt_close). ST_NOINPUT when its manifest.json does not exist. */
 int ckpt_open_remote(ckpt_reader **r, s3_client *c, int64_t step, char *err, size_t errcap);

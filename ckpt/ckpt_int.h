@@ -25,6 +25,7 @@
 #define CKPT_MAX_PARAMS 1000000
 #define CKPT_MAX_DIM ((int64_t)1 << 24)
 #define CKPT_ERR 1024
+#define CKPT_MAX_READ_THREADS 64    /* a reader's loading threads, whatever the core count */
 
 typedef struct {
     int array, codec;
@@ -70,8 +71,11 @@ struct ckpt_reader {
      * under key (the step's key prefix, ending in '/'); NULL: a directory. */
     s3_client *s3;
     char key[1100];
-    ckpt_cbuf *par;               /* one per chunk in flight in ckpt_read_each */
-    int n_par;
+    int window;                   /* chunks loaded ahead of the one handed on; <= threads: threads */
+    uint8_t **slots;              /* the window's decoded chunks (reader.c), kept between reads */
+    int n_slots;
+    ckpt_cbuf *work;              /* its workers' stored bytes and codec scratch, likewise */
+    int n_work;
     uint64_t fetched;             /* stored bytes read so far, manifest included */
 };
 

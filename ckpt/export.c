@@ -220,9 +220,10 @@ int ckpt_export_reader(ckpt_reader *r, const char *out_dir, const ckpt_export_op
         goto out;
     cfg = ckpt_hf_config(&r->info, es == 2);
     size_t step = r->chunk_bytes / 4 ? (size_t)(r->chunk_bytes / 4) : 1;
-    /* A remote reader fetches a range's chunks in parallel: give it several. */
+    /* A remote reader fetches a range's chunks through its window: give it
+     * a window's worth, so that its GETs rarely wait for the next call. */
     if (r->s3)
-        step *= CKPT_REMOTE_GETS;
+        step *= CKPT_REMOTE_WINDOW;
     buf = malloc(step * sizeof(float));
     first = malloc((size_t)(r->n_tensors + 1) * sizeof *first);
     if (!cfg || !buf || !first || r->n_tensors < 1) {

@@ -143,6 +143,7 @@ int ckpt_open_remote(ckpt_reader **out, s3_client *c, int64_t step, char *err, s
     ckpt_reader *r = *out;
     r->s3 = c;
     r->threads = CKPT_REMOTE_GETS;
+    r->window = CKPT_REMOTE_WINDOW;
     if (s3_ckpt_key(u, step, "", r->key, sizeof r->key) != 0) {
         snprintf(err, errcap, "checkpoint %.300s: key too long", dir);
         ckpt_close(r);

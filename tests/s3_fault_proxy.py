@@ -6,22 +6,27 @@
 # with 403 ExpiredToken.
 #   python3 tests/s3_fault_proxy.py --upstream PORT --port-file FILE
 # Control: GET /_control?fail=N&status=503&drop=N&cut=N&slow=SECONDS&expired_token=T
-#          &match=TEXT       faults hit only requests whose "METHOD /path?query"
-#                            contains TEXT ("" = every request)
+#          &match=TEXT       faults hit only requests whose "METHOD /path?query RANGE"
+#                            contains TEXT ("" = every request; RANGE: the Range
+#                            header's value, e.g. "bytes=0-16383", or "")
 #          &slow_count=N     only the next N matching requests are slow (-1 = all)
+#          &slow_match=TEXT  slowness hits the requests TEXT matches instead
+#                            (so one chunk can be slow while another fails)
 #          &expire_after=N   after N more ranged GETs that carry a session token,
 #                            every token seen so far is refused with 403
 #                            ExpiredToken (a credential expiring mid-transfer;
 #                            tokens issued later pass)
-#          GET /_state -> JSON counters.
+#          GET /_state -> JSON counters; "overtook": answers sent while an
+#                            earlier-arrived slow request was still waiting.
 import argparse, http.client, json, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
 STATE = {"fail": 0, "status": 503, "drop": 0, "cut": 0, "slow": 0.0, "expired_token": "", "match": "",
-         "slow_count": -1, "expire_after": -1}
+         "slow_count": -1, "expire_after": -1, "slow_match": ""}
 COUNT = {"requests": 0, "failed": 0, "dropped": 0, "cut": 0, "expired": 0, "slowed": 0, "aborts": 0,
-         "matched": 0, "expired_ranged": 0}
+         "matched": 0, "expired_ranged": 0, "overtook": 0}
+SLEEPING = [0]   # slow requests now waiting
 SEEN_TOKENS = set()
 EXPIRED_TOKENS = set()
 UPSTREAM = [0]
@@ -69,7 +74,9 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["expire_after"] -= 1
                     if STATE["expire_after"] == 0:
                         EXPIRED_TOKENS.update(SEEN_TOKENS)
-            hit = STATE["match"] in "%s %s" % (self.command, self.path)
+            what = "%s %s %s" % (self.command, self.path, self.headers.get("Range", ""))
+            hit = STATE["match"] in what
+            slow_hit = STATE["slow_match"] in what if STATE["slow_match"] else hit
             COUNT["matched"] += hit and STATE["match"] != ""
             if (STATE["expired_token"] and tok == STATE["expired_token"]) or tok in EXPIRED_TOKENS:
                 action = "expired"
@@ -89,9 +96,10 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["fail"] -= 1
                 action = "fail"
                 COUNT["failed"] += 1
-            slow = STATE["slow"] if hit and action is None and STATE["slow_count"] != 0 else 0
+            slow = STATE["slow"] if slow_hit and action is None and STATE["slow_count"] != 0 else 0
             if slow:
                 COUNT["slowed"] += 1
+                SLEEPING[0] += 1
                 if STATE["slow_count"] > 0:
                     STATE["slow_count"] -= 1
         if action == "drop":
@@ -107,6 +115,8 @@ class Handler(BaseHTTPRequestHandler):
                               b"</Message></Error>")
         if slow:
             time.sleep(slow)
+            with LOCK:
+                SLEEPING[0] -= 1
         conn = http.client.HTTPConnection("127.0.0.1", UPSTREAM[0], timeout=120)
         hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "expect")}
         conn.request(self.command, self.path, body=body, headers=hdrs)
@@ -128,6 +138,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.command != "HEAD":
             self.wfile.write(data)
         conn.close()
+        with LOCK:
+            COUNT["overtook"] += not slow and SLEEPING[0] > 0
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_any
 

@@ -515,6 +515,15 @@ static void test_parallel_verify(void)
         int c1 = ckpt_verify_digest(r1, d1), c4 = ckpt_verify_digest(r4, d4);
         EXPECT(c1 == (damaged ? ST_DATA : ST_OK) && c4 == c1);
         EXPECT(strcmp(r1->err, r4->err) == 0);
+        /* 2 threads, 6 chunks ahead: the same digests and the same error. */
+        char e1w[CKPT_ERR], dw[CKPT_N_ARRAYS][17];
+        snprintf(e1w, sizeof e1w, "%s", r1->err);
+        r4->threads = 2;
+        r4->window = 6;
+        r4->err[0] = 0;
+        EXPECT(ckpt_verify_digest(r4, dw) == c1 && strcmp(r4->err, e1w) == 0);
+        for (int a = 0; !damaged && a < CKPT_N_ARRAYS; a++)
+            EXPECT(strcmp(dw[a], d1[a]) == 0);
         for (int a = 0; !damaged && a < CKPT_N_ARRAYS; a++) {
             char want[17];
             snprintf(want, sizeof want, "%016llx", (unsigned long long)XXH3_64bits(arr[a], L.n_floats * sizeof(float)));
@@ -563,12 +572,16 @@ static void test_parallel_read(void)
     test_step_dir(step, sizeof step, dir, 1);
     float *buf = malloc(L.n_floats * sizeof(float));
     static const size_t ranges[][2] = {{0, 0}, {0, 1}, {5, 300}, {96, 302}, {0, 0}};
-    for (int threads = 1; threads <= 5; threads += 4) {
+    /* threads, window: serial; window = threads; a window wider than the
+     * threads (a remote reader's shape), so chunks wait their turn. */
+    static const int shapes[][2] = {{1, 0}, {5, 0}, {2, 7}};
+    for (int sh = 0; sh < 3; sh++) {
         ckpt_reader *r = NULL;
         EXPECT(ckpt_open_quiet(&r, step, err, sizeof err) == ST_OK);
         if (!r)
             break;
-        r->threads = threads;
+        r->threads = shapes[sh][0];
+        r->window = shapes[sh][1];
         for (int a = 0; a < CKPT_N_ARRAYS; a++)
             for (size_t k = 0; k < sizeof ranges / sizeof ranges[0]; k++) {
                 size_t lo = ranges[k][0], hi = k == 4 ? L.n_floats : ranges[k][1];
@@ -603,14 +616,19 @@ static void test_parallel_read(void)
         bad = first + 1;
     }
     ckpt_close(r);
-    for (int threads = 1; threads <= 5; threads += 4) {
+    for (int k = 0; k < 3; k++) {
         r = NULL;
         EXPECT(ckpt_open_quiet(&r, step, err, sizeof err) == ST_OK);
         if (!r)
             break;
-        r->threads = threads;
+        r->threads = shapes[k][0];
+        r->window = shapes[k][1];
         EXPECT(ckpt_read_range_quiet(r, CKPT_ADAM_V, 0, L.n_floats, buf) == ST_DATA);
-        snprintf(threads == 1 ? e1 : e5, CKPT_ERR, "%s", r->err);
+        if (k == 0)
+            snprintf(e1, CKPT_ERR, "%s", r->err);
+        else
+            EXPECT(strcmp(e1, r->err) == 0);
+        snprintf(e5, CKPT_ERR, "%s", r->err);
         EXPECT(ckpt_read_range_quiet(r, CKPT_ADAM_M, 0, L.n_floats, buf) == ST_OK);
         EXPECT(memcmp(buf, arr[CKPT_ADAM_M], L.n_floats * sizeof(float)) == 0);
         ckpt_close(r);
