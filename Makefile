@@ -290,4 +290,6 @@ install: $(BUILD)/spotrain
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+# Every build directory's dependency files, BUILD=elsewhere included, so a
+# changed header rebuilds what includes it there too.
+-include $(shell find $(sort build $(BUILD)) -name '*.d' 2>/dev/null)
