@@ -22,7 +22,7 @@ for need in "$TOOL" "$SINK" "$S" ${OLD:+"$OLD"}; do
         exit 0
     fi
 done
-tmp=$(mktemp -d /tmp/spotrain-s3lat.XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/spotrain-s3lat.XXXXXX")
 spid=
 trap 'kill $spid 2>/dev/null; rm -rf "$tmp"' EXIT
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3

@@ -116,6 +116,9 @@ static int cuda_nccl_fail(cuda_nccl *x, const char *what, ncclResult_t r)
                      x->api.error_string(r), last[0] ? " (" : "", last, last[0] ? ")" : "", cuda_xfer_advice(r));
 }
 
+/* A non-blocking communicator answers ncclInProgress for work it has taken. */
+static int cuda_nccl_taken(ncclResult_t r) { return r == ncclSuccess || r == ncclInProgress; }
+
 /* Polls until the communicator is idle (ev NULL: after init, group end,
  * finalize) or the event has completed, through xfer.c's state machine. */
 static int cuda_nccl_wait(cuda_nccl *x, cudaEvent_t ev, double timeout, const char *what)
@@ -234,7 +237,7 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
         cfg.blocking = 0;   /* every wait is ours to bound */
         comm_test_freeze("nccl-init");
         ncclResult_t r = x->api.init_rank_config(&x->comm, world, id, rank, &cfg);
-        if (r != ncclSuccess && r != ncclInProgress) {
+        if (!cuda_nccl_taken(r)) {
             x->comm = NULL;
             rc = util_fail(cuda_xfer_status(r), "NCCL communicator init failed on rank %d of %d: %s; %s", rank, world,
                            x->api.error_string(r), cuda_xfer_advice(r));
@@ -275,7 +278,7 @@ void cuda_nccl_close(cuda_nccl *x)
      * takes long means a peer is gone (an error path): abort it. */
     if (x->comm) {
         ncclResult_t r = x->api.finalize(x->comm);
-        if (r != ncclSuccess && r != ncclInProgress)
+        if (!cuda_nccl_taken(r))
             cuda_nccl_abort(x);
     }
     if (x->comm && cuda_nccl_wait(x, NULL, CUDA_NCCL_FINALIZE_TIMEOUT, "communicator finalize") != ST_OK)
@@ -322,17 +325,17 @@ static int cuda_nccl_round(cuda_nccl *x, const char *src, char *dst, size_t esiz
     ncclResult_t bad = x->api.group_start();
     if (bad != ncclSuccess)
         return cuda_nccl_fail(x, what, bad);
-    for (int i = 0; i < nops && (bad == ncclSuccess || bad == ncclInProgress); i++) {
+    for (int i = 0; i < nops && cuda_nccl_taken(bad); i++) {
         const cuda_xfer_op *o = &x->ops[i];
         if (o->send_count)
             bad = x->api.send(src + o->send_off * esize, o->send_count * esize, ncclUint8, o->peer, x->comm, s);
-        if ((bad == ncclSuccess || bad == ncclInProgress) && o->recv_count)
+        if (cuda_nccl_taken(bad) && o->recv_count)
             bad = x->api.recv(dst + o->recv_off * esize, o->recv_count * esize, ncclUint8, o->peer, x->comm, s);
     }
     ncclResult_t r = x->api.group_end();
-    if (bad == ncclSuccess || bad == ncclInProgress)
+    if (cuda_nccl_taken(bad))
         bad = r;
-    if (bad != ncclSuccess && bad != ncclInProgress)
+    if (!cuda_nccl_taken(bad))
         return cuda_nccl_fail(x, what, bad);
     return cuda_nccl_wait(x, NULL, timeout, what);
 }
