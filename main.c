@@ -63,7 +63,9 @@ static const char main_train_usage[] =
     "  --set k=v   override any INI key (repeatable), e.g. --set train.max_steps=100\n"
     "  --dry-run   print the resolved config, parameter count and per-process memory\n"
     "              plan (for --world N ranks, default 1) and exit; with backend auto or cuda\n"
-    "              also the per-GPU plan and whether it fits --gpu-memory GiB (default: cost.gpu)\n"
+    "              also the per-GPU plan and whether it fits --gpu-memory GiB (default: cost.gpu);\n"
+    "              the communication per step, and with cost.network_gbps its share of a step\n"
+    "              and the most an overlap with the backward pass (not built) could hide\n"
     "  --quiet     no log lines on stderr (errors still print)\n";
 
 static int main_version(void)
