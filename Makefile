@@ -30,7 +30,7 @@ OPT     := -O3 -march=x86-64-v3 -g
 endif
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(SANFLAGS) -fopenmp -MMD -MP
+CFLAGS  += -std=c11 -D_GNU_SOURCE -I. $(OPT) $(WARN) $(SANFLAGS) -fopenmp -MMD -MP
 LDFLAGS += $(SANFLAGS) -fopenmp
 STATIC_LIBS := -lzstd -linih -ljson-c -lxxhash -lopenblas
 ifeq ($(SAN),1)
@@ -69,7 +69,7 @@ override DEVICE := 0
 BUILD   := $(BUILD)/emu
 EMU_LIB := $(BUILD)/emu-lib
 CFLAGS  += -DSPOTRAIN_CUDA=1
-EMUFLAGS := -std=c++17 -D_GNU_SOURCE $(OPT) -ffp-contract=off $(WARN) $(SANFLAGS) -DSPOTRAIN_CUDA=1 -Itests/emu
+EMUFLAGS := -std=c++17 -D_GNU_SOURCE -I. $(OPT) -ffp-contract=off $(WARN) $(SANFLAGS) -DSPOTRAIN_CUDA=1 -Itests/emu
 CU_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*.cu)) $(BUILD)/tests/emu/emu.o
 # -rdynamic: the reference cuBLASLt checks operands against the allocations
 LIBS    += -rdynamic -ldl -lstdc++
@@ -86,23 +86,25 @@ endif
 ifeq ($(CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
 CFLAGS  += -DSPOTRAIN_CUDA=1
-NVFLAGS := -std=c++17 -O3 $(CUDA_GENCODE) -fmad=false -DSPOTRAIN_CUDA=1 -MMD -MP \
+NVFLAGS := -std=c++17 -I. -O3 $(CUDA_GENCODE) -fmad=false -DSPOTRAIN_CUDA=1 -MMD -MP \
            -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter,-fPIC -Werror all-warnings
 LIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread $(STDCXX)
 CU_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*.cu))
 endif
 
-LIB_SRC := $(wildcard util/*.c train/*.c ckpt/*.c spot/*.c cuda/*.c)
+# Each concept's folder (docs/layout.md); main.c and cli/ are the commands.
+LIB_DIRS := util model tok hf data config comm backend ckpt s3 spot money train cli cuda
+LIB_SRC := $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))
 # The device binary has no libcurl: its S3 client refuses with one line.
 ifeq ($(DEVICE),1)
-LIB_SRC := $(filter-out ckpt/s3.c,$(LIB_SRC))
+LIB_SRC := $(filter-out s3/s3.c,$(LIB_SRC))
 else
-LIB_SRC := $(filter-out ckpt/s3_off.c,$(LIB_SRC))
+LIB_SRC := $(filter-out s3/s3_off.c,$(LIB_SRC))
 endif
 LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(BUILD)/sample_ini.o $(CU_OBJ)
-TEST_SRC := $(wildcard tests/test_*.c)
-TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
-FUZZ_SRC := $(wildcard tests/fuzz_*.c)
+TEST_SRC := $(wildcard tests/unit/test_*.c)
+TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
@@ -198,7 +200,7 @@ $(EMU_LIB)/libcublasLt.so.13: tests/emu/cublaslt.cpp tests/emu/cublasLt.h tests/
 	$(EMU_CXX) $(EMUFLAGS) -fPIC -shared -o $@ $< $(SANFLAGS)
 else
 # -fmad=false: no contraction the C side would not do, so the shared
-# per-element math (train/elem.h) rounds the same on both backends.
+# per-element math (model/elem.h) rounds the same on both backends.
 $(BUILD)/cuda/%.o: cuda/%.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
@@ -212,7 +214,7 @@ $(BUILD)/sample_ini.c: sample.ini
 $(BUILD)/sample_ini.o: $(BUILD)/sample_ini.c | $(BUILD)/.deps-ok
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libspotrain.a tests/harness.h
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libspotrain.a tests/harness.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 
@@ -223,8 +225,8 @@ test:
 
 test-build: $(BUILD)/spotrain $(TEST_BIN) $(BUILD)/tests/s3tool
 
-# The S3 client's driver for tests/cli_s3.sh and bench/s3.sh (not installed).
-$(BUILD)/tests/s3tool: tests/s3tool.c $(BUILD)/libspotrain.a
+# The S3 client's driver for tests/cli/cli_s3.sh and bench/s3.sh (not installed).
+$(BUILD)/tests/s3tool: tests/cli/s3tool.c $(BUILD)/libspotrain.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 
@@ -274,10 +276,10 @@ device-rehearsal:
 
 FUZZ_SECONDS ?= 20
 fuzz:
-	@BUILD=build/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz.sh $(FUZZ_SRC)
+	@BUILD=build/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/fuzz.sh $(FUZZ_SRC)
 
 chaos: $(BUILD)/spotrain
-	@BUILD=$(BUILD) CHAOS_ROUNDS=$${CHAOS_ROUNDS:-40} sh tests/cli_chaos.sh
+	@BUILD=$(BUILD) CHAOS_ROUNDS=$${CHAOS_ROUNDS:-40} sh tests/cli/cli_chaos.sh
 
 # A stripped binary, the restart wrapper, and the sample configuration
 # (also what `spotrain init` writes).

@@ -3,9 +3,9 @@
  * codec, and the compression ratio of each array (params, adam_m, adam_v)
  * per codec on a given checkpoint's state (a trained one from bench/ckpt.sh)
  * or on synthetic values. */
-#include "../ckpt/ckpt_int.h"
-#include "../train/model.h"
-#include "../util/util.h"
+#include "ckpt/ckpt_int.h"
+#include "model/model.h"
+#include "util/util.h"
 
 #include <fcntl.h>
 #include <inttypes.h>

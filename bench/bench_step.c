@@ -1,10 +1,10 @@
 /* Training-step throughput of the CPU backend (fwd_bwd + global-norm clip +
  * AdamW) on two fixed models, against this machine's fp32 GEMM ceiling
  * measured in the same run. Run by bench/throughput.sh next to PyTorch. */
-#include "../train/backend.h"
-#include "../train/optim.h"
-#include "../train/rng.h"
-#include "../util/util.h"
+#include "backend/backend.h"
+#include "model/optim.h"
+#include "model/rng.h"
+#include "util/util.h"
 
 #include <cblas.h>
 #include <math.h>

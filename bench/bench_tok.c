@@ -2,8 +2,8 @@
  * core (one encoder, its word cache warm after the first pass) and prints
  * MB/s, plus a check that decoding gives the text back.
  * usage: bench_tok tokenizer.json text.txt [passes] */
-#include "../train/tokenizer.h"
-#include "../util/util.h"
+#include "tok/tokenizer.h"
+#include "util/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,7 +12,7 @@ mkdir -p "$DIR" || exit 1
 trap 'rm -rf "$DIR"' EXIT
 make -s "$BUILD/libspotrain.a" "$BUILD/spotrain" || exit 1
 # shellcheck disable=SC2046
-cc -std=c11 -D_GNU_SOURCE -O2 -o "$DIR/bench_ckpt" bench/bench_ckpt.c "$BUILD/libspotrain.a" -fopenmp \
+cc -std=c11 -D_GNU_SOURCE -I. -O2 -o "$DIR/bench_ckpt" bench/bench_ckpt.c "$BUILD/libspotrain.a" -fopenmp \
     -lzstd -ljson-c -lxxhash -linih -lopenblas -lm -lpthread \
     $(command -v mpicc >/dev/null 2>&1 && mpicc -showme:link) || exit 1
 echo "training $STEPS steps of a 0.5M-parameter model for a trained state..."

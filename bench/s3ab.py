@@ -4,7 +4,7 @@ one run, with the wall time and CPU seconds of each side.
 
   s3ab.py LABEL ENDPOINT BUCKET STEP_DIR S3TOOL SPOTRAIN REPS OUT.json CHUNK
 
-spotrain upload = tests/s3tool put per file (ckpt/s3.c's s3_upload_fd, what
+spotrain upload = tests/s3tool put per file (s3/s3.c's s3_upload_fd, what
 the trainer's uploader calls); spotrain download = `spotrain ckpt verify` of
 the uploaded step (the resume reader: parallel ranged GETs, every chunk's
 checksum, zstd decoding); spotrain get = one ranged GET of the shard into

@@ -6,7 +6,7 @@
 #define SPOTRAIN_CKPT_INT_H
 
 #include "ckpt.h"
-#include "s3.h"
+#include "s3/s3.h"
 
 #include <stdint.h>
 #include <stddef.h>

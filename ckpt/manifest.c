@@ -11,7 +11,7 @@
  * any edit of the fixed-shape tail breaks its shape, and a manifest without
  * the tail must say format 1 (written before the seal existed). */
 #include "ckpt_int.h"
-#include "../util/util.h"
+#include "util/util.h"
 
 #include <inttypes.h>
 #include <json-c/json.h>

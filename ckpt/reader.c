@@ -2,7 +2,7 @@
  * manifest, reads any flat range of an array across shards, verifies every
  * chunk's checksums, and digests arrays in flat order. */
 #include "ckpt_int.h"
-#include "../util/util.h"
+#include "util/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

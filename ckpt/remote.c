@@ -3,7 +3,7 @@
  * HEAD), the listing of committed remote steps, and the order resume tries
  * local and remote checkpoints in. */
 #include "ckpt_int.h"
-#include "../util/util.h"
+#include "util/util.h"
 
 #include <inttypes.h>
 #include <stdarg.h>

@@ -2,7 +2,7 @@
  * rotation (keep_last + keep_every, never the only good one), leftover .tmp
  * cleanup, the newest-that-verifies search, and the on_save hook. */
 #include "ckpt_int.h"
-#include "../util/util.h"
+#include "util/util.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -3,7 +3,7 @@
  * manifest last, and the rotation of the remote copy (manifest first). */
 #include "upload.h"
 #include "ckpt.h"
-#include "../util/util.h"
+#include "util/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -6,7 +6,7 @@
 #define SPOTRAIN_UPLOAD_H
 
 #include <stdint.h>
-#include "s3.h"
+#include "s3/s3.h"
 
 /* What the newest finished job did. */
 typedef struct {

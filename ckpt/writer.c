@@ -4,7 +4,7 @@
  * compression pool, checksums them, appends them to the writeback stream,
  * and on rank 0 commits. */
 #include "ckpt_int.h"
-#include "../util/util.h"
+#include "util/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 
 extern "C" {
-#include "../train/comm.h"
+#include "comm/comm.h"
 }
 
 enum { CUDA_MAX_PINNED = 8 };

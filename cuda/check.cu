@@ -1,5 +1,5 @@
 /* Kernel checks: thin host wrappers that run one layer's kernels on host
- * arrays for tests/test_cuda_kernels.c (outputs NaN-poisoned before the
+ * arrays for tests/unit/test_cuda_kernels.c (outputs NaN-poisoned before the
  * launch, so an element a kernel forgets shows up). Not used in training. */
 #include "common.cuh"
 #include "gemm.cuh"

@@ -15,10 +15,10 @@
 #include <cuda_fp16.h>
 
 extern "C" {
-#include "../util/util.h"
-#include "../train/backend.h"
-#include "../train/elem.h"
-#include "../train/optim.h"
+#include "util/util.h"
+#include "backend/backend.h"
+#include "model/elem.h"
+#include "model/optim.h"
 #include "plan.h"
 #include "cuda.h"
 }

@@ -1,4 +1,4 @@
-/* The CUDA backend's C entry points: what train/backend.c and main.c call.
+/* The CUDA backend's C entry points: what backend/backend.c and main.c call.
  * Plain C (no CUDA headers), so every file of the tree can include it; the
  * functions exist only in builds made with CUDA=1 (SPOTRAIN_CUDA). */
 #ifndef SPOTRAIN_CUDA_H
@@ -6,8 +6,8 @@
 
 #include <stddef.h>
 #include <stdio.h>
-#include "../train/backend.h"
-#include "../train/optim.h"
+#include "backend/backend.h"
+#include "model/optim.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -25,11 +25,11 @@ void cuda_describe(FILE *f);
  * 13.0, cublasLt 130100, nccl 2.26.5" ("nccl none" when it does not load). */
 void cuda_library_versions(char *out, size_t cap);
 
-/* The CUDA backend (device-resident state; train/backend.h). */
+/* The CUDA backend (device-resident state; backend/backend.h). */
 int backend_cuda_create(backend **out, const model_layout *L, const backend_opts *o);
 
 /* The NCCL data plane on device buffers, for `spotrain selftest comm` on
- * the cuda backend (train/selftest.c checks the bits and prints). open
+ * the cuda backend (cli/selftest.c checks the bits and prints). open
  * picks this rank's GPU, creates the communicator over all MPI ranks and
  * sends NCCL's INFO log to a temporary file; where[] says which GPU and
  * NCCL. reduce_scatter/allgather take a host vector of n <= max_floats
@@ -43,7 +43,7 @@ int cuda_dp_allgather(cuda_dp *d, float *v, size_t n, double *seconds);
 int cuda_dp_transport(cuda_dp *d, char *out, size_t cap);
 void cuda_dp_close(cuda_dp *d);
 
-/* Kernel checks for tests/test_cuda_kernels.c: each runs one layer's
+/* Kernel checks for tests/unit/test_cuda_kernels.c: each runs one layer's
  * kernels on host arrays (fp32 on the host; the compute type on the device,
  * inputs rounded to nearest even on upload), with every output first
  * poisoned with NaN, and copies the outputs back as fp32. In/out arrays

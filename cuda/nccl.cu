@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 extern "C" {
-#include "xfer.h"
-#include "../train/comm.h"
+#include "comm/xfer.h"
+#include "comm/comm.h"
 }
 
 static_assert((int)ncclSuccess == CUDA_NCCL_SUCCESS && (int)ncclUnhandledCudaError == CUDA_NCCL_UNHANDLED_CUDA &&
@@ -301,7 +301,7 @@ void cuda_nccl_close(cuda_nccl *x)
 
 /* own[i] = slot 0 + slot 1 + ... + slot W-1, left to right, where slot r
  * is recv + r * stride and this rank's own slot is `own` itself: the CPU
- * rule (train/comm.c), so a fixed world size gives the same bits whatever
+ * rule (comm/comm.c), so a fixed world size gives the same bits whatever
  * path the bytes took. Grid from the count, one element per thread. */
 __global__ void cuda_rank_sum_kernel(float *own, const float *recv, size_t stride, int W, int me, size_t cnt)
 {

@@ -1,10 +1,10 @@
 /* Host-side plans of the CUDA backend: GEMM shapes and their column-major
  * form, the activation arena, AdamW segments and the memory plan. Pure
  * functions of the model shape, micro-batch and precision, compiled by cc
- * so tests/test_cuda_plan.c checks them without a GPU. */
+ * so tests/unit/test_cuda_plan.c checks them without a GPU. */
 #include "plan.h"
-#include "../train/comm.h"
-#include "../util/util.h"
+#include "comm/comm.h"
+#include "util/util.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "../train/model.h"
+#include "model/model.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,5 +1,5 @@
 /* RMSNorm forward and backward, one block per row, with the CPU backend's
- * formulas (train/cpu.c) and elem_rms_scale: sums of squares in double.
+ * formulas (backend/cpu.c) and elem_rms_scale: sums of squares in double.
  * The weight w is W: fp32, or the 2-byte working copy under bf16/fp16.
  * The weight gradient sums rows in fixed chunks, then the chunks in order:
  * no atomics, the same bits every run. */

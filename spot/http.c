@@ -3,7 +3,7 @@
  * (status line, headers, Content-Length / chunked / read-to-close bodies). */
 #include "http.h"
 
-#include "../util/util.h"
+#include "util/util.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -3,7 +3,7 @@
  * a notice file every poll_seconds, and posts what it finds to the stop flag. */
 #include "spot.h"
 
-#include "../util/util.h"
+#include "util/util.h"
 #include "http.h"
 
 #include <ctype.h>

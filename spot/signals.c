@@ -2,9 +2,9 @@
  * latched notice that pollers post into, spot_poll for the loop, and the
  * one-line `notice` record appended to RUN_DIR/events.jsonl. */
 #include "spot.h"
-#include "../util/events.h"
+#include "util/events.h"
 
-#include "../util/util.h"
+#include "util/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -3,7 +3,7 @@
  * forever, so that the restart wrapper can start the job again. */
 #include "spot.h"
 
-#include "../util/util.h"
+#include "util/util.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -21,7 +21,7 @@ log=$(mktemp)
 if [ -n "$RUN_ONLY" ]; then
     set -- $RUN_ONLY
 else
-    set -- "$BUILD"/tests/test_* tests/cli_*.sh
+    set -- "$BUILD"/tests/test_* tests/cli/cli_*.sh
 fi
 for t in "$@"; do
     [ -e "$t" ] || continue

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-# Writes train/unicode_tab.h: the Unicode general category of every code
+# Writes tok/unicode_tab.h: the Unicode general category of every code
 # point as sorted ranges, from Python's unicodedata (3.11: Unicode 14.0, the
 # version of the Oniguruma 6.9.8 inside the tokenizers library's wheels).
-# Run: python3 tools/gen_unicode.py > train/unicode_tab.h
+# Run: python3 tools/gen_unicode.py > tok/unicode_tab.h
 import sys, unicodedata
 CATS = ["Cn", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No",
         "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So",

@@ -1,11 +1,11 @@
 /* events.jsonl records and the Prometheus textfile, moved out of the loop:
  * the loop says what happened, this file decides how it is written down. */
 #include "ledger.h"
-#include "cli_cost.h"
+#include "cli/cost.h"
 #include "interval.h"
-#include "../spot/cost.h"
-#include "../spot/metrics.h"
-#include "../util/util.h"
+#include "money/cost.h"
+#include "metrics.h"
+#include "util/util.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -5,9 +5,9 @@
 #define SPOTRAIN_LEDGER_H
 
 #include <stdint.h>
-#include "../ckpt/ckpt.h"
-#include "../util/events.h"
-#include "config.h"
+#include "ckpt/ckpt.h"
+#include "util/events.h"
+#include "config/config.h"
 
 typedef struct {
     const cfg *c;

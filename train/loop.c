@@ -4,20 +4,20 @@
  * validation, and the calls into the checkpoint/stop protocol (protocol.c)
  * and the ledger (ledger.c). */
 #include "train.h"
-#include "backend.h"
-#include "comm.h"
-#include "data.h"
-#include "hf.h"
+#include "backend/backend.h"
+#include "comm/comm.h"
+#include "data/data.h"
+#include "hf/hf.h"
 #include "interval.h"
 #include "ledger.h"
 #include "lscale.h"
-#include "optim.h"
-#include "cli_cost.h"
+#include "model/optim.h"
+#include "cli/cost.h"
 #include "protocol.h"
-#include "../ckpt/ckpt.h"
-#include "../ckpt/s3.h"
-#include "../spot/spot.h"
-#include "../util/util.h"
+#include "ckpt/ckpt.h"
+#include "s3/s3.h"
+#include "spot/spot.h"
+#include "util/util.h"
 
 #include <math.h>
 #include <pthread.h>

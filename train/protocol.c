@@ -64,9 +64,9 @@
  *
  * Invariants (proto_check): -1 <= durable; inflight is -1 or > durable. */
 #include "protocol.h"
-#include "comm.h"
-#include "../spot/spot.h"
-#include "../util/util.h"
+#include "comm/comm.h"
+#include "spot/spot.h"
+#include "util/util.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -6,8 +6,8 @@
 #define SPOTRAIN_PROTOCOL_H
 
 #include <stdint.h>
-#include "../ckpt/ckpt.h"
-#include "../ckpt/upload.h"
+#include "ckpt/ckpt.h"
+#include "ckpt/upload.h"
 
 /* Flags every rank contributes to the per-step agreement (element-wise max). */
 enum { PROTO_STOP, PROTO_DUE, PROTO_NOT_WRITTEN, PROTO_FAILED, PROTO_COMMITTED, PROTO_UP_BUSY, PROTO_N };

@@ -3,8 +3,8 @@
 #ifndef SPOTRAIN_TRAIN_H
 #define SPOTRAIN_TRAIN_H
 
-#include "config.h"
-#include "model.h"
+#include "config/config.h"
+#include "model/model.h"
 
 enum { TRAIN_FRESH = 0, TRAIN_RESUME = 1 };
 

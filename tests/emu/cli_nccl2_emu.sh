@@ -11,7 +11,7 @@
 # selftest comm over the device data plane in many rounds, bitwise.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
-. tests/lib.sh
+. tests/cli/lib.sh
 B=$SPOTRAIN
 cd "$T_TMP" || exit 1
 if ! command -v mpirun >/dev/null 2>&1 || ! "$B" --version | grep -q "mpi: yes"; then

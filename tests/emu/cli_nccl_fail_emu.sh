@@ -17,7 +17,7 @@
 # tag in its environment) is killed at the end of its check, so a frozen
 # rank never outlives the script.
 # shellcheck disable=SC2086
-. tests/lib.sh
+. tests/cli/lib.sh
 B=$SPOTRAIN
 cd "$T_TMP" || exit 1
 if ! command -v mpirun >/dev/null 2>&1 || ! "$B" --version | grep -q "mpi: yes"; then

@@ -8,7 +8,7 @@
 # on one CPU core.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
-. tests/lib.sh
+. tests/cli/lib.sh
 B=$SPOTRAIN
 cd "$T_TMP" || exit 1
 S="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 \

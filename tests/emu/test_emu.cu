@@ -16,7 +16,7 @@
 #include <cuda_fp16.h>
 
 extern "C" {
-#include "../harness.h"
+#include "tests/harness.h"
 }
 
 template <typename A> __device__ A emu_t_block_sum(A v, A *sh)

@@ -16,7 +16,7 @@
 #include <nccl.h>
 
 extern "C" {
-#include "../harness.h"
+#include "tests/harness.h"
 }
 
 enum { N = 1 << 16 };   /* 256 KiB: past MPI's eager limit, so a send waits for its receive */
@@ -201,7 +201,7 @@ int main(int argc, char **argv)
 {
     int provided = 0;
     if (!getenv("OMPI_COMM_WORLD_SIZE")) {
-        /* as tests/lib.sh: mpirun as root in containers and CI */
+        /* as tests/cli/lib.sh: mpirun as root in containers and CI */
         setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
         execlp("mpirun", "mpirun", "-np", "2", "--oversubscribe", argv[0], (char *)NULL);

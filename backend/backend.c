@@ -1,0 +1,103 @@
+/* Backend selection by name: "cpu" always, "cuda" in builds made with CUDA=1
+ * when a device, its driver and cuBLASLt are present, and "auto" (the
+ * default) picking CUDA when it can start and the CPU otherwise. Also the
+ * bounded checkpoint -> backend loader every backend shares. */
+#include "backend.h"
+#include "ckpt/ckpt.h"
+#include "cuda/cuda.h"
+#include "util/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int backend_create_named(backend **out, const model_layout *L, const backend_opts *o);
+
+int backend_create(backend **out, const model_layout *L, const backend_opts *o)
+{
+    int rc = backend_create_named(out, L, o);
+    if (rc == ST_OK)
+        backend_device_override(*out);
+    return rc;
+}
+
+static int backend_create_named(backend **out, const model_layout *L, const backend_opts *o)
+{
+    *out = NULL;
+    const char *name = o && o->name ? o->name : "auto";
+    if (strcmp(name, "cpu") == 0)
+        return backend_cpu_create(out, L, o);
+    if (strcmp(name, "cuda") != 0 && strcmp(name, "auto") != 0)
+        return util_fail(ST_CONFIG, "unknown backend '%s': use auto, cpu or cuda", name);
+#ifdef SPOTRAIN_CUDA
+    char why[256];
+    if (cuda_available(why, sizeof why))
+        return backend_cuda_create(out, L, o);
+    if (strcmp(name, "cuda") == 0)
+        return util_fail(ST_UNAVAILABLE, "backend cuda: %s; use backend = cpu or auto", why);
+#else
+    if (strcmp(name, "cuda") == 0)
+        return util_fail(ST_UNAVAILABLE, "backend cuda: this spotrain was built without CUDA support "
+                         "(rebuild with nvcc on the PATH, or CUDA=1); use backend = cpu or auto");
+#endif
+    return backend_cpu_create(out, L, o);
+}
+
+void backend_device_override(backend *b)
+{
+    const char *e = getenv("SPOTRAIN_DEVICE_NAME");
+    if (e && e[0])
+        snprintf(b->device, sizeof b->device, "%s", e);
+}
+
+int backend_continuity(const backend *b, const char *backend_was, const char *precision_was,
+                       const char *device_was, char *why, size_t cap)
+{
+    const char *what[3] = {"backend", "precision", "device"};
+    const char *was[3] = {backend_was, precision_was, device_was};
+    const char *now[3] = {b->name, b->precision, b->device};
+    int n = 0;
+    size_t len = 0;
+    if (cap)
+        why[0] = 0;
+    for (int k = 0; k < 3; k++) {
+        if (!was[k] || !was[k][0] || !strcmp(was[k], now[k]))
+            continue;
+        int w = snprintf(why + len, cap > len ? cap - len : 0, "%s%s %s -> %s", n ? ", " : "", what[k], was[k],
+                         now[k]);
+        if (w > 0)
+            len = len + (size_t)w < cap ? len + (size_t)w : cap;
+        n++;
+    }
+    return n;
+}
+
+int backend_check_tokens(const backend *b, const int32_t *tokens, int64_t n)
+{
+    int64_t V = b->L->s.vocab;
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return util_fail(ST_DATA, "token id %lld at position %lld is outside the vocabulary [0, %lld); "
+                             "check model.vocab_size against the tokenizer of the data",
+                             (long long)tokens[i], (long long)i, (long long)V);
+    return ST_OK;
+}
+
+typedef struct {
+    backend *b;
+    int array;
+} backend_sink_arg;
+
+static int backend_sink(void *arg, size_t off, size_t n, const float *src)
+{
+    backend_sink_arg *a = arg;
+    return a->b->load(a->b, a->array, off, n, src);
+}
+
+/* The reader hands over one verified chunk at a time from its own buffers:
+ * loading never needs a second copy of the model in host memory. */
+int backend_load_ckpt(backend *b, ckpt_reader *r, int array, size_t lo, size_t hi)
+{
+    backend_sink_arg a = {b, array};
+    return ckpt_read_each(r, array, lo, hi, backend_sink, &a);
+}

@@ -1,0 +1,834 @@
+/* The CPU compute backend: forward and backward of the Llama / DeepSeek-LLM
+ * decoder over the flat parameter vector: OpenBLAS for the matrix products,
+ * OpenMP loops with fixed chunking and reduction orders for the rest, so
+ * results are bitwise reproducible whatever the thread count. */
+#include "backend.h"
+#include "comm/comm.h"
+#include "model/elem.h"
+#include "util/util.h"
+
+#include <cblas.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <pmmintrin.h>
+#include <xmmintrin.h>
+#endif
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Activations one layer keeps for its backward pass. */
+typedef struct {
+    float *xn1, *rs1;   /* input_layernorm output and its 1/rms per row */
+    float *qkv;         /* [N, qd+2kvd]: q | k | v, rope applied to q and k */
+    float *att;         /* [B, H, T, T] softmax probabilities, upper triangle 0 */
+    float *ao;          /* [N, qd] attention output before o_proj */
+    float *mid;         /* [N, D] residual after attention */
+    float *xn2, *rs2;   /* post_attention_layernorm output, 1/rms */
+    float *gu;          /* [N, 2F]: gate | up */
+    float *h;           /* [N, F] silu(gate) * up */
+} cpu_layer;
+
+typedef struct {
+    model_shape s;
+    int nt;
+    float *params, *grads;  /* full flat vectors */
+    float *m, *v;           /* Adam moments of [lo,hi) */
+    double loss_acc;        /* summed loss since the last take_loss */
+    int64_t cap_b;          /* rows of seq_len tokens the buffers hold */
+    int64_t qd, kvd, qkvd;  /* widths of q, of k (= of v), and of the fused qkv */
+    float *rope_cos, *rope_sin;  /* [seq_len, head_dim/2] */
+    float **res;            /* n_layers+1 residual streams [N, D] */
+    cpu_layer *ly;
+    float *rsf, *xnf;       /* final norm */
+    float *logits;          /* [N, V]; turned into dlogits in place */
+    double *rowloss;        /* [N] */
+    /* backward scratch */
+    float *dres, *dxn, *dqkv, *dao, *dgu, *dh;
+    float *scratch;         /* per thread: attention's [T, T] dscores */
+    int64_t scratch_per_thread;
+} cpu_impl;
+
+/* Every matrix product runs as fixed row chunks, each a single-threaded
+ * OpenBLAS call inside our own OpenMP loop: one thread pool instead of two
+ * fighting over the cores, and chunk boundaries that depend on the shape
+ * only, so results are bitwise the same for any thread count (OpenBLAS's own
+ * threading changes the rounding with the thread count). */
+enum { CPU_GEMM_CHUNKS = 8, CPU_GEMM_MIN_ROWS = 64 };
+
+/* C[M,N] = op(A) op(B) + beta C, row-major; ta: A is stored [K,M]. */
+static void cpu_gemm(const cpu_impl *c, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    int64_t rows = (M + CPU_GEMM_CHUNKS - 1) / CPU_GEMM_CHUNKS;
+    rows = (rows + 15) / 16 * 16;
+    if (rows < CPU_GEMM_MIN_ROWS)
+        rows = CPU_GEMM_MIN_ROWS;
+    int64_t nch = (M + rows - 1) / rows;
+    /* Dynamic: a chunk's result does not depend on which thread runs it, and
+     * a core shared with another process then slows only its own chunks. */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nt)
+    for (int64_t i = 0; i < nch; i++) {
+        int64_t r0 = i * rows, m = M - r0 < rows ? M - r0 : rows;
+        const float *a = ta ? A + r0 : A + r0 * lda;
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m,
+                    (int)N, (int)K, 1.0f, a, (int)lda, B, (int)ldb, beta, C + r0 * ldc, (int)ldc);
+    }
+}
+
+static void cpu_free_acts(cpu_impl *c)
+{
+    if (c->res)
+        for (int64_t l = 0; l <= c->s.n_layers; l++)
+            free(c->res[l]);
+    free(c->res);
+    c->res = NULL;
+    if (c->ly) {
+        for (int64_t l = 0; l < c->s.n_layers; l++) {
+            cpu_layer *y = &c->ly[l];
+            free(y->xn1); free(y->rs1); free(y->qkv); free(y->att); free(y->ao);
+            free(y->mid); free(y->xn2); free(y->rs2); free(y->gu); free(y->h);
+        }
+    }
+    free(c->ly);
+    c->ly = NULL;
+    free(c->rsf); free(c->xnf); free(c->logits); free(c->rowloss);
+    free(c->dres); free(c->dxn); free(c->dqkv); free(c->dao); free(c->dgu); free(c->dh);
+    free(c->scratch);
+    c->rsf = c->xnf = c->logits = c->dres = c->dxn = c->dqkv = c->dao = c->dgu = c->dh = c->scratch = NULL;
+    c->rowloss = NULL;
+    c->cap_b = 0;
+}
+
+static float *cpu_alloc(size_t n, int *ok)
+{
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    if (!p)
+        *ok = 0;
+    return p;
+}
+
+/* Grows the activation buffers to hold B rows; contents are not kept. */
+static int cpu_reserve(cpu_impl *c, int64_t B)
+{
+    if (B <= c->cap_b)
+        return ST_OK;
+    cpu_free_acts(c);
+    const model_shape *s = &c->s;
+    size_t N = (size_t)(B * s->seq_len), D = (size_t)s->dim, F = (size_t)s->ffn_dim;
+    size_t T = (size_t)s->seq_len, H = (size_t)s->n_heads, V = (size_t)s->vocab;
+    int ok = 1;
+    c->res = calloc((size_t)s->n_layers + 1, sizeof *c->res);
+    c->ly = calloc((size_t)s->n_layers, sizeof *c->ly);
+    if (!c->res || !c->ly) {
+        cpu_free_acts(c);
+        return util_fail(ST_SOFTWARE, "cpu backend: out of memory for activations (micro-batch %lld)",
+                         (long long)B);
+    }
+    for (int64_t l = 0; l <= s->n_layers; l++)
+        c->res[l] = cpu_alloc(N * D, &ok);
+    for (int64_t l = 0; l < s->n_layers && ok; l++) {
+        cpu_layer *y = &c->ly[l];
+        y->xn1 = cpu_alloc(N * D, &ok);
+        y->rs1 = cpu_alloc(N, &ok);
+        y->qkv = cpu_alloc(N * (size_t)c->qkvd, &ok);
+        y->att = cpu_alloc((size_t)B * H * T * T, &ok);
+        y->ao = cpu_alloc(N * (size_t)c->qd, &ok);
+        y->mid = cpu_alloc(N * D, &ok);
+        y->xn2 = cpu_alloc(N * D, &ok);
+        y->rs2 = cpu_alloc(N, &ok);
+        y->gu = cpu_alloc(N * 2 * F, &ok);
+        y->h = cpu_alloc(N * F, &ok);
+    }
+    c->rsf = cpu_alloc(N, &ok);
+    c->xnf = cpu_alloc(N * D, &ok);
+    c->logits = cpu_alloc(N * V, &ok);
+    c->rowloss = malloc(N * sizeof(double));
+    if (!c->rowloss)
+        ok = 0;
+    c->dres = cpu_alloc(N * D, &ok);
+    c->dxn = cpu_alloc(N * D, &ok);
+    c->dqkv = cpu_alloc(N * (size_t)c->qkvd, &ok);
+    c->dao = cpu_alloc(N * (size_t)c->qd, &ok);
+    c->dgu = cpu_alloc(N * 2 * F, &ok);
+    c->dh = cpu_alloc(N * F, &ok);
+    c->scratch_per_thread = s->seq_len * s->seq_len + 16;
+    c->scratch = cpu_alloc((size_t)c->nt * (size_t)c->scratch_per_thread, &ok);
+    if (!ok) {
+        cpu_free_acts(c);
+        return util_fail(ST_SOFTWARE, "cpu backend: out of memory for activations (micro-batch %lld); "
+                         "lower train.micro_batch", (long long)B);
+    }
+    c->cap_b = B;
+    return ST_OK;
+}
+
+/* ---- elementwise pieces ------------------------------------------------ */
+
+/* Eight interleaved partial sums in a fixed order: vectorisable and the
+ * same result on every run. */
+static float cpu_dot(const float *a, const float *b, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] = fmaf(a[i + k], b[i + k], acc[k]);
+    for (; i < n; i++)
+        acc[0] = fmaf(a[i], b[i], acc[0]);
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* y += a * x; restrict lets the compiler vectorise it. */
+static inline void cpu_axpy(float *restrict y, float a, const float *restrict x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = fmaf(a, x[i], y[i]);
+}
+
+static float cpu_sum(const float *a, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += a[i + k];
+    for (; i < n; i++)
+        acc[0] += a[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static double cpu_dot64(const float *a, const float *b, int64_t n)
+{
+    double acc[4] = {0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++)
+            acc[k] += (double)a[i + k] * (double)b[i + k];
+    for (; i < n; i++)
+        acc[0] += (double)a[i] * (double)b[i];
+    return (acc[0] + acc[2]) + (acc[1] + acc[3]);
+}
+
+static void cpu_rmsnorm_fwd(const cpu_impl *c, float *out, float *rs, const float *x, const float *w,
+                            int64_t N)
+{
+    int64_t D = c->s.dim;
+    double eps = c->s.norm_eps;
+#pragma omp parallel for schedule(static) num_threads(c->nt)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * D;
+        float *o = out + n * D;
+        double ss = cpu_dot64(xr, xr, D);
+        float r = elem_rms_scale(ss, D, eps);
+        rs[n] = r;
+        for (int64_t j = 0; j < D; j++)
+            o[j] = (xr[j] * r) * w[j];
+    }
+}
+
+/* dx += d(rmsnorm)/dx . dy ; dw += sum over rows of dy * x * r. */
+static void cpu_rmsnorm_bwd(const cpu_impl *c, float *dx, float *dw, const float *dy, const float *x,
+                            const float *rs, const float *w, int64_t N)
+{
+    int64_t D = c->s.dim;
+#pragma omp parallel for schedule(static) num_threads(c->nt)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = x + n * D, *g = dy + n * D;
+        float *d = dx + n * D;
+        double dot = 0.0;
+        {
+            double acc[4] = {0};
+            int64_t j = 0;
+            for (; j + 4 <= D; j += 4)
+                for (int k = 0; k < 4; k++)
+                    acc[k] += (double)(g[j + k] * w[j + k]) * (double)xr[j + k];
+            for (; j < D; j++)
+                acc[0] += (double)(g[j] * w[j]) * (double)xr[j];
+            dot = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+        }
+        float r = rs[n];
+        float k = (float)((double)r * r * r * dot / (double)D);
+        for (int64_t j = 0; j < D; j++)
+            d[j] += r * (g[j] * w[j]) - xr[j] * k;
+    }
+    /* Columns are split between threads, rows summed in order: the same
+     * result for any thread count. */
+    enum { CB = 64 };
+    int64_t nb = (D + CB - 1) / CB;
+#pragma omp parallel for schedule(static) num_threads(c->nt)
+    for (int64_t bj = 0; bj < nb; bj++) {
+        double acc[CB] = {0};
+        int64_t j0 = bj * CB, j1 = j0 + CB < D ? j0 + CB : D;
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + n * D, *g = dy + n * D;
+            double r = rs[n];
+            for (int64_t j = j0; j < j1; j++)
+                acc[j - j0] += (double)(g[j] * xr[j]) * r;
+        }
+        for (int64_t j = j0; j < j1; j++)
+            dw[j] += (float)acc[j - j0];
+    }
+}
+
+/* Hugging Face rotate-half RoPE on `nh` heads of each row, in place;
+ * dir = -1 applies the transpose (backward). */
+static void cpu_rope(const cpu_impl *c, float *base, int64_t ld, int64_t nh, int64_t B, int64_t T, int dir)
+{
+    int64_t hd = c->s.head_dim, half = hd / 2;
+#pragma omp parallel for schedule(static) num_threads(c->nt)
+    for (int64_t n = 0; n < B * T; n++) {
+        int64_t t = n % T;
+        const float *cs = c->rope_cos + t * half, *sn = c->rope_sin + t * half;
+        for (int64_t h = 0; h < nh; h++) {
+            float *x = base + n * ld + h * hd;
+            for (int64_t i = 0; i < half; i++)
+                elem_rope(&x[i], &x[i + half], cs[i], dir > 0 ? sn[i] : -sn[i]);
+        }
+    }
+}
+
+static void cpu_swiglu_fwd(const cpu_impl *c, float *h, const float *gu, int64_t N)
+{
+    int64_t F = c->s.ffn_dim;
+#pragma omp parallel for schedule(static) num_threads(c->nt)
+    for (int64_t n = 0; n < N; n++) {
+        const float *g = gu + n * 2 * F, *u = g + F;
+        float *o = h + n * F;
+        for (int64_t j = 0; j < F; j++)
+            o[j] = elem_swiglu(g[j], u[j]);
+    }
+}
+
+static void cpu_swiglu_bwd(const cpu_impl *c, float *dgu, const float *dh, const float *gu, int64_t N)
+{
+    int64_t F = c->s.ffn_dim;
+#pragma omp parallel for schedule(static) num_threads(c->nt)
+    for (int64_t n = 0; n < N; n++) {
+        const float *g = gu + n * 2 * F, *u = g + F, *d = dh + n * F;
+        float *dg = dgu + n * 2 * F, *du = dg + F;
+        for (int64_t j = 0; j < F; j++)
+            elem_swiglu_bwd(g[j], u[j], d[j], &dg[j], &du[j]);
+    }
+}
+
+/* ---- attention --------------------------------------------------------- */
+
+/* Per (sequence, kv head) task, every product is a small single-threaded
+ * sgemm over the strided q/k/v columns of the fused qkv rows: the full T x T
+ * square (twice the causal work, at GEMM speed, far faster than loops), with
+ * the upper triangle of the probabilities held at exactly zero. */
+static float *cpu_scratch(const cpu_impl *c)
+{
+    return c->scratch + (size_t)omp_get_thread_num() * (size_t)c->scratch_per_thread;
+}
+
+static void cpu_attn_fwd_one(const cpu_impl *c, cpu_layer *y, int64_t b, int64_t kh, int64_t T)
+{
+    int64_t hd = c->s.head_dim, H = c->s.n_heads, grp = H / c->s.n_kv_heads, ld = c->qkvd;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    const float *kb = y->qkv + b * T * ld + c->qd + kh * hd, *vb = kb + c->kvd;
+    for (int64_t h = kh * grp; h < (kh + 1) * grp; h++) {
+        const float *qb = y->qkv + b * T * ld + h * hd;
+        float *P = y->att + (b * H + h) * T * T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, scale, qb, (int)ld, kb,
+                    (int)ld, 0.0f, P, (int)T);
+        for (int64_t t = 0; t < T; t++) {
+            float *p = P + t * T;
+            int64_t n = t + 1;
+            float mx = p[0];
+            for (int64_t s = 1; s < n; s++)
+                mx = p[s] > mx ? p[s] : mx;
+            for (int64_t s = 0; s < n; s++)
+                p[s] = elem_exp(p[s] - mx);
+            float inv = 1.0f / cpu_sum(p, n);
+            for (int64_t s = 0; s < n; s++)
+                p[s] *= inv;
+            for (int64_t s = n; s < T; s++)
+                p[s] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, P, (int)T, vb,
+                    (int)ld, 0.0f, y->ao + b * T * c->qd + h * hd, (int)c->qd);
+    }
+}
+
+static void cpu_attn_fwd(const cpu_impl *c, cpu_layer *y, int64_t B, int64_t T)
+{
+    int64_t KV = c->s.n_kv_heads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nt)
+    for (int64_t task = 0; task < B * KV; task++)
+        cpu_attn_fwd_one(c, y, task / KV, task % KV, T);
+}
+
+/* Backward of one (sequence, kv head): writes dq of the group's heads and
+ * dk, dv of the kv head (summed over the group in head order). */
+static void cpu_attn_bwd_one(const cpu_impl *c, const cpu_layer *y, int64_t b, int64_t kh, int64_t T)
+{
+    int64_t hd = c->s.head_dim, H = c->s.n_heads, grp = H / c->s.n_kv_heads, ld = c->qkvd, qd = c->qd;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    const float *kb = y->qkv + b * T * ld + qd + kh * hd, *vb = kb + c->kvd;
+    float *dkb = c->dqkv + b * T * ld + qd + kh * hd, *dvb = dkb + c->kvd;
+    float *dS = cpu_scratch(c);
+    for (int64_t h = kh * grp; h < (kh + 1) * grp; h++) {
+        const float *qb = y->qkv + b * T * ld + h * hd;
+        const float *P = y->att + (b * H + h) * T * T;
+        const float *dO = c->dao + b * T * qd + h * hd;
+        float beta = h == kh * grp ? 0.0f : 1.0f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f, dO, (int)qd, vb,
+                    (int)ld, 0.0f, dS, (int)T);
+        for (int64_t t = 0; t < T; t++) {
+            const float *p = P + t * T;
+            float *d = dS + t * T;
+            int64_t n = t + 1;
+            float sum = cpu_dot(p, d, n);
+            for (int64_t s = 0; s < n; s++)
+                d[s] = p[s] * (d[s] - sum) * scale;
+            for (int64_t s = n; s < T; s++)
+                d[s] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, dS, (int)T, kb,
+                    (int)ld, 0.0f, c->dqkv + b * T * ld + h * hd, (int)ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, dS, (int)T, qb,
+                    (int)ld, beta, dkb, (int)ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, P, (int)T, dO,
+                    (int)qd, beta, dvb, (int)ld);
+    }
+}
+
+static void cpu_attn_bwd(const cpu_impl *c, const cpu_layer *y, int64_t B, int64_t T)
+{
+    int64_t KV = c->s.n_kv_heads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nt)
+    for (int64_t task = 0; task < B * KV; task++)
+        cpu_attn_bwd_one(c, y, task / KV, task % KV, T);
+}
+
+/* ---- forward / backward ------------------------------------------------ */
+
+static const float *cpu_w(const backend *b, const model_param *p)
+{
+    return ((const cpu_impl *)b->impl)->params + p->offset;
+}
+static float *cpu_g(const backend *b, const model_param *p) { return ((cpu_impl *)b->impl)->grads + p->offset; }
+
+/* Runs the decoder stack on B rows of T tokens (row b starts at
+ * tokens + b*stride) and leaves the final normed states in c->xnf. */
+static void cpu_trunk_fwd(backend *be, const int32_t *tokens, int64_t B, int64_t T, int64_t stride)
+{
+    cpu_impl *c = be->impl;
+    const model_layout *L = be->L;
+    int64_t D = c->s.dim, F = c->s.ffn_dim, N = B * T;
+    const float *emb = cpu_w(be, model_embed(L));
+#pragma omp parallel for schedule(static) num_threads(c->nt)
+    for (int64_t n = 0; n < N; n++)
+        memcpy(c->res[0] + n * D, emb + (int64_t)tokens[(n / T) * stride + n % T] * D, (size_t)D * sizeof(float));
+    for (int64_t l = 0; l < c->s.n_layers; l++) {
+        cpu_layer *y = &c->ly[l];
+        const float *x = c->res[l];
+        cpu_rmsnorm_fwd(c, y->xn1, y->rs1, x, cpu_w(be, model_layer(L, l, MODEL_LN1)), N);
+        /* q, k and v weights are adjacent in the flat vector: one GEMM. */
+        cpu_gemm(c, 0, 1, N, c->qkvd, D, y->xn1, D, cpu_w(be, model_layer(L, l, MODEL_Q)), D, 0.0f, y->qkv,
+                 c->qkvd);
+        cpu_rope(c, y->qkv, c->qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, 1);
+        cpu_attn_fwd(c, y, B, T);
+        memcpy(y->mid, x, (size_t)(N * D) * sizeof(float));
+        cpu_gemm(c, 0, 1, N, D, c->qd, y->ao, c->qd, cpu_w(be, model_layer(L, l, MODEL_O)), c->qd, 1.0f, y->mid, D);
+        cpu_rmsnorm_fwd(c, y->xn2, y->rs2, y->mid, cpu_w(be, model_layer(L, l, MODEL_LN2)), N);
+        /* gate and up are adjacent too. */
+        cpu_gemm(c, 0, 1, N, 2 * F, D, y->xn2, D, cpu_w(be, model_layer(L, l, MODEL_GATE)), D, 0.0f, y->gu, 2 * F);
+        cpu_swiglu_fwd(c, y->h, y->gu, N);
+        memcpy(c->res[l + 1], y->mid, (size_t)(N * D) * sizeof(float));
+        cpu_gemm(c, 0, 1, N, D, F, y->h, F, cpu_w(be, model_layer(L, l, MODEL_DOWN)), F, 1.0f, c->res[l + 1], D);
+    }
+    cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(L)), N);
+}
+
+/* Logits, per-row cross-entropy into c->rowloss, and with grad_scale != 0
+ * the scaled dlogits in place of the logits. */
+static double cpu_head(backend *be, const int32_t *tokens, int64_t B, int grad, float grad_scale)
+{
+    cpu_impl *c = be->impl;
+    int64_t D = c->s.dim, V = c->s.vocab, T = c->s.seq_len, N = B * T;
+    cpu_gemm(c, 0, 1, N, V, D, c->xnf, D, cpu_w(be, model_lm_head(be->L)), D, 0.0f, c->logits, V);
+#pragma omp parallel for schedule(static) num_threads(c->nt)
+    for (int64_t n = 0; n < N; n++) {
+        float *z = c->logits + n * V;
+        int64_t tgt = tokens[(n / T) * (T + 1) + n % T + 1];
+        float mx = z[0];
+        for (int64_t j = 1; j < V; j++)
+            mx = z[j] > mx ? z[j] : mx;
+        float zt = z[tgt];
+        for (int64_t j = 0; j < V; j++)
+            z[j] = elem_exp(z[j] - mx);
+        double sum = 0.0;
+        {
+            double acc[4] = {0};
+            int64_t j = 0;
+            for (; j + 4 <= V; j += 4)
+                for (int k = 0; k < 4; k++)
+                    acc[k] += (double)z[j + k];
+            for (; j < V; j++)
+                acc[0] += (double)z[j];
+            sum = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+        }
+        c->rowloss[n] = (double)mx + log(sum) - (double)zt;
+        if (grad) {
+            float k = (float)(1.0 / sum) * grad_scale;
+            for (int64_t j = 0; j < V; j++)
+                z[j] *= k;
+            z[tgt] -= grad_scale;
+        }
+    }
+    double total = 0.0;
+    for (int64_t n = 0; n < N; n++)
+        total += c->rowloss[n];
+    return total;
+}
+
+static void cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
+{
+    cpu_impl *c = be->impl;
+    const model_layout *L = be->L;
+    int64_t D = c->s.dim, F = c->s.ffn_dim, V = c->s.vocab, T = c->s.seq_len, N = B * T;
+    int64_t qd = c->qd, qkvd = c->qkvd;
+    const model_param *lm = model_lm_head(L);
+    cpu_gemm(c, 1, 0, V, D, N, c->logits, V, c->xnf, D, 1.0f, cpu_g(be, lm), D);
+    cpu_gemm(c, 0, 0, N, D, V, c->logits, V, cpu_w(be, lm), D, 0.0f, c->dxn, D);
+    memset(c->dres, 0, (size_t)(N * D) * sizeof(float));
+    const model_param *fn = model_final_norm(L);
+    cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, fn), c->dxn, c->res[c->s.n_layers], c->rsf, cpu_w(be, fn), N);
+    for (int64_t l = c->s.n_layers - 1; l >= 0; l--) {
+        cpu_layer *y = &c->ly[l];
+        const model_param *pd = model_layer(L, l, MODEL_DOWN), *pg = model_layer(L, l, MODEL_GATE);
+        const model_param *po = model_layer(L, l, MODEL_O), *pq = model_layer(L, l, MODEL_Q);
+        const model_param *n1 = model_layer(L, l, MODEL_LN1), *n2 = model_layer(L, l, MODEL_LN2);
+        /* MLP */
+        cpu_gemm(c, 0, 0, N, F, D, c->dres, D, cpu_w(be, pd), F, 0.0f, c->dh, F);
+        cpu_gemm(c, 1, 0, D, F, N, c->dres, D, y->h, F, 1.0f, cpu_g(be, pd), F);
+        cpu_swiglu_bwd(c, c->dgu, c->dh, y->gu, N);
+        cpu_gemm(c, 1, 0, 2 * F, D, N, c->dgu, 2 * F, y->xn2, D, 1.0f, cpu_g(be, pg), D);
+        cpu_gemm(c, 0, 0, N, D, 2 * F, c->dgu, 2 * F, cpu_w(be, pg), D, 0.0f, c->dxn, D);
+        cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n2), c->dxn, y->mid, y->rs2, cpu_w(be, n2), N);
+        /* attention */
+        cpu_gemm(c, 0, 0, N, qd, D, c->dres, D, cpu_w(be, po), qd, 0.0f, c->dao, qd);
+        cpu_gemm(c, 1, 0, D, qd, N, c->dres, D, y->ao, qd, 1.0f, cpu_g(be, po), qd);
+        cpu_attn_bwd(c, y, B, T);
+        cpu_rope(c, c->dqkv, qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, -1);
+        cpu_gemm(c, 1, 0, qkvd, D, N, c->dqkv, qkvd, y->xn1, D, 1.0f, cpu_g(be, pq), D);
+        cpu_gemm(c, 0, 0, N, D, qkvd, c->dqkv, qkvd, cpu_w(be, pq), D, 0.0f, c->dxn, D);
+        cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n1), c->dxn, c->res[l], y->rs1, cpu_w(be, n1), N);
+    }
+    /* Embedding rows in token order: repeated tokens add up deterministically. */
+    float *ge = cpu_g(be, model_embed(L));
+    int64_t nb = (D + 63) / 64;
+#pragma omp parallel for schedule(static) num_threads(c->nt)
+    for (int64_t bj = 0; bj < nb; bj++) {
+        int64_t j0 = bj * 64, j1 = j0 + 64 < D ? j0 + 64 : D;
+        for (int64_t n = 0; n < N; n++) {
+            float *g = ge + (int64_t)tokens[(n / T) * (T + 1) + n % T] * D;
+            const float *d = c->dres + n * D;
+            for (int64_t j = j0; j < j1; j++)
+                g[j] += d[j];
+        }
+    }
+}
+
+/* Checks the ids, sizes the buffers and runs the trunk: shared by training
+ * and evaluation. */
+static int cpu_forward(backend *be, const int32_t *tokens, int64_t B)
+{
+    cpu_impl *c = be->impl;
+    int64_t T = c->s.seq_len;
+    int rc = backend_check_tokens(be, tokens, B * (T + 1));
+    if (rc == ST_OK)
+        rc = cpu_reserve(c, B);
+    if (rc == ST_OK)
+        cpu_trunk_fwd(be, tokens, B, T, T + 1);
+    return rc;
+}
+
+static int cpu_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float grad_scale)
+{
+    cpu_impl *c = be->impl;
+    int rc = cpu_forward(be, tokens, B);
+    if (rc != ST_OK)
+        return rc;
+    c->loss_acc += cpu_head(be, tokens, B, 1, grad_scale);
+    cpu_trunk_bwd(be, tokens, B);
+    return ST_OK;
+}
+
+static int cpu_take_loss(backend *be, double *loss_sum)
+{
+    cpu_impl *c = be->impl;
+    *loss_sum = c->loss_acc;
+    c->loss_acc = 0.0;
+    return ST_OK;
+}
+
+static int cpu_eval(backend *be, const int32_t *tokens, int64_t B, double *loss_sum)
+{
+    int rc = cpu_forward(be, tokens, B);
+    if (rc != ST_OK)
+        return rc;
+    *loss_sum += cpu_head(be, tokens, B, 0, 0.0f);
+    return ST_OK;
+}
+
+static int cpu_logits(backend *be, const int32_t *tokens, int64_t T, float *out)
+{
+    cpu_impl *c = be->impl;
+    if (T < 1 || T > c->s.seq_len)
+        return util_fail(ST_CONFIG, "sampling context of %lld tokens is outside 1..model.seq_len (%lld)",
+                         (long long)T, (long long)c->s.seq_len);
+    int rc = backend_check_tokens(be, tokens, T);
+    if (rc == ST_OK)
+        rc = cpu_reserve(c, 1);
+    if (rc != ST_OK)
+        return rc;
+    cpu_trunk_fwd(be, tokens, 1, T, T);
+    int64_t D = c->s.dim;
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)c->s.vocab, (int)D, 1.0f, cpu_w(be, model_lm_head(be->L)),
+                (int)D, c->xnf + (T - 1) * D, 1, 0.0f, out, 1);
+    return ST_OK;
+}
+
+static int cpu_zero_grads(backend *be)
+{
+    memset(((cpu_impl *)be->impl)->grads, 0, be->L->n_floats * sizeof(float));
+    return ST_OK;
+}
+
+static int cpu_reduce_grads(backend *be) { return comm_reduce_scatter(((cpu_impl *)be->impl)->grads, be->L->n_floats); }
+
+static int cpu_grad_sumsq(backend *be, double *out)
+{
+    *out = optim_sumsq(((cpu_impl *)be->impl)->grads + be->lo, be->hi - be->lo);
+    return ST_OK;
+}
+
+static int cpu_adamw(backend *be, const optim_hparams *h, double lr, double clip_scale, int64_t step)
+{
+    cpu_impl *c = be->impl;
+    optim_adamw(h, be->L, be->lo, be->hi, c->params + be->lo, c->grads + be->lo, c->m, c->v, lr, clip_scale, step);
+    return ST_OK;
+}
+
+static int cpu_gather_params(backend *be) { return comm_allgather(((cpu_impl *)be->impl)->params, be->L->n_floats); }
+
+/* The host array behind a load/read of n floats at flat offset off, or NULL
+ * when the range is outside what this rank holds. */
+static float *cpu_array(backend *be, int array, size_t off, size_t n)
+{
+    cpu_impl *c = be->impl;
+    size_t full = be->L->n_floats;
+    if (array == BK_PARAMS || array == BK_GRADS)
+        return off <= full && n <= full - off ? (array == BK_PARAMS ? c->params : c->grads) + off : NULL;
+    if ((array != BK_ADAM_M && array != BK_ADAM_V) || off < be->lo || off > be->hi || n > be->hi - off)
+        return NULL;
+    return (array == BK_ADAM_M ? c->m : c->v) + (off - be->lo);
+}
+
+float *backend_cpu_host(backend *be, int array)
+{
+    cpu_impl *c = be->impl;
+    float *a[] = {c->params, c->m, c->v, c->grads};
+    return array >= 0 && array < 4 ? a[array] : NULL;
+}
+
+static int cpu_load(backend *be, int array, size_t off, size_t n, const float *src)
+{
+    float *dst = cpu_array(be, array, off, n);
+    if (!dst)
+        return util_fail(ST_SOFTWARE, "cpu backend: load of array %d [%zu, %zu) is outside this rank's state",
+                         array, off, off + n);
+    memcpy(dst, src, n * sizeof(float));
+    return ST_OK;
+}
+
+static int cpu_read(backend *be, int array, size_t off, size_t n, float *dst)
+{
+    const float *src = cpu_array(be, array, off, n);
+    if (!src)
+        return util_fail(ST_SOFTWARE, "cpu backend: read of array %d [%zu, %zu) is outside this rank's state",
+                         array, off, off + n);
+    memcpy(dst, src, n * sizeof(float));
+    return ST_OK;
+}
+
+/* The snapshot is a plain copy, complete on return: the fence is empty. */
+static int cpu_snapshot(backend *be, float *dst)
+{
+    cpu_impl *c = be->impl;
+    size_t n = be->hi - be->lo;
+    memcpy(dst, c->params + be->lo, n * sizeof(float));
+    memcpy(dst + n, c->m, n * sizeof(float));
+    memcpy(dst + 2 * n, c->v, n * sizeof(float));
+    return ST_OK;
+}
+
+static int cpu_snapshot_wait(backend *be) { return ST_OK; }
+
+static void cpu_destroy(backend *be)
+{
+    if (!be)
+        return;
+    cpu_impl *c = be->impl;
+    if (c) {
+        cpu_free_acts(c);
+        free(c->rope_cos);
+        free(c->rope_sin);
+        free(c->params);
+        free(c->grads);
+        free(c->m);
+        free(c->v);
+        free(c);
+    }
+    free(be);
+}
+
+/* The CPU's model name from /proc/cpuinfo ("model name" on x86, else
+ * "cpu"): what a checkpoint records as its device. */
+static void cpu_model_name(char *out, size_t cap)
+{
+    char line[512];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    snprintf(out, cap, "cpu");
+    while (f && fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (!colon || strncmp(line, "model name", 10))
+            continue;
+        char *v = colon + 1 + strspn(colon + 1, " \t");
+        v[strcspn(v, "\n")] = 0;
+        if (v[0])
+            snprintf(out, cap, "%s", v);
+        break;
+    }
+    if (f)
+        fclose(f);
+}
+
+/* Subnormal floats cost an x86 core ~100 cycles per operation, and a model
+ * in training makes them: attention probabilities of tokens it has learned
+ * to ignore, and their products. Steps of a 3.1M model ran at 0.35 s fresh
+ * and 0.68 s by step 600; with FTZ/DAZ they stay near 0.4 s, and there the
+ * weights came out bitwise the same (the subnormals were absorbed by larger
+ * terms). The mode is per thread: set it in every thread of the OpenMP
+ * team the compute loops run on, the calling thread included (threads
+ * created later inherit it from there). */
+static void cpu_flush_denormals(int nt)
+{
+#if defined(__x86_64__) || defined(__i386__)
+#pragma omp parallel num_threads(nt)
+    {
+        _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+        _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+    }
+#else
+    (void)nt;
+#endif
+}
+
+int backend_cpu_blas_advice(const char *core, int avx2, int avx512, int forced, char *out, size_t cap)
+{
+    /* OpenBLAS's x86-64 kernel sets without AVX2 and FMA. */
+    static const char *const old[] = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "opteron",
+                                      "opteron(sse3)", "barcelona", "bobcat", "sandybridge", "bulldozer",
+                                      "piledriver", "katmai", "coppermine", "northwood", "banias", NULL};
+    int slow = 0;
+    snprintf(out, cap, "%s", "");
+    for (int i = 0; core && old[i] && !slow; i++)
+        slow = !strcasecmp(core, old[i]);
+    if (!slow || !avx2 || forced)
+        return 0;
+    snprintf(out, cap,
+             "OpenBLAS chose its %s kernels, but this CPU has %s; matrix products may run several times slower "
+             "(3.6x measured on one such machine); set OPENBLAS_CORETYPE=%s in the environment",
+             core, avx512 ? "AVX2 and AVX-512" : "AVX2", avx512 ? "SkylakeX (or Haswell)" : "Haswell");
+    return 1;
+}
+
+int backend_cpu_blas_check(char *out, size_t cap)
+{
+    int avx2 = 0, avx512 = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    avx512 = __builtin_cpu_supports("avx512f");
+#endif
+    return backend_cpu_blas_advice(openblas_get_corename(), avx2, avx512, getenv("OPENBLAS_CORETYPE") != NULL, out,
+                                   cap);
+}
+
+int backend_cpu_create(backend **out, const model_layout *L, const backend_opts *o)
+{
+    *out = NULL;
+    /* The CPU computes in fp32 only: accepting a 16-bit precision would
+     * record a precision that never ran. */
+    if (o && o->precision && strcmp(o->precision, "fp32"))
+        return util_fail(ST_CONFIG, "train.precision = %s: the cpu backend computes in fp32 only; use precision = "
+                         "auto or fp32 (tf32, bf16 and fp16 need backend = cuda)", o->precision);
+    backend *be = calloc(1, sizeof *be);
+    cpu_impl *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return util_fail(ST_SOFTWARE, "cpu backend: out of memory");
+    }
+    be->impl = c;
+    be->name = "cpu";
+    be->precision = "fp32";
+    cpu_model_name(be->device, sizeof be->device);
+    snprintf(be->libraries, sizeof be->libraries, "%s", openblas_get_config());
+    backend_cpu_blas_check(be->warning, sizeof be->warning);
+    be->L = L;
+    be->rank = o->rank;
+    be->world = o->world > 0 ? o->world : 1;
+    comm_range(L->n_floats, be->rank, be->world, &be->lo, &be->hi);
+    c->s = L->s;
+    c->nt = o->threads > 0 ? o->threads : omp_get_num_procs();
+    openblas_set_num_threads(1);
+    if (o->flush_denormals)
+        cpu_flush_denormals(c->nt);
+    c->qd = c->s.n_heads * c->s.head_dim;
+    c->kvd = c->s.n_kv_heads * c->s.head_dim;
+    c->qkvd = c->qd + 2 * c->kvd;
+    int64_t half = c->s.head_dim / 2, T = c->s.seq_len;
+    size_t mine = be->hi - be->lo;
+    c->params = calloc(L->n_floats ? L->n_floats : 1, sizeof(float));
+    c->grads = calloc(L->n_floats ? L->n_floats : 1, sizeof(float));
+    c->m = calloc(mine ? mine : 1, sizeof(float));
+    c->v = calloc(mine ? mine : 1, sizeof(float));
+    c->rope_cos = malloc((size_t)(T * half + 1) * sizeof(float));
+    c->rope_sin = malloc((size_t)(T * half + 1) * sizeof(float));
+    if (!c->params || !c->grads || !c->m || !c->v || !c->rope_cos || !c->rope_sin) {
+        cpu_destroy(be);
+        return util_fail(ST_SOFTWARE, "cpu backend: out of memory for %zu parameters and their state",
+                         L->n_floats);
+    }
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < half; i++) {
+            double inv = pow(c->s.rope_theta, -(double)(2 * i) / (double)c->s.head_dim);
+            c->rope_cos[t * half + i] = (float)cos((double)t * inv);
+            c->rope_sin[t * half + i] = (float)sin((double)t * inv);
+        }
+    be->fwd_bwd = cpu_fwd_bwd;
+    be->take_loss = cpu_take_loss;
+    be->eval = cpu_eval;
+    be->logits = cpu_logits;
+    be->zero_grads = cpu_zero_grads;
+    be->reduce_grads = cpu_reduce_grads;
+    be->grad_sumsq = cpu_grad_sumsq;
+    be->adamw = cpu_adamw;
+    be->gather_params = cpu_gather_params;
+    be->load = cpu_load;
+    be->read = cpu_read;
+    be->snapshot = cpu_snapshot;
+    be->snapshot_wait = cpu_snapshot_wait;
+    be->pin = NULL;
+    be->destroy = cpu_destroy;
+    *out = be;
+    return ST_OK;
+}

@@ -1,0 +1,169 @@
+/* --dry-run: the resolved configuration, the parameter count and what one
+ * process will hold in memory, computed from the shape alone so 7B/67B plans
+ * print on a laptop; then what can be checked without training (the data
+ * opens, the plan fits this machine). */
+#include "train/train.h"
+#include "comm/comm.h"
+#include "data/data.h"
+#include "money/commcost.h"
+#include "cuda/plan.h"
+#include "money/cost.h"
+#include "util/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    double params, grads, adam, snapshot, comm, activations, total;
+    size_t range;      /* the largest rank's share of the flat vector */
+} train_memory;
+
+static void train_memory_plan(const model_shape *s, int64_t micro_batch, int world, train_memory *m)
+{
+    double n = (double)model_count_params(s), W = world > 0 ? world : 1;
+    /* Ranks own 64-aligned ranges; the first ranks' are the largest. */
+    size_t lo, hi;
+    comm_range((size_t)model_count_params(s), 0, world > 0 ? world : 1, &lo, &hi);
+    m->range = hi - lo;
+    double B = (double)micro_batch, T = (double)s->seq_len, L = (double)s->n_layers;
+    double q = (double)(s->n_heads * s->head_dim), kv = (double)(s->n_kv_heads * s->head_dim);
+    /* Saved for backward per token and layer: block input, two norm outputs,
+     * q/k/v, attention output, residual, gate/up/activation, and one row of
+     * attention probabilities per head. */
+    double per_tok_layer = 6 * (double)s->dim + q + 2 * kv + 3 * (double)s->ffn_dim + (double)s->n_heads * T;
+    m->params = 4 * n;
+    m->grads = 4 * n;                     /* full vector: reduce-scatter input */
+    m->adam = 2 * 4 * (double)m->range;   /* m and v of this rank's range */
+    m->snapshot = 3 * 4 * (double)m->range;   /* checkpoint host buffer */
+    /* Chunked collectives: one chunk from every peer, never the vector. */
+    m->comm = W > 1 ? 4 * W * (double)comm_get_chunk() : 0;
+    m->activations = 4 * B * T * (L * per_tok_layer + 2 * (double)s->vocab);
+    m->total = m->params + m->grads + m->adam + m->snapshot + m->comm + m->activations;
+}
+
+static void plan_line(const char *what, double bytes)
+{
+    printf("  %-28s %12.3f GiB\n", what, bytes / (1024.0 * 1024.0 * 1024.0));
+}
+
+/* backend cuda (cuda/plan.c): what one GPU holds at the configured
+ * precision, and whether that fits the GPU memory given by --gpu-memory or
+ * the cost section (cost.gpu_memory_gib, else cost.gpu's size). */
+static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
+{
+    cuda_prec p;
+    cuda_memplan g;
+    if (cuda_prec_parse(c->precision, &p))
+        p = CUDA_BF16;
+    cuda_memory_plan(s, c->micro_batch, world, p, &g);
+    printf("per-GPU memory with backend cuda, precision %s, %d rank%s:\n", cuda_prec_name(p), world,
+           world == 1 ? "" : "s");
+    plan_line("weights (fp32 master)", g.master);
+    plan_line(p == CUDA_BF16 || p == CUDA_FP16 ? "weights (working copy)" : "weights (no working copy)", g.working);
+    plan_line("gradients (fp32)", g.grads);
+    plan_line("adam m+v (this rank's 1/W)", g.adam);
+    char act[64];
+    snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
+    plan_line(act, g.activations);
+    plan_line("cuBLASLt workspace", g.workspace);
+    if (g.comm > 0)
+        plan_line("NCCL receive buffer", g.comm);
+    plan_line("CUDA context (estimate)", g.context);
+    plan_line("total", g.total);
+    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
+    double need = g.total / (1024.0 * 1024.0 * 1024.0);
+    if (gib <= 0)
+        printf("GPU memory unknown: pass --gpu-memory GiB or set cost.gpu to check the fit\n");
+    else if (need <= gib)
+        printf("fits a %.0f GiB GPU (%.1f GiB needed, %.1f GiB spare)\n", gib, need, gib - need);
+    else
+        printf("DOES NOT FIT a %.0f GiB GPU: %.1f GiB needed; lower train.micro_batch (activations), or use "
+               "more ranks (Adam m and v are split over the ranks)\n", gib, need);
+}
+
+/* The network side of a step on [cost]'s GPUs: the volume of the chunked
+ * reduce-scatter and all-gather and, with network_gbps, its share of a step
+ * (no overlap with compute). */
+static void train_plan_comm(const cfg *c, const model_shape *s, int world)
+{
+    double peak = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
+    double tokens = (double)c->global_batch * (double)s->seq_len;
+    cost_comm_in in = {model_count_params(s), world, c->gpus_per_node, 2.0, c->network_gbps, 0, 1};
+    if (peak > 0 && c->mfu > 0)
+        in.compute_seconds = tokens * model_flops_per_token(s) / ((double)world * peak * 1e12 * c->mfu);
+    in.last_micro_fraction = cost_last_micro_fraction(c->global_batch, world, c->micro_batch);
+    cost_comm_out out;
+    cost_comm(&in, &out);
+    printf("communication per step (%d rank%s, %lld per node; fp32 gradients, bf16 gather on GPUs):\n", world,
+           world == 1 ? "" : "s", (long long)c->gpus_per_node);
+    printf("  each rank sends and receives  %12.3f GiB\n", out.rank_bytes / 1073741824.0);
+    printf("  leaving each node             %12.3f GiB\n", out.node_bytes / 1073741824.0);
+    if (c->network_gbps > 0 && in.compute_seconds > 0)
+        printf("  at %g Gbit/s per node: %.2f s of network per step against %.2f s of compute (%s %g TFLOP/s x "
+               "MFU %g): %.0f%% of a step when not overlapped\n", c->network_gbps, out.seconds, in.compute_seconds,
+               c->gpu, peak, c->mfu, 100 * out.share);
+    else
+        printf("  set [cost] network_gbps (and gpu, mfu) for the communication share of a step\n");
+    if (c->network_gbps > 0 && in.compute_seconds > 0 && out.node_bytes > 0)
+        printf("  an overlap with the last micro-batch's backward (not built) could hide at most %.2f s of the "
+               "%.2f s reduce-scatter: %.1f%% of a step\n", out.overlap_max, out.rs_seconds,
+               100 * out.overlap_max / (out.seconds + in.compute_seconds));
+}
+
+/* What a dry run can check here: the data opens (a glob that matches
+ * nothing is an error on any machine), and the plan fits this machine's
+ * memory (a warning: the plan may be for other machines). */
+static int train_plan_checks(const cfg *c, const train_memory *m)
+{
+    data *d = NULL;
+    int rc = data_open(&d, c);
+    data_close(d);
+    if (rc != ST_OK)
+        return rc;
+    printf("data: %s opens\n", c->source);
+    double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (mem > 0 && m->total > mem)
+        printf("warning: %.1f GiB per process does not fit this machine's %.1f GiB; on the CPU backend lower "
+               "train.micro_batch or model size, or spread over more ranks (adam and snapshot shrink with "
+               "the world size, parameters and gradients do not)\n", m->total / 1073741824.0, mem / 1073741824.0);
+    else if (mem > 0)
+        printf("fits this machine's %.1f GiB of memory\n", mem / 1073741824.0);
+    return ST_OK;
+}
+
+int train_plan(const cfg *c, int world)
+{
+    model_shape s;
+    train_memory m;
+    int rc = model_shape_from_cfg(&s, c);
+    if (rc != ST_OK)
+        return rc;
+    char *text = cfg_render(c);
+    if (!text)
+        return util_fail(ST_SOFTWARE, "out of memory");
+    printf("; resolved configuration (%s)\n%s\n", c->path, text);
+    free(text);
+    uint64_t n = model_count_params(&s);
+    train_memory_plan(&s, c->micro_batch, world, &m);
+    printf("parameters: %llu (%.3f B)\n", (unsigned long long)n, (double)n / 1e9);
+    printf("flops per token (fwd+bwd): %.4g\n", model_flops_per_token(&s));
+    printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW):\n", world,
+           world == 1 ? "" : "s");
+    plan_line("parameters (fp32)", m.params);
+    plan_line("gradients (fp32)", m.grads);
+    printf("  this rank's range: %zu parameters (64-aligned; %.1f%% of the vector)\n", m.range,
+           100.0 * (double)m.range / (double)(n ? n : 1));
+    plan_line("adam m+v (this rank's range)", m.adam);
+    plan_line("checkpoint snapshot (range)", m.snapshot);
+    plan_line("gradient exchange buffers", m.comm);
+    char act[64];
+    snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
+    plan_line(act, m.activations);
+    plan_line("total", m.total);
+    train_plan_comm(c, &s, world);
+    if (strcmp(c->backend, "cpu") != 0)
+        train_plan_gpu(c, &s, world);
+    return train_plan_checks(c, &m);
+}

@@ -1,0 +1,96 @@
+/* Communication between data-parallel ranks (MPI, or a single process when
+ * built with MPI=0). Every reduction that feeds the weights sums in rank
+ * order, never in message-arrival order, so results are reproducible. */
+#ifndef SPOTRAIN_COMM_H
+#define SPOTRAIN_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int comm_init(int *argc, char ***argv);
+/* After a failed wait for a peer: MPI_Abort(86), since MPI_Finalize would
+ * wait for that peer. Otherwise MPI_Finalize, bounded by
+ * spot.comm_timeout_seconds: past it the process ends with rc (86 when rc
+ * is 0: mpirun fails a rank that did not finish MPI_Finalize anyway). */
+void comm_finalize(int rc);
+/* Ends every rank with code (MPI_Abort): for errors that leave peers
+ * blocked in a collective. Only main.c calls it. */
+void comm_abort(int code);
+int comm_rank(void);
+int comm_size(void);
+int comm_nodes(void);            /* distinct host names among the ranks */
+int comm_is_mpi(void);           /* launched with more than one rank */
+/* This rank's index among the ranks on its host (MPI's shared-memory
+ * split; 0 without MPI). A collective: every rank calls it. */
+int comm_local_rank(void);
+
+/* Range boundaries are multiples of this many elements. */
+#define COMM_ALIGN 64
+/* Default floats per rank per message round (16 MiB). */
+#define COMM_CHUNK_DEFAULT ((size_t)4 << 20)
+
+/* The contiguous range of n elements that rank r owns: boundaries are
+ * multiples of COMM_ALIGN, the last range ends at n. */
+void comm_range(size_t n, int r, int world, size_t *lo, size_t *hi);
+
+/* The transfer plan of the chunked collectives: how many rounds a vector of
+ * n floats takes at `chunk` floats per rank per round, and rank r's piece of
+ * round k (offset into the flat vector, count; count 0 once r's range is
+ * exhausted). Pure functions, so tests check them for any W in-process. */
+size_t comm_rounds(size_t n, int world, size_t chunk);
+void comm_piece(size_t n, int r, int world, size_t chunk, size_t round, size_t *off, size_t *count);
+/* Chunk size in floats (rounded down to COMM_ALIGN, at least COMM_ALIGN).
+ * The environment variable SPOTRAIN_COMM_CHUNK sets it at comm_init, so a
+ * test can run many rounds over a small model. */
+void comm_set_chunk(size_t floats);
+size_t comm_get_chunk(void);
+
+/* A wait for peers (every collective below) still waiting after this many
+ * seconds gives up with ST_WATCHDOG: a peer vanished or hung, and main's
+ * MPI_Abort(86) ends the job instead of a hang. 0 waits forever (the
+ * default). Training arms spot.comm_timeout_seconds from start-up to exit;
+ * waits on a peer's disk are series of short agreements (protocol.c), so
+ * the bound measures a peer's silence, not its disk. Returns the previous
+ * value. */
+double comm_set_timeout(double seconds);
+double comm_get_timeout(void);
+/* Names the agreement the following waits belong to ("resume agreement"),
+ * for the line a timeout prints; NULL: the training step. Returns the
+ * previous name (a static string). */
+const char *comm_phase(const char *agreement);
+
+/* Why the first failed wait failed; later waits fail at once. */
+typedef struct {
+    char agreement[128];     /* comm_phase's name and the collective */
+    int peer;                /* the rank that did not answer, -1 unknown (a collective) */
+    double waited, timeout;  /* seconds; timeout 0: an MPI error, not a timeout */
+} comm_failure;
+/* 0, or the code of the first failed wait (ST_WATCHDOG for a timeout). */
+int comm_failed(const comm_failure **why);
+/* Records a wait for a peer that ran out (`what`: the collective; peer -1
+ * unknown), for a data plane outside this file (NCCL): later waits fail at
+ * once, comm_finalize aborts, and the ledger gets its comm_timeout record.
+ * Prints nothing; returns the agreement's name for the caller's line. */
+const char *comm_note_timeout(const char *what, int peer, double waited);
+/* Test hook: SPOTRAIN_TEST_FREEZE=POINT@RANK stops rank RANK (SIGSTOP) at
+ * the named point, so tests/cli/cli_mpi_vanish.sh freezes a peer exactly there
+ * (tests/emu/cli_nccl_fail_emu.sh: nccl-init, nccl-reduce, nccl-gather in
+ * cuda/nccl.cu). */
+void comm_test_freeze(const char *point);
+/* Test hook: SPOTRAIN_TEST_SLOW=POINT@RANK:SECONDS delays that rank there. */
+void comm_test_slow(const char *point);
+
+/* Reduce-scatter: after it, g[lo..hi) of this rank holds the sum over ranks
+ * (added in rank order); the rest of g is unspecified. Chunked: no buffer
+ * of the vector's size, no 2^31 limit. */
+int comm_reduce_scatter(float *g, size_t n);
+/* All-gather: every rank's owned range of p is copied to all ranks. */
+int comm_allgather(float *p, size_t n);
+/* Sums k doubles over ranks in rank order. */
+int comm_sum(double *v, int k);
+/* Element-wise max of k int64 over ranks. */
+int comm_max(int64_t *v, int k);
+int comm_bcast(void *buf, size_t bytes, int root);
+int comm_barrier(void);
+
+#endif

@@ -1,0 +1,58 @@
+#!/bin/sh
+# Build and install checks: a machine without the -dev packages gets one line
+# naming them and the install command (not a compiler's "ini.h: No such
+# file"), `make install` lays out a stripped binary, the wrapper and the
+# sample config, and the README's run-time libraries are the binary's.
+. tests/cli/lib.sh
+S=$SPOTRAIN
+ROOT=$PWD
+# make test SAN=1 runs this against build/san: install that build.
+case "$BUILD" in */san*) SAN=1 ;; *) SAN=0 ;; esac
+
+# A compiler that has every header but inih's.
+cat >"$T_TMP/cc" <<'EOT'
+#!/bin/sh
+in=$(cat)
+case "$in" in *"<ini.h>"*) echo "<stdin>:1:10: fatal error: ini.h: No such file or directory" >&2; exit 1 ;; esac
+printf '%s\n' "$in" | cc "$@"
+EOT
+chmod +x "$T_TMP/cc"
+t_exit "deps check names the package and the command" 69 "missing headers of the Debian packages libinih-dev; install them with: sudo apt-get install libinih-dev" env CC="$T_TMP/cc" sh tests/deps.sh check
+t_exit "deps check passes with every header" 0 "" sh tests/deps.sh check
+make -s -C "$ROOT" CC="$T_TMP/cc" BUILD="$T_TMP/b" "$T_TMP/b/main.o" >"$T_TMP/make.txt" 2>&1
+t_exit "make stops before compiling and says what to install" 0 "apt-get install libinih-dev" cat "$T_TMP/make.txt"
+t_exit "make never reaches the compiler's missing-header error" 1 "" grep -q "No such file or directory" "$T_TMP/make.txt"
+t_exit "nothing was compiled" 1 "" test -e "$T_TMP/b/main.o"
+
+make -s -C "$ROOT" install SAN=$SAN DESTDIR="$T_TMP/root" PREFIX=/usr >"$T_TMP/install.txt" 2>&1
+t_exit "make install" 0 "" test -x "$T_TMP/root/usr/bin/spotrain"
+t_exit "make install: spotrain-run" 0 "" test -x "$T_TMP/root/usr/bin/spotrain-run"
+t_exit "make install: the sample config" 0 "" cmp -s "$T_TMP/root/usr/share/spotrain/sample.ini" "$ROOT/sample.ini"
+t_exit "make install: the binary is stripped" 0 "" sh -c "! readelf -S '$T_TMP/root/usr/bin/spotrain' | grep -q '\\.symtab'"
+t_exit "the installed binary runs" 0 "spotrain" "$T_TMP/root/usr/bin/spotrain" --version
+
+# The Building section lists exactly the libraries the binary needs itself
+# (the release build; a sanitizer build links everything dynamically).
+if [ "$SAN" = 1 ]; then
+    echo "SKIP README run-time libraries: a sanitizer build links its libraries dynamically"
+    t_exit "README has no leftover SECTIONS marker" 1 "" grep -q "<!-- SECTIONS -->" "$ROOT/README.md"
+    t_end
+    exit $?
+fi
+needed=$(readelf -d "$S" | sed -n 's/.*Shared library: \[\(lib[a-z_-]*\)[.].*/\1/p' | sort -u)
+sect=$(sed -n '/^## Building/,/^## /p' "$ROOT/README.md")
+for lib in $needed; do
+    case "$sect" in *"$lib"*) t_ok "README names run-time library $lib" ;; *) t_bad "README names run-time library $lib" ;; esac
+done
+# The sentence "... needs at run time only X, Y ... ldd" names them.
+rt=$(echo "$sect" | tr '\n' ' ' | sed -n 's/.*at run time only\(.*\)`ldd.*/\1/p')
+t_exit "README's Building section has the run-time list" 1 "" test -z "$rt"
+for lib in libgfortran libgomp; do
+    if echo "$needed" | grep -qx "$lib"; then
+        t_ok "$lib is linked dynamically (README may name it)"
+    else
+        case "$rt" in *"$lib"*) t_bad "README does not claim $lib at run time" ;; *) t_ok "README does not claim $lib at run time" ;; esac
+    fi
+done
+t_exit "README has no leftover SECTIONS marker" 1 "" grep -q "<!-- SECTIONS -->" "$ROOT/README.md"
+t_end

@@ -1,0 +1,159 @@
+/* The transfer plan of the chunked collectives, checked with an in-process
+ * fake of W ranks: aligned ranges that tile the vector, rounds that move
+ * every element exactly once, and a simulated reduce-scatter that sums in
+ * rank order whatever the chunk size. */
+#include "tests/harness.h"
+#include "comm/comm.h"
+#include "model/rng.h"
+#include "util/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void test_ranges_aligned(void)
+{
+    size_t sizes[] = {0, 1, 63, 64, 65, 1000, 4096, 803968, 6910365696ull};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+        for (int W = 1; W <= 9; W++) {
+            size_t n = sizes[si], next = 0;
+            for (int r = 0; r < W; r++) {
+                size_t lo, hi;
+                comm_range(n, r, W, &lo, &hi);
+                EXPECT(lo == next && lo <= hi && hi <= n);
+                EXPECT(lo % COMM_ALIGN == 0);
+                EXPECT(hi % COMM_ALIGN == 0 || hi == n);
+                next = hi;
+            }
+            EXPECT(next == n);
+        }
+}
+
+/* Every element of every rank's range is in exactly one round's piece,
+ * pieces are at most a chunk, and the round count is the same for all. */
+static void test_plan_covers(void)
+{
+    size_t sizes[] = {1, 100, 803968, 1000003};
+    size_t chunks[] = {64, 128, 1000, 1 << 20};
+    for (size_t si = 0; si < 4; si++)
+        for (size_t ci = 0; ci < 4; ci++)
+            for (int W = 1; W <= 7; W++) {
+                size_t n = sizes[si], C = chunks[ci], rounds = comm_rounds(n, W, C);
+                for (int r = 0; r < W; r++) {
+                    size_t lo, hi, next;
+                    comm_range(n, r, W, &lo, &hi);
+                    next = lo;
+                    for (size_t k = 0; k < rounds; k++) {
+                        size_t off, cnt;
+                        comm_piece(n, r, W, C, k, &off, &cnt);
+                        EXPECT(cnt <= C);
+                        if (cnt) {
+                            EXPECT(off == next);
+                            next += cnt;
+                        }
+                    }
+                    EXPECT(next == hi);
+                }
+            }
+}
+
+/* W fake ranks' gradients reduced round by round through the plan: the
+ * owner's elements equal the rank-order float sum, for every chunk size. */
+static void test_fake_reduce_scatter(void)
+{
+    enum { W = 5 };
+    size_t n = 10007, C = 320;
+    float *g[W], *want = malloc(n * sizeof(float)), *recv = malloc(W * C * sizeof(float));
+    for (int r = 0; r < W; r++) {
+        g[r] = malloc(n * sizeof(float));
+        for (size_t i = 0; i < n; i++)
+            g[r][i] = (float)(rng_unit(9, (uint64_t)r, i) - 0.5) * (float)(1 + r * 1000);
+    }
+    for (size_t i = 0; i < n; i++) {
+        float s = g[0][i];
+        for (int r = 1; r < W; r++)
+            s += g[r][i];
+        want[i] = s;
+    }
+    size_t rounds = comm_rounds(n, W, C);
+    EXPECT(rounds > 1);
+    for (size_t k = 0; k < rounds; k++)
+        for (int me = 0; me < W; me++) {
+            size_t off, cnt;
+            comm_piece(n, me, W, C, k, &off, &cnt);
+            for (int r = 0; r < W; r++)   /* what rank r sends to me this round */
+                memcpy(recv + (size_t)r * C, g[r] + off, cnt * sizeof(float));
+            for (size_t i = 0; i < cnt; i++) {
+                float s = recv[i];
+                for (int r = 1; r < W; r++)
+                    s += recv[(size_t)r * C + i];
+                g[me][off + i] = s;
+            }
+        }
+    int bad = 0;
+    for (int me = 0; me < W; me++) {
+        size_t lo, hi;
+        comm_range(n, me, W, &lo, &hi);
+        bad |= memcmp(g[me] + lo, want + lo, (hi - lo) * sizeof(float)) != 0;
+    }
+    EXPECT(!bad);
+    for (int r = 0; r < W; r++)
+        free(g[r]);
+    free(want);
+    free(recv);
+}
+
+static void test_chunk_setting(void)
+{
+    size_t keep = comm_get_chunk();
+    comm_set_chunk(1000);
+    EXPECT(comm_get_chunk() == 960);
+    comm_set_chunk(3);
+    EXPECT(comm_get_chunk() == COMM_ALIGN);
+    comm_set_chunk(keep);
+    EXPECT(comm_get_chunk() == keep);
+}
+
+/* One process: agreements need no peer, so nothing fails, and the phase
+ * a timeout would name round-trips (NULL is the training step). */
+static void test_phase_and_failure(void)
+{
+    int64_t v[2] = {3, 7};
+    double d = 1.5;
+    const char *was = comm_phase("exit agreement");
+    EXPECT(!strcmp(comm_phase(NULL), "exit agreement"));
+    EXPECT(!strcmp(comm_phase(was), "training step"));
+    double keep = comm_set_timeout(0.001);
+    EXPECT(comm_max(v, 2) == ST_OK && v[0] == 3 && v[1] == 7);
+    EXPECT(comm_sum(&d, 1) == ST_OK && d == 1.5);
+    EXPECT(comm_bcast(v, sizeof v, 0) == ST_OK && comm_barrier() == ST_OK);
+    const comm_failure *f = NULL;
+    EXPECT(comm_failed(&f) == 0 && f != NULL);
+    comm_set_timeout(keep);
+}
+
+/* A timeout seen by a data plane outside comm.c (NCCL) is recorded like
+ * one of comm.c's own: later waits fail at once with 86, and the record
+ * the ledger's comm_timeout line is made from names the agreement. Last:
+ * it breaks the process's communicator for good. */
+static void test_note_timeout(void)
+{
+    comm_set_timeout(5);
+    comm_phase("final checkpoint commit");
+    const char *a = comm_note_timeout("NCCL reduce-scatter", -1, 5.25);
+    const comm_failure *f = NULL;
+    EXPECT(!strcmp(a, "final checkpoint commit (NCCL reduce-scatter)"));
+    EXPECT(comm_failed(&f) == ST_WATCHDOG && f->peer == -1 && f->waited == 5.25 && f->timeout == 5 &&
+           !strcmp(f->agreement, a));
+    comm_phase(NULL);
+}
+
+int main(void)
+{
+    harness_run("ranges aligned and tiling", test_ranges_aligned);
+    harness_run("plan covers every element once", test_plan_covers);
+    harness_run("fake W-rank reduce-scatter sums in rank order", test_fake_reduce_scatter);
+    harness_run("chunk setting", test_chunk_setting);
+    harness_run("one process: no failure, the phase round-trips", test_phase_and_failure);
+    harness_run("a data plane's timeout is recorded as comm.c's own", test_note_timeout);
+    return harness_end();
+}
