@@ -30,7 +30,7 @@ done >"$T_TMP/sub.txt"
 while read -r line; do
     case "$line" in ok*) t_ok "${line#ok   }" ;; *) t_bad "${line#FAIL }" ;; esac
 done <"$T_TMP/sub.txt"
-sh "$ROOT/spot/spotrain-run" --help >>"$T_TMP/all.txt" 2>&1
+"$ROOT/spot/spotrain-run" --help >>"$T_TMP/all.txt" 2>&1
 t_exit "spotrain-run --help" 0 "" grep -q -- "--max-stalls" "$T_TMP/all.txt"
 
 opts() { grep -o -- '--[a-z][a-z0-9-]*' | sort -u; }
