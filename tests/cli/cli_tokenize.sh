@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 S=$SPOTRAIN
 VENV=${SPOTRAIN_VENV:-$PWD/build/venv}
-ORACLE=$PWD/tests/tok_oracle.py
+ORACLE=$PWD/tests/ref/tok_oracle.py
 UNIT=$PWD/$BUILD/tests/test_tokenizer
 cd "$T_TMP" || exit 1
 
@@ -32,6 +32,8 @@ j["normalizer"] = None
 j["added_tokens"] = []
 json.dump(j, open("noeos.json", "w"))
 PY
+
+t_exit "--version names the Unicode version of the pre-tokenizer" 0 "^tokenizer: Unicode 16\.0\.0 categories" "$S" --version
 
 printf 'the cat\n' > a.txt
 printf 'hello there' > b.txt
@@ -103,7 +105,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import tokenizers" 2>
     exit
 fi
 "$VENV/bin/python" "$ORACLE" make oracle || t_bad "oracle: train tokenizers"
-for n in gpt2 strmerges prefix deepseek v3; do
+for n in gpt2 strmerges prefix deepseek v3 llama3 qwen2; do
     eos=$("$VENV/bin/python" -c "import json; j=json.load(open('oracle/$n.json')); print([a['id'] for a in j['added_tokens'] if 'end' in a['content']][0])")
     if "$S" data tokenize --tokenizer "oracle/$n.json" -o "o_$n" oracle/texts.jsonl oracle/bad_*.bin 2>err.txt; then
         out=$("$VENV/bin/python" "$ORACLE" check oracle "$n" "o_$n/train_000000.bin" "$eos" 2>&1)
@@ -113,7 +115,8 @@ for n in gpt2 strmerges prefix deepseek v3; do
     fi
 done
 # add_prefix_space adds a space, so decode(encode(x)) == " " + x there; the others round-trip.
-out=$("$UNIT" oracle/gpt2.json oracle/strmerges.json oracle/deepseek.json oracle/v3.json 2>&1)
+out=$("$UNIT" oracle/gpt2.json oracle/strmerges.json oracle/deepseek.json oracle/v3.json oracle/llama3.json \
+    oracle/qwen2.json 2>&1)
 echo "$out" | grep -q "^0 failed\|, 0 failed" && t_ok "decode(encode(x)) == x on random bytes, trained tokenizers" ||
     t_bad "round trip" "$(echo "$out" | tail -n 3)"
 t_end
