@@ -7,6 +7,7 @@
 #include "money/bid.h"
 #include "money/cost.h"
 #include "cli/cost.h"
+#include "cli/data.h"
 #include "cli/init.h"
 #include "tok/regex.h"
 #include "spot/spot.h"

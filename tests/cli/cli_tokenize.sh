@@ -72,6 +72,64 @@ t_exit "no end-of-text token: asks for --eos" 64 "pass --eos" "$S" data tokenize
 t_exit "--eos overrides" 0 "" "$S" data tokenize --tokenizer noeos.json --eos 10 -o n a.txt
 t_exit "missing input" 66 "cannot open" "$S" data tokenize --tokenizer mini.json -o m nope.txt
 
+# ids DIR: the train shard's ids, space-separated (uint16 shards).
+ids() {
+    /usr/bin/python3 -c "
+import struct,sys
+d=open(sys.argv[1]+'/train_000000.bin','rb').read(); n=struct.unpack('<i',d[8:12])[0]
+print(' '.join(str(x) for x in struct.unpack('<%dH'%n,d[1024:1024+2*n])))" "$1"
+}
+# Options as getopt_long reads them everywhere: --opt=value, options after the
+# inputs, and -- before an input whose name starts with a dash.
+cp a.txt ./-dash.txt
+t_exit "--opt=value, options after inputs, -- before a dashed name" 0 "wrote 1 train shard" \
+    "$S" data tokenize --tokenizer=mini.json --output=eq --shard-tokens=1000 a.txt --force -- -dash.txt
+[ "$(ids eq)" = "258 116 257 32 99 97 116 10 258 116 257 32 99 97 116 10" ] && t_ok "both inputs read" ||
+    t_bad "getopt inputs" "$(ids eq)"
+t_exit "a missing option value is named" 64 "value is missing after '--eos'" "$S" data tokenize a.txt --eos
+t_exit "an unknown option is named" 64 "unexpected argument '--nope=1'" "$S" data tokenize --nope=1 a.txt
+
+# JSON lines by content and by name in any case, gzip, a BOM, lone surrogates.
+printf '{"text": "the cat"}\n{"text": "hello there"}\n' > two.jsonl
+"$S" data tokenize --tokenizer mini.json -o two two.jsonl 2>/dev/null
+two=$(ids two)
+[ "$(echo "$two" | tr ' ' '\n' | grep -c '^258$')" = 2 ] && t_ok "JSON lines: two documents" || t_bad "two.jsonl" "$two"
+cp two.jsonl TWO.JSONL
+t_exit "upper-case .JSONL is JSON lines" 0 "" "$S" data tokenize --tokenizer mini.json -o up TWO.JSONL
+[ "$(ids up)" = "$two" ] && t_ok ".JSONL ids" || t_bad ".JSONL ids" "$(ids up)"
+cp two.jsonl two.json
+t_exit "a .json file of JSON lines is read as JSON lines (said once)" 0 "two.json: reading as JSON lines" \
+    "$S" data tokenize --tokenizer mini.json -o js2 two.json
+[ "$(ids js2)" = "$two" ] && t_ok ".json of JSON lines: ids" || t_bad ".json ids" "$(ids js2)"
+printf '[{"text": "the cat"}]\n' > arr.json
+t_exit "a .json file that is not JSON lines is refused" 65 "arr.json: a .json file.*--format text" \
+    "$S" data tokenize --tokenizer mini.json -o arr arr.json
+gzip -c two.jsonl > two.jsonl.gz
+t_exit "gzip JSON lines" 0 "" "$S" data tokenize --tokenizer mini.json -o gz two.jsonl.gz
+[ "$(ids gz)" = "$two" ] && t_ok ".jsonl.gz ids equal the plain file's" || t_bad ".jsonl.gz ids" "$(ids gz)"
+gzip -c a.txt | "$S" data tokenize --tokenizer mini.json -o gzin - 2>/dev/null
+[ "$(ids gzin)" = "258 116 257 32 99 97 116 10" ] && t_ok "gzip on standard input" || t_bad "gzip stdin" "$(ids gzin)"
+head -c 20 two.jsonl.gz > cut.jsonl.gz
+t_exit "truncated gzip refused" 65 "cut.jsonl.gz: corrupt or truncated gzip" \
+    "$S" data tokenize --tokenizer mini.json -o cut cut.jsonl.gz
+printf '\357\273\277' | cat - two.jsonl > bom.jsonl
+t_exit "a BOM before the first JSON line is skipped" 0 "" "$S" data tokenize --tokenizer mini.json -o bom bom.jsonl
+[ "$(ids bom)" = "$two" ] && t_ok "BOM: same ids" || t_bad "BOM ids" "$(ids bom)"
+printf '{"text": "a\\ud800b \\ud83d\\ude00 \\\\ud800"}\n' > sur.jsonl
+t_exit "lone surrogate escapes are counted" 0 "sur.jsonl: 1 lone surrogate escape .*line 1.*U\+FFFD" \
+    "$S" data tokenize --tokenizer mini.json -o sur sur.jsonl
+
+# Special-token text inside a document: the special id by default (as the
+# library does), counted; --special-as-text encodes it as text.
+printf 'he<|endoftext|>he' > sp.txt
+t_exit "special-token text in a document is counted" 0 "1 special-token literal .*--special-as-text" \
+    "$S" data tokenize --tokenizer mini.json -o sp sp.txt
+[ "$(ids sp)" = "258 257 258 257" ] && t_ok "by default it is the special id" || t_bad "special id" "$(ids sp)"
+t_exit "--special-as-text" 0 "encoded 1 special-token literal .*as plain text" \
+    "$S" data tokenize --tokenizer mini.json --special-as-text -o spt sp.txt
+[ "$(ids spt)" = "258 257 60 124 101 110 100 111 102 116 101 120 116 124 62 257" ] &&
+    t_ok "--special-as-text: byte-level text ids" || t_bad "special as text" "$(ids spt)"
+
 # The shards train through [data] source = shards.
 cat > tr.ini <<EOF
 [model]
