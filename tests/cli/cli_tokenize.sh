@@ -172,6 +172,16 @@ for n in gpt2 strmerges prefix deepseek v3 llama3 qwen2; do
         t_bad "tokenize with $n" "$(cat err.txt)"
     fi
 done
+for n in gpt2 deepseek v3; do
+    eos=$("$VENV/bin/python" -c "import json; j=json.load(open('oracle/$n.json')); print([a['id'] for a in j['added_tokens'] if 'end' in a['content']][0])")
+    if "$S" data tokenize --tokenizer "oracle/$n.json" --special-as-text -o "t_$n" oracle/texts.jsonl oracle/bad_*.bin \
+        2>err.txt; then
+        out=$("$VENV/bin/python" "$ORACLE" check oracle "$n" "t_$n/train_000000.bin" "$eos" special-as-text 2>&1)
+        case "$out" in same*) t_ok "--special-as-text equals encode_special_tokens: $n" ;; *) t_bad "--special-as-text: $n" "$out" ;; esac
+    else
+        t_bad "tokenize with $n --special-as-text" "$(cat err.txt)"
+    fi
+done
 # add_prefix_space adds a space, so decode(encode(x)) == " " + x there; the others round-trip.
 out=$("$UNIT" oracle/gpt2.json oracle/strmerges.json oracle/deepseek.json oracle/v3.json oracle/llama3.json \
     oracle/qwen2.json 2>&1)

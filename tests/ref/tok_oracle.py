@@ -4,8 +4,10 @@
 #               Split sequence, DeepSeek-V3 style, Llama 3 and Qwen2 patterns
 #               with (?i:...), prefix space, "a b" merges)
 #               and writes DIR/<name>.json, DIR/texts.jsonl, DIR/bad_*.bin
-#   check DIR NAME SHARD EOS   the shard must hold [EOS] + encode(doc) for
-#               each document of texts.jsonl then each bad_*.bin, in order
+#   check DIR NAME SHARD EOS [special-as-text]   the shard must hold
+#               [EOS] + encode(doc) for each document of texts.jsonl then each
+#               bad_*.bin, in order (with encode_special_tokens set: special
+#               tokens' text encoded as text)
 import json, os, random, sys
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -149,8 +151,9 @@ def encode_bytes(tok, b):
     return ids
 
 
-def check(d, name, shard, eos):
+def check(d, name, shard, eos, as_text=False):
     tok = Tokenizer.from_file(os.path.join(d, name + ".json"))
+    tok.encode_special_tokens = as_text
     docs = [json.loads(l)["text"] for l in open(os.path.join(d, "texts.jsonl"), encoding="utf-8")]
     want = []
     for t in docs:
@@ -183,4 +186,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2])
     else:
-        sys.exit(check(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))
+        sys.exit(check(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]),
+                       sys.argv[6:] == ["special-as-text"]))
