@@ -250,6 +250,12 @@ out:
 
 static int tkz_has_bom(const char *p, size_t n) { return n >= 3 && !memcmp(p, "\xef\xbb\xbf", 3); }
 
+static int tkz_hex(char h)
+{
+    int l = h | 0x20;
+    return h >= '0' && h <= '9' ? h - '0' : l >= 'a' && l <= 'f' ? l - 'a' + 10 : -1;
+}
+
 /* \uD800-\uDFFF escapes without their other half: json-c turns each into
  * U+FFFD, which the document then holds instead of what was meant. */
 static size_t tkz_lone_surrogates(const char *p, size_t n)
@@ -263,7 +269,13 @@ static size_t tkz_lone_surrogates(const char *p, size_t n)
             continue;
         }
         unsigned v = 0;
-        if (p[i + 1] != 'u' || i + 6 > n || sscanf(p + i + 2, "%4x", &v) != 1 || !strchr("dD", p[i + 2])) {
+        int hex = p[i + 1] == 'u' && i + 6 <= n;
+        for (int k = 2; hex && k < 6; k++) {
+            int d = tkz_hex(p[i + (size_t)k]);
+            hex = d >= 0;
+            v = v << 4 | (unsigned)(d & 15);
+        }
+        if (!hex || v < 0xD800 || v > 0xDFFF) {
             count += (size_t)pending_high;
             pending_high = 0;
             i++;    /* an escape: the next byte is not a backslash that starts one */
