@@ -26,7 +26,7 @@ fi
 deps_venv() {
     [ "${1:-build}" = test ] || return 0
     venv=build/venv
-    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import tokenizers, safetensors, moto, boto3" 2>/dev/null; then
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import tokenizers, safetensors, moto, boto3, unicodedata2" 2>/dev/null; then
         return 0
     fi
     echo "spotrain: making $venv with tests/requirements.txt (PyPI)" >&2

@@ -7,6 +7,7 @@ S=$SPOTRAIN
 VENV=${SPOTRAIN_VENV:-$PWD/build/venv}
 ORACLE=$PWD/tests/ref/tok_oracle.py
 UNIT=$PWD/$BUILD/tests/test_tokenizer
+ROOT=$PWD
 cd "$T_TMP" || exit 1
 
 # A hand-made tokenizer (stdlib Python only): 256 byte symbols, two merges.
@@ -161,6 +162,13 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import tokenizers" 2>
     echo "SKIP tokenizers oracle: $VENV lacks the tokenizers package (tests/deps.sh test creates it)"
     t_end
     exit
+fi
+if "$VENV/bin/python" -c "import unicodedata2" 2>/dev/null; then
+    (cd "$ROOT" && "$VENV/bin/python" tools/gen_unicode.py) > unicode_tab.h 2>gen.err &&
+        cmp -s unicode_tab.h "$ROOT/tok/unicode_tab.h" && t_ok "tok/unicode_tab.h is what tools/gen_unicode.py writes" ||
+        t_bad "tok/unicode_tab.h differs from tools/gen_unicode.py's output" "$(cat gen.err)"
+else
+    echo "SKIP unicode table check: $VENV lacks unicodedata2 (tests/requirements.txt)"
 fi
 "$VENV/bin/python" "$ORACLE" make oracle || t_bad "oracle: train tokenizers"
 for n in gpt2 strmerges prefix deepseek v3 llama3 qwen2; do
