@@ -420,8 +420,8 @@ static int rx_next_cp(rx_parser *ps, uint32_t *cp)
 }
 
 /* [lo, hi] into a set; inside (?i:...) also every code point that folds
- * together with one in it (categories and \\s stay as they are, as in
- * Oniguruma, where (?i:\\p{Ll}) does not match "A"). */
+ * together with one in it (categories and \s stay as they are, as in
+ * Oniguruma, where (?i:\p{Ll}) does not match "A"). */
 static int rx_range_add(rx_parser *ps, int set, uint32_t lo, uint32_t hi)
 {
     rx_item r = {IT_RANGE, lo, hi, 0};

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -193,13 +194,22 @@ static int tkz_add_doc(tkz *z, const char *p, size_t n)
  * members too) and passes any other bytes through. */
 static int tkz_read(const char *path, char **out, size_t *len)
 {
-    int stdin_ = !strcmp(path, "-"), rc = ST_OK;
+    int stdin_ = !strcmp(path, "-"), rc = ST_OK, zerr;
     const char *name = stdin_ ? "standard input" : path;
     int fd = stdin_ ? dup(0) : open(path, O_RDONLY);
+    struct stat st = {0};
+    size_t cap = 1 << 20, n = 0;
     if (fd < 0)
         return util_fail(errno == ENOENT ? ST_NOINPUT : ST_IOERR, "cannot open %s: %s", name, strerror(errno));
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        close(fd);
+        return util_fail(ST_NOINPUT, "%s is a directory; give the path of a file", name);
+    }
+    /* A plain file fits at its size; gzip grows by doubling. */
+    if (S_ISREG(st.st_mode) && (uint64_t)st.st_size >= cap &&
+        (uint64_t)st.st_size < ((uint64_t)1 << 40))
+        cap = (size_t)st.st_size + 1;
     gzFile g = gzdopen(fd, "rb");
-    size_t cap = 1 << 20, n = 0;
     char *buf = g ? malloc(cap) : NULL;
     if (!g)
         close(fd);
@@ -221,7 +231,6 @@ static int tkz_read(const char *path, char **out, size_t *len)
         size_t want = cap - n < (1u << 30) ? cap - n : (1u << 30);
         int got = gzread(g, buf + n, (unsigned)want);
         if (got < 0) {
-            int zerr;
             const char *msg = gzerror(g, &zerr);
             rc = zerr == Z_ERRNO ? util_fail(ST_IOERR, "cannot read %s: %s", name, strerror(errno))
                                  : util_fail(ST_DATA, "%s: corrupt or truncated gzip data (%s)", name, msg);
@@ -232,7 +241,6 @@ static int tkz_read(const char *path, char **out, size_t *len)
         n += (size_t)got;
     }
     /* zlib reports a stream cut short only here, after the last read. */
-    int zerr;
     gzerror(g, &zerr);
     if (zerr == Z_BUF_ERROR)
         rc = util_fail(ST_DATA, "%s: corrupt or truncated gzip data (it ends inside a gzip stream)", name);

@@ -72,6 +72,8 @@ t_exit "normalizer refused by name" 78 "normalizer NFKC is not supported" "$S" d
 t_exit "no end-of-text token: asks for --eos" 64 "pass --eos" "$S" data tokenize --tokenizer noeos.json -o n a.txt
 t_exit "--eos overrides" 0 "" "$S" data tokenize --tokenizer noeos.json --eos 10 -o n a.txt
 t_exit "missing input" 66 "cannot open" "$S" data tokenize --tokenizer mini.json -o m nope.txt
+mkdir adir
+t_exit "a directory as input" 66 "adir is a directory" "$S" data tokenize --tokenizer mini.json -o m adir
 
 # ids DIR: the train shard's ids, space-separated (uint16 shards).
 ids() {
