@@ -433,10 +433,16 @@ static int rx_range_add(rx_parser *ps, int set, uint32_t lo, uint32_t hi)
     if (rx_fold_unsure(lo, hi, &bad))
         return rx_fail(ps, "unsupported case-insensitive match of U+%04X (its folding is several "
                        "characters or newer than Unicode %s)", (unsigned)bad, UNI_FOLD_VERSION);
-    for (size_t i = 0; i < sizeof uni_fold_next / sizeof uni_fold_next[0]; i++) {
+    size_t i = 0, end = sizeof uni_fold_next / sizeof uni_fold_next[0];
+    for (size_t top = end; i < top;) {     /* the first entry at or above lo */
+        size_t mid = (i + top) / 2;
+        if (uni_fold_next[mid][0] < lo)
+            i = mid + 1;
+        else
+            top = mid;
+    }
+    for (; i < end && uni_fold_next[i][0] <= hi; i++) {
         uint32_t m = uni_fold_next[i][0];
-        if (m < lo || m > hi)
-            continue;
         for (uint32_t o = rx_fold_next(m); o != m; o = rx_fold_next(o)) {
             rx_item f = {IT_RANGE, o, o, 0};
             if ((o < lo || o > hi) && rx_item_add(ps, set, f))
