@@ -32,7 +32,7 @@ endif
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  += -std=c11 -D_GNU_SOURCE -I. $(OPT) $(WARN) $(SANFLAGS) -fopenmp -MMD -MP
 LDFLAGS += $(SANFLAGS) -fopenmp
-STATIC_LIBS := -lzstd -linih -ljson-c -lxxhash -lopenblas
+STATIC_LIBS := -lzstd -linih -ljson-c -lxxhash -lopenblas -lz
 ifeq ($(SAN),1)
 # ASan wants to see every allocation; link the libraries dynamically there.
 LIBS    := $(STATIC_LIBS) -lcurl -lpthread -lm
