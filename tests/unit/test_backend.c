@@ -68,14 +68,14 @@ static void test_cpu_precision(void)
     const char *refused[] = {"bf16", "fp16", "tf32"};
     for (size_t i = 0; i < 3; i++) {
         backend *b = NULL;
-        backend_opts o = {"cpu", refused[i], 1, 0, 1, 0};
+        backend_opts o = {"cpu", refused[i], 1, 0, 1, 0, 0};
         EXPECT(backend_create(&b, &L, &o) == ST_CONFIG && b == NULL);
         EXPECT(strstr(util_last_error(), "fp32 only") != NULL);
     }
     const char *taken[] = {NULL, "fp32"};
     for (size_t i = 0; i < 2; i++) {
         backend *b = NULL;
-        backend_opts o = {"cpu", taken[i], 1, 0, 1, 0};
+        backend_opts o = {"cpu", taken[i], 1, 0, 1, 0, 0};
         EXPECT(backend_create(&b, &L, &o) == ST_OK && b);
         if (!b)
             continue;
