@@ -20,8 +20,9 @@
 #include <strings.h>
 
 /* Activations one layer keeps for its backward pass. With recompute =
- * layers only one set exists: each layer's backward first reruns that
- * layer's forward into it from the layer's kept input. */
+ * layers only one set exists: each layer's backward (but the last layer's,
+ * which finds the forward's set still there) first reruns that layer's
+ * forward into it from the layer's kept input. */
 typedef struct {
     float *xn1, *rs1;   /* input_layernorm output and its 1/rms per row */
     float *qkv;         /* [N, qd+2kvd]: q | k | v, rope applied to q and k */
@@ -180,6 +181,9 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
     return ST_OK;
 }
 
+/* What cpu_reserve allocates for B rows, term by term (a unit test holds
+ * the two equal): layer inputs, the cpu_layer sets, head, backward, and
+ * the per-thread attention scratch. */
 static size_t cpu_act_floats(const model_shape *s, int64_t B, int recompute, int nt)
 {
     size_t N = (size_t)(B * s->seq_len), D = (size_t)s->dim, F = (size_t)s->ffn_dim, T = (size_t)s->seq_len;
@@ -548,7 +552,8 @@ static void cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
     cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, fn), c->dxn, c->res[c->s.n_layers], c->rsf, cpu_w(be, fn), N);
     for (int64_t l = c->s.n_layers - 1; l >= 0; l--) {
         cpu_layer *y = cpu_ly(c, l);
-        if (c->recompute)
+        /* The last layer's set is still the forward's own. */
+        if (c->recompute && l < c->s.n_layers - 1)
             cpu_layer_fwd(be, l, y, B, T, NULL);
         const model_param *pd = model_layer(L, l, MODEL_DOWN), *pg = model_layer(L, l, MODEL_GATE);
         const model_param *po = model_layer(L, l, MODEL_O), *pq = model_layer(L, l, MODEL_Q);
