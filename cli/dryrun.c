@@ -154,6 +154,10 @@ int train_plan(const cfg *c, int world)
         return util_fail(ST_SOFTWARE, "out of memory");
     printf("; resolved configuration (%s)\n%s\n", c->path, text);
     free(text);
+    if (c->min_lr_auto) {
+        char lr[32], min_lr[32];
+        printf("train.min_lr = auto: lr / 10 = %s (lr %s)\n", util_dtoa(c->min_lr, min_lr), util_dtoa(c->lr, lr));
+    }
     uint64_t n = model_count_params(&s);
     train_memory_plan(c, &s, world, &m);
     printf("parameters: %llu (%.3f B)\n", (unsigned long long)n, (double)n / 1e9);

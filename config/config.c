@@ -68,7 +68,7 @@ static const cfg_key cfg_keys[] = {
     KI("train", "flush_denormals", flush_denormals, 0, 1),
     KS("train", "recompute", recompute, "none|layers"),
     KF("train", "lr", lr, 0, 10),
-    KF("train", "min_lr", min_lr, 0, 10),
+    KA("train", "min_lr", min_lr, 0, 10),
     KF("train", "warmup_steps", warmup_steps, 0, 1e15),
     KF("train", "weight_decay", weight_decay, 0, 10),
     KF("train", "beta1", beta1, 0, 0.999999),
@@ -398,7 +398,8 @@ static int cfg_check_relations(const cfg *c)
 {
     const char *f = c->path[0] ? c->path : "config";
     if (c->min_lr > c->lr)
-        return util_fail(ST_CONFIG, "%s: train.min_lr (%g) exceeds train.lr (%g)", f, c->min_lr, c->lr);
+        return util_fail(ST_CONFIG, "%s: train.min_lr (%g) exceeds train.lr (%g); set a lower min_lr, or "
+                         "min_lr = auto (lr / 10)", f, c->min_lr, c->lr);
     if (c->global_batch % c->micro_batch != 0)
         return util_fail(ST_CONFIG, "%s: train.global_batch (%lld) must be a multiple of train.micro_batch (%lld)",
                          f, (long long)c->global_batch, (long long)c->micro_batch);
@@ -474,6 +475,19 @@ static int cfg_from_hf(cfg *c)
     return ST_OK;
 }
 
+/* min_lr = auto: lr / 10, rounded to 15 significant digits, so it is the
+ * number a person would write: the default lr 3e-3 gives exactly 3e-4 (the
+ * numeric default before auto), where 3e-3 / 10 is 3.0000000000000003e-4. */
+static void cfg_resolve_min_lr(cfg *c)
+{
+    char num[40];
+    c->min_lr_auto = c->min_lr == CFG_AUTO;
+    if (!c->min_lr_auto)
+        return;
+    snprintf(num, sizeof num, "%.15g", c->lr / 10);
+    c->min_lr = strtod(num, NULL);
+}
+
 static int cfg_finish(cfg *c, char **overrides, int n_overrides)
 {
     int rc = ST_OK;
@@ -484,6 +498,7 @@ static int cfg_finish(cfg *c, char **overrides, int n_overrides)
     if (rc != ST_OK)
         return rc;
     cfg_apply_preset(c);
+    cfg_resolve_min_lr(c);
     return cfg_check_relations(c);
 }
 

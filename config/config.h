@@ -48,6 +48,7 @@ typedef struct cfg {
     int64_t flush_denormals;   /* cpu backend: subnormal floats flushed to zero (FTZ/DAZ) */
     char recompute[8];              /* none | layers (cpu backend: rerun each layer's forward in its backward) */
     double lr, min_lr, warmup_steps, weight_decay, beta1, beta2, adam_eps, grad_clip;
+    int min_lr_auto;                /* min_lr was auto: resolved to lr / 10 (a number from here on) */
     int64_t val_every, val_batches, log_every;
 
     /* [checkpoint] */
