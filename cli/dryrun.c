@@ -8,6 +8,7 @@
 #include "data/data.h"
 #include "money/commcost.h"
 #include "cuda/plan.h"
+#include "hf/hf.h"
 #include "money/cost.h"
 #include "util/util.h"
 
@@ -121,10 +122,28 @@ static void train_plan_comm(const cfg *c, const model_shape *s, int world)
                100 * out.overlap_max / (out.seconds + in.compute_seconds));
 }
 
+/* model.init_from as train checks it before reading a weight: the files,
+ * and every safetensors header against the layout (no tensor data). */
+static int train_plan_init_from(const cfg *c, const model_shape *s)
+{
+    model_layout L = {0};
+    char which[160] = "";
+    if (!c->init_from[0])
+        return ST_OK;
+    int rc = model_layout_init(&L, s);
+    if (rc == ST_OK)
+        rc = hf_check(c->init_from, &L, which, sizeof which);
+    if (rc == ST_OK)
+        printf("init_from: %s/%s holds every tensor of the layout with its shape\n", c->init_from, which);
+    model_layout_free(&L);
+    return rc;
+}
+
 /* What a dry run can check here: the data opens (a glob that matches
- * nothing is an error on any machine), and the plan fits this machine's
- * memory (a warning: the plan may be for other machines). */
-static int train_plan_checks(const cfg *c, const train_memory *m)
+ * nothing is an error on any machine), init_from's weights match the
+ * shape, and the plan fits this machine's memory (a warning: the plan may
+ * be for other machines). */
+static int train_plan_checks(const cfg *c, const model_shape *s, const train_memory *m)
 {
     data *d = NULL;
     int rc = data_open(&d, c);
@@ -132,6 +151,8 @@ static int train_plan_checks(const cfg *c, const train_memory *m)
     if (rc != ST_OK)
         return rc;
     printf("data: %s opens\n", c->source);
+    if ((rc = train_plan_init_from(c, s)) != ST_OK)
+        return rc;
     double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     if (mem > 0 && m->total > mem)
         printf("warning: %.1f GiB per process does not fit this machine's %.1f GiB; on the CPU backend lower "
@@ -179,5 +200,5 @@ int train_plan(const cfg *c, int world)
     train_plan_comm(c, &s, world);
     if (strcmp(c->backend, "cpu") != 0)
         train_plan_gpu(c, &s, world);
-    return train_plan_checks(c, &m);
+    return train_plan_checks(c, &s, &m);
 }

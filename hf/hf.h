@@ -23,6 +23,13 @@ int hf_read_shape(const char *dir, model_shape *s);
 int hf_load(const char *dir, const model_layout *L,
             int (*sink)(void *arg, size_t offset, size_t n, const float *src), void *arg);
 
+/* hf_load's choice of files and every check it makes before reading a
+ * weight (headers only: names, shapes, dtypes, offsets), for --dry-run and
+ * for a start that must refuse before it writes anything. which (cap bytes)
+ * gets what is read: model.safetensors wins over model.safetensors.index.json
+ * as in transformers; pytorch_model.bin alone is refused (ST_NOINPUT). */
+int hf_check(const char *dir, const model_layout *L, char *which, size_t cap);
+
 /* --- the parsers, exposed for tests and fuzzing ---------------------------- */
 
 enum { HF_F32 = 0, HF_BF16 = 1, HF_F16 = 2 };

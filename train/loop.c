@@ -57,6 +57,7 @@ typedef struct {
     double segment_start;    /* util_now() at the start of this segment */
     lscale ls;               /* loss scaling (off unless fp16 or train.loss_scale_init) */
     char continuity[512];    /* what changed since the checkpoint we resumed from ("" = nothing) */
+    int init_checked;        /* model.init_from's headers passed on every rank */
 } trainer;
 
 static int trainer_is_root(const trainer *t) { return t->rank == 0; }
@@ -434,15 +435,36 @@ static int trainer_hf_sink(void *arg, size_t offset, size_t n, const float *src)
     return b->load(b, BK_PARAMS, offset, n, src);
 }
 
+/* model.init_from's files and safetensors headers against the layout, on
+ * every rank (each may have its own copy), before a byte of weights. */
+static int trainer_check_init(trainer *t)
+{
+    char which[160] = "";
+    if (!t->c->init_from[0] || t->init_checked)
+        return ST_OK;
+    int64_t st = hf_check(t->c->init_from, &t->L, which, sizeof which);
+    comm_phase("start-up agreement: model.init_from");
+    int rc = comm_max(&st, 1);
+    if (rc != ST_OK)
+        return rc;
+    if (st == ST_OK)
+        trainer_log(t, "init_from: reading %s/%s", t->c->init_from, which);
+    t->init_checked = st == ST_OK;
+    return (int)st;
+}
+
 /* Fresh weights streamed into the backend in bounded pieces (generated, or
  * a Hugging Face model's for fine-tuning); Adam m and v start at zero (the
  * backend's own initial state) and the step at 0. */
 static int trainer_fresh(trainer *t)
 {
+    int rc = trainer_check_init(t);
+    if (rc != ST_OK)
+        return rc;
     if (t->c->init_from[0])
         return hf_load(t->c->init_from, &t->L, trainer_hf_sink, t->b);
     float *buf = malloc(TRAINER_IO_FLOATS * sizeof(float));
-    int rc = buf ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
+    rc = buf ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
     for (size_t off = 0; off < t->L.n_floats && rc == ST_OK; off += TRAINER_IO_FLOATS) {
         size_t n = t->L.n_floats - off < TRAINER_IO_FLOATS ? t->L.n_floats - off : TRAINER_IO_FLOATS;
         model_init_range(&t->L, (uint64_t)t->c->seed, t->c->init_std, off, n, buf);
@@ -973,7 +995,7 @@ static int trainer_open_remote(trainer *t)
     return (int)st;
 }
 
-static int trainer_open(trainer *t, const cfg *c)
+static int trainer_open(trainer *t, const cfg *c, int mode)
 {
     model_shape s;
     int rc;
@@ -1000,6 +1022,11 @@ static int trainer_open(trainer *t, const cfg *c)
     comm_range(t->L.n_floats, t->rank, t->world, &t->lo, &t->hi);
     if (!(t->config_text = cfg_render(c)))
         return util_fail(ST_SOFTWARE, "out of memory");
+    /* train refuses a bad init_from before the run directory gets a ledger
+     * or a lock: a refused start writes nothing. (resume reads init_from
+     * only when no checkpoint is found, which it learns later.) */
+    if (mode == TRAIN_FRESH && (rc = trainer_check_init(t)) != ST_OK)
+        return rc;
     if ((rc = trainer_prepare_dir(t)) != ST_OK)
         return rc;
     /* cuda: train.precision picks the compute type ("auto": the backend's default). */
@@ -1158,7 +1185,7 @@ static int trainer_begin(trainer *t, int mode, int force)
 int train_run(const cfg *c, int mode, int force)
 {
     trainer t;
-    int rc = trainer_open(&t, c);
+    int rc = trainer_open(&t, c, mode);
     int spot_on = 0, started = 0;
     spot_opts so;
     const comm_failure *cf;

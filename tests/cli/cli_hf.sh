@@ -133,10 +133,40 @@ j = json.dumps(h).encode(); j += b" " * (-len(j) % 8)
 open("miss/model.safetensors", "wb").write(struct.pack("<Q", len(j)) + j + raw[8 + n:])
 PY
 t_exit "a missing tensor is named" 65 "tensor model.norm.weight is missing" "$S" train b.ini --force --set model.init_from=miss --set train.run_dir=m
+# --dry-run reads the safetensors headers as train would, and a refused start
+# leaves no trace in a run directory that did not exist.
+t_exit "--dry-run names a missing tensor" 65 "tensor model.norm.weight is missing" \
+    "$S" train b.ini --dry-run --set model.init_from=miss --set train.run_dir=m
+"$S" train b.ini --quiet --set model.init_from=miss --set train.run_dir=refused 2>/dev/null
+[ ! -e refused ] && t_ok "a start refused at the weight check writes nothing" ||
+    t_bad "refused start" "left $(find refused 2>/dev/null | tr '\n' ' ')"
 sed 's/"intermediate_size": 352/"intermediate_size": 350/' e32/config.json > miss/config.json
 cp e32/model.safetensors miss/
 t_exit "a wrong shape is named" 65 "gate_proj.weight has shape \[352, 128\], the model wants \[350, 128\]" \
     "$S" train b.ini --force --set model.init_from=miss --set train.run_dir=m
+t_exit "--dry-run names a wrong shape" 65 "gate_proj.weight has shape \[352, 128\], the model wants \[350, 128\]" \
+    "$S" train b.ini --dry-run --set model.init_from=miss --set train.run_dir=m
+t_exit "--dry-run of a good init_from says what it read" 0 "init_from: e32/model.safetensors holds every tensor" \
+    "$S" train b.ini --dry-run --set train.run_dir=m
+sed 's/"num_key_value_heads": [0-9]*/"num_key_value_heads": 3/' e32/config.json > miss/config.json
+t_exit "num_key_value_heads = 3 is blamed on config.json" 78 "miss/config.json: num_attention_heads .* num_key_value_heads \(3\)" \
+    "$S" train b.ini --dry-run --set model.init_from=miss --set train.run_dir=m
+
+# Which files: model.safetensors wins over an index beside it (as in
+# transformers), and pytorch_model.bin alone is named as unread.
+mkdir -p both && cp e32/config.json e32/model.safetensors both/ &&
+    /usr/bin/python3 -c "
+import json; h = json.load(open('esh/model.safetensors.index.json'))
+h['weight_map'] = {k: 'gone.safetensors' for k in h['weight_map']}
+json.dump(h, open('both/model.safetensors.index.json', 'w'))"
+t_exit "model.safetensors wins over the index, and the log says so" 0 \
+    "reading both/model.safetensors \(model.safetensors.index.json beside it is not read" \
+    "$S" train b.ini --force --set model.init_from=both --set train.run_dir=bo
+db=$(digest bo/ckpt)
+[ "$da" = "$db" ] && t_ok "the single file's weights were read" || t_bad "single file import" "$da vs $db"
+mkdir -p pt && cp e32/config.json pt/ && printf 'not a pickle' > pt/pytorch_model.bin
+t_exit "pytorch_model.bin alone: only safetensors is read" 66 "pt holds pytorch_model.bin, and spotrain reads only safetensors" \
+    "$S" train b.ini --force --set model.init_from=pt --set train.run_dir=p
 t_exit "a missing directory" 66 "init_from|config.json" "$S" train b.ini --force --set model.init_from=nowhere --set train.run_dir=m
 sed 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' e32/config.json > miss/config.json
 t_exit "tied embeddings are refused" 78 "tie_word_embeddings" "$S" train b.ini --force --set model.init_from=miss --set train.run_dir=m
