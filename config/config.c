@@ -45,6 +45,9 @@ static const cfg_key cfg_keys[] = {
     KF("model", "norm_eps", norm_eps, 1e-12, 1),
     KF("model", "init_std", init_std, 0, 10),
     KS("model", "init_from", init_from, NULL),
+    KI("model", "max_position_embeddings", max_position_embeddings, 0, 1 << 24),
+    KI("model", "bos_token_id", bos_token_id, -1, 1 << 30),
+    KI("model", "eos_token_id", eos_token_id, -1, 1 << 30),
 
     KS("data", "source", source, "synthetic|text|shards"),
     KS("data", "train_path", train_path, NULL),
@@ -397,6 +400,9 @@ static void cfg_apply_preset(cfg *c)
 static int cfg_check_relations(const cfg *c)
 {
     const char *f = c->path[0] ? c->path : "config";
+    if (c->max_position_embeddings && c->seq_len > c->max_position_embeddings)
+        return util_fail(ST_CONFIG, "%s: model.seq_len (%lld) exceeds model.max_position_embeddings (%lld)", f,
+                         (long long)c->seq_len, (long long)c->max_position_embeddings);
     if (c->min_lr > c->lr)
         return util_fail(ST_CONFIG, "%s: train.min_lr (%g) exceeds train.lr (%g); set a lower min_lr, or "
                          "min_lr = auto (lr / 10)", f, c->min_lr, c->lr);
@@ -444,25 +450,29 @@ static int cfg_check_relations(const cfg *c)
 
 /* model.init_from: the shape comes from its config.json; a shape key that is
  * set must agree. A checkpoint's resolved config names the directory but
- * carries the whole shape, so a directory gone since is no error there. */
+ * carries the whole shape, so a directory gone since is no error there. The
+ * context length and token ids are carried for exports. */
 static int cfg_from_hf(cfg *c)
 {
     const char *f = c->path[0] ? c->path : "config";
     char probe[CFG_STR + 16];
     model_shape s;
-    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size};
-    const char *names[] = {"dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size"};
+    hf_meta m;
+    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size,
+                       &c->max_position_embeddings};
+    const char *names[] = {"dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size",
+                           "max_position_embeddings"};
     int all = 1;
     for (int i = 0; i < 6; i++)
         all &= *keys[i] != 0;
     snprintf(probe, sizeof probe, "%s/config.json", c->init_from);
     if (all && access(probe, F_OK) != 0)
         return ST_OK;
-    int rc = hf_read_shape(c->init_from, &s);
+    int rc = hf_read_config(c->init_from, &s, &m);
     if (rc != ST_OK)
         return rc;
-    int64_t hf[] = {s.dim, s.n_layers, s.n_heads, s.n_kv_heads, s.ffn_dim, s.vocab};
-    for (int i = 0; i < 6; i++) {
+    int64_t hf[] = {s.dim, s.n_layers, s.n_heads, s.n_kv_heads, s.ffn_dim, s.vocab, s.seq_len};
+    for (int i = 0; i < 7; i++) {
         if (*keys[i] && *keys[i] != hf[i])
             return util_fail(ST_CONFIG, "%s: model.%s = %lld disagrees with %s (%lld); drop the key, the shape "
                              "comes from model.init_from", f, names[i], (long long)*keys[i], probe, (long long)hf[i]);
@@ -470,6 +480,16 @@ static int cfg_from_hf(cfg *c)
     }
     if (!c->seq_len)
         c->seq_len = s.seq_len;
+    /* rope_scaling, the one setting that would extend the context, is
+     * refused by hf_read_config: the source's length is the limit. */
+    if (c->seq_len > s.seq_len)
+        return util_fail(ST_CONFIG, "%s: model.seq_len = %lld exceeds max_position_embeddings = %lld of %s; RoPE "
+                         "without rope_scaling does not extend past it: lower seq_len", f, (long long)c->seq_len,
+                         (long long)s.seq_len, probe);
+    if (c->bos_token_id < 0)
+        c->bos_token_id = m.bos;
+    if (c->eos_token_id < 0)
+        c->eos_token_id = m.eos;
     c->rope_theta = s.rope_theta;
     c->norm_eps = s.norm_eps;
     return ST_OK;

@@ -28,6 +28,8 @@ typedef struct cfg {
     int64_t dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, seq_len;
     double rope_theta, norm_eps, init_std;
     char init_from[CFG_STR];        /* Hugging Face model directory to start from, or empty */
+    int64_t max_position_embeddings; /* for exports; 0 = init_from's, else seq_len */
+    int64_t bos_token_id, eos_token_id; /* for exports; -1 = init_from's, else the tokenizer's */
 
     /* [data] */
     char source[16];                /* synthetic | text | shards */

@@ -10,10 +10,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Shape from DIR/config.json (seq_len = max_position_embeddings). Refuses
- * what the trainer's model does not compute (tied embeddings, biases, RoPE
- * scaling, other activations) with one line; ST_NOINPUT, ST_DATA, ST_CONFIG. */
-int hf_read_shape(const char *dir, model_shape *s);
+/* What an export carries from the source model besides the shape (whose
+ * seq_len is the context length): the token ids; -1 where config.json has
+ * none (an eos_token_id list gives its first id). */
+typedef struct {
+    int64_t bos, eos;
+} hf_meta;
+
+/* Shape from DIR/config.json (seq_len = max_position_embeddings, 4096 when
+ * absent) and the token ids. Refuses what the trainer's model does not
+ * compute (tied embeddings, biases, RoPE scaling, other activations, heads
+ * that do not group) with one line naming config.json; ST_NOINPUT, ST_DATA,
+ * ST_CONFIG. */
+int hf_read_config(const char *dir, model_shape *s, hf_meta *m);
 
 /* Delivers every parameter of L, in layout order, as fp32 pieces of at most
  * a few MiB: sink(arg, offset in floats into the flat vector, count, data).

@@ -54,13 +54,28 @@ static int hf_int(json_object *o, const char *key, int64_t *out, int required, c
     return ST_OK;
 }
 
-int hf_read_shape(const char *dir, model_shape *s)
+/* A token id: an integer, or a list's first (eos_token_id may list several). */
+static int64_t hf_token_id(json_object *o, const char *key)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v))
+        return -1;
+    if (json_object_is_type(v, json_type_array) && json_object_array_length(v) > 0)
+        v = json_object_array_get_idx(v, 0);
+    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0 ||
+        json_object_get_int64(v) > (1LL << 30))
+        return -1;
+    return json_object_get_int64(v);
+}
+
+int hf_read_config(const char *dir, model_shape *s, hf_meta *m)
 {
     char path[4200], *text = NULL;
     size_t len = 0;
     int rc;
     json_object *o = NULL, *v;
     memset(s, 0, sizeof *s);
+    m->bos = m->eos = -1;
     if (util_fmt(path, sizeof path, "%s/config.json", dir) < 0)
         return util_fail(ST_CONFIG, "model.init_from path too long: %s", dir);
     if ((rc = util_read_file(path, &text, &len)) != ST_OK)
@@ -68,6 +83,8 @@ int hf_read_shape(const char *dir, model_shape *s)
     o = hf_parse_json(path, text, len, &rc);
     if (!o)
         goto out;
+    m->bos = hf_token_id(o, "bos_token_id");
+    m->eos = hf_token_id(o, "eos_token_id");
     const char *mt = json_object_object_get_ex(o, "model_type", &v) ? json_object_get_string(v) : NULL;
     if (mt && strcmp(mt, "llama")) {
         rc = util_fail(ST_CONFIG, "%s: model_type %s is not supported (spotrain trains the Llama "

@@ -171,6 +171,33 @@ t_exit "a missing directory" 66 "init_from|config.json" "$S" train b.ini --force
 sed 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' e32/config.json > miss/config.json
 t_exit "tied embeddings are refused" 78 "tie_word_embeddings" "$S" train b.ini --force --set model.init_from=miss --set train.run_dir=m
 
+# Exports carry what generate() needs: the source's context length and token
+# ids in config.json and generation_config.json (transformers' defaults, 1
+# and 2, never stop a DeepSeek model); seq_len may not pass the source's context.
+mkdir -p src && cp e32/model.safetensors src/ && /usr/bin/python3 -c "
+import json; c = json.load(open('e32/config.json'))
+c.update(max_position_embeddings=4096, bos_token_id=5, eos_token_id=[7, 9])
+json.dump(c, open('src/config.json', 'w'))"
+t_exit "seq_len above the source's max_position_embeddings is refused" 78 \
+    "seq_len = 8192 exceeds max_position_embeddings = 4096 of src/config.json" \
+    "$S" train b.ini --dry-run --set model.init_from=src --set model.seq_len=8192 --set train.run_dir=s
+"$S" train b.ini --quiet --force --set model.init_from=src --set model.seq_len=32 --set train.run_dir=s ||
+    t_bad "fine-tune from src"
+"$S" ckpt export s -o s-hf >/dev/null || t_bad "export the fine-tune"
+ids() { /usr/bin/python3 -c "
+import json, sys; c = json.load(open(sys.argv[1] + '/config.json')); g = json.load(open(sys.argv[1] + '/generation_config.json'))
+print(c.get('max_position_embeddings'), c.get('bos_token_id'), c.get('eos_token_id'), g.get('bos_token_id'), g.get('eos_token_id'))" "$1" 2>&1; }
+got=$(ids s-hf)
+[ "$got" = "4096 5 7 5 7" ] && t_ok "a fine-tune's export carries max_position_embeddings and bos/eos ids ($got)" ||
+    t_bad "fine-tune export ids" "got '$got', wanted '4096 5 7 5 7'"
+# From scratch: the tokenizer's ids (tokenizer_config.json names them), seq_len as the context.
+printf '{"eos_token": "!", "bos_token": {"content": "#"}}' > tokenizer_config.json
+"$S" ckpt export a -o a-hf >/dev/null || t_bad "export the scratch run"
+seq=$(/usr/bin/python3 -c "import json; print(json.load(open('e32/config.json'))['max_position_embeddings'])")
+got=$(ids a-hf)
+[ "$got" = "$seq 35 33 35 33" ] && t_ok "a scratch run's export carries the tokenizer's ids ($got)" ||
+    t_bad "scratch export ids" "got '$got', wanted '$seq 35 33 35 33'"
+
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import safetensors" 2>/dev/null; then
     out=$("$VENV/bin/python" - <<'PY'
 import json, numpy as np
