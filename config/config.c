@@ -448,6 +448,48 @@ static int cfg_check_relations(const cfg *c)
     return ST_OK;
 }
 
+/* init_from's directory is gone, but the run started from it: its resolved
+ * config (RUN_DIR/config.ini, written at every start) keeps the shape, so a
+ * resume needs no init_from (a fresh start still fails on the weights,
+ * before it writes anything). ST_OK when it was used. */
+static int cfg_shape_from_run(cfg *c)
+{
+    char path[CFG_STR + 16];
+    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size,
+                       &c->seq_len, &c->max_position_embeddings};
+    snprintf(path, sizeof path, "%s/config.ini", c->run_dir);
+    cfg *run = malloc(sizeof *run);
+    if (!run || access(path, R_OK) != 0) {
+        free(run);
+        return ST_NOINPUT;
+    }
+    int quiet = util_quiet;
+    util_quiet = 1;   /* an unreadable or older file is only not used */
+    int rc = cfg_load(run, path, NULL, 0);
+    util_quiet = quiet;
+    if (rc == ST_OK && strcmp(run->init_from, c->init_from))
+        rc = ST_CONFIG;
+    int64_t *theirs[] = {&run->dim, &run->n_layers, &run->n_heads, &run->n_kv_heads, &run->ffn_dim, &run->vocab_size,
+                         &run->seq_len, &run->max_position_embeddings};
+    /* A shape key the user set must agree, as with config.json. */
+    for (int i = 0; i < 8 && rc == ST_OK; i++)
+        if (*keys[i] && i < 6 && *keys[i] != *theirs[i])
+            rc = ST_CONFIG;
+    for (int i = 0; i < 8 && rc == ST_OK; i++)
+        if (!*keys[i])
+            *keys[i] = *theirs[i];
+    if (rc == ST_OK) {
+        c->rope_theta = run->rope_theta;
+        c->norm_eps = run->norm_eps;
+        if (c->bos_token_id < 0)
+            c->bos_token_id = run->bos_token_id;
+        if (c->eos_token_id < 0)
+            c->eos_token_id = run->eos_token_id;
+    }
+    free(run);
+    return rc;
+}
+
 /* model.init_from: the shape comes from its config.json; a shape key that is
  * set must agree. A checkpoint's resolved config names the directory but
  * carries the whole shape, so a directory gone since is no error there. The
@@ -466,7 +508,7 @@ static int cfg_from_hf(cfg *c)
     for (int i = 0; i < 6; i++)
         all &= *keys[i] != 0;
     snprintf(probe, sizeof probe, "%s/config.json", c->init_from);
-    if (all && access(probe, F_OK) != 0)
+    if (access(probe, F_OK) != 0 && (all || cfg_shape_from_run(c) == ST_OK))
         return ST_OK;
     int rc = hf_read_config(c->init_from, &s, &m);
     if (rc != ST_OK)

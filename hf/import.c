@@ -445,6 +445,9 @@ static int hf_pick_files(const char *dir, hf_dir *h)
 {
     char path[4300], *text = NULL;
     size_t len;
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return util_fail(errno == ENOENT ? ST_NOINPUT : ST_IOERR, "model.init_from %s: %s", dir, strerror(errno));
     int rc = ST_OK, single = hf_exists(dir, "model.safetensors");
     int index = hf_exists(dir, "model.safetensors.index.json");
     if (!single && !index) {

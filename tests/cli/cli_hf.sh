@@ -198,6 +198,18 @@ got=$(ids a-hf)
 [ "$got" = "$seq 35 33 35 33" ] && t_ok "a scratch run's export carries the tokenizer's ids ($got)" ||
     t_bad "scratch export ids" "got '$got', wanted '$seq 35 33 35 33'"
 
+# Once a checkpoint exists, resume does not need init_from: the run's
+# resolved config keeps the shape. A fresh start still needs the weights.
+cp -r e32 gone
+"$S" train b.ini --quiet --force --set model.init_from=gone --set train.run_dir=g || t_bad "train from gone"
+rm -rf gone
+t_exit "resume after the init_from directory is gone" 0 "resumed .* step 1 of 2" \
+    "$S" resume b.ini --set model.init_from=gone --set train.run_dir=g --set train.max_steps=2
+t_exit "train from a directory that is gone names it" 66 "model.init_from gone: No such file" \
+    "$S" train b.ini --force --set model.init_from=gone --set train.run_dir=g
+[ "$(ls g/ckpt)" = "step-00000001
+step-00000002" ] && t_ok "the refused train left the run's checkpoints alone" || t_bad "refused train" "$(ls g/ckpt)"
+
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import safetensors" 2>/dev/null; then
     out=$("$VENV/bin/python" - <<'PY'
 import json, numpy as np
