@@ -26,7 +26,7 @@ static const char sample_usage[] =
     "  --seed N          seed for sampling (default 1)\n"
     "  --ignore-eos      go on past the tokenizer's end-of-text token; without it, generation\n"
     "                    stops there (the token is not printed) and stderr says so\n"
-    "  Options take their value as --opt=value or --opt value; -- ends the options.\n"
+    "  An option's value follows = or a space (--tokens=8, --tokens 8); -- ends the options.\n"
     "  Output (stdout): the prompt followed by the continuation, then a newline unless the\n"
     "  continuation ended with one. As text for byte-level models and models with a\n"
     "  tokenizer; as space-separated token ids for shard models without one.\n";

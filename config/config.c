@@ -628,7 +628,9 @@ static void cfg_format_value(const cfg *c, const cfg_key *k, char *out, int cap)
         double d;
         char num[32];
         memcpy(&d, base, sizeof d);
-        if (k->type == K_AUTO && d == CFG_AUTO)
+        /* min_lr = auto stays auto where the config is shown or stored
+         * (it follows lr when a checkpoint's config is read back). */
+        if (k->type == K_AUTO && (d == CFG_AUTO || (k->off == offsetof(cfg, min_lr) && c->min_lr_auto)))
             snprintf(out, (size_t)cap, "auto");
         else
             snprintf(out, (size_t)cap, "%s", util_dtoa(d, num));
