@@ -198,6 +198,10 @@ got=$(ids a-hf)
 [ "$got" = "$seq 35 33 35 33" ] && t_ok "a scratch run's export carries the tokenizer's ids ($got)" ||
     t_bad "scratch export ids" "got '$got', wanted '$seq 35 33 35 33'"
 
+# The fine-tuning example's lr = 2e-5 with the default min_lr: auto is lr / 10.
+t_exit "a fine-tuning lr below 3e-4 with the default min_lr" 0 "train.min_lr = auto: lr / 10 = 2e-06" \
+    "$S" train a.ini --dry-run --set train.lr=2e-5 --set train.run_dir=ft
+
 # Once a checkpoint exists, resume does not need init_from: the run's
 # resolved config keeps the shape. A fresh start still needs the weights.
 cp -r e32 gone
