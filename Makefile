@@ -31,11 +31,14 @@ endif
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  += -std=c11 -D_GNU_SOURCE -I. $(OPT) $(WARN) $(SANFLAGS) -fopenmp -MMD -MP
-LDFLAGS += $(SANFLAGS) -fopenmp
+# No -fopenmp at link time: the driver would add a dynamic -lgomp next to
+# the static one below, and the binary would load two OpenMP runtimes. Each
+# build names its libgomp in LIBS instead.
+LDFLAGS += $(SANFLAGS)
 STATIC_LIBS := -lzstd -linih -ljson-c -lxxhash -lopenblas
 ifeq ($(SAN),1)
 # ASan wants to see every allocation; link the libraries dynamically there.
-LIBS    := $(STATIC_LIBS) -lcurl -lpthread -lm
+LIBS    := $(STATIC_LIBS) -lgomp -lcurl -lpthread -lm
 else
 # libgomp too, so the binary needs only libc, libm and MPI at run time
 # (OpenBLAS's static archive references no Fortran runtime).
@@ -53,7 +56,7 @@ STDCXX  := -Wl,-Bstatic -lstdc++ -Wl,-Bdynamic -static-libgcc
 ifeq ($(DEVICE),1)
 override MPI := 0
 BUILD   := build/device
-LDFLAGS := $(filter-out -fopenmp,$(LDFLAGS)) -static-libgcc -s
+LDFLAGS := $(LDFLAGS) -static-libgcc -s
 LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgfortran -lquadmath -lgomp -lstdc++ -Wl,-Bdynamic -lpthread -lm -ldl
 STDCXX  :=
 endif
