@@ -98,11 +98,12 @@ endif
 # Each concept's folder (docs/layout.md); main.c and cli/ are the commands.
 LIB_DIRS := util model tok hf data config comm backend ckpt s3 spot money train cli cuda
 LIB_SRC := $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))
-# The device binary has no libcurl: its S3 client refuses with one line.
+# The device binary has no libcurl: its S3 client and its metadata fetch
+# (spot providers other than file and none) refuse with one line.
 ifeq ($(DEVICE),1)
-LIB_SRC := $(filter-out s3/s3.c,$(LIB_SRC))
+LIB_SRC := $(filter-out s3/s3.c spot/fetch.c,$(LIB_SRC))
 else
-LIB_SRC := $(filter-out s3/s3_off.c,$(LIB_SRC))
+LIB_SRC := $(filter-out s3/s3_off.c spot/fetch_off.c,$(LIB_SRC))
 endif
 LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(BUILD)/sample_ini.o $(CU_OBJ)
 TEST_SRC := $(wildcard tests/unit/test_*.c)
