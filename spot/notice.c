@@ -50,6 +50,8 @@ typedef struct {
     int bad_count;
     pthread_t th;
     int running, quit;          /* quit guarded by mu */
+    int first_done;             /* guarded by mu: the first round is over */
+    int in_first;               /* the thread is in its first round */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 } spot_poller;
@@ -113,6 +115,12 @@ static double spot_deadline(double given, double window)
     if (given <= 0)
         return now + window;
     return given < now ? now : given;
+}
+
+/* Posts a provider notice; given is the provider's time (0 = none). */
+static void spot_post(int kind, const char *detail, double given, double window)
+{
+    spot_notice_post_timed(spot_kind_names[kind], detail, spot_deadline(given, window), given, sp.in_first);
 }
 
 /* ---- AWS (IMDSv2) and Alibaba (hardened mode) session tokens ---- */
@@ -184,7 +192,7 @@ static int spot_poll_aws(void)
         if (b.bad)
             spot_bad("spot/instance-action", b.bad);
         if (found)
-            spot_notice_post("aws", b.detail, spot_deadline(b.time, SPOT_WINDOW_AWS));
+            spot_post(SK_AWS, b.detail, b.time, SPOT_WINDOW_AWS);
     } else if (r.status != 404) {
         spot_bad("spot/instance-action", "unexpected status");
     }
@@ -212,7 +220,7 @@ static int spot_gcp_ask(const char *path, int maintenance)
         return 0;
     int v = r.status == 200 ? spot_body_gcp(r.body, r.body_len, maintenance, &b) : SPOT_BODY_BAD;
     if (v == SPOT_BODY_NOTICE) {
-        spot_notice_post("gcp", b.detail, spot_deadline(0, SPOT_WINDOW_GCP));
+        spot_post(SK_GCP, b.detail, 0, SPOT_WINDOW_GCP);
         found = 1;
     } else if (v == SPOT_BODY_WARNING && !sp.warned_maint) {
         spot_warning_post("gcp", b.detail);
@@ -273,7 +281,7 @@ static int spot_poll_azure(void)
         pthread_mutex_lock(&sp.mu);
         snprintf(sp.azure_event, sizeof sp.azure_event, "%s", b.event_id);
         pthread_mutex_unlock(&sp.mu);
-        spot_notice_post("azure", b.detail, spot_deadline(b.time, SPOT_WINDOW_AZURE));
+        spot_post(SK_AZURE, b.detail, b.time, SPOT_WINDOW_AZURE);
         found = 1;
     }
     spot_fetch_free(&r);
@@ -323,7 +331,7 @@ static int spot_poll_alibaba(void)
         if (b.bad)
             spot_bad("spot/termination-time", b.bad);
         if (found)
-            spot_notice_post("alibaba", b.detail, spot_deadline(b.time, SPOT_WINDOW_ALIBABA));
+            spot_post(SK_ALIBABA, b.detail, b.time, SPOT_WINDOW_ALIBABA);
     } else if (r.status != 404) {
         spot_bad("spot/termination-time", "unexpected answer");
     }
@@ -425,13 +433,25 @@ static int spot_wait(double s)
     return q;
 }
 
+/* The end of the first round: spot_first_round stops waiting. */
+static void spot_first_over(void)
+{
+    sp.in_first = 0;
+    pthread_mutex_lock(&sp.mu);
+    sp.first_done = 1;
+    pthread_cond_broadcast(&sp.cv);
+    pthread_mutex_unlock(&sp.mu);
+}
+
 static void *spot_thread(void *arg)
 {
     (void)arg;
+    sp.in_first = 1;
     if (sp.kind == SK_AUTO) {
         sp.kind = spot_probe();
         if (sp.kind == SK_NONE) {
             util_log("spot: no cloud metadata service answered; stop requests come from signals only");
+            spot_first_over();
             return NULL;
         }
         util_log("spot: detected provider %s", spot_kind_names[sp.kind]);
@@ -447,12 +467,28 @@ static void *spot_thread(void *arg)
         pthread_mutex_lock(&sp.mu);
         int q = sp.quit;
         pthread_mutex_unlock(&sp.mu);
-        if (q || spot_poll_once())
-            break;
-        if (spot_wait(sp.poll))
+        int found = !q && spot_poll_once();
+        if (sp.in_first)
+            spot_first_over();
+        if (q || found || spot_wait(sp.poll))
             break;
     }
     return NULL;
+}
+
+void spot_first_round(double timeout)
+{
+    struct timespec ts;
+    if (!sp.running)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double end = (double)ts.tv_sec + ts.tv_nsec * 1e-9 + timeout;
+    ts.tv_sec = (time_t)end;
+    ts.tv_nsec = (long)((end - (double)ts.tv_sec) * 1e9);
+    pthread_mutex_lock(&sp.mu);
+    while (!sp.first_done && pthread_cond_timedwait(&sp.cv, &sp.mu, &ts) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&sp.mu);
 }
 
 /* 0 when url is http://host[:port][/path] and nothing else: no https (the
@@ -517,6 +553,7 @@ int spot_start(const spot_opts *o, const char *run_dir)
     sp.azure_event[0] = '\0';
     sp.bad_count = 0;
     sp.quit = 0;
+    sp.first_done = 0;
     /* Signals belong to the main thread; the poller must never run a handler. */
     sigset_t all, old;
     sigfillset(&all);
@@ -535,7 +572,7 @@ void spot_stop(void)
         return;
     pthread_mutex_lock(&sp.mu);
     sp.quit = 1;
-    pthread_cond_signal(&sp.cv);
+    pthread_cond_broadcast(&sp.cv);
     pthread_mutex_unlock(&sp.mu);
     pthread_join(sp.th, NULL);
     sp.running = 0;
