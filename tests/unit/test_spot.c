@@ -199,6 +199,32 @@ static void test_aws(void)
     EXPECT(!strcmp(spot_provider_name(), "aws"));
 }
 
+/* A notice standing when the poller starts is marked as such, with the
+ * provider's own time; one that comes later is not. */
+static void test_at_start(void)
+{
+    spot_notice n;
+    reset_server("aws");
+    ctl("notice=1&time=2020-01-01T00:00:00Z");
+    spot_opts c = test_cfg("aws");
+    start(&c, NULL);
+    spot_first_round(5);
+    EXPECT(spot_poll(&n, NULL) == 1);            /* seen before spot_first_round returned */
+    EXPECT(n.at_start == 1 && n.given == 1577836800.0);
+    EXPECT(fabs(n.deadline - util_wall()) < 3);  /* the past time means now */
+    spot_stop();
+    reset_server("aws");
+    start(&c, NULL);
+    spot_first_round(5);
+    EXPECT(spot_poll(&n, NULL) == 0);
+    ctl("notice=1&time=2020-01-01T00:00:00Z");
+    EXPECT(wait_notice(2, &n, NULL));
+    EXPECT(n.at_start == 0 && n.given == 1577836800.0);
+    spot_stop();
+    /* no poller: returns at once */
+    spot_first_round(5);
+}
+
 static void test_aws_token_renewal(void)
 {
     spot_notice n;
@@ -506,6 +532,7 @@ int main(void)
     } else {
         harness_run("aws notice, time and rebalance", test_aws);
         harness_run("aws token renewal on 401", test_aws_token_renewal);
+        harness_run("a notice standing at start", test_at_start);
         harness_run("hostile answers are ignored", test_hostile);
         harness_run("slow service times out", test_slow);
         harness_run("chunked answers", test_chunked);
