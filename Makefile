@@ -35,7 +35,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -I. $(OPT) $(WARN) $(SANFLAGS) -fopenmp -MMD -
 # the static one below, and the binary would load two OpenMP runtimes. Each
 # build names its libgomp in LIBS instead.
 LDFLAGS += $(SANFLAGS)
-STATIC_LIBS := -lzstd -linih -ljson-c -lxxhash -lopenblas
+STATIC_LIBS := -lzstd -linih -ljson-c -lxxhash -lopenblas -lz
 ifeq ($(SAN),1)
 # ASan wants to see every allocation; link the libraries dynamically there.
 LIBS    := $(STATIC_LIBS) -lgomp -lcurl -lpthread -lm
@@ -124,7 +124,7 @@ help:
 	@echo "make demo     install missing packages (as root), build, train through a reclaim notice and a kill -9, compare with a straight run"
 	@echo "make fuzz     build libFuzzer targets and run each for FUZZ_SECONDS (default 20)"
 	@echo "make chaos    long preemption soak with spotrain-run"
-	@echo "make install [PREFIX=/usr/local] [DESTDIR=]   stripped spotrain, spotrain-run, share/spotrain/sample.ini"
+	@echo "make install [PREFIX=/usr/local] [DESTDIR=]   stripped spotrain, spotrain-run, share/spotrain/sample.ini, share/man/man1/spotrain.1"
 	@echo "make device-build   build/device/spotrain + tests for a GPU machine (MPI=0, static libs);"
 	@echo "                    copy the tree there and run tests/device_check.sh"
 	@echo "make device-bundle  the same packed into build/device.tar.xz (~7 MB) for the device tool's carry"
@@ -285,13 +285,14 @@ fuzz:
 chaos: $(BUILD)/spotrain
 	@BUILD=$(BUILD) CHAOS_ROUNDS=$${CHAOS_ROUNDS:-40} sh tests/cli/cli_chaos.sh
 
-# A stripped binary, the restart wrapper, and the sample configuration
-# (also what `spotrain init` writes).
+# A stripped binary, the restart wrapper, the sample configuration (also
+# what `spotrain init` writes) and the manual page.
 install: $(BUILD)/spotrain
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/spotrain
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/spotrain $(DESTDIR)$(PREFIX)/share/man/man1
 	install -s -m 755 $(BUILD)/spotrain $(DESTDIR)$(PREFIX)/bin/spotrain
 	install -m 755 spot/spotrain-run $(DESTDIR)$(PREFIX)/bin/spotrain-run
 	install -m 644 sample.ini $(DESTDIR)$(PREFIX)/share/spotrain/sample.ini
+	install -m 644 docs/spotrain.1 $(DESTDIR)$(PREFIX)/share/man/man1/spotrain.1
 
 clean:
 	rm -rf build

@@ -7,7 +7,9 @@
 #include "money/bid.h"
 #include "money/cost.h"
 #include "cli/cost.h"
+#include "cli/data.h"
 #include "cli/init.h"
+#include "tok/regex.h"
 #include "spot/spot.h"
 #include "util/util.h"
 #include "cuda/cuda.h"
@@ -93,6 +95,7 @@ static int main_version(void)
 #else
     printf("mpi: no (single process)\n");
 #endif
+    printf("tokenizer: Unicode %s categories, case folding %s\n", rx_unicode_version(), rx_fold_version());
     return ST_OK;
 }
 

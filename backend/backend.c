@@ -13,6 +13,15 @@
 
 static int backend_create_named(backend **out, const model_layout *L, const backend_opts *o);
 
+/* Checked before any device is looked for: the refusal reads the same in
+ * every build, with or without CUDA. */
+static int backend_cuda_refuses(const backend_opts *o)
+{
+    return util_fail(ST_CONFIG, "train.recompute = layers is CPU-only for now: backend %s would run on CUDA, "
+                     "which does not implement it; use recompute = none there, or backend = cpu",
+                     o->name ? o->name : "auto");
+}
+
 int backend_create(backend **out, const model_layout *L, const backend_opts *o)
 {
     int rc = backend_create_named(out, L, o);
@@ -29,10 +38,12 @@ static int backend_create_named(backend **out, const model_layout *L, const back
         return backend_cpu_create(out, L, o);
     if (strcmp(name, "cuda") != 0 && strcmp(name, "auto") != 0)
         return util_fail(ST_CONFIG, "unknown backend '%s': use auto, cpu or cuda", name);
+    if (o && o->recompute && strcmp(name, "cuda") == 0)
+        return backend_cuda_refuses(o);
 #ifdef SPOTRAIN_CUDA
     char why[256];
     if (cuda_available(why, sizeof why))
-        return backend_cuda_create(out, L, o);
+        return o && o->recompute ? backend_cuda_refuses(o) : backend_cuda_create(out, L, o);
     if (strcmp(name, "cuda") == 0)
         return util_fail(ST_UNAVAILABLE, "backend cuda: %s; use backend = cpu or auto", why);
 #else

@@ -21,6 +21,8 @@ typedef struct {
     int threads;            /* CPU compute threads; <= 0 = all cores */
     int rank, world;        /* data-parallel position; the backend's range is comm_range's */
     int flush_denormals;    /* cpu: subnormal floats as zero in every compute thread (FTZ/DAZ) */
+    int recompute;          /* train.recompute: 0 none, 1 layers (cpu only: each layer's backward reruns its
+                             * forward from the kept layer input; bitwise the same results) */
 } backend_opts;
 
 typedef struct backend backend;
@@ -86,6 +88,11 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
 /* The CPU backend's host array (BK_*; m and v hold [lo,hi) only): for the
  * numerics tests and benchmarks of this backend, never for the loop. */
 float *backend_cpu_host(backend *b, int array);
+/* The CPU backend's activation buffers for a micro-batch, in bytes, with
+ * recompute 0 (none) or 1 (layers) and threads (<= 0: all cores): the
+ * --dry-run figure. _held: what b holds now (its largest micro-batch yet). */
+size_t backend_cpu_activation_bytes(const model_shape *s, int64_t micro_batch, int recompute, int threads);
+size_t backend_cpu_activation_held(const backend *b);
 
 /* What to tell a user whose OpenBLAS runs kernels older than the CPU:
  * OpenBLAS picks its kernels by CPU model, and a model it does not know

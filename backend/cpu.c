@@ -19,7 +19,10 @@
 #include <string.h>
 #include <strings.h>
 
-/* Activations one layer keeps for its backward pass. */
+/* Activations one layer keeps for its backward pass. With recompute =
+ * layers only one set exists: each layer's backward (but the last layer's,
+ * which finds the forward's set still there) first reruns that layer's
+ * forward into it from the layer's kept input. */
 typedef struct {
     float *xn1, *rs1;   /* input_layernorm output and its 1/rms per row */
     float *qkv;         /* [N, qd+2kvd]: q | k | v, rope applied to q and k */
@@ -38,6 +41,8 @@ typedef struct {
     float *m, *v;           /* Adam moments of [lo,hi) */
     double loss_acc;        /* summed loss since the last take_loss */
     int64_t cap_b;          /* rows of seq_len tokens the buffers hold */
+    int recompute;          /* 1: one cpu_layer set, refilled by each layer's backward */
+    size_t act_floats;      /* what cpu_reserve holds, in floats (a double counts 2) */
     int64_t qd, kvd, qkvd;  /* widths of q, of k (= of v), and of the fused qkv */
     float *rope_cos, *rope_sin;  /* [seq_len, head_dim/2] */
     float **res;            /* n_layers+1 residual streams [N, D] */
@@ -78,6 +83,12 @@ static void cpu_gemm(const cpu_impl *c, int ta, int tb, int64_t M, int64_t N, in
     }
 }
 
+/* cpu_layer sets held: every layer's, or the one that recompute refills. */
+static int64_t cpu_layer_sets(const cpu_impl *c) { return c->recompute ? 1 : c->s.n_layers; }
+
+/* The layer's set of saved activations. */
+static cpu_layer *cpu_ly(const cpu_impl *c, int64_t l) { return &c->ly[c->recompute ? 0 : l]; }
+
 static void cpu_free_acts(cpu_impl *c)
 {
     if (c->res)
@@ -86,7 +97,7 @@ static void cpu_free_acts(cpu_impl *c)
     free(c->res);
     c->res = NULL;
     if (c->ly) {
-        for (int64_t l = 0; l < c->s.n_layers; l++) {
+        for (int64_t l = 0; l < cpu_layer_sets(c); l++) {
             cpu_layer *y = &c->ly[l];
             free(y->xn1); free(y->rs1); free(y->qkv); free(y->att); free(y->ao);
             free(y->mid); free(y->xn2); free(y->rs2); free(y->gu); free(y->h);
@@ -100,13 +111,17 @@ static void cpu_free_acts(cpu_impl *c)
     c->rsf = c->xnf = c->logits = c->dres = c->dxn = c->dqkv = c->dao = c->dgu = c->dh = c->scratch = NULL;
     c->rowloss = NULL;
     c->cap_b = 0;
+    c->act_floats = 0;
 }
 
-static float *cpu_alloc(size_t n, int *ok)
+/* Counts what it hands out in c->act_floats: the figure the memory plan
+ * (backend_cpu_activation_bytes) is tested against. */
+static float *cpu_alloc(cpu_impl *c, size_t n, int *ok)
 {
     float *p = malloc((n ? n : 1) * sizeof(float));
     if (!p)
         *ok = 0;
+    c->act_floats += n;
     return p;
 }
 
@@ -121,41 +136,42 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
     size_t T = (size_t)s->seq_len, H = (size_t)s->n_heads, V = (size_t)s->vocab;
     int ok = 1;
     c->res = calloc((size_t)s->n_layers + 1, sizeof *c->res);
-    c->ly = calloc((size_t)s->n_layers, sizeof *c->ly);
+    c->ly = calloc((size_t)cpu_layer_sets(c), sizeof *c->ly);
     if (!c->res || !c->ly) {
         cpu_free_acts(c);
         return util_fail(ST_SOFTWARE, "cpu backend: out of memory for activations (micro-batch %lld)",
                          (long long)B);
     }
     for (int64_t l = 0; l <= s->n_layers; l++)
-        c->res[l] = cpu_alloc(N * D, &ok);
-    for (int64_t l = 0; l < s->n_layers && ok; l++) {
+        c->res[l] = cpu_alloc(c, N * D, &ok);
+    for (int64_t l = 0; l < cpu_layer_sets(c) && ok; l++) {
         cpu_layer *y = &c->ly[l];
-        y->xn1 = cpu_alloc(N * D, &ok);
-        y->rs1 = cpu_alloc(N, &ok);
-        y->qkv = cpu_alloc(N * (size_t)c->qkvd, &ok);
-        y->att = cpu_alloc((size_t)B * H * T * T, &ok);
-        y->ao = cpu_alloc(N * (size_t)c->qd, &ok);
-        y->mid = cpu_alloc(N * D, &ok);
-        y->xn2 = cpu_alloc(N * D, &ok);
-        y->rs2 = cpu_alloc(N, &ok);
-        y->gu = cpu_alloc(N * 2 * F, &ok);
-        y->h = cpu_alloc(N * F, &ok);
+        y->xn1 = cpu_alloc(c, N * D, &ok);
+        y->rs1 = cpu_alloc(c, N, &ok);
+        y->qkv = cpu_alloc(c, N * (size_t)c->qkvd, &ok);
+        y->att = cpu_alloc(c, (size_t)B * H * T * T, &ok);
+        y->ao = cpu_alloc(c, N * (size_t)c->qd, &ok);
+        y->mid = cpu_alloc(c, N * D, &ok);
+        y->xn2 = cpu_alloc(c, N * D, &ok);
+        y->rs2 = cpu_alloc(c, N, &ok);
+        y->gu = cpu_alloc(c, N * 2 * F, &ok);
+        y->h = cpu_alloc(c, N * F, &ok);
     }
-    c->rsf = cpu_alloc(N, &ok);
-    c->xnf = cpu_alloc(N * D, &ok);
-    c->logits = cpu_alloc(N * V, &ok);
+    c->rsf = cpu_alloc(c, N, &ok);
+    c->xnf = cpu_alloc(c, N * D, &ok);
+    c->logits = cpu_alloc(c, N * V, &ok);
     c->rowloss = malloc(N * sizeof(double));
+    c->act_floats += 2 * N;
     if (!c->rowloss)
         ok = 0;
-    c->dres = cpu_alloc(N * D, &ok);
-    c->dxn = cpu_alloc(N * D, &ok);
-    c->dqkv = cpu_alloc(N * (size_t)c->qkvd, &ok);
-    c->dao = cpu_alloc(N * (size_t)c->qd, &ok);
-    c->dgu = cpu_alloc(N * 2 * F, &ok);
-    c->dh = cpu_alloc(N * F, &ok);
+    c->dres = cpu_alloc(c, N * D, &ok);
+    c->dxn = cpu_alloc(c, N * D, &ok);
+    c->dqkv = cpu_alloc(c, N * (size_t)c->qkvd, &ok);
+    c->dao = cpu_alloc(c, N * (size_t)c->qd, &ok);
+    c->dgu = cpu_alloc(c, N * 2 * F, &ok);
+    c->dh = cpu_alloc(c, N * F, &ok);
     c->scratch_per_thread = s->seq_len * s->seq_len + 16;
-    c->scratch = cpu_alloc((size_t)c->nt * (size_t)c->scratch_per_thread, &ok);
+    c->scratch = cpu_alloc(c, (size_t)c->nt * (size_t)c->scratch_per_thread, &ok);
     if (!ok) {
         cpu_free_acts(c);
         return util_fail(ST_SOFTWARE, "cpu backend: out of memory for activations (micro-batch %lld); "
@@ -163,6 +179,31 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
     }
     c->cap_b = B;
     return ST_OK;
+}
+
+/* What cpu_reserve allocates for B rows, term by term (a unit test holds
+ * the two equal): layer inputs, the cpu_layer sets, head, backward, and
+ * the per-thread attention scratch. */
+static size_t cpu_act_floats(const model_shape *s, int64_t B, int recompute, int nt)
+{
+    size_t N = (size_t)(B * s->seq_len), D = (size_t)s->dim, F = (size_t)s->ffn_dim, T = (size_t)s->seq_len;
+    size_t qd = (size_t)(s->n_heads * s->head_dim), qkvd = qd + 2 * (size_t)(s->n_kv_heads * s->head_dim);
+    size_t layer = 3 * N * D + 2 * N + N * qkvd + (size_t)B * (size_t)s->n_heads * T * T + N * qd + 3 * N * F;
+    size_t res = ((size_t)s->n_layers + 1) * N * D;
+    size_t head = 3 * N + N * D + N * (size_t)s->vocab;
+    size_t bwd = 2 * N * D + N * qkvd + N * qd + 3 * N * F;
+    size_t scratch = (size_t)nt * (T * T + 16);
+    return res + (recompute ? 1 : (size_t)s->n_layers) * layer + head + bwd + scratch;
+}
+
+size_t backend_cpu_activation_bytes(const model_shape *s, int64_t micro_batch, int recompute, int threads)
+{
+    return sizeof(float) * cpu_act_floats(s, micro_batch, recompute, threads > 0 ? threads : omp_get_num_procs());
+}
+
+size_t backend_cpu_activation_held(const backend *be)
+{
+    return sizeof(float) * ((const cpu_impl *)be->impl)->act_floats;
 }
 
 /* ---- elementwise pieces ------------------------------------------------ */
@@ -413,36 +454,46 @@ static const float *cpu_w(const backend *b, const model_param *p)
 }
 static float *cpu_g(const backend *b, const model_param *p) { return ((cpu_impl *)b->impl)->grads + p->offset; }
 
+/* Layer l's forward from its input c->res[l] into y. out: where the
+ * layer's output goes (c->res[l + 1]); NULL when a backward reruns the
+ * layer only for y, which needs no down projection. Every kernel has a
+ * fixed reduction order, so a rerun refills y with the same bits. */
+static void cpu_layer_fwd(backend *be, int64_t l, cpu_layer *y, int64_t B, int64_t T, float *out)
+{
+    cpu_impl *c = be->impl;
+    const model_layout *L = be->L;
+    int64_t D = c->s.dim, F = c->s.ffn_dim, N = B * T;
+    const float *x = c->res[l];
+    cpu_rmsnorm_fwd(c, y->xn1, y->rs1, x, cpu_w(be, model_layer(L, l, MODEL_LN1)), N);
+    /* q, k and v weights are adjacent in the flat vector: one GEMM. */
+    cpu_gemm(c, 0, 1, N, c->qkvd, D, y->xn1, D, cpu_w(be, model_layer(L, l, MODEL_Q)), D, 0.0f, y->qkv, c->qkvd);
+    cpu_rope(c, y->qkv, c->qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, 1);
+    cpu_attn_fwd(c, y, B, T);
+    memcpy(y->mid, x, (size_t)(N * D) * sizeof(float));
+    cpu_gemm(c, 0, 1, N, D, c->qd, y->ao, c->qd, cpu_w(be, model_layer(L, l, MODEL_O)), c->qd, 1.0f, y->mid, D);
+    cpu_rmsnorm_fwd(c, y->xn2, y->rs2, y->mid, cpu_w(be, model_layer(L, l, MODEL_LN2)), N);
+    /* gate and up are adjacent too. */
+    cpu_gemm(c, 0, 1, N, 2 * F, D, y->xn2, D, cpu_w(be, model_layer(L, l, MODEL_GATE)), D, 0.0f, y->gu, 2 * F);
+    cpu_swiglu_fwd(c, y->h, y->gu, N);
+    if (!out)
+        return;
+    memcpy(out, y->mid, (size_t)(N * D) * sizeof(float));
+    cpu_gemm(c, 0, 1, N, D, F, y->h, F, cpu_w(be, model_layer(L, l, MODEL_DOWN)), F, 1.0f, out, D);
+}
+
 /* Runs the decoder stack on B rows of T tokens (row b starts at
  * tokens + b*stride) and leaves the final normed states in c->xnf. */
 static void cpu_trunk_fwd(backend *be, const int32_t *tokens, int64_t B, int64_t T, int64_t stride)
 {
     cpu_impl *c = be->impl;
-    const model_layout *L = be->L;
-    int64_t D = c->s.dim, F = c->s.ffn_dim, N = B * T;
-    const float *emb = cpu_w(be, model_embed(L));
+    int64_t D = c->s.dim, N = B * T;
+    const float *emb = cpu_w(be, model_embed(be->L));
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t n = 0; n < N; n++)
         memcpy(c->res[0] + n * D, emb + (int64_t)tokens[(n / T) * stride + n % T] * D, (size_t)D * sizeof(float));
-    for (int64_t l = 0; l < c->s.n_layers; l++) {
-        cpu_layer *y = &c->ly[l];
-        const float *x = c->res[l];
-        cpu_rmsnorm_fwd(c, y->xn1, y->rs1, x, cpu_w(be, model_layer(L, l, MODEL_LN1)), N);
-        /* q, k and v weights are adjacent in the flat vector: one GEMM. */
-        cpu_gemm(c, 0, 1, N, c->qkvd, D, y->xn1, D, cpu_w(be, model_layer(L, l, MODEL_Q)), D, 0.0f, y->qkv,
-                 c->qkvd);
-        cpu_rope(c, y->qkv, c->qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, 1);
-        cpu_attn_fwd(c, y, B, T);
-        memcpy(y->mid, x, (size_t)(N * D) * sizeof(float));
-        cpu_gemm(c, 0, 1, N, D, c->qd, y->ao, c->qd, cpu_w(be, model_layer(L, l, MODEL_O)), c->qd, 1.0f, y->mid, D);
-        cpu_rmsnorm_fwd(c, y->xn2, y->rs2, y->mid, cpu_w(be, model_layer(L, l, MODEL_LN2)), N);
-        /* gate and up are adjacent too. */
-        cpu_gemm(c, 0, 1, N, 2 * F, D, y->xn2, D, cpu_w(be, model_layer(L, l, MODEL_GATE)), D, 0.0f, y->gu, 2 * F);
-        cpu_swiglu_fwd(c, y->h, y->gu, N);
-        memcpy(c->res[l + 1], y->mid, (size_t)(N * D) * sizeof(float));
-        cpu_gemm(c, 0, 1, N, D, F, y->h, F, cpu_w(be, model_layer(L, l, MODEL_DOWN)), F, 1.0f, c->res[l + 1], D);
-    }
-    cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(L)), N);
+    for (int64_t l = 0; l < c->s.n_layers; l++)
+        cpu_layer_fwd(be, l, cpu_ly(c, l), B, T, c->res[l + 1]);
+    cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(be->L)), N);
 }
 
 /* Logits, per-row cross-entropy into c->rowloss, and with grad_scale != 0
@@ -500,7 +551,10 @@ static void cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
     const model_param *fn = model_final_norm(L);
     cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, fn), c->dxn, c->res[c->s.n_layers], c->rsf, cpu_w(be, fn), N);
     for (int64_t l = c->s.n_layers - 1; l >= 0; l--) {
-        cpu_layer *y = &c->ly[l];
+        cpu_layer *y = cpu_ly(c, l);
+        /* The last layer's set is still the forward's own. */
+        if (c->recompute && l < c->s.n_layers - 1)
+            cpu_layer_fwd(be, l, y, B, T, NULL);
         const model_param *pd = model_layer(L, l, MODEL_DOWN), *pg = model_layer(L, l, MODEL_GATE);
         const model_param *po = model_layer(L, l, MODEL_O), *pq = model_layer(L, l, MODEL_Q);
         const model_param *n1 = model_layer(L, l, MODEL_LN1), *n2 = model_layer(L, l, MODEL_LN2);
@@ -789,6 +843,7 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     comm_range(L->n_floats, be->rank, be->world, &be->lo, &be->hi);
     c->s = L->s;
     c->nt = o->threads > 0 ? o->threads : omp_get_num_procs();
+    c->recompute = o->recompute;
     openblas_set_num_threads(1);
     if (o->flush_denormals)
         cpu_flush_denormals(c->nt);

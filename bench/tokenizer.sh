@@ -16,9 +16,9 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import tokenizers" 2>
 fi
 tmp=$(mktemp -d /tmp/spotrain-bench-tok.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-# About 8 MB of prose and code: licences, this README, our sources, repeated.
+# About 8 MB of prose and code: licences, the README and docs/, our sources, repeated.
 for i in 1 2 3 4 5 6 7 8; do
-    cat /usr/share/common-licenses/* README.md train/*.c ckpt/*.c 2>/dev/null
+    cat /usr/share/common-licenses/* README.md docs/*.md train/*.c ckpt/*.c 2>/dev/null
 done > "$tmp/text.txt"
 RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false "$VENV/bin/python" - "$tmp" <<'PY'
 import sys, time

@@ -3,6 +3,7 @@
  * print on a laptop; then what can be checked without training (the data
  * opens, the plan fits this machine). */
 #include "train/train.h"
+#include "backend/backend.h"
 #include "comm/comm.h"
 #include "data/data.h"
 #include "money/commcost.h"
@@ -20,32 +21,40 @@ typedef struct {
     size_t range;      /* the largest rank's share of the flat vector */
 } train_memory;
 
-static void train_memory_plan(const model_shape *s, int64_t micro_batch, int world, train_memory *m)
+static void train_memory_plan(const cfg *c, const model_shape *s, int world, train_memory *m)
 {
     double n = (double)model_count_params(s), W = world > 0 ? world : 1;
     /* Ranks own 64-aligned ranges; the first ranks' are the largest. */
     size_t lo, hi;
     comm_range((size_t)model_count_params(s), 0, world > 0 ? world : 1, &lo, &hi);
     m->range = hi - lo;
-    double B = (double)micro_batch, T = (double)s->seq_len, L = (double)s->n_layers;
-    double q = (double)(s->n_heads * s->head_dim), kv = (double)(s->n_kv_heads * s->head_dim);
-    /* Saved for backward per token and layer: block input, two norm outputs,
-     * q/k/v, attention output, residual, gate/up/activation, and one row of
-     * attention probabilities per head. */
-    double per_tok_layer = 6 * (double)s->dim + q + 2 * kv + 3 * (double)s->ffn_dim + (double)s->n_heads * T;
     m->params = 4 * n;
     m->grads = 4 * n;                     /* full vector: reduce-scatter input */
     m->adam = 2 * 4 * (double)m->range;   /* m and v of this rank's range */
     m->snapshot = 3 * 4 * (double)m->range;   /* checkpoint host buffer */
     /* Chunked collectives: one chunk from every peer, never the vector. */
     m->comm = W > 1 ? 4 * W * (double)comm_get_chunk() : 0;
-    m->activations = 4 * B * T * (L * per_tok_layer + 2 * (double)s->vocab);
+    /* The CPU backend's own sizing of its buffers, the figure it allocates. */
+    m->activations = (double)backend_cpu_activation_bytes(s, c->micro_batch, !strcmp(c->recompute, "layers"),
+                                                          (int)c->threads);
     m->total = m->params + m->grads + m->adam + m->snapshot + m->comm + m->activations;
 }
 
 static void plan_line(const char *what, double bytes)
 {
     printf("  %-28s %12.3f GiB\n", what, bytes / (1024.0 * 1024.0 * 1024.0));
+}
+
+/* Under the activations: which train.recompute the figure is for, and what
+ * the other setting would hold. */
+static void train_plan_recompute(const cfg *c, const model_shape *s)
+{
+    int layers = !strcmp(c->recompute, "layers");
+    double other = (double)backend_cpu_activation_bytes(s, c->micro_batch, !layers, (int)c->threads);
+    printf("  (recompute %s: %s; recompute %s would hold %.3f GiB)\n", c->recompute,
+           layers ? "layer inputs and one layer's activations, each layer's forward rerun in its backward"
+                  : "every layer's activations kept for the backward",
+           layers ? "none" : "layers", other / (1024.0 * 1024.0 * 1024.0));
 }
 
 /* backend cuda (cuda/plan.c): what one GPU holds at the configured
@@ -146,7 +155,7 @@ int train_plan(const cfg *c, int world)
     printf("; resolved configuration (%s)\n%s\n", c->path, text);
     free(text);
     uint64_t n = model_count_params(&s);
-    train_memory_plan(&s, c->micro_batch, world, &m);
+    train_memory_plan(c, &s, world, &m);
     printf("parameters: %llu (%.3f B)\n", (unsigned long long)n, (double)n / 1e9);
     printf("flops per token (fwd+bwd): %.4g\n", model_flops_per_token(&s));
     printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW):\n", world,
@@ -161,6 +170,7 @@ int train_plan(const cfg *c, int world)
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     plan_line(act, m.activations);
+    train_plan_recompute(c, &s);
     plan_line("total", m.total);
     train_plan_comm(c, &s, world);
     if (strcmp(c->backend, "cpu") != 0)

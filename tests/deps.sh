@@ -4,15 +4,15 @@
 # `test` also makes build/venv, a Python virtual environment with the PyPI
 # oracles of tests/requirements.txt (tokenizers, safetensors); tests that need
 # it print SKIP when it is missing.
-# Usage: sh tests/deps.sh [build|test]   (test adds PyTorch, clang, shellcheck, promtool, xz)
+# Usage: sh tests/deps.sh [build|test]   (test adds PyTorch, clang, shellcheck, promtool, xz, groff)
 #        sh tests/deps.sh check          (make runs this: the compiler finds every
 #                                         header, or one line names the packages)
 set -u
-want="build-essential libopenmpi-dev openmpi-bin libzstd-dev libinih-dev libjson-c-dev libxxhash-dev libopenblas-dev libcurl4-openssl-dev python3"
+want="build-essential libopenmpi-dev openmpi-bin libzstd-dev zlib1g-dev libinih-dev libjson-c-dev libxxhash-dev libopenblas-dev libcurl4-openssl-dev python3"
 if [ "${1:-build}" = check ]; then
     # Headers, not dpkg: this also holds on a system that is not Debian.
     missing=""
-    for hp in zstd.h:libzstd-dev ini.h:libinih-dev json-c/json.h:libjson-c-dev xxhash.h:libxxhash-dev \
+    for hp in zstd.h:libzstd-dev zlib.h:zlib1g-dev ini.h:libinih-dev json-c/json.h:libjson-c-dev xxhash.h:libxxhash-dev \
         cblas.h:libopenblas-dev curl/curl.h:libcurl4-openssl-dev; do
         printf '#include <%s>\n' "${hp%%:*}" | ${CC:-cc} -E -x c - >/dev/null 2>&1 || missing="$missing ${hp#*:}"
     done
@@ -21,12 +21,12 @@ if [ "${1:-build}" = check ]; then
     exit 69
 fi
 if [ "${1:-build}" = test ]; then
-    want="$want python3-torch python3-numpy python3-venv clang shellcheck procps prometheus xz-utils"
+    want="$want python3-torch python3-numpy python3-venv clang shellcheck procps prometheus xz-utils groff-base"
 fi
 deps_venv() {
     [ "${1:-build}" = test ] || return 0
     venv=build/venv
-    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import tokenizers, safetensors, moto, boto3" 2>/dev/null; then
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import tokenizers, safetensors, moto, boto3, unicodedata2" 2>/dev/null; then
         return 0
     fi
     echo "spotrain: making $venv with tests/requirements.txt (PyPI)" >&2

@@ -52,6 +52,63 @@ int rx_category(uint32_t cp)
 
 const char *rx_unicode_version(void) { return UNI_VERSION; }
 
+/* Simple case folding: the next code point in cp's orbit (cp if none). */
+static uint32_t rx_fold_next(uint32_t cp)
+{
+    size_t lo = 0, hi = sizeof uni_fold_next / sizeof uni_fold_next[0];
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < uni_fold_next[mid][0])
+            hi = mid;
+        else if (cp > uni_fold_next[mid][0])
+            lo = mid + 1;
+        else
+            return uni_fold_next[mid][1];
+    }
+    return cp;
+}
+
+/* Whether [lo, hi] holds a case the folding data cannot answer for: a
+ * letter newer than it, or one whose full folding is several characters
+ * (Oniguruma matches U+00DF against "ss"; the compiled sets cannot). */
+static int rx_fold_unsure(uint32_t lo, uint32_t hi, uint32_t *which)
+{
+    for (size_t i = 0; i < sizeof uni_fold_unknown / sizeof uni_fold_unknown[0]; i++)
+        if (lo <= uni_fold_unknown[i][1] && hi >= uni_fold_unknown[i][0]) {
+            *which = lo > uni_fold_unknown[i][0] ? lo : uni_fold_unknown[i][0];
+            return 1;
+        }
+    for (size_t i = 0; i < sizeof uni_fold_multi / sizeof uni_fold_multi[0]; i++)
+        if (uni_fold_multi[i] >= lo && uni_fold_multi[i] <= hi) {
+            *which = uni_fold_multi[i];
+            return 1;
+        }
+    return 0;
+}
+
+/* Whether literals a then b, case-insensitively, spell the start of some
+ * character's multi-character folding ("ss" for U+00DF, "st" for U+FB06). */
+static int rx_fold_pair(uint32_t a, uint32_t b)
+{
+    for (size_t i = 0; i < sizeof uni_fold_multi_pairs / sizeof uni_fold_multi_pairs[0]; i++) {
+        int ina = 0, inb = 0;
+        uint32_t x = a, y = b;
+        do {
+            ina |= x == uni_fold_multi_pairs[i][0];
+            x = rx_fold_next(x);
+        } while (x != a);
+        do {
+            inb |= y == uni_fold_multi_pairs[i][1];
+            y = rx_fold_next(y);
+        } while (y != b);
+        if (ina && inb)
+            return 1;
+    }
+    return 0;
+}
+
+const char *rx_fold_version(void) { return UNI_FOLD_VERSION; }
+
 /* Oniguruma's \s is the White_Space property (not Python's isspace). */
 static int rx_is_space(uint32_t c)
 {
@@ -136,6 +193,7 @@ enum { N_SET, N_ANY, N_CAT, N_ALT, N_REP, N_LOOK, N_BOL, N_EOL, N_BOS, N_EOS, N_
 typedef struct {
     int type, a, b;         /* children (node indices) */
     int min, max, neg, set;
+    uint32_t lit;           /* 1 + the code point of a case-insensitive literal, else 0 */
 } rx_node;
 
 enum { OP_SET, OP_ANY, OP_SPLIT, OP_JMP, OP_BOL, OP_EOL, OP_BOS, OP_EOS, OP_LOOK, OP_MATCH };
@@ -170,6 +228,7 @@ typedef struct {
     char *err;
     size_t errcap;
     int failed;
+    int icase;              /* inside (?i:...) */
 } rx_parser;
 
 static int rx_fail(rx_parser *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -360,6 +419,39 @@ static int rx_next_cp(rx_parser *ps, uint32_t *cp)
     return 0;
 }
 
+/* [lo, hi] into a set; inside (?i:...) also every code point that folds
+ * together with one in it (categories and \s stay as they are, as in
+ * Oniguruma, where (?i:\p{Ll}) does not match "A"). */
+static int rx_range_add(rx_parser *ps, int set, uint32_t lo, uint32_t hi)
+{
+    rx_item r = {IT_RANGE, lo, hi, 0};
+    uint32_t bad;
+    if (rx_item_add(ps, set, r))
+        return -1;
+    if (!ps->icase)
+        return 0;
+    if (rx_fold_unsure(lo, hi, &bad))
+        return rx_fail(ps, "unsupported case-insensitive match of U+%04X (its folding is several "
+                       "characters or newer than Unicode %s)", (unsigned)bad, UNI_FOLD_VERSION);
+    size_t i = 0, end = sizeof uni_fold_next / sizeof uni_fold_next[0];
+    for (size_t top = end; i < top;) {     /* the first entry at or above lo */
+        size_t mid = (i + top) / 2;
+        if (uni_fold_next[mid][0] < lo)
+            i = mid + 1;
+        else
+            top = mid;
+    }
+    for (; i < end && uni_fold_next[i][0] <= hi; i++) {
+        uint32_t m = uni_fold_next[i][0];
+        for (uint32_t o = rx_fold_next(m); o != m; o = rx_fold_next(o)) {
+            rx_item f = {IT_RANGE, o, o, 0};
+            if ((o < lo || o > hi) && rx_item_add(ps, set, f))
+                return -1;
+        }
+    }
+    return 0;
+}
+
 static int rx_parse_class(rx_parser *ps)
 {
     int neg = 0;
@@ -412,8 +504,7 @@ static int rx_parse_class(rx_parser *ps)
             if (hi < lo)
                 return rx_fail(ps, "empty class range");
         }
-        rx_item r = {IT_RANGE, lo, hi, 0};
-        if (rx_item_add(ps, set, r))
+        if (rx_range_add(ps, set, lo, hi))
             return -1;
     }
     int n = rx_node_new(ps, N_SET, -1, -1);
@@ -425,12 +516,13 @@ static int rx_parse_class(rx_parser *ps)
 static int rx_single(rx_parser *ps, uint32_t cp)
 {
     int set = rx_set_new(ps, 0);
-    rx_item r = {IT_RANGE, cp, cp, 0};
-    if (set < 0 || rx_item_add(ps, set, r))
+    if (set < 0 || rx_range_add(ps, set, cp, cp))
         return -1;
     int n = rx_node_new(ps, N_SET, -1, -1);
-    if (n >= 0)
+    if (n >= 0) {
         ps->nodes[n].set = set;
+        ps->nodes[n].lit = ps->icase ? cp + 1 : 0;
+    }
     return n;
 }
 
@@ -444,16 +536,23 @@ static int rx_parse_atom(rx_parser *ps, int depth)
     switch (c) {
     case '(': {
         ps->p++;
-        int look = -1;
+        int look = -1, icase = ps->icase;
         if (ps->p < ps->end && *ps->p == '?') {
             if (ps->p + 1 < ps->end && ps->p[1] == ':')
                 ps->p += 2;
+            else if (ps->end - ps->p >= 3 && !memcmp(ps->p, "?i:", 3))
+                ps->icase = 1, ps->p += 3;
+            else if (ps->end - ps->p >= 4 && !memcmp(ps->p, "?-i:", 4))
+                ps->icase = 0, ps->p += 4;
             else if (ps->p + 1 < ps->end && (ps->p[1] == '=' || ps->p[1] == '!'))
                 look = ps->p[1] == '!', ps->p += 2;
+            else if (ps->p + 1 < ps->end && strchr("imx-", ps->p[1]))
+                return rx_fail(ps, "unsupported inline flags (only scoped (?i:...) and (?-i:...))");
             else
                 return rx_fail(ps, "unsupported group '(?%c'", ps->p + 1 < ps->end ? ps->p[1] : ' ');
         }
         int inner = rx_parse_alt(ps, depth + 1);
+        ps->icase = icase;
         if (inner < 0)
             return -1;
         if (ps->p >= ps->end || *ps->p != ')')
@@ -548,12 +647,18 @@ static int rx_nullable(const rx_parser *ps, int n)
 static int rx_parse_seq(rx_parser *ps, int depth)
 {
     int seq = -1;
+    uint32_t prev = 0;
     if (depth > 50)
         return rx_fail(ps, "groups nested too deeply");
     while (ps->p < ps->end && *ps->p != '|' && *ps->p != ')') {
         int atom = rx_parse_atom(ps, depth);
         if (atom < 0)
             return -1;
+        uint32_t lit = ps->nodes[atom].lit;
+        if (prev && lit && rx_fold_pair(prev - 1, lit - 1))
+            return rx_fail(ps, "unsupported case-insensitive U+%04X U+%04X (the folding of one character "
+                           "spells them, as U+00DF spells ss)", (unsigned)(prev - 1), (unsigned)(lit - 1));
+        prev = lit;
         while (ps->p < ps->end) {
             int min, max;
             char q = *ps->p;

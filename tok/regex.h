@@ -1,6 +1,7 @@
 /* The regular-expression subset that Hugging Face pre-tokenizer patterns use
  * (Oniguruma/Ruby semantics: leftmost-first alternation, greedy quantifiers,
- * lookahead, Unicode general categories and White_Space), compiled to a small
+ * lookahead, scoped (?i:...) with simple case folding, Unicode general
+ * categories and White_Space), compiled to a small
  * backtracking program. Anything outside the subset is refused by name. */
 #ifndef SPOTRAIN_REGEX_H
 #define SPOTRAIN_REGEX_H
@@ -34,5 +35,7 @@ uint32_t rx_decode(const uint8_t *text, size_t n, size_t i, int *len);
 /* Unicode general category index (see uni_cat_names in unicode_tab.h). */
 int rx_category(uint32_t cp);
 const char *rx_unicode_version(void);
+/* Unicode version of the case folding behind (?i:...). */
+const char *rx_fold_version(void);
 
 #endif

@@ -1,11 +1,13 @@
-/* `spotrain data tokenize`: text files, JSON lines or stdin -> llm.c token
- * shards (train_NNNNNN.bin, val_NNNNNN.bin), documents encoded in parallel
- * batches and written in input order, each preceded by the end-of-text id. */
-#include "train/train.h"
+/* The `data tokenize` pipeline: text files, JSON lines (plain or gzip) or
+ * stdin -> llm.c token shards (train_NNNNNN.bin, val_NNNNNN.bin), documents
+ * encoded in parallel batches and written in input order, each preceded by
+ * the end-of-text id. The command line lives in cli/data.c. */
+#include "tokenize.h"
 #include "tokenizer.h"
 #include "util/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <json-c/json.h>
 #include <math.h>
@@ -13,28 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define TKZ_BATCH_BYTES (32u << 20)
 #define TKZ_BATCH_DOCS 65536
-
-static const char tkz_usage[] =
-    "usage: spotrain data tokenize --tokenizer tokenizer.json [--eos ID] [--val-fraction F]\n"
-    "                              [--format auto|text|jsonl] [--shard-tokens N] [--threads N]\n"
-    "                              [--force] -o DIR FILE...\n"
-    "  Encodes documents with a Hugging Face byte-level BPE tokenizer.json into llm.c shards:\n"
-    "  DIR/train_000000.bin, ... and DIR/val_000000.bin, ... (header of 256 int32; uint16\n"
-    "  tokens, magic 20240520 version 1, when the vocabulary fits, else uint32, 20240801/7).\n"
-    "  Every document is preceded by the end-of-text token, as llm.c's scripts do.\n"
-    "  FILE        a text file (one document), a .jsonl/.ndjson file (one document per line,\n"
-    "              its \"text\" field), or - for standard input (one text document)\n"
-    "  --eos ID    end-of-text id (default: the tokenizer's eos / end-of-text special token)\n"
-    "  --val-fraction F  share of whole documents for validation (default 0; e.g. 0.01)\n"
-    "  --format    how to read FILEs (default auto: by extension)\n"
-    "  --shard-tokens N  tokens per shard (default 100000000)\n"
-    "  --force     overwrite shards already in DIR\n"
-    "  Train on them with [data] source = shards, train_path = DIR/train_*.bin,\n"
-    "  val_path = DIR/val_*.bin, model.vocab_size >= the tokenizer's vocabulary.\n";
 
 typedef struct {
     FILE *f;
@@ -203,41 +190,158 @@ static int tkz_add_doc(tkz *z, const char *p, size_t n)
     return ST_OK;
 }
 
-static int tkz_read_stdin(char **out, size_t *len)
+/* Reads a file ("-": standard input) whole; zlib unpacks gzip (concatenated
+ * members too) and passes any other bytes through. */
+static int tkz_read(const char *path, char **out, size_t *len)
 {
+    int stdin_ = !strcmp(path, "-"), rc = ST_OK, zerr;
+    const char *name = stdin_ ? "standard input" : path;
+    int fd = stdin_ ? dup(0) : open(path, O_RDONLY);
+    struct stat st = {0};
     size_t cap = 1 << 20, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, stdin);
-        n += got;
-        if (n < cap) {
-            if (ferror(stdin)) {
-                free(buf);
-                return util_fail(ST_IOERR, "cannot read standard input: %s", strerror(errno));
-            }
-            break;
-        }
-        char *nb = realloc(buf, cap * 2);
-        if (!nb)
-            free(buf);
-        buf = nb;
-        cap *= 2;
+    if (fd < 0)
+        return util_fail(errno == ENOENT ? ST_NOINPUT : ST_IOERR, "cannot open %s: %s", name, strerror(errno));
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        close(fd);
+        return util_fail(ST_NOINPUT, "%s is a directory; give the path of a file", name);
     }
-    if (!buf)
-        return util_fail(ST_SOFTWARE, "out of memory reading standard input");
+    /* A plain file fits at its size; gzip grows by doubling. */
+    if (S_ISREG(st.st_mode) && (uint64_t)st.st_size >= cap &&
+        (uint64_t)st.st_size < ((uint64_t)1 << 40))
+        cap = (size_t)st.st_size + 1;
+    gzFile g = gzdopen(fd, "rb");
+    char *buf = g ? malloc(cap) : NULL;
+    if (!g)
+        close(fd);
+    if (!buf) {
+        rc = util_fail(ST_SOFTWARE, "out of memory reading %s", name);
+        goto out;
+    }
+    gzbuffer(g, 1 << 20);
+    for (;;) {
+        if (n == cap) {
+            char *nb = cap < ((size_t)1 << 40) ? realloc(buf, cap * 2) : NULL;
+            if (!nb) {
+                rc = util_fail(ST_SOFTWARE, "out of memory reading %s (%zu bytes)", name, cap * 2);
+                goto out;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t want = cap - n < (1u << 30) ? cap - n : (1u << 30);
+        int got = gzread(g, buf + n, (unsigned)want);
+        if (got < 0) {
+            const char *msg = gzerror(g, &zerr);
+            rc = zerr == Z_ERRNO ? util_fail(ST_IOERR, "cannot read %s: %s", name, strerror(errno))
+                                 : util_fail(ST_DATA, "%s: corrupt or truncated gzip data (%s)", name, msg);
+            goto out;
+        }
+        if (got == 0)
+            break;
+        n += (size_t)got;
+    }
+    /* zlib reports a stream cut short only here, after the last read. */
+    gzerror(g, &zerr);
+    if (zerr == Z_BUF_ERROR)
+        rc = util_fail(ST_DATA, "%s: corrupt or truncated gzip data (it ends inside a gzip stream)", name);
+out:
+    if (g)
+        gzclose(g);
+    if (rc != ST_OK) {
+        free(buf);
+        return rc;
+    }
     *out = buf;
     *len = n;
     return ST_OK;
 }
 
+static int tkz_has_bom(const char *p, size_t n) { return n >= 3 && !memcmp(p, "\xef\xbb\xbf", 3); }
+
+static int tkz_hex(char h)
+{
+    int l = h | 0x20;
+    return h >= '0' && h <= '9' ? h - '0' : l >= 'a' && l <= 'f' ? l - 'a' + 10 : -1;
+}
+
+/* \uD800-\uDFFF escapes without their other half: json-c turns each into
+ * U+FFFD, which the document then holds instead of what was meant. */
+static size_t tkz_lone_surrogates(const char *p, size_t n)
+{
+    size_t count = 0;
+    int pending_high = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != '\\' || i + 1 >= n) {
+            count += (size_t)pending_high;
+            pending_high = 0;
+            continue;
+        }
+        unsigned v = 0;
+        int hex = p[i + 1] == 'u' && i + 6 <= n;
+        for (int k = 2; hex && k < 6; k++) {
+            int d = tkz_hex(p[i + (size_t)k]);
+            hex = d >= 0;
+            v = v << 4 | (unsigned)(d & 15);
+        }
+        if (!hex || v < 0xD800 || v > 0xDFFF) {
+            count += (size_t)pending_high;
+            pending_high = 0;
+            i++;    /* an escape: the next byte is not a backslash that starts one */
+            continue;
+        }
+        int high = v >= 0xD800 && v <= 0xDBFF, low = v >= 0xDC00 && v <= 0xDFFF;
+        if (low && pending_high)
+            pending_high = 0;
+        else {
+            count += (size_t)pending_high + (size_t)low;
+            pending_high = high;
+        }
+        i += 5;
+    }
+    return count + (size_t)pending_high;
+}
+
+/* The first line, after an optional BOM and blank lines, is a JSON object
+ * with a "text" string. */
+static int tkz_looks_jsonl(const char *buf, size_t len)
+{
+    size_t s = tkz_has_bom(buf, len) ? 3 : 0;
+    while (s < len && strchr(" \t\r\n", buf[s]))
+        s++;
+    if (s >= len || buf[s] != '{')
+        return 0;
+    const char *nl = memchr(buf + s, '\n', len - s);
+    size_t end = nl ? (size_t)(nl - buf) : len;
+    if (end - s >= INT32_MAX)
+        return 0;
+    json_tokener *jt = json_tokener_new();
+    json_object *o = jt ? json_tokener_parse_ex(jt, buf + s, (int)(end - s)) : NULL, *v;
+    int yes = o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, "text", &v) &&
+              json_object_is_type(v, json_type_string);
+    json_object_put(o);
+    if (jt)
+        json_tokener_free(jt);
+    return yes;
+}
+
+static int tkz_ends_with(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n >= k && !strncasecmp(s + n - k, suffix, k);
+}
+
+/* One JSON object a line, its "text" string a document; a BOM before the
+ * first line is skipped. */
 static int tkz_jsonl(tkz *z, const char *path, char *buf, size_t len)
 {
     int rc = ST_OK;
-    size_t line = 0;
+    size_t line = 0, lone = 0, lone_line = 0;
     json_tokener *jt = json_tokener_new();
-    if (!jt)
+    if (!jt) {
+        free(buf);
         return util_fail(ST_SOFTWARE, "out of memory");
-    for (size_t i = 0; i < len && rc == ST_OK;) {
+    }
+    for (size_t i = tkz_has_bom(buf, len) ? 3 : 0; i < len && rc == ST_OK;) {
         char *nl = memchr(buf + i, '\n', len - i);
         size_t end = nl ? (size_t)(nl - buf) : len;
         line++;
@@ -252,7 +356,10 @@ static int tkz_jsonl(tkz *z, const char *path, char *buf, size_t len)
                 rc = util_fail(ST_DATA, "%s:%zu: not a JSON object with a \"text\" string; expected JSON "
                                "lines like {\"text\": \"...\"}", path, line);
             } else {
-                size_t n = (size_t)json_object_get_string_len(v);
+                size_t n = (size_t)json_object_get_string_len(v), k = tkz_lone_surrogates(buf + s, end - s);
+                if (k && !lone)
+                    lone_line = line;
+                lone += k;
                 char *copy = malloc(n + 1);
                 if (!copy)
                     rc = util_fail(ST_SOFTWARE, "out of memory");
@@ -267,22 +374,40 @@ static int tkz_jsonl(tkz *z, const char *path, char *buf, size_t len)
     }
     json_tokener_free(jt);
     free(buf);
+    if (rc == ST_OK && lone)
+        util_log("%s: %zu lone surrogate escape%s (\\ud800-\\udfff without its pair; the first on line %zu) "
+                 "replaced by U+FFFD", path, lone, lone == 1 ? "" : "s", lone_line);
     return rc;
 }
 
-static int tkz_input(tkz *z, const char *path, const char *format)
+/* auto: JSON lines by name (.jsonl, .ndjson, any case, also .gz) or by the
+ * first line's content; a .json name that is not JSON lines is refused
+ * rather than read as one raw document. */
+static int tkz_input(tkz *z, const char *path, tkz_format format)
 {
     char *buf = NULL;
-    size_t len = 0;
-    int stdin_ = !strcmp(path, "-");
-    int rc = stdin_ ? tkz_read_stdin(&buf, &len) : util_read_file(path, &buf, &len);
+    size_t len = 0, n = strlen(path);
+    int rc = tkz_read(path, &buf, &len);
     if (rc != ST_OK)
         return rc;
-    const char *dot = strrchr(path, '.');
-    int jsonl = !strcmp(format, "jsonl") ||
-                (!strcmp(format, "auto") && !stdin_ && dot && (!strcmp(dot, ".jsonl") || !strcmp(dot, ".ndjson")));
+    const char *name = strcmp(path, "-") ? path : "standard input";
+    if (tkz_ends_with(path, n, ".gz"))
+        n -= 3;
+    int jsonl = format == TKZ_JSONL;
+    if (format == TKZ_AUTO) {
+        int by_name = tkz_ends_with(path, n, ".jsonl") || tkz_ends_with(path, n, ".ndjson");
+        jsonl = by_name || tkz_looks_jsonl(buf, len);
+        if (jsonl && !by_name)
+            util_log("%s: reading as JSON lines (its first line is a {\"text\": ...} object); --format text "
+                     "reads it as one document", name);
+        if (!jsonl && tkz_ends_with(path, n, ".json")) {
+            free(buf);
+            return util_fail(ST_DATA, "%s: a .json file whose first line is not a {\"text\": ...} object; "
+                             "convert it to JSON lines, or pass --format text to read it as one document", name);
+        }
+    }
     if (jsonl)
-        return tkz_jsonl(z, path, buf, len);
+        return tkz_jsonl(z, name, buf, len);
     if ((rc = tkz_own(z, buf)) != ST_OK)
         return rc;
     return tkz_add_doc(z, buf, len);
@@ -312,82 +437,46 @@ static int tkz_prepare_dir(const char *dir, int force)
     return rc;
 }
 
-int data_tokenize_cli(int argc, char **argv)
+static void tkz_report_specials(const tkz *z, int as_text)
 {
-    const char *tokpath = NULL, *dir = NULL, *format = "auto";
-    int64_t eos = -1, shard_tokens = 100000000, threads = 0;
-    double valf = 0;
-    int force = 0, nin = 0, rc = ST_OK;
-    const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
+    uint64_t n = 0;
+    for (int i = 0; i < z->nthreads; i++)
+        n += tok_enc_specials(z->enc[i]);
+    if (n && as_text)
+        util_log("encoded %llu special-token literal%s found inside documents as plain text (--special-as-text)",
+                 (unsigned long long)n, n == 1 ? "" : "s");
+    else if (n)
+        util_log("%llu special-token literal%s (such as the end-of-text token's text) found inside documents "
+                 "became special ids, as the tokenizers library encodes them; --special-as-text encodes them "
+                 "as plain text", (unsigned long long)n, n == 1 ? "" : "s");
+}
+
+int tkz_run(const tkz_opts *o)
+{
+    int rc = ST_OK;
+    int64_t eos = o->eos;
     tkz z;
     tok *t = NULL;
     memset(&z, 0, sizeof z);
-    if (!inputs)
-        return util_fail(ST_SOFTWARE, "out of memory");
-    for (int i = 1; i < argc && rc == ST_OK; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(tkz_usage, stdout);
-            free(inputs);
-            return ST_OK;
-        } else if (!strcmp(a, "--tokenizer") && v) {
-            tokpath = v, i++;
-        } else if (!strcmp(a, "-o") && v) {
-            dir = v, i++;
-        } else if (!strcmp(a, "--eos") && v) {
-            if (util_parse_i64(v, &eos) || eos < 0)
-                rc = util_fail(ST_USAGE, "--eos: '%s' is not a token id", v);
-            i++;
-        } else if (!strcmp(a, "--val-fraction") && v) {
-            if (util_parse_f64(v, &valf) || valf < 0 || valf >= 1)
-                rc = util_fail(ST_USAGE, "--val-fraction: '%s' is not a number in [0, 1)", v);
-            i++;
-        } else if (!strcmp(a, "--shard-tokens") && v) {
-            if (util_parse_i64(v, &shard_tokens) || shard_tokens < 1 || shard_tokens > INT32_MAX)
-                rc = util_fail(ST_USAGE, "--shard-tokens: '%s' is not a count from 1 to 2^31-1", v);
-            i++;
-        } else if (!strcmp(a, "--threads") && v) {
-            if (util_parse_i64(v, &threads) || threads < 0 || threads > 4096)
-                rc = util_fail(ST_USAGE, "--threads: '%s' is not a thread count", v);
-            i++;
-        } else if (!strcmp(a, "--format") && v) {
-            format = v, i++;
-            if (strcmp(format, "auto") && strcmp(format, "text") && strcmp(format, "jsonl"))
-                rc = util_fail(ST_USAGE, "--format: '%s' is not auto, text or jsonl", format);
-        } else if (!strcmp(a, "--force")) {
-            force = 1;
-        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
-            util_quiet = 1;
-        } else if (a[0] == '-' && a[1]) {
-            rc = util_fail(ST_USAGE, "data tokenize: unexpected argument '%s' (see spotrain data tokenize --help)", a);
-        } else {
-            inputs[nin++] = a;
-        }
-    }
-    if (rc == ST_OK && (!tokpath || !dir || !nin))
-        rc = util_fail(ST_USAGE, "data tokenize: needs --tokenizer FILE, -o DIR and at least one input "
-                       "(see spotrain data tokenize --help)");
-    if (rc == ST_OK)
-        rc = tok_load(&t, tokpath);
-    if (rc != ST_OK)
+    if ((rc = tok_load(&t, o->tokenizer)) != ST_OK)
         goto out;
     if (eos < 0 && (eos = tok_eos(t)) < 0) {
-        rc = util_fail(ST_USAGE, "%s: no end-of-text special token found; pass --eos ID", tokpath);
+        rc = util_fail(ST_USAGE, "%s: no end-of-text special token found; pass --eos ID", o->tokenizer);
         goto out;
     }
     if ((uint64_t)eos >= tok_vocab_size(t)) {
         rc = util_fail(ST_USAGE, "--eos %lld is outside the vocabulary of %u", (long long)eos, tok_vocab_size(t));
         goto out;
     }
-    if ((rc = tkz_prepare_dir(dir, force)) != ST_OK)
+    if ((rc = tkz_prepare_dir(o->dir, o->force)) != ST_OK)
         goto out;
     z.t = t;
-    z.dir = dir;
+    z.dir = o->dir;
     z.eos = (uint32_t)eos;
-    z.val_fraction = valf;
-    z.shard_tokens = (uint64_t)shard_tokens;
+    z.val_fraction = o->val_fraction;
+    z.shard_tokens = (uint64_t)o->shard_tokens;
     z.width = tok_vocab_size(t) <= 65536 ? 2 : 4;
-    z.nthreads = threads ? (int)threads : omp_get_max_threads();
+    z.nthreads = o->threads ? o->threads : omp_get_max_threads();
     z.t0 = z.last = util_now();
     z.tty = isatty(2);
     z.enc = calloc((size_t)z.nthreads, sizeof *z.enc);
@@ -401,9 +490,10 @@ int data_tokenize_cli(int argc, char **argv)
         goto out;
     }
     for (int i = 0; i < z.nthreads && rc == ST_OK; i++)
-        rc = tok_enc_new(&z.enc[i], t);
-    for (int i = 0; i < nin && rc == ST_OK; i++)
-        rc = tkz_input(&z, inputs[i], format);
+        if ((rc = tok_enc_new(&z.enc[i], t)) == ST_OK)
+            tok_enc_special_as_text(z.enc[i], o->special_as_text);
+    for (int i = 0; i < o->ninputs && rc == ST_OK; i++)
+        rc = tkz_input(&z, o->inputs[i], o->format);
     if (rc == ST_OK)
         rc = tkz_flush(&z);
     for (int s = 0; s < 2 && rc == ST_OK; s++)
@@ -413,9 +503,10 @@ int data_tokenize_cli(int argc, char **argv)
                        (unsigned long long)z.docs_done);
     if (rc == ST_OK) {
         tkz_progress(&z, 1);
+        tkz_report_specials(&z, o->special_as_text);
         util_log("wrote %d train shard%s (%llu tokens) and %d val shard%s (%llu tokens) to %s; vocabulary %u, "
                  "%s tokens", z.out[0].index, z.out[0].index == 1 ? "" : "s", (unsigned long long)z.out[0].total,
-                 z.out[1].index, z.out[1].index == 1 ? "" : "s", (unsigned long long)z.out[1].total, dir,
+                 z.out[1].index, z.out[1].index == 1 ? "" : "s", (unsigned long long)z.out[1].total, o->dir,
                  tok_vocab_size(t), z.width == 2 ? "uint16" : "uint32");
     }
 out:
@@ -437,16 +528,6 @@ out:
     free(z.ids);
     free(z.nids);
     free(z.capids);
-    free(inputs);
     tok_free(t);
     return rc;
-}
-
-int data_cli(int argc, char **argv)
-{
-    if (argc < 2 || strcmp(argv[1], "tokenize"))
-        return argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
-                   ? (fputs(tkz_usage, stdout), ST_OK)
-                   : util_fail(ST_USAGE, "data: which one? spotrain data tokenize (see spotrain data tokenize --help)");
-    return data_tokenize_cli(argc - 1, argv + 1);
 }

@@ -39,7 +39,7 @@ typedef struct {
 
 typedef struct {
     uint32_t off, len, id;
-    int normalized;
+    int normalized, special;
 } tok_added;
 
 struct tok {
@@ -95,6 +95,8 @@ struct tok_enc {
     uint32_t **ids;
     size_t *len, *cap;
     int oom;
+    int special_as_text;           /* special tokens' text goes through the BPE */
+    uint64_t specials;             /* special-token literals found in the text */
 };
 
 /* --- tables ---------------------------------------------------------------- */
@@ -425,6 +427,7 @@ static int tok_parse_added(tok *t, json_object *arr)
             return util_fail(ST_SOFTWARE, "out of memory");
         ad->id = (uint32_t)json_object_get_int64(id);
         ad->normalized = tok_bool(a, "normalized");
+        ad->special = tok_bool(a, "special");
         t->added_first[ad->normalized][(uint8_t)t->arena[ad->off]] = 1;
         if (ad->id + 1 > t->nvocab)
             t->nvocab = ad->id + 1;
@@ -1059,6 +1062,14 @@ static void tok_added_split(tok_enc *e, const uint8_t *p, size_t n, int normaliz
             i++;
             continue;
         }
+        if (t->added[best].special)
+            e->specials++;
+        /* As the library's encode_special_tokens: the match stays text and
+         * the search goes on after it. */
+        if (t->added[best].special && e->special_as_text) {
+            i += t->added[best].len;
+            continue;
+        }
         if (i > start) {
             if (!normalized)
                 tok_added_split(e, p + start, i - start, 1);
@@ -1076,6 +1087,9 @@ static void tok_added_split(tok_enc *e, const uint8_t *p, size_t n, int normaliz
             tok_pretok(e, p + start, n - start, 0);
     }
 }
+
+void tok_enc_special_as_text(tok_enc *e, int on) { e->special_as_text = on; }
+uint64_t tok_enc_specials(const tok_enc *e) { return e->specials; }
 
 int tok_encode(tok_enc *e, const uint8_t *text, size_t n, uint32_t **ids, size_t *len, size_t *cap)
 {

@@ -38,6 +38,13 @@ void tok_enc_free(tok_enc *e);
  * maps through ByteLevel like any byte. ST_OK or ST_SOFTWARE (memory). */
 int tok_encode(tok_enc *e, const uint8_t *text, size_t n, uint32_t **ids, size_t *len, size_t *cap);
 
+/* Special added tokens written out in a text (a scraped page holding
+ * "<|endoftext|>") become their ids, as the library's encode does; on, they
+ * are encoded as plain text instead (its encode_special_tokens = True). */
+void tok_enc_special_as_text(tok_enc *e, int on);
+/* How many special-token literals this encoder has met so far, either way. */
+uint64_t tok_enc_specials(const tok_enc *e);
+
 /* The bytes an id decodes to (ByteLevel decoder; added tokens as their
  * content); NULL for an id outside the vocabulary. */
 const uint8_t *tok_bytes(const tok *t, uint32_t id, size_t *len);

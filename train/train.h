@@ -22,7 +22,4 @@ int train_selftest_comm(const cfg *c);
 /* spotrain sample CONFIG|CKPT [--prompt S] [--tokens N] ... */
 int train_sample_cli(int argc, char **argv);
 
-/* spotrain data tokenize ... (argv[0] is "data"). */
-int data_cli(int argc, char **argv);
-
 #endif

@@ -2,7 +2,8 @@
 # Build and install checks: a machine without the -dev packages gets one line
 # naming them and the install command (not a compiler's "ini.h: No such
 # file"), `make install` lays out a stripped binary, the wrapper and the
-# sample config, and the README's run-time libraries are the binary's.
+# sample config and the man page, and the run-time libraries docs/building.md
+# names are the binary's.
 . tests/cli/lib.sh
 S=$SPOTRAIN
 ROOT=$PWD
@@ -30,11 +31,13 @@ t_exit "make install: spotrain-run" 0 "" test -x "$T_TMP/root/usr/bin/spotrain-r
 t_exit "make install: the sample config" 0 "" cmp -s "$T_TMP/root/usr/share/spotrain/sample.ini" "$ROOT/sample.ini"
 t_exit "make install: the binary is stripped" 0 "" sh -c "! readelf -S '$T_TMP/root/usr/bin/spotrain' | grep -q '\\.symtab'"
 t_exit "the installed binary runs" 0 "spotrain" "$T_TMP/root/usr/bin/spotrain" --version
+t_exit "make install: the man page" 0 "" cmp -s "$T_TMP/root/usr/share/man/man1/spotrain.1" "$ROOT/docs/spotrain.1"
 
-# The Building section lists exactly the libraries the binary needs itself
+# docs/building.md lists exactly the libraries the binary needs itself
 # (the release build; a sanitizer build links everything dynamically).
+DOC=$ROOT/docs/building.md
 if [ "$SAN" = 1 ]; then
-    echo "SKIP README run-time libraries: a sanitizer build links its libraries dynamically"
+    echo "SKIP docs/building.md run-time libraries: a sanitizer build links its libraries dynamically"
     t_exit "README has no leftover SECTIONS marker" 1 "" grep -q "<!-- SECTIONS -->" "$ROOT/README.md"
     t_end
     exit $?
@@ -72,18 +75,20 @@ else
     t_bad "release binary needs exactly: $want" "readelf -d says: $got"
 fi
 needed=$(readelf -d "$S" | sed -n 's/.*Shared library: \[\(lib[a-z_-]*\)[.].*/\1/p' | sort -u)
-sect=$(sed -n '/^## Building/,/^## /p' "$ROOT/README.md")
+# shellcheck disable=SC2016
+sect=$(sed -n '/^## What `make` builds and links/,/^## /p' "$DOC")
+t_exit "docs/building.md has its section on what make links" 1 "" test -z "$sect"
 for lib in $needed; do
-    case "$sect" in *"$lib"*) t_ok "README names run-time library $lib" ;; *) t_bad "README names run-time library $lib" ;; esac
+    case "$sect" in *"$lib"*) t_ok "docs/building.md names run-time library $lib" ;; *) t_bad "docs/building.md names run-time library $lib" ;; esac
 done
 # The sentence "... needs at run time only X, Y ... ldd" names them.
 rt=$(echo "$sect" | tr '\n' ' ' | sed -n 's/.*at run time only\(.*\)`ldd.*/\1/p')
-t_exit "README's Building section has the run-time list" 1 "" test -z "$rt"
+t_exit "docs/building.md has the run-time list" 1 "" test -z "$rt"
 for lib in libgfortran libgomp; do
     if echo "$needed" | grep -qx "$lib"; then
-        t_ok "$lib is linked dynamically (README may name it)"
+        t_ok "$lib is linked dynamically (docs/building.md may name it)"
     else
-        case "$rt" in *"$lib"*) t_bad "README does not claim $lib at run time" ;; *) t_ok "README does not claim $lib at run time" ;; esac
+        case "$rt" in *"$lib"*) t_bad "docs/building.md does not claim $lib at run time" ;; *) t_ok "docs/building.md does not claim $lib at run time" ;; esac
     fi
 done
 t_exit "README has no leftover SECTIONS marker" 1 "" grep -q "<!-- SECTIONS -->" "$ROOT/README.md"

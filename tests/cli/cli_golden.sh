@@ -9,7 +9,7 @@
 # shellcheck disable=SC2086
 . tests/cli/lib.sh
 S=$SPOTRAIN
-GOLDEN=$PWD/tests/golden.txt
+GOLDEN=$PWD/tests/cli/golden.txt
 RECORD=${1:-}
 cd "$T_TMP" || exit 1
 core=$("$S" --version | sed -n 's/.*cpu (OpenBLAS \([^)]*\)).*/\1/p')

@@ -1,11 +1,11 @@
 #!/bin/sh
-# Stopping under `mpirun -np 2` in each launch shape the README documents:
+# Stopping under `mpirun -np 2` in each launch shape docs/spot.md documents:
 # what status reaches the scheduler, and how soon the ranks start saving
 # (the ledger's first notice/checkpoint/stop record after the signal).
 #   plain mpirun + SIGUSR1         75, saving at once
 #   plain mpirun + SIGTERM         1, saving only after odls_base_sigkill_timeout:
-#                                  the limitation the README states (checked,
-#                                  so the README stays true)
+#                                  the limitation docs/spot.md states (checked,
+#                                  so docs/spot.md stays true)
 #   spotrain-run + SIGTERM to the wrapper, to its process group, to every
 #   process of the job (systemd control-group, Slurm scancel), and a provider
 #   notice: 75 / a prompt restart, saving at once, although --grace 120 makes
@@ -99,9 +99,9 @@ rc=$?
 fs=$(first_save term/events.jsonl "$t0")
 code=$(t_events term/events.jsonl exit code | tail -n 1)
 if [ "$rc" -eq 1 ] && [ "$code" = 75 ] && ! lt "$fs" 2.5 && lt "$fs" 4; then
-    t_ok "plain mpirun, SIGTERM (timeout 3 s): ranks start saving after ${fs}s and exit 75, mpirun exits 1 (as the README warns)"
+    t_ok "plain mpirun, SIGTERM (timeout 3 s): ranks start saving after ${fs}s and exit 75, mpirun exits 1 (as docs/spot.md warns)"
 else
-    t_bad "plain mpirun, SIGTERM: the README's account" "mpirun exit $rc, ranks' exit $code, saving began after ${fs}s (README says ~3)"
+    t_bad "plain mpirun, SIGTERM: docs/spot.md's account" "mpirun exit $rc, ranks' exit $code, saving began after ${fs}s (docs/spot.md says ~3)"
 fi
 
 # spotrain-run around mpirun; --grace 120 makes mpirun linger 240 s after the

@@ -5,8 +5,9 @@
 . "$(dirname "$0")/lib.sh"
 S=$SPOTRAIN
 VENV=${SPOTRAIN_VENV:-$PWD/build/venv}
-ORACLE=$PWD/tests/tok_oracle.py
+ORACLE=$PWD/tests/ref/tok_oracle.py
 UNIT=$PWD/$BUILD/tests/test_tokenizer
+ROOT=$PWD
 cd "$T_TMP" || exit 1
 
 # A hand-made tokenizer (stdlib Python only): 256 byte symbols, two merges.
@@ -32,6 +33,8 @@ j["normalizer"] = None
 j["added_tokens"] = []
 json.dump(j, open("noeos.json", "w"))
 PY
+
+t_exit "--version names the Unicode version of the pre-tokenizer" 0 "^tokenizer: Unicode 16\.0\.0 categories" "$S" --version
 
 printf 'the cat\n' > a.txt
 printf 'hello there' > b.txt
@@ -69,6 +72,66 @@ t_exit "normalizer refused by name" 78 "normalizer NFKC is not supported" "$S" d
 t_exit "no end-of-text token: asks for --eos" 64 "pass --eos" "$S" data tokenize --tokenizer noeos.json -o n a.txt
 t_exit "--eos overrides" 0 "" "$S" data tokenize --tokenizer noeos.json --eos 10 -o n a.txt
 t_exit "missing input" 66 "cannot open" "$S" data tokenize --tokenizer mini.json -o m nope.txt
+mkdir adir
+t_exit "a directory as input" 66 "adir is a directory" "$S" data tokenize --tokenizer mini.json -o m adir
+
+# ids DIR: the train shard's ids, space-separated (uint16 shards).
+ids() {
+    /usr/bin/python3 -c "
+import struct,sys
+d=open(sys.argv[1]+'/train_000000.bin','rb').read(); n=struct.unpack('<i',d[8:12])[0]
+print(' '.join(str(x) for x in struct.unpack('<%dH'%n,d[1024:1024+2*n])))" "$1"
+}
+# Options as getopt_long reads them everywhere: --opt=value, options after the
+# inputs, and -- before an input whose name starts with a dash.
+cp a.txt ./-dash.txt
+t_exit "--opt=value, options after inputs, -- before a dashed name" 0 "wrote 1 train shard" \
+    "$S" data tokenize --tokenizer=mini.json --output=eq --shard-tokens=1000 a.txt --force -- -dash.txt
+[ "$(ids eq)" = "258 116 257 32 99 97 116 10 258 116 257 32 99 97 116 10" ] && t_ok "both inputs read" ||
+    t_bad "getopt inputs" "$(ids eq)"
+t_exit "a missing option value is named" 64 "value is missing after '--eos'" "$S" data tokenize a.txt --eos
+t_exit "an unknown option is named" 64 "unexpected argument '--nope=1'" "$S" data tokenize --nope=1 a.txt
+
+# JSON lines by content and by name in any case, gzip, a BOM, lone surrogates.
+printf '{"text": "the cat"}\n{"text": "hello there"}\n' > two.jsonl
+"$S" data tokenize --tokenizer mini.json -o two two.jsonl 2>/dev/null
+two=$(ids two)
+[ "$(echo "$two" | tr ' ' '\n' | grep -c '^258$')" = 2 ] && t_ok "JSON lines: two documents" || t_bad "two.jsonl" "$two"
+cp two.jsonl TWO.JSONL
+t_exit "upper-case .JSONL is JSON lines" 0 "" "$S" data tokenize --tokenizer mini.json -o up TWO.JSONL
+[ "$(ids up)" = "$two" ] && t_ok ".JSONL ids" || t_bad ".JSONL ids" "$(ids up)"
+cp two.jsonl two.json
+t_exit "a .json file of JSON lines is read as JSON lines (said once)" 0 "two.json: reading as JSON lines" \
+    "$S" data tokenize --tokenizer mini.json -o js2 two.json
+[ "$(ids js2)" = "$two" ] && t_ok ".json of JSON lines: ids" || t_bad ".json ids" "$(ids js2)"
+printf '[{"text": "the cat"}]\n' > arr.json
+t_exit "a .json file that is not JSON lines is refused" 65 "arr.json: a .json file.*--format text" \
+    "$S" data tokenize --tokenizer mini.json -o arr arr.json
+gzip -c two.jsonl > two.jsonl.gz
+t_exit "gzip JSON lines" 0 "" "$S" data tokenize --tokenizer mini.json -o gz two.jsonl.gz
+[ "$(ids gz)" = "$two" ] && t_ok ".jsonl.gz ids equal the plain file's" || t_bad ".jsonl.gz ids" "$(ids gz)"
+gzip -c a.txt | "$S" data tokenize --tokenizer mini.json -o gzin - 2>/dev/null
+[ "$(ids gzin)" = "258 116 257 32 99 97 116 10" ] && t_ok "gzip on standard input" || t_bad "gzip stdin" "$(ids gzin)"
+head -c 20 two.jsonl.gz > cut.jsonl.gz
+t_exit "truncated gzip refused" 65 "cut.jsonl.gz: corrupt or truncated gzip" \
+    "$S" data tokenize --tokenizer mini.json -o cut cut.jsonl.gz
+printf '\357\273\277' | cat - two.jsonl > bom.jsonl
+t_exit "a BOM before the first JSON line is skipped" 0 "" "$S" data tokenize --tokenizer mini.json -o bom bom.jsonl
+[ "$(ids bom)" = "$two" ] && t_ok "BOM: same ids" || t_bad "BOM ids" "$(ids bom)"
+printf '{"text": "a\\ud800b \\ud83d\\ude00 \\\\ud800"}\n' > sur.jsonl
+t_exit "lone surrogate escapes are counted" 0 "sur.jsonl: 1 lone surrogate escape .*line 1.*U\+FFFD" \
+    "$S" data tokenize --tokenizer mini.json -o sur sur.jsonl
+
+# Special-token text inside a document: the special id by default (as the
+# library does), counted; --special-as-text encodes it as text.
+printf 'he<|endoftext|>he' > sp.txt
+t_exit "special-token text in a document is counted" 0 "1 special-token literal .*--special-as-text" \
+    "$S" data tokenize --tokenizer mini.json -o sp sp.txt
+[ "$(ids sp)" = "258 257 258 257" ] && t_ok "by default it is the special id" || t_bad "special id" "$(ids sp)"
+t_exit "--special-as-text" 0 "encoded 1 special-token literal .*as plain text" \
+    "$S" data tokenize --tokenizer mini.json --special-as-text -o spt sp.txt
+[ "$(ids spt)" = "258 257 60 124 101 110 100 111 102 116 101 120 116 124 62 257" ] &&
+    t_ok "--special-as-text: byte-level text ids" || t_bad "special as text" "$(ids spt)"
 
 # The shards train through [data] source = shards.
 cat > tr.ini <<EOF
@@ -102,8 +165,20 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import tokenizers" 2>
     t_end
     exit
 fi
+# The case folding comes from the generating Python's own tables: compare
+# only under the Unicode version the header names for it.
+fold=$(sed -n 's/^#define UNI_FOLD_VERSION "\(.*\)"$/\1/p' "$ROOT/tok/unicode_tab.h")
+if ! "$VENV/bin/python" -c "import unicodedata, sys; sys.exit(unicodedata.unidata_version != '$fold')"; then
+    echo "SKIP unicode table check: $VENV's Python has other case tables than Unicode $fold"
+elif "$VENV/bin/python" -c "import unicodedata2" 2>/dev/null; then
+    (cd "$ROOT" && "$VENV/bin/python" tools/gen_unicode.py) > unicode_tab.h 2>gen.err &&
+        cmp -s unicode_tab.h "$ROOT/tok/unicode_tab.h" && t_ok "tok/unicode_tab.h is what tools/gen_unicode.py writes" ||
+        t_bad "tok/unicode_tab.h differs from tools/gen_unicode.py's output" "$(cat gen.err)"
+else
+    echo "SKIP unicode table check: $VENV lacks unicodedata2 (tests/requirements.txt)"
+fi
 "$VENV/bin/python" "$ORACLE" make oracle || t_bad "oracle: train tokenizers"
-for n in gpt2 strmerges prefix deepseek v3; do
+for n in gpt2 strmerges prefix deepseek v3 llama3 qwen2; do
     eos=$("$VENV/bin/python" -c "import json; j=json.load(open('oracle/$n.json')); print([a['id'] for a in j['added_tokens'] if 'end' in a['content']][0])")
     if "$S" data tokenize --tokenizer "oracle/$n.json" -o "o_$n" oracle/texts.jsonl oracle/bad_*.bin 2>err.txt; then
         out=$("$VENV/bin/python" "$ORACLE" check oracle "$n" "o_$n/train_000000.bin" "$eos" 2>&1)
@@ -112,8 +187,19 @@ for n in gpt2 strmerges prefix deepseek v3; do
         t_bad "tokenize with $n" "$(cat err.txt)"
     fi
 done
+for n in gpt2 deepseek v3; do
+    eos=$("$VENV/bin/python" -c "import json; j=json.load(open('oracle/$n.json')); print([a['id'] for a in j['added_tokens'] if 'end' in a['content']][0])")
+    if "$S" data tokenize --tokenizer "oracle/$n.json" --special-as-text -o "t_$n" oracle/texts.jsonl oracle/bad_*.bin \
+        2>err.txt; then
+        out=$("$VENV/bin/python" "$ORACLE" check oracle "$n" "t_$n/train_000000.bin" "$eos" special-as-text 2>&1)
+        case "$out" in same*) t_ok "--special-as-text equals encode_special_tokens: $n" ;; *) t_bad "--special-as-text: $n" "$out" ;; esac
+    else
+        t_bad "tokenize with $n --special-as-text" "$(cat err.txt)"
+    fi
+done
 # add_prefix_space adds a space, so decode(encode(x)) == " " + x there; the others round-trip.
-out=$("$UNIT" oracle/gpt2.json oracle/strmerges.json oracle/deepseek.json oracle/v3.json 2>&1)
+out=$("$UNIT" oracle/gpt2.json oracle/strmerges.json oracle/deepseek.json oracle/v3.json oracle/llama3.json \
+    oracle/qwen2.json 2>&1)
 echo "$out" | grep -q "^0 failed\|, 0 failed" && t_ok "decode(encode(x)) == x on random bytes, trained tokenizers" ||
     t_bad "round trip" "$(echo "$out" | tail -n 3)"
 t_end

@@ -1,5 +1,5 @@
 #!/bin/sh
-# make fuzz: builds each tests/fuzz_*.c given as an argument with libFuzzer,
+# make fuzz: builds each tests/fuzz/fuzz_*.c given as an argument with libFuzzer,
 # ASan and UBSan (clang) into $BUILD, runs it for $FUZZ_SECONDS, fails on any
 # crash or leak, and ends with "N passed, N failed". A target names the
 # library sources it needs in a "fuzz-sources:" comment line (default:

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 # The tokenizers library as the oracle for spotrain's tokenizer:
 #   make DIR    trains small byte-level BPEs (GPT-2 style, DeepSeek-LLM style
-#               Split sequence, DeepSeek-V3 style, prefix space, "a b" merges)
+#               Split sequence, DeepSeek-V3 style, Llama 3 and Qwen2 patterns
+#               with (?i:...), prefix space, "a b" merges)
 #               and writes DIR/<name>.json, DIR/texts.jsonl, DIR/bad_*.bin
-#   check DIR NAME SHARD EOS   the shard must hold [EOS] + encode(doc) for
-#               each document of texts.jsonl then each bad_*.bin, in order
+#   check DIR NAME SHARD EOS [special-as-text]   the shard must hold
+#               [EOS] + encode(doc) for each document of texts.jsonl then each
+#               bad_*.bin, in order (with encode_special_tokens set: special
+#               tokens' text encoded as text)
 import json, os, random, sys
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -24,6 +27,20 @@ DS_LETTERS = "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-Ί
 
 V3_PATTERN = ("[\\r\\n]|\\s?[^\\r\\n\\p{L}\\p{P}\\p{S}\\p{N}]?[\\p{L}\\p{M}]+|\\s?[\\p{P}\\p{S}]+[\\r\\n]*"
               "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+
+
+LLAMA3_PATTERN = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
+                  "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+QWEN2_PATTERN = LLAMA3_PATTERN.replace("\\p{N}{1,3}", "\\p{N}")
+
+# Characters the tokenizers wheel's regex engine classifies by Unicode 16.0:
+# new in 15.0 (U+1FAE8 So, U+1E4D0 Lo), 15.1 (U+2FFC So, U+31350 Lo) and 16.0
+# (U+1C89 Lu, U+1FAE9 So, U+10D50 Lu, U+1CC00 So); U+20C1 (17.0) is still
+# unassigned there.
+NEW_UNICODE = ["\U0001FAE8", "\U0001E4D0", "\u2FFC", "\U00031350", "\u1C89", "\U0001FAE9", "\U00010D50",
+               "\U0001CC00", "\u20C1"]
+# Case folding that (?i:'s|...) sees: long s, Kelvin sign, sharp s, ligatures.
+FOLDS = ["'S", "'\u017f", "'LL", "'Re", "'VE", "'D", "'M", "'T", "'\u00df", "'\ufb05", "\u212a", "'\u1e97"]
 
 
 def train(pre, specials, prefix_space=False):
@@ -57,6 +74,14 @@ def make(d):
             pre_tokenizers.Split(Regex(V3_PATTERN), "isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
             ["<｜end▁of▁sentence｜>"]),
+        "llama3": train(pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+            ["<|begin_of_text|>", "<|end_of_text|>"]),
+        "qwen2": train(pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+            ["<|endoftext|>"]),
     }
     for name, tok in toks.items():
         tok.save(os.path.join(d, name + ".json"))
@@ -67,10 +92,12 @@ def make(d):
     rng = random.Random(7)
     pool = (list("abcXYZ019 '\t\n\r.,!?-_") + list("éüßñøµ") + list("Жжπλ东京日本") + list("١٢३४") +
             ["😀", "🚀", "\u00a0", "\u2003", "\u3000", "\u0301", "\u200b", "\x1c", "\x85", "  ", "'s", "'ll",
-             "<|endoftext|>", "<｜end▁of▁sentence｜>", "machine learning", "ｆｕｌｌ", "①", "½"])
+             "<|endoftext|>", "<｜end▁of▁sentence｜>", "machine learning", "ｆｕｌｌ", "①", "½"] + NEW_UNICODE + FOLDS)
     texts = list(CORPUS[:8]) + ["", " ", "   ", "\n\n\n", "a", "don't", "  leading and trailing  ",
                                 "x" * 3000, " " * 500 + "y", "1" * 40, "<|endoftext|><|endoftext|>",
-                                "hello<|endoftext|>world", "machine learning machine learning"]
+                                "hello<|endoftext|>world", "machine learning machine learning",
+                                " \U0001FAE8", "I'M SURE IT'S \u1C89\U00010D50 \u2FFC\U00031350 \U0001FAE9\U0001CC00",
+                                "".join(FOLDS)]
     for _ in range(400):
         texts.append("".join(rng.choice(pool) for _ in range(rng.randint(1, 60))))
     with open(os.path.join(d, "texts.jsonl"), "w", encoding="utf-8") as f:
@@ -124,8 +151,9 @@ def encode_bytes(tok, b):
     return ids
 
 
-def check(d, name, shard, eos):
+def check(d, name, shard, eos, as_text=False):
     tok = Tokenizer.from_file(os.path.join(d, name + ".json"))
+    tok.encode_special_tokens = as_text
     docs = [json.loads(l)["text"] for l in open(os.path.join(d, "texts.jsonl"), encoding="utf-8")]
     want = []
     for t in docs:
@@ -158,4 +186,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2])
     else:
-        sys.exit(check(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))
+        sys.exit(check(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]),
+                       sys.argv[6:] == ["special-as-text"]))

@@ -51,11 +51,12 @@ static int tm_fwd_bwd(backend *be, const int32_t *tok, int64_t B, float scale, d
 
 /* Builds the layout and a backend holding deterministic weights; norm
  * weights are moved off 1.0 so their gradients and the 1-D paths matter. */
-static int tm_model(const model_shape *s, int threads, double init_std, model_layout *L, backend **be)
+static int tm_model_rc(const model_shape *s, int threads, int recompute, double init_std, model_layout *L,
+                       backend **be)
 {
     if (model_layout_init(L, s) != ST_OK)
         return -1;
-    if (backend_cpu_create(be, L, &(backend_opts){"cpu", NULL, threads, 0, 1, 0}) != ST_OK) {
+    if (backend_cpu_create(be, L, &(backend_opts){"cpu", NULL, threads, 0, 1, 0, recompute}) != ST_OK) {
         model_layout_free(L);
         return -1;
     }
@@ -68,6 +69,11 @@ static int tm_model(const model_shape *s, int threads, double init_std, model_la
     }
     (*be)->zero_grads(*be);
     return 0;
+}
+
+static int tm_model(const model_shape *s, int threads, double init_std, model_layout *L, backend **be)
+{
+    return tm_model_rc(s, threads, 0, init_std, L, be);
 }
 
 static void tm_tokens(int32_t *tok, size_t n, int64_t vocab, uint64_t seed)
@@ -465,6 +471,59 @@ static void test_determinism(void)
     model_layout_free(&L);
 }
 
+/* train.recompute = layers reruns each layer's forward inside its backward:
+ * two accumulated micro-batches (B > 1, GQA, three layers, T not a multiple
+ * of anything) give the same loss and gradients bit for bit as keeping
+ * every layer's activations, and so do evaluation and the logits; the
+ * buffers held are the memory plan's figure, one layer set instead of three. */
+static void test_recompute_bitwise(void)
+{
+    model_shape s = {.dim = 64, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16, .ffn_dim = 176,
+                     .vocab = 96, .seq_len = 37, .rope_theta = 10000.0, .norm_eps = 1e-5};
+    int64_t B = 3, T = s.seq_len;
+    model_layout L[2];
+    backend *be[2] = {NULL, NULL};
+    double loss[2] = {0, 0}, ev[2] = {0, 0};
+    size_t ntok = (size_t)(B * (T + 1));
+    int32_t *tok = malloc(2 * ntok * sizeof *tok);
+    float *logits = malloc(2 * (size_t)s.vocab * sizeof *logits);
+    int ok = tok && logits;
+    for (int r = 0; r < 2 && ok; r++)
+        ok = tm_model_rc(&s, 2, r, 0.05, &L[r], &be[r]) == 0;
+    if (!ok) {
+        EXPECT(0);
+        goto out;
+    }
+    tm_tokens(tok, 2 * ntok, s.vocab, 21);
+    for (int r = 0; r < 2; r++) {
+        EXPECT(tm_fwd_bwd(be[r], tok, B, 0.01f, &loss[r]) == ST_OK);
+        EXPECT(tm_fwd_bwd(be[r], tok + ntok, B, 0.01f, &loss[r]) == ST_OK);
+        EXPECT(be[r]->eval(be[r], tok + ntok, 2, &ev[r]) == ST_OK);
+        EXPECT(be[r]->logits(be[r], tok, T - 5, logits + r * s.vocab) == ST_OK);
+        EXPECT(backend_cpu_activation_held(be[r]) == backend_cpu_activation_bytes(&s, B, r, 2));
+    }
+    size_t nf = L[0].n_floats;
+    EXPECT(loss[0] == loss[1] && loss[0] > 0 && ev[0] == ev[1]);
+    EXPECT(memcmp(backend_cpu_host(be[0], BK_GRADS), backend_cpu_host(be[1], BK_GRADS), nf * sizeof(float)) == 0);
+    EXPECT(memcmp(logits, logits + s.vocab, (size_t)s.vocab * sizeof *logits) == 0);
+    for (int i = 0; i < L[0].n_params; i++)
+        if (memcmp(backend_cpu_host(be[0], BK_GRADS) + L[0].params[i].offset,
+                   backend_cpu_host(be[1], BK_GRADS) + L[0].params[i].offset, L[0].params[i].numel * sizeof(float)))
+            fprintf(stderr, "    gradient of %s differs with recompute\n", L[0].params[i].name);
+    /* One set of a layer's saved activations instead of three: at least
+     * the two attention probability arrays [B, H, T, T] fewer. */
+    size_t none = backend_cpu_activation_held(be[0]), layers = backend_cpu_activation_held(be[1]);
+    EXPECT(none - layers >= 2 * sizeof(float) * (size_t)(B * s.n_heads * T * T) && layers < none);
+out:
+    for (int r = 0; r < 2; r++)
+        if (be[r]) {
+            be[r]->destroy(be[r]);
+            model_layout_free(&L[r]);
+        }
+    free(tok);
+    free(logits);
+}
+
 static void test_eval_and_bad_tokens(void)
 {
     model_shape s = {.dim = 32, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 16, .ffn_dim = 64,
@@ -513,7 +572,7 @@ static void test_backend_create(void)
     model_layout L;
     backend *be = NULL;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
-    EXPECT(backend_create(&be, &L, &(backend_opts){"cpu", NULL, 1, 0, 1, 0}) == ST_OK && be && strcmp(be->name, "cpu") == 0);
+    EXPECT(backend_create(&be, &L, &(backend_opts){"cpu", NULL, 1, 0, 1, 0, 0}) == ST_OK && be && strcmp(be->name, "cpu") == 0);
     if (be)
         be->destroy(be);
     be = NULL;
@@ -521,8 +580,8 @@ static void test_backend_create(void)
     char why[256];
     if (!cuda_available(why, sizeof why))   /* on a GPU machine the CUDA tests cover it */
 #endif
-        EXPECT(backend_create(&be, &L, &(backend_opts){"cuda", NULL, 1, 0, 1, 0}) == ST_UNAVAILABLE && !be);
-    EXPECT(backend_create(&be, &L, &(backend_opts){"tpu", NULL, 1, 0, 1, 0}) == ST_CONFIG && !be);
+        EXPECT(backend_create(&be, &L, &(backend_opts){"cuda", NULL, 1, 0, 1, 0, 0}) == ST_UNAVAILABLE && !be);
+    EXPECT(backend_create(&be, &L, &(backend_opts){"tpu", NULL, 1, 0, 1, 0, 0}) == ST_CONFIG && !be);
     model_layout_free(&L);
 }
 
@@ -537,7 +596,7 @@ static void test_backend_state(void)
     model_layout L;
     backend *be = NULL;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
-    EXPECT(backend_cpu_create(&be, &L, &(backend_opts){"cpu", NULL, 1, 1, 3, 0}) == ST_OK);
+    EXPECT(backend_cpu_create(&be, &L, &(backend_opts){"cpu", NULL, 1, 1, 3, 0, 0}) == ST_OK);
     if (!be)
         return;
     size_t n = L.n_floats, lo = be->lo, hi = be->hi, k = hi - lo;
@@ -584,6 +643,7 @@ int main(void)
     harness_run("backend_state", test_backend_state);
     harness_run("eval_and_bad_tokens", test_eval_and_bad_tokens);
     harness_run("determinism_bitwise_and_threads", test_determinism);
+    harness_run("recompute_layers_bitwise", test_recompute_bitwise);
     harness_run("finite_differences", test_finite_differences);
     harness_run("torch_gqa_3_adamw_steps", test_torch_gqa);
     harness_run("torch_mqa_clipping", test_torch_clip);

@@ -212,6 +212,47 @@ static void test_regex(void)
     EXPECT(rx_category(0x4E00) == 5 && rx_category('A') == 1 && rx_category(0x10FFFF) == 0);
 }
 
+/* The categories of the tokenizers wheel's regex engine: Unicode 16.0. */
+static void test_unicode_version(void)
+{
+    EXPECT(!strcmp(rx_unicode_version(), "16.0.0"));
+    EXPECT(rx_category(0x1FAE8) == 22);   /* So, new in 15.0 */
+    EXPECT(rx_category(0x1E4D0) == 5);    /* Lo, 15.0 */
+    EXPECT(rx_category(0x2FFC) == 22);    /* So, 15.1 */
+    EXPECT(rx_category(0x31350) == 5);    /* Lo, 15.1 */
+    EXPECT(rx_category(0x1C89) == 1);     /* Lu, 16.0 */
+    EXPECT(rx_category(0x10D50) == 1);    /* Lu, 16.0 */
+    EXPECT(rx_category(0x1CC00) == 22);   /* So, 16.0 */
+    EXPECT(rx_category(0x20C1) == 0);     /* 17.0: not yet assigned */
+    size_t s, e;
+    EXPECT(search(" ?\\p{L}+| ?[^\\s\\p{L}\\p{N}]+", " \xf0\x9f\xab\xa8", 0, &s, &e) == 1 && s == 0 && e == 5);
+}
+
+/* Scoped (?i:...) with Oniguruma's simple case folding, as in Llama 3 and
+ * Qwen2 patterns; what the folding cannot answer exactly is refused. */
+static void test_regex_icase(void)
+{
+    const char *llama3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
+                         "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    size_t s, e;
+    EXPECT(search(llama3, "IT'S", 2, &s, &e) == 1 && s == 2 && e == 4);
+    EXPECT(search(llama3, "we'LL", 2, &s, &e) == 1 && s == 2 && e == 5);
+    EXPECT(search(llama3, "it'\xc5\xbf", 2, &s, &e) == 1 && s == 2 && e == 5);    /* long s folds to s */
+    EXPECT(search("(?i:'s)", "'\xc3\x9f", 0, &s, &e) == 0);         /* sharp s does not */
+    EXPECT(search("(?i:k)", "\xe2\x84\xaa", 0, &s, &e) == 1 && e == 3);          /* Kelvin sign */
+    EXPECT(search("(?i:\xcf\x83)", "\xcf\x82", 0, &s, &e) == 1);                /* sigma orbit */
+    EXPECT(search("(?i:[a-c])x", "Bx", 0, &s, &e) == 1);
+    EXPECT(search("(?i:[^s])", "\xc5\xbf", 0, &s, &e) == 0);
+    EXPECT(search("(?i:a)(?-i:b)", "AB", 0, &s, &e) == 0);
+    EXPECT(search("(?i:a)b", "Ab", 0, &s, &e) == 1);
+    EXPECT(search("(?i:a)b", "AB", 0, &s, &e) == 0);
+    EXPECT(search("(?i:\\p{Ll})", "A", 0, &s, &e) == 0);   /* categories do not fold */
+    EXPECT(search("(?i:ss)", "s", 0, &s, &e) == -2);        /* spells U+00DF's folding */
+    EXPECT(search("(?i:\xc3\x9f)", "s", 0, &s, &e) == -2);
+    EXPECT(search("(?i:\xe1\xb2\x89)", "s", 0, &s, &e) == -2);   /* U+1C89: case newer than the fold data */
+    EXPECT(search("(?i)a", "A", 0, &s, &e) == -2);
+}
+
 static const char **harness_files;
 static int harness_nfiles;
 
@@ -231,6 +272,8 @@ int main(int argc, char **argv)
     harness_files = (const char **)argv + 1;
     harness_nfiles = argc - 1;
     harness_run("regex subset: lookahead, $, {n,m}, classes, invalid bytes, refusals", test_regex);
+    harness_run("regex: Unicode 16.0 categories", test_unicode_version);
+    harness_run("regex: scoped (?i:...) with simple case folding", test_regex_icase);
     harness_run("tokenizer: merges by rank, eos, vocab size", test_merges);
     harness_run("tokenizer: added tokens split first, decode to content", test_added_tokens);
     harness_run("tokenizer: decode(encode(x)) == x on random bytes", test_roundtrip_bytes);
