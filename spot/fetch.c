@@ -33,6 +33,11 @@ int spot_fetch_ready(const char *provider)
     if (spot_fetch_init_rc != 0)
         return util_fail(ST_UNAVAILABLE, "spot.provider = %s: libcurl failed to initialise; check the libcurl4 "
                          "installation or use spot.provider = file or none", provider);
+    /* 7.85 brought CURLOPT_PROTOCOLS_STR, which keeps the exchange plain HTTP. */
+    curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+    if (vi->version_num < 0x075500)
+        return util_fail(ST_UNAVAILABLE, "spot.provider = %s: libcurl %s is too old; install libcurl 7.85 or newer, "
+                         "or use spot.provider = file or none", provider, vi->version);
     return ST_OK;
 }
 
@@ -132,8 +137,7 @@ int spot_fetch(const spot_fetch_req *req, spot_fetch_resp *r)
     if (!h || !hl)
         goto out;
     if (spot_fetch_setup(h, req, hl, &k) != 0) {
-        r->why = "not an http:// URL";
-        rc = ST_USAGE;
+        r->why = "libcurl refused an option (7.85 or newer is needed)";
         goto out;
     }
     CURLcode c = curl_easy_perform(h);
