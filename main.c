@@ -50,7 +50,9 @@ static const char main_usage[] =
     "Exit codes: 0 done, 64 usage, 65 bad data, 66 missing input, 69 backend unavailable,\n"
     "70 internal error, 74 I/O error, 75 stopped after a durable checkpoint (restart me;\n"
     "also a resume whose checkpoint.remote stayed unreachable, nothing trained),\n"
-    "78 bad config, 86 watchdog (no progress), 3 bid --alert-above crossed.\n";
+    "78 bad config, 86 watchdog (no progress), 88 started under a termination notice\n"
+    "whose time had already passed (nothing saved; do not restart on this node),\n"
+    "3 bid --alert-above crossed.\n";
 
 static const char main_train_usage[] =
     "usage: spotrain train CONFIG [--set section.key=value]... [--force] [--dry-run [--world N] [--gpu-memory GiB]] [--quiet]\n"

@@ -718,15 +718,23 @@ static int trainer_stop(trainer *t, const spot_notice *n)
     const char *source = n->pending ? n->source : "peer";
     comm_test_freeze("stop");
     comm_phase("stop agreement");
+    char left[96];
     int rc = trainer_deadline(t, n, &deadline);
     if (rc != ST_OK)
         return rc;
-    if (n->pending && n->detail[0] && strncmp(n->detail, n->source, strlen(n->source)))
-        trainer_log(t, "stop requested by %s (%s) at step %lld; %.0f s until the deadline", n->source, n->detail,
-                    (long long)t->step, deadline - util_wall());
+    double now = util_wall();
+    /* A provider time already gone is named as such, not as the minimum
+     * window trainer_deadline allows for the final save. */
+    if (n->pending && n->given > 0 && n->given <= now)
+        snprintf(left, sizeof left, "the notice's time passed %.0f s ago; %.0f s allowed for a final save",
+                 now - n->given, deadline - now);
     else
-        trainer_log(t, "stop requested by %s at step %lld; %.0f s until the deadline",
-                    n->pending ? n->source : "another rank", (long long)t->step, deadline - util_wall());
+        snprintf(left, sizeof left, "%.0f s until the deadline", deadline - now);
+    if (n->pending && n->detail[0] && strncmp(n->detail, n->source, strlen(n->source)))
+        trainer_log(t, "stop requested by %s (%s) at step %lld; %s", n->source, n->detail, (long long)t->step, left);
+    else
+        trainer_log(t, "stop requested by %s at step %lld; %s", n->pending ? n->source : "another rank",
+                    (long long)t->step, left);
     spot_watchdog_kick();
     trainer_meta(t, &m);
     /* A peer that stopped answering is 86, not 75: nothing says the stop
@@ -745,6 +753,43 @@ static int trainer_stop(trainer *t, const spot_notice *n)
     trainer_log(t, "%s; exiting 75 so a wrapper restarts the run from the newest durable checkpoint (%s)", why, d);
     ledger_stop(&t->lg, t->step, t->pr.durable, t->up ? t->pr.remote : -2, proto_final_name(final), source, why);
     return ST_TEMPFAIL;
+}
+
+/* The longest the start waits for the notice poller's first answer: the
+ * probes of provider = auto plus one poll, each bounded by its deadline. */
+#define TRAINER_FIRST_POLL_WAIT 5.0
+
+/* A notice whose own time had already passed when this process started
+ * (served on and on by a metadata service to a node being reclaimed):
+ * every restart here would train a step, save and stop again. So nothing
+ * is trained or saved, on any rank, and the exit is ST_RECLAIMED, which
+ * tells spotrain-run not to restart on this node. */
+static int trainer_due_at_start(trainer *t)
+{
+    spot_notice n;
+    spot_first_round(TRAINER_FIRST_POLL_WAIT);
+    memset(&n, 0, sizeof n);
+    double now = util_wall();
+    int64_t due = spot_poll(&n, NULL) && n.at_start && n.given > 0 && n.given <= now;
+    comm_phase("start-up agreement: notice already due");
+    int rc = comm_max(&due, 1);
+    if (rc != ST_OK || !due)
+        return rc;
+    if (!trainer_is_root(t))
+        return ST_RECLAIMED;
+    char d[48];
+    if (t->pr.durable >= 0)
+        snprintf(d, sizeof d, "step %lld", (long long)t->pr.durable);
+    else
+        snprintf(d, sizeof d, "none");
+    /* Not silenced by --quiet: the exit code alone would not say why. */
+    if (n.pending && n.given > 0)
+        return util_fail(ST_RECLAIMED, "%s notice (%s) names a time that passed %.0f s before this start: the node is "
+                         "being reclaimed; nothing trained or saved (newest durable checkpoint: %s); exiting 88 so "
+                         "spotrain-run does not restart here", n.source, n.detail, now - n.given, d);
+    return util_fail(ST_RECLAIMED, "another rank started under a notice whose time had passed: its node is being "
+                     "reclaimed; nothing trained or saved (newest durable checkpoint: %s); exiting 88 so "
+                     "spotrain-run does not restart here", d);
 }
 
 /* --- the loop -------------------------------------------------------------- */
@@ -873,6 +918,8 @@ static int trainer_loop(trainer *t)
     int rc = ST_OK;
     spot_notice n;
     int64_t flags[PROTO_N];
+    if ((rc = trainer_due_at_start(t)) != ST_OK)
+        return rc;
     comm_phase(NULL);
     if (c->val_every > 0 && t->step == 0 && (rc = trainer_validate(t)) != ST_OK)
         return rc;
