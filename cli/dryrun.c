@@ -2,7 +2,8 @@
  * process will hold in memory, computed from the shape alone so 7B/67B plans
  * print on a laptop; then what can be checked without training (the data
  * opens, the plan fits this machine). */
-#include "train/train.h"
+#include "cli.h"
+#include "model/model.h"
 #include "comm/comm.h"
 #include "data/data.h"
 #include "money/commcost.h"
@@ -18,9 +19,9 @@
 typedef struct {
     double params, grads, adam, snapshot, comm, activations, total;
     size_t range;      /* the largest rank's share of the flat vector */
-} train_memory;
+} dryrun_memory;
 
-static void train_memory_plan(const model_shape *s, int64_t micro_batch, int world, train_memory *m)
+static void dryrun_memory_plan(const model_shape *s, int64_t micro_batch, int world, dryrun_memory *m)
 {
     double n = (double)model_count_params(s), W = world > 0 ? world : 1;
     /* Ranks own 64-aligned ranges; the first ranks' are the largest. */
@@ -43,7 +44,7 @@ static void train_memory_plan(const model_shape *s, int64_t micro_batch, int wor
     m->total = m->params + m->grads + m->adam + m->snapshot + m->comm + m->activations;
 }
 
-static void plan_line(const char *what, double bytes)
+static void dryrun_line(const char *what, double bytes)
 {
     printf("  %-28s %12.3f GiB\n", what, bytes / (1024.0 * 1024.0 * 1024.0));
 }
@@ -51,7 +52,7 @@ static void plan_line(const char *what, double bytes)
 /* backend cuda (cuda/plan.c): what one GPU holds at the configured
  * precision, and whether that fits the GPU memory given by --gpu-memory or
  * the cost section (cost.gpu_memory_gib, else cost.gpu's size). */
-static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
+static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
 {
     cuda_prec p;
     cuda_memplan g;
@@ -60,18 +61,18 @@ static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
     cuda_memory_plan(s, c->micro_batch, world, p, &g);
     printf("per-GPU memory with backend cuda, precision %s, %d rank%s:\n", cuda_prec_name(p), world,
            world == 1 ? "" : "s");
-    plan_line("weights (fp32 master)", g.master);
-    plan_line(p == CUDA_BF16 || p == CUDA_FP16 ? "weights (working copy)" : "weights (no working copy)", g.working);
-    plan_line("gradients (fp32)", g.grads);
-    plan_line("adam m+v (this rank's 1/W)", g.adam);
+    dryrun_line("weights (fp32 master)", g.master);
+    dryrun_line(p == CUDA_BF16 || p == CUDA_FP16 ? "weights (working copy)" : "weights (no working copy)", g.working);
+    dryrun_line("gradients (fp32)", g.grads);
+    dryrun_line("adam m+v (this rank's 1/W)", g.adam);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    plan_line(act, g.activations);
-    plan_line("cuBLASLt workspace", g.workspace);
+    dryrun_line(act, g.activations);
+    dryrun_line("cuBLASLt workspace", g.workspace);
     if (g.comm > 0)
-        plan_line("NCCL receive buffer", g.comm);
-    plan_line("CUDA context (estimate)", g.context);
-    plan_line("total", g.total);
+        dryrun_line("NCCL receive buffer", g.comm);
+    dryrun_line("CUDA context (estimate)", g.context);
+    dryrun_line("total", g.total);
     double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
     double need = g.total / (1024.0 * 1024.0 * 1024.0);
     if (gib <= 0)
@@ -86,7 +87,7 @@ static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
 /* The network side of a step on [cost]'s GPUs: the volume of the chunked
  * reduce-scatter and all-gather and, with network_gbps, its share of a step
  * (no overlap with compute). */
-static void train_plan_comm(const cfg *c, const model_shape *s, int world)
+static void dryrun_comm(const cfg *c, const model_shape *s, int world)
 {
     double peak = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
     double tokens = (double)c->global_batch * (double)s->seq_len;
@@ -115,7 +116,7 @@ static void train_plan_comm(const cfg *c, const model_shape *s, int world)
 /* What a dry run can check here: the data opens (a glob that matches
  * nothing is an error on any machine), and the plan fits this machine's
  * memory (a warning: the plan may be for other machines). */
-static int train_plan_checks(const cfg *c, const train_memory *m)
+static int dryrun_checks(const cfg *c, const dryrun_memory *m)
 {
     data *d = NULL;
     int rc = data_open(&d, c);
@@ -133,10 +134,10 @@ static int train_plan_checks(const cfg *c, const train_memory *m)
     return ST_OK;
 }
 
-int train_plan(const cfg *c, int world)
+int dryrun_plan(const cfg *c, int world)
 {
     model_shape s;
-    train_memory m;
+    dryrun_memory m;
     int rc = model_shape_from_cfg(&s, c);
     if (rc != ST_OK)
         return rc;
@@ -146,24 +147,24 @@ int train_plan(const cfg *c, int world)
     printf("; resolved configuration (%s)\n%s\n", c->path, text);
     free(text);
     uint64_t n = model_count_params(&s);
-    train_memory_plan(&s, c->micro_batch, world, &m);
+    dryrun_memory_plan(&s, c->micro_batch, world, &m);
     printf("parameters: %llu (%.3f B)\n", (unsigned long long)n, (double)n / 1e9);
     printf("flops per token (fwd+bwd): %.4g\n", model_flops_per_token(&s));
     printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW):\n", world,
            world == 1 ? "" : "s");
-    plan_line("parameters (fp32)", m.params);
-    plan_line("gradients (fp32)", m.grads);
+    dryrun_line("parameters (fp32)", m.params);
+    dryrun_line("gradients (fp32)", m.grads);
     printf("  this rank's range: %zu parameters (64-aligned; %.1f%% of the vector)\n", m.range,
            100.0 * (double)m.range / (double)(n ? n : 1));
-    plan_line("adam m+v (this rank's range)", m.adam);
-    plan_line("checkpoint snapshot (range)", m.snapshot);
-    plan_line("gradient exchange buffers", m.comm);
+    dryrun_line("adam m+v (this rank's range)", m.adam);
+    dryrun_line("checkpoint snapshot (range)", m.snapshot);
+    dryrun_line("gradient exchange buffers", m.comm);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    plan_line(act, m.activations);
-    plan_line("total", m.total);
-    train_plan_comm(c, &s, world);
+    dryrun_line(act, m.activations);
+    dryrun_line("total", m.total);
+    dryrun_comm(c, &s, world);
     if (strcmp(c->backend, "cpu") != 0)
-        train_plan_gpu(c, &s, world);
-    return train_plan_checks(c, &m);
+        dryrun_gpu(c, &s, world);
+    return dryrun_checks(c, &m);
 }
