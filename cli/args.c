@@ -41,7 +41,7 @@ static const struct option *cli_args_find(const cli_args *a, const char *s)
 }
 
 /* '?' or ':' from getopt: say which mistake, about which argument. */
-static int cli_args_fail(const cli_args *a, int c, const char *elem)
+static void cli_args_say(const cli_args *a, int c, const char *elem)
 {
     char name[80];
     int is_long = !strncmp(elem, "--", 2);
@@ -49,14 +49,14 @@ static int cli_args_fail(const cli_args *a, int c, const char *elem)
         snprintf(name, sizeof name, "%.*s", (int)strcspn(elem, "="), elem);
     else
         snprintf(name, sizeof name, "-%c", optopt);
-    if (c == ':')
-        return util_fail(ST_USAGE, "%s: %s needs a value (see spotrain %s --help)", a->cmd, name, a->cmd);
     const struct option *o = is_long ? cli_args_find(a, elem + 2) : NULL;
-    if (o && o->has_arg == no_argument && strchr(elem, '='))
-        return util_fail(ST_USAGE, "%s: %s takes no value (got %s; see spotrain %s --help)", a->cmd, name, elem,
-                         a->cmd);
-    return util_fail(ST_USAGE, "%s: unexpected argument '%s': unknown option (see spotrain %s --help)", a->cmd,
-                     is_long ? elem : name, a->cmd);
+    if (c == ':')
+        util_fail(ST_USAGE, "%s: %s needs a value (see spotrain %s --help)", a->cmd, name, a->cmd);
+    else if (o && o->has_arg == no_argument && strchr(elem, '='))
+        util_fail(ST_USAGE, "%s: %s takes no value (got %s; see spotrain %s --help)", a->cmd, name, elem, a->cmd);
+    else
+        util_fail(ST_USAGE, "%s: unexpected argument '%s': unknown option (see spotrain %s --help)", a->cmd,
+                  is_long ? elem : name, a->cmd);
 }
 
 int cli_args_next(cli_args *a)
@@ -76,10 +76,12 @@ int cli_args_next(cli_args *a)
         a->rest = optind;   /* "--" came: the rest are operands */
         return cli_args_next(a);
     }
-    if (c == '?' || c == ':')
-        return cli_args_fail(a, c, at < a->argc ? a->argv[at] : "");
     /* getopt_long takes any unambiguous prefix; a command takes only names. */
     if (li >= 0 && cli_args_find(a, a->argv[at] + 2) != &a->longopts[li])
-        return cli_args_fail(a, '?', a->argv[at]);
+        c = '?';
+    if (c == '?' || c == ':') {
+        cli_args_say(a, c, at < a->argc ? a->argv[at] : "");
+        return CLI_FAIL;
+    }
     return c;
 }
