@@ -118,7 +118,7 @@ t_exit "sample continues a prompt" 0 "^12\+34=" "$S" sample demo --prompt "12+34
 # model.safetensors + config.json continues a prompt as spotrain does.
 t_exit "ckpt export of the demo run" 0 "exported step 150" "$S" ckpt export demo -o hf
 a=$("$S" sample demo --prompt "47+25=" --tokens 12 2>&1)
-b=$(/usr/bin/python3 "$OLDPWD/tests/export_check.py" hf "47+25=" 12 2>&1)
+b=$(/usr/bin/python3 "$OLDPWD/tests/ref/export_check.py" hf "47+25=" 12 2>&1)
 if [ -n "$a" ] && [ "$a" = "$b" ]; then t_ok "exported weights continue '47+25=' as spotrain does"; else t_bad "export read back" "spotrain '$a' vs reference '$b'"; fi
 # checkpoint.interval_seconds = auto (the default with no step interval):
 # the first interval comes from the priors, one save a few steps in

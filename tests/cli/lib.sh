@@ -80,7 +80,7 @@ t_s3_servers() {
     MOTO_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$T_TMP/moto.log" 2>&1 &
     MOTO_PID=$!
-    "$PY" "$PWD/tests/s3_fault_proxy.py" --upstream "$MOTO_PORT" --port-file "$T_TMP/proxy.port" &
+    "$PY" "$PWD/tests/cli/s3_fault_proxy.py" --upstream "$MOTO_PORT" --port-file "$T_TMP/proxy.port" &
     PROXY_PID=$!
     t_cleanup() { kill "$MOTO_PID" "$PROXY_PID" 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T_TMP"; }
     _i=0
