@@ -168,7 +168,7 @@ apid=$!
 wait_lines auto '"event":"checkpoint"' $((seen + 2)) $apid
 kill -TERM "$apid"
 wait "$apid"
-hf=$(PYTHONPATH=$SRC/tests /usr/bin/python3 -c 'import json,sys,interval_ref
+hf=$(PYTHONPATH=$SRC/tests/ref /usr/bin/python3 -c 'import json,sys,interval_ref
 r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 s=max(k for k, x in enumerate(r) if x.get("event")=="start")
 m=[x for x in r[:s] if x.get("event")=="interval" and x["cost_measured"]][-1]
