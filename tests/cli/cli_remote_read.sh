@@ -308,7 +308,7 @@ else t_bad "failure mid-window: resume" "exit $rc: $(tail -n 3 downmid.log)"; fi
 # role's keys (tests/cli/fake_metadata.py, IMDSv2) are refused with 403
 # ExpiredToken from the 6th ranged GET on; the reader renews them from the
 # metadata service and the resume ends bitwise like the straight run.
-python3 "$ROOT/tests/fake_metadata.py" --mode aws --port-file "$T_TMP/md.port" &
+python3 "$ROOT/tests/cli/fake_metadata.py" --mode aws --port-file "$T_TMP/md.port" &
 MD_PID=$!
 t_cleanup() { kill "$MOTO_PID" "$PROXY_PID" "$MD_PID" 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T_TMP"; }
 i=0

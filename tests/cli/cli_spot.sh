@@ -6,7 +6,7 @@
 . tests/cli/lib.sh
 S=$SPOTRAIN
 RUN=$PWD/spot/spotrain-run
-FAKE_SRV=$PWD/tests/fake_metadata.py
+FAKE_SRV=$PWD/tests/cli/fake_metadata.py
 cd "$T_TMP" || exit 1
 F="--set model.dim=32 --set model.n_layers=1 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=4 --set train.micro_batch=4 --set train.val_every=0 --set train.log_every=5 --quiet"
 POLL=0.2

@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 S=$SPOTRAIN
 VENV=${SPOTRAIN_VENV:-$PWD/build/venv}
-ORACLE=$PWD/tests/tok_oracle.py
+ORACLE=$PWD/tests/ref/tok_oracle.py
 UNIT=$PWD/$BUILD/tests/test_tokenizer
 cd "$T_TMP" || exit 1
 
