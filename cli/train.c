@@ -105,8 +105,8 @@ static int train_parse(int argc, char **argv, int resume, train_args *t)
     while (rc == ST_OK && !t->help && (opt = cli_args_next(&a)) != CLI_END)
         rc = train_take(&a, opt, t);
     if (rc == ST_OK && !t->help && !t->config)
-        return util_fail(ST_USAGE, "%s: which config? spotrain %s CONFIG (`spotrain init run.ini` writes a commented one)",
-                         argv[0], argv[0]);
+        return util_fail(ST_USAGE, "%s: which config? spotrain %s CONFIG (`spotrain init run.ini` writes a "
+                         "commented one)", argv[0], argv[0]);
     return rc;
 }
 
