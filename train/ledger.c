@@ -1,7 +1,7 @@
 /* events.jsonl records and the Prometheus textfile, moved out of the loop:
  * the loop says what happened, this file decides how it is written down. */
 #include "ledger.h"
-#include "cli/cost.h"
+#include "config/opts.h"
 #include "interval.h"
 #include "money/cost.h"
 #include "metrics.h"

@@ -12,7 +12,7 @@
 #include "ledger.h"
 #include "lscale.h"
 #include "model/optim.h"
-#include "cli/cost.h"
+#include "config/opts.h"
 #include "protocol.h"
 #include "ckpt/ckpt.h"
 #include "s3/s3.h"
