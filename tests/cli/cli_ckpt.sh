@@ -115,8 +115,15 @@ if [ $killed -eq $i ]; then t_ok "$killed of $i kill -9 landed mid-run"; else t_
 if [ $bad -eq 0 ] && [ $rc -eq 0 ] && [ "$got" = "$ref" ]; then t_ok "kill -9 x$killed: committed checkpoints verify, resume reaches the same state"
 else t_bad "kill -9 crash safety" "$bad failed verifies, exit $rc, digest '$got' vs '$ref'"; fi
 
-# Corruption through the CLI: flip a byte in the newest shard.
+# A committed checkpoint is its manifest and shard data, nothing else: the
+# per-rank shard index is merged into the manifest by the commit, and one
+# left beside it would be a file that `ckpt verify` does not cover.
 newest=straight/ckpt/$NDIR
+files=$(ls "$newest" | tr '\n' ' ')
+if [ "$files" = "manifest.json shard-00000.bin " ]; then t_ok "a committed checkpoint holds manifest.json and shard-00000.bin only"
+else t_bad "a committed checkpoint holds manifest.json and shard-00000.bin only" "$files"; fi
+
+# Corruption through the CLI: flip a byte in the newest shard.
 size=$(wc -c <"$newest/shard-00000.bin")
 printf 'X' | dd of="$newest/shard-00000.bin" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
 t_exit "verify corrupted: exit 65 naming the chunk" 65 "$NDIR: shard-00000.bin chunk [0-9]+" "$S" ckpt verify "$newest"
