@@ -54,10 +54,12 @@ static const char main_usage[] =
 
 static const char main_train_usage[] =
     "usage: spotrain train CONFIG [--set section.key=value]... [--force] [--dry-run [--world N] [--gpu-memory GiB]] [--quiet]\n"
-    "       spotrain resume CONFIG [--set section.key=value]... [--quiet]\n"
+    "       spotrain resume CONFIG [--set section.key=value]... [--fresh-if-corrupt] [--quiet]\n"
     "  train starts fresh and refuses a run_dir that holds checkpoints unless --force\n"
     "  (which moves them aside to RUN_DIR/ckpt.old-TIME). resume continues from the newest\n"
-    "  checkpoint that verifies, or starts fresh when there is none; with checkpoint.remote\n"
+    "  checkpoint that verifies (those that do not are moved to RUN_DIR/ckpt.bad/), or starts\n"
+    "  fresh when there is none; when there are checkpoints and none verifies it exits 65\n"
+    "  naming each, unless --fresh-if-corrupt (local ones moved to ckpt.bad/); with checkpoint.remote\n"
     "  it looks at the local and the remote ones (each rank downloads only its own range,\n"
     "  every chunk verified as it arrives). Under mpirun every\n"
     "  rank runs the same command. Exits 75 after a signal or provider notice once the\n"
@@ -117,7 +119,7 @@ static int main_parse_train(int argc, char **argv, int resume, main_train_args *
             a->sets[a->nsets++] = argv[++i];
         else if (!strncmp(s, "--set=", 6))
             a->sets[a->nsets++] = argv[i] + 6;
-        else if (!strcmp(s, "--force") && !resume)
+        else if ((!strcmp(s, "--force") && !resume) || (!strcmp(s, "--fresh-if-corrupt") && resume))
             a->force = 1;
         else if (!strcmp(s, "--dry-run"))
             a->dry_run = 1;
