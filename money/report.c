@@ -321,6 +321,8 @@ static const char *report_dur(double hours, char *buf, size_t cap)
     double s = hours * 3600.0;
     if (!isfinite(hours))
         snprintf(buf, cap, "unknown");
+    else if (s > 0 && s < 1)
+        snprintf(buf, cap, "%.1f ms", s * 1000);
     else if (s < 60)
         snprintf(buf, cap, "%.1f s", s);
     else if (s < 3600)
@@ -330,12 +332,13 @@ static const char *report_dur(double hours, char *buf, size_t cap)
     return buf;
 }
 
-/* An amount with two significant digits at least: cents for real runs,
- * fractions of a cent for a short one rather than a row of 0.00. */
+/* An amount with two decimals, and two significant digits at least below
+ * 1: fractions of a cent for a short run rather than a row of 0.00. */
 static const char *report_money(double v, char *buf, size_t cap)
 {
     double a = fabs(v);
-    int dec = a >= 0.01 || a == 0 || !isfinite(a) ? 2 : (int)floor(-log10(a)) + 2;
+    int dec = a >= 1 || a == 0 || !isfinite(a) ? 2 : (int)floor(-log10(a)) + 2;
+    dec = dec < 2 ? 2 : dec;
     snprintf(buf, cap, "%.*f", dec > 12 ? 12 : dec, v);
     return buf;
 }

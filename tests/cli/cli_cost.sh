@@ -200,7 +200,7 @@ EOT
 printf '[price.node]\nondemand = 3.06\nspot = 0.92\n' >"$RS/config.ini"
 "$S" cost report "$RS" >"$T_TMP/short.txt"
 t_has "short finished run: its running time in seconds, no 'now'" "running             12.0 s on 1 node, " "$T_TMP/short.txt"
-t_has "short finished run: the checkpoint stall in seconds" "checkpoint stall    0.1 s over 1 checkpoints" "$T_TMP/short.txt"
+t_has "short finished run: the checkpoint stall in seconds" "checkpoint stall    90.0 ms over 1 checkpoints" "$T_TMP/short.txt"
 t_has "short finished run: the prices it was priced at" "prices              0.92 spot, 3.06 on-demand per hour of the 1 node" "$T_TMP/short.txt"
 t_has "short finished run: the spend to two significant digits, and per step" "spend so far        0.0031 (0.000015 per step)" "$T_TMP/short.txt"
 t_has "short finished run: on-demand to two significant digits" "on-demand would be  0.0085 so far (same" "$T_TMP/short.txt"
