@@ -254,7 +254,7 @@ typedef struct {
     int tried;                /* a restore failed part way: the moments hold junk */
     int64_t *bad;             /* rank 0: local candidates that failed verification */
     int n_bad, n_bad_remote;
-    char bad_why[3072];       /* rank 0: "step N (why); ..." of every one that failed */
+    char bad_why[1280];       /* rank 0: "step N (why); ..." of those that failed (as many as fit) */
 } trainer_resume_src;
 
 /* Rank 0: candidate k failed verification (why), for the error when none
@@ -284,10 +284,10 @@ static int trainer_none_verifies(trainer *t, const trainer_resume_src *rs, int f
     int n = rs->n_bad + rs->n_bad_remote;
     const char *remote = t->c->ckpt_remote;
     if (!fresh_ok)
-        return util_fail(ST_DATA, "resume: %d checkpoint%s under %s%s%s and none verifies: %s; repair or remove "
-                         "them, or `spotrain resume --fresh-if-corrupt` starts over from step 0 (the local ones "
-                         "moved to %s.bad/)", n, n == 1 ? "" : "s", t->ckpt_dir, rs->s3 ? " and " : "",
-                         rs->s3 ? remote : "", rs->bad_why, t->ckpt_dir);
+        return util_fail(ST_DATA, "resume: %d checkpoint%s under %s%s%s and none verifies; repair or remove them, "
+                         "or `spotrain resume --fresh-if-corrupt` starts over from step 0 (moving the local ones to "
+                         "%s.bad/). Why each failed: %s", n, n == 1 ? "" : "s", t->ckpt_dir, rs->s3 ? " and " : "",
+                         rs->s3 ? remote : "", t->ckpt_dir, rs->bad_why);
     if (rs->n_bad_remote)
         return util_fail(ST_USAGE, "resume --fresh-if-corrupt: %s holds %d checkpoint%s that do%s not verify, and "
                          "remote objects are never deleted or moved; use another checkpoint.remote prefix, or "

@@ -152,7 +152,7 @@ for d in allbad/ckpt/step-*; do
 done
 n0=$(t_steps allbad)
 t_exit "resume, no checkpoint verifies: exit 65 naming each and why, and the way out" 65 \
-    "2 checkpoints under .*allbad/ckpt and none verifies: step 4 \(.*shard-00000.bin chunk.*\); step 2 \(.*--fresh-if-corrupt" \
+    "2 checkpoints under .*allbad/ckpt and none verifies; .*--fresh-if-corrupt.* Why each failed: step 4 \(.*shard-00000.bin chunk.*\); step 2 \(" \
     "$S" resume /dev/null $TINY --set train.max_steps=6
 if [ -d allbad/ckpt/step-00000002 ] && [ -d allbad/ckpt/step-00000004 ] && [ "$(t_steps allbad)" = "$n0" ]; then
     t_ok "the refused resume trained nothing and left both checkpoints in place"

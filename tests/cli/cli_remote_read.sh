@@ -170,7 +170,7 @@ if grep -q "resuming from s3://$B/nomf/$s4" newn.log && ! grep -q "skipping step
 b3 up straight/ckpt/$s8 alldmg && b3 flip alldmg/$s8/shard-00000.bin -100
 R newd alldmg --set train.max_steps=4 >newd.log 2>&1
 rc=$?
-if [ $rc -eq 65 ] && grep -q "1 checkpoint under .* and s3://$B/alldmg and none verifies: step 8 on the remote (" newd.log &&
+if [ $rc -eq 65 ] && grep -q "1 checkpoint under .* and s3://$B/alldmg and none verifies; .*Why each failed: step 8 on the remote (" newd.log &&
    [ ! -d newd/ckpt/$s4 ]; then
     t_ok "only a damaged remote copy: exit 65 naming it, nothing trained"
 else t_bad "only a damaged remote copy: exit 65 naming it" "exit $rc: $(tail -n 2 newd.log)"; fi
