@@ -179,6 +179,10 @@ void ckpt_close(ckpt_reader *r);
 int ckpt_find_latest(const char *ckpt_dir, char *path, size_t cap);
 /* Count of committed step-* directories (for `train` refusing a used dir). */
 int ckpt_count(const char *ckpt_dir);
+/* Moves step-N, which failed verification, to CKPT_DIR.bad/ (RUN_DIR/ckpt.bad/),
+ * out of reach of rotation and of a new commit of that step, kept for a
+ * look; the new path in to. ST_IOERR when it cannot. */
+int ckpt_set_aside(const char *ckpt_dir, int64_t step, char *to, size_t cap);
 
 /* Remote checkpoints (remote.c): the objects of a step are the files of its
  * directory under PREFIX/step-%08d/ (s3_ckpt_key), manifest.json uploaded

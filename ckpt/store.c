@@ -189,6 +189,24 @@ static int ckpt_delete_step(const char *ckpt_dir, int64_t step)
     return ckpt_rm_rf(to);
 }
 
+int ckpt_set_aside(const char *ckpt_dir, int64_t step, char *to, size_t cap)
+{
+    char from[4200], bad[4200];
+    if (ckpt_step_path(from, sizeof from, ckpt_dir, step, "") || util_fmt(bad, sizeof bad, "%s.bad", ckpt_dir) < 0)
+        return util_fail(ST_USAGE, "checkpoint path under %s too long", ckpt_dir);
+    if (mkdir(bad, 0755) != 0 && errno != EEXIST)
+        return util_fail(ST_IOERR, "cannot create %s: %s", bad, strerror(errno));
+    /* A unique name: the same step can go bad again after a resume. */
+    for (int k = 0; k < 1000; k++)
+        if (util_fmt(to, cap, "%s/step-%08" PRId64 "%s%.0d", bad, step, k ? "." : "", k) < 0 || access(to, F_OK) != 0)
+            break;
+    if (ckpt_os->rename(from, to) != 0)
+        return util_fail(ST_IOERR, "cannot move %s to %s: %s", from, to, strerror(errno));
+    char err[CKPT_ERR];
+    ckpt_sync_dir(ckpt_dir, err, sizeof err);   /* lost in a crash: it is found bad again next time */
+    return ST_OK;
+}
+
 int ckpt_rotate(const char *ckpt_dir, int64_t keep_last, int64_t keep_every, int64_t fresh)
 {
     int64_t *steps = NULL;
@@ -315,6 +333,22 @@ int ckpt_sync_dir(const char *dir, char *err, size_t errcap)
     return ST_OK;
 }
 
+/* The ranks' shard indices, once merged into the manifest: a copy kept in
+ * the committed directory would be bytes nothing reads and `ckpt verify`
+ * does not cover, uploaded and trusted all the same. */
+static int ckpt_drop_indices(const char *tmp, int world, char *err, size_t errcap)
+{
+    char path[4300];
+    for (int r = 0; r < world; r++) {
+        snprintf(path, sizeof path, "%s/shard-%05d.json", tmp, r);
+        if (ckpt_os->unlink(path) != 0 && errno != ENOENT) {
+            snprintf(err, errcap, "cannot remove %.800s: %.100s", path, strerror(errno));
+            return ST_IOERR;
+        }
+    }
+    return ST_OK;
+}
+
 int ckpt_store_commit(const char *ckpt_dir, int64_t step, int world, ckpt_result *res, char *err, size_t errcap)
 {
     char tmp[4200], final[4200], mpath[4300];
@@ -335,12 +369,14 @@ int ckpt_store_commit(const char *ckpt_dir, int64_t step, int world, ckpt_result
             rc = ST_OK;
             goto done;
         }
+        char aside[4300];
         util_log("replacing %s, which does not verify: %s", final, err);
-        if (ckpt_delete_step(ckpt_dir, step) != 0) {
-            snprintf(err, errcap, "cannot remove the damaged %.800s: %.100s", final, strerror(errno));
+        if (ckpt_set_aside(ckpt_dir, step, aside, sizeof aside) != ST_OK) {
+            snprintf(err, errcap, "%.1000s", util_last_error());
             rc = ST_IOERR;
             goto fail;
         }
+        util_log("moved the damaged %s to %s", final, aside);
     }
     rc = ckpt_manifest_assemble(tmp, world, &text, err, errcap);
     if (rc != ST_OK)
@@ -357,6 +393,7 @@ int ckpt_store_commit(const char *ckpt_dir, int64_t step, int world, ckpt_result
     res->stored_bytes = check.info.stored_bytes;
     snprintf(mpath, sizeof mpath, "%s/manifest.json", tmp);
     if ((rc = ckpt_write_file(mpath, text, strlen(text), err, errcap)) != ST_OK ||
+        (rc = ckpt_drop_indices(tmp, world, err, errcap)) != ST_OK ||
         (rc = ckpt_sync_dir(tmp, err, errcap)) != ST_OK)
         goto fail;
     if (ckpt_os->rename(tmp, final) != 0) {

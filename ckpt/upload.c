@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 enum { UP_IDLE, UP_SHARDS, UP_MANIFEST, UP_QUIT };
-enum { UP_BIN, UP_JSON, UP_MANI, UP_NFILES };
+enum { UP_BIN, UP_MANI, UP_NFILES };
 
 struct ckpt_uploader {
     s3_client *c;
@@ -37,7 +37,7 @@ struct ckpt_uploader {
     ckpt_upload_result res;
 };
 
-static const char *const up_names[UP_NFILES] = {"shard-%05d.bin", "shard-%05d.json", "manifest.json"};
+static const char *const up_names[UP_NFILES] = {"shard-%05d.bin", "manifest.json"};
 
 static void up_close_files(ckpt_uploader *u)
 {
@@ -141,10 +141,7 @@ static int up_do_shards(ckpt_uploader *u, ckpt_upload_result *r)
     r->already = same;
     if (rc != ST_OK || same)
         return rc;
-    /* The index after the data: a reader that sees both sees a finished shard. */
-    if ((rc = up_send(u, UP_BIN, &r->bytes)) == ST_OK)
-        rc = up_send(u, UP_JSON, &r->bytes);
-    return rc;
+    return up_send(u, UP_BIN, &r->bytes);
 }
 
 static int up_do_manifest(ckpt_uploader *u, ckpt_upload_result *r)

@@ -15,10 +15,12 @@
 
 static const char train_usage[] =
     "usage: spotrain train CONFIG [--set section.key=value]... [--force] [--dry-run [--world N] [--gpu-memory GiB]] [--quiet]\n"
-    "       spotrain resume CONFIG [--set section.key=value]... [--quiet]\n"
+    "       spotrain resume CONFIG [--set section.key=value]... [--fresh-if-corrupt] [--quiet]\n"
     "  train starts fresh and refuses a run_dir that holds checkpoints unless --force\n"
     "  (which moves them aside to RUN_DIR/ckpt.old-TIME). resume continues from the newest\n"
-    "  checkpoint that verifies, or starts fresh when there is none; with checkpoint.remote\n"
+    "  checkpoint that verifies (those that do not are moved to RUN_DIR/ckpt.bad/), or starts\n"
+    "  fresh when there is none; when there are checkpoints and none verifies it exits 65\n"
+    "  naming each, unless --fresh-if-corrupt (local ones moved to ckpt.bad/); with checkpoint.remote\n"
     "  it looks at the local and the remote ones (each rank downloads only its own range,\n"
     "  every chunk verified as it arrives). Under mpirun every\n"
     "  rank runs the same command. Exits 75 after a signal or provider notice once the\n"
@@ -34,9 +36,19 @@ static const char train_usage[] =
 
 enum { TRAIN_OPT_FORCE = CLI_LONG, TRAIN_OPT_SET, TRAIN_OPT_DRY_RUN, TRAIN_OPT_WORLD, TRAIN_OPT_GPU_MEMORY };
 
-/* resume takes the same options but --force: it starts at &train_opts[1]. */
+/* resume takes the same options but --force, and --fresh-if-corrupt in its
+ * place: both set the force field (start fresh rather than stop). */
 static const struct option train_opts[] = {
     {"force", no_argument, NULL, TRAIN_OPT_FORCE},
+    {"set", required_argument, NULL, TRAIN_OPT_SET},
+    {"dry-run", no_argument, NULL, TRAIN_OPT_DRY_RUN},
+    {"world", required_argument, NULL, TRAIN_OPT_WORLD},
+    {"gpu-memory", required_argument, NULL, TRAIN_OPT_GPU_MEMORY},
+    {"quiet", no_argument, NULL, 'q'},
+    CLI_OPT_HELP,
+    {0}};
+static const struct option resume_opts[] = {
+    {"fresh-if-corrupt", no_argument, NULL, TRAIN_OPT_FORCE},
     {"set", required_argument, NULL, TRAIN_OPT_SET},
     {"dry-run", no_argument, NULL, TRAIN_OPT_DRY_RUN},
     {"world", required_argument, NULL, TRAIN_OPT_WORLD},
@@ -101,7 +113,7 @@ static int train_parse(int argc, char **argv, int resume, train_args *t)
     t->sets = calloc((size_t)argc, sizeof *t->sets);
     if (!t->sets)
         return util_fail(ST_SOFTWARE, "out of memory");
-    cli_args_init(&a, argv[0], argc, argv, resume ? &train_opts[1] : train_opts, "qh");
+    cli_args_init(&a, argv[0], argc, argv, resume ? resume_opts : train_opts, "qh");
     while (rc == ST_OK && !t->help && (opt = cli_args_next(&a)) != CLI_END)
         rc = train_take(&a, opt, t);
     if (rc == ST_OK && !t->help && !t->config)

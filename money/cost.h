@@ -135,6 +135,7 @@ typedef struct {
     int have_prices;
     double spend, cost_left, projected_total;
     double ondemand_so_far, ondemand_total;  /* same progress on on-demand nodes, no overheads */
+    double spot_hourly, ondemand_hourly;     /* of the newest segment's nodes */
 } cost_report;
 
 /* Parses a ledger's text (a torn last line is ignored) and prices it with o

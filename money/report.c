@@ -212,6 +212,8 @@ int cost_report_compute(const char *text, size_t len, const cost_opts *o, cost_r
         r->hours_left = r->steps_per_hour > 0 ? (double)left / r->steps_per_hour : INFINITY;
     if (r->have_prices) {
         cost_fleet_hourly(o, r->nodes, &od, &sp);
+        r->spot_hourly = sp;
+        r->ondemand_hourly = od;
         r->cost_left = r->hours_left * sp;
         r->projected_total = r->spend + r->cost_left;
         /* train_seconds counts only steps that were kept, so it is what the
@@ -312,29 +314,70 @@ static void report_print_csv(const char *dir, const cost_report *r, int header)
     printf("\n");
 }
 
+/* A duration a reader can see: seconds or minutes for a short run (the
+ * demo's whole run is a minute, which 2-decimal hours print as 0.00). */
+static const char *report_dur(double hours, char *buf, size_t cap)
+{
+    double s = hours * 3600.0;
+    if (!isfinite(hours))
+        snprintf(buf, cap, "unknown");
+    else if (s > 0 && s < 1)
+        snprintf(buf, cap, "%.1f ms", s * 1000);
+    else if (s < 60)
+        snprintf(buf, cap, "%.1f s", s);
+    else if (s < 3600)
+        snprintf(buf, cap, "%.1f min", s / 60);
+    else
+        snprintf(buf, cap, "%.2f h", hours);
+    return buf;
+}
+
+/* An amount with two decimals, and two significant digits at least below
+ * 1: fractions of a cent for a short run rather than a row of 0.00. */
+static const char *report_money(double v, char *buf, size_t cap)
+{
+    double a = fabs(v);
+    int dec = a >= 1 || a == 0 || !isfinite(a) ? 2 : (int)floor(-log10(a)) + 2;
+    dec = dec < 2 ? 2 : dec;
+    snprintf(buf, cap, "%.*f", dec > 12 ? 12 : dec, v);
+    return buf;
+}
+
 static void report_print_table(const char *dir, const char *cfgpath, const cost_report *r)
 {
+    char a[48], b[48], c[48];
     printf("cost report: %s%s\n", dir, r->finished ? " (finished)" : "");
     printf("  segments            %d (%d interruptions: %d preempted exits, %d killed; %d notices, %d restarts)\n",
            r->segments, r->interruptions, r->exits_75, r->killed, r->notices, r->restarts);
-    printf("  running             %.2f h on %lld node%s now, %.2f node-hours; %.2f h between segments\n",
-           r->run_hours, (long long)r->nodes, r->nodes == 1 ? "" : "s", r->node_hours, r->downtime_hours);
+    printf("  running             %s on %lld node%s%s, %.4g node-hours; %s between segments\n",
+           report_dur(r->run_hours, a, sizeof a), (long long)r->nodes, r->nodes == 1 ? "" : "s",
+           r->finished ? "" : " now", r->node_hours, report_dur(r->downtime_hours, b, sizeof b));
     printf("  progress            step %lld of %lld (%lld tokens), %.1f steps per running hour\n",
            (long long)r->step, (long long)r->max_steps, (long long)(r->step * r->tokens_per_step),
            r->steps_per_hour);
-    printf("  lost work           %lld steps redone (%.2f h)\n", (long long)r->lost_steps, r->lost_hours);
-    printf("  checkpoint stall    %.4f h over %d checkpoints\n", r->stall_hours, r->checkpoints);
-    if (isfinite(r->hours_left))
-        printf("  time to finish      %.2f h at the observed pace\n", r->hours_left);
+    printf("  lost work           %lld steps redone (%s)\n", (long long)r->lost_steps,
+           report_dur(r->lost_hours, a, sizeof a));
+    printf("  checkpoint stall    %s over %d checkpoints\n", report_dur(r->stall_hours, a, sizeof a), r->checkpoints);
+    if (r->finished)
+        printf("  time to finish      none left: finished\n");
+    else if (isfinite(r->hours_left))
+        printf("  time to finish      %s at the observed pace\n", report_dur(r->hours_left, a, sizeof a));
     else
         printf("  time to finish      unknown (no progress observed yet)\n");
     if (r->have_prices) {
-        printf("  spend so far        %.2f (prices from %s)\n", r->spend, cfgpath);
-        if (isfinite(r->cost_left))
-            printf("  to finish           %.2f; projected total %.2f\n", r->cost_left, r->projected_total);
-        printf("  on-demand would be  %.2f so far", r->ondemand_so_far);
-        if (isfinite(r->ondemand_total))
-            printf(", %.2f for the whole run", r->ondemand_total);
+        printf("  prices              %s spot, %s on-demand per hour of the %lld node%s (from %s)\n",
+               report_money(r->spot_hourly, a, sizeof a), report_money(r->ondemand_hourly, b, sizeof b),
+               (long long)r->nodes, r->nodes == 1 ? "" : "s", cfgpath);
+        printf("  spend so far        %s", report_money(r->spend, a, sizeof a));
+        if (r->step > r->first_step)
+            printf(" (%s per step)", report_money(r->spend / (double)(r->step - r->first_step), b, sizeof b));
+        printf("\n");
+        if (isfinite(r->cost_left) && !r->finished)
+            printf("  to finish           %s; projected total %s\n", report_money(r->cost_left, a, sizeof a),
+                   report_money(r->projected_total, b, sizeof b));
+        printf("  on-demand would be  %s so far", report_money(r->ondemand_so_far, c, sizeof c));
+        if (isfinite(r->ondemand_total) && !r->finished)
+            printf(", %s for the whole run", report_money(r->ondemand_total, a, sizeof a));
         printf(" (same progress, no interruptions)\n");
     } else {
         printf("  spend               unknown: no [price.*] in %s (pass --config FILE)\n", cfgpath);

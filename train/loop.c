@@ -253,7 +253,67 @@ typedef struct {
     ckpt_cand *cands;
     int n, next, listed;
     int tried;                /* a restore failed part way: the moments hold junk */
+    int64_t *bad;             /* rank 0: local candidates that failed verification */
+    int n_bad, n_bad_remote;
+    char bad_why[1280];       /* rank 0: "step N (why); ..." of those that failed (as many as fit) */
 } trainer_resume_src;
+
+/* Rank 0: candidate k failed verification (why), for the error when none
+ * verifies and for trainer_set_aside. */
+static void trainer_note_bad(trainer_resume_src *rs, const ckpt_cand *k, const char *why)
+{
+    size_t n = strlen(rs->bad_why);
+    snprintf(rs->bad_why + n, sizeof rs->bad_why - n, "%sstep %lld%s (%s)", n ? "; " : "", (long long)k->step,
+             k->remote ? " on the remote" : "", why);
+    if (k->remote) {
+        rs->n_bad_remote++;
+        return;
+    }
+    int64_t *p = realloc(rs->bad, (size_t)(rs->n_bad + 1) * sizeof *p);
+    if (p) {
+        rs->bad = p;
+        rs->bad[rs->n_bad++] = k->step;
+    }
+}
+
+/* Rank 0: checkpoints exist and none verifies. A start from step 0 would
+ * look like a resume that worked, and rotation would then delete the
+ * damaged ones: 65 naming each, unless the user asked for a fresh start
+ * (resume --fresh-if-corrupt), which never touches remote objects. */
+static int trainer_none_verifies(trainer *t, const trainer_resume_src *rs, int fresh_ok)
+{
+    int n = rs->n_bad + rs->n_bad_remote;
+    const char *remote = t->c->ckpt_remote;
+    if (!fresh_ok)
+        return util_fail(ST_DATA, "resume: %d checkpoint%s under %s%s%s and none verifies; repair or remove them, "
+                         "or `spotrain resume --fresh-if-corrupt` starts over from step 0 (moving the local ones to "
+                         "%s.bad/). Why each failed: %s", n, n == 1 ? "" : "s", t->ckpt_dir, rs->s3 ? " and " : "",
+                         rs->s3 ? remote : "", t->ckpt_dir, rs->bad_why);
+    if (rs->n_bad_remote)
+        return util_fail(ST_USAGE, "resume --fresh-if-corrupt: %s holds %d checkpoint%s that do%s not verify, and "
+                         "remote objects are never deleted or moved; use another checkpoint.remote prefix, or "
+                         "remove them (e.g. `aws s3 rm --recursive %s/`)", remote, rs->n_bad_remote,
+                         rs->n_bad_remote == 1 ? "" : "s", rs->n_bad_remote == 1 ? "es" : "", remote);
+    trainer_log(t, "no checkpoint under %s verifies (%s); --fresh-if-corrupt: starting fresh", t->ckpt_dir,
+                rs->bad_why);
+    return ST_OK;
+}
+
+/* Rank 0, once started: the local checkpoints that failed verification go
+ * to CKPT_DIR.bad/, where neither rotation nor a new commit of their step
+ * removes them. A move that fails is a warning: the run has started on
+ * every rank. */
+static void trainer_set_aside(trainer *t, const trainer_resume_src *rs)
+{
+    char to[CFG_STR + 96];
+    for (int i = 0; i < rs->n_bad; i++) {
+        if (ckpt_set_aside(t->ckpt_dir, rs->bad[i], to, sizeof to) == ST_OK)
+            trainer_log(t, "moved step %lld, which does not verify, to %s", (long long)rs->bad[i], to);
+        else
+            trainer_log(t, "warning: step %lld does not verify and stays in %s (see above); rotation may delete "
+                        "it", (long long)rs->bad[i], t->ckpt_dir);
+    }
+}
 
 /* A remote that stays unreachable through the client's retries is an
  * outage, not a verdict on the checkpoints: no guessing (a newer one may
@@ -282,7 +342,8 @@ static int trainer_outage(trainer *t, int rc, const char *why, int printed)
 
 /* Rank 0: the next candidate that passes its check, logging each skipped
  * one; *found 0 when none is left. */
-static int trainer_next_candidate(trainer *t, trainer_resume_src *rs, char *path, size_t cap, int64_t *found)
+static int trainer_next_candidate(trainer *t, trainer_resume_src *rs, int fresh_ok, char *path, size_t cap,
+                                  int64_t *found)
 {
     char err[1024];
     int rc = ST_OK;
@@ -305,7 +366,10 @@ static int trainer_next_candidate(trainer *t, trainer_resume_src *rs, char *path
         if (rc != ST_DATA)   /* refused credentials and the like: no guessing */
             return util_fail(rc, "resume: %s; fix it and resume again", err[0] ? err : util_last_error());
         util_log("skipping step %lld: %s", (long long)k->step, err);
+        trainer_note_bad(rs, k, err);
     }
+    if (rs->n_bad + rs->n_bad_remote > 0)
+        return trainer_none_verifies(t, rs, fresh_ok);
     trainer_log(t, "no checkpoint under %s%s%s that verifies: starting fresh", t->ckpt_dir,
                 rs->s3 ? " or " : "", rs->s3 ? t->c->ckpt_remote : "");
     return ST_OK;
@@ -386,7 +450,7 @@ static void *trainer_pick_decide(void *arg)
     if (mode == TRAIN_FRESH)
         st[0] = trainer_fresh_dir(t, j->rs->s3, force);
     else
-        st[0] = trainer_next_candidate(t, j->rs, j->path, j->cap, &st[1]);
+        st[0] = trainer_next_candidate(t, j->rs, force, j->path, j->cap, &st[1]);
     snprintf(j->why, sizeof j->why, "%s", st[0] != ST_OK ? util_last_error() : "");
     atomic_store(&j->done, 1);
     return NULL;
@@ -1148,12 +1212,17 @@ static int trainer_start_from(trainer *t, int mode, int force, trainer_resume_sr
             return rc;
         if (!*resume) {
             rc = rs->tried ? trainer_zero_moments(t) : ST_OK;
-            return rc == ST_OK ? trainer_fresh(t) : rc;
+            rc = rc == ST_OK ? trainer_fresh(t) : rc;
+            if (rc == ST_OK && trainer_is_root(t))
+                trainer_set_aside(t, rs);
+            return rc;
         }
         double t0 = util_now();
         rc = trainer_restore(t, path, rs->s3, &bytes);
         dl[0] = (double)bytes;
         dl[1] = util_now() - t0;
+        if (rc == ST_OK && trainer_is_root(t))
+            trainer_set_aside(t, rs);
         if (rc == ST_UNAVAILABLE) {
             char why[CFG_STR + 128];
             snprintf(why, sizeof why, "a rank could not download %s", path);
@@ -1162,8 +1231,10 @@ static int trainer_start_from(trainer *t, int mode, int force, trainer_resume_sr
         if (rc != ST_DATA)
             return rc;
         rs->tried = 1;
-        if (trainer_is_root(t))
+        if (trainer_is_root(t)) {
             util_log("skipping %s: a rank could not read it (its line above says why); trying the next newest", path);
+            trainer_note_bad(rs, &rs->cands[rs->next - 1], "a rank could not read it");
+        }
     }
 }
 
@@ -1208,6 +1279,7 @@ static int trainer_begin(trainer *t, int mode, int force)
     if (rc == ST_OK)
         rc = trainer_start_from(t, mode, force, &rs, path, sizeof path, &resume, dl);
     free(rs.cands);
+    free(rs.bad);
     s3_close(rs.s3);
     if (rc == ST_OK && resume)
         snprintf(t->resumed_from, sizeof t->resumed_from, "%s", path);

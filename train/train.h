@@ -10,7 +10,9 @@ enum { TRAIN_FRESH = 0, TRAIN_RESUME = 1 };
 
 /* Runs training (the caller has installed the signal handlers). Returns ST_OK when max_steps is reached, ST_TEMPFAIL after
  * a stop on a signal or notice (with the newest state durable), or an
- * error status. force: start fresh even if run_dir holds checkpoints. */
+ * error status. force: start fresh even if run_dir holds checkpoints
+ * (TRAIN_FRESH: train --force), or when checkpoints exist and none verifies
+ * (TRAIN_RESUME: resume --fresh-if-corrupt; without it that is ST_DATA). */
 int train_run(const cfg *c, int mode, int force);
 
 /* spotrain sample CONFIG|CKPT [--prompt S] [--tokens N] ... */

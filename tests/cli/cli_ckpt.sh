@@ -115,8 +115,15 @@ if [ $killed -eq $i ]; then t_ok "$killed of $i kill -9 landed mid-run"; else t_
 if [ $bad -eq 0 ] && [ $rc -eq 0 ] && [ "$got" = "$ref" ]; then t_ok "kill -9 x$killed: committed checkpoints verify, resume reaches the same state"
 else t_bad "kill -9 crash safety" "$bad failed verifies, exit $rc, digest '$got' vs '$ref'"; fi
 
-# Corruption through the CLI: flip a byte in the newest shard.
+# A committed checkpoint is its manifest and shard data, nothing else: the
+# per-rank shard index is merged into the manifest by the commit, and one
+# left beside it would be a file that `ckpt verify` does not cover.
 newest=straight/ckpt/$NDIR
+files=$(ls "$newest" | tr '\n' ' ')
+if [ "$files" = "manifest.json shard-00000.bin " ]; then t_ok "a committed checkpoint holds manifest.json and shard-00000.bin only"
+else t_bad "a committed checkpoint holds manifest.json and shard-00000.bin only" "$files"; fi
+
+# Corruption through the CLI: flip a byte in the newest shard.
 size=$(wc -c <"$newest/shard-00000.bin")
 printf 'X' | dd of="$newest/shard-00000.bin" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
 t_exit "verify corrupted: exit 65 naming the chunk" 65 "$NDIR: shard-00000.bin chunk [0-9]+" "$S" ckpt verify "$newest"
@@ -126,9 +133,36 @@ rc=$?
 if [ $rc -eq 0 ] && grep -q "skipping step $N" fallback.log && [ "$(digest straight $N)" = "$ref" ]; then
     t_ok "resume skips the corrupt step $N, falls back, recomputes the same state"
 else t_bad "resume fallback" "exit $rc, digest '$(digest straight $N)' vs '$ref': $(grep -c "skipping step $N" fallback.log) skip lines"; fi
+t_exit "the corrupt step $N was moved to RUN_DIR/ckpt.bad/, not deleted (still fails verify)" 65 "shard-00000.bin chunk" \
+    "$S" ckpt verify "straight/ckpt.bad/$NDIR"
 for oldest in straight/ckpt/step-*; do break; done
 rm -f "$oldest/manifest.json"
 t_exit "verify without manifest: exit 65" 65 "$oldest: manifest.json" "$S" ckpt verify "$oldest"
+
+# Checkpoints exist and none verifies: resume must not quietly start again
+# from step 0 (and then rotate the damaged ones away). 65 naming each and
+# why; --fresh-if-corrupt starts over and keeps them in RUN_DIR/ckpt.bad/.
+TINY="--set model.dim=32 --set model.n_layers=1 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 \
+--set model.seq_len=16 --set train.global_batch=4 --set train.micro_batch=4 --set checkpoint.interval_steps=2 \
+--set checkpoint.keep_last=1 --set train.run_dir=allbad --quiet"
+"$S" train /dev/null $TINY --set checkpoint.keep_last=2 --set train.max_steps=4
+for d in allbad/ckpt/step-*; do
+    size=$(wc -c <"$d/shard-00000.bin")
+    printf 'X' | dd of="$d/shard-00000.bin" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+done
+n0=$(t_steps allbad)
+t_exit "resume, no checkpoint verifies: exit 65 naming each and why, and the way out" 65 \
+    "2 checkpoints under .*allbad/ckpt and none verifies; .*--fresh-if-corrupt.* Why each failed: step 4 \(.*shard-00000.bin chunk.*\); step 2 \(" \
+    "$S" resume /dev/null $TINY --set train.max_steps=6
+if [ -d allbad/ckpt/step-00000002 ] && [ -d allbad/ckpt/step-00000004 ] && [ "$(t_steps allbad)" = "$n0" ]; then
+    t_ok "the refused resume trained nothing and left both checkpoints in place"
+else t_bad "the refused resume trained nothing and left both checkpoints in place" "$(ls allbad/ckpt)"; fi
+t_exit "resume --fresh-if-corrupt starts over from step 0" 0 "" "$S" resume /dev/null $TINY --set train.max_steps=6 --fresh-if-corrupt
+if [ "$(ls allbad/ckpt.bad | tr '\n' ' ')" = "step-00000002 step-00000004 " ] && [ "$(ls allbad/ckpt | tr '\n' ' ')" = "step-00000006 " ] &&
+   "$S" ckpt verify allbad/ckpt/step-00000006 >/dev/null 2>&1; then
+    t_ok "--fresh-if-corrupt moved the damaged ones to RUN_DIR/ckpt.bad/ (rotation spared them), step 6 verifies"
+else t_bad "--fresh-if-corrupt moved the damaged ones to RUN_DIR/ckpt.bad/" "ckpt.bad: $(ls allbad/ckpt.bad 2>&1 | tr '\n' ' '); ckpt: $(ls allbad/ckpt | tr '\n' ' ')"; fi
+t_exit "train --fresh-if-corrupt is a usage error (resume only)" 64 "unexpected argument" "$S" train /dev/null $TINY --fresh-if-corrupt
 
 # Export: safetensors header and config.json.
 t_exit "export" 0 "exported step $N" "$S" ckpt export straight -o hf

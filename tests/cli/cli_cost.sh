@@ -173,7 +173,7 @@ printf '[price.node]\nondemand = 10\nspot = 4\n[price.disk]\nondemand = 1\nspot 
 t_exit "report exits 0 on a torn last line" 0 "" "$S" cost report "$R"
 if [ -s "$T_TMP/rep.err" ]; then t_bad "report is quiet on stderr" "$(cat "$T_TMP/rep.err")"; else t_ok "report is quiet on stderr"; fi
 t_has "report counts interruptions" "3 (2 interruptions: 1 preempted exits, 1 killed; 1 notices" "$T_TMP/rep.txt"
-t_has "report lost work" "100 steps redone (0.10 h)" "$T_TMP/rep.txt"
+t_has "report lost work" "100 steps redone (6.3 min)" "$T_TMP/rep.txt"
 t_has "report spend" "spend so far        5.11" "$T_TMP/rep.txt"
 t_has "report projection" "to finish           7.67; projected total 12.78" "$T_TMP/rep.txt"
 t_has "report on-demand counterfactual" "8.80 so far, 22.00 for the whole run" "$T_TMP/rep.txt"
@@ -187,6 +187,24 @@ t_has "--csv header names the columns" "time,run_dir,segments,interruptions,noti
 t_exit "--csv row values" 0 ",3,2,1,0.5111,1.0222,400,1000,100,0.0010,5.11,8.80,0.7667,7.67,12.78,22.00" cat "$T_TMP/h.csv"
 t_exit "report --json" 0 '"lost_steps":100' sh -c "'$S' cost report '$R' --json | tr -d ' \n'"
 t_exit "report --config overrides RUN_DIR/config.ini" 0 "spend so far        30.67" "$S" cost report "$R" --config "$EX"
+# A finished run of 12 s (make demo's scale): figures a reader can see,
+# not a row of 0.00 h and 0.00.
+RS=$T_TMP/short
+mkdir -p "$RS"
+cat >"$RS/events.jsonl" <<'EOT'
+{"ts":1000.0,"event":"start","step":0,"world":1,"nodes":1,"resumed_from":null,"tokens_per_step":512,"max_steps":200,"config":"x.ini","backend":"cpu","params":100}
+{"ts":1011.5,"event":"step","step":200,"loss":1.0,"lr":0.001,"grad_norm":1,"tokens":102400,"tok_per_s":9000,"ms":50,"train_seconds":10}
+{"ts":1011.6,"event":"checkpoint","step":200,"path":"ckpt/step-00000200","raw_bytes":10,"stored_bytes":5,"stall_ms":90,"write_ms":100}
+{"ts":1012.0,"event":"exit","step":200,"code":0}
+EOT
+printf '[price.node]\nondemand = 3.06\nspot = 0.92\n' >"$RS/config.ini"
+"$S" cost report "$RS" >"$T_TMP/short.txt"
+t_has "short finished run: its running time in seconds, no 'now'" "running             12.0 s on 1 node, " "$T_TMP/short.txt"
+t_has "short finished run: the checkpoint stall in seconds" "checkpoint stall    90.0 ms over 1 checkpoints" "$T_TMP/short.txt"
+t_has "short finished run: the prices it was priced at" "prices              0.92 spot, 3.06 on-demand per hour of the 1 node" "$T_TMP/short.txt"
+t_has "short finished run: the spend to two significant digits, and per step" "spend so far        0.0031 (0.000015 per step)" "$T_TMP/short.txt"
+t_has "short finished run: on-demand to two significant digits" "on-demand would be  0.0085 so far (same" "$T_TMP/short.txt"
+t_has "short finished run: nothing left to finish" "time to finish      none left: finished" "$T_TMP/short.txt"
 t_exit "report of a missing run dir" 66 "" "$S" cost report "$T_TMP/none"
 : >"$T_TMP/empty.jsonl"
 mkdir -p "$T_TMP/empty" && : >"$T_TMP/empty/events.jsonl"

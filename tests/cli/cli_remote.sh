@@ -176,14 +176,24 @@ check_verify "remote: every complete checkpoint after the stop verifies" term
 # answered 5 s late, 2 s of grace): 75 at the deadline, the upload
 # cancelled, and the stop record says only the local copy is durable.
 # late_stop NAME [ARGS]: a run on the proxy with 2 s of grace, SIGTERMed
-# after 12 logged steps; its exit status in rc, stderr in NAME.err.
+# once a checkpoint is committed locally (its ledger record written) and its
+# upload has begun: on a busy machine 12 steps can pass before the first
+# local commit, and a stop then had no durable copy at all. Its exit status
+# in rc, stderr in NAME.err.
 late_stop() {
     n=$1
     shift
+    s0=$(pstate slowed)
     "$S" train /dev/null $(echo $F | sed 's/--quiet//') "$@" --set train.max_steps=100000000 \
         --set checkpoint.interval_steps=5 --set spot.grace_seconds=2 $(R "$n" "$n" "$PROXY") 2>"$n.err" &
     pid=$!
     t_wait_steps "$n" 12 "$pid"
+    _w=0
+    until grep -q '"event":"checkpoint"' "$n/events.jsonl" 2>/dev/null && [ "$(pstate slowed)" -gt "$s0" ]; do
+        kill -0 "$pid" 2>/dev/null && [ $_w -lt 600 ] || break
+        sleep 0.1
+        _w=$((_w + 1))
+    done
     kill -TERM "$pid"
     wait "$pid"
     rc=$?

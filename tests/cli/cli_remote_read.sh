@@ -165,13 +165,20 @@ t_exit "ckpt verify s3:// of a step without manifest: 66, not a checkpoint" 66 "
 t_exit "ckpt verify s3://prefix lists only steps with a manifest" 0 "nomf/$s4: ok" "$S" ckpt verify "s3://$B/nomf" --endpoint "$MOTO"
 R newn nomf >newn.log 2>&1
 if grep -q "resuming from s3://$B/nomf/$s4" newn.log && ! grep -q "skipping step 8" newn.log; then t_ok "step without manifest is not a candidate: step 4 used"; else t_bad "no-manifest step ignored" "$(grep -E 'skipping|resuming' newn.log | head -n 3)"; fi
-# Every remote copy damaged: a fresh start, as with local checkpoints.
+# Every remote copy damaged: no quiet start from step 0 (65 naming it), and
+# --fresh-if-corrupt refuses too (64), as remote objects are never deleted.
 b3 up straight/ckpt/$s8 alldmg && b3 flip alldmg/$s8/shard-00000.bin -100
 R newd alldmg --set train.max_steps=4 >newd.log 2>&1
 rc=$?
-if [ $rc -eq 0 ] && grep -q "starting fresh" newd.log && [ "$(digest newd/ckpt/$s4)" = "$(digest straight/ckpt/$s4)" ]; then
-    t_ok "only a damaged remote copy: fresh start, bitwise like a fresh run"
-else t_bad "all damaged: fresh start" "exit $rc: $(tail -n 2 newd.log)"; fi
+if [ $rc -eq 65 ] && grep -q "1 checkpoint under .* and s3://$B/alldmg and none verifies; .*Why each failed: step 8 on the remote (" newd.log &&
+   [ ! -d newd/ckpt/$s4 ]; then
+    t_ok "only a damaged remote copy: exit 65 naming it, nothing trained"
+else t_bad "only a damaged remote copy: exit 65 naming it" "exit $rc: $(tail -n 2 newd.log)"; fi
+R newd alldmg --set train.max_steps=4 --fresh-if-corrupt >newd2.log 2>&1
+rc=$?
+if [ $rc -eq 64 ] && grep -q "s3://$B/alldmg holds 1 checkpoint that does not verify.*another checkpoint.remote prefix" newd2.log; then
+    t_ok "only a damaged remote copy, --fresh-if-corrupt: refused (64), remote objects never deleted"
+else t_bad "only a damaged remote copy, --fresh-if-corrupt: refused (64)" "exit $rc: $(tail -n 2 newd2.log)"; fi
 
 # --- faults on the way (tests/cli/s3_fault_proxy.py) ---
 ctl "fail=3&status=503"

@@ -27,7 +27,21 @@ t_exit() {
     fi
 }
 
-t_end() { echo "$T_PASS passed, $T_FAIL failed"; [ "$T_FAIL" -eq 0 ]; }
+t_end() {
+    [ -n "${PROXY:-}" ] && t_s3_signatures
+    echo "$T_PASS passed, $T_FAIL failed"
+    [ "$T_FAIL" -eq 0 ]
+}
+
+# t_s3_signatures: every request that reached the S3 test server (both of
+# the proxy's ports) carried a SigV4 signature that verifies, recomputed by
+# botocore from the request as sent (moto checks none; a real server answers
+# 403).
+t_s3_signatures() {
+    _bad=$("$PY" -c "import urllib.request as u; print(u.urlopen('$PROXY/_badsig').read().decode(), end='')" 2>&1)
+    if [ -z "$_bad" ]; then t_ok "every S3 request's SigV4 signature verifies (botocore, as sent)"
+    else t_bad "every S3 request's SigV4 signature verifies (botocore, as sent)" "$(echo "$_bad" | wc -l) did not; $(echo "$_bad" | head -n 3)"; fi
+}
 
 # mpirun as root in containers and CI.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -66,7 +80,9 @@ t_wait_steps() {
 
 # t_s3_servers NAME: moto's S3 server from $VENV (build/venv) and the fault
 # proxy (tests/cli/s3_fault_proxy.py) in front of it, both on 127.0.0.1, stopped
-# by t_cleanup. Sets PY, MOTO_PORT, MOTO and PROXY; unsets every proxy and
+# by t_cleanup. Sets PY, MOTO_PORT, MOTO and PROXY; MOTO_PORT/MOTO is the
+# proxy's fault-free port, so that direct traffic has its signatures checked
+# too (t_end fails on any that does not verify); unsets every proxy and
 # AWS setting from the environment and exports test-only keys, so nothing
 # leaves this machine. Without moto or boto3 in the venv: SKIP and exit 0.
 t_s3_servers() {
@@ -77,16 +93,18 @@ t_s3_servers() {
         exit 0
     fi
     PY=$PWD/$VENV/bin/python
-    MOTO_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$T_TMP/moto.log" 2>&1 &
+    _real=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$_real" >"$T_TMP/moto.log" 2>&1 &
     MOTO_PID=$!
-    "$PY" "$PWD/tests/cli/s3_fault_proxy.py" --upstream "$MOTO_PORT" --port-file "$T_TMP/proxy.port" &
+    "$PY" "$PWD/tests/cli/s3_fault_proxy.py" --upstream "$_real" --port-file "$T_TMP/proxy.port" \
+        --clean-port-file "$T_TMP/clean.port" &
     PROXY_PID=$!
     t_cleanup() { kill "$MOTO_PID" "$PROXY_PID" 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T_TMP"; }
     _i=0
-    until [ -s "$T_TMP/proxy.port" ] && "$PY" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$MOTO_PORT/')" 2>/dev/null; do
+    until [ -s "$T_TMP/proxy.port" ] && "$PY" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$_real/')" 2>/dev/null; do
         _i=$((_i + 1)); [ $_i -gt 100 ] && break; sleep 0.2
     done
+    MOTO_PORT=$(cat "$T_TMP/clean.port")
     MOTO=http://127.0.0.1:$MOTO_PORT
     PROXY=http://127.0.0.1:$(cat "$T_TMP/proxy.port")
     unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3
