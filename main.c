@@ -34,7 +34,7 @@ static int main_version(int argc, char **argv);
 static const main_cmd main_cmds[] = {
     {"train", cli_train, "CONFIG [--set k=v]... [--force] [--dry-run [--world N] [--gpu-memory GiB]] [--quiet]",
      "start a run (--force: move old checkpoints aside)", MAIN_NEEDS_CONFIG | MAIN_NEEDS_MPI},
-    {"resume", cli_resume, "CONFIG [--set k=v]... [--quiet]",
+    {"resume", cli_resume, "CONFIG [--set k=v]... [--fresh-if-corrupt] [--quiet]",
      "continue from the newest good checkpoint (local or remote)", MAIN_NEEDS_CONFIG | MAIN_NEEDS_MPI},
     {"ckpt", cli_ckpt,
      "inspect PATH [--json]\nverify PATH\nexport PATH -o DIR [--dtype f32|bf16] [--max-shard-size SIZE]",
