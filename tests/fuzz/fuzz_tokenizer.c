@@ -8,6 +8,7 @@
  * module: tok
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
