@@ -117,6 +117,9 @@ FUZZ_REPLAY := $(addprefix $(BUILD)/tests/replay/,$(FUZZ_NAMES))
 fuzz_objs = $(patsubst %.c,$(BUILD)/%.o,$(filter-out s3/s3_off.c,$(wildcard $(filter %.c,$(or \
             $(shell sed -n 's/^.*fuzz-sources:[[:space:]]*//p' $(1) | head -n 1),util/*.c)))))
 # M="ckpt s3": only the tests whose "module:" tag names one of those folders.
+ifneq ($(filter-out $(LIB_DIRS),$(M)),)
+$(error M="$(M)": no module '$(firstword $(filter-out $(LIB_DIRS),$(M)))'; the modules are the source folders: $(LIB_DIRS))
+endif
 ifeq ($(strip $(M)),)
 TEST_SEL := $(TEST_BIN) $(FUZZ_REPLAY)
 else

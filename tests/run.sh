@@ -13,13 +13,13 @@ MODULES=$(sed -n 's/^LIB_DIRS[[:space:]]*:=[[:space:]]*//p' Makefile)
 
 # The words of FILE's "module:" tag, from its first 25 lines.
 rs_tag() {
-    sed -n '1,25s/^[[:space:]#/*]*module:[[:space:]]*\([^*]*\).*/\1/p' "$1" | head -n 1
+    sed -n '1,25s/^[[:space:]#/*]*module:[[:space:]]*\([^*]*\).*/\1/p' "$1" | head -n 1 | sed 's/[[:space:]]*$//'
 }
 
-# Succeeds when every word of $1 is a module.
-rs_known() {
+# The first word of $1 that is not a module; empty when all are.
+rs_unknown() {
     for w in $1; do
-        case " $MODULES " in *" $w "*) ;; *) return 1 ;; esac
+        case " $MODULES " in *" $w "*) ;; *) echo "$w" && return ;; esac
     done
 }
 
@@ -52,15 +52,16 @@ rs_tag_error() {
     tag=$(rs_tag "$1")
     if [ -z "$tag" ]; then
         echo "$1 has no 'module:' tag; add one to its opening comment naming the source folders it covers (e.g. 'module: ckpt s3')"
-    elif ! rs_known "$tag"; then
-        echo "$1: 'module: $tag' names a folder that is not a module ($MODULES)"
+    elif [ -n "$(rs_unknown "$tag")" ]; then
+        echo "$1: 'module: $tag': '$(rs_unknown "$tag")' is not a module (the source folders: $MODULES)"
     fi
 }
 
 # --check: M, and the tag of every test file that exists, corpora included.
 rs_check() {
-    if ! rs_known "$M"; then
-        echo "tests/run.sh: M=\"$M\" names an unknown module; the modules are the source folders: $MODULES" >&2
+    u=$(rs_unknown "$M")
+    if [ -n "$u" ]; then
+        echo "tests/run.sh: M=\"$M\": no module '$u'; the modules are the source folders: $MODULES" >&2
         return 64
     fi
     bad=0
