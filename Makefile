@@ -109,6 +109,22 @@ LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(BUILD)/sample_ini.o $(CU_OB
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+# make test replays each committed corpus (tests/fuzz/corpus/NAME/) through
+# its target built without libFuzzer: tests/fuzz/replay.c as main(), the
+# target's "fuzz-sources:" as this build's objects (sanitized under SAN=1).
+FUZZ_NAMES := $(notdir $(patsubst %/,%,$(wildcard tests/fuzz/corpus/*/)))
+FUZZ_REPLAY := $(addprefix $(BUILD)/tests/replay/,$(FUZZ_NAMES))
+fuzz_objs = $(patsubst %.c,$(BUILD)/%.o,$(filter-out s3/s3_off.c,$(wildcard $(filter %.c,$(or \
+            $(shell sed -n 's/^.*fuzz-sources:[[:space:]]*//p' $(1) | head -n 1),util/*.c)))))
+# M="ckpt s3": only the tests whose "module:" tag names one of those folders.
+ifneq ($(filter-out $(LIB_DIRS),$(M)),)
+$(error M="$(M)": no module '$(firstword $(filter-out $(LIB_DIRS),$(M)))'; the modules are the source folders: $(LIB_DIRS))
+endif
+ifeq ($(strip $(M)),)
+TEST_SEL := $(TEST_BIN) $(FUZZ_REPLAY)
+else
+TEST_SEL = $(shell M="$(M)" BUILD=$(BUILD) sh tests/run.sh --targets 2>/dev/null)
+endif
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
@@ -118,11 +134,13 @@ all: $(BUILD)/spotrain
 
 help:
 	@echo "make [CUDA=0|1] [MPI=0|1] [SAN=1]   build $(BUILD)/spotrain"
-	@echo "make test     unit, numerics (PyTorch reference) and CLI tests"
+	@echo "make test [M=\"ckpt s3\"]   unit, numerics (PyTorch reference) and CLI tests, fuzz corpus replays;"
+	@echo "             M: only the tests tagged with those modules (the source folders: $(LIB_DIRS))"
 	@echo "make test-emu the CUDA kernels and backend run on the CPU through tests/emu (also SAN=1)"
 	@echo "make bench    throughput, checkpoint and goodput benchmarks"
 	@echo "make demo     install missing packages (as root), build, train through a reclaim notice and a kill -9, compare with a straight run"
-	@echo "make fuzz     build libFuzzer targets and run each for FUZZ_SECONDS (default 20)"
+	@echo "make fuzz     build libFuzzer targets and run each for FUZZ_SECONDS (default 20), seeded from"
+	@echo "             tests/fuzz/corpus/NAME/; new inputs go to build/fuzz, never the repo"
 	@echo "make chaos    long preemption soak with spotrain-run"
 	@echo "make install [PREFIX=/usr/local] [DESTDIR=]   stripped spotrain, spotrain-run, share/spotrain/sample.ini, share/man/man1/spotrain.1"
 	@echo "make device-build   build/device/spotrain + tests for a GPU machine (MPI=0, static libs);"
@@ -222,12 +240,26 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libspotrain.a tests/harness.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 
+# A target's "fuzz-sources: ckpt/*.c" reads as a comment opening in a comment.
+$(BUILD)/tests/fuzz/%.o: CFLAGS += -Wno-comment
+$(BUILD)/tests/replay/%: $(BUILD)/tests/fuzz/replay.o $(BUILD)/tests/fuzz/%.o
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDFLAGS) $(LIBS)
+# Each replay's objects: its target's "fuzz-sources:".
+$(foreach n,$(FUZZ_NAMES),$(eval $(BUILD)/tests/replay/$(n): $(call fuzz_objs,tests/fuzz/$(n).c)))
+.SECONDARY: $(BUILD)/tests/fuzz/replay.o $(patsubst %,$(BUILD)/tests/fuzz/%.o,$(FUZZ_NAMES))
+
+# The compiler's lines go to a log, shown only when the build fails; the
+# runner checks M and every test's tag before anything is built.
+TEST_LOG := $(BUILD)/test-build.log
 test:
 	@sh tests/deps.sh test
-	@$(MAKE) --no-print-directory test-build
-	@BUILD=$(BUILD) sh tests/run.sh
+	@M="$(M)" BUILD=$(BUILD) sh tests/run.sh --check
+	@mkdir -p $(BUILD) && if ! $(MAKE) --no-print-directory test-build >$(TEST_LOG) 2>&1; then \
+	    tail -n 40 $(TEST_LOG); echo "make test: the test build failed; its whole log: $(TEST_LOG)"; exit 1; fi
+	@M="$(M)" BUILD=$(BUILD) sh tests/run.sh
 
-test-build: $(BUILD)/spotrain $(TEST_BIN) $(BUILD)/tests/s3tool
+test-build: $(BUILD)/spotrain $(TEST_SEL) $(BUILD)/tests/s3tool
 
 # The S3 client's driver for tests/cli/cli_s3.sh and bench/s3.sh (not installed).
 $(BUILD)/tests/s3tool: tests/cli/s3tool.c $(BUILD)/libspotrain.a

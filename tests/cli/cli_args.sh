@@ -3,6 +3,7 @@
 # and --opt value are the same, "--" ends the options, a mistake is exit 64
 # with one line, long names are whole words, and `spotrain SUB --help` works
 # for every command in main.c's table.
+# module: cli
 . tests/cli/lib.sh
 S=$SPOTRAIN
 ROOT=$PWD

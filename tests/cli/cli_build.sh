@@ -4,6 +4,7 @@
 # file"), `make install` lays out a stripped binary, the wrapper and the
 # sample config and the man page, and the run-time libraries docs/building.md
 # names are the binary's.
+# module: cli
 . tests/cli/lib.sh
 S=$SPOTRAIN
 ROOT=$PWD

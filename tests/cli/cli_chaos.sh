@@ -4,6 +4,7 @@
 # every committed checkpoint must verify, and the final weights and Adam state
 # must be bitwise identical to an uninterrupted run's.
 # CHAOS_ROUNDS (default 6; `make chaos` uses 40), CHAOS_SEED (default 1).
+# module: spot train ckpt
 . tests/cli/lib.sh
 S=$SPOTRAIN
 RUN=$PWD/spot/spotrain-run

@@ -5,6 +5,7 @@
 # verify; a corrupted newest checkpoint fails verify with 65 and resume falls
 # back to the previous one.
 # shellcheck source=tests/cli/lib.sh
+# module: ckpt train cli
 . tests/cli/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1

@@ -2,6 +2,7 @@
 # CLI tests of `cost estimate`, `cost report` and `bid`: the published
 # example's exact figures, the cron-friendly report (torn last line,
 # --csv --header), bid's recommendation and alert, and bad inputs.
+# module: money cli
 . tests/cli/lib.sh
 
 S=$SPOTRAIN

@@ -7,6 +7,7 @@
 # every shown key and value (numbers numerically), the preset shapes the
 # comments state, every resolved key shown in the file, and the commented
 # [price.NAME] example staying an example (no prices by default).
+# module: config
 . tests/cli/lib.sh
 S=$SPOTRAIN
 ROOT=$PWD

@@ -3,6 +3,7 @@
 # 300 lines; the rest lives in docs/), and every relative link of README.md
 # and docs/*.md names a file that exists and, after '#', one of its headings
 # (GitHub's anchors), so moving a section cannot leave a dead link behind.
+# module: cli
 . tests/cli/lib.sh
 ROOT=$PWD
 n=$(wc -l <"$ROOT/README.md")

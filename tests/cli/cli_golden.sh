@@ -10,6 +10,7 @@
 # Record a kernel's digests (on a tree whose numerics are trusted):
 #   sh tests/cli/cli_golden.sh --record >> tests/cli/golden.txt
 # shellcheck disable=SC2086
+# module: model backend train
 . tests/cli/lib.sh
 S=$SPOTRAIN
 GOLDEN=$PWD/tests/cli/golden.txt

@@ -3,6 +3,7 @@
 # export -> import is bitwise in f32, a bf16 export imports as the rounded
 # weights (PyTorch's bf16 rounding is the oracle), F16 imports, the
 # safetensors library reads our shards, and mismatches are one clear line.
+# module: hf ckpt
 . "$(dirname "$0")/lib.sh"
 S=$SPOTRAIN
 VENV=${SPOTRAIN_VENV:-$PWD/build/venv}

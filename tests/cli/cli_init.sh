@@ -3,6 +3,7 @@
 # stdout, no silent overwrite), of CONFIG paths that are not INI files
 # (a directory, /dev/zero; /dev/null stays the empty config), and of the
 # top-level --help naming every option the commands take.
+# module: config cli
 . tests/cli/lib.sh
 S=$SPOTRAIN
 ROOT=$PWD

@@ -7,6 +7,7 @@
 # that the scaled gradients pass fp32's range.
 # Option strings like $FAST are word-split on purpose.
 # shellcheck disable=SC2086
+# module: train backend ckpt
 . tests/cli/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1

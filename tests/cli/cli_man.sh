@@ -4,6 +4,7 @@
 # from `spotrain --help` itself) and `spotrain-run --help` print is in the
 # page, every long option in the page is in some --help, and the page
 # renders without warnings where groff or man is installed.
+# module: cli
 . tests/cli/lib.sh
 S=$SPOTRAIN
 ROOT=$PWD

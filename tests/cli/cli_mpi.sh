@@ -4,6 +4,7 @@
 # ranks (elastic), and a 2-rank run learns like a 1-rank one.
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
+# module: comm train
 . tests/cli/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1

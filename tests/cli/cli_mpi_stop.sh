@@ -12,6 +12,7 @@
 #   mpirun linger 240 s after the ranks exit.
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
+# module: comm spot train
 . tests/cli/lib.sh
 S=$SPOTRAIN
 RUN=$PWD/spot/spotrain-run

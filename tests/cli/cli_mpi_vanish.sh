@@ -17,6 +17,7 @@
 # Every wait is bounded: a job still alive after its bound is killed and the
 # test fails, so this script cannot hang either.
 # shellcheck disable=SC2086
+# module: comm
 . tests/cli/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1

@@ -6,6 +6,7 @@
 # on CUDA) are refused at start.
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
+# module: train backend
 . tests/cli/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1

@@ -6,6 +6,7 @@
 # downloaded. Faults come from tests/cli/s3_fault_proxy.py in front of moto.
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
+# module: ckpt s3
 . tests/cli/lib.sh
 S=$SPOTRAIN
 t_s3_servers cli_remote

@@ -12,6 +12,7 @@
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
 # shellcheck source=tests/cli/lib.sh
+# module: ckpt s3
 . tests/cli/lib.sh
 S=$SPOTRAIN
 t_s3_servers cli_remote_read

@@ -1,6 +1,7 @@
 # spotrain-run's exit-code policy, restart budget, backoff, events records,
 # hostfile regeneration and signal forwarding, driven by a fake command that
 # follows a plan of exit codes (one per launch).
+# module: spot
 . tests/cli/lib.sh
 RUN=$PWD/spot/spotrain-run
 FAKE=$T_TMP/fake.sh

@@ -3,6 +3,7 @@
 # S3-compatible server: moto_server from build/venv on 127.0.0.1, checked
 # with boto3 independently; faults from tests/cli/s3_fault_proxy.py in between.
 # shellcheck source=tests/cli/lib.sh
+# module: s3
 . tests/cli/lib.sh
 TOOL=$PWD/$BUILD/tests/s3tool
 t_s3_servers cli_s3

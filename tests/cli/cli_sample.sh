@@ -3,6 +3,7 @@
 # --opt value, --), and generation stops at the tokenizer's end-of-text token
 # unless --ignore-eos. The end-of-text token is made to be the byte the model
 # greedily emits first, so the stop is certain on any machine.
+# module: cli tok
 . "$(dirname "$0")/lib.sh"
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1

@@ -5,6 +5,7 @@
 # another step is refused; a format 1 manifest still verifies and resumes,
 # with a note that it is unprotected.
 # shellcheck source=tests/cli/lib.sh
+# module: ckpt
 . tests/cli/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1

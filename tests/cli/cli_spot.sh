@@ -3,6 +3,7 @@
 # server), the notice file, SIGTERM and SIGUSR1 the trainer exits 75 soon
 # after, leaves a checkpoint of the stop step that verifies, and `resume`
 # continues from exactly that step; the same through spotrain-run + mpirun.
+# module: spot train
 . tests/cli/lib.sh
 S=$SPOTRAIN
 RUN=$PWD/spot/spotrain-run

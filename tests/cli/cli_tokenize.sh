@@ -2,6 +2,7 @@
 # spotrain data tokenize: the tokenizers library (PyPI, in build/venv made by
 # tests/deps.sh) as the oracle for ids on varied text and invalid UTF-8, the
 # shard format, validation split, refusals; shards train via source = shards.
+# module: tok data
 . "$(dirname "$0")/lib.sh"
 S=$SPOTRAIN
 VENV=${SPOTRAIN_VENV:-$PWD/build/venv}

@@ -4,6 +4,7 @@
 # and the demo configuration actually learning.
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
+# module: train config data cli
 . tests/cli/lib.sh
 S=$SPOTRAIN
 SRC=$PWD

@@ -10,6 +10,7 @@
 #       garbage (junk badjson huge badlen bighead bigbody redirect badchunk
 #       close), chunked, maint, vm, event_vm, event_type, notbefore, time,
 #       hardened)   GET /_state -> JSON counters.   GET /_quit stops it.
+# module: spot
 import argparse
 import json
 import sys

@@ -4,6 +4,7 @@
 # the next N with 500/503, drop the connection, cut the next N GET answers
 # half way through their body, answer slowly, or refuse a session token
 # with 403 ExpiredToken.
+# module: s3
 #   python3 tests/cli/s3_fault_proxy.py --upstream PORT --port-file FILE
 # Control: GET /_control?fail=N&status=503&drop=N&cut=N&slow=SECONDS&expired_token=T
 #          &match=TEXT       faults hit only requests whose "METHOD /path?query RANGE"

@@ -5,7 +5,8 @@
  * put's LEN (default: the file's size) may exceed the file, to test a source
  * that ends early.
  * get's OUT "-" keeps the bytes in memory only (the bench's transport
- * figure); any other OUT is replaced by rename, so never name a device. */
+ * figure); any other OUT is replaced by rename, so never name a device.
+ * module: s3 */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>

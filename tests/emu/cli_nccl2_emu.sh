@@ -11,6 +11,7 @@
 # selftest comm over the device data plane in many rounds, bitwise.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
+# module: cuda comm
 . tests/cli/lib.sh
 B=$SPOTRAIN
 cd "$T_TMP" || exit 1

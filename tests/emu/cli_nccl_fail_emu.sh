@@ -17,6 +17,7 @@
 # tag in its environment) is killed at the end of its check, so a frozen
 # rank never outlives the script.
 # shellcheck disable=SC2086
+# module: cuda comm
 . tests/cli/lib.sh
 B=$SPOTRAIN
 cd "$T_TMP" || exit 1

@@ -3,6 +3,7 @@
 # lanes run in descending order (SPOTRAIN_EMU_ORDER=reverse): a kernel that
 # relies on the order threads happen to run in (a missing __syncthreads, a
 # block reading another block's output) fails in one of the two orders.
+# module: cuda
 BUILD=${BUILD:-build/emu}
 pass=0
 fail=0

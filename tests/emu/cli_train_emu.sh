@@ -8,6 +8,7 @@
 # on one CPU core.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
+# module: cuda train
 . tests/cli/lib.sh
 B=$SPOTRAIN
 cd "$T_TMP" || exit 1

@@ -6,7 +6,8 @@
  * in a partial warp, a host pointer as a kernel argument, a bad
  * configuration, a copy in the wrong direction, two streams touching the
  * same memory unordered), the last one sticky as on a GPU; and what
- * orders two streams (events, host waits) not reported as a hazard. */
+ * orders two streams (events, host waits) not reported as a hazard.
+ * module: cuda */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,7 +5,8 @@
  * communicator finishes before returning; an abort with a peer that never
  * answers returns at once, lets the stream go on and makes later use an
  * error; an injected asynchronous error is reported by
- * ncclCommGetAsyncError and holds the stream until the abort. */
+ * ncclCommGetAsyncError and holds the stream until the abort.
+ * module: cuda comm */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>

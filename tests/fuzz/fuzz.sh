@@ -4,6 +4,10 @@
 # crash or leak, and ends with "N passed, N failed". A target names the
 # library sources it needs in a "fuzz-sources:" comment line (default:
 # util/*.c) and may set "fuzz-max-len:" (default 65536).
+# The committed corpus tests/fuzz/corpus/NAME/ seeds each run read-only; new
+# inputs go to $BUILD/NAME.corpus, never the repo. A crash's input, once the
+# bug is fixed, belongs in tests/fuzz/corpus/NAME/: make test replays every
+# file there (tests/fuzz/replay.c) from then on.
 BUILD=${BUILD:-build/fuzz}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 CC=${FUZZ_CC:-clang}
@@ -37,14 +41,23 @@ for src in "$@"; do
     fi
     corpus="$BUILD/$name.corpus"
     mkdir -p "$corpus"
+    seeds=tests/fuzz/corpus/$name
+    [ -d "$seeds" ] || seeds=
+    # The first directory is the one libFuzzer writes to.
+    # shellcheck disable=SC2086
     if "$bin" -max_total_time="$FUZZ_SECONDS" -max_len="$maxlen" -timeout=10 -rss_limit_mb=2048 \
-        -artifact_prefix="$BUILD/$name-" "$corpus" >"$BUILD/$name.log" 2>&1; then
+        -artifact_prefix="$BUILD/$name-" "$corpus" $seeds >"$BUILD/$name.log" 2>&1; then
         runs=$(grep -o 'Done [0-9]* runs' "$BUILD/$name.log" | tail -n 1)
         echo "ok   $name ($runs in ${FUZZ_SECONDS}s)"
         pass=$((pass + 1))
     else
         echo "FAIL $name: see $BUILD/$name.log"
         grep -E 'ERROR|SUMMARY|leak' "$BUILD/$name.log" | head -n 5
+        for a in "$BUILD/$name"-crash-* "$BUILD/$name"-leak-* "$BUILD/$name"-timeout-* "$BUILD/$name"-oom-*; do
+            [ -e "$a" ] || continue
+            echo "     input: $a; reproduce: $bin $a"
+            echo "     once fixed: cp $a tests/fuzz/corpus/$name/ (make test replays it from then on)"
+        done
         fail=$((fail + 1))
     fi
 done

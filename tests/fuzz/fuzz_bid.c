@@ -2,6 +2,7 @@
  * JSON, CSV) and everything bid computes from what they accept: any input
  * must give ST_OK or ST_DATA, never a crash or a sanitizer report.
  * fuzz-sources: money/bid.c util/util.c
+ * module: money
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -4,7 +4,8 @@
  * the fuzzer aborts if one opens), and every chunk codec's decoder on raw
  * bytes.
  * fuzz-sources: ckpt/*.c s3/*.c util/util.c model/model.c model/rng.c
- * fuzz-max-len: 4096 */
+ * fuzz-max-len: 4096
+ * module: ckpt */
 #include "ckpt/ckpt_int.h"
 #include "model/model.h"
 #include "util/util.h"

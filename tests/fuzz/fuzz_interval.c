@@ -3,6 +3,7 @@
  * edited, so any bytes must give a count >= 0 and a C that is -1 or a
  * finite figure >= 0, never a read past the text.
  * fuzz-sources: train/interval.c
+ * module: train
  */
 #include <math.h>
 #include <stdint.h>

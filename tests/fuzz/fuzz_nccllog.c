@@ -3,6 +3,7 @@
  * local-rank variable (the input's first line). Any input must give a
  * terminated line and a verdict, never a crash or a sanitizer report.
  * fuzz-sources: comm/xfer.c comm/comm.c util/*.c
+ * module: comm
  */
 #include <stdint.h>
 #include <stdlib.h>

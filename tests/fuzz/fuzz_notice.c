@@ -2,6 +2,7 @@
  * (libcurl does the HTTP): every provider's notice body parser must accept
  * or refuse any byte string without a crash, a leak or a read outside it.
  * fuzz-sources: spot/body.c util/util.c
+ * module: spot
  */
 #include "spot/body.h"
 

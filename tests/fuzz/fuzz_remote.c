@@ -3,7 +3,8 @@
  * listing (which are committed steps). Checks the answers agree with each
  * other: a step found is one that s3_ckpt_key would name.
  * fuzz-sources: ckpt/*.c s3/*.c util/util.c
- * fuzz-max-len: 2048 */
+ * fuzz-max-len: 2048
+ * module: ckpt s3 */
 #include "ckpt/ckpt_int.h"
 #include "util/util.h"
 

@@ -2,6 +2,7 @@
  * XML of error and ListObjectsV2 responses, the IMDS credentials JSON and
  * the credentials file. Run by `make fuzz`.
  * fuzz-sources: s3/s3parse.c util/util.c
+ * module: s3
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -2,6 +2,7 @@
  * index reader of model.safetensors.index.json: any input gives a status,
  * and every accepted tensor lies inside the data with a consistent size.
  * fuzz-sources: hf/import.c util/util.c
+ * module: hf
  */
 #include <stdint.h>
 #include <stdlib.h>

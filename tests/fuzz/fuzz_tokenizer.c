@@ -5,8 +5,10 @@
  * Split pattern plus text that must round-trip.
  * fuzz-sources: tok/tokenizer.c tok/regex.c util/util.c
  * fuzz-max-len: 20000
+ * module: tok
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

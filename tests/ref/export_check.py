@@ -5,6 +5,7 @@
 # reference of tests/ref/ref_torch.py, and prints a greedy continuation of a
 # byte prompt, to compare with `spotrain sample`.
 # usage: export_check.py DIR PROMPT NTOKENS
+# module: hf
 import json
 import os
 import struct

@@ -2,6 +2,7 @@
 # of the posterior of a Poisson rate under a log-normal prior of mean p and
 # spread s, by a sum over 20001 points in ln r (the C code uses 2048 on a
 # differently chosen range). tests/unit/test_interval.c holds its output.
+# module: train
 import math
 import sys
 

@@ -5,6 +5,7 @@
 #
 # usage: ref_torch.py CASE_DIR...   (each holding case.txt, layout.txt,
 # params.bin, tokens.bin; writes ref_loss.txt, ref_grads.bin, ref_params.bin)
+# module: model
 import math
 import os
 import sys

@@ -8,6 +8,7 @@
 #               [EOS] + encode(doc) for each document of texts.jsonl then each
 #               bad_*.bin, in order (with encode_special_tokens set: special
 #               tokens' text encoded as text)
+# module: tok
 import json, os, random, sys
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers

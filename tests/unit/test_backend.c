@@ -1,6 +1,7 @@
 /* The backend-neutral helpers: the continuity comparison behind the
  * resume warning, the device-name override, and the CPU backend being
- * truthful about its precision and device. */
+ * truthful about its precision and device.
+ * module: backend */
 #include "tests/harness.h"
 #include "backend/backend.h"
 #include "util/util.h"

@@ -1,6 +1,7 @@
 /* Unit tests of `bid`: timestamps, the three history formats, sorting,
  * time-weighted statistics and trend, the persistent-bid model on a
- * synthetic history with a hand-computed answer, and malformed inputs. */
+ * synthetic history with a hand-computed answer, and malformed inputs.
+ * module: money */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,7 @@
 /* Checkpoint tests: round trips for every codec and odd chunk sizes, multi-
  * rank saves read back with other splits, corruption and fallback, hostile
- * manifests, rotation, leftover .tmp, disk full, on_save. */
+ * manifests, rotation, leftover .tmp, disk full, on_save.
+ * module: ckpt */
 #include "ckpt/ckpt_int.h"
 #include "model/model.h"
 #include "util/util.h"

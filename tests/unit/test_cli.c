@@ -1,7 +1,8 @@
 /* Unit tests of the commands' option parser (cli/args.c): operands in
  * order, --opt=value and --opt value, "--", optional values, exact long
  * names, the three kinds of mistake, and a second parse in one process
- * starting clean (a command that parses twice, or a test that calls two). */
+ * starting clean (a command that parses twice, or a test that calls two).
+ * module: cli */
 #include <string.h>
 
 #include "cli/cli.h"

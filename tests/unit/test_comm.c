@@ -1,7 +1,8 @@
 /* The transfer plan of the chunked collectives, checked with an in-process
  * fake of W ranks: aligned ranges that tile the vector, rounds that move
  * every element exactly once, and a simulated reduce-scatter that sums in
- * rank order whatever the chunk size. */
+ * rank order whatever the chunk size.
+ * module: comm */
 #include "tests/harness.h"
 #include "comm/comm.h"
 #include "model/rng.h"

@@ -1,5 +1,6 @@
 /* Config tests: defaults from the embedded sample.ini, presets, --set,
- * every bad-input path naming file:line and key, and parameter counts. */
+ * every bad-input path naming file:line and key, and parameter counts.
+ * module: config */
 #include "tests/harness.h"
 #include "config/config.h"
 #include "model/model.h"

@@ -1,6 +1,7 @@
 /* Unit tests of the money side: the published spot example, Young/Daly,
  * 6ND hours, the overhead model, mixed fleets, ZeRO memory accounting, the
- * run report on a hand-written ledger, and the Prometheus textfile. */
+ * run report on a hand-written ledger, and the Prometheus textfile.
+ * module: money */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

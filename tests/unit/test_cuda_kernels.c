@@ -3,7 +3,8 @@
  * before each launch: fp32 near-exact (1e-5 relative to the tensor's
  * largest entry; AdamW and the embedding bitwise), bf16 within 1e-2 with
  * inputs rounded as the upload rounds them. Needs a GPU: elsewhere it says
- * why it skips and passes nothing. */
+ * why it skips and passes nothing.
+ * module: cuda */
 #include "tests/harness.h"
 #include "cuda/cuda.h"
 #include "cuda/plan.h"

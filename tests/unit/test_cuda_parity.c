@@ -2,7 +2,8 @@
  * fp32 loss, every gradient tensor, logits and the weights after 3 AdamW
  * steps within 1e-5 relative at the tiny preset and a second GQA shape;
  * bf16 and tf32 within tolerance; two identical bf16 runs bitwise equal.
- * Needs a GPU: elsewhere it says why it skips and passes nothing. */
+ * Needs a GPU: elsewhere it says why it skips and passes nothing.
+ * module: cuda backend */
 #include "tests/harness.h"
 #include "backend/backend.h"
 #include "model/optim.h"

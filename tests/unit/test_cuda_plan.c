@@ -2,7 +2,8 @@
  * column-major form run through OpenBLAS against its row-major meaning and
  * against the CPU backend's calls; GQA attention through the planned
  * batched products against the CPU backend's per-head loop; the arena's
- * offsets and alignment; AdamW segments; the memory plan. */
+ * offsets and alignment; AdamW segments; the memory plan.
+ * module: cuda */
 #include "tests/harness.h"
 #include "cuda/plan.h"
 #include "model/elem.h"

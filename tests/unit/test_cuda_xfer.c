@@ -3,7 +3,8 @@
  * and all-gather schedules run on an in-process fake of W ranks (bytes moved
  * as NCCL would, summed in rank order as the kernel does) against the CPU
  * rule, for uneven ranges and W that does not divide the vector; the
- * timeout state machine; NCCL results to exit codes; transport lines. */
+ * timeout state machine; NCCL results to exit codes; transport lines.
+ * module: comm cuda */
 #include "tests/harness.h"
 #include "comm/xfer.h"
 #include "comm/comm.h"

@@ -1,6 +1,7 @@
 /* Data tests: the keyed permutation is a bijection, batches are a pure
  * function of (seed, step) however rows are split, shard validation, the
- * synthetic corpus and its held-out split. */
+ * synthetic corpus and its held-out split.
+ * module: data */
 #include "tests/harness.h"
 #include "config/config.h"
 #include "data/data.h"

@@ -1,5 +1,6 @@
 /* checkpoint.interval_seconds = auto: the rate blend, Young/Daly with its
- * bounds, the measured save cost, and the hard failures read from a ledger. */
+ * bounds, the measured save cost, and the hard failures read from a ledger.
+ * module: train */
 #include "tests/harness.h"
 #include "train/interval.h"
 

@@ -1,6 +1,7 @@
 /* The loss-scale state machine: dynamic halving with a skip on overflow,
  * doubling after the clean-step window, the floor and ceiling, fixed and
- * off modes, restore checks, and that a power-of-two seed divides out. */
+ * off modes, restore checks, and that a power-of-two seed divides out.
+ * module: train */
 #include "tests/harness.h"
 #include "train/lscale.h"
 

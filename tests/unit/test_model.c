@@ -1,6 +1,7 @@
 /* Numerics of the CPU backend and the optimizer: loss, every gradient and
  * the weights after AdamW steps against an independent float64 PyTorch model
- * (tests/ref/ref_torch.py), finite differences, determinism, backend selection. */
+ * (tests/ref/ref_torch.py), finite differences, determinism, backend selection.
+ * module: model backend */
 #include "tests/harness.h"
 #include "backend/backend.h"
 #ifdef SPOTRAIN_CUDA

@@ -1,6 +1,7 @@
 /* The optimizer without PyTorch: schedule values, clipping factor, the
  * deterministic sum of squares, and AdamW's update, decay split and range
- * handling checked against a scalar double-precision transcription. */
+ * handling checked against a scalar double-precision transcription.
+ * module: model */
 #include "tests/harness.h"
 #include "model/optim.h"
 #include "util/util.h"

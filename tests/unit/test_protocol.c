@@ -1,7 +1,8 @@
 /* The checkpoint and stop protocol (train/protocol.c) driven directly, one
  * rank, against a real writer in a scratch directory: each transition of the
  * state machine, what a stop decides with and without time, and the
- * invariants. The multi-rank agreement is covered by tests/cli/cli_mpi.sh. */
+ * invariants. The multi-rank agreement is covered by tests/cli/cli_mpi.sh.
+ * module: train */
 #include "tests/harness.h"
 #include "model/model.h"
 #include "train/protocol.h"

@@ -1,7 +1,8 @@
 /* Unit tests of ckpt/remote.c's pure parts: splitting s3:// checkpoint URLs,
  * recognising committed steps among listed keys, and the order resume tries
  * local and remote checkpoints in. The network side is tested against a
- * real server in tests/cli/cli_remote_read.sh. */
+ * real server in tests/cli/cli_remote_read.sh.
+ * module: ckpt */
 #include "ckpt/ckpt.h"
 #include "util/util.h"
 #include "tests/harness.h"

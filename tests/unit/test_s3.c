@@ -1,6 +1,7 @@
 /* Unit tests of the S3 client's pure parts: s3:// URLs, checkpoint object
  * keys, credentials file and IMDS JSON parsing, the backoff schedule and the
- * retry classes, and the XML answers. No network. */
+ * retry classes, and the XML answers. No network.
+ * module: s3 */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

@@ -1,5 +1,6 @@
 /* Tests for spot/: metadata_url checks, the time formats, every provider's poller against tests/cli/fake_metadata.py (including
- * misbehaving answers), the file provider, signals and the watchdog. */
+ * misbehaving answers), the file provider, signals and the watchdog.
+ * module: spot */
 #include "spot/fetch.h"
 #include "spot/spot.h"
 #include "util/util.h"

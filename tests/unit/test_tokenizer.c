@@ -1,7 +1,8 @@
 /* Unit tests of the regex subset and the byte-level BPE tokenizer on a
  * tokenizer.json built here; with paths as arguments, also decode(encode(x))
  * == x on random bytes for those files (tests/cli/cli_tokenize.sh passes the
- * tokenizers it trained). */
+ * tokenizers it trained).
+ * module: tok */
 #include "tests/harness.h"
 #include "tok/regex.h"
 #include "tok/tokenizer.h"

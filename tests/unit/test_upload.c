@@ -1,6 +1,7 @@
 /* Unit tests of the uploader's pure parts: which listed keys belong to a
  * step directory, and which steps the remote rotation deletes. The
- * transfers themselves are tested against moto in tests/cli/cli_remote.sh. */
+ * transfers themselves are tested against moto in tests/cli/cli_remote.sh.
+ * module: ckpt */
 #include <string.h>
 
 #include "ckpt/ckpt.h"

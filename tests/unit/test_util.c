@@ -1,6 +1,7 @@
 /* Unit tests of util/: the shortest round-trip number formatting every
  * machine-readable output uses (JSON, CSV, INI, Prometheus), and the bounded
- * file reader that refuses directories and endless devices. */
+ * file reader that refuses directories and endless devices.
+ * module: util */
 #include <float.h>
 #include <json-c/json.h>
 #include <math.h>
