@@ -23,6 +23,7 @@ typedef struct {
     int flush_denormals;    /* cpu: subnormal floats as zero in every compute thread (FTZ/DAZ) */
     int recompute;          /* train.recompute: 0 none, 1 layers (cpu only: each layer's backward reruns its
                              * forward from the kept layer input; bitwise the same results) */
+    int zero;               /* train.zero: ZeRO stage 1, 2 or 3 (0 reads as 1); 2 and 3 cpu only */
 } backend_opts;
 
 typedef struct backend backend;
@@ -55,7 +56,9 @@ struct backend {
      * position into out (host). */
     int (*logits)(backend *b, const int32_t *tokens, int64_t T, float *out);
     int (*zero_grads)(backend *b);
-    /* After it, grads[lo,hi) holds the sum over ranks, added in rank order. */
+    /* After it, grads[lo,hi) holds the sum over ranks, added in rank order.
+     * (Under ZeRO 2 and 3 the backward has already reduced each layer's
+     * bucket as it finished: nothing is left to do.) */
     int (*reduce_grads)(backend *b);
     /* Sum of squares of grads[lo,hi), in a fixed order (double). */
     int (*grad_sumsq)(backend *b, double *out);

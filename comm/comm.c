@@ -490,12 +490,12 @@ int comm_reduce_scatter(float *g, size_t n) { return comm_reduce_scatter_span(g,
 
 /* In the same rounds: each rank sends its piece to every peer and receives
  * every peer's piece straight into place. */
-int comm_allgather(float *p, size_t n)
+int comm_allgather_span(float *buf, size_t n, size_t a, size_t b)
 {
     if (comm_world == 1)
         return ST_OK;
     int W = comm_world, me = comm_me, rc = ST_OK;
-    size_t C = comm_chunk, rounds = comm_rounds(n, W, C);
+    size_t C = comm_chunk, rounds = comm_span_rounds(n, a, b, W, C);
     MPI_Request *req = malloc(2 * (size_t)W * sizeof *req);
     int *peer = malloc(2 * (size_t)W * sizeof *peer);
     if (!req || !peer) {
@@ -506,17 +506,17 @@ int comm_allgather(float *p, size_t n)
     for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
         size_t off, cnt;
         int nr = 0;
-        comm_piece(n, me, W, C, k, &off, &cnt);
+        comm_span_piece(n, a, b, me, W, C, k, &off, &cnt);
         for (int r = 0; r < W; r++) {
             size_t po, pc;
-            comm_piece(n, r, W, C, k, &po, &pc);
+            comm_span_piece(n, a, b, r, W, C, k, &po, &pc);
             if (r != me && pc > 0) {
                 peer[nr] = r;
-                MPI_Irecv(p + po, (int)pc, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
+                MPI_Irecv(buf + (po - a), (int)pc, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
             }
             if (r != me && cnt > 0) {
                 peer[nr] = r;
-                MPI_Isend(p + off, (int)cnt, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
+                MPI_Isend(buf + (off - a), (int)cnt, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
             }
         }
         rc = comm_waitall(req, peer, nr, "parameter gather");
@@ -525,6 +525,8 @@ int comm_allgather(float *p, size_t n)
     free(peer);
     return rc;
 }
+
+int comm_allgather(float *p, size_t n) { return comm_allgather_span(p, n, 0, n); }
 
 int comm_sum(double *v, int k)
 {
@@ -585,6 +587,7 @@ void comm_abort(int code) {}
 int comm_reduce_scatter(float *g, size_t n) { return ST_OK; }
 int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b) { return ST_OK; }
 int comm_allgather(float *p, size_t n) { return ST_OK; }
+int comm_allgather_span(float *buf, size_t n, size_t a, size_t b) { return ST_OK; }
 int comm_sum(double *v, int k) { return ST_OK; }
 int comm_max(int64_t *v, int k) { return ST_OK; }
 int comm_bcast(void *buf, size_t bytes, int root) { return ST_OK; }

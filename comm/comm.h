@@ -104,6 +104,10 @@ int comm_reduce_scatter(float *g, size_t n);
 int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b);
 /* All-gather: every rank's owned range of p is copied to all ranks. */
 int comm_allgather(float *p, size_t n);
+/* The same over the span [a, b): buf holds the span (buf[0] is element a)
+ * with this rank's range cut to [a, b) filled in; after it, the whole span
+ * (ZeRO-3: one layer's parameters gathered before its use). */
+int comm_allgather_span(float *buf, size_t n, size_t a, size_t b);
 /* Sums k doubles over ranks in rank order. */
 int comm_sum(double *v, int k);
 /* Element-wise max of k int64 over ranks. */
