@@ -96,6 +96,10 @@ float *backend_cpu_host(backend *b, int array);
  * --dry-run figure. _held: what b holds now (its largest micro-batch yet). */
 size_t backend_cpu_activation_bytes(const model_shape *s, int64_t micro_batch, int recompute, int threads);
 size_t backend_cpu_activation_held(const backend *b);
+/* ZeRO 2 and 3: floats in one bucket buffer, the largest span the CPU
+ * backend moves at once (norm + lm_head, or one decoder layer). A rank
+ * holds one gradient bucket from stage 2 and one parameter bucket at 3. */
+size_t backend_cpu_bucket_floats(const model_shape *s);
 
 /* What to tell a user whose OpenBLAS runs kernels older than the CPU:
  * OpenBLAS picks its kernels by CPU model, and a model it does not know

@@ -561,6 +561,13 @@ static int cpu_close_bucket(backend *be, int64_t k)
     return rc;
 }
 
+size_t backend_cpu_bucket_floats(const model_shape *s)
+{
+    size_t D = (size_t)s->dim, qd = (size_t)(s->n_heads * s->head_dim), kvd = (size_t)(s->n_kv_heads * s->head_dim);
+    size_t layer = D * (qd + 2 * kvd) + qd * D + 3 * D * (size_t)s->ffn_dim + 2 * D, tail = D + (size_t)s->vocab * D;
+    return layer > tail ? layer : tail;
+}
+
 /* The largest bucket, in floats. */
 static size_t cpu_bucket_floats(const backend *be)
 {
