@@ -451,11 +451,14 @@ int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b)
         return ST_OK;
     int W = comm_world, me = comm_me, rc = ST_OK;
     size_t C = comm_chunk, rounds = comm_span_rounds(n, a, b, W, C);
-    float *recv = malloc(C * (size_t)W * sizeof(float));
+    /* A bucket smaller than a chunk needs no chunk-sized buffer: the
+     * pieces of one round fit its largest part. */
+    size_t S = rounds == 1 ? comm_span_rounds(n, a, b, W, 1) : C;
+    float *recv = malloc((S ? S : 1) * (size_t)W * sizeof(float));
     MPI_Request *req = malloc(2 * (size_t)W * sizeof *req);
     int *peer = malloc(2 * (size_t)W * sizeof *peer);
     if (!recv || !req || !peer) {
-        rc = util_fail(ST_SOFTWARE, "out of memory in gradient reduction (%zu floats)", C * (size_t)W);
+        rc = util_fail(ST_SOFTWARE, "out of memory in gradient reduction (%zu floats)", S * (size_t)W);
         goto out;
     }
     for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
@@ -467,7 +470,7 @@ int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b)
             comm_span_piece(n, a, b, r, W, C, k, &po, &pc);
             if (r != me && cnt > 0) {
                 peer[nr] = r;
-                MPI_Irecv(recv + (size_t)r * C, (int)cnt, MPI_FLOAT, r, 71, MPI_COMM_WORLD, &req[nr++]);
+                MPI_Irecv(recv + (size_t)r * S, (int)cnt, MPI_FLOAT, r, 71, MPI_COMM_WORLD, &req[nr++]);
             }
             if (r != me && pc > 0) {
                 peer[nr] = r;
@@ -476,8 +479,8 @@ int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b)
         }
         if ((rc = comm_waitall(req, peer, nr, "gradient exchange")) != ST_OK || cnt == 0)
             continue;
-        memcpy(recv + (size_t)me * C, buf + (off - a), cnt * sizeof(float));
-        comm_sum_pieces(buf + (off - a), recv, C, W, cnt);
+        memcpy(recv + (size_t)me * S, buf + (off - a), cnt * sizeof(float));
+        comm_sum_pieces(buf + (off - a), recv, S, W, cnt);
     }
 out:
     free(recv);
