@@ -522,6 +522,7 @@ static int cpu_gather_bucket(backend *be, int64_t k)
     memcpy(c->wbucket + (x - a), c->params + (x - be->lo), (y - x) * sizeof(float));
     c->wbase = c->wbucket;
     c->woff = a;
+    comm_test_freeze("layer");
     return comm_allgather_span(c->wbucket, be->L->n_floats, a, b);
 }
 
@@ -549,6 +550,7 @@ static int cpu_close_bucket(backend *be, int64_t k)
         return ST_OK;
     size_t a, b, x, y;
     cpu_span(be, k, &a, &b);
+    comm_test_freeze("bucket");
     int rc = comm_reduce_scatter_span(c->gbucket, be->L->n_floats, a, b);
     cpu_cut(be, a, b, &x, &y);
     float *dst = c->grads + (x - be->lo);

@@ -86,7 +86,8 @@ const char *comm_note_timeout(const char *what, int peer, double waited);
 /* Test hook: SPOTRAIN_TEST_FREEZE=POINT@RANK stops rank RANK (SIGSTOP) at
  * the named point, so tests/cli/cli_mpi_vanish.sh freezes a peer exactly there
  * (tests/emu/cli_nccl_fail_emu.sh: nccl-init, nccl-reduce, nccl-gather in
- * cuda/nccl.cu). */
+ * cuda/nccl.cu; bucket and layer in backend/cpu.c: ZeRO's gradient exchange
+ * and parameter gather of one bucket). */
 void comm_test_freeze(const char *point);
 /* Test hook: SPOTRAIN_TEST_SLOW=POINT@RANK:SECONDS delays that rank there. */
 void comm_test_slow(const char *point);
