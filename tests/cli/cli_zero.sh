@@ -59,6 +59,11 @@ for np in 2 3; do
     same "$np ranks, no accumulation: zero 3 == zero 1, bitwise" n$np-z1 n$np-z3 4
 done
 
+# zero 3 regathers each layer for the recompute forward inside its backward.
+mpirun -np 2 --oversubscribe "$S" train /dev/null $F --set train.global_batch=6 --set train.micro_batch=3 \
+    --set train.max_steps=4 --set train.zero=3 --set train.recompute=layers --set train.run_dir=n2-z3-rl >/dev/null 2>&1
+same "2 ranks: zero 3 with recompute layers == zero 1, bitwise" n2-z1 n2-z3-rl 4
+
 # Accumulation: 3 micro-batches per rank a step.
 M="mpirun -np 2 --oversubscribe"
 A="--set train.global_batch=12 --set train.micro_batch=2 --set train.max_steps=4"
