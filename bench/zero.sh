@@ -19,7 +19,8 @@ trap 'rm -rf "$dir"' EXIT
 F="--set model.preset=small --set train.backend=cpu --set train.global_batch=$((NP * MB)) --set train.micro_batch=$MB --set train.recompute=layers --set train.threads=1 --set train.max_steps=2 --set train.val_every=0 --set checkpoint.interval_steps=0 --quiet"
 echo "small preset (32M params), $NP ranks, micro_batch $MB, recompute layers, 2 steps:"
 for z in 1 2 3; do
-    # shellcheck disable=SC2086
+    # The rank's number is known inside the rank only: single quotes on purpose.
+    # shellcheck disable=SC2086,SC2016
     mpirun -np "$NP" --oversubscribe sh -c '/usr/bin/time -o "$0.$OMPI_COMM_WORLD_RANK" -f "%M %e" "$@"' \
         "$dir/z$z" "$S" train /dev/null $F --set train.zero=$z --set train.run_dir="$dir/run$z" >/dev/null 2>&1 ||
         echo "zero: the zero = $z run exited $?"
