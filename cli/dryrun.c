@@ -2,12 +2,14 @@
  * process will hold in memory, computed from the shape alone so 7B/67B plans
  * print on a laptop; then what can be checked without training (the data
  * opens, the plan fits this machine). */
-#include "train/train.h"
+#include "cli.h"
+#include "model/model.h"
 #include "backend/backend.h"
 #include "comm/comm.h"
 #include "data/data.h"
 #include "money/commcost.h"
 #include "cuda/plan.h"
+#include "hf/hf.h"
 #include "money/cost.h"
 #include "util/util.h"
 
@@ -19,9 +21,9 @@
 typedef struct {
     double params, grads, adam, snapshot, comm, activations, total;
     size_t range;      /* the largest rank's share of the flat vector */
-} train_memory;
+} dryrun_memory;
 
-static void train_memory_plan(const cfg *c, const model_shape *s, int world, train_memory *m)
+static void dryrun_memory_plan(const cfg *c, const model_shape *s, int world, dryrun_memory *m)
 {
     double n = (double)model_count_params(s), W = world > 0 ? world : 1;
     /* Ranks own 64-aligned ranges; the first ranks' are the largest. */
@@ -43,14 +45,14 @@ static void train_memory_plan(const cfg *c, const model_shape *s, int world, tra
     m->total = m->params + m->grads + m->adam + m->snapshot + m->comm + m->activations;
 }
 
-static void plan_line(const char *what, double bytes)
+static void dryrun_line(const char *what, double bytes)
 {
     printf("  %-28s %12.3f GiB\n", what, bytes / (1024.0 * 1024.0 * 1024.0));
 }
 
 /* Under the activations: which train.recompute the figure is for, and what
  * the other setting would hold. */
-static void train_plan_recompute(const cfg *c, const model_shape *s)
+static void dryrun_recompute(const cfg *c, const model_shape *s)
 {
     int layers = !strcmp(c->recompute, "layers");
     double other = (double)backend_cpu_activation_bytes(s, c->micro_batch, !layers, (int)c->threads);
@@ -63,7 +65,7 @@ static void train_plan_recompute(const cfg *c, const model_shape *s)
 /* backend cuda (cuda/plan.c): what one GPU holds at the configured
  * precision, and whether that fits the GPU memory given by --gpu-memory or
  * the cost section (cost.gpu_memory_gib, else cost.gpu's size). */
-static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
+static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
 {
     cuda_prec p;
     cuda_memplan g;
@@ -72,18 +74,18 @@ static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
     cuda_memory_plan(s, c->micro_batch, world, p, &g);
     printf("per-GPU memory with backend cuda, precision %s, %d rank%s:\n", cuda_prec_name(p), world,
            world == 1 ? "" : "s");
-    plan_line("weights (fp32 master)", g.master);
-    plan_line(p == CUDA_BF16 || p == CUDA_FP16 ? "weights (working copy)" : "weights (no working copy)", g.working);
-    plan_line("gradients (fp32)", g.grads);
-    plan_line("adam m+v (this rank's 1/W)", g.adam);
+    dryrun_line("weights (fp32 master)", g.master);
+    dryrun_line(p == CUDA_BF16 || p == CUDA_FP16 ? "weights (working copy)" : "weights (no working copy)", g.working);
+    dryrun_line("gradients (fp32)", g.grads);
+    dryrun_line("adam m+v (this rank's 1/W)", g.adam);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    plan_line(act, g.activations);
-    plan_line("cuBLASLt workspace", g.workspace);
+    dryrun_line(act, g.activations);
+    dryrun_line("cuBLASLt workspace", g.workspace);
     if (g.comm > 0)
-        plan_line("NCCL receive buffer", g.comm);
-    plan_line("CUDA context (estimate)", g.context);
-    plan_line("total", g.total);
+        dryrun_line("NCCL receive buffer", g.comm);
+    dryrun_line("CUDA context (estimate)", g.context);
+    dryrun_line("total", g.total);
     double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
     double need = g.total / (1024.0 * 1024.0 * 1024.0);
     if (gib <= 0)
@@ -98,7 +100,7 @@ static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
 /* The network side of a step on [cost]'s GPUs: the volume of the chunked
  * reduce-scatter and all-gather and, with network_gbps, its share of a step
  * (no overlap with compute). */
-static void train_plan_comm(const cfg *c, const model_shape *s, int world)
+static void dryrun_comm(const cfg *c, const model_shape *s, int world)
 {
     double peak = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
     double tokens = (double)c->global_batch * (double)s->seq_len;
@@ -124,10 +126,28 @@ static void train_plan_comm(const cfg *c, const model_shape *s, int world)
                100 * out.overlap_max / (out.seconds + in.compute_seconds));
 }
 
+/* model.init_from as train checks it before reading a weight: the files,
+ * and every safetensors header against the layout (no tensor data). */
+static int dryrun_init_from(const cfg *c, const model_shape *s)
+{
+    model_layout L = {0};
+    char which[160] = "";
+    if (!c->init_from[0])
+        return ST_OK;
+    int rc = model_layout_init(&L, s);
+    if (rc == ST_OK)
+        rc = hf_check(c->init_from, &L, which, sizeof which);
+    if (rc == ST_OK)
+        printf("init_from: %s/%s holds every tensor of the layout with its shape\n", c->init_from, which);
+    model_layout_free(&L);
+    return rc;
+}
+
 /* What a dry run can check here: the data opens (a glob that matches
- * nothing is an error on any machine), and the plan fits this machine's
- * memory (a warning: the plan may be for other machines). */
-static int train_plan_checks(const cfg *c, const train_memory *m)
+ * nothing is an error on any machine), init_from's weights match the
+ * shape, and the plan fits this machine's memory (a warning: the plan may
+ * be for other machines). */
+static int dryrun_checks(const cfg *c, const model_shape *s, const dryrun_memory *m)
 {
     data *d = NULL;
     int rc = data_open(&d, c);
@@ -135,6 +155,8 @@ static int train_plan_checks(const cfg *c, const train_memory *m)
     if (rc != ST_OK)
         return rc;
     printf("data: %s opens\n", c->source);
+    if ((rc = dryrun_init_from(c, s)) != ST_OK)
+        return rc;
     double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     if (mem > 0 && m->total > mem)
         printf("warning: %.1f GiB per process does not fit this machine's %.1f GiB; on the CPU backend lower "
@@ -145,10 +167,10 @@ static int train_plan_checks(const cfg *c, const train_memory *m)
     return ST_OK;
 }
 
-int train_plan(const cfg *c, int world)
+int dryrun_plan(const cfg *c, int world)
 {
     model_shape s;
-    train_memory m;
+    dryrun_memory m;
     int rc = model_shape_from_cfg(&s, c);
     if (rc != ST_OK)
         return rc;
@@ -157,27 +179,31 @@ int train_plan(const cfg *c, int world)
         return util_fail(ST_SOFTWARE, "out of memory");
     printf("; resolved configuration (%s)\n%s\n", c->path, text);
     free(text);
+    if (c->min_lr_auto) {
+        char lr[32], min_lr[32];
+        printf("train.min_lr = auto: lr / 10 = %s (lr %s)\n", util_dtoa(c->min_lr, min_lr), util_dtoa(c->lr, lr));
+    }
     uint64_t n = model_count_params(&s);
-    train_memory_plan(c, &s, world, &m);
+    dryrun_memory_plan(c, &s, world, &m);
     printf("parameters: %llu (%.3f B)\n", (unsigned long long)n, (double)n / 1e9);
     printf("flops per token (fwd+bwd): %.4g\n", model_flops_per_token(&s));
     printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW):\n", world,
            world == 1 ? "" : "s");
     int zero = atoi(c->zero);
-    plan_line(zero >= 3 ? "parameters (range + 1 layer)" : "parameters (fp32)", m.params);
-    plan_line(zero >= 2 ? "gradients (range + 1 bucket)" : "gradients (fp32)", m.grads);
+    dryrun_line(zero >= 3 ? "parameters (range + 1 layer)" : "parameters (fp32)", m.params);
+    dryrun_line(zero >= 2 ? "gradients (range + 1 bucket)" : "gradients (fp32)", m.grads);
     printf("  this rank's range: %zu parameters (64-aligned; %.1f%% of the vector)\n", m.range,
            100.0 * (double)m.range / (double)(n ? n : 1));
-    plan_line("adam m+v (this rank's range)", m.adam);
-    plan_line("checkpoint snapshot (range)", m.snapshot);
-    plan_line("gradient exchange buffers", m.comm);
+    dryrun_line("adam m+v (this rank's range)", m.adam);
+    dryrun_line("checkpoint snapshot (range)", m.snapshot);
+    dryrun_line("gradient exchange buffers", m.comm);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    plan_line(act, m.activations);
-    train_plan_recompute(c, &s);
-    plan_line("total", m.total);
-    train_plan_comm(c, &s, world);
+    dryrun_line(act, m.activations);
+    dryrun_recompute(c, &s);
+    dryrun_line("total", m.total);
+    dryrun_comm(c, &s, world);
     if (strcmp(c->backend, "cpu") != 0)
-        train_plan_gpu(c, &s, world);
-    return train_plan_checks(c, &m);
+        dryrun_gpu(c, &s, world);
+    return dryrun_checks(c, &s, &m);
 }

@@ -13,12 +13,6 @@ enum { TRAIN_FRESH = 0, TRAIN_RESUME = 1 };
  * error status. force: start fresh even if run_dir holds checkpoints. */
 int train_run(const cfg *c, int mode, int force);
 
-/* --dry-run: resolved config, parameter count and per-process memory plan. */
-int train_plan(const cfg *c, int world);
-/* spotrain selftest comm: patterns reduced and gathered over all ranks,
- * checked bitwise, bus bandwidth per message size (rank 0 prints). */
-int train_selftest_comm(const cfg *c);
-
 /* spotrain sample CONFIG|CKPT [--prompt S] [--tokens N] ... */
 int train_sample_cli(int argc, char **argv);
 
