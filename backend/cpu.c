@@ -519,7 +519,8 @@ static int cpu_gather_bucket(backend *be, int64_t k)
     size_t a, b, x, y;
     cpu_span(be, k, &a, &b);
     cpu_cut(be, a, b, &x, &y);
-    memcpy(c->wbucket + (x - a), c->params + (x - be->lo), (y - x) * sizeof(float));
+    if (y > x)
+        memcpy(c->wbucket + (x - a), c->params + (x - be->lo), (y - x) * sizeof(float));
     c->wbase = c->wbucket;
     c->woff = a;
     comm_test_freeze("layer");
@@ -553,11 +554,13 @@ static int cpu_close_bucket(backend *be, int64_t k)
     comm_test_freeze("bucket");
     int rc = comm_reduce_scatter_span(c->gbucket, be->L->n_floats, a, b);
     cpu_cut(be, a, b, &x, &y);
+    if (rc != ST_OK || y == x)
+        return rc;
     float *dst = c->grads + (x - be->lo);
     const float *src = c->gbucket + (x - a);
-    if (rc == ST_OK && !c->reduced)
+    if (!c->reduced)
         memcpy(dst, src, (y - x) * sizeof(float));
-    else if (rc == ST_OK)
+    else
         for (size_t i = 0; i < y - x; i++)
             dst[i] += src[i];
     return rc;
@@ -880,7 +883,8 @@ static int cpu_load(backend *be, int array, size_t off, size_t n, const float *s
     /* ZeRO 3 takes any range of the full vector too, and keeps its part. */
     if (array == BK_PARAMS && c->zero >= 3 && off <= full && n <= full - off) {
         cpu_cut(be, off, off + n, &x, &y);
-        memcpy(c->params + (x - be->lo), src + (x - off), (y - x) * sizeof(float));
+        if (y > x)
+            memcpy(c->params + (x - be->lo), src + (x - off), (y - x) * sizeof(float));
         return ST_OK;
     }
     float *dst = cpu_array(be, array, off, n);
