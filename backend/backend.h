@@ -23,6 +23,7 @@ typedef struct {
     int flush_denormals;    /* cpu: subnormal floats as zero in every compute thread (FTZ/DAZ) */
     int recompute;          /* train.recompute: 0 none, 1 layers (cpu only: each layer's backward reruns its
                              * forward from the kept layer input; bitwise the same results) */
+    int zero;               /* train.zero: ZeRO stage 1, 2 or 3 (0 reads as 1); 2 and 3 cpu only */
 } backend_opts;
 
 typedef struct backend backend;
@@ -55,7 +56,9 @@ struct backend {
      * position into out (host). */
     int (*logits)(backend *b, const int32_t *tokens, int64_t T, float *out);
     int (*zero_grads)(backend *b);
-    /* After it, grads[lo,hi) holds the sum over ranks, added in rank order. */
+    /* After it, grads[lo,hi) holds the sum over ranks, added in rank order.
+     * (Under ZeRO 2 and 3 the backward has already reduced each layer's
+     * bucket as it finished: nothing is left to do.) */
     int (*reduce_grads)(backend *b);
     /* Sum of squares of grads[lo,hi), in a fixed order (double). */
     int (*grad_sumsq)(backend *b, double *out);
@@ -93,6 +96,10 @@ float *backend_cpu_host(backend *b, int array);
  * --dry-run figure. _held: what b holds now (its largest micro-batch yet). */
 size_t backend_cpu_activation_bytes(const model_shape *s, int64_t micro_batch, int recompute, int threads);
 size_t backend_cpu_activation_held(const backend *b);
+/* ZeRO 2 and 3: floats in one bucket buffer, the largest span the CPU
+ * backend moves at once (norm + lm_head, or one decoder layer). A rank
+ * holds one gradient bucket from stage 2 and one parameter bucket at 3. */
+size_t backend_cpu_bucket_floats(const model_shape *s);
 
 /* What to tell a user whose OpenBLAS runs kernels older than the CPU:
  * OpenBLAS picks its kernels by CPU model, and a model it does not know

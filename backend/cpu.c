@@ -1,7 +1,9 @@
 /* The CPU compute backend: forward and backward of the Llama / DeepSeek-LLM
  * decoder over the flat parameter vector: OpenBLAS for the matrix products,
  * OpenMP loops with fixed chunking and reduction orders for the rest, so
- * results are bitwise reproducible whatever the thread count. */
+ * results are bitwise reproducible whatever the thread count. ZeRO 2 and 3:
+ * gradients (and parameters) held as the rank's range, moved bucket by
+ * bucket of whole layers through comm's span collectives. */
 #include "backend.h"
 #include "comm/comm.h"
 #include "model/elem.h"
@@ -37,8 +39,17 @@ typedef struct {
 typedef struct {
     model_shape s;
     int nt;
-    float *params, *grads;  /* full flat vectors */
+    float *params, *grads;  /* full flat vectors; [lo,hi) only: grads from ZeRO 2, params at 3 */
     float *m, *v;           /* Adam moments of [lo,hi) */
+    int zero;               /* ZeRO stage 1, 2 or 3 */
+    /* Where cpu_w reads and cpu_g writes: the full vectors, or a bucket of
+     * whole layers starting at flat offset woff / goff. */
+    const float *wbase;
+    float *gbase;
+    size_t woff, goff;
+    float *gbucket, *wbucket;  /* ZeRO 2+: one gradient bucket; 3: one gathered parameter bucket */
+    size_t bucket_cap;      /* floats of each: the largest span (embedding, a layer, or norm + lm_head) */
+    int reduced;            /* ZeRO 2+: a micro-batch was reduced into grads since zero_grads */
     double loss_acc;        /* summed loss since the last take_loss */
     int64_t cap_b;          /* rows of seq_len tokens the buffers hold */
     int recompute;          /* 1: one cpu_layer set, refilled by each layer's backward */
@@ -450,9 +461,129 @@ static void cpu_attn_bwd(const cpu_impl *c, const cpu_layer *y, int64_t B, int64
 
 static const float *cpu_w(const backend *b, const model_param *p)
 {
-    return ((const cpu_impl *)b->impl)->params + p->offset;
+    const cpu_impl *c = b->impl;
+    return c->wbase + (p->offset - c->woff);
 }
-static float *cpu_g(const backend *b, const model_param *p) { return ((cpu_impl *)b->impl)->grads + p->offset; }
+static float *cpu_g(const backend *b, const model_param *p)
+{
+    cpu_impl *c = b->impl;
+    return c->gbase + (p->offset - c->goff);
+}
+
+/* ---- ZeRO buckets ------------------------------------------------------ */
+
+/* The flat span [*a, *b) of a set of parameters (contiguous by layout). */
+static void cpu_span_of(const model_param *const *ps, int n, size_t *a, size_t *b)
+{
+    *a = ps[0]->offset;
+    *b = ps[0]->offset + ps[0]->numel;
+    for (int i = 1; i < n; i++) {
+        *a = ps[i]->offset < *a ? ps[i]->offset : *a;
+        *b = ps[i]->offset + ps[i]->numel > *b ? ps[i]->offset + ps[i]->numel : *b;
+    }
+}
+
+/* The buckets: -1 the embedding, 0..n_layers-1 a decoder layer, n_layers
+ * the final norm with lm_head. */
+static void cpu_span(const backend *be, int64_t k, size_t *a, size_t *b)
+{
+    const model_layout *L = be->L;
+    const model_param *ps[MODEL_PER_LAYER];
+    int n = 0;
+    if (k < 0)
+        ps[n++] = model_embed(L);
+    else if (k >= L->s.n_layers) {
+        ps[n++] = model_final_norm(L);
+        ps[n++] = model_lm_head(L);
+    } else
+        for (int i = 0; i < MODEL_PER_LAYER; i++)
+            ps[n++] = model_layer(L, k, i);
+    cpu_span_of(ps, n, a, b);
+}
+
+/* This rank's range cut to [a, b); empty when they do not meet. */
+static void cpu_cut(const backend *be, size_t a, size_t b, size_t *x, size_t *y)
+{
+    *x = be->lo > a ? be->lo : a;
+    *y = be->hi < b ? be->hi : b;
+    *y = *y > *x ? *y : *x;
+}
+
+/* ZeRO 3: bucket k's parameters gathered from every rank into wbucket,
+ * where cpu_w then reads them (until the next gather). */
+static int cpu_gather_bucket(backend *be, int64_t k)
+{
+    cpu_impl *c = be->impl;
+    if (c->zero < 3)
+        return ST_OK;
+    size_t a, b, x, y;
+    cpu_span(be, k, &a, &b);
+    cpu_cut(be, a, b, &x, &y);
+    if (y > x)
+        memcpy(c->wbucket + (x - a), c->params + (x - be->lo), (y - x) * sizeof(float));
+    c->wbase = c->wbucket;
+    c->woff = a;
+    comm_test_freeze("layer");
+    return comm_allgather_span(c->wbucket, be->L->n_floats, a, b);
+}
+
+/* ZeRO 2+: bucket k's gradients go into a zeroed gbucket (as stage 1's
+ * zeroed full vector), so every kernel adds the same floats. */
+static void cpu_open_bucket(backend *be, int64_t k)
+{
+    cpu_impl *c = be->impl;
+    if (c->zero < 2)
+        return;
+    size_t a, b;
+    cpu_span(be, k, &a, &b);
+    memset(c->gbucket, 0, (b - a) * sizeof(float));
+    c->gbase = c->gbucket;
+    c->goff = a;
+}
+
+/* ZeRO 2+: bucket k reduce-scattered; this rank's part lands in its range
+ * of grads: copied by the step's first micro-batch (exactly stage 1's
+ * value when there is one micro-batch), added by later ones. */
+static int cpu_close_bucket(backend *be, int64_t k)
+{
+    cpu_impl *c = be->impl;
+    if (c->zero < 2)
+        return ST_OK;
+    size_t a, b, x, y;
+    cpu_span(be, k, &a, &b);
+    comm_test_freeze("bucket");
+    int rc = comm_reduce_scatter_span(c->gbucket, be->L->n_floats, a, b);
+    cpu_cut(be, a, b, &x, &y);
+    if (rc != ST_OK || y == x)
+        return rc;
+    float *dst = c->grads + (x - be->lo);
+    const float *src = c->gbucket + (x - a);
+    if (!c->reduced)
+        memcpy(dst, src, (y - x) * sizeof(float));
+    else
+        for (size_t i = 0; i < y - x; i++)
+            dst[i] += src[i];
+    return rc;
+}
+
+size_t backend_cpu_bucket_floats(const model_shape *s)
+{
+    size_t D = (size_t)s->dim, qd = (size_t)(s->n_heads * s->head_dim), kvd = (size_t)(s->n_kv_heads * s->head_dim);
+    size_t layer = D * (qd + 2 * kvd) + qd * D + 3 * D * (size_t)s->ffn_dim + 2 * D, tail = D + (size_t)s->vocab * D;
+    return layer > tail ? layer : tail;
+}
+
+/* The largest bucket, in floats. */
+static size_t cpu_bucket_floats(const backend *be)
+{
+    size_t most = 0;
+    for (int64_t k = -1; k <= be->L->s.n_layers; k++) {
+        size_t a, b;
+        cpu_span(be, k, &a, &b);
+        most = b - a > most ? b - a : most;
+    }
+    return most;
+}
 
 /* Layer l's forward from its input c->res[l] into y. out: where the
  * layer's output goes (c->res[l + 1]); NULL when a backward reruns the
@@ -483,17 +614,25 @@ static void cpu_layer_fwd(backend *be, int64_t l, cpu_layer *y, int64_t B, int64
 
 /* Runs the decoder stack on B rows of T tokens (row b starts at
  * tokens + b*stride) and leaves the final normed states in c->xnf. */
-static void cpu_trunk_fwd(backend *be, const int32_t *tokens, int64_t B, int64_t T, int64_t stride)
+static int cpu_trunk_fwd(backend *be, const int32_t *tokens, int64_t B, int64_t T, int64_t stride)
 {
     cpu_impl *c = be->impl;
     int64_t D = c->s.dim, N = B * T;
+    int rc = cpu_gather_bucket(be, -1);
+    if (rc != ST_OK)
+        return rc;
     const float *emb = cpu_w(be, model_embed(be->L));
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t n = 0; n < N; n++)
         memcpy(c->res[0] + n * D, emb + (int64_t)tokens[(n / T) * stride + n % T] * D, (size_t)D * sizeof(float));
-    for (int64_t l = 0; l < c->s.n_layers; l++)
-        cpu_layer_fwd(be, l, cpu_ly(c, l), B, T, c->res[l + 1]);
-    cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(be->L)), N);
+    for (int64_t l = 0; l < c->s.n_layers && rc == ST_OK; l++)
+        if ((rc = cpu_gather_bucket(be, l)) == ST_OK)
+            cpu_layer_fwd(be, l, cpu_ly(c, l), B, T, c->res[l + 1]);
+    /* The final norm and lm_head stay gathered through the head and its
+     * backward. */
+    if (rc == ST_OK && (rc = cpu_gather_bucket(be, c->s.n_layers)) == ST_OK)
+        cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(be->L)), N);
+    return rc;
 }
 
 /* Logits, per-row cross-entropy into c->rowloss, and with grad_scale != 0
@@ -538,20 +677,25 @@ static double cpu_head(backend *be, const int32_t *tokens, int64_t B, int grad, 
     return total;
 }
 
-static void cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
+static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
 {
     cpu_impl *c = be->impl;
     const model_layout *L = be->L;
     int64_t D = c->s.dim, F = c->s.ffn_dim, V = c->s.vocab, T = c->s.seq_len, N = B * T;
     int64_t qd = c->qd, qkvd = c->qkvd;
     const model_param *lm = model_lm_head(L);
+    cpu_open_bucket(be, c->s.n_layers);
     cpu_gemm(c, 1, 0, V, D, N, c->logits, V, c->xnf, D, 1.0f, cpu_g(be, lm), D);
     cpu_gemm(c, 0, 0, N, D, V, c->logits, V, cpu_w(be, lm), D, 0.0f, c->dxn, D);
     memset(c->dres, 0, (size_t)(N * D) * sizeof(float));
     const model_param *fn = model_final_norm(L);
     cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, fn), c->dxn, c->res[c->s.n_layers], c->rsf, cpu_w(be, fn), N);
-    for (int64_t l = c->s.n_layers - 1; l >= 0; l--) {
+    int rc = cpu_close_bucket(be, c->s.n_layers);
+    for (int64_t l = c->s.n_layers - 1; l >= 0 && rc == ST_OK; l--) {
         cpu_layer *y = cpu_ly(c, l);
+        if ((rc = cpu_gather_bucket(be, l)) != ST_OK)
+            break;
+        cpu_open_bucket(be, l);
         /* The last layer's set is still the forward's own. */
         if (c->recompute && l < c->s.n_layers - 1)
             cpu_layer_fwd(be, l, y, B, T, NULL);
@@ -573,8 +717,12 @@ static void cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
         cpu_gemm(c, 1, 0, qkvd, D, N, c->dqkv, qkvd, y->xn1, D, 1.0f, cpu_g(be, pq), D);
         cpu_gemm(c, 0, 0, N, D, qkvd, c->dqkv, qkvd, cpu_w(be, pq), D, 0.0f, c->dxn, D);
         cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n1), c->dxn, c->res[l], y->rs1, cpu_w(be, n1), N);
+        rc = cpu_close_bucket(be, l);
     }
+    if (rc != ST_OK)
+        return rc;
     /* Embedding rows in token order: repeated tokens add up deterministically. */
+    cpu_open_bucket(be, -1);
     float *ge = cpu_g(be, model_embed(L));
     int64_t nb = (D + 63) / 64;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
@@ -587,6 +735,7 @@ static void cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
                 g[j] += d[j];
         }
     }
+    return cpu_close_bucket(be, -1);
 }
 
 /* Checks the ids, sizes the buffers and runs the trunk: shared by training
@@ -598,9 +747,7 @@ static int cpu_forward(backend *be, const int32_t *tokens, int64_t B)
     int rc = backend_check_tokens(be, tokens, B * (T + 1));
     if (rc == ST_OK)
         rc = cpu_reserve(c, B);
-    if (rc == ST_OK)
-        cpu_trunk_fwd(be, tokens, B, T, T + 1);
-    return rc;
+    return rc == ST_OK ? cpu_trunk_fwd(be, tokens, B, T, T + 1) : rc;
 }
 
 static int cpu_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float grad_scale)
@@ -610,8 +757,9 @@ static int cpu_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float grad
     if (rc != ST_OK)
         return rc;
     c->loss_acc += cpu_head(be, tokens, B, 1, grad_scale);
-    cpu_trunk_bwd(be, tokens, B);
-    return ST_OK;
+    rc = cpu_trunk_bwd(be, tokens, B);
+    c->reduced = 1;
+    return rc;
 }
 
 static int cpu_take_loss(backend *be, double *loss_sum)
@@ -642,47 +790,83 @@ static int cpu_logits(backend *be, const int32_t *tokens, int64_t T, float *out)
         rc = cpu_reserve(c, 1);
     if (rc != ST_OK)
         return rc;
-    cpu_trunk_fwd(be, tokens, 1, T, T);
+    if ((rc = cpu_trunk_fwd(be, tokens, 1, T, T)) != ST_OK)
+        return rc;
     int64_t D = c->s.dim;
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)c->s.vocab, (int)D, 1.0f, cpu_w(be, model_lm_head(be->L)),
                 (int)D, c->xnf + (T - 1) * D, 1, 0.0f, out, 1);
     return ST_OK;
 }
 
+/* Floats of grads / params this rank holds, and where [lo,hi) starts. */
+static size_t cpu_grad_floats(const backend *be)
+{
+    return ((const cpu_impl *)be->impl)->zero >= 2 ? be->hi - be->lo : be->L->n_floats;
+}
+static size_t cpu_param_floats(const backend *be)
+{
+    return ((const cpu_impl *)be->impl)->zero >= 3 ? be->hi - be->lo : be->L->n_floats;
+}
+static float *cpu_grad_range(const backend *be)
+{
+    const cpu_impl *c = be->impl;
+    return c->grads + (c->zero >= 2 ? 0 : be->lo);
+}
+static float *cpu_param_range(const backend *be)
+{
+    const cpu_impl *c = be->impl;
+    return c->params + (c->zero >= 3 ? 0 : be->lo);
+}
+
 static int cpu_zero_grads(backend *be)
 {
-    memset(((cpu_impl *)be->impl)->grads, 0, be->L->n_floats * sizeof(float));
+    cpu_impl *c = be->impl;
+    memset(c->grads, 0, cpu_grad_floats(be) * sizeof(float));
+    c->reduced = 0;
     return ST_OK;
 }
 
-static int cpu_reduce_grads(backend *be) { return comm_reduce_scatter(((cpu_impl *)be->impl)->grads, be->L->n_floats); }
+static int cpu_reduce_grads(backend *be)
+{
+    cpu_impl *c = be->impl;
+    return c->zero >= 2 ? ST_OK : comm_reduce_scatter(c->grads, be->L->n_floats);
+}
 
 static int cpu_grad_sumsq(backend *be, double *out)
 {
-    *out = optim_sumsq(((cpu_impl *)be->impl)->grads + be->lo, be->hi - be->lo);
+    *out = optim_sumsq(cpu_grad_range(be), be->hi - be->lo);
     return ST_OK;
 }
 
 static int cpu_adamw(backend *be, const optim_hparams *h, double lr, double clip_scale, int64_t step)
 {
     cpu_impl *c = be->impl;
-    optim_adamw(h, be->L, be->lo, be->hi, c->params + be->lo, c->grads + be->lo, c->m, c->v, lr, clip_scale, step);
+    optim_adamw(h, be->L, be->lo, be->hi, cpu_param_range(be), cpu_grad_range(be), c->m, c->v, lr, clip_scale,
+                step);
     return ST_OK;
 }
 
-static int cpu_gather_params(backend *be) { return comm_allgather(((cpu_impl *)be->impl)->params, be->L->n_floats); }
+/* ZeRO 3 gathers layer by layer inside the forward and backward instead. */
+static int cpu_gather_params(backend *be)
+{
+    cpu_impl *c = be->impl;
+    return c->zero >= 3 ? ST_OK : comm_allgather(c->params, be->L->n_floats);
+}
 
 /* The host array behind a load/read of n floats at flat offset off, or NULL
- * when the range is outside what this rank holds. */
+ * when the range is outside what this rank holds (under ZeRO 2 grads, at 3
+ * params too, hold [lo,hi) only). */
 static float *cpu_array(backend *be, int array, size_t off, size_t n)
 {
     cpu_impl *c = be->impl;
     size_t full = be->L->n_floats;
-    if (array == BK_PARAMS || array == BK_GRADS)
+    int whole = (array == BK_PARAMS && c->zero < 3) || (array == BK_GRADS && c->zero < 2);
+    if (whole)
         return off <= full && n <= full - off ? (array == BK_PARAMS ? c->params : c->grads) + off : NULL;
-    if ((array != BK_ADAM_M && array != BK_ADAM_V) || off < be->lo || off > be->hi || n > be->hi - off)
+    if (array < BK_PARAMS || array > BK_GRADS || off < be->lo || off > be->hi || n > be->hi - off)
         return NULL;
-    return (array == BK_ADAM_M ? c->m : c->v) + (off - be->lo);
+    float *a[] = {c->params, c->m, c->v, c->grads};
+    return a[array] + (off - be->lo);
 }
 
 float *backend_cpu_host(backend *be, int array)
@@ -694,6 +878,15 @@ float *backend_cpu_host(backend *be, int array)
 
 static int cpu_load(backend *be, int array, size_t off, size_t n, const float *src)
 {
+    cpu_impl *c = be->impl;
+    size_t full = be->L->n_floats, x, y;
+    /* ZeRO 3 takes any range of the full vector too, and keeps its part. */
+    if (array == BK_PARAMS && c->zero >= 3 && off <= full && n <= full - off) {
+        cpu_cut(be, off, off + n, &x, &y);
+        if (y > x)
+            memcpy(c->params + (x - be->lo), src + (x - off), (y - x) * sizeof(float));
+        return ST_OK;
+    }
     float *dst = cpu_array(be, array, off, n);
     if (!dst)
         return util_fail(ST_SOFTWARE, "cpu backend: load of array %d [%zu, %zu) is outside this rank's state",
@@ -717,7 +910,7 @@ static int cpu_snapshot(backend *be, float *dst)
 {
     cpu_impl *c = be->impl;
     size_t n = be->hi - be->lo;
-    memcpy(dst, c->params + be->lo, n * sizeof(float));
+    memcpy(dst, cpu_param_range(be), n * sizeof(float));
     memcpy(dst + n, c->m, n * sizeof(float));
     memcpy(dst + 2 * n, c->v, n * sizeof(float));
     return ST_OK;
@@ -738,6 +931,8 @@ static void cpu_destroy(backend *be)
         free(c->grads);
         free(c->m);
         free(c->v);
+        free(c->gbucket);
+        free(c->wbucket);
         free(c);
     }
     free(be);
@@ -844,6 +1039,7 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     c->s = L->s;
     c->nt = o->threads > 0 ? o->threads : omp_get_num_procs();
     c->recompute = o->recompute;
+    c->zero = o->zero > 1 ? o->zero : 1;
     openblas_set_num_threads(1);
     if (o->flush_denormals)
         cpu_flush_denormals(c->nt);
@@ -852,13 +1048,20 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     c->qkvd = c->qd + 2 * c->kvd;
     int64_t half = c->s.head_dim / 2, T = c->s.seq_len;
     size_t mine = be->hi - be->lo;
-    c->params = calloc(L->n_floats ? L->n_floats : 1, sizeof(float));
-    c->grads = calloc(L->n_floats ? L->n_floats : 1, sizeof(float));
+    size_t np = cpu_param_floats(be), ng = cpu_grad_floats(be);
+    c->params = calloc(np ? np : 1, sizeof(float));
+    c->grads = calloc(ng ? ng : 1, sizeof(float));
+    c->bucket_cap = cpu_bucket_floats(be);
+    c->gbucket = c->zero >= 2 ? malloc(c->bucket_cap * sizeof(float)) : NULL;
+    c->wbucket = c->zero >= 3 ? malloc(c->bucket_cap * sizeof(float)) : NULL;
+    c->wbase = c->params;
+    c->gbase = c->grads;
     c->m = calloc(mine ? mine : 1, sizeof(float));
     c->v = calloc(mine ? mine : 1, sizeof(float));
     c->rope_cos = malloc((size_t)(T * half + 1) * sizeof(float));
     c->rope_sin = malloc((size_t)(T * half + 1) * sizeof(float));
-    if (!c->params || !c->grads || !c->m || !c->v || !c->rope_cos || !c->rope_sin) {
+    if (!c->params || !c->grads || !c->m || !c->v || !c->rope_cos || !c->rope_sin || (c->zero >= 2 && !c->gbucket) ||
+        (c->zero >= 3 && !c->wbucket)) {
         cpu_destroy(be);
         return util_fail(ST_SOFTWARE, "cpu backend: out of memory for %zu parameters and their state",
                          L->n_floats);

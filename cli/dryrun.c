@@ -30,8 +30,11 @@ static void dryrun_memory_plan(const cfg *c, const model_shape *s, int world, dr
     size_t lo, hi;
     comm_range((size_t)model_count_params(s), 0, world > 0 ? world : 1, &lo, &hi);
     m->range = hi - lo;
-    m->params = 4 * n;
-    m->grads = 4 * n;                     /* full vector: reduce-scatter input */
+    /* ZeRO 2 keeps the grads' range and one bucket, 3 the params' too. */
+    int zero = atoi(c->zero);
+    double bucket = 4 * (double)backend_cpu_bucket_floats(s);
+    m->params = zero >= 3 ? 4 * (double)m->range + bucket : 4 * n;
+    m->grads = zero >= 2 ? 4 * (double)m->range + bucket : 4 * n;   /* 1: full vector, reduce-scatter input */
     m->adam = 2 * 4 * (double)m->range;   /* m and v of this rank's range */
     m->snapshot = 3 * 4 * (double)m->range;   /* checkpoint host buffer */
     /* Chunked collectives: one chunk from every peer, never the vector. */
@@ -186,8 +189,9 @@ int dryrun_plan(const cfg *c, int world)
     printf("flops per token (fwd+bwd): %.4g\n", model_flops_per_token(&s));
     printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW):\n", world,
            world == 1 ? "" : "s");
-    dryrun_line("parameters (fp32)", m.params);
-    dryrun_line("gradients (fp32)", m.grads);
+    int zero = atoi(c->zero);
+    dryrun_line(zero >= 3 ? "parameters (range + 1 layer)" : "parameters (fp32)", m.params);
+    dryrun_line(zero >= 2 ? "gradients (range + 1 bucket)" : "gradients (fp32)", m.grads);
     printf("  this rank's range: %zu parameters (64-aligned; %.1f%% of the vector)\n", m.range,
            100.0 * (double)m.range / (double)(n ? n : 1));
     dryrun_line("adam m+v (this rank's range)", m.adam);

@@ -56,6 +56,42 @@ void comm_piece(size_t n, int r, int world, size_t chunk, size_t round, size_t *
     *count = start < b ? (b - start < chunk ? b - start : chunk) : 0;
 }
 
+size_t comm_span_rounds(size_t n, size_t a, size_t b, int world, size_t chunk)
+{
+    size_t most = 0;
+    for (int r = 0; r < world; r++) {
+        size_t lo, hi;
+        comm_range(n, r, world, &lo, &hi);
+        lo = lo > a ? lo : a;
+        hi = hi < b ? hi : b;
+        most = hi > lo && hi - lo > most ? hi - lo : most;
+    }
+    return (most + chunk - 1) / chunk;
+}
+
+void comm_span_piece(size_t n, size_t a, size_t b, int r, int world, size_t chunk, size_t round, size_t *off,
+                     size_t *count)
+{
+    size_t lo, hi;
+    comm_range(n, r, world, &lo, &hi);
+    lo = lo > a ? lo : a;
+    hi = hi < b ? hi : b;
+    hi = hi > lo ? hi : lo;
+    size_t start = lo + round * chunk;
+    *off = start < hi ? start : hi;
+    *count = start < hi ? (hi - start < chunk ? hi - start : chunk) : 0;
+}
+
+void comm_sum_pieces(float *out, const float *pieces, size_t stride, int world, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        float s = pieces[i];
+        for (int r = 1; r < world; r++)
+            s += pieces[(size_t)r * stride + i];
+        out[i] = s;
+    }
+}
+
 static double comm_timeout;
 
 double comm_set_timeout(double seconds)
@@ -405,47 +441,46 @@ void comm_abort(int code)
 }
 
 /* In rounds of at most comm_chunk floats per rank: every rank sends each
- * peer that peer's piece of g and receives its own piece from every peer,
- * then sums the pieces in rank order (its own value in its rank's place).
- * Point-to-point with pointers, so no count or displacement nears 2^31. */
-int comm_reduce_scatter(float *g, size_t n)
+ * peer that peer's piece of the span and receives its own piece from every
+ * peer, then sums the pieces in rank order (its own value in its rank's
+ * place). Point-to-point with pointers, so no count or displacement nears
+ * 2^31. */
+int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b)
 {
     if (comm_world == 1)
         return ST_OK;
     int W = comm_world, me = comm_me, rc = ST_OK;
-    size_t C = comm_chunk, rounds = comm_rounds(n, W, C);
-    float *recv = malloc(C * (size_t)W * sizeof(float));
+    size_t C = comm_chunk, rounds = comm_span_rounds(n, a, b, W, C);
+    /* A bucket smaller than a chunk needs no chunk-sized buffer: the
+     * pieces of one round fit its largest part. */
+    size_t S = rounds == 1 ? comm_span_rounds(n, a, b, W, 1) : C;
+    float *recv = malloc((S ? S : 1) * (size_t)W * sizeof(float));
     MPI_Request *req = malloc(2 * (size_t)W * sizeof *req);
     int *peer = malloc(2 * (size_t)W * sizeof *peer);
     if (!recv || !req || !peer) {
-        rc = util_fail(ST_SOFTWARE, "out of memory in gradient reduction (%zu floats)", C * (size_t)W);
+        rc = util_fail(ST_SOFTWARE, "out of memory in gradient reduction (%zu floats)", S * (size_t)W);
         goto out;
     }
     for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
         size_t off, cnt;
         int nr = 0;
-        comm_piece(n, me, W, C, k, &off, &cnt);
+        comm_span_piece(n, a, b, me, W, C, k, &off, &cnt);
         for (int r = 0; r < W; r++) {
             size_t po, pc;
-            comm_piece(n, r, W, C, k, &po, &pc);
+            comm_span_piece(n, a, b, r, W, C, k, &po, &pc);
             if (r != me && cnt > 0) {
                 peer[nr] = r;
-                MPI_Irecv(recv + (size_t)r * C, (int)cnt, MPI_FLOAT, r, 71, MPI_COMM_WORLD, &req[nr++]);
+                MPI_Irecv(recv + (size_t)r * S, (int)cnt, MPI_FLOAT, r, 71, MPI_COMM_WORLD, &req[nr++]);
             }
             if (r != me && pc > 0) {
                 peer[nr] = r;
-                MPI_Isend(g + po, (int)pc, MPI_FLOAT, r, 71, MPI_COMM_WORLD, &req[nr++]);
+                MPI_Isend(buf + (po - a), (int)pc, MPI_FLOAT, r, 71, MPI_COMM_WORLD, &req[nr++]);
             }
         }
         if ((rc = comm_waitall(req, peer, nr, "gradient exchange")) != ST_OK || cnt == 0)
             continue;
-        memcpy(recv + (size_t)me * C, g + off, cnt * sizeof(float));
-        for (size_t i = 0; i < cnt; i++) {
-            float s = recv[i];
-            for (int r = 1; r < W; r++)
-                s += recv[(size_t)r * C + i];
-            g[off + i] = s;
-        }
+        memcpy(recv + (size_t)me * S, buf + (off - a), cnt * sizeof(float));
+        comm_sum_pieces(buf + (off - a), recv, S, W, cnt);
     }
 out:
     free(recv);
@@ -454,14 +489,16 @@ out:
     return rc;
 }
 
+int comm_reduce_scatter(float *g, size_t n) { return comm_reduce_scatter_span(g, n, 0, n); }
+
 /* In the same rounds: each rank sends its piece to every peer and receives
  * every peer's piece straight into place. */
-int comm_allgather(float *p, size_t n)
+int comm_allgather_span(float *buf, size_t n, size_t a, size_t b)
 {
     if (comm_world == 1)
         return ST_OK;
     int W = comm_world, me = comm_me, rc = ST_OK;
-    size_t C = comm_chunk, rounds = comm_rounds(n, W, C);
+    size_t C = comm_chunk, rounds = comm_span_rounds(n, a, b, W, C);
     MPI_Request *req = malloc(2 * (size_t)W * sizeof *req);
     int *peer = malloc(2 * (size_t)W * sizeof *peer);
     if (!req || !peer) {
@@ -472,17 +509,17 @@ int comm_allgather(float *p, size_t n)
     for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
         size_t off, cnt;
         int nr = 0;
-        comm_piece(n, me, W, C, k, &off, &cnt);
+        comm_span_piece(n, a, b, me, W, C, k, &off, &cnt);
         for (int r = 0; r < W; r++) {
             size_t po, pc;
-            comm_piece(n, r, W, C, k, &po, &pc);
+            comm_span_piece(n, a, b, r, W, C, k, &po, &pc);
             if (r != me && pc > 0) {
                 peer[nr] = r;
-                MPI_Irecv(p + po, (int)pc, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
+                MPI_Irecv(buf + (po - a), (int)pc, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
             }
             if (r != me && cnt > 0) {
                 peer[nr] = r;
-                MPI_Isend(p + off, (int)cnt, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
+                MPI_Isend(buf + (off - a), (int)cnt, MPI_FLOAT, r, 72, MPI_COMM_WORLD, &req[nr++]);
             }
         }
         rc = comm_waitall(req, peer, nr, "parameter gather");
@@ -491,6 +528,8 @@ int comm_allgather(float *p, size_t n)
     free(peer);
     return rc;
 }
+
+int comm_allgather(float *p, size_t n) { return comm_allgather_span(p, n, 0, n); }
 
 int comm_sum(double *v, int k)
 {
@@ -549,7 +588,9 @@ int comm_local_rank(void) { return 0; }
 void comm_finalize(int rc) { (void)rc; }
 void comm_abort(int code) {}
 int comm_reduce_scatter(float *g, size_t n) { return ST_OK; }
+int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b) { return ST_OK; }
 int comm_allgather(float *p, size_t n) { return ST_OK; }
+int comm_allgather_span(float *buf, size_t n, size_t a, size_t b) { return ST_OK; }
 int comm_sum(double *v, int k) { return ST_OK; }
 int comm_max(int64_t *v, int k) { return ST_OK; }
 int comm_bcast(void *buf, size_t bytes, int root) { return ST_OK; }

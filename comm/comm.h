@@ -39,6 +39,17 @@ void comm_range(size_t n, int r, int world, size_t *lo, size_t *hi);
  * exhausted). Pure functions, so tests check them for any W in-process. */
 size_t comm_rounds(size_t n, int world, size_t chunk);
 void comm_piece(size_t n, int r, int world, size_t chunk, size_t round, size_t *off, size_t *count);
+/* The same plan over a span [a, b) of the n-element vector (a bucket of
+ * whole layers): rank r's part of the span is its range cut to [a, b),
+ * moved in rounds of at most `chunk`. With a = 0 and b = n these are
+ * comm_rounds and comm_piece. */
+size_t comm_span_rounds(size_t n, size_t a, size_t b, int world, size_t chunk);
+void comm_span_piece(size_t n, size_t a, size_t b, int r, int world, size_t chunk, size_t round, size_t *off,
+                     size_t *count);
+/* out[i] = in[0][i] + in[1][i] + ... + in[W-1][i], left to right in rank
+ * order (in[r] = pieces + r * stride): the one sum every reduce-scatter
+ * makes, so the fake ranks of the unit tests add exactly as MPI ranks do. */
+void comm_sum_pieces(float *out, const float *pieces, size_t stride, int world, size_t count);
 /* Chunk size in floats (rounded down to COMM_ALIGN, at least COMM_ALIGN).
  * The environment variable SPOTRAIN_COMM_CHUNK sets it at comm_init, so a
  * test can run many rounds over a small model. */
@@ -75,7 +86,8 @@ const char *comm_note_timeout(const char *what, int peer, double waited);
 /* Test hook: SPOTRAIN_TEST_FREEZE=POINT@RANK stops rank RANK (SIGSTOP) at
  * the named point, so tests/cli/cli_mpi_vanish.sh freezes a peer exactly there
  * (tests/emu/cli_nccl_fail_emu.sh: nccl-init, nccl-reduce, nccl-gather in
- * cuda/nccl.cu). */
+ * cuda/nccl.cu; bucket and layer in backend/cpu.c: ZeRO's gradient exchange
+ * and parameter gather of one bucket). */
 void comm_test_freeze(const char *point);
 /* Test hook: SPOTRAIN_TEST_SLOW=POINT@RANK:SECONDS delays that rank there. */
 void comm_test_slow(const char *point);
@@ -84,8 +96,19 @@ void comm_test_slow(const char *point);
  * (added in rank order); the rest of g is unspecified. Chunked: no buffer
  * of the vector's size, no 2^31 limit. */
 int comm_reduce_scatter(float *g, size_t n);
+/* The same over the span [a, b) of an n-element vector: buf holds the
+ * span's elements (buf[0] is element a). After it, buf[x - a] for x in this
+ * rank's range cut to [a, b) holds the sum over ranks, bitwise what
+ * comm_reduce_scatter of the whole vector leaves there (each element is
+ * summed alone, in rank order); the rest of buf is unspecified. Reducing a
+ * vector bucket by bucket (ZeRO-2) therefore changes no bit. */
+int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b);
 /* All-gather: every rank's owned range of p is copied to all ranks. */
 int comm_allgather(float *p, size_t n);
+/* The same over the span [a, b): buf holds the span (buf[0] is element a)
+ * with this rank's range cut to [a, b) filled in; after it, the whole span
+ * (ZeRO-3: one layer's parameters gathered before its use). */
+int comm_allgather_span(float *buf, size_t n, size_t a, size_t b);
 /* Sums k doubles over ranks in rank order. */
 int comm_sum(double *v, int k);
 /* Element-wise max of k int64 over ranks. */

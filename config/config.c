@@ -69,6 +69,7 @@ static const cfg_key cfg_keys[] = {
     KI("train", "micro_batch", micro_batch, 1, 1 << 20),
     KI("train", "threads", threads, 0, 4096),
     KI("train", "flush_denormals", flush_denormals, 0, 1),
+    KS("train", "zero", zero, "auto|1|2|3"),
     KS("train", "recompute", recompute, "none|layers"),
     KF("train", "lr", lr, 0, 10),
     KA("train", "min_lr", min_lr, 0, 10),
@@ -426,6 +427,12 @@ static int cfg_check_relations(const cfg *c)
     if (!strcmp(c->recompute, "layers") && !strcmp(c->backend, "cuda"))
         return util_fail(ST_CONFIG, "%s: train.recompute = layers is CPU-only for now (backend cuda does not "
                          "implement it); use recompute = none with backend = cuda, or backend = cpu", f);
+    if (!strcmp(c->zero, "auto"))
+        return util_fail(ST_CONFIG, "%s: train.zero = auto is not taken yet: it comes with the shared memory model "
+                         "that will pick the stage; set zero = 1, 2 or 3", f);
+    if (strcmp(c->zero, "1") && !strcmp(c->backend, "cuda"))
+        return util_fail(ST_CONFIG, "%s: train.zero = %s is CPU only for now (backend cuda shards Adam only); use "
+                         "zero = 1 with backend = cuda, or backend = cpu", f, c->zero);
     if (c->loss_scale_init != 0 && (!lscale_pow2(c->loss_scale_init) || c->loss_scale_init < LSCALE_MIN))
         return util_fail(ST_CONFIG, "%s: train.loss_scale_init = %g must be 0 or a power of two from 1 to 2^127 "
                          "(e.g. 65536)", f, c->loss_scale_init);

@@ -1143,7 +1143,7 @@ static int trainer_open(trainer *t, const cfg *c, int mode)
     /* cuda: train.precision picks the compute type ("auto": the backend's default). */
     comm_phase("start-up: backend");
     backend_opts bo = {c->backend, strcmp(c->precision, "auto") ? c->precision : NULL, (int)c->threads, t->rank,
-                       t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers")};
+                       t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers"), atoi(c->zero)};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
     if (t->b->warning[0])

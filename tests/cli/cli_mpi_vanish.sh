@@ -178,6 +178,11 @@ $M "$S" train empty.ini $F --set train.run_dir="$PWD/fz-resume-1" --set train.ma
 wait_for $! 60 || t_bad "resume: the run to resume from finished" "$(tail -n 3 fz-resume.log)"
 frozen_at "frozen on resume" resume@1 "resume agreement: every rank read its range" resume --set train.max_steps=6
 # The final checkpoint's commit.
+# ZeRO 2 and 3 exchange each layer's bucket inside the backward and forward.
+frozen_at "zero 2: frozen in a layer's gradient exchange" bucket@1 "training step" train --set train.max_steps=3 \
+    --set train.zero=2
+frozen_at "zero 3: frozen in a layer's parameter gather" layer@1 "training step" train --set train.max_steps=3 \
+    --set train.zero=3
 frozen_at "frozen in a commit" commit@1 "final checkpoint commit" train --set train.max_steps=3
 # The stop: SIGTERM to rank 0 once 3 steps are logged; rank 1 freezes as
 # it enters the stop (rank 0 would otherwise exit 75).

@@ -69,14 +69,14 @@ static void test_cpu_precision(void)
     const char *refused[] = {"bf16", "fp16", "tf32"};
     for (size_t i = 0; i < 3; i++) {
         backend *b = NULL;
-        backend_opts o = {"cpu", refused[i], 1, 0, 1, 0, 0};
+        backend_opts o = {"cpu", refused[i], 1, 0, 1, 0, 0, 1};
         EXPECT(backend_create(&b, &L, &o) == ST_CONFIG && b == NULL);
         EXPECT(strstr(util_last_error(), "fp32 only") != NULL);
     }
     const char *taken[] = {NULL, "fp32"};
     for (size_t i = 0; i < 2; i++) {
         backend *b = NULL;
-        backend_opts o = {"cpu", taken[i], 1, 0, 1, 0, 0};
+        backend_opts o = {"cpu", taken[i], 1, 0, 1, 0, 0, 1};
         EXPECT(backend_create(&b, &L, &o) == ST_OK && b);
         if (!b)
             continue;
@@ -108,12 +108,12 @@ static void test_cpu_flush(void)
     model_layout L;
     backend *b = NULL;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
-    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 2, 0, 1, 0, 0}) == ST_OK && b);
+    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 2, 0, 1, 0, 0, 1}) == ST_OK && b);
     EXPECT(test_flushed_everywhere() == 0);
     if (b)
         b->destroy(b);
     b = NULL;
-    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 2, 0, 1, 1, 0}) == ST_OK && b);
+    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 2, 0, 1, 1, 0, 1}) == ST_OK && b);
 #if defined(__x86_64__) || defined(__i386__)
     EXPECT(test_flushed_everywhere() == 2);
 #endif
@@ -143,7 +143,7 @@ static void test_blas_advice(void)
     model_layout L;
     backend *b = NULL;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
-    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 1, 0, 1, 0, 0}) == ST_OK && b);
+    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 1, 0, 1, 0, 0, 1}) == ST_OK && b);
     EXPECT(b && backend_cpu_blas_check(out, sizeof out) == (b->warning[0] != 0) && !strcmp(out, b->warning));
     if (b)
         b->destroy(b);

@@ -103,6 +103,97 @@ static void test_fake_reduce_scatter(void)
     free(recv);
 }
 
+/* One fake rank's reduce-scatter of the span [a, b) of W vectors, buf[r]
+ * holding rank r's span: what comm_reduce_scatter_span does over MPI. */
+static void fake_span_rs(float **buf, size_t n, size_t a, size_t b, int W, size_t C, float *recv)
+{
+    size_t rounds = comm_span_rounds(n, a, b, W, C);
+    float *out[16];
+    for (int me = 0; me < W; me++)
+        out[me] = malloc((b - a + 1) * sizeof(float));
+    for (size_t k = 0; k < rounds; k++)
+        for (int me = 0; me < W; me++) {
+            size_t off, cnt;
+            comm_span_piece(n, a, b, me, W, C, k, &off, &cnt);
+            for (int r = 0; r < W; r++)
+                memcpy(recv + (size_t)r * C, buf[r] + (off - a), cnt * sizeof(float));
+            comm_sum_pieces(out[me] + (off - a), recv, C, W, cnt);
+        }
+    for (int me = 0; me < W; me++) {   /* results land after every rank has sent */
+        size_t lo, hi;
+        comm_range(n, me, W, &lo, &hi);
+        lo = lo > a ? lo : a;
+        hi = hi < b ? hi : b;
+        if (hi > lo)
+            memcpy(buf[me] + (lo - a), out[me] + (lo - a), (hi - lo) * sizeof(float));
+        free(out[me]);
+    }
+}
+
+/* ZeRO-2's buckets: reducing a vector span by span, at boundaries that cut
+ * ranges anywhere (layers are not 64-aligned), leaves each owner the same
+ * bits as the whole-vector reduce-scatter, for any chunk size and W. */
+static void test_fake_bucketed_equals_whole(void)
+{
+    size_t n = 5003, cuts[] = {0, 7, 700, 701, 1999, 2048, 3333, 4999, 5003};
+    int nb = (int)(sizeof cuts / sizeof cuts[0]) - 1;
+    size_t chunks[] = {64, 192, 1 << 20};
+    int bad = 0, pieces_seen = 0;
+    for (int W = 1; W <= 6; W++)
+        for (size_t ci = 0; ci < 3; ci++) {
+            size_t C = chunks[ci];
+            float *whole[16], *bucketed[16], *recv = malloc((size_t)W * C * sizeof(float));
+            for (int r = 0; r < W; r++) {
+                whole[r] = malloc(n * sizeof(float));
+                bucketed[r] = malloc(n * sizeof(float));
+                for (size_t i = 0; i < n; i++)
+                    whole[r][i] = (float)(rng_unit(11, (uint64_t)r, i) - 0.5) * (float)(1 + r * 997);
+                memcpy(bucketed[r], whole[r], n * sizeof(float));
+            }
+            fake_span_rs(whole, n, 0, n, W, C, recv);
+            for (int k = nb - 1; k >= 0; k--) {   /* in backward's order: last bucket first */
+                float *span[16];
+                for (int r = 0; r < W; r++)
+                    span[r] = bucketed[r] + cuts[k];
+                fake_span_rs(span, n, cuts[k], cuts[k + 1], W, C, recv);
+                pieces_seen += comm_span_rounds(n, cuts[k], cuts[k + 1], W, C) > 0;
+            }
+            for (int me = 0; me < W; me++) {
+                size_t lo, hi;
+                comm_range(n, me, W, &lo, &hi);
+                bad |= memcmp(whole[me] + lo, bucketed[me] + lo, (hi - lo) * sizeof(float)) != 0;
+                /* and the whole-vector fake is comm_piece's plan */
+                size_t off, cnt;
+                comm_piece(n, me, W, C, 0, &off, &cnt);
+                size_t so, sc;
+                comm_span_piece(n, 0, n, me, W, C, 0, &so, &sc);
+                bad |= off != so || cnt != sc;
+            }
+            bad |= comm_span_rounds(n, 0, n, W, C) != comm_rounds(n, W, C);
+            for (int r = 0; r < W; r++) {
+                free(whole[r]);
+                free(bucketed[r]);
+            }
+            free(recv);
+        }
+    EXPECT(!bad);
+    EXPECT(pieces_seen > 0);
+}
+
+/* A span that misses a rank's range gives that rank no piece. */
+static void test_span_outside_range(void)
+{
+    size_t lo, hi, off, cnt;
+    comm_range(1000, 1, 2, &lo, &hi);
+    comm_span_piece(1000, 0, lo, 1, 2, 64, 0, &off, &cnt);
+    EXPECT(cnt == 0);
+    comm_span_piece(1000, lo - 10, lo + 10, 1, 2, 64, 0, &off, &cnt);
+    EXPECT(off == lo && cnt == 10);
+    comm_span_piece(1000, lo - 10, lo + 10, 0, 2, 64, 0, &off, &cnt);
+    EXPECT(off == lo - 10 && cnt == 10);
+    EXPECT(comm_span_rounds(1000, 10, 10, 2, 64) == 0);
+}
+
 static void test_chunk_setting(void)
 {
     size_t keep = comm_get_chunk();
@@ -153,6 +244,8 @@ int main(void)
     harness_run("ranges aligned and tiling", test_ranges_aligned);
     harness_run("plan covers every element once", test_plan_covers);
     harness_run("fake W-rank reduce-scatter sums in rank order", test_fake_reduce_scatter);
+    harness_run("bucketed span reduce-scatter == whole vector, bitwise", test_fake_bucketed_equals_whole);
+    harness_run("a span outside a rank's range is no piece of it", test_span_outside_range);
     harness_run("chunk setting", test_chunk_setting);
     harness_run("one process: no failure, the phase round-trips", test_phase_and_failure);
     harness_run("a data plane's timeout is recorded as comm.c's own", test_note_timeout);
