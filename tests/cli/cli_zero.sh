@@ -6,6 +6,7 @@
 # reduce per micro-batch, so they agree with each other, not with 1); a
 # zero = 2 checkpoint resumes under zero = 1 and 3 on other world sizes, as
 # a zero = 1 run resumed there would; auto and CUDA are refused at start.
+# module: backend comm train config
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
 . tests/cli/lib.sh
