@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/shape.h"
+
 enum { CKPT_PARAMS = 0, CKPT_ADAM_M = 1, CKPT_ADAM_V = 2, CKPT_N_ARRAYS = 3 };
 /* PLANES_ZSTD: rotate each fp32 word left by one bit so the 8 exponent bits
  * fill one byte, split into 4 byte planes, zstd each plane on its own and
@@ -28,12 +30,6 @@ typedef struct {
     char on_save[1024];      /* shell command run after a commit; "" = none */
 } ckpt_opts;
 
-/* The model a checkpoint holds: the dims export and resume need. */
-typedef struct {
-    int64_t dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab, seq_len;
-    double rope_theta, norm_eps;
-} ckpt_model;
-
 /* One named array of the flat vector (Hugging Face name and shape). */
 typedef struct {
     char name[96];
@@ -45,7 +41,7 @@ typedef struct {
 /* What the flat vector holds: tensors back to back from offset 0 in order,
  * n_floats in all. The caller owns tensors. */
 typedef struct {
-    ckpt_model model;
+    model_shape model;        /* the dims export and resume need */
     const ckpt_tensor *tensors;
     int n;
     uint64_t n_floats;
@@ -142,7 +138,7 @@ typedef struct {
     /* "" when the manifest predates them */
     char backend[16], precision[16], device[128], libraries[256];
     uint64_t n_floats;
-    ckpt_model model;
+    model_shape model;
     char *config_text;
     int codec, level;
     uint64_t raw_bytes, stored_bytes;

@@ -153,7 +153,7 @@ typedef struct {
     int world, rank;
     char backend[16], precision[16], device[128], libraries[256];
     char *config_text;
-    ckpt_model model;
+    model_shape model;
     ckpt_tensor *tensors;
     int n_tensors;
     uint64_t n_floats, lo, hi;

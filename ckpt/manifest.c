@@ -109,7 +109,7 @@ static int ckpt_hex64(const char *s, uint64_t *out)
 static int ckpt_parse_model(ckpt_reader *r, json_object *root)
 {
     json_object *m = ckpt_field(root, "model", json_type_object);
-    ckpt_model *s = &r->info.model;
+    model_shape *s = &r->info.model;
     struct { const char *key; int64_t *dst; int64_t lo, hi; } dims[] = {
         {"dim", &s->dim, 1, 1 << 20},         {"n_layers", &s->n_layers, 1, 4096},
         {"n_heads", &s->n_heads, 1, 1 << 16}, {"n_kv_heads", &s->n_kv_heads, 1, 1 << 16},
@@ -566,7 +566,7 @@ static json_object *ckpt_json_hex(uint64_t v)
     return json_object_new_string(s);
 }
 
-static json_object *ckpt_model_json(const ckpt_model *s)
+static json_object *ckpt_model_json(const model_shape *s)
 {
     json_object *m = json_object_new_object();
     json_object_object_add(m, "dim", json_object_new_int64(s->dim));

@@ -153,7 +153,7 @@ static char *ckpt_json_text(json_object *o)
 
 static char *ckpt_hf_config(const ckpt_info *in, const ckpt_hf_meta *m, int bf16)
 {
-    const ckpt_model *s = &in->model;
+    const model_shape *s = &in->model;
     json_object *c = json_object_new_object(), *arch = json_object_new_array();
     json_object_array_add(arch, json_object_new_string("LlamaForCausalLM"));
     json_object_object_add(c, "architectures", arch);
