@@ -23,6 +23,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- names ---- */
+
+int ckpt_name_step(const char *name, int64_t *step)
+{
+    const char *p = name + 5;
+    int64_t v = 0;
+    int digits = 0;
+    if (strncmp(name, "step-", 5) != 0)
+        return -1;
+    while (*p >= '0' && *p <= '9' && digits < 18) {
+        v = v * 10 + (*p++ - '0');
+        digits++;
+    }
+    if (digits < 8)
+        return -1;
+    *step = v;
+    if (*p == 0)
+        return 0;
+    size_t l = strlen(p);
+    return l >= 4 && strcmp(p + l - 4, ".tmp") == 0 ? 1 : -1;
+}
+
 /* ---- parsing ---- */
 
 static int ckpt_bad(ckpt_reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -274,7 +296,6 @@ static int ckpt_parse_shard(ckpt_reader *r, json_object *s, int si, uint64_t exp
     ckpt_shard *sh = &r->shards[si];
     uint64_t rank = 0, pos = 0;
     char want[32];
-    sh->fd = -1;
     if (!s || !json_object_is_type(s, json_type_object))
         return ckpt_bad(r, "shards[%d] is not an object", si);
     if (ckpt_get_u64(r, s, "rank", CKPT_MAX_WORLD, &rank) || ckpt_get_u64(r, s, "lo", r->info.n_floats, &sh->lo) ||
@@ -469,8 +490,6 @@ static int ckpt_parse_root(ckpt_reader *r, json_object *root)
     if (!r->shards)
         return ckpt_bad(r, "out of memory");
     r->n_shards = in->world_size;
-    for (int i = 0; i < r->n_shards; i++)
-        r->shards[i].fd = -1;
     uint64_t lo = 0, stored = 0;
     for (int i = 0; i < r->n_shards; i++) {
         if (ckpt_parse_shard(r, json_object_array_get_idx(sh, (size_t)i), i, lo) != ST_OK)
