@@ -3,7 +3,7 @@
  * overrides, with one-line errors naming file:line and key. */
 #include "config.h"
 #include "hf/hf.h"
-#include "train/lscale.h"
+#include "model/lscale.h"
 #include "util/util.h"
 
 #include <ini.h>

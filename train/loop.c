@@ -10,7 +10,7 @@
 #include "hf/hf.h"
 #include "interval.h"
 #include "ledger.h"
-#include "lscale.h"
+#include "model/lscale.h"
 #include "model/optim.h"
 #include "config/opts.h"
 #include "protocol.h"

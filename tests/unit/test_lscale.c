@@ -2,7 +2,7 @@
  * doubling after the clean-step window, the floor and ceiling, fixed and
  * off modes, restore checks, and that a power-of-two seed divides out. */
 #include "tests/harness.h"
-#include "train/lscale.h"
+#include "model/lscale.h"
 
 #include <math.h>
 
