@@ -4,22 +4,21 @@
  * input interface, and small file helpers shared by the writer, reader,
  * store and CLI.
  *
- * The files of ckpt/ call each other in one direction only, each layer
- * using those above it and none below (tests/cli/cli_layers.sh checks the
- * includes; the calls follow the same order):
- *   1. sys.c codec.c pool.c writeback.c  the file-system table, codecs,
- *                                        workers, streaming writes
- *   2. manifest.c                        names (step-N) and the manifest
- *                                        format: build, seal, parse
- *   3. input.c                           a step directory as a reader input
- *   4. reader.c                          reads and verifies through any
- *                                        ckpt_input, never knowing which
- *   5. store.c                           the directory: commit, rotation,
- *                                        the newest that verifies
- *   6. writer.c remote.c                 the asynchronous writer; object
- *                                        storage (the S3 input, remote
- *                                        steps, resume's candidates)
- *   7. upload.c                          the uploader (its own header)
+ * The files of ckpt/ call each other in one direction only: a file uses
+ * files of lower layers, never its own layer's or a higher one's
+ * (tests/cli/cli_layers.sh checks it on the objects' symbols):
+ *   1. sys.c                    the file-system table
+ *   2. codec.c pool.c writeback.c  codecs, workers, streaming writes
+ *   3. manifest.c               names (step-N) and the manifest format:
+ *                               build, seal, parse
+ *   4. input.c                  a step directory as a reader input
+ *   5. reader.c                 reads and verifies through any ckpt_input,
+ *                               never knowing which
+ *   6. store.c                  the directory: commit, rotation, the newest
+ *                               that verifies
+ *   7. writer.c remote.c        the asynchronous writer; object storage (the
+ *                               S3 input, remote steps, resume's candidates)
+ *   8. upload.c                 the uploader (its own header)
  * Only remote.c and upload.c include s3/; nothing here includes model/
  * beyond model/shape.h, nor spot/, money/ or train/. */
 #ifndef SPOTRAIN_CKPT_INT_H

@@ -1,6 +1,7 @@
 /* A reader's input from local files: the files of a step directory behind
  * the ckpt_input interface (ckpt_int.h), read with pread through ckpt_os.
- * The object-storage input is remote.c's; reader.c sees only the interface. */
+ * The object-storage input is remote.c's; reader.c sees only the interface.
+ * Layer 4 of ckpt/ (ckpt_int.h): uses sys.c only. */
 #include "ckpt_int.h"
 #include "util/util.h"
 

@@ -1,7 +1,8 @@
 /* manifest.json: the commit record of a checkpoint. Builds the per-shard
  * index each rank writes and assembles them into the manifest at commit,
  * sealed with a checksum over its own bytes; parses a manifest from memory
- * and rejects anything inconsistent, edited or damaged.
+ * and rejects anything inconsistent, edited or damaged; and the step-N
+ * names. Layer 3 of ckpt/ (ckpt_int.h): uses codec.c and sys.c only.
  *
  * The seal (format 2): the file is one JSON object on one line whose last
  * field is "manifest_xxh3", then "\n":

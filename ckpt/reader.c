@@ -2,7 +2,8 @@
  * any flat range of an array across shards, verifies every chunk's
  * checksums, and digests arrays in flat order. Its bytes come through the
  * ckpt_input it was opened with (a directory, input.c; object storage,
- * remote.c), so nothing here knows where they are stored. */
+ * remote.c), so nothing here knows where they are stored. Layer 5 of ckpt/
+ * (ckpt_int.h): uses manifest.c, codec.c and the input it is given. */
 #include "ckpt_int.h"
 #include "util/util.h"
 

@@ -2,7 +2,7 @@
  * objects read as its directory would be: manifest by GET, chunks by ranged
  * GETs, sizes by HEAD), the listing of committed remote steps, and the
  * order resume tries local and remote checkpoints in. The one reader file
- * that knows s3/; above reader.c and store.c (layers: ckpt_int.h). */
+ * that knows s3/. Layer 7 of ckpt/ (ckpt_int.h): uses reader.c and store.c. */
 #include "ckpt_int.h"
 #include "s3/s3.h"
 #include "util/util.h"

@@ -1,6 +1,7 @@
-/* The checkpoint directory: naming (step-NNNNNNNN), the atomic commit,
- * rotation (keep_last + keep_every, never the only good one), leftover .tmp
- * cleanup, the newest-that-verifies search, and the on_save hook. */
+/* The checkpoint directory: the atomic commit, rotation (keep_last +
+ * keep_every, never the only good one), leftover .tmp cleanup, the
+ * newest-that-verifies search, and the on_save hook. Layer 6 of ckpt/
+ * (ckpt_int.h): verifies through reader.c. */
 #include "ckpt_int.h"
 #include "util/util.h"
 
