@@ -5,6 +5,7 @@
  * fuzz-sources: ckpt/*.c s3/*.c util/util.c
  * fuzz-max-len: 2048 */
 #include "ckpt/ckpt_int.h"
+#include "s3/s3.h"
 #include "util/util.h"
 
 #include <stdint.h>
