@@ -67,7 +67,9 @@ defs() { grep -l -E "$1" $(find $DIRS -name '*.h' -o -name '*.cuh' | sort) 2>/de
 got=$(defs 'int64_t[[:space:]]+dim,[[:space:]]*n_layers,[[:space:]]*n_heads,[[:space:]]*n_kv_heads,[[:space:]]*head_dim,')
 [ "$got" = model/shape.h ] && t_ok "9. the model shape is defined once (model/shape.h)" ||
     t_bad "9. the model shape is defined once (model/shape.h)" "defined in: $got"
-got=$(defs '^[[:space:]]*double[[:space:]]+ondemand;')
+# a price: a "double ondemand;" line followed by a "double spot;" one
+got=$(awk 'p && /^[[:space:]]*double[[:space:]]+spot;/ { print FILENAME } { p = /^[[:space:]]*double[[:space:]]+ondemand;/ }' \
+    $(find $DIRS -name '*.h' | sort) | sort -u | tr '\n' ' ' | sed 's/ $//')
 [ "$got" = money/price.h ] && t_ok "9. a node's price is defined once (money/price.h)" ||
     t_bad "9. a node's price is defined once (money/price.h)" "defined in: $got"
 
