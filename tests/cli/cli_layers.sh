@@ -1,4 +1,5 @@
 #!/bin/sh
+# module: util model tok hf data config comm backend ckpt s3 spot money train cli cuda
 # Dependencies run one way. Reads every `#include "..."` of the source tree
 # (main.c and the concept folders; tests/, bench/ and tools/ may reach
 # anything) and checks the directions allowed:
