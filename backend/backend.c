@@ -64,6 +64,26 @@ static int backend_create_named(backend **out, const model_layout *L, const back
     return backend_cpu_create(out, L, o);
 }
 
+int backend_plane_open(backend_plane **out, const char *name, size_t max_floats)
+{
+    *out = NULL;
+    if (strcmp(name, "cuda") != 0 && strcmp(name, "auto") != 0)
+        return backend_cpu_plane_open(out);
+#ifdef SPOTRAIN_CUDA
+    char why[256];
+    if (cuda_available(why, sizeof why))
+        return backend_cuda_plane_open(out, max_floats);
+    if (strcmp(name, "cuda") == 0)
+        return util_fail(ST_UNAVAILABLE, "selftest comm: backend cuda: %s; --set train.backend=cpu tests the MPI "
+                         "data plane", why);
+#else
+    if (strcmp(name, "cuda") == 0)
+        return util_fail(ST_UNAVAILABLE, "selftest comm: this spotrain was built without CUDA (make CUDA=1); "
+                         "--set train.backend=cpu tests the MPI data plane");
+#endif
+    return backend_cpu_plane_open(out);
+}
+
 void backend_device_override(backend *b)
 {
     const char *e = getenv("SPOTRAIN_DEVICE_NAME");

@@ -112,6 +112,31 @@ int backend_cpu_blas_advice(const char *core, int avx2, int avx512, int forced, 
 /* The same for this process: its OpenBLAS, its CPU, its environment. */
 int backend_cpu_blas_check(char *out, size_t cap);
 
+/* A backend's data plane on its own, without a model: what `selftest comm`
+ * checks bitwise and times before a run trusts it. The cpu backend's is MPI
+ * on host vectors (comm/), the cuda backend's NCCL on device buffers. Each
+ * collective takes a host vector of n <= max_floats floats (in and out,
+ * comm_range's ranges) and returns once it is done, with the seconds it
+ * took in *seconds. */
+typedef struct backend_plane backend_plane;
+struct backend_plane {
+    int (*reduce_scatter)(backend_plane *p, float *v, size_t n, double *seconds);
+    int (*allgather)(backend_plane *p, float *v, size_t n, double *seconds);
+    /* What moves the bytes and over how many ranks and nodes (one line,
+     * no newline; rank 0's is the one printed). */
+    void (*describe)(backend_plane *p, char *out, size_t cap);
+    /* Optional (may be NULL): once a collective has connected the peers,
+     * how it did; 1 when it fell back to sockets. */
+    int (*transport)(backend_plane *p, char *out, size_t cap);
+    void (*close)(backend_plane *p);
+    void *impl;
+};
+/* The plane of the backend name picks ("cpu", "cuda", or "auto": cuda
+ * when compiled in and a device is present). Failures print one line:
+ * ST_UNAVAILABLE when cuda is asked for and cannot start. */
+int backend_plane_open(backend_plane **out, const char *name, size_t max_floats);
+int backend_cpu_plane_open(backend_plane **out);
+
 /* Picks by o->name: "cpu", "cuda", or "auto" (CUDA when compiled in and a
  * device is present, else CPU). ST_UNAVAILABLE with one line naming what is
  * missing when "cuda" cannot start. */

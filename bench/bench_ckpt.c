@@ -25,11 +25,7 @@ static int bc_load(const char *step_dir)
     int rc = ckpt_open(&r, step_dir);
     if (rc != ST_OK)
         return rc;
-    const ckpt_model *cm = &ckpt_get_info(r)->model;
-    model_shape s = {.dim = cm->dim, .n_layers = cm->n_layers, .n_heads = cm->n_heads, .n_kv_heads = cm->n_kv_heads,
-                     .head_dim = cm->head_dim, .ffn_dim = cm->ffn_dim, .vocab = cm->vocab, .seq_len = cm->seq_len,
-                     .rope_theta = cm->rope_theta, .norm_eps = cm->norm_eps};
-    if ((rc = model_layout_init(&bc_L, &s)) == ST_OK)
+    if ((rc = model_layout_init(&bc_L, &ckpt_get_info(r)->model)) == ST_OK)
         for (int a = 0; a < CKPT_N_ARRAYS && rc == ST_OK; a++) {
             bc_arr[a] = malloc(bc_L.n_floats * sizeof(float));
             rc = bc_arr[a] ? ckpt_read_range(r, a, 0, bc_L.n_floats, bc_arr[a]) : ST_SOFTWARE;

@@ -7,12 +7,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/shape.h"
+
 enum { CKPT_PARAMS = 0, CKPT_ADAM_M = 1, CKPT_ADAM_V = 2, CKPT_N_ARRAYS = 3 };
 /* PLANES_ZSTD: rotate each fp32 word left by one bit so the 8 exponent bits
  * fill one byte, split into 4 byte planes, zstd each plane on its own and
  * keep a plane raw when zstd does not shrink it. */
 enum { CKPT_CODEC_NONE = 0, CKPT_CODEC_ZSTD = 1, CKPT_CODEC_SHUFFLE_ZSTD = 2, CKPT_CODEC_PLANES_ZSTD = 3,
        CKPT_N_CODECS = 4 };
+
+/* Room for one checkpoint error message (the *_quiet calls' err). */
+#define CKPT_ERR 1024
 
 /* Loss scaling a checkpoint records (manifest "loss_scaling"); an older
  * manifest without the field reads as OFF. */
@@ -28,12 +33,6 @@ typedef struct {
     char on_save[1024];      /* shell command run after a commit; "" = none */
 } ckpt_opts;
 
-/* The model a checkpoint holds: the dims export and resume need. */
-typedef struct {
-    int64_t dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab, seq_len;
-    double rope_theta, norm_eps;
-} ckpt_model;
-
 /* One named array of the flat vector (Hugging Face name and shape). */
 typedef struct {
     char name[96];
@@ -45,7 +44,7 @@ typedef struct {
 /* What the flat vector holds: tensors back to back from offset 0 in order,
  * n_floats in all. The caller owns tensors. */
 typedef struct {
-    ckpt_model model;
+    model_shape model;        /* the dims export and resume need */
     const ckpt_tensor *tensors;
     int n;
     uint64_t n_floats;
@@ -142,7 +141,7 @@ typedef struct {
     /* "" when the manifest predates them */
     char backend[16], precision[16], device[128], libraries[256];
     uint64_t n_floats;
-    ckpt_model model;
+    model_shape model;
     char *config_text;
     int codec, level;
     uint64_t raw_bytes, stored_bytes;
@@ -167,6 +166,11 @@ typedef int (*ckpt_sink)(void *arg, size_t off, size_t n, const float *src);
 int ckpt_read_each(ckpt_reader *r, int array, size_t lo, size_t hi, ckpt_sink fn, void *arg);
 /* Stored bytes this reader has read so far (for a remote one: downloaded). */
 uint64_t ckpt_bytes_read(const ckpt_reader *r);
+/* The step directory or s3:// URL r reads, for messages. */
+const char *ckpt_reader_name(const ckpt_reader *r);
+/* Floats one read should ask for so that r keeps its window full (a
+ * chunk's floats times the chunks it loads ahead; remote: many). */
+size_t ckpt_read_span(const ckpt_reader *r);
 /* Reads every chunk of every shard; ST_DATA naming checkpoint and chunk. */
 int ckpt_verify(ckpt_reader *r);
 /* xxh3-64 of the array's flat fp32 bytes, in flat order: the same whatever
@@ -246,5 +250,8 @@ int ckpt_export_ex(const char *step_dir, const char *out_dir, const ckpt_export_
 int ckpt_export_reader(ckpt_reader *r, const char *out_dir, const ckpt_export_opts *o);
 
 int ckpt_codec_from_name(const char *name);
+/* len bytes to path (created or truncated), fsynced: ST_OK, or ST_IOERR
+ * with one line in err (CKPT_ERR bytes is room enough). */
+int ckpt_write_file(const char *path, const void *buf, size_t len, char *err, size_t errcap);
 
 #endif

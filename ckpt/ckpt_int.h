@@ -1,12 +1,30 @@
 /* Private to ckpt/: the parsed manifest (chunk index per shard), the chunk
  * codecs, limits a hostile manifest is checked against, the replaceable
- * file-system calls, the writeback stream, the worker pool, and small file
- * helpers shared by the writer, reader, store and CLI. */
+ * file-system calls, the writeback stream, the worker pool, the reader's
+ * input interface, and small file helpers shared by the writer, reader,
+ * store and CLI.
+ *
+ * The files of ckpt/ call each other in one direction only: a file uses
+ * files of lower layers, never its own layer's or a higher one's
+ * (tests/cli/cli_layers.sh checks it on the objects' symbols):
+ *   1. sys.c                    the file-system table
+ *   2. codec.c pool.c writeback.c  codecs, workers, streaming writes
+ *   3. manifest.c               names (step-N) and the manifest format:
+ *                               build, seal, parse
+ *   4. input.c                  a step directory as a reader input
+ *   5. reader.c                 reads and verifies through any ckpt_input,
+ *                               never knowing which
+ *   6. store.c                  the directory: commit, rotation, the newest
+ *                               that verifies
+ *   7. writer.c remote.c        the asynchronous writer; object storage (the
+ *                               S3 input, remote steps, resume's candidates)
+ *   8. upload.c                 the uploader (its own header)
+ * Only remote.c and upload.c include s3/; nothing here includes model/
+ * beyond model/shape.h, nor spot/, money/ or train/. */
 #ifndef SPOTRAIN_CKPT_INT_H
 #define SPOTRAIN_CKPT_INT_H
 
 #include "ckpt.h"
-#include "s3/s3.h"
 
 #include <stdint.h>
 #include <stddef.h>
@@ -24,7 +42,6 @@
 #define CKPT_MAX_WORLD 65536
 #define CKPT_MAX_PARAMS 1000000
 #define CKPT_MAX_DIM ((int64_t)1 << 24)
-#define CKPT_ERR 1024
 #define CKPT_MAX_READ_THREADS 64    /* a reader's loading threads, whatever the core count */
 
 typedef struct {
@@ -53,8 +70,39 @@ typedef struct {
     uint64_t lo, hi, file_bytes;
     ckpt_chunk *chunks;
     size_t n_chunks;
-    int fd;                  /* opened on first read; -1 before */
 } ckpt_shard;
+
+/* Where a reader's bytes come from, chosen once when it opens: the files
+ * of a step directory (input.c) or the objects of a remote step (remote.c).
+ * The reading counterpart of the writer's ckpt_source. Each call returns
+ * ST_* and, on failure, why in why[] without the checkpoint's name (the
+ * reader prefixes it). */
+typedef struct {
+    /* manifest.json's text (caller frees); *counted: the bytes of it that
+     * count as read (ckpt_bytes_read: a download counts, a local file not). */
+    int (*manifest)(void *ctx, char **text, size_t *len, uint64_t *counted, char *why, size_t cap);
+    /* Makes shard rank readable; on the reader's own thread, before any
+     * fetch from that shard. */
+    int (*open_shard)(void *ctx, int rank, char *why, size_t cap);
+    /* Exactly len bytes of shard rank from off (ST_DATA when it holds
+     * fewer); called from several reader threads at once. */
+    int (*fetch)(void *ctx, int rank, uint64_t off, size_t len, void *buf, char *why, size_t cap);
+    /* ST_DATA when shard rank is not bytes long (or missing). */
+    int (*check_size)(void *ctx, int rank, uint64_t bytes, char *why, size_t cap);
+    void (*close)(void *ctx);
+    /* 1: a verify checks every size before reading any chunk (a size is
+     * one cheap request, a chunk a download); 0: each shard's after its
+     * chunks. */
+    int sizes_first;
+} ckpt_input_ops;
+
+typedef struct {
+    const ckpt_input_ops *ops;
+    void *ctx;
+} ckpt_input;
+
+/* The files of step directory dir (input.c). ST_SOFTWARE when out of memory. */
+int ckpt_input_dir(ckpt_input *in, const char *dir);
 
 struct ckpt_reader {
     char dir[4096];
@@ -67,10 +115,7 @@ struct ckpt_reader {
     ckpt_cbuf cb;                 /* buffers of the serial reads */
     int threads;                  /* chunk verification threads; <= 1: serial */
     char err[CKPT_ERR];
-    /* A remote step (remote.c): read through a borrowed client, objects
-     * under key (the step's key prefix, ending in '/'); NULL: a directory. */
-    s3_client *s3;
-    char key[1100];
+    ckpt_input in;                /* owned: closed by ckpt_close; ops NULL before it is set */
     int window;                   /* chunks loaded ahead of the one handed on; <= threads: threads */
     uint8_t **slots;              /* the window's decoded chunks (reader.c), kept between reads */
     int n_slots;
@@ -104,18 +149,15 @@ char *ckpt_manifest_seal(const char *body, size_t len);
  * n_floats. 0, or -1 with why in err. */
 int ckpt_table_check(const ckpt_tensor *t, int n, uint64_t n_floats, char *err, size_t errcap);
 void ckpt_reader_reset(ckpt_reader *r);
-/* A fresh reader named dir ("s3://..." for a remote one); ST_USAGE when too long. */
+/* A fresh reader named dir ("s3://..." for a remote one), without an
+ * input yet: its opener sets r->in; ST_USAGE when too long. */
 int ckpt_reader_new(ckpt_reader **out, const char *dir, char *err, size_t errcap);
-/* Reads and parses the manifest of a new reader's source; on failure closes
+/* Reads and parses the manifest of a new reader's input; on failure closes
  * it (*rp = NULL) with why in err. */
 int ckpt_reader_load(ckpt_reader **rp, char *err, size_t errcap);
-/* Remote sources (remote.c): manifest.json's text (caller frees), and exactly
- * len bytes of shard rank's object from off; both ST_DATA with why in
- * r->err / why when the object is missing or shorter than the manifest. */
-int ckpt_remote_manifest(ckpt_reader *r, char **text, size_t *len);
-int ckpt_remote_fetch(const ckpt_reader *r, int rank, uint64_t off, size_t len, void *buf, char *why, size_t cap);
-/* Every shard object exists with the size the manifest records (HEAD each). */
-int ckpt_remote_sizes(ckpt_reader *r);
+/* Every shard the manifest names has the size it records; ST_DATA naming
+ * the first that does not, in r->err. */
+int ckpt_check_sizes(ckpt_reader *r);
 /* Full verify of a local step (threads > 1 only in the foreground); why in err. */
 int ckpt_good_ex(const char *ckpt_dir, int64_t step, int threads, int *unsealed, char *err, size_t errcap);
 /* Opening and checking without printing: the message lands in err. */
@@ -140,7 +182,6 @@ void ckpt_clean_tmp(const char *ckpt_dir, int64_t below);
  * verifies. fresh: the step this process just committed (trusted while its
  * manifest parses and file sizes match), or -1 to verify everything. */
 int ckpt_rotate(const char *ckpt_dir, int64_t keep_last, int64_t keep_every, int64_t fresh);
-int ckpt_write_file(const char *path, const void *buf, size_t len, char *err, size_t errcap);
 
 
 /* What one rank's save records, copied at submit (the writer owns it). */
@@ -153,7 +194,7 @@ typedef struct {
     int world, rank;
     char backend[16], precision[16], device[128], libraries[256];
     char *config_text;
-    ckpt_model model;
+    model_shape model;
     ckpt_tensor *tensors;
     int n_tensors;
     uint64_t n_floats, lo, hi;

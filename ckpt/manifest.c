@@ -1,7 +1,8 @@
 /* manifest.json: the commit record of a checkpoint. Builds the per-shard
  * index each rank writes and assembles them into the manifest at commit,
  * sealed with a checksum over its own bytes; parses a manifest from memory
- * and rejects anything inconsistent, edited or damaged.
+ * and rejects anything inconsistent, edited or damaged; and the step-N
+ * names. Layer 3 of ckpt/ (ckpt_int.h): uses codec.c and sys.c only.
  *
  * The seal (format 2): the file is one JSON object on one line whose last
  * field is "manifest_xxh3", then "\n":
@@ -22,6 +23,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- names ---- */
+
+int ckpt_name_step(const char *name, int64_t *step)
+{
+    const char *p = name + 5;
+    int64_t v = 0;
+    int digits = 0;
+    if (strncmp(name, "step-", 5) != 0)
+        return -1;
+    while (*p >= '0' && *p <= '9' && digits < 18) {
+        v = v * 10 + (*p++ - '0');
+        digits++;
+    }
+    if (digits < 8)
+        return -1;
+    *step = v;
+    if (*p == 0)
+        return 0;
+    size_t l = strlen(p);
+    return l >= 4 && strcmp(p + l - 4, ".tmp") == 0 ? 1 : -1;
+}
 
 /* ---- parsing ---- */
 
@@ -109,7 +132,7 @@ static int ckpt_hex64(const char *s, uint64_t *out)
 static int ckpt_parse_model(ckpt_reader *r, json_object *root)
 {
     json_object *m = ckpt_field(root, "model", json_type_object);
-    ckpt_model *s = &r->info.model;
+    model_shape *s = &r->info.model;
     struct { const char *key; int64_t *dst; int64_t lo, hi; } dims[] = {
         {"dim", &s->dim, 1, 1 << 20},         {"n_layers", &s->n_layers, 1, 4096},
         {"n_heads", &s->n_heads, 1, 1 << 16}, {"n_kv_heads", &s->n_kv_heads, 1, 1 << 16},
@@ -274,7 +297,6 @@ static int ckpt_parse_shard(ckpt_reader *r, json_object *s, int si, uint64_t exp
     ckpt_shard *sh = &r->shards[si];
     uint64_t rank = 0, pos = 0;
     char want[32];
-    sh->fd = -1;
     if (!s || !json_object_is_type(s, json_type_object))
         return ckpt_bad(r, "shards[%d] is not an object", si);
     if (ckpt_get_u64(r, s, "rank", CKPT_MAX_WORLD, &rank) || ckpt_get_u64(r, s, "lo", r->info.n_floats, &sh->lo) ||
@@ -469,8 +491,6 @@ static int ckpt_parse_root(ckpt_reader *r, json_object *root)
     if (!r->shards)
         return ckpt_bad(r, "out of memory");
     r->n_shards = in->world_size;
-    for (int i = 0; i < r->n_shards; i++)
-        r->shards[i].fd = -1;
     uint64_t lo = 0, stored = 0;
     for (int i = 0; i < r->n_shards; i++) {
         if (ckpt_parse_shard(r, json_object_array_get_idx(sh, (size_t)i), i, lo) != ST_OK)
@@ -566,7 +586,7 @@ static json_object *ckpt_json_hex(uint64_t v)
     return json_object_new_string(s);
 }
 
-static json_object *ckpt_model_json(const ckpt_model *s)
+static json_object *ckpt_model_json(const model_shape *s)
 {
     json_object *m = json_object_new_object();
     json_object_object_add(m, "dim", json_object_new_int64(s->dim));

@@ -1,11 +1,12 @@
-/* The paranoid checkpoint reader: opens a step directory through its
- * manifest, reads any flat range of an array across shards, verifies every
- * chunk's checksums, and digests arrays in flat order. */
+/* The paranoid checkpoint reader: opens a step through its manifest, reads
+ * any flat range of an array across shards, verifies every chunk's
+ * checksums, and digests arrays in flat order. Its bytes come through the
+ * ckpt_input it was opened with (a directory, input.c; object storage,
+ * remote.c), so nothing here knows where they are stored. Layer 5 of ckpt/
+ * (ckpt_int.h): uses manifest.c, codec.c and the input it is given. */
 #include "ckpt_int.h"
 #include "util/util.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -13,8 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <xxhash.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -23,52 +22,14 @@
 static int ckpt_rfail(ckpt_reader *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int ckpt_rfail(ckpt_reader *r, int code, const char *fmt, ...)
 {
-    char msg[512];
+    char msg[700];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(r->err, sizeof r->err, "checkpoint %.400s: %s", r->dir, msg);
+    /* A long message (an object store's error) gets less of the name. */
+    snprintf(r->err, sizeof r->err, "checkpoint %.*s: %s", strlen(msg) < 512 ? 400 : 300, r->dir, msg);
     return code;
-}
-
-static int ckpt_read_manifest(ckpt_reader *r, char **text, size_t *len)
-{
-    char path[4200];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/manifest.json", r->dir);
-    if (stat(r->dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return ckpt_rfail(r, ST_NOINPUT, "no such checkpoint directory");
-    int fd = ckpt_os->open(path, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return ckpt_rfail(r, errno == ENOENT ? ST_DATA : ST_IOERR,
-                          "manifest.json: %s (not committed, or damaged); use an older checkpoint", strerror(errno));
-    int rc = ST_OK;
-    char *buf = NULL;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 30)) {
-        rc = ckpt_rfail(r, ST_DATA, "manifest.json is not a regular file under 1 GiB");
-        goto out;
-    }
-    buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        rc = ckpt_rfail(r, ST_SOFTWARE, "out of memory for manifest.json");
-        goto out;
-    }
-    ssize_t got = 0, n;
-    while (got < st.st_size && (n = pread(fd, buf + got, (size_t)(st.st_size - got), got)) > 0)
-        got += n;
-    if (got != st.st_size) {
-        rc = ckpt_rfail(r, ST_IOERR, "short read on manifest.json");
-        goto out;
-    }
-    buf[got] = 0;
-    *text = buf;
-    *len = (size_t)got;
-    buf = NULL;
-out:
-    free(buf);
-    ckpt_os->close(fd);
-    return rc;
 }
 
 int ckpt_reader_new(ckpt_reader **out, const char *dir, char *err, size_t errcap)
@@ -95,9 +56,13 @@ int ckpt_reader_new(ckpt_reader **out, const char *dir, char *err, size_t errcap
 int ckpt_reader_load(ckpt_reader **rp, char *err, size_t errcap)
 {
     ckpt_reader *r = *rp;
-    char *text = NULL;
+    char *text = NULL, why[700];
     size_t len = 0;
-    int rc = r->s3 ? ckpt_remote_manifest(r, &text, &len) : ckpt_read_manifest(r, &text, &len);
+    uint64_t counted = 0;
+    int rc = r->in.ops->manifest(r->in.ctx, &text, &len, &counted, why, sizeof why);
+    if (rc != ST_OK)
+        ckpt_rfail(r, rc, "%s", why);
+    r->fetched += counted;
     if (rc == ST_OK)
         rc = ckpt_manifest_parse(r, text, len);
     free(text);
@@ -112,6 +77,12 @@ int ckpt_reader_load(ckpt_reader **rp, char *err, size_t errcap)
 int ckpt_open_quiet(ckpt_reader **out, const char *step_dir, char *err, size_t errcap)
 {
     int rc = ckpt_reader_new(out, step_dir, err, errcap);
+    if (rc == ST_OK && ckpt_input_dir(&(*out)->in, (*out)->dir) != ST_OK) {
+        snprintf(err, errcap, "out of memory opening %s", step_dir);
+        ckpt_close(*out);
+        *out = NULL;
+        return ST_SOFTWARE;
+    }
     return rc == ST_OK ? ckpt_reader_load(out, err, errcap) : rc;
 }
 
@@ -125,6 +96,14 @@ int ckpt_open(ckpt_reader **r, const char *step_dir)
 const ckpt_info *ckpt_get_info(const ckpt_reader *r) { return &r->info; }
 
 uint64_t ckpt_bytes_read(const ckpt_reader *r) { return r->fetched; }
+
+const char *ckpt_reader_name(const ckpt_reader *r) { return r->dir; }
+
+size_t ckpt_read_span(const ckpt_reader *r)
+{
+    size_t chunk = r->chunk_bytes / 4 ? (size_t)(r->chunk_bytes / 4) : 1;
+    return r->window > 1 ? chunk * (size_t)r->window : chunk;
+}
 
 const ckpt_tensor *ckpt_get_tensors(const ckpt_reader *r, int *n)
 {
@@ -144,9 +123,8 @@ void ckpt_close(ckpt_reader *r)
 {
     if (!r)
         return;
-    for (int i = 0; r->shards && i < r->n_shards; i++)
-        if (r->shards[i].fd >= 0)
-            ckpt_os->close(r->shards[i].fd);
+    if (r->in.ops)
+        r->in.ops->close(r->in.ctx);
     ckpt_reader_reset(r);
     ckpt_cbuf_free(&r->cb);
     for (int k = 0; k < r->n_slots; k++)
@@ -158,40 +136,27 @@ void ckpt_close(ckpt_reader *r)
     free(r);
 }
 
-static int ckpt_shard_fd(ckpt_reader *r, ckpt_shard *sh)
+/* Makes shard sh readable through the input; the error in r->err. */
+static int ckpt_shard_open(ckpt_reader *r, const ckpt_shard *sh)
 {
-    char path[4200];
-    if (sh->fd >= 0 || r->s3)
-        return ST_OK;
-    snprintf(path, sizeof path, "%s/shard-%05d.bin", r->dir, sh->rank);
-    sh->fd = ckpt_os->open(path, O_RDONLY | O_CLOEXEC, 0);
-    if (sh->fd < 0)
-        return ckpt_rfail(r, ST_DATA, "shard-%05d.bin: %s; use an older checkpoint", sh->rank, strerror(errno));
-    return ST_OK;
+    char why[700];
+    int rc = r->in.ops->open_shard(r->in.ctx, sh->rank, why, sizeof why);
+    return rc == ST_OK ? rc : ckpt_rfail(r, rc, "%s", why);
 }
 
-/* Exactly len bytes at off of shard sh, from its file or its object. */
-static int ckpt_fetch(const ckpt_reader *r, const ckpt_shard *sh, uint64_t off, size_t len, void *buf, char *why,
-                      size_t cap)
+static int ckpt_shard_size(ckpt_reader *r, const ckpt_shard *sh)
 {
-    if (r->s3)
-        return ckpt_remote_fetch(r, sh->rank, off, len, buf, why, cap);
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = pread(sh->fd, (char *)buf + got, len - got, (off_t)(off + got));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            snprintf(why, cap, "read error: %s", strerror(errno));
-            return ST_IOERR;
-        }
-        if (n == 0) {
-            snprintf(why, cap, "file ends early (truncated); use an older checkpoint");
-            return ST_DATA;
-        }
-        got += (size_t)n;
-    }
-    return ST_OK;
+    char why[700];
+    int rc = r->in.ops->check_size(r->in.ctx, sh->rank, sh->file_bytes, why, sizeof why);
+    return rc == ST_OK ? rc : ckpt_rfail(r, rc, "%s", why);
+}
+
+int ckpt_check_sizes(ckpt_reader *r)
+{
+    int rc = ST_OK;
+    for (int i = 0; i < r->n_shards && rc == ST_OK; i++)
+        rc = ckpt_shard_size(r, &r->shards[i]);
+    return rc;
 }
 
 /* Stored-bytes buffer (and, with raw, a decoded one) of b, allocated on first use. */
@@ -212,8 +177,7 @@ static int ckpt_cbuf_ready(ckpt_cbuf *b, uint64_t chunk_bytes, int raw)
     return ST_OK;
 }
 
-/* Reads, checks and decodes one chunk of a shard whose file is open (or
- * whose object is remote) into out (r->chunk_bytes long), with b's stored
+/* Reads, checks and decodes one chunk of an opened shard into out (r->chunk_bytes long), with b's stored
  * bytes buffer and codec scratch; on failure why says which chunk and what.
  * Touches nothing shared, so chunks load in parallel with one b each. */
 static int ckpt_chunk_load(const ckpt_reader *r, const ckpt_shard *sh, size_t ci, ckpt_cbuf *b, uint8_t *out,
@@ -232,7 +196,7 @@ static int ckpt_chunk_load(const ckpt_reader *r, const ckpt_shard *sh, size_t ci
         snprintf(why, cap, CKPT_WHERE ": sizes exceed the chunk limit", CKPT_WHERE_ARGS);
         return ST_DATA;
     }
-    int rc = ckpt_fetch(r, sh, c->off, c->stored, b->sbuf, what, sizeof what);
+    int rc = r->in.ops->fetch(r->in.ctx, sh->rank, c->off, c->stored, b->sbuf, what, sizeof what);
     if (rc != ST_OK) {
         snprintf(why, cap, CKPT_WHERE ": %s", CKPT_WHERE_ARGS, what);
         return rc;
@@ -256,7 +220,7 @@ static int ckpt_chunk_load(const ckpt_reader *r, const ckpt_shard *sh, size_t ci
 static int ckpt_load_chunk(ckpt_reader *r, ckpt_shard *sh, size_t ci)
 {
     char why[400];
-    int rc = ckpt_shard_fd(r, sh);
+    int rc = ckpt_shard_open(r, sh);
     if (rc == ST_OK && ckpt_cbuf_ready(&r->cb, r->chunk_bytes, 1) != ST_OK)
         rc = ckpt_rfail(r, ST_SOFTWARE, "out of memory for chunk buffers");
     if (rc == ST_OK && (rc = ckpt_chunk_load(r, sh, ci, &r->cb, r->cb.rbuf, why, sizeof why)) != ST_OK)
@@ -500,7 +464,7 @@ static int ckpt_pick_range(ckpt_reader *r, int array, size_t lo, size_t hi, ckpt
         ckpt_shard *sh = &r->shards[s];
         if (sh->hi <= lo || sh->lo >= hi)
             continue;
-        rc = ckpt_shard_fd(r, sh);
+        rc = ckpt_shard_open(r, sh);
         for (size_t ci = 0; ci < sh->n_chunks && rc == ST_OK; ci++) {
             const ckpt_chunk *c = &sh->chunks[ci];
             if (c->array != array || c->lo + c->n <= lo || c->lo >= hi)
@@ -572,20 +536,19 @@ static int ckpt_take_digest(ckpt_reader *r, void *arg, const ckpt_chunk *c, cons
     return ST_OK;
 }
 
-/* Every chunk of one shard in file order through the window, then its size. */
+/* Every chunk of one shard in file order through the window, then its
+ * size (unless the input checks sizes first). */
 static int ckpt_verify_shard(ckpt_reader *r, ckpt_shard *sh, XXH3_state_t **st)
 {
-    struct stat fs;
     ckpt_pick *list = malloc((sh->n_chunks ? sh->n_chunks : 1) * sizeof *list);
-    int rc = list ? ckpt_shard_fd(r, sh) : ckpt_rfail(r, ST_SOFTWARE, "out of memory");
+    int rc = list ? ckpt_shard_open(r, sh) : ckpt_rfail(r, ST_SOFTWARE, "out of memory");
     for (size_t ci = 0; rc == ST_OK && ci < sh->n_chunks; ci++)
         list[ci] = (ckpt_pick){sh, ci};
     if (rc == ST_OK)
         rc = ckpt_window_run(r, list, sh->n_chunks, ckpt_take_digest, st);
     free(list);
-    if (rc == ST_OK && !r->s3 && (fstat(sh->fd, &fs) != 0 || (uint64_t)fs.st_size != sh->file_bytes))
-        rc = ckpt_rfail(r, ST_DATA, "shard-%05d.bin: %lld bytes on disk, manifest says %" PRIu64,
-                        sh->rank, (long long)fs.st_size, sh->file_bytes);
+    if (rc == ST_OK && !r->in.ops->sizes_first)
+        rc = ckpt_shard_size(r, sh);
     return rc;
 }
 
@@ -598,9 +561,8 @@ int ckpt_verify_digest(ckpt_reader *r, char dig[CKPT_N_ARRAYS][17])
 {
     XXH3_state_t *st[CKPT_N_ARRAYS] = {0};
     int rc = ST_OK;
-    /* A remote object's size is one HEAD away: check it before the downloads. */
-    if (r->s3)
-        rc = ckpt_remote_sizes(r);
+    if (r->in.ops->sizes_first)
+        rc = ckpt_check_sizes(r);
     for (int a = 0; dig && a < CKPT_N_ARRAYS && rc == ST_OK; a++)
         if (!(st[a] = XXH3_createState()) || XXH3_64bits_reset(st[a]) != XXH_OK)
             rc = ckpt_rfail(r, ST_SOFTWARE, "out of memory");

@@ -1,27 +1,16 @@
-/* Remote checkpoints: a step's objects in S3-compatible storage read as its
- * directory would be (manifest by GET, chunks by ranged GETs, sizes by
- * HEAD), the listing of committed remote steps, and the order resume tries
- * local and remote checkpoints in. */
+/* Remote checkpoints: the object-storage input of a reader (a step's
+ * objects read as its directory would be: manifest by GET, chunks by ranged
+ * GETs, sizes by HEAD), the listing of committed remote steps, and the
+ * order resume tries local and remote checkpoints in. The one reader file
+ * that knows s3/. Layer 7 of ckpt/ (ckpt_int.h): uses reader.c and store.c. */
 #include "ckpt_int.h"
+#include "s3/s3.h"
 #include "util/util.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int ckpt_remote_fail(ckpt_reader *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int ckpt_remote_fail(ckpt_reader *r, int code, const char *fmt, ...)
-{
-    char msg[700];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    snprintf(r->err, sizeof r->err, "checkpoint %.300s: %s", r->dir, msg);
-    return code;
-}
 
 int ckpt_s3_split(const char *url, char *run, size_t cap, int64_t *step)
 {
@@ -132,61 +121,61 @@ int ckpt_remote_steps(s3_client *c, int64_t **steps, int *n)
     return ST_OK;
 }
 
-int ckpt_open_remote(ckpt_reader **out, s3_client *c, int64_t step, char *err, size_t errcap)
-{
-    const s3_url *u = s3_client_url(c);
-    char dir[sizeof u->prefix + 128];
-    snprintf(dir, sizeof dir, "s3://%s%s%s/step-%08" PRId64, u->bucket, u->prefix[0] ? "/" : "", u->prefix, step);
-    int rc = ckpt_reader_new(out, dir, err, errcap);
-    if (rc != ST_OK)
-        return rc;
-    ckpt_reader *r = *out;
-    r->s3 = c;
-    r->threads = CKPT_REMOTE_GETS;
-    r->window = CKPT_REMOTE_WINDOW;
-    if (s3_ckpt_key(u, step, "", r->key, sizeof r->key) != 0) {
-        snprintf(err, errcap, "checkpoint %.300s: key too long", dir);
-        ckpt_close(r);
-        *out = NULL;
-        return ST_USAGE;
-    }
-    return ckpt_reader_load(out, err, errcap);
-}
+/* ---- the object-storage input ---- */
 
-int ckpt_remote_manifest(ckpt_reader *r, char **text, size_t *len)
+typedef struct {
+    s3_client *c;            /* borrowed: open until the reader closes */
+    char key[1100];          /* the step's key prefix, ending in '/' */
+} ckpt_s3_input;
+
+static int ckpt_s3_manifest(void *ctx, char **text, size_t *len, uint64_t *counted, char *why, size_t cap)
 {
-    char key[sizeof r->key + 32];
+    const ckpt_s3_input *in = ctx;
+    char key[sizeof in->key + 32];
     s3_object ob;
-    snprintf(key, sizeof key, "%smanifest.json", r->key);
-    int rc = s3_head_object(r->s3, key, &ob);
-    if (rc == ST_NOINPUT)
-        return ckpt_remote_fail(r, ST_NOINPUT, "no manifest.json object, so not a checkpoint (never uploaded, "
-                                "or its upload did not finish)");
-    if (rc != ST_OK)
-        return ckpt_remote_fail(r, rc, "%s", util_last_error());
-    if (ob.size == 0 || ob.size > (1u << 30))
-        return ckpt_remote_fail(r, ST_DATA, "manifest.json object is %" PRIu64 " bytes, not a manifest; use an "
-                                "older checkpoint", ob.size);
-    char *buf = malloc((size_t)ob.size + 1);
-    if (!buf)
-        return ckpt_remote_fail(r, ST_SOFTWARE, "out of memory for manifest.json");
-    rc = s3_get_range(r->s3, key, 0, (size_t)ob.size, buf);
+    *counted = 0;
+    snprintf(key, sizeof key, "%smanifest.json", in->key);
+    int rc = s3_head_object(in->c, key, &ob);
+    if (rc == ST_NOINPUT) {
+        snprintf(why, cap, "no manifest.json object, so not a checkpoint (never uploaded, or its upload did not "
+                 "finish)");
+        return ST_NOINPUT;
+    }
     if (rc != ST_OK) {
+        snprintf(why, cap, "%s", util_last_error());
+        return rc;
+    }
+    if (ob.size == 0 || ob.size > (1u << 30)) {
+        snprintf(why, cap, "manifest.json object is %" PRIu64 " bytes, not a manifest; use an older checkpoint",
+                 ob.size);
+        return ST_DATA;
+    }
+    char *buf = malloc((size_t)ob.size + 1);
+    if (!buf) {
+        snprintf(why, cap, "out of memory for manifest.json");
+        return ST_SOFTWARE;
+    }
+    if ((rc = s3_get_range(in->c, key, 0, (size_t)ob.size, buf)) != ST_OK) {
         free(buf);
-        return ckpt_remote_fail(r, rc == ST_NOINPUT ? ST_NOINPUT : rc, "%s", util_last_error());
+        snprintf(why, cap, "%s", util_last_error());
+        return rc;
     }
     buf[ob.size] = 0;
-    r->fetched += ob.size;
+    *counted = ob.size;
     *text = buf;
     *len = (size_t)ob.size;
     return ST_OK;
 }
 
-int ckpt_remote_fetch(const ckpt_reader *r, int rank, uint64_t off, size_t len, void *buf, char *why, size_t cap)
+/* Objects need no opening: every fetch is its own request. */
+static int ckpt_s3_open_shard(void *ctx, int rank, char *why, size_t cap) { return ST_OK; }
+
+static int ckpt_s3_fetch(void *ctx, int rank, uint64_t off, size_t len, void *buf, char *why, size_t cap)
 {
-    char key[sizeof r->key + 32];
-    snprintf(key, sizeof key, "%sshard-%05d.bin", r->key, rank);
-    int rc = s3_get_range(r->s3, key, off, len, buf);
+    const ckpt_s3_input *in = ctx;
+    char key[sizeof in->key + 32];
+    snprintf(key, sizeof key, "%sshard-%05d.bin", in->key, rank);
+    int rc = s3_get_range(in->c, key, off, len, buf);
     if (rc == ST_NOINPUT) {
         snprintf(why, cap, "the object is missing; use an older checkpoint");
         return ST_DATA;
@@ -196,24 +185,65 @@ int ckpt_remote_fetch(const ckpt_reader *r, int rank, uint64_t off, size_t len, 
     return rc;
 }
 
-int ckpt_remote_sizes(ckpt_reader *r)
+static int ckpt_s3_check_size(void *ctx, int rank, uint64_t bytes, char *why, size_t cap)
 {
-    for (int i = 0; i < r->n_shards; i++) {
-        char key[sizeof r->key + 32];
-        s3_object ob;
-        snprintf(key, sizeof key, "%sshard-%05d.bin", r->key, r->shards[i].rank);
-        int rc = s3_head_object(r->s3, key, &ob);
-        if (rc == ST_NOINPUT)
-            return ckpt_remote_fail(r, ST_DATA, "shard-%05d.bin: no such object (upload unfinished or deleted); "
-                                    "use an older checkpoint", r->shards[i].rank);
-        if (rc != ST_OK)
-            return ckpt_remote_fail(r, rc, "%s", util_last_error());
-        if (ob.size != r->shards[i].file_bytes)
-            return ckpt_remote_fail(r, ST_DATA, "shard-%05d.bin: %" PRIu64 " bytes remotely, manifest says %" PRIu64
-                                    " (truncated or replaced); use an older checkpoint",
-                                    r->shards[i].rank, ob.size, r->shards[i].file_bytes);
+    const ckpt_s3_input *in = ctx;
+    char key[sizeof in->key + 32];
+    s3_object ob;
+    snprintf(key, sizeof key, "%sshard-%05d.bin", in->key, rank);
+    int rc = s3_head_object(in->c, key, &ob);
+    if (rc == ST_NOINPUT) {
+        snprintf(why, cap, "shard-%05d.bin: no such object (upload unfinished or deleted); use an older checkpoint",
+                 rank);
+        return ST_DATA;
+    }
+    if (rc != ST_OK) {
+        snprintf(why, cap, "%s", util_last_error());
+        return rc;
+    }
+    if (ob.size != bytes) {
+        snprintf(why, cap, "shard-%05d.bin: %" PRIu64 " bytes remotely, manifest says %" PRIu64 " (truncated or "
+                 "replaced); use an older checkpoint", rank, ob.size, bytes);
+        return ST_DATA;
     }
     return ST_OK;
+}
+
+static void ckpt_s3_close(void *ctx) { free(ctx); }
+
+/* A size is one HEAD, a chunk a download: a verify checks every size first. */
+static const ckpt_input_ops ckpt_s3_ops = {ckpt_s3_manifest, ckpt_s3_open_shard, ckpt_s3_fetch, ckpt_s3_check_size,
+                                           ckpt_s3_close, 1};
+
+int ckpt_open_remote(ckpt_reader **out, s3_client *c, int64_t step, char *err, size_t errcap)
+{
+    const s3_url *u = s3_client_url(c);
+    char dir[sizeof u->prefix + 128];
+    ckpt_s3_input *in = NULL;
+    snprintf(dir, sizeof dir, "s3://%s%s%s/step-%08" PRId64, u->bucket, u->prefix[0] ? "/" : "", u->prefix, step);
+    int rc = ckpt_reader_new(out, dir, err, errcap);
+    if (rc != ST_OK)
+        return rc;
+    ckpt_reader *r = *out;
+    if (!(in = calloc(1, sizeof *in))) {
+        snprintf(err, errcap, "out of memory opening %s", dir);
+        rc = ST_SOFTWARE;
+        goto fail;
+    }
+    in->c = c;
+    r->in = (ckpt_input){&ckpt_s3_ops, in};
+    r->threads = CKPT_REMOTE_GETS;
+    r->window = CKPT_REMOTE_WINDOW;
+    if (s3_ckpt_key(u, step, "", in->key, sizeof in->key) != 0) {
+        snprintf(err, errcap, "checkpoint %.300s: key too long", dir);
+        rc = ST_USAGE;
+        goto fail;
+    }
+    return ckpt_reader_load(out, err, errcap);
+fail:
+    ckpt_close(r);
+    *out = NULL;
+    return rc;
 }
 
 int ckpt_cands_merge(const int64_t *local, int nl, const int64_t *remote, int nr, ckpt_cand **out, int *n)
@@ -271,7 +301,7 @@ int ckpt_candidate_check(const char *ckpt_dir, s3_client *c, const ckpt_cand *k,
     }
     ckpt_reader *r = NULL;
     rc = ckpt_open_remote(&r, c, k->step, err, errcap);
-    if (rc == ST_OK && (rc = ckpt_remote_sizes(r)) != ST_OK)
+    if (rc == ST_OK && (rc = ckpt_check_sizes(r)) != ST_OK)
         snprintf(err, errcap, "%s", r->err);
     if (r && util_fmt(path, cap, "%s", r->dir) < 0)
         rc = util_fail(ST_USAGE, "checkpoint URL %s too long", r->dir);

@@ -1,6 +1,7 @@
-/* The checkpoint directory: naming (step-NNNNNNNN), the atomic commit,
- * rotation (keep_last + keep_every, never the only good one), leftover .tmp
- * cleanup, the newest-that-verifies search, and the on_save hook. */
+/* The checkpoint directory: the atomic commit, rotation (keep_last +
+ * keep_every, never the only good one), leftover .tmp cleanup, the
+ * newest-that-verifies search, and the on_save hook. Layer 6 of ckpt/
+ * (ckpt_int.h): verifies through reader.c. */
 #include "ckpt_int.h"
 #include "util/util.h"
 
@@ -18,26 +19,6 @@
 #include <unistd.h>
 
 extern char **environ;
-
-int ckpt_name_step(const char *name, int64_t *step)
-{
-    const char *p = name + 5;
-    int64_t v = 0;
-    int digits = 0;
-    if (strncmp(name, "step-", 5) != 0)
-        return -1;
-    while (*p >= '0' && *p <= '9' && digits < 18) {
-        v = v * 10 + (*p++ - '0');
-        digits++;
-    }
-    if (digits < 8)
-        return -1;
-    *step = v;
-    if (*p == 0)
-        return 0;
-    size_t l = strlen(p);
-    return l >= 4 && strcmp(p + l - 4, ".tmp") == 0 ? 1 : -1;
-}
 
 static int ckpt_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {

@@ -4,6 +4,7 @@
  * options and usage. */
 #include "cli.h"
 #include "ckpt/ckpt_int.h"
+#include "s3/s3.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -232,7 +233,7 @@ static int ckpt_cli_open(const ckpt_cli_remote *rm, const char *dir, ckpt_reader
 static void ckpt_cli_threads(ckpt_reader *r)
 {
     int all = ckpt_threads_all();
-    r->threads = r->s3 && all < CKPT_REMOTE_GETS ? CKPT_REMOTE_GETS : all;
+    r->threads = all > r->threads ? all : r->threads;
 }
 
 /* The step directories PATH names, oldest first. */

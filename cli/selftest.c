@@ -14,38 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef SPOTRAIN_MPI
-#include <mpi.h>
-#endif
-#ifdef SPOTRAIN_CUDA
-#include "cuda/cuda.h"
-#endif
-
-/* The data plane under test: MPI on host vectors (cpu backend) or NCCL on
- * device buffers (cuda backend); each call returns once the collective is
- * done and says how long it took. */
-typedef struct {
-    int (*reduce_scatter)(void *ctx, float *v, size_t n, double *seconds);
-    int (*allgather)(void *ctx, float *v, size_t n, double *seconds);
-    void *ctx;
-} selftest_plane;
-
-static int selftest_mpi_rs(void *ctx, float *v, size_t n, double *seconds)
-{
-    double t0 = util_now();
-    int rc = comm_reduce_scatter(v, n);
-    *seconds = util_now() - t0;
-    return rc;
-}
-
-static int selftest_mpi_ag(void *ctx, float *v, size_t n, double *seconds)
-{
-    double t0 = util_now();
-    int rc = comm_allgather(v, n);
-    *seconds = util_now() - t0;
-    return rc;
-}
-
 /* Rank r's contribution to element i: exact small multiples of 1/8, so a
  * wrong order or a lost message changes bits, never only the last one. */
 static float selftest_value(int r, size_t i) { return (float)((int)((i * 2654435761u + (size_t)r * 97u) % 1021u) - 510) / 8.0f; }
@@ -64,7 +32,7 @@ typedef struct {
     int rs_ok, ag_ok;
 } selftest_row;
 
-static int selftest_size(const selftest_plane *pl, float *v, size_t n, int reps, selftest_row *row)
+static int selftest_size(backend_plane *pl, float *v, size_t n, int reps, selftest_row *row)
 {
     int me = comm_rank(), W = comm_size(), rc = ST_OK;
     size_t lo, hi;
@@ -78,7 +46,7 @@ static int selftest_size(const selftest_plane *pl, float *v, size_t n, int reps,
         if ((rc = comm_barrier()) != ST_OK)
             break;
         double dt = 0;
-        rc = pl->reduce_scatter(pl->ctx, v, n, &dt);
+        rc = pl->reduce_scatter(pl, v, n, &dt);
         row->rs_s = dt < row->rs_s ? dt : row->rs_s;
         /* Fault injection for the test that proves a wrong bit is caught. */
         if (getenv("SPOTRAIN_SELFTEST_FAULT") && me == W - 1 && hi > lo)
@@ -91,7 +59,7 @@ static int selftest_size(const selftest_plane *pl, float *v, size_t n, int reps,
         for (size_t i = 0; i < n; i++)
             v[i] = i >= lo && i < hi ? selftest_value(1, i) : NAN;
         if (rc == ST_OK && (rc = comm_barrier()) == ST_OK) {
-            rc = pl->allgather(pl->ctx, v, n, &dt);
+            rc = pl->allgather(pl, v, n, &dt);
             row->ag_s = dt < row->ag_s ? dt : row->ag_s;
         }
         for (size_t i = 0; i < n && rc == ST_OK; i++)
@@ -116,86 +84,18 @@ static int selftest_size(const selftest_plane *pl, float *v, size_t n, int reps,
     return rc;
 }
 
-static void selftest_transport(void)
-{
-#ifdef SPOTRAIN_MPI
-    char lib[MPI_MAX_LIBRARY_VERSION_STRING] = "";
-    int len = 0;
-    if (comm_is_mpi()) {
-        MPI_Get_library_version(lib, &len);
-        lib[strcspn(lib, ",\n")] = 0;
-    }
-    printf("data plane: MPI point-to-point (%s), %d rank%s on %d node%s, %zu-float message rounds\n",
-           comm_is_mpi() ? lib : "single process, no messages", comm_size(), comm_size() == 1 ? "" : "s",
-           comm_nodes(), comm_nodes() == 1 ? "" : "s", comm_get_chunk());
-#else
-    printf("data plane: none (built with MPI=0: one process)\n");
-#endif
-}
-
-#ifdef SPOTRAIN_CUDA
-static int selftest_cuda_rs(void *ctx, float *v, size_t n, double *seconds)
-{
-    return cuda_dp_reduce_scatter(ctx, v, n, seconds);
-}
-
-static int selftest_cuda_ag(void *ctx, float *v, size_t n, double *seconds)
-{
-    return cuda_dp_allgather(ctx, v, n, seconds);
-}
-
-static int selftest_cuda_open(selftest_plane *pl, size_t top)
-{
-    char why[256], where[256];
-    cuda_dp *d = NULL;
-    if (!cuda_available(why, sizeof why))
-        return util_fail(ST_UNAVAILABLE, "selftest comm: backend cuda: %s; --set train.backend=cpu tests the MPI "
-                         "data plane", why);
-    int rc = cuda_dp_open(&d, top, where, sizeof where);
-    if (rc != ST_OK)
-        return rc;
-    pl->reduce_scatter = selftest_cuda_rs;
-    pl->allgather = selftest_cuda_ag;
-    pl->ctx = d;
-    if (comm_rank() == 0)
-        printf("data plane: NCCL send/receive + rank-order sum kernel; rank 0 on %s; %d rank%s on %d node%s, "
-               "%zu-float message rounds\n", where, comm_size(), comm_size() == 1 ? "" : "s", comm_nodes(),
-               comm_nodes() == 1 ? "" : "s", comm_get_chunk());
-    return ST_OK;
-}
-
-/* After the first exchange NCCL has connected every peer and logged how. */
-static void selftest_cuda_transport(selftest_plane *pl)
+/* After the first exchange the plane has connected every peer and may say how. */
+static void selftest_transport(backend_plane *pl)
 {
     char line[512];
-    int sockets = cuda_dp_transport(pl->ctx, line, sizeof line);
+    if (!pl->transport)
+        return;
+    int sockets = pl->transport(pl, line, sizeof line);
     if (comm_rank() == 0)
         printf("transport (rank 0's connections): %s\n", comm_size() == 1 ? "one rank: nothing moves" : line);
     if (sockets && comm_rank() != 0)
         fprintf(stderr, "spotrain: rank %d: NCCL %s\n", comm_rank(), line);
 }
-
-static void selftest_cuda_close(selftest_plane *pl, int cuda)
-{
-    if (cuda)
-        cuda_dp_close(pl->ctx);
-}
-
-static int selftest_cuda_present(void)
-{
-    char why[256];
-    return cuda_available(why, sizeof why);
-}
-#else
-static int selftest_cuda_present(void) { return 0; }
-static int selftest_cuda_open(selftest_plane *pl, size_t top)
-{
-    return util_fail(ST_UNAVAILABLE, "selftest comm: this spotrain was built without CUDA (make CUDA=1); "
-                     "--set train.backend=cpu tests the MPI data plane");
-}
-static void selftest_cuda_transport(selftest_plane *pl) {}
-static void selftest_cuda_close(selftest_plane *pl, int cuda) {}
-#endif
 
 static int selftest_comm(const cfg *c)
 {
@@ -209,26 +109,26 @@ static int selftest_comm(const cfg *c)
     /* Sizes up to the model's vector, capped so the test takes seconds. */
     size_t top = L.n_floats < ((size_t)64 << 20) ? L.n_floats : ((size_t)64 << 20);
     model_layout_free(&L);
-    selftest_plane pl = {selftest_mpi_rs, selftest_mpi_ag, NULL};
     /* The plane training would use: auto takes the GPU when there is one. */
-    int cuda = strcmp(c->backend, "cuda") == 0 || (strcmp(c->backend, "auto") == 0 && selftest_cuda_present());
-    if (cuda && (rc = selftest_cuda_open(&pl, top)) != ST_OK)
+    backend_plane *pl = NULL;
+    if ((rc = backend_plane_open(&pl, c->backend, top)) != ST_OK)
         return rc;
     float *v = malloc((top ? top : 1) * sizeof(float));
     if (!v) {
-        selftest_cuda_close(&pl, cuda);
+        pl->close(pl);
         return util_fail(ST_SOFTWARE, "selftest comm: out of memory for %zu floats", top);
     }
     int W = comm_size(), bad = 0;
     if (comm_rank() == 0) {
-        if (!cuda)
-            selftest_transport();
+        char what[768];
+        pl->describe(pl, what, sizeof what);
+        printf("data plane: %s\n", what);
         printf("%12s %12s %14s %14s %14s %14s  %s\n", "floats", "bytes", "rs algbw GB/s", "rs busbw GB/s",
                "ag algbw GB/s", "ag busbw GB/s", "bitwise");
     }
     for (size_t n = 4096; rc == ST_OK; n = n * 4 < top ? n * 4 : top) {
         selftest_row row;
-        rc = selftest_size(&pl, v, n, n < ((size_t)1 << 20) ? 5 : 2, &row);
+        rc = selftest_size(pl, v, n, n < ((size_t)1 << 20) ? 5 : 2, &row);
         if (rc != ST_OK)
             break;
         /* nccl-tests' convention: bus bandwidth = algbw * (W-1)/W for both. */
@@ -243,9 +143,9 @@ static int selftest_comm(const cfg *c)
         if (n >= top)
             break;
     }
-    if (cuda && rc == ST_OK)
-        selftest_cuda_transport(&pl);
-    selftest_cuda_close(&pl, cuda);
+    if (rc == ST_OK)
+        selftest_transport(pl);
+    pl->close(pl);
     free(v);
     if (rc == ST_OK && bad)
         rc = util_fail(ST_SOFTWARE, "selftest comm: the data plane returned wrong bits (see the table); do not "

@@ -3,7 +3,7 @@
  * overrides, with one-line errors naming file:line and key. */
 #include "config.h"
 #include "hf/hf.h"
-#include "train/lscale.h"
+#include "model/lscale.h"
 #include "util/util.h"
 
 #include <ini.h>
@@ -238,13 +238,13 @@ static int cfg_set_key(cfg *c, const cfg_key *k, const char *v, char *err, size_
     return 0;
 }
 
-static cfg_price *cfg_price_slot(cfg *c, const char *name, char *err, size_t cap)
+static cost_price *cfg_price_slot(cfg *c, const char *name, char *err, size_t cap)
 {
     for (int i = 0; i < c->n_prices; i++)
         if (!strcmp(c->prices[i].name, name))
             return &c->prices[i];
-    if (c->n_prices >= CFG_MAX_PRICES) {
-        snprintf(err, cap, "too many [price.*] sections (at most %d)", CFG_MAX_PRICES);
+    if (c->n_prices >= COST_MAX_PRICES) {
+        snprintf(err, cap, "too many [price.*] sections (at most %d)", COST_MAX_PRICES);
         return NULL;
     }
     if (!*name || strlen(name) >= sizeof c->prices[0].name) {
@@ -252,7 +252,7 @@ static cfg_price *cfg_price_slot(cfg *c, const char *name, char *err, size_t cap
                  sizeof c->prices[0].name - 1);
         return NULL;
     }
-    cfg_price *p = &c->prices[c->n_prices++];
+    cost_price *p = &c->prices[c->n_prices++];
     memset(p, 0, sizeof *p);
     p->ondemand = p->spot = -1;
     strcpy(p->name, name);
@@ -263,7 +263,7 @@ static int cfg_set_price(cfg *c, const char *name, const char *key, const char *
                          size_t cap)
 {
     double d;
-    cfg_price *p = cfg_price_slot(c, name, err, cap);
+    cost_price *p = cfg_price_slot(c, name, err, cap);
     if (!p)
         return -1;
     if (strcmp(key, "ondemand") && strcmp(key, "spot")) {

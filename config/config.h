@@ -6,19 +6,13 @@
 
 #include <stdint.h>
 
+#include "money/price.h"
 #include "s3/s3.h"
 
 #define CFG_STR 1024
-#define CFG_MAX_PRICES 16
 /* The stored value of a number key set to auto. */
 #define CFG_AUTO (-1.0)
 #define CFG_MAX_KEYS 128
-
-typedef struct {
-    char name[64];      /* the NAME of a [price.NAME] section */
-    double ondemand;    /* $ per node-hour */
-    double spot;
-} cfg_price;
 
 typedef struct cfg {
     char path[CFG_STR];             /* the INI file the user gave */
@@ -86,7 +80,7 @@ typedef struct cfg {
     double network_gbps;            /* per node, for the communication share of a step; 0 = unknown */
 
     /* [price.NAME] */
-    cfg_price prices[CFG_MAX_PRICES];
+    cost_price prices[COST_MAX_PRICES];
     int n_prices;
 
     /* [metrics] */

@@ -22,7 +22,6 @@ void cfg_spot_opts(const cfg *c, spot_opts *o)
 
 int cfg_cost_opts(const cfg *c, cost_opts *o)
 {
-    _Static_assert(CFG_MAX_PRICES <= COST_MAX_PRICES, "cost_opts holds every [price.*]");
     memset(o, 0, sizeof *o);
     snprintf(o->source, sizeof o->source, "%s", c->path);
     o->nodes = c->nodes;
@@ -41,11 +40,7 @@ int cfg_cost_opts(const cfg *c, cost_opts *o)
     o->ckpt_interval_minutes = c->ckpt_interval_minutes;
     o->gpu_memory_gib = c->gpu_memory_gib;
     o->network_gbps = c->network_gbps;
-    for (int i = 0; i < c->n_prices; i++) {
-        snprintf(o->prices[i].name, sizeof o->prices[i].name, "%s", c->prices[i].name);
-        o->prices[i].ondemand = c->prices[i].ondemand;
-        o->prices[i].spot = c->prices[i].spot;
-    }
+    memcpy(o->prices, c->prices, (size_t)c->n_prices * sizeof *o->prices);
     o->n_prices = c->n_prices;
     /* The defaults (8 h100, the tiny preset) describe no one's plan. */
     o->hardware_given = cfg_is_given(c, "cost", "gpu") || cfg_is_given(c, "cost", "gpus_per_node") ||

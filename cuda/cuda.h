@@ -28,20 +28,12 @@ void cuda_library_versions(char *out, size_t cap);
 /* The CUDA backend (device-resident state; backend/backend.h). */
 int backend_cuda_create(backend **out, const model_layout *L, const backend_opts *o);
 
-/* The NCCL data plane on device buffers, for `spotrain selftest comm` on
- * the cuda backend (cli/selftest.c checks the bits and prints). open
- * picks this rank's GPU, creates the communicator over all MPI ranks and
- * sends NCCL's INFO log to a temporary file; where[] says which GPU and
- * NCCL. reduce_scatter/allgather take a host vector of n <= max_floats
- * (in and out, comm_range's ranges) and time the device part. transport
- * is NCCL's choice once a collective has connected the peers (1: it fell
- * back to sockets). */
-typedef struct cuda_dp cuda_dp;
-int cuda_dp_open(cuda_dp **out, size_t max_floats, char *where, size_t cap);
-int cuda_dp_reduce_scatter(cuda_dp *d, float *v, size_t n, double *seconds);
-int cuda_dp_allgather(cuda_dp *d, float *v, size_t n, double *seconds);
-int cuda_dp_transport(cuda_dp *d, char *out, size_t cap);
-void cuda_dp_close(cuda_dp *d);
+/* The cuda backend's data plane on its own (backend_plane, for `selftest
+ * comm`): picks this rank's GPU, creates the NCCL communicator over all
+ * MPI ranks and sends NCCL's INFO log to a temporary file; collectives
+ * time the device part; transport is NCCL's choice once a collective has
+ * connected the peers (1: it fell back to sockets). */
+int backend_cuda_plane_open(backend_plane **out, size_t max_floats);
 
 /* Kernel checks for tests/unit/test_cuda_kernels.c: each runs one layer's
  * kernels on host arrays (fp32 on the host; the compute type on the device,

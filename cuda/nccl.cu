@@ -413,39 +413,31 @@ int cuda_nccl_transport(cuda_nccl *x, char *out, size_t cap)
     return cuda_xfer_transport_line(&t, out, cap);
 }
 
-/* ---- the device data plane of `selftest comm` (cuda.h) ---------------- */
+/* ---- the device data plane of `selftest comm` (backend_plane) ---------- */
 
+/* The plane's state; p is first so a backend_plane * is a cuda_dp *. */
 struct cuda_dp {
+    backend_plane p;
     cuda_nccl *x;
     float *buf;
     size_t cap;
     cudaStream_t s;
+    char where[256];      /* this rank's GPU and NCCL */
 };
 
-extern "C" int cuda_dp_open(cuda_dp **out, size_t max_floats, char *where, size_t cap)
+static void cuda_dp_close(backend_plane *bp)
 {
-    cuda_dp *d = (cuda_dp *)calloc(1, sizeof *d);
-    char dev_desc[160] = "";
-    int dev = 0, rc = ST_OK;
-    *out = NULL;
+    cuda_dp *d = (cuda_dp *)bp;
     if (!d)
-        return util_fail(ST_SOFTWARE, "selftest comm: out of host memory");
-    CU_OK(cuda_nccl_pick_device(comm_size(), &dev, dev_desc, sizeof dev_desc));
-    CU_TRY(cudaSetDevice(dev));
-    CU_TRY(cudaStreamCreateWithFlags(&d->s, cudaStreamNonBlocking));
-    if (cudaMalloc((void **)&d->buf, (max_floats ? max_floats : 1) * sizeof(float)) != cudaSuccess) {
-        cudaGetLastError();
-        rc = util_fail(ST_SOFTWARE, "selftest comm: out of device memory for %zu floats", max_floats);
-        goto exit;
-    }
-    d->cap = max_floats;
-    CU_OK(cuda_nccl_open(&d->x, comm_rank(), comm_size(), 1));
-    snprintf(where, cap, "%s, %s", dev_desc, cuda_nccl_version(d->x));
-    *out = d;
-    return ST_OK;
-exit:
-    cuda_dp_close(d);
-    return rc;
+        return;
+    if (d->s)
+        cudaStreamSynchronize(d->s);
+    cuda_nccl_close(d->x);
+    if (d->buf)
+        cudaFree(d->buf);
+    if (d->s)
+        cudaStreamDestroy(d->s);
+    free(d);
 }
 
 /* Host -> device, the collective (timed: it returns once the device is
@@ -469,28 +461,56 @@ exit:
     return rc;
 }
 
-extern "C" int cuda_dp_reduce_scatter(cuda_dp *d, float *v, size_t n, double *seconds)
+static int cuda_dp_reduce_scatter(backend_plane *p, float *v, size_t n, double *seconds)
 {
-    return cuda_dp_run(d, v, n, seconds, 0);
+    return cuda_dp_run((cuda_dp *)p, v, n, seconds, 0);
 }
 
-extern "C" int cuda_dp_allgather(cuda_dp *d, float *v, size_t n, double *seconds)
+static int cuda_dp_allgather(backend_plane *p, float *v, size_t n, double *seconds)
 {
-    return cuda_dp_run(d, v, n, seconds, 1);
+    return cuda_dp_run((cuda_dp *)p, v, n, seconds, 1);
 }
 
-extern "C" int cuda_dp_transport(cuda_dp *d, char *out, size_t cap) { return cuda_nccl_transport(d->x, out, cap); }
-
-extern "C" void cuda_dp_close(cuda_dp *d)
+static void cuda_dp_describe(backend_plane *p, char *out, size_t cap)
 {
+    snprintf(out, cap, "NCCL send/receive + rank-order sum kernel; rank 0 on %s; %d rank%s on %d node%s, "
+             "%zu-float message rounds", ((cuda_dp *)p)->where, comm_size(), comm_size() == 1 ? "" : "s",
+             comm_nodes(), comm_nodes() == 1 ? "" : "s", comm_get_chunk());
+}
+
+static int cuda_dp_transport(backend_plane *p, char *out, size_t cap)
+{
+    return cuda_nccl_transport(((cuda_dp *)p)->x, out, cap);
+}
+
+extern "C" int backend_cuda_plane_open(backend_plane **out, size_t max_floats)
+{
+    cuda_dp *d = (cuda_dp *)calloc(1, sizeof *d);
+    char dev_desc[160] = "";
+    int dev = 0, rc = ST_OK;
+    *out = NULL;
     if (!d)
-        return;
-    if (d->s)
-        cudaStreamSynchronize(d->s);
-    cuda_nccl_close(d->x);
-    if (d->buf)
-        cudaFree(d->buf);
-    if (d->s)
-        cudaStreamDestroy(d->s);
-    free(d);
+        return util_fail(ST_SOFTWARE, "selftest comm: out of host memory");
+    CU_OK(cuda_nccl_pick_device(comm_size(), &dev, dev_desc, sizeof dev_desc));
+    CU_TRY(cudaSetDevice(dev));
+    CU_TRY(cudaStreamCreateWithFlags(&d->s, cudaStreamNonBlocking));
+    if (cudaMalloc((void **)&d->buf, (max_floats ? max_floats : 1) * sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        rc = util_fail(ST_SOFTWARE, "selftest comm: out of device memory for %zu floats", max_floats);
+        goto exit;
+    }
+    d->cap = max_floats;
+    CU_OK(cuda_nccl_open(&d->x, comm_rank(), comm_size(), 1));
+    snprintf(d->where, sizeof d->where, "%s, %s", dev_desc, cuda_nccl_version(d->x));
+    d->p.reduce_scatter = cuda_dp_reduce_scatter;
+    d->p.allgather = cuda_dp_allgather;
+    d->p.describe = cuda_dp_describe;
+    d->p.transport = cuda_dp_transport;
+    d->p.close = cuda_dp_close;
+    d->p.impl = d;
+    *out = &d->p;
+    return ST_OK;
+exit:
+    cuda_dp_close(&d->p);
+    return rc;
 }

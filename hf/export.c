@@ -2,7 +2,7 @@
  * LlamaForCausalLM directory (model.safetensors in f32 or bf16, optionally
  * sharded with an index, config.json and generation_config.json with the
  * source's context length and token ids, and the run's tokenizer). */
-#include "ckpt/ckpt_int.h"
+#include "ckpt/ckpt.h"
 #include "hf/hf.h"
 #include "tok/tokenizer.h"
 #include "util/util.h"
@@ -19,14 +19,14 @@
 
 /* safetensors: u64 LE header length, JSON header padded with spaces to a
  * multiple of 8, then the tensors back to back in header order. */
-static char *ckpt_st_header(const ckpt_reader *r, int p0, int p1, int es, size_t *len)
+static char *ckpt_st_header(const ckpt_tensor *tensors, int p0, int p1, int es, size_t *len)
 {
     json_object *h = json_object_new_object(), *meta = json_object_new_object();
     json_object_object_add(meta, "format", json_object_new_string("pt"));
     json_object_object_add(h, "__metadata__", meta);
-    size_t base = r->tensors[p0].offset;
+    size_t base = tensors[p0].offset;
     for (int i = p0; i < p1; i++) {
-        const ckpt_tensor *p = &r->tensors[i];
+        const ckpt_tensor *p = &tensors[i];
         json_object *t = json_object_new_object(), *shape = json_object_new_array(), *off = json_object_new_array();
         for (int d = 0; d < p->ndim; d++)
             json_object_array_add(shape, json_object_new_int64(p->shape[d]));
@@ -111,8 +111,9 @@ static int ckpt_hf_meta_read(const ckpt_reader *r, ckpt_hf_meta *m)
 {
     memset(m, 0, sizeof *m);
     m->bos = m->eos = -1;
-    if (r->info.config_text && ini_parse_string(r->info.config_text, ckpt_ini_meta, m) < 0)
-        return util_fail(ST_DATA, "%s: the checkpoint's config does not parse", r->dir);
+    const ckpt_info *in = ckpt_get_info(r);
+    if (in->config_text && ini_parse_string(in->config_text, ckpt_ini_meta, m) < 0)
+        return util_fail(ST_DATA, "%s: the checkpoint's config does not parse", ckpt_reader_name(r));
     if (!m->has_ids && m->init_from[0]) {
         model_shape s;
         hf_meta hm;
@@ -153,7 +154,7 @@ static char *ckpt_json_text(json_object *o)
 
 static char *ckpt_hf_config(const ckpt_info *in, const ckpt_hf_meta *m, int bf16)
 {
-    const ckpt_model *s = &in->model;
+    const model_shape *s = &in->model;
     json_object *c = json_object_new_object(), *arch = json_object_new_array();
     json_object_array_add(arch, json_object_new_string("LlamaForCausalLM"));
     json_object_object_add(c, "architectures", arch);
@@ -206,7 +207,9 @@ static int ckpt_export_file(ckpt_reader *r, const char *path, int p0, int p1, in
 {
     char tmp[4400];
     size_t hlen = 0;
-    char *hdr = ckpt_st_header(r, p0, p1, es, &hlen);
+    int n_tensors = 0;
+    const ckpt_tensor *tensors = ckpt_get_tensors(r, &n_tensors);
+    char *hdr = ckpt_st_header(tensors, p0, p1, es, &hlen);
     uint16_t *half = (uint16_t *)buf;
     int rc = ST_OK, fd = -1;
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -217,12 +220,12 @@ static int ckpt_export_file(ckpt_reader *r, const char *path, int p0, int p1, in
         rc = util_fail(ST_IOERR, "cannot create %s: %s", tmp, strerror(errno));
         goto out;
     }
-    if (ckpt_os->write(fd, hdr, hlen) != (ssize_t)hlen) {
+    if (write(fd, hdr, hlen) != (ssize_t)hlen) {
         rc = util_fail(ST_IOERR, "cannot write %s: %s", tmp, strerror(errno));
         goto out;
     }
-    size_t end = r->tensors[p1 - 1].offset + r->tensors[p1 - 1].numel;
-    for (size_t lo = r->tensors[p0].offset; lo < end; lo += step) {
+    size_t end = tensors[p1 - 1].offset + tensors[p1 - 1].numel;
+    for (size_t lo = tensors[p0].offset; lo < end; lo += step) {
         size_t n = end - lo < step ? end - lo : step;
         if ((rc = ckpt_read_range(r, CKPT_PARAMS, lo, lo + n, buf)) != ST_OK)
             goto out;
@@ -234,7 +237,7 @@ static int ckpt_export_file(ckpt_reader *r, const char *path, int p0, int p1, in
             goto out;
         }
     }
-    if (ckpt_os->fsync(fd) != 0 || ckpt_os->close(fd) != 0) {
+    if (fsync(fd) != 0 || close(fd) != 0) {
         fd = -1;
         rc = util_fail(ST_IOERR, "cannot sync %s: %s", tmp, strerror(errno));
         goto out;
@@ -315,7 +318,10 @@ int ckpt_export_ex(const char *step_dir, const char *out_dir, const ckpt_export_
 
 int ckpt_export_reader(ckpt_reader *r, const char *out_dir, const ckpt_export_opts *o)
 {
-    const char *step_dir = r->dir;
+    const char *step_dir = ckpt_reader_name(r);
+    const ckpt_info *in = ckpt_get_info(r);
+    int n_tensors = 0;
+    const ckpt_tensor *tensors = ckpt_get_tensors(r, &n_tensors);
     char path[4300], err[CKPT_ERR];
     char *cfg = NULL, *gen = NULL;
     float *buf = NULL;
@@ -325,42 +331,40 @@ int ckpt_export_reader(ckpt_reader *r, const char *out_dir, const ckpt_export_op
     int rc;
     if ((rc = ckpt_hf_meta_read(r, &hm)) != ST_OK || (rc = util_mkdirs(out_dir)) != ST_OK)
         goto out;
-    cfg = ckpt_hf_config(&r->info, &hm, es == 2);
+    cfg = ckpt_hf_config(in, &hm, es == 2);
     gen = ckpt_hf_generation_config(&hm);
-    size_t step = r->chunk_bytes / 4 ? (size_t)(r->chunk_bytes / 4) : 1;
     /* A remote reader fetches a range's chunks through its window: give it
      * a window's worth, so that its GETs rarely wait for the next call. */
-    if (r->s3)
-        step *= CKPT_REMOTE_WINDOW;
+    size_t step = ckpt_read_span(r);
     buf = malloc(step * sizeof(float));
-    first = malloc((size_t)(r->n_tensors + 1) * sizeof *first);
-    if (!cfg || !gen || !buf || !first || r->n_tensors < 1) {
+    first = malloc((size_t)(n_tensors + 1) * sizeof *first);
+    if (!cfg || !gen || !buf || !first || n_tensors < 1) {
         rc = util_fail(ST_SOFTWARE, "out of memory exporting %s", step_dir);
         goto out;
     }
     /* Shards break between tensors; a tensor larger than the limit gets one
      * of its own, as transformers' save_pretrained does. */
     uint64_t cur = 0;
-    for (int i = 0; i < r->n_tensors; i++) {
-        uint64_t b = (uint64_t)r->tensors[i].numel * (uint64_t)es;
+    for (int i = 0; i < n_tensors; i++) {
+        uint64_t b = (uint64_t)tensors[i].numel * (uint64_t)es;
         if (i == 0 || (o->max_shard_bytes && cur && cur + b > o->max_shard_bytes)) {
             first[nshards++] = i;
             cur = 0;
         }
         cur += b;
     }
-    first[nshards] = r->n_tensors;
+    first[nshards] = n_tensors;
     if (nshards > 1) {
         index = json_object_new_object();
         json_object *meta = json_object_new_object(), *wm = json_object_new_object();
-        json_object_object_add(meta, "total_size", json_object_new_int64((int64_t)(r->info.n_floats * (uint64_t)es)));
+        json_object_object_add(meta, "total_size", json_object_new_int64((int64_t)(in->n_floats * (uint64_t)es)));
         json_object_object_add(index, "metadata", meta);
         json_object_object_add(index, "weight_map", wm);
         for (int k = 0; k < nshards; k++) {
             char name[64];
             snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k + 1, nshards);
             for (int i = first[k]; i < first[k + 1]; i++)
-                json_object_object_add(wm, r->tensors[i].name, json_object_new_string(name));
+                json_object_object_add(wm, tensors[i].name, json_object_new_string(name));
         }
     }
     for (int k = 0; k < nshards && rc == ST_OK; k++) {
@@ -395,8 +399,8 @@ int ckpt_export_reader(ckpt_reader *r, const char *out_dir, const ckpt_export_op
     }
     if ((rc = ckpt_export_tokenizer(&hm, out_dir)) != ST_OK)
         goto out;
-    printf("exported step %" PRId64 " (%" PRIu64 " parameters, %s, %d file%s) to %s\n", r->info.step,
-           r->info.n_floats, es == 2 ? "bf16" : "f32", nshards, nshards == 1 ? "" : "s", out_dir);
+    printf("exported step %" PRId64 " (%" PRIu64 " parameters, %s, %d file%s) to %s\n", in->step,
+           in->n_floats, es == 2 ? "bf16" : "f32", nshards, nshards == 1 ? "" : "s", out_dir);
 out:
     json_object_put(index);
     free(cfg);

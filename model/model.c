@@ -165,10 +165,7 @@ int model_to_ckpt_table(const model_layout *L, ckpt_table *t)
         v[i].offset = p->offset;
         v[i].numel = p->numel;
     }
-    t->model = (ckpt_model){.dim = s->dim, .n_layers = s->n_layers, .n_heads = s->n_heads,
-                            .n_kv_heads = s->n_kv_heads, .head_dim = s->head_dim, .ffn_dim = s->ffn_dim,
-                            .vocab = s->vocab, .seq_len = s->seq_len, .rope_theta = s->rope_theta,
-                            .norm_eps = s->norm_eps};
+    t->model = *s;
     t->tensors = v;
     t->n = L->n_params;
     t->n_floats = L->n_floats;

@@ -7,13 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ckpt/ckpt.h"
+#include "model/shape.h"
 
 struct cfg;
-
-typedef struct {
-    int64_t dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab, seq_len;
-    double rope_theta, norm_eps;
-} model_shape;
 
 typedef struct {
     char name[96];

@@ -8,14 +8,7 @@
 #include <stdint.h>
 
 #include "commcost.h"
-
-#define COST_MAX_PRICES 16
-
-typedef struct {
-    char name[64];      /* the NAME of a [price.NAME] section */
-    double ondemand;    /* $ per node-hour */
-    double spot;
-} cost_price;
+#include "price.h"
 
 /* Everything cost needs, filled by the config code (cost has no
  * idea what an INI file or a model is). */

@@ -10,7 +10,7 @@
 #include "hf/hf.h"
 #include "interval.h"
 #include "ledger.h"
-#include "lscale.h"
+#include "model/lscale.h"
 #include "model/optim.h"
 #include "config/opts.h"
 #include "protocol.h"
@@ -135,7 +135,7 @@ static void trainer_report_changes(const trainer *t, const char *old_text)
 
 static int trainer_check_shape(const trainer *t, const ckpt_info *in, const char *path)
 {
-    const ckpt_model *a = &in->model;
+    const model_shape *a = &in->model;
     const model_shape *b = &t->L.s;
     if (a->dim != b->dim || a->n_layers != b->n_layers || a->n_heads != b->n_heads ||
         a->n_kv_heads != b->n_kv_heads || a->ffn_dim != b->ffn_dim || a->vocab != b->vocab ||

@@ -6,6 +6,7 @@
  * fuzz-max-len: 2048
  * module: ckpt s3 */
 #include "ckpt/ckpt_int.h"
+#include "s3/s3.h"
 #include "util/util.h"
 
 #include <stdint.h>

@@ -3,7 +3,7 @@
  * off modes, restore checks, and that a power-of-two seed divides out.
  * module: train */
 #include "tests/harness.h"
-#include "train/lscale.h"
+#include "model/lscale.h"
 
 #include <math.h>
 
