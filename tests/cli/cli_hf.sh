@@ -229,6 +229,8 @@ du=$(digest u/ckpt)
 for case in config weights; do
     rm -rf "r$case" && mkdir -p "r$case/ckpt" && cp -r u/ckpt/step-00000001 "r$case/ckpt/"
     if [ $case = config ]; then echo garbage > hid/config.json; else cp e32/config.json hid/ && rm hid/model.safetensors; fi
+    t_exit "resume --dry-run with a checkpoint reads no init_from ($case unusable)" 0 "init_from: not read" \
+        "$S" resume b.ini $L --set train.run_dir="r$case" --dry-run
     t_exit "resume with a checkpoint reads no init_from ($case unusable)" 0 "resumed .* step 1 of 2" \
         "$S" resume b.ini $L --set train.run_dir="r$case"
     [ -n "$du" ] && [ "$(digest "r$case/ckpt")" = "$du" ] && t_ok "... and continues the run bitwise ($case)" ||
