@@ -609,7 +609,12 @@ static int cfg_resolve_init_from(cfg *c, cfg_ckpt_fn fn)
     if (src == ST_OK || src == ST_CONFIG)
         return src;
     int rc = cfg_from_hf(c);
-    return rc != ST_OK && src != ST_NOINPUT ? src : rc;
+    if (rc != ST_OK && src != ST_NOINPUT)
+        rc = util_fail(src, "%s: resume found no checkpoint config it could read (the lines above say why) and "
+                       "model.init_from cannot give the shape either; nothing was trained%s",
+                       c->path[0] ? c->path : "config", src == ST_TEMPFAIL ? ", exiting 75 so that a restart "
+                       "tries again" : "");
+    return rc;
 }
 
 static int cfg_finish(cfg *c, char **overrides, int n_overrides, cfg_ckpt_fn fn)

@@ -70,5 +70,6 @@ int train_ckpt_config(const cfg *c, char **text, char *name, size_t cap)
     if (rc == ST_OK)
         rc = train_first_config(ckpt_dir, s3, text, name, cap);
     s3_close(s3);
-    return rc;
+    /* A remote down now may be up at the restart: 75, as resume's own. */
+    return rc == ST_UNAVAILABLE ? ST_TEMPFAIL : rc;
 }
