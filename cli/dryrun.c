@@ -134,6 +134,10 @@ static int dryrun_init_from(const cfg *c, const model_shape *s)
     char which[160] = "";
     if (!c->init_from[0])
         return ST_OK;
+    if (c->shape_from_ckpt) {   /* as resume would: the checkpoint has the weights */
+        printf("init_from: not read; resume takes the shape and weights from a checkpoint\n");
+        return ST_OK;
+    }
     int rc = model_layout_init(&L, s);
     if (rc == ST_OK)
         rc = hf_check(c->init_from, &L, which, sizeof which);

@@ -152,7 +152,7 @@ static int train_cli(int argc, char **argv, int resume)
         goto out;
     }
     if (rc == ST_OK)
-        rc = cfg_load(c, t.config, t.sets, t.nsets);
+        rc = cfg_load_resume(c, t.config, t.sets, t.nsets, resume ? train_ckpt_config : NULL);
     if (rc == ST_OK && t.dry_run) {
         if (t.gpu_memory > 0)
             c->gpu_memory_gib = t.gpu_memory;

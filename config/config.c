@@ -455,6 +455,45 @@ static int cfg_check_relations(const cfg *c)
     return ST_OK;
 }
 
+static int cfg_defaults(cfg *c);
+
+/* A resolved config (RUN_DIR/config.ini, a checkpoint's) parsed but not
+ * resolved: it holds every key, and its init_from is never opened. */
+static cfg *cfg_parse_resolved(const char *name, const char *text)
+{
+    cfg *run = malloc(sizeof *run);
+    if (run && (cfg_defaults(run) != ST_OK || cfg_parse_text(run, name, text) != ST_OK)) {
+        free(run);
+        return NULL;
+    }
+    return run;
+}
+
+/* The shape, and what else init_from gave, from a resolved config: keys the
+ * user left unset take its values. strict: a shape key the user set must
+ * agree (ST_CONFIG: not used); a checkpoint is not strict, since resume
+ * names any disagreement itself. */
+static int cfg_take_shape(cfg *c, const cfg *run, int strict)
+{
+    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size,
+                       &c->seq_len, &c->max_position_embeddings};
+    const int64_t *theirs[] = {&run->dim, &run->n_layers, &run->n_heads, &run->n_kv_heads, &run->ffn_dim,
+                               &run->vocab_size, &run->seq_len, &run->max_position_embeddings};
+    for (int i = 0; i < 6 && strict; i++)
+        if (*keys[i] && *keys[i] != *theirs[i])
+            return ST_CONFIG;
+    for (int i = 0; i < 8; i++)
+        if (!*keys[i])
+            *keys[i] = *theirs[i];
+    c->rope_theta = run->rope_theta;
+    c->norm_eps = run->norm_eps;
+    if (c->bos_token_id < 0)
+        c->bos_token_id = run->bos_token_id;
+    if (c->eos_token_id < 0)
+        c->eos_token_id = run->eos_token_id;
+    return ST_OK;
+}
+
 /* init_from's directory is gone, but the run started from it: its resolved
  * config (RUN_DIR/config.ini, written at every start) keeps the shape, so a
  * resume needs no init_from (a fresh start still fails on the weights,
@@ -462,38 +501,41 @@ static int cfg_check_relations(const cfg *c)
 static int cfg_shape_from_run(cfg *c)
 {
     char path[CFG_STR + 16];
-    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size,
-                       &c->seq_len, &c->max_position_embeddings};
+    char *text = NULL;
+    size_t len = 0;
+    int more = 0;
     snprintf(path, sizeof path, "%s/config.ini", c->run_dir);
-    cfg *run = malloc(sizeof *run);
-    if (!run || access(path, R_OK) != 0) {
-        free(run);
+    if (access(path, R_OK) != 0 || util_read_prefix(path, CFG_MAX_FILE_BYTES, &text, &len, &more) != ST_OK)
         return ST_NOINPUT;
-    }
-    int quiet = util_quiet;
-    util_quiet = 1;   /* an unreadable or older file is only not used */
-    int rc = cfg_load(run, path, NULL, 0);
-    util_quiet = quiet;
-    if (rc == ST_OK && strcmp(run->init_from, c->init_from))
-        rc = ST_CONFIG;
-    int64_t *theirs[] = {&run->dim, &run->n_layers, &run->n_heads, &run->n_kv_heads, &run->ffn_dim, &run->vocab_size,
-                         &run->seq_len, &run->max_position_embeddings};
-    /* A shape key the user set must agree, as with config.json. */
-    for (int i = 0; i < 8 && rc == ST_OK; i++)
-        if (*keys[i] && i < 6 && *keys[i] != *theirs[i])
-            rc = ST_CONFIG;
-    for (int i = 0; i < 8 && rc == ST_OK; i++)
-        if (!*keys[i])
-            *keys[i] = *theirs[i];
-    if (rc == ST_OK) {
-        c->rope_theta = run->rope_theta;
-        c->norm_eps = run->norm_eps;
-        if (c->bos_token_id < 0)
-            c->bos_token_id = run->bos_token_id;
-        if (c->eos_token_id < 0)
-            c->eos_token_id = run->eos_token_id;
-    }
+    cfg *run = !more && !memchr(text, 0, len) ? cfg_parse_resolved(path, text) : NULL;
+    int rc = run && !strcmp(run->init_from, c->init_from) ? cfg_take_shape(c, run, 1) : ST_CONFIG;
     free(run);
+    free(text);
+    return rc;
+}
+
+/* resume, a checkpoint found: the shape comes from the resolved config it
+ * saved, and init_from is not opened at all (its weights are not needed,
+ * and a new machine resuming from checkpoint.remote may not have it).
+ * ST_NOINPUT: no checkpoint; another error: the source could not say. */
+static int cfg_shape_from_ckpt(cfg *c, cfg_ckpt_fn fn)
+{
+    char *text = NULL, name[64];
+    int rc = fn(c, &text, name, sizeof name);
+    cfg *run = rc == ST_OK ? cfg_parse_resolved(name, text) : NULL;
+    if (rc == ST_OK && !run)
+        rc = util_fail(ST_DATA, "%s: its saved config does not parse (the line above says why); resume from "
+                       "another checkpoint", name);
+    if (rc == ST_OK)
+        rc = cfg_take_shape(c, run, 0);
+    if (rc == ST_OK && c->seq_len > c->max_position_embeddings)
+        rc = util_fail(ST_CONFIG, "%s: model.seq_len = %lld exceeds max_position_embeddings = %lld of model.init_from "
+                       "(as %s saved it); RoPE without rope_scaling does not extend past it: lower seq_len",
+                       c->path[0] ? c->path : "config", (long long)c->seq_len,
+                       (long long)c->max_position_embeddings, name);
+    c->shape_from_ckpt = rc == ST_OK;
+    free(run);
+    free(text);
     return rc;
 }
 
@@ -557,13 +599,31 @@ static void cfg_resolve_min_lr(cfg *c)
     c->min_lr = strtod(num, NULL);
 }
 
-static int cfg_finish(cfg *c, char **overrides, int n_overrides)
+/* init_from's shape: a checkpoint's (resume, fn set) when one exists, else
+ * the directory's. A source that failed for another reason than having no
+ * checkpoint (a remote down) leaves the directory to try, and is the error
+ * when that fails too. */
+static int cfg_resolve_init_from(cfg *c, cfg_ckpt_fn fn)
+{
+    int src = fn ? cfg_shape_from_ckpt(c, fn) : ST_NOINPUT;
+    if (src == ST_OK || src == ST_CONFIG)
+        return src;
+    int rc = cfg_from_hf(c);
+    if (rc != ST_OK && src != ST_NOINPUT)
+        rc = util_fail(src, "%s: resume found no checkpoint config it could read (the lines above say why) and "
+                       "model.init_from cannot give the shape either; nothing was trained%s",
+                       c->path[0] ? c->path : "config", src == ST_TEMPFAIL ? ", exiting 75 so that a restart "
+                       "tries again" : "");
+    return rc;
+}
+
+static int cfg_finish(cfg *c, char **overrides, int n_overrides, cfg_ckpt_fn fn)
 {
     int rc = ST_OK;
     for (int i = 0; i < n_overrides && rc == ST_OK; i++)
         rc = cfg_apply_override(c, overrides[i]);
     if (rc == ST_OK && c->init_from[0])
-        rc = cfg_from_hf(c);
+        rc = cfg_resolve_init_from(c, fn);
     if (rc != ST_OK)
         return rc;
     cfg_apply_preset(c);
@@ -581,7 +641,7 @@ static int cfg_defaults(cfg *c)
     return rc;
 }
 
-int cfg_load(cfg *c, const char *path, char **overrides, int n_overrides)
+int cfg_load_resume(cfg *c, const char *path, char **overrides, int n_overrides, cfg_ckpt_fn fn)
 {
     char *text = NULL;
     int rc = cfg_defaults(c);
@@ -609,7 +669,12 @@ int cfg_load(cfg *c, const char *path, char **overrides, int n_overrides)
         if (rc != ST_OK)
             return rc;
     }
-    return cfg_finish(c, overrides, n_overrides);
+    return cfg_finish(c, overrides, n_overrides, fn);
+}
+
+int cfg_load(cfg *c, const char *path, char **overrides, int n_overrides)
+{
+    return cfg_load_resume(c, path, overrides, n_overrides, NULL);
 }
 
 int cfg_load_text(cfg *c, const char *name, const char *text, char **overrides, int n_overrides)
@@ -619,7 +684,7 @@ int cfg_load_text(cfg *c, const char *name, const char *text, char **overrides, 
         rc = cfg_parse_text(c, name, text);
     if (rc == ST_OK)
         util_fmt(c->path, sizeof c->path, "%s", name);
-    return rc == ST_OK ? cfg_finish(c, overrides, n_overrides) : rc;
+    return rc == ST_OK ? cfg_finish(c, overrides, n_overrides, NULL) : rc;
 }
 
 static void cfg_format_value(const cfg *c, const cfg_key *k, char *out, int cap)

@@ -24,6 +24,7 @@ typedef struct cfg {
     char init_from[CFG_STR];        /* Hugging Face model directory to start from, or empty */
     int64_t max_position_embeddings; /* for exports; 0 = init_from's, else seq_len */
     int64_t bos_token_id, eos_token_id; /* for exports; -1 = init_from's, else the tokenizer's */
+    int shape_from_ckpt;            /* resume: init_from's part came from a checkpoint (not a key) */
 
     /* [data] */
     char source[16];                /* synthetic | text | shards */
@@ -95,6 +96,14 @@ typedef struct cfg {
  * Errors print one line naming file:line and key; returns ST_CONFIG,
  * ST_NOINPUT, or ST_OK. Model shape keys left at 0 are filled from the preset. */
 int cfg_load(cfg *c, const char *path, char **overrides, int n_overrides);
+
+/* resume: where a checkpoint exists, its resolved config (malloc'd text,
+ * and a name for messages) instead of model.init_from's files. ST_OK;
+ * ST_NOINPUT when there is none; another status when it cannot say. */
+typedef int (*cfg_ckpt_fn)(const struct cfg *c, char **text, char *name, size_t cap);
+/* cfg_load for resume: init_from's shape and [model] keys come from the
+ * newest checkpoint fn finds, and then nothing under init_from is opened. */
+int cfg_load_resume(cfg *c, const char *path, char **overrides, int n_overrides, cfg_ckpt_fn fn);
 
 /* Same, from INI text in memory (a checkpoint's resolved config); name is
  * used in messages. */

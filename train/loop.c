@@ -1133,10 +1133,10 @@ static int trainer_open(trainer *t, const cfg *c, int mode)
     comm_range(t->L.n_floats, t->rank, t->world, &t->lo, &t->hi);
     if (!(t->config_text = cfg_render(c)))
         return util_fail(ST_SOFTWARE, "out of memory");
-    /* train refuses a bad init_from before the run directory gets a ledger
-     * or a lock: a refused start writes nothing. (resume reads init_from
-     * only when no checkpoint is found, which it learns later.) */
-    if (mode == TRAIN_FRESH && (rc = trainer_check_init(t)) != ST_OK)
+    /* A bad init_from is refused before the run directory gets a ledger or
+     * a lock: a refused start writes nothing. resume reads init_from only
+     * when the config found no checkpoint to take the shape from. */
+    if ((mode == TRAIN_FRESH || !c->shape_from_ckpt) && (rc = trainer_check_init(t)) != ST_OK)
         return rc;
     if ((rc = trainer_prepare_dir(t)) != ST_OK)
         return rc;

@@ -15,6 +15,10 @@ enum { TRAIN_FRESH = 0, TRAIN_RESUME = 1 };
  * (TRAIN_RESUME: resume --fresh-if-corrupt; without it that is ST_DATA). */
 int train_run(const cfg *c, int mode, int force);
 
+/* cfg_ckpt_fn for resume: the resolved config saved in the newest
+ * checkpoint whose manifest opens (local first, then checkpoint.remote). */
+int train_ckpt_config(const cfg *c, char **text, char *name, size_t cap);
+
 /* spotrain sample CONFIG|CKPT [--prompt S] [--tokens N] ... */
 int train_sample_cli(int argc, char **argv);
 

@@ -141,6 +141,9 @@ t_exit "--dry-run names a missing tensor" 65 "tensor model.norm.weight is missin
 "$S" train b.ini --quiet --set model.init_from=miss --set train.run_dir=refused 2>/dev/null
 [ ! -e refused ] && t_ok "a start refused at the weight check writes nothing" ||
     t_bad "refused start" "left $(find refused 2>/dev/null | tr '\n' ' ')"
+"$S" resume b.ini --quiet --set model.init_from=miss --set train.run_dir=refused_r 2>/dev/null
+[ $? -eq 65 ] && [ ! -e refused_r ] && t_ok "a resume with no checkpoint is refused at the weight check, writing nothing" ||
+    t_bad "refused resume" "left $(find refused_r 2>/dev/null | tr '\n' ' ')"
 sed 's/"intermediate_size": 352/"intermediate_size": 350/' e32/config.json > miss/config.json
 cp e32/model.safetensors miss/
 t_exit "a wrong shape is named" 65 "gate_proj.weight has shape \[352, 128\], the model wants \[350, 128\]" \
@@ -214,6 +217,25 @@ t_exit "train from a directory that is gone names it" 66 "model.init_from gone: 
     "$S" train b.ini --force --set model.init_from=gone --set train.run_dir=g
 [ "$(ls g/ckpt)" = "step-00000001
 step-00000002" ] && t_ok "the refused train left the run's checkpoints alone" || t_bad "refused train" "$(ls g/ckpt)"
+
+# With a checkpoint, resume takes the shape from it and opens nothing under
+# init_from: a garbage config.json, no RUN_DIR/config.ini (a checkpoint
+# copied to a new run_dir), then no model.safetensors. lr > 0, so the
+# digests say the resumed run continued the uninterrupted one.
+cp -r e32 hid
+L="--set model.init_from=hid --set train.max_steps=2 --set train.lr=1e-3"
+"$S" train b.ini --quiet $L --set train.run_dir=u || t_bad "uninterrupted run from hid"
+du=$(digest u/ckpt)
+for case in config weights; do
+    rm -rf "r$case" && mkdir -p "r$case/ckpt" && cp -r u/ckpt/step-00000001 "r$case/ckpt/"
+    if [ $case = config ]; then echo garbage > hid/config.json; else cp e32/config.json hid/ && rm hid/model.safetensors; fi
+    t_exit "resume --dry-run with a checkpoint reads no init_from ($case unusable)" 0 "init_from: not read" \
+        "$S" resume b.ini $L --set train.run_dir="r$case" --dry-run
+    t_exit "resume with a checkpoint reads no init_from ($case unusable)" 0 "resumed .* step 1 of 2" \
+        "$S" resume b.ini $L --set train.run_dir="r$case"
+    [ -n "$du" ] && [ "$(digest "r$case/ckpt")" = "$du" ] && t_ok "... and continues the run bitwise ($case)" ||
+        t_bad "resume without init_from ($case)" "$(digest "r$case/ckpt") vs $du"
+done
 
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import safetensors" 2>/dev/null; then
     out=$("$VENV/bin/python" - <<'PY'

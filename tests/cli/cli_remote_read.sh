@@ -127,6 +127,19 @@ bytes=$(t_events new1/events.jsonl download bytes | tail -n 1)
 stored=$(t_events straight/events.jsonl checkpoint stored_bytes | sed -n 2p)
 if [ "${bytes:-0}" -ge "${stored:-1}" ]; then t_ok "download bytes ($bytes) cover the checkpoint ($stored stored)"; else t_bad "download bytes" "$bytes vs $stored"; fi
 
+# A fine-tune (model.init_from) resumed on a new machine that has neither
+# the init_from directory nor RUN_DIR/config.ini: the shape comes from the
+# remote checkpoint's saved config.
+"$S" ckpt export straight/ckpt/$s4 -o hfsrc >/dev/null 2>&1
+"$S" train /dev/null $F --set train.max_steps=12 --set train.run_dir=ift --set model.init_from=hfsrc >ift.log 2>&1
+iref=$(digest ift/ckpt/$s12)
+b3 up ift/ckpt/$s8 ift
+R newift ift --set model.init_from="$T_TMP/nowhere" >newift.log 2>&1
+rc=$?
+if [ -n "$iref" ] && [ $rc -eq 0 ] && grep -q "resuming from s3://$B/ift/$s8" newift.log && [ "$(digest newift/ckpt/$s12)" = "$iref" ]; then
+    t_ok "a fine-tune resumes from the remote alone, without its init_from directory, bitwise"
+else t_bad "remote-only fine-tune resume" "exit $rc, $(digest newift/ckpt/$s12) vs $iref: $(tail -n 3 newift.log)"; fi
+
 # Newest of local and remote: a local step 8 beats a remote step 4, and a
 # remote step 8 beats a local step 4.
 b3 up straight/ckpt/$s4 r4only
