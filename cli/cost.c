@@ -10,6 +10,7 @@
 
 #include "util/util.h"
 #include "model/model.h"
+#include "train/train.h"
 
 void cfg_spot_opts(const cfg *c, spot_opts *o)
 {
@@ -20,6 +21,19 @@ void cfg_spot_opts(const cfg *c, spot_opts *o)
     snprintf(o->metadata_url, sizeof o->metadata_url, "%s", c->metadata_url);
     snprintf(o->notice_file, sizeof o->notice_file, "%s", c->notice_file);
     snprintf(o->vm_name, sizeof o->vm_name, "%s", c->vm_name);
+}
+
+/* The per-GPU plan --dry-run --world nodes*gpus_per_node prints for this
+ * config: the same input (train_memplan_cfg) through the same model. */
+static void cfg_cost_memplan(const cfg *c, const model_shape *s, cost_opts *o)
+{
+    int64_t gpus = c->nodes * c->gpus_per_node;
+    o->have_mem = 1;
+    o->mem_status = train_memplan_cfg(c, s, 1, gpus > 0 && gpus <= INT32_MAX ? (int)gpus : 1, &o->mem_cfg);
+    if (o->mem_status == ST_OK)
+        o->mem_status = memplan_compute(&o->mem_cfg, &o->mem);
+    if (o->mem_status != ST_OK)
+        snprintf(o->mem_why, sizeof o->mem_why, "%s", util_last_error());
 }
 
 int cfg_cost_opts(const cfg *c, cost_opts *o)
@@ -66,6 +80,7 @@ int cfg_cost_opts(const cfg *c, cost_opts *o)
         o->tokens_per_step = (double)c->global_batch * (double)s.seq_len;
         o->global_batch = c->global_batch;
         o->micro_batch = c->micro_batch;
+        cfg_cost_memplan(c, &s, o);
     }
     return ST_OK;
 }
@@ -77,7 +92,7 @@ static void cost_cli_usage(void)
            "estimate: on-demand vs spot hours and cost of a planned run from [cost] and\n"
            "  [price.NAME] ($ per node-hour), expected interruptions, lost work, the\n"
            "  Young/Daly checkpoint interval, whether the plan is plausible, and whether\n"
-           "  the training state fits per GPU (and with which ZeRO stage). Prints only\n"
+           "  the trainer's per-GPU memory plan (as --dry-run prints it) fits. Prints only\n"
            "  what CONFIG determines and says which keys the rest needs.\n"
            "report: what a run has cost so far from RUN_DIR/events.jsonl and the\n"
            "  prices in RUN_DIR/config.ini (or --config), and what finishing will cost,\n"

@@ -16,28 +16,29 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct {
-    double params, grads, adam, snapshot, comm, activations, total;
-    size_t range;      /* the largest rank's share of the flat vector */
-} train_memory;
-
-static void train_memory_plan(const cfg *c, const model_shape *s, int world, train_memory *m)
+int train_memplan_cfg(const cfg *c, const model_shape *s, int cuda, int world, memplan_cfg *m)
 {
-    double n = (double)model_count_params(s), W = world > 0 ? world : 1;
-    /* Ranks own 64-aligned ranges; the first ranks' are the largest. */
-    size_t lo, hi;
-    comm_range((size_t)model_count_params(s), 0, world > 0 ? world : 1, &lo, &hi);
-    m->range = hi - lo;
-    m->params = 4 * n;
-    m->grads = 4 * n;                     /* full vector: reduce-scatter input */
-    m->adam = 2 * 4 * (double)m->range;   /* m and v of this rank's range */
-    m->snapshot = 3 * 4 * (double)m->range;   /* checkpoint host buffer */
-    /* Chunked collectives: one chunk from every peer, never the vector. */
-    m->comm = W > 1 ? 4 * W * (double)comm_get_chunk() : 0;
-    /* The CPU backend's own sizing of its buffers, the figure it allocates. */
-    m->activations = (double)backend_cpu_activation_bytes(s, c->micro_batch, !strcmp(c->recompute, "layers"),
-                                                          (int)c->threads);
-    m->total = m->params + m->grads + m->adam + m->snapshot + m->comm + m->activations;
+    cuda_prec p = CUDA_BF16;
+    memset(m, 0, sizeof *m);
+    int rc = memplan_recompute_parse(c->recompute);
+    if (rc < 0)
+        return util_fail(ST_CONFIG, "%s: train.recompute = '%s' is not one of none|layers", c->path, c->recompute);
+    /* The CPU backend computes in fp32 whatever the setting; auto is bf16 on a GPU. */
+    if (cuda && cuda_prec_parse(c->precision, &p))
+        return util_fail(ST_CONFIG, "%s: train.precision = '%s' is not one of auto|fp32|tf32|bf16|fp16", c->path,
+                         c->precision);
+    m->shape = *s;
+    m->backend = cuda ? MEMPLAN_CUDA : MEMPLAN_CPU;
+    m->precision = cuda ? (memplan_prec)p : MEMPLAN_FP32;
+    m->world = world > 0 ? world : 1;
+    m->ranks_per_node = c->gpus_per_node > 0 ? (int)c->gpus_per_node : 1;
+    m->micro_batch = c->micro_batch;
+    m->threads = (int)c->threads;
+    m->recompute = (memplan_recompute)rc;
+    /* [train] zero does not exist yet: the trainer implements stage 1. */
+    m->zero = MEMPLAN_ZERO_IMPLEMENTED;
+    m->comm_chunk = comm_get_chunk();
+    return ST_OK;
 }
 
 static void plan_line(const char *what, double bytes)
@@ -47,49 +48,56 @@ static void plan_line(const char *what, double bytes)
 
 /* Under the activations: which train.recompute the figure is for, and what
  * the other setting would hold. */
-static void train_plan_recompute(const cfg *c, const model_shape *s)
+static void train_plan_recompute(const cfg *c, const memplan_bytes *m)
 {
     int layers = !strcmp(c->recompute, "layers");
-    double other = (double)backend_cpu_activation_bytes(s, c->micro_batch, !layers, (int)c->threads);
     printf("  (recompute %s: %s; recompute %s would hold %.3f GiB)\n", c->recompute,
            layers ? "layer inputs and one layer's activations, each layer's forward rerun in its backward"
                   : "every layer's activations kept for the backward",
-           layers ? "none" : "layers", other / (1024.0 * 1024.0 * 1024.0));
+           layers ? "none" : "layers", (double)(layers ? m->act_none : m->act_layers) / (1024.0 * 1024.0 * 1024.0));
 }
 
-/* backend cuda (cuda/plan.c): what one GPU holds at the configured
- * precision, and whether that fits the GPU memory given by --gpu-memory or
- * the cost section (cost.gpu_memory_gib, else cost.gpu's size). */
+/* backend cuda: what one GPU holds at the configured precision (the memory
+ * model over cuda/plan.c's arena), and whether that fits the GPU memory
+ * given by --gpu-memory or the cost section (cost.gpu_memory_gib, else
+ * cost.gpu's size). */
 static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
 {
-    cuda_prec p;
-    cuda_memplan g;
-    if (cuda_prec_parse(c->precision, &p))
-        p = CUDA_BF16;
-    cuda_memory_plan(s, c->micro_batch, world, p, &g);
-    printf("per-GPU memory with backend cuda, precision %s, %d rank%s:\n", cuda_prec_name(p), world,
-           world == 1 ? "" : "s");
-    plan_line("weights (fp32 master)", g.master);
-    plan_line(p == CUDA_BF16 || p == CUDA_FP16 ? "weights (working copy)" : "weights (no working copy)", g.working);
-    plan_line("gradients (fp32)", g.grads);
-    plan_line("adam m+v (this rank's 1/W)", g.adam);
+    memplan_cfg mc;
+    memplan_bytes g;
+    if (train_memplan_cfg(c, s, 1, world, &mc) != ST_OK || memplan_compute(&mc, &g) != ST_OK) {
+        printf("per-GPU memory with backend cuda: not planned (%s)\n", util_last_error());
+        return;
+    }
+    int half = mc.precision == MEMPLAN_BF16 || mc.precision == MEMPLAN_FP16;
+    printf("per-GPU memory with backend cuda, precision %s, %d rank%s (ZeRO stage %d: Adam m and v sharded):\n",
+           cuda_prec_name((cuda_prec)mc.precision), world, world == 1 ? "" : "s", mc.zero);
+    plan_line("weights (fp32 master)", (double)g.master);
+    plan_line(half ? "weights (working copy)" : "weights (no working copy)", (double)g.working);
+    plan_line("gradients (fp32)", (double)g.grads);
+    plan_line("adam m+v (this rank's range)", (double)g.adam);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    plan_line(act, g.activations);
-    plan_line("cuBLASLt workspace", g.workspace);
+    plan_line(act, (double)g.activations);
+    plan_line("attention scores/probs", (double)g.attn_scratch);
+    plan_line("cuBLASLt workspace", (double)g.workspace);
     if (g.comm > 0)
-        plan_line("NCCL receive buffer", g.comm);
-    plan_line("CUDA context (estimate)", g.context);
-    plan_line("total", g.total);
+        plan_line("NCCL receive buffer", (double)g.comm);
+    plan_line("CUDA context (estimate)", (double)g.context);
+    plan_line("total", (double)g.total);
+    printf("  per-GPU total: %llu bytes (host RAM besides: %.3f GiB checkpoint snapshot)\n",
+           (unsigned long long)g.total, (double)g.host / (1024.0 * 1024.0 * 1024.0));
     double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
-    double need = g.total / (1024.0 * 1024.0 * 1024.0);
-    if (gib <= 0)
+    double need = (double)g.total / (1024.0 * 1024.0 * 1024.0);
+    char advice[640];
+    if (gib <= 0) {
         printf("GPU memory unknown: pass --gpu-memory GiB or set cost.gpu to check the fit\n");
-    else if (need <= gib)
+    } else if (need <= gib) {
         printf("fits a %.0f GiB GPU (%.1f GiB needed, %.1f GiB spare)\n", gib, need, gib - need);
-    else
-        printf("DOES NOT FIT a %.0f GiB GPU: %.1f GiB needed; lower train.micro_batch (activations), or use "
-               "more ranks (Adam m and v are split over the ranks)\n", gib, need);
+    } else {
+        memplan_advice(&mc, &g, advice, sizeof advice);
+        printf("DOES NOT FIT a %.0f GiB GPU: %.1f GiB needed; %s\n", gib, need, advice);
+    }
 }
 
 /* The network side of a step on [cost]'s GPUs: the volume of the chunked
@@ -124,7 +132,7 @@ static void train_plan_comm(const cfg *c, const model_shape *s, int world)
 /* What a dry run can check here: the data opens (a glob that matches
  * nothing is an error on any machine), and the plan fits this machine's
  * memory (a warning: the plan may be for other machines). */
-static int train_plan_checks(const cfg *c, const train_memory *m)
+static int train_plan_checks(const cfg *c, const memplan_cfg *mc, const memplan_bytes *m)
 {
     data *d = NULL;
     int rc = data_open(&d, c);
@@ -133,20 +141,27 @@ static int train_plan_checks(const cfg *c, const train_memory *m)
         return rc;
     printf("data: %s opens\n", c->source);
     double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    if (mem > 0 && m->total > mem)
-        printf("warning: %.1f GiB per process does not fit this machine's %.1f GiB; on the CPU backend lower "
-               "train.micro_batch or model size, or spread over more ranks (adam and snapshot shrink with "
-               "the world size, parameters and gradients do not)\n", m->total / 1073741824.0, mem / 1073741824.0);
-    else if (mem > 0)
+    char advice[640];
+    if (mem > 0 && (double)m->total > mem) {
+        memplan_advice(mc, m, advice, sizeof advice);
+        printf("warning: %.1f GiB per process does not fit this machine's %.1f GiB; on the CPU backend: %s\n",
+               (double)m->total / 1073741824.0, mem / 1073741824.0, advice);
+    } else if (mem > 0) {
         printf("fits this machine's %.1f GiB of memory\n", mem / 1073741824.0);
+    }
     return ST_OK;
 }
 
 int train_plan(const cfg *c, int world)
 {
     model_shape s;
-    train_memory m;
+    memplan_cfg mc;
+    memplan_bytes m;
     int rc = model_shape_from_cfg(&s, c);
+    if (rc == ST_OK)
+        rc = train_memplan_cfg(c, &s, 0, world, &mc);
+    if (rc == ST_OK)
+        rc = memplan_compute(&mc, &m);
     if (rc != ST_OK)
         return rc;
     char *text = cfg_render(c);
@@ -155,25 +170,25 @@ int train_plan(const cfg *c, int world)
     printf("; resolved configuration (%s)\n%s\n", c->path, text);
     free(text);
     uint64_t n = model_count_params(&s);
-    train_memory_plan(c, &s, world, &m);
     printf("parameters: %llu (%.3f B)\n", (unsigned long long)n, (double)n / 1e9);
     printf("flops per token (fwd+bwd): %.4g\n", model_flops_per_token(&s));
-    printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW):\n", world,
-           world == 1 ? "" : "s");
-    plan_line("parameters (fp32)", m.params);
-    plan_line("gradients (fp32)", m.grads);
+    printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW: ZeRO stage %d):\n",
+           world, world == 1 ? "" : "s", mc.zero);
+    plan_line("parameters (fp32)", (double)m.master);
+    plan_line("gradients (fp32)", (double)m.grads);
     printf("  this rank's range: %zu parameters (64-aligned; %.1f%% of the vector)\n", m.range,
            100.0 * (double)m.range / (double)(n ? n : 1));
-    plan_line("adam m+v (this rank's range)", m.adam);
-    plan_line("checkpoint snapshot (range)", m.snapshot);
-    plan_line("gradient exchange buffers", m.comm);
+    plan_line("adam m+v (this rank's range)", (double)m.adam);
+    plan_line("checkpoint snapshot (range)", (double)m.snapshot);
+    plan_line("gradient exchange buffers", (double)m.comm);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    plan_line(act, m.activations);
-    train_plan_recompute(c, &s);
-    plan_line("total", m.total);
+    plan_line(act, (double)(m.activations + m.attn_scratch));
+    train_plan_recompute(c, &m);
+    plan_line("total", (double)m.total);
+    printf("  per-process total: %llu bytes\n", (unsigned long long)m.total);
     train_plan_comm(c, &s, world);
     if (strcmp(c->backend, "cpu") != 0)
         train_plan_gpu(c, &s, world);
-    return train_plan_checks(c, &m);
+    return train_plan_checks(c, &mc, &m);
 }
