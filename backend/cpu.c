@@ -189,6 +189,15 @@ size_t backend_cpu_activation_bytes(const model_shape *s, int64_t micro_batch, i
     return (size_t)memplan_cpu_activation_bytes(s, micro_batch, recompute, threads);
 }
 
+int backend_cpu_set_recompute(backend *be, int recompute)
+{
+    cpu_impl *c = be->impl;
+    if (c->cap_b > 0)
+        return util_fail(ST_SOFTWARE, "cpu backend: recompute set after the activations were allocated");
+    c->recompute = recompute != 0;
+    return ST_OK;
+}
+
 size_t backend_cpu_activation_held(const backend *be)
 {
     return sizeof(float) * ((const cpu_impl *)be->impl)->act_floats;

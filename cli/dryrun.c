@@ -20,9 +20,11 @@ int train_memplan_cfg(const cfg *c, const model_shape *s, int cuda, int world, m
 {
     cuda_prec p = CUDA_BF16;
     memset(m, 0, sizeof *m);
-    int rc = memplan_recompute_parse(c->recompute);
+    /* auto plans none here; memplan_choose_recompute makes the choice. */
+    int rc = !strcmp(c->recompute, "auto") ? MEMPLAN_RECOMPUTE_NONE : memplan_recompute_parse(c->recompute);
     if (rc < 0)
-        return util_fail(ST_CONFIG, "%s: train.recompute = '%s' is not one of none|layers", c->path, c->recompute);
+        return util_fail(ST_CONFIG, "%s: train.recompute = '%s' is not one of none|layers|auto", c->path,
+                         c->recompute);
     /* The CPU backend computes in fp32 whatever the setting; auto is bf16 on a GPU. */
     if (cuda && cuda_prec_parse(c->precision, &p))
         return util_fail(ST_CONFIG, "%s: train.precision = '%s' is not one of auto|fp32|tf32|bf16|fp16", c->path,
@@ -48,10 +50,15 @@ static void plan_line(const char *what, double bytes)
 
 /* Under the activations: which train.recompute the figure is for, and what
  * the other setting would hold. */
-static void train_plan_recompute(const cfg *c, const memplan_bytes *m)
+static void train_plan_recompute(const cfg *c, const memplan_cfg *mc, const memplan_bytes *m)
 {
-    int layers = !strcmp(c->recompute, "layers");
-    printf("  (recompute %s: %s; recompute %s would hold %.3f GiB)\n", c->recompute,
+    int layers = mc->recompute == MEMPLAN_RECOMPUTE_LAYERS;
+    if (!strcmp(c->recompute, "auto"))
+        printf("  (recompute auto: %s on this machine, one rank: %.3f GiB available, %.3f GiB with none)\n",
+               layers ? "layers" : "none", (double)memplan_host_available() / (1024.0 * 1024.0 * 1024.0),
+               (double)(m->total - (layers ? m->act_layers : m->act_none) + m->act_none) /
+                   (1024.0 * 1024.0 * 1024.0));
+    printf("  (recompute %s: %s; recompute %s would hold %.3f GiB)\n", layers ? "layers" : "none",
            layers ? "layer inputs and one layer's activations, each layer's forward rerun in its backward"
                   : "every layer's activations kept for the backward",
            layers ? "none" : "layers", (double)(layers ? m->act_none : m->act_layers) / (1024.0 * 1024.0 * 1024.0));
@@ -160,8 +167,10 @@ int train_plan(const cfg *c, int world)
     int rc = model_shape_from_cfg(&s, c);
     if (rc == ST_OK)
         rc = train_memplan_cfg(c, &s, 0, world, &mc);
+    /* auto: the choice the trainer would make for one rank on this machine. */
     if (rc == ST_OK)
-        rc = memplan_compute(&mc, &m);
+        rc = !strcmp(c->recompute, "auto") ? memplan_choose_recompute(&mc, memplan_host_available(), &m)
+                                           : memplan_compute(&mc, &m);
     if (rc != ST_OK)
         return rc;
     char *text = cfg_render(c);
@@ -184,7 +193,7 @@ int train_plan(const cfg *c, int world)
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     plan_line(act, (double)(m.activations + m.attn_scratch));
-    train_plan_recompute(c, &m);
+    train_plan_recompute(c, &mc, &m);
     plan_line("total", (double)m.total);
     printf("  per-process total: %llu bytes\n", (unsigned long long)m.total);
     train_plan_comm(c, &s, world);

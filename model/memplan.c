@@ -8,6 +8,7 @@
 
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MEMPLAN_GIB (1024.0 * 1024.0 * 1024.0)
@@ -134,6 +135,33 @@ int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
         return ST_OK;
     }
     return memplan_cuda(c, b);
+}
+
+int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
+{
+    c->recompute = MEMPLAN_RECOMPUTE_NONE;
+    int rc = memplan_compute(c, b);
+    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+        return rc;
+    c->recompute = MEMPLAN_RECOMPUTE_LAYERS;
+    return memplan_compute(c, b);
+}
+
+uint64_t memplan_host_available(void)
+{
+    /* Tests stand in for the machine's figure (bytes) to see both choices. */
+    const char *e = getenv("SPOTRAIN_TEST_MEM_AVAILABLE");
+    if (e && *e)
+        return (uint64_t)strtoull(e, NULL, 10);
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (uint64_t)kib * 1024;
 }
 
 void memplan_advice(const memplan_cfg *c, const memplan_bytes *b, char *buf, size_t cap)

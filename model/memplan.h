@@ -69,7 +69,15 @@ uint64_t memplan_cpu_activation_bytes(const model_shape *s, int64_t B, int recom
 /* Of those, the per-thread attention scratch. */
 uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads);
 
-/* "none" | "layers" -> 0 | 1; -1 otherwise. */
+/* train.recompute = auto: plans with none and, on the CPU backend when
+ * that total exceeds avail bytes (> 0), switches to layers; c->recompute
+ * and out hold the choice. CUDA keeps none (no recompute there yet). */
+int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
+/* This machine's MemAvailable (/proc/meminfo) in bytes; 0 when unknown.
+ * SPOTRAIN_TEST_MEM_AVAILABLE (bytes) stands in for it in tests. */
+uint64_t memplan_host_available(void);
+
+/* "none" | "layers" -> 0 | 1; -1 otherwise ("auto" is the caller's). */
 int memplan_recompute_parse(const char *s);
 /* The CPU/CUDA fit advice when total exceeds avail bytes: one line of what
  * actually shrinks the plan, written to buf. */

@@ -12,6 +12,37 @@
 . tests/cli/lib.sh
 
 S=$SPOTRAIN
+
+# --- train.recompute = auto: the plan against the memory available -------
+# SPOTRAIN_TEST_MEM_AVAILABLE stands in for MemAvailable: one byte under the
+# plan with none picks layers (and the plan with layers fits), the plan
+# itself keeps none.
+A="--set model.preset=tiny --set train.backend=cpu --set train.threads=1 --set train.global_batch=1
+   --set train.micro_batch=1 --set train.max_steps=1 --set train.val_every=0 --set checkpoint.interval_steps=0"
+# shellcheck disable=SC2086
+none=$("$S" train /dev/null $A --dry-run 2>/dev/null | sed -n 's/^  per-process total: \([0-9]*\) bytes/\1/p')
+# shellcheck disable=SC2086
+t_exit "auto keeps none when the plan fits" 0 "recompute auto: none; plan .* GiB headroom$" \
+    env SPOTRAIN_TEST_MEM_AVAILABLE="$none" "$S" train /dev/null $A --set train.recompute=auto \
+    --set train.run_dir="$T_TMP/auto-none"
+# shellcheck disable=SC2086
+t_exit "auto picks layers one byte short" 0 "recompute auto: layers; plan .* GiB headroom$" \
+    env SPOTRAIN_TEST_MEM_AVAILABLE="$((none - 1))" "$S" train /dev/null $A --set train.recompute=auto \
+    --set train.run_dir="$T_TMP/auto-layers"
+# shellcheck disable=SC2086
+t_exit "auto that cannot fit says so" 0 "recompute auto: layers; .*does not fit even with layers" \
+    env SPOTRAIN_TEST_MEM_AVAILABLE=1000 "$S" train /dev/null $A --set train.recompute=auto \
+    --set train.run_dir="$T_TMP/auto-small"
+# shellcheck disable=SC2086
+t_exit "dry-run shows auto's choice" 0 "recompute auto: layers on this machine" \
+    env SPOTRAIN_TEST_MEM_AVAILABLE="$((none - 1))" "$S" train /dev/null $A --set train.recompute=auto --dry-run
+# shellcheck disable=SC2086
+t_exit "auto on backend cuda plans none" 0 "per-GPU total: [0-9]+ bytes" \
+    "$S" train /dev/null $A --set train.recompute=auto --set train.backend=cuda --dry-run
+t_exit "auto: the same losses as layers and none" 0 "" sh -c \
+    'grep -h "\"loss\"" "$1"/auto-*/events.jsonl | sed "s/.*\"loss\": *\([^,]*\).*/\1/" | sort -u | wc -l | grep -qx 1' \
+    sh "$T_TMP"
+
 if [ ! -x /usr/bin/time ]; then
     echo "SKIP memplan: no /usr/bin/time"
     t_end
