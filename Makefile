@@ -31,11 +31,14 @@ endif
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  += -std=c11 -D_GNU_SOURCE -I. $(OPT) $(WARN) $(SANFLAGS) -fopenmp -MMD -MP
-LDFLAGS += $(SANFLAGS) -fopenmp
+# No -fopenmp at link time: the driver would add a dynamic -lgomp next to
+# the static one below, and the binary would load two OpenMP runtimes. Each
+# build names its libgomp in LIBS instead.
+LDFLAGS += $(SANFLAGS)
 STATIC_LIBS := -lzstd -linih -ljson-c -lxxhash -lopenblas -lz
 ifeq ($(SAN),1)
 # ASan wants to see every allocation; link the libraries dynamically there.
-LIBS    := $(STATIC_LIBS) -lcurl -lpthread -lm
+LIBS    := $(STATIC_LIBS) -lgomp -lcurl -lpthread -lm
 else
 # libgomp too, so the binary needs only libc, libm and MPI at run time
 # (OpenBLAS's static archive references no Fortran runtime).
@@ -53,7 +56,7 @@ STDCXX  := -Wl,-Bstatic -lstdc++ -Wl,-Bdynamic -static-libgcc
 ifeq ($(DEVICE),1)
 override MPI := 0
 BUILD   := build/device
-LDFLAGS := $(filter-out -fopenmp,$(LDFLAGS)) -static-libgcc -s
+LDFLAGS := $(LDFLAGS) -static-libgcc -s
 LIBS    := -Wl,-Bstatic $(STATIC_LIBS) -lgfortran -lquadmath -lgomp -lstdc++ -Wl,-Bdynamic -lpthread -lm -ldl
 STDCXX  :=
 endif
@@ -95,11 +98,12 @@ endif
 # Each concept's folder (docs/layout.md); main.c and cli/ are the commands.
 LIB_DIRS := util model tok hf data config comm backend ckpt s3 spot money train cli cuda
 LIB_SRC := $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))
-# The device binary has no libcurl: its S3 client refuses with one line.
+# The device binary has no libcurl: its S3 client and its metadata fetch
+# (spot providers other than file and none) refuse with one line.
 ifeq ($(DEVICE),1)
-LIB_SRC := $(filter-out s3/s3.c,$(LIB_SRC))
+LIB_SRC := $(filter-out s3/s3.c spot/fetch.c,$(LIB_SRC))
 else
-LIB_SRC := $(filter-out s3/s3_off.c,$(LIB_SRC))
+LIB_SRC := $(filter-out s3/s3_off.c spot/fetch_off.c,$(LIB_SRC))
 endif
 LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(BUILD)/sample_ini.o $(CU_OBJ)
 TEST_SRC := $(wildcard tests/unit/test_*.c)

@@ -225,8 +225,6 @@ int ckpt_candidates(const char *ckpt_dir, s3_client *c, ckpt_cand **out, int *n)
 int ckpt_candidate_check(const char *ckpt_dir, s3_client *c, const ckpt_cand *k, char *path, size_t cap, char *err,
                          size_t errcap);
 
-/* CLI: spotrain ckpt inspect|verify|export ... (argv[0] is the verb). */
-int ckpt_cli(int argc, char **argv);
 /* Hugging Face LlamaForCausalLM: out_dir/model.safetensors + config.json. */
 int ckpt_export(const char *step_dir, const char *out_dir);
 

@@ -1,6 +1,8 @@
 /* `spotrain ckpt inspect|verify|export`: finds the checkpoints a path names
  * (a step directory, a checkpoint directory or a run directory), describes
- * or verifies them, and exports one as Hugging Face safetensors. */
+ * or verifies them, and exports one as Hugging Face safetensors; each verb's
+ * options and usage. */
+#include "cli.h"
 #include "ckpt/ckpt_int.h"
 #include "util/util.h"
 
@@ -72,18 +74,79 @@ typedef struct {
     s3_client *c;             /* open while the PATH is s3:// */
 } ckpt_cli_remote;
 
-/* --endpoint URL / --region R at argv[*i]: 1 when taken (i moved on), 0 if not one. */
-static int ckpt_cli_remote_flag(int argc, char **argv, int *i, ckpt_cli_remote *rm)
+enum { CKPT_OPT_JSON = CLI_LONG, CKPT_OPT_ENDPOINT, CKPT_OPT_REGION, CKPT_OPT_DTYPE, CKPT_OPT_MAX_SHARD };
+
+/* Where an s3:// PATH is read from: every verb takes these. */
+#define CKPT_OPTS_REMOTE \
+    {"endpoint", required_argument, NULL, CKPT_OPT_ENDPOINT}, {"region", required_argument, NULL, CKPT_OPT_REGION}
+
+static const struct option ckpt_opts_inspect[] = {
+    {"json", no_argument, NULL, CKPT_OPT_JSON}, CKPT_OPTS_REMOTE, CLI_OPT_HELP, {0}};
+static const struct option ckpt_opts_verify[] = {CKPT_OPTS_REMOTE, CLI_OPT_HELP, {0}};
+static const struct option ckpt_opts_export[] = {
+    {"dtype", required_argument, NULL, CKPT_OPT_DTYPE},
+    {"max-shard-size", required_argument, NULL, CKPT_OPT_MAX_SHARD},
+    CKPT_OPTS_REMOTE,
+    CLI_OPT_HELP,
+    {0}};
+
+/* What a verb's command line said. */
+typedef struct {
+    const char *path, *out, *endpoint, *region;
+    int json, help;
+    ckpt_export_opts export;
+} ckpt_cli_args;
+
+/* One option of any verb (each verb's table admits only its own). */
+static int ckpt_cli_take(const cli_args *a, int opt, ckpt_cli_args *o)
 {
-    if (*i + 1 >= argc)
-        return 0;
-    if (!strcmp(argv[*i], "--endpoint"))
-        rm->endpoint = argv[++*i];
-    else if (!strcmp(argv[*i], "--region"))
-        rm->region = argv[++*i];
-    else
-        return 0;
-    return 1;
+    switch (opt) {
+    case CKPT_OPT_JSON:
+        o->json = 1;
+        return ST_OK;
+    case CKPT_OPT_ENDPOINT:
+        o->endpoint = a->arg;
+        return ST_OK;
+    case CKPT_OPT_REGION:
+        o->region = a->arg;
+        return ST_OK;
+    case 'o':
+        o->out = a->arg;
+        return ST_OK;
+    case 'h':
+        o->help = 1;
+        return ST_OK;
+    case CKPT_OPT_DTYPE:
+        if (strcmp(a->arg, "f32") && strcmp(a->arg, "bf16"))
+            return util_fail(ST_USAGE, "ckpt export: --dtype '%s' is not f32 or bf16", a->arg);
+        o->export.dtype = !strcmp(a->arg, "bf16") ? CKPT_EXPORT_BF16 : CKPT_EXPORT_F32;
+        return ST_OK;
+    case CKPT_OPT_MAX_SHARD:
+        if (ckpt_cli_size(a->arg, &o->export.max_shard_bytes))
+            return util_fail(ST_USAGE, "ckpt export: --max-shard-size '%s' is not a size like 5GB", a->arg);
+        return ST_OK;
+    case CLI_OPERAND:
+        if (o->path)
+            return cli_args_unexpected(a, a->arg);
+        o->path = a->arg;
+        return ST_OK;
+    default:
+        return ST_USAGE;
+    }
+}
+
+/* argv[0] is the verb ("inspect"); stops early at --help. */
+static int ckpt_cli_parse(int argc, char **argv, const char *cmd, const struct option *opts, const char *shortopts,
+                          ckpt_cli_args *o)
+{
+    cli_args a;
+    int opt, rc = ST_OK;
+    memset(o, 0, sizeof *o);
+    o->export.dtype = CKPT_EXPORT_F32;
+    cli_args_init(&a, cmd, argc, argv, opts, shortopts);
+    while (rc == ST_OK && !o->help && (opt = cli_args_next(&a)) != CLI_END)
+        rc = ckpt_cli_take(&a, opt, o);
+    return rc;
 }
 
 static const char *ckpt_cli_env(const char *a, const char *b)
@@ -305,22 +368,12 @@ static void ckpt_cli_text(const char *dir, const ckpt_reader *r, int rc, const c
         printf("  INVALID: %s\n", err);
 }
 
-static int ckpt_cli_inspect(int argc, char **argv)
+static int ckpt_cli_inspect(const ckpt_cli_args *o)
 {
-    const char *path = NULL;
-    int json = 0, rc = ST_OK, n = 0;
+    const char *path = o->path;
+    int json = o->json, rc = ST_OK, n = 0;
     char **dirs = NULL;
-    ckpt_cli_remote rm = {0};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (ckpt_cli_remote_flag(argc, argv, &i, &rm))
-            continue;
-        else if (argv[i][0] == '-' || path)
-            return util_fail(ST_USAGE, "ckpt inspect: unexpected argument '%s' (see spotrain ckpt inspect --help)", argv[i]);
-        else
-            path = argv[i];
-    }
+    ckpt_cli_remote rm = {o->endpoint, o->region, NULL};
     if (!path)
         return util_fail(ST_USAGE, "ckpt inspect: which checkpoint? spotrain ckpt inspect PATH [--json]");
     if ((rc = ckpt_cli_resolve(path, &rm, &dirs, &n)) != ST_OK)
@@ -354,19 +407,12 @@ out:
     return rc;
 }
 
-static int ckpt_cli_verify(int argc, char **argv)
+static int ckpt_cli_verify(const ckpt_cli_args *o)
 {
-    const char *path = NULL;
+    const char *path = o->path;
     int rc = ST_OK, n = 0;
     char **dirs = NULL;
-    ckpt_cli_remote rm = {0};
-    for (int i = 1; i < argc; i++) {
-        if (ckpt_cli_remote_flag(argc, argv, &i, &rm))
-            continue;
-        if (argv[i][0] == '-' || path)
-            return util_fail(ST_USAGE, "ckpt verify: unexpected argument '%s' (see spotrain ckpt verify --help)", argv[i]);
-        path = argv[i];
-    }
+    ckpt_cli_remote rm = {o->endpoint, o->region, NULL};
     if (!path)
         return util_fail(ST_USAGE, "ckpt verify: which checkpoint? spotrain ckpt verify PATH");
     if ((rc = ckpt_cli_resolve(path, &rm, &dirs, &n)) != ST_OK)
@@ -449,31 +495,13 @@ static int ckpt_cli_export_s3(const char *path, const char *out, const ckpt_expo
     return rc;
 }
 
-static int ckpt_cli_export(int argc, char **argv)
+static int ckpt_cli_export(const ckpt_cli_args *a)
 {
-    const char *path = NULL, *out = NULL;
+    const char *path = a->path, *out = a->out;
     char latest[4300];
     struct stat st;
-    ckpt_export_opts o = {CKPT_EXPORT_F32, 0};
-    ckpt_cli_remote rm = {0};
-    for (int i = 1; i < argc; i++) {
-        if (ckpt_cli_remote_flag(argc, argv, &i, &rm))
-            continue;
-        if (!strcmp(argv[i], "-o") && i + 1 < argc)
-            out = argv[++i];
-        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
-            i++;
-            if (strcmp(argv[i], "f32") && strcmp(argv[i], "bf16"))
-                return util_fail(ST_USAGE, "ckpt export: --dtype '%s' is not f32 or bf16", argv[i]);
-            o.dtype = !strcmp(argv[i], "bf16") ? CKPT_EXPORT_BF16 : CKPT_EXPORT_F32;
-        } else if (!strcmp(argv[i], "--max-shard-size") && i + 1 < argc) {
-            if (ckpt_cli_size(argv[++i], &o.max_shard_bytes))
-                return util_fail(ST_USAGE, "ckpt export: --max-shard-size '%s' is not a size like 5GB", argv[i]);
-        } else if (argv[i][0] == '-' || path)
-            return util_fail(ST_USAGE, "ckpt export: unexpected argument '%s' (see spotrain ckpt export --help)", argv[i]);
-        else
-            path = argv[i];
-    }
+    const ckpt_export_opts o = a->export;
+    ckpt_cli_remote rm = {a->endpoint, a->region, NULL};
     if (!path || !out)
         return util_fail(ST_USAGE, "ckpt export: spotrain ckpt export PATH -o DIR");
     if (!strncmp(path, "s3://", 5)) {
@@ -500,26 +528,31 @@ static int ckpt_cli_export(int argc, char **argv)
     return ckpt_export_ex(path, out, &o);
 }
 
-int ckpt_cli(int argc, char **argv)
+int cli_ckpt(int argc, char **argv)
 {
-    static const struct { const char *verb, *usage; int (*fn)(int, char **); } verbs[] = {
-        {"inspect", ckpt_usage_inspect, ckpt_cli_inspect},
-        {"verify", ckpt_usage_verify, ckpt_cli_verify},
-        {"export", ckpt_usage_export, ckpt_cli_export}};
-    if (argc < 1)
+    static const struct {
+        const char *verb, *cmd, *usage, *shortopts;
+        const struct option *opts;
+        int (*fn)(const ckpt_cli_args *);
+    } verbs[] = {
+        {"inspect", "ckpt inspect", ckpt_usage_inspect, "h", ckpt_opts_inspect, ckpt_cli_inspect},
+        {"verify", "ckpt verify", ckpt_usage_verify, "h", ckpt_opts_verify, ckpt_cli_verify},
+        {"export", "ckpt export", ckpt_usage_export, "ho:", ckpt_opts_export, ckpt_cli_export}};
+    if (argc < 2)
         return util_fail(ST_USAGE, "ckpt: which one? spotrain ckpt inspect|verify|export (see spotrain --help)");
-    if (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++)
             fputs(verbs[v].usage, stdout);
         return ST_OK;
     }
     for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++) {
-        if (strcmp(argv[0], verbs[v].verb) != 0)
+        if (strcmp(argv[1], verbs[v].verb) != 0)
             continue;
-        for (int i = 1; i < argc; i++)
-            if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-                return fputs(verbs[v].usage, stdout), ST_OK;
-        return verbs[v].fn(argc, argv);
+        ckpt_cli_args o;
+        int rc = ckpt_cli_parse(argc - 1, argv + 1, verbs[v].cmd, verbs[v].opts, verbs[v].shortopts, &o);
+        if (rc == ST_OK && o.help)
+            return fputs(verbs[v].usage, stdout), ST_OK;
+        return rc == ST_OK ? verbs[v].fn(&o) : rc;
     }
-    return util_fail(ST_USAGE, "ckpt: unknown verb '%s'; use inspect, verify or export", argv[0]);
+    return util_fail(ST_USAGE, "ckpt: unknown verb '%s'; use inspect, verify or export", argv[1]);
 }

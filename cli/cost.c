@@ -1,89 +1,16 @@
-/* The config side of spot/: cfg -> spot_opts and cost_opts, and the
- * `spotrain cost estimate|report` commands (argument parsing and the INI
- * loading; money/cost.c and money/report.c compute and print). */
-#include "cost.h"
+/* `spotrain cost estimate|report`: their options and usage, and the INI
+ * loading (a CONFIG, or RUN_DIR/config.ini) before money/cost.c and
+ * money/report.c compute and print. */
+#include "cli.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "config/opts.h"
+#include "money/cost.h"
 #include "util/util.h"
-#include "model/model.h"
-#include "train/train.h"
-
-void cfg_spot_opts(const cfg *c, spot_opts *o)
-{
-    memset(o, 0, sizeof *o);
-    snprintf(o->provider, sizeof o->provider, "%s", c->provider);
-    o->poll_seconds = c->poll_seconds;
-    o->grace_seconds = c->grace_seconds;
-    snprintf(o->metadata_url, sizeof o->metadata_url, "%s", c->metadata_url);
-    snprintf(o->notice_file, sizeof o->notice_file, "%s", c->notice_file);
-    snprintf(o->vm_name, sizeof o->vm_name, "%s", c->vm_name);
-}
-
-/* The per-GPU plan --dry-run --world nodes*gpus_per_node prints for this
- * config: the same input (train_memplan_cfg) through the same model. */
-static void cfg_cost_memplan(const cfg *c, const model_shape *s, cost_opts *o)
-{
-    int64_t gpus = c->nodes * c->gpus_per_node;
-    o->have_mem = 1;
-    o->mem_status = train_memplan_cfg(c, s, 1, gpus > 0 && gpus <= INT32_MAX ? (int)gpus : 1, &o->mem_cfg);
-    if (o->mem_status == ST_OK)
-        o->mem_status = memplan_compute(&o->mem_cfg, &o->mem);
-    if (o->mem_status != ST_OK)
-        snprintf(o->mem_why, sizeof o->mem_why, "%s", util_last_error());
-}
-
-int cfg_cost_opts(const cfg *c, cost_opts *o)
-{
-    _Static_assert(CFG_MAX_PRICES <= COST_MAX_PRICES, "cost_opts holds every [price.*]");
-    memset(o, 0, sizeof *o);
-    snprintf(o->source, sizeof o->source, "%s", c->path);
-    o->nodes = c->nodes;
-    o->ondemand_nodes = c->ondemand_nodes;
-    o->gpus_per_node = c->gpus_per_node;
-    snprintf(o->gpu, sizeof o->gpu, "%s", c->gpu);
-    o->peak_tflops = c->peak_tflops;
-    o->mfu = c->mfu;
-    o->tokens = c->tokens;
-    o->ondemand_hours = c->ondemand_hours;
-    o->spot_hours = c->spot_hours;
-    o->throughput_ratio = c->throughput_ratio;
-    o->interruptions_per_hour = c->interruptions_per_hour;
-    o->restart_minutes = c->restart_minutes;
-    o->ckpt_stall_seconds = c->ckpt_stall_seconds;
-    o->ckpt_interval_minutes = c->ckpt_interval_minutes;
-    o->gpu_memory_gib = c->gpu_memory_gib;
-    o->network_gbps = c->network_gbps;
-    for (int i = 0; i < c->n_prices; i++) {
-        snprintf(o->prices[i].name, sizeof o->prices[i].name, "%s", c->prices[i].name);
-        o->prices[i].ondemand = c->prices[i].ondemand;
-        o->prices[i].spot = c->prices[i].spot;
-    }
-    o->n_prices = c->n_prices;
-    /* The defaults (8 h100, the tiny preset) describe no one's plan. */
-    o->hardware_given = cfg_is_given(c, "cost", "gpu") || cfg_is_given(c, "cost", "gpus_per_node") ||
-                        cfg_is_given(c, "cost", "peak_tflops");
-    o->overheads_given = cfg_is_given(c, "cost", "interruptions_per_hour") ||
-                         cfg_is_given(c, "cost", "restart_minutes") ||
-                         cfg_is_given(c, "cost", "ckpt_stall_seconds");
-    if (cfg_is_given(c, "model", NULL)) {
-        model_shape s;
-        int rc = model_shape_from_cfg(&s, c);
-        if (rc)
-            return rc;
-        snprintf(o->model, sizeof o->model, "%s", c->preset);
-        o->params = model_count_params(&s);
-        o->flops_per_token = model_flops_per_token(&s);
-        o->tokens_per_step = (double)c->global_batch * (double)s.seq_len;
-        o->global_batch = c->global_batch;
-        o->micro_batch = c->micro_batch;
-        cfg_cost_memplan(c, &s, o);
-    }
-    return ST_OK;
-}
 
 static void cost_cli_usage(void)
 {
@@ -122,56 +49,104 @@ static void cost_cli_report_usage(void)
            "Exit: 0 ok, 64 usage, 65 bad data, 66 missing input, 78 bad config.\n");
 }
 
+enum { COST_OPT_JSON = CLI_LONG, COST_OPT_CSV, COST_OPT_SET, COST_OPT_HEADER, COST_OPT_CONFIG };
+
+static const struct option cost_estimate_opts[] = {
+    {"json", no_argument, NULL, COST_OPT_JSON},
+    {"csv", no_argument, NULL, COST_OPT_CSV},
+    {"set", required_argument, NULL, COST_OPT_SET},
+    CLI_OPT_HELP,
+    {0}};
+
+static const struct option cost_report_opts[] = {
+    {"json", no_argument, NULL, COST_OPT_JSON},
+    {"csv", no_argument, NULL, COST_OPT_CSV},
+    {"header", no_argument, NULL, COST_OPT_HEADER},
+    {"config", required_argument, NULL, COST_OPT_CONFIG},
+    CLI_OPT_HELP,
+    {0}};
+
+/* --json or --csv into *format; they exclude each other. */
+static int cost_cli_format(const char *cmd, int opt, int *format)
+{
+    int f = opt == COST_OPT_JSON ? COST_JSON : COST_CSV;
+    if (*format != COST_TABLE && *format != f)
+        return util_fail(ST_USAGE, "%s: --json and --csv exclude each other", cmd);
+    *format = f;
+    return ST_OK;
+}
+
+typedef struct {
+    const char *path;       /* CONFIG or RUN_DIR */
+    const char *config;     /* report --config FILE */
+    char **sets;
+    int n_sets, format, header, help;
+} cost_cli_args;
+
+/* The options of estimate (report: 1 for report's) into o. */
+static int cost_cli_parse(int argc, char **argv, int report, cost_cli_args *o)
+{
+    const char *cmd = report ? "cost report" : "cost estimate", *what = report ? "RUN_DIR" : "CONFIG";
+    cli_args a;
+    int opt, rc = ST_OK;
+    cli_args_init(&a, cmd, argc, argv, report ? cost_report_opts : cost_estimate_opts, "h");
+    while (rc == ST_OK && !o->help && (opt = cli_args_next(&a)) != CLI_END) {
+        if (opt == COST_OPT_JSON || opt == COST_OPT_CSV)
+            rc = cost_cli_format(cmd, opt, &o->format);
+        else if (opt == COST_OPT_SET)
+            o->sets[o->n_sets++] = a.arg;
+        else if (opt == COST_OPT_HEADER)
+            o->header = 1;
+        else if (opt == COST_OPT_CONFIG)
+            o->config = a.arg;
+        else if (opt == 'h')
+            o->help = 1;
+        else if (opt == CLI_OPERAND && !o->path)
+            o->path = a.arg;
+        else if (opt == CLI_OPERAND)
+            rc = util_fail(ST_USAGE, "%s: one %s only (got %s and %s)", cmd, what, o->path, a.arg);
+        else
+            rc = ST_USAGE;
+    }
+    if (rc != ST_OK || o->help)
+        return rc;
+    if (!o->path)
+        return report ? util_fail(ST_USAGE, "cost report: missing RUN_DIR; usage: spotrain cost report RUN_DIR "
+                                  "[--config FILE] [--json|--csv [--header]]")
+                      : util_fail(ST_USAGE, "cost estimate: missing CONFIG; usage: spotrain cost estimate CONFIG "
+                                  "[--json|--csv]");
+    if (o->header && o->format != COST_CSV)
+        return util_fail(ST_USAGE, "cost report: --header goes with --csv");
+    return ST_OK;
+}
+
 static int cost_cli_estimate(int argc, char **argv)
 {
-    const char *path = NULL;
-    int format = COST_TABLE, rc;
-    char **sets = calloc((size_t)argc + 1, sizeof *sets);
-    int n_sets = 0;
+    cost_cli_args a = {.format = COST_TABLE};
+    int rc;
+    a.sets = calloc((size_t)argc + 1, sizeof *a.sets);
     cfg *c = calloc(1, sizeof *c);
     cost_opts *o = calloc(1, sizeof *o);
     cost_plan p;
-    if (!sets || !c || !o) {
+    if (!a.sets || !c || !o) {
         rc = util_fail(ST_SOFTWARE, "out of memory");
         goto out;
     }
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "--csv")) {
-            int f = argv[i][2] == 'j' ? COST_JSON : COST_CSV;
-            if (format != COST_TABLE && format != f) {
-                rc = util_fail(ST_USAGE, "cost estimate: --json and --csv exclude each other");
-                goto out;
-            }
-            format = f;
-        } else if (!strcmp(argv[i], "--set")) {
-            if (i + 1 >= argc) {
-                rc = util_fail(ST_USAGE, "--set needs section.key=value");
-                goto out;
-            }
-            sets[n_sets++] = argv[++i];
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            rc = util_fail(ST_USAGE, "cost estimate: unknown option %s; see spotrain cost estimate --help", argv[i]);
-            goto out;
-        } else if (!path) {
-            path = argv[i];
-        } else {
-            rc = util_fail(ST_USAGE, "cost estimate: one CONFIG only (got %s and %s)", path, argv[i]);
-            goto out;
-        }
-    }
-    if (!path) {
-        rc = util_fail(ST_USAGE, "cost estimate: missing CONFIG; usage: spotrain cost estimate CONFIG [--json|--csv]");
+    rc = cost_cli_parse(argc, argv, 0, &a);
+    if (rc == ST_OK && a.help) {
+        cost_cli_estimate_usage();
         goto out;
     }
-    rc = cfg_load(c, path, sets, n_sets);
+    if (rc == ST_OK)
+        rc = cfg_load(c, a.path, a.sets, a.n_sets);
     if (rc == ST_OK)
         rc = cfg_cost_opts(c, o);
     if (rc == ST_OK)
         rc = cost_estimate(o, &p);
     if (rc == ST_OK)
-        cost_estimate_print(o, &p, format);
+        cost_estimate_print(o, &p, a.format);
 out:
-    free(sets);
+    free(a.sets);
     free(c);
     free(o);
     return rc;
@@ -179,38 +154,20 @@ out:
 
 static int cost_cli_report(int argc, char **argv)
 {
-    const char *dir = NULL, *cfgpath = NULL;
-    int format = COST_TABLE, header = 0, rc;
+    cost_cli_args a = {.format = COST_TABLE};
+    const char *dir, *cfgpath;
+    int rc;
     char path[4096], cfgbuf[4096];
     char *text = NULL;
     size_t len = 0;
     cfg *c = NULL;
     cost_opts *o = NULL;
     cost_report r;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "--csv")) {
-            int f = argv[i][2] == 'j' ? COST_JSON : COST_CSV;
-            if (format != COST_TABLE && format != f)
-                return util_fail(ST_USAGE, "cost report: --json and --csv exclude each other");
-            format = f;
-        } else if (!strcmp(argv[i], "--header")) {
-            header = 1;
-        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            cfgpath = argv[++i];
-        } else if (!strcmp(argv[i], "--config")) {
-            return util_fail(ST_USAGE, "cost report: --config needs a FILE");
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            return util_fail(ST_USAGE, "cost report: unknown option %s; see spotrain cost report --help", argv[i]);
-        } else if (!dir) {
-            dir = argv[i];
-        } else {
-            return util_fail(ST_USAGE, "cost report: one RUN_DIR only (got %s and %s)", dir, argv[i]);
-        }
-    }
-    if (!dir)
-        return util_fail(ST_USAGE, "cost report: missing RUN_DIR; usage: spotrain cost report RUN_DIR [--config FILE] [--json|--csv [--header]]");
-    if (header && format != COST_CSV)
-        return util_fail(ST_USAGE, "cost report: --header goes with --csv");
+    rc = cost_cli_parse(argc, argv, 1, &a);
+    if (rc != ST_OK || a.help)
+        return rc == ST_OK ? (cost_cli_report_usage(), ST_OK) : rc;
+    dir = a.path;
+    cfgpath = a.config;
     if (util_fmt(path, sizeof path, "%s/events.jsonl", dir) < 0)
         return util_fail(ST_USAGE, "cost report: path too long: %s", dir);
     if (!cfgpath) {
@@ -236,7 +193,7 @@ static int cost_cli_report(int argc, char **argv)
     }
     rc = cost_report_compute(text, len, o, &r);
     if (rc == ST_OK)
-        cost_report_print(dir, cfgpath ? cfgpath : "RUN_DIR/config.ini", &r, format, header);
+        cost_report_print(dir, cfgpath ? cfgpath : "RUN_DIR/config.ini", &r, a.format, a.header);
 out:
     free(text);
     free(c);
@@ -244,18 +201,18 @@ out:
     return rc;
 }
 
-int cost_cli_main(int argc, char **argv)
+int cli_cost(int argc, char **argv)
 {
-    int help = 0;
-    for (int i = 0; i < argc; i++)
-        help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") || !strcmp(argv[i], "help");
-    if (argc < 1 || (help && strcmp(argv[0], "estimate") && strcmp(argv[0], "report"))) {
+    if (argc < 2)
+        return util_fail(ST_USAGE, "cost: which one? spotrain cost estimate|report (see spotrain --help)");
+    const char *verb = argv[1];
+    if (!strcmp(verb, "--help") || !strcmp(verb, "-h") || !strcmp(verb, "help")) {
         cost_cli_usage();
-        return argc < 1 ? ST_USAGE : ST_OK;
+        return ST_OK;
     }
-    if (!strcmp(argv[0], "estimate"))
-        return help ? (cost_cli_estimate_usage(), ST_OK) : cost_cli_estimate(argc, argv);
-    if (!strcmp(argv[0], "report"))
-        return help ? (cost_cli_report_usage(), ST_OK) : cost_cli_report(argc, argv);
-    return util_fail(ST_USAGE, "cost: unknown subcommand '%s' (estimate | report)", argv[0]);
+    if (!strcmp(verb, "estimate"))
+        return cost_cli_estimate(argc - 1, argv + 1);
+    if (!strcmp(verb, "report"))
+        return cost_cli_report(argc - 1, argv + 1);
+    return util_fail(ST_USAGE, "cost: unknown subcommand '%s' (estimate | report)", verb);
 }

@@ -2,12 +2,15 @@
  * process will hold in memory, computed from the shape alone so 7B/67B plans
  * print on a laptop; then what can be checked without training (the data
  * opens, the plan fits this machine). */
-#include "train/train.h"
+#include "cli.h"
+#include "model/model.h"
+#include "config/opts.h"
 #include "backend/backend.h"
 #include "comm/comm.h"
 #include "data/data.h"
 #include "money/commcost.h"
 #include "cuda/plan.h"
+#include "hf/hf.h"
 #include "money/cost.h"
 #include "util/util.h"
 
@@ -16,41 +19,14 @@
 #include <string.h>
 #include <unistd.h>
 
-int train_memplan_cfg(const cfg *c, const model_shape *s, int cuda, int world, memplan_cfg *m)
-{
-    cuda_prec p = CUDA_BF16;
-    memset(m, 0, sizeof *m);
-    /* auto plans none here; memplan_choose_recompute makes the choice. */
-    int rc = !strcmp(c->recompute, "auto") ? MEMPLAN_RECOMPUTE_NONE : memplan_recompute_parse(c->recompute);
-    if (rc < 0)
-        return util_fail(ST_CONFIG, "%s: train.recompute = '%s' is not one of none|layers|auto", c->path,
-                         c->recompute);
-    /* The CPU backend computes in fp32 whatever the setting; auto is bf16 on a GPU. */
-    if (cuda && cuda_prec_parse(c->precision, &p))
-        return util_fail(ST_CONFIG, "%s: train.precision = '%s' is not one of auto|fp32|tf32|bf16|fp16", c->path,
-                         c->precision);
-    m->shape = *s;
-    m->backend = cuda ? MEMPLAN_CUDA : MEMPLAN_CPU;
-    m->precision = cuda ? (memplan_prec)p : MEMPLAN_FP32;
-    m->world = world > 0 ? world : 1;
-    m->ranks_per_node = c->gpus_per_node > 0 ? (int)c->gpus_per_node : 1;
-    m->micro_batch = c->micro_batch;
-    m->threads = (int)c->threads;
-    m->recompute = (memplan_recompute)rc;
-    /* [train] zero does not exist yet: the trainer implements stage 1. */
-    m->zero = MEMPLAN_ZERO_IMPLEMENTED;
-    m->comm_chunk = comm_get_chunk();
-    return ST_OK;
-}
-
-static void plan_line(const char *what, double bytes)
+static void dryrun_line(const char *what, double bytes)
 {
     printf("  %-28s %12.3f GiB\n", what, bytes / (1024.0 * 1024.0 * 1024.0));
 }
 
 /* Under the activations: which train.recompute the figure is for, and what
  * the other setting would hold. */
-static void train_plan_recompute(const cfg *c, const memplan_cfg *mc, const memplan_bytes *m)
+static void dryrun_recompute(const cfg *c, const memplan_cfg *mc, const memplan_bytes *m)
 {
     int layers = mc->recompute == MEMPLAN_RECOMPUTE_LAYERS;
     if (!strcmp(c->recompute, "auto"))
@@ -68,30 +44,30 @@ static void train_plan_recompute(const cfg *c, const memplan_cfg *mc, const memp
  * model over cuda/plan.c's arena), and whether that fits the GPU memory
  * given by --gpu-memory or the cost section (cost.gpu_memory_gib, else
  * cost.gpu's size). */
-static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
+static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
 {
     memplan_cfg mc;
     memplan_bytes g;
-    if (train_memplan_cfg(c, s, 1, world, &mc) != ST_OK || memplan_compute(&mc, &g) != ST_OK) {
+    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK || memplan_compute(&mc, &g) != ST_OK) {
         printf("per-GPU memory with backend cuda: not planned (%s)\n", util_last_error());
         return;
     }
     int half = mc.precision == MEMPLAN_BF16 || mc.precision == MEMPLAN_FP16;
     printf("per-GPU memory with backend cuda, precision %s, %d rank%s (ZeRO stage %d: Adam m and v sharded):\n",
            cuda_prec_name((cuda_prec)mc.precision), world, world == 1 ? "" : "s", mc.zero);
-    plan_line("weights (fp32 master)", (double)g.master);
-    plan_line(half ? "weights (working copy)" : "weights (no working copy)", (double)g.working);
-    plan_line("gradients (fp32)", (double)g.grads);
-    plan_line("adam m+v (this rank's range)", (double)g.adam);
+    dryrun_line("weights (fp32 master)", (double)g.master);
+    dryrun_line(half ? "weights (working copy)" : "weights (no working copy)", (double)g.working);
+    dryrun_line("gradients (fp32)", (double)g.grads);
+    dryrun_line("adam m+v (this rank's range)", (double)g.adam);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    plan_line(act, (double)g.activations);
-    plan_line("attention scores/probs", (double)g.attn_scratch);
-    plan_line("cuBLASLt workspace", (double)g.workspace);
+    dryrun_line(act, (double)g.activations);
+    dryrun_line("attention scores/probs", (double)g.attn_scratch);
+    dryrun_line("cuBLASLt workspace", (double)g.workspace);
     if (g.comm > 0)
-        plan_line("NCCL receive buffer", (double)g.comm);
-    plan_line("CUDA context (estimate)", (double)g.context);
-    plan_line("total", (double)g.total);
+        dryrun_line("NCCL receive buffer", (double)g.comm);
+    dryrun_line("CUDA context (estimate)", (double)g.context);
+    dryrun_line("total", (double)g.total);
     printf("  per-GPU total: %llu bytes (host RAM besides: %.3f GiB checkpoint snapshot)\n",
            (unsigned long long)g.total, (double)g.host / (1024.0 * 1024.0 * 1024.0));
     double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
@@ -110,7 +86,7 @@ static void train_plan_gpu(const cfg *c, const model_shape *s, int world)
 /* The network side of a step on [cost]'s GPUs: the volume of the chunked
  * reduce-scatter and all-gather and, with network_gbps, its share of a step
  * (no overlap with compute). */
-static void train_plan_comm(const cfg *c, const model_shape *s, int world)
+static void dryrun_comm(const cfg *c, const model_shape *s, int world)
 {
     double peak = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
     double tokens = (double)c->global_batch * (double)s->seq_len;
@@ -136,10 +112,28 @@ static void train_plan_comm(const cfg *c, const model_shape *s, int world)
                100 * out.overlap_max / (out.seconds + in.compute_seconds));
 }
 
+/* model.init_from as train checks it before reading a weight: the files,
+ * and every safetensors header against the layout (no tensor data). */
+static int dryrun_init_from(const cfg *c, const model_shape *s)
+{
+    model_layout L = {0};
+    char which[160] = "";
+    if (!c->init_from[0])
+        return ST_OK;
+    int rc = model_layout_init(&L, s);
+    if (rc == ST_OK)
+        rc = hf_check(c->init_from, &L, which, sizeof which);
+    if (rc == ST_OK)
+        printf("init_from: %s/%s holds every tensor of the layout with its shape\n", c->init_from, which);
+    model_layout_free(&L);
+    return rc;
+}
+
 /* What a dry run can check here: the data opens (a glob that matches
- * nothing is an error on any machine), and the plan fits this machine's
- * memory (a warning: the plan may be for other machines). */
-static int train_plan_checks(const cfg *c, const memplan_cfg *mc, const memplan_bytes *m)
+ * nothing is an error on any machine), init_from's weights match the
+ * shape, and the plan fits this machine's memory (a warning: the plan may
+ * be for other machines). */
+static int dryrun_checks(const cfg *c, const model_shape *s, const memplan_cfg *mc, const memplan_bytes *m)
 {
     data *d = NULL;
     int rc = data_open(&d, c);
@@ -147,6 +141,8 @@ static int train_plan_checks(const cfg *c, const memplan_cfg *mc, const memplan_
     if (rc != ST_OK)
         return rc;
     printf("data: %s opens\n", c->source);
+    if ((rc = dryrun_init_from(c, s)) != ST_OK)
+        return rc;
     double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     char advice[640];
     if (mem > 0 && (double)m->total > mem) {
@@ -159,18 +155,19 @@ static int train_plan_checks(const cfg *c, const memplan_cfg *mc, const memplan_
     return ST_OK;
 }
 
-int train_plan(const cfg *c, int world)
+int dryrun_plan(const cfg *c, int world)
 {
     model_shape s;
     memplan_cfg mc;
     memplan_bytes m;
     int rc = model_shape_from_cfg(&s, c);
     if (rc == ST_OK)
-        rc = train_memplan_cfg(c, &s, 0, world, &mc);
+        rc = cfg_memplan(c, &s, 0, world, &mc);
     /* auto: the choice the trainer would make for one rank on this machine. */
-    if (rc == ST_OK)
-        rc = !strcmp(c->recompute, "auto") ? memplan_choose_recompute(&mc, memplan_host_available(), &m)
-                                           : memplan_compute(&mc, &m);
+    if (rc == ST_OK &&
+        (rc = !strcmp(c->recompute, "auto") ? memplan_choose_recompute(&mc, memplan_host_available(), &m)
+                                            : memplan_compute(&mc, &m)) != ST_OK)
+        return util_fail(rc, "%s", util_last_error());
     if (rc != ST_OK)
         return rc;
     char *text = cfg_render(c);
@@ -178,26 +175,30 @@ int train_plan(const cfg *c, int world)
         return util_fail(ST_SOFTWARE, "out of memory");
     printf("; resolved configuration (%s)\n%s\n", c->path, text);
     free(text);
+    if (c->min_lr_auto) {
+        char lr[32], min_lr[32];
+        printf("train.min_lr = auto: lr / 10 = %s (lr %s)\n", util_dtoa(c->min_lr, min_lr), util_dtoa(c->lr, lr));
+    }
     uint64_t n = model_count_params(&s);
     printf("parameters: %llu (%.3f B)\n", (unsigned long long)n, (double)n / 1e9);
     printf("flops per token (fwd+bwd): %.4g\n", model_flops_per_token(&s));
     printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW: ZeRO stage %d):\n",
            world, world == 1 ? "" : "s", mc.zero);
-    plan_line("parameters (fp32)", (double)m.master);
-    plan_line("gradients (fp32)", (double)m.grads);
+    dryrun_line("parameters (fp32)", (double)m.master);
+    dryrun_line("gradients (fp32)", (double)m.grads);
     printf("  this rank's range: %zu parameters (64-aligned; %.1f%% of the vector)\n", m.range,
            100.0 * (double)m.range / (double)(n ? n : 1));
-    plan_line("adam m+v (this rank's range)", (double)m.adam);
-    plan_line("checkpoint snapshot (range)", (double)m.snapshot);
-    plan_line("gradient exchange buffers", (double)m.comm);
+    dryrun_line("adam m+v (this rank's range)", (double)m.adam);
+    dryrun_line("checkpoint snapshot (range)", (double)m.snapshot);
+    dryrun_line("gradient exchange buffers", (double)m.comm);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    plan_line(act, (double)(m.activations + m.attn_scratch));
-    train_plan_recompute(c, &mc, &m);
-    plan_line("total", (double)m.total);
+    dryrun_line(act, (double)(m.activations + m.attn_scratch));
+    dryrun_recompute(c, &mc, &m);
+    dryrun_line("total", (double)m.total);
     printf("  per-process total: %llu bytes\n", (unsigned long long)m.total);
-    train_plan_comm(c, &s, world);
+    dryrun_comm(c, &s, world);
     if (strcmp(c->backend, "cpu") != 0)
-        train_plan_gpu(c, &s, world);
-    return train_plan_checks(c, &mc, &m);
+        dryrun_gpu(c, &s, world);
+    return dryrun_checks(c, &s, &mc, &m);
 }

@@ -1,7 +1,7 @@
 /* `spotrain init [FILE] [--force]`: writes the embedded sample.ini (every key,
  * its meaning and default) to FILE or stdout, so a user starts from the
  * binary's own defaults rather than a copy that may belong to another version. */
-#include "init.h"
+#include "cli.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,23 +20,32 @@ static void cfg_init_usage(void)
            "Exit: 0 written, 64 usage or FILE exists, 74 cannot write.\n");
 }
 
-int cfg_init_cli(int argc, char **argv)
+enum { INIT_OPT_FORCE = CLI_LONG };
+
+static const struct option init_opts[] = {
+    {"force", no_argument, NULL, INIT_OPT_FORCE},
+    CLI_OPT_HELP,
+    {0}};
+
+int cli_init(int argc, char **argv)
 {
     const char *path = NULL;
-    int force = 0;
+    int force = 0, opt;
     struct stat st;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+    cli_args a;
+    cli_args_init(&a, "init", argc, argv, init_opts, "h");
+    while ((opt = cli_args_next(&a)) != CLI_END) {
+        if (opt == 'h') {
             cfg_init_usage();
             return ST_OK;
-        } else if (!strcmp(argv[i], "--force")) {
+        } else if (opt == INIT_OPT_FORCE) {
             force = 1;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            return util_fail(ST_USAGE, "init: unknown option %s; see spotrain init --help", argv[i]);
+        } else if (opt != CLI_OPERAND) {
+            return ST_USAGE;
         } else if (path) {
-            return util_fail(ST_USAGE, "init: one FILE only (got %s and %s)", path, argv[i]);
+            return util_fail(ST_USAGE, "init: one FILE only (got %s and %s)", path, a.arg);
         } else {
-            path = argv[i];
+            path = a.arg;
         }
     }
     if (!path || !strcmp(path, "-")) {

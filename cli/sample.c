@@ -7,6 +7,7 @@
 #include "ckpt/ckpt.h"
 #include "util/util.h"
 
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 
 static const char sample_usage[] =
     "usage: spotrain sample CONFIG|RUN_DIR|CKPT_DIR [--prompt S] [--tokens N] [--temperature T] [--seed N]\n"
+    "                       [--ignore-eos]\n"
     "  Continues a prompt with the newest checkpoint that verifies (or the one given).\n"
     "  --prompt S        text for byte-level models and for models with [data] tokenizer;\n"
     "                    token ids (\"1 2 3\") for shard models without a tokenizer\n"
@@ -22,6 +24,9 @@ static const char sample_usage[] =
     "  --tokens N        tokens to generate (default 32)\n"
     "  --temperature T   0 = greedy (default), else sample from softmax(logits / T)\n"
     "  --seed N          seed for sampling (default 1)\n"
+    "  --ignore-eos      go on past the tokenizer's end-of-text token; without it, generation\n"
+    "                    stops there (the token is not printed) and stderr says so\n"
+    "  An option's value follows = or a space (--tokens=8, --tokens 8); -- ends the options.\n"
     "  Output (stdout): the prompt followed by the continuation, then a newline unless the\n"
     "  continuation ended with one. As text for byte-level models and models with a\n"
     "  tokenizer; as space-separated token ids for shard models without one.\n";
@@ -117,14 +122,34 @@ static int sample_encode(const cfg *c, const tok *tk, const char *prompt, int32_
     return ST_OK;
 }
 
-static int sample_generate(const cfg *c, const tok *tk, backend *b, const char *prompt, int64_t ntok,
-                           double temp, uint64_t seed)
+typedef struct {
+    const char *path, *prompt;
+    int64_t ntok, seed;
+    double temp;
+    int ignore_eos;
+} sample_opts;
+
+/* Whether generation ends at id: the tokenizer's end-of-text token, unless
+ * --ignore-eos. Says so on stderr, since stdout is only the text. */
+static int sample_at_eos(const tok *tk, const sample_opts *o, int32_t id, int64_t made)
 {
-    int64_t T = c->seq_len, cap = T + ntok, n = 0;
+    if (!tk || o->ignore_eos || tok_eos(tk) != id)
+        return 0;
+    size_t bl = 0;
+    const uint8_t *bs = tok_bytes(tk, (uint32_t)id, &bl);
+    util_log("sample: stopped at the end-of-text token %.*s (id %d) after %lld token%s; --ignore-eos goes on",
+             bs ? (int)bl : 0, bs ? (const char *)bs : "", id, (long long)made, made == 1 ? "" : "s");
+    return 1;
+}
+
+static int sample_generate(const cfg *c, const tok *tk, backend *b, const sample_opts *o)
+{
+    int64_t T = c->seq_len, cap = T + o->ntok, n = 0;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     int rc = !ids || !logits ? util_fail(ST_SOFTWARE, "out of memory") : ST_OK;
     int bytes = strcmp(c->source, "shards") != 0 && !tk, last_nl = 0;
+    const char *prompt = o->prompt;
     if (rc == ST_OK)
         rc = sample_encode(c, tk, prompt, ids, T, &n);
     if (rc == ST_OK && n == 0)
@@ -136,12 +161,14 @@ static int sample_generate(const cfg *c, const tok *tk, backend *b, const char *
         for (int64_t i = 0; i < n; i++)
             printf("%s%d", i ? " " : "", ids[i]);
     }
-    for (int64_t i = 0; i < ntok && rc == ST_OK; i++) {
+    for (int64_t i = 0; i < o->ntok && rc == ST_OK; i++) {
         int64_t ctx = n < T ? n : T;
         rc = b->logits(b, ids + n - ctx, ctx, logits);
         if (rc != ST_OK)
             break;
-        ids[n] = sample_pick(logits, c->vocab_size, temp, seed, (uint64_t)i);
+        ids[n] = sample_pick(logits, c->vocab_size, o->temp, (uint64_t)o->seed, (uint64_t)i);
+        if (sample_at_eos(tk, o, ids[n], i))
+            break;
         size_t bl = 0;
         const uint8_t *bs = tk ? tok_bytes(tk, (uint32_t)ids[n], &bl) : NULL;
         if (bytes) {
@@ -164,40 +191,80 @@ static int sample_generate(const cfg *c, const tok *tk, backend *b, const char *
     return rc;
 }
 
+enum { SAMPLE_PROMPT = 1, SAMPLE_TOKENS, SAMPLE_TEMP, SAMPLE_SEED, SAMPLE_IGNORE_EOS };
+
+static int sample_option(int opt, const char *val, sample_opts *o)
+{
+    switch (opt) {
+    case SAMPLE_PROMPT:
+        o->prompt = val;
+        return ST_OK;
+    case SAMPLE_TOKENS:
+        if (util_parse_i64(val, &o->ntok) || o->ntok < 1 || o->ntok > 1000000)
+            return util_fail(ST_USAGE, "--tokens: '%s' is not a count from 1 to 1000000", val);
+        return ST_OK;
+    case SAMPLE_TEMP:
+        if (util_parse_f64(val, &o->temp) || !(o->temp >= 0))
+            return util_fail(ST_USAGE, "--temperature: '%s' is not a number >= 0", val);
+        return ST_OK;
+    case SAMPLE_SEED:
+        if (util_parse_i64(val, &o->seed))
+            return util_fail(ST_USAGE, "--seed: '%s' is not an integer", val);
+        return ST_OK;
+    case SAMPLE_IGNORE_EOS:
+        o->ignore_eos = 1;
+        return ST_OK;
+    }
+    return ST_SOFTWARE;
+}
+
+/* getopt_long, so --opt=value, --opt value and -- behave as everywhere.
+ * *help is set for --help (usage printed, nothing else to do). */
+static int sample_parse(int argc, char **argv, sample_opts *o, int *help)
+{
+    static const struct option longs[] = {
+        {"prompt", required_argument, NULL, SAMPLE_PROMPT},
+        {"tokens", required_argument, NULL, SAMPLE_TOKENS},
+        {"temperature", required_argument, NULL, SAMPLE_TEMP},
+        {"seed", required_argument, NULL, SAMPLE_SEED},
+        {"ignore-eos", no_argument, NULL, SAMPLE_IGNORE_EOS},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt, rc = ST_OK;
+    opterr = 0;
+    optind = 0;   /* glibc: a full restart, whatever parsed argv before */
+    while (rc == ST_OK && (opt = getopt_long(argc, argv, ":h", longs, NULL)) != -1) {
+        if (opt == 'h') {
+            fputs(sample_usage, stdout);
+            *help = 1;
+            return ST_OK;
+        }
+        if (opt == ':')
+            return util_fail(ST_USAGE, "sample: %s needs a value (see spotrain sample --help)", argv[optind - 1]);
+        if (opt == '?')
+            return util_fail(ST_USAGE, "sample: unknown option '%s' (see spotrain sample --help)", argv[optind - 1]);
+        rc = sample_option(opt, optarg, o);
+    }
+    if (rc == ST_OK && optind < argc)
+        o->path = argv[optind++];
+    if (rc == ST_OK && optind < argc)
+        return util_fail(ST_USAGE, "sample: unexpected argument '%s' (see spotrain sample --help)", argv[optind]);
+    if (rc == ST_OK && !o->path)
+        return util_fail(ST_USAGE, "sample: which run? spotrain sample CONFIG|RUN_DIR|CKPT_DIR (see --help)");
+    return rc;
+}
+
 int train_sample_cli(int argc, char **argv)
 {
-    const char *path = NULL, *prompt = NULL;
-    int64_t ntok = 32, seed = 1;
-    double temp = 0;
+    sample_opts o = {.ntok = 32, .seed = 1};
     char ckpt[4096];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(sample_usage, stdout);
-            return ST_OK;
-        } else if (!strcmp(a, "--prompt") && val) {
-            prompt = val, i++;
-        } else if (!strcmp(a, "--tokens") && val) {
-            if (util_parse_i64(val, &ntok) || ntok < 1 || ntok > 1000000)
-                return util_fail(ST_USAGE, "--tokens: '%s' is not a count from 1 to 1000000", val);
-            i++;
-        } else if (!strcmp(a, "--temperature") && val) {
-            if (util_parse_f64(val, &temp) || temp < 0)
-                return util_fail(ST_USAGE, "--temperature: '%s' is not a number >= 0", val);
-            i++;
-        } else if (!strcmp(a, "--seed") && val) {
-            if (util_parse_i64(val, &seed))
-                return util_fail(ST_USAGE, "--seed: '%s' is not an integer", val);
-            i++;
-        } else if (a[0] == '-' || path) {
-            return util_fail(ST_USAGE, "sample: unexpected argument '%s' (see spotrain sample --help)", a);
-        } else {
-            path = a;
-        }
-    }
-    if (!path)
-        return util_fail(ST_USAGE, "sample: which run? spotrain sample CONFIG|RUN_DIR|CKPT_DIR (see --help)");
-    int rc = sample_resolve(path, ckpt, sizeof ckpt);
+    int help = 0;
+    int rc = sample_parse(argc, argv, &o, &help);
+    if (rc != ST_OK || help)
+        return rc;
+    const char *path = o.path;
+    rc = sample_resolve(path, ckpt, sizeof ckpt);
     if (rc != ST_OK)
         return rc;
     ckpt_reader *r = NULL;
@@ -219,9 +286,9 @@ int train_sample_cli(int argc, char **argv)
     if (rc == ST_OK)
         rc = backend_load_ckpt(b, r, CKPT_PARAMS, 0, L.n_floats);
     if (rc == ST_OK) {
-        if (!prompt)
-            prompt = !strcmp(c.source, "synthetic") ? "12+34=" : !strcmp(c.source, "shards") ? "0" : "\n";
-        rc = sample_generate(&c, tk, b, prompt, ntok, temp, (uint64_t)seed);
+        if (!o.prompt)
+            o.prompt = !strcmp(c.source, "synthetic") ? "12+34=" : !strcmp(c.source, "shards") ? "0" : "\n";
+        rc = sample_generate(&c, tk, b, &o);
     }
     tok_free(tk);
     if (b)

@@ -1,8 +1,10 @@
 /* `spotrain selftest comm CONFIG`: the data plane over all ranks before a
  * week of training trusts it. Known patterns are reduced and gathered in
  * every message size up to the model's vector, checked bitwise against the
- * host rule (rank-order sums), and timed: bus bandwidth per size. */
-#include "train/train.h"
+ * host rule (rank-order sums), and timed: bus bandwidth per size. Its
+ * options, usage and start-up (config, peer timeout, MPI) are here too. */
+#include "cli.h"
+#include "model/model.h"
 #include "backend/backend.h"
 #include "comm/comm.h"
 #include "util/util.h"
@@ -195,7 +197,7 @@ static void selftest_cuda_transport(selftest_plane *pl) {}
 static void selftest_cuda_close(selftest_plane *pl, int cuda) {}
 #endif
 
-int train_selftest_comm(const cfg *c)
+static int selftest_comm(const cfg *c)
 {
     model_shape s;
     model_layout L;
@@ -250,5 +252,76 @@ int train_selftest_comm(const cfg *c)
                        "train on this cluster until it is fixed");
     if (rc == ST_OK && comm_rank() == 0)
         printf("selftest comm: every size bitwise right on %d rank%s\n", W, W == 1 ? "" : "s");
+    return rc;
+}
+
+static const char selftest_usage[] =
+    "usage: spotrain selftest comm CONFIG [--set section.key=value]... [--quiet]\n"
+    "  Run under the same launcher as training (mpirun -np N ...). Reduces and gathers\n"
+    "  known patterns of every message size up to the model's vector over all ranks,\n"
+    "  checks each result bitwise against the rank-order rule the trainer relies on,\n"
+    "  and prints algorithm and bus bandwidth per size. Exit 0 when every bit is right;\n"
+    "  86 when a peer stays silent past spot.comm_timeout_seconds.\n";
+
+enum { SELFTEST_OPT_SET = CLI_LONG };
+
+static const struct option selftest_opts[] = {
+    {"set", required_argument, NULL, SELFTEST_OPT_SET},
+    {"quiet", no_argument, NULL, 'q'},
+    CLI_OPT_HELP,
+    {0}};
+
+/* argv[0] is "comm": CONFIG and its --set overrides into c; *help when
+ * --help came first. */
+static int selftest_parse(int argc, char **argv, cfg *c, int *help)
+{
+    const char *config = NULL;
+    char **sets = calloc((size_t)argc, sizeof *sets);
+    int n = 0, opt, rc = sets ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
+    cli_args a;
+    cli_args_init(&a, "selftest comm", argc, argv, selftest_opts, "qh");
+    while (rc == ST_OK && !*help && (opt = cli_args_next(&a)) != CLI_END) {
+        if (opt == SELFTEST_OPT_SET)
+            sets[n++] = a.arg;
+        else if (opt == 'q')
+            util_quiet = 1;
+        else if (opt == 'h')
+            *help = 1;
+        else if (opt == CLI_OPERAND && !config)
+            config = a.arg;
+        else
+            rc = opt == CLI_OPERAND ? cli_args_unexpected(&a, a.arg) : ST_USAGE;
+    }
+    if (rc == ST_OK && !*help && !config)
+        rc = util_fail(ST_USAGE, "selftest comm: which config? spotrain selftest comm CONFIG (`spotrain init run.ini` "
+                       "writes a commented one)");
+    if (rc == ST_OK && !*help)
+        rc = cfg_load(c, config, sets, n);
+    free(sets);
+    return rc;
+}
+
+int cli_selftest(int argc, char **argv)
+{
+    int help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")), rc;
+    if (!help && (argc < 2 || strcmp(argv[1], "comm")))
+        return util_fail(ST_USAGE, "selftest: which one? spotrain selftest comm CONFIG (see --help)");
+    cfg *c = malloc(sizeof *c);
+    rc = c ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
+    if (rc == ST_OK && !help)
+        rc = selftest_parse(argc - 1, argv + 1, c, &help);
+    if (rc == ST_OK && help) {
+        fputs(selftest_usage, stdout);
+    } else if (rc == ST_OK) {
+        comm_set_timeout(c->comm_timeout_seconds);   /* comm_init's host count waits for peers too */
+        rc = comm_init(&argc, &argv);
+        if (rc == ST_OK) {
+            rc = selftest_comm(c);
+            if (rc != ST_OK && comm_is_mpi())
+                comm_abort(rc);
+            comm_finalize(rc);
+        }
+    }
+    free(c);
     return rc;
 }

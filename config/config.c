@@ -45,6 +45,9 @@ static const cfg_key cfg_keys[] = {
     KF("model", "norm_eps", norm_eps, 1e-12, 1),
     KF("model", "init_std", init_std, 0, 10),
     KS("model", "init_from", init_from, NULL),
+    KI("model", "max_position_embeddings", max_position_embeddings, 0, 1 << 24),
+    KI("model", "bos_token_id", bos_token_id, -1, 1 << 30),
+    KI("model", "eos_token_id", eos_token_id, -1, 1 << 30),
 
     KS("data", "source", source, "synthetic|text|shards"),
     KS("data", "train_path", train_path, NULL),
@@ -68,7 +71,7 @@ static const cfg_key cfg_keys[] = {
     KI("train", "flush_denormals", flush_denormals, 0, 1),
     KS("train", "recompute", recompute, "none|layers|auto"),
     KF("train", "lr", lr, 0, 10),
-    KF("train", "min_lr", min_lr, 0, 10),
+    KA("train", "min_lr", min_lr, 0, 10),
     KF("train", "warmup_steps", warmup_steps, 0, 1e15),
     KF("train", "weight_decay", weight_decay, 0, 10),
     KF("train", "beta1", beta1, 0, 0.999999),
@@ -397,8 +400,12 @@ static void cfg_apply_preset(cfg *c)
 static int cfg_check_relations(const cfg *c)
 {
     const char *f = c->path[0] ? c->path : "config";
+    if (c->max_position_embeddings && c->seq_len > c->max_position_embeddings)
+        return util_fail(ST_CONFIG, "%s: model.seq_len (%lld) exceeds model.max_position_embeddings (%lld)", f,
+                         (long long)c->seq_len, (long long)c->max_position_embeddings);
     if (c->min_lr > c->lr)
-        return util_fail(ST_CONFIG, "%s: train.min_lr (%g) exceeds train.lr (%g)", f, c->min_lr, c->lr);
+        return util_fail(ST_CONFIG, "%s: train.min_lr (%g) exceeds train.lr (%g); set a lower min_lr, or "
+                         "min_lr = auto (lr / 10)", f, c->min_lr, c->lr);
     if (c->global_batch % c->micro_batch != 0)
         return util_fail(ST_CONFIG, "%s: train.global_batch (%lld) must be a multiple of train.micro_batch (%lld)",
                          f, (long long)c->global_batch, (long long)c->micro_batch);
@@ -441,27 +448,73 @@ static int cfg_check_relations(const cfg *c)
     return ST_OK;
 }
 
+/* init_from's directory is gone, but the run started from it: its resolved
+ * config (RUN_DIR/config.ini, written at every start) keeps the shape, so a
+ * resume needs no init_from (a fresh start still fails on the weights,
+ * before it writes anything). ST_OK when it was used. */
+static int cfg_shape_from_run(cfg *c)
+{
+    char path[CFG_STR + 16];
+    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size,
+                       &c->seq_len, &c->max_position_embeddings};
+    snprintf(path, sizeof path, "%s/config.ini", c->run_dir);
+    cfg *run = malloc(sizeof *run);
+    if (!run || access(path, R_OK) != 0) {
+        free(run);
+        return ST_NOINPUT;
+    }
+    int quiet = util_quiet;
+    util_quiet = 1;   /* an unreadable or older file is only not used */
+    int rc = cfg_load(run, path, NULL, 0);
+    util_quiet = quiet;
+    if (rc == ST_OK && strcmp(run->init_from, c->init_from))
+        rc = ST_CONFIG;
+    int64_t *theirs[] = {&run->dim, &run->n_layers, &run->n_heads, &run->n_kv_heads, &run->ffn_dim, &run->vocab_size,
+                         &run->seq_len, &run->max_position_embeddings};
+    /* A shape key the user set must agree, as with config.json. */
+    for (int i = 0; i < 8 && rc == ST_OK; i++)
+        if (*keys[i] && i < 6 && *keys[i] != *theirs[i])
+            rc = ST_CONFIG;
+    for (int i = 0; i < 8 && rc == ST_OK; i++)
+        if (!*keys[i])
+            *keys[i] = *theirs[i];
+    if (rc == ST_OK) {
+        c->rope_theta = run->rope_theta;
+        c->norm_eps = run->norm_eps;
+        if (c->bos_token_id < 0)
+            c->bos_token_id = run->bos_token_id;
+        if (c->eos_token_id < 0)
+            c->eos_token_id = run->eos_token_id;
+    }
+    free(run);
+    return rc;
+}
+
 /* model.init_from: the shape comes from its config.json; a shape key that is
  * set must agree. A checkpoint's resolved config names the directory but
- * carries the whole shape, so a directory gone since is no error there. */
+ * carries the whole shape, so a directory gone since is no error there. The
+ * context length and token ids are carried for exports. */
 static int cfg_from_hf(cfg *c)
 {
     const char *f = c->path[0] ? c->path : "config";
     char probe[CFG_STR + 16];
     model_shape s;
-    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size};
-    const char *names[] = {"dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size"};
+    hf_meta m;
+    int64_t *keys[] = {&c->dim, &c->n_layers, &c->n_heads, &c->n_kv_heads, &c->ffn_dim, &c->vocab_size,
+                       &c->max_position_embeddings};
+    const char *names[] = {"dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size",
+                           "max_position_embeddings"};
     int all = 1;
     for (int i = 0; i < 6; i++)
         all &= *keys[i] != 0;
     snprintf(probe, sizeof probe, "%s/config.json", c->init_from);
-    if (all && access(probe, F_OK) != 0)
+    if (access(probe, F_OK) != 0 && (all || cfg_shape_from_run(c) == ST_OK))
         return ST_OK;
-    int rc = hf_read_shape(c->init_from, &s);
+    int rc = hf_read_config(c->init_from, &s, &m);
     if (rc != ST_OK)
         return rc;
-    int64_t hf[] = {s.dim, s.n_layers, s.n_heads, s.n_kv_heads, s.ffn_dim, s.vocab};
-    for (int i = 0; i < 6; i++) {
+    int64_t hf[] = {s.dim, s.n_layers, s.n_heads, s.n_kv_heads, s.ffn_dim, s.vocab, s.seq_len};
+    for (int i = 0; i < 7; i++) {
         if (*keys[i] && *keys[i] != hf[i])
             return util_fail(ST_CONFIG, "%s: model.%s = %lld disagrees with %s (%lld); drop the key, the shape "
                              "comes from model.init_from", f, names[i], (long long)*keys[i], probe, (long long)hf[i]);
@@ -469,9 +522,32 @@ static int cfg_from_hf(cfg *c)
     }
     if (!c->seq_len)
         c->seq_len = s.seq_len;
+    /* rope_scaling, the one setting that would extend the context, is
+     * refused by hf_read_config: the source's length is the limit. */
+    if (c->seq_len > s.seq_len)
+        return util_fail(ST_CONFIG, "%s: model.seq_len = %lld exceeds max_position_embeddings = %lld of %s; RoPE "
+                         "without rope_scaling does not extend past it: lower seq_len", f, (long long)c->seq_len,
+                         (long long)s.seq_len, probe);
+    if (c->bos_token_id < 0)
+        c->bos_token_id = m.bos;
+    if (c->eos_token_id < 0)
+        c->eos_token_id = m.eos;
     c->rope_theta = s.rope_theta;
     c->norm_eps = s.norm_eps;
     return ST_OK;
+}
+
+/* min_lr = auto: lr / 10, rounded to 15 significant digits, so it is the
+ * number a person would write: the default lr 3e-3 gives exactly 3e-4 (the
+ * numeric default before auto), where 3e-3 / 10 is 3.0000000000000003e-4. */
+static void cfg_resolve_min_lr(cfg *c)
+{
+    char num[40];
+    c->min_lr_auto = c->min_lr == CFG_AUTO;
+    if (!c->min_lr_auto)
+        return;
+    snprintf(num, sizeof num, "%.15g", c->lr / 10);
+    c->min_lr = strtod(num, NULL);
 }
 
 static int cfg_finish(cfg *c, char **overrides, int n_overrides)
@@ -484,6 +560,7 @@ static int cfg_finish(cfg *c, char **overrides, int n_overrides)
     if (rc != ST_OK)
         return rc;
     cfg_apply_preset(c);
+    cfg_resolve_min_lr(c);
     return cfg_check_relations(c);
 }
 
@@ -551,7 +628,9 @@ static void cfg_format_value(const cfg *c, const cfg_key *k, char *out, int cap)
         double d;
         char num[32];
         memcpy(&d, base, sizeof d);
-        if (k->type == K_AUTO && d == CFG_AUTO)
+        /* min_lr = auto stays auto where the config is shown or stored
+         * (it follows lr when a checkpoint's config is read back). */
+        if (k->type == K_AUTO && (d == CFG_AUTO || (k->off == offsetof(cfg, min_lr) && c->min_lr_auto)))
             snprintf(out, (size_t)cap, "auto");
         else
             snprintf(out, (size_t)cap, "%s", util_dtoa(d, num));

@@ -28,6 +28,8 @@ typedef struct cfg {
     int64_t dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, seq_len;
     double rope_theta, norm_eps, init_std;
     char init_from[CFG_STR];        /* Hugging Face model directory to start from, or empty */
+    int64_t max_position_embeddings; /* for exports; 0 = init_from's, else seq_len */
+    int64_t bos_token_id, eos_token_id; /* for exports; -1 = init_from's, else the tokenizer's */
 
     /* [data] */
     char source[16];                /* synthetic | text | shards */
@@ -48,6 +50,7 @@ typedef struct cfg {
     int64_t flush_denormals;   /* cpu backend: subnormal floats flushed to zero (FTZ/DAZ) */
     char recompute[8];              /* none | layers | auto (cpu backend: rerun each layer's forward in its backward; auto: layers when the memory plan with none does not fit) */
     double lr, min_lr, warmup_steps, weight_decay, beta1, beta2, adam_eps, grad_clip;
+    int min_lr_auto;                /* min_lr was auto: resolved to lr / 10 (a number from here on) */
     int64_t val_every, val_batches, log_every;
 
     /* [checkpoint] */

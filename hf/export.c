@@ -1,7 +1,10 @@
 /* `spotrain ckpt export`: one checkpoint's parameters as a Hugging Face
  * LlamaForCausalLM directory (model.safetensors in f32 or bf16, optionally
- * sharded with an index, config.json, and the run's tokenizer). */
+ * sharded with an index, config.json and generation_config.json with the
+ * source's context length and token ids, and the run's tokenizer). */
 #include "ckpt/ckpt_int.h"
+#include "hf/hf.h"
+#include "tok/tokenizer.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -49,7 +52,106 @@ static char *ckpt_st_header(const ckpt_reader *r, int p0, int p1, int es, size_t
     return out;
 }
 
-static char *ckpt_hf_config(const ckpt_info *in, int bf16)
+/* What config.json carries besides the shape, from the run's resolved
+ * config ([model] max_position_embeddings, bos/eos_token_id; [data]
+ * tokenizer, and init_from for checkpoints older than those keys). */
+typedef struct {
+    char tokenizer[4096], init_from[4096];
+    int64_t max_pos, bos, eos;
+    int has_ids;     /* the config names the token id keys */
+} ckpt_hf_meta;
+
+static int ckpt_ini_meta(void *user, const char *section, const char *name, const char *value)
+{
+    ckpt_hf_meta *m = user;
+    if (!strcmp(section, "data") && !strcmp(name, "tokenizer"))
+        snprintf(m->tokenizer, sizeof m->tokenizer, "%s", value);
+    if (strcmp(section, "model"))
+        return 1;
+    if (!strcmp(name, "init_from"))
+        snprintf(m->init_from, sizeof m->init_from, "%s", value);
+    else if (!strcmp(name, "max_position_embeddings"))
+        m->max_pos = strtoll(value, NULL, 10);
+    else if (!strcmp(name, "bos_token_id"))
+        m->bos = strtoll(value, NULL, 10), m->has_ids = 1;
+    else if (!strcmp(name, "eos_token_id"))
+        m->eos = strtoll(value, NULL, 10), m->has_ids = 1;
+    return 1;
+}
+
+/* The bos_token of a tokenizer_config.json beside the tokenizer, else a
+ * well-known begin-of-text name; -1 if neither. */
+static int64_t ckpt_tok_bos(const tok *t, const char *tk_path)
+{
+    static const char *names[] = {"<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+                                  "<|begin_of_text|>", "<s>", "<bos>"};
+    char path[4300], *text = NULL;
+    const char *slash = strrchr(tk_path, '/');
+    int64_t id = -1;
+    snprintf(path, sizeof path, "%.*stokenizer_config.json", slash ? (int)(slash - tk_path) + 1 : 0, tk_path);
+    if (access(path, R_OK) == 0 && util_read_file(path, &text, NULL) == ST_OK) {
+        json_object *o = json_tokener_parse(text), *b, *c;
+        if (o && json_object_object_get_ex(o, "bos_token", &b)) {
+            if (json_object_is_type(b, json_type_object) && json_object_object_get_ex(b, "content", &c))
+                b = c;
+            if (json_object_is_type(b, json_type_string))
+                id = tok_id(t, json_object_get_string(b));
+        }
+        json_object_put(o);
+        free(text);
+    }
+    for (size_t i = 0; id < 0 && i < sizeof names / sizeof names[0]; i++)
+        id = tok_id(t, names[i]);
+    return id;
+}
+
+/* The token ids: the run's config (init_from's, resolved when it started),
+ * the init_from directory for older checkpoints, else the tokenizer's. */
+static int ckpt_hf_meta_read(const ckpt_reader *r, ckpt_hf_meta *m)
+{
+    memset(m, 0, sizeof *m);
+    m->bos = m->eos = -1;
+    if (r->info.config_text && ini_parse_string(r->info.config_text, ckpt_ini_meta, m) < 0)
+        return util_fail(ST_DATA, "%s: the checkpoint's config does not parse", r->dir);
+    if (!m->has_ids && m->init_from[0]) {
+        model_shape s;
+        hf_meta hm;
+        int q = util_quiet;
+        util_quiet = 1;   /* a directory gone since is no error here */
+        if (hf_read_config(m->init_from, &s, &hm) == ST_OK)
+            m->bos = hm.bos, m->eos = hm.eos, m->max_pos = s.seq_len;
+        util_quiet = q;
+    }
+    if ((m->bos >= 0 && m->eos >= 0) || !m->tokenizer[0])
+        return ST_OK;
+    tok *t = NULL;
+    int rc = tok_load(&t, m->tokenizer);
+    if (rc != ST_OK)
+        return rc;
+    if (m->eos < 0)
+        m->eos = tok_eos(t);
+    if (m->bos < 0)
+        m->bos = ckpt_tok_bos(t, m->tokenizer);
+    tok_free(t);
+    return ST_OK;
+}
+
+static void ckpt_json_id(json_object *o, const char *key, int64_t id)
+{
+    json_object_object_add(o, key, id >= 0 ? json_object_new_int64(id) : NULL);
+}
+
+static char *ckpt_json_text(json_object *o)
+{
+    const char *t = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED);
+    char *out = malloc(strlen(t) + 2);
+    if (out)
+        sprintf(out, "%s\n", t);
+    json_object_put(o);
+    return out;
+}
+
+static char *ckpt_hf_config(const ckpt_info *in, const ckpt_hf_meta *m, int bf16)
 {
     const ckpt_model *s = &in->model;
     json_object *c = json_object_new_object(), *arch = json_object_new_array();
@@ -63,19 +165,29 @@ static char *ckpt_hf_config(const ckpt_info *in, int bf16)
     json_object_object_add(c, "num_key_value_heads", json_object_new_int64(s->n_kv_heads));
     json_object_object_add(c, "head_dim", json_object_new_int64(s->head_dim));
     json_object_object_add(c, "vocab_size", json_object_new_int64(s->vocab));
-    json_object_object_add(c, "max_position_embeddings", json_object_new_int64(s->seq_len));
+    /* The source's context length: training on shorter sequences does not
+     * shorten what the model was built for. */
+    json_object_object_add(c, "max_position_embeddings", json_object_new_int64(m->max_pos > 0 ? m->max_pos : s->seq_len));
     json_object_object_add(c, "rms_norm_eps", json_object_new_double(s->norm_eps));
     json_object_object_add(c, "rope_theta", json_object_new_double(s->rope_theta));
     json_object_object_add(c, "hidden_act", json_object_new_string("silu"));
     json_object_object_add(c, "tie_word_embeddings", json_object_new_boolean(0));
     json_object_object_add(c, "attention_bias", json_object_new_boolean(0));
+    /* Without them transformers assumes 1 and 2 (2 is a padding token in
+     * DeepSeek's vocabulary): generate() would never stop. */
+    ckpt_json_id(c, "bos_token_id", m->bos);
+    ckpt_json_id(c, "eos_token_id", m->eos);
     json_object_object_add(c, "torch_dtype", json_object_new_string(bf16 ? "bfloat16" : "float32"));
-    const char *t = json_object_to_json_string_ext(c, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED);
-    char *out = malloc(strlen(t) + 2);
-    if (out)
-        sprintf(out, "%s\n", t);
-    json_object_put(c);
-    return out;
+    return ckpt_json_text(c);
+}
+
+/* What generate() reads first: the same token ids. */
+static char *ckpt_hf_generation_config(const ckpt_hf_meta *m)
+{
+    json_object *c = json_object_new_object();
+    ckpt_json_id(c, "bos_token_id", m->bos);
+    ckpt_json_id(c, "eos_token_id", m->eos);
+    return ckpt_json_text(c);
 }
 
 /* Round to nearest even; NaN stays a (quiet) NaN. */
@@ -139,13 +251,6 @@ out:
     return rc;
 }
 
-static int ckpt_ini_tokenizer(void *user, const char *section, const char *name, const char *value)
-{
-    if (!strcmp(section, "data") && !strcmp(name, "tokenizer"))
-        snprintf(user, 4096, "%s", value);
-    return 1;
-}
-
 static int ckpt_copy(const char *from, const char *to)
 {
     FILE *f = fopen(from, "rb");
@@ -176,10 +281,11 @@ static int ckpt_copy(const char *from, const char *to)
 }
 
 /* The run's tokenizer.json (and a tokenizer_config.json beside it). */
-static int ckpt_export_tokenizer(const ckpt_reader *r, const char *out_dir)
+static int ckpt_export_tokenizer(const ckpt_hf_meta *m, const char *out_dir)
 {
-    char tk[4096] = "", path[4300], cfgp[4300];
-    if (!r->info.config_text || ini_parse_string(r->info.config_text, ckpt_ini_tokenizer, tk) < 0 || !tk[0])
+    char path[4300], cfgp[4300];
+    const char *tk = m->tokenizer;
+    if (!tk[0])
         return ST_OK;
     snprintf(path, sizeof path, "%s/tokenizer.json", out_dir);
     int rc = ckpt_copy(tk, path);
@@ -211,14 +317,16 @@ int ckpt_export_reader(ckpt_reader *r, const char *out_dir, const ckpt_export_op
 {
     const char *step_dir = r->dir;
     char path[4300], err[CKPT_ERR];
-    char *cfg = NULL;
+    char *cfg = NULL, *gen = NULL;
     float *buf = NULL;
+    ckpt_hf_meta hm;
     int *first = NULL, nshards = 0, es = o->dtype == CKPT_EXPORT_BF16 ? 2 : 4;
     json_object *index = NULL;
     int rc;
-    if ((rc = util_mkdirs(out_dir)) != ST_OK)
+    if ((rc = ckpt_hf_meta_read(r, &hm)) != ST_OK || (rc = util_mkdirs(out_dir)) != ST_OK)
         goto out;
-    cfg = ckpt_hf_config(&r->info, es == 2);
+    cfg = ckpt_hf_config(&r->info, &hm, es == 2);
+    gen = ckpt_hf_generation_config(&hm);
     size_t step = r->chunk_bytes / 4 ? (size_t)(r->chunk_bytes / 4) : 1;
     /* A remote reader fetches a range's chunks through its window: give it
      * a window's worth, so that its GETs rarely wait for the next call. */
@@ -226,7 +334,7 @@ int ckpt_export_reader(ckpt_reader *r, const char *out_dir, const ckpt_export_op
         step *= CKPT_REMOTE_WINDOW;
     buf = malloc(step * sizeof(float));
     first = malloc((size_t)(r->n_tensors + 1) * sizeof *first);
-    if (!cfg || !buf || !first || r->n_tensors < 1) {
+    if (!cfg || !gen || !buf || !first || r->n_tensors < 1) {
         rc = util_fail(ST_SOFTWARE, "out of memory exporting %s", step_dir);
         goto out;
     }
@@ -280,13 +388,19 @@ int ckpt_export_reader(ckpt_reader *r, const char *out_dir, const ckpt_export_op
         util_fail(rc, "%s", err);
         goto out;
     }
-    if ((rc = ckpt_export_tokenizer(r, out_dir)) != ST_OK)
+    snprintf(path, sizeof path, "%s/generation_config.json", out_dir);
+    if ((rc = ckpt_write_file(path, gen, strlen(gen), err, sizeof err)) != ST_OK) {
+        util_fail(rc, "%s", err);
+        goto out;
+    }
+    if ((rc = ckpt_export_tokenizer(&hm, out_dir)) != ST_OK)
         goto out;
     printf("exported step %" PRId64 " (%" PRIu64 " parameters, %s, %d file%s) to %s\n", r->info.step,
            r->info.n_floats, es == 2 ? "bf16" : "f32", nshards, nshards == 1 ? "" : "s", out_dir);
 out:
     json_object_put(index);
     free(cfg);
+    free(gen);
     free(buf);
     free(first);
     return rc;

@@ -10,10 +10,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Shape from DIR/config.json (seq_len = max_position_embeddings). Refuses
- * what the trainer's model does not compute (tied embeddings, biases, RoPE
- * scaling, other activations) with one line; ST_NOINPUT, ST_DATA, ST_CONFIG. */
-int hf_read_shape(const char *dir, model_shape *s);
+/* What an export carries from the source model besides the shape (whose
+ * seq_len is the context length): the token ids; -1 where config.json has
+ * none (an eos_token_id list gives its first id). */
+typedef struct {
+    int64_t bos, eos;
+} hf_meta;
+
+/* Shape from DIR/config.json (seq_len = max_position_embeddings, 4096 when
+ * absent) and the token ids. Refuses what the trainer's model does not
+ * compute (tied embeddings, biases, RoPE scaling, other activations, heads
+ * that do not group) with one line naming config.json; ST_NOINPUT, ST_DATA,
+ * ST_CONFIG. */
+int hf_read_config(const char *dir, model_shape *s, hf_meta *m);
 
 /* Delivers every parameter of L, in layout order, as fp32 pieces of at most
  * a few MiB: sink(arg, offset in floats into the flat vector, count, data).
@@ -22,6 +31,13 @@ int hf_read_shape(const char *dir, model_shape *s);
  * stops the load and is returned. */
 int hf_load(const char *dir, const model_layout *L,
             int (*sink)(void *arg, size_t offset, size_t n, const float *src), void *arg);
+
+/* hf_load's choice of files and every check it makes before reading a
+ * weight (headers only: names, shapes, dtypes, offsets), for --dry-run and
+ * for a start that must refuse before it writes anything. which (cap bytes)
+ * gets what is read: model.safetensors wins over model.safetensors.index.json
+ * as in transformers; pytorch_model.bin alone is refused (ST_NOINPUT). */
+int hf_check(const char *dir, const model_layout *L, char *which, size_t cap);
 
 /* --- the parsers, exposed for tests and fuzzing ---------------------------- */
 

@@ -54,13 +54,28 @@ static int hf_int(json_object *o, const char *key, int64_t *out, int required, c
     return ST_OK;
 }
 
-int hf_read_shape(const char *dir, model_shape *s)
+/* A token id: an integer, or a list's first (eos_token_id may list several). */
+static int64_t hf_token_id(json_object *o, const char *key)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v))
+        return -1;
+    if (json_object_is_type(v, json_type_array) && json_object_array_length(v) > 0)
+        v = json_object_array_get_idx(v, 0);
+    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0 ||
+        json_object_get_int64(v) > (1LL << 30))
+        return -1;
+    return json_object_get_int64(v);
+}
+
+int hf_read_config(const char *dir, model_shape *s, hf_meta *m)
 {
     char path[4200], *text = NULL;
     size_t len = 0;
     int rc;
     json_object *o = NULL, *v;
     memset(s, 0, sizeof *s);
+    m->bos = m->eos = -1;
     if (util_fmt(path, sizeof path, "%s/config.json", dir) < 0)
         return util_fail(ST_CONFIG, "model.init_from path too long: %s", dir);
     if ((rc = util_read_file(path, &text, &len)) != ST_OK)
@@ -68,6 +83,8 @@ int hf_read_shape(const char *dir, model_shape *s)
     o = hf_parse_json(path, text, len, &rc);
     if (!o)
         goto out;
+    m->bos = hf_token_id(o, "bos_token_id");
+    m->eos = hf_token_id(o, "eos_token_id");
     const char *mt = json_object_object_get_ex(o, "model_type", &v) ? json_object_get_string(v) : NULL;
     if (mt && strcmp(mt, "llama")) {
         rc = util_fail(ST_CONFIG, "%s: model_type %s is not supported (spotrain trains the Llama "
@@ -108,6 +125,16 @@ int hf_read_shape(const char *dir, model_shape *s)
         goto out;
     }
     s->head_dim = s->dim / s->n_heads;
+    if (s->n_heads % s->n_kv_heads) {
+        rc = util_fail(ST_CONFIG, "%s: num_attention_heads (%lld) must be a multiple of num_key_value_heads (%lld)",
+                       path, (long long)s->n_heads, (long long)s->n_kv_heads);
+        goto out;
+    }
+    if (s->head_dim % 2) {
+        rc = util_fail(ST_CONFIG, "%s: the head dimension hidden_size / num_attention_heads = %lld must be even "
+                       "for RoPE", path, (long long)s->head_dim);
+        goto out;
+    }
     s->rope_theta = json_object_object_get_ex(o, "rope_theta", &v) ? json_object_get_double(v) : 10000.0;
     s->norm_eps = json_object_object_get_ex(o, "rms_norm_eps", &v) ? json_object_get_double(v) : 1e-6;
     if (!(s->rope_theta >= 1) || !(s->norm_eps > 0 && s->norm_eps < 1))
@@ -280,6 +307,9 @@ typedef struct {
     uint64_t *data_start;   /* 8 + header length */
     hf_tensor *t;
     int nt;
+    char **itens, **ifiles;   /* the index's weight_map, when the index is read */
+    int nidx;
+    char which[160];          /* what was read, for the caller to say */
 } hf_dir;
 
 static int hf_open_file(const char *dir, hf_dir *h, int fi)
@@ -386,53 +416,95 @@ static int hf_stream(const char *dir, const hf_dir *h, const model_layout *L,
     return rc;
 }
 
-int hf_load(const char *dir, const model_layout *L, int (*sink)(void *arg, size_t offset, size_t n, const float *src),
-            void *arg)
+static int hf_exists(const char *dir, const char *name)
 {
-    char path[4200], *text = NULL, **itens = NULL, **ifiles = NULL;
-    int nidx = 0, rc = ST_OK;
+    char path[4300];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return stat(path, &st) == 0;
+}
+
+static void hf_dir_close(hf_dir *h)
+{
+    for (int i = 0; i < h->nfiles; i++) {
+        if (h->fds && h->fds[i] >= 0)
+            close(h->fds[i]);
+        free(h->files[i]);
+    }
+    free(h->files);
+    free(h->fds);
+    free(h->data_start);
+    free(h->t);
+    hf_index_free(h->itens, h->ifiles, h->nidx);
+    memset(h, 0, sizeof *h);
+}
+
+/* The files to read, as transformers picks them: model.safetensors wins
+ * over model.safetensors.index.json when both are there. */
+static int hf_pick_files(const char *dir, hf_dir *h)
+{
+    char path[4300], *text = NULL;
     size_t len;
     struct stat st;
-    hf_dir h = {0};
+    if (stat(dir, &st) != 0)
+        return util_fail(errno == ENOENT ? ST_NOINPUT : ST_IOERR, "model.init_from %s: %s", dir, strerror(errno));
+    int rc = ST_OK, single = hf_exists(dir, "model.safetensors");
+    int index = hf_exists(dir, "model.safetensors.index.json");
+    if (!single && !index) {
+        if (hf_exists(dir, "pytorch_model.bin") || hf_exists(dir, "pytorch_model.bin.index.json"))
+            return util_fail(ST_NOINPUT, "%s holds pytorch_model.bin, and spotrain reads only safetensors "
+                             "(model.safetensors or model.safetensors.index.json); convert it, e.g. with "
+                             "transformers' save_pretrained(DIR, safe_serialization=True)", dir);
+        return util_fail(ST_NOINPUT, "%s has neither model.safetensors nor model.safetensors.index.json; "
+                         "model.init_from needs a Hugging Face safetensors directory", dir);
+    }
+    snprintf(h->which, sizeof h->which, "%s", single && index ? "model.safetensors (model.safetensors.index.json "
+             "beside it is not read, as transformers does)" : single ? "model.safetensors"
+             : "model.safetensors.index.json");
+    if (single)
+        return (h->files[h->nfiles++] = strdup("model.safetensors")) ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    if (stat(path, &st) == 0) {
-        if ((rc = util_read_file(path, &text, &len)) == ST_OK)
-            rc = hf_index_parse(path, text, len, &itens, &ifiles, &nidx);
-        if (rc != ST_OK)
-            goto out;
+    if ((rc = util_read_file(path, &text, &len)) == ST_OK)
+        rc = hf_index_parse(path, text, len, &h->itens, &h->ifiles, &h->nidx);
+    free(text);
+    for (int i = 0; i < h->nidx && rc == ST_OK; i++) {
+        int k = 0;
+        while (k < h->nfiles && strcmp(h->files[k], h->ifiles[i]))
+            k++;
+        if (k < h->nfiles)
+            continue;
+        if (h->nfiles == HF_MAX_FILES)
+            rc = util_fail(ST_DATA, "%s: more than %d shard files", path, HF_MAX_FILES);
+        else if (!(h->files[h->nfiles++] = strdup(h->ifiles[i])))
+            rc = util_fail(ST_SOFTWARE, "out of memory");
     }
-    h.files = calloc(HF_MAX_FILES, sizeof *h.files);
-    h.fds = malloc(HF_MAX_FILES * sizeof *h.fds);
-    h.data_start = calloc(HF_MAX_FILES, sizeof *h.data_start);
-    if (!h.files || !h.fds || !h.data_start) {
-        rc = util_fail(ST_SOFTWARE, "out of memory");
-        goto out;
-    }
+    return rc;
+}
+
+/* Opens the chosen files and parses every header: no tensor data is read. */
+static int hf_dir_open(const char *dir, hf_dir *h)
+{
+    memset(h, 0, sizeof *h);
+    h->files = calloc(HF_MAX_FILES, sizeof *h->files);
+    h->fds = malloc(HF_MAX_FILES * sizeof *h->fds);
+    h->data_start = calloc(HF_MAX_FILES, sizeof *h->data_start);
+    if (!h->files || !h->fds || !h->data_start)
+        return util_fail(ST_SOFTWARE, "out of memory");
     for (int i = 0; i < HF_MAX_FILES; i++)
-        h.fds[i] = -1;
-    if (!nidx) {
-        h.files[h.nfiles++] = strdup("model.safetensors");
-    } else {
-        for (int i = 0; i < nidx && rc == ST_OK; i++) {
-            int k = 0;
-            while (k < h.nfiles && strcmp(h.files[k], ifiles[i]))
-                k++;
-            if (k == h.nfiles) {
-                if (h.nfiles == HF_MAX_FILES)
-                    rc = util_fail(ST_DATA, "%s: more than %d shard files", path, HF_MAX_FILES);
-                else
-                    h.files[h.nfiles++] = strdup(ifiles[i]);
-            }
-        }
-    }
-    for (int i = 0; i < h.nfiles && rc == ST_OK; i++)
-        rc = h.files[i] ? hf_open_file(dir, &h, i) : util_fail(ST_SOFTWARE, "out of memory");
-    if (rc != ST_OK)
-        goto out;
-    /* Names and shapes against the layout, before any byte is delivered. */
+        h->fds[i] = -1;
+    int rc = hf_pick_files(dir, h);
+    for (int i = 0; i < h->nfiles && rc == ST_OK; i++)
+        rc = hf_open_file(dir, h, i);
+    return rc;
+}
+
+/* Names and shapes against the layout, before any byte is delivered. */
+static int hf_dir_check(const char *dir, const hf_dir *h, const model_layout *L)
+{
+    int rc = ST_OK;
     for (int i = 0; i < L->n_params && rc == ST_OK; i++) {
         const model_param *p = &L->params[i];
-        const hf_tensor *x = hf_find(&h, p->name);
+        const hf_tensor *x = hf_find(h, p->name);
         if (!x) {
             rc = util_fail(ST_DATA, "%s: tensor %s is missing; the model.init_from directory must hold every "
                            "weight of the Llama layout", dir, p->name);
@@ -441,33 +513,44 @@ int hf_load(const char *dir, const model_layout *L, int (*sink)(void *arg, size_
                            (long long)x->shape[0], x->ndim > 1 ? ", " : "", x->ndim > 1 ? (long long)x->shape[1] : 0LL,
                            (long long)p->shape[0], p->ndim > 1 ? ", " : "", p->ndim > 1 ? (long long)p->shape[1] : 0LL);
         } else {
-            for (int k = 0; k < nidx; k++)
-                if (!strcmp(itens[k], p->name) && strcmp(ifiles[k], h.files[x->file]))
-                    rc = util_fail(ST_DATA, "%s: the index puts %s in %s, but it is in %s", dir, p->name, ifiles[k],
-                                   h.files[x->file]);
+            for (int k = 0; k < h->nidx; k++)
+                if (!strcmp(h->itens[k], p->name) && strcmp(h->ifiles[k], h->files[x->file]))
+                    rc = util_fail(ST_DATA, "%s: the index puts %s in %s, but it is in %s", dir, p->name,
+                                   h->ifiles[k], h->files[x->file]);
         }
     }
-    for (int i = 0; i < h.nt && rc == ST_OK; i++) {
+    for (int i = 0; i < h->nt && rc == ST_OK; i++) {
         int known = 0;
         for (int k = 0; k < L->n_params && !known; k++)
-            known = !strcmp(L->params[k].name, h.t[i].name);
+            known = !strcmp(L->params[k].name, h->t[i].name);
         /* Older exports carry RoPE's inverse frequencies; they are derived. */
-        if (!known && !strstr(h.t[i].name, "rotary_emb.inv_freq"))
-            rc = util_fail(ST_DATA, "%s: tensor %s is not part of the Llama layout spotrain trains", dir, h.t[i].name);
+        if (!known && !strstr(h->t[i].name, "rotary_emb.inv_freq"))
+            rc = util_fail(ST_DATA, "%s: tensor %s is not part of the Llama layout spotrain trains", dir, h->t[i].name);
     }
+    return rc;
+}
+
+int hf_check(const char *dir, const model_layout *L, char *which, size_t cap)
+{
+    hf_dir h;
+    int rc = hf_dir_open(dir, &h);
+    if (rc == ST_OK)
+        rc = hf_dir_check(dir, &h, L);
+    if (which && cap)
+        snprintf(which, cap, "%s", h.which);
+    hf_dir_close(&h);
+    return rc;
+}
+
+int hf_load(const char *dir, const model_layout *L, int (*sink)(void *arg, size_t offset, size_t n, const float *src),
+            void *arg)
+{
+    hf_dir h;
+    int rc = hf_dir_open(dir, &h);
+    if (rc == ST_OK)
+        rc = hf_dir_check(dir, &h, L);
     if (rc == ST_OK)
         rc = hf_stream(dir, &h, L, sink, arg);
-out:
-    for (int i = 0; i < h.nfiles; i++) {
-        if (h.fds && h.fds[i] >= 0)
-            close(h.fds[i]);
-        free(h.files[i]);
-    }
-    free(h.files);
-    free(h.fds);
-    free(h.data_start);
-    free(h.t);
-    hf_index_free(itens, ifiles, nidx);
-    free(text);
+    hf_dir_close(&h);
     return rc;
 }

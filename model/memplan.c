@@ -7,6 +7,7 @@
 #include "util/util.h"
 
 #include <omp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,26 +90,40 @@ static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)
     return ST_OK;
 }
 
+/* A refusal is kept as util_last_error, not printed: cost estimate and the
+ * ledger show it as "not planned (...)"; callers that stop print it. */
+static int memplan_refuse(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int memplan_refuse(int code, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    util_keep_error(line);
+    return code;
+}
+
 static int memplan_check(const memplan_cfg *c)
 {
     if (c->backend != MEMPLAN_CPU && c->backend != MEMPLAN_CUDA)
-        return util_fail(ST_SOFTWARE, "memplan: backend %d is neither cpu nor cuda", (int)c->backend);
+        return memplan_refuse(ST_SOFTWARE, "memplan: backend %d is neither cpu nor cuda", (int)c->backend);
     if ((int)c->precision < MEMPLAN_FP32 || (int)c->precision > MEMPLAN_FP16)
-        return util_fail(ST_SOFTWARE, "memplan: precision %d is none of fp32|tf32|bf16|fp16", (int)c->precision);
+        return memplan_refuse(ST_SOFTWARE, "memplan: precision %d is none of fp32|tf32|bf16|fp16", (int)c->precision);
     if (c->world < 1 || c->micro_batch < 1)
-        return util_fail(ST_CONFIG, "memplan: world %d and micro_batch %lld must be at least 1", c->world,
+        return memplan_refuse(ST_CONFIG, "memplan: world %d and micro_batch %lld must be at least 1", c->world,
                          (long long)c->micro_batch);
     if (c->zero == MEMPLAN_ZERO2 || c->zero == MEMPLAN_ZERO3)
-        return util_fail(ST_CONFIG, "memplan: ZeRO stage %d (%s) is not implemented yet; the trainer shards "
+        return memplan_refuse(ST_CONFIG, "memplan: ZeRO stage %d (%s) is not implemented yet; the trainer shards "
                          "only Adam m and v (stage 1)", c->zero,
                          c->zero == 2 ? "sharded gradients" : "sharded gradients and parameters");
     if (c->zero != MEMPLAN_ZERO1)
-        return util_fail(ST_CONFIG, "memplan: ZeRO stage %d is not one of 1|2|3", c->zero);
+        return memplan_refuse(ST_CONFIG, "memplan: ZeRO stage %d is not one of 1|2|3", c->zero);
     if (c->backend == MEMPLAN_CUDA && c->recompute == MEMPLAN_RECOMPUTE_LAYERS)
-        return util_fail(ST_CONFIG, "memplan: recompute = layers is CPU-only for now; plan backend cuda with "
+        return memplan_refuse(ST_CONFIG, "memplan: recompute = layers is CPU-only for now; plan backend cuda with "
                          "recompute = none");
     if (c->recompute != MEMPLAN_RECOMPUTE_NONE && c->recompute != MEMPLAN_RECOMPUTE_LAYERS)
-        return util_fail(ST_SOFTWARE, "memplan: recompute %d is neither none nor layers", (int)c->recompute);
+        return memplan_refuse(ST_SOFTWARE, "memplan: recompute %d is neither none nor layers", (int)c->recompute);
     return ST_OK;
 }
 

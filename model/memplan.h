@@ -59,8 +59,9 @@ typedef struct {
     uint64_t total, host;
 } memplan_bytes;
 
-/* Fills out for cfg. ST_OK, or ST_CONFIG (one line, printed) for a stage
- * or recompute setting the backend does not implement, or a bad field. */
+/* Fills out for cfg. ST_OK, or ST_CONFIG for a stage or recompute setting
+ * the backend does not implement, or a bad field: one line, kept as
+ * util_last_error and not printed (the caller prints it if it stops). */
 int memplan_compute(const memplan_cfg *cfg, memplan_bytes *out);
 
 /* The CPU backend's activation buffers for B sequences, term by term as

@@ -1,6 +1,7 @@
-/* `spotrain bid`: reads spot price histories (AWS and Alibaba JSON, CSV),
- * summarises each zone/instance type as a step function of time, and picks a
- * zone and a max-price cap with the persistent-request bid model. */
+/* What `spotrain bid` computes: reads spot price histories (AWS and Alibaba
+ * JSON, CSV), summarises each zone/instance type as a step function of time,
+ * picks a zone and a max-price cap with the persistent-request bid model,
+ * and prints the table or JSON. Its options and usage are cli/bid.c's. */
 #include "bid.h"
 
 #include <ctype.h>
@@ -648,20 +649,7 @@ out:
     return found >= 0 ? 0 : -1;
 }
 
-/* ---- the command ---- */
-
-#define BID_MAX_GPU_ARGS 64
-
-typedef struct {
-    const char **files;
-    int n_files;
-    double hours, restart_minutes, ondemand, trend_days, deadline, alert_above;
-    const char *type;
-    int json, have_alert, per_gpu;
-    const char *gpu_type[BID_MAX_GPU_ARGS];   /* --gpus TYPE=N */
-    int gpu_count[BID_MAX_GPU_ARGS];
-    int n_gpu;
-} bid_opts;
+/* ---- the recommendation ---- */
 
 /* GPU counts we are sure of; --gpus TYPE=N names the others. */
 static const struct {
@@ -687,113 +675,6 @@ static int bid_gpus(const bid_opts *o, const char *type)
         if (!strcmp(o->gpu_type[i], type))
             return o->gpu_count[i];
     return bid_type_gpus(type);
-}
-
-static void bid_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: spotrain bid --history FILE... [options]\n"
-            "Reads spot price histories and says which zone to use and what max price to set.\n"
-            "  --history FILE...     AWS describe-spot-price-history JSON, Alibaba\n"
-            "                        DescribeSpotPriceHistory JSON, or CSV lines\n"
-            "                        timestamp,zone,instance_type,price[,currency] (optional header)\n"
-            "  --hours H             work the job needs, in running hours (default 24)\n"
-            "  --restart-minutes M   recovery time per interruption (default 10)\n"
-            "  --ondemand PRICE      on-demand price per hour to compare with (default: Alibaba\n"
-            "                        OriginPrice from the file, when present)\n"
-            "  --instance-type T     only consider this instance type\n"
-            "  --per-gpu             rank different instance types by cost per GPU (GPU counts\n"
-            "                        of well-known types are built in; --gpus names the others)\n"
-            "  --gpus TYPE=N         instance type TYPE has N GPUs (repeatable)\n"
-            "  --trend-days D        window of the least-squares trend (default 7)\n"
-            "  --deadline H          drop caps whose expected wall time exceeds H hours\n"
-            "  --alert-above PRICE   exit 3 when a recommended zone's current price exceeds PRICE\n"
-            "  --json                machine-readable output\n"
-            "Only like is compared with like: one recommendation per instance type (or, with\n"
-            "--per-gpu, per GPU) and per currency; prices in different currencies are never\n"
-            "ranked together. Records are sorted by time per zone/type; where two share a\n"
-            "timestamp the one read last wins.\n"
-            "Exit: 0 ok, 3 alert, 64 usage, 65 bad history, 66 missing file.\n");
-}
-
-static int bid_num_arg(const char *opt, const char *v, double lo, double *out)
-{
-    if (!v || util_parse_f64(v, out) != 0 || *out < lo)
-        return util_fail(ST_USAGE, "%s needs a number >= %g (got %s); see spotrain bid --help", opt,
-                         lo, v ? v : "nothing");
-    return ST_OK;
-}
-
-static int bid_gpus_arg(const char *v, bid_opts *o)
-{
-    const char *eq = v ? strrchr(v, '=') : NULL;
-    int64_t n;
-    if (!eq || eq == v || util_parse_i64(eq + 1, &n) != 0 || n < 1 || n > 1024)
-        return util_fail(ST_USAGE, "--gpus needs TYPE=N with N in 1..1024 (got %s); e.g. --gpus p4d.24xlarge=8",
-                         v ? v : "nothing");
-    if (o->n_gpu >= BID_MAX_GPU_ARGS)
-        return util_fail(ST_USAGE, "--gpus: at most %d instance types", BID_MAX_GPU_ARGS);
-    /* The type is the argument up to '='; keep it in argv, cut at '=' later. */
-    o->gpu_type[o->n_gpu] = v;
-    o->gpu_count[o->n_gpu++] = (int)n;
-    return ST_OK;
-}
-
-static int bid_parse_args(int argc, char **argv, bid_opts *o)
-{
-    memset(o, 0, sizeof *o);
-    o->hours = 24;
-    o->restart_minutes = 10;
-    o->trend_days = 7;
-    o->files = calloc((size_t)argc + 1, sizeof *o->files);
-    if (!o->files)
-        return util_fail(ST_SOFTWARE, "out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = ST_OK;
-        if (!strcmp(a, "--history")) {
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
-                o->files[o->n_files++] = argv[++i];
-            continue;
-        }
-        if (!strcmp(a, "--json") || !strcmp(a, "--per-gpu")) {
-            *(a[2] == 'j' ? &o->json : &o->per_gpu) = 1;
-            continue;
-        }
-        if (!strcmp(a, "--instance-type")) {
-            if (!v)
-                return util_fail(ST_USAGE, "--instance-type needs a value; see spotrain bid --help");
-            o->type = v;
-        } else if (!strcmp(a, "--gpus")) {
-            rc = bid_gpus_arg(v, o);
-            if (rc == ST_OK)
-                *strrchr(argv[i + 1], '=') = 0;
-        } else if (!strcmp(a, "--hours")) {
-            rc = bid_num_arg(a, v, 1e-6, &o->hours);
-        } else if (!strcmp(a, "--restart-minutes")) {
-            rc = bid_num_arg(a, v, 0, &o->restart_minutes);
-        } else if (!strcmp(a, "--ondemand")) {
-            rc = bid_num_arg(a, v, 0, &o->ondemand);
-        } else if (!strcmp(a, "--trend-days")) {
-            rc = bid_num_arg(a, v, 1e-3, &o->trend_days);
-        } else if (!strcmp(a, "--deadline")) {
-            rc = bid_num_arg(a, v, 1e-6, &o->deadline);
-        } else if (!strcmp(a, "--alert-above")) {
-            rc = bid_num_arg(a, v, 0, &o->alert_above);
-            o->have_alert = 1;
-        } else if (a[0] == '-' && a[1]) {
-            return util_fail(ST_USAGE, "bid: unknown option %s; see spotrain bid --help", a);
-        } else {
-            o->files[o->n_files++] = a;  /* bare files after --history's list */
-            continue;
-        }
-        if (rc)
-            return rc;
-        i++;
-    }
-    if (o->n_files == 0)
-        return util_fail(ST_USAGE, "bid: no history files; use --history FILE... (see spotrain bid --help)");
-    return ST_OK;
 }
 
 static int bid_load(bid_history *h, const bid_opts *o)
@@ -1118,35 +999,26 @@ static int bid_group_rows(const bid_history *h, bid_row *rows, const bid_opts *o
     return ST_OK;
 }
 
-int bid_cli(int argc, char **argv)
+int bid_run(const bid_opts *o)
 {
-    bid_opts o;
     bid_history h = {0};
     bid_row *rows = NULL;
     bid_group *groups = NULL;
     int rc, ng = 0;
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            bid_usage(stdout);
-            return ST_OK;
-        }
-    rc = bid_parse_args(argc, argv, &o);
+    rc = bid_load(&h, o);
     if (rc)
         goto out;
-    rc = bid_load(&h, &o);
-    if (rc)
-        goto out;
-    if (o.type) {   /* drop the other types from the listing */
+    if (o->type) {   /* drop the other types from the listing */
         int k = 0;
         for (int i = 0; i < h.n; i++) {
-            if (strcmp(h.s[i].type, o.type) != 0)
+            if (strcmp(h.s[i].type, o->type) != 0)
                 free(h.s[i].pts);
             else
                 h.s[k++] = h.s[i];
         }
         h.n = k;
         if (!k) {
-            rc = util_fail(ST_DATA, "no records for instance type %s in the history files", o.type);
+            rc = util_fail(ST_DATA, "no records for instance type %s in the history files", o->type);
             goto out;
         }
     }
@@ -1165,17 +1037,17 @@ int bid_cli(int argc, char **argv)
         bid_row *r = &rows[i];
         /* Every series is measured up to the newest record of any file, so
          * zones are compared over the same window. */
-        rc = bid_series_stats(s, end, o.trend_days, &r->st);
+        rc = bid_series_stats(s, end, o->trend_days, &r->st);
         if (rc)
             goto out;
-        r->ondemand = o.ondemand > 0 ? o.ondemand : r->st.origin;
-        bid_eval_cap(s, end, r->st.max, o.hours, o.restart_minutes / 60.0, &r->nocap);
-        r->ok = bid_best_cap(s, end, o.hours, o.restart_minutes / 60.0, o.deadline, &r->best) == 0;
+        r->ondemand = o->ondemand > 0 ? o->ondemand : r->st.origin;
+        bid_eval_cap(s, end, r->st.max, o->hours, o->restart_minutes / 60.0, &r->nocap);
+        r->ok = bid_best_cap(s, end, o->hours, o->restart_minutes / 60.0, o->deadline, &r->best) == 0;
     }
-    rc = bid_group_rows(&h, rows, &o, groups, &ng);
+    rc = bid_group_rows(&h, rows, o, groups, &ng);
     if (rc)
         goto out;
-    if (o.have_alert) {
+    if (o->have_alert) {
         for (int k = 1; k < ng; k++)
             if (strcmp(groups[k].currency, groups[0].currency)) {
                 rc = util_fail(ST_USAGE, "bid --alert-above: the histories hold prices in %s and %s; "
@@ -1184,21 +1056,20 @@ int bid_cli(int argc, char **argv)
                 goto out;
             }
     }
-    if (o.json)
-        bid_print_json(&h, rows, groups, ng, &o);
+    if (o->json)
+        bid_print_json(&h, rows, groups, ng, o);
     else
-        bid_print_table(&h, rows, groups, ng, &o);
+        bid_print_table(&h, rows, groups, ng, o);
     fflush(stdout);
-    for (int k = 0; k < ng && o.have_alert && rc == ST_OK; k++) {
+    for (int k = 0; k < ng && o->have_alert && rc == ST_OK; k++) {
         int b = groups[k].best;
-        if (b >= 0 && rows[b].st.last > o.alert_above)
+        if (b >= 0 && rows[b].st.last > o->alert_above)
             rc = util_fail(ST_ALERT, "alert: current price %.4f of %s %s is above %.4f", rows[b].st.last,
-                           h.s[b].zone, h.s[b].type, o.alert_above);
+                           h.s[b].zone, h.s[b].type, o->alert_above);
     }
 out:
     free(rows);
     free(groups);
-    free(o.files);
     bid_history_free(&h);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* Spot price history -> where and how much: parsers for AWS and Alibaba
  * price-history JSON and CSV, per zone/instance-type statistics, and the
- * persistent-request bid model. The `spotrain bid` command lives in bid.c. */
+ * persistent-request bid model, and the recommendation `spotrain bid` prints
+ * (its options and usage are cli/bid.c's). */
 #ifndef SPOTRAIN_BID_H
 #define SPOTRAIN_BID_H
 
@@ -87,6 +88,26 @@ int bid_best_cap(const bid_series *s, double end, double hours, double restart_h
 /* GPUs of a well-known instance type (p4d.24xlarge 8, ...); 0 unknown. */
 int bid_type_gpus(const char *type);
 
-int bid_cli(int argc, char **argv);
+#define BID_MAX_GPU_ARGS 64
+
+/* What to recommend for, and how to print it. */
+typedef struct {
+    const char **files;     /* price histories, n_files of them */
+    int n_files;
+    double hours;           /* running hours the job needs */
+    double restart_minutes; /* recovery per interruption */
+    double ondemand;        /* $ per hour to compare with; 0: the file's, if any */
+    double trend_days, deadline, alert_above;
+    const char *type;       /* only this instance type; NULL: all */
+    int json, have_alert, per_gpu;
+    const char *gpu_type[BID_MAX_GPU_ARGS];   /* instance type gpu_type[i] has gpu_count[i] GPUs */
+    int gpu_count[BID_MAX_GPU_ARGS];
+    int n_gpu;
+} bid_opts;
+
+/* Reads the files, ranks zones and caps, prints table or JSON on stdout.
+ * ST_OK; ST_ALERT when a recommended zone's price is above alert_above;
+ * ST_USAGE, ST_DATA, ST_NOINPUT, ST_IOERR with one line on stderr. */
+int bid_run(const bid_opts *o);
 
 #endif

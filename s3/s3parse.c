@@ -1,15 +1,22 @@
 /* The S3 client's pure parts, with no network: default options, s3:// URLs, checkpoint object
- * keys, the credentials file and IMDS JSON, the retry schedule, and the XML
+ * keys, the credentials file (through inih) and IMDS JSON, the retry schedule, and the XML
  * answers (error, multipart, ListObjectsV2). Kept apart so it can be fuzzed. */
 #include "s3.h"
 
 #include <ctype.h>
+#include <ini.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+/* The longest credentials-file line read whole: a session token (up to
+ * s3_creds.token) with its key, blanks and line end. */
+#define S3_INI_MAX_LINE 4400
 
 #include "util/util.h"
 
@@ -76,66 +83,65 @@ int s3_ckpt_key(const s3_url *u, int64_t step, const char *name, char *out, size
                : 0;
 }
 
-static const char *skip_ws(const char *s)
+/* inih's reader for the shared credentials file and ~/.aws/config. */
+typedef struct {
+    const char *profile;
+    s3_creds *out;
+    int found;
+} s3_ini;
+
+/* The section's profile name: "[name]" in the credentials file, "[profile
+ * name]" in ~/.aws/config, blanks around either ignored; 1 when it is ours. */
+static int s3_ini_section_is(const char *section, const char *profile)
 {
-    while (*s == ' ' || *s == '\t' || *s == '\r')
-        s++;
-    return s;
+    const char *b = section, *e;
+    while (*b == ' ' || *b == '\t')
+        b++;
+    if (strncmp(b, "profile ", 8) == 0 || strncmp(b, "profile\t", 8) == 0)
+        for (b += 8; *b == ' ' || *b == '\t';)
+            b++;
+    e = b + strlen(b);
+    while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    return (size_t)(e - b) == strlen(profile) && strncmp(b, profile, (size_t)(e - b)) == 0;
 }
 
-/* Copies [b,e) without trailing blanks into out; -1 if it does not fit. */
-static int copy_trim(const char *b, const char *e, char *out, size_t cap)
+static int s3_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
-    while (e > b && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
-        e--;
-    if ((size_t)(e - b) >= cap)
-        return -1;
-    memcpy(out, b, (size_t)(e - b));
-    out[e - b] = 0;
-    return 0;
+    s3_ini *st = user;
+    if (!s3_ini_section_is(section, st->profile))
+        return 1;
+    st->found = 1;
+    /* A value that does not fit leaves the field empty: refused as missing. */
+    if (strcasecmp(name, "aws_access_key_id") == 0)
+        (void)util_fmt(st->out->key_id, sizeof st->out->key_id, "%s", value);
+    else if (strcasecmp(name, "aws_secret_access_key") == 0)
+        (void)util_fmt(st->out->secret, sizeof st->out->secret, "%s", value);
+    else if (strcasecmp(name, "aws_session_token") == 0)
+        (void)util_fmt(st->out->token, sizeof st->out->token, "%s", value);
+    return 1;
+}
+
+/* inih splits lines longer than ini_max_line (200 by default); a session
+ * token alone is often over 1000 bytes. A larger buffer changes nothing for
+ * the other INI readers, which refuse long lines themselves. */
+static void s3_ini_widen(void)
+{
+    if (ini_max_line < S3_INI_MAX_LINE)
+        ini_max_line = S3_INI_MAX_LINE;
 }
 
 int s3_creds_parse_file(const char *text, const char *profile, s3_creds *out)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    s3_ini st = {profile, out, 0};
     memset(out, 0, sizeof *out);
-    int in = 0, found = 0;
-    const char *line = text;
-    while (*line) {
-        const char *nl = strchr(line, '\n');
-        const char *end = nl ? nl : line + strlen(line);
-        const char *s = skip_ws(line);
-        if (*s == '[') {
-            const char *close = memchr(s, ']', (size_t)(end - s));
-            char name[256] = "";
-            if (close) {
-                const char *nb = skip_ws(s + 1);
-                /* ~/.aws/config style "[profile x]" also names profile x. */
-                if (strncmp(nb, "profile ", 8) == 0)
-                    nb = skip_ws(nb + 8);
-                if (copy_trim(nb, close, name, sizeof name) < 0)
-                    name[0] = 0;
-            }
-            in = strcmp(name, profile) == 0;
-            found |= in;
-        } else if (in && *s != '#' && *s != ';') {
-            const char *eq = memchr(s, '=', (size_t)(end - s));
-            if (eq) {
-                char k[64], v[sizeof out->token];
-                if (copy_trim(s, eq, k, sizeof k) == 0 && copy_trim(skip_ws(eq + 1), end, v, sizeof v) == 0) {
-                    for (char *q = k; *q; q++)
-                        *q = (char)tolower((unsigned char)*q);
-                    if (strcmp(k, "aws_access_key_id") == 0)
-                        (void)util_fmt(out->key_id, sizeof out->key_id, "%s", v);
-                    else if (strcmp(k, "aws_secret_access_key") == 0)
-                        (void)util_fmt(out->secret, sizeof out->secret, "%s", v);
-                    else if (strcmp(k, "aws_session_token") == 0)
-                        (void)util_fmt(out->token, sizeof out->token, "%s", v);
-                }
-            }
-        }
-        line = nl ? nl + 1 : end;
-    }
-    if (!found)
+    pthread_once(&once, s3_ini_widen);
+    /* Lines inih cannot read (no '=', a stray word) are skipped, as the
+     * AWS tools skip them; a negative answer is out of memory. */
+    if (ini_parse_string(text, s3_ini_handler, &st) < 0)
+        return util_fail(ST_SOFTWARE, "out of memory reading the AWS credentials file");
+    if (!st.found)
         return ST_NOINPUT;
     if (!out->key_id[0] || !out->secret[0])
         return ST_CONFIG;

@@ -121,11 +121,18 @@ static void spot_latch(const spot_notice *n)
 
 void spot_notice_post(const char *source, const char *detail, double deadline)
 {
+    spot_notice_post_timed(source, detail, deadline, 0, 0);
+}
+
+void spot_notice_post_timed(const char *source, const char *detail, double deadline, double given, int at_start)
+{
     spot_notice n;
     memset(&n, 0, sizeof n);
     snprintf(n.source, sizeof n.source, "%s", source);
     snprintf(n.detail, sizeof n.detail, "%s", detail);
     n.deadline = deadline;
+    n.given = given;
+    n.at_start = at_start;
     pthread_mutex_lock(&spot_mu);
     spot_latch(&n);
     pthread_mutex_unlock(&spot_mu);

@@ -21,6 +21,8 @@ typedef struct {
     char source[32];          /* "SIGTERM", "SIGUSR1", "aws", "gcp", "file", ... */
     char detail[256];         /* e.g. the action and time from the provider */
     double deadline;          /* wall-clock seconds by which we must be gone (0 = unknown) */
+    double given;             /* the provider's own time for the end (0 = none given) */
+    int at_start;             /* posted by the poller's first round after spot_start */
 } spot_notice;
 
 /* Installs SIGTERM/SIGINT/SIGUSR1/SIGUSR2 handlers (a second SIGINT exits 130
@@ -30,6 +32,10 @@ int spot_signals_install(double grace_seconds);
  * run_dir is where `notice` events are appended (may be NULL). */
 int spot_start(const spot_opts *o, const char *run_dir);
 void spot_stop(void);
+/* Waits until the poller has asked its provider once (provider detection
+ * included), at most timeout seconds; at once without a poller. So a notice
+ * already standing at start is seen before the first step. */
+void spot_first_round(double timeout);
 /* Non-blocking: 1 and fills n when a stop was requested by a signal or a
  * notice, else 0. Also reports a rebalance recommendation once via
  * *early_warning (may be NULL). */
@@ -46,6 +52,9 @@ const char *spot_provider_name(void);
  * warning; thread-safe. A notice latches: spot_poll keeps reporting the
  * first source, with the earliest deadline seen. deadline 0 = unknown. */
 void spot_notice_post(const char *source, const char *detail, double deadline);
+/* The same for a provider notice: given is the provider's own time (0 =
+ * none), at_start says the poller's first round found it. */
+void spot_notice_post_timed(const char *source, const char *detail, double deadline, double given, int at_start);
 void spot_warning_post(const char *source, const char *detail);
 /* Appends one `notice` line to RUN_DIR/events.jsonl with a single write on
  * an O_APPEND descriptor. */

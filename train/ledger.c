@@ -1,7 +1,7 @@
 /* events.jsonl records and the Prometheus textfile, moved out of the loop:
  * the loop says what happened, this file decides how it is written down. */
 #include "ledger.h"
-#include "cli/cost.h"
+#include "config/opts.h"
 #include "interval.h"
 #include "money/cost.h"
 #include "metrics.h"
@@ -201,7 +201,9 @@ void ledger_interval(ledger *g, int64_t step, double seconds, const char *by, do
 void ledger_exit(ledger *g, int64_t step, int code)
 {
     const char *why = code == ST_OK ? "done" : code == ST_TEMPFAIL ? "stopped; restart to continue"
-                      : code == ST_WATCHDOG ? "a peer stopped answering; restart the job" : "error";
+                      : code == ST_WATCHDOG ? "a peer stopped answering; restart the job"
+                      : code == ST_RECLAIMED ? "started under a notice already due; do not restart on this node"
+                                             : "error";
     events_write(&g->ev, "exit", "\"step\":%lld,\"code\":%d,\"reason\":\"%s\"", (long long)step, code, why);
 }
 

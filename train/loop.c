@@ -12,7 +12,7 @@
 #include "ledger.h"
 #include "lscale.h"
 #include "model/optim.h"
-#include "cli/cost.h"
+#include "config/opts.h"
 #include "protocol.h"
 #include "ckpt/ckpt.h"
 #include "s3/s3.h"
@@ -57,6 +57,7 @@ typedef struct {
     double segment_start;    /* util_now() at the start of this segment */
     lscale ls;               /* loss scaling (off unless fp16 or train.loss_scale_init) */
     char continuity[512];    /* what changed since the checkpoint we resumed from ("" = nothing) */
+    int init_checked;        /* model.init_from's headers passed on every rank */
 } trainer;
 
 static int trainer_is_root(const trainer *t) { return t->rank == 0; }
@@ -434,15 +435,36 @@ static int trainer_hf_sink(void *arg, size_t offset, size_t n, const float *src)
     return b->load(b, BK_PARAMS, offset, n, src);
 }
 
+/* model.init_from's files and safetensors headers against the layout, on
+ * every rank (each may have its own copy), before a byte of weights. */
+static int trainer_check_init(trainer *t)
+{
+    char which[160] = "";
+    if (!t->c->init_from[0] || t->init_checked)
+        return ST_OK;
+    int64_t st = hf_check(t->c->init_from, &t->L, which, sizeof which);
+    comm_phase("start-up agreement: model.init_from");
+    int rc = comm_max(&st, 1);
+    if (rc != ST_OK)
+        return rc;
+    if (st == ST_OK)
+        trainer_log(t, "init_from: reading %s/%s", t->c->init_from, which);
+    t->init_checked = st == ST_OK;
+    return (int)st;
+}
+
 /* Fresh weights streamed into the backend in bounded pieces (generated, or
  * a Hugging Face model's for fine-tuning); Adam m and v start at zero (the
  * backend's own initial state) and the step at 0. */
 static int trainer_fresh(trainer *t)
 {
+    int rc = trainer_check_init(t);
+    if (rc != ST_OK)
+        return rc;
     if (t->c->init_from[0])
         return hf_load(t->c->init_from, &t->L, trainer_hf_sink, t->b);
     float *buf = malloc(TRAINER_IO_FLOATS * sizeof(float));
-    int rc = buf ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
+    rc = buf ? ST_OK : util_fail(ST_SOFTWARE, "out of memory");
     for (size_t off = 0; off < t->L.n_floats && rc == ST_OK; off += TRAINER_IO_FLOATS) {
         size_t n = t->L.n_floats - off < TRAINER_IO_FLOATS ? t->L.n_floats - off : TRAINER_IO_FLOATS;
         model_init_range(&t->L, (uint64_t)t->c->seed, t->c->init_std, off, n, buf);
@@ -696,15 +718,23 @@ static int trainer_stop(trainer *t, const spot_notice *n)
     const char *source = n->pending ? n->source : "peer";
     comm_test_freeze("stop");
     comm_phase("stop agreement");
+    char left[96];
     int rc = trainer_deadline(t, n, &deadline);
     if (rc != ST_OK)
         return rc;
-    if (n->pending && n->detail[0] && strncmp(n->detail, n->source, strlen(n->source)))
-        trainer_log(t, "stop requested by %s (%s) at step %lld; %.0f s until the deadline", n->source, n->detail,
-                    (long long)t->step, deadline - util_wall());
+    double now = util_wall();
+    /* A provider time already gone is named as such, not as the minimum
+     * window trainer_deadline allows for the final save. */
+    if (n->pending && n->given > 0 && n->given <= now)
+        snprintf(left, sizeof left, "the notice's time passed %.0f s ago; %.0f s allowed for a final save",
+                 now - n->given, deadline - now);
     else
-        trainer_log(t, "stop requested by %s at step %lld; %.0f s until the deadline",
-                    n->pending ? n->source : "another rank", (long long)t->step, deadline - util_wall());
+        snprintf(left, sizeof left, "%.0f s until the deadline", deadline - now);
+    if (n->pending && n->detail[0] && strncmp(n->detail, n->source, strlen(n->source)))
+        trainer_log(t, "stop requested by %s (%s) at step %lld; %s", n->source, n->detail, (long long)t->step, left);
+    else
+        trainer_log(t, "stop requested by %s at step %lld; %s", n->pending ? n->source : "another rank",
+                    (long long)t->step, left);
     spot_watchdog_kick();
     trainer_meta(t, &m);
     /* A peer that stopped answering is 86, not 75: nothing says the stop
@@ -723,6 +753,43 @@ static int trainer_stop(trainer *t, const spot_notice *n)
     trainer_log(t, "%s; exiting 75 so a wrapper restarts the run from the newest durable checkpoint (%s)", why, d);
     ledger_stop(&t->lg, t->step, t->pr.durable, t->up ? t->pr.remote : -2, proto_final_name(final), source, why);
     return ST_TEMPFAIL;
+}
+
+/* The longest the start waits for the notice poller's first answer: the
+ * probes of provider = auto plus one poll, each bounded by its deadline. */
+#define TRAINER_FIRST_POLL_WAIT 5.0
+
+/* A notice whose own time had already passed when this process started
+ * (served on and on by a metadata service to a node being reclaimed):
+ * every restart here would train a step, save and stop again. So nothing
+ * is trained or saved, on any rank, and the exit is ST_RECLAIMED, which
+ * tells spotrain-run not to restart on this node. */
+static int trainer_due_at_start(trainer *t)
+{
+    spot_notice n;
+    spot_first_round(TRAINER_FIRST_POLL_WAIT);
+    memset(&n, 0, sizeof n);
+    double now = util_wall();
+    int64_t due = spot_poll(&n, NULL) && n.at_start && n.given > 0 && n.given <= now;
+    comm_phase("start-up agreement: notice already due");
+    int rc = comm_max(&due, 1);
+    if (rc != ST_OK || !due)
+        return rc;
+    if (!trainer_is_root(t))
+        return ST_RECLAIMED;
+    char d[48];
+    if (t->pr.durable >= 0)
+        snprintf(d, sizeof d, "step %lld", (long long)t->pr.durable);
+    else
+        snprintf(d, sizeof d, "none");
+    /* Not silenced by --quiet: the exit code alone would not say why. */
+    if (n.pending && n.given > 0)
+        return util_fail(ST_RECLAIMED, "%s notice (%s) names a time that passed %.0f s before this start: the node is "
+                         "being reclaimed; nothing trained or saved (newest durable checkpoint: %s); exiting 88 so "
+                         "spotrain-run does not restart here", n.source, n.detail, now - n.given, d);
+    return util_fail(ST_RECLAIMED, "another rank started under a notice whose time had passed: its node is being "
+                     "reclaimed; nothing trained or saved (newest durable checkpoint: %s); exiting 88 so "
+                     "spotrain-run does not restart here", d);
 }
 
 /* --- the loop -------------------------------------------------------------- */
@@ -851,6 +918,8 @@ static int trainer_loop(trainer *t)
     int rc = ST_OK;
     spot_notice n;
     int64_t flags[PROTO_N];
+    if ((rc = trainer_due_at_start(t)) != ST_OK)
+        return rc;
     comm_phase(NULL);
     if (c->val_every > 0 && t->step == 0 && (rc = trainer_validate(t)) != ST_OK)
         return rc;
@@ -916,9 +985,9 @@ static int trainer_recompute_auto(trainer *t, const model_shape *s)
     uint64_t avail = memplan_host_available() / (uint64_t)local;
     memplan_cfg mc;
     memplan_bytes b;
-    int rc = train_memplan_cfg(t->c, s, cuda, t->world, &mc);
-    if (rc == ST_OK)
-        rc = memplan_choose_recompute(&mc, cuda ? 0 : avail, &b);
+    int rc = cfg_memplan(t->c, s, cuda, t->world, &mc);
+    if (rc == ST_OK && (rc = memplan_choose_recompute(&mc, cuda ? 0 : avail, &b)) != ST_OK)
+        return util_fail(rc, "%s", util_last_error());
     if (rc == ST_OK && mc.recompute == MEMPLAN_RECOMPUTE_LAYERS)
         rc = backend_cpu_set_recompute(t->b, 1);
     if (rc != ST_OK)
@@ -1007,7 +1076,7 @@ static int trainer_open_remote(trainer *t)
     return (int)st;
 }
 
-static int trainer_open(trainer *t, const cfg *c)
+static int trainer_open(trainer *t, const cfg *c, int mode)
 {
     model_shape s;
     int rc;
@@ -1034,6 +1103,11 @@ static int trainer_open(trainer *t, const cfg *c)
     comm_range(t->L.n_floats, t->rank, t->world, &t->lo, &t->hi);
     if (!(t->config_text = cfg_render(c)))
         return util_fail(ST_SOFTWARE, "out of memory");
+    /* train refuses a bad init_from before the run directory gets a ledger
+     * or a lock: a refused start writes nothing. (resume reads init_from
+     * only when no checkpoint is found, which it learns later.) */
+    if (mode == TRAIN_FRESH && (rc = trainer_check_init(t)) != ST_OK)
+        return rc;
     if ((rc = trainer_prepare_dir(t)) != ST_OK)
         return rc;
     /* cuda: train.precision picks the compute type ("auto": the backend's default). */
@@ -1194,7 +1268,7 @@ static int trainer_begin(trainer *t, int mode, int force)
 int train_run(const cfg *c, int mode, int force)
 {
     trainer t;
-    int rc = trainer_open(&t, c);
+    int rc = trainer_open(&t, c, mode);
     int spot_on = 0, started = 0;
     spot_opts so;
     const comm_failure *cf;

@@ -21,7 +21,8 @@ enum {
     ST_IOERR = 74,
     ST_TEMPFAIL = 75,  /* stopped after a durable checkpoint: restart me */
     ST_CONFIG = 78,
-    ST_WATCHDOG = 86   /* no progress: a peer vanished; restart the job */
+    ST_WATCHDOG = 86,  /* no progress: a peer vanished; restart the job */
+    ST_RECLAIMED = 88  /* started under a notice already due: nothing saved; not here again */
 };
 
 /* Prints "spotrain: <message>" as one line on stderr and returns code, so

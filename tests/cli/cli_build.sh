@@ -42,6 +42,38 @@ if [ "$SAN" = 1 ]; then
     t_end
     exit $?
 fi
+# The release binary's NEEDED entries, exactly: libc and libm, the dynamic
+# loader, libcurl (kept dynamic, see the Makefile), and MPI's own libraries
+# when built with MPI. Everything else (zstd, inih, json-c, xxhash,
+# OpenBLAS, libgomp, the CUDA runtime) is linked in; a second OpenMP
+# runtime or any other surprise fails here.
+interp=$(readelf -l "$S" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+expect="libc.so.6 libm.so.6 libcurl.so.4 $(basename "$interp")"
+# soname LIB DIR...: the SONAME of libLIB.so in the first DIR holding it,
+# else where the compiler would find it.
+soname() {
+    lib=lib$1.so
+    shift
+    f=
+    for d in "$@"; do [ -e "$d/$lib" ] && f=$d/$lib && break; done
+    [ -n "$f" ] || f=$(${CC:-cc} -print-file-name="$lib")
+    readelf -d "$f" 2>/dev/null | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p'
+}
+if "$S" --version | grep -q "mpi: yes"; then
+    dirs=
+    for a in $(mpicc -showme:link); do case "$a" in -L*) dirs="$dirs ${a#-L}" ;; esac; done
+    for a in $(mpicc -showme:link); do
+        # shellcheck disable=SC2086
+        case "$a" in -l*) expect="$expect $(soname "${a#-l}" $dirs)" ;; esac
+    done
+fi
+want=$(echo "$expect" | tr ' ' '\n' | sed '/^$/d' | sort -u | tr '\n' ' ')
+got=$(readelf -d "$S" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | sort -u | tr '\n' ' ')
+if [ "$got" = "$want" ]; then
+    t_ok "release binary needs exactly: $got"
+else
+    t_bad "release binary needs exactly: $want" "readelf -d says: $got"
+fi
 needed=$(readelf -d "$S" | sed -n 's/.*Shared library: \[\(lib[a-z_-]*\)[.].*/\1/p' | sort -u)
 # shellcheck disable=SC2016
 sect=$(sed -n '/^## What `make` builds and links/,/^## /p' "$DOC")

@@ -133,13 +133,86 @@ j = json.dumps(h).encode(); j += b" " * (-len(j) % 8)
 open("miss/model.safetensors", "wb").write(struct.pack("<Q", len(j)) + j + raw[8 + n:])
 PY
 t_exit "a missing tensor is named" 65 "tensor model.norm.weight is missing" "$S" train b.ini --force --set model.init_from=miss --set train.run_dir=m
+# --dry-run reads the safetensors headers as train would, and a refused start
+# leaves no trace in a run directory that did not exist.
+t_exit "--dry-run names a missing tensor" 65 "tensor model.norm.weight is missing" \
+    "$S" train b.ini --dry-run --set model.init_from=miss --set train.run_dir=m
+"$S" train b.ini --quiet --set model.init_from=miss --set train.run_dir=refused 2>/dev/null
+[ ! -e refused ] && t_ok "a start refused at the weight check writes nothing" ||
+    t_bad "refused start" "left $(find refused 2>/dev/null | tr '\n' ' ')"
 sed 's/"intermediate_size": 352/"intermediate_size": 350/' e32/config.json > miss/config.json
 cp e32/model.safetensors miss/
 t_exit "a wrong shape is named" 65 "gate_proj.weight has shape \[352, 128\], the model wants \[350, 128\]" \
     "$S" train b.ini --force --set model.init_from=miss --set train.run_dir=m
+t_exit "--dry-run names a wrong shape" 65 "gate_proj.weight has shape \[352, 128\], the model wants \[350, 128\]" \
+    "$S" train b.ini --dry-run --set model.init_from=miss --set train.run_dir=m
+t_exit "--dry-run of a good init_from says what it read" 0 "init_from: e32/model.safetensors holds every tensor" \
+    "$S" train b.ini --dry-run --set train.run_dir=m
+sed 's/"num_key_value_heads": [0-9]*/"num_key_value_heads": 3/' e32/config.json > miss/config.json
+t_exit "num_key_value_heads = 3 is blamed on config.json" 78 "miss/config.json: num_attention_heads .* num_key_value_heads \(3\)" \
+    "$S" train b.ini --dry-run --set model.init_from=miss --set train.run_dir=m
+
+# Which files: model.safetensors wins over an index beside it (as in
+# transformers), and pytorch_model.bin alone is named as unread.
+mkdir -p both && cp e32/config.json e32/model.safetensors both/ &&
+    /usr/bin/python3 -c "
+import json; h = json.load(open('esh/model.safetensors.index.json'))
+h['weight_map'] = {k: 'gone.safetensors' for k in h['weight_map']}
+json.dump(h, open('both/model.safetensors.index.json', 'w'))"
+t_exit "model.safetensors wins over the index, and the log says so" 0 \
+    "reading both/model.safetensors \(model.safetensors.index.json beside it is not read" \
+    "$S" train b.ini --force --set model.init_from=both --set train.run_dir=bo
+db=$(digest bo/ckpt)
+[ "$da" = "$db" ] && t_ok "the single file's weights were read" || t_bad "single file import" "$da vs $db"
+mkdir -p pt && cp e32/config.json pt/ && printf 'not a pickle' > pt/pytorch_model.bin
+t_exit "pytorch_model.bin alone: only safetensors is read" 66 "pt holds pytorch_model.bin, and spotrain reads only safetensors" \
+    "$S" train b.ini --force --set model.init_from=pt --set train.run_dir=p
 t_exit "a missing directory" 66 "init_from|config.json" "$S" train b.ini --force --set model.init_from=nowhere --set train.run_dir=m
 sed 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' e32/config.json > miss/config.json
 t_exit "tied embeddings are refused" 78 "tie_word_embeddings" "$S" train b.ini --force --set model.init_from=miss --set train.run_dir=m
+
+# Exports carry what generate() needs: the source's context length and token
+# ids in config.json and generation_config.json (transformers' defaults, 1
+# and 2, never stop a DeepSeek model); seq_len may not pass the source's context.
+mkdir -p src && cp e32/model.safetensors src/ && /usr/bin/python3 -c "
+import json; c = json.load(open('e32/config.json'))
+c.update(max_position_embeddings=4096, bos_token_id=5, eos_token_id=[7, 9])
+json.dump(c, open('src/config.json', 'w'))"
+t_exit "seq_len above the source's max_position_embeddings is refused" 78 \
+    "seq_len = 8192 exceeds max_position_embeddings = 4096 of src/config.json" \
+    "$S" train b.ini --dry-run --set model.init_from=src --set model.seq_len=8192 --set train.run_dir=s
+"$S" train b.ini --quiet --force --set model.init_from=src --set model.seq_len=32 --set train.run_dir=s ||
+    t_bad "fine-tune from src"
+"$S" ckpt export s -o s-hf >/dev/null || t_bad "export the fine-tune"
+ids() { /usr/bin/python3 -c "
+import json, sys; c = json.load(open(sys.argv[1] + '/config.json')); g = json.load(open(sys.argv[1] + '/generation_config.json'))
+print(c.get('max_position_embeddings'), c.get('bos_token_id'), c.get('eos_token_id'), g.get('bos_token_id'), g.get('eos_token_id'))" "$1" 2>&1; }
+got=$(ids s-hf)
+[ "$got" = "4096 5 7 5 7" ] && t_ok "a fine-tune's export carries max_position_embeddings and bos/eos ids ($got)" ||
+    t_bad "fine-tune export ids" "got '$got', wanted '4096 5 7 5 7'"
+# From scratch: the tokenizer's ids (tokenizer_config.json names them), seq_len as the context.
+printf '{"eos_token": "!", "bos_token": {"content": "#"}}' > tokenizer_config.json
+"$S" ckpt export a -o a-hf >/dev/null || t_bad "export the scratch run"
+seq=$(/usr/bin/python3 -c "import json; print(json.load(open('e32/config.json'))['max_position_embeddings'])")
+got=$(ids a-hf)
+[ "$got" = "$seq 35 33 35 33" ] && t_ok "a scratch run's export carries the tokenizer's ids ($got)" ||
+    t_bad "scratch export ids" "got '$got', wanted '$seq 35 33 35 33'"
+
+# The fine-tuning example's lr = 2e-5 with the default min_lr: auto is lr / 10.
+t_exit "a fine-tuning lr below 3e-4 with the default min_lr" 0 "train.min_lr = auto: lr / 10 = 2e-06" \
+    "$S" train a.ini --dry-run --set train.lr=2e-5 --set train.run_dir=ft
+
+# Once a checkpoint exists, resume does not need init_from: the run's
+# resolved config keeps the shape. A fresh start still needs the weights.
+cp -r e32 gone
+"$S" train b.ini --quiet --force --set model.init_from=gone --set train.run_dir=g || t_bad "train from gone"
+rm -rf gone
+t_exit "resume after the init_from directory is gone" 0 "resumed .* step 1 of 2" \
+    "$S" resume b.ini --set model.init_from=gone --set train.run_dir=g --set train.max_steps=2
+t_exit "train from a directory that is gone names it" 66 "model.init_from gone: No such file" \
+    "$S" train b.ini --force --set model.init_from=gone --set train.run_dir=g
+[ "$(ls g/ckpt)" = "step-00000001
+step-00000002" ] && t_ok "the refused train left the run's checkpoints alone" || t_bad "refused train" "$(ls g/ckpt)"
 
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import safetensors" 2>/dev/null; then
     out=$("$VENV/bin/python" - <<'PY'

@@ -53,6 +53,19 @@ for code in 64 65 66 69 70 74 78 130; do
     expect_launches "exit $code runs once" 1
 done
 
+# 88: the trainer started under a termination notice already due; restarting
+# on this node would repeat that until the budget runs out.
+plan 88 0
+t_exit "exit 88 (notice already due at start) is not restarted here" 88 \
+    "exit 88 \(started under a termination notice already due\): this node is being reclaimed; not restarting" \
+    "$RUN" --backoff 0 --events "$EV" -- "$FAKE"
+expect_launches "exit 88 runs once" 1
+if grep -q '"event":"restart"' "$EV" 2>/dev/null; then t_bad "exit 88 records no restart" "$(cat "$EV")"
+else t_ok "exit 88 records no restart"; fi
+plan 88 0
+t_exit "--retry-on 88 restarts it anyway" 0 "" "$RUN" --backoff 0 --retry-on 88 -- "$FAKE"
+expect_launches "--retry-on 88: two launches" 2
+
 plan KILL TERM 86 1 0
 # --max-stalls 0: this fake writes no ledger, so no attempt shows progress.
 t_exit "SIGKILL, SIGTERM, watchdog 86 and unknown codes restart" 0 "killed by SIGKILL" \

@@ -176,6 +176,13 @@ if grep -q "stop requested by aws (" run-past.log && ! grep -q "aws: aws" run-pa
 else
     t_bad "the stop line names its source once" "$(grep 'stop requested' run-past.log)"
 fi
+# ... and names the notice's time as passed, not as "120 s until the deadline".
+if grep -q "stop requested by aws (.*at 2020-01-01T00:00:00Z) at step $step; the notice's time passed [0-9]* s ago; 120 s allowed for a final save" run-past.log &&
+    ! grep -q "until the deadline" run-past.log; then
+    t_ok "a notice time already past is logged as passed"
+else
+    t_bad "a notice time already past is logged as passed" "$(grep 'stop requested' run-past.log)"
+fi
 # The textfile is rewritten at the stop and counts this interruption.
 ms=$(sed -n 's/^spotrain_step{[^}]*} //p' "$T_TMP/past.prom")
 mi=$(sed -n 's/^spotrain_interruptions_total{[^}]*} //p' "$T_TMP/past.prom")
@@ -197,6 +204,51 @@ if [ "$mi" = 1 ] && [ "$mn" = 1 ] && [ "$mc" = "$nc" ] && [ "$nc" -ge 3 ]; then
     t_ok "metrics after resume count the whole run: 1 interruption, 1 notice, $mc checkpoints"
 else
     t_bad "metrics after resume count the whole run" "interruptions '$mi', notices '$mn', checkpoints '$mc' (ledger $nc)"
+fi
+
+# A notice whose time had already passed when the trainer started (the
+# metadata service keeps serving it to a node being reclaimed): nothing is
+# trained or saved, exit 88 with one line that says why; spotrain-run does
+# not restart on it.
+ctl "mode=aws&notice=1&time=2020-01-01T00:00:00Z"
+last=$(jget run-past/events.jsonl exit step)
+before=$(find run-past/ckpt -maxdepth 1 -name 'step-*' | sort | tr '\n' ' ')
+n_ev=$(grep -c '"event":"checkpoint"' run-past/events.jsonl)
+# shellcheck disable=SC2086
+"$S" resume /dev/null $F --set train.max_steps=$((last + 50)) --set checkpoint.interval_steps=1 \
+    --set train.run_dir=run-past --set spot.poll_seconds=$POLL --set spot.provider=aws \
+    --set spot.metadata_url="$URL" >due.out 2>due.err
+rc=$?
+after=$(find run-past/ckpt -maxdepth 1 -name 'step-*' | sort | tr '\n' ' ')
+code=$(jget run-past/events.jsonl exit code)
+ex_step=$(jget run-past/events.jsonl exit step)
+if [ "$rc" -eq 88 ] && [ "$code" = 88 ] && [ "$ex_step" = "$last" ]; then
+    t_ok "notice already due at start: exit 88 at step $last, nothing trained"
+else
+    t_bad "notice already due at start: exit 88, nothing trained" "rc=$rc ledger exit $code at step $ex_step (start $last): $(tail -n 2 due.err)"
+fi
+if [ "$before" = "$after" ] && [ "$(grep -c '"event":"checkpoint"' run-past/events.jsonl)" = "$n_ev" ]; then
+    t_ok "notice already due at start: nothing new saved"
+else
+    t_bad "notice already due at start: nothing new saved" "before: $before after: $after"
+fi
+if [ "$(wc -l <due.err)" -eq 1 ] &&
+    grep -q "aws notice (spot instance-action terminate at 2020-01-01T00:00:00Z) names a time that passed [0-9]* s before this start: the node is being reclaimed; nothing trained or saved (newest durable checkpoint: step $last); exiting 88" due.err; then
+    t_ok "notice already due at start: one line says why"
+else
+    t_bad "notice already due at start: one line says why" "$(cat due.err)"
+fi
+# shellcheck disable=SC2086
+"$RUN" --backoff 0 --events run-past/events.jsonl -- "$S" resume /dev/null $F --set train.max_steps=$((last + 50)) \
+    --set checkpoint.interval_steps=1 --set train.run_dir=run-past --set spot.poll_seconds=$POLL \
+    --set spot.provider=aws --set spot.metadata_url="$URL" >due-run.out 2>due-run.err
+rc=$?
+starts=$(grep -c '"event":"start"' run-past/events.jsonl)
+if [ "$rc" -eq 88 ] && ! grep -q '"event":"restart"' run-past/events.jsonl &&
+    grep -q "spotrain-run: exit 88 .*this node is being reclaimed; not restarting on it" due-run.err; then
+    t_ok "spotrain-run does not restart a trainer that started under a notice already due ($starts starts in all)"
+else
+    t_bad "spotrain-run does not restart on exit 88" "rc=$rc: $(tail -n 3 due-run.err)"
 fi
 ctl "notice=0&time="
 

@@ -7,7 +7,8 @@
 #
 # Listens on a free port and writes it to FILE. State changes at run time:
 #   GET /_control?key=value&...   (mode, notice, rebalance, expire_tokens, slow,
-#       garbage, chunked, maint, vm, event_vm, event_type, notbefore, time,
+#       garbage (junk badjson huge badlen bighead bigbody redirect badchunk
+#       close), chunked, maint, vm, event_vm, event_type, notbefore, time,
 #       hardened)   GET /_state -> JSON counters.   GET /_quit stops it.
 import argparse
 import json
@@ -26,7 +27,7 @@ STATE = {
     "rebalance": 0,
     "expire_tokens": 0,    # 1: every token issued so far is refused with 401
     "slow": 0.0,           # seconds to wait before answering
-    "garbage": "",         # junk | badjson | huge | badlen | badchunk | close
+    "garbage": "",         # junk | badjson | huge | badlen | bighead | bigbody | redirect | badchunk | close
     "chunked": 0,
     "maint": "NONE",
     "vm": "vm-test",
@@ -36,7 +37,7 @@ STATE = {
     "hardened": 0,
     "iam_ttl": 3600,       # IAM block: seconds from now to the role credentials' Expiration
 }
-COUNT = {"iam_issued": 0, "token_puts": 0, "requests": 0, "unauthorized": 0, "acks": 0, "ack_body": ""}
+COUNT = {"redirected": 0, "iam_issued": 0, "token_puts": 0, "requests": 0, "unauthorized": 0, "acks": 0, "ack_body": ""}
 TOKENS = set()
 IAM_PREFIX = "/latest/meta-data/iam/security-credentials/"
 IAM_ROLE = "spotrain-test-role"
@@ -90,6 +91,20 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\nTRUE")
         elif kind == "badlen":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nTRUE")
+        elif kind == "bighead":
+            # The real answer behind 20 KiB of headers: over the 16 KiB cap.
+            pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 100) for i in range(200))
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n" + pad + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        elif kind == "bigbody":
+            # The real answer, then 200 KiB of blanks until close (no
+            # length): over the 64 KiB body cap, well-formed without it.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body + b" " * (200 * 1024))
+        elif kind == "redirect":
+            # Elsewhere (another host name, same server) a notice waits;
+            # a client that follows redirects would stop on it.
+            port = self.server.server_address[1]
+            self.wfile.write(b"HTTP/1.1 302 Found\r\nLocation: http://localhost:%d/_notice%s\r\n"
+                             b"Content-Length: 0\r\n\r\n" % (port, self.path.encode()))
         elif kind == "badchunk":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nTRUE\r\n0\r\n\r\n")
         # "close": say nothing at all
@@ -103,6 +118,19 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_state":
             with LOCK:
                 self.send(200, json.dumps({**STATE, **COUNT}), "application/json")
+            return True
+        if path.startswith("/_notice/"):
+            # The redirect target: the notice the hostile server points at.
+            with LOCK:
+                COUNT["redirected"] += 1
+            inner = path[len("/_notice"):]
+            if inner.endswith("/api/token"):
+                self.send(200, "tok-redirected==")
+            elif inner.endswith("/preempted"):
+                self.send(200, "TRUE")
+            else:
+                self.send(200, json.dumps({"action": "terminate", "time": iso(time.time() + 120)}),
+                          "application/json")
             return True
         if path == "/_quit":
             self.send(200, "bye")

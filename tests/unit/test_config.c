@@ -140,6 +140,31 @@ static void test_bad_inputs(void)
     EXPECT(model_shape_from_cfg(&s, &c) == ST_CONFIG);
 }
 
+/* min_lr = auto follows lr (lr / 10), keeps the old default 3e-4 to the bit
+ * for the default lr (the golden digests depend on it), and a fine-tuning lr
+ * below 3e-4 is no longer refused; a min_lr the user gives still must not
+ * exceed lr. */
+static void test_min_lr_auto(void)
+{
+    cfg c;
+    EXPECT(cfg_load(&c, NULL, NULL, 0) == ST_OK);
+    EXPECT(c.lr == 3e-3 && c.min_lr == 3e-4 && c.min_lr_auto);
+    char *ft[] = {"train.lr=2e-5"};
+    EXPECT(cfg_load(&c, NULL, ft, 1) == ST_OK);
+    EXPECT(c.min_lr == 2e-6 && c.min_lr_auto);
+    char *given[] = {"train.lr=2e-5", "train.min_lr=1e-6"};
+    EXPECT(cfg_load(&c, NULL, given, 2) == ST_OK);
+    EXPECT(c.min_lr == 1e-6 && !c.min_lr_auto);
+    char *above[] = {"train.lr=2e-5", "train.min_lr=3e-4"};
+    EXPECT(cfg_load(&c, NULL, above, 2) == ST_CONFIG);
+    char *text = NULL;
+    cfg b;
+    EXPECT(cfg_load(&c, NULL, ft, 1) == ST_OK && (text = cfg_render(&c)) != NULL);
+    EXPECT(strstr(text, "\nmin_lr = auto\n") != NULL);   /* shown and stored as auto: it follows lr */
+    EXPECT(cfg_load_text(&b, "rendered", text, NULL, 0) == ST_OK && b.min_lr == 2e-6 && b.min_lr_auto);
+    free(text);
+}
+
 /* The rendered config reloads to the same values (checkpoints carry it). */
 static void test_render_roundtrip(void)
 {
@@ -166,6 +191,7 @@ int main(void)
     harness_run("file, inline comments, --set, price items", test_file_and_overrides);
     harness_run("bad keys, values, ranges, long lines, missing file", test_bad_inputs);
     harness_run("rendered config reloads identically", test_render_roundtrip);
+    harness_run("min_lr = auto is lr / 10, 3e-4 exactly by default", test_min_lr_auto);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)

@@ -10,7 +10,7 @@
 #include "money/commcost.h"
 #include "money/cost.h"
 #include "train/metrics.h"
-#include "cli/cost.h"
+#include "config/opts.h"
 #include "config/config.h"
 #include "model/model.h"
 #include "util/util.h"

@@ -1,7 +1,9 @@
 /* Unit tests of the S3 client's pure parts: s3:// URLs, checkpoint object
  * keys, credentials file and IMDS JSON parsing, the backoff schedule and the
  * retry classes, and the XML answers. No network. */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "s3/s3.h"
 #include "util/util.h"
@@ -50,6 +52,62 @@ static void t_creds_file(void)
     EXPECT(s3_creds_parse_file(text, "half", &c) == ST_CONFIG);
     EXPECT(s3_creds_parse_file(text, "nope", &c) == ST_NOINPUT);
     EXPECT(s3_creds_parse_file("", "default", &c) == ST_NOINPUT);
+}
+
+/* What inih brings and the hand parser did: "[profile x]" and blanks
+ * around the name, ':' as well as '=', comments, and a session token far
+ * longer than inih's default 200-byte line. */
+static void t_creds_file_forms(void)
+{
+    static char text[6000];
+    char tok[2101];
+    s3_creds c;
+    memset(tok, 'T', sizeof tok - 1);
+    tok[sizeof tok - 1] = 0;
+    snprintf(text, sizeof text, "; top comment\n[ spaced ]\naws_access_key_id: AKIA3\n# inside\n"
+             "aws_secret_access_key = SEC3\n[profile   long]\naws_access_key_id = AKIA4\n"
+             "aws_secret_access_key = SEC4\naws_session_token = %s\n[other]\naws_access_key_id = NOT\n", tok);
+    EXPECT(s3_creds_parse_file(text, "spaced", &c) == ST_OK);
+    EXPECT(strcmp(c.key_id, "AKIA3") == 0 && strcmp(c.secret, "SEC3") == 0 && c.token[0] == 0);
+    EXPECT(s3_creds_parse_file(text, "long", &c) == ST_OK);
+    EXPECT(strcmp(c.key_id, "AKIA4") == 0 && strcmp(c.token, tok) == 0);
+    EXPECT(s3_creds_parse_file(text, "profile", &c) == ST_NOINPUT);
+    EXPECT(s3_creds_parse_file(text, "other", &c) == ST_CONFIG);
+}
+
+/* s3_creds_load picks the profile: s3.profile, else AWS_PROFILE, else
+ * default; the file from s3.credentials_file. */
+static void t_creds_profile(void)
+{
+    char path[] = "/tmp/test_s3_creds.XXXXXX";
+    int fd = mkstemp(path);
+    const char *text = "[default]\naws_access_key_id = AKIA1\naws_secret_access_key = SEC1\n"
+                       "[profile ci]\naws_access_key_id = AKIA2\naws_secret_access_key = SEC2\n"
+                       "[half]\naws_access_key_id = X\n";
+    EXPECT(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("AWS_PROFILE");
+    s3_opts o;
+    s3_creds c;
+    s3_opts_default(&o);
+    snprintf(o.credentials_file, sizeof o.credentials_file, "%s", path);
+    snprintf(o.metadata_url, sizeof o.metadata_url, "off");
+    EXPECT(s3_creds_load(&o, &c) == ST_OK && strcmp(c.key_id, "AKIA1") == 0);
+    setenv("AWS_PROFILE", "ci", 1);
+    EXPECT(s3_creds_load(&o, &c) == ST_OK && strcmp(c.key_id, "AKIA2") == 0 && strcmp(c.secret, "SEC2") == 0);
+    snprintf(o.profile, sizeof o.profile, "default");   /* the setting beats AWS_PROFILE */
+    EXPECT(s3_creds_load(&o, &c) == ST_OK && strcmp(c.key_id, "AKIA1") == 0);
+    snprintf(o.profile, sizeof o.profile, "half");
+    EXPECT(s3_creds_load(&o, &c) == ST_CONFIG);
+    EXPECT(strstr(util_last_error(), "profile [half] lacks aws_access_key_id or aws_secret_access_key; add both"));
+    snprintf(o.profile, sizeof o.profile, "nope");
+    EXPECT(s3_creds_load(&o, &c) == ST_CONFIG);
+    EXPECT(strstr(util_last_error(), "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, add "
+                  "profile [nope] to "));
+    unsetenv("AWS_PROFILE");
+    unlink(path);
 }
 
 static void t_creds_imds(void)
@@ -117,6 +175,8 @@ int main(void)
     harness_run("s3_url_parse", t_url);
     harness_run("s3_ckpt_key", t_keys);
     harness_run("s3_creds_file", t_creds_file);
+    harness_run("s3_creds_file forms", t_creds_file_forms);
+    harness_run("s3_creds_load profile selection", t_creds_profile);
     harness_run("s3_creds_imds", t_creds_imds);
     harness_run("s3_backoff", t_backoff);
     harness_run("s3_xml", t_xml);

@@ -1,7 +1,6 @@
-/* Tests for spot/: the HTTP response parser and URL splitter, the time
- * formats, every provider's poller against tests/cli/fake_metadata.py (including
+/* Tests for spot/: metadata_url checks, the time formats, every provider's poller against tests/cli/fake_metadata.py (including
  * misbehaving answers), the file provider, signals and the watchdog. */
-#include "spot/http.h"
+#include "spot/fetch.h"
 #include "spot/spot.h"
 #include "util/util.h"
 #include "tests/harness.h"
@@ -22,137 +21,31 @@ static int srv_port;
 static pid_t srv_pid;
 static char tmp_dir[256];
 
-/* ---- parser ---- */
+/* ---- metadata_url ---- */
 
-static int parse(const char *s, int eof, http_response *r)
+static int url_refused(const char *url)
 {
-    return http_parse_response(s, strlen(s), eof, r);
-}
-
-static void test_parse_basic(void)
-{
-    http_response r;
-    char v[64];
-    EXPECT(parse("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-A:  b c \r\n\r\nTRUEjunk", 0, &r) == HTTP_DONE);
-    EXPECT(r.status == 200 && r.body_len == 4 && !strcmp(r.body, "TRUE"));
-    EXPECT(http_header_get(&r, "x-a", v, sizeof v) == 0 && !strcmp(v, "b c"));
-    EXPECT(http_header_get(&r, "content-length", v, sizeof v) == 0 && !strcmp(v, "4"));
-    EXPECT(http_header_get(&r, "missing", v, sizeof v) == -1);
-    EXPECT(http_header_get(&r, "x-a", v, 3) == -1);
-    http_response_free(&r);
-    /* bare LF line endings, status line without a reason phrase */
-    EXPECT(parse("HTTP/1.0 404\nContent-Length: 0\n\n", 0, &r) == HTTP_DONE);
-    EXPECT(r.status == 404 && r.body_len == 0 && r.body && r.body[0] == '\0');
-    http_response_free(&r);
-    /* no length: the body ends when the peer closes */
-    EXPECT(parse("HTTP/1.1 200 OK\r\n\r\nFALSE", 0, &r) == HTTP_MORE);
-    EXPECT(parse("HTTP/1.1 200 OK\r\n\r\nFALSE", 1, &r) == HTTP_DONE && !strcmp(r.body, "FALSE"));
-    http_response_free(&r);
-    /* interim 100 Continue, then the real answer; 204 has no body */
-    EXPECT(parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", 0, &r) == HTTP_DONE);
-    EXPECT(r.status == 204 && r.body_len == 0);
-    http_response_free(&r);
-}
-
-static void test_parse_chunked(void)
-{
-    http_response r;
-    const char *s = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n"
-                    "4;name=v\r\nTRUE\r\n3\r\n-ok\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
-    /* gzip before chunked is refused below; here: plain chunked wins over Content-Length */
-    const char *ok = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
-                     "4;name=v\r\nTRUE\r\n3\r\n-ok\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
-    EXPECT(parse(s, 0, &r) == HTTP_BAD);
-    EXPECT(parse(ok, 0, &r) == HTTP_DONE);
-    EXPECT(r.body_len == 17 && !strcmp(r.body, "TRUE-ok0123456789"));
-    http_response_free(&r);
-    /* Every proper prefix is "more", never "bad" and never "done". */
-    size_t n = strlen(ok);
-    int all_more = 1;
-    for (size_t i = 0; i < n; i++) {
-        int rc = http_parse_response(ok, i, 0, &r);
-        if (rc == HTTP_DONE)
-            http_response_free(&r);
-        if (rc != HTTP_MORE)
-            all_more = 0;
-        if (i > 0 && http_parse_response(ok, i, 1, &r) != HTTP_BAD)
-            all_more = 0;
-    }
-    EXPECT(all_more);
-    /* embedded NULs survive */
-    const char nul[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\na\0b\r\n0\r\n\r\n";
-    EXPECT(http_parse_response(nul, sizeof nul - 1, 0, &r) == HTTP_DONE);
-    EXPECT(r.body_len == 3 && r.body[1] == '\0' && r.body[2] == 'b');
-    http_response_free(&r);
-}
-
-static void test_parse_bad(void)
-{
-    static const char *bad[] = {
-        "NOT HTTP\r\n\r\n",
-        "HTTP/2 200 OK\r\n\r\n",
-        "HTTP/1.1 20 OK\r\n\r\n",
-        "HTTP/1.1 999 OK\r\n\r\n",
-        "HTTP/1.1 200OK\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nContent-Length: 65537\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
-        "HTTP/1.1 200 OK\r\n folded: x\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nA: b\x01\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n123456789\r\n",
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10001\r\n",
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
-        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"
-        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
-    };
-    http_response r;
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        int rc = parse(bad[i], 0, &r);
-        if (rc != HTTP_BAD)
-            fprintf(stderr, "    case %zu: rc %d\n", i, rc);
-        EXPECT(rc == HTTP_BAD && r.why != NULL);
-    }
-    /* truncated at EOF is bad, not "more" */
-    EXPECT(parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", 1, &r) == HTTP_BAD);
-    EXPECT(parse("HTTP/1.1 200 OK\r\nContent-Le", 1, &r) == HTTP_BAD);
-    /* a head that never ends is refused once it passes the limit */
-    size_t n = HTTP_MAX_HEAD + 100;
-    char *big = malloc(n + 1);
-    memcpy(big, "HTTP/1.1 200 OK\r\n", 17);
-    for (size_t i = 17; i < n; i++)
-        big[i] = (i % 50 == 49) ? '\n' : 'a';
-    EXPECT(http_parse_response(big, n, 0, &r) == HTTP_BAD);
-    /* so is a body without a length that grows past the limit */
-    memcpy(big, "HTTP/1.1 200 OK\r\n\r\n", 19);
-    char *body = malloc(HTTP_MAX_BODY + 100);
-    memcpy(body, big, 19);
-    memset(body + 19, 'x', HTTP_MAX_BODY + 50);
-    EXPECT(http_parse_response(body, HTTP_MAX_BODY + 69, 0, &r) == HTTP_BAD);
-    free(body);
-    free(big);
+    spot_opts c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.provider, sizeof c.provider, "aws");
+    snprintf(c.metadata_url, sizeof c.metadata_url, "%s", url);
+    int rc = spot_start(&c, NULL);
+    spot_stop();
+    return rc == ST_CONFIG;
 }
 
 static void test_url(void)
 {
-    char host[64], path[128];
-    int port;
-    EXPECT(http_parse_url("http://127.0.0.1:8080/a?b=c", host, sizeof host, &port, path, sizeof path) == 0);
-    EXPECT(!strcmp(host, "127.0.0.1") && port == 8080 && !strcmp(path, "/a?b=c"));
-    EXPECT(http_parse_url("http://169.254.169.254", host, sizeof host, &port, path, sizeof path) == 0);
-    EXPECT(port == 80 && path[0] == '\0');
-    EXPECT(http_parse_url("https://x/", host, sizeof host, &port, path, sizeof path) == -1);
-    EXPECT(http_parse_url("http://u@x/", host, sizeof host, &port, path, sizeof path) == -1);
-    EXPECT(http_parse_url("http://x:0/", host, sizeof host, &port, path, sizeof path) == -1);
-    EXPECT(http_parse_url("http://x:65536/", host, sizeof host, &port, path, sizeof path) == -1);
-    EXPECT(http_parse_url("http://x:/", host, sizeof host, &port, path, sizeof path) == -1);
-    EXPECT(http_parse_url("http:///p", host, sizeof host, &port, path, sizeof path) == -1);
-    EXPECT(http_parse_url("http://x/a b", host, sizeof host, &port, path, sizeof path) == -1);
-    EXPECT(http_parse_url("http://x/a\r\nX: y", host, sizeof host, &port, path, sizeof path) == -1);
+    EXPECT(!url_refused("http://127.0.0.1:1/a?b=c"));
+    EXPECT(!url_refused("http://127.0.0.1:1"));
+    EXPECT(url_refused("https://x/"));
+    EXPECT(url_refused("http://u@x/"));
+    EXPECT(url_refused("http://x:0/"));
+    EXPECT(url_refused("http://x:65536/"));
+    EXPECT(url_refused("http://x:/"));
+    EXPECT(url_refused("http:///p"));
+    EXPECT(url_refused("http://x/a b"));
+    EXPECT(url_refused("http://x/a\r\nX: y"));
 }
 
 static void test_times(void)
@@ -208,13 +101,13 @@ static void srv_stop(void)
 static int ctl(const char *query)
 {
     char url[512];
-    http_response r;
+    spot_fetch_resp r;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/_control?%s", srv_port, query);
-    http_request req = {.method = "GET", .url = url, .timeout = 5};
-    if (http_do(&req, &r) != ST_OK)
+    spot_fetch_req req = {.method = "GET", .url = url, .timeout = 5};
+    if (spot_fetch(&req, &r) != ST_OK)
         return -1;
     int ok = r.status == 200;
-    http_response_free(&r);
+    spot_fetch_free(&r);
     return ok ? 0 : -1;
 }
 
@@ -222,13 +115,13 @@ static int ctl(const char *query)
 static json_object *srv_state(void)
 {
     char url[128];
-    http_response r;
+    spot_fetch_resp r;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/_state", srv_port);
-    http_request req = {.method = "GET", .url = url, .timeout = 5};
-    if (http_do(&req, &r) != ST_OK)
+    spot_fetch_req req = {.method = "GET", .url = url, .timeout = 5};
+    if (spot_fetch(&req, &r) != ST_OK)
         return NULL;
     json_object *o = json_tokener_parse(r.body);
-    http_response_free(&r);
+    spot_fetch_free(&r);
     return o;
 }
 
@@ -306,6 +199,32 @@ static void test_aws(void)
     EXPECT(!strcmp(spot_provider_name(), "aws"));
 }
 
+/* A notice standing when the poller starts is marked as such, with the
+ * provider's own time; one that comes later is not. */
+static void test_at_start(void)
+{
+    spot_notice n;
+    reset_server("aws");
+    ctl("notice=1&time=2020-01-01T00:00:00Z");
+    spot_opts c = test_cfg("aws");
+    start(&c, NULL);
+    spot_first_round(5);
+    EXPECT(spot_poll(&n, NULL) == 1);            /* seen before spot_first_round returned */
+    EXPECT(n.at_start == 1 && n.given == 1577836800.0);
+    EXPECT(fabs(n.deadline - util_wall()) < 3);  /* the past time means now */
+    spot_stop();
+    reset_server("aws");
+    start(&c, NULL);
+    spot_first_round(5);
+    EXPECT(spot_poll(&n, NULL) == 0);
+    ctl("notice=1&time=2020-01-01T00:00:00Z");
+    EXPECT(wait_notice(2, &n, NULL));
+    EXPECT(n.at_start == 0 && n.given == 1577836800.0);
+    spot_stop();
+    /* no poller: returns at once */
+    spot_first_round(5);
+}
+
 static void test_aws_token_renewal(void)
 {
     spot_notice n;
@@ -330,7 +249,8 @@ static void test_aws_token_renewal(void)
  * notice gets through. */
 static void test_hostile(void)
 {
-    static const char *kinds[] = {"junk", "badjson", "huge", "badlen", "badchunk", "close"};
+    static const char *kinds[] = {"junk", "badjson", "huge", "badlen", "badchunk", "close",
+                                  "bigbody", "bighead", "bigbody", "bighead", "redirect", "redirect"};
     spot_notice n;
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         char q[64];
@@ -348,6 +268,7 @@ static void test_hostile(void)
         EXPECT(wait_notice(2, &n, NULL));
         spot_stop();
     }
+    EXPECT(srv_count("redirected") == 0);        /* no redirect was followed, for aws nor gcp */
     /* a well-formed answer that is not a notice either */
     reset_server("aws");
     ctl("notice=1&action=reboot");
@@ -601,10 +522,7 @@ int main(void)
     if (!mkdtemp(tmp_dir))
         return 1;
     util_quiet = getenv("SPOT_VERBOSE") ? 0 : 1;
-    harness_run("http parse basic", test_parse_basic);
-    harness_run("http parse chunked", test_parse_chunked);
-    harness_run("http parse malformed", test_parse_bad);
-    harness_run("http url", test_url);
+    harness_run("metadata_url checks", test_url);
     harness_run("time formats", test_times);
     harness_run("signals", test_signals);
     harness_run("watchdog", test_watchdog);
@@ -614,6 +532,7 @@ int main(void)
     } else {
         harness_run("aws notice, time and rebalance", test_aws);
         harness_run("aws token renewal on 401", test_aws_token_renewal);
+        harness_run("a notice standing at start", test_at_start);
         harness_run("hostile answers are ignored", test_hostile);
         harness_run("slow service times out", test_slow);
         harness_run("chunked answers", test_chunked);
