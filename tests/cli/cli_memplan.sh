@@ -39,6 +39,7 @@ t_exit "dry-run shows auto's choice" 0 "recompute auto: layers on this machine" 
 # shellcheck disable=SC2086
 t_exit "auto on backend cuda plans none" 0 "per-GPU total: [0-9]+ bytes" \
     "$S" train /dev/null $A --set train.recompute=auto --set train.backend=cuda --dry-run
+# shellcheck disable=SC2016
 t_exit "auto: the same losses as layers and none" 0 "" sh -c \
     'grep -h "\"loss\"" "$1"/auto-*/events.jsonl | sed "s/.*\"loss\": *\([^,]*\).*/\1/" | sort -u | wc -l | grep -qx 1' \
     sh "$T_TMP"
