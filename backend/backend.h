@@ -94,6 +94,9 @@ float *backend_cpu_host(backend *b, int array);
 /* The CPU backend's activation buffers for a micro-batch, in bytes, with
  * recompute 0 (none) or 1 (layers) and threads (<= 0: all cores): the
  * --dry-run figure. _held: what b holds now (its largest micro-batch yet). */
+/* train.recompute = auto: switches a CPU backend to recompute 0|1 before it
+ * has allocated activations (its first step); ST_SOFTWARE after. */
+int backend_cpu_set_recompute(backend *be, int recompute);
 size_t backend_cpu_activation_bytes(const model_shape *s, int64_t micro_batch, int recompute, int threads);
 size_t backend_cpu_activation_held(const backend *b);
 /* ZeRO 2 and 3: floats in one bucket buffer, the largest span the CPU

@@ -1037,6 +1037,40 @@ static int trainer_loop(trainer *t)
 
 /* --- setup and teardown ---------------------------------------------------- */
 
+/* train.recompute = auto: the memory model's per-process plan with none
+ * against this rank's share of MemAvailable (the node's ranks split it);
+ * over it, the CPU backend switches to layers before its first step. CUDA
+ * has no recompute yet: none, with the plan said. */
+static int trainer_recompute_auto(trainer *t, const model_shape *s)
+{
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    int cuda = strcmp(t->b->name, "cpu") != 0, nodes = comm_nodes() > 0 ? comm_nodes() : 1;
+    int local = t->world / nodes > 0 ? t->world / nodes : 1;
+    uint64_t avail = memplan_host_available() / (uint64_t)local;
+    memplan_cfg mc;
+    memplan_bytes b;
+    int rc = cfg_memplan(t->c, s, cuda, t->world, &mc);
+    if (rc == ST_OK && (rc = memplan_choose_recompute(&mc, cuda ? 0 : avail, &b)) != ST_OK)
+        return util_fail(rc, "%s", util_last_error());
+    if (rc == ST_OK && mc.recompute == MEMPLAN_RECOMPUTE_LAYERS)
+        rc = backend_cpu_set_recompute(t->b, 1);
+    if (rc != ST_OK)
+        return rc;
+    if (cuda)
+        trainer_log(t, "recompute auto: none (backend %s has no recompute); plan %.3f GiB per GPU", t->b->name,
+                    (double)b.total / gib);
+    else if (avail == 0)
+        trainer_log(t, "recompute auto: none (MemAvailable unknown); plan %.3f GiB per process",
+                    (double)b.total / gib);
+    else
+        trainer_log(t, "recompute auto: %s; plan %.3f GiB per process against %.3f GiB available to each of %d "
+                    "rank%s on this node: %.3f GiB headroom%s",
+                    mc.recompute == MEMPLAN_RECOMPUTE_LAYERS ? "layers" : "none", (double)b.total / gib,
+                    (double)avail / gib, local, local == 1 ? "" : "s", ((double)avail - (double)b.total) / gib,
+                    (double)b.total > (double)avail ? " (does not fit even with layers)" : "");
+    return ST_OK;
+}
+
 /* fp16 scales the loss (train.loss_scale: 0 dynamic, N fixed); any other
  * precision only when train.loss_scale_init asks for a dynamic scaler. */
 static int trainer_scaler(trainer *t)
@@ -1148,6 +1182,8 @@ static int trainer_open(trainer *t, const cfg *c, int mode)
         return rc;
     if (t->b->warning[0])
         trainer_log(t, "warning: %s", t->b->warning);
+    if (!strcmp(c->recompute, "auto") && (rc = trainer_recompute_auto(t, &s)) != ST_OK)
+        return rc;
     if ((rc = trainer_scaler(t)) != ST_OK)
         return rc;
     if ((rc = trainer_alloc(t)) != ST_OK)
