@@ -26,6 +26,20 @@ static void dryrun_line(const char *what, double bytes)
 
 /* Under the activations: which train.recompute the figure is for, and what
  * the other setting would hold. */
+/* zero = auto: which stage memplan_choose_zero took here, and why. */
+static void dryrun_zero(const cfg *c, const memplan_cfg *mc, const memplan_bytes *m)
+{
+    uint64_t avail = memplan_host_available();
+    if (strcmp(c->zero, "auto") != 0)
+        return;
+    if (avail == 0)
+        printf("  (zero auto: stage 1 on this machine: MemAvailable unknown)\n");
+    else
+        printf("  (zero auto: stage %d on this machine, one rank: %s %.3f GiB available)\n", mc->zero,
+               m->total <= avail ? "the lowest whose plan fits" : "the smallest plan; none fits", (double)avail /
+               (1024.0 * 1024.0 * 1024.0));
+}
+
 static void dryrun_recompute(const cfg *c, const memplan_cfg *mc, const memplan_bytes *m)
 {
     int layers = mc->recompute == MEMPLAN_RECOMPUTE_LAYERS;
@@ -163,7 +177,11 @@ int dryrun_plan(const cfg *c, int world)
     int rc = model_shape_from_cfg(&s, c);
     if (rc == ST_OK)
         rc = cfg_memplan(c, &s, 0, world, &mc);
-    /* auto: the choice the trainer would make for one rank on this machine. */
+    /* auto: the choice the trainer would make for one rank on this
+     * machine; the stage first, planned with recompute none. */
+    if (rc == ST_OK && !strcmp(c->zero, "auto") &&
+        (rc = memplan_choose_zero(&mc, memplan_host_available(), &m)) != ST_OK)
+        return util_fail(rc, "%s", util_last_error());
     if (rc == ST_OK &&
         (rc = !strcmp(c->recompute, "auto") ? memplan_choose_recompute(&mc, memplan_host_available(), &m)
                                             : memplan_compute(&mc, &m)) != ST_OK)
@@ -194,6 +212,7 @@ int dryrun_plan(const cfg *c, int world)
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     dryrun_line(act, (double)(m.activations + m.attn_scratch));
+    dryrun_zero(c, &mc, &m);
     dryrun_recompute(c, &mc, &m);
     dryrun_line("total", (double)m.total);
     printf("  per-process total: %llu bytes\n", (unsigned long long)m.total);

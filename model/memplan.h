@@ -75,6 +75,10 @@ uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads);
  * that total exceeds avail bytes (> 0), switches to layers; c->recompute
  * and out hold the choice. CUDA keeps none (no recompute there yet). */
 int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
+/* train.zero = auto: the lowest stage whose plan fits avail bytes (> 0),
+ * the smallest plan when none does; CUDA, or avail 0 (unknown), keeps 1.
+ * c->zero and out hold the choice; c->recompute is planned as it is. */
+int memplan_choose_zero(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
 /* This machine's MemAvailable (/proc/meminfo) in bytes; 0 when unknown.
  * SPOTRAIN_TEST_MEM_AVAILABLE (bytes) stands in for it in tests. */
 uint64_t memplan_host_available(void);

@@ -43,6 +43,7 @@ typedef struct {
     ckpt_table table;        /* the checkpoint's view of the layout */
     size_t lo, hi;
     int rank, world, tty;
+    int zero;                /* ZeRO stage in force (train.zero, or auto's choice) */
     int64_t step;            /* optimizer steps completed */
     int64_t rows_per_rank;
     uint64_t tokens;
@@ -1037,6 +1038,44 @@ static int trainer_loop(trainer *t)
 
 /* --- setup and teardown ---------------------------------------------------- */
 
+/* This rank's share of the node's MemAvailable: the node's ranks split it. */
+static uint64_t trainer_mem_share(const trainer *t, int *local)
+{
+    int nodes = comm_nodes() > 0 ? comm_nodes() : 1;
+    *local = t->world / nodes > 0 ? t->world / nodes : 1;
+    return memplan_host_available() / (uint64_t)*local;
+}
+
+/* train.zero = auto, before the backend exists (it allocates per stage):
+ * the lowest stage whose plan fits this rank's share of MemAvailable, the
+ * plan made with recompute none when recompute is auto too (a higher stage
+ * costs less step time than rerunning every forward). A GPU keeps 1. */
+static int trainer_zero_auto(trainer *t, const model_shape *s)
+{
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    int local, cpu = backend_resolves_cpu(t->c->backend);
+    uint64_t avail = trainer_mem_share(t, &local);
+    memplan_cfg mc;
+    memplan_bytes b;
+    int rc = cfg_memplan(t->c, s, !cpu, t->world, &mc);
+    if (rc == ST_OK && (rc = memplan_choose_zero(&mc, cpu ? avail : 0, &b)) != ST_OK)
+        return util_fail(rc, "%s", util_last_error());
+    if (rc != ST_OK)
+        return rc;
+    t->zero = mc.zero;
+    if (!cpu)
+        trainer_log(t, "zero auto: 1 (backend %s runs on CUDA, which shards Adam only); plan %.3f GiB per GPU",
+                    t->c->backend, (double)b.total / gib);
+    else if (avail == 0)
+        trainer_log(t, "zero auto: 1 (MemAvailable unknown); plan %.3f GiB per process", (double)b.total / gib);
+    else
+        trainer_log(t, "zero auto: %d; plan %.3f GiB per process against %.3f GiB available to each of %d "
+                    "rank%s on this node: %.3f GiB headroom%s", t->zero, (double)b.total / gib,
+                    (double)avail / gib, local, local == 1 ? "" : "s", ((double)avail - (double)b.total) / gib,
+                    (double)b.total > (double)avail ? " (no stage fits: the smallest plan)" : "");
+    return ST_OK;
+}
+
 /* train.recompute = auto: the memory model's per-process plan with none
  * against this rank's share of MemAvailable (the node's ranks split it);
  * over it, the CPU backend switches to layers before its first step. CUDA
@@ -1044,12 +1083,12 @@ static int trainer_loop(trainer *t)
 static int trainer_recompute_auto(trainer *t, const model_shape *s)
 {
     const double gib = 1024.0 * 1024.0 * 1024.0;
-    int cuda = strcmp(t->b->name, "cpu") != 0, nodes = comm_nodes() > 0 ? comm_nodes() : 1;
-    int local = t->world / nodes > 0 ? t->world / nodes : 1;
-    uint64_t avail = memplan_host_available() / (uint64_t)local;
+    int local, cuda = strcmp(t->b->name, "cpu") != 0;
+    uint64_t avail = trainer_mem_share(t, &local);
     memplan_cfg mc;
     memplan_bytes b;
     int rc = cfg_memplan(t->c, s, cuda, t->world, &mc);
+    mc.zero = t->zero;
     if (rc == ST_OK && (rc = memplan_choose_recompute(&mc, cuda ? 0 : avail, &b)) != ST_OK)
         return util_fail(rc, "%s", util_last_error());
     if (rc == ST_OK && mc.recompute == MEMPLAN_RECOMPUTE_LAYERS)
@@ -1176,8 +1215,11 @@ static int trainer_open(trainer *t, const cfg *c, int mode)
         return rc;
     /* cuda: train.precision picks the compute type ("auto": the backend's default). */
     comm_phase("start-up: backend");
+    t->zero = atoi(c->zero);
+    if (!strcmp(c->zero, "auto") && (rc = trainer_zero_auto(t, &s)) != ST_OK)
+        return rc;
     backend_opts bo = {c->backend, strcmp(c->precision, "auto") ? c->precision : NULL, (int)c->threads, t->rank,
-                       t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers"), atoi(c->zero)};
+                       t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers"), t->zero};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
     if (t->b->warning[0])

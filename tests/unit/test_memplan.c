@@ -183,6 +183,35 @@ static void test_zero_stages(void)
     }
 }
 
+/* zero = auto: the lowest stage whose plan fits, the smallest plan when
+ * none does (stage 1 on one rank), 1 on CUDA or when nothing is known. */
+static void test_choose_zero(void)
+{
+    memplan_bytes z[4], b;
+    for (int i = 1; i <= 3; i++) {
+        memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+        c.zero = i;
+        EXPECT(memplan_compute(&c, &z[i]) == ST_OK);
+    }
+    EXPECT(z[3].total < z[2].total && z[2].total < z[1].total);
+    uint64_t avails[] = {z[1].total, z[1].total - 1, z[2].total, z[2].total - 1, z[3].total, 1000, 0};
+    int want[] = {1, 2, 2, 3, 3, 3, 1};
+    for (int i = 0; i < 7; i++) {
+        memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+        c.zero = 2;
+        EXPECT(memplan_choose_zero(&c, avails[i], &b) == ST_OK);
+        EXPECT(c.zero == want[i] && b.total == z[want[i]].total);
+    }
+    memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 1, 1);
+    EXPECT(memplan_choose_zero(&c, 1000, &b) == ST_OK && c.zero == 1);
+    c = mp_cfg(&ds7, MEMPLAN_CUDA, MEMPLAN_BF16, 8, 1);
+    EXPECT(memplan_choose_zero(&c, 1000, &b) == ST_OK && c.zero == 1);
+    /* The recompute setting is planned as given. */
+    c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+    c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
+    EXPECT(memplan_choose_zero(&c, z[1].total, &b) == ST_OK && c.zero == 1 && c.recompute == MEMPLAN_RECOMPUTE_LAYERS);
+}
+
 static void test_refusals(void)
 {
     memplan_bytes b;
@@ -217,6 +246,7 @@ int main(void)
     harness_run("cuda activations are the arena", test_cuda_arena);
     harness_run("world shrinks only the sharded categories", test_world_scaling);
     harness_run("zero 2-3 are range + bucket", test_zero_stages);
+    harness_run("zero = auto picks the lowest stage that fits", test_choose_zero);
     harness_run("unimplemented stages are refused", test_refusals);
     return harness_end();
 }
