@@ -178,9 +178,10 @@ int dryrun_plan(const cfg *c, int world)
     if (rc == ST_OK)
         rc = cfg_memplan(c, &s, 0, world, &mc);
     /* auto: the choice the trainer would make for one rank on this
-     * machine; the stage first, planned with recompute none. */
+     * machine; the stage first (both auto: with none on every stage first). */
     if (rc == ST_OK && !strcmp(c->zero, "auto") &&
-        (rc = memplan_choose_zero(&mc, memplan_host_available(), &m)) != ST_OK)
+        (rc = !strcmp(c->recompute, "auto") ? memplan_choose_zero_recompute(&mc, memplan_host_available(), &m)
+                                            : memplan_choose_zero(&mc, memplan_host_available(), &m)) != ST_OK)
         return util_fail(rc, "%s", util_last_error());
     if (rc == ST_OK &&
         (rc = !strcmp(c->recompute, "auto") ? memplan_choose_recompute(&mc, memplan_host_available(), &m)

@@ -203,6 +203,16 @@ int memplan_choose_zero(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
     return memplan_compute(c, b);
 }
 
+int memplan_choose_zero_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
+{
+    c->recompute = MEMPLAN_RECOMPUTE_NONE;
+    int rc = memplan_choose_zero(c, avail, b);
+    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+        return rc;
+    c->recompute = MEMPLAN_RECOMPUTE_LAYERS;
+    return memplan_choose_zero(c, avail, b);
+}
+
 uint64_t memplan_host_available(void)
 {
     /* Tests stand in for the machine's figure (bytes) to see both choices. */

@@ -79,6 +79,10 @@ int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *out)
  * the smallest plan when none does; CUDA, or avail 0 (unknown), keeps 1.
  * c->zero and out hold the choice; c->recompute is planned as it is. */
 int memplan_choose_zero(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
+/* Both auto: the lowest stage that fits with recompute none (a stage
+ * costs less step time than rerunning every forward); when none does, the
+ * lowest that fits with layers, else the smallest plan with layers. */
+int memplan_choose_zero_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
 /* This machine's MemAvailable (/proc/meminfo) in bytes; 0 when unknown.
  * SPOTRAIN_TEST_MEM_AVAILABLE (bytes) stands in for it in tests. */
 uint64_t memplan_host_available(void);

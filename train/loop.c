@@ -1047,9 +1047,9 @@ static uint64_t trainer_mem_share(const trainer *t, int *local)
 }
 
 /* train.zero = auto, before the backend exists (it allocates per stage):
- * the lowest stage whose plan fits this rank's share of MemAvailable, the
- * plan made with recompute none when recompute is auto too (a higher stage
- * costs less step time than rerunning every forward). A GPU keeps 1. */
+ * the lowest stage whose plan fits this rank's share of MemAvailable; with
+ * recompute = auto too, every stage with none first (recompute auto then
+ * plans at the chosen stage and agrees). A GPU keeps 1. */
 static int trainer_zero_auto(trainer *t, const model_shape *s)
 {
     const double gib = 1024.0 * 1024.0 * 1024.0;
@@ -1057,8 +1057,9 @@ static int trainer_zero_auto(trainer *t, const model_shape *s)
     uint64_t avail = trainer_mem_share(t, &local);
     memplan_cfg mc;
     memplan_bytes b;
-    int rc = cfg_memplan(t->c, s, !cpu, t->world, &mc);
-    if (rc == ST_OK && (rc = memplan_choose_zero(&mc, cpu ? avail : 0, &b)) != ST_OK)
+    int rc = cfg_memplan(t->c, s, !cpu, t->world, &mc), both = !strcmp(t->c->recompute, "auto");
+    if (rc == ST_OK && (rc = both ? memplan_choose_zero_recompute(&mc, cpu ? avail : 0, &b)
+                                  : memplan_choose_zero(&mc, cpu ? avail : 0, &b)) != ST_OK)
         return util_fail(rc, "%s", util_last_error());
     if (rc != ST_OK)
         return rc;

@@ -46,6 +46,9 @@ t_exit "zero = auto, 1 rank, plenty: stage 1" 0 "zero auto: 1; plan .* GiB headr
 t_exit "zero = auto, 1 rank, nothing fits: the smallest plan, stage 1" 0 "zero auto: 1; .*no stage fits" \
     env SPOTRAIN_TEST_MEM_AVAILABLE=1000 "$S" train /dev/null $V --set train.zero=auto \
     $G --set train.run_dir=auto-small
+t_exit "zero = auto with recompute = auto, nothing fits: stage 1 and layers" 0 \
+    "recompute auto: layers; .*does not fit even with layers" env SPOTRAIN_TEST_MEM_AVAILABLE=1000 "$S" train \
+    /dev/null $V --set train.zero=auto --set train.recompute=auto $G --set train.run_dir=auto-both
 t_exit "zero = auto, MemAvailable unknown: stage 1" 0 "zero auto: 1 [(]MemAvailable unknown[)]" \
     env SPOTRAIN_TEST_MEM_AVAILABLE=0 "$S" train /dev/null $V --set train.zero=auto \
     $G --set train.run_dir=auto-unknown

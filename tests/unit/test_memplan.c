@@ -209,7 +209,23 @@ static void test_choose_zero(void)
     /* The recompute setting is planned as given. */
     c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
     c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
-    EXPECT(memplan_choose_zero(&c, z[1].total, &b) == ST_OK && c.zero == 1 && c.recompute == MEMPLAN_RECOMPUTE_LAYERS);
+    EXPECT(memplan_choose_zero(&c, z[1].total, &b) == ST_OK && c.zero == 1 &&
+           c.recompute == MEMPLAN_RECOMPUTE_LAYERS);
+    /* Both auto: every stage with none before any with layers. */
+    memplan_bytes l1;
+    c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+    c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
+    EXPECT(memplan_compute(&c, &l1) == ST_OK && l1.total < z[3].total);
+    memplan_bytes l2;
+    c.zero = 2;
+    EXPECT(memplan_compute(&c, &l2) == ST_OK && l2.total < l1.total);
+    uint64_t both[] = {z[1].total, z[3].total, z[3].total - 1, l1.total, l1.total - 1};
+    int want_z[] = {1, 3, 1, 1, 2}, want_r[] = {0, 0, 1, 1, 1};
+    for (int i = 0; i < 5; i++) {
+        c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+        EXPECT(memplan_choose_zero_recompute(&c, both[i], &b) == ST_OK);
+        EXPECT(c.zero == want_z[i] && (int)c.recompute == want_r[i]);
+    }
 }
 
 static void test_refusals(void)
