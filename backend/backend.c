@@ -64,6 +64,18 @@ static int backend_create_named(backend **out, const model_layout *L, const back
     return backend_cpu_create(out, L, o);
 }
 
+int backend_resolves_cpu(const char *name)
+{
+    if (!name || strcmp(name, "auto") != 0)
+        return name && strcmp(name, "cpu") == 0;
+#ifdef SPOTRAIN_CUDA
+    char why[256];
+    return !cuda_available(why, sizeof why);
+#else
+    return 1;
+#endif
+}
+
 int backend_plane_open(backend_plane **out, const char *name, size_t max_floats)
 {
     *out = NULL;

@@ -96,6 +96,13 @@ float *backend_cpu_host(backend *b, int array);
  * --dry-run figure. _held: what b holds now (its largest micro-batch yet). */
 size_t backend_cpu_activation_bytes(const model_shape *s, int64_t micro_batch, int recompute, int threads);
 size_t backend_cpu_activation_held(const backend *b);
+/* train.recompute = auto: switches a CPU backend to recompute 0|1 before it
+ * has allocated activations (its first step); ST_SOFTWARE after. */
+int backend_cpu_set_recompute(backend *be, int recompute);
+/* 1 when backend_create would give name ("cpu" | "cuda" | "auto") the CPU
+ * backend: cpu, or auto with no usable GPU (train.zero = auto plans the
+ * stage before the backend exists). */
+int backend_resolves_cpu(const char *name);
 /* ZeRO 2 and 3: floats in one bucket buffer, the largest span the CPU
  * backend moves at once (norm + lm_head, or one decoder layer). A rank
  * holds one gradient bucket from stage 2 and one parameter bucket at 3. */

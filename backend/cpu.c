@@ -7,6 +7,7 @@
 #include "backend.h"
 #include "comm/comm.h"
 #include "model/elem.h"
+#include "model/memplan.h"
 #include "util/util.h"
 
 #include <cblas.h>
@@ -192,24 +193,20 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
     return ST_OK;
 }
 
-/* What cpu_reserve allocates for B rows, term by term (a unit test holds
- * the two equal): layer inputs, the cpu_layer sets, head, backward, and
- * the per-thread attention scratch. */
-static size_t cpu_act_floats(const model_shape *s, int64_t B, int recompute, int nt)
-{
-    size_t N = (size_t)(B * s->seq_len), D = (size_t)s->dim, F = (size_t)s->ffn_dim, T = (size_t)s->seq_len;
-    size_t qd = (size_t)(s->n_heads * s->head_dim), qkvd = qd + 2 * (size_t)(s->n_kv_heads * s->head_dim);
-    size_t layer = 3 * N * D + 2 * N + N * qkvd + (size_t)B * (size_t)s->n_heads * T * T + N * qd + 3 * N * F;
-    size_t res = ((size_t)s->n_layers + 1) * N * D;
-    size_t head = 3 * N + N * D + N * (size_t)s->vocab;
-    size_t bwd = 2 * N * D + N * qkvd + N * qd + 3 * N * F;
-    size_t scratch = (size_t)nt * (T * T + 16);
-    return res + (recompute ? 1 : (size_t)s->n_layers) * layer + head + bwd + scratch;
-}
-
+/* The memory model owns the sizing (model/memplan.c mirrors cpu_reserve
+ * term by term; test_model.c holds the two equal). */
 size_t backend_cpu_activation_bytes(const model_shape *s, int64_t micro_batch, int recompute, int threads)
 {
-    return sizeof(float) * cpu_act_floats(s, micro_batch, recompute, threads > 0 ? threads : omp_get_num_procs());
+    return (size_t)memplan_cpu_activation_bytes(s, micro_batch, recompute, threads);
+}
+
+int backend_cpu_set_recompute(backend *be, int recompute)
+{
+    cpu_impl *c = be->impl;
+    if (c->cap_b > 0)
+        return util_fail(ST_SOFTWARE, "cpu backend: recompute set after the activations were allocated");
+    c->recompute = recompute != 0;
+    return ST_OK;
 }
 
 size_t backend_cpu_activation_held(const backend *be)

@@ -19,7 +19,7 @@ static void cost_cli_usage(void)
            "estimate: on-demand vs spot hours and cost of a planned run from [cost] and\n"
            "  [price.NAME] ($ per node-hour), expected interruptions, lost work, the\n"
            "  Young/Daly checkpoint interval, whether the plan is plausible, and whether\n"
-           "  the training state fits per GPU (and with which ZeRO stage). Prints only\n"
+           "  the trainer's per-GPU memory plan (as --dry-run prints it) fits. Prints only\n"
            "  what CONFIG determines and says which keys the rest needs.\n"
            "report: what a run has cost so far from RUN_DIR/events.jsonl and the\n"
            "  prices in RUN_DIR/config.ini (or --config), and what finishing will cost,\n"

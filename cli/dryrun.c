@@ -4,6 +4,7 @@
  * opens, the plan fits this machine). */
 #include "cli.h"
 #include "model/model.h"
+#include "config/opts.h"
 #include "backend/backend.h"
 #include "comm/comm.h"
 #include "data/data.h"
@@ -18,33 +19,6 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct {
-    double params, grads, adam, snapshot, comm, activations, total;
-    size_t range;      /* the largest rank's share of the flat vector */
-} dryrun_memory;
-
-static void dryrun_memory_plan(const cfg *c, const model_shape *s, int world, dryrun_memory *m)
-{
-    double n = (double)model_count_params(s), W = world > 0 ? world : 1;
-    /* Ranks own 64-aligned ranges; the first ranks' are the largest. */
-    size_t lo, hi;
-    comm_range((size_t)model_count_params(s), 0, world > 0 ? world : 1, &lo, &hi);
-    m->range = hi - lo;
-    /* ZeRO 2 keeps the grads' range and one bucket, 3 the params' too. */
-    int zero = atoi(c->zero);
-    double bucket = 4 * (double)backend_cpu_bucket_floats(s);
-    m->params = zero >= 3 ? 4 * (double)m->range + bucket : 4 * n;
-    m->grads = zero >= 2 ? 4 * (double)m->range + bucket : 4 * n;   /* 1: full vector, reduce-scatter input */
-    m->adam = 2 * 4 * (double)m->range;   /* m and v of this rank's range */
-    m->snapshot = 3 * 4 * (double)m->range;   /* checkpoint host buffer */
-    /* Chunked collectives: one chunk from every peer, never the vector. */
-    m->comm = W > 1 ? 4 * W * (double)comm_get_chunk() : 0;
-    /* The CPU backend's own sizing of its buffers, the figure it allocates. */
-    m->activations = (double)backend_cpu_activation_bytes(s, c->micro_batch, !strcmp(c->recompute, "layers"),
-                                                          (int)c->threads);
-    m->total = m->params + m->grads + m->adam + m->snapshot + m->comm + m->activations;
-}
-
 static void dryrun_line(const char *what, double bytes)
 {
     printf("  %-28s %12.3f GiB\n", what, bytes / (1024.0 * 1024.0 * 1024.0));
@@ -52,49 +26,75 @@ static void dryrun_line(const char *what, double bytes)
 
 /* Under the activations: which train.recompute the figure is for, and what
  * the other setting would hold. */
-static void dryrun_recompute(const cfg *c, const model_shape *s)
+/* zero = auto: which stage memplan_choose_zero took here, and why. */
+static void dryrun_zero(const cfg *c, const memplan_cfg *mc, const memplan_bytes *m)
 {
-    int layers = !strcmp(c->recompute, "layers");
-    double other = (double)backend_cpu_activation_bytes(s, c->micro_batch, !layers, (int)c->threads);
-    printf("  (recompute %s: %s; recompute %s would hold %.3f GiB)\n", c->recompute,
-           layers ? "layer inputs and one layer's activations, each layer's forward rerun in its backward"
-                  : "every layer's activations kept for the backward",
-           layers ? "none" : "layers", other / (1024.0 * 1024.0 * 1024.0));
+    uint64_t avail = memplan_host_available();
+    if (strcmp(c->zero, "auto") != 0)
+        return;
+    if (avail == 0)
+        printf("  (zero auto: stage 1 on this machine: MemAvailable unknown)\n");
+    else
+        printf("  (zero auto: stage %d on this machine, one rank: %s %.3f GiB available)\n", mc->zero,
+               m->total <= avail ? "the lowest whose plan fits" : "the smallest plan; none fits", (double)avail /
+               (1024.0 * 1024.0 * 1024.0));
 }
 
-/* backend cuda (cuda/plan.c): what one GPU holds at the configured
- * precision, and whether that fits the GPU memory given by --gpu-memory or
- * the cost section (cost.gpu_memory_gib, else cost.gpu's size). */
+static void dryrun_recompute(const cfg *c, const memplan_cfg *mc, const memplan_bytes *m)
+{
+    int layers = mc->recompute == MEMPLAN_RECOMPUTE_LAYERS;
+    if (!strcmp(c->recompute, "auto"))
+        printf("  (recompute auto: %s on this machine, one rank: %.3f GiB available, %.3f GiB with none)\n",
+               layers ? "layers" : "none", (double)memplan_host_available() / (1024.0 * 1024.0 * 1024.0),
+               (double)(m->total - (layers ? m->act_layers : m->act_none) + m->act_none) /
+                   (1024.0 * 1024.0 * 1024.0));
+    printf("  (recompute %s: %s; recompute %s would hold %.3f GiB)\n", layers ? "layers" : "none",
+           layers ? "layer inputs and one layer's activations, each layer's forward rerun in its backward"
+                  : "every layer's activations kept for the backward",
+           layers ? "none" : "layers", (double)(layers ? m->act_none : m->act_layers) / (1024.0 * 1024.0 * 1024.0));
+}
+
+/* backend cuda: what one GPU holds at the configured precision (the memory
+ * model over cuda/plan.c's arena), and whether that fits the GPU memory
+ * given by --gpu-memory or the cost section (cost.gpu_memory_gib, else
+ * cost.gpu's size). */
 static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
 {
-    cuda_prec p;
-    cuda_memplan g;
-    if (cuda_prec_parse(c->precision, &p))
-        p = CUDA_BF16;
-    cuda_memory_plan(s, c->micro_batch, world, p, &g);
-    printf("per-GPU memory with backend cuda, precision %s, %d rank%s:\n", cuda_prec_name(p), world,
-           world == 1 ? "" : "s");
-    dryrun_line("weights (fp32 master)", g.master);
-    dryrun_line(p == CUDA_BF16 || p == CUDA_FP16 ? "weights (working copy)" : "weights (no working copy)", g.working);
-    dryrun_line("gradients (fp32)", g.grads);
-    dryrun_line("adam m+v (this rank's 1/W)", g.adam);
+    memplan_cfg mc;
+    memplan_bytes g;
+    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK || memplan_compute(&mc, &g) != ST_OK) {
+        printf("per-GPU memory with backend cuda: not planned (%s)\n", util_last_error());
+        return;
+    }
+    int half = mc.precision == MEMPLAN_BF16 || mc.precision == MEMPLAN_FP16;
+    printf("per-GPU memory with backend cuda, precision %s, %d rank%s (ZeRO stage %d: Adam m and v sharded):\n",
+           cuda_prec_name((cuda_prec)mc.precision), world, world == 1 ? "" : "s", mc.zero);
+    dryrun_line("weights (fp32 master)", (double)g.master);
+    dryrun_line(half ? "weights (working copy)" : "weights (no working copy)", (double)g.working);
+    dryrun_line("gradients (fp32)", (double)g.grads);
+    dryrun_line("adam m+v (this rank's range)", (double)g.adam);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    dryrun_line(act, g.activations);
-    dryrun_line("cuBLASLt workspace", g.workspace);
+    dryrun_line(act, (double)g.activations);
+    dryrun_line("attention scores/probs", (double)g.attn_scratch);
+    dryrun_line("cuBLASLt workspace", (double)g.workspace);
     if (g.comm > 0)
-        dryrun_line("NCCL receive buffer", g.comm);
-    dryrun_line("CUDA context (estimate)", g.context);
-    dryrun_line("total", g.total);
+        dryrun_line("NCCL receive buffer", (double)g.comm);
+    dryrun_line("CUDA context (estimate)", (double)g.context);
+    dryrun_line("total", (double)g.total);
+    printf("  per-GPU total: %llu bytes (host RAM besides: %.3f GiB checkpoint snapshot)\n",
+           (unsigned long long)g.total, (double)g.host / (1024.0 * 1024.0 * 1024.0));
     double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
-    double need = g.total / (1024.0 * 1024.0 * 1024.0);
-    if (gib <= 0)
+    double need = (double)g.total / (1024.0 * 1024.0 * 1024.0);
+    char advice[640];
+    if (gib <= 0) {
         printf("GPU memory unknown: pass --gpu-memory GiB or set cost.gpu to check the fit\n");
-    else if (need <= gib)
+    } else if (need <= gib) {
         printf("fits a %.0f GiB GPU (%.1f GiB needed, %.1f GiB spare)\n", gib, need, gib - need);
-    else
-        printf("DOES NOT FIT a %.0f GiB GPU: %.1f GiB needed; lower train.micro_batch (activations), or use "
-               "more ranks (Adam m and v are split over the ranks)\n", gib, need);
+    } else {
+        memplan_advice(&mc, &g, advice, sizeof advice);
+        printf("DOES NOT FIT a %.0f GiB GPU: %.1f GiB needed; %s\n", gib, need, advice);
+    }
 }
 
 /* The network side of a step on [cost]'s GPUs: the volume of the chunked
@@ -151,7 +151,7 @@ static int dryrun_init_from(const cfg *c, const model_shape *s)
  * nothing is an error on any machine), init_from's weights match the
  * shape, and the plan fits this machine's memory (a warning: the plan may
  * be for other machines). */
-static int dryrun_checks(const cfg *c, const model_shape *s, const dryrun_memory *m)
+static int dryrun_checks(const cfg *c, const model_shape *s, const memplan_cfg *mc, const memplan_bytes *m)
 {
     data *d = NULL;
     int rc = data_open(&d, c);
@@ -162,20 +162,35 @@ static int dryrun_checks(const cfg *c, const model_shape *s, const dryrun_memory
     if ((rc = dryrun_init_from(c, s)) != ST_OK)
         return rc;
     double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    if (mem > 0 && m->total > mem)
-        printf("warning: %.1f GiB per process does not fit this machine's %.1f GiB; on the CPU backend lower "
-               "train.micro_batch or model size, or spread over more ranks (adam and snapshot shrink with "
-               "the world size, parameters and gradients do not)\n", m->total / 1073741824.0, mem / 1073741824.0);
-    else if (mem > 0)
+    char advice[640];
+    if (mem > 0 && (double)m->total > mem) {
+        memplan_advice(mc, m, advice, sizeof advice);
+        printf("warning: %.1f GiB per process does not fit this machine's %.1f GiB; on the CPU backend: %s\n",
+               (double)m->total / 1073741824.0, mem / 1073741824.0, advice);
+    } else if (mem > 0) {
         printf("fits this machine's %.1f GiB of memory\n", mem / 1073741824.0);
+    }
     return ST_OK;
 }
 
 int dryrun_plan(const cfg *c, int world)
 {
     model_shape s;
-    dryrun_memory m;
+    memplan_cfg mc;
+    memplan_bytes m;
     int rc = model_shape_from_cfg(&s, c);
+    if (rc == ST_OK)
+        rc = cfg_memplan(c, &s, 0, world, &mc);
+    /* auto: the choice the trainer would make for one rank on this
+     * machine; the stage first (both auto: with none on every stage first). */
+    if (rc == ST_OK && !strcmp(c->zero, "auto") &&
+        (rc = !strcmp(c->recompute, "auto") ? memplan_choose_zero_recompute(&mc, memplan_host_available(), &m)
+                                            : memplan_choose_zero(&mc, memplan_host_available(), &m)) != ST_OK)
+        return util_fail(rc, "%s", util_last_error());
+    if (rc == ST_OK &&
+        (rc = !strcmp(c->recompute, "auto") ? memplan_choose_recompute(&mc, memplan_host_available(), &m)
+                                            : memplan_compute(&mc, &m)) != ST_OK)
+        return util_fail(rc, "%s", util_last_error());
     if (rc != ST_OK)
         return rc;
     char *text = cfg_render(c);
@@ -188,26 +203,26 @@ int dryrun_plan(const cfg *c, int world)
         printf("train.min_lr = auto: lr / 10 = %s (lr %s)\n", util_dtoa(c->min_lr, min_lr), util_dtoa(c->lr, lr));
     }
     uint64_t n = model_count_params(&s);
-    dryrun_memory_plan(c, &s, world, &m);
     printf("parameters: %llu (%.3f B)\n", (unsigned long long)n, (double)n / 1e9);
     printf("flops per token (fwd+bwd): %.4g\n", model_flops_per_token(&s));
-    printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW):\n", world,
-           world == 1 ? "" : "s");
-    int zero = atoi(c->zero);
-    dryrun_line(zero >= 3 ? "parameters (range + 1 layer)" : "parameters (fp32)", m.params);
-    dryrun_line(zero >= 2 ? "gradients (range + 1 bucket)" : "gradients (fp32)", m.grads);
+    printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW: ZeRO stage %d):\n",
+           world, world == 1 ? "" : "s", mc.zero);
+    dryrun_line(mc.zero >= 3 ? "parameters (range + 1 layer)" : "parameters (fp32)", (double)m.master);
+    dryrun_line(mc.zero >= 2 ? "gradients (range + 1 bucket)" : "gradients (fp32)", (double)m.grads);
     printf("  this rank's range: %zu parameters (64-aligned; %.1f%% of the vector)\n", m.range,
            100.0 * (double)m.range / (double)(n ? n : 1));
-    dryrun_line("adam m+v (this rank's range)", m.adam);
-    dryrun_line("checkpoint snapshot (range)", m.snapshot);
-    dryrun_line("gradient exchange buffers", m.comm);
+    dryrun_line("adam m+v (this rank's range)", (double)m.adam);
+    dryrun_line("checkpoint snapshot (range)", (double)m.snapshot);
+    dryrun_line("gradient exchange buffers", (double)m.comm);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    dryrun_line(act, m.activations);
-    dryrun_recompute(c, &s);
-    dryrun_line("total", m.total);
+    dryrun_line(act, (double)(m.activations + m.attn_scratch));
+    dryrun_zero(c, &mc, &m);
+    dryrun_recompute(c, &mc, &m);
+    dryrun_line("total", (double)m.total);
+    printf("  per-process total: %llu bytes\n", (unsigned long long)m.total);
     dryrun_comm(c, &s, world);
     if (strcmp(c->backend, "cpu") != 0)
         dryrun_gpu(c, &s, world);
-    return dryrun_checks(c, &s, &m);
+    return dryrun_checks(c, &s, &mc, &m);
 }

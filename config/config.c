@@ -70,7 +70,7 @@ static const cfg_key cfg_keys[] = {
     KI("train", "threads", threads, 0, 4096),
     KI("train", "flush_denormals", flush_denormals, 0, 1),
     KS("train", "zero", zero, "auto|1|2|3"),
-    KS("train", "recompute", recompute, "none|layers"),
+    KS("train", "recompute", recompute, "none|layers|auto"),
     KF("train", "lr", lr, 0, 10),
     KA("train", "min_lr", min_lr, 0, 10),
     KF("train", "warmup_steps", warmup_steps, 0, 1e15),
@@ -427,10 +427,7 @@ static int cfg_check_relations(const cfg *c)
     if (!strcmp(c->recompute, "layers") && !strcmp(c->backend, "cuda"))
         return util_fail(ST_CONFIG, "%s: train.recompute = layers is CPU-only for now (backend cuda does not "
                          "implement it); use recompute = none with backend = cuda, or backend = cpu", f);
-    if (!strcmp(c->zero, "auto"))
-        return util_fail(ST_CONFIG, "%s: train.zero = auto is not taken yet: it comes with the shared memory model "
-                         "that will pick the stage; set zero = 1, 2 or 3", f);
-    if (strcmp(c->zero, "1") && !strcmp(c->backend, "cuda"))
+    if (strcmp(c->zero, "1") && strcmp(c->zero, "auto") && !strcmp(c->backend, "cuda"))
         return util_fail(ST_CONFIG, "%s: train.zero = %s is CPU only for now (backend cuda shards Adam only); use "
                          "zero = 1 with backend = cuda, or backend = cpu", f, c->zero);
     if (c->loss_scale_init != 0 && (!lscale_pow2(c->loss_scale_init) || c->loss_scale_init < LSCALE_MIN))

@@ -4,8 +4,11 @@
 #include "opts.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "comm/comm.h"
+#include "cuda/plan.h"
 #include "model/model.h"
 #include "util/util.h"
 
@@ -18,6 +21,47 @@ void cfg_spot_opts(const cfg *c, spot_opts *o)
     snprintf(o->metadata_url, sizeof o->metadata_url, "%s", c->metadata_url);
     snprintf(o->notice_file, sizeof o->notice_file, "%s", c->notice_file);
     snprintf(o->vm_name, sizeof o->vm_name, "%s", c->vm_name);
+}
+
+int cfg_memplan(const cfg *c, const model_shape *s, int cuda, int world, memplan_cfg *m)
+{
+    cuda_prec p = CUDA_BF16;
+    memset(m, 0, sizeof *m);
+    /* auto plans none here; memplan_choose_recompute makes the choice. */
+    int rc = !strcmp(c->recompute, "auto") ? MEMPLAN_RECOMPUTE_NONE : memplan_recompute_parse(c->recompute);
+    if (rc < 0)
+        return util_fail(ST_CONFIG, "%s: train.recompute = '%s' is not one of none|layers|auto", c->path,
+                         c->recompute);
+    /* The CPU backend computes in fp32 whatever the setting; auto is bf16 on a GPU. */
+    if (cuda && cuda_prec_parse(c->precision, &p))
+        return util_fail(ST_CONFIG, "%s: train.precision = '%s' is not one of auto|fp32|tf32|bf16|fp16", c->path,
+                         c->precision);
+    m->shape = *s;
+    m->backend = cuda ? MEMPLAN_CUDA : MEMPLAN_CPU;
+    m->precision = cuda ? (memplan_prec)p : MEMPLAN_FP32;
+    m->world = world > 0 ? world : 1;
+    m->ranks_per_node = c->gpus_per_node > 0 ? (int)c->gpus_per_node : 1;
+    m->micro_batch = c->micro_batch;
+    m->threads = (int)c->threads;
+    m->recompute = (memplan_recompute)rc;
+    /* "1" | "2" | "3" (validated); auto is refused before a plan is asked
+     * for, so it plans stage 1 here, as the trainer did before zero. */
+    m->zero = !strcmp(c->zero, "auto") ? MEMPLAN_ZERO1 : atoi(c->zero);
+    m->comm_chunk = comm_get_chunk();
+    return ST_OK;
+}
+
+/* The per-GPU plan --dry-run --world nodes*gpus_per_node prints for this
+ * config: the same input (cfg_memplan) through the same model. */
+static void cfg_cost_memplan(const cfg *c, const model_shape *s, cost_opts *o)
+{
+    int64_t gpus = c->nodes * c->gpus_per_node;
+    o->have_mem = 1;
+    o->mem_status = cfg_memplan(c, s, 1, gpus > 0 && gpus <= INT32_MAX ? (int)gpus : 1, &o->mem_cfg);
+    if (o->mem_status == ST_OK)
+        o->mem_status = memplan_compute(&o->mem_cfg, &o->mem);
+    if (o->mem_status != ST_OK)
+        snprintf(o->mem_why, sizeof o->mem_why, "%s", util_last_error());
 }
 
 int cfg_cost_opts(const cfg *c, cost_opts *o)
@@ -59,6 +103,7 @@ int cfg_cost_opts(const cfg *c, cost_opts *o)
         o->tokens_per_step = (double)c->global_batch * (double)s.seq_len;
         o->global_batch = c->global_batch;
         o->micro_batch = c->micro_batch;
+        cfg_cost_memplan(c, &s, o);
     }
     return ST_OK;
 }

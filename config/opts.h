@@ -6,6 +6,7 @@
 #define SPOTRAIN_CONFIG_OPTS_H
 
 #include "config/config.h"
+#include "model/memplan.h"
 #include "money/cost.h"
 #include "spot/spot.h"
 
@@ -14,5 +15,10 @@ void cfg_spot_opts(const cfg *c, spot_opts *o);
 /* [cost], [price.*] and, when the input names a model, its parameter count
  * and FLOPs per token. ST_OK or ST_CONFIG (a model shape that cannot be). */
 int cfg_cost_opts(const cfg *c, cost_opts *o);
+/* The memory model's input for c on backend cuda (1) or cpu (0) at world
+ * ranks: what --dry-run, `cost estimate` and recompute = auto all plan.
+ * auto plans none (memplan_choose_recompute chooses). The ZeRO stage is the
+ * implemented one until [train] zero exists. ST_OK or ST_CONFIG. */
+int cfg_memplan(const cfg *c, const model_shape *s, int cuda, int world, memplan_cfg *m);
 
 #endif

@@ -4,6 +4,7 @@
  * so tests/unit/test_cuda_plan.c checks them without a GPU. */
 #include "plan.h"
 #include "comm/comm.h"
+#include "model/memplan.h"
 #include "util/util.h"
 
 #include <stdlib.h>
@@ -245,24 +246,26 @@ int cuda_adamw_segments(const model_layout *L, size_t lo, size_t hi, cuda_adamw_
 
 /* ---- memory plan ------------------------------------------------------- */
 
+/* The per-GPU view of the one memory model (model/memplan.c), which sizes
+ * the activations with cuda_arena_plan above: the stage the trainer has,
+ * no recompute, the current collective chunk. */
 void cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda_prec p, cuda_memplan *m)
 {
-    double n = (double)model_count_params(s), W = world > 0 ? world : 1;
+    memplan_cfg c = {.shape = *s, .backend = MEMPLAN_CUDA, .precision = (memplan_prec)p,
+                     .world = world > 0 ? world : 1, .ranks_per_node = 1, .micro_batch = micro_batch,
+                     .recompute = MEMPLAN_RECOMPUTE_NONE, .zero = MEMPLAN_ZERO1,
+                     .comm_chunk = comm_get_chunk()};
+    memplan_bytes b;
     memset(m, 0, sizeof *m);
-    m->master = 4 * n;
-    /* fp32 and tf32 run the GEMMs on the master copy itself. */
-    m->working = cuda_prec_bytes(p) == 2 ? 2 * n : 0;
-    m->grads = 4 * n;
-    m->adam = 2 * 4 * n / W;
-    cuda_arena a;
-    if (cuda_arena_plan(&a, s, micro_batch, p) == ST_OK) {
-        m->activations = (double)a.total;
-        cuda_arena_free(&a);
-    }
-    m->workspace = CUDA_WORKSPACE_BYTES;
-    /* CUDA context, cuBLASLt handles and kernels: measured contexts take
-     * 0.5-1 GiB; plan for the upper end. */
-    m->context = 1024.0 * 1024.0 * 1024.0;
-    m->comm = W > 1 ? 4 * W * (double)comm_get_chunk() : 0;
-    m->total = m->master + m->working + m->grads + m->adam + m->activations + m->workspace + m->context + m->comm;
+    if (memplan_compute(&c, &b) != ST_OK)
+        return;
+    m->master = (double)b.master;
+    m->working = (double)b.working;
+    m->grads = (double)b.grads;
+    m->adam = (double)b.adam;
+    m->activations = (double)(b.activations + b.attn_scratch);
+    m->workspace = (double)b.workspace;
+    m->context = (double)b.context;
+    m->comm = (double)b.comm;
+    m->total = (double)b.total;
 }

@@ -52,27 +52,19 @@ void cost_fleet_hourly(const cost_opts *o, int64_t nodes, double *ondemand, doub
     *spot = od * (double)odn + sp * (double)(nodes - odn);
 }
 
-void cost_memory(uint64_t params, int64_t gpus, double gpu_gib, cost_memfit *m)
+void cost_memory(const cost_opts *o, double gpu_gib, cost_memfit *m)
 {
-    double n = (double)params, g = gpus > 0 ? (double)gpus : 1;
     memset(m, 0, sizeof *m);
-    m->bytes_per_param = 16;
-    m->gpus = gpus;
     m->gpu_gib = gpu_gib;
-    m->total_gib = n * 16 / COST_GIB;
-    /* weights 2 + grads 2 stay whole until a stage shards them; the 12
-     * bytes of fp32 master, m and v are what ZeRO-1 splits first. */
-    m->per_gpu_gib[COST_DP] = m->total_gib;
-    m->per_gpu_gib[COST_ZERO1] = n * (4 + 12 / g) / COST_GIB;
-    m->per_gpu_gib[COST_ZERO2] = n * (2 + 14 / g) / COST_GIB;
-    m->per_gpu_gib[COST_ZERO3] = n * 16 / g / COST_GIB;
-    m->stage = -1;
-    for (int s = 0; s < COST_NSTAGES && gpu_gib > 0; s++)
-        if (m->per_gpu_gib[s] <= gpu_gib) {
-            m->stage = s;
-            break;
-        }
-    m->zero3_min_gpus = gpu_gib > 0 ? (int64_t)ceil(m->total_gib / gpu_gib) : 0;
+    m->fits = -1;
+    if (!o->have_mem || o->mem_status != ST_OK)
+        return;
+    m->planned = 1;
+    m->per_gpu_gib = (double)o->mem.total / COST_GIB;
+    if (gpu_gib > 0)
+        m->fits = m->per_gpu_gib <= gpu_gib;
+    if (m->fits == 0)
+        memplan_advice(&o->mem_cfg, &o->mem, m->advice, sizeof m->advice);
 }
 
 static void cost_overheads(const cost_opts *o, cost_plan *p)
@@ -188,7 +180,7 @@ int cost_estimate(const cost_opts *o, cost_plan *p)
     p->spot_cost = p->spot_hours * p->fleet_spot;
     if (p->have_model) {
         double gib = o->gpu_memory_gib > 0 ? o->gpu_memory_gib : cost_gpu_memory_gib(o->gpu);
-        cost_memory(p->params, p->gpus, gib, &p->mem);
+        cost_memory(o, gib, &p->mem);
         cost_step_comm(o, p);
     }
     return ST_OK;
@@ -233,8 +225,6 @@ static double cost_saving(double od, double sp)
     return od > 0 ? 100.0 * (1 - sp / od) : 0;
 }
 
-static const char *cost_stage_name[COST_NSTAGES] = {"no sharding", "ZeRO-1", "ZeRO-2", "ZeRO-3"};
-
 static void cost_print_comm(const cost_opts *o, const cost_plan *p)
 {
     printf("communication per step over %lld GPUs (fp32 gradient reduce-scatter, bf16 all-gather):\n"
@@ -254,6 +244,37 @@ static void cost_print_comm(const cost_opts *o, const cost_plan *p)
         printf("  an overlap with the last micro-batch's backward (not built) could hide at most %.2f s of the\n"
                "  %.2f s reduce-scatter: %.1f%% of a step\n", p->comm.overlap_max, p->comm.rs_seconds,
                100 * p->comm.overlap_max / (p->comm.seconds + p->step_compute_s));
+}
+
+static const char *cost_prec_name(memplan_prec p)
+{
+    static const char *names[] = {"fp32", "tf32", "bf16", "fp16"};
+    return (int)p >= 0 && (int)p < 4 ? names[p] : "?";
+}
+
+/* The trainer's own per-GPU plan (the figure --dry-run prints), and the fit. */
+static void cost_print_memory(const cost_opts *o, const cost_plan *p)
+{
+    const cost_memfit *m = &p->mem;
+    if (!m->planned) {
+        printf("memory: not planned (%s)\n", o->mem_why[0] ? o->mem_why : "no model");
+        return;
+    }
+    const memplan_bytes *b = &o->mem;
+    printf("memory per GPU (backend cuda, %s, micro_batch %lld; ZeRO stage %d: Adam m and v sharded over %lld "
+           "GPUs,\n  full fp32 master, working copy and gradients on every GPU): %.1f GiB\n"
+           "  master %.1f + working %.1f + gradients %.1f + Adam %.1f + activations %.1f + workspace,\n"
+           "  context and buffers %.1f GiB\n", cost_prec_name(o->mem_cfg.precision),
+           (long long)o->mem_cfg.micro_batch, o->mem_cfg.zero, (long long)p->gpus, m->per_gpu_gib,
+           (double)b->master / COST_GIB, (double)b->working / COST_GIB, (double)b->grads / COST_GIB,
+           (double)b->adam / COST_GIB, (double)(b->activations + b->attn_scratch) / COST_GIB,
+           (double)(b->workspace + b->context + b->comm + b->buckets) / COST_GIB);
+    if (m->fits < 0)
+        printf("  unknown GPU memory; set cost.gpu_memory_gib\n");
+    else if (m->fits)
+        printf("  fits in %.0f GiB per GPU (%.1f GiB spare)\n", m->gpu_gib, m->gpu_gib - m->per_gpu_gib);
+    else
+        printf("  does NOT fit in %.0f GiB per GPU: %s\n", m->gpu_gib, m->advice);
 }
 
 static void cost_print_table(const cost_opts *o, const cost_plan *p)
@@ -351,26 +372,42 @@ static void cost_print_table(const cost_opts *o, const cost_plan *p)
         printf("work: unknown peak for gpu '%s'; set cost.peak_tflops to check the plan\n", o->gpu);
     }
     cost_print_comm(o, p);
-    const cost_memfit *m = &p->mem;
-    printf("memory: training state 16 B/param (bf16 weights 2 + bf16 grads 2 + fp32 master 4 +\n"
-           "  Adam m 4 + v 4) = %.1f GiB; activations not counted. Per GPU over %lld GPUs:\n",
-           m->total_gib, (long long)m->gpus);
-    for (int s = 0; s < COST_NSTAGES; s++)
-        printf("  %-12s %9.1f GiB%s\n", cost_stage_name[s], m->per_gpu_gib[s],
-               m->gpu_gib <= 0 ? "" : m->per_gpu_gib[s] <= m->gpu_gib ? "  fits" : "");
-    if (m->gpu_gib <= 0)
-        printf("  unknown GPU memory; set cost.gpu_memory_gib\n");
-    else if (m->stage >= 0)
-        printf("  fits in %.0f GiB with %s across %lld GPUs (%.1f GiB left for activations)\n", m->gpu_gib,
-               cost_stage_name[m->stage], (long long)m->gpus, m->gpu_gib - m->per_gpu_gib[m->stage]);
-    else
-        printf("  does NOT fit in %.0f GiB per GPU: needs ZeRO-3 across at least %lld GPUs\n", m->gpu_gib,
-               (long long)m->zero3_min_gpus);
+    cost_print_memory(o, p);
 }
 
 static json_object *cost_jnum(double v)
 {
     return util_json_num(v);
+}
+
+/* The plan's categories in bytes; null fits when the GPU memory is unknown. */
+static json_object *cost_memory_json(const cost_opts *o, const cost_plan *p)
+{
+    json_object *m = json_object_new_object();
+    if (!p->mem.planned) {
+        json_object_object_add(m, "planned", json_object_new_boolean(0));
+        json_object_object_add(m, "why", json_object_new_string(o->mem_why));
+        return m;
+    }
+    const memplan_bytes *b = &o->mem;
+    struct { const char *k; uint64_t v; } cat[] = {
+        {"master", b->master},     {"working", b->working},           {"grads", b->grads},
+        {"adam", b->adam},         {"buckets", b->buckets},           {"activations", b->activations},
+        {"attn_scratch", b->attn_scratch}, {"workspace", b->workspace}, {"context", b->context},
+        {"comm", b->comm},         {"host_snapshot", b->snapshot},    {"per_gpu_bytes", b->total}};
+    json_object_object_add(m, "planned", json_object_new_boolean(1));
+    json_object_object_add(m, "backend", json_object_new_string("cuda"));
+    json_object_object_add(m, "precision", json_object_new_string(cost_prec_name(o->mem_cfg.precision)));
+    json_object_object_add(m, "zero_stage", json_object_new_int(o->mem_cfg.zero));
+    json_object_object_add(m, "micro_batch", json_object_new_int64(o->mem_cfg.micro_batch));
+    for (size_t i = 0; i < sizeof cat / sizeof cat[0]; i++)
+        json_object_object_add(m, cat[i].k, json_object_new_int64((int64_t)cat[i].v));
+    json_object_object_add(m, "per_gpu_gib", cost_jnum(p->mem.per_gpu_gib));
+    json_object_object_add(m, "gpu_gib", cost_jnum(p->mem.gpu_gib));
+    json_object_object_add(m, "fits", p->mem.fits < 0 ? NULL : json_object_new_boolean(p->mem.fits));
+    if (p->mem.fits == 0)
+        json_object_object_add(m, "advice", json_object_new_string(p->mem.advice));
+    return m;
 }
 
 static void cost_print_json(const cost_opts *o, const cost_plan *p)
@@ -418,17 +455,7 @@ static void cost_print_json(const cost_opts *o, const cost_plan *p)
     if (p->needed_mfu > 0)
         json_object_object_add(r, "needed_mfu", cost_jnum(p->needed_mfu));
     json_object_object_add(r, "implausible", json_object_new_boolean(p->implausible));
-    json_object *m = json_object_new_object();
-    json_object_object_add(m, "bytes_per_param", cost_jnum(p->mem.bytes_per_param));
-    json_object_object_add(m, "total_gib", cost_jnum(p->mem.total_gib));
-    json_object_object_add(m, "gpu_gib", cost_jnum(p->mem.gpu_gib));
-    for (int s = 0; s < COST_NSTAGES; s++) {
-        static const char *k[COST_NSTAGES] = {"per_gpu_gib_dp", "per_gpu_gib_zero1", "per_gpu_gib_zero2",
-                                             "per_gpu_gib_zero3"};
-        json_object_object_add(m, k[s], cost_jnum(p->mem.per_gpu_gib[s]));
-    }
-    json_object_object_add(m, "fits_with", p->mem.stage >= 0 ? json_object_new_string(cost_stage_name[p->mem.stage]) : NULL);
-    json_object_object_add(m, "zero3_min_gpus", json_object_new_int64(p->mem.zero3_min_gpus));
+    json_object *m = cost_memory_json(o, p);
     json_object_object_add(r, "memory", m);
     json_object *cm = json_object_new_object();
     json_object_object_add(cm, "rank_bytes", cost_jnum(p->comm.rank_bytes));

@@ -9,6 +9,7 @@
 
 #include "commcost.h"
 #include "price.h"
+#include "model/memplan.h"
 
 /* Everything cost needs, filled by the config code (cost has no
  * idea what an INI file or a model is). */
@@ -33,6 +34,13 @@ typedef struct {
     double flops_per_token;
     double tokens_per_step;       /* global batch x sequence length */
     int64_t global_batch, micro_batch; /* sequences per step, and per piece of a rank's share */
+    /* The one memory model's per-GPU plan of this run (model/memplan.h),
+     * computed by the config side: mem_status ST_OK, else mem_why says why
+     * there is none (the printer shows it). */
+    int have_mem, mem_status;
+    memplan_cfg mem_cfg;
+    memplan_bytes mem;
+    char mem_why[256];
 } cost_opts;
 
 /* Dense bf16 peak TFLOP/s of a GPU name (a100 312, h100/h200 989); 0 unknown. */
@@ -48,20 +56,15 @@ double cost_young_daly(double ckpt_cost, double mtbf);
  * (ondemand_nodes on-demand, the rest spot). nodes <= 0 takes cost.nodes. */
 void cost_fleet_hourly(const cost_opts *o, int64_t nodes, double *ondemand, double *spot);
 
-/* Training-state memory per GPU: bf16 weights 2 + bf16 grads 2 + fp32
- * master 4 + Adam m 4 + Adam v 4 = 16 bytes per parameter (the ZeRO paper's
- * mixed-precision accounting); activations and buffers are not counted. */
-enum { COST_DP, COST_ZERO1, COST_ZERO2, COST_ZERO3, COST_NSTAGES };
+/* Whether the planned per-GPU bytes (cost_opts.mem, the trainer's own
+ * memory model) fit the GPU's memory. */
 typedef struct {
-    double bytes_per_param;       /* 16 */
-    double total_gib;             /* whole training state */
-    double per_gpu_gib[COST_NSTAGES];
-    double gpu_gib;
-    int64_t gpus;                 /* data-parallel GPUs the state is sharded over */
-    int stage;                    /* lowest stage that fits, -1 none */
-    int64_t zero3_min_gpus;       /* GPUs ZeRO-3 needs to fit */
+    int planned;                  /* cost_opts carried a plan */
+    double per_gpu_gib, gpu_gib;  /* gpu_gib 0 = unknown */
+    int fits;                     /* 1, 0, or -1 when the GPU memory is unknown */
+    char advice[640];             /* what shrinks the plan, when it does not fit */
 } cost_memfit;
-void cost_memory(uint64_t params, int64_t gpus, double gpu_gib, cost_memfit *m);
+void cost_memory(const cost_opts *o, double gpu_gib, cost_memfit *m);
 
 typedef struct {
     int64_t nodes, spot_nodes, gpus;

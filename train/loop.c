@@ -43,6 +43,7 @@ typedef struct {
     ckpt_table table;        /* the checkpoint's view of the layout */
     size_t lo, hi;
     int rank, world, tty;
+    int zero;                /* ZeRO stage in force (train.zero, or auto's choice) */
     int64_t step;            /* optimizer steps completed */
     int64_t rows_per_rank;
     uint64_t tokens;
@@ -1037,6 +1038,79 @@ static int trainer_loop(trainer *t)
 
 /* --- setup and teardown ---------------------------------------------------- */
 
+/* This rank's share of the node's MemAvailable: the node's ranks split it. */
+static uint64_t trainer_mem_share(const trainer *t, int *local)
+{
+    int nodes = comm_nodes() > 0 ? comm_nodes() : 1;
+    *local = t->world / nodes > 0 ? t->world / nodes : 1;
+    return memplan_host_available() / (uint64_t)*local;
+}
+
+/* train.zero = auto, before the backend exists (it allocates per stage):
+ * the lowest stage whose plan fits this rank's share of MemAvailable; with
+ * recompute = auto too, every stage with none first (recompute auto then
+ * plans at the chosen stage and agrees). A GPU keeps 1. */
+static int trainer_zero_auto(trainer *t, const model_shape *s)
+{
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    int local, cpu = backend_resolves_cpu(t->c->backend);
+    uint64_t avail = trainer_mem_share(t, &local);
+    memplan_cfg mc;
+    memplan_bytes b;
+    int rc = cfg_memplan(t->c, s, !cpu, t->world, &mc), both = !strcmp(t->c->recompute, "auto");
+    if (rc == ST_OK && (rc = both ? memplan_choose_zero_recompute(&mc, cpu ? avail : 0, &b)
+                                  : memplan_choose_zero(&mc, cpu ? avail : 0, &b)) != ST_OK)
+        return util_fail(rc, "%s", util_last_error());
+    if (rc != ST_OK)
+        return rc;
+    t->zero = mc.zero;
+    if (!cpu)
+        trainer_log(t, "zero auto: 1 (backend %s runs on CUDA, which shards Adam only); plan %.3f GiB per GPU",
+                    t->c->backend, (double)b.total / gib);
+    else if (avail == 0)
+        trainer_log(t, "zero auto: 1 (MemAvailable unknown); plan %.3f GiB per process", (double)b.total / gib);
+    else
+        trainer_log(t, "zero auto: %d; plan %.3f GiB per process against %.3f GiB available to each of %d "
+                    "rank%s on this node: %.3f GiB headroom%s", t->zero, (double)b.total / gib,
+                    (double)avail / gib, local, local == 1 ? "" : "s", ((double)avail - (double)b.total) / gib,
+                    (double)b.total > (double)avail ? " (no stage fits: the smallest plan)" : "");
+    return ST_OK;
+}
+
+/* train.recompute = auto: the memory model's per-process plan with none
+ * against this rank's share of MemAvailable (the node's ranks split it);
+ * over it, the CPU backend switches to layers before its first step. CUDA
+ * has no recompute yet: none, with the plan said. */
+static int trainer_recompute_auto(trainer *t, const model_shape *s)
+{
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    int local, cuda = strcmp(t->b->name, "cpu") != 0;
+    uint64_t avail = trainer_mem_share(t, &local);
+    memplan_cfg mc;
+    memplan_bytes b;
+    int rc = cfg_memplan(t->c, s, cuda, t->world, &mc);
+    mc.zero = t->zero;
+    if (rc == ST_OK && (rc = memplan_choose_recompute(&mc, cuda ? 0 : avail, &b)) != ST_OK)
+        return util_fail(rc, "%s", util_last_error());
+    if (rc == ST_OK && mc.recompute == MEMPLAN_RECOMPUTE_LAYERS)
+        rc = backend_cpu_set_recompute(t->b, 1);
+    if (rc != ST_OK)
+        return rc;
+    if (cuda)
+        trainer_log(t, "recompute auto: none (backend %s has no recompute); plan %.3f GiB per GPU", t->b->name,
+                    (double)b.total / gib);
+    else if (avail == 0)
+        trainer_log(t, "recompute auto: none (MemAvailable unknown); plan %.3f GiB per process",
+                    (double)b.total / gib);
+    else
+        trainer_log(t, "recompute auto: %s; plan %.3f GiB per process against %.3f GiB available to each of %d "
+                    "rank%s on this node: %.3f GiB headroom%s",
+                    mc.recompute == MEMPLAN_RECOMPUTE_LAYERS ? "layers" : "none", (double)b.total / gib,
+                    (double)avail / gib, local, local == 1 ? "" : "s", ((double)avail - (double)b.total) / gib,
+                    (double)b.total > (double)avail ? " (does not fit even with layers)" : "");
+    return ST_OK;
+}
+
 /* fp16 scales the loss (train.loss_scale: 0 dynamic, N fixed); any other
  * precision only when train.loss_scale_init asks for a dynamic scaler. */
 static int trainer_scaler(trainer *t)
@@ -1142,12 +1216,17 @@ static int trainer_open(trainer *t, const cfg *c, int mode)
         return rc;
     /* cuda: train.precision picks the compute type ("auto": the backend's default). */
     comm_phase("start-up: backend");
+    t->zero = atoi(c->zero);
+    if (!strcmp(c->zero, "auto") && (rc = trainer_zero_auto(t, &s)) != ST_OK)
+        return rc;
     backend_opts bo = {c->backend, strcmp(c->precision, "auto") ? c->precision : NULL, (int)c->threads, t->rank,
-                       t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers"), atoi(c->zero)};
+                       t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers"), t->zero};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
     if (t->b->warning[0])
         trainer_log(t, "warning: %s", t->b->warning);
+    if (!strcmp(c->recompute, "auto") && (rc = trainer_recompute_auto(t, &s)) != ST_OK)
+        return rc;
     if ((rc = trainer_scaler(t)) != ST_OK)
         return rc;
     if ((rc = trainer_alloc(t)) != ST_OK)

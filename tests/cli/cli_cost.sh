@@ -18,7 +18,9 @@ t_has() {
 t_exit "estimate exits 0" 0 "" "$S" cost estimate "$EX"
 for s in "node                      48.00 -> 19.20" "interconnect              12.00 -> 4.80" \
     "storage                    6.00 -> 6.00" "66.00 -> 30.00" "saving 54.5%" "5120 -> 5420" \
-    "337,920 -> 162,600" "saving 51.9%" "time +5.9%" "ZeRO-1 across 8 GPUs"; do
+    "337,920 -> 162,600" "saving 51.9%" "time +5.9%" \
+    "memory per GPU (backend cuda, bf16, micro_batch 16; ZeRO stage 1: Adam m and v sharded over 8 GPUs" \
+    "does NOT fit in 80 GiB per GPU: more ranks shrink only Adam m and v"; do
     t_has "estimate prints '$s'" "$s" "$T_TMP/est.txt"
 done
 "$S" cost estimate "$EX" --json >"$T_TMP/est.json"
@@ -37,6 +39,33 @@ t_exit "estimate of a missing file" 66 "" "$S" cost estimate "$T_TMP/nope.ini"
 printf '[cost]\nondemand_hours = 10\n' >"$T_TMP/noprice.ini"
 t_exit "estimate without prices is a config error" 78 "price" "$S" cost estimate "$T_TMP/noprice.ini"
 t_exit "cost --help" 0 "usage: spotrain cost estimate" "$S" cost --help
+
+# --- cost estimate: the memory line is the trainer's plan ----------------
+# The same configuration through --dry-run (backend cuda, --world = nodes x
+# gpus_per_node) and cost estimate: the per-GPU totals agree to the byte,
+# and cost estimate offers no stage the trainer lacks.
+MS="--set model.preset=deepseek-7b --set train.precision=bf16 --set train.micro_batch=1 --set cost.nodes=8"
+# shellcheck disable=SC2086
+"$S" cost estimate "$EX" $MS --json >"$T_TMP/mem.json"
+# shellcheck disable=SC2086
+"$S" cost estimate "$EX" $MS >"$T_TMP/mem.txt"
+# shellcheck disable=SC2086
+"$S" train "$EX" $MS --set train.backend=cuda --dry-run --world 64 >"$T_TMP/mem.dry" 2>&1
+t_exit "dry-run and cost estimate: the same per-GPU bytes" 0 "" python3 -c '
+import json, re, sys
+m = json.load(open(sys.argv[1]))["memory"]
+dry = re.search(r"per-GPU total: (\d+) bytes", open(sys.argv[2]).read())
+assert dry, "no per-GPU total in the dry run"
+assert m["per_gpu_bytes"] == int(dry.group(1)), (m["per_gpu_bytes"], dry.group(1))
+parts = ("master", "working", "grads", "adam", "buckets", "activations", "attn_scratch", "workspace", "context", "comm")
+assert sum(m[k] for k in parts) == m["per_gpu_bytes"], m
+assert m["zero_stage"] == 1 and m["fits"] is False and 85 < m["per_gpu_gib"] < 92, m' "$T_TMP/mem.json" "$T_TMP/mem.dry"
+t_has "dry-run says the same does not fit" "DOES NOT FIT a 80 GiB GPU" "$T_TMP/mem.dry"
+t_has "estimate: more ranks shrink only Adam" "more ranks shrink only Adam m and v" "$T_TMP/mem.txt"
+t_has "estimate: stages 2-3 said to be CPU only" "ZeRO stages 2 and 3 (sharded gradients, sharded parameters) are CPU only for now" "$T_TMP/mem.txt"
+t_exit "estimate offers no ZeRO-2/ZeRO-3 or 16 B/param" 1 "" grep -Eq "ZeRO-[23]|16 B/param|fits in .* with ZeRO" "$T_TMP/mem.txt"
+# shellcheck disable=SC2086
+t_exit "estimate: fits with --set cost.gpu_memory_gib=96" 0 "fits in 96 GiB per GPU" "$S" cost estimate "$EX" $MS --set cost.gpu_memory_gib=96
 
 # --- cost estimate: communication share of a step ------------------------
 # 8 nodes x 8 A100 at 200 Gbit/s, DeepSeek's batch: the figures are derived

@@ -43,8 +43,8 @@ same "saved under none, resumed under layers == straight" none n2l 6
 "$S" resume /dev/null $F --set train.max_steps=6 --set train.run_dir=l2n --set train.recompute=none >/dev/null 2>&1
 same "saved under layers, resumed under none == straight" none l2n 6
 
-t_exit "recompute = auto is not taken yet: exit 78" 78 "train.recompute = 'auto' is not one of none\|layers" \
-    "$S" train /dev/null $F --set train.recompute=auto --set train.run_dir=auto
+t_exit "recompute = often is refused: exit 78" 78 "train.recompute = 'often' is not one of none\|layers\|auto" \
+    "$S" train /dev/null $F --set train.recompute=often --set train.run_dir=auto
 t_exit "backend cuda with recompute = layers: exit 78, one line" 78 \
     "^spotrain: .*train.recompute = layers is CPU-only for now" \
     "$S" train /dev/null $F --set train.backend=cuda --set train.recompute=layers --set train.run_dir=cuda

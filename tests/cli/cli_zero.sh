@@ -5,7 +5,8 @@
 # losses; with accumulation each stage repeats itself bitwise (2 and 3
 # reduce per micro-batch, so they agree with each other, not with 1); a
 # zero = 2 checkpoint resumes under zero = 1 and 3 on other world sizes, as
-# a zero = 1 run resumed there would; auto and CUDA are refused at start.
+# a zero = 1 run resumed there would; CUDA is refused at start; auto takes
+# the lowest stage whose memory plan fits the rank's share of MemAvailable.
 # module: backend comm train config
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
@@ -35,8 +36,34 @@ differ() {
     if [ -n "$a" ] && [ -n "$b" ] && [ "$a" != "$b" ]; then t_ok "$1"; else t_bad "$1" "digests '$a' vs '$b'"; fi
 }
 
-t_exit "zero = auto waits for the memory model: exit 78" 78 "train.zero = auto is not taken yet" \
-    "$S" train /dev/null $F --set train.zero=auto --set train.run_dir=auto
+# zero = auto: the plan against SPOTRAIN_TEST_MEM_AVAILABLE (bytes). On one
+# rank 2 and 3 only add buckets, so 1 is the smallest plan whatever fits.
+V=${F% --quiet}
+G="--set train.global_batch=2 --set train.micro_batch=1 --set train.max_steps=1"
+t_exit "zero = auto, 1 rank, plenty: stage 1" 0 "zero auto: 1; plan .* GiB headroom$" \
+    env SPOTRAIN_TEST_MEM_AVAILABLE=100000000000 "$S" train /dev/null $V --set train.zero=auto \
+    $G --set train.run_dir=auto1
+t_exit "zero = auto, 1 rank, nothing fits: the smallest plan, stage 1" 0 "zero auto: 1; .*no stage fits" \
+    env SPOTRAIN_TEST_MEM_AVAILABLE=1000 "$S" train /dev/null $V --set train.zero=auto \
+    $G --set train.run_dir=auto-small
+t_exit "zero = auto with recompute = auto, nothing fits: stage 1 and layers" 0 \
+    "recompute auto: layers; .*does not fit even with layers" env SPOTRAIN_TEST_MEM_AVAILABLE=1000 "$S" train \
+    /dev/null $V --set train.zero=auto --set train.recompute=auto $G --set train.run_dir=auto-both
+t_exit "zero = auto, MemAvailable unknown: stage 1" 0 "zero auto: 1 [(]MemAvailable unknown[)]" \
+    env SPOTRAIN_TEST_MEM_AVAILABLE=0 "$S" train /dev/null $V --set train.zero=auto \
+    $G --set train.run_dir=auto-unknown
+# --dry-run --world 2 makes the trainer's choice for one of 2 ranks.
+# plan ARGS...: --dry-run's per-process total in bytes.
+plan() { "$S" train /dev/null "$@" --dry-run | sed -n 's/^  per-process total: \([0-9]*\) bytes$/\1/p'; }
+t2=$(plan $F --set train.zero=2 --world 2)
+# The variable expands in the inner shell: single quotes on purpose.
+# shellcheck disable=SC2016
+t_exit "zero = auto --dry-run --world 2: stage 2 when 2's plan fits exactly" 0 \
+    "ZeRO stage 2[)]:.*zero auto: stage 2 on this machine, one rank: the lowest whose plan fits" \
+    sh -c 'env SPOTRAIN_TEST_MEM_AVAILABLE="$0" "$@" | tr "\n" " "' "$t2" "$S" train /dev/null $F \
+    --set train.zero=auto --dry-run --world 2
+t_exit "zero = auto --dry-run --world 2: stage 3 one byte short of 2's plan" 0 "zero auto: stage 3" \
+    env SPOTRAIN_TEST_MEM_AVAILABLE=$((t2 - 1)) "$S" train /dev/null $F --set train.zero=auto --dry-run --world 2
 t_exit "zero = 2 with backend cuda: exit 78, CPU only for now" 78 "CPU only for now" \
     "$S" train /dev/null $F --set train.zero=2 --set train.backend=cuda --set train.run_dir=cuda
 t_exit "zero = 4 is not a stage: exit 78" 78 "train.zero" \
@@ -47,6 +74,13 @@ if ! command -v mpirun >/dev/null 2>&1 || ! "$S" --version | grep -q "mpi: yes";
     t_end
     exit $?
 fi
+# zero = auto under 2 ranks on this node: each gets half of MemAvailable.
+# (Before SPOTRAIN_COMM_CHUNK below: only ranks read it, not --dry-run.)
+t2=$(plan $F $G --set train.zero=2 --world 2)
+t_exit "zero = auto, 2 ranks: stage 2 when each rank's share fits 2's plan" 0 \
+    "zero auto: 2; plan .* 2 ranks on this node" env SPOTRAIN_TEST_MEM_AVAILABLE=$((2 * t2)) \
+    mpirun -np 2 --oversubscribe "$S" train /dev/null $V --set train.zero=auto $G --set train.run_dir=auto2
+
 # A chunk smaller than a layer: buckets take several rounds.
 export SPOTRAIN_COMM_CHUNK=128
 

@@ -1,0 +1,271 @@
+/* The one memory model (memplan.h): what a rank holds, category by
+ * category, from the configuration alone. The CPU activation terms are the
+ * CPU backend's allocation; the CUDA ones are cuda/plan.c's arena. */
+#include "model/memplan.h"
+#include "backend/backend.h"
+#include "comm/comm.h"
+#include "cuda/plan.h"
+#include "util/util.h"
+
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MEMPLAN_GIB (1024.0 * 1024.0 * 1024.0)
+
+/* The context, cuBLASLt handles and kernels: measured contexts take 0.5-1
+ * GiB; plan for the upper end. */
+static const uint64_t memplan_cuda_context = 1ull << 30;
+
+int memplan_recompute_parse(const char *s)
+{
+    if (s && !strcmp(s, "none"))
+        return MEMPLAN_RECOMPUTE_NONE;
+    if (s && !strcmp(s, "layers"))
+        return MEMPLAN_RECOMPUTE_LAYERS;
+    return -1;
+}
+
+/* Floats each peer's piece of one reduce-scatter round holds: a chunk,
+ * or less when the exchanged span is smaller (comm_reduce_scatter_span
+ * sizes its buffer so). Stage 1 exchanges the vector, whose largest part
+ * is the range R; stages 2-3 exchange buckets, whose largest part is at
+ * most min(K, R) (an upper bound: the exact part depends on where the
+ * buckets fall against the ranges). */
+static uint64_t memplan_comm_piece(const memplan_cfg *c, uint64_t R, uint64_t K)
+{
+    uint64_t part = c->zero > MEMPLAN_ZERO1 && K < R ? K : R, C = (uint64_t)c->comm_chunk;
+    return C < part ? C : part;
+}
+
+static int memplan_threads(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
+
+uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads)
+{
+    uint64_t T = (uint64_t)s->seq_len;
+    return 4 * (uint64_t)memplan_threads(threads) * (T * T + 16);
+}
+
+/* What backend/cpu.c's cpu_reserve allocates for B rows, in floats: layer
+ * inputs, the per-layer sets (one under recompute), head, backward, and
+ * the attention scratch (test_model.c holds the two equal). */
+uint64_t memplan_cpu_activation_bytes(const model_shape *s, int64_t B, int recompute, int threads)
+{
+    uint64_t N = (uint64_t)(B * s->seq_len), D = (uint64_t)s->dim, F = (uint64_t)s->ffn_dim, T = (uint64_t)s->seq_len;
+    uint64_t qd = (uint64_t)(s->n_heads * s->head_dim), qkvd = qd + 2 * (uint64_t)(s->n_kv_heads * s->head_dim);
+    uint64_t layer = 3 * N * D + 2 * N + N * qkvd + (uint64_t)B * (uint64_t)s->n_heads * T * T + N * qd + 3 * N * F;
+    uint64_t res = ((uint64_t)s->n_layers + 1) * N * D;
+    uint64_t head = 3 * N + N * D + N * (uint64_t)s->vocab;
+    uint64_t bwd = 2 * N * D + N * qkvd + N * qd + 3 * N * F;
+    uint64_t sets = recompute ? 1 : (uint64_t)s->n_layers;
+    return 4 * (res + sets * layer + head + bwd) + memplan_cpu_attn_scratch_bytes(s, threads);
+}
+
+static void memplan_cpu(const memplan_cfg *c, memplan_bytes *b)
+{
+    const model_shape *s = &c->shape;
+    b->act_none = memplan_cpu_activation_bytes(s, c->micro_batch, 0, c->threads);
+    b->act_layers = memplan_cpu_activation_bytes(s, c->micro_batch, 1, c->threads);
+    b->attn_scratch = memplan_cpu_attn_scratch_bytes(s, c->threads);
+    b->activations = (c->recompute == MEMPLAN_RECOMPUTE_LAYERS ? b->act_layers : b->act_none) - b->attn_scratch;
+    b->total = b->master + b->working + b->grads + b->adam + b->snapshot + b->buckets + b->activations +
+               b->attn_scratch + b->workspace + b->context + b->comm;
+}
+
+/* The arena's aligned bytes from entry i to the next one. */
+static uint64_t memplan_arena_span(const cuda_arena *a, size_t i)
+{
+    return (uint64_t)((i + 1 < a->n ? a->off[i + 1] : a->total) - a->off[i]);
+}
+
+static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)
+{
+    cuda_arena a;
+    int rc = cuda_arena_plan(&a, &c->shape, c->micro_batch, (cuda_prec)c->precision);
+    if (rc != ST_OK)
+        return rc;
+    /* Scores and probabilities: the [B,H,T,T] pair, quadratic in T. */
+    b->attn_scratch = memplan_arena_span(&a, cuda_arena_global(&a, CA_S)) +
+                      memplan_arena_span(&a, cuda_arena_global(&a, CA_P));
+    b->activations = (uint64_t)a.total - b->attn_scratch;
+    b->act_none = (uint64_t)a.total;
+    b->act_layers = 0;   /* no recompute on this backend */
+    cuda_arena_free(&a);
+    /* fp32 and tf32 run the GEMMs on the master copy itself. */
+    b->working = c->precision == MEMPLAN_BF16 || c->precision == MEMPLAN_FP16 ? b->master / 2 : 0;
+    b->workspace = CUDA_WORKSPACE_BYTES;
+    b->context = memplan_cuda_context;
+    b->host = b->snapshot;
+    b->total = b->master + b->working + b->grads + b->adam + b->buckets + b->activations + b->attn_scratch +
+               b->workspace + b->context + b->comm;
+    return ST_OK;
+}
+
+/* A refusal is kept as util_last_error, not printed: cost estimate and the
+ * ledger show it as "not planned (...)"; callers that stop print it. */
+static int memplan_refuse(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int memplan_refuse(int code, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    util_keep_error(line);
+    return code;
+}
+
+static int memplan_check(const memplan_cfg *c)
+{
+    if (c->backend != MEMPLAN_CPU && c->backend != MEMPLAN_CUDA)
+        return memplan_refuse(ST_SOFTWARE, "memplan: backend %d is neither cpu nor cuda", (int)c->backend);
+    if ((int)c->precision < MEMPLAN_FP32 || (int)c->precision > MEMPLAN_FP16)
+        return memplan_refuse(ST_SOFTWARE, "memplan: precision %d is none of fp32|tf32|bf16|fp16", (int)c->precision);
+    if (c->world < 1 || c->micro_batch < 1)
+        return memplan_refuse(ST_CONFIG, "memplan: world %d and micro_batch %lld must be at least 1", c->world,
+                         (long long)c->micro_batch);
+    if (c->zero < MEMPLAN_ZERO1 || c->zero > MEMPLAN_ZERO3)
+        return memplan_refuse(ST_CONFIG, "memplan: ZeRO stage %d is not one of 1|2|3", c->zero);
+    /* As the trainer: the CUDA backend shards Adam only. */
+    if (c->backend == MEMPLAN_CUDA && c->zero > MEMPLAN_ZERO1)
+        return memplan_refuse(ST_CONFIG, "memplan: ZeRO stage %d (%s) is CPU only for now; the CUDA backend shards "
+                         "only Adam m and v (stage 1)", c->zero,
+                         c->zero == 2 ? "sharded gradients" : "sharded gradients and parameters");
+    if (c->backend == MEMPLAN_CUDA && c->recompute == MEMPLAN_RECOMPUTE_LAYERS)
+        return memplan_refuse(ST_CONFIG, "memplan: recompute = layers is CPU-only for now; plan backend cuda with "
+                         "recompute = none");
+    if (c->recompute != MEMPLAN_RECOMPUTE_NONE && c->recompute != MEMPLAN_RECOMPUTE_LAYERS)
+        return memplan_refuse(ST_SOFTWARE, "memplan: recompute %d is neither none nor layers", (int)c->recompute);
+    return ST_OK;
+}
+
+int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
+{
+    memset(b, 0, sizeof *b);
+    int rc = memplan_check(c);
+    if (rc != ST_OK)
+        return rc;
+    uint64_t n = model_count_params(&c->shape);
+    /* Ranks own 64-aligned ranges; the first ranks' are the largest. */
+    size_t lo, hi;
+    comm_range((size_t)n, 0, c->world, &lo, &hi);
+    b->range = hi - lo;
+    /* Stages 2-3 (CPU): the range plus one bucket of the largest span of
+     * whole layers the backend moves at once; the collectives are
+     * blocking, so one bucket of each kind is in flight at a time. */
+    uint64_t R = (uint64_t)b->range, K = c->zero > MEMPLAN_ZERO1 ? (uint64_t)backend_cpu_bucket_floats(&c->shape) : 0;
+    b->master = c->zero >= MEMPLAN_ZERO3 ? 4 * (R + K) : 4 * n;
+    b->grads = c->zero >= MEMPLAN_ZERO2 ? 4 * (R + K) : 4 * n;   /* stage 1: full vector, the reduce-scatter's input */
+    b->adam = 2 * 4 * R;                     /* m and v of this rank's range */
+    b->snapshot = 3 * 4 * R;                 /* parameters, m, v of the range */
+    b->buckets = 0;                          /* stages 2-3 count theirs in master and grads, above */
+    b->comm = c->world > 1 ? 4 * (uint64_t)c->world * memplan_comm_piece(c, R, K) : 0;
+    if (c->backend == MEMPLAN_CPU) {
+        memplan_cpu(c, b);
+        return ST_OK;
+    }
+    return memplan_cuda(c, b);
+}
+
+int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
+{
+    c->recompute = MEMPLAN_RECOMPUTE_NONE;
+    int rc = memplan_compute(c, b);
+    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+        return rc;
+    c->recompute = MEMPLAN_RECOMPUTE_LAYERS;
+    return memplan_compute(c, b);
+}
+
+int memplan_choose_zero(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
+{
+    c->zero = MEMPLAN_ZERO1;
+    int rc = memplan_compute(c, b);
+    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+        return rc;
+    /* Each stage past 1 adds collectives per bucket (about 5% step time a
+     * stage, measured), so the lowest that fits; when none does, the
+     * smallest plan (on one rank that is stage 1: 2 and 3 add buckets). */
+    int best = MEMPLAN_ZERO1;
+    uint64_t least = b->total;
+    for (int z = MEMPLAN_ZERO2; z <= MEMPLAN_ZERO3; z++) {
+        c->zero = z;
+        if ((rc = memplan_compute(c, b)) != ST_OK || b->total <= avail)
+            return rc;
+        if (b->total < least) {
+            best = z;
+            least = b->total;
+        }
+    }
+    c->zero = best;
+    return memplan_compute(c, b);
+}
+
+int memplan_choose_zero_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
+{
+    c->recompute = MEMPLAN_RECOMPUTE_NONE;
+    int rc = memplan_choose_zero(c, avail, b);
+    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+        return rc;
+    c->recompute = MEMPLAN_RECOMPUTE_LAYERS;
+    return memplan_choose_zero(c, avail, b);
+}
+
+uint64_t memplan_host_available(void)
+{
+    /* Tests stand in for the machine's figure (bytes) to see both choices. */
+    const char *e = getenv("SPOTRAIN_TEST_MEM_AVAILABLE");
+    if (e && *e)
+        return (uint64_t)strtoull(e, NULL, 10);
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (uint64_t)kib * 1024;
+}
+
+void memplan_advice(const memplan_cfg *c, const memplan_bytes *b, char *buf, size_t cap)
+{
+    /* More ranks shrink the sharded categories (the ranges: 4 bytes a float
+     * each for the gradients from stage 2, the parameters at 3) and grow
+     * the receive buffer. */
+    double range = 4.0 * (double)b->range;
+    double adam = (double)b->adam + (c->backend == MEMPLAN_CPU ? (double)b->snapshot : 0) +
+                  (c->zero >= MEMPLAN_ZERO2 ? range : 0) + (c->zero >= MEMPLAN_ZERO3 ? range : 0);
+    double floor_ = (double)b->total - adam;
+    double act = (double)(b->activations + b->attn_scratch) / MEMPLAN_GIB;
+    int n = snprintf(buf, cap, "more ranks shrink only Adam m and v%s%s (%.1f GiB here), never below %.1f GiB per %s; ",
+                     c->zero >= MEMPLAN_ZERO3 ? ", the parameters' and gradients' ranges"
+                     : c->zero == MEMPLAN_ZERO2 ? ", the gradients' range" : "",
+                     c->backend == MEMPLAN_CPU ? " and the checkpoint snapshot" : "", adam / MEMPLAN_GIB,
+                     floor_ / MEMPLAN_GIB, c->backend == MEMPLAN_CPU ? "process" : "GPU");
+    if (n >= 0 && (size_t)n < cap)
+        n += c->micro_batch > 1
+                 ? snprintf(buf + n, cap - (size_t)n, "lower train.micro_batch (activations %.1f GiB)", act)
+                 : snprintf(buf + n, cap - (size_t)n, "activations %.1f GiB at micro_batch 1, the smallest", act);
+    if (n < 0 || (size_t)n >= cap)
+        return;
+    if (c->backend == MEMPLAN_CPU && c->recompute == MEMPLAN_RECOMPUTE_NONE)
+        n += snprintf(buf + n, cap - (size_t)n, "; train.recompute = layers holds %.1f GiB of activations "
+                      "instead", (double)b->act_layers / MEMPLAN_GIB);
+    else if (c->backend == MEMPLAN_CUDA)
+        n += snprintf(buf + n, cap - (size_t)n, "; recompute is CPU-only for now");
+    if (n < 0 || (size_t)n >= cap)
+        return;
+    if (c->backend == MEMPLAN_CPU && c->zero < MEMPLAN_ZERO3)
+        snprintf(buf + n, cap - (size_t)n, "; train.zero = %d shards the %s over the ranks", c->zero + 1,
+                 c->zero == MEMPLAN_ZERO1 ? "gradients" : "parameters too");
+    else if (c->backend == MEMPLAN_CUDA)
+        snprintf(buf + n, cap - (size_t)n, "; ZeRO stages 2 and 3 (sharded gradients, sharded parameters) "
+                 "are CPU only for now");
+}
+
+_Static_assert((int)MEMPLAN_FP32 == (int)CUDA_FP32 && (int)MEMPLAN_TF32 == (int)CUDA_TF32 &&
+               (int)MEMPLAN_BF16 == (int)CUDA_BF16 && (int)MEMPLAN_FP16 == (int)CUDA_FP16,
+               "memplan_prec and cuda_prec name the same precisions");

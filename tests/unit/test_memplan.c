@@ -1,0 +1,268 @@
+/* Unit tests of the one memory model (model/memplan.c): categories add up,
+ * CPU activations are the CPU backend's own sizing, CUDA activations are
+ * cuda/plan.c's arena, more ranks shrink only the sharded categories, ZeRO
+ * stages 2-3 are the CPU backend's range + bucket bytes, and a stage a
+ * backend lacks is refused rather than computed.
+ * module: model */
+#include <string.h>
+
+#include "backend/backend.h"
+#include "comm/comm.h"
+#include "cuda/plan.h"
+#include "model/memplan.h"
+#include "model/model.h"
+#include "util/util.h"
+#include "tests/harness.h"
+
+/* Small enough to plan instantly, odd enough that nothing divides evenly. */
+static const model_shape small = {.dim = 64, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16,
+                                  .ffn_dim = 176, .vocab = 96, .seq_len = 37, .rope_theta = 10000, .norm_eps = 1e-5};
+/* deepseek-7b's shape. */
+static const model_shape ds7 = {.dim = 4096, .n_layers = 30, .n_heads = 32, .n_kv_heads = 32, .head_dim = 128,
+                                .ffn_dim = 11008, .vocab = 102400, .seq_len = 4096, .rope_theta = 10000,
+                                .norm_eps = 1e-6};
+
+static memplan_cfg mp_cfg(const model_shape *s, memplan_backend be, memplan_prec p, int world, int64_t B)
+{
+    memplan_cfg c = {.shape = *s, .backend = be, .precision = p, .world = world, .ranks_per_node = 8,
+                     .micro_batch = B, .threads = 3, .recompute = MEMPLAN_RECOMPUTE_NONE, .zero = MEMPLAN_ZERO1,
+                     .comm_chunk = COMM_CHUNK_DEFAULT};
+    return c;
+}
+
+static uint64_t mp_sum(const memplan_bytes *b)
+{
+    return b->master + b->working + b->grads + b->adam + b->snapshot + b->buckets + b->activations +
+           b->attn_scratch + b->workspace + b->context + b->comm;
+}
+
+static void test_categories_add_up(void)
+{
+    for (int be = 0; be < 2; be++)
+        for (int p = MEMPLAN_FP32; p <= MEMPLAN_FP16; p++)
+            for (int w = 1; w <= 64; w *= 4) {
+                memplan_cfg c = mp_cfg(&ds7, (memplan_backend)be, (memplan_prec)p, w, 2);
+                memplan_bytes b;
+                EXPECT(memplan_compute(&c, &b) == ST_OK);
+                EXPECT(b.total + b.host == mp_sum(&b));
+                /* The snapshot is the CUDA rank's host RAM, the CPU rank's own. */
+                EXPECT(be == MEMPLAN_CUDA ? b.host == b.snapshot : b.host == 0);
+                uint64_t n = model_count_params(&ds7);
+                EXPECT(b.master == 4 * n && b.grads == 4 * n && b.buckets == 0);
+                EXPECT(b.working == (be == MEMPLAN_CUDA && p >= MEMPLAN_BF16 ? 2 * n : 0));
+                EXPECT(be == MEMPLAN_CUDA ? b.workspace > 0 && b.context > 0 : b.workspace == 0 && b.context == 0);
+            }
+}
+
+static void test_cpu_activations(void)
+{
+    for (int rec = 0; rec < 2; rec++)
+        for (int64_t B = 1; B <= 3; B++) {
+            memplan_cfg c = mp_cfg(&small, MEMPLAN_CPU, MEMPLAN_FP32, 2, B);
+            c.recompute = (memplan_recompute)rec;
+            memplan_bytes b;
+            EXPECT(memplan_compute(&c, &b) == ST_OK);
+            /* backend_cpu_activation_bytes is what cpu_reserve allocates
+             * (test_model.c holds that); the plan's two terms make it up. */
+            EXPECT(b.activations + b.attn_scratch == backend_cpu_activation_bytes(&small, B, rec, 3));
+            EXPECT(b.act_none == backend_cpu_activation_bytes(&small, B, 0, 3));
+            EXPECT(b.act_layers == backend_cpu_activation_bytes(&small, B, 1, 3));
+            EXPECT(b.attn_scratch == 4ull * 3 * (37 * 37 + 16));
+        }
+    /* Recompute keeps one layer's set instead of three: the attention
+     * probabilities alone are B*H*T*T floats per set. */
+    memplan_cfg c = mp_cfg(&small, MEMPLAN_CPU, MEMPLAN_FP32, 1, 2);
+    memplan_bytes none, layers;
+    EXPECT(memplan_compute(&c, &none) == ST_OK);
+    c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
+    EXPECT(memplan_compute(&c, &layers) == ST_OK);
+    EXPECT(none.total - layers.total == none.act_none - none.act_layers);
+    EXPECT(none.act_none - none.act_layers >= 2ull * 4 * 2 * 4 * 37 * 37);
+}
+
+static void test_cuda_arena(void)
+{
+    for (int p = MEMPLAN_FP32; p <= MEMPLAN_FP16; p++) {
+        memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CUDA, (memplan_prec)p, 8, 2);
+        memplan_bytes b;
+        cuda_arena a;
+        EXPECT(memplan_compute(&c, &b) == ST_OK);
+        EXPECT(cuda_arena_plan(&a, &ds7, 2, (cuda_prec)p) == ST_OK);
+        EXPECT(b.activations + b.attn_scratch == a.total && b.act_none == a.total && b.act_layers == 0);
+        /* scores fp32 + probabilities in the compute type, [B,H,T,T] each */
+        EXPECT(b.attn_scratch == (4 + cuda_prec_bytes((cuda_prec)p)) * 2ull * 32 * 4096 * 4096);
+        cuda_arena_free(&a);
+        /* cuda_memory_plan is a view of the same figures. */
+        cuda_memplan m;
+        comm_set_chunk(COMM_CHUNK_DEFAULT);
+        cuda_memory_plan(&ds7, 2, 8, (cuda_prec)p, &m);
+        EXPECT(m.total == (double)b.total && m.activations == (double)a.total && m.adam == (double)b.adam);
+    }
+}
+
+/* More ranks shrink Adam m and v (and the snapshot of the range); the
+ * receive buffer grows by a chunk per rank; nothing else moves. */
+static void test_world_scaling(void)
+{
+    for (int be = 0; be < 2; be++) {
+        memplan_cfg c = mp_cfg(&ds7, (memplan_backend)be, MEMPLAN_BF16, 1, 1);
+        memplan_bytes one, w;
+        EXPECT(memplan_compute(&c, &one) == ST_OK);
+        EXPECT(one.comm == 0 && one.range == model_count_params(&ds7));
+        for (int W = 2; W <= 128; W *= 4) {
+            c.world = W;
+            EXPECT(memplan_compute(&c, &w) == ST_OK);
+            size_t lo, hi;
+            comm_range(model_count_params(&ds7), 0, W, &lo, &hi);
+            EXPECT(w.range == hi - lo && w.adam == 8 * (uint64_t)(hi - lo) && w.snapshot == 12 * (uint64_t)(hi - lo));
+            EXPECT(w.adam < one.adam && w.snapshot < one.snapshot);
+            EXPECT(w.comm == 4ull * (uint64_t)W * COMM_CHUNK_DEFAULT);
+            EXPECT(w.master == one.master && w.working == one.working && w.grads == one.grads &&
+                   w.activations == one.activations && w.attn_scratch == one.attn_scratch &&
+                   w.workspace == one.workspace && w.context == one.context && w.buckets == one.buckets);
+        }
+    }
+    /* The issue's case: deepseek-7b, bf16, micro_batch 1 over 64 GPUs does
+     * not fit 80 GiB, and more ranks cannot make it fit. */
+    memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CUDA, MEMPLAN_BF16, 64, 1);
+    memplan_bytes b;
+    EXPECT(memplan_compute(&c, &b) == ST_OK);
+    EXPECT(b.total - b.adam > 80ull << 30);
+    char adv[640];
+    memplan_advice(&c, &b, adv, sizeof adv);
+    EXPECT(strstr(adv, "more ranks shrink only Adam m and v") && strstr(adv, "CPU only for now"));
+    EXPECT(strstr(adv, "micro_batch 1, the smallest") && strstr(adv, "CPU-only"));
+    c.backend = MEMPLAN_CPU;
+    EXPECT(memplan_compute(&c, &b) == ST_OK);
+    memplan_advice(&c, &b, adv, sizeof adv);
+    EXPECT(strstr(adv, "train.recompute = layers holds") && strstr(adv, "checkpoint snapshot"));
+    EXPECT(strstr(adv, "train.zero = 2 shards the gradients") != NULL);
+}
+
+/* Stages 2-3 on the CPU backend, category by category, against the
+ * backend's bucket (backend_cpu_bucket_floats) and the comm layer's range
+ * (comm_range); the receive buffer is a chunk per peer, or the largest
+ * part of what is exchanged when smaller. */
+static void test_zero_stages(void)
+{
+    const model_shape *shapes[] = {&small, &ds7};
+    for (int si = 0; si < 2; si++)
+        for (int W = 1; W <= 64; W = W * 3 + 1) {
+            const model_shape *s = shapes[si];
+            uint64_t n = model_count_params(s), K = backend_cpu_bucket_floats(s);
+            size_t lo, hi;
+            comm_range((size_t)n, 0, W, &lo, &hi);
+            uint64_t R = hi - lo, C = COMM_CHUNK_DEFAULT;
+            memplan_bytes b[4];
+            for (int z = 1; z <= 3; z++) {
+                memplan_cfg c = mp_cfg(s, MEMPLAN_CPU, MEMPLAN_FP32, W, 1);
+                c.zero = z;
+                EXPECT(memplan_compute(&c, &b[z]) == ST_OK);
+                EXPECT(b[z].total == mp_sum(&b[z]) && b[z].range == R);
+                EXPECT(b[z].adam == 8 * R && b[z].snapshot == 12 * R && b[z].buckets == 0);
+                EXPECT(b[z].master == (z >= 3 ? 4 * (R + K) : 4 * n));
+                EXPECT(b[z].grads == (z >= 2 ? 4 * (R + K) : 4 * n));
+                uint64_t part = z == 1 ? R : (K < R ? K : R);
+                EXPECT(b[z].comm == (W == 1 ? 0 : 4 * (uint64_t)W * (C < part ? C : part)));
+                EXPECT(b[z].activations == b[1].activations && b[z].attn_scratch == b[1].attn_scratch);
+            }
+            /* One rank: the range is the vector, so 2 and 3 cost a bucket
+             * each more than 1; from 2 ranks up they shrink the plan. */
+            if (W == 1)
+                EXPECT(b[2].total == b[1].total + 4 * K && b[3].total == b[2].total + 4 * K);
+            else if (R + K < n)
+                EXPECT(b[3].total < b[2].total && b[2].total < b[1].total);
+        }
+    /* The small preset's case is the one the zero branch measured. */
+    memplan_cfg c = mp_cfg(&small, MEMPLAN_CPU, MEMPLAN_FP32, 2, 1);
+    c.comm_chunk = 7;   /* a chunk smaller than any bucket: every stage exchanges chunks */
+    memplan_bytes b;
+    for (c.zero = 1; c.zero <= 3; c.zero++) {
+        EXPECT(memplan_compute(&c, &b) == ST_OK);
+        EXPECT(b.comm == 4 * 2 * 7);
+    }
+}
+
+/* zero = auto: the lowest stage whose plan fits, the smallest plan when
+ * none does (stage 1 on one rank), 1 on CUDA or when nothing is known. */
+static void test_choose_zero(void)
+{
+    memplan_bytes z[4], b;
+    for (int i = 1; i <= 3; i++) {
+        memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+        c.zero = i;
+        EXPECT(memplan_compute(&c, &z[i]) == ST_OK);
+    }
+    EXPECT(z[3].total < z[2].total && z[2].total < z[1].total);
+    uint64_t avails[] = {z[1].total, z[1].total - 1, z[2].total, z[2].total - 1, z[3].total, 1000, 0};
+    int want[] = {1, 2, 2, 3, 3, 3, 1};
+    for (int i = 0; i < 7; i++) {
+        memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+        c.zero = 2;
+        EXPECT(memplan_choose_zero(&c, avails[i], &b) == ST_OK);
+        EXPECT(c.zero == want[i] && b.total == z[want[i]].total);
+    }
+    memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 1, 1);
+    EXPECT(memplan_choose_zero(&c, 1000, &b) == ST_OK && c.zero == 1);
+    c = mp_cfg(&ds7, MEMPLAN_CUDA, MEMPLAN_BF16, 8, 1);
+    EXPECT(memplan_choose_zero(&c, 1000, &b) == ST_OK && c.zero == 1);
+    /* The recompute setting is planned as given. */
+    c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+    c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
+    EXPECT(memplan_choose_zero(&c, z[1].total, &b) == ST_OK && c.zero == 1 &&
+           c.recompute == MEMPLAN_RECOMPUTE_LAYERS);
+    /* Both auto: every stage with none before any with layers. */
+    memplan_bytes l1;
+    c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+    c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
+    EXPECT(memplan_compute(&c, &l1) == ST_OK && l1.total < z[3].total);
+    memplan_bytes l2;
+    c.zero = 2;
+    EXPECT(memplan_compute(&c, &l2) == ST_OK && l2.total < l1.total);
+    uint64_t both[] = {z[1].total, z[3].total, z[3].total - 1, l1.total, l1.total - 1};
+    int want_z[] = {1, 3, 1, 1, 2}, want_r[] = {0, 0, 1, 1, 1};
+    for (int i = 0; i < 5; i++) {
+        c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+        EXPECT(memplan_choose_zero_recompute(&c, both[i], &b) == ST_OK);
+        EXPECT(c.zero == want_z[i] && (int)c.recompute == want_r[i]);
+    }
+}
+
+static void test_refusals(void)
+{
+    memplan_bytes b;
+    for (int z = 0; z <= 4; z++) {
+        memplan_cfg c = mp_cfg(&small, MEMPLAN_CPU, MEMPLAN_FP32, 4, 1);
+        c.zero = z;
+        memset(&b, 0xff, sizeof b);
+        int rc = memplan_compute(&c, &b);
+        EXPECT(z >= 1 && z <= 3 ? rc == ST_OK : rc == ST_CONFIG && b.total == 0);
+        /* The CUDA backend shards Adam only: its plan refuses 2 and 3. */
+        c = mp_cfg(&small, MEMPLAN_CUDA, MEMPLAN_BF16, 4, 1);
+        c.zero = z;
+        memset(&b, 0xff, sizeof b);
+        rc = memplan_compute(&c, &b);
+        EXPECT(z == 1 ? rc == ST_OK : rc == ST_CONFIG && b.total == 0);
+        if (z == 2 || z == 3)
+            EXPECT(strstr(util_last_error(), "CPU only for now") != NULL);
+    }
+    memplan_cfg c = mp_cfg(&small, MEMPLAN_CUDA, MEMPLAN_BF16, 1, 1);
+    c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
+    EXPECT(memplan_compute(&c, &b) == ST_CONFIG && strstr(util_last_error(), "CPU-only"));
+    c = mp_cfg(&small, MEMPLAN_CPU, MEMPLAN_FP32, 0, 1);
+    EXPECT(memplan_compute(&c, &b) == ST_CONFIG);
+    EXPECT(memplan_recompute_parse("none") == 0 && memplan_recompute_parse("layers") == 1 &&
+           memplan_recompute_parse("auto") == -1 && memplan_recompute_parse(NULL) == -1);
+}
+
+int main(void)
+{
+    harness_run("categories add up", test_categories_add_up);
+    harness_run("cpu activations are the backend's sizing", test_cpu_activations);
+    harness_run("cuda activations are the arena", test_cuda_arena);
+    harness_run("world shrinks only the sharded categories", test_world_scaling);
+    harness_run("zero 2-3 are range + bucket", test_zero_stages);
+    harness_run("zero = auto picks the lowest stage that fits", test_choose_zero);
+    harness_run("unimplemented stages are refused", test_refusals);
+    return harness_end();
+}
