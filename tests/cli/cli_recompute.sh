@@ -2,8 +2,8 @@
 # train.recompute = layers changes memory, never a bit: runs (3 layers, GQA,
 # 2 micro-batches a step) under none and layers end with the same checkpoint
 # digests and losses (1 rank and 2 ranks), a checkpoint crosses the setting
-# in both directions, and the settings it does not take (auto, and layers
-# on CUDA) are refused at start.
+# in both directions, and the settings it does not take (an unknown value,
+# and layers on CUDA) are refused at start.
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
 # module: train backend
