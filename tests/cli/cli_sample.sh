@@ -8,19 +8,7 @@
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1
 
-/usr/bin/python3 - <<'PY'
-import json
-m, n = {}, 0
-for b in range(256):
-    keep = 33 <= b <= 126 or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF
-    m[b] = chr(b) if keep else chr(256 + n)
-    n += 0 if keep else 1
-vocab = {m[b]: b for b in range(256)}
-j = {"added_tokens": [], "normalizer": None, "decoder": {"type": "ByteLevel"},
-     "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
-     "model": {"type": "BPE", "vocab": vocab, "merges": []}}
-json.dump(j, open("tokenizer.json", "w"))
-PY
+t_byte_tokenizer tokenizer.json
 cat > a.ini <<EOF
 [data]
 tokenizer = tokenizer.json

@@ -65,6 +65,24 @@ PY
 
 # t_steps RUN_DIR: how many "step" records the run's ledger holds (re-run
 # steps count again, so the number only grows).
+# t_byte_tokenizer FILE: a byte-level BPE tokenizer.json with no merges (the
+# 256 GPT-2 byte symbols as ids 0-255), from the stdlib alone.
+t_byte_tokenizer() {
+    /usr/bin/python3 - "$1" <<'PY'
+import json, sys
+m, n = {}, 0
+for b in range(256):
+    keep = 33 <= b <= 126 or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF
+    m[b] = chr(b) if keep else chr(256 + n)
+    n += 0 if keep else 1
+vocab = {m[b]: b for b in range(256)}
+j = {"added_tokens": [], "normalizer": None, "decoder": {"type": "ByteLevel"},
+     "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+     "model": {"type": "BPE", "vocab": vocab, "merges": []}}
+json.dump(j, open(sys.argv[1], "w"))
+PY
+}
+
 t_steps() { cat "$1/events.jsonl" 2>/dev/null | grep -c '"event":"step"'; }
 
 # t_wait_steps RUN_DIR N PID: wait until the ledger holds N step records, or
