@@ -820,9 +820,11 @@ static int trainer_stop(trainer *t, const spot_notice *n)
     return ST_TEMPFAIL;
 }
 
-/* The longest the start waits for the notice poller's first answer: the
- * probes of provider = auto plus one poll, each bounded by its deadline. */
-#define TRAINER_FIRST_POLL_WAIT 5.0
+/* A backstop only: the start waits for the poller's first round to end,
+ * and that round (the probes of provider = auto plus one poll) ends by
+ * itself, every request bounded by its own deadline. A tight cap here would
+ * race the round on a loaded machine and miss a notice already due. */
+#define TRAINER_FIRST_POLL_WAIT 60.0
 
 /* A notice whose own time had already passed when this process started
  * (served on and on by a metadata service to a node being reclaimed):
