@@ -296,8 +296,8 @@ EMU_TESTS := $(EMU_DIR)/tests/test_emu $(EMU_DIR)/tests/test_cuda_kernels $(EMU_
 test-emu:
 	@$(MAKE) --no-print-directory EMU=1 $(EMU_TESTS) $(EMU_DIR)/spotrain
 	@BUILD=$(EMU_DIR) OMP_WAIT_POLICY=passive \
-	    RUN_ONLY="$(EMU_TESTS) tests/emu/cli_reverse_emu.sh tests/emu/cli_train_emu.sh tests/emu/cli_nccl2_emu.sh \
-	        tests/emu/cli_nccl_fail_emu.sh" \
+	    RUN_ONLY="$(EMU_TESTS) tests/emu/cli_reverse_emu.sh tests/emu/cli_train_emu.sh tests/emu/cli_probe_emu.sh \
+	        tests/emu/cli_nccl2_emu.sh tests/emu/cli_nccl_fail_emu.sh" \
 	    sh tests/run.sh
 
 # tests/device_check.sh rehearsed on the emulator (DC_EMU=1): the trainer

@@ -51,11 +51,16 @@ static int backend_create_named(backend **out, const model_layout *L, const back
         return backend_zero_refuses(o);
 #ifdef SPOTRAIN_CUDA
     char why[256];
-    if (cuda_available(why, sizeof why))
+    int probe = cuda_probe(why, sizeof why);
+    if (probe == CUDA_PROBE_OK)
         return o && o->recompute ? backend_cuda_refuses(o)
                : o && o->zero > 1 ? backend_zero_refuses(o) : backend_cuda_create(out, L, o);
     if (strcmp(name, "cuda") == 0)
         return util_fail(ST_UNAVAILABLE, "backend cuda: %s; use backend = cpu or auto", why);
+    /* A GPU is here but cannot run the backend: say so once, then train on
+     * the CPU (no GPU at all is the expected CPU case: no line). */
+    if (probe == CUDA_PROBE_UNUSABLE)
+        util_log("backend auto: %s; training on the CPU", why);
 #else
     if (strcmp(name, "cuda") == 0)
         return util_fail(ST_UNAVAILABLE, "backend cuda: this spotrain was built without CUDA support "

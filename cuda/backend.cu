@@ -87,25 +87,53 @@ static int cuda_driver_present(char *why, size_t cap)
     return 1;
 }
 
-extern "C" int cuda_available(char *why, size_t cap)
+/* Compute capability 8.0 (Ampere) or newer: bf16 tensor cores and
+ * cuBLASLt's bf16 products, and the oldest architecture this binary is
+ * compiled for (sm_80). */
+enum { CUDA_MIN_CC = 80 };
+
+extern "C" int cuda_probe(char *why, size_t cap)
 {
-    int n = 0;
+    int n = 0, dv = 0;
     if (!cuda_driver_present(why, cap))
-        return 0;
+        return CUDA_PROBE_NONE;
     cudaError_t e = cudaGetDeviceCount(&n);
+    if (e == cudaErrorInsufficientDriver) {
+        cudaDriverGetVersion(&dv);
+        snprintf(why, cap, "the NVIDIA driver (CUDA %d.%d) is older than this build's CUDA runtime %d.%d; update "
+                 "the driver", dv / 1000, dv % 1000 / 10, CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+        return CUDA_PROBE_UNUSABLE;
+    }
     if (e != cudaSuccess) {
         snprintf(why, cap, "no usable GPU (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
-        return 0;
+        return CUDA_PROBE_NONE;
     }
     if (n < 1) {
         snprintf(why, cap, "no CUDA device found");
-        return 0;
+        return CUDA_PROBE_NONE;
+    }
+    for (int i = 0; i < n; i++) {
+        cudaDeviceProp p;
+        if ((e = cudaGetDeviceProperties(&p, i)) != cudaSuccess) {
+            snprintf(why, cap, "GPU %d: cudaGetDeviceProperties: %s", i, cudaGetErrorString(e));
+            return CUDA_PROBE_UNUSABLE;
+        }
+        if (p.major * 10 + p.minor < CUDA_MIN_CC) {
+            snprintf(why, cap, "GPU %d (%.100s) has compute capability %d.%d; the CUDA backend needs %d.%d or newer "
+                     "(A100, A10, L4, H100...)", i, p.name, p.major, p.minor, CUDA_MIN_CC / 10, CUDA_MIN_CC % 10);
+            return CUDA_PROBE_UNUSABLE;
+        }
     }
     cuda_lt_api a;
     if (cuda_lt_open(&a, why, cap))
-        return 0;
+        return CUDA_PROBE_UNUSABLE;
     cuda_lt_close(&a);
-    return 1;
+    return CUDA_PROBE_OK;
+}
+
+extern "C" int cuda_available(char *why, size_t cap)
+{
+    return cuda_probe(why, cap) == CUDA_PROBE_OK;
 }
 
 /* NCCL's version code (e.g. 22605 for 2.26.5), 0 when libnccl.so.2 does

@@ -13,8 +13,15 @@
 extern "C" {
 #endif
 
-/* 1 when a CUDA backend can start here: the driver loads, a device is
- * present, cuBLASLt opens. Otherwise 0 and why[] names what is missing. */
+/* What cuda_probe finds: a usable GPU; no GPU here at all (no driver, no
+ * device: the CPU is expected); a GPU that cannot run this backend (compute
+ * capability below 8.0, a driver older than the runtime, cuBLASLt missing
+ * or too old: worth a line when backend = auto falls back). */
+enum { CUDA_PROBE_OK = 0, CUDA_PROBE_NONE = 1, CUDA_PROBE_UNUSABLE = 2 };
+int cuda_probe(char *why, size_t cap);
+
+/* 1 when a CUDA backend can start here (cuda_probe says OK). Otherwise 0
+ * and why[] is one line naming what is missing or unsupported. */
 int cuda_available(char *why, size_t cap);
 
 /* --version lines: compiled architectures, CUDA runtime, driver, cuBLASLt

@@ -1,9 +1,10 @@
 /* Matrix products through cuBLASLt, opened with dlopen so the binary starts
  * where the library is missing. Runs one planned product (cuda/plan.h) on
- * device pointers; descriptors and the heuristic's algorithm are cached per
- * shape, with one fixed workspace and the one compute stream, and split-K
- * schemes that reduce in place with atomics are excluded: same GPU model,
- * same bits. */
+ * device pointers; descriptors and the heuristic's algorithms (several, in
+ * its order: one it offers may still be refused at the first product) are
+ * cached per shape, with one fixed workspace and the one compute stream,
+ * and split-K schemes that reduce in place with atomics are excluded: same
+ * GPU model, same library, same algorithm, same bits. */
 #ifndef SPOTRAIN_CUDA_GEMM_CUH
 #define SPOTRAIN_CUDA_GEMM_CUH
 
@@ -100,15 +101,16 @@ typedef struct {
     float alpha, beta;
 } cuda_gemm_key;
 
+enum { CUDA_GEMM_CACHE = 256, CUDA_GEMM_ALGOS = 8 };
+
 typedef struct {
     cuda_gemm_key key;
     int used;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
-    cublasLtMatmulAlgo_t algo;
+    cublasLtMatmulAlgo_t algo[CUDA_GEMM_ALGOS];
+    int nalgo, cur;                    /* usable algorithms, the one in use */
 } cuda_gemm_entry;
-
-enum { CUDA_GEMM_CACHE = 256 };
 
 typedef struct {
     cuda_lt_api api;
@@ -119,6 +121,7 @@ typedef struct {
     cublasComputeType_t compute;       /* 32F, or 32F_FAST_TF32 for tf32 */
     cuda_gemm_entry cache[CUDA_GEMM_CACHE];
     int next;                          /* round-robin slot when the cache is full */
+    int fell_back;                     /* an algorithm was refused (logged once) */
 } cuda_gemm_ctx;
 
 static int cuda_align_of(const void *p)
@@ -167,7 +170,7 @@ static int cuda_gemm_prepare(cuda_gemm_ctx *x, cuda_gemm_entry *e, const char *n
     const cuda_gemm_cm *c = &k->cm;
     cublasOperation_t ta = c->transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = c->transb ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res[CUDA_GEMM_ALGOS];
     int found = 0;
     size_t ws = CUDA_WORKSPACE_BYTES;
     uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_MASK & ~(uint32_t)CUBLASLT_REDUCTION_SCHEME_INPLACE;
@@ -198,11 +201,18 @@ static int cuda_gemm_prepare(cuda_gemm_ctx *x, cuda_gemm_entry *e, const char *n
                             &al, sizeof al) != CUBLAS_STATUS_SUCCESS)
             goto fail;
     }
-    /* A returned result is usable only when its own state says so. */
-    if (x->api.heuristic(x->h, e->op, e->a, e->b, e->c, e->c, pref, 1, &res, &found) != CUBLAS_STATUS_SUCCESS ||
-        found < 1 || res.state != CUBLAS_STATUS_SUCCESS || res.workspaceSize > ws)
+    /* A returned result is usable only when its own state says so; the
+     * rest are kept in the heuristic's order for cuda_gemm_run to fall
+     * back on. */
+    if (x->api.heuristic(x->h, e->op, e->a, e->b, e->c, e->c, pref, CUDA_GEMM_ALGOS, res, &found) !=
+        CUBLAS_STATUS_SUCCESS)
         goto fail;
-    e->algo = res.algo;
+    e->nalgo = e->cur = 0;
+    for (int i = 0; i < found && i < CUDA_GEMM_ALGOS; i++)
+        if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= ws)
+            e->algo[e->nalgo++] = res[i].algo;
+    if (e->nalgo < 1)
+        goto fail;
     x->api.pref_destroy(pref);
     return ST_OK;
 fail:
@@ -252,12 +262,28 @@ static int cuda_gemm_run(cuda_gemm_ctx *x, const cuda_gemm *g, const void *A, co
         }
     }
     float alpha = g->alpha, beta = g->beta;
-    cublasStatus_t st = x->api.matmul(x->h, e->op, &alpha, B, e->a, A, e->b, &beta, C ? C : D, e->c, D, e->c,
-                                      &e->algo, x->workspace, CUDA_WORKSPACE_BYTES, x->stream);
+    cublasStatus_t st;
+    /* Refusals come back before anything runs (a not-supported or
+     * invalid-value status), so the next algorithm may take the product;
+     * any other failure may have written D and ends the step. The first
+     * that works is kept for the shape: the same algorithm every step. */
+    for (;;) {
+        st = x->api.matmul(x->h, e->op, &alpha, B, e->a, A, e->b, &beta, C ? C : D, e->c, D, e->c, &e->algo[e->cur],
+                           x->workspace, CUDA_WORKSPACE_BYTES, x->stream);
+        if (st == CUBLAS_STATUS_SUCCESS ||
+            (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE) || e->cur + 1 >= e->nalgo)
+            break;
+        if (!x->fell_back)
+            util_log("cuBLASLt: product %s refused algorithm %d of %d (status %d); trying the next (said once)",
+                     g->name, e->cur + 1, e->nalgo, (int)st);
+        x->fell_back = 1;
+        e->cur++;
+    }
     if (st != CUBLAS_STATUS_SUCCESS)
-        return util_fail(ST_SOFTWARE, "cuBLASLt: product %s failed (status %d, m %lld n %lld k %lld); check "
-                         "the GPU and the library version", g->name, (int)st, (long long)k.cm.m,
-                         (long long)k.cm.n, (long long)k.cm.k);
+        return util_fail(ST_SOFTWARE, "cuBLASLt: product %s failed (status %d, algorithm %d of the %d the heuristic "
+                         "offered; m %lld n %lld k %lld); check the GPU and the library version (%s)", g->name,
+                         (int)st, e->cur + 1, e->nalgo, (long long)k.cm.m, (long long)k.cm.n, (long long)k.cm.k,
+                         x->api.path);
     return ST_OK;
 }
 

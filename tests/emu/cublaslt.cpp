@@ -29,7 +29,7 @@ extern "C" void emu_enqueue(cudaStream_t s, void (*fn)(void *), void *arg, const
                             int n) __attribute__((weak));
 
 enum : unsigned { LT_HANDLE = 0x4c544831u, LT_DESC = 0x4c544432u, LT_LAYOUT = 0x4c544c33u, LT_PREF = 0x4c545034u,
-                  LT_ALGO = 0x4c544135u };
+                  LT_ALGO = 0x4c544135u, LT_NALGO = 3 };
 
 struct emu_lt_handle {
     unsigned magic;
@@ -324,16 +324,27 @@ extern "C" cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cub
     cublasStatus_t st = lt_check(op, a, b, c, d, &s);
     if (st != CUBLAS_STATUS_SUCCESS)
         return st;
-    /* The emulated algorithm needs no workspace and never reduces split-K
-     * partial sums in place; it records the alignments it was chosen for. */
-    memset(&results[0], 0, sizeof results[0]);
-    results[0].algo.data[0] = LT_ALGO;
-    for (int i = 0; i < 4; i++)
-        results[0].algo.data[1 + i] = pref->align[i];
-    results[0].workspaceSize = 0;
-    results[0].state = CUBLAS_STATUS_SUCCESS;
-    results[0].wavesCount = 1.0f;
-    *returned = 1;
+    /* The emulated algorithms (LT_NALGO of them, told apart by data[5])
+     * need no workspace and never reduce split-K partial sums in place;
+     * each records the alignments it was chosen for. With
+     * SPOTRAIN_EMU_LT_FAIL=state the first comes back marked unusable, with
+     * =matmul cublasLtMatmul refuses it (NOT_SUPPORTED, as a real library
+     * may for an algorithm its heuristic offered): gemm.cuh must go on to
+     * the next. */
+    int n = requested < (int)LT_NALGO ? requested : (int)LT_NALGO;
+    const char *fail = getenv("SPOTRAIN_EMU_LT_FAIL");
+    for (int r = 0; r < n; r++) {
+        memset(&results[r], 0, sizeof results[r]);
+        results[r].algo.data[0] = LT_ALGO;
+        for (int i = 0; i < 4; i++)
+            results[r].algo.data[1 + i] = pref->align[i];
+        results[r].algo.data[5] = (uint64_t)r;
+        results[r].workspaceSize = 0;
+        results[r].state = r == 0 && fail && !strcmp(fail, "state") ? CUBLAS_STATUS_NOT_SUPPORTED
+                                                                     : CUBLAS_STATUS_SUCCESS;
+        results[r].wavesCount = 1.0f;
+    }
+    *returned = n;
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -445,7 +456,7 @@ extern "C" cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_
                                          const cublasLtMatmulAlgo_t *algo, void *workspace, size_t workspace_bytes,
                                          cudaStream_t stream)
 {
-    lt_shape s;
+    lt_shape s = {};
     if (!h || h->magic != LT_HANDLE)
         return CUBLAS_STATUS_NOT_INITIALIZED;
     cublasStatus_t st = lt_check(op, a, b, c, d, &s);
@@ -461,8 +472,11 @@ extern "C" cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_
     if (be != 0.0f && !C)
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "beta %g with a NULL C", (double)be);
     if (algo) {
-        if (algo->data[0] != LT_ALGO)
+        if (algo->data[0] != LT_ALGO || algo->data[5] >= LT_NALGO)
             return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "an algorithm the heuristic did not return");
+        const char *fail = getenv("SPOTRAIN_EMU_LT_FAIL");
+        if (algo->data[5] == 0 && fail && !strcmp(fail, "matmul"))
+            return CUBLAS_STATUS_NOT_SUPPORTED;
         const void *ptr[4] = {A, B, C ? C : D, D};
         for (int i = 0; i < 4; i++)
             if ((uintptr_t)ptr[i] % algo->data[1 + i])

@@ -75,7 +75,9 @@ __attribute__((constructor)) static void emu_libraries(void)
     int search = libs && !strcmp(libs, "search");
     (void)search;
 #ifdef EMU_CUBLASLT
-    if (!search)
+    /* SPOTRAIN_EMU_LIBS=given: $SPOTRAIN_CUBLASLT as the caller set it (a
+     * test's stand-in for a broken library). */
+    if (!search && !(libs && !strcmp(libs, "given")))
         setenv("SPOTRAIN_CUBLASLT", EMU_CUBLASLT, 1);
 #endif
 #ifdef EMU_DRIVER
@@ -159,6 +161,7 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInsufficientDriver: return "CUDA driver version is insufficient for CUDA runtime version";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
@@ -219,9 +222,15 @@ static int emu_is_host(const void *p, size_t bytes)
     return !emu_inside(emu_dev, p, bytes ? bytes : 1);
 }
 
+/* SPOTRAIN_EMU_DRIVER=old: the driver older than the runtime, as a real
+ * runtime reports it (the first-run checks of cuda_available). */
 cudaError_t cudaGetDeviceCount(int *n)
 {
     EMU_LOCK();
+    const char *drv = getenv("SPOTRAIN_EMU_DRIVER");
+    *n = 0;
+    if (drv && !strcmp(drv, "old"))
+        return emu_err(cudaErrorInsufficientDriver);
     *n = 1;
     return cudaSuccess;
 }
@@ -241,8 +250,13 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "spotrain CPU emulator");
     p->totalGlobalMem = emu_total;
-    p->major = 9;
-    p->minor = 0;
+    /* SPOTRAIN_EMU_CC=7.5: an older GPU for cuda_available's check. */
+    const char *cc = getenv("SPOTRAIN_EMU_CC");
+    int ma = 9, mi = 0;
+    if (cc && sscanf(cc, "%d.%d", &ma, &mi) != 2)
+        ma = 9, mi = 0;
+    p->major = ma;
+    p->minor = mi;
     p->multiProcessorCount = 1;
     return cudaSuccess;
 }
