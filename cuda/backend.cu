@@ -332,8 +332,10 @@ exit:
 }
 
 /* Classifier + cross-entropy by row chunks; with grad, dlogits feed the
- * lm_head gradient and dxn (the final norm's output gradient) per chunk.
- * The summed loss is added to acc on the device. */
+ * lm_head gradient and dxn (the final norm's output gradient): one product
+ * each over the whole micro-batch when the arena keeps every row's dlogits
+ * (cuda_arena_dlogits_whole), per chunk otherwise. The summed loss is
+ * added to acc on the device. */
 template <typename T>
 static int cuda_head(backend *be, const cuda_dims *d, int grad, float grad_scale, double *acc)
 {
@@ -344,18 +346,27 @@ static int cuda_head(backend *be, const cuda_dims *d, int grad, float grad_scale
     float *z = (float *)CUDA_GBUF(c, CA_LOGITS), *dxn = (float *)CUDA_GBUF(c, CA_DXN);
     double *rowloss = (double *)CUDA_GBUF(c, CA_ROWLOSS);
     const int32_t *tok = (const int32_t *)CUDA_GBUF(c, CA_TOKENS);
+    int whole = grad && cuda_arena_dlogits_whole(&c->plan, d);
     int rc = ST_OK;
+    cuda_gemm g;
     for (int64_t r0 = 0; r0 < d->N; r0 += d->chunk_rows) {
         int64_t rows = d->N - r0 < d->chunk_rows ? d->N - r0 : d->chunk_rows;
-        cuda_gemm g = cuda_gemm_plan(d, CUDA_G_LOGITS, rows);
+        T *dzc = whole ? dz + r0 * d->V : dz;
+        g = cuda_gemm_plan(d, CUDA_G_LOGITS, rows);
         CU_OK(cuda_gemm_run(x, &g, xnf + r0 * d->D, W + lm, NULL, z));
-        CU_OK(cuda_crossentropy<T>(c->stream, rowloss, dz, z, tok, r0, rows, d->T, d->V, grad_scale, grad));
-        if (!grad)
+        CU_OK(cuda_crossentropy<T>(c->stream, rowloss, dzc, z, tok, r0, rows, d->T, d->V, grad_scale, grad));
+        if (!grad || whole)
             continue;
         g = cuda_gemm_plan(d, CUDA_G_DWLM, rows);
         CU_OK(cuda_gemm_run(x, &g, dz, xnf + r0 * d->D, c->grads + lm, c->grads + lm));
         g = cuda_gemm_plan(d, CUDA_G_DXNF, rows);
         CU_OK(cuda_gemm_run(x, &g, dz, W + lm, NULL, dxn + r0 * d->D));
+    }
+    if (whole) {
+        g = cuda_gemm_plan(d, CUDA_G_DWLM, d->N);
+        CU_OK(cuda_gemm_run(x, &g, dz, xnf, c->grads + lm, c->grads + lm));
+        g = cuda_gemm_plan(d, CUDA_G_DXNF, d->N);
+        CU_OK(cuda_gemm_run(x, &g, dz, W + lm, NULL, dxn));
     }
     CU_OK(cuda_loss_sum(c->stream, acc, rowloss, d->N));
 exit:

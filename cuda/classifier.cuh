@@ -11,6 +11,10 @@
 
 enum { CUDA_CE_THREADS = 1024 };
 
+/* Two passes over a row of logits (llm.c's fused classifier): the first
+ * keeps, per thread, a running max and the sum of exponentials relative to
+ * it (rescaled when the max grows), the block then merges them; the second
+ * writes dlogits. */
 template <typename T>
 static __global__ void __launch_bounds__(CUDA_CE_THREADS)
     cuda_crossentropy_k(double *rowloss, T *dz, const float *z, const int32_t *tokens, int64_t row0, int64_t T_,
@@ -21,14 +25,18 @@ static __global__ void __launch_bounds__(CUDA_CE_THREADS)
     int64_t r = blockIdx.x, n = row0 + r;
     const float *zr = z + r * V;
     int64_t tgt = cuda_tok(tokens, n, T_, T_ + 1, 1);
-    float mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-        mx = fmaxf(mx, zr[j]);
-    mx = cuda_block_max(mx, shf);
-    double sum = 0.0;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x)
-        sum += (double)elem_exp(zr[j] - mx);
-    sum = cuda_block_sum(sum, shd);
+    float m = -INFINITY;
+    double s = 0.0;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+        float v = zr[j];
+        if (v > m) {
+            s = m == -INFINITY ? 0.0 : s * (double)elem_exp(m - v);
+            m = v;
+        }
+        s += (double)elem_exp(v - m);
+    }
+    float mx = cuda_block_max(m, shf);
+    double sum = cuda_block_sum(m == -INFINITY ? 0.0 : s * (double)elem_exp(m - mx), shd);
     if (threadIdx.x == 0)
         rowloss[n] = (double)mx + log(sum) - (double)zr[tgt];
     if (!grad)

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
@@ -65,6 +66,47 @@ template <> __device__ __forceinline__ __nv_bfloat16 cuda_st<__nv_bfloat16>(floa
     return __nv_bfloat16(r);
 }
 template <> __device__ __forceinline__ __half cuda_st<__half>(float x) { return __float2half_rn(x); }
+
+/* Unrolled by nvcc; the emulator's host compiler does without. */
+#ifdef __CUDACC__
+#define CUDA_UNROLL _Pragma("unroll")
+#else
+#define CUDA_UNROLL
+#endif
+
+/* 128-bit loads and stores: E elements of U moved as E*sizeof(U)/16
+ * int4s (one ld.global.v4 / st.global.v4 each). The caller guarantees the
+ * pointer is 16-byte aligned (cuda_aligned16 on the host) and the E
+ * elements exist; everything else takes a scalar tail. */
+template <int E, typename U> __device__ __forceinline__ void cuda_ld128(U (&dst)[E], const U *p)
+{
+    static_assert((E * sizeof(U)) % 16 == 0, "a whole number of 16-byte words");
+    const int4 *q = reinterpret_cast<const int4 *>(p);
+CUDA_UNROLL
+    for (int k = 0; k < (int)(E * sizeof(U) / 16); k++) {
+        int4 w = q[k];
+        memcpy((char *)dst + 16 * k, &w, 16);
+    }
+}
+
+template <int E, typename U> __device__ __forceinline__ void cuda_st128(U *p, const U (&src)[E])
+{
+    static_assert((E * sizeof(U)) % 16 == 0, "a whole number of 16-byte words");
+    int4 *q = reinterpret_cast<int4 *>(p);
+CUDA_UNROLL
+    for (int k = 0; k < (int)(E * sizeof(U) / 16); k++) {
+        int4 w;
+        memcpy(&w, (const char *)src + 16 * k, 16);
+        q[k] = w;
+    }
+}
+
+/* Elements of T in 16 bytes: 4 floats, 8 bf16/fp16. */
+template <typename T> struct cuda_vec_n {
+    static constexpr int n = (int)(16 / sizeof(T));
+};
+
+static inline int cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
 /* Sum over the block; every thread gets the total. The xor butterfly adds
  * a+b in one lane and b+a in its partner (the same bits), so all lanes

@@ -36,7 +36,7 @@ size_t cuda_prec_bytes(cuda_prec p) { return p == CUDA_BF16 || p == CUDA_FP16 ? 
 /* A chunk of classifier rows holds its fp32 logits in about this many
  * bytes: large enough for an efficient GEMM, small enough that vocab 102400
  * never needs the full [N, V] tensor. */
-enum { CUDA_CHUNK_BYTES = 256 << 20, CUDA_NORM_ROWS = 256 };
+enum { CUDA_CHUNK_BYTES = 256 << 20, CUDA_NORM_ROWS = 64 };
 
 void cuda_dims_init(cuda_dims *d, const model_shape *s, int64_t B)
 {
@@ -59,6 +59,11 @@ void cuda_dims_init(cuda_dims *d, const model_shape *s, int64_t B)
     r = r / 64 * 64;
     if (r < 64)
         r = 64;
+    /* Tests only: SPOTRAIN_CUDA_CHUNK_ROWS=64 cuts a small vocabulary's
+     * classifier into chunks too (the emulator cannot afford a real one). */
+    const char *cr = getenv("SPOTRAIN_CUDA_CHUNK_ROWS");
+    if (cr && atoll(cr) > 0)
+        r = atoll(cr);
     d->chunk_rows = r < d->N ? r : d->N;
     d->norm_rows = CUDA_NORM_ROWS;
 }
@@ -137,6 +142,21 @@ size_t cuda_arena_global(const cuda_arena *a, int kind)
     return (size_t)a->d.L * CA_PER_LAYER + (size_t)kind;
 }
 
+int cuda_dlogits_whole(const cuda_dims *d, size_t ct)
+{
+    /* Tests only: SPOTRAIN_CUDA_DLOGITS_WHOLE=0 keeps the per-chunk path. */
+    const char *w = getenv("SPOTRAIN_CUDA_DLOGITS_WHOLE");
+    if (w && !strcmp(w, "0"))
+        return 0;
+    return d->chunk_rows < d->N && (double)ct * (double)d->N * (double)d->V <= (double)CUDA_DLOGITS_WHOLE_BYTES;
+}
+
+int cuda_arena_dlogits_whole(const cuda_arena *a, const cuda_dims *d)
+{
+    return d->chunk_rows < d->N &&
+           a->bytes[cuda_arena_global(a, CA_DLOGITS)] >= a->ct * (size_t)d->N * (size_t)d->V;
+}
+
 int cuda_arena_plan(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p)
 {
     memset(a, 0, sizeof *a);
@@ -158,6 +178,7 @@ int cuda_arena_plan(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p)
         [CA_AO] = ct * qn,     [CA_MID] = f * N * D,  [CA_XN2] = ct * N * D, [CA_RS2] = f * N,
         [CA_GU] = ct * N * 2 * F, [CA_H] = ct * N * F};
     size_t TT = BHT * (size_t)d->T, R = (size_t)d->chunk_rows * (size_t)d->V;
+    size_t RZ = cuda_dlogits_whole(d, ct) ? N * (size_t)d->V : R;
     size_t nparts = (N + (size_t)d->norm_rows - 1) / (size_t)d->norm_rows;
     size_t glob[CA_GLOBAL_COUNT] = {
         [CA_FINAL_RES] = f * N * D, [CA_XNF] = ct * N * D,   [CA_RSF] = f * N,
@@ -165,7 +186,7 @@ int cuda_arena_plan(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p)
         [CA_OP] = ct * qn,         [CA_DQ] = ct * qn,        [CA_DK] = ct * kn,
         [CA_DV] = ct * kn,         [CA_DRES] = f * N * D,    [CA_DRES_CT] = ct * N * D,
         [CA_DXN] = f * N * D,      [CA_DH] = f * N * F,      [CA_DGU] = ct * N * 2 * F,
-        [CA_DAO] = ct * qn,        [CA_LOGITS] = f * R,      [CA_DLOGITS] = ct * R,
+        [CA_DAO] = ct * qn,        [CA_LOGITS] = f * R,      [CA_DLOGITS] = ct * RZ,
         [CA_ROWLOSS] = 8 * N,      [CA_NORMPART] = 8 * nparts * D,
         [CA_TOKENS] = 4 * (size_t)d->B * (size_t)(d->T + 1), [CA_EMBIDX] = 4 * (3 * N + 2)};
     size_t off = 0;

@@ -129,7 +129,7 @@ enum {
     CA_DGU,        /* ct  [N,2F]                                            */
     CA_DAO,        /* ct  [N,qd]                                            */
     CA_LOGITS,     /* f32 [chunk_rows,V]                                    */
-    CA_DLOGITS,    /* ct  [chunk_rows,V]                                    */
+    CA_DLOGITS,    /* ct  [N,V] when cuda_dlogits_whole, else [chunk_rows,V] */
     CA_ROWLOSS,    /* f64 [N]                                               */
     CA_NORMPART,   /* f64 [ceil(N/norm_rows), D] norm-gradient partials     */
     CA_TOKENS,     /* i32 [B,T+1]                                           */
@@ -149,6 +149,17 @@ int cuda_arena_plan(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p)
 void cuda_arena_free(cuda_arena *a);
 size_t cuda_arena_layer(const cuda_arena *a, int64_t layer, int kind);  /* entry index */
 size_t cuda_arena_global(const cuda_arena *a, int kind);
+
+/* Whole-micro-batch dlogits: the compute-type dlogits of all N rows take at
+ * most CUDA_DLOGITS_WHOLE_BYTES, so the arena keeps them all and the
+ * lm_head weight gradient (and the final norm's output gradient) is one
+ * product per micro-batch: the fp32 [V, D] gradient read and written once,
+ * not once per classifier chunk. Larger: per chunk, as before. */
+#define CUDA_DLOGITS_WHOLE_BYTES ((size_t)4 << 30)
+int cuda_dlogits_whole(const cuda_dims *d, size_t ct);
+/* Whether this arena (planned for up to its own B) holds the dlogits of
+ * every row of a micro-batch of d's shape. */
+int cuda_arena_dlogits_whole(const cuda_arena *a, const cuda_dims *d);
 
 /* The embedding backward's index for N = B*T rows (row n reads token
  * tokens[(n / T) * stride + n % T]): the distinct tokens in increasing order

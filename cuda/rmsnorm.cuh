@@ -1,8 +1,12 @@
-/* RMSNorm forward and backward, one block per row, with the CPU backend's
+/* RMSNorm forward (one block per row) and backward, with the CPU backend's
  * formulas (backend/cpu.c) and elem_rms_scale: sums of squares in double.
  * The weight w is W: fp32, or the 2-byte working copy under bf16/fp16.
- * The weight gradient sums rows in fixed chunks, then the chunks in order:
- * no atomics, the same bits every run. */
+ * Backward is one kernel: a block takes a fixed chunk of rows, one row at
+ * a time, and writes dx (and its compute-type copy) while it keeps the
+ * chunk's weight-gradient partial sums in registers (each thread its own
+ * columns, rows in order); a second small kernel adds the chunks' partials
+ * in order. No atomics, the same bits every run, and dy and x are read
+ * once. Rows wider than CUDA_NORM_COLS x 1024 take the three-kernel path. */
 #ifndef SPOTRAIN_CUDA_RMSNORM_CUH
 #define SPOTRAIN_CUDA_RMSNORM_CUH
 
@@ -76,6 +80,74 @@ static __global__ void cuda_rmsnorm_dw_sum_k(float *dw, const double *part, int6
     dw[j] += (float)acc;
 }
 
+/* Columns each thread of the fused backward keeps in registers. */
+enum { CUDA_NORM_COLS = 16 };
+
+/* Block p: rows [p*rows, ...): dx as cuda_rmsnorm_backward_k; part[p][j]
+ * as cuda_rmsnorm_dw_part_k (the same sum, the same order, so the same
+ * bits). Thread t owns columns t + c*blockDim, c < CUDA_NORM_COLS. */
+template <typename T, typename W>
+static __global__ void __launch_bounds__(1024)
+    cuda_rmsnorm_backward_fused_k(float *dx, T *dx_ct, double *part, const float *dy, const float *x,
+                                  const float *rs, const W *w, int64_t N, int64_t D, int64_t rows, int accumulate)
+{
+    __shared__ double sh[32];
+    int64_t p = blockIdx.x, n0 = p * rows, n1 = n0 + rows < N ? n0 + rows : N;
+    double acc[CUDA_NORM_COLS];
+    float wj[CUDA_NORM_COLS], gj[CUDA_NORM_COLS], xj[CUDA_NORM_COLS];
+    CUDA_UNROLL
+    for (int c = 0; c < CUDA_NORM_COLS; c++) {
+        int64_t j = threadIdx.x + (int64_t)c * blockDim.x;
+        acc[c] = 0.0;
+        wj[c] = j < D ? cuda_f(w[j]) : 0.0f;
+    }
+    for (int64_t n = n0; n < n1; n++) {
+        const float *xr = x + n * D, *g = dy + n * D;
+        double dot = 0.0;
+        CUDA_UNROLL
+        for (int c = 0; c < CUDA_NORM_COLS; c++) {
+            int64_t j = threadIdx.x + (int64_t)c * blockDim.x;
+            gj[c] = j < D ? g[j] : 0.0f;
+            xj[c] = j < D ? xr[j] : 0.0f;
+            if (j < D)
+                dot += (double)(gj[c] * wj[c]) * (double)xj[c];
+        }
+        dot = cuda_block_sum(dot, sh);
+        float r = rs[n];
+        float k = (float)((double)r * r * r * dot / (double)D);
+        CUDA_UNROLL
+        for (int c = 0; c < CUDA_NORM_COLS; c++) {
+            int64_t j = threadIdx.x + (int64_t)c * blockDim.x;
+            if (j >= D)
+                continue;
+            float d = r * (gj[c] * wj[c]) - xj[c] * k;
+            if (accumulate)
+                d = dx[n * D + j] + d;
+            dx[n * D + j] = d;
+            dx_ct[n * D + j] = cuda_st<T>(d);
+            acc[c] += (double)(gj[c] * xj[c]) * (double)r;
+        }
+    }
+    CUDA_UNROLL
+    for (int c = 0; c < CUDA_NORM_COLS; c++) {
+        int64_t j = threadIdx.x + (int64_t)c * blockDim.x;
+        if (j < D)
+            part[p * D + j] = acc[c];
+    }
+}
+
+/* Threads for the fused backward: a whole number of warps, at least 256,
+ * enough that CUDA_NORM_COLS columns each cover the row; 0 when a row is
+ * too wide for 1024 of them. */
+static inline unsigned cuda_norm_bwd_threads(int64_t D)
+{
+    int64_t t = (D + CUDA_NORM_COLS - 1) / CUDA_NORM_COLS;
+    t = (t + 31) / 32 * 32;
+    if (t < CUDA_NORM_THREADS)
+        t = CUDA_NORM_THREADS;
+    return t > 1024 ? 0u : (unsigned)t;
+}
+
 template <typename T, typename W>
 static int cuda_rmsnorm_forward(cudaStream_t s, T *out, float *rs, const float *x, const W *w, int64_t N,
                                 int64_t D, double eps)
@@ -93,12 +165,19 @@ static int cuda_rmsnorm_backward(cudaStream_t s, float *dx, T *dx_ct, float *dw,
                                  int64_t rows, int accumulate)
 {
     int rc = ST_OK;
-    unsigned nparts = cuda_blocks(N, rows);
-    cuda_rmsnorm_dw_part_k<<<dim3(cuda_blocks(D, 128), nparts), 128, 0, s>>>(part, dy, x, rs, N, D, rows);
-    CU_LAUNCHED();
+    unsigned nparts = cuda_blocks(N, rows), nt = cuda_norm_bwd_threads(D);
+    if (nt > 0) {
+        cuda_rmsnorm_backward_fused_k<T, W><<<nparts, nt, 0, s>>>(dx, dx_ct, part, dy, x, rs, w, N, D, rows,
+                                                                   accumulate);
+        CU_LAUNCHED();
+    } else {
+        cuda_rmsnorm_dw_part_k<<<dim3(cuda_blocks(D, 128), nparts), 128, 0, s>>>(part, dy, x, rs, N, D, rows);
+        CU_LAUNCHED();
+        cuda_rmsnorm_backward_k<T, W><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(dx, dx_ct, dy, x, rs, w, D,
+                                                                                accumulate);
+        CU_LAUNCHED();
+    }
     cuda_rmsnorm_dw_sum_k<<<cuda_blocks(D, 128), 128, 0, s>>>(dw, part, nparts, D);
-    CU_LAUNCHED();
-    cuda_rmsnorm_backward_k<T, W><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(dx, dx_ct, dy, x, rs, w, D, accumulate);
     CU_LAUNCHED();
 exit:
     return rc;

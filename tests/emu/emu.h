@@ -35,6 +35,22 @@ struct uint3 {
     unsigned x, y, z;
 };
 
+/* The 128-bit vector types (alignas 16, as the CUDA headers declare them):
+ * kernels load and store 16 bytes through them; under SAN=1, UBSan's
+ * alignment check catches one used on a pointer not 16-byte aligned. */
+struct alignas(16) int4 {
+    int x, y, z, w;
+};
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(8) float2 {
+    float x, y;
+};
+
 struct dim3 {
     unsigned x, y, z;
     constexpr dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}

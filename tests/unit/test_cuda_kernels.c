@@ -70,9 +70,10 @@ static void kc_expect(const char *what, double rel)
     EXPECT(rel <= kc_tol());
 }
 
-static void test_rmsnorm(void)
+/* D = 200 and 5000: the fused backward (256 and 320 threads, 1 and 16
+ * columns per thread); 16400: wider than 16 x 1024, the three-kernel path. */
+static void kc_rmsnorm(int64_t N, int64_t D)
 {
-    int64_t N = 37, D = 200;
     size_t nd = (size_t)(N * D);
     float *x = kc_rnd(nd, 2), *w = kc_rnd((size_t)D, 1), *dy = kc_rnd(nd, 1), *dx = kc_rnd(nd, 1), *dw = kc_rnd((size_t)D, 1);
     float *out = kc_zeros(nd), *rs = kc_zeros((size_t)N), *rdx = malloc(nd * 4), *rdw = malloc((size_t)D * 4);
@@ -105,6 +106,13 @@ static void test_rmsnorm(void)
     EXPECT(kc_rel(dw, rdw, (size_t)D) <= 1e-5);
     free(x); free(w); free(dy); free(dx); free(dw); free(out); free(rs); free(rdx); free(rdw); free(rout); free(rrs);
     free(acc);
+}
+
+static void test_rmsnorm(void)
+{
+    kc_rmsnorm(37, 200);
+    kc_rmsnorm(19, 5000);
+    kc_rmsnorm(5, 16400);
 }
 
 static void test_rope(void)
@@ -175,9 +183,11 @@ static void test_softmax(void)
     free(S); free(dP); free(P); free(dS); free(rP); free(rdS);
 }
 
-static void test_swiglu(void)
+/* F = 130: the element-by-element path; 128: 16-byte vectors (4 fp32, 8
+ * bf16 per thread), the rows a whole number of them. */
+static void kc_swiglu(int64_t F)
 {
-    int64_t N = 29, F = 130;
+    int64_t N = 29;
     size_t n = (size_t)(N * F);
     float *gu = kc_rnd(2 * n, 3), *dh = kc_rnd(n, 1), *h = kc_zeros(n), *dgu = kc_zeros(2 * n);
     float *rh = kc_zeros(n), *rdgu = kc_zeros(2 * n);
@@ -194,6 +204,12 @@ static void test_swiglu(void)
     kc_expect("swiglu", kc_rel(h, rh, n));
     kc_expect("swiglu backward", kc_rel(dgu, rdgu, 2 * n));
     free(gu); free(dh); free(h); free(dgu); free(rh); free(rdgu);
+}
+
+static void test_swiglu(void)
+{
+    kc_swiglu(130);
+    kc_swiglu(128);
 }
 
 static void test_crossentropy(void)

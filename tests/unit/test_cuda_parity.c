@@ -203,6 +203,18 @@ done:
 
 static void test_fp32_tiny(void) { cp_compare(&cp_cases[0], "fp32", 1e-5, 1e-5, 1e-5); }
 static void test_fp32_gqa(void) { cp_compare(&cp_cases[1], "fp32", 1e-5, 1e-5, 1e-5); }
+/* The classifier in chunks of 16 rows (SPOTRAIN_CUDA_CHUNK_ROWS): the
+ * dlogits of the whole micro-batch kept and the lm_head gradient one
+ * product; then per chunk (SPOTRAIN_CUDA_DLOGITS_WHOLE=0), accumulated. */
+static void test_fp32_chunked(void)
+{
+    setenv("SPOTRAIN_CUDA_CHUNK_ROWS", "16", 1);
+    cp_compare(&cp_cases[1], "fp32", 1e-5, 1e-5, 1e-5);
+    setenv("SPOTRAIN_CUDA_DLOGITS_WHOLE", "0", 1);
+    cp_compare(&cp_cases[1], "fp32", 1e-5, 1e-5, 1e-5);
+    unsetenv("SPOTRAIN_CUDA_DLOGITS_WHOLE");
+    unsetenv("SPOTRAIN_CUDA_CHUNK_ROWS");
+}
 static void test_tf32_tiny(void) { cp_compare(&cp_cases[0], "tf32", 1e-3, 2e-2, 2e-2); }
 static void test_bf16_tiny(void) { cp_compare(&cp_cases[0], "bf16", 1e-2, 1e-1, 5e-2); }
 static void test_fp16_gqa(void) { cp_compare(&cp_cases[1], "fp16", 1e-2, 5e-2, 5e-2); }
@@ -289,6 +301,7 @@ int main(void)
         return harness_end();
     harness_run("fp32_tiny_vs_cpu", test_fp32_tiny);
     harness_run("fp32_gqa_vs_cpu", test_fp32_gqa);
+    harness_run("fp32_chunked_classifier_vs_cpu", test_fp32_chunked);
     harness_run("tf32_tiny_vs_cpu", test_tf32_tiny);
     harness_run("bf16_tiny_vs_cpu", test_bf16_tiny);
     harness_run("fp16_gqa_vs_cpu", test_fp16_gqa);

@@ -318,9 +318,27 @@ static void test_chunks(void)
     EXPECT(d.chunk_rows % 64 == 0);
     EXPECT((double)d.chunk_rows * (double)d.V * 4 <= 256.0 * 1024 * 1024);
     EXPECT(d.chunk_rows < d.N);
+    /* The bench shape's bf16 dlogits (3.4 GB) are kept whole, fp32's
+     * (6.7 GB) per chunk; an arena planned for 16 sequences per chunk does
+     * not hold 8 whole ones, one planned for 8 holds 4. */
+    EXPECT(cuda_dlogits_whole(&d, 2));
+    EXPECT(!cuda_dlogits_whole(&d, 4));
+    cuda_arena a8, a16;
+    EXPECT(cuda_arena_plan(&a8, &s, 8, CUDA_BF16) == ST_OK);
+    EXPECT(cuda_arena_plan(&a16, &s, 16, CUDA_BF16) == ST_OK);
+    EXPECT(a8.bytes[cuda_arena_global(&a8, CA_DLOGITS)] == 2 * (size_t)d.N * (size_t)d.V);
+    EXPECT(a16.bytes[cuda_arena_global(&a16, CA_DLOGITS)] == 2 * (size_t)a16.d.chunk_rows * (size_t)d.V);
+    EXPECT(cuda_arena_dlogits_whole(&a8, &d));
+    EXPECT(!cuda_arena_dlogits_whole(&a16, &d));
+    cuda_dims d4;
+    cuda_dims_init(&d4, &s, 4);
+    EXPECT(cuda_arena_dlogits_whole(&a8, &d4));
+    cuda_arena_free(&a8);
+    cuda_arena_free(&a16);
     model_shape t = small_shape(2);
     cuda_dims_init(&d, &t, 1);
     EXPECT(d.chunk_rows == d.N);
+    EXPECT(!cuda_dlogits_whole(&d, 2));   /* one chunk: nothing to gain */
 }
 
 static void test_adamw_segments(void)
