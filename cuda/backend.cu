@@ -53,6 +53,11 @@ typedef struct {
     double snap_bytes, snap_ms, stall_ms;
     void *pinned[CUDA_MAX_PINNED];
     int npinned;
+    /* zero_grads zeroed only what no product overwrites (the embedding,
+     * the norm weights); the next fwd_bwd's weight-gradient products write
+     * the rest with beta 0. Anything else that reads or adds to the
+     * gradients first zeroes them all (cuda_grads_settle). */
+    int grads_fresh;
     /* SPOTRAIN_CUDA_PROFILE=1: events around the phases of a step, read
      * back after each (a sync per phase: for benchmarks, not training). */
     int profile;
@@ -358,7 +363,15 @@ static int cuda_head(backend *be, const cuda_dims *d, int grad, float grad_scale
         if (!grad || whole)
             continue;
         g = cuda_gemm_plan(d, CUDA_G_DWLM, rows);
-        CU_OK(cuda_gemm_run(x, &g, dz, xnf + r0 * d->D, c->grads + lm, c->grads + lm));
+        {
+            /* after zero_grads the first chunk overwrites, the rest add */
+            const char *lo = x->ow_lo;
+            if (r0 > 0)
+                x->ow_lo = NULL;
+            rc = cuda_gemm_run(x, &g, dz, xnf + r0 * d->D, c->grads + lm, c->grads + lm);
+            x->ow_lo = lo;
+            CU_OK(rc);
+        }
         g = cuda_gemm_plan(d, CUDA_G_DXNF, rows);
         CU_OK(cuda_gemm_run(x, &g, dz, W + lm, NULL, dxn + r0 * d->D));
     }
@@ -460,6 +473,11 @@ static int cuda_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float gra
     CU_OK(cuda_reserve(c, B));
     CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 1));
     cuda_dims_init(&d, &c->s, B);
+    if (c->grads_fresh) {
+        c->gemm.ow_lo = (const char *)c->grads;
+        c->gemm.ow_hi = (const char *)(c->grads + be->L->n_floats);
+        c->grads_fresh = 0;
+    }
     cuda_prof_mark(c, 0);
     CU_OK(CUDA_DISPATCH(c, cuda_trunk_forward, be, &d, T + 1));
     cuda_prof_mark(c, 1);
@@ -473,6 +491,7 @@ static int cuda_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float gra
         c->ph_ms[2] += cuda_prof_ms(c, 2, 3);
     }
 exit:
+    c->gemm.ow_lo = c->gemm.ow_hi = NULL;
     return rc;
 }
 
@@ -548,11 +567,43 @@ exit:
     return rc;
 }
 
+/* The gradients a product does not write with beta 0 after zero_grads:
+ * the embedding (its backward adds the rows of the tokens seen) and the
+ * norm weights (their partial sums are added). Everything else (q, k, v,
+ * o, gate, up, down per layer, lm_head) is one product's output. */
 static int cuda_zero_grads(backend *be)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
+    const model_layout *L = be->L;
+    const model_param *e = model_embed(L), *f = model_final_norm(L);
     int rc = ST_OK;
-    CU_TRY(cudaMemsetAsync(c->grads, 0, be->L->n_floats * sizeof(float), c->stream));
+    if (getenv("SPOTRAIN_CUDA_ZERO_ALL")) {   /* tests: the old whole-vector memset, for comparison */
+        CU_TRY(cudaMemsetAsync(c->grads, 0, L->n_floats * sizeof(float), c->stream));
+        c->grads_fresh = 0;
+        return ST_OK;
+    }
+    CU_TRY(cudaMemsetAsync(c->grads + e->offset, 0, e->numel * sizeof(float), c->stream));
+    for (int64_t l = 0; l < c->s.n_layers; l++)
+        for (int kind = MODEL_LN1; kind <= MODEL_LN2; kind++) {
+            const model_param *p = model_layer(L, l, kind);
+            CU_TRY(cudaMemsetAsync(c->grads + p->offset, 0, p->numel * sizeof(float), c->stream));
+        }
+    CU_TRY(cudaMemsetAsync(c->grads + f->offset, 0, f->numel * sizeof(float), c->stream));
+    c->grads_fresh = 1;
+exit:
+    return rc;
+}
+
+/* Before anything but fwd_bwd touches gradients that zero_grads left to
+ * the products: zero them all (a rank with no micro-batch, a test reading
+ * them), so they read as zero_grads promised. */
+static int cuda_grads_settle(cuda_impl *c, size_t n)
+{
+    int rc = ST_OK;
+    if (c->grads_fresh) {
+        CU_TRY(cudaMemsetAsync(c->grads, 0, n * sizeof(float), c->stream));
+        c->grads_fresh = 0;
+    }
 exit:
     return rc;
 }
@@ -562,6 +613,9 @@ exit:
 static int cuda_reduce_grads(backend *be)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
+    int rc = cuda_grads_settle(c, be->L->n_floats);
+    if (rc != ST_OK)
+        return rc;
     return c->nccl ? cuda_nccl_reduce_scatter(c->nccl, c->grads, be->L->n_floats, c->stream) : ST_OK;
 }
 
@@ -585,6 +639,7 @@ static int cuda_grad_sumsq(backend *be, double *out)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     int rc = ST_OK;
+    CU_OK(cuda_grads_settle(c, be->L->n_floats));
     cuda_prof_mark(c, 4);
     CU_OK(cuda_sumsq(c->stream, c->sumsq, c->sumsq_part, c->grads + be->lo, (int64_t)(be->hi - be->lo)));
     CU_TRY(cudaMemcpyAsync(c->h_scalar, c->sumsq, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
@@ -600,6 +655,7 @@ static int cuda_adamw_op(backend *be, const optim_hparams *h, double lr, double 
     elem_adamw_k k = optim_adamw_consts(h, lr, clip_scale, step);
     size_t lo = be->lo, n = be->hi - be->lo;
     int rc = ST_OK;
+    CU_OK(cuda_grads_settle(c, be->L->n_floats));
     /* The snapshot copy of the previous state must finish before the
      * update overwrites it; the events time that wait (the compute stall). */
     if (c->snap_recorded) {
@@ -659,6 +715,8 @@ static int cuda_load(backend *be, int array, size_t off, size_t n, const float *
     float *dst = NULL;
     int rc = ST_OK;
     CU_OK(cuda_range_ok(be, array, off, n, &dst));
+    if (array == BK_GRADS)
+        CU_OK(cuda_grads_settle(c, be->L->n_floats));
     CU_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
     if (array == BK_PARAMS && c->work) {
         if (c->prec == CUDA_BF16)
@@ -677,6 +735,8 @@ static int cuda_read(backend *be, int array, size_t off, size_t n, float *dst)
     float *src = NULL;
     int rc = ST_OK;
     CU_OK(cuda_range_ok(be, array, off, n, &src));
+    if (array == BK_GRADS)
+        CU_OK(cuda_grads_settle(c, be->L->n_floats));
     CU_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
     CU_TRY(cudaStreamSynchronize(c->stream));
 exit:

@@ -122,6 +122,10 @@ typedef struct {
     cuda_gemm_entry cache[CUDA_GEMM_CACHE];
     int next;                          /* round-robin slot when the cache is full */
     int fell_back;                     /* an algorithm was refused (logged once) */
+    /* [ow_lo, ow_hi): the gradients right after zero_grads, which were not
+     * zeroed where a product writes them: an accumulating product (C == D)
+     * whose D lies there runs with beta 0, the first write overwrites. */
+    const char *ow_lo, *ow_hi;
 } cuda_gemm_ctx;
 
 static int cuda_align_of(const void *p)
@@ -241,6 +245,8 @@ static int cuda_gemm_run(cuda_gemm_ctx *x, const cuda_gemm *g, const void *A, co
     k.align[3] = cuda_align_of(D);
     k.alpha = g->alpha;
     k.beta = g->beta;
+    if (C == D && x->ow_lo && (const char *)D >= x->ow_lo && (const char *)D < x->ow_hi)
+        k.beta = 0.0f;
     cuda_gemm_entry *e = NULL;
     for (int i = 0; i < CUDA_GEMM_CACHE && !e; i++)
         if (x->cache[i].used && !memcmp(&x->cache[i].key, &k, sizeof k))
@@ -261,7 +267,7 @@ static int cuda_gemm_run(cuda_gemm_ctx *x, const cuda_gemm *g, const void *A, co
             return rc;
         }
     }
-    float alpha = g->alpha, beta = g->beta;
+    float alpha = g->alpha, beta = k.beta;
     cublasStatus_t st;
     /* Refusals come back before anything runs (a not-supported or
      * invalid-value status), so the next algorithm may take the product;
