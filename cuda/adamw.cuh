@@ -69,19 +69,20 @@ template <typename T>
 static int cuda_adamw(cudaStream_t s, float *p, T *work, const float *g, float *m, float *v,
                       const cuda_adamw_seg *seg, int nseg, int64_t n, const elem_adamw_k *k, double lr, double wd)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_OPT);
     if (n > 0) {
         cuda_adamw_k<T><<<cuda_blocks(n, 256), 256, 0, s>>>(p, work, g, m, v, seg, nseg, n, *k, lr, wd);
         CU_LAUNCHED();
     }
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 
 /* part holds ceil(n / CUDA_SUMSQ_BLOCK) doubles; out one. */
 static int cuda_sumsq(cudaStream_t s, double *out, double *part, const float *g, int64_t n)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_OPT);
     unsigned nb = cuda_blocks(n, CUDA_SUMSQ_BLOCK);
     if (nb > 0) {
         cuda_sumsq_part_k<<<nb, CUDA_SUMSQ_THREADS, 0, s>>>(part, g, n);
@@ -90,17 +91,19 @@ static int cuda_sumsq(cudaStream_t s, double *out, double *part, const float *g,
     cuda_sumsq_total_k<<<1, 1024, 0, s>>>(out, part, (int64_t)nb);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 
 template <typename T> static int cuda_convert(cudaStream_t s, T *dst, const float *src, int64_t n)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_OPT);
     if (n > 0) {
         cuda_convert_k<T><<<cuda_blocks(n, 256), 256, 0, s>>>(dst, src, n);
         CU_LAUNCHED();
     }
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 

@@ -79,6 +79,54 @@ static double cuda_prof_ms(cuda_impl *c, int a, int b)
     return cudaEventElapsedTime(&ms, c->ev_ph[a], c->ev_ph[b]) == cudaSuccess ? ms : 0.0;
 }
 
+/* SPOTRAIN_CUDA_PROFILE=2: the kernel-class profile (common.cuh) of this
+ * process's one backend; its split is logged at destroy, per step. */
+static int cuda_kprof_open(cuda_impl *c)
+{
+    int rc = ST_OK;
+    if (cuda_kp)
+        return ST_OK;
+    cuda_kprof *p = (cuda_kprof *)calloc(1, sizeof *p);
+    if (!p)
+        return util_fail(ST_SOFTWARE, "backend cuda: out of host memory");
+    for (int i = 0; i < CUDA_KP_EVENTS; i++)
+        if (cudaEventCreate(&p->ev[i]) != cudaSuccess) {
+            for (int j = 0; j < i; j++)
+                cudaEventDestroy(p->ev[j]);
+            free(p);
+            return util_fail(ST_SOFTWARE, "backend cuda: could not create the profile's events");
+        }
+    p->on = 1;
+    p->cur = CUDA_K_OTHER;
+    p->stream = c->stream;
+    cuda_kp = p;
+    return rc;
+}
+
+static void cuda_kprof_close(cuda_impl *c)
+{
+    cuda_kprof *p = cuda_kp;
+    if (!p || !c->profile)
+        return;
+    cuda_kp_flush();
+    double all = 0;
+    for (int k = 0; k < CUDA_K_COUNT; k++)
+        all += p->ms[k];
+    if (c->ph_steps > 0 && all > 0) {
+        char line[768];
+        int o = snprintf(line, sizeof line, "backend cuda: kernel classes per step over %lld steps:",
+                         (long long)c->ph_steps);
+        for (int k = 0; k < CUDA_K_COUNT && o > 0 && (size_t)o < sizeof line; k++)
+            o += snprintf(line + o, sizeof line - (size_t)o, "%s %s %.2f ms (%.1f%%)", k ? ";" : "", cuda_kp_name(k),
+                          p->ms[k] / (double)c->ph_steps, 100.0 * p->ms[k] / all);
+        util_log("%s", line);
+    }
+    for (int i = 0; i < CUDA_KP_EVENTS; i++)
+        cudaEventDestroy(p->ev[i]);
+    free(p);
+    cuda_kp = NULL;
+}
+
 /* ---- probing ----------------------------------------------------------- */
 
 static int cuda_driver_present(char *why, size_t cap)
@@ -317,7 +365,7 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
         g = cuda_gemm_plan(d, CUDA_G_QKV, 0);
         CU_OK(cuda_gemm_run(x, &g, xn1, W + cuda_off(be, l, MODEL_Q), NULL, qkv));
         CU_OK(cuda_rope_forward<T>(s, q, k, v, qkv, c->rope_cos, c->rope_sin, d));
-        CU_OK(cuda_attention_forward<T>(x, d, &as, ao, (float *)CUDA_ABUF(c, CA_SMAX, l),
+        CU_OK_AS(s, CUDA_K_ATTN, cuda_attention_forward<T>(x, d, &as, ao, (float *)CUDA_ABUF(c, CA_SMAX, l),
                                         (float *)CUDA_ABUF(c, CA_SINV, l), q, k, v));
         g = cuda_gemm_plan(d, CUDA_G_O, 0);
         CU_OK(cuda_gemm_run(x, &g, ao, W + cuda_off(be, l, MODEL_O), res, mid));
@@ -426,7 +474,7 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
         CU_OK(cuda_gemm_run(x, &g, dres_ct, W + oo, NULL, dao));
         g = cuda_gemm_plan(d, CUDA_G_DWO, 0);
         CU_OK(cuda_gemm_run(x, &g, dres_ct, CUDA_ABUF(c, CA_AO, l), G + oo, G + oo));
-        CU_OK(cuda_attention_backward<T>(x, d, &as, dao, (const float *)CUDA_ABUF(c, CA_SMAX, l),
+        CU_OK_AS(s, CUDA_K_ATTN, cuda_attention_backward<T>(x, d, &as, dao, (const float *)CUDA_ABUF(c, CA_SMAX, l),
                                          (const float *)CUDA_ABUF(c, CA_SINV, l), (const T *)CUDA_ABUF(c, CA_Q, l),
                                          (const T *)CUDA_ABUF(c, CA_K, l), (const T *)CUDA_ABUF(c, CA_V, l)));
         CU_OK(cuda_rope_backward<T>(s, dqkv, (const T *)as.dq, (const T *)as.dk, (const T *)as.dv, c->rope_cos,
@@ -616,7 +664,12 @@ static int cuda_reduce_grads(backend *be)
     int rc = cuda_grads_settle(c, be->L->n_floats);
     if (rc != ST_OK)
         return rc;
-    return c->nccl ? cuda_nccl_reduce_scatter(c->nccl, c->grads, be->L->n_floats, c->stream) : ST_OK;
+    if (!c->nccl)
+        return ST_OK;
+    int kp = cuda_kp_enter(c->stream, CUDA_K_COMM);
+    rc = cuda_nccl_reduce_scatter(c->nccl, c->grads, be->L->n_floats, c->stream);
+    cuda_kp_leave(c->stream, kp);
+    return rc;
 }
 
 /* What the next forward reads, whole on every rank: the working copy under
@@ -628,11 +681,15 @@ static int cuda_gather_params(backend *be)
     cuda_impl *c = (cuda_impl *)be->impl;
     if (!c->nccl)
         return ST_OK;
+    int kp = cuda_kp_enter(c->stream, CUDA_K_COMM), rc;
     if (c->work) {
         c->master_partial = be->world > 1;
-        return cuda_nccl_allgather(c->nccl, c->work, be->L->n_floats, cuda_prec_bytes(c->prec), c->stream);
+        rc = cuda_nccl_allgather(c->nccl, c->work, be->L->n_floats, cuda_prec_bytes(c->prec), c->stream);
+    } else {
+        rc = cuda_nccl_allgather(c->nccl, c->master, be->L->n_floats, sizeof(float), c->stream);
     }
-    return cuda_nccl_allgather(c->nccl, c->master, be->L->n_floats, sizeof(float), c->stream);
+    cuda_kp_leave(c->stream, kp);
+    return rc;
 }
 
 static int cuda_grad_sumsq(backend *be, double *out)
@@ -682,6 +739,7 @@ static int cuda_adamw_op(backend *be, const optim_hparams *h, double lr, double 
     if (c->profile && rc == ST_OK) {
         c->ph_ms[3] += cuda_prof_ms(c, 4, 5);
         c->ph_steps++;
+        cuda_kp_flush();
     }
 exit:
     return rc;
@@ -830,6 +888,7 @@ static void cuda_destroy(backend *be)
                      "compute stalled %.1f ms in all", c->snaps, c->snaps == 1 ? "" : "s", c->snap_bytes / (1 << 20),
                      c->snap_ms / c->snaps, c->snap_ms > 0 ? c->snap_bytes * c->snaps / (c->snap_ms * 1e6) : 0.0,
                      c->stall_ms);
+        cuda_kprof_close(c);
         for (int i = 0; i < c->npinned; i++)
             cudaHostUnregister(c->pinned[i]);
         cuda_gemm_destroy(&c->gemm);
@@ -917,6 +976,8 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     c->profile = getenv("SPOTRAIN_CUDA_PROFILE") && atoi(getenv("SPOTRAIN_CUDA_PROFILE")) > 0;
     for (int i = 0; i < 6; i++)
         CU_TRY(cudaEventCreate(&c->ev_ph[i]));
+    if (c->profile && atoi(getenv("SPOTRAIN_CUDA_PROFILE")) >= 2)
+        CU_OK(cuda_kprof_open(c));
     if ((rc = cuda_gemm_init(&c->gemm, c->stream, prec, why, sizeof why)) != ST_OK) {
         rc = util_fail(rc, "backend cuda: %s", why);
         goto exit;

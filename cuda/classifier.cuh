@@ -66,20 +66,22 @@ template <typename T>
 static int cuda_crossentropy(cudaStream_t s, double *rowloss, T *dz, const float *z, const int32_t *tokens,
                              int64_t row0, int64_t rows, int64_t T_, int64_t V, float grad_scale, int grad)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_CLS);
     cuda_crossentropy_k<T><<<(unsigned)rows, CUDA_CE_THREADS, 0, s>>>(rowloss, dz, z, tokens, row0, T_, V,
                                                                        grad_scale, grad);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 
 static int cuda_loss_sum(cudaStream_t s, double *acc, const double *rowloss, int64_t N)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_CLS);
     cuda_loss_sum_k<<<1, 1024, 0, s>>>(acc, rowloss, N);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 

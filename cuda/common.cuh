@@ -46,6 +46,99 @@ extern "C" {
             goto exit;                                                                                 \
     } while (0)
 
+/* ---- the kernel-class profile (SPOTRAIN_CUDA_PROFILE=2) ------------------
+ * Each launching wrapper marks its class on its stream (cuda_kp_enter /
+ * cuda_kp_leave): an event is recorded where the class changes, and the
+ * time between two events is the earlier one's class. A GEMM inside a
+ * marked section (attention's batched products) counts as that section;
+ * time between marked sections (memsets, copies, host gaps) is "other".
+ * Read back once per step (cuda_kp_flush: one sync), so it is for a
+ * device check's profile, not for training. */
+enum { CUDA_K_GEMM, CUDA_K_ATTN, CUDA_K_SOFTMAX, CUDA_K_ELEM, CUDA_K_CLS, CUDA_K_OPT, CUDA_K_COMM, CUDA_K_OTHER,
+       CUDA_K_COUNT, CUDA_KP_EVENTS = 4096 };
+
+typedef struct {
+    int on, n, depth, cur;
+    cudaStream_t stream;
+    cudaEvent_t ev[CUDA_KP_EVENTS];
+    int cls[CUDA_KP_EVENTS];
+    double ms[CUDA_K_COUNT];
+} cuda_kprof;
+
+/* One per process (C++17 inline variable: one copy across the files). */
+inline cuda_kprof *cuda_kp = NULL;
+
+static inline const char *cuda_kp_name(int k)
+{
+    static const char *names[CUDA_K_COUNT] = {"GEMM", "attention", "softmax", "norms/elementwise",
+                                              "classifier", "optimizer", "communication", "other"};
+    return k >= 0 && k < CUDA_K_COUNT ? names[k] : "?";
+}
+
+/* Adds the recorded intervals to ms[] and starts over (waits for the last
+ * event). */
+static inline void cuda_kp_flush(void)
+{
+    cuda_kprof *p = cuda_kp;
+    if (!p || p->n == 0)
+        return;
+    cudaEventSynchronize(p->ev[p->n - 1]);
+    for (int i = 0; i + 1 < p->n; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, p->ev[i], p->ev[i + 1]) == cudaSuccess)
+            p->ms[p->cls[i]] += ms;
+    }
+    p->n = 0;
+}
+
+static inline void cuda_kp_mark(cudaStream_t s, int k)
+{
+    cuda_kprof *p = cuda_kp;
+    if (p->n == CUDA_KP_EVENTS)
+        cuda_kp_flush();
+    if (p->n > 0 && p->cls[p->n - 1] == k)
+        return;
+    if (cudaEventRecord(p->ev[p->n], s) == cudaSuccess)
+        p->cls[p->n++] = k;
+}
+
+/* The outermost section's class, except that only a GEMM defers to it. */
+static inline int cuda_kp_enter(cudaStream_t s, int k)
+{
+    cuda_kprof *p = cuda_kp;
+    if (!p || !p->on)
+        return 0;
+    int prev = p->cur;
+    if (p->depth++ == 0 || k != CUDA_K_GEMM) {
+        p->cur = k;
+        cuda_kp_mark(s, k);
+    }
+    return prev;
+}
+
+static inline void cuda_kp_leave(cudaStream_t s, int prev)
+{
+    cuda_kprof *p = cuda_kp;
+    if (!p || !p->on)
+        return;
+    if (--p->depth == 0)
+        prev = CUDA_K_OTHER;
+    if (prev != p->cur) {
+        p->cur = prev;
+        cuda_kp_mark(s, prev);
+    }
+}
+
+/* CU_OK with the call's time counted as class k. */
+#define CU_OK_AS(s, k, expr)                                                                           \
+    do {                                                                                               \
+        int kp_prev_ = cuda_kp_enter((s), (k));                                                        \
+        rc = (expr);                                                                                   \
+        cuda_kp_leave((s), kp_prev_);                                                                  \
+        if (rc != ST_OK)                                                                               \
+            goto exit;                                                                                 \
+    } while (0)
+
 /* Grid size from a shape: ceil(n / per_block). Never from the SM count. */
 static inline unsigned cuda_blocks(int64_t n, int64_t per_block)
 {

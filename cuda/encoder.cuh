@@ -45,10 +45,11 @@ template <typename W>
 static int cuda_encoder_forward(cudaStream_t s, float *out, const W *emb, const int32_t *tokens, int64_t N,
                                 int64_t T, int64_t stride, int64_t D)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_ELEM);
     cuda_encoder_forward_k<W><<<cuda_blocks(N * D, 256), 256, 0, s>>>(out, emb, tokens, N, T, stride, D);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 
@@ -56,13 +57,14 @@ exit:
 static int cuda_encoder_backward(cudaStream_t s, float *gemb, const float *dres, const int32_t *idx, int64_t U,
                                  int64_t D)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_ELEM);
     int64_t nbj = cuda_blocks(D, 256);
     if (U > 0) {
         cuda_encoder_backward_k<<<(unsigned)(U * nbj), 256, 0, s>>>(gemb, dres, idx, U, D, nbj);
         CU_LAUNCHED();
     }
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 

@@ -152,10 +152,11 @@ template <typename T, typename W>
 static int cuda_rmsnorm_forward(cudaStream_t s, T *out, float *rs, const float *x, const W *w, int64_t N,
                                 int64_t D, double eps)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_ELEM);
     cuda_rmsnorm_forward_k<T, W><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(out, rs, x, w, D, eps);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 
@@ -164,7 +165,7 @@ static int cuda_rmsnorm_backward(cudaStream_t s, float *dx, T *dx_ct, float *dw,
                                  const float *x, const float *rs, const W *w, int64_t N, int64_t D,
                                  int64_t rows, int accumulate)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_ELEM);
     unsigned nparts = cuda_blocks(N, rows), nt = cuda_norm_bwd_threads(D);
     if (nt > 0) {
         cuda_rmsnorm_backward_fused_k<T, W><<<nparts, nt, 0, s>>>(dx, dx_ct, part, dy, x, rs, w, N, D, rows,
@@ -180,6 +181,7 @@ static int cuda_rmsnorm_backward(cudaStream_t s, float *dx, T *dx_ct, float *dw,
     cuda_rmsnorm_dw_sum_k<<<cuda_blocks(D, 128), 128, 0, s>>>(dw, part, nparts, D);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 

@@ -85,11 +85,12 @@ template <typename T>
 static int cuda_rope_forward(cudaStream_t s, T *q, T *k, T *v, const T *qkv, const float *cs, const float *sn,
                              const cuda_dims *d)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_ELEM);
     int64_t n = d->N * (d->H + 2 * d->KV) * (d->hd / 2);
     cuda_rope_forward_k<T><<<cuda_blocks(n, 256), 256, 0, s>>>(q, k, v, qkv, cs, sn, d->N, d->T, d->H, d->KV, d->hd);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 
@@ -97,22 +98,24 @@ template <typename T>
 static int cuda_rope_backward(cudaStream_t s, T *dqkv, const T *dq, const T *dk, const T *dv, const float *cs,
                               const float *sn, const cuda_dims *d)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_ELEM);
     int64_t n = d->N * (d->H + 2 * d->KV) * (d->hd / 2);
     cuda_rope_backward_k<T><<<cuda_blocks(n, 256), 256, 0, s>>>(dqkv, dq, dk, dv, cs, sn, d->N, d->T, d->H, d->KV,
                                                                   d->hd);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 
 template <typename T>
 static int cuda_permute(cudaStream_t s, T *dst, const T *src, const cuda_dims *d, int64_t nh, int to_heads)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_ELEM);
     cuda_permute_k<T><<<cuda_blocks(d->N * nh * d->hd, 256), 256, 0, s>>>(dst, src, d->N, d->T, nh, d->hd, to_heads);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 

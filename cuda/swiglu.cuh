@@ -77,22 +77,24 @@ template <typename T> static int cuda_swiglu_vec(int64_t F, const void *a, const
 
 template <typename T> static int cuda_swiglu_forward(cudaStream_t s, T *h, const T *gu, int64_t N, int64_t F)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_ELEM);
     int vec = cuda_swiglu_vec<T>(F, h, gu, NULL);
     cuda_swiglu_forward_k<T><<<cuda_blocks(N * F, 256 * cuda_vec_n<T>::n), 256, 0, s>>>(h, gu, N, F, vec);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 
 template <typename T>
 static int cuda_swiglu_backward(cudaStream_t s, T *dgu, const float *dh, const T *gu, int64_t N, int64_t F)
 {
-    int rc = ST_OK;
+    int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_ELEM);
     int vec = cuda_swiglu_vec<T>(F, dgu, dh, gu);
     cuda_swiglu_backward_k<T><<<cuda_blocks(N * F, 256 * cuda_vec_n<T>::n), 256, 0, s>>>(dgu, dh, gu, N, F, vec);
     CU_LAUNCHED();
 exit:
+    cuda_kp_leave(s, kp_);
     return rc;
 }
 

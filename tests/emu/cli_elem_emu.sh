@@ -5,7 +5,8 @@
 # the whole vector zeroed (SPOTRAIN_CUDA_ZERO_ALL=1), over steps of two
 # micro-batches each (a wrong first write would add the previous step's
 # gradients); the classifier cut into chunks, with the dlogits kept whole
-# and per chunk, gives the losses of the unchunked run.
+# and per chunk, gives the losses of the unchunked run; the kernel-class
+# profile (SPOTRAIN_CUDA_PROFILE=2) names every class and its shares add up.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
 # module: cuda
@@ -51,4 +52,23 @@ for whole in 1 0; do
             "exit $r, losses '$l' vs '$l0': $(tail -n 2 ch$whole.err)"
     fi
 done
+# Not --quiet: the profile is a log line at exit.
+SPOTRAIN_CUDA_PROFILE=2 "$B" train /dev/null $(echo "$S" | sed 's/--quiet//') --set train.precision=bf16 \
+    --set train.run_dir=prof 2>prof.err
+r=$?
+chk=$(grep -o "kernel classes per step.*" prof.err | /usr/bin/python3 -c '
+import re, sys
+line = sys.stdin.read()
+want = ["GEMM", "attention", "softmax", "norms/elementwise", "classifier", "optimizer", "communication", "other"]
+got = dict((k, float(p)) for k, p in re.findall(r"([a-zA-Z/]+) [0-9.]+ ms \(([0-9.]+)%\)", line))
+bad = [k for k in want if k not in got]
+total = sum(got.values())
+busy = [k for k in ("GEMM", "attention", "norms/elementwise", "classifier", "optimizer") if got.get(k, 0) <= 0]
+print("OK" if not bad and abs(total - 100) < 0.5 and not busy else "bad: missing %s, total %.1f, idle %s" % (bad, total, busy))
+' 2>&1)
+if [ $r -eq 0 ] && [ "$chk" = OK ]; then
+    t_ok "SPOTRAIN_CUDA_PROFILE=2: every kernel class with its share, 100% in all"
+else
+    t_bad "SPOTRAIN_CUDA_PROFILE=2: every kernel class with its share" "exit $r: $chk; $(grep -o 'kernel classes.*' prof.err)"
+fi
 t_end
