@@ -8,14 +8,23 @@
 #   bash tests/device_check.sh            (device tool: carry build/device.tar.xz)
 # It unpacks the bundle when build/device/spotrain is missing or older, finds
 # cuBLASLt and NCCL where the machine keeps them (LD_LIBRARY_PATH, CUDA
-# directories, ldconfig, python site-packages nvidia/*/lib), runs every
-# check below and ends with one summary: GPU, driver, libraries; kernels vs
-# CPU; CPU vs CUDA parity; determinism; SIGTERM -> 75 -> resume;
+# directories, ldconfig, python site-packages nvidia/*/lib), and runs, in
+# this order: the ~1.2B benchmark and its PyTorch eager baseline first,
+# each with a fixed share of the budget (DC_BENCH_SHARE, DC_TORCH_SHARE
+# percent; a missing baseline is a SKIP; a run that finished its steps but
+# not its exit is not a failure), with the kernel-class profile of its
+# steps, its first loss against ln V and the device memory in use against
+# the --dry-run plan; kernels vs CPU; CPU vs CUDA parity; one step at
+# production shapes (dim 4096, 32 heads, T 4096, vocab 102400) against the
+# CPU backend; a 16K-context step; compute-sanitizer memcheck, racecheck
+# and synccheck on the kernel tests; determinism; SIGTERM -> 75 -> resume;
 # cross-backend resume; fp16 dynamic loss scaling (overflow skips, bitwise
 # resume, the manifest, the continuity warning); the NCCL data plane at
-# world size 1 and `selftest comm` on it; compute-sanitizer; the ~1.2B
-# benchmark beside PyTorch eager. A section that fails does not stop the
-# later ones; a section the time budget cannot fit is reported as SKIP.
+# world size 1 and `selftest comm` on it. It ends with the targets (MFU,
+# tokens/s against PyTorch, the 16K step) as target vs measured, which
+# never fail the check, and what one GPU cannot test. A section that fails
+# does not stop the later ones; a section the time budget cannot fit is
+# reported as SKIP. Checkpoints go to /dev/shm when it has room.
 # With $OUT set (the device tool sets it) the summary is rewritten to
 # $OUT/summary.txt after every line, so a call cut off at its limit still
 # returns what ran, and the logs go to $OUT/logs.tar.gz at the end.
@@ -71,9 +80,8 @@ cap() {
     [ "$l" -lt 10 ] && l=0
     echo "$l"
 }
-# Seconds kept for the benchmark while the earlier sections run.
-R_BENCH=100
-[ "$DRY" = 1 ] && R_BENCH=0
+# Seconds kept back while the sections run (the benchmark runs first now).
+R_BENCH=0
 finish() {
     local how="$1"
     printf '\n===== device_check summary (%s%ss of %ss, work dir %s) =====\n%s' "$how" \
@@ -181,6 +189,132 @@ if [ "$DRY" != 1 ] && ! grep -q "^cublasLt: [0-9]" "$W/version.txt"; then
     finish "" 1
 fi
 
+# --- benchmark first: ~1.2B deepseek-shaped, bf16, beside PyTorch eager --------
+# Run before anything else, each side with a fixed share of the budget
+# (DC_BENCH_SHARE and DC_TORCH_SHARE percent), so the numbers come back
+# however the later sections fare. spotrain runs with the kernel-class
+# profile (SPOTRAIN_CUDA_PROFILE=2: one event per class change, one sync
+# per step, which the step time includes). Its checkpoints go to tmpfs
+# when /dev/shm has room, zstd-compressed otherwise.
+HOW=""
+[ "$EMU" = 1 ] && HOW="rehearsal on the CUDA emulator, "
+[ "$DRY" = 1 ] && HOW="dry run on the CPU, "
+# verdict TEXT MEASURED OK: a target line (never a FAIL: targets are goals,
+# not checks of correctness); the rehearsal's numbers measure nothing.
+verdict() {
+    if [ "$EMU" = 1 ]; then res "target  $1: measured $2 (rehearsal: no verdict)"
+    elif [ "$3" = 1 ]; then res "target  $1: measured $2 (met)"
+    else res "target  $1: measured $2 (NOT met)"; fi
+}
+# skipw REASON: a SKIP for a reason other than the budget.
+skipw() { SKIPPED=1; res "SKIP $*"; }
+FAST=$W
+if [ "$(df -BG --output=avail /dev/shm 2>/dev/null | tail -1 | tr -dc 0-9)" -ge 40 ] 2>/dev/null; then
+    FAST=$(mktemp -d /dev/shm/spotrain-dc.XXXXXX 2>/dev/null) || FAST=$W
+fi
+CKPT_OPT="--set checkpoint.codec=none --set checkpoint.keep_last=1"
+[ "$FAST" = "$W" ] && CKPT_OPT="--set checkpoint.codec=zstd --set checkpoint.level=1 --set checkpoint.keep_last=1"
+BD=2048 BL=16 BH=16 BKV=16 BF=5504 BV=102400 BT=2048 BB=${BENCH_MICRO:-8} BS=${BENCH_STEPS:-14}
+BNAME="bench 1.2B bf16" TDEV="" GEMM_N=""
+# The rehearsal: the same commands and parsing on a toy model; PyTorch on
+# the CPU. Every number it prints measures nothing.
+[ "$EMU" = 1 ] && BD=32 BL=2 BH=2 BKV=2 BF=64 BV=256 BT=8 BB=${BENCH_MICRO:-1} \
+    BNAME="REHEARSAL, not a measurement: bench (emulator vs PyTorch on the CPU) toy bf16" TDEV="--device cpu" GEMM_N=256
+BIG="--set model.dim=$BD --set model.n_layers=$BL --set model.n_heads=$BH --set model.n_kv_heads=$BKV \
+--set model.ffn_dim=$BF --set model.vocab_size=$BV --set model.seq_len=$BT --set train.global_batch=$BB \
+--set train.micro_batch=$BB --set train.val_every=0 --set train.log_every=1 --set train.max_steps=$BS \
+--set checkpoint.interval_steps=10 $CKPT_OPT --set data.synthetic_samples=200000 \
+--set spot.provider=none --set train.backend=cuda --set train.precision=bf16"
+BSHARE=${DC_BENCH_SHARE:-30} TSHARE=${DC_TORCH_SHARE:-20}
+tps="" ttps="" mfu_spec="" first=""
+if [ "$DRY" = 1 ]; then
+    res "skip the benchmark (DC_CPU_DRYRUN)"
+else
+    timeout 60 "$BIN" train /dev/null $BIG --dry-run >"$W/bench-plan.txt" 2>&1
+    fpt=$(sed -n 's/^flops per token (fwd+bwd): //p' "$W/bench-plan.txt")
+    plan=$(sed -n 's/^  per-GPU total: \([0-9]*\) bytes.*/\1/p' "$W/bench-plan.txt")
+    tb=$((BUDGET * BSHARE / 100))
+    timeout -k 5 "$tb" env SPOTRAIN_CUDA_PROFILE=2 "$BIN" train /dev/null $BIG --set train.run_dir="$FAST/bench" \
+        2>"$W/bench.err"
+    rb=$?
+    cp "$FAST/bench/events.jsonl" "$W/bench-events.jsonl" 2>/dev/null
+    read -r tps first nsteps <<EOF2
+$(python3 - "$W/bench-events.jsonl" <<'PY' 2>/dev/null
+import json, statistics, sys
+ev = [o for o in map(json.loads, open(sys.argv[1])) if o.get("event") == "step"]
+v = [o["tok_per_s"] for o in ev if o["step"] > 2 and o["step"] % 10]
+print("%.0f" % statistics.median(v) if v else "-", "%.4f" % ev[0]["loss"] if ev else "-", len(ev))
+PY
+)
+EOF2
+    [ "$tps" = "-" ] && tps=""
+    [ "$first" = "-" ] && first=""
+    stall=$(python3 -c 'import json,sys; v=[o["stall_ms"] for o in map(json.loads, open(sys.argv[1])) if o.get("event")=="checkpoint"]; print("%.1f" % v[-1] if v else "?")' "$W/bench-events.jsonl" 2>/dev/null)
+    split=$(grep -o "step time split.*" "$W/bench.err" | tail -1)
+    classes=$(grep -o "kernel classes per step.*" "$W/bench.err" | tail -1)
+    mem=$(grep -o "device memory in use.*" "$W/bench.err" | tail -1)
+    snap=$(grep -o "checkpoint snapshot.*" "$W/bench.err" | tail -1)
+    rm -rf "$FAST/bench"
+    # PyTorch's share: its GEMM ceiling (at most 30 s of it), then its steps.
+    TPY="" TWANT='import sys, torch; sys.exit(not torch.cuda.is_available())'
+    [ "$EMU" = 1 ] && TWANT='import torch'
+    for py in python3 /usr/bin/python3; do
+        timeout 60 "$py" -c "$TWANT" 2>/dev/null && { TPY=$py; break; }
+    done
+    tt=$((BUDGET * TSHARE / 100)) ceil=""
+    if [ -n "$TPY" ]; then
+        t0=$(date +%s)
+        ceil=$(timeout -k 5 $((tt / 4 < 30 ? tt / 4 : 30)) "$TPY" "$ROOT/bench/torch_gpu.py" gemm $GEMM_N $TDEV 2>/dev/null |
+            sed -n 's/^gemm_bf16_tflops //p')
+        left=$((tt - ($(date +%s) - t0)))
+        [ "$left" -lt 10 ] && left=10
+        timeout -k 5 "$left" "$TPY" "$ROOT/bench/torch_gpu.py" train $BD $BL $BH $BKV $BF $BV $BT $BB 8 $TDEV \
+            >"$W/torch.txt" 2>"$W/torch.err"
+        ttps=$(sed -n 's/^torch_tokens_per_s //p' "$W/torch.txt")
+    fi
+    tpeak=$(sed -n 's/^torch_peak_gib //p' "$W/torch.txt" 2>/dev/null)
+    tver=$(sed -n 's/^torch_version //p' "$W/torch.txt" 2>/dev/null)
+    tattn=$(sed -n 's/^torch_attention //p' "$W/torch.txt" 2>/dev/null)
+    if [ -n "$tps" ] && [ -n "$fpt" ]; then
+        read -r mfu_spec mfu_meas <<EOF2
+$(python3 -c "import sys; t,f=float(sys.argv[1]),float(sys.argv[2]); c=float(sys.argv[3] or 0); print('%.1f' % (100*t*f/989e12), '%.1f' % (100*t*f/(c*1e12)) if c else '?')" "$tps" "$fpt" "${ceil:-0}")
+EOF2
+        res "$BNAME (micro-batch $BB x $BT, $nsteps steps): spotrain $tps tok/s, MFU $mfu_spec% of 989 TFLOP/s spec, $mfu_meas% of the measured GEMM ceiling ${ceil:-?} TFLOP/s"
+        # Steps that ran count even when the final save or the exit did not
+        # finish in the benchmark's share.
+        [ $rb -ne 0 ] && res "  note: spotrain exit $rb after its steps (not a failure: the share of $tb s ended; $(tail -1 "$W/bench.err"))"
+        res "  $split"
+        res "  profile, $classes"
+        res "  $mem; checkpoint stall $stall ms ($([ "$FAST" = "$W" ] && echo zstd on disk || echo tmpfs)); $snap"
+    else
+        fail "bench: spotrain exit $rb, no step finished in $tb s (bench.err: $(tail -1 "$W/bench.err"))"
+    fi
+    if [ -n "$ttps" ]; then
+        res "  pytorch $tver eager (${tattn:-?} attention, bf16 autocast): $ttps tok/s, peak ${tpeak:-?} GiB"
+    else
+        skipw "pytorch baseline: $([ -z "$TPY" ] && echo "no python with torch and CUDA" || echo "no result in its $tt s share ($(tail -1 "$W/torch.err" 2>/dev/null))")"
+    fi
+    # The first loss of a fresh model is about ln V (near-uniform logits).
+    if [ -n "$first" ]; then
+        python3 -c "import math,sys; l=float(sys.argv[1]); v=math.log(float(sys.argv[2])); sys.exit(0 if abs(l-v) <= 0.1*v else 1)" "$first" "$BV" &&
+            pass "bench first loss $first ~ ln $BV = $(python3 -c "import math; print('%.4f' % math.log($BV))")" ||
+            fail "bench first loss $first, want within 10% of ln $BV = $(python3 -c "import math; print('%.4f' % math.log($BV))")"
+    fi
+    # Device memory in use (cudaMemGetInfo at exit: every allocation and
+    # the context) against what --dry-run planned.
+    used=$(echo "$mem" | sed -n 's/^device memory in use \([0-9.]*\) GiB.*/\1/p')
+    if [ -n "$used" ] && [ -n "$plan" ]; then
+        pg=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / 2**30))" "$plan")
+        ratio=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) * 2**30 / float(sys.argv[2])))" "$used" "$plan")
+        if [ "$EMU" = 1 ]; then res "device memory in use $used GiB vs the --dry-run plan $pg GiB (x$ratio; rehearsal: no verdict)"
+        elif python3 -c "import sys; sys.exit(0 if 0.75 <= float(sys.argv[1]) <= 1.10 else 1)" "$ratio"; then
+            pass "device memory in use $used GiB vs the --dry-run plan $pg GiB (x$ratio, within -25%..+10%)"
+        else fail "device memory in use $used GiB vs the --dry-run plan $pg GiB (x$ratio, outside -25%..+10%)"; fi
+    else
+        fail "device memory vs plan: in use '${used}', plan '${plan}' bytes (bench.err, bench-plan.txt)"
+    fi
+fi
+
 # --- unit checks on the device ------------------------------------------------
 run_test() {   # name binary
     local out="$W/$1.txt" t
@@ -257,6 +391,88 @@ section() {
     return 1
 }
 cd "$W" || finish "" 1
+
+# --- correctness at production shapes --------------------------------------------
+# One step of a 2-layer model at dim 4096, 32 heads, T = 4096, vocab 102400
+# (the product and classifier shapes of a 7B, the lm_head in chunks) on the
+# GPU in fp32 against the CPU backend: the first loss and gradient norm.
+PRODS="--set model.dim=4096 --set model.n_layers=2 --set model.n_heads=32 --set model.n_kv_heads=32 \
+--set model.ffn_dim=11008 --set model.vocab_size=102400 --set model.seq_len=4096"
+[ "$EMU" = 1 ] && PRODS="--set model.dim=64 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=4 \
+--set model.ffn_dim=128 --set model.vocab_size=512 --set model.seq_len=16"
+[ "$DRY" = 1 ] && PRODS="--set model.dim=64 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=4 \
+--set model.ffn_dim=128 --set model.vocab_size=512 --set model.seq_len=32"
+PROD="$PRODS --set train.global_batch=1 --set train.micro_batch=1 --set train.max_steps=1 --set train.val_every=0 \
+--set train.log_every=1 --set checkpoint.interval_steps=1000 $CKPT_OPT --set data.synthetic_samples=1000 \
+--set spot.provider=none --set train.precision=fp32 --quiet"
+firststep() {
+    python3 -c 'import json,sys; e=[o for o in map(json.loads, open(sys.argv[1])) if o.get("event")=="step"]; print("%r %r" % (e[0]["loss"], e[0]["grad_norm"]) if e else "")' "$1" 2>/dev/null
+}
+if section "production shapes" 90; then
+    T 150 "$BIN" train /dev/null $PROD --set train.backend=$GB --set train.run_dir="$FAST/prod-gpu" 2>prod-gpu.err
+    rp1=$?
+    T 240 "$BIN" train /dev/null $PROD --set train.backend=cpu --set train.run_dir="$FAST/prod-cpu" 2>prod-cpu.err
+    rp2=$?
+    read -r lg ng <<EOF2
+$(firststep "$FAST/prod-gpu/events.jsonl")
+EOF2
+    read -r lc nc <<EOF2
+$(firststep "$FAST/prod-cpu/events.jsonl")
+EOF2
+    rm -rf "$FAST/prod-gpu" "$FAST/prod-cpu"
+    if [ -n "$lg" ] && [ -n "$lc" ] && python3 -c "import sys; a,b,c,d=map(float,sys.argv[1:]); sys.exit(0 if abs(a-c)<=1e-5*abs(c) and abs(b-d)<=1e-3*abs(d) else 1)" "$lg" "$ng" "$lc" "$nc"; then
+        pass "production shapes (2 layers, dim 4096, 32 heads, T 4096, vocab 102400; fp32): $GB loss $lg norm $ng = cpu loss $lc norm $nc (1e-5, 1e-3)"
+    else
+        fail "production shapes: $GB exit $rp1 loss '$lg' norm '$ng' vs cpu exit $rp2 loss '$lc' norm '$nc' (prod-*.err)"
+    fi
+fi
+
+# --- target: a 16K-context step of the 1.2B model fits ----------------------------
+L16="--set model.dim=2048 --set model.n_layers=16 --set model.n_heads=16 --set model.n_kv_heads=16 \
+--set model.ffn_dim=5504 --set model.vocab_size=102400 --set model.seq_len=16384"
+[ "$EMU" = 1 ] && L16="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=2 \
+--set model.ffn_dim=64 --set model.vocab_size=256 --set model.seq_len=64"
+long=""
+if [ "$DRY" != 1 ] && section "16K context" 60; then
+    T 120 "$BIN" train /dev/null $L16 --set train.global_batch=1 --set train.micro_batch=1 --set train.max_steps=2 \
+        --set train.val_every=0 --set train.log_every=1 --set checkpoint.interval_steps=1000 $CKPT_OPT \
+        --set data.synthetic_samples=100 --set spot.provider=none --set train.backend=cuda --set train.precision=bf16 \
+        --set train.run_dir="$FAST/long" 2>long.err
+    rl=$?
+    ls=$(python3 -c 'import json,sys; e=[o for o in map(json.loads, open(sys.argv[1])) if o.get("event")=="step"]; print("%d steps, %.0f tok/s" % (len(e), e[-1]["tok_per_s"]) if e else "")' "$FAST/long/events.jsonl" 2>/dev/null)
+    rm -rf "$FAST/long"
+    if [ -n "$ls" ]; then long="ran ($ls, exit $rl)"
+    else long="did not run: exit $rl: $(grep -m1 -i "memory\|error\|fail" long.err || tail -1 long.err)"; fi
+fi
+
+# --- compute-sanitizer on the kernel tests -------------------------------------------
+# memcheck, racecheck and synccheck on test_cuda_kernels (every kernel at
+# small shapes), not on the trainer. A machine that refuses the tool (no
+# permission for the profiling interface, an unsupported GPU or driver) is
+# a SKIP.
+if [ "$DRY" = 1 ]; then
+    :
+elif [ "$EMU" = 1 ]; then
+    # Not a SKIP that makes the exit 2: no rehearsal can run it.
+    res "SKIP compute-sanitizer (rehearsal: it checks a real GPU's memory accesses; $([ -n "$SAN" ] && echo "$SAN not used" || echo "not installed here"))"
+elif [ -z "$SAN" ]; then
+    skipw "compute-sanitizer: not installed (no compute-sanitizer on PATH or under /usr/local/cuda*)"
+else
+    for tool in memcheck racecheck synccheck; do
+        section "compute-sanitizer $tool" 30 || continue
+        T 90 "$SAN" --tool $tool --error-exitcode 99 "$TB/test_cuda_kernels" >san-$tool.txt 2>&1
+        rs=$?
+        sum=$(grep -h 'ERROR SUMMARY\|RACECHECK SUMMARY' san-$tool.txt | tail -1)
+        if [ $rs -eq 0 ] && grep -q " 0 failed" san-$tool.txt; then
+            pass "compute-sanitizer $tool on test_cuda_kernels: ${sum:-no summary line}"
+        elif [ $rs -eq 99 ] || grep -q "^FAIL" san-$tool.txt; then
+            fail "compute-sanitizer $tool on test_cuda_kernels: exit $rs: $sum (san-$tool.txt)"
+            grep -m5 -h "Invalid\|Race\|Barrier\|Error" san-$tool.txt >&2
+        else
+            skipw "compute-sanitizer $tool: refused here (exit $rs: $(grep -m1 -i "not supported\|unable\|permission\|error" san-$tool.txt || tail -1 san-$tool.txt))"
+        fi
+    done
+fi
 
 if section determinism 60; then
 T 120 "$BIN" train /dev/null $MED --set train.max_steps=30 --set train.run_dir=det1 2>det1.err
@@ -446,93 +662,19 @@ elif section NCCL 40; then
     fi
 fi
 
-# compute-sanitizer memcheck on one tiny step (bf16, then fp32).
-if [ "$DRY" = 1 ]; then
-    res "skip compute-sanitizer and the benchmark (DC_CPU_DRYRUN)"
-elif [ "$EMU" = 1 ]; then
-    # Not a SKIP that makes the exit 2: no rehearsal can run it.
-    res "SKIP compute-sanitizer (rehearsal: it checks a real GPU's memory accesses; $([ -n "$SAN" ] && echo "$SAN not used" || echo "not installed here"))"
-elif [ -z "$SAN" ]; then
-    fail "compute-sanitizer not found"
-elif section compute-sanitizer 40; then
-    ok=1
-    for p in bf16 fp32; do
-        T 120 "$SAN" --tool memcheck --error-exitcode 99 "$BIN" train /dev/null $TINY --set train.backend=cuda \
-            --set train.precision=$p --set train.max_steps=1 --set train.global_batch=4 --set train.run_dir=san-$p \
-            >san-$p.txt 2>&1 || ok=0
-    done
-    if [ $ok = 1 ]; then pass "compute-sanitizer memcheck: one tiny step, bf16 and fp32: $(grep -h 'ERROR SUMMARY' san-*.txt | tr '\n' ' ')"
-    else fail "compute-sanitizer: $(grep -h 'ERROR SUMMARY' san-*.txt | tr '\n' ' ') (san-*.txt in $W)"; grep -m5 -h "Invalid\|Error" san-*.txt >&2; fi
+# --- targets (issue 24): printed as target vs measured, never a FAIL ------------------
+if [ "$DRY" != 1 ]; then
+    if [ -n "$mfu_spec" ]; then
+        verdict "MFU >= 45% of spec peak (1.2B bench, bf16)" "$mfu_spec%" \
+            "$(python3 -c "import sys; print(int(float(sys.argv[1]) >= 45))" "$mfu_spec")"
+    else verdict "MFU >= 45% of spec peak (1.2B bench, bf16)" "no benchmark result" 0; fi
+    if [ -n "$tps" ] && [ -n "$ttps" ]; then
+        verdict "tokens/s >= 1.3x PyTorch eager" "$(python3 -c "import sys; print('%.2fx (%s vs %s tok/s)' % (float(sys.argv[1]) / float(sys.argv[2]), sys.argv[1], sys.argv[2]))" "$tps" "$ttps")" \
+            "$(python3 -c "import sys; print(int(float(sys.argv[1]) >= 1.3 * float(sys.argv[2])))" "$tps" "$ttps")"
+    else verdict "tokens/s >= 1.3x PyTorch eager" "spotrain '${tps:-none}', PyTorch '${ttps:-none}'" 0; fi
+    verdict "a 16K-context step of the 1.2B model fits (bf16, micro-batch 1)" "${long:-not run (budget)}" \
+        "$(case "$long" in ran*) echo 1 ;; *) echo 0 ;; esac)"
 fi
-
-# --- benchmark: ~1.2B deepseek-shaped, bf16, beside PyTorch eager --------------
-[ "$DRY" = 1 ] && finish "dry run on the CPU, " "$(dc_exit)"
-HOW=""
-[ "$EMU" = 1 ] && HOW="rehearsal on the CUDA emulator, "
-# target pass|fail LINE: the benchmark's verdicts; a rehearsal's numbers
-# compare nothing, so there they are lines, neither pass nor fail.
-target() {
-    if [ "$EMU" = 1 ]; then res "rehearsal, no verdict: would be $1: $2"; else "$@"; fi
-}
-R=0
-section benchmark 60 || finish "$HOW" "$(dc_exit)"
-BD=2048 BL=16 BH=16 BKV=16 BF=5504 BV=102400 BT=2048 BB=${BENCH_MICRO:-8} BS=${BENCH_STEPS:-14}
-BNAME="bench 1.2B bf16" TDEV="" GEMM_N=""
-# The rehearsal: the same commands and parsing on a toy model; PyTorch on
-# the CPU. Every number it prints measures nothing.
-[ "$EMU" = 1 ] && BD=32 BL=2 BH=2 BKV=2 BF=64 BV=256 BT=8 BB=${BENCH_MICRO:-1} \
-    BNAME="REHEARSAL, not a measurement: bench (emulator vs PyTorch on the CPU) toy bf16" TDEV="--device cpu" GEMM_N=256
-# The python whose torch sees the GPU (the first on PATH may have none,
-# or a CPU-only one); the rehearsal needs only torch.
-TPY=python3 TWANT='import sys, torch; sys.exit(not torch.cuda.is_available())'
-[ "$EMU" = 1 ] && TWANT='import torch'
-for py in python3 /usr/bin/python3; do
-    timeout 60 "$py" -c "$TWANT" 2>/dev/null && { TPY=$py; break; }
-done
-BIG="--set model.dim=$BD --set model.n_layers=$BL --set model.n_heads=$BH --set model.n_kv_heads=$BKV \
---set model.ffn_dim=$BF --set model.vocab_size=$BV --set model.seq_len=$BT --set train.global_batch=$BB \
---set train.micro_batch=$BB --set train.val_every=0 --set train.log_every=1 --set train.max_steps=$BS \
---set checkpoint.interval_steps=10 --set checkpoint.codec=none --set data.synthetic_samples=200000 \
---set spot.provider=none --set train.backend=cuda --set train.precision=bf16"
-fpt=$(timeout 60 "$BIN" train /dev/null $BIG --dry-run 2>/dev/null | sed -n 's/^flops per token (fwd+bwd): //p')
-# What is left goes to spotrain first, then PyTorch (its GEMM ceiling, then
-# its training steps): each gets about half of the rest.
-T $(( $(cap 600) / 2 + 30 )) env SPOTRAIN_CUDA_PROFILE=1 "$BIN" train /dev/null $BIG --set train.run_dir=bench 2>bench.err
-rb=$?
-tps=$(python3 - bench/events.jsonl <<'PY' 2>/dev/null
-import json, statistics, sys
-v = [o["tok_per_s"] for o in map(json.loads, open(sys.argv[1])) if o.get("event") == "step" and o["step"] > 2 and o["step"] % 10]
-print("%.0f" % statistics.median(v) if v else "")
-PY
-)
-stall=$(python3 -c 'import json,sys; v=[o["stall_ms"] for o in map(json.loads, open(sys.argv[1])) if o.get("event")=="checkpoint"]; print("%.1f" % v[-1] if v else "?")' bench/events.jsonl 2>/dev/null)
-ceil=$(T 45 "$TPY" "$ROOT/bench/torch_gpu.py" gemm $GEMM_N $TDEV 2>/dev/null | sed -n 's/^gemm_bf16_tflops //p')
-T 300 "$TPY" "$ROOT/bench/torch_gpu.py" train $BD $BL $BH $BKV $BF $BV $BT $BB 8 $TDEV >torch.txt 2>torch.err
-ttps=$(sed -n 's/^torch_tokens_per_s //p' torch.txt)
-tpeak=$(sed -n 's/^torch_peak_gib //p' torch.txt)
-tver=$(sed -n 's/^torch_version //p' torch.txt)
-tattn=$(sed -n 's/^torch_attention //p' torch.txt)
-split=$(grep -o "step time split.*" bench.err | tail -1)
-mem=$(grep -o "device memory in use.*" bench.err | tail -1)
-snap=$(grep -o "checkpoint snapshot.*" bench.err | tail -1)
-rm -rf bench/ckpt
-# Steps that ran count even when the final save did not finish in time.
-[ $rb -ne 0 ] && [ -n "$tps" ] && fail "bench: spotrain exit $rb after its steps (bench.err: $(tail -1 bench.err))"
-if [ -n "$tps" ] && [ -n "$fpt" ]; then
-    read -r mfu_spec mfu_meas <<EOF2
-$(python3 -c "import sys; t,f=float(sys.argv[1]),float(sys.argv[2]); c=float(sys.argv[3] or 0); print('%.1f' % (100*t*f/989e12), '%.1f' % (100*t*f/(c*1e12)) if c else '?')" "$tps" "$fpt" "${ceil:-0}")
-EOF2
-    res "$BNAME (micro-batch $BB x $BT): spotrain $tps tok/s, MFU $mfu_spec% of 989 TFLOP/s spec, $mfu_meas% of the measured GEMM ceiling ${ceil:-?} TFLOP/s"
-    res "  $split"
-    res "  $mem; checkpoint stall $stall ms; $snap"
-    res "  pytorch $tver eager (${tattn:-?} attention, bf16 autocast): ${ttps:-?} tok/s, peak ${tpeak:-?} GiB"
-    python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2] or 1e30) else 1)" "$tps" "${ttps:-}" &&
-        target pass "bench target: tokens/s >= PyTorch eager" || target fail "bench target: $tps tok/s < PyTorch eager ${ttps:-?}"
-    python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 35 else 1)" "$mfu_spec" &&
-        target pass "bench target: MFU >= 35% of spec" || target fail "bench target: MFU $mfu_spec% < 35% of spec"
-else
-    fail "bench: spotrain exit $rb, tok/s '$tps' (bench.err in $W)"
-    tail -3 bench.err >&2
-fi
-
+res "not testable on one GPU: NCCL between GPUs (the reduce-scatter and all-gather across ranks, NVLink/InfiniBand transports, a peer lost mid-collective, ZeRO shards on several GPUs); the NCCL path above ran at world size 1 only"
+[ "$FAST" != "$W" ] && rm -rf "$FAST"
 finish "$HOW" "$(dc_exit)"
