@@ -1,4 +1,5 @@
-/* RMSNorm forward (one block per row) and backward, with the CPU backend's
+/* RMSNorm forward (one block per row, 128-bit accesses where the row
+ * allows) and backward, with the CPU backend's
  * formulas (backend/cpu.c) and elem_rms_scale: sums of squares in double.
  * The weight w is W: fp32, or the 2-byte working copy under bf16/fp16.
  * Backward is one kernel: a block takes a fixed chunk of rows, one row at
@@ -14,19 +15,49 @@
 
 enum { CUDA_NORM_THREADS = 256 };
 
+/* vec: D a multiple of CUDA_NORM_VEC and x, w, out 16-byte aligned: each
+ * thread moves CUDA_NORM_VEC elements at a time with 128-bit accesses. */
+enum { CUDA_NORM_VEC = 8 };
+
 template <typename T, typename W>
-static __global__ void cuda_rmsnorm_forward_k(T *out, float *rs, const float *x, const W *w, int64_t D, double eps)
+static __global__ void cuda_rmsnorm_forward_k(T *out, float *rs, const float *x, const W *w, int64_t D, double eps,
+                                              int vec)
 {
     __shared__ double sh[32];
+    constexpr int E = CUDA_NORM_VEC;
     int64_t n = blockIdx.x;
     const float *xr = x + n * D;
     double ss = 0.0;
-    for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
-        ss += (double)xr[j] * (double)xr[j];
+    if (vec) {
+        for (int64_t j = (int64_t)threadIdx.x * E; j < D; j += (int64_t)blockDim.x * E) {
+            float xv[E];
+            cuda_ld128<E>(xv, xr + j);
+            CUDA_UNROLL
+            for (int k = 0; k < E; k++)
+                ss += (double)xv[k] * (double)xv[k];
+        }
+    } else {
+        for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
+            ss += (double)xr[j] * (double)xr[j];
+    }
     ss = cuda_block_sum(ss, sh);
     float r = elem_rms_scale(ss, D, eps);
     if (threadIdx.x == 0)
         rs[n] = r;
+    if (vec) {
+        for (int64_t j = (int64_t)threadIdx.x * E; j < D; j += (int64_t)blockDim.x * E) {
+            float xv[E];
+            W wv[E];
+            T o[E];
+            cuda_ld128<E>(xv, xr + j);
+            cuda_ld128<E>(wv, w + j);
+            CUDA_UNROLL
+            for (int k = 0; k < E; k++)
+                o[k] = cuda_st<T>((xv[k] * r) * cuda_f(wv[k]));
+            cuda_st128<E>(out + n * D + j, o);
+        }
+        return;
+    }
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
         out[n * D + j] = cuda_st<T>((xr[j] * r) * cuda_f(w[j]));
 }
@@ -153,7 +184,8 @@ static int cuda_rmsnorm_forward(cudaStream_t s, T *out, float *rs, const float *
                                 int64_t D, double eps)
 {
     int rc = ST_OK, kp_ = cuda_kp_enter(s, CUDA_K_ELEM);
-    cuda_rmsnorm_forward_k<T, W><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(out, rs, x, w, D, eps);
+    int vec = D % CUDA_NORM_VEC == 0 && cuda_aligned16(out) && cuda_aligned16(x) && cuda_aligned16(w);
+    cuda_rmsnorm_forward_k<T, W><<<(unsigned)N, CUDA_NORM_THREADS, 0, s>>>(out, rs, x, w, D, eps, vec);
     CU_LAUNCHED();
 exit:
     cuda_kp_leave(s, kp_);

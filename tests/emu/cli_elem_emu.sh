@@ -53,7 +53,8 @@ for whole in 1 0; do
     fi
 done
 # Not --quiet: the profile is a log line at exit.
-SPOTRAIN_CUDA_PROFILE=2 "$B" train /dev/null $(echo "$S" | sed 's/--quiet//') --set train.precision=bf16 \
+LOUD=$(echo "$S" | sed 's/--quiet//')
+SPOTRAIN_CUDA_PROFILE=2 "$B" train /dev/null $LOUD --set train.precision=bf16 \
     --set train.run_dir=prof 2>prof.err
 r=$?
 chk=$(grep -o "kernel classes per step.*" prof.err | /usr/bin/python3 -c '

@@ -70,7 +70,7 @@ static void kc_expect(const char *what, double rel)
     EXPECT(rel <= kc_tol());
 }
 
-/* D = 200 and 5000: the fused backward (256 and 320 threads, 1 and 16
+/* D = 200 and 5000: the fused backward (and the forward's 128-bit path) (256 and 320 threads, 1 and 16
  * columns per thread); 16400: wider than 16 x 1024, the three-kernel path. */
 static void kc_rmsnorm(int64_t N, int64_t D)
 {
@@ -113,6 +113,7 @@ static void test_rmsnorm(void)
     kc_rmsnorm(37, 200);
     kc_rmsnorm(19, 5000);
     kc_rmsnorm(5, 16400);
+    kc_rmsnorm(11, 203);   /* not a multiple of 8: the forward element by element */
 }
 
 static void test_rope(void)
@@ -244,9 +245,10 @@ static void test_crossentropy(void)
     free(z); free(dz); free(rdz); free(tok); free(row);
 }
 
-static void test_encoder(void)
+/* D = 70: the forward element by element; 72: 128-bit accesses. */
+static void kc_encoder(int64_t D)
 {
-    int64_t B = 3, T = 17, D = 70, V = 11, N = B * T;
+    int64_t B = 3, T = 17, V = 11, N = B * T;
     float *emb = kc_rnd((size_t)(V * D), 1), *dres = kc_rnd((size_t)(N * D), 1), *out = kc_zeros((size_t)(N * D));
     float *g = kc_rnd((size_t)(V * D), 1), *rg = malloc((size_t)(V * D) * 4);
     int32_t *tok = malloc((size_t)(B * (T + 1)) * sizeof *tok);
@@ -264,6 +266,12 @@ static void test_encoder(void)
     EXPECT(same);
     EXPECT(!memcmp(g, rg, (size_t)(V * D) * 4));   /* token order, as the CPU: bitwise */
     free(emb); free(dres); free(out); free(g); free(rg); free(tok);
+}
+
+static void test_encoder(void)
+{
+    kc_encoder(70);
+    kc_encoder(72);
 }
 
 static void test_adamw(void)
