@@ -7,7 +7,8 @@
  * chunk's weight-gradient partial sums in registers (each thread its own
  * columns, rows in order); a second small kernel adds the chunks' partials
  * in order. No atomics, the same bits every run, and dy and x are read
- * once. Rows wider than CUDA_NORM_COLS x 1024 take the three-kernel path. */
+ * once. Rows wider than CUDA_NORM_COLS x CUDA_NORM_BWD_MAX (8192) take the
+ * three-kernel path. */
 #ifndef SPOTRAIN_CUDA_RMSNORM_CUH
 #define SPOTRAIN_CUDA_RMSNORM_CUH
 
@@ -111,14 +112,16 @@ static __global__ void cuda_rmsnorm_dw_sum_k(float *dw, const double *part, int6
     dw[j] += (float)acc;
 }
 
-/* Columns each thread of the fused backward keeps in registers. */
-enum { CUDA_NORM_COLS = 16 };
+/* Columns each thread of the fused backward keeps in registers (about 100
+ * registers a thread: hence at most 512 threads a block, rows up to
+ * 16 x 512 = 8192 wide). */
+enum { CUDA_NORM_COLS = 16, CUDA_NORM_BWD_MAX = 512 };
 
 /* Block p: rows [p*rows, ...): dx as cuda_rmsnorm_backward_k; part[p][j]
  * as cuda_rmsnorm_dw_part_k (the same sum, the same order, so the same
  * bits). Thread t owns columns t + c*blockDim, c < CUDA_NORM_COLS. */
 template <typename T, typename W>
-static __global__ void __launch_bounds__(1024)
+static __global__ void __launch_bounds__(CUDA_NORM_BWD_MAX)
     cuda_rmsnorm_backward_fused_k(float *dx, T *dx_ct, double *part, const float *dy, const float *x,
                                   const float *rs, const W *w, int64_t N, int64_t D, int64_t rows, int accumulate)
 {
@@ -169,14 +172,14 @@ static __global__ void __launch_bounds__(1024)
 
 /* Threads for the fused backward: a whole number of warps, at least 256,
  * enough that CUDA_NORM_COLS columns each cover the row; 0 when a row is
- * too wide for 1024 of them. */
+ * too wide for CUDA_NORM_BWD_MAX of them. */
 static inline unsigned cuda_norm_bwd_threads(int64_t D)
 {
     int64_t t = (D + CUDA_NORM_COLS - 1) / CUDA_NORM_COLS;
     t = (t + 31) / 32 * 32;
     if (t < CUDA_NORM_THREADS)
         t = CUDA_NORM_THREADS;
-    return t > 1024 ? 0u : (unsigned)t;
+    return t > CUDA_NORM_BWD_MAX ? 0u : (unsigned)t;
 }
 
 template <typename T, typename W>
