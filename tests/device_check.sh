@@ -402,6 +402,8 @@ PRODS="--set model.dim=4096 --set model.n_layers=2 --set model.n_heads=32 --set 
 --set model.ffn_dim=128 --set model.vocab_size=512 --set model.seq_len=16"
 [ "$DRY" = 1 ] && PRODS="--set model.dim=64 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=4 \
 --set model.ffn_dim=128 --set model.vocab_size=512 --set model.seq_len=32"
+PNAME="2 layers, dim 4096, 32 heads, T 4096, vocab 102400"
+[ "$EMU" = 1 ] || [ "$DRY" = 1 ] && PNAME="a small stand-in for 2 layers, dim 4096, 32 heads, T 4096, vocab 102400"
 PROD="$PRODS --set train.global_batch=1 --set train.micro_batch=1 --set train.max_steps=1 --set train.val_every=0 \
 --set train.log_every=1 --set checkpoint.interval_steps=1000 $CKPT_OPT --set data.synthetic_samples=1000 \
 --set spot.provider=none --set train.precision=fp32 --quiet"
@@ -421,7 +423,7 @@ $(firststep "$FAST/prod-cpu/events.jsonl")
 EOF2
     rm -rf "$FAST/prod-gpu" "$FAST/prod-cpu"
     if [ -n "$lg" ] && [ -n "$lc" ] && python3 -c "import sys; a,b,c,d=map(float,sys.argv[1:]); sys.exit(0 if abs(a-c)<=1e-5*abs(c) and abs(b-d)<=1e-3*abs(d) else 1)" "$lg" "$ng" "$lc" "$nc"; then
-        pass "production shapes (2 layers, dim 4096, 32 heads, T 4096, vocab 102400; fp32): $GB loss $lg norm $ng = cpu loss $lc norm $nc (1e-5, 1e-3)"
+        pass "production shapes ($PNAME; fp32): $GB loss $lg norm $ng = cpu loss $lc norm $nc (1e-5, 1e-3)"
     else
         fail "production shapes: $GB exit $rp1 loss '$lg' norm '$ng' vs cpu exit $rp2 loss '$lc' norm '$nc' (prod-*.err)"
     fi
