@@ -112,10 +112,10 @@ static __global__ void cuda_rmsnorm_dw_sum_k(float *dw, const double *part, int6
     dw[j] += (float)acc;
 }
 
-/* Columns each thread of the fused backward keeps in registers (about 100
- * registers a thread: hence at most 512 threads a block, rows up to
- * 16 x 512 = 8192 wide). */
-enum { CUDA_NORM_COLS = 16, CUDA_NORM_BWD_MAX = 512 };
+/* Columns each thread of the fused backward keeps in registers (dy, x and
+ * the double partial: within the 64 registers 1024 threads a block allow),
+ * so rows up to 8 x 1024 = 8192 wide. */
+enum { CUDA_NORM_COLS = 8, CUDA_NORM_BWD_MAX = 1024 };
 
 /* Block p: rows [p*rows, ...): dx as cuda_rmsnorm_backward_k; part[p][j]
  * as cuda_rmsnorm_dw_part_k (the same sum, the same order, so the same
@@ -128,13 +128,10 @@ static __global__ void __launch_bounds__(CUDA_NORM_BWD_MAX)
     __shared__ double sh[32];
     int64_t p = blockIdx.x, n0 = p * rows, n1 = n0 + rows < N ? n0 + rows : N;
     double acc[CUDA_NORM_COLS];
-    float wj[CUDA_NORM_COLS], gj[CUDA_NORM_COLS], xj[CUDA_NORM_COLS];
+    float gj[CUDA_NORM_COLS], xj[CUDA_NORM_COLS];
     CUDA_UNROLL
-    for (int c = 0; c < CUDA_NORM_COLS; c++) {
-        int64_t j = threadIdx.x + (int64_t)c * blockDim.x;
+    for (int c = 0; c < CUDA_NORM_COLS; c++)
         acc[c] = 0.0;
-        wj[c] = j < D ? cuda_f(w[j]) : 0.0f;
-    }
     for (int64_t n = n0; n < n1; n++) {
         const float *xr = x + n * D, *g = dy + n * D;
         double dot = 0.0;
@@ -144,7 +141,7 @@ static __global__ void __launch_bounds__(CUDA_NORM_BWD_MAX)
             gj[c] = j < D ? g[j] : 0.0f;
             xj[c] = j < D ? xr[j] : 0.0f;
             if (j < D)
-                dot += (double)(gj[c] * wj[c]) * (double)xj[c];
+                dot += (double)(gj[c] * cuda_f(w[j])) * (double)xj[c];
         }
         dot = cuda_block_sum(dot, sh);
         float r = rs[n];
@@ -154,7 +151,7 @@ static __global__ void __launch_bounds__(CUDA_NORM_BWD_MAX)
             int64_t j = threadIdx.x + (int64_t)c * blockDim.x;
             if (j >= D)
                 continue;
-            float d = r * (gj[c] * wj[c]) - xj[c] * k;
+            float d = r * (gj[c] * cuda_f(w[j])) - xj[c] * k;   /* w: a cache hit, row after row */
             if (accumulate)
                 d = dx[n * D + j] + d;
             dx[n * D + j] = d;

@@ -70,9 +70,9 @@ static void kc_expect(const char *what, double rel)
     EXPECT(rel <= kc_tol());
 }
 
-/* D = 200 and 5000: the fused backward (256 and 320 threads, 1 and 16
+/* D = 200 and 5000: the fused backward (256 and 640 threads, 1 and 8
  * columns per thread) and the forward's 128-bit path; 8200: wider than
- * 16 x 512, the three-kernel backward. */
+ * 8 x 1024, the three-kernel backward. */
 static void kc_rmsnorm(int64_t N, int64_t D)
 {
     size_t nd = (size_t)(N * D);
