@@ -86,9 +86,9 @@ static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)
     int rc = cuda_arena_plan(&a, &c->shape, c->micro_batch, (cuda_prec)c->precision);
     if (rc != ST_OK)
         return rc;
-    /* Scores and probabilities: the [B,H,T,T] pair, quadratic in T. */
-    b->attn_scratch = memplan_arena_span(&a, cuda_arena_global(&a, CA_S)) +
-                      memplan_arena_span(&a, cuda_arena_global(&a, CA_P));
+    /* Flash attention (cuda/attention.cuh): the backward's row sums
+     * [B,H,T], linear in T; the tiles live in shared memory. */
+    b->attn_scratch = memplan_arena_span(&a, cuda_arena_global(&a, CA_DELTA));
     b->activations = (uint64_t)a.total - b->attn_scratch;
     b->act_none = (uint64_t)a.total;
     b->act_layers = 0;   /* no recompute on this backend */
