@@ -76,7 +76,7 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     dryrun_line(act, (double)g.activations);
-    dryrun_line("attention scores/probs", (double)g.attn_scratch);
+    dryrun_line("attention scratch", (double)g.attn_scratch);
     dryrun_line("cuBLASLt workspace", (double)g.workspace);
     if (g.comm > 0)
         dryrun_line("NCCL receive buffer", (double)g.comm);
