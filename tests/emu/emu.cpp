@@ -1128,6 +1128,8 @@ uint64_t emu_shfl(unsigned mask, uint64_t v, size_t size, int src_lane)
 
 void emu_fail_launch(const char *fmt, ...)
 {
+    if (emu_b.failed)
+        return;   /* the first message is the one that matters */
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "cuda emulator: %s: block (%u,%u,%u) thread %u: ", emu_b.kernel ? emu_b.kernel : "?", blockIdx.x,
