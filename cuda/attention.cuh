@@ -404,11 +404,12 @@ typedef struct {
 
 static inline int cuda_attention_check(const cuda_dims *d)
 {
-    if (d->hd > CUDA_FA_HMAX || d->hd < 1 || d->KV < 1 || d->H % d->KV || d->B * d->H > 65535)
-        return util_fail(ST_CONFIG, "cuda attention: head_dim %lld (at most %d), %lld heads over %lld kv heads, "
-                         "%lld sequences x heads (at most 65535) are not supported; use train.backend=cpu",
-                         (long long)d->hd, (int)CUDA_FA_HMAX, (long long)d->H, (long long)d->KV,
-                         (long long)(d->B * d->H));
+    if (d->hd > CUDA_FA_HMAX)
+        return util_fail(ST_CONFIG, "cuda attention: head_dim %lld is over the %d the flash kernels' tiles hold; "
+                         "use train.backend=cpu", (long long)d->hd, (int)CUDA_FA_HMAX);
+    if (d->B * d->H > 65535)
+        return util_fail(ST_CONFIG, "cuda attention: micro_batch x n_heads = %lld is over 65535 (the grid's "
+                         "second dimension); lower train.micro_batch", (long long)(d->B * d->H));
     return ST_OK;
 }
 

@@ -206,7 +206,8 @@ static void kc_attention_ref(const model_shape *s, int64_t B, const float *q, co
 
 /* Flash attention (cuda/attention.cuh) against the definition: T not a
  * multiple of the tile (32 rows in bf16, 16 in fp32), head_dim not a
- * multiple of 16, GQA groups of 1 and 3; and two runs give the same bits. */
+ * multiple of 16 and the largest (128), GQA groups of 1, 2 and 3; and two
+ * runs give the same bits. */
 static void kc_attention(int64_t T, int64_t H, int64_t KV, int64_t hd)
 {
     model_shape s = {.dim = H * hd, .n_layers = 1, .n_heads = H, .n_kv_heads = KV, .head_dim = hd, .ffn_dim = 32,
@@ -249,6 +250,13 @@ static void test_attention(void)
 {
     kc_attention(37, 2, 2, 16);   /* group 1 */
     kc_attention(70, 6, 2, 24);   /* group 3, head_dim padded to 32 */
+    kc_attention(33, 4, 2, 128);  /* the largest head_dim; one row past a tile */
+    /* past the largest head_dim: one line, nothing launched */
+    model_shape s = {.dim = 160, .n_layers = 1, .n_heads = 1, .n_kv_heads = 1, .head_dim = 160, .ffn_dim = 32,
+                     .vocab = 32, .seq_len = 4, .rope_theta = 10000, .norm_eps = 1e-5};
+    float *z = kc_zeros(4 * 160);
+    EXPECT(cuda_check_attention(kc_prec, &s, 1, z, z, z, z, z, z, z, z, z) == ST_CONFIG);
+    free(z);
 }
 
 static void test_swiglu(void)
