@@ -176,6 +176,16 @@ void comm_sum_pieces(float *out, const float *pieces, size_t stride, int world, 
     }
 }
 
+static int comm_reduce = COMM_REDUCE_CHAIN;
+
+int comm_reduce_parse(const char *s)
+{
+    return !s ? -1 : !strcmp(s, "chain") ? COMM_REDUCE_CHAIN : !strcmp(s, "nccl") ? COMM_REDUCE_NCCL : -1;
+}
+const char *comm_reduce_name(int reduce) { return reduce == COMM_REDUCE_NCCL ? "nccl" : "chain"; }
+void comm_set_reduce(int reduce) { comm_reduce = reduce == COMM_REDUCE_NCCL ? COMM_REDUCE_NCCL : COMM_REDUCE_CHAIN; }
+int comm_get_reduce(void) { return comm_reduce; }
+
 static double comm_timeout;
 
 double comm_set_timeout(double seconds)
@@ -617,7 +627,7 @@ static int comm_chain_step(comm_chain *ch, float *buf, size_t n, size_t a, size_
     comm_chain_chunk(n, a, b, W, C, j, &off, &cnt, &owner);
     float *g = buf + (off - a), *x = ch->slot + (size_t)s * ch->S;
     /* The slot's previous send (chunk j - SLOTS) must be done before reuse. */
-    if ((rc = comm_wait1(&ch->send[s], ch->send_peer[s], "gradient chain")) != ST_OK)
+    if ((rc = comm_wait1(&ch->send[s], ch->send_peer[s], "gradient exchange")) != ST_OK)
         return rc;
     if (me == 0) {
         if (ch->sent_chunk[s] >= 0 && (rc = comm_chain_final(ch, buf, n, a, b, C, (size_t)ch->sent_chunk[s])) != ST_OK)
@@ -626,12 +636,12 @@ static int comm_chain_step(comm_chain *ch, float *buf, size_t n, size_t a, size_
         ch->send_peer[s] = 1;
         return comm_check(MPI_Isend(g, (int)cnt, MPI_FLOAT, 1, 73, MPI_COMM_WORLD, &ch->send[s]), "send");
     }
-    if ((rc = comm_wait1(&ch->recv, me - 1, "gradient chain")) != ST_OK)
+    if ((rc = comm_wait1(&ch->recv, me - 1, "gradient exchange")) != ST_OK)
         return rc;
     float *y = ch->slot + (size_t)((j + 1) % COMM_CHAIN_SLOTS) * ch->S;
     /* The next partial goes to the next slot: its send (chunk j + 1 - SLOTS) first. */
     int ns = (int)((j + 1) % COMM_CHAIN_SLOTS);
-    if (j + 1 < J && (rc = comm_wait1(&ch->send[ns], ch->send_peer[ns], "gradient chain")) != ST_OK)
+    if (j + 1 < J && (rc = comm_wait1(&ch->send[ns], ch->send_peer[ns], "gradient exchange")) != ST_OK)
         return rc;
     if (j + 1 < J) {
         size_t o2, c2;
@@ -682,12 +692,12 @@ int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b)
      * order rank W-1 sends them. */
     for (size_t j = J > COMM_CHAIN_SLOTS ? J - COMM_CHAIN_SLOTS : 0; j < J && rc == ST_OK; j++) {
         int s = (int)(j % COMM_CHAIN_SLOTS);
-        rc = comm_wait1(&ch.send[s], ch.send_peer[s], "gradient chain");
+        rc = comm_wait1(&ch.send[s], ch.send_peer[s], "gradient exchange");
         if (rc == ST_OK && me == 0 && ch.sent_chunk[s] >= 0)
             rc = comm_chain_final(&ch, buf, n, a, b, C, (size_t)ch.sent_chunk[s]);
     }
     if (rc == ST_OK && ch.nfin > 0)
-        rc = comm_waitall(ch.fin, ch.fin_peer, ch.nfin, "gradient chain");
+        rc = comm_waitall(ch.fin, ch.fin_peer, ch.nfin, "gradient exchange");
 out:
     free(ch.slot);
     free(ch.fin);

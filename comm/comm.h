@@ -85,6 +85,15 @@ double comm_flat_send_bytes(size_t n, size_t a, size_t b, int r, int world);
 void comm_set_chunk(size_t floats);
 size_t comm_get_chunk(void);
 
+/* How gradients are reduced ([comm] reduce): the chain (rank-order sums,
+ * the CPU's bits) or, on the CUDA backend only, ncclReduceScatter (NCCL's
+ * own order: fast, not bitwise the CPU's). Read by cuda/nccl.cu. */
+enum { COMM_REDUCE_CHAIN = 0, COMM_REDUCE_NCCL = 1 };
+int comm_reduce_parse(const char *s);   /* -1: neither */
+const char *comm_reduce_name(int reduce);
+void comm_set_reduce(int reduce);
+int comm_get_reduce(void);
+
 /* A wait for peers (every collective below) still waiting after this many
  * seconds gives up with ST_WATCHDOG: a peer vanished or hung, and main's
  * MPI_Abort(86) ends the job instead of a hang. 0 waits forever (the

@@ -8,7 +8,8 @@
 # range of the master, the all-gather makes the working copy whole) ends
 # on the bits of an uninterrupted one; a 2-rank fp32 checkpoint continued
 # on 1 rank of the CPU backend learns like the 2-rank emulated run;
-# selftest comm over the device data plane in many rounds, bitwise.
+# selftest comm over the device data plane in many rounds, bitwise, and
+# against the flat host exchange on 2, 3 and 4 ranks.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
 # module: cuda comm
@@ -110,6 +111,14 @@ fi
 t_exit "selftest comm, cuda data plane, 256-float rounds: bitwise right" 0 \
     "NCCL send/receive.*256-float message rounds" \
     env SPOTRAIN_COMM_CHUNK=256 $M -x SPOTRAIN_COMM_CHUNK "$B" selftest comm /dev/null $S --set train.backend=cuda
+# The chain reduce-scatter as NCCL rounds (comm/xfer.c) against the flat
+# host exchange, bitwise, on 3 and 4 ranks too (values whose sums round).
+for w in 3 4; do
+    t_exit "selftest comm, cuda data plane, $w ranks: the chain = the flat exchange, bitwise" 0 \
+        "the chain reduce-scatter = the flat exchange, bitwise" \
+        env SPOTRAIN_COMM_CHUNK=256 mpirun -np $w --oversubscribe -x SPOTRAIN_COMM_CHUNK "$B" selftest comm /dev/null $S \
+        --set train.backend=cuda
+done
 t_exit "selftest comm, cuda data plane: the transport line from NCCL's INFO log" 0 "transport.*NET/emulated-MPI" \
     $M "$B" selftest comm /dev/null $S --set train.backend=cuda
 t_exit "selftest comm, cuda data plane: a wrong bit is caught (exit 70)" 70 "REDUCE-SCATTER WRONG" \
