@@ -162,12 +162,12 @@ enum { TRAINER_IO_FLOATS = 1 << 20 };
  * uninterrupted one. */
 /* A change of [comm] reduce since the checkpoint (recorded as "chain" or
  * "nccl"; "" before it was) is a change of the gradients' bits, as a
- * change of backend is, once more than one rank sums them. */
-static void trainer_reduce_continuity(trainer *t, const char *was)
+ * change of backend is, when more than one rank sums them on either side. */
+static void trainer_reduce_continuity(trainer *t, const char *was, int world_was)
 {
     const char *now = comm_reduce_name(comm_get_reduce());
     size_t len = strlen(t->continuity);
-    if (!was || !was[0] || !strcmp(was, now) || t->world < 2)
+    if (!was || !was[0] || !strcmp(was, now) || (t->world < 2 && world_was < 2))
         return;
     snprintf(t->continuity + len, sizeof t->continuity - len, "%sreduce %s -> %s", len ? ", " : "", was, now);
 }
@@ -246,7 +246,7 @@ static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t
         if (backend_continuity(t->b, in->backend, in->precision, in->device, t->continuity,
                                sizeof t->continuity) == 0)
             t->continuity[0] = 0;
-        trainer_reduce_continuity(t, in->reduce);
+        trainer_reduce_continuity(t, in->reduce, in->world_size);
         if (trainer_is_root(t)) {
             trainer_log(t, "resuming from %s (step %lld, saved by %d rank%s)", path, (long long)in->step,
                         in->world_size, in->world_size == 1 ? "" : "s");

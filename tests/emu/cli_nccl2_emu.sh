@@ -8,7 +8,9 @@
 # range of the master, the all-gather makes the working copy whole) ends
 # on the bits of an uninterrupted one; a 2-rank fp32 checkpoint continued
 # on 1 rank of the CPU backend learns like the 2-rank emulated run;
-# selftest comm over the device data plane in many rounds, bitwise, and
+# [comm] reduce = nccl refused where NCCL lacks ncclReduceScatter, recorded
+# in the manifest, and a resume across a change warned about; selftest
+# comm over the device data plane in many rounds, bitwise, and
 # against the flat host exchange on 2, 3 and 4 ranks.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
@@ -104,6 +106,24 @@ sys.exit(not (len(a) == len(b) == 3 and all(abs(x - y) <= 1e-5 * abs(y) for x, y
 else
     t_bad "fp32 2-rank checkpoint on 1 CPU rank" "exit $ro, losses '$l1' vs 2 ranks '$l2' $(tail -n 2 one.err)"
 fi
+
+# --- [comm] reduce = nccl ------------------------------------------------------
+# ncclReduceScatter is not emulated: 2 ranks refuse it at start, as with an
+# NCCL that lacks it (exit 69). One rank reduces nothing, so it trains; its
+# checkpoint records the setting, and 2 CPU ranks continuing it (the chain)
+# log the continuity warning naming the change.
+t_exit "reduce = nccl on an NCCL without ncclReduceScatter: refused (exit 69)" 69 \
+    "comm.reduce = nccl needs ncclReduceScatter" \
+    $M "$B" train /dev/null $S --set train.val_every=0 --set train.backend=cuda --set train.precision=fp32 \
+    --set comm.reduce=nccl --set train.max_steps=3 --set train.run_dir=rnccl
+"$B" train /dev/null $S --set train.val_every=0 --set train.backend=cuda --set train.precision=fp32 \
+    --set comm.reduce=nccl --set train.max_steps=3 --set train.run_dir=rn1 >/dev/null 2>&1
+t_exit "reduce = nccl: the manifest records it" 0 "" grep -q '"reduce":"nccl"' rn1/ckpt/step-00000003/manifest.json
+t_exit "2 CPU ranks continue a 1-rank reduce = nccl checkpoint" 0 "" \
+    $M "$B" resume /dev/null $S --set train.val_every=0 --set train.backend=cpu --set train.max_steps=4 \
+    --set train.run_dir=rn1
+t_exit "a resume across a change of reduce: the continuity record names it" 0 "" \
+    grep -Eq '"continuity".*reduce nccl -> chain' rn1/events.jsonl
 
 # --- selftest comm: the device data plane (cuda_dp) in 256-float rounds -----
 # Many rounds per collective (training above moves each in one), every size
