@@ -235,7 +235,7 @@ void cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda
     memplan_cfg c = {.shape = *s, .backend = MEMPLAN_CUDA, .precision = (memplan_prec)p,
                      .world = world > 0 ? world : 1, .ranks_per_node = 1, .micro_batch = micro_batch,
                      .recompute = MEMPLAN_RECOMPUTE_NONE, .zero = MEMPLAN_ZERO1,
-                     .comm_chunk = comm_get_chunk()};
+                     .comm_chunk = comm_get_chunk(), .reduce = comm_get_reduce()};
     memplan_bytes b;
     memset(m, 0, sizeof *m);
     if (memplan_compute(&c, &b) != ST_OK)

@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "comm/comm.h"
 #include "model/memplan.h"
+#include "comm/xfer.h"
 #include "util/util.h"
 
 #include <cblas.h>
@@ -239,8 +240,8 @@ static void test_memory_plan(void)
     cuda_memplan w8;
     cuda_memory_plan(&s, 4, 8, CUDA_BF16, &w8);
     EXPECT(w8.adam == m.adam / 8);
-    /* The NCCL receive buffer: one 4 Mi-float chunk per rank, none alone. */
-    EXPECT(m.comm == 0 && w8.comm == 8.0 * 4 * (double)COMM_CHUNK_DEFAULT);
+    /* The chain's slots: CUDA_XFER_CHAIN_SLOTS 4 Mi-float chunks, none alone. */
+    EXPECT(m.comm == 0 && w8.comm == (double)CUDA_XFER_CHAIN_SLOTS * 4 * (double)COMM_CHUNK_DEFAULT);
     EXPECT(w8.total - w8.comm < m.total);
     model_shape big = s;   /* deepseek-67b on one 80 GB GPU: does not fit */
     big.dim = 8192; big.n_layers = 95; big.n_heads = 64; big.n_kv_heads = 8; big.ffn_dim = 22016; big.seq_len = 4096;
