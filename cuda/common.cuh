@@ -50,7 +50,7 @@ extern "C" {
  * Each launching wrapper marks its class on its stream (cuda_kp_enter /
  * cuda_kp_leave): an event is recorded where the class changes, and the
  * time between two events is the earlier one's class. A GEMM inside a
- * marked section (attention's batched products) counts as that section;
+ * marked section counts as that section (softmax is fused in attention);
  * time between marked sections (memsets, copies, host gaps) is "other".
  * Read back once per step (cuda_kp_flush: one sync), so it is for a
  * device check's profile, not for training. */
