@@ -49,6 +49,7 @@ typedef struct {
     char *arena;
     cuda_arena plan;
     int recompute;                   /* train.recompute = layers: the arena keeps layer inputs + one set */
+    size_t used0;                    /* device bytes in use once the context existed, before any allocation */
     int64_t cap_b;
     int snap_recorded, stall_armed, stall_pending, snaps;
     double snap_bytes, snap_ms, stall_ms;
@@ -738,9 +739,13 @@ static void cuda_destroy(backend *be)
         if (c->copy)
             cudaStreamSynchronize(c->copy);
         size_t fr = 0, tot = 0;
+        /* Every allocation lives until here, so what this process added
+         * since its context is also its peak (tests/device_check.sh sets
+         * it against the memory plan). */
         if (c->profile && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
-            util_log("backend cuda: device memory in use %.2f GiB of %.2f (arena %.2f GiB)",
-                     (double)(tot - fr) / (1 << 30), (double)tot / (1 << 30), (double)c->plan.total / (1 << 30));
+            util_log("backend cuda: device memory in use %.2f GiB of %.2f (arena %.2f GiB); allocated since the "
+                     "context %zu bytes, arena %zu bytes", (double)(tot - fr) / (1 << 30), (double)tot / (1 << 30),
+                     (double)c->plan.total / (1 << 30), tot - fr - c->used0, c->arena ? c->plan.total : (size_t)0);
         if (c->profile && c->ph_steps > 0) {
             double all = c->ph_ms[0] + c->ph_ms[1] + c->ph_ms[2] + c->ph_ms[3];
             util_log("backend cuda: step time split over %lld steps: forward %.1f ms (%.0f%%), classifier+loss "
@@ -868,6 +873,11 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     CU_TRY(cudaEventCreate(&c->ev_stall1));
     CU_TRY(cudaEventCreateWithFlags(&c->ev_tokens, cudaEventDisableTiming));
     c->profile = getenv("SPOTRAIN_CUDA_PROFILE") && atoi(getenv("SPOTRAIN_CUDA_PROFILE")) > 0;
+    {
+        size_t fr = 0, tot = 0;
+        CU_TRY(cudaMemGetInfo(&fr, &tot));
+        c->used0 = tot - fr;
+    }
     for (int i = 0; i < 6; i++)
         CU_TRY(cudaEventCreate(&c->ev_ph[i]));
     if ((rc = cuda_gemm_init(&c->gemm, c->stream, prec, why, sizeof why)) != ST_OK) {
