@@ -498,8 +498,8 @@ try:
 except ValueError:
     print("no figures: layers '%s', none '%s'" % tuple(sys.argv[1:3])); sys.exit()
 ok = all(abs(g - p) <= 0.05 * p for g, p in ((gl, pl), (gn, pn), (gn - gl, pn - pl)))
-G = 2.0 ** 30
-print("%s: measured/planned GiB layers %.3f/%.3f, none %.3f/%.3f, saving %.3f/%.3f (arena %.3f vs %.3f)" % (
+G = 2.0 ** 20
+print("%s: measured/planned MiB layers %.1f/%.1f, none %.1f/%.1f, saving %.2f/%.2f (arena %.2f vs %.2f)" % (
     "OK" if ok else "off by more than 5%", gl / G, pl / G, gn / G, pn / G, (gn - gl) / G, (pn - pl) / G,
     al / G, an / G))
 PY
