@@ -307,7 +307,8 @@ static void test_recompute_bf16(void) { cp_recompute("bf16"); }
  * against the memory model's activations (scores included), recompute
  * none and layers: the arena is the plan's figure exactly, and the device
  * peak the step reached, above what the state held before it, within 5%
- * of it. The peak is the emulator's counter (tests/emu); on a GPU, whose
+ * of it; the peak from before the backend existed within 5% of the
+ * per-GPU total (less the context, which allocates nothing here). The peak is the emulator's counter (tests/emu); on a GPU, whose
  * allocator rounds to pages, tests/device_check.sh measures a bigger
  * model instead. */
 static void test_arena_peak(void)
@@ -334,13 +335,17 @@ static void test_arena_peak(void)
         double l = 0;
         EXPECT(memplan_compute(&mc, &mb) == ST_OK);
         act[r] = mb.activations + mb.attn_scratch;
+        size_t before = 0;   /* what earlier tests left held: nothing */
+        if (peak) {
+            peak(1);
+            before = peak(0);
+        }
         if (cp_backend_rc("cuda", "bf16", &L, w, r, &g)) {
             EXPECT(0);
             break;
         }
         EXPECT(backend_cuda_memory(g, &used0, &total) == ST_OK);
-        if (peak)
-            peak(1);
+        size_t state = peak ? peak(0) : 0;
         EXPECT(cp_run(g, tok, B, T, 1, &l) == ST_OK);
         EXPECT(backend_cuda_arena_bytes(g) == act[r]);
         if (peak) {
@@ -348,6 +353,12 @@ static void test_arena_peak(void)
             printf("    recompute %s: device peak of the step %.0f bytes above the state, plan's activations %llu "
                    "(ratio %.4f)\n", r ? "layers" : "none", got, (unsigned long long)act[r], got / (double)act[r]);
             EXPECT(got >= 0.95 * (double)act[r] && got <= 1.05 * (double)act[r]);
+            /* and the whole: the peak since before the backend existed
+             * against the per-GPU total less the context estimate */
+            double all = (double)(peak(0) - before), plan = (double)(mb.total - mb.context);
+            printf("    recompute %s: device peak %.0f bytes from nothing (%zu before the step), plan %.0f "
+                   "(ratio %.4f)\n", r ? "layers" : "none", all, state - before, plan, all / plan);
+            EXPECT(all >= 0.95 * plan && all <= 1.05 * plan);
         } else {
             printf("    recompute %s: arena %zu bytes = plan (no peak counter on a GPU)\n", r ? "layers" : "none",
                    backend_cuda_arena_bytes(g));
