@@ -54,6 +54,23 @@ static void dryrun_recompute(const cfg *c, const memplan_cfg *mc, const memplan_
            layers ? "none" : "layers", (double)(layers ? m->act_none : m->act_layers) / (1024.0 * 1024.0 * 1024.0));
 }
 
+/* Under the GPU's activations: the recompute setting they are for (auto:
+ * the choice against the GPU's size) and what the other would hold. */
+static void dryrun_gpu_recompute(const memplan_cfg *mc, const memplan_bytes *g, int autorc, double gib)
+{
+    int layers = mc->recompute == MEMPLAN_RECOMPUTE_LAYERS;
+    const double G = 1024.0 * 1024.0 * 1024.0;
+    if (autorc && gib <= 0)
+        printf("  (recompute auto: none; GPU memory unknown, pass --gpu-memory GiB or set cost.gpu)\n");
+    else if (autorc)
+        printf("  (recompute auto: %s against a %.0f GiB GPU: %.3f GiB with none)\n", layers ? "layers" : "none",
+               gib, (double)(g->total - (layers ? g->act_layers : g->act_none) + g->act_none) / G);
+    printf("  (recompute %s: %s; recompute %s would hold %.3f GiB)\n", layers ? "layers" : "none",
+           layers ? "every layer's input and one layer's activations, each layer's forward rerun in its backward"
+                  : "every layer's activations kept for the backward",
+           layers ? "none" : "layers", (double)(layers ? g->act_none : g->act_layers) / G);
+}
+
 /* backend cuda: what one GPU holds at the configured precision (the memory
  * model over cuda/plan.c's arena), and whether that fits the GPU memory
  * given by --gpu-memory or the cost section (cost.gpu_memory_gib, else
@@ -62,7 +79,13 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
 {
     memplan_cfg mc;
     memplan_bytes g;
-    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK || memplan_compute(&mc, &g) != ST_OK) {
+    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
+    /* recompute = auto: what the trainer picks against the GPU's memory
+     * (here the configured size: no GPU is asked). */
+    int autorc = !strcmp(c->recompute, "auto");
+    uint64_t avail = gib > 0 ? (uint64_t)(gib * 1024.0 * 1024.0 * 1024.0) : 0;
+    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK ||
+        (autorc ? memplan_choose_recompute(&mc, avail, &g) : memplan_compute(&mc, &g)) != ST_OK) {
         printf("per-GPU memory with backend cuda: not planned (%s)\n", util_last_error());
         return;
     }
@@ -77,6 +100,7 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     dryrun_line(act, (double)g.activations);
     dryrun_line("attention scratch", (double)g.attn_scratch);
+    dryrun_gpu_recompute(&mc, &g, autorc, gib);
     dryrun_line("cuBLASLt workspace", (double)g.workspace);
     if (g.comm > 0)
         dryrun_line("NCCL gradient buffers", (double)g.comm);
@@ -84,7 +108,6 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     dryrun_line("total", (double)g.total);
     printf("  per-GPU total: %llu bytes (host RAM besides: %.3f GiB checkpoint snapshot)\n",
            (unsigned long long)g.total, (double)g.host / (1024.0 * 1024.0 * 1024.0));
-    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
     double need = (double)g.total / (1024.0 * 1024.0 * 1024.0);
     char advice[640];
     if (gib <= 0) {

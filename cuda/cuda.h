@@ -35,6 +35,15 @@ void cuda_library_versions(char *out, size_t cap);
 /* The CUDA backend (device-resident state; backend/backend.h). */
 int backend_cuda_create(backend **out, const model_layout *L, const backend_opts *o);
 
+/* train.recompute for a cuda backend before its first step (auto); ST_SOFTWARE
+ * once the activation arena is allocated. */
+int backend_cuda_set_recompute(backend *be, int recompute);
+/* The activation arena's bytes as allocated (0 before the first step). */
+size_t backend_cuda_arena_bytes(const backend *be);
+/* The device's memory in use (by every process on it) and its size,
+ * from cudaMemGetInfo. */
+int backend_cuda_memory(const backend *be, size_t *used, size_t *total);
+
 /* The cuda backend's data plane on its own (backend_plane, for `selftest
  * comm`): picks this rank's GPU, creates the NCCL communicator over all
  * MPI ranks and sends NCCL's INFO log to a temporary file; collectives

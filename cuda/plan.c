@@ -140,8 +140,14 @@ int cuda_arena_dlogits_whole(const cuda_arena *a, const cuda_dims *d)
 
 int cuda_arena_plan(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p)
 {
+    return cuda_arena_plan_rc(a, s, B, p, 0);
+}
+
+int cuda_arena_plan_rc(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p, int recompute)
+{
     memset(a, 0, sizeof *a);
     cuda_dims_init(&a->d, s, B);
+    a->recompute = recompute != 0;
     const cuda_dims *d = &a->d;
     size_t ct = cuda_prec_bytes(p), f = 4, N = (size_t)d->N, D = (size_t)d->D, F = (size_t)d->F;
     size_t BHT = (size_t)(d->B * d->H * d->T), qn = N * (size_t)d->qd, kn = N * (size_t)d->kvd;
@@ -174,8 +180,13 @@ int cuda_arena_plan(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p)
     for (size_t i = 0; i < a->n; i++) {
         size_t li = (size_t)d->L * CA_PER_LAYER;
         size_t b = i < li ? per[i % CA_PER_LAYER] : glob[i - li];
-        a->off[i] = off;
         a->bytes[i] = b;
+        /* Recompute: past layer 0 only the input gets bytes of its own. */
+        if (a->recompute && i < li && i >= CA_PER_LAYER && i % CA_PER_LAYER != CA_RES) {
+            a->off[i] = a->off[i % CA_PER_LAYER];
+            continue;
+        }
+        a->off[i] = off;
         off += (b + CUDA_ARENA_ALIGN - 1) / CUDA_ARENA_ALIGN * CUDA_ARENA_ALIGN;
     }
     a->total = off;

@@ -84,7 +84,10 @@ cuda_gemm_cm cuda_gemm_colmajor(const cuda_gemm *g);
 
 /* The activation arena: one device allocation, every buffer at an offset
  * aligned to CUDA_ARENA_ALIGN bytes. Per layer: what the backward needs;
- * then the shared scratch. */
+ * then the shared scratch. With recompute (train.recompute = layers) only
+ * CA_RES, the layer's input, is kept per layer: every other per-layer
+ * entry of every layer names the same one set (layer 0's offsets), which
+ * the backward refills by rerunning the layer's forward from its input. */
 enum { CUDA_ARENA_ALIGN = 256 };
 enum {
     CA_RES,    /* f32 [N,D] the layer's input (residual stream)             */
@@ -128,6 +131,7 @@ enum {
 
 typedef struct {
     cuda_dims d;
+    int recompute;          /* 1: one set of layer activations shared by all layers */
     size_t ct;              /* bytes of the compute type */
     size_t n;               /* entries: L * CA_PER_LAYER + CA_GLOBAL_COUNT */
     size_t *off, *bytes;    /* per entry */
@@ -135,6 +139,8 @@ typedef struct {
 } cuda_arena;
 
 int cuda_arena_plan(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p);
+/* The same with recompute 0 (every layer's set) or 1 (inputs + one set). */
+int cuda_arena_plan_rc(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p, int recompute);
 void cuda_arena_free(cuda_arena *a);
 size_t cuda_arena_layer(const cuda_arena *a, int64_t layer, int kind);  /* entry index */
 size_t cuda_arena_global(const cuda_arena *a, int kind);

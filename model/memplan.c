@@ -92,17 +92,26 @@ static uint64_t memplan_arena_span(const cuda_arena *a, size_t i)
 
 static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)
 {
-    cuda_arena a;
-    int rc = cuda_arena_plan(&a, &c->shape, c->micro_batch, (cuda_prec)c->precision);
-    if (rc != ST_OK)
-        return rc;
+    cuda_arena a[2];
+    /* Both settings: the arena of each (recompute keeps the layer inputs
+     * and one layer's set), so either figure can be printed. */
+    for (int r = 0; r < 2; r++) {
+        int rc = cuda_arena_plan_rc(&a[r], &c->shape, c->micro_batch, (cuda_prec)c->precision, r);
+        if (rc != ST_OK) {
+            if (r)
+                cuda_arena_free(&a[0]);
+            return rc;
+        }
+    }
+    const cuda_arena *use = &a[c->recompute == MEMPLAN_RECOMPUTE_LAYERS];
     /* Flash attention (cuda/attention.cuh): the backward's row sums
      * [B,H,T], linear in T; the tiles live in shared memory. */
-    b->attn_scratch = memplan_arena_span(&a, cuda_arena_global(&a, CA_DELTA));
-    b->activations = (uint64_t)a.total - b->attn_scratch;
-    b->act_none = (uint64_t)a.total;
-    b->act_layers = 0;   /* no recompute on this backend */
-    cuda_arena_free(&a);
+    b->attn_scratch = memplan_arena_span(use, cuda_arena_global(use, CA_DELTA));
+    b->activations = (uint64_t)use->total - b->attn_scratch;
+    b->act_none = (uint64_t)a[0].total;
+    b->act_layers = (uint64_t)a[1].total;
+    cuda_arena_free(&a[0]);
+    cuda_arena_free(&a[1]);
     /* fp32 and tf32 run the GEMMs on the master copy itself. */
     b->working = c->precision == MEMPLAN_BF16 || c->precision == MEMPLAN_FP16 ? b->master / 2 : 0;
     b->workspace = CUDA_WORKSPACE_BYTES;
@@ -143,9 +152,6 @@ static int memplan_check(const memplan_cfg *c)
         return memplan_refuse(ST_CONFIG, "memplan: ZeRO stage %d (%s) is CPU only for now; the CUDA backend shards "
                          "only Adam m and v (stage 1)", c->zero,
                          c->zero == 2 ? "sharded gradients" : "sharded gradients and parameters");
-    if (c->backend == MEMPLAN_CUDA && c->recompute == MEMPLAN_RECOMPUTE_LAYERS)
-        return memplan_refuse(ST_CONFIG, "memplan: recompute = layers is CPU-only for now; plan backend cuda with "
-                         "recompute = none");
     if (c->recompute != MEMPLAN_RECOMPUTE_NONE && c->recompute != MEMPLAN_RECOMPUTE_LAYERS)
         return memplan_refuse(ST_SOFTWARE, "memplan: recompute %d is neither none nor layers", (int)c->recompute);
     return ST_OK;
@@ -183,7 +189,7 @@ int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
 {
     c->recompute = MEMPLAN_RECOMPUTE_NONE;
     int rc = memplan_compute(c, b);
-    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+    if (rc != ST_OK || avail == 0 || b->total <= avail)
         return rc;
     c->recompute = MEMPLAN_RECOMPUTE_LAYERS;
     return memplan_compute(c, b);
@@ -217,7 +223,7 @@ int memplan_choose_zero_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes 
 {
     c->recompute = MEMPLAN_RECOMPUTE_NONE;
     int rc = memplan_choose_zero(c, avail, b);
-    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+    if (rc != ST_OK || avail == 0 || b->total <= avail)
         return rc;
     c->recompute = MEMPLAN_RECOMPUTE_LAYERS;
     return memplan_choose_zero(c, avail, b);
@@ -261,11 +267,9 @@ void memplan_advice(const memplan_cfg *c, const memplan_bytes *b, char *buf, siz
                  : snprintf(buf + n, cap - (size_t)n, "activations %.1f GiB at micro_batch 1, the smallest", act);
     if (n < 0 || (size_t)n >= cap)
         return;
-    if (c->backend == MEMPLAN_CPU && c->recompute == MEMPLAN_RECOMPUTE_NONE)
+    if (c->recompute == MEMPLAN_RECOMPUTE_NONE)
         n += snprintf(buf + n, cap - (size_t)n, "; train.recompute = layers holds %.1f GiB of activations "
                       "instead", (double)b->act_layers / MEMPLAN_GIB);
-    else if (c->backend == MEMPLAN_CUDA)
-        n += snprintf(buf + n, cap - (size_t)n, "; recompute is CPU-only for now");
     if (n < 0 || (size_t)n >= cap)
         return;
     if (c->backend == MEMPLAN_CPU && c->zero < MEMPLAN_ZERO3)

@@ -72,9 +72,10 @@ uint64_t memplan_cpu_activation_bytes(const model_shape *s, int64_t B, int recom
 /* Of those, the per-thread attention scratch. */
 uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads);
 
-/* train.recompute = auto: plans with none and, on the CPU backend when
- * that total exceeds avail bytes (> 0), switches to layers; c->recompute
- * and out hold the choice. CUDA keeps none (no recompute there yet). */
+/* train.recompute = auto: plans with none and, when that total exceeds
+ * avail bytes (> 0: this process's share of RAM on the CPU backend, the
+ * GPU's memory on CUDA), switches to layers; c->recompute and out hold
+ * the choice. */
 int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
 /* train.zero = auto: the lowest stage whose plan fits avail bytes (> 0),
  * the smallest plan when none does; CUDA, or avail 0 (unknown), keeps 1.

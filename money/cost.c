@@ -287,11 +287,12 @@ static void cost_print_memory(const cost_opts *o, const cost_plan *p)
         return;
     }
     const memplan_bytes *b = &o->mem;
-    printf("memory per GPU (backend cuda, %s, micro_batch %lld; ZeRO stage %d: Adam m and v sharded over %lld "
+    printf("memory per GPU (backend cuda, %s, micro_batch %lld%s; ZeRO stage %d: Adam m and v sharded over %lld "
            "GPUs,\n  full fp32 master, working copy and gradients on every GPU): %.1f GiB\n"
            "  master %.1f + working %.1f + gradients %.1f + Adam %.1f + activations %.1f + workspace,\n"
            "  context and buffers %.1f GiB\n", cost_prec_name(o->mem_cfg.precision),
-           (long long)o->mem_cfg.micro_batch, o->mem_cfg.zero, (long long)p->gpus, m->per_gpu_gib,
+           (long long)o->mem_cfg.micro_batch,
+           o->mem_cfg.recompute == MEMPLAN_RECOMPUTE_LAYERS ? ", recompute layers" : "", o->mem_cfg.zero, (long long)p->gpus, m->per_gpu_gib,
            (double)b->master / COST_GIB, (double)b->working / COST_GIB, (double)b->grads / COST_GIB,
            (double)b->adam / COST_GIB, (double)(b->activations + b->attn_scratch) / COST_GIB,
            (double)(b->workspace + b->context + b->comm + b->buckets) / COST_GIB);
@@ -426,6 +427,8 @@ static json_object *cost_memory_json(const cost_opts *o, const cost_plan *p)
     json_object_object_add(m, "precision", json_object_new_string(cost_prec_name(o->mem_cfg.precision)));
     json_object_object_add(m, "zero_stage", json_object_new_int(o->mem_cfg.zero));
     json_object_object_add(m, "micro_batch", json_object_new_int64(o->mem_cfg.micro_batch));
+    json_object_object_add(m, "recompute", json_object_new_string(
+        o->mem_cfg.recompute == MEMPLAN_RECOMPUTE_LAYERS ? "layers" : "none"));
     for (size_t i = 0; i < sizeof cat / sizeof cat[0]; i++)
         json_object_object_add(m, cat[i].k, json_object_new_int64((int64_t)cat[i].v));
     json_object_object_add(m, "per_gpu_gib", cost_jnum(p->mem.per_gpu_gib));

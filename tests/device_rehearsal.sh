@@ -61,9 +61,10 @@ grep -q "cuBLASLt dir: $D/spotrain-dc\.[^/]*/site/nvidia/cublas/lib; NCCL dir: $
 for want in "^ok   kernels: " "^ok   parity: " "^ok   determinism" "^ok   SIGTERM" "^ok   cross-backend" \
     "^ok   fp16 dynamic loss scaling" "^ok   fp16 loss scaling: resumed" "^ok   manifest: cuda fp16 dynamic" \
     "^ok   fp16 checkpoint resumed in bf16" "^ok   fp16 train.loss_scale = 128" "^ok   NCCL path at world 1" \
-    "^ok   selftest comm on cuda" "^SKIP compute-sanitizer (rehearsal" "^REHEARSAL, not a measurement: bench" \
+    "^ok   selftest comm on cuda" "^ok   recompute layers: 30 steps" "^ok   recompute device memory vs plan" \
+    "^SKIP compute-sanitizer (rehearsal" "^REHEARSAL, not a measurement: bench" \
     "pytorch .* eager" "^  profile, kernel classes per step over [0-9]* steps: GEMM .*; other " \
-    "^ok   bench first loss " "^device memory in use .* vs the --dry-run plan .*rehearsal: no verdict" \
+    "^ok   bench first loss " "^ok   device memory allocated since the context .* vs the --dry-run plan .* within 10%" \
     "^ok   production shapes (a small stand-in for 2 layers, dim 4096" \
     "^target  MFU >= 45% of spec peak .*: measured [0-9.]*% (rehearsal: no verdict)" \
     "^target  tokens/s >= 1.3x PyTorch eager: measured [0-9.]*x .*(rehearsal: no verdict)" \

@@ -1093,35 +1093,36 @@ static int trainer_zero_auto(trainer *t, const model_shape *s)
     return ST_OK;
 }
 
-/* train.recompute = auto: the memory model's per-process plan with none
- * against this rank's share of MemAvailable (the node's ranks split it);
- * over it, the CPU backend switches to layers before its first step. CUDA
- * has no recompute yet: none, with the plan said. */
+/* train.recompute = auto: the memory model's plan with none against what
+ * a rank has: on the CPU its share of MemAvailable (the node's ranks split
+ * it), on a GPU the device's memory; over it, the backend switches to
+ * layers before its first step. */
 static int trainer_recompute_auto(trainer *t, const model_shape *s)
 {
     const double gib = 1024.0 * 1024.0 * 1024.0;
-    int local, cuda = strcmp(t->b->name, "cpu") != 0;
-    uint64_t avail = trainer_mem_share(t, &local);
+    int local = 1, cuda = strcmp(t->b->name, "cpu") != 0;
+    uint64_t avail = cuda ? backend_device_bytes(t->b) : trainer_mem_share(t, &local);
     memplan_cfg mc;
     memplan_bytes b;
     int rc = cfg_memplan(t->c, s, cuda, t->world, &mc);
     mc.zero = t->zero;
-    if (rc == ST_OK && (rc = memplan_choose_recompute(&mc, cuda ? 0 : avail, &b)) != ST_OK)
+    if (rc == ST_OK && (rc = memplan_choose_recompute(&mc, avail, &b)) != ST_OK)
         return util_fail(rc, "%s", util_last_error());
     if (rc == ST_OK && mc.recompute == MEMPLAN_RECOMPUTE_LAYERS)
-        rc = backend_cpu_set_recompute(t->b, 1);
+        rc = backend_set_recompute(t->b, 1);
     if (rc != ST_OK)
         return rc;
-    if (cuda)
-        trainer_log(t, "recompute auto: none (backend %s has no recompute); plan %.3f GiB per GPU", t->b->name,
-                    (double)b.total / gib);
-    else if (avail == 0)
-        trainer_log(t, "recompute auto: none (MemAvailable unknown); plan %.3f GiB per process",
-                    (double)b.total / gib);
+    const char *pick = mc.recompute == MEMPLAN_RECOMPUTE_LAYERS ? "layers" : "none";
+    if (avail == 0)
+        trainer_log(t, "recompute auto: none (%s unknown); plan %.3f GiB per %s", cuda ? "GPU memory" : "MemAvailable",
+                    (double)b.total / gib, cuda ? "GPU" : "process");
+    else if (cuda)
+        trainer_log(t, "recompute auto: %s; plan %.3f GiB per GPU against the GPU's %.3f GiB: %.3f GiB headroom%s",
+                    pick, (double)b.total / gib, (double)avail / gib, ((double)avail - (double)b.total) / gib,
+                    (double)b.total > (double)avail ? " (does not fit even with layers)" : "");
     else
         trainer_log(t, "recompute auto: %s; plan %.3f GiB per process against %.3f GiB available to each of %d "
-                    "rank%s on this node: %.3f GiB headroom%s",
-                    mc.recompute == MEMPLAN_RECOMPUTE_LAYERS ? "layers" : "none", (double)b.total / gib,
+                    "rank%s on this node: %.3f GiB headroom%s", pick, (double)b.total / gib,
                     (double)avail / gib, local, local == 1 ? "" : "s", ((double)avail - (double)b.total) / gib,
                     (double)b.total > (double)avail ? " (does not fit even with layers)" : "");
     return ST_OK;

@@ -806,6 +806,9 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total)
     return cudaSuccess;
 }
 
+/* The most bytes cudaMalloc'd at once (emu_device_peak). */
+static size_t emu_peak;
+
 /* 256-byte aligned like the device allocator; malloc, so ASan sees every
  * byte past the end of an allocation (the rounding up is left unused).
  * Filled with 0xff: NaN in fp32, bf16 and fp16, so a kernel that reads
@@ -831,8 +834,19 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
         return emu_err(cudaErrorMemoryAllocation);
     emu_dev[(uintptr_t)q] = bytes;
     emu_in_use += bytes;
+    if (emu_in_use > emu_peak)
+        emu_peak = emu_in_use;
     *p = q;
     return cudaSuccess;
+}
+
+extern "C" size_t emu_device_peak(int reset)
+{
+    EMU_LOCK();
+    size_t p = emu_peak;
+    if (reset)
+        emu_peak = emu_in_use;
+    return p;
 }
 
 /* After a failed kernel the frees still free (the context's memory goes

@@ -178,6 +178,10 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);
 
+/* The peak of bytes held by cudaMalloc allocations since the last reset
+ * (reset: restart it from what is held now); tests find it by dlsym. */
+extern "C" size_t emu_device_peak(int reset);
+
 /* 1 when [p, p + bytes) lies inside one cudaMalloc allocation. */
 extern "C" int emu_is_device(const void *p, size_t bytes);
 
