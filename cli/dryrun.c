@@ -216,7 +216,9 @@ int dryrun_plan(const cfg *c, int world)
     dryrun_line("gradient exchange buffers", (double)m.comm);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    dryrun_line(act, (double)(m.activations + m.attn_scratch));
+    dryrun_line(act, (double)m.activations);
+    /* Per thread, whatever seq_len: the tiled attention's score tiles. */
+    dryrun_line("attention scratch (tiles)", (double)m.attn_scratch);
     dryrun_zero(c, &mc, &m);
     dryrun_recompute(c, &mc, &m);
     dryrun_line("total", (double)m.total);
