@@ -1,6 +1,6 @@
-/* Per-element math shared by every backend: the exp and log approximations, SiLU and
- * SwiGLU, the RoPE rotation, the RMS scale, the AdamW element update and
- * bf16 round-to-nearest-even. Compiles as C (static inline) and under nvcc
+/* Per-element math shared by every backend: the exp and log approximations,
+ * SiLU and SwiGLU, the RoPE rotation, the RMS scale, the AdamW element update
+ * and bf16 round-to-nearest-even. Compiles as C (static inline) and under nvcc
  * (host and device), so the CPU tests cover what the GPU kernels compute. */
 #ifndef SPOTRAIN_ELEM_H
 #define SPOTRAIN_ELEM_H
