@@ -5,6 +5,7 @@
  * gradients (and parameters) held as the rank's range, moved bucket by
  * bucket of whole layers through comm's span collectives. */
 #include "backend.h"
+#include "backend/gemm.h"
 #include "comm/comm.h"
 #include "model/elem.h"
 #include "model/memplan.h"
@@ -40,6 +41,7 @@ typedef struct {
 typedef struct {
     model_shape s;
     int nt;
+    int gemm;               /* gemm_lib of every matrix product */
     float *params, *grads;  /* full flat vectors; [lo,hi) only: grads from ZeRO 2, params at 3 */
     float *m, *v;           /* Adam moments of [lo,hi) */
     int zero;               /* ZeRO stage 1, 2 or 3 */
@@ -68,31 +70,35 @@ typedef struct {
     int64_t scratch_per_thread;
 } cpu_impl;
 
-/* Every matrix product runs as fixed row chunks, each a single-threaded
- * OpenBLAS call inside our own OpenMP loop: one thread pool instead of two
- * fighting over the cores, and chunk boundaries that depend on the shape
- * only, so results are bitwise the same for any thread count (OpenBLAS's own
- * threading changes the rounding with the thread count). */
-enum { CPU_GEMM_CHUNKS = 8, CPU_GEMM_MIN_ROWS = 64 };
-
-/* C[M,N] = op(A) op(B) + beta C, row-major; ta: A is stored [K,M]. */
+/* C[M,N] = op(A) op(B) + beta C, row-major; ta: A is stored [K,M]. Fixed
+ * row chunks of single-threaded calls of the library picked (gemm.c): the
+ * bits depend on the library and its kernel, never on the thread count.
+ * backend_cpu_gemm_shapes lists these calls for cpu_gemm = auto's timing. */
 static void cpu_gemm(const cpu_impl *c, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    int64_t rows = (M + CPU_GEMM_CHUNKS - 1) / CPU_GEMM_CHUNKS;
-    rows = (rows + 15) / 16 * 16;
-    if (rows < CPU_GEMM_MIN_ROWS)
-        rows = CPU_GEMM_MIN_ROWS;
-    int64_t nch = (M + rows - 1) / rows;
-    /* Dynamic: a chunk's result does not depend on which thread runs it, and
-     * a core shared with another process then slows only its own chunks. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nt)
-    for (int64_t i = 0; i < nch; i++) {
-        int64_t r0 = i * rows, m = M - r0 < rows ? M - r0 : rows;
-        const float *a = ta ? A + r0 : A + r0 * lda;
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m,
-                    (int)N, (int)K, 1.0f, a, (int)lda, B, (int)ldb, beta, C + r0 * ldc, (int)ldc);
-    }
+    gemm_run(c->gemm, c->nt, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+int backend_cpu_gemm_shapes(const model_shape *s, int64_t B, gemm_shape *out, int cap)
+{
+    int64_t N = B * s->seq_len, D = s->dim, F = s->ffn_dim, V = s->vocab, Ly = s->n_layers;
+    int64_t qd = s->n_heads * s->head_dim, qkvd = qd + 2 * s->n_kv_heads * s->head_dim;
+    const gemm_shape all[] = {
+        /* cpu_layer_fwd */
+        {0, 1, N, qkvd, D, 0.0f, Ly}, {0, 1, N, D, qd, 1.0f, Ly}, {0, 1, N, 2 * F, D, 0.0f, Ly},
+        {0, 1, N, D, F, 1.0f, Ly},
+        /* cpu_head, and its backward in cpu_trunk_bwd */
+        {0, 1, N, V, D, 0.0f, 1}, {1, 0, V, D, N, 1.0f, 1}, {0, 0, N, D, V, 0.0f, 1},
+        /* cpu_trunk_bwd, per layer */
+        {0, 0, N, F, D, 0.0f, Ly}, {1, 0, D, F, N, 1.0f, Ly}, {1, 0, 2 * F, D, N, 1.0f, Ly},
+        {0, 0, N, D, 2 * F, 0.0f, Ly}, {0, 0, N, qd, D, 0.0f, Ly}, {1, 0, D, qd, N, 1.0f, Ly},
+        {1, 0, qkvd, D, N, 1.0f, Ly}, {0, 0, N, D, qkvd, 0.0f, Ly},
+    };
+    int n = (int)(sizeof all / sizeof all[0]);
+    for (int i = 0; i < n && i < cap; i++)
+        out[i] = all[i];
+    return n;
 }
 
 /* cpu_layer sets held: every layer's, or the one that recompute refills. */
@@ -1008,6 +1014,34 @@ int backend_cpu_blas_check(char *out, size_t cap)
                                    cap);
 }
 
+/* be->libraries: OpenBLAS's configuration (attention's products and the
+ * rest) and the library and kernel of cpu_gemm's products. */
+static void cpu_libraries(backend *be, int lib)
+{
+    char d[160];
+    gemm_describe(lib, d, sizeof d);
+    snprintf(be->libraries, sizeof be->libraries, "%s; cpu_gemm %s", openblas_get_config(), d);
+}
+
+int backend_cpu_set_gemm(backend *be, int lib)
+{
+    char why[200];
+    if (gemm_open(lib, why, sizeof why) != ST_OK)
+        return util_fail(ST_UNAVAILABLE, "train.cpu_gemm = %s: %s; or use cpu_gemm = openblas (or auto)",
+                         gemm_name(lib), why);
+    ((cpu_impl *)be->impl)->gemm = lib;
+    cpu_libraries(be, lib);
+    return ST_OK;
+}
+
+int backend_cpu_gemm_pick(const backend *be, int64_t B, const char *cache, int *lib, char *note, size_t cap)
+{
+    const cpu_impl *c = be->impl;
+    gemm_shape s[32];
+    int n = backend_cpu_gemm_shapes(&c->s, B, s, 32);
+    return gemm_pick(s, n, c->nt, be->device, cache, lib, note, cap);
+}
+
 int backend_cpu_create(backend **out, const model_layout *L, const backend_opts *o)
 {
     *out = NULL;
@@ -1027,7 +1061,18 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     be->name = "cpu";
     be->precision = "fp32";
     cpu_model_name(be->device, sizeof be->device);
-    snprintf(be->libraries, sizeof be->libraries, "%s", openblas_get_config());
+    char why[200];
+    int gl = o->cpu_gemm > 0 && o->cpu_gemm < GEMM_LIBS ? o->cpu_gemm : GEMM_OPENBLAS;
+    if (gemm_open(gl, why, sizeof why) != ST_OK) {
+        free(be);
+        free(c);
+        return util_fail(ST_UNAVAILABLE, "train.cpu_gemm = %s: %s; or use cpu_gemm = openblas (or auto)",
+                         gemm_name(gl), why);
+    }
+    /* The library and kernel of the products: a resume under another one
+     * is not bitwise continuous, and backend_continuity says so. */
+    cpu_libraries(be, gl);
+    c->gemm = gl;
     backend_cpu_blas_check(be->warning, sizeof be->warning);
     be->L = L;
     be->rank = o->rank;
@@ -1037,7 +1082,7 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     c->nt = o->threads > 0 ? o->threads : omp_get_num_procs();
     c->recompute = o->recompute;
     c->zero = o->zero > 1 ? o->zero : 1;
-    openblas_set_num_threads(1);
+    openblas_set_num_threads(1);   /* attention's own cblas calls run inside our threads too */
     if (o->flush_denormals)
         cpu_flush_denormals(c->nt);
     c->qd = c->s.n_heads * c->s.head_dim;

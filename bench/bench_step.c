@@ -67,7 +67,7 @@ static int bench_run(const bench_model *bm, int threads, int warmup)
     int rc = model_layout_init(&L, &bm->s);
     if (rc != ST_OK)
         return rc;
-    rc = backend_cpu_create(&be, &L, &(backend_opts){"cpu", NULL, threads, 0, 1, 0, 0, 1});
+    rc = backend_cpu_create(&be, &L, &(backend_opts){"cpu", NULL, threads, 0, 1, 0, 0, 1, 0});
     if (rc != ST_OK)
         goto out;
     size_t ntok = (size_t)(bm->batch * (bm->s.seq_len + 1));
