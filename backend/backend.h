@@ -109,6 +109,16 @@ int backend_cpu_set_recompute(backend *be, int recompute);
  * (gemm_pick on be's shapes, threads and CPU). */
 int backend_cpu_set_gemm(backend *be, int lib);
 int backend_cpu_gemm_pick(const backend *be, int64_t B, const char *cache, int *lib, char *note, size_t cap);
+/* The per-part profile of the CPU backend (make bench): on = 1 starts it
+ * at zero, 0 stops it. _read fills up to cap parts (name, wall seconds on
+ * the calling thread, floating-point operations of the products; 0 for
+ * element-wise parts) and returns how many there are. */
+typedef struct {
+    const char *name;
+    double seconds, flops;
+} backend_cpu_part;
+int backend_cpu_profile(backend *be, int on);
+int backend_cpu_profile_read(const backend *be, backend_cpu_part *out, int cap);
 int backend_cpu_gemm_shapes(const model_shape *s, int64_t B, gemm_shape *out, int cap);
 /* 1 when backend_create would give name ("cpu" | "cuda" | "auto") the CPU
  * backend: cpu, or auto with no usable GPU (train.zero = auto plans the

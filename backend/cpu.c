@@ -23,6 +23,12 @@
 #include <string.h>
 #include <strings.h>
 
+enum { CPU_P_GEMM, CPU_P_HEAD, CPU_P_XENT, CPU_P_ATTN, CPU_P_NORM, CPU_P_SWIGLU, CPU_P_ROPE, CPU_P_EMBED,
+       CPU_P_OPTIM, CPU_P_COMM, CPU_PARTS };
+static const char *const cpu_part_names[CPU_PARTS] = {
+    "gemm (layers)", "classifier gemm", "cross-entropy", "attention", "rmsnorm", "swiglu", "rope", "embedding",
+    "optimizer", "comm"};
+
 /* Activations one layer keeps for its backward pass. With recompute =
  * layers only one set exists: each layer's backward (but the last layer's,
  * which finds the forward's set still there) first reruns that layer's
@@ -38,9 +44,16 @@ typedef struct {
     float *h;           /* [N, F] silu(gate) * up */
 } cpu_layer;
 
+/* The per-part profile (backend_cpu_profile): seconds and floating-point
+ * operations of each part of the step, on the calling thread's clock. */
+typedef struct {
+    double sec[CPU_PARTS], flops[CPU_PARTS];
+} cpu_prof;
+
 typedef struct {
     model_shape s;
     int nt;
+    cpu_prof *prof;         /* NULL unless profiling */
     int gemm;               /* gemm_lib of every matrix product */
     float *params, *grads;  /* full flat vectors; [lo,hi) only: grads from ZeRO 2, params at 3 */
     float *m, *v;           /* Adam moments of [lo,hi) */
@@ -74,10 +87,31 @@ typedef struct {
  * row chunks of single-threaded calls of the library picked (gemm.c): the
  * bits depend on the library and its kernel, never on the thread count.
  * backend_cpu_gemm_shapes lists these calls for cpu_gemm = auto's timing. */
+static void cpu_prof_add(const cpu_impl *c, int part, double t0, double flops)
+{
+    if (c->prof) {
+        c->prof->sec[part] += util_now() - t0;
+        c->prof->flops[part] += flops;
+    }
+}
+/* Runs call, booked to part when profiling. */
+#define CPU_PROF(c, part, flops, call)                                                                         \
+    do {                                                                                                       \
+        double t0_ = (c)->prof ? util_now() : 0.0;                                                            \
+        call;                                                                                                  \
+        cpu_prof_add((c), (part), t0_, (flops));                                                               \
+    } while (0)
+
+static void cpu_gemm_as(const cpu_impl *c, int part, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    CPU_PROF(c, part, 2.0 * (double)M * (double)N * (double)K,
+             gemm_run(c->gemm, c->nt, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc));
+}
 static void cpu_gemm(const cpu_impl *c, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    gemm_run(c->gemm, c->nt, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    cpu_gemm_as(c, CPU_P_GEMM, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 int backend_cpu_gemm_shapes(const model_shape *s, int64_t B, gemm_shape *out, int cap)
@@ -588,6 +622,13 @@ static size_t cpu_bucket_floats(const backend *be)
     return most;
 }
 
+/* Attention's products for the profile: QK^T and PV over the full T x T
+ * (what the kernels compute); the backward runs twice the forward's. */
+static double cpu_attn_flops(const cpu_impl *c, int64_t B, int64_t T, int times)
+{
+    return 4.0 * times * (double)B * (double)c->s.n_heads * (double)T * (double)T * (double)c->s.head_dim;
+}
+
 /* Layer l's forward from its input c->res[l] into y. out: where the
  * layer's output goes (c->res[l + 1]); NULL when a backward reruns the
  * layer only for y, which needs no down projection. Every kernel has a
@@ -598,17 +639,19 @@ static void cpu_layer_fwd(backend *be, int64_t l, cpu_layer *y, int64_t B, int64
     const model_layout *L = be->L;
     int64_t D = c->s.dim, F = c->s.ffn_dim, N = B * T;
     const float *x = c->res[l];
-    cpu_rmsnorm_fwd(c, y->xn1, y->rs1, x, cpu_w(be, model_layer(L, l, MODEL_LN1)), N);
+    CPU_PROF(c, CPU_P_NORM, 0.0,
+             cpu_rmsnorm_fwd(c, y->xn1, y->rs1, x, cpu_w(be, model_layer(L, l, MODEL_LN1)), N));
     /* q, k and v weights are adjacent in the flat vector: one GEMM. */
     cpu_gemm(c, 0, 1, N, c->qkvd, D, y->xn1, D, cpu_w(be, model_layer(L, l, MODEL_Q)), D, 0.0f, y->qkv, c->qkvd);
-    cpu_rope(c, y->qkv, c->qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, 1);
-    cpu_attn_fwd(c, y, B, T);
+    CPU_PROF(c, CPU_P_ROPE, 0.0, cpu_rope(c, y->qkv, c->qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, 1));
+    CPU_PROF(c, CPU_P_ATTN, cpu_attn_flops(c, B, T, 1), cpu_attn_fwd(c, y, B, T));
     memcpy(y->mid, x, (size_t)(N * D) * sizeof(float));
     cpu_gemm(c, 0, 1, N, D, c->qd, y->ao, c->qd, cpu_w(be, model_layer(L, l, MODEL_O)), c->qd, 1.0f, y->mid, D);
-    cpu_rmsnorm_fwd(c, y->xn2, y->rs2, y->mid, cpu_w(be, model_layer(L, l, MODEL_LN2)), N);
+    CPU_PROF(c, CPU_P_NORM, 0.0,
+             cpu_rmsnorm_fwd(c, y->xn2, y->rs2, y->mid, cpu_w(be, model_layer(L, l, MODEL_LN2)), N));
     /* gate and up are adjacent too. */
     cpu_gemm(c, 0, 1, N, 2 * F, D, y->xn2, D, cpu_w(be, model_layer(L, l, MODEL_GATE)), D, 0.0f, y->gu, 2 * F);
-    cpu_swiglu_fwd(c, y->h, y->gu, N);
+    CPU_PROF(c, CPU_P_SWIGLU, 0.0, cpu_swiglu_fwd(c, y->h, y->gu, N));
     if (!out)
         return;
     memcpy(out, y->mid, (size_t)(N * D) * sizeof(float));
@@ -625,16 +668,19 @@ static int cpu_trunk_fwd(backend *be, const int32_t *tokens, int64_t B, int64_t 
     if (rc != ST_OK)
         return rc;
     const float *emb = cpu_w(be, model_embed(be->L));
+    double t0 = c->prof ? util_now() : 0.0;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t n = 0; n < N; n++)
         memcpy(c->res[0] + n * D, emb + (int64_t)tokens[(n / T) * stride + n % T] * D, (size_t)D * sizeof(float));
+    cpu_prof_add(c, CPU_P_EMBED, t0, 0.0);
     for (int64_t l = 0; l < c->s.n_layers && rc == ST_OK; l++)
         if ((rc = cpu_gather_bucket(be, l)) == ST_OK)
             cpu_layer_fwd(be, l, cpu_ly(c, l), B, T, c->res[l + 1]);
     /* The final norm and lm_head stay gathered through the head and its
      * backward. */
     if (rc == ST_OK && (rc = cpu_gather_bucket(be, c->s.n_layers)) == ST_OK)
-        cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(be->L)), N);
+        CPU_PROF(c, CPU_P_NORM, 0.0,
+                 cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(be->L)), N));
     return rc;
 }
 
@@ -644,7 +690,8 @@ static double cpu_head(backend *be, const int32_t *tokens, int64_t B, int grad, 
 {
     cpu_impl *c = be->impl;
     int64_t D = c->s.dim, V = c->s.vocab, T = c->s.seq_len, N = B * T;
-    cpu_gemm(c, 0, 1, N, V, D, c->xnf, D, cpu_w(be, model_lm_head(be->L)), D, 0.0f, c->logits, V);
+    cpu_gemm_as(c, CPU_P_HEAD, 0, 1, N, V, D, c->xnf, D, cpu_w(be, model_lm_head(be->L)), D, 0.0f, c->logits, V);
+    double t0 = c->prof ? util_now() : 0.0;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t n = 0; n < N; n++) {
         float *z = c->logits + n * V;
@@ -677,6 +724,7 @@ static double cpu_head(backend *be, const int32_t *tokens, int64_t B, int grad, 
     double total = 0.0;
     for (int64_t n = 0; n < N; n++)
         total += c->rowloss[n];
+    cpu_prof_add(c, CPU_P_XENT, t0, 0.0);
     return total;
 }
 
@@ -688,11 +736,12 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
     int64_t qd = c->qd, qkvd = c->qkvd;
     const model_param *lm = model_lm_head(L);
     cpu_open_bucket(be, c->s.n_layers);
-    cpu_gemm(c, 1, 0, V, D, N, c->logits, V, c->xnf, D, 1.0f, cpu_g(be, lm), D);
-    cpu_gemm(c, 0, 0, N, D, V, c->logits, V, cpu_w(be, lm), D, 0.0f, c->dxn, D);
+    cpu_gemm_as(c, CPU_P_HEAD, 1, 0, V, D, N, c->logits, V, c->xnf, D, 1.0f, cpu_g(be, lm), D);
+    cpu_gemm_as(c, CPU_P_HEAD, 0, 0, N, D, V, c->logits, V, cpu_w(be, lm), D, 0.0f, c->dxn, D);
     memset(c->dres, 0, (size_t)(N * D) * sizeof(float));
     const model_param *fn = model_final_norm(L);
-    cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, fn), c->dxn, c->res[c->s.n_layers], c->rsf, cpu_w(be, fn), N);
+    CPU_PROF(c, CPU_P_NORM, 0.0,
+             cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, fn), c->dxn, c->res[c->s.n_layers], c->rsf, cpu_w(be, fn), N));
     int rc = cpu_close_bucket(be, c->s.n_layers);
     for (int64_t l = c->s.n_layers - 1; l >= 0 && rc == ST_OK; l--) {
         cpu_layer *y = cpu_ly(c, l);
@@ -708,18 +757,21 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
         /* MLP */
         cpu_gemm(c, 0, 0, N, F, D, c->dres, D, cpu_w(be, pd), F, 0.0f, c->dh, F);
         cpu_gemm(c, 1, 0, D, F, N, c->dres, D, y->h, F, 1.0f, cpu_g(be, pd), F);
-        cpu_swiglu_bwd(c, c->dgu, c->dh, y->gu, N);
+        CPU_PROF(c, CPU_P_SWIGLU, 0.0, cpu_swiglu_bwd(c, c->dgu, c->dh, y->gu, N));
         cpu_gemm(c, 1, 0, 2 * F, D, N, c->dgu, 2 * F, y->xn2, D, 1.0f, cpu_g(be, pg), D);
         cpu_gemm(c, 0, 0, N, D, 2 * F, c->dgu, 2 * F, cpu_w(be, pg), D, 0.0f, c->dxn, D);
-        cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n2), c->dxn, y->mid, y->rs2, cpu_w(be, n2), N);
+        CPU_PROF(c, CPU_P_NORM, 0.0,
+                 cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n2), c->dxn, y->mid, y->rs2, cpu_w(be, n2), N));
         /* attention */
         cpu_gemm(c, 0, 0, N, qd, D, c->dres, D, cpu_w(be, po), qd, 0.0f, c->dao, qd);
         cpu_gemm(c, 1, 0, D, qd, N, c->dres, D, y->ao, qd, 1.0f, cpu_g(be, po), qd);
-        cpu_attn_bwd(c, y, B, T);
-        cpu_rope(c, c->dqkv, qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, -1);
+        CPU_PROF(c, CPU_P_ATTN, cpu_attn_flops(c, B, T, 2), cpu_attn_bwd(c, y, B, T));
+        CPU_PROF(c, CPU_P_ROPE, 0.0,
+                 cpu_rope(c, c->dqkv, qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, -1));
         cpu_gemm(c, 1, 0, qkvd, D, N, c->dqkv, qkvd, y->xn1, D, 1.0f, cpu_g(be, pq), D);
         cpu_gemm(c, 0, 0, N, D, qkvd, c->dqkv, qkvd, cpu_w(be, pq), D, 0.0f, c->dxn, D);
-        cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n1), c->dxn, c->res[l], y->rs1, cpu_w(be, n1), N);
+        CPU_PROF(c, CPU_P_NORM, 0.0,
+                 cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n1), c->dxn, c->res[l], y->rs1, cpu_w(be, n1), N));
         rc = cpu_close_bucket(be, l);
     }
     if (rc != ST_OK)
@@ -728,6 +780,7 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
     cpu_open_bucket(be, -1);
     float *ge = cpu_g(be, model_embed(L));
     int64_t nb = (D + 63) / 64;
+    double t0 = c->prof ? util_now() : 0.0;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t bj = 0; bj < nb; bj++) {
         int64_t j0 = bj * 64, j1 = j0 + 64 < D ? j0 + 64 : D;
@@ -738,6 +791,7 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
                 g[j] += d[j];
         }
     }
+    cpu_prof_add(c, CPU_P_EMBED, t0, 0.0);
     return cpu_close_bucket(be, -1);
 }
 
@@ -832,20 +886,25 @@ static int cpu_zero_grads(backend *be)
 static int cpu_reduce_grads(backend *be)
 {
     cpu_impl *c = be->impl;
-    return c->zero >= 2 ? ST_OK : comm_reduce_scatter(c->grads, be->L->n_floats);
+    int rc = ST_OK;
+    if (c->zero < 2)
+        CPU_PROF(c, CPU_P_COMM, 0.0, rc = comm_reduce_scatter(c->grads, be->L->n_floats));
+    return rc;
 }
 
 static int cpu_grad_sumsq(backend *be, double *out)
 {
-    *out = optim_sumsq(cpu_grad_range(be), be->hi - be->lo);
+    cpu_impl *c = be->impl;
+    CPU_PROF(c, CPU_P_OPTIM, 0.0, *out = optim_sumsq(cpu_grad_range(be), be->hi - be->lo));
     return ST_OK;
 }
 
 static int cpu_adamw(backend *be, const optim_hparams *h, double lr, double clip_scale, int64_t step)
 {
     cpu_impl *c = be->impl;
-    optim_adamw(h, be->L, be->lo, be->hi, cpu_param_range(be), cpu_grad_range(be), c->m, c->v, lr, clip_scale,
-                step);
+    CPU_PROF(c, CPU_P_OPTIM, 0.0,
+             optim_adamw(h, be->L, be->lo, be->hi, cpu_param_range(be), cpu_grad_range(be), c->m, c->v, lr,
+                         clip_scale, step));
     return ST_OK;
 }
 
@@ -853,7 +912,29 @@ static int cpu_adamw(backend *be, const optim_hparams *h, double lr, double clip
 static int cpu_gather_params(backend *be)
 {
     cpu_impl *c = be->impl;
-    return c->zero >= 3 ? ST_OK : comm_allgather(c->params, be->L->n_floats);
+    int rc = ST_OK;
+    if (c->zero < 3)
+        CPU_PROF(c, CPU_P_COMM, 0.0, rc = comm_allgather(c->params, be->L->n_floats));
+    return rc;
+}
+
+int backend_cpu_profile(backend *be, int on)
+{
+    cpu_impl *c = be->impl;
+    free(c->prof);
+    c->prof = on ? calloc(1, sizeof *c->prof) : NULL;
+    return !on || c->prof ? ST_OK : util_fail(ST_SOFTWARE, "cpu backend: out of memory for the profile");
+}
+
+int backend_cpu_profile_read(const backend *be, backend_cpu_part *out, int cap)
+{
+    const cpu_impl *c = be->impl;
+    for (int i = 0; i < CPU_PARTS && i < cap; i++) {
+        out[i].name = cpu_part_names[i];
+        out[i].seconds = c->prof ? c->prof->sec[i] : 0.0;
+        out[i].flops = c->prof ? c->prof->flops[i] : 0.0;
+    }
+    return CPU_PARTS;
 }
 
 /* The host array behind a load/read of n floats at flat offset off, or NULL
@@ -936,6 +1017,7 @@ static void cpu_destroy(backend *be)
         free(c->v);
         free(c->gbucket);
         free(c->wbucket);
+        free(c->prof);
         free(c);
     }
     free(be);

@@ -33,8 +33,6 @@ static struct {
     char kernel[GEMM_LIBS][48];
     char version[GEMM_LIBS][32];
     gemm_dnnl_fn dnnl;
-    void (*dnnl_omp_set)(int);   /* the libgomp oneDNN was built with (not ours: ours is linked in) */
-    int (*dnnl_omp_max)(void);
     gemm_blis_fn blis;
 } gemm_g;
 
@@ -80,11 +78,7 @@ static int gemm_open_dnnl(void)
     const gemm_dnnl_version *(*ver)(void) = (const gemm_dnnl_version *(*)(void))dlsym(so, "dnnl_version");
     int (*isa)(void) = (int (*)(void))dlsym(so, "dnnl_get_effective_cpu_isa");
     gemm_g.dnnl = (gemm_dnnl_fn)dlsym(so, "dnnl_sgemm");
-    /* Found in oneDNN's own libgomp (its dependency): the one whose
-     * thread count dnnl_sgemm reads. */
-    gemm_g.dnnl_omp_set = (void (*)(int))dlsym(so, "omp_set_num_threads");
-    gemm_g.dnnl_omp_max = (int (*)(void))dlsym(so, "omp_get_max_threads");
-    if (!ver || !isa || !gemm_g.dnnl || (gemm_g.dnnl_omp_set == NULL) != (gemm_g.dnnl_omp_max == NULL)) {
+    if (!ver || !isa || !gemm_g.dnnl) {
         snprintf(gemm_g.why[GEMM_ONEDNN], sizeof gemm_g.why[0],
                  "libdnnl.so.2 lacks dnnl_sgemm or dnnl_version; install oneDNN 2.x (apt-get install libdnnl2)");
         return -1;
@@ -177,10 +171,12 @@ static void gemm_call(int lib, int ta, int tb, int64_t m, int64_t n, int64_t k, 
                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     if (lib == GEMM_ONEDNN) {
-        /* oneDNN threads through its own OpenMP runtime, where our threads
-         * are strangers with the default count: one, for fixed bits. */
-        if (gemm_g.dnnl_omp_max && gemm_g.dnnl_omp_max() != 1)
-            gemm_g.dnnl_omp_set(1);
+        /* oneDNN threads with OpenMP, and its omp_* calls bind to the
+         * runtime this binary exports (libgomp linked in): in a team of
+         * one thread (nt = 1: not an active region) it would start a
+         * nested team of all cores. One thread, for fixed bits and no
+         * second pool; the setting lasts as long as gemm_run's region. */
+        omp_set_num_threads(1);
         gemm_g.dnnl(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, A, lda, B, ldb, beta, C, ldc);
     } else if (lib == GEMM_BLIS) {
         const float one = 1.0f;
