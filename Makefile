@@ -166,6 +166,8 @@ $(BUILD)/.deps-ok: tests/deps.sh
 # vectorise only when the compiler may assume floating-point operations do
 # not trap; results are the same IEEE values either way.
 $(BUILD)/backend/cpu.o: CFLAGS += -fno-trapping-math
+# AdamW's sqrt vectorises without errno (its argument is never negative).
+$(BUILD)/model/optim.o: CFLAGS += -fno-math-errno
 $(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
