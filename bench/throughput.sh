@@ -47,6 +47,7 @@ for m in ${BENCH_MODELS:-A B}; do
                 grep "^spotrain  model" "$TMP/run"
                 v=$(tps "$TMP/run")
                 [ -n "$v" ] || v=0
+                cur=0
                 eval "cur=\$best_$t"
                 [ "$v" -gt "$cur" ] && eval "best_$t=$v"
                 if [ "$v" -gt "$best" ]; then best=$v best_t=$t best_lib=$lib; fi
@@ -72,6 +73,7 @@ for m in ${BENCH_MODELS:-A B}; do
         teff=$(sed -n 's/^pytorch   model .* \([0-9][0-9]*\) tokens\/cpu-s.*/\1/p' "$TMP/torch" | sort -n | tail -n 1)
         echo "  tokens per CPU-second (best of each side): spotrain $eff ($eff_what) vs pytorch $teff: $(ratio "$eff" "$teff")x"
         for t in $threads; do
+            s=0
             eval "s=\$best_$t"
             p=$(sed -n "s/^pytorch   model $m at $t threads*: *\([0-9][0-9]*\) tokens\/s.*/\1/p" "$TMP/torch")
             [ -n "$p" ] && echo "  at $t thread(s): spotrain $s vs pytorch $p tok/s: $(ratio "$s" "$p")x"
