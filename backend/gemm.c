@@ -33,6 +33,7 @@ static struct {
     char kernel[GEMM_LIBS][48];
     char version[GEMM_LIBS][32];
     gemm_dnnl_fn dnnl;
+    void (*dnnl_omp_set)(int);   /* libgomp.so.1's, when oneDNN binds to it rather than to ours */
     gemm_blis_fn blis;
 } gemm_g;
 
@@ -78,6 +79,11 @@ static int gemm_open_dnnl(void)
     const gemm_dnnl_version *(*ver)(void) = (const gemm_dnnl_version *(*)(void))dlsym(so, "dnnl_version");
     int (*isa)(void) = (int (*)(void))dlsym(so, "dnnl_get_effective_cpu_isa");
     gemm_g.dnnl = (gemm_dnnl_fn)dlsym(so, "dnnl_sgemm");
+    /* Found in oneDNN's own dependency, libgomp.so.1: oneDNN uses it only
+     * where this binary does not export its linked-in OpenMP runtime. */
+    gemm_g.dnnl_omp_set = (void (*)(int))dlsym(so, "omp_set_num_threads");
+    if (gemm_g.dnnl_omp_set == omp_set_num_threads)
+        gemm_g.dnnl_omp_set = NULL;
     if (!ver || !isa || !gemm_g.dnnl) {
         snprintf(gemm_g.why[GEMM_ONEDNN], sizeof gemm_g.why[0],
                  "libdnnl.so.2 lacks dnnl_sgemm or dnnl_version; install oneDNN 2.x (apt-get install libdnnl2)");
@@ -177,6 +183,8 @@ static void gemm_call(int lib, int ta, int tb, int64_t m, int64_t n, int64_t k, 
          * nested team of all cores. One thread, for fixed bits and no
          * second pool; the setting lasts as long as gemm_run's region. */
         omp_set_num_threads(1);
+        if (gemm_g.dnnl_omp_set)
+            gemm_g.dnnl_omp_set(1);
         gemm_g.dnnl(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, A, lda, B, ldb, beta, C, ldc);
     } else if (lib == GEMM_BLIS) {
         const float one = 1.0f;
