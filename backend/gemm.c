@@ -259,18 +259,6 @@ static double gemm_time_shape(int lib, int nt, const gemm_shape *s, int reps)
     return best;
 }
 
-double gemm_estimate(int lib, int nt, const gemm_shape *s, int n, int reps)
-{
-    double sum = 0;
-    for (int i = 0; i < n; i++) {
-        double t = gemm_time_shape(lib, nt, &s[i], reps);
-        if (t < 0)
-            return -1;
-        sum += t;
-    }
-    return sum;
-}
-
 /* Each library's estimate for the shapes: per shape the best of rounds,
  * libraries interleaved shape by shape, so that a neighbour's burst on a
  * shared machine hurts every library alike. t[lib] < 0: not loaded. */

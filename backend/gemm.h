@@ -40,11 +40,6 @@ void gemm_list(char *out, size_t cap);
 void gemm_run(int lib, int nt, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
-/* The estimated seconds a step's products take with lib on nt threads:
- * each distinct shape timed on at most nt chunks of rows (best of reps),
- * scaled to its full size and count. < 0: out of memory. */
-double gemm_estimate(int lib, int nt, const gemm_shape *s, int n, int reps);
-
 /* train.cpu_gemm = auto: the fastest loaded library for these shapes on nt
  * threads. OpenBLAS stays unless another is GEMM_MARGIN faster (timing
  * noise must not flip a run between libraries). cache ("" = none) holds
