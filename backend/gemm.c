@@ -24,6 +24,11 @@ typedef struct {
 typedef void (*gemm_blis_fn)(int, int, int64_t, int64_t, int64_t, const float *, const float *, int64_t, int64_t,
                              const float *, int64_t, int64_t, const float *, float *, int64_t, int64_t);
 enum { GEMM_BLIS_TRANS = 8 };
+#ifdef __SANITIZE_ADDRESS__
+enum { GEMM_SANITIZED = 1 };
+#else
+enum { GEMM_SANITIZED = 0 };
+#endif
 
 /* Process-wide: a library is opened once and kept (dlclose would pull
  * code from under a later backend). */
@@ -133,6 +138,13 @@ int gemm_open(int lib, char *why, size_t cap)
             snprintf(gemm_g.version[lib], sizeof gemm_g.version[0], "%.*s", (int)strcspn(cfg + 9, " "),
                      strlen(cfg) > 9 ? cfg + 9 : "?");
             gemm_g.state[lib] = 1;
+        } else if (GEMM_SANITIZED) {
+            /* LeakSanitizer crashed at exit ("Tracer caught signal 11")
+             * once oneDNN and BLIS were loaded: a sanitizer build runs
+             * as a machine without them (their tests say SKIP). */
+            snprintf(gemm_g.why[lib], sizeof gemm_g.why[0], "%s is not loaded in a sanitizer build (SAN=1)",
+                     lib == GEMM_ONEDNN ? "oneDNN" : "BLIS");
+            gemm_g.state[lib] = -1;
         } else {
             gemm_g.state[lib] = lib == GEMM_ONEDNN ? gemm_open_dnnl() : gemm_open_blis();
         }
