@@ -896,19 +896,29 @@ static int cpu_reduce_grads(backend *be)
     return rc;
 }
 
+/* optim.c's loops take the calling thread's OpenMP default: the
+ * backend's thread count for their duration (all cores otherwise, and a
+ * 1-thread run then waited on a second thread at every step). Neither
+ * result depends on the count. */
 static int cpu_grad_sumsq(backend *be, double *out)
 {
     cpu_impl *c = be->impl;
+    int was = omp_get_max_threads();
+    omp_set_num_threads(c->nt);
     CPU_PROF(c, CPU_P_OPTIM, 0.0, *out = optim_sumsq(cpu_grad_range(be), be->hi - be->lo));
+    omp_set_num_threads(was);
     return ST_OK;
 }
 
 static int cpu_adamw(backend *be, const optim_hparams *h, double lr, double clip_scale, int64_t step)
 {
     cpu_impl *c = be->impl;
+    int was = omp_get_max_threads();
+    omp_set_num_threads(c->nt);
     CPU_PROF(c, CPU_P_OPTIM, 0.0,
              optim_adamw(h, be->L, be->lo, be->hi, cpu_param_range(be), cpu_grad_range(be), c->m, c->v, lr,
                          clip_scale, step));
+    omp_set_num_threads(was);
     return ST_OK;
 }
 
