@@ -101,9 +101,6 @@ size_t backend_cpu_activation_held(const backend *b);
 /* train.recompute = auto: switches a CPU backend to recompute 0|1 before it
  * has allocated activations (its first step); ST_SOFTWARE after. */
 int backend_cpu_set_recompute(backend *be, int recompute);
-/* The matrix products one micro-batch of B rows runs (forward, backward),
- * for train.cpu_gemm = auto's timing: the shapes of cpu.c's calls. Returns
- * how many (at most cap are written; 15 today). */
 /* train.cpu_gemm: switch be's products to lib (ST_UNAVAILABLE, one line,
  * when it cannot load); and auto's choice for micro-batches of B rows
  * (gemm_pick on be's shapes, threads and CPU). */
@@ -119,6 +116,9 @@ typedef struct {
 } backend_cpu_part;
 int backend_cpu_profile(backend *be, int on);
 int backend_cpu_profile_read(const backend *be, backend_cpu_part *out, int cap);
+/* The matrix products one micro-batch of B rows runs (forward, backward),
+ * for train.cpu_gemm = auto's timing: the shapes of cpu.c's calls. Returns
+ * how many (at most cap are written; 15 today). */
 int backend_cpu_gemm_shapes(const model_shape *s, int64_t B, gemm_shape *out, int cap);
 /* 1 when backend_create would give name ("cpu" | "cuda" | "auto") the CPU
  * backend: cpu, or auto with no usable GPU (train.zero = auto plans the

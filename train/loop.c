@@ -57,7 +57,7 @@ typedef struct {
     interval_auto ia;        /* rank 0's estimate */
     double segment_start;    /* util_now() at the start of this segment */
     lscale ls;               /* loss scaling (off unless fp16 or train.loss_scale_init) */
-    char continuity[1200];    /* what changed since the checkpoint we resumed from ("" = nothing) */
+    char continuity[1200];   /* what changed since the checkpoint we resumed from ("" = nothing) */
     int init_checked;        /* model.init_from's headers passed on every rank */
 } trainer;
 
