@@ -151,6 +151,9 @@ static int main_version(int argc, char **argv)
            ""
 #endif
     );
+    char libs[700];
+    gemm_list(libs, sizeof libs);
+    printf("cpu_gemm: %s\n", libs);
     char advice[320];
     if (backend_cpu_blas_check(advice, sizeof advice))
         printf("warning: %s\n", advice);

@@ -120,16 +120,16 @@ void backend_device_override(backend *b)
 }
 
 int backend_continuity(const backend *b, const char *backend_was, const char *precision_was,
-                       const char *device_was, char *why, size_t cap)
+                       const char *device_was, const char *libraries_was, char *why, size_t cap)
 {
-    const char *what[3] = {"backend", "precision", "device"};
-    const char *was[3] = {backend_was, precision_was, device_was};
-    const char *now[3] = {b->name, b->precision, b->device};
+    const char *what[4] = {"backend", "precision", "device", "libraries"};
+    const char *was[4] = {backend_was, precision_was, device_was, libraries_was};
+    const char *now[4] = {b->name, b->precision, b->device, b->libraries};
     int n = 0;
     size_t len = 0;
     if (cap)
         why[0] = 0;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         if (!was[k] || !was[k][0] || !strcmp(was[k], now[k]))
             continue;
         int w = snprintf(why + len, cap > len ? cap - len : 0, "%s%s %s -> %s", n ? ", " : "", what[k], was[k],

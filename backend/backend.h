@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include "model/model.h"
 #include "model/optim.h"
+#include "backend/gemm.h"
 
 /* The arrays a backend holds; the numbering matches CKPT_PARAMS/ADAM_M/V. */
 enum { BK_PARAMS = 0, BK_ADAM_M = 1, BK_ADAM_V = 2, BK_GRADS = 3 };
@@ -24,6 +25,7 @@ typedef struct {
     int recompute;          /* train.recompute: 0 none, 1 layers (each layer's backward reruns its forward
                              * from the kept layer input; bitwise the same results) */
     int zero;               /* train.zero: ZeRO stage 1, 2 or 3 (0 reads as 1); 2 and 3 cpu only */
+    int cpu_gemm;           /* cpu: gemm_lib of the matrix products (0 = OpenBLAS); auto is resolved before */
 } backend_opts;
 
 typedef struct backend backend;
@@ -106,6 +108,25 @@ int backend_set_recompute(backend *b, int recompute);
  * 0 on the CPU or when unknown. SPOTRAIN_TEST_GPU_MEMORY (bytes) stands
  * in for it in tests. */
 uint64_t backend_device_bytes(const backend *b);
+/* train.cpu_gemm: switch be's products to lib (ST_UNAVAILABLE, one line,
+ * when it cannot load); and auto's choice for micro-batches of B rows
+ * (gemm_pick on be's shapes, threads and CPU). */
+int backend_cpu_set_gemm(backend *be, int lib);
+int backend_cpu_gemm_pick(const backend *be, int64_t B, const char *cache, int *lib, char *note, size_t cap);
+/* The per-part profile of the CPU backend (make bench): on = 1 starts it
+ * at zero, 0 stops it. _read fills up to cap parts (name, wall seconds on
+ * the calling thread, floating-point operations of the products; 0 for
+ * element-wise parts) and returns how many there are. */
+typedef struct {
+    const char *name;
+    double seconds, flops;
+} backend_cpu_part;
+int backend_cpu_profile(backend *be, int on);
+int backend_cpu_profile_read(const backend *be, backend_cpu_part *out, int cap);
+/* The matrix products one micro-batch of B rows runs (forward, backward),
+ * for train.cpu_gemm = auto's timing: the shapes of cpu.c's calls. Returns
+ * how many (at most cap are written; 15 today). */
+int backend_cpu_gemm_shapes(const model_shape *s, int64_t B, gemm_shape *out, int cap);
 /* 1 when backend_create would give name ("cpu" | "cuda" | "auto") the CPU
  * backend: cpu, or auto with no usable GPU (train.zero = auto plans the
  * stage before the backend exists). */
@@ -157,11 +178,12 @@ int backend_cpu_plane_open(backend_plane **out);
 int backend_create(backend **out, const model_layout *L, const backend_opts *o);
 
 /* Bitwise continuity of a resume: compares what a checkpoint recorded
- * (backend, precision, device model; "" = not recorded, not compared) with
- * b. Returns the number of differences and describes them in why, e.g.
- * "precision fp32 -> bf16, device NVIDIA A100-SXM4-80GB -> NVIDIA H200". */
+ * (backend, precision, device model, libraries with the CPU's cpu_gemm
+ * library and kernel; "" = not recorded, not compared) with b. Returns the
+ * number of differences and describes them in why, e.g. "precision fp32 ->
+ * bf16, device NVIDIA A100-SXM4-80GB -> NVIDIA H200". */
 int backend_continuity(const backend *b, const char *backend_was, const char *precision_was,
-                       const char *device_was, char *why, size_t cap);
+                       const char *device_was, const char *libraries_was, char *why, size_t cap);
 /* SPOTRAIN_DEVICE_NAME, when set and not empty, replaces the device name a
  * backend reports (ledger, checkpoints, the continuity check); it changes
  * nothing the backend computes. */

@@ -6,6 +6,7 @@
  * bucket of whole layers through comm's span collectives. */
 #include "backend.h"
 #include "backend/cpu_attn.h"
+#include "backend/gemm.h"
 #include "comm/comm.h"
 #include "model/elem.h"
 #include "model/memplan.h"
@@ -23,6 +24,12 @@
 #include <string.h>
 #include <strings.h>
 
+enum { CPU_P_GEMM, CPU_P_HEAD, CPU_P_XENT, CPU_P_ATTN, CPU_P_NORM, CPU_P_SWIGLU, CPU_P_ROPE, CPU_P_EMBED,
+       CPU_P_OPTIM, CPU_P_COMM, CPU_PARTS };
+static const char *const cpu_part_names[CPU_PARTS] = {
+    "gemm (layers)", "classifier gemm", "cross-entropy", "attention", "rmsnorm", "swiglu", "rope", "embedding",
+    "optimizer", "comm"};
+
 /* Activations one layer keeps for its backward pass. With recompute =
  * layers only one set exists: each layer's backward (but the last layer's,
  * which finds the forward's set still there) first reruns that layer's
@@ -38,9 +45,17 @@ typedef struct {
     float *h;           /* [N, F] silu(gate) * up */
 } cpu_layer;
 
+/* The per-part profile (backend_cpu_profile): seconds and floating-point
+ * operations of each part of the step, on the calling thread's clock. */
+typedef struct {
+    double sec[CPU_PARTS], flops[CPU_PARTS];
+} cpu_prof;
+
 typedef struct {
     model_shape s;
     int nt;
+    cpu_prof *prof;         /* NULL unless profiling */
+    int gemm;               /* gemm_lib of every matrix product */
     float *params, *grads;  /* full flat vectors; [lo,hi) only: grads from ZeRO 2, params at 3 */
     float *m, *v;           /* Adam moments of [lo,hi) */
     int zero;               /* ZeRO stage 1, 2 or 3 */
@@ -68,31 +83,56 @@ typedef struct {
     float *scratch;         /* per thread: attention's tiles (cpu_attn_scratch_floats) */
 } cpu_impl;
 
-/* Every matrix product runs as fixed row chunks, each a single-threaded
- * OpenBLAS call inside our own OpenMP loop: one thread pool instead of two
- * fighting over the cores, and chunk boundaries that depend on the shape
- * only, so results are bitwise the same for any thread count (OpenBLAS's own
- * threading changes the rounding with the thread count). */
-enum { CPU_GEMM_CHUNKS = 8, CPU_GEMM_MIN_ROWS = 64 };
+/* C[M,N] = op(A) op(B) + beta C, row-major; ta: A is stored [K,M]. Fixed
+ * row chunks of single-threaded calls of the library picked (gemm.c): the
+ * bits depend on the library and its kernel, never on the thread count.
+ * backend_cpu_gemm_shapes lists these calls for cpu_gemm = auto's timing. */
+static void cpu_prof_add(const cpu_impl *c, int part, double t0, double flops)
+{
+    if (c->prof) {
+        c->prof->sec[part] += util_now() - t0;
+        c->prof->flops[part] += flops;
+    }
+}
+/* Runs call, booked to part when profiling. */
+#define CPU_PROF(c, part, flops, call)                                                                         \
+    do {                                                                                                       \
+        double t0_ = (c)->prof ? util_now() : 0.0;                                                            \
+        call;                                                                                                  \
+        cpu_prof_add((c), (part), t0_, (flops));                                                               \
+    } while (0)
 
-/* C[M,N] = op(A) op(B) + beta C, row-major; ta: A is stored [K,M]. */
+static void cpu_gemm_as(const cpu_impl *c, int part, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    CPU_PROF(c, part, 2.0 * (double)M * (double)N * (double)K,
+             gemm_run(c->gemm, c->nt, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc));
+}
 static void cpu_gemm(const cpu_impl *c, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    int64_t rows = (M + CPU_GEMM_CHUNKS - 1) / CPU_GEMM_CHUNKS;
-    rows = (rows + 15) / 16 * 16;
-    if (rows < CPU_GEMM_MIN_ROWS)
-        rows = CPU_GEMM_MIN_ROWS;
-    int64_t nch = (M + rows - 1) / rows;
-    /* Dynamic: a chunk's result does not depend on which thread runs it, and
-     * a core shared with another process then slows only its own chunks. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nt)
-    for (int64_t i = 0; i < nch; i++) {
-        int64_t r0 = i * rows, m = M - r0 < rows ? M - r0 : rows;
-        const float *a = ta ? A + r0 : A + r0 * lda;
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m,
-                    (int)N, (int)K, 1.0f, a, (int)lda, B, (int)ldb, beta, C + r0 * ldc, (int)ldc);
-    }
+    cpu_gemm_as(c, CPU_P_GEMM, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+int backend_cpu_gemm_shapes(const model_shape *s, int64_t B, gemm_shape *out, int cap)
+{
+    int64_t N = B * s->seq_len, D = s->dim, F = s->ffn_dim, V = s->vocab, Ly = s->n_layers;
+    int64_t qd = s->n_heads * s->head_dim, qkvd = qd + 2 * s->n_kv_heads * s->head_dim;
+    const gemm_shape all[] = {
+        /* cpu_layer_fwd */
+        {0, 1, N, qkvd, D, 0.0f, Ly}, {0, 1, N, D, qd, 1.0f, Ly}, {0, 1, N, 2 * F, D, 0.0f, Ly},
+        {0, 1, N, D, F, 1.0f, Ly},
+        /* cpu_head, and its backward in cpu_trunk_bwd */
+        {0, 1, N, V, D, 0.0f, 1}, {1, 0, V, D, N, 1.0f, 1}, {0, 0, N, D, V, 0.0f, 1},
+        /* cpu_trunk_bwd, per layer */
+        {0, 0, N, F, D, 0.0f, Ly}, {1, 0, D, F, N, 1.0f, Ly}, {1, 0, 2 * F, D, N, 1.0f, Ly},
+        {0, 0, N, D, 2 * F, 0.0f, Ly}, {0, 0, N, qd, D, 0.0f, Ly}, {1, 0, D, qd, N, 1.0f, Ly},
+        {1, 0, qkvd, D, N, 1.0f, Ly}, {0, 0, N, D, qkvd, 0.0f, Ly},
+    };
+    int n = (int)(sizeof all / sizeof all[0]);
+    for (int i = 0; i < n && i < cap; i++)
+        out[i] = all[i];
+    return n;
 }
 
 /* cpu_layer sets held: every layer's, or the one that recompute refills. */
@@ -317,8 +357,11 @@ static void cpu_swiglu_fwd(const cpu_impl *c, float *h, const float *gu, int64_t
     int64_t F = c->s.ffn_dim;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t n = 0; n < N; n++) {
-        const float *g = gu + n * 2 * F, *u = g + F;
-        float *o = h + n * F;
+        const float *restrict g = gu + n * 2 * F, *restrict u = g + F;
+        float *restrict o = h + n * F;
+        /* Vectorised (the compiler's alias check gave up on these loops):
+         * the same IEEE operations lane by lane, so the same bits. */
+#pragma omp simd
         for (int64_t j = 0; j < F; j++)
             o[j] = elem_swiglu(g[j], u[j]);
     }
@@ -329,8 +372,9 @@ static void cpu_swiglu_bwd(const cpu_impl *c, float *dgu, const float *dh, const
     int64_t F = c->s.ffn_dim;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t n = 0; n < N; n++) {
-        const float *g = gu + n * 2 * F, *u = g + F, *d = dh + n * F;
-        float *dg = dgu + n * 2 * F, *du = dg + F;
+        const float *restrict g = gu + n * 2 * F, *restrict u = g + F, *restrict d = dh + n * F;
+        float *restrict dg = dgu + n * 2 * F, *restrict du = dg + F;
+#pragma omp simd
         for (int64_t j = 0; j < F; j++)
             elem_swiglu_bwd(g[j], u[j], d[j], &dg[j], &du[j]);
     }
@@ -473,6 +517,15 @@ static size_t cpu_bucket_floats(const backend *be)
     return most;
 }
 
+/* Attention's products for the profile: QK^T and PV over the full T x T
+ * (what the kernels compute); the backward runs twice the forward's. */
+/* The causal half only: the tiled attention skips tiles above the diagonal
+ * (two T x T x hd products forward, twice that backward). */
+static double cpu_attn_flops(const cpu_impl *c, int64_t B, int64_t T, int times)
+{
+    return 2.0 * times * (double)B * (double)c->s.n_heads * (double)T * (double)(T + 1) * (double)c->s.head_dim;
+}
+
 /* Layer l's forward from its input c->res[l] into y. out: where the
  * layer's output goes (c->res[l + 1]); NULL when a backward reruns the
  * layer only for y, which needs no down projection. Every kernel has a
@@ -483,18 +536,20 @@ static void cpu_layer_fwd(backend *be, int64_t l, cpu_layer *y, int64_t B, int64
     const model_layout *L = be->L;
     int64_t D = c->s.dim, F = c->s.ffn_dim, N = B * T;
     const float *x = c->res[l];
-    cpu_rmsnorm_fwd(c, y->xn1, y->rs1, x, cpu_w(be, model_layer(L, l, MODEL_LN1)), N);
+    CPU_PROF(c, CPU_P_NORM, 0.0,
+             cpu_rmsnorm_fwd(c, y->xn1, y->rs1, x, cpu_w(be, model_layer(L, l, MODEL_LN1)), N));
     /* q, k and v weights are adjacent in the flat vector: one GEMM. */
     cpu_gemm(c, 0, 1, N, c->qkvd, D, y->xn1, D, cpu_w(be, model_layer(L, l, MODEL_Q)), D, 0.0f, y->qkv, c->qkvd);
-    cpu_rope(c, y->qkv, c->qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, 1);
+    CPU_PROF(c, CPU_P_ROPE, 0.0, cpu_rope(c, y->qkv, c->qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, 1));
     cpu_attn_shape as = cpu_attn_of(c, B, T);
-    cpu_attn_fwd(&as, y->qkv, y->ao, y->lse, c->scratch);
+    CPU_PROF(c, CPU_P_ATTN, cpu_attn_flops(c, B, T, 1), cpu_attn_fwd(&as, y->qkv, y->ao, y->lse, c->scratch));
     memcpy(y->mid, x, (size_t)(N * D) * sizeof(float));
     cpu_gemm(c, 0, 1, N, D, c->qd, y->ao, c->qd, cpu_w(be, model_layer(L, l, MODEL_O)), c->qd, 1.0f, y->mid, D);
-    cpu_rmsnorm_fwd(c, y->xn2, y->rs2, y->mid, cpu_w(be, model_layer(L, l, MODEL_LN2)), N);
+    CPU_PROF(c, CPU_P_NORM, 0.0,
+             cpu_rmsnorm_fwd(c, y->xn2, y->rs2, y->mid, cpu_w(be, model_layer(L, l, MODEL_LN2)), N));
     /* gate and up are adjacent too. */
     cpu_gemm(c, 0, 1, N, 2 * F, D, y->xn2, D, cpu_w(be, model_layer(L, l, MODEL_GATE)), D, 0.0f, y->gu, 2 * F);
-    cpu_swiglu_fwd(c, y->h, y->gu, N);
+    CPU_PROF(c, CPU_P_SWIGLU, 0.0, cpu_swiglu_fwd(c, y->h, y->gu, N));
     if (!out)
         return;
     memcpy(out, y->mid, (size_t)(N * D) * sizeof(float));
@@ -511,16 +566,19 @@ static int cpu_trunk_fwd(backend *be, const int32_t *tokens, int64_t B, int64_t 
     if (rc != ST_OK)
         return rc;
     const float *emb = cpu_w(be, model_embed(be->L));
+    double t0 = c->prof ? util_now() : 0.0;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t n = 0; n < N; n++)
         memcpy(c->res[0] + n * D, emb + (int64_t)tokens[(n / T) * stride + n % T] * D, (size_t)D * sizeof(float));
+    cpu_prof_add(c, CPU_P_EMBED, t0, 0.0);
     for (int64_t l = 0; l < c->s.n_layers && rc == ST_OK; l++)
         if ((rc = cpu_gather_bucket(be, l)) == ST_OK)
             cpu_layer_fwd(be, l, cpu_ly(c, l), B, T, c->res[l + 1]);
     /* The final norm and lm_head stay gathered through the head and its
      * backward. */
     if (rc == ST_OK && (rc = cpu_gather_bucket(be, c->s.n_layers)) == ST_OK)
-        cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(be->L)), N);
+        CPU_PROF(c, CPU_P_NORM, 0.0,
+                 cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(be->L)), N));
     return rc;
 }
 
@@ -530,7 +588,8 @@ static double cpu_head(backend *be, const int32_t *tokens, int64_t B, int grad, 
 {
     cpu_impl *c = be->impl;
     int64_t D = c->s.dim, V = c->s.vocab, T = c->s.seq_len, N = B * T;
-    cpu_gemm(c, 0, 1, N, V, D, c->xnf, D, cpu_w(be, model_lm_head(be->L)), D, 0.0f, c->logits, V);
+    cpu_gemm_as(c, CPU_P_HEAD, 0, 1, N, V, D, c->xnf, D, cpu_w(be, model_lm_head(be->L)), D, 0.0f, c->logits, V);
+    double t0 = c->prof ? util_now() : 0.0;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t n = 0; n < N; n++) {
         float *z = c->logits + n * V;
@@ -563,6 +622,7 @@ static double cpu_head(backend *be, const int32_t *tokens, int64_t B, int grad, 
     double total = 0.0;
     for (int64_t n = 0; n < N; n++)
         total += c->rowloss[n];
+    cpu_prof_add(c, CPU_P_XENT, t0, 0.0);
     return total;
 }
 
@@ -574,11 +634,12 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
     int64_t qd = c->qd, qkvd = c->qkvd;
     const model_param *lm = model_lm_head(L);
     cpu_open_bucket(be, c->s.n_layers);
-    cpu_gemm(c, 1, 0, V, D, N, c->logits, V, c->xnf, D, 1.0f, cpu_g(be, lm), D);
-    cpu_gemm(c, 0, 0, N, D, V, c->logits, V, cpu_w(be, lm), D, 0.0f, c->dxn, D);
+    cpu_gemm_as(c, CPU_P_HEAD, 1, 0, V, D, N, c->logits, V, c->xnf, D, 1.0f, cpu_g(be, lm), D);
+    cpu_gemm_as(c, CPU_P_HEAD, 0, 0, N, D, V, c->logits, V, cpu_w(be, lm), D, 0.0f, c->dxn, D);
     memset(c->dres, 0, (size_t)(N * D) * sizeof(float));
     const model_param *fn = model_final_norm(L);
-    cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, fn), c->dxn, c->res[c->s.n_layers], c->rsf, cpu_w(be, fn), N);
+    CPU_PROF(c, CPU_P_NORM, 0.0,
+             cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, fn), c->dxn, c->res[c->s.n_layers], c->rsf, cpu_w(be, fn), N));
     int rc = cpu_close_bucket(be, c->s.n_layers);
     for (int64_t l = c->s.n_layers - 1; l >= 0 && rc == ST_OK; l--) {
         cpu_layer *y = cpu_ly(c, l);
@@ -594,19 +655,23 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
         /* MLP */
         cpu_gemm(c, 0, 0, N, F, D, c->dres, D, cpu_w(be, pd), F, 0.0f, c->dh, F);
         cpu_gemm(c, 1, 0, D, F, N, c->dres, D, y->h, F, 1.0f, cpu_g(be, pd), F);
-        cpu_swiglu_bwd(c, c->dgu, c->dh, y->gu, N);
+        CPU_PROF(c, CPU_P_SWIGLU, 0.0, cpu_swiglu_bwd(c, c->dgu, c->dh, y->gu, N));
         cpu_gemm(c, 1, 0, 2 * F, D, N, c->dgu, 2 * F, y->xn2, D, 1.0f, cpu_g(be, pg), D);
         cpu_gemm(c, 0, 0, N, D, 2 * F, c->dgu, 2 * F, cpu_w(be, pg), D, 0.0f, c->dxn, D);
-        cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n2), c->dxn, y->mid, y->rs2, cpu_w(be, n2), N);
+        CPU_PROF(c, CPU_P_NORM, 0.0,
+                 cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n2), c->dxn, y->mid, y->rs2, cpu_w(be, n2), N));
         /* attention */
         cpu_gemm(c, 0, 0, N, qd, D, c->dres, D, cpu_w(be, po), qd, 0.0f, c->dao, qd);
         cpu_gemm(c, 1, 0, D, qd, N, c->dres, D, y->ao, qd, 1.0f, cpu_g(be, po), qd);
         cpu_attn_shape as = cpu_attn_of(c, B, T);
-        cpu_attn_bwd(&as, y->qkv, y->ao, y->lse, c->dao, c->dqkv, c->scratch);
-        cpu_rope(c, c->dqkv, qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, -1);
+        CPU_PROF(c, CPU_P_ATTN, cpu_attn_flops(c, B, T, 2),
+                 cpu_attn_bwd(&as, y->qkv, y->ao, y->lse, c->dao, c->dqkv, c->scratch));
+        CPU_PROF(c, CPU_P_ROPE, 0.0,
+                 cpu_rope(c, c->dqkv, qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, -1));
         cpu_gemm(c, 1, 0, qkvd, D, N, c->dqkv, qkvd, y->xn1, D, 1.0f, cpu_g(be, pq), D);
         cpu_gemm(c, 0, 0, N, D, qkvd, c->dqkv, qkvd, cpu_w(be, pq), D, 0.0f, c->dxn, D);
-        cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n1), c->dxn, c->res[l], y->rs1, cpu_w(be, n1), N);
+        CPU_PROF(c, CPU_P_NORM, 0.0,
+                 cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n1), c->dxn, c->res[l], y->rs1, cpu_w(be, n1), N));
         rc = cpu_close_bucket(be, l);
     }
     if (rc != ST_OK)
@@ -615,6 +680,7 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
     cpu_open_bucket(be, -1);
     float *ge = cpu_g(be, model_embed(L));
     int64_t nb = (D + 63) / 64;
+    double t0 = c->prof ? util_now() : 0.0;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
     for (int64_t bj = 0; bj < nb; bj++) {
         int64_t j0 = bj * 64, j1 = j0 + 64 < D ? j0 + 64 : D;
@@ -625,6 +691,7 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
                 g[j] += d[j];
         }
     }
+    cpu_prof_add(c, CPU_P_EMBED, t0, 0.0);
     return cpu_close_bucket(be, -1);
 }
 
@@ -719,20 +786,35 @@ static int cpu_zero_grads(backend *be)
 static int cpu_reduce_grads(backend *be)
 {
     cpu_impl *c = be->impl;
-    return c->zero >= 2 ? ST_OK : comm_reduce_scatter(c->grads, be->L->n_floats);
+    int rc = ST_OK;
+    if (c->zero < 2)
+        CPU_PROF(c, CPU_P_COMM, 0.0, rc = comm_reduce_scatter(c->grads, be->L->n_floats));
+    return rc;
 }
 
+/* optim.c's loops take the calling thread's OpenMP default: the
+ * backend's thread count for their duration (all cores otherwise, and a
+ * 1-thread run then waited on a second thread at every step). Neither
+ * result depends on the count. */
 static int cpu_grad_sumsq(backend *be, double *out)
 {
-    *out = optim_sumsq(cpu_grad_range(be), be->hi - be->lo);
+    cpu_impl *c = be->impl;
+    int was = omp_get_max_threads();
+    omp_set_num_threads(c->nt);
+    CPU_PROF(c, CPU_P_OPTIM, 0.0, *out = optim_sumsq(cpu_grad_range(be), be->hi - be->lo));
+    omp_set_num_threads(was);
     return ST_OK;
 }
 
 static int cpu_adamw(backend *be, const optim_hparams *h, double lr, double clip_scale, int64_t step)
 {
     cpu_impl *c = be->impl;
-    optim_adamw(h, be->L, be->lo, be->hi, cpu_param_range(be), cpu_grad_range(be), c->m, c->v, lr, clip_scale,
-                step);
+    int was = omp_get_max_threads();
+    omp_set_num_threads(c->nt);
+    CPU_PROF(c, CPU_P_OPTIM, 0.0,
+             optim_adamw(h, be->L, be->lo, be->hi, cpu_param_range(be), cpu_grad_range(be), c->m, c->v, lr,
+                         clip_scale, step));
+    omp_set_num_threads(was);
     return ST_OK;
 }
 
@@ -740,7 +822,29 @@ static int cpu_adamw(backend *be, const optim_hparams *h, double lr, double clip
 static int cpu_gather_params(backend *be)
 {
     cpu_impl *c = be->impl;
-    return c->zero >= 3 ? ST_OK : comm_allgather(c->params, be->L->n_floats);
+    int rc = ST_OK;
+    if (c->zero < 3)
+        CPU_PROF(c, CPU_P_COMM, 0.0, rc = comm_allgather(c->params, be->L->n_floats));
+    return rc;
+}
+
+int backend_cpu_profile(backend *be, int on)
+{
+    cpu_impl *c = be->impl;
+    free(c->prof);
+    c->prof = on ? calloc(1, sizeof *c->prof) : NULL;
+    return !on || c->prof ? ST_OK : util_fail(ST_SOFTWARE, "cpu backend: out of memory for the profile");
+}
+
+int backend_cpu_profile_read(const backend *be, backend_cpu_part *out, int cap)
+{
+    const cpu_impl *c = be->impl;
+    for (int i = 0; i < CPU_PARTS && i < cap; i++) {
+        out[i].name = cpu_part_names[i];
+        out[i].seconds = c->prof ? c->prof->sec[i] : 0.0;
+        out[i].flops = c->prof ? c->prof->flops[i] : 0.0;
+    }
+    return CPU_PARTS;
 }
 
 /* The host array behind a load/read of n floats at flat offset off, or NULL
@@ -823,6 +927,7 @@ static void cpu_destroy(backend *be)
         free(c->v);
         free(c->gbucket);
         free(c->wbucket);
+        free(c->prof);
         free(c);
     }
     free(be);
@@ -901,6 +1006,34 @@ int backend_cpu_blas_check(char *out, size_t cap)
                                    cap);
 }
 
+/* be->libraries: OpenBLAS's configuration (attention's products and the
+ * rest) and the library and kernel of cpu_gemm's products. */
+static void cpu_libraries(backend *be, int lib)
+{
+    char d[160];
+    gemm_describe(lib, d, sizeof d);
+    snprintf(be->libraries, sizeof be->libraries, "%s; cpu_gemm %s", openblas_get_config(), d);
+}
+
+int backend_cpu_set_gemm(backend *be, int lib)
+{
+    char why[200];
+    if (gemm_open(lib, why, sizeof why) != ST_OK)
+        return util_fail(ST_UNAVAILABLE, "train.cpu_gemm = %s: %s; or use cpu_gemm = openblas (or auto)",
+                         gemm_name(lib), why);
+    ((cpu_impl *)be->impl)->gemm = lib;
+    cpu_libraries(be, lib);
+    return ST_OK;
+}
+
+int backend_cpu_gemm_pick(const backend *be, int64_t B, const char *cache, int *lib, char *note, size_t cap)
+{
+    const cpu_impl *c = be->impl;
+    gemm_shape s[32];
+    int n = backend_cpu_gemm_shapes(&c->s, B, s, 32);
+    return gemm_pick(s, n, c->nt, be->device, cache, lib, note, cap);
+}
+
 int backend_cpu_create(backend **out, const model_layout *L, const backend_opts *o)
 {
     *out = NULL;
@@ -920,7 +1053,18 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     be->name = "cpu";
     be->precision = "fp32";
     cpu_model_name(be->device, sizeof be->device);
-    snprintf(be->libraries, sizeof be->libraries, "%s", openblas_get_config());
+    char why[200];
+    int gl = o->cpu_gemm > 0 && o->cpu_gemm < GEMM_LIBS ? o->cpu_gemm : GEMM_OPENBLAS;
+    if (gemm_open(gl, why, sizeof why) != ST_OK) {
+        free(be);
+        free(c);
+        return util_fail(ST_UNAVAILABLE, "train.cpu_gemm = %s: %s; or use cpu_gemm = openblas (or auto)",
+                         gemm_name(gl), why);
+    }
+    /* The library and kernel of the products: a resume under another one
+     * is not bitwise continuous, and backend_continuity says so. */
+    cpu_libraries(be, gl);
+    c->gemm = gl;
     backend_cpu_blas_check(be->warning, sizeof be->warning);
     be->L = L;
     be->rank = o->rank;
@@ -930,7 +1074,7 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     c->nt = o->threads > 0 ? o->threads : omp_get_num_procs();
     c->recompute = o->recompute;
     c->zero = o->zero > 1 ? o->zero : 1;
-    openblas_set_num_threads(1);
+    openblas_set_num_threads(1);   /* attention's own cblas calls run inside our threads too */
     if (o->flush_denormals)
         cpu_flush_denormals(c->nt);
     c->qd = c->s.n_heads * c->s.head_dim;

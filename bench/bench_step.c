@@ -1,6 +1,8 @@
 /* Training-step throughput of the CPU backend (fwd_bwd + global-norm clip +
- * AdamW) on two fixed models, against this machine's fp32 GEMM ceiling
- * measured in the same run. Run by bench/throughput.sh next to PyTorch. */
+ * AdamW) on two fixed models with a chosen matrix-product library, against
+ * this machine's fp32 GEMM ceiling measured in the same run, and (with
+ * --profile) the time and GFLOP/s of each part of the step. Run by
+ * bench/throughput.sh next to PyTorch. */
 #include "backend/backend.h"
 #include "model/optim.h"
 #include "model/rng.h"
@@ -57,7 +59,26 @@ out:
     return best;
 }
 
-static int bench_run(const bench_model *bm, int threads, int warmup)
+/* The profile's parts, one line each: ms per step, share, GFLOP/s. */
+static void bench_profile(const backend *be, int64_t steps, double step_seconds)
+{
+    backend_cpu_part p[16];
+    int n = backend_cpu_profile_read(be, p, 16);
+    double sum = 0;
+    for (int i = 0; i < n && i < 16; i++)
+        sum += p[i].seconds;
+    for (int i = 0; i < n && i < 16; i++) {
+        double ms = p[i].seconds / (double)steps * 1e3;
+        printf("  part %-16s %8.1f ms/step %5.1f%%", p[i].name, ms, 100.0 * ms / (step_seconds * 1e3));
+        if (p[i].flops > 0 && p[i].seconds > 0)
+            printf("  %6.1f GFLOP/s", p[i].flops / p[i].seconds / 1e9);
+        printf("\n");
+    }
+    double other = step_seconds * 1e3 - sum / (double)steps * 1e3;
+    printf("  part %-16s %8.1f ms/step %5.1f%%\n", "(the rest)", other, 100.0 * other / (step_seconds * 1e3));
+}
+
+static int bench_run(const bench_model *bm, int threads, int warmup, int lib, int profile)
 {
     /* Measured next to each model: on a shared machine the ceiling moves. */
     double ceiling = bench_gemm_ceiling(threads);
@@ -67,9 +88,11 @@ static int bench_run(const bench_model *bm, int threads, int warmup)
     int rc = model_layout_init(&L, &bm->s);
     if (rc != ST_OK)
         return rc;
-    rc = backend_cpu_create(&be, &L, &(backend_opts){"cpu", NULL, threads, 0, 1, 0, 0, 1});
+    rc = backend_cpu_create(&be, &L, &(backend_opts){"cpu", NULL, threads, 0, 1, 0, 0, 1, lib});
     if (rc != ST_OK)
         goto out;
+    char desc[160];
+    gemm_describe(lib, desc, sizeof desc);
     size_t ntok = (size_t)(bm->batch * (bm->s.seq_len + 1));
     tok = malloc(ntok * sizeof *tok);
     if (!tok) {
@@ -85,6 +108,8 @@ static int bench_run(const bench_model *bm, int threads, int warmup)
         if (s == warmup) {
             t0 = util_now();
             c0 = bench_cpu_seconds();
+            if (profile && (rc = backend_cpu_profile(be, 1)) != ST_OK)
+                goto out;
         }
         for (size_t i = 0; i < ntok; i++)
             tok[i] = (int32_t)(rng_u64(7, (uint64_t)s, i) % (uint64_t)bm->s.vocab);
@@ -111,10 +136,13 @@ static int bench_run(const bench_model *bm, int threads, int warmup)
     double tps = (double)(bm->batch * bm->s.seq_len) / dt;
     double gf = model_flops_per_token(&bm->s) * tps / 1e9;
     printf("spotrain  model %s: %.1fM params, micro-batch %lld x %lld: %8.0f tokens/s  %7.1f ms/step  "
-           "%6.1f GFLOP/s  %4.0f%% of GEMM ceiling %.0f  %6.0f tokens/cpu-s  (last loss %.3f)\n",
+           "%6.1f GFLOP/s  %4.0f%% of GEMM ceiling %.0f  %6.0f tokens/cpu-s  (%d thread%s, cpu_gemm %s, last loss "
+           "%.3f)\n",
            bm->name, (double)model_count_params(&bm->s) / 1e6, (long long)bm->batch, (long long)bm->s.seq_len,
            tps, dt * 1e3, gf, ceiling > 0 ? 100.0 * gf / ceiling : 0.0, ceiling, (double)(bm->batch * bm->s.seq_len) / cpu,
-           loss / (double)(bm->batch * bm->s.seq_len));
+           threads, threads == 1 ? "" : "s", desc, loss / (double)(bm->batch * bm->s.seq_len));
+    if (profile)
+        bench_profile(be, bm->steps, dt);
     fflush(stdout);
 out:
     free(tok);
@@ -126,7 +154,7 @@ out:
 
 int main(int argc, char **argv)
 {
-    int threads = omp_get_num_procs(), scale = 1;
+    int threads = omp_get_num_procs(), scale = 1, lib = GEMM_OPENBLAS, profile = 0;
     int64_t seq = 0;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
@@ -138,14 +166,24 @@ int main(int argc, char **argv)
             scale = atoi(argv[++i]);
         else if (strcmp(argv[i], "--seq") == 0 && i + 1 < argc)
             seq = atoll(argv[++i]);
+        else if (strcmp(argv[i], "--gemm") == 0 && i + 1 < argc)
+            lib = gemm_parse(argv[++i]);
+        else if (strcmp(argv[i], "--profile") == 0)
+            profile = 1;
         else {
-            fprintf(stderr, "usage: bench_step [--threads N] [--model A|B] [--scale STEPS_MULTIPLIER] [--seq T]\n");
+            fprintf(stderr, "usage: bench_step [--threads N] [--model A|B] [--scale STEPS_MULTIPLIER] [--seq T] "
+                            "[--gemm openblas|onednn|blis] [--profile]\n");
             return ST_USAGE;
         }
     }
-    if (threads < 1 || scale < 1 || seq < 0) {
-        fprintf(stderr, "bench_step: --threads, --scale and --seq must be positive\n");
+    if (threads < 1 || scale < 1 || seq < 0 || lib < 0) {
+        fprintf(stderr, "bench_step: --threads, --scale and --seq must be positive, --gemm one of openblas|onednn|blis\n");
         return ST_USAGE;
+    }
+    char why[200];
+    if (gemm_open(lib, why, sizeof why) != ST_OK) {
+        fprintf(stderr, "bench_step: %s\n", why);
+        return ST_UNAVAILABLE;
     }
     bench_model models[2] = {
         {"A", {.dim = 256, .n_layers = 4, .n_heads = 8, .n_kv_heads = 4, .head_dim = 32, .ffn_dim = 704,
@@ -166,7 +204,7 @@ int main(int argc, char **argv)
             models[i].batch = rows > 0 ? rows : 1;
             models[i].s.seq_len = seq;
         }
-        int rc = bench_run(&models[i], threads, 2);
+        int rc = bench_run(&models[i], threads, 2, lib, profile);
         if (rc != ST_OK)
             return rc;
     }

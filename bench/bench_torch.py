@@ -121,6 +121,9 @@ def main():
         best = None
         for t in settings:
             r = run(name, shape, batch, steps, t)
+            # Each setting too: the per-thread comparison needs them.
+            print("pytorch   model %s at %d thread%s: %8.0f tokens/s  %7.1f ms/step  %6.1f GFLOP/s  %6.0f tokens/cpu-s"
+                  % (name, t, "" if t == 1 else "s", r[0], r[1] * 1e3, r[2], r[3]), flush=True)
             if best is None or r[0] > best[0][0]:
                 best = (r, t)
         (tps, dt, gf, tcpu, loss), t = best

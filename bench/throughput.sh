@@ -1,10 +1,17 @@
 #!/bin/sh
 # Training-step throughput, spotrain's CPU backend against PyTorch eager, on
 # the same two models under the same conditions (same machine, same moment,
-# OpenBLAS kernel chosen by CPU detection for both). Reports; never fails on
-# a target. BENCH_SCALE multiplies the timed steps.
+# kernels chosen by CPU detection for both): spotrain with every
+# matrix-product library that loads (train.cpu_gemm) on 1 and 2 threads,
+# PyTorch on 1 and 2 threads; then each side's best, the issue's targets
+# against what was measured, and the per-part profile of spotrain's best.
+# Reports; never fails on a target. BENCH_SCALE multiplies the timed steps;
+# BENCH_REPEAT runs each spotrain setting that many times and keeps the best
+# (a shared machine's neighbours only ever slow a run down); BENCH_MODELS
+# picks the models ("A B").
 BUILD=${BUILD:-build}
 SCALE=${BENCH_SCALE:-1}
+REPEAT=${BENCH_REPEAT:-1}
 BIN="$BUILD/bench/bench_step"
 PY=${SPOTRAIN_PYTHON:-/usr/bin/python3}
 if [ ! -x "$BIN" ]; then
@@ -13,15 +20,68 @@ if [ ! -x "$BIN" ]; then
 fi
 # OPENBLAS_CORETYPE pins slower kernels on some machines; both sides run
 # with autodetection so the comparison is like for like.
-RUN="env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE"
+RUN="env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE -u DNNL_MAX_CPU_ISA"
+TMP=$(mktemp -d) || exit 70
+trap 'rm -rf "$TMP"' EXIT
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-for m in A B; do
-    # The header lines (kernel, ceiling, torch version) once, before model A.
-    if [ "$m" = A ]; then keep="cat"; else keep="grep -v -e OpenBLAS.core -e ^pytorch...torch"; fi
-    $RUN "$BIN" --model "$m" --scale "$SCALE" | $keep
+threads="1"
+[ "$(nproc)" -ge 2 ] && threads="1 2"
+libs=""
+for lib in openblas onednn blis; do
+    if $RUN "$BIN" --gemm "$lib" --model none >/dev/null 2>"$TMP/err"; then libs="$libs $lib"
+    else echo "spotrain  cpu_gemm $lib skipped: $(cat "$TMP/err")"; fi
+done
+tps() { sed -n 's/.*: *\([0-9][0-9]*\) tokens\/s.*/\1/p' "$1" | head -n 1; }
+# tokens per CPU-second: what a loaded machine distorts least.
+tcpu() { sed -n 's/.* \([0-9][0-9]*\) tokens\/cpu-s.*/\1/p' "$1" | head -n 1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
+$RUN "$BIN" --model none | head -n 1
+for m in ${BENCH_MODELS:-A B}; do
+    best=0 best_t="" best_lib="" eff=0 eff_what=""
+    for t in $threads; do
+        eval "best_$t=0"
+        for lib in $libs; do
+            r=1
+            while [ "$r" -le "$REPEAT" ]; do
+                $RUN "$BIN" --model "$m" --scale "$SCALE" --threads "$t" --gemm "$lib" >"$TMP/run" 2>&1
+                grep "^spotrain  model" "$TMP/run"
+                v=$(tps "$TMP/run")
+                [ -n "$v" ] || v=0
+                cur=0
+                eval "cur=\$best_$t"
+                [ "$v" -gt "$cur" ] && eval "best_$t=$v"
+                if [ "$v" -gt "$best" ]; then best=$v best_t=$t best_lib=$lib; fi
+                c=$(tcpu "$TMP/run")
+                [ -n "$c" ] && [ "$c" -gt "$eff" ] && eff=$c eff_what="$lib, $t thread(s)"
+                r=$((r + 1))
+            done
+        done
+    done
+    torch_best=0 torch_t=""
     if $RUN "$PY" -c 'import torch' >/dev/null 2>&1; then
-        $RUN "$PY" bench/bench_torch.py "$SCALE" "$m" | $keep
+        $RUN "$PY" bench/bench_torch.py "$SCALE" "$m" >"$TMP/torch" 2>&1
+        cat "$TMP/torch"
+        torch_best=$(sed -n 's/^pytorch   model .*: *\([0-9][0-9]*\) tokens\/s.*best with \([0-9]*\) thread.*/\1/p' "$TMP/torch")
+        torch_t=$(sed -n 's/^pytorch   model .*best with \([0-9]*\) thread.*/\1/p' "$TMP/torch")
     else
         echo "pytorch   skipped: $PY cannot import torch (install python3-torch)"
+    fi
+    echo "model $m: spotrain best $best tok/s ($best_lib, $best_t thread(s)); pytorch best ${torch_best:-0} tok/s (${torch_t:-?} thread(s))"
+    if [ "${torch_best:-0}" -gt 0 ] && [ "$best" -gt 0 ]; then
+        echo "  target >= 1.50x best vs best:      measured $(ratio "$best" "$torch_best")x"
+        echo "  target >= 1.00x per thread (bests): measured $(ratio "$(ratio "$best" "$best_t")" "$(ratio "$torch_best" "$torch_t")")x"
+        teff=$(sed -n 's/^pytorch   model .* \([0-9][0-9]*\) tokens\/cpu-s.*/\1/p' "$TMP/torch" | sort -n | tail -n 1)
+        echo "  tokens per CPU-second (best of each side): spotrain $eff ($eff_what) vs pytorch $teff: $(ratio "$eff" "$teff")x"
+        for t in $threads; do
+            s=0
+            eval "s=\$best_$t"
+            p=$(sed -n "s/^pytorch   model $m at $t threads*: *\([0-9][0-9]*\) tokens\/s.*/\1/p" "$TMP/torch")
+            [ -n "$p" ] && echo "  at $t thread(s): spotrain $s vs pytorch $p tok/s: $(ratio "$s" "$p")x"
+        done
+    fi
+    if [ -n "$best_lib" ]; then
+        echo "  per-part profile of spotrain's best ($best_lib, $best_t thread(s)):"
+        $RUN "$BIN" --model "$m" --scale "$SCALE" --threads "$best_t" --gemm "$best_lib" --profile 2>&1 |
+            grep -e "^  part" -e "^spotrain  model"
     fi
 done

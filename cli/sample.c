@@ -280,7 +280,9 @@ int train_sample_cli(int argc, char **argv)
         rc = tok_load(&tk, c.tokenizer);
     if (rc == ST_OK && (rc = model_shape_from_cfg(&s, &c)) == ST_OK)
         rc = model_layout_init(&L, &s);
-    backend_opts bo = {"cpu", NULL, (int)c.threads, 0, 1, (int)c.flush_denormals, 0, 1};
+    /* A named train.cpu_gemm; auto has no timing here: OpenBLAS. */
+    backend_opts bo = {"cpu", NULL, (int)c.threads, 0, 1, (int)c.flush_denormals, 0, 1,
+                       gemm_parse(c.cpu_gemm) > 0 ? gemm_parse(c.cpu_gemm) : GEMM_OPENBLAS};
     if (rc == ST_OK)
         rc = backend_create(&b, &L, &bo);
     if (rc == ST_OK)

@@ -71,6 +71,7 @@ static const cfg_key cfg_keys[] = {
     KI("train", "flush_denormals", flush_denormals, 0, 1),
     KS("train", "zero", zero, "auto|1|2|3"),
     KS("train", "recompute", recompute, "none|layers|auto"),
+    KS("train", "cpu_gemm", cpu_gemm, "auto|openblas|onednn|blis"),
     KF("train", "lr", lr, 0, 10),
     KA("train", "min_lr", min_lr, 0, 10),
     KF("train", "warmup_steps", warmup_steps, 0, 1e15),

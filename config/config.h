@@ -44,6 +44,7 @@ typedef struct cfg {
     int64_t seed, max_steps, global_batch, micro_batch, threads;
     int64_t flush_denormals;   /* cpu backend: subnormal floats flushed to zero (FTZ/DAZ) */
     char zero[8];                   /* ZeRO stage 1 | 2 | 3 | auto (the lowest whose memory plan fits) */
+    char cpu_gemm[16];              /* auto | openblas | onednn | blis (cpu backend's matrix-product library; auto: the fastest on the model's shapes, timed at start and cached in the run directory) */
     char recompute[8];              /* none | layers | auto (rerun each layer's forward in its backward; auto: layers when the memory plan with none does not fit) */
     double lr, min_lr, warmup_steps, weight_decay, beta1, beta2, adam_eps, grad_clip;
     int min_lr_auto;                /* min_lr was auto: resolved to lr / 10 (a number from here on) */

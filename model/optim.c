@@ -71,10 +71,13 @@ double optim_clip_scale(const optim_hparams *h, double global_norm)
     return s < 1.0 ? s : 1.0;
 }
 
-static void optim_adamw_span(const elem_adamw_k *k, float *p, const float *g, float *m, float *v, size_t n,
-                             double keep)
+/* Element by element, so threads and vector lanes cannot change a bit
+ * (sqrt and the divisions are correctly rounded in any lane; optim.o is
+ * built with -fno-math-errno so that sqrt needs no errno branch). */
+static void optim_adamw_span(const elem_adamw_k *k, float *restrict p, const float *restrict g, float *restrict m,
+                             float *restrict v, size_t n, double keep)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++)
         elem_adamw(k, keep, &p[i], g[i], &m[i], &v[i]);
 }

@@ -4,7 +4,9 @@
 # `test` also makes build/venv, a Python virtual environment with the PyPI
 # oracles of tests/requirements.txt (tokenizers, safetensors); tests that need
 # it print SKIP when it is missing.
-# Usage: sh tests/deps.sh [build|test]   (test adds PyTorch, clang, shellcheck, promtool, xz, groff)
+# Usage: sh tests/deps.sh [build|test]   (test adds PyTorch, clang, shellcheck, promtool, xz, groff,
+#                                         and oneDNN and BLIS, the optional train.cpu_gemm libraries,
+#                                         opened at run time: their tests SKIP where they are missing)
 #        sh tests/deps.sh check          (make runs this: the compiler finds every
 #                                         header, or one line names the packages)
 set -u
@@ -21,7 +23,7 @@ if [ "${1:-build}" = check ]; then
     exit 69
 fi
 if [ "${1:-build}" = test ]; then
-    want="$want python3-torch python3-numpy python3-venv clang shellcheck procps prometheus xz-utils groff-base"
+    want="$want python3-torch python3-numpy python3-venv clang shellcheck procps prometheus xz-utils groff-base libdnnl2 libblis4-serial"
 fi
 deps_venv() {
     [ "${1:-build}" = test ] || return 0

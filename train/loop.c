@@ -57,7 +57,7 @@ typedef struct {
     interval_auto ia;        /* rank 0's estimate */
     double segment_start;    /* util_now() at the start of this segment */
     lscale ls;               /* loss scaling (off unless fp16 or train.loss_scale_init) */
-    char continuity[512];    /* what changed since the checkpoint we resumed from ("" = nothing) */
+    char continuity[1200];   /* what changed since the checkpoint we resumed from ("" = nothing) */
     int init_checked;        /* model.init_from's headers passed on every rank */
 } trainer;
 
@@ -243,7 +243,7 @@ static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t
         if (!strncmp(path, "s3://", 5))
             proto_remote_known(&t->pr, in->step);
         trainer_restore_scaler(t, in);
-        if (backend_continuity(t->b, in->backend, in->precision, in->device, t->continuity,
+        if (backend_continuity(t->b, in->backend, in->precision, in->device, in->libraries, t->continuity,
                                sizeof t->continuity) == 0)
             t->continuity[0] = 0;
         trainer_reduce_continuity(t, in->reduce, in->world_size);
@@ -1093,6 +1093,47 @@ static int trainer_zero_auto(trainer *t, const model_shape *s)
     return ST_OK;
 }
 
+/* train.cpu_gemm on the CPU backend: a named library was opened by the
+ * backend; auto has rank 0 time the model's own products (or read the run
+ * directory's cache) and every rank take its answer, so that all ranks
+ * compute with the same library. The choice and its kernel are logged. */
+static int trainer_cpu_gemm(trainer *t)
+{
+    if (strcmp(t->b->name, "cpu"))
+        return ST_OK;
+    int lib = gemm_parse(t->c->cpu_gemm), rc = ST_OK;
+    char note[600] = "", cache[sizeof t->c->run_dir + 32], desc[160];
+    /* SPOTRAIN_CPU_GEMM answers auto without timing: the tests' fixed
+     * library, whose bits their comparisons between runs rely on. */
+    const char *env = getenv("SPOTRAIN_CPU_GEMM");
+    if (lib == GEMM_AUTO && env && gemm_parse(env) >= 0) {
+        lib = gemm_parse(env);
+        if ((rc = backend_cpu_set_gemm(t->b, lib)) != ST_OK)
+            return rc;
+        snprintf(note, sizeof note, "cpu_gemm auto: %s (SPOTRAIN_CPU_GEMM)", env);
+    } else if (lib == GEMM_AUTO) {
+        if (t->rank == 0) {
+            snprintf(cache, sizeof cache, "%s/cpu_gemm.cache", t->c->run_dir);
+            rc = backend_cpu_gemm_pick(t->b, t->c->micro_batch, cache, &lib, note, sizeof note);
+            if (rc != ST_OK)
+                lib = GEMM_OPENBLAS;
+        }
+        int32_t v = lib;
+        int brc = comm_bcast(&v, sizeof v, 0);
+        if (rc != ST_OK || brc != ST_OK)
+            return rc != ST_OK ? rc : brc;
+        if ((rc = backend_cpu_set_gemm(t->b, v)) != ST_OK)
+            return rc;
+        lib = v;
+    }
+    gemm_describe(lib, desc, sizeof desc);
+    if (note[0])
+        trainer_log(t, "%s; kernel: %s", note, desc);
+    else
+        trainer_log(t, "cpu_gemm %s: %s", t->c->cpu_gemm, desc);
+    return ST_OK;
+}
+
 /* train.recompute = auto: the memory model's plan with none against what
  * a rank has: on the CPU its share of MemAvailable (the node's ranks split
  * it), on a GPU the device's memory; over it, the backend switches to
@@ -1237,7 +1278,8 @@ static int trainer_open(trainer *t, const cfg *c, int mode)
     if (!strcmp(c->zero, "auto") && (rc = trainer_zero_auto(t, &s)) != ST_OK)
         return rc;
     backend_opts bo = {c->backend, strcmp(c->precision, "auto") ? c->precision : NULL, (int)c->threads, t->rank,
-                       t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers"), t->zero};
+                       t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers"), t->zero,
+                       gemm_parse(c->cpu_gemm) > 0 ? gemm_parse(c->cpu_gemm) : GEMM_OPENBLAS};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
     /* backend auto that found no GPU: config refused backend = cpu already */
@@ -1246,6 +1288,8 @@ static int trainer_open(trainer *t, const cfg *c, int mode)
                          "runs; use comm.reduce = chain", t->b->name);
     if (t->b->warning[0])
         trainer_log(t, "warning: %s", t->b->warning);
+    if ((rc = trainer_cpu_gemm(t)) != ST_OK)
+        return rc;
     if (!strcmp(c->recompute, "auto") && (rc = trainer_recompute_auto(t, &s)) != ST_OK)
         return rc;
     if ((rc = trainer_scaler(t)) != ST_OK)

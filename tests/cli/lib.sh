@@ -43,6 +43,11 @@ t_s3_signatures() {
     else t_bad "every S3 request's SigV4 signature verifies (botocore, as sent)" "$(echo "$_bad" | wc -l) did not; $(echo "$_bad" | head -n 3)"; fi
 }
 
+# cpu_gemm = auto's choice fixed to OpenBLAS: tests compare bits between
+# runs and with tests/cli/golden.txt, which a timing must not decide
+# (cli_cpu_gemm.sh unsets it to test auto itself).
+export SPOTRAIN_CPU_GEMM=openblas
+
 # mpirun as root in containers and CI.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1

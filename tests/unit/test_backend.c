@@ -24,19 +24,29 @@ static void test_continuity(void)
 {
     backend b = test_be("cuda", "bf16", "NVIDIA H200");
     char why[256];
-    EXPECT(backend_continuity(&b, "cuda", "bf16", "NVIDIA H200", why, sizeof why) == 0 && !why[0]);
-    EXPECT(backend_continuity(&b, "cuda", "fp16", "NVIDIA H200", why, sizeof why) == 1);
+    EXPECT(backend_continuity(&b, "cuda", "bf16", "NVIDIA H200", NULL, why, sizeof why) == 0 && !why[0]);
+    EXPECT(backend_continuity(&b, "cuda", "fp16", "NVIDIA H200", NULL, why, sizeof why) == 1);
     EXPECT(!strcmp(why, "precision fp16 -> bf16"));
-    EXPECT(backend_continuity(&b, "cpu", "fp32", "AMD EPYC 7R13 Processor", why, sizeof why) == 3);
+    EXPECT(backend_continuity(&b, "cpu", "fp32", "AMD EPYC 7R13 Processor", NULL, why, sizeof why) == 3);
     EXPECT(!strcmp(why, "backend cpu -> cuda, precision fp32 -> bf16, device AMD EPYC 7R13 Processor -> NVIDIA H200"));
     /* Not recorded (a checkpoint older than the fields): nothing to compare. */
-    EXPECT(backend_continuity(&b, "", "", "", why, sizeof why) == 0);
-    EXPECT(backend_continuity(&b, NULL, NULL, "NVIDIA A100-SXM4-80GB", why, sizeof why) == 1);
+    EXPECT(backend_continuity(&b, "", "", "", "", why, sizeof why) == 0);
+    EXPECT(backend_continuity(&b, NULL, NULL, "NVIDIA A100-SXM4-80GB", NULL, why, sizeof why) == 1);
     EXPECT(!strcmp(why, "device NVIDIA A100-SXM4-80GB -> NVIDIA H200"));
+    /* Another matrix-product library or kernel (train.cpu_gemm) breaks
+     * the bits as surely as another device. */
+    backend c = test_be("cpu", "fp32", "AMD EPYC");
+    snprintf(c.libraries, sizeof c.libraries, "OpenBLAS 0.3.21; cpu_gemm onednn 2.6.3 avx512_core_bf16");
+    EXPECT(backend_continuity(&c, "cpu", "fp32", "AMD EPYC", "OpenBLAS 0.3.21; cpu_gemm onednn 2.6.3 avx512_core_bf16",
+                              why, sizeof why) == 0);
+    EXPECT(backend_continuity(&c, "cpu", "fp32", "AMD EPYC", "OpenBLAS 0.3.21; cpu_gemm openblas 0.3.21 Cooperlake",
+                              why, sizeof why) == 1);
+    EXPECT(!strcmp(why, "libraries OpenBLAS 0.3.21; cpu_gemm openblas 0.3.21 Cooperlake -> OpenBLAS 0.3.21; "
+                        "cpu_gemm onednn 2.6.3 avx512_core_bf16"));
     /* A short buffer truncates, never overruns. */
     char small[12];
     memset(small, 'x', sizeof small);
-    EXPECT(backend_continuity(&b, "cpu", "fp32", "other", small, sizeof small) == 3);
+    EXPECT(backend_continuity(&b, "cpu", "fp32", "other", NULL, small, sizeof small) == 3);
     EXPECT(memchr(small, 0, sizeof small) != NULL);
 }
 
@@ -69,14 +79,14 @@ static void test_cpu_precision(void)
     const char *refused[] = {"bf16", "fp16", "tf32"};
     for (size_t i = 0; i < 3; i++) {
         backend *b = NULL;
-        backend_opts o = {"cpu", refused[i], 1, 0, 1, 0, 0, 1};
+        backend_opts o = {"cpu", refused[i], 1, 0, 1, 0, 0, 1, 0};
         EXPECT(backend_create(&b, &L, &o) == ST_CONFIG && b == NULL);
         EXPECT(strstr(util_last_error(), "fp32 only") != NULL);
     }
     const char *taken[] = {NULL, "fp32"};
     for (size_t i = 0; i < 2; i++) {
         backend *b = NULL;
-        backend_opts o = {"cpu", taken[i], 1, 0, 1, 0, 0, 1};
+        backend_opts o = {"cpu", taken[i], 1, 0, 1, 0, 0, 1, 0};
         EXPECT(backend_create(&b, &L, &o) == ST_OK && b);
         if (!b)
             continue;
@@ -108,12 +118,12 @@ static void test_cpu_flush(void)
     model_layout L;
     backend *b = NULL;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
-    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 2, 0, 1, 0, 0, 1}) == ST_OK && b);
+    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 2, 0, 1, 0, 0, 1, 0}) == ST_OK && b);
     EXPECT(test_flushed_everywhere() == 0);
     if (b)
         b->destroy(b);
     b = NULL;
-    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 2, 0, 1, 1, 0, 1}) == ST_OK && b);
+    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 2, 0, 1, 1, 0, 1, 0}) == ST_OK && b);
 #if defined(__x86_64__) || defined(__i386__)
     EXPECT(test_flushed_everywhere() == 2);
 #endif
@@ -143,7 +153,7 @@ static void test_blas_advice(void)
     model_layout L;
     backend *b = NULL;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
-    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 1, 0, 1, 0, 0, 1}) == ST_OK && b);
+    EXPECT(backend_create(&b, &L, &(backend_opts){"cpu", NULL, 1, 0, 1, 0, 0, 1, 0}) == ST_OK && b);
     EXPECT(b && backend_cpu_blas_check(out, sizeof out) == (b->warning[0] != 0) && !strcmp(out, b->warning));
     if (b)
         b->destroy(b);

@@ -70,7 +70,7 @@ static float *cp_weights(const model_layout *L)
 static int cp_backend_rc(const char *name, const char *prec, const model_layout *L, const float *w, int recompute,
                          backend **be)
 {
-    int rc = backend_create(be, L, &(backend_opts){name, prec, 0, 0, 1, 0, recompute, 1});
+    int rc = backend_create(be, L, &(backend_opts){name, prec, 0, 0, 1, 0, recompute, 1, 0});
     if (rc == ST_OK)
         rc = (*be)->load(*be, BK_PARAMS, 0, L->n_floats, w);
     if (rc == ST_OK)

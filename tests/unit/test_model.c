@@ -57,7 +57,7 @@ static int tm_model_rc(const model_shape *s, int threads, int recompute, double 
 {
     if (model_layout_init(L, s) != ST_OK)
         return -1;
-    if (backend_cpu_create(be, L, &(backend_opts){"cpu", NULL, threads, 0, 1, 0, recompute, 1}) != ST_OK) {
+    if (backend_cpu_create(be, L, &(backend_opts){"cpu", NULL, threads, 0, 1, 0, recompute, 1, 0}) != ST_OK) {
         model_layout_free(L);
         return -1;
     }
@@ -584,7 +584,7 @@ static void test_backend_create(void)
     model_layout L;
     backend *be = NULL;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
-    EXPECT(backend_create(&be, &L, &(backend_opts){"cpu", NULL, 1, 0, 1, 0, 0, 1}) == ST_OK && be && strcmp(be->name, "cpu") == 0);
+    EXPECT(backend_create(&be, &L, &(backend_opts){"cpu", NULL, 1, 0, 1, 0, 0, 1, 0}) == ST_OK && be && strcmp(be->name, "cpu") == 0);
     if (be)
         be->destroy(be);
     be = NULL;
@@ -592,8 +592,8 @@ static void test_backend_create(void)
     char why[256];
     if (!cuda_available(why, sizeof why))   /* on a GPU machine the CUDA tests cover it */
 #endif
-        EXPECT(backend_create(&be, &L, &(backend_opts){"cuda", NULL, 1, 0, 1, 0, 0, 1}) == ST_UNAVAILABLE && !be);
-    EXPECT(backend_create(&be, &L, &(backend_opts){"tpu", NULL, 1, 0, 1, 0, 0, 1}) == ST_CONFIG && !be);
+        EXPECT(backend_create(&be, &L, &(backend_opts){"cuda", NULL, 1, 0, 1, 0, 0, 1, 0}) == ST_UNAVAILABLE && !be);
+    EXPECT(backend_create(&be, &L, &(backend_opts){"tpu", NULL, 1, 0, 1, 0, 0, 1, 0}) == ST_CONFIG && !be);
     model_layout_free(&L);
 }
 
@@ -608,7 +608,7 @@ static void test_backend_state(void)
     model_layout L;
     backend *be = NULL;
     EXPECT(model_layout_init(&L, &s) == ST_OK);
-    EXPECT(backend_cpu_create(&be, &L, &(backend_opts){"cpu", NULL, 1, 1, 3, 0, 0, 1}) == ST_OK);
+    EXPECT(backend_cpu_create(&be, &L, &(backend_opts){"cpu", NULL, 1, 1, 3, 0, 0, 1, 0}) == ST_OK);
     if (!be)
         return;
     size_t n = L.n_floats, lo = be->lo, hi = be->hi, k = hi - lo;
