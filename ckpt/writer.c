@@ -393,6 +393,27 @@ static float *ckpt_reserve(size_t bytes)
     return p;
 }
 
+/* threads = 0: all cores; at most 64. */
+static int ckpt_writer_threads(int threads)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1)
+        threads = cores < 1 ? 1 : (int)cores;
+    return threads > 64 ? 64 : threads;
+}
+
+uint64_t ckpt_writer_io_bytes(const ckpt_opts *o, size_t span)
+{
+    /* A chunk lies inside one array of the range; a slot holds at most a
+     * chunk's raw bytes (bigger output is stored raw), and those are the
+     * pages a save touches of the slot's compression bound. */
+    uint64_t T = (uint64_t)ckpt_writer_threads(o->threads), chunk = o->chunk_bytes;
+    if (chunk > 4 * (uint64_t)span)
+        chunk = 4 * (uint64_t)span;
+    uint64_t slots = o->codec == CKPT_CODEC_NONE ? 0 : (2 * T + 1) * chunk;
+    return slots + T * (uint64_t)ckpt_codec_ws_bytes(o->codec, o->level, (size_t)chunk);
+}
+
 static int ckpt_writer_buffers(ckpt_writer *w)
 {
     size_t span = w->hi - w->lo;
@@ -457,11 +478,7 @@ int ckpt_writer_open(ckpt_writer **out, const char *ckpt_dir, const ckpt_opts *o
         rc = util_fail(ST_IOERR, "another writer holds %s: two runs must not share a checkpoint directory", lock);
         goto out;
     }
-    if (w->o.threads < 1) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);   /* threads = 0: all cores */
-        w->o.threads = cores < 1 ? 1 : (int)cores;
-    }
-    w->o.threads = w->o.threads > 64 ? 64 : w->o.threads;
+    w->o.threads = ckpt_writer_threads(w->o.threads);
     if ((rc = ckpt_writer_buffers(w)) != ST_OK)
         goto out;
     if (!(w->pool = ckpt_pool_create(w->o.threads))) {

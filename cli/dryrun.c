@@ -217,6 +217,8 @@ int dryrun_plan(const cfg *c, int world)
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     dryrun_line(act, (double)(m.activations + m.attn_scratch));
+    dryrun_line("checkpoint writer I/O", (double)m.ckpt_io);
+    dryrun_line("process (binary, libs, MPI)", (double)m.runtime);
     dryrun_zero(c, &mc, &m);
     dryrun_recompute(c, &mc, &m);
     dryrun_line("total", (double)m.total);

@@ -4,6 +4,7 @@
 #include "model/memplan.h"
 #include "backend/backend.h"
 #include "comm/comm.h"
+#include "ckpt/ckpt.h"
 #include "cuda/plan.h"
 #include "util/util.h"
 
@@ -42,6 +43,32 @@ static uint64_t memplan_comm_piece(const memplan_cfg *c, uint64_t R, uint64_t K)
 
 static int memplan_threads(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
 
+/* The CPU process's own bytes, measured as VmHWM on this project's build
+ * (Debian 12: glibc 2.36, Open MPI 4.1.4 on one node, OpenBLAS and libgomp
+ * linked statically) in runs whose training state is a few KiB; the
+ * memplan test holds a whole run to the plan and fails when a term goes
+ * missing, bench/memplan.sh prints the terms measured again. */
+#define MEMPLAN_MIB(x) ((uint64_t)((x) * 1048576.0))
+/* The binary and its libraries resident: `spotrain --version`. */
+static const uint64_t memplan_cpu_image = MEMPLAN_MIB(10.1);
+/* What the first steps add: OpenBLAS's and libgomp's first use, the data
+ * reader, the writer's and watchdog's thread stacks, malloc's arenas. */
+static const uint64_t memplan_cpu_first_use = MEMPLAN_MIB(2.6);
+/* Each compute thread: its stack and OpenBLAS packing pages. */
+static const uint64_t memplan_cpu_per_thread = MEMPLAN_MIB(0.25);
+/* MPI_Init and its shared-memory transport: 7.4 MiB at 2 ranks, 10.8 at
+ * 3 and 4, 10.9 at 8 (measured; the step between 2 and 3 is Open MPI's). */
+static const uint64_t memplan_cpu_mpi_two = MEMPLAN_MIB(7.4), memplan_cpu_mpi_more = MEMPLAN_MIB(10.7);
+static const uint64_t memplan_cpu_mpi_per_rank = MEMPLAN_MIB(0.025);
+
+uint64_t memplan_cpu_runtime_bytes(int world, int threads)
+{
+    uint64_t mpi = world <= 1 ? 0 : world == 2 ? memplan_cpu_mpi_two
+                                 : memplan_cpu_mpi_more + memplan_cpu_mpi_per_rank * (uint64_t)world;
+    return memplan_cpu_image + memplan_cpu_first_use + memplan_cpu_per_thread * (uint64_t)memplan_threads(threads) +
+           mpi;
+}
+
 uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads)
 {
     uint64_t T = (uint64_t)s->seq_len;
@@ -70,8 +97,14 @@ static void memplan_cpu(const memplan_cfg *c, memplan_bytes *b)
     b->act_layers = memplan_cpu_activation_bytes(s, c->micro_batch, 1, c->threads);
     b->attn_scratch = memplan_cpu_attn_scratch_bytes(s, c->threads);
     b->activations = (c->recompute == MEMPLAN_RECOMPUTE_LAYERS ? b->act_layers : b->act_none) - b->attn_scratch;
+    if (c->ckpt_chunk) {
+        ckpt_opts o = {.codec = c->ckpt_codec, .level = c->ckpt_level, .chunk_bytes = c->ckpt_chunk,
+                       .threads = c->ckpt_threads};
+        b->ckpt_io = ckpt_writer_io_bytes(&o, b->range);
+    }
+    b->runtime = memplan_cpu_runtime_bytes(c->world, c->threads);
     b->total = b->master + b->working + b->grads + b->adam + b->snapshot + b->buckets + b->activations +
-               b->attn_scratch + b->workspace + b->context + b->comm;
+               b->attn_scratch + b->workspace + b->context + b->comm + b->ckpt_io + b->runtime;
 }
 
 /* The arena's aligned bytes from entry i to the next one. */
@@ -228,6 +261,20 @@ uint64_t memplan_host_available(void)
     if (f)
         fclose(f);
     return (uint64_t)kib * 1024;
+}
+
+int memplan_refusal(const memplan_cfg *c, const memplan_bytes *b, uint64_t avail, int local, char *buf, size_t cap)
+{
+    if (avail == 0 || b->total <= avail)
+        return 0;
+    char advice[640];
+    memplan_advice(c, b, advice, sizeof advice);
+    snprintf(buf, cap, "the memory plan needs %.3f GiB per process (ZeRO stage %d, recompute %s, %d rank%s) and "
+             "each of the %d rank%s on this node has %.3f GiB of MemAvailable; not starting (it would swap or meet "
+             "the OOM killer): %s", (double)b->total / MEMPLAN_GIB, c->zero,
+             c->recompute == MEMPLAN_RECOMPUTE_LAYERS ? "layers" : "none", c->world, c->world == 1 ? "" : "s", local,
+             local == 1 ? "" : "s", (double)avail / MEMPLAN_GIB, advice);
+    return 1;
 }
 
 void memplan_advice(const memplan_cfg *c, const memplan_bytes *b, char *buf, size_t cap)

@@ -31,9 +31,11 @@ t_exit "auto picks layers one byte short" 0 "recompute auto: layers; plan .* GiB
     env SPOTRAIN_TEST_MEM_AVAILABLE="$((none - 1))" "$S" train /dev/null $A --set train.recompute=auto \
     --set train.run_dir="$T_TMP/auto-layers"
 # shellcheck disable=SC2086
-t_exit "auto that cannot fit says so" 0 "recompute auto: layers; .*does not fit even with layers" \
+t_exit "auto that cannot fit is refused on the plan's line" 78 \
+    "memory plan needs .* GiB per process [(]ZeRO stage 1, recompute layers, 1 rank[)].*not starting" \
     env SPOTRAIN_TEST_MEM_AVAILABLE=1000 "$S" train /dev/null $A --set train.recompute=auto \
     --set train.run_dir="$T_TMP/auto-small"
+t_exit "a refused start writes nothing" 0 "" test ! -e "$T_TMP/auto-small"
 # shellcheck disable=SC2086
 t_exit "dry-run shows auto's choice" 0 "recompute auto: layers on this machine" \
     env SPOTRAIN_TEST_MEM_AVAILABLE="$((none - 1))" "$S" train /dev/null $A --set train.recompute=auto --dry-run

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "ckpt/ckpt.h"
 #include "comm/comm.h"
 #include "cuda/plan.h"
 #include "model/memplan.h"
@@ -26,14 +27,45 @@ static memplan_cfg mp_cfg(const model_shape *s, memplan_backend be, memplan_prec
 {
     memplan_cfg c = {.shape = *s, .backend = be, .precision = p, .world = world, .ranks_per_node = 8,
                      .micro_batch = B, .threads = 3, .recompute = MEMPLAN_RECOMPUTE_NONE, .zero = MEMPLAN_ZERO1,
-                     .comm_chunk = COMM_CHUNK_DEFAULT};
+                     .comm_chunk = COMM_CHUNK_DEFAULT, .ckpt_codec = CKPT_CODEC_SHUFFLE_ZSTD, .ckpt_level = 3,
+                     .ckpt_threads = 2, .ckpt_chunk = 4u << 20};
     return c;
 }
 
 static uint64_t mp_sum(const memplan_bytes *b)
 {
     return b->master + b->working + b->grads + b->adam + b->snapshot + b->buckets + b->activations +
-           b->attn_scratch + b->workspace + b->context + b->comm;
+           b->attn_scratch + b->workspace + b->context + b->comm + b->ckpt_io + b->runtime;
+}
+
+/* The CPU process's own terms: the writer's slots and codec workspaces as
+ * ckpt_writer_io_bytes sizes them for the rank's range, and the runtime,
+ * which grows with MPI (2 ranks, then more) and compute threads. CUDA's
+ * per-GPU plan holds neither. */
+static void test_process_terms(void)
+{
+    const model_shape *shapes[] = {&small, &ds7};
+    for (int si = 0; si < 2; si++)
+        for (int W = 1; W <= 4; W++) {
+            memplan_cfg c = mp_cfg(shapes[si], MEMPLAN_CPU, MEMPLAN_FP32, W, 1);
+            memplan_bytes b, none, g;
+            EXPECT(memplan_compute(&c, &b) == ST_OK);
+            uint64_t chunk = 4 * (uint64_t)b.range < c.ckpt_chunk ? 4 * (uint64_t)b.range : c.ckpt_chunk;
+            ckpt_opts o = {.codec = c.ckpt_codec, .level = 3, .chunk_bytes = c.ckpt_chunk, .threads = 2};
+            EXPECT(b.ckpt_io == ckpt_writer_io_bytes(&o, b.range));
+            /* 5 slots and 2 shuffle buffers of a chunk, 2 zstd contexts */
+            EXPECT(b.ckpt_io > 7 * chunk && b.ckpt_io < 7 * chunk + 2 * (8u << 20));
+            EXPECT(b.runtime == memplan_cpu_runtime_bytes(W, 3));
+            c.ckpt_codec = CKPT_CODEC_NONE;   /* written from the snapshot: no slots, no codec */
+            EXPECT(memplan_compute(&c, &none) == ST_OK && none.ckpt_io == 0 && none.total == b.total - b.ckpt_io);
+            c = mp_cfg(shapes[si], MEMPLAN_CUDA, MEMPLAN_BF16, W, 1);
+            EXPECT(memplan_compute(&c, &g) == ST_OK && g.ckpt_io == 0 && g.runtime == 0);
+        }
+    uint64_t one = memplan_cpu_runtime_bytes(1, 1);
+    EXPECT(one > (10u << 20) && one < (16u << 20));
+    EXPECT(memplan_cpu_runtime_bytes(2, 1) > one + (5u << 20));
+    EXPECT(memplan_cpu_runtime_bytes(4, 1) > memplan_cpu_runtime_bytes(2, 1));
+    EXPECT(memplan_cpu_runtime_bytes(1, 8) > one);
 }
 
 static void test_categories_add_up(void)
@@ -263,6 +295,7 @@ int main(void)
     harness_run("world shrinks only the sharded categories", test_world_scaling);
     harness_run("zero 2-3 are range + bucket", test_zero_stages);
     harness_run("zero = auto picks the lowest stage that fits", test_choose_zero);
+    harness_run("the process: writer I/O and runtime", test_process_terms);
     harness_run("unimplemented stages are refused", test_refusals);
     return harness_end();
 }
