@@ -404,14 +404,27 @@ static int ckpt_writer_threads(int threads)
 
 uint64_t ckpt_writer_io_bytes(const ckpt_opts *o, size_t span)
 {
-    /* A chunk lies inside one array of the range; a slot holds at most a
-     * chunk's raw bytes (bigger output is stored raw), and those are the
-     * pages a save touches of the slot's compression bound. */
-    uint64_t T = (uint64_t)ckpt_writer_threads(o->threads), chunk = o->chunk_bytes;
-    if (chunk > 4 * (uint64_t)span)
-        chunk = 4 * (uint64_t)span;
-    uint64_t slots = o->codec == CKPT_CODEC_NONE ? 0 : (2 * T + 1) * chunk;
-    return slots + T * (uint64_t)ckpt_codec_ws_bytes(o->codec, o->level, (size_t)chunk);
+    /* Chunk i goes through slot i % n_slots (ckpt_make_chunks' order: each
+     * array's chunks in turn, the last of each shorter); a slot's pages are
+     * those of the largest chunk it held (output that would not shrink is
+     * stored raw, so a chunk's raw size bounds it). Each compression
+     * thread's workspace is sized for the largest chunk. */
+    uint64_t T = (uint64_t)ckpt_writer_threads(o->threads), per = o->chunk_bytes / 4;
+    if (span == 0 || per == 0)
+        return 0;
+    uint64_t each = (span + per - 1) / per, n_slots = 2 * T + 1, n = each * CKPT_N_ARRAYS, slots = 0;
+    uint64_t last = span - (each - 1) * per, big = each > 1 ? per : last;
+    for (uint64_t j = 0; j < n_slots && j < n && o->codec != CKPT_CODEC_NONE; j++) {
+        uint64_t most = 0;
+        for (uint64_t i = j; i < n; i += n_slots) {
+            uint64_t f = i % each == each - 1 ? last : per;
+            most = f > most ? f : most;
+            if (most == big)
+                break;
+        }
+        slots += 4 * most;
+    }
+    return slots + T * (uint64_t)ckpt_codec_ws_bytes(o->codec, o->level, (size_t)(4 * big));
 }
 
 static int ckpt_writer_buffers(ckpt_writer *w)
