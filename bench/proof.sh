@@ -14,6 +14,8 @@
 # thrash. PROOF_LAYERS: a fixed depth instead of the largest that fits;
 # PROOF_NP (4), PROOF_STEPS (2), PROOF_SEQ (128), PROOF_RESERVE_MIB (512:
 # left free for mpirun, the shell and the page cache).
+# Option strings like $C are word-split on purpose.
+# shellcheck disable=SC2086
 BUILD=${BUILD:-build}
 S=$PWD/$BUILD/spotrain
 NP=${PROOF_NP:-4}

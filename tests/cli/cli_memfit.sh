@@ -60,6 +60,7 @@ done <rows
 # The test can fail: for each of the plan's 8 categories (params, grads,
 # adam, snapshot, exchange, activations, writer I/O, process), some row
 # where the plan without it is more than 10% under the measured peak.
+# shellcheck disable=SC2016
 t_exit "every category matters in some row (dropping it fails the test)" 0 "" awk '
     { m = $5; p = $6; for (i = 7; i <= NF; i++) if (m / (p - $i * 1073741824) > 1.10) hit[i - 6] = 1; k = NF - 6 }
     END { for (i = 1; i <= k; i++) if (!hit[i]) { print "category " i " is never over 10%"; bad = 1 }
