@@ -20,7 +20,7 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 dir=$(mktemp -d /tmp/spotrain-memplan.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-avail=$(awk '/^MemAvailable:/ { print $2 * 1024 }' /proc/meminfo)
+avail=$(awk '/^MemAvailable:/ { printf "%.0f", $2 * 1024 }' /proc/meminfo)
 cap=$(awk -v g="${MEMPLAN_MAX_GIB:-0}" -v a="$avail" 'BEGIN { c = g * 1073741824; printf "%.0f", (c > 0 && c < a) ? c : a }')
 C="--set train.backend=cpu --set train.threads=1 --set train.micro_batch=$MB --set train.max_steps=2
    --set train.val_every=0 --set checkpoint.interval_steps=0 --set checkpoint.threads=1 --quiet"

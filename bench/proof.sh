@@ -43,7 +43,7 @@ plan() {
     "$S" train /dev/null $(shape "$1") $C --set train.zero="$2" --dry-run --world "$NP" 2>/dev/null |
         sed -n 's/^  per-process total: \([0-9]*\) bytes/\1/p'
 }
-avail=$(awk '/^MemAvailable:/ { print $2 * 1024 }' /proc/meminfo)
+avail=$(awk '/^MemAvailable:/ { printf "%.0f", $2 * 1024 }' /proc/meminfo)
 room=$((avail - RESERVE))
 L=${PROOF_LAYERS:-}
 if [ -z "$L" ]; then
