@@ -85,7 +85,7 @@ t0=$(date +%s)
 mpirun -np "$NP" sh -c '/usr/bin/time -o "$0.${OMPI_COMM_WORLD_RANK:-0}" -f "%M %e %x" "$@"' "$dir/rss" \
     "$S" train /dev/null $(shape "$L") $C --set train.zero=3 --set train.run_dir="$dir/z3" >"$dir/z3.out" 2>&1
 rc=$?
-grep -E '"loss"|^spotrain: ' "$dir/z3.out" | head -n 12 | sed 's/^/  /'
+grep -E '^step [0-9]+/|^zero|^spotrain: ' "$dir/z3.out" | head -n 12 | sed 's/^/  /'
 ck="$dir/z3/ckpt/$(printf 'step-%08d' "$STEPS")"
 echo "  exit $rc after $(($(date +%s) - t0)) s; checkpoint $([ -d "$ck" ] && du -sh "$ck" | cut -f1 || echo MISSING)"
 if [ -d "$ck" ]; then
