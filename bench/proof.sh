@@ -8,6 +8,9 @@
 # the same model is refused at start by the trainer's own memory check
 # (exit 78, one line, nothing written) instead of meeting the OOM killer;
 # then the plan and every rank's measured peak (VmHWM) side by side.
+# Exits 0 when all of that held, 1 when a part did not. The start check
+# sees MemAvailable at start only: memory other processes take while the
+# ranks grow toward their plan is not theirs to protect against.
 # Minutes, and most of the machine's memory: `make proof`, not part of
 # `make bench`. Refuses to start (one line, exit 75) when MemAvailable is
 # below what the smallest proof model (PROOF_MIN_LAYERS) needs, rather than
@@ -76,6 +79,8 @@ t0=$(date +%s)
 mpirun -np "$NP" "$S" train /dev/null $(shape "$L") $C --set train.zero=1 --set train.run_dir="$dir/z1" \
     >"$dir/z1.out" 2>&1
 rc=$?
+ok=1
+[ "$rc" -eq 78 ] && [ ! -e "$dir/z1" ] || ok=0
 grep '^spotrain: ' "$dir/z1.out" | sort -u | sed 's/^/  /'
 echo "  exit $rc after $(($(date +%s) - t0)) s; run directory $([ -e "$dir/z1" ] && echo "WRITTEN (wrong)" || echo "not written")"
 
@@ -85,11 +90,19 @@ t0=$(date +%s)
 mpirun -np "$NP" sh -c '/usr/bin/time -o "$0.${OMPI_COMM_WORLD_RANK:-0}" -f "%M %e %x" "$@"' "$dir/rss" \
     "$S" train /dev/null $(shape "$L") $C --set train.zero=3 --set train.run_dir="$dir/z3" >"$dir/z3.out" 2>&1
 rc=$?
+[ "$rc" -eq 0 ] || ok=0
 grep -E '^step [0-9]+/|^zero|^spotrain: ' "$dir/z3.out" | head -n 12 | sed 's/^/  /'
 ck="$dir/z3/ckpt/$(printf 'step-%08d' "$STEPS")"
 echo "  exit $rc after $(($(date +%s) - t0)) s; checkpoint $([ -d "$ck" ] && du -sh "$ck" | cut -f1 || echo MISSING)"
 if [ -d "$ck" ]; then
-    "$S" ckpt verify "$ck" >/dev/null 2>&1 && echo "  ckpt verify: ok" || echo "  ckpt verify: FAILED"
+    if "$S" ckpt verify "$ck" >/dev/null 2>&1; then
+        echo "  ckpt verify: ok"
+    else
+        echo "  ckpt verify: FAILED"
+        ok=0
+    fi
+else
+    ok=0
 fi
 echo "  rank   plan GiB  VmHWM GiB    diff   seconds"
 for f in "$dir/rss".*; do
@@ -99,3 +112,5 @@ for f in "$dir/rss".*; do
     tail -n 1 "$f" | awk -v p="$p3" -v r="${f##*.}" '{ m = $1 * 1024
         printf "  %4s %10.3f %10.3f %+7.1f%% %9.0f\n", r, p / 2^30, m / 2^30, 100 * (m - p) / p, $2 }'
 done
+# A proof that did not hold exits 1 (the lines above say which part).
+[ "$ok" -eq 1 ]
