@@ -13,15 +13,6 @@
 
 static int backend_create_named(backend **out, const model_layout *L, const backend_opts *o);
 
-/* Checked before any device is looked for: the refusal reads the same in
- * every build, with or without CUDA. */
-static int backend_cuda_refuses(const backend_opts *o)
-{
-    return util_fail(ST_CONFIG, "train.recompute = layers is CPU-only for now: backend %s would run on CUDA, "
-                     "which does not implement it; use recompute = none there, or backend = cpu",
-                     o->name ? o->name : "auto");
-}
-
 /* ZeRO 2 and 3 are built in the CPU backend only. */
 static int backend_zero_refuses(const backend_opts *o)
 {
@@ -45,15 +36,12 @@ static int backend_create_named(backend **out, const model_layout *L, const back
         return backend_cpu_create(out, L, o);
     if (strcmp(name, "cuda") != 0 && strcmp(name, "auto") != 0)
         return util_fail(ST_CONFIG, "unknown backend '%s': use auto, cpu or cuda", name);
-    if (o && o->recompute && strcmp(name, "cuda") == 0)
-        return backend_cuda_refuses(o);
     if (o && o->zero > 1 && strcmp(name, "cuda") == 0)
         return backend_zero_refuses(o);
 #ifdef SPOTRAIN_CUDA
     char why[256];
     if (cuda_available(why, sizeof why))
-        return o && o->recompute ? backend_cuda_refuses(o)
-               : o && o->zero > 1 ? backend_zero_refuses(o) : backend_cuda_create(out, L, o);
+        return o && o->zero > 1 ? backend_zero_refuses(o) : backend_cuda_create(out, L, o);
     if (strcmp(name, "cuda") == 0)
         return util_fail(ST_UNAVAILABLE, "backend cuda: %s; use backend = cpu or auto", why);
 #else
@@ -62,6 +50,29 @@ static int backend_create_named(backend **out, const model_layout *L, const back
                          "(rebuild with nvcc on the PATH, or CUDA=1); use backend = cpu or auto");
 #endif
     return backend_cpu_create(out, L, o);
+}
+
+int backend_set_recompute(backend *b, int recompute)
+{
+#ifdef SPOTRAIN_CUDA
+    if (strcmp(b->name, "cuda") == 0)
+        return backend_cuda_set_recompute(b, recompute);
+#endif
+    return backend_cpu_set_recompute(b, recompute);
+}
+
+uint64_t backend_device_bytes(const backend *b)
+{
+    /* Tests stand in for the GPU's size (bytes) to see both choices. */
+    const char *e = getenv("SPOTRAIN_TEST_GPU_MEMORY");
+    if (strcmp(b->name, "cpu") != 0 && e && *e)
+        return (uint64_t)strtoull(e, NULL, 10);
+#ifdef SPOTRAIN_CUDA
+    size_t used = 0, total = 0;
+    if (strcmp(b->name, "cuda") == 0 && backend_cuda_memory(b, &used, &total) == ST_OK)
+        return (uint64_t)total;
+#endif
+    return 0;
 }
 
 int backend_resolves_cpu(const char *name)

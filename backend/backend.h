@@ -21,8 +21,8 @@ typedef struct {
     int threads;            /* CPU compute threads; <= 0 = all cores */
     int rank, world;        /* data-parallel position; the backend's range is comm_range's */
     int flush_denormals;    /* cpu: subnormal floats as zero in every compute thread (FTZ/DAZ) */
-    int recompute;          /* train.recompute: 0 none, 1 layers (cpu only: each layer's backward reruns its
-                             * forward from the kept layer input; bitwise the same results) */
+    int recompute;          /* train.recompute: 0 none, 1 layers (each layer's backward reruns its forward
+                             * from the kept layer input; bitwise the same results) */
     int zero;               /* train.zero: ZeRO stage 1, 2 or 3 (0 reads as 1); 2 and 3 cpu only */
 } backend_opts;
 
@@ -99,6 +99,13 @@ size_t backend_cpu_activation_held(const backend *b);
 /* train.recompute = auto: switches a CPU backend to recompute 0|1 before it
  * has allocated activations (its first step); ST_SOFTWARE after. */
 int backend_cpu_set_recompute(backend *be, int recompute);
+/* train.recompute = auto on any backend: 0|1 before its first step
+ * (backend_cpu_set_recompute, or the cuda backend's); ST_SOFTWARE after. */
+int backend_set_recompute(backend *b, int recompute);
+/* A device backend's memory size in bytes (the GPU's, cudaMemGetInfo);
+ * 0 on the CPU or when unknown. SPOTRAIN_TEST_GPU_MEMORY (bytes) stands
+ * in for it in tests. */
+uint64_t backend_device_bytes(const backend *b);
 /* 1 when backend_create would give name ("cpu" | "cuda" | "auto") the CPU
  * backend: cpu, or auto with no usable GPU (train.zero = auto plans the
  * stage before the backend exists). */

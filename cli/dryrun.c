@@ -54,6 +54,23 @@ static void dryrun_recompute(const cfg *c, const memplan_cfg *mc, const memplan_
            layers ? "none" : "layers", (double)(layers ? m->act_none : m->act_layers) / (1024.0 * 1024.0 * 1024.0));
 }
 
+/* Under the GPU's activations: the recompute setting they are for (auto:
+ * the choice against the GPU's size) and what the other would hold. */
+static void dryrun_gpu_recompute(const memplan_cfg *mc, const memplan_bytes *g, int autorc, double gib)
+{
+    int layers = mc->recompute == MEMPLAN_RECOMPUTE_LAYERS;
+    const double G = 1024.0 * 1024.0 * 1024.0;
+    if (autorc && gib <= 0)
+        printf("  (recompute auto: none; GPU memory unknown, pass --gpu-memory GiB or set cost.gpu)\n");
+    else if (autorc)
+        printf("  (recompute auto: %s against a %.0f GiB GPU: %.3f GiB with none)\n", layers ? "layers" : "none",
+               gib, (double)(g->total - (layers ? g->act_layers : g->act_none) + g->act_none) / G);
+    printf("  (recompute %s: %s; recompute %s would hold %.3f GiB)\n", layers ? "layers" : "none",
+           layers ? "every layer's input and one layer's activations, each layer's forward rerun in its backward"
+                  : "every layer's activations kept for the backward",
+           layers ? "none" : "layers", (double)(layers ? g->act_none : g->act_layers) / G);
+}
+
 /* backend cuda: what one GPU holds at the configured precision (the memory
  * model over cuda/plan.c's arena), and whether that fits the GPU memory
  * given by --gpu-memory or the cost section (cost.gpu_memory_gib, else
@@ -62,7 +79,13 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
 {
     memplan_cfg mc;
     memplan_bytes g;
-    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK || memplan_compute(&mc, &g) != ST_OK) {
+    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
+    /* recompute = auto: what the trainer picks against the GPU's memory
+     * (here the configured size: no GPU is asked). */
+    int autorc = !strcmp(c->recompute, "auto");
+    uint64_t avail = gib > 0 ? (uint64_t)(gib * 1024.0 * 1024.0 * 1024.0) : 0;
+    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK ||
+        (autorc ? memplan_choose_recompute(&mc, avail, &g) : memplan_compute(&mc, &g)) != ST_OK) {
         printf("per-GPU memory with backend cuda: not planned (%s)\n", util_last_error());
         return;
     }
@@ -76,15 +99,15 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     dryrun_line(act, (double)g.activations);
-    dryrun_line("attention scores/probs", (double)g.attn_scratch);
+    dryrun_line("attention scratch", (double)g.attn_scratch);
+    dryrun_gpu_recompute(&mc, &g, autorc, gib);
     dryrun_line("cuBLASLt workspace", (double)g.workspace);
     if (g.comm > 0)
-        dryrun_line("NCCL receive buffer", (double)g.comm);
+        dryrun_line("NCCL gradient buffers", (double)g.comm);
     dryrun_line("CUDA context (estimate)", (double)g.context);
     dryrun_line("total", (double)g.total);
     printf("  per-GPU total: %llu bytes (host RAM besides: %.3f GiB checkpoint snapshot)\n",
            (unsigned long long)g.total, (double)g.host / (1024.0 * 1024.0 * 1024.0));
-    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
     double need = (double)g.total / (1024.0 * 1024.0 * 1024.0);
     char advice[640];
     if (gib <= 0) {
@@ -97,21 +120,26 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     }
 }
 
-/* The network side of a step on [cost]'s GPUs: the volume of the chunked
- * reduce-scatter and all-gather and, with network_gbps, its share of a step
- * (no overlap with compute). */
-static void dryrun_comm(const cfg *c, const model_shape *s, int world)
+/* The network side of a step on [cost]'s GPUs (ranks per node:
+ * cost.gpus_per_node): the volume of the gradient reduction and the
+ * all-gathers per ZeRO stage (commcost.h) and, with network_gbps, its
+ * share of a step (no overlap with compute). */
+static void dryrun_comm(const cfg *c, const model_shape *s, int world, int zero)
 {
     double peak = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
     double tokens = (double)c->global_batch * (double)s->seq_len;
-    cost_comm_in in = {model_count_params(s), world, c->gpus_per_node, 2.0, c->network_gbps, 0, 1};
+    int reduce = comm_reduce_parse(c->comm_reduce) == COMM_REDUCE_NCCL ? COMM_REDUCE_NCCL : COMM_REDUCE_CHAIN;
+    int64_t micro = cost_micro_steps(c->global_batch, world, c->micro_batch);
+    cost_comm_in in = {model_count_params(s), world, c->gpus_per_node, 2.0, c->network_gbps, 0, 1, zero, reduce,
+                       micro};
     if (peak > 0 && c->mfu > 0)
         in.compute_seconds = tokens * model_flops_per_token(s) / ((double)world * peak * 1e12 * c->mfu);
     in.last_micro_fraction = cost_last_micro_fraction(c->global_batch, world, c->micro_batch);
     cost_comm_out out;
     cost_comm(&in, &out);
-    printf("communication per step (%d rank%s, %lld per node; fp32 gradients, bf16 gather on GPUs):\n", world,
-           world == 1 ? "" : "s", (long long)c->gpus_per_node);
+    printf("communication per step (%d rank%s, %lld per node; %s gradient reduction, bf16 gather on GPUs; "
+           "ZeRO stage %d):\n", world, world == 1 ? "" : "s", (long long)c->gpus_per_node,
+           reduce == COMM_REDUCE_NCCL ? "ncclReduceScatter" : "chain (rank-order)", zero);
     printf("  each rank sends and receives  %12.3f GiB\n", out.rank_bytes / 1073741824.0);
     printf("  leaving each node             %12.3f GiB\n", out.node_bytes / 1073741824.0);
     if (c->network_gbps > 0 && in.compute_seconds > 0)
@@ -120,10 +148,25 @@ static void dryrun_comm(const cfg *c, const model_shape *s, int world)
                c->gpu, peak, c->mfu, 100 * out.share);
     else
         printf("  set [cost] network_gbps (and gpu, mfu) for the communication share of a step\n");
-    if (c->network_gbps > 0 && in.compute_seconds > 0 && out.node_bytes > 0)
+    if (c->network_gbps > 0 && in.compute_seconds > 0 && out.rs_node_bytes > 0)
         printf("  an overlap with the last micro-batch's backward (not built) could hide at most %.2f s of the "
                "%.2f s reduce-scatter: %.1f%% of a step\n", out.overlap_max, out.rs_seconds,
                100 * out.overlap_max / (out.seconds + in.compute_seconds));
+    printf("  per ZeRO stage, leaving each node per step (%lld micro-batch%s a rank):\n", (long long)micro,
+           micro == 1 ? "" : "es");
+    for (int z = 1; z <= 3; z++) {
+        cost_comm_out o;
+        in.zero = z;
+        cost_comm(&in, &o);
+        printf("    zero %d: %.3f GiB = gradients %g x %.3f GiB + parameter gathers %g x %.3f GiB; overlap: %s\n", z,
+               o.node_bytes / 1073741824.0, o.reduces, o.reduces > 0 ? o.rs_node_bytes / o.reduces / 1073741824.0 : 0,
+               o.gathers, o.gathers > 0 ? (o.node_bytes - o.rs_node_bytes) / o.gathers / 1073741824.0 : 0,
+               z == 1 ? "none (one reduction after the backward pass)"
+                      : "none (each bucket's exchange blocks between layers of the backward pass)");
+    }
+    if (out.flat_rs_node_bytes > out.rs_node_bytes && reduce == COMM_REDUCE_CHAIN)
+        printf("  (the flat all-to-all exchange the chain replaced sent %.3f GiB of gradients from each node)\n",
+               out.flat_rs_node_bytes / 1073741824.0);
 }
 
 /* model.init_from as train checks it before reading a weight: the files,
@@ -223,7 +266,7 @@ int dryrun_plan(const cfg *c, int world)
     dryrun_recompute(c, &mc, &m);
     dryrun_line("total", (double)m.total);
     printf("  per-process total: %llu bytes\n", (unsigned long long)m.total);
-    dryrun_comm(c, &s, world);
+    dryrun_comm(c, &s, world, mc.zero);
     if (strcmp(c->backend, "cpu") != 0)
         dryrun_gpu(c, &s, world);
     return dryrun_checks(c, &s, &mc, &m);

@@ -44,7 +44,7 @@ typedef struct cfg {
     int64_t seed, max_steps, global_batch, micro_batch, threads;
     int64_t flush_denormals;   /* cpu backend: subnormal floats flushed to zero (FTZ/DAZ) */
     char zero[8];                   /* ZeRO stage 1 | 2 | 3 | auto (the lowest whose memory plan fits) */
-    char recompute[8];              /* none | layers | auto (cpu backend: rerun each layer's forward in its backward; auto: layers when the memory plan with none does not fit) */
+    char recompute[8];              /* none | layers | auto (rerun each layer's forward in its backward; auto: layers when the memory plan with none does not fit) */
     double lr, min_lr, warmup_steps, weight_decay, beta1, beta2, adam_eps, grad_clip;
     int min_lr_auto;                /* min_lr was auto: resolved to lr / 10 (a number from here on) */
     int64_t val_every, val_batches, log_every;
@@ -71,6 +71,9 @@ typedef struct cfg {
     char metadata_url[CFG_STR];
     char notice_file[CFG_STR];
     char vm_name[256];              /* azure: this VM's name; empty = ask IMDS */
+
+    /* [comm] */
+    char comm_reduce[8];            /* chain | nccl (cuda only: ncclReduceScatter, not bitwise the CPU's) */
 
     /* [cost] */
     int64_t nodes, ondemand_nodes, gpus_per_node;

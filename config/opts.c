@@ -49,6 +49,7 @@ int cfg_memplan(const cfg *c, const model_shape *s, int cuda, int world, memplan
      * for, so it plans stage 1 here, as the trainer did before zero. */
     m->zero = !strcmp(c->zero, "auto") ? MEMPLAN_ZERO1 : atoi(c->zero);
     m->comm_chunk = comm_get_chunk();
+    m->reduce = comm_reduce_parse(c->comm_reduce) == COMM_REDUCE_NCCL ? COMM_REDUCE_NCCL : COMM_REDUCE_CHAIN;
     /* The writer as the trainer opens it (train/loop.c trainer_hparams). */
     m->ckpt_codec = ckpt_codec_from_name(c->ckpt_codec);
     m->ckpt_level = (int)c->ckpt_level;
@@ -63,9 +64,14 @@ static void cfg_cost_memplan(const cfg *c, const model_shape *s, cost_opts *o)
 {
     int64_t gpus = c->nodes * c->gpus_per_node;
     o->have_mem = 1;
+    /* recompute = auto: the choice against the configured GPU size, as
+     * --dry-run makes it. */
+    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
+    uint64_t avail = gib > 0 ? (uint64_t)(gib * 1024.0 * 1024.0 * 1024.0) : 0;
     o->mem_status = cfg_memplan(c, s, 1, gpus > 0 && gpus <= INT32_MAX ? (int)gpus : 1, &o->mem_cfg);
     if (o->mem_status == ST_OK)
-        o->mem_status = memplan_compute(&o->mem_cfg, &o->mem);
+        o->mem_status = !strcmp(c->recompute, "auto") ? memplan_choose_recompute(&o->mem_cfg, avail, &o->mem)
+                                                      : memplan_compute(&o->mem_cfg, &o->mem);
     if (o->mem_status != ST_OK)
         snprintf(o->mem_why, sizeof o->mem_why, "%s", util_last_error());
 }

@@ -48,6 +48,8 @@ typedef struct {
     int64_t emb_u;                   /* distinct tokens of the micro-batch in flight */
     char *arena;
     cuda_arena plan;
+    int recompute;                   /* train.recompute = layers: the arena keeps layer inputs + one set */
+    size_t used0;                    /* device bytes in use once the context existed, before any allocation */
     int64_t cap_b;
     int snap_recorded, stall_armed, stall_pending, snaps;
     double snap_bytes, snap_ms, stall_ms;
@@ -201,7 +203,7 @@ static int cuda_reserve(cuda_impl *c, int64_t B)
     }
     cuda_arena_free(&c->plan);
     c->cap_b = 0;
-    CU_OK(cuda_arena_plan(&c->plan, &c->s, B, c->prec));
+    CU_OK(cuda_arena_plan_rc(&c->plan, &c->s, B, c->prec, c->recompute));
     if (cudaMalloc((void **)&c->arena, c->plan.total) != cudaSuccess) {
         size_t fr = 0, tot = 0;
         cudaGetLastError();
@@ -257,44 +259,59 @@ static size_t cuda_off(const backend *be, int64_t l, int kind) { return model_la
 
 template <typename T> static T *cuda_w(cuda_impl *c) { return c->work ? (T *)c->work : (T *)(void *)c->master; }
 
+/* Layer l's forward from its input CA_RES(l) into its activations; next
+ * (the layer's output, the next layer's input) is written unless NULL: the
+ * backward's rerun under recompute needs everything but the output. The
+ * same kernels on the same input: the same bits as the first pass. */
+template <typename T>
+static int cuda_layer_forward(backend *be, const cuda_dims *d, int64_t l, float *next)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    cudaStream_t s = c->stream;
+    cuda_gemm_ctx *x = &c->gemm;
+    T *W = cuda_w<T>(c);
+    T *qkv = (T *)CUDA_GBUF(c, CA_QKV);
+    float *res = (float *)CUDA_ABUF(c, CA_RES, l), *mid = (float *)CUDA_ABUF(c, CA_MID, l);
+    T *xn1 = (T *)CUDA_ABUF(c, CA_XN1, l), *xn2 = (T *)CUDA_ABUF(c, CA_XN2, l), *ao = (T *)CUDA_ABUF(c, CA_AO, l);
+    T *q = (T *)CUDA_ABUF(c, CA_Q, l), *k = (T *)CUDA_ABUF(c, CA_K, l), *v = (T *)CUDA_ABUF(c, CA_V, l);
+    T *gu = (T *)CUDA_ABUF(c, CA_GU, l), *h = (T *)CUDA_ABUF(c, CA_H, l);
+    cuda_gemm g;
+    int rc = ST_OK;
+    CU_OK(cuda_rmsnorm_forward<T>(s, xn1, (float *)CUDA_ABUF(c, CA_RS1, l), res, W + cuda_off(be, l, MODEL_LN1),
+                                  d->N, d->D, c->s.norm_eps));
+    g = cuda_gemm_plan(d, CUDA_G_QKV, 0);
+    CU_OK(cuda_gemm_run(x, &g, xn1, W + cuda_off(be, l, MODEL_Q), NULL, qkv));
+    CU_OK(cuda_rope_forward<T>(s, q, k, v, qkv, c->rope_cos, c->rope_sin, d));
+    CU_OK(cuda_attention_forward<T>(s, d, ao, (float *)CUDA_ABUF(c, CA_LSE, l), q, k, v));
+    g = cuda_gemm_plan(d, CUDA_G_O, 0);
+    CU_OK(cuda_gemm_run(x, &g, ao, W + cuda_off(be, l, MODEL_O), res, mid));
+    CU_OK(cuda_rmsnorm_forward<T>(s, xn2, (float *)CUDA_ABUF(c, CA_RS2, l), mid, W + cuda_off(be, l, MODEL_LN2),
+                                  d->N, d->D, c->s.norm_eps));
+    g = cuda_gemm_plan(d, CUDA_G_GU, 0);
+    CU_OK(cuda_gemm_run(x, &g, xn2, W + cuda_off(be, l, MODEL_GATE), NULL, gu));
+    CU_OK(cuda_swiglu_forward<T>(s, h, gu, d->N, d->F));
+    if (next) {
+        g = cuda_gemm_plan(d, CUDA_G_DOWN, 0);
+        CU_OK(cuda_gemm_run(x, &g, h, W + cuda_off(be, l, MODEL_DOWN), mid, next));
+    }
+exit:
+    return rc;
+}
+
 template <typename T>
 static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     const model_layout *L = be->L;
     cudaStream_t s = c->stream;
-    cuda_gemm_ctx *x = &c->gemm;
     T *W = cuda_w<T>(c);
     const int32_t *tok = (const int32_t *)CUDA_GBUF(c, CA_TOKENS);
-    cuda_attn_scratch as = {(float *)CUDA_GBUF(c, CA_S), CUDA_GBUF(c, CA_P), CUDA_GBUF(c, CA_OP),
-                            CUDA_GBUF(c, CA_DQ), CUDA_GBUF(c, CA_DK), CUDA_GBUF(c, CA_DV)};
-    T *qkv = (T *)CUDA_GBUF(c, CA_QKV);
-    cuda_gemm g;
     int rc = ST_OK;
     CU_OK(cuda_encoder_forward(s, (float *)CUDA_ABUF(c, CA_RES, 0), W + model_embed(L)->offset, tok, d->N,
                                d->T, stride, d->D));
     for (int64_t l = 0; l < d->L; l++) {
-        float *res = (float *)CUDA_ABUF(c, CA_RES, l), *mid = (float *)CUDA_ABUF(c, CA_MID, l);
         float *next = l + 1 < d->L ? (float *)CUDA_ABUF(c, CA_RES, l + 1) : (float *)CUDA_GBUF(c, CA_FINAL_RES);
-        T *xn1 = (T *)CUDA_ABUF(c, CA_XN1, l), *xn2 = (T *)CUDA_ABUF(c, CA_XN2, l), *ao = (T *)CUDA_ABUF(c, CA_AO, l);
-        T *q = (T *)CUDA_ABUF(c, CA_Q, l), *k = (T *)CUDA_ABUF(c, CA_K, l), *v = (T *)CUDA_ABUF(c, CA_V, l);
-        T *gu = (T *)CUDA_ABUF(c, CA_GU, l), *h = (T *)CUDA_ABUF(c, CA_H, l);
-        CU_OK(cuda_rmsnorm_forward<T>(s, xn1, (float *)CUDA_ABUF(c, CA_RS1, l), res, W + cuda_off(be, l, MODEL_LN1),
-                                      d->N, d->D, c->s.norm_eps));
-        g = cuda_gemm_plan(d, CUDA_G_QKV, 0);
-        CU_OK(cuda_gemm_run(x, &g, xn1, W + cuda_off(be, l, MODEL_Q), NULL, qkv));
-        CU_OK(cuda_rope_forward<T>(s, q, k, v, qkv, c->rope_cos, c->rope_sin, d));
-        CU_OK(cuda_attention_forward<T>(x, d, &as, ao, (float *)CUDA_ABUF(c, CA_SMAX, l),
-                                        (float *)CUDA_ABUF(c, CA_SINV, l), q, k, v));
-        g = cuda_gemm_plan(d, CUDA_G_O, 0);
-        CU_OK(cuda_gemm_run(x, &g, ao, W + cuda_off(be, l, MODEL_O), res, mid));
-        CU_OK(cuda_rmsnorm_forward<T>(s, xn2, (float *)CUDA_ABUF(c, CA_RS2, l), mid, W + cuda_off(be, l, MODEL_LN2),
-                                      d->N, d->D, c->s.norm_eps));
-        g = cuda_gemm_plan(d, CUDA_G_GU, 0);
-        CU_OK(cuda_gemm_run(x, &g, xn2, W + cuda_off(be, l, MODEL_GATE), NULL, gu));
-        CU_OK(cuda_swiglu_forward<T>(s, h, gu, d->N, d->F));
-        g = cuda_gemm_plan(d, CUDA_G_DOWN, 0);
-        CU_OK(cuda_gemm_run(x, &g, h, W + cuda_off(be, l, MODEL_DOWN), mid, next));
+        CU_OK(cuda_layer_forward<T>(be, d, l, next));
     }
     CU_OK(cuda_rmsnorm_forward<T>(s, (T *)CUDA_GBUF(c, CA_XNF), (float *)CUDA_GBUF(c, CA_RSF),
                                   (float *)CUDA_GBUF(c, CA_FINAL_RES), W + model_final_norm(L)->offset, d->N,
@@ -347,8 +364,8 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     T *dres_ct = (T *)CUDA_GBUF(c, CA_DRES_CT), *dgu = (T *)CUDA_GBUF(c, CA_DGU), *dao = (T *)CUDA_GBUF(c, CA_DAO);
     T *dqkv = (T *)CUDA_GBUF(c, CA_QKV);
     double *part = (double *)CUDA_GBUF(c, CA_NORMPART);
-    cuda_attn_scratch as = {(float *)CUDA_GBUF(c, CA_S), CUDA_GBUF(c, CA_P), CUDA_GBUF(c, CA_OP),
-                            CUDA_GBUF(c, CA_DQ), CUDA_GBUF(c, CA_DK), CUDA_GBUF(c, CA_DV)};
+    cuda_attn_scratch as = {CUDA_GBUF(c, CA_DQ), CUDA_GBUF(c, CA_DK), CUDA_GBUF(c, CA_DV),
+                            (float *)CUDA_GBUF(c, CA_DELTA)};
     size_t fn = model_final_norm(L)->offset;
     cuda_gemm g;
     int rc = ST_OK;
@@ -357,6 +374,10 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     for (int64_t l = d->L - 1; l >= 0; l--) {
         size_t od = cuda_off(be, l, MODEL_DOWN), og = cuda_off(be, l, MODEL_GATE), oo = cuda_off(be, l, MODEL_O);
         size_t oq = cuda_off(be, l, MODEL_Q), o1 = cuda_off(be, l, MODEL_LN1), o2 = cuda_off(be, l, MODEL_LN2);
+        /* Recompute: the one set holds the last layer's activations from
+         * the forward; every other layer's are rebuilt from its input. */
+        if (c->plan.recompute && l + 1 < d->L)
+            CU_OK(cuda_layer_forward<T>(be, d, l, NULL));
         /* MLP */
         g = cuda_gemm_plan(d, CUDA_G_DH, 0);
         CU_OK(cuda_gemm_run(x, &g, dres_ct, W + od, NULL, dh));
@@ -374,8 +395,8 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
         CU_OK(cuda_gemm_run(x, &g, dres_ct, W + oo, NULL, dao));
         g = cuda_gemm_plan(d, CUDA_G_DWO, 0);
         CU_OK(cuda_gemm_run(x, &g, dres_ct, CUDA_ABUF(c, CA_AO, l), G + oo, G + oo));
-        CU_OK(cuda_attention_backward<T>(x, d, &as, dao, (const float *)CUDA_ABUF(c, CA_SMAX, l),
-                                         (const float *)CUDA_ABUF(c, CA_SINV, l), (const T *)CUDA_ABUF(c, CA_Q, l),
+        CU_OK(cuda_attention_backward<T>(s, d, &as, dao, (const T *)CUDA_ABUF(c, CA_AO, l),
+                                         (const float *)CUDA_ABUF(c, CA_LSE, l), (const T *)CUDA_ABUF(c, CA_Q, l),
                                          (const T *)CUDA_ABUF(c, CA_K, l), (const T *)CUDA_ABUF(c, CA_V, l)));
         CU_OK(cuda_rope_backward<T>(s, dqkv, (const T *)as.dq, (const T *)as.dk, (const T *)as.dv, c->rope_cos,
                                     c->rope_sin, d));
@@ -715,9 +736,13 @@ static void cuda_destroy(backend *be)
         if (c->copy)
             cudaStreamSynchronize(c->copy);
         size_t fr = 0, tot = 0;
+        /* Every allocation lives until here, so what this process added
+         * since its context is also its peak (tests/device_check.sh sets
+         * it against the memory plan). */
         if (c->profile && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
-            util_log("backend cuda: device memory in use %.2f GiB of %.2f (arena %.2f GiB)",
-                     (double)(tot - fr) / (1 << 30), (double)tot / (1 << 30), (double)c->plan.total / (1 << 30));
+            util_log("backend cuda: device memory in use %.2f GiB of %.2f (arena %.2f GiB); allocated since the "
+                     "context %zu bytes, arena %zu bytes", (double)(tot - fr) / (1 << 30), (double)tot / (1 << 30),
+                     (double)c->plan.total / (1 << 30), tot - fr - c->used0, c->arena ? c->plan.total : (size_t)0);
         if (c->profile && c->ph_steps > 0) {
             double all = c->ph_ms[0] + c->ph_ms[1] + c->ph_ms[2] + c->ph_ms[3];
             util_log("backend cuda: step time split over %lld steps: forward %.1f ms (%.0f%%), classifier+loss "
@@ -757,6 +782,34 @@ static void cuda_destroy(backend *be)
         free(c);
     }
     free(be);
+}
+
+extern "C" int backend_cuda_set_recompute(backend *be, int recompute)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    if (c->cap_b > 0)
+        return util_fail(ST_SOFTWARE, "backend cuda: recompute set after the activations were allocated");
+    c->recompute = recompute != 0;
+    return ST_OK;
+}
+
+extern "C" size_t backend_cuda_arena_bytes(const backend *be)
+{
+    const cuda_impl *c = (const cuda_impl *)be->impl;
+    return c->arena ? c->plan.total : 0;
+}
+
+extern "C" int backend_cuda_memory(const backend *be, size_t *used, size_t *total)
+{
+    const cuda_impl *c = (const cuda_impl *)be->impl;
+    size_t fr = 0, tot = 0;
+    int rc = ST_OK;
+    CU_TRY(cudaSetDevice(c->dev));
+    CU_TRY(cudaMemGetInfo(&fr, &tot));
+    *used = tot - fr;
+    *total = tot;
+exit:
+    return rc;
 }
 
 static int cuda_alloc(void **p, size_t bytes, const char *what, int *oom)
@@ -802,6 +855,7 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     comm_range(n, rank, world, &be->lo, &be->hi);
     c->prec = prec;
     c->s = L->s;
+    c->recompute = o && o->recompute;
     CU_OK(cuda_nccl_pick_device(world, &c->dev, dev_desc, sizeof dev_desc));
     CU_TRY(cudaSetDevice(c->dev));
     CU_TRY(cudaGetDeviceProperties(&prop, c->dev));
@@ -816,6 +870,11 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     CU_TRY(cudaEventCreate(&c->ev_stall1));
     CU_TRY(cudaEventCreateWithFlags(&c->ev_tokens, cudaEventDisableTiming));
     c->profile = getenv("SPOTRAIN_CUDA_PROFILE") && atoi(getenv("SPOTRAIN_CUDA_PROFILE")) > 0;
+    {
+        size_t fr = 0, tot = 0;
+        CU_TRY(cudaMemGetInfo(&fr, &tot));
+        c->used0 = tot - fr;
+    }
     for (int i = 0; i < 6; i++)
         CU_TRY(cudaEventCreate(&c->ev_ph[i]));
     if ((rc = cuda_gemm_init(&c->gemm, c->stream, prec, why, sizeof why)) != ST_OK) {

@@ -28,6 +28,15 @@ void cuda_library_versions(char *out, size_t cap);
 /* The CUDA backend (device-resident state; backend/backend.h). */
 int backend_cuda_create(backend **out, const model_layout *L, const backend_opts *o);
 
+/* train.recompute for a cuda backend before its first step (auto); ST_SOFTWARE
+ * once the activation arena is allocated. */
+int backend_cuda_set_recompute(backend *be, int recompute);
+/* The activation arena's bytes as allocated (0 before the first step). */
+size_t backend_cuda_arena_bytes(const backend *be);
+/* The device's memory in use (by every process on it) and its size,
+ * from cudaMemGetInfo. */
+int backend_cuda_memory(const backend *be, size_t *used, size_t *total);
+
 /* The cuda backend's data plane on its own (backend_plane, for `selftest
  * comm`): picks this rank's GPU, creates the NCCL communicator over all
  * MPI ranks and sends NCCL's INFO log to a temporary file; collectives
@@ -44,8 +53,11 @@ int cuda_check_rmsnorm(int prec, int64_t N, int64_t D, double eps, const float *
                        float *out, float *rs, float *dx, float *dw);
 int cuda_check_rope(int prec, const model_shape *s, int64_t B, const float *qkv, float *q, float *k, float *v,
                     float *back);
-int cuda_check_softmax(int prec, int64_t rows, int64_t T, const float *S, const float *dP, float scale, float *P,
-                       float *P2, float *dS);
+/* Flash attention forward and backward: q [B,H,T,hd], k, v [B,KV,T,hd]
+ * (head layouts), dao and ao rows [B*T, H*hd]; lse [B,H,T]; dq, dk, dv in
+ * the head layouts of q, k, v. */
+int cuda_check_attention(int prec, const model_shape *s, int64_t B, const float *q, const float *k, const float *v,
+                         const float *dao, float *ao, float *lse, float *dq, float *dk, float *dv);
 int cuda_check_swiglu(int prec, int64_t N, int64_t F, const float *gu, const float *dh, float *h, float *dgu);
 int cuda_check_crossentropy(int prec, int64_t B, int64_t T, int64_t V, const float *z, const int32_t *tokens,
                             float grad_scale, double *rowloss, double *loss_sum, float *dz);

@@ -1,6 +1,7 @@
 /* The NCCL data plane (nccl.cuh): libnccl opened with dlopen, a
  * non-blocking communicator bootstrapped over MPI, grouped send/receive
- * rounds from xfer.c's schedule, the rank-order sum kernel, and waits that
+ * rounds from xfer.c's schedules (the chain reduce-scatter and its add
+ * kernel; the all-gather), ncclReduceScatter for [comm] reduce = nccl, and waits that
  * poll the communicator so a vanished peer aborts it (exit 86) instead of
  * hanging. Also the device data plane `selftest comm` drives (cuda.h). */
 #include "common.cuh"
@@ -41,6 +42,7 @@ typedef struct {
     decltype(&ncclGroupEnd) group_end;
     decltype(&ncclSend) send;
     decltype(&ncclRecv) recv;
+    decltype(&ncclReduceScatter) reduce_scatter;   /* NULL when absent: only [comm] reduce = nccl needs it */
 } cuda_nccl_api;
 
 struct cuda_nccl {
@@ -48,8 +50,9 @@ struct cuda_nccl {
     ncclComm_t comm;
     int rank, world;
     size_t chunk;            /* elements per rank per round (comm_get_chunk) */
-    float *recv;             /* world x chunk floats: one receive slot per rank */
-    cuda_xfer_op *ops;       /* world - 1 */
+    int reduce;              /* COMM_REDUCE_CHAIN | COMM_REDUCE_NCCL (comm_get_reduce at open) */
+    float *recv;             /* chain: CUDA_XFER_CHAIN_SLOTS x chunk floats; nccl: world x chunk staging */
+    cuda_xfer_op *ops;       /* world - 1 (the all-gather) */
     cudaEvent_t done;
     char version[64];
     char log_path[128];      /* NCCL's INFO log while log_transport; "" otherwise */
@@ -89,6 +92,7 @@ static int cuda_nccl_load(cuda_nccl_api *a, char *version, size_t cap)
     CUDA_NCCL_SYM(send, "ncclSend");
     CUDA_NCCL_SYM(recv, "ncclRecv");
 #undef CUDA_NCCL_SYM
+    *(void **)&a->reduce_scatter = dlsym(a->so, "ncclReduceScatter");
     int v = 0;
     a->get_version(&v);
     snprintf(version, cap, "NCCL %d.%d.%d (libnccl.so.2)", v / 10000, v / 100 % 100, v % 100);
@@ -215,6 +219,7 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
     x->rank = rank;
     x->world = world;
     x->chunk = comm_get_chunk();
+    x->reduce = comm_get_reduce();
     if (log_transport)
         cuda_nccl_log_to_file(x);
     CU_OK(cuda_nccl_load(&x->api, x->version, sizeof x->version));
@@ -246,11 +251,17 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
         /* Bounded like every other wait for peers (0: forever, as they are). */
         CU_OK(cuda_nccl_wait(x, NULL, comm_get_timeout(), "communicator init"));
     }
+    if (x->reduce == COMM_REDUCE_NCCL && !x->api.reduce_scatter) {
+        rc = util_fail(ST_UNAVAILABLE, "comm.reduce = nccl needs ncclReduceScatter, which %s lacks; use comm.reduce "
+                       "= chain", x->version);
+        goto exit;
+    }
     if (world > 1) {
-        if (cudaMalloc((void **)&x->recv, (size_t)world * x->chunk * sizeof(float)) != cudaSuccess) {
+        size_t slots = x->reduce == COMM_REDUCE_NCCL ? (size_t)world : CUDA_XFER_CHAIN_SLOTS;
+        if (cudaMalloc((void **)&x->recv, slots * x->chunk * sizeof(float)) != cudaSuccess) {
             cudaGetLastError();
-            rc = util_fail(ST_SOFTWARE, "backend cuda: out of device memory for the gradient receive buffer (%d x "
-                           "%zu floats); lower SPOTRAIN_COMM_CHUNK", world, x->chunk);
+            rc = util_fail(ST_SOFTWARE, "backend cuda: out of device memory for the gradient buffer (%zu x %zu "
+                           "floats); lower SPOTRAIN_COMM_CHUNK", slots, x->chunk);
             goto exit;
         }
         x->ops = (cuda_xfer_op *)malloc((size_t)(world - 1) * sizeof *x->ops);
@@ -299,19 +310,13 @@ void cuda_nccl_close(cuda_nccl *x)
 
 /* ---- the collectives --------------------------------------------------- */
 
-/* own[i] = slot 0 + slot 1 + ... + slot W-1, left to right, where slot r
- * is recv + r * stride and this rank's own slot is `own` itself: the CPU
- * rule (comm/comm.c), so a fixed world size gives the same bits whatever
- * path the bytes took. Grid from the count, one element per thread. */
-__global__ void cuda_rank_sum_kernel(float *own, const float *recv, size_t stride, int W, int me, size_t cnt)
+/* dst[i] = partial[i] + own[i]: the chain's step, the bits of the CPU's
+ * s += g_r (comm/comm.c). One element per thread. */
+__global__ void cuda_chain_add_kernel(float *dst, const float *partial, const float *own, size_t cnt)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= cnt)
-        return;
-    float s = me == 0 ? own[i] : recv[i];
-    for (int r = 1; r < W; r++)
-        s += r == me ? own[i] : recv[(size_t)r * stride + i];
-    own[i] = s;
+    if (i < cnt)
+        dst[i] = partial[i] + own[i];
 }
 
 /* One round's sends and receives as a group, then wait until NCCL has
@@ -349,32 +354,104 @@ exit:
     return rc;
 }
 
+/* A chain message's buffer: the vector, or a slot of x->recv. */
+static char *cuda_nccl_msg_buf(cuda_nccl *x, float *g, const cuda_xfer_msg *m)
+{
+    return m->slot < 0 ? (char *)(g + m->off) : (char *)(x->recv + (size_t)m->slot * x->chunk);
+}
+
+/* One round of the chain (xfer.c's plan) as a group, then the add. */
+static int cuda_nccl_chain_round(cuda_nccl *x, float *g, const cuda_xfer_chain_round *st, cudaStream_t s,
+                                 double timeout, const char *what)
+{
+    int rc = ST_OK;
+    if (st->send.peer >= 0 || st->recv.peer >= 0 || st->fin.peer >= 0) {
+        ncclResult_t bad = x->api.group_start();
+        if (bad != ncclSuccess)
+            return cuda_nccl_fail(x, what, bad);
+        if (st->send.peer >= 0)
+            bad = x->api.send(cuda_nccl_msg_buf(x, g, &st->send), st->send.count * sizeof(float), ncclUint8, st->send.peer,
+                              x->comm, s);
+        if (cuda_nccl_taken(bad) && st->recv.peer >= 0)
+            bad = x->api.recv(cuda_nccl_msg_buf(x, g, &st->recv), st->recv.count * sizeof(float), ncclUint8, st->recv.peer,
+                              x->comm, s);
+        if (cuda_nccl_taken(bad) && st->fin.peer >= 0)
+            bad = x->api.recv(cuda_nccl_msg_buf(x, g, &st->fin), st->fin.count * sizeof(float), ncclUint8, st->fin.peer, x->comm,
+                              s);
+        ncclResult_t r = x->api.group_end();
+        if (cuda_nccl_taken(bad))
+            bad = r;
+        if (!cuda_nccl_taken(bad))
+            return cuda_nccl_fail(x, what, bad);
+        CU_OK(cuda_nccl_wait(x, NULL, timeout, what));
+    }
+    if (st->add) {
+        float *slot = x->recv + (size_t)st->add_slot * x->chunk, *own = g + st->add_off;
+        cuda_chain_add_kernel<<<cuda_blocks((int64_t)st->add_count, 256), 256, 0, s>>>(
+            st->add_into_vector ? own : slot, slot, own, st->add_count);
+        CU_LAUNCHED();
+    }
+exit:
+    return rc;
+}
+
+/* The chain: comm.h's plan, rounds from xfer.c; the bits of the CPU. */
+static int cuda_nccl_rs_chain(cuda_nccl *x, float *g, size_t n, cudaStream_t s, double timeout, const char *what)
+{
+    size_t T = cuda_xfer_chain_rounds(n, 0, n, x->world, x->chunk);
+    int rc = ST_OK;
+    for (size_t t = 0; t < T && rc == ST_OK; t++) {
+        cuda_xfer_chain_round st;
+        cuda_xfer_chain_round_plan(n, 0, n, x->rank, x->world, x->chunk, t, &st);
+        if (t == T / 2)
+            comm_test_freeze("nccl-reduce");   /* mid-reduction: the peers have started it */
+        rc = cuda_nccl_chain_round(x, g, &st, s, timeout, what);
+    }
+    return rc;
+}
+
+/* ncclReduceScatter in rounds: each rank's piece k (comm_piece; ranges
+ * differ in size, NCCL's blocks do not) copied into slot r of the staging
+ * buffer, reduced into this rank's slot in NCCL's order, copied back. */
+static int cuda_nccl_rs_nccl(cuda_nccl *x, float *g, size_t n, cudaStream_t s, double timeout, const char *what)
+{
+    size_t rounds = comm_rounds(n, x->world, x->chunk), C = x->chunk;
+    int rc = ST_OK;
+    for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
+        for (int r = 0; r < x->world; r++) {
+            size_t off, cnt;
+            comm_piece(n, r, x->world, C, k, &off, &cnt);
+            if (cnt)
+                CU_TRY(cudaMemcpyAsync(x->recv + (size_t)r * C, g + off, cnt * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, s));
+        }
+        if (k == rounds / 2)
+            comm_test_freeze("nccl-reduce");
+        float *mine = x->recv + (size_t)x->rank * C;
+        ncclResult_t r = x->api.reduce_scatter(x->recv, mine, C, ncclFloat32, ncclSum, x->comm, s);
+        if (!cuda_nccl_taken(r))
+            return cuda_nccl_fail(x, what, r);
+        CU_OK(cuda_nccl_wait(x, NULL, timeout, what));
+        size_t off, cnt;
+        comm_piece(n, x->rank, x->world, C, k, &off, &cnt);
+        if (cnt)
+            CU_TRY(cudaMemcpyAsync(g + off, mine, cnt * sizeof(float), cudaMemcpyDeviceToDevice, s));
+    }
+exit:
+    return rc;
+}
+
 int cuda_nccl_reduce_scatter(cuda_nccl *x, float *g, size_t n, cudaStream_t s)
 {
     const char *what = "gradient reduce-scatter";
     double timeout = comm_get_timeout();
-    size_t rounds = comm_rounds(n, x->world, x->chunk);
     int rc = ST_OK;
     if (!x->comm)
         return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
-    for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
-        size_t off, cnt;
-        int nops = x->world > 1 ? cuda_xfer_rs_round(n, x->rank, x->world, x->chunk, k, x->ops, &off, &cnt) : 0;
-        if (x->world == 1)
-            comm_piece(n, 0, 1, x->chunk, k, &off, &cnt);
-        if (k == rounds / 2)
-            comm_test_freeze("nccl-reduce");   /* mid-reduction: the peers have started it */
-        if (nops > 0)
-            CU_OK(cuda_nccl_round(x, (const char *)g, (char *)x->recv, sizeof(float), nops, s, timeout, what));
-        if (cnt > 0) {
-            cuda_rank_sum_kernel<<<cuda_blocks((int64_t)cnt, 256), 256, 0, s>>>(g + off, x->recv, x->chunk, x->world,
-                                                                               x->rank, cnt);
-            CU_LAUNCHED();
-        }
-    }
-    rc = cuda_nccl_finish(x, s, timeout, what);
-exit:
-    return rc;
+    if (x->world > 1)
+        rc = x->reduce == COMM_REDUCE_NCCL ? cuda_nccl_rs_nccl(x, g, n, s, timeout, what)
+                                           : cuda_nccl_rs_chain(x, g, n, s, timeout, what);
+    return rc == ST_OK ? cuda_nccl_finish(x, s, timeout, what) : rc;
 }
 
 int cuda_nccl_allgather(cuda_nccl *x, void *p, size_t n, size_t esize, cudaStream_t s)

@@ -3,8 +3,9 @@
  * CPU backend's allocation; the CUDA ones are cuda/plan.c's arena. */
 #include "model/memplan.h"
 #include "backend/backend.h"
-#include "comm/comm.h"
 #include "ckpt/ckpt.h"
+#include "comm/comm.h"
+#include "comm/xfer.h"
 #include "cuda/plan.h"
 #include "util/util.h"
 
@@ -29,16 +30,25 @@ int memplan_recompute_parse(const char *s)
     return -1;
 }
 
-/* Floats each peer's piece of one reduce-scatter round holds: a chunk,
- * or less when the exchanged span is smaller (comm_reduce_scatter_span
- * sizes its buffer so). Stage 1 exchanges the vector, whose largest part
- * is the range R; stages 2-3 exchange buckets, whose largest part is at
- * most min(K, R) (an upper bound: the exact part depends on where the
- * buckets fall against the ranges). */
-static uint64_t memplan_comm_piece(const memplan_cfg *c, uint64_t R, uint64_t K)
+/* The gradient reduction's buffers, in bytes. CPU (comm.c's chain): a
+ * rank other than 0 holds COMM_CHAIN_SLOTS chunks of the largest chain
+ * chunk; stage 1 reduces the vector, so that is exact; stages 2-3 reduce
+ * buckets, whose chunks are at most a comm chunk and the largest part,
+ * min(K, R) (an upper bound: the exact part depends on where the buckets
+ * fall against the ranges). CUDA (nccl.cu, sized at open, before any
+ * vector is known): CUDA_XFER_CHAIN_SLOTS whole chunks for the chain, one
+ * per rank for ncclReduceScatter's staging (reduce = nccl). */
+static uint64_t memplan_comm(const memplan_cfg *c, uint64_t n, uint64_t R, uint64_t K)
 {
-    uint64_t part = c->zero > MEMPLAN_ZERO1 && K < R ? K : R, C = (uint64_t)c->comm_chunk;
-    return C < part ? C : part;
+    uint64_t C = (uint64_t)c->comm_chunk;
+    if (c->world < 2)
+        return 0;
+    if (c->backend == MEMPLAN_CUDA)
+        return 4 * C * (c->reduce == COMM_REDUCE_NCCL ? (uint64_t)c->world : CUDA_XFER_CHAIN_SLOTS);
+    if (c->zero == MEMPLAN_ZERO1)
+        return 4 * COMM_CHAIN_SLOTS * (uint64_t)comm_chain_largest((size_t)n, 0, (size_t)n, c->world, (size_t)C);
+    uint64_t part = K < R ? K : R;
+    return 4 * COMM_CHAIN_SLOTS * (C < part ? C : part);
 }
 
 static int memplan_threads(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
@@ -115,17 +125,26 @@ static uint64_t memplan_arena_span(const cuda_arena *a, size_t i)
 
 static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)
 {
-    cuda_arena a;
-    int rc = cuda_arena_plan(&a, &c->shape, c->micro_batch, (cuda_prec)c->precision);
-    if (rc != ST_OK)
-        return rc;
-    /* Scores and probabilities: the [B,H,T,T] pair, quadratic in T. */
-    b->attn_scratch = memplan_arena_span(&a, cuda_arena_global(&a, CA_S)) +
-                      memplan_arena_span(&a, cuda_arena_global(&a, CA_P));
-    b->activations = (uint64_t)a.total - b->attn_scratch;
-    b->act_none = (uint64_t)a.total;
-    b->act_layers = 0;   /* no recompute on this backend */
-    cuda_arena_free(&a);
+    cuda_arena a[2];
+    /* Both settings: the arena of each (recompute keeps the layer inputs
+     * and one layer's set), so either figure can be printed. */
+    for (int r = 0; r < 2; r++) {
+        int rc = cuda_arena_plan_rc(&a[r], &c->shape, c->micro_batch, (cuda_prec)c->precision, r);
+        if (rc != ST_OK) {
+            if (r)
+                cuda_arena_free(&a[0]);
+            return rc;
+        }
+    }
+    const cuda_arena *use = &a[c->recompute == MEMPLAN_RECOMPUTE_LAYERS];
+    /* Flash attention (cuda/attention.cuh): the backward's row sums
+     * [B,H,T], linear in T; the tiles live in shared memory. */
+    b->attn_scratch = memplan_arena_span(use, cuda_arena_global(use, CA_DELTA));
+    b->activations = (uint64_t)use->total - b->attn_scratch;
+    b->act_none = (uint64_t)a[0].total;
+    b->act_layers = (uint64_t)a[1].total;
+    cuda_arena_free(&a[0]);
+    cuda_arena_free(&a[1]);
     /* fp32 and tf32 run the GEMMs on the master copy itself. */
     b->working = c->precision == MEMPLAN_BF16 || c->precision == MEMPLAN_FP16 ? b->master / 2 : 0;
     b->workspace = CUDA_WORKSPACE_BYTES;
@@ -166,9 +185,6 @@ static int memplan_check(const memplan_cfg *c)
         return memplan_refuse(ST_CONFIG, "memplan: ZeRO stage %d (%s) is CPU only for now; the CUDA backend shards "
                          "only Adam m and v (stage 1)", c->zero,
                          c->zero == 2 ? "sharded gradients" : "sharded gradients and parameters");
-    if (c->backend == MEMPLAN_CUDA && c->recompute == MEMPLAN_RECOMPUTE_LAYERS)
-        return memplan_refuse(ST_CONFIG, "memplan: recompute = layers is CPU-only for now; plan backend cuda with "
-                         "recompute = none");
     if (c->recompute != MEMPLAN_RECOMPUTE_NONE && c->recompute != MEMPLAN_RECOMPUTE_LAYERS)
         return memplan_refuse(ST_SOFTWARE, "memplan: recompute %d is neither none nor layers", (int)c->recompute);
     return ST_OK;
@@ -194,7 +210,7 @@ int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
     b->adam = 2 * 4 * R;                     /* m and v of this rank's range */
     b->snapshot = 3 * 4 * R;                 /* parameters, m, v of the range */
     b->buckets = 0;                          /* stages 2-3 count theirs in master and grads, above */
-    b->comm = c->world > 1 ? 4 * (uint64_t)c->world * memplan_comm_piece(c, R, K) : 0;
+    b->comm = memplan_comm(c, n, R, K);
     if (c->backend == MEMPLAN_CPU) {
         memplan_cpu(c, b);
         return ST_OK;
@@ -206,7 +222,7 @@ int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
 {
     c->recompute = MEMPLAN_RECOMPUTE_NONE;
     int rc = memplan_compute(c, b);
-    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+    if (rc != ST_OK || avail == 0 || b->total <= avail)
         return rc;
     c->recompute = MEMPLAN_RECOMPUTE_LAYERS;
     return memplan_compute(c, b);
@@ -240,7 +256,7 @@ int memplan_choose_zero_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes 
 {
     c->recompute = MEMPLAN_RECOMPUTE_NONE;
     int rc = memplan_choose_zero(c, avail, b);
-    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+    if (rc != ST_OK || avail == 0 || b->total <= avail)
         return rc;
     c->recompute = MEMPLAN_RECOMPUTE_LAYERS;
     return memplan_choose_zero(c, avail, b);
@@ -298,11 +314,9 @@ void memplan_advice(const memplan_cfg *c, const memplan_bytes *b, char *buf, siz
                  : snprintf(buf + n, cap - (size_t)n, "activations %.1f GiB at micro_batch 1, the smallest", act);
     if (n < 0 || (size_t)n >= cap)
         return;
-    if (c->backend == MEMPLAN_CPU && c->recompute == MEMPLAN_RECOMPUTE_NONE)
+    if (c->recompute == MEMPLAN_RECOMPUTE_NONE)
         n += snprintf(buf + n, cap - (size_t)n, "; train.recompute = layers holds %.1f GiB of activations "
                       "instead", (double)b->act_layers / MEMPLAN_GIB);
-    else if (c->backend == MEMPLAN_CUDA)
-        n += snprintf(buf + n, cap - (size_t)n, "; recompute is CPU-only for now");
     if (n < 0 || (size_t)n >= cap)
         return;
     if (c->backend == MEMPLAN_CPU && c->zero < MEMPLAN_ZERO3)

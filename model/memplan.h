@@ -36,6 +36,7 @@ typedef struct {
     memplan_recompute recompute;
     int zero;                     /* MEMPLAN_ZERO1..3 */
     size_t comm_chunk;            /* floats per rank per collective round (comm_get_chunk) */
+    int reduce;                   /* COMM_REDUCE_CHAIN (0) | COMM_REDUCE_NCCL ([comm] reduce) */
     /* The checkpoint writer ([checkpoint] codec, level, chunk_kib, threads;
      * threads 0: every core): chunk 0 plans no writer. */
     int ckpt_codec, ckpt_level, ckpt_threads;
@@ -60,7 +61,7 @@ typedef struct {
     uint64_t attn_scratch;        /* cpu: per-thread score rows; cuda: the arena's scores/probabilities */
     uint64_t workspace;           /* library workspaces (cuBLASLt) */
     uint64_t context;             /* CUDA context, handles and kernels (an estimate) */
-    uint64_t comm;                /* collective receive buffers: one chunk per rank */
+    uint64_t comm;                /* gradient reduction buffers: the chain's slots (nccl: a chunk per rank) */
     uint64_t ckpt_io;             /* cpu: the checkpoint writer's output slots and codec workspaces */
     uint64_t runtime;             /* cpu: the process itself: binary, libraries, thread stacks, MPI */
     uint64_t total, host;
@@ -77,9 +78,10 @@ uint64_t memplan_cpu_activation_bytes(const model_shape *s, int64_t B, int recom
 /* Of those, the per-thread attention scratch. */
 uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads);
 
-/* train.recompute = auto: plans with none and, on the CPU backend when
- * that total exceeds avail bytes (> 0), switches to layers; c->recompute
- * and out hold the choice. CUDA keeps none (no recompute there yet). */
+/* train.recompute = auto: plans with none and, when that total exceeds
+ * avail bytes (> 0: this process's share of RAM on the CPU backend, the
+ * GPU's memory on CUDA), switches to layers; c->recompute and out hold
+ * the choice. */
 int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
 /* train.zero = auto: the lowest stage whose plan fits avail bytes (> 0),
  * the smallest plan when none does; CUDA, or avail 0 (unknown), keeps 1.

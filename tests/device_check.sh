@@ -13,7 +13,8 @@
 # CPU; CPU vs CUDA parity; determinism; SIGTERM -> 75 -> resume;
 # cross-backend resume; fp16 dynamic loss scaling (overflow skips, bitwise
 # resume, the manifest, the continuity warning); the NCCL data plane at
-# world size 1 and `selftest comm` on it; compute-sanitizer; the ~1.2B
+# world size 1 and `selftest comm` on it; recompute = layers (the same
+# bits, device memory vs plan); compute-sanitizer; the ~1.2B
 # benchmark beside PyTorch eager. A section that fails does not stop the
 # later ones; a section the time budget cannot fit is reported as SKIP.
 # With $OUT set (the device tool sets it) the summary is rewritten to
@@ -444,6 +445,74 @@ elif section NCCL 40; then
     else
         fail "selftest comm on $GB: exit $rst: $(tail -2 selftest.err) (selftest.txt in $W)"
     fi
+fi
+
+# train.recompute = layers on one GPU: the 30 steps of the determinism run
+# again with every layer's forward rerun in its backward must end on the
+# same bits (digests and every logged loss); and the device memory each run
+# added since its CUDA context (SPOTRAIN_CUDA_PROFILE=1 logs it at the end;
+# every allocation lives until then, so it is the peak) against the plan
+# --dry-run prints for the same configuration (per-GPU total less its
+# context estimate), under layers and under none (10 steps), within 5%;
+# the saving measured against the saving planned, within 5% too.
+if [ "$DRY" = 1 ]; then
+    res "skip recompute on cuda (DC_CPU_DRYRUN: the cpu backend's recompute is tests/cli/cli_recompute.sh's)"
+elif section recompute 60; then
+T 120 env SPOTRAIN_CUDA_PROFILE=1 "$BIN" train /dev/null $LOUD --set train.max_steps=30 --set train.recompute=layers \
+    --set train.run_dir=rcl 2>rcl.err
+rl=$?
+T 60 env SPOTRAIN_CUDA_PROFILE=1 "$BIN" train /dev/null $LOUD --set train.max_steps=10 --set train.run_dir=rcn \
+    2>rcn.err
+rn=$?
+dl=$(digest rcl/ckpt/step-00000030)
+rcmp=$(python3 - det1/events.jsonl rcl/events.jsonl <<'PY' 2>&1
+import json, sys
+def losses(p):
+    return [o["loss"] for o in map(json.loads, open(p)) if o.get("event") == "step"]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+print("OK %d step losses bitwise equal" % len(a) if a and a == b else "differ: %d vs %d losses, first %s" % (
+    len(a), len(b), next(((x, y) for x, y in zip(a, b) if x != y), None)))
+PY
+)
+if [ $rl -eq 0 ] && [ -n "$dl" ] && [ "$dl" = "$d1" ] && echo "$rcmp" | grep -q "^OK"; then
+    pass "recompute layers: 30 steps, digests equal to recompute none ($dl), $rcmp"
+else
+    fail "recompute layers: exit $rl, digest '$dl' vs none '$d1', $rcmp (rcl.err)"
+fi
+# plan RUN_ERR RECOMPUTE: "measured planned arena" bytes, or nothing.
+plan() {
+    local got tot ctx
+    got=$(sed -n 's/.*allocated since the context \([0-9]*\) bytes, arena \([0-9]*\) bytes.*/\1 \2/p' "$1" | tail -1)
+    tot=$(T 60 "$BIN" train /dev/null $MED --set train.recompute=$2 --dry-run 2>/dev/null |
+        sed -n 's/^  per-GPU total: \([0-9]*\) bytes.*/\1/p')
+    ctx=$(T 60 "$BIN" train /dev/null $MED --set train.recompute=$2 --dry-run 2>/dev/null |
+        sed -n 's/^  CUDA context (estimate) *\([0-9.]*\) GiB/\1/p')
+    [ -n "$got" ] && [ -n "$tot" ] && [ -n "$ctx" ] &&
+        python3 -c "import sys; g,a,t,c=sys.argv[1:]; print(g, int(t)-round(float(c)*2**30), a)" $got "$tot" "$ctx"
+}
+ml=$(plan rcl.err layers) mn=$(plan rcn.err none)
+pcheck=$(python3 - "$ml" "$mn" <<'PY' 2>&1
+import sys
+try:
+    (gl, pl, al), (gn, pn, an) = [tuple(map(int, a.split())) for a in sys.argv[1:3]]
+except ValueError:
+    print("no figures: layers '%s', none '%s'" % tuple(sys.argv[1:3])); sys.exit()
+ok = all(abs(g - p) <= 0.05 * p for g, p in ((gl, pl), (gn, pn), (gn - gl, pn - pl)))
+G = 2.0 ** 20
+print("%s: measured/planned MiB layers %.1f/%.1f, none %.1f/%.1f, saving %.2f/%.2f (arena %.2f vs %.2f)" % (
+    "OK" if ok else "off by more than 5%", gl / G, pl / G, gn / G, pn / G, (gn - gl) / G, (pn - pl) / G,
+    al / G, an / G))
+PY
+)
+# What the rerun costs: the backward's share of a step (profile phases; a
+# figure, not a check).
+bwd() { sed -n 's/.*step time split over .*backward \([0-9.]*\) ms.*/\1/p' "$1" | tail -1; }
+if [ $rl -eq 0 ] && [ $rn -eq 0 ] && echo "$pcheck" | grep -q "^OK"; then
+    pass "recompute device memory vs plan: $pcheck; backward $(bwd rcl.err) ms a step with layers, $(bwd rcn.err) ms with none"
+else
+    fail "recompute device memory vs plan: exits $rl $rn: $pcheck (rcl.err rcn.err)"
+fi
+rm -rf rcl/ckpt rcn/ckpt
 fi
 
 # compute-sanitizer memcheck on one tiny step (bf16, then fp32).

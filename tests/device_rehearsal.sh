@@ -61,7 +61,8 @@ grep -q "cuBLASLt dir: $D/spotrain-dc\.[^/]*/site/nvidia/cublas/lib; NCCL dir: $
 for want in "^ok   kernels: " "^ok   parity: " "^ok   determinism" "^ok   SIGTERM" "^ok   cross-backend" \
     "^ok   fp16 dynamic loss scaling" "^ok   fp16 loss scaling: resumed" "^ok   manifest: cuda fp16 dynamic" \
     "^ok   fp16 checkpoint resumed in bf16" "^ok   fp16 train.loss_scale = 128" "^ok   NCCL path at world 1" \
-    "^ok   selftest comm on cuda" "^SKIP compute-sanitizer (rehearsal" "^REHEARSAL, not a measurement: bench" \
+    "^ok   selftest comm on cuda" "^ok   recompute layers: 30 steps" "^ok   recompute device memory vs plan" \
+    "^SKIP compute-sanitizer (rehearsal" "^REHEARSAL, not a measurement: bench" \
     "pytorch .* eager" "^rehearsal, no verdict: would be .*: bench target: .*PyTorch eager" \
     "^rehearsal, no verdict: would be .*: bench target: MFU"; do
     grep -q -- "$want" "$D/stdout.txt" && ok "summary: /$want/" || bad "summary lacks /$want/"

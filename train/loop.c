@@ -160,6 +160,18 @@ enum { TRAINER_IO_FLOATS = 1 << 20 };
 /* A dynamic scaler continues from the checkpoint's scale and clean-step
  * count, which keeps an interrupted fp16 run bitwise equal to an
  * uninterrupted one. */
+/* A change of [comm] reduce since the checkpoint (recorded as "chain" or
+ * "nccl"; "" before it was) is a change of the gradients' bits, as a
+ * change of backend is, when more than one rank sums them on either side. */
+static void trainer_reduce_continuity(trainer *t, const char *was, int world_was)
+{
+    const char *now = comm_reduce_name(comm_get_reduce());
+    size_t len = strlen(t->continuity);
+    if (!was || !was[0] || !strcmp(was, now) || (t->world < 2 && world_was < 2))
+        return;
+    snprintf(t->continuity + len, sizeof t->continuity - len, "%sreduce %s -> %s", len ? ", " : "", was, now);
+}
+
 static void trainer_restore_scaler(trainer *t, const ckpt_info *in)
 {
     if (t->ls.mode != LSCALE_DYNAMIC)
@@ -234,6 +246,7 @@ static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t
         if (backend_continuity(t->b, in->backend, in->precision, in->device, t->continuity,
                                sizeof t->continuity) == 0)
             t->continuity[0] = 0;
+        trainer_reduce_continuity(t, in->reduce, in->world_size);
         if (trainer_is_root(t)) {
             trainer_log(t, "resuming from %s (step %lld, saved by %d rank%s)", path, (long long)in->step,
                         in->world_size, in->world_size == 1 ? "" : "s");
@@ -645,6 +658,7 @@ static void trainer_meta(trainer *t, ckpt_meta *m)
     m->precision = t->b->precision;
     m->device = t->b->device;
     m->libraries = t->b->libraries;
+    m->reduce = comm_reduce_name(comm_get_reduce());
     m->lr = optim_lr(&t->h, t->step);
     m->world_size = t->world;
     m->rank = t->rank;
@@ -1079,35 +1093,36 @@ static int trainer_zero_auto(trainer *t, const model_shape *s)
     return ST_OK;
 }
 
-/* train.recompute = auto: the memory model's per-process plan with none
- * against this rank's share of MemAvailable (the node's ranks split it);
- * over it, the CPU backend switches to layers before its first step. CUDA
- * has no recompute yet: none, with the plan said. */
+/* train.recompute = auto: the memory model's plan with none against what
+ * a rank has: on the CPU its share of MemAvailable (the node's ranks split
+ * it), on a GPU the device's memory; over it, the backend switches to
+ * layers before its first step. */
 static int trainer_recompute_auto(trainer *t, const model_shape *s)
 {
     const double gib = 1024.0 * 1024.0 * 1024.0;
-    int local, cuda = strcmp(t->b->name, "cpu") != 0;
-    uint64_t avail = trainer_mem_share(t, &local);
+    int local = 1, cuda = strcmp(t->b->name, "cpu") != 0;
+    uint64_t avail = cuda ? backend_device_bytes(t->b) : trainer_mem_share(t, &local);
     memplan_cfg mc;
     memplan_bytes b;
     int rc = cfg_memplan(t->c, s, cuda, t->world, &mc);
     mc.zero = t->zero;
-    if (rc == ST_OK && (rc = memplan_choose_recompute(&mc, cuda ? 0 : avail, &b)) != ST_OK)
+    if (rc == ST_OK && (rc = memplan_choose_recompute(&mc, avail, &b)) != ST_OK)
         return util_fail(rc, "%s", util_last_error());
     if (rc == ST_OK && mc.recompute == MEMPLAN_RECOMPUTE_LAYERS)
-        rc = backend_cpu_set_recompute(t->b, 1);
+        rc = backend_set_recompute(t->b, 1);
     if (rc != ST_OK)
         return rc;
-    if (cuda)
-        trainer_log(t, "recompute auto: none (backend %s has no recompute); plan %.3f GiB per GPU", t->b->name,
-                    (double)b.total / gib);
-    else if (avail == 0)
-        trainer_log(t, "recompute auto: none (MemAvailable unknown); plan %.3f GiB per process",
-                    (double)b.total / gib);
+    const char *pick = mc.recompute == MEMPLAN_RECOMPUTE_LAYERS ? "layers" : "none";
+    if (avail == 0)
+        trainer_log(t, "recompute auto: none (%s unknown); plan %.3f GiB per %s", cuda ? "GPU memory" : "MemAvailable",
+                    (double)b.total / gib, cuda ? "GPU" : "process");
+    else if (cuda)
+        trainer_log(t, "recompute auto: %s; plan %.3f GiB per GPU against the GPU's %.3f GiB: %.3f GiB headroom%s",
+                    pick, (double)b.total / gib, (double)avail / gib, ((double)avail - (double)b.total) / gib,
+                    (double)b.total > (double)avail ? " (does not fit even with layers)" : "");
     else
         trainer_log(t, "recompute auto: %s; plan %.3f GiB per process against %.3f GiB available to each of %d "
-                    "rank%s on this node: %.3f GiB headroom%s",
-                    mc.recompute == MEMPLAN_RECOMPUTE_LAYERS ? "layers" : "none", (double)b.total / gib,
+                    "rank%s on this node: %.3f GiB headroom%s", pick, (double)b.total / gib,
                     (double)avail / gib, local, local == 1 ? "" : "s", ((double)avail - (double)b.total) / gib,
                     (double)b.total > (double)avail ? " (does not fit even with layers)" : "");
     return ST_OK;
@@ -1264,6 +1279,10 @@ static int trainer_open(trainer *t, const cfg *c, int mode)
                        t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers"), t->zero};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
+    /* backend auto that found no GPU: config refused backend = cpu already */
+    if (comm_get_reduce() == COMM_REDUCE_NCCL && strcmp(t->b->name, "cuda"))
+        return util_fail(ST_CONFIG, "comm.reduce = nccl needs backend cuda (ncclReduceScatter), but the %s backend "
+                         "runs; use comm.reduce = chain", t->b->name);
     if (t->b->warning[0])
         trainer_log(t, "warning: %s", t->b->warning);
     if (!strcmp(c->recompute, "auto") && (rc = trainer_recompute_auto(t, &s)) != ST_OK)

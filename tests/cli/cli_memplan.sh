@@ -36,8 +36,13 @@ t_exit "a refused start writes nothing" 0 "" test ! -e "$T_TMP/auto-small"
 t_exit "dry-run shows auto's choice" 0 "recompute auto: layers on this machine" \
     env SPOTRAIN_TEST_MEM_AVAILABLE="$((none - 1))" "$S" train /dev/null $A --set train.recompute=auto --dry-run
 # shellcheck disable=SC2086
-t_exit "auto on backend cuda plans none" 0 "per-GPU total: [0-9]+ bytes" \
-    "$S" train /dev/null $A --set train.recompute=auto --set train.backend=cuda --dry-run
+t_exit "auto on backend cuda plans none where the GPU holds it" 0 "recompute auto: none against a 80 GiB GPU" \
+    "$S" train /dev/null $A --set train.recompute=auto --set train.backend=cuda --set cost.gpu=h100 --dry-run
+# shellcheck disable=SC2086
+t_exit "auto on backend cuda takes layers on a GPU too small for none" 0 \
+    "recompute auto: layers against a 1 GiB GPU.*" \
+    "$S" train /dev/null --set model.preset=deepseek-7b --set train.recompute=auto --set train.backend=cuda \
+    --set cost.gpu_memory_gib=1 --dry-run
 # shellcheck disable=SC2016
 t_exit "auto: the same losses as layers and none" 0 "" sh -c \
     'grep -h "\"loss\"" "$1"/auto-*/events.jsonl | sed "s/.*\"loss\": *\([^,]*\).*/\1/" | sort -u | wc -l | grep -qx 1' \

@@ -4,7 +4,8 @@
 # validation losses against the CPU backend; a bf16 run resumed from its
 # middle checkpoint (and one stopped by SIGTERM: exit 75, snapshot on the
 # copy stream) ends on the same bits; fp16 dynamic loss scaling halves on
-# overflow and trains on. A small model: every thread of every block runs
+# overflow and trains on; recompute = layers (and auto on a GPU too small
+# for none) ends on the bits and losses of none. A small model: every thread of every block runs
 # on one CPU core.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
@@ -105,4 +106,35 @@ if [ $rf -eq 0 ] && echo "$chk" | grep -q "^OK"; then
 else
     t_bad "fp16 loss scaling" "exit $rf: $chk $(tail -n 2 f16.err)"
 fi
+# --- recompute = layers: the bits of none; auto picks it on a small GPU ------
+R3="--set model.n_layers=3 --set train.val_every=3 --set train.backend=cuda --set train.max_steps=4"
+"$B" train /dev/null $S $R3 --set train.run_dir=rn 2>rn.err
+rn=$?
+"$B" train /dev/null $S $R3 --set train.recompute=layers --set train.run_dir=rl 2>rl.err
+rl=$?
+# Not --quiet: the choice is a log line. The GPU's size stands in at one
+# byte under the plan with none (--dry-run prints it).
+none=$("$B" train /dev/null $S $R3 --set train.recompute=none --set cost.gpu_memory_gib=1000 --dry-run 2>/dev/null |
+    sed -n 's/^  per-GPU total: \([0-9]*\) bytes.*/\1/p')
+env SPOTRAIN_TEST_GPU_MEMORY=$((none - 1)) "$B" train /dev/null $(echo "$S" | sed 's/--quiet//') $R3 \
+    --set train.recompute=auto --set train.run_dir=ra 2>ra.err
+ra=$?
+dn=$(digest rn/ckpt/step-00000004) dl=$(digest rl/ckpt/step-00000004) da=$(digest ra/ckpt/step-00000004)
+ln=$(t_events rn/events.jsonl step loss | tr '\n' ' ')
+ll=$(t_events rl/events.jsonl step loss | tr '\n' ' ')
+vn=$(t_events rn/events.jsonl eval val_loss | tr '\n' ' ')
+vl=$(t_events rl/events.jsonl eval val_loss | tr '\n' ' ')
+if [ $rn -eq 0 ] && [ $rl -eq 0 ] && [ -n "$dn" ] && [ "$dn" = "$dl" ] && [ -n "$ln" ] && [ "$ln" = "$ll" ] &&
+    [ -n "$vn" ] && [ "$vn" = "$vl" ]; then
+    t_ok "bf16 recompute layers = none, bitwise: digests, losses, validation losses ($dn)"
+else
+    t_bad "bf16 recompute layers = none, bitwise" "exits $rn $rl, digests '$dn' vs '$dl', losses '$ln' vs '$ll'"
+fi
+if [ -n "$none" ] && [ $ra -eq 0 ] && grep -q "recompute auto: layers; plan .* per GPU against" ra.err &&
+    [ "$da" = "$dn" ]; then
+    t_ok "recompute auto on a GPU one byte short of none's plan: layers, the same bits"
+else
+    t_bad "recompute auto picks layers on a small GPU" "plan '$none', exit $ra, digest '$da': $(grep -m1 recompute ra.err)"
+fi
+
 t_end

@@ -1,7 +1,9 @@
 /* The CUDA backend against the CPU backend, through the backend interface:
  * fp32 loss, every gradient tensor, logits and the weights after 3 AdamW
  * steps within 1e-5 relative at the tiny preset and a second GQA shape;
- * bf16 and tf32 within tolerance; two identical bf16 runs bitwise equal.
+ * bf16 and tf32 within tolerance; two identical bf16 runs bitwise equal;
+ * recompute = layers bitwise equal to none; the activation arena against
+ * the memory plan.
  * Needs a GPU: elsewhere it says why it skips and passes nothing.
  * module: cuda backend */
 #include "tests/harness.h"
@@ -9,7 +11,10 @@
 #include "model/optim.h"
 #include "model/rng.h"
 #include "cuda/cuda.h"
+#include "model/memplan.h"
 #include "util/util.h"
+
+#include <dlfcn.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -62,14 +67,20 @@ static float *cp_weights(const model_layout *L)
     return p;
 }
 
-static int cp_backend(const char *name, const char *prec, const model_layout *L, const float *w, backend **be)
+static int cp_backend_rc(const char *name, const char *prec, const model_layout *L, const float *w, int recompute,
+                         backend **be)
 {
-    int rc = backend_create(be, L, &(backend_opts){name, prec, 0, 0, 1, 0, 0, 1});
+    int rc = backend_create(be, L, &(backend_opts){name, prec, 0, 0, 1, 0, recompute, 1});
     if (rc == ST_OK)
         rc = (*be)->load(*be, BK_PARAMS, 0, L->n_floats, w);
     if (rc == ST_OK)
         rc = (*be)->zero_grads(*be);
     return rc;
+}
+
+static int cp_backend(const char *name, const char *prec, const model_layout *L, const float *w, backend **be)
+{
+    return cp_backend_rc(name, prec, L, w, 0, be);
 }
 
 /* steps = 0: one forward/backward, gradients kept. Else that many full
@@ -242,6 +253,125 @@ done:
     free(tok); free(w); free(a); free(b);
 }
 
+
+/* train.recompute = layers reruns each layer's forward in its backward
+ * from the kept input: the same kernels on the same bits, so losses,
+ * gradients, parameters, Adam m and v and logits equal recompute none's
+ * bit for bit (4 layers: the rerun covers three of them). */
+static void cp_recompute(const char *prec)
+{
+    const cp_case *k = &cp_cases[0];
+    model_layout L;
+    backend *g0 = NULL, *g1 = NULL;
+    int64_t B = k->B, T = k->s.seq_len, V = k->s.vocab;
+    size_t ntok = (size_t)(4 * B * (T + 1));
+    int32_t *tok = malloc(ntok * sizeof *tok);
+    EXPECT(model_layout_init(&L, &k->s) == ST_OK);
+    float *w = cp_weights(&L), *a = malloc(L.n_floats * 4), *b = malloc(L.n_floats * 4);
+    float *la = malloc((size_t)V * 4), *lb = malloc((size_t)V * 4);
+    if (!tok || !w || !a || !b || !la || !lb || cp_backend_rc("cuda", prec, &L, w, 0, &g0) ||
+        cp_backend_rc("cuda", prec, &L, w, 1, &g1)) {
+        EXPECT(0);
+        goto done;
+    }
+    for (size_t i = 0; i < ntok; i++)
+        tok[i] = (int32_t)(rng_u64(8, 7, i) % (uint64_t)V);
+    double l0 = 0, l1 = 0;
+    EXPECT(cp_run(g0, tok, B, T, 3, &l0) == ST_OK);
+    EXPECT(cp_run(g1, tok, B, T, 3, &l1) == ST_OK);
+    printf("    %s: loss after 3 steps, recompute none %.9g, layers %.9g\n", prec, l0, l1);
+    EXPECT(memcmp(&l0, &l1, sizeof l0) == 0);
+    for (int arr = BK_PARAMS; arr <= BK_GRADS; arr++) {
+        memset(b, 0xff, L.n_floats * 4);
+        EXPECT(g0->read(g0, arr, 0, L.n_floats, a) == ST_OK);
+        EXPECT(g1->read(g1, arr, 0, L.n_floats, b) == ST_OK);
+        EXPECT(memcmp(a, b, L.n_floats * 4) == 0);
+    }
+    memset(lb, 0xff, (size_t)V * 4);
+    EXPECT(g0->logits(g0, tok, 17, la) == ST_OK);
+    EXPECT(g1->logits(g1, tok, 17, lb) == ST_OK);
+    EXPECT(memcmp(la, lb, (size_t)V * 4) == 0);
+done:
+    if (g0)
+        g0->destroy(g0);
+    if (g1)
+        g1->destroy(g1);
+    model_layout_free(&L);
+    free(tok); free(w); free(a); free(b); free(la); free(lb);
+}
+
+static void test_recompute_fp32(void) { cp_recompute("fp32"); }
+static void test_recompute_bf16(void) { cp_recompute("bf16"); }
+
+/* What one training step allocates on the device (the activation arena)
+ * against the memory model's activations (scores included), recompute
+ * none and layers: the arena is the plan's figure exactly, and the device
+ * peak the step reached, above what the state held before it, within 5%
+ * of it; the peak from before the backend existed within 5% of the
+ * per-GPU total (less the context, which allocates nothing here). The peak is the emulator's counter (tests/emu); on a GPU, whose
+ * allocator rounds to pages, tests/device_check.sh measures a bigger
+ * model instead. */
+static void test_arena_peak(void)
+{
+#ifdef SPOTRAIN_CUDA
+    const cp_case *k = &cp_cases[0];
+    size_t (*peak)(int) = (size_t (*)(int))dlsym(RTLD_DEFAULT, "emu_device_peak");
+    model_layout L;
+    int64_t B = k->B, T = k->s.seq_len;
+    size_t ntok = (size_t)(4 * B * (T + 1));
+    int32_t *tok = malloc(ntok * sizeof *tok);
+    EXPECT(model_layout_init(&L, &k->s) == ST_OK);
+    float *w = cp_weights(&L);
+    uint64_t act[2] = {0, 0};
+    for (size_t i = 0; tok && i < ntok; i++)
+        tok[i] = (int32_t)(rng_u64(9, 7, i) % (uint64_t)k->s.vocab);
+    for (int r = 0; r < 2 && tok && w; r++) {
+        backend *g = NULL;
+        memplan_cfg mc = {.shape = k->s, .backend = MEMPLAN_CUDA, .precision = MEMPLAN_BF16, .world = 1,
+                          .ranks_per_node = 1, .micro_batch = B, .recompute = (memplan_recompute)r,
+                          .zero = MEMPLAN_ZERO1, .comm_chunk = 1 << 20};
+        memplan_bytes mb;
+        size_t used0 = 0, total = 0;
+        double l = 0;
+        EXPECT(memplan_compute(&mc, &mb) == ST_OK);
+        act[r] = mb.activations + mb.attn_scratch;
+        size_t before = 0;   /* what earlier tests left held: nothing */
+        if (peak) {
+            peak(1);
+            before = peak(0);
+        }
+        if (cp_backend_rc("cuda", "bf16", &L, w, r, &g)) {
+            EXPECT(0);
+            break;
+        }
+        EXPECT(backend_cuda_memory(g, &used0, &total) == ST_OK);
+        size_t state = peak ? peak(0) : 0;
+        EXPECT(cp_run(g, tok, B, T, 1, &l) == ST_OK);
+        EXPECT(backend_cuda_arena_bytes(g) == act[r]);
+        if (peak) {
+            double got = (double)(peak(0) - used0);
+            printf("    recompute %s: device peak of the step %.0f bytes above the state, plan's activations %llu "
+                   "(ratio %.4f)\n", r ? "layers" : "none", got, (unsigned long long)act[r], got / (double)act[r]);
+            EXPECT(got >= 0.95 * (double)act[r] && got <= 1.05 * (double)act[r]);
+            /* and the whole: the peak since before the backend existed
+             * against the per-GPU total less the context estimate */
+            double all = (double)(peak(0) - before), plan = (double)(mb.total - mb.context);
+            printf("    recompute %s: device peak %.0f bytes from nothing (%zu before the step), plan %.0f "
+                   "(ratio %.4f)\n", r ? "layers" : "none", all, state - before, plan, all / plan);
+            EXPECT(all >= 0.95 * plan && all <= 1.05 * plan);
+        } else {
+            printf("    recompute %s: arena %zu bytes = plan (no peak counter on a GPU)\n", r ? "layers" : "none",
+                   backend_cuda_arena_bytes(g));
+        }
+        g->destroy(g);
+    }
+    EXPECT(act[1] < act[0]);   /* 4 layers: three sets fewer */
+    model_layout_free(&L);
+    free(tok);
+    free(w);
+#endif
+}
+
 /* The snapshot equals read-back of params, m and v. */
 static void test_snapshot(void)
 {
@@ -294,5 +424,8 @@ int main(void)
     harness_run("fp16_gqa_vs_cpu", test_fp16_gqa);
     harness_run("bf16_deterministic", test_bf16_deterministic);
     harness_run("snapshot", test_snapshot);
+    harness_run("recompute_layers_bitwise_fp32", test_recompute_fp32);
+    harness_run("recompute_layers_bitwise_bf16", test_recompute_bf16);
+    harness_run("arena_peak_vs_plan", test_arena_peak);
     return harness_end();
 }

@@ -10,6 +10,7 @@
 #include "ckpt/ckpt.h"
 #include "ckpt/ckpt_int.h"
 #include "comm/comm.h"
+#include "comm/xfer.h"
 #include "cuda/plan.h"
 #include "model/memplan.h"
 #include "model/model.h"
@@ -132,9 +133,27 @@ static void test_cuda_arena(void)
         cuda_arena a;
         EXPECT(memplan_compute(&c, &b) == ST_OK);
         EXPECT(cuda_arena_plan(&a, &ds7, 2, (cuda_prec)p) == ST_OK);
-        EXPECT(b.activations + b.attn_scratch == a.total && b.act_none == a.total && b.act_layers == 0);
-        /* scores fp32 + probabilities in the compute type, [B,H,T,T] each */
-        EXPECT(b.attn_scratch == (4 + cuda_prec_bytes((cuda_prec)p)) * 2ull * 32 * 4096 * 4096);
+        EXPECT(b.activations + b.attn_scratch == a.total && b.act_none == a.total);
+        /* flash attention: the backward's fp32 row sums [B,H,T], nothing T^2 */
+        EXPECT(b.attn_scratch == 4ull * 2 * 32 * 4096);
+        /* recompute = layers: the arena keeps every layer's input and one
+         * set; the other L - 1 sets (the aligned per-layer entries but the
+         * input) are what it saves. */
+        cuda_arena r;
+        EXPECT(cuda_arena_plan_rc(&r, &ds7, 2, (cuda_prec)p, 1) == ST_OK);
+        uint64_t set = 0;
+        for (int k = 0; k < CA_PER_LAYER; k++)
+            if (k != CA_RES)
+                set += (a.bytes[k] + CUDA_ARENA_ALIGN - 1) / CUDA_ARENA_ALIGN * CUDA_ARENA_ALIGN;
+        EXPECT(b.act_layers == r.total && a.total - r.total == (uint64_t)(ds7.n_layers - 1) * set);
+        /* every layer's set is the one set; inputs stay apart */
+        EXPECT(r.off[cuda_arena_layer(&r, 5, CA_GU)] == r.off[cuda_arena_layer(&r, 0, CA_GU)]);
+        EXPECT(r.off[cuda_arena_layer(&r, 5, CA_RES)] != r.off[cuda_arena_layer(&r, 4, CA_RES)]);
+        c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
+        memplan_bytes bl;
+        EXPECT(memplan_compute(&c, &bl) == ST_OK);
+        EXPECT(bl.activations + bl.attn_scratch == r.total && b.total - bl.total == a.total - r.total);
+        cuda_arena_free(&r);
         cuda_arena_free(&a);
         /* cuda_memory_plan is a view of the same figures. */
         cuda_memplan m;
@@ -145,7 +164,8 @@ static void test_cuda_arena(void)
 }
 
 /* More ranks shrink Adam m and v (and the snapshot of the range); the
- * receive buffer grows by a chunk per rank; nothing else moves. */
+ * chain's buffers stay a few chunks (CUDA: a chunk per rank with reduce =
+ * nccl); nothing else moves. */
 static void test_world_scaling(void)
 {
     for (int be = 0; be < 2; be++) {
@@ -160,7 +180,16 @@ static void test_world_scaling(void)
             comm_range(model_count_params(&ds7), 0, W, &lo, &hi);
             EXPECT(w.range == hi - lo && w.adam == 8 * (uint64_t)(hi - lo) && w.snapshot == 12 * (uint64_t)(hi - lo));
             EXPECT(w.adam < one.adam && w.snapshot < one.snapshot);
-            EXPECT(w.comm == 4ull * (uint64_t)W * COMM_CHUNK_DEFAULT);
+            uint64_t slots = be == MEMPLAN_CUDA ? CUDA_XFER_CHAIN_SLOTS : COMM_CHAIN_SLOTS;
+            uint64_t piece = be == MEMPLAN_CUDA ? COMM_CHUNK_DEFAULT
+                             : comm_chain_largest(model_count_params(&ds7), 0, model_count_params(&ds7), W,
+                                                  COMM_CHUNK_DEFAULT);
+            EXPECT(w.comm == 4 * slots * piece && piece <= COMM_CHUNK_DEFAULT);
+            c.reduce = COMM_REDUCE_NCCL;
+            memplan_bytes nc;
+            EXPECT(memplan_compute(&c, &nc) == ST_OK);
+            EXPECT(nc.comm == (be == MEMPLAN_CUDA ? 4ull * (uint64_t)W * COMM_CHUNK_DEFAULT : w.comm));
+            c.reduce = COMM_REDUCE_CHAIN;
             EXPECT(w.master == one.master && w.working == one.working && w.grads == one.grads &&
                    w.activations == one.activations && w.attn_scratch == one.attn_scratch &&
                    w.workspace == one.workspace && w.context == one.context && w.buckets == one.buckets);
@@ -175,7 +204,14 @@ static void test_world_scaling(void)
     char adv[640];
     memplan_advice(&c, &b, adv, sizeof adv);
     EXPECT(strstr(adv, "more ranks shrink only Adam m and v") && strstr(adv, "CPU only for now"));
-    EXPECT(strstr(adv, "micro_batch 1, the smallest") && strstr(adv, "CPU-only"));
+    EXPECT(strstr(adv, "micro_batch 1, the smallest") && strstr(adv, "train.recompute = layers holds"));
+    /* With layers it fits (stage 1, 8 GPUs: 78.5 GiB) and auto picks it. */
+    c.world = 8;
+    EXPECT(memplan_choose_recompute(&c, 80ull << 30, &b) == ST_OK);
+    EXPECT(c.recompute == MEMPLAN_RECOMPUTE_LAYERS && b.total <= 80ull << 30 && b.act_none - b.act_layers > 14ull << 30);
+    EXPECT(memplan_choose_recompute(&c, 0, &b) == ST_OK && c.recompute == MEMPLAN_RECOMPUTE_NONE);
+    c.world = 64;
+    EXPECT(memplan_compute(&c, &b) == ST_OK);
     c.backend = MEMPLAN_CPU;
     EXPECT(memplan_compute(&c, &b) == ST_OK);
     memplan_advice(&c, &b, adv, sizeof adv);
@@ -185,8 +221,8 @@ static void test_world_scaling(void)
 
 /* Stages 2-3 on the CPU backend, category by category, against the
  * backend's bucket (backend_cpu_bucket_floats) and the comm layer's range
- * (comm_range); the receive buffer is a chunk per peer, or the largest
- * part of what is exchanged when smaller. */
+ * (comm_range); the chain's slots hold its largest chunk (stage 1) or at
+ * most a chunk of the largest part exchanged (buckets). */
 static void test_zero_stages(void)
 {
     const model_shape *shapes[] = {&small, &ds7};
@@ -206,8 +242,9 @@ static void test_zero_stages(void)
                 EXPECT(b[z].adam == 8 * R && b[z].snapshot == 12 * R && b[z].buckets == 0);
                 EXPECT(b[z].master == (z >= 3 ? 4 * (R + K) : 4 * n));
                 EXPECT(b[z].grads == (z >= 2 ? 4 * (R + K) : 4 * n));
-                uint64_t part = z == 1 ? R : (K < R ? K : R);
-                EXPECT(b[z].comm == (W == 1 ? 0 : 4 * (uint64_t)W * (C < part ? C : part)));
+                uint64_t part = K < R ? K : R;
+                uint64_t piece = z == 1 ? comm_chain_largest((size_t)n, 0, (size_t)n, W, (size_t)C) : C < part ? C : part;
+                EXPECT(b[z].comm == (W == 1 ? 0 : 4 * COMM_CHAIN_SLOTS * piece));
                 EXPECT(b[z].activations == b[1].activations && b[z].attn_scratch == b[1].attn_scratch);
             }
             /* One rank: the range is the vector, so 2 and 3 cost a bucket
@@ -223,7 +260,7 @@ static void test_zero_stages(void)
     memplan_bytes b;
     for (c.zero = 1; c.zero <= 3; c.zero++) {
         EXPECT(memplan_compute(&c, &b) == ST_OK);
-        EXPECT(b.comm == 4 * 2 * 7);
+        EXPECT(b.comm == 4 * COMM_CHAIN_SLOTS * 7);
     }
 }
 
@@ -292,7 +329,7 @@ static void test_refusals(void)
     }
     memplan_cfg c = mp_cfg(&small, MEMPLAN_CUDA, MEMPLAN_BF16, 1, 1);
     c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
-    EXPECT(memplan_compute(&c, &b) == ST_CONFIG && strstr(util_last_error(), "CPU-only"));
+    EXPECT(memplan_compute(&c, &b) == ST_OK && b.activations + b.attn_scratch == b.act_layers);
     c = mp_cfg(&small, MEMPLAN_CPU, MEMPLAN_FP32, 0, 1);
     EXPECT(memplan_compute(&c, &b) == ST_CONFIG);
     EXPECT(memplan_recompute_parse("none") == 0 && memplan_recompute_parse("layers") == 1 &&
