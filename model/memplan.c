@@ -32,12 +32,51 @@ int memplan_recompute_parse(const char *s)
 
 /* The gradient reduction's buffers, in bytes. CPU (comm.c's chain): a
  * rank other than 0 holds COMM_CHAIN_SLOTS chunks of the largest chain
- * chunk; stage 1 reduces the vector, so that is exact; stages 2-3 reduce
- * buckets, whose chunks are at most a comm chunk and the largest part,
- * min(K, R) (an upper bound: the exact part depends on where the buckets
- * fall against the ranges). CUDA (nccl.cu, sized at open, before any
+ * chunk; stage 1 reduces the vector, stages 2-3 each bucket, so both are
+ * exact (the largest over the buckets). CUDA (nccl.cu, sized at open, before any
  * vector is known): CUDA_XFER_CHAIN_SLOTS whole chunks for the chain, one
  * per rank for ncclReduceScatter's staging (reduce = nccl). */
+static void memplan_span_of(const model_param *const *ps, int k, size_t *a, size_t *b)
+{
+    *a = ps[0]->offset;
+    *b = ps[0]->offset + ps[0]->numel;
+    for (int i = 1; i < k; i++) {
+        *a = ps[i]->offset < *a ? ps[i]->offset : *a;
+        *b = ps[i]->offset + ps[i]->numel > *b ? ps[i]->offset + ps[i]->numel : *b;
+    }
+}
+
+/* Stages 2-3 on the CPU reduce bucket by bucket (backend/cpu.c's spans:
+ * the embedding, each decoder layer, the final norm with lm_head), and the
+ * chain sizes its slots per bucket: the largest chain chunk of any bucket
+ * (about an eighth of its largest owner part, not the whole part). 0 when
+ * the layout cannot be built. */
+static uint64_t memplan_bucket_chain_largest(const memplan_cfg *c, size_t n)
+{
+    model_layout L;
+    if (model_layout_init(&L, &c->shape) != ST_OK)
+        return 0;
+    uint64_t most = 0;
+    for (int64_t k = -1; k <= c->shape.n_layers; k++) {
+        const model_param *ps[MODEL_PER_LAYER];
+        int m = 0;
+        size_t a, b;
+        if (k < 0)
+            ps[m++] = model_embed(&L);
+        else if (k >= c->shape.n_layers) {
+            ps[m++] = model_final_norm(&L);
+            ps[m++] = model_lm_head(&L);
+        } else
+            for (int i = 0; i < MODEL_PER_LAYER; i++)
+                ps[m++] = model_layer(&L, k, i);
+        memplan_span_of(ps, m, &a, &b);
+        uint64_t s = (uint64_t)comm_chain_largest(n, a, b, c->world, c->comm_chunk);
+        most = s > most ? s : most;
+    }
+    model_layout_free(&L);
+    return most;
+}
+
 static uint64_t memplan_comm(const memplan_cfg *c, uint64_t n, uint64_t R, uint64_t K)
 {
     uint64_t C = (uint64_t)c->comm_chunk;
@@ -47,7 +86,10 @@ static uint64_t memplan_comm(const memplan_cfg *c, uint64_t n, uint64_t R, uint6
         return 4 * C * (c->reduce == COMM_REDUCE_NCCL ? (uint64_t)c->world : CUDA_XFER_CHAIN_SLOTS);
     if (c->zero == MEMPLAN_ZERO1)
         return 4 * COMM_CHAIN_SLOTS * (uint64_t)comm_chain_largest((size_t)n, 0, (size_t)n, c->world, (size_t)C);
-    uint64_t part = K < R ? K : R;
+    uint64_t largest = memplan_bucket_chain_largest(c, (size_t)n);
+    if (largest)
+        return 4 * COMM_CHAIN_SLOTS * largest;
+    uint64_t part = K < R ? K : R;   /* no layout: the bound */
     return 4 * COMM_CHAIN_SLOTS * (C < part ? C : part);
 }
 

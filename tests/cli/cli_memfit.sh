@@ -5,8 +5,9 @@
 # none and layers. The plan must hold the whole process (binary, libraries,
 # MPI, threads, the checkpoint writer's slots); nothing is subtracted. The
 # shape is small enough for seconds a run and big enough that every
-# category of the plan is over 10% of the total in some row: a category the
-# plan dropped would fail there (checked below, from the same figures).
+# category of the plan but the exchange buffers is over 10% of the total in
+# some row: a category the plan dropped would fail there (checked below,
+# from the same figures).
 # module: model backend
 # Option strings like $F are word-split on purpose.
 # shellcheck disable=SC2086
@@ -64,13 +65,15 @@ while read -r W z r rank m p rest; do
     t_exit "world $W, zero $z, recompute $r, rank $rank: $fig" 0 "" awk -v m="$m" -v p="$p" '
         BEGIN { d = p > 0 ? (m - p) / p : 1; exit !(m > 0 && d >= -0.10 && d <= 0.10) }'
 done <rows
-# The test can fail: for each of the plan's 8 categories (params, grads,
-# adam, snapshot, exchange, activations, writer I/O, process), some row
-# where the plan without it is more than 10% under the measured peak.
+# The test can fail: for each of the plan's categories (params, grads,
+# adam, snapshot, activations, writer I/O, process), some row where the
+# plan without it is more than 10% under the measured peak. The exchange
+# buffers (5th) are the chain's 3 slots of at most an eighth of a part,
+# under 10% of any process: test_memplan.c holds them to the byte instead.
 # shellcheck disable=SC2016
 t_exit "every category matters in some row (dropping it fails the test)" 0 "" awk '
     { m = $5; p = $6; for (i = 7; i <= NF; i++) if (m / (p - $i * 1073741824) > 1.10) hit[i - 6] = 1; k = NF - 6 }
-    END { for (i = 1; i <= k; i++) if (!hit[i]) { print "category " i " is never over 10%"; bad = 1 }
+    END { for (i = 1; i <= k; i++) if (i != 5 && !hit[i]) { print "category " i " is never over 10%"; bad = 1 }
           if (k < 8) { print "only " k " categories read"; bad = 1 }
           exit bad }' rows
 t_end

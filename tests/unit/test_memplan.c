@@ -40,6 +40,24 @@ static uint64_t mp_sum(const memplan_bytes *b)
            b->attn_scratch + b->workspace + b->context + b->comm + b->ckpt_io + b->runtime;
 }
 
+/* Stages 2-3's chain slots: the largest chain chunk of any bucket, the
+ * spans laid out by hand (embedding, n_layers equal layers, final norm
+ * with lm_head), as backend/cpu.c reduces them. */
+static uint64_t mp_bucket_chain(size_t n, const model_shape *s, int W, size_t C)
+{
+    size_t D = (size_t)s->dim, qd = (size_t)(s->n_heads * s->head_dim), kvd = (size_t)(s->n_kv_heads * s->head_dim);
+    size_t E = (size_t)s->vocab * D, Lf = D * (qd + 2 * kvd) + qd * D + 3 * D * (size_t)s->ffn_dim + 2 * D;
+    size_t tail = E + (size_t)s->n_layers * Lf;
+    EXPECT(tail + D + E == n);
+    uint64_t most = comm_chain_largest(n, 0, E, W, C), t = comm_chain_largest(n, tail, n, W, C);
+    most = t > most ? t : most;
+    for (int64_t l = 0; l < s->n_layers; l++) {
+        uint64_t x = comm_chain_largest(n, E + (size_t)l * Lf, E + (size_t)(l + 1) * Lf, W, C);
+        most = x > most ? x : most;
+    }
+    return most;
+}
+
 /* The CPU process's own terms: the writer's slots and codec workspaces as
  * ckpt_writer_io_bytes sizes them for the rank's range, and the runtime,
  * which grows with MPI (2 ranks, then more) and compute threads. CUDA's
@@ -242,8 +260,8 @@ static void test_zero_stages(void)
                 EXPECT(b[z].adam == 8 * R && b[z].snapshot == 12 * R && b[z].buckets == 0);
                 EXPECT(b[z].master == (z >= 3 ? 4 * (R + K) : 4 * n));
                 EXPECT(b[z].grads == (z >= 2 ? 4 * (R + K) : 4 * n));
-                uint64_t part = K < R ? K : R;
-                uint64_t piece = z == 1 ? comm_chain_largest((size_t)n, 0, (size_t)n, W, (size_t)C) : C < part ? C : part;
+                uint64_t piece = z == 1 ? comm_chain_largest((size_t)n, 0, (size_t)n, W, (size_t)C)
+                                        : mp_bucket_chain((size_t)n, s, W, (size_t)C);
                 EXPECT(b[z].comm == (W == 1 ? 0 : 4 * COMM_CHAIN_SLOTS * piece));
                 EXPECT(b[z].activations == b[1].activations && b[z].attn_scratch == b[1].attn_scratch);
             }
