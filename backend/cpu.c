@@ -5,6 +5,7 @@
  * gradients (and parameters) held as the rank's range, moved bucket by
  * bucket of whole layers through comm's span collectives. */
 #include "backend.h"
+#include "backend/cpu_attn.h"
 #include "comm/comm.h"
 #include "model/elem.h"
 #include "model/memplan.h"
@@ -29,7 +30,7 @@
 typedef struct {
     float *xn1, *rs1;   /* input_layernorm output and its 1/rms per row */
     float *qkv;         /* [N, qd+2kvd]: q | k | v, rope applied to q and k */
-    float *att;         /* [B, H, T, T] softmax probabilities, upper triangle 0 */
+    float *lse;         /* [B, H, T] attention log-sum-exp per query row */
     float *ao;          /* [N, qd] attention output before o_proj */
     float *mid;         /* [N, D] residual after attention */
     float *xn2, *rs2;   /* post_attention_layernorm output, 1/rms */
@@ -64,8 +65,7 @@ typedef struct {
     double *rowloss;        /* [N] */
     /* backward scratch */
     float *dres, *dxn, *dqkv, *dao, *dgu, *dh;
-    float *scratch;         /* per thread: attention's [T, T] dscores */
-    int64_t scratch_per_thread;
+    float *scratch;         /* per thread: attention's tiles (cpu_attn_scratch_floats) */
 } cpu_impl;
 
 /* Every matrix product runs as fixed row chunks, each a single-threaded
@@ -111,7 +111,7 @@ static void cpu_free_acts(cpu_impl *c)
     if (c->ly) {
         for (int64_t l = 0; l < cpu_layer_sets(c); l++) {
             cpu_layer *y = &c->ly[l];
-            free(y->xn1); free(y->rs1); free(y->qkv); free(y->att); free(y->ao);
+            free(y->xn1); free(y->rs1); free(y->qkv); free(y->lse); free(y->ao);
             free(y->mid); free(y->xn2); free(y->rs2); free(y->gu); free(y->h);
         }
     }
@@ -161,7 +161,7 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
         y->xn1 = cpu_alloc(c, N * D, &ok);
         y->rs1 = cpu_alloc(c, N, &ok);
         y->qkv = cpu_alloc(c, N * (size_t)c->qkvd, &ok);
-        y->att = cpu_alloc(c, (size_t)B * H * T * T, &ok);
+        y->lse = cpu_alloc(c, (size_t)B * H * T, &ok);
         y->ao = cpu_alloc(c, N * (size_t)c->qd, &ok);
         y->mid = cpu_alloc(c, N * D, &ok);
         y->xn2 = cpu_alloc(c, N * D, &ok);
@@ -182,8 +182,7 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
     c->dao = cpu_alloc(c, N * (size_t)c->qd, &ok);
     c->dgu = cpu_alloc(c, N * 2 * F, &ok);
     c->dh = cpu_alloc(c, N * F, &ok);
-    c->scratch_per_thread = s->seq_len * s->seq_len + 16;
-    c->scratch = cpu_alloc(c, (size_t)c->nt * (size_t)c->scratch_per_thread, &ok);
+    c->scratch = cpu_alloc(c, (size_t)c->nt * cpu_attn_scratch_floats(s->head_dim), &ok);
     if (!ok) {
         cpu_free_acts(c);
         return util_fail(ST_SOFTWARE, "cpu backend: out of memory for activations (micro-batch %lld); "
@@ -216,37 +215,11 @@ size_t backend_cpu_activation_held(const backend *be)
 
 /* ---- elementwise pieces ------------------------------------------------ */
 
-/* Eight interleaved partial sums in a fixed order: vectorisable and the
- * same result on every run. */
-static float cpu_dot(const float *a, const float *b, int64_t n)
-{
-    float acc[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            acc[k] = fmaf(a[i + k], b[i + k], acc[k]);
-    for (; i < n; i++)
-        acc[0] = fmaf(a[i], b[i], acc[0]);
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
 /* y += a * x; restrict lets the compiler vectorise it. */
 static inline void cpu_axpy(float *restrict y, float a, const float *restrict x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = fmaf(a, x[i], y[i]);
-}
-
-static float cpu_sum(const float *a, int64_t n)
-{
-    float acc[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            acc[k] += a[i + k];
-    for (; i < n; i++)
-        acc[0] += a[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 static double cpu_dot64(const float *a, const float *b, int64_t n)
@@ -365,93 +338,11 @@ static void cpu_swiglu_bwd(const cpu_impl *c, float *dgu, const float *dh, const
 
 /* ---- attention --------------------------------------------------------- */
 
-/* Per (sequence, kv head) task, every product is a small single-threaded
- * sgemm over the strided q/k/v columns of the fused qkv rows: the full T x T
- * square (twice the causal work, at GEMM speed, far faster than loops), with
- * the upper triangle of the probabilities held at exactly zero. */
-static float *cpu_scratch(const cpu_impl *c)
+/* Tiled, in cpu_attn.c: memory linear in T. */
+static cpu_attn_shape cpu_attn_of(const cpu_impl *c, int64_t B, int64_t T)
 {
-    return c->scratch + (size_t)omp_get_thread_num() * (size_t)c->scratch_per_thread;
-}
-
-static void cpu_attn_fwd_one(const cpu_impl *c, cpu_layer *y, int64_t b, int64_t kh, int64_t T)
-{
-    int64_t hd = c->s.head_dim, H = c->s.n_heads, grp = H / c->s.n_kv_heads, ld = c->qkvd;
-    float scale = (float)(1.0 / sqrt((double)hd));
-    const float *kb = y->qkv + b * T * ld + c->qd + kh * hd, *vb = kb + c->kvd;
-    for (int64_t h = kh * grp; h < (kh + 1) * grp; h++) {
-        const float *qb = y->qkv + b * T * ld + h * hd;
-        float *P = y->att + (b * H + h) * T * T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, scale, qb, (int)ld, kb,
-                    (int)ld, 0.0f, P, (int)T);
-        for (int64_t t = 0; t < T; t++) {
-            float *p = P + t * T;
-            int64_t n = t + 1;
-            float mx = p[0];
-            for (int64_t s = 1; s < n; s++)
-                mx = p[s] > mx ? p[s] : mx;
-            for (int64_t s = 0; s < n; s++)
-                p[s] = elem_exp(p[s] - mx);
-            float inv = 1.0f / cpu_sum(p, n);
-            for (int64_t s = 0; s < n; s++)
-                p[s] *= inv;
-            for (int64_t s = n; s < T; s++)
-                p[s] = 0.0f;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, P, (int)T, vb,
-                    (int)ld, 0.0f, y->ao + b * T * c->qd + h * hd, (int)c->qd);
-    }
-}
-
-static void cpu_attn_fwd(const cpu_impl *c, cpu_layer *y, int64_t B, int64_t T)
-{
-    int64_t KV = c->s.n_kv_heads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nt)
-    for (int64_t task = 0; task < B * KV; task++)
-        cpu_attn_fwd_one(c, y, task / KV, task % KV, T);
-}
-
-/* Backward of one (sequence, kv head): writes dq of the group's heads and
- * dk, dv of the kv head (summed over the group in head order). */
-static void cpu_attn_bwd_one(const cpu_impl *c, const cpu_layer *y, int64_t b, int64_t kh, int64_t T)
-{
-    int64_t hd = c->s.head_dim, H = c->s.n_heads, grp = H / c->s.n_kv_heads, ld = c->qkvd, qd = c->qd;
-    float scale = (float)(1.0 / sqrt((double)hd));
-    const float *kb = y->qkv + b * T * ld + qd + kh * hd, *vb = kb + c->kvd;
-    float *dkb = c->dqkv + b * T * ld + qd + kh * hd, *dvb = dkb + c->kvd;
-    float *dS = cpu_scratch(c);
-    for (int64_t h = kh * grp; h < (kh + 1) * grp; h++) {
-        const float *qb = y->qkv + b * T * ld + h * hd;
-        const float *P = y->att + (b * H + h) * T * T;
-        const float *dO = c->dao + b * T * qd + h * hd;
-        float beta = h == kh * grp ? 0.0f : 1.0f;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f, dO, (int)qd, vb,
-                    (int)ld, 0.0f, dS, (int)T);
-        for (int64_t t = 0; t < T; t++) {
-            const float *p = P + t * T;
-            float *d = dS + t * T;
-            int64_t n = t + 1;
-            float sum = cpu_dot(p, d, n);
-            for (int64_t s = 0; s < n; s++)
-                d[s] = p[s] * (d[s] - sum) * scale;
-            for (int64_t s = n; s < T; s++)
-                d[s] = 0.0f;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, dS, (int)T, kb,
-                    (int)ld, 0.0f, c->dqkv + b * T * ld + h * hd, (int)ld);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, dS, (int)T, qb,
-                    (int)ld, beta, dkb, (int)ld);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, P, (int)T, dO,
-                    (int)qd, beta, dvb, (int)ld);
-    }
-}
-
-static void cpu_attn_bwd(const cpu_impl *c, const cpu_layer *y, int64_t B, int64_t T)
-{
-    int64_t KV = c->s.n_kv_heads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(c->nt)
-    for (int64_t task = 0; task < B * KV; task++)
-        cpu_attn_bwd_one(c, y, task / KV, task % KV, T);
+    return (cpu_attn_shape){.B = B, .T = T, .H = c->s.n_heads, .KV = c->s.n_kv_heads, .hd = c->s.head_dim,
+                            .ld = c->qkvd, .threads = c->nt};
 }
 
 /* ---- forward / backward ------------------------------------------------ */
@@ -596,7 +487,8 @@ static void cpu_layer_fwd(backend *be, int64_t l, cpu_layer *y, int64_t B, int64
     /* q, k and v weights are adjacent in the flat vector: one GEMM. */
     cpu_gemm(c, 0, 1, N, c->qkvd, D, y->xn1, D, cpu_w(be, model_layer(L, l, MODEL_Q)), D, 0.0f, y->qkv, c->qkvd);
     cpu_rope(c, y->qkv, c->qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, 1);
-    cpu_attn_fwd(c, y, B, T);
+    cpu_attn_shape as = cpu_attn_of(c, B, T);
+    cpu_attn_fwd(&as, y->qkv, y->ao, y->lse, c->scratch);
     memcpy(y->mid, x, (size_t)(N * D) * sizeof(float));
     cpu_gemm(c, 0, 1, N, D, c->qd, y->ao, c->qd, cpu_w(be, model_layer(L, l, MODEL_O)), c->qd, 1.0f, y->mid, D);
     cpu_rmsnorm_fwd(c, y->xn2, y->rs2, y->mid, cpu_w(be, model_layer(L, l, MODEL_LN2)), N);
@@ -709,7 +601,8 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
         /* attention */
         cpu_gemm(c, 0, 0, N, qd, D, c->dres, D, cpu_w(be, po), qd, 0.0f, c->dao, qd);
         cpu_gemm(c, 1, 0, D, qd, N, c->dres, D, y->ao, qd, 1.0f, cpu_g(be, po), qd);
-        cpu_attn_bwd(c, y, B, T);
+        cpu_attn_shape as = cpu_attn_of(c, B, T);
+        cpu_attn_bwd(&as, y->qkv, y->ao, y->lse, c->dao, c->dqkv, c->scratch);
         cpu_rope(c, c->dqkv, qkvd, c->s.n_heads + c->s.n_kv_heads, B, T, -1);
         cpu_gemm(c, 1, 0, qkvd, D, N, c->dqkv, qkvd, y->xn1, D, 1.0f, cpu_g(be, pq), D);
         cpu_gemm(c, 0, 0, N, D, qkvd, c->dqkv, qkvd, cpu_w(be, pq), D, 0.0f, c->dxn, D);

@@ -127,6 +127,7 @@ out:
 int main(int argc, char **argv)
 {
     int threads = omp_get_num_procs(), scale = 1;
+    int64_t seq = 0;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
@@ -135,13 +136,15 @@ int main(int argc, char **argv)
             only = argv[++i];
         else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
             scale = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--seq") == 0 && i + 1 < argc)
+            seq = atoll(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_step [--threads N] [--model A|B] [--scale STEPS_MULTIPLIER]\n");
+            fprintf(stderr, "usage: bench_step [--threads N] [--model A|B] [--scale STEPS_MULTIPLIER] [--seq T]\n");
             return ST_USAGE;
         }
     }
-    if (threads < 1 || scale < 1) {
-        fprintf(stderr, "bench_step: --threads and --scale must be positive\n");
+    if (threads < 1 || scale < 1 || seq < 0) {
+        fprintf(stderr, "bench_step: --threads, --scale and --seq must be positive\n");
         return ST_USAGE;
     }
     bench_model models[2] = {
@@ -157,6 +160,12 @@ int main(int argc, char **argv)
         if (only && strcmp(only, models[i].name) != 0)
             continue;
         models[i].steps *= scale;
+        /* Longer rows, the same tokens per step (attention's share grows). */
+        if (seq > 0) {
+            int64_t rows = models[i].batch * models[i].s.seq_len / seq;
+            models[i].batch = rows > 0 ? rows : 1;
+            models[i].s.seq_len = seq;
+        }
         int rc = bench_run(&models[i], threads, 2);
         if (rc != ST_OK)
             return rc;

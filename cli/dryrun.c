@@ -6,6 +6,7 @@
 #include "model/model.h"
 #include "config/opts.h"
 #include "backend/backend.h"
+#include "backend/cpu_attn.h"
 #include "comm/comm.h"
 #include "data/data.h"
 #include "money/commcost.h"
@@ -259,7 +260,12 @@ int dryrun_plan(const cfg *c, int world)
     dryrun_line("gradient exchange buffers", (double)m.comm);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
-    dryrun_line(act, (double)(m.activations + m.attn_scratch));
+    dryrun_line(act, (double)m.activations);
+    /* Per thread, whatever seq_len: the tiled attention's score tiles. */
+    dryrun_line("attention scratch (tiles)", (double)m.attn_scratch);
+    uint64_t tile = 4 * (uint64_t)cpu_attn_scratch_floats(s.head_dim);
+    printf("  (attention tiled %dx%d: %llu thread%s x %.1f KiB, whatever seq_len)\n", CPU_ATTN_TILE, CPU_ATTN_TILE,
+           (unsigned long long)(m.attn_scratch / tile), m.attn_scratch / tile == 1 ? "" : "s", (double)tile / 1024.0);
     dryrun_line("checkpoint writer I/O", (double)m.ckpt_io);
     dryrun_line("process (binary, libs, MPI)", (double)m.runtime);
     dryrun_zero(c, &mc, &m);

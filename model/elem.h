@@ -1,6 +1,6 @@
-/* Per-element math shared by every backend: the exp approximation, SiLU and
- * SwiGLU, the RoPE rotation, the RMS scale, the AdamW element update and
- * bf16 round-to-nearest-even. Compiles as C (static inline) and under nvcc
+/* Per-element math shared by every backend: the exp and log approximations,
+ * SiLU and SwiGLU, the RoPE rotation, the RMS scale, the AdamW element update
+ * and bf16 round-to-nearest-even. Compiles as C (static inline) and under nvcc
  * (host and device), so the CPU tests cover what the GPU kernels compute. */
 #ifndef SPOTRAIN_ELEM_H
 #define SPOTRAIN_ELEM_H
@@ -56,6 +56,33 @@ ELEM_FN float elem_exp(float x)
     p = fmaf(p, r, 5.0000001201e-1f);
     p = fmaf(p, r * r, r + 1.0f);
     return p * elem_bits_float((uint32_t)(((int32_t)n + 127) << 23));
+}
+
+/* Natural log for positive normal x (Cephes range reduction to a mantissa
+ * in [sqrt(1/2), sqrt(2)) and polynomial, ~1 ulp); explicit fused
+ * multiply-adds as elem_exp, so every backend computes the same bits. */
+ELEM_FN float elem_log(float x)
+{
+    uint32_t u = elem_float_bits(x);
+    float e = (float)((int32_t)(u >> 23) - 126);
+    float f = elem_bits_float((u & 0x007fffffu) | 0x3f000000u);
+    int low = f < 0.707106781186547524f;
+    e = low ? e - 1.0f : e;
+    f = low ? f + f - 1.0f : f - 1.0f;
+    float z = f * f;
+    float p = 7.0376836292e-2f;
+    p = fmaf(p, f, -1.1514610310e-1f);
+    p = fmaf(p, f, 1.1676998740e-1f);
+    p = fmaf(p, f, -1.2420140846e-1f);
+    p = fmaf(p, f, 1.4249322787e-1f);
+    p = fmaf(p, f, -1.6668057665e-1f);
+    p = fmaf(p, f, 2.0000714765e-1f);
+    p = fmaf(p, f, -2.4999993993e-1f);
+    p = fmaf(p, f, 3.3333331174e-1f);
+    float y = (p * f) * z;
+    y = fmaf(e, -2.12194440e-4f, y);
+    y = fmaf(z, -0.5f, y);
+    return fmaf(e, 0.693359375f, f + y);
 }
 
 /* silu(g) * u, the SwiGLU gate. */

@@ -3,6 +3,7 @@
  * CPU backend's allocation; the CUDA ones are cuda/plan.c's arena. */
 #include "model/memplan.h"
 #include "backend/backend.h"
+#include "backend/cpu_attn.h"
 #include "ckpt/ckpt.h"
 #include "comm/comm.h"
 #include "comm/xfer.h"
@@ -121,10 +122,10 @@ uint64_t memplan_cpu_runtime_bytes(int world, int threads)
            mpi;
 }
 
+/* Tiles per thread, whatever T (backend/cpu_attn.c). */
 uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads)
 {
-    uint64_t T = (uint64_t)s->seq_len;
-    return 4 * (uint64_t)memplan_threads(threads) * (T * T + 16);
+    return 4 * (uint64_t)memplan_threads(threads) * (uint64_t)cpu_attn_scratch_floats(s->head_dim);
 }
 
 /* What backend/cpu.c's cpu_reserve allocates for B rows, in floats: layer
@@ -132,9 +133,10 @@ uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads)
  * the attention scratch (test_model.c holds the two equal). */
 uint64_t memplan_cpu_activation_bytes(const model_shape *s, int64_t B, int recompute, int threads)
 {
-    uint64_t N = (uint64_t)(B * s->seq_len), D = (uint64_t)s->dim, F = (uint64_t)s->ffn_dim, T = (uint64_t)s->seq_len;
+    uint64_t N = (uint64_t)(B * s->seq_len), D = (uint64_t)s->dim, F = (uint64_t)s->ffn_dim;
     uint64_t qd = (uint64_t)(s->n_heads * s->head_dim), qkvd = qd + 2 * (uint64_t)(s->n_kv_heads * s->head_dim);
-    uint64_t layer = 3 * N * D + 2 * N + N * qkvd + (uint64_t)B * (uint64_t)s->n_heads * T * T + N * qd + 3 * N * F;
+    /* The attention keeps one log-sum-exp per query row and head: linear in T. */
+    uint64_t layer = 3 * N * D + 2 * N + N * qkvd + N * (uint64_t)s->n_heads + N * qd + 3 * N * F;
     uint64_t res = ((uint64_t)s->n_layers + 1) * N * D;
     uint64_t head = 3 * N + N * D + N * (uint64_t)s->vocab;
     uint64_t bwd = 2 * N * D + N * qkvd + N * qd + 3 * N * F;

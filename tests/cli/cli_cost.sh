@@ -59,7 +59,7 @@ assert dry, "no per-GPU total in the dry run"
 assert m["per_gpu_bytes"] == int(dry.group(1)), (m["per_gpu_bytes"], dry.group(1))
 parts = ("master", "working", "grads", "adam", "buckets", "activations", "attn_scratch", "workspace", "context", "comm")
 assert sum(m[k] for k in parts) == m["per_gpu_bytes"], m
-assert m["zero_stage"] == 1 and m["fits"] is False and 85 < m["per_gpu_gib"] < 92, m' "$T_TMP/mem.json" "$T_TMP/mem.dry"
+assert m["zero_stage"] == 1 and m["fits"] is False and 80 < m["per_gpu_gib"] < 92, m' "$T_TMP/mem.json" "$T_TMP/mem.dry"
 t_has "dry-run says the same does not fit" "DOES NOT FIT a 80 GiB GPU" "$T_TMP/mem.dry"
 t_has "estimate: more ranks shrink only Adam" "more ranks shrink only Adam m and v" "$T_TMP/mem.txt"
 t_has "estimate: stages 2-3 said to be CPU only" "ZeRO stages 2 and 3 (sharded gradients, sharded parameters) are CPU only for now" "$T_TMP/mem.txt"

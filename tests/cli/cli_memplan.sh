@@ -48,6 +48,31 @@ t_exit "auto: the same losses as layers and none" 0 "" sh -c \
     'grep -h "\"loss\"" "$1"/auto-*/events.jsonl | sed "s/.*\"loss\": *\([^,]*\).*/\1/" | sort -u | wc -l | grep -qx 1' \
     sh "$T_TMP"
 
+# --- long context: the CPU plan is linear in seq_len ----------------------
+# The tiled attention keeps a log-sum-exp per row and fixed tiles per
+# thread: doubling T doubles the activations (no T^2 term), equal steps in
+# T are equal steps in bytes, and the attention scratch line does not move.
+L="--set model.preset=tiny --set train.backend=cpu --set train.threads=2 --set train.global_batch=1
+   --set train.micro_batch=1"
+for t in 16384 32768 49152; do
+    # shellcheck disable=SC2086
+    "$S" train /dev/null $L --set model.seq_len=$t --dry-run >"$T_TMP/plan-$t" 2>&1
+done
+t_exit "dry-run shows the attention scratch at T=32768" 0 "" \
+    grep -q "^  attention scratch (tiles) .* GiB" "$T_TMP/plan-32768"
+t_exit "attention scratch: the same at T=16384 and 32768" 0 "" sh -c \
+    'test "$(grep "^  (attention tiled" "$1")" = "$(grep "^  (attention tiled" "$2")" && grep -q "^  (attention tiled 64x64: 2 threads" "$1"' \
+    sh "$T_TMP/plan-16384" "$T_TMP/plan-32768"
+t_exit "T 16384 -> 32768 doubles the activations; equal steps in T, equal steps in bytes" 0 "" awk '
+    /^  activations \(micro_batch 1\)/ { a[FILENAME] = $(NF - 1) }
+    /^  per-process total:/ { b[FILENAME] = $3 }
+    END {
+        x = ARGV[1]; y = ARGV[2]; z = ARGV[3]
+        r = a[y] / a[x]
+        printf "activations %s -> %s GiB (x%.3f); totals %s %s %s\n", a[x], a[y], r, b[x], b[y], b[z]
+        exit !(a[x] > 0 && r > 1.95 && r < 2.05 && b[x] + b[z] == 2 * b[y])
+    }' "$T_TMP/plan-16384" "$T_TMP/plan-32768" "$T_TMP/plan-49152"
+
 case "$BUILD" in */san*) SAN=1 ;; *) SAN=0 ;; esac
 if [ ! -x /usr/bin/time ] || [ "$SAN" = 1 ]; then
     echo "SKIP memplan VmHWM: no /usr/bin/time, or a sanitizer build (its resident memory is not the plan's)"

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu_attn.h"
 #include "ckpt/ckpt.h"
 #include "ckpt/ckpt_int.h"
 #include "comm/comm.h"
@@ -130,17 +131,43 @@ static void test_cpu_activations(void)
             EXPECT(b.activations + b.attn_scratch == backend_cpu_activation_bytes(&small, B, rec, 3));
             EXPECT(b.act_none == backend_cpu_activation_bytes(&small, B, 0, 3));
             EXPECT(b.act_layers == backend_cpu_activation_bytes(&small, B, 1, 3));
-            EXPECT(b.attn_scratch == 4ull * 3 * (37 * 37 + 16));
+            EXPECT(b.attn_scratch == 4ull * 3 * cpu_attn_scratch_floats(small.head_dim));
         }
-    /* Recompute keeps one layer's set instead of three: the attention
-     * probabilities alone are B*H*T*T floats per set. */
+    /* Recompute keeps one layer's set instead of three: the normed inputs
+     * and MLP rows alone are B*T*(2D+3F) floats per set. */
     memplan_cfg c = mp_cfg(&small, MEMPLAN_CPU, MEMPLAN_FP32, 1, 2);
     memplan_bytes none, layers;
     EXPECT(memplan_compute(&c, &none) == ST_OK);
     c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
     EXPECT(memplan_compute(&c, &layers) == ST_OK);
     EXPECT(none.total - layers.total == none.act_none - none.act_layers);
-    EXPECT(none.act_none - none.act_layers >= 2ull * 4 * 2 * 4 * 37 * 37);
+    EXPECT(none.act_none - none.act_layers >= 2ull * 4 * 2 * 37 * (2 * 64 + 3 * 176));
+}
+
+/* The tiled attention keeps one log-sum-exp per row and head and a fixed
+ * scratch per thread: the CPU plan is linear in T (no T^2 term), so long
+ * contexts plan at the cost of their rows. */
+static void test_cpu_linear_in_T(void)
+{
+    model_shape s = {.dim = 128, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .head_dim = 32, .ffn_dim = 352,
+                     .vocab = 256, .seq_len = 16384, .rope_theta = 10000, .norm_eps = 1e-6};
+    memplan_bytes b[3];
+    for (int rec = 0; rec < 2; rec++) {
+        for (int k = 0; k < 3; k++) {
+            s.seq_len = 16384 + 8192 * k;
+            memplan_cfg c = mp_cfg(&s, MEMPLAN_CPU, MEMPLAN_FP32, 1, 2);
+            c.recompute = (memplan_recompute)rec;
+            EXPECT(memplan_compute(&c, &b[k]) == ST_OK);
+        }
+        /* Equal steps in T, equal steps in bytes; the scratch does not move. */
+        EXPECT(b[0].activations + b[2].activations == 2 * b[1].activations);
+        EXPECT(b[0].attn_scratch == b[2].attn_scratch);
+        double ratio = (double)(b[2].activations + b[2].attn_scratch) / (double)(b[0].activations + b[0].attn_scratch);
+        EXPECT(ratio > 1.95 && ratio <= 2.0);
+        /* 32768 tokens of this model: under 1 GiB per token row of 2, not the
+         * 32 GiB one [B, H, T, T] array would take. */
+        EXPECT(b[2].activations + b[2].attn_scratch < (4ull << 30));
+    }
 }
 
 static void test_cuda_arena(void)
@@ -286,9 +313,13 @@ static void test_zero_stages(void)
  * none does (stage 1 on one rank), 1 on CUDA or when nothing is known. */
 static void test_choose_zero(void)
 {
+    /* At 32K context, where layers recompute saves more than zero 3 (the
+     * "both auto" order below needs that). */
+    model_shape ds7l = ds7;
+    ds7l.seq_len = 32768;
     memplan_bytes z[4], b;
     for (int i = 1; i <= 3; i++) {
-        memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+        memplan_cfg c = mp_cfg(&ds7l, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
         c.zero = i;
         EXPECT(memplan_compute(&c, &z[i]) == ST_OK);
     }
@@ -296,23 +327,23 @@ static void test_choose_zero(void)
     uint64_t avails[] = {z[1].total, z[1].total - 1, z[2].total, z[2].total - 1, z[3].total, 1000, 0};
     int want[] = {1, 2, 2, 3, 3, 3, 1};
     for (int i = 0; i < 7; i++) {
-        memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+        memplan_cfg c = mp_cfg(&ds7l, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
         c.zero = 2;
         EXPECT(memplan_choose_zero(&c, avails[i], &b) == ST_OK);
         EXPECT(c.zero == want[i] && b.total == z[want[i]].total);
     }
-    memplan_cfg c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 1, 1);
+    memplan_cfg c = mp_cfg(&ds7l, MEMPLAN_CPU, MEMPLAN_FP32, 1, 1);
     EXPECT(memplan_choose_zero(&c, 1000, &b) == ST_OK && c.zero == 1);
-    c = mp_cfg(&ds7, MEMPLAN_CUDA, MEMPLAN_BF16, 8, 1);
+    c = mp_cfg(&ds7l, MEMPLAN_CUDA, MEMPLAN_BF16, 8, 1);
     EXPECT(memplan_choose_zero(&c, 1000, &b) == ST_OK && c.zero == 1);
     /* The recompute setting is planned as given. */
-    c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+    c = mp_cfg(&ds7l, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
     c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
     EXPECT(memplan_choose_zero(&c, z[1].total, &b) == ST_OK && c.zero == 1 &&
            c.recompute == MEMPLAN_RECOMPUTE_LAYERS);
     /* Both auto: every stage with none before any with layers. */
     memplan_bytes l1;
-    c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+    c = mp_cfg(&ds7l, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
     c.recompute = MEMPLAN_RECOMPUTE_LAYERS;
     EXPECT(memplan_compute(&c, &l1) == ST_OK && l1.total < z[3].total);
     memplan_bytes l2;
@@ -321,7 +352,7 @@ static void test_choose_zero(void)
     uint64_t both[] = {z[1].total, z[3].total, z[3].total - 1, l1.total, l1.total - 1};
     int want_z[] = {1, 3, 1, 1, 2}, want_r[] = {0, 0, 1, 1, 1};
     for (int i = 0; i < 5; i++) {
-        c = mp_cfg(&ds7, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
+        c = mp_cfg(&ds7l, MEMPLAN_CPU, MEMPLAN_FP32, 8, 1);
         EXPECT(memplan_choose_zero_recompute(&c, both[i], &b) == ST_OK);
         EXPECT(c.zero == want_z[i] && (int)c.recompute == want_r[i]);
     }
@@ -358,6 +389,7 @@ int main(void)
 {
     harness_run("categories add up", test_categories_add_up);
     harness_run("cpu activations are the backend's sizing", test_cpu_activations);
+    harness_run("cpu activations are linear in T", test_cpu_linear_in_T);
     harness_run("cuda activations are the arena", test_cuda_arena);
     harness_run("world shrinks only the sharded categories", test_world_scaling);
     harness_run("zero 2-3 are range + bucket", test_zero_stages);

@@ -333,6 +333,17 @@ static void test_torch_clip(void)
     tm_run_case(&tc);
 }
 
+/* One kv head per query head (group 1) at a length three attention tiles
+ * cover, the last one partial (backend/cpu_attn.c tiles by 64). */
+static void test_torch_tiles(void)
+{
+    tm_case tc = {.name = "mha 4q/4kv, 2 layers, T=150",
+                  .s = {.dim = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4, .head_dim = 8, .ffn_dim = 48,
+                        .vocab = 64, .seq_len = 150, .rope_theta = 10000.0, .norm_eps = 1e-6},
+                  .batch = 2, .steps = 2, .logits_t = 150, .h = tm_hparams(100.0), .init_std = 0.1};
+    tm_run_case(&tc);
+}
+
 /* The demo's own shape (the tiny preset) at its full sequence length:
  * longer sequences than the cases above, several attention row blocks. */
 static void test_torch_tiny_preset(void)
@@ -442,7 +453,7 @@ static int tm_grads_of(int threads, const model_shape *s, const int32_t *tok, in
 static void test_determinism(void)
 {
     model_shape s = {.dim = 128, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 32, .ffn_dim = 352,
-                     .vocab = 256, .seq_len = 61, .rope_theta = 10000.0, .norm_eps = 1e-5};
+                     .vocab = 256, .seq_len = 133, .rope_theta = 10000.0, .norm_eps = 1e-5};
     model_layout L;
     if (model_layout_init(&L, &s) != ST_OK) {
         EXPECT(0);
@@ -474,13 +485,13 @@ static void test_determinism(void)
 
 /* train.recompute = layers reruns each layer's forward inside its backward:
  * two accumulated micro-batches (B > 1, GQA, three layers, T not a multiple
- * of anything) give the same loss and gradients bit for bit as keeping
+ * of anything, three attention tiles) give the same loss and gradients bit for bit as keeping
  * every layer's activations, and so do evaluation and the logits; the
  * buffers held are the memory plan's figure, one layer set instead of three. */
 static void test_recompute_bitwise(void)
 {
     model_shape s = {.dim = 64, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16, .ffn_dim = 176,
-                     .vocab = 96, .seq_len = 37, .rope_theta = 10000.0, .norm_eps = 1e-5};
+                     .vocab = 96, .seq_len = 137, .rope_theta = 10000.0, .norm_eps = 1e-5};
     int64_t B = 3, T = s.seq_len;
     model_layout L[2];
     backend *be[2] = {NULL, NULL};
@@ -512,9 +523,9 @@ static void test_recompute_bitwise(void)
                    backend_cpu_host(be[1], BK_GRADS) + L[0].params[i].offset, L[0].params[i].numel * sizeof(float)))
             fprintf(stderr, "    gradient of %s differs with recompute\n", L[0].params[i].name);
     /* One set of a layer's saved activations instead of three: at least
-     * the two attention probability arrays [B, H, T, T] fewer. */
+     * their normed inputs and MLP rows fewer. */
     size_t none = backend_cpu_activation_held(be[0]), layers = backend_cpu_activation_held(be[1]);
-    EXPECT(none - layers >= 2 * sizeof(float) * (size_t)(B * s.n_heads * T * T) && layers < none);
+    EXPECT(none - layers >= 2 * sizeof(float) * (size_t)(B * T * (2 * s.dim + 3 * s.ffn_dim)) && layers < none);
 out:
     for (int r = 0; r < 2; r++)
         if (be[r]) {
@@ -649,5 +660,6 @@ int main(void)
     harness_run("torch_gqa_3_adamw_steps", test_torch_gqa);
     harness_run("torch_mqa_clipping", test_torch_clip);
     harness_run("torch_tiny_preset_T64", test_torch_tiny_preset);
+    harness_run("torch_tiles_T150", test_torch_tiles);
     return harness_end();
 }

@@ -1,0 +1,218 @@
+/* Tiled causal attention for the CPU backend (cpu_attn.h): per tile, the
+ * scores and products are single-threaded OpenBLAS calls over the strided
+ * q/k/v columns of the fused qkv rows (K/V of a group read in place, never
+ * copied); the softmax rows are vectorised loops over elem.h's exp. */
+#include "backend/cpu_attn.h"
+#include "model/elem.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+
+/* Score tile, its gradient, an output (forward) or the dk and dv sums
+ * (backward), and two per-row vectors; each piece 64-byte aligned. */
+size_t cpu_attn_scratch_floats(int64_t hd)
+{
+    size_t t = CPU_ATTN_TILE, w = (size_t)(hd + 15) / 16 * 16;
+    return 2 * t * t + 2 * t * w + 2 * t + 16;
+}
+
+typedef struct {
+    float *s, *dp, *acc, *acc2, *m, *l;
+} cpu_attn_scr;
+
+static cpu_attn_scr cpu_attn_scratch(float *base, int64_t hd)
+{
+    size_t t = CPU_ATTN_TILE, w = (size_t)(hd + 15) / 16 * 16;
+    float *p = base + (size_t)omp_get_thread_num() * cpu_attn_scratch_floats(hd);
+    /* Aligned from wherever malloc put the block: the +16 covers it. */
+    p += (16 - ((uintptr_t)p / sizeof(float)) % 16) % 16;
+    cpu_attn_scr r = {.s = p, .dp = p + t * t, .acc = p + 2 * t * t};
+    r.acc2 = r.acc + t * w;
+    r.m = r.acc2 + t * w;
+    r.l = r.m + t;
+    return r;
+}
+
+/* Eight interleaved partial sums in a fixed order (vectorisable, the same
+ * bits on every run). */
+static float cpu_attn_sum(const float *a, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += a[i + k];
+    for (; i < n; i++)
+        acc[0] += a[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static float cpu_attn_dot(const float *a, const float *b, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] = fmaf(a[i + k], b[i + k], acc[k]);
+    for (; i < n; i++)
+        acc[0] = fmaf(a[i], b[i], acc[0]);
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static int64_t cpu_attn_min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Keys a row of a tile sees: all n, or on the diagonal tile (query and key
+ * tiles start at the same token) those up to the row's own. */
+static int64_t cpu_attn_seen(int diag, int64_t r, int64_t n) { return diag ? cpu_attn_min(r + 1, n) : n; }
+
+/* S = scale * q k^T for m query rows and n key rows. */
+static void cpu_attn_scores(const float *q, const float *k, int64_t ld, int64_t m, int64_t n, int64_t hd,
+                            float scale, float *s)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)hd, scale, q, (int)ld, k, (int)ld,
+                0.0f, s, CPU_ATTN_TILE);
+}
+
+/* One online-softmax step of a score row: folds the row's visible part
+ * into the running max *mx and sum *l (first: no earlier tile), leaves
+ * exp(s - new max) in the row (0 where masked) and returns the factor the
+ * earlier output is rescaled by. */
+static float cpu_attn_online_row(float *restrict s, int64_t seen, int64_t n, int first, float *mx, float *l)
+{
+    float tmax = s[0];
+#pragma omp simd reduction(max : tmax)
+    for (int64_t c = 1; c < seen; c++)
+        tmax = s[c] > tmax ? s[c] : tmax;
+    float mnew = first || tmax > *mx ? tmax : *mx;
+    float alpha = first ? 0.0f : elem_exp(*mx - mnew);
+#pragma omp simd
+    for (int64_t c = 0; c < n; c++)
+        s[c] = c < seen ? elem_exp(s[c] - mnew) : 0.0f;
+    *l = (first ? 0.0f : *l * alpha) + cpu_attn_sum(s, seen);
+    *mx = mnew;
+    return alpha;
+}
+
+/* Query tile i of head h in sequence b: every key tile up to the diagonal
+ * (later ones are all masked and skipped), then the normalised output and
+ * each row's log-sum-exp. */
+static void cpu_attn_fwd_tile(const cpu_attn_shape *a, const float *qkv, float *o, float *lse, float *scratch,
+                              int64_t b, int64_t h, int64_t i)
+{
+    int64_t T = a->T, hd = a->hd, ld = a->ld, kh = h / (a->H / a->KV), qd = a->H * hd, kvd = a->KV * hd;
+    int64_t r0 = i * CPU_ATTN_TILE, m = cpu_attn_min(CPU_ATTN_TILE, T - r0);
+    float scale = (float)(1.0 / sqrt((double)hd));
+    cpu_attn_scr w = cpu_attn_scratch(scratch, hd);
+    const float *q = qkv + (b * T + r0) * ld + h * hd;
+    for (int64_t j = 0; j <= i; j++) {
+        int64_t c0 = j * CPU_ATTN_TILE, n = cpu_attn_min(CPU_ATTN_TILE, T - c0);
+        const float *k = qkv + (b * T + c0) * ld + qd + kh * hd, *v = k + kvd;
+        cpu_attn_scores(q, k, ld, m, n, hd, scale, w.s);
+        for (int64_t r = 0; r < m; r++) {
+            float alpha = cpu_attn_online_row(w.s + r * CPU_ATTN_TILE, cpu_attn_seen(j == i, r, n), n, j == 0,
+                                              &w.m[r], &w.l[r]);
+            float *restrict acc = w.acc + r * hd;
+            if (j > 0 && alpha != 1.0f)
+#pragma omp simd
+                for (int64_t d = 0; d < hd; d++)
+                    acc[d] *= alpha;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)n, 1.0f, w.s,
+                    CPU_ATTN_TILE, v, (int)ld, j == 0 ? 0.0f : 1.0f, w.acc, (int)hd);
+    }
+    for (int64_t r = 0; r < m; r++) {
+        float inv = 1.0f / w.l[r];
+        const float *restrict acc = w.acc + r * hd;
+        float *restrict out = o + (b * T + r0 + r) * qd + h * hd;
+#pragma omp simd
+        for (int64_t d = 0; d < hd; d++)
+            out[d] = acc[d] * inv;
+        lse[(b * a->H + h) * T + r0 + r] = w.m[r] + elem_log(w.l[r]);
+    }
+}
+
+void cpu_attn_fwd(const cpu_attn_shape *a, const float *qkv, float *o, float *lse, float *scratch)
+{
+    int64_t nt = (a->T + CPU_ATTN_TILE - 1) / CPU_ATTN_TILE, tasks = a->B * a->H * nt;
+    /* Every query tile is its own task (no sums cross tiles); the longest
+     * rows (the last tiles) go first so the dynamic schedule ends evenly. */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(a->threads)
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t i = nt - 1 - t / (a->B * a->H), bh = t % (a->B * a->H);
+        cpu_attn_fwd_tile(a, qkv, o, lse, scratch, bh / a->H, bh % a->H, i);
+    }
+}
+
+/* Rows r0..r0+m of head h against key tile c0..c0+n: the tile's
+ * probabilities recomputed from the log-sum-exp, then dv += p^T do,
+ * ds = p (dp - rowsum(do o)) scale, dk += ds^T q, dq += ds k (dq
+ * overwritten at the first key tile). acc: whether the dk/dv sums hold
+ * earlier terms. */
+static void cpu_attn_bwd_tile(const cpu_attn_shape *a, const float *qkv, const float *o, const float *lse,
+                              const float *do_, float *dqkv, cpu_attn_scr *w, int64_t b, int64_t h, int64_t i,
+                              int64_t j, int acc)
+{
+    int64_t T = a->T, hd = a->hd, ld = a->ld, kh = h / (a->H / a->KV), qd = a->H * hd, kvd = a->KV * hd;
+    int64_t r0 = i * CPU_ATTN_TILE, m = cpu_attn_min(CPU_ATTN_TILE, T - r0);
+    int64_t c0 = j * CPU_ATTN_TILE, n = cpu_attn_min(CPU_ATTN_TILE, T - c0);
+    float scale = (float)(1.0 / sqrt((double)hd));
+    const float *q = qkv + (b * T + r0) * ld + h * hd;
+    const float *k = qkv + (b * T + c0) * ld + qd + kh * hd, *v = k + kvd;
+    const float *dO = do_ + (b * T + r0) * qd + h * hd, *O = o + (b * T + r0) * qd + h * hd;
+    const float *ls = lse + (b * a->H + h) * T + r0;
+    cpu_attn_scores(q, k, ld, m, n, hd, scale, w->s);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)hd, 1.0f, dO, (int)qd, v, (int)ld,
+                0.0f, w->dp, CPU_ATTN_TILE);
+    for (int64_t r = 0; r < m; r++) {
+        float *restrict p = w->s + r * CPU_ATTN_TILE, *restrict ds = w->dp + r * CPU_ATTN_TILE;
+        int64_t seen = cpu_attn_seen(i == j, r, n);
+        float l = ls[r], dsum = cpu_attn_dot(dO + r * qd, O + r * qd, hd);
+#pragma omp simd
+        for (int64_t c = 0; c < n; c++) {
+            float pc = c < seen ? elem_exp(p[c] - l) : 0.0f;
+            p[c] = pc;
+            ds[c] = pc * (ds[c] - dsum) * scale;
+        }
+    }
+    float beta = acc ? 1.0f : 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->s, CPU_ATTN_TILE, dO,
+                (int)qd, beta, w->acc2, (int)hd);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->dp, CPU_ATTN_TILE, q,
+                (int)ld, beta, w->acc, (int)hd);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)n, 1.0f, w->dp, CPU_ATTN_TILE, k,
+                (int)ld, j == 0 ? 0.0f : 1.0f, dqkv + (b * T + r0) * ld + h * hd, (int)ld);
+}
+
+/* Sequence b, kv head kh: key tiles in order; for each, the group's heads
+ * in order and each head's query tiles from the diagonal on, summing dk
+ * and dv of the tile in the scratch and dq of each query tile in place. */
+static void cpu_attn_bwd_task(const cpu_attn_shape *a, const float *qkv, const float *o, const float *lse,
+                              const float *do_, float *dqkv, float *scratch, int64_t b, int64_t kh)
+{
+    int64_t T = a->T, hd = a->hd, ld = a->ld, grp = a->H / a->KV, qd = a->H * hd, kvd = a->KV * hd;
+    int64_t nt = (T + CPU_ATTN_TILE - 1) / CPU_ATTN_TILE;
+    cpu_attn_scr w = cpu_attn_scratch(scratch, hd);
+    for (int64_t j = 0; j < nt; j++) {
+        int acc = 0;
+        for (int64_t h = kh * grp; h < (kh + 1) * grp; h++)
+            for (int64_t i = j; i < nt; i++, acc = 1)
+                cpu_attn_bwd_tile(a, qkv, o, lse, do_, dqkv, &w, b, h, i, j, acc);
+        int64_t c0 = j * CPU_ATTN_TILE, n = cpu_attn_min(CPU_ATTN_TILE, T - c0);
+        for (int64_t c = 0; c < n; c++) {
+            float *dk = dqkv + (b * T + c0 + c) * ld + qd + kh * hd, *dv = dk + kvd;
+            for (int64_t d = 0; d < hd; d++) {
+                dk[d] = w.acc[c * hd + d];
+                dv[d] = w.acc2[c * hd + d];
+            }
+        }
+    }
+}
+
+void cpu_attn_bwd(const cpu_attn_shape *a, const float *qkv, const float *o, const float *lse,
+                  const float *do_, float *dqkv, float *scratch)
+{
+#pragma omp parallel for schedule(dynamic, 1) num_threads(a->threads)
+    for (int64_t t = 0; t < a->B * a->KV; t++)
+        cpu_attn_bwd_task(a, qkv, o, lse, do_, dqkv, scratch, t / a->KV, t % a->KV);
+}
