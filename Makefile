@@ -128,7 +128,7 @@ endif
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test test-build test-emu bench demo fuzz chaos install clean help device-build device-bundle \
+.PHONY: all test test-build test-emu bench proof demo fuzz chaos install clean help device-build device-bundle \
         device-rehearsal
 all: $(BUILD)/spotrain
 
@@ -138,6 +138,7 @@ help:
 	@echo "             M: only the tests tagged with those modules (the source folders: $(LIB_DIRS))"
 	@echo "make test-emu the CUDA kernels and backend run on the CPU through tests/emu (also SAN=1)"
 	@echo "make bench    throughput, checkpoint and goodput benchmarks"
+	@echo "make proof    the largest model whose zero 3 plan fits 4 CPU ranks here trains and checkpoints; zero 1 is refused"
 	@echo "make demo     install missing packages (as root), build, train through a reclaim notice and a kill -9, compare with a straight run"
 	@echo "make fuzz     build libFuzzer targets and run each for FUZZ_SECONDS (default 20), seeded from"
 	@echo "             tests/fuzz/corpus/NAME/; new inputs go to build/fuzz, never the repo"
@@ -278,6 +279,10 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libspotrain.a
 
 bench: $(BUILD)/spotrain $(BENCH_BIN) $(BUILD)/tests/s3tool
 	@BUILD=$(BUILD) sh bench/run.sh
+
+# bench/proof.sh: minutes and most of the machine's memory, so not in bench.
+proof: $(BUILD)/spotrain
+	@BUILD=$(BUILD) sh bench/proof.sh
 
 demo:
 	@sh tests/demo.sh

@@ -105,6 +105,10 @@ typedef struct ckpt_writer ckpt_writer;
  * compression workers. */
 int ckpt_writer_open(ckpt_writer **w, const char *ckpt_dir, const ckpt_opts *o, int rank, int world, size_t lo,
                      size_t hi);
+/* Bytes a writer for a range of span floats touches besides its snapshot
+ * buffer when it saves: the output slots and each compression thread's
+ * codec workspace (the memory model's checkpoint I/O term). */
+uint64_t ckpt_writer_io_bytes(const ckpt_opts *o, size_t span);
 /* The snapshot buffer, so a device backend can page-lock it once. */
 float *ckpt_writer_buffer(ckpt_writer *w, size_t *bytes);
 /* Snapshots the arrays through m->src.fill (the only stall) and queues the

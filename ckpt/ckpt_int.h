@@ -128,6 +128,9 @@ const char *ckpt_codec_name(int codec);
 const char *ckpt_array_name(int array);
 /* Largest stored size a chunk of raw_len bytes may have under codec. */
 size_t ckpt_codec_bound(int codec, size_t raw_len);
+/* One compression thread's workspace for chunks of raw_len bytes: the
+ * zstd compressor and the codec's scratch (what ckpt_codec_encode holds). */
+size_t ckpt_codec_ws_bytes(int codec, int level, size_t raw_len);
 /* Encodes raw (raw_len a multiple of 4) into out (cap >= bound). Sets
  * *used_codec: a chunk that would not shrink is stored as CKPT_CODEC_NONE. */
 int ckpt_codec_encode(ckpt_codec_ws *ws, int codec, int level, const void *raw, size_t raw_len,

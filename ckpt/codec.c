@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
+#define ZSTD_STATIC_LINKING_ONLY   /* ZSTD_estimateCCtxSize_usingCParams: the zstd we link statically */
 #include <zstd.h>
 
 static const char *ckpt_codec_names[CKPT_N_CODECS] = {"none", "zstd", "shuffle-zstd", "planes-zstd"};
@@ -45,6 +46,21 @@ size_t ckpt_codec_bound(int codec, size_t raw_len)
     case CKPT_CODEC_SHUFFLE_ZSTD: return ZSTD_compressBound(raw_len);
     case CKPT_CODEC_PLANES_ZSTD: return CKPT_PLANE_HDR + raw_len;  /* raw planes cap it */
     default: return 0;
+    }
+}
+
+size_t ckpt_codec_ws_bytes(int codec, int level, size_t raw_len)
+{
+    /* ZSTD_compressCCtx knows the source size, and zstd sizes its window
+     * and tables to it; planes-zstd compresses one plane (a quarter) at a
+     * time next to the shuffled planes and one plane's output. */
+    size_t src = codec == CKPT_CODEC_PLANES_ZSTD ? raw_len / 4 : raw_len;
+    size_t cctx = codec == CKPT_CODEC_NONE || raw_len == 0
+                      ? 0 : ZSTD_estimateCCtxSize_usingCParams(ZSTD_getCParams(level, (unsigned long long)src, 0));
+    switch (codec) {
+    case CKPT_CODEC_SHUFFLE_ZSTD: return cctx + raw_len;
+    case CKPT_CODEC_PLANES_ZSTD: return cctx + raw_len + ZSTD_compressBound(src);
+    default: return cctx;
     }
 }
 

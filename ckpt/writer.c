@@ -393,6 +393,40 @@ static float *ckpt_reserve(size_t bytes)
     return p;
 }
 
+/* threads = 0: all cores; at most 64. */
+static int ckpt_writer_threads(int threads)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1)
+        threads = cores < 1 ? 1 : (int)cores;
+    return threads > 64 ? 64 : threads;
+}
+
+uint64_t ckpt_writer_io_bytes(const ckpt_opts *o, size_t span)
+{
+    /* Chunk i goes through slot i % n_slots (ckpt_make_chunks' order: each
+     * array's chunks in turn, the last of each shorter); a slot's pages are
+     * those of the largest chunk it held (output that would not shrink is
+     * stored raw, so a chunk's raw size bounds it). Each compression
+     * thread's workspace is sized for the largest chunk. */
+    uint64_t T = (uint64_t)ckpt_writer_threads(o->threads), per = o->chunk_bytes / 4;
+    if (span == 0 || per == 0)
+        return 0;
+    uint64_t each = (span + per - 1) / per, n_slots = 2 * T + 1, n = each * CKPT_N_ARRAYS, slots = 0;
+    uint64_t last = span - (each - 1) * per, big = each > 1 ? per : last;
+    for (uint64_t j = 0; j < n_slots && j < n && o->codec != CKPT_CODEC_NONE; j++) {
+        uint64_t most = 0;
+        for (uint64_t i = j; i < n; i += n_slots) {
+            uint64_t f = i % each == each - 1 ? last : per;
+            most = f > most ? f : most;
+            if (most == big)
+                break;
+        }
+        slots += 4 * most;
+    }
+    return slots + T * (uint64_t)ckpt_codec_ws_bytes(o->codec, o->level, (size_t)(4 * big));
+}
+
 static int ckpt_writer_buffers(ckpt_writer *w)
 {
     size_t span = w->hi - w->lo;
@@ -457,11 +491,7 @@ int ckpt_writer_open(ckpt_writer **out, const char *ckpt_dir, const ckpt_opts *o
         rc = util_fail(ST_IOERR, "another writer holds %s: two runs must not share a checkpoint directory", lock);
         goto out;
     }
-    if (w->o.threads < 1) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);   /* threads = 0: all cores */
-        w->o.threads = cores < 1 ? 1 : (int)cores;
-    }
-    w->o.threads = w->o.threads > 64 ? 64 : w->o.threads;
+    w->o.threads = ckpt_writer_threads(w->o.threads);
     if ((rc = ckpt_writer_buffers(w)) != ST_OK)
         goto out;
     if (!(w->pool = ckpt_pool_create(w->o.threads))) {

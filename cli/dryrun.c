@@ -266,6 +266,8 @@ int dryrun_plan(const cfg *c, int world)
     uint64_t tile = 4 * (uint64_t)cpu_attn_scratch_floats(s.head_dim);
     printf("  (attention tiled %dx%d: %llu thread%s x %.1f KiB, whatever seq_len)\n", CPU_ATTN_TILE, CPU_ATTN_TILE,
            (unsigned long long)(m.attn_scratch / tile), m.attn_scratch / tile == 1 ? "" : "s", (double)tile / 1024.0);
+    dryrun_line("checkpoint writer I/O", (double)m.ckpt_io);
+    dryrun_line("process (binary, libs, MPI)", (double)m.runtime);
     dryrun_zero(c, &mc, &m);
     dryrun_recompute(c, &mc, &m);
     dryrun_line("total", (double)m.total);

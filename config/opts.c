@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt/ckpt.h"
 #include "comm/comm.h"
 #include "cuda/plan.h"
 #include "model/model.h"
@@ -49,6 +50,11 @@ int cfg_memplan(const cfg *c, const model_shape *s, int cuda, int world, memplan
     m->zero = !strcmp(c->zero, "auto") ? MEMPLAN_ZERO1 : atoi(c->zero);
     m->comm_chunk = comm_get_chunk();
     m->reduce = comm_reduce_parse(c->comm_reduce) == COMM_REDUCE_NCCL ? COMM_REDUCE_NCCL : COMM_REDUCE_CHAIN;
+    /* The writer as the trainer opens it (train/loop.c trainer_hparams). */
+    m->ckpt_codec = ckpt_codec_from_name(c->ckpt_codec);
+    m->ckpt_level = (int)c->ckpt_level;
+    m->ckpt_threads = (int)c->ckpt_threads;
+    m->ckpt_chunk = (size_t)c->ckpt_chunk_kib * 1024;
     return ST_OK;
 }
 

@@ -4,6 +4,7 @@
 #include "model/memplan.h"
 #include "backend/backend.h"
 #include "backend/cpu_attn.h"
+#include "ckpt/ckpt.h"
 #include "comm/comm.h"
 #include "comm/xfer.h"
 #include "cuda/plan.h"
@@ -32,12 +33,51 @@ int memplan_recompute_parse(const char *s)
 
 /* The gradient reduction's buffers, in bytes. CPU (comm.c's chain): a
  * rank other than 0 holds COMM_CHAIN_SLOTS chunks of the largest chain
- * chunk; stage 1 reduces the vector, so that is exact; stages 2-3 reduce
- * buckets, whose chunks are at most a comm chunk and the largest part,
- * min(K, R) (an upper bound: the exact part depends on where the buckets
- * fall against the ranges). CUDA (nccl.cu, sized at open, before any
+ * chunk; stage 1 reduces the vector, stages 2-3 each bucket, so both are
+ * exact (the largest over the buckets). CUDA (nccl.cu, sized at open, before any
  * vector is known): CUDA_XFER_CHAIN_SLOTS whole chunks for the chain, one
  * per rank for ncclReduceScatter's staging (reduce = nccl). */
+static void memplan_span_of(const model_param *const *ps, int k, size_t *a, size_t *b)
+{
+    *a = ps[0]->offset;
+    *b = ps[0]->offset + ps[0]->numel;
+    for (int i = 1; i < k; i++) {
+        *a = ps[i]->offset < *a ? ps[i]->offset : *a;
+        *b = ps[i]->offset + ps[i]->numel > *b ? ps[i]->offset + ps[i]->numel : *b;
+    }
+}
+
+/* Stages 2-3 on the CPU reduce bucket by bucket (backend/cpu.c's spans:
+ * the embedding, each decoder layer, the final norm with lm_head), and the
+ * chain sizes its slots per bucket: the largest chain chunk of any bucket
+ * (about an eighth of its largest owner part, not the whole part). 0 when
+ * the layout cannot be built. */
+static uint64_t memplan_bucket_chain_largest(const memplan_cfg *c, size_t n)
+{
+    model_layout L;
+    if (model_layout_init(&L, &c->shape) != ST_OK)
+        return 0;
+    uint64_t most = 0;
+    for (int64_t k = -1; k <= c->shape.n_layers; k++) {
+        const model_param *ps[MODEL_PER_LAYER];
+        int m = 0;
+        size_t a, b;
+        if (k < 0)
+            ps[m++] = model_embed(&L);
+        else if (k >= c->shape.n_layers) {
+            ps[m++] = model_final_norm(&L);
+            ps[m++] = model_lm_head(&L);
+        } else
+            for (int i = 0; i < MODEL_PER_LAYER; i++)
+                ps[m++] = model_layer(&L, k, i);
+        memplan_span_of(ps, m, &a, &b);
+        uint64_t s = (uint64_t)comm_chain_largest(n, a, b, c->world, c->comm_chunk);
+        most = s > most ? s : most;
+    }
+    model_layout_free(&L);
+    return most;
+}
+
 static uint64_t memplan_comm(const memplan_cfg *c, uint64_t n, uint64_t R, uint64_t K)
 {
     uint64_t C = (uint64_t)c->comm_chunk;
@@ -47,11 +87,40 @@ static uint64_t memplan_comm(const memplan_cfg *c, uint64_t n, uint64_t R, uint6
         return 4 * C * (c->reduce == COMM_REDUCE_NCCL ? (uint64_t)c->world : CUDA_XFER_CHAIN_SLOTS);
     if (c->zero == MEMPLAN_ZERO1)
         return 4 * COMM_CHAIN_SLOTS * (uint64_t)comm_chain_largest((size_t)n, 0, (size_t)n, c->world, (size_t)C);
-    uint64_t part = K < R ? K : R;
+    uint64_t largest = memplan_bucket_chain_largest(c, (size_t)n);
+    if (largest)
+        return 4 * COMM_CHAIN_SLOTS * largest;
+    uint64_t part = K < R ? K : R;   /* no layout: the bound */
     return 4 * COMM_CHAIN_SLOTS * (C < part ? C : part);
 }
 
 static int memplan_threads(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
+
+/* The CPU process's own bytes, measured as VmHWM on this project's build
+ * (Debian 12: glibc 2.36, Open MPI 4.1.4 on one node, OpenBLAS and libgomp
+ * linked statically) in runs whose training state is a few KiB; the
+ * memplan test holds a whole run to the plan and fails when a term goes
+ * missing, bench/memplan.sh prints the terms measured again. */
+#define MEMPLAN_MIB(x) ((uint64_t)((x) * 1048576.0))
+/* The binary and its libraries resident: `spotrain --version`. */
+static const uint64_t memplan_cpu_image = MEMPLAN_MIB(10.1);
+/* What the first steps add: OpenBLAS's and libgomp's first use, the data
+ * reader, the writer's and watchdog's thread stacks, malloc's arenas. */
+static const uint64_t memplan_cpu_first_use = MEMPLAN_MIB(2.6);
+/* Each compute thread: its stack and OpenBLAS packing pages. */
+static const uint64_t memplan_cpu_per_thread = MEMPLAN_MIB(0.25);
+/* MPI_Init and its shared-memory transport: 7.4 MiB at 2 ranks, 10.8 at
+ * 3 and 4, 10.9 at 8 (measured; the step between 2 and 3 is Open MPI's). */
+static const uint64_t memplan_cpu_mpi_two = MEMPLAN_MIB(7.4), memplan_cpu_mpi_more = MEMPLAN_MIB(10.7);
+static const uint64_t memplan_cpu_mpi_per_rank = MEMPLAN_MIB(0.025);
+
+uint64_t memplan_cpu_runtime_bytes(int world, int threads)
+{
+    uint64_t mpi = world <= 1 ? 0 : world == 2 ? memplan_cpu_mpi_two
+                                 : memplan_cpu_mpi_more + memplan_cpu_mpi_per_rank * (uint64_t)world;
+    return memplan_cpu_image + memplan_cpu_first_use + memplan_cpu_per_thread * (uint64_t)memplan_threads(threads) +
+           mpi;
+}
 
 /* Tiles per thread, whatever T (backend/cpu_attn.c). */
 uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads)
@@ -82,8 +151,14 @@ static void memplan_cpu(const memplan_cfg *c, memplan_bytes *b)
     b->act_layers = memplan_cpu_activation_bytes(s, c->micro_batch, 1, c->threads);
     b->attn_scratch = memplan_cpu_attn_scratch_bytes(s, c->threads);
     b->activations = (c->recompute == MEMPLAN_RECOMPUTE_LAYERS ? b->act_layers : b->act_none) - b->attn_scratch;
+    if (c->ckpt_chunk) {
+        ckpt_opts o = {.codec = c->ckpt_codec, .level = c->ckpt_level, .chunk_bytes = c->ckpt_chunk,
+                       .threads = c->ckpt_threads};
+        b->ckpt_io = ckpt_writer_io_bytes(&o, b->range);
+    }
+    b->runtime = memplan_cpu_runtime_bytes(c->world, c->threads);
     b->total = b->master + b->working + b->grads + b->adam + b->snapshot + b->buckets + b->activations +
-               b->attn_scratch + b->workspace + b->context + b->comm;
+               b->attn_scratch + b->workspace + b->context + b->comm + b->ckpt_io + b->runtime;
 }
 
 /* The arena's aligned bytes from entry i to the next one. */
@@ -246,6 +321,20 @@ uint64_t memplan_host_available(void)
     if (f)
         fclose(f);
     return (uint64_t)kib * 1024;
+}
+
+int memplan_refusal(const memplan_cfg *c, const memplan_bytes *b, uint64_t avail, int local, char *buf, size_t cap)
+{
+    if (avail == 0 || b->total <= avail)
+        return 0;
+    char advice[640];
+    memplan_advice(c, b, advice, sizeof advice);
+    snprintf(buf, cap, "the memory plan needs %.3f GiB per process (ZeRO stage %d, recompute %s, %d rank%s) and "
+             "each of the %d rank%s on this node has %.3f GiB of MemAvailable; not starting (it would swap or meet "
+             "the OOM killer): %s", (double)b->total / MEMPLAN_GIB, c->zero,
+             c->recompute == MEMPLAN_RECOMPUTE_LAYERS ? "layers" : "none", c->world, c->world == 1 ? "" : "s", local,
+             local == 1 ? "" : "s", (double)avail / MEMPLAN_GIB, advice);
+    return 1;
 }
 
 void memplan_advice(const memplan_cfg *c, const memplan_bytes *b, char *buf, size_t cap)

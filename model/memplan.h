@@ -37,6 +37,10 @@ typedef struct {
     int zero;                     /* MEMPLAN_ZERO1..3 */
     size_t comm_chunk;            /* floats per rank per collective round (comm_get_chunk) */
     int reduce;                   /* COMM_REDUCE_CHAIN (0) | COMM_REDUCE_NCCL ([comm] reduce) */
+    /* The checkpoint writer ([checkpoint] codec, level, chunk_kib, threads;
+     * threads 0: every core): chunk 0 plans no writer. */
+    int ckpt_codec, ckpt_level, ckpt_threads;
+    size_t ckpt_chunk;            /* raw bytes per chunk */
 } memplan_cfg;
 
 /* Bytes one rank holds, by category. total is what the rank's own memory
@@ -58,6 +62,8 @@ typedef struct {
     uint64_t workspace;           /* library workspaces (cuBLASLt) */
     uint64_t context;             /* CUDA context, handles and kernels (an estimate) */
     uint64_t comm;                /* gradient reduction buffers: the chain's slots (nccl: a chunk per rank) */
+    uint64_t ckpt_io;             /* cpu: the checkpoint writer's output slots and codec workspaces */
+    uint64_t runtime;             /* cpu: the process itself: binary, libraries, thread stacks, MPI */
     uint64_t total, host;
 } memplan_bytes;
 
@@ -85,6 +91,14 @@ int memplan_choose_zero(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
  * costs less step time than rerunning every forward); when none does, the
  * lowest that fits with layers, else the smallest plan with layers. */
 int memplan_choose_zero_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
+/* The CPU process's fixed bytes (memplan_bytes.runtime) for world ranks
+ * and threads compute threads (<= 0: every processor). */
+uint64_t memplan_cpu_runtime_bytes(int world, int threads);
+/* One line for a start the plan refuses: the plan's per-process total
+ * against avail bytes (a rank's share of MemAvailable), what to change.
+ * Returns 1 when total exceeds avail (> 0), 0 when it fits or avail is
+ * unknown (0); the line is written only then. */
+int memplan_refusal(const memplan_cfg *c, const memplan_bytes *b, uint64_t avail, int local, char *buf, size_t cap);
 /* This machine's MemAvailable (/proc/meminfo) in bytes; 0 when unknown.
  * SPOTRAIN_TEST_MEM_AVAILABLE (bytes) stands in for it in tests. */
 uint64_t memplan_host_available(void);

@@ -1169,6 +1169,41 @@ static int trainer_recompute_auto(trainer *t, const model_shape *s)
     return ST_OK;
 }
 
+/* The CPU backend's start against memory: the plan of the stage and
+ * recompute this run takes, against the rank's share of MemAvailable. A
+ * plan over it is refused before anything is written or allocated, on
+ * every rank together (shares read at different moments may differ), so
+ * no run starts to be swapped out or killed by the OOM killer. */
+static int trainer_fit_check(trainer *t, const model_shape *s)
+{
+    if (!backend_resolves_cpu(t->c->backend))
+        return ST_OK;
+    int local;
+    uint64_t avail = trainer_mem_share(t, &local);
+    memplan_cfg mc;
+    memplan_bytes b;
+    char line[1536] = "";
+    int rc = cfg_memplan(t->c, s, 0, t->world, &mc);
+    mc.zero = t->zero;
+    if (rc == ST_OK && (rc = !strcmp(t->c->recompute, "auto") ? memplan_choose_recompute(&mc, avail, &b)
+                                                                : memplan_compute(&mc, &b)) != ST_OK)
+        return util_fail(rc, "%s", util_last_error());
+    if (rc != ST_OK)
+        return rc;
+    int64_t st = memplan_refusal(&mc, &b, avail, local, line, sizeof line) ? ST_CONFIG : ST_OK;
+    comm_phase("start-up agreement: memory plan");
+    if ((rc = comm_max(&st, 1)) != ST_OK || st == ST_OK)
+        return rc;
+    if (!trainer_is_root(t)) {
+        util_keep_error(line[0] ? line : "the memory plan does not fit another rank's share of MemAvailable");
+        return (int)st;
+    }
+    if (line[0])
+        return util_fail((int)st, "%s", line);
+    return util_fail((int)st, "the memory plan (%.3f GiB per process) does not fit another rank's share of "
+                     "MemAvailable on its node; not starting", (double)b.total / (1024.0 * 1024.0 * 1024.0));
+}
+
 /* fp16 scales the loss (train.loss_scale: 0 dynamic, N fixed); any other
  * precision only when train.loss_scale_init asks for a dynamic scaler. */
 static int trainer_scaler(trainer *t)
@@ -1270,13 +1305,17 @@ static int trainer_open(trainer *t, const cfg *c, int mode)
      * when the config found no checkpoint to take the shape from. */
     if ((mode == TRAIN_FRESH || !c->shape_from_ckpt) && (rc = trainer_check_init(t)) != ST_OK)
         return rc;
+    /* The stage and the memory check before the run directory: a start
+     * the plan refuses writes nothing. */
+    t->zero = atoi(c->zero);
+    if (!strcmp(c->zero, "auto") && (rc = trainer_zero_auto(t, &s)) != ST_OK)
+        return rc;
+    if ((rc = trainer_fit_check(t, &s)) != ST_OK)
+        return rc;
     if ((rc = trainer_prepare_dir(t)) != ST_OK)
         return rc;
     /* cuda: train.precision picks the compute type ("auto": the backend's default). */
     comm_phase("start-up: backend");
-    t->zero = atoi(c->zero);
-    if (!strcmp(c->zero, "auto") && (rc = trainer_zero_auto(t, &s)) != ST_OK)
-        return rc;
     backend_opts bo = {c->backend, strcmp(c->precision, "auto") ? c->precision : NULL, (int)c->threads, t->rank,
                        t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers"), t->zero,
                        gemm_parse(c->cpu_gemm) > 0 ? gemm_parse(c->cpu_gemm) : GEMM_OPENBLAS};

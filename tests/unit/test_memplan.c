@@ -8,6 +8,8 @@
 
 #include "backend/backend.h"
 #include "backend/cpu_attn.h"
+#include "ckpt/ckpt.h"
+#include "ckpt/ckpt_int.h"
 #include "comm/comm.h"
 #include "comm/xfer.h"
 #include "cuda/plan.h"
@@ -28,14 +30,74 @@ static memplan_cfg mp_cfg(const model_shape *s, memplan_backend be, memplan_prec
 {
     memplan_cfg c = {.shape = *s, .backend = be, .precision = p, .world = world, .ranks_per_node = 8,
                      .micro_batch = B, .threads = 3, .recompute = MEMPLAN_RECOMPUTE_NONE, .zero = MEMPLAN_ZERO1,
-                     .comm_chunk = COMM_CHUNK_DEFAULT};
+                     .comm_chunk = COMM_CHUNK_DEFAULT, .ckpt_codec = CKPT_CODEC_SHUFFLE_ZSTD, .ckpt_level = 3,
+                     .ckpt_threads = 2, .ckpt_chunk = 4u << 20};
     return c;
 }
 
 static uint64_t mp_sum(const memplan_bytes *b)
 {
     return b->master + b->working + b->grads + b->adam + b->snapshot + b->buckets + b->activations +
-           b->attn_scratch + b->workspace + b->context + b->comm;
+           b->attn_scratch + b->workspace + b->context + b->comm + b->ckpt_io + b->runtime;
+}
+
+/* Stages 2-3's chain slots: the largest chain chunk of any bucket, the
+ * spans laid out by hand (embedding, n_layers equal layers, final norm
+ * with lm_head), as backend/cpu.c reduces them. */
+static uint64_t mp_bucket_chain(size_t n, const model_shape *s, int W, size_t C)
+{
+    size_t D = (size_t)s->dim, qd = (size_t)(s->n_heads * s->head_dim), kvd = (size_t)(s->n_kv_heads * s->head_dim);
+    size_t E = (size_t)s->vocab * D, Lf = D * (qd + 2 * kvd) + qd * D + 3 * D * (size_t)s->ffn_dim + 2 * D;
+    size_t tail = E + (size_t)s->n_layers * Lf;
+    EXPECT(tail + D + E == n);
+    uint64_t most = comm_chain_largest(n, 0, E, W, C), t = comm_chain_largest(n, tail, n, W, C);
+    most = t > most ? t : most;
+    for (int64_t l = 0; l < s->n_layers; l++) {
+        uint64_t x = comm_chain_largest(n, E + (size_t)l * Lf, E + (size_t)(l + 1) * Lf, W, C);
+        most = x > most ? x : most;
+    }
+    return most;
+}
+
+/* The CPU process's own terms: the writer's slots and codec workspaces as
+ * ckpt_writer_io_bytes sizes them for the rank's range, and the runtime,
+ * which grows with MPI (2 ranks, then more) and compute threads. CUDA's
+ * per-GPU plan holds neither. */
+static void test_process_terms(void)
+{
+    const model_shape *shapes[] = {&small, &ds7};
+    for (int si = 0; si < 2; si++)
+        for (int W = 1; W <= 4; W++) {
+            memplan_cfg c = mp_cfg(shapes[si], MEMPLAN_CPU, MEMPLAN_FP32, W, 1);
+            memplan_bytes b, none, g;
+            EXPECT(memplan_compute(&c, &b) == ST_OK);
+            ckpt_opts o = {.codec = c.ckpt_codec, .level = 3, .chunk_bytes = c.ckpt_chunk, .threads = 2};
+            EXPECT(b.ckpt_io == ckpt_writer_io_bytes(&o, b.range));
+            /* 2 threads: 5 slots, each as big as the largest chunk it holds,
+             * and 2 workspaces (shuffle buffer and zstd) for the largest. */
+            uint64_t R4 = 4 * (uint64_t)b.range;
+            if (R4 <= c.ckpt_chunk)   /* one chunk per array: 3 of the 5 slots */
+                EXPECT(b.ckpt_io == 3 * R4 + 2 * ckpt_codec_ws_bytes(c.ckpt_codec, 3, R4));
+            else if (R4 >= 5 * (uint64_t)c.ckpt_chunk)   /* every slot sees a whole chunk */
+                EXPECT(b.ckpt_io == 5 * (uint64_t)c.ckpt_chunk + 2 * ckpt_codec_ws_bytes(c.ckpt_codec, 3, c.ckpt_chunk));
+            EXPECT(ckpt_codec_ws_bytes(c.ckpt_codec, 3, c.ckpt_chunk) > c.ckpt_chunk);
+            EXPECT(b.runtime == memplan_cpu_runtime_bytes(W, 3));
+            c.ckpt_codec = CKPT_CODEC_NONE;   /* written from the snapshot: no slots, no codec */
+            EXPECT(memplan_compute(&c, &none) == ST_OK && none.ckpt_io == 0 && none.total == b.total - b.ckpt_io);
+            c = mp_cfg(shapes[si], MEMPLAN_CUDA, MEMPLAN_BF16, W, 1);
+            EXPECT(memplan_compute(&c, &g) == ST_OK && g.ckpt_io == 0 && g.runtime == 0);
+        }
+    /* 6 MiB arrays in 4 MiB chunks 4,2 4,2 4,2: slots 0-4 hold 4,2,4,2,4 MiB (slot 0 then 2). */
+    ckpt_opts o = {.codec = CKPT_CODEC_SHUFFLE_ZSTD, .level = 3, .chunk_bytes = 4u << 20, .threads = 2};
+    EXPECT(ckpt_writer_io_bytes(&o, (6u << 20) / 4) ==
+           (16u << 20) + 2 * (uint64_t)ckpt_codec_ws_bytes(CKPT_CODEC_SHUFFLE_ZSTD, 3, 4u << 20));
+    o.codec = CKPT_CODEC_NONE;
+    EXPECT(ckpt_writer_io_bytes(&o, (6u << 20) / 4) == 0);
+    uint64_t one = memplan_cpu_runtime_bytes(1, 1);
+    EXPECT(one > (10u << 20) && one < (16u << 20));
+    EXPECT(memplan_cpu_runtime_bytes(2, 1) > one + (5u << 20));
+    EXPECT(memplan_cpu_runtime_bytes(4, 1) > memplan_cpu_runtime_bytes(2, 1));
+    EXPECT(memplan_cpu_runtime_bytes(1, 8) > one);
 }
 
 static void test_categories_add_up(void)
@@ -225,8 +287,8 @@ static void test_zero_stages(void)
                 EXPECT(b[z].adam == 8 * R && b[z].snapshot == 12 * R && b[z].buckets == 0);
                 EXPECT(b[z].master == (z >= 3 ? 4 * (R + K) : 4 * n));
                 EXPECT(b[z].grads == (z >= 2 ? 4 * (R + K) : 4 * n));
-                uint64_t part = K < R ? K : R;
-                uint64_t piece = z == 1 ? comm_chain_largest((size_t)n, 0, (size_t)n, W, (size_t)C) : C < part ? C : part;
+                uint64_t piece = z == 1 ? comm_chain_largest((size_t)n, 0, (size_t)n, W, (size_t)C)
+                                        : mp_bucket_chain((size_t)n, s, W, (size_t)C);
                 EXPECT(b[z].comm == (W == 1 ? 0 : 4 * COMM_CHAIN_SLOTS * piece));
                 EXPECT(b[z].activations == b[1].activations && b[z].attn_scratch == b[1].attn_scratch);
             }
@@ -332,6 +394,7 @@ int main(void)
     harness_run("world shrinks only the sharded categories", test_world_scaling);
     harness_run("zero 2-3 are range + bucket", test_zero_stages);
     harness_run("zero = auto picks the lowest stage that fits", test_choose_zero);
+    harness_run("the process: writer I/O and runtime", test_process_terms);
     harness_run("unimplemented stages are refused", test_refusals);
     return harness_end();
 }

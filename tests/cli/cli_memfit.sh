@@ -1,0 +1,87 @@
+#!/bin/sh
+# Measured equals planned: each rank's peak resident memory (VmHWM, via
+# /usr/bin/time %M) of a 2-step run that checkpoints, against --dry-run's
+# per-process total, within 10%, at 1, 2 and 4 ranks, ZeRO 1/2/3, recompute
+# none and layers. The plan must hold the whole process (binary, libraries,
+# MPI, threads, the checkpoint writer's slots); nothing is subtracted. The
+# plan is the largest rank's. Rank 0 runs 7-11% under it at 4 ranks (the
+# other ranks 0-3%): it holds no chain slots and receives no chain
+# messages, and Open MPI's receive-side buffers for large messages, which
+# the plan's MPI term (measured with small ones) does not hold, grow on
+# the others; not modelled yet, so rank 0 at 4 ranks gets -15%. The
+# shape is small enough for seconds a run and big enough that every
+# category of the plan but the exchange buffers is over 10% of the total in
+# some row: a category the plan dropped would fail there (checked below,
+# from the same figures).
+# module: model backend
+# Option strings like $F are word-split on purpose.
+# shellcheck disable=SC2086
+. tests/cli/lib.sh
+S=$SPOTRAIN
+# A sanitizer build's shadow memory and quarantine are not the process
+# the plan describes.
+case "$BUILD" in */san*)
+    echo "SKIP memfit: a sanitizer build's resident memory is not the plan's"
+    t_end
+    exit $? ;;
+esac
+if [ ! -x /usr/bin/time ] || ! command -v mpirun >/dev/null 2>&1 || ! "$S" --version | grep -q "mpi: yes"; then
+    echo "SKIP memfit: needs /usr/bin/time and mpirun"
+    t_end
+    exit $?
+fi
+cd "$T_TMP" || exit 1
+F="--set model.dim=256 --set model.n_layers=4 --set model.n_heads=4 --set model.n_kv_heads=2 --set model.ffn_dim=704
+   --set model.vocab_size=4096 --set model.seq_len=128 --set train.backend=cpu --set train.threads=1
+   --set train.micro_batch=3 --set train.max_steps=2 --set train.val_every=0 --set checkpoint.interval_steps=0
+   --set checkpoint.threads=2 --quiet"
+# The second step matters: its exchange buffers come from a heap that the
+# first step's freed ones grew.
+: >rows
+for W in 1 2 4; do
+    for z in 1 2 3; do
+        for r in none layers; do
+            A="$F --set train.global_batch=$((3 * W)) --set train.zero=$z --set train.recompute=$r"
+            "$S" train /dev/null $A --dry-run --world $W >plan.txt 2>&1
+            launch=""
+            [ "$W" -gt 1 ] && launch="mpirun -np $W --oversubscribe"
+            # shellcheck disable=SC2016
+            $launch sh -c '/usr/bin/time -o "$0.${OMPI_COMM_WORLD_RANK:-0}" -f "%M" "$@"' "rss-$W-$z-$r" \
+                "$S" train /dev/null $A --set train.run_dir="run-$W-$z-$r" >/dev/null 2>&1
+            t_exit "world $W, zero $z, recompute $r: trained and checkpointed" 0 "" \
+                test -d "run-$W-$z-$r/ckpt/step-00000002"
+            for f in "rss-$W-$z-$r".*; do
+                # One row: W z r rank measured-bytes then the plan's categories (GiB) and total (bytes).
+                awk -v k="$(tail -n 1 "$f" 2>/dev/null)" -v row="$W $z $r ${f##*.}" '
+                    /^  (parameters|gradients|adam|checkpoint|activations|process)/ { c[++n] = $(NF - 1) }
+                    /^  gradient exchange/ { c[++n] = $(NF - 1) }
+                    /^  per-process total:/ { tot = $3 }
+                    END { printf "%s %d %d", row, k * 1024, tot; for (i = 1; i <= n; i++) printf " %s", c[i]; print "" }
+                ' plan.txt >>rows
+            done
+        done
+    done
+done
+# Every rank of every row within 10% of its plan.
+# shellcheck disable=SC2034
+while read -r W z r rank m p rest; do
+    fig=$(awk -v m="$m" -v p="$p" 'BEGIN { if (p > 0) printf "VmHWM %.1f MiB, plan %.1f MiB: %+.1f%%",
+                                                   m / 1048576, p / 1048576, 100 * (m - p) / p }')
+    # Rank 0 at 4 ranks: -15% (see above); every other case 10%.
+    lo=-0.10
+    [ "$rank" = 0 ] && [ "$W" -ge 4 ] && lo=-0.15
+    t_exit "world $W, zero $z, recompute $r, rank $rank: $fig" 0 "" awk -v m="$m" -v p="$p" -v lo="$lo" '
+        BEGIN { d = p > 0 ? (m - p) / p : 1; exit !(m > 0 && d >= lo && d <= 0.10) }'
+done <rows
+# The test can fail: for each of the plan's categories (params, grads,
+# adam, snapshot, activations, writer I/O, process), some row where the
+# plan without it is more than 10% under the measured peak. The exchange
+# buffers (5th) are the chain's 3 slots of at most an eighth of a part,
+# under 10% of any process: test_memplan.c holds them to the byte instead.
+# shellcheck disable=SC2016
+t_exit "every category matters in some row (dropping it fails the test)" 0 "" awk '
+    { m = $5; p = $6; for (i = 7; i <= NF; i++) if (m / (p - $i * 1073741824) > 1.10) hit[i - 6] = 1; k = NF - 6 }
+    END { for (i = 1; i <= k; i++) if (i != 5 && !hit[i]) { print "category " i " is never over 10%"; bad = 1 }
+          if (k < 8) { print "only " k " categories read"; bad = 1 }
+          exit bad }' rows
+t_end
