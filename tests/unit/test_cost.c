@@ -126,7 +126,7 @@ static void test_memory(void)
     EXPECT(memplan_compute(&mc, &b) == ST_OK);
     EXPECT(p.mem.planned && O.mem.total == b.total && O.mem_cfg.world == 64 && O.mem_cfg.zero == 1);
     EXPECT(NEAR(p.mem.per_gpu_gib, (double)b.total / 1073741824.0, 1e-12));
-    EXPECT(p.mem.per_gpu_gib > 85 && p.mem.per_gpu_gib < 92 && p.mem.fits == 0);
+    EXPECT(p.mem.per_gpu_gib > 80 && p.mem.per_gpu_gib < 92 && p.mem.fits == 0);
     EXPECT(strstr(p.mem.advice, "more ranks shrink only Adam m and v") != NULL);
     EXPECT(strstr(p.mem.advice, "ZeRO stages 2 and 3") && strstr(p.mem.advice, "CPU only for now"));
     char *more[] = {"model.preset=deepseek-7b", "train.precision=bf16", "train.micro_batch=1", "cost.gpu=a100",
