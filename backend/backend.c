@@ -22,13 +22,6 @@ static int backend_cuda_refuses(const backend_opts *o)
                      o->name ? o->name : "auto");
 }
 
-/* ZeRO 2 and 3 are built in the CPU backend only. */
-static int backend_zero_refuses(const backend_opts *o)
-{
-    return util_fail(ST_CONFIG, "train.zero = %d is CPU only for now: backend %s would run on CUDA, which shards "
-                     "Adam only; use zero = 1 there, or backend = cpu", o->zero, o->name ? o->name : "auto");
-}
-
 int backend_create(backend **out, const model_layout *L, const backend_opts *o)
 {
     int rc = backend_create_named(out, L, o);
@@ -47,13 +40,10 @@ static int backend_create_named(backend **out, const model_layout *L, const back
         return util_fail(ST_CONFIG, "unknown backend '%s': use auto, cpu or cuda", name);
     if (o && o->recompute && strcmp(name, "cuda") == 0)
         return backend_cuda_refuses(o);
-    if (o && o->zero > 1 && strcmp(name, "cuda") == 0)
-        return backend_zero_refuses(o);
 #ifdef SPOTRAIN_CUDA
     char why[256];
     if (cuda_available(why, sizeof why))
-        return o && o->recompute ? backend_cuda_refuses(o)
-               : o && o->zero > 1 ? backend_zero_refuses(o) : backend_cuda_create(out, L, o);
+        return o && o->recompute ? backend_cuda_refuses(o) : backend_cuda_create(out, L, o);
     if (strcmp(name, "cuda") == 0)
         return util_fail(ST_UNAVAILABLE, "backend cuda: %s; use backend = cpu or auto", why);
 #else

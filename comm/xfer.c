@@ -78,6 +78,42 @@ int cuda_xfer_ag_round(size_t n, int me, int W, size_t chunk, size_t k, cuda_xfe
     return nops;
 }
 
+int cuda_xfer_rs_span_round(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t slot, size_t k,
+                            cuda_xfer_op *ops, size_t *own_off, size_t *own_count)
+{
+    int nops = 0;
+    comm_span_piece(n, a, b, me, W, chunk, k, own_off, own_count);
+    *own_off -= a;   /* comm_span_piece's offsets lie in [a, b] */
+    for (int r = 0; r < W; r++) {
+        if (r == me)
+            continue;
+        cuda_xfer_op o = {r, 0, 0, (size_t)r * slot, *own_count};
+        comm_span_piece(n, a, b, r, W, chunk, k, &o.send_off, &o.send_count);
+        o.send_off -= a;
+        if (o.send_count || o.recv_count)
+            ops[nops++] = o;
+    }
+    return nops;
+}
+
+int cuda_xfer_ag_span_round(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops)
+{
+    int nops = 0;
+    size_t off, cnt;
+    comm_span_piece(n, a, b, me, W, chunk, k, &off, &cnt);
+    off -= a;
+    for (int r = 0; r < W; r++) {
+        if (r == me)
+            continue;
+        cuda_xfer_op o = {r, off, cnt, 0, 0};
+        comm_span_piece(n, a, b, r, W, chunk, k, &o.recv_off, &o.recv_count);
+        o.recv_off -= a;
+        if (o.send_count || o.recv_count)
+            ops[nops++] = o;
+    }
+    return nops;
+}
+
 void cuda_xfer_wait_begin(cuda_xfer_wait *w, double now, double timeout)
 {
     w->start = now;

@@ -52,6 +52,15 @@ int cuda_xfer_rs_round(size_t n, int me, int W, size_t chunk, size_t k, cuda_xfe
  * into its place. */
 int cuda_xfer_ag_round(size_t n, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops);
 
+/* The same two over the span [a, b) of the n-element vector (a bucket of
+ * whole layers, comm_span_piece's pieces, the CPU's bucket rule): every
+ * offset is relative to a (the buffer holds the span), and the
+ * reduce-scatter's receive slots are `slot` elements apart (slot >= every
+ * piece: min(chunk, the largest part), as the memory plan sizes it). */
+int cuda_xfer_rs_span_round(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t slot, size_t k,
+                            cuda_xfer_op *ops, size_t *own_off, size_t *own_count);
+int cuda_xfer_ag_span_round(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops);
+
 /* ---- waiting with a timeout ------------------------------------------- */
 
 /* A wait on the device and the communicator:

@@ -427,9 +427,6 @@ static int cfg_check_relations(const cfg *c)
     if (!strcmp(c->recompute, "layers") && !strcmp(c->backend, "cuda"))
         return util_fail(ST_CONFIG, "%s: train.recompute = layers is CPU-only for now (backend cuda does not "
                          "implement it); use recompute = none with backend = cuda, or backend = cpu", f);
-    if (strcmp(c->zero, "1") && strcmp(c->zero, "auto") && !strcmp(c->backend, "cuda"))
-        return util_fail(ST_CONFIG, "%s: train.zero = %s is CPU only for now (backend cuda shards Adam only); use "
-                         "zero = 1 with backend = cuda, or backend = cpu", f, c->zero);
     if (c->loss_scale_init != 0 && (!lscale_pow2(c->loss_scale_init) || c->loss_scale_init < LSCALE_MIN))
         return util_fail(ST_CONFIG, "%s: train.loss_scale_init = %g must be 0 or a power of two from 1 to 2^127 "
                          "(e.g. 65536)", f, c->loss_scale_init);

@@ -1,8 +1,10 @@
 /* The CUDA backend: device-resident training state (fp32 master, gradients,
- * Adam m/v, the compute-precision working copy), the forward and backward
- * of the decoder over the layer files in cuda/ (one .cuh per layer), the optimizer, and
- * the checkpoint snapshot on a copy stream. Also what --version and
- * backend = auto ask: is a device usable here, and which libraries. */
+ * Adam m/v, the compute-precision working copy), sharded by ZeRO stage and
+ * moved bucket by bucket (a layer, the embedding, or norm + lm_head) under
+ * 2 and 3; the forward and backward of the decoder over the layer files in
+ * cuda/ (one .cuh per layer), the optimizer, and the checkpoint snapshot on
+ * a copy stream. Also what --version and backend = auto ask: is a device
+ * usable here, and which libraries. */
 #include "common.cuh"
 #include "gemm.cuh"
 #include "encoder.cuh"
@@ -22,6 +24,7 @@ extern "C" {
 }
 
 enum { CUDA_MAX_PINNED = 8 };
+static_assert((int)CUDA_PLAN_SUMSQ_BLOCK == (int)CUDA_SUMSQ_BLOCK, "the memory plan sizes the norm partials");
 
 typedef struct {
     cuda_prec prec;
@@ -30,16 +33,27 @@ typedef struct {
     cudaStream_t stream, copy;
     cudaEvent_t ev_ready, ev_snap0, ev_snap, ev_stall0, ev_stall1, ev_tokens;
     cuda_gemm_ctx gemm;
-    float *master, *grads, *m, *v;   /* master and grads: the full vector; m, v: [lo,hi) */
+    /* Each array holds the full vector or [lo,hi) (its offset then lo):
+     * master [lo,hi) under a 16-bit working copy (only the range is ever
+     * read) and at stage 3; work (2-byte types) [lo,hi) at stage 3; grads
+     * [lo,hi) from stage 2. m, v: [lo,hi) always. */
+    float *master, *grads, *m, *v;
     void *work;                      /* compute-precision copy (2-byte types); NULL: GEMMs read master */
+    size_t moff, mlen, woff, goff, glen;
+    int zero;                        /* ZeRO stage 1, 2 or 3 */
+    /* Stages 2-3: one gradient bucket (fp32); 3: one gathered parameter
+     * bucket in the type the GEMMs read. The collectives block, so one of
+     * each is ever in use (the plan's). ga, wa: flat offset of the open /
+     * gathered bucket's first element. */
+    float *gbucket;
+    void *wbucket;
+    size_t bucket_cap, ga, wa;
+    int reduced;                     /* stage 2+: a micro-batch was reduced into grads since zero_grads */
     float *rope_cos, *rope_sin;      /* [seq_len, head_dim/2] */
     cuda_adamw_seg *seg;
     int nseg;
-    /* More than one rank (or SPOTRAIN_NCCL=1): the NCCL data plane. With a
-     * 2-byte working copy only that is gathered, so the fp32 master is
-     * current on this rank's range only (master_partial). */
+    /* More than one rank (or SPOTRAIN_NCCL=1): the NCCL data plane. */
     cuda_nccl *nccl;
-    int master_partial;
     double *loss_acc, *eval_acc, *sumsq, *sumsq_part;
     double *h_scalar;                /* pinned: one double read back */
     int32_t *h_tokens;               /* pinned staging: a micro-batch's ids, then its embedding index */
@@ -255,7 +269,103 @@ exit:
 
 static size_t cuda_off(const backend *be, int64_t l, int kind) { return model_layer(be->L, l, kind)->offset; }
 
-template <typename T> static T *cuda_w(cuda_impl *c) { return c->work ? (T *)c->work : (T *)(void *)c->master; }
+/* Where the GEMMs read parameter `flat offset` at: base + offset. Stage 3:
+ * the gathered bucket (valid until the next gather). */
+template <typename T> static T *cuda_w(cuda_impl *c)
+{
+    if (c->wbucket)
+        return (T *)c->wbucket - c->wa;
+    return c->work ? (T *)c->work : (T *)(void *)c->master;
+}
+
+/* Where the backward adds gradient `flat offset` at: the full vector, or
+ * from stage 2 the open bucket. */
+static float *cuda_g(cuda_impl *c) { return c->gbucket ? c->gbucket - c->ga : c->grads; }
+
+/* ---- ZeRO buckets ------------------------------------------------------ */
+
+/* This rank's range cut to [a, b); empty when they do not meet. */
+static void cuda_cut(const backend *be, size_t a, size_t b, size_t *x, size_t *y)
+{
+    *x = be->lo > a ? be->lo : a;
+    *y = be->hi < b ? be->hi : b;
+    *y = *y > *x ? *y : *x;
+}
+
+/* Stage 3: bucket k's parameters, this rank's part copied in from the
+ * shard and the rest gathered from the peers (pure data movement), into
+ * wbucket, where cuda_w then reads them. Blocking: the gather is waited
+ * for before the bucket's kernels are queued. */
+static int cuda_gather_bucket(backend *be, int64_t k)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    size_t a, b, x, y, es = c->work ? cuda_prec_bytes(c->prec) : sizeof(float);
+    const char *src = c->work ? (const char *)c->work : (const char *)c->master;
+    int rc = ST_OK;
+    if (c->zero < 3)
+        return ST_OK;
+    cuda_bucket_span(be->L, k, &a, &b);
+    cuda_cut(be, a, b, &x, &y);
+    if (y > x)
+        CU_TRY(cudaMemcpyAsync((char *)c->wbucket + (x - a) * es, src + (x - be->lo) * es, (y - x) * es,
+                               cudaMemcpyDeviceToDevice, c->stream));
+    c->wa = a;
+    if (c->nccl)
+        rc = cuda_nccl_allgather_span(c->nccl, c->wbucket, be->L->n_floats, a, b, es, c->stream);
+exit:
+    return rc;
+}
+
+/* Stage 2+: bucket k's gradients go into a zeroed gbucket (as stage 1's
+ * zeroed full vector), so every kernel adds the same floats. */
+static int cuda_open_bucket(backend *be, int64_t k)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    size_t a, b;
+    int rc = ST_OK;
+    if (c->zero < 2)
+        return ST_OK;
+    cuda_bucket_span(be->L, k, &a, &b);
+    CU_TRY(cudaMemsetAsync(c->gbucket, 0, (b - a) * sizeof(float), c->stream));
+    c->ga = a;
+exit:
+    return rc;
+}
+
+__global__ void cuda_add_kernel(float *dst, const float *src, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        dst[i] += src[i];
+}
+
+/* Stage 2+: bucket k reduce-scattered in rank order (the CPU rule); this
+ * rank's part lands in its range of grads: copied by the step's first
+ * micro-batch (stage 1's value exactly), added by later ones. */
+static int cuda_close_bucket(backend *be, int64_t k)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    size_t a, b, x, y;
+    int rc = ST_OK;
+    if (c->zero < 2)
+        return ST_OK;
+    cuda_bucket_span(be->L, k, &a, &b);
+    if (c->nccl)
+        CU_OK(cuda_nccl_reduce_scatter_span(c->nccl, c->gbucket, be->L->n_floats, a, b, c->stream));
+    cuda_cut(be, a, b, &x, &y);
+    if (y == x)
+        goto exit;
+    if (!c->reduced) {
+        CU_TRY(cudaMemcpyAsync(c->grads + (x - be->lo), c->gbucket + (x - a), (y - x) * sizeof(float),
+                               cudaMemcpyDeviceToDevice, c->stream));
+    } else {
+        cuda_add_kernel<<<cuda_blocks((int64_t)(y - x), 256), 256, 0, c->stream>>>(c->grads + (x - be->lo),
+                                                                                c->gbucket + (x - a), y - x);
+        CU_LAUNCHED();
+    }
+exit:
+    return rc;
+}
 
 template <typename T>
 static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
@@ -271,9 +381,13 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
     T *qkv = (T *)CUDA_GBUF(c, CA_QKV);
     cuda_gemm g;
     int rc = ST_OK;
+    CU_OK(cuda_gather_bucket(be, -1));
+    W = cuda_w<T>(c);
     CU_OK(cuda_encoder_forward(s, (float *)CUDA_ABUF(c, CA_RES, 0), W + model_embed(L)->offset, tok, d->N,
                                d->T, stride, d->D));
     for (int64_t l = 0; l < d->L; l++) {
+        CU_OK(cuda_gather_bucket(be, l));
+        W = cuda_w<T>(c);
         float *res = (float *)CUDA_ABUF(c, CA_RES, l), *mid = (float *)CUDA_ABUF(c, CA_MID, l);
         float *next = l + 1 < d->L ? (float *)CUDA_ABUF(c, CA_RES, l + 1) : (float *)CUDA_GBUF(c, CA_FINAL_RES);
         T *xn1 = (T *)CUDA_ABUF(c, CA_XN1, l), *xn2 = (T *)CUDA_ABUF(c, CA_XN2, l), *ao = (T *)CUDA_ABUF(c, CA_AO, l);
@@ -296,6 +410,10 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
         g = cuda_gemm_plan(d, CUDA_G_DOWN, 0);
         CU_OK(cuda_gemm_run(x, &g, h, W + cuda_off(be, l, MODEL_DOWN), mid, next));
     }
+    /* The final norm and lm_head stay gathered through the head and its
+     * backward. */
+    CU_OK(cuda_gather_bucket(be, d->L));
+    W = cuda_w<T>(c);
     CU_OK(cuda_rmsnorm_forward<T>(s, (T *)CUDA_GBUF(c, CA_XNF), (float *)CUDA_GBUF(c, CA_RSF),
                                   (float *)CUDA_GBUF(c, CA_FINAL_RES), W + model_final_norm(L)->offset, d->N,
                                   d->D, c->s.norm_eps));
@@ -325,7 +443,7 @@ static int cuda_head(backend *be, const cuda_dims *d, int grad, float grad_scale
         if (!grad)
             continue;
         g = cuda_gemm_plan(d, CUDA_G_DWLM, rows);
-        CU_OK(cuda_gemm_run(x, &g, dz, xnf + r0 * d->D, c->grads + lm, c->grads + lm));
+        CU_OK(cuda_gemm_run(x, &g, dz, xnf + r0 * d->D, cuda_g(c) + lm, cuda_g(c) + lm));
         g = cuda_gemm_plan(d, CUDA_G_DXNF, rows);
         CU_OK(cuda_gemm_run(x, &g, dz, W + lm, NULL, dxn + r0 * d->D));
     }
@@ -342,7 +460,7 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     cudaStream_t s = c->stream;
     cuda_gemm_ctx *x = &c->gemm;
     T *W = cuda_w<T>(c);
-    float *G = c->grads;
+    float *G = cuda_g(c);
     float *dres = (float *)CUDA_GBUF(c, CA_DRES), *dxn = (float *)CUDA_GBUF(c, CA_DXN), *dh = (float *)CUDA_GBUF(c, CA_DH);
     T *dres_ct = (T *)CUDA_GBUF(c, CA_DRES_CT), *dgu = (T *)CUDA_GBUF(c, CA_DGU), *dao = (T *)CUDA_GBUF(c, CA_DAO);
     T *dqkv = (T *)CUDA_GBUF(c, CA_QKV);
@@ -354,7 +472,12 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     int rc = ST_OK;
     CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + fn, part, dxn, (float *)CUDA_GBUF(c, CA_FINAL_RES),
                                    (float *)CUDA_GBUF(c, CA_RSF), W + fn, d->N, d->D, d->norm_rows, 0));
+    CU_OK(cuda_close_bucket(be, d->L));
     for (int64_t l = d->L - 1; l >= 0; l--) {
+        CU_OK(cuda_gather_bucket(be, l));
+        CU_OK(cuda_open_bucket(be, l));
+        W = cuda_w<T>(c);
+        G = cuda_g(c);
         size_t od = cuda_off(be, l, MODEL_DOWN), og = cuda_off(be, l, MODEL_GATE), oo = cuda_off(be, l, MODEL_O);
         size_t oq = cuda_off(be, l, MODEL_Q), o1 = cuda_off(be, l, MODEL_LN1), o2 = cuda_off(be, l, MODEL_LN2);
         /* MLP */
@@ -385,9 +508,13 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
         CU_OK(cuda_gemm_run(x, &g, dqkv, W + oq, NULL, dxn));
         CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + o1, part, dxn, (float *)CUDA_ABUF(c, CA_RES, l),
                                        (float *)CUDA_ABUF(c, CA_RS1, l), W + o1, d->N, d->D, d->norm_rows, 1));
+        CU_OK(cuda_close_bucket(be, l));
     }
+    CU_OK(cuda_open_bucket(be, -1));
+    G = cuda_g(c);
     CU_OK(cuda_encoder_backward(s, G + model_embed(L)->offset, dres, (const int32_t *)CUDA_GBUF(c, CA_EMBIDX),
                                 c->emb_u, d->D));
+    CU_OK(cuda_close_bucket(be, -1));
 exit:
     return rc;
 }
@@ -424,9 +551,11 @@ static int cuda_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float gra
     cuda_prof_mark(c, 0);
     CU_OK(CUDA_DISPATCH(c, cuda_trunk_forward, be, &d, T + 1));
     cuda_prof_mark(c, 1);
+    CU_OK(cuda_open_bucket(be, c->s.n_layers));   /* lm_head's gradient: the head's */
     CU_OK(CUDA_DISPATCH(c, cuda_head, be, &d, 1, grad_scale, c->loss_acc));
     cuda_prof_mark(c, 2);
     CU_OK(CUDA_DISPATCH(c, cuda_trunk_backward, be, &d));
+    c->reduced = 1;
     cuda_prof_mark(c, 3);
     if (c->profile) {
         c->ph_ms[0] += cuda_prof_ms(c, 0, 1);
@@ -513,32 +642,32 @@ static int cuda_zero_grads(backend *be)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     int rc = ST_OK;
-    CU_TRY(cudaMemsetAsync(c->grads, 0, be->L->n_floats * sizeof(float), c->stream));
+    CU_TRY(cudaMemsetAsync(c->grads, 0, c->glen * sizeof(float), c->stream));
+    c->reduced = 0;
 exit:
     return rc;
 }
 
 /* NCCL moves the bytes, the rank-order sum kernel adds (nccl.cu): the CPU
- * rule. One rank without SPOTRAIN_NCCL: its range is the whole vector. */
+ * rule. One rank without SPOTRAIN_NCCL: its range is the whole vector.
+ * From stage 2 the backward has reduced every bucket already. */
 static int cuda_reduce_grads(backend *be)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
-    return c->nccl ? cuda_nccl_reduce_scatter(c->nccl, c->grads, be->L->n_floats, c->stream) : ST_OK;
+    return c->nccl && c->zero < 2 ? cuda_nccl_reduce_scatter(c->nccl, c->grads, be->L->n_floats, c->stream) : ST_OK;
 }
 
 /* What the next forward reads, whole on every rank: the working copy under
  * bf16/fp16 (half the bytes of fp32; the embedding and norm kernels read
- * it too), the master otherwise. So the fp32 master is current on this
- * rank's range only (master_partial). */
+ * it too), the master otherwise. Stage 3 gathers bucket by bucket inside
+ * the forward and backward instead. */
 static int cuda_gather_params(backend *be)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
-    if (!c->nccl)
+    if (!c->nccl || c->zero >= 3)
         return ST_OK;
-    if (c->work) {
-        c->master_partial = be->world > 1;
+    if (c->work)
         return cuda_nccl_allgather(c->nccl, c->work, be->L->n_floats, cuda_prec_bytes(c->prec), c->stream);
-    }
     return cuda_nccl_allgather(c->nccl, c->master, be->L->n_floats, sizeof(float), c->stream);
 }
 
@@ -547,7 +676,7 @@ static int cuda_grad_sumsq(backend *be, double *out)
     cuda_impl *c = (cuda_impl *)be->impl;
     int rc = ST_OK;
     cuda_prof_mark(c, 4);
-    CU_OK(cuda_sumsq(c->stream, c->sumsq, c->sumsq_part, c->grads + be->lo, (int64_t)(be->hi - be->lo)));
+    CU_OK(cuda_sumsq(c->stream, c->sumsq, c->sumsq_part, c->grads + (be->lo - c->goff), (int64_t)(be->hi - be->lo)));
     CU_TRY(cudaMemcpyAsync(c->h_scalar, c->sumsq, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
     CU_TRY(cudaStreamSynchronize(c->stream));
     *out = *c->h_scalar;
@@ -559,7 +688,8 @@ static int cuda_adamw_op(backend *be, const optim_hparams *h, double lr, double 
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     elem_adamw_k k = optim_adamw_consts(h, lr, clip_scale, step);
-    size_t lo = be->lo, n = be->hi - be->lo;
+    size_t lo = be->lo, n = be->hi - be->lo, wl = lo - c->woff;
+    float *p = c->master + (lo - c->moff), *g = c->grads + (lo - c->goff);
     int rc = ST_OK;
     /* The snapshot copy of the previous state must finish before the
      * update overwrites it; the events time that wait (the compute stall). */
@@ -575,14 +705,14 @@ static int cuda_adamw_op(backend *be, const optim_hparams *h, double lr, double 
         }
     }
     if (c->prec == CUDA_BF16)
-        rc = cuda_adamw<__nv_bfloat16>(c->stream, c->master + lo, (__nv_bfloat16 *)c->work + lo, c->grads + lo, c->m,
-                                       c->v, c->seg, c->nseg, (int64_t)n, &k, lr, h->weight_decay);
+        rc = cuda_adamw<__nv_bfloat16>(c->stream, p, (__nv_bfloat16 *)c->work + wl, g, c->m, c->v, c->seg, c->nseg,
+                                       (int64_t)n, &k, lr, h->weight_decay);
     else if (c->prec == CUDA_FP16)
-        rc = cuda_adamw<__half>(c->stream, c->master + lo, (__half *)c->work + lo, c->grads + lo, c->m, c->v, c->seg,
-                                c->nseg, (int64_t)n, &k, lr, h->weight_decay);
+        rc = cuda_adamw<__half>(c->stream, p, (__half *)c->work + wl, g, c->m, c->v, c->seg, c->nseg, (int64_t)n, &k,
+                                lr, h->weight_decay);
     else
-        rc = cuda_adamw<float>(c->stream, c->master + lo, (float *)NULL, c->grads + lo, c->m, c->v, c->seg, c->nseg,
-                               (int64_t)n, &k, lr, h->weight_decay);
+        rc = cuda_adamw<float>(c->stream, p, (float *)NULL, g, c->m, c->v, c->seg, c->nseg, (int64_t)n, &k, lr,
+                               h->weight_decay);
     cuda_prof_mark(c, 5);
     if (c->profile && rc == ST_OK) {
         c->ph_ms[3] += cuda_prof_ms(c, 4, 5);
@@ -597,14 +727,15 @@ static int cuda_range_ok(const backend *be, int array, size_t off, size_t n, flo
     cuda_impl *c = (cuda_impl *)be->impl;
     size_t N = be->L->n_floats;
     if (array == BK_PARAMS || array == BK_GRADS) {
+        size_t a = array == BK_PARAMS ? c->moff : c->goff, len = array == BK_PARAMS ? c->mlen : c->glen;
         if (off > N || n > N - off)
             return util_fail(ST_SOFTWARE, "backend cuda: range [%zu, +%zu) outside the %zu parameters", off, n, N);
-        if (array == BK_PARAMS && c->master_partial && n > 0 && (off < be->lo || off + n > be->hi))
-            return util_fail(ST_SOFTWARE, "backend cuda: fp32 parameters [%zu, +%zu) asked for, but with %d ranks "
-                             "under %s only this rank's [%zu, %zu) is current (the working copy is what is "
-                             "gathered); read a checkpoint instead", off, n, be->world, cuda_prec_name(c->prec),
-                             be->lo, be->hi);
-        *base = (array == BK_PARAMS ? c->master : c->grads) + off;
+        if (n > 0 && (off < a || off + n > a + len))
+            return util_fail(ST_SOFTWARE, "backend cuda: fp32 %s [%zu, +%zu) asked for, but with %d ranks under %s "
+                             "and ZeRO stage %d this rank holds [%zu, %zu) only; read a checkpoint instead",
+                             array == BK_PARAMS ? "parameters" : "gradients", off, n, be->world,
+                             cuda_prec_name(c->prec), c->zero, a, a + len);
+        *base = (array == BK_PARAMS ? c->master : c->grads) + (n > 0 ? off - a : 0);
         return ST_OK;
     }
     if ((array != BK_ADAM_M && array != BK_ADAM_V) || off < be->lo || off > be->hi || n > be->hi - off)
@@ -614,19 +745,62 @@ static int cuda_range_ok(const backend *be, int array, size_t off, size_t n, flo
     return ST_OK;
 }
 
+/* n fp32 values at dst (device) into the working copy at flat offset off. */
+static int cuda_to_work(cuda_impl *c, size_t off, const float *dst, size_t n)
+{
+    char *w = (char *)c->work + (off - c->woff) * cuda_prec_bytes(c->prec);
+    if (c->prec == CUDA_BF16)
+        return cuda_convert<__nv_bfloat16>(c->stream, (__nv_bfloat16 *)(void *)w, dst, (int64_t)n);
+    return cuda_convert<__half>(c->stream, (__half *)(void *)w, dst, (int64_t)n);
+}
+
+/* BK_PARAMS takes any range of the full vector: the master keeps what it
+ * holds of it; a whole working copy (16-bit, stages 1-2) converts all of
+ * it, the part outside the master's range through a staging buffer that
+ * is free at load time (the gradients, or the gradient bucket), zeroed
+ * after; a sharded one (stage 3) converts its range from the master. */
+static int cuda_load_params(backend *be, size_t off, size_t n, const float *src)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    size_t x = off > c->moff ? off : c->moff, y = off + n < c->moff + c->mlen ? off + n : c->moff + c->mlen;
+    float *stage = c->gbucket ? c->gbucket : c->grads;
+    size_t cap = c->gbucket ? c->bucket_cap : c->glen;
+    int rc = ST_OK;
+    if (off > be->L->n_floats || n > be->L->n_floats - off)
+        return util_fail(ST_SOFTWARE, "backend cuda: range [%zu, +%zu) outside the %zu parameters", off, n,
+                         be->L->n_floats);
+    if (y > x) {
+        CU_TRY(cudaMemcpyAsync(c->master + (x - c->moff), src + (x - off), (y - x) * sizeof(float),
+                               cudaMemcpyHostToDevice, c->stream));
+        if (c->work)
+            CU_OK(cuda_to_work(c, x, c->master + (x - c->moff), y - x));
+    }
+    if (c->work && c->zero < 3) {
+        /* Before and after the master's part. */
+        size_t part[2][2] = {{off, y > x ? x : off + n}, {y > x ? y : off + n, off + n}};
+        for (int i = 0; i < 2; i++)
+            for (size_t p = part[i][0], k = 0; p < part[i][1]; p += k) {
+                k = part[i][1] - p < cap ? part[i][1] - p : cap;
+                CU_TRY(cudaMemcpyAsync(stage, src + (p - off), k * sizeof(float), cudaMemcpyHostToDevice,
+                                       c->stream));
+                CU_OK(cuda_to_work(c, p, stage, k));
+            }
+        CU_TRY(cudaMemsetAsync(stage, 0, cap * sizeof(float), c->stream));
+    }
+    CU_TRY(cudaStreamSynchronize(c->stream));
+exit:
+    return rc;
+}
+
 static int cuda_load(backend *be, int array, size_t off, size_t n, const float *src)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     float *dst = NULL;
     int rc = ST_OK;
+    if (array == BK_PARAMS)
+        return cuda_load_params(be, off, n, src);
     CU_OK(cuda_range_ok(be, array, off, n, &dst));
     CU_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
-    if (array == BK_PARAMS && c->work) {
-        if (c->prec == CUDA_BF16)
-            CU_OK(cuda_convert<__nv_bfloat16>(c->stream, (__nv_bfloat16 *)c->work + off, dst, (int64_t)n));
-        else
-            CU_OK(cuda_convert<__half>(c->stream, (__half *)c->work + off, dst, (int64_t)n));
-    }
     CU_TRY(cudaStreamSynchronize(c->stream));
 exit:
     return rc;
@@ -654,7 +828,7 @@ static int cuda_snapshot(backend *be, float *dst)
     CU_TRY(cudaEventRecord(c->ev_ready, c->stream));
     CU_TRY(cudaStreamWaitEvent(c->copy, c->ev_ready, 0));
     CU_TRY(cudaEventRecord(c->ev_snap0, c->copy));
-    CU_TRY(cudaMemcpyAsync(dst, c->master + be->lo, bytes, cudaMemcpyDeviceToHost, c->copy));
+    CU_TRY(cudaMemcpyAsync(dst, c->master + (be->lo - c->moff), bytes, cudaMemcpyDeviceToHost, c->copy));
     CU_TRY(cudaMemcpyAsync(dst + n, c->m, bytes, cudaMemcpyDeviceToHost, c->copy));
     CU_TRY(cudaMemcpyAsync(dst + 2 * n, c->v, bytes, cudaMemcpyDeviceToHost, c->copy));
     CU_TRY(cudaEventRecord(c->ev_snap, c->copy));
@@ -735,7 +909,7 @@ static void cuda_destroy(backend *be)
             cudaHostUnregister(c->pinned[i]);
         cuda_gemm_destroy(&c->gemm);
         void *dev[] = {c->master, c->grads, c->m, c->v, c->work, c->rope_cos, c->rope_sin, c->seg, c->loss_acc,
-                       c->eval_acc, c->sumsq, c->sumsq_part, c->arena};
+                       c->eval_acc, c->sumsq, c->sumsq_part, c->arena, c->gbucket, c->wbucket};
         for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
             if (dev[i])
                 cudaFree(dev[i]);
@@ -788,6 +962,7 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     int rc = ST_OK, oom = 0;
     size_t n = L->n_floats, ct = cuda_prec_bytes(prec);
     cudaDeviceProp prop;
+    cuda_memplan mp;
     if (!be || !c) {
         free(be);
         free(c);
@@ -822,15 +997,42 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
         rc = util_fail(rc, "backend cuda: %s", why);
         goto exit;
     }
+    c->zero = o && o->zero > 1 ? o->zero : 1;
+    if (c->zero > 3) {
+        rc = util_fail(ST_CONFIG, "train.zero = %d: use 1, 2, 3 or auto", c->zero);
+        goto exit;
+    }
+    /* The memory model's plan (model/memplan.c) sizes what follows. */
+    CU_OK(cuda_memory_plan(&c->s, 1, world, prec, c->zero, &mp));
     {
         size_t r = be->hi - be->lo;
         int64_t half = c->s.head_dim / 2, T = c->s.seq_len;
-        CU_OK(cuda_alloc((void **)&c->master, n * 4, "the fp32 parameters", &oom));
-        CU_OK(cuda_alloc((void **)&c->grads, n * 4, "the fp32 gradients", &oom));
+        int shard_m = ct == 2 || c->zero >= 3;
+        c->moff = shard_m ? be->lo : 0;
+        c->mlen = shard_m ? r : n;
+        c->woff = c->zero >= 3 ? be->lo : 0;
+        c->goff = c->zero >= 2 ? be->lo : 0;
+        c->glen = c->zero >= 2 ? r : n;
+        c->bucket_cap = mp.bucket;
+        for (int64_t k = -1; k <= c->s.n_layers && c->zero >= 2; k++) {
+            size_t a, b;
+            cuda_bucket_span(L, k, &a, &b);
+            if (b - a > c->bucket_cap) {
+                rc = util_fail(ST_SOFTWARE, "backend cuda: bucket %lld holds %zu floats, the plan %zu",
+                               (long long)k, b - a, c->bucket_cap);
+                goto exit;
+            }
+        }
+        CU_OK(cuda_alloc((void **)&c->master, c->mlen * 4, "the fp32 parameters", &oom));
+        CU_OK(cuda_alloc((void **)&c->grads, c->glen * 4, "the fp32 gradients", &oom));
         CU_OK(cuda_alloc((void **)&c->m, r * 4, "Adam m", &oom));
         CU_OK(cuda_alloc((void **)&c->v, r * 4, "Adam v", &oom));
         if (ct == 2)
-            CU_OK(cuda_alloc(&c->work, n * 2, "the working copy of the weights", &oom));
+            CU_OK(cuda_alloc(&c->work, (c->zero >= 3 ? r : n) * 2, "the working copy of the weights", &oom));
+        if (c->zero >= 2)
+            CU_OK(cuda_alloc((void **)&c->gbucket, c->bucket_cap * 4, "the gradient bucket", &oom));
+        if (c->zero >= 3)
+            CU_OK(cuda_alloc(&c->wbucket, c->bucket_cap * ct, "the parameter bucket", &oom));
         CU_OK(cuda_alloc((void **)&c->rope_cos, (size_t)(T * half) * 4, "RoPE tables", &oom));
         CU_OK(cuda_alloc((void **)&c->rope_sin, (size_t)(T * half) * 4, "RoPE tables", &oom));
         CU_OK(cuda_alloc((void **)&c->loss_acc, 8, "the loss", &oom));
@@ -843,16 +1045,17 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
             rc = util_fail(ST_SOFTWARE, "backend cuda: out of host memory");
             goto exit;
         }
-        CU_TRY(cudaMemsetAsync(c->master, 0, n * 4, c->stream));
-        CU_TRY(cudaMemsetAsync(c->grads, 0, n * 4, c->stream));
+        CU_TRY(cudaMemsetAsync(c->master, 0, c->mlen * 4, c->stream));
+        CU_TRY(cudaMemsetAsync(c->grads, 0, c->glen * 4, c->stream));
         CU_TRY(cudaMemsetAsync(c->m, 0, r * 4, c->stream));
         CU_TRY(cudaMemsetAsync(c->v, 0, r * 4, c->stream));
         if (c->work)
-            CU_TRY(cudaMemsetAsync(c->work, 0, n * 2, c->stream));
+            CU_TRY(cudaMemsetAsync(c->work, 0, (c->zero >= 3 ? r : n) * 2, c->stream));
         CU_TRY(cudaMemsetAsync(c->loss_acc, 0, 8, c->stream));
         /* The CPU backend's tables, computed the same way on the host. */
         float *cs = (float *)malloc((size_t)(T * half + 1) * 4), *sn = (float *)malloc((size_t)(T * half + 1) * 4);
-        cuda_adamw_seg *seg = (cuda_adamw_seg *)malloc((size_t)(L->n_params + 1) * sizeof *seg);
+        int cap = cuda_adamw_seg_cap(&c->s);
+        cuda_adamw_seg *seg = (cuda_adamw_seg *)malloc((size_t)cap * sizeof *seg);
         if (!cs || !sn || !seg) {
             free(cs);
             free(sn);
@@ -866,12 +1069,12 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
                 cs[t * half + i] = (float)cos((double)t * inv);
                 sn[t * half + i] = (float)sin((double)t * inv);
             }
-        c->nseg = cuda_adamw_segments(L, be->lo, be->hi, seg, L->n_params + 1);
+        c->nseg = cuda_adamw_segments(L, be->lo, be->hi, seg, cap);
         cudaError_t e1 = cudaMemcpy(c->rope_cos, cs, (size_t)(T * half) * 4, cudaMemcpyHostToDevice);
         cudaError_t e2 = cudaMemcpy(c->rope_sin, sn, (size_t)(T * half) * 4, cudaMemcpyHostToDevice);
         cudaError_t e3 = cudaSuccess;
         if (c->nseg > 0) {
-            e3 = cudaMalloc((void **)&c->seg, (size_t)c->nseg * sizeof *seg);
+            e3 = cudaMalloc((void **)&c->seg, (size_t)cap * sizeof *seg);   /* the plan's room */
             if (e3 == cudaSuccess)
                 e3 = cudaMemcpy(c->seg, seg, (size_t)c->nseg * sizeof *seg, cudaMemcpyHostToDevice);
         }
@@ -885,7 +1088,7 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     }
     /* After the state exists: NCCL's own buffers come out of what is left. */
     if (world > 1 || (force && !strcmp(force, "1"))) {
-        CU_OK(cuda_nccl_open(&c->nccl, rank, world, 0));
+        CU_OK(cuda_nccl_open(&c->nccl, rank, world, 0, mp.slot));
         if (rank == 0 || world == 1)
             util_log("backend cuda: rank %d of %d on %s; data plane %s", rank, world, dev_desc,
                      cuda_nccl_version(c->nccl));

@@ -48,7 +48,8 @@ struct cuda_nccl {
     ncclComm_t comm;
     int rank, world;
     size_t chunk;            /* elements per rank per round (comm_get_chunk) */
-    float *recv;             /* world x chunk floats: one receive slot per rank */
+    size_t slot;             /* floats of a receive slot: min(chunk, the largest piece), the memory plan's */
+    float *recv;             /* world x slot floats: one receive slot per rank */
     cuda_xfer_op *ops;       /* world - 1 */
     cudaEvent_t done;
     char version[64];
@@ -204,7 +205,7 @@ static void cuda_nccl_log_to_file(cuda_nccl *x)
     setenv("NCCL_DEBUG_FILE", x->log_path, 1);
 }
 
-int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
+int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport, size_t slot)
 {
     *out = NULL;
     cuda_nccl *x = (cuda_nccl *)calloc(1, sizeof *x);
@@ -215,6 +216,7 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
     x->rank = rank;
     x->world = world;
     x->chunk = comm_get_chunk();
+    x->slot = slot > 0 && slot < x->chunk ? slot : x->chunk;
     if (log_transport)
         cuda_nccl_log_to_file(x);
     CU_OK(cuda_nccl_load(&x->api, x->version, sizeof x->version));
@@ -247,10 +249,10 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
         CU_OK(cuda_nccl_wait(x, NULL, comm_get_timeout(), "communicator init"));
     }
     if (world > 1) {
-        if (cudaMalloc((void **)&x->recv, (size_t)world * x->chunk * sizeof(float)) != cudaSuccess) {
+        if (cudaMalloc((void **)&x->recv, (size_t)world * x->slot * sizeof(float)) != cudaSuccess) {
             cudaGetLastError();
             rc = util_fail(ST_SOFTWARE, "backend cuda: out of device memory for the gradient receive buffer (%d x "
-                           "%zu floats); lower SPOTRAIN_COMM_CHUNK", world, x->chunk);
+                           "%zu floats); lower SPOTRAIN_COMM_CHUNK", world, x->slot);
             goto exit;
         }
         x->ops = (cuda_xfer_op *)malloc((size_t)(world - 1) * sizeof *x->ops);
@@ -349,26 +351,28 @@ exit:
     return rc;
 }
 
-int cuda_nccl_reduce_scatter(cuda_nccl *x, float *g, size_t n, cudaStream_t s)
+/* The span [a, b) of the n-element vector, held in buf (buf[0] is element
+ * a): each round's pieces to their owners, every peer's copy of mine into
+ * its slot, then the rank-order sum into buf. freeze: the test hook's name
+ * at the middle round, or NULL. */
+static int cuda_nccl_rs(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s, const char *freeze)
 {
     const char *what = "gradient reduce-scatter";
     double timeout = comm_get_timeout();
-    size_t rounds = comm_rounds(n, x->world, x->chunk);
+    size_t rounds = comm_span_rounds(n, a, b, x->world, x->chunk);
     int rc = ST_OK;
     if (!x->comm)
         return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
     for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
         size_t off, cnt;
-        int nops = x->world > 1 ? cuda_xfer_rs_round(n, x->rank, x->world, x->chunk, k, x->ops, &off, &cnt) : 0;
-        if (x->world == 1)
-            comm_piece(n, 0, 1, x->chunk, k, &off, &cnt);
-        if (k == rounds / 2)
-            comm_test_freeze("nccl-reduce");   /* mid-reduction: the peers have started it */
+        int nops = cuda_xfer_rs_span_round(n, a, b, x->rank, x->world, x->chunk, x->slot, k, x->ops, &off, &cnt);
+        if (freeze && k == rounds / 2)
+            comm_test_freeze(freeze);   /* mid-reduction: the peers have started it */
         if (nops > 0)
-            CU_OK(cuda_nccl_round(x, (const char *)g, (char *)x->recv, sizeof(float), nops, s, timeout, what));
-        if (cnt > 0) {
-            cuda_rank_sum_kernel<<<cuda_blocks((int64_t)cnt, 256), 256, 0, s>>>(g + off, x->recv, x->chunk, x->world,
-                                                                               x->rank, cnt);
+            CU_OK(cuda_nccl_round(x, (const char *)buf, (char *)x->recv, sizeof(float), nops, s, timeout, what));
+        if (cnt > 0 && x->world > 1) {
+            cuda_rank_sum_kernel<<<cuda_blocks((int64_t)cnt, 256), 256, 0, s>>>(buf + off, x->recv, x->slot,
+                                                                               x->world, x->rank, cnt);
             CU_LAUNCHED();
         }
     }
@@ -377,22 +381,45 @@ exit:
     return rc;
 }
 
-int cuda_nccl_allgather(cuda_nccl *x, void *p, size_t n, size_t esize, cudaStream_t s)
+static int cuda_nccl_ag(cuda_nccl *x, void *p, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s,
+                        const char *freeze)
 {
     const char *what = esize == 4 ? "parameter all-gather" : "parameter all-gather (working copy)";
     double timeout = comm_get_timeout();
-    size_t rounds = x->world > 1 ? comm_rounds(n, x->world, x->chunk) : 0;
+    size_t rounds = x->world > 1 ? comm_span_rounds(n, a, b, x->world, x->chunk) : 0;
     int rc = ST_OK;
     if (!x->comm)
         return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
     for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
-        int nops = cuda_xfer_ag_round(n, x->rank, x->world, x->chunk, k, x->ops);
-        if (k == rounds / 2)
-            comm_test_freeze("nccl-gather");
+        int nops = cuda_xfer_ag_span_round(n, a, b, x->rank, x->world, x->chunk, k, x->ops);
+        if (freeze && k == rounds / 2)
+            comm_test_freeze(freeze);
         if (nops > 0)
             rc = cuda_nccl_round(x, (const char *)p, (char *)p, esize, nops, s, timeout, what);
     }
     return rc == ST_OK ? cuda_nccl_finish(x, s, timeout, what) : rc;
+}
+
+int cuda_nccl_reduce_scatter(cuda_nccl *x, float *g, size_t n, cudaStream_t s)
+{
+    return cuda_nccl_rs(x, g, n, 0, n, s, "nccl-reduce");
+}
+
+int cuda_nccl_allgather(cuda_nccl *x, void *p, size_t n, size_t esize, cudaStream_t s)
+{
+    return cuda_nccl_ag(x, p, n, 0, n, esize, s, "nccl-gather");
+}
+
+int cuda_nccl_reduce_scatter_span(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s)
+{
+    comm_test_freeze("bucket");
+    return cuda_nccl_rs(x, buf, n, a, b, s, NULL);
+}
+
+int cuda_nccl_allgather_span(cuda_nccl *x, void *buf, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s)
+{
+    comm_test_freeze("layer");
+    return cuda_nccl_ag(x, buf, n, a, b, esize, s, NULL);
 }
 
 int cuda_nccl_transport(cuda_nccl *x, char *out, size_t cap)
@@ -500,7 +527,7 @@ extern "C" int backend_cuda_plane_open(backend_plane **out, size_t max_floats)
         goto exit;
     }
     d->cap = max_floats;
-    CU_OK(cuda_nccl_open(&d->x, comm_rank(), comm_size(), 1));
+    CU_OK(cuda_nccl_open(&d->x, comm_rank(), comm_size(), 1, 0));
     snprintf(d->where, sizeof d->where, "%s, %s", dev_desc, cuda_nccl_version(d->x));
     d->p.reduce_scatter = cuda_dp_reduce_scatter;
     d->p.allgather = cuda_dp_allgather;

@@ -18,14 +18,22 @@ int cuda_nccl_pick_device(int world, int *dev, char *desc, size_t cap);
 /* Opens libnccl.so.2 and the non-blocking communicator of rank/world on the
  * current device: rank 0's ncclGetUniqueId reaches the others over MPI
  * (comm_bcast). log_transport: NCCL's INFO log goes to a temporary file
- * for cuda_nccl_transport (unless the user set NCCL_DEBUG). */
-int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport);
+ * for cuda_nccl_transport (unless the user set NCCL_DEBUG). slot: floats
+ * per rank of the receive buffer, the largest piece any reduce-scatter
+ * here exchanges (the memory plan's); 0 or more than a chunk: a chunk. */
+int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport, size_t slot);
 
 /* After it g[lo,hi) holds the rank-order sum over ranks (comm_range's
  * range; the rest of g is unchanged). Queued on s and waited for. */
 int cuda_nccl_reduce_scatter(cuda_nccl *x, float *g, size_t n, cudaStream_t s);
 /* Every rank's range of the n elements of esize bytes at p to all ranks. */
 int cuda_nccl_allgather(cuda_nccl *x, void *p, size_t n, size_t esize, cudaStream_t s);
+/* The same two over the span [a, b) of the n-element vector (a ZeRO
+ * bucket), held in buf (buf[0] is element a): after the reduce-scatter
+ * buf's part in this rank's range holds the rank-order sum; after the
+ * gather the whole span is every rank's. Waited for, like the others. */
+int cuda_nccl_reduce_scatter_span(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s);
+int cuda_nccl_allgather_span(cuda_nccl *x, void *buf, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s);
 
 /* The transport NCCL chose, one line (xfer.c), once a collective has
  * connected the peers; 1 when it fell back to sockets. */
