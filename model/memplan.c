@@ -40,6 +40,17 @@ static uint64_t memplan_comm_piece(const memplan_cfg *c, uint64_t R, uint64_t K)
     return C < part ? C : part;
 }
 
+static size_t memplan_largest_range(size_t n, int world)
+{
+    size_t most = 0;
+    for (int r = 0; r < world; r++) {
+        size_t lo, hi;
+        comm_range(n, r, world, &lo, &hi);
+        most = hi - lo > most ? hi - lo : most;
+    }
+    return most;
+}
+
 static int memplan_threads(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
 
 uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads)
@@ -165,10 +176,9 @@ int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
     if (rc != ST_OK)
         return rc;
     uint64_t n = model_count_params(&c->shape);
-    /* Ranks own 64-aligned ranges; the first ranks' are the largest. */
-    size_t lo, hi;
-    comm_range((size_t)n, 0, c->world, &lo, &hi);
-    b->range = hi - lo;
+    /* Ranks own 64-aligned ranges that differ by a unit of 64 (and the
+     * last one's tail): plan for the largest. */
+    b->range = memplan_largest_range((size_t)n, c->world);
     /* Stages 2-3: the range plus one bucket of the largest span of whole
      * layers the backend moves at once (the same buckets on both
      * backends); the collectives are blocking, so one bucket of each kind

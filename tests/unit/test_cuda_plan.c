@@ -364,8 +364,8 @@ static void test_memory_plan(void)
     model_shape s = {.dim = 2048, .n_layers = 16, .n_heads = 16, .n_kv_heads = 16, .head_dim = 128,
                      .ffn_dim = 5504, .vocab = 102400, .seq_len = 2048, .rope_theta = 10000, .norm_eps = 1e-6};
     cuda_memplan m, m32;
-    cuda_memory_plan(&s, 4, 1, CUDA_BF16, &m);
-    cuda_memory_plan(&s, 4, 1, CUDA_FP32, &m32);
+    EXPECT(cuda_memory_plan(&s, 4, 1, CUDA_BF16, 1, &m) == ST_OK);
+    EXPECT(cuda_memory_plan(&s, 4, 1, CUDA_FP32, 1, &m32) == ST_OK);
     double n = (double)model_count_params(&s), GiB = 1024.0 * 1024 * 1024;
     EXPECT(m.master == 4 * n && m.grads == 4 * n && m.adam == 8 * n && m.working == 2 * n);
     EXPECT(m32.working == 0);
@@ -373,14 +373,14 @@ static void test_memory_plan(void)
     EXPECT(m32.activations > m.activations);
     EXPECT(m.total < 141 * GiB);
     cuda_memplan w8;
-    cuda_memory_plan(&s, 4, 8, CUDA_BF16, &w8);
+    EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 1, &w8) == ST_OK);
     EXPECT(w8.adam == m.adam / 8);
     /* The NCCL receive buffer: one 4 Mi-float chunk per rank, none alone. */
     EXPECT(m.comm == 0 && w8.comm == 8.0 * 4 * (double)COMM_CHUNK_DEFAULT);
     EXPECT(w8.total - w8.comm < m.total);
     model_shape big = s;   /* deepseek-67b on one 80 GB GPU: does not fit */
     big.dim = 8192; big.n_layers = 95; big.n_heads = 64; big.n_kv_heads = 8; big.ffn_dim = 22016; big.seq_len = 4096;
-    cuda_memory_plan(&big, 1, 1, CUDA_BF16, &m);
+    EXPECT(cuda_memory_plan(&big, 1, 1, CUDA_BF16, 1, &m) == ST_OK);
     EXPECT(m.total > 80 * GiB);
 }
 
