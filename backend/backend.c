@@ -66,6 +66,18 @@ int backend_resolves_cpu(const char *name)
 #endif
 }
 
+uint64_t backend_gpu_memory(const char *name)
+{
+#ifdef SPOTRAIN_CUDA
+    char why[256];
+    if (!backend_resolves_cpu(name) && cuda_available(why, sizeof why))
+        return cuda_device_memory();
+#else
+    (void)name;
+#endif
+    return 0;
+}
+
 int backend_plane_open(backend_plane **out, const char *name, size_t max_floats)
 {
     *out = NULL;

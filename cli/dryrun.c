@@ -62,16 +62,25 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
 {
     memplan_cfg mc;
     memplan_bytes g;
-    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK || memplan_compute(&mc, &g) != ST_OK) {
+    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
+    /* zero = auto: the lowest stage that fits the GPU, as the trainer picks. */
+    uint64_t avail = !strcmp(c->zero, "auto") && gib > 0 ? (uint64_t)(gib * 1024.0 * 1024.0 * 1024.0) : 0;
+    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK || memplan_choose_zero(&mc, avail, &g) != ST_OK) {
         printf("per-GPU memory with backend cuda: not planned (%s)\n", util_last_error());
         return;
     }
     int half = mc.precision == MEMPLAN_BF16 || mc.precision == MEMPLAN_FP16;
-    printf("per-GPU memory with backend cuda, precision %s, %d rank%s (ZeRO stage %d: Adam m and v sharded):\n",
-           cuda_prec_name((cuda_prec)mc.precision), world, world == 1 ? "" : "s", mc.zero);
-    dryrun_line("weights (fp32 master)", (double)g.master);
-    dryrun_line(half ? "weights (working copy)" : "weights (no working copy)", (double)g.working);
-    dryrun_line("gradients (fp32)", (double)g.grads);
+    printf("per-GPU memory with backend cuda, precision %s, %d rank%s (ZeRO stage %d%s: Adam m and v%s sharded):\n",
+           cuda_prec_name((cuda_prec)mc.precision), world, world == 1 ? "" : "s", mc.zero,
+           avail ? ", zero auto" : "",
+           mc.zero >= 3 ? ", master, parameters and gradients" : mc.zero == 2 ? (half ? ", master and gradients"
+                                                                                   : ", gradients")
+           : half ? " and the fp32 master" : "");
+    dryrun_line(half ? "fp32 master (range)" : mc.zero >= 3 ? "weights (range + 1 bucket)" : "weights (fp32 master)",
+                (double)g.master);
+    dryrun_line(!half ? "weights (no working copy)" : mc.zero >= 3 ? "working (range + 1 bucket)" : "weights (working copy)",
+                (double)g.working);
+    dryrun_line(mc.zero >= 2 ? "gradients (range + 1 bucket)" : "gradients (fp32)", (double)g.grads);
     dryrun_line("adam m+v (this rank's range)", (double)g.adam);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
@@ -84,7 +93,6 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     dryrun_line("total", (double)g.total);
     printf("  per-GPU total: %llu bytes (host RAM besides: %.3f GiB checkpoint snapshot)\n",
            (unsigned long long)g.total, (double)g.host / (1024.0 * 1024.0 * 1024.0));
-    double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
     double need = (double)g.total / (1024.0 * 1024.0 * 1024.0);
     char advice[640];
     if (gib <= 0) {

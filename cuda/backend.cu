@@ -122,6 +122,17 @@ extern "C" int cuda_available(char *why, size_t cap)
     return 1;
 }
 
+extern "C" uint64_t cuda_device_memory(void)
+{
+    cudaDeviceProp p;
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1 || cudaGetDeviceProperties(&p, 0) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return (uint64_t)p.totalGlobalMem;
+}
+
 /* NCCL's version code (e.g. 22605 for 2.26.5), 0 when libnccl.so.2 does
  * not load. */
 static int cuda_nccl_version(void)

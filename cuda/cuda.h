@@ -16,6 +16,9 @@ extern "C" {
 /* 1 when a CUDA backend can start here: the driver loads, a device is
  * present, cuBLASLt opens. Otherwise 0 and why[] names what is missing. */
 int cuda_available(char *why, size_t cap);
+/* Bytes of memory on the device this process will drive (device 0 when
+ * ranks see one each; the node's GPUs are alike), 0 when unknown. */
+uint64_t cuda_device_memory(void);
 
 /* --version lines: compiled architectures, CUDA runtime, driver, cuBLASLt
  * and NCCL versions found, and every device. */
