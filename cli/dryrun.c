@@ -65,7 +65,8 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
     /* zero = auto: the lowest stage that fits the GPU, as the trainer picks. */
     uint64_t avail = !strcmp(c->zero, "auto") && gib > 0 ? (uint64_t)(gib * 1024.0 * 1024.0 * 1024.0) : 0;
-    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK || memplan_choose_zero(&mc, avail, &g) != ST_OK) {
+    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK ||
+        (avail ? memplan_choose_zero(&mc, avail, &g) : memplan_compute(&mc, &g)) != ST_OK) {
         printf("per-GPU memory with backend cuda: not planned (%s)\n", util_last_error());
         return;
     }
@@ -76,9 +77,10 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
            mc.zero >= 3 ? ", master, parameters and gradients" : mc.zero == 2 ? (half ? ", master and gradients"
                                                                                    : ", gradients")
            : half ? " and the fp32 master" : "");
-    dryrun_line(half ? "fp32 master (range)" : mc.zero >= 3 ? "weights (range + 1 bucket)" : "weights (fp32 master)",
+    dryrun_line(half ? "fp32 master (range)" : mc.zero >= 3 ? "weights (range + 2 buckets)" : "weights (fp32 master)",
                 (double)g.master);
-    dryrun_line(!half ? "weights (no working copy)" : mc.zero >= 3 ? "working (range + 1 bucket)" : "weights (working copy)",
+    dryrun_line(!half ? "weights (no working copy)" : mc.zero >= 3 ? "working (range + 2 buckets)"
+                                                                   : "weights (working copy)",
                 (double)g.working);
     dryrun_line(mc.zero >= 2 ? "gradients (range + 1 bucket)" : "gradients (fp32)", (double)g.grads);
     dryrun_line("adam m+v (this rank's range)", (double)g.adam);

@@ -24,6 +24,7 @@ extern "C" {
 }
 
 enum { CUDA_MAX_PINNED = 8 };
+static const int64_t CUDA_NO_BUCKET = INT32_MIN;   /* no bucket (buckets are -1..n_layers) */
 static_assert((int)CUDA_PLAN_SUMSQ_BLOCK == (int)CUDA_SUMSQ_BLOCK, "the memory plan sizes the norm partials");
 
 typedef struct {
@@ -46,8 +47,18 @@ typedef struct {
      * each is ever in use (the plan's). ga, wa: flat offset of the open /
      * gathered bucket's first element. */
     float *gbucket;
-    void *wbucket;
+    void *wbucket;                   /* the bucket cuda_w reads: wbuf[wcur] */
     size_t bucket_cap, ga, wa;
+    /* Stage 3: two parameter buffers, the current one and the one the next
+     * bucket is gathered into on the gather stream meanwhile; wk: the
+     * bucket each holds (CUDA_NO_BUCKET: none); pend: the bucket being
+     * gathered; ev_free[i]: the compute stream's last use of buffer i. */
+    void *wbuf[2];
+    int64_t wk[2], pend;
+    int wcur;
+    cudaStream_t gather;
+    cudaEvent_t ev_free[2], ev_gathered;
+    int training;                    /* the forward in flight is fwd_bwd's: its backward gathers next */
     int reduced;                     /* stage 2+: a micro-batch was reduced into grads since zero_grads */
     float *rope_cos, *rope_sin;      /* [seq_len, head_dim/2] */
     cuda_adamw_seg *seg;
@@ -303,26 +314,73 @@ static void cuda_cut(const backend *be, size_t a, size_t b, size_t *x, size_t *y
     *y = *y > *x ? *y : *x;
 }
 
-/* Stage 3: bucket k's parameters, this rank's part copied in from the
- * shard and the rest gathered from the peers (pure data movement), into
- * wbucket, where cuda_w then reads them. Blocking: the gather is waited
- * for before the bucket's kernels are queued. */
-static int cuda_gather_bucket(backend *be, int64_t k)
+/* Stage 3: bucket k's span [a, b) into buffer i: this rank's part copied
+ * in from the shard, the rest gathered from the peers (pure data
+ * movement), on stream s. Blocking (waited for) unless start. */
+static int cuda_fill_bucket(backend *be, int64_t k, int i, cudaStream_t s, int start)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     size_t a, b, x, y, es = c->work ? cuda_prec_bytes(c->prec) : sizeof(float);
     const char *src = c->work ? (const char *)c->work : (const char *)c->master;
+    char *dst = (char *)c->wbuf[i];
     int rc = ST_OK;
-    if (c->zero < 3)
-        return ST_OK;
     cuda_bucket_span(be->L, k, &a, &b);
     cuda_cut(be, a, b, &x, &y);
     if (y > x)
-        CU_TRY(cudaMemcpyAsync((char *)c->wbucket + (x - a) * es, src + (x - be->lo) * es, (y - x) * es,
-                               cudaMemcpyDeviceToDevice, c->stream));
-    c->wa = a;
+        CU_TRY(cudaMemcpyAsync(dst + (x - a) * es, src + (x - be->lo) * es, (y - x) * es, cudaMemcpyDeviceToDevice,
+                               s));
+    c->wk[i] = k;
     if (c->nccl)
-        rc = cuda_nccl_allgather_span(c->nccl, c->wbucket, be->L->n_floats, a, b, es, c->stream);
+        rc = start ? cuda_nccl_allgather_span_start(c->nccl, dst, be->L->n_floats, a, b, es, s)
+                   : cuda_nccl_allgather_span(c->nccl, dst, be->L->n_floats, a, b, es, s);
+    else if (start)
+        CU_TRY(cudaEventRecord(c->ev_gathered, s));
+exit:
+    return rc;
+}
+
+/* Stage 3: makes bucket k the one cuda_w reads (until the next call), and
+ * starts gathering bucket `next` (CUDA_NO_BUCKET: none) into the other of
+ * the two buffers on the gather stream, so that it moves while the compute
+ * stream runs bucket k's kernels. The other buffer is overwritten only
+ * after the compute stream is done with what it queued on it (ev_free).
+ * A started gather is waited for (bounded, as every wait for peers) when
+ * its bucket is asked for; one that was started for a bucket not asked
+ * for next is waited for and dropped. Every rank makes the same calls in
+ * the same order, so NCCL sees the same sequence of collectives. */
+static int cuda_gather_bucket(backend *be, int64_t k, int64_t next)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    int rc = ST_OK, other;
+    size_t a, b;
+    if (c->zero < 3)
+        return ST_OK;
+    /* Everything queued so far read the current buffer. */
+    CU_TRY(cudaEventRecord(c->ev_free[c->wcur], c->stream));
+    if (c->pend != CUDA_NO_BUCKET) {
+        if (c->nccl)
+            CU_OK(cuda_nccl_allgather_span_wait(c->nccl));
+        else
+            CU_TRY(cudaStreamWaitEvent(c->stream, c->ev_gathered, 0));
+        if (c->pend == k)
+            c->wcur ^= 1;
+        c->pend = CUDA_NO_BUCKET;
+    }
+    if (c->wk[c->wcur] != k) {
+        /* Not prefetched: gathered now on the compute stream, in order
+         * after the work that read the other buffer. */
+        CU_OK(cuda_fill_bucket(be, k, c->wcur ^ 1, c->stream, 0));
+        c->wcur ^= 1;
+    }
+    cuda_bucket_span(be->L, k, &a, &b);
+    c->wa = a;
+    c->wbucket = c->wbuf[c->wcur];
+    if (next == CUDA_NO_BUCKET)
+        goto exit;
+    other = c->wcur ^ 1;
+    CU_TRY(cudaStreamWaitEvent(c->gather, c->ev_free[other], 0));
+    CU_OK(cuda_fill_bucket(be, next, other, c->gather, 1));
+    c->pend = next;
 exit:
     return rc;
 }
@@ -392,12 +450,12 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
     T *qkv = (T *)CUDA_GBUF(c, CA_QKV);
     cuda_gemm g;
     int rc = ST_OK;
-    CU_OK(cuda_gather_bucket(be, -1));
+    CU_OK(cuda_gather_bucket(be, -1, 0));
     W = cuda_w<T>(c);
     CU_OK(cuda_encoder_forward(s, (float *)CUDA_ABUF(c, CA_RES, 0), W + model_embed(L)->offset, tok, d->N,
                                d->T, stride, d->D));
     for (int64_t l = 0; l < d->L; l++) {
-        CU_OK(cuda_gather_bucket(be, l));
+        CU_OK(cuda_gather_bucket(be, l, l + 1));
         W = cuda_w<T>(c);
         float *res = (float *)CUDA_ABUF(c, CA_RES, l), *mid = (float *)CUDA_ABUF(c, CA_MID, l);
         float *next = l + 1 < d->L ? (float *)CUDA_ABUF(c, CA_RES, l + 1) : (float *)CUDA_GBUF(c, CA_FINAL_RES);
@@ -423,7 +481,7 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
     }
     /* The final norm and lm_head stay gathered through the head and its
      * backward. */
-    CU_OK(cuda_gather_bucket(be, d->L));
+    CU_OK(cuda_gather_bucket(be, d->L, c->training && d->L > 0 ? d->L - 1 : CUDA_NO_BUCKET));
     W = cuda_w<T>(c);
     CU_OK(cuda_rmsnorm_forward<T>(s, (T *)CUDA_GBUF(c, CA_XNF), (float *)CUDA_GBUF(c, CA_RSF),
                                   (float *)CUDA_GBUF(c, CA_FINAL_RES), W + model_final_norm(L)->offset, d->N,
@@ -485,7 +543,7 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
                                    (float *)CUDA_GBUF(c, CA_RSF), W + fn, d->N, d->D, d->norm_rows, 0));
     CU_OK(cuda_close_bucket(be, d->L));
     for (int64_t l = d->L - 1; l >= 0; l--) {
-        CU_OK(cuda_gather_bucket(be, l));
+        CU_OK(cuda_gather_bucket(be, l, l > 0 ? l - 1 : CUDA_NO_BUCKET));
         CU_OK(cuda_open_bucket(be, l));
         W = cuda_w<T>(c);
         G = cuda_g(c);
@@ -555,6 +613,7 @@ static int cuda_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float gra
     int64_t T = c->s.seq_len;
     cuda_dims d;
     int rc = ST_OK;
+    c->training = 1;
     CU_OK(backend_check_tokens(be, tokens, B * (T + 1)));
     CU_OK(cuda_reserve(c, B));
     CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 1));
@@ -601,6 +660,7 @@ static int cuda_eval(backend *be, const int32_t *tokens, int64_t B, double *loss
     int64_t T = c->s.seq_len;
     cuda_dims d;
     int rc = ST_OK;
+    c->training = 0;
     CU_OK(backend_check_tokens(be, tokens, B * (T + 1)));
     CU_OK(cuda_reserve(c, B));
     CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 0));
@@ -632,6 +692,7 @@ static int cuda_logits(backend *be, const int32_t *tokens, int64_t T, float *out
     if (T < 1 || T > c->s.seq_len)
         return util_fail(ST_CONFIG, "sampling context of %lld tokens is outside 1..model.seq_len (%lld)",
                          (long long)T, (long long)c->s.seq_len);
+    c->training = 0;
     CU_OK(backend_check_tokens(be, tokens, T));
     CU_OK(cuda_reserve(c, 1));
     CU_OK(cuda_upload_tokens(c, tokens, 1, T, T, 0));
@@ -702,6 +763,7 @@ static int cuda_adamw_op(backend *be, const optim_hparams *h, double lr, double 
     size_t lo = be->lo, n = be->hi - be->lo, wl = lo - c->woff;
     float *p = c->master + (lo - c->moff), *g = c->grads + (lo - c->goff);
     int rc = ST_OK;
+    c->wk[0] = c->wk[1] = CUDA_NO_BUCKET;   /* stage 3: the gathered buckets go stale */
     /* The snapshot copy of the previous state must finish before the
      * update overwrites it; the events time that wait (the compute stall). */
     if (c->snap_recorded) {
@@ -780,6 +842,7 @@ static int cuda_load_params(backend *be, size_t off, size_t n, const float *src)
     if (off > be->L->n_floats || n > be->L->n_floats - off)
         return util_fail(ST_SOFTWARE, "backend cuda: range [%zu, +%zu) outside the %zu parameters", off, n,
                          be->L->n_floats);
+    c->wk[0] = c->wk[1] = CUDA_NO_BUCKET;
     if (y > x) {
         CU_TRY(cudaMemcpyAsync(c->master + (x - c->moff), src + (x - off), (y - x) * sizeof(float),
                                cudaMemcpyHostToDevice, c->stream));
@@ -899,6 +962,8 @@ static void cuda_destroy(backend *be)
             cudaStreamSynchronize(c->stream);
         if (c->copy)
             cudaStreamSynchronize(c->copy);
+        if (c->gather)
+            cudaStreamSynchronize(c->gather);
         size_t fr = 0, tot = 0;
         if (c->profile && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
             util_log("backend cuda: device memory in use %.2f GiB of %.2f (arena %.2f GiB)",
@@ -920,7 +985,7 @@ static void cuda_destroy(backend *be)
             cudaHostUnregister(c->pinned[i]);
         cuda_gemm_destroy(&c->gemm);
         void *dev[] = {c->master, c->grads, c->m, c->v, c->work, c->rope_cos, c->rope_sin, c->seg, c->loss_acc,
-                       c->eval_acc, c->sumsq, c->sumsq_part, c->arena, c->gbucket, c->wbucket};
+                       c->eval_acc, c->sumsq, c->sumsq_part, c->arena, c->gbucket, c->wbuf[0], c->wbuf[1]};
         for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
             if (dev[i])
                 cudaFree(dev[i]);
@@ -930,7 +995,8 @@ static void cuda_destroy(backend *be)
             cudaFreeHost(c->h_tokens);
         free(c->h_cnt);
         cudaEvent_t ev[] = {c->ev_ready, c->ev_snap0, c->ev_snap, c->ev_stall0, c->ev_stall1, c->ev_tokens,
-                            c->ev_ph[0], c->ev_ph[1], c->ev_ph[2], c->ev_ph[3], c->ev_ph[4], c->ev_ph[5]};
+                            c->ev_ph[0], c->ev_ph[1], c->ev_ph[2], c->ev_ph[3], c->ev_ph[4], c->ev_ph[5],
+                            c->ev_free[0], c->ev_free[1], c->ev_gathered};
         for (size_t i = 0; i < sizeof ev / sizeof ev[0]; i++)
             if (ev[i])
                 cudaEventDestroy(ev[i]);
@@ -938,6 +1004,8 @@ static void cuda_destroy(backend *be)
             cudaStreamDestroy(c->stream);
         if (c->copy)
             cudaStreamDestroy(c->copy);
+        if (c->gather)
+            cudaStreamDestroy(c->gather);
         cuda_arena_free(&c->plan);
         free(c);
     }
@@ -995,6 +1063,13 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     cuda_library_versions(be->libraries, sizeof be->libraries);
     CU_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CU_TRY(cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking));
+    CU_TRY(cudaStreamCreateWithFlags(&c->gather, cudaStreamNonBlocking));
+    for (int i = 0; i < 2; i++) {
+        CU_TRY(cudaEventCreateWithFlags(&c->ev_free[i], cudaEventDisableTiming));
+        c->wk[i] = CUDA_NO_BUCKET;
+    }
+    CU_TRY(cudaEventCreateWithFlags(&c->ev_gathered, cudaEventDisableTiming));
+    c->pend = CUDA_NO_BUCKET;
     CU_TRY(cudaEventCreate(&c->ev_ready));
     CU_TRY(cudaEventCreate(&c->ev_snap0));
     CU_TRY(cudaEventCreate(&c->ev_snap));
@@ -1043,7 +1118,8 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
         if (c->zero >= 2)
             CU_OK(cuda_alloc((void **)&c->gbucket, c->bucket_cap * 4, "the gradient bucket", &oom));
         if (c->zero >= 3)
-            CU_OK(cuda_alloc(&c->wbucket, c->bucket_cap * ct, "the parameter bucket", &oom));
+            for (int i = 0; i < 2; i++)
+                CU_OK(cuda_alloc(&c->wbuf[i], c->bucket_cap * ct, "the parameter buckets", &oom));
         CU_OK(cuda_alloc((void **)&c->rope_cos, (size_t)(T * half) * 4, "RoPE tables", &oom));
         CU_OK(cuda_alloc((void **)&c->rope_sin, (size_t)(T * half) * 4, "RoPE tables", &oom));
         CU_OK(cuda_alloc((void **)&c->loss_acc, 8, "the loss", &oom));

@@ -52,6 +52,8 @@ struct cuda_nccl {
     float *recv;             /* world x slot floats: one receive slot per rank */
     cuda_xfer_op *ops;       /* world - 1 */
     cudaEvent_t done;
+    cudaEvent_t gathered;    /* after the started gather (cuda_nccl_allgather_span_start) */
+    int gathering;           /* one is started and not yet waited for */
     char version[64];
     char log_path[128];      /* NCCL's INFO log while log_transport; "" otherwise */
 };
@@ -262,6 +264,7 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport, size
         }
     }
     CU_TRY(cudaEventCreateWithFlags(&x->done, cudaEventDisableTiming));
+    CU_TRY(cudaEventCreateWithFlags(&x->gathered, cudaEventDisableTiming));
     *out = x;
     return ST_OK;
 exit:
@@ -291,6 +294,8 @@ void cuda_nccl_close(cuda_nccl *x)
         cudaFree(x->recv);
     if (x->done)
         cudaEventDestroy(x->done);
+    if (x->gathered)
+        cudaEventDestroy(x->gathered);
     if (x->log_path[0])
         unlink(x->log_path);
     if (x->api.so)
@@ -381,8 +386,10 @@ exit:
     return rc;
 }
 
-static int cuda_nccl_ag(cuda_nccl *x, void *p, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s,
-                        const char *freeze)
+/* Queues every round of the gather on s; each returns once NCCL has
+ * taken it (the group's launch). The caller waits for the bytes. */
+static int cuda_nccl_ag_rounds(cuda_nccl *x, void *p, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s,
+                               const char *freeze)
 {
     const char *what = esize == 4 ? "parameter all-gather" : "parameter all-gather (working copy)";
     double timeout = comm_get_timeout();
@@ -397,7 +404,15 @@ static int cuda_nccl_ag(cuda_nccl *x, void *p, size_t n, size_t a, size_t b, siz
         if (nops > 0)
             rc = cuda_nccl_round(x, (const char *)p, (char *)p, esize, nops, s, timeout, what);
     }
-    return rc == ST_OK ? cuda_nccl_finish(x, s, timeout, what) : rc;
+    return rc;
+}
+
+static int cuda_nccl_ag(cuda_nccl *x, void *p, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s,
+                        const char *freeze)
+{
+    const char *what = esize == 4 ? "parameter all-gather" : "parameter all-gather (working copy)";
+    int rc = cuda_nccl_ag_rounds(x, p, n, a, b, esize, s, freeze);
+    return rc == ST_OK ? cuda_nccl_finish(x, s, comm_get_timeout(), what) : rc;
 }
 
 int cuda_nccl_reduce_scatter(cuda_nccl *x, float *g, size_t n, cudaStream_t s)
@@ -420,6 +435,28 @@ int cuda_nccl_allgather_span(cuda_nccl *x, void *buf, size_t n, size_t a, size_t
 {
     comm_test_freeze("layer");
     return cuda_nccl_ag(x, buf, n, a, b, esize, s, NULL);
+}
+
+int cuda_nccl_allgather_span_start(cuda_nccl *x, void *buf, size_t n, size_t a, size_t b, size_t esize,
+                                   cudaStream_t s)
+{
+    int rc = ST_OK;
+    if (x->gathering)
+        return util_fail(ST_SOFTWARE, "NCCL parameter all-gather: started while another is in flight");
+    comm_test_freeze("layer");
+    CU_OK(cuda_nccl_ag_rounds(x, buf, n, a, b, esize, s, NULL));
+    CU_TRY(cudaEventRecord(x->gathered, s));
+    x->gathering = 1;
+exit:
+    return rc;
+}
+
+int cuda_nccl_allgather_span_wait(cuda_nccl *x)
+{
+    if (!x->gathering)
+        return ST_OK;
+    x->gathering = 0;
+    return cuda_nccl_wait(x, x->gathered, comm_get_timeout(), "parameter all-gather (prefetch)");
 }
 
 int cuda_nccl_transport(cuda_nccl *x, char *out, size_t cap)

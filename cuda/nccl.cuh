@@ -34,6 +34,13 @@ int cuda_nccl_allgather(cuda_nccl *x, void *p, size_t n, size_t esize, cudaStrea
  * gather the whole span is every rank's. Waited for, like the others. */
 int cuda_nccl_reduce_scatter_span(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s);
 int cuda_nccl_allgather_span(cuda_nccl *x, void *buf, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s);
+/* The same gather, queued on s and not waited for: returns once NCCL has
+ * taken its rounds, so the caller queues compute meanwhile; _wait waits
+ * for the bytes (bounded by comm_get_timeout(), exit 86 past it). One in
+ * flight at a time; other collectives may be issued between the two. */
+int cuda_nccl_allgather_span_start(cuda_nccl *x, void *buf, size_t n, size_t a, size_t b, size_t esize,
+                                   cudaStream_t s);
+int cuda_nccl_allgather_span_wait(cuda_nccl *x);
 
 /* The transport NCCL chose, one line (xfer.c), once a collective has
  * connected the peers; 1 when it fell back to sockets. */

@@ -106,11 +106,12 @@ static uint64_t memplan_cuda_tables(const model_shape *s, uint64_t R)
  * GEMMs read and what is gathered, so the fp32 master is only ever read on
  * this rank's range: it holds [lo,hi) at every stage. fp32/tf32 read the
  * master itself: whole under 1 and 2. Stage 3 shards what the GEMMs read
- * too, plus the one gathered bucket it reads from. */
+ * too, plus two bucket buffers: the one the kernels read and the one the
+ * next bucket is gathered into meanwhile. */
 static void memplan_cuda_params(const memplan_cfg *c, uint64_t n, uint64_t R, uint64_t K, memplan_bytes *b)
 {
     int half = c->precision == MEMPLAN_BF16 || c->precision == MEMPLAN_FP16;
-    uint64_t shard = c->zero >= MEMPLAN_ZERO3 ? R + K : n;
+    uint64_t shard = c->zero >= MEMPLAN_ZERO3 ? R + 2 * K : n;
     b->master = half ? 4 * R : 4 * shard;
     b->working = half ? 2 * shard : 0;
 }

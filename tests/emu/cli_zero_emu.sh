@@ -10,7 +10,7 @@
 # of it besides the fixed cuBLASLt workspace).
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
-# module: cuda zero
+# module: cuda comm
 . tests/cli/lib.sh
 B=$SPOTRAIN
 cd "$T_TMP" || exit 1

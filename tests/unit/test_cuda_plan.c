@@ -6,6 +6,7 @@
  * module: cuda */
 #include "tests/harness.h"
 #include "cuda/plan.h"
+#include "backend/backend.h"
 #include "model/elem.h"
 #include "model/model.h"
 #include "comm/comm.h"
@@ -378,6 +379,20 @@ static void test_memory_plan(void)
     /* The NCCL receive buffer: one 4 Mi-float chunk per rank, none alone. */
     EXPECT(m.comm == 0 && w8.comm == 8.0 * 4 * (double)COMM_CHUNK_DEFAULT);
     EXPECT(w8.total - w8.comm < m.total);
+    /* Stages 2 and 3, as the backend allocates them: the fp32 master of
+     * the range under bf16 at every stage, one gradient bucket from 2, two
+     * parameter buckets (the one read, the one being gathered) at 3. */
+    cuda_memplan z2, z3;
+    EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 2, &z2) == ST_OK);
+    EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 3, &z3) == ST_OK);
+    EXPECT(w8.bucket == 0 && z2.bucket == backend_cpu_bucket_floats(&s) && z3.bucket == z2.bucket);
+    EXPECT(w8.master == 4.0 * (double)w8.range && z2.master == w8.master && z3.master == w8.master);
+    EXPECT(z2.grads == 4.0 * (double)(z2.range + z2.bucket) && z2.working == w8.working);
+    EXPECT(z3.working == 2.0 * (double)(z3.range + 2 * z3.bucket) && z3.grads == z2.grads);
+    EXPECT(z3.total < z2.total && z2.total < w8.total);
+    EXPECT(w8.slot == COMM_CHUNK_DEFAULT && z3.slot == COMM_CHUNK_DEFAULT);
+    EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_FP32, 3, &z3) == ST_OK && z3.working == 0 &&
+           z3.master == 4.0 * (double)(z3.range + 2 * z3.bucket));
     model_shape big = s;   /* deepseek-67b on one 80 GB GPU: does not fit */
     big.dim = 8192; big.n_layers = 95; big.n_heads = 64; big.n_kv_heads = 8; big.ffn_dim = 22016; big.seq_len = 4096;
     EXPECT(cuda_memory_plan(&big, 1, 1, CUDA_BF16, 1, &m) == ST_OK);
