@@ -138,4 +138,11 @@ sys.exit(not (len(a) == len(b) == 3 and all(abs(x - y) <= 1e-5 * abs(y) for x, y
 else
     t_bad "fp32 2-rank zero 3 checkpoint on 1 rank, zero 2" "exit $ro, losses '$l1' vs 2 ranks '$l2' $(tail -n 2 one.err)"
 fi
+
+# --- zero = auto on a GPU: planned against the device's memory --------------
+# shellcheck disable=SC2046
+t_exit "zero = auto, backend cuda: the lowest stage that fits the GPU (the emulated 80 GiB)" 0 \
+    "zero auto: 1; plan .* GiB per GPU against the GPU's 80.000 GiB: .* GiB headroom" \
+    "$B" train /dev/null $(echo "$S" | sed 's/--quiet//') --set train.backend=cuda --set train.zero=auto \
+    --set train.max_steps=1 --set train.run_dir=auto
 t_end
