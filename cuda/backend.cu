@@ -42,10 +42,9 @@ typedef struct {
     void *work;                      /* compute-precision copy (2-byte types); NULL: GEMMs read master */
     size_t moff, mlen, woff, goff, glen;
     int zero;                        /* ZeRO stage 1, 2 or 3 */
-    /* Stages 2-3: one gradient bucket (fp32); 3: one gathered parameter
-     * bucket in the type the GEMMs read. The collectives block, so one of
-     * each is ever in use (the plan's). ga, wa: flat offset of the open /
-     * gathered bucket's first element. */
+    /* Stages 2-3: one gradient bucket (fp32; its reduce-scatter blocks, so
+     * one is enough); ga, wa: flat offset of the open gradient bucket's
+     * and of the current parameter bucket's first element. */
     float *gbucket;
     void *wbucket;                   /* the bucket cuda_w reads: wbuf[wcur] */
     size_t bucket_cap, ga, wa;
