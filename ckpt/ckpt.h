@@ -80,8 +80,9 @@ typedef struct {
     double lr;                /* learning rate at this step (schedule position) */
     int world_size, rank;
     /* What computed the state, for the continuity check on resume (NULL:
-     * not recorded): backend, precision, device model, library versions. */
-    const char *backend, *precision, *device, *libraries;
+     * not recorded): backend, precision, device model, library versions,
+     * the gradient reduction ([comm] reduce: "chain" | "nccl"). */
+    const char *backend, *precision, *device, *libraries, *reduce;
     const char *config_text;  /* resolved INI text */
     const ckpt_table *table;  /* copied at submit */
     size_t lo, hi;            /* this rank's range: the one the writer was opened with */
@@ -139,7 +140,7 @@ typedef struct {
     int64_t loss_scale_clean;
     int world_size;
     /* "" when the manifest predates them */
-    char backend[16], precision[16], device[128], libraries[256];
+    char backend[16], precision[16], device[128], libraries[256], reduce[16];
     uint64_t n_floats;
     model_shape model;
     char *config_text;

@@ -192,7 +192,7 @@ typedef struct {
     int loss_scaling;
     int64_t loss_scale_clean;
     int world, rank;
-    char backend[16], precision[16], device[128], libraries[256];
+    char backend[16], precision[16], device[128], libraries[256], reduce[16];
     char *config_text;
     model_shape model;
     ckpt_tensor *tensors;

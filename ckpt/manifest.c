@@ -410,7 +410,8 @@ static int ckpt_parse_who(ckpt_reader *r, json_object *root)
     ckpt_info *in = &r->info;
     struct { const char *key; char *dst; size_t cap; } who[] = {
         {"backend", in->backend, sizeof in->backend}, {"precision", in->precision, sizeof in->precision},
-        {"device", in->device, sizeof in->device}, {"libraries", in->libraries, sizeof in->libraries}};
+        {"device", in->device, sizeof in->device}, {"libraries", in->libraries, sizeof in->libraries},
+        {"reduce", in->reduce, sizeof in->reduce}};
     for (size_t k = 0; k < sizeof who / sizeof who[0]; k++) {
         json_object *v = NULL;
         who[k].dst[0] = 0;
@@ -635,7 +636,8 @@ char *ckpt_shard_index_text(const ckpt_save_desc *d, const ckpt_chunk *chunks, s
         json_object_object_add(o, "loss_scale_clean", json_object_new_int64(d->loss_scale_clean));
     static const struct { const char *key; size_t off; } who[] = {
         {"backend", offsetof(ckpt_save_desc, backend)}, {"precision", offsetof(ckpt_save_desc, precision)},
-        {"device", offsetof(ckpt_save_desc, device)}, {"libraries", offsetof(ckpt_save_desc, libraries)}};
+        {"device", offsetof(ckpt_save_desc, device)}, {"libraries", offsetof(ckpt_save_desc, libraries)},
+        {"reduce", offsetof(ckpt_save_desc, reduce)}};
     for (size_t k = 0; k < sizeof who / sizeof who[0]; k++) {
         const char *v = (const char *)d + who[k].off;
         if (v[0])
@@ -722,7 +724,8 @@ int ckpt_manifest_assemble(const char *tmp_dir, int world, char **text, char *er
         json_object_object_add(man, copy[k], json_object_get(v));
     }
     /* Optional: rank 0's view (every rank computes with the same backend). */
-    static const char *maybe[] = {"loss_scaling", "loss_scale_clean", "backend", "precision", "device", "libraries"};
+    static const char *maybe[] = {"loss_scaling", "loss_scale_clean", "backend", "precision", "device", "libraries",
+                                  "reduce"};
     for (size_t k = 0; k < sizeof maybe / sizeof maybe[0]; k++) {
         json_object *v = NULL;
         if (json_object_object_get_ex(idx[0], maybe[k], &v))

@@ -517,6 +517,7 @@ static int ckpt_describe(ckpt_writer *w, const ckpt_meta *m, ckpt_save_desc *d)
     snprintf(d->precision, sizeof d->precision, "%s", m->precision ? m->precision : "");
     snprintf(d->device, sizeof d->device, "%s", m->device ? m->device : "");
     snprintf(d->libraries, sizeof d->libraries, "%s", m->libraries ? m->libraries : "");
+    snprintf(d->reduce, sizeof d->reduce, "%s", m->reduce ? m->reduce : "");
     d->config_text = strdup(m->config_text ? m->config_text : "");
     d->tensors = malloc((size_t)t->n * sizeof *d->tensors);
     if (!d->config_text || !d->tensors) {

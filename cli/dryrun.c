@@ -87,10 +87,10 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);
     dryrun_line(act, (double)g.activations);
-    dryrun_line("attention scores/probs", (double)g.attn_scratch);
+    dryrun_line("attention scratch", (double)g.attn_scratch);
     dryrun_line("cuBLASLt workspace", (double)g.workspace);
     if (g.comm > 0)
-        dryrun_line("NCCL receive buffer", (double)g.comm);
+        dryrun_line("NCCL gradient buffers", (double)g.comm);
     dryrun_line("CUDA context (estimate)", (double)g.context);
     dryrun_line("total", (double)g.total);
     printf("  per-GPU total: %llu bytes (host RAM besides: %.3f GiB checkpoint snapshot)\n",
@@ -107,21 +107,26 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     }
 }
 
-/* The network side of a step on [cost]'s GPUs: the volume of the chunked
- * reduce-scatter and all-gather and, with network_gbps, its share of a step
- * (no overlap with compute). */
-static void dryrun_comm(const cfg *c, const model_shape *s, int world)
+/* The network side of a step on [cost]'s GPUs (ranks per node:
+ * cost.gpus_per_node): the volume of the gradient reduction and the
+ * all-gathers per ZeRO stage (commcost.h) and, with network_gbps, its
+ * share of a step (no overlap with compute). */
+static void dryrun_comm(const cfg *c, const model_shape *s, int world, int zero)
 {
     double peak = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
     double tokens = (double)c->global_batch * (double)s->seq_len;
-    cost_comm_in in = {model_count_params(s), world, c->gpus_per_node, 2.0, c->network_gbps, 0, 1};
+    int reduce = comm_reduce_parse(c->comm_reduce) == COMM_REDUCE_NCCL ? COMM_REDUCE_NCCL : COMM_REDUCE_CHAIN;
+    int64_t micro = cost_micro_steps(c->global_batch, world, c->micro_batch);
+    cost_comm_in in = {model_count_params(s), world, c->gpus_per_node, 2.0, c->network_gbps, 0, 1, zero, reduce,
+                       micro};
     if (peak > 0 && c->mfu > 0)
         in.compute_seconds = tokens * model_flops_per_token(s) / ((double)world * peak * 1e12 * c->mfu);
     in.last_micro_fraction = cost_last_micro_fraction(c->global_batch, world, c->micro_batch);
     cost_comm_out out;
     cost_comm(&in, &out);
-    printf("communication per step (%d rank%s, %lld per node; fp32 gradients, bf16 gather on GPUs):\n", world,
-           world == 1 ? "" : "s", (long long)c->gpus_per_node);
+    printf("communication per step (%d rank%s, %lld per node; %s gradient reduction, bf16 gather on GPUs; "
+           "ZeRO stage %d):\n", world, world == 1 ? "" : "s", (long long)c->gpus_per_node,
+           reduce == COMM_REDUCE_NCCL ? "ncclReduceScatter" : "chain (rank-order)", zero);
     printf("  each rank sends and receives  %12.3f GiB\n", out.rank_bytes / 1073741824.0);
     printf("  leaving each node             %12.3f GiB\n", out.node_bytes / 1073741824.0);
     if (c->network_gbps > 0 && in.compute_seconds > 0)
@@ -130,10 +135,25 @@ static void dryrun_comm(const cfg *c, const model_shape *s, int world)
                c->gpu, peak, c->mfu, 100 * out.share);
     else
         printf("  set [cost] network_gbps (and gpu, mfu) for the communication share of a step\n");
-    if (c->network_gbps > 0 && in.compute_seconds > 0 && out.node_bytes > 0)
+    if (c->network_gbps > 0 && in.compute_seconds > 0 && out.rs_node_bytes > 0)
         printf("  an overlap with the last micro-batch's backward (not built) could hide at most %.2f s of the "
                "%.2f s reduce-scatter: %.1f%% of a step\n", out.overlap_max, out.rs_seconds,
                100 * out.overlap_max / (out.seconds + in.compute_seconds));
+    printf("  per ZeRO stage, leaving each node per step (%lld micro-batch%s a rank):\n", (long long)micro,
+           micro == 1 ? "" : "es");
+    for (int z = 1; z <= 3; z++) {
+        cost_comm_out o;
+        in.zero = z;
+        cost_comm(&in, &o);
+        printf("    zero %d: %.3f GiB = gradients %g x %.3f GiB + parameter gathers %g x %.3f GiB; overlap: %s\n", z,
+               o.node_bytes / 1073741824.0, o.reduces, o.reduces > 0 ? o.rs_node_bytes / o.reduces / 1073741824.0 : 0,
+               o.gathers, o.gathers > 0 ? (o.node_bytes - o.rs_node_bytes) / o.gathers / 1073741824.0 : 0,
+               z == 1 ? "none (one reduction after the backward pass)"
+                      : "none (each bucket's exchange blocks between layers of the backward pass)");
+    }
+    if (out.flat_rs_node_bytes > out.rs_node_bytes && reduce == COMM_REDUCE_CHAIN)
+        printf("  (the flat all-to-all exchange the chain replaced sent %.3f GiB of gradients from each node)\n",
+               out.flat_rs_node_bytes / 1073741824.0);
 }
 
 /* model.init_from as train checks it before reading a weight: the files,
@@ -231,7 +251,7 @@ int dryrun_plan(const cfg *c, int world)
     dryrun_recompute(c, &mc, &m);
     dryrun_line("total", (double)m.total);
     printf("  per-process total: %llu bytes\n", (unsigned long long)m.total);
-    dryrun_comm(c, &s, world);
+    dryrun_comm(c, &s, world, mc.zero);
     if (strcmp(c->backend, "cpu") != 0)
         dryrun_gpu(c, &s, world);
     return dryrun_checks(c, &s, &mc, &m);

@@ -14,9 +14,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Rank r's contribution to element i: exact small multiples of 1/8, so a
- * wrong order or a lost message changes bits, never only the last one. */
-static float selftest_value(int r, size_t i) { return (float)((int)((i * 2654435761u + (size_t)r * 97u) % 1021u) - 510) / 8.0f; }
+/* Rank r's contribution to element i: a 20-bit mantissa scaled by 2^0 ..
+ * 2^-12, so sums round and a different order changes bits, while a lost
+ * message changes more than the last one. */
+static float selftest_value(int r, size_t i)
+{
+    uint32_t h = (uint32_t)(i * 2654435761u) ^ (uint32_t)((size_t)r * 2246822519u + 374761393u);
+    h ^= h >> 15;
+    h *= 2654435761u;
+    h ^= h >> 13;
+    float m = (float)((int)(h & 0xfffff) - 0x80000);
+    return ldexpf(m, -19 - (int)((h >> 20) % 13));
+}
 
 static float selftest_sum(int world, size_t i)
 {
@@ -28,18 +37,38 @@ static float selftest_sum(int world, size_t i)
 
 typedef struct {
     size_t n;
+    int flat_ok;            /* the chain left the flat exchange's bits (MPI only) */
     double rs_s, ag_s;      /* best seconds of the reduce-scatter and the all-gather */
     int rs_ok, ag_ok;
 } selftest_row;
 
-static int selftest_size(backend_plane *pl, float *v, size_t n, int reps, selftest_row *row)
+/* The flat exchange the chain replaced, on the host over MPI: its bits
+ * must be the plane's (each element summed alone in rank order). */
+static int selftest_flat(const float *v, float *ref, size_t n, int *ok)
+{
+    int me = comm_rank(), W = comm_size(), rc = ST_OK;
+    size_t lo, hi;
+    comm_range(n, me, W, &lo, &hi);
+    for (size_t i = 0; i < n; i++)
+        ref[i] = selftest_value(me, i);
+    if ((rc = comm_barrier()) == ST_OK)
+        rc = comm_reduce_scatter_flat_span(ref, n, 0, n);
+    for (size_t i = lo; i < hi && rc == ST_OK; i++)
+        if (memcmp(&v[i], &ref[i], sizeof(float))) {
+            *ok = 0;
+            break;
+        }
+    return rc;
+}
+
+static int selftest_size(backend_plane *pl, float *v, float *ref, size_t n, int reps, selftest_row *row)
 {
     int me = comm_rank(), W = comm_size(), rc = ST_OK;
     size_t lo, hi;
     comm_range(n, me, W, &lo, &hi);
     row->n = n;
     row->rs_s = row->ag_s = INFINITY;
-    row->rs_ok = row->ag_ok = 1;
+    row->rs_ok = row->ag_ok = row->flat_ok = 1;
     for (int k = 0; k < reps && rc == ST_OK; k++) {
         for (size_t i = 0; i < n; i++)
             v[i] = selftest_value(me, i);
@@ -56,6 +85,8 @@ static int selftest_size(backend_plane *pl, float *v, size_t n, int reps, selfte
                 row->rs_ok = 0;
                 break;
             }
+        if (rc == ST_OK && ref && k == 0)
+            rc = selftest_flat(v, ref, n, &row->flat_ok);
         for (size_t i = 0; i < n; i++)
             v[i] = i >= lo && i < hi ? selftest_value(1, i) : NAN;
         if (rc == ST_OK && (rc = comm_barrier()) == ST_OK) {
@@ -71,16 +102,16 @@ static int selftest_size(backend_plane *pl, float *v, size_t n, int reps, selfte
     /* Every rank's verdict counts: rank 0 prints what the slowest and the
      * worst rank saw. */
     double t[2] = {row->rs_s, row->ag_s};
-    int64_t bad[2] = {!row->rs_ok, !row->ag_ok};
+    int64_t bad[3] = {!row->rs_ok, !row->ag_ok, !row->flat_ok};
     for (int i = 0; i < 2 && rc == ST_OK; i++) {
         int64_t ms = (int64_t)(t[i] * 1e9);
         rc = comm_max(&ms, 1);
         t[i] = (double)ms / 1e9;
     }
     if (rc == ST_OK)
-        rc = comm_max(bad, 2);
+        rc = comm_max(bad, 3);
     row->rs_s = t[0], row->ag_s = t[1];
-    row->rs_ok = !bad[0], row->ag_ok = !bad[1];
+    row->rs_ok = !bad[0], row->ag_ok = !bad[1], row->flat_ok = !bad[2];
     return rc;
 }
 
@@ -114,8 +145,12 @@ static int selftest_comm(const cfg *c)
     if ((rc = backend_plane_open(&pl, c->backend, top)) != ST_OK)
         return rc;
     float *v = malloc((top ? top : 1) * sizeof(float));
-    if (!v) {
+    /* Over MPI the flat exchange is the reference the plane is held to. */
+    float *ref = comm_is_mpi() ? malloc((top ? top : 1) * sizeof(float)) : NULL;
+    if (!v || (comm_is_mpi() && !ref)) {
         pl->close(pl);
+        free(v);
+        free(ref);
         return util_fail(ST_SOFTWARE, "selftest comm: out of memory for %zu floats", top);
     }
     int W = comm_size(), bad = 0;
@@ -128,13 +163,14 @@ static int selftest_comm(const cfg *c)
     }
     for (size_t n = 4096; rc == ST_OK; n = n * 4 < top ? n * 4 : top) {
         selftest_row row;
-        rc = selftest_size(pl, v, n, n < ((size_t)1 << 20) ? 5 : 2, &row);
+        rc = selftest_size(pl, v, ref, n, n < ((size_t)1 << 20) ? 5 : 2, &row);
         if (rc != ST_OK)
             break;
         /* nccl-tests' convention: bus bandwidth = algbw * (W-1)/W for both. */
         double bytes = 4.0 * (double)n, f = W > 1 ? (double)(W - 1) / W : 1.0;
-        bad |= !row.rs_ok || !row.ag_ok;
-        const char *verdict = row.rs_ok && row.ag_ok ? "ok" : !row.rs_ok ? "REDUCE-SCATTER WRONG" : "ALL-GATHER WRONG";
+        bad |= !row.rs_ok || !row.ag_ok || !row.flat_ok;
+        const char *verdict = !row.rs_ok ? "REDUCE-SCATTER WRONG" : !row.ag_ok ? "ALL-GATHER WRONG"
+                              : !row.flat_ok ? "NOT THE FLAT EXCHANGE'S BITS" : "ok";
         if (comm_rank() == 0 && W == 1)   /* nothing moves: a bandwidth would be a memcpy's */
             printf("%12zu %12.0f %14s %14s %14s %14s  %s\n", n, bytes, "-", "-", "-", "-", verdict);
         else if (comm_rank() == 0)
@@ -147,11 +183,13 @@ static int selftest_comm(const cfg *c)
         selftest_transport(pl);
     pl->close(pl);
     free(v);
+    free(ref);
     if (rc == ST_OK && bad)
         rc = util_fail(ST_SOFTWARE, "selftest comm: the data plane returned wrong bits (see the table); do not "
                        "train on this cluster until it is fixed");
     if (rc == ST_OK && comm_rank() == 0)
-        printf("selftest comm: every size bitwise right on %d rank%s\n", W, W == 1 ? "" : "s");
+        printf("selftest comm: every size bitwise right on %d rank%s%s\n", W, W == 1 ? "" : "s",
+               ref ? " (the chain reduce-scatter = the flat exchange, bitwise)" : "");
     return rc;
 }
 

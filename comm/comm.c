@@ -82,6 +82,90 @@ void comm_span_piece(size_t n, size_t a, size_t b, int r, int world, size_t chun
     *count = start < hi ? (hi - start < chunk ? hi - start : chunk) : 0;
 }
 
+/* Owner r's part of the span [a, b) (empty: lo == hi). */
+static void comm_part(size_t n, size_t a, size_t b, int r, int world, size_t *lo, size_t *hi)
+{
+    comm_range(n, r, world, lo, hi);
+    *lo = *lo > a ? *lo : a;
+    *hi = *hi < b ? *hi : b;
+    *hi = *hi > *lo ? *hi : *lo;
+}
+
+size_t comm_chain_size(size_t n, size_t a, size_t b, int world, size_t chunk)
+{
+    size_t most = 0;
+    for (int r = 0; r < world; r++) {
+        size_t lo, hi;
+        comm_part(n, a, b, r, world, &lo, &hi);
+        most = hi - lo > most ? hi - lo : most;
+    }
+    size_t want = (most + COMM_CHAIN_PIECES - 1) / COMM_CHAIN_PIECES;
+    want = (want + COMM_ALIGN - 1) / COMM_ALIGN * COMM_ALIGN;
+    want = want > COMM_CHAIN_MIN ? want : COMM_CHAIN_MIN;
+    want = want < chunk ? want : chunk;
+    return want > 0 ? want : 1;
+}
+
+size_t comm_chain_chunks(size_t n, size_t a, size_t b, int world, size_t chunk)
+{
+    size_t P = comm_chain_size(n, a, b, world, chunk), J = 0;
+    for (int r = 0; r < world; r++) {
+        size_t lo, hi;
+        comm_part(n, a, b, r, world, &lo, &hi);
+        J += (hi - lo + P - 1) / P;
+    }
+    return J;
+}
+
+void comm_chain_chunk(size_t n, size_t a, size_t b, int world, size_t chunk, size_t j, size_t *off, size_t *count,
+                      int *owner)
+{
+    size_t P = comm_chain_size(n, a, b, world, chunk);
+    *off = b, *count = 0, *owner = world - 1;
+    for (int r = 0; r < world; r++) {
+        size_t lo, hi;
+        comm_part(n, a, b, r, world, &lo, &hi);
+        size_t k = (hi - lo + P - 1) / P;
+        if (j < k) {
+            *off = lo + j * P;
+            *count = hi - *off < P ? hi - *off : P;
+            *owner = r;
+            return;
+        }
+        j -= k;
+    }
+}
+
+size_t comm_chain_largest(size_t n, size_t a, size_t b, int world, size_t chunk)
+{
+    size_t P = comm_chain_size(n, a, b, world, chunk), most = 0;
+    for (int r = 0; r < world; r++) {
+        size_t lo, hi;
+        comm_part(n, a, b, r, world, &lo, &hi);
+        size_t c = hi - lo < P ? hi - lo : P;
+        most = c > most ? c : most;
+    }
+    return most;
+}
+
+double comm_chain_send_bytes(size_t n, size_t a, size_t b, int r, int world)
+{
+    if (world < 2)
+        return 0;
+    if (r < world - 1)
+        return 4.0 * (double)(b - a);
+    size_t lo, hi;
+    comm_part(n, a, b, r, world, &lo, &hi);
+    return 4.0 * (double)(b - a - (hi - lo));
+}
+
+double comm_flat_send_bytes(size_t n, size_t a, size_t b, int r, int world)
+{
+    size_t lo, hi;
+    comm_part(n, a, b, r, world, &lo, &hi);
+    return world < 2 ? 0 : 4.0 * (double)(b - a - (hi - lo));
+}
+
 void comm_sum_pieces(float *out, const float *pieces, size_t stride, int world, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
@@ -91,6 +175,16 @@ void comm_sum_pieces(float *out, const float *pieces, size_t stride, int world, 
         out[i] = s;
     }
 }
+
+static int comm_reduce = COMM_REDUCE_CHAIN;
+
+int comm_reduce_parse(const char *s)
+{
+    return !s ? -1 : !strcmp(s, "chain") ? COMM_REDUCE_CHAIN : !strcmp(s, "nccl") ? COMM_REDUCE_NCCL : -1;
+}
+const char *comm_reduce_name(int reduce) { return reduce == COMM_REDUCE_NCCL ? "nccl" : "chain"; }
+void comm_set_reduce(int reduce) { comm_reduce = reduce == COMM_REDUCE_NCCL ? COMM_REDUCE_NCCL : COMM_REDUCE_CHAIN; }
+int comm_get_reduce(void) { return comm_reduce; }
 
 static double comm_timeout;
 
@@ -445,7 +539,7 @@ void comm_abort(int code)
  * peer, then sums the pieces in rank order (its own value in its rank's
  * place). Point-to-point with pointers, so no count or displacement nears
  * 2^31. */
-int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b)
+int comm_reduce_scatter_flat_span(float *buf, size_t n, size_t a, size_t b)
 {
     if (comm_world == 1)
         return ST_OK;
@@ -486,6 +580,128 @@ out:
     free(recv);
     free(req);
     free(peer);
+    return rc;
+}
+
+/* The chain's state on one rank: the chunk buffers and their pending
+ * sends, the receive of the next partial sum, and the owner's receives of
+ * its finished sums (posted as each of its chunks leaves it). */
+typedef struct {
+    float *slot;                    /* COMM_CHAIN_SLOTS x S floats */
+    size_t S;
+    MPI_Request send[COMM_CHAIN_SLOTS], recv, *fin;
+    int send_peer[COMM_CHAIN_SLOTS], nfin, *fin_peer;
+    long sent_chunk[COMM_CHAIN_SLOTS];  /* rank 0: the chunk a send slot carries, -1 none */
+} comm_chain;
+
+/* Waits for one request (MPI_REQUEST_NULL: nothing to wait for). */
+static int comm_wait1(MPI_Request *r, int peer, const char *what)
+{
+    if (*r == MPI_REQUEST_NULL)
+        return ST_OK;
+    return comm_waitall(r, &peer, 1, what);
+}
+
+/* The owner of chunk j (not rank W-1, which writes its sums in place)
+ * receives the sum from W-1 into its vector; rank 0 only once its own
+ * send of that chunk, which reads the same floats, is done. */
+static int comm_chain_final(comm_chain *ch, float *buf, size_t n, size_t a, size_t b, size_t C, size_t j)
+{
+    size_t off, cnt;
+    int owner, W = comm_world;
+    comm_chain_chunk(n, a, b, W, C, j, &off, &cnt, &owner);
+    if (owner != comm_me || owner == W - 1 || cnt == 0)
+        return ST_OK;
+    ch->fin_peer[ch->nfin] = W - 1;
+    return comm_check(MPI_Irecv(buf + (off - a), (int)cnt, MPI_FLOAT, W - 1, 74, MPI_COMM_WORLD,
+                                &ch->fin[ch->nfin++]), "receive");
+}
+
+/* One chunk on this rank: rank 0 sends its part; a later rank waits for
+ * the partial sum, adds its part (partial + g_r, the bits of s += g_r) and
+ * passes it on, to r + 1 or, from W-1, to the owner. */
+static int comm_chain_step(comm_chain *ch, float *buf, size_t n, size_t a, size_t b, size_t C, size_t j, size_t J)
+{
+    int W = comm_world, me = comm_me, s = (int)(j % COMM_CHAIN_SLOTS), owner, rc;
+    size_t off, cnt;
+    comm_chain_chunk(n, a, b, W, C, j, &off, &cnt, &owner);
+    float *g = buf + (off - a), *x = ch->slot + (size_t)s * ch->S;
+    /* The slot's previous send (chunk j - SLOTS) must be done before reuse. */
+    if ((rc = comm_wait1(&ch->send[s], ch->send_peer[s], "gradient exchange")) != ST_OK)
+        return rc;
+    if (me == 0) {
+        if (ch->sent_chunk[s] >= 0 && (rc = comm_chain_final(ch, buf, n, a, b, C, (size_t)ch->sent_chunk[s])) != ST_OK)
+            return rc;
+        ch->sent_chunk[s] = (long)j;
+        ch->send_peer[s] = 1;
+        return comm_check(MPI_Isend(g, (int)cnt, MPI_FLOAT, 1, 73, MPI_COMM_WORLD, &ch->send[s]), "send");
+    }
+    if ((rc = comm_wait1(&ch->recv, me - 1, "gradient exchange")) != ST_OK)
+        return rc;
+    float *y = ch->slot + (size_t)((j + 1) % COMM_CHAIN_SLOTS) * ch->S;
+    /* The next partial goes to the next slot: its send (chunk j + 1 - SLOTS) first. */
+    int ns = (int)((j + 1) % COMM_CHAIN_SLOTS);
+    if (j + 1 < J && (rc = comm_wait1(&ch->send[ns], ch->send_peer[ns], "gradient exchange")) != ST_OK)
+        return rc;
+    if (j + 1 < J) {
+        size_t o2, c2;
+        int w2;
+        comm_chain_chunk(n, a, b, W, C, j + 1, &o2, &c2, &w2);
+        if ((rc = comm_check(MPI_Irecv(y, (int)c2, MPI_FLOAT, me - 1, 73, MPI_COMM_WORLD, &ch->recv), "receive")) != ST_OK)
+            return rc;
+    }
+    if (me == W - 1 && owner == me) {
+        for (size_t i = 0; i < cnt; i++)
+            g[i] = x[i] + g[i];
+        return ST_OK;
+    }
+    for (size_t i = 0; i < cnt; i++)
+        x[i] = x[i] + g[i];
+    if ((rc = comm_chain_final(ch, buf, n, a, b, C, j)) != ST_OK)
+        return rc;
+    ch->send_peer[s] = me == W - 1 ? owner : me + 1;
+    return comm_check(MPI_Isend(x, (int)cnt, MPI_FLOAT, ch->send_peer[s], me == W - 1 ? 74 : 73, MPI_COMM_WORLD,
+                                &ch->send[s]), "send");
+}
+
+int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b)
+{
+    if (comm_world == 1)
+        return ST_OK;
+    int W = comm_world, me = comm_me, rc = ST_OK;
+    size_t C = comm_chunk, J = comm_chain_chunks(n, a, b, W, C), S = comm_chain_largest(n, a, b, W, C);
+    comm_chain ch = {.S = S, .recv = MPI_REQUEST_NULL};
+    for (int s = 0; s < COMM_CHAIN_SLOTS; s++)
+        ch.send[s] = MPI_REQUEST_NULL, ch.send_peer[s] = -1, ch.sent_chunk[s] = -1;
+    ch.slot = me > 0 ? malloc((S ? S : 1) * COMM_CHAIN_SLOTS * sizeof(float)) : NULL;
+    ch.fin = malloc((J ? J : 1) * sizeof *ch.fin);
+    ch.fin_peer = malloc((J ? J : 1) * sizeof *ch.fin_peer);
+    if ((me > 0 && !ch.slot) || !ch.fin || !ch.fin_peer) {
+        rc = util_fail(ST_SOFTWARE, "out of memory in gradient reduction (%zu floats)", S * COMM_CHAIN_SLOTS);
+        goto out;
+    }
+    if (me > 0 && J > 0) {
+        size_t o0, c0;
+        int w0;
+        comm_chain_chunk(n, a, b, W, C, 0, &o0, &c0, &w0);
+        rc = comm_check(MPI_Irecv(ch.slot, (int)c0, MPI_FLOAT, me - 1, 73, MPI_COMM_WORLD, &ch.recv), "receive");
+    }
+    for (size_t j = 0; j < J && rc == ST_OK; j++)
+        rc = comm_chain_step(&ch, buf, n, a, b, C, j, J);
+    /* The last sends, in chunk order: rank 0's finals must be posted in the
+     * order rank W-1 sends them. */
+    for (size_t j = J > COMM_CHAIN_SLOTS ? J - COMM_CHAIN_SLOTS : 0; j < J && rc == ST_OK; j++) {
+        int s = (int)(j % COMM_CHAIN_SLOTS);
+        rc = comm_wait1(&ch.send[s], ch.send_peer[s], "gradient exchange");
+        if (rc == ST_OK && me == 0 && ch.sent_chunk[s] >= 0)
+            rc = comm_chain_final(&ch, buf, n, a, b, C, (size_t)ch.sent_chunk[s]);
+    }
+    if (rc == ST_OK && ch.nfin > 0)
+        rc = comm_waitall(ch.fin, ch.fin_peer, ch.nfin, "gradient exchange");
+out:
+    free(ch.slot);
+    free(ch.fin);
+    free(ch.fin_peer);
     return rc;
 }
 
@@ -589,6 +805,7 @@ void comm_finalize(int rc) { (void)rc; }
 void comm_abort(int code) {}
 int comm_reduce_scatter(float *g, size_t n) { return ST_OK; }
 int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b) { return ST_OK; }
+int comm_reduce_scatter_flat_span(float *buf, size_t n, size_t a, size_t b) { return ST_OK; }
 int comm_allgather(float *p, size_t n) { return ST_OK; }
 int comm_allgather_span(float *buf, size_t n, size_t a, size_t b) { return ST_OK; }
 int comm_sum(double *v, int k) { return ST_OK; }

@@ -50,11 +50,49 @@ void comm_span_piece(size_t n, size_t a, size_t b, int r, int world, size_t chun
  * order (in[r] = pieces + r * stride): the one sum every reduce-scatter
  * makes, so the fake ranks of the unit tests add exactly as MPI ranks do. */
 void comm_sum_pieces(float *out, const float *pieces, size_t stride, int world, size_t count);
+/* The chain reduce-scatter's plan over the span [a, b): the span is cut
+ * into chunks (each owner's part of it, comm_range cut to [a, b), in pieces
+ * of comm_chain_size floats, numbered in vector order); each chunk's
+ * partial sum travels rank 0 -> 1 -> ... -> W-1, every rank adding its own
+ * part ((g0 + g1) + g2) + ..., the order comm_sum_pieces adds in, and rank
+ * W-1 sends the sum to the chunk's owner. Different chunks are at
+ * different ranks at once, so every link is busy; with ranks numbered node
+ * by node, each node sends about one vector's worth across the network
+ * (the flat exchange sends ranks-per-node times that). */
+#define COMM_CHAIN_SLOTS 3         /* chunk buffers a rank of the MPI chain holds */
+#define COMM_CHAIN_PIECES 8        /* chunks per owner part it aims at (pipeline depth) */
+#define COMM_CHAIN_MIN 16384       /* floats: smaller messages cost more than they overlap */
+/* Floats per chunk: at most `chunk`, about 1/COMM_CHAIN_PIECES of the
+ * largest owner part, not below COMM_CHAIN_MIN (nor above that part). */
+size_t comm_chain_size(size_t n, size_t a, size_t b, int world, size_t chunk);
+size_t comm_chain_chunks(size_t n, size_t a, size_t b, int world, size_t chunk);
+/* Chunk j: offset into the vector, count, owner rank. */
+void comm_chain_chunk(size_t n, size_t a, size_t b, int world, size_t chunk, size_t j, size_t *off, size_t *count,
+                      int *owner);
+/* The largest chunk (what a chain slot must hold). */
+size_t comm_chain_largest(size_t n, size_t a, size_t b, int world, size_t chunk);
+/* Bytes rank r sends in one chain reduce-scatter of the span (4 per
+ * float): every chunk to r + 1, or from rank W-1 every sum whose owner is
+ * another rank. For the cost model and the benchmark. */
+double comm_chain_send_bytes(size_t n, size_t a, size_t b, int r, int world);
+/* The same for the flat exchange (comm_reduce_scatter_flat_span): every
+ * peer its part. */
+double comm_flat_send_bytes(size_t n, size_t a, size_t b, int r, int world);
+
 /* Chunk size in floats (rounded down to COMM_ALIGN, at least COMM_ALIGN).
  * The environment variable SPOTRAIN_COMM_CHUNK sets it at comm_init, so a
  * test can run many rounds over a small model. */
 void comm_set_chunk(size_t floats);
 size_t comm_get_chunk(void);
+
+/* How gradients are reduced ([comm] reduce): the chain (rank-order sums,
+ * the CPU's bits) or, on the CUDA backend only, ncclReduceScatter (NCCL's
+ * own order: fast, not bitwise the CPU's). Read by cuda/nccl.cu. */
+enum { COMM_REDUCE_CHAIN = 0, COMM_REDUCE_NCCL = 1 };
+int comm_reduce_parse(const char *s);   /* -1: neither */
+const char *comm_reduce_name(int reduce);
+void comm_set_reduce(int reduce);
+int comm_get_reduce(void);
 
 /* A wait for peers (every collective below) still waiting after this many
  * seconds gives up with ST_WATCHDOG: a peer vanished or hung, and main's
@@ -93,8 +131,8 @@ void comm_test_freeze(const char *point);
 void comm_test_slow(const char *point);
 
 /* Reduce-scatter: after it, g[lo..hi) of this rank holds the sum over ranks
- * (added in rank order); the rest of g is unspecified. Chunked: no buffer
- * of the vector's size, no 2^31 limit. */
+ * (added in rank order); the rest of g is unspecified. The pipelined chain
+ * (comm_chain_*): no buffer of the vector's size, no 2^31 limit. */
 int comm_reduce_scatter(float *g, size_t n);
 /* The same over the span [a, b) of an n-element vector: buf holds the
  * span's elements (buf[0] is element a). After it, buf[x - a] for x in this
@@ -103,6 +141,11 @@ int comm_reduce_scatter(float *g, size_t n);
  * summed alone, in rank order); the rest of buf is unspecified. Reducing a
  * vector bucket by bucket (ZeRO-2) therefore changes no bit. */
 int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b);
+/* The flat exchange these replaced: every rank sends each peer its part in
+ * rounds and sums the W pieces of its own. The same bits, (W-1)/W of the
+ * span through every rank's link to every peer; kept as the reference
+ * that `selftest comm` and bench/reduce.sh hold the chain against. */
+int comm_reduce_scatter_flat_span(float *buf, size_t n, size_t a, size_t b);
 /* All-gather: every rank's owned range of p is copied to all ranks. */
 int comm_allgather(float *p, size_t n);
 /* The same over the span [a, b): buf holds the span (buf[0] is element a)

@@ -46,22 +46,6 @@ int cuda_xfer_pick_device(int local, int ndev, char *why, size_t cap)
     return -1;
 }
 
-int cuda_xfer_rs_round(size_t n, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops, size_t *own_off,
-                       size_t *own_count)
-{
-    int nops = 0;
-    comm_piece(n, me, W, chunk, k, own_off, own_count);
-    for (int r = 0; r < W; r++) {
-        if (r == me)
-            continue;
-        cuda_xfer_op o = {r, 0, 0, (size_t)r * chunk, *own_count};
-        comm_piece(n, r, W, chunk, k, &o.send_off, &o.send_count);
-        if (o.send_count || o.recv_count)
-            ops[nops++] = o;
-    }
-    return nops;
-}
-
 int cuda_xfer_ag_round(size_t n, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops)
 {
     int nops = 0;
@@ -72,24 +56,6 @@ int cuda_xfer_ag_round(size_t n, int me, int W, size_t chunk, size_t k, cuda_xfe
             continue;
         cuda_xfer_op o = {r, off, cnt, 0, 0};
         comm_piece(n, r, W, chunk, k, &o.recv_off, &o.recv_count);
-        if (o.send_count || o.recv_count)
-            ops[nops++] = o;
-    }
-    return nops;
-}
-
-int cuda_xfer_rs_span_round(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t slot, size_t k,
-                            cuda_xfer_op *ops, size_t *own_off, size_t *own_count)
-{
-    int nops = 0;
-    comm_span_piece(n, a, b, me, W, chunk, k, own_off, own_count);
-    *own_off -= a;   /* comm_span_piece's offsets lie in [a, b] */
-    for (int r = 0; r < W; r++) {
-        if (r == me)
-            continue;
-        cuda_xfer_op o = {r, 0, 0, (size_t)r * slot, *own_count};
-        comm_span_piece(n, a, b, r, W, chunk, k, &o.send_off, &o.send_count);
-        o.send_off -= a;
         if (o.send_count || o.recv_count)
             ops[nops++] = o;
     }
@@ -112,6 +78,55 @@ int cuda_xfer_ag_span_round(size_t n, size_t a, size_t b, int me, int W, size_t 
             ops[nops++] = o;
     }
     return nops;
+}
+
+size_t cuda_xfer_chain_rounds(size_t n, size_t a, size_t b, int W, size_t chunk)
+{
+    size_t J = comm_chain_chunks(n, a, b, W, chunk);
+    return W > 1 && J > 0 ? J + (size_t)W - 1 : 0;
+}
+
+/* Chunk t - d when 0 <= t - d < J: its offset, count and owner; 0 if none. */
+static int cuda_xfer_chunk_at(size_t n, size_t a, size_t b, int W, size_t chunk, size_t t, size_t d, size_t *off,
+                              size_t *count, int *owner)
+{
+    if (t < d || t - d >= comm_chain_chunks(n, a, b, W, chunk))
+        return 0;
+    comm_chain_chunk(n, a, b, W, chunk, t - d, off, count, owner);
+    return 1;
+}
+
+void cuda_xfer_chain_round_plan(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t t,
+                                cuda_xfer_chain_round *out)
+{
+    const cuda_xfer_msg none = {-1, -1, 0, 0};
+    size_t off, cnt;
+    int owner;
+    out->send = out->recv = out->fin = none;
+    out->add = 0;
+    if (W < 2)
+        return;
+    /* send chunk t - me: rank 0 its own part, the others the partial sum
+     * (finished at W-1: to the owner, unless W-1 owns it and wrote it) */
+    if (cuda_xfer_chunk_at(n, a, b, W, chunk, t, (size_t)me, &off, &cnt, &owner)) {
+        int slot = me == 0 ? -1 : (int)((t - (size_t)me) % CUDA_XFER_CHAIN_SLOTS);
+        int to = me < W - 1 ? me + 1 : owner != me ? owner : -1;
+        if (to >= 0)
+            out->send = (cuda_xfer_msg){to, slot, off, cnt};
+    }
+    /* receive chunk t - me + 1 from me - 1, and add my part to it */
+    if (me > 0 && cuda_xfer_chunk_at(n, a, b, W, chunk, t + 1, (size_t)me, &off, &cnt, &owner)) {
+        int slot = (int)((t + 1 - (size_t)me) % CUDA_XFER_CHAIN_SLOTS);
+        out->recv = (cuda_xfer_msg){me - 1, slot, off, cnt};
+        out->add = 1;
+        out->add_slot = slot;
+        out->add_into_vector = me == W - 1 && owner == me;
+        out->add_off = off;
+        out->add_count = cnt;
+    }
+    /* the sum rank W-1 sends this round (chunk t - (W-1)), if it is mine */
+    if (me < W - 1 && cuda_xfer_chunk_at(n, a, b, W, chunk, t, (size_t)(W - 1), &off, &cnt, &owner) && owner == me)
+        out->fin = (cuda_xfer_msg){W - 1, -1, off, cnt};
 }
 
 void cuda_xfer_wait_begin(cuda_xfer_wait *w, double now, double timeout)

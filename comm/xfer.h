@@ -1,6 +1,6 @@
 /* The NCCL data plane's host-side decisions in plain C, so they are tested
  * without a GPU (tests/unit/test_cuda_xfer.c): which device a rank drives, the
- * send/receive schedule of the chunked reduce-scatter and all-gather, the
+ * send/receive schedule of the chain reduce-scatter and the all-gather, the
  * wait-with-timeout state machine, what an NCCL status means for the job,
  * and which transport NCCL chose (from its INFO log). cuda/nccl.cu acts. */
 #ifndef SPOTRAIN_CUDA_XFER_H
@@ -31,35 +31,53 @@ int cuda_xfer_pick_device(int local, int ndev, char *why, size_t cap);
 
 /* ---- transfer schedule ------------------------------------------------ */
 
-/* One point-to-point transfer of a round, in floats (or elements). */
+/* One point-to-point transfer of an all-gather round, in elements. */
 typedef struct {
     int peer;
     size_t send_off, send_count;   /* from the vector, to peer */
-    size_t recv_off, recv_count;   /* reduce-scatter: offset into the receive buffer (slot peer x chunk);
-                                      all-gather: offset into the vector */
+    size_t recv_off, recv_count;   /* into the vector, from peer */
 } cuda_xfer_op;
-
-/* Round k of the reduce-scatter of an n-element vector on rank me of W at
- * `chunk` elements per rank per round (comm_piece's pieces, the CPU rule):
- * to every peer its piece of my vector, from every peer its copy of my
- * piece into receive slot peer. ops has room for W-1; returns how many are
- * non-empty (a peer with nothing to send or receive is left out). own_off
- * and own_count: my piece this round, the range the sum kernel writes. */
-int cuda_xfer_rs_round(size_t n, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops, size_t *own_off,
-                       size_t *own_count);
 
 /* Round k of the all-gather: my piece to every peer, every peer's piece
  * into its place. */
 int cuda_xfer_ag_round(size_t n, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops);
 
-/* The same two over the span [a, b) of the n-element vector (a bucket of
- * whole layers, comm_span_piece's pieces, the CPU's bucket rule): every
- * offset is relative to a (the buffer holds the span), and the
- * reduce-scatter's receive slots are `slot` elements apart (slot >= every
- * piece: min(chunk, the largest part), as the memory plan sizes it). */
-int cuda_xfer_rs_span_round(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t slot, size_t k,
-                            cuda_xfer_op *ops, size_t *own_off, size_t *own_count);
+/* The same over the span [a, b) of the n-element vector (a bucket of whole
+ * layers, comm_span_piece's pieces, the CPU's bucket rule): every offset is
+ * relative to a (the buffer holds the span). */
 int cuda_xfer_ag_span_round(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops);
+
+/* ---- the chain reduce-scatter on NCCL ---------------------------------- */
+
+/* comm.h's chain over [a, b) as lock-step rounds of one stream: in round t
+ * rank r sends chunk t - r (rank 0 from the vector, the others from the
+ * slot that holds their partial sum; rank W-1 sends the finished sum to
+ * the chunk's owner) and receives chunk t - r + 1 from r - 1 into a slot;
+ * after the round a kernel adds r's own part to what came in (into the
+ * vector when rank W-1 owns the chunk). The owner receives its sum of
+ * chunk t - (W-1) straight into the vector. Every link carries one chunk
+ * a round; a chunk's slot is t - r + 1 mod CUDA_XFER_CHAIN_SLOTS, so the
+ * slot being sent from is never the one being received into. */
+#define CUDA_XFER_CHAIN_SLOTS 2
+
+typedef struct {
+    int peer;              /* -1: nothing */
+    int slot;              /* -1: the vector at off; else a slot of the chain buffer */
+    size_t off, count;     /* off: into the vector (element a is buf[0] of the span) */
+} cuda_xfer_msg;
+
+typedef struct {
+    cuda_xfer_msg send, recv, fin;   /* fin: the owner's sum from rank W-1, into the vector */
+    int add;                         /* after the round: slot add_slot += vector[add_off ..] */
+    int add_slot, add_into_vector;   /* into_vector: vector = slot + vector (rank W-1 owns it) */
+    size_t add_off, add_count;
+} cuda_xfer_chain_round;
+
+/* Rounds the chain takes: chunks + W - 1 (0 on one rank). */
+size_t cuda_xfer_chain_rounds(size_t n, size_t a, size_t b, int W, size_t chunk);
+/* Rank me's part of round t. */
+void cuda_xfer_chain_round_plan(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t t,
+                                cuda_xfer_chain_round *out);
 
 /* ---- waiting with a timeout ------------------------------------------- */
 

@@ -114,6 +114,8 @@ static const cfg_key cfg_keys[] = {
     KS("spot", "notice_file", notice_file, NULL),
     KS("spot", "vm_name", vm_name, NULL),
 
+    KS("comm", "reduce", comm_reduce, "chain|nccl"),
+
     KI("cost", "nodes", nodes, 1, 1 << 20),
     KI("cost", "ondemand_nodes", ondemand_nodes, 0, 1 << 20),
     KI("cost", "gpus_per_node", gpus_per_node, 1, 1024),
@@ -289,7 +291,7 @@ static int cfg_apply(cfg_parse *ps, const char *section, const char *key, const 
     const cfg_key *k = cfg_find(section, key);
     if (!k) {
         if (!cfg_section_known(section))
-            snprintf(ps->err, sizeof ps->err, "unknown section [%s] (key %s); sections are model, data, train, checkpoint, spot, cost, price.NAME, metrics", section, key);
+            snprintf(ps->err, sizeof ps->err, "unknown section [%s] (key %s); sections are model, data, train, checkpoint, spot, comm, cost, price.NAME, metrics", section, key);
         else
             snprintf(ps->err, sizeof ps->err, "unknown key '%s' in [%s]; `spotrain init` writes every key with its meaning", key, section);
         return -1;
@@ -427,6 +429,9 @@ static int cfg_check_relations(const cfg *c)
     if (!strcmp(c->recompute, "layers") && !strcmp(c->backend, "cuda"))
         return util_fail(ST_CONFIG, "%s: train.recompute = layers is CPU-only for now (backend cuda does not "
                          "implement it); use recompute = none with backend = cuda, or backend = cpu", f);
+    if (!strcmp(c->comm_reduce, "nccl") && !strcmp(c->backend, "cpu"))
+        return util_fail(ST_CONFIG, "%s: comm.reduce = nccl needs backend cuda (ncclReduceScatter); the cpu backend "
+                         "reduces with the chain: use comm.reduce = chain", f);
     if (c->loss_scale_init != 0 && (!lscale_pow2(c->loss_scale_init) || c->loss_scale_init < LSCALE_MIN))
         return util_fail(ST_CONFIG, "%s: train.loss_scale_init = %g must be 0 or a power of two from 1 to 2^127 "
                          "(e.g. 65536)", f, c->loss_scale_init);

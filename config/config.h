@@ -72,6 +72,9 @@ typedef struct cfg {
     char notice_file[CFG_STR];
     char vm_name[256];              /* azure: this VM's name; empty = ask IMDS */
 
+    /* [comm] */
+    char comm_reduce[8];            /* chain | nccl (cuda only: ncclReduceScatter, not bitwise the CPU's) */
+
     /* [cost] */
     int64_t nodes, ondemand_nodes, gpus_per_node;
     char gpu[32];                   /* a100 | h100 | h200 | custom */

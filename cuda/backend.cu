@@ -444,8 +444,6 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
     cuda_gemm_ctx *x = &c->gemm;
     T *W = cuda_w<T>(c);
     const int32_t *tok = (const int32_t *)CUDA_GBUF(c, CA_TOKENS);
-    cuda_attn_scratch as = {(float *)CUDA_GBUF(c, CA_S), CUDA_GBUF(c, CA_P), CUDA_GBUF(c, CA_OP),
-                            CUDA_GBUF(c, CA_DQ), CUDA_GBUF(c, CA_DK), CUDA_GBUF(c, CA_DV)};
     T *qkv = (T *)CUDA_GBUF(c, CA_QKV);
     cuda_gemm g;
     int rc = ST_OK;
@@ -466,8 +464,7 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
         g = cuda_gemm_plan(d, CUDA_G_QKV, 0);
         CU_OK(cuda_gemm_run(x, &g, xn1, W + cuda_off(be, l, MODEL_Q), NULL, qkv));
         CU_OK(cuda_rope_forward<T>(s, q, k, v, qkv, c->rope_cos, c->rope_sin, d));
-        CU_OK(cuda_attention_forward<T>(x, d, &as, ao, (float *)CUDA_ABUF(c, CA_SMAX, l),
-                                        (float *)CUDA_ABUF(c, CA_SINV, l), q, k, v));
+        CU_OK(cuda_attention_forward<T>(s, d, ao, (float *)CUDA_ABUF(c, CA_LSE, l), q, k, v));
         g = cuda_gemm_plan(d, CUDA_G_O, 0);
         CU_OK(cuda_gemm_run(x, &g, ao, W + cuda_off(be, l, MODEL_O), res, mid));
         CU_OK(cuda_rmsnorm_forward<T>(s, xn2, (float *)CUDA_ABUF(c, CA_RS2, l), mid, W + cuda_off(be, l, MODEL_LN2),
@@ -533,8 +530,8 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     T *dres_ct = (T *)CUDA_GBUF(c, CA_DRES_CT), *dgu = (T *)CUDA_GBUF(c, CA_DGU), *dao = (T *)CUDA_GBUF(c, CA_DAO);
     T *dqkv = (T *)CUDA_GBUF(c, CA_QKV);
     double *part = (double *)CUDA_GBUF(c, CA_NORMPART);
-    cuda_attn_scratch as = {(float *)CUDA_GBUF(c, CA_S), CUDA_GBUF(c, CA_P), CUDA_GBUF(c, CA_OP),
-                            CUDA_GBUF(c, CA_DQ), CUDA_GBUF(c, CA_DK), CUDA_GBUF(c, CA_DV)};
+    cuda_attn_scratch as = {CUDA_GBUF(c, CA_DQ), CUDA_GBUF(c, CA_DK), CUDA_GBUF(c, CA_DV),
+                            (float *)CUDA_GBUF(c, CA_DELTA)};
     size_t fn = model_final_norm(L)->offset;
     cuda_gemm g;
     int rc = ST_OK;
@@ -565,8 +562,8 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
         CU_OK(cuda_gemm_run(x, &g, dres_ct, W + oo, NULL, dao));
         g = cuda_gemm_plan(d, CUDA_G_DWO, 0);
         CU_OK(cuda_gemm_run(x, &g, dres_ct, CUDA_ABUF(c, CA_AO, l), G + oo, G + oo));
-        CU_OK(cuda_attention_backward<T>(x, d, &as, dao, (const float *)CUDA_ABUF(c, CA_SMAX, l),
-                                         (const float *)CUDA_ABUF(c, CA_SINV, l), (const T *)CUDA_ABUF(c, CA_Q, l),
+        CU_OK(cuda_attention_backward<T>(s, d, &as, dao, (const T *)CUDA_ABUF(c, CA_AO, l),
+                                         (const float *)CUDA_ABUF(c, CA_LSE, l), (const T *)CUDA_ABUF(c, CA_Q, l),
                                          (const T *)CUDA_ABUF(c, CA_K, l), (const T *)CUDA_ABUF(c, CA_V, l)));
         CU_OK(cuda_rope_backward<T>(s, dqkv, (const T *)as.dq, (const T *)as.dk, (const T *)as.dv, c->rope_cos,
                                     c->rope_sin, d));
@@ -1174,7 +1171,7 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     }
     /* After the state exists: NCCL's own buffers come out of what is left. */
     if (world > 1 || (force && !strcmp(force, "1"))) {
-        CU_OK(cuda_nccl_open(&c->nccl, rank, world, 0, mp.slot));
+        CU_OK(cuda_nccl_open(&c->nccl, rank, world, 0));
         if (rank == 0 || world == 1)
             util_log("backend cuda: rank %d of %d on %s; data plane %s", rank, world, dev_desc,
                      cuda_nccl_version(c->nccl));

@@ -170,34 +170,37 @@ exit:
 }
 
 template <typename T>
-static int cuda_chk_softmax_t(void *P, void *P2, float *smax, float *sinv, const float *S, float *dP, int64_t rows,
-                              int64_t T_, float scale)
+static int cuda_chk_attention_t(const cuda_dims *d, const cuda_attn_scratch *w, void *ao, float *lse, const void *q,
+                                const void *k, const void *v, const void *dao)
 {
-    int rc = ST_OK;
-    cuda_softmax_forward_k<T><<<(unsigned)rows, CUDA_SOFTMAX_THREADS>>>((T *)P, smax, sinv, S, T_, 0);
-    CU_LAUNCHED();
-    cuda_softmax_forward_k<T><<<(unsigned)rows, CUDA_SOFTMAX_THREADS>>>((T *)P2, smax, sinv, S, T_, 1);
-    CU_LAUNCHED();
-    cuda_softmax_backward_k<T><<<(unsigned)rows, CUDA_SOFTMAX_THREADS>>>((T *)P2, dP, T_, scale);
-    CU_LAUNCHED();
-exit:
+    int rc = cuda_attention_forward<T>(0, d, (T *)ao, lse, (const T *)q, (const T *)k, (const T *)v);
+    if (rc == ST_OK)
+        rc = cuda_attention_backward<T>(0, d, w, (const T *)dao, (const T *)ao, lse, (const T *)q, (const T *)k,
+                                        (const T *)v);
     return rc;
 }
 
-extern "C" int cuda_check_softmax(int prec, int64_t rows, int64_t T, const float *S, const float *dP, float scale,
-                                  float *P, float *P2, float *dS)
+extern "C" int cuda_check_attention(int prec, const model_shape *s, int64_t B, const float *q, const float *k,
+                                    const float *v, const float *dao, float *ao, float *lse, float *dq, float *dk,
+                                    float *dv)
 {
     cuda_chk c = {{0}, 0};
+    cuda_dims d;
     int rc = ST_OK;
-    size_t n = (size_t)(rows * T), ct = cuda_chk_ct(prec);
-    float *dS_ = (float *)cuda_chk_up(&c, prec, S, n, 1), *ddP = (float *)cuda_chk_up(&c, prec, dP, n, 1);
-    void *dPr = cuda_chk_alloc(&c, n * ct), *dP2 = cuda_chk_alloc(&c, n * ct);
-    float *smax = (float *)cuda_chk_alloc(&c, (size_t)rows * 4), *sinv = (float *)cuda_chk_alloc(&c, (size_t)rows * 4);
-    CUDA_CHK_NN(dS_ && ddP && dPr && dP2 && smax && sinv);
-    CU_OK(CUDA_CHK_T(prec, cuda_chk_softmax_t, dPr, dP2, smax, sinv, dS_, ddP, rows, T, scale));
-    CU_OK(cuda_chk_down(&c, prec, P, dPr, n, 0));
-    CU_OK(cuda_chk_down(&c, prec, dS, dP2, n, 0));
-    (void)P2;
+    cuda_dims_init(&d, s, B);
+    size_t ct = cuda_chk_ct(prec), nq = (size_t)(d.N * d.qd), nk = (size_t)(d.N * d.kvd), nr = (size_t)(d.B * d.H * d.T);
+    void *dq_in = cuda_chk_up(&c, prec, q, nq, 0), *dk_in = cuda_chk_up(&c, prec, k, nk, 0);
+    void *dv_in = cuda_chk_up(&c, prec, v, nk, 0), *ddao = cuda_chk_up(&c, prec, dao, nq, 0);
+    void *dao_out = cuda_chk_alloc(&c, nq * ct);
+    float *dlse = (float *)cuda_chk_alloc(&c, nr * 4), *delta = (float *)cuda_chk_alloc(&c, nr * 4);
+    cuda_attn_scratch w = {cuda_chk_alloc(&c, nq * ct), cuda_chk_alloc(&c, nk * ct), cuda_chk_alloc(&c, nk * ct), delta};
+    CUDA_CHK_NN(dq_in && dk_in && dv_in && ddao && dao_out && dlse && delta && w.dq && w.dk && w.dv);
+    CU_OK(CUDA_CHK_T(prec, cuda_chk_attention_t, &d, &w, dao_out, dlse, dq_in, dk_in, dv_in, ddao));
+    CU_OK(cuda_chk_down(&c, prec, ao, dao_out, nq, 0));
+    CU_OK(cuda_chk_down(&c, prec, lse, dlse, nr, 1));
+    CU_OK(cuda_chk_down(&c, prec, dq, w.dq, nq, 0));
+    CU_OK(cuda_chk_down(&c, prec, dk, w.dk, nk, 0));
+    CU_OK(cuda_chk_down(&c, prec, dv, w.dv, nk, 0));
 exit:
     cuda_chk_free(&c);
     return rc;

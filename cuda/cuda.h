@@ -47,8 +47,11 @@ int cuda_check_rmsnorm(int prec, int64_t N, int64_t D, double eps, const float *
                        float *out, float *rs, float *dx, float *dw);
 int cuda_check_rope(int prec, const model_shape *s, int64_t B, const float *qkv, float *q, float *k, float *v,
                     float *back);
-int cuda_check_softmax(int prec, int64_t rows, int64_t T, const float *S, const float *dP, float scale, float *P,
-                       float *P2, float *dS);
+/* Flash attention forward and backward: q [B,H,T,hd], k, v [B,KV,T,hd]
+ * (head layouts), dao and ao rows [B*T, H*hd]; lse [B,H,T]; dq, dk, dv in
+ * the head layouts of q, k, v. */
+int cuda_check_attention(int prec, const model_shape *s, int64_t B, const float *q, const float *k, const float *v,
+                         const float *dao, float *ao, float *lse, float *dq, float *dk, float *dv);
 int cuda_check_swiglu(int prec, int64_t N, int64_t F, const float *gu, const float *dh, float *h, float *dgu);
 int cuda_check_crossentropy(int prec, int64_t B, int64_t T, int64_t V, const float *z, const int32_t *tokens,
                             float grad_scale, double *rowloss, double *loss_sum, float *dz);

@@ -1,6 +1,7 @@
 /* The NCCL data plane (nccl.cuh): libnccl opened with dlopen, a
  * non-blocking communicator bootstrapped over MPI, grouped send/receive
- * rounds from xfer.c's schedule, the rank-order sum kernel, and waits that
+ * rounds from xfer.c's schedules (the chain reduce-scatter and its add
+ * kernel; the all-gather), ncclReduceScatter for [comm] reduce = nccl, and waits that
  * poll the communicator so a vanished peer aborts it (exit 86) instead of
  * hanging. Also the device data plane `selftest comm` drives (cuda.h). */
 #include "common.cuh"
@@ -41,6 +42,7 @@ typedef struct {
     decltype(&ncclGroupEnd) group_end;
     decltype(&ncclSend) send;
     decltype(&ncclRecv) recv;
+    decltype(&ncclReduceScatter) reduce_scatter;   /* NULL when absent: only [comm] reduce = nccl needs it */
 } cuda_nccl_api;
 
 struct cuda_nccl {
@@ -48,9 +50,9 @@ struct cuda_nccl {
     ncclComm_t comm;
     int rank, world;
     size_t chunk;            /* elements per rank per round (comm_get_chunk) */
-    size_t slot;             /* floats of a receive slot: min(chunk, the largest piece), the memory plan's */
-    float *recv;             /* world x slot floats: one receive slot per rank */
-    cuda_xfer_op *ops;       /* world - 1 */
+    int reduce;              /* COMM_REDUCE_CHAIN | COMM_REDUCE_NCCL (comm_get_reduce at open) */
+    float *recv;             /* chain: CUDA_XFER_CHAIN_SLOTS x chunk floats; nccl: world x chunk staging */
+    cuda_xfer_op *ops;       /* world - 1 (the all-gather) */
     cudaEvent_t done;
     cudaEvent_t gathered;    /* after the started gather (cuda_nccl_allgather_span_start) */
     int gathering;           /* one is started and not yet waited for */
@@ -92,6 +94,7 @@ static int cuda_nccl_load(cuda_nccl_api *a, char *version, size_t cap)
     CUDA_NCCL_SYM(send, "ncclSend");
     CUDA_NCCL_SYM(recv, "ncclRecv");
 #undef CUDA_NCCL_SYM
+    *(void **)&a->reduce_scatter = dlsym(a->so, "ncclReduceScatter");
     int v = 0;
     a->get_version(&v);
     snprintf(version, cap, "NCCL %d.%d.%d (libnccl.so.2)", v / 10000, v / 100 % 100, v % 100);
@@ -207,7 +210,7 @@ static void cuda_nccl_log_to_file(cuda_nccl *x)
     setenv("NCCL_DEBUG_FILE", x->log_path, 1);
 }
 
-int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport, size_t slot)
+int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
 {
     *out = NULL;
     cuda_nccl *x = (cuda_nccl *)calloc(1, sizeof *x);
@@ -218,7 +221,7 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport, size
     x->rank = rank;
     x->world = world;
     x->chunk = comm_get_chunk();
-    x->slot = slot > 0 && slot < x->chunk ? slot : x->chunk;
+    x->reduce = comm_get_reduce();
     if (log_transport)
         cuda_nccl_log_to_file(x);
     CU_OK(cuda_nccl_load(&x->api, x->version, sizeof x->version));
@@ -250,11 +253,17 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport, size
         /* Bounded like every other wait for peers (0: forever, as they are). */
         CU_OK(cuda_nccl_wait(x, NULL, comm_get_timeout(), "communicator init"));
     }
+    if (x->reduce == COMM_REDUCE_NCCL && !x->api.reduce_scatter) {
+        rc = util_fail(ST_UNAVAILABLE, "comm.reduce = nccl needs ncclReduceScatter, which %s lacks; use comm.reduce "
+                       "= chain", x->version);
+        goto exit;
+    }
     if (world > 1) {
-        if (cudaMalloc((void **)&x->recv, (size_t)world * x->slot * sizeof(float)) != cudaSuccess) {
+        size_t slots = x->reduce == COMM_REDUCE_NCCL ? (size_t)world : CUDA_XFER_CHAIN_SLOTS;
+        if (cudaMalloc((void **)&x->recv, slots * x->chunk * sizeof(float)) != cudaSuccess) {
             cudaGetLastError();
-            rc = util_fail(ST_SOFTWARE, "backend cuda: out of device memory for the gradient receive buffer (%d x "
-                           "%zu floats); lower SPOTRAIN_COMM_CHUNK", world, x->slot);
+            rc = util_fail(ST_SOFTWARE, "backend cuda: out of device memory for the gradient buffer (%zu x %zu "
+                           "floats); lower SPOTRAIN_COMM_CHUNK", slots, x->chunk);
             goto exit;
         }
         x->ops = (cuda_xfer_op *)malloc((size_t)(world - 1) * sizeof *x->ops);
@@ -306,19 +315,13 @@ void cuda_nccl_close(cuda_nccl *x)
 
 /* ---- the collectives --------------------------------------------------- */
 
-/* own[i] = slot 0 + slot 1 + ... + slot W-1, left to right, where slot r
- * is recv + r * stride and this rank's own slot is `own` itself: the CPU
- * rule (comm/comm.c), so a fixed world size gives the same bits whatever
- * path the bytes took. Grid from the count, one element per thread. */
-__global__ void cuda_rank_sum_kernel(float *own, const float *recv, size_t stride, int W, int me, size_t cnt)
+/* dst[i] = partial[i] + own[i]: the chain's step, the bits of the CPU's
+ * s += g_r (comm/comm.c). One element per thread. */
+__global__ void cuda_chain_add_kernel(float *dst, const float *partial, const float *own, size_t cnt)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= cnt)
-        return;
-    float s = me == 0 ? own[i] : recv[i];
-    for (int r = 1; r < W; r++)
-        s += r == me ? own[i] : recv[(size_t)r * stride + i];
-    own[i] = s;
+    if (i < cnt)
+        dst[i] = partial[i] + own[i];
 }
 
 /* One round's sends and receives as a group, then wait until NCCL has
@@ -356,34 +359,112 @@ exit:
     return rc;
 }
 
+/* A chain message's buffer: the vector, or a slot of x->recv. */
+static char *cuda_nccl_msg_buf(cuda_nccl *x, float *g, const cuda_xfer_msg *m)
+{
+    return m->slot < 0 ? (char *)(g + m->off) : (char *)(x->recv + (size_t)m->slot * x->chunk);
+}
+
+/* One round of the chain (xfer.c's plan) as a group, then the add. */
+static int cuda_nccl_chain_round(cuda_nccl *x, float *g, const cuda_xfer_chain_round *st, cudaStream_t s,
+                                 double timeout, const char *what)
+{
+    int rc = ST_OK;
+    if (st->send.peer >= 0 || st->recv.peer >= 0 || st->fin.peer >= 0) {
+        ncclResult_t bad = x->api.group_start();
+        if (bad != ncclSuccess)
+            return cuda_nccl_fail(x, what, bad);
+        if (st->send.peer >= 0)
+            bad = x->api.send(cuda_nccl_msg_buf(x, g, &st->send), st->send.count * sizeof(float), ncclUint8, st->send.peer,
+                              x->comm, s);
+        if (cuda_nccl_taken(bad) && st->recv.peer >= 0)
+            bad = x->api.recv(cuda_nccl_msg_buf(x, g, &st->recv), st->recv.count * sizeof(float), ncclUint8, st->recv.peer,
+                              x->comm, s);
+        if (cuda_nccl_taken(bad) && st->fin.peer >= 0)
+            bad = x->api.recv(cuda_nccl_msg_buf(x, g, &st->fin), st->fin.count * sizeof(float), ncclUint8, st->fin.peer, x->comm,
+                              s);
+        ncclResult_t r = x->api.group_end();
+        if (cuda_nccl_taken(bad))
+            bad = r;
+        if (!cuda_nccl_taken(bad))
+            return cuda_nccl_fail(x, what, bad);
+        CU_OK(cuda_nccl_wait(x, NULL, timeout, what));
+    }
+    if (st->add) {
+        float *slot = x->recv + (size_t)st->add_slot * x->chunk, *own = g + st->add_off;
+        cuda_chain_add_kernel<<<cuda_blocks((int64_t)st->add_count, 256), 256, 0, s>>>(
+            st->add_into_vector ? own : slot, slot, own, st->add_count);
+        CU_LAUNCHED();
+    }
+exit:
+    return rc;
+}
+
+/* The chain over the span [a, b): comm.h's plan, rounds from xfer.c; the
+ * bits of the CPU. g + x is element x (the span's buffer less a). freeze:
+ * the test hook's name at the middle round, or NULL. */
+static int cuda_nccl_rs_chain(cuda_nccl *x, float *g, size_t n, size_t a, size_t b, cudaStream_t s, double timeout,
+                              const char *what, const char *freeze)
+{
+    size_t T = cuda_xfer_chain_rounds(n, a, b, x->world, x->chunk);
+    int rc = ST_OK;
+    for (size_t t = 0; t < T && rc == ST_OK; t++) {
+        cuda_xfer_chain_round st;
+        cuda_xfer_chain_round_plan(n, a, b, x->rank, x->world, x->chunk, t, &st);
+        if (freeze && t == T / 2)
+            comm_test_freeze(freeze);   /* mid-reduction: the peers have started it */
+        rc = cuda_nccl_chain_round(x, g, &st, s, timeout, what);
+    }
+    return rc;
+}
+
+/* ncclReduceScatter in rounds: each rank's piece k of the span
+ * (comm_span_piece; ranges differ in size, NCCL's blocks do not) copied
+ * into slot r of the staging buffer, reduced into this rank's slot in
+ * NCCL's order, copied back. g + x is element x. */
+static int cuda_nccl_rs_nccl(cuda_nccl *x, float *g, size_t n, size_t a, size_t b, cudaStream_t s, double timeout,
+                             const char *what, const char *freeze)
+{
+    size_t rounds = comm_span_rounds(n, a, b, x->world, x->chunk), C = x->chunk;
+    int rc = ST_OK;
+    for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
+        for (int r = 0; r < x->world; r++) {
+            size_t off, cnt;
+            comm_span_piece(n, a, b, r, x->world, C, k, &off, &cnt);
+            if (cnt)
+                CU_TRY(cudaMemcpyAsync(x->recv + (size_t)r * C, g + off, cnt * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, s));
+        }
+        if (freeze && k == rounds / 2)
+            comm_test_freeze(freeze);
+        float *mine = x->recv + (size_t)x->rank * C;
+        ncclResult_t r = x->api.reduce_scatter(x->recv, mine, C, ncclFloat32, ncclSum, x->comm, s);
+        if (!cuda_nccl_taken(r))
+            return cuda_nccl_fail(x, what, r);
+        CU_OK(cuda_nccl_wait(x, NULL, timeout, what));
+        size_t off, cnt;
+        comm_span_piece(n, a, b, x->rank, x->world, C, k, &off, &cnt);
+        if (cnt)
+            CU_TRY(cudaMemcpyAsync(g + off, mine, cnt * sizeof(float), cudaMemcpyDeviceToDevice, s));
+    }
+exit:
+    return rc;
+}
+
 /* The span [a, b) of the n-element vector, held in buf (buf[0] is element
- * a): each round's pieces to their owners, every peer's copy of mine into
- * its slot, then the rank-order sum into buf. freeze: the test hook's name
- * at the middle round, or NULL. */
+ * a), by the chain (or ncclReduceScatter under [comm] reduce = nccl). */
 static int cuda_nccl_rs(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s, const char *freeze)
 {
     const char *what = "gradient reduce-scatter";
     double timeout = comm_get_timeout();
-    size_t rounds = comm_span_rounds(n, a, b, x->world, x->chunk);
+    float *g = buf - a;   /* g + x: element x of the vector */
     int rc = ST_OK;
     if (!x->comm)
         return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
-    for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
-        size_t off, cnt;
-        int nops = cuda_xfer_rs_span_round(n, a, b, x->rank, x->world, x->chunk, x->slot, k, x->ops, &off, &cnt);
-        if (freeze && k == rounds / 2)
-            comm_test_freeze(freeze);   /* mid-reduction: the peers have started it */
-        if (nops > 0)
-            CU_OK(cuda_nccl_round(x, (const char *)buf, (char *)x->recv, sizeof(float), nops, s, timeout, what));
-        if (cnt > 0 && x->world > 1) {
-            cuda_rank_sum_kernel<<<cuda_blocks((int64_t)cnt, 256), 256, 0, s>>>(buf + off, x->recv, x->slot,
-                                                                               x->world, x->rank, cnt);
-            CU_LAUNCHED();
-        }
-    }
-    rc = cuda_nccl_finish(x, s, timeout, what);
-exit:
-    return rc;
+    if (x->world > 1)
+        rc = x->reduce == COMM_REDUCE_NCCL ? cuda_nccl_rs_nccl(x, g, n, a, b, s, timeout, what, freeze)
+                                           : cuda_nccl_rs_chain(x, g, n, a, b, s, timeout, what, freeze);
+    return rc == ST_OK ? cuda_nccl_finish(x, s, timeout, what) : rc;
 }
 
 /* Queues every round of the gather on s; each returns once NCCL has
@@ -564,7 +645,7 @@ extern "C" int backend_cuda_plane_open(backend_plane **out, size_t max_floats)
         goto exit;
     }
     d->cap = max_floats;
-    CU_OK(cuda_nccl_open(&d->x, comm_rank(), comm_size(), 1, 0));
+    CU_OK(cuda_nccl_open(&d->x, comm_rank(), comm_size(), 1));
     snprintf(d->where, sizeof d->where, "%s, %s", dev_desc, cuda_nccl_version(d->x));
     d->p.reduce_scatter = cuda_dp_reduce_scatter;
     d->p.allgather = cuda_dp_allgather;

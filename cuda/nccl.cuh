@@ -18,10 +18,8 @@ int cuda_nccl_pick_device(int world, int *dev, char *desc, size_t cap);
 /* Opens libnccl.so.2 and the non-blocking communicator of rank/world on the
  * current device: rank 0's ncclGetUniqueId reaches the others over MPI
  * (comm_bcast). log_transport: NCCL's INFO log goes to a temporary file
- * for cuda_nccl_transport (unless the user set NCCL_DEBUG). slot: floats
- * per rank of the receive buffer, the largest piece any reduce-scatter
- * here exchanges (the memory plan's); 0 or more than a chunk: a chunk. */
-int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport, size_t slot);
+ * for cuda_nccl_transport (unless the user set NCCL_DEBUG). */
+int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport);
 
 /* After it g[lo,hi) holds the rank-order sum over ranks (comm_range's
  * range; the rest of g is unchanged). Queued on s and waited for. */

@@ -71,27 +71,12 @@ static cuda_gemm cuda_g(const char *name, int ta, int tb, int64_t M, int64_t N, 
     return g;
 }
 
-static cuda_gemm cuda_gb(cuda_gemm g, int64_t batch, int64_t sa, int64_t sb, int64_t sc)
-{
-    g.batch = batch;
-    g.sa = sa;
-    g.sb = sb;
-    g.sc = sc;
-    return g;
-}
-
 cuda_gemm cuda_gemm_plan(const cuda_dims *d, int id, int64_t rows)
 {
-    int64_t N = d->N, D = d->D, F = d->F, V = d->V, T = d->T, hd = d->hd, gT = d->grp * d->T;
-    int64_t bk = d->B * d->KV, qd = d->qd, qkvd = d->qkvd;
+    int64_t N = d->N, D = d->D, F = d->F, V = d->V, qd = d->qd, qkvd = d->qkvd;
     cuda_gemm g;
     switch (id) {
     case CUDA_G_QKV: return cuda_g("qkv", 0, 1, N, qkvd, D, D, D, qkvd, 0, 0);
-    case CUDA_G_ATT_S:
-        g = cuda_gb(cuda_g("att_scores", 0, 1, gT, T, hd, hd, hd, T, 0, 1), bk, gT * hd, T * hd, gT * T);
-        g.alpha = (float)(1.0 / __builtin_sqrt((double)hd));
-        return g;
-    case CUDA_G_ATT_O: return cuda_gb(cuda_g("att_out", 0, 0, gT, hd, T, T, hd, hd, 0, 0), bk, gT * T, T * hd, gT * hd);
     case CUDA_G_O: return cuda_g("o_proj", 0, 1, N, D, qd, qd, qd, D, 1, 1);
     case CUDA_G_GU: return cuda_g("gate_up", 0, 1, N, 2 * F, D, D, D, 2 * F, 0, 0);
     case CUDA_G_DOWN: return cuda_g("down", 0, 1, N, D, F, F, F, D, 1, 1);
@@ -104,10 +89,6 @@ cuda_gemm cuda_gemm_plan(const cuda_dims *d, int id, int64_t rows)
     case CUDA_G_DXN2: return cuda_g("d_xn2", 0, 0, N, D, 2 * F, 2 * F, D, D, 0, 1);
     case CUDA_G_DAO: return cuda_g("d_attn_out", 0, 0, N, qd, D, D, qd, qd, 0, 0);
     case CUDA_G_DWO: return cuda_g("d_o_proj", 1, 0, D, qd, N, D, qd, qd, 1, 1);
-    case CUDA_G_ATT_DP: return cuda_gb(cuda_g("att_dP", 0, 1, gT, T, hd, hd, hd, T, 0, 1), bk, gT * hd, T * hd, gT * T);
-    case CUDA_G_ATT_DV: return cuda_gb(cuda_g("att_dV", 1, 0, T, hd, gT, T, hd, hd, 0, 0), bk, gT * T, gT * hd, T * hd);
-    case CUDA_G_ATT_DQ: return cuda_gb(cuda_g("att_dQ", 0, 0, gT, hd, T, T, hd, hd, 0, 0), bk, gT * T, T * hd, gT * hd);
-    case CUDA_G_ATT_DK: return cuda_gb(cuda_g("att_dK", 1, 0, T, hd, gT, T, hd, hd, 0, 0), bk, gT * T, gT * hd, T * hd);
     case CUDA_G_DWQKV: return cuda_g("d_qkv_proj", 1, 0, qkvd, D, N, qkvd, D, D, 1, 1);
     case CUDA_G_DXN1: return cuda_g("d_xn1", 0, 0, N, D, qkvd, qkvd, D, D, 0, 1);
     default: break;
@@ -155,15 +136,15 @@ int cuda_arena_plan(cuda_arena *a, const model_shape *s, int64_t B, cuda_prec p)
     }
     size_t per[CA_PER_LAYER] = {
         [CA_RES] = f * N * D,  [CA_XN1] = ct * N * D, [CA_RS1] = f * N,      [CA_Q] = ct * qn,
-        [CA_K] = ct * kn,      [CA_V] = ct * kn,      [CA_SMAX] = f * BHT,   [CA_SINV] = f * BHT,
+        [CA_K] = ct * kn,      [CA_V] = ct * kn,      [CA_LSE] = f * BHT,
         [CA_AO] = ct * qn,     [CA_MID] = f * N * D,  [CA_XN2] = ct * N * D, [CA_RS2] = f * N,
         [CA_GU] = ct * N * 2 * F, [CA_H] = ct * N * F};
-    size_t TT = BHT * (size_t)d->T, R = (size_t)d->chunk_rows * (size_t)d->V;
+    size_t R = (size_t)d->chunk_rows * (size_t)d->V;
     size_t nparts = (N + (size_t)d->norm_rows - 1) / (size_t)d->norm_rows;
     size_t glob[CA_GLOBAL_COUNT] = {
         [CA_FINAL_RES] = f * N * D, [CA_XNF] = ct * N * D,   [CA_RSF] = f * N,
-        [CA_QKV] = ct * N * (size_t)d->qkvd, [CA_S] = f * TT, [CA_P] = ct * TT,
-        [CA_OP] = ct * qn,         [CA_DQ] = ct * qn,        [CA_DK] = ct * kn,
+        [CA_QKV] = ct * N * (size_t)d->qkvd, [CA_DELTA] = f * BHT,
+        [CA_DQ] = ct * qn,        [CA_DK] = ct * kn,
         [CA_DV] = ct * kn,         [CA_DRES] = f * N * D,    [CA_DRES_CT] = ct * N * D,
         [CA_DXN] = f * N * D,      [CA_DH] = f * N * F,      [CA_DGU] = ct * N * 2 * F,
         [CA_DAO] = ct * qn,        [CA_LOGITS] = f * R,      [CA_DLOGITS] = ct * R,
@@ -277,7 +258,7 @@ int cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda_
     memplan_cfg c = {.shape = *s, .backend = MEMPLAN_CUDA, .precision = (memplan_prec)p,
                      .world = world > 0 ? world : 1, .ranks_per_node = 1, .micro_batch = micro_batch,
                      .recompute = MEMPLAN_RECOMPUTE_NONE, .zero = zero > 0 ? zero : MEMPLAN_ZERO1,
-                     .comm_chunk = comm_get_chunk()};
+                     .comm_chunk = comm_get_chunk(), .reduce = comm_get_reduce()};
     memplan_bytes b;
     memset(m, 0, sizeof *m);
     int rc = memplan_compute(&c, &b);
@@ -294,6 +275,5 @@ int cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda_
     m->total = (double)b.total;
     m->range = b.range;
     m->bucket = c.zero > MEMPLAN_ZERO1 ? backend_cpu_bucket_floats(s) : 0;
-    m->slot = c.world > 1 ? (size_t)(b.comm / (4 * (uint64_t)c.world)) : 0;
     return ST_OK;
 }

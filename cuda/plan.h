@@ -34,15 +34,11 @@ typedef struct {
 
 void cuda_dims_init(cuda_dims *d, const model_shape *s, int64_t B);
 
-/* The matrix products, forward then backward. Attention runs per
- * (sequence, kv head) as a batch of B*KV: the grp query heads sharing a kv
- * head are stacked into grp*T rows (q permuted to [B, H, T, hd], k and v to
- * [B, KV, T, hd]), so the key/value gradients sum over the group inside one
- * GEMM's K dimension, in head order, with no atomics. */
+/* The matrix products, forward then backward. Attention itself is not
+ * here: cuda/attention.cuh's flash kernels do its products (q permuted to
+ * [B, H, T, hd], k and v to [B, KV, T, hd]). */
 enum {
     CUDA_G_QKV,        /* qkv[N,qkvd]   = xn1[N,D] Wqkv^T                       */
-    CUDA_G_ATT_S,      /* S[grp*T,T]    = scale Qg K^T          (batch B*KV)    */
-    CUDA_G_ATT_O,      /* O[grp*T,hd]   = P V                   (batch B*KV)    */
     CUDA_G_O,          /* mid[N,D]      = res + ao[N,qd] Wo^T                   */
     CUDA_G_GU,         /* gu[N,2F]      = xn2 Wgu^T                             */
     CUDA_G_DOWN,       /* res'[N,D]     = mid + h[N,F] Wd^T                     */
@@ -55,10 +51,6 @@ enum {
     CUDA_G_DXN2,       /* dxn[N,D]      = dgu Wgu                               */
     CUDA_G_DAO,        /* dao[N,qd]     = dres Wo                               */
     CUDA_G_DWO,        /* dWo[D,qd]    += dres^T ao                             */
-    CUDA_G_ATT_DP,     /* dP[grp*T,T]   = dOg V^T               (batch B*KV)    */
-    CUDA_G_ATT_DV,     /* dV[T,hd]      = Pg^T dOg              (batch B*KV)    */
-    CUDA_G_ATT_DQ,     /* dQg[grp*T,hd] = dSg K                 (batch B*KV)    */
-    CUDA_G_ATT_DK,     /* dK[T,hd]      = dSg^T Qg              (batch B*KV)    */
     CUDA_G_DWQKV,      /* dWqkv[qkvd,D]+= dqkv^T xn1                            */
     CUDA_G_DXN1,       /* dxn[N,D]      = dqkv Wqkv                             */
     CUDA_G_COUNT
@@ -101,8 +93,7 @@ enum {
     CA_Q,      /* ct  [B,H,T,hd] roped queries                              */
     CA_K,      /* ct  [B,KV,T,hd] roped keys                                */
     CA_V,      /* ct  [B,KV,T,hd] values                                    */
-    CA_SMAX,   /* f32 [B,H,T] softmax row max  } recompute P in backward:   */
-    CA_SINV,   /* f32 [B,H,T] 1/row sum        } exp(s - max) * inv         */
+    CA_LSE,    /* f32 [B,H,T] softmax row log-sum-exp: P in the backward    */
     CA_AO,     /* ct  [N,qd] attention output, row layout                   */
     CA_MID,    /* f32 [N,D] residual after attention                        */
     CA_XN2,    /* ct  [N,D]                                                 */
@@ -116,9 +107,7 @@ enum {
     CA_XNF,        /* ct  [N,D] final norm output                           */
     CA_RSF,        /* f32 [N]                                               */
     CA_QKV,        /* ct  [N,qkvd] qkv GEMM output; dqkv in backward        */
-    CA_S,          /* f32 [B,H,T,T] scores; dP in backward                  */
-    CA_P,          /* ct  [B,H,T,T] probabilities; dS in backward           */
-    CA_OP,         /* ct  [B,H,T,hd] attention output per head; dO          */
+    CA_DELTA,      /* f32 [B,H,T] rowsum(dO O): the attention's scratch     */
     CA_DQ,         /* ct  [B,H,T,hd]                                        */
     CA_DK,         /* ct  [B,KV,T,hd]                                       */
     CA_DV,         /* ct  [B,KV,T,hd]                                       */
@@ -183,10 +172,9 @@ enum { CUDA_PLAN_SUMSQ_BLOCK = 8192 };
 /* What one GPU holds, in bytes. */
 typedef struct {
     double master, working, grads, adam, activations, workspace, context, total;
-    double comm;    /* NCCL receive buffer: a slot per rank when world > 1 */
+    double comm;    /* NCCL buffer of the reduce-scatter when world > 1 */
     size_t range;   /* floats of the largest rank's range */
     size_t bucket;  /* stages 2-3: floats of the one bucket buffer (gradients; parameters at 3); else 0 */
-    size_t slot;    /* floats per rank of the NCCL receive buffer (0: one rank) */
 } cuda_memplan;
 
 /* world: data-parallel ranks (Adam m/v of 1/world); zero: ZeRO stage 1-3.

@@ -4,6 +4,7 @@
 #include "model/memplan.h"
 #include "backend/backend.h"
 #include "comm/comm.h"
+#include "comm/xfer.h"
 #include "cuda/plan.h"
 #include "util/util.h"
 
@@ -28,16 +29,25 @@ int memplan_recompute_parse(const char *s)
     return -1;
 }
 
-/* Floats each peer's piece of one reduce-scatter round holds: a chunk,
- * or less when the exchanged span is smaller (comm_reduce_scatter_span
- * sizes its buffer so). Stage 1 exchanges the vector, whose largest part
- * is the range R; stages 2-3 exchange buckets, whose largest part is at
- * most min(K, R) (an upper bound: the exact part depends on where the
- * buckets fall against the ranges). */
-static uint64_t memplan_comm_piece(const memplan_cfg *c, uint64_t R, uint64_t K)
+/* The gradient reduction's buffers, in bytes. CPU (comm.c's chain): a
+ * rank other than 0 holds COMM_CHAIN_SLOTS chunks of the largest chain
+ * chunk; stage 1 reduces the vector, so that is exact; stages 2-3 reduce
+ * buckets, whose chunks are at most a comm chunk and the largest part,
+ * min(K, R) (an upper bound: the exact part depends on where the buckets
+ * fall against the ranges). CUDA (nccl.cu, sized at open, before any
+ * vector is known): CUDA_XFER_CHAIN_SLOTS whole chunks for the chain, one
+ * per rank for ncclReduceScatter's staging (reduce = nccl). */
+static uint64_t memplan_comm(const memplan_cfg *c, uint64_t n, uint64_t R, uint64_t K)
 {
-    uint64_t part = c->zero > MEMPLAN_ZERO1 && K < R ? K : R, C = (uint64_t)c->comm_chunk;
-    return C < part ? C : part;
+    uint64_t C = (uint64_t)c->comm_chunk;
+    if (c->world < 2)
+        return 0;
+    if (c->backend == MEMPLAN_CUDA)
+        return 4 * C * (c->reduce == COMM_REDUCE_NCCL ? (uint64_t)c->world : CUDA_XFER_CHAIN_SLOTS);
+    if (c->zero == MEMPLAN_ZERO1)
+        return 4 * COMM_CHAIN_SLOTS * (uint64_t)comm_chain_largest((size_t)n, 0, (size_t)n, c->world, (size_t)C);
+    uint64_t part = K < R ? K : R;
+    return 4 * COMM_CHAIN_SLOTS * (C < part ? C : part);
 }
 
 static size_t memplan_largest_range(size_t n, int world)
@@ -122,9 +132,9 @@ static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)
     int rc = cuda_arena_plan(&a, &c->shape, c->micro_batch, (cuda_prec)c->precision);
     if (rc != ST_OK)
         return rc;
-    /* Scores and probabilities: the [B,H,T,T] pair, quadratic in T. */
-    b->attn_scratch = memplan_arena_span(&a, cuda_arena_global(&a, CA_S)) +
-                      memplan_arena_span(&a, cuda_arena_global(&a, CA_P));
+    /* Flash attention (cuda/attention.cuh): the backward's row sums
+     * [B,H,T], linear in T; the tiles live in shared memory. */
+    b->attn_scratch = memplan_arena_span(&a, cuda_arena_global(&a, CA_DELTA));
     b->activations = (uint64_t)a.total - b->attn_scratch;
     b->act_none = (uint64_t)a.total;
     b->act_layers = 0;   /* no recompute on this backend */
@@ -190,7 +200,7 @@ int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
     b->adam = 2 * 4 * R;                     /* m and v of this rank's range */
     b->snapshot = 3 * 4 * R;                 /* parameters, m, v of the range */
     b->buckets = 0;                          /* stages 2-3 count theirs in master and grads, above */
-    b->comm = c->world > 1 ? 4 * (uint64_t)c->world * memplan_comm_piece(c, R, K) : 0;
+    b->comm = memplan_comm(c, n, R, K);
     if (c->backend == MEMPLAN_CPU) {
         memplan_cpu(c, b);
         return ST_OK;

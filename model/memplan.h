@@ -36,6 +36,7 @@ typedef struct {
     memplan_recompute recompute;
     int zero;                     /* MEMPLAN_ZERO1..3 */
     size_t comm_chunk;            /* floats per rank per collective round (comm_get_chunk) */
+    int reduce;                   /* COMM_REDUCE_CHAIN (0) | COMM_REDUCE_NCCL ([comm] reduce) */
 } memplan_cfg;
 
 /* Bytes one rank holds, by category. total is what the rank's own memory
@@ -56,7 +57,7 @@ typedef struct {
     uint64_t attn_scratch;        /* cpu: per-thread score rows; cuda: the arena's scores/probabilities */
     uint64_t workspace;           /* library workspaces (cuBLASLt) */
     uint64_t context;             /* CUDA context, handles and kernels (an estimate) */
-    uint64_t comm;                /* collective receive buffers: one chunk per rank */
+    uint64_t comm;                /* gradient reduction buffers: the chain's slots (nccl: a chunk per rank) */
     uint64_t total, host;
 } memplan_bytes;
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "comm/comm.h"
 #include "util/util.h"
 
 #define COST_GIB 1073741824.0
@@ -110,16 +111,25 @@ static void cost_overheads(const cost_opts *o, cost_plan *p)
 }
 
 /* The same model as --dry-run (commcost.h): one rank per GPU, bf16
- * parameter gather, a step's compute at the planned MFU. */
+ * parameter gather, a step's compute at the planned MFU; the planned
+ * stage and [comm] reduce, and every stage for the table. */
 static void cost_step_comm(const cost_opts *o, cost_plan *p)
 {
     double rate = (double)p->gpus * p->peak_tflops * 1e12 * p->mfu;
-    cost_comm_in in = {p->params, p->gpus, o->gpus_per_node, 2.0, o->network_gbps, 0, 1};
+    p->comm_zero = o->have_mem && o->mem_cfg.zero >= 1 && o->mem_cfg.zero <= 3 ? o->mem_cfg.zero : 1;
+    p->comm_reduce = o->have_mem ? o->mem_cfg.reduce : COMM_REDUCE_CHAIN;
+    p->micro_steps = cost_micro_steps(o->global_batch, p->gpus, o->micro_batch);
+    cost_comm_in in = {p->params, p->gpus, o->gpus_per_node, 2.0, o->network_gbps, 0, 1, p->comm_zero,
+                       p->comm_reduce, p->micro_steps};
     if (rate > 0 && o->tokens_per_step > 0) {
         in.compute_seconds = o->tokens_per_step * p->flops_per_token / rate;
         in.last_micro_fraction = cost_last_micro_fraction(o->global_batch, p->gpus, o->micro_batch);
     }
     cost_comm(&in, &p->comm);
+    for (int z = 1; z <= 3; z++) {
+        in.zero = z;
+        cost_comm(&in, &p->comm_stage[z]);
+    }
     p->step_compute_s = in.compute_seconds;
     p->have_comm = o->network_gbps > 0 && in.compute_seconds > 0;
 }
@@ -227,9 +237,11 @@ static double cost_saving(double od, double sp)
 
 static void cost_print_comm(const cost_opts *o, const cost_plan *p)
 {
-    printf("communication per step over %lld GPUs (fp32 gradient reduce-scatter, bf16 all-gather):\n"
+    printf("communication per step over %lld GPUs, %lld per node (fp32 gradients by %s, bf16 all-gather; ZeRO "
+           "stage %d):\n"
            "  each GPU sends and receives %.3f GiB; %.3f GiB leave each node\n", (long long)p->gpus,
-           p->comm.rank_bytes / COST_GIB, p->comm.node_bytes / COST_GIB);
+           (long long)o->gpus_per_node, p->comm_reduce == COMM_REDUCE_NCCL ? "ncclReduceScatter" : "the rank-order chain",
+           p->comm_zero, p->comm.rank_bytes / COST_GIB, p->comm.node_bytes / COST_GIB);
     if (p->gpus <= 1)
         printf("  one GPU: nothing to exchange\n");
     else if (p->comm.node_bytes == 0)
@@ -240,10 +252,24 @@ static void cost_print_comm(const cost_opts *o, const cost_plan *p)
                o->tokens_per_step, 100 * p->comm.share);
     else if (o->network_gbps <= 0)
         printf("  set cost.network_gbps (per node) for the communication share of a step\n");
-    if (p->have_comm && p->gpus > 1 && p->comm.node_bytes > 0)
+    if (p->have_comm && p->gpus > 1 && p->comm.rs_node_bytes > 0)
         printf("  an overlap with the last micro-batch's backward (not built) could hide at most %.2f s of the\n"
                "  %.2f s reduce-scatter: %.1f%% of a step\n", p->comm.overlap_max, p->comm.rs_seconds,
                100 * p->comm.overlap_max / (p->comm.seconds + p->step_compute_s));
+    if (p->gpus <= 1)
+        return;
+    printf("  per ZeRO stage, leaving each node per step (%lld micro-batch%s a GPU):\n", (long long)p->micro_steps,
+           p->micro_steps == 1 ? "" : "es");
+    for (int z = 1; z <= 3; z++) {
+        const cost_comm_out *c = &p->comm_stage[z];
+        printf("    zero %d: %.3f GiB = gradients %g x %.3f GiB + parameter gathers %g x %.3f GiB; overlap: none%s\n",
+               z, c->node_bytes / COST_GIB, c->reduces, c->reduces > 0 ? c->rs_node_bytes / c->reduces / COST_GIB : 0,
+               c->gathers, c->gathers > 0 ? (c->node_bytes - c->rs_node_bytes) / c->gathers / COST_GIB : 0,
+               z == 1 ? "" : " (bucket exchanges block between layers)");
+    }
+    if (p->comm_reduce == COMM_REDUCE_CHAIN && p->comm.flat_rs_node_bytes > p->comm.rs_node_bytes)
+        printf("  (the flat all-to-all exchange the chain replaced sent %.3f GiB of gradients from each node)\n",
+               p->comm.flat_rs_node_bytes / COST_GIB);
 }
 
 static const char *cost_prec_name(memplan_prec p)
@@ -467,6 +493,23 @@ static void cost_print_json(const cost_opts *o, const cost_plan *p)
     json_object *cm = json_object_new_object();
     json_object_object_add(cm, "rank_bytes", cost_jnum(p->comm.rank_bytes));
     json_object_object_add(cm, "node_bytes", cost_jnum(p->comm.node_bytes));
+    json_object_object_add(cm, "reduce", json_object_new_string(comm_reduce_name(p->comm_reduce)));
+    json_object_object_add(cm, "zero_stage", json_object_new_int(p->comm_zero));
+    json_object_object_add(cm, "micro_batches", json_object_new_int64(p->micro_steps));
+    json_object_object_add(cm, "reduce_node_bytes", cost_jnum(p->comm.rs_node_bytes));
+    json_object_object_add(cm, "flat_reduce_node_bytes", cost_jnum(p->comm.flat_rs_node_bytes));
+    json_object *stages = json_object_new_array();
+    for (int z = 1; z <= 3; z++) {
+        json_object *st = json_object_new_object();
+        json_object_object_add(st, "zero", json_object_new_int(z));
+        json_object_object_add(st, "node_bytes", cost_jnum(p->comm_stage[z].node_bytes));
+        json_object_object_add(st, "reduce_node_bytes", cost_jnum(p->comm_stage[z].rs_node_bytes));
+        json_object_object_add(st, "reductions", cost_jnum(p->comm_stage[z].reduces));
+        json_object_object_add(st, "gathers", cost_jnum(p->comm_stage[z].gathers));
+        json_object_object_add(st, "overlap", json_object_new_boolean(p->comm_stage[z].overlapped));
+        json_object_array_add(stages, st);
+    }
+    json_object_object_add(cm, "stages", stages);
     if (p->have_comm) {
         json_object_object_add(cm, "network_gbps", cost_jnum(o->network_gbps));
         json_object_object_add(cm, "network_seconds", cost_jnum(p->comm.seconds));

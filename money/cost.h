@@ -100,7 +100,10 @@ typedef struct {
      * network_gbps and a step's compute known. */
     int have_comm;
     double step_compute_s;
-    cost_comm_out comm;
+    cost_comm_out comm;             /* the planned stage (mem_cfg's; 1 without a plan) */
+    cost_comm_out comm_stage[4];    /* [1..3]: each ZeRO stage */
+    int comm_zero, comm_reduce;     /* the planned stage, COMM_REDUCE_* */
+    int64_t micro_steps;            /* micro-batches per rank per step */
 } cost_plan;
 
 /* Pure computation. ST_OK (with have_work 0 when only prices are known) or

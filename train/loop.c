@@ -160,6 +160,18 @@ enum { TRAINER_IO_FLOATS = 1 << 20 };
 /* A dynamic scaler continues from the checkpoint's scale and clean-step
  * count, which keeps an interrupted fp16 run bitwise equal to an
  * uninterrupted one. */
+/* A change of [comm] reduce since the checkpoint (recorded as "chain" or
+ * "nccl"; "" before it was) is a change of the gradients' bits, as a
+ * change of backend is, when more than one rank sums them on either side. */
+static void trainer_reduce_continuity(trainer *t, const char *was, int world_was)
+{
+    const char *now = comm_reduce_name(comm_get_reduce());
+    size_t len = strlen(t->continuity);
+    if (!was || !was[0] || !strcmp(was, now) || (t->world < 2 && world_was < 2))
+        return;
+    snprintf(t->continuity + len, sizeof t->continuity - len, "%sreduce %s -> %s", len ? ", " : "", was, now);
+}
+
 static void trainer_restore_scaler(trainer *t, const ckpt_info *in)
 {
     if (t->ls.mode != LSCALE_DYNAMIC)
@@ -234,6 +246,7 @@ static int trainer_restore(trainer *t, const char *path, s3_client *s3, uint64_t
         if (backend_continuity(t->b, in->backend, in->precision, in->device, t->continuity,
                                sizeof t->continuity) == 0)
             t->continuity[0] = 0;
+        trainer_reduce_continuity(t, in->reduce, in->world_size);
         if (trainer_is_root(t)) {
             trainer_log(t, "resuming from %s (step %lld, saved by %d rank%s)", path, (long long)in->step,
                         in->world_size, in->world_size == 1 ? "" : "s");
@@ -645,6 +658,7 @@ static void trainer_meta(trainer *t, ckpt_meta *m)
     m->precision = t->b->precision;
     m->device = t->b->device;
     m->libraries = t->b->libraries;
+    m->reduce = comm_reduce_name(comm_get_reduce());
     m->lr = optim_lr(&t->h, t->step);
     m->world_size = t->world;
     m->rank = t->rank;
@@ -1228,6 +1242,10 @@ static int trainer_open(trainer *t, const cfg *c, int mode)
                        t->world, (int)c->flush_denormals, !strcmp(c->recompute, "layers"), t->zero};
     if ((rc = backend_create(&t->b, &t->L, &bo)) != ST_OK)
         return rc;
+    /* backend auto that found no GPU: config refused backend = cpu already */
+    if (comm_get_reduce() == COMM_REDUCE_NCCL && strcmp(t->b->name, "cuda"))
+        return util_fail(ST_CONFIG, "comm.reduce = nccl needs backend cuda (ncclReduceScatter), but the %s backend "
+                         "runs; use comm.reduce = chain", t->b->name);
     if (t->b->warning[0])
         trainer_log(t, "warning: %s", t->b->warning);
     if (!strcmp(c->recompute, "auto") && (rc = trainer_recompute_auto(t, &s)) != ST_OK)

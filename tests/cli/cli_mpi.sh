@@ -75,8 +75,24 @@ t_exit "selftest comm on 3 ranks: every size bitwise right" 0 "every size bitwis
     mpirun -np 3 --oversubscribe "$S" selftest comm /dev/null $F
 t_exit "selftest comm in 256-float rounds" 0 "256-float message rounds" \
     env SPOTRAIN_COMM_CHUNK=256 mpirun -np 2 -x SPOTRAIN_COMM_CHUNK "$S" selftest comm /dev/null $F
+# The chain reduce-scatter against the flat exchange it replaced, bitwise,
+# in many 256-float chunks (values whose sums round: any other order
+# changes bits), on 2, 3 and 4 ranks.
+for w in 2 3 4; do
+    t_exit "selftest comm on $w ranks: chain = flat exchange, bitwise" 0 "the chain reduce-scatter = the flat exchange, bitwise" \
+        env SPOTRAIN_COMM_CHUNK=256 mpirun -np $w --oversubscribe -x SPOTRAIN_COMM_CHUNK "$S" selftest comm /dev/null $F --set model.dim=64
+done
 t_exit "selftest comm: a wrong bit is caught (exit 70)" 70 "REDUCE-SCATTER WRONG" \
     mpirun -np 2 -x SPOTRAIN_SELFTEST_FAULT=1 "$S" selftest comm /dev/null $F
+# [comm] reduce = nccl is ncclReduceScatter: the cpu backend refuses it,
+# in one line, before anything runs (and backend auto without a GPU at start).
+t_exit "comm.reduce = nccl on backend cpu: exit 78, one line" 78 "^spotrain: .*comm.reduce = nccl needs backend cuda" \
+    "$S" train /dev/null $F --set train.backend=cpu --set comm.reduce=nccl --set train.max_steps=1 --set train.run_dir=rn
+if "$S" --version | grep -q "not compiled in"; then
+    t_exit "comm.reduce = nccl, backend auto on a CPU: exit 78" 78 "comm.reduce = nccl needs backend cuda" \
+        "$S" train /dev/null $F --set train.backend=auto --set comm.reduce=nccl --set train.max_steps=1 --set train.run_dir=rn2
+fi
+t_exit "the manifest records the chain" 0 "" grep -q '"reduce":"chain"' straight/ckpt/step-00000012/manifest.json
 t_exit "selftest comm on one process" 0 "every size bitwise right on 1 rank" "$S" selftest comm /dev/null $F
 t_exit "selftest: which one?" 64 "selftest comm CONFIG" "$S" selftest
 t_end

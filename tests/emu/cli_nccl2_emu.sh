@@ -8,7 +8,10 @@
 # range of the master, the all-gather makes the working copy whole) ends
 # on the bits of an uninterrupted one; a 2-rank fp32 checkpoint continued
 # on 1 rank of the CPU backend learns like the 2-rank emulated run;
-# selftest comm over the device data plane in many rounds, bitwise.
+# [comm] reduce = nccl refused where NCCL lacks ncclReduceScatter, recorded
+# in the manifest, and a resume across a change warned about; selftest
+# comm over the device data plane in many rounds, bitwise, and
+# against the flat host exchange on 2, 3 and 4 ranks.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
 # module: cuda comm
@@ -104,12 +107,38 @@ else
     t_bad "fp32 2-rank checkpoint on 1 CPU rank" "exit $ro, losses '$l1' vs 2 ranks '$l2' $(tail -n 2 one.err)"
 fi
 
+# --- [comm] reduce = nccl ------------------------------------------------------
+# ncclReduceScatter is not emulated: 2 ranks refuse it at start, as with an
+# NCCL that lacks it (exit 69). One rank reduces nothing, so it trains; its
+# checkpoint records the setting, and 2 CPU ranks continuing it (the chain)
+# log the continuity warning naming the change.
+t_exit "reduce = nccl on an NCCL without ncclReduceScatter: refused (exit 69)" 69 \
+    "comm.reduce = nccl needs ncclReduceScatter" \
+    $M "$B" train /dev/null $S --set train.val_every=0 --set train.backend=cuda --set train.precision=fp32 \
+    --set comm.reduce=nccl --set train.max_steps=3 --set train.run_dir=rnccl
+"$B" train /dev/null $S --set train.val_every=0 --set train.backend=cuda --set train.precision=fp32 \
+    --set comm.reduce=nccl --set train.max_steps=3 --set train.run_dir=rn1 >/dev/null 2>&1
+t_exit "reduce = nccl: the manifest records it" 0 "" grep -q '"reduce":"nccl"' rn1/ckpt/step-00000003/manifest.json
+t_exit "2 CPU ranks continue a 1-rank reduce = nccl checkpoint" 0 "" \
+    $M "$B" resume /dev/null $S --set train.val_every=0 --set train.backend=cpu --set train.max_steps=4 \
+    --set train.run_dir=rn1
+t_exit "a resume across a change of reduce: the continuity record names it" 0 "" \
+    grep -Eq '"continuity".*reduce nccl -> chain' rn1/events.jsonl
+
 # --- selftest comm: the device data plane (cuda_dp) in 256-float rounds -----
 # Many rounds per collective (training above moves each in one), every size
 # bitwise right; a flipped element on one rank is caught (exit 70).
 t_exit "selftest comm, cuda data plane, 256-float rounds: bitwise right" 0 \
     "NCCL send/receive.*256-float message rounds" \
     env SPOTRAIN_COMM_CHUNK=256 $M -x SPOTRAIN_COMM_CHUNK "$B" selftest comm /dev/null $S --set train.backend=cuda
+# The chain reduce-scatter as NCCL rounds (comm/xfer.c) against the flat
+# host exchange, bitwise, on 3 and 4 ranks too (values whose sums round).
+for w in 3 4; do
+    t_exit "selftest comm, cuda data plane, $w ranks: the chain = the flat exchange, bitwise" 0 \
+        "the chain reduce-scatter = the flat exchange, bitwise" \
+        env SPOTRAIN_COMM_CHUNK=256 mpirun -np $w --oversubscribe -x SPOTRAIN_COMM_CHUNK "$B" selftest comm /dev/null $S \
+        --set train.backend=cuda
+done
 t_exit "selftest comm, cuda data plane: the transport line from NCCL's INFO log" 0 "transport.*NET/emulated-MPI" \
     $M "$B" selftest comm /dev/null $S --set train.backend=cuda
 t_exit "selftest comm, cuda data plane: a wrong bit is caught (exit 70)" 70 "REDUCE-SCATTER WRONG" \

@@ -1085,6 +1085,8 @@ struct emu_block {
     uint64_t slot[2][EMU_MAX_THREADS];   /* shuffle deposits by (generation, thread) */
     void (*body)(void *);
     void *arg;
+    const char *kernel;
+    int failed;          /* emu_fail_launch: the block ends, then the launch fails */
     emu_thread *cur;
     char *stacks;
     size_t stride;
@@ -1143,6 +1145,28 @@ uint64_t emu_shfl(unsigned mask, uint64_t v, size_t size, int src_lane)
     emu_to_sched(0);
     unsigned partner = i / 32 * 32 + (unsigned)src_lane;
     return emu_b.slot[me->nshfl++ & 1][partner];
+}
+
+void emu_fail_launch(const char *fmt, ...)
+{
+    if (emu_b.failed)
+        return;   /* the first message is the one that matters */
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "cuda emulator: %s: block (%u,%u,%u) thread %u: ", emu_b.kernel ? emu_b.kernel : "?", blockIdx.x,
+            blockIdx.y, blockIdx.z, threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    emu_b.failed = 1;
+}
+
+void emu_warp_op(const char *op, uint64_t key)
+{
+    uint64_t first = emu_shfl(0xffffffffu, key, 8, 0);
+    if (first != key)
+        emu_fail_launch("%s with arguments that differ from lane 0's (a warp-collective call must be the same in "
+                        "every lane)", op);
 }
 
 static const char *emu_state_name(int s)
@@ -1325,7 +1349,7 @@ static int emu_run_block(unsigned n, dim3 b, const char *kernel)
         }
         int r = emu_release(kernel);
         if (r == 0)
-            return 0;
+            return emu_b.failed ? -1 : 0;
         if (r < 0) {
             /* the stuck fibers are abandoned: their stacks are reused */
 #ifdef EMU_ASAN
@@ -1350,6 +1374,8 @@ static void emu_exec(dim3 g, dim3 b, void (*body)(void *), void *arg, const char
     emu_b.n = n;
     emu_b.body = body;
     emu_b.arg = arg;
+    emu_b.kernel = kernel;
+    emu_b.failed = 0;
     gridDim = g;
     blockDim = b;
     if (emu_reverse < 0) {

@@ -24,6 +24,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 /* Shared memory: a static local is shared by every thread of the kernel's
  * one running block (blocks run one at a time). All of them live in one
  * section, which the emulator fills with 0xff (NaN) before every block:
@@ -54,6 +55,20 @@ void __syncthreads(void);
 uint64_t emu_shfl(unsigned mask, uint64_t v, size_t size, int src_lane);
 
 static inline unsigned emu_lane(void) { return threadIdx.x % 32u; }
+
+/* A warp-collective operation (__syncwarp, the wmma calls of mma.h): waits
+ * for the 32 lanes of the warp, as a shuffle does, and fails the launch
+ * when a lane's key (what it passed: pointer, stride, layout) differs from
+ * lane 0's. */
+void emu_warp_op(const char *op, uint64_t key);
+/* Fails the running launch once its block ends, with this message. */
+void emu_fail_launch(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+inline void __syncwarp(unsigned mask = 0xffffffffu)
+{
+    (void)mask;
+    emu_warp_op("__syncwarp", 0);
+}
 
 template <typename T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32)
 {

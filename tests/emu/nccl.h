@@ -18,7 +18,8 @@ typedef enum {
     ncclInProgress = 7,
 } ncclResult_t;
 
-typedef enum { ncclInt8 = 0, ncclUint8 = 1 } ncclDataType_t;
+typedef enum { ncclInt8 = 0, ncclUint8 = 1, ncclFloat32 = 7 } ncclDataType_t;
+typedef enum { ncclSum = 0 } ncclRedOp_t;
 typedef struct emu_nccl_comm *ncclComm_t;
 typedef struct {
     char internal[128];
@@ -44,6 +45,10 @@ ncclResult_t ncclGroupStart(void);
 ncclResult_t ncclGroupEnd(void);
 ncclResult_t ncclSend(const void *buf, size_t count, ncclDataType_t type, int peer, ncclComm_t comm, cudaStream_t s);
 ncclResult_t ncclRecv(void *buf, size_t count, ncclDataType_t type, int peer, ncclComm_t comm, cudaStream_t s);
+/* Declared for [comm] reduce = nccl; not emulated (nccl.cu finds no such
+ * symbol and refuses that setting, as with an NCCL that lacks it). */
+ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recvcount, ncclDataType_t type, ncclRedOp_t op,
+                               ncclComm_t comm, cudaStream_t s);
 }
 
 #endif

@@ -6,7 +6,10 @@
  * in a partial warp, a host pointer as a kernel argument, a bad
  * configuration, a copy in the wrong direction, two streams touching the
  * same memory unordered), the last one sticky as on a GPU; and what
- * orders two streams (events, host waits) not reported as a hazard.
+ * orders two streams (events, host waits) not reported as a hazard; the
+ * warp matrix operations (wmma) against a plain product in every operand
+ * layout, a store read by another lane before __syncwarp showing as NaN,
+ * and a wmma call some lanes skip or make with other arguments failing.
  * module: cuda */
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +18,7 @@
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 
 extern "C" {
 #include "tests/harness.h"
@@ -264,6 +268,147 @@ static void test_stream_hazards(void)
     cudaStreamDestroy(s2);
 }
 
+/* ---- warp matrix operations ---------------------------------------------- */
+
+using namespace nvcuda;
+
+/* Warp w: D = op(A) op(B) + C over K = 32 (two k steps), A 16x32, B 32x16,
+ * layouts by w (bit 0: A column-major, bit 1: B column-major); C loaded
+ * from memory, or zero through fill_fragment for warp 0. */
+template <typename E, int TA, int TB>
+__device__ void emu_t_mma_one(float *d, const E *a, const E *b, const float *c, int zero_c)
+{
+    typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type LA;
+    typedef typename std::conditional<TB, wmma::col_major, wmma::row_major>::type LB;
+    __shared__ __align__(32) float st[4][256];
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, E, LA> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, E, LB> fb;
+    if (zero_c)
+        wmma::fill_fragment(acc, 0.0f);
+    else
+        wmma::load_matrix_sync(acc, c, 16, wmma::mem_row_major);
+    for (int k = 0; k < 32; k += 16) {
+        /* A 16x32: row-major ld 32, or stored transposed (32x16, ld 16) */
+        wmma::load_matrix_sync(fa, TA ? a + k * 16 : a + k, TA ? 16 : 32);
+        /* B 32x16: row-major ld 16, or stored transposed (16x32, ld 32) */
+        wmma::load_matrix_sync(fb, TB ? b + k : b + k * 16, TB ? 32 : 16);
+        wmma::mma_sync(acc, fa, fb, acc);
+    }
+    int w = (int)threadIdx.x / 32;
+    wmma::store_matrix_sync(st[w], acc, 16, wmma::mem_row_major);
+    __syncwarp();
+    for (int i = (int)threadIdx.x % 32; i < 256; i += 32)
+        d[i] = st[w][i];
+}
+
+template <typename E> __global__ void emu_t_mma_k(float *d, const E *a, const E *b, const float *c)
+{
+    int w = (int)threadIdx.x / 32;
+    if (w == 0)
+        emu_t_mma_one<E, 0, 0>(d, a, b, c, 1);
+    else if (w == 1)
+        emu_t_mma_one<E, 1, 0>(d + 256, a, b, c, 0);
+    else if (w == 2)
+        emu_t_mma_one<E, 0, 1>(d + 512, a, b, c, 0);
+    else
+        emu_t_mma_one<E, 1, 1>(d + 768, a, b, c, 0);
+}
+
+template <typename E> static void emu_t_mma(E (*to)(float), const char *name)
+{
+    float ha[512], hb[512], hc[256], hd[1024];
+    E ea[512], eb[512];
+    for (int i = 0; i < 512; i++) {
+        ha[i] = (float)((i * 37) % 19 - 9) / 8.0f;   /* exact in bf16 and fp16 */
+        hb[i] = (float)((i * 11) % 13 - 6) / 4.0f;
+        ea[i] = to(ha[i]);
+        eb[i] = to(hb[i]);
+    }
+    for (int i = 0; i < 256; i++)
+        hc[i] = (float)(i % 7) - 3.0f;
+    E *da = NULL, *db = NULL;
+    float *dc = NULL, *dd = NULL;
+    EXPECT(cudaMalloc((void **)&da, sizeof ea) == cudaSuccess && cudaMalloc((void **)&db, sizeof eb) == cudaSuccess);
+    EXPECT(cudaMalloc((void **)&dc, sizeof hc) == cudaSuccess && cudaMalloc((void **)&dd, sizeof hd) == cudaSuccess);
+    EXPECT(cudaMemcpy(da, ea, sizeof ea, cudaMemcpyHostToDevice) == cudaSuccess);
+    EXPECT(cudaMemcpy(db, eb, sizeof eb, cudaMemcpyHostToDevice) == cudaSuccess);
+    EXPECT(cudaMemcpy(dc, hc, sizeof hc, cudaMemcpyHostToDevice) == cudaSuccess);
+    emu_t_mma_k<E><<<1, 128>>>(dd, da, db, dc);
+    EXPECT(cudaMemcpy(hd, dd, sizeof hd, cudaMemcpyDeviceToHost) == cudaSuccess);
+    int bad = 0;
+    for (int w = 0; w < 4; w++)
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 16; j++) {
+                double want = w == 0 ? 0 : hc[i * 16 + j];
+                for (int k = 0; k < 32; k++)
+                    want += (double)((w & 1) ? ha[k * 16 + i] : ha[i * 32 + k]) *
+                            ((w & 2) ? hb[j * 32 + k] : hb[k * 16 + j]);
+                bad += hd[w * 256 + i * 16 + j] != (float)want;   /* small integers / 32: exact */
+            }
+    if (bad)
+        fprintf(stderr, "    %s: %d of 1024 products differ\n", name, bad);
+    EXPECT(bad == 0);
+    cudaFree(da);
+    cudaFree(db);
+    cudaFree(dc);
+    cudaFree(dd);
+}
+
+static __nv_bfloat16 emu_t_bf(float x) { return __float2bfloat16(x); }
+static __half emu_t_h(float x) { return __float2half_rn(x); }
+
+static void test_wmma(void)
+{
+    emu_t_mma<__nv_bfloat16>(emu_t_bf, "bf16");
+    emu_t_mma<__half>(emu_t_h, "fp16");
+}
+
+/* Lane 0 reads element 1 of a stored tile, which lane 1 stores: after a
+ * __syncwarp it is there; without one the emulator (each lane storing its
+ * share when it runs) shows the race as the shared memory's NaN poison. */
+__global__ void emu_t_store_race_k(float *out, int sync)
+{
+    __shared__ __align__(32) float st[256];
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 2.0f);
+    wmma::store_matrix_sync(st, acc, 16, wmma::mem_row_major);
+    if (sync)
+        __syncwarp();
+    if (threadIdx.x == 0)
+        out[0] = st[1];
+}
+
+static void test_wmma_store_race(void)
+{
+    float *d = NULL, h[2];
+    EXPECT(cudaMalloc((void **)&d, sizeof h) == cudaSuccess);
+    emu_t_store_race_k<<<1, 32>>>(d, 1);
+    emu_t_store_race_k<<<1, 32>>>(d + 1, 0);
+    EXPECT(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost) == cudaSuccess);
+    EXPECT(h[0] == 2.0f);
+    if (!getenv("SPOTRAIN_EMU_ORDER"))   /* lane 0 runs first */
+        EXPECT(h[1] != h[1]);
+    cudaFree(d);
+}
+
+/* wmma misuse: half the warp skips the call; lanes pass other pointers; a
+ * pointer not 32-byte aligned. */
+__global__ void emu_t_wmma_misuse_k(float *p, int how)
+{
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    if (how == 0) {
+        if (threadIdx.x < 16)
+            wmma::fill_fragment(acc, 1.0f);
+        return;
+    }
+    wmma::fill_fragment(acc, 1.0f);
+    if (how == 1)
+        wmma::store_matrix_sync(p + (threadIdx.x % 2) * 256, acc, 16, wmma::mem_row_major);
+    else
+        wmma::store_matrix_sync(p + 4, acc, 16, wmma::mem_row_major);
+}
+
 /* ---- misuse: each must fail the launch ---------------------------------- */
 
 __global__ void emu_t_extra_sync_k(void)
@@ -328,6 +473,9 @@ static int run_failure(const char *which)
         emu_t_partial_warp_k<<<1, 48>>>((float *)d);
     else if (!strcmp(which, "split"))
         emu_t_split_k<<<1, 64>>>();
+    else if (!strncmp(which, "wmma_", 5))
+        emu_t_wmma_misuse_k<<<1, 32>>>((float *)d, !strcmp(which, "wmma_partial") ? 0
+                                                   : !strcmp(which, "wmma_args") ? 1 : 2);
     else if (!strcmp(which, "host_pointer")) {
         static int host[16];
         emu_t_index_k<<<1, 16>>>(host, 16);
@@ -371,7 +519,7 @@ static const char *emu_t_self;
 static void test_failures(void)
 {
     const char *cases[] = {"extra_sync", "divergent_sync", "partial_warp", "split", "host_pointer", "hazard_read",
-                           "hazard_write"};
+                           "hazard_write", "wmma_partial", "wmma_args", "wmma_align"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", emu_t_self, cases[i]);
@@ -393,6 +541,8 @@ int main(int argc, char **argv)
     harness_run("emu_shared_poison", test_shared_poison);
     harness_run("emu_streams_lazy", test_streams_lazy);
     harness_run("emu_stream_hazards", test_stream_hazards);
+    harness_run("emu_wmma", test_wmma);
+    harness_run("emu_wmma_store_race", test_wmma_store_race);
     harness_run("emu_misuse", test_misuse);
     harness_run("emu_failures", test_failures);
     return harness_end();

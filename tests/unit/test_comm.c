@@ -1,7 +1,8 @@
 /* The transfer plan of the chunked collectives, checked with an in-process
  * fake of W ranks: aligned ranges that tile the vector, rounds that move
  * every element exactly once, and a simulated reduce-scatter that sums in
- * rank order whatever the chunk size.
+ * rank order whatever the chunk size, and the chain reduce-scatter's plan
+ * leaves the flat exchange's bits.
  * module: comm */
 #include "tests/harness.h"
 #include "comm/comm.h"
@@ -180,6 +181,108 @@ static void test_fake_bucketed_equals_whole(void)
     EXPECT(pieces_seen > 0);
 }
 
+/* The chain over [a, b) as the MPI ranks run it, one fake rank after
+ * another: chunk j's partial starts as rank 0's part, each rank adds its
+ * own (x = x + g_r), rank W-1's sum lands in the owner's buffer. */
+static void fake_chain_rs(float **buf, size_t n, size_t a, size_t b, int W, size_t C)
+{
+    size_t J = comm_chain_chunks(n, a, b, W, C), S = comm_chain_largest(n, a, b, W, C);
+    float *x = malloc((S ? S : 1) * sizeof(float));
+    for (size_t j = 0; j < J; j++) {
+        size_t off, cnt;
+        int owner;
+        comm_chain_chunk(n, a, b, W, C, j, &off, &cnt, &owner);
+        memcpy(x, buf[0] + (off - a), cnt * sizeof(float));
+        for (int r = 1; r < W; r++)
+            for (size_t i = 0; i < cnt; i++)
+                x[i] = x[i] + buf[r][off - a + i];
+        memcpy(buf[owner] + (off - a), x, cnt * sizeof(float));
+    }
+    free(x);
+}
+
+/* The chain's chunks tile [a, b) in vector order, each inside its owner's
+ * range and at most a chunk (the slots' size), and the bytes it sends
+ * are about one span per rank. */
+static void test_chain_plan(void)
+{
+    size_t n = 100003, spans[][2] = {{0, 100003}, {7, 4999}, {50000, 50001}, {640, 640}, {99000, 100003}};
+    size_t chunks[] = {64, 1000, 1 << 20};
+    int bad = 0;
+    for (size_t si = 0; si < 5; si++)
+        for (size_t ci = 0; ci < 3; ci++)
+            for (int W = 1; W <= 9; W++) {
+                size_t a = spans[si][0], b = spans[si][1], C = chunks[ci], next = a;
+                size_t J = comm_chain_chunks(n, a, b, W, C), S = comm_chain_largest(n, a, b, W, C);
+                bad |= S > C || S > comm_chain_size(n, a, b, W, C);
+                for (size_t j = 0; j < J; j++) {
+                    size_t off, cnt, lo, hi;
+                    int owner;
+                    comm_chain_chunk(n, a, b, W, C, j, &off, &cnt, &owner);
+                    comm_range(n, owner, W, &lo, &hi);
+                    bad |= off != next || cnt == 0 || cnt > S || off < lo || off + cnt > hi;
+                    next = off + cnt;
+                }
+                bad |= next != b;
+                double sent = 0;
+                for (int r = 0; r < W; r++)
+                    sent += comm_chain_send_bytes(n, a, b, r, W);
+                /* W-1 links of the chain carry the span; the owners' sums add at most one more. */
+                bad |= W > 1 && (sent < 4.0 * (double)(b - a) * (W - 1) || sent > 4.0 * (double)(b - a) * W);
+            }
+    EXPECT(!bad);
+    /* the default chunk cuts a 100M-float vector on 8 ranks into 8 pieces per owner */
+    EXPECT(comm_chain_chunks(100000000, 0, 100000000, 8, COMM_CHUNK_DEFAULT) == 64);
+}
+
+/* The chain leaves every owner the flat exchange's bits, for whole
+ * vectors and ZeRO-2 buckets, any W and chunk; and the data are such that
+ * another order would not (the check could fail). */
+static void test_chain_equals_flat(void)
+{
+    size_t n = 70001, spans[][2] = {{0, 70001}, {0, 17}, {3, 33333}, {33333, 70001}};
+    size_t chunks[] = {64, 640, 1 << 20};
+    int bad = 0, order_matters = 0;
+    for (size_t si = 0; si < 4; si++)
+        for (size_t ci = 0; ci < 3; ci++)
+            for (int W = 2; W <= 6; W++) {
+                size_t a = spans[si][0], b = spans[si][1], C = chunks[ci];
+                float *flat[16], *chain[16], *recv = malloc((size_t)W * C * sizeof(float));
+                for (int r = 0; r < W; r++) {
+                    flat[r] = malloc((b - a) * sizeof(float));
+                    chain[r] = malloc((b - a) * sizeof(float));
+                    for (size_t i = 0; i < b - a; i++)
+                        flat[r][i] = (float)(rng_unit(12, (uint64_t)r, a + i) - 0.5) * (float)(1 + r * 997);
+                    memcpy(chain[r], flat[r], (b - a) * sizeof(float));
+                }
+                for (size_t i = 0; i < b - a && !order_matters; i++) {
+                    float f = chain[0][i], v = chain[W - 1][i];
+                    for (int r = 1; r < W; r++)
+                        f += chain[r][i];
+                    for (int r = W - 2; r >= 0; r--)
+                        v += chain[r][i];
+                    order_matters = memcmp(&f, &v, sizeof f) != 0;
+                }
+                fake_span_rs(flat, n, a, b, W, C, recv);
+                fake_chain_rs(chain, n, a, b, W, C);
+                for (int me = 0; me < W; me++) {
+                    size_t lo, hi;
+                    comm_range(n, me, W, &lo, &hi);
+                    lo = lo > a ? lo : a;
+                    hi = hi < b ? hi : b;
+                    if (hi > lo)
+                        bad |= memcmp(flat[me] + (lo - a), chain[me] + (lo - a), (hi - lo) * sizeof(float)) != 0;
+                }
+                for (int r = 0; r < W; r++) {
+                    free(flat[r]);
+                    free(chain[r]);
+                }
+                free(recv);
+            }
+    EXPECT(!bad);
+    EXPECT(order_matters);
+}
+
 /* A span that misses a rank's range gives that rank no piece. */
 static void test_span_outside_range(void)
 {
@@ -246,6 +349,8 @@ int main(void)
     harness_run("fake W-rank reduce-scatter sums in rank order", test_fake_reduce_scatter);
     harness_run("bucketed span reduce-scatter == whole vector, bitwise", test_fake_bucketed_equals_whole);
     harness_run("a span outside a rank's range is no piece of it", test_span_outside_range);
+    harness_run("chain chunks tile the span inside their owners' ranges", test_chain_plan);
+    harness_run("chain reduce-scatter == flat exchange, bitwise", test_chain_equals_flat);
     harness_run("chunk setting", test_chunk_setting);
     harness_run("one process: no failure, the phase round-trips", test_phase_and_failure);
     harness_run("a data plane's timeout is recorded as comm.c's own", test_note_timeout);

@@ -147,32 +147,116 @@ static void test_rope(void)
     free(qkv); free(q); free(k); free(v); free(back); free(rq); free(rk); free(rv); free(rback);
 }
 
-static void test_softmax(void)
+/* Plain causal GQA attention in double: the forward's output rows and
+ * log-sum-exp, and the gradients, from the definition. */
+static void kc_attention_ref(const model_shape *s, int64_t B, const float *q, const float *k, const float *v,
+                             const float *dao, float *ao, float *lse, float *dq, float *dk, float *dv)
 {
-    int64_t T = 70, rows = 3 * T;
-    size_t n = (size_t)(rows * T);
-    float scale = 0.125f;
-    float *S = kc_rnd(n, 4), *dP = kc_rnd(n, 1), *P = kc_zeros(n), *dS = kc_zeros(n), *rP = kc_zeros(n), *rdS = kc_zeros(n);
-    EXPECT(cuda_check_softmax(kc_prec, rows, T, S, dP, scale, P, NULL, dS) == ST_OK);
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t t = r % T;
-        const float *s = S + r * T;
-        float mx = s[0], sum = 0;
-        for (int64_t u = 1; u <= t; u++)
-            mx = fmaxf(mx, s[u]);
-        for (int64_t u = 0; u <= t; u++)
-            sum += elem_exp(s[u] - mx);
-        float inv = 1.0f / sum, dot = 0;
-        for (int64_t u = 0; u < T; u++) {
-            rP[r * T + u] = kc_r(kc_prec, u <= t ? elem_exp(s[u] - mx) * inv : 0.0f);
-            dot += rP[r * T + u] * dP[r * T + u];
+    int64_t T = s->seq_len, H = s->n_heads, KV = s->n_kv_heads, hd = s->head_dim, qd = H * hd;
+    double scale = 1.0 / sqrt((double)hd), *p = malloc((size_t)T * sizeof *p), *dp = malloc((size_t)T * sizeof *dp);
+    double *gk = calloc((size_t)(B * KV * T * hd), sizeof *gk), *gv = calloc((size_t)(B * KV * T * hd), sizeof *gv);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t kvh = h / (H / KV);
+            const float *qh = q + (b * H + h) * T * hd, *kh = k + (b * KV + kvh) * T * hd, *vh = v + (b * KV + kvh) * T * hd;
+            for (int64_t t = 0; t < T; t++) {
+                double m = -INFINITY, l = 0, D = 0;
+                for (int64_t u = 0; u <= t; u++) {
+                    double sc = 0;
+                    for (int64_t i = 0; i < hd; i++)
+                        sc += (double)qh[t * hd + i] * kh[u * hd + i];
+                    p[u] = sc * scale;
+                    m = fmax(m, p[u]);
+                }
+                for (int64_t u = 0; u <= t; u++)
+                    l += p[u] = exp(p[u] - m);
+                lse[(b * H + h) * T + t] = (float)(m + log(l));
+                const float *g = dao + (b * T + t) * qd + h * hd;
+                for (int64_t i = 0; i < hd; i++) {
+                    double o = 0;
+                    for (int64_t u = 0; u <= t; u++)
+                        o += p[u] / l * vh[u * hd + i];
+                    ao[(b * T + t) * qd + h * hd + i] = (float)o;
+                }
+                for (int64_t u = 0; u <= t; u++) {
+                    p[u] /= l;
+                    dp[u] = 0;
+                    for (int64_t i = 0; i < hd; i++)
+                        dp[u] += (double)g[i] * vh[u * hd + i];
+                    D += p[u] * dp[u];
+                }
+                for (int64_t i = 0; i < hd; i++) {
+                    double a = 0;
+                    for (int64_t u = 0; u <= t; u++) {
+                        double ds = p[u] * (dp[u] - D) * scale;
+                        a += ds * kh[u * hd + i];
+                        gk[((b * KV + kvh) * T + u) * hd + i] += ds * qh[t * hd + i];
+                        gv[((b * KV + kvh) * T + u) * hd + i] += p[u] * g[i];
+                    }
+                    dq[((b * H + h) * T + t) * hd + i] = (float)a;
+                }
+            }
         }
-        for (int64_t u = 0; u < T; u++)
-            rdS[r * T + u] = kc_r(kc_prec, rP[r * T + u] * (dP[r * T + u] - dot) * scale);
+    for (int64_t i = 0; i < B * KV * T * hd; i++) {
+        dk[i] = (float)gk[i];
+        dv[i] = (float)gv[i];
     }
-    kc_expect("softmax", kc_rel(P, rP, n));
-    kc_expect("softmax backward (recomputed P)", kc_rel(dS, rdS, n));
-    free(S); free(dP); free(P); free(dS); free(rP); free(rdS);
+    free(p); free(dp); free(gk); free(gv);
+}
+
+/* Flash attention (cuda/attention.cuh) against the definition: T not a
+ * multiple of the tile (32 rows in bf16, 16 in fp32), head_dim not a
+ * multiple of 16 and the largest (128), GQA groups of 1, 2 and 3; and two
+ * runs give the same bits. */
+static void kc_attention(int64_t T, int64_t H, int64_t KV, int64_t hd)
+{
+    model_shape s = {.dim = H * hd, .n_layers = 1, .n_heads = H, .n_kv_heads = KV, .head_dim = hd, .ffn_dim = 32,
+                     .vocab = 32, .seq_len = T, .rope_theta = 10000, .norm_eps = 1e-5};
+    int64_t B = 2;
+    size_t nq = (size_t)(B * T * H * hd), nk = (size_t)(B * T * KV * hd), nr = (size_t)(B * H * T);
+    float *q = kc_rnd(nq, 1.5f), *k = kc_rnd(nk, 1.5f), *v = kc_rnd(nk, 1), *dao = kc_rnd(nq, 1);
+    float *out[2][5], *ref[5];
+    size_t n[5] = {nq, nr, nq, nk, nk};
+    const char *what[5] = {"attention out", "attention lse", "attention dq", "attention dk", "attention dv"};
+    kc_round(kc_prec, q, nq);
+    kc_round(kc_prec, k, nk);
+    kc_round(kc_prec, v, nk);
+    kc_round(kc_prec, dao, nq);
+    for (int i = 0; i < 5; i++) {
+        out[0][i] = kc_zeros(n[i]);
+        out[1][i] = kc_zeros(n[i]);
+        ref[i] = kc_zeros(n[i]);
+    }
+    for (int r = 0; r < 2; r++)
+        EXPECT(cuda_check_attention(kc_prec, &s, B, q, k, v, dao, out[r][0], out[r][1], out[r][2], out[r][3],
+                                    out[r][4]) == ST_OK);
+    kc_attention_ref(&s, B, q, k, v, dao, ref[0], ref[1], ref[2], ref[3], ref[4]);
+    for (int i = 0; i < 5; i++) {
+        char label[96];
+        snprintf(label, sizeof label, "%s (T %lld, heads %lld/%lld, head_dim %lld)", what[i], (long long)T,
+                 (long long)H, (long long)KV, (long long)hd);
+        kc_expect(label, kc_rel(out[0][i], ref[i], n[i]));
+        if (memcmp(out[0][i], out[1][i], n[i] * sizeof(float)))
+            fprintf(stderr, "    %s: two runs differ\n", label);
+        EXPECT(!memcmp(out[0][i], out[1][i], n[i] * sizeof(float)));
+    }
+    for (int i = 0; i < 5; i++) {
+        free(out[0][i]); free(out[1][i]); free(ref[i]);
+    }
+    free(q); free(k); free(v); free(dao);
+}
+
+static void test_attention(void)
+{
+    kc_attention(37, 2, 2, 16);   /* group 1 */
+    kc_attention(70, 6, 2, 24);   /* group 3, head_dim padded to 32 */
+    kc_attention(33, 4, 2, 128);  /* the largest head_dim; one row past a tile */
+    /* past the largest head_dim: one line, nothing launched */
+    model_shape s = {.dim = 160, .n_layers = 1, .n_heads = 1, .n_kv_heads = 1, .head_dim = 160, .ffn_dim = 32,
+                     .vocab = 32, .seq_len = 4, .rope_theta = 10000, .norm_eps = 1e-5};
+    float *z = kc_zeros(4 * 160);
+    EXPECT(cuda_check_attention(kc_prec, &s, 1, z, z, z, z, z, z, z, z, z) == ST_CONFIG);
+    free(z);
 }
 
 static void test_swiglu(void)
@@ -342,7 +426,7 @@ int main(void)
         printf("%s:\n", cuda_prec_name((cuda_prec)kc_prec));
         harness_run("rmsnorm", test_rmsnorm);
         harness_run("rope", test_rope);
-        harness_run("softmax", test_softmax);
+        harness_run("attention", test_attention);
         harness_run("swiglu", test_swiglu);
         harness_run("crossentropy", test_crossentropy);
         harness_run("encoder", test_encoder);

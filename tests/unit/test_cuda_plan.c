@@ -1,8 +1,8 @@
 /* The CUDA backend's host-side plans without a GPU: every matrix product's
  * column-major form run through OpenBLAS against its row-major meaning and
- * against the CPU backend's calls; GQA attention through the planned
- * batched products against the CPU backend's per-head loop; the arena's
- * offsets and alignment; AdamW segments; the memory plan.
+ * against the CPU backend's calls; the arena's offsets and alignment;
+ * AdamW segments; the memory plan, its attention scratch linear in T
+ * (flash attention; tests/unit/test_cuda_kernels.c checks the kernels).
  * module: cuda */
 #include "tests/harness.h"
 #include "cuda/plan.h"
@@ -10,6 +10,8 @@
 #include "model/elem.h"
 #include "model/model.h"
 #include "comm/comm.h"
+#include "model/memplan.h"
+#include "comm/xfer.h"
 #include "util/util.h"
 
 #include <cblas.h>
@@ -144,144 +146,6 @@ static void test_gemm_matches_cpu_calls(void)
     }
 }
 
-/* ---- attention through the plan vs the CPU backend's loop -------------- */
-
-/* The CPU backend's layout: q | k | v columns of fused rows. */
-static void cpu_attention(const cuda_dims *d, const float *qkv, const float *dO, float *ao, float *dqkv)
-{
-    int64_t T = d->T, hd = d->hd, ld = d->qkvd, qd = d->qd;
-    float scale = (float)(1.0 / sqrt((double)hd));
-    float *P = malloc((size_t)(T * T) * sizeof *P), *dS = malloc((size_t)(T * T) * sizeof *dS);
-    memset(dqkv, 0, (size_t)(d->N * ld) * sizeof *dqkv);
-    for (int64_t b = 0; b < d->B; b++)
-        for (int64_t h = 0; h < d->H; h++) {
-            int64_t kh = h / d->grp;
-            const float *q = qkv + b * T * ld + h * hd, *k = qkv + b * T * ld + qd + kh * hd, *v = k + d->kvd;
-            float *dq = dqkv + b * T * ld + h * hd, *dk = dqkv + b * T * ld + qd + kh * hd, *dv = dk + d->kvd;
-            const float *go = dO + b * T * qd + h * hd;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, scale, q, (int)ld, k,
-                        (int)ld, 0.0f, P, (int)T);
-            for (int64_t t = 0; t < T; t++) {
-                float mx = P[t * T];
-                for (int64_t u = 1; u <= t; u++)
-                    mx = fmaxf(mx, P[t * T + u]);
-                float sum = 0;
-                for (int64_t u = 0; u <= t; u++)
-                    sum += P[t * T + u] = elem_exp(P[t * T + u] - mx);
-                for (int64_t u = 0; u < T; u++)
-                    P[t * T + u] = u <= t ? P[t * T + u] / sum : 0.0f;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, P, (int)T, v,
-                        (int)ld, 0.0f, ao + b * T * qd + h * hd, (int)qd);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f, go, (int)qd, v,
-                        (int)ld, 0.0f, dS, (int)T);
-            for (int64_t t = 0; t < T; t++) {
-                float dot = 0;
-                for (int64_t u = 0; u < T; u++)
-                    dot += P[t * T + u] * dS[t * T + u];
-                for (int64_t u = 0; u < T; u++)
-                    dS[t * T + u] = P[t * T + u] * (dS[t * T + u] - dot) * scale;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, dS, (int)T, k,
-                        (int)ld, 1.0f, dq, (int)ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, dS, (int)T, q,
-                        (int)ld, 1.0f, dk, (int)ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, P, (int)T, go,
-                        (int)qd, 1.0f, dv, (int)ld);
-        }
-    free(P);
-    free(dS);
-}
-
-/* [N, ld] rows, heads at column col0 + h*hd  <->  [B, nh, T, hd]. */
-static void permute(const cuda_dims *d, const float *rows, int64_t ld, int64_t col0, int64_t nh, float *out, int back)
-{
-    for (int64_t n = 0; n < d->N; n++)
-        for (int64_t h = 0; h < nh; h++)
-            for (int64_t i = 0; i < d->hd; i++) {
-                int64_t b = n / d->T, t = n % d->T;
-                size_t p = (size_t)(((b * nh + h) * d->T + t) * d->hd + i), r = (size_t)(n * ld + col0 + h * d->hd + i);
-                if (back)
-                    ((float *)rows)[r] = out[p];
-                else
-                    out[p] = rows[r];
-            }
-}
-
-static void check_attention(int64_t kv)
-{
-    model_shape s = small_shape(kv);
-    cuda_dims d;
-    cuda_dims_init(&d, &s, 2);
-    size_t N = (size_t)d.N, T = (size_t)d.T, bht = (size_t)(d.B * d.H) * T;
-    float *qkv = rnd(N * (size_t)d.qkvd), *dO = rnd(N * (size_t)d.qd);
-    float *ao = calloc(N * (size_t)d.qd, 4), *dqkv = calloc(N * (size_t)d.qkvd, 4);
-    float *q = calloc(N * (size_t)d.qd, 4), *k = calloc(N * (size_t)d.kvd, 4), *v = calloc(N * (size_t)d.kvd, 4);
-    float *S = calloc(bht * T, 4), *P = calloc(bht * T, 4), *O = calloc(N * (size_t)d.qd, 4);
-    float *gO = calloc(N * (size_t)d.qd, 4), *dq = calloc(N * (size_t)d.qd, 4);
-    float *dk = calloc(N * (size_t)d.kvd, 4), *dv = calloc(N * (size_t)d.kvd, 4);
-    float *ao2 = calloc(N * (size_t)d.qd, 4), *dqkv2 = calloc(N * (size_t)d.qkvd, 4);
-    if (!qkv || !dO || !ao || !dqkv || !q || !k || !v || !S || !P || !O || !gO || !dq || !dk || !dv || !ao2 || !dqkv2) {
-        EXPECT(0);
-        goto done;
-    }
-    cpu_attention(&d, qkv, dO, ao, dqkv);
-    permute(&d, qkv, d.qkvd, 0, d.H, q, 0);
-    permute(&d, qkv, d.qkvd, d.qd, d.KV, k, 0);
-    permute(&d, qkv, d.qkvd, d.qd + d.kvd, d.KV, v, 0);
-    cuda_gemm g = cuda_gemm_plan(&d, CUDA_G_ATT_S, 0);
-    run_cm(&g, q, k, S);
-    for (size_t r = 0; r < bht; r++) {   /* the causal softmax kernel's job */
-        size_t t = r % T;
-        float mx = S[r * T];
-        for (size_t u = 1; u <= t; u++)
-            mx = fmaxf(mx, S[r * T + u]);
-        float sum = 0;
-        for (size_t u = 0; u <= t; u++)
-            sum += P[r * T + u] = elem_exp(S[r * T + u] - mx);
-        for (size_t u = 0; u < T; u++)
-            P[r * T + u] = u <= t ? P[r * T + u] / sum : 0.0f;
-    }
-    g = cuda_gemm_plan(&d, CUDA_G_ATT_O, 0);
-    run_cm(&g, P, v, O);
-    permute(&d, ao2, d.qd, 0, d.H, O, 1);
-    permute(&d, dO, d.qd, 0, d.H, gO, 0);
-    g = cuda_gemm_plan(&d, CUDA_G_ATT_DP, 0);
-    run_cm(&g, gO, v, S);                 /* S now holds dP */
-    for (size_t r = 0; r < bht; r++) {   /* the softmax backward kernel's job */
-        float dot = 0;
-        for (size_t u = 0; u < T; u++)
-            dot += P[r * T + u] * S[r * T + u];
-        for (size_t u = 0; u < T; u++)
-            S[r * T + u] = P[r * T + u] * (S[r * T + u] - dot) * (float)(1.0 / sqrt((double)d.hd));
-    }
-    g = cuda_gemm_plan(&d, CUDA_G_ATT_DV, 0);
-    run_cm(&g, P, gO, dv);
-    g = cuda_gemm_plan(&d, CUDA_G_ATT_DQ, 0);
-    run_cm(&g, S, k, dq);
-    g = cuda_gemm_plan(&d, CUDA_G_ATT_DK, 0);
-    run_cm(&g, S, q, dk);
-    permute(&d, dqkv2, d.qkvd, 0, d.H, dq, 1);
-    permute(&d, dqkv2, d.qkvd, d.qd, d.KV, dk, 1);
-    permute(&d, dqkv2, d.qkvd, d.qd + d.kvd, d.KV, dv, 1);
-    double w1 = 0, w2 = 0;
-    for (size_t i = 0; i < N * (size_t)d.qd; i++)
-        w1 = fmax(w1, fabs((double)ao[i] - ao2[i]));
-    for (size_t i = 0; i < N * (size_t)d.qkvd; i++)
-        w2 = fmax(w2, fabs((double)dqkv[i] - dqkv2[i]));
-    if (w1 > 1e-5 || w2 > 1e-5)
-        fprintf(stderr, "    attention kv=%lld: output differs by %g, gradients by %g\n", (long long)kv, w1, w2);
-    EXPECT(w1 <= 1e-5);
-    EXPECT(w2 <= 1e-5);
-done:
-    free(qkv); free(dO); free(ao); free(dqkv); free(q); free(k); free(v); free(S); free(P); free(O);
-    free(gO); free(dq); free(dk); free(dv); free(ao2); free(dqkv2);
-}
-
-static void test_attention_mha(void) { check_attention(4); }
-static void test_attention_gqa(void) { check_attention(2); }
-static void test_attention_mqa(void) { check_attention(1); }
-
 /* ---- arena, segments, memory ------------------------------------------- */
 
 static void test_arena(void)
@@ -302,7 +166,8 @@ static void test_arena(void)
         size_t ct = cuda_prec_bytes((cuda_prec)p), N = 3 * 8;
         EXPECT(a.bytes[cuda_arena_layer(&a, 1, CA_XN1)] == ct * N * 32);
         EXPECT(a.bytes[cuda_arena_layer(&a, 1, CA_RES)] == 4 * N * 32);
-        EXPECT(a.bytes[cuda_arena_global(&a, CA_S)] == 4 * 3 * 4 * 8 * 8);
+        EXPECT(a.bytes[cuda_arena_global(&a, CA_DELTA)] == 4 * 3 * 4 * 8);
+        EXPECT(a.bytes[cuda_arena_layer(&a, 0, CA_LSE)] == 4 * 3 * 4 * 8);
         EXPECT(a.bytes[cuda_arena_global(&a, CA_ROWLOSS)] == 8 * N);
         EXPECT(a.bytes[cuda_arena_global(&a, CA_TOKENS)] == 4 * 3 * 9);
         cuda_arena_free(&a);
@@ -376,8 +241,8 @@ static void test_memory_plan(void)
     cuda_memplan w8;
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 1, &w8) == ST_OK);
     EXPECT(w8.adam == m.adam / 8);
-    /* The NCCL receive buffer: one 4 Mi-float chunk per rank, none alone. */
-    EXPECT(m.comm == 0 && w8.comm == 8.0 * 4 * (double)COMM_CHUNK_DEFAULT);
+    /* The chain's slots: CUDA_XFER_CHAIN_SLOTS 4 Mi-float chunks, none alone. */
+    EXPECT(m.comm == 0 && w8.comm == (double)CUDA_XFER_CHAIN_SLOTS * 4 * (double)COMM_CHUNK_DEFAULT);
     EXPECT(w8.total - w8.comm < m.total);
     /* Stages 2 and 3, as the backend allocates them: the fp32 master of
      * the range under bf16 at every stage, one gradient bucket from 2, two
@@ -390,13 +255,31 @@ static void test_memory_plan(void)
     EXPECT(z2.grads == 4.0 * (double)(z2.range + z2.bucket) && z2.working == w8.working);
     EXPECT(z3.working == 2.0 * (double)(z3.range + 2 * z3.bucket) && z3.grads == z2.grads);
     EXPECT(z3.total < z2.total && z2.total < w8.total);
-    EXPECT(w8.slot == COMM_CHUNK_DEFAULT && z3.slot == COMM_CHUNK_DEFAULT);
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_FP32, 3, &z3) == ST_OK && z3.working == 0 &&
            z3.master == 4.0 * (double)(z3.range + 2 * z3.bucket));
     model_shape big = s;   /* deepseek-67b on one 80 GB GPU: does not fit */
     big.dim = 8192; big.n_layers = 95; big.n_heads = 64; big.n_kv_heads = 8; big.ffn_dim = 22016; big.seq_len = 4096;
     EXPECT(cuda_memory_plan(&big, 1, 1, CUDA_BF16, 1, &m) == ST_OK);
     EXPECT(m.total > 80 * GiB);
+}
+
+/* Attention needs no [B,H,T,T] buffer: its scratch doubles with T (the
+ * deepseek-7b shape at 16K and 32K, where the score matrices were 48 and
+ * 192 GiB), and the per-layer activations grow linearly too. */
+static void test_attention_scratch_linear(void)
+{
+    model_shape s = {.dim = 4096, .n_layers = 30, .n_heads = 32, .n_kv_heads = 32, .head_dim = 128,
+                     .ffn_dim = 11008, .vocab = 102400, .seq_len = 16384, .rope_theta = 10000, .norm_eps = 1e-6};
+    memplan_cfg c = {.shape = s, .backend = MEMPLAN_CUDA, .precision = MEMPLAN_BF16, .world = 1,
+                     .ranks_per_node = 1, .micro_batch = 1, .recompute = MEMPLAN_RECOMPUTE_NONE,
+                     .zero = MEMPLAN_ZERO1};
+    memplan_bytes b16, b32;
+    EXPECT(memplan_compute(&c, &b16) == ST_OK);
+    c.shape.seq_len = 32768;
+    EXPECT(memplan_compute(&c, &b32) == ST_OK);
+    EXPECT(b16.attn_scratch == 4ull * 32 * 16384);   /* delta: f32 [B,H,T] */
+    EXPECT(b32.attn_scratch == 2 * b16.attn_scratch);
+    EXPECT(b32.activations < 2 * b16.activations + (64ull << 20));
 }
 
 /* The embedding index lists each distinct token once, in order, with its
@@ -444,9 +327,7 @@ int main(void)
     harness_run("gemm_colmajor_mha", test_gemm_colmajor_mha);
     harness_run("gemm_colmajor_gqa", test_gemm_colmajor_gqa);
     harness_run("gemm_matches_cpu_calls", test_gemm_matches_cpu_calls);
-    harness_run("attention_mha", test_attention_mha);
-    harness_run("attention_gqa", test_attention_gqa);
-    harness_run("attention_mqa", test_attention_mqa);
+    harness_run("attention_scratch_linear", test_attention_scratch_linear);
     harness_run("arena", test_arena);
     harness_run("classifier_chunks", test_chunks);
     harness_run("adamw_segments", test_adamw_segments);

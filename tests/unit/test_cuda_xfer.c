@@ -2,7 +2,8 @@
  * rank and device choice from launcher variables; the chunked reduce-scatter
  * and all-gather schedules run on an in-process fake of W ranks (bytes moved
  * as NCCL would, summed in rank order as the kernel does) against the CPU
- * rule, for uneven ranges and W that does not divide the vector; the
+ * rule (the chain reduce-scatter's rounds, whole vectors and spans), for
+ * uneven ranges and W that does not divide the vector; the
  * timeout state machine; NCCL results to exit codes; transport lines.
  * module: comm cuda */
 #include "tests/harness.h"
@@ -70,7 +71,11 @@ static void test_pick_device(void)
 
 /* ---- the schedules on a fake of W ranks ---- */
 
-static float value(int r, size_t i) { return (float)((int)((i * 2654435761u + (size_t)r * 97u) % 1021u) - 510) / 7.0f; }
+/* Values whose sums round, so any other order than rank order shows. */
+static float value(int r, size_t i)
+{
+    return ldexpf((float)((int)((i * 2654435761u + (size_t)r * 97u) % 1048573u) - 524286), -(int)((i + (size_t)r * 5) % 13));
+}
 
 /* The op rank `from` posts towards `to` in a list, or NULL. */
 static const cuda_xfer_op *find_op(const cuda_xfer_op *ops, int nops, int to)
@@ -81,75 +86,107 @@ static const cuda_xfer_op *find_op(const cuda_xfer_op *ops, int nops, int to)
     return NULL;
 }
 
-/* Returns the number of mismatches (0 = the scheme is the CPU rule). */
-static int run_reduce_scatter(size_t n, int W, size_t chunk)
+/* The buffer a chain message reads or writes on rank r. */
+static float *chain_buf(float **g, float **slots, size_t S, size_t a, int r, const cuda_xfer_msg *m)
+{
+    return m->slot < 0 ? g[r] + (m->off - a) : slots[r] + (size_t)m->slot * S;
+}
+
+/* Whether rank `to` posts, this round, a receive from `from` of count
+ * floats (its recv or its fin); which one in *m. */
+static int chain_match(const cuda_xfer_chain_round *to, int from, size_t count, const cuda_xfer_msg **m)
+{
+    if (to->recv.peer == from && to->recv.count == count) {
+        *m = &to->recv;
+        return 1;
+    }
+    if (to->fin.peer == from && to->fin.count == count) {
+        *m = &to->fin;
+        return 1;
+    }
+    return 0;
+}
+
+/* The chain over [a, b) of an n-vector on a fake of W ranks, round by
+ * round as NCCL and the add kernel run it: every send meets a receive of
+ * its peer in the same round (NCCL would hang otherwise), every receive is
+ * met, a slot is never sent from and received into in one round, and the
+ * owners end with the CPU rule's bits. Returns the number of mismatches. */
+static int run_reduce_scatter_span(size_t n, size_t a, size_t b, int W, size_t chunk)
 {
     int bad = 0;
-    size_t rounds = comm_rounds(n, W, chunk);
-    float **g = calloc((size_t)W, sizeof *g), **recv = calloc((size_t)W, sizeof *recv);
-    cuda_xfer_op **ops = calloc((size_t)W, sizeof *ops);
-    int *nops = calloc((size_t)W, sizeof *nops);
-    size_t *own_off = calloc((size_t)W, sizeof *own_off), *own_cnt = calloc((size_t)W, sizeof *own_cnt);
-    unsigned char *covered = calloc(n + 1, 1);
+    size_t T = cuda_xfer_chain_rounds(n, a, b, W, chunk), S = comm_chain_largest(n, a, b, W, chunk) + 1;
+    float **g = calloc((size_t)W, sizeof *g), **slots = calloc((size_t)W, sizeof *slots);
+    cuda_xfer_chain_round *st = calloc((size_t)W, sizeof *st);
     for (int r = 0; r < W; r++) {
-        g[r] = malloc((n + 1) * sizeof(float));
-        recv[r] = malloc((size_t)W * chunk * sizeof(float));
-        ops[r] = malloc((size_t)(W > 1 ? W - 1 : 1) * sizeof(cuda_xfer_op));
-        for (size_t i = 0; i < n; i++)
-            g[r][i] = value(r, i);
+        g[r] = malloc((b - a + 1) * sizeof(float));
+        slots[r] = malloc(CUDA_XFER_CHAIN_SLOTS * S * sizeof(float));
+        for (size_t i = a; i < b; i++)
+            g[r][i - a] = value(r, i);
     }
-    for (size_t k = 0; k < rounds; k++) {
+    bad += W > 1 && b > a && T != comm_chain_chunks(n, a, b, W, chunk) + (size_t)W - 1;
+    for (size_t t = 0; t < T + 2; t++) {   /* two rounds past the end: nothing left to do */
+        int received = 0, sent = 0;
         for (int r = 0; r < W; r++) {
-            nops[r] = cuda_xfer_rs_round(n, r, W, chunk, k, ops[r], &own_off[r], &own_cnt[r]);
-            bad += nops[r] > W - 1 || own_cnt[r] > chunk || own_off[r] % COMM_ALIGN != 0;
+            cuda_xfer_chain_round_plan(n, a, b, r, W, chunk, t, &st[r]);
+            received += (st[r].recv.peer >= 0) + (st[r].fin.peer >= 0);
+            bad += st[r].recv.peer >= 0 && st[r].send.peer >= 0 && st[r].send.slot == st[r].recv.slot;
+            bad += t >= T && (st[r].send.peer >= 0 || st[r].recv.peer >= 0 || st[r].fin.peer >= 0 || st[r].add);
         }
-        /* Every send meets the matching receive (NCCL would hang otherwise). */
-        for (int a = 0; a < W; a++)
-            for (int i = 0; i < nops[a]; i++) {
-                const cuda_xfer_op *o = &ops[a][i], *m = find_op(ops[o->peer], nops[o->peer], a);
-                if (o->send_count == 0)
-                    continue;
-                if (!m || m->recv_count != o->send_count || m->recv_off + m->recv_count > (size_t)W * chunk ||
-                    m->recv_off != (size_t)a * chunk || o->send_off != own_off[o->peer]) {
-                    bad++;
-                    continue;
-                }
-                memcpy(recv[o->peer] + m->recv_off, g[a] + o->send_off, o->send_count * sizeof(float));
+        for (int r = 0; r < W; r++) {
+            const cuda_xfer_msg *o = &st[r].send, *m = NULL;
+            if (o->peer < 0)
+                continue;
+            sent++;
+            if (o->peer >= W || !chain_match(&st[o->peer], r, o->count, &m) || m->off != o->off) {
+                bad++;
+                continue;
             }
-        /* The kernel: slots summed in rank order, own slot read in place. */
-        for (int r = 0; r < W; r++)
-            for (size_t i = 0; i < own_cnt[r]; i++) {
-                float s = 0 == r ? g[r][own_off[r] + i] : recv[r][i];
-                for (int q = 1; q < W; q++)
-                    s += q == r ? g[r][own_off[r] + i] : recv[r][(size_t)q * chunk + i];
-                g[r][own_off[r] + i] = s;
-                covered[own_off[r] + i]++;
+            memcpy(chain_buf(g, slots, S, a, o->peer, m), chain_buf(g, slots, S, a, r, o), o->count * sizeof(float));
+        }
+        bad += sent != received;
+        for (int r = 0; r < W; r++) {   /* the kernel: partial + own part */
+            const cuda_xfer_chain_round *x = &st[r];
+            if (!x->add)
+                continue;
+            float *s = slots[r] + (size_t)x->add_slot * S, *v = g[r] + (x->add_off - a);
+            for (size_t i = 0; i < x->add_count; i++) {
+                float y = s[i] + v[i];
+                if (x->add_into_vector)
+                    v[i] = y;
+                else
+                    s[i] = y;
             }
+        }
     }
     for (int r = 0; r < W; r++) {
         size_t lo, hi;
         comm_range(n, r, W, &lo, &hi);
+        lo = lo > a ? lo : a;
+        hi = hi < b ? hi : b;
         for (size_t i = lo; i < hi; i++) {
             float want = value(0, i);
             for (int q = 1; q < W; q++)
                 want += value(q, i);
-            bad += memcmp(&g[r][i], &want, sizeof want) != 0;
+            bad += memcmp(&g[r][i - a], &want, sizeof want) != 0;
         }
     }
-    for (size_t i = 0; i < n; i++)
-        bad += covered[i] != 1;
     for (int r = 0; r < W; r++) {
         free(g[r]);
-        free(recv[r]);
-        free(ops[r]);
+        free(slots[r]);
     }
     free(g);
-    free(recv);
-    free(ops);
-    free(nops);
-    free(own_off);
-    free(own_cnt);
-    free(covered);
+    free(slots);
+    free(st);
+    return bad;
+}
+
+static int run_reduce_scatter(size_t n, int W, size_t chunk)
+{
+    int bad = run_reduce_scatter_span(n, 0, n, W, chunk);
+    /* ZeRO-2 buckets: spans cut anywhere */
+    if (n > 10)
+        bad += run_reduce_scatter_span(n, 3, n - 5, W, chunk) + run_reduce_scatter_span(n, n / 3, n / 2 + 1, W, chunk);
     return bad;
 }
 
@@ -213,70 +250,17 @@ static void test_schedules(void)
             }
 }
 
-/* The bucket schedules (ZeRO 2-3) over the span [a, b) of an n-vector, on
- * W fake ranks each holding only the span: the receive slots slot floats
- * apart (the plan's min(chunk, largest part)); after the reduce-scatter
- * each rank's part of the span is the rank-order sum, after the gather the
- * whole span is everyone's. */
+/* The bucket gathers (ZeRO 3) over the span [a, b) of an n-vector, on W
+ * fake ranks each holding only the span with its own part filled in:
+ * after the rounds the whole span is everyone's, every send meeting its
+ * receive (the chain reduce-scatter of spans has its own test). */
 static int run_span(size_t n, size_t a, size_t b, int W, size_t chunk)
 {
     int bad = 0;
-    size_t L = b - a, rounds = comm_span_rounds(n, a, b, W, chunk), slot = 0;
-    for (int r = 0; r < W; r++) {
-        size_t lo, hi;
-        comm_range(n, r, W, &lo, &hi);
-        slot = hi - lo > slot ? hi - lo : slot;
-    }
-    slot = slot < L ? slot : L;
-    slot = slot < chunk ? slot : chunk;
-    float *g = malloc((size_t)W * (L + 1) * sizeof(float));
-    float *recv = malloc((size_t)W * (size_t)W * (slot + 1) * sizeof(float));
+    size_t L = b - a, rounds = comm_span_rounds(n, a, b, W, chunk);
     float *p = malloc((size_t)W * (L + 1) * sizeof(float));
     cuda_xfer_op *ops = malloc((size_t)W * (size_t)W * sizeof *ops);
     int *nops = calloc((size_t)W, sizeof *nops);
-    size_t *oo = calloc((size_t)W, sizeof *oo), *oc = calloc((size_t)W, sizeof *oc);
-    for (int r = 0; r < W; r++)
-        for (size_t i = 0; i < L; i++)
-            g[(size_t)r * (L + 1) + i] = value(r, a + i);
-    for (size_t k = 0; k < rounds; k++) {
-        for (int r = 0; r < W; r++)
-            nops[r] = cuda_xfer_rs_span_round(n, a, b, r, W, chunk, slot, k, ops + (size_t)r * W, &oo[r], &oc[r]);
-        for (int q = 0; q < W; q++)
-            for (int i = 0; i < nops[q]; i++) {
-                const cuda_xfer_op *o = &ops[(size_t)q * W + i], *m = find_op(ops + (size_t)o->peer * W,
-                                                                                nops[o->peer], q);
-                if (o->send_count == 0)
-                    continue;
-                if (!m || m->recv_count != o->send_count || m->recv_off != (size_t)q * slot ||
-                    m->recv_count > slot || o->send_off != oo[o->peer]) {
-                    bad++;
-                    continue;
-                }
-                /* What lands in peer's slot q is q's copy of peer's piece. */
-                memcpy(recv + ((size_t)o->peer * W + (size_t)q) * slot, g + (size_t)q * (L + 1) + o->send_off,
-                       o->send_count * sizeof(float));
-            }
-        /* The kernel: slots in rank order, the own one read in place. */
-        for (int r = 0; r < W; r++)
-            for (size_t i = 0; i < oc[r]; i++) {
-                const float *own = g + (size_t)r * (L + 1) + oo[r] + i, *sl = recv + (size_t)r * W * slot + i;
-                float sum = r == 0 ? *own : sl[0];
-                for (int q = 1; q < W; q++)
-                    sum += q == r ? *own : sl[(size_t)q * slot];
-                p[(size_t)r * (L + 1) + oo[r] + i] = sum;
-            }
-    }
-    for (int r = 0; r < W; r++) {
-        size_t lo, hi;
-        comm_range(n, r, W, &lo, &hi);
-        for (size_t x = lo > a ? lo : a; x < (hi < b ? hi : b); x++) {
-            float want = value(0, x);
-            for (int q = 1; q < W; q++)
-                want += value(q, x);
-            bad += memcmp(&p[(size_t)r * (L + 1) + x - a], &want, sizeof want) != 0;
-        }
-    }
-    /* The gather: every rank's part of the span into place everywhere. */
     for (int r = 0; r < W; r++) {
         size_t lo, hi;
         comm_range(n, r, W, &lo, &hi);
@@ -292,7 +276,8 @@ static int run_span(size_t n, size_t a, size_t b, int W, size_t chunk)
                                                                                 nops[o->peer], q);
                 if (o->send_count == 0)
                     continue;
-                if (!m || m->recv_count != o->send_count || m->recv_off != o->send_off || o->send_off + o->send_count > L) {
+                if (!m || m->recv_count != o->send_count || m->recv_off != o->send_off ||
+                    o->send_off + o->send_count > L || o->send_count > chunk) {
                     bad++;
                     continue;
                 }
@@ -305,13 +290,9 @@ static int run_span(size_t n, size_t a, size_t b, int W, size_t chunk)
             float want = value(9, a + i);
             bad += memcmp(&p[(size_t)r * (L + 1) + i], &want, sizeof want) != 0;
         }
-    free(g);
-    free(recv);
     free(p);
     free(ops);
     free(nops);
-    free(oo);
-    free(oc);
     return bad;
 }
 
@@ -337,11 +318,10 @@ static void test_span_schedules(void)
 static void test_empty_ranges(void)
 {
     cuda_xfer_op ops[8];
-    size_t off, cnt;
     /* n = 100: units 2 over W 8: most ranks own nothing. */
     int total = 0;
     for (int r = 0; r < 8; r++) {
-        int k = cuda_xfer_rs_round(100, r, 8, 64, 0, ops, &off, &cnt);
+        int k = cuda_xfer_ag_round(100, r, 8, 64, 0, ops);
         for (int i = 0; i < k; i++)
             EXPECT(ops[i].send_count > 0 || ops[i].recv_count > 0);
         total += k;
@@ -453,7 +433,7 @@ int main(void)
     harness_run("reduce-scatter and all-gather schedules on a fake of W ranks equal the CPU rule bitwise",
                 test_schedules);
     harness_run("ranks with empty ranges post nothing unmatched", test_empty_ranges);
-    harness_run("bucket (span) schedules: slots, sums and gathers equal the CPU rule", test_span_schedules);
+    harness_run("bucket (span) gathers: every rank's part of the span everywhere", test_span_schedules);
     harness_run("wait state machine: done, error, timeout, no timeout", test_wait);
     harness_run("NCCL results to exit codes", test_status);
     harness_run("transport from NCCL's INFO log; sockets called out", test_transport);

@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "comm/comm.h"
+#include "comm/xfer.h"
 #include "cuda/plan.h"
 #include "model/memplan.h"
 #include "model/model.h"
@@ -107,8 +108,8 @@ static void test_cuda_arena(void)
         EXPECT(memplan_compute(&c, &b) == ST_OK);
         EXPECT(cuda_arena_plan(&a, &ds7, 2, (cuda_prec)p) == ST_OK);
         EXPECT(b.activations + b.attn_scratch == a.total && b.act_none == a.total && b.act_layers == 0);
-        /* scores fp32 + probabilities in the compute type, [B,H,T,T] each */
-        EXPECT(b.attn_scratch == (4 + cuda_prec_bytes((cuda_prec)p)) * 2ull * 32 * 4096 * 4096);
+        /* flash attention: the backward's fp32 row sums [B,H,T], nothing T^2 */
+        EXPECT(b.attn_scratch == 4ull * 2 * 32 * 4096);
         cuda_arena_free(&a);
         /* cuda_memory_plan is a view of the same figures. */
         cuda_memplan m;
@@ -119,7 +120,8 @@ static void test_cuda_arena(void)
 }
 
 /* More ranks shrink Adam m and v (and the snapshot of the range); the
- * receive buffer grows by a chunk per rank; nothing else moves. */
+ * chain's buffers stay a few chunks (CUDA: a chunk per rank with reduce =
+ * nccl); nothing else moves. */
 static void test_world_scaling(void)
 {
     for (int be = 0; be < 2; be++) {
@@ -134,7 +136,16 @@ static void test_world_scaling(void)
             mp_range(model_count_params(&ds7), W, &lo, &hi);
             EXPECT(w.range == hi - lo && w.adam == 8 * (uint64_t)(hi - lo) && w.snapshot == 12 * (uint64_t)(hi - lo));
             EXPECT(w.adam < one.adam && w.snapshot < one.snapshot);
-            EXPECT(w.comm == 4ull * (uint64_t)W * COMM_CHUNK_DEFAULT);
+            uint64_t slots = be == MEMPLAN_CUDA ? CUDA_XFER_CHAIN_SLOTS : COMM_CHAIN_SLOTS;
+            uint64_t piece = be == MEMPLAN_CUDA ? COMM_CHUNK_DEFAULT
+                             : comm_chain_largest(model_count_params(&ds7), 0, model_count_params(&ds7), W,
+                                                  COMM_CHUNK_DEFAULT);
+            EXPECT(w.comm == 4 * slots * piece && piece <= COMM_CHUNK_DEFAULT);
+            c.reduce = COMM_REDUCE_NCCL;
+            memplan_bytes nc;
+            EXPECT(memplan_compute(&c, &nc) == ST_OK);
+            EXPECT(nc.comm == (be == MEMPLAN_CUDA ? 4ull * (uint64_t)W * COMM_CHUNK_DEFAULT : w.comm));
+            c.reduce = COMM_REDUCE_CHAIN;
             /* On CUDA under bf16 the fp32 master is the range's too (the
              * working copy is what is read and gathered); the workspace
              * line holds the norm's partial sums of the range. */
@@ -172,8 +183,8 @@ static void test_world_scaling(void)
 
 /* Stages 2-3 on the CPU backend, category by category, against the
  * backend's bucket (backend_cpu_bucket_floats) and the comm layer's range
- * (comm_range); the receive buffer is a chunk per peer, or the largest
- * part of what is exchanged when smaller. */
+ * (comm_range); the chain's slots hold its largest chunk (stage 1) or at
+ * most a chunk of the largest part exchanged (buckets). */
 static void test_zero_stages(void)
 {
     const model_shape *shapes[] = {&small, &ds7};
@@ -193,8 +204,9 @@ static void test_zero_stages(void)
                 EXPECT(b[z].adam == 8 * R && b[z].snapshot == 12 * R && b[z].buckets == 0);
                 EXPECT(b[z].master == (z >= 3 ? 4 * (R + K) : 4 * n));
                 EXPECT(b[z].grads == (z >= 2 ? 4 * (R + K) : 4 * n));
-                uint64_t part = z == 1 ? R : (K < R ? K : R);
-                EXPECT(b[z].comm == (W == 1 ? 0 : 4 * (uint64_t)W * (C < part ? C : part)));
+                uint64_t part = K < R ? K : R;
+                uint64_t piece = z == 1 ? comm_chain_largest((size_t)n, 0, (size_t)n, W, (size_t)C) : C < part ? C : part;
+                EXPECT(b[z].comm == (W == 1 ? 0 : 4 * COMM_CHAIN_SLOTS * piece));
                 EXPECT(b[z].activations == b[1].activations && b[z].attn_scratch == b[1].attn_scratch);
             }
             /* One rank: the range is the vector, so 2 and 3 cost a bucket
@@ -210,7 +222,7 @@ static void test_zero_stages(void)
     memplan_bytes b;
     for (c.zero = 1; c.zero <= 3; c.zero++) {
         EXPECT(memplan_compute(&c, &b) == ST_OK);
-        EXPECT(b.comm == 4 * 2 * 7);
+        EXPECT(b.comm == 4 * COMM_CHAIN_SLOTS * 7);
     }
 }
 
