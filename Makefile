@@ -308,7 +308,7 @@ test-emu:
 	@$(MAKE) --no-print-directory EMU=1 $(EMU_TESTS) $(EMU_DIR)/spotrain
 	@BUILD=$(EMU_DIR) OMP_WAIT_POLICY=passive \
 	    RUN_ONLY="$(EMU_TESTS) tests/emu/cli_reverse_emu.sh tests/emu/cli_train_emu.sh tests/emu/cli_probe_emu.sh \
-	        tests/emu/cli_elem_emu.sh \
+	        tests/emu/cli_elem_emu.sh tests/emu/cli_zero_emu.sh \
 	        tests/emu/cli_nccl2_emu.sh tests/emu/cli_nccl_fail_emu.sh" \
 	    sh tests/run.sh
 

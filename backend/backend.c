@@ -13,13 +13,6 @@
 
 static int backend_create_named(backend **out, const model_layout *L, const backend_opts *o);
 
-/* ZeRO 2 and 3 are built in the CPU backend only. */
-static int backend_zero_refuses(const backend_opts *o)
-{
-    return util_fail(ST_CONFIG, "train.zero = %d is CPU only for now: backend %s would run on CUDA, which shards "
-                     "Adam only; use zero = 1 there, or backend = cpu", o->zero, o->name ? o->name : "auto");
-}
-
 int backend_create(backend **out, const model_layout *L, const backend_opts *o)
 {
     int rc = backend_create_named(out, L, o);
@@ -36,13 +29,11 @@ static int backend_create_named(backend **out, const model_layout *L, const back
         return backend_cpu_create(out, L, o);
     if (strcmp(name, "cuda") != 0 && strcmp(name, "auto") != 0)
         return util_fail(ST_CONFIG, "unknown backend '%s': use auto, cpu or cuda", name);
-    if (o && o->zero > 1 && strcmp(name, "cuda") == 0)
-        return backend_zero_refuses(o);
 #ifdef SPOTRAIN_CUDA
     char why[256];
     int probe = cuda_probe(why, sizeof why);
     if (probe == CUDA_PROBE_OK)
-        return o && o->zero > 1 ? backend_zero_refuses(o) : backend_cuda_create(out, L, o);
+        return backend_cuda_create(out, L, o);
     if (strcmp(name, "cuda") == 0)
         return util_fail(ST_UNAVAILABLE, "backend cuda: %s; use backend = cpu or auto", why);
     /* A GPU is here but cannot run the backend: say so once, then train on
@@ -90,6 +81,18 @@ int backend_resolves_cpu(const char *name)
 #else
     return 1;
 #endif
+}
+
+uint64_t backend_gpu_memory(const char *name)
+{
+#ifdef SPOTRAIN_CUDA
+    char why[256];
+    if (!backend_resolves_cpu(name) && cuda_available(why, sizeof why))
+        return cuda_device_memory();
+#else
+    (void)name;
+#endif
+    return 0;
 }
 
 int backend_plane_open(backend_plane **out, const char *name, size_t max_floats)

@@ -24,7 +24,7 @@ typedef struct {
     int flush_denormals;    /* cpu: subnormal floats as zero in every compute thread (FTZ/DAZ) */
     int recompute;          /* train.recompute: 0 none, 1 layers (each layer's backward reruns its forward
                              * from the kept layer input; bitwise the same results) */
-    int zero;               /* train.zero: ZeRO stage 1, 2 or 3 (0 reads as 1); 2 and 3 cpu only */
+    int zero;               /* train.zero: ZeRO stage 1, 2 or 3 (0 reads as 1) */
     int cpu_gemm;           /* cpu: gemm_lib of the matrix products (0 = OpenBLAS); auto is resolved before */
 } backend_opts;
 
@@ -131,6 +131,9 @@ int backend_cpu_gemm_shapes(const model_shape *s, int64_t B, gemm_shape *out, in
  * backend: cpu, or auto with no usable GPU (train.zero = auto plans the
  * stage before the backend exists). */
 int backend_resolves_cpu(const char *name);
+/* The memory of the GPU backend name would drive (train.zero = auto on
+ * CUDA plans against it), 0 when none or unknown. */
+uint64_t backend_gpu_memory(const char *name);
 /* ZeRO 2 and 3: floats in one bucket buffer, the largest span the CPU
  * backend moves at once (norm + lm_head, or one decoder layer). A rank
  * holds one gradient bucket from stage 2 and one parameter bucket at 3. */

@@ -81,21 +81,34 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     memplan_cfg mc;
     memplan_bytes g;
     double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
-    /* recompute = auto: what the trainer picks against the GPU's memory
-     * (here the configured size: no GPU is asked). */
+    /* zero = auto and recompute = auto: what the trainer picks against the
+     * GPU's memory (here the configured size: no GPU is asked). */
     int autorc = !strcmp(c->recompute, "auto");
     uint64_t avail = gib > 0 ? (uint64_t)(gib * 1024.0 * 1024.0 * 1024.0) : 0;
-    if (cfg_memplan(c, s, 1, world, &mc) != ST_OK ||
-        (autorc ? memplan_choose_recompute(&mc, avail, &g) : memplan_compute(&mc, &g)) != ST_OK) {
+    int autoz = !strcmp(c->zero, "auto") && avail > 0;
+    int prc = cfg_memplan(c, s, 1, world, &mc);
+    if (prc == ST_OK)
+        prc = autoz && autorc ? memplan_choose_zero_recompute(&mc, avail, &g)
+              : autoz         ? memplan_choose_zero(&mc, avail, &g)
+              : autorc        ? memplan_choose_recompute(&mc, avail, &g)
+                              : memplan_compute(&mc, &g);
+    if (prc != ST_OK) {
         printf("per-GPU memory with backend cuda: not planned (%s)\n", util_last_error());
         return;
     }
     int half = mc.precision == MEMPLAN_BF16 || mc.precision == MEMPLAN_FP16;
-    printf("per-GPU memory with backend cuda, precision %s, %d rank%s (ZeRO stage %d: Adam m and v sharded):\n",
-           cuda_prec_name((cuda_prec)mc.precision), world, world == 1 ? "" : "s", mc.zero);
-    dryrun_line("weights (fp32 master)", (double)g.master);
-    dryrun_line(half ? "weights (working copy)" : "weights (no working copy)", (double)g.working);
-    dryrun_line("gradients (fp32)", (double)g.grads);
+    printf("per-GPU memory with backend cuda, precision %s, %d rank%s (ZeRO stage %d%s: Adam m and v%s sharded):\n",
+           cuda_prec_name((cuda_prec)mc.precision), world, world == 1 ? "" : "s", mc.zero,
+           autoz ? ", zero auto" : "",
+           mc.zero >= 3 ? ", master, parameters and gradients" : mc.zero == 2 ? (half ? ", master and gradients"
+                                                                                   : ", gradients")
+           : half ? " and the fp32 master" : "");
+    dryrun_line(half ? "fp32 master (range)" : mc.zero >= 3 ? "weights (range + 2 buckets)" : "weights (fp32 master)",
+                (double)g.master);
+    dryrun_line(!half ? "weights (no working copy)" : mc.zero >= 3 ? "working (range + 2 buckets)"
+                                                                   : "weights (working copy)",
+                (double)g.working);
+    dryrun_line(mc.zero >= 2 ? "gradients (range + 1 bucket)" : "gradients (fp32)", (double)g.grads);
     dryrun_line("adam m+v (this rank's range)", (double)g.adam);
     char act[64];
     snprintf(act, sizeof act, "activations (micro_batch %lld)", (long long)c->micro_batch);

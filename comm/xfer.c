@@ -62,6 +62,24 @@ int cuda_xfer_ag_round(size_t n, int me, int W, size_t chunk, size_t k, cuda_xfe
     return nops;
 }
 
+int cuda_xfer_ag_span_round(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops)
+{
+    int nops = 0;
+    size_t off, cnt;
+    comm_span_piece(n, a, b, me, W, chunk, k, &off, &cnt);
+    off -= a;
+    for (int r = 0; r < W; r++) {
+        if (r == me)
+            continue;
+        cuda_xfer_op o = {r, off, cnt, 0, 0};
+        comm_span_piece(n, a, b, r, W, chunk, k, &o.recv_off, &o.recv_count);
+        o.recv_off -= a;
+        if (o.send_count || o.recv_count)
+            ops[nops++] = o;
+    }
+    return nops;
+}
+
 size_t cuda_xfer_chain_rounds(size_t n, size_t a, size_t b, int W, size_t chunk)
 {
     size_t J = comm_chain_chunks(n, a, b, W, chunk);

@@ -42,6 +42,11 @@ typedef struct {
  * into its place. */
 int cuda_xfer_ag_round(size_t n, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops);
 
+/* The same over the span [a, b) of the n-element vector (a bucket of whole
+ * layers, comm_span_piece's pieces, the CPU's bucket rule): every offset is
+ * relative to a (the buffer holds the span). */
+int cuda_xfer_ag_span_round(size_t n, size_t a, size_t b, int me, int W, size_t chunk, size_t k, cuda_xfer_op *ops);
+
 /* ---- the chain reduce-scatter on NCCL ---------------------------------- */
 
 /* comm.h's chain over [a, b) as lock-step rounds of one stream: in round t

@@ -427,9 +427,6 @@ static int cfg_check_relations(const cfg *c)
         return util_fail(ST_CONFIG, "%s: train.run_dir must not be empty", f);
     /* Refused here, before a run directory is made; backend auto that
      * finds a GPU is refused by backend_create. */
-    if (strcmp(c->zero, "1") && strcmp(c->zero, "auto") && !strcmp(c->backend, "cuda"))
-        return util_fail(ST_CONFIG, "%s: train.zero = %s is CPU only for now (backend cuda shards Adam only); use "
-                         "zero = 1 with backend = cuda, or backend = cpu", f, c->zero);
     if (!strcmp(c->comm_reduce, "nccl") && !strcmp(c->backend, "cpu"))
         return util_fail(ST_CONFIG, "%s: comm.reduce = nccl needs backend cuda (ncclReduceScatter); the cpu backend "
                          "reduces with the chain: use comm.reduce = chain", f);

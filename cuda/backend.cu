@@ -1,8 +1,10 @@
 /* The CUDA backend: device-resident training state (fp32 master, gradients,
- * Adam m/v, the compute-precision working copy), the forward and backward
- * of the decoder over the layer files in cuda/ (one .cuh per layer), the optimizer, and
- * the checkpoint snapshot on a copy stream. Also what --version and
- * backend = auto ask: is a device usable here, and which libraries. */
+ * Adam m/v, the compute-precision working copy), sharded by ZeRO stage and
+ * moved bucket by bucket (a layer, the embedding, or norm + lm_head) under
+ * 2 and 3; the forward and backward of the decoder over the layer files in
+ * cuda/ (one .cuh per layer), the optimizer, and the checkpoint snapshot on
+ * a copy stream. Also what --version and backend = auto ask: is a device
+ * usable here, and which libraries. */
 #include "common.cuh"
 #include "gemm.cuh"
 #include "encoder.cuh"
@@ -22,6 +24,8 @@ extern "C" {
 }
 
 enum { CUDA_MAX_PINNED = 8 };
+static const int64_t CUDA_NO_BUCKET = INT32_MIN;   /* no bucket (buckets are -1..n_layers) */
+static_assert((int)CUDA_PLAN_SUMSQ_BLOCK == (int)CUDA_SUMSQ_BLOCK, "the memory plan sizes the norm partials");
 
 typedef struct {
     cuda_prec prec;
@@ -30,16 +34,36 @@ typedef struct {
     cudaStream_t stream, copy;
     cudaEvent_t ev_ready, ev_snap0, ev_snap, ev_stall0, ev_stall1, ev_tokens;
     cuda_gemm_ctx gemm;
-    float *master, *grads, *m, *v;   /* master and grads: the full vector; m, v: [lo,hi) */
+    /* Each array holds the full vector or [lo,hi) (its offset then lo):
+     * master [lo,hi) under a 16-bit working copy (only the range is ever
+     * read) and at stage 3; work (2-byte types) [lo,hi) at stage 3; grads
+     * [lo,hi) from stage 2. m, v: [lo,hi) always. */
+    float *master, *grads, *m, *v;
     void *work;                      /* compute-precision copy (2-byte types); NULL: GEMMs read master */
+    size_t moff, mlen, woff, goff, glen;
+    int zero;                        /* ZeRO stage 1, 2 or 3 */
+    /* Stages 2-3: one gradient bucket (fp32; its reduce-scatter blocks, so
+     * one is enough); ga, wa: flat offset of the open gradient bucket's
+     * and of the current parameter bucket's first element. */
+    float *gbucket;
+    void *wbucket;                   /* the bucket cuda_w reads: wbuf[wcur] */
+    size_t bucket_cap, ga, wa;
+    /* Stage 3: two parameter buffers, the current one and the one the next
+     * bucket is gathered into on the gather stream meanwhile; wk: the
+     * bucket each holds (CUDA_NO_BUCKET: none); pend: the bucket being
+     * gathered; ev_free[i]: the compute stream's last use of buffer i. */
+    void *wbuf[2];
+    int64_t wk[2], pend;
+    int wcur;
+    cudaStream_t gather;
+    cudaEvent_t ev_free[2], ev_gathered;
+    int training;                    /* the forward in flight is fwd_bwd's: its backward gathers next */
+    int reduced;                     /* stage 2+: a micro-batch was reduced into grads since zero_grads */
     float *rope_cos, *rope_sin;      /* [seq_len, head_dim/2] */
     cuda_adamw_seg *seg;
     int nseg;
-    /* More than one rank (or SPOTRAIN_NCCL=1): the NCCL data plane. With a
-     * 2-byte working copy only that is gathered, so the fp32 master is
-     * current on this rank's range only (master_partial). */
+    /* More than one rank (or SPOTRAIN_NCCL=1): the NCCL data plane. */
     cuda_nccl *nccl;
-    int master_partial;
     double *loss_acc, *eval_acc, *sumsq, *sumsq_part;
     double *h_scalar;                /* pinned: one double read back */
     int32_t *h_tokens;               /* pinned staging: a micro-batch's ids, then its embedding index */
@@ -191,6 +215,17 @@ extern "C" int cuda_available(char *why, size_t cap)
     return cuda_probe(why, cap) == CUDA_PROBE_OK;
 }
 
+extern "C" uint64_t cuda_device_memory(void)
+{
+    cudaDeviceProp p;
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1 || cudaGetDeviceProperties(&p, 0) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return (uint64_t)p.totalGlobalMem;
+}
+
 /* NCCL's version code (e.g. 22605 for 2.26.5), 0 when libnccl.so.2 does
  * not load. */
 static int cuda_nccl_version(void)
@@ -338,7 +373,150 @@ exit:
 
 static size_t cuda_off(const backend *be, int64_t l, int kind) { return model_layer(be->L, l, kind)->offset; }
 
-template <typename T> static T *cuda_w(cuda_impl *c) { return c->work ? (T *)c->work : (T *)(void *)c->master; }
+/* Where the GEMMs read parameter `flat offset` at: base + offset. Stage 3:
+ * the gathered bucket (valid until the next gather). */
+template <typename T> static T *cuda_w(cuda_impl *c)
+{
+    if (c->wbucket)
+        return (T *)c->wbucket - c->wa;
+    return c->work ? (T *)c->work : (T *)(void *)c->master;
+}
+
+/* Where the backward adds gradient `flat offset` at: the full vector, or
+ * from stage 2 the open bucket. */
+static float *cuda_g(cuda_impl *c) { return c->gbucket ? c->gbucket - c->ga : c->grads; }
+
+/* ---- ZeRO buckets ------------------------------------------------------ */
+
+/* This rank's range cut to [a, b); empty when they do not meet. */
+static void cuda_cut(const backend *be, size_t a, size_t b, size_t *x, size_t *y)
+{
+    *x = be->lo > a ? be->lo : a;
+    *y = be->hi < b ? be->hi : b;
+    *y = *y > *x ? *y : *x;
+}
+
+/* Stage 3: bucket k's span [a, b) into buffer i: this rank's part copied
+ * in from the shard, the rest gathered from the peers (pure data
+ * movement), on stream s. Blocking (waited for) unless start. */
+static int cuda_fill_bucket(backend *be, int64_t k, int i, cudaStream_t s, int start)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    size_t a, b, x, y, es = c->work ? cuda_prec_bytes(c->prec) : sizeof(float);
+    const char *src = c->work ? (const char *)c->work : (const char *)c->master;
+    char *dst = (char *)c->wbuf[i];
+    int rc = ST_OK;
+    cuda_bucket_span(be->L, k, &a, &b);
+    cuda_cut(be, a, b, &x, &y);
+    if (y > x)
+        CU_TRY(cudaMemcpyAsync(dst + (x - a) * es, src + (x - be->lo) * es, (y - x) * es, cudaMemcpyDeviceToDevice,
+                               s));
+    c->wk[i] = k;
+    if (c->nccl)
+        rc = start ? cuda_nccl_allgather_span_start(c->nccl, dst, be->L->n_floats, a, b, es, s)
+                   : cuda_nccl_allgather_span(c->nccl, dst, be->L->n_floats, a, b, es, s);
+    else if (start)
+        CU_TRY(cudaEventRecord(c->ev_gathered, s));
+exit:
+    return rc;
+}
+
+/* Stage 3: makes bucket k the one cuda_w reads (until the next call), and
+ * starts gathering bucket `next` (CUDA_NO_BUCKET: none) into the other of
+ * the two buffers on the gather stream, so that it moves while the compute
+ * stream runs bucket k's kernels. The other buffer is overwritten only
+ * after the compute stream is done with what it queued on it (ev_free).
+ * A started gather is waited for (bounded, as every wait for peers) when
+ * its bucket is asked for; one that was started for a bucket not asked
+ * for next is waited for and dropped. Every rank makes the same calls in
+ * the same order, so NCCL sees the same sequence of collectives. */
+static int cuda_gather_bucket(backend *be, int64_t k, int64_t next)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    int rc = ST_OK, other;
+    size_t a, b;
+    if (c->zero < 3)
+        return ST_OK;
+    /* Everything queued so far read the current buffer. */
+    CU_TRY(cudaEventRecord(c->ev_free[c->wcur], c->stream));
+    if (c->pend != CUDA_NO_BUCKET) {
+        if (c->nccl)
+            CU_OK(cuda_nccl_allgather_span_wait(c->nccl));
+        else
+            CU_TRY(cudaStreamWaitEvent(c->stream, c->ev_gathered, 0));
+        if (c->pend == k)
+            c->wcur ^= 1;
+        c->pend = CUDA_NO_BUCKET;
+    }
+    if (c->wk[c->wcur] != k) {
+        /* Not prefetched: gathered now on the compute stream, in order
+         * after the work that read the other buffer. */
+        CU_OK(cuda_fill_bucket(be, k, c->wcur ^ 1, c->stream, 0));
+        c->wcur ^= 1;
+    }
+    cuda_bucket_span(be->L, k, &a, &b);
+    c->wa = a;
+    c->wbucket = c->wbuf[c->wcur];
+    if (next == CUDA_NO_BUCKET)
+        goto exit;
+    other = c->wcur ^ 1;
+    CU_TRY(cudaStreamWaitEvent(c->gather, c->ev_free[other], 0));
+    CU_OK(cuda_fill_bucket(be, next, other, c->gather, 1));
+    c->pend = next;
+exit:
+    return rc;
+}
+
+/* Stage 2+: bucket k's gradients go into a zeroed gbucket (as stage 1's
+ * zeroed full vector), so every kernel adds the same floats. */
+static int cuda_open_bucket(backend *be, int64_t k)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    size_t a, b;
+    int rc = ST_OK;
+    if (c->zero < 2)
+        return ST_OK;
+    cuda_bucket_span(be->L, k, &a, &b);
+    CU_TRY(cudaMemsetAsync(c->gbucket, 0, (b - a) * sizeof(float), c->stream));
+    c->ga = a;
+exit:
+    return rc;
+}
+
+__global__ void cuda_add_kernel(float *dst, const float *src, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        dst[i] += src[i];
+}
+
+/* Stage 2+: bucket k reduce-scattered in rank order (the CPU rule); this
+ * rank's part lands in its range of grads: copied by the step's first
+ * micro-batch (stage 1's value exactly), added by later ones. */
+static int cuda_close_bucket(backend *be, int64_t k)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    size_t a, b, x, y;
+    int rc = ST_OK;
+    if (c->zero < 2)
+        return ST_OK;
+    cuda_bucket_span(be->L, k, &a, &b);
+    if (c->nccl)
+        CU_OK(cuda_nccl_reduce_scatter_span(c->nccl, c->gbucket, be->L->n_floats, a, b, c->stream));
+    cuda_cut(be, a, b, &x, &y);
+    if (y == x)
+        goto exit;
+    if (!c->reduced) {
+        CU_TRY(cudaMemcpyAsync(c->grads + (x - be->lo), c->gbucket + (x - a), (y - x) * sizeof(float),
+                               cudaMemcpyDeviceToDevice, c->stream));
+    } else {
+        cuda_add_kernel<<<cuda_blocks((int64_t)(y - x), 256), 256, 0, c->stream>>>(c->grads + (x - be->lo),
+                                                                                c->gbucket + (x - a), y - x);
+        CU_LAUNCHED();
+    }
+exit:
+    return rc;
+}
 
 /* Layer l's forward from its input CA_RES(l) into its activations; next
  * (the layer's output, the next layer's input) is written unless NULL: the
@@ -388,12 +566,19 @@ static int cuda_trunk_forward(backend *be, const cuda_dims *d, int64_t stride)
     T *W = cuda_w<T>(c);
     const int32_t *tok = (const int32_t *)CUDA_GBUF(c, CA_TOKENS);
     int rc = ST_OK;
+    CU_OK(cuda_gather_bucket(be, -1, 0));
+    W = cuda_w<T>(c);
     CU_OK(cuda_encoder_forward(s, (float *)CUDA_ABUF(c, CA_RES, 0), W + model_embed(L)->offset, tok, d->N,
                                d->T, stride, d->D));
     for (int64_t l = 0; l < d->L; l++) {
+        CU_OK(cuda_gather_bucket(be, l, l + 1));
         float *next = l + 1 < d->L ? (float *)CUDA_ABUF(c, CA_RES, l + 1) : (float *)CUDA_GBUF(c, CA_FINAL_RES);
         CU_OK(cuda_layer_forward<T>(be, d, l, next));
     }
+    /* The final norm and lm_head stay gathered through the head and its
+     * backward. */
+    CU_OK(cuda_gather_bucket(be, d->L, c->training && d->L > 0 ? d->L - 1 : CUDA_NO_BUCKET));
+    W = cuda_w<T>(c);
     CU_OK(cuda_rmsnorm_forward<T>(s, (T *)CUDA_GBUF(c, CA_XNF), (float *)CUDA_GBUF(c, CA_RSF),
                                   (float *)CUDA_GBUF(c, CA_FINAL_RES), W + model_final_norm(L)->offset, d->N,
                                   d->D, c->s.norm_eps));
@@ -433,7 +618,7 @@ static int cuda_head(backend *be, const cuda_dims *d, int grad, float grad_scale
             const char *lo = x->ow_lo;
             if (r0 > 0)
                 x->ow_lo = NULL;
-            rc = cuda_gemm_run(x, &g, dz, xnf + r0 * d->D, c->grads + lm, c->grads + lm);
+            rc = cuda_gemm_run(x, &g, dz, xnf + r0 * d->D, cuda_g(c) + lm, cuda_g(c) + lm);
             x->ow_lo = lo;
             CU_OK(rc);
         }
@@ -442,7 +627,7 @@ static int cuda_head(backend *be, const cuda_dims *d, int grad, float grad_scale
     }
     if (whole) {
         g = cuda_gemm_plan(d, CUDA_G_DWLM, d->N);
-        CU_OK(cuda_gemm_run(x, &g, dz, xnf, c->grads + lm, c->grads + lm));
+        CU_OK(cuda_gemm_run(x, &g, dz, xnf, cuda_g(c) + lm, cuda_g(c) + lm));
         g = cuda_gemm_plan(d, CUDA_G_DXNF, d->N);
         CU_OK(cuda_gemm_run(x, &g, dz, W + lm, NULL, dxn));
     }
@@ -459,7 +644,7 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     cudaStream_t s = c->stream;
     cuda_gemm_ctx *x = &c->gemm;
     T *W = cuda_w<T>(c);
-    float *G = c->grads;
+    float *G = cuda_g(c);
     float *dres = (float *)CUDA_GBUF(c, CA_DRES), *dxn = (float *)CUDA_GBUF(c, CA_DXN), *dh = (float *)CUDA_GBUF(c, CA_DH);
     T *dres_ct = (T *)CUDA_GBUF(c, CA_DRES_CT), *dgu = (T *)CUDA_GBUF(c, CA_DGU), *dao = (T *)CUDA_GBUF(c, CA_DAO);
     T *dqkv = (T *)CUDA_GBUF(c, CA_QKV);
@@ -471,7 +656,12 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     int rc = ST_OK;
     CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + fn, part, dxn, (float *)CUDA_GBUF(c, CA_FINAL_RES),
                                    (float *)CUDA_GBUF(c, CA_RSF), W + fn, d->N, d->D, d->norm_rows, 0));
+    CU_OK(cuda_close_bucket(be, d->L));
     for (int64_t l = d->L - 1; l >= 0; l--) {
+        CU_OK(cuda_gather_bucket(be, l, l > 0 ? l - 1 : CUDA_NO_BUCKET));
+        CU_OK(cuda_open_bucket(be, l));
+        W = cuda_w<T>(c);
+        G = cuda_g(c);
         size_t od = cuda_off(be, l, MODEL_DOWN), og = cuda_off(be, l, MODEL_GATE), oo = cuda_off(be, l, MODEL_O);
         size_t oq = cuda_off(be, l, MODEL_Q), o1 = cuda_off(be, l, MODEL_LN1), o2 = cuda_off(be, l, MODEL_LN2);
         /* Recompute: the one set holds the last layer's activations from
@@ -506,9 +696,13 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
         CU_OK(cuda_gemm_run(x, &g, dqkv, W + oq, NULL, dxn));
         CU_OK(cuda_rmsnorm_backward<T>(s, dres, dres_ct, G + o1, part, dxn, (float *)CUDA_ABUF(c, CA_RES, l),
                                        (float *)CUDA_ABUF(c, CA_RS1, l), W + o1, d->N, d->D, d->norm_rows, 1));
+        CU_OK(cuda_close_bucket(be, l));
     }
+    CU_OK(cuda_open_bucket(be, -1));
+    G = cuda_g(c);
     CU_OK(cuda_encoder_backward(s, G + model_embed(L)->offset, dres, (const int32_t *)CUDA_GBUF(c, CA_EMBIDX),
                                 c->emb_u, d->D));
+    CU_OK(cuda_close_bucket(be, -1));
 exit:
     return rc;
 }
@@ -538,6 +732,7 @@ static int cuda_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float gra
     int64_t T = c->s.seq_len;
     cuda_dims d;
     int rc = ST_OK;
+    c->training = 1;
     CU_OK(backend_check_tokens(be, tokens, B * (T + 1)));
     CU_OK(cuda_reserve(c, B));
     CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 1));
@@ -550,9 +745,11 @@ static int cuda_fwd_bwd(backend *be, const int32_t *tokens, int64_t B, float gra
     cuda_prof_mark(c, 0);
     CU_OK(CUDA_DISPATCH(c, cuda_trunk_forward, be, &d, T + 1));
     cuda_prof_mark(c, 1);
+    CU_OK(cuda_open_bucket(be, c->s.n_layers));   /* lm_head's gradient: the head's */
     CU_OK(CUDA_DISPATCH(c, cuda_head, be, &d, 1, grad_scale, c->loss_acc));
     cuda_prof_mark(c, 2);
     CU_OK(CUDA_DISPATCH(c, cuda_trunk_backward, be, &d));
+    c->reduced = 1;
     cuda_prof_mark(c, 3);
     if (c->profile) {
         c->ph_ms[0] += cuda_prof_ms(c, 0, 1);
@@ -588,6 +785,7 @@ static int cuda_eval(backend *be, const int32_t *tokens, int64_t B, double *loss
     int64_t T = c->s.seq_len;
     cuda_dims d;
     int rc = ST_OK;
+    c->training = 0;
     CU_OK(backend_check_tokens(be, tokens, B * (T + 1)));
     CU_OK(cuda_reserve(c, B));
     CU_OK(cuda_upload_tokens(c, tokens, B, T, T + 1, 0));
@@ -619,6 +817,7 @@ static int cuda_logits(backend *be, const int32_t *tokens, int64_t T, float *out
     if (T < 1 || T > c->s.seq_len)
         return util_fail(ST_CONFIG, "sampling context of %lld tokens is outside 1..model.seq_len (%lld)",
                          (long long)T, (long long)c->s.seq_len);
+    c->training = 0;
     CU_OK(backend_check_tokens(be, tokens, T));
     CU_OK(cuda_reserve(c, 1));
     CU_OK(cuda_upload_tokens(c, tokens, 1, T, T, 0));
@@ -646,31 +845,36 @@ static int cuda_zero_grads(backend *be)
     const model_layout *L = be->L;
     const model_param *e = model_embed(L), *f = model_final_norm(L);
     int rc = ST_OK;
-    if (getenv("SPOTRAIN_CUDA_ZERO_ALL")) {   /* tests: the old whole-vector memset, for comparison */
-        CU_TRY(cudaMemsetAsync(c->grads, 0, L->n_floats * sizeof(float), c->stream));
+    /* Stages 2 and 3 reduce bucket by bucket into a range-sized shard that
+     * the reductions add to: zeroed whole, no products left to overwrite. */
+    if (c->zero >= 2 || getenv("SPOTRAIN_CUDA_ZERO_ALL")) {   /* the env: tests compare with the whole memset */
+        CU_TRY(cudaMemsetAsync(c->grads, 0, c->glen * sizeof(float), c->stream));
         c->grads_fresh = 0;
+        c->reduced = 0;
         return ST_OK;
     }
     CU_TRY(cudaMemsetAsync(c->grads + e->offset, 0, e->numel * sizeof(float), c->stream));
     for (int64_t l = 0; l < c->s.n_layers; l++)
         for (int kind = MODEL_LN1; kind <= MODEL_LN2; kind++) {
-            const model_param *p = model_layer(L, l, kind);
-            CU_TRY(cudaMemsetAsync(c->grads + p->offset, 0, p->numel * sizeof(float), c->stream));
+            const model_param *q = model_layer(L, l, kind);
+            CU_TRY(cudaMemsetAsync(c->grads + q->offset, 0, q->numel * sizeof(float), c->stream));
         }
     CU_TRY(cudaMemsetAsync(c->grads + f->offset, 0, f->numel * sizeof(float), c->stream));
     c->grads_fresh = 1;
+    c->reduced = 0;
 exit:
     return rc;
 }
 
 /* Before anything but fwd_bwd touches gradients that zero_grads left to
  * the products: zero them all (a rank with no micro-batch, a test reading
- * them), so they read as zero_grads promised. */
-static int cuda_grads_settle(cuda_impl *c, size_t n)
+ * them), so they read as zero_grads promised. Stage 1 only (the full
+ * vector); stages 2 and 3 never leave any. */
+static int cuda_grads_settle(cuda_impl *c)
 {
     int rc = ST_OK;
     if (c->grads_fresh) {
-        CU_TRY(cudaMemsetAsync(c->grads, 0, n * sizeof(float), c->stream));
+        CU_TRY(cudaMemsetAsync(c->grads, 0, c->glen * sizeof(float), c->stream));
         c->grads_fresh = 0;
     }
 exit:
@@ -678,14 +882,15 @@ exit:
 }
 
 /* NCCL moves the bytes, the rank-order sum kernel adds (nccl.cu): the CPU
- * rule. One rank without SPOTRAIN_NCCL: its range is the whole vector. */
+ * rule. One rank without SPOTRAIN_NCCL: its range is the whole vector.
+ * From stage 2 the backward has reduced every bucket already. */
 static int cuda_reduce_grads(backend *be)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
-    int rc = cuda_grads_settle(c, be->L->n_floats);
+    int rc = cuda_grads_settle(c);
     if (rc != ST_OK)
         return rc;
-    if (!c->nccl)
+    if (!c->nccl || c->zero >= 2)
         return ST_OK;
     int kp = cuda_kp_enter(c->stream, CUDA_K_COMM);
     rc = cuda_nccl_reduce_scatter(c->nccl, c->grads, be->L->n_floats, c->stream);
@@ -695,16 +900,15 @@ static int cuda_reduce_grads(backend *be)
 
 /* What the next forward reads, whole on every rank: the working copy under
  * bf16/fp16 (half the bytes of fp32; the embedding and norm kernels read
- * it too), the master otherwise. So the fp32 master is current on this
- * rank's range only (master_partial). */
+ * it too), the master otherwise. Stage 3 gathers bucket by bucket inside
+ * the forward and backward instead. */
 static int cuda_gather_params(backend *be)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
-    if (!c->nccl)
+    if (!c->nccl || c->zero >= 3)
         return ST_OK;
     int kp = cuda_kp_enter(c->stream, CUDA_K_COMM), rc;
     if (c->work) {
-        c->master_partial = be->world > 1;
         rc = cuda_nccl_allgather(c->nccl, c->work, be->L->n_floats, cuda_prec_bytes(c->prec), c->stream);
     } else {
         rc = cuda_nccl_allgather(c->nccl, c->master, be->L->n_floats, sizeof(float), c->stream);
@@ -717,9 +921,9 @@ static int cuda_grad_sumsq(backend *be, double *out)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     int rc = ST_OK;
-    CU_OK(cuda_grads_settle(c, be->L->n_floats));
+    CU_OK(cuda_grads_settle(c));
     cuda_prof_mark(c, 4);
-    CU_OK(cuda_sumsq(c->stream, c->sumsq, c->sumsq_part, c->grads + be->lo, (int64_t)(be->hi - be->lo)));
+    CU_OK(cuda_sumsq(c->stream, c->sumsq, c->sumsq_part, c->grads + (be->lo - c->goff), (int64_t)(be->hi - be->lo)));
     CU_TRY(cudaMemcpyAsync(c->h_scalar, c->sumsq, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
     CU_TRY(cudaStreamSynchronize(c->stream));
     *out = *c->h_scalar;
@@ -731,9 +935,11 @@ static int cuda_adamw_op(backend *be, const optim_hparams *h, double lr, double 
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     elem_adamw_k k = optim_adamw_consts(h, lr, clip_scale, step);
-    size_t lo = be->lo, n = be->hi - be->lo;
+    size_t lo = be->lo, n = be->hi - be->lo, wl = lo - c->woff;
+    float *p = c->master + (lo - c->moff), *g = c->grads + (lo - c->goff);
     int rc = ST_OK;
-    CU_OK(cuda_grads_settle(c, be->L->n_floats));
+    CU_OK(cuda_grads_settle(c));
+    c->wk[0] = c->wk[1] = CUDA_NO_BUCKET;   /* stage 3: the gathered buckets go stale */
     /* The snapshot copy of the previous state must finish before the
      * update overwrites it; the events time that wait (the compute stall). */
     if (c->snap_recorded) {
@@ -748,14 +954,14 @@ static int cuda_adamw_op(backend *be, const optim_hparams *h, double lr, double 
         }
     }
     if (c->prec == CUDA_BF16)
-        rc = cuda_adamw<__nv_bfloat16>(c->stream, c->master + lo, (__nv_bfloat16 *)c->work + lo, c->grads + lo, c->m,
-                                       c->v, c->seg, c->nseg, (int64_t)n, &k, lr, h->weight_decay);
+        rc = cuda_adamw<__nv_bfloat16>(c->stream, p, (__nv_bfloat16 *)c->work + wl, g, c->m, c->v, c->seg, c->nseg,
+                                       (int64_t)n, &k, lr, h->weight_decay);
     else if (c->prec == CUDA_FP16)
-        rc = cuda_adamw<__half>(c->stream, c->master + lo, (__half *)c->work + lo, c->grads + lo, c->m, c->v, c->seg,
-                                c->nseg, (int64_t)n, &k, lr, h->weight_decay);
+        rc = cuda_adamw<__half>(c->stream, p, (__half *)c->work + wl, g, c->m, c->v, c->seg, c->nseg, (int64_t)n, &k,
+                                lr, h->weight_decay);
     else
-        rc = cuda_adamw<float>(c->stream, c->master + lo, (float *)NULL, c->grads + lo, c->m, c->v, c->seg, c->nseg,
-                               (int64_t)n, &k, lr, h->weight_decay);
+        rc = cuda_adamw<float>(c->stream, p, (float *)NULL, g, c->m, c->v, c->seg, c->nseg, (int64_t)n, &k, lr,
+                               h->weight_decay);
     cuda_prof_mark(c, 5);
     if (c->profile && rc == ST_OK) {
         c->ph_ms[3] += cuda_prof_ms(c, 4, 5);
@@ -771,14 +977,15 @@ static int cuda_range_ok(const backend *be, int array, size_t off, size_t n, flo
     cuda_impl *c = (cuda_impl *)be->impl;
     size_t N = be->L->n_floats;
     if (array == BK_PARAMS || array == BK_GRADS) {
+        size_t a = array == BK_PARAMS ? c->moff : c->goff, len = array == BK_PARAMS ? c->mlen : c->glen;
         if (off > N || n > N - off)
             return util_fail(ST_SOFTWARE, "backend cuda: range [%zu, +%zu) outside the %zu parameters", off, n, N);
-        if (array == BK_PARAMS && c->master_partial && n > 0 && (off < be->lo || off + n > be->hi))
-            return util_fail(ST_SOFTWARE, "backend cuda: fp32 parameters [%zu, +%zu) asked for, but with %d ranks "
-                             "under %s only this rank's [%zu, %zu) is current (the working copy is what is "
-                             "gathered); read a checkpoint instead", off, n, be->world, cuda_prec_name(c->prec),
-                             be->lo, be->hi);
-        *base = (array == BK_PARAMS ? c->master : c->grads) + off;
+        if (n > 0 && (off < a || off + n > a + len))
+            return util_fail(ST_SOFTWARE, "backend cuda: fp32 %s [%zu, +%zu) asked for, but with %d ranks under %s "
+                             "and ZeRO stage %d this rank holds [%zu, %zu) only; read a checkpoint instead",
+                             array == BK_PARAMS ? "parameters" : "gradients", off, n, be->world,
+                             cuda_prec_name(c->prec), c->zero, a, a + len);
+        *base = (array == BK_PARAMS ? c->master : c->grads) + (n > 0 ? off - a : 0);
         return ST_OK;
     }
     if ((array != BK_ADAM_M && array != BK_ADAM_V) || off < be->lo || off > be->hi || n > be->hi - off)
@@ -788,21 +995,65 @@ static int cuda_range_ok(const backend *be, int array, size_t off, size_t n, flo
     return ST_OK;
 }
 
+/* n fp32 values at dst (device) into the working copy at flat offset off. */
+static int cuda_to_work(cuda_impl *c, size_t off, const float *dst, size_t n)
+{
+    char *w = (char *)c->work + (off - c->woff) * cuda_prec_bytes(c->prec);
+    if (c->prec == CUDA_BF16)
+        return cuda_convert<__nv_bfloat16>(c->stream, (__nv_bfloat16 *)(void *)w, dst, (int64_t)n);
+    return cuda_convert<__half>(c->stream, (__half *)(void *)w, dst, (int64_t)n);
+}
+
+/* BK_PARAMS takes any range of the full vector: the master keeps what it
+ * holds of it; a whole working copy (16-bit, stages 1-2) converts all of
+ * it, the part outside the master's range through a staging buffer that
+ * is free at load time (the gradients, or the gradient bucket), zeroed
+ * after; a sharded one (stage 3) converts its range from the master. */
+static int cuda_load_params(backend *be, size_t off, size_t n, const float *src)
+{
+    cuda_impl *c = (cuda_impl *)be->impl;
+    size_t x = off > c->moff ? off : c->moff, y = off + n < c->moff + c->mlen ? off + n : c->moff + c->mlen;
+    float *stage = c->gbucket ? c->gbucket : c->grads;
+    size_t cap = c->gbucket ? c->bucket_cap : c->glen;
+    int rc = ST_OK;
+    if (off > be->L->n_floats || n > be->L->n_floats - off)
+        return util_fail(ST_SOFTWARE, "backend cuda: range [%zu, +%zu) outside the %zu parameters", off, n,
+                         be->L->n_floats);
+    c->wk[0] = c->wk[1] = CUDA_NO_BUCKET;
+    if (y > x) {
+        CU_TRY(cudaMemcpyAsync(c->master + (x - c->moff), src + (x - off), (y - x) * sizeof(float),
+                               cudaMemcpyHostToDevice, c->stream));
+        if (c->work)
+            CU_OK(cuda_to_work(c, x, c->master + (x - c->moff), y - x));
+    }
+    if (c->work && c->zero < 3) {
+        /* Before and after the master's part. */
+        size_t part[2][2] = {{off, y > x ? x : off + n}, {y > x ? y : off + n, off + n}};
+        for (int i = 0; i < 2; i++)
+            for (size_t p = part[i][0], k = 0; p < part[i][1]; p += k) {
+                k = part[i][1] - p < cap ? part[i][1] - p : cap;
+                CU_TRY(cudaMemcpyAsync(stage, src + (p - off), k * sizeof(float), cudaMemcpyHostToDevice,
+                                       c->stream));
+                CU_OK(cuda_to_work(c, p, stage, k));
+            }
+        CU_TRY(cudaMemsetAsync(stage, 0, cap * sizeof(float), c->stream));
+    }
+    CU_TRY(cudaStreamSynchronize(c->stream));
+exit:
+    return rc;
+}
+
 static int cuda_load(backend *be, int array, size_t off, size_t n, const float *src)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     float *dst = NULL;
     int rc = ST_OK;
+    if (array == BK_PARAMS)
+        return cuda_load_params(be, off, n, src);
     CU_OK(cuda_range_ok(be, array, off, n, &dst));
     if (array == BK_GRADS)
-        CU_OK(cuda_grads_settle(c, be->L->n_floats));
+        CU_OK(cuda_grads_settle(c));
     CU_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
-    if (array == BK_PARAMS && c->work) {
-        if (c->prec == CUDA_BF16)
-            CU_OK(cuda_convert<__nv_bfloat16>(c->stream, (__nv_bfloat16 *)c->work + off, dst, (int64_t)n));
-        else
-            CU_OK(cuda_convert<__half>(c->stream, (__half *)c->work + off, dst, (int64_t)n));
-    }
     CU_TRY(cudaStreamSynchronize(c->stream));
 exit:
     return rc;
@@ -815,7 +1066,7 @@ static int cuda_read(backend *be, int array, size_t off, size_t n, float *dst)
     int rc = ST_OK;
     CU_OK(cuda_range_ok(be, array, off, n, &src));
     if (array == BK_GRADS)
-        CU_OK(cuda_grads_settle(c, be->L->n_floats));
+        CU_OK(cuda_grads_settle(c));
     CU_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
     CU_TRY(cudaStreamSynchronize(c->stream));
 exit:
@@ -832,7 +1083,7 @@ static int cuda_snapshot(backend *be, float *dst)
     CU_TRY(cudaEventRecord(c->ev_ready, c->stream));
     CU_TRY(cudaStreamWaitEvent(c->copy, c->ev_ready, 0));
     CU_TRY(cudaEventRecord(c->ev_snap0, c->copy));
-    CU_TRY(cudaMemcpyAsync(dst, c->master + be->lo, bytes, cudaMemcpyDeviceToHost, c->copy));
+    CU_TRY(cudaMemcpyAsync(dst, c->master + (be->lo - c->moff), bytes, cudaMemcpyDeviceToHost, c->copy));
     CU_TRY(cudaMemcpyAsync(dst + n, c->m, bytes, cudaMemcpyDeviceToHost, c->copy));
     CU_TRY(cudaMemcpyAsync(dst + 2 * n, c->v, bytes, cudaMemcpyDeviceToHost, c->copy));
     CU_TRY(cudaEventRecord(c->ev_snap, c->copy));
@@ -892,6 +1143,8 @@ static void cuda_destroy(backend *be)
             cudaStreamSynchronize(c->stream);
         if (c->copy)
             cudaStreamSynchronize(c->copy);
+        if (c->gather)
+            cudaStreamSynchronize(c->gather);
         size_t fr = 0, tot = 0;
         /* Every allocation lives until here, so what this process added
          * since its context is also its peak (tests/device_check.sh sets
@@ -918,7 +1171,7 @@ static void cuda_destroy(backend *be)
             cudaHostUnregister(c->pinned[i]);
         cuda_gemm_destroy(&c->gemm);
         void *dev[] = {c->master, c->grads, c->m, c->v, c->work, c->rope_cos, c->rope_sin, c->seg, c->loss_acc,
-                       c->eval_acc, c->sumsq, c->sumsq_part, c->arena};
+                       c->eval_acc, c->sumsq, c->sumsq_part, c->arena, c->gbucket, c->wbuf[0], c->wbuf[1]};
         for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
             if (dev[i])
                 cudaFree(dev[i]);
@@ -928,7 +1181,8 @@ static void cuda_destroy(backend *be)
             cudaFreeHost(c->h_tokens);
         free(c->h_cnt);
         cudaEvent_t ev[] = {c->ev_ready, c->ev_snap0, c->ev_snap, c->ev_stall0, c->ev_stall1, c->ev_tokens,
-                            c->ev_ph[0], c->ev_ph[1], c->ev_ph[2], c->ev_ph[3], c->ev_ph[4], c->ev_ph[5]};
+                            c->ev_ph[0], c->ev_ph[1], c->ev_ph[2], c->ev_ph[3], c->ev_ph[4], c->ev_ph[5],
+                            c->ev_free[0], c->ev_free[1], c->ev_gathered};
         for (size_t i = 0; i < sizeof ev / sizeof ev[0]; i++)
             if (ev[i])
                 cudaEventDestroy(ev[i]);
@@ -936,6 +1190,8 @@ static void cuda_destroy(backend *be)
             cudaStreamDestroy(c->stream);
         if (c->copy)
             cudaStreamDestroy(c->copy);
+        if (c->gather)
+            cudaStreamDestroy(c->gather);
         cuda_arena_free(&c->plan);
         free(c);
     }
@@ -999,6 +1255,7 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     int rc = ST_OK, oom = 0;
     size_t n = L->n_floats, ct = cuda_prec_bytes(prec);
     cudaDeviceProp prop;
+    cuda_memplan mp;
     if (!be || !c) {
         free(be);
         free(c);
@@ -1021,6 +1278,13 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     cuda_library_versions(be->libraries, sizeof be->libraries);
     CU_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CU_TRY(cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking));
+    CU_TRY(cudaStreamCreateWithFlags(&c->gather, cudaStreamNonBlocking));
+    for (int i = 0; i < 2; i++) {
+        CU_TRY(cudaEventCreateWithFlags(&c->ev_free[i], cudaEventDisableTiming));
+        c->wk[i] = CUDA_NO_BUCKET;
+    }
+    CU_TRY(cudaEventCreateWithFlags(&c->ev_gathered, cudaEventDisableTiming));
+    c->pend = CUDA_NO_BUCKET;
     CU_TRY(cudaEventCreate(&c->ev_ready));
     CU_TRY(cudaEventCreate(&c->ev_snap0));
     CU_TRY(cudaEventCreate(&c->ev_snap));
@@ -1041,15 +1305,43 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
         rc = util_fail(rc, "backend cuda: %s", why);
         goto exit;
     }
+    c->zero = o && o->zero > 1 ? o->zero : 1;
+    if (c->zero > 3) {
+        rc = util_fail(ST_CONFIG, "train.zero = %d: use 1, 2, 3 or auto", c->zero);
+        goto exit;
+    }
+    /* The memory model's plan (model/memplan.c) sizes what follows. */
+    CU_OK(cuda_memory_plan(&c->s, 1, world, prec, c->zero, &mp));
     {
         size_t r = be->hi - be->lo;
         int64_t half = c->s.head_dim / 2, T = c->s.seq_len;
-        CU_OK(cuda_alloc((void **)&c->master, n * 4, "the fp32 parameters", &oom));
-        CU_OK(cuda_alloc((void **)&c->grads, n * 4, "the fp32 gradients", &oom));
+        int shard_m = ct == 2 || c->zero >= 3;
+        c->moff = shard_m ? be->lo : 0;
+        c->mlen = shard_m ? r : n;
+        c->woff = c->zero >= 3 ? be->lo : 0;
+        c->goff = c->zero >= 2 ? be->lo : 0;
+        c->glen = c->zero >= 2 ? r : n;
+        c->bucket_cap = mp.bucket;
+        for (int64_t k = -1; k <= c->s.n_layers && c->zero >= 2; k++) {
+            size_t a, b;
+            cuda_bucket_span(L, k, &a, &b);
+            if (b - a > c->bucket_cap) {
+                rc = util_fail(ST_SOFTWARE, "backend cuda: bucket %lld holds %zu floats, the plan %zu",
+                               (long long)k, b - a, c->bucket_cap);
+                goto exit;
+            }
+        }
+        CU_OK(cuda_alloc((void **)&c->master, c->mlen * 4, "the fp32 parameters", &oom));
+        CU_OK(cuda_alloc((void **)&c->grads, c->glen * 4, "the fp32 gradients", &oom));
         CU_OK(cuda_alloc((void **)&c->m, r * 4, "Adam m", &oom));
         CU_OK(cuda_alloc((void **)&c->v, r * 4, "Adam v", &oom));
         if (ct == 2)
-            CU_OK(cuda_alloc(&c->work, n * 2, "the working copy of the weights", &oom));
+            CU_OK(cuda_alloc(&c->work, (c->zero >= 3 ? r : n) * 2, "the working copy of the weights", &oom));
+        if (c->zero >= 2)
+            CU_OK(cuda_alloc((void **)&c->gbucket, c->bucket_cap * 4, "the gradient bucket", &oom));
+        if (c->zero >= 3)
+            for (int i = 0; i < 2; i++)
+                CU_OK(cuda_alloc(&c->wbuf[i], c->bucket_cap * ct, "the parameter buckets", &oom));
         CU_OK(cuda_alloc((void **)&c->rope_cos, (size_t)(T * half) * 4, "RoPE tables", &oom));
         CU_OK(cuda_alloc((void **)&c->rope_sin, (size_t)(T * half) * 4, "RoPE tables", &oom));
         CU_OK(cuda_alloc((void **)&c->loss_acc, 8, "the loss", &oom));
@@ -1062,16 +1354,17 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
             rc = util_fail(ST_SOFTWARE, "backend cuda: out of host memory");
             goto exit;
         }
-        CU_TRY(cudaMemsetAsync(c->master, 0, n * 4, c->stream));
-        CU_TRY(cudaMemsetAsync(c->grads, 0, n * 4, c->stream));
+        CU_TRY(cudaMemsetAsync(c->master, 0, c->mlen * 4, c->stream));
+        CU_TRY(cudaMemsetAsync(c->grads, 0, c->glen * 4, c->stream));
         CU_TRY(cudaMemsetAsync(c->m, 0, r * 4, c->stream));
         CU_TRY(cudaMemsetAsync(c->v, 0, r * 4, c->stream));
         if (c->work)
-            CU_TRY(cudaMemsetAsync(c->work, 0, n * 2, c->stream));
+            CU_TRY(cudaMemsetAsync(c->work, 0, (c->zero >= 3 ? r : n) * 2, c->stream));
         CU_TRY(cudaMemsetAsync(c->loss_acc, 0, 8, c->stream));
         /* The CPU backend's tables, computed the same way on the host. */
         float *cs = (float *)malloc((size_t)(T * half + 1) * 4), *sn = (float *)malloc((size_t)(T * half + 1) * 4);
-        cuda_adamw_seg *seg = (cuda_adamw_seg *)malloc((size_t)(L->n_params + 1) * sizeof *seg);
+        int cap = cuda_adamw_seg_cap(&c->s);
+        cuda_adamw_seg *seg = (cuda_adamw_seg *)malloc((size_t)cap * sizeof *seg);
         if (!cs || !sn || !seg) {
             free(cs);
             free(sn);
@@ -1085,12 +1378,12 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
                 cs[t * half + i] = (float)cos((double)t * inv);
                 sn[t * half + i] = (float)sin((double)t * inv);
             }
-        c->nseg = cuda_adamw_segments(L, be->lo, be->hi, seg, L->n_params + 1);
+        c->nseg = cuda_adamw_segments(L, be->lo, be->hi, seg, cap);
         cudaError_t e1 = cudaMemcpy(c->rope_cos, cs, (size_t)(T * half) * 4, cudaMemcpyHostToDevice);
         cudaError_t e2 = cudaMemcpy(c->rope_sin, sn, (size_t)(T * half) * 4, cudaMemcpyHostToDevice);
         cudaError_t e3 = cudaSuccess;
         if (c->nseg > 0) {
-            e3 = cudaMalloc((void **)&c->seg, (size_t)c->nseg * sizeof *seg);
+            e3 = cudaMalloc((void **)&c->seg, (size_t)cap * sizeof *seg);   /* the plan's room */
             if (e3 == cudaSuccess)
                 e3 = cudaMemcpy(c->seg, seg, (size_t)c->nseg * sizeof *seg, cudaMemcpyHostToDevice);
         }

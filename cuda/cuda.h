@@ -23,6 +23,9 @@ int cuda_probe(char *why, size_t cap);
 /* 1 when a CUDA backend can start here (cuda_probe says OK). Otherwise 0
  * and why[] is one line naming what is missing or unsupported. */
 int cuda_available(char *why, size_t cap);
+/* Bytes of memory on the device this process will drive (device 0 when
+ * ranks see one each; the node's GPUs are alike), 0 when unknown. */
+uint64_t cuda_device_memory(void);
 
 /* --version lines: compiled architectures, CUDA runtime, driver, cuBLASLt
  * and NCCL versions found, and every device. */

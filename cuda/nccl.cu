@@ -54,6 +54,8 @@ struct cuda_nccl {
     float *recv;             /* chain: CUDA_XFER_CHAIN_SLOTS x chunk floats; nccl: world x chunk staging */
     cuda_xfer_op *ops;       /* world - 1 (the all-gather) */
     cudaEvent_t done;
+    cudaEvent_t gathered;    /* after the started gather (cuda_nccl_allgather_span_start) */
+    int gathering;           /* one is started and not yet waited for */
     char version[64];
     char log_path[128];      /* NCCL's INFO log while log_transport; "" otherwise */
 };
@@ -271,6 +273,7 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport)
         }
     }
     CU_TRY(cudaEventCreateWithFlags(&x->done, cudaEventDisableTiming));
+    CU_TRY(cudaEventCreateWithFlags(&x->gathered, cudaEventDisableTiming));
     *out = x;
     return ST_OK;
 exit:
@@ -300,6 +303,8 @@ void cuda_nccl_close(cuda_nccl *x)
         cudaFree(x->recv);
     if (x->done)
         cudaEventDestroy(x->done);
+    if (x->gathered)
+        cudaEventDestroy(x->gathered);
     if (x->log_path[0])
         unlink(x->log_path);
     if (x->api.so)
@@ -395,45 +400,50 @@ exit:
     return rc;
 }
 
-/* The chain: comm.h's plan, rounds from xfer.c; the bits of the CPU. */
-static int cuda_nccl_rs_chain(cuda_nccl *x, float *g, size_t n, cudaStream_t s, double timeout, const char *what)
+/* The chain over the span [a, b): comm.h's plan, rounds from xfer.c; the
+ * bits of the CPU. g + x is element x (the span's buffer less a). freeze:
+ * the test hook's name at the middle round, or NULL. */
+static int cuda_nccl_rs_chain(cuda_nccl *x, float *g, size_t n, size_t a, size_t b, cudaStream_t s, double timeout,
+                              const char *what, const char *freeze)
 {
-    size_t T = cuda_xfer_chain_rounds(n, 0, n, x->world, x->chunk);
+    size_t T = cuda_xfer_chain_rounds(n, a, b, x->world, x->chunk);
     int rc = ST_OK;
     for (size_t t = 0; t < T && rc == ST_OK; t++) {
         cuda_xfer_chain_round st;
-        cuda_xfer_chain_round_plan(n, 0, n, x->rank, x->world, x->chunk, t, &st);
-        if (t == T / 2)
-            comm_test_freeze("nccl-reduce");   /* mid-reduction: the peers have started it */
+        cuda_xfer_chain_round_plan(n, a, b, x->rank, x->world, x->chunk, t, &st);
+        if (freeze && t == T / 2)
+            comm_test_freeze(freeze);   /* mid-reduction: the peers have started it */
         rc = cuda_nccl_chain_round(x, g, &st, s, timeout, what);
     }
     return rc;
 }
 
-/* ncclReduceScatter in rounds: each rank's piece k (comm_piece; ranges
- * differ in size, NCCL's blocks do not) copied into slot r of the staging
- * buffer, reduced into this rank's slot in NCCL's order, copied back. */
-static int cuda_nccl_rs_nccl(cuda_nccl *x, float *g, size_t n, cudaStream_t s, double timeout, const char *what)
+/* ncclReduceScatter in rounds: each rank's piece k of the span
+ * (comm_span_piece; ranges differ in size, NCCL's blocks do not) copied
+ * into slot r of the staging buffer, reduced into this rank's slot in
+ * NCCL's order, copied back. g + x is element x. */
+static int cuda_nccl_rs_nccl(cuda_nccl *x, float *g, size_t n, size_t a, size_t b, cudaStream_t s, double timeout,
+                             const char *what, const char *freeze)
 {
-    size_t rounds = comm_rounds(n, x->world, x->chunk), C = x->chunk;
+    size_t rounds = comm_span_rounds(n, a, b, x->world, x->chunk), C = x->chunk;
     int rc = ST_OK;
     for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
         for (int r = 0; r < x->world; r++) {
             size_t off, cnt;
-            comm_piece(n, r, x->world, C, k, &off, &cnt);
+            comm_span_piece(n, a, b, r, x->world, C, k, &off, &cnt);
             if (cnt)
                 CU_TRY(cudaMemcpyAsync(x->recv + (size_t)r * C, g + off, cnt * sizeof(float),
                                        cudaMemcpyDeviceToDevice, s));
         }
-        if (k == rounds / 2)
-            comm_test_freeze("nccl-reduce");
+        if (freeze && k == rounds / 2)
+            comm_test_freeze(freeze);
         float *mine = x->recv + (size_t)x->rank * C;
         ncclResult_t r = x->api.reduce_scatter(x->recv, mine, C, ncclFloat32, ncclSum, x->comm, s);
         if (!cuda_nccl_taken(r))
             return cuda_nccl_fail(x, what, r);
         CU_OK(cuda_nccl_wait(x, NULL, timeout, what));
         size_t off, cnt;
-        comm_piece(n, x->rank, x->world, C, k, &off, &cnt);
+        comm_span_piece(n, a, b, x->rank, x->world, C, k, &off, &cnt);
         if (cnt)
             CU_TRY(cudaMemcpyAsync(g + off, mine, cnt * sizeof(float), cudaMemcpyDeviceToDevice, s));
     }
@@ -441,35 +451,93 @@ exit:
     return rc;
 }
 
-int cuda_nccl_reduce_scatter(cuda_nccl *x, float *g, size_t n, cudaStream_t s)
+/* The span [a, b) of the n-element vector, held in buf (buf[0] is element
+ * a), by the chain (or ncclReduceScatter under [comm] reduce = nccl). */
+static int cuda_nccl_rs(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s, const char *freeze)
 {
     const char *what = "gradient reduce-scatter";
     double timeout = comm_get_timeout();
+    float *g = buf - a;   /* g + x: element x of the vector */
     int rc = ST_OK;
     if (!x->comm)
         return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
     if (x->world > 1)
-        rc = x->reduce == COMM_REDUCE_NCCL ? cuda_nccl_rs_nccl(x, g, n, s, timeout, what)
-                                           : cuda_nccl_rs_chain(x, g, n, s, timeout, what);
+        rc = x->reduce == COMM_REDUCE_NCCL ? cuda_nccl_rs_nccl(x, g, n, a, b, s, timeout, what, freeze)
+                                           : cuda_nccl_rs_chain(x, g, n, a, b, s, timeout, what, freeze);
     return rc == ST_OK ? cuda_nccl_finish(x, s, timeout, what) : rc;
 }
 
-int cuda_nccl_allgather(cuda_nccl *x, void *p, size_t n, size_t esize, cudaStream_t s)
+/* Queues every round of the gather on s; each returns once NCCL has
+ * taken it (the group's launch). The caller waits for the bytes. */
+static int cuda_nccl_ag_rounds(cuda_nccl *x, void *p, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s,
+                               const char *freeze)
 {
     const char *what = esize == 4 ? "parameter all-gather" : "parameter all-gather (working copy)";
     double timeout = comm_get_timeout();
-    size_t rounds = x->world > 1 ? comm_rounds(n, x->world, x->chunk) : 0;
+    size_t rounds = x->world > 1 ? comm_span_rounds(n, a, b, x->world, x->chunk) : 0;
     int rc = ST_OK;
     if (!x->comm)
         return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
     for (size_t k = 0; k < rounds && rc == ST_OK; k++) {
-        int nops = cuda_xfer_ag_round(n, x->rank, x->world, x->chunk, k, x->ops);
-        if (k == rounds / 2)
-            comm_test_freeze("nccl-gather");
+        int nops = cuda_xfer_ag_span_round(n, a, b, x->rank, x->world, x->chunk, k, x->ops);
+        if (freeze && k == rounds / 2)
+            comm_test_freeze(freeze);
         if (nops > 0)
             rc = cuda_nccl_round(x, (const char *)p, (char *)p, esize, nops, s, timeout, what);
     }
-    return rc == ST_OK ? cuda_nccl_finish(x, s, timeout, what) : rc;
+    return rc;
+}
+
+static int cuda_nccl_ag(cuda_nccl *x, void *p, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s,
+                        const char *freeze)
+{
+    const char *what = esize == 4 ? "parameter all-gather" : "parameter all-gather (working copy)";
+    int rc = cuda_nccl_ag_rounds(x, p, n, a, b, esize, s, freeze);
+    return rc == ST_OK ? cuda_nccl_finish(x, s, comm_get_timeout(), what) : rc;
+}
+
+int cuda_nccl_reduce_scatter(cuda_nccl *x, float *g, size_t n, cudaStream_t s)
+{
+    return cuda_nccl_rs(x, g, n, 0, n, s, "nccl-reduce");
+}
+
+int cuda_nccl_allgather(cuda_nccl *x, void *p, size_t n, size_t esize, cudaStream_t s)
+{
+    return cuda_nccl_ag(x, p, n, 0, n, esize, s, "nccl-gather");
+}
+
+int cuda_nccl_reduce_scatter_span(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s)
+{
+    comm_test_freeze("bucket");
+    return cuda_nccl_rs(x, buf, n, a, b, s, NULL);
+}
+
+int cuda_nccl_allgather_span(cuda_nccl *x, void *buf, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s)
+{
+    comm_test_freeze("layer");
+    return cuda_nccl_ag(x, buf, n, a, b, esize, s, NULL);
+}
+
+int cuda_nccl_allgather_span_start(cuda_nccl *x, void *buf, size_t n, size_t a, size_t b, size_t esize,
+                                   cudaStream_t s)
+{
+    int rc = ST_OK;
+    if (x->gathering)
+        return util_fail(ST_SOFTWARE, "NCCL parameter all-gather: started while another is in flight");
+    comm_test_freeze("layer");
+    CU_OK(cuda_nccl_ag_rounds(x, buf, n, a, b, esize, s, NULL));
+    CU_TRY(cudaEventRecord(x->gathered, s));
+    x->gathering = 1;
+exit:
+    return rc;
+}
+
+int cuda_nccl_allgather_span_wait(cuda_nccl *x)
+{
+    if (!x->gathering)
+        return ST_OK;
+    x->gathering = 0;
+    return cuda_nccl_wait(x, x->gathered, comm_get_timeout(), "parameter all-gather (prefetch)");
 }
 
 int cuda_nccl_transport(cuda_nccl *x, char *out, size_t cap)

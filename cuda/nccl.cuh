@@ -26,6 +26,19 @@ int cuda_nccl_open(cuda_nccl **out, int rank, int world, int log_transport);
 int cuda_nccl_reduce_scatter(cuda_nccl *x, float *g, size_t n, cudaStream_t s);
 /* Every rank's range of the n elements of esize bytes at p to all ranks. */
 int cuda_nccl_allgather(cuda_nccl *x, void *p, size_t n, size_t esize, cudaStream_t s);
+/* The same two over the span [a, b) of the n-element vector (a ZeRO
+ * bucket), held in buf (buf[0] is element a): after the reduce-scatter
+ * buf's part in this rank's range holds the rank-order sum; after the
+ * gather the whole span is every rank's. Waited for, like the others. */
+int cuda_nccl_reduce_scatter_span(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s);
+int cuda_nccl_allgather_span(cuda_nccl *x, void *buf, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s);
+/* The same gather, queued on s and not waited for: returns once NCCL has
+ * taken its rounds, so the caller queues compute meanwhile; _wait waits
+ * for the bytes (bounded by comm_get_timeout(), exit 86 past it). One in
+ * flight at a time; other collectives may be issued between the two. */
+int cuda_nccl_allgather_span_start(cuda_nccl *x, void *buf, size_t n, size_t a, size_t b, size_t esize,
+                                   cudaStream_t s);
+int cuda_nccl_allgather_span_wait(cuda_nccl *x);
 
 /* The transport NCCL chose, one line (xfer.c), once a collective has
  * connected the peers; 1 when it fell back to sockets. */

@@ -3,6 +3,7 @@
  * functions of the model shape, micro-batch and precision, compiled by cc
  * so tests/unit/test_cuda_plan.c checks them without a GPU. */
 #include "plan.h"
+#include "backend/backend.h"
 #include "comm/comm.h"
 #include "model/memplan.h"
 #include "util/util.h"
@@ -257,21 +258,44 @@ int cuda_adamw_segments(const model_layout *L, size_t lo, size_t hi, cuda_adamw_
     return n;
 }
 
+void cuda_bucket_span(const model_layout *L, int64_t k, size_t *a, size_t *b)
+{
+    const model_param *ps[MODEL_PER_LAYER];
+    int n = 0;
+    if (k < 0)
+        ps[n++] = model_embed(L);
+    else if (k >= L->s.n_layers) {
+        ps[n++] = model_final_norm(L);
+        ps[n++] = model_lm_head(L);
+    } else
+        for (int i = 0; i < MODEL_PER_LAYER; i++)
+            ps[n++] = model_layer(L, k, i);
+    *a = ps[0]->offset;
+    *b = ps[0]->offset + ps[0]->numel;
+    for (int i = 1; i < n; i++) {
+        *a = ps[i]->offset < *a ? ps[i]->offset : *a;
+        *b = ps[i]->offset + ps[i]->numel > *b ? ps[i]->offset + ps[i]->numel : *b;
+    }
+}
+
+int cuda_adamw_seg_cap(const model_shape *s) { return 3 + (int)s->n_layers * MODEL_PER_LAYER + 1; }
+
 /* ---- memory plan ------------------------------------------------------- */
 
 /* The per-GPU view of the one memory model (model/memplan.c), which sizes
- * the activations with cuda_arena_plan above: the stage the trainer has,
- * no recompute, the current collective chunk. */
-void cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda_prec p, cuda_memplan *m)
+ * the activations with cuda_arena_plan above: no recompute, the current
+ * collective chunk. The backend allocates by it. */
+int cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda_prec p, int zero, cuda_memplan *m)
 {
     memplan_cfg c = {.shape = *s, .backend = MEMPLAN_CUDA, .precision = (memplan_prec)p,
                      .world = world > 0 ? world : 1, .ranks_per_node = 1, .micro_batch = micro_batch,
-                     .recompute = MEMPLAN_RECOMPUTE_NONE, .zero = MEMPLAN_ZERO1,
+                     .recompute = MEMPLAN_RECOMPUTE_NONE, .zero = zero > 0 ? zero : MEMPLAN_ZERO1,
                      .comm_chunk = comm_get_chunk(), .reduce = comm_get_reduce()};
     memplan_bytes b;
     memset(m, 0, sizeof *m);
-    if (memplan_compute(&c, &b) != ST_OK)
-        return;
+    int rc = memplan_compute(&c, &b);
+    if (rc != ST_OK)
+        return rc;
     m->master = (double)b.master;
     m->working = (double)b.working;
     m->grads = (double)b.grads;
@@ -281,4 +305,7 @@ void cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda
     m->context = (double)b.context;
     m->comm = (double)b.comm;
     m->total = (double)b.total;
+    m->range = b.range;
+    m->bucket = c.zero > MEMPLAN_ZERO1 ? backend_cpu_bucket_floats(s) : 0;
+    return ST_OK;
 }

@@ -174,15 +174,29 @@ typedef struct {
 } cuda_adamw_seg;
 
 int cuda_adamw_segments(const model_layout *L, size_t lo, size_t hi, cuda_adamw_seg *seg, int cap);
+/* The ZeRO buckets of stages 2 and 3, as the CPU backend's: k = -1 the
+ * embedding, 0..n_layers-1 a decoder layer, n_layers the final norm with
+ * lm_head; [*a, *b) its flat span. */
+void cuda_bucket_span(const model_layout *L, int64_t k, size_t *a, size_t *b);
+
+/* Room for the segments of any range: one per tensor, and one. */
+int cuda_adamw_seg_cap(const model_shape *s);
+/* Floats per partial sum of the gradient norm (adamw.cuh's
+ * CUDA_SUMSQ_BLOCK; backend.cu asserts they agree): the plan sizes the
+ * partials' buffer by it. */
+enum { CUDA_PLAN_SUMSQ_BLOCK = 8192 };
 
 /* What one GPU holds, in bytes. */
 typedef struct {
     double master, working, grads, adam, activations, workspace, context, total;
-    double comm;    /* NCCL receive buffer: one chunk per rank when world > 1 */
+    double comm;    /* NCCL buffer of the reduce-scatter when world > 1 */
+    size_t range;   /* floats of the largest rank's range */
+    size_t bucket;  /* stages 2-3: floats of the one bucket buffer (gradients; parameters at 3); else 0 */
 } cuda_memplan;
 
-/* world: data-parallel ranks (Adam m/v of 1/world). */
-void cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda_prec p, cuda_memplan *m);
+/* world: data-parallel ranks (Adam m/v of 1/world); zero: ZeRO stage 1-3.
+ * ST_OK, or the memory model's refusal (util_last_error). */
+int cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda_prec p, int zero, cuda_memplan *m);
 
 enum { CUDA_WORKSPACE_BYTES = 32 << 20 };   /* the fixed cuBLASLt workspace */
 

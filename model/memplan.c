@@ -94,6 +94,17 @@ static uint64_t memplan_comm(const memplan_cfg *c, uint64_t n, uint64_t R, uint6
     return 4 * COMM_CHAIN_SLOTS * (C < part ? C : part);
 }
 
+static size_t memplan_largest_range(size_t n, int world)
+{
+    size_t most = 0;
+    for (int r = 0; r < world; r++) {
+        size_t lo, hi;
+        comm_range(n, r, world, &lo, &hi);
+        most = hi - lo > most ? hi - lo : most;
+    }
+    return most;
+}
+
 static int memplan_threads(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
 
 /* The CPU process's own bytes, measured as VmHWM on this project's build
@@ -167,6 +178,31 @@ static uint64_t memplan_arena_span(const cuda_arena *a, size_t i)
     return (uint64_t)((i + 1 < a->n ? a->off[i + 1] : a->total) - a->off[i]);
 }
 
+/* The CUDA backend's small device allocations besides the big ones (the
+ * RoPE tables, the AdamW segment table, the gradient norm's partial sums,
+ * three scalars), as cuda/backend.cu makes them: counted with the
+ * cuBLASLt workspace. */
+static uint64_t memplan_cuda_tables(const model_shape *s, uint64_t R)
+{
+    uint64_t rope = 2 * 4 * (uint64_t)s->seq_len * (uint64_t)(s->head_dim / 2);
+    uint64_t seg = (uint64_t)cuda_adamw_seg_cap(s) * sizeof(cuda_adamw_seg);
+    return rope + seg + (R / CUDA_PLAN_SUMSQ_BLOCK + 1) * 8 + 3 * 8;
+}
+
+/* The CUDA parameter copies by stage. A 16-bit working copy is what the
+ * GEMMs read and what is gathered, so the fp32 master is only ever read on
+ * this rank's range: it holds [lo,hi) at every stage. fp32/tf32 read the
+ * master itself: whole under 1 and 2. Stage 3 shards what the GEMMs read
+ * too, plus two bucket buffers: the one the kernels read and the one the
+ * next bucket is gathered into meanwhile. */
+static void memplan_cuda_params(const memplan_cfg *c, uint64_t n, uint64_t R, uint64_t K, memplan_bytes *b)
+{
+    int half = c->precision == MEMPLAN_BF16 || c->precision == MEMPLAN_FP16;
+    uint64_t shard = c->zero >= MEMPLAN_ZERO3 ? R + 2 * K : n;
+    b->master = half ? 4 * R : 4 * shard;
+    b->working = half ? 2 * shard : 0;
+}
+
 static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)
 {
     cuda_arena a[2];
@@ -189,9 +225,7 @@ static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)
     b->act_layers = (uint64_t)a[1].total;
     cuda_arena_free(&a[0]);
     cuda_arena_free(&a[1]);
-    /* fp32 and tf32 run the GEMMs on the master copy itself. */
-    b->working = c->precision == MEMPLAN_BF16 || c->precision == MEMPLAN_FP16 ? b->master / 2 : 0;
-    b->workspace = CUDA_WORKSPACE_BYTES;
+    b->workspace = CUDA_WORKSPACE_BYTES + memplan_cuda_tables(&c->shape, (uint64_t)b->range);
     b->context = memplan_cuda_context;
     b->host = b->snapshot;
     b->total = b->master + b->working + b->grads + b->adam + b->buckets + b->activations + b->attn_scratch +
@@ -224,11 +258,6 @@ static int memplan_check(const memplan_cfg *c)
                          (long long)c->micro_batch);
     if (c->zero < MEMPLAN_ZERO1 || c->zero > MEMPLAN_ZERO3)
         return memplan_refuse(ST_CONFIG, "memplan: ZeRO stage %d is not one of 1|2|3", c->zero);
-    /* As the trainer: the CUDA backend shards Adam only. */
-    if (c->backend == MEMPLAN_CUDA && c->zero > MEMPLAN_ZERO1)
-        return memplan_refuse(ST_CONFIG, "memplan: ZeRO stage %d (%s) is CPU only for now; the CUDA backend shards "
-                         "only Adam m and v (stage 1)", c->zero,
-                         c->zero == 2 ? "sharded gradients" : "sharded gradients and parameters");
     if (c->recompute != MEMPLAN_RECOMPUTE_NONE && c->recompute != MEMPLAN_RECOMPUTE_LAYERS)
         return memplan_refuse(ST_SOFTWARE, "memplan: recompute %d is neither none nor layers", (int)c->recompute);
     return ST_OK;
@@ -241,13 +270,13 @@ int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
     if (rc != ST_OK)
         return rc;
     uint64_t n = model_count_params(&c->shape);
-    /* Ranks own 64-aligned ranges; the first ranks' are the largest. */
-    size_t lo, hi;
-    comm_range((size_t)n, 0, c->world, &lo, &hi);
-    b->range = hi - lo;
-    /* Stages 2-3 (CPU): the range plus one bucket of the largest span of
-     * whole layers the backend moves at once; the collectives are
-     * blocking, so one bucket of each kind is in flight at a time. */
+    /* Ranks own 64-aligned ranges that differ by a unit of 64 (and the
+     * last one's tail): plan for the largest. */
+    b->range = memplan_largest_range((size_t)n, c->world);
+    /* Stages 2-3: the range plus one bucket of the largest span of whole
+     * layers the backend moves at once (the same buckets on both
+     * backends); the collectives are blocking, so one bucket of each kind
+     * is in flight at a time. */
     uint64_t R = (uint64_t)b->range, K = c->zero > MEMPLAN_ZERO1 ? (uint64_t)backend_cpu_bucket_floats(&c->shape) : 0;
     b->master = c->zero >= MEMPLAN_ZERO3 ? 4 * (R + K) : 4 * n;
     b->grads = c->zero >= MEMPLAN_ZERO2 ? 4 * (R + K) : 4 * n;   /* stage 1: full vector, the reduce-scatter's input */
@@ -259,6 +288,7 @@ int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
         memplan_cpu(c, b);
         return ST_OK;
     }
+    memplan_cuda_params(c, n, R, K, b);
     return memplan_cuda(c, b);
 }
 
@@ -276,7 +306,7 @@ int memplan_choose_zero(memplan_cfg *c, uint64_t avail, memplan_bytes *b)
 {
     c->zero = MEMPLAN_ZERO1;
     int rc = memplan_compute(c, b);
-    if (rc != ST_OK || c->backend != MEMPLAN_CPU || avail == 0 || b->total <= avail)
+    if (rc != ST_OK || avail == 0 || b->total <= avail)
         return rc;
     /* Each stage past 1 adds collectives per bucket (about 5% step time a
      * stage, measured), so the lowest that fits; when none does, the
@@ -343,11 +373,13 @@ void memplan_advice(const memplan_cfg *c, const memplan_bytes *b, char *buf, siz
      * each for the gradients from stage 2, the parameters at 3) and grow
      * the receive buffer. */
     double range = 4.0 * (double)b->range;
-    double adam = (double)b->adam + (c->backend == MEMPLAN_CPU ? (double)b->snapshot : 0) +
+    int half = c->backend == MEMPLAN_CUDA && (c->precision == MEMPLAN_BF16 || c->precision == MEMPLAN_FP16);
+    double adam = (double)b->adam + (c->backend == MEMPLAN_CPU ? (double)b->snapshot : 0) + (half ? range : 0) +
                   (c->zero >= MEMPLAN_ZERO2 ? range : 0) + (c->zero >= MEMPLAN_ZERO3 ? range : 0);
     double floor_ = (double)b->total - adam;
     double act = (double)(b->activations + b->attn_scratch) / MEMPLAN_GIB;
-    int n = snprintf(buf, cap, "more ranks shrink only Adam m and v%s%s (%.1f GiB here), never below %.1f GiB per %s; ",
+    int n = snprintf(buf, cap, "more ranks shrink only Adam m and v%s%s%s (%.1f GiB here), never below %.1f GiB per %s; ",
+                     half ? ", the fp32 master's range" : "",
                      c->zero >= MEMPLAN_ZERO3 ? ", the parameters' and gradients' ranges"
                      : c->zero == MEMPLAN_ZERO2 ? ", the gradients' range" : "",
                      c->backend == MEMPLAN_CPU ? " and the checkpoint snapshot" : "", adam / MEMPLAN_GIB,
@@ -363,12 +395,9 @@ void memplan_advice(const memplan_cfg *c, const memplan_bytes *b, char *buf, siz
                       "instead", (double)b->act_layers / MEMPLAN_GIB);
     if (n < 0 || (size_t)n >= cap)
         return;
-    if (c->backend == MEMPLAN_CPU && c->zero < MEMPLAN_ZERO3)
+    if (c->zero < MEMPLAN_ZERO3)
         snprintf(buf + n, cap - (size_t)n, "; train.zero = %d shards the %s over the ranks", c->zero + 1,
                  c->zero == MEMPLAN_ZERO1 ? "gradients" : "parameters too");
-    else if (c->backend == MEMPLAN_CUDA)
-        snprintf(buf + n, cap - (size_t)n, "; ZeRO stages 2 and 3 (sharded gradients, sharded parameters) "
-                 "are CPU only for now");
 }
 
 _Static_assert((int)MEMPLAN_FP32 == (int)CUDA_FP32 && (int)MEMPLAN_TF32 == (int)CUDA_TF32 &&

@@ -17,12 +17,12 @@ typedef enum { MEMPLAN_CPU = 0, MEMPLAN_CUDA = 1 } memplan_backend;
 typedef enum { MEMPLAN_FP32 = 0, MEMPLAN_TF32 = 1, MEMPLAN_BF16 = 2, MEMPLAN_FP16 = 3 } memplan_prec;
 typedef enum { MEMPLAN_RECOMPUTE_NONE = 0, MEMPLAN_RECOMPUTE_LAYERS = 1 } memplan_recompute;
 
-/* ZeRO stages. 1: fp32 master, full working copy and full gradients on every
- * rank, Adam m and v sharded by rank range (what the trainer implements).
- * 2: as 1, gradients reduce-scattered layer by layer into the rank's range
- * plus bounded buckets. 3: as 2, working parameters sharded and gathered a
- * layer at a time. Stages 2 and 3 are CPU only (the CUDA plan refuses
- * them, as the CUDA backend does). */
+/* ZeRO stages. 1: full working copy and full gradients on every rank, Adam
+ * m and v sharded by rank range (on CUDA with a 16-bit working copy the
+ * fp32 master too: only its range is ever read). 2: as 1, gradients
+ * reduce-scattered layer by layer into the rank's range plus one bucket.
+ * 3: as 2, working parameters sharded and gathered a bucket at a time into
+ * one bucket buffer. Both backends implement all three. */
 enum { MEMPLAN_ZERO1 = 1, MEMPLAN_ZERO2 = 2, MEMPLAN_ZERO3 = 3 };
 
 typedef struct {
@@ -83,8 +83,9 @@ uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads);
  * GPU's memory on CUDA), switches to layers; c->recompute and out hold
  * the choice. */
 int memplan_choose_recompute(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
-/* train.zero = auto: the lowest stage whose plan fits avail bytes (> 0),
- * the smallest plan when none does; CUDA, or avail 0 (unknown), keeps 1.
+/* train.zero = auto: the lowest stage whose plan fits avail bytes (> 0:
+ * the process's share of MemAvailable on the CPU, the GPU's memory on
+ * CUDA), the smallest plan when none does; avail 0 (unknown) keeps 1.
  * c->zero and out hold the choice; c->recompute is planned as it is. */
 int memplan_choose_zero(memplan_cfg *c, uint64_t avail, memplan_bytes *out);
 /* Both auto: the lowest stage that fits with recompute none (a stage

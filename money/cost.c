@@ -287,12 +287,19 @@ static void cost_print_memory(const cost_opts *o, const cost_plan *p)
         return;
     }
     const memplan_bytes *b = &o->mem;
-    printf("memory per GPU (backend cuda, %s, micro_batch %lld%s; ZeRO stage %d: Adam m and v sharded over %lld "
-           "GPUs,\n  full fp32 master, working copy and gradients on every GPU): %.1f GiB\n"
+    int z = o->mem_cfg.zero, half = o->mem_cfg.precision == MEMPLAN_BF16 || o->mem_cfg.precision == MEMPLAN_FP16;
+    printf("memory per GPU (backend cuda, %s, micro_batch %lld%s; ZeRO stage %d: Adam m and v%s sharded over %lld "
+           "GPUs,\n  %s on every GPU): %.1f GiB\n"
            "  master %.1f + working %.1f + gradients %.1f + Adam %.1f + activations %.1f + workspace,\n"
            "  context and buffers %.1f GiB\n", cost_prec_name(o->mem_cfg.precision),
            (long long)o->mem_cfg.micro_batch,
-           o->mem_cfg.recompute == MEMPLAN_RECOMPUTE_LAYERS ? ", recompute layers" : "", o->mem_cfg.zero, (long long)p->gpus, m->per_gpu_gib,
+           o->mem_cfg.recompute == MEMPLAN_RECOMPUTE_LAYERS ? ", recompute layers" : "", z,
+           z >= 3 ? ", master, parameters and gradients" : z == 2 ? (half ? ", fp32 master and gradients" : ", gradients")
+                  : half ? " and the fp32 master" : "",
+           (long long)p->gpus,
+           z >= 3 ? "one gathered layer bucket and one gradient bucket"
+                  : z == 2 ? "the full working copy and one gradient bucket" : "the full working copy and gradients",
+           m->per_gpu_gib,
            (double)b->master / COST_GIB, (double)b->working / COST_GIB, (double)b->grads / COST_GIB,
            (double)b->adam / COST_GIB, (double)(b->activations + b->attn_scratch) / COST_GIB,
            (double)(b->workspace + b->context + b->comm + b->buckets) / COST_GIB);

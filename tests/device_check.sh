@@ -665,6 +665,34 @@ elif section NCCL 40; then
     fi
 fi
 
+# ZeRO stages 2 and 3 at world 1 through the communicator (SPOTRAIN_NCCL=1:
+# every bucket's reduce-scatter and, at 3, every bucket's gather run the
+# NCCL span rounds): with 2 micro-steps a step the two stages add the same
+# floats in the same order, so their digests are equal (zero 1 adds the
+# micro-steps in the full vector instead: the last bits differ). Each run
+# logs the device memory in use at exit (SPOTRAIN_CUDA_PROFILE=1), printed
+# beside the dry run's per-GPU total (which counts a 1 GiB context).
+if section "ZeRO stages" 60; then
+    dz=""
+    for z in 2 3; do
+        T 120 env SPOTRAIN_NCCL=1 SPOTRAIN_CUDA_PROFILE=1 "$BIN" train /dev/null $LOUD --set train.zero=$z \
+            --set train.max_steps=30 --set train.run_dir=zero$z 2>zero$z.err
+        rz=$?
+        d=$(digest zero$z/ckpt/step-00000030)
+        plan=$(timeout 60 "$BIN" train /dev/null $MED --set train.zero=$z --dry-run 2>/dev/null |
+            sed -n 's/.*per-GPU total: \([0-9]*\) bytes.*/\1/p')
+        res "  zero $z: exit $rz, digest $d; plan $(awk -v b="${plan:-0}" 'BEGIN{printf "%.3f", b / 1073741824}') GiB per GPU; $(grep -o 'device memory in use.*' zero$z.err | tail -1)"
+        [ $rz -eq 0 ] && [ -n "$d" ] || d="failed($rz)"
+        [ $z = 2 ] && dz=$d
+    done
+    if [ "$dz" = "$d" ] && case $d in failed*) false ;; *) true ;; esac; then
+        pass "ZeRO 2 and 3 at world 1 through NCCL: 30 steps each, digests equal ($d)"
+    else
+        fail "ZeRO 2 and 3 at world 1 through NCCL: digests '$dz' vs '$d' (zero2.err, zero3.err in $W)"
+    fi
+    rm -rf zero2/ckpt zero3/ckpt
+fi
+
 # train.recompute = layers on one GPU: the 30 steps of the determinism run
 # again with every layer's forward rerun in its backward must end on the
 # same bits (digests and every logged loss); and the device memory each run

@@ -1065,24 +1065,27 @@ static uint64_t trainer_mem_share(const trainer *t, int *local)
 /* train.zero = auto, before the backend exists (it allocates per stage):
  * the lowest stage whose plan fits this rank's share of MemAvailable; with
  * recompute = auto too, every stage with none first (recompute auto then
- * plans at the chosen stage and agrees). A GPU keeps 1. */
+ * plans at the chosen stage and agrees). On a GPU: against its memory. */
 static int trainer_zero_auto(trainer *t, const model_shape *s)
 {
     const double gib = 1024.0 * 1024.0 * 1024.0;
-    int local, cpu = backend_resolves_cpu(t->c->backend);
-    uint64_t avail = trainer_mem_share(t, &local);
+    int local = 1, cpu = backend_resolves_cpu(t->c->backend);
+    uint64_t avail = cpu ? trainer_mem_share(t, &local) : backend_gpu_memory(t->c->backend);
     memplan_cfg mc;
     memplan_bytes b;
     int rc = cfg_memplan(t->c, s, !cpu, t->world, &mc), both = !strcmp(t->c->recompute, "auto");
-    if (rc == ST_OK && (rc = both ? memplan_choose_zero_recompute(&mc, cpu ? avail : 0, &b)
-                                  : memplan_choose_zero(&mc, cpu ? avail : 0, &b)) != ST_OK)
+    if (rc == ST_OK && (rc = both ? memplan_choose_zero_recompute(&mc, avail, &b)
+                                  : memplan_choose_zero(&mc, avail, &b)) != ST_OK)
         return util_fail(rc, "%s", util_last_error());
     if (rc != ST_OK)
         return rc;
     t->zero = mc.zero;
-    if (!cpu)
-        trainer_log(t, "zero auto: 1 (backend %s runs on CUDA, which shards Adam only); plan %.3f GiB per GPU",
-                    t->c->backend, (double)b.total / gib);
+    if (!cpu && avail == 0)
+        trainer_log(t, "zero auto: 1 (GPU memory unknown); plan %.3f GiB per GPU", (double)b.total / gib);
+    else if (!cpu)
+        trainer_log(t, "zero auto: %d; plan %.3f GiB per GPU against the GPU's %.3f GiB: %.3f GiB headroom%s",
+                    t->zero, (double)b.total / gib, (double)avail / gib, ((double)avail - (double)b.total) / gib,
+                    (double)b.total > (double)avail ? " (no stage fits: the smallest plan)" : "");
     else if (avail == 0)
         trainer_log(t, "zero auto: 1 (MemAvailable unknown); plan %.3f GiB per process", (double)b.total / gib);
     else

@@ -73,8 +73,8 @@ t_exit "zero = auto --dry-run --world 2: stage 2 when 2's plan fits exactly" 0 \
     --set train.zero=auto --dry-run --world 2
 t_exit "zero = auto --dry-run --world 2: stage 3 one byte short of 2's plan" 0 "zero auto: stage 3" \
     env SPOTRAIN_TEST_MEM_AVAILABLE=$((t2 - 1)) "$S" train /dev/null $F --set train.zero=auto --dry-run --world 2
-t_exit "zero = 2 with backend cuda: exit 78, CPU only for now" 78 "CPU only for now" \
-    "$S" train /dev/null $F --set train.zero=2 --set train.backend=cuda --set train.run_dir=cuda
+t_exit "zero = 3 with backend cuda: planned per GPU (stage 3)" 0 "ZeRO stage 3" \
+    "$S" train /dev/null $F --set train.zero=3 --set train.backend=cuda --dry-run --world 2
 t_exit "zero = 4 is not a stage: exit 78" 78 "train.zero" \
     "$S" train /dev/null $F --set train.zero=4 --set train.run_dir=four
 

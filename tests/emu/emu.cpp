@@ -822,6 +822,20 @@ static void *emu_alloc(size_t bytes)
     return p;
 }
 
+/* The peak of the bytes held in cudaMalloc'd allocations (what the memory
+ * plan's per-GPU total predicts, less the context). SPOTRAIN_EMU_PEAK=file:
+ * at exit each process appends "peak BYTES" to file, one line per rank. */
+static size_t emu_peak;
+
+static void emu_say_peak(void)
+{
+    FILE *f = fopen(getenv("SPOTRAIN_EMU_PEAK"), "a");
+    if (!f)
+        return;
+    fprintf(f, "peak %zu\n", emu_peak);
+    fclose(f);
+}
+
 cudaError_t cudaMalloc(void **p, size_t bytes)
 {
     EMU_LOCK();
@@ -836,6 +850,11 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
     emu_in_use += bytes;
     if (emu_in_use > emu_peak)
         emu_peak = emu_in_use;
+    static int said;
+    if (!said && getenv("SPOTRAIN_EMU_PEAK") && *getenv("SPOTRAIN_EMU_PEAK")) {
+        said = 1;
+        atexit(emu_say_peak);
+    }
     *p = q;
     return cudaSuccess;
 }

@@ -126,9 +126,9 @@ static void test_memory(void)
     EXPECT(memplan_compute(&mc, &b) == ST_OK);
     EXPECT(p.mem.planned && O.mem.total == b.total && O.mem_cfg.world == 64 && O.mem_cfg.zero == 1);
     EXPECT(NEAR(p.mem.per_gpu_gib, (double)b.total / 1073741824.0, 1e-12));
-    EXPECT(p.mem.per_gpu_gib > 80 && p.mem.per_gpu_gib < 92 && p.mem.fits == 0);
-    EXPECT(strstr(p.mem.advice, "more ranks shrink only Adam m and v") != NULL);
-    EXPECT(strstr(p.mem.advice, "ZeRO stages 2 and 3") && strstr(p.mem.advice, "CPU only for now"));
+    /* With the fp32 master sharded on the GPU (bf16 working copy) the
+     * issue's 88.4 GiB is 59 GiB: it fits. */
+    EXPECT(p.mem.per_gpu_gib > 56 && p.mem.per_gpu_gib < 62 && p.mem.fits == 1);
     char *more[] = {"model.preset=deepseek-7b", "train.precision=bf16", "train.micro_batch=1", "cost.gpu=a100",
                     "cost.nodes=8", "cost.gpus_per_node=8", "cost.ondemand_hours=10", "price.node.ondemand=1",
                     "price.node.spot=0.5", "cost.gpu_memory_gib=96"};

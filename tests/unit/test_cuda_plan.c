@@ -6,6 +6,7 @@
  * module: cuda */
 #include "tests/harness.h"
 #include "cuda/plan.h"
+#include "backend/backend.h"
 #include "model/elem.h"
 #include "model/model.h"
 #include "comm/comm.h"
@@ -247,8 +248,8 @@ static void test_memory_plan(void)
     model_shape s = {.dim = 2048, .n_layers = 16, .n_heads = 16, .n_kv_heads = 16, .head_dim = 128,
                      .ffn_dim = 5504, .vocab = 102400, .seq_len = 2048, .rope_theta = 10000, .norm_eps = 1e-6};
     cuda_memplan m, m32;
-    cuda_memory_plan(&s, 4, 1, CUDA_BF16, &m);
-    cuda_memory_plan(&s, 4, 1, CUDA_FP32, &m32);
+    EXPECT(cuda_memory_plan(&s, 4, 1, CUDA_BF16, 1, &m) == ST_OK);
+    EXPECT(cuda_memory_plan(&s, 4, 1, CUDA_FP32, 1, &m32) == ST_OK);
     double n = (double)model_count_params(&s), GiB = 1024.0 * 1024 * 1024;
     EXPECT(m.master == 4 * n && m.grads == 4 * n && m.adam == 8 * n && m.working == 2 * n);
     EXPECT(m32.working == 0);
@@ -256,14 +257,27 @@ static void test_memory_plan(void)
     EXPECT(m32.activations > m.activations);
     EXPECT(m.total < 141 * GiB);
     cuda_memplan w8;
-    cuda_memory_plan(&s, 4, 8, CUDA_BF16, &w8);
+    EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 1, &w8) == ST_OK);
     EXPECT(w8.adam == m.adam / 8);
     /* The chain's slots: CUDA_XFER_CHAIN_SLOTS 4 Mi-float chunks, none alone. */
     EXPECT(m.comm == 0 && w8.comm == (double)CUDA_XFER_CHAIN_SLOTS * 4 * (double)COMM_CHUNK_DEFAULT);
     EXPECT(w8.total - w8.comm < m.total);
+    /* Stages 2 and 3, as the backend allocates them: the fp32 master of
+     * the range under bf16 at every stage, one gradient bucket from 2, two
+     * parameter buckets (the one read, the one being gathered) at 3. */
+    cuda_memplan z2, z3;
+    EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 2, &z2) == ST_OK);
+    EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 3, &z3) == ST_OK);
+    EXPECT(w8.bucket == 0 && z2.bucket == backend_cpu_bucket_floats(&s) && z3.bucket == z2.bucket);
+    EXPECT(w8.master == 4.0 * (double)w8.range && z2.master == w8.master && z3.master == w8.master);
+    EXPECT(z2.grads == 4.0 * (double)(z2.range + z2.bucket) && z2.working == w8.working);
+    EXPECT(z3.working == 2.0 * (double)(z3.range + 2 * z3.bucket) && z3.grads == z2.grads);
+    EXPECT(z3.total < z2.total && z2.total < w8.total);
+    EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_FP32, 3, &z3) == ST_OK && z3.working == 0 &&
+           z3.master == 4.0 * (double)(z3.range + 2 * z3.bucket));
     model_shape big = s;   /* deepseek-67b on one 80 GB GPU: does not fit */
     big.dim = 8192; big.n_layers = 95; big.n_heads = 64; big.n_kv_heads = 8; big.ffn_dim = 22016; big.seq_len = 4096;
-    cuda_memory_plan(&big, 1, 1, CUDA_BF16, &m);
+    EXPECT(cuda_memory_plan(&big, 1, 1, CUDA_BF16, 1, &m) == ST_OK);
     EXPECT(m.total > 80 * GiB);
 }
 

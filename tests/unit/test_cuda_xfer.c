@@ -250,6 +250,69 @@ static void test_schedules(void)
             }
 }
 
+/* The bucket gathers (ZeRO 3) over the span [a, b) of an n-vector, on W
+ * fake ranks each holding only the span with its own part filled in:
+ * after the rounds the whole span is everyone's, every send meeting its
+ * receive (the chain reduce-scatter of spans has its own test). */
+static int run_span(size_t n, size_t a, size_t b, int W, size_t chunk)
+{
+    int bad = 0;
+    size_t L = b - a, rounds = comm_span_rounds(n, a, b, W, chunk);
+    float *p = malloc((size_t)W * (L + 1) * sizeof(float));
+    cuda_xfer_op *ops = malloc((size_t)W * (size_t)W * sizeof *ops);
+    int *nops = calloc((size_t)W, sizeof *nops);
+    for (int r = 0; r < W; r++) {
+        size_t lo, hi;
+        comm_range(n, r, W, &lo, &hi);
+        for (size_t i = 0; i < L; i++)
+            p[(size_t)r * (L + 1) + i] = a + i >= lo && a + i < hi ? value(9, a + i) : NAN;
+    }
+    for (size_t k = 0; k < rounds; k++) {
+        for (int r = 0; r < W; r++)
+            nops[r] = cuda_xfer_ag_span_round(n, a, b, r, W, chunk, k, ops + (size_t)r * W);
+        for (int q = 0; q < W; q++)
+            for (int i = 0; i < nops[q]; i++) {
+                const cuda_xfer_op *o = &ops[(size_t)q * W + i], *m = find_op(ops + (size_t)o->peer * W,
+                                                                                nops[o->peer], q);
+                if (o->send_count == 0)
+                    continue;
+                if (!m || m->recv_count != o->send_count || m->recv_off != o->send_off ||
+                    o->send_off + o->send_count > L || o->send_count > chunk) {
+                    bad++;
+                    continue;
+                }
+                memcpy(p + (size_t)o->peer * (L + 1) + m->recv_off, p + (size_t)q * (L + 1) + o->send_off,
+                       o->send_count * sizeof(float));
+            }
+    }
+    for (int r = 0; r < W; r++)
+        for (size_t i = 0; i < L; i++) {
+            float want = value(9, a + i);
+            bad += memcmp(&p[(size_t)r * (L + 1) + i], &want, sizeof want) != 0;
+        }
+    free(p);
+    free(ops);
+    free(nops);
+    return bad;
+}
+
+static void test_span_schedules(void)
+{
+    const size_t spans[][3] = {{1000, 0, 1000}, {1000, 100, 700}, {4097, 4000, 4097}, {12345, 64, 65},
+                               {12345, 5000, 12000}};
+    const int ws[] = {1, 2, 3, 8};
+    const size_t chunks[] = {64, 128, COMM_CHUNK_DEFAULT};
+    for (size_t i = 0; i < sizeof spans / sizeof spans[0]; i++)
+        for (size_t w = 0; w < sizeof ws / sizeof ws[0]; w++)
+            for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+                int bad = run_span(spans[i][0], spans[i][1], spans[i][2], ws[w], chunks[c]);
+                if (bad)
+                    fprintf(stderr, "    n %zu span [%zu, %zu) W %d chunk %zu: %d mismatches\n", spans[i][0],
+                            spans[i][1], spans[i][2], ws[w], chunks[c], bad);
+                EXPECT(bad == 0);
+            }
+}
+
 /* A peer whose range is empty (more ranks than 64-float units) posts
  * nothing it would have to match. */
 static void test_empty_ranges(void)
@@ -370,6 +433,7 @@ int main(void)
     harness_run("reduce-scatter and all-gather schedules on a fake of W ranks equal the CPU rule bitwise",
                 test_schedules);
     harness_run("ranks with empty ranges post nothing unmatched", test_empty_ranges);
+    harness_run("bucket (span) gathers: every rank's part of the span everywhere", test_span_schedules);
     harness_run("wait state machine: done, error, timeout, no timeout", test_wait);
     harness_run("NCCL results to exit codes", test_status);
     harness_run("transport from NCCL's INFO log; sockets called out", test_transport);
