@@ -1071,9 +1071,18 @@ static int trainer_zero_auto(trainer *t, const model_shape *s)
     const double gib = 1024.0 * 1024.0 * 1024.0;
     int local = 1, cpu = backend_resolves_cpu(t->c->backend);
     uint64_t avail = cpu ? trainer_mem_share(t, &local) : backend_gpu_memory(t->c->backend);
+    /* Every rank must take the same stage (the buckets are collectives):
+     * all plan against the smallest memory any rank has (0, unknown, on
+     * any rank: unknown for all). */
+    int64_t neg = -(int64_t)avail;
+    int rc = comm_max(&neg, 1);
+    if (rc != ST_OK)
+        return rc;
+    avail = (uint64_t)-neg;
     memplan_cfg mc;
     memplan_bytes b;
-    int rc = cfg_memplan(t->c, s, !cpu, t->world, &mc), both = !strcmp(t->c->recompute, "auto");
+    int both = !strcmp(t->c->recompute, "auto");
+    rc = cfg_memplan(t->c, s, !cpu, t->world, &mc);
     if (rc == ST_OK && (rc = both ? memplan_choose_zero_recompute(&mc, avail, &b)
                                   : memplan_choose_zero(&mc, avail, &b)) != ST_OK)
         return util_fail(rc, "%s", util_last_error());

@@ -806,7 +806,7 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total)
     return cudaSuccess;
 }
 
-/* The most bytes cudaMalloc'd at once (emu_device_peak). */
+/* The most bytes cudaMalloc'd at once (emu_device_peak, SPOTRAIN_EMU_PEAK). */
 static size_t emu_peak;
 
 /* 256-byte aligned like the device allocator; malloc, so ASan sees every
@@ -822,10 +822,9 @@ static void *emu_alloc(size_t bytes)
     return p;
 }
 
-/* The peak of the bytes held in cudaMalloc'd allocations (what the memory
- * plan's per-GPU total predicts, less the context). SPOTRAIN_EMU_PEAK=file:
- * at exit each process appends "peak BYTES" to file, one line per rank. */
-static size_t emu_peak;
+/* SPOTRAIN_EMU_PEAK=file: at exit each process appends "peak BYTES" (the
+ * peak of emu_peak's bytes: what the memory plan's per-GPU total predicts,
+ * less the context) to file, one line per rank. */
 
 static void emu_say_peak(void)
 {
