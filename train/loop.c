@@ -1089,9 +1089,11 @@ static int trainer_zero_auto(trainer *t, const model_shape *s)
     if (rc != ST_OK)
         return rc;
     t->zero = mc.zero;
+    /* GPU memory unknown: the GPU could not be asked (the backend, next,
+     * says why in its one line), so stage 1 is kept quietly. */
     if (!cpu && avail == 0)
-        trainer_log(t, "zero auto: 1 (GPU memory unknown); plan %.3f GiB per GPU", (double)b.total / gib);
-    else if (!cpu)
+        return ST_OK;
+    if (!cpu)
         trainer_log(t, "zero auto: %d; plan %.3f GiB per GPU against the GPU's %.3f GiB: %.3f GiB headroom%s",
                     t->zero, (double)b.total / gib, (double)avail / gib, ((double)avail - (double)b.total) / gib,
                     (double)b.total > (double)avail ? " (no stage fits: the smallest plan)" : "");
