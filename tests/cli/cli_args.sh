@@ -8,6 +8,10 @@
 S=$SPOTRAIN
 ROOT=$PWD
 cd "$T_TMP" || exit 1
+# --dry-run prints zero/recompute auto's choice against MemAvailable, which
+# moves between two runs: a fixed figure keeps the compared outputs equal.
+SPOTRAIN_TEST_MEM_AVAILABLE=$((16 * 1024 * 1024 * 1024))
+export SPOTRAIN_TEST_MEM_AVAILABLE
 
 # t_same NAME CODE PATTERN "CMD A" "CMD B": both command lines exit CODE,
 # print the same (stdout and stderr), and that output matches PATTERN, so

@@ -14,7 +14,10 @@ t_has() {
 }
 
 # --- cost estimate: the published example, to the cent -------------------
-"$S" cost estimate "$EX" >"$T_TMP/est.txt" 2>&1
+# zero and recompute default to auto; the stage-1 figures below pin them.
+Z1="--set train.zero=1 --set train.recompute=none"
+# shellcheck disable=SC2086
+"$S" cost estimate "$EX" $Z1 >"$T_TMP/est.txt" 2>&1
 t_exit "estimate exits 0" 0 "" "$S" cost estimate "$EX"
 for s in "node                      48.00 -> 19.20" "interconnect              12.00 -> 4.80" \
     "storage                    6.00 -> 6.00" "66.00 -> 30.00" "saving 54.5%" "5120 -> 5420" \
@@ -72,9 +75,9 @@ t_exit "estimate: fits with --set cost.gpu_memory_gib=96" 0 "fits in 96 GiB per 
 # recompute = auto: both pick layers against a 50 GiB GPU (none needs
 # 59.7 GiB at stage 1) and agree to the byte.
 # shellcheck disable=SC2086
-"$S" cost estimate "$EX" $MS --set cost.gpu_memory_gib=50 --set train.recompute=auto --json >"$T_TMP/rc.json"
+"$S" cost estimate "$EX" $MS --set cost.gpu_memory_gib=50 --set train.zero=1 --set train.recompute=auto --json >"$T_TMP/rc.json"
 # shellcheck disable=SC2086
-"$S" train "$EX" $MS --set cost.gpu_memory_gib=50 --set train.recompute=auto --set train.backend=cuda --dry-run --world 64 >"$T_TMP/rc.dry" 2>&1
+"$S" train "$EX" $MS --set cost.gpu_memory_gib=50 --set train.zero=1 --set train.recompute=auto --set train.backend=cuda --dry-run --world 64 >"$T_TMP/rc.dry" 2>&1
 t_exit "recompute auto: cost estimate and dry-run take layers, the same per-GPU bytes, and it fits" 0 "" python3 -c '
 import json, re, sys
 m = json.load(open(sys.argv[1]))["memory"]
@@ -135,12 +138,12 @@ assert abs(c["overlap_max_seconds"] - want) <= 1e-9 * want, (c, want)' "$T_TMP/o
 done
 t_has "estimate overlap bound: 2 nodes hide the whole reduce-scatter" '"overlap_max_seconds":1.1056' "$T_TMP/ovl.json"
 # shellcheck disable=SC2086
-"$S" cost estimate "$EX" $CS >"$T_TMP/comm.txt"
+"$S" cost estimate "$EX" $CS $Z1 >"$T_TMP/comm.txt"
 t_has "estimate comm share: the table line" "9.1% of a step when not overlapped" "$T_TMP/comm.txt"
 t_has "estimate: the volume per ZeRO stage" "zero 3: 617.835 GiB = gradients 3 x 25.743 GiB + parameter gathers 6 x 90.101 GiB; overlap: none" "$T_TMP/comm.txt"
 t_has "estimate: the flat exchange for comparison" "the flat all-to-all exchange the chain replaced sent 180.202 GiB" "$T_TMP/comm.txt"
 # shellcheck disable=SC2086
-"$S" train "$EX" --dry-run --world 64 $CS >"$T_TMP/comm_dry.txt" 2>&1
+"$S" train "$EX" --dry-run --world 64 $CS $Z1 >"$T_TMP/comm_dry.txt" 2>&1
 t_has "dry-run states the same share" "9% of a step when not overlapped" "$T_TMP/comm_dry.txt"
 t_has "dry-run states the overlap bound (not built)" "last micro-batch's backward (not built) could hide at most 1.11 s of the 1.11 s reduce-scatter: 2.0% of a step" "$T_TMP/comm_dry.txt"
 t_has "estimate states the same overlap bound" "could hide at most 1.11 s of the" "$T_TMP/comm.txt"
