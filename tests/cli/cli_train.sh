@@ -58,7 +58,8 @@ t_exit "dry-run 7B: says it does not fit this machine" 0 "warning: .* GiB per pr
 t_exit "dry-run tiny: fits" 0 "fits this machine" "$S" train /dev/null --dry-run
 t_exit "dry-run: communication share of a step on 8 x A100 nodes at 200 Gbit/s" 0 \
     "4.98 s of network per step against 49.58 s of compute .*: 9% of a step" \
-    "$S" train "$OLDPWD/examples/spot-8xa100.ini" --dry-run --world 64 --set cost.network_gbps=200 --set train.global_batch=2304
+    "$S" train "$OLDPWD/examples/spot-8xa100.ini" --dry-run --world 64 --set cost.network_gbps=200 --set train.global_batch=2304 \
+    --set train.zero=1 --set train.recompute=none
 t_exit "dry-run: a data glob that matches nothing is an error" 66 "no data shards match" "$S" train /dev/null --dry-run --set data.source=shards --set "data.train_path=$T_TMP/none/*.bin"
 t_exit "cuda backend unavailable, exit 69" 69 "cuda" "$S" train /dev/null --set train.backend=cuda --set train.run_dir=r-cuda $FAST
 
