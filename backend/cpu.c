@@ -404,33 +404,11 @@ static float *cpu_g(const backend *b, const model_param *p)
 
 /* ---- ZeRO buckets ------------------------------------------------------ */
 
-/* The flat span [*a, *b) of a set of parameters (contiguous by layout). */
-static void cpu_span_of(const model_param *const *ps, int n, size_t *a, size_t *b)
-{
-    *a = ps[0]->offset;
-    *b = ps[0]->offset + ps[0]->numel;
-    for (int i = 1; i < n; i++) {
-        *a = ps[i]->offset < *a ? ps[i]->offset : *a;
-        *b = ps[i]->offset + ps[i]->numel > *b ? ps[i]->offset + ps[i]->numel : *b;
-    }
-}
-
-/* The buckets: -1 the embedding, 0..n_layers-1 a decoder layer, n_layers
- * the final norm with lm_head. */
+/* The buckets (model_bucket_span): -1 the embedding, 0..n_layers-1 a
+ * decoder layer, n_layers the final norm with lm_head. */
 static void cpu_span(const backend *be, int64_t k, size_t *a, size_t *b)
 {
-    const model_layout *L = be->L;
-    const model_param *ps[MODEL_PER_LAYER];
-    int n = 0;
-    if (k < 0)
-        ps[n++] = model_embed(L);
-    else if (k >= L->s.n_layers) {
-        ps[n++] = model_final_norm(L);
-        ps[n++] = model_lm_head(L);
-    } else
-        for (int i = 0; i < MODEL_PER_LAYER; i++)
-            ps[n++] = model_layer(L, k, i);
-    cpu_span_of(ps, n, a, b);
+    model_bucket_span(be->L, k, a, b);
 }
 
 /* This rank's range cut to [a, b); empty when they do not meet. */

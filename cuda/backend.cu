@@ -406,7 +406,7 @@ static int cuda_fill_bucket(backend *be, int64_t k, int i, cudaStream_t s, int s
     const char *src = c->work ? (const char *)c->work : (const char *)c->master;
     char *dst = (char *)c->wbuf[i];
     int rc = ST_OK;
-    cuda_bucket_span(be->L, k, &a, &b);
+    model_bucket_span(be->L, k, &a, &b);
     cuda_cut(be, a, b, &x, &y);
     if (y > x)
         CU_TRY(cudaMemcpyAsync(dst + (x - a) * es, src + (x - be->lo) * es, (y - x) * es, cudaMemcpyDeviceToDevice,
@@ -454,7 +454,7 @@ static int cuda_gather_bucket(backend *be, int64_t k, int64_t next)
         CU_OK(cuda_fill_bucket(be, k, c->wcur ^ 1, c->stream, 0));
         c->wcur ^= 1;
     }
-    cuda_bucket_span(be->L, k, &a, &b);
+    model_bucket_span(be->L, k, &a, &b);
     c->wa = a;
     c->wbucket = c->wbuf[c->wcur];
     if (next == CUDA_NO_BUCKET)
@@ -476,7 +476,7 @@ static int cuda_open_bucket(backend *be, int64_t k)
     int rc = ST_OK;
     if (c->zero < 2)
         return ST_OK;
-    cuda_bucket_span(be->L, k, &a, &b);
+    model_bucket_span(be->L, k, &a, &b);
     CU_TRY(cudaMemsetAsync(c->gbucket, 0, (b - a) * sizeof(float), c->stream));
     c->ga = a;
 exit:
@@ -500,7 +500,7 @@ static int cuda_close_bucket(backend *be, int64_t k)
     int rc = ST_OK;
     if (c->zero < 2)
         return ST_OK;
-    cuda_bucket_span(be->L, k, &a, &b);
+    model_bucket_span(be->L, k, &a, &b);
     if (c->nccl)
         CU_OK(cuda_nccl_reduce_scatter_span(c->nccl, c->gbucket, be->L->n_floats, a, b, c->stream));
     cuda_cut(be, a, b, &x, &y);
@@ -1324,7 +1324,7 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
         c->bucket_cap = mp.bucket;
         for (int64_t k = -1; k <= c->s.n_layers && c->zero >= 2; k++) {
             size_t a, b;
-            cuda_bucket_span(L, k, &a, &b);
+            model_bucket_span(L, k, &a, &b);
             if (b - a > c->bucket_cap) {
                 rc = util_fail(ST_SOFTWARE, "backend cuda: bucket %lld holds %zu floats, the plan %zu",
                                (long long)k, b - a, c->bucket_cap);

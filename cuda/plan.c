@@ -258,26 +258,6 @@ int cuda_adamw_segments(const model_layout *L, size_t lo, size_t hi, cuda_adamw_
     return n;
 }
 
-void cuda_bucket_span(const model_layout *L, int64_t k, size_t *a, size_t *b)
-{
-    const model_param *ps[MODEL_PER_LAYER];
-    int n = 0;
-    if (k < 0)
-        ps[n++] = model_embed(L);
-    else if (k >= L->s.n_layers) {
-        ps[n++] = model_final_norm(L);
-        ps[n++] = model_lm_head(L);
-    } else
-        for (int i = 0; i < MODEL_PER_LAYER; i++)
-            ps[n++] = model_layer(L, k, i);
-    *a = ps[0]->offset;
-    *b = ps[0]->offset + ps[0]->numel;
-    for (int i = 1; i < n; i++) {
-        *a = ps[i]->offset < *a ? ps[i]->offset : *a;
-        *b = ps[i]->offset + ps[i]->numel > *b ? ps[i]->offset + ps[i]->numel : *b;
-    }
-}
-
 int cuda_adamw_seg_cap(const model_shape *s) { return 3 + (int)s->n_layers * MODEL_PER_LAYER + 1; }
 
 /* ---- memory plan ------------------------------------------------------- */

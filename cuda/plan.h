@@ -174,10 +174,6 @@ typedef struct {
 } cuda_adamw_seg;
 
 int cuda_adamw_segments(const model_layout *L, size_t lo, size_t hi, cuda_adamw_seg *seg, int cap);
-/* The ZeRO buckets of stages 2 and 3, as the CPU backend's: k = -1 the
- * embedding, 0..n_layers-1 a decoder layer, n_layers the final norm with
- * lm_head; [*a, *b) its flat span. */
-void cuda_bucket_span(const model_layout *L, int64_t k, size_t *a, size_t *b);
 
 /* Room for the segments of any range: one per tensor, and one. */
 int cuda_adamw_seg_cap(const model_shape *s);

@@ -190,3 +190,23 @@ int model_ckpt_table_same(const model_layout *L, const ckpt_tensor *t, int n)
     }
     return 1;
 }
+
+void model_bucket_span(const model_layout *L, int64_t k, size_t *a, size_t *b)
+{
+    const model_param *ps[MODEL_PER_LAYER];
+    int n = 0;
+    if (k < 0)
+        ps[n++] = model_embed(L);
+    else if (k >= L->s.n_layers) {
+        ps[n++] = model_final_norm(L);
+        ps[n++] = model_lm_head(L);
+    } else
+        for (int i = 0; i < MODEL_PER_LAYER; i++)
+            ps[n++] = model_layer(L, k, i);
+    *a = ps[0]->offset;
+    *b = ps[0]->offset + ps[0]->numel;
+    for (int i = 1; i < n; i++) {
+        *a = ps[i]->offset < *a ? ps[i]->offset : *a;
+        *b = ps[i]->offset + ps[i]->numel > *b ? ps[i]->offset + ps[i]->numel : *b;
+    }
+}

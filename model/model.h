@@ -44,6 +44,10 @@ const model_param *model_embed(const model_layout *L);
 const model_param *model_layer(const model_layout *L, int64_t layer, int kind);
 const model_param *model_final_norm(const model_layout *L);
 const model_param *model_lm_head(const model_layout *L);
+/* The buckets ZeRO 2 and 3 move at once, on every backend: k = -1 the
+ * embedding, 0..n_layers-1 a decoder layer, n_layers the final norm with
+ * lm_head; [*a, *b) is the flat span of their parameters. */
+void model_bucket_span(const model_layout *L, int64_t k, size_t *a, size_t *b);
 
 /* Parameter count of a shape without building the table (for 67B plans). */
 uint64_t model_count_params(const model_shape *s);
