@@ -76,33 +76,6 @@ static void ta_pass(ta_run *r)
     cpu_attn_bwd(&r->a, r->qkv, r->o, r->lse, r->dout, r->dqkv, r->scratch);
 }
 
-static int ta_write(const char *dir, const char *file, const void *buf, size_t len)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    size_t w = fwrite(buf, 1, len, f);
-    return fclose(f) == 0 && w == len ? 0 : -1;
-}
-
-static double *ta_read(const char *dir, const char *file, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "rb");
-    double *d = f ? malloc(n * sizeof *d) : NULL;
-    size_t got = d ? fread(d, sizeof *d, n, f) : 0;
-    if (f)
-        fclose(f);
-    if (got != n) {
-        free(d);
-        return NULL;
-    }
-    return d;
-}
-
 /* Worst |a - b| over the largest |b| among the columns [c0, c1) of rows
  * of width ld: a scale-free error a single bad element cannot hide in. */
 static double ta_err(const float *a, const double *b, size_t rows, int64_t ld, int64_t c0, int64_t c1)
@@ -147,17 +120,17 @@ static void test_attn_torch(void)
         char text[200];
         int len = snprintf(text, sizeof text, "B=%lld\nT=%lld\nH=%lld\nKV=%lld\nhd=%lld\n", (long long)tc->B,
                            (long long)tc->T, (long long)tc->H, (long long)tc->KV, (long long)tc->hd);
-        EXPECT(ta_write(dirs[k], "case.txt", text, (size_t)len) == 0);
-        EXPECT(ta_write(dirs[k], "qkv.bin", runs[k].qkv, runs[k].nqkv * sizeof(float)) == 0);
-        EXPECT(ta_write(dirs[k], "do.bin", runs[k].dout, runs[k].no * sizeof(float)) == 0);
+        EXPECT(harness_write(dirs[k], "case.txt", text, (size_t)len) == 0);
+        EXPECT(harness_write(dirs[k], "qkv.bin", runs[k].qkv, runs[k].nqkv * sizeof(float)) == 0);
+        EXPECT(harness_write(dirs[k], "do.bin", runs[k].dout, runs[k].no * sizeof(float)) == 0);
         n += snprintf(cmd + n, sizeof cmd - (size_t)n, " %s", dirs[k]);
     }
     EXPECT(system(cmd) == 0);
     for (int k = 0; k < TA_NCASES; k++) {
         const ta_case *tc = &ta_cases[k];
         ta_run *r = &runs[k];
-        double *ro = ta_read(dirs[k], "ref_o.bin", r->no), *rl = ta_read(dirs[k], "ref_lse.bin", r->nlse);
-        double *rd = ta_read(dirs[k], "ref_dqkv.bin", r->nqkv);
+        double *ro = harness_read_f64(dirs[k], "ref_o.bin", r->no), *rl = harness_read_f64(dirs[k], "ref_lse.bin", r->nlse);
+        double *rd = harness_read_f64(dirs[k], "ref_dqkv.bin", r->nqkv);
         EXPECT(ro && rl && rd);
         if (ro && rl && rd) {
             int64_t qd = tc->H * tc->hd, kvd = tc->KV * tc->hd, ld = r->a.ld;

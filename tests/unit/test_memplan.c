@@ -387,7 +387,7 @@ static void test_choose_zero(void)
     }
 }
 
-static void test_refusals(void)
+static void test_stages(void)
 {
     memplan_bytes b;
     for (int z = 0; z <= 4; z++) {
@@ -422,6 +422,6 @@ int main(void)
     harness_run("zero 2-3 are range + bucket", test_zero_stages);
     harness_run("zero = auto picks the lowest stage that fits", test_choose_zero);
     harness_run("the process: writer I/O and runtime", test_process_terms);
-    harness_run("unimplemented stages are refused", test_refusals);
+    harness_run("stages 1-3 planned on both backends, others refused", test_stages);
     return harness_end();
 }

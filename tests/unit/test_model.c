@@ -83,34 +83,6 @@ static void tm_tokens(int32_t *tok, size_t n, int64_t vocab, uint64_t seed)
         tok[i] = (int32_t)(rng_u64(seed, 7, i) % (uint64_t)vocab);
 }
 
-static int tm_write(const char *dir, const char *file, const void *buf, size_t len)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    size_t w = fwrite(buf, 1, len, f);
-    return fclose(f) == 0 && w == len ? 0 : -1;
-}
-
-static double *tm_read_f64(const char *dir, const char *file, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    double *d = malloc(n * sizeof *d);
-    size_t r = d ? fread(d, sizeof *d, n, f) : 0;
-    fclose(f);
-    if (r != n) {
-        free(d);
-        return NULL;
-    }
-    return d;
-}
-
 static void tm_rmdir(const char *dir)
 {
     static const char *files[] = {"case.txt", "layout.txt", "params.bin", "tokens.bin", "ref_loss.txt",
@@ -150,7 +122,7 @@ static int tm_write_case(const char *dir, const tm_case *tc, const model_layout 
                      tc->h.warmup_steps, (long long)tc->h.max_steps, tc->h.weight_decay, tc->h.beta1,
                      tc->h.beta2, tc->h.eps, tc->h.grad_clip, (long long)tc->steps, (long long)tc->batch,
                      (long long)tc->logits_t);
-    if (tm_write(dir, "case.txt", buf, (size_t)n) != 0)
+    if (harness_write(dir, "case.txt", buf, (size_t)n) != 0)
         return -1;
     char path[512];
     snprintf(path, sizeof path, "%s/layout.txt", dir);
@@ -164,9 +136,9 @@ static int tm_write_case(const char *dir, const tm_case *tc, const model_layout 
     }
     if (fclose(f) != 0)
         return -1;
-    if (tm_write(dir, "params.bin", params, L->n_floats * sizeof(float)) != 0)
+    if (harness_write(dir, "params.bin", params, L->n_floats * sizeof(float)) != 0)
         return -1;
-    return tm_write(dir, "tokens.bin", tok, ntok * sizeof(int32_t));
+    return harness_write(dir, "tokens.bin", tok, ntok * sizeof(int32_t));
 }
 
 static int tm_torch_ok = -1;
@@ -242,9 +214,9 @@ static void tm_run_case(const tm_case *tc)
     snprintf(cmd, sizeof cmd, "%s tests/ref/ref_torch.py %s", tm_python(), dir);
     int prc = system(cmd);
     EXPECT(prc == 0);
-    rg = tm_read_f64(dir, "ref_grads.bin", nf);
-    rp = tm_read_f64(dir, "ref_params.bin", nf);
-    rl = tm_read_f64(dir, "ref_logits.bin", (size_t)tc->s.vocab);
+    rg = harness_read_f64(dir, "ref_grads.bin", nf);
+    rp = harness_read_f64(dir, "ref_params.bin", nf);
+    rl = harness_read_f64(dir, "ref_logits.bin", (size_t)tc->s.vocab);
     char lpath[600];
     snprintf(lpath, sizeof lpath, "%s/ref_loss.txt", dir);
     FILE *f = fopen(lpath, "r");
