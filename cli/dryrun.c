@@ -285,6 +285,12 @@ int dryrun_plan(const cfg *c, int world)
     dryrun_recompute(c, &mc, &m);
     dryrun_line("total", (double)m.total);
     printf("  per-process total: %llu bytes\n", (unsigned long long)m.total);
+    /* The line above is the largest rank's (tests and scripts parse it);
+     * rank 0's follows only when it differs. */
+    uint64_t r0 = memplan_rank_total(&mc, &m, 0);
+    if (r0 != m.total)
+        printf("  rank 0 per-process total: %llu bytes (%.3f GiB: no chain slots, it sends from its gradients)\n",
+               (unsigned long long)r0, (double)r0 / 1073741824.0);
     dryrun_comm(c, &s, world, mc.zero);
     if (strcmp(c->backend, "cpu") != 0)
         dryrun_gpu(c, &s, world);

@@ -72,6 +72,13 @@ typedef struct {
  * util_last_error and not printed (the caller prints it if it stops). */
 int memplan_compute(const memplan_cfg *cfg, memplan_bytes *out);
 
+/* The per-process total of rank `rank` for the b memplan_compute filled
+ * from c. b->total is the largest rank's (what zero = auto and the start's
+ * fit check compare); on the CPU rank 0 of the chain holds no chain slots
+ * (it sends from its gradients), so its total is b->total less b->comm.
+ * A rank outside [0, world) gets b->total. */
+uint64_t memplan_rank_total(const memplan_cfg *c, const memplan_bytes *b, int rank);
+
 /* The CPU backend's activation buffers for B sequences, term by term as
  * backend/cpu.c allocates them (threads <= 0: every processor). */
 uint64_t memplan_cpu_activation_bytes(const model_shape *s, int64_t B, int recompute, int threads);

@@ -3,13 +3,12 @@
 # /usr/bin/time %M) of a 2-step run that checkpoints, against --dry-run's
 # per-process total, within 10%, at 1, 2 and 4 ranks, ZeRO 1/2/3, recompute
 # none and layers. The plan must hold the whole process (binary, libraries,
-# MPI, threads, the checkpoint writer's slots); nothing is subtracted. The
-# plan is the largest rank's. Rank 0 runs 7-11% under it at 4 ranks (the
-# other ranks 0-3%): it holds no chain slots and receives no chain
-# messages, and Open MPI's receive-side buffers for large messages, which
-# the plan's MPI term (measured with small ones) does not hold, grow on
-# the others; not modelled yet, so rank 0 at 4 ranks gets -15%. The
-# shape is small enough for seconds a run and big enough that every
+# MPI, threads, the checkpoint writer's slots); nothing is subtracted. Each
+# rank against its own plan: --dry-run's per-process total is the largest
+# rank's, and rank 0, which holds no chain slots, gets its own line when it
+# differs (its measured peak is the others' less the slots, within the
+# heap's noise: glibc's mmap threshold, raised by the slots' free, moves a
+# few MiB between ranks either way). The shape is small enough for seconds a run and big enough that every
 # category of the plan but the exchange buffers is over 10% of the total in
 # some row: a category the plan dropped would fail there (checked below,
 # from the same figures).
@@ -43,6 +42,10 @@ for W in 1 2 4; do
         for r in none layers; do
             A="$F --set train.global_batch=$((3 * W)) --set train.zero=$z --set train.recompute=$r"
             "$S" train /dev/null $A --dry-run --world $W >plan.txt 2>&1
+            # Rank 0's own plan, below the largest rank's, from 2 ranks on.
+            [ "$W" -gt 1 ] && t_exit "world $W, zero $z, recompute $r: rank 0's plan printed, under the largest" 0 "" \
+                awk '/^  per-process total:/ { t = $3 } /^  rank 0 per-process total:/ { z = $5 }
+                     END { exit !(z > 0 && z < t) }' plan.txt
             launch=""
             [ "$W" -gt 1 ] && launch="mpirun -np $W --oversubscribe"
             # shellcheck disable=SC2016
@@ -52,11 +55,12 @@ for W in 1 2 4; do
                 test -d "run-$W-$z-$r/ckpt/step-00000002"
             for f in "rss-$W-$z-$r".*; do
                 # One row: W z r rank measured-bytes then the plan's categories (GiB) and total (bytes).
-                awk -v k="$(tail -n 1 "$f" 2>/dev/null)" -v row="$W $z $r ${f##*.}" '
+                awk -v k="$(tail -n 1 "$f" 2>/dev/null)" -v row="$W $z $r ${f##*.}" -v rank="${f##*.}" '
                     /^  (parameters|gradients|adam|checkpoint|activations|process)/ { c[++n] = $(NF - 1) }
                     /^  gradient exchange/ { c[++n] = $(NF - 1) }
                     /^  per-process total:/ { tot = $3 }
-                    END { printf "%s %d %d", row, k * 1024, tot; for (i = 1; i <= n; i++) printf " %s", c[i]; print "" }
+                    /^  rank 0 per-process total:/ { tot0 = $5 }
+                    END { if (rank == 0 && tot0 > 0) tot = tot0; printf "%s %d %d", row, k * 1024, tot; for (i = 1; i <= n; i++) printf " %s", c[i]; print "" }
                 ' plan.txt >>rows
             done
         done
@@ -67,11 +71,8 @@ done
 while read -r W z r rank m p rest; do
     fig=$(awk -v m="$m" -v p="$p" 'BEGIN { if (p > 0) printf "VmHWM %.1f MiB, plan %.1f MiB: %+.1f%%",
                                                    m / 1048576, p / 1048576, 100 * (m - p) / p }')
-    # Rank 0 at 4 ranks: -15% (see above); every other case 10%.
-    lo=-0.10
-    [ "$rank" = 0 ] && [ "$W" -ge 4 ] && lo=-0.15
-    t_exit "world $W, zero $z, recompute $r, rank $rank: $fig" 0 "" awk -v m="$m" -v p="$p" -v lo="$lo" '
-        BEGIN { d = p > 0 ? (m - p) / p : 1; exit !(m > 0 && d >= lo && d <= 0.10) }'
+    t_exit "world $W, zero $z, recompute $r, rank $rank: $fig" 0 "" awk -v m="$m" -v p="$p" '
+        BEGIN { d = p > 0 ? (m - p) / p : 1; exit !(m > 0 && d >= -0.10 && d <= 0.10) }'
 done <rows
 # The test can fail: for each of the plan's categories (params, grads,
 # adam, snapshot, activations, writer I/O, process), some row where the

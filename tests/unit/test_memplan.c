@@ -412,6 +412,42 @@ static void test_stages(void)
            memplan_recompute_parse("auto") == -1 && memplan_recompute_parse(NULL) == -1);
 }
 
+/* Per rank: on the CPU rank 0 of the chain holds no slots (comm.c sends
+ * its part from the gradients), every other rank the plan's total, which
+ * is the largest; the CUDA chain sizes its slots on every rank. */
+static void test_rank_total(void)
+{
+    memplan_bytes b;
+    for (int be = MEMPLAN_CPU; be <= MEMPLAN_CUDA; be++)
+        for (int W = 1; W <= 8; W *= 2)
+            for (int z = MEMPLAN_ZERO1; z <= MEMPLAN_ZERO3; z++) {
+                memplan_cfg c = mp_cfg(&small, (memplan_backend)be, MEMPLAN_FP32, W, 2);
+                c.zero = z;
+                c.comm_chunk = 1000;   /* several chain chunks per part at every stage */
+                EXPECT(memplan_compute(&c, &b) == ST_OK);
+                EXPECT(W == 1 ? b.comm == 0 : b.comm > 0);
+                uint64_t most = 0;
+                for (int r = 0; r < W; r++) {
+                    uint64_t t = memplan_rank_total(&c, &b, r);
+                    EXPECT(t == (be == MEMPLAN_CPU && r == 0 ? b.total - b.comm : b.total));
+                    most = t > most ? t : most;
+                }
+                EXPECT(most == b.total);   /* the printed total is the largest rank's */
+                EXPECT(memplan_rank_total(&c, &b, -1) == b.total && memplan_rank_total(&c, &b, W) == b.total);
+            }
+    /* The fit check and zero = auto keep the largest: a budget only rank 0
+     * fits still moves auto off the stage. */
+    memplan_cfg c = mp_cfg(&small, MEMPLAN_CPU, MEMPLAN_FP32, 4, 2);
+    c.comm_chunk = 1000;
+    EXPECT(memplan_compute(&c, &b) == ST_OK && b.comm > 0);
+    uint64_t r0 = memplan_rank_total(&c, &b, 0);
+    memplan_bytes a;
+    EXPECT(memplan_choose_zero(&c, r0, &a) == ST_OK && c.zero > MEMPLAN_ZERO1);
+    char line[1024];
+    c.zero = MEMPLAN_ZERO1;
+    EXPECT(memplan_refusal(&c, &b, r0, 4, line, sizeof line) == 1);
+}
+
 int main(void)
 {
     harness_run("categories add up", test_categories_add_up);
@@ -423,5 +459,6 @@ int main(void)
     harness_run("zero = auto picks the lowest stage that fits", test_choose_zero);
     harness_run("the process: writer I/O and runtime", test_process_terms);
     harness_run("stages 1-3 planned on both backends, others refused", test_stages);
+    harness_run("rank 0 holds no chain slots on the cpu", test_rank_total);
     return harness_end();
 }
