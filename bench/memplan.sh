@@ -2,7 +2,8 @@
 # Measured against planned: the peak RSS (VmHWM, via time -f %M) of every
 # rank of a 2-step run that checkpoints, for a 110M-parameter model on the
 # CPU backend at 1, 2 and 4 ranks (mpirun), ZeRO 1/2/3, recompute none and
-# layers, beside the memory model's per-process total from --dry-run. The
+# layers, beside the memory model's per-process total from --dry-run, each
+# rank's own (rank 0, which holds no chain slots, has its own line). The
 # plan holds the whole process; nothing is subtracted. Then the process's
 # own terms: a 20K-parameter run's VmHWM beside the plan's "process" line.
 # Reports; never fails on a target. A row whose ranks' plans together
@@ -37,6 +38,8 @@ row() {
     # shellcheck disable=SC2086
     "$S" train /dev/null $A --dry-run --world "$W" >"$dir/plan" 2>/dev/null
     plan=$(sed -n 's/^  per-process total: \([0-9]*\) bytes/\1/p' "$dir/plan")
+    # Rank 0's own plan (no chain slots) when --dry-run prints one.
+    plan0=$(sed -n 's/^  rank 0 per-process total: \([0-9]*\) bytes.*/\1/p' "$dir/plan")
     proc=$(sed -n 's/^  process (binary, libs, MPI) *\([0-9.]*\) GiB/\1/p' "$dir/plan")
     if [ -z "$plan" ]; then
         echo "  world $W zero $z $r: no plan"
@@ -58,7 +61,9 @@ row() {
         "$S" train /dev/null $A --set train.run_dir="$dir/run" >/dev/null 2>&1 || echo "  world $W zero $z $r: the run exited $?"
     for f in "$dir/rss".*; do
         [ -f "$f" ] || continue
-        awk -v k="$(tail -n 1 "$f")" -v p="$plan" -v q="$proc" -v r="${f##*.}" -v w="$W" -v z="$z" -v rc="$r" 'BEGIN {
+        p=$plan
+        [ "${f##*.}" = 0 ] && [ -n "$plan0" ] && p=$plan0
+        awk -v k="$(tail -n 1 "$f")" -v p="$p" -v q="$proc" -v r="${f##*.}" -v w="$W" -v z="$z" -v rc="$r" 'BEGIN {
             m = k * 1024
             printf "  %5d %4d %-9s %4s %10.1f %10.1f %+7.1f%%   (process term %.1f MiB)\n", w, z, rc, r,
                    p / 1048576, m / 1048576, 100 * (m - p) / p, q * 1024

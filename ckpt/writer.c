@@ -402,28 +402,38 @@ static int ckpt_writer_threads(int threads)
     return threads > 64 ? 64 : threads;
 }
 
+/* Raw bytes of the largest chunk that slot j of n_slots ever holds for a
+ * range of span floats: chunk i goes through slot i % n_slots
+ * (ckpt_make_chunks' order: each array's chunks in turn, the last of each
+ * shorter); 0 for a slot no chunk reaches. */
+static uint64_t ckpt_writer_slot_bytes(uint64_t per, size_t span, uint64_t n_slots, uint64_t j)
+{
+    if (span == 0 || per == 0)
+        return 0;
+    uint64_t each = (span + per - 1) / per, n = each * CKPT_N_ARRAYS, most = 0;
+    uint64_t last = span - (each - 1) * per, big = each > 1 ? per : last;
+    for (uint64_t i = j; i < n; i += n_slots) {
+        uint64_t f = i % each == each - 1 ? last : per;
+        most = f > most ? f : most;
+        if (most == big)
+            break;
+    }
+    return 4 * most;
+}
+
 uint64_t ckpt_writer_io_bytes(const ckpt_opts *o, size_t span)
 {
-    /* Chunk i goes through slot i % n_slots (ckpt_make_chunks' order: each
-     * array's chunks in turn, the last of each shorter); a slot's pages are
-     * those of the largest chunk it held (output that would not shrink is
-     * stored raw, so a chunk's raw size bounds it). Each compression
-     * thread's workspace is sized for the largest chunk. */
+    /* A slot's pages are those of the largest chunk it holds (output that
+     * would not shrink is stored raw, so a chunk's raw size bounds it; the
+     * writer touches them all at open, whatever the data compresses to).
+     * Each compression thread's workspace is sized for the largest chunk. */
     uint64_t T = (uint64_t)ckpt_writer_threads(o->threads), per = o->chunk_bytes / 4;
     if (span == 0 || per == 0)
         return 0;
-    uint64_t each = (span + per - 1) / per, n_slots = 2 * T + 1, n = each * CKPT_N_ARRAYS, slots = 0;
-    uint64_t last = span - (each - 1) * per, big = each > 1 ? per : last;
-    for (uint64_t j = 0; j < n_slots && j < n && o->codec != CKPT_CODEC_NONE; j++) {
-        uint64_t most = 0;
-        for (uint64_t i = j; i < n; i += n_slots) {
-            uint64_t f = i % each == each - 1 ? last : per;
-            most = f > most ? f : most;
-            if (most == big)
-                break;
-        }
-        slots += 4 * most;
-    }
+    uint64_t each = (span + per - 1) / per, n_slots = 2 * T + 1, slots = 0;
+    uint64_t big = each > 1 ? per : span - (each - 1) * per;
+    for (uint64_t j = 0; j < n_slots && o->codec != CKPT_CODEC_NONE; j++)
+        slots += ckpt_writer_slot_bytes(per, span, n_slots, j);
     return slots + T * (uint64_t)ckpt_codec_ws_bytes(o->codec, o->level, (size_t)(4 * big));
 }
 
@@ -444,9 +454,17 @@ static int ckpt_writer_buffers(ckpt_writer *w)
     w->ws = calloc((size_t)w->o.threads, sizeof *w->ws);
     if (!w->slots || !w->ws)
         return util_fail(ST_SOFTWARE, "out of memory for checkpoint buffers");
-    for (size_t i = 0; i < w->n_slots; i++)
+    for (size_t i = 0; i < w->n_slots; i++) {
         if (!(w->slots[i] = malloc(w->slot_cap)))
             return util_fail(ST_SOFTWARE, "out of memory for checkpoint buffers");
+        /* Touched now up to the largest chunk the slot will hold (what the
+         * memory plan counts): compressed output touches only its own
+         * pages, so without this a rank's resident memory would follow how
+         * well its range compresses (rank 0's embedding rows that no batch
+         * reached are zeros) and could grow later, after the fit check. */
+        if (w->o.codec != CKPT_CODEC_NONE)
+            memset(w->slots[i], 0, (size_t)ckpt_writer_slot_bytes(w->o.chunk_bytes / 4, span, w->n_slots, i));
+    }
     return ST_OK;
 }
 
