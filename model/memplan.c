@@ -296,7 +296,7 @@ uint64_t memplan_rank_total(const memplan_cfg *c, const memplan_bytes *b, int ra
 {
     /* comm.c's comm_reduce_scatter_span: only ranks 1..W-1 receive partial
      * sums, so only they allocate the slots (measured: rank 0's VmHWM is
-     * the others' less the slots, within the heap's noise). CUDA sizes its
+     * the others' less the slots, within 1%; cli_memfit). CUDA sizes its
      * slots at open on every rank. */
     if (c->backend == MEMPLAN_CPU && c->world > 1 && rank == 0 && b->total >= b->comm)
         return b->total - b->comm;
