@@ -130,6 +130,7 @@ static int train_start(cfg *c, int argc, char **argv, int resume, int force)
     int rc = spot_signals_install(c->grace_seconds);
     comm_set_timeout(c->comm_timeout_seconds);   /* from the first wait for a peer to the last */
     comm_set_reduce(comm_reduce_parse(c->comm_reduce));
+    comm_set_overlap(strcmp(c->comm_overlap, "false") != 0);
     if (rc == ST_OK)
         rc = comm_init(&argc, &argv);
     if (rc != ST_OK)
