@@ -31,7 +31,8 @@ static const char train_usage[] =
     "              plan (for --world N ranks, default 1) and exit; with backend auto or cuda\n"
     "              also the per-GPU plan and whether it fits --gpu-memory GiB (default: cost.gpu);\n"
     "              the communication per step, and with cost.network_gbps its share of a step\n"
-    "              and the most an overlap with the backward pass (not built) could hide\n"
+    "              and how much of it the overlap with compute hides ([comm] overlap:\n"
+    "              ZeRO 2-3 on backend cpu)\n"
     "  --quiet     no log lines on stderr (errors still print)\n";
 
 enum { TRAIN_OPT_FORCE = CLI_LONG, TRAIN_OPT_SET, TRAIN_OPT_DRY_RUN, TRAIN_OPT_WORLD, TRAIN_OPT_GPU_MEMORY };
