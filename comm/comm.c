@@ -557,7 +557,9 @@ int comm_reduce_scatter_flat_span(float *buf, size_t n, size_t a, size_t b)
 {
     if (comm_world == 1)
         return ST_OK;
-    int W = comm_world, me = comm_me, rc = ST_OK;
+    int W = comm_world, me = comm_me, rc = comm_async_drain();
+    if (rc != ST_OK)
+        return rc;
     size_t C = comm_chunk, rounds = comm_span_rounds(n, a, b, W, C);
     /* A bucket smaller than a chunk needs no chunk-sized buffer: the
      * pieces of one round fit its largest part. */
