@@ -147,6 +147,7 @@ static void dryrun_comm(const cfg *c, const model_shape *s, int world, int zero)
     int64_t micro = cost_micro_steps(c->global_batch, world, c->micro_batch);
     uint64_t n = model_count_params(s);
     int ov = !strcmp(c->comm_overlap, "true") && !strcmp(c->backend, "cpu");
+    int off = strcmp(c->comm_overlap, "true") != 0, gpu = !strcmp(c->backend, "cuda");
     cost_comm_in in = {n, world, c->gpus_per_node, 2.0, c->network_gbps, 0, 1, zero, reduce,
                        micro, ov, n ? (double)s->vocab * (double)s->dim / (double)n : 0};
     if (peak > 0 && c->mfu > 0)
@@ -174,12 +175,16 @@ static void dryrun_comm(const cfg *c, const model_shape *s, int world, int zero)
             printf("  overlapped ([comm] overlap): about %.2f s of it hidden behind compute, %.2f s exposed: %.0f%% "
                    "of a step\n", out.hidden, out.exposed, 100 * out.exposed_share);
         else
-            printf("  not overlapped (%s): the bucket exchanges block; overlapped they would hide about %.2f s\n",
-                   strcmp(c->backend, "cpu") ? "the CUDA backend's exchanges block; backend cpu overlaps them"
-                                             : "[comm] overlap = false", out.overlap_could);
+            printf("  not overlapped (%s): overlapped, the bucket exchanges would hide about %.2f s\n",
+                   off ? "[comm] overlap = false" : gpu ? "the CUDA backend's bucket exchanges block"
+                                                        : "backend auto on a GPU; backend cpu overlaps them",
+                   out.overlap_could);
     }
     printf("  per ZeRO stage, leaving each node per step (%lld micro-batch%s a rank):\n", (long long)micro,
            micro == 1 ? "" : "es");
+    const char *none = off ? "none ([comm] overlap = false: each bucket's exchange blocks between layers)"
+                       : gpu ? "none (the CUDA backend's bucket exchanges block between layers)"
+                             : "none on GPUs (bucket exchanges block between layers); backend cpu overlaps them";
     for (int z = 1; z <= 3; z++) {
         cost_comm_out o;
         in.zero = z;
@@ -188,8 +193,7 @@ static void dryrun_comm(const cfg *c, const model_shape *s, int world, int zero)
                o.node_bytes / 1073741824.0, o.reduces, o.reduces > 0 ? o.rs_node_bytes / o.reduces / 1073741824.0 : 0,
                o.gathers, o.gathers > 0 ? (o.node_bytes - o.rs_node_bytes) / o.gathers / 1073741824.0 : 0,
                z == 1        ? "none (one reduction after the backward pass)"
-               : !o.overlapped ? "none (each bucket's exchange blocks between layers: backend cuda or [comm] "
-                                 "overlap = false)"
+               : !o.overlapped ? none
                : z == 2        ? "each bucket's reduce-scatter behind the backward of the following buckets"
                                : "each bucket's reduce-scatter behind the backward of the following buckets, each "
                                  "layer's gather behind the previous layer's compute");

@@ -156,7 +156,7 @@ t_exit "dry-run, zero 2, backend cpu: the stage line says what overlaps" 0 "" \
     grep -qE "zero 2: .*overlap: each bucket's reduce-scatter behind the backward of the following buckets$" "$T_TMP/ov_cpu.txt"
 # shellcheck disable=SC2086
 "$S" train "$EX" --dry-run --world 64 $CS --set train.zero=3 --set train.backend=cpu --set comm.overlap=false >"$T_TMP/ov_off.txt" 2>&1
-t_has "dry-run, zero 3, overlap = false: not overlapped, and what it would hide" "not overlapped ([comm] overlap = false): the bucket exchanges block; overlapped they would hide about" "$T_TMP/ov_off.txt"
+t_has "dry-run, zero 3, overlap = false: not overlapped, and what it would hide" "not overlapped ([comm] overlap = false): overlapped, the bucket exchanges would hide about" "$T_TMP/ov_off.txt"
 # shellcheck disable=SC2086
 "$S" cost estimate "$EX" $CS --set train.zero=2 --json >"$T_TMP/ov_gpu.json"
 t_exit "estimate, zero 2 on GPUs: nothing hidden (the CUDA backend blocks), exposed = network time" 0 "" python3 -c '
