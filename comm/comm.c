@@ -834,6 +834,8 @@ static int comm_async_ready(void)
     if (ok) {
         pthread_detach(th);
         comm_q_thread = 1;
+        if (comm_me == 0)
+            util_log("comm.overlap: the bucket exchanges run on a comm worker thread");
     } else if (comm_me == 0) {
         util_log("comm.overlap: no worker thread; the bucket exchanges block");
     }

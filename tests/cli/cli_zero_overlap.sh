@@ -52,6 +52,14 @@ for np in 2 3; do
         same "$np ranks, zero $z, overlap on == zero 1, bitwise" n$np-z1 n$np-z$z-true 3
     done
 done
+# The worker runs (rank 0 says so once) with overlap on, not with it off.
+V=${F% --quiet}
+for o in true false; do
+    $M "$S" train /dev/null $V $B --set train.zero=2 --set comm.overlap=$o --set train.run_dir=said-$o >said-$o.log 2>&1
+done
+t_exit "overlap on: rank 0 says the exchanges run on the comm worker" 0 "" \
+    grep -qx "spotrain: comm.overlap: the bucket exchanges run on a comm worker thread" said-true.log
+t_exit "overlap off: no worker" 1 "" grep -q "comm worker" said-false.log
 # zero 3 with recompute: the recompute forward regathers each layer while
 # the next one's gather is queued.
 M="mpirun -np 2 --oversubscribe"
