@@ -64,7 +64,22 @@ typedef struct {
     const float *wbase;
     float *gbase;
     size_t woff, goff;
-    float *gbucket, *wbucket;  /* ZeRO 2+: one gradient bucket; 3: one gathered parameter bucket */
+    /* ZeRO 2+: gradient buckets; 3: gathered parameter buckets. Two of
+     * each with [comm] overlap over 2+ ranks: the next bucket fills one
+     * while the comm worker moves the other. */
+    float *gbuf[2], *wbuf[2];
+    int ng, nw;             /* buckets of each kind: 1 or 2 */
+    int gcur;               /* the gradient bucket the kernels write */
+    long gticket[2];        /* its queued reduce-scatter (comm_async_*) */
+    struct cpu_gadd {       /* what the worker adds into the range after it */
+        float *dst;
+        const float *src;
+        size_t n;
+        int add;
+    } gadd[2];
+    int wcur;               /* the parameter bucket cpu_w reads */
+    int64_t wk[2];          /* the bucket a queued, unclaimed gather fills; CPU_NO_BUCKET none */
+    long wticket[2];
     size_t bucket_cap;      /* floats of each: the largest span (embedding, a layer, or norm + lm_head) */
     int reduced;            /* ZeRO 2+: a micro-batch was reduced into grads since zero_grads */
     double loss_acc;        /* summed loss since the last take_loss */
@@ -419,41 +434,106 @@ static void cpu_cut(const backend *be, size_t a, size_t b, size_t *x, size_t *y)
     *y = *y > *x ? *y : *x;
 }
 
-/* ZeRO 3: bucket k's parameters gathered from every rank into wbucket,
- * where cpu_w then reads them (until the next gather). */
+#define CPU_NO_BUCKET INT64_MIN
+
+/* ZeRO 3: queues bucket k's gather into parameter bucket i (this rank's
+ * range copied in first). */
+static void cpu_queue_gather(backend *be, int64_t k, int i)
+{
+    cpu_impl *c = be->impl;
+    size_t a, b, x, y;
+    cpu_span(be, k, &a, &b);
+    cpu_cut(be, a, b, &x, &y);
+    if (y > x)
+        memcpy(c->wbuf[i] + (x - a), c->params + (x - be->lo), (y - x) * sizeof(float));
+    c->wk[i] = k;
+    comm_test_freeze("layer");
+    c->wticket[i] = comm_async_allgather_span(c->wbuf[i], be->L->n_floats, a, b);
+}
+
+/* ZeRO 3 with two parameter buckets: queues bucket k's gather into the one
+ * cpu_w does not read, to run while the current bucket computes. Every
+ * rank prefetches the same buckets in the same order. */
+static int cpu_prefetch(backend *be, int64_t k)
+{
+    cpu_impl *c = be->impl;
+    if (c->zero < 3 || c->nw < 2)
+        return ST_OK;
+    int j = 1 - c->wcur;
+    int rc = comm_async_wait(c->wticket[j]);
+    if (rc == ST_OK)
+        cpu_queue_gather(be, k, j);
+    return rc;
+}
+
+/* ZeRO 3: bucket k's parameters gathered from every rank, where cpu_w then
+ * reads them (until the next gather): the prefetched bucket when it is k,
+ * else gathered now (a prefetch of another bucket is waited for first, so
+ * the collectives stay in the same order on every rank). */
 static int cpu_gather_bucket(backend *be, int64_t k)
 {
     cpu_impl *c = be->impl;
     if (c->zero < 3)
         return ST_OK;
-    size_t a, b, x, y;
+    int i = -1, rc = ST_OK;
+    for (int j = 0; j < c->nw; j++)
+        if (c->wk[j] == k)
+            i = j;
+    if (i < 0) {
+        i = c->nw > 1 ? 1 - c->wcur : 0;
+        for (int j = 0; j < c->nw && rc == ST_OK; j++)
+            rc = comm_async_wait(c->wticket[j]);
+        if (rc != ST_OK)
+            return rc;
+        cpu_queue_gather(be, k, i);
+    }
+    rc = comm_async_wait(c->wticket[i]);
+    c->wk[i] = CPU_NO_BUCKET;   /* claimed: a later gather of k moves it again */
+    size_t a, b;
     cpu_span(be, k, &a, &b);
-    cpu_cut(be, a, b, &x, &y);
-    if (y > x)
-        memcpy(c->wbucket + (x - a), c->params + (x - be->lo), (y - x) * sizeof(float));
-    c->wbase = c->wbucket;
+    c->wcur = i;
+    c->wbase = c->wbuf[i];
     c->woff = a;
-    comm_test_freeze("layer");
-    return comm_allgather_span(c->wbucket, be->L->n_floats, a, b);
+    return rc;
 }
 
-/* ZeRO 2+: bucket k's gradients go into a zeroed gbucket (as stage 1's
- * zeroed full vector), so every kernel adds the same floats. */
-static void cpu_open_bucket(backend *be, int64_t k)
+/* ZeRO 2+: bucket k's gradients go into a zeroed gradient bucket (as
+ * stage 1's zeroed full vector), so every kernel adds the same floats:
+ * the other one of two, once its reduce-scatter is done. */
+static int cpu_open_bucket(backend *be, int64_t k)
 {
     cpu_impl *c = be->impl;
     if (c->zero < 2)
-        return;
+        return ST_OK;
+    int i = c->ng > 1 ? 1 - c->gcur : 0;
+    int rc = comm_async_wait(c->gticket[i]);
+    if (rc != ST_OK)
+        return rc;
     size_t a, b;
     cpu_span(be, k, &a, &b);
-    memset(c->gbucket, 0, (b - a) * sizeof(float));
-    c->gbase = c->gbucket;
+    memset(c->gbuf[i], 0, (b - a) * sizeof(float));
+    c->gcur = i;
+    c->gbase = c->gbuf[i];
     c->goff = a;
+    return ST_OK;
 }
 
-/* ZeRO 2+: bucket k reduce-scattered; this rank's part lands in its range
- * of grads: copied by the step's first micro-batch (exactly stage 1's
- * value when there is one micro-batch), added by later ones. */
+/* On the comm worker after a bucket's reduce-scatter: this rank's part
+ * into its range of grads, copied by the step's first micro-batch
+ * (exactly stage 1's value when there is one micro-batch), added by later
+ * ones. Buckets are disjoint ranges, so the order among them is free. */
+static void cpu_bucket_into_range(void *arg)
+{
+    const struct cpu_gadd *g = arg;
+    if (!g->add)
+        memcpy(g->dst, g->src, g->n * sizeof(float));
+    else
+        for (size_t i = 0; i < g->n; i++)
+            g->dst[i] += g->src[i];
+}
+
+/* ZeRO 2+: queues bucket k's reduce-scatter (and the add into the range);
+ * the backward goes on into the other bucket. */
 static int cpu_close_bucket(backend *be, int64_t k)
 {
     cpu_impl *c = be->impl;
@@ -461,19 +541,24 @@ static int cpu_close_bucket(backend *be, int64_t k)
         return ST_OK;
     size_t a, b, x, y;
     cpu_span(be, k, &a, &b);
-    comm_test_freeze("bucket");
-    int rc = comm_reduce_scatter_span(c->gbucket, be->L->n_floats, a, b);
     cpu_cut(be, a, b, &x, &y);
-    if (rc != ST_OK || y == x)
-        return rc;
-    float *dst = c->grads + (x - be->lo);
-    const float *src = c->gbucket + (x - a);
-    if (!c->reduced)
-        memcpy(dst, src, (y - x) * sizeof(float));
-    else
-        for (size_t i = 0; i < y - x; i++)
-            dst[i] += src[i];
-    return rc;
+    int i = c->gcur;
+    c->gadd[i] = (struct cpu_gadd){c->grads + (x - be->lo), c->gbuf[i] + (x - a), y - x, c->reduced};
+    comm_test_freeze("bucket");
+    c->gticket[i] = comm_async_reduce_scatter_span(c->gbuf[i], be->L->n_floats, a, b, cpu_bucket_into_range,
+                                                   &c->gadd[i]);
+    return ST_OK;
+}
+
+/* Every queued exchange done: the end of a backward (or its failure, so
+ * no worker still writes into a bucket). */
+static int cpu_buckets_done(backend *be, int rc)
+{
+    cpu_impl *c = be->impl;
+    int qrc = c->zero >= 2 ? comm_async_drain() : ST_OK;
+    for (int j = 0; j < 2; j++)
+        c->wk[j] = CPU_NO_BUCKET;
+    return rc != ST_OK ? rc : qrc;
 }
 
 size_t backend_cpu_bucket_floats(const model_shape *s)
@@ -541,8 +626,10 @@ static int cpu_trunk_fwd(backend *be, const int32_t *tokens, int64_t B, int64_t 
     cpu_impl *c = be->impl;
     int64_t D = c->s.dim, N = B * T;
     int rc = cpu_gather_bucket(be, -1);
+    if (rc == ST_OK)
+        rc = cpu_prefetch(be, 0);
     if (rc != ST_OK)
-        return rc;
+        return cpu_buckets_done(be, rc);
     const float *emb = cpu_w(be, model_embed(be->L));
     double t0 = c->prof ? util_now() : 0.0;
 #pragma omp parallel for schedule(static) num_threads(c->nt)
@@ -550,14 +637,14 @@ static int cpu_trunk_fwd(backend *be, const int32_t *tokens, int64_t B, int64_t 
         memcpy(c->res[0] + n * D, emb + (int64_t)tokens[(n / T) * stride + n % T] * D, (size_t)D * sizeof(float));
     cpu_prof_add(c, CPU_P_EMBED, t0, 0.0);
     for (int64_t l = 0; l < c->s.n_layers && rc == ST_OK; l++)
-        if ((rc = cpu_gather_bucket(be, l)) == ST_OK)
+        if ((rc = cpu_gather_bucket(be, l)) == ST_OK && (rc = cpu_prefetch(be, l + 1)) == ST_OK)
             cpu_layer_fwd(be, l, cpu_ly(c, l), B, T, c->res[l + 1]);
     /* The final norm and lm_head stay gathered through the head and its
      * backward. */
     if (rc == ST_OK && (rc = cpu_gather_bucket(be, c->s.n_layers)) == ST_OK)
         CPU_PROF(c, CPU_P_NORM, 0.0,
                  cpu_rmsnorm_fwd(c, c->xnf, c->rsf, c->res[c->s.n_layers], cpu_w(be, model_final_norm(be->L)), N));
-    return rc;
+    return rc != ST_OK ? cpu_buckets_done(be, rc) : rc;
 }
 
 /* Logits, per-row cross-entropy into c->rowloss, and with grad_scale != 0
@@ -611,19 +698,24 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
     int64_t D = c->s.dim, F = c->s.ffn_dim, V = c->s.vocab, T = c->s.seq_len, N = B * T;
     int64_t qd = c->qd, qkvd = c->qkvd;
     const model_param *lm = model_lm_head(L);
-    cpu_open_bucket(be, c->s.n_layers);
+    /* The last layer's gather runs while the head's backward computes. */
+    int rc = cpu_open_bucket(be, c->s.n_layers);
+    if (rc == ST_OK && c->s.n_layers > 0)
+        rc = cpu_prefetch(be, c->s.n_layers - 1);
+    if (rc != ST_OK)
+        return cpu_buckets_done(be, rc);
     cpu_gemm_as(c, CPU_P_HEAD, 1, 0, V, D, N, c->logits, V, c->xnf, D, 1.0f, cpu_g(be, lm), D);
     cpu_gemm_as(c, CPU_P_HEAD, 0, 0, N, D, V, c->logits, V, cpu_w(be, lm), D, 0.0f, c->dxn, D);
     memset(c->dres, 0, (size_t)(N * D) * sizeof(float));
     const model_param *fn = model_final_norm(L);
     CPU_PROF(c, CPU_P_NORM, 0.0,
              cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, fn), c->dxn, c->res[c->s.n_layers], c->rsf, cpu_w(be, fn), N));
-    int rc = cpu_close_bucket(be, c->s.n_layers);
+    rc = cpu_close_bucket(be, c->s.n_layers);
     for (int64_t l = c->s.n_layers - 1; l >= 0 && rc == ST_OK; l--) {
         cpu_layer *y = cpu_ly(c, l);
-        if ((rc = cpu_gather_bucket(be, l)) != ST_OK)
+        if ((rc = cpu_gather_bucket(be, l)) != ST_OK || (l > 0 && (rc = cpu_prefetch(be, l - 1)) != ST_OK) ||
+            (rc = cpu_open_bucket(be, l)) != ST_OK)
             break;
-        cpu_open_bucket(be, l);
         /* The last layer's set is still the forward's own. */
         if (c->recompute && l < c->s.n_layers - 1)
             cpu_layer_fwd(be, l, y, B, T, NULL);
@@ -652,10 +744,11 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
                  cpu_rmsnorm_bwd(c, c->dres, cpu_g(be, n1), c->dxn, c->res[l], y->rs1, cpu_w(be, n1), N));
         rc = cpu_close_bucket(be, l);
     }
+    if (rc == ST_OK)
+        rc = cpu_open_bucket(be, -1);
     if (rc != ST_OK)
-        return rc;
+        return cpu_buckets_done(be, rc);
     /* Embedding rows in token order: repeated tokens add up deterministically. */
-    cpu_open_bucket(be, -1);
     float *ge = cpu_g(be, model_embed(L));
     int64_t nb = (D + 63) / 64;
     double t0 = c->prof ? util_now() : 0.0;
@@ -670,7 +763,10 @@ static int cpu_trunk_bwd(backend *be, const int32_t *tokens, int64_t B)
         }
     }
     cpu_prof_add(c, CPU_P_EMBED, t0, 0.0);
-    return cpu_close_bucket(be, -1);
+    rc = cpu_close_bucket(be, -1);
+    /* Stage 2+: the backward ends when every bucket's exchange has. */
+    CPU_PROF(c, CPU_P_COMM, 0.0, rc = cpu_buckets_done(be, rc));
+    return rc;
 }
 
 /* Checks the ids, sizes the buffers and runs the trunk: shared by training
@@ -903,8 +999,11 @@ static void cpu_destroy(backend *be)
         free(c->grads);
         free(c->m);
         free(c->v);
-        free(c->gbucket);
-        free(c->wbucket);
+        comm_async_drain();   /* no worker may still write into a bucket */
+        for (int j = 0; j < 2; j++) {
+            free(c->gbuf[j]);
+            free(c->wbuf[j]);
+        }
         free(c->prof);
         free(c);
     }
@@ -1064,16 +1163,25 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     c->params = calloc(np ? np : 1, sizeof(float));
     c->grads = calloc(ng ? ng : 1, sizeof(float));
     c->bucket_cap = cpu_bucket_floats(be);
-    c->gbucket = c->zero >= 2 ? malloc(c->bucket_cap * sizeof(float)) : NULL;
-    c->wbucket = c->zero >= 3 ? malloc(c->bucket_cap * sizeof(float)) : NULL;
+    /* The second bucket of each kind only where a worker can fill it: as
+     * memplan_compute plans them. */
+    int two = comm_get_overlap() && be->world > 1;
+    c->ng = c->zero >= 2 ? 1 + two : 0;
+    c->nw = c->zero >= 3 ? 1 + two : 0;
+    int short_of = 0;
+    for (int j = 0; j < 2; j++) {
+        c->gbuf[j] = j < c->ng ? malloc(c->bucket_cap * sizeof(float)) : NULL;
+        c->wbuf[j] = j < c->nw ? malloc(c->bucket_cap * sizeof(float)) : NULL;
+        short_of |= (j < c->ng && !c->gbuf[j]) || (j < c->nw && !c->wbuf[j]);
+        c->wk[j] = CPU_NO_BUCKET;
+    }
     c->wbase = c->params;
     c->gbase = c->grads;
     c->m = calloc(mine ? mine : 1, sizeof(float));
     c->v = calloc(mine ? mine : 1, sizeof(float));
     c->rope_cos = malloc((size_t)(T * half + 1) * sizeof(float));
     c->rope_sin = malloc((size_t)(T * half + 1) * sizeof(float));
-    if (!c->params || !c->grads || !c->m || !c->v || !c->rope_cos || !c->rope_sin || (c->zero >= 2 && !c->gbucket) ||
-        (c->zero >= 3 && !c->wbucket)) {
+    if (!c->params || !c->grads || !c->m || !c->v || !c->rope_cos || !c->rope_sin || short_of) {
         cpu_destroy(be);
         return util_fail(ST_SOFTWARE, "cpu backend: out of memory for %zu parameters and their state",
                          L->n_floats);

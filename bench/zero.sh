@@ -5,6 +5,7 @@
 # --dry-run plan of each. Reports; never fails on a target.
 # ZERO_NP: ranks (default 2); ZERO_MB: micro-batch (default 1, recompute
 # layers, so parameters and gradients are a visible share of the peak).
+# Then the step time with [comm] overlap on and off (ZERO_STEPS, ZERO_REPS).
 BUILD=${BUILD:-build}
 S=$PWD/$BUILD/spotrain
 NP=${ZERO_NP:-2}
@@ -35,4 +36,25 @@ for z in 1 2 3; do
     done
     echo "  zero $z: VmHWM per rank:$rss"
     echo "          plan: $plan"
+done
+
+# [comm] overlap: step time of the same model under zero 2 and 3 with the
+# bucket exchanges on the comm worker (true) or blocking (false), each
+# setting run ZERO_REPS times (default 2) in turn; the median ms of steps
+# 2.. of each run (the first step warms the caches). On this 2-core machine
+# the worker shares the cores with the ranks' compute, so expect little.
+STEPS=${ZERO_STEPS:-8}
+O="--set model.preset=small --set train.backend=cpu --set train.global_batch=$((NP * MB)) --set train.micro_batch=$MB --set train.recompute=none --set train.threads=1 --set train.max_steps=$STEPS --set train.val_every=0 --set train.log_every=1 --set checkpoint.interval_steps=0 --set spot.provider=none --quiet"
+echo "step time, small preset, $NP ranks, micro_batch $MB, $STEPS steps, 1 thread a rank (median ms of steps 2..):"
+for z in 2 3; do
+    for rep in $(seq "${ZERO_REPS:-2}"); do
+        for o in false true; do
+            # shellcheck disable=SC2086
+            mpirun -np "$NP" --oversubscribe "$S" train /dev/null $O --set train.zero=$z --set comm.overlap=$o \
+                --set train.run_dir="$dir/ov$z$o$rep" >/dev/null 2>&1 || echo "zero: the overlap $o run exited $?"
+            ms=$(grep '"event":"step"' "$dir/ov$z$o$rep/events.jsonl" 2>/dev/null | tail -n +2 |
+                sed 's/.*"ms":\([0-9.]*\).*/\1/' | sort -n | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
+            echo "  zero $z, overlap $o (run $rep): ${ms:-?} ms a step"
+        done
+    done
 done

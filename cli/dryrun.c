@@ -137,15 +137,19 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
 /* The network side of a step on [cost]'s GPUs (ranks per node:
  * cost.gpus_per_node): the volume of the gradient reduction and the
  * all-gathers per ZeRO stage (commcost.h) and, with network_gbps, its
- * share of a step (no overlap with compute). */
+ * share of a step and what the bucket overlap hides of it (backend cpu
+ * with [comm] overlap; the CUDA backend's exchanges block). */
 static void dryrun_comm(const cfg *c, const model_shape *s, int world, int zero)
 {
     double peak = c->peak_tflops > 0 ? c->peak_tflops : cost_gpu_peak_tflops(c->gpu);
     double tokens = (double)c->global_batch * (double)s->seq_len;
     int reduce = comm_reduce_parse(c->comm_reduce) == COMM_REDUCE_NCCL ? COMM_REDUCE_NCCL : COMM_REDUCE_CHAIN;
     int64_t micro = cost_micro_steps(c->global_batch, world, c->micro_batch);
-    cost_comm_in in = {model_count_params(s), world, c->gpus_per_node, 2.0, c->network_gbps, 0, 1, zero, reduce,
-                       micro};
+    uint64_t n = model_count_params(s);
+    int ov = !strcmp(c->comm_overlap, "true") && !strcmp(c->backend, "cpu");
+    int off = strcmp(c->comm_overlap, "true") != 0, gpu = !strcmp(c->backend, "cuda");
+    cost_comm_in in = {n, world, c->gpus_per_node, 2.0, c->network_gbps, 0, 1, zero, reduce,
+                       micro, ov, n ? (double)s->vocab * (double)s->dim / (double)n : 0};
     if (peak > 0 && c->mfu > 0)
         in.compute_seconds = tokens * model_flops_per_token(s) / ((double)world * peak * 1e12 * c->mfu);
     in.last_micro_fraction = cost_last_micro_fraction(c->global_batch, world, c->micro_batch);
@@ -162,12 +166,25 @@ static void dryrun_comm(const cfg *c, const model_shape *s, int world, int zero)
                c->gpu, peak, c->mfu, 100 * out.share);
     else
         printf("  set [cost] network_gbps (and gpu, mfu) for the communication share of a step\n");
-    if (c->network_gbps > 0 && in.compute_seconds > 0 && out.rs_node_bytes > 0)
-        printf("  an overlap with the last micro-batch's backward (not built) could hide at most %.2f s of the "
-               "%.2f s reduce-scatter: %.1f%% of a step\n", out.overlap_max, out.rs_seconds,
-               100 * out.overlap_max / (out.seconds + in.compute_seconds));
+    if (c->network_gbps > 0 && in.compute_seconds > 0 && out.node_bytes > 0) {
+        if (zero == 1)
+            printf("  stage 1 reduces once, after the backward pass: nothing overlaps it (an overlap with the last "
+                   "micro-batch's backward, not built, could hide at most %.2f s of the %.2f s reduce-scatter; "
+                   "stages 2 and 3 overlap bucket by bucket)\n", out.overlap_max, out.rs_seconds);
+        else if (out.overlapped)
+            printf("  overlapped ([comm] overlap): about %.2f s of it hidden behind compute, %.2f s exposed: %.0f%% "
+                   "of a step\n", out.hidden, out.exposed, 100 * out.exposed_share);
+        else
+            printf("  not overlapped (%s): overlapped, the bucket exchanges would hide about %.2f s\n",
+                   off ? "[comm] overlap = false" : gpu ? "the CUDA backend's bucket exchanges block"
+                                                        : "backend auto on a GPU; backend cpu overlaps them",
+                   out.overlap_could);
+    }
     printf("  per ZeRO stage, leaving each node per step (%lld micro-batch%s a rank):\n", (long long)micro,
            micro == 1 ? "" : "es");
+    const char *none = off ? "none ([comm] overlap = false: each bucket's exchange blocks between layers)"
+                       : gpu ? "none (the CUDA backend's bucket exchanges block between layers)"
+                             : "none on GPUs (bucket exchanges block between layers); backend cpu overlaps them";
     for (int z = 1; z <= 3; z++) {
         cost_comm_out o;
         in.zero = z;
@@ -175,8 +192,11 @@ static void dryrun_comm(const cfg *c, const model_shape *s, int world, int zero)
         printf("    zero %d: %.3f GiB = gradients %g x %.3f GiB + parameter gathers %g x %.3f GiB; overlap: %s\n", z,
                o.node_bytes / 1073741824.0, o.reduces, o.reduces > 0 ? o.rs_node_bytes / o.reduces / 1073741824.0 : 0,
                o.gathers, o.gathers > 0 ? (o.node_bytes - o.rs_node_bytes) / o.gathers / 1073741824.0 : 0,
-               z == 1 ? "none (one reduction after the backward pass)"
-                      : "none (each bucket's exchange blocks between layers of the backward pass)");
+               z == 1        ? "none (one reduction after the backward pass)"
+               : !o.overlapped ? none
+               : z == 2        ? "each bucket's reduce-scatter behind the backward of the following buckets"
+                               : "each bucket's reduce-scatter behind the backward of the following buckets, each "
+                                 "layer's gather behind the previous layer's compute");
     }
     if (out.flat_rs_node_bytes > out.rs_node_bytes && reduce == COMM_REDUCE_CHAIN)
         printf("  (the flat all-to-all exchange the chain replaced sent %.3f GiB of gradients from each node)\n",
@@ -264,8 +284,12 @@ int dryrun_plan(const cfg *c, int world)
     printf("flops per token (fwd+bwd): %.4g\n", model_flops_per_token(&s));
     printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW: ZeRO stage %d):\n",
            world, world == 1 ? "" : "s", mc.zero);
-    dryrun_line(mc.zero >= 3 ? "parameters (range + 1 layer)" : "parameters (fp32)", (double)m.master);
-    dryrun_line(mc.zero >= 2 ? "gradients (range + 1 bucket)" : "gradients (fp32)", (double)m.grads);
+    /* [comm] overlap over 2+ ranks: a second bucket of each kind. */
+    int two = mc.overlap && world > 1;
+    dryrun_line(mc.zero >= 3 ? (two ? "parameters (range + 2 layers)" : "parameters (range + 1 layer)")
+                             : "parameters (fp32)", (double)m.master);
+    dryrun_line(mc.zero >= 2 ? (two ? "gradients (range + 2 buckets)" : "gradients (range + 1 bucket)")
+                             : "gradients (fp32)", (double)m.grads);
     printf("  this rank's range: %zu parameters (64-aligned; %.1f%% of the vector)\n", m.range,
            100.0 * (double)m.range / (double)(n ? n : 1));
     dryrun_line("adam m+v (this rank's range)", (double)m.adam);

@@ -31,7 +31,8 @@ static const char train_usage[] =
     "              plan (for --world N ranks, default 1) and exit; with backend auto or cuda\n"
     "              also the per-GPU plan and whether it fits --gpu-memory GiB (default: cost.gpu);\n"
     "              the communication per step, and with cost.network_gbps its share of a step\n"
-    "              and the most an overlap with the backward pass (not built) could hide\n"
+    "              and how much of it the overlap with compute hides ([comm] overlap:\n"
+    "              ZeRO 2-3 on backend cpu)\n"
     "  --quiet     no log lines on stderr (errors still print)\n";
 
 enum { TRAIN_OPT_FORCE = CLI_LONG, TRAIN_OPT_SET, TRAIN_OPT_DRY_RUN, TRAIN_OPT_WORLD, TRAIN_OPT_GPU_MEMORY };
@@ -130,6 +131,7 @@ static int train_start(cfg *c, int argc, char **argv, int resume, int force)
     int rc = spot_signals_install(c->grace_seconds);
     comm_set_timeout(c->comm_timeout_seconds);   /* from the first wait for a peer to the last */
     comm_set_reduce(comm_reduce_parse(c->comm_reduce));
+    comm_set_overlap(strcmp(c->comm_overlap, "false") != 0);
     if (rc == ST_OK)
         rc = comm_init(&argc, &argv);
     if (rc != ST_OK)

@@ -186,6 +186,11 @@ const char *comm_reduce_name(int reduce) { return reduce == COMM_REDUCE_NCCL ? "
 void comm_set_reduce(int reduce) { comm_reduce = reduce == COMM_REDUCE_NCCL ? COMM_REDUCE_NCCL : COMM_REDUCE_CHAIN; }
 int comm_get_reduce(void) { return comm_reduce; }
 
+/* [comm] overlap: on by default, as in sample.ini. */
+static int comm_overlap = 1;
+void comm_set_overlap(int on) { comm_overlap = on != 0; }
+int comm_get_overlap(void) { return comm_overlap; }
+
 static double comm_timeout;
 
 double comm_set_timeout(double seconds)
@@ -235,12 +240,15 @@ const char *comm_note_timeout(const char *what, int peer, double waited)
  * signal sent from outside could hit reliably. */
 void comm_test_freeze(const char *point)
 {
-    const char *e = getenv("SPOTRAIN_TEST_FREEZE");
+    const char *e = getenv("SPOTRAIN_TEST_FREEZE"), *n = getenv("SPOTRAIN_TEST_NOTICE");
+    static int noticed;
     char want[64];
-    if (!e || !*e)
-        return;
     snprintf(want, sizeof want, "%s@%d", point, comm_me);
-    if (!strcmp(e, want))
+    if (n && !noticed && !strcmp(n, want)) {
+        noticed = 1;   /* once: a notice the stop protocol then carries */
+        raise(SIGUSR1);
+    }
+    if (e && !strcmp(e, want))
         raise(SIGSTOP);
 }
 
@@ -462,6 +470,7 @@ static int comm_launched(void)
 }
 
 static int comm_mpi_on;
+static int comm_thread_level = -1;   /* MPI's provided level, -1 before comm_init */
 
 int comm_local_rank(void)
 {
@@ -495,7 +504,10 @@ int comm_init(int *argc, char ***argv)
     comm_test_freeze("preinit");
     /* The launcher's start-up exchange waits for every peer to reach it. */
     comm_guard_arm("start-up (MPI_Init)", ST_WATCHDOG);
-    int err = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    /* The comm worker ([comm] overlap) makes MPI calls from a second
+     * thread, never at once with the main thread. */
+    int err = MPI_Init_thread(argc, argv, comm_overlap ? MPI_THREAD_SERIALIZED : MPI_THREAD_FUNNELED, &provided);
+    comm_thread_level = err == MPI_SUCCESS ? provided : -1;
     comm_guard_disarm();
     if (err != MPI_SUCCESS) {
         comm_me = 0;
@@ -518,6 +530,8 @@ int comm_init(int *argc, char ***argv)
  * is 86 (restart: the resume finds the run complete); a stop keeps its 75. */
 void comm_finalize(int rc)
 {
+    if (!comm_broken)
+        comm_async_drain();   /* a failed wait ended the queue's work already */
     if (comm_mpi_on && comm_broken && comm_world > 1)
         MPI_Abort(MPI_COMM_WORLD, ST_WATCHDOG);
     if (!comm_mpi_on)
@@ -543,7 +557,9 @@ int comm_reduce_scatter_flat_span(float *buf, size_t n, size_t a, size_t b)
 {
     if (comm_world == 1)
         return ST_OK;
-    int W = comm_world, me = comm_me, rc = ST_OK;
+    int W = comm_world, me = comm_me, rc = comm_async_drain();
+    if (rc != ST_OK)
+        return rc;
     size_t C = comm_chunk, rounds = comm_span_rounds(n, a, b, W, C);
     /* A bucket smaller than a chunk needs no chunk-sized buffer: the
      * pieces of one round fit its largest part. */
@@ -664,7 +680,7 @@ static int comm_chain_step(comm_chain *ch, float *buf, size_t n, size_t a, size_
                                 &ch->send[s]), "send");
 }
 
-int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b)
+static int comm_rs_span(float *buf, size_t n, size_t a, size_t b)
 {
     if (comm_world == 1)
         return ST_OK;
@@ -705,11 +721,9 @@ out:
     return rc;
 }
 
-int comm_reduce_scatter(float *g, size_t n) { return comm_reduce_scatter_span(g, n, 0, n); }
-
 /* In the same rounds: each rank sends its piece to every peer and receives
  * every peer's piece straight into place. */
-int comm_allgather_span(float *buf, size_t n, size_t a, size_t b)
+static int comm_ag_span(float *buf, size_t n, size_t a, size_t b)
 {
     if (comm_world == 1)
         return ST_OK;
@@ -745,12 +759,160 @@ int comm_allgather_span(float *buf, size_t n, size_t a, size_t b)
     return rc;
 }
 
+/* ---- the comm worker ([comm] overlap) -----------------------------------
+ * One thread runs the queued span collectives in FIFO order while the main
+ * thread computes. MPI_THREAD_SERIALIZED is all it needs: the main thread
+ * makes no MPI call while the queue holds work, because every public
+ * collective below drains the queue first. Every rank queues the same
+ * collectives in the same order, so the messages match as when blocking. */
+enum { COMM_JOB_RS, COMM_JOB_AG };
+typedef struct {
+    int kind;
+    float *buf;
+    size_t n, a, b;
+    comm_after then;
+    void *arg;
+} comm_job;
+
+#define COMM_QUEUE 8
+static pthread_mutex_t comm_q_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t comm_q_work = PTHREAD_COND_INITIALIZER, comm_q_done_cv = PTHREAD_COND_INITIALIZER;
+static comm_job comm_q[COMM_QUEUE];
+static long comm_q_next = 1, comm_q_done;   /* next ticket to give; last ticket finished */
+static int comm_q_rc;                        /* the first failed job's code; later jobs do not run */
+static int comm_q_thread;                    /* 1: the worker runs; 0: not yet; -1: blocking */
+
+static int comm_job_run(const comm_job *j)
+{
+    int rc = j->kind == COMM_JOB_RS ? comm_rs_span(j->buf, j->n, j->a, j->b) : comm_ag_span(j->buf, j->n, j->a, j->b);
+    if (rc == ST_OK && j->then)
+        j->then(j->arg);
+    return rc;
+}
+
+static void *comm_worker(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&comm_q_mu);
+    for (;;) {
+        while (comm_q_done + 1 >= comm_q_next)
+            pthread_cond_wait(&comm_q_work, &comm_q_mu);
+        comm_job j = comm_q[(comm_q_done + 1) % COMM_QUEUE];
+        int skip = comm_q_rc;
+        pthread_mutex_unlock(&comm_q_mu);
+        int rc = skip ? skip : comm_job_run(&j);
+        pthread_mutex_lock(&comm_q_mu);
+        if (rc != ST_OK && !comm_q_rc)
+            comm_q_rc = rc;
+        comm_q_done++;
+        pthread_cond_broadcast(&comm_q_done_cv);
+    }
+    return NULL;
+}
+
+/* Starts the worker on first use: only with MPI over 2+ ranks, overlap on
+ * and MPI_THREAD_SERIALIZED provided; otherwise the queue runs each job at
+ * once (one line says why when MPI lacks the level). */
+static int comm_async_ready(void)
+{
+    if (comm_q_thread)
+        return comm_q_thread > 0;
+    comm_q_thread = -1;
+    if (!comm_overlap || comm_world < 2 || !comm_mpi_on)
+        return 0;
+    if (comm_thread_level < MPI_THREAD_SERIALIZED) {
+        if (comm_me == 0)
+            util_log("comm.overlap: MPI provides no MPI_THREAD_SERIALIZED; the bucket exchanges block");
+        return 0;
+    }
+    pthread_t th;
+    sigset_t all, old;
+    sigfillset(&all);   /* signals stay with the main thread (spot's handlers) */
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int ok = pthread_create(&th, NULL, comm_worker, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (ok) {
+        pthread_detach(th);
+        comm_q_thread = 1;
+        if (comm_me == 0)
+            util_log("comm.overlap: the bucket exchanges run on a comm worker thread");
+    } else if (comm_me == 0) {
+        util_log("comm.overlap: no worker thread; the bucket exchanges block");
+    }
+    return ok;
+}
+
+int comm_async_active(void) { return comm_async_ready(); }
+
+static long comm_async_put(const comm_job *j)
+{
+    if (!comm_async_ready()) {
+        long t = comm_q_next++;
+        int rc = comm_q_rc ? comm_q_rc : comm_job_run(j);
+        if (rc != ST_OK && !comm_q_rc)
+            comm_q_rc = rc;
+        comm_q_done = t;
+        return t;
+    }
+    pthread_mutex_lock(&comm_q_mu);
+    while (comm_q_next - comm_q_done > COMM_QUEUE - 1)
+        pthread_cond_wait(&comm_q_done_cv, &comm_q_mu);
+    long t = comm_q_next;
+    comm_q[t % COMM_QUEUE] = *j;
+    comm_q_next++;
+    pthread_cond_signal(&comm_q_work);
+    pthread_mutex_unlock(&comm_q_mu);
+    return t;
+}
+
+long comm_async_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b, comm_after then, void *arg)
+{
+    comm_job j = {COMM_JOB_RS, buf, n, a, b, then, arg};
+    return comm_async_put(&j);
+}
+
+long comm_async_allgather_span(float *buf, size_t n, size_t a, size_t b)
+{
+    comm_job j = {COMM_JOB_AG, buf, n, a, b, NULL, NULL};
+    return comm_async_put(&j);
+}
+
+int comm_async_wait(long ticket)
+{
+    if (comm_q_thread <= 0)
+        return comm_q_rc;
+    pthread_mutex_lock(&comm_q_mu);
+    while (comm_q_done < ticket)
+        pthread_cond_wait(&comm_q_done_cv, &comm_q_mu);
+    int rc = comm_q_rc;
+    pthread_mutex_unlock(&comm_q_mu);
+    return rc;
+}
+
+int comm_async_drain(void) { return comm_async_wait(comm_q_next - 1); }
+
+int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b)
+{
+    int rc = comm_async_drain();
+    return rc != ST_OK ? rc : comm_rs_span(buf, n, a, b);
+}
+
+int comm_allgather_span(float *buf, size_t n, size_t a, size_t b)
+{
+    int rc = comm_async_drain();
+    return rc != ST_OK ? rc : comm_ag_span(buf, n, a, b);
+}
+
+int comm_reduce_scatter(float *g, size_t n) { return comm_reduce_scatter_span(g, n, 0, n); }
 int comm_allgather(float *p, size_t n) { return comm_allgather_span(p, n, 0, n); }
 
 int comm_sum(double *v, int k)
 {
     if (comm_world == 1)
         return ST_OK;
+    int qrc = comm_async_drain();
+    if (qrc != ST_OK)
+        return qrc;
     double *all = malloc((size_t)k * (size_t)comm_world * sizeof *all);
     if (!all)
         return util_fail(ST_SOFTWARE, "out of memory");
@@ -772,6 +934,9 @@ int comm_max(int64_t *v, int k)
 {
     if (comm_world == 1)
         return ST_OK;
+    int qrc = comm_async_drain();
+    if (qrc != ST_OK)
+        return qrc;
     MPI_Request req;
     int rc = comm_check(MPI_Iallreduce(MPI_IN_PLACE, v, k, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD, &req), "allreduce");
     return rc == ST_OK ? comm_waitall(&req, NULL, 1, "allreduce") : rc;
@@ -781,6 +946,9 @@ int comm_bcast(void *buf, size_t bytes, int root)
 {
     if (comm_world == 1)
         return ST_OK;
+    int qrc = comm_async_drain();
+    if (qrc != ST_OK)
+        return qrc;
     MPI_Request req;
     int peer = root;
     int rc = comm_check(MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &req), "broadcast");
@@ -792,6 +960,9 @@ int comm_barrier(void)
 {
     if (comm_world == 1)
         return ST_OK;
+    int qrc = comm_async_drain();
+    if (qrc != ST_OK)
+        return qrc;
     MPI_Request req;
     int rc = comm_check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "barrier");
     return rc == ST_OK ? comm_waitall(&req, NULL, 1, "barrier") : rc;
@@ -808,6 +979,18 @@ int comm_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b) { return 
 int comm_reduce_scatter_flat_span(float *buf, size_t n, size_t a, size_t b) { return ST_OK; }
 int comm_allgather(float *p, size_t n) { return ST_OK; }
 int comm_allgather_span(float *buf, size_t n, size_t a, size_t b) { return ST_OK; }
+int comm_async_active(void) { return 0; }
+/* One process: nothing to exchange; then runs at once, as after a reduce. */
+static long comm_q_next = 1;
+long comm_async_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b, comm_after then, void *arg)
+{
+    if (then)
+        then(arg);
+    return comm_q_next++;
+}
+long comm_async_allgather_span(float *buf, size_t n, size_t a, size_t b) { return comm_q_next++; }
+int comm_async_wait(long ticket) { return ST_OK; }
+int comm_async_drain(void) { return ST_OK; }
 int comm_sum(double *v, int k) { return ST_OK; }
 int comm_max(int64_t *v, int k) { return ST_OK; }
 int comm_bcast(void *buf, size_t bytes, int root) { return ST_OK; }

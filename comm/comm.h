@@ -94,6 +94,30 @@ const char *comm_reduce_name(int reduce);
 void comm_set_reduce(int reduce);
 int comm_get_reduce(void);
 
+/* [comm] overlap: whether the span collectives of ZeRO stages 2-3 run on a
+ * comm worker thread while the backward (and forward) computes. Set before
+ * comm_init, which asks MPI for MPI_THREAD_SERIALIZED when it is on. */
+void comm_set_overlap(int on);
+int comm_get_overlap(void);
+
+/* The comm worker's queue: span collectives run in the order they were
+ * queued (every rank must queue the same ones in the same order), one at a
+ * time, on a thread of their own when overlap is on, MPI runs 2+ ranks and
+ * provides MPI_THREAD_SERIALIZED (else each runs at once, blocking, and
+ * the bits are the same). A ticket names one queued collective;
+ * comm_async_wait returns once it is done, with the first failure of any
+ * queued collective (a failure makes the later ones fail at once: each is
+ * bounded by spot.comm_timeout_seconds as when blocking). `then` runs on
+ * the worker right after a successful reduce-scatter (with one process:
+ * at once). Every blocking collective in this file drains the queue first,
+ * so the main thread never calls MPI while the worker does. */
+typedef void (*comm_after)(void *arg);
+int comm_async_active(void);   /* a worker thread runs the queue */
+long comm_async_reduce_scatter_span(float *buf, size_t n, size_t a, size_t b, comm_after then, void *arg);
+long comm_async_allgather_span(float *buf, size_t n, size_t a, size_t b);
+int comm_async_wait(long ticket);
+int comm_async_drain(void);
+
 /* A wait for peers (every collective below) still waiting after this many
  * seconds gives up with ST_WATCHDOG: a peer vanished or hung, and main's
  * MPI_Abort(86) ends the job instead of a hang. 0 waits forever (the
@@ -127,6 +151,9 @@ const char *comm_note_timeout(const char *what, int peer, double waited);
  * cuda/nccl.cu; bucket and layer in backend/cpu.c: ZeRO's gradient exchange
  * and parameter gather of one bucket). */
 void comm_test_freeze(const char *point);
+/* The same points, SPOTRAIN_TEST_NOTICE=POINT@RANK: that rank gets SIGUSR1
+ * (a reclaim notice) there, once: a notice mid-step, exactly while a
+ * bucket exchange is queued (tests/cli/cli_zero_overlap.sh). */
 /* Test hook: SPOTRAIN_TEST_SLOW=POINT@RANK:SECONDS delays that rank there. */
 void comm_test_slow(const char *point);
 

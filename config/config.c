@@ -116,6 +116,7 @@ static const cfg_key cfg_keys[] = {
     KS("spot", "vm_name", vm_name, NULL),
 
     KS("comm", "reduce", comm_reduce, "chain|nccl"),
+    KS("comm", "overlap", comm_overlap, "true|false"),
 
     KI("cost", "nodes", nodes, 1, 1 << 20),
     KI("cost", "ondemand_nodes", ondemand_nodes, 0, 1 << 20),

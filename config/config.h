@@ -74,6 +74,7 @@ typedef struct cfg {
     char vm_name[256];              /* azure: this VM's name; empty = ask IMDS */
 
     /* [comm] */
+    char comm_overlap[8];           /* true | false: ZeRO 2-3 bucket exchanges on a comm worker thread */
     char comm_reduce[8];            /* chain | nccl (cuda only: ncclReduceScatter, not bitwise the CPU's) */
 
     /* [cost] */

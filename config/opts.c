@@ -49,6 +49,7 @@ int cfg_memplan(const cfg *c, const model_shape *s, int cuda, int world, memplan
      * for, so it plans stage 1 here, as the trainer did before zero. */
     m->zero = !strcmp(c->zero, "auto") ? MEMPLAN_ZERO1 : atoi(c->zero);
     m->comm_chunk = comm_get_chunk();
+    m->overlap = strcmp(c->comm_overlap, "false") != 0;
     m->reduce = comm_reduce_parse(c->comm_reduce) == COMM_REDUCE_NCCL ? COMM_REDUCE_NCCL : COMM_REDUCE_CHAIN;
     /* The writer as the trainer opens it (train/loop.c trainer_hparams). */
     m->ckpt_codec = ckpt_codec_from_name(c->ckpt_codec);

@@ -275,8 +275,8 @@ int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
     b->range = memplan_largest_range((size_t)n, c->world);
     /* Stages 2-3: the range plus one bucket of the largest span of whole
      * layers the backend moves at once (the same buckets on both
-     * backends); the collectives are blocking, so one bucket of each kind
-     * is in flight at a time. */
+     * backends), one of each kind at a time where the collectives block
+     * (the CPU's second buckets under [comm] overlap: below). */
     uint64_t R = (uint64_t)b->range, K = c->zero > MEMPLAN_ZERO1 ? (uint64_t)backend_cpu_bucket_floats(&c->shape) : 0;
     b->master = c->zero >= MEMPLAN_ZERO3 ? 4 * (R + K) : 4 * n;
     b->grads = c->zero >= MEMPLAN_ZERO2 ? 4 * (R + K) : 4 * n;   /* stage 1: full vector, the reduce-scatter's input */
@@ -285,6 +285,13 @@ int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
     b->buckets = 0;                          /* stages 2-3 count theirs in master and grads, above */
     b->comm = memplan_comm(c, n, R, K);
     if (c->backend == MEMPLAN_CPU) {
+        /* [comm] overlap over 2+ ranks: the next bucket fills a second
+         * buffer of each kind while the comm worker moves the other
+         * (backend/cpu.c). */
+        if (c->overlap && c->world > 1) {
+            b->master += c->zero >= MEMPLAN_ZERO3 ? 4 * K : 0;
+            b->grads += c->zero >= MEMPLAN_ZERO2 ? 4 * K : 0;
+        }
         memplan_cpu(c, b);
         return ST_OK;
     }

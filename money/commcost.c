@@ -21,7 +21,6 @@ void cost_comm(const cost_comm_in *in, cost_comm_out *out)
     out->rs_node_bytes = out->reduces * rs_node;
     out->flat_rs_node_bytes = out->reduces * g * 4 * n * (W - g) / W;
     out->node_bytes = out->rs_node_bytes + out->gathers * ag_node;
-    out->overlapped = 0;
     double bps = in->network_gbps * 1e9 / 8;
     out->seconds = bps > 0 ? out->node_bytes / bps : 0;
     double total = out->seconds + in->compute_seconds;
@@ -33,6 +32,16 @@ void cost_comm(const cost_comm_in *in, cost_comm_out *out)
      * can hide behind the last backward */
     double last_rs = out->reduces > 0 ? out->rs_seconds / out->reduces : 0;
     out->overlap_max = bwd < last_rs ? bwd : last_rs;
+    double e = in->first_bucket > 0 && in->first_bucket < 1 ? in->first_bucket : 0;
+    double ag = out->seconds - out->rs_seconds;
+    double hideable = out->rs_seconds * (1 - e) + (zero >= 3 ? ag * (1 - e / 2) : 0);
+    double behind = in->compute_seconds * (zero >= 3 ? 1.0 : 2.0 / 3.0);
+    out->overlap_could = zero >= 2 && W > 1 ? (hideable < behind ? hideable : behind) : 0;
+    out->overlapped = in->overlap && zero >= 2 && W > 1;
+    out->hidden = out->overlapped ? out->overlap_could : 0;
+    out->exposed = out->seconds - out->hidden;
+    double busy = out->exposed + in->compute_seconds;
+    out->exposed_share = busy > 0 ? out->exposed / busy : 0;
 }
 
 double cost_last_micro_fraction(int64_t global_batch, int64_t world, int64_t micro_batch)

@@ -18,6 +18,8 @@ typedef struct {
     int zero;                   /* ZeRO stage 1..3 (0: 1) */
     int reduce;                 /* COMM_REDUCE_CHAIN | COMM_REDUCE_NCCL (comm.h) */
     int64_t micro_steps;        /* micro-batches per rank per step (<= 0: 1) */
+    int overlap;                /* the backend overlaps stages 2-3's bucket exchanges (cpu, [comm] overlap) */
+    double first_bucket;        /* the embedding's share of the parameters: reduced last, gathered first */
 } cost_comm_in;
 
 typedef struct {
@@ -26,11 +28,15 @@ typedef struct {
     double rs_node_bytes;       /* of node_bytes, the gradient reduction */
     double flat_rs_node_bytes;  /* what the flat exchange the chain replaced would send, for comparison */
     double reduces, gathers;    /* collectives over the whole vector per step */
-    int overlapped;             /* whether the reduction overlaps the backward pass (no: blocking) */
+    int overlapped;             /* whether stages 2-3's bucket exchanges overlap compute (no: blocking) */
     double seconds;             /* node_bytes at network_gbps */
     double share;               /* seconds / (seconds + compute), no overlap */
     double rs_seconds;          /* of seconds, the gradient reduction */
     double overlap_max;         /* of rs_seconds, what the last micro-batch's backward could hide */
+    double overlap_could;       /* stages 2-3: of seconds, what the bucket overlap hides when built and on */
+    double hidden;              /* of seconds, what it hides here (0 unless overlapped) */
+    double exposed;             /* seconds - hidden: the communication a step waits for */
+    double exposed_share;       /* exposed / (exposed + compute) */
 } cost_comm_out;
 
 /* Gradient reduction, chain (comm.h): every rank but the last sends each
@@ -46,11 +52,17 @@ typedef struct {
  * (after the optimizer); stage 2 reduces every micro-batch (bucket by
  * bucket in its backward) and gathers once; stage 3 reduces every
  * micro-batch and gathers every layer before its forward and again before
- * its backward, every micro-batch, and not after the optimizer. The bucket
- * exchanges block between layers: nothing overlaps the backward pass. */
-/* overlap_max bounds an overlap of the reduction with the backward pass
- * (not built): only the last micro-batch's backward (2/3 of its compute)
- * runs after some gradients are final. */
+ * its backward, every micro-batch, and not after the optimizer.
+ * Overlap (the CPU backend with [comm] overlap; the CUDA backend's bucket
+ * exchanges block): at stages 2-3 each bucket's reduce-scatter runs behind
+ * the backward of the buckets after it, in every micro-batch, all but the
+ * embedding's, which is reduced last; at stage 3 each gather also runs
+ * behind the compute of the layer before it, all but the forward's first
+ * (the embedding). The hidden time is that communication, at most the
+ * compute it runs behind (the backward, 2/3 of a step's compute; at stage
+ * 3 the whole step's). Stage 1 reduces once, after the backward: nothing
+ * overlaps it; overlap_max bounds an overlap of that reduction with the
+ * last micro-batch's backward (not built). */
 void cost_comm(const cost_comm_in *in, cost_comm_out *out);
 
 /* The last micro-batch's share of a rank's rows, as the training loop cuts

@@ -119,8 +119,11 @@ static void cost_step_comm(const cost_opts *o, cost_plan *p)
     p->comm_zero = o->have_mem && o->mem_cfg.zero >= 1 && o->mem_cfg.zero <= 3 ? o->mem_cfg.zero : 1;
     p->comm_reduce = o->have_mem ? o->mem_cfg.reduce : COMM_REDUCE_CHAIN;
     p->micro_steps = cost_micro_steps(o->global_batch, p->gpus, o->micro_batch);
+    /* GPUs: the CUDA backend's bucket exchanges block (overlap 0). */
+    const model_shape *s = &o->mem_cfg.shape;
+    double emb = o->have_mem && p->params ? (double)s->vocab * (double)s->dim / (double)p->params : 0;
     cost_comm_in in = {p->params, p->gpus, o->gpus_per_node, 2.0, o->network_gbps, 0, 1, p->comm_zero,
-                       p->comm_reduce, p->micro_steps};
+                       p->comm_reduce, p->micro_steps, 0, emb};
     if (rate > 0 && o->tokens_per_step > 0) {
         in.compute_seconds = o->tokens_per_step * p->flops_per_token / rate;
         in.last_micro_fraction = cost_last_micro_fraction(o->global_batch, p->gpus, o->micro_batch);
@@ -252,20 +255,24 @@ static void cost_print_comm(const cost_opts *o, const cost_plan *p)
                o->tokens_per_step, 100 * p->comm.share);
     else if (o->network_gbps <= 0)
         printf("  set cost.network_gbps (per node) for the communication share of a step\n");
-    if (p->have_comm && p->gpus > 1 && p->comm.rs_node_bytes > 0)
-        printf("  an overlap with the last micro-batch's backward (not built) could hide at most %.2f s of the\n"
-               "  %.2f s reduce-scatter: %.1f%% of a step\n", p->comm.overlap_max, p->comm.rs_seconds,
-               100 * p->comm.overlap_max / (p->comm.seconds + p->step_compute_s));
+    if (p->have_comm && p->gpus > 1 && p->comm.node_bytes > 0 && p->comm_zero == 1)
+        printf("  stage 1 reduces once, after the backward pass: nothing overlaps it (an overlap with the\n"
+               "  last micro-batch's backward, not built, could hide at most %.2f s of the %.2f s reduce-scatter)\n",
+               p->comm.overlap_max, p->comm.rs_seconds);
+    else if (p->have_comm && p->gpus > 1 && p->comm.node_bytes > 0)
+        printf("  not overlapped: the CUDA backend's bucket exchanges block (the CPU backend overlaps them,\n"
+               "  [comm] overlap); overlapped they would hide about %.2f s of it\n", p->comm.overlap_could);
     if (p->gpus <= 1)
         return;
     printf("  per ZeRO stage, leaving each node per step (%lld micro-batch%s a GPU):\n", (long long)p->micro_steps,
            p->micro_steps == 1 ? "" : "es");
     for (int z = 1; z <= 3; z++) {
         const cost_comm_out *c = &p->comm_stage[z];
-        printf("    zero %d: %.3f GiB = gradients %g x %.3f GiB + parameter gathers %g x %.3f GiB; overlap: none%s\n",
+        printf("    zero %d: %.3f GiB = gradients %g x %.3f GiB + parameter gathers %g x %.3f GiB; overlap: %s\n",
                z, c->node_bytes / COST_GIB, c->reduces, c->reduces > 0 ? c->rs_node_bytes / c->reduces / COST_GIB : 0,
                c->gathers, c->gathers > 0 ? (c->node_bytes - c->rs_node_bytes) / c->gathers / COST_GIB : 0,
-               z == 1 ? "" : " (bucket exchanges block between layers)");
+               z == 1 ? "none (one reduction after the backward pass)"
+                      : "none on GPUs (bucket exchanges block between layers; the CPU backend overlaps them)");
     }
     if (p->comm_reduce == COMM_REDUCE_CHAIN && p->comm.flat_rs_node_bytes > p->comm.rs_node_bytes)
         printf("  (the flat all-to-all exchange the chain replaced sent %.3f GiB of gradients from each node)\n",
@@ -520,6 +527,8 @@ static void cost_print_json(const cost_opts *o, const cost_plan *p)
         json_object_object_add(cm, "share", cost_jnum(p->comm.share));
         json_object_object_add(cm, "reduce_scatter_seconds", cost_jnum(p->comm.rs_seconds));
         json_object_object_add(cm, "overlap_max_seconds", cost_jnum(p->comm.overlap_max));
+        json_object_object_add(cm, "overlap_hidden_seconds", cost_jnum(p->comm.hidden));
+        json_object_object_add(cm, "exposed_seconds", cost_jnum(p->comm.exposed));
     }
     json_object_object_add(r, "comm_per_step", cm);
 print:

@@ -145,7 +145,24 @@ t_has "estimate: the flat exchange for comparison" "the flat all-to-all exchange
 # shellcheck disable=SC2086
 "$S" train "$EX" --dry-run --world 64 $CS $Z1 >"$T_TMP/comm_dry.txt" 2>&1
 t_has "dry-run states the same share" "9% of a step when not overlapped" "$T_TMP/comm_dry.txt"
-t_has "dry-run states the overlap bound (not built)" "last micro-batch's backward (not built) could hide at most 1.11 s of the 1.11 s reduce-scatter: 2.0% of a step" "$T_TMP/comm_dry.txt"
+t_has "dry-run, stage 1: nothing overlaps its one reduction; the bound of an overlap that is not built" "stage 1 reduces once, after the backward pass: nothing overlaps it (an overlap with the last micro-batch's backward, not built, could hide at most 1.11 s of the 1.11 s reduce-scatter" "$T_TMP/comm_dry.txt"
+# Stages 2-3 overlap on backend cpu ([comm] overlap), not on cuda: the
+# exposed time is the network time less what runs behind compute.
+# shellcheck disable=SC2086
+"$S" train "$EX" --dry-run --world 64 $CS --set train.zero=2 --set train.backend=cpu >"$T_TMP/ov_cpu.txt" 2>&1
+t_exit "dry-run, zero 2, backend cpu: overlapped, the hidden and exposed time" 0 "" \
+    grep -qE "overlapped \(\[comm\] overlap\): about [0-9.]+ s of it hidden behind compute, [0-9.]+ s exposed" "$T_TMP/ov_cpu.txt"
+t_exit "dry-run, zero 2, backend cpu: the stage line says what overlaps" 0 "" \
+    grep -qE "zero 2: .*overlap: each bucket's reduce-scatter behind the backward of the following buckets$" "$T_TMP/ov_cpu.txt"
+# shellcheck disable=SC2086
+"$S" train "$EX" --dry-run --world 64 $CS --set train.zero=3 --set train.backend=cpu --set comm.overlap=false >"$T_TMP/ov_off.txt" 2>&1
+t_has "dry-run, zero 3, overlap = false: not overlapped, and what it would hide" "not overlapped ([comm] overlap = false): overlapped, the bucket exchanges would hide about" "$T_TMP/ov_off.txt"
+# shellcheck disable=SC2086
+"$S" cost estimate "$EX" $CS --set train.zero=2 --json >"$T_TMP/ov_gpu.json"
+t_exit "estimate, zero 2 on GPUs: nothing hidden (the CUDA backend blocks), exposed = network time" 0 "" python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))["comm_per_step"]
+assert c["zero_stage"] == 2 and c["overlap_hidden_seconds"] == 0 and c["exposed_seconds"] == c["network_seconds"], c' "$T_TMP/ov_gpu.json"
 t_has "estimate states the same overlap bound" "could hide at most 1.11 s of the" "$T_TMP/comm.txt"
 t_has "dry-run: the same volume per ZeRO stage" "zero 3: 617.835 GiB = gradients 3 x 25.743 GiB + parameter gathers 6 x 90.101 GiB; overlap: none" "$T_TMP/comm_dry.txt"
 # shellcheck disable=SC2086

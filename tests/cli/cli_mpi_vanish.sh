@@ -124,7 +124,7 @@ fi
 frozen_at() {
     fz=$1 point=$2 agreement=$3 verb=$4
     shift 4
-    dir=fz-${point%@*}-${point#*@}
+    dir=fz-${point%@*}-${point#*@}${FZ_TAG:-}   # FZ_TAG: one point frozen in several runs
     frozen=${point#*@}
     survivor=$((1 - frozen))
     SPOTRAIN_TEST_FREEZE=$point $M "$S" "$verb" empty.ini $F --set train.run_dir="$PWD/$dir" \
@@ -179,10 +179,17 @@ wait_for $! 60 || t_bad "resume: the run to resume from finished" "$(tail -n 3 f
 frozen_at "frozen on resume" resume@1 "resume agreement: every rank read its range" resume --set train.max_steps=6
 # The final checkpoint's commit.
 # ZeRO 2 and 3 exchange each layer's bucket inside the backward and forward.
-frozen_at "zero 2: frozen in a layer's gradient exchange" bucket@1 "training step" train --set train.max_steps=3 \
-    --set train.zero=2
-frozen_at "zero 3: frozen in a layer's parameter gather" layer@1 "training step" train --set train.max_steps=3 \
-    --set train.zero=3
+# With [comm] overlap (the default) the survivor has queued the exchange
+# and computes on: its comm worker's wait times out and the next wait for
+# the worker returns the failure; without, the exchange blocks as before.
+for o in true false; do
+    FZ_TAG=-$o
+    frozen_at "zero 2, overlap $o: frozen in a layer's gradient exchange" bucket@1 "training step" train \
+        --set train.max_steps=3 --set train.zero=2 --set comm.overlap=$o
+    frozen_at "zero 3, overlap $o: frozen in a layer's parameter gather" layer@1 "training step" train \
+        --set train.max_steps=3 --set train.zero=3 --set comm.overlap=$o
+done
+FZ_TAG=
 frozen_at "frozen in a commit" commit@1 "final checkpoint commit" train --set train.max_steps=3
 # The stop: SIGTERM to rank 0 once 3 steps are logged; rank 1 freezes as
 # it enters the stop (rank 0 would otherwise exit 75).

@@ -302,7 +302,7 @@ static void test_overlap_bound(void)
     EXPECT(cost_last_micro_fraction(2304, 64, 64) == 1);                       /* piece larger than the share */
     EXPECT(cost_last_micro_fraction(2304, 0, 2) == 2.0 / 2304);
     EXPECT(cost_last_micro_fraction(0, 64, 2) == 1);
-    cost_comm_in in = {1000000, 16, 8, 2.0, 100, 30, 0.25, 1, COMM_REDUCE_CHAIN, 1};
+    cost_comm_in in = {1000000, 16, 8, 2.0, 100, 30, 0.25, 1, COMM_REDUCE_CHAIN, 1, 0, 0};
     cost_comm_out out;
     cost_comm(&in, &out);
     EXPECT(NEAR(out.rs_seconds, 4e6 / 12.5e9, 1e-12));     /* the chain: 4 bytes a parameter leave a node */
@@ -315,6 +315,40 @@ static void test_overlap_bound(void)
     EXPECT(NEAR(out.overlap_max, 20, 1e-12));
 }
 
+/* The bucket overlap (backend cpu, [comm] overlap): stages 2-3 hide every
+ * bucket's reduce-scatter but the embedding's (reduced last), stage 3 also
+ * every gather but the forward's first, at most behind the compute they
+ * run beside (the backward at 2, the whole step at 3); stage 1 and
+ * overlap off hide nothing, though overlap_could says what it would. */
+static void test_overlap_hidden(void)
+{
+    double e = 0.25;
+    cost_comm_in in = {1000000000, 16, 8, 2.0, 100, 1000, 1, 2, COMM_REDUCE_CHAIN, 2, 1, e};
+    cost_comm_out z1, z2, z3, off, tight;
+    cost_comm(&in, &z2);
+    EXPECT(z2.overlapped && NEAR(z2.hidden, z2.rs_seconds * (1 - e), 1e-12));
+    EXPECT(NEAR(z2.exposed, z2.seconds - z2.hidden, 1e-12) && z2.exposed > z2.seconds - z2.rs_seconds);
+    EXPECT(NEAR(z2.exposed_share, z2.exposed / (z2.exposed + 1000), 1e-12));
+    in.zero = 3;
+    cost_comm(&in, &z3);
+    double ag = z3.seconds - z3.rs_seconds;
+    EXPECT(z3.overlapped && NEAR(z3.hidden, z3.rs_seconds * (1 - e) + ag * (1 - e / 2), 1e-12));
+    in.zero = 1;
+    cost_comm(&in, &z1);
+    EXPECT(!z1.overlapped && z1.hidden == 0 && z1.overlap_could == 0 && NEAR(z1.exposed, z1.seconds, 1e-12));
+    in.zero = 2;
+    in.overlap = 0;
+    cost_comm(&in, &off);
+    EXPECT(!off.overlapped && off.hidden == 0 && NEAR(off.overlap_could, z2.hidden, 1e-12));
+    in.overlap = 1;
+    in.compute_seconds = 0.3;   /* less compute than communication: capped by the backward */
+    cost_comm(&in, &tight);
+    EXPECT(NEAR(tight.hidden, 0.2, 1e-12));
+    in.zero = 3;
+    cost_comm(&in, &tight);
+    EXPECT(NEAR(tight.hidden, 0.3, 1e-12));
+}
+
 /* The volume per ZeRO stage: the chain sends one vector of fp32 per node
  * per reduction whatever the ranks per node (the flat exchange sent
  * ranks-per-node times (W-g)/W of it); stage 2 reduces every micro-batch,
@@ -322,7 +356,7 @@ static void test_overlap_bound(void)
 static void test_comm_stages(void)
 {
     double n = 1e9, W = 64, g = 8, m = 3;
-    cost_comm_in in = {1000000000, 64, 8, 2.0, 0, 0, 1, 1, COMM_REDUCE_CHAIN, 3};
+    cost_comm_in in = {1000000000, 64, 8, 2.0, 0, 0, 1, 1, COMM_REDUCE_CHAIN, 3, 0, 0};
     cost_comm_out z1, z2, z3, nc, one;
     cost_comm(&in, &z1);
     in.zero = 2;
@@ -364,6 +398,7 @@ int main(void)
     harness_run("cost report on a hand-written ledger", test_report);
     harness_run("Prometheus textfile", test_metrics);
     harness_run("overlap bound", test_overlap_bound);
+    harness_run("overlap hidden", test_overlap_hidden);
     harness_run("communication per ZeRO stage (chain)", test_comm_stages);
     return harness_end();
 }

@@ -337,6 +337,30 @@ static void test_zero_stages(void)
 
 /* zero = auto: the lowest stage whose plan fits, the smallest plan when
  * none does (stage 1 on one rank), 1 on CUDA or when nothing is known. */
+/* [comm] overlap on the CPU over 2+ ranks: a second gradient bucket at
+ * stages 2-3 and a second parameter bucket at 3 (backend/cpu.c allocates
+ * them); none at stage 1, one rank, or on CUDA. */
+static void test_overlap_buckets(void)
+{
+    const model_shape s = small;
+    uint64_t K = 4 * (uint64_t)backend_cpu_bucket_floats(&s);
+    for (int be = MEMPLAN_CPU; be <= MEMPLAN_CUDA; be++)
+        for (int w = 1; w <= 4; w += 3)
+            for (int z = MEMPLAN_ZERO1; z <= MEMPLAN_ZERO3; z++) {
+                memplan_cfg c = mp_cfg(&s, (memplan_backend)be, be == MEMPLAN_CPU ? MEMPLAN_FP32 : MEMPLAN_BF16, w, 1);
+                memplan_bytes on, off;
+                c.zero = z;
+                c.overlap = 0;
+                EXPECT(memplan_compute(&c, &off) == ST_OK);
+                c.overlap = 1;
+                EXPECT(memplan_compute(&c, &on) == ST_OK);
+                int two = be == MEMPLAN_CPU && w > 1;
+                EXPECT(on.grads - off.grads == (two && z >= 2 ? K : 0));
+                EXPECT(on.master - off.master == (two && z >= 3 ? K : 0));
+                EXPECT(on.total - off.total == on.grads - off.grads + on.master - off.master);
+            }
+}
+
 static void test_choose_zero(void)
 {
     /* At 32K context, where layers recompute saves more than zero 3 (the
@@ -457,6 +481,7 @@ int main(void)
     harness_run("world shrinks only the sharded categories", test_world_scaling);
     harness_run("zero 2-3 are range + bucket", test_zero_stages);
     harness_run("zero = auto picks the lowest stage that fits", test_choose_zero);
+    harness_run("overlap: a second bucket of each kind on the cpu", test_overlap_buckets);
     harness_run("the process: writer I/O and runtime", test_process_terms);
     harness_run("stages 1-3 planned on both backends, others refused", test_stages);
     harness_run("rank 0 holds no chain slots on the cpu", test_rank_total);
