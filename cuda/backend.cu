@@ -535,7 +535,13 @@ __global__ void cuda_add_kernel(float *dst, const float *src, size_t n)
  * micro-batch (stage 1's value exactly), added by later ones. Queued on
  * the comm stream after the compute stream's last write to the bucket,
  * not waited for: the backward goes on into the other buffer meanwhile.
- * The same kernels in the same order as on one stream: the same bits. */
+ * The same kernels in the same order as on one stream: the same bits.
+ * On the emulator (tests/emu) streams run only when something waits for
+ * them, and each NCCL round completes before the host goes on (its
+ * ncclCommGetAsyncError is stricter than NCCL's), so no overlap shows
+ * there; its stream-hazard check proves the events order every access
+ * across the two streams (tests/emu/cli_zero_emu.sh drops one wait and
+ * expects the failure). */
 static int cuda_close_bucket(backend *be, int64_t k)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
