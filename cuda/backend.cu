@@ -42,20 +42,36 @@ typedef struct {
     void *work;                      /* compute-precision copy (2-byte types); NULL: GEMMs read master */
     size_t moff, mlen, woff, goff, glen;
     int zero;                        /* ZeRO stage 1, 2 or 3 */
-    /* Stages 2-3: one gradient bucket (fp32; its reduce-scatter blocks, so
-     * one is enough); ga, wa: flat offset of the open gradient bucket's
-     * and of the current parameter bucket's first element. */
-    float *gbucket;
+    /* Stages 2-3: two fp32 gradient buckets: the backward adds into
+     * gbuf[gcur] (gbucket) while the comm stream reduce-scatters the one
+     * closed before it; ga, wa: flat offset of the open gradient bucket's
+     * and of the current parameter bucket's first element. ev_closed: the
+     * compute stream's end of the bucket just closed; ev_gfree[i]: the
+     * comm stream's last use of gbuf[i]; ev_reduced: the comm stream's end
+     * of a backward's exchanges. exchanges, gathers: buckets reduced and
+     * gathered on the comm stream (logged at the end under
+     * SPOTRAIN_CUDA_OVERLAP, which tests/emu/cli_zero_emu.sh counts). */
+    float *gbucket, *gbuf[2];
+    int gcur;
+    cudaEvent_t ev_closed, ev_gfree[2], ev_reduced;
+    int64_t exchanges, gathers;
+    int overlap;                     /* SPOTRAIN_CUDA_OVERLAP: 1 count, 2 count and drop a wait (tests) */
     void *wbucket;                   /* the bucket cuda_w reads: wbuf[wcur] */
     size_t bucket_cap, ga, wa;
     /* Stage 3: two parameter buffers, the current one and the one the next
-     * bucket is gathered into on the gather stream meanwhile; wk: the
-     * bucket each holds (CUDA_NO_BUCKET: none); pend: the bucket being
-     * gathered; ev_free[i]: the compute stream's last use of buffer i. */
+     * bucket is gathered into on the comm stream meanwhile; wk: the bucket
+     * each holds (CUDA_NO_BUCKET: none); pend: the bucket being gathered;
+     * ev_free[i]: the compute stream's last use of buffer i. */
     void *wbuf[2];
     int64_t wk[2], pend;
     int wcur;
-    cudaStream_t gather;
+    /* The one stream every ZeRO collective of stages 2-3 is queued on
+     * (the stage-3 gathers and the stage 2-3 bucket reductions), in the
+     * same program order on every rank: NCCL wants one communicator's
+     * operations in one order everywhere, never two at once from two
+     * streams. Stage 1's whole-vector collectives run on the compute
+     * stream while this one is idle (the backward waited for it). */
+    cudaStream_t comm;
     cudaEvent_t ev_free[2], ev_gathered;
     int training;                    /* the forward in flight is fwd_bwd's: its backward gathers next */
     int reduced;                     /* stage 2+: a micro-batch was reduced into grads since zero_grads */
@@ -398,8 +414,8 @@ static void cuda_cut(const backend *be, size_t a, size_t b, size_t *x, size_t *y
 
 /* Stage 3: bucket k's span [a, b) into buffer i: this rank's part copied
  * in from the shard, the rest gathered from the peers (pure data
- * movement), on stream s. Blocking (waited for) unless start. */
-static int cuda_fill_bucket(backend *be, int64_t k, int i, cudaStream_t s, int start)
+ * movement), started on stream s (cuda_gather_wait waits for it). */
+static int cuda_fill_bucket(backend *be, int64_t k, int i, cudaStream_t s)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     size_t a, b, x, y, es = c->work ? cuda_prec_bytes(c->prec) : sizeof(float);
@@ -413,17 +429,31 @@ static int cuda_fill_bucket(backend *be, int64_t k, int i, cudaStream_t s, int s
                                s));
     c->wk[i] = k;
     if (c->nccl)
-        rc = start ? cuda_nccl_allgather_span_start(c->nccl, dst, be->L->n_floats, a, b, es, s)
-                   : cuda_nccl_allgather_span(c->nccl, dst, be->L->n_floats, a, b, es, s);
-    else if (start)
+        rc = cuda_nccl_allgather_span_start(c->nccl, dst, be->L->n_floats, a, b, es, s);
+    else
         CU_TRY(cudaEventRecord(c->ev_gathered, s));
+    c->gathers++;
+exit:
+    return rc;
+}
+
+/* Stage 3: the compute stream's work queued from now on comes after the
+ * gather just started on the comm stream: a bounded host wait through
+ * NCCL (as every wait for peers), or an event without peers. */
+static int cuda_gather_wait(cuda_impl *c)
+{
+    int rc = ST_OK;
+    if (c->nccl)
+        CU_OK(cuda_nccl_allgather_span_wait(c->nccl));
+    else
+        CU_TRY(cudaStreamWaitEvent(c->stream, c->ev_gathered, 0));
 exit:
     return rc;
 }
 
 /* Stage 3: makes bucket k the one cuda_w reads (until the next call), and
  * starts gathering bucket `next` (CUDA_NO_BUCKET: none) into the other of
- * the two buffers on the gather stream, so that it moves while the compute
+ * the two buffers on the comm stream, so that it moves while the compute
  * stream runs bucket k's kernels. The other buffer is overwritten only
  * after the compute stream is done with what it queued on it (ev_free).
  * A started gather is waited for (bounded, as every wait for peers) when
@@ -440,19 +470,21 @@ static int cuda_gather_bucket(backend *be, int64_t k, int64_t next)
     /* Everything queued so far read the current buffer. */
     CU_TRY(cudaEventRecord(c->ev_free[c->wcur], c->stream));
     if (c->pend != CUDA_NO_BUCKET) {
-        if (c->nccl)
-            CU_OK(cuda_nccl_allgather_span_wait(c->nccl));
-        else
-            CU_TRY(cudaStreamWaitEvent(c->stream, c->ev_gathered, 0));
+        CU_OK(cuda_gather_wait(c));
         if (c->pend == k)
             c->wcur ^= 1;
         c->pend = CUDA_NO_BUCKET;
     }
     if (c->wk[c->wcur] != k) {
-        /* Not prefetched: gathered now on the compute stream, in order
-         * after the work that read the other buffer. */
-        CU_OK(cuda_fill_bucket(be, k, c->wcur ^ 1, c->stream, 0));
-        c->wcur ^= 1;
+        /* Not prefetched: gathered now, on the comm stream too (NCCL's one
+         * stream), after the work queued so far on the other buffer, and
+         * waited for at once. */
+        other = c->wcur ^ 1;
+        CU_TRY(cudaEventRecord(c->ev_free[other], c->stream));
+        CU_TRY(cudaStreamWaitEvent(c->comm, c->ev_free[other], 0));
+        CU_OK(cuda_fill_bucket(be, k, other, c->comm));
+        CU_OK(cuda_gather_wait(c));
+        c->wcur = other;
     }
     model_bucket_span(be->L, k, &a, &b);
     c->wa = a;
@@ -460,15 +492,17 @@ static int cuda_gather_bucket(backend *be, int64_t k, int64_t next)
     if (next == CUDA_NO_BUCKET)
         goto exit;
     other = c->wcur ^ 1;
-    CU_TRY(cudaStreamWaitEvent(c->gather, c->ev_free[other], 0));
-    CU_OK(cuda_fill_bucket(be, next, other, c->gather, 1));
+    CU_TRY(cudaStreamWaitEvent(c->comm, c->ev_free[other], 0));
+    CU_OK(cuda_fill_bucket(be, next, other, c->comm));
     c->pend = next;
 exit:
     return rc;
 }
 
-/* Stage 2+: bucket k's gradients go into a zeroed gbucket (as stage 1's
- * zeroed full vector), so every kernel adds the same floats. */
+/* Stage 2+: bucket k's gradients go into a zeroed gradient bucket (as
+ * stage 1's zeroed full vector), so every kernel adds the same floats:
+ * the other of the two buffers, once the comm stream is done with the
+ * bucket it held (the one closed two buckets ago). */
 static int cuda_open_bucket(backend *be, int64_t k)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
@@ -477,6 +511,12 @@ static int cuda_open_bucket(backend *be, int64_t k)
     if (c->zero < 2)
         return ST_OK;
     model_bucket_span(be->L, k, &a, &b);
+    c->gcur ^= 1;
+    c->gbucket = c->gbuf[c->gcur];
+    /* SPOTRAIN_CUDA_OVERLAP=unordered drops this wait: the emulator's
+     * stream-hazard check must then fail the run (a test proves it). */
+    if (c->overlap < 2)
+        CU_TRY(cudaStreamWaitEvent(c->stream, c->ev_gfree[c->gcur], 0));
     CU_TRY(cudaMemsetAsync(c->gbucket, 0, (b - a) * sizeof(float), c->stream));
     c->ga = a;
 exit:
@@ -492,7 +532,16 @@ __global__ void cuda_add_kernel(float *dst, const float *src, size_t n)
 
 /* Stage 2+: bucket k reduce-scattered in rank order (the CPU rule); this
  * rank's part lands in its range of grads: copied by the step's first
- * micro-batch (stage 1's value exactly), added by later ones. */
+ * micro-batch (stage 1's value exactly), added by later ones. Queued on
+ * the comm stream after the compute stream's last write to the bucket,
+ * not waited for: the backward goes on into the other buffer meanwhile.
+ * The same kernels in the same order as on one stream: the same bits.
+ * On the emulator (tests/emu) streams run only when something waits for
+ * them, and each NCCL round completes before the host goes on (its
+ * ncclCommGetAsyncError is stricter than NCCL's), so no overlap shows
+ * there; its stream-hazard check proves the events order every access
+ * across the two streams (tests/emu/cli_zero_emu.sh drops one wait and
+ * expects the failure). */
 static int cuda_close_bucket(backend *be, int64_t k)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
@@ -501,19 +550,38 @@ static int cuda_close_bucket(backend *be, int64_t k)
     if (c->zero < 2)
         return ST_OK;
     model_bucket_span(be->L, k, &a, &b);
+    CU_TRY(cudaEventRecord(c->ev_closed, c->stream));
+    CU_TRY(cudaStreamWaitEvent(c->comm, c->ev_closed, 0));
     if (c->nccl)
-        CU_OK(cuda_nccl_reduce_scatter_span(c->nccl, c->gbucket, be->L->n_floats, a, b, c->stream));
+        CU_OK(cuda_nccl_reduce_scatter_span_start(c->nccl, c->gbucket, be->L->n_floats, a, b, c->comm));
     cuda_cut(be, a, b, &x, &y);
-    if (y == x)
-        goto exit;
-    if (!c->reduced) {
+    if (y > x && !c->reduced) {
         CU_TRY(cudaMemcpyAsync(c->grads + (x - be->lo), c->gbucket + (x - a), (y - x) * sizeof(float),
-                               cudaMemcpyDeviceToDevice, c->stream));
-    } else {
-        cuda_add_kernel<<<cuda_blocks((int64_t)(y - x), 256), 256, 0, c->stream>>>(c->grads + (x - be->lo),
-                                                                                c->gbucket + (x - a), y - x);
+                               cudaMemcpyDeviceToDevice, c->comm));
+    } else if (y > x) {
+        cuda_add_kernel<<<cuda_blocks((int64_t)(y - x), 256), 256, 0, c->comm>>>(c->grads + (x - be->lo),
+                                                                              c->gbucket + (x - a), y - x);
         CU_LAUNCHED();
     }
+    CU_TRY(cudaEventRecord(c->ev_gfree[c->gcur], c->comm));
+    c->exchanges++;
+exit:
+    return rc;
+}
+
+/* Stage 2+, after the backward's last bucket: the compute stream (the
+ * optimizer, the norm, the next micro-batch) comes after every exchange;
+ * with peers the host also waits for them, bounded by the comm timeout,
+ * so a vanished peer ends in exit 86 here, not in an unbounded sync. */
+static int cuda_buckets_drain(cuda_impl *c)
+{
+    int rc = ST_OK;
+    if (c->zero < 2)
+        return ST_OK;
+    if (c->nccl)
+        CU_OK(cuda_nccl_stream_wait(c->nccl, c->comm, "gradient reduce-scatter"));
+    CU_TRY(cudaEventRecord(c->ev_reduced, c->comm));
+    CU_TRY(cudaStreamWaitEvent(c->stream, c->ev_reduced, 0));
 exit:
     return rc;
 }
@@ -703,6 +771,7 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
     CU_OK(cuda_encoder_backward(s, G + model_embed(L)->offset, dres, (const int32_t *)CUDA_GBUF(c, CA_EMBIDX),
                                 c->emb_u, d->D));
     CU_OK(cuda_close_bucket(be, -1));
+    CU_OK(cuda_buckets_drain(c));
 exit:
     return rc;
 }
@@ -1013,8 +1082,8 @@ static int cuda_load_params(backend *be, size_t off, size_t n, const float *src)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
     size_t x = off > c->moff ? off : c->moff, y = off + n < c->moff + c->mlen ? off + n : c->moff + c->mlen;
-    float *stage = c->gbucket ? c->gbucket : c->grads;
-    size_t cap = c->gbucket ? c->bucket_cap : c->glen;
+    float *stage = c->gbuf[0] ? c->gbuf[0] : c->grads;
+    size_t cap = c->gbuf[0] ? c->bucket_cap : c->glen;
     int rc = ST_OK;
     if (off > be->L->n_floats || n > be->L->n_floats - off)
         return util_fail(ST_SOFTWARE, "backend cuda: range [%zu, +%zu) outside the %zu parameters", off, n,
@@ -1143,8 +1212,8 @@ static void cuda_destroy(backend *be)
             cudaStreamSynchronize(c->stream);
         if (c->copy)
             cudaStreamSynchronize(c->copy);
-        if (c->gather)
-            cudaStreamSynchronize(c->gather);
+        if (c->comm)
+            cudaStreamSynchronize(c->comm);
         size_t fr = 0, tot = 0;
         /* Every allocation lives until here, so what this process added
          * since its context is also its peak (tests/device_check.sh sets
@@ -1166,12 +1235,17 @@ static void cuda_destroy(backend *be)
                      "compute stalled %.1f ms in all", c->snaps, c->snaps == 1 ? "" : "s", c->snap_bytes / (1 << 20),
                      c->snap_ms / c->snaps, c->snap_ms > 0 ? c->snap_bytes * c->snaps / (c->snap_ms * 1e6) : 0.0,
                      c->stall_ms);
+        /* Not util_log: tests read it under --quiet. */
+        if (c->overlap)
+            fprintf(stderr, "spotrain: backend cuda: rank %d: %lld gradient buckets reduced and %lld parameter "
+                    "buckets gathered on the comm stream\n", be->rank, (long long)c->exchanges,
+                    (long long)c->gathers);
         cuda_kprof_close(c);
         for (int i = 0; i < c->npinned; i++)
             cudaHostUnregister(c->pinned[i]);
         cuda_gemm_destroy(&c->gemm);
         void *dev[] = {c->master, c->grads, c->m, c->v, c->work, c->rope_cos, c->rope_sin, c->seg, c->loss_acc,
-                       c->eval_acc, c->sumsq, c->sumsq_part, c->arena, c->gbucket, c->wbuf[0], c->wbuf[1]};
+                       c->eval_acc, c->sumsq, c->sumsq_part, c->arena, c->gbuf[0], c->gbuf[1], c->wbuf[0], c->wbuf[1]};
         for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
             if (dev[i])
                 cudaFree(dev[i]);
@@ -1182,7 +1256,8 @@ static void cuda_destroy(backend *be)
         free(c->h_cnt);
         cudaEvent_t ev[] = {c->ev_ready, c->ev_snap0, c->ev_snap, c->ev_stall0, c->ev_stall1, c->ev_tokens,
                             c->ev_ph[0], c->ev_ph[1], c->ev_ph[2], c->ev_ph[3], c->ev_ph[4], c->ev_ph[5],
-                            c->ev_free[0], c->ev_free[1], c->ev_gathered};
+                            c->ev_free[0], c->ev_free[1], c->ev_gathered, c->ev_closed, c->ev_reduced,
+                            c->ev_gfree[0], c->ev_gfree[1]};
         for (size_t i = 0; i < sizeof ev / sizeof ev[0]; i++)
             if (ev[i])
                 cudaEventDestroy(ev[i]);
@@ -1190,8 +1265,8 @@ static void cuda_destroy(backend *be)
             cudaStreamDestroy(c->stream);
         if (c->copy)
             cudaStreamDestroy(c->copy);
-        if (c->gather)
-            cudaStreamDestroy(c->gather);
+        if (c->comm)
+            cudaStreamDestroy(c->comm);
         cuda_arena_free(&c->plan);
         free(c);
     }
@@ -1278,9 +1353,12 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     cuda_library_versions(be->libraries, sizeof be->libraries);
     CU_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CU_TRY(cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking));
-    CU_TRY(cudaStreamCreateWithFlags(&c->gather, cudaStreamNonBlocking));
+    CU_TRY(cudaStreamCreateWithFlags(&c->comm, cudaStreamNonBlocking));
+    CU_TRY(cudaEventCreateWithFlags(&c->ev_closed, cudaEventDisableTiming));
+    CU_TRY(cudaEventCreateWithFlags(&c->ev_reduced, cudaEventDisableTiming));
     for (int i = 0; i < 2; i++) {
         CU_TRY(cudaEventCreateWithFlags(&c->ev_free[i], cudaEventDisableTiming));
+        CU_TRY(cudaEventCreateWithFlags(&c->ev_gfree[i], cudaEventDisableTiming));
         c->wk[i] = CUDA_NO_BUCKET;
     }
     CU_TRY(cudaEventCreateWithFlags(&c->ev_gathered, cudaEventDisableTiming));
@@ -1292,6 +1370,8 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     CU_TRY(cudaEventCreate(&c->ev_stall1));
     CU_TRY(cudaEventCreateWithFlags(&c->ev_tokens, cudaEventDisableTiming));
     c->profile = getenv("SPOTRAIN_CUDA_PROFILE") && atoi(getenv("SPOTRAIN_CUDA_PROFILE")) > 0;
+    if (getenv("SPOTRAIN_CUDA_OVERLAP"))
+        c->overlap = strcmp(getenv("SPOTRAIN_CUDA_OVERLAP"), "unordered") ? 1 : 2;
     {
         size_t fr = 0, tot = 0;
         CU_TRY(cudaMemGetInfo(&fr, &tot));
@@ -1337,8 +1417,11 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
         CU_OK(cuda_alloc((void **)&c->v, r * 4, "Adam v", &oom));
         if (ct == 2)
             CU_OK(cuda_alloc(&c->work, (c->zero >= 3 ? r : n) * 2, "the working copy of the weights", &oom));
-        if (c->zero >= 2)
-            CU_OK(cuda_alloc((void **)&c->gbucket, c->bucket_cap * 4, "the gradient bucket", &oom));
+        /* Two, each its own allocation (the emulator's stream-hazard
+         * check sees whole allocations): one filled, one exchanged. */
+        for (int i = 0; i < 2 && c->zero >= 2; i++)
+            CU_OK(cuda_alloc((void **)&c->gbuf[i], c->bucket_cap * 4, "the gradient buckets", &oom));
+        c->gbucket = c->gbuf[0];
         if (c->zero >= 3)
             for (int i = 0; i < 2; i++)
                 CU_OK(cuda_alloc(&c->wbuf[i], c->bucket_cap * ct, "the parameter buckets", &oom));

@@ -315,6 +315,8 @@ void cuda_nccl_close(cuda_nccl *x)
 
 /* ---- the collectives --------------------------------------------------- */
 
+#define CUDA_NCCL_RS "gradient reduce-scatter"
+
 /* dst[i] = partial[i] + own[i]: the chain's step, the bits of the CPU's
  * s += g_r (comm/comm.c). One element per thread. */
 __global__ void cuda_chain_add_kernel(float *dst, const float *partial, const float *own, size_t cnt)
@@ -452,19 +454,26 @@ exit:
 }
 
 /* The span [a, b) of the n-element vector, held in buf (buf[0] is element
- * a), by the chain (or ncclReduceScatter under [comm] reduce = nccl). */
-static int cuda_nccl_rs(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s, const char *freeze)
+ * a), by the chain (or ncclReduceScatter under [comm] reduce = nccl):
+ * every round queued on s, not waited for. Two in a row on one stream
+ * share x->recv safely: the stream runs them one after the other. */
+static int cuda_nccl_rs_rounds(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s,
+                               const char *freeze)
 {
-    const char *what = "gradient reduce-scatter";
     double timeout = comm_get_timeout();
     float *g = buf - a;   /* g + x: element x of the vector */
-    int rc = ST_OK;
     if (!x->comm)
-        return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
-    if (x->world > 1)
-        rc = x->reduce == COMM_REDUCE_NCCL ? cuda_nccl_rs_nccl(x, g, n, a, b, s, timeout, what, freeze)
-                                           : cuda_nccl_rs_chain(x, g, n, a, b, s, timeout, what, freeze);
-    return rc == ST_OK ? cuda_nccl_finish(x, s, timeout, what) : rc;
+        return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", CUDA_NCCL_RS);
+    if (x->world < 2)
+        return ST_OK;
+    return x->reduce == COMM_REDUCE_NCCL ? cuda_nccl_rs_nccl(x, g, n, a, b, s, timeout, CUDA_NCCL_RS, freeze)
+                                         : cuda_nccl_rs_chain(x, g, n, a, b, s, timeout, CUDA_NCCL_RS, freeze);
+}
+
+static int cuda_nccl_rs(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s, const char *freeze)
+{
+    int rc = cuda_nccl_rs_rounds(x, buf, n, a, b, s, freeze);
+    return rc == ST_OK ? cuda_nccl_finish(x, s, comm_get_timeout(), CUDA_NCCL_RS) : rc;
 }
 
 /* Queues every round of the gather on s; each returns once NCCL has
@@ -510,6 +519,19 @@ int cuda_nccl_reduce_scatter_span(cuda_nccl *x, float *buf, size_t n, size_t a, 
 {
     comm_test_freeze("bucket");
     return cuda_nccl_rs(x, buf, n, a, b, s, NULL);
+}
+
+int cuda_nccl_reduce_scatter_span_start(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s)
+{
+    comm_test_freeze("bucket");
+    return cuda_nccl_rs_rounds(x, buf, n, a, b, s, NULL);
+}
+
+int cuda_nccl_stream_wait(cuda_nccl *x, cudaStream_t s, const char *what)
+{
+    if (!x->comm)
+        return util_fail(ST_SOFTWARE, "NCCL %s: the communicator was aborted earlier", what);
+    return cuda_nccl_finish(x, s, comm_get_timeout(), what);
 }
 
 int cuda_nccl_allgather_span(cuda_nccl *x, void *buf, size_t n, size_t a, size_t b, size_t esize, cudaStream_t s)

@@ -40,6 +40,14 @@ int cuda_nccl_allgather_span_start(cuda_nccl *x, void *buf, size_t n, size_t a, 
                                    cudaStream_t s);
 int cuda_nccl_allgather_span_wait(cuda_nccl *x);
 
+/* The reduce-scatter of the span, queued on s and not waited for (a
+ * ZeRO bucket on the communication stream while the backward goes on):
+ * returns once NCCL has taken its rounds. Any number may be queued on one
+ * stream; cuda_nccl_stream_wait waits (bounded by comm_get_timeout(),
+ * exit 86 past it) for everything queued on s so far; what names it. */
+int cuda_nccl_reduce_scatter_span_start(cuda_nccl *x, float *buf, size_t n, size_t a, size_t b, cudaStream_t s);
+int cuda_nccl_stream_wait(cuda_nccl *x, cudaStream_t s, const char *what);
+
 /* The transport NCCL chose, one line (xfer.c), once a collective has
  * connected the peers; 1 when it fell back to sockets. */
 int cuda_nccl_transport(cuda_nccl *x, char *out, size_t cap);

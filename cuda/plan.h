@@ -187,7 +187,7 @@ typedef struct {
     double master, working, grads, adam, activations, workspace, context, total;
     double comm;    /* NCCL buffer of the reduce-scatter when world > 1 */
     size_t range;   /* floats of the largest rank's range */
-    size_t bucket;  /* stages 2-3: floats of the one bucket buffer (gradients; parameters at 3); else 0 */
+    size_t bucket;  /* stages 2-3: floats of each bucket buffer (two for gradients; two for parameters at 3); else 0 */
 } cuda_memplan;
 
 /* world: data-parallel ranks (Adam m/v of 1/world); zero: ZeRO stage 1-3.

@@ -189,7 +189,7 @@ static uint64_t memplan_cuda_tables(const model_shape *s, uint64_t R)
     return rope + seg + (R / CUDA_PLAN_SUMSQ_BLOCK + 1) * 8 + 3 * 8;
 }
 
-/* The CUDA parameter copies by stage. A 16-bit working copy is what the
+/* The CUDA parameter and gradient copies by stage. A 16-bit working copy is what the
  * GEMMs read and what is gathered, so the fp32 master is only ever read on
  * this rank's range: it holds [lo,hi) at every stage. fp32/tf32 read the
  * master itself: whole under 1 and 2. Stage 3 shards what the GEMMs read
@@ -201,6 +201,10 @@ static void memplan_cuda_params(const memplan_cfg *c, uint64_t n, uint64_t R, ui
     uint64_t shard = c->zero >= MEMPLAN_ZERO3 ? R + 2 * K : n;
     b->master = half ? 4 * R : 4 * shard;
     b->working = half ? 2 * shard : 0;
+    /* Stages 2-3: two gradient buckets, the one the backward fills and the
+     * one the comm stream reduce-scatters meanwhile (cuda/backend.cu). */
+    if (c->zero >= MEMPLAN_ZERO2)
+        b->grads = 4 * (R + 2 * K);
 }
 
 static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)

@@ -671,22 +671,28 @@ fi
 # floats in the same order, so their digests are equal (zero 1 adds the
 # micro-steps in the full vector instead: the last bits differ). Each run
 # logs the device memory in use at exit (SPOTRAIN_CUDA_PROFILE=1), printed
-# beside the dry run's per-GPU total (which counts a 1 GiB context).
+# beside the dry run's per-GPU total (which counts a 1 GiB context), and
+# how many buckets it reduced on the comm stream, overlapped with the
+# backward (SPOTRAIN_CUDA_OVERLAP=1): none would mean the overlap is off.
 if section "ZeRO stages" 60; then
     dz=""
+    nov=""
     for z in 2 3; do
-        T 120 env SPOTRAIN_NCCL=1 SPOTRAIN_CUDA_PROFILE=1 "$BIN" train /dev/null $LOUD --set train.zero=$z \
-            --set train.max_steps=30 --set train.run_dir=zero$z 2>zero$z.err
+        T 120 env SPOTRAIN_NCCL=1 SPOTRAIN_CUDA_PROFILE=1 SPOTRAIN_CUDA_OVERLAP=1 "$BIN" train /dev/null $LOUD \
+            --set train.zero=$z --set train.max_steps=30 --set train.run_dir=zero$z 2>zero$z.err
         rz=$?
+        ov=$(sed -n 's/.*rank 0: \([0-9]*\) gradient buckets reduced.*/\1/p' zero$z.err | tail -n 1)
+        [ "${ov:-0}" -gt 0 ] || rz="$rz, no buckets reduced on the comm stream"
+        nov="$nov${nov:+, }zero $z ${ov:-0}"
         d=$(digest zero$z/ckpt/step-00000030)
         plan=$(timeout 60 "$BIN" train /dev/null $MED --set train.zero=$z --dry-run 2>/dev/null |
             sed -n 's/.*per-GPU total: \([0-9]*\) bytes.*/\1/p')
         res "  zero $z: exit $rz, digest $d; plan $(awk -v b="${plan:-0}" 'BEGIN{printf "%.3f", b / 1073741824}') GiB per GPU; $(grep -o 'device memory in use.*' zero$z.err | tail -1)"
-        [ $rz -eq 0 ] && [ -n "$d" ] || d="failed($rz)"
+        [ "$rz" = 0 ] && [ -n "$d" ] || d="failed($rz)"
         [ $z = 2 ] && dz=$d
     done
     if [ "$dz" = "$d" ] && case $d in failed*) false ;; *) true ;; esac; then
-        pass "ZeRO 2 and 3 at world 1 through NCCL: 30 steps each, digests equal ($d)"
+        pass "ZeRO 2 and 3 at world 1 through NCCL: 30 steps each, digests equal ($d); buckets reduced on the comm stream: $nov"
     else
         fail "ZeRO 2 and 3 at world 1 through NCCL: digests '$dz' vs '$d' (zero2.err, zero3.err in $W)"
     fi

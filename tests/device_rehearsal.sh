@@ -61,6 +61,7 @@ grep -q "cuBLASLt dir: $D/spotrain-dc\.[^/]*/site/nvidia/cublas/lib; NCCL dir: $
 for want in "^ok   kernels: " "^ok   parity: " "^ok   determinism" "^ok   SIGTERM" "^ok   cross-backend" \
     "^ok   fp16 dynamic loss scaling" "^ok   fp16 loss scaling: resumed" "^ok   manifest: cuda fp16 dynamic" \
     "^ok   fp16 checkpoint resumed in bf16" "^ok   fp16 train.loss_scale = 128" "^ok   NCCL path at world 1" \
+    "^ok   ZeRO 2 and 3 at world 1 through NCCL: .*buckets reduced on the comm stream: zero 2 [1-9][0-9]*, zero 3 [1-9]" \
     "^ok   selftest comm on cuda" "^ok   recompute layers: 30 steps" "^ok   recompute device memory vs plan" \
     "^SKIP compute-sanitizer (rehearsal" "^REHEARSAL, not a measurement: bench" \
     "pytorch .* eager" "^  profile, kernel classes per step over [0-9]* steps: GEMM .*; other " \

@@ -4,7 +4,8 @@
 # emulated libnccl.so.2 (tests/emu/nccl.cpp) with non-blocking
 # communicators, over MPI -- not NCCL's own transports.
 #   a peer frozen (SIGSTOP, SPOTRAIN_TEST_FREEZE) in the middle of the
-#   gradient reduce-scatter, in the parameter all-gather, at communicator
+#   gradient reduce-scatter (stage 1's, and a ZeRO 2/3 bucket's on the
+#   comm stream), in the parameter all-gather, at communicator
 #   init, and in `selftest comm`: the survivor aborts the communicator,
 #   prints the one line, writes the ledger's comm_timeout and exit records,
 #   and mpirun exits 86 within a bound; nothing is left running; a restart
@@ -114,6 +115,18 @@ code=$(t_events ag/events.jsonl exit code | tail -n 1)
 ag=$(t_events ag/events.jsonl comm_timeout agreement | tail -n 1)
 t_exit "frozen in the all-gather: ledger comm_timeout and exit 86" 0 "" \
     test "$ag" = "training step (NCCL parameter all-gather)" -a "$code" = 86
+
+# --- a peer frozen in a ZeRO bucket's reduce-scatter -------------------------
+# Stages 2-3 queue each bucket's reduce-scatter on the comm stream without
+# waiting (the backward goes on); the waits that remain are bounded all
+# the same: the survivor exits 86 naming the reduce-scatter.
+for z in 2 3; do
+    job zb$z zb$z.log -x SPOTRAIN_TEST_FREEZE=bucket@1 "$B" train /dev/null $S --set train.zero=$z \
+        --set train.max_steps=4 --set train.run_dir=zb$z --set spot.comm_timeout_seconds=$TO
+    bounded "zero $z, frozen in a bucket's reduce-scatter"
+    said "zero $z, frozen in a bucket's reduce-scatter: the survivor's one line" zb$z.log \
+        "^spotrain: training step \(NCCL gradient reduce-scatter\): $line"
+done
 
 # --- a peer frozen at communicator init --------------------------------------
 job init init.log -x SPOTRAIN_TEST_FREEZE=nccl-init@1 "$B" train /dev/null $S --set train.max_steps=4 \

@@ -263,14 +263,15 @@ static void test_memory_plan(void)
     EXPECT(m.comm == 0 && w8.comm == (double)CUDA_XFER_CHAIN_SLOTS * 4 * (double)COMM_CHUNK_DEFAULT);
     EXPECT(w8.total - w8.comm < m.total);
     /* Stages 2 and 3, as the backend allocates them: the fp32 master of
-     * the range under bf16 at every stage, one gradient bucket from 2, two
-     * parameter buckets (the one read, the one being gathered) at 3. */
+     * the range under bf16 at every stage, two gradient buckets from 2
+     * (the one filled, the one being reduced), two parameter buckets (the
+     * one read, the one being gathered) at 3. */
     cuda_memplan z2, z3;
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 2, &z2) == ST_OK);
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 3, &z3) == ST_OK);
     EXPECT(w8.bucket == 0 && z2.bucket == backend_cpu_bucket_floats(&s) && z3.bucket == z2.bucket);
     EXPECT(w8.master == 4.0 * (double)w8.range && z2.master == w8.master && z3.master == w8.master);
-    EXPECT(z2.grads == 4.0 * (double)(z2.range + z2.bucket) && z2.working == w8.working);
+    EXPECT(z2.grads == 4.0 * (double)(z2.range + 2 * z2.bucket) && z2.working == w8.working);
     EXPECT(z3.working == 2.0 * (double)(z3.range + 2 * z3.bucket) && z3.grads == z2.grads);
     EXPECT(z3.total < z2.total && z2.total < w8.total);
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_FP32, 3, &z3) == ST_OK && z3.working == 0 &&
