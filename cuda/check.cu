@@ -206,27 +206,35 @@ exit:
     return rc;
 }
 
+/* The forward into h; the backward into dgu, and again with h into hb and
+ * dgub (the rerun's fused form). */
 template <typename T>
-static int cuda_chk_swiglu_t(void *h, void *dgu, const void *gu, const float *dh, int64_t N, int64_t F)
+static int cuda_chk_swiglu_t(void *h, void *dgu, void *hb, void *dgub, const void *gu, const float *dh, int64_t N,
+                             int64_t F)
 {
     int rc = cuda_swiglu_forward<T>(0, (T *)h, (const T *)gu, N, F);
     if (rc == ST_OK)
-        rc = cuda_swiglu_backward<T>(0, (T *)dgu, dh, (const T *)gu, N, F);
+        rc = cuda_swiglu_backward<T>(0, (T *)dgu, (T *)NULL, dh, (const T *)gu, N, F);
+    if (rc == ST_OK)
+        rc = cuda_swiglu_backward<T>(0, (T *)dgub, (T *)hb, dh, (const T *)gu, N, F);
     return rc;
 }
 
 extern "C" int cuda_check_swiglu(int prec, int64_t N, int64_t F, const float *gu, const float *dh, float *h,
-                                 float *dgu)
+                                 float *dgu, float *hb, float *dgub)
 {
     cuda_chk c = {{0}, 0};
     int rc = ST_OK;
     size_t n = (size_t)(N * F), ct = cuda_chk_ct(prec);
     void *dgu_in = cuda_chk_up(&c, prec, gu, 2 * n, 0), *dh_ = cuda_chk_up(&c, prec, dh, n, 1);
     void *dhh = cuda_chk_alloc(&c, n * ct), *ddgu = cuda_chk_alloc(&c, 2 * n * ct);
-    CUDA_CHK_NN(dgu_in && dh_ && dhh && ddgu);
-    CU_OK(CUDA_CHK_T(prec, cuda_chk_swiglu_t, dhh, ddgu, dgu_in, (const float *)dh_, N, F));
+    void *dhb = cuda_chk_alloc(&c, n * ct), *ddgub = cuda_chk_alloc(&c, 2 * n * ct);
+    CUDA_CHK_NN(dgu_in && dh_ && dhh && ddgu && dhb && ddgub);
+    CU_OK(CUDA_CHK_T(prec, cuda_chk_swiglu_t, dhh, ddgu, dhb, ddgub, dgu_in, (const float *)dh_, N, F));
     CU_OK(cuda_chk_down(&c, prec, h, dhh, n, 0));
     CU_OK(cuda_chk_down(&c, prec, dgu, ddgu, 2 * n, 0));
+    CU_OK(cuda_chk_down(&c, prec, hb, dhb, n, 0));
+    CU_OK(cuda_chk_down(&c, prec, dgub, ddgub, 2 * n, 0));
 exit:
     cuda_chk_free(&c);
     return rc;

@@ -68,7 +68,9 @@ int cuda_check_rope(int prec, const model_shape *s, int64_t B, const float *qkv,
  * the head layouts of q, k, v. */
 int cuda_check_attention(int prec, const model_shape *s, int64_t B, const float *q, const float *k, const float *v,
                          const float *dao, float *ao, float *lse, float *dq, float *dk, float *dv);
-int cuda_check_swiglu(int prec, int64_t N, int64_t F, const float *gu, const float *dh, float *h, float *dgu);
+/* hb and dgub: the backward that also writes h (the recompute rerun's). */
+int cuda_check_swiglu(int prec, int64_t N, int64_t F, const float *gu, const float *dh, float *h, float *dgu,
+                      float *hb, float *dgub);
 int cuda_check_crossentropy(int prec, int64_t B, int64_t T, int64_t V, const float *z, const int32_t *tokens,
                             float grad_scale, double *rowloss, double *loss_sum, float *dz);
 int cuda_check_encoder(int64_t B, int64_t T, int64_t D, int64_t V, const float *emb, const int32_t *tokens,

@@ -281,15 +281,19 @@ static void test_attention(void)
 }
 
 /* F = 130: the element-by-element path; 128: 16-byte vectors (4 fp32, 8
- * bf16 per thread), the rows a whole number of them. */
+ * bf16 per thread), the rows a whole number of them. The backward that
+ * also writes h (under recompute) gives the forward's h and the plain
+ * backward's dgu bit for bit. */
 static void kc_swiglu(int64_t F)
 {
     int64_t N = 29;
     size_t n = (size_t)(N * F);
     float *gu = kc_rnd(2 * n, 3), *dh = kc_rnd(n, 1), *h = kc_zeros(n), *dgu = kc_zeros(2 * n);
-    float *rh = kc_zeros(n), *rdgu = kc_zeros(2 * n);
+    float *rh = kc_zeros(n), *rdgu = kc_zeros(2 * n), *hb = kc_zeros(n), *dgub = kc_zeros(2 * n);
     kc_round(kc_prec, gu, 2 * n);
-    EXPECT(cuda_check_swiglu(kc_prec, N, F, gu, dh, h, dgu) == ST_OK);
+    EXPECT(cuda_check_swiglu(kc_prec, N, F, gu, dh, h, dgu, hb, dgub) == ST_OK);
+    EXPECT(!memcmp(hb, h, n * 4));
+    EXPECT(!memcmp(dgub, dgu, 2 * n * 4));
     for (int64_t r = 0; r < N; r++)
         for (int64_t j = 0; j < F; j++) {
             float g = gu[r * 2 * F + j], u = gu[r * 2 * F + F + j], a, b;
@@ -300,7 +304,7 @@ static void kc_swiglu(int64_t F)
         }
     kc_expect("swiglu", kc_rel(h, rh, n));
     kc_expect("swiglu backward", kc_rel(dgu, rdgu, 2 * n));
-    free(gu); free(dh); free(h); free(dgu); free(rh); free(rdgu);
+    free(gu); free(dh); free(h); free(dgu); free(rh); free(rdgu); free(hb); free(dgub);
 }
 
 static void test_swiglu(void)
