@@ -588,8 +588,10 @@ exit:
 
 /* Layer l's forward from its input CA_RES(l) into its activations; next
  * (the layer's output, the next layer's input) is written unless NULL: the
- * backward's rerun under recompute needs everything but the output. The
- * same kernels on the same input: the same bits as the first pass. */
+ * backward's rerun under recompute needs everything but the output and
+ * SwiGLU's h, which the SwiGLU backward writes from the gate and up values
+ * it loads anyway (cuda/swiglu.cuh). The same kernels on the same
+ * input: the same bits as the first pass. */
 template <typename T>
 static int cuda_layer_forward(backend *be, const cuda_dims *d, int64_t l, float *next)
 {
@@ -616,8 +618,8 @@ static int cuda_layer_forward(backend *be, const cuda_dims *d, int64_t l, float 
                                   d->N, d->D, c->s.norm_eps));
     g = cuda_gemm_plan(d, CUDA_G_GU, 0);
     CU_OK(cuda_gemm_run(x, &g, xn2, W + cuda_off(be, l, MODEL_GATE), NULL, gu));
-    CU_OK(cuda_swiglu_forward<T>(s, h, gu, d->N, d->F));
     if (next) {
+        CU_OK(cuda_swiglu_forward<T>(s, h, gu, d->N, d->F));
         g = cuda_gemm_plan(d, CUDA_G_DOWN, 0);
         CU_OK(cuda_gemm_run(x, &g, h, W + cuda_off(be, l, MODEL_DOWN), mid, next));
     }
@@ -734,14 +736,17 @@ static int cuda_trunk_backward(backend *be, const cuda_dims *d)
         size_t oq = cuda_off(be, l, MODEL_Q), o1 = cuda_off(be, l, MODEL_LN1), o2 = cuda_off(be, l, MODEL_LN2);
         /* Recompute: the one set holds the last layer's activations from
          * the forward; every other layer's are rebuilt from its input. */
-        if (c->plan.recompute && l + 1 < d->L)
+        int rerun = c->plan.recompute && l + 1 < d->L;
+        if (rerun)
             CU_OK(cuda_layer_forward<T>(be, d, l, NULL));
-        /* MLP */
+        /* MLP; a rerun layer's h comes from the SwiGLU backward, before
+         * the down projection's weight gradient reads it */
         g = cuda_gemm_plan(d, CUDA_G_DH, 0);
         CU_OK(cuda_gemm_run(x, &g, dres_ct, W + od, NULL, dh));
+        CU_OK(cuda_swiglu_backward<T>(s, dgu, rerun ? (T *)CUDA_ABUF(c, CA_H, l) : (T *)NULL, dh,
+                                      (const T *)CUDA_ABUF(c, CA_GU, l), d->N, d->F));
         g = cuda_gemm_plan(d, CUDA_G_DWD, 0);
         CU_OK(cuda_gemm_run(x, &g, dres_ct, CUDA_ABUF(c, CA_H, l), G + od, G + od));
-        CU_OK(cuda_swiglu_backward<T>(s, dgu, dh, (const T *)CUDA_ABUF(c, CA_GU, l), d->N, d->F));
         g = cuda_gemm_plan(d, CUDA_G_DWGU, 0);
         CU_OK(cuda_gemm_run(x, &g, dgu, CUDA_ABUF(c, CA_XN2, l), G + og, G + og));
         g = cuda_gemm_plan(d, CUDA_G_DXN2, 0);

@@ -206,27 +206,35 @@ exit:
     return rc;
 }
 
+/* The forward into h; the backward into dgu, and again with h into hb and
+ * dgub (the rerun's fused form). */
 template <typename T>
-static int cuda_chk_swiglu_t(void *h, void *dgu, const void *gu, const float *dh, int64_t N, int64_t F)
+static int cuda_chk_swiglu_t(void *h, void *dgu, void *hb, void *dgub, const void *gu, const float *dh, int64_t N,
+                             int64_t F)
 {
     int rc = cuda_swiglu_forward<T>(0, (T *)h, (const T *)gu, N, F);
     if (rc == ST_OK)
-        rc = cuda_swiglu_backward<T>(0, (T *)dgu, dh, (const T *)gu, N, F);
+        rc = cuda_swiglu_backward<T>(0, (T *)dgu, (T *)NULL, dh, (const T *)gu, N, F);
+    if (rc == ST_OK)
+        rc = cuda_swiglu_backward<T>(0, (T *)dgub, (T *)hb, dh, (const T *)gu, N, F);
     return rc;
 }
 
 extern "C" int cuda_check_swiglu(int prec, int64_t N, int64_t F, const float *gu, const float *dh, float *h,
-                                 float *dgu)
+                                 float *dgu, float *hb, float *dgub)
 {
     cuda_chk c = {{0}, 0};
     int rc = ST_OK;
     size_t n = (size_t)(N * F), ct = cuda_chk_ct(prec);
     void *dgu_in = cuda_chk_up(&c, prec, gu, 2 * n, 0), *dh_ = cuda_chk_up(&c, prec, dh, n, 1);
     void *dhh = cuda_chk_alloc(&c, n * ct), *ddgu = cuda_chk_alloc(&c, 2 * n * ct);
-    CUDA_CHK_NN(dgu_in && dh_ && dhh && ddgu);
-    CU_OK(CUDA_CHK_T(prec, cuda_chk_swiglu_t, dhh, ddgu, dgu_in, (const float *)dh_, N, F));
+    void *dhb = cuda_chk_alloc(&c, n * ct), *ddgub = cuda_chk_alloc(&c, 2 * n * ct);
+    CUDA_CHK_NN(dgu_in && dh_ && dhh && ddgu && dhb && ddgub);
+    CU_OK(CUDA_CHK_T(prec, cuda_chk_swiglu_t, dhh, ddgu, dhb, ddgub, dgu_in, (const float *)dh_, N, F));
     CU_OK(cuda_chk_down(&c, prec, h, dhh, n, 0));
     CU_OK(cuda_chk_down(&c, prec, dgu, ddgu, 2 * n, 0));
+    CU_OK(cuda_chk_down(&c, prec, hb, dhb, n, 0));
+    CU_OK(cuda_chk_down(&c, prec, dgub, ddgub, 2 * n, 0));
 exit:
     cuda_chk_free(&c);
     return rc;
@@ -294,17 +302,28 @@ exit:
     return rc;
 }
 
+/* n fp32 values at element skew of a fresh device buffer. */
+static float *cuda_chk_up_at(cuda_chk *k, const float *h, size_t n, int skew)
+{
+    float *f = (float *)cuda_chk_alloc(k, (n + (size_t)skew) * 4);
+    if (!f || cudaMemcpy(f + skew, h, n * 4, cudaMemcpyHostToDevice) != cudaSuccess)
+        return NULL;
+    return f + skew;
+}
+
 extern "C" int cuda_check_adamw(int prec, const model_layout *L, const optim_hparams *h, double lr, double clip,
-                                int64_t step, float *params, const float *g, float *m, float *v, float *work)
+                                int64_t step, float *params, const float *g, float *m, float *v, float *work,
+                                int skew_pgw, int skew_mv)
 {
     cuda_chk c = {{0}, 0};
     int rc = ST_OK;
-    size_t n = L->n_floats;
+    size_t n = L->n_floats, ct = cuda_chk_ct(prec);
     cuda_adamw_seg *seg = (cuda_adamw_seg *)malloc((size_t)(L->n_params + 1) * sizeof *seg);
     int nseg = seg ? cuda_adamw_segments(L, 0, n, seg, L->n_params + 1) : -1;
-    float *dp = (float *)cuda_chk_up(&c, prec, params, n, 1), *dg = (float *)cuda_chk_up(&c, prec, g, n, 1);
-    float *dm = (float *)cuda_chk_up(&c, prec, m, n, 1), *dv = (float *)cuda_chk_up(&c, prec, v, n, 1);
-    void *dw = cuda_chk_alloc(&c, n * cuda_chk_ct(prec));
+    float *dp = cuda_chk_up_at(&c, params, n, skew_pgw), *dg = cuda_chk_up_at(&c, g, n, skew_pgw);
+    float *dm = cuda_chk_up_at(&c, m, n, skew_mv), *dv = cuda_chk_up_at(&c, v, n, skew_mv);
+    char *dw0 = (char *)cuda_chk_alloc(&c, (n + (size_t)skew_pgw) * ct);
+    void *dw = dw0 ? dw0 + (size_t)skew_pgw * ct : NULL;
     cuda_adamw_seg *dseg = (cuda_adamw_seg *)cuda_chk_alloc(&c, (size_t)(nseg > 0 ? nseg : 1) * sizeof *seg);
     elem_adamw_k k = optim_adamw_consts(h, lr, clip, step);
     CUDA_CHK_NN(seg && nseg > 0 && dp && dg && dm && dv && dw && dseg);

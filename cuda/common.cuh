@@ -194,6 +194,25 @@ CUDA_UNROLL
     }
 }
 
+/* E elements at p: 128-bit words when E > 1 (the caller guarantees the
+ * alignment), one plain access when E == 1, so one kernel body serves a
+ * vector path and its element-by-element fallback. */
+template <int E, typename U> __device__ __forceinline__ void cuda_ldv(U (&dst)[E], const U *p)
+{
+    if constexpr (E == 1)
+        dst[0] = p[0];
+    else
+        cuda_ld128<E>(dst, p);
+}
+
+template <int E, typename U> __device__ __forceinline__ void cuda_stv(U *p, const U (&src)[E])
+{
+    if constexpr (E == 1)
+        p[0] = src[0];
+    else
+        cuda_st128<E>(p, src);
+}
+
 /* Elements of T in 16 bytes: 4 floats, 8 bf16/fp16. */
 template <typename T> struct cuda_vec_n {
     static constexpr int n = (int)(16 / sizeof(T));

@@ -68,13 +68,17 @@ int cuda_check_rope(int prec, const model_shape *s, int64_t B, const float *qkv,
  * the head layouts of q, k, v. */
 int cuda_check_attention(int prec, const model_shape *s, int64_t B, const float *q, const float *k, const float *v,
                          const float *dao, float *ao, float *lse, float *dq, float *dk, float *dv);
-int cuda_check_swiglu(int prec, int64_t N, int64_t F, const float *gu, const float *dh, float *h, float *dgu);
+/* hb and dgub: the backward that also writes h (the recompute rerun's). */
+int cuda_check_swiglu(int prec, int64_t N, int64_t F, const float *gu, const float *dh, float *h, float *dgu,
+                      float *hb, float *dgub);
 int cuda_check_crossentropy(int prec, int64_t B, int64_t T, int64_t V, const float *z, const int32_t *tokens,
                             float grad_scale, double *rowloss, double *loss_sum, float *dz);
 int cuda_check_encoder(int64_t B, int64_t T, int64_t D, int64_t V, const float *emb, const int32_t *tokens,
                        const float *dres, float *out, float *gemb);
+/* params, g and the working copy at element skew_pgw of their device
+ * buffers, m and v at skew_mv: the vector path's head, tail and fallback. */
 int cuda_check_adamw(int prec, const model_layout *L, const optim_hparams *h, double lr, double clip, int64_t step,
-                     float *params, const float *g, float *m, float *v, float *work);
+                     float *params, const float *g, float *m, float *v, float *work, int skew_pgw, int skew_mv);
 int cuda_check_sumsq(const float *g, int64_t n, double *out);
 int cuda_check_gemm(int prec, const model_shape *s, int64_t B, int id, int64_t rows, const float *A, size_t na,
                     const float *Bm, size_t nb, float *C, size_t nc);

@@ -8,7 +8,15 @@
  * columns, rows in order); a second small kernel adds the chunks' partials
  * in order. No atomics, the same bits every run, and dy and x are read
  * once. Rows wider than CUDA_NORM_COLS x CUDA_NORM_BWD_MAX (8192) take the
- * three-kernel path. */
+ * three-kernel path.
+ * The residual adds stay where they are, in the products before the norms
+ * (beta = 1 with the fp32 residual as C) and in the backward's accumulate:
+ * a kernel reading the residual and the branch output and writing the new
+ * residual and the normalised row (llm.c's fused residual + norm) moves
+ * the same bytes per token in bf16, 14D (the product writes a 2D branch,
+ * the kernel reads 4D + 2D and writes 4D + 2D; today the product reads and
+ * writes the 4D residual, the norm reads it and writes 2D), more in fp32
+ * (20D against 16D), and would round the branch to bf16 before the add. */
 #ifndef SPOTRAIN_CUDA_RMSNORM_CUH
 #define SPOTRAIN_CUDA_RMSNORM_CUH
 
