@@ -9,16 +9,17 @@
 #include <math.h>
 #include <omp.h>
 
-/* Score tile, its gradient, an output (forward) or the dk and dv sums
- * (backward), and two per-row vectors; each piece 64-byte aligned. */
+/* Score tile, its gradient, their transposes (backward), an output
+ * (forward) or the dk and dv sums (backward), and two per-row vectors;
+ * each piece 64-byte aligned. */
 size_t cpu_attn_scratch_floats(int64_t hd)
 {
     size_t t = CPU_ATTN_TILE, w = (size_t)(hd + 15) / 16 * 16;
-    return 2 * t * t + 2 * t * w + 2 * t + 16;
+    return 4 * t * t + 2 * t * w + 2 * t + 16;
 }
 
 typedef struct {
-    float *s, *dp, *acc, *acc2, *m, *l;
+    float *s, *dp, *st, *dpt, *acc, *acc2, *m, *l;
 } cpu_attn_scr;
 
 static cpu_attn_scr cpu_attn_scratch(float *base, int64_t hd)
@@ -27,7 +28,7 @@ static cpu_attn_scr cpu_attn_scratch(float *base, int64_t hd)
     float *p = base + (size_t)omp_get_thread_num() * cpu_attn_scratch_floats(hd);
     /* Aligned from wherever malloc put the block: the +16 covers it. */
     p += (16 - ((uintptr_t)p / sizeof(float)) % 16) % 16;
-    cpu_attn_scr r = {.s = p, .dp = p + t * t, .acc = p + 2 * t * t};
+    cpu_attn_scr r = {.s = p, .dp = p + t * t, .st = p + 2 * t * t, .dpt = p + 3 * t * t, .acc = p + 4 * t * t};
     r.acc2 = r.acc + t * w;
     r.m = r.acc2 + t * w;
     r.l = r.m + t;
@@ -144,6 +145,19 @@ void cpu_attn_fwd(const cpu_attn_shape *a, const float *qkv, float *o, float *ls
     }
 }
 
+/* t[c][r] = a[r][c] for an m x n tile (both with row stride TILE), in
+ * 8 x 8 blocks that stay in registers. */
+static void cpu_attn_transpose(const float *restrict a, float *restrict t, int64_t m, int64_t n)
+{
+    for (int64_t r0 = 0; r0 < m; r0 += 8)
+        for (int64_t c0 = 0; c0 < n; c0 += 8) {
+            int64_t r1 = cpu_attn_min(r0 + 8, m), c1 = cpu_attn_min(c0 + 8, n);
+            for (int64_t c = c0; c < c1; c++)
+                for (int64_t r = r0; r < r1; r++)
+                    t[c * CPU_ATTN_TILE + r] = a[r * CPU_ATTN_TILE + c];
+        }
+}
+
 /* Rows r0..r0+m of head h against key tile c0..c0+n: the tile's
  * probabilities recomputed from the log-sum-exp, then dv += p^T do,
  * ds = p (dp - rowsum(do o)) scale, dk += ds^T q, dq += ds k (dq
@@ -175,10 +189,15 @@ static void cpu_attn_bwd_tile(const cpu_attn_shape *a, const float *qkv, const f
             ds[c] = pc * (ds[c] - dsum) * scale;
         }
     }
+    /* p^T and ds^T stored: the dv and dk products are then plain (NN)
+     * ones, which OpenBLAS runs without packing either operand (a
+     * transposed A made it pack both: a sixth of attention's time). */
+    cpu_attn_transpose(w->s, w->st, m, n);
+    cpu_attn_transpose(w->dp, w->dpt, m, n);
     float beta = acc ? 1.0f : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->s, CPU_ATTN_TILE, dO,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->st, CPU_ATTN_TILE, dO,
                 (int)qd, beta, w->acc2, (int)hd);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->dp, CPU_ATTN_TILE, q,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->dpt, CPU_ATTN_TILE, q,
                 (int)ld, beta, w->acc, (int)hd);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)n, 1.0f, w->dp, CPU_ATTN_TILE, k,
                 (int)ld, j == 0 ? 0.0f : 1.0f, dqkv + (b * T + r0) * ld + h * hd, (int)ld);
