@@ -13,6 +13,8 @@
 # a fresh process with its thread variables set to it (bench_torch.py):
 # its "1 thread" is then one core, which torch.set_num_threads(1) alone is
 # not (the "old style" line shows that figure and its cores busy).
+# BENCH_PIN=0 leaves them unpinned: on a machine shared with other jobs a
+# pinned run cannot move off a busy CPU, so its wall time is luck.
 BUILD=${BUILD:-build}
 SCALE=${BENCH_SCALE:-1}
 REPEAT=${BENCH_REPEAT:-1}
@@ -27,10 +29,11 @@ fi
 RUN="env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE -u DNNL_MAX_CPU_ISA"
 TMP=$(mktemp -d) || exit 70
 trap 'rm -rf "$TMP"' EXIT
-# taskset -c CPU: the first CPU this shell may run on.
+# taskset -c CPU: the first CPU this shell may run on (BENCH_PIN=0: none).
 PIN1=""
+unset BENCH_PIN1
 cpu0=$(taskset -pc $$ 2>/dev/null | sed -n 's/.*: *\([0-9]*\).*/\1/p')
-if [ -n "$cpu0" ] && taskset -c "$cpu0" true 2>/dev/null; then
+if [ "${BENCH_PIN:-1}" = 1 ] && [ -n "$cpu0" ] && taskset -c "$cpu0" true 2>/dev/null; then
     PIN1="taskset -c $cpu0"
     export BENCH_PIN1=1
 fi
