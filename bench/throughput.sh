@@ -103,8 +103,10 @@ for m in ${BENCH_MODELS:-A B}; do
         # which keeps more than one core busy.
         o=$(sed -n "s/^pytorch   model $m at 1 thread old style[^:]*: *\([0-9][0-9]*\) tokens\/s.*/\1/p" "$TMP/torch")
         ob=$(sed -n "s/^pytorch   model $m at 1 thread old style.* \([0-9.]*\) cores busy.*/\1/p" "$TMP/torch")
-        [ -n "$o" ] && echo "  old-style per thread: spotrain 1 thread $best_1 vs pytorch set_num_threads(1) $o tok/s" \
-            "($ob cores busy): $(ratio "$best_1" "$o")x; the true 1-core figure is the line above"
+        b1=0
+        eval "b1=\$best_1"
+        [ -n "$o" ] && echo "  old-style per thread: spotrain 1 thread $b1 vs pytorch set_num_threads(1) $o tok/s" \
+            "($ob cores busy): $(ratio "$b1" "$o")x; the true 1-core figure is the line above"
     fi
     if [ -n "$best_lib" ]; then
         echo "  per-part profile of spotrain's best ($best_lib, $best_t thread(s)):"
