@@ -163,10 +163,10 @@ $(BUILD)/.deps-ok: tests/deps.sh
 	@CC="$(CC)" sh tests/deps.sh check
 	@mkdir -p $(dir $@) && touch $@
 
-# The CPU backend's element-wise loops (SwiGLU's exp rounds with floorf)
-# vectorise only when the compiler may assume floating-point operations do
+# The CPU backend's element-wise loops (SwiGLU's exp rounds with floorf,
+# attention's row maxima) vectorise only when the compiler may assume floating-point operations do
 # not trap; results are the same IEEE values either way.
-$(BUILD)/backend/cpu.o: CFLAGS += -fno-trapping-math
+$(BUILD)/backend/cpu.o $(BUILD)/backend/cpu_attn.o: CFLAGS += -fno-trapping-math
 # AdamW's sqrt vectorises without errno (its argument is never negative).
 $(BUILD)/model/optim.o: CFLAGS += -fno-math-errno
 $(BUILD)/%.o: %.c | $(BUILD)/.deps-ok

@@ -9,16 +9,17 @@
 #include <math.h>
 #include <omp.h>
 
-/* Score tile, its gradient, an output (forward) or the dk and dv sums
- * (backward), and two per-row vectors; each piece 64-byte aligned. */
+/* Score tile, its gradient, their transposes (backward), an output
+ * (forward) or the dk and dv sums (backward), the key tile's K^T and V^T,
+ * and two per-row vectors; each piece 64-byte aligned. */
 size_t cpu_attn_scratch_floats(int64_t hd)
 {
     size_t t = CPU_ATTN_TILE, w = (size_t)(hd + 15) / 16 * 16;
-    return 2 * t * t + 2 * t * w + 2 * t + 16;
+    return 4 * t * t + 4 * t * w + 2 * t + 16;
 }
 
 typedef struct {
-    float *s, *dp, *acc, *acc2, *m, *l;
+    float *s, *dp, *st, *dpt, *acc, *acc2, *kt, *vt, *m, *l;
 } cpu_attn_scr;
 
 static cpu_attn_scr cpu_attn_scratch(float *base, int64_t hd)
@@ -27,9 +28,11 @@ static cpu_attn_scr cpu_attn_scratch(float *base, int64_t hd)
     float *p = base + (size_t)omp_get_thread_num() * cpu_attn_scratch_floats(hd);
     /* Aligned from wherever malloc put the block: the +16 covers it. */
     p += (16 - ((uintptr_t)p / sizeof(float)) % 16) % 16;
-    cpu_attn_scr r = {.s = p, .dp = p + t * t, .acc = p + 2 * t * t};
+    cpu_attn_scr r = {.s = p, .dp = p + t * t, .st = p + 2 * t * t, .dpt = p + 3 * t * t, .acc = p + 4 * t * t};
     r.acc2 = r.acc + t * w;
-    r.m = r.acc2 + t * w;
+    r.kt = r.acc2 + t * w;
+    r.vt = r.kt + t * w;
+    r.m = r.vt + t * w;
     r.l = r.m + t;
     return r;
 }
@@ -66,12 +69,29 @@ static int64_t cpu_attn_min(int64_t a, int64_t b) { return a < b ? a : b; }
  * tiles start at the same token) those up to the row's own. */
 static int64_t cpu_attn_seen(int diag, int64_t r, int64_t n) { return diag ? cpu_attn_min(r + 1, n) : n; }
 
-/* S = scale * q k^T for m query rows and n key rows. */
-static void cpu_attn_scores(const float *q, const float *k, int64_t ld, int64_t m, int64_t n, int64_t hd,
+/* t[c][r] = a[r][c] for m rows of n (strides lda and ldt), in 8 x 8
+ * blocks that stay in registers. The products then take every operand
+ * untransposed, which OpenBLAS runs without packing (a transposed operand
+ * made it pack both: a sixth of attention's time). */
+static void cpu_attn_transpose(const float *restrict a, int64_t lda, float *restrict t, int64_t ldt, int64_t m,
+                               int64_t n)
+{
+    for (int64_t r0 = 0; r0 < m; r0 += 8)
+        for (int64_t c0 = 0; c0 < n; c0 += 8) {
+            int64_t r1 = cpu_attn_min(r0 + 8, m), c1 = cpu_attn_min(c0 + 8, n);
+            for (int64_t c = c0; c < c1; c++)
+                for (int64_t r = r0; r < r1; r++)
+                    t[c * ldt + r] = a[r * lda + c];
+        }
+}
+
+/* S = scale * q k^T for m query rows and n key rows, k given as kt =
+ * k^T [hd, TILE]. */
+static void cpu_attn_scores(const float *q, int64_t ld, const float *kt, int64_t m, int64_t n, int64_t hd,
                             float scale, float *s)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)hd, scale, q, (int)ld, k, (int)ld,
-                0.0f, s, CPU_ATTN_TILE);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)hd, scale, q, (int)ld, kt,
+                CPU_ATTN_TILE, 0.0f, s, CPU_ATTN_TILE);
 }
 
 /* One online-softmax step of a score row: folds the row's visible part
@@ -108,7 +128,8 @@ static void cpu_attn_fwd_tile(const cpu_attn_shape *a, const float *qkv, float *
     for (int64_t j = 0; j <= i; j++) {
         int64_t c0 = j * CPU_ATTN_TILE, n = cpu_attn_min(CPU_ATTN_TILE, T - c0);
         const float *k = qkv + (b * T + c0) * ld + qd + kh * hd, *v = k + kvd;
-        cpu_attn_scores(q, k, ld, m, n, hd, scale, w.s);
+        cpu_attn_transpose(k, ld, w.kt, CPU_ATTN_TILE, n, hd);
+        cpu_attn_scores(q, ld, w.kt, m, n, hd, scale, w.s);
         for (int64_t r = 0; r < m; r++) {
             float alpha = cpu_attn_online_row(w.s + r * CPU_ATTN_TILE, cpu_attn_seen(j == i, r, n), n, j == 0,
                                               &w.m[r], &w.l[r]);
@@ -153,17 +174,17 @@ static void cpu_attn_bwd_tile(const cpu_attn_shape *a, const float *qkv, const f
                               const float *do_, float *dqkv, cpu_attn_scr *w, int64_t b, int64_t h, int64_t i,
                               int64_t j, int acc)
 {
-    int64_t T = a->T, hd = a->hd, ld = a->ld, kh = h / (a->H / a->KV), qd = a->H * hd, kvd = a->KV * hd;
+    int64_t T = a->T, hd = a->hd, ld = a->ld, kh = h / (a->H / a->KV), qd = a->H * hd;
     int64_t r0 = i * CPU_ATTN_TILE, m = cpu_attn_min(CPU_ATTN_TILE, T - r0);
     int64_t c0 = j * CPU_ATTN_TILE, n = cpu_attn_min(CPU_ATTN_TILE, T - c0);
     float scale = (float)(1.0 / sqrt((double)hd));
     const float *q = qkv + (b * T + r0) * ld + h * hd;
-    const float *k = qkv + (b * T + c0) * ld + qd + kh * hd, *v = k + kvd;
+    const float *k = qkv + (b * T + c0) * ld + qd + kh * hd;
     const float *dO = do_ + (b * T + r0) * qd + h * hd, *O = o + (b * T + r0) * qd + h * hd;
     const float *ls = lse + (b * a->H + h) * T + r0;
-    cpu_attn_scores(q, k, ld, m, n, hd, scale, w->s);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)hd, 1.0f, dO, (int)qd, v, (int)ld,
-                0.0f, w->dp, CPU_ATTN_TILE);
+    cpu_attn_scores(q, ld, w->kt, m, n, hd, scale, w->s);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)hd, 1.0f, dO, (int)qd, w->vt,
+                CPU_ATTN_TILE, 0.0f, w->dp, CPU_ATTN_TILE);
     for (int64_t r = 0; r < m; r++) {
         float *restrict p = w->s + r * CPU_ATTN_TILE, *restrict ds = w->dp + r * CPU_ATTN_TILE;
         int64_t seen = cpu_attn_seen(i == j, r, n);
@@ -175,10 +196,12 @@ static void cpu_attn_bwd_tile(const cpu_attn_shape *a, const float *qkv, const f
             ds[c] = pc * (ds[c] - dsum) * scale;
         }
     }
+    cpu_attn_transpose(w->s, CPU_ATTN_TILE, w->st, CPU_ATTN_TILE, m, n);
+    cpu_attn_transpose(w->dp, CPU_ATTN_TILE, w->dpt, CPU_ATTN_TILE, m, n);
     float beta = acc ? 1.0f : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->s, CPU_ATTN_TILE, dO,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->st, CPU_ATTN_TILE, dO,
                 (int)qd, beta, w->acc2, (int)hd);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->dp, CPU_ATTN_TILE, q,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->dpt, CPU_ATTN_TILE, q,
                 (int)ld, beta, w->acc, (int)hd);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)n, 1.0f, w->dp, CPU_ATTN_TILE, k,
                 (int)ld, j == 0 ? 0.0f : 1.0f, dqkv + (b * T + r0) * ld + h * hd, (int)ld);
@@ -195,10 +218,14 @@ static void cpu_attn_bwd_task(const cpu_attn_shape *a, const float *qkv, const f
     cpu_attn_scr w = cpu_attn_scratch(scratch, hd);
     for (int64_t j = 0; j < nt; j++) {
         int acc = 0;
+        int64_t c0 = j * CPU_ATTN_TILE, n = cpu_attn_min(CPU_ATTN_TILE, T - c0);
+        /* The key tile's K^T and V^T, for every head of the group. */
+        const float *k = qkv + (b * T + c0) * ld + qd + kh * hd;
+        cpu_attn_transpose(k, ld, w.kt, CPU_ATTN_TILE, n, hd);
+        cpu_attn_transpose(k + kvd, ld, w.vt, CPU_ATTN_TILE, n, hd);
         for (int64_t h = kh * grp; h < (kh + 1) * grp; h++)
             for (int64_t i = j; i < nt; i++, acc = 1)
                 cpu_attn_bwd_tile(a, qkv, o, lse, do_, dqkv, &w, b, h, i, j, acc);
-        int64_t c0 = j * CPU_ATTN_TILE, n = cpu_attn_min(CPU_ATTN_TILE, T - c0);
         for (int64_t c = 0; c < n; c++) {
             float *dk = dqkv + (b * T + c0 + c) * ld + qd + kh * hd, *dv = dk + kvd;
             for (int64_t d = 0; d < hd; d++) {

@@ -1,15 +1,25 @@
 #!/usr/bin/python3
 # PyTorch eager equivalent of bench/bench_step.c: the same two models, the
 # same step (fwd + bwd + global-norm clip + AdamW, one micro-batch of 8 x 256),
-# best over torch thread settings. Prints the same fields for side by side.
+# best over thread settings. Prints the same fields for side by side.
+# Each setting runs in a fresh process with OMP_NUM_THREADS, MKL_NUM_THREADS
+# and OPENBLAS_NUM_THREADS set to its count: torch's pools are sized when it
+# starts, and torch.set_num_threads(1) alone still keeps two cores busy (the
+# "old style" line shows that run too, for comparison). BENCH_PIN1=1 pins the
+# 1-thread process to one CPU (what bench/throughput.sh does for spotrain too).
+# Usage: bench_torch.py [SCALE [MODEL]]
 import math
 import os
+import subprocess
 import sys
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# The parent runs no torch op (its pools are never started): only children.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class Block(nn.Module):
@@ -107,25 +117,73 @@ def run(name, shape, batch, steps, threads):
     return tps, dt, flops_per_token(*shape) * tps / 1e9, batch * seq / cpu, float(loss)
 
 
+MODELS = {"A": ((256, 4, 8, 4, 704, 256, 256), 8, 10),
+          "B": ((512, 8, 8, 4, 1408, 8192, 256), 8, 4)}
+
+
+def child(name, threads, scale):
+    shape, batch, steps = MODELS[name]
+    tps, dt, gf, tcpu, loss = run(name, shape, batch, steps * scale, threads)
+    print("RESULT %s %d %.3f %.6f %.3f %.3f %.4f" % (name, threads, tps, dt, gf, tcpu, loss), flush=True)
+
+
+def spawn(name, threads, scale, honest, pin):
+    env = dict(os.environ)
+    for v in THREAD_VARS:
+        if honest:
+            env[v] = str(threads)
+        else:
+            env.pop(v, None)
+    pre = None
+    if pin:
+        cpu = min(os.sched_getaffinity(0))
+        pre = lambda: os.sched_setaffinity(0, {cpu})
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, str(threads), str(scale)],
+                         env=env, preexec_fn=pre, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            f = line.split()
+            return float(f[3]), float(f[4]), float(f[5]), float(f[6]), float(f[7])
+    sys.stderr.write("pytorch   model %s at %d thread(s) failed:\n%s" % (name, threads, out.stdout[-2000:]))
+    return None
+
+
+def line(name, t, r, what=""):
+    # cores busy = CPU seconds per wall second: what the setting really used.
+    return ("pytorch   model %s at %d thread%s%s: %8.0f tokens/s  %7.1f ms/step  %6.1f GFLOP/s  %6.0f tokens/cpu-s  "
+            "%4.2f cores busy" % (name, t, "" if t == 1 else "s", what, r[0], r[1] * 1e3, r[2], r[3], r[3] and r[0] / r[3]))
+
+
 def main():
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
     scale = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     only = sys.argv[2] if len(sys.argv) > 2 else None
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) or 1
     settings = sorted({1, cores})
-    models = [("A", (256, 4, 8, 4, 704, 256, 256), 8, 10 * scale),
-              ("B", (512, 8, 8, 4, 1408, 8192, 256), 8, 4 * scale)]
-    print("pytorch   torch %s, threads tried %s" % (torch.__version__, settings), flush=True)
-    for name, shape, batch, steps in models:
+    pin = os.environ.get("BENCH_PIN1") == "1"
+    print("pytorch   torch %s, threads tried %s, each in a fresh process with %s = the count%s"
+          % (torch.__version__, settings, "/".join(THREAD_VARS), "; 1 thread pinned to one CPU" if pin else ""), flush=True)
+    for name in MODELS:
         if only and name != only:
             continue
+        shape, batch, _ = MODELS[name]
         best = None
         for t in settings:
-            r = run(name, shape, batch, steps, t)
+            r = spawn(name, t, scale, True, pin and t == 1)
+            if r is None:
+                continue
             # Each setting too: the per-thread comparison needs them.
-            print("pytorch   model %s at %d thread%s: %8.0f tokens/s  %7.1f ms/step  %6.1f GFLOP/s  %6.0f tokens/cpu-s"
-                  % (name, t, "" if t == 1 else "s", r[0], r[1] * 1e3, r[2], r[3]), flush=True)
+            print(line(name, t, r), flush=True)
             if best is None or r[0] > best[0][0]:
                 best = (r, t)
+        # The figure earlier versions of this bench reported as "1 thread".
+        r = spawn(name, 1, scale, False, False)
+        if r is not None:
+            print(line(name, 1, r, " old style (set_num_threads only)"), flush=True)
+        if best is None:
+            continue
         (tps, dt, gf, tcpu, loss), t = best
         print("pytorch   model %s: micro-batch %d x %d: %8.0f tokens/s  %7.1f ms/step  %6.1f GFLOP/s  "
               "%6.0f tokens/cpu-s  (best with %d threads, last loss %.3f)"
