@@ -179,15 +179,21 @@ def main():
             if best is None or r[0] > best[0][0]:
                 best = (r, t)
         # The figure earlier versions of this bench reported as "1 thread".
+        # It is a setting a user may run (its default pools keep every core
+        # busy) and sometimes PyTorch's fastest, so it competes for "best"
+        # as a run on all the cores; the per-thread lines use the honest runs.
         r = spawn(name, 1, scale, False, False)
+        how = ""
         if r is not None:
             print(line(name, 1, r, " old style (set_num_threads only)"), flush=True)
+            if best is None or r[0] > best[0][0]:
+                best, how = (r, cores), ", set_num_threads(1) with default pools"
         if best is None:
             continue
         (tps, dt, gf, tcpu, loss), t = best
         print("pytorch   model %s: micro-batch %d x %d: %8.0f tokens/s  %7.1f ms/step  %6.1f GFLOP/s  "
-              "%6.0f tokens/cpu-s  (best with %d threads, last loss %.3f)"
-              % (name, batch, shape[6], tps, dt * 1e3, gf, tcpu, t, loss), flush=True)
+              "%6.0f tokens/cpu-s  (best with %d threads%s, last loss %.3f)"
+              % (name, batch, shape[6], tps, dt * 1e3, gf, tcpu, t, how, loss), flush=True)
 
 
 if __name__ == "__main__":
