@@ -86,6 +86,30 @@ assert "recompute auto: layers against a 50 GiB GPU" in d, d
 assert m["recompute"] == "layers" and m["fits"] is True, m
 assert m["per_gpu_bytes"] == int(re.search(r"per-GPU total: (\d+) bytes", d).group(1)), m' "$T_TMP/rc.json" "$T_TMP/rc.dry"
 
+# deepseek-67b over 128 GPUs at zero 3: [comm] overlap's second gradient
+# bucket (norm + lm_head, 8192 x 102400 + 8192 floats) in both plans, to the
+# byte; overlap = false holds one.
+for ov in true false; do
+    M67="--set model.preset=deepseek-67b --set train.precision=bf16 --set train.micro_batch=1 --set cost.nodes=16
+         --set train.zero=3 --set train.recompute=layers --set comm.overlap=$ov"
+    # shellcheck disable=SC2086
+    "$S" cost estimate "$EX" $M67 --json >"$T_TMP/m67-$ov.json"
+    # shellcheck disable=SC2086
+    "$S" train "$EX" $M67 --set train.backend=cuda --dry-run --world 128 >"$T_TMP/m67-$ov.dry" 2>&1
+done
+t_exit "67B zero 3: dry-run and cost estimate the same per-GPU bytes, overlap = false one gradient bucket less" 0 "" \
+    python3 -c '
+import json, re, sys
+m = {}
+for ov in ("true", "false"):
+    j = json.load(open(sys.argv[1] + "/m67-%s.json" % ov))["memory"]
+    d = int(re.search(r"per-GPU total: (\d+) bytes", open(sys.argv[1] + "/m67-%s.dry" % ov).read()).group(1))
+    assert j["per_gpu_bytes"] == d and j["zero_stage"] == 3, (ov, j, d)
+    m[ov] = j
+k = 4 * (8192 * 102400 + 8192)
+assert m["true"]["grads"] - m["false"]["grads"] == k, m
+assert m["true"]["per_gpu_bytes"] - m["false"]["per_gpu_bytes"] == k, m' "$T_TMP"
+
 # --- cost estimate: communication share of a step ------------------------
 # 8 nodes x 8 A100 at 200 Gbit/s, DeepSeek's batch: the figures are derived
 # here independently (the chain's fp32 reduce-scatter: 4 bytes a parameter
