@@ -45,8 +45,9 @@ typedef struct {
     /* Stages 2-3, [comm] overlap over 2+ ranks (two): two fp32 gradient
      * buckets: the backward adds into gbuf[gcur] (gbucket) while the comm
      * stream reduce-scatters the one closed before it; else one, gbuf[0],
-     * each bucket's exchange waited for before the next opens. ga, wa: flat offset of the open gradient bucket's
-     * and of the current parameter bucket's first element. ev_closed: the
+     * each bucket's exchange waited for before the next opens. ga, wa:
+     * flat offset of the open gradient bucket's and of the current
+     * parameter bucket's first element. ev_closed: the
      * compute stream's end of the bucket just closed; ev_gfree[i]: the
      * comm stream's last use of gbuf[i]; ev_reduced: the comm stream's end
      * of a backward's exchanges. exchanges, gathers: buckets reduced and

@@ -39,7 +39,7 @@ typedef struct {
     int zero;                     /* MEMPLAN_ZERO1..3 */
     size_t comm_chunk;            /* floats per rank per collective round (comm_get_chunk) */
     int reduce;                   /* COMM_REDUCE_CHAIN (0) | COMM_REDUCE_NCCL ([comm] reduce) */
-    int overlap;                  /* [comm] overlap: stages 2-3 hold a second bucket (CPU: of each kind; CUDA: gradients) */
+    int overlap;                  /* [comm] overlap: stages 2-3 hold second buckets (CPU: both kinds; CUDA: gradients) */
     /* The checkpoint writer ([checkpoint] codec, level, chunk_kib, threads;
      * threads 0: every core): chunk 0 plans no writer. */
     int ckpt_codec, ckpt_level, ckpt_threads;

@@ -482,7 +482,7 @@ int main(void)
     harness_run("world shrinks only the sharded categories", test_world_scaling);
     harness_run("zero 2-3 are range + bucket", test_zero_stages);
     harness_run("zero = auto picks the lowest stage that fits", test_choose_zero);
-    harness_run("overlap: a second gradient bucket on both backends, parameter bucket on the cpu", test_overlap_buckets);
+    harness_run("overlap: a second gradient bucket on both backends", test_overlap_buckets);
     harness_run("the process: writer I/O and runtime", test_process_terms);
     harness_run("stages 1-3 planned on both backends, others refused", test_stages);
     harness_run("rank 0 holds no chain slots on the cpu", test_rank_total);
