@@ -32,7 +32,7 @@ static const char train_usage[] =
     "              also the per-GPU plan and whether it fits --gpu-memory GiB (default: cost.gpu);\n"
     "              the communication per step, and with cost.network_gbps its share of a step\n"
     "              and how much of it the overlap with compute hides ([comm] overlap:\n"
-    "              ZeRO 2-3 on backend cpu)\n"
+    "              ZeRO 2-3; the CUDA comm stream's not yet timed on a GPU)\n"
     "  --quiet     no log lines on stderr (errors still print)\n";
 
 enum { TRAIN_OPT_FORCE = CLI_LONG, TRAIN_OPT_SET, TRAIN_OPT_DRY_RUN, TRAIN_OPT_WORLD, TRAIN_OPT_GPU_MEMORY };

@@ -42,19 +42,22 @@ typedef struct {
     void *work;                      /* compute-precision copy (2-byte types); NULL: GEMMs read master */
     size_t moff, mlen, woff, goff, glen;
     int zero;                        /* ZeRO stage 1, 2 or 3 */
-    /* Stages 2-3: two fp32 gradient buckets: the backward adds into
-     * gbuf[gcur] (gbucket) while the comm stream reduce-scatters the one
-     * closed before it; ga, wa: flat offset of the open gradient bucket's
-     * and of the current parameter bucket's first element. ev_closed: the
+    /* Stages 2-3, [comm] overlap over 2+ ranks (two): two fp32 gradient
+     * buckets: the backward adds into gbuf[gcur] (gbucket) while the comm
+     * stream reduce-scatters the one closed before it; else one, gbuf[0],
+     * each bucket's exchange waited for before the next opens. ga, wa:
+     * flat offset of the open gradient bucket's and of the current
+     * parameter bucket's first element. ev_closed: the
      * compute stream's end of the bucket just closed; ev_gfree[i]: the
      * comm stream's last use of gbuf[i]; ev_reduced: the comm stream's end
      * of a backward's exchanges. exchanges, gathers: buckets reduced and
-     * gathered on the comm stream (logged at the end under
-     * SPOTRAIN_CUDA_OVERLAP, which tests/emu/cli_zero_emu.sh counts). */
+     * gathered on the comm stream, overlapped: exchanges the next bucket
+     * did not wait for (logged at the end under SPOTRAIN_CUDA_OVERLAP,
+     * which tests/emu/cli_zero_emu.sh counts). */
     float *gbucket, *gbuf[2];
-    int gcur;
+    int gcur, two;
     cudaEvent_t ev_closed, ev_gfree[2], ev_reduced;
-    int64_t exchanges, gathers;
+    int64_t exchanges, gathers, overlapped;
     int overlap;                     /* SPOTRAIN_CUDA_OVERLAP: 1 count, 2 count and drop a wait (tests) */
     void *wbucket;                   /* the bucket cuda_w reads: wbuf[wcur] */
     size_t bucket_cap, ga, wa;
@@ -501,8 +504,10 @@ exit:
 
 /* Stage 2+: bucket k's gradients go into a zeroed gradient bucket (as
  * stage 1's zeroed full vector), so every kernel adds the same floats:
- * the other of the two buffers, once the comm stream is done with the
- * bucket it held (the one closed two buckets ago). */
+ * once the comm stream is done with the bucket the buffer held: with two,
+ * the other one (the bucket closed two buckets ago, whose exchange ran
+ * while the backward went on); with one ([comm] overlap = false, or one
+ * rank), the same one, so the bucket just closed blocks this one. */
 static int cuda_open_bucket(backend *be, int64_t k)
 {
     cuda_impl *c = (cuda_impl *)be->impl;
@@ -511,7 +516,7 @@ static int cuda_open_bucket(backend *be, int64_t k)
     if (c->zero < 2)
         return ST_OK;
     model_bucket_span(be->L, k, &a, &b);
-    c->gcur ^= 1;
+    c->gcur ^= c->two;
     c->gbucket = c->gbuf[c->gcur];
     /* SPOTRAIN_CUDA_OVERLAP=unordered drops this wait: the emulator's
      * stream-hazard check must then fail the run (a test proves it). */
@@ -565,6 +570,7 @@ static int cuda_close_bucket(backend *be, int64_t k)
     }
     CU_TRY(cudaEventRecord(c->ev_gfree[c->gcur], c->comm));
     c->exchanges++;
+    c->overlapped += c->two;
 exit:
     return rc;
 }
@@ -1242,9 +1248,9 @@ static void cuda_destroy(backend *be)
                      c->stall_ms);
         /* Not util_log: tests read it under --quiet. */
         if (c->overlap)
-            fprintf(stderr, "spotrain: backend cuda: rank %d: %lld gradient buckets reduced and %lld parameter "
-                    "buckets gathered on the comm stream\n", be->rank, (long long)c->exchanges,
-                    (long long)c->gathers);
+            fprintf(stderr, "spotrain: backend cuda: rank %d: %lld gradient buckets reduced (%lld overlapping the "
+                    "backward) and %lld parameter buckets gathered on the comm stream\n", be->rank,
+                    (long long)c->exchanges, (long long)c->overlapped, (long long)c->gathers);
         cuda_kprof_close(c);
         for (int i = 0; i < c->npinned; i++)
             cudaHostUnregister(c->pinned[i]);
@@ -1407,6 +1413,7 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
         c->goff = c->zero >= 2 ? be->lo : 0;
         c->glen = c->zero >= 2 ? r : n;
         c->bucket_cap = mp.bucket;
+        c->two = comm_get_overlap() && world > 1;   /* as the plan counts it */
         for (int64_t k = -1; k <= c->s.n_layers && c->zero >= 2; k++) {
             size_t a, b;
             model_bucket_span(L, k, &a, &b);
@@ -1422,9 +1429,10 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
         CU_OK(cuda_alloc((void **)&c->v, r * 4, "Adam v", &oom));
         if (ct == 2)
             CU_OK(cuda_alloc(&c->work, (c->zero >= 3 ? r : n) * 2, "the working copy of the weights", &oom));
-        /* Two, each its own allocation (the emulator's stream-hazard
-         * check sees whole allocations): one filled, one exchanged. */
-        for (int i = 0; i < 2 && c->zero >= 2; i++)
+        /* Two under overlap, each its own allocation (the emulator's
+         * stream-hazard check sees whole allocations): one filled, one
+         * exchanged. */
+        for (int i = 0; i < 1 + c->two && c->zero >= 2; i++)
             CU_OK(cuda_alloc((void **)&c->gbuf[i], c->bucket_cap * 4, "the gradient buckets", &oom));
         c->gbucket = c->gbuf[0];
         if (c->zero >= 3)

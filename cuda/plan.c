@@ -264,13 +264,14 @@ int cuda_adamw_seg_cap(const model_shape *s) { return 3 + (int)s->n_layers * MOD
 
 /* The per-GPU view of the one memory model (model/memplan.c), which sizes
  * the activations with cuda_arena_plan above: no recompute, the current
- * collective chunk. The backend allocates by it. */
+ * collective chunk and [comm] overlap. The backend allocates by it. */
 int cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda_prec p, int zero, cuda_memplan *m)
 {
     memplan_cfg c = {.shape = *s, .backend = MEMPLAN_CUDA, .precision = (memplan_prec)p,
                      .world = world > 0 ? world : 1, .ranks_per_node = 1, .micro_batch = micro_batch,
                      .recompute = MEMPLAN_RECOMPUTE_NONE, .zero = zero > 0 ? zero : MEMPLAN_ZERO1,
-                     .comm_chunk = comm_get_chunk(), .reduce = comm_get_reduce()};
+                     .comm_chunk = comm_get_chunk(), .reduce = comm_get_reduce(),
+                     .overlap = comm_get_overlap()};
     memplan_bytes b;
     memset(m, 0, sizeof *m);
     int rc = memplan_compute(&c, &b);

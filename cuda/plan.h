@@ -187,7 +187,8 @@ typedef struct {
     double master, working, grads, adam, activations, workspace, context, total;
     double comm;    /* NCCL buffer of the reduce-scatter when world > 1 */
     size_t range;   /* floats of the largest rank's range */
-    size_t bucket;  /* stages 2-3: floats of each bucket buffer (two for gradients; two for parameters at 3); else 0 */
+    size_t bucket;  /* stages 2-3: floats of each bucket buffer (gradients: two under [comm] overlap over 2+
+                     * ranks, else one; parameters at 3: two); else 0 */
 } cuda_memplan;
 
 /* world: data-parallel ranks (Adam m/v of 1/world); zero: ZeRO stage 1-3.

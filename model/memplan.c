@@ -201,10 +201,11 @@ static void memplan_cuda_params(const memplan_cfg *c, uint64_t n, uint64_t R, ui
     uint64_t shard = c->zero >= MEMPLAN_ZERO3 ? R + 2 * K : n;
     b->master = half ? 4 * R : 4 * shard;
     b->working = half ? 2 * shard : 0;
-    /* Stages 2-3: two gradient buckets, the one the backward fills and the
-     * one the comm stream reduce-scatters meanwhile (cuda/backend.cu). */
+    /* Stages 2-3, [comm] overlap over 2+ ranks: two gradient buckets, the
+     * one the backward fills and the one the comm stream reduce-scatters
+     * meanwhile (cuda/backend.cu); else one, each exchange waited for. */
     if (c->zero >= MEMPLAN_ZERO2)
-        b->grads = 4 * (R + 2 * K);
+        b->grads = 4 * (R + (c->overlap && c->world > 1 ? 2 : 1) * K);
 }
 
 static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)
@@ -280,7 +281,8 @@ int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
     /* Stages 2-3: the range plus one bucket of the largest span of whole
      * layers the backend moves at once (the same buckets on both
      * backends), one of each kind at a time where the collectives block
-     * (the CPU's second buckets under [comm] overlap: below). */
+     * (the second buckets under [comm] overlap: below, and in
+     * memplan_cuda_params). */
     uint64_t R = (uint64_t)b->range, K = c->zero > MEMPLAN_ZERO1 ? (uint64_t)backend_cpu_bucket_floats(&c->shape) : 0;
     b->master = c->zero >= MEMPLAN_ZERO3 ? 4 * (R + K) : 4 * n;
     b->grads = c->zero >= MEMPLAN_ZERO2 ? 4 * (R + K) : 4 * n;   /* stage 1: full vector, the reduce-scatter's input */

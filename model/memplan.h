@@ -22,8 +22,9 @@ typedef enum { MEMPLAN_RECOMPUTE_NONE = 0, MEMPLAN_RECOMPUTE_LAYERS = 1 } mempla
  * fp32 master too: only its range is ever read). 2: as 1, gradients
  * reduce-scattered layer by layer into the rank's range plus one bucket.
  * 3: as 2, working parameters sharded and gathered a bucket at a time into
- * one bucket buffer. Both backends implement all three. The CPU backend
- * with [comm] overlap over 2+ ranks holds two buckets of each kind. */
+ * one bucket buffer. Both backends implement all three. With [comm] overlap
+ * over 2+ ranks the CPU backend holds two buckets of each kind, the CUDA
+ * backend two gradient buckets (and two parameter buckets at 3 always). */
 enum { MEMPLAN_ZERO1 = 1, MEMPLAN_ZERO2 = 2, MEMPLAN_ZERO3 = 3 };
 
 typedef struct {
@@ -38,7 +39,7 @@ typedef struct {
     int zero;                     /* MEMPLAN_ZERO1..3 */
     size_t comm_chunk;            /* floats per rank per collective round (comm_get_chunk) */
     int reduce;                   /* COMM_REDUCE_CHAIN (0) | COMM_REDUCE_NCCL ([comm] reduce) */
-    int overlap;                  /* [comm] overlap: CPU stages 2-3 hold a second bucket of each kind */
+    int overlap;                  /* [comm] overlap: stages 2-3 hold second buckets (CPU: both kinds; CUDA: gradients) */
     /* The checkpoint writer ([checkpoint] codec, level, chunk_kib, threads;
      * threads 0: every core): chunk 0 plans no writer. */
     int ckpt_codec, ckpt_level, ckpt_threads;

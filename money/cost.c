@@ -119,11 +119,13 @@ static void cost_step_comm(const cost_opts *o, cost_plan *p)
     p->comm_zero = o->have_mem && o->mem_cfg.zero >= 1 && o->mem_cfg.zero <= 3 ? o->mem_cfg.zero : 1;
     p->comm_reduce = o->have_mem ? o->mem_cfg.reduce : COMM_REDUCE_CHAIN;
     p->micro_steps = cost_micro_steps(o->global_batch, p->gpus, o->micro_batch);
-    /* GPUs: the CUDA backend's bucket exchanges block (overlap 0). */
+    /* GPUs: the CUDA backend's comm stream overlaps stages 2-3's bucket
+     * exchanges under [comm] overlap (the default without a config). */
     const model_shape *s = &o->mem_cfg.shape;
     double emb = o->have_mem && p->params ? (double)s->vocab * (double)s->dim / (double)p->params : 0;
+    int ov = o->have_mem ? o->mem_cfg.overlap : 1;
     cost_comm_in in = {p->params, p->gpus, o->gpus_per_node, 2.0, o->network_gbps, 0, 1, p->comm_zero,
-                       p->comm_reduce, p->micro_steps, 0, emb};
+                       p->comm_reduce, p->micro_steps, ov, emb};
     if (rate > 0 && o->tokens_per_step > 0) {
         in.compute_seconds = o->tokens_per_step * p->flops_per_token / rate;
         in.last_micro_fraction = cost_last_micro_fraction(o->global_batch, p->gpus, o->micro_batch);
@@ -259,20 +261,28 @@ static void cost_print_comm(const cost_opts *o, const cost_plan *p)
         printf("  stage 1 reduces once, after the backward pass: nothing overlaps it (an overlap with the\n"
                "  last micro-batch's backward, not built, could hide at most %.2f s of the %.2f s reduce-scatter)\n",
                p->comm.overlap_max, p->comm.rs_seconds);
+    else if (p->have_comm && p->gpus > 1 && p->comm.node_bytes > 0 && p->comm.overlapped)
+        printf("  overlapped ([comm] overlap; on GPUs the comm stream, unverified on a GPU): about %.2f s of it\n"
+               "  hidden behind compute, %.2f s exposed: %.1f%% of a step\n", p->comm.hidden, p->comm.exposed,
+               100 * p->comm.exposed_share);
     else if (p->have_comm && p->gpus > 1 && p->comm.node_bytes > 0)
-        printf("  not overlapped: the CUDA backend's bucket exchanges block (the CPU backend overlaps them,\n"
-               "  [comm] overlap); overlapped they would hide about %.2f s of it\n", p->comm.overlap_could);
+        printf("  not overlapped ([comm] overlap = false): overlapped, the bucket exchanges would hide about\n"
+               "  %.2f s of it\n", p->comm.overlap_could);
     if (p->gpus <= 1)
         return;
     printf("  per ZeRO stage, leaving each node per step (%lld micro-batch%s a GPU):\n", (long long)p->micro_steps,
            p->micro_steps == 1 ? "" : "es");
     for (int z = 1; z <= 3; z++) {
         const cost_comm_out *c = &p->comm_stage[z];
-        printf("    zero %d: %.3f GiB = gradients %g x %.3f GiB + parameter gathers %g x %.3f GiB; overlap: %s\n",
+        printf("    zero %d: %.3f GiB = gradients %g x %.3f GiB + parameter gathers %g x %.3f GiB; overlap: %s%s\n",
                z, c->node_bytes / COST_GIB, c->reduces, c->reduces > 0 ? c->rs_node_bytes / c->reduces / COST_GIB : 0,
                c->gathers, c->gathers > 0 ? (c->node_bytes - c->rs_node_bytes) / c->gathers / COST_GIB : 0,
-               z == 1 ? "none (one reduction after the backward pass)"
-                      : "none on GPUs (bucket exchanges block between layers; the CPU backend overlaps them)");
+               z == 1            ? "none (one reduction after the backward pass)"
+               : !c->overlapped  ? "none ([comm] overlap = false: each bucket's exchange blocks between layers)"
+               : z == 2          ? "each bucket's reduce-scatter behind the backward of the following buckets"
+                                 : "each bucket's reduce-scatter behind the backward of the following buckets, each "
+                                   "layer's gather behind the previous layer's compute",
+               z >= 2 && c->overlapped ? "; on GPUs the comm stream, unverified on a GPU" : "");
     }
     if (p->comm_reduce == COMM_REDUCE_CHAIN && p->comm.flat_rs_node_bytes > p->comm.rs_node_bytes)
         printf("  (the flat all-to-all exchange the chain replaced sent %.3f GiB of gradients from each node)\n",

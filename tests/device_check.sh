@@ -672,8 +672,10 @@ fi
 # micro-steps in the full vector instead: the last bits differ). Each run
 # logs the device memory in use at exit (SPOTRAIN_CUDA_PROFILE=1), printed
 # beside the dry run's per-GPU total (which counts a 1 GiB context), and
-# how many buckets it reduced on the comm stream, overlapped with the
-# backward (SPOTRAIN_CUDA_OVERLAP=1): none would mean the overlap is off.
+# how many buckets it reduced on the comm stream (SPOTRAIN_CUDA_OVERLAP=1;
+# on one rank each is waited for before the next bucket opens, one gradient
+# bucket, as with [comm] overlap = false): none would mean the bucket path
+# is off.
 if section "ZeRO stages" 60; then
     dz=""
     nov=""

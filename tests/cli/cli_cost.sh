@@ -86,6 +86,30 @@ assert "recompute auto: layers against a 50 GiB GPU" in d, d
 assert m["recompute"] == "layers" and m["fits"] is True, m
 assert m["per_gpu_bytes"] == int(re.search(r"per-GPU total: (\d+) bytes", d).group(1)), m' "$T_TMP/rc.json" "$T_TMP/rc.dry"
 
+# deepseek-67b over 128 GPUs at zero 3: [comm] overlap's second gradient
+# bucket (norm + lm_head, 8192 x 102400 + 8192 floats) in both plans, to the
+# byte; overlap = false holds one.
+for ov in true false; do
+    M67="--set model.preset=deepseek-67b --set train.precision=bf16 --set train.micro_batch=1 --set cost.nodes=16
+         --set train.zero=3 --set train.recompute=layers --set comm.overlap=$ov"
+    # shellcheck disable=SC2086
+    "$S" cost estimate "$EX" $M67 --json >"$T_TMP/m67-$ov.json"
+    # shellcheck disable=SC2086
+    "$S" train "$EX" $M67 --set train.backend=cuda --dry-run --world 128 >"$T_TMP/m67-$ov.dry" 2>&1
+done
+t_exit "67B zero 3: dry-run and cost estimate the same per-GPU bytes, overlap = false one gradient bucket less" 0 "" \
+    python3 -c '
+import json, re, sys
+m = {}
+for ov in ("true", "false"):
+    j = json.load(open(sys.argv[1] + "/m67-%s.json" % ov))["memory"]
+    d = int(re.search(r"per-GPU total: (\d+) bytes", open(sys.argv[1] + "/m67-%s.dry" % ov).read()).group(1))
+    assert j["per_gpu_bytes"] == d and j["zero_stage"] == 3, (ov, j, d)
+    m[ov] = j
+k = 4 * (8192 * 102400 + 8192)
+assert m["true"]["grads"] - m["false"]["grads"] == k, m
+assert m["true"]["per_gpu_bytes"] - m["false"]["per_gpu_bytes"] == k, m' "$T_TMP"
+
 # --- cost estimate: communication share of a step ------------------------
 # 8 nodes x 8 A100 at 200 Gbit/s, DeepSeek's batch: the figures are derived
 # here independently (the chain's fp32 reduce-scatter: 4 bytes a parameter
@@ -109,7 +133,7 @@ st = {s["zero"]: s for s in c["stages"]}
 ag = g * (W - g) / W * n * 2
 for z, red, gat in ((1, 1, 1), (2, 3, 1), (3, 3, 6)):
     want = red * 4 * n + gat * ag
-    assert st[z]["reductions"] == red and st[z]["gathers"] == gat and not st[z]["overlap"], st[z]
+    assert st[z]["reductions"] == red and st[z]["gathers"] == gat and st[z]["overlap"] == (z >= 2), st[z]
     assert abs(st[z]["node_bytes"] - want) <= 1e-9 * want, (z, st[z], want)
 sec = node / (200e9 / 8)
 comp = 2304 * 4096 * d["flops_per_token"] / (W * 312e12 * 0.4)
@@ -140,14 +164,15 @@ t_has "estimate overlap bound: 2 nodes hide the whole reduce-scatter" '"overlap_
 # shellcheck disable=SC2086
 "$S" cost estimate "$EX" $CS $Z1 >"$T_TMP/comm.txt"
 t_has "estimate comm share: the table line" "9.1% of a step when not overlapped" "$T_TMP/comm.txt"
-t_has "estimate: the volume per ZeRO stage" "zero 3: 617.835 GiB = gradients 3 x 25.743 GiB + parameter gathers 6 x 90.101 GiB; overlap: none" "$T_TMP/comm.txt"
+t_has "estimate: the volume per ZeRO stage, overlapped on the GPUs' comm stream" "zero 3: 617.835 GiB = gradients 3 x 25.743 GiB + parameter gathers 6 x 90.101 GiB; overlap: each bucket's reduce-scatter behind the backward of the following buckets, each layer's gather behind the previous layer's compute; on GPUs the comm stream, unverified on a GPU" "$T_TMP/comm.txt"
 t_has "estimate: the flat exchange for comparison" "the flat all-to-all exchange the chain replaced sent 180.202 GiB" "$T_TMP/comm.txt"
 # shellcheck disable=SC2086
 "$S" train "$EX" --dry-run --world 64 $CS $Z1 >"$T_TMP/comm_dry.txt" 2>&1
 t_has "dry-run states the same share" "9% of a step when not overlapped" "$T_TMP/comm_dry.txt"
 t_has "dry-run, stage 1: nothing overlaps its one reduction; the bound of an overlap that is not built" "stage 1 reduces once, after the backward pass: nothing overlaps it (an overlap with the last micro-batch's backward, not built, could hide at most 1.11 s of the 1.11 s reduce-scatter" "$T_TMP/comm_dry.txt"
-# Stages 2-3 overlap on backend cpu ([comm] overlap), not on cuda: the
-# exposed time is the network time less what runs behind compute.
+# Stages 2-3 overlap under [comm] overlap (the CPU's comm worker, the CUDA
+# backend's comm stream): the exposed time is the network time less what
+# runs behind compute; with overlap = false it is all of it.
 # shellcheck disable=SC2086
 "$S" train "$EX" --dry-run --world 64 $CS --set train.zero=2 --set train.backend=cpu >"$T_TMP/ov_cpu.txt" 2>&1
 t_exit "dry-run, zero 2, backend cpu: overlapped, the hidden and exposed time" 0 "" \
@@ -159,12 +184,26 @@ t_exit "dry-run, zero 2, backend cpu: the stage line says what overlaps" 0 "" \
 t_has "dry-run, zero 3, overlap = false: not overlapped, and what it would hide" "not overlapped ([comm] overlap = false): overlapped, the bucket exchanges would hide about" "$T_TMP/ov_off.txt"
 # shellcheck disable=SC2086
 "$S" cost estimate "$EX" $CS --set train.zero=2 --json >"$T_TMP/ov_gpu.json"
-t_exit "estimate, zero 2 on GPUs: nothing hidden (the CUDA backend blocks), exposed = network time" 0 "" python3 -c '
+# shellcheck disable=SC2086
+"$S" cost estimate "$EX" $CS --set train.zero=2 --set comm.overlap=false --json >"$T_TMP/ov_gpu_off.json"
+t_exit "estimate, zero 2 on GPUs: hidden behind the backward, exposed = network time less it; none with overlap = false" \
+    0 "" python3 -c '
 import json, sys
 c = json.load(open(sys.argv[1]))["comm_per_step"]
-assert c["zero_stage"] == 2 and c["overlap_hidden_seconds"] == 0 and c["exposed_seconds"] == c["network_seconds"], c' "$T_TMP/ov_gpu.json"
+f = json.load(open(sys.argv[2]))["comm_per_step"]
+assert c["zero_stage"] == 2 and 0 < c["overlap_hidden_seconds"] < c["network_seconds"], c
+assert abs(c["exposed_seconds"] - (c["network_seconds"] - c["overlap_hidden_seconds"])) <= 1e-9 * c["network_seconds"], c
+assert [s["overlap"] for s in c["stages"]] == [False, True, True], c
+assert f["overlap_hidden_seconds"] == 0 and f["exposed_seconds"] == f["network_seconds"], f
+assert [s["overlap"] for s in f["stages"]] == [False, False, False], f' "$T_TMP/ov_gpu.json" "$T_TMP/ov_gpu_off.json"
+# shellcheck disable=SC2086
+"$S" cost estimate "$EX" $CS --set train.zero=2 >"$T_TMP/ov_gpu.txt"
+t_has "estimate, zero 2 on GPUs: overlapped on the comm stream, said unverified" "overlapped ([comm] overlap; on GPUs the comm stream, unverified on a GPU): about 3.12 s of it" "$T_TMP/ov_gpu.txt"
+# shellcheck disable=SC2086
+"$S" train "$EX" --dry-run --world 64 $CS --set train.zero=2 >"$T_TMP/ov_gpu_dry.txt" 2>&1
+t_has "dry-run, zero 2, backend auto: the same overlap" "overlapped ([comm] overlap; on GPUs the comm stream, unverified on a GPU): about 3.12 s of it hidden behind compute, 4.07 s exposed" "$T_TMP/ov_gpu_dry.txt"
 t_has "estimate states the same overlap bound" "could hide at most 1.11 s of the" "$T_TMP/comm.txt"
-t_has "dry-run: the same volume per ZeRO stage" "zero 3: 617.835 GiB = gradients 3 x 25.743 GiB + parameter gathers 6 x 90.101 GiB; overlap: none" "$T_TMP/comm_dry.txt"
+t_has "dry-run: the same volume per ZeRO stage and overlap" "zero 3: 617.835 GiB = gradients 3 x 25.743 GiB + parameter gathers 6 x 90.101 GiB; overlap: each bucket's reduce-scatter behind the backward of the following buckets, each layer's gather behind the previous layer's compute; on GPUs the comm stream, unverified on a GPU" "$T_TMP/comm_dry.txt"
 # shellcheck disable=SC2086
 t_exit "estimate comm share: CSV row" 0 "^comm_share,0.0911" "$S" cost estimate "$EX" $CS --csv
 t_exit "estimate one node: nothing leaves it" 0 "all of it stays inside the node" "$S" cost estimate "$EX" --set cost.network_gbps=200

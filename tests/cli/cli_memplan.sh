@@ -93,4 +93,21 @@ t_exit "VmHWM is the plan within 10% ($fig)" 0 "" awk -v p="$plan" -v k="$(tail 
     d = p > 0 ? (k * 1024 - p) / p : 1
     exit !(k > 0 && d >= -0.10 && d <= 0.10)
 }'
+# --- backend cuda, zero 2: the gradient buckets [comm] overlap holds -------
+# Two (the one the backward fills, the one the comm stream reduces) under
+# overlap over 2+ ranks; one with overlap = false or on one rank, the
+# per-GPU total one bucket less.
+gpu() {
+    "$S" train /dev/null --set train.backend=cuda --set train.zero=2 --dry-run "$@" 2>/dev/null |
+        sed -n '/^per-GPU memory/,$p'
+}
+gpu --world 2 >"$T_TMP/g-on"
+gpu --world 2 --set comm.overlap=false >"$T_TMP/g-off"
+gpu --world 1 >"$T_TMP/g-one"
+t_exit "cuda zero 2, overlap, 2 ranks: range + 2 buckets" 0 "" grep -qF "gradients (range + 2 buckets)" "$T_TMP/g-on"
+t_exit "cuda zero 2, overlap = false: range + 1 bucket" 0 "" grep -qF "gradients (range + 1 bucket)" "$T_TMP/g-off"
+t_exit "cuda zero 2, one rank: range + 1 bucket" 0 "" grep -qF "gradients (range + 1 bucket)" "$T_TMP/g-one"
+on=$(sed -n 's/.*per-GPU total: \([0-9]*\) bytes.*/\1/p' "$T_TMP/g-on")
+off=$(sed -n 's/.*per-GPU total: \([0-9]*\) bytes.*/\1/p' "$T_TMP/g-off")
+t_exit "cuda zero 2: overlap = false plans less per GPU ($off < $on)" 0 "" test "${off:-0}" -gt 0 -a "${off:-0}" -lt "${on:-0}"
 t_end

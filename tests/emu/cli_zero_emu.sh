@@ -11,6 +11,9 @@
 # (the plan counts each bucket buffer: one 8 Ki-float bucket is ~4% here).
 # Stages 2-3 reduce every bucket on the backend's comm stream while the
 # backward goes on (SPOTRAIN_CUDA_OVERLAP counts them: L + 2 per backward);
+# with [comm] overlap = false each exchange is waited for before the next
+# bucket opens: the same bits, none overlapped, one gradient bucket less
+# in the plan and the peak;
 # the emulator runs each stream's work only when something waits for it and
 # checks every cross-stream access is ordered by an event or a host wait,
 # so dropping the wait for a free gradient bucket (=unordered) must fail.
@@ -73,7 +76,8 @@ for p in fp32 bf16; do
             --set train.max_steps=6 --set train.run_dir=$p-$z 2>$p-$z.err
         r=$?
         # 6 steps of one micro-batch per rank, 2 layers: 6 x 4 buckets each
-        n=$(grep -c "rank [01]: $([ $z -ge 2 ] && echo 24 || echo 0) gradient buckets reduced" $p-$z.err)
+        nb=$([ $z -ge 2 ] && echo 24 || echo 0)
+        n=$(grep -c "rank [01]: $nb gradient buckets reduced ($nb overlapping the backward)" $p-$z.err)
         if [ $r -eq 0 ] && [ "$n" = 2 ]; then
             t_ok "$p zero $z: each rank reduced $([ $z -ge 2 ] && echo 24 || echo no) buckets on the comm stream"
         else
@@ -96,6 +100,35 @@ for p in fp32 bf16; do
 done
 echo "peaks (bytes, plan less the context): fp32 $(cat peak-fp32-1 peak-fp32-2 peak-fp32-3 | tr '\n' ' ')"
 echo "peaks (bytes, plan less the context): bf16 $(cat peak-bf16-1 peak-bf16-2 peak-bf16-3 | tr '\n' ' ')"
+
+# --- [comm] overlap = false: blocking exchanges, one gradient bucket -------
+for p in fp32 bf16; do
+    for z in 2 3; do
+        SPOTRAIN_EMU_PEAK="$PWD/peak-off-$p-$z" SPOTRAIN_CUDA_OVERLAP=1 $M -x SPOTRAIN_EMU_PEAK -x SPOTRAIN_CUDA_OVERLAP \
+            "$B" train /dev/null $S --set train.backend=cuda --set train.precision=$p --set train.zero=$z \
+            --set comm.overlap=false --set train.max_steps=6 --set train.run_dir=off-$p-$z 2>off-$p-$z.err
+        r=$?
+        n=$(grep -c "rank [01]: 24 gradient buckets reduced (0 overlapping the backward)" off-$p-$z.err)
+        d=$(digest off-$p-$z/ckpt/step-00000006)
+        d1=$(digest $p-1/ckpt/step-00000006)
+        if [ $r -eq 0 ] && [ "$n" = 2 ] && [ -n "$d" ] && [ "$d" = "$d1" ]; then
+            t_ok "$p zero $z, overlap = false: 24 buckets each, none overlapped, the bits of zero 1"
+        else
+            t_bad "$p zero $z, overlap = false: blocking, the bits of zero 1" \
+                "exit $r, '$d' vs '$d1' $(grep "comm stream" off-$p-$z.err) $(tail -n 2 off-$p-$z.err)"
+        fi
+        on=$(plan --set train.precision=$p --set train.zero=$z)
+        off=$(plan --set train.precision=$p --set train.zero=$z --set comm.overlap=false)
+        pc=$(peakcheck peak-off-$p-$z "$off")
+        # and off the two-bucket plan by a bucket (~4% here, past the 1%)
+        if echo "$pc" | grep -q "^OK" && [ -n "$on" ] && [ "$off" -lt "$on" ] &&
+            [ "$(peakcheck peak-off-$p-$z "$on" | cut -c1-2)" = BA ]; then
+            t_ok "$p zero $z, overlap = false: plan $off < $on bytes, device peak = plan: $pc"
+        else
+            t_bad "$p zero $z, overlap = false: one gradient bucket in plan and peak" "plan $off vs $on: $pc"
+        fi
+    done
+done
 
 # --- the overlap's cross-stream order is checked ----------------------------
 # Without the compute stream's wait for the comm stream to free a gradient

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
 #include "comm/comm.h"
 #include "money/commcost.h"
 #include "money/cost.h"
@@ -135,6 +136,29 @@ static void test_memory(void)
     EXPECT(load(NULL, more, 10) == ST_OK);
     EXPECT(cost_estimate(&O, &p) == ST_OK);
     EXPECT(p.mem.fits == 1 && p.mem.advice[0] == 0);
+}
+
+/* cost estimate plans GPUs with the trainer's [comm] overlap: at stages
+ * 2-3 the CUDA backend's comm stream hides part of the network time (the
+ * same model as --dry-run) and its plan holds a second gradient bucket;
+ * with overlap = false nothing is hidden and one bucket is planned. */
+static void test_gpu_overlap(void)
+{
+    char *sets[] = {"model.preset=deepseek-7b", "train.precision=bf16", "train.micro_batch=1", "cost.gpu=a100",
+                  "cost.nodes=8", "cost.gpus_per_node=8", "cost.ondemand_hours=10", "price.node.ondemand=1",
+                  "price.node.spot=0.5", "cost.network_gbps=200", "train.zero=2", "comm.overlap=false"};
+    cost_plan p, q;
+    EXPECT(load(NULL, sets, 11) == ST_OK);   /* the last, overlap = false, left out */
+    EXPECT(cost_estimate(&O, &p) == ST_OK);
+    uint64_t grads = O.mem.grads;
+    EXPECT(p.have_comm && p.comm_zero == 2 && p.comm.overlapped && p.comm.hidden > 0);
+    EXPECT(NEAR(p.comm.exposed, p.comm.seconds - p.comm.hidden, 1e-9));
+    EXPECT(!p.comm_stage[1].overlapped && p.comm_stage[2].overlapped && p.comm_stage[3].overlapped);
+    EXPECT(load(NULL, sets, 12) == ST_OK);
+    EXPECT(cost_estimate(&O, &q) == ST_OK);
+    EXPECT(q.have_comm && !q.comm.overlapped && q.comm.hidden == 0 && q.comm.overlap_could == p.comm.hidden);
+    EXPECT(!q.comm_stage[2].overlapped && !q.comm_stage[3].overlapped);
+    EXPECT(grads - O.mem.grads == 4 * (uint64_t)backend_cpu_bucket_floats(&O.mem_cfg.shape));
 }
 
 static void test_implausible(void)
@@ -391,6 +415,7 @@ int main(void)
     harness_run("spot overhead model", test_overhead_model);
     harness_run("mixed fleet prices", test_mixed_fleet);
     harness_run("memory fit from the trainer's plan", test_memory);
+    harness_run("GPU plans follow [comm] overlap", test_gpu_overlap);
     harness_run("implausible 67B plan", test_implausible);
     harness_run("estimate config errors", test_estimate_errors);
     harness_run("estimate prints only what the input determines", test_estimate_partial);

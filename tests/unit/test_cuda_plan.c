@@ -264,7 +264,8 @@ static void test_memory_plan(void)
     EXPECT(w8.total - w8.comm < m.total);
     /* Stages 2 and 3, as the backend allocates them: the fp32 master of
      * the range under bf16 at every stage, two gradient buckets from 2
-     * (the one filled, the one being reduced), two parameter buckets (the
+     * under [comm] overlap over 2+ ranks (the one filled, the one being
+     * reduced; one where each exchange blocks), two parameter buckets (the
      * one read, the one being gathered) at 3. */
     cuda_memplan z2, z3;
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 2, &z2) == ST_OK);
@@ -274,6 +275,13 @@ static void test_memory_plan(void)
     EXPECT(z2.grads == 4.0 * (double)(z2.range + 2 * z2.bucket) && z2.working == w8.working);
     EXPECT(z3.working == 2.0 * (double)(z3.range + 2 * z3.bucket) && z3.grads == z2.grads);
     EXPECT(z3.total < z2.total && z2.total < w8.total);
+    cuda_memplan off, one;
+    comm_set_overlap(0);
+    EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 2, &off) == ST_OK);
+    comm_set_overlap(1);
+    EXPECT(off.grads == 4.0 * (double)(off.range + off.bucket) && off.total == z2.total - 4.0 * (double)z2.bucket);
+    EXPECT(cuda_memory_plan(&s, 4, 1, CUDA_BF16, 2, &one) == ST_OK && one.bucket == z2.bucket &&
+           one.grads == 4.0 * (double)(one.range + one.bucket));
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_FP32, 3, &z3) == ST_OK && z3.working == 0 &&
            z3.master == 4.0 * (double)(z3.range + 2 * z3.bucket));
     model_shape big = s;   /* deepseek-67b on one 80 GB GPU: does not fit */
