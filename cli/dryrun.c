@@ -84,14 +84,8 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     /* zero = auto and recompute = auto: what the trainer picks against the
      * GPU's memory (here the configured size: no GPU is asked). */
     int autorc = !strcmp(c->recompute, "auto");
-    uint64_t avail = gib > 0 ? (uint64_t)(gib * 1024.0 * 1024.0 * 1024.0) : 0;
-    int autoz = !strcmp(c->zero, "auto") && avail > 0;
-    int prc = cfg_memplan(c, s, 1, world, &mc);
-    if (prc == ST_OK)
-        prc = autoz && autorc ? memplan_choose_zero_recompute(&mc, avail, &g)
-              : autoz         ? memplan_choose_zero(&mc, avail, &g)
-              : autorc        ? memplan_choose_recompute(&mc, avail, &g)
-                              : memplan_compute(&mc, &g);
+    int autoz = !strcmp(c->zero, "auto") && gib > 0;
+    int prc = cfg_memplan_gpu(c, s, world, gib, &mc, &g);
     if (prc != ST_OK) {
         printf("per-GPU memory with backend cuda: not planned (%s)\n", util_last_error());
         return;

@@ -59,20 +59,29 @@ int cfg_memplan(const cfg *c, const model_shape *s, int cuda, int world, memplan
     return ST_OK;
 }
 
+int cfg_memplan_gpu(const cfg *c, const model_shape *s, int world, double gpu_gib, memplan_cfg *m,
+                    memplan_bytes *out)
+{
+    int autorc = !strcmp(c->recompute, "auto");
+    uint64_t avail = gpu_gib > 0 ? (uint64_t)(gpu_gib * 1024.0 * 1024.0 * 1024.0) : 0;
+    int autoz = !strcmp(c->zero, "auto") && avail > 0;
+    int rc = cfg_memplan(c, s, 1, world, m);
+    if (rc != ST_OK)
+        return rc;
+    return autoz && autorc ? memplan_choose_zero_recompute(m, avail, out)
+           : autoz         ? memplan_choose_zero(m, avail, out)
+           : autorc        ? memplan_choose_recompute(m, avail, out)
+                           : memplan_compute(m, out);
+}
+
 /* The per-GPU plan --dry-run --world nodes*gpus_per_node prints for this
- * config: the same input (cfg_memplan) through the same model. */
+ * config: the same input through the same function. */
 static void cfg_cost_memplan(const cfg *c, const model_shape *s, cost_opts *o)
 {
     int64_t gpus = c->nodes * c->gpus_per_node;
     o->have_mem = 1;
-    /* recompute = auto: the choice against the configured GPU size, as
-     * --dry-run makes it. */
     double gib = c->gpu_memory_gib > 0 ? c->gpu_memory_gib : cost_gpu_memory_gib(c->gpu);
-    uint64_t avail = gib > 0 ? (uint64_t)(gib * 1024.0 * 1024.0 * 1024.0) : 0;
-    o->mem_status = cfg_memplan(c, s, 1, gpus > 0 && gpus <= INT32_MAX ? (int)gpus : 1, &o->mem_cfg);
-    if (o->mem_status == ST_OK)
-        o->mem_status = !strcmp(c->recompute, "auto") ? memplan_choose_recompute(&o->mem_cfg, avail, &o->mem)
-                                                      : memplan_compute(&o->mem_cfg, &o->mem);
+    o->mem_status = cfg_memplan_gpu(c, s, gpus > 0 && gpus <= INT32_MAX ? (int)gpus : 1, gib, &o->mem_cfg, &o->mem);
     if (o->mem_status != ST_OK)
         snprintf(o->mem_why, sizeof o->mem_why, "%s", util_last_error());
 }

@@ -20,5 +20,11 @@ int cfg_cost_opts(const cfg *c, cost_opts *o);
  * auto plans none (memplan_choose_recompute chooses). The ZeRO stage is the
  * implemented one until [train] zero exists. ST_OK or ST_CONFIG. */
 int cfg_memplan(const cfg *c, const model_shape *s, int cuda, int world, memplan_cfg *m);
+/* The per-GPU plan of backend cuda over world ranks, with zero = auto and
+ * recompute = auto resolved against the configured GPU size (gpu_gib, 0 if
+ * unknown: auto keeps stage 1) as the trainer resolves them against the
+ * device: what --dry-run and cost estimate both print. */
+int cfg_memplan_gpu(const cfg *c, const model_shape *s, int world, double gpu_gib, memplan_cfg *m,
+                    memplan_bytes *out);
 
 #endif

@@ -305,6 +305,8 @@ static void cost_print_memory(const cost_opts *o, const cost_plan *p)
     }
     const memplan_bytes *b = &o->mem;
     int z = o->mem_cfg.zero, half = o->mem_cfg.precision == MEMPLAN_BF16 || o->mem_cfg.precision == MEMPLAN_FP16;
+    /* [comm] overlap over 2+ GPUs: a second gradient bucket (memplan_cuda_params). */
+    int two = o->mem_cfg.overlap && p->gpus > 1;
     printf("memory per GPU (backend cuda, %s, micro_batch %lld%s; ZeRO stage %d: Adam m and v%s sharded over %lld "
            "GPUs,\n  %s on every GPU): %.1f GiB\n"
            "  master %.1f + working %.1f + gradients %.1f + Adam %.1f + activations %.1f + workspace,\n"
@@ -314,8 +316,10 @@ static void cost_print_memory(const cost_opts *o, const cost_plan *p)
            z >= 3 ? ", master, parameters and gradients" : z == 2 ? (half ? ", fp32 master and gradients" : ", gradients")
                   : half ? " and the fp32 master" : "",
            (long long)p->gpus,
-           z >= 3 ? "one gathered layer bucket and one gradient bucket"
-                  : z == 2 ? "the full working copy and one gradient bucket" : "the full working copy and gradients",
+           z >= 3 ? (two ? "two gathered layer buckets and two gradient buckets"
+                         : "two gathered layer buckets and one gradient bucket")
+           : z == 2 ? (two ? "the full working copy and two gradient buckets" : "the full working copy and one gradient bucket")
+                    : "the full working copy and gradients",
            m->per_gpu_gib,
            (double)b->master / COST_GIB, (double)b->working / COST_GIB, (double)b->grads / COST_GIB,
            (double)b->adam / COST_GIB, (double)(b->activations + b->attn_scratch) / COST_GIB,

@@ -66,7 +66,8 @@ assert m["zero_stage"] == 1 and m["fits"] is True and 56 < m["per_gpu_gib"] < 62
 t_has "dry-run says the same fits (the fp32 master sharded under bf16)" "fits a 80 GiB GPU" "$T_TMP/mem.dry"
 t_has "estimate: the same fits" "fits in 80 GiB per GPU" "$T_TMP/mem.txt"
 # shellcheck disable=SC2086
-"$S" cost estimate "$EX" $MS --set cost.gpu_memory_gib=40 >"$T_TMP/mem40.txt"
+# zero = 1 pinned: auto would take the stage that fits; the advice for stage 1 is the point.
+"$S" cost estimate "$EX" $MS --set cost.gpu_memory_gib=40 --set train.zero=1 >"$T_TMP/mem40.txt"
 t_has "estimate at 40 GiB: more ranks shrink only Adam and the master" "more ranks shrink only Adam m and v, the fp32 master's range" "$T_TMP/mem40.txt"
 t_has "estimate at 40 GiB: the next ZeRO stage offered" "train.zero = 2 shards the gradients" "$T_TMP/mem40.txt"
 t_exit "estimate offers no ZeRO-2/ZeRO-3 or 16 B/param" 1 "" grep -Eq "ZeRO-[23]|16 B/param|fits in .* with ZeRO" "$T_TMP/mem.txt"
@@ -85,6 +86,21 @@ d = open(sys.argv[2]).read()
 assert "recompute auto: layers against a 50 GiB GPU" in d, d
 assert m["recompute"] == "layers" and m["fits"] is True, m
 assert m["per_gpu_bytes"] == int(re.search(r"per-GPU total: (\d+) bytes", d).group(1)), m' "$T_TMP/rc.json" "$T_TMP/rc.dry"
+
+# The same with zero and recompute left at auto (the defaults): cost
+# estimate resolves them against the GPU as --dry-run does (it planned
+# stage 1 and "does NOT fit" here before), so the two agree to the byte.
+A67="--set model.preset=deepseek-67b --set train.precision=bf16 --set train.micro_batch=1 --set cost.nodes=16"
+# shellcheck disable=SC2086
+"$S" cost estimate "$EX" $A67 --json >"$T_TMP/a67.json"
+# shellcheck disable=SC2086
+"$S" train "$EX" $A67 --set train.backend=cuda --dry-run --world 128 >"$T_TMP/a67.dry" 2>&1
+t_exit "67B zero auto: cost estimate picks the dry-run's stage and recompute, to the byte" 0 "" python3 -c '
+import json, re, sys
+j = json.load(open(sys.argv[1]))["memory"]; d = open(sys.argv[2]).read()
+assert "(ZeRO stage 3, zero auto" in d, d
+assert j["zero_stage"] == 3 and j["recompute"] == "layers" and j["fits"] is True, j
+assert j["per_gpu_bytes"] == int(re.search(r"per-GPU total: (\d+) bytes", d).group(1)), j' "$T_TMP/a67.json" "$T_TMP/a67.dry"
 
 # deepseek-67b over 128 GPUs at zero 3: [comm] overlap's second gradient
 # bucket (norm + lm_head, 8192 x 102400 + 8192 floats) in both plans, to the
@@ -117,7 +133,8 @@ assert m["true"]["per_gpu_bytes"] - m["false"]["per_gpu_bytes"] == k, m' "$T_TMP
 # gather: 56 of a rank's 63 peers are off-node) and must agree with the
 # estimate's JSON and with --dry-run's share for the same plan; stage 3
 # gathers twice per micro-batch.
-CS="--set cost.nodes=8 --set cost.network_gbps=200 --set train.global_batch=2304"
+# Stage 1 pinned (auto picks the stage that fits, stage 2 here): its figures are the ones derived.
+CS="--set cost.nodes=8 --set cost.network_gbps=200 --set train.global_batch=2304 --set train.zero=1"
 # shellcheck disable=SC2086
 "$S" cost estimate "$EX" $CS --json >"$T_TMP/comm.json"
 t_exit "estimate comm share: JSON figures follow the volume model" 0 "" python3 -c '
@@ -150,7 +167,7 @@ for case in "8 2 2/36" "8 16 4/36" "2 16 16/144"; do
     nodes=${case%% *} rest=${case#* }
     mb=${rest%% *} frac=${rest#* }
     "$S" cost estimate "$EX" --set cost.nodes="$nodes" --set cost.network_gbps=200 --set train.global_batch=2304 \
-        --set train.micro_batch="$mb" --json >"$T_TMP/ovl.json"
+        --set train.micro_batch="$mb" --set train.zero=1 --json >"$T_TMP/ovl.json"
     t_exit "estimate overlap bound: $nodes nodes, micro-batch $mb (last piece $frac of a rank's rows)" 0 "" python3 -c '
 import json, sys
 c = json.load(open(sys.argv[1]))["comm_per_step"]; f = eval(sys.argv[2])
