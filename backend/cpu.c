@@ -994,6 +994,9 @@ static void cpu_destroy(backend *be)
         return;
     cpu_impl *c = be->impl;
     if (c) {
+        /* First: a queued reduce-scatter's add still writes into grads,
+         * and every exchange into a bucket. */
+        comm_async_drain();
         cpu_free_acts(c);
         free(c->rope_cos);
         free(c->rope_sin);
@@ -1001,7 +1004,6 @@ static void cpu_destroy(backend *be)
         free(c->grads);
         free(c->m);
         free(c->v);
-        comm_async_drain();   /* no worker may still write into a bucket */
         for (int j = 0; j < 2; j++) {
             free(c->gbuf[j]);
             free(c->wbuf[j]);
