@@ -18,7 +18,7 @@ typedef struct {
     int zero;                   /* ZeRO stage 1..3 (0: 1) */
     int reduce;                 /* COMM_REDUCE_CHAIN | COMM_REDUCE_NCCL (comm.h) */
     int64_t micro_steps;        /* micro-batches per rank per step (<= 0: 1) */
-    int overlap;                /* the backend overlaps stages 2-3's bucket exchanges (cpu, [comm] overlap) */
+    int overlap;                /* the backend overlaps stages 2-3's bucket exchanges ([comm] overlap) */
     double first_bucket;        /* the embedding's share of the parameters: reduced last, gathered first */
 } cost_comm_in;
 
@@ -53,8 +53,8 @@ typedef struct {
  * bucket in its backward) and gathers once; stage 3 reduces every
  * micro-batch and gathers every layer before its forward and again before
  * its backward, every micro-batch, and not after the optimizer.
- * Overlap (the CPU backend with [comm] overlap; the CUDA backend's bucket
- * exchanges block): at stages 2-3 each bucket's reduce-scatter runs behind
+ * Overlap ([comm] overlap: the CPU backend's comm worker, the CUDA
+ * backend's comm stream): at stages 2-3 each bucket's reduce-scatter runs behind
  * the backward of the buckets after it, in every micro-batch, all but the
  * embedding's, which is reduced last; at stage 3 each gather also runs
  * behind the compute of the layer before it, all but the forward's first
