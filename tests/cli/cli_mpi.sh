@@ -47,13 +47,15 @@ else
 fi
 # A stop seen by one rank only (rank 1 gets SIGUSR1): both ranks agree on
 # the step, rank 0 commits a checkpoint of it, and the job exits 75.
-$M "$S" train /dev/null $F --set train.max_steps=100000 --set train.log_every=1000 --set train.run_dir=peer \
+# The run directory by its full path: pgrep then finds this job's rank 1,
+# never one of another copy of this script running at the same time.
+$M "$S" train /dev/null $F --set train.max_steps=100000 --set train.log_every=1000 --set train.run_dir="$PWD/peer" \
     --set checkpoint.interval_steps=0 >peer.log 2>&1 &
 mp=$!
 r1=""
 for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
     sleep 0.2
-    for p in $(pgrep -f "run_dir=peer"); do
+    for p in $(pgrep -f "run_dir=$PWD/peer "); do
         if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then r1=$p; fi
     done
     [ -n "$r1" ] && [ -d peer/ckpt ] && break

@@ -156,7 +156,9 @@ sys.exit(not (len(t) == 1 and re.match(sys.argv[2], t[0]["agreement"]) and t[0][
 frozen_at "frozen after MPI_Init" init@0 "start-up: host count" train --set train.max_steps=3
 # selftest comm bounds its start-up the same way (a first run on a new
 # cluster is where a node hangs at start).
-SPOTRAIN_TEST_FREEZE=init@0 $M "$S" selftest comm empty.ini $F --set spot.comm_timeout_seconds=2 >fz-selftest.log 2>&1 &
+# The config by its full path: the check below then finds this job's ranks
+# only, never those of another copy of this script running at the same time.
+SPOTRAIN_TEST_FREEZE=init@0 $M "$S" selftest comm "$PWD/empty.ini" $F --set spot.comm_timeout_seconds=2 >fz-selftest.log 2>&1 &
 JOB=$!
 wait_for "$JOB" 60
 rc=$?
@@ -164,8 +166,8 @@ t_exit "selftest comm, rank 0 frozen after MPI_Init: mpirun exits 86 (rc $rc; 12
     test "$rc" -eq 86
 t_exit "selftest comm, frozen: one line names the host count and the peer" 0 \
     "^spotrain: start-up: host count \([a-z ]+\): rank 1 of 2 waited 2 s for rank 0" cat fz-selftest.log
-if pgrep -f -- "selftest comm empty.ini" >/dev/null; then
-    t_bad "selftest comm, frozen: no rank is left behind" "$(pgrep -a -f -- "selftest comm empty.ini")"
+if pgrep -f -- "selftest comm $PWD/empty.ini " >/dev/null; then
+    t_bad "selftest comm, frozen: no rank is left behind" "$(pgrep -a -f -- "selftest comm $PWD/empty.ini ")"
 else t_ok "selftest comm, frozen: no rank is left behind"; fi
 # Start-up: rank 1 freezes before the first agreement (run directory).
 frozen_at "frozen at start-up" start@1 "start-up agreement: run directory" train --set train.max_steps=3
@@ -249,20 +251,26 @@ FREEZE_THEN=
 # A slow commit is not a vanished peer: rank 0's on_save takes twice the
 # timeout inside the final commit, and rank 1, waiting in short agreements,
 # sees rank 0 answer throughout (exit 0, no comm_timeout record).
-$M "$S" train empty.ini $F --set train.run_dir="$PWD/slow" --set spot.comm_timeout_seconds=2 \
-    --set train.max_steps=3 --set checkpoint.on_save="sleep 4" >slow.log 2>&1 &
-wait_for $! 60
+# These two jobs must not time out, so their timeout (ALIVE_TO) is not the
+# 2 s of the frozen jobs above: every wait of the run is bounded by it, and
+# on a loaded machine (load 10 on 2 cores) a live rank can fall 2 s behind
+# its peer at start-up or in a step, which is then (rightly) a timeout. The
+# slowness stays twice the timeout, so an unpolled wait would still fire.
+ALIVE_TO=6
+$M "$S" train empty.ini $F --set train.run_dir="$PWD/slow" --set spot.comm_timeout_seconds=$ALIVE_TO \
+    --set train.max_steps=3 --set checkpoint.on_save="sleep $((2 * ALIVE_TO))" >slow.log 2>&1 &
+wait_for $! 90
 rc=$?
-t_exit "slow commit (on_save 4 s, timeout 2 s): exit 0 (rc $rc)" 0 "" test "$rc" -eq 0
+t_exit "slow commit (on_save $((2 * ALIVE_TO)) s, timeout $ALIVE_TO s): exit 0 (rc $rc)" 0 "" test "$rc" -eq 0
 t_exit "slow commit: no comm_timeout record" 1 "" grep -q comm_timeout slow/events.jsonl
-# A slow start decision is not a vanished rank 0 either: rank 0 takes 4 s
-# longer to decide (as when it reads a large checkpoint in full) while
-# rank 1 waits with a 2 s timeout (SPOTRAIN_TEST_SLOW, comm/comm.c).
-SPOTRAIN_TEST_SLOW=pick@0:4 $M "$S" train empty.ini $F --set train.run_dir="$PWD/slowpick" \
-    --set spot.comm_timeout_seconds=2 --set train.max_steps=3 >slowpick.log 2>&1 &
-wait_for $! 60
+# A slow start decision is not a vanished rank 0 either: rank 0 takes twice
+# the timeout longer to decide (as when it reads a large checkpoint in
+# full) while rank 1 waits (SPOTRAIN_TEST_SLOW, comm/comm.c).
+SPOTRAIN_TEST_SLOW=pick@0:$((2 * ALIVE_TO)) $M "$S" train empty.ini $F --set train.run_dir="$PWD/slowpick" \
+    --set spot.comm_timeout_seconds=$ALIVE_TO --set train.max_steps=3 >slowpick.log 2>&1 &
+wait_for $! 90
 rc=$?
-t_exit "slow start decision (4 s, timeout 2 s): exit 0 (rc $rc)" 0 "" test "$rc" -eq 0
+t_exit "slow start decision ($((2 * ALIVE_TO)) s, timeout $ALIVE_TO s): exit 0 (rc $rc)" 0 "" test "$rc" -eq 0
 t_exit "slow start decision: no comm_timeout record" 1 "" grep -q comm_timeout slowpick/events.jsonl
 
 t_exit "comm_timeout_seconds is in the sample configuration" 0 "^comm_timeout_seconds = 600" cat "$OLDPWD/sample.ini"

@@ -36,8 +36,11 @@ TO=2        # spot.comm_timeout_seconds
 BOUND=60    # seconds a failing job may take, start-up included, on a loaded 2-core machine
 KILL=150    # past this the job is killed (the check fails)
 
-# Processes still carrying tag $1 in their environment.
-tagged() { grep -l "NCCLFAIL_TAG=$1\$" /proc/[0-9]*/environ 2>/dev/null | sed 's|/proc/\([0-9]*\)/environ|\1|'; }
+# Processes still carrying tag $1 in their environment. The tag holds this
+# script's pid: another copy of this script running at the same time (a
+# second checkout's make test-emu) has its own jobs with the same names,
+# which this one must neither count nor kill.
+tagged() { grep -l "NCCLFAIL_TAG=$$-$1\$" /proc/[0-9]*/environ 2>/dev/null | sed 's|/proc/\([0-9]*\)/environ|\1|'; }
 # Kills what is left of job $1 (a frozen rank is killed as well: SIGKILL ends a stopped process).
 reap() { for p in $(tagged "$1"); do kill -KILL "$p" 2>/dev/null; done; }
 trap 'for t in $TAGS; do reap $t; done; t_cleanup' EXIT
@@ -50,7 +53,7 @@ job() {
     shift 2
     TAGS="$TAGS $tag"
     t0=$(date +%s)
-    NCCLFAIL_TAG=$tag timeout -s KILL $KILL $M -x NCCLFAIL_TAG "$@" >"$log" 2>&1
+    NCCLFAIL_TAG=$$-$tag timeout -s KILL $KILL $M -x NCCLFAIL_TAG "$@" >"$log" 2>&1
     RC=$?
     SECS=$(($(date +%s) - t0))
     sleep 2
