@@ -102,8 +102,8 @@ static void dryrun_gpu(const cfg *c, const model_shape *s, int world)
     dryrun_line(!half ? "weights (no working copy)" : mc.zero >= 3 ? "working (range + 2 buckets)"
                                                                    : "weights (working copy)",
                 (double)g.working);
-    int two = mc.overlap && world > 1;   /* the second gradient bucket (memplan_cuda_params) */
-    dryrun_line(mc.zero >= 2 ? (two ? "gradients (range + 2 buckets)" : "gradients (range + 1 bucket)")
+    int two = mc.overlap && world > 1;   /* the second gradient bucket, a layer's (memplan_cuda_params) */
+    dryrun_line(mc.zero >= 2 ? (two ? "gradients (range+bucket+layer)" : "gradients (range + 1 bucket)")
                              : "gradients (fp32)",
                 (double)g.grads);
     dryrun_line("adam m+v (this rank's range)", (double)g.adam);

@@ -44,15 +44,19 @@ typedef struct {
     int zero;                        /* ZeRO stage 1, 2 or 3 */
     /* Stages 2-3, [comm] overlap over 2+ ranks (two): two fp32 gradient
      * buckets: the backward adds into gbuf[gcur] (gbucket) while the comm
-     * stream reduce-scatters the one closed before it; else one, gbuf[0],
-     * each bucket's exchange waited for before the next opens. ga, wa:
+     * stream reduce-scatters the one closed before it; gbuf[1] holds
+     * gcap[1] floats, a decoder layer, so the embedding and lm_head
+     * buckets (gcap[0], up to 3 GiB at 67B) always take gbuf[0], after
+     * its exchange; else one, gbuf[0], each bucket's exchange waited for
+     * before the next opens. ga, wa:
      * flat offset of the open gradient bucket's and of the current
      * parameter bucket's first element. ev_closed: the
      * compute stream's end of the bucket just closed; ev_gfree[i]: the
      * comm stream's last use of gbuf[i]; ev_reduced: the comm stream's end
      * of a backward's exchanges. exchanges, gathers: buckets reduced and
-     * gathered on the comm stream, overlapped: exchanges the next bucket
-     * did not wait for (logged at the end under SPOTRAIN_CUDA_OVERLAP,
+     * gathered on the comm stream, overlapped: exchanges queued while two
+     * buffers exist (one that took gbuf[0] right before a bucket too big
+     * for gbuf[1] is waited for all the same; logged at the end under SPOTRAIN_CUDA_OVERLAP,
      * which tests/emu/cli_zero_emu.sh counts). */
     float *gbucket, *gbuf[2];
     int gcur, two;
@@ -60,7 +64,7 @@ typedef struct {
     int64_t exchanges, gathers, overlapped;
     int overlap;                     /* SPOTRAIN_CUDA_OVERLAP: 1 count, 2 count and drop a wait (tests) */
     void *wbucket;                   /* the bucket cuda_w reads: wbuf[wcur] */
-    size_t bucket_cap, ga, wa;
+    size_t bucket_cap, gcap[2], ga, wa;
     /* Stage 3: two parameter buffers, the current one and the one the next
      * bucket is gathered into on the comm stream meanwhile; wk: the bucket
      * each holds (CUDA_NO_BUCKET: none); pend: the bucket being gathered;
@@ -517,6 +521,8 @@ static int cuda_open_bucket(backend *be, int64_t k)
         return ST_OK;
     model_bucket_span(be->L, k, &a, &b);
     c->gcur ^= c->two;
+    if (b - a > c->gcap[c->gcur])
+        c->gcur = 0;   /* the embedding or lm_head: gbuf[0] once its exchange is done, below */
     c->gbucket = c->gbuf[c->gcur];
     /* SPOTRAIN_CUDA_OVERLAP=unordered drops this wait: the emulator's
      * stream-hazard check must then fail the run (a test proves it). */
@@ -1414,12 +1420,16 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
         c->glen = c->zero >= 2 ? r : n;
         c->bucket_cap = mp.bucket;
         c->two = comm_get_overlap() && world > 1;   /* as the plan counts it */
+        c->gcap[0] = mp.bucket;
+        c->gcap[1] = c->two ? mp.bucket2 : 0;
         for (int64_t k = -1; k <= c->s.n_layers && c->zero >= 2; k++) {
             size_t a, b;
             model_bucket_span(L, k, &a, &b);
-            if (b - a > c->bucket_cap) {
+            /* A layer must fit either buffer: the alternation gives it both. */
+            size_t cap = c->two && k >= 0 && k < c->s.n_layers ? c->gcap[1] : c->bucket_cap;
+            if (b - a > c->bucket_cap || b - a > cap) {
                 rc = util_fail(ST_SOFTWARE, "backend cuda: bucket %lld holds %zu floats, the plan %zu",
-                               (long long)k, b - a, c->bucket_cap);
+                               (long long)k, b - a, cap < c->bucket_cap ? cap : c->bucket_cap);
                 goto exit;
             }
         }
@@ -1433,7 +1443,7 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
          * stream-hazard check sees whole allocations): one filled, one
          * exchanged. */
         for (int i = 0; i < 1 + c->two && c->zero >= 2; i++)
-            CU_OK(cuda_alloc((void **)&c->gbuf[i], c->bucket_cap * 4, "the gradient buckets", &oom));
+            CU_OK(cuda_alloc((void **)&c->gbuf[i], c->gcap[i] * 4, "the gradient buckets", &oom));
         c->gbucket = c->gbuf[0];
         if (c->zero >= 3)
             for (int i = 0; i < 2; i++)

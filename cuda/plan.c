@@ -288,5 +288,6 @@ int cuda_memory_plan(const model_shape *s, int64_t micro_batch, int world, cuda_
     m->total = (double)b.total;
     m->range = b.range;
     m->bucket = c.zero > MEMPLAN_ZERO1 ? backend_cpu_bucket_floats(s) : 0;
+    m->bucket2 = c.zero > MEMPLAN_ZERO1 && c.overlap && c.world > 1 ? (size_t)model_layer_floats(s) : 0;
     return ST_OK;
 }

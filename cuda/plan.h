@@ -187,8 +187,9 @@ typedef struct {
     double master, working, grads, adam, activations, workspace, context, total;
     double comm;    /* NCCL buffer of the reduce-scatter when world > 1 */
     size_t range;   /* floats of the largest rank's range */
-    size_t bucket;  /* stages 2-3: floats of each bucket buffer (gradients: two under [comm] overlap over 2+
-                     * ranks, else one; parameters at 3: two); else 0 */
+    size_t bucket;  /* stages 2-3: floats of each bucket buffer (parameters at 3: two; gradients: one); else 0 */
+    size_t bucket2; /* stages 2-3 under [comm] overlap over 2+ ranks: floats of the second gradient bucket,
+                     * the largest decoder layer's (a bigger bucket goes into the first); else 0 */
 } cuda_memplan;
 
 /* world: data-parallel ranks (Adam m/v of 1/world); zero: ZeRO stage 1-3.

@@ -203,9 +203,11 @@ static void memplan_cuda_params(const memplan_cfg *c, uint64_t n, uint64_t R, ui
     b->working = half ? 2 * shard : 0;
     /* Stages 2-3, [comm] overlap over 2+ ranks: two gradient buckets, the
      * one the backward fills and the one the comm stream reduce-scatters
-     * meanwhile (cuda/backend.cu); else one, each exchange waited for. */
+     * meanwhile (cuda/backend.cu); the second holds a decoder layer, the
+     * embedding and lm_head buckets go into the first. Else one, each
+     * exchange waited for. */
     if (c->zero >= MEMPLAN_ZERO2)
-        b->grads = 4 * (R + (c->overlap && c->world > 1 ? 2 : 1) * K);
+        b->grads = 4 * (R + K + (c->overlap && c->world > 1 ? model_layer_floats(&c->shape) : 0));
 }
 
 static int memplan_cuda(const memplan_cfg *c, memplan_bytes *b)

@@ -106,12 +106,17 @@ const model_param *model_layer(const model_layout *L, int64_t layer, int kind)
 const model_param *model_final_norm(const model_layout *L) { return &L->params[L->n_params - 2]; }
 const model_param *model_lm_head(const model_layout *L) { return &L->params[L->n_params - 1]; }
 
-uint64_t model_count_params(const model_shape *s)
+uint64_t model_layer_floats(const model_shape *s)
 {
     uint64_t d = (uint64_t)s->dim, hd = (uint64_t)s->head_dim;
     uint64_t q = (uint64_t)s->n_heads * hd, kv = (uint64_t)s->n_kv_heads * hd;
-    uint64_t per_layer = d * q + 2 * d * kv + q * d + 3 * d * (uint64_t)s->ffn_dim + 2 * d;
-    return 2 * (uint64_t)s->vocab * d + (uint64_t)s->n_layers * per_layer + d;
+    return d * q + 2 * d * kv + q * d + 3 * d * (uint64_t)s->ffn_dim + 2 * d;
+}
+
+uint64_t model_count_params(const model_shape *s)
+{
+    return 2 * (uint64_t)s->vocab * (uint64_t)s->dim + (uint64_t)s->n_layers * model_layer_floats(s) +
+           (uint64_t)s->dim;
 }
 
 double model_flops_per_token(const model_shape *s)

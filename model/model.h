@@ -49,6 +49,9 @@ const model_param *model_lm_head(const model_layout *L);
  * lm_head; [*a, *b) is the flat span of their parameters. */
 void model_bucket_span(const model_layout *L, int64_t k, size_t *a, size_t *b);
 
+/* Floats of one decoder layer: the span of each of buckets 0..n_layers-1
+ * (a second CUDA gradient bucket is sized by it, not by the embedding's). */
+uint64_t model_layer_floats(const model_shape *s);
 /* Parameter count of a shape without building the table (for 67B plans). */
 uint64_t model_count_params(const model_shape *s);
 /* FLOPs per token for forward+backward: 6*N (matmul weights) + attention. */

@@ -103,8 +103,9 @@ assert j["zero_stage"] == 3 and j["recompute"] == "layers" and j["fits"] is True
 assert j["per_gpu_bytes"] == int(re.search(r"per-GPU total: (\d+) bytes", d).group(1)), j' "$T_TMP/a67.json" "$T_TMP/a67.dry"
 
 # deepseek-67b over 128 GPUs at zero 3: [comm] overlap's second gradient
-# bucket (norm + lm_head, 8192 x 102400 + 8192 floats) in both plans, to the
-# byte; overlap = false holds one.
+# bucket in both plans, to the byte: a decoder layer's (q, k, v, o, gate,
+# up, down, two norms), not the norm + lm_head bucket the first holds;
+# overlap = false holds one.
 for ov in true false; do
     M67="--set model.preset=deepseek-67b --set train.precision=bf16 --set train.micro_batch=1 --set cost.nodes=16
          --set train.zero=3 --set train.recompute=layers --set comm.overlap=$ov"
@@ -122,7 +123,7 @@ for ov in ("true", "false"):
     d = int(re.search(r"per-GPU total: (\d+) bytes", open(sys.argv[1] + "/m67-%s.dry" % ov).read()).group(1))
     assert j["per_gpu_bytes"] == d and j["zero_stage"] == 3, (ov, j, d)
     m[ov] = j
-k = 4 * (8192 * 102400 + 8192)
+k = 4 * (8192 * 8192 * 2 + 2 * 8192 * 1024 + 3 * 8192 * 22016 + 2 * 8192)
 assert m["true"]["grads"] - m["false"]["grads"] == k, m
 assert m["true"]["per_gpu_bytes"] - m["false"]["per_gpu_bytes"] == k, m' "$T_TMP"
 

@@ -104,7 +104,7 @@ gpu() {
 gpu --world 2 >"$T_TMP/g-on"
 gpu --world 2 --set comm.overlap=false >"$T_TMP/g-off"
 gpu --world 1 >"$T_TMP/g-one"
-t_exit "cuda zero 2, overlap, 2 ranks: range + 2 buckets" 0 "" grep -qF "gradients (range + 2 buckets)" "$T_TMP/g-on"
+t_exit "cuda zero 2, overlap, 2 ranks: range, a bucket and a layer" 0 "" grep -qF "gradients (range+bucket+layer)" "$T_TMP/g-on"
 t_exit "cuda zero 2, overlap = false: range + 1 bucket" 0 "" grep -qF "gradients (range + 1 bucket)" "$T_TMP/g-off"
 t_exit "cuda zero 2, one rank: range + 1 bucket" 0 "" grep -qF "gradients (range + 1 bucket)" "$T_TMP/g-one"
 on=$(sed -n 's/.*per-GPU total: \([0-9]*\) bytes.*/\1/p' "$T_TMP/g-on")

@@ -13,7 +13,9 @@
 # backward goes on (SPOTRAIN_CUDA_OVERLAP counts them: L + 2 per backward);
 # with [comm] overlap = false each exchange is waited for before the next
 # bucket opens: the same bits, none overlapped, one gradient bucket less
-# in the plan and the peak;
+# in the plan and the peak; the second gradient bucket holds a layer, the
+# embedding and lm_head buckets take the first (vocab 512 makes them the
+# larger: the same bits, the plan and peak a layer over overlap = false);
 # the emulator runs each stream's work only when something waits for it and
 # checks every cross-stream access is ordered by an event or a host wait,
 # so dropping the wait for a free gradient bucket (=unordered) must fail.
@@ -128,6 +130,32 @@ for p in fp32 bf16; do
             t_bad "$p zero $z, overlap = false: one gradient bucket in plan and peak" "plan $off vs $on: $pc"
         fi
     done
+done
+
+# --- the second gradient bucket holds a layer -------------------------------
+# vocab 512: the embedding and lm_head buckets (16 Ki floats and more)
+# outweigh a layer (9280 floats), so gbuf[1] is a layer's and those two take
+# gbuf[0] (the embedding right after layer 0's bucket there: its exchange
+# waited for): the bits of zero 1, the plan a layer over overlap = false's,
+# the device peak the plan's.
+V="--set model.vocab_size=512"
+for z in 1 2 3; do
+    SPOTRAIN_EMU_PEAK="$PWD/peak-v-$z" $M -x SPOTRAIN_EMU_PEAK "$B" train /dev/null $S $V --set train.backend=cuda \
+        --set train.zero=$z --set train.max_steps=6 --set train.run_dir=v-$z 2>v-$z.err
+    r=$?
+    d=$(digest v-$z/ckpt/step-00000006)
+    [ $z -eq 1 ] && dv=$d
+    on=$(plan $V --set train.zero=$z)
+    off=$(plan $V --set train.zero=$z --set comm.overlap=false)
+    pc=$(peakcheck peak-v-$z "$on")
+    want=$([ $z -ge 2 ] && echo $((4 * 9280)) || echo 0)
+    if [ $r -eq 0 ] && [ -n "$d" ] && [ "$d" = "$dv" ] && echo "$pc" | grep -q "^OK" && [ -n "$on" ] &&
+        [ $((on - off)) = "$want" ]; then
+        t_ok "vocab 512, zero $z: the bits of zero 1, plan - overlap off = $want bytes, device peak = plan: $pc"
+    else
+        t_bad "vocab 512, zero $z: a layer's second gradient bucket" \
+            "exit $r, '$d' vs '$dv', plan $on - $off vs $want: $pc $(tail -n 2 v-$z.err)"
+    fi
 done
 
 # --- the overlap's cross-stream order is checked ----------------------------

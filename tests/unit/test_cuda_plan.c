@@ -265,22 +265,26 @@ static void test_memory_plan(void)
     /* Stages 2 and 3, as the backend allocates them: the fp32 master of
      * the range under bf16 at every stage, two gradient buckets from 2
      * under [comm] overlap over 2+ ranks (the one filled, the one being
-     * reduced; one where each exchange blocks), two parameter buckets (the
-     * one read, the one being gathered) at 3. */
+     * reduced; one where each exchange blocks), the second only a layer's
+     * (deepseek-7b's lm_head bucket is 1.6x one), two parameter buckets
+     * (the one read, the one being gathered) at 3. */
     cuda_memplan z2, z3;
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 2, &z2) == ST_OK);
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 3, &z3) == ST_OK);
     EXPECT(w8.bucket == 0 && z2.bucket == backend_cpu_bucket_floats(&s) && z3.bucket == z2.bucket);
+    EXPECT(w8.bucket2 == 0 && z2.bucket2 == model_layer_floats(&s) && z3.bucket2 == z2.bucket2);
+    EXPECT(z2.bucket2 < z2.bucket);
     EXPECT(w8.master == 4.0 * (double)w8.range && z2.master == w8.master && z3.master == w8.master);
-    EXPECT(z2.grads == 4.0 * (double)(z2.range + 2 * z2.bucket) && z2.working == w8.working);
+    EXPECT(z2.grads == 4.0 * (double)(z2.range + z2.bucket + z2.bucket2) && z2.working == w8.working);
     EXPECT(z3.working == 2.0 * (double)(z3.range + 2 * z3.bucket) && z3.grads == z2.grads);
     EXPECT(z3.total < z2.total && z2.total < w8.total);
     cuda_memplan off, one;
     comm_set_overlap(0);
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_BF16, 2, &off) == ST_OK);
     comm_set_overlap(1);
-    EXPECT(off.grads == 4.0 * (double)(off.range + off.bucket) && off.total == z2.total - 4.0 * (double)z2.bucket);
-    EXPECT(cuda_memory_plan(&s, 4, 1, CUDA_BF16, 2, &one) == ST_OK && one.bucket == z2.bucket &&
+    EXPECT(off.grads == 4.0 * (double)(off.range + off.bucket) && off.total == z2.total - 4.0 * (double)z2.bucket2);
+    EXPECT(off.bucket == z2.bucket && off.bucket2 == 0);
+    EXPECT(cuda_memory_plan(&s, 4, 1, CUDA_BF16, 2, &one) == ST_OK && one.bucket == z2.bucket && one.bucket2 == 0 &&
            one.grads == 4.0 * (double)(one.range + one.bucket));
     EXPECT(cuda_memory_plan(&s, 4, 8, CUDA_FP32, 3, &z3) == ST_OK && z3.working == 0 &&
            z3.master == 4.0 * (double)(z3.range + 2 * z3.bucket));
