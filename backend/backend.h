@@ -137,7 +137,8 @@ uint64_t backend_gpu_memory(const char *name);
 /* ZeRO 2 and 3: floats in one bucket buffer, the largest span the CPU
  * backend moves at once (norm + lm_head, or one decoder layer). A rank
  * holds one gradient bucket from stage 2 and one parameter bucket at 3,
- * two of each under [comm] overlap over 2+ ranks (backend/cpu.c). */
+ * and under [comm] overlap over 2+ ranks a second of each that holds
+ * one decoder layer, model_layer_floats (backend/cpu.c). */
 size_t backend_cpu_bucket_floats(const model_shape *s);
 
 /* What to tell a user whose OpenBLAS runs kernels older than the CPU:

@@ -66,7 +66,9 @@ typedef struct {
     size_t woff, goff;
     /* ZeRO 2+: gradient buckets; 3: gathered parameter buckets. Two of
      * each with [comm] overlap over 2+ ranks: the next bucket fills one
-     * while the comm worker moves the other. */
+     * while the comm worker moves the other. The second holds a layer
+     * only: the embedding and lm_head (with a large vocabulary several
+     * layers each) take the first, whose exchange they wait for. */
     float *gbuf[2], *wbuf[2];
     int ng, nw;             /* buckets of each kind: 1 or 2 */
     int gcur;               /* the gradient bucket the kernels write */
@@ -80,7 +82,7 @@ typedef struct {
     int wcur;               /* the parameter bucket cpu_w reads */
     int64_t wk[2];          /* the bucket a queued, unclaimed gather fills; CPU_NO_BUCKET none */
     long wticket[2];
-    size_t bucket_cap;      /* floats of each: the largest span (embedding, a layer, or norm + lm_head) */
+    size_t cap[2];          /* floats of each: [0] the largest span, [1] the largest layer's */
     int reduced;            /* ZeRO 2+: a micro-batch was reduced into grads since zero_grads */
     double loss_acc;        /* summed loss since the last take_loss */
     int64_t cap_b;          /* rows of seq_len tokens the buffers hold */
@@ -426,6 +428,13 @@ static void cpu_span(const backend *be, int64_t k, size_t *a, size_t *b)
     model_bucket_span(be->L, k, a, b);
 }
 
+static size_t cpu_span_floats(const backend *be, int64_t k)
+{
+    size_t a, b;
+    model_bucket_span(be->L, k, &a, &b);
+    return b - a;
+}
+
 /* This rank's range cut to [a, b); empty when they do not meet. */
 static void cpu_cut(const backend *be, size_t a, size_t b, size_t *x, size_t *y)
 {
@@ -460,6 +469,10 @@ static int cpu_prefetch(backend *be, int64_t k)
     if (c->zero < 3 || c->nw < 2)
         return ST_OK;
     int j = 1 - c->wcur;
+    /* Too big for the other bucket, it waits to be gathered into the one
+     * cpu_w still reads (the same on every rank: it depends on the shape). */
+    if (cpu_span_floats(be, k) > c->cap[j])
+        return ST_OK;
     int rc = comm_async_wait(c->wticket[j]);
     if (rc == ST_OK)
         cpu_queue_gather(be, k, j);
@@ -481,6 +494,7 @@ static int cpu_gather_bucket(backend *be, int64_t k)
             i = j;
     if (i < 0) {
         i = c->nw > 1 ? 1 - c->wcur : 0;
+        i = cpu_span_floats(be, k) > c->cap[i] ? 0 : i;
         for (int j = 0; j < c->nw && rc == ST_OK; j++)
             rc = comm_async_wait(c->wticket[j]);
         if (rc != ST_OK)
@@ -505,12 +519,13 @@ static int cpu_open_bucket(backend *be, int64_t k)
     cpu_impl *c = be->impl;
     if (c->zero < 2)
         return ST_OK;
+    size_t a, b;
+    cpu_span(be, k, &a, &b);
     int i = c->ng > 1 ? 1 - c->gcur : 0;
+    i = b - a > c->cap[i] ? 0 : i;   /* the big one, once its exchange is done */
     int rc = comm_async_wait(c->gticket[i]);
     if (rc != ST_OK)
         return rc;
-    size_t a, b;
-    cpu_span(be, k, &a, &b);
     memset(c->gbuf[i], 0, (b - a) * sizeof(float));
     c->gcur = i;
     c->gbase = c->gbuf[i];
@@ -563,20 +578,16 @@ static int cpu_buckets_done(backend *be, int rc)
 
 size_t backend_cpu_bucket_floats(const model_shape *s)
 {
-    size_t D = (size_t)s->dim, qd = (size_t)(s->n_heads * s->head_dim), kvd = (size_t)(s->n_kv_heads * s->head_dim);
-    size_t layer = D * (qd + 2 * kvd) + qd * D + 3 * D * (size_t)s->ffn_dim + 2 * D, tail = D + (size_t)s->vocab * D;
+    size_t layer = (size_t)model_layer_floats(s), tail = (size_t)s->dim + (size_t)s->vocab * (size_t)s->dim;
     return layer > tail ? layer : tail;
 }
 
-/* The largest bucket, in floats. */
-static size_t cpu_bucket_floats(const backend *be)
+/* The largest of buckets k0..k1, in floats. */
+static size_t cpu_bucket_floats(const backend *be, int64_t k0, int64_t k1)
 {
     size_t most = 0;
-    for (int64_t k = -1; k <= be->L->s.n_layers; k++) {
-        size_t a, b;
-        cpu_span(be, k, &a, &b);
-        most = b - a > most ? b - a : most;
-    }
+    for (int64_t k = k0; k <= k1; k++)
+        most = cpu_span_floats(be, k) > most ? cpu_span_floats(be, k) : most;
     return most;
 }
 
@@ -1166,7 +1177,8 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     size_t np = cpu_param_floats(be), ng = cpu_grad_floats(be);
     c->params = calloc(np ? np : 1, sizeof(float));
     c->grads = calloc(ng ? ng : 1, sizeof(float));
-    c->bucket_cap = cpu_bucket_floats(be);
+    c->cap[0] = cpu_bucket_floats(be, -1, c->s.n_layers);
+    c->cap[1] = cpu_bucket_floats(be, 0, c->s.n_layers - 1);
     /* The second bucket of each kind only where a worker can fill it: as
      * memplan_compute plans them. */
     int two = comm_get_overlap() && be->world > 1;
@@ -1174,8 +1186,8 @@ int backend_cpu_create(backend **out, const model_layout *L, const backend_opts 
     c->nw = c->zero >= 3 ? 1 + two : 0;
     int short_of = 0;
     for (int j = 0; j < 2; j++) {
-        c->gbuf[j] = j < c->ng ? malloc(c->bucket_cap * sizeof(float)) : NULL;
-        c->wbuf[j] = j < c->nw ? malloc(c->bucket_cap * sizeof(float)) : NULL;
+        c->gbuf[j] = j < c->ng ? malloc((c->cap[j] ? c->cap[j] : 1) * sizeof(float)) : NULL;
+        c->wbuf[j] = j < c->nw ? malloc((c->cap[j] ? c->cap[j] : 1) * sizeof(float)) : NULL;
         short_of |= (j < c->ng && !c->gbuf[j]) || (j < c->nw && !c->wbuf[j]);
         c->wk[j] = CPU_NO_BUCKET;
     }

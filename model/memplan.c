@@ -294,11 +294,12 @@ int memplan_compute(const memplan_cfg *c, memplan_bytes *b)
     b->comm = memplan_comm(c, n, R, K);
     if (c->backend == MEMPLAN_CPU) {
         /* [comm] overlap over 2+ ranks: the next bucket fills a second
-         * buffer of each kind while the comm worker moves the other
-         * (backend/cpu.c). */
+         * buffer of each kind while the comm worker moves the other,
+         * one decoder layer big (backend/cpu.c). */
         if (c->overlap && c->world > 1) {
-            b->master += c->zero >= MEMPLAN_ZERO3 ? 4 * K : 0;
-            b->grads += c->zero >= MEMPLAN_ZERO2 ? 4 * K : 0;
+            uint64_t K2 = K ? model_layer_floats(&c->shape) : 0;
+            b->master += c->zero >= MEMPLAN_ZERO3 ? 4 * K2 : 0;
+            b->grads += c->zero >= MEMPLAN_ZERO2 ? 4 * K2 : 0;
         }
         memplan_cpu(c, b);
         return ST_OK;

@@ -340,28 +340,38 @@ static void test_zero_stages(void)
 /* [comm] overlap over 2+ ranks: a second gradient bucket at stages 2-3 on
  * both backends, and on the CPU a second parameter bucket at 3
  * (backend/cpu.c and cuda/backend.cu allocate them; CUDA's stage 3 holds
- * two parameter buckets either way); none at stage 1 or on one rank. */
+ * two parameter buckets either way); none at stage 1 or on one rank. The
+ * second buckets hold one decoder layer: with deepseek's vocabulary the
+ * embedding and lm_head are twice a layer and wait for the first. */
 static void test_overlap_buckets(void)
 {
-    model_shape s = small;
-    s.vocab = 1024;   /* the embedding and lm_head buckets outweigh a layer, as in deepseek's presets */
-    uint64_t K = 4 * (uint64_t)backend_cpu_bucket_floats(&s), KL = 4 * model_layer_floats(&s);
-    EXPECT(KL < K);   /* CUDA's second gradient bucket holds a layer, not the embedding */
-    for (int be = MEMPLAN_CPU; be <= MEMPLAN_CUDA; be++)
-        for (int w = 1; w <= 4; w += 3)
-            for (int z = MEMPLAN_ZERO1; z <= MEMPLAN_ZERO3; z++) {
-                memplan_cfg c = mp_cfg(&s, (memplan_backend)be, be == MEMPLAN_CPU ? MEMPLAN_FP32 : MEMPLAN_BF16, w, 1);
-                memplan_bytes on, off;
-                c.zero = z;
-                c.overlap = 0;
-                EXPECT(memplan_compute(&c, &off) == ST_OK);
-                c.overlap = 1;
-                EXPECT(memplan_compute(&c, &on) == ST_OK);
-                int two = w > 1;
-                EXPECT(on.grads - off.grads == (two && z >= 2 ? (be == MEMPLAN_CPU ? K : KL) : 0));
-                EXPECT(on.master - off.master == (two && z >= 3 && be == MEMPLAN_CPU ? K : 0));
-                EXPECT(on.total - off.total == on.grads - off.grads + on.master - off.master);
-            }
+    const model_shape *shapes[] = {&small, &ds7};
+    for (int si = 0; si < 2; si++) {
+        const model_shape *s = shapes[si];
+        uint64_t K = 4 * (uint64_t)backend_cpu_bucket_floats(s), KL = 4 * model_layer_floats(s);
+        model_layout L;
+        size_t a, b;
+        EXPECT(model_layout_init(&L, s) == ST_OK);
+        model_bucket_span(&L, s->n_layers - 1, &a, &b);
+        EXPECT(KL == 4 * (uint64_t)(b - a));
+        model_layout_free(&L);
+        EXPECT(si == 0 ? KL == K : 2 * KL < K);
+        for (int be = MEMPLAN_CPU; be <= MEMPLAN_CUDA; be++)
+            for (int w = 1; w <= 4; w += 3)
+                for (int z = MEMPLAN_ZERO1; z <= MEMPLAN_ZERO3; z++) {
+                    memplan_cfg c = mp_cfg(s, (memplan_backend)be, be == MEMPLAN_CPU ? MEMPLAN_FP32 : MEMPLAN_BF16, w, 1);
+                    memplan_bytes on, off;
+                    c.zero = z;
+                    c.overlap = 0;
+                    EXPECT(memplan_compute(&c, &off) == ST_OK);
+                    c.overlap = 1;
+                    EXPECT(memplan_compute(&c, &on) == ST_OK);
+                    int two = w > 1;
+                    EXPECT(on.grads - off.grads == (two && z >= 2 ? KL : 0));
+                    EXPECT(on.master - off.master == (two && z >= 3 && be == MEMPLAN_CPU ? KL : 0));
+                    EXPECT(on.total - off.total == on.grads - off.grads + on.master - off.master);
+                }
+    }
 }
 
 static void test_choose_zero(void)
@@ -484,7 +494,7 @@ int main(void)
     harness_run("world shrinks only the sharded categories", test_world_scaling);
     harness_run("zero 2-3 are range + bucket", test_zero_stages);
     harness_run("zero = auto picks the lowest stage that fits", test_choose_zero);
-    harness_run("overlap: a second gradient bucket on both backends", test_overlap_buckets);
+    harness_run("overlap: a second bucket a layer big on both backends", test_overlap_buckets);
     harness_run("the process: writer I/O and runtime", test_process_terms);
     harness_run("stages 1-3 planned on both backends, others refused", test_stages);
     harness_run("rank 0 holds no chain slots on the cpu", test_rank_total);
