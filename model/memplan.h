@@ -23,8 +23,8 @@ typedef enum { MEMPLAN_RECOMPUTE_NONE = 0, MEMPLAN_RECOMPUTE_LAYERS = 1 } mempla
  * reduce-scattered layer by layer into the rank's range plus one bucket.
  * 3: as 2, working parameters sharded and gathered a bucket at a time into
  * one bucket buffer. Both backends implement all three. With [comm] overlap
- * over 2+ ranks the CPU backend holds two buckets of each kind, the CUDA
- * backend two gradient buckets (and two parameter buckets at 3 always). */
+ * over 2+ ranks the CPU backend holds two buckets of each kind (the
+ * second one decoder layer big), the CUDA backend two gradient buckets (and two parameter buckets at 3 always). */
 enum { MEMPLAN_ZERO1 = 1, MEMPLAN_ZERO2 = 2, MEMPLAN_ZERO3 = 3 };
 
 typedef struct {
