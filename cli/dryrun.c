@@ -281,11 +281,12 @@ int dryrun_plan(const cfg *c, int world)
     printf("flops per token (fwd+bwd): %.4g\n", model_flops_per_token(&s));
     printf("memory per process with %d rank%s (fp32 master weights, grads, sharded AdamW: ZeRO stage %d):\n",
            world, world == 1 ? "" : "s", mc.zero);
-    /* [comm] overlap over 2+ ranks: a second bucket of each kind. */
+    /* [comm] overlap over 2+ ranks: a second buffer of each kind, a layer big
+     * (the embedding and lm_head buckets always take the first). */
     int two = mc.overlap && world > 1;
-    dryrun_line(mc.zero >= 3 ? (two ? "parameters (range + 2 layers)" : "parameters (range + 1 layer)")
+    dryrun_line(mc.zero >= 3 ? (two ? "parameters (range+bucket+layer)" : "parameters (range + 1 bucket)")
                              : "parameters (fp32)", (double)m.master);
-    dryrun_line(mc.zero >= 2 ? (two ? "gradients (range + 2 buckets)" : "gradients (range + 1 bucket)")
+    dryrun_line(mc.zero >= 2 ? (two ? "gradients (range+bucket+layer)" : "gradients (range + 1 bucket)")
                              : "gradients (fp32)", (double)m.grads);
     printf("  this rank's range: %zu parameters (64-aligned; %.1f%% of the vector)\n", m.range,
            100.0 * (double)m.range / (double)(n ? n : 1));
