@@ -37,8 +37,10 @@ shape() {
     echo "--set model.dim=1536 --set model.n_layers=$1 --set model.n_heads=12 --set model.n_kv_heads=12
           --set model.ffn_dim=4096 --set model.vocab_size=102400 --set model.seq_len=$SEQ"
 }
+# comm.overlap = false: the overlap's second buffers (a layer each, 0.2 GiB
+# a rank here) buy speed with memory; the largest model is the lean plan's.
 C="--set train.backend=cpu --set train.threads=1 --set train.micro_batch=1 --set train.global_batch=$NP
-   --set train.recompute=layers --set train.max_steps=$STEPS --set train.val_every=0 --set train.log_every=1
+   --set comm.overlap=false --set train.recompute=layers --set train.max_steps=$STEPS --set train.val_every=0 --set train.log_every=1
    --set checkpoint.interval_steps=0 --set checkpoint.threads=1"
 # plan LAYERS ZERO: --dry-run's per-process total for NP ranks, bytes.
 plan() {
