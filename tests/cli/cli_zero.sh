@@ -14,25 +14,11 @@
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1
 F="--set model.dim=32 --set model.n_layers=3 --set model.n_heads=4 --set model.n_kv_heads=2 --set model.ffn_dim=64 --set model.seq_len=16 --set train.val_every=3 --set train.threads=1 --set train.log_every=1 --set checkpoint.interval_steps=0 --quiet"
-digest() { "$S" ckpt inspect --json "$1" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])'; }
-losses() { t_events "$1/events.jsonl" step loss | tr '\n' ' '; }
-# same NAME DIR_A DIR_B STEP: digests and logged losses of two runs agree.
-same() {
-    a=$(digest "$2/ckpt/$(printf 'step-%08d' "$4")" 2>/dev/null)
-    b=$(digest "$3/ckpt/$(printf 'step-%08d' "$4")" 2>/dev/null)
-    la=$(losses "$2")
-    lb=$(losses "$3")
-    if [ -n "$a" ] && [ "$a" = "$b" ] && [ -n "$la" ] && [ "$la" = "$lb" ]; then
-        t_ok "$1 (digests $a)"
-    else
-        t_bad "$1" "digests '$a' vs '$b', losses '$la' vs '$lb'"
-    fi
-}
-# differ NAME DIR_A DIR_B STEP: the runs took different paths (so a same
+# differ NAME DIR_A DIR_B STEP: the runs took different paths (so a t_same_run
 # above is not two identical no-ops).
 differ() {
-    a=$(digest "$2/ckpt/$(printf 'step-%08d' "$4")" 2>/dev/null)
-    b=$(digest "$3/ckpt/$(printf 'step-%08d' "$4")" 2>/dev/null)
+    a=$(t_digest "$2/ckpt/$(printf 'step-%08d' "$4")" 2>/dev/null)
+    b=$(t_digest "$3/ckpt/$(printf 'step-%08d' "$4")" 2>/dev/null)
     if [ -n "$a" ] && [ -n "$b" ] && [ "$a" != "$b" ]; then t_ok "$1"; else t_bad "$1" "digests '$a' vs '$b'"; fi
 }
 
@@ -101,14 +87,14 @@ for np in 2 3; do
     for z in 1 2 3; do
         $M "$S" train /dev/null $F $B --set train.zero=$z --set train.run_dir=n$np-z$z >/dev/null 2>&1
     done
-    same "$np ranks, no accumulation: zero 2 == zero 1, bitwise" n$np-z1 n$np-z2 4
-    same "$np ranks, no accumulation: zero 3 == zero 1, bitwise" n$np-z1 n$np-z3 4
+    t_same_run "$np ranks, no accumulation: zero 2 == zero 1, bitwise" n$np-z1 n$np-z2 4
+    t_same_run "$np ranks, no accumulation: zero 3 == zero 1, bitwise" n$np-z1 n$np-z3 4
 done
 
 # zero 3 regathers each layer for the recompute forward inside its backward.
 mpirun -np 2 --oversubscribe "$S" train /dev/null $F --set train.global_batch=6 --set train.micro_batch=3 \
     --set train.max_steps=4 --set train.zero=3 --set train.recompute=layers --set train.run_dir=n2-z3-rl >/dev/null 2>&1
-same "2 ranks: zero 3 with recompute layers == zero 1, bitwise" n2-z1 n2-z3-rl 4
+t_same_run "2 ranks: zero 3 with recompute layers == zero 1, bitwise" n2-z1 n2-z3-rl 4
 
 # Accumulation: 3 micro-batches per rank a step.
 M="mpirun -np 2 --oversubscribe"
@@ -117,14 +103,14 @@ for z in 1 2 3; do
     for rep in a b; do
         $M "$S" train /dev/null $F $A --set train.zero=$z --set train.run_dir=acc-z$z$rep >/dev/null 2>&1
     done
-    same "accumulation: zero $z repeats itself bitwise" acc-z${z}a acc-z${z}b 4
+    t_same_run "accumulation: zero $z repeats itself bitwise" acc-z${z}a acc-z${z}b 4
 done
 differ "accumulation: zero 2 reduces per micro-batch (not stage 1's order)" acc-z1a acc-z2a 4
-same "accumulation: zero 3 == zero 2, bitwise" acc-z2a acc-z3a 4
+t_same_run "accumulation: zero 3 == zero 2, bitwise" acc-z2a acc-z3a 4
 # Interrupted and resumed under the same stage == straight.
 $M "$S" train /dev/null $F $A --set train.max_steps=2 --set train.zero=2 --set train.run_dir=acc-split >/dev/null 2>&1
 $M "$S" resume /dev/null $F $A --set train.zero=2 --set train.run_dir=acc-split >/dev/null 2>&1
-same "accumulation, zero 2: stopped at 2 and resumed == straight" acc-z2a acc-split 4
+t_same_run "accumulation, zero 2: stopped at 2 and resumed == straight" acc-z2a acc-split 4
 
 # A zero = 2 checkpoint on 2 ranks resumes under zero = 1 on 3 ranks and
 # under zero = 3 on 1 rank, where zero = 1 checkpoints of the same step go.
@@ -133,7 +119,7 @@ cp -r n2-z1 z1to1
 E="--set train.global_batch=6 --set train.micro_batch=2 --set train.max_steps=6"
 mpirun -np 3 --oversubscribe "$S" resume /dev/null $F $E --set train.zero=1 --set train.run_dir=z2to1 >/dev/null 2>&1
 mpirun -np 3 --oversubscribe "$S" resume /dev/null $F $E --set train.zero=1 --set train.run_dir=z1to1 >/dev/null 2>&1
-same "zero 2 on 2 ranks -> zero 1 on 3 ranks == zero 1 throughout" z1to1 z2to1 6
+t_same_run "zero 2 on 2 ranks -> zero 1 on 3 ranks == zero 1 throughout" z1to1 z2to1 6
 cp -r n2-z2 z2to3
 "$S" resume /dev/null $F --set train.global_batch=6 --set train.micro_batch=6 --set train.max_steps=6 --set train.zero=3 --set train.run_dir=z2to3 >/dev/null 2>&1
 t_exit "zero 2 on 2 ranks -> zero 3 on 1 rank: verifies" 0 "" "$S" ckpt verify z2to3/ckpt/step-00000006

@@ -18,20 +18,6 @@ if ! command -v mpirun >/dev/null 2>&1 || ! "$S" --version | grep -q "mpi: yes";
     exit $?
 fi
 F="--set model.dim=32 --set model.n_layers=3 --set model.n_heads=4 --set model.n_kv_heads=2 --set model.ffn_dim=64 --set model.seq_len=16 --set train.val_every=3 --set train.threads=1 --set train.log_every=1 --set checkpoint.interval_steps=0 --set spot.provider=none --quiet"
-digest() { "$S" ckpt inspect --json "$1" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])'; }
-losses() { t_events "$1/events.jsonl" step loss | tr '\n' ' '; }
-# same NAME DIR_A DIR_B STEP: digests and logged losses of two runs agree.
-same() {
-    a=$(digest "$2/ckpt/$(printf 'step-%08d' "$4")" 2>/dev/null)
-    b=$(digest "$3/ckpt/$(printf 'step-%08d' "$4")" 2>/dev/null)
-    la=$(losses "$2")
-    lb=$(losses "$3")
-    if [ -n "$a" ] && [ "$a" = "$b" ] && [ -n "$la" ] && [ "$la" = "$lb" ]; then
-        t_ok "$1 (digests $a)"
-    else
-        t_bad "$1" "digests '$a' vs '$b', losses '$la' vs '$lb'"
-    fi
-}
 # A chunk smaller than a layer: buckets take several rounds.
 export SPOTRAIN_COMM_CHUNK=128
 # Layer buckets are 9280 floats. On 3 ranks a vocabulary of 512 makes the
@@ -51,9 +37,9 @@ for np in 2 3; do
             $M "$S" train /dev/null $F $A --set train.zero=$z --set comm.overlap=$o \
                 --set train.run_dir=acc$np-z$z-$o >/dev/null 2>&1
         done
-        same "$np ranks, zero $z: overlap on == off, bitwise" n$np-z$z-false n$np-z$z-true 3
-        same "$np ranks, zero $z, accumulation: overlap on == off, bitwise" acc$np-z$z-false acc$np-z$z-true 3
-        same "$np ranks, zero $z, overlap on == zero 1, bitwise" n$np-z1 n$np-z$z-true 3
+        t_same_run "$np ranks, zero $z: overlap on == off, bitwise" n$np-z$z-false n$np-z$z-true 3
+        t_same_run "$np ranks, zero $z, accumulation: overlap on == off, bitwise" acc$np-z$z-false acc$np-z$z-true 3
+        t_same_run "$np ranks, zero $z, overlap on == zero 1, bitwise" n$np-z1 n$np-z$z-true 3
     done
 done
 # The worker runs (rank 0 says so once) with overlap on, not with it off.
@@ -69,11 +55,11 @@ t_exit "overlap off: no worker" 1 "" grep -q "comm worker" said-false.log
 M="mpirun -np 2 --oversubscribe"
 B="--set train.global_batch=6 --set train.micro_batch=3 --set train.max_steps=3"
 $M "$S" train /dev/null $F $B --set train.zero=3 --set train.recompute=layers --set train.run_dir=rl >/dev/null 2>&1
-same "2 ranks, zero 3, recompute layers, overlap on == zero 1, bitwise" n2-z1 rl 3
+t_same_run "2 ranks, zero 3, recompute layers, overlap on == zero 1, bitwise" n2-z1 rl 3
 M="mpirun -np 3 --oversubscribe"
 B="--set train.global_batch=6 --set train.micro_batch=2 --set train.max_steps=3 $(wide 3)"
 $M "$S" train /dev/null $F $B --set train.zero=3 --set train.recompute=layers --set train.run_dir=rl3 >/dev/null 2>&1
-same "3 ranks, wide vocabulary, zero 3, recompute layers, overlap on == zero 1, bitwise" n3-z1 rl3 3
+t_same_run "3 ranks, wide vocabulary, zero 3, recompute layers, overlap on == zero 1, bitwise" n3-z1 rl3 3
 
 # A notice mid-step: rank 0 gets SIGUSR1 as it queues the step's first
 # gradient bucket (zero 2) or parameter gather (zero 3); the ranks agree to
@@ -97,8 +83,8 @@ for z in 2 3; do
         >/dev/null 2>&1
     $M "$S" resume /dev/null $F $B --set train.max_steps=3 --set train.zero=$z --set train.run_dir=stop-z$z-true \
         >/dev/null 2>&1
-    a=$(digest straight$z/ckpt/step-00000003 2>/dev/null)
-    b=$(digest stop-z$z-true/ckpt/step-00000003 2>/dev/null)
+    a=$(t_digest straight$z/ckpt/step-00000003 2>/dev/null)
+    b=$(t_digest stop-z$z-true/ckpt/step-00000003 2>/dev/null)
     t_exit "zero $z: stopped mid-step, resumed == straight ($a)" 0 "" test -n "$a" -a "$a" = "$b"
 done
 t_end

@@ -68,6 +68,26 @@ for line in open(path):
 PY
 }
 
+# t_digest CKPT_DIR: the checkpoint's params, adam_m and adam_v digests on
+# one line (empty when it cannot be inspected).
+t_digest() {
+    "$SPOTRAIN" ckpt inspect --json "$1" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])'
+}
+
+# t_same_run NAME DIR_A DIR_B STEP: the two runs' checkpoints of STEP have
+# the same digests and their ledgers the same logged losses.
+t_same_run() {
+    _a=$(t_digest "$2/ckpt/$(printf 'step-%08d' "$4")" 2>/dev/null)
+    _b=$(t_digest "$3/ckpt/$(printf 'step-%08d' "$4")" 2>/dev/null)
+    _la=$(t_events "$2/events.jsonl" step loss | tr '\n' ' ')
+    _lb=$(t_events "$3/events.jsonl" step loss | tr '\n' ' ')
+    if [ -n "$_a" ] && [ "$_a" = "$_b" ] && [ -n "$_la" ] && [ "$_la" = "$_lb" ]; then
+        t_ok "$1 (digests $_a)"
+    else
+        t_bad "$1" "digests '$_a' vs '$_b', losses '$_la' vs '$_lb'"
+    fi
+}
+
 # t_steps RUN_DIR: how many "step" records the run's ledger holds (re-run
 # steps count again, so the number only grows).
 # t_byte_tokenizer FILE: a byte-level BPE tokenizer.json with no merges (the
