@@ -239,7 +239,7 @@ static int cpu_reserve(cpu_impl *c, int64_t B)
     c->dao = cpu_alloc(c, N * (size_t)c->qd, &ok);
     c->dgu = cpu_alloc(c, N * 2 * F, &ok);
     c->dh = cpu_alloc(c, N * F, &ok);
-    c->scratch = cpu_alloc(c, (size_t)c->nt * cpu_attn_scratch_floats(s->head_dim), &ok);
+    c->scratch = cpu_alloc(c, (size_t)c->nt * cpu_attn_scratch_floats(s->head_dim, s->n_heads / s->n_kv_heads), &ok);
     if (!ok) {
         cpu_free_acts(c);
         return util_fail(ST_SOFTWARE, "cpu backend: out of memory for activations (micro-batch %lld); "

@@ -9,31 +9,36 @@
 #include <math.h>
 #include <omp.h>
 
-/* Score tile, its gradient, their transposes (backward), an output
- * (forward) or the dk and dv sums (backward), the key tile's K^T and V^T,
- * and two per-row vectors; each piece 64-byte aligned. */
-size_t cpu_attn_scratch_floats(int64_t hd)
+/* The score tile and its gradient, the key tile's K^T and V^T, the
+ * output sums of every head of a GQA group (forward; the backward's dk and
+ * dv sums are the first two), and each of those heads' running max and sum
+ * per row; each piece 64-byte aligned. */
+static size_t cpu_attn_width(int64_t hd) { return (size_t)(hd + 15) / 16 * 16; }
+
+static size_t cpu_attn_sums(int64_t group) { return group > 2 ? (size_t)group : 2; }
+
+size_t cpu_attn_scratch_floats(int64_t hd, int64_t group)
 {
-    size_t t = CPU_ATTN_TILE, w = (size_t)(hd + 15) / 16 * 16;
-    return 4 * t * t + 4 * t * w + 2 * t + 16;
+    size_t t = CPU_ATTN_TILE, w = cpu_attn_width(hd);
+    return 2 * t * t + (2 + cpu_attn_sums(group)) * t * w + 2 * (size_t)group * t + 16;
 }
 
 typedef struct {
-    float *s, *dp, *st, *dpt, *acc, *acc2, *kt, *vt, *m, *l;
+    float *s, *dp, *kt, *vt, *acc, *m, *l;   /* acc: group x [TILE, w]; m, l: group x TILE */
+    size_t w;
 } cpu_attn_scr;
 
-static cpu_attn_scr cpu_attn_scratch(float *base, int64_t hd)
+static cpu_attn_scr cpu_attn_scratch(float *base, int64_t hd, int64_t group)
 {
-    size_t t = CPU_ATTN_TILE, w = (size_t)(hd + 15) / 16 * 16;
-    float *p = base + (size_t)omp_get_thread_num() * cpu_attn_scratch_floats(hd);
+    size_t t = CPU_ATTN_TILE, w = cpu_attn_width(hd);
+    float *p = base + (size_t)omp_get_thread_num() * cpu_attn_scratch_floats(hd, group);
     /* Aligned from wherever malloc put the block: the +16 covers it. */
     p += (16 - ((uintptr_t)p / sizeof(float)) % 16) % 16;
-    cpu_attn_scr r = {.s = p, .dp = p + t * t, .st = p + 2 * t * t, .dpt = p + 3 * t * t, .acc = p + 4 * t * t};
-    r.acc2 = r.acc + t * w;
-    r.kt = r.acc2 + t * w;
+    cpu_attn_scr r = {.s = p, .dp = p + t * t, .kt = p + 2 * t * t, .w = w};
     r.vt = r.kt + t * w;
-    r.m = r.vt + t * w;
-    r.l = r.m + t;
+    r.acc = r.vt + t * w;
+    r.m = r.acc + cpu_attn_sums(group) * t * w;
+    r.l = r.m + (size_t)group * t;
     return r;
 }
 
@@ -114,54 +119,70 @@ static float cpu_attn_online_row(float *restrict s, int64_t seen, int64_t n, int
     return alpha;
 }
 
-/* Query tile i of head h in sequence b: every key tile up to the diagonal
- * (later ones are all masked and skipped), then the normalised output and
- * each row's log-sum-exp. */
-static void cpu_attn_fwd_tile(const cpu_attn_shape *a, const float *qkv, float *o, float *lse, float *scratch,
-                              int64_t b, int64_t h, int64_t i)
+/* One key tile's step for query tile r0..r0+m of head h, group slot g:
+ * the scores against kt, the online softmax, and acc = acc * alpha + p v. */
+static void cpu_attn_fwd_step(const cpu_attn_shape *a, const float *q, const float *v, cpu_attn_scr *w, int64_t g,
+                              int64_t m, int64_t n, int diag, int first)
 {
-    int64_t T = a->T, hd = a->hd, ld = a->ld, kh = h / (a->H / a->KV), qd = a->H * hd, kvd = a->KV * hd;
-    int64_t r0 = i * CPU_ATTN_TILE, m = cpu_attn_min(CPU_ATTN_TILE, T - r0);
+    int64_t hd = a->hd;
     float scale = (float)(1.0 / sqrt((double)hd));
-    cpu_attn_scr w = cpu_attn_scratch(scratch, hd);
-    const float *q = qkv + (b * T + r0) * ld + h * hd;
+    float *acc = w->acc + (size_t)g * CPU_ATTN_TILE * w->w;
+    cpu_attn_scores(q, a->ld, w->kt, m, n, hd, scale, w->s);
+    for (int64_t r = 0; r < m; r++) {
+        float alpha = cpu_attn_online_row(w->s + r * CPU_ATTN_TILE, cpu_attn_seen(diag, r, n), n, first,
+                                          &w->m[g * CPU_ATTN_TILE + r], &w->l[g * CPU_ATTN_TILE + r]);
+        float *restrict row = acc + r * hd;
+        if (!first && alpha != 1.0f)
+#pragma omp simd
+            for (int64_t d = 0; d < hd; d++)
+                row[d] *= alpha;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)n, 1.0f, w->s, CPU_ATTN_TILE, v,
+                (int)a->ld, first ? 0.0f : 1.0f, acc, (int)hd);
+}
+
+/* Query tile i of the heads of kv head kh in sequence b: every key tile up
+ * to the diagonal (later ones are all masked and skipped), its K^T made
+ * once for the whole group, then each head's normalised output and
+ * log-sum-exp per row. */
+static void cpu_attn_fwd_tile(const cpu_attn_shape *a, const float *qkv, float *o, float *lse, float *scratch,
+                              int64_t b, int64_t kh, int64_t i)
+{
+    int64_t T = a->T, hd = a->hd, ld = a->ld, grp = a->H / a->KV, qd = a->H * hd, kvd = a->KV * hd;
+    int64_t r0 = i * CPU_ATTN_TILE, m = cpu_attn_min(CPU_ATTN_TILE, T - r0);
+    cpu_attn_scr w = cpu_attn_scratch(scratch, hd, grp);
     for (int64_t j = 0; j <= i; j++) {
         int64_t c0 = j * CPU_ATTN_TILE, n = cpu_attn_min(CPU_ATTN_TILE, T - c0);
-        const float *k = qkv + (b * T + c0) * ld + qd + kh * hd, *v = k + kvd;
+        const float *k = qkv + (b * T + c0) * ld + qd + kh * hd;
         cpu_attn_transpose(k, ld, w.kt, CPU_ATTN_TILE, n, hd);
-        cpu_attn_scores(q, ld, w.kt, m, n, hd, scale, w.s);
-        for (int64_t r = 0; r < m; r++) {
-            float alpha = cpu_attn_online_row(w.s + r * CPU_ATTN_TILE, cpu_attn_seen(j == i, r, n), n, j == 0,
-                                              &w.m[r], &w.l[r]);
-            float *restrict acc = w.acc + r * hd;
-            if (j > 0 && alpha != 1.0f)
-#pragma omp simd
-                for (int64_t d = 0; d < hd; d++)
-                    acc[d] *= alpha;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)n, 1.0f, w.s,
-                    CPU_ATTN_TILE, v, (int)ld, j == 0 ? 0.0f : 1.0f, w.acc, (int)hd);
+        for (int64_t g = 0; g < grp; g++)
+            cpu_attn_fwd_step(a, qkv + (b * T + r0) * ld + (kh * grp + g) * hd, k + kvd, &w, g, m, n, j == i,
+                              j == 0);
     }
-    for (int64_t r = 0; r < m; r++) {
-        float inv = 1.0f / w.l[r];
-        const float *restrict acc = w.acc + r * hd;
-        float *restrict out = o + (b * T + r0 + r) * qd + h * hd;
+    for (int64_t g = 0; g < grp; g++) {
+        int64_t h = kh * grp + g;
+        for (int64_t r = 0; r < m; r++) {
+            float l = w.l[g * CPU_ATTN_TILE + r], inv = 1.0f / l;
+            const float *restrict acc = w.acc + (size_t)g * CPU_ATTN_TILE * w.w + r * hd;
+            float *restrict out = o + (b * T + r0 + r) * qd + h * hd;
 #pragma omp simd
-        for (int64_t d = 0; d < hd; d++)
-            out[d] = acc[d] * inv;
-        lse[(b * a->H + h) * T + r0 + r] = w.m[r] + elem_log(w.l[r]);
+            for (int64_t d = 0; d < hd; d++)
+                out[d] = acc[d] * inv;
+            lse[(b * a->H + h) * T + r0 + r] = w.m[g * CPU_ATTN_TILE + r] + elem_log(l);
+        }
     }
 }
 
 void cpu_attn_fwd(const cpu_attn_shape *a, const float *qkv, float *o, float *lse, float *scratch)
 {
-    int64_t nt = (a->T + CPU_ATTN_TILE - 1) / CPU_ATTN_TILE, tasks = a->B * a->H * nt;
-    /* Every query tile is its own task (no sums cross tiles); the longest
-     * rows (the last tiles) go first so the dynamic schedule ends evenly. */
+    int64_t nt = (a->T + CPU_ATTN_TILE - 1) / CPU_ATTN_TILE, seqs = a->B * a->KV, tasks = seqs * nt;
+    /* Every query tile of a group is its own task (no sums cross tiles);
+     * the longest rows (the last tiles) go first so the dynamic schedule
+     * ends evenly. */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(a->threads)
     for (int64_t t = 0; t < tasks; t++) {
-        int64_t i = nt - 1 - t / (a->B * a->H), bh = t % (a->B * a->H);
-        cpu_attn_fwd_tile(a, qkv, o, lse, scratch, bh / a->H, bh % a->H, i);
+        int64_t i = nt - 1 - t / seqs, bk = t % seqs;
+        cpu_attn_fwd_tile(a, qkv, o, lse, scratch, bk / a->KV, bk % a->KV, i);
     }
 }
 
@@ -196,12 +217,10 @@ static void cpu_attn_bwd_tile(const cpu_attn_shape *a, const float *qkv, const f
             ds[c] = pc * (ds[c] - dsum) * scale;
         }
     }
-    cpu_attn_transpose(w->s, CPU_ATTN_TILE, w->st, CPU_ATTN_TILE, m, n);
-    cpu_attn_transpose(w->dp, CPU_ATTN_TILE, w->dpt, CPU_ATTN_TILE, m, n);
     float beta = acc ? 1.0f : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->st, CPU_ATTN_TILE, dO,
-                (int)qd, beta, w->acc2, (int)hd);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->dpt, CPU_ATTN_TILE, q,
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->s, CPU_ATTN_TILE, dO,
+                (int)qd, beta, w->acc + CPU_ATTN_TILE * w->w, (int)hd);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)hd, (int)m, 1.0f, w->dp, CPU_ATTN_TILE, q,
                 (int)ld, beta, w->acc, (int)hd);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)n, 1.0f, w->dp, CPU_ATTN_TILE, k,
                 (int)ld, j == 0 ? 0.0f : 1.0f, dqkv + (b * T + r0) * ld + h * hd, (int)ld);
@@ -215,7 +234,7 @@ static void cpu_attn_bwd_task(const cpu_attn_shape *a, const float *qkv, const f
 {
     int64_t T = a->T, hd = a->hd, ld = a->ld, grp = a->H / a->KV, qd = a->H * hd, kvd = a->KV * hd;
     int64_t nt = (T + CPU_ATTN_TILE - 1) / CPU_ATTN_TILE;
-    cpu_attn_scr w = cpu_attn_scratch(scratch, hd);
+    cpu_attn_scr w = cpu_attn_scratch(scratch, hd, grp);
     for (int64_t j = 0; j < nt; j++) {
         int acc = 0;
         int64_t c0 = j * CPU_ATTN_TILE, n = cpu_attn_min(CPU_ATTN_TILE, T - c0);
@@ -230,7 +249,7 @@ static void cpu_attn_bwd_task(const cpu_attn_shape *a, const float *qkv, const f
             float *dk = dqkv + (b * T + c0 + c) * ld + qd + kh * hd, *dv = dk + kvd;
             for (int64_t d = 0; d < hd; d++) {
                 dk[d] = w.acc[c * hd + d];
-                dv[d] = w.acc2[c * hd + d];
+                dv[d] = w.acc[CPU_ATTN_TILE * w.w + c * hd + d];
             }
         }
     }

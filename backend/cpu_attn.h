@@ -19,12 +19,13 @@ typedef struct {
     int threads;
 } cpu_attn_shape;
 
-/* Floats of scratch each thread needs: independent of T. */
-size_t cpu_attn_scratch_floats(int64_t hd);
+/* Floats of scratch each thread needs for head width hd and group query
+ * heads per kv head (H / KV): independent of T. */
+size_t cpu_attn_scratch_floats(int64_t hd, int64_t group);
 
 /* o [B*T, H*hd] = softmax(q k^T / sqrt(hd), causal) v; lse [B, H, T] the
  * natural log-sum-exp of each row's scaled scores. scratch: threads *
- * cpu_attn_scratch_floats(hd) floats. */
+ * cpu_attn_scratch_floats(hd, H / KV) floats. */
 void cpu_attn_fwd(const cpu_attn_shape *a, const float *qkv, float *o, float *lse, float *scratch);
 
 /* From o, lse and do_ (both [B*T, H*hd]): writes dq, dk and dv into the

@@ -298,7 +298,7 @@ int dryrun_plan(const cfg *c, int world)
     dryrun_line(act, (double)m.activations);
     /* Per thread, whatever seq_len: the tiled attention's score tiles. */
     dryrun_line("attention scratch (tiles)", (double)m.attn_scratch);
-    uint64_t tile = 4 * (uint64_t)cpu_attn_scratch_floats(s.head_dim);
+    uint64_t tile = 4 * (uint64_t)cpu_attn_scratch_floats(s.head_dim, s.n_heads / s.n_kv_heads);
     printf("  (attention tiled %dx%d: %llu thread%s x %.1f KiB, whatever seq_len)\n", CPU_ATTN_TILE, CPU_ATTN_TILE,
            (unsigned long long)(m.attn_scratch / tile), m.attn_scratch / tile == 1 ? "" : "s", (double)tile / 1024.0);
     dryrun_line("checkpoint writer I/O", (double)m.ckpt_io);

@@ -136,7 +136,7 @@ uint64_t memplan_cpu_runtime_bytes(int world, int threads)
 /* Tiles per thread, whatever T (backend/cpu_attn.c). */
 uint64_t memplan_cpu_attn_scratch_bytes(const model_shape *s, int threads)
 {
-    return 4 * (uint64_t)memplan_threads(threads) * (uint64_t)cpu_attn_scratch_floats(s->head_dim);
+    return 4 * (uint64_t)memplan_threads(threads) * (uint64_t)cpu_attn_scratch_floats(s->head_dim, s->n_heads / s->n_kv_heads);
 }
 
 /* What backend/cpu.c's cpu_reserve allocates for B rows, in floats: layer

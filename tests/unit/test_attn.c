@@ -54,7 +54,7 @@ static int ta_make(ta_run *r, const ta_case *tc, int threads, uint64_t seed)
     r->dout = malloc(r->no * sizeof(float));
     r->o = malloc(r->no * sizeof(float));
     r->lse = malloc(r->nlse * sizeof(float));
-    r->scratch = malloc((size_t)threads * cpu_attn_scratch_floats(tc->hd) * sizeof(float));
+    r->scratch = malloc((size_t)threads * cpu_attn_scratch_floats(tc->hd, tc->H / tc->KV) * sizeof(float));
     if (!r->qkv || !r->dqkv || !r->dout || !r->o || !r->lse || !r->scratch)
         return -1;
     for (size_t i = 0; i < r->nqkv; i++) {

@@ -149,7 +149,7 @@ static void test_cpu_activations(void)
             EXPECT(b.activations + b.attn_scratch == backend_cpu_activation_bytes(&small, B, rec, 3));
             EXPECT(b.act_none == backend_cpu_activation_bytes(&small, B, 0, 3));
             EXPECT(b.act_layers == backend_cpu_activation_bytes(&small, B, 1, 3));
-            EXPECT(b.attn_scratch == 4ull * 3 * cpu_attn_scratch_floats(small.head_dim));
+            EXPECT(b.attn_scratch == 4ull * 3 * cpu_attn_scratch_floats(small.head_dim, small.n_heads / small.n_kv_heads));
         }
     /* Recompute keeps one layer's set instead of three: the normed inputs
      * and MLP rows alone are B*T*(2D+3F) floats per set. */
