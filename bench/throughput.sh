@@ -6,7 +6,7 @@
 # PyTorch on 1 and 2 threads; then each side's best, the targets
 # against what was measured, and the per-part profile of spotrain's best.
 # Reports; never fails on a target. BENCH_SCALE multiplies the timed steps;
-# BENCH_REPEAT runs each spotrain setting that many times and keeps the best
+# BENCH_REPEAT runs each setting of both sides that many times and keeps the best
 # (a shared machine's neighbours only ever slow a run down); BENCH_MODELS
 # picks the models ("A B"). The 1-thread runs of both sides are pinned to
 # one CPU with taskset where it works, and PyTorch runs each thread count in
