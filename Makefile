@@ -95,6 +95,15 @@ LIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread $(STDCXX)
 CU_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(wildcard cuda/*.cu))
 endif
 
+# The build settings each object was compiled with, in $(BUILD)/.flags:
+# rewritten only when they change (CUDA, MPI, SAN, OPT, CC, CFLAGS, NVCC's
+# or the emulator's flags, link flags), and every compile depends on it, so
+# switching settings in one BUILD directory rebuilds what they touch (the
+# library and binaries follow their objects) and an unchanged one nothing.
+FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_NOW := $(strip CC=$(CC) CFLAGS=$(CFLAGS) CUDA=$(CUDA) NVCC=$(NVCC) NVFLAGS=$(NVFLAGS) EMU=$(EMU) \
+             EMU_CXX=$(EMU_CXX) EMUFLAGS=$(EMUFLAGS) DEVICE=$(DEVICE) MPI=$(MPI) LDFLAGS=$(LDFLAGS) LIBS=$(LIBS))
+
 # Each concept's folder (docs/layout.md); main.c and cli/ are the commands.
 LIB_DIRS := util model tok hf data config comm backend ckpt s3 spot money train cli cuda
 LIB_SRC := $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))
@@ -131,6 +140,15 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: all test test-build test-emu bench proof demo fuzz chaos install clean help device-build device-bundle \
         device-rehearsal
 all: $(BUILD)/spotrain
+
+# The settings stamp (FLAGS_STAMP above), rewritten when they differ.
+ifneq ($(FLAGS_NOW),$(shell cat $(FLAGS_STAMP) 2>/dev/null))
+$(FLAGS_STAMP): FORCE
+endif
+$(FLAGS_STAMP):
+	@mkdir -p $(dir $@)
+	@echo '$(FLAGS_NOW)' > $@
+FORCE:
 
 help:
 	@echo "make [CUDA=0|1] [MPI=0|1] [SAN=1]   build $(BUILD)/spotrain"
@@ -169,14 +187,14 @@ $(BUILD)/.deps-ok: tests/deps.sh
 $(BUILD)/backend/cpu.o $(BUILD)/backend/cpu_attn.o: CFLAGS += -fno-trapping-math
 # AdamW's sqrt vectorises without errno (its argument is never negative).
 $(BUILD)/model/optim.o: CFLAGS += -fno-math-errno
-$(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
+$(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 ifeq ($(EMU),1)
 # Preprocess, rewrite the <<<...>>> launches (tests/emu/launch.c), compile
 # as C++; -ffp-contract=off is the host's -fmad=false.
-$(BUILD)/cuda/%.o: cuda/%.cu $(BUILD)/tests/emu/launch
+$(BUILD)/cuda/%.o: cuda/%.cu $(BUILD)/tests/emu/launch $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMUFLAGS) -x c++ -E -MMD -MP -MT $@ -MF $(@:.o=.d) -o $(@:.o=.ii) $<
 	$(BUILD)/tests/emu/launch $(@:.o=.ii) $(@:.o=.emu.ii)
@@ -184,7 +202,7 @@ $(BUILD)/cuda/%.o: cuda/%.cu $(BUILD)/tests/emu/launch
 
 # -fcf-protection=none: fibers switch stacks by `ret` (emu.cpp), which a
 # CET shadow stack would refuse; without the note no shadow stack is used.
-$(BUILD)/tests/emu/emu.o: tests/emu/emu.cpp | $(EMU_LIB)/libcuda.so.1 $(EMU_LIB)/libcublasLt.so.13 \
+$(BUILD)/tests/emu/emu.o: tests/emu/emu.cpp $(FLAGS_STAMP) | $(EMU_LIB)/libcuda.so.1 $(EMU_LIB)/libcublasLt.so.13 \
                          $(EMU_LIB)/libnccl.so.2
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMUFLAGS) -fcf-protection=none -MMD -MP -DEMU_DRIVER='"$(abspath $(EMU_LIB))/libcuda.so.1"' \
@@ -192,7 +210,8 @@ $(BUILD)/tests/emu/emu.o: tests/emu/emu.cpp | $(EMU_LIB)/libcuda.so.1 $(EMU_LIB)
 	    -DEMU_NCCL='"$(abspath $(EMU_LIB))/libnccl.so.2"' -c -o $@ $<
 
 # The emulator's own checks, through the same rewriting.
-$(BUILD)/tests/test_emu: tests/emu/test_emu.cu $(BUILD)/tests/emu/launch $(BUILD)/tests/emu/emu.o tests/harness.h
+$(BUILD)/tests/test_emu: tests/emu/test_emu.cu $(BUILD)/tests/emu/launch $(BUILD)/tests/emu/emu.o tests/harness.h \
+                          $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMUFLAGS) -x c++ -E -MMD -MP -MT $@ -MF $@.d -o $@.ii $<
 	$(BUILD)/tests/emu/launch $@.ii $@.emu.ii
@@ -200,14 +219,14 @@ $(BUILD)/tests/test_emu: tests/emu/test_emu.cu $(BUILD)/tests/emu/launch $(BUILD
 
 # The emulated NCCL's own checks: MPI, and the library linked in.
 $(BUILD)/tests/test_nccl_emu: tests/emu/test_nccl_emu.cu $(BUILD)/tests/emu/launch $(BUILD)/tests/emu/emu.o \
-                              tests/harness.h $(EMU_LIB)/libnccl.so.2
+                              tests/harness.h $(EMU_LIB)/libnccl.so.2 $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMUFLAGS) $(EMU_NCCL_MPI) -x c++ -E -MMD -MP -MT $@ -MF $@.d -o $@.ii $<
 	$(BUILD)/tests/emu/launch $@.ii $@.emu.ii
 	$(EMU_CXX) $(EMUFLAGS) -x c++ -fpreprocessed $@.emu.ii -x none -o $@ $(BUILD)/tests/emu/emu.o \
 	    -L$(EMU_LIB) -l:libnccl.so.2 -Wl,-rpath,$(abspath $(EMU_LIB)) $(EMU_NCCL_LIBS) $(SANFLAGS) -ldl
 
-$(BUILD)/tests/emu/launch: tests/emu/launch.c
+$(BUILD)/tests/emu/launch: tests/emu/launch.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -O1 $(WARN) -o $@ $<
 
@@ -221,16 +240,16 @@ ifeq ($(MPI),1)
 EMU_NCCL_MPI := -DEMU_NCCL_MPI=1 -DOMPI_SKIP_MPICXX=1 -DMPICH_SKIP_MPICXX=1 $(shell mpicc -showme:compile)
 EMU_NCCL_LIBS := $(shell mpicc -showme:link)
 endif
-$(EMU_LIB)/libnccl.so.2: tests/emu/nccl.cpp tests/emu/nccl.h tests/emu/emu.h
+$(EMU_LIB)/libnccl.so.2: tests/emu/nccl.cpp tests/emu/nccl.h tests/emu/emu.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMUFLAGS) $(EMU_NCCL_MPI) -fPIC -shared -Wl,-soname,libnccl.so.2 -o $@ $< $(EMU_NCCL_LIBS) $(SANFLAGS)
-$(EMU_LIB)/libcublasLt.so.13: tests/emu/cublaslt.cpp tests/emu/cublasLt.h tests/emu/emu.h
+$(EMU_LIB)/libcublasLt.so.13: tests/emu/cublaslt.cpp tests/emu/cublasLt.h tests/emu/emu.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(EMU_CXX) $(EMUFLAGS) -fPIC -shared -o $@ $< $(SANFLAGS)
 else
 # -fmad=false: no contraction the C side would not do, so the shared
 # per-element math (model/elem.h) rounds the same on both backends.
-$(BUILD)/cuda/%.o: cuda/%.cu
+$(BUILD)/cuda/%.o: cuda/%.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
 endif
@@ -240,10 +259,10 @@ $(BUILD)/sample_ini.c: sample.ini
 	@mkdir -p $(dir $@)
 	@{ echo '/* generated from sample.ini */'; echo 'const char cfg_sample_ini[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
-$(BUILD)/sample_ini.o: $(BUILD)/sample_ini.c | $(BUILD)/.deps-ok
+$(BUILD)/sample_ini.o: $(BUILD)/sample_ini.c $(FLAGS_STAMP) | $(BUILD)/.deps-ok
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libspotrain.a tests/harness.h
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libspotrain.a tests/harness.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 
@@ -269,11 +288,11 @@ test:
 test-build: $(BUILD)/spotrain $(TEST_SEL) $(BUILD)/tests/s3tool
 
 # The S3 client's driver for tests/cli/cli_s3.sh and bench/s3.sh (not installed).
-$(BUILD)/tests/s3tool: tests/cli/s3tool.c $(BUILD)/libspotrain.a
+$(BUILD)/tests/s3tool: tests/cli/s3tool.c $(BUILD)/libspotrain.a $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libspotrain.a
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libspotrain.a $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libspotrain.a $(LDFLAGS) $(LIBS)
 

@@ -62,7 +62,10 @@ typedef struct {
     int gcur, two;
     cudaEvent_t ev_closed, ev_gfree[2], ev_reduced;
     int64_t exchanges, gathers, overlapped;
-    int overlap;                     /* SPOTRAIN_CUDA_OVERLAP: 1 count, 2 count and drop a wait (tests) */
+    int overlap;                     /* SPOTRAIN_CUDA_OVERLAP=1: log the counts above at exit */
+    /* Test hook, SPOTRAIN_TEST_CUDA_UNORDERED=1: drop the wait for a free
+     * gradient bucket, so the emulator's hazard check can prove it matters. */
+    int unordered;
     void *wbucket;                   /* the bucket cuda_w reads: wbuf[wcur] */
     size_t bucket_cap, gcap[2], ga, wa;
     /* Stage 3: two parameter buffers, the current one and the one the next
@@ -524,9 +527,9 @@ static int cuda_open_bucket(backend *be, int64_t k)
     if (b - a > c->gcap[c->gcur])
         c->gcur = 0;   /* the embedding or lm_head: gbuf[0] once its exchange is done, below */
     c->gbucket = c->gbuf[c->gcur];
-    /* SPOTRAIN_CUDA_OVERLAP=unordered drops this wait: the emulator's
+    /* SPOTRAIN_TEST_CUDA_UNORDERED=1 drops this wait: the emulator's
      * stream-hazard check must then fail the run (a test proves it). */
-    if (c->overlap < 2)
+    if (!c->unordered)
         CU_TRY(cudaStreamWaitEvent(c->stream, c->ev_gfree[c->gcur], 0));
     CU_TRY(cudaMemsetAsync(c->gbucket, 0, (b - a) * sizeof(float), c->stream));
     c->ga = a;
@@ -1387,8 +1390,8 @@ extern "C" int backend_cuda_create(backend **out, const model_layout *L, const b
     CU_TRY(cudaEventCreate(&c->ev_stall1));
     CU_TRY(cudaEventCreateWithFlags(&c->ev_tokens, cudaEventDisableTiming));
     c->profile = getenv("SPOTRAIN_CUDA_PROFILE") && atoi(getenv("SPOTRAIN_CUDA_PROFILE")) > 0;
-    if (getenv("SPOTRAIN_CUDA_OVERLAP"))
-        c->overlap = strcmp(getenv("SPOTRAIN_CUDA_OVERLAP"), "unordered") ? 1 : 2;
+    c->overlap = getenv("SPOTRAIN_CUDA_OVERLAP") && atoi(getenv("SPOTRAIN_CUDA_OVERLAP")) > 0;
+    c->unordered = getenv("SPOTRAIN_TEST_CUDA_UNORDERED") && atoi(getenv("SPOTRAIN_TEST_CUDA_UNORDERED")) > 0;
     {
         size_t fr = 0, tot = 0;
         CU_TRY(cudaMemGetInfo(&fr, &tot));

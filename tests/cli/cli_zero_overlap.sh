@@ -63,18 +63,22 @@ t_same_run "3 ranks, wide vocabulary, zero 3, recompute layers, overlap on == ze
 
 # A notice mid-step: rank 0 gets SIGUSR1 as it queues the step's first
 # gradient bucket (zero 2) or parameter gather (zero 3); the ranks agree to
-# stop at the step's end, checkpoint it and exit 75.
+# stop at the step's end, checkpoint it and exit 75. The notice comes in
+# step 1, so 20 steps bound a run whose hook did not fire: it ends with 0
+# at step 20, and only a stop on the notice, before then, passes.
 B="--set train.global_batch=6 --set train.micro_batch=3"
 for z in 2 3; do
     point=bucket
     [ $z -eq 3 ] && point=layer
     for o in true false; do
         d=stop-z$z-$o
-        SPOTRAIN_TEST_NOTICE=$point@0 $M "$S" train /dev/null $F $B --set train.max_steps=1000000 \
+        SPOTRAIN_TEST_NOTICE=$point@0 $M "$S" train /dev/null $F $B --set train.max_steps=20 \
             --set train.zero=$z --set comm.overlap=$o --set train.run_dir=$d >$d.log 2>&1
         rc=$?
-        t_exit "zero $z, overlap $o: a notice mid-step exits 75 (rc $rc)" 0 "" test "$rc" -eq 75
         s=$(t_events "$d/events.jsonl" stop step | tail -n 1)
+        n=$(grep -c '"event":"notice"' "$d/events.jsonl" 2>/dev/null)
+        t_exit "zero $z, overlap $o: a notice mid-step exits 75 at step 1 (rc $rc, stop step $s, notices $n)" 0 "" \
+            test "$rc" -eq 75 -a "${n:-0}" -ge 1 -a "${s:-0}" -eq 1
         t_exit "zero $z, overlap $o: the stop checkpoint (step $s) verifies" 0 "" \
             "$S" ckpt verify "$(printf '%s/ckpt/step-%08d' "$d" "${s:-0}")"
     done

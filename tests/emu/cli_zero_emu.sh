@@ -18,7 +18,9 @@
 # larger: the same bits, the plan and peak a layer over overlap = false);
 # the emulator runs each stream's work only when something waits for it and
 # checks every cross-stream access is ordered by an event or a host wait,
-# so dropping the wait for a free gradient bucket (=unordered) must fail.
+# so dropping the wait for a free gradient bucket (the test hook
+# SPOTRAIN_TEST_CUDA_UNORDERED=1) must fail, while the diagnostic
+# SPOTRAIN_CUDA_OVERLAP drops nothing, whatever its value.
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
 # module: cuda comm
@@ -163,7 +165,7 @@ done
 # bucket the emulator reports the hazard and the run fails: the order the
 # overlap needs is exercised, not hidden by streams that run in lockstep.
 for z in 2 3; do
-    SPOTRAIN_CUDA_OVERLAP=unordered $M -x SPOTRAIN_CUDA_OVERLAP "$B" train /dev/null $S --set train.backend=cuda \
+    SPOTRAIN_TEST_CUDA_UNORDERED=1 $M -x SPOTRAIN_TEST_CUDA_UNORDERED "$B" train /dev/null $S --set train.backend=cuda \
         --set train.zero=$z --set train.max_steps=2 --set train.run_dir=un-$z >/dev/null 2>un-$z.err
     r=$?
     if [ $r -ne 0 ] && grep -q "stream hazard: cudaMemsetAsync on stream .* writes .* on stream" un-$z.err; then
@@ -172,6 +174,15 @@ for z in 2 3; do
         t_bad "zero $z, the bucket wait dropped: the emulator's hazard check fails it" "exit $r $(tail -n 3 un-$z.err)"
     fi
 done
+# The hook's old spelling under the diagnostic's name drops nothing now.
+SPOTRAIN_CUDA_OVERLAP=unordered $M -x SPOTRAIN_CUDA_OVERLAP "$B" train /dev/null $S --set train.backend=cuda \
+    --set train.zero=2 --set train.max_steps=2 --set train.run_dir=un-old >/dev/null 2>un-old.err
+r=$?
+if [ $r -eq 0 ] && ! grep -q "stream hazard" un-old.err; then
+    t_ok "SPOTRAIN_CUDA_OVERLAP=unordered drops no wait (exit 0, no hazard)"
+else
+    t_bad "SPOTRAIN_CUDA_OVERLAP=unordered drops no wait" "exit $r $(tail -n 3 un-old.err)"
+fi
 
 # --- the gathers and reductions in 256-float rounds: the same bits ---------
 SPOTRAIN_COMM_CHUNK=256 $M -x SPOTRAIN_COMM_CHUNK "$B" train /dev/null $S --set train.backend=cuda \
