@@ -80,6 +80,21 @@ void emu_warp_op(const char *op, uint64_t key);
 /* Fails the running launch once its block ends, with this message. */
 void emu_fail_launch(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* cuda/common.cuh's 128-bit loads and stores call this: one through a
+ * pointer not 16-byte aligned faults on a GPU (misaligned address), so it
+ * fails the launch here in every build, not only under SAN=1's UBSan, and
+ * returns 0: the access is skipped (done, the alignas(16) int4 could
+ * crash the process in an aligned SSE move). */
+static inline int emu_check_align16(const void *p, const char *what)
+{
+    if (!((uintptr_t)p & 15u))
+        return 1;
+    emu_fail_launch("%s through %p, which is not 16-byte aligned (a misaligned address fault on a GPU); "
+                    "take the element-by-element path there", what, p);
+    return 0;
+}
+#define CUDA_EMU_ALIGN16(p, what) emu_check_align16((p), (what))
+
 inline void __syncwarp(unsigned mask = 0xffffffffu)
 {
     (void)mask;

@@ -9,7 +9,9 @@
  * orders two streams (events, host waits) not reported as a hazard; the
  * warp matrix operations (wmma) against a plain product in every operand
  * layout, a store read by another lane before __syncwarp showing as NaN,
- * and a wmma call some lanes skip or make with other arguments failing.
+ * and a wmma call some lanes skip or make with other arguments failing;
+ * a 128-bit load or store (cuda/common.cuh) through a pointer not 16-byte
+ * aligned failing the launch in every build.
  * module: cuda */
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +21,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
+#include "cuda/common.cuh"
 
 extern "C" {
 #include "tests/harness.h"
@@ -430,6 +433,18 @@ __global__ void emu_t_partial_warp_k(float *p)
     p[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (float)threadIdx.x, 1);
 }
 
+/* common.cuh's 128-bit load and store one float past an aligned base: a
+ * misaligned-address fault on a GPU, which x86 would do silently */
+__global__ void emu_t_misaligned_k(float *p, int store)
+{
+    float v[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+    if (store)
+        cuda_st128<4>(p + 1, v);
+    else
+        cuda_ld128<4>(v, p + 1);
+    p[8 + threadIdx.x] = v[0];
+}
+
 /* half of warp 0 at a barrier, the other half at a shuffle: deadlock */
 __global__ void emu_t_split_k(void)
 {
@@ -473,6 +488,8 @@ static int run_failure(const char *which)
         emu_t_partial_warp_k<<<1, 48>>>((float *)d);
     else if (!strcmp(which, "split"))
         emu_t_split_k<<<1, 64>>>();
+    else if (!strncmp(which, "misaligned_", 11))
+        emu_t_misaligned_k<<<1, 32>>>((float *)d, !strcmp(which, "misaligned_st"));
     else if (!strncmp(which, "wmma_", 5))
         emu_t_wmma_misuse_k<<<1, 32>>>((float *)d, !strcmp(which, "wmma_partial") ? 0
                                                    : !strcmp(which, "wmma_args") ? 1 : 2);
@@ -519,7 +536,8 @@ static const char *emu_t_self;
 static void test_failures(void)
 {
     const char *cases[] = {"extra_sync", "divergent_sync", "partial_warp", "split", "host_pointer", "hazard_read",
-                           "hazard_write", "wmma_partial", "wmma_args", "wmma_align"};
+                           "hazard_write", "wmma_partial", "wmma_args", "wmma_align", "misaligned_ld",
+                           "misaligned_st"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", emu_t_self, cases[i]);
