@@ -175,6 +175,21 @@ template <> __device__ __forceinline__ __half cuda_st<__half>(float x) { return 
 #define CUDA_EMU_ALIGN16(p, what) 1
 #endif
 
+/* The block's dynamic shared memory (the launch's third argument, 16-byte
+ * aligned). Over 48 KiB a launch needs cudaFuncSetAttribute(kernel,
+ * cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) first, and static
+ * plus dynamic must fit the device's opt-in maximum (A100 163 KiB, H100
+ * 227 KiB): the emulator holds launches to both. */
+#ifdef CUDA_EMU_DYN_SMEM
+template <typename T> static inline T *cuda_dyn_smem(void) { return static_cast<T *>(CUDA_EMU_DYN_SMEM()); }
+#else
+template <typename T> __device__ __forceinline__ T *cuda_dyn_smem(void)
+{
+    extern __shared__ __align__(16) unsigned char cuda_dyn_smem_[];
+    return reinterpret_cast<T *>(cuda_dyn_smem_);
+}
+#endif
+
 /* 128-bit loads and stores: E elements of U moved as E*sizeof(U)/16
  * int4s (one ld.global.v4 / st.global.v4 each). The caller guarantees the
  * pointer is 16-byte aligned (cuda_aligned16 on the host) and the E

@@ -222,10 +222,29 @@ struct emu_access {
 };
 
 /* Queues body(arg) once per thread of every block of c on c's stream
- * (emu.cpp), then release(arg); a bad configuration fails at once. acc:
- * the launch's pointer arguments. */
-void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(void *), const char *kernel,
-             const emu_access *acc, int nacc);
+ * (emu.cpp), then release(arg); a bad configuration fails at once (func:
+ * the kernel, whose cudaFuncSetAttribute settings apply). acc: the
+ * launch's pointer arguments. */
+void emu_run(const emu_cfg *c, const void *func, void (*body)(void *), void *arg, void (*release)(void *),
+             const char *kernel, const emu_access *acc, int nacc);
+
+/* Dynamic shared memory (the launch's third argument): over 48 KiB only
+ * after cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+ * bytes) raised the kernel's limit, which may not pass the emulated
+ * device's opt-in maximum (cc 9.0: 227 KiB; 8.0: 163 KiB; other 8.x: 99
+ * KiB). A kernel reaches it through cuda/common.cuh's cuda_dyn_smem<T>();
+ * it reads as NaN until written, as static shared memory does. */
+enum cudaFuncAttribute {
+    cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+    cudaFuncAttributePreferredSharedMemoryCarveout = 9
+};
+cudaError_t emu_func_set_attribute(const void *func, cudaFuncAttribute attr, int value);
+template <typename... P> inline cudaError_t cudaFuncSetAttribute(void (*func)(P...), cudaFuncAttribute attr, int value)
+{
+    return emu_func_set_attribute(reinterpret_cast<const void *>(func), attr, value);
+}
+void *emu_dyn_smem(void);
+#define CUDA_EMU_DYN_SMEM() emu_dyn_smem()
 
 /* A pointer argument of a launch must be NULL or point into device memory
  * (or page-locked host memory, which the device can reach): a host
@@ -258,7 +277,7 @@ template <typename... P> struct emu_launcher {
             std::tuple<P...> args;
         };
         call *x = new call{kernel, std::tuple<P...>(a...)};
-        emu_run(&cfg, [](void *p) { std::apply(((call *)p)->k, ((call *)p)->args); }, x,
+        emu_run(&cfg, reinterpret_cast<const void *>(kernel), [](void *p) { std::apply(((call *)p)->k, ((call *)p)->args); }, x,
                 [](void *p) { delete (call *)p; }, name, acc, nacc);
     }
 };

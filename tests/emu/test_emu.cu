@@ -11,7 +11,9 @@
  * layout, a store read by another lane before __syncwarp showing as NaN,
  * and a wmma call some lanes skip or make with other arguments failing;
  * a 128-bit load or store (cuda/common.cuh) through a pointer not 16-byte
- * aligned failing the launch in every build.
+ * aligned failing the launch in every build; dynamic shared memory over 48
+ * KiB refused until cudaFuncSetAttribute raised the kernel's limit, and
+ * that limit held to the device's opt-in maximum.
  * module: cuda */
 #include <math.h>
 #include <stdio.h>
@@ -454,6 +456,46 @@ __global__ void emu_t_split_k(void)
         (void)__shfl_xor_sync(0xffffffffu, 1.0f, 1);
 }
 
+/* out[i] = i read back reversed through n floats of dynamic shared memory */
+__global__ void emu_t_dyn_k(float *out, int n)
+{
+    float *sh = cuda_dyn_smem<float>();
+    for (int i = (int)threadIdx.x; i < n; i += (int)blockDim.x)
+        sh[i] = (float)i;
+    __syncthreads();
+    for (int i = (int)threadIdx.x; i < n; i += (int)blockDim.x)
+        out[i] = sh[n - 1 - i];
+}
+
+/* Dynamic shared memory: up to 48 KiB as it is; more only after
+ * cudaFuncSetAttribute raised the kernel's limit, and only up to the
+ * device's opt-in maximum (227 KiB on the emulated cc 9.0). */
+static void test_dyn_smem(void)
+{
+    enum { BIG = 64 * 1024, N = BIG / 4 };
+    float *d = NULL, *h = (float *)malloc(BIG);
+    EXPECT(h && cudaMalloc((void **)&d, BIG) == cudaSuccess);
+    emu_t_dyn_k<<<1, 128, 1024>>>(d, 256);
+    EXPECT(cudaGetLastError() == cudaSuccess);
+    emu_t_dyn_k<<<2, 128, BIG>>>(d, N);
+    EXPECT(cudaGetLastError() == cudaErrorInvalidConfiguration);   /* not raised: a GPU refuses it */
+    EXPECT(cudaFuncSetAttribute(emu_t_dyn_k, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 * 1024) ==
+           cudaErrorInvalidValue);
+    cudaGetLastError();
+    EXPECT(cudaFuncSetAttribute(emu_t_dyn_k, cudaFuncAttributeMaxDynamicSharedMemorySize, BIG) == cudaSuccess);
+    emu_t_dyn_k<<<2, 128, BIG + 16>>>(d, N);
+    EXPECT(cudaGetLastError() == cudaErrorInvalidConfiguration);   /* past the raised limit */
+    emu_t_dyn_k<<<2, 128, BIG>>>(d, N);
+    EXPECT(cudaGetLastError() == cudaSuccess);
+    EXPECT(cudaMemcpy(h, d, BIG, cudaMemcpyDeviceToHost) == cudaSuccess);
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += h[i] != (float)(N - 1 - i);
+    EXPECT(bad == 0);
+    cudaFree(d);
+    free(h);
+}
+
 static void test_misuse(void)
 {
     int *d = NULL, h = 0;
@@ -561,6 +603,7 @@ int main(int argc, char **argv)
     harness_run("emu_stream_hazards", test_stream_hazards);
     harness_run("emu_wmma", test_wmma);
     harness_run("emu_wmma_store_race", test_wmma_store_race);
+    harness_run("emu_dyn_smem", test_dyn_smem);
     harness_run("emu_misuse", test_misuse);
     harness_run("emu_failures", test_failures);
     return harness_end();
