@@ -263,7 +263,7 @@ static __global__ void __launch_bounds__(CUDA_FA_THREADS)
     }
     for (int rr = tid; rr < BR; rr += CUDA_FA_THREADS)
         if (i0 + rr < T_)
-            lse[bh * T_ + i0 + rr] = sm[rr] + logf(sl[rr]);
+            lse[bh * T_ + i0 + rr] = sm[rr] + elem_log(sl[rr]);   /* cpu_attn.c's; the device logf differs */
 }
 
 /* ---- backward ----------------------------------------------------------- */

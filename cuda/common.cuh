@@ -167,6 +167,29 @@ template <> __device__ __forceinline__ __half cuda_st<__half>(float x) { return 
 #define CUDA_UNROLL
 #endif
 
+/* The emulator (tests/emu/emu.h) defines this to fail the launch on a
+ * 128-bit access through a pointer that is not 16-byte aligned (a
+ * misaligned-address fault on a GPU; x86 might do it silently, or crash
+ * the process) and to skip that access; under nvcc it is 1. */
+#ifndef CUDA_EMU_ALIGN16
+#define CUDA_EMU_ALIGN16(p, what) 1
+#endif
+
+/* The block's dynamic shared memory (the launch's third argument, 16-byte
+ * aligned). Over 48 KiB a launch needs cudaFuncSetAttribute(kernel,
+ * cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) first, and static
+ * plus dynamic must fit the device's opt-in maximum (A100 163 KiB, H100
+ * 227 KiB): the emulator holds launches to both. */
+#ifdef CUDA_EMU_DYN_SMEM
+template <typename T> static inline T *cuda_dyn_smem(void) { return static_cast<T *>(CUDA_EMU_DYN_SMEM()); }
+#else
+template <typename T> __device__ __forceinline__ T *cuda_dyn_smem(void)
+{
+    extern __shared__ __align__(16) unsigned char cuda_dyn_smem_[];
+    return reinterpret_cast<T *>(cuda_dyn_smem_);
+}
+#endif
+
 /* 128-bit loads and stores: E elements of U moved as E*sizeof(U)/16
  * int4s (one ld.global.v4 / st.global.v4 each). The caller guarantees the
  * pointer is 16-byte aligned (cuda_aligned16 on the host) and the E
@@ -174,6 +197,8 @@ template <> __device__ __forceinline__ __half cuda_st<__half>(float x) { return 
 template <int E, typename U> __device__ __forceinline__ void cuda_ld128(U (&dst)[E], const U *p)
 {
     static_assert((E * sizeof(U)) % 16 == 0, "a whole number of 16-byte words");
+    if (!CUDA_EMU_ALIGN16(p, "cuda_ld128"))
+        return;
     const int4 *q = reinterpret_cast<const int4 *>(p);
 CUDA_UNROLL
     for (int k = 0; k < (int)(E * sizeof(U) / 16); k++) {
@@ -185,6 +210,8 @@ CUDA_UNROLL
 template <int E, typename U> __device__ __forceinline__ void cuda_st128(U *p, const U (&src)[E])
 {
     static_assert((E * sizeof(U)) % 16 == 0, "a whole number of 16-byte words");
+    if (!CUDA_EMU_ALIGN16(p, "cuda_st128"))
+        return;
     int4 *q = reinterpret_cast<int4 *>(p);
 CUDA_UNROLL
     for (int k = 0; k < (int)(E * sizeof(U) / 16); k++) {

@@ -1385,8 +1385,74 @@ static int emu_run_block(unsigned n, dim3 b, const char *kernel)
     }
 }
 
+/* ---- dynamic shared memory --------------------------------------------- */
+
+/* The largest dynamic shared memory a block may opt in to on the emulated
+ * device (SPOTRAIN_EMU_CC, as cudaGetDeviceProperties says it). */
+static int emu_optin_bytes(void)
+{
+    const char *cc = getenv("SPOTRAIN_EMU_CC");
+    int ma = 9, mi = 0;
+    if (cc && sscanf(cc, "%d.%d", &ma, &mi) != 2)
+        ma = 9, mi = 0;
+    if (ma >= 9)
+        return 227 * 1024;
+    if (ma == 8)
+        return mi == 0 || mi == 7 ? 163 * 1024 : 99 * 1024;
+    return 48 * 1024;
+}
+
+enum { EMU_MAX_FUNCS = 256, EMU_DYN_DEFAULT = 48 * 1024 };
+static struct {
+    const void *func;
+    int max_dyn;
+} emu_funcs[EMU_MAX_FUNCS];
+static int emu_nfuncs;
+
+cudaError_t emu_func_set_attribute(const void *func, cudaFuncAttribute attr, int value)
+{
+    EMU_LOCK();
+    if (!func)
+        return emu_err(cudaErrorInvalidValue);
+    if (attr == cudaFuncAttributePreferredSharedMemoryCarveout)
+        return value >= -1 && value <= 100 ? cudaSuccess : emu_err(cudaErrorInvalidValue);
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
+        return emu_err(cudaErrorInvalidValue);
+    if (value < 0 || value > emu_optin_bytes()) {
+        emu_say("cudaFuncSetAttribute: %d bytes of dynamic shared memory is over this device's opt-in maximum %d",
+                value, emu_optin_bytes());
+        return emu_err(cudaErrorInvalidValue);
+    }
+    int i = 0;
+    while (i < emu_nfuncs && emu_funcs[i].func != func)
+        i++;
+    if (i == EMU_MAX_FUNCS)
+        return emu_err(cudaErrorMemoryAllocation);
+    emu_funcs[i].func = func;
+    emu_funcs[i].max_dyn = value;
+    emu_nfuncs += i == emu_nfuncs;
+    return cudaSuccess;
+}
+
+/* The kernel's dynamic shared memory limit: 48 KiB unless raised. */
+static size_t emu_dyn_max(const void *func)
+{
+    for (int i = 0; i < emu_nfuncs; i++)
+        if (emu_funcs[i].func == func)
+            return (size_t)emu_funcs[i].max_dyn > (size_t)EMU_DYN_DEFAULT ? (size_t)emu_funcs[i].max_dyn
+                                                                           : (size_t)EMU_DYN_DEFAULT;
+    return EMU_DYN_DEFAULT;
+}
+
+/* The running launch's dynamic shared memory: exactly its bytes (ASan
+ * sees an access past them), poisoned before every block. */
+static unsigned char *emu_dyn;
+static size_t emu_dyn_bytes;
+
+void *emu_dyn_smem(void) { return emu_dyn; }
+
 /* Runs a launch (checked by emu_run) on the host now: blocks in turn. */
-static void emu_exec(dim3 g, dim3 b, void (*body)(void *), void *arg, const char *kernel)
+static void emu_exec(dim3 g, dim3 b, size_t shmem, void (*body)(void *), void *arg, const char *kernel)
 {
     static emu_thread threads[EMU_MAX_THREADS];
     unsigned n = b.x * b.y * b.z;
@@ -1395,6 +1461,14 @@ static void emu_exec(dim3 g, dim3 b, void (*body)(void *), void *arg, const char
         emu_sticky = cudaErrorMemoryAllocation;
         return;
     }
+    void *dyn = NULL;
+    if (shmem && posix_memalign(&dyn, 16, shmem)) {
+        emu_say("%s: no memory for %zu bytes of dynamic shared memory", kernel, shmem);
+        emu_sticky = cudaErrorMemoryAllocation;
+        return;
+    }
+    emu_dyn = (unsigned char *)dyn;
+    emu_dyn_bytes = shmem;
     emu_b.t = threads;
     emu_b.n = n;
     emu_b.body = body;
@@ -1411,15 +1485,20 @@ static void emu_exec(dim3 g, dim3 b, void (*body)(void *), void *arg, const char
     for (unsigned long long k = 0; k < nb; k++) {
         unsigned long long bi = emu_reverse ? nb - 1 - k : k;
         blockIdx = uint3{(unsigned)(bi % g.x), (unsigned)(bi / g.x % g.y), (unsigned)(bi / g.x / g.y)};
+        if (emu_dyn)
+            memset(emu_dyn, 0xff, emu_dyn_bytes);
         if (emu_run_block(n, b, kernel)) {
             emu_sticky = cudaErrorLaunchFailure;
-            return;
+            break;
         }
     }
+    free(emu_dyn);
+    emu_dyn = NULL;
+    emu_dyn_bytes = 0;
 }
 
-void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(void *), const char *kernel,
-             const emu_access *acc, int nacc)
+void emu_run(const emu_cfg *c, const void *func, void (*body)(void *), void *arg, void (*release)(void *),
+             const char *kernel, const emu_access *acc, int nacc)
 {
     EMU_LOCK();
     if (emu_sticky != cudaSuccess) {
@@ -1441,18 +1520,24 @@ void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(
         release(arg);
         return;
     }
-    /* the limits of every GPU since sm_30 */
+    /* the limits of every GPU since sm_30; dynamic shared memory over 48
+     * KiB only up to what cudaFuncSetAttribute allowed the kernel */
+    size_t dyn_max = emu_dyn_max(func), shmem = c->shmem;
     if (!g.x || !g.y || !g.z || !nt || nt > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 || g.x > 2147483647u ||
-        g.y > 65535 || g.z > 65535 || c->shmem > 48 * 1024) {
-        emu_say("%s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u) shared %zu", kernel, g.x, g.y,
-                g.z, b.x, b.y, b.z, c->shmem);
+        g.y > 65535 || g.z > 65535 || shmem > dyn_max) {
+        emu_say("%s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u) dynamic shared %zu%s", kernel,
+                g.x, g.y, g.z, b.x, b.y, b.z, shmem,
+                shmem > dyn_max ? dyn_max > EMU_DYN_DEFAULT ? " (over the kernel's cudaFuncSetAttribute limit)"
+                                                             : " (over 48 KiB needs cudaFuncSetAttribute("
+                                                               "cudaFuncAttributeMaxDynamicSharedMemorySize) first)"
+                                : "");
         emu_err(cudaErrorInvalidConfiguration);
         release(arg);
         return;
     }
-    emu_push(emu_s(c->stream), [g, b, body, arg, release, kernel] {
+    emu_push(emu_s(c->stream), [g, b, shmem, body, arg, release, kernel] {
         if (emu_sticky == cudaSuccess)
-            emu_exec(g, b, body, arg, kernel);
+            emu_exec(g, b, shmem, body, arg, kernel);
         release(arg);
     }, 1, kernel, acc, nacc);
 }

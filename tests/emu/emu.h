@@ -80,6 +80,21 @@ void emu_warp_op(const char *op, uint64_t key);
 /* Fails the running launch once its block ends, with this message. */
 void emu_fail_launch(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* cuda/common.cuh's 128-bit loads and stores call this: one through a
+ * pointer not 16-byte aligned faults on a GPU (misaligned address), so it
+ * fails the launch here in every build, not only under SAN=1's UBSan, and
+ * returns 0: the access is skipped (done, the alignas(16) int4 could
+ * crash the process in an aligned SSE move). */
+static inline int emu_check_align16(const void *p, const char *what)
+{
+    if (!((uintptr_t)p & 15u))
+        return 1;
+    emu_fail_launch("%s through %p, which is not 16-byte aligned (a misaligned address fault on a GPU); "
+                    "take the element-by-element path there", what, p);
+    return 0;
+}
+#define CUDA_EMU_ALIGN16(p, what) emu_check_align16((p), (what))
+
 inline void __syncwarp(unsigned mask = 0xffffffffu)
 {
     (void)mask;
@@ -207,10 +222,29 @@ struct emu_access {
 };
 
 /* Queues body(arg) once per thread of every block of c on c's stream
- * (emu.cpp), then release(arg); a bad configuration fails at once. acc:
- * the launch's pointer arguments. */
-void emu_run(const emu_cfg *c, void (*body)(void *), void *arg, void (*release)(void *), const char *kernel,
-             const emu_access *acc, int nacc);
+ * (emu.cpp), then release(arg); a bad configuration fails at once (func:
+ * the kernel, whose cudaFuncSetAttribute settings apply). acc: the
+ * launch's pointer arguments. */
+void emu_run(const emu_cfg *c, const void *func, void (*body)(void *), void *arg, void (*release)(void *),
+             const char *kernel, const emu_access *acc, int nacc);
+
+/* Dynamic shared memory (the launch's third argument): over 48 KiB only
+ * after cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+ * bytes) raised the kernel's limit, which may not pass the emulated
+ * device's opt-in maximum (cc 9.0: 227 KiB; 8.0: 163 KiB; other 8.x: 99
+ * KiB). A kernel reaches it through cuda/common.cuh's cuda_dyn_smem<T>();
+ * it reads as NaN until written, as static shared memory does. */
+enum cudaFuncAttribute {
+    cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+    cudaFuncAttributePreferredSharedMemoryCarveout = 9
+};
+cudaError_t emu_func_set_attribute(const void *func, cudaFuncAttribute attr, int value);
+template <typename... P> inline cudaError_t cudaFuncSetAttribute(void (*func)(P...), cudaFuncAttribute attr, int value)
+{
+    return emu_func_set_attribute(reinterpret_cast<const void *>(func), attr, value);
+}
+void *emu_dyn_smem(void);
+#define CUDA_EMU_DYN_SMEM() emu_dyn_smem()
 
 /* A pointer argument of a launch must be NULL or point into device memory
  * (or page-locked host memory, which the device can reach): a host
@@ -243,7 +277,7 @@ template <typename... P> struct emu_launcher {
             std::tuple<P...> args;
         };
         call *x = new call{kernel, std::tuple<P...>(a...)};
-        emu_run(&cfg, [](void *p) { std::apply(((call *)p)->k, ((call *)p)->args); }, x,
+        emu_run(&cfg, reinterpret_cast<const void *>(kernel), [](void *p) { std::apply(((call *)p)->k, ((call *)p)->args); }, x,
                 [](void *p) { delete (call *)p; }, name, acc, nacc);
     }
 };

@@ -9,7 +9,11 @@
  * orders two streams (events, host waits) not reported as a hazard; the
  * warp matrix operations (wmma) against a plain product in every operand
  * layout, a store read by another lane before __syncwarp showing as NaN,
- * and a wmma call some lanes skip or make with other arguments failing.
+ * and a wmma call some lanes skip or make with other arguments failing;
+ * a 128-bit load or store (cuda/common.cuh) through a pointer not 16-byte
+ * aligned failing the launch in every build; dynamic shared memory over 48
+ * KiB refused until cudaFuncSetAttribute raised the kernel's limit, and
+ * that limit held to the device's opt-in maximum.
  * module: cuda */
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +23,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
+#include "cuda/common.cuh"
 
 extern "C" {
 #include "tests/harness.h"
@@ -430,6 +435,18 @@ __global__ void emu_t_partial_warp_k(float *p)
     p[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (float)threadIdx.x, 1);
 }
 
+/* common.cuh's 128-bit load and store one float past an aligned base: a
+ * misaligned-address fault on a GPU, which x86 would do silently */
+__global__ void emu_t_misaligned_k(float *p, int store)
+{
+    float v[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+    if (store)
+        cuda_st128<4>(p + 1, v);
+    else
+        cuda_ld128<4>(v, p + 1);
+    p[8 + threadIdx.x] = v[0];
+}
+
 /* half of warp 0 at a barrier, the other half at a shuffle: deadlock */
 __global__ void emu_t_split_k(void)
 {
@@ -437,6 +454,46 @@ __global__ void emu_t_split_k(void)
         __syncthreads();
     else
         (void)__shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+
+/* out[i] = i read back reversed through n floats of dynamic shared memory */
+__global__ void emu_t_dyn_k(float *out, int n)
+{
+    float *sh = cuda_dyn_smem<float>();
+    for (int i = (int)threadIdx.x; i < n; i += (int)blockDim.x)
+        sh[i] = (float)i;
+    __syncthreads();
+    for (int i = (int)threadIdx.x; i < n; i += (int)blockDim.x)
+        out[i] = sh[n - 1 - i];
+}
+
+/* Dynamic shared memory: up to 48 KiB as it is; more only after
+ * cudaFuncSetAttribute raised the kernel's limit, and only up to the
+ * device's opt-in maximum (227 KiB on the emulated cc 9.0). */
+static void test_dyn_smem(void)
+{
+    enum { BIG = 64 * 1024, N = BIG / 4 };
+    float *d = NULL, *h = (float *)malloc(BIG);
+    EXPECT(h && cudaMalloc((void **)&d, BIG) == cudaSuccess);
+    emu_t_dyn_k<<<1, 128, 1024>>>(d, 256);
+    EXPECT(cudaGetLastError() == cudaSuccess);
+    emu_t_dyn_k<<<2, 128, BIG>>>(d, N);
+    EXPECT(cudaGetLastError() == cudaErrorInvalidConfiguration);   /* not raised: a GPU refuses it */
+    EXPECT(cudaFuncSetAttribute(emu_t_dyn_k, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 * 1024) ==
+           cudaErrorInvalidValue);
+    cudaGetLastError();
+    EXPECT(cudaFuncSetAttribute(emu_t_dyn_k, cudaFuncAttributeMaxDynamicSharedMemorySize, BIG) == cudaSuccess);
+    emu_t_dyn_k<<<2, 128, BIG + 16>>>(d, N);
+    EXPECT(cudaGetLastError() == cudaErrorInvalidConfiguration);   /* past the raised limit */
+    emu_t_dyn_k<<<2, 128, BIG>>>(d, N);
+    EXPECT(cudaGetLastError() == cudaSuccess);
+    EXPECT(cudaMemcpy(h, d, BIG, cudaMemcpyDeviceToHost) == cudaSuccess);
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += h[i] != (float)(N - 1 - i);
+    EXPECT(bad == 0);
+    cudaFree(d);
+    free(h);
 }
 
 static void test_misuse(void)
@@ -473,6 +530,8 @@ static int run_failure(const char *which)
         emu_t_partial_warp_k<<<1, 48>>>((float *)d);
     else if (!strcmp(which, "split"))
         emu_t_split_k<<<1, 64>>>();
+    else if (!strncmp(which, "misaligned_", 11))
+        emu_t_misaligned_k<<<1, 32>>>((float *)d, !strcmp(which, "misaligned_st"));
     else if (!strncmp(which, "wmma_", 5))
         emu_t_wmma_misuse_k<<<1, 32>>>((float *)d, !strcmp(which, "wmma_partial") ? 0
                                                    : !strcmp(which, "wmma_args") ? 1 : 2);
@@ -519,7 +578,8 @@ static const char *emu_t_self;
 static void test_failures(void)
 {
     const char *cases[] = {"extra_sync", "divergent_sync", "partial_warp", "split", "host_pointer", "hazard_read",
-                           "hazard_write", "wmma_partial", "wmma_args", "wmma_align"};
+                           "hazard_write", "wmma_partial", "wmma_args", "wmma_align", "misaligned_ld",
+                           "misaligned_st"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", emu_t_self, cases[i]);
@@ -543,6 +603,7 @@ int main(int argc, char **argv)
     harness_run("emu_stream_hazards", test_stream_hazards);
     harness_run("emu_wmma", test_wmma);
     harness_run("emu_wmma_store_race", test_wmma_store_race);
+    harness_run("emu_dyn_smem", test_dyn_smem);
     harness_run("emu_misuse", test_misuse);
     harness_run("emu_failures", test_failures);
     return harness_end();
