@@ -18,9 +18,8 @@
 # larger: the same bits, the plan and peak a layer over overlap = false);
 # the emulator runs each stream's work only when something waits for it and
 # checks every cross-stream access is ordered by an event or a host wait,
-# so dropping the wait for a free gradient bucket (the test hook
-# SPOTRAIN_TEST_CUDA_UNORDERED=1) must fail, while the diagnostic
-# SPOTRAIN_CUDA_OVERLAP drops nothing, whatever its value.
+# so dropping the wait for a free gradient bucket must fail (the test hook
+# SPOTRAIN_TEST_CUDA_UNORDERED=1; SPOTRAIN_CUDA_OVERLAP drops nothing).
 # Option strings like $S are word-split on purpose.
 # shellcheck disable=SC2086
 # module: cuda comm
