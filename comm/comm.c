@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,8 +213,9 @@ const char *comm_phase(const char *agreement)
 }
 
 /* The first failed wait: every later one fails at once with its code, and
- * comm_finalize will not join peers that stopped answering. */
-static int comm_broken;
+ * comm_finalize will not join peers that stopped answering. Atomic: the
+ * comm worker may set it while the main thread's protocol checks read it. */
+static _Atomic int comm_broken;
 static comm_failure comm_why = {"", -1, 0, 0};
 
 int comm_failed(const comm_failure **why)
