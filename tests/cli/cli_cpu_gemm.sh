@@ -13,7 +13,7 @@ S=$SPOTRAIN
 cd "$T_TMP" || exit 1
 unset SPOTRAIN_CPU_GEMM
 F="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=4 --set model.n_kv_heads=2 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=6 --set train.micro_batch=3 --set train.val_every=0 --set train.threads=2 --set train.log_every=1 --set checkpoint.interval_steps=0"
-digest() { "$S" ckpt inspect --json "$1" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])'; }
+digest() { t_digest "$1"; }
 same() {
     if [ -n "$2" ] && [ "$2" = "$3" ]; then t_ok "$1 (digests $2)"; else t_bad "$1" "digests '$2' vs '$3'"; fi
 }

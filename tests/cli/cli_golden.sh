@@ -24,7 +24,7 @@ RECORD=${1:-}
 cd "$T_TMP" || exit 1
 F="--set model.preset=tiny --set train.global_batch=16 --set train.micro_batch=4 --set train.val_every=0 \
 --set checkpoint.interval_steps=10 --set train.threads=2 --set train.log_every=1000 --quiet"
-digest() { "$S" ckpt inspect "$1" --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])'; }
+digest() { t_digest "$1"; }
 have_mpi=0
 command -v mpirun >/dev/null 2>&1 && "$S" --version | grep -q "mpi: yes" && have_mpi=1
 # key LIB: the golden.txt key of LIB's runs under the present environment.

@@ -8,14 +8,10 @@
 . tests/cli/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1
-if ! command -v mpirun >/dev/null 2>&1 || ! "$S" --version | grep -q "mpi: yes"; then
-    echo "SKIP mpi tests: no mpirun or built with MPI=0"
-    t_end
-    exit $?
-fi
+t_need_mpi "mpi tests"
 M="mpirun -np 2 --oversubscribe"
 F="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=6 --set train.micro_batch=3 --set train.val_every=0 --set train.threads=1 --set train.log_every=1 --quiet"
-digest() { "$S" ckpt inspect "$1" --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])'; }
+digest() { t_digest "$1"; }
 
 $M "$S" train /dev/null $F --set train.max_steps=12 --set train.run_dir=straight --set checkpoint.interval_steps=0 >/dev/null 2>&1
 t_exit "2 ranks: 12 steps straight" 0 "" test -d straight/ckpt/step-00000012

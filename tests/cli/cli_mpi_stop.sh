@@ -17,11 +17,7 @@
 S=$SPOTRAIN
 RUN=$PWD/spot/spotrain-run
 cd "$T_TMP" || exit 1
-if ! command -v mpirun >/dev/null 2>&1 || ! "$S" --version | grep -q "mpi: yes"; then
-    echo "SKIP mpi stop tests: no mpirun or built with MPI=0"
-    t_end
-    exit $?
-fi
+t_need_mpi "mpi stop tests"
 M="mpirun -np 2 --oversubscribe"
 F="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=6 --set train.micro_batch=3 --set train.val_every=0 --set train.threads=1 --set train.log_every=100 --set train.max_steps=10000000 --set checkpoint.interval_steps=0 --quiet"
 

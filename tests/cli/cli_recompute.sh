@@ -11,7 +11,7 @@
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1
 F="--set model.dim=32 --set model.n_layers=3 --set model.n_heads=4 --set model.n_kv_heads=2 --set model.ffn_dim=64 --set model.seq_len=16 --set train.global_batch=6 --set train.micro_batch=3 --set train.val_every=3 --set train.threads=2 --set train.log_every=1 --set checkpoint.interval_steps=0 --quiet"
-digest() { "$S" ckpt inspect --json "$1" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])'; }
+digest() { t_digest "$1"; }
 losses() { t_events "$1/events.jsonl" step loss | tr '\n' ' '; }
 # same NAME DIR_A DIR_B STEP: digests and logged losses of two runs agree.
 same() {

@@ -66,11 +66,7 @@ t_exit "zero = 3 with backend cuda: planned per GPU (stage 3)" 0 "ZeRO stage 3" 
 t_exit "zero = 4 is not a stage: exit 78" 78 "train.zero" \
     "$S" train /dev/null $F --set train.zero=4 --set train.run_dir=four
 
-if ! command -v mpirun >/dev/null 2>&1 || ! "$S" --version | grep -q "mpi: yes"; then
-    echo "SKIP mpi zero tests: no mpirun or built with MPI=0"
-    t_end
-    exit $?
-fi
+t_need_mpi "mpi zero tests"
 # zero = auto under 2 ranks on this node: each gets half of MemAvailable.
 # (Before SPOTRAIN_COMM_CHUNK below: only ranks read it, not --dry-run.)
 t2=$(plan $F $G --set train.zero=2 --world 2)

@@ -12,11 +12,7 @@
 . tests/cli/lib.sh
 S=$SPOTRAIN
 cd "$T_TMP" || exit 1
-if ! command -v mpirun >/dev/null 2>&1 || ! "$S" --version | grep -q "mpi: yes"; then
-    echo "SKIP overlap tests: no mpirun or built with MPI=0"
-    t_end
-    exit $?
-fi
+t_need_mpi "overlap tests"
 F="--set model.dim=32 --set model.n_layers=3 --set model.n_heads=4 --set model.n_kv_heads=2 --set model.ffn_dim=64 --set model.seq_len=16 --set train.val_every=3 --set train.threads=1 --set train.log_every=1 --set checkpoint.interval_steps=0 --set spot.provider=none --quiet"
 # A chunk smaller than a layer: buckets take several rounds.
 export SPOTRAIN_COMM_CHUNK=128

@@ -33,6 +33,15 @@ t_end() {
     [ "$T_FAIL" -eq 0 ]
 }
 
+# t_need_mpi WHAT: ends the script with a SKIP line (and the closing
+# count) unless mpirun is there and spotrain was built with MPI.
+t_need_mpi() {
+    command -v mpirun >/dev/null 2>&1 && "$SPOTRAIN" --version | grep -q "mpi: yes" && return 0
+    echo "SKIP $1: no mpirun or built with MPI=0"
+    t_end
+    exit $?
+}
+
 # t_s3_signatures: every request that reached the S3 test server (both of
 # the proxy's ports) carried a SigV4 signature that verifies, recomputed by
 # botocore from the request as sent (moto checks none; a real server answers

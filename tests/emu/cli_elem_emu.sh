@@ -17,9 +17,7 @@ S="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n
 --set model.vocab_size=256 --set model.seq_len=16 --set train.global_batch=4 --set train.micro_batch=2 \
 --set checkpoint.interval_steps=3 --set spot.provider=none --set train.log_every=1 --set data.synthetic_samples=200 \
 --set train.threads=1 --set train.max_steps=3 --set train.val_every=0 --set train.backend=cuda --quiet"
-digest() {
-    "$B" ckpt inspect "$1" --json 2>/dev/null | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])' 2>/dev/null
-}
+digest() { t_digest "$1" 2>/dev/null; }
 losses() {
     /usr/bin/python3 -c 'import json,sys; print(" ".join(repr(o["loss"]) for o in map(json.loads, open(sys.argv[1])) if o["event"] == "step"))' "$1" 2>/dev/null
 }

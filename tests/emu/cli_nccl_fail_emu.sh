@@ -22,11 +22,7 @@
 . tests/cli/lib.sh
 B=$SPOTRAIN
 cd "$T_TMP" || exit 1
-if ! command -v mpirun >/dev/null 2>&1 || ! "$B" --version | grep -q "mpi: yes"; then
-    echo "SKIP nccl failure tests: no mpirun or built with MPI=0"
-    t_end
-    exit $?
-fi
+t_need_mpi "nccl failure tests"
 M="mpirun -np 2 --oversubscribe"
 S="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 \
 --set model.vocab_size=256 --set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=2 \

@@ -26,19 +26,13 @@
 . tests/cli/lib.sh
 B=$SPOTRAIN
 cd "$T_TMP" || exit 1
-if ! command -v mpirun >/dev/null 2>&1 || ! "$B" --version | grep -q "mpi: yes"; then
-    echo "SKIP zero emulation tests: no mpirun or built with MPI=0"
-    t_end
-    exit $?
-fi
+t_need_mpi "zero emulation tests"
 M="mpirun -np 2 --oversubscribe"
 S="--set model.dim=32 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64 \
 --set model.vocab_size=256 --set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=2 \
 --set checkpoint.interval_steps=3 --set spot.provider=none --set train.log_every=1 --set data.synthetic_samples=500 \
 --set train.threads=1 --set train.val_every=3 --quiet"
-digest() {
-    "$B" ckpt inspect "$1" --json 2>/dev/null | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d,list) else d; print(d["digest"]["params"], d["digest"]["adam_m"], d["digest"]["adam_v"])' 2>/dev/null
-}
+digest() { t_digest "$1" 2>/dev/null; }
 # losses A B TOL: step and validation losses of two runs, equal within TOL (relative)
 losses() {
     /usr/bin/python3 - "$1" "$2" "$3" <<'PY' 2>&1
