@@ -9,14 +9,17 @@
 #include <math.h>
 #include <omp.h>
 
-/* The score tile and its gradient, the key tile's K^T and V^T, the
- * output sums of every head of a GQA group (forward; the backward's dk and
- * dv sums are the first two), and each of those heads' running max and sum
- * per row; each piece 64-byte aligned. */
+/* Floats of a [TILE, hd] block's rows, rounded up to keep blocks 64-byte
+ * aligned. */
 static size_t cpu_attn_width(int64_t hd) { return (size_t)(hd + 15) / 16 * 16; }
 
+/* [TILE, w] sum blocks: one per head of the group (forward), at least the
+ * backward's two (dk, dv). */
 static size_t cpu_attn_sums(int64_t group) { return group > 2 ? (size_t)group : 2; }
 
+/* The score tile and its gradient, the key tile's K^T and V^T, the sum
+ * blocks, and each of the group's heads' running max and sum per row; each
+ * piece 64-byte aligned. */
 size_t cpu_attn_scratch_floats(int64_t hd, int64_t group)
 {
     size_t t = CPU_ATTN_TILE, w = cpu_attn_width(hd);
@@ -123,8 +126,8 @@ static float cpu_attn_online_row(float *restrict s, int64_t seen, int64_t n, int
     return alpha;
 }
 
-/* One key tile's step for query tile r0..r0+m of head h, group slot g:
- * the scores against kt, the online softmax, and acc = acc * alpha + p v. */
+/* One key tile's step for the m query rows q of the group's head g: the
+ * scores against kt, the online softmax, and acc = acc * alpha + p v. */
 static void cpu_attn_fwd_step(const cpu_attn_shape *a, const float *q, const float *v, cpu_attn_scr *w, int64_t g,
                               int64_t m, int64_t n, int diag, int first)
 {

@@ -83,7 +83,7 @@ void emu_fail_launch(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 /* cuda/common.cuh's 128-bit loads and stores call this: one through a
  * pointer not 16-byte aligned faults on a GPU (misaligned address), so it
  * fails the launch here in every build, not only under SAN=1's UBSan, and
- * returns 0: the access is skipped (done, the alignas(16) int4 could
+ * returns 0: the access is skipped (made, the alignas(16) int4 could
  * crash the process in an aligned SSE move). */
 static inline int emu_check_align16(const void *p, const char *what)
 {
