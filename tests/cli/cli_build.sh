@@ -2,8 +2,8 @@
 # Build and install checks: a machine without the -dev packages gets one line
 # naming them and the install command (not a compiler's "ini.h: No such
 # file"), `make install` lays out a stripped binary, the wrapper and the
-# sample config and the man page, and the run-time libraries docs/building.md
-# names are the binary's.
+# sample config and the man page, the run-time libraries docs/building.md
+# names are the binary's, and a change of build settings rebuilds.
 # module: cli
 . tests/cli/lib.sh
 S=$SPOTRAIN
@@ -93,4 +93,16 @@ for lib in libgfortran libgomp; do
     fi
 done
 t_exit "README has no leftover SECTIONS marker" 1 "" grep -q "<!-- SECTIONS -->" "$ROOT/README.md"
+
+# The settings stamp ($(BUILD)/.flags): one object built, the same
+# settings again leave it up to date (make -q exits 0), other settings
+# (MPI=0) make it out of date (exit 1), and back again after that build.
+SB="$T_TMP/stamp"
+make -s -C "$ROOT" BUILD="$SB" CUDA=0 "$SB/util/util.o" >"$T_TMP/stamp.txt" 2>&1
+t_exit "build stamp: the object builds" 0 "" test -e "$SB/util/util.o"
+t_exit "build stamp: the same settings are up to date" 0 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 "$SB/util/util.o"
+t_exit "build stamp: MPI=0 rebuilds" 1 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 MPI=0 "$SB/util/util.o"
+make -s -C "$ROOT" BUILD="$SB" CUDA=0 MPI=0 "$SB/util/util.o" >>"$T_TMP/stamp.txt" 2>&1
+t_exit "build stamp: after the MPI=0 build it is up to date" 0 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 MPI=0 "$SB/util/util.o"
+t_exit "build stamp: and the first settings rebuild" 1 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 "$SB/util/util.o"
 t_end
