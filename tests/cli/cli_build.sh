@@ -34,6 +34,18 @@ t_exit "make install: the binary is stripped" 0 "" sh -c "! readelf -S '$T_TMP/r
 t_exit "the installed binary runs" 0 "spotrain" "$T_TMP/root/usr/bin/spotrain" --version
 t_exit "make install: the man page" 0 "" cmp -s "$T_TMP/root/usr/share/man/man1/spotrain.1" "$ROOT/docs/spotrain.1"
 
+# The settings stamp ($(BUILD)/.flags): one object built, the same
+# settings again leave it up to date (make -q exits 0), other settings
+# (MPI=0) make it out of date (exit 1), and back again after that build.
+SB="$T_TMP/stamp"
+make -s -C "$ROOT" BUILD="$SB" CUDA=0 "$SB/util/util.o" >"$T_TMP/stamp.txt" 2>&1
+t_exit "build stamp: the object builds" 0 "" test -e "$SB/util/util.o"
+t_exit "build stamp: the same settings are up to date" 0 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 "$SB/util/util.o"
+t_exit "build stamp: MPI=0 rebuilds" 1 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 MPI=0 "$SB/util/util.o"
+make -s -C "$ROOT" BUILD="$SB" CUDA=0 MPI=0 "$SB/util/util.o" >>"$T_TMP/stamp.txt" 2>&1
+t_exit "build stamp: after the MPI=0 build it is up to date" 0 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 MPI=0 "$SB/util/util.o"
+t_exit "build stamp: and the first settings rebuild" 1 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 "$SB/util/util.o"
+
 # docs/building.md lists exactly the libraries the binary needs itself
 # (the release build; a sanitizer build links everything dynamically).
 DOC=$ROOT/docs/building.md
@@ -93,16 +105,4 @@ for lib in libgfortran libgomp; do
     fi
 done
 t_exit "README has no leftover SECTIONS marker" 1 "" grep -q "<!-- SECTIONS -->" "$ROOT/README.md"
-
-# The settings stamp ($(BUILD)/.flags): one object built, the same
-# settings again leave it up to date (make -q exits 0), other settings
-# (MPI=0) make it out of date (exit 1), and back again after that build.
-SB="$T_TMP/stamp"
-make -s -C "$ROOT" BUILD="$SB" CUDA=0 "$SB/util/util.o" >"$T_TMP/stamp.txt" 2>&1
-t_exit "build stamp: the object builds" 0 "" test -e "$SB/util/util.o"
-t_exit "build stamp: the same settings are up to date" 0 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 "$SB/util/util.o"
-t_exit "build stamp: MPI=0 rebuilds" 1 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 MPI=0 "$SB/util/util.o"
-make -s -C "$ROOT" BUILD="$SB" CUDA=0 MPI=0 "$SB/util/util.o" >>"$T_TMP/stamp.txt" 2>&1
-t_exit "build stamp: after the MPI=0 build it is up to date" 0 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 MPI=0 "$SB/util/util.o"
-t_exit "build stamp: and the first settings rebuild" 1 "" make -q -C "$ROOT" BUILD="$SB" CUDA=0 "$SB/util/util.o"
 t_end
